@@ -1,0 +1,85 @@
+"""Running one executor call and turning what happened into an outcome to store."""
+
+from __future__ import annotations
+
+import json
+import traceback
+from dataclasses import dataclass
+from typing import Any, Callable
+from uuid import UUID
+
+from .context import TaskContext, _current
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The end of one attempt: a JSON result or an error description."""
+
+    task_id: int
+    lease_token: UUID
+    result_json: str | None = None
+    error: dict[str, Any] | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.error is None
+
+
+def task_data(claimed: dict[str, Any]) -> dict[str, Any]:
+    """The dict an executor receives, built from a claimed row."""
+    return {
+        "task_id": claimed["id"],
+        "task_type": claimed["task_type"],
+        "parameters": claimed["parameters"],
+        "attempt": claimed["attempts"],
+        "max_attempts": claimed["max_attempts"],
+        "dependency_results": {int(k): v for k, v in claimed["dependency_results"].items()},
+    }
+
+
+def run_executor(fn: Callable[[dict[str, Any]], Any], claimed: dict[str, Any]) -> Outcome:
+    """Call ``fn`` for a claimed task; never raises, whatever ``fn`` does."""
+    data = task_data(claimed)
+    context = TaskContext(data["task_id"], data["task_type"], data["attempt"], data["max_attempts"])
+    reset_token = _current.set(context)
+    try:
+        result = fn(data)
+    except BaseException as exc:  # noqa: BLE001 - an executor's failure is data
+        return failure(claimed, exc)
+    finally:
+        _current.reset(reset_token)
+    try:
+        return Outcome(claimed["id"], claimed["lease_token"], result_json=result_to_json(result))
+    except ValueError as exc:
+        return failure(claimed, exc, error_type="ResultNotSerializable")
+
+
+def result_to_json(result: Any) -> str:
+    """Serialize an executor's return value for the ``result`` jsonb column.
+
+    Raises:
+        ValueError: it is not JSON, or holds what jsonb refuses (NaN, NUL).
+    """
+    try:
+        text = json.dumps(result, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"executor returned a value that is not JSON-serializable: {exc}") from None
+    if "\\u0000" in text:
+        raise ValueError("executor returned a string with a NUL character, which jsonb cannot store")
+    return text
+
+
+def failure(claimed: dict[str, Any], exc: BaseException, error_type: str | None = None) -> Outcome:
+    """An outcome recording ``exc`` as this attempt's error."""
+    error = {
+        "type": error_type or _type_name(exc),
+        "message": str(exc),
+        "traceback": "".join(traceback.format_exception(exc)),
+        "attempt": claimed["attempts"],
+    }
+    return Outcome(claimed["id"], claimed["lease_token"], error=error)
+
+
+def _type_name(exc: BaseException) -> str:
+    cls = type(exc)
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"

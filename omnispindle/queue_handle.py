@@ -1,0 +1,25 @@
+"""How clients and workers find their queue: in-process, by DSN, or by default."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import ConfigurationError
+
+
+def resolve_queue(local_queue: Any, dsn: str | None) -> tuple[Any, bool]:
+    """Return ``(queue, owned)``; ``owned`` is True when the caller must shut it down.
+
+    Raises:
+        ConfigurationError: both a queue and a DSN were given.
+    """
+    from .task_queue import TaskQueue
+
+    if local_queue is not None and dsn is not None:
+        raise ConfigurationError("give either local_queue or dsn, not both")
+    if local_queue is not None:
+        if not isinstance(local_queue, TaskQueue):
+            raise ConfigurationError(
+                f"local_queue must be a TaskQueue, got {type(local_queue).__name__}")
+        return local_queue, False
+    return TaskQueue(dsn), True

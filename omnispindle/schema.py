@@ -1,0 +1,35 @@
+"""The SQL of Omnispindle's migrations, for Alembic environments to execute.
+
+Use it from your own Alembic history to install Omnispindle beside your
+tables (then create queues with ``TaskQueue(..., migrate=False)``)::
+
+    from alembic import op
+    from omnispindle.schema import apply_migration
+
+    def upgrade():
+        apply_migration(op.get_bind(), "0001_initial")
+
+    def downgrade():
+        apply_migration(op.get_bind(), "0001_initial.down")
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .connections import as_psycopg
+from .sqlfiles import script
+
+
+def migration_sql(name: str) -> str:
+    """Return the SQL script of migration ``name`` (e.g. ``"0001_initial"``)."""
+    return script(f"migrations/{name}.sql")
+
+
+def apply_migration(bind: Any, name: str) -> None:
+    """Execute migration ``name`` on a SQLAlchemy connection, inside its transaction.
+
+    The script runs through the psycopg connection itself, without
+    SQLAlchemy's parameter parsing, so its ``%`` and ``:`` stay literal.
+    """
+    as_psycopg(bind).execute(migration_sql(name))

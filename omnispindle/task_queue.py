@@ -1,0 +1,110 @@
+"""``TaskQueue``: a handle on the one database that holds the queue."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from . import embedded
+from .connections import Database
+from .errors import ConfigurationError, SchemaMissingError
+from .migrate import upgrade
+from .notifier import Notifier
+
+log = logging.getLogger("omnispindle")
+
+RECOVERY_BATCH = 1000
+
+
+class TaskQueue:
+    """The queue: a database connection pool, its notifications and, by default, the database.
+
+    Args:
+        dsn: a Postgres connection string. Without it, ``$OMNISPINDLE_DSN`` is
+            used; without that, an embedded Postgres is started.
+        persistence_path: directory of the embedded database (default
+            ``.omnispindle/pgdata``); the queue's state lives there and
+            survives restarts. Only for the embedded database.
+        migrate: bring the schema to the latest version on start (safe to
+            run from many processes at once). Pass False when your own
+            Alembic history installs Omnispindle.
+        pool_size: most connections this process opens.
+
+    Raises:
+        ConfigurationError: ``persistence_path`` given together with a DSN.
+        EmbeddedServerUnavailable: no DSN and pgserver not installed.
+        SchemaMissingError: ``migrate=False`` and the schema is not installed.
+
+    Example:
+        >>> queue = TaskQueue()            # embedded Postgres  # doctest: +SKIP
+        >>> queue = TaskQueue(dsn="postgresql://app@db/app")   # doctest: +SKIP
+    """
+
+    def __init__(self, dsn: str | None = None, *, persistence_path: str | os.PathLike[str] | None = None,
+                 migrate: bool = True, pool_size: int = 10) -> None:
+        dsn = dsn or os.environ.get(embedded.DSN_VARIABLE)
+        if dsn and persistence_path is not None:
+            raise ConfigurationError(
+                "persistence_path selects the embedded database's directory; with a DSN "
+                "the queue's state already persists in that database")
+        self._persistence_path = persistence_path
+        self._server: Any = None
+        if not dsn:
+            self._server = embedded.start_server(persistence_path)
+            dsn = self._server.get_uri()
+        self.dsn: str = dsn
+        self._migrate = migrate
+        self.db = Database(dsn, max_size=pool_size)
+        self._notifier: Notifier | None = None
+        self._prepare_schema()
+
+    @property
+    def embedded(self) -> bool:
+        """True when this queue started its own embedded Postgres."""
+        return self._server is not None
+
+    @property
+    def notifier(self) -> Notifier:
+        """The process's LISTEN connection for this queue, started on first use."""
+        if self._notifier is None:
+            self._notifier = Notifier(self.dsn)
+        return self._notifier
+
+    def load_state(self) -> dict[str, int]:
+        """Re-attach to the stored queue and recover work left by a crash.
+
+        Tasks still marked running whose lease has expired go back to
+        pending (or to failed when no attempts are left).
+
+        Returns:
+            The number of tasks in each state, after recovery.
+        """
+        self._prepare_schema()
+        while len(self.db.fetch("recover_expired_leases", {"limit": RECOVERY_BATCH})) == RECOVERY_BATCH:
+            pass
+        return {row["state"]: row["count"] for row in self.db.fetch("count_tasks_by_state")}
+
+    def shutdown(self) -> None:
+        """Close connections, and stop the embedded server if this queue started it."""
+        if self._notifier is not None:
+            self._notifier.close()
+            self._notifier = None
+        self.db.close()
+        if self._server is not None:
+            self._server.cleanup()
+            self._server = None
+
+    def __enter__(self) -> "TaskQueue":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.shutdown()
+
+    def _prepare_schema(self) -> None:
+        if self._migrate:
+            upgrade(self.dsn)
+        elif not self.db.fetch("schema_installed")[0]["installed"]:
+            raise SchemaMissingError(
+                "the database has no omnispindle schema: run `omnispindle migrate --dsn ...` "
+                "or create the queue with migrate=True")

@@ -1,0 +1,163 @@
+"""Checks on everything a caller submits, before anything reaches the database."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from numbers import Real
+from typing import Any, Iterable, Mapping
+
+from .errors import ValidationError
+
+PRIORITY_RANGE = (-1000, 1000)
+MAX_RETRIES_RANGE = (0, 100)
+MAX_RETRY_BACKOFF = 3600.0
+MAX_TASK_TYPE_LENGTH = 200
+BATCH_FIELDS = frozenset({
+    "task_type", "parameters", "priority", "dependencies", "max_retries",
+    "timeout", "retry_backoff", "required_capabilities",
+})
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One validated task, in the shape the ``submit_tasks`` statement takes."""
+
+    task_type: str
+    parameters_json: str
+    priority: int
+    max_attempts: int
+    retry_backoff: float
+    timeout: float | None
+    required_capabilities: tuple[str, ...]
+    dependencies: tuple[int, ...]
+
+
+def task_spec(task_type: Any, parameters: Any = None, priority: Any = 0,
+              dependencies: Any = None, max_retries: Any = 3, timeout: Any = None,
+              retry_backoff: Any = 1.0, required_capabilities: Any = None) -> TaskSpec:
+    """Validate one task's arguments.
+
+    Raises:
+        ValidationError: naming the argument and what it must be.
+    """
+    return TaskSpec(
+        task_type=_task_type(task_type),
+        parameters_json=_parameters(parameters),
+        priority=_int_in_range("priority", priority, PRIORITY_RANGE),
+        max_attempts=_int_in_range("max_retries", max_retries, MAX_RETRIES_RANGE) + 1,
+        retry_backoff=_retry_backoff(retry_backoff),
+        timeout=_timeout(timeout),
+        required_capabilities=names("required_capabilities", required_capabilities),
+        dependencies=_task_ids("dependencies", dependencies),
+    )
+
+
+def batch_specs(tasks: Any) -> list[TaskSpec]:
+    """Validate every entry of a batch; the first bad one raises, naming its index.
+
+    Raises:
+        ValidationError: the batch or one of its entries is invalid.
+    """
+    if isinstance(tasks, (str, bytes, Mapping)) or not isinstance(tasks, Iterable):
+        raise ValidationError("a batch must be a list of task dicts")
+    specs = []
+    for index, entry in enumerate(tasks):
+        if not isinstance(entry, Mapping):
+            raise ValidationError(f"batch entry {index}: must be a dict, got {type(entry).__name__}")
+        unknown = set(entry) - BATCH_FIELDS
+        if unknown:
+            raise ValidationError(f"batch entry {index}: unknown field(s) {sorted(map(str, unknown))}")
+        if "task_type" not in entry:
+            raise ValidationError(f"batch entry {index}: task_type is required")
+        try:
+            specs.append(task_spec(**entry))
+        except ValidationError as exc:
+            raise ValidationError(f"batch entry {index}: {exc}") from None
+    return specs
+
+
+def task_id(value: Any) -> int:
+    """Validate a task id (a positive int)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValidationError(f"a task id must be a positive int, got {value!r}")
+    return value
+
+
+def positive_number(name: str, value: Any, *, allow_none: bool = False) -> float | None:
+    """Validate a finite number greater than zero (seconds, intervals)."""
+    if value is None and allow_none:
+        return None
+    if not _is_number(value) or not math.isfinite(value) or value <= 0:
+        raise ValidationError(f"{name} must be a positive number, got {value!r}")
+    return float(value)
+
+
+def _task_type(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError(f"task_type must be a non-empty string, got {value!r}")
+    if len(value) > MAX_TASK_TYPE_LENGTH or "\x00" in value:
+        raise ValidationError(
+            f"task_type must be at most {MAX_TASK_TYPE_LENGTH} characters without NUL")
+    return value
+
+
+def _parameters(value: Any) -> str:
+    if value is None:
+        return "{}"
+    if not isinstance(value, Mapping):
+        raise ValidationError(f"parameters must be a dict, got {type(value).__name__}")
+    try:
+        text = json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(f"parameters are not JSON-serializable: {exc}") from None
+    if "\\u0000" in text:
+        raise ValidationError("parameters must not contain NUL characters")
+    return text
+
+
+def _int_in_range(name: str, value: Any, bounds: tuple[int, int]) -> int:
+    low, high = bounds
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValidationError(f"{name} must be an int from {low} to {high}, got {value!r}")
+    return value
+
+
+def _retry_backoff(value: Any) -> float:
+    if not _is_number(value) or not math.isfinite(value) or not 0 <= value <= MAX_RETRY_BACKOFF:
+        raise ValidationError(
+            f"retry_backoff must be a number of seconds from 0 to {MAX_RETRY_BACKOFF:g}, "
+            f"got {value!r}")
+    return float(value)
+
+
+def _timeout(value: Any) -> float | None:
+    return positive_number("timeout", value, allow_none=True)
+
+
+def names(name: str, value: Any) -> tuple[str, ...]:
+    """Validate a list of non-empty strings (capabilities); duplicates dropped."""
+    if value is None:
+        return ()
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise ValidationError(f"{name} must be a list of strings, got {value!r}")
+    items = tuple(value)
+    if not all(isinstance(item, str) and item and "\x00" not in item for item in items):
+        raise ValidationError(f"{name} must be a list of non-empty strings, got {value!r}")
+    return tuple(dict.fromkeys(items))
+
+
+def _task_ids(name: str, value: Any) -> tuple[int, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
+        raise ValidationError(f"{name} must be a list of task ids, got {value!r}")
+    try:
+        return tuple(dict.fromkeys(task_id(item) for item in value))
+    except ValidationError as exc:
+        raise ValidationError(f"{name}: {exc}") from None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool)

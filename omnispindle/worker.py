@@ -1,0 +1,127 @@
+"""``WorkerClient``: runs registered executors for the tasks it claims."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from typing import Any, Callable, Iterable
+
+from . import validation
+from .errors import ConfigurationError, ValidationError
+from .queue_handle import resolve_queue
+from .worker_loop import WorkerLoop, WorkerSettings
+
+log = logging.getLogger("omnispindle.worker")
+_names = itertools.count(1)
+
+Executor = Callable[[dict[str, Any]], Any]
+
+
+class WorkerClient:
+    """A worker: claims tasks it can run and runs them in a thread pool.
+
+    Args:
+        local_queue: a TaskQueue in this process, or
+        dsn: a database to connect to.
+        capabilities: the task types (and extra capability tags) this worker
+            takes; None means every type it has an executor for.
+        concurrency: executors running at once (threads).
+        name: shown in ``omnispindle.workers``; default ``worker-N``.
+        poll_interval: longest pause, in seconds, between checks for work
+            when no notification arrives.
+        lease_timeout: seconds a claim stays valid without a heartbeat.
+        heartbeat_interval: seconds between heartbeats (default a third of
+            the lease).
+        shutdown_timeout: seconds ``stop()`` lets running executors finish
+            before handing their tasks back.
+
+    Raises:
+        ValidationError: a setting has the wrong type or range.
+
+    Example:
+        >>> worker = WorkerClient(local_queue=queue, capabilities=["math"])  # doctest: +SKIP
+        >>> worker.register_task_executor("math", lambda task: {"result": 1})  # doctest: +SKIP
+        >>> worker.start()   # blocks until worker.stop()  # doctest: +SKIP
+    """
+
+    def __init__(self, local_queue: Any = None, dsn: str | None = None,
+                 capabilities: Iterable[str] | None = None, *, concurrency: int = 1,
+                 name: str | None = None, poll_interval: float = 1.0,
+                 lease_timeout: float = 30.0, heartbeat_interval: float | None = None,
+                 shutdown_timeout: float = 30.0) -> None:
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= 1000:
+            raise ValidationError(f"concurrency must be an int from 1 to 1000, got {concurrency!r}")
+        lease = validation.positive_number("lease_timeout", lease_timeout)
+        self.settings = WorkerSettings(
+            name=name or f"worker-{next(_names)}",
+            concurrency=concurrency,
+            poll_interval=validation.positive_number("poll_interval", poll_interval),
+            lease_timeout=lease,
+            heartbeat_interval=validation.positive_number(
+                "heartbeat_interval", heartbeat_interval, allow_none=True) or lease / 3,
+            shutdown_timeout=validation.positive_number("shutdown_timeout", shutdown_timeout),
+        )
+        self.capabilities = None if capabilities is None else list(
+            validation.names("capabilities", capabilities))
+        self.queue, self._owns_queue = resolve_queue(local_queue, dsn)
+        self._executors: dict[str, Executor] = {}
+        self._stopping = threading.Event()
+        self._wake = threading.Event()
+        self._exited = threading.Event()
+        self._loop_thread: threading.Thread | None = None
+
+    def register_task_executor(self, task_type: str, fn: Executor) -> None:
+        """Run ``fn(task_data) -> dict`` for tasks of ``task_type``.
+
+        Raises:
+            ValidationError: ``task_type`` is not a non-empty string or ``fn`` is not callable.
+        """
+        validation.task_spec(task_type)
+        if not callable(fn):
+            raise ValidationError(f"the executor for {task_type!r} must be callable")
+        self._executors[task_type] = fn
+
+    @property
+    def task_types(self) -> list[str]:
+        """The task types this worker claims: its executors, limited to its capabilities."""
+        types = sorted(self._executors)
+        if self.capabilities is None:
+            return types
+        return [t for t in types if t in self.capabilities]
+
+    def start(self) -> None:
+        """Register, then claim and run tasks until :meth:`stop` is called. Blocks.
+
+        Raises:
+            ConfigurationError: already running, or no executor matches the capabilities.
+        """
+        if self._loop_thread is not None:
+            raise ConfigurationError("this worker is already running or has run; create a new one")
+        if not self.task_types:
+            raise ConfigurationError(
+                f"worker {self.settings.name!r} can run no task type: executors "
+                f"{sorted(self._executors)}, capabilities {self.capabilities}")
+        self._loop_thread = threading.current_thread()
+        try:
+            if not self._stopping.is_set():
+                loop = WorkerLoop(self.queue, self.settings, dict(self._executors),
+                                  self.task_types, self.capabilities, self._stopping, self._wake)
+                loop.run()
+        finally:
+            self._exited.set()
+            if self._owns_queue:
+                self.queue.shutdown()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Ask the worker to stop: no new claims, running executors may finish.
+
+        Called from another thread, waits up to ``timeout`` seconds (None: until
+        the worker has stopped); called from a signal handler in the worker's
+        own thread, returns at once.
+        """
+        self._stopping.set()
+        self._wake.set()
+        loop_thread = self._loop_thread
+        if loop_thread is not None and loop_thread is not threading.current_thread():
+            self._exited.wait(timeout)

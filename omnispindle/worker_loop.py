@@ -1,0 +1,226 @@
+"""The running worker: claim, execute, store outcomes, heartbeat, drain on stop."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import psycopg
+
+from .errors import ValidationError
+from .execution import Outcome, failure, run_executor
+from .notifier import READY_CHANNEL
+
+log = logging.getLogger("omnispindle.worker")
+
+MAX_ERROR_BACKOFF = 5.0
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """A worker's validated settings (see ``WorkerClient``)."""
+
+    name: str
+    concurrency: int
+    poll_interval: float
+    lease_timeout: float
+    heartbeat_interval: float
+    shutdown_timeout: float
+
+
+@dataclass
+class _Claim:
+    token: Any
+    future: Future
+
+
+class WorkerLoop:
+    """One run of a worker, from registration to a clean stop.
+
+    The loop thread alone talks to the database; executor threads hand their
+    outcomes back through a deque and wake the loop.
+    """
+
+    def __init__(self, queue: Any, settings: WorkerSettings,
+                 executors: dict[str, Callable[[dict], Any]], task_types: list[str],
+                 capabilities: list[str] | None, stopping: threading.Event,
+                 wake: threading.Event) -> None:
+        self.queue = queue
+        self.db = queue.db
+        self.settings = settings
+        self.executors = executors
+        self.task_types = task_types
+        self.capabilities = capabilities if capabilities is not None else task_types
+        self.stopping = stopping
+        self.wake = wake
+        self.claims: dict[int, _Claim] = {}
+        self.outcomes: deque[Outcome] = deque()
+        self.threads = ThreadPoolExecutor(settings.concurrency,
+                                          thread_name_prefix=f"omnispindle-{settings.name}")
+        self.next_heartbeat = 0.0
+        self.next_retry_due = float("inf")
+        self.worker_id: Any = None
+
+    def run(self) -> None:
+        """Register, loop until stopping is set, then drain and deregister."""
+        self.worker_id = self._register()
+        log.info("worker %s started (id %s, types %s)", self.settings.name, self.worker_id, self.task_types)
+        handle = self.queue.notifier.subscribe(READY_CHANNEL, self.wake.set)
+        try:
+            self._loop()
+        finally:
+            self.queue.notifier.unsubscribe(handle)
+            self._drain()
+            log.info("worker %s stopped", self.settings.name)
+
+    def _loop(self) -> None:
+        errors = 0
+        while not self.stopping.is_set():
+            self.wake.clear()
+            try:
+                more_ready = self._step()
+                errors = 0
+            except psycopg.OperationalError as exc:
+                errors += 1
+                if errors == 1:
+                    log.warning("worker %s lost the database (%s); retrying", self.settings.name, exc)
+                self.stopping.wait(min(MAX_ERROR_BACKOFF, 0.05 * 2 ** errors))
+                continue
+            if not more_ready:
+                self.wake.wait(self._pause())
+
+    def _step(self) -> bool:
+        """Store finished outcomes, heartbeat if due, claim for free slots.
+
+        Returns True when every free slot was filled, so more work may be ready.
+        """
+        self._flush()
+        self._heartbeat_if_due()
+        return self._claim()
+
+    def _register(self) -> Any:
+        from . import __version__
+
+        row = self.db.fetch("register_worker", {
+            "name": self.settings.name, "host": socket.gethostname(), "pid": os.getpid(),
+            "capabilities": self.capabilities, "task_types": self.task_types,
+            "concurrency": self.settings.concurrency, "version": __version__,
+        })[0]
+        return row["id"]
+
+    def _claim(self) -> bool:
+        free = self.settings.concurrency - len(self.claims)
+        if free <= 0:
+            return False
+        rows = self.db.fetch("claim_tasks", {
+            "task_types": self.task_types, "capabilities": self.capabilities, "limit": free,
+            "worker_id": self.worker_id, "lease_seconds": self.settings.lease_timeout,
+        })
+        for row in rows:
+            future = self.threads.submit(run_executor, self.executors[row["task_type"]], row)
+            self.claims[row["id"]] = _Claim(row["lease_token"], future)
+            future.add_done_callback(self._on_done)
+        return len(rows) == free
+
+    def _on_done(self, future: Future) -> None:
+        self.outcomes.append(future.result())
+        self.wake.set()
+
+    def _flush(self) -> None:
+        batch: list[Outcome] = []
+        while self.outcomes:
+            batch.append(self.outcomes.popleft())
+        if not batch:
+            return
+        try:
+            self._store([o for o in batch if o.succeeded], [o for o in batch if not o.succeeded])
+        except psycopg.OperationalError:
+            self.outcomes.extendleft(reversed(batch))
+            raise
+        for outcome in batch:
+            self.claims.pop(outcome.task_id, None)
+
+    def _store(self, succeeded: list[Outcome], failed: list[Outcome]) -> None:
+        if succeeded:
+            failed = failed + self._complete(succeeded)
+        if failed:
+            self._fail(failed)
+
+    def _complete(self, outcomes: list[Outcome]) -> list[Outcome]:
+        """Store results; returns outcomes whose result the database refused, as failures."""
+        try:
+            rows = self.db.fetch("complete_tasks", {
+                "ids": [o.task_id for o in outcomes],
+                "tokens": [o.lease_token for o in outcomes],
+                "results": [o.result_json for o in outcomes],
+            })
+        except ValidationError:
+            if len(outcomes) == 1:
+                return [self._unstorable(outcomes[0])]
+            return [f for o in outcomes for f in self._complete([o])]
+        self._log_dropped(outcomes, rows, "result")
+        return []
+
+    def _fail(self, outcomes: list[Outcome]) -> None:
+        rows = self.db.fetch("fail_tasks", {
+            "ids": [o.task_id for o in outcomes],
+            "tokens": [o.lease_token for o in outcomes],
+            "errors": [json.dumps(o.error) for o in outcomes],
+        })
+        now = time.monotonic()
+        for row in rows:
+            if row["retry_in"] is not None:
+                self.next_retry_due = min(self.next_retry_due, now + row["retry_in"])
+        self._log_dropped(outcomes, rows, "error")
+
+    def _unstorable(self, outcome: Outcome) -> Outcome:
+        claimed = {"id": outcome.task_id, "lease_token": outcome.lease_token, "attempts": None}
+        error = ValueError("the database refused the executor's result")
+        return failure(claimed, error, error_type="ResultNotSerializable")
+
+    def _log_dropped(self, outcomes: list[Outcome], rows: list[dict], what: str) -> None:
+        stored = {row["id"] for row in rows}
+        for outcome in outcomes:
+            if outcome.task_id not in stored:
+                log.warning("task %s: lease no longer held by worker %s; %s dropped",
+                            outcome.task_id, self.settings.name, what)
+
+    def _heartbeat_if_due(self) -> None:
+        now = time.monotonic()
+        if now < self.next_heartbeat:
+            return
+        self.db.fetch("heartbeat", {
+            "worker_id": self.worker_id, "lease_seconds": self.settings.lease_timeout,
+            "tokens": [claim.token for claim in self.claims.values()],
+        })
+        self.next_heartbeat = now + self.settings.heartbeat_interval
+
+    def _pause(self) -> float:
+        now = time.monotonic()
+        due = min(self.next_heartbeat, self.next_retry_due, now + self.settings.poll_interval)
+        if self.next_retry_due <= now + self.settings.poll_interval:
+            self.next_retry_due = float("inf")
+        return max(0.0, due - now)
+
+    def _drain(self) -> None:
+        """Let running executors finish, store them, hand back the rest, deregister."""
+        wait([c.future for c in self.claims.values()], timeout=self.settings.shutdown_timeout)
+        self.threads.shutdown(wait=False, cancel_futures=True)
+        try:
+            self._flush()
+            if self.claims:
+                self.db.fetch("release_tasks", {
+                    "ids": list(self.claims), "tokens": [c.token for c in self.claims.values()]})
+                log.warning("worker %s handed back %d unfinished task(s)",
+                            self.settings.name, len(self.claims))
+            self.db.fetch("stop_worker", {"worker_id": self.worker_id})
+        except psycopg.Error as exc:
+            log.error("worker %s could not deregister cleanly: %s", self.settings.name, exc)

@@ -1,0 +1,114 @@
+-- Runtime statements on tasks. Each block after `-- name:` is one statement,
+-- loaded once by omnispindle.sqlfiles and executed with bound parameters.
+
+-- name: submit_tasks
+-- One round trip for any batch size; the function validates dependencies and
+-- inserts everything or nothing. WITH ORDINALITY keeps the callers' order.
+SELECT s.id
+FROM omnispindle.submit_tasks(
+    %(task_types)s::text[], %(parameters)s::jsonb[], %(priorities)s::integer[],
+    %(max_attempts)s::integer[], %(retry_backoffs)s::double precision[],
+    %(timeouts)s::double precision[], %(required_capabilities)s::jsonb[],
+    %(dependencies)s::jsonb[]
+) WITH ORDINALITY AS s(id, ord)
+ORDER BY s.ord;
+
+-- name: claim_tasks
+-- SKIP LOCKED lets any number of workers claim at once without waiting on
+-- each other; the ORDER BY matches tasks_ready_idx (priority, then FIFO).
+WITH ready AS (
+    SELECT id
+    FROM omnispindle.tasks
+    WHERE state = 'pending'
+      AND run_after <= now()
+      AND task_type = ANY (%(task_types)s::text[])
+      AND required_capabilities <@ %(capabilities)s::text[]
+    ORDER BY priority DESC, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE omnispindle.tasks t
+SET state = 'running',
+    attempts = t.attempts + 1,
+    worker_id = %(worker_id)s,
+    lease_token = gen_random_uuid(),
+    lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
+    started_at = now()
+FROM ready
+WHERE t.id = ready.id
+RETURNING t.id, t.task_type, t.parameters, t.attempts, t.max_attempts,
+          t.timeout_seconds, t.lease_token,
+          (SELECT coalesce(jsonb_object_agg(p.id::text, p.result), '{}')
+           FROM omnispindle.task_dependencies d
+           JOIN omnispindle.tasks p ON p.id = d.depends_on
+           WHERE d.task_id = t.id) AS dependency_results;
+
+-- name: complete_tasks
+-- Fencing: a row changes only while the caller still holds its lease, so a
+-- worker whose lease was taken over gets no row back and its result is dropped.
+UPDATE omnispindle.tasks t
+SET state = 'succeeded',
+    result = c.result,
+    finished_at = now(),
+    lease_token = NULL,
+    lease_expires_at = NULL
+FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[], %(results)s::jsonb[])
+     AS c(id, token, result)
+WHERE t.id = c.id AND t.lease_token = c.token AND t.state = 'running'
+RETURNING t.id;
+
+-- name: fail_tasks
+SELECT id, state, retry_in
+FROM omnispindle.fail_attempts(%(ids)s::bigint[], %(tokens)s::uuid[], %(errors)s::jsonb[]);
+
+-- name: release_tasks
+-- A worker shutting down hands back what it could not finish; the attempt it
+-- started does not count against the task's retries.
+UPDATE omnispindle.tasks t
+SET state = 'pending',
+    attempts = t.attempts - 1,
+    run_after = now(),
+    lease_token = NULL,
+    lease_expires_at = NULL
+FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[]) AS r(id, token)
+WHERE t.id = r.id AND t.lease_token = r.token AND t.state = 'running'
+RETURNING t.id;
+
+-- name: recover_expired_leases
+-- Leases whose holder stopped heartbeating go back to pending (or fail when no
+-- attempts are left). SKIP LOCKED makes concurrent recoverers safe.
+WITH expired AS (
+    SELECT id, lease_token,
+           jsonb_build_object(
+               'type', 'LeaseExpired',
+               'message', format('lease expired: worker %s stopped heartbeating', worker_id),
+               'traceback', NULL,
+               'attempt', attempts) AS error
+    FROM omnispindle.tasks
+    WHERE state = 'running' AND lease_expires_at < now()
+    ORDER BY lease_expires_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), batch AS (
+    SELECT array_agg(id) AS ids, array_agg(lease_token) AS tokens, array_agg(error) AS errors
+    FROM expired
+)
+SELECT f.id, f.state, f.retry_in
+FROM batch, omnispindle.fail_attempts(batch.ids, batch.tokens, batch.errors) AS f;
+
+-- name: get_tasks
+-- finished_only lets waiters fetch just the tasks that are done.
+SELECT t.id AS task_id, t.task_type, t.parameters, t.priority, t.state::text AS state,
+       t.attempts, t.max_attempts, t.result, t.errors -> -1 AS error, t.cancel_reason,
+       t.worker_id, t.created_at, t.started_at, t.finished_at, t.run_after,
+       ARRAY(SELECT d.depends_on FROM omnispindle.task_dependencies d
+             WHERE d.task_id = t.id ORDER BY d.depends_on) AS dependencies
+FROM omnispindle.tasks t
+WHERE t.id = ANY (%(ids)s::bigint[])
+  AND (NOT %(finished_only)s OR t.state IN ('succeeded', 'failed', 'cancelled'));
+
+-- name: count_tasks_by_state
+SELECT state::text AS state, count(*) AS count
+FROM omnispindle.tasks
+GROUP BY state
+ORDER BY state;
