@@ -20,6 +20,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=getattr(logging, args.log_level),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.log_level != "DEBUG":
+        # Alembic narrates every run at INFO; only its warnings matter here.
+        logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         return args.handler(args)
     except OmnispindleError as exc:

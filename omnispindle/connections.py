@@ -90,5 +90,9 @@ def _sqlalchemy_driver_connection(connection: Any) -> Any:
     if isinstance(connection, Session):
         connection = connection.connection()
     if isinstance(connection, Connection):
+        if not connection.in_transaction():
+            # Autobegin as SQLAlchemy's own execute would, so that the app's
+            # commit() or rollback() covers this statement too.
+            connection.begin()
         return connection.connection.driver_connection
     return None

@@ -1,0 +1,26 @@
+# The two commands a new machine needs: `make demo` and `make test`.
+# Both create .venv and install the project into it on first use.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: install demo test
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: install
+	$(PY) -m omnispindle demo
+
+# The whole suite runs on $$OMNISPINDLE_TEST_DSN when set, else on the
+# embedded server; with a DSN set, the smoke set also runs on the embedded
+# server, so two Postgres versions are covered.
+test: install
+	$(PY) -m pytest
+	if [ -n "$$OMNISPINDLE_TEST_DSN" ]; then OMNISPINDLE_TEST_DSN= $(PY) -m pytest -m smoke; fi

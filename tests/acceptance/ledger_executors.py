@@ -1,0 +1,42 @@
+"""Executors for worker-process tests: each run is written to a ledger table.
+
+The ledger lives in the database named by ``$LEDGER_DSN``; it records every
+execution, so a test can tell tasks that ran twice from tasks that never ran.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+
+_local = threading.local()
+
+
+def _ledger() -> psycopg.Connection:
+    if not hasattr(_local, "conn"):
+        _local.conn = psycopg.connect(os.environ["LEDGER_DSN"], autocommit=True)
+    return _local.conn
+
+
+def record(task_data):
+    _ledger().execute("INSERT INTO test_ledger (task_id, pid) VALUES (%s, %s)",
+                      [task_data["task_id"], os.getpid()])
+    return {"pid": os.getpid()}
+
+
+def wait_for_file(task_data):
+    """Runs until the file named in the parameters exists (a deadline bounds it)."""
+    marker = Path(task_data["parameters"]["marker"])
+    deadline = time.monotonic() + 60
+    while not marker.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{marker} never appeared")
+        time.sleep(0.02)
+    return {"saw": marker.name}
+
+
+EXECUTORS = {"record": record, "wait_for_file": wait_for_file}

@@ -1,0 +1,80 @@
+"""Transactional enqueue: a task exists, and wakes a worker, only if the caller commits."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+from sqlalchemy import create_engine
+from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
+
+from omnispindle import TaskNotFoundError
+
+
+class Rollback(Exception):
+    pass
+
+
+@pytest.fixture
+def listener(dsn):
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("LISTEN omnispindle_ready")
+        yield conn
+
+
+def notified(listener, timeout=0.5) -> bool:
+    return any(True for _ in listener.notifies(timeout=timeout, stop_after=1))
+
+
+@pytest.fixture
+def engine(dsn):
+    engine = create_engine("postgresql+psycopg://", creator=lambda: psycopg.connect(dsn),
+                           poolclass=NullPool)
+    yield engine
+    engine.dispose()
+
+
+def count_tasks(conn) -> int:
+    return conn.execute("SELECT count(*) FROM omnispindle.tasks").fetchone()[0]
+
+
+def test_psycopg_rollback_leaves_nothing_and_wakes_nobody(client, dsn, conn, listener):
+    with psycopg.connect(dsn) as app_conn:
+        with pytest.raises(Rollback), app_conn.transaction():
+            task_id = client.submit_task("email", {"to": "a@example.com"}, connection=app_conn)
+            client.submit_batch([{"task_type": "email"}], connection=app_conn)
+            raise Rollback
+    assert count_tasks(conn) == 0
+    assert not notified(listener)
+    with pytest.raises(TaskNotFoundError):
+        client.get_task(task_id)
+
+
+def test_psycopg_commit_inserts_and_wakes(client, dsn, conn, listener):
+    with psycopg.connect(dsn) as app_conn:
+        with app_conn.transaction():
+            task_id = client.submit_task("email", connection=app_conn)
+            assert count_tasks(conn) == 0  # invisible until the app commits
+    assert notified(listener, timeout=5)
+    assert client.get_task(task_id)["state"] == "pending"
+
+
+def test_sqlalchemy_session_rollback_and_commit(client, engine, conn, start_worker):
+    with Session(engine) as session:
+        client.submit_task("email", connection=session)
+        session.rollback()
+    assert count_tasks(conn) == 0
+    with Session(engine) as session:
+        task_id = client.submit_task("email", {"to": "b@example.com"}, connection=session)
+        session.commit()
+    start_worker({"email": lambda task: {"sent": task["parameters"]["to"]}})
+    assert client.wait_for_task(task_id, timeout=30)["result"] == {"sent": "b@example.com"}
+
+
+def test_sqlalchemy_connection_joins_the_transaction(client, engine, conn):
+    with engine.connect() as sa_conn:
+        client.submit_task("email", connection=sa_conn)
+        sa_conn.rollback()
+        kept = client.submit_task("email", connection=sa_conn)
+        sa_conn.commit()
+    assert [row[0] for row in conn.execute("SELECT id FROM omnispindle.tasks")] == [kept]
