@@ -81,7 +81,7 @@ WITH expired AS (
     SELECT id, lease_token,
            jsonb_build_object(
                'type', 'LeaseExpired',
-               'message', format('lease expired: worker %s stopped heartbeating', worker_id),
+               'message', 'lease expired: worker ' || worker_id || ' stopped heartbeating',
                'traceback', NULL,
                'attempt', attempts) AS error
     FROM omnispindle.tasks
