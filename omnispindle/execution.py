@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import traceback
 from dataclasses import dataclass
 from typing import Any, Callable
 from uuid import UUID
 
 from .context import TaskContext, _current
+from .validation import json_text
 
 
 @dataclass(frozen=True)
@@ -60,13 +60,7 @@ def result_to_json(result: Any) -> str:
     Raises:
         ValueError: it is not JSON, or holds what jsonb refuses (NaN, NUL).
     """
-    try:
-        text = json.dumps(result, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"executor returned a value that is not JSON-serializable: {exc}") from None
-    if "\\u0000" in text:
-        raise ValueError("executor returned a string with a NUL character, which jsonb cannot store")
-    return text
+    return json_text(result, "the executor's result")
 
 
 def failure(claimed: dict[str, Any], exc: BaseException, error_type: str | None = None) -> Outcome:

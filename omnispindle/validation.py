@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from numbers import Real
 from typing import Any, Iterable, Mapping
@@ -14,6 +15,9 @@ PRIORITY_RANGE = (-1000, 1000)
 MAX_RETRIES_RANGE = (0, 100)
 MAX_RETRY_BACKOFF = 3600.0
 MAX_TASK_TYPE_LENGTH = 200
+# json.dumps writes NUL as \u0000 and a backslash as \\: an escape is a NUL only
+# after an even run of backslashes.
+_ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 BATCH_FIELDS = frozenset({
     "task_type", "parameters", "priority", "dependencies", "max_retries",
     "timeout", "retry_backoff", "required_capabilities",
@@ -94,12 +98,29 @@ def positive_number(name: str, value: Any, *, allow_none: bool = False) -> float
     return float(value)
 
 
+def json_text(value: Any, what: str) -> str:
+    """Serialize ``value`` as JSON that a jsonb column accepts.
+
+    Raises:
+        ValidationError: not JSON-serializable, or holding NaN, NUL or text
+            that is not valid Unicode; the message starts with ``what``.
+    """
+    try:
+        text = json.dumps(value, allow_nan=False, ensure_ascii=False)
+        text.encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(f"{what} is not JSON-serializable: {exc}") from None
+    if _ESCAPED_NUL.search(text):
+        raise ValidationError(f"{what} contains a NUL character, which jsonb cannot store")
+    return text
+
+
 def _task_type(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValidationError(f"task_type must be a non-empty string, got {value!r}")
-    if len(value) > MAX_TASK_TYPE_LENGTH or "\x00" in value:
+    if len(value) > MAX_TASK_TYPE_LENGTH or not _storable_text(value):
         raise ValidationError(
-            f"task_type must be at most {MAX_TASK_TYPE_LENGTH} characters without NUL")
+            f"task_type must be at most {MAX_TASK_TYPE_LENGTH} characters of valid text without NUL")
     return value
 
 
@@ -108,13 +129,7 @@ def _parameters(value: Any) -> str:
         return "{}"
     if not isinstance(value, Mapping):
         raise ValidationError(f"parameters must be a dict, got {type(value).__name__}")
-    try:
-        text = json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise ValidationError(f"parameters are not JSON-serializable: {exc}") from None
-    if "\\u0000" in text:
-        raise ValidationError("parameters must not contain NUL characters")
-    return text
+    return json_text(value, "parameters")
 
 
 def _int_in_range(name: str, value: Any, bounds: tuple[int, int]) -> int:
@@ -140,10 +155,10 @@ def names(name: str, value: Any) -> tuple[str, ...]:
     """Validate a list of non-empty strings (capabilities); duplicates dropped."""
     if value is None:
         return ()
-    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
         raise ValidationError(f"{name} must be a list of strings, got {value!r}")
     items = tuple(value)
-    if not all(isinstance(item, str) and item and "\x00" not in item for item in items):
+    if not all(isinstance(item, str) and item and _storable_text(item) for item in items):
         raise ValidationError(f"{name} must be a list of non-empty strings, got {value!r}")
     return tuple(dict.fromkeys(items))
 
@@ -157,6 +172,15 @@ def _task_ids(name: str, value: Any) -> tuple[int, ...]:
         return tuple(dict.fromkeys(task_id(item) for item in value))
     except ValidationError as exc:
         raise ValidationError(f"{name}: {exc}") from None
+
+
+def _storable_text(value: str) -> bool:
+    """Postgres text holds valid UTF-8 without NUL."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in value
 
 
 def _is_number(value: Any) -> bool:
