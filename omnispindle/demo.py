@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from .cli import format_table
 from .client import TaskQueueClient
@@ -104,9 +104,6 @@ EXECUTORS = {"math": calculate, "fetch": fetch, "transform": transform, "report"
 def run_demo() -> int:
     """Run the demo; returns the process exit code (0 ok, 1 failed)."""
     deadline = time.monotonic() + DEADLINE_SECONDS
-    if not logging.getLogger().isEnabledFor(logging.DEBUG):
-        # pgserver narrates initdb and pg_ctl at INFO, burying the demo's output.
-        logging.getLogger("pgserver").setLevel(logging.WARNING)
     data_dir = tempfile.mkdtemp(prefix="omnispindle-demo-")
     try:
         print(f"Omnispindle demo: starting an embedded Postgres in {data_dir}", flush=True)
@@ -196,7 +193,8 @@ def _run_workflow(queue: TaskQueue, workers: dict[str, subprocess.Popen],
     all_ids = batch_ids + chain_ids + [flaky_id]
     print(f"submitted {len(all_ids)} tasks: a batch of {len(batch_ids)} math tasks, "
           "a chain fetch -> transform -> report, and a flaky task")
-    tasks = {t["task_id"]: t for t in _wait_with_progress(client, queue, all_ids, workers, deadline)}
+    finished = _wait_with_progress(client, queue, all_ids, workers, deadline)
+    tasks = {task["task_id"]: task for task in finished}
     _print_results([tasks[i] for i in batch_ids], tasks[chain_ids[-1]], tasks[flaky_id])
     return _report_failures(tasks.values())
 
@@ -237,7 +235,8 @@ def _print_results(batch: list[dict], chain_end: dict, flaky_task: dict) -> None
     print("\nBatch results")
     for (operation, values), task in zip(BATCH, batch):
         value = task["result"]["result"] if task["result"] else task["state"]
-        print(f"  task {task['task_id']}: {operation} {values} = {value}")
+        where = f"  (worker pid {task['result']['pid']})" if task["result"] else ""
+        print(f"  task {task['task_id']}: {operation} {values} = {value}{where}")
     print(f"\nChain: fetch {CHAIN_INPUT} -> transform (square) -> report")
     print(f"  final result (task {chain_end['task_id']}): "
           f"{json.dumps(chain_end['result'], sort_keys=True)}")
@@ -248,7 +247,7 @@ def _print_results(batch: list[dict], chain_end: dict, flaky_task: dict) -> None
         print(f"  error of attempt {error['attempt']}: {error['type']}: {error['message']}")
 
 
-def _report_failures(tasks: Any) -> bool:
+def _report_failures(tasks: Iterable[dict]) -> bool:
     """Print each task that did not succeed; True when there is none."""
     bad = [t for t in tasks if t["state"] != "succeeded"]
     for task in bad:
