@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import psycopg
 from alembic import command
 from alembic.config import Config
@@ -9,6 +11,10 @@ from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 
 from .sqlfiles import data_dir
+
+# Alembic keeps its migration context in module globals, so two threads of
+# one process must not run it at once; the advisory lock covers processes.
+_alembic_lock = threading.Lock()
 
 
 def alembic_config() -> Config:
@@ -42,7 +48,7 @@ def _run(dsn: str, action) -> None:
         poolclass=NullPool,
     )
     try:
-        with engine.begin() as connection:
+        with _alembic_lock, engine.begin() as connection:
             config = alembic_config()
             config.attributes["connection"] = connection
             action(config)
