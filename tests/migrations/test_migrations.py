@@ -6,10 +6,11 @@ The catalogs of a migrated database and of one built by executing
 
 from __future__ import annotations
 
+import multiprocessing
+import queue
 import subprocess
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
@@ -158,17 +159,37 @@ def test_upgrade_twice_changes_nothing(empty_dsn, schema_sql_snapshot):
     assert versions(empty_dsn) == ["0001_initial"]
 
 
-def test_concurrent_migrators_all_succeed(empty_dsn, schema_sql_snapshot):
-    barrier = threading.Barrier(MIGRATORS)
+def thread_kit() -> tuple:
+    return threading.Barrier(MIGRATORS), queue.Queue(), threading.Thread
 
-    def migrate() -> None:
+
+def process_kit() -> tuple:
+    context = multiprocessing.get_context("spawn")
+    return context.Barrier(MIGRATORS), context.Queue(), context.Process
+
+
+def migrate_after_barrier(barrier, dsn: str, outcomes) -> None:
+    try:
         barrier.wait(timeout=DEADLINE_SECONDS)
-        upgrade(empty_dsn)
+        upgrade(dsn)
+    except Exception as exc:
+        outcomes.put(repr(exc))
+    else:
+        outcomes.put("ok")
 
-    with ThreadPoolExecutor(MIGRATORS) as pool:
-        futures = [pool.submit(migrate) for _ in range(MIGRATORS)]
-        for future in futures:
-            future.result(timeout=DEADLINE_SECONDS)
+
+@pytest.mark.parametrize("kit", [thread_kit, process_kit], ids=["threads", "processes"])
+def test_concurrent_migrators_all_succeed(kit, empty_dsn, schema_sql_snapshot):
+    barrier, outcomes, runner = kit()
+    runners = [runner(target=migrate_after_barrier, args=(barrier, empty_dsn, outcomes))
+               for _ in range(MIGRATORS)]
+    for started in runners:
+        started.start()
+    results = [outcomes.get(timeout=DEADLINE_SECONDS) for _ in runners]
+    for started in runners:
+        started.join(timeout=DEADLINE_SECONDS)
+    assert not [started for started in runners if started.is_alive()]
+    assert results == ["ok"] * MIGRATORS
     assert snapshot(empty_dsn) == schema_sql_snapshot
     assert versions(empty_dsn) == ["0001_initial"]
 

@@ -1,0 +1,72 @@
+"""The state machine: Python's enums mirror the database's, and the database
+refuses illegal states and transitions even from plain SQL."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from omnispindle.errors import IllegalTransitionError, ValidationError, translate
+from omnispindle.states import TaskState, WorkerState
+
+INSERT_SUCCEEDED = """
+INSERT INTO omnispindle.tasks (task_type, state, result, finished_at)
+VALUES ('email', 'succeeded', '{"sent": true}', now())
+RETURNING id
+"""
+
+INSERT_PENDING = """
+INSERT INTO omnispindle.tasks (task_type, state) VALUES ('email', 'pending') RETURNING id
+"""
+
+BACK_TO_PENDING = """
+UPDATE omnispindle.tasks SET state = 'pending', result = NULL, finished_at = NULL
+WHERE id = %(id)s
+"""
+
+RUNNING_WITHOUT_LEASE = """
+UPDATE omnispindle.tasks SET state = 'running', attempts = 1, started_at = now()
+WHERE id = %(id)s
+"""
+
+TASK_STATE = "SELECT state::text, result FROM omnispindle.tasks WHERE id = %(id)s"
+
+
+def insert(conn: psycopg.Connection, statement: str) -> int:
+    return conn.execute(statement).fetchone()[0]
+
+
+def task_state(conn: psycopg.Connection, task_id: int) -> tuple:
+    return conn.execute(TASK_STATE, {"id": task_id}).fetchone()
+
+
+@pytest.mark.smoke
+@pytest.mark.parametrize(("python_enum", "statement"), [
+    (TaskState, "SELECT enum_range(NULL::omnispindle.task_state)::text[]"),
+    (WorkerState, "SELECT enum_range(NULL::omnispindle.worker_state)::text[]"),
+], ids=["task_state", "worker_state"])
+def test_python_enums_mirror_database_enums(conn, python_enum, statement):
+    database_labels = conn.execute(statement).fetchone()[0]
+    assert [member.value for member in python_enum] == database_labels
+
+
+@pytest.mark.smoke
+def test_illegal_transition_in_plain_sql_is_refused(conn):
+    task_id = insert(conn, INSERT_SUCCEEDED)
+    with pytest.raises(psycopg.Error) as refused:
+        conn.execute(BACK_TO_PENDING, {"id": task_id})
+    assert refused.value.sqlstate == "OS002"
+    assert isinstance(translate(refused.value), IllegalTransitionError)
+    assert task_state(conn, task_id) == ("succeeded", {"sent": True})
+
+
+@pytest.mark.smoke
+def test_running_without_lease_violates_a_check(conn):
+    task_id = insert(conn, INSERT_PENDING)
+    with pytest.raises(psycopg.errors.CheckViolation) as refused:
+        conn.execute(RUNNING_WITHOUT_LEASE, {"id": task_id})
+    assert refused.value.diag.constraint_name == "tasks_lease_matches_state"
+    translated = translate(refused.value)
+    assert isinstance(translated, ValidationError)
+    assert "tasks_lease_matches_state" in str(translated)
+    assert task_state(conn, task_id) == ("pending", None)
