@@ -10,6 +10,9 @@ import signal
 import sys
 from typing import Any, Sequence
 
+import psycopg
+import sqlalchemy.exc
+
 from .errors import OmnispindleError
 
 log = logging.getLogger("omnispindle.cli")
@@ -21,12 +24,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=getattr(logging, args.log_level),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.log_level != "DEBUG":
-        # Alembic narrates every run at INFO; only its warnings matter here.
-        logging.getLogger("alembic").setLevel(logging.WARNING)
+        # Alembic and pgserver narrate every start at INFO; only warnings matter here.
+        for chatty in ("alembic", "pgserver"):
+            logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
         return args.handler(args)
     except OmnispindleError as exc:
         print(f"omnispindle: {exc}", file=sys.stderr)
+        return 1
+    except (psycopg.Error, sqlalchemy.exc.DBAPIError) as exc:
+        cause = getattr(exc, "orig", None) or exc
+        first_line = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        print(f"omnispindle: database error: {first_line}", file=sys.stderr)
         return 1
 
 
@@ -47,8 +56,22 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--concurrency", type=int, default=1)
     worker.add_argument("--name", default=None)
     worker.add_argument("--poll-interval", type=float, default=1.0)
-    worker.add_argument("--lease-timeout", type=float, default=30.0)
+    worker.add_argument("--lease-timeout", type=float, default=30.0,
+                        help="seconds a claim stays valid without a heartbeat")
+    worker.add_argument("--heartbeat-interval", type=float, default=None,
+                        help="seconds between heartbeats (default a third of the lease)")
     worker.add_argument("--shutdown-timeout", type=float, default=30.0)
+    worker.add_argument("--sweep-interval", type=float, default=1.0,
+                        help="seconds between stale-lease sweeps in this worker")
+    worker.add_argument("--no-sweep", action="store_true",
+                        help="leave sweeping to a dedicated `omnispindle sweep` process")
+
+    sweep = _command(commands, "sweep", "run the stale-lease sweeper until SIGTERM or SIGINT", _sweep)
+    sweep.add_argument("--interval", type=float, default=1.0, help="seconds between passes")
+    sweep.add_argument("--batch-size", type=int, default=500)
+    sweep.add_argument("--dead-worker-after", type=float, default=60.0,
+                       help="seconds without a heartbeat before a worker is declared dead")
+    sweep.add_argument("--once", action="store_true", help="one pass, print its counts, exit")
 
     status = _command(commands, "status", "show queues and workers", _status)
     status.add_argument("--json", action="store_true", help="print JSON for scripts")
@@ -88,17 +111,47 @@ def _worker(args: argparse.Namespace) -> int:
     capabilities = args.capabilities.split(",") if args.capabilities else None
     worker = WorkerClient(dsn=args.dsn, capabilities=capabilities, concurrency=args.concurrency,
                           name=args.name, poll_interval=args.poll_interval,
-                          lease_timeout=args.lease_timeout, shutdown_timeout=args.shutdown_timeout)
+                          lease_timeout=args.lease_timeout,
+                          heartbeat_interval=args.heartbeat_interval,
+                          shutdown_timeout=args.shutdown_timeout,
+                          sweep_interval=None if args.no_sweep else args.sweep_interval)
     load_executors(worker, args.executors)
+    _on_stop_signals(worker.stop)
+    worker.start()
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    import threading
+
+    from .sweeper import Sweeper, SweeperConfig
+    from .task_queue import TaskQueue
+
+    config = SweeperConfig(interval=args.interval, batch_size=args.batch_size,
+                           dead_worker_after=args.dead_worker_after)
+    queue = TaskQueue(args.dsn)
+    try:
+        sweeper = Sweeper(queue.db, config)
+        if args.once:
+            print(json.dumps(vars(sweeper.run_once())))
+            return 0
+        stopping = threading.Event()
+        _on_stop_signals(stopping.set)
+        sweeper.run(stopping)
+    finally:
+        queue.shutdown()
+    return 0
+
+
+def _on_stop_signals(stop: Any) -> None:
+    """Call ``stop()`` on SIGTERM and SIGINT (the handler only asks; the loop exits)."""
 
     def request_stop(signum: int, _frame: Any) -> None:
-        log.info("received %s; finishing running tasks", signal.Signals(signum).name)
-        worker.stop()
+        log.info("received %s; stopping", signal.Signals(signum).name)
+        stop()
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    worker.start()
-    return 0
 
 
 def load_executors(worker: Any, module_name: str) -> None:
