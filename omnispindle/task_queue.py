@@ -11,6 +11,7 @@ from .connections import Database
 from .errors import ConfigurationError, SchemaMissingError
 from .migrate import upgrade
 from .notifier import Notifier
+from .sweeper import Sweeper, SweeperConfig
 
 log = logging.getLogger("omnispindle")
 
@@ -81,9 +82,18 @@ class TaskQueue:
             The number of tasks in each state, after recovery.
         """
         self._prepare_schema()
-        while len(self.db.fetch("recover_expired_leases", {"limit": RECOVERY_BATCH})) == RECOVERY_BATCH:
+        sweeper = Sweeper(self.db, SweeperConfig(batch_size=RECOVERY_BATCH))
+        while sum(vars(sweeper.run_once()).values()) >= RECOVERY_BATCH:
             pass
         return {row["state"]: row["count"] for row in self.db.fetch("count_tasks_by_state")}
+
+    def list_workers(self) -> list[dict[str, Any]]:
+        """Every registered worker with its health: ``state`` is active, stopped or dead.
+
+        Also gives capabilities, concurrency, running task count and the age
+        of the last heartbeat in seconds.
+        """
+        return self.db.fetch("list_workers")
 
     def shutdown(self) -> None:
         """Close connections, and stop the embedded server if this queue started it."""

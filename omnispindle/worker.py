@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterable
 from . import validation
 from .errors import ConfigurationError, ValidationError
 from .queue_handle import resolve_queue
+from .sweeper import SweeperConfig
 from .worker_loop import WorkerLoop, WorkerSettings
 
 log = logging.getLogger("omnispindle.worker")
@@ -35,6 +36,10 @@ class WorkerClient:
             the lease).
         shutdown_timeout: seconds ``stop()`` lets running executors finish
             before handing their tasks back.
+        sweep_interval: seconds between this worker's passes of the
+            stale-lease sweeper; None leaves sweeping to other processes.
+        dead_worker_after: seconds without a heartbeat before the sweeper
+            declares a worker dead.
 
     Raises:
         ValidationError: a setting has the wrong type or range.
@@ -49,7 +54,8 @@ class WorkerClient:
                  capabilities: Iterable[str] | None = None, *, concurrency: int = 1,
                  name: str | None = None, poll_interval: float = 1.0,
                  lease_timeout: float = 30.0, heartbeat_interval: float | None = None,
-                 shutdown_timeout: float = 30.0) -> None:
+                 shutdown_timeout: float = 30.0, sweep_interval: float | None = 1.0,
+                 dead_worker_after: float = 60.0) -> None:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= 1000:
             raise ValidationError(f"concurrency must be an int from 1 to 1000, got {concurrency!r}")
         lease = validation.positive_number("lease_timeout", lease_timeout)
@@ -61,6 +67,8 @@ class WorkerClient:
             heartbeat_interval=validation.positive_number(
                 "heartbeat_interval", heartbeat_interval, allow_none=True) or lease / 3,
             shutdown_timeout=validation.positive_number("shutdown_timeout", shutdown_timeout),
+            sweeper=None if sweep_interval is None else SweeperConfig(
+                interval=sweep_interval, dead_worker_after=dead_worker_after),
         )
         self.capabilities = None if capabilities is None else list(
             validation.names("capabilities", capabilities))

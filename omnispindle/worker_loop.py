@@ -9,7 +9,7 @@ import socket
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -17,7 +17,9 @@ import psycopg
 
 from .errors import ValidationError
 from .execution import Outcome, failure, run_executor
+from .executor_threads import ExecutorThreads
 from .notifier import READY_CHANNEL
+from .sweeper import Sweeper, SweeperConfig
 
 log = logging.getLogger("omnispindle.worker")
 
@@ -34,12 +36,22 @@ class WorkerSettings:
     lease_timeout: float
     heartbeat_interval: float
     shutdown_timeout: float
+    sweeper: SweeperConfig | None
+
+
+class TaskTimeout(Exception):
+    """The attempt ran past the task's timeout and was abandoned."""
 
 
 @dataclass
 class _Claim:
-    token: Any
+    row: dict[str, Any]
     future: Future
+    deadline: float
+
+    @property
+    def token(self) -> Any:
+        return self.row["lease_token"]
 
 
 class WorkerLoop:
@@ -63,9 +75,10 @@ class WorkerLoop:
         self.wake = wake
         self.claims: dict[int, _Claim] = {}
         self.outcomes: deque[Outcome] = deque()
-        self.threads = ThreadPoolExecutor(settings.concurrency,
-                                          thread_name_prefix=f"omnispindle-{settings.name}")
+        self.threads = ExecutorThreads(settings.concurrency, f"omnispindle-{settings.name}")
+        self.sweeper = Sweeper(self.db, settings.sweeper) if settings.sweeper else None
         self.next_heartbeat = 0.0
+        self.next_sweep = 0.0
         self.next_retry_due = float("inf")
         self.worker_id: Any = None
 
@@ -98,12 +111,14 @@ class WorkerLoop:
                 self.wake.wait(self._pause())
 
     def _step(self) -> bool:
-        """Store finished outcomes, heartbeat if due, claim for free slots.
+        """Store finished outcomes, do what is due, claim for free slots.
 
         Returns True when every free slot was filled, so more work may be ready.
         """
+        self._abandon_overdue()
         self._flush()
         self._heartbeat_if_due()
+        self._sweep_if_due()
         return self._claim()
 
     def _register(self) -> Any:
@@ -124,9 +139,11 @@ class WorkerLoop:
             "task_types": self.task_types, "capabilities": self.capabilities, "limit": free,
             "worker_id": self.worker_id, "lease_seconds": self.settings.lease_timeout,
         })
+        now = time.monotonic()
         for row in rows:
             future = self.threads.submit(run_executor, self.executors[row["task_type"]], row)
-            self.claims[row["id"]] = _Claim(row["lease_token"], future)
+            timeout = row["timeout_seconds"]
+            self.claims[row["id"]] = _Claim(row, future, now + timeout if timeout else float("inf"))
             future.add_done_callback(self._on_done)
         return len(rows) == free
 
@@ -146,7 +163,21 @@ class WorkerLoop:
             self.outcomes.extendleft(reversed(batch))
             raise
         for outcome in batch:
-            self.claims.pop(outcome.task_id, None)
+            claim = self.claims.get(outcome.task_id)
+            # A late outcome of an abandoned attempt must not end a newer claim.
+            if claim is not None and claim.token == outcome.lease_token:
+                del self.claims[outcome.task_id]
+
+    def _abandon_overdue(self) -> None:
+        """Fail attempts past their timeout now; their threads are replaced."""
+        now = time.monotonic()
+        for claim in list(self.claims.values()):
+            if claim.deadline <= now and self.threads.abandon(claim.future):
+                claim.deadline = float("inf")
+                seconds = claim.row["timeout_seconds"]
+                self.outcomes.append(failure(
+                    claim.row, TaskTimeout(f"attempt ran past its timeout of {seconds} s"),
+                    error_type="TaskTimeout"))
 
     def _store(self, succeeded: list[Outcome], failed: list[Outcome]) -> None:
         if succeeded:
@@ -182,9 +213,9 @@ class WorkerLoop:
         self._log_dropped(outcomes, rows, "error")
 
     def _unstorable(self, outcome: Outcome) -> Outcome:
-        claimed = {"id": outcome.task_id, "lease_token": outcome.lease_token, "attempts": None}
+        claim = self.claims[outcome.task_id]
         error = ValueError("the database refused the executor's result")
-        return failure(claimed, error, error_type="ResultNotSerializable")
+        return failure(claim.row, error, error_type="ResultNotSerializable")
 
     def _log_dropped(self, outcomes: list[Outcome], rows: list[dict], what: str) -> None:
         stored = {row["id"] for row in rows}
@@ -197,15 +228,27 @@ class WorkerLoop:
         now = time.monotonic()
         if now < self.next_heartbeat:
             return
-        self.db.fetch("heartbeat", {
+        held = self.db.fetch("heartbeat", {
             "worker_id": self.worker_id, "lease_seconds": self.settings.lease_timeout,
             "tokens": [claim.token for claim in self.claims.values()],
         })
         self.next_heartbeat = now + self.settings.heartbeat_interval
+        lost = set(self.claims) - {row["id"] for row in held}
+        if lost:
+            log.warning("worker %s lost the lease of task(s) %s", self.settings.name, sorted(lost))
+
+    def _sweep_if_due(self) -> None:
+        now = time.monotonic()
+        if self.sweeper is None or now < self.next_sweep:
+            return
+        self.sweeper.run_once()
+        self.next_sweep = now + self.sweeper.config.interval
 
     def _pause(self) -> float:
         now = time.monotonic()
-        due = min(self.next_heartbeat, self.next_retry_due, now + self.settings.poll_interval)
+        deadlines = [claim.deadline for claim in self.claims.values()]
+        due = min(self.next_heartbeat, self.next_sweep if self.sweeper else float("inf"),
+                  self.next_retry_due, now + self.settings.poll_interval, *deadlines)
         if self.next_retry_due <= now + self.settings.poll_interval:
             self.next_retry_due = float("inf")
         return max(0.0, due - now)
@@ -213,7 +256,7 @@ class WorkerLoop:
     def _drain(self) -> None:
         """Let running executors finish, store them, hand back the rest, deregister."""
         wait([c.future for c in self.claims.values()], timeout=self.settings.shutdown_timeout)
-        self.threads.shutdown(wait=False, cancel_futures=True)
+        self.threads.shutdown()
         try:
             self._flush()
             if self.claims:

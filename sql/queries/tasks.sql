@@ -32,7 +32,8 @@ SET state = 'running',
     attempts = t.attempts + 1,
     worker_id = %(worker_id)s,
     lease_token = gen_random_uuid(),
-    lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
+    -- A lease never reaches past the task's timeout (LEAST ignores NULL).
+    lease_expires_at = now() + make_interval(secs => LEAST(%(lease_seconds)s, t.timeout_seconds)),
     started_at = now()
 FROM ready
 WHERE t.id = ready.id
@@ -58,7 +59,7 @@ WHERE t.id = c.id AND t.lease_token = c.token AND t.state = 'running'
 RETURNING t.id;
 
 -- name: fail_tasks
-SELECT id, state, retry_in
+SELECT id, state::text AS state, retry_in
 FROM omnispindle.fail_attempts(%(ids)s::bigint[], %(tokens)s::uuid[], %(errors)s::jsonb[]);
 
 -- name: release_tasks
@@ -75,25 +76,33 @@ WHERE t.id = r.id AND t.lease_token = r.token AND t.state = 'running'
 RETURNING t.id;
 
 -- name: recover_expired_leases
--- Leases whose holder stopped heartbeating go back to pending (or fail when no
--- attempts are left). SKIP LOCKED makes concurrent recoverers safe.
+-- A lease expires when its holder stopped heartbeating, or when the attempt ran
+-- past the task's timeout (leases never reach beyond it). Either way the
+-- attempt ends as failed: back to pending after a backoff, or failed when none
+-- are left. SKIP LOCKED makes any number of concurrent sweepers safe.
 WITH expired AS (
-    SELECT id, lease_token,
-           jsonb_build_object(
-               'type', 'LeaseExpired',
-               'message', 'lease expired: worker ' || worker_id || ' stopped heartbeating',
-               'traceback', NULL,
-               'attempt', attempts) AS error
-    FROM omnispindle.tasks
-    WHERE state = 'running' AND lease_expires_at < now()
-    ORDER BY lease_expires_at
+    SELECT t.id, t.lease_token,
+           CASE WHEN t.started_at + make_interval(secs => t.timeout_seconds) <= now()
+                THEN jsonb_build_object(
+                    'type', 'TaskTimeout',
+                    'message', 'attempt ran past its timeout of ' || t.timeout_seconds || ' s')
+                ELSE jsonb_build_object(
+                    'type', 'LeaseExpired',
+                    'message', 'lease expired: worker '
+                               || coalesce(w.name, t.worker_id::text, 'unknown')
+                               || ' stopped heartbeating')
+           END || jsonb_build_object('traceback', NULL, 'attempt', t.attempts) AS error
+    FROM omnispindle.tasks t
+    LEFT JOIN omnispindle.workers w ON w.id = t.worker_id
+    WHERE t.state = 'running' AND t.lease_expires_at < now()
+    ORDER BY t.lease_expires_at
     LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
+    FOR UPDATE OF t SKIP LOCKED
 ), batch AS (
     SELECT array_agg(id) AS ids, array_agg(lease_token) AS tokens, array_agg(error) AS errors
     FROM expired
 )
-SELECT f.id, f.state, f.retry_in
+SELECT f.id, f.state::text AS state, f.retry_in
 FROM batch, omnispindle.fail_attempts(batch.ids, batch.tokens, batch.errors) AS f;
 
 -- name: get_tasks

@@ -7,14 +7,16 @@ VALUES (%(name)s, %(host)s, %(pid)s, %(capabilities)s::text[], %(task_types)s::t
 RETURNING id;
 
 -- name: heartbeat
--- One statement per beat: the worker's own row and every lease it holds.
+-- One statement per beat: the worker's own row and every lease it still holds
+-- (the ids returned). A worker wrongly declared dead is active again.
 WITH beat AS (
     UPDATE omnispindle.workers
-    SET last_heartbeat_at = now()
-    WHERE id = %(worker_id)s AND state = 'active'
+    SET last_heartbeat_at = now(), state = 'active', stopped_at = NULL
+    WHERE id = %(worker_id)s AND state <> 'stopped'
 )
 UPDATE omnispindle.tasks
-SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
+SET lease_expires_at = LEAST(now() + make_interval(secs => %(lease_seconds)s),
+                             started_at + make_interval(secs => timeout_seconds))
 WHERE worker_id = %(worker_id)s
   AND state = 'running'
   AND lease_token = ANY (%(tokens)s::uuid[])
@@ -24,3 +26,27 @@ RETURNING id;
 UPDATE omnispindle.workers
 SET state = 'stopped', stopped_at = now()
 WHERE id = %(worker_id)s AND state = 'active';
+
+-- name: mark_dead_workers
+-- Workers silent for longer than the threshold are declared dead; their
+-- leases expire on their own and the sweeper hands their tasks on.
+WITH silent AS (
+    SELECT id
+    FROM omnispindle.workers
+    WHERE state = 'active'
+      AND last_heartbeat_at < now() - make_interval(secs => %(dead_after)s)
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE omnispindle.workers w
+SET state = 'dead', stopped_at = now()
+FROM silent
+WHERE w.id = silent.id
+RETURNING w.id;
+
+-- name: list_workers
+SELECT id, name, host, pid, state::text AS state, capabilities, concurrency, running_tasks,
+       extract(epoch FROM heartbeat_age)::double precision AS heartbeat_age_seconds,
+       started_at, stopped_at
+FROM omnispindle.worker_summary
+ORDER BY started_at, name;
