@@ -17,7 +17,7 @@ _local = threading.local()
 
 
 def _ledger() -> psycopg.Connection:
-    if not hasattr(_local, "conn"):
+    if getattr(_local, "conn", None) is None or _local.conn.closed:
         _local.conn = psycopg.connect(os.environ["LEDGER_DSN"], autocommit=True)
     return _local.conn
 
@@ -26,6 +26,24 @@ def record(task_data):
     _ledger().execute("INSERT INTO test_ledger (task_id, pid) VALUES (%s, %s)",
                       [task_data["task_id"], os.getpid()])
     return {"pid": os.getpid()}
+
+
+def nap(task_data):
+    """A short task, so that a run of many spans the faults a test injects."""
+    record(task_data)
+    time.sleep(0.01)
+    return {"pid": os.getpid()}
+
+
+def hold(task_data):
+    """Records that it started, then runs until the marker file exists."""
+    record(task_data)
+    return wait_for_file(task_data)
+
+
+def crash(task_data):
+    """Takes the whole worker process down, as a segfault or OOM kill would."""
+    os._exit(3)
 
 
 def wait_for_file(task_data):
@@ -39,4 +57,5 @@ def wait_for_file(task_data):
     return {"saw": marker.name}
 
 
-EXECUTORS = {"record": record, "wait_for_file": wait_for_file}
+EXECUTORS = {"record": record, "wait_for_file": wait_for_file, "nap": nap, "hold": hold,
+             "crash": crash}

@@ -11,17 +11,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def worker_env(dsn: str) -> dict[str, str]:
+def worker_env(ledger_dsn: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "OMNISPINDLE_DSN"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    env["LEDGER_DSN"] = dsn
+    env["LEDGER_DSN"] = ledger_dsn
     return env
 
 
-def start_worker_process(dsn: str, *args: str) -> subprocess.Popen:
+def start_worker_process(dsn: str, *args: str, ledger_dsn: str | None = None) -> subprocess.Popen:
+    """Run ``omnispindle worker`` on the ledger executors; the ledger defaults to ``dsn``."""
     command = [sys.executable, "-m", "omnispindle", "--log-level", "WARNING", "worker",
                "--dsn", dsn, "--executors", "tests.acceptance.ledger_executors", *args]
-    return subprocess.Popen(command, env=worker_env(dsn), cwd=ROOT,
+    return subprocess.Popen(command, env=worker_env(ledger_dsn or dsn), cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

@@ -1,0 +1,152 @@
+"""Leases with fencing, heartbeats, the sweeper and timeouts."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+
+import pytest
+
+from omnispindle.connections import run
+from omnispindle.errors import ValidationError
+from omnispindle.sweeper import SweepCounts, Sweeper, SweeperConfig
+
+from ..acceptance.workers import poll
+
+
+def claim(conn, task_type="job", lease_seconds=30.0, limit=1):
+    return run(conn, "claim_tasks", {
+        "task_types": [task_type], "capabilities": [], "limit": limit,
+        "worker_id": uuid.uuid4(), "lease_seconds": lease_seconds})
+
+
+def complete(conn, row, result="{}"):
+    return run(conn, "complete_tasks", {
+        "ids": [row["id"]], "tokens": [row["lease_token"]], "results": [result]})
+
+
+def test_a_swept_lease_cannot_be_completed_by_its_old_holder(client, queue, conn):
+    task_id = client.submit_task("job")
+    first = claim(conn, lease_seconds=0.001)[0]
+    assert Sweeper(queue.db).run_once() == SweepCounts(requeued=1)
+    conn.execute("UPDATE omnispindle.tasks SET run_after = now() WHERE id = %s", [task_id])
+    second = claim(conn)[0]
+    assert second["attempts"] == 2
+    assert complete(conn, first, '{"late": true}') == []
+    assert complete(conn, second, '{"current": true}') == [{"id": task_id}]
+    task = client.get_task(task_id)
+    assert (task["state"], task["result"]) == ("succeeded", {"current": True})
+    assert task["error"]["type"] == "LeaseExpired"
+
+
+def test_sweeper_racing_a_late_completion_has_exactly_one_winner(client, queue, conn):
+    sweeper = Sweeper(queue.db)
+    for _ in range(25):
+        task_id = client.submit_task("job")
+        row = claim(conn, lease_seconds=0.001)[0]
+        barrier = threading.Barrier(2, timeout=10)
+        outcome = {}
+
+        def sweep():
+            barrier.wait()
+            outcome["swept"] = sweeper.run_once().requeued
+
+        def finish():
+            barrier.wait()
+            with queue.db.pool.connection() as other:
+                outcome["completed"] = len(complete(other, row))
+
+        threads = [threading.Thread(target=sweep), threading.Thread(target=finish)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=20)
+        state = client.get_task(task_id)["state"]
+        assert outcome["swept"] + outcome["completed"] == 1, outcome
+        assert state == ("succeeded" if outcome["completed"] else "pending")
+
+
+def test_a_slow_heartbeating_task_is_never_taken_over(client, start_worker):
+    release = threading.Event()
+    calls = []
+
+    def slow(task):
+        calls.append(task["attempt"])
+        release.wait(60)
+        return {"done": True}
+
+    start_worker({"slow": slow}, lease_timeout=1.0, heartbeat_interval=0.2, sweep_interval=0.05)
+    start_worker({"slow": slow}, lease_timeout=1.0, heartbeat_interval=0.2, sweep_interval=0.05)
+    task_id = client.submit_task("slow")
+    poll(lambda: client.get_task(task_id)["state"] == "running", timeout=30)
+    started = time.monotonic()
+    # Three lease lengths pass with the task running; every check sees it untouched.
+    while time.monotonic() - started < 3.0:
+        task = client.get_task(task_id)
+        assert (task["state"], task["attempts"], task["error"]) == ("running", 1, None)
+        time.sleep(0.1)
+    release.set()
+    task = client.wait_for_task(task_id, timeout=30)
+    assert (task["state"], task["attempts"], task["error"]) == ("succeeded", 1, None)
+    assert calls == [1]
+
+
+def test_a_hung_executor_times_out_and_its_late_result_is_dropped(client, start_worker, caplog):
+    caplog.set_level(logging.WARNING, logger="omnispindle.worker")
+    release = threading.Event()
+
+    def hang(task):
+        release.wait(60)
+        return {"late": True}
+
+    start_worker({"hang": hang, "quick": lambda task: {"quick": True}}, concurrency=1)
+    hung = client.submit_task("hang", timeout=0.3, max_retries=1, retry_backoff=0.01)
+    assert client.wait_for_task(hung, timeout=30)["state"] == "failed"
+    # Both attempts are abandoned, yet the worker's one slot still serves other work.
+    assert client.wait_for_task(client.submit_task("quick"), timeout=30)["result"] == {"quick": True}
+    task = client.get_task(hung)
+    assert task["attempts"] == 2
+    assert task["error"]["type"] == "TaskTimeout"
+    assert "timeout of 0.3 s" in task["error"]["message"]
+    release.set()
+    poll(lambda: "lease no longer held" in caplog.text, timeout=30)
+    assert client.get_task(hung)["result"] is None
+
+
+def test_leases_never_reach_past_the_timeout_and_the_sweeper_says_so(client, queue, conn):
+    task_id = client.submit_task("job", timeout=0.2, max_retries=0)
+    row = claim(conn, lease_seconds=30)[0]
+    span = conn.execute(
+        "SELECT extract(epoch FROM lease_expires_at - started_at) FROM omnispindle.tasks WHERE id = %s",
+        [task_id]).fetchone()[0]
+    assert float(span) == pytest.approx(0.2, abs=0.01)
+    sweeper = Sweeper(queue.db)
+    poll(lambda: sweeper.run_once().failed, timeout=10)
+    task = client.get_task(task_id)
+    assert (task["state"], task["error"]["type"]) == ("failed", "TaskTimeout")
+    assert complete(conn, row) == []
+
+
+def test_silent_workers_are_declared_dead(queue, conn, start_worker):
+    conn.execute("""
+        INSERT INTO omnispindle.workers (name, host, pid, concurrency, version, last_heartbeat_at)
+        VALUES ('ghost', 'elsewhere', 1, 1, 'test', now() - interval '2 minutes')""")
+    live = start_worker({"job": lambda task: {}}, name="alive")
+    poll(lambda: any(w["name"] == "alive" for w in queue.list_workers()), timeout=30)
+    counts = Sweeper(queue.db, SweeperConfig(dead_worker_after=60)).run_once()
+    assert counts.dead_workers == 1
+    health = {w["name"]: w["state"] for w in queue.list_workers()}
+    assert health == {"ghost": "dead", "alive": "active"}
+    live.stop(timeout=30)
+    assert {w["name"]: w["state"] for w in queue.list_workers()}["alive"] == "stopped"
+
+
+@pytest.mark.parametrize("settings", [
+    {"interval": 0}, {"interval": -1}, {"batch_size": 0}, {"batch_size": 1.5},
+    {"dead_worker_after": float("nan")},
+])
+def test_sweeper_config_is_validated(settings):
+    with pytest.raises(ValidationError):
+        SweeperConfig(**settings)
