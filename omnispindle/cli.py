@@ -6,6 +6,7 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import signal
 import sys
 from typing import Any, Sequence
@@ -76,6 +77,12 @@ def _parser() -> argparse.ArgumentParser:
     status = _command(commands, "status", "show queues and workers", _status)
     status.add_argument("--json", action="store_true", help="print JSON for scripts")
 
+    bench = _command(commands, "bench", "run a benchmark scenario and print its figures", _bench)
+    bench.add_argument("scenario", choices=["recovery"])
+    bench.add_argument("--tasks", type=int, default=100)
+    bench.add_argument("--lease-timeout", type=float, default=30.0)
+    bench.add_argument("--json", action="store_true", help="print JSON for scripts")
+
     _command(commands, "demo", "run the demo on an embedded Postgres", _demo, with_dsn=False)
     return parser
 
@@ -133,7 +140,9 @@ def _sweep(args: argparse.Namespace) -> int:
     try:
         sweeper = Sweeper(queue.db, config)
         if args.once:
-            print(json.dumps(vars(sweeper.run_once())))
+            counts = sweeper.run_once()
+            print(json.dumps({"requeued": counts.requeued, "failed": counts.failed,
+                              "dead_workers": counts.dead_workers}))
             return 0
         stopping = threading.Event()
         _on_stop_signals(stopping.set)
@@ -192,6 +201,25 @@ def _status(args: argparse.Namespace) -> int:
         print()
         print(format_table(workers, title="Workers"))
     return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from .bench import SCENARIOS
+    from .task_queue import TaskQueue
+
+    with tempfile.TemporaryDirectory(prefix="omnispindle-bench-") as scratch:
+        # Without a database, measure on a fresh embedded one.
+        given = args.dsn or os.environ.get("OMNISPINDLE_DSN")
+        queue = TaskQueue(given) if given else TaskQueue(persistence_path=scratch)
+        try:
+            figures = SCENARIOS[args.scenario](queue, tasks=args.tasks,
+                                               lease_timeout=args.lease_timeout)
+        finally:
+            queue.shutdown()
+    print(json.dumps(figures) if args.json else format_table([figures], title="Benchmark"))
+    return 0 if figures["met"] else 1
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ class Outcome:
 
     task_id: int
     lease_token: UUID
+    attempt: int
     result_json: str | None = None
     error: dict[str, Any] | None = None
 
@@ -49,8 +50,9 @@ def run_executor(fn: Callable[[dict[str, Any]], Any], claimed: dict[str, Any]) -
     finally:
         _current.reset(reset_token)
     try:
-        return Outcome(claimed["id"], claimed["lease_token"], result_json=result_to_json(result))
-    except ValueError as exc:
+        return Outcome(claimed["id"], claimed["lease_token"], claimed["attempts"],
+                       result_json=result_to_json(result))
+    except Exception as exc:  # noqa: BLE001 - e.g. RecursionError from a deep structure
         return failure(claimed, exc, error_type="ResultNotSerializable")
 
 
@@ -64,14 +66,14 @@ def result_to_json(result: Any) -> str:
 
 
 def failure(claimed: dict[str, Any], exc: BaseException, error_type: str | None = None) -> Outcome:
-    """An outcome recording ``exc`` as this attempt's error."""
+    """An outcome recording ``exc`` as the error of a claimed row's attempt."""
     error = {
         "type": error_type or _type_name(exc),
         "message": str(exc),
         "traceback": "".join(traceback.format_exception(exc)),
         "attempt": claimed["attempts"],
     }
-    return Outcome(claimed["id"], claimed["lease_token"], error=error)
+    return Outcome(claimed["id"], claimed["lease_token"], claimed["attempts"], error=error)
 
 
 def _type_name(exc: BaseException) -> str:

@@ -18,6 +18,8 @@ from . import validation
 log = logging.getLogger("omnispindle.sweeper")
 
 MAX_ERROR_BACKOFF = 5.0
+# A lease counts as expired strictly after its expiry time.
+EXPIRY_MARGIN = 0.01
 
 
 @dataclass(frozen=True)
@@ -47,11 +49,18 @@ class SweeperConfig:
 
 @dataclass(frozen=True)
 class SweepCounts:
-    """What one pass did."""
+    """What one pass did; ``retry_in`` says when each requeued task is due (s)."""
 
     requeued: int = 0
     failed: int = 0
     dead_workers: int = 0
+    retry_in: tuple[float, ...] = ()
+    next_expiry_in: float | None = None
+
+    @property
+    def changed(self) -> int:
+        """Tasks and workers this pass changed."""
+        return self.requeued + self.failed + self.dead_workers
 
 
 class Sweeper:
@@ -71,18 +80,27 @@ class Sweeper:
         dead = self.db.fetch("mark_dead_workers", {
             "dead_after": self.config.dead_worker_after, "limit": self.config.batch_size})
         recovered = self.db.fetch("recover_expired_leases", {"limit": self.config.batch_size})
-        failed = sum(1 for row in recovered if row["state"] == "failed")
-        counts = SweepCounts(len(recovered) - failed, failed, len(dead))
-        if counts != SweepCounts():
-            log.info("sweep: %s", counts)
+        delays = [row["retry_in"] for row in recovered if row["retry_in"] is not None]
+        expiry = self.db.fetch("next_lease_expiry")[0]["seconds"]
+        counts = SweepCounts(requeued=len(delays), failed=len(recovered) - len(delays),
+                             dead_workers=len(dead), retry_in=tuple(delays), next_expiry_in=expiry)
+        if counts.changed:
+            log.info("sweep: %d requeued, %d failed, %d workers dead",
+                     counts.requeued, counts.failed, counts.dead_workers)
         return counts
+
+    def pause_after(self, counts: SweepCounts) -> float:
+        """Seconds until the next pass: the interval, or sooner when a lease lapses sooner."""
+        if counts.next_expiry_in is None:
+            return self.config.interval
+        return min(self.config.interval, max(counts.next_expiry_in, 0.0) + EXPIRY_MARGIN)
 
     def run(self, stopping: threading.Event) -> None:
         """Sweep every ``interval`` seconds until ``stopping`` is set."""
         errors = 0
         while not stopping.is_set():
             try:
-                self.run_once()
+                pause = self.pause_after(self.run_once())
                 errors = 0
             except psycopg.OperationalError as exc:
                 errors += 1
@@ -90,4 +108,4 @@ class Sweeper:
                     log.warning("sweeper lost the database (%s); retrying", exc)
                 stopping.wait(min(MAX_ERROR_BACKOFF, 0.05 * 2 ** errors))
                 continue
-            stopping.wait(self.config.interval)
+            stopping.wait(pause)

@@ -83,7 +83,7 @@ class TaskQueue:
         """
         self._prepare_schema()
         sweeper = Sweeper(self.db, SweeperConfig(batch_size=RECOVERY_BATCH))
-        while sum(vars(sweeper.run_once()).values()) >= RECOVERY_BATCH:
+        while sweeper.run_once().changed >= RECOVERY_BATCH:
             pass
         return {row["state"]: row["count"] for row in self.db.fetch("count_tasks_by_state")}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import os
@@ -11,7 +12,7 @@ import time
 from collections import deque
 from concurrent.futures import Future, wait
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import psycopg
 
@@ -79,7 +80,7 @@ class WorkerLoop:
         self.sweeper = Sweeper(self.db, settings.sweeper) if settings.sweeper else None
         self.next_heartbeat = 0.0
         self.next_sweep = 0.0
-        self.next_retry_due = float("inf")
+        self.retries_due: list[float] = []
         self.worker_id: Any = None
 
     def run(self) -> None:
@@ -206,16 +207,21 @@ class WorkerLoop:
             "tokens": [o.lease_token for o in outcomes],
             "errors": [json.dumps(o.error) for o in outcomes],
         })
-        now = time.monotonic()
-        for row in rows:
-            if row["retry_in"] is not None:
-                self.next_retry_due = min(self.next_retry_due, now + row["retry_in"])
+        self._retries_due_in(row["retry_in"] for row in rows)
         self._log_dropped(outcomes, rows, "error")
 
+    def _retries_due_in(self, delays: Iterable[float | None]) -> None:
+        """Wake when requeued tasks become ready: no NOTIFY announces them."""
+        now = time.monotonic()
+        for seconds in delays:
+            if seconds is not None:
+                heapq.heappush(self.retries_due, now + seconds)
+
     def _unstorable(self, outcome: Outcome) -> Outcome:
-        claim = self.claims[outcome.task_id]
+        attempt = {"id": outcome.task_id, "lease_token": outcome.lease_token,
+                   "attempts": outcome.attempt}
         error = ValueError("the database refused the executor's result")
-        return failure(claim.row, error, error_type="ResultNotSerializable")
+        return failure(attempt, error, error_type="ResultNotSerializable")
 
     def _log_dropped(self, outcomes: list[Outcome], rows: list[dict], what: str) -> None:
         stored = {row["id"] for row in rows}
@@ -241,16 +247,18 @@ class WorkerLoop:
         now = time.monotonic()
         if self.sweeper is None or now < self.next_sweep:
             return
-        self.sweeper.run_once()
-        self.next_sweep = now + self.sweeper.config.interval
+        counts = self.sweeper.run_once()
+        self._retries_due_in(counts.retry_in)
+        self.next_sweep = now + self.sweeper.pause_after(counts)
 
     def _pause(self) -> float:
         now = time.monotonic()
+        while self.retries_due and self.retries_due[0] <= now:
+            heapq.heappop(self.retries_due)
         deadlines = [claim.deadline for claim in self.claims.values()]
         due = min(self.next_heartbeat, self.next_sweep if self.sweeper else float("inf"),
-                  self.next_retry_due, now + self.settings.poll_interval, *deadlines)
-        if self.next_retry_due <= now + self.settings.poll_interval:
-            self.next_retry_due = float("inf")
+                  self.retries_due[0] if self.retries_due else float("inf"),
+                  now + self.settings.poll_interval, *deadlines)
         return max(0.0, due - now)
 
     def _drain(self) -> None:

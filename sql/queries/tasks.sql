@@ -121,3 +121,9 @@ SELECT state::text AS state, count(*) AS count
 FROM omnispindle.tasks
 GROUP BY state
 ORDER BY state;
+
+-- name: next_lease_expiry
+-- Lets a sweeper wake just as the first lease lapses instead of a fixed tick.
+SELECT extract(epoch FROM min(lease_expires_at) - now())::double precision AS seconds
+FROM omnispindle.tasks
+WHERE state = 'running';

@@ -160,6 +160,18 @@ def test_unserializable_result_fails_the_attempt_and_worker_survives(client, sta
     assert good_task["result"] == {"ok": True}
 
 
+def test_a_result_too_deep_to_serialize_fails_the_attempt(client, start_worker):
+    def deep(task):
+        nested: list = []
+        for _ in range(100_000):
+            nested = [nested]
+        return {"deep": nested}
+
+    start_worker({"deep": deep})
+    task = client.wait_for_task(client.submit_task("deep", max_retries=0), timeout=30)
+    assert (task["state"], task["error"]["type"]) == ("failed", "ResultNotSerializable")
+
+
 def test_executor_receives_task_data_and_context(client, start_worker):
     from omnispindle import current_task
 

@@ -11,7 +11,7 @@ import pytest
 
 from omnispindle.connections import run
 from omnispindle.errors import ValidationError
-from omnispindle.sweeper import SweepCounts, Sweeper, SweeperConfig
+from omnispindle.sweeper import Sweeper, SweeperConfig
 
 from ..acceptance.workers import poll
 
@@ -30,7 +30,10 @@ def complete(conn, row, result="{}"):
 def test_a_swept_lease_cannot_be_completed_by_its_old_holder(client, queue, conn):
     task_id = client.submit_task("job")
     first = claim(conn, lease_seconds=0.001)[0]
-    assert Sweeper(queue.db).run_once() == SweepCounts(requeued=1)
+    counts = Sweeper(queue.db).run_once()
+    assert (counts.requeued, counts.failed, counts.dead_workers) == (1, 0, 0)
+    assert len(counts.retry_in) == 1
+    assert 0.5 <= counts.retry_in[0] <= 1.0  # base backoff 1 s with equal jitter
     conn.execute("UPDATE omnispindle.tasks SET run_after = now() WHERE id = %s", [task_id])
     second = claim(conn)[0]
     assert second["attempts"] == 2
@@ -133,7 +136,7 @@ def test_silent_workers_are_declared_dead(queue, conn, start_worker):
     conn.execute("""
         INSERT INTO omnispindle.workers (name, host, pid, concurrency, version, last_heartbeat_at)
         VALUES ('ghost', 'elsewhere', 1, 1, 'test', now() - interval '2 minutes')""")
-    live = start_worker({"job": lambda task: {}}, name="alive")
+    live = start_worker({"job": lambda task: {}}, name="alive", sweep_interval=None)
     poll(lambda: any(w["name"] == "alive" for w in queue.list_workers()), timeout=30)
     counts = Sweeper(queue.db, SweeperConfig(dead_worker_after=60)).run_once()
     assert counts.dead_workers == 1

@@ -1,0 +1,23 @@
+"""The wheel carries the SQL and the migrations: an installed package needs no checkout."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+
+from omnispindle.sqlfiles import parse_statements
+
+from .workers import ROOT
+
+
+def test_wheel_carries_sql_and_migrations(tmp_path):
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", str(ROOT),
+                    "-w", str(tmp_path)], check=True, timeout=300)
+    wheel, = tmp_path.glob("omnispindle-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for source in [*ROOT.glob("sql/**/*.sql"), *ROOT.glob("migrations/**/*.py")]:
+        packaged = f"omnispindle/_data/{source.relative_to(ROOT).as_posix()}"
+        assert packaged in names, f"{packaged} is missing from the wheel"
+    queries = zipfile.ZipFile(wheel).read("omnispindle/_data/sql/queries/tasks.sql").decode()
+    assert "claim_tasks" in parse_statements(queries)
