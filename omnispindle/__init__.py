@@ -6,11 +6,13 @@ Example:
 
 __version__ = "0.1.0"
 
+from .batches import entry
 from .client import TaskQueueClient
 from .context import TaskContext, current_task
 from .errors import (
     ConfigurationError,
     OmnispindleError,
+    TaskCancelled,
     TaskFailedError,
     TaskNotFoundError,
     ValidationError,
@@ -28,10 +30,12 @@ __all__ = [
     "WorkerState",
     "TaskContext",
     "current_task",
+    "entry",
     "OmnispindleError",
     "ConfigurationError",
     "ValidationError",
     "TaskNotFoundError",
     "TaskFailedError",
+    "TaskCancelled",
     "WaitTimeoutError",
 ]

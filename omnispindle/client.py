@@ -8,14 +8,17 @@ works.
 from __future__ import annotations
 
 import time
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from psycopg.types.json import Jsonb
 
 from . import validation
+from .batches import batch_specs
 from .errors import TaskFailedError, TaskNotFoundError, WaitTimeoutError
+from .notifier import FINISHED_CHANNEL
 from .queue_handle import resolve_queue
 from .states import TaskState
+from .streaming import stream_events
 from .waiting import wait_until
 from .worker import WorkerClient
 
@@ -44,6 +47,7 @@ class TaskQueueClient:
                     dependencies: Iterable[int] | None = None, max_retries: int = 3,
                     timeout: float | None = None, *, retry_backoff: float = 1.0,
                     required_capabilities: Iterable[str] | None = None,
+                    allow_failed_dependencies: bool = False,
                     connection: Any = None) -> int:
         """Submit one task and return its id.
 
@@ -56,6 +60,9 @@ class TaskQueueClient:
             timeout: seconds one attempt may run (stored; enforced by workers).
             retry_backoff: base of the exponential backoff between attempts, seconds.
             required_capabilities: capabilities a worker must declare to run it.
+            allow_failed_dependencies: run even when a dependency failed or was
+                cancelled (for clean-up tasks); the executor then finds those in
+                ``task_data["dependency_failures"]``.
             connection: your psycopg connection or SQLAlchemy Session/Connection;
                 the task then exists only if your transaction commits.
 
@@ -69,19 +76,23 @@ class TaskQueueClient:
             1
         """
         spec = validation.task_spec(task_type, parameters, priority, dependencies, max_retries,
-                                    timeout, retry_backoff, required_capabilities)
+                                    timeout, retry_backoff, required_capabilities,
+                                    allow_failed_dependencies)
         return self._insert([spec], connection)[0]
 
     def submit_batch(self, tasks: Iterable[dict], *, connection: Any = None) -> list[int]:
         """Submit many tasks in one round trip, all or nothing; returns ids in order.
 
         Each entry is a dict of :meth:`submit_task`'s arguments (``task_type``
-        required).
+        required), plus an optional ``key``. Its ``dependencies`` may name
+        existing task ids, the keys of other entries, and ``entry(i)`` for the
+        entry at position ``i``.
 
         Raises:
             ValidationError: an entry is invalid (its index is named); nothing is inserted.
+            DependencyCycleError: entries depend on each other in a cycle.
         """
-        specs = validation.batch_specs(tasks)
+        specs = batch_specs(tasks)
         return self._insert(specs, connection) if specs else []
 
     def get_task(self, task_id: int) -> dict[str, Any]:
@@ -113,8 +124,13 @@ class TaskQueueClient:
             raise TaskFailedError(task)
         return task
 
-    def wait_for_batch(self, task_ids: Iterable[int], timeout: float | None = None) -> list[dict[str, Any]]:
+    def wait_for_batch(self, task_ids: Iterable[int], timeout: float | None = None, *,
+                       progress: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
         """Block until every task finishes; return their records in the given order.
+
+        Args:
+            progress: called as ``progress(finished, total)`` whenever more
+                tasks have finished.
 
         Raises:
             TaskNotFoundError: an id does not exist.
@@ -128,16 +144,66 @@ class TaskQueueClient:
 
         def collect() -> bool:
             waiting = [i for i in dict.fromkeys(ids) if i not in finished]
-            for row in self.queue.db.fetch("get_tasks", {"ids": waiting, "finished_only": True}):
+            rows = self.queue.db.fetch("get_tasks", {"ids": waiting, "finished_only": True})
+            for row in rows:
                 finished[row["task_id"]] = _task_record(row)
+            if progress is not None and rows:
+                progress(len(finished), len(set(ids)))
             return len(finished) == len(set(ids))
 
         deadline = None if timeout is None else time.monotonic() + timeout
-        if not wait_until(collect, self.queue.notifier, deadline, self.poll_interval):
+        if not wait_until(collect, self.queue.notifier, FINISHED_CHANNEL, deadline,
+                          self.poll_interval):
             raise WaitTimeoutError(
                 f"{len(set(ids)) - len(finished)} of {len(set(ids))} task(s) "
                 f"unfinished after {timeout} s")
         return [finished[i] for i in ids]
+
+    def cancel_task(self, task_id: int, reason: str | None = None) -> dict[str, Any]:
+        """Cancel a task and, through the database, every task that depends on it.
+
+        A blocked or pending task ends ``cancelled`` at once. A running one is
+        asked to stop: its executor sees ``current_task().cancelled``, and one
+        that ignores it is abandoned at the worker's next heartbeat; whatever
+        it returns is discarded. A finished task is left as it is.
+
+        Returns:
+            ``{"task_id", "state", "cancelled", "message"}``: ``cancelled`` is
+            False when the task had already finished.
+
+        Raises:
+            TaskNotFoundError: no task has this id.
+        """
+        task_id = validation.task_id(task_id)
+        if reason is not None and not isinstance(reason, str):
+            raise validation.ValidationError(f"reason must be a string, got {reason!r}")
+        row = self.queue.db.fetch("cancel_task", {
+            "id": task_id, "reason": reason or "cancelled by request"})[0]
+        if not row["changed"]:
+            message = f"task {task_id} already {row['state']}; nothing to cancel"
+        elif row["state"] == TaskState.RUNNING.value:
+            message = f"task {task_id} is running; its worker has been asked to stop it"
+        else:
+            message = f"task {task_id} cancelled"
+        return {"task_id": task_id, "state": row["state"], "cancelled": row["changed"],
+                "message": message}
+
+    def stream_task(self, task_id: int, timeout: float | None = None) -> Iterator[dict[str, Any]]:
+        """Yield a task's partial results in order, from the first, then its final record.
+
+        Each partial is ``{"kind": "partial", "seq", "attempt", "data"}``; the
+        last item is ``{"kind": "final", "task": <record as get_task>}``.
+        Partials are stored, so a late subscriber still gets them all.
+
+        Raises:
+            TaskNotFoundError: no task has this id.
+            WaitTimeoutError: the task had not finished within ``timeout`` seconds.
+        """
+        task_id = validation.task_id(task_id)
+        if timeout is not None:
+            validation.positive_number("timeout", timeout)
+        self._check_exist([task_id])
+        return stream_events(self, task_id, timeout)
 
     def close(self) -> None:
         """Release the queue handle if this client created it."""
@@ -154,6 +220,8 @@ class TaskQueueClient:
             "timeouts": [s.timeout for s in specs],
             "required_capabilities": [Jsonb(list(s.required_capabilities)) for s in specs],
             "dependencies": [Jsonb(list(s.dependencies)) for s in specs],
+            "entry_dependencies": [Jsonb([p + 1 for p in s.entry_dependencies]) for s in specs],
+            "allow_failed": [s.allow_failed_dependencies for s in specs],
         }
         rows = self.queue.db.fetch("submit_tasks", params, connection=connection)
         return [row["id"] for row in rows]

@@ -37,6 +37,10 @@ class UnknownDependencyError(ValidationError):
     """A dependency names a task id that does not exist."""
 
 
+class DependencyCycleError(ValidationError):
+    """Entries of a batch depend on each other in a cycle."""
+
+
 class DependencyStateError(ValidationError):
     """A dependency has already failed or been cancelled, so a dependent could never run."""
 
@@ -53,6 +57,14 @@ class WaitTimeoutError(OmnispindleError, TimeoutError):
     """A wait ended before the tasks finished."""
 
 
+class TaskCancelled(OmnispindleError):
+    """Raised inside an executor whose task was cancelled (``current_task().raise_if_cancelled()``)."""
+
+
+class LeaseLostError(OmnispindleError):
+    """The running attempt no longer holds its task's lease: another attempt or a cancel took over."""
+
+
 class TaskFailedError(OmnispindleError):
     """A waited-for task ended failed or cancelled (with ``raise_on_error=True``)."""
 
@@ -67,6 +79,7 @@ _BY_SQLSTATE: dict[str, type[OmnispindleError]] = {
     "OS001": UnknownDependencyError,
     "OS002": IllegalTransitionError,
     "OS003": DependencyStateError,
+    "OS004": TaskNotFoundError,
     "23514": ValidationError,  # check_violation: a CHECK constraint refused a value
     "22P02": ValidationError,  # invalid_text_representation
     "22P05": ValidationError,  # untranslatable_character, e.g. \u0000 in jsonb

@@ -35,13 +35,14 @@ def task_data(claimed: dict[str, Any]) -> dict[str, Any]:
         "attempt": claimed["attempts"],
         "max_attempts": claimed["max_attempts"],
         "dependency_results": {int(k): v for k, v in claimed["dependency_results"].items()},
+        "dependency_failures": {int(k): v for k, v in claimed["dependency_failures"].items()},
     }
 
 
-def run_executor(fn: Callable[[dict[str, Any]], Any], claimed: dict[str, Any]) -> Outcome:
-    """Call ``fn`` for a claimed task; never raises, whatever ``fn`` does."""
+def run_executor(fn: Callable[[dict[str, Any]], Any], claimed: dict[str, Any],
+                 context: TaskContext) -> Outcome:
+    """Call ``fn`` for a claimed task with ``context`` current; never raises."""
     data = task_data(claimed)
-    context = TaskContext(data["task_id"], data["task_type"], data["attempt"], data["max_attempts"])
     reset_token = _current.set(context)
     try:
         result = fn(data)

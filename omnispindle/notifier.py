@@ -1,7 +1,7 @@
 """One LISTEN connection per process, fanning notifications out to subscribers.
 
-Workers subscribe to the ready channel, waiting clients to the finished
-channel. After every (re)connect all subscribers are woken too, because a
+Workers subscribe to the ready and cancel channels, waiting clients to the
+finished channel, streaming clients to the stream channel. After every (re)connect all subscribers are woken too, because a
 notification sent while the connection was down is lost for good: waking
 turns that loss into one extra check instead of a wait of a poll interval.
 """
@@ -19,7 +19,10 @@ from .sqlfiles import query
 
 READY_CHANNEL = "omnispindle_ready"
 FINISHED_CHANNEL = "omnispindle_finished"
-_LISTEN_STATEMENTS = {READY_CHANNEL: "listen_ready", FINISHED_CHANNEL: "listen_finished"}
+CANCEL_CHANNEL = "omnispindle_cancel"
+STREAM_CHANNEL = "omnispindle_stream"
+_LISTEN_STATEMENTS = {READY_CHANNEL: "listen_ready", FINISHED_CHANNEL: "listen_finished",
+                      CANCEL_CHANNEL: "listen_cancel", STREAM_CHANNEL: "listen_stream"}
 
 log = logging.getLogger("omnispindle.notifier")
 

@@ -20,7 +20,7 @@ MAX_TASK_TYPE_LENGTH = 200
 _ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 BATCH_FIELDS = frozenset({
     "task_type", "parameters", "priority", "dependencies", "max_retries",
-    "timeout", "retry_backoff", "required_capabilities",
+    "timeout", "retry_backoff", "required_capabilities", "allow_failed_dependencies", "key",
 })
 
 
@@ -36,11 +36,14 @@ class TaskSpec:
     timeout: float | None
     required_capabilities: tuple[str, ...]
     dependencies: tuple[int, ...]
+    allow_failed_dependencies: bool = False
+    entry_dependencies: tuple[int, ...] = ()  # positions of other entries of its batch
 
 
 def task_spec(task_type: Any, parameters: Any = None, priority: Any = 0,
               dependencies: Any = None, max_retries: Any = 3, timeout: Any = None,
-              retry_backoff: Any = 1.0, required_capabilities: Any = None) -> TaskSpec:
+              retry_backoff: Any = 1.0, required_capabilities: Any = None,
+              allow_failed_dependencies: Any = False) -> TaskSpec:
     """Validate one task's arguments.
 
     Raises:
@@ -55,31 +58,8 @@ def task_spec(task_type: Any, parameters: Any = None, priority: Any = 0,
         timeout=_timeout(timeout),
         required_capabilities=names("required_capabilities", required_capabilities),
         dependencies=_task_ids("dependencies", dependencies),
+        allow_failed_dependencies=_flag("allow_failed_dependencies", allow_failed_dependencies),
     )
-
-
-def batch_specs(tasks: Any) -> list[TaskSpec]:
-    """Validate every entry of a batch; the first bad one raises, naming its index.
-
-    Raises:
-        ValidationError: the batch or one of its entries is invalid.
-    """
-    if isinstance(tasks, (str, bytes, Mapping)) or not isinstance(tasks, Iterable):
-        raise ValidationError("a batch must be a list of task dicts")
-    specs = []
-    for index, entry in enumerate(tasks):
-        if not isinstance(entry, Mapping):
-            raise ValidationError(f"batch entry {index}: must be a dict, got {type(entry).__name__}")
-        unknown = set(entry) - BATCH_FIELDS
-        if unknown:
-            raise ValidationError(f"batch entry {index}: unknown field(s) {sorted(map(str, unknown))}")
-        if "task_type" not in entry:
-            raise ValidationError(f"batch entry {index}: task_type is required")
-        try:
-            specs.append(task_spec(**entry))
-        except ValidationError as exc:
-            raise ValidationError(f"batch entry {index}: {exc}") from None
-    return specs
 
 
 def task_id(value: Any) -> int:
@@ -181,6 +161,12 @@ def _storable_text(value: str) -> bool:
     except UnicodeEncodeError:
         return False
     return "\x00" not in value
+
+
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValidationError(f"{name} must be True or False, got {value!r}")
+    return value
 
 
 def _is_number(value: Any) -> bool:

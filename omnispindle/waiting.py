@@ -6,18 +6,18 @@ import threading
 import time
 from typing import Callable
 
-from .notifier import FINISHED_CHANNEL, Notifier
+from .notifier import Notifier
 
 
-def wait_until(done: Callable[[], bool], notifier: Notifier, deadline: float | None,
-               poll_interval: float) -> bool:
-    """Call ``done()`` after each wake-up until it returns True or the deadline passes.
+def wait_until(done: Callable[[], bool], notifier: Notifier, channel: str,
+               deadline: float | None, poll_interval: float) -> bool:
+    """Call ``done()`` after each wake-up on ``channel`` until it returns True or the deadline passes.
 
     Subscribes before the first check, so a task finishing between that check
     and the wait still wakes it. Returns False on timeout.
     """
     woken = threading.Event()
-    handle = notifier.subscribe(FINISHED_CHANNEL, woken.set)
+    handle = notifier.subscribe(channel, woken.set)
     try:
         while True:
             woken.clear()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import heapq
 import json
 import logging
@@ -16,10 +17,12 @@ from typing import Any, Callable, Iterable
 
 import psycopg
 
-from .errors import ValidationError
+from .context import TaskContext
+from .errors import LeaseLostError, TaskCancelled, ValidationError
 from .execution import Outcome, failure, run_executor
 from .executor_threads import ExecutorThreads
-from .notifier import READY_CHANNEL
+from .notifier import CANCEL_CHANNEL, READY_CHANNEL
+from .validation import json_text
 from .sweeper import Sweeper, SweeperConfig
 
 log = logging.getLogger("omnispindle.worker")
@@ -47,8 +50,10 @@ class TaskTimeout(Exception):
 @dataclass
 class _Claim:
     row: dict[str, Any]
+    context: TaskContext
     future: Future
     deadline: float
+    cancel_seen_at: float | None = None
 
     @property
     def token(self) -> Any:
@@ -82,16 +87,20 @@ class WorkerLoop:
         self.next_sweep = 0.0
         self.retries_due: list[float] = []
         self.worker_id: Any = None
+        self.cancel_check = threading.Event()
 
     def run(self) -> None:
         """Register, loop until stopping is set, then drain and deregister."""
         self.worker_id = self._register()
         log.info("worker %s started (id %s, types %s)", self.settings.name, self.worker_id, self.task_types)
-        handle = self.queue.notifier.subscribe(READY_CHANNEL, self.wake.set)
+        notifier = self.queue.notifier
+        handles = [notifier.subscribe(READY_CHANNEL, self.wake.set),
+                   notifier.subscribe(CANCEL_CHANNEL, self._on_cancel_notice)]
         try:
             self._loop()
         finally:
-            self.queue.notifier.unsubscribe(handle)
+            for handle in handles:
+                notifier.unsubscribe(handle)
             self._drain()
             log.info("worker %s stopped", self.settings.name)
 
@@ -118,6 +127,7 @@ class WorkerLoop:
         """
         self._abandon_overdue()
         self._flush()
+        self._check_cancels()
         self._heartbeat_if_due()
         self._sweep_if_due()
         return self._claim()
@@ -142,11 +152,23 @@ class WorkerLoop:
         })
         now = time.monotonic()
         for row in rows:
-            future = self.threads.submit(run_executor, self.executors[row["task_type"]], row)
+            context = TaskContext(row["id"], row["task_type"], row["attempts"], row["max_attempts"],
+                                  _emit=functools.partial(self._emit_partial, row))
+            future = self.threads.submit(run_executor, self.executors[row["task_type"]], row, context)
             timeout = row["timeout_seconds"]
-            self.claims[row["id"]] = _Claim(row, future, now + timeout if timeout else float("inf"))
+            self.claims[row["id"]] = _Claim(row, context, future,
+                                            now + timeout if timeout else float("inf"))
             future.add_done_callback(self._on_done)
         return len(rows) == free
+
+    def _emit_partial(self, row: dict[str, Any], data: Any) -> int:
+        """Store one partial result of a running attempt (called from its executor thread)."""
+        stored = self.db.fetch("emit_partial", {
+            "id": row["id"], "token": row["lease_token"],
+            "payload": json_text(data, "a partial result")})
+        if not stored:
+            raise LeaseLostError(f"task {row['id']}: this attempt no longer holds the lease")
+        return stored[0]["seq"]
 
     def _on_done(self, future: Future) -> None:
         self.outcomes.append(future.result())
@@ -173,12 +195,46 @@ class WorkerLoop:
         """Fail attempts past their timeout now; their threads are replaced."""
         now = time.monotonic()
         for claim in list(self.claims.values()):
-            if claim.deadline <= now and self.threads.abandon(claim.future):
-                claim.deadline = float("inf")
+            if claim.deadline <= now:
                 seconds = claim.row["timeout_seconds"]
-                self.outcomes.append(failure(
-                    claim.row, TaskTimeout(f"attempt ran past its timeout of {seconds} s"),
-                    error_type="TaskTimeout"))
+                self._abandon(claim, TaskTimeout(f"attempt ran past its timeout of {seconds} s"),
+                              "TaskTimeout")
+
+    def _abandon(self, claim: _Claim, reason: Exception, error_type: str) -> None:
+        """End an attempt whose executor is still running: record why, replace its thread."""
+        if self.threads.abandon(claim.future):
+            claim.deadline = float("inf")
+            claim.cancel_seen_at = None
+            self.outcomes.append(failure(claim.row, reason, error_type=error_type))
+
+    def _on_cancel_notice(self) -> None:
+        self.cancel_check.set()
+        self.wake.set()
+
+    def _check_cancels(self) -> None:
+        if not self.cancel_check.is_set() or not self.claims:
+            self.cancel_check.clear()
+            return
+        self.cancel_check.clear()
+        rows = self.db.fetch("cancel_requests", {"tokens": [c.token for c in self.claims.values()]})
+        self._cancel_requested(row["id"] for row in rows)
+
+    def _cancel_requested(self, task_ids: Iterable[int]) -> None:
+        """Tell executors their task was cancelled; a later lease check stops those that ignore it."""
+        now = time.monotonic()
+        for task_id in task_ids:
+            claim = self.claims.get(task_id)
+            if claim is not None and not claim.context.cancelled:
+                claim.context.request_cancel()
+                claim.cancel_seen_at = now
+                log.info("task %s: cancel requested", task_id)
+
+    def _abandon_ignored_cancels(self, since: float) -> None:
+        """Executors told to stop a heartbeat interval ago that still run are abandoned."""
+        for claim in list(self.claims.values()):
+            if claim.cancel_seen_at is not None and claim.cancel_seen_at <= since:
+                self._abandon(claim, TaskCancelled(f"task {claim.row['id']} was cancelled"),
+                              "Cancelled")
 
     def _store(self, succeeded: list[Outcome], failed: list[Outcome]) -> None:
         if succeeded:
@@ -238,6 +294,8 @@ class WorkerLoop:
             "worker_id": self.worker_id, "lease_seconds": self.settings.lease_timeout,
             "tokens": [claim.token for claim in self.claims.values()],
         })
+        self._abandon_ignored_cancels(since=now - self.settings.heartbeat_interval)
+        self._cancel_requested(row["id"] for row in held if row["cancel_requested"])
         self.next_heartbeat = now + self.settings.heartbeat_interval
         lost = set(self.claims) - {row["id"] for row in held}
         if lost:

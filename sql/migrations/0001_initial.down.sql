@@ -2,9 +2,12 @@
 -- holds Alembic's version table.
 DROP VIEW IF EXISTS omnispindle.failed_tasks, omnispindle.worker_summary,
     omnispindle.queue_summary;
-DROP TABLE IF EXISTS omnispindle.task_dependencies, omnispindle.tasks, omnispindle.workers;
+DROP TABLE IF EXISTS omnispindle.task_stream, omnispindle.task_dependencies,
+    omnispindle.tasks, omnispindle.workers;
 DROP FUNCTION IF EXISTS omnispindle.submit_tasks(text[], jsonb[], integer[], integer[],
-    double precision[], double precision[], jsonb[], jsonb[]);
+    double precision[], double precision[], jsonb[], jsonb[], jsonb[], boolean[]);
+DROP FUNCTION IF EXISTS omnispindle.cancel_task(bigint, text);
+DROP FUNCTION IF EXISTS omnispindle.notify_streamed();
 DROP FUNCTION IF EXISTS omnispindle.after_tasks_update();
 DROP FUNCTION IF EXISTS omnispindle.notify_inserted();
 DROP FUNCTION IF EXISTS omnispindle.check_transition();

@@ -42,6 +42,8 @@ CREATE TABLE omnispindle.tasks (
     result               jsonb,
     errors               jsonb NOT NULL DEFAULT '[]',
     cancel_reason        text,
+    cancel_requested_at  timestamptz,
+    allow_failed_dependencies boolean NOT NULL DEFAULT false,
     worker_id            uuid,
     lease_token          uuid,
     lease_expires_at     timestamptz,
@@ -70,7 +72,10 @@ CREATE TABLE omnispindle.tasks (
     CONSTRAINT tasks_finished_at_matches_state
         CHECK ((state IN ('succeeded', 'failed', 'cancelled')) = (finished_at IS NOT NULL)),
     CONSTRAINT tasks_succeeded_has_result CHECK (state <> 'succeeded' OR result IS NOT NULL),
-    CONSTRAINT tasks_failed_has_error CHECK (state <> 'failed' OR jsonb_array_length(errors) > 0)
+    CONSTRAINT tasks_failed_has_error CHECK (state <> 'failed' OR jsonb_array_length(errors) > 0),
+    -- Only a running task can be asked to stop; the request outlives it as a record.
+    CONSTRAINT tasks_cancel_request_matches_state
+        CHECK (cancel_requested_at IS NULL OR state IN ('running', 'cancelled'))
 );
 
 -- Frequent updates: leave room on each page for HOT updates and vacuum often.
@@ -98,6 +103,17 @@ CREATE TABLE omnispindle.task_dependencies (
 CREATE INDEX task_dependencies_depends_on_idx
     ON omnispindle.task_dependencies (depends_on);
 
+-- Partial results a running task emits, in order; kept so that a client that
+-- subscribes late still reads the stream from its start.
+CREATE TABLE omnispindle.task_stream (
+    task_id    bigint NOT NULL REFERENCES omnispindle.tasks (id) ON DELETE CASCADE,
+    seq        integer NOT NULL CHECK (seq > 0),
+    attempt    integer NOT NULL,
+    payload    jsonb NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (task_id, seq)
+);
+
 -- Exponential backoff with equal jitter, capped at an hour.
 CREATE FUNCTION omnispindle.retry_delay(attempt integer, base double precision)
 RETURNS interval
@@ -108,21 +124,25 @@ AS $$
 $$;
 
 -- Ends one attempt of each given task with an error: back to pending after a
--- backoff while attempts are left, else failed. Only rows whose lease token
--- still matches change (fencing). Shared by workers and lease recovery.
+-- backoff while attempts are left, else failed; cancelled when a cancel was
+-- requested. Only rows whose lease token still matches change (fencing).
+-- Shared by workers and lease recovery.
 CREATE FUNCTION omnispindle.fail_attempts(ids bigint[], tokens uuid[], failures jsonb[])
 RETURNS TABLE (id bigint, state omnispindle.task_state, retry_in double precision)
 LANGUAGE sql
 AS $$
     WITH attempt AS (
         SELECT f.id, f.token, f.error,
-               t.attempts < t.max_attempts AS will_retry,
+               t.cancel_requested_at IS NOT NULL AS cancelling,
+               t.attempts < t.max_attempts AND t.cancel_requested_at IS NULL AS will_retry,
                omnispindle.retry_delay(t.attempts, t.retry_backoff) AS delay
         FROM unnest(ids, tokens, failures) AS f(id, token, error)
         JOIN omnispindle.tasks t ON t.id = f.id
     )
     UPDATE omnispindle.tasks t
-    SET state = CASE WHEN a.will_retry THEN 'pending' ELSE 'failed' END::omnispindle.task_state,
+    SET state = CASE WHEN a.cancelling THEN 'cancelled'
+                     WHEN a.will_retry THEN 'pending'
+                     ELSE 'failed' END::omnispindle.task_state,
         run_after = CASE WHEN a.will_retry THEN now() + a.delay ELSE t.run_after END,
         finished_at = CASE WHEN a.will_retry THEN NULL ELSE now() END,
         errors = t.errors || jsonb_build_array(a.error),
@@ -185,48 +205,56 @@ AS $$
 BEGIN
     -- Statement triggers fire even for zero rows, so every nested UPDATE below
     -- runs only when there is work: that is what ends the recursion.
-    IF EXISTS (SELECT 1 FROM new_rows n JOIN old_rows o ON o.id = n.id
-               WHERE n.state = 'succeeded' AND o.state <> 'succeeded') THEN
-        WITH finished_parents AS (
-            SELECT d.task_id, count(*)::integer AS done
-            FROM new_rows n
-            JOIN old_rows o ON o.id = n.id
-            JOIN omnispindle.task_dependencies d ON d.depends_on = n.id
-            WHERE n.state = 'succeeded' AND o.state <> 'succeeded'
-            GROUP BY d.task_id
-        )
-        UPDATE omnispindle.tasks t
-        SET pending_dependencies = t.pending_dependencies - f.done,
-            state = CASE WHEN t.pending_dependencies = f.done
-                         THEN 'pending' ELSE 'blocked' END::omnispindle.task_state,
-            run_after = greatest(t.run_after, now())
-        FROM finished_parents f
-        WHERE t.id = f.task_id AND t.state = 'blocked';
+    IF NOT EXISTS (SELECT 1 FROM new_rows n JOIN old_rows o ON o.id = n.id
+                   WHERE n.state <> o.state) THEN
+        RETURN NULL;
     END IF;
 
-    IF EXISTS (SELECT 1 FROM new_rows n JOIN old_rows o ON o.id = n.id
-               JOIN omnispindle.task_dependencies d ON d.depends_on = n.id
-               WHERE n.state IN ('failed', 'cancelled') AND o.state <> n.state) THEN
-        WITH RECURSIVE doomed (id, ancestor, ancestor_state) AS (
-            SELECT d.task_id, n.id, n.state
-            FROM new_rows n
-            JOIN old_rows o ON o.id = n.id
-            JOIN omnispindle.task_dependencies d ON d.depends_on = n.id
-            WHERE n.state IN ('failed', 'cancelled') AND o.state <> n.state
-            UNION
-            SELECT d.task_id, x.ancestor, x.ancestor_state
-            FROM omnispindle.task_dependencies d JOIN doomed x ON x.id = d.depends_on
-        ), first_cause AS (
-            SELECT DISTINCT ON (id) id, ancestor, ancestor_state
-            FROM doomed ORDER BY id, ancestor
-        )
-        UPDATE omnispindle.tasks t
-        SET state = 'cancelled',
-            finished_at = now(),
-            cancel_reason = format('dependency %s %s', c.ancestor, c.ancestor_state)
-        FROM first_cause c
-        WHERE t.id = c.id AND t.state IN ('blocked', 'pending');
-    END IF;
+    -- A parent that succeeded, or one that failed or was cancelled for a child
+    -- that allows it, counts as done for that child; the last one makes it ready.
+    WITH finished_parents AS (
+        SELECT d.task_id, count(*)::integer AS done
+        FROM new_rows n
+        JOIN old_rows o ON o.id = n.id
+        JOIN omnispindle.task_dependencies d ON d.depends_on = n.id
+        JOIN omnispindle.tasks c ON c.id = d.task_id
+        WHERE n.state IN ('succeeded', 'failed', 'cancelled') AND o.state <> n.state
+          AND (n.state = 'succeeded' OR c.allow_failed_dependencies)
+          AND c.state = 'blocked'
+        GROUP BY d.task_id
+    )
+    UPDATE omnispindle.tasks t
+    SET pending_dependencies = t.pending_dependencies - f.done,
+        state = CASE WHEN t.pending_dependencies = f.done
+                     THEN 'pending' ELSE 'blocked' END::omnispindle.task_state,
+        run_after = greatest(t.run_after, now())
+    FROM finished_parents f
+    WHERE t.id = f.task_id;
+
+    -- Everything downstream of a failure or cancellation is cancelled, up to
+    -- (not including) the children that allow failed dependencies.
+    WITH RECURSIVE doomed (id, ancestor, ancestor_state) AS (
+        SELECT d.task_id, n.id, n.state
+        FROM new_rows n
+        JOIN old_rows o ON o.id = n.id
+        JOIN omnispindle.task_dependencies d ON d.depends_on = n.id
+        JOIN omnispindle.tasks c ON c.id = d.task_id AND NOT c.allow_failed_dependencies
+        WHERE n.state IN ('failed', 'cancelled') AND o.state <> n.state
+        UNION
+        SELECT d.task_id, x.ancestor, x.ancestor_state
+        FROM omnispindle.task_dependencies d
+        JOIN doomed x ON x.id = d.depends_on
+        JOIN omnispindle.tasks c ON c.id = d.task_id AND NOT c.allow_failed_dependencies
+    ), first_cause AS (
+        SELECT DISTINCT ON (id) id, ancestor, ancestor_state
+        FROM doomed ORDER BY id, ancestor
+    )
+    UPDATE omnispindle.tasks t
+    SET state = 'cancelled',
+        finished_at = now(),
+        cancel_reason = format('dependency %s %s', c.ancestor, c.ancestor_state)
+    FROM first_cause c
+    WHERE t.id = c.id AND t.state IN ('blocked', 'pending');
 
     IF EXISTS (SELECT 1 FROM new_rows n JOIN old_rows o ON o.id = n.id
                WHERE n.state = 'pending' AND o.state <> 'pending'
@@ -249,9 +277,12 @@ CREATE TRIGGER tasks_after_update
     FOR EACH STATEMENT EXECUTE FUNCTION omnispindle.after_tasks_update();
 
 -- Inserts a batch of tasks in one statement, all or nothing. Arrays are
--- parallel, one element per task; dependencies[i] is a jsonb array of ids.
--- Parents are locked FOR SHARE so that a parent finishing concurrently either
--- is seen as succeeded here or sees the new dependency rows in its trigger.
+-- parallel, one element per task: dependencies[i] is a jsonb array of existing
+-- task ids, entry_dependencies[i] a jsonb array of 1-based positions of other
+-- entries of this batch (the caller has checked them for cycles).
+-- Existing parents are locked FOR SHARE so that a parent finishing
+-- concurrently either is seen finished here or sees the new dependency rows in
+-- its trigger.
 CREATE FUNCTION omnispindle.submit_tasks(
     p_task_types text[],
     p_parameters jsonb[],
@@ -260,7 +291,9 @@ CREATE FUNCTION omnispindle.submit_tasks(
     p_retry_backoffs double precision[],
     p_timeouts double precision[],
     p_required_capabilities jsonb[],
-    p_dependencies jsonb[]
+    p_dependencies jsonb[],
+    p_entry_dependencies jsonb[],
+    p_allow_failed boolean[]
 )
 RETURNS SETOF bigint
 LANGUAGE plpgsql
@@ -283,8 +316,12 @@ BEGIN
             USING ERRCODE = 'OS001';
     END IF;
 
-    SELECT id, state INTO broken FROM omnispindle.tasks
-    WHERE id = ANY (wanted) AND state IN ('failed', 'cancelled') ORDER BY id LIMIT 1;
+    SELECT t.id, t.state INTO broken
+    FROM unnest(p_dependencies, p_allow_failed) AS s(deps, tolerant),
+         jsonb_array_elements_text(s.deps) AS d(value)
+    JOIN omnispindle.tasks t ON t.id = d.value::bigint
+    WHERE NOT s.tolerant AND t.state IN ('failed', 'cancelled')
+    ORDER BY t.id LIMIT 1;
     IF FOUND THEN
         RAISE EXCEPTION 'dependency task % is %: its dependents could never run',
             broken.id, broken.state
@@ -298,18 +335,23 @@ BEGIN
             FROM jsonb_array_elements_text(s.deps) AS d(value)
             JOIN omnispindle.tasks t ON t.id = d.value::bigint
             WHERE t.state <> 'succeeded'
-        ) AS unfinished
+              AND NOT (s.tolerant AND t.state IN ('failed', 'cancelled'))
+        ) + jsonb_array_length(s.entry_deps) AS unfinished
         FROM unnest(p_task_types, p_parameters, p_priorities, p_max_attempts,
-                    p_retry_backoffs, p_timeouts, p_required_capabilities, p_dependencies)
+                    p_retry_backoffs, p_timeouts, p_required_capabilities, p_dependencies,
+                    p_entry_dependencies, p_allow_failed)
              WITH ORDINALITY AS s(task_type, parameters, priority, max_attempts,
-                                  retry_backoff, timeout_seconds, caps, deps, ord)
+                                  retry_backoff, timeout_seconds, caps, deps, entry_deps,
+                                  tolerant, ord)
     ), inserted AS (
         INSERT INTO omnispindle.tasks (task_type, parameters, priority, max_attempts,
                                        retry_backoff, timeout_seconds,
-                                       required_capabilities, state, pending_dependencies)
+                                       required_capabilities, allow_failed_dependencies,
+                                       state, pending_dependencies)
         SELECT task_type, parameters, priority, max_attempts, retry_backoff,
                timeout_seconds,
                ARRAY(SELECT jsonb_array_elements_text(caps)),
+               tolerant,
                CASE WHEN unfinished > 0 THEN 'blocked' ELSE 'pending' END::omnispindle.task_state,
                unfinished
         FROM spec ORDER BY ord
@@ -318,13 +360,66 @@ BEGIN
         SELECT id, row_number() OVER (ORDER BY id) AS ord FROM inserted
     ), edges AS (
         INSERT INTO omnispindle.task_dependencies (task_id, depends_on)
-        SELECT DISTINCT n.id, d.value::bigint
+        SELECT n.id, d.value::bigint
         FROM numbered n JOIN spec s ON s.ord = n.ord,
              jsonb_array_elements_text(s.deps) AS d(value)
+        UNION
+        SELECT n.id, parent.id
+        FROM numbered n JOIN spec s ON s.ord = n.ord,
+             jsonb_array_elements_text(s.entry_deps) AS e(value)
+        JOIN numbered parent ON parent.ord = e.value::bigint
     )
     SELECT id FROM numbered ORDER BY ord;
 END
 $$;
+
+-- Cancels one task: a blocked or pending one at once (its descendants follow
+-- through the trigger); a running one gets a request that its worker sees
+-- through a notification or its next heartbeat; a finished one is left as it
+-- is. Returns the state after the call and whether anything changed.
+CREATE FUNCTION omnispindle.cancel_task(p_id bigint, p_reason text)
+RETURNS TABLE (state text, changed boolean)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    current omnispindle.task_state;
+BEGIN
+    SELECT t.state INTO current FROM omnispindle.tasks t WHERE t.id = p_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no task with id %', p_id USING ERRCODE = 'OS004';
+    END IF;
+    IF current IN ('blocked', 'pending') THEN
+        UPDATE omnispindle.tasks t
+        SET state = 'cancelled', finished_at = now(), cancel_reason = p_reason
+        WHERE t.id = p_id;
+        RETURN QUERY SELECT 'cancelled'::text, true;
+    ELSIF current = 'running' THEN
+        UPDATE omnispindle.tasks t
+        SET cancel_requested_at = coalesce(t.cancel_requested_at, now()),
+            cancel_reason = coalesce(t.cancel_reason, p_reason)
+        WHERE t.id = p_id;
+        PERFORM pg_notify('omnispindle_cancel', p_id::text);
+        RETURN QUERY SELECT 'running'::text, true;
+    ELSE
+        RETURN QUERY SELECT current::text, false;
+    END IF;
+END
+$$;
+
+-- One notification per statement that adds partial results.
+CREATE FUNCTION omnispindle.notify_streamed()
+RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    PERFORM pg_notify('omnispindle_stream', '');
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER task_stream_notify
+    AFTER INSERT ON omnispindle.task_stream
+    FOR EACH STATEMENT EXECUTE FUNCTION omnispindle.notify_streamed();
 
 -- Views for people at a psql prompt.
 CREATE VIEW omnispindle.queue_summary AS

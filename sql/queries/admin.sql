@@ -16,6 +16,12 @@ LISTEN omnispindle_ready;
 -- name: listen_finished
 LISTEN omnispindle_finished;
 
+-- name: listen_cancel
+LISTEN omnispindle_cancel;
+
+-- name: listen_stream
+LISTEN omnispindle_stream;
+
 -- name: queue_summary
 SELECT task_type, blocked, pending, running, succeeded, failed, cancelled,
        extract(epoch FROM oldest_ready_age)::double precision AS oldest_ready_seconds

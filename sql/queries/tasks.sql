@@ -9,7 +9,7 @@ FROM omnispindle.submit_tasks(
     %(task_types)s::text[], %(parameters)s::jsonb[], %(priorities)s::integer[],
     %(max_attempts)s::integer[], %(retry_backoffs)s::double precision[],
     %(timeouts)s::double precision[], %(required_capabilities)s::jsonb[],
-    %(dependencies)s::jsonb[]
+    %(dependencies)s::jsonb[], %(entry_dependencies)s::jsonb[], %(allow_failed)s::boolean[]
 ) WITH ORDINALITY AS s(id, ord)
 ORDER BY s.ord;
 
@@ -42,21 +42,29 @@ RETURNING t.id, t.task_type, t.parameters, t.attempts, t.max_attempts,
           (SELECT coalesce(jsonb_object_agg(p.id::text, p.result), '{}')
            FROM omnispindle.task_dependencies d
            JOIN omnispindle.tasks p ON p.id = d.depends_on
-           WHERE d.task_id = t.id) AS dependency_results;
+           WHERE d.task_id = t.id AND p.state = 'succeeded') AS dependency_results,
+          -- Only children that allow failed dependencies ever see these.
+          (SELECT coalesce(jsonb_object_agg(p.id::text, jsonb_build_object(
+                      'state', p.state, 'error', p.errors -> -1, 'cancel_reason', p.cancel_reason)), '{}')
+           FROM omnispindle.task_dependencies d
+           JOIN omnispindle.tasks p ON p.id = d.depends_on
+           WHERE d.task_id = t.id AND p.state IN ('failed', 'cancelled')) AS dependency_failures;
 
 -- name: complete_tasks
 -- Fencing: a row changes only while the caller still holds its lease, so a
 -- worker whose lease was taken over gets no row back and its result is dropped.
+-- A task asked to cancel ends cancelled whatever its executor returned.
 UPDATE omnispindle.tasks t
-SET state = 'succeeded',
-    result = c.result,
+SET state = CASE WHEN t.cancel_requested_at IS NULL
+                 THEN 'succeeded' ELSE 'cancelled' END::omnispindle.task_state,
+    result = CASE WHEN t.cancel_requested_at IS NULL THEN c.result END,
     finished_at = now(),
     lease_token = NULL,
     lease_expires_at = NULL
 FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[], %(results)s::jsonb[])
      AS c(id, token, result)
 WHERE t.id = c.id AND t.lease_token = c.token AND t.state = 'running'
-RETURNING t.id;
+RETURNING t.id, t.state::text AS state;
 
 -- name: fail_tasks
 SELECT id, state::text AS state, retry_in
@@ -109,6 +117,7 @@ FROM batch, omnispindle.fail_attempts(batch.ids, batch.tokens, batch.errors) AS 
 -- finished_only lets waiters fetch just the tasks that are done.
 SELECT t.id AS task_id, t.task_type, t.parameters, t.priority, t.state::text AS state,
        t.attempts, t.max_attempts, t.result, t.errors -> -1 AS error, t.cancel_reason,
+       t.cancel_requested_at,
        t.worker_id, t.created_at, t.started_at, t.finished_at, t.run_after,
        ARRAY(SELECT d.depends_on FROM omnispindle.task_dependencies d
              WHERE d.task_id = t.id ORDER BY d.depends_on) AS dependencies
@@ -127,3 +136,31 @@ ORDER BY state;
 SELECT extract(epoch FROM min(lease_expires_at) - now())::double precision AS seconds
 FROM omnispindle.tasks
 WHERE state = 'running';
+
+-- name: cancel_task
+SELECT state, changed FROM omnispindle.cancel_task(%(id)s, %(reason)s);
+
+-- name: cancel_requests
+-- Which of a worker's running tasks have been asked to stop.
+SELECT id
+FROM omnispindle.tasks
+WHERE lease_token = ANY (%(tokens)s::uuid[])
+  AND state = 'running'
+  AND cancel_requested_at IS NOT NULL;
+
+-- name: emit_partial
+-- Appends one partial result, fenced by the lease like every write of a
+-- running attempt; no row back means the lease is gone.
+INSERT INTO omnispindle.task_stream (task_id, seq, attempt, payload)
+SELECT t.id,
+       coalesce((SELECT max(s.seq) FROM omnispindle.task_stream s WHERE s.task_id = t.id), 0) + 1,
+       t.attempts, %(payload)s::jsonb
+FROM omnispindle.tasks t
+WHERE t.id = %(id)s AND t.lease_token = %(token)s AND t.state = 'running'
+RETURNING seq;
+
+-- name: read_stream
+SELECT seq, attempt, payload, created_at
+FROM omnispindle.task_stream
+WHERE task_id = %(id)s AND seq > %(after)s
+ORDER BY seq;

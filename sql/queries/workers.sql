@@ -20,7 +20,7 @@ SET lease_expires_at = LEAST(now() + make_interval(secs => %(lease_seconds)s),
 WHERE worker_id = %(worker_id)s
   AND state = 'running'
   AND lease_token = ANY (%(tokens)s::uuid[])
-RETURNING id;
+RETURNING id, cancel_requested_at IS NOT NULL AS cancel_requested;
 
 -- name: stop_worker
 UPDATE omnispindle.workers

@@ -183,7 +183,8 @@ def test_executor_receives_task_data_and_context(client, start_worker):
     task_id = client.submit_task("inspect", {"x": 1})
     result = client.wait_for_task(task_id, timeout=30)["result"]
     assert result == {
-        "keys": ["attempt", "dependency_results", "max_attempts", "parameters", "task_id", "task_type"],
+        "keys": ["attempt", "dependency_failures", "dependency_results", "max_attempts", "parameters",
+                 "task_id", "task_type"],
         "ctx_id": task_id,
         "attempt": 1,
     }

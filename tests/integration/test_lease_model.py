@@ -45,7 +45,8 @@ class LeaseModel(RuleBasedStateMachine):
             "task_types": ["job"] * count, "parameters": ["{}"] * count,
             "priorities": [0] * count, "max_attempts": [retries + 1] * count,
             "retry_backoffs": [0.0] * count, "timeouts": [None] * count,
-            "required_capabilities": ["[]"] * count, "dependencies": ["[]"] * count})]
+            "required_capabilities": ["[]"] * count, "dependencies": ["[]"] * count,
+            "entry_dependencies": ["[]"] * count, "allow_failed": [False] * count})]
         for task_id in ids:
             self.claims[task_id] = 0
             self.final_writes[task_id] = 0

@@ -38,7 +38,7 @@ def test_a_swept_lease_cannot_be_completed_by_its_old_holder(client, queue, conn
     second = claim(conn)[0]
     assert second["attempts"] == 2
     assert complete(conn, first, '{"late": true}') == []
-    assert complete(conn, second, '{"current": true}') == [{"id": task_id}]
+    assert complete(conn, second, '{"current": true}') == [{"id": task_id, "state": "succeeded"}]
     task = client.get_task(task_id)
     assert (task["state"], task["result"]) == ("succeeded", {"current": True})
     assert task["error"]["type"] == "LeaseExpired"

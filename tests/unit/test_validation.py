@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from omnispindle import validation
+from omnispindle import batches, validation
 from omnispindle.errors import ValidationError
 
 NAN = float("nan")
@@ -141,7 +141,7 @@ def test_longest_task_type_is_accepted():
 @pytest.mark.parametrize("batch", [{"task_type": "t"}, "tasks", b"tasks", None, 3])
 def test_batch_must_be_a_list(batch):
     with pytest.raises(ValidationError, match="batch"):
-        validation.batch_specs(batch)
+        batches.batch_specs(batch)
 
 
 @pytest.mark.parametrize(("entry", "named"), [
@@ -158,23 +158,23 @@ def test_batch_must_be_a_list(batch):
 def test_bad_batch_entry_names_its_index(entry, named):
     batch = [{"task_type": "ok"}, {"task_type": "ok"}, entry, {"task_type": "ok"}]
     with pytest.raises(ValidationError, match="batch entry 2") as raised:
-        validation.batch_specs(batch)
+        batches.batch_specs(batch)
     assert named in str(raised.value)
 
 
 def test_batch_specs_keep_order_and_accept_any_iterable():
-    specs = validation.batch_specs(({"task_type": f"t{n}", "priority": n} for n in range(3)))
+    specs = batches.batch_specs(({"task_type": f"t{n}", "priority": n} for n in range(3)))
     assert [(s.task_type, s.priority) for s in specs] == [("t0", 0), ("t1", 1), ("t2", 2)]
 
 
 def test_batch_entry_takes_every_submit_argument():
     entry = {"task_type": "t", "parameters": {"a": 1}, "priority": 2, "dependencies": [4],
              "max_retries": 0, "timeout": 3, "retry_backoff": 0, "required_capabilities": ["c"]}
-    assert validation.batch_specs([entry]) == [validation.task_spec(**entry)]
+    assert batches.batch_specs([entry]) == [validation.task_spec(**entry)]
 
 
 def test_empty_batch_is_empty():
-    assert validation.batch_specs([]) == []
+    assert batches.batch_specs([]) == []
 
 
 # ---------------------------------------------------------------- ids and numbers

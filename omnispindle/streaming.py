@@ -1,0 +1,48 @@
+"""Reading a task's partial results as they arrive, then its final record."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Iterator
+
+from .errors import WaitTimeoutError
+from .notifier import FINISHED_CHANNEL, STREAM_CHANNEL
+from .states import FINISHED_STATES
+
+
+def stream_events(client: Any, task_id: int, timeout: float | None) -> Iterator[dict[str, Any]]:
+    """Yield partials in order and then the final record (see ``TaskQueueClient.stream_task``).
+
+    The task's state is read before its partials, so when it shows finished,
+    every partial emitted before the end is already readable: none is missed.
+    """
+    notifier = client.queue.notifier
+    woken = threading.Event()
+    handles = [notifier.subscribe(channel, woken.set) for channel in (STREAM_CHANNEL, FINISHED_CHANNEL)]
+    deadline = None if timeout is None else time.monotonic() + timeout
+    after = 0
+    try:
+        while True:
+            woken.clear()
+            task = client.get_task(task_id)
+            for row in client.queue.db.fetch("read_stream", {"id": task_id, "after": after}):
+                after = row["seq"]
+                yield {"kind": "partial", "seq": row["seq"], "attempt": row["attempt"],
+                       "data": row["payload"]}
+            if task["state"] in {state.value for state in FINISHED_STATES}:
+                yield {"kind": "final", "task": task}
+                return
+            woken.wait(_pause(deadline, client.poll_interval, task_id))
+    finally:
+        for handle in handles:
+            notifier.unsubscribe(handle)
+
+
+def _pause(deadline: float | None, poll_interval: float, task_id: int) -> float:
+    if deadline is None:
+        return poll_interval
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise WaitTimeoutError(f"task {task_id} had not finished streaming in time")
+    return min(poll_interval, remaining)

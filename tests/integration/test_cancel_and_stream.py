@@ -1,0 +1,175 @@
+"""Cancellation that propagates, and partial results streamed in order."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from omnispindle import TaskCancelled, TaskNotFoundError, current_task
+
+from ..acceptance.workers import poll
+
+
+def test_cancelling_a_pending_task_cancels_its_descendants(client):
+    parent = client.submit_task("job")
+    child = client.submit_task("job", dependencies=[parent])
+    grandchild = client.submit_task("job", dependencies=[child])
+    other = client.submit_task("job")
+    outcome = client.cancel_task(parent, reason="no longer needed")
+    assert outcome == {"task_id": parent, "state": "cancelled", "cancelled": True,
+                       "message": f"task {parent} cancelled"}
+    tasks = [client.get_task(i) for i in (parent, child, grandchild, other)]
+    assert [t["state"] for t in tasks] == ["cancelled", "cancelled", "cancelled", "pending"]
+    assert tasks[0]["cancel_reason"] == "no longer needed"
+    assert tasks[2]["cancel_reason"] == f"dependency {parent} cancelled"
+
+
+def test_cancelling_a_blocked_task_leaves_its_parent(client):
+    parent = client.submit_task("job")
+    child = client.submit_task("job", dependencies=[parent])
+    assert client.cancel_task(child)["state"] == "cancelled"
+    assert client.get_task(parent)["state"] == "pending"
+
+
+def test_cancelling_a_finished_task_says_so(client, start_worker):
+    start_worker({"job": lambda task: {"ok": True}})
+    task_id = client.submit_task("job")
+    client.wait_for_task(task_id, timeout=30)
+    outcome = client.cancel_task(task_id)
+    assert outcome["cancelled"] is False
+    assert outcome["message"] == f"task {task_id} already succeeded; nothing to cancel"
+    assert client.get_task(task_id)["result"] == {"ok": True}
+    with pytest.raises(TaskNotFoundError):
+        client.cancel_task(424242)
+
+
+def cooperative(started, observed):
+    def run(task):
+        started.set()
+        ctx = current_task()
+        while not ctx.wait_cancelled(0.01):
+            pass
+        observed.set()
+        return {"stopped": True}
+
+    return run
+
+
+def test_a_running_task_sees_the_cancel_at_once_and_ends_cancelled(client, start_worker):
+    started, observed = threading.Event(), threading.Event()
+    start_worker({"loop": cooperative(started, observed), "job": lambda task: {}},
+                 heartbeat_interval=1.0)
+    task_id = client.submit_task("loop")
+    child = client.submit_task("job", dependencies=[task_id])
+    assert started.wait(30)
+    asked = time.monotonic()
+    assert client.cancel_task(task_id)["message"] == (
+        f"task {task_id} is running; its worker has been asked to stop it")
+    assert observed.wait(1.0), "not observed within one heartbeat interval"
+    observed_in = time.monotonic() - asked
+    task, dependent = client.wait_for_batch([task_id, child], timeout=30)
+    assert (task["state"], task["result"]) == ("cancelled", None)
+    assert dependent["state"] == "cancelled"
+    assert observed_in < 1.0
+
+
+def test_a_cancel_whose_notification_is_lost_is_seen_at_the_next_heartbeat(client, conn, start_worker):
+    started, observed = threading.Event(), threading.Event()
+    start_worker({"loop": cooperative(started, observed)}, heartbeat_interval=0.5)
+    task_id = client.submit_task("loop")
+    assert started.wait(30)
+    # A request written by hand sends no NOTIFY: only the heartbeat can find it.
+    conn.execute("UPDATE omnispindle.tasks SET cancel_requested_at = now() WHERE id = %s", [task_id])
+    assert observed.wait(0.5 + 0.5), "not observed within one heartbeat interval"
+    assert client.wait_for_task(task_id, timeout=30)["state"] == "cancelled"
+
+
+def test_an_executor_ignoring_the_cancel_is_abandoned_and_its_result_discarded(client, start_worker):
+    release = threading.Event()
+
+    def stubborn(task):
+        release.wait(60)
+        return {"finished": True}
+
+    start_worker({"stubborn": stubborn}, heartbeat_interval=0.3)
+    task_id = client.submit_task("stubborn")
+    poll(lambda: client.get_task(task_id)["state"] == "running", timeout=30)
+    client.cancel_task(task_id)
+    task = client.wait_for_task(task_id, timeout=10)
+    release.set()
+    assert (task["state"], task["result"], task["error"]["type"]) == ("cancelled", None, "Cancelled")
+    assert task["attempts"] == 1
+
+
+def test_raising_task_cancelled_ends_the_task_cancelled_without_retry(client, start_worker):
+    started = threading.Event()
+
+    def polite(task):
+        started.set()
+        ctx = current_task()
+        for _ in range(3000):
+            ctx.raise_if_cancelled()
+            time.sleep(0.01)
+        return {"done": True}
+
+    start_worker({"polite": polite})
+    task_id = client.submit_task("polite", max_retries=3)
+    assert started.wait(30)
+    client.cancel_task(task_id)
+    task = client.wait_for_task(task_id, timeout=30)
+    assert (task["state"], task["attempts"]) == ("cancelled", 1)
+    assert task["error"]["type"].endswith("TaskCancelled")
+    with pytest.raises(TaskCancelled):
+        raise TaskCancelled("importable from the package")
+
+
+def chunks(gate):
+    def run(task):
+        ctx = current_task()
+        for i in range(100):
+            if i == 50:
+                gate.wait(30)  # the early subscriber has read half before the rest is written
+            ctx.emit({"i": i})
+        return {"chunks": 100}
+
+    return run
+
+
+def test_streaming_100_chunks_to_an_early_and_a_late_subscriber(client, start_worker):
+    gate = threading.Event()
+    task_id = client.submit_task("chunks")
+    early: list = []
+
+    def subscribe():
+        for event in client.stream_task(task_id, timeout=60):
+            early.append(event)
+            if event["kind"] == "partial" and event["data"]["i"] == 49:
+                gate.set()
+
+    reader = threading.Thread(target=subscribe)
+    reader.start()
+    start_worker({"chunks": chunks(gate)})
+    reader.join(timeout=60)
+    late = list(client.stream_task(task_id, timeout=60))
+    for events in (early, late):
+        assert [e["data"]["i"] for e in events[:-1]] == list(range(100))
+        assert [e["seq"] for e in events[:-1]] == list(range(1, 101))
+        assert events[-1]["kind"] == "final"
+        assert events[-1]["task"]["result"] == {"chunks": 100}
+
+
+def test_emit_refuses_what_jsonb_cannot_store(client, start_worker):
+    def bad(task):
+        current_task().emit({"value": object()})
+
+    start_worker({"bad": bad})
+    task = client.wait_for_task(client.submit_task("bad", max_retries=0), timeout=30)
+    assert task["error"]["type"] == "omnispindle.errors.ValidationError"
+    assert "a partial result is not JSON-serializable" in task["error"]["message"]
+
+
+def test_stream_of_an_unknown_task_raises(client):
+    with pytest.raises(TaskNotFoundError):
+        client.stream_task(999999)
