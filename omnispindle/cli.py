@@ -78,8 +78,9 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print JSON for scripts")
 
     bench = _command(commands, "bench", "run a benchmark scenario and print its figures", _bench)
-    bench.add_argument("scenario", choices=["recovery"])
-    bench.add_argument("--tasks", type=int, default=100)
+    bench.add_argument("scenario", choices=["recovery", "dag"])
+    bench.add_argument("--tasks", type=int, default=None,
+                       help="tasks per run (default: the scenario's, 100 for recovery, 5000 for dag)")
     bench.add_argument("--lease-timeout", type=float, default=30.0)
     bench.add_argument("--json", action="store_true", help="print JSON for scripts")
 
@@ -98,16 +99,16 @@ def _command(commands: Any, name: str, help_text: str, handler: Any,
 
 
 def _migrate(args: argparse.Namespace) -> int:
+    from .embedded import DSN_VARIABLE, start_server
     from .migrate import upgrade
-    from .task_queue import TaskQueue
 
-    if args.dsn:
-        upgrade(args.dsn, args.revision)
-    else:
-        queue = TaskQueue(migrate=False) if args.revision != "head" else TaskQueue()
-        if args.revision != "head":
-            upgrade(queue.dsn, args.revision)
-        queue.shutdown()
+    dsn = args.dsn or os.environ.get(DSN_VARIABLE)
+    server = None if dsn else start_server()
+    try:
+        upgrade(dsn or server.get_uri(), args.revision)
+    finally:
+        if server is not None:
+            server.cleanup()
     print(f"omnispindle: schema at {args.revision}")
     return 0
 
@@ -142,7 +143,8 @@ def _sweep(args: argparse.Namespace) -> int:
         if args.once:
             counts = sweeper.run_once()
             print(json.dumps({"requeued": counts.requeued, "failed": counts.failed,
-                              "dead_workers": counts.dead_workers}))
+                              "dead_workers": counts.dead_workers,
+                              "reconciled": counts.reconciled}))
             return 0
         stopping = threading.Event()
         _on_stop_signals(stopping.set)
@@ -214,8 +216,10 @@ def _bench(args: argparse.Namespace) -> int:
         given = args.dsn or os.environ.get("OMNISPINDLE_DSN")
         queue = TaskQueue(given) if given else TaskQueue(persistence_path=scratch)
         try:
-            figures = SCENARIOS[args.scenario](queue, tasks=args.tasks,
-                                               lease_timeout=args.lease_timeout)
+            options = {"lease_timeout": args.lease_timeout}
+            if args.tasks is not None:
+                options["tasks"] = args.tasks
+            figures = SCENARIOS[args.scenario](queue, **options)
         finally:
             queue.shutdown()
     print(json.dumps(figures) if args.json else format_table([figures], title="Benchmark"))

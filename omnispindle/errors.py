@@ -84,6 +84,7 @@ _BY_SQLSTATE: dict[str, type[OmnispindleError]] = {
     "22P02": ValidationError,  # invalid_text_representation
     "22P05": ValidationError,  # untranslatable_character, e.g. \u0000 in jsonb
     "22003": ValidationError,  # numeric_value_out_of_range
+    "54000": ValidationError,  # program_limit_exceeded, e.g. a value too large for jsonb
 }
 
 

@@ -66,15 +66,28 @@ def result_to_json(result: Any) -> str:
     return json_text(result, "the executor's result")
 
 
+MAX_MESSAGE_CHARS = 10_000
+MAX_TRACEBACK_CHARS = 50_000
+
+
 def failure(claimed: dict[str, Any], exc: BaseException, error_type: str | None = None) -> Outcome:
     """An outcome recording ``exc`` as the error of a claimed row's attempt."""
     error = {
-        "type": error_type or _type_name(exc),
-        "message": str(exc),
-        "traceback": "".join(traceback.format_exception(exc)),
+        "type": storable_text(error_type or _type_name(exc), MAX_MESSAGE_CHARS),
+        "message": storable_text(str(exc), MAX_MESSAGE_CHARS),
+        "traceback": storable_text("".join(traceback.format_exception(exc)), MAX_TRACEBACK_CHARS),
         "attempt": claimed["attempts"],
     }
     return Outcome(claimed["id"], claimed["lease_token"], claimed["attempts"], error=error)
+
+
+def storable_text(text: str, limit: int) -> str:
+    """Text Postgres accepts: NUL and unpaired surrogates replaced, bounded in length.
+
+    An error message is whatever the executor raised; storing it must not fail.
+    """
+    text = text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+    return text if len(text) <= limit else text[:limit] + " [truncated]"
 
 
 def _type_name(exc: BaseException) -> str:

@@ -49,22 +49,27 @@ class SweeperConfig:
 
 @dataclass(frozen=True)
 class SweepCounts:
-    """What one pass did; ``retry_in`` says when each requeued task is due (s)."""
+    """What one pass did; ``retry_in`` says when each requeued task is due (s).
+
+    ``reconciled`` counts blocked tasks repaired after a race between their
+    submission and their parents' completion.
+    """
 
     requeued: int = 0
     failed: int = 0
     dead_workers: int = 0
+    reconciled: int = 0
     retry_in: tuple[float, ...] = ()
     next_expiry_in: float | None = None
 
     @property
     def changed(self) -> int:
         """Tasks and workers this pass changed."""
-        return self.requeued + self.failed + self.dead_workers
+        return self.requeued + self.failed + self.dead_workers + self.reconciled
 
 
 class Sweeper:
-    """Recovers expired leases and declares silent workers dead.
+    """Recovers expired leases, declares silent workers dead, repairs stranded blocked tasks.
 
     Example:
         >>> Sweeper(queue.db).run_once()  # doctest: +SKIP
@@ -81,12 +86,14 @@ class Sweeper:
             "dead_after": self.config.dead_worker_after, "limit": self.config.batch_size})
         recovered = self.db.fetch("recover_expired_leases", {"limit": self.config.batch_size})
         delays = [row["retry_in"] for row in recovered if row["retry_in"] is not None]
+        reconciled = self.db.fetch("reconcile_blocked", {"limit": self.config.batch_size})
         expiry = self.db.fetch("next_lease_expiry")[0]["seconds"]
         counts = SweepCounts(requeued=len(delays), failed=len(recovered) - len(delays),
-                             dead_workers=len(dead), retry_in=tuple(delays), next_expiry_in=expiry)
+                             dead_workers=len(dead), reconciled=len(reconciled),
+                             retry_in=tuple(delays), next_expiry_in=expiry)
         if counts.changed:
-            log.info("sweep: %d requeued, %d failed, %d workers dead",
-                     counts.requeued, counts.failed, counts.dead_workers)
+            log.info("sweep: %d requeued, %d failed, %d workers dead, %d blocked tasks repaired",
+                     counts.requeued, counts.failed, counts.dead_workers, counts.reconciled)
         return counts
 
     def pause_after(self, counts: SweepCounts) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from typing import Any
 
 from . import embedded
@@ -58,7 +59,12 @@ class TaskQueue:
         self._migrate = migrate
         self.db = Database(dsn, max_size=pool_size)
         self._notifier: Notifier | None = None
-        self._prepare_schema()
+        self._notifier_lock = threading.Lock()
+        try:
+            self._prepare_schema()
+        except BaseException:
+            self.shutdown()
+            raise
 
     @property
     def embedded(self) -> bool:
@@ -68,9 +74,10 @@ class TaskQueue:
     @property
     def notifier(self) -> Notifier:
         """The process's LISTEN connection for this queue, started on first use."""
-        if self._notifier is None:
-            self._notifier = Notifier(self.dsn)
-        return self._notifier
+        with self._notifier_lock:
+            if self._notifier is None:
+                self._notifier = Notifier(self.dsn)
+            return self._notifier
 
     def load_state(self) -> dict[str, int]:
         """Re-attach to the stored queue and recover work left by a crash.

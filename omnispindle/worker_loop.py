@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import heapq
 import json
@@ -28,6 +29,7 @@ from .sweeper import Sweeper, SweeperConfig
 log = logging.getLogger("omnispindle.worker")
 
 MAX_ERROR_BACKOFF = 5.0
+UNSTORABLE_ERROR = "the error's text could not be stored"
 
 
 @dataclass(frozen=True)
@@ -111,10 +113,11 @@ class WorkerLoop:
             try:
                 more_ready = self._step()
                 errors = 0
-            except psycopg.OperationalError as exc:
+            except psycopg.Error as exc:
+                # Lost connections, restarts, deadlocks, lock timeouts: all pass.
                 errors += 1
                 if errors == 1:
-                    log.warning("worker %s lost the database (%s); retrying", self.settings.name, exc)
+                    log.warning("worker %s: database error (%s); retrying", self.settings.name, exc)
                 self.stopping.wait(min(MAX_ERROR_BACKOFF, 0.05 * 2 ** errors))
                 continue
             if not more_ready:
@@ -182,7 +185,7 @@ class WorkerLoop:
             return
         try:
             self._store([o for o in batch if o.succeeded], [o for o in batch if not o.succeeded])
-        except psycopg.OperationalError:
+        except psycopg.Error:
             self.outcomes.extendleft(reversed(batch))
             raise
         for outcome in batch:
@@ -258,11 +261,25 @@ class WorkerLoop:
         return []
 
     def _fail(self, outcomes: list[Outcome]) -> None:
-        rows = self.db.fetch("fail_tasks", {
-            "ids": [o.task_id for o in outcomes],
-            "tokens": [o.lease_token for o in outcomes],
-            "errors": [json.dumps(o.error) for o in outcomes],
-        })
+        try:
+            rows = self.db.fetch("fail_tasks", {
+                "ids": [o.task_id for o in outcomes],
+                "tokens": [o.lease_token for o in outcomes],
+                "errors": [json.dumps(o.error) for o in outcomes],
+            })
+        except ValidationError:
+            # One error the database refuses must not block the others, or
+            # the worker: store each alone, and a refused one reduced to its type.
+            if len(outcomes) > 1:
+                for outcome in outcomes:
+                    self._fail([outcome])
+                return
+            if outcomes[0].error.get("message") == UNSTORABLE_ERROR:
+                raise
+            self._fail([dataclasses.replace(outcomes[0], error={
+                "type": outcomes[0].error["type"], "message": UNSTORABLE_ERROR,
+                "traceback": None, "attempt": outcomes[0].attempt})])
+            return
         self._retries_due_in(row["retry_in"] for row in rows)
         self._log_dropped(outcomes, rows, "error")
 
@@ -300,6 +317,9 @@ class WorkerLoop:
         lost = set(self.claims) - {row["id"] for row in held}
         if lost:
             log.warning("worker %s lost the lease of task(s) %s", self.settings.name, sorted(lost))
+        for task_id in lost:
+            # Another attempt owns the task now: free the slot; a late result is dropped.
+            self.threads.abandon(self.claims.pop(task_id).future)
 
     def _sweep_if_due(self) -> None:
         now = time.monotonic()
@@ -319,9 +339,21 @@ class WorkerLoop:
                   now + self.settings.poll_interval, *deadlines)
         return max(0.0, due - now)
 
+    def _wait_for_running(self, deadline: float) -> None:
+        """Wait for executors until ``deadline``, heartbeating so no lease lapses meanwhile."""
+        while self.claims and time.monotonic() < deadline:
+            pending = [c.future for c in self.claims.values()]
+            wait(pending, timeout=min(self.settings.heartbeat_interval, deadline - time.monotonic()))
+            try:
+                self._flush()
+                self._heartbeat_if_due()
+            except psycopg.Error as exc:
+                log.warning("worker %s: database error while stopping (%s)", self.settings.name, exc)
+                time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+
     def _drain(self) -> None:
         """Let running executors finish, store them, hand back the rest, deregister."""
-        wait([c.future for c in self.claims.values()], timeout=self.settings.shutdown_timeout)
+        self._wait_for_running(time.monotonic() + self.settings.shutdown_timeout)
         self.threads.shutdown()
         try:
             self._flush()

@@ -164,7 +164,9 @@ BEGIN
        OR (OLD.state = 'blocked' AND NEW.state IN ('pending', 'cancelled'))
        OR (OLD.state = 'pending' AND NEW.state IN ('running', 'cancelled'))
        OR (OLD.state = 'running' AND NEW.state IN ('pending', 'succeeded', 'failed', 'cancelled'))
-       OR (OLD.state = 'failed' AND NEW.state = 'pending') THEN
+       -- A failed task may be retried by hand, given an attempt to run.
+       OR (OLD.state = 'failed' AND NEW.state = 'pending'
+           AND NEW.attempts < NEW.max_attempts) THEN
         RETURN NEW;
     END IF;
     RAISE EXCEPTION 'illegal task state transition % -> % for task %',
@@ -280,9 +282,6 @@ CREATE TRIGGER tasks_after_update
 -- parallel, one element per task: dependencies[i] is a jsonb array of existing
 -- task ids, entry_dependencies[i] a jsonb array of 1-based positions of other
 -- entries of this batch (the caller has checked them for cycles).
--- Existing parents are locked FOR SHARE so that a parent finishing
--- concurrently either is seen finished here or sees the new dependency rows in
--- its trigger.
 CREATE FUNCTION omnispindle.submit_tasks(
     p_task_types text[],
     p_parameters jsonb[],
@@ -307,7 +306,11 @@ BEGIN
     FROM unnest(p_dependencies) AS deps(list),
          jsonb_array_elements_text(deps.list) AS d(value);
 
-    PERFORM 1 FROM omnispindle.tasks WHERE id = ANY (wanted) ORDER BY id FOR SHARE;
+    -- KEY SHARE keeps the parents from being deleted without blocking their
+    -- state changes: an app transaction left open must never stall a worker.
+    -- A parent that finishes before this transaction commits cannot see the
+    -- new dependency rows; the sweeper's reconcile_blocked pass repairs that.
+    PERFORM 1 FROM omnispindle.tasks WHERE id = ANY (wanted) ORDER BY id FOR KEY SHARE;
 
     SELECT w INTO missing FROM unnest(wanted) AS w
     WHERE NOT EXISTS (SELECT 1 FROM omnispindle.tasks t WHERE t.id = w) LIMIT 1;
@@ -384,7 +387,7 @@ AS $$
 DECLARE
     current omnispindle.task_state;
 BEGIN
-    SELECT t.state INTO current FROM omnispindle.tasks t WHERE t.id = p_id FOR UPDATE;
+    SELECT t.state INTO current FROM omnispindle.tasks t WHERE t.id = p_id FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'no task with id %', p_id USING ERRCODE = 'OS004';
     END IF;

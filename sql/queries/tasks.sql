@@ -16,6 +16,8 @@ ORDER BY s.ord;
 -- name: claim_tasks
 -- SKIP LOCKED lets any number of workers claim at once without waiting on
 -- each other; the ORDER BY matches tasks_ready_idx (priority, then FIFO).
+-- NO KEY UPDATE does not conflict with the KEY SHARE locks that submitting
+-- dependents take, so an open app transaction never hides a ready task.
 WITH ready AS (
     SELECT id
     FROM omnispindle.tasks
@@ -23,9 +25,10 @@ WITH ready AS (
       AND run_after <= now()
       AND task_type = ANY (%(task_types)s::text[])
       AND required_capabilities <@ %(capabilities)s::text[]
+      AND attempts < max_attempts
     ORDER BY priority DESC, id
     LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
+    FOR NO KEY UPDATE SKIP LOCKED
 )
 UPDATE omnispindle.tasks t
 SET state = 'running',
@@ -105,7 +108,7 @@ WITH expired AS (
     WHERE t.state = 'running' AND t.lease_expires_at < now()
     ORDER BY t.lease_expires_at
     LIMIT %(limit)s
-    FOR UPDATE OF t SKIP LOCKED
+    FOR NO KEY UPDATE OF t SKIP LOCKED
 ), batch AS (
     SELECT array_agg(id) AS ids, array_agg(lease_token) AS tokens, array_agg(error) AS errors
     FROM expired
@@ -164,3 +167,40 @@ SELECT seq, attempt, payload, created_at
 FROM omnispindle.task_stream
 WHERE task_id = %(id)s AND seq > %(after)s
 ORDER BY seq;
+
+-- name: reconcile_blocked
+-- Repairs blocked tasks whose parents all finished while the task's own
+-- submission was still uncommitted (the parents' trigger could not see it):
+-- ready when every parent is done for it, cancelled when one failed for it.
+-- Only tasks older than a second: younger ones may still be in flight.
+WITH candidates AS (
+    SELECT t.id, t.allow_failed_dependencies AS tolerant
+    FROM omnispindle.tasks t
+    WHERE t.state = 'blocked' AND t.created_at < now() - interval '1 second'
+    ORDER BY t.id
+    LIMIT %(limit)s
+    FOR NO KEY UPDATE SKIP LOCKED
+), verdict AS (
+    SELECT c.id,
+           count(*) FILTER (WHERE p.state = 'succeeded'
+                            OR (c.tolerant AND p.state IN ('failed', 'cancelled'))) AS done,
+           count(*) AS parents,
+           min(p.id) FILTER (WHERE NOT c.tolerant AND p.state IN ('failed', 'cancelled')) AS broken
+    FROM candidates c
+    JOIN omnispindle.task_dependencies d ON d.task_id = c.id
+    JOIN omnispindle.tasks p ON p.id = d.depends_on
+    GROUP BY c.id
+)
+UPDATE omnispindle.tasks t
+SET state = CASE WHEN v.broken IS NOT NULL THEN 'cancelled'
+                 ELSE 'pending' END::omnispindle.task_state,
+    pending_dependencies = CASE WHEN v.broken IS NOT NULL THEN t.pending_dependencies ELSE 0 END,
+    finished_at = CASE WHEN v.broken IS NOT NULL THEN now() END,
+    cancel_reason = CASE WHEN v.broken IS NOT NULL
+                         THEN 'dependency ' || v.broken || ' ' || (
+                             SELECT p.state::text FROM omnispindle.tasks p WHERE p.id = v.broken)
+                    END,
+    run_after = greatest(t.run_after, now())
+FROM verdict v
+WHERE t.id = v.id AND (v.broken IS NOT NULL OR v.done = v.parents)
+RETURNING t.id;

@@ -1,0 +1,89 @@
+"""What must never stop a worker: hostile error text, hand-made SQL, slow shutdowns, open app transactions."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import psycopg
+import pytest
+
+from omnispindle.errors import IllegalTransitionError, translate
+
+from ..acceptance.workers import poll
+
+
+@pytest.mark.parametrize("message", ["nul \x00 inside", "lone \ud800 surrogate"])
+def test_error_text_postgres_cannot_store_is_cleaned(client, start_worker, message):
+    def hostile(task):
+        raise ValueError(message)
+
+    start_worker({"hostile": hostile, "fine": lambda task: {"ok": True}})
+    failed = client.wait_for_task(client.submit_task("hostile", max_retries=0), timeout=30)
+    assert failed["state"] == "failed"
+    assert failed["error"]["type"] == "ValueError"
+    assert failed["error"]["message"].startswith(message.split()[0])
+    assert client.wait_for_task(client.submit_task("fine"), timeout=30)["result"] == {"ok": True}
+
+
+def test_retrying_by_hand_needs_an_attempt_left(client, conn, start_worker):
+    start_worker({"boom": lambda task: 1 / 0, "fine": lambda task: {"ok": True}})
+    task_id = client.submit_task("boom", max_retries=0)
+    assert client.wait_for_task(task_id, timeout=30)["state"] == "failed"
+    with pytest.raises(psycopg.Error) as raised:
+        conn.execute("UPDATE omnispindle.tasks SET state = 'pending', finished_at = NULL WHERE id = %s",
+                      [task_id])
+    assert isinstance(translate(raised.value), IllegalTransitionError)
+    assert client.wait_for_task(client.submit_task("fine"), timeout=30)["result"] == {"ok": True}
+
+
+def test_a_stopping_worker_keeps_its_leases_while_executors_finish(client, start_worker):
+    release = threading.Event()
+
+    def slow(task):
+        release.wait(30)
+        return {"finished": True}
+
+    worker = start_worker({"slow": slow}, lease_timeout=1.0, heartbeat_interval=0.2,
+                          shutdown_timeout=30)
+    start_worker({"other": lambda task: {}}, sweep_interval=0.05)  # a sweeper on the watch
+    task_id = client.submit_task("slow")
+    poll(lambda: client.get_task(task_id)["state"] == "running", timeout=30)
+    stopper = threading.Thread(target=worker.stop, kwargs={"timeout": 30})
+    stopper.start()
+    # Three lease lengths of shutdown pass; the lease holds all along.
+    started = time.monotonic()
+    while time.monotonic() - started < 3.0:
+        assert client.get_task(task_id)["state"] == "running"
+        time.sleep(0.1)
+    release.set()
+    stopper.join(timeout=30)
+    task = client.get_task(task_id)
+    assert (task["state"], task["result"], task["attempts"]) == ("succeeded", {"finished": True}, 1)
+
+
+def test_an_open_app_transaction_never_stalls_a_worker(client, dsn, start_worker):
+    release = threading.Event()
+    start_worker({"parent": lambda task: release.wait(30) and {"p": 1}, "child": lambda task: {"c": 1}},
+                 concurrency=2, sweep_interval=0.2)
+    parent = client.submit_task("parent")
+    poll(lambda: client.get_task(parent)["state"] == "running", timeout=30)
+    with psycopg.connect(dsn) as app:
+        child = client.submit_task("child", dependencies=[parent], connection=app)
+        release.set()
+        # The parent finishes while the app's transaction is still open.
+        assert client.wait_for_task(parent, timeout=10)["state"] == "succeeded"
+        app.commit()
+    # Its trigger could not see the uncommitted child: the sweeper repairs it.
+    assert client.wait_for_task(child, timeout=15)["result"] == {"c": 1}
+
+
+def test_a_lost_lease_frees_the_workers_slot(client, conn, start_worker):
+    release = threading.Event()
+    start_worker({"hang": lambda task: release.wait(30) and {}, "fine": lambda task: {"ok": True}},
+                 concurrency=1, heartbeat_interval=0.2, sweep_interval=None)
+    hung = client.submit_task("hang")
+    poll(lambda: client.get_task(hung)["state"] == "running", timeout=30)
+    conn.execute("UPDATE omnispindle.tasks SET lease_token = gen_random_uuid() WHERE id = %s", [hung])
+    assert client.wait_for_task(client.submit_task("fine"), timeout=10)["result"] == {"ok": True}
+    release.set()
