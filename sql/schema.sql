@@ -92,7 +92,6 @@ CREATE INDEX tasks_ready_idx ON omnispindle.tasks (priority DESC, id)
 -- Heartbeats and inspection find a worker's running tasks.
 CREATE INDEX tasks_running_idx ON omnispindle.tasks (worker_id)
     WHERE state = 'running';
-CREATE INDEX tasks_type_state_idx ON omnispindle.tasks (task_type, state);
 
 CREATE TABLE omnispindle.task_dependencies (
     task_id    bigint NOT NULL REFERENCES omnispindle.tasks (id) ON DELETE CASCADE,
@@ -122,6 +121,64 @@ LANGUAGE sql VOLATILE
 AS $$
     SELECT make_interval(secs => least(3600.0, base * 2 ^ greatest(attempt - 1, 0))
                                  * (0.5 + random() * 0.5))
+$$;
+
+-- Claims up to p_limit ready tasks for a worker in one statement. SKIP LOCKED
+-- lets any number of workers claim at once without waiting on each other; NO
+-- KEY UPDATE does not conflict with the KEY SHARE locks that submitting
+-- dependents take. Bitmap scans are off so that, even with stale statistics
+-- (right after a bulk submit), the plan walks tasks_ready_idx in order and
+-- stops after p_limit rows instead of sorting every ready task.
+CREATE FUNCTION omnispindle.claim_tasks(p_task_types text[], p_capabilities text[],
+                                        p_limit integer, p_worker_id uuid,
+                                        p_lease_seconds double precision)
+RETURNS TABLE (id bigint, task_type text, parameters jsonb, attempts integer,
+               max_attempts integer, timeout_seconds double precision, lease_token uuid,
+               dependency_results jsonb, dependency_failures jsonb)
+LANGUAGE sql
+SET enable_bitmapscan = off
+AS $$
+    WITH ready AS (
+        SELECT r.id
+        FROM omnispindle.tasks r
+        WHERE r.state = 'pending'
+          AND r.run_after <= now()
+          AND r.task_type = ANY (p_task_types)
+          AND r.required_capabilities <@ p_capabilities
+          AND r.attempts < r.max_attempts
+        ORDER BY r.priority DESC, r.id
+        LIMIT p_limit
+        FOR NO KEY UPDATE SKIP LOCKED
+    )
+    UPDATE omnispindle.tasks t
+    SET state = 'running',
+        attempts = t.attempts + 1,
+        worker_id = p_worker_id,
+        lease_token = gen_random_uuid(),
+        -- A lease never reaches past the task's timeout (LEAST ignores NULL).
+        lease_expires_at = now() + make_interval(secs => LEAST(p_lease_seconds, t.timeout_seconds)),
+        started_at = now()
+    FROM ready
+    WHERE t.id = ready.id
+    RETURNING t.id, t.task_type, t.parameters, t.attempts, t.max_attempts,
+              t.timeout_seconds, t.lease_token,
+              -- LATERAL primary-key lookups (OFFSET 0 keeps the planner from
+              -- flattening them into a scan of all tasks): linear whatever
+              -- the statistics say.
+              (SELECT coalesce(jsonb_object_agg(d.depends_on::text, p.result), '{}')
+               FROM omnispindle.task_dependencies d,
+                    LATERAL (SELECT q.result FROM omnispindle.tasks q
+                             WHERE q.id = d.depends_on AND q.state = 'succeeded' OFFSET 0) p
+               WHERE d.task_id = t.id),
+              -- Only children that allow failed dependencies ever see these.
+              (SELECT coalesce(jsonb_object_agg(d.depends_on::text, p.failure), '{}')
+               FROM omnispindle.task_dependencies d,
+                    LATERAL (SELECT jsonb_build_object('state', q.state, 'error', q.errors -> -1,
+                                                       'cancel_reason', q.cancel_reason) AS failure
+                             FROM omnispindle.tasks q
+                             WHERE q.id = d.depends_on AND q.state IN ('failed', 'cancelled')
+                             OFFSET 0) p
+               WHERE d.task_id = t.id)
 $$;
 
 -- Ends one attempt of each given task with an error: back to pending after a
@@ -205,69 +262,103 @@ CREATE FUNCTION omnispindle.after_tasks_update()
 RETURNS trigger
 LANGUAGE plpgsql
 AS $$
+DECLARE
+    succeeded bigint[];
+    broken bigint[];
+    became_pending bigint[];
+    retried bigint[];
 BEGIN
-    -- Statement triggers fire even for zero rows, so every nested UPDATE below
-    -- runs only when there is work: that is what ends the recursion.
-    IF NOT EXISTS (SELECT 1 FROM new_rows n JOIN old_rows o ON o.id = n.id
-                   WHERE n.state <> o.state) THEN
-        RETURN NULL;
+    -- Transition tables carry no statistics: every query here is written so
+    -- that its plan stays linear (set operations, arrays, primary-key
+    -- lookups) whatever the planner guesses, also for statements that change
+    -- thousands of rows. EXCEPT keeps the rows whose state changed.
+    SELECT array_agg(c.id) FILTER (WHERE c.state = 'succeeded'),
+           array_agg(c.id) FILTER (WHERE c.state IN ('failed', 'cancelled')),
+           array_agg(c.id) FILTER (WHERE c.state = 'pending')
+    INTO succeeded, broken, became_pending
+    FROM (SELECT id, state FROM new_rows EXCEPT SELECT id, state FROM old_rows) AS c;
+
+    IF became_pending IS NOT NULL THEN
+        SELECT array_agg(id) INTO retried
+        FROM (SELECT id FROM old_rows WHERE state = 'failed'
+              INTERSECT SELECT id FROM new_rows WHERE state = 'pending') AS r;
     END IF;
 
-    -- A parent that succeeded, or one that failed or was cancelled for a child
-    -- that allows it, counts as done for that child; the last one makes it ready.
-    WITH finished_parents AS (
-        SELECT d.task_id, count(*)::integer AS done
-        FROM new_rows n
-        JOIN old_rows o ON o.id = n.id
-        JOIN omnispindle.task_dependencies d ON d.depends_on = n.id
-        JOIN omnispindle.tasks c ON c.id = d.task_id
-        WHERE n.state IN ('succeeded', 'failed', 'cancelled') AND o.state <> n.state
-          AND (n.state = 'succeeded' OR c.allow_failed_dependencies)
-          AND c.state = 'blocked'
-        GROUP BY d.task_id
-    )
-    UPDATE omnispindle.tasks t
-    SET pending_dependencies = t.pending_dependencies - f.done,
-        state = CASE WHEN t.pending_dependencies = f.done
-                     THEN 'pending' ELSE 'blocked' END::omnispindle.task_state,
-        run_after = greatest(t.run_after, now())
-    FROM finished_parents f
-    WHERE t.id = f.task_id;
+    IF retried IS NOT NULL THEN
+        -- A failed parent retried by hand is unfinished again for the
+        -- children that had counted its failure as done.
+        UPDATE omnispindle.tasks t
+        SET pending_dependencies = t.pending_dependencies + r.parents
+        FROM (SELECT d.task_id, count(*)::integer AS parents
+              FROM omnispindle.task_dependencies d
+              WHERE d.depends_on = ANY (retried)
+              GROUP BY d.task_id) r
+        WHERE t.id = r.task_id AND t.state = 'blocked' AND t.allow_failed_dependencies;
+    END IF;
 
-    -- Everything downstream of a failure or cancellation is cancelled, up to
-    -- (not including) the children that allow failed dependencies.
-    WITH RECURSIVE doomed (id, ancestor, ancestor_state) AS (
-        SELECT d.task_id, n.id, n.state
-        FROM new_rows n
-        JOIN old_rows o ON o.id = n.id
-        JOIN omnispindle.task_dependencies d ON d.depends_on = n.id
-        JOIN omnispindle.tasks c ON c.id = d.task_id AND NOT c.allow_failed_dependencies
-        WHERE n.state IN ('failed', 'cancelled') AND o.state <> n.state
-        UNION
-        SELECT d.task_id, x.ancestor, x.ancestor_state
-        FROM omnispindle.task_dependencies d
-        JOIN doomed x ON x.id = d.depends_on
-        JOIN omnispindle.tasks c ON c.id = d.task_id AND NOT c.allow_failed_dependencies
-    ), first_cause AS (
-        SELECT DISTINCT ON (id) id, ancestor, ancestor_state
-        FROM doomed ORDER BY id, ancestor
-    )
-    UPDATE omnispindle.tasks t
-    SET state = 'cancelled',
-        finished_at = now(),
-        cancel_reason = format('dependency %s %s', c.ancestor, c.ancestor_state)
-    FROM first_cause c
-    WHERE t.id = c.id AND t.state IN ('blocked', 'pending');
+    IF succeeded IS NOT NULL OR broken IS NOT NULL THEN
+        -- A parent that succeeded, or one that failed or was cancelled for a
+        -- child that allows it, counts as done for that child; the last one
+        -- makes it ready. Statement triggers fire even for zero rows, so each
+        -- nested UPDATE runs only when there is work: that ends the recursion.
+        WITH finished_parents AS (
+            SELECT d.task_id,
+                   count(*) FILTER (WHERE d.depends_on = ANY (succeeded))::integer AS ok,
+                   count(*)::integer AS finished
+            FROM omnispindle.task_dependencies d
+            WHERE d.depends_on = ANY (coalesce(succeeded, '{}') || coalesce(broken, '{}'))
+            GROUP BY d.task_id
+        ), counted AS (
+            SELECT f.task_id,
+                   CASE WHEN c.allow_failed_dependencies THEN f.finished ELSE f.ok END AS done
+            FROM finished_parents f,
+                 LATERAL (SELECT t.allow_failed_dependencies FROM omnispindle.tasks t
+                          WHERE t.id = f.task_id AND t.state = 'blocked' OFFSET 0) c
+        )
+        UPDATE omnispindle.tasks t
+        SET pending_dependencies = t.pending_dependencies - c.done,
+            state = CASE WHEN t.pending_dependencies = c.done
+                         THEN 'pending' ELSE 'blocked' END::omnispindle.task_state,
+            run_after = greatest(t.run_after, now())
+        FROM counted c
+        WHERE t.id = c.task_id AND c.done > 0;
+    END IF;
 
-    IF EXISTS (SELECT 1 FROM new_rows n JOIN old_rows o ON o.id = n.id
-               WHERE n.state = 'pending' AND o.state <> 'pending'
-                 AND n.run_after <= now()) THEN
+    IF broken IS NOT NULL THEN
+        -- Everything downstream of a failure or cancellation is cancelled, up
+        -- to (not including) the children that allow failed dependencies.
+        WITH RECURSIVE doomed (id, ancestor) AS (
+            SELECT d.task_id, d.depends_on
+            FROM omnispindle.task_dependencies d
+            WHERE d.depends_on = ANY (broken)
+              AND NOT (SELECT c.allow_failed_dependencies FROM omnispindle.tasks c
+                       WHERE c.id = d.task_id)
+            UNION
+            SELECT d.task_id, x.ancestor
+            FROM doomed x
+            JOIN omnispindle.task_dependencies d ON d.depends_on = x.id
+            WHERE NOT (SELECT c.allow_failed_dependencies FROM omnispindle.tasks c
+                       WHERE c.id = d.task_id)
+        ), first_cause AS (
+            SELECT DISTINCT ON (x.id) x.id, x.ancestor,
+                   (SELECT a.state FROM omnispindle.tasks a WHERE a.id = x.ancestor) AS ancestor_state
+            FROM doomed x
+            ORDER BY x.id, x.ancestor
+        )
+        UPDATE omnispindle.tasks t
+        SET state = 'cancelled',
+            finished_at = now(),
+            cancel_reason = format('dependency %s %s', c.ancestor, c.ancestor_state)
+        FROM first_cause c
+        WHERE t.id = c.id AND t.state IN ('blocked', 'pending');
+    END IF;
+
+    IF became_pending IS NOT NULL
+       AND EXISTS (SELECT 1 FROM new_rows WHERE state = 'pending' AND run_after <= now()) THEN
         PERFORM pg_notify('omnispindle_ready', '');
     END IF;
 
-    IF EXISTS (SELECT 1 FROM new_rows n JOIN old_rows o ON o.id = n.id
-               WHERE n.state IN ('succeeded', 'failed', 'cancelled')
-                 AND o.state <> n.state) THEN
+    IF succeeded IS NOT NULL OR broken IS NOT NULL THEN
         PERFORM pg_notify('omnispindle_finished', '');
     END IF;
     RETURN NULL;

@@ -7,6 +7,7 @@ DROP TABLE IF EXISTS omnispindle.task_stream, omnispindle.task_dependencies,
 DROP FUNCTION IF EXISTS omnispindle.submit_tasks(text[], jsonb[], integer[], integer[],
     double precision[], double precision[], jsonb[], jsonb[], jsonb[], boolean[]);
 DROP FUNCTION IF EXISTS omnispindle.cancel_task(bigint, text);
+DROP FUNCTION IF EXISTS omnispindle.claim_tasks(text[], text[], integer, uuid, double precision);
 DROP FUNCTION IF EXISTS omnispindle.notify_streamed();
 DROP FUNCTION IF EXISTS omnispindle.after_tasks_update();
 DROP FUNCTION IF EXISTS omnispindle.notify_inserted();

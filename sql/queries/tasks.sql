@@ -14,44 +14,12 @@ FROM omnispindle.submit_tasks(
 ORDER BY s.ord;
 
 -- name: claim_tasks
--- SKIP LOCKED lets any number of workers claim at once without waiting on
--- each other; the ORDER BY matches tasks_ready_idx (priority, then FIFO).
--- NO KEY UPDATE does not conflict with the KEY SHARE locks that submitting
--- dependents take, so an open app transaction never hides a ready task.
-WITH ready AS (
-    SELECT id
-    FROM omnispindle.tasks
-    WHERE state = 'pending'
-      AND run_after <= now()
-      AND task_type = ANY (%(task_types)s::text[])
-      AND required_capabilities <@ %(capabilities)s::text[]
-      AND attempts < max_attempts
-    ORDER BY priority DESC, id
-    LIMIT %(limit)s
-    FOR NO KEY UPDATE SKIP LOCKED
-)
-UPDATE omnispindle.tasks t
-SET state = 'running',
-    attempts = t.attempts + 1,
-    worker_id = %(worker_id)s,
-    lease_token = gen_random_uuid(),
-    -- A lease never reaches past the task's timeout (LEAST ignores NULL).
-    lease_expires_at = now() + make_interval(secs => LEAST(%(lease_seconds)s, t.timeout_seconds)),
-    started_at = now()
-FROM ready
-WHERE t.id = ready.id
-RETURNING t.id, t.task_type, t.parameters, t.attempts, t.max_attempts,
-          t.timeout_seconds, t.lease_token,
-          (SELECT coalesce(jsonb_object_agg(p.id::text, p.result), '{}')
-           FROM omnispindle.task_dependencies d
-           JOIN omnispindle.tasks p ON p.id = d.depends_on
-           WHERE d.task_id = t.id AND p.state = 'succeeded') AS dependency_results,
-          -- Only children that allow failed dependencies ever see these.
-          (SELECT coalesce(jsonb_object_agg(p.id::text, jsonb_build_object(
-                      'state', p.state, 'error', p.errors -> -1, 'cancel_reason', p.cancel_reason)), '{}')
-           FROM omnispindle.task_dependencies d
-           JOIN omnispindle.tasks p ON p.id = d.depends_on
-           WHERE d.task_id = t.id AND p.state IN ('failed', 'cancelled')) AS dependency_failures;
+-- The claim lives in omnispindle.claim_tasks (sql/schema.sql), which pins the
+-- plan that walks the ready index in order.
+SELECT id, task_type, parameters, attempts, max_attempts, timeout_seconds, lease_token,
+       dependency_results, dependency_failures
+FROM omnispindle.claim_tasks(%(task_types)s::text[], %(capabilities)s::text[], %(limit)s::integer,
+                             %(worker_id)s::uuid, %(lease_seconds)s::double precision);
 
 -- name: complete_tasks
 -- Fencing: a row changes only while the caller still holds its lease, so a

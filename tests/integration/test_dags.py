@@ -158,8 +158,6 @@ def test_a_clean_up_task_runs_after_its_parent_failed(client, start_worker):
         "state": "cancelled", "error": None, "cancel_reason": sibling["cancel_reason"]}}
 
 
-@pytest.mark.xfail(strict=True, reason="after_tasks_update counts a parent once per finish, "
-                   "so a failed parent retried by hand is counted twice for a tolerant child")
 def test_a_parent_retried_by_hand_is_not_counted_twice(client, conn, start_worker):
     release = threading.Event()
     ids = client.submit_batch([
