@@ -215,12 +215,13 @@ class WorkerLoop:
         self.wake.set()
 
     def _check_cancels(self) -> None:
-        if not self.cancel_check.is_set() or not self.claims:
-            self.cancel_check.clear()
+        """After a cancel notification, ask which of this worker's tasks it concerns."""
+        if not self.cancel_check.is_set():
             return
         self.cancel_check.clear()
-        rows = self.db.fetch("cancel_requests", {"tokens": [c.token for c in self.claims.values()]})
-        self._cancel_requested(row["id"] for row in rows)
+        if self.claims:
+            rows = self.db.fetch("cancel_requests", {"tokens": [c.token for c in self.claims.values()]})
+            self._cancel_requested(row["id"] for row in rows)
 
     def _cancel_requested(self, task_ids: Iterable[int]) -> None:
         """Tell executors their task was cancelled; a later lease check stops those that ignore it."""

@@ -89,6 +89,8 @@ ALTER TABLE omnispindle.tasks SET (
 -- The claim query reads only ready rows, in priority then FIFO order.
 CREATE INDEX tasks_ready_idx ON omnispindle.tasks (priority DESC, id)
     WHERE state = 'pending';
+-- The sweeper's repair pass reads only blocked tasks.
+CREATE INDEX tasks_blocked_idx ON omnispindle.tasks (id) WHERE state = 'blocked';
 -- Heartbeats and inspection find a worker's running tasks.
 CREATE INDEX tasks_running_idx ON omnispindle.tasks (worker_id)
     WHERE state = 'running';

@@ -140,35 +140,40 @@ ORDER BY seq;
 -- Repairs blocked tasks whose parents all finished while the task's own
 -- submission was still uncommitted (the parents' trigger could not see it):
 -- ready when every parent is done for it, cancelled when one failed for it.
--- Only tasks older than a second: younger ones may still be in flight.
-WITH candidates AS (
-    SELECT t.id, t.allow_failed_dependencies AS tolerant
+-- Only tasks older than a second: younger ones may still be in flight. The
+-- verdict comes before the LIMIT, so a repair is found wherever it sits.
+WITH parents AS (
+    SELECT t.id, t.allow_failed_dependencies AS tolerant, d.depends_on,
+           (SELECT p.state FROM omnispindle.tasks p WHERE p.id = d.depends_on) AS parent_state
     FROM omnispindle.tasks t
+    JOIN omnispindle.task_dependencies d ON d.task_id = t.id
     WHERE t.state = 'blocked' AND t.created_at < now() - interval '1 second'
-    ORDER BY t.id
-    LIMIT %(limit)s
-    FOR NO KEY UPDATE SKIP LOCKED
 ), verdict AS (
-    SELECT c.id,
-           count(*) FILTER (WHERE p.state = 'succeeded'
-                            OR (c.tolerant AND p.state IN ('failed', 'cancelled'))) AS done,
-           count(*) AS parents,
-           min(p.id) FILTER (WHERE NOT c.tolerant AND p.state IN ('failed', 'cancelled')) AS broken
-    FROM candidates c
-    JOIN omnispindle.task_dependencies d ON d.task_id = c.id
-    JOIN omnispindle.tasks p ON p.id = d.depends_on
-    GROUP BY c.id
+    SELECT id,
+           bool_and(parent_state = 'succeeded'
+                    OR (tolerant AND parent_state IN ('failed', 'cancelled'))) AS ready,
+           min(depends_on) FILTER (WHERE NOT tolerant
+                                   AND parent_state IN ('failed', 'cancelled')) AS broken
+    FROM parents
+    GROUP BY id
+), stranded AS (
+    SELECT t.id, v.broken
+    FROM verdict v
+    JOIN omnispindle.tasks t ON t.id = v.id
+    WHERE v.ready OR v.broken IS NOT NULL
+    LIMIT %(limit)s
+    FOR NO KEY UPDATE OF t SKIP LOCKED
 )
 UPDATE omnispindle.tasks t
-SET state = CASE WHEN v.broken IS NOT NULL THEN 'cancelled'
+SET state = CASE WHEN s.broken IS NOT NULL THEN 'cancelled'
                  ELSE 'pending' END::omnispindle.task_state,
-    pending_dependencies = CASE WHEN v.broken IS NOT NULL THEN t.pending_dependencies ELSE 0 END,
-    finished_at = CASE WHEN v.broken IS NOT NULL THEN now() END,
-    cancel_reason = CASE WHEN v.broken IS NOT NULL
-                         THEN 'dependency ' || v.broken || ' ' || (
-                             SELECT p.state::text FROM omnispindle.tasks p WHERE p.id = v.broken)
+    pending_dependencies = CASE WHEN s.broken IS NOT NULL THEN t.pending_dependencies ELSE 0 END,
+    finished_at = CASE WHEN s.broken IS NOT NULL THEN now() END,
+    cancel_reason = CASE WHEN s.broken IS NOT NULL
+                         THEN 'dependency ' || s.broken || ' ' || (
+                             SELECT p.state::text FROM omnispindle.tasks p WHERE p.id = s.broken)
                     END,
     run_after = greatest(t.run_after, now())
-FROM verdict v
-WHERE t.id = v.id AND (v.broken IS NOT NULL OR v.done = v.parents)
+FROM stranded s
+WHERE t.id = s.id AND t.state = 'blocked'
 RETURNING t.id;

@@ -87,3 +87,25 @@ def test_a_lost_lease_frees_the_workers_slot(client, conn, start_worker):
     conn.execute("UPDATE omnispindle.tasks SET lease_token = gen_random_uuid() WHERE id = %s", [hung])
     assert client.wait_for_task(client.submit_task("fine"), timeout=10)["result"] == {"ok": True}
     release.set()
+
+
+def test_the_repair_pass_finds_stranded_tasks_behind_many_blocked_ones(client, queue, conn):
+    from omnispindle.sweeper import Sweeper, SweeperConfig
+
+    gate = client.submit_task("gate")
+    client.submit_batch([{"task_type": "job", "dependencies": [gate]}] * 30)
+    parent = client.submit_task("parent")
+    doomed = client.submit_task("job", dependencies=[parent])
+    cleanup = client.submit_task("job", dependencies=[parent], allow_failed_dependencies=True)
+    # The parent ends unseen by its trigger, as when its children's submission
+    # commits after it: both children still count it as unfinished.
+    conn.execute("ALTER TABLE omnispindle.tasks DISABLE TRIGGER tasks_after_update")
+    conn.execute("UPDATE omnispindle.tasks SET state = 'cancelled', finished_at = now() WHERE id = %s",
+                 [parent])
+    conn.execute("ALTER TABLE omnispindle.tasks ENABLE TRIGGER tasks_after_update")
+    conn.execute("UPDATE omnispindle.tasks SET created_at = now() - interval '1 minute'")
+    counts = Sweeper(queue.db, SweeperConfig(batch_size=5)).run_once()
+    assert counts.reconciled == 2
+    assert client.get_task(doomed)["cancel_reason"] == f"dependency {parent} cancelled"
+    assert client.get_task(cleanup)["state"] == "pending"
+    assert client.get_task(gate)["state"] == "pending"
