@@ -9,6 +9,7 @@ from typing import Any, Iterator
 from .errors import WaitTimeoutError
 from .notifier import FINISHED_CHANNEL, STREAM_CHANNEL
 from .states import FINISHED_STATES
+from .waiting import next_pause
 
 
 def stream_events(client: Any, task_id: int, timeout: float | None) -> Iterator[dict[str, Any]]:
@@ -33,16 +34,10 @@ def stream_events(client: Any, task_id: int, timeout: float | None) -> Iterator[
             if task["state"] in {state.value for state in FINISHED_STATES}:
                 yield {"kind": "final", "task": task}
                 return
-            woken.wait(_pause(deadline, client.poll_interval, task_id))
+            pause = next_pause(deadline, client.poll_interval)
+            if pause is None:
+                raise WaitTimeoutError(f"task {task_id} had not finished streaming in time")
+            woken.wait(pause)
     finally:
         for handle in handles:
             notifier.unsubscribe(handle)
-
-
-def _pause(deadline: float | None, poll_interval: float, task_id: int) -> float:
-    if deadline is None:
-        return poll_interval
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise WaitTimeoutError(f"task {task_id} had not finished streaming in time")
-    return min(poll_interval, remaining)

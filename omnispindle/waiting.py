@@ -23,12 +23,17 @@ def wait_until(done: Callable[[], bool], notifier: Notifier, channel: str,
             woken.clear()
             if done():
                 return True
-            pause = poll_interval
-            if deadline is not None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                pause = min(pause, remaining)
+            pause = next_pause(deadline, poll_interval)
+            if pause is None:
+                return False
             woken.wait(pause)
     finally:
         notifier.unsubscribe(handle)
+
+
+def next_pause(deadline: float | None, poll_interval: float) -> float | None:
+    """Seconds to wait before the next check, or None once ``deadline`` has passed."""
+    if deadline is None:
+        return poll_interval
+    remaining = deadline - time.monotonic()
+    return None if remaining <= 0 else min(poll_interval, remaining)

@@ -173,3 +173,11 @@ def test_emit_refuses_what_jsonb_cannot_store(client, start_worker):
 def test_stream_of_an_unknown_task_raises(client):
     with pytest.raises(TaskNotFoundError):
         client.stream_task(999999)
+
+
+def test_a_stream_that_does_not_finish_in_time_raises(client):
+    from omnispindle import WaitTimeoutError
+
+    task_id = client.submit_task("nobody-runs-this")
+    with pytest.raises(WaitTimeoutError):
+        list(client.stream_task(task_id, timeout=0.3))
