@@ -18,8 +18,14 @@ from . import validation
 log = logging.getLogger("omnispindle.sweeper")
 
 MAX_ERROR_BACKOFF = 5.0
+MAX_BATCH_SIZE = 100_000
 # A lease counts as expired strictly after its expiry time.
 EXPIRY_MARGIN = 0.01
+
+
+def error_pause(errors: int) -> float:
+    """Seconds to wait after ``errors`` database errors in a row: doubling, capped."""
+    return min(MAX_ERROR_BACKOFF, 0.05 * 2 ** errors)
 
 
 @dataclass(frozen=True)
@@ -43,8 +49,7 @@ class SweeperConfig:
     def __post_init__(self) -> None:
         validation.positive_number("interval", self.interval)
         validation.positive_number("dead_worker_after", self.dead_worker_after)
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise validation.ValidationError(f"batch_size must be a positive int, got {self.batch_size!r}")
+        validation.int_in_range("batch_size", self.batch_size, (1, MAX_BATCH_SIZE))
 
 
 @dataclass(frozen=True)
@@ -113,6 +118,6 @@ class Sweeper:
                 errors += 1
                 if errors == 1:
                     log.warning("sweeper lost the database (%s); retrying", exc)
-                stopping.wait(min(MAX_ERROR_BACKOFF, 0.05 * 2 ** errors))
+                stopping.wait(error_pause(errors))
                 continue
             stopping.wait(pause)

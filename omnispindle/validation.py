@@ -52,8 +52,8 @@ def task_spec(task_type: Any, parameters: Any = None, priority: Any = 0,
     return TaskSpec(
         task_type=_task_type(task_type),
         parameters_json=_parameters(parameters),
-        priority=_int_in_range("priority", priority, PRIORITY_RANGE),
-        max_attempts=_int_in_range("max_retries", max_retries, MAX_RETRIES_RANGE) + 1,
+        priority=int_in_range("priority", priority, PRIORITY_RANGE),
+        max_attempts=int_in_range("max_retries", max_retries, MAX_RETRIES_RANGE) + 1,
         retry_backoff=_retry_backoff(retry_backoff),
         timeout=_timeout(timeout),
         required_capabilities=names("required_capabilities", required_capabilities),
@@ -112,7 +112,8 @@ def _parameters(value: Any) -> str:
     return json_text(value, "parameters")
 
 
-def _int_in_range(name: str, value: Any, bounds: tuple[int, int]) -> int:
+def int_in_range(name: str, value: Any, bounds: tuple[int, int]) -> int:
+    """Validate an int (not a bool) within inclusive ``bounds``."""
     low, high = bounds
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise ValidationError(f"{name} must be an int from {low} to {high}, got {value!r}")

@@ -56,8 +56,7 @@ class WorkerClient:
                  lease_timeout: float = 30.0, heartbeat_interval: float | None = None,
                  shutdown_timeout: float = 30.0, sweep_interval: float | None = 1.0,
                  dead_worker_after: float = 60.0) -> None:
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= 1000:
-            raise ValidationError(f"concurrency must be an int from 1 to 1000, got {concurrency!r}")
+        validation.int_in_range("concurrency", concurrency, (1, 1000))
         lease = validation.positive_number("lease_timeout", lease_timeout)
         self.settings = WorkerSettings(
             name=name or f"worker-{next(_names)}",

@@ -24,11 +24,10 @@ from .execution import Outcome, failure, run_executor
 from .executor_threads import ExecutorThreads
 from .notifier import CANCEL_CHANNEL, READY_CHANNEL
 from .validation import json_text
-from .sweeper import Sweeper, SweeperConfig
+from .sweeper import Sweeper, SweeperConfig, error_pause
 
 log = logging.getLogger("omnispindle.worker")
 
-MAX_ERROR_BACKOFF = 5.0
 UNSTORABLE_ERROR = "the error's text could not be stored"
 
 
@@ -118,7 +117,7 @@ class WorkerLoop:
                 errors += 1
                 if errors == 1:
                     log.warning("worker %s: database error (%s); retrying", self.settings.name, exc)
-                self.stopping.wait(min(MAX_ERROR_BACKOFF, 0.05 * 2 ** errors))
+                self.stopping.wait(error_pause(errors))
                 continue
             if not more_ready:
                 self.wake.wait(self._pause())
