@@ -17,7 +17,7 @@ from .batches import batch_specs
 from .errors import TaskFailedError, TaskNotFoundError, WaitTimeoutError
 from .notifier import FINISHED_CHANNEL
 from .queue_handle import resolve_queue
-from .states import TaskState
+from .states import FINISHED_VALUES, TaskState
 from .streaming import stream_events
 from .waiting import wait_until
 from .worker import WorkerClient
@@ -139,23 +139,28 @@ class TaskQueueClient:
         ids = [validation.task_id(i) for i in task_ids]
         if timeout is not None:
             validation.positive_number("timeout", timeout)
-        self._check_exist(ids)
-        finished: dict[int, dict[str, Any]] = {}
+        total = len(set(ids))
+        finished = {row["task_id"]: _task_record(row) for row in self._existing_rows(ids)
+                    if row["state"] in FINISHED_VALUES}
+        if progress is not None and finished:
+            progress(len(finished), total)
 
         def collect() -> bool:
             waiting = [i for i in dict.fromkeys(ids) if i not in finished]
+            if not waiting:
+                return True
             rows = self.queue.db.fetch("get_tasks", {"ids": waiting, "finished_only": True})
             for row in rows:
                 finished[row["task_id"]] = _task_record(row)
             if progress is not None and rows:
-                progress(len(finished), len(set(ids)))
-            return len(finished) == len(set(ids))
+                progress(len(finished), total)
+            return len(finished) == total
 
         deadline = None if timeout is None else time.monotonic() + timeout
         if not wait_until(collect, self.queue.notifier, FINISHED_CHANNEL, deadline,
                           self.poll_interval):
             raise WaitTimeoutError(
-                f"{len(set(ids)) - len(finished)} of {len(set(ids))} task(s) "
+                f"{total - len(finished)} of {total} task(s) "
                 f"unfinished after {timeout} s")
         return [finished[i] for i in ids]
 
@@ -202,7 +207,7 @@ class TaskQueueClient:
         task_id = validation.task_id(task_id)
         if timeout is not None:
             validation.positive_number("timeout", timeout)
-        self._check_exist([task_id])
+        self._existing_rows([task_id])
         return stream_events(self, task_id, timeout)
 
     def close(self) -> None:
@@ -226,12 +231,14 @@ class TaskQueueClient:
         rows = self.queue.db.fetch("submit_tasks", params, connection=connection)
         return [row["id"] for row in rows]
 
-    def _check_exist(self, ids: list[int]) -> None:
-        found = {row["task_id"] for row in self.queue.db.fetch(
-            "get_tasks", {"ids": ids, "finished_only": False})}
+    def _existing_rows(self, ids: list[int]) -> list[dict[str, Any]]:
+        """The tasks' current rows; raises TaskNotFoundError if one does not exist."""
+        rows = self.queue.db.fetch("get_tasks", {"ids": ids, "finished_only": False})
+        found = {row["task_id"] for row in rows}
         missing = [i for i in ids if i not in found]
         if missing:
             raise TaskNotFoundError(f"no task with id {missing[0]}")
+        return rows
 
 
 def _task_record(row: dict[str, Any]) -> dict[str, Any]:

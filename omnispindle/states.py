@@ -25,3 +25,5 @@ class WorkerState(str, enum.Enum):
 
 
 FINISHED_STATES = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED})
+# The same, as the strings task records carry.
+FINISHED_VALUES = frozenset(state.value for state in FINISHED_STATES)

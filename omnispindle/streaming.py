@@ -8,7 +8,7 @@ from typing import Any, Iterator
 
 from .errors import WaitTimeoutError
 from .notifier import FINISHED_CHANNEL, STREAM_CHANNEL
-from .states import FINISHED_STATES
+from .states import FINISHED_VALUES
 from .waiting import next_pause
 
 
@@ -31,7 +31,7 @@ def stream_events(client: Any, task_id: int, timeout: float | None) -> Iterator[
                 after = row["seq"]
                 yield {"kind": "partial", "seq": row["seq"], "attempt": row["attempt"],
                        "data": row["payload"]}
-            if task["state"] in {state.value for state in FINISHED_STATES}:
+            if task["state"] in FINISHED_VALUES:
                 yield {"kind": "final", "task": task}
                 return
             pause = next_pause(deadline, client.poll_interval)
