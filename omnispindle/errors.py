@@ -45,6 +45,10 @@ class DependencyStateError(ValidationError):
     """A dependency has already failed or been cancelled, so a dependent could never run."""
 
 
+class CronExpressionError(ValidationError):
+    """A cron expression that cannot be parsed, or that never fires."""
+
+
 class IllegalTransitionError(OmnispindleError):
     """An update tried a task state change the state machine forbids."""
 
@@ -75,11 +79,16 @@ class TaskFailedError(OmnispindleError):
         self.task = task
 
 
+class TaskStateError(OmnispindleError):
+    """The task is in a state that does not allow the operation (e.g. retrying one that has not failed)."""
+
+
 _BY_SQLSTATE: dict[str, type[OmnispindleError]] = {
     "OS001": UnknownDependencyError,
     "OS002": IllegalTransitionError,
     "OS003": DependencyStateError,
     "OS004": TaskNotFoundError,
+    "OS005": ValidationError,
     "23514": ValidationError,  # check_violation: a CHECK constraint refused a value
     "22P02": ValidationError,  # invalid_text_representation
     "22P05": ValidationError,  # untranslatable_character, e.g. \u0000 in jsonb
