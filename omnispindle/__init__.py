@@ -6,6 +6,7 @@ Example:
 
 __version__ = "0.1.0"
 
+from .async_client import AsyncTaskQueueClient
 from .batches import entry
 from .client import TaskQueueClient
 from .context import TaskContext, current_task
@@ -25,6 +26,7 @@ from .worker import WorkerClient
 __all__ = [
     "TaskQueue",
     "TaskQueueClient",
+    "AsyncTaskQueueClient",
     "WorkerClient",
     "TaskState",
     "WorkerState",

@@ -44,6 +44,7 @@ def batch_specs(tasks: Any) -> list[TaskSpec]:
     entries = list(tasks)
     keys = _keys(entries)
     specs = [_entry_spec(index, item, keys, len(entries)) for index, item in enumerate(entries)]
+    _reject_repeated_idempotency_keys(specs)
     _reject_cycles(specs)
     return specs
 
@@ -101,6 +102,17 @@ def _split_dependencies(value: Any, keys: dict[str, int], size: int) -> tuple[li
         else:
             ids.append(item)
     return ids, positions
+
+
+def _reject_repeated_idempotency_keys(specs: list[TaskSpec]) -> None:
+    seen: dict[str, int] = {}
+    for index, spec in enumerate(specs):
+        key = spec.idempotency_key
+        if key is not None and key in seen:
+            raise ValidationError(
+                f"batch entry {index}: idempotency_key {key!r} is already used by entry {seen[key]}")
+        if key is not None:
+            seen[key] = index
 
 
 def _reject_cycles(specs: list[TaskSpec]) -> None:

@@ -8,17 +8,19 @@ works.
 from __future__ import annotations
 
 import time
+from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable, Iterator
 
-from psycopg.types.json import Jsonb
-
-from . import validation
+from . import tracing, validation
 from .batches import batch_specs
-from .errors import TaskFailedError, TaskNotFoundError, WaitTimeoutError
+from .client_common import (FinishedTasks, cancel_outcome, cancel_params, raise_if_failed,
+                            require_found, task_record)
+from .errors import TaskNotFoundError
 from .notifier import FINISHED_CHANNEL
+from .periodic import schedule_params
 from .queue_handle import resolve_queue
-from .states import FINISHED_VALUES, TaskState
 from .streaming import stream_events
+from .submission import submit_params
 from .waiting import wait_until
 from .worker import WorkerClient
 
@@ -47,7 +49,8 @@ class TaskQueueClient:
                     dependencies: Iterable[int] | None = None, max_retries: int = 3,
                     timeout: float | None = None, *, retry_backoff: float = 1.0,
                     required_capabilities: Iterable[str] | None = None,
-                    allow_failed_dependencies: bool = False,
+                    allow_failed_dependencies: bool = False, run_at: datetime | None = None,
+                    delay: float | timedelta | None = None, idempotency_key: str | None = None,
                     connection: Any = None) -> int:
         """Submit one task and return its id.
 
@@ -63,6 +66,10 @@ class TaskQueueClient:
             allow_failed_dependencies: run even when a dependency failed or was
                 cancelled (for clean-up tasks); the executor then finds those in
                 ``task_data["dependency_failures"]``.
+            run_at: a timezone-aware datetime before which it does not run.
+            delay: or seconds (or a timedelta) from now before it runs.
+            idempotency_key: while a task with this key is unfinished, submitting
+                another with the same key returns that task's id instead.
             connection: your psycopg connection or SQLAlchemy Session/Connection;
                 the task then exists only if your transaction commits.
 
@@ -77,7 +84,7 @@ class TaskQueueClient:
         """
         spec = validation.task_spec(task_type, parameters, priority, dependencies, max_retries,
                                     timeout, retry_backoff, required_capabilities,
-                                    allow_failed_dependencies)
+                                    allow_failed_dependencies, run_at, delay, idempotency_key)
         return self._insert([spec], connection)[0]
 
     def submit_batch(self, tasks: Iterable[dict], *, connection: Any = None) -> list[int]:
@@ -105,7 +112,7 @@ class TaskQueueClient:
         rows = self.queue.db.fetch("get_tasks", {"ids": [task_id], "finished_only": False})
         if not rows:
             raise TaskNotFoundError(f"no task with id {task_id}")
-        return _task_record(rows[0])
+        return task_record(rows[0])
 
     def wait_for_task(self, task_id: int, timeout: float | None = None, *,
                       raise_on_error: bool = False) -> dict[str, Any]:
@@ -120,9 +127,7 @@ class TaskQueueClient:
             WaitTimeoutError: the task had not finished within ``timeout``.
         """
         task = self.wait_for_batch([task_id], timeout)[0]
-        if raise_on_error and task["state"] != TaskState.SUCCEEDED.value:
-            raise TaskFailedError(task)
-        return task
+        return raise_if_failed(task) if raise_on_error else task
 
     def wait_for_batch(self, task_ids: Iterable[int], timeout: float | None = None, *,
                        progress: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
@@ -136,33 +141,23 @@ class TaskQueueClient:
             TaskNotFoundError: an id does not exist.
             WaitTimeoutError: some tasks had not finished within ``timeout``.
         """
-        ids = [validation.task_id(i) for i in task_ids]
-        if timeout is not None:
-            validation.positive_number("timeout", timeout)
-        total = len(set(ids))
-        finished = {row["task_id"]: _task_record(row) for row in self._existing_rows(ids)
-                    if row["state"] in FINISHED_VALUES}
-        if progress is not None and finished:
-            progress(len(finished), total)
+        finished = FinishedTasks(task_ids, timeout)
+        if finished.add(self._existing_rows(finished.ids)) and progress is not None:
+            progress(finished.count, finished.total)
 
         def collect() -> bool:
-            waiting = [i for i in dict.fromkeys(ids) if i not in finished]
-            if not waiting:
-                return True
-            rows = self.queue.db.fetch("get_tasks", {"ids": waiting, "finished_only": True})
-            for row in rows:
-                finished[row["task_id"]] = _task_record(row)
-            if progress is not None and rows:
-                progress(len(finished), total)
-            return len(finished) == total
+            waiting = finished.unfinished()
+            if waiting and finished.add(self.queue.db.fetch(
+                    "get_tasks", {"ids": waiting, "finished_only": True})):
+                if progress is not None:
+                    progress(finished.count, finished.total)
+            return finished.done
 
         deadline = None if timeout is None else time.monotonic() + timeout
         if not wait_until(collect, self.queue.notifier, FINISHED_CHANNEL, deadline,
                           self.poll_interval):
-            raise WaitTimeoutError(
-                f"{total - len(finished)} of {total} task(s) "
-                f"unfinished after {timeout} s")
-        return [finished[i] for i in ids]
+            raise finished.timeout_error()
+        return finished.records()
 
     def cancel_task(self, task_id: int, reason: str | None = None) -> dict[str, Any]:
         """Cancel a task and, through the database, every task that depends on it.
@@ -179,19 +174,28 @@ class TaskQueueClient:
         Raises:
             TaskNotFoundError: no task has this id.
         """
+        params = cancel_params(task_id, reason)
+        row = self.queue.db.fetch("cancel_task", params)[0]
+        return cancel_outcome(params["id"], row["state"], row["changed"])
+
+    def retry_task(self, task_id: int) -> dict[str, Any]:
+        """Run a failed task again: back to pending now, with one more attempt if none is left.
+
+        Its error history stays; dependents that were cancelled because it
+        failed stay cancelled.
+
+        Returns:
+            ``{"task_id", "state", "message"}``.
+
+        Raises:
+            TaskNotFoundError: no task has this id.
+            TaskStateError: the task is not failed; nothing changed.
+        """
+        from .retrying import retry_tasks
+
         task_id = validation.task_id(task_id)
-        if reason is not None and not isinstance(reason, str):
-            raise validation.ValidationError(f"reason must be a string, got {reason!r}")
-        row = self.queue.db.fetch("cancel_task", {
-            "id": task_id, "reason": reason or "cancelled by request"})[0]
-        if not row["changed"]:
-            message = f"task {task_id} already {row['state']}; nothing to cancel"
-        elif row["state"] == TaskState.RUNNING.value:
-            message = f"task {task_id} is running; its worker has been asked to stop it"
-        else:
-            message = f"task {task_id} cancelled"
-        return {"task_id": task_id, "state": row["state"], "cancelled": row["changed"],
-                "message": message}
+        with self.queue.db.pool.connection() as conn:
+            return retry_tasks(conn, [task_id])[0]
 
     def stream_task(self, task_id: int, timeout: float | None = None) -> Iterator[dict[str, Any]]:
         """Yield a task's partial results in order, from the first, then its final record.
@@ -210,38 +214,48 @@ class TaskQueueClient:
         self._existing_rows([task_id])
         return stream_events(self, task_id, timeout)
 
+    def add_periodic_task(self, name: str, cron: str, task_type: str,
+                          parameters: dict | None = None, *, priority: int = 0,
+                          max_retries: int = 3, timeout: float | None = None,
+                          retry_backoff: float = 1.0,
+                          required_capabilities: Iterable[str] | None = None,
+                          enabled: bool = True) -> dict[str, Any]:
+        """Create or replace the schedule ``name``: a task submitted at every cron tick.
+
+        ``cron`` has five fields (minute hour day month weekday) or six (a
+        second field first), in UTC. Workers enqueue each tick exactly once
+        between them; the task takes :meth:`submit_task`'s arguments.
+
+        Raises:
+            CronExpressionError: the cron expression is invalid or never fires.
+            ValidationError: another argument is invalid; nothing is saved.
+        """
+        params = schedule_params(name, cron, task_type, parameters, priority=priority,
+                                 max_retries=max_retries, timeout=timeout,
+                                 retry_backoff=retry_backoff,
+                                 required_capabilities=required_capabilities, enabled=enabled)
+        return self.queue.db.fetch("upsert_periodic_task", params)[0]
+
+    def remove_periodic_task(self, name: str) -> bool:
+        """Delete the schedule ``name``; False if there was none. Enqueued tasks stay."""
+        return bool(self.queue.db.fetch("delete_periodic_task", {"name": name}))
+
+    def list_periodic_tasks(self) -> list[dict[str, Any]]:
+        """Every schedule, with its latest tick and the task that tick enqueued."""
+        return self.queue.db.fetch("list_periodic_tasks")
+
     def close(self) -> None:
         """Release the queue handle if this client created it."""
         if self._owns_queue:
             self.queue.shutdown()
 
     def _insert(self, specs: list[validation.TaskSpec], connection: Any) -> list[int]:
-        params = {
-            "task_types": [s.task_type for s in specs],
-            "parameters": [s.parameters_json for s in specs],
-            "priorities": [s.priority for s in specs],
-            "max_attempts": [s.max_attempts for s in specs],
-            "retry_backoffs": [s.retry_backoff for s in specs],
-            "timeouts": [s.timeout for s in specs],
-            "required_capabilities": [Jsonb(list(s.required_capabilities)) for s in specs],
-            "dependencies": [Jsonb(list(s.dependencies)) for s in specs],
-            "entry_dependencies": [Jsonb([p + 1 for p in s.entry_dependencies]) for s in specs],
-            "allow_failed": [s.allow_failed_dependencies for s in specs],
-        }
-        rows = self.queue.db.fetch("submit_tasks", params, connection=connection)
+        with tracing.submit_span([s.task_type for s in specs]) as trace_context:
+            rows = self.queue.db.fetch("submit_tasks", submit_params(specs, trace_context),
+                                       connection=connection)
         return [row["id"] for row in rows]
 
     def _existing_rows(self, ids: list[int]) -> list[dict[str, Any]]:
         """The tasks' current rows; raises TaskNotFoundError if one does not exist."""
         rows = self.queue.db.fetch("get_tasks", {"ids": ids, "finished_only": False})
-        found = {row["task_id"] for row in rows}
-        missing = [i for i in ids if i not in found]
-        if missing:
-            raise TaskNotFoundError(f"no task with id {missing[0]}")
-        return rows
-
-
-def _task_record(row: dict[str, Any]) -> dict[str, Any]:
-    record = dict(row)
-    record["dependencies"] = list(row["dependencies"] or [])
-    return record
+        return require_found(ids, rows)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import traceback
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 from uuid import UUID
 
+from . import tracing
 from .context import TaskContext, _current
 from .validation import json_text
 
@@ -45,11 +46,38 @@ def run_executor(fn: Callable[[dict[str, Any]], Any], claimed: dict[str, Any],
     data = task_data(claimed)
     reset_token = _current.set(context)
     try:
-        result = fn(data)
-    except BaseException as exc:  # noqa: BLE001 - an executor's failure is data
-        return failure(claimed, exc)
+        with tracing.execution_span(claimed) as span:
+            try:
+                result = fn(data)
+            except BaseException as exc:  # noqa: BLE001 - an executor's failure is data
+                tracing.record_failure(span, exc)
+                return failure(claimed, exc)
     finally:
         _current.reset(reset_token)
+    return success(claimed, result)
+
+
+async def run_async_executor(fn: Callable[[dict[str, Any]], Awaitable[Any]],
+                             claimed: dict[str, Any], context: TaskContext) -> Outcome:
+    """Await the coroutine function ``fn`` for a claimed task with ``context`` current; never raises.
+
+    It runs as an asyncio task of its own, whose context is a copy, so setting
+    ``context`` needs no reset. A ``CancelledError`` is an outcome like any
+    other error: when the worker abandoned the attempt, that outcome is
+    discarded anyway, and when the coroutine raised it itself, the attempt fails.
+    """
+    _current.set(context)
+    with tracing.execution_span(claimed) as span:
+        try:
+            result = await fn(task_data(claimed))
+        except BaseException as exc:  # noqa: BLE001 - an executor's failure is data
+            tracing.record_failure(span, exc)
+            return failure(claimed, exc)
+    return success(claimed, result)
+
+
+def success(claimed: dict[str, Any], result: Any) -> Outcome:
+    """The outcome of an attempt that returned ``result``; a failure if it cannot be stored."""
     try:
         return Outcome(claimed["id"], claimed["lease_token"], claimed["attempts"],
                        result_json=result_to_json(result))

@@ -38,20 +38,25 @@ class Notifier:
     def __init__(self, dsn: str, *, max_backoff: float = 5.0) -> None:
         self._dsn = dsn
         self._max_backoff = max_backoff
-        self._subscribers: dict[int, tuple[str, Callable[[], None]]] = {}
+        self._subscribers: dict[int, tuple[str, Callable[..., None], bool]] = {}
         self._ids = itertools.count()
         self._lock = threading.Lock()
         self._closing = threading.Event()
         self._thread: threading.Thread | None = None
         self.connected = threading.Event()
 
-    def subscribe(self, channel: str, callback: Callable[[], None]) -> int:
-        """Call ``callback()`` on each notification on ``channel``; returns a handle."""
+    def subscribe(self, channel: str, callback: Callable[..., None], *,
+                  with_payload: bool = False) -> int:
+        """Call ``callback()`` on each notification on ``channel``; returns a handle.
+
+        With ``with_payload`` the callback receives the notification's payload
+        (an empty string when woken by a reconnect).
+        """
         if channel not in _LISTEN_STATEMENTS:
             raise ValueError(f"unknown channel {channel!r}")
         with self._lock:
             handle = next(self._ids)
-            self._subscribers[handle] = (channel, callback)
+            self._subscribers[handle] = (channel, callback, with_payload)
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name="omnispindle-notifier", daemon=True)
@@ -68,12 +73,15 @@ class Notifier:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
-    def _wake(self, channel: str | None) -> None:
+    def _wake(self, channel: str | None, payload: str = "") -> None:
         with self._lock:
-            callbacks = [cb for ch, cb in self._subscribers.values()
+            callbacks = [(cb, wants) for ch, cb, wants in self._subscribers.values()
                          if channel is None or ch == channel]
-        for callback in callbacks:
-            callback()
+        for callback, wants_payload in callbacks:
+            if wants_payload:
+                callback(payload)
+            else:
+                callback()
 
     def _run(self) -> None:
         backoff = 0.05
@@ -96,4 +104,4 @@ class Notifier:
             self._wake(None)
             while not self._closing.is_set():
                 for notification in conn.notifies(timeout=0.5):
-                    self._wake(notification.channel)
+                    self._wake(notification.channel, notification.payload)

@@ -6,6 +6,7 @@ import threading
 import time
 from typing import Any, Iterator
 
+from .client_common import final_event, partial_event
 from .errors import WaitTimeoutError
 from .notifier import FINISHED_CHANNEL, STREAM_CHANNEL
 from .states import FINISHED_VALUES
@@ -29,10 +30,9 @@ def stream_events(client: Any, task_id: int, timeout: float | None) -> Iterator[
             task = client.get_task(task_id)
             for row in client.queue.db.fetch("read_stream", {"id": task_id, "after": after}):
                 after = row["seq"]
-                yield {"kind": "partial", "seq": row["seq"], "attempt": row["attempt"],
-                       "data": row["payload"]}
+                yield partial_event(row)
             if task["state"] in FINISHED_VALUES:
-                yield {"kind": "final", "task": task}
+                yield final_event(task)
                 return
             pause = next_pause(deadline, client.poll_interval)
             if pause is None:

@@ -6,6 +6,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from numbers import Real
 from typing import Any, Iterable, Mapping
 
@@ -15,12 +16,14 @@ PRIORITY_RANGE = (-1000, 1000)
 MAX_RETRIES_RANGE = (0, 100)
 MAX_RETRY_BACKOFF = 3600.0
 MAX_TASK_TYPE_LENGTH = 200
+MAX_KEY_LENGTH = 200
 # json.dumps writes NUL as \u0000 and a backslash as \\: an escape is a NUL only
 # after an even run of backslashes.
 _ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 BATCH_FIELDS = frozenset({
     "task_type", "parameters", "priority", "dependencies", "max_retries",
     "timeout", "retry_backoff", "required_capabilities", "allow_failed_dependencies", "key",
+    "run_at", "delay", "idempotency_key",
 })
 
 
@@ -38,12 +41,15 @@ class TaskSpec:
     dependencies: tuple[int, ...]
     allow_failed_dependencies: bool = False
     entry_dependencies: tuple[int, ...] = ()  # positions of other entries of its batch
+    run_after: datetime | None = None  # None: as soon as possible
+    idempotency_key: str | None = None
 
 
 def task_spec(task_type: Any, parameters: Any = None, priority: Any = 0,
               dependencies: Any = None, max_retries: Any = 3, timeout: Any = None,
               retry_backoff: Any = 1.0, required_capabilities: Any = None,
-              allow_failed_dependencies: Any = False) -> TaskSpec:
+              allow_failed_dependencies: Any = False, run_at: Any = None, delay: Any = None,
+              idempotency_key: Any = None) -> TaskSpec:
     """Validate one task's arguments.
 
     Raises:
@@ -59,6 +65,8 @@ def task_spec(task_type: Any, parameters: Any = None, priority: Any = 0,
         required_capabilities=names("required_capabilities", required_capabilities),
         dependencies=_task_ids("dependencies", dependencies),
         allow_failed_dependencies=_flag("allow_failed_dependencies", allow_failed_dependencies),
+        run_after=_run_after(run_at, delay),
+        idempotency_key=_idempotency_key(idempotency_key),
     )
 
 
@@ -153,6 +161,41 @@ def _task_ids(name: str, value: Any) -> tuple[int, ...]:
         return tuple(dict.fromkeys(task_id(item) for item in value))
     except ValidationError as exc:
         raise ValidationError(f"{name}: {exc}") from None
+
+
+def aware_datetime(name: str, value: Any) -> datetime:
+    """Validate a timezone-aware datetime (a naive one is ambiguous across hosts)."""
+    if not isinstance(value, datetime):
+        raise ValidationError(f"{name} must be a datetime, got {type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValidationError(
+            f"{name} must be timezone-aware, e.g. datetime.now(timezone.utc), got {value!r}")
+    return value
+
+
+def _run_after(run_at: Any, delay: Any) -> datetime | None:
+    if run_at is not None and delay is not None:
+        raise ValidationError("give run_at or delay, not both")
+    if run_at is not None:
+        return aware_datetime("run_at", run_at)
+    if delay is None:
+        return None
+    seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
+    if not _is_number(seconds) or not math.isfinite(seconds) or seconds < 0:
+        raise ValidationError(
+            f"delay must be a non-negative number of seconds or a timedelta, got {delay!r}")
+    return datetime.now(timezone.utc) + timedelta(seconds=seconds)
+
+
+def _idempotency_key(value: Any) -> str | None:
+    if value is None:
+        return None
+    if (not isinstance(value, str) or not value or len(value) > MAX_KEY_LENGTH
+            or not _storable_text(value)):
+        raise ValidationError(
+            f"idempotency_key must be a non-empty string of at most {MAX_KEY_LENGTH} "
+            f"characters, got {value!r}")
+    return value
 
 
 def _storable_text(value: str) -> bool:

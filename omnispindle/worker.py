@@ -20,14 +20,14 @@ Executor = Callable[[dict[str, Any]], Any]
 
 
 class WorkerClient:
-    """A worker: claims tasks it can run and runs them in a thread pool.
+    """A worker: claims tasks it can run and runs them in threads, coroutines on an event loop.
 
     Args:
         local_queue: a TaskQueue in this process, or
         dsn: a database to connect to.
         capabilities: the task types (and extra capability tags) this worker
             takes; None means every type it has an executor for.
-        concurrency: executors running at once (threads).
+        concurrency: executors running at once (threads and coroutines together).
         name: shown in ``omnispindle.workers``; default ``worker-N``.
         poll_interval: longest pause, in seconds, between checks for work
             when no notification arrives.
@@ -40,6 +40,9 @@ class WorkerClient:
             stale-lease sweeper; None leaves sweeping to other processes.
         dead_worker_after: seconds without a heartbeat before the sweeper
             declares a worker dead.
+        schedule_interval: longest pause, in seconds, between this worker's
+            looks at the periodic schedules (it also wakes at each tick);
+            None leaves enqueuing periodic tasks to other workers.
 
     Raises:
         ValidationError: a setting has the wrong type or range.
@@ -55,7 +58,8 @@ class WorkerClient:
                  name: str | None = None, poll_interval: float = 1.0,
                  lease_timeout: float = 30.0, heartbeat_interval: float | None = None,
                  shutdown_timeout: float = 30.0, sweep_interval: float | None = 1.0,
-                 dead_worker_after: float = 60.0) -> None:
+                 dead_worker_after: float = 60.0,
+                 schedule_interval: float | None = 1.0) -> None:
         validation.int_in_range("concurrency", concurrency, (1, 1000))
         lease = validation.positive_number("lease_timeout", lease_timeout)
         self.settings = WorkerSettings(
@@ -68,6 +72,8 @@ class WorkerClient:
             shutdown_timeout=validation.positive_number("shutdown_timeout", shutdown_timeout),
             sweeper=None if sweep_interval is None else SweeperConfig(
                 interval=sweep_interval, dead_worker_after=dead_worker_after),
+            schedule_interval=validation.positive_number(
+                "schedule_interval", schedule_interval, allow_none=True),
         )
         self.capabilities = None if capabilities is None else list(
             validation.names("capabilities", capabilities))
@@ -80,6 +86,10 @@ class WorkerClient:
 
     def register_task_executor(self, task_type: str, fn: Executor) -> None:
         """Run ``fn(task_data) -> dict`` for tasks of ``task_type``.
+
+        ``fn`` may be a coroutine function (``async def``): it then runs on an
+        event loop the worker owns, and abandoning its attempt (timeout,
+        ignored cancel, lost lease) cancels it. It must not block that loop.
 
         Raises:
             ValidationError: ``task_type`` is not a non-empty string or ``fn`` is not callable.

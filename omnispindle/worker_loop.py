@@ -20,9 +20,11 @@ import psycopg
 
 from .context import TaskContext
 from .errors import LeaseLostError, TaskCancelled, ValidationError
-from .execution import Outcome, failure, run_executor
+from .execution import Outcome, failure, run_async_executor, run_executor
+from .executor_loop import ExecutorLoop, is_coroutine_executor
 from .executor_threads import ExecutorThreads
 from .notifier import CANCEL_CHANNEL, READY_CHANNEL
+from .periodic import PeriodicScheduler
 from .validation import json_text
 from .sweeper import Sweeper, SweeperConfig, error_pause
 
@@ -42,6 +44,7 @@ class WorkerSettings:
     heartbeat_interval: float
     shutdown_timeout: float
     sweeper: SweeperConfig | None
+    schedule_interval: float | None = None
 
 
 class TaskTimeout(Exception):
@@ -64,8 +67,9 @@ class _Claim:
 class WorkerLoop:
     """One run of a worker, from registration to a clean stop.
 
-    The loop thread alone talks to the database; executor threads hand their
-    outcomes back through a deque and wake the loop.
+    The loop thread alone talks to the database; executor threads, and the
+    event loop of coroutine executors, hand their outcomes back through a
+    deque and wake the loop.
     """
 
     def __init__(self, queue: Any, settings: WorkerSettings,
@@ -83,10 +87,16 @@ class WorkerLoop:
         self.claims: dict[int, _Claim] = {}
         self.outcomes: deque[Outcome] = deque()
         self.threads = ExecutorThreads(settings.concurrency, f"omnispindle-{settings.name}")
+        # Started only for coroutine executors; claims bound threads and loop together.
+        self.coroutines = ExecutorLoop(f"omnispindle-{settings.name}-asyncio") if any(
+            is_coroutine_executor(executors[t]) for t in task_types) else None
         self.sweeper = Sweeper(self.db, settings.sweeper) if settings.sweeper else None
+        self.scheduler = PeriodicScheduler(self.db) if settings.schedule_interval else None
+        self.next_schedule = 0.0
         self.next_heartbeat = 0.0
         self.next_sweep = 0.0
-        self.retries_due: list[float] = []
+        self.due_times: list[float] = []  # when retried or delayed tasks become ready
+        self.announced_due: deque[float] = deque()
         self.worker_id: Any = None
         self.cancel_check = threading.Event()
 
@@ -95,7 +105,7 @@ class WorkerLoop:
         self.worker_id = self._register()
         log.info("worker %s started (id %s, types %s)", self.settings.name, self.worker_id, self.task_types)
         notifier = self.queue.notifier
-        handles = [notifier.subscribe(READY_CHANNEL, self.wake.set),
+        handles = [notifier.subscribe(READY_CHANNEL, self._on_ready_notice, with_payload=True),
                    notifier.subscribe(CANCEL_CHANNEL, self._on_cancel_notice)]
         try:
             self._loop()
@@ -132,6 +142,7 @@ class WorkerLoop:
         self._check_cancels()
         self._heartbeat_if_due()
         self._sweep_if_due()
+        self._schedule_if_due()
         return self._claim()
 
     def _register(self) -> Any:
@@ -156,7 +167,8 @@ class WorkerLoop:
         for row in rows:
             context = TaskContext(row["id"], row["task_type"], row["attempts"], row["max_attempts"],
                                   _emit=functools.partial(self._emit_partial, row))
-            future = self.threads.submit(run_executor, self.executors[row["task_type"]], row, context)
+            runner, run = self._runner(row["task_type"])
+            future = runner.submit(run, self.executors[row["task_type"]], row, context)
             timeout = row["timeout_seconds"]
             self.claims[row["id"]] = _Claim(row, context, future,
                                             now + timeout if timeout else float("inf"))
@@ -172,7 +184,15 @@ class WorkerLoop:
             raise LeaseLostError(f"task {row['id']}: this attempt no longer holds the lease")
         return stored[0]["seq"]
 
+    def _runner(self, task_type: str) -> tuple[Any, Callable[..., Any]]:
+        """Where a task type's executor runs: the event loop for coroutines, else the threads."""
+        if self.coroutines is not None and is_coroutine_executor(self.executors[task_type]):
+            return self.coroutines, run_async_executor
+        return self.threads, run_executor
+
     def _on_done(self, future: Future) -> None:
+        if future.cancelled():  # an abandoned coroutine: its attempt's end is handled already
+            return
         self.outcomes.append(future.result())
         self.wake.set()
 
@@ -204,10 +224,21 @@ class WorkerLoop:
 
     def _abandon(self, claim: _Claim, reason: Exception, error_type: str) -> None:
         """End an attempt whose executor is still running: record why, replace its thread."""
-        if self.threads.abandon(claim.future):
+        if self._runner(claim.row["task_type"])[0].abandon(claim.future):
             claim.deadline = float("inf")
             claim.cancel_seen_at = None
             self.outcomes.append(failure(claim.row, reason, error_type=error_type))
+
+    def _on_ready_notice(self, payload: str) -> None:
+        """Wake now; a task submitted for later also says when it is due (epoch seconds)."""
+        try:
+            due = float(payload) if payload else None
+        except ValueError:  # a NOTIFY sent by hand; waking is enough
+            due = None
+        if due is not None:
+            # Runs on the notifier's thread: hand over through a deque, which is thread-safe.
+            self.announced_due.append(time.monotonic() + max(0.0, due - time.time()))
+        self.wake.set()
 
     def _on_cancel_notice(self) -> None:
         self.cancel_check.set()
@@ -288,7 +319,7 @@ class WorkerLoop:
         now = time.monotonic()
         for seconds in delays:
             if seconds is not None:
-                heapq.heappush(self.retries_due, now + seconds)
+                heapq.heappush(self.due_times, now + seconds)
 
     def _unstorable(self, outcome: Outcome) -> Outcome:
         attempt = {"id": outcome.task_id, "lease_token": outcome.lease_token,
@@ -319,7 +350,8 @@ class WorkerLoop:
             log.warning("worker %s lost the lease of task(s) %s", self.settings.name, sorted(lost))
         for task_id in lost:
             # Another attempt owns the task now: free the slot; a late result is dropped.
-            self.threads.abandon(self.claims.pop(task_id).future)
+            claim = self.claims.pop(task_id)
+            self._runner(claim.row["task_type"])[0].abandon(claim.future)
 
     def _sweep_if_due(self) -> None:
         now = time.monotonic()
@@ -329,13 +361,25 @@ class WorkerLoop:
         self._retries_due_in(counts.retry_in)
         self.next_sweep = now + self.sweeper.pause_after(counts)
 
+    def _schedule_if_due(self) -> None:
+        now = time.monotonic()
+        if self.scheduler is None or now < self.next_schedule:
+            return
+        tick_in = self.scheduler.run_once().next_tick_in
+        # Look again at the next tick (a hair after it), or sooner for new schedules.
+        self.next_schedule = now + min(self.settings.schedule_interval,
+                                       float("inf") if tick_in is None else tick_in + 0.001)
+
     def _pause(self) -> float:
         now = time.monotonic()
-        while self.retries_due and self.retries_due[0] <= now:
-            heapq.heappop(self.retries_due)
+        while self.announced_due:
+            heapq.heappush(self.due_times, self.announced_due.popleft())
+        while self.due_times and self.due_times[0] <= now:
+            heapq.heappop(self.due_times)
         deadlines = [claim.deadline for claim in self.claims.values()]
         due = min(self.next_heartbeat, self.next_sweep if self.sweeper else float("inf"),
-                  self.retries_due[0] if self.retries_due else float("inf"),
+                  self.next_schedule if self.scheduler else float("inf"),
+                  self.due_times[0] if self.due_times else float("inf"),
                   now + self.settings.poll_interval, *deadlines)
         return max(0.0, due - now)
 
@@ -355,6 +399,8 @@ class WorkerLoop:
         """Let running executors finish, store them, hand back the rest, deregister."""
         self._wait_for_running(time.monotonic() + self.settings.shutdown_timeout)
         self.threads.shutdown()
+        if self.coroutines is not None:
+            self.coroutines.shutdown()
         try:
             self._flush()
             if self.claims:

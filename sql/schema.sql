@@ -51,6 +51,8 @@ CREATE TABLE omnispindle.tasks (
     created_at           timestamptz NOT NULL DEFAULT now(),
     started_at           timestamptz,
     finished_at          timestamptz,
+    idempotency_key      text,
+    trace_context        jsonb,
     CONSTRAINT tasks_task_type_valid
         CHECK (task_type <> '' AND length(task_type) <= 200),
     CONSTRAINT tasks_priority_range CHECK (priority BETWEEN -1000 AND 1000),
@@ -76,7 +78,9 @@ CREATE TABLE omnispindle.tasks (
     CONSTRAINT tasks_failed_has_error CHECK (state <> 'failed' OR jsonb_array_length(errors) > 0),
     -- Only a running task can be asked to stop; the request outlives it as a record.
     CONSTRAINT tasks_cancel_request_matches_state
-        CHECK (cancel_requested_at IS NULL OR state IN ('running', 'cancelled'))
+        CHECK (cancel_requested_at IS NULL OR state IN ('running', 'cancelled')),
+    CONSTRAINT tasks_idempotency_key_valid
+        CHECK (idempotency_key <> '' AND length(idempotency_key) <= 200)
 );
 
 -- Frequent updates: leave room on each page for HOT updates and vacuum often.
@@ -94,6 +98,13 @@ CREATE INDEX tasks_blocked_idx ON omnispindle.tasks (id) WHERE state = 'blocked'
 -- Heartbeats and inspection find a worker's running tasks.
 CREATE INDEX tasks_running_idx ON omnispindle.tasks (worker_id)
     WHERE state = 'running';
+-- One unfinished task per key: a repeated submission finds the existing task.
+-- Once it has finished, the key is free again.
+CREATE UNIQUE INDEX tasks_idempotency_key_idx ON omnispindle.tasks (idempotency_key)
+    WHERE idempotency_key IS NOT NULL AND state IN ('blocked', 'pending', 'running');
+-- Metrics read recent outcomes by time.
+CREATE INDEX tasks_finished_idx ON omnispindle.tasks (finished_at)
+    WHERE finished_at IS NOT NULL;
 
 CREATE TABLE omnispindle.task_dependencies (
     task_id    bigint NOT NULL REFERENCES omnispindle.tasks (id) ON DELETE CASCADE,
@@ -136,7 +147,7 @@ CREATE FUNCTION omnispindle.claim_tasks(p_task_types text[], p_capabilities text
                                         p_lease_seconds double precision)
 RETURNS TABLE (id bigint, task_type text, parameters jsonb, attempts integer,
                max_attempts integer, timeout_seconds double precision, lease_token uuid,
-               dependency_results jsonb, dependency_failures jsonb)
+               dependency_results jsonb, dependency_failures jsonb, trace_context jsonb)
 LANGUAGE sql
 SET enable_bitmapscan = off
 AS $$
@@ -180,7 +191,8 @@ AS $$
                              FROM omnispindle.tasks q
                              WHERE q.id = d.depends_on AND q.state IN ('failed', 'cancelled')
                              OFFSET 0) p
-               WHERE d.task_id = t.id)
+               WHERE d.task_id = t.id),
+              t.trace_context
 $$;
 
 -- Ends one attempt of each given task with an error: back to pending after a
@@ -239,14 +251,20 @@ CREATE TRIGGER tasks_check_transition
     BEFORE UPDATE OF state ON omnispindle.tasks
     FOR EACH ROW EXECUTE FUNCTION omnispindle.check_transition();
 
--- One notification per statement that makes work ready.
+-- Workers wake on this notification. A task that is not due yet announces
+-- when it will be (epoch seconds), so a worker can sleep until then.
 CREATE FUNCTION omnispindle.notify_inserted()
 RETURNS trigger
 LANGUAGE plpgsql
 AS $$
+DECLARE
+    first_due timestamptz;
 BEGIN
-    IF EXISTS (SELECT 1 FROM inserted WHERE state = 'pending') THEN
-        PERFORM pg_notify('omnispindle_ready', '');
+    SELECT min(run_after) INTO first_due FROM inserted WHERE state = 'pending';
+    IF first_due IS NOT NULL THEN
+        PERFORM pg_notify('omnispindle_ready',
+                          CASE WHEN first_due <= now() THEN ''
+                               ELSE extract(epoch FROM first_due)::text END);
     END IF;
     RETURN NULL;
 END
@@ -372,10 +390,96 @@ CREATE TRIGGER tasks_after_update
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION omnispindle.after_tasks_update();
 
+-- The insert behind submit_tasks (which validates first); parallel arrays as
+-- there. existing[i], when not NULL, is the unfinished task holding entry i's
+-- idempotency key: that entry is not inserted, its id is that task's, and
+-- entries depending on it depend on that task. Returns the ids in order.
+CREATE FUNCTION omnispindle.insert_tasks(
+    p_task_types text[],
+    p_parameters jsonb[],
+    p_priorities integer[],
+    p_max_attempts integer[],
+    p_retry_backoffs double precision[],
+    p_timeouts double precision[],
+    p_required_capabilities jsonb[],
+    p_dependencies jsonb[],
+    p_entry_dependencies jsonb[],
+    p_allow_failed boolean[],
+    p_run_after timestamptz[],
+    p_idempotency_keys text[],
+    p_trace_contexts jsonb[],
+    p_existing bigint[]
+)
+RETURNS bigint[]
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    ids bigint[];
+BEGIN
+    WITH spec AS (
+        SELECT s.*, p_existing[s.ord] AS existing_id,
+               -- The position among the entries that are inserted.
+               CASE WHEN p_existing[s.ord] IS NULL
+                    THEN count(*) FILTER (WHERE p_existing[s.ord] IS NULL) OVER (ORDER BY s.ord)
+               END AS fresh_ord,
+               (SELECT count(DISTINCT t.id)::integer
+                FROM jsonb_array_elements_text(s.deps) AS d(value)
+                JOIN omnispindle.tasks t ON t.id = d.value::bigint
+                WHERE t.state <> 'succeeded'
+                  AND NOT (s.tolerant AND t.state IN ('failed', 'cancelled'))
+               ) + jsonb_array_length(s.entry_deps) AS unfinished
+        -- unnest pads shorter arrays with NULLs: the optional ones may be NULL.
+        FROM unnest(p_task_types, p_parameters, p_priorities, p_max_attempts,
+                    p_retry_backoffs, p_timeouts, p_required_capabilities, p_dependencies,
+                    p_entry_dependencies, p_allow_failed, p_run_after, p_idempotency_keys,
+                    p_trace_contexts)
+             WITH ORDINALITY AS s(task_type, parameters, priority, max_attempts,
+                                  retry_backoff, timeout_seconds, caps, deps, entry_deps,
+                                  tolerant, run_after, idempotency_key, trace_context, ord)
+    ), inserted AS (
+        -- Identities are drawn in this ORDER BY, so the n-th smallest new id
+        -- belongs to the n-th inserted entry.
+        INSERT INTO omnispindle.tasks (task_type, parameters, priority, max_attempts,
+                                       retry_backoff, timeout_seconds,
+                                       required_capabilities, allow_failed_dependencies,
+                                       state, pending_dependencies, run_after,
+                                       idempotency_key, trace_context)
+        SELECT task_type, parameters, priority, max_attempts, retry_backoff,
+               timeout_seconds,
+               ARRAY(SELECT jsonb_array_elements_text(caps)),
+               tolerant,
+               CASE WHEN unfinished > 0 THEN 'blocked' ELSE 'pending' END::omnispindle.task_state,
+               unfinished, coalesce(run_after, now()), idempotency_key, trace_context
+        FROM spec WHERE existing_id IS NULL ORDER BY ord
+        RETURNING id
+    ), numbered AS (
+        SELECT id, row_number() OVER (ORDER BY id) AS fresh_ord FROM inserted
+    ), resolved AS (
+        SELECT s.ord, coalesce(s.existing_id, n.id) AS id, s.existing_id IS NULL AS is_new,
+               s.deps, s.entry_deps
+        FROM spec s LEFT JOIN numbered n ON n.fresh_ord = s.fresh_ord
+    ), edges AS (
+        INSERT INTO omnispindle.task_dependencies (task_id, depends_on)
+        SELECT r.id, d.value::bigint
+        FROM resolved r, jsonb_array_elements_text(r.deps) AS d(value)
+        WHERE r.is_new
+        UNION
+        SELECT r.id, parent.id
+        FROM resolved r, jsonb_array_elements_text(r.entry_deps) AS e(value)
+        JOIN resolved parent ON parent.ord = e.value::bigint
+        WHERE r.is_new
+    )
+    SELECT array_agg(r.id ORDER BY r.ord) INTO ids FROM resolved r;
+    RETURN ids;
+END
+$$;
+
 -- Inserts a batch of tasks in one statement, all or nothing. Arrays are
 -- parallel, one element per task: dependencies[i] is a jsonb array of existing
 -- task ids, entry_dependencies[i] a jsonb array of 1-based positions of other
--- entries of this batch (the caller has checked them for cycles).
+-- entries of this batch (the caller has checked them for cycles). run_after,
+-- idempotency_keys and trace_contexts may be NULL, or hold NULLs. An entry
+-- whose idempotency key belongs to an unfinished task yields that task.
 CREATE FUNCTION omnispindle.submit_tasks(
     p_task_types text[],
     p_parameters jsonb[],
@@ -386,7 +490,10 @@ CREATE FUNCTION omnispindle.submit_tasks(
     p_required_capabilities jsonb[],
     p_dependencies jsonb[],
     p_entry_dependencies jsonb[],
-    p_allow_failed boolean[]
+    p_allow_failed boolean[],
+    p_run_after timestamptz[],
+    p_idempotency_keys text[],
+    p_trace_contexts jsonb[]
 )
 RETURNS SETOF bigint
 LANGUAGE plpgsql
@@ -395,6 +502,9 @@ DECLARE
     wanted bigint[];
     missing bigint;
     broken record;
+    existing bigint[];
+    ids bigint[];
+    violated text;
 BEGIN
     SELECT coalesce(array_agg(DISTINCT d.value::bigint), '{}') INTO wanted
     FROM unnest(p_dependencies) AS deps(list),
@@ -425,48 +535,47 @@ BEGIN
             USING ERRCODE = 'OS003';
     END IF;
 
-    RETURN QUERY
-    WITH spec AS (
-        SELECT s.*, (
-            SELECT count(DISTINCT t.id)::integer
-            FROM jsonb_array_elements_text(s.deps) AS d(value)
-            JOIN omnispindle.tasks t ON t.id = d.value::bigint
-            WHERE t.state <> 'succeeded'
-              AND NOT (s.tolerant AND t.state IN ('failed', 'cancelled'))
-        ) + jsonb_array_length(s.entry_deps) AS unfinished
-        FROM unnest(p_task_types, p_parameters, p_priorities, p_max_attempts,
-                    p_retry_backoffs, p_timeouts, p_required_capabilities, p_dependencies,
-                    p_entry_dependencies, p_allow_failed)
-             WITH ORDINALITY AS s(task_type, parameters, priority, max_attempts,
-                                  retry_backoff, timeout_seconds, caps, deps, entry_deps,
-                                  tolerant, ord)
-    ), inserted AS (
-        INSERT INTO omnispindle.tasks (task_type, parameters, priority, max_attempts,
-                                       retry_backoff, timeout_seconds,
-                                       required_capabilities, allow_failed_dependencies,
-                                       state, pending_dependencies)
-        SELECT task_type, parameters, priority, max_attempts, retry_backoff,
-               timeout_seconds,
-               ARRAY(SELECT jsonb_array_elements_text(caps)),
-               tolerant,
-               CASE WHEN unfinished > 0 THEN 'blocked' ELSE 'pending' END::omnispindle.task_state,
-               unfinished
-        FROM spec ORDER BY ord
-        RETURNING id
-    ), numbered AS (
-        SELECT id, row_number() OVER (ORDER BY id) AS ord FROM inserted
-    ), edges AS (
-        INSERT INTO omnispindle.task_dependencies (task_id, depends_on)
-        SELECT n.id, d.value::bigint
-        FROM numbered n JOIN spec s ON s.ord = n.ord,
-             jsonb_array_elements_text(s.deps) AS d(value)
-        UNION
-        SELECT n.id, parent.id
-        FROM numbered n JOIN spec s ON s.ord = n.ord,
-             jsonb_array_elements_text(s.entry_deps) AS e(value)
-        JOIN numbered parent ON parent.ord = e.value::bigint
-    )
-    SELECT id FROM numbered ORDER BY ord;
+    -- Two entries with one key would collide with each other at every try.
+    SELECT k INTO violated FROM unnest(p_idempotency_keys) AS k
+    WHERE k IS NOT NULL GROUP BY k HAVING count(*) > 1 LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'idempotency key % is used twice in one batch', violated
+            USING ERRCODE = 'OS005';
+    END IF;
+
+    IF NOT EXISTS (SELECT 1 FROM unnest(p_idempotency_keys) AS k WHERE k IS NOT NULL) THEN
+        ids := omnispindle.insert_tasks(
+            p_task_types, p_parameters, p_priorities, p_max_attempts, p_retry_backoffs,
+            p_timeouts, p_required_capabilities, p_dependencies, p_entry_dependencies,
+            p_allow_failed, p_run_after, p_idempotency_keys, p_trace_contexts, NULL);
+        RETURN QUERY SELECT i FROM unnest(ids) AS i;
+        RETURN;
+    END IF;
+
+    LOOP
+        -- The unfinished tasks holding the batch's keys, by position.
+        SELECT array_agg((SELECT t.id FROM omnispindle.tasks t
+                          WHERE t.idempotency_key = k.key
+                            AND t.state IN ('blocked', 'pending', 'running'))
+                         ORDER BY k.ord)
+        INTO existing
+        FROM unnest(p_idempotency_keys) WITH ORDINALITY AS k(key, ord);
+        BEGIN
+            ids := omnispindle.insert_tasks(
+                p_task_types, p_parameters, p_priorities, p_max_attempts, p_retry_backoffs,
+                p_timeouts, p_required_capabilities, p_dependencies, p_entry_dependencies,
+                p_allow_failed, p_run_after, p_idempotency_keys, p_trace_contexts, existing);
+            EXIT;
+        EXCEPTION WHEN unique_violation THEN
+            -- Another transaction committed a task with one of these keys
+            -- since the lookup: look again, and that task is the answer.
+            GET STACKED DIAGNOSTICS violated = CONSTRAINT_NAME;
+            IF violated IS DISTINCT FROM 'tasks_idempotency_key_idx' THEN
+                RAISE;
+            END IF;
+        END;
+    END LOOP;
+    RETURN QUERY SELECT i FROM unnest(ids) AS i;
 END
 $$;
 
@@ -518,6 +627,78 @@ CREATE TRIGGER task_stream_notify
     AFTER INSERT ON omnispindle.task_stream
     FOR EACH STATEMENT EXECUTE FUNCTION omnispindle.notify_streamed();
 
+-- Tasks submitted on a cron schedule. Every worker may enqueue a tick; the
+-- primary key of periodic_ticks lets exactly one of them succeed.
+CREATE TABLE omnispindle.periodic_tasks (
+    name                  text PRIMARY KEY,
+    cron                  text NOT NULL,
+    task_type             text NOT NULL,
+    parameters            jsonb NOT NULL DEFAULT '{}',
+    priority              integer NOT NULL DEFAULT 0,
+    max_attempts          integer NOT NULL DEFAULT 4,
+    retry_backoff         double precision NOT NULL DEFAULT 1.0,
+    timeout_seconds       double precision,
+    required_capabilities text[] NOT NULL DEFAULT '{}',
+    enabled               boolean NOT NULL DEFAULT true,
+    created_at            timestamptz NOT NULL DEFAULT now(),
+    updated_at            timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT periodic_tasks_name_valid CHECK (name <> '' AND length(name) <= 200),
+    CONSTRAINT periodic_tasks_task_type_valid
+        CHECK (task_type <> '' AND length(task_type) <= 200),
+    CONSTRAINT periodic_tasks_priority_range CHECK (priority BETWEEN -1000 AND 1000),
+    CONSTRAINT periodic_tasks_max_attempts_range CHECK (max_attempts BETWEEN 1 AND 101),
+    CONSTRAINT periodic_tasks_retry_backoff_range CHECK (retry_backoff >= 0),
+    CONSTRAINT periodic_tasks_timeout_positive CHECK (timeout_seconds > 0)
+);
+
+CREATE TABLE omnispindle.periodic_ticks (
+    periodic_name text NOT NULL REFERENCES omnispindle.periodic_tasks (name) ON DELETE CASCADE,
+    tick_at       timestamptz NOT NULL,
+    task_id       bigint REFERENCES omnispindle.tasks (id) ON DELETE SET NULL,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (periodic_name, tick_at)
+);
+
+CREATE INDEX periodic_ticks_task_id_idx ON omnispindle.periodic_ticks (task_id);
+
+-- Enqueues each given tick of each named schedule at most once, whoever asks
+-- and however often: the tick's primary key decides, so no leader is needed.
+-- Returns the ticks this call enqueued, with their new task ids.
+CREATE FUNCTION omnispindle.enqueue_periodic_ticks(p_names text[], p_ticks timestamptz[])
+RETURNS TABLE (periodic_name text, tick_at timestamptz, task_id bigint)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    tick record;
+    new_id bigint;
+BEGIN
+    FOR tick IN
+        INSERT INTO omnispindle.periodic_ticks AS k (periodic_name, tick_at)
+        SELECT p.name, w.tick_at
+        FROM unnest(p_names, p_ticks) AS w(name, tick_at)
+        JOIN omnispindle.periodic_tasks p ON p.name = w.name AND p.enabled
+        ORDER BY p.name
+        ON CONFLICT DO NOTHING
+        RETURNING k.periodic_name, k.tick_at
+    LOOP
+        INSERT INTO omnispindle.tasks (task_type, parameters, priority, max_attempts,
+                                       retry_backoff, timeout_seconds,
+                                       required_capabilities, state)
+        SELECT p.task_type, p.parameters, p.priority, p.max_attempts, p.retry_backoff,
+               p.timeout_seconds, p.required_capabilities, 'pending'
+        FROM omnispindle.periodic_tasks p
+        WHERE p.name = tick.periodic_name
+        RETURNING id INTO new_id;
+        UPDATE omnispindle.periodic_ticks k SET task_id = new_id
+        WHERE k.periodic_name = tick.periodic_name AND k.tick_at = tick.tick_at;
+        periodic_name := tick.periodic_name;
+        tick_at := tick.tick_at;
+        task_id := new_id;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+
 -- Views for people at a psql prompt.
 CREATE VIEW omnispindle.queue_summary AS
 SELECT task_type,
@@ -548,3 +729,103 @@ SELECT id, task_type, attempts, max_attempts,
        finished_at
 FROM omnispindle.tasks
 WHERE state = 'failed';
+
+-- Per task type: tasks in each state, throughput over the last minute and
+-- hour, queue wait and run time percentiles and failure and retry rates over
+-- the last hour, and how long the oldest ready task has waited. Times are in
+-- seconds; rates are fractions of the tasks that finished in the last hour.
+CREATE VIEW omnispindle.task_metrics AS
+WITH states AS (
+    SELECT task_type,
+           count(*) FILTER (WHERE state = 'blocked')   AS blocked,
+           count(*) FILTER (WHERE state = 'pending')   AS pending,
+           count(*) FILTER (WHERE state = 'running')   AS running,
+           count(*) FILTER (WHERE state = 'succeeded') AS succeeded,
+           count(*) FILTER (WHERE state = 'failed')    AS failed,
+           count(*) FILTER (WHERE state = 'cancelled') AS cancelled,
+           extract(epoch FROM now() - min(run_after)
+                   FILTER (WHERE state = 'pending' AND run_after <= now()))::double precision
+               AS oldest_ready_seconds
+    FROM omnispindle.tasks
+    GROUP BY task_type
+), recent AS (
+    SELECT task_type,
+           count(*) FILTER (WHERE finished_at > now() - interval '1 minute')
+               AS finished_last_minute,
+           count(*) FILTER (WHERE finished_at > now() - interval '1 minute'
+                            AND state = 'succeeded') AS succeeded_last_minute,
+           count(*) AS finished_last_hour,
+           count(*) FILTER (WHERE state = 'succeeded') AS succeeded_last_hour,
+           count(*) FILTER (WHERE state = 'failed') AS failed_last_hour,
+           count(*) FILTER (WHERE state = 'cancelled') AS cancelled_last_hour,
+           count(*) FILTER (WHERE attempts > 1) AS retried_last_hour,
+           percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (
+               ORDER BY extract(epoch FROM started_at - run_after))
+               FILTER (WHERE started_at IS NOT NULL) AS wait_quantiles,
+           percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (
+               ORDER BY extract(epoch FROM finished_at - started_at))
+               FILTER (WHERE started_at IS NOT NULL AND state IN ('succeeded', 'failed'))
+               AS run_quantiles
+    FROM omnispindle.tasks
+    WHERE finished_at > now() - interval '1 hour'
+    GROUP BY task_type
+)
+SELECT s.task_type, s.blocked, s.pending, s.running, s.succeeded, s.failed, s.cancelled,
+       coalesce(r.finished_last_minute, 0) AS finished_last_minute,
+       coalesce(r.succeeded_last_minute, 0) AS succeeded_last_minute,
+       coalesce(r.finished_last_hour, 0) AS finished_last_hour,
+       coalesce(r.succeeded_last_hour, 0) AS succeeded_last_hour,
+       coalesce(r.failed_last_hour, 0) AS failed_last_hour,
+       coalesce(r.cancelled_last_hour, 0) AS cancelled_last_hour,
+       coalesce(r.retried_last_hour, 0) AS retried_last_hour,
+       r.failed_last_hour::double precision
+           / nullif(r.succeeded_last_hour + r.failed_last_hour, 0) AS failure_rate_last_hour,
+       r.retried_last_hour::double precision / nullif(r.finished_last_hour, 0)
+           AS retry_rate_last_hour,
+       r.wait_quantiles[1] AS wait_p50_seconds,
+       r.wait_quantiles[2] AS wait_p95_seconds,
+       r.wait_quantiles[3] AS wait_p99_seconds,
+       r.run_quantiles[1] AS run_p50_seconds,
+       r.run_quantiles[2] AS run_p95_seconds,
+       r.run_quantiles[3] AS run_p99_seconds,
+       s.oldest_ready_seconds
+FROM states s
+LEFT JOIN recent r ON r.task_type = s.task_type;
+
+-- Per worker: how full it is now, and what it finished lately.
+CREATE VIEW omnispindle.worker_metrics AS
+WITH running AS (
+    SELECT worker_id, count(*) AS running_tasks
+    FROM omnispindle.tasks
+    WHERE state = 'running'
+    GROUP BY worker_id
+), recent AS (
+    SELECT worker_id,
+           count(*) FILTER (WHERE finished_at > now() - interval '1 minute')
+               AS finished_last_minute,
+           count(*) AS finished_last_hour,
+           count(*) FILTER (WHERE state = 'failed') AS failed_last_hour
+    FROM omnispindle.tasks
+    WHERE finished_at > now() - interval '1 hour' AND worker_id IS NOT NULL
+    GROUP BY worker_id
+)
+SELECT w.id, w.name, w.host, w.pid, w.state, w.concurrency,
+       coalesce(r.running_tasks, 0) AS running_tasks,
+       coalesce(r.running_tasks, 0)::double precision / w.concurrency AS utilisation,
+       coalesce(f.finished_last_minute, 0) AS finished_last_minute,
+       coalesce(f.finished_last_hour, 0) AS finished_last_hour,
+       coalesce(f.failed_last_hour, 0) AS failed_last_hour,
+       extract(epoch FROM now() - w.last_heartbeat_at)::double precision
+           AS heartbeat_age_seconds
+FROM omnispindle.workers w
+LEFT JOIN running r ON r.worker_id = w.id
+LEFT JOIN recent f ON f.worker_id = w.id;
+
+-- Schedules with their latest tick and the task it enqueued.
+CREATE VIEW omnispindle.periodic_summary AS
+SELECT p.name, p.cron, p.task_type, p.enabled, last.tick_at AS last_tick_at,
+       last.task_id AS last_task_id, p.created_at, p.updated_at
+FROM omnispindle.periodic_tasks p
+LEFT JOIN LATERAL (SELECT k.tick_at, k.task_id FROM omnispindle.periodic_ticks k
+                   WHERE k.periodic_name = p.name
+                   ORDER BY k.tick_at DESC LIMIT 1) last ON true;

@@ -9,7 +9,8 @@ FROM omnispindle.submit_tasks(
     %(task_types)s::text[], %(parameters)s::jsonb[], %(priorities)s::integer[],
     %(max_attempts)s::integer[], %(retry_backoffs)s::double precision[],
     %(timeouts)s::double precision[], %(required_capabilities)s::jsonb[],
-    %(dependencies)s::jsonb[], %(entry_dependencies)s::jsonb[], %(allow_failed)s::boolean[]
+    %(dependencies)s::jsonb[], %(entry_dependencies)s::jsonb[], %(allow_failed)s::boolean[],
+    %(run_after)s::timestamptz[], %(idempotency_keys)s::text[], %(trace_contexts)s::jsonb[]
 ) WITH ORDINALITY AS s(id, ord)
 ORDER BY s.ord;
 
@@ -17,7 +18,7 @@ ORDER BY s.ord;
 -- The claim lives in omnispindle.claim_tasks (sql/schema.sql), which pins the
 -- plan that walks the ready index in order.
 SELECT id, task_type, parameters, attempts, max_attempts, timeout_seconds, lease_token,
-       dependency_results, dependency_failures
+       dependency_results, dependency_failures, trace_context
 FROM omnispindle.claim_tasks(%(task_types)s::text[], %(capabilities)s::text[], %(limit)s::integer,
                              %(worker_id)s::uuid, %(lease_seconds)s::double precision);
 
@@ -89,7 +90,7 @@ FROM batch, omnispindle.fail_attempts(batch.ids, batch.tokens, batch.errors) AS 
 SELECT t.id AS task_id, t.task_type, t.parameters, t.priority, t.state::text AS state,
        t.attempts, t.max_attempts, t.result, t.errors -> -1 AS error, t.cancel_reason,
        t.cancel_requested_at,
-       t.worker_id, t.created_at, t.started_at, t.finished_at, t.run_after,
+       t.worker_id, t.created_at, t.started_at, t.finished_at, t.run_after, t.idempotency_key,
        ARRAY(SELECT d.depends_on FROM omnispindle.task_dependencies d
              WHERE d.task_id = t.id ORDER BY d.depends_on) AS dependencies
 FROM omnispindle.tasks t

@@ -46,7 +46,8 @@ class LeaseModel(RuleBasedStateMachine):
             "priorities": [0] * count, "max_attempts": [retries + 1] * count,
             "retry_backoffs": [0.0] * count, "timeouts": [None] * count,
             "required_capabilities": ["[]"] * count, "dependencies": ["[]"] * count,
-            "entry_dependencies": ["[]"] * count, "allow_failed": [False] * count})]
+            "entry_dependencies": ["[]"] * count, "allow_failed": [False] * count,
+            "run_after": None, "idempotency_keys": None, "trace_contexts": None})]
         for task_id in ids:
             self.claims[task_id] = 0
             self.final_writes[task_id] = 0

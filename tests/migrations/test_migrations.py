@@ -29,6 +29,7 @@ from tests.conftest import create_database, drop_database, unique_name
 from tests.migrations.catalog import snapshot
 
 MIGRATORS = 4
+HEAD = "0002_operations"
 DEADLINE_SECONDS = 120
 
 USER_TABLE = "invoices"
@@ -63,9 +64,11 @@ def upgrade():
         sa.Column("total", sa.Numeric, nullable=False),
     )
     apply_migration(op.get_bind(), "0001_initial")
+    apply_migration(op.get_bind(), "0002_operations")
 
 
 def downgrade():
+    apply_migration(op.get_bind(), "0002_operations.down")
     apply_migration(op.get_bind(), "0001_initial.down")
     op.drop_table("invoices")
 '''
@@ -141,7 +144,7 @@ def test_upgrade_builds_exactly_schema_sql(empty_dsn, schema_sql_snapshot):
     migrated = snapshot(empty_dsn)
     assert all(migrated.values()), "the snapshot found nothing in some part"
     assert migrated == schema_sql_snapshot
-    assert versions(empty_dsn) == ["0001_initial"]
+    assert versions(empty_dsn) == [HEAD]
 
 
 @pytest.mark.parametrize(("statement", "part"), ALTERATIONS)
@@ -156,7 +159,7 @@ def test_upgrade_twice_changes_nothing(empty_dsn, schema_sql_snapshot):
     first = snapshot(empty_dsn)
     upgrade(empty_dsn)
     assert snapshot(empty_dsn) == first == schema_sql_snapshot
-    assert versions(empty_dsn) == ["0001_initial"]
+    assert versions(empty_dsn) == [HEAD]
 
 
 def thread_kit() -> tuple:
@@ -191,7 +194,7 @@ def test_concurrent_migrators_all_succeed(kit, empty_dsn, schema_sql_snapshot):
     assert not [started for started in runners if started.is_alive()]
     assert results == ["ok"] * MIGRATORS
     assert snapshot(empty_dsn) == schema_sql_snapshot
-    assert versions(empty_dsn) == ["0001_initial"]
+    assert versions(empty_dsn) == [HEAD]
 
 
 def test_downgrade_to_base_then_upgrade_again(empty_dsn, schema_sql_snapshot):
@@ -203,7 +206,7 @@ def test_downgrade_to_base_then_upgrade_again(empty_dsn, schema_sql_snapshot):
     assert versions(empty_dsn) == []
     upgrade(empty_dsn)
     assert snapshot(empty_dsn) == schema_sql_snapshot
-    assert versions(empty_dsn) == ["0001_initial"]
+    assert versions(empty_dsn) == [HEAD]
 
 
 def table_names(dsn: str) -> list[str]:
@@ -257,7 +260,7 @@ def test_cli_migrate_installs_the_schema(empty_dsn, schema_sql_snapshot):
     finished = run_cli("migrate", "--dsn", empty_dsn)
     assert finished.returncode == 0, finished.stderr
     assert snapshot(empty_dsn) == schema_sql_snapshot
-    assert versions(empty_dsn) == ["0001_initial"]
+    assert versions(empty_dsn) == [HEAD]
 
 
 def test_cli_migrate_reports_a_bad_dsn_in_one_line(server_dsn):
@@ -266,3 +269,30 @@ def test_cli_migrate_reports_a_bad_dsn_in_one_line(server_dsn):
     assert finished.returncode != 0
     assert "Traceback" not in finished.stderr
     assert len(finished.stderr.strip().splitlines()) == 1, finished.stderr
+
+
+def build_from_script(server_dsn: str, relative_path: str) -> dict:
+    """The catalog of a fresh database built by executing one SQL script."""
+    name = unique_name("omnispindle_script")
+    dsn = create_database(server_dsn, name)
+    try:
+        execute(dsn, script(relative_path))
+        return snapshot(dsn)
+    finally:
+        drop_database(server_dsn, name)
+
+
+def test_upgrade_from_0001_keeps_tasks_and_downgrade_restores_it(server_dsn, empty_dsn):
+    upgrade(empty_dsn, "0001_initial")
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO omnispindle.tasks (task_type, state) VALUES ('old', 'pending')")
+    upgrade(empty_dsn)
+    assert versions(empty_dsn) == [HEAD]
+    with TaskQueue(dsn=empty_dsn) as task_queue:
+        client = TaskQueueClient(local_queue=task_queue)
+        assert client.get_task(1)["task_type"] == "old"
+        assert client.submit_task("new", idempotency_key="k") == client.submit_task(
+            "new", idempotency_key="k")
+    downgrade(empty_dsn, "0001_initial")
+    assert versions(empty_dsn) == ["0001_initial"]
+    assert snapshot(empty_dsn) == build_from_script(server_dsn, "migrations/0001_initial.sql")

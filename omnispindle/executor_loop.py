@@ -1,0 +1,95 @@
+"""One event loop, on a daemon thread of its own, for a worker's coroutine executors.
+
+The twin of :class:`~omnispindle.executor_threads.ExecutorThreads`, with the
+same ``submit``/``abandon``/``shutdown``: calls go in through
+``asyncio.run_coroutine_threadsafe``, so the worker deals in
+``concurrent.futures.Future`` for both. Unlike a thread, a coroutine can be
+stopped: abandoning it cancels its future and so its asyncio task, and the
+coroutine sees ``CancelledError`` at its next ``await``. A coroutine that
+blocks (``time.sleep``, synchronous I/O) stalls every coroutine of the worker
+and cannot be cancelled until it yields.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+from concurrent.futures import Future
+from typing import Any, Callable, Coroutine
+
+# Seconds cancelled coroutines get to end when the loop shuts down.
+SHUTDOWN_GRACE = 2.0
+
+
+def is_coroutine_executor(fn: Any) -> bool:
+    """True for an ``async def`` function (or an object whose ``__call__`` is one)."""
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None))
+
+
+class ExecutorLoop:
+    """Runs submitted coroutines on one event loop in a daemon thread.
+
+    Args:
+        name: the thread's name.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._lock = threading.Lock()
+        self._running: set[Future] = set()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> Future:
+        """Start ``fn(*args)`` as a task on the loop; the returned future holds its result."""
+        future = asyncio.run_coroutine_threadsafe(fn(*args), self._loop)
+        with self._lock:
+            self._running.add(future)
+        future.add_done_callback(self._forget)
+        return future
+
+    def abandon(self, future: Future) -> bool:
+        """Give up on a coroutine: cancel its task. False if it is not running."""
+        with self._lock:
+            if future not in self._running:
+                return False
+        # The future is cancelled at once (its late result can never arrive);
+        # the task is cancelled on the loop's thread.
+        return future.cancel()
+
+    def shutdown(self) -> None:
+        """Cancel the coroutines still running, then stop the loop once they have ended."""
+        with self._lock:
+            running = list(self._running)
+        for future in running:
+            future.cancel()
+        with self._lock:
+            stopping, self._stopping = self._stopping, True
+        if not stopping:
+            # Queued behind the cancellations above, even if the loop has not started yet.
+            asyncio.run_coroutine_threadsafe(self._stop(), self._loop)
+        self._thread.join(SHUTDOWN_GRACE + 1)
+
+    def _forget(self, future: Future) -> None:
+        with self._lock:
+            self._running.discard(future)
+
+    async def _stop(self) -> None:
+        # Tasks the executors started themselves are cancelled too.
+        others = asyncio.all_tasks() - {asyncio.current_task()}
+        for task in others:
+            task.cancel()
+        if others:
+            await asyncio.wait(others, timeout=SHUTDOWN_GRACE)
+        self._loop.stop()
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_forever()
+        finally:
+            self._loop.run_until_complete(self._loop.shutdown_asyncgens())
+            self._loop.close()

@@ -1,0 +1,68 @@
+"""OpenTelemetry spans for submitting and executing tasks, when the API is installed.
+
+The submitting side starts a producer span and stores its W3C trace context
+in the task (``trace_context``); the worker starts its consumer span as a
+child of it, so a trace runs from the web request into the worker. Without
+``opentelemetry-api`` every function here is a no-op.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator
+
+try:
+    from opentelemetry import propagate, trace
+    from opentelemetry.trace import SpanKind, Status, StatusCode
+except ImportError:  # pragma: no cover - exercised where the API is absent
+    trace = None
+
+TRACER_NAME = "omnispindle"
+
+
+def enabled() -> bool:
+    """True when opentelemetry-api is importable."""
+    return trace is not None
+
+
+@contextlib.contextmanager
+def submit_span(task_types: list[str]) -> Iterator[dict[str, str] | None]:
+    """A producer span around a submission; yields the trace context to store, or None."""
+    if trace is None:
+        yield None
+        return
+    name = f"submit {task_types[0]}" if len(set(task_types)) == 1 else "submit batch"
+    tracer = trace.get_tracer(TRACER_NAME)
+    with tracer.start_as_current_span(name, kind=SpanKind.PRODUCER, attributes={
+            "messaging.system": "omnispindle",
+            "messaging.operation.type": "send",
+            "messaging.batch.message_count": len(task_types)}):
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        yield carrier or None
+
+
+@contextlib.contextmanager
+def execution_span(claimed: dict[str, Any]) -> Iterator[Any]:
+    """A consumer span around one attempt, a child of the submitting span if any."""
+    if trace is None:
+        yield None
+        return
+    parent = propagate.extract(claimed.get("trace_context") or {})
+    tracer = trace.get_tracer(TRACER_NAME)
+    with tracer.start_as_current_span(
+            f"execute {claimed['task_type']}", context=parent, kind=SpanKind.CONSUMER,
+            record_exception=False, set_status_on_exception=False, attributes={
+                "messaging.system": "omnispindle",
+                "messaging.operation.type": "process",
+                "messaging.message.id": str(claimed["id"]),
+                "omnispindle.task.type": claimed["task_type"],
+                "omnispindle.task.attempt": claimed["attempts"]}) as span:
+        yield span
+
+
+def record_failure(span: Any, exc: BaseException) -> None:
+    """Mark an execution span as failed by ``exc``."""
+    if span is not None:
+        span.record_exception(exc)
+        span.set_status(Status(StatusCode.ERROR, str(exc)))

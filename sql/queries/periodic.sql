@@ -1,0 +1,45 @@
+-- Periodic tasks: schedules, and the ticks workers enqueue from them.
+
+-- name: upsert_periodic_task
+-- Saving a schedule again replaces it; updated_at moves on, so ticks of the
+-- old schedule that were missed are not run under the new one.
+INSERT INTO omnispindle.periodic_tasks AS p (name, cron, task_type, parameters, priority,
+                                             max_attempts, retry_backoff, timeout_seconds,
+                                             required_capabilities, enabled)
+VALUES (%(name)s, %(cron)s, %(task_type)s, %(parameters)s::jsonb, %(priority)s,
+        %(max_attempts)s, %(retry_backoff)s, %(timeout)s, %(required_capabilities)s::text[],
+        %(enabled)s)
+ON CONFLICT (name) DO UPDATE
+SET cron = excluded.cron, task_type = excluded.task_type, parameters = excluded.parameters,
+    priority = excluded.priority, max_attempts = excluded.max_attempts,
+    retry_backoff = excluded.retry_backoff, timeout_seconds = excluded.timeout_seconds,
+    required_capabilities = excluded.required_capabilities, enabled = excluded.enabled,
+    updated_at = now()
+RETURNING name, cron, task_type, enabled, created_at, updated_at;
+
+-- name: delete_periodic_task
+DELETE FROM omnispindle.periodic_tasks WHERE name = %(name)s RETURNING name;
+
+-- name: list_periodic_tasks
+SELECT name, cron, task_type, enabled, last_tick_at, last_task_id, created_at, updated_at
+FROM omnispindle.periodic_summary
+ORDER BY name;
+
+-- name: enabled_schedules
+-- The database's clock decides which ticks are due, so hosts whose clocks
+-- disagree still agree on the ticks.
+SELECT name, cron, updated_at, now() AS now
+FROM omnispindle.periodic_tasks
+WHERE enabled;
+
+-- name: enqueue_periodic_ticks
+SELECT periodic_name, tick_at, task_id
+FROM omnispindle.enqueue_periodic_ticks(%(names)s::text[], %(ticks)s::timestamptz[]);
+
+-- name: prune_periodic_ticks
+-- Old ticks only guard against enqueuing them twice; each schedule's latest
+-- is kept so that a restart never re-runs it.
+DELETE FROM omnispindle.periodic_ticks k
+WHERE k.tick_at < now() - interval '1 day'
+  AND k.tick_at < (SELECT max(l.tick_at) FROM omnispindle.periodic_ticks l
+                   WHERE l.periodic_name = k.periodic_name);

@@ -1,0 +1,159 @@
+"""Delayed tasks and periodic tasks from cron expressions."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from omnispindle import ValidationError
+from omnispindle.errors import CronExpressionError
+from omnispindle.periodic import PeriodicScheduler
+from tests.acceptance.workers import poll, start_worker_process
+
+
+def started_at(client, task_id):
+    return client.get_task(task_id)["started_at"]
+
+
+def test_delay_holds_a_task_back_then_a_sleeping_worker_starts_it_on_time(client, start_worker):
+    start_worker({"t": lambda task: {}}, poll_interval=30)
+    submitted = datetime.now(timezone.utc)
+    task_id = client.submit_task("t", delay=1.0)
+    assert client.get_task(task_id)["state"] == "pending"
+    task = client.wait_for_task(task_id, timeout=10)
+    waited = (task["started_at"] - submitted).total_seconds()
+    # The worker's poll interval is 30 s: only the notification's due time woke it.
+    assert 1.0 <= waited < 2.0, waited
+
+
+def test_run_at_and_timedelta_delay(client, start_worker):
+    at = datetime.now(timezone.utc) + timedelta(seconds=0.5)
+    first = client.submit_task("t", run_at=at)
+    second = client.submit_task("t", delay=timedelta(milliseconds=300))
+    assert client.get_task(first)["run_after"] == at
+    start_worker({"t": lambda task: {}})
+    for task_id in (first, second):
+        task = client.wait_for_task(task_id, timeout=10)
+        assert task["started_at"] >= task["run_after"]
+    assert client.get_task(first)["started_at"] >= at
+
+
+def test_a_delayed_dependent_waits_for_both_its_parent_and_its_time(client, start_worker):
+    parent = client.submit_task("t")
+    child = client.submit_task("t", dependencies=[parent], delay=1.0)
+    start_worker({"t": lambda task: {}})
+    parent_task = client.wait_for_task(parent, timeout=10)
+    child_task = client.wait_for_task(child, timeout=10)
+    assert child_task["started_at"] >= child_task["created_at"] + timedelta(seconds=1)
+    assert child_task["started_at"] > parent_task["finished_at"]
+
+
+@pytest.mark.parametrize("arguments, message", [
+    ({"run_at": "2030-01-01"}, "run_at must be a datetime"),
+    ({"run_at": datetime(2030, 1, 1)}, "timezone-aware"),
+    ({"delay": -1}, "delay must be a non-negative"),
+    ({"delay": float("nan")}, "delay must be"),
+    ({"delay": "5"}, "delay must be"),
+    ({"delay": 1, "run_at": datetime.now(timezone.utc)}, "not both"),
+])
+def test_bad_times_are_refused_and_nothing_is_inserted(client, conn, arguments, message):
+    with pytest.raises(ValidationError, match=message):
+        client.submit_task("t", **arguments)
+    with pytest.raises(ValidationError, match=message):
+        client.submit_batch([{"task_type": "t"}, {"task_type": "t", **arguments}])
+    assert conn.execute("SELECT count(*) FROM omnispindle.tasks").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("cron", ["61 * * * *", "* * *", "0 0 30 2 *", "", 5, "@reboot"])
+def test_a_bad_cron_expression_is_refused_and_nothing_is_saved(client, conn, cron):
+    with pytest.raises(CronExpressionError):
+        client.add_periodic_task("job", cron, "t")
+    assert conn.execute("SELECT count(*) FROM omnispindle.periodic_tasks").fetchone()[0] == 0
+
+
+def test_bad_schedule_arguments_are_refused(client, conn):
+    with pytest.raises(ValidationError, match="name"):
+        client.add_periodic_task("", "* * * * *", "t")
+    with pytest.raises(ValidationError, match="priority"):
+        client.add_periodic_task("job", "* * * * *", "t", priority=5000)
+    with pytest.raises(ValidationError, match="enabled"):
+        client.add_periodic_task("job", "* * * * *", "t", enabled="yes")
+    assert conn.execute("SELECT count(*) FROM omnispindle.periodic_tasks").fetchone()[0] == 0
+
+
+def test_schedules_are_saved_replaced_listed_and_removed(client):
+    client.add_periodic_task("report", "0 6 * * mon", "report", {"kind": "weekly"}, priority=5)
+    saved = client.add_periodic_task("report", "@daily", "report")
+    assert saved["cron"] == "@daily" and saved["updated_at"] > saved["created_at"]
+    listed = client.list_periodic_tasks()
+    assert [(s["name"], s["cron"], s["last_tick_at"]) for s in listed] == [("report", "@daily", None)]
+    assert client.remove_periodic_task("report") is True
+    assert client.remove_periodic_task("report") is False
+    assert client.list_periodic_tasks() == []
+
+
+def test_each_tick_is_enqueued_once_however_many_schedulers_ask(queue, client, conn):
+    client.add_periodic_task("tick", "* * * * * *", "t", {"from": "cron"}, priority=7)
+    poll(lambda: conn.execute("SELECT now() >= updated_at + interval '1.1 s' "
+                              "FROM omnispindle.periodic_tasks").fetchone()[0], timeout=10)
+    schedulers = [PeriodicScheduler(queue.db) for _ in range(8)]
+    barrier = threading.Barrier(len(schedulers))
+    enqueued = []
+
+    def run(scheduler):
+        barrier.wait(timeout=10)
+        enqueued.append(scheduler.run_once().enqueued)
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in schedulers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    ticks = conn.execute("SELECT tick_at, task_id FROM omnispindle.periodic_ticks").fetchall()
+    assert sum(enqueued) == len(ticks) >= 1
+    assert len({tick for tick, _ in ticks}) == len(ticks)
+    task = client.get_task(ticks[0][1])
+    assert (task["task_type"], task["parameters"], task["priority"]) == ("t", {"from": "cron"}, 7)
+
+
+def test_a_disabled_schedule_and_ticks_before_its_creation_enqueue_nothing(queue, client, conn):
+    client.add_periodic_task("hourly", "@hourly", "t")  # its last tick predates it
+    client.add_periodic_task("off", "* * * * * *", "t", enabled=False)
+    assert PeriodicScheduler(queue.db).run_once().enqueued == 0
+    assert conn.execute("SELECT count(*) FROM omnispindle.tasks").fetchone()[0] == 0
+
+
+@pytest.fixture
+def ledger(conn):
+    conn.execute("CREATE TABLE test_ledger (task_id bigint NOT NULL, pid integer NOT NULL)")
+    return conn
+
+
+@pytest.mark.slow
+def test_three_worker_processes_run_an_every_second_schedule_once_per_tick(client, dsn, ledger):
+    workers = [start_worker_process(dsn, "--name", f"cron-{n}") for n in range(3)]
+    try:
+        poll(lambda: len(client.queue.list_workers()) == 3, timeout=60)
+        client.add_periodic_task("every-second", "* * * * * *", "record")
+        poll(lambda: ledger.execute("SELECT count(*) FROM omnispindle.periodic_ticks")
+             .fetchone()[0] >= 10, timeout=40, interval=0.2)
+        client.add_periodic_task("every-second", "* * * * * *", "record", enabled=False)
+        ticks = ledger.execute("SELECT tick_at, task_id FROM omnispindle.periodic_ticks "
+                               "ORDER BY tick_at").fetchall()
+        tasks = client.wait_for_batch([task_id for _, task_id in ticks], timeout=60)
+    finally:
+        for process in workers:
+            process.send_signal(signal.SIGTERM)
+        codes = [process.wait(timeout=60) for process in workers]
+    assert codes == [0, 0, 0]
+    assert {t["state"] for t in tasks} == {"succeeded"}
+    seconds = [int(tick.timestamp()) for tick, _ in ticks]
+    assert seconds == list(range(seconds[0], seconds[0] + len(seconds))), "a tick was skipped"
+    runs = ledger.execute("SELECT task_id, count(*) FROM test_ledger GROUP BY task_id").fetchall()
+    assert sorted(task_id for task_id, _ in runs) == sorted(task_id for _, task_id in ticks)
+    assert {count for _, count in runs} == {1}, "a tick ran twice"
+    assert ledger.execute("SELECT count(*) FROM omnispindle.tasks").fetchone()[0] == len(ticks)
+
