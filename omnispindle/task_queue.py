@@ -102,6 +102,38 @@ class TaskQueue:
         """
         return self.db.fetch("list_workers")
 
+    def get_metrics(self) -> dict[str, Any]:
+        """Figures on the queue and its workers, read in one consistent snapshot.
+
+        Times are in seconds, rates are fractions from 0 to 1, and "last
+        minute" and "last hour" windows end at ``collected_at`` (the database
+        clock). A figure with nothing to measure (a rate or percentile without
+        finished tasks, the age when nothing is ready) is None.
+
+        Returns:
+            ``task_types``: a row per task type of the ``task_metrics`` view:
+            counts per state (``blocked`` ... ``cancelled``); ``finished_``,
+            ``succeeded_``, ``failed_`` and ``cancelled_last_minute``; the same
+            and ``retried_last_hour`` (finished after more than one attempt);
+            ``failure_rate_last_hour`` (failed / (succeeded + failed)),
+            ``retry_rate_last_hour`` (retried / finished); ``wait_p50_seconds``,
+            ``_p95``, ``_p99`` (start minus ``run_after``) and ``run_p50_seconds``
+            ... (finish minus start) over tasks finished in the last hour; and
+            ``oldest_ready_seconds``.
+            ``workers``: a row per registered worker of the ``worker_metrics``
+            view: ``id``, ``name``, ``host``, ``pid``, ``state``,
+            ``concurrency``, ``running_tasks``, ``utilisation`` (running /
+            concurrency), ``finished_last_minute``, ``finished_last_hour``,
+            ``failed_last_hour``, ``heartbeat_age_seconds``.
+            ``totals``: the counts summed over task types, their rates, the
+            largest ``oldest_ready_seconds``, and ``workers``: the number of
+            workers in each state.
+            ``collected_at``: when the snapshot was read (a ``datetime``).
+        """
+        from .metrics import snapshot
+
+        return snapshot(self.db)
+
     def shutdown(self) -> None:
         """Close connections, and stop the embedded server if this queue started it."""
         if self._notifier is not None:
