@@ -1,4 +1,5 @@
-"""The ``omnispindle`` command: migrate, worker, status, demo."""
+"""The ``omnispindle`` command: migrate, worker, sweep, status, bench, demo, and the
+commands for people in :mod:`omnispindle.cli_tasks`."""
 
 from __future__ import annotations
 
@@ -14,14 +15,31 @@ from typing import Any, Sequence
 import psycopg
 import sqlalchemy.exc
 
-from .errors import OmnispindleError
+from . import cli_tasks
+from .errors import OmnispindleError, TaskNotFoundError, WaitTimeoutError
+from .exit_codes import (EPILOG, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TIMEOUT, EXIT_UNKNOWN_TASK,
+                         EXIT_USAGE)
+from .formatting import format_table
+
+__all__ = ["main", "load_executors", "format_table"]
 
 log = logging.getLogger("omnispindle.cli")
 
 
+# The first matching class decides; typed errors not listed here mean a refusal.
+_EXIT_CODES: tuple[tuple[type[OmnispindleError], int], ...] = (
+    (TaskNotFoundError, EXIT_UNKNOWN_TASK),
+    (WaitTimeoutError, EXIT_TIMEOUT),
+    (OmnispindleError, EXIT_ERROR),
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the process exit code (0 ok, 1 failed, 2 usage)."""
-    args = _parser().parse_args(argv)
+    """Entry point; returns the process exit code (see ``omnispindle.exit_codes``)."""
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error already reported in one line
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     logging.basicConfig(level=getattr(logging, args.log_level),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.log_level != "DEBUG":
@@ -31,20 +49,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args)
     except OmnispindleError as exc:
-        print(f"omnispindle: {exc}", file=sys.stderr)
-        return 1
+        print(f"omnispindle: {_first_line(exc)}", file=sys.stderr)
+        return next(code for kind, code in _EXIT_CODES if isinstance(exc, kind))
     except (psycopg.Error, sqlalchemy.exc.DBAPIError) as exc:
         cause = getattr(exc, "orig", None) or exc
-        first_line = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-        print(f"omnispindle: database error: {first_line}", file=sys.stderr)
-        return 1
+        print(f"omnispindle: database error: {_first_line(cause)}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("\nomnispindle: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class _Parser(argparse.ArgumentParser):
+    """Reports a usage error in one line, ``omnispindle: ...``, and exits with code 2."""
+
+    def error(self, message: str) -> Any:
+        self.exit(EXIT_USAGE, f"omnispindle: {message} (see `{self.prog} --help`)\n")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="omnispindle", description="A task queue inside PostgreSQL.")
+    parser = _Parser(prog="omnispindle", description="A task queue inside PostgreSQL.",
+                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--log-level", default="INFO",
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    commands = parser.add_subparsers(dest="command", required=True)
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="how much to log (default INFO)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     migrate = _command(commands, "migrate", "bring the database schema to the latest version", _migrate)
     migrate.add_argument("--revision", default="head", help="target revision (default head)")
@@ -54,37 +88,49 @@ def _parser() -> argparse.ArgumentParser:
                         help="module defining register(worker) or an EXECUTORS dict")
     worker.add_argument("--capabilities", default=None,
                         help="comma-separated task types and tags (default: all executors)")
-    worker.add_argument("--concurrency", type=int, default=1)
-    worker.add_argument("--name", default=None)
-    worker.add_argument("--poll-interval", type=float, default=1.0)
+    worker.add_argument("--concurrency", type=int, default=1,
+                        help="tasks run at once, each in its own thread (default 1)")
+    worker.add_argument("--name", default=None,
+                        help="name shown in status and errors (default worker-N)")
+    worker.add_argument("--poll-interval", type=float, default=1.0,
+                        help="most seconds between checks for work without a notification")
     worker.add_argument("--lease-timeout", type=float, default=30.0,
                         help="seconds a claim stays valid without a heartbeat")
     worker.add_argument("--heartbeat-interval", type=float, default=None,
                         help="seconds between heartbeats (default a third of the lease)")
-    worker.add_argument("--shutdown-timeout", type=float, default=30.0)
+    worker.add_argument("--shutdown-timeout", type=float, default=30.0,
+                        help="seconds running tasks get to finish on stop (default 30)")
     worker.add_argument("--sweep-interval", type=float, default=1.0,
                         help="seconds between stale-lease sweeps in this worker")
     worker.add_argument("--no-sweep", action="store_true",
                         help="leave sweeping to a dedicated `omnispindle sweep` process")
+    worker.add_argument("--no-periodic", action="store_true",
+                        help="leave enqueuing periodic tasks to other workers")
 
     sweep = _command(commands, "sweep", "run the stale-lease sweeper until SIGTERM or SIGINT", _sweep)
     sweep.add_argument("--interval", type=float, default=1.0, help="seconds between passes")
-    sweep.add_argument("--batch-size", type=int, default=500)
+    sweep.add_argument("--batch-size", type=int, default=500,
+                       help="most expired leases handled per statement (default 500)")
     sweep.add_argument("--dead-worker-after", type=float, default=60.0,
                        help="seconds without a heartbeat before a worker is declared dead")
     sweep.add_argument("--once", action="store_true", help="one pass, print its counts, exit")
 
     status = _command(commands, "status", "show queues and workers", _status)
     status.add_argument("--json", action="store_true", help="print JSON for scripts")
+    from .cli_metrics import add_command as add_metrics_command
+    add_metrics_command(commands, _command)
 
     bench = _command(commands, "bench", "run a benchmark scenario and print its figures", _bench)
-    bench.add_argument("scenario", choices=["recovery", "dag"])
+    bench.add_argument("scenario", choices=["recovery", "dag"],
+                       help="recovery: a killed worker's tasks; dag: dependency overhead")
     bench.add_argument("--tasks", type=int, default=None,
                        help="tasks per run (default: the scenario's, 100 for recovery, 5000 for dag)")
-    bench.add_argument("--lease-timeout", type=float, default=30.0)
+    bench.add_argument("--lease-timeout", type=float, default=30.0,
+                       help="lease of the workers measured, in seconds (default 30)")
     bench.add_argument("--json", action="store_true", help="print JSON for scripts")
 
     _command(commands, "demo", "run the demo on an embedded Postgres", _demo, with_dsn=False)
+    cli_tasks.add_commands(commands, _command)
     return parser
 
 
@@ -122,7 +168,8 @@ def _worker(args: argparse.Namespace) -> int:
                           lease_timeout=args.lease_timeout,
                           heartbeat_interval=args.heartbeat_interval,
                           shutdown_timeout=args.shutdown_timeout,
-                          sweep_interval=None if args.no_sweep else args.sweep_interval)
+                          sweep_interval=None if args.no_sweep else args.sweep_interval,
+                          schedule_interval=None if args.no_periodic else 1.0)
     load_executors(worker, args.executors)
     _on_stop_signals(worker.stop)
     worker.start()
@@ -230,26 +277,3 @@ def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     return run_demo()
-
-
-def format_table(rows: list[dict[str, Any]], title: str) -> str:
-    """Render rows as a plain aligned text table under a title."""
-    if not rows:
-        return f"{title}: none"
-    headers = list(rows[0])
-    cells = [[_cell(row[h]) for h in headers] for row in rows]
-    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
-    lines = [title, "  ".join(h.ljust(w) for h, w in zip(headers, widths)),
-             "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
-    return "\n".join(lines)
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.1f}"
-    if isinstance(value, list):
-        return ",".join(map(str, value))
-    return str(value)

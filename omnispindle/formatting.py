@@ -1,0 +1,89 @@
+"""Plain-text and JSON rendering for the command line."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import re
+from typing import Any, Iterable
+
+ELLIPSIS = "..."
+# Control characters other than tab and newline: task data is anyone's text,
+# and an escape sequence or a carriage return would garble the terminal.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def format_table(rows: list[dict[str, Any]], title: str) -> str:
+    """Render rows as a plain aligned text table under a title."""
+    if not rows:
+        return f"{title}: none"
+    headers = list(rows[0])
+    cells = [[cell(row[h]) for h in headers] for row in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
+    lines = [title, "  ".join(h.ljust(w) for h, w in zip(headers, widths)),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)
+
+
+def cell(value: Any) -> str:
+    """One table cell: ``-`` for nothing, one decimal for floats, lists joined by commas,
+    control characters escaped."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.1f}"
+    if isinstance(value, list):
+        return printable(",".join(map(str, value)))
+    return printable(str(value))
+
+
+def printable(text: str) -> str:
+    """The text with control characters other than tab and newline shown as ``\\xNN``."""
+    return _CONTROL.sub(lambda match: f"\\x{ord(match[0]):02x}", text)
+
+
+def format_fields(pairs: Iterable[tuple[str, Any]], indent: str = "  ") -> str:
+    """Render ``(label, value)`` pairs as aligned ``label  value`` lines."""
+    pairs = list(pairs)
+    width = max((len(label) for label, _ in pairs), default=0)
+    return "\n".join(f"{indent}{label.ljust(width)}  {cell(value)}".rstrip()
+                     for label, value in pairs)
+
+
+def shorten(text: str | None, width: int = 60) -> str | None:
+    """One line of at most ``width`` characters: whitespace runs collapsed, the rest cut."""
+    if text is None:
+        return None
+    line = printable(" ".join(text.split()))
+    if len(line) <= width:
+        return line
+    return line[:max(width - len(ELLIPSIS), 0)] + ELLIPSIS
+
+
+def format_age(seconds: float | None) -> str | None:
+    """A duration for people, at most two units: ``42s``, ``3m05s``, ``2h10m``, ``4d03h``."""
+    if seconds is None:
+        return None
+    whole = max(int(seconds), 0)
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours:02d}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+def to_json(value: Any) -> str:
+    """JSON for scripts: timestamps in ISO 8601, ids such as UUIDs as strings."""
+    return json.dumps(value, default=_json_default, indent=2)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (datetime.datetime, datetime.date)):
+        return value.isoformat()
+    return str(value)

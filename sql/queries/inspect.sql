@@ -1,0 +1,71 @@
+-- Statements behind the command line for people: listing and showing tasks,
+-- retrying failed ones. Each block after `-- name:` is one statement.
+
+-- name: list_tasks
+-- Every filter is optional (NULL matches all). Newest first by id: ids follow
+-- insertion order, and the primary key serves that order without a sort.
+SELECT t.id AS task_id, t.task_type, t.state::text AS state, t.priority,
+       t.attempts, t.max_attempts, t.created_at,
+       extract(epoch FROM now() - t.created_at)::double precision AS age_seconds,
+       w.name AS worker_name,
+       t.errors -> -1 ->> 'type' AS error_type,
+       t.errors -> -1 ->> 'message' AS error_message,
+       t.cancel_reason
+FROM omnispindle.tasks t
+LEFT JOIN omnispindle.workers w ON w.id = t.worker_id
+WHERE (%(task_types)s::text[] IS NULL OR t.task_type = ANY (%(task_types)s::text[]))
+  AND (%(states)s::omnispindle.task_state[] IS NULL
+       OR t.state = ANY (%(states)s::omnispindle.task_state[]))
+  AND (%(older_than)s::double precision IS NULL
+       OR t.created_at < now() - make_interval(secs => %(older_than)s::double precision))
+ORDER BY t.id DESC
+LIMIT %(limit)s::bigint;
+
+-- name: show_task
+-- One task with everything a person asks about it: the whole error history,
+-- the worker's name, and the state of each task on either side of it.
+SELECT t.id AS task_id, t.task_type, t.state::text AS state, t.priority,
+       t.attempts, t.max_attempts, t.retry_backoff, t.timeout_seconds,
+       t.required_capabilities, t.allow_failed_dependencies, t.pending_dependencies,
+       t.parameters, t.result, t.errors, t.cancel_reason, t.cancel_requested_at,
+       t.worker_id, w.name AS worker_name,
+       t.created_at, t.started_at, t.finished_at, t.run_after, t.lease_expires_at,
+       extract(epoch FROM now() - t.created_at)::double precision AS age_seconds,
+       coalesce((SELECT jsonb_agg(jsonb_build_object('task_id', p.id, 'task_type', p.task_type,
+                                                     'state', p.state) ORDER BY p.id)
+                 FROM omnispindle.task_dependencies d
+                 JOIN omnispindle.tasks p ON p.id = d.depends_on
+                 WHERE d.task_id = t.id), '[]'::jsonb) AS dependencies,
+       coalesce((SELECT jsonb_agg(jsonb_build_object('task_id', c.id, 'task_type', c.task_type,
+                                                     'state', c.state) ORDER BY c.id)
+                 FROM omnispindle.task_dependencies d
+                 JOIN omnispindle.tasks c ON c.id = d.task_id
+                 WHERE d.depends_on = t.id), '[]'::jsonb) AS dependents
+FROM omnispindle.tasks t
+LEFT JOIN omnispindle.workers w ON w.id = t.worker_id
+WHERE t.id = %(id)s::bigint;
+
+-- name: task_states
+SELECT id AS task_id, state::text AS state
+FROM omnispindle.tasks
+WHERE id = ANY (%(ids)s::bigint[]);
+
+-- name: lock_tasks
+-- Locks in id order, so that two callers locking overlapping sets cannot
+-- deadlock; the caller checks every task before it changes any.
+SELECT id AS task_id, state::text AS state, attempts, max_attempts
+FROM omnispindle.tasks
+WHERE id = ANY (%(ids)s::bigint[])
+ORDER BY id
+FOR NO KEY UPDATE;
+
+-- name: retry_failed_tasks
+-- The state machine allows failed -> pending only with an attempt left, so a
+-- task that used all of its attempts gets one more. Its error history stays.
+UPDATE omnispindle.tasks
+SET state = 'pending',
+    max_attempts = greatest(max_attempts, attempts + 1),
+    finished_at = NULL,
+    run_after = now()
+WHERE id = ANY (%(ids)s::bigint[]) AND state = 'failed'
+RETURNING id AS task_id, state::text AS state, attempts, max_attempts;
