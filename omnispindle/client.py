@@ -223,8 +223,9 @@ class TaskQueueClient:
         """Create or replace the schedule ``name``: a task submitted at every cron tick.
 
         ``cron`` has five fields (minute hour day month weekday) or six (a
-        second field first), in UTC. Workers enqueue each tick exactly once
-        between them; the task takes :meth:`submit_task`'s arguments.
+        second field first), in UTC. Workers enqueue each tick once between
+        them (see :mod:`omnispindle.periodic` for missed ticks); the task
+        takes :meth:`submit_task`'s arguments.
 
         Raises:
             CronExpressionError: the cron expression is invalid or never fires.

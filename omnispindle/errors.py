@@ -83,6 +83,14 @@ class TaskStateError(OmnispindleError):
     """The task is in a state that does not allow the operation (e.g. retrying one that has not failed)."""
 
 
+class IdempotencyKeyConflictError(OmnispindleError):
+    """A task this transaction cannot see holds the idempotency key: retry the transaction.
+
+    Only under REPEATABLE READ or SERIALIZABLE, whose snapshot predates that
+    task's commit; at READ COMMITTED the existing task is returned instead.
+    """
+
+
 _BY_SQLSTATE: dict[str, type[OmnispindleError]] = {
     "OS001": UnknownDependencyError,
     "OS002": IllegalTransitionError,
@@ -96,13 +104,24 @@ _BY_SQLSTATE: dict[str, type[OmnispindleError]] = {
     "54000": ValidationError,  # program_limit_exceeded, e.g. a value too large for jsonb
 }
 
+# Unique violations are translated only for the indexes named here, with what they mean.
+_BY_UNIQUE_INDEX: dict[str, tuple[type[OmnispindleError], str]] = {
+    "tasks_idempotency_key_idx": (
+        IdempotencyKeyConflictError,
+        "an unfinished task committed after this transaction's snapshot holds the "
+        "idempotency key; retry the transaction"),
+}
+
 
 def translate(exc: psycopg.Error) -> OmnispindleError | None:
     """Return the typed error for a database error, or None to let it through."""
+    diag = exc.diag
+    if exc.sqlstate == "23505":  # unique_violation
+        error_type, meaning = _BY_UNIQUE_INDEX.get(diag.constraint_name or "", (None, ""))
+        return error_type(f"{meaning}: {diag.message_detail}") if error_type else None
     error_type = _BY_SQLSTATE.get(exc.sqlstate or "")
     if error_type is None:
         return None
-    diag = exc.diag
     detail = diag.message_primary or str(exc)
     if diag.constraint_name:
         detail = f"{detail} (constraint {diag.constraint_name})"

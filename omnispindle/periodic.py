@@ -3,14 +3,15 @@
 Any number of workers run :class:`PeriodicScheduler`; each computes the same
 ticks from the same cron expression and the database's clock, and the
 primary key of ``omnispindle.periodic_ticks`` lets exactly one of them
-enqueue each tick. A tick missed while no worker ran is not made up, except
-the latest one, which runs late (the way cron and Oban behave).
+enqueue each tick. Ticks missed for up to a minute (a slow pass, a brief
+outage) are enqueued late; after a longer gap only the latest one is.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from . import validation
@@ -18,6 +19,8 @@ from .cron import CronExpression
 from .errors import CronExpressionError, ValidationError
 
 PRUNE_INTERVAL = 600.0
+CATCH_UP = 60.0  # seconds of missed ticks that are still enqueued
+MAX_CATCH_UP_TICKS = 60
 
 
 def schedule_params(name: Any, cron: Any, task_type: Any, parameters: Any, *, priority: Any,
@@ -43,6 +46,24 @@ def schedule_params(name: Any, cron: Any, task_type: Any, parameters: Any, *, pr
             "enabled": enabled}
 
 
+def due_ticks(cron: CronExpression, now: datetime, saved_at: datetime,
+              last_tick: datetime | None) -> list[datetime]:
+    """The ticks to enqueue now, newest first.
+
+    Every tick since the last one enqueued, within the last CATCH_UP seconds
+    (a slow pass or a brief outage loses none); after a longer gap only the
+    latest. Never a tick from before the schedule was saved.
+    """
+    ticks: list[datetime] = []
+    tick = cron.last_at_or_before(now)
+    while (tick is not None and tick >= saved_at and (last_tick is None or tick > last_tick)
+           and len(ticks) < MAX_CATCH_UP_TICKS
+           and (not ticks or tick > now - timedelta(seconds=CATCH_UP))):
+        ticks.append(tick)
+        tick = cron.last_at_or_before(tick - timedelta(seconds=1))
+    return ticks
+
+
 @dataclass(frozen=True)
 class SchedulePass:
     """What one scheduler pass did, and when the next tick of any schedule is due."""
@@ -66,13 +87,10 @@ class PeriodicScheduler:
             cron = self._expression(row["cron"])
             if cron is None:
                 continue
-            now = row["now"]
-            tick = cron.last_at_or_before(now)
-            # A tick from before the schedule was saved belongs to no one.
-            if tick is not None and tick >= row["updated_at"]:
+            for tick in due_ticks(cron, row["now"], row["updated_at"], row["last_tick_at"]):
                 names.append(row["name"])
                 ticks.append(tick)
-            waits.append((cron.next_after(now) - now).total_seconds())
+            waits.append((cron.next_after(row["now"]) - row["now"]).total_seconds())
         enqueued = self.db.fetch("enqueue_periodic_ticks", {"names": names, "ticks": ticks}) if names else []
         self._prune_if_due()
         return SchedulePass(len(enqueued), min(waits) if waits else None)

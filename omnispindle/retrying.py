@@ -36,10 +36,18 @@ def _check_retryable(ids: list[int], locked: dict[int, dict[str, Any]]) -> None:
     missing = [task_id for task_id in ids if task_id not in locked]
     if missing:
         raise TaskNotFoundError(f"no task with id {missing[0]}")
+    keys: dict[str, int] = {}
     for task_id in ids:
-        state = locked[task_id]["state"]
-        if state != TaskState.FAILED.value:
-            raise TaskStateError(f"task {task_id} is {state}; only failed tasks can be retried")
+        row = locked[task_id]
+        if row["state"] != TaskState.FAILED.value:
+            raise TaskStateError(f"task {task_id} is {row['state']}; only failed tasks can be retried")
+        key = row["idempotency_key"]
+        holder = row["key_holder"] or keys.get(key)
+        if key is not None and holder is not None:
+            raise TaskStateError(f"task {task_id}'s idempotency key {key!r} is held by "
+                                 f"unfinished task {holder}; it cannot run twice at once")
+        if key is not None:
+            keys[key] = task_id
 
 
 def _outcome(row: dict[str, Any]) -> dict[str, Any]:

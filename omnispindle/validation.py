@@ -184,7 +184,10 @@ def _run_after(run_at: Any, delay: Any) -> datetime | None:
     if not _is_number(seconds) or not math.isfinite(seconds) or seconds < 0:
         raise ValidationError(
             f"delay must be a non-negative number of seconds or a timedelta, got {delay!r}")
-    return datetime.now(timezone.utc) + timedelta(seconds=seconds)
+    try:
+        return datetime.now(timezone.utc) + timedelta(seconds=seconds)
+    except OverflowError:
+        raise ValidationError(f"delay {delay!r} reaches beyond the year 9999") from None
 
 
 def _idempotency_key(value: Any) -> str | None:

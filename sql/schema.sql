@@ -251,20 +251,25 @@ CREATE TRIGGER tasks_check_transition
     BEFORE UPDATE OF state ON omnispindle.tasks
     FOR EACH ROW EXECUTE FUNCTION omnispindle.check_transition();
 
--- Workers wake on this notification. A task that is not due yet announces
--- when it will be (epoch seconds), so a worker can sleep until then.
+-- Workers wake on this notification. Tasks that are not due yet are announced
+-- with the time the earliest of them is due (epoch seconds), so that a worker
+-- can sleep until then.
 CREATE FUNCTION omnispindle.notify_inserted()
 RETURNS trigger
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    first_due timestamptz;
+    any_ready boolean;
+    first_later timestamptz;
 BEGIN
-    SELECT min(run_after) INTO first_due FROM inserted WHERE state = 'pending';
-    IF first_due IS NOT NULL THEN
-        PERFORM pg_notify('omnispindle_ready',
-                          CASE WHEN first_due <= now() THEN ''
-                               ELSE extract(epoch FROM first_due)::text END);
+    SELECT bool_or(run_after <= now()), min(run_after) FILTER (WHERE run_after > now())
+    INTO any_ready, first_later
+    FROM inserted WHERE state = 'pending';
+    IF any_ready THEN
+        PERFORM pg_notify('omnispindle_ready', '');
+    END IF;
+    IF first_later IS NOT NULL THEN
+        PERFORM pg_notify('omnispindle_ready', extract(epoch FROM first_later)::text);
     END IF;
     RETURN NULL;
 END
@@ -427,7 +432,12 @@ BEGIN
                 JOIN omnispindle.tasks t ON t.id = d.value::bigint
                 WHERE t.state <> 'succeeded'
                   AND NOT (s.tolerant AND t.state IN ('failed', 'cancelled'))
-               ) + jsonb_array_length(s.entry_deps) AS unfinished
+               ) + (SELECT count(*)::integer
+                    FROM jsonb_array_elements_text(s.entry_deps) AS e(value)
+                    -- A reused entry's task may also be listed by id: count it once.
+                    WHERE p_existing[e.value::integer] IS NULL
+                       OR NOT s.deps @> to_jsonb(p_existing[e.value::integer])
+               ) AS unfinished
         -- unnest pads shorter arrays with NULLs: the optional ones may be NULL.
         FROM unnest(p_task_types, p_parameters, p_priorities, p_max_attempts,
                     p_retry_backoffs, p_timeouts, p_required_capabilities, p_dependencies,
@@ -504,7 +514,7 @@ DECLARE
     broken record;
     existing bigint[];
     ids bigint[];
-    violated text;
+    repeated text;
 BEGIN
     SELECT coalesce(array_agg(DISTINCT d.value::bigint), '{}') INTO wanted
     FROM unnest(p_dependencies) AS deps(list),
@@ -535,46 +545,37 @@ BEGIN
             USING ERRCODE = 'OS003';
     END IF;
 
-    -- Two entries with one key would collide with each other at every try.
-    SELECT k INTO violated FROM unnest(p_idempotency_keys) AS k
+    -- Two entries with one key would collide with each other.
+    SELECT k INTO repeated FROM unnest(p_idempotency_keys) AS k
     WHERE k IS NOT NULL GROUP BY k HAVING count(*) > 1 LIMIT 1;
     IF FOUND THEN
-        RAISE EXCEPTION 'idempotency key % is used twice in one batch', violated
+        RAISE EXCEPTION 'idempotency key % is used twice in one batch', repeated
             USING ERRCODE = 'OS005';
     END IF;
 
-    IF NOT EXISTS (SELECT 1 FROM unnest(p_idempotency_keys) AS k WHERE k IS NOT NULL) THEN
-        ids := omnispindle.insert_tasks(
-            p_task_types, p_parameters, p_priorities, p_max_attempts, p_retry_backoffs,
-            p_timeouts, p_required_capabilities, p_dependencies, p_entry_dependencies,
-            p_allow_failed, p_run_after, p_idempotency_keys, p_trace_contexts, NULL);
-        RETURN QUERY SELECT i FROM unnest(ids) AS i;
-        RETURN;
-    END IF;
-
-    LOOP
-        -- The unfinished tasks holding the batch's keys, by position.
+    IF EXISTS (SELECT 1 FROM unnest(p_idempotency_keys) AS k WHERE k IS NOT NULL) THEN
+        -- Submitters of one key queue behind each other, each taking its keys
+        -- in sorted order (no deadlock between batches sharing keys), until
+        -- the holder's transaction ends; the lookup below then sees its task.
+        PERFORM pg_advisory_xact_lock(hashtext('omnispindle.idempotency_key'), hashtext(k))
+        FROM (SELECT DISTINCT k FROM unnest(p_idempotency_keys) AS k
+              WHERE k IS NOT NULL ORDER BY k) AS keys;
+        -- The unfinished tasks holding the batch's keys, by position. Under a
+        -- REPEATABLE READ or SERIALIZABLE snapshot taken before such a task
+        -- committed, it stays invisible here and the insert fails with a
+        -- unique violation, which the caller answers by retrying its transaction.
         SELECT array_agg((SELECT t.id FROM omnispindle.tasks t
                           WHERE t.idempotency_key = k.key
                             AND t.state IN ('blocked', 'pending', 'running'))
                          ORDER BY k.ord)
         INTO existing
         FROM unnest(p_idempotency_keys) WITH ORDINALITY AS k(key, ord);
-        BEGIN
-            ids := omnispindle.insert_tasks(
-                p_task_types, p_parameters, p_priorities, p_max_attempts, p_retry_backoffs,
-                p_timeouts, p_required_capabilities, p_dependencies, p_entry_dependencies,
-                p_allow_failed, p_run_after, p_idempotency_keys, p_trace_contexts, existing);
-            EXIT;
-        EXCEPTION WHEN unique_violation THEN
-            -- Another transaction committed a task with one of these keys
-            -- since the lookup: look again, and that task is the answer.
-            GET STACKED DIAGNOSTICS violated = CONSTRAINT_NAME;
-            IF violated IS DISTINCT FROM 'tasks_idempotency_key_idx' THEN
-                RAISE;
-            END IF;
-        END;
-    END LOOP;
+    END IF;
+
+    ids := omnispindle.insert_tasks(
+        p_task_types, p_parameters, p_priorities, p_max_attempts, p_retry_backoffs,
+        p_timeouts, p_required_capabilities, p_dependencies, p_entry_dependencies,
+        p_allow_failed, p_run_after, p_idempotency_keys, p_trace_contexts, existing);
     RETURN QUERY SELECT i FROM unnest(ids) AS i;
 END
 $$;
@@ -677,7 +678,7 @@ BEGIN
         SELECT p.name, w.tick_at
         FROM unnest(p_names, p_ticks) AS w(name, tick_at)
         JOIN omnispindle.periodic_tasks p ON p.name = w.name AND p.enabled
-        ORDER BY p.name
+        ORDER BY p.name, w.tick_at
         ON CONFLICT DO NOTHING
         RETURNING k.periodic_name, k.tick_at
     LOOP

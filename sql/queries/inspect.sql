@@ -53,11 +53,17 @@ WHERE id = ANY (%(ids)s::bigint[]);
 -- name: lock_tasks
 -- Locks in id order, so that two callers locking overlapping sets cannot
 -- deadlock; the caller checks every task before it changes any.
-SELECT id AS task_id, state::text AS state, attempts, max_attempts
-FROM omnispindle.tasks
-WHERE id = ANY (%(ids)s::bigint[])
-ORDER BY id
-FOR NO KEY UPDATE;
+-- key_holder: another unfinished task with the same idempotency key, which a
+-- retry would collide with.
+SELECT t.id AS task_id, t.state::text AS state, t.attempts, t.max_attempts,
+       t.idempotency_key,
+       (SELECT h.id FROM omnispindle.tasks h
+        WHERE h.idempotency_key = t.idempotency_key AND h.id <> t.id
+          AND h.state IN ('blocked', 'pending', 'running')) AS key_holder
+FROM omnispindle.tasks t
+WHERE t.id = ANY (%(ids)s::bigint[])
+ORDER BY t.id
+FOR NO KEY UPDATE OF t;
 
 -- name: retry_failed_tasks
 -- The state machine allows failed -> pending only with an attempt left, so a

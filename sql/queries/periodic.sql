@@ -1,8 +1,9 @@
 -- Periodic tasks: schedules, and the ticks workers enqueue from them.
 
 -- name: upsert_periodic_task
--- Saving a schedule again replaces it; updated_at moves on, so ticks of the
--- old schedule that were missed are not run under the new one.
+-- Saving a changed schedule replaces it and moves updated_at on, so ticks of
+-- the old schedule that were missed are not run under the new one; saving it
+-- unchanged (as apps do at every start) changes nothing.
 INSERT INTO omnispindle.periodic_tasks AS p (name, cron, task_type, parameters, priority,
                                              max_attempts, retry_backoff, timeout_seconds,
                                              required_capabilities, enabled)
@@ -14,7 +15,15 @@ SET cron = excluded.cron, task_type = excluded.task_type, parameters = excluded.
     priority = excluded.priority, max_attempts = excluded.max_attempts,
     retry_backoff = excluded.retry_backoff, timeout_seconds = excluded.timeout_seconds,
     required_capabilities = excluded.required_capabilities, enabled = excluded.enabled,
-    updated_at = now()
+    updated_at = CASE WHEN (p.cron, p.task_type, p.parameters, p.priority, p.max_attempts,
+                            p.retry_backoff, p.timeout_seconds, p.required_capabilities,
+                            p.enabled)
+                           IS DISTINCT FROM
+                           (excluded.cron, excluded.task_type, excluded.parameters,
+                            excluded.priority, excluded.max_attempts, excluded.retry_backoff,
+                            excluded.timeout_seconds, excluded.required_capabilities,
+                            excluded.enabled)
+                      THEN now() ELSE p.updated_at END
 RETURNING name, cron, task_type, enabled, created_at, updated_at;
 
 -- name: delete_periodic_task
@@ -28,9 +37,11 @@ ORDER BY name;
 -- name: enabled_schedules
 -- The database's clock decides which ticks are due, so hosts whose clocks
 -- disagree still agree on the ticks.
-SELECT name, cron, updated_at, now() AS now
-FROM omnispindle.periodic_tasks
-WHERE enabled;
+SELECT p.name, p.cron, p.updated_at, now() AS now,
+       (SELECT max(k.tick_at) FROM omnispindle.periodic_ticks k
+        WHERE k.periodic_name = p.name) AS last_tick_at
+FROM omnispindle.periodic_tasks p
+WHERE p.enabled;
 
 -- name: enqueue_periodic_ticks
 SELECT periodic_name, tick_at, task_id

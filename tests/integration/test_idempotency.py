@@ -8,6 +8,7 @@ import psycopg
 import pytest
 
 from omnispindle import TaskQueueClient, ValidationError, entry
+from omnispindle.errors import IdempotencyKeyConflictError, TaskStateError
 from tests.acceptance.workers import poll
 
 
@@ -117,3 +118,75 @@ def test_bad_keys_are_refused(client, conn, key):
     with pytest.raises(ValidationError, match="idempotency_key"):
         client.submit_task("t", idempotency_key=key)
     assert task_count(conn) == 0
+
+
+def test_batches_sharing_keys_in_opposite_orders_never_deadlock(dsn, conn):
+    keys = [f"k{n}" for n in range(30)]
+    clients = [TaskQueueClient(dsn=dsn) for _ in range(2)]
+    errors, results = [], []
+    try:
+        for round_number in range(10):
+            barrier = threading.Barrier(2)
+            batch_keys = [[f"{k}-{round_number}" for k in keys]]
+            batch_keys.append(list(reversed(batch_keys[0])))
+
+            def submit(client, chosen):
+                barrier.wait(timeout=30)
+                try:
+                    ids = client.submit_batch([{"task_type": "t", "idempotency_key": k}
+                                               for k in chosen])
+                    results.append(dict(zip(chosen, ids)))
+                except Exception as exc:  # noqa: BLE001 - collected and asserted below
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=submit, args=pair)
+                       for pair in zip(clients, batch_keys)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=60)
+    finally:
+        for client in clients:
+            client.close()
+    assert errors == []
+    for first, second in zip(results[::2], results[1::2]):
+        assert first == second, "both batches must resolve every key to the same task"
+    assert task_count(conn) == 10 * len(keys)
+
+
+@pytest.mark.parametrize("isolation", ["REPEATABLE READ", "SERIALIZABLE"])
+def test_a_key_committed_after_a_fixed_snapshot_is_a_typed_conflict(dsn, client, conn, isolation):
+    with psycopg.connect(dsn) as app:
+        app.execute(f"SET TRANSACTION ISOLATION LEVEL {isolation}")
+        app.execute("SELECT 1")  # the snapshot is taken here
+        client.submit_task("charge", idempotency_key="snap")  # commits after it
+        with pytest.raises(IdempotencyKeyConflictError, match="retry"):
+            client.submit_task("charge", idempotency_key="snap", connection=app)
+        app.rollback()
+    assert task_count(conn) == 1
+
+
+def test_retry_refuses_a_failed_task_whose_key_a_new_task_holds(client, conn, start_worker):
+    failed = client.submit_task("charge", idempotency_key="again", max_retries=0)
+
+    def refuse(task):
+        raise RuntimeError("card declined")
+
+    start_worker({"charge": refuse})
+    assert client.wait_for_task(failed, timeout=30)["state"] == "failed"
+    holder = client.submit_task("block", idempotency_key="again")
+    with pytest.raises(TaskStateError, match=f"held by unfinished task {holder}"):
+        client.retry_task(failed)
+    assert client.get_task(failed)["state"] == "failed"
+
+
+def test_a_reused_entry_also_listed_by_id_is_one_dependency(client, start_worker):
+    existing = client.submit_task("fetch", idempotency_key="shared")
+    ids = client.submit_batch([
+        {"task_type": "fetch", "idempotency_key": "shared"},
+        {"task_type": "parse", "dependencies": [entry(0), existing]},
+    ])
+    assert ids[0] == existing
+    start_worker({"fetch": lambda task: {}, "parse": lambda task: {"ok": True}},
+                 sweep_interval=None)
+    assert client.wait_for_task(ids[1], timeout=30)["result"] == {"ok": True}

@@ -157,3 +157,42 @@ def test_three_worker_processes_run_an_every_second_schedule_once_per_tick(clien
     assert {count for _, count in runs} == {1}, "a tick ran twice"
     assert ledger.execute("SELECT count(*) FROM omnispindle.tasks").fetchone()[0] == len(ticks)
 
+
+
+def test_saving_a_schedule_unchanged_keeps_its_saved_time(client):
+    first = client.add_periodic_task("report", "@daily", "report", {"kind": "daily"})
+    again = client.add_periodic_task("report", "@daily", "report", {"kind": "daily"})
+    assert again["updated_at"] == first["updated_at"]
+    changed = client.add_periodic_task("report", "@daily", "report", {"kind": "weekly"})
+    assert changed["updated_at"] > first["updated_at"]
+
+
+def test_ticks_missed_by_a_late_pass_are_enqueued_late(queue, client, conn):
+    client.add_periodic_task("tick", "* * * * * *", "t")
+    scheduler = PeriodicScheduler(queue.db)
+    poll(lambda: scheduler.run_once().enqueued, timeout=10)
+    # The next pass comes three ticks late (as after a slow step or an outage).
+    poll(lambda: conn.execute("SELECT now() >= max(tick_at) + interval '3.2 s' "
+                              "FROM omnispindle.periodic_ticks").fetchone()[0], timeout=10)
+    assert scheduler.run_once().enqueued >= 3
+    seconds = [int(row[0].timestamp()) for row in conn.execute(
+        "SELECT tick_at FROM omnispindle.periodic_ticks ORDER BY tick_at")]
+    assert seconds == list(range(seconds[0], seconds[0] + len(seconds)))
+
+
+def test_a_batch_announces_its_delayed_task_even_beside_a_ready_one(client, start_worker):
+    start_worker({"t": lambda task: {}}, poll_interval=30)
+    submitted = datetime.now(timezone.utc)
+    now_id, later_id = client.submit_batch([{"task_type": "t"},
+                                            {"task_type": "t", "delay": 1.0}])
+    client.wait_for_task(now_id, timeout=10)
+    later = client.wait_for_task(later_id, timeout=10)
+    assert 1.0 <= (later["started_at"] - submitted).total_seconds() < 2.0
+
+
+def test_a_delay_beyond_the_calendar_is_refused(client, conn):
+    with pytest.raises(ValidationError, match="year 9999"):
+        client.submit_task("t", delay=timedelta(days=999_999_999))
+    with pytest.raises(ValidationError, match="delay"):
+        client.submit_task("t", delay=1e300)
+    assert conn.execute("SELECT count(*) FROM omnispindle.tasks").fetchone()[0] == 0
