@@ -16,6 +16,14 @@ def task_count(conn) -> int:
     return conn.execute("SELECT count(*) FROM omnispindle.tasks").fetchone()[0]
 
 
+def run_together(threads: list[threading.Thread]) -> None:
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+        assert not thread.is_alive(), "a submitter hung"
+
+
 def test_a_key_used_twice_yields_one_task(client, conn):
     first = client.submit_task("charge", {"order": 1}, idempotency_key="order-1")
     again = client.submit_task("charge", {"order": 1}, idempotency_key="order-1")
@@ -49,12 +57,8 @@ def test_concurrent_submissions_with_one_key_yield_one_task(dsn, queue, conn):
         barrier.wait(timeout=30)
         ids.append(client.submit_task("charge", idempotency_key="race"))
 
-    threads = [threading.Thread(target=submit, args=(c,)) for c in clients]
     try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=60)
+        run_together([threading.Thread(target=submit, args=(c,)) for c in clients])
     finally:
         for client in clients:
             client.close()
@@ -139,12 +143,8 @@ def test_batches_sharing_keys_in_opposite_orders_never_deadlock(dsn, conn):
                 except Exception as exc:  # noqa: BLE001 - collected and asserted below
                     errors.append(exc)
 
-            threads = [threading.Thread(target=submit, args=pair)
-                       for pair in zip(clients, batch_keys)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join(timeout=60)
+            run_together([threading.Thread(target=submit, args=pair)
+                          for pair in zip(clients, batch_keys)])
     finally:
         for client in clients:
             client.close()
