@@ -29,6 +29,7 @@ from .client_common import (FinishedTasks, cancel_outcome, cancel_params, raise_
 from .embedded import DSN_VARIABLE
 from .errors import ConfigurationError, TaskNotFoundError
 from .notifier import FINISHED_CHANNEL
+from .queue_handle import given_queue
 from .submission import submit_params
 
 __all__ = ["AsyncTaskQueueClient"]
@@ -220,15 +221,9 @@ async def _report(progress: Callable[[int, int], Any] | None, finished: Finished
 
 
 def _resolve_dsn(dsn: str | None, local_queue: Any) -> str:
-    from .task_queue import TaskQueue
-
-    if dsn is not None and local_queue is not None:
-        raise ConfigurationError("give either dsn or local_queue, not both")
-    if local_queue is not None:
-        if not isinstance(local_queue, TaskQueue):
-            raise ConfigurationError(
-                f"local_queue must be a TaskQueue, got {type(local_queue).__name__}")
-        return local_queue.dsn
+    queue = given_queue(local_queue, dsn)
+    if queue is not None:
+        return queue.dsn
     dsn = dsn or os.environ.get(DSN_VARIABLE)
     if not dsn:
         raise ConfigurationError(
