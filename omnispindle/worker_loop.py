@@ -88,8 +88,9 @@ class WorkerLoop:
         self.outcomes: deque[Outcome] = deque()
         self.threads = ExecutorThreads(settings.concurrency, f"omnispindle-{settings.name}")
         # Started only for coroutine executors; claims bound threads and loop together.
-        self.coroutines = ExecutorLoop(f"omnispindle-{settings.name}-asyncio") if any(
-            is_coroutine_executor(executors[t]) for t in task_types) else None
+        self.coroutine_types = {t for t in task_types if is_coroutine_executor(executors[t])}
+        self.coroutines = ExecutorLoop(
+            f"omnispindle-{settings.name}-asyncio") if self.coroutine_types else None
         self.sweeper = Sweeper(self.db, settings.sweeper) if settings.sweeper else None
         self.scheduler = PeriodicScheduler(self.db) if settings.schedule_interval else None
         self.next_schedule = 0.0
@@ -186,7 +187,7 @@ class WorkerLoop:
 
     def _runner(self, task_type: str) -> tuple[Any, Callable[..., Any]]:
         """Where a task type's executor runs: the event loop for coroutines, else the threads."""
-        if self.coroutines is not None and is_coroutine_executor(self.executors[task_type]):
+        if task_type in self.coroutine_types:
             return self.coroutines, run_async_executor
         return self.threads, run_executor
 
