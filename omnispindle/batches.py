@@ -11,7 +11,8 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterable, Mapping, NamedTuple
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple
 
 from .errors import DependencyCycleError, ValidationError
 from .validation import BATCH_FIELDS, TaskSpec, task_spec
@@ -79,6 +80,8 @@ def _entry_spec(index: int, item: Mapping, keys: dict[str, int], size: int) -> T
         spec = task_spec(**fields, dependencies=ids)
     except ValidationError as exc:
         raise type(exc)(f"batch entry {index}: {exc}") from None
+    if not positions:
+        return spec
     return dataclasses.replace(spec, entry_dependencies=tuple(dict.fromkeys(positions)))
 
 

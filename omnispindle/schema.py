@@ -9,8 +9,10 @@ tables (then create queues with ``TaskQueue(..., migrate=False)``)::
     def upgrade():
         apply_migration(op.get_bind(), "0001_initial")
         apply_migration(op.get_bind(), "0002_operations")
+        apply_migration(op.get_bind(), "0003_speed")
 
     def downgrade():
+        apply_migration(op.get_bind(), "0003_speed.down")
         apply_migration(op.get_bind(), "0002_operations.down")
         apply_migration(op.get_bind(), "0001_initial.down")
 """

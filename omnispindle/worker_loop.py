@@ -134,17 +134,17 @@ class WorkerLoop:
                 self.wake.wait(self._pause())
 
     def _step(self) -> bool:
-        """Store finished outcomes, do what is due, claim for free slots.
+        """Store failures, do what is due, then store results and claim in one statement.
 
         Returns True when every free slot was filled, so more work may be ready.
         """
         self._abandon_overdue()
-        self._flush()
+        succeeded = self._take_outcomes()
         self._check_cancels()
         self._heartbeat_if_due()
         self._sweep_if_due()
         self._schedule_if_due()
-        return self._claim()
+        return self._complete_and_claim(succeeded)
 
     def _register(self) -> Any:
         from . import __version__
@@ -156,14 +156,42 @@ class WorkerLoop:
         })[0]
         return row["id"]
 
-    def _claim(self) -> bool:
-        free = self.settings.concurrency - len(self.claims)
-        if free <= 0:
+    def _complete_and_claim(self, succeeded: list[Outcome]) -> bool:
+        """Store ``succeeded`` and claim for the slots then free: one round trip, one commit."""
+        free = self.settings.concurrency - len(self.claims) + sum(map(self._holds, succeeded))
+        if not succeeded and free <= 0:
             return False
-        rows = self.db.fetch("claim_tasks", {
-            "task_types": self.task_types, "capabilities": self.capabilities, "limit": free,
-            "worker_id": self.worker_id, "lease_seconds": self.settings.lease_timeout,
-        })
+        try:
+            rows = self.db.fetch("complete_and_claim", {
+                "ids": [o.task_id for o in succeeded],
+                "tokens": [o.lease_token for o in succeeded],
+                "results": [o.result_json for o in succeeded],
+                "task_types": self.task_types, "capabilities": self.capabilities,
+                "limit": max(free, 0), "worker_id": self.worker_id,
+                "lease_seconds": self.settings.lease_timeout,
+            })
+        except ValidationError:
+            # A result the database refuses: store one by one to find it, then claim.
+            self._store(succeeded, [])
+            self._release_claims(succeeded)
+            return self._complete_and_claim([])
+        except psycopg.Error:
+            self.outcomes.extendleft(reversed(succeeded))
+            raise
+        stored = [row for row in rows if row["completed"]]
+        self._log_dropped(succeeded, stored, "result")
+        self._release_claims(succeeded)
+        claimed = [row for row in rows if not row["completed"]]
+        self._start(claimed)
+        return 0 < free == len(claimed)
+
+    def _holds(self, outcome: Outcome) -> bool:
+        """Whether ``outcome`` ends the attempt this worker holds (not an abandoned one)."""
+        claim = self.claims.get(outcome.task_id)
+        return claim is not None and claim.token == outcome.lease_token
+
+    def _start(self, rows: list[dict[str, Any]]) -> None:
+        """Hand claimed rows to their executors."""
         now = time.monotonic()
         for row in rows:
             context = TaskContext(row["id"], row["task_type"], row["attempts"], row["max_attempts"],
@@ -174,7 +202,6 @@ class WorkerLoop:
             self.claims[row["id"]] = _Claim(row, context, future,
                                             now + timeout if timeout else float("inf"))
             future.add_done_callback(self._on_done)
-        return len(rows) == free
 
     def _emit_partial(self, row: dict[str, Any], data: Any) -> int:
         """Store one partial result of a running attempt (called from its executor thread)."""
@@ -197,21 +224,38 @@ class WorkerLoop:
         self.outcomes.append(future.result())
         self.wake.set()
 
-    def _flush(self) -> None:
+    def _take_outcomes(self) -> list[Outcome]:
+        """Store the failed outcomes waiting; return the succeeded ones, still to store."""
         batch: list[Outcome] = []
         while self.outcomes:
             batch.append(self.outcomes.popleft())
-        if not batch:
+        failed = [o for o in batch if not o.succeeded]
+        if failed:
+            try:
+                self._fail(failed)
+            except psycopg.Error:
+                self.outcomes.extendleft(reversed(batch))
+                raise
+            self._release_claims(failed)
+        return [o for o in batch if o.succeeded]
+
+    def _flush(self) -> None:
+        """Store every outcome waiting (while stopping, when nothing more is claimed)."""
+        succeeded = self._take_outcomes()
+        if not succeeded:
             return
         try:
-            self._store([o for o in batch if o.succeeded], [o for o in batch if not o.succeeded])
+            self._store(succeeded, [])
         except psycopg.Error:
-            self.outcomes.extendleft(reversed(batch))
+            self.outcomes.extendleft(reversed(succeeded))
             raise
-        for outcome in batch:
-            claim = self.claims.get(outcome.task_id)
+        self._release_claims(succeeded)
+
+    def _release_claims(self, outcomes: list[Outcome]) -> None:
+        """Forget the claims these stored outcomes ended."""
+        for outcome in outcomes:
             # A late outcome of an abandoned attempt must not end a newer claim.
-            if claim is not None and claim.token == outcome.lease_token:
+            if self._holds(outcome):
                 del self.claims[outcome.task_id]
 
     def _abandon_overdue(self) -> None:

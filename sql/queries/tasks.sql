@@ -14,6 +14,30 @@ FROM omnispindle.submit_tasks(
 ) WITH ORDINALITY AS s(id, ord)
 ORDER BY s.ord;
 
+-- name: insert_tasks_bulk
+-- Tasks without dependencies or idempotency keys, as one JSON array of
+-- objects (omnispindle.submission builds it): one statement, one parameter,
+-- any batch size. Identities are drawn in entry order, so sorted ids are the
+-- entries' ids in order. One NOTIFY per statement, from the insert trigger.
+WITH inserted AS (
+    INSERT INTO omnispindle.tasks (task_type, parameters, priority, max_attempts, retry_backoff,
+                                   timeout_seconds, required_capabilities, state, run_after,
+                                   trace_context)
+    SELECT r.task_type, r.parameters, r.priority, r.max_attempts, r.retry_backoff,
+           r.timeout_seconds, r.required_capabilities, 'pending', coalesce(r.run_after, now()),
+           %(trace_context)s::jsonb
+    FROM ROWS FROM (
+        jsonb_to_recordset(%(rows)s::jsonb) AS (
+            task_type text, parameters jsonb, priority integer, max_attempts integer,
+            retry_backoff double precision, timeout_seconds double precision,
+            required_capabilities text[], run_after timestamptz)
+    ) WITH ORDINALITY AS r(task_type, parameters, priority, max_attempts, retry_backoff,
+                           timeout_seconds, required_capabilities, run_after, ord)
+    ORDER BY r.ord
+    RETURNING id
+)
+SELECT id FROM inserted ORDER BY id;
+
 -- name: claim_tasks
 -- The claim lives in omnispindle.claim_tasks (sql/schema.sql), which pins the
 -- plan that walks the ready index in order.
@@ -23,20 +47,20 @@ FROM omnispindle.claim_tasks(%(task_types)s::text[], %(capabilities)s::text[], %
                              %(worker_id)s::uuid, %(lease_seconds)s::double precision);
 
 -- name: complete_tasks
--- Fencing: a row changes only while the caller still holds its lease, so a
--- worker whose lease was taken over gets no row back and its result is dropped.
--- A task asked to cancel ends cancelled whatever its executor returned.
-UPDATE omnispindle.tasks t
-SET state = CASE WHEN t.cancel_requested_at IS NULL
-                 THEN 'succeeded' ELSE 'cancelled' END::omnispindle.task_state,
-    result = CASE WHEN t.cancel_requested_at IS NULL THEN c.result END,
-    finished_at = now(),
-    lease_token = NULL,
-    lease_expires_at = NULL
-FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[], %(results)s::jsonb[])
-     AS c(id, token, result)
-WHERE t.id = c.id AND t.lease_token = c.token AND t.state = 'running'
-RETURNING t.id, t.state::text AS state;
+-- omnispindle.complete_attempts fences each row by its lease token: a worker
+-- whose lease was taken over gets no row back and its result is dropped.
+SELECT id, state::text AS state
+FROM omnispindle.complete_attempts(%(ids)s::bigint[], %(tokens)s::uuid[], %(results)s::jsonb[]);
+
+-- name: complete_and_claim
+-- A worker's step: its results stored and its free slots claimed in one
+-- statement (see omnispindle.complete_and_claim in sql/schema.sql).
+SELECT id, task_type, parameters, attempts, max_attempts, timeout_seconds, lease_token,
+       dependency_results, dependency_failures, trace_context, completed
+FROM omnispindle.complete_and_claim(
+    %(ids)s::bigint[], %(tokens)s::uuid[], %(results)s::jsonb[],
+    %(task_types)s::text[], %(capabilities)s::text[], %(limit)s::integer,
+    %(worker_id)s::uuid, %(lease_seconds)s::double precision);
 
 -- name: fail_tasks
 SELECT id, state::text AS state, retry_in

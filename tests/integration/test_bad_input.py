@@ -143,7 +143,7 @@ def test_batch_of_1000_is_one_round_trip_in_order(client, queue, conn, monkeypat
 
     monkeypatch.setattr(queue.db, "fetch", counting_fetch)
     ids = client.submit_batch([{"task_type": "bulk", "parameters": {"n": n}} for n in range(1000)])
-    assert statements == ["submit_tasks"]
+    assert statements == ["insert_tasks_bulk"]
     assert len(ids) == 1000 and all(a < b for a, b in zip(ids, ids[1:]))
     stored = conn.execute(
         "SELECT id, (parameters ->> 'n')::integer FROM omnispindle.tasks ORDER BY id").fetchall()

@@ -29,7 +29,7 @@ from tests.conftest import create_database, drop_database, unique_name
 from tests.migrations.catalog import snapshot
 
 MIGRATORS = 4
-HEAD = "0002_operations"
+HEAD = "0003_speed"
 DEADLINE_SECONDS = 120
 
 USER_TABLE = "invoices"
@@ -65,9 +65,11 @@ def upgrade():
     )
     apply_migration(op.get_bind(), "0001_initial")
     apply_migration(op.get_bind(), "0002_operations")
+    apply_migration(op.get_bind(), "0003_speed")
 
 
 def downgrade():
+    apply_migration(op.get_bind(), "0003_speed.down")
     apply_migration(op.get_bind(), "0002_operations.down")
     apply_migration(op.get_bind(), "0001_initial.down")
     op.drop_table("invoices")
