@@ -35,8 +35,9 @@ def task_data(claimed: dict[str, Any]) -> dict[str, Any]:
         "parameters": claimed["parameters"],
         "attempt": claimed["attempts"],
         "max_attempts": claimed["max_attempts"],
-        "dependency_results": {int(k): v for k, v in claimed["dependency_results"].items()},
-        "dependency_failures": {int(k): v for k, v in claimed["dependency_failures"].items()},
+        # NULL from the claim when there are none: most tasks have no parents.
+        "dependency_results": {int(k): v for k, v in (claimed["dependency_results"] or {}).items()},
+        "dependency_failures": {int(k): v for k, v in (claimed["dependency_failures"] or {}).items()},
     }
 
 

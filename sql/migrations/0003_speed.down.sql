@@ -1,4 +1,11 @@
--- Reverts 0003_speed: back to the 0002 claim, without the combined step.
+-- Reverts 0003_speed: back to the 0002 claim, without the combined step or
+-- the table settings.
+
+ALTER TABLE omnispindle.task_dependencies RESET (autovacuum_vacuum_scale_factor,
+                                                 autovacuum_analyze_scale_factor);
+ALTER TABLE omnispindle.task_stream RESET (autovacuum_vacuum_scale_factor,
+                                           autovacuum_analyze_scale_factor);
+ALTER TABLE omnispindle.workers RESET (fillfactor);
 
 DROP FUNCTION omnispindle.complete_and_claim(bigint[], uuid[], jsonb[], text[], text[], integer,
                                              uuid, double precision);

@@ -1,5 +1,6 @@
 -- Migration 0003_speed: frozen once released. A claim whose plan is kept per
--- connection, and a worker's completions and next claim in one statement.
+-- connection, a worker's completions and next claim in one statement, and
+-- table settings for high churn.
 
 -- Claims up to p_limit ready tasks for a worker in one statement. SKIP LOCKED
 -- lets any number of workers claim at once without waiting on each other; NO
@@ -50,14 +51,15 @@ BEGIN
                   t.timeout_seconds, t.lease_token,
                   -- LATERAL primary-key lookups (OFFSET 0 keeps the planner from
                   -- flattening them into a scan of all tasks): linear whatever
-                  -- the statistics say.
-                  (SELECT coalesce(jsonb_object_agg(d.depends_on::text, p.result), '{}')
+                  -- the statistics say. NULL when there are none, which spares
+                  -- the worker decoding an empty object per task.
+                  (SELECT jsonb_object_agg(d.depends_on::text, p.result)
                    FROM omnispindle.task_dependencies d,
                         LATERAL (SELECT q.result FROM omnispindle.tasks q
                                  WHERE q.id = d.depends_on AND q.state = 'succeeded' OFFSET 0) p
                    WHERE d.task_id = t.id),
                   -- Only children that allow failed dependencies ever see these.
-                  (SELECT coalesce(jsonb_object_agg(d.depends_on::text, p.failure), '{}')
+                  (SELECT jsonb_object_agg(d.depends_on::text, p.failure)
                    FROM omnispindle.task_dependencies d,
                         LATERAL (SELECT jsonb_build_object('state', q.state, 'error', q.errors -> -1,
                                                            'cancel_reason', q.cancel_reason) AS failure
@@ -123,3 +125,15 @@ BEGIN
     END IF;
 END
 $$;
+
+-- Rows that come and go as fast as tasks do: vacuum them as often as tasks.
+ALTER TABLE omnispindle.task_dependencies SET (
+    autovacuum_vacuum_scale_factor = 0.02,
+    autovacuum_analyze_scale_factor = 0.02
+);
+ALTER TABLE omnispindle.task_stream SET (
+    autovacuum_vacuum_scale_factor = 0.02,
+    autovacuum_analyze_scale_factor = 0.02
+);
+-- Heartbeats change only unindexed columns: free space keeps them in place (HOT).
+ALTER TABLE omnispindle.workers SET (fillfactor = 50);

@@ -1,0 +1,132 @@
+"""The paths built for speed: bulk insert, completing and claiming in one statement,
+and workers storing many outcomes per statement."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from omnispindle.batches import entry
+from omnispindle.connections import run
+from omnispindle.errors import ValidationError
+
+from ..acceptance.workers import poll
+
+
+def claim(conn, limit, task_type="job"):
+    return run(conn, "claim_tasks", {
+        "task_types": [task_type], "capabilities": [], "limit": limit,
+        "worker_id": uuid.uuid4(), "lease_seconds": 30.0})
+
+
+def complete_and_claim(conn, rows, limit, results=None, task_type="job"):
+    return run(conn, "complete_and_claim", {
+        "ids": [r["id"] for r in rows], "tokens": [r["lease_token"] for r in rows],
+        "results": results or ['{"ok": true}'] * len(rows), "task_types": [task_type],
+        "capabilities": [], "limit": limit, "worker_id": uuid.uuid4(), "lease_seconds": 30.0})
+
+
+def counting(queue, monkeypatch) -> list[str]:
+    """Record the name of every statement the queue runs."""
+    names: list[str] = []
+    real_fetch = queue.db.fetch
+
+    def fetch(name, *args, **kwargs):
+        names.append(name)
+        return real_fetch(name, *args, **kwargs)
+
+    monkeypatch.setattr(queue.db, "fetch", fetch)
+    return names
+
+
+def test_bulk_path_stores_every_field_of_every_entry_in_order(client, queue, monkeypatch):
+    names = counting(queue, monkeypatch)
+    run_at = datetime.now(timezone.utc) + timedelta(hours=1)
+    entries = [
+        {"task_type": "plain"},
+        {"task_type": "full", "parameters": {"text": "grüße \\ \"quoted\"", "n": [1, 2.5]},
+         "priority": -7, "max_retries": 0, "retry_backoff": 0.25, "timeout": 1.5,
+         "required_capabilities": ["gpu", "eu"], "run_at": run_at},
+    ] * 50
+    ids = client.submit_batch(entries)
+    assert names == ["insert_tasks_bulk"]
+    assert len(ids) == 100 and all(a < b for a, b in zip(ids, ids[1:]))
+    rows = {r["task_id"]: r for r in queue.db.fetch("get_tasks", {"ids": ids, "finished_only": False})}
+    for task_id, given in zip(ids, entries):
+        row = rows[task_id]
+        assert row["task_type"] == given["task_type"] and row["state"] == "pending"
+        assert row["parameters"] == given.get("parameters", {})
+        assert row["priority"] == given.get("priority", 0)
+        assert row["max_attempts"] == given.get("max_retries", 3) + 1
+    full = queue.db.fetch("get_tasks", {"ids": [ids[1]], "finished_only": False})[0]
+    assert full["run_after"] == run_at
+
+
+def test_a_batch_with_dependencies_or_keys_takes_the_checking_path(client, queue, monkeypatch):
+    names = counting(queue, monkeypatch)
+    client.submit_batch([{"task_type": "a"}, {"task_type": "b", "dependencies": [entry(0)]}])
+    client.submit_batch([{"task_type": "a", "idempotency_key": "once"}])
+    assert names == ["submit_tasks", "submit_tasks"]
+
+
+def test_one_call_stores_results_fenced_by_lease_and_claims_more(client, conn):
+    ids = client.submit_batch([{"task_type": "job"}] * 5)
+    first = claim(conn, 3)
+    stale = {**first[2], "lease_token": uuid.uuid4()}  # a lease taken over meanwhile
+    rows = complete_and_claim(conn, [first[0], first[1], stale], limit=2)
+    stored = sorted(r["id"] for r in rows if r["completed"])
+    claimed = sorted(r["id"] for r in rows if not r["completed"])
+    assert stored == sorted([first[0]["id"], first[1]["id"]])
+    assert claimed == ids[3:5]
+    states = dict(conn.execute("SELECT id, state::text FROM omnispindle.tasks").fetchall())
+    assert [states[i] for i in ids] == ["succeeded", "succeeded", "running", "running", "running"]
+
+
+def test_a_child_made_ready_by_the_completions_is_claimed_by_the_same_call(client, conn):
+    parent, child = client.submit_batch([{"task_type": "job"},
+                                         {"task_type": "job", "dependencies": [entry(0)]}])
+    rows = complete_and_claim(conn, claim(conn, 5), limit=5, results=['{"v": 42}'])
+    claimed = [r for r in rows if not r["completed"]]
+    assert [r["id"] for r in claimed] == [child]
+    assert claimed[0]["dependency_results"] == {str(parent): {"v": 42}}
+
+
+def test_a_refused_result_stores_nothing_of_its_statement(client, conn):
+    ids = client.submit_batch([{"task_type": "job"}] * 3)
+    rows = claim(conn, 3)
+    with pytest.raises(ValidationError):
+        complete_and_claim(conn, rows, limit=0, results=['{}', '"\\u0000"', '{}'])
+    states = conn.execute("SELECT count(*) FROM omnispindle.tasks WHERE state = 'running'").fetchone()
+    assert states == (3,)  # nothing half-stored
+    assert sorted(ids) == sorted(r["id"] for r in rows)
+
+
+def test_a_worker_stores_many_outcomes_per_statement(client, queue, start_worker, monkeypatch):
+    names = counting(queue, monkeypatch)
+    ids = client.submit_batch([{"task_type": "noop"}] * 400)
+    start_worker({"noop": lambda task: {"n": task["task_id"]}}, concurrency=20)
+    tasks = client.wait_for_batch(ids, timeout=60)
+    assert [t["result"] for t in tasks] == [{"n": i} for i in ids]
+    steps = names.count("complete_and_claim")
+    # One statement per task would be 400; batches of several make far fewer.
+    assert steps < 200, steps
+
+
+def test_workers_racing_over_one_backlog_run_each_task_once(client, queue, start_worker):
+    runs: dict[int, int] = {}
+    lock = threading.Lock()
+
+    def count(task):
+        with lock:
+            runs[task["task_id"]] = runs.get(task["task_id"], 0) + 1
+        return {}
+
+    ids = client.submit_batch([{"task_type": "noop"}] * 600)
+    for _ in range(3):
+        start_worker({"noop": count}, concurrency=16)
+    poll(lambda: len(runs) == 600, timeout=60)
+    client.wait_for_batch(ids, timeout=60)
+    assert sorted(runs) == sorted(ids) and set(runs.values()) == {1}
