@@ -1,4 +1,4 @@
-"""The stale-lease sweeper: hands on the work of dead or hung workers.
+"""The stale-lease sweeper: hands on the work of dead or hung workers, prunes old tasks.
 
 It runs inside every worker process and, for deployments that want one
 dedicated process, as ``omnispindle sweep``. Any number may run at once:
@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import psycopg
 
-from . import validation
+from . import retention, validation
+from .retention import DEFAULT_BATCH_SIZE as DEFAULT_PRUNE_BATCH_SIZE
 
 log = logging.getLogger("omnispindle.sweeper")
 
@@ -21,6 +22,9 @@ MAX_ERROR_BACKOFF = 5.0
 MAX_BATCH_SIZE = 100_000
 # A lease counts as expired strictly after its expiry time.
 EXPIRY_MARGIN = 0.01
+# After a full prune batch the next pass comes this soon: a backlog of old
+# tasks is worked down in short transactions, not in one long one.
+PRUNE_BACKLOG_PAUSE = 0.1
 
 
 def error_pause(errors: int) -> float:
@@ -37,6 +41,9 @@ class SweeperConfig:
         batch_size: most tasks (and workers) one pass handles.
         dead_worker_after: seconds without a heartbeat before a worker is
             declared dead.
+        retention: seconds finished tasks are kept before a pass prunes
+            them; None keeps them forever.
+        prune_batch_size: most tasks one pass prunes.
 
     Raises:
         ValidationError: a value is not positive.
@@ -45,11 +52,15 @@ class SweeperConfig:
     interval: float = 1.0
     batch_size: int = 500
     dead_worker_after: float = 60.0
+    retention: float | None = None
+    prune_batch_size: int = DEFAULT_PRUNE_BATCH_SIZE
 
     def __post_init__(self) -> None:
         validation.positive_number("interval", self.interval)
         validation.positive_number("dead_worker_after", self.dead_worker_after)
         validation.int_in_range("batch_size", self.batch_size, (1, MAX_BATCH_SIZE))
+        retention.horizon("retention", self.retention, allow_none=True)
+        retention.batch_size("prune_batch_size", self.prune_batch_size)
 
 
 @dataclass(frozen=True)
@@ -57,13 +68,15 @@ class SweepCounts:
     """What one pass did; ``retry_in`` says when each requeued task is due (s).
 
     ``reconciled`` counts blocked tasks repaired after a race between their
-    submission and their parents' completion.
+    submission and their parents' completion; ``pruned`` the finished tasks
+    deleted for being older than the retention.
     """
 
     requeued: int = 0
     failed: int = 0
     dead_workers: int = 0
     reconciled: int = 0
+    pruned: int = 0
     retry_in: tuple[float, ...] = ()
     next_expiry_in: float | None = None
 
@@ -74,7 +87,8 @@ class SweepCounts:
 
 
 class Sweeper:
-    """Recovers expired leases, declares silent workers dead, repairs stranded blocked tasks.
+    """Recovers expired leases, declares silent workers dead, repairs stranded blocked tasks,
+    prunes finished tasks past the retention.
 
     Example:
         >>> Sweeper(queue.db).run_once()  # doctest: +SKIP
@@ -86,7 +100,8 @@ class Sweeper:
         self.config = config or SweeperConfig()
 
     def run_once(self) -> SweepCounts:
-        """One bounded pass: at most ``batch_size`` leases and workers."""
+        """One bounded pass: at most ``batch_size`` leases and workers, and
+        ``prune_batch_size`` finished tasks pruned when a retention is set."""
         dead = self.db.fetch("mark_dead_workers", {
             "dead_after": self.config.dead_worker_after, "limit": self.config.batch_size})
         recovered = self.db.fetch("recover_expired_leases", {"limit": self.config.batch_size})
@@ -95,17 +110,29 @@ class Sweeper:
         expiry = self.db.fetch("next_lease_expiry")[0]["seconds"]
         counts = SweepCounts(requeued=len(delays), failed=len(recovered) - len(delays),
                              dead_workers=len(dead), reconciled=len(reconciled),
-                             retry_in=tuple(delays), next_expiry_in=expiry)
+                             pruned=self._prune(), retry_in=tuple(delays),
+                             next_expiry_in=expiry)
         if counts.changed:
             log.info("sweep: %d requeued, %d failed, %d workers dead, %d blocked tasks repaired",
                      counts.requeued, counts.failed, counts.dead_workers, counts.reconciled)
+        if counts.pruned:
+            log.info("sweep: %d finished tasks pruned", counts.pruned)
         return counts
 
+    def _prune(self) -> int:
+        if self.config.retention is None:
+            return 0
+        return retention.prune_batch(self.db, self.config.retention, self.config.prune_batch_size)
+
     def pause_after(self, counts: SweepCounts) -> float:
-        """Seconds until the next pass: the interval, or sooner when a lease lapses sooner."""
-        if counts.next_expiry_in is None:
-            return self.config.interval
-        return min(self.config.interval, max(counts.next_expiry_in, 0.0) + EXPIRY_MARGIN)
+        """Seconds until the next pass: the interval, or sooner when a lease lapses
+        sooner or a full prune batch says more old tasks wait."""
+        pause = self.config.interval
+        if counts.next_expiry_in is not None:
+            pause = min(pause, max(counts.next_expiry_in, 0.0) + EXPIRY_MARGIN)
+        if counts.pruned >= self.config.prune_batch_size:
+            pause = min(pause, PRUNE_BACKLOG_PAUSE)
+        return pause
 
     def run(self, stopping: threading.Event) -> None:
         """Sweep every ``interval`` seconds until ``stopping`` is set."""

@@ -7,7 +7,7 @@ import os
 import threading
 from typing import Any
 
-from . import embedded
+from . import embedded, retention
 from .connections import Database
 from .errors import ConfigurationError, SchemaMissingError
 from .migrate import upgrade
@@ -93,6 +93,29 @@ class TaskQueue:
         while sweeper.run_once().changed >= RECOVERY_BATCH:
             pass
         return {row["state"]: row["count"] for row in self.db.fetch("count_tasks_by_state")}
+
+    def prune(self, older_than: float, batch_size: int = retention.DEFAULT_BATCH_SIZE) -> int:
+        """Delete finished tasks that finished more than ``older_than`` seconds ago.
+
+        Their dependency edges and streamed results go with them. A task is
+        kept while a dependent still needs its result: one that is blocked,
+        pending or running, or that failed within the horizon (it may be
+        retried by hand). Deletes in batches of ``batch_size``, each its own
+        short transaction, until none is left.
+
+        Returns:
+            The number of tasks deleted.
+
+        Raises:
+            ValidationError: ``older_than`` is not a positive number of seconds
+                (at most a century) or ``batch_size`` not an int from 1 to
+                100,000; nothing is deleted.
+
+        Example:
+            >>> queue.prune(older_than=7 * 86400)  # doctest: +SKIP
+            1250
+        """
+        return retention.prune(self.db, older_than, batch_size)
 
     def list_workers(self) -> list[dict[str, Any]]:
         """Every registered worker with its health: ``state`` is active, stopped or dead.

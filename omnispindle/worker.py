@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterable
 from . import validation
 from .errors import ConfigurationError, ValidationError
 from .queue_handle import resolve_queue
+from .retention import DEFAULT_RETENTION, horizon
 from .sweeper import SweeperConfig
 from .worker_loop import WorkerLoop, WorkerSettings
 
@@ -43,6 +44,8 @@ class WorkerClient:
         schedule_interval: longest pause, in seconds, between this worker's
             looks at the periodic schedules (it also wakes at each tick);
             None leaves enqueuing periodic tasks to other workers.
+        retention: seconds the sweeper keeps finished tasks before deleting
+            them (default a week); None keeps them forever.
 
     Raises:
         ValidationError: a setting has the wrong type or range.
@@ -59,9 +62,11 @@ class WorkerClient:
                  lease_timeout: float = 30.0, heartbeat_interval: float | None = None,
                  shutdown_timeout: float = 30.0, sweep_interval: float | None = 1.0,
                  dead_worker_after: float = 60.0,
-                 schedule_interval: float | None = 1.0) -> None:
+                 schedule_interval: float | None = 1.0,
+                 retention: float | None = DEFAULT_RETENTION) -> None:
         validation.int_in_range("concurrency", concurrency, (1, 1000))
         lease = validation.positive_number("lease_timeout", lease_timeout)
+        horizon("retention", retention, allow_none=True)  # also when this worker never sweeps
         self.settings = WorkerSettings(
             name=name or f"worker-{next(_names)}",
             concurrency=concurrency,
@@ -71,7 +76,8 @@ class WorkerClient:
                 "heartbeat_interval", heartbeat_interval, allow_none=True) or lease / 3,
             shutdown_timeout=validation.positive_number("shutdown_timeout", shutdown_timeout),
             sweeper=None if sweep_interval is None else SweeperConfig(
-                interval=sweep_interval, dead_worker_after=dead_worker_after),
+                interval=sweep_interval, dead_worker_after=dead_worker_after,
+                retention=retention),
             schedule_interval=validation.positive_number(
                 "schedule_interval", schedule_interval, allow_none=True),
         )
