@@ -12,7 +12,7 @@ import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from .batches import entry
 from .client import TaskQueueClient
@@ -40,12 +40,14 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str, interval:
         time.sleep(interval)
 
 
-def worker_process(dsn: str, name: str, concurrency: int, lease_timeout: float) -> subprocess.Popen:
-    """A worker process with default settings but for its lease, running the bench executors."""
+def worker_process(dsn: str, name: str, concurrency: int, lease_timeout: float,
+                   extra: Sequence[str] = ()) -> subprocess.Popen:
+    """A worker process with default settings but for its lease (and ``extra`` options),
+    running the bench executors."""
     return subprocess.Popen([
         sys.executable, "-m", "omnispindle", "--log-level", "ERROR", "worker", "--dsn", dsn,
         "--executors", "omnispindle.bench_executors", "--name", name,
-        "--concurrency", str(concurrency), "--lease-timeout", str(lease_timeout)])
+        "--concurrency", str(concurrency), "--lease-timeout", str(lease_timeout), *extra])
 
 
 def recovery(queue: TaskQueue, tasks: int = 100, lease_timeout: float = 30.0) -> dict[str, Any]:
@@ -178,5 +180,3 @@ def _stop(*processes: subprocess.Popen | None) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
 
-
-SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {"recovery": recovery, "dag": dag}

@@ -17,4 +17,14 @@ def hold(task_data):
     return {"released": marker.exists()}
 
 
-EXECUTORS = {"bench_hold": hold}
+def noop(task_data):
+    """Does nothing: what remains is the queue's own cost."""
+    return {}
+
+
+def stamp(task_data):
+    """Returns when it started (epoch seconds), for enqueue-to-start latency."""
+    return {"started": time.time()}
+
+
+EXECUTORS = {"bench_hold": hold, "bench_noop": noop, "bench_stamp": stamp}

@@ -106,6 +106,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="leave sweeping to a dedicated `omnispindle sweep` process")
     worker.add_argument("--no-periodic", action="store_true",
                         help="leave enqueuing periodic tasks to other workers")
+    _retention_arguments(worker)
 
     sweep = _command(commands, "sweep", "run the stale-lease sweeper until SIGTERM or SIGINT", _sweep)
     sweep.add_argument("--interval", type=float, default=1.0, help="seconds between passes")
@@ -114,24 +115,34 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--dead-worker-after", type=float, default=60.0,
                        help="seconds without a heartbeat before a worker is declared dead")
     sweep.add_argument("--once", action="store_true", help="one pass, print its counts, exit")
+    _retention_arguments(sweep)
 
     status = _command(commands, "status", "show queues and workers", _status)
     status.add_argument("--json", action="store_true", help="print JSON for scripts")
     from .cli_metrics import add_command as add_metrics_command
+    from .cli_prune import add_command as add_prune_command
     add_metrics_command(commands, _command)
+    add_prune_command(commands, _command)
 
-    bench = _command(commands, "bench", "run a benchmark scenario and print its figures", _bench)
-    bench.add_argument("scenario", choices=["recovery", "dag"],
-                       help="recovery: a killed worker's tasks; dag: dependency overhead")
-    bench.add_argument("--tasks", type=int, default=None,
-                       help="tasks per run (default: the scenario's, 100 for recovery, 5000 for dag)")
-    bench.add_argument("--lease-timeout", type=float, default=30.0,
-                       help="lease of the workers measured, in seconds (default 30)")
-    bench.add_argument("--json", action="store_true", help="print JSON for scripts")
+    from .cli_bench import add_command as add_bench_command
+    add_bench_command(commands, _command)
 
     _command(commands, "demo", "run the demo on an embedded Postgres", _demo, with_dsn=False)
     cli_tasks.add_commands(commands, _command)
     return parser
+
+
+def _retention_arguments(parser: argparse.ArgumentParser) -> None:
+    from .cli_prune import horizon_arg
+    from .retention import DEFAULT_RETENTION
+
+    keep = parser.add_mutually_exclusive_group()
+    keep.add_argument("--retention", type=horizon_arg, default=DEFAULT_RETENTION,
+                      metavar="SECONDS",
+                      help="seconds (or an age such as 12h, 7d) finished tasks are kept before "
+                           f"the sweeper deletes them (default {DEFAULT_RETENTION / 86400:g}d)")
+    keep.add_argument("--no-prune", action="store_true",
+                      help="keep finished tasks forever")
 
 
 def _command(commands: Any, name: str, help_text: str, handler: Any,
@@ -169,7 +180,8 @@ def _worker(args: argparse.Namespace) -> int:
                           heartbeat_interval=args.heartbeat_interval,
                           shutdown_timeout=args.shutdown_timeout,
                           sweep_interval=None if args.no_sweep else args.sweep_interval,
-                          schedule_interval=None if args.no_periodic else 1.0)
+                          schedule_interval=None if args.no_periodic else 1.0,
+                          retention=None if args.no_prune else args.retention)
     load_executors(worker, args.executors)
     _on_stop_signals(worker.stop)
     worker.start()
@@ -183,7 +195,8 @@ def _sweep(args: argparse.Namespace) -> int:
     from .task_queue import TaskQueue
 
     config = SweeperConfig(interval=args.interval, batch_size=args.batch_size,
-                           dead_worker_after=args.dead_worker_after)
+                           dead_worker_after=args.dead_worker_after,
+                           retention=None if args.no_prune else args.retention)
     queue = TaskQueue(args.dsn)
     try:
         sweeper = Sweeper(queue.db, config)
@@ -191,7 +204,7 @@ def _sweep(args: argparse.Namespace) -> int:
             counts = sweeper.run_once()
             print(json.dumps({"requeued": counts.requeued, "failed": counts.failed,
                               "dead_workers": counts.dead_workers,
-                              "reconciled": counts.reconciled}))
+                              "reconciled": counts.reconciled, "pruned": counts.pruned}))
             return 0
         stopping = threading.Event()
         _on_stop_signals(stopping.set)
@@ -250,27 +263,6 @@ def _status(args: argparse.Namespace) -> int:
         print()
         print(format_table(workers, title="Workers"))
     return 0
-
-
-def _bench(args: argparse.Namespace) -> int:
-    import tempfile
-
-    from .bench import SCENARIOS
-    from .task_queue import TaskQueue
-
-    with tempfile.TemporaryDirectory(prefix="omnispindle-bench-") as scratch:
-        # Without a database, measure on a fresh embedded one.
-        given = args.dsn or os.environ.get("OMNISPINDLE_DSN")
-        queue = TaskQueue(given) if given else TaskQueue(persistence_path=scratch)
-        try:
-            options = {"lease_timeout": args.lease_timeout}
-            if args.tasks is not None:
-                options["tasks"] = args.tasks
-            figures = SCENARIOS[args.scenario](queue, **options)
-        finally:
-            queue.shutdown()
-    print(json.dumps(figures) if args.json else format_table([figures], title="Benchmark"))
-    return 0 if figures["met"] else 1
 
 
 def _demo(args: argparse.Namespace) -> int:
