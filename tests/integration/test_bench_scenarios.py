@@ -1,0 +1,72 @@
+"""``omnispindle bench``: each speed scenario runs small and reports sane figures."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from omnispindle import bench_soak, bench_throughput
+from omnispindle.bench import BenchmarkError
+from omnispindle.bench_runner import ratios
+
+pytest.importorskip("psutil")
+
+
+def noop_rows(conn, state=None):
+    return conn.execute(
+        "SELECT count(*) FROM omnispindle.tasks WHERE task_type = 'bench_noop'"
+        " AND (%s::text IS NULL OR state::text = %s)", [state, state]).fetchone()[0]
+
+
+def test_drain_runs_every_task_and_reports_rate_and_cpu(queue, conn):
+    figures = bench_throughput.drain(queue, tasks=400, workers_count=1, concurrency=8, runs=1)
+    assert figures["tasks_per_s"] > 0 and figures["worker_cpu_s_per_1k"] > 0
+    assert figures["pg_cpu_s_per_1k"] is None or figures["pg_cpu_s_per_1k"] > 0
+    assert noop_rows(conn) == noop_rows(conn, "succeeded") == 400
+
+
+def test_enqueue_reports_bulk_and_single_rates_and_clears_its_tasks(queue, conn):
+    figures = bench_throughput.enqueue(queue, tasks=1000, runs=1)
+    assert min(figures["bulk_per_s"], figures["single_per_s"],
+               figures["single_8_threads_per_s"]) > 0
+    assert noop_rows(conn) == 0
+
+
+def test_latency_reports_ordered_percentiles(queue):
+    figures = bench_throughput.latency(queue, samples=20, runs=1)
+    assert 0 <= figures["p50_ms"] <= figures["p99_ms"]
+
+
+def test_soak_bounds_and_reports_sizes_memory_and_claim_times(queue, conn):
+    figures = bench_soak.soak(queue, tasks=bench_soak.BATCH, workers_count=1, concurrency=8,
+                              retention=1.0)
+    assert noop_rows(conn, "pending") == noop_rows(conn, "running") == 0
+    assert figures["tasks_per_s"] > 0 and figures["rss_mb_max"] > 0
+    assert figures["table_mb_max"] >= figures["table_mb_warm"] > 0
+    assert figures["claim_p99_ms_start"] is not None
+
+
+def test_a_soak_smaller_than_one_batch_is_refused(queue):
+    with pytest.raises(BenchmarkError, match="at least"):
+        bench_soak.soak(queue, tasks=10)
+
+
+def test_ratios_say_how_many_times_better_ours_is():
+    ours = {"tasks_per_s": 300.0, "p50_ms": 2.0, "worker_cpu_s_per_1k": None}
+    theirs = {"tasks_per_s": 100.0, "p50_ms": 4.0, "worker_cpu_s_per_1k": 0.2}
+    assert ratios(ours, theirs) == {"x_tasks_per_s": 3.0, "x_p50_ms": 2.0,
+                                    "x_worker_cpu_s_per_1k": None}
+
+
+def test_cli_prints_json_and_refuses_unknown_peers(dsn):
+    done = subprocess.run([sys.executable, "-m", "omnispindle", "bench", "enqueue", "--dsn", dsn,
+                           "--tasks", "1000", "--runs", "1", "--json"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["scenario"] == "enqueue"
+    refused = subprocess.run([sys.executable, "-m", "omnispindle", "bench", "dag", "--dsn", dsn,
+                              "--peers", "celery"], capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1 and "unknown peer" in refused.stderr
