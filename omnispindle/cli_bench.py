@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import logging
 import json
 import os
 import tempfile
@@ -46,6 +47,8 @@ def _bench(args: argparse.Namespace) -> int:
     from .task_queue import TaskQueue
 
     names = PEERS if args.peers == "all" else [p for p in args.peers.split(",") if p]
+    for peer in PEERS:  # they narrate every job at INFO; the table is what matters here
+        logging.getLogger(peer).setLevel(max(logging.WARNING, logging.getLogger().level))
     peers = check_peers(args.scenario, names)
     accepted = inspect.signature(SCENARIOS[args.scenario]).parameters
     options = {OPTIONS[k]: v for k, v in vars(args).items()

@@ -361,9 +361,13 @@ CREATE TRIGGER tasks_notify_inserted
 -- Runs once per UPDATE statement over all changed rows: unblocks the children
 -- of tasks that succeeded, cancels the descendants of tasks that failed or
 -- were cancelled, and wakes workers and waiting clients.
+-- JIT is off here, as in insert_tasks and submit_tasks: statements over
+-- thousands of rows look costly to the planner, and compiling them would take
+-- longer than running them.
 CREATE FUNCTION omnispindle.after_tasks_update()
 RETURNS trigger
 LANGUAGE plpgsql
+SET jit = off
 AS $$
 DECLARE
     succeeded bigint[];
@@ -495,6 +499,7 @@ CREATE FUNCTION omnispindle.insert_tasks(
 )
 RETURNS bigint[]
 LANGUAGE plpgsql
+SET jit = off
 AS $$
 DECLARE
     ids bigint[];
@@ -585,6 +590,7 @@ CREATE FUNCTION omnispindle.submit_tasks(
 )
 RETURNS SETOF bigint
 LANGUAGE plpgsql
+SET jit = off
 AS $$
 DECLARE
     wanted bigint[];

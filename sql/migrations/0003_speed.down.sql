@@ -6,6 +6,13 @@ ALTER TABLE omnispindle.task_dependencies RESET (autovacuum_vacuum_scale_factor,
 ALTER TABLE omnispindle.task_stream RESET (autovacuum_vacuum_scale_factor,
                                            autovacuum_analyze_scale_factor);
 ALTER TABLE omnispindle.workers RESET (fillfactor);
+ALTER FUNCTION omnispindle.after_tasks_update() RESET jit;
+ALTER FUNCTION omnispindle.insert_tasks(text[], jsonb[], integer[], integer[], double precision[],
+                                        double precision[], jsonb[], jsonb[], jsonb[], boolean[],
+                                        timestamptz[], text[], jsonb[], bigint[]) RESET jit;
+ALTER FUNCTION omnispindle.submit_tasks(text[], jsonb[], integer[], integer[], double precision[],
+                                        double precision[], jsonb[], jsonb[], jsonb[], boolean[],
+                                        timestamptz[], text[], jsonb[]) RESET jit;
 
 DROP FUNCTION omnispindle.complete_and_claim(bigint[], uuid[], jsonb[], text[], text[], integer,
                                              uuid, double precision);

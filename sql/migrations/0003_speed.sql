@@ -137,3 +137,13 @@ ALTER TABLE omnispindle.task_stream SET (
 );
 -- Heartbeats change only unindexed columns: free space keeps them in place (HOT).
 ALTER TABLE omnispindle.workers SET (fillfactor = 50);
+
+-- JIT compiles the statements of these functions over thousands of rows
+-- (a batch with dependencies, a fan-out made ready) for longer than they run.
+ALTER FUNCTION omnispindle.after_tasks_update() SET jit = off;
+ALTER FUNCTION omnispindle.insert_tasks(text[], jsonb[], integer[], integer[], double precision[],
+                                        double precision[], jsonb[], jsonb[], jsonb[], boolean[],
+                                        timestamptz[], text[], jsonb[], bigint[]) SET jit = off;
+ALTER FUNCTION omnispindle.submit_tasks(text[], jsonb[], integer[], integer[], double precision[],
+                                        double precision[], jsonb[], jsonb[], jsonb[], boolean[],
+                                        timestamptz[], text[], jsonb[]) SET jit = off;
