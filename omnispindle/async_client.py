@@ -24,13 +24,14 @@ from .async_notifier import AsyncNotifier
 from .async_streaming import stream_events
 from .async_waiting import wait_until
 from .batches import batch_specs
-from .client_common import (FinishedTasks, cancel_outcome, cancel_params, raise_if_failed,
-                            require_found, task_record)
+from .client_common import (FEW_LEFT, FinishedTasks, cancel_outcome, cancel_params,
+                            raise_if_failed, task_record)
 from .embedded import DSN_VARIABLE
 from .errors import ConfigurationError, TaskNotFoundError
 from .notifier import FINISHED_CHANNEL
 from .queue_handle import given_queue
-from .submission import submit_params
+from .submission import insert_statement
+from .waiting import CheckPacer
 
 __all__ = ["AsyncTaskQueueClient"]
 
@@ -150,6 +151,10 @@ class AsyncTaskQueueClient:
                              ) -> list[dict[str, Any]]:
         """Wait until every task finishes; return their records in the given order.
 
+        It holds the ids and the finished records only, and however many
+        tasks finish at once it checks at a bounded pace (see
+        :class:`~omnispindle.waiting.CheckPacer`), fetching each record once.
+
         Args:
             progress: called as ``progress(finished, total)`` whenever more
                 tasks have finished; it may be a coroutine function.
@@ -159,19 +164,25 @@ class AsyncTaskQueueClient:
             WaitTimeoutError: some tasks had not finished within ``timeout``.
         """
         finished = FinishedTasks(task_ids, timeout)
-        rows = require_found(finished.ids, await self._rows(finished.ids, finished_only=False))
-        if finished.add(rows):
-            await _report(progress, finished)
+        fetch = self.db.fetch
+        if not finished.done:
+            finished.require_found(await fetch("missing_task_ids", finished.id_params()))
+        pacer = CheckPacer(self.poll_interval, paced=finished.total > FEW_LEFT)
 
         async def collect() -> bool:
-            waiting = finished.unfinished()
-            if waiting and finished.add(await self._rows(waiting, finished_only=True)):
+            if finished.done:
+                return True
+            with pacer.timing():
+                found = await fetch(*finished.check())
+            if finished.add(found):
                 await _report(progress, finished)
+            for params in finished.fetches(found):
+                if finished.add(await fetch("get_tasks", params)):
+                    await _report(progress, finished)
             return finished.done
 
         deadline = None if timeout is None else time.monotonic() + timeout
-        if not await wait_until(collect, self.notifier, (FINISHED_CHANNEL,), deadline,
-                                self.poll_interval):
+        if not await wait_until(collect, self.notifier, (FINISHED_CHANNEL,), deadline, pacer):
             raise finished.timeout_error()
         return finished.records()
 
@@ -205,12 +216,9 @@ class AsyncTaskQueueClient:
 
     async def _insert(self, specs: list[validation.TaskSpec], connection: Any) -> list[int]:
         with tracing.submit_span([s.task_type for s in specs]) as trace_context:
-            rows = await self.db.fetch("submit_tasks", submit_params(specs, trace_context),
+            rows = await self.db.fetch(*insert_statement(specs, trace_context),
                                        connection=connection)
         return [row["id"] for row in rows]
-
-    async def _rows(self, ids: list[int], *, finished_only: bool) -> list[dict[str, Any]]:
-        return await self.db.fetch("get_tasks", {"ids": ids, "finished_only": finished_only})
 
 
 async def _report(progress: Callable[[int, int], Any] | None, finished: FinishedTasks) -> None:

@@ -13,15 +13,15 @@ from typing import Any, Callable, Iterable, Iterator
 
 from . import tracing, validation
 from .batches import batch_specs
-from .client_common import (FinishedTasks, cancel_outcome, cancel_params, raise_if_failed,
-                            require_found, task_record)
+from .client_common import (FEW_LEFT, FinishedTasks, cancel_outcome, cancel_params,
+                            raise_if_failed, require_found, task_record)
 from .errors import TaskNotFoundError
 from .notifier import FINISHED_CHANNEL
 from .periodic import schedule_params
 from .queue_handle import resolve_queue
 from .streaming import stream_events
-from .submission import submit_params
-from .waiting import wait_until
+from .submission import insert_statement
+from .waiting import CheckPacer, wait_until
 from .worker import WorkerClient
 
 __all__ = ["TaskQueueClient", "WorkerClient"]
@@ -133,6 +133,10 @@ class TaskQueueClient:
                        progress: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
         """Block until every task finishes; return their records in the given order.
 
+        It holds the ids and the finished records only, and however many
+        tasks finish at once it checks at a bounded pace (see
+        :class:`~omnispindle.waiting.CheckPacer`), fetching each record once.
+
         Args:
             progress: called as ``progress(finished, total)`` whenever more
                 tasks have finished.
@@ -142,20 +146,25 @@ class TaskQueueClient:
             WaitTimeoutError: some tasks had not finished within ``timeout``.
         """
         finished = FinishedTasks(task_ids, timeout)
-        if finished.add(self._existing_rows(finished.ids)) and progress is not None:
-            progress(finished.count, finished.total)
+        fetch = self.queue.db.fetch
+        if not finished.done:
+            finished.require_found(fetch("missing_task_ids", finished.id_params()))
+        pacer = CheckPacer(self.poll_interval, paced=finished.total > FEW_LEFT)
 
         def collect() -> bool:
-            waiting = finished.unfinished()
-            if waiting and finished.add(self.queue.db.fetch(
-                    "get_tasks", {"ids": waiting, "finished_only": True})):
-                if progress is not None:
+            if finished.done:
+                return True
+            with pacer.timing():
+                found = fetch(*finished.check())
+            if finished.add(found) and progress is not None:
+                progress(finished.count, finished.total)
+            for params in finished.fetches(found):
+                if finished.add(fetch("get_tasks", params)) and progress is not None:
                     progress(finished.count, finished.total)
             return finished.done
 
         deadline = None if timeout is None else time.monotonic() + timeout
-        if not wait_until(collect, self.queue.notifier, FINISHED_CHANNEL, deadline,
-                          self.poll_interval):
+        if not wait_until(collect, self.queue.notifier, FINISHED_CHANNEL, deadline, pacer):
             raise finished.timeout_error()
         return finished.records()
 
@@ -252,7 +261,7 @@ class TaskQueueClient:
 
     def _insert(self, specs: list[validation.TaskSpec], connection: Any) -> list[int]:
         with tracing.submit_span([s.task_type for s in specs]) as trace_context:
-            rows = self.queue.db.fetch("submit_tasks", submit_params(specs, trace_context),
+            rows = self.queue.db.fetch(*insert_statement(specs, trace_context),
                                        connection=connection)
         return [row["id"] for row in rows]
 

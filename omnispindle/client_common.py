@@ -6,7 +6,7 @@ and count finished tasks identically; each does its own I/O.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator, Sequence
 
 from . import validation
 from .errors import TaskFailedError, TaskNotFoundError, WaitTimeoutError
@@ -67,8 +67,50 @@ def final_event(task: dict[str, Any]) -> dict[str, Any]:
     return {"kind": "final", "task": task}
 
 
+# Runs of consecutive ids shorter than this are sent id by id: the server
+# walks a range at about the cost of several single-id lookups.
+SHORT_RUN = 8
+# Records fetched per get_tasks call, so that catching up on many finished
+# tasks never holds more than this many raw rows at once.
+RECORD_CHUNK = 2000
+# While at most this many tasks are unfinished, a check fetches their records
+# directly: one query instead of two, and no dearer than naming them.
+FEW_LEFT = 16
+
+
+def id_params(sorted_ids: Sequence[int]) -> dict[str, list[int]]:
+    """Name ascending, distinct ids as ``{"ids", "lo", "hi"}``: long runs as ranges."""
+    singles: list[int] = []
+    lows: list[int] = []
+    highs: list[int] = []
+    for low, high in _runs(sorted_ids):
+        if high - low + 1 >= SHORT_RUN:
+            lows.append(low)
+            highs.append(high)
+        else:
+            singles.extend(range(low, high + 1))
+    return {"ids": singles, "lo": lows, "hi": highs}
+
+
+def _runs(sorted_ids: Sequence[int]) -> Iterator[tuple[int, int]]:
+    """``(first, last)`` of each run of consecutive ids."""
+    low = previous = None
+    for task_id in sorted_ids:
+        if previous is None or task_id != previous + 1:
+            if previous is not None:
+                yield low, previous
+            low = task_id
+        previous = task_id
+    if previous is not None:
+        yield low, previous
+
+
 class FinishedTasks:
     """The account of one wait: which of the given ids have finished, and their records.
+
+    It holds the ids and the finished records only. A check runs
+    :meth:`check`, whose rows go to :meth:`add`, then fetches the records of
+    the newly finished in chunks (:meth:`fetches`).
 
     Args:
         task_ids: the ids waited for, in the order results are returned
@@ -83,8 +125,10 @@ class FinishedTasks:
         self.ids = [validation.task_id(i) for i in task_ids]
         validation.positive_number("timeout", timeout, allow_none=True)
         self.timeout = timeout
-        self.total = len(set(self.ids))
+        self._unfinished = sorted(set(self.ids))
+        self.total = len(self._unfinished)
         self._records: dict[int, dict[str, Any]] = {}
+        self._params: dict[str, list[int]] | None = None
 
     @property
     def count(self) -> int:
@@ -95,17 +139,48 @@ class FinishedTasks:
     def done(self) -> bool:
         return self.count == self.total
 
-    def unfinished(self) -> list[int]:
-        """Ids still to wait for, once each, in order."""
-        return [i for i in dict.fromkeys(self.ids) if i not in self._records]
+    def id_params(self) -> dict[str, list[int]]:
+        """Parameters naming the unfinished ids (``missing_task_ids``, ``finished_task_ids``)."""
+        if self._params is None:
+            # Rebuilt here rather than in add(), once per check instead of per chunk.
+            self._unfinished = [i for i in self._unfinished if i not in self._records]
+            self._params = id_params(self._unfinished)
+        return self._params
+
+    def check(self) -> tuple[str, dict[str, Any]]:
+        """The statement finding newly finished tasks: their records when few are left, else ids."""
+        params = self.id_params()
+        if len(self._unfinished) <= FEW_LEFT:
+            return "get_tasks", {"ids": self._unfinished, "finished_only": True}
+        return "finished_task_ids", params
+
+    def require_found(self, missing_rows: list[dict[str, Any]]) -> None:
+        """Raise :class:`TaskNotFoundError` for the first given id in ``missing_task_ids`` rows."""
+        missing = {row["task_id"] for row in missing_rows}
+        for task_id in self.ids:
+            if task_id in missing:
+                raise TaskNotFoundError(f"no task with id {task_id}")
+
+    def fetches(self, finished_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``get_tasks`` parameters fetching the records of newly finished tasks, a chunk each."""
+        fresh = sorted(row["task_id"] for row in finished_rows
+                       if row["task_id"] not in self._records)
+        return [{"ids": fresh[i:i + RECORD_CHUNK], "finished_only": True}
+                for i in range(0, len(fresh), RECORD_CHUNK)]
 
     def add(self, rows: Iterable[dict[str, Any]]) -> bool:
-        """Keep the finished ones among ``rows``; True when more have finished (report progress)."""
+        """Keep the finished records among ``rows`` (rows of ids alone are skipped).
+
+        Returns True when more have finished (report progress).
+        """
         before = self.count
         for row in rows:
-            if row["state"] in FINISHED_VALUES:
+            if row.get("state") in FINISHED_VALUES:
                 self._records[row["task_id"]] = task_record(row)
-        return self.count > before
+        if self.count == before:
+            return False
+        self._params = None
+        return True
 
     def records(self) -> list[dict[str, Any]]:
         """Every record, in the order of the given ids."""

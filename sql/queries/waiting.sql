@@ -1,0 +1,44 @@
+-- Statements of clients waiting for tasks to finish.
+--
+-- A wait names its tasks compactly: runs of consecutive ids as ranges
+-- lo[i]..hi[i] (inclusive, every id in them waited for), the ids outside a
+-- long run one by one in ids. A batch submitted in one call is a single
+-- range, so a check sends a few numbers instead of every id and walks the
+-- primary key range by range instead of looking each id up. The arrays
+-- travel in binary (%b), which the server reads faster than text.
+--
+-- OFFSET 0 keeps each per-range subquery a parameterized index scan: joined
+-- flat, the planner guesses a range's size blindly and may scan the table.
+
+-- name: missing_task_ids
+-- Ids without a task. A range is counted first, so only one with a gap is
+-- walked id by id.
+SELECT s.id AS task_id
+FROM unnest(%(ids)b::bigint[]) AS s(id)
+WHERE NOT EXISTS (SELECT 1 FROM omnispindle.tasks t WHERE t.id = s.id)
+UNION ALL
+SELECT s.id
+FROM unnest(%(lo)b::bigint[], %(hi)b::bigint[]) AS r(lo, hi)
+CROSS JOIN LATERAL (
+    SELECT count(*) AS found FROM omnispindle.tasks t WHERE t.id BETWEEN r.lo AND r.hi
+) AS c
+CROSS JOIN LATERAL generate_series(r.lo, r.hi) AS s(id)
+WHERE c.found < r.hi - r.lo + 1
+  AND NOT EXISTS (SELECT 1 FROM omnispindle.tasks t WHERE t.id = s.id);
+
+-- name: finished_task_ids
+-- Just the ids of the finished tasks: records are fetched once, with get_tasks.
+SELECT t.id AS task_id
+FROM omnispindle.tasks t
+WHERE t.id = ANY (%(ids)b::bigint[])
+  AND t.state IN ('succeeded', 'failed', 'cancelled')
+UNION ALL
+SELECT f.task_id
+FROM unnest(%(lo)b::bigint[], %(hi)b::bigint[]) AS r(lo, hi)
+CROSS JOIN LATERAL (
+    SELECT t.id AS task_id
+    FROM omnispindle.tasks t
+    WHERE t.id BETWEEN r.lo AND r.hi
+      AND t.state IN ('succeeded', 'failed', 'cancelled')
+    OFFSET 0
+) AS f;
