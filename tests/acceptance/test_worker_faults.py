@@ -162,5 +162,6 @@ def test_sweep_command_runs_one_pass(client, conn, dsn):
     done = subprocess.run(command, env=worker_env(dsn), cwd=ROOT, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == {"requeued": 1, "failed": 0, "dead_workers": 0, "reconciled": 0}
+    assert json.loads(done.stdout) == {"requeued": 1, "failed": 0, "dead_workers": 0,
+                                       "reconciled": 0, "pruned": 0}
     assert client.get_task(task_id)["state"] == "pending"
