@@ -137,17 +137,17 @@ class WorkerLoop:
                 self.wake.wait(self._pause())
 
     def _step(self) -> bool:
-        """Store failures, do what is due, then store results and claim in one statement.
+        """Do what is due, store failures, then store results and claim in one statement.
 
         Returns True when every free slot was filled, so more work may be ready.
         """
         self._abandon_overdue()
-        succeeded = self._take_outcomes()
         self._check_cancels()
         self._heartbeat_if_due()
         self._sweep_if_due()
         self._schedule_if_due()
-        return self._complete_and_claim(succeeded)
+        # Taken last: from here on, a database error hands them back for the next try.
+        return self._complete_and_claim(self._take_outcomes())
 
     def _register(self) -> Any:
         from . import __version__
