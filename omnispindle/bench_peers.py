@@ -101,12 +101,12 @@ def run_peer(peer: str, scenario: str, dsn: str, *, tasks: int = 20_000, runs: i
     if scenario == "drain":
         samples = [_drain_once(adapter, target, tasks, workers, concurrency) for _ in range(runs)]
         return {"system": peer, "scenario": "drain", "tasks": tasks, "workers": workers,
-                **_medians(samples)}
+                **medians(samples)}
     if scenario == "enqueue":
         samples = [_enqueue_once(adapter, target, tasks) for _ in range(runs)]
-        return {"system": peer, "scenario": "enqueue", "tasks": tasks, **_medians(samples)}
+        return {"system": peer, "scenario": "enqueue", "tasks": tasks, **medians(samples)}
     samples = [_latency_once(adapter, target, concurrency) for _ in range(runs)]
-    return {"system": peer, "scenario": "latency", "samples": LATENCY_SAMPLES, **_medians(samples)}
+    return {"system": peer, "scenario": "latency", "samples": LATENCY_SAMPLES, **medians(samples)}
 
 
 def _adapter(peer: str, scenario: str) -> "_Peer":
@@ -122,7 +122,7 @@ def _adapter(peer: str, scenario: str) -> "_Peer":
     return _ADAPTERS[peer]()
 
 
-def _medians(samples: list[dict[str, float | None]]) -> dict[str, float | None]:
+def medians(samples: list[dict[str, float | None]]) -> dict[str, float | None]:
     """Per key, the median of the runs' figures (None where a run had none)."""
     merged: dict[str, float | None] = {}
     for key in samples[0]:

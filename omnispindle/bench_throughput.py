@@ -17,7 +17,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterator
 
 from .bench import BenchmarkError, _stop, wait_for, worker_process
-from .bench_peers import postgres_cpu_seconds, process_cpu_seconds
+from .bench_peers import medians, postgres_cpu_seconds, process_cpu_seconds
 from .client import TaskQueueClient
 from .task_queue import TaskQueue
 
@@ -32,12 +32,10 @@ LATENCY_GAP_S = 0.01
 
 
 def median_of(runs: int, measure: Callable[[], dict[str, float | None]]) -> dict[str, float | None]:
-    """Run ``measure`` ``runs`` times; the median of each figure (None when any run had none)."""
+    """Run ``measure`` ``runs`` times; the median of each figure."""
     if runs < 1:
         raise BenchmarkError(f"a benchmark needs at least one run, got {runs}")
-    samples = [measure() for _ in range(runs)]
-    return {key: None if any(s[key] is None for s in samples)
-            else round(statistics.median(s[key] for s in samples), 3) for key in samples[0]}
+    return medians([measure() for _ in range(runs)])
 
 
 @contextmanager
