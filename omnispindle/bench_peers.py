@@ -97,16 +97,27 @@ def run_peer(peer: str, scenario: str, dsn: str, *, tasks: int = 20_000, runs: i
     adapter = _adapter(peer, scenario)
     if min(tasks, runs, workers, concurrency) < 1:
         raise BenchmarkError("tasks, runs, workers and concurrency must all be at least 1")
-    target = prepare_database(dsn, peer)
-    if scenario == "drain":
-        samples = [_drain_once(adapter, target, tasks, workers, concurrency) for _ in range(runs)]
-        return {"system": peer, "scenario": "drain", "tasks": tasks, "workers": workers,
+    with peer_exclusively(dsn, peer):
+        target = prepare_database(dsn, peer)
+        if scenario == "drain":
+            samples = [_drain_once(adapter, target, tasks, workers, concurrency)
+                       for _ in range(runs)]
+            return {"system": peer, "scenario": "drain", "tasks": tasks, "workers": workers,
+                    **medians(samples)}
+        if scenario == "enqueue":
+            samples = [_enqueue_once(adapter, target, tasks) for _ in range(runs)]
+            return {"system": peer, "scenario": "enqueue", "tasks": tasks, **medians(samples)}
+        samples = [_latency_once(adapter, target, concurrency) for _ in range(runs)]
+        return {"system": peer, "scenario": "latency", "samples": LATENCY_SAMPLES,
                 **medians(samples)}
-    if scenario == "enqueue":
-        samples = [_enqueue_once(adapter, target, tasks) for _ in range(runs)]
-        return {"system": peer, "scenario": "enqueue", "tasks": tasks, **medians(samples)}
-    samples = [_latency_once(adapter, target, concurrency) for _ in range(runs)]
-    return {"system": peer, "scenario": "latency", "samples": LATENCY_SAMPLES, **medians(samples)}
+
+
+@contextmanager
+def peer_exclusively(dsn: str, peer: str) -> Iterator[None]:
+    """Hold the server-wide lock of ``peer``'s database: runs share it, so they take turns."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(query("peer_lock"), {"peer": peer})
+        yield  # the session's lock goes with its connection
 
 
 def _adapter(peer: str, scenario: str) -> "_Peer":

@@ -84,3 +84,7 @@ SELECT extract(epoch FROM max(created) FILTER (WHERE status = 'successful')
                         - min(created) FILTER (WHERE status = 'picked'))::double precision AS seconds
 FROM pgqueuer_log
 WHERE entrypoint = %(task)s;
+
+-- name: peer_lock
+-- Two runs on one peer share its database: the second waits for the first.
+SELECT pg_advisory_lock(hashtext('omnispindle.bench_peer'), hashtext(%(peer)s));
