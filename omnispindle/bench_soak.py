@@ -64,12 +64,12 @@ def soak(queue: TaskQueue, tasks: int = 1_000_000, workers_count: int = 2, concu
                  for i in range(workers_count)]
     stop = threading.Event()
     samples = Samples()
+    snapshot = SnapshotHolder(queue.dsn, snapshot_seconds, after_tasks=int(tasks * 0.2))
     try:
         wait_for(lambda: sum(w["name"].startswith(prefix) for w in queue.list_workers())
                  == workers_count, 60, "the soak workers' start")
         started = time.monotonic()
         submitter = Submitter(queue, tasks)
-        snapshot = SnapshotHolder(queue.dsn, snapshot_seconds, after_tasks=int(tasks * 0.2))
         threads = [threading.Thread(target=submitter.run, args=(stop,), daemon=True),
                    threading.Thread(target=probe_claims, args=(queue, samples, started, stop),
                                     daemon=True)]
@@ -83,6 +83,7 @@ def soak(queue: TaskQueue, tasks: int = 1_000_000, workers_count: int = 2, concu
         record(queue, samples, submitter, [p.pid for p in processes], started)
     finally:
         stop.set()
+        snapshot.close()
         _stop(*processes)
     return summary(samples, tasks, retention, snapshot)
 
@@ -137,6 +138,11 @@ class SnapshotHolder:
         elif self.began is not None and self.ended is None and now >= self.began + self.seconds:
             self.conn.close()
             self.ended = now
+
+    def close(self) -> None:
+        """End the held transaction, if any (also when the soak stops early)."""
+        if self.conn is not None and not self.conn.closed:
+            self.conn.close()
 
     def finished(self, now: float) -> bool:
         return self.seconds <= 0 or (self.ended is not None and now >= self.ended + AFTER_SNAPSHOT_S + WINDOW_S)
