@@ -12,7 +12,7 @@ import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from .batches import entry
 from .client import TaskQueueClient
@@ -78,7 +78,7 @@ def recovery(queue: TaskQueue, tasks: int = 100, lease_timeout: float = 30.0) ->
             TaskQueueClient(local_queue=queue).wait_for_batch(ids, timeout=120)
         finally:
             marker.touch()
-            _stop(doomed, rescuer)
+            stop_processes([doomed, rescuer])
     return {"scenario": "recovery", "tasks": tasks, "lease_timeout_s": lease_timeout,
             "recovery_s": round(seconds, 2), "target_s": lease_timeout + 2,
             "met": seconds < lease_timeout + 2}
@@ -170,13 +170,16 @@ def _dependency_cost(shape: str, seconds: dict[str, float], edges: int) -> dict[
             f"{shape}_edge_us": round((with_edges - baseline) / edges * 1e6)}
 
 
-def _stop(*processes: subprocess.Popen | None) -> None:
-    for process in filter(None, processes):
+def stop_processes(processes: Iterable[subprocess.Popen | None], timeout: float = 60.0) -> None:
+    """SIGTERM each process, then SIGKILL what has not exited ``timeout`` seconds later."""
+    running = [p for p in processes if p is not None]
+    for process in running:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
-    for process in filter(None, processes):
+    deadline = time.monotonic() + timeout
+    for process in running:
         try:
-            process.wait(timeout=60)
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             process.kill()
-
+            process.wait()

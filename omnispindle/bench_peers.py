@@ -59,7 +59,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from . import bench_peer_tasks as peer_tasks
-from .bench import BenchmarkError, wait_for
+from .bench import BenchmarkError, stop_processes, wait_for
 from .sqlfiles import query
 
 PEERS = ("procrastinate", "pgqueuer")
@@ -270,21 +270,7 @@ def worker_pool(adapter: "_Peer", dsn: str, count: int, concurrency: int) -> Ite
                     stdin=subprocess.DEVNULL, stdout=log, stderr=log))
             yield WorkerPool(processes, log)
         finally:
-            stop_processes(processes)
-
-
-def stop_processes(processes: list[subprocess.Popen]) -> None:
-    """SIGTERM each process, then SIGKILL what has not exited after ``STOP_TIMEOUT_S``."""
-    for process in processes:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + STOP_TIMEOUT_S
-    for process in processes:
-        try:
-            process.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            stop_processes(processes, STOP_TIMEOUT_S)
 
 
 # --- scenarios -------------------------------------------------------------------------

@@ -19,8 +19,8 @@ from typing import Any
 
 import psycopg
 
-from .bench import BenchmarkError, _stop, wait_for, worker_process
-from .bench_throughput import NOOP_TYPE
+from .bench import BenchmarkError
+from .bench_throughput import NOOP_TYPE, workers
 from .client import TaskQueueClient
 from .connections import run
 from .task_queue import TaskQueue
@@ -58,33 +58,27 @@ def soak(queue: TaskQueue, tasks: int = 1_000_000, workers_count: int = 2, concu
     """Push ``tasks`` through with retention on; sizes, claim times and memory, start and end."""
     if tasks < BATCH:
         raise BenchmarkError(f"a soak needs at least {BATCH} tasks, got {tasks}")
-    prefix = f"bench-soak-{uuid.uuid4().hex[:8]}"
-    processes = [worker_process(queue.dsn, f"{prefix}-{i}", concurrency, 30.0,
-                                extra=["--retention", str(retention)])
-                 for i in range(workers_count)]
     stop = threading.Event()
     samples = Samples()
     snapshot = SnapshotHolder(queue.dsn, snapshot_seconds, after_tasks=int(tasks * 0.2))
-    try:
-        wait_for(lambda: sum(w["name"].startswith(prefix) for w in queue.list_workers())
-                 == workers_count, 60, "the soak workers' start")
+    with workers(queue, workers_count, concurrency, extra=["--retention", str(retention)]) as pids:
         started = time.monotonic()
         submitter = Submitter(queue, tasks)
         threads = [threading.Thread(target=submitter.run, args=(stop,), daemon=True),
                    threading.Thread(target=probe_claims, args=(queue, samples, started, stop),
                                     daemon=True)]
-        for thread in threads:
-            thread.start()
-        while not (submitter.submitted >= tasks and submitter.unfinished() == 0
-                   and snapshot.finished(time.monotonic() - started)):
-            record(queue, samples, submitter, [p.pid for p in processes], started)
-            snapshot.step(submitter.done(), time.monotonic() - started)
-            time.sleep(SAMPLE_EVERY_S)
-        record(queue, samples, submitter, [p.pid for p in processes], started)
-    finally:
-        stop.set()
-        snapshot.close()
-        _stop(*processes)
+        try:
+            for thread in threads:
+                thread.start()
+            while not (submitter.submitted >= tasks and submitter.unfinished() == 0
+                       and snapshot.finished(time.monotonic() - started)):
+                record(queue, samples, submitter, pids, started)
+                snapshot.step(submitter.done(), time.monotonic() - started)
+                time.sleep(SAMPLE_EVERY_S)
+            record(queue, samples, submitter, pids, started)
+        finally:
+            stop.set()
+            snapshot.close()
     return summary(samples, tasks, retention, snapshot)
 
 
@@ -136,7 +130,7 @@ class SnapshotHolder:
             run(self.conn, "bench_take_snapshot")  # the first statement fixes the snapshot
             self.began = now
         elif self.began is not None and self.ended is None and now >= self.began + self.seconds:
-            self.conn.close()
+            self.close()
             self.ended = now
 
     def close(self) -> None:

@@ -14,9 +14,9 @@ import time
 import uuid
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
-from .bench import BenchmarkError, _stop, wait_for, worker_process
+from .bench import BenchmarkError, stop_processes, wait_for, worker_process
 from .bench_peers import medians, postgres_cpu_seconds, process_cpu_seconds
 from .client import TaskQueueClient
 from .task_queue import TaskQueue
@@ -39,18 +39,19 @@ def median_of(runs: int, measure: Callable[[], dict[str, float | None]]) -> dict
 
 
 @contextmanager
-def workers(queue: TaskQueue, count: int, concurrency: int,
-            lease_timeout: float = 30.0) -> Iterator[list[int]]:
-    """``count`` idle worker processes, registered and listening; yields their pids."""
+def workers(queue: TaskQueue, count: int, concurrency: int, lease_timeout: float = 30.0,
+            extra: Sequence[str] = ()) -> Iterator[list[int]]:
+    """``count`` idle worker processes (``extra`` options), registered and listening;
+    yields their pids."""
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
-    processes = [worker_process(queue.dsn, f"{prefix}-{i}", concurrency, lease_timeout)
+    processes = [worker_process(queue.dsn, f"{prefix}-{i}", concurrency, lease_timeout, extra)
                  for i in range(count)]
     try:
         wait_for(lambda: sum(w["name"].startswith(prefix) for w in queue.list_workers()) == count,
                  60, "the benchmark workers' start")
         yield [p.pid for p in processes]
     finally:
-        _stop(*processes)
+        stop_processes(processes)
 
 
 def drain(queue: TaskQueue, tasks: int = 20_000, workers_count: int = 2, concurrency: int = 32,
