@@ -99,3 +99,25 @@ def test_without_opentelemetry_nothing_is_traced_or_stored(dsn, conn, tmp_path):
     stored = conn.execute("SELECT trace_context FROM omnispindle.tasks WHERE id = %s",
                           [task_id]).fetchone()[0]
     assert stored is None
+
+
+WITHOUT_A_PROVIDER = """
+from omnispindle import TaskQueue, TaskQueueClient, tracing
+assert tracing.enabled() and not tracing.recording()
+with TaskQueue() as queue:
+    client = TaskQueueClient(local_queue=queue)
+    with tracing.execution_span({"id": 1, "task_type": "t", "attempts": 1}) as span:
+        assert span is None
+    print(client.submit_task("t"))
+"""
+
+
+def test_with_the_api_but_no_tracer_provider_no_span_is_started(dsn, conn, tmp_path):
+    from tests.acceptance.test_quickstart import run_script
+
+    done = run_script(WITHOUT_A_PROVIDER, tmp_path, env_dsn=dsn)
+    assert done.returncode == 0, done.stderr
+    task_id = int(done.stdout.strip())
+    stored = conn.execute("SELECT trace_context FROM omnispindle.tasks WHERE id = %s",
+                          [task_id]).fetchone()[0]
+    assert stored is None
