@@ -43,12 +43,15 @@ class ExecutorLoop:
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
 
-    def submit(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> Future:
-        """Start ``fn(*args)`` as a task on the loop; the returned future holds its result."""
+    def submit(self, on_done: Callable[[Future], Any],
+               fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> Future:
+        """Start ``fn(*args)`` as a task on the loop; ``on_done`` gets the returned
+        future once it ends or is cancelled."""
         future = asyncio.run_coroutine_threadsafe(fn(*args), self._loop)
         with self._lock:
             self._running.add(future)
         future.add_done_callback(self._forget)
+        future.add_done_callback(on_done)
         return future
 
     def abandon(self, future: Future) -> bool:

@@ -6,15 +6,58 @@ its place at once, so the worker keeps its full concurrency, and the old
 thread ends by itself whenever the function returns. Its late result is then
 rejected by the lease check. The threads are daemons, so a call that never
 returns does not keep the process alive at exit.
+
+A call is a ``Call``, not a ``concurrent.futures.Future``: a no-op task costs
+the worker tens of microseconds, and a Future's condition variable and
+locking were a sizeable part of that.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import queue
 import threading
-from concurrent.futures import Future
 from typing import Any, Callable
+
+log = logging.getLogger("omnispindle.worker")
+
+
+class Call:
+    """One queued call: its result once it returns, then one callback.
+
+    Args:
+        fn: called as ``fn(*args)`` on an executor thread.
+        on_done: called with this ``Call`` on that thread once ``fn`` returns
+            or raises.
+    """
+
+    __slots__ = ("fn", "args", "on_done", "_value", "_error")
+
+    def __init__(self, fn: Callable[..., Any], args: tuple, on_done: Callable[["Call"], Any]) -> None:
+        self.fn, self.args, self.on_done = fn, args, on_done
+        self._value: Any = None
+        self._error: BaseException | None = None
+
+    def cancelled(self) -> bool:
+        """A thread call cannot be cancelled (only abandoned)."""
+        return False
+
+    def result(self) -> Any:
+        """What ``fn`` returned; raises what it raised. Only valid in ``on_done``."""
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+    def run(self) -> None:
+        try:
+            self._value = self.fn(*self.args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the call's owner
+            self._error = exc
+        try:
+            self.on_done(self)
+        except Exception:  # noqa: BLE001 - the thread must live on to serve other calls
+            log.exception("an executor call's completion callback failed")
 
 
 class ExecutorThreads:
@@ -30,22 +73,22 @@ class ExecutorThreads:
         self._name = name
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
-        self._running: dict[Future, threading.Thread] = {}
+        self._running: dict[Call, threading.Thread] = {}
         self._retired: set[threading.Thread] = set()
         self._live: set[threading.Thread] = set()
         for _ in range(size):
             self._spawn()
 
-    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
-        """Queue ``fn(*args)``; the returned future holds its result."""
-        future: Future = Future()
-        self._calls.put((future, fn, args))
-        return future
+    def submit(self, on_done: Callable[[Call], Any], fn: Callable[..., Any], *args: Any) -> Call:
+        """Queue ``fn(*args)``; ``on_done`` gets the returned call once it ends."""
+        call = Call(fn, args, on_done)
+        self._calls.put(call)
+        return call
 
-    def abandon(self, future: Future) -> bool:
+    def abandon(self, call: Call) -> bool:
         """Give up on a running call: replace its thread. False if it is not running."""
         with self._lock:
-            thread = self._running.get(future)
+            thread = self._running.get(call)
             if thread is None or thread in self._retired:
                 return False
             self._retired.add(thread)
@@ -70,24 +113,20 @@ class ExecutorThreads:
         me = threading.current_thread()
         try:
             while me not in self._retired:
-                item = self._calls.get()
-                if item is None:
+                call = self._calls.get()
+                if call is None:
                     return
-                self._run(me, *item)
+                self._run(me, call)
         finally:
             with self._lock:
                 self._live.discard(me)
                 self._retired.discard(me)
 
-    def _run(self, me: threading.Thread, future: Future, fn: Callable[..., Any], args: tuple) -> None:
-        if not future.set_running_or_notify_cancel():
-            return
+    def _run(self, me: threading.Thread, call: Call) -> None:
         with self._lock:
-            self._running[future] = me
+            self._running[call] = me
         try:
-            future.set_result(fn(*args))
-        except BaseException as exc:  # noqa: BLE001 - handed to the future's owner
-            future.set_exception(exc)
+            call.run()
         finally:
             with self._lock:
-                self._running.pop(future, None)
+                self._running.pop(call, None)

@@ -12,7 +12,7 @@ import socket
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future, wait
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
@@ -22,7 +22,7 @@ from .context import TaskContext
 from .errors import LeaseLostError, TaskCancelled, ValidationError
 from .execution import Outcome, failure, run_async_executor, run_executor
 from .executor_loop import ExecutorLoop, is_coroutine_executor
-from .executor_threads import ExecutorThreads
+from .executor_threads import Call, ExecutorThreads
 from .notifier import CANCEL_CHANNEL, READY_CHANNEL
 from .periodic import PeriodicScheduler
 from .validation import json_text
@@ -57,7 +57,7 @@ class TaskTimeout(Exception):
 class _Claim:
     row: dict[str, Any]
     context: TaskContext
-    future: Future
+    call: Call | Future
     deadline: float
     cancel_seen_at: float | None = None
 
@@ -200,11 +200,10 @@ class WorkerLoop:
             context = TaskContext(row["id"], row["task_type"], row["attempts"], row["max_attempts"],
                                   _emit=functools.partial(self._emit_partial, row))
             runner, run = self._runner(row["task_type"])
-            future = runner.submit(run, self.executors[row["task_type"]], row, context)
+            call = runner.submit(self._on_done, run, self.executors[row["task_type"]], row, context)
             timeout = row["timeout_seconds"]
-            self.claims[row["id"]] = _Claim(row, context, future,
+            self.claims[row["id"]] = _Claim(row, context, call,
                                             now + timeout if timeout else float("inf"))
-            future.add_done_callback(self._on_done)
 
     def _emit_partial(self, row: dict[str, Any], data: Any) -> int:
         """Store one partial result of a running attempt (called from its executor thread)."""
@@ -221,10 +220,11 @@ class WorkerLoop:
             return self.coroutines, run_async_executor
         return self.threads, run_executor
 
-    def _on_done(self, future: Future) -> None:
-        if future.cancelled():  # an abandoned coroutine: its attempt's end is handled already
+    def _on_done(self, call: Call | Future) -> None:
+        """Runs on the executor's thread (or event loop) as soon as its call ends."""
+        if call.cancelled():  # an abandoned coroutine: its attempt's end is handled already
             return
-        self.outcomes.append(future.result())
+        self.outcomes.append(call.result())
         # The first outcome wakes the loop, which lingers for more; enough of
         # them wake it at once (see _linger). Fewer wake-ups, bigger batches.
         if len(self.outcomes) in (1, self._enough_outcomes()):
@@ -295,7 +295,7 @@ class WorkerLoop:
 
     def _abandon(self, claim: _Claim, reason: Exception, error_type: str) -> None:
         """End an attempt whose executor is still running: record why, replace its thread."""
-        if self._runner(claim.row["task_type"])[0].abandon(claim.future):
+        if self._runner(claim.row["task_type"])[0].abandon(claim.call):
             claim.deadline = float("inf")
             claim.cancel_seen_at = None
             self.outcomes.append(failure(claim.row, reason, error_type=error_type))
@@ -422,7 +422,7 @@ class WorkerLoop:
         for task_id in lost:
             # Another attempt owns the task now: free the slot; a late result is dropped.
             claim = self.claims.pop(task_id)
-            self._runner(claim.row["task_type"])[0].abandon(claim.future)
+            self._runner(claim.row["task_type"])[0].abandon(claim.call)
 
     def _sweep_if_due(self) -> None:
         now = time.monotonic()
@@ -457,14 +457,17 @@ class WorkerLoop:
     def _wait_for_running(self, deadline: float) -> None:
         """Wait for executors until ``deadline``, heartbeating so no lease lapses meanwhile."""
         while self.claims and time.monotonic() < deadline:
-            pending = [c.future for c in self.claims.values()]
-            wait(pending, timeout=min(self.settings.heartbeat_interval, deadline - time.monotonic()))
+            # Cleared before taking outcomes: one arriving after that sets it again.
+            self.wake.clear()
             try:
                 self._flush()
                 self._heartbeat_if_due()
             except psycopg.Error as exc:
                 log.warning("worker %s: database error while stopping (%s)", self.settings.name, exc)
                 time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+                continue
+            if self.claims:
+                self.wake.wait(min(self.settings.heartbeat_interval, deadline - time.monotonic()))
 
     def _drain(self) -> None:
         """Let running executors finish, store them, hand back the rest, deregister."""
