@@ -22,26 +22,35 @@ class TaskContext:
     task_type: str
     attempt: int
     max_attempts: int
-    _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
     _emit: Callable[[Any], int] | None = field(default=None, repr=False)
+    # Made on first use: most tasks are never cancelled nor wait for it, and
+    # an Event per task was a noticeable share of a short task's cost.
+    _cancel: threading.Event | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def cancelled(self) -> bool:
         """True once the task has been asked to stop."""
-        return self._cancel.is_set()
+        return self._cancel is not None and self._cancel.is_set()
 
     def raise_if_cancelled(self) -> None:
         """Raise :class:`TaskCancelled` if the task has been asked to stop."""
-        if self._cancel.is_set():
+        if self.cancelled:
             raise TaskCancelled(f"task {self.task_id} was cancelled")
 
     def wait_cancelled(self, timeout: float | None = None) -> bool:
         """Sleep up to ``timeout`` seconds, waking early on cancellation; returns ``cancelled``."""
-        return self._cancel.wait(timeout)
+        return self._cancel_event().wait(timeout)
 
     def request_cancel(self) -> None:
         """Mark the task cancelled (the worker calls this when a cancel arrives)."""
-        self._cancel.set()
+        self._cancel_event().set()
+
+    def _cancel_event(self) -> threading.Event:
+        if self._cancel is None:
+            with _CANCEL_EVENTS_LOCK:  # the worker and the executor may both get here first
+                if self._cancel is None:
+                    object.__setattr__(self, "_cancel", threading.Event())
+        return self._cancel
 
     def emit(self, data: Any) -> int:
         """Store a partial result (any JSON value); returns its sequence number from 1.
@@ -54,6 +63,8 @@ class TaskContext:
             raise RuntimeError("emit() works only inside an executor run by a worker")
         return self._emit(data)
 
+
+_CANCEL_EVENTS_LOCK = threading.Lock()
 
 _current: ContextVar[TaskContext | None] = ContextVar("omnispindle_current_task", default=None)
 
