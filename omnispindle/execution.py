@@ -17,7 +17,7 @@ class Outcome:
     """The end of one attempt: a JSON result or an error description."""
 
     task_id: int
-    lease_token: UUID
+    lease_token: UUID | str  # text from the worker's claims (see complete_and_claim)
     attempt: int
     result_json: str | None = None
     error: dict[str, Any] | None = None

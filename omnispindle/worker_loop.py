@@ -25,6 +25,7 @@ from .executor_loop import ExecutorLoop, is_coroutine_executor
 from .executor_threads import Call, ExecutorThreads
 from .notifier import CANCEL_CHANNEL, READY_CHANNEL
 from .periodic import PeriodicScheduler
+from .pg_arrays import plain_array, text_array
 from .validation import json_text
 from .sweeper import Sweeper, SweeperConfig, error_pause
 
@@ -84,6 +85,8 @@ class WorkerLoop:
         self.executors = executors
         self.task_types = task_types
         self.capabilities = capabilities if capabilities is not None else task_types
+        self.task_types_array = text_array(self.task_types)
+        self.capabilities_array = text_array(self.capabilities)
         self.stopping = stopping
         self.wake = wake
         self.claims: dict[int, _Claim] = {}
@@ -166,10 +169,10 @@ class WorkerLoop:
             return False
         try:
             rows = self.db.fetch("complete_and_claim", {
-                "ids": [o.task_id for o in succeeded],
-                "tokens": [o.lease_token for o in succeeded],
-                "results": [o.result_json for o in succeeded],
-                "task_types": self.task_types, "capabilities": self.capabilities,
+                "ids": plain_array([o.task_id for o in succeeded]),
+                "tokens": plain_array([o.lease_token for o in succeeded]),
+                "results": text_array([o.result_json for o in succeeded]),
+                "task_types": self.task_types_array, "capabilities": self.capabilities_array,
                 "limit": max(free, 0), "worker_id": self.worker_id,
                 "lease_seconds": self.settings.lease_timeout,
             })
@@ -321,7 +324,8 @@ class WorkerLoop:
             return
         self.cancel_check.clear()
         if self.claims:
-            rows = self.db.fetch("cancel_requests", {"tokens": [c.token for c in self.claims.values()]})
+            rows = self.db.fetch("cancel_requests",
+                                 {"tokens": plain_array([c.token for c in self.claims.values()])})
             self._cancel_requested(row["id"] for row in rows)
 
     def _cancel_requested(self, task_ids: Iterable[int]) -> None:
@@ -351,9 +355,9 @@ class WorkerLoop:
         """Store results; returns outcomes whose result the database refused, as failures."""
         try:
             rows = self.db.fetch("complete_tasks", {
-                "ids": [o.task_id for o in outcomes],
-                "tokens": [o.lease_token for o in outcomes],
-                "results": [o.result_json for o in outcomes],
+                "ids": plain_array([o.task_id for o in outcomes]),
+                "tokens": plain_array([o.lease_token for o in outcomes]),
+                "results": text_array([o.result_json for o in outcomes]),
             })
         except ValidationError:
             if len(outcomes) == 1:
@@ -365,9 +369,9 @@ class WorkerLoop:
     def _fail(self, outcomes: list[Outcome]) -> None:
         try:
             rows = self.db.fetch("fail_tasks", {
-                "ids": [o.task_id for o in outcomes],
-                "tokens": [o.lease_token for o in outcomes],
-                "errors": [json.dumps(o.error) for o in outcomes],
+                "ids": plain_array([o.task_id for o in outcomes]),
+                "tokens": plain_array([o.lease_token for o in outcomes]),
+                "errors": text_array([json.dumps(o.error) for o in outcomes]),
             })
         except ValidationError:
             # One error the database refuses must not block the others, or
@@ -411,7 +415,7 @@ class WorkerLoop:
             return
         held = self.db.fetch("heartbeat", {
             "worker_id": self.worker_id, "lease_seconds": self.settings.lease_timeout,
-            "tokens": [claim.token for claim in self.claims.values()],
+            "tokens": plain_array([claim.token for claim in self.claims.values()]),
         })
         self._abandon_ignored_cancels(since=now - self.settings.heartbeat_interval)
         self._cancel_requested(row["id"] for row in held if row["cancel_requested"])
@@ -479,7 +483,8 @@ class WorkerLoop:
             self._flush()
             if self.claims:
                 self.db.fetch("release_tasks", {
-                    "ids": list(self.claims), "tokens": [c.token for c in self.claims.values()]})
+                    "ids": plain_array(self.claims),
+                    "tokens": plain_array([c.token for c in self.claims.values()])})
                 log.warning("worker %s handed back %d unfinished task(s)",
                             self.settings.name, len(self.claims))
             self.db.fetch("stop_worker", {"worker_id": self.worker_id})

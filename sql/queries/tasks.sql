@@ -54,8 +54,11 @@ FROM omnispindle.complete_attempts(%(ids)s::bigint[], %(tokens)s::uuid[], %(resu
 
 -- name: complete_and_claim
 -- A worker's step: its results stored and its free slots claimed in one
--- statement (see omnispindle.complete_and_claim in sql/schema.sql).
-SELECT id, task_type, parameters, attempts, max_attempts, timeout_seconds, lease_token,
+-- statement (see omnispindle.complete_and_claim in sql/schema.sql). The
+-- lease token comes back as text: the worker only hands it back, and a Python
+-- UUID per claimed task costs more than the rest of its row.
+SELECT id, task_type, parameters, attempts, max_attempts, timeout_seconds,
+       lease_token::text AS lease_token,
        dependency_results, dependency_failures, trace_context, completed
 FROM omnispindle.complete_and_claim(
     %(ids)s::bigint[], %(tokens)s::uuid[], %(results)s::jsonb[],
@@ -152,7 +155,7 @@ SELECT t.id,
        coalesce((SELECT max(s.seq) FROM omnispindle.task_stream s WHERE s.task_id = t.id), 0) + 1,
        t.attempts, %(payload)s::jsonb
 FROM omnispindle.tasks t
-WHERE t.id = %(id)s AND t.lease_token = %(token)s AND t.state = 'running'
+WHERE t.id = %(id)s AND t.lease_token = %(token)s::uuid AND t.state = 'running'
 RETURNING seq;
 
 -- name: read_stream
