@@ -244,7 +244,11 @@ AS $$
         lease_token = NULL,
         lease_expires_at = NULL
     FROM attempt a
-    WHERE t.id = a.id AND t.lease_token = a.token AND t.state = 'running'
+    -- The token alone fences (a lease exists exactly while the task runs, see
+    -- tasks_lease_matches_state). Saying state = 'running' too let the planner
+    -- scan all of tasks_running_idx, dead entries included, instead of the
+    -- primary key: completions slowed as a held snapshot kept those entries.
+    WHERE t.id = a.id AND t.lease_token = a.token
     RETURNING t.id, t.state,
               CASE WHEN a.will_retry THEN extract(epoch FROM a.delay)::double precision END
 $$;
@@ -265,7 +269,8 @@ AS $$
         lease_token = NULL,
         lease_expires_at = NULL
     FROM unnest(ids, tokens, results) AS c(id, token, result)
-    WHERE t.id = c.id AND t.lease_token = c.token AND t.state = 'running'
+    -- Fenced by the token alone, as in fail_attempts (and for the same reason).
+    WHERE t.id = c.id AND t.lease_token = c.token
     RETURNING t.id, t.state
 $$;
 

@@ -79,7 +79,8 @@ SET state = 'pending',
     lease_token = NULL,
     lease_expires_at = NULL
 FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[]) AS r(id, token)
-WHERE t.id = r.id AND t.lease_token = r.token AND t.state = 'running'
+-- The token alone fences: only a running task has one (see fail_attempts).
+WHERE t.id = r.id AND t.lease_token = r.token
 RETURNING t.id;
 
 -- name: recover_expired_leases
@@ -155,7 +156,7 @@ SELECT t.id,
        coalesce((SELECT max(s.seq) FROM omnispindle.task_stream s WHERE s.task_id = t.id), 0) + 1,
        t.attempts, %(payload)s::jsonb
 FROM omnispindle.tasks t
-WHERE t.id = %(id)s AND t.lease_token = %(token)s::uuid AND t.state = 'running'
+WHERE t.id = %(id)s AND t.lease_token = %(token)s::uuid  -- only a running task has one
 RETURNING seq;
 
 -- name: read_stream
