@@ -158,30 +158,57 @@ $$;
 -- the plan for the connection's life, since a worker claims many times a
 -- second; with sequential scans and sorts off too, that generic plan is the
 -- same index walk whatever the statistics said when it was made.
+--
+-- A claim cursor (p_after_priority, p_after_id: the last task the caller
+-- claimed, in claim order) starts the walk where the caller left off. Without
+-- it every claim walks from the head of the index over the entries of tasks
+-- already claimed; vacuum removes those, but not while any session holds a
+-- snapshot older than them, and then each claim slows as that snapshot ages.
+-- With a cursor the walk takes, in order: higher priorities than the
+-- cursor's, then the cursor's priority past its id, then (if still short)
+-- everything from the head. Tasks that became ready behind the cursor (a
+-- retry, a delayed task come due) wait for a claim from the head: the worker
+-- drops its cursor whenever a claim comes up short, and once a second.
 CREATE FUNCTION omnispindle.claim_tasks(p_task_types text[], p_capabilities text[],
                                         p_limit integer, p_worker_id uuid,
-                                        p_lease_seconds double precision)
+                                        p_lease_seconds double precision,
+                                        p_after_priority integer DEFAULT NULL,
+                                        p_after_id bigint DEFAULT NULL)
 RETURNS TABLE (id bigint, task_type text, parameters jsonb, attempts integer,
                max_attempts integer, timeout_seconds double precision, lease_token uuid,
-               dependency_results jsonb, dependency_failures jsonb, trace_context jsonb)
+               dependency_results jsonb, dependency_failures jsonb, trace_context jsonb,
+               priority integer)
 LANGUAGE plpgsql
 SET enable_bitmapscan = off
 SET enable_seqscan = off
 SET enable_sort = off
 AS $$
 #variable_conflict use_column
+DECLARE
+    claimed integer := 0;
+    found_now integer;
+    -- Walks of the index, in order: (lowest priority, highest priority, after id).
+    -- -1000 and 1000 bound priorities (tasks_priority_range).
+    walks integer[] := CASE WHEN p_after_id IS NULL THEN ARRAY[-1000, 1000, 0]
+                            ELSE ARRAY[p_after_priority + 1, 1000, 0,
+                                       p_after_priority, p_after_priority, p_after_id,
+                                       -1000, 1000, 0] END;
+    walk integer;
 BEGIN
-    RETURN QUERY
+    FOR walk IN 0 .. cardinality(walks) / 3 - 1 LOOP
+        RETURN QUERY
         WITH ready AS (
             SELECT r.id
             FROM omnispindle.tasks r
             WHERE r.state = 'pending'
+              AND r.priority BETWEEN walks[walk * 3 + 1] AND walks[walk * 3 + 2]
+              AND r.id > walks[walk * 3 + 3]
               AND r.run_after <= now()
               AND r.task_type = ANY (p_task_types)
               AND r.required_capabilities <@ p_capabilities
               AND r.attempts < r.max_attempts
             ORDER BY r.priority DESC, r.id
-            LIMIT p_limit
+            LIMIT p_limit - claimed
             FOR NO KEY UPDATE SKIP LOCKED
         )
         UPDATE omnispindle.tasks t
@@ -214,7 +241,11 @@ BEGIN
                                  WHERE q.id = d.depends_on AND q.state IN ('failed', 'cancelled')
                                  OFFSET 0) p
                    WHERE d.task_id = t.id),
-                  t.trace_context;
+                  t.trace_context, t.priority;
+        GET DIAGNOSTICS found_now = ROW_COUNT;
+        claimed := claimed + found_now;
+        EXIT WHEN claimed >= p_limit;
+    END LOOP;
 END
 $$;
 
@@ -275,7 +306,8 @@ AS $$
 $$;
 
 -- A worker's step in one statement and one commit: store the results of the
--- attempts that returned, then claim up to p_limit more. Rows with completed
+-- attempts that returned, then claim up to p_limit more (from the worker's
+-- claim cursor, if it passes one: see claim_tasks). Rows with completed
 -- true are the stored results (id only); the others are claims. Children the
 -- completions made ready can be claimed by the same call. A step that only
 -- claims commits without waiting for the WAL flush: a claim lost in a crash
@@ -284,11 +316,12 @@ $$;
 CREATE FUNCTION omnispindle.complete_and_claim(p_ids bigint[], p_tokens uuid[], p_results jsonb[],
                                                p_task_types text[], p_capabilities text[],
                                                p_limit integer, p_worker_id uuid,
-                                               p_lease_seconds double precision)
+                                               p_lease_seconds double precision,
+                                               p_after_priority integer, p_after_id bigint)
 RETURNS TABLE (id bigint, task_type text, parameters jsonb, attempts integer,
                max_attempts integer, timeout_seconds double precision, lease_token uuid,
                dependency_results jsonb, dependency_failures jsonb, trace_context jsonb,
-               completed boolean)
+               priority integer, completed boolean)
 LANGUAGE plpgsql
 AS $$
 BEGIN
@@ -297,14 +330,15 @@ BEGIN
     ELSE
         RETURN QUERY
             SELECT c.id, NULL::text, NULL::jsonb, NULL::integer, NULL::integer,
-                   NULL::double precision, NULL::uuid, NULL::jsonb, NULL::jsonb, NULL::jsonb, true
+                   NULL::double precision, NULL::uuid, NULL::jsonb, NULL::jsonb, NULL::jsonb,
+                   NULL::integer, true
             FROM omnispindle.complete_attempts(p_ids, p_tokens, p_results) c;
     END IF;
     IF p_limit > 0 THEN
         RETURN QUERY
             SELECT c.*, false
             FROM omnispindle.claim_tasks(p_task_types, p_capabilities, p_limit, p_worker_id,
-                                         p_lease_seconds) c;
+                                         p_lease_seconds, p_after_priority, p_after_id) c;
     END IF;
 END
 $$;

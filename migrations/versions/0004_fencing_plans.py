@@ -1,4 +1,4 @@
-"""Completions and failures look tasks up by primary key whatever the statistics say.
+"""Completions and failures look tasks up by primary key; claims can start from a cursor.
 
 Revision ID: 0004_fencing_plans
 Revises: 0003_speed

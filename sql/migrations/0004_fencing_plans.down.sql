@@ -50,3 +50,111 @@ AS $$
     WHERE t.id = c.id AND t.lease_token = c.token AND t.state = 'running'
     RETURNING t.id, t.state
 $$;
+
+DROP FUNCTION omnispindle.complete_and_claim(bigint[], uuid[], jsonb[], text[], text[], integer, uuid,
+                                       double precision, integer, bigint);
+DROP FUNCTION omnispindle.claim_tasks(text[], text[], integer, uuid, double precision, integer, bigint);
+
+-- Claims up to p_limit ready tasks for a worker in one statement. SKIP LOCKED
+-- lets any number of workers claim at once without waiting on each other; NO
+-- KEY UPDATE does not conflict with the KEY SHARE locks that submitting
+-- dependents take. Bitmap scans are off so that, even with stale statistics
+-- (right after a bulk submit), the plan walks tasks_ready_idx in order and
+-- stops after p_limit rows instead of sorting every ready task. PL/pgSQL keeps
+-- the plan for the connection's life, since a worker claims many times a
+-- second; with sequential scans and sorts off too, that generic plan is the
+-- same index walk whatever the statistics said when it was made.
+CREATE FUNCTION omnispindle.claim_tasks(p_task_types text[], p_capabilities text[],
+                                        p_limit integer, p_worker_id uuid,
+                                        p_lease_seconds double precision)
+RETURNS TABLE (id bigint, task_type text, parameters jsonb, attempts integer,
+               max_attempts integer, timeout_seconds double precision, lease_token uuid,
+               dependency_results jsonb, dependency_failures jsonb, trace_context jsonb)
+LANGUAGE plpgsql
+SET enable_bitmapscan = off
+SET enable_seqscan = off
+SET enable_sort = off
+AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+        WITH ready AS (
+            SELECT r.id
+            FROM omnispindle.tasks r
+            WHERE r.state = 'pending'
+              AND r.run_after <= now()
+              AND r.task_type = ANY (p_task_types)
+              AND r.required_capabilities <@ p_capabilities
+              AND r.attempts < r.max_attempts
+            ORDER BY r.priority DESC, r.id
+            LIMIT p_limit
+            FOR NO KEY UPDATE SKIP LOCKED
+        )
+        UPDATE omnispindle.tasks t
+        SET state = 'running',
+            attempts = t.attempts + 1,
+            worker_id = p_worker_id,
+            lease_token = gen_random_uuid(),
+            -- A lease never reaches past the task's timeout (LEAST ignores NULL).
+            lease_expires_at = now() + make_interval(secs => LEAST(p_lease_seconds, t.timeout_seconds)),
+            started_at = now()
+        FROM ready
+        WHERE t.id = ready.id
+        RETURNING t.id, t.task_type, t.parameters, t.attempts, t.max_attempts,
+                  t.timeout_seconds, t.lease_token,
+                  -- LATERAL primary-key lookups (OFFSET 0 keeps the planner from
+                  -- flattening them into a scan of all tasks): linear whatever
+                  -- the statistics say. NULL when there are none, which spares
+                  -- the worker decoding an empty object per task.
+                  (SELECT jsonb_object_agg(d.depends_on::text, p.result)
+                   FROM omnispindle.task_dependencies d,
+                        LATERAL (SELECT q.result FROM omnispindle.tasks q
+                                 WHERE q.id = d.depends_on AND q.state = 'succeeded' OFFSET 0) p
+                   WHERE d.task_id = t.id),
+                  -- Only children that allow failed dependencies ever see these.
+                  (SELECT jsonb_object_agg(d.depends_on::text, p.failure)
+                   FROM omnispindle.task_dependencies d,
+                        LATERAL (SELECT jsonb_build_object('state', q.state, 'error', q.errors -> -1,
+                                                           'cancel_reason', q.cancel_reason) AS failure
+                                 FROM omnispindle.tasks q
+                                 WHERE q.id = d.depends_on AND q.state IN ('failed', 'cancelled')
+                                 OFFSET 0) p
+                   WHERE d.task_id = t.id),
+                  t.trace_context;
+END
+$$;
+
+-- A worker's step in one statement and one commit: store the results of the
+-- attempts that returned, then claim up to p_limit more. Rows with completed
+-- true are the stored results (id only); the others are claims. Children the
+-- completions made ready can be claimed by the same call. A step that only
+-- claims commits without waiting for the WAL flush: a claim lost in a crash
+-- leaves its task pending, as if the worker had died right after claiming,
+-- and it never delays the start of a task. Completions stay durable.
+CREATE FUNCTION omnispindle.complete_and_claim(p_ids bigint[], p_tokens uuid[], p_results jsonb[],
+                                               p_task_types text[], p_capabilities text[],
+                                               p_limit integer, p_worker_id uuid,
+                                               p_lease_seconds double precision)
+RETURNS TABLE (id bigint, task_type text, parameters jsonb, attempts integer,
+               max_attempts integer, timeout_seconds double precision, lease_token uuid,
+               dependency_results jsonb, dependency_failures jsonb, trace_context jsonb,
+               completed boolean)
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    IF cardinality(p_ids) = 0 THEN
+        PERFORM set_config('synchronous_commit', 'off', true);
+    ELSE
+        RETURN QUERY
+            SELECT c.id, NULL::text, NULL::jsonb, NULL::integer, NULL::integer,
+                   NULL::double precision, NULL::uuid, NULL::jsonb, NULL::jsonb, NULL::jsonb, true
+            FROM omnispindle.complete_attempts(p_ids, p_tokens, p_results) c;
+    END IF;
+    IF p_limit > 0 THEN
+        RETURN QUERY
+            SELECT c.*, false
+            FROM omnispindle.claim_tasks(p_task_types, p_capabilities, p_limit, p_worker_id,
+                                         p_lease_seconds) c;
+    END IF;
+END
+$$;

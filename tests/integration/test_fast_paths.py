@@ -22,11 +22,12 @@ def claim(conn, limit, task_type="job"):
         "worker_id": uuid.uuid4(), "lease_seconds": 30.0})
 
 
-def complete_and_claim(conn, rows, limit, results=None, task_type="job"):
+def complete_and_claim(conn, rows, limit, results=None, task_type="job", after=(None, None)):
     return run(conn, "complete_and_claim", {
         "ids": [r["id"] for r in rows], "tokens": [r["lease_token"] for r in rows],
         "results": results or ['{"ok": true}'] * len(rows), "task_types": [task_type],
-        "capabilities": [], "limit": limit, "worker_id": uuid.uuid4(), "lease_seconds": 30.0})
+        "capabilities": [], "limit": limit, "worker_id": uuid.uuid4(), "lease_seconds": 30.0,
+        "after_priority": after[0], "after_id": after[1]})
 
 
 def counting(queue, monkeypatch) -> list[str]:

@@ -1,0 +1,118 @@
+"""Claims that start from a claim cursor: the order they keep, and why they exist."""
+
+from __future__ import annotations
+
+import time
+
+import psycopg
+
+from .test_fast_paths import claim, complete_and_claim
+
+
+def claimed_ids(rows):
+    return [r["id"] for r in rows if not r["completed"]]
+
+
+def test_a_claim_starts_past_its_cursor(client, conn):
+    ids = client.submit_batch([{"task_type": "job"}] * 10)
+    rows = complete_and_claim(conn, [], limit=3, after=(0, ids[4]))
+    assert claimed_ids(rows) == ids[5:8]
+    assert [r["priority"] for r in rows] == [0, 0, 0]
+
+
+def test_higher_priorities_than_the_cursor_come_first(client, conn):
+    low = client.submit_batch([{"task_type": "job"}] * 5)
+    high = client.submit_task("job", priority=5)
+    rows = complete_and_claim(conn, [], limit=2, after=(0, low[1]))
+    assert claimed_ids(rows) == [high, low[2]]
+
+
+def test_a_claim_that_runs_out_past_its_cursor_walks_from_the_head_in_order(client, conn):
+    behind = client.submit_batch([{"task_type": "job"}] * 2)
+    lower = client.submit_task("job", priority=-3)
+    rows = complete_and_claim(conn, [], limit=5, after=(0, behind[1]))
+    # Nothing past the cursor at its priority: the rest comes from the head, in claim order.
+    assert claimed_ids(rows) == [behind[0], behind[1], lower]
+
+
+def test_a_cursor_skips_no_task_a_head_claim_would_take(client, conn):
+    ids = client.submit_batch([{"task_type": "job", "priority": p} for p in (3, 0, 0, -2, 0, 3)])
+    order = []
+    after = (None, None)
+    while True:
+        rows = complete_and_claim(conn, [], limit=2, after=after)
+        got = [r for r in rows if not r["completed"]]
+        if not got:
+            break
+        order += [r["id"] for r in got]
+        lowest = min(r["priority"] for r in got)
+        after = (lowest, max(r["id"] for r in got if r["priority"] == lowest))
+    assert order == [ids[0], ids[5], ids[1], ids[2], ids[4], ids[3]]
+
+
+def entries_read_by_claim(conn, after_priority, after_id):
+    """Ready-index entries a claim of 10 reads (then undone): each costs a heap visit."""
+    read = "SELECT pg_stat_get_xact_tuples_returned('omnispindle.tasks_ready_idx'::regclass)"
+    with conn.transaction(force_rollback=True):
+        before = conn.execute(read).fetchone()[0]
+        rows = conn.execute("SELECT id FROM omnispindle.claim_tasks(ARRAY['job'], ARRAY['job'], 10, "
+                            "gen_random_uuid(), 30, %s, %s)", [after_priority, after_id]).fetchall()
+        assert len(rows) == 10
+        return conn.execute(read).fetchone()[0] - before
+
+
+def test_under_a_held_snapshot_a_cursor_claim_skips_the_claimed_entries(client, conn, dsn):
+    """Vacuum cannot remove the ready-index entries of tasks claimed after an
+    old snapshot; a claim from the head visits each of them, one from the cursor does not."""
+    client.submit_batch([{"task_type": "job"}] * 3000)
+    with psycopg.connect(dsn) as holder:
+        holder.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        holder.execute("SELECT count(*) FROM omnispindle.tasks").fetchone()
+        last = None
+        for _ in range(25):
+            rows = claim(conn, 100)
+            complete_and_claim(conn, rows, limit=0)
+            last = max(r["id"] for r in rows)
+        conn.execute("VACUUM omnispindle.tasks")
+        from_head = entries_read_by_claim(conn, None, None)
+        from_cursor = entries_read_by_claim(conn, 0, last)
+        holder.rollback()
+    assert from_head >= 2500 and from_cursor <= 20, (from_head, from_cursor)
+
+
+def test_a_worker_follows_its_cursor_while_a_backlog_lasts(client, queue, start_worker,
+                                                          monkeypatch):
+    cursors = []
+    real_fetch = queue.db.fetch
+
+    def fetch(name, params=None, **kwargs):
+        if name == "complete_and_claim":
+            cursors.append(params["after_id"])
+        return real_fetch(name, params, **kwargs)
+
+    monkeypatch.setattr(queue.db, "fetch", fetch)
+    ids = client.submit_batch([{"task_type": "noop"}] * 300)
+    start_worker({"noop": lambda task: {}}, concurrency=4)
+    assert [t["state"] for t in client.wait_for_batch(ids, timeout=60)] == ["succeeded"] * 300
+    followed = [c for c in cursors if c is not None]
+    assert followed, "no claim started from a cursor"
+    assert set(followed) <= set(ids)
+
+
+def test_a_retry_behind_the_cursor_runs_while_a_backlog_lasts(client, start_worker):
+    """A cursor is followed for a second at most: a task that became ready
+    behind it waits no longer than that, not until the backlog is gone."""
+    def job(task):
+        if task["parameters"].get("fail_first") and task["attempt"] == 1:
+            raise RuntimeError("first attempt fails")
+        time.sleep(0.02)  # the work: keeps a backlog for about three seconds
+        return {}
+
+    first = client.submit_task("job", {"fail_first": True}, retry_backoff=0)
+    ids = client.submit_batch([{"task_type": "job"}] * 600)
+    start_worker({"job": job}, concurrency=4)
+    retried = client.wait_for_task(first, timeout=60)
+    assert retried["state"] == "succeeded" and retried["attempts"] == 2
+    backlog = client.wait_for_batch(ids, timeout=60)
+    finished_after = sum(t["finished_at"] > retried["finished_at"] for t in backlog)
+    assert finished_after > 200, finished_after
