@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable
 
 import psycopg
 
+from .claim_cursor import ClaimCursor
 from .context import TaskContext
 from .errors import LeaseLostError, TaskCancelled, ValidationError
 from .execution import Outcome, failure, run_async_executor, run_executor
@@ -34,8 +35,6 @@ log = logging.getLogger("omnispindle.worker")
 UNSTORABLE_ERROR = "the error's text could not be stored"
 # Longest wait for more outcomes before storing the ones at hand (see _linger).
 LINGER_S = 0.002
-# Longest a claim cursor is followed before a claim walks from the head again.
-CURSOR_LIFETIME_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -107,9 +106,7 @@ class WorkerLoop:
         self.announced_due: deque[float] = deque()
         self.worker_id: Any = None
         self.cancel_check = threading.Event()
-        # (priority, id) of the last task claimed, while claims fill every free slot.
-        self.claim_cursor: tuple[int, int] | None = None
-        self.cursor_expires = 0.0
+        self.cursor = ClaimCursor()
 
     def run(self) -> None:
         """Register, loop until stopping is set, then drain and deregister."""
@@ -172,7 +169,7 @@ class WorkerLoop:
         free = self.settings.concurrency - len(self.claims) + sum(map(self._holds, succeeded))
         if not succeeded and free <= 0:
             return False
-        after_priority, after_id = self._cursor()
+        after_priority, after_id = self.cursor.start()
         try:
             rows = self.db.fetch("complete_and_claim", {
                 "ids": plain_array([o.task_id for o in succeeded]),
@@ -197,34 +194,8 @@ class WorkerLoop:
         claimed = [row for row in rows if not row["completed"]]
         self._start(claimed)
         if free > 0:
-            self._move_cursor(claimed, free)
+            self.cursor.move(claimed, free)
         return 0 < free == len(claimed)
-
-    def _cursor(self) -> tuple[int | None, int | None]:
-        """Where the next claim starts (see omnispindle.claim_tasks); (None, None): the head.
-
-        A cursor is followed for at most ``CURSOR_LIFETIME_S``, so that tasks
-        that became ready behind it (retries, delayed tasks come due) wait no
-        longer than that while a backlog lasts.
-        """
-        if self.claim_cursor is None or time.monotonic() >= self.cursor_expires:
-            self.claim_cursor = None
-            return None, None
-        return self.claim_cursor
-
-    def _move_cursor(self, claimed: list[dict[str, Any]], limit: int) -> None:
-        """Keep the claim order's last task as the cursor while claims fill every slot.
-
-        A claim that comes up short has walked from the head already: drop the cursor.
-        """
-        if len(claimed) < limit:
-            self.claim_cursor = None
-            return
-        if self.claim_cursor is None:
-            self.cursor_expires = time.monotonic() + CURSOR_LIFETIME_S
-        # Claim order is priority descending, then id.
-        lowest = min(row["priority"] for row in claimed)
-        self.claim_cursor = (lowest, max(row["id"] for row in claimed if row["priority"] == lowest))
 
     def _holds(self, outcome: Outcome) -> bool:
         """Whether ``outcome`` ends the attempt this worker holds (not an abandoned one)."""
