@@ -1,9 +1,17 @@
 -- Statements of `omnispindle bench`: it watches and clears only its own tasks.
 
 -- name: bench_unfinished
+-- Read through the partial indexes, which hold only unfinished tasks (and dead
+-- entries not yet vacuumed): a filter on finished_at read every finished row
+-- of the range, and polled 20 times a second that cost Postgres a sixth of
+-- the CPU of the drain it measured.
 SELECT count(*) AS count
 FROM omnispindle.tasks
-WHERE id BETWEEN %(first)s AND %(last)s AND finished_at IS NULL;
+WHERE id BETWEEN %(first)s AND %(last)s
+  AND (state = 'pending' OR state = 'running' OR state = 'blocked');
+
+-- name: bench_finished
+SELECT finished_at IS NOT NULL AS finished FROM omnispindle.tasks WHERE id = %(id)s;
 
 -- name: bench_span
 -- The drain as the database saw it: first start to last finish.
