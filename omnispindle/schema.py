@@ -11,8 +11,10 @@ tables (then create queues with ``TaskQueue(..., migrate=False)``)::
         apply_migration(op.get_bind(), "0002_operations")
         apply_migration(op.get_bind(), "0003_speed")
         apply_migration(op.get_bind(), "0004_fencing_plans")
+        apply_migration(op.get_bind(), "0005_lean_updates")
 
     def downgrade():
+        apply_migration(op.get_bind(), "0005_lean_updates.down")
         apply_migration(op.get_bind(), "0004_fencing_plans.down")
         apply_migration(op.get_bind(), "0003_speed.down")
         apply_migration(op.get_bind(), "0002_operations.down")

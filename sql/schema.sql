@@ -232,7 +232,9 @@ BEGIN
                         LATERAL (SELECT q.result FROM omnispindle.tasks q
                                  WHERE q.id = d.depends_on AND q.state = 'succeeded' OFFSET 0) p
                    WHERE d.task_id = t.id),
-                  -- Only children that allow failed dependencies ever see these.
+                  -- Only children that allow failed dependencies ever see these,
+                  -- so no other claim looks them up.
+                  CASE WHEN t.allow_failed_dependencies THEN
                   (SELECT jsonb_object_agg(d.depends_on::text, p.failure)
                    FROM omnispindle.task_dependencies d,
                         LATERAL (SELECT jsonb_build_object('state', q.state, 'error', q.errors -> -1,
@@ -240,7 +242,7 @@ BEGIN
                                  FROM omnispindle.tasks q
                                  WHERE q.id = d.depends_on AND q.state IN ('failed', 'cancelled')
                                  OFFSET 0) p
-                   WHERE d.task_id = t.id),
+                   WHERE d.task_id = t.id) END,
                   t.trace_context, t.priority;
         GET DIAGNOSTICS found_now = ROW_COUNT;
         claimed := claimed + found_now;
@@ -252,11 +254,14 @@ $$;
 -- Ends one attempt of each given task with an error: back to pending after a
 -- backoff while attempts are left, else failed; cancelled when a cancel was
 -- requested. Only rows whose lease token still matches change (fencing).
--- Shared by workers and lease recovery.
+-- Shared by workers and lease recovery. PL/pgSQL, as complete_attempts.
 CREATE FUNCTION omnispindle.fail_attempts(ids bigint[], tokens uuid[], failures jsonb[])
 RETURNS TABLE (id bigint, state omnispindle.task_state, retry_in double precision)
-LANGUAGE sql
+LANGUAGE plpgsql
 AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
     WITH attempt AS (
         SELECT f.id, f.token, f.error,
                t.cancel_requested_at IS NOT NULL AS cancelling,
@@ -281,17 +286,22 @@ AS $$
     -- primary key: completions slowed as a held snapshot kept those entries.
     WHERE t.id = a.id AND t.lease_token = a.token
     RETURNING t.id, t.state,
-              CASE WHEN a.will_retry THEN extract(epoch FROM a.delay)::double precision END
+              CASE WHEN a.will_retry THEN extract(epoch FROM a.delay)::double precision END;
+END
 $$;
 
 -- Ends attempts that returned: succeeded with their result, or cancelled
 -- when a cancel was requested meanwhile. Fencing: a row changes only while
 -- the caller still holds its lease, so a worker whose lease was taken over
--- gets no row back and its result is dropped.
+-- gets no row back and its result is dropped. PL/pgSQL keeps the plan for the
+-- connection's life: an SQL function that updates is planned at every call.
 CREATE FUNCTION omnispindle.complete_attempts(ids bigint[], tokens uuid[], results jsonb[])
 RETURNS TABLE (id bigint, state omnispindle.task_state)
-LANGUAGE sql
+LANGUAGE plpgsql
 AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
     UPDATE omnispindle.tasks t
     SET state = CASE WHEN t.cancel_requested_at IS NULL
                      THEN 'succeeded' ELSE 'cancelled' END::omnispindle.task_state,
@@ -302,7 +312,8 @@ AS $$
     FROM unnest(ids, tokens, results) AS c(id, token, result)
     -- Fenced by the token alone, as in fail_attempts (and for the same reason).
     WHERE t.id = c.id AND t.lease_token = c.token
-    RETURNING t.id, t.state
+    RETURNING t.id, t.state;
+END
 $$;
 
 -- A worker's step in one statement and one commit: store the results of the
@@ -343,30 +354,33 @@ BEGIN
 END
 $$;
 
--- The legal state transitions; anything else is refused, also from plain SQL.
+-- Refuses a state transition; the trigger below calls it only for illegal ones.
 CREATE FUNCTION omnispindle.check_transition()
 RETURNS trigger
 LANGUAGE plpgsql
 AS $$
 BEGIN
-    IF NEW.state = OLD.state
-       OR (OLD.state = 'blocked' AND NEW.state IN ('pending', 'cancelled'))
-       OR (OLD.state = 'pending' AND NEW.state IN ('running', 'cancelled'))
-       OR (OLD.state = 'running' AND NEW.state IN ('pending', 'succeeded', 'failed', 'cancelled'))
-       -- A failed task may be retried by hand, given an attempt to run.
-       OR (OLD.state = 'failed' AND NEW.state = 'pending'
-           AND NEW.attempts < NEW.max_attempts) THEN
-        RETURN NEW;
-    END IF;
     RAISE EXCEPTION 'illegal task state transition % -> % for task %',
         OLD.state, NEW.state, OLD.id
         USING ERRCODE = 'OS002';
 END
 $$;
 
+-- The legal state transitions; anything else is refused, also from plain SQL.
+-- The rule is the WHEN clause, which the executor evaluates itself: a legal
+-- update (every claim and completion) calls no PL/pgSQL for its rows.
 CREATE TRIGGER tasks_check_transition
     BEFORE UPDATE OF state ON omnispindle.tasks
-    FOR EACH ROW EXECUTE FUNCTION omnispindle.check_transition();
+    FOR EACH ROW
+    WHEN (NOT (NEW.state = OLD.state
+               OR (OLD.state = 'blocked' AND NEW.state IN ('pending', 'cancelled'))
+               OR (OLD.state = 'pending' AND NEW.state IN ('running', 'cancelled'))
+               OR (OLD.state = 'running'
+                   AND NEW.state IN ('pending', 'succeeded', 'failed', 'cancelled'))
+               -- A failed task may be retried by hand, given an attempt to run.
+               OR (OLD.state = 'failed' AND NEW.state = 'pending'
+                   AND NEW.attempts < NEW.max_attempts)))
+    EXECUTE FUNCTION omnispindle.check_transition();
 
 -- Workers wake on this notification. Tasks that are not due yet are announced
 -- with the time the earliest of them is due (epoch seconds), so that a worker
@@ -414,6 +428,11 @@ DECLARE
     became_pending bigint[];
     retried bigint[];
 BEGIN
+    -- Claims leave every row running, which asks for nothing here.
+    IF NOT EXISTS (SELECT FROM new_rows WHERE state <> 'running') THEN
+        RETURN NULL;
+    END IF;
+
     -- Transition tables carry no statistics: every query here is written so
     -- that its plan stays linear (set operations, arrays, primary-key
     -- lookups) whatever the planner guesses, also for statements that change

@@ -70,3 +70,52 @@ def test_running_without_lease_violates_a_check(conn):
     assert isinstance(translated, ValidationError)
     assert "tasks_lease_matches_state" in str(translated)
     assert task_state(conn, task_id) == ("pending", None)
+
+
+# One row in each state, satisfying every CHECK constraint.
+ROW_IN_STATE = {
+    "blocked": "INSERT INTO omnispindle.tasks (task_type, state, pending_dependencies) "
+               "VALUES ('t', 'blocked', 1) RETURNING id",
+    "pending": "INSERT INTO omnispindle.tasks (task_type, state) VALUES ('t', 'pending') RETURNING id",
+    "running": "INSERT INTO omnispindle.tasks (task_type, state, attempts, started_at, lease_token, "
+               "lease_expires_at) VALUES ('t', 'running', 1, now(), gen_random_uuid(), "
+               "now() + interval '1 hour') RETURNING id",
+    "succeeded": "INSERT INTO omnispindle.tasks (task_type, state, result, finished_at) "
+                 "VALUES ('t', 'succeeded', '{}', now()) RETURNING id",
+    "failed": "INSERT INTO omnispindle.tasks (task_type, state, attempts, errors, finished_at) "
+              "VALUES ('t', 'failed', 1, '[{\"message\": \"x\"}]', now()) RETURNING id",
+    "cancelled": "INSERT INTO omnispindle.tasks (task_type, state, finished_at) "
+                 "VALUES ('t', 'cancelled', now()) RETURNING id",
+}
+
+LEGAL = {
+    "blocked": {"pending", "cancelled"},
+    "pending": {"running", "cancelled"},
+    "running": {"pending", "succeeded", "failed", "cancelled"},
+    "failed": {"pending"},
+}
+
+
+@pytest.mark.parametrize("source", list(ROW_IN_STATE))
+def test_every_transition_is_refused_unless_legal(conn, source):
+    """Each state change either passes the transition rule (and may still break
+    a CHECK constraint, which the rule runs before) or is refused with OS002."""
+    for target in ROW_IN_STATE:
+        task_id = insert(conn, ROW_IN_STATE[source])
+        try:
+            conn.execute("UPDATE omnispindle.tasks SET state = %(state)s WHERE id = %(id)s",
+                         {"state": target, "id": task_id})
+            refused = None
+        except psycopg.Error as error:
+            refused = error.sqlstate
+        legal = target == source or target in LEGAL.get(source, set())
+        assert (refused == "OS002") != legal, f"{source} -> {target}: {refused}"
+
+
+def test_failed_task_without_attempts_left_cannot_go_back_to_pending(conn):
+    task_id = conn.execute(
+        "INSERT INTO omnispindle.tasks (task_type, state, attempts, max_attempts, errors, finished_at) "
+        "VALUES ('t', 'failed', 2, 2, '[{\"message\": \"x\"}]', now()) RETURNING id").fetchone()[0]
+    with pytest.raises(psycopg.Error) as refused:
+        conn.execute(BACK_TO_PENDING, {"id": task_id})
+    assert refused.value.sqlstate == "OS002"

@@ -29,7 +29,7 @@ from tests.conftest import create_database, drop_database, unique_name
 from tests.migrations.catalog import snapshot
 
 MIGRATORS = 4
-HEAD = "0004_fencing_plans"
+HEAD = "0005_lean_updates"
 DEADLINE_SECONDS = 120
 
 USER_TABLE = "invoices"
@@ -67,9 +67,11 @@ def upgrade():
     apply_migration(op.get_bind(), "0002_operations")
     apply_migration(op.get_bind(), "0003_speed")
     apply_migration(op.get_bind(), "0004_fencing_plans")
+    apply_migration(op.get_bind(), "0005_lean_updates")
 
 
 def downgrade():
+    apply_migration(op.get_bind(), "0005_lean_updates.down")
     apply_migration(op.get_bind(), "0004_fencing_plans.down")
     apply_migration(op.get_bind(), "0003_speed.down")
     apply_migration(op.get_bind(), "0002_operations.down")
@@ -302,11 +304,12 @@ def test_upgrade_from_0001_keeps_tasks_and_downgrade_restores_it(server_dsn, emp
     assert snapshot(empty_dsn) == build_from_script(server_dsn, "migrations/0001_initial.sql")
 
 
-def test_each_downgrade_restores_the_previous_revision_exactly(empty_dsn):
-    upgrade(empty_dsn, "0003_speed")
+@pytest.mark.parametrize("previous", ["0003_speed", "0004_fencing_plans"])
+def test_each_downgrade_restores_the_previous_revision_exactly(empty_dsn, previous):
+    upgrade(empty_dsn, previous)
     before = snapshot(empty_dsn)
     upgrade(empty_dsn)
     assert snapshot(empty_dsn) != before
-    downgrade(empty_dsn, "0003_speed")
-    assert versions(empty_dsn) == ["0003_speed"]
+    downgrade(empty_dsn, previous)
+    assert versions(empty_dsn) == [previous]
     assert snapshot(empty_dsn) == before
