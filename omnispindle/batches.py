@@ -10,7 +10,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
@@ -53,7 +52,7 @@ def batch_specs(tasks: Any) -> list[TaskSpec]:
 def _keys(entries: list[Any]) -> dict[str, int]:
     keys: dict[str, int] = {}
     for index, item in enumerate(entries):
-        if not isinstance(item, Mapping):
+        if type(item) is not dict and not isinstance(item, Mapping):  # the ABC check is slow
             raise ValidationError(f"batch entry {index}: must be a dict, got {type(item).__name__}")
         key = item.get("key")
         if key is None:
@@ -82,7 +81,7 @@ def _entry_spec(index: int, item: Mapping, keys: dict[str, int], size: int) -> T
         raise type(exc)(f"batch entry {index}: {exc}") from None
     if not positions:
         return spec
-    return dataclasses.replace(spec, entry_dependencies=tuple(dict.fromkeys(positions)))
+    return spec._replace(entry_dependencies=tuple(dict.fromkeys(positions)))
 
 
 def _split_dependencies(value: Any, keys: dict[str, int], size: int) -> tuple[list[Any], list[int]]:
