@@ -30,7 +30,7 @@ from .embedded import DSN_VARIABLE
 from .errors import ConfigurationError, TaskNotFoundError
 from .notifier import FINISHED_CHANNEL
 from .queue_handle import given_queue
-from .submission import insert_statement
+from .submission import inserted_ids, insert_statement
 from .waiting import CheckPacer
 
 __all__ = ["AsyncTaskQueueClient"]
@@ -216,9 +216,9 @@ class AsyncTaskQueueClient:
 
     async def _insert(self, specs: list[validation.TaskSpec], connection: Any) -> list[int]:
         with tracing.submit_span([s.task_type for s in specs]) as trace_context:
-            rows = await self.db.fetch(*insert_statement(specs, trace_context),
-                                       connection=connection)
-        return [row["id"] for row in rows]
+            statement, params = insert_statement(specs, trace_context)
+            rows = await self.db.fetch(statement, params, connection=connection)
+        return inserted_ids(statement, rows)
 
 
 async def _report(progress: Callable[[int, int], Any] | None, finished: FinishedTasks) -> None:

@@ -20,7 +20,7 @@ from .notifier import FINISHED_CHANNEL
 from .periodic import schedule_params
 from .queue_handle import resolve_queue
 from .streaming import stream_events
-from .submission import insert_statement
+from .submission import inserted_ids, insert_statement
 from .waiting import CheckPacer, wait_until
 from .worker import WorkerClient
 
@@ -261,9 +261,9 @@ class TaskQueueClient:
 
     def _insert(self, specs: list[validation.TaskSpec], connection: Any) -> list[int]:
         with tracing.submit_span([s.task_type for s in specs]) as trace_context:
-            rows = self.queue.db.fetch(*insert_statement(specs, trace_context),
-                                       connection=connection)
-        return [row["id"] for row in rows]
+            statement, params = insert_statement(specs, trace_context)
+            rows = self.queue.db.fetch(statement, params, connection=connection)
+        return inserted_ids(statement, rows)
 
     def _existing_rows(self, ids: list[int]) -> list[dict[str, Any]]:
         """The tasks' current rows; raises TaskNotFoundError if one does not exist."""

@@ -19,12 +19,15 @@ ORDER BY s.ord;
 -- objects (omnispindle.submission builds it): one statement, one parameter,
 -- any batch size. Identities are drawn in entry order, so sorted ids are the
 -- entries' ids in order. One NOTIFY per statement, from the insert trigger.
+-- An object leaves out the fields that hold their defaults, filled in here
+-- (the same as omnispindle.submission's DEFAULT_* constants).
 WITH inserted AS (
     INSERT INTO omnispindle.tasks (task_type, parameters, priority, max_attempts, retry_backoff,
                                    timeout_seconds, required_capabilities, state, run_after,
                                    trace_context)
-    SELECT r.task_type, r.parameters, r.priority, r.max_attempts, r.retry_backoff,
-           r.timeout_seconds, r.required_capabilities, 'pending', coalesce(r.run_after, now()),
+    SELECT r.task_type, coalesce(r.parameters, '{}'), coalesce(r.priority, 0),
+           coalesce(r.max_attempts, 4), coalesce(r.retry_backoff, 1.0), r.timeout_seconds,
+           coalesce(r.required_capabilities, '{}'), 'pending', coalesce(r.run_after, now()),
            %(trace_context)s::jsonb
     FROM ROWS FROM (
         jsonb_to_recordset(%(rows)s::jsonb) AS (
@@ -36,7 +39,12 @@ WITH inserted AS (
     ORDER BY r.ord
     RETURNING id
 )
-SELECT id FROM inserted ORDER BY id;
+-- Runs of consecutive ids, two numbers each instead of a row per task: one run,
+-- unless another session drew identities meanwhile.
+SELECT min(id) AS first, max(id) AS last
+FROM (SELECT id, id - row_number() OVER (ORDER BY id) AS run FROM inserted) AS numbered
+GROUP BY run
+ORDER BY first;
 
 -- name: claim_tasks
 -- The claim lives in omnispindle.claim_tasks (sql/schema.sql), which pins the

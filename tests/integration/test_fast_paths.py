@@ -66,6 +66,50 @@ def test_bulk_path_stores_every_field_of_every_entry_in_order(client, queue, mon
     assert full["run_after"] == run_at
 
 
+STORED_FIELDS = """
+SELECT parameters, priority, max_attempts, retry_backoff, timeout_seconds,
+       required_capabilities, run_after <= now() AS due
+FROM omnispindle.tasks WHERE id = ANY(%(ids)s) ORDER BY id
+"""
+
+DEFAULT_VALUED = {"task_type": "t", "parameters": {}, "priority": 0, "max_retries": 3,
+                  "retry_backoff": 1.0, "timeout": None, "required_capabilities": []}
+
+
+def test_fields_left_out_of_the_bulk_document_are_stored_as_the_checking_path_stores_them(
+        client, conn):
+    bulk = client.submit_batch([{"task_type": "t"}, DEFAULT_VALUED])
+    checked = client.submit_batch([{"task_type": "t", "idempotency_key": "a"},
+                                   {**DEFAULT_VALUED, "idempotency_key": "b"}])
+    stored = [conn.execute(STORED_FIELDS, {"ids": ids}).fetchall() for ids in (bulk, checked)]
+    assert stored[0] == stored[1]
+    assert stored[0][0] == ({}, 0, 4, 1.0, None, [], True)
+
+
+def test_bulk_batches_submitted_at_once_each_get_their_own_ids_in_order(client, queue):
+    """Concurrent inserts interleave identities: each call still gets back the
+    ids of its own entries, in order (they come back as runs of ids)."""
+    batches, size = 4, 3000
+    returned: dict[int, list[int]] = {}
+    start = threading.Barrier(batches)
+
+    def submit(who: int) -> None:
+        start.wait(timeout=30)
+        returned[who] = client.submit_batch(
+            [{"task_type": "t", "parameters": {"who": who, "i": i}} for i in range(size)])
+
+    threads = [threading.Thread(target=submit, args=(who,)) for who in range(batches)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(returned) == list(range(batches))
+    for who, ids in returned.items():
+        rows = queue.db.fetch("get_tasks", {"ids": ids, "finished_only": False})
+        by_id = {row["task_id"]: row["parameters"] for row in rows}
+        assert [by_id[task_id] for task_id in ids] == [{"who": who, "i": i} for i in range(size)]
+
+
 def test_a_batch_with_dependencies_or_keys_takes_the_checking_path(client, queue, monkeypatch):
     names = counting(queue, monkeypatch)
     client.submit_batch([{"task_type": "a"}, {"task_type": "b", "dependencies": [entry(0)]}])
