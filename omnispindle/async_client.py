@@ -16,21 +16,21 @@ import inspect
 import os
 import time
 from datetime import datetime, timedelta
-from typing import Any, AsyncIterator, Callable, Iterable
+from typing import Any, AsyncIterator, Callable, Iterable, Iterator
 
 from . import tracing, validation
 from .async_connections import AsyncDatabase
 from .async_notifier import AsyncNotifier
 from .async_streaming import stream_events
 from .async_waiting import wait_until
-from .batches import batch_specs
+from .batches import batch_entries, batch_specs, plain_chunks
 from .client_common import (FEW_LEFT, FinishedTasks, cancel_outcome, cancel_params,
                             raise_if_failed, task_record)
 from .embedded import DSN_VARIABLE
 from .errors import ConfigurationError, TaskNotFoundError
 from .notifier import FINISHED_CHANNEL
 from .queue_handle import given_queue
-from .submission import inserted_ids, insert_statement
+from .submission import bulk_params, inserted_ids, insert_statement
 from .waiting import CheckPacer
 
 __all__ = ["AsyncTaskQueueClient"]
@@ -110,7 +110,8 @@ class AsyncTaskQueueClient:
         return (await self._insert([spec], connection))[0]
 
     async def submit_batch(self, tasks: Iterable[dict], *, connection: Any = None) -> list[int]:
-        """Submit many tasks in one round trip, all or nothing; returns ids in order.
+        """Submit many tasks in one round trip and transaction, all or nothing; returns
+        ids in order.
 
         Entries are as for ``TaskQueueClient.submit_batch`` (keys and ``entry(i)``
         for dependencies between them).
@@ -119,7 +120,11 @@ class AsyncTaskQueueClient:
             ValidationError: an entry is invalid (its index is named); nothing is inserted.
             DependencyCycleError: entries depend on each other in a cycle.
         """
-        specs = batch_specs(tasks)
+        entries = batch_entries(tasks)
+        chunks = plain_chunks(entries)
+        if chunks is not None:
+            return await self._insert_chunks(entries, chunks, connection)
+        specs = batch_specs(entries)
         return await self._insert(specs, connection) if specs else []
 
     async def get_task(self, task_id: int) -> dict[str, Any]:
@@ -219,6 +224,15 @@ class AsyncTaskQueueClient:
             statement, params = insert_statement(specs, trace_context)
             rows = await self.db.fetch(statement, params, connection=connection)
         return inserted_ids(statement, rows)
+
+    async def _insert_chunks(self, entries: list[dict], chunks: Iterator[list[validation.TaskSpec]],
+                             connection: Any) -> list[int]:
+        """A long batch in pipelined statements of one transaction, as the sync client's."""
+        with tracing.submit_span([e.get("task_type") for e in entries]) as trace_context:
+            results = await self.db.fetch_each(
+                "insert_tasks_bulk", (bulk_params(specs, trace_context) for specs in chunks),
+                connection=connection)
+        return [i for rows in results for i in inserted_ids("insert_tasks_bulk", rows)]
 
 
 async def _report(progress: Callable[[int, int], Any] | None, finished: FinishedTasks) -> None:

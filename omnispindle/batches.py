@@ -10,7 +10,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 from .errors import DependencyCycleError, ValidationError
@@ -28,6 +28,46 @@ def entry(index: int) -> EntryRef:
     return EntryRef(index)
 
 
+# Entries per statement when a long batch without links between entries is
+# sent in pieces (see plain_chunks).
+CHUNK_SIZE = 2000
+
+
+def batch_entries(tasks: Any) -> list[Any]:
+    """The entries of a batch as a list.
+
+    Raises:
+        ValidationError: ``tasks`` is not a list (or other iterable) of entries.
+    """
+    if isinstance(tasks, (str, bytes, Mapping)) or not isinstance(tasks, Iterable):
+        raise ValidationError("a batch must be a list of task dicts")
+    return list(tasks)
+
+
+def plain_chunks(entries: list[Any], size: int = CHUNK_SIZE) -> Iterator[list[TaskSpec]] | None:
+    """A batch of more than ``size`` entries without keys, dependencies or
+    idempotency keys, validated ``size`` entries at a time as they are asked
+    for; None for any other batch, which ``batch_specs`` validates whole.
+
+    The caller inserts one chunk while the next is validated. An invalid entry
+    raises from the iterator (naming its index), and the caller rolls back.
+    """
+    if len(entries) <= size or not all(map(_plain, entries)):
+        return None
+    return ([_entry_spec(index, entries[index], {}, len(entries))
+             for index in range(start, min(start + size, len(entries)))]
+            for start in range(0, len(entries), size))
+
+
+def _plain(item: Any) -> bool:
+    """An entry that links to nothing: no key, dependencies or idempotency key."""
+    if type(item) is not dict and not isinstance(item, Mapping):
+        return False
+    dependencies = item.get("dependencies")
+    return (item.get("key") is None and item.get("idempotency_key") is None
+            and (dependencies is None or (type(dependencies) in (list, tuple) and not dependencies)))
+
+
 def batch_specs(tasks: Any) -> list[TaskSpec]:
     """Validate a batch and resolve its internal dependencies.
 
@@ -39,9 +79,7 @@ def batch_specs(tasks: Any) -> list[TaskSpec]:
             (its index is named); nothing is inserted.
         DependencyCycleError: entries depend on each other in a cycle.
     """
-    if isinstance(tasks, (str, bytes, Mapping)) or not isinstance(tasks, Iterable):
-        raise ValidationError("a batch must be a list of task dicts")
-    entries = list(tasks)
+    entries = batch_entries(tasks)
     keys = _keys(entries)
     specs = [_entry_spec(index, item, keys, len(entries)) for index, item in enumerate(entries)]
     _reject_repeated_idempotency_keys(specs)

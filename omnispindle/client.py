@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable, Iterator
 
 from . import tracing, validation
-from .batches import batch_specs
+from .batches import batch_entries, batch_specs, plain_chunks
 from .client_common import (FEW_LEFT, FinishedTasks, cancel_outcome, cancel_params,
                             raise_if_failed, require_found, task_record)
 from .errors import TaskNotFoundError
@@ -20,7 +20,7 @@ from .notifier import FINISHED_CHANNEL
 from .periodic import schedule_params
 from .queue_handle import resolve_queue
 from .streaming import stream_events
-from .submission import inserted_ids, insert_statement
+from .submission import bulk_params, inserted_ids, insert_statement
 from .waiting import CheckPacer, wait_until
 from .worker import WorkerClient
 
@@ -88,7 +88,8 @@ class TaskQueueClient:
         return self._insert([spec], connection)[0]
 
     def submit_batch(self, tasks: Iterable[dict], *, connection: Any = None) -> list[int]:
-        """Submit many tasks in one round trip, all or nothing; returns ids in order.
+        """Submit many tasks in one round trip and transaction, all or nothing; returns
+        ids in order.
 
         Each entry is a dict of :meth:`submit_task`'s arguments (``task_type``
         required), plus an optional ``key``. Its ``dependencies`` may name
@@ -99,7 +100,11 @@ class TaskQueueClient:
             ValidationError: an entry is invalid (its index is named); nothing is inserted.
             DependencyCycleError: entries depend on each other in a cycle.
         """
-        specs = batch_specs(tasks)
+        entries = batch_entries(tasks)
+        chunks = plain_chunks(entries)
+        if chunks is not None:
+            return self._insert_chunks(entries, chunks, connection)
+        specs = batch_specs(entries)
         return self._insert(specs, connection) if specs else []
 
     def get_task(self, task_id: int) -> dict[str, Any]:
@@ -264,6 +269,16 @@ class TaskQueueClient:
             statement, params = insert_statement(specs, trace_context)
             rows = self.queue.db.fetch(statement, params, connection=connection)
         return inserted_ids(statement, rows)
+
+    def _insert_chunks(self, entries: list[dict], chunks: Iterator[list[validation.TaskSpec]],
+                       connection: Any) -> list[int]:
+        """A long batch in pipelined statements of one transaction: the server
+        inserts a chunk while the next one is validated."""
+        with tracing.submit_span([e.get("task_type") for e in entries]) as trace_context:
+            results = self.queue.db.fetch_each(
+                "insert_tasks_bulk", (bulk_params(specs, trace_context) for specs in chunks),
+                connection=connection)
+        return [i for rows in results for i in inserted_ids("insert_tasks_bulk", rows)]
 
     def _existing_rows(self, ids: list[int]) -> list[dict[str, Any]]:
         """The tasks' current rows; raises TaskNotFoundError if one does not exist."""

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import contextlib
+from typing import Any, Iterable, Mapping
 
 import psycopg
 from psycopg.rows import dict_row
@@ -47,6 +48,19 @@ class Database:
         with self.pool.connection() as conn:
             return run(conn, name, params)
 
+    def fetch_each(self, name: str, params: Iterable[Mapping[str, Any]],
+                   *, connection: Any = None) -> list[list[dict[str, Any]]]:
+        """Run the named statement once per parameter set, in one transaction
+        (all or nothing) and pipelined; the rows of each run, in order.
+
+        ``params`` may be a generator: the server runs one statement while the
+        next set is made, and an exception from it rolls everything back.
+        """
+        if connection is not None:
+            return run_each(as_psycopg(connection), name, params)
+        with self.pool.connection() as conn:
+            return run_each(conn, name, params)
+
     def connect(self) -> psycopg.Connection:
         """Open a dedicated autocommit connection outside the pool (e.g. for LISTEN)."""
         return psycopg.connect(self.dsn, autocommit=True)
@@ -61,6 +75,29 @@ def run(conn: psycopg.Connection, name: str,
     with translated_errors(), conn.cursor(row_factory=dict_row) as cur:
         cur.execute(query(name), params)
         return cur.fetchall() if cur.description else []
+
+
+def run_each(conn: psycopg.Connection, name: str,
+             params: Iterable[Mapping[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Execute the named statement once per parameter set, pipelined in one
+    transaction (a savepoint inside the caller's); rows of each run."""
+    statement = query(name)
+    cursors = []
+    try:
+        with translated_errors(), pipeline(conn), conn.transaction():
+            for one in params:
+                cursors.append(conn.cursor(row_factory=dict_row))
+                cursors[-1].execute(statement, one)
+        return [cur.fetchall() for cur in cursors]
+    finally:
+        for cur in cursors:
+            cur.close()
+
+
+def pipeline(conn: Any) -> Any:
+    """Pipeline mode where libpq has it (14 and newer); else statements just
+    take turns, in the same transaction."""
+    return conn.pipeline() if psycopg.Pipeline.is_supported() else contextlib.nullcontext()
 
 
 def as_psycopg(connection: Any) -> psycopg.Connection:

@@ -2,8 +2,9 @@
 
 A batch without dependencies or idempotency keys, the common case, goes in as
 one JSON document expanded by ``jsonb_to_recordset``: one parameter to send,
-and no per-entry work in PL/pgSQL. Anything else goes through the
-``submit_tasks`` function, which checks parents and keys.
+and no per-entry work in PL/pgSQL (a long one as several documents, pipelined
+in one transaction: see ``batches.plain_chunks``). Anything else goes through
+the ``submit_tasks`` function, which checks parents and keys.
 """
 
 from __future__ import annotations
@@ -27,7 +28,12 @@ def insert_statement(specs: list[TaskSpec],
     """The named statement for ``specs`` and its parameters; it returns ids in order."""
     if any(s.dependencies or s.entry_dependencies or s.idempotency_key for s in specs):
         return "submit_tasks", submit_params(specs, trace_context)
-    return "insert_tasks_bulk", {
+    return "insert_tasks_bulk", bulk_params(specs, trace_context)
+
+
+def bulk_params(specs: list[TaskSpec], trace_context: dict[str, str] | None) -> dict[str, Any]:
+    """Parameters of insert_tasks_bulk, for specs without dependencies or keys."""
+    return {
         "rows": "[" + ",".join(map(_json_row, specs)) + "]",
         "trace_context": None if trace_context is None else Jsonb(trace_context),
     }

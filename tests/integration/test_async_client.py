@@ -19,6 +19,7 @@ from omnispindle import (AsyncTaskQueueClient, ConfigurationError, TaskFailedErr
                          TaskNotFoundError, ValidationError, WaitTimeoutError, current_task, entry)
 from omnispindle.errors import (DependencyCycleError, DependencyStateError, SchemaMissingError,
                                 UnknownDependencyError)
+from omnispindle.batches import CHUNK_SIZE
 
 from ..acceptance.test_quickstart import python_block, run_script
 from .test_bad_input import BAD_SUBMISSIONS, BAD_TASK_TYPES, row_counts
@@ -444,6 +445,25 @@ def test_bad_batches_and_lookups_raise_typed_errors(dsn, conn):
 
     run(scenario())
     assert row_counts(conn) == (0, 0)
+
+
+def test_a_long_batch_goes_in_whole_and_in_order_or_not_at_all(dsn, conn):
+    size = 2 * CHUNK_SIZE + 10
+    bad = [{"task_type": "t"}] * size
+    bad[CHUNK_SIZE + 1] = {"task_type": "t", "timeout": 0}
+
+    async def scenario():
+        async with AsyncTaskQueueClient(dsn) as client:
+            with pytest.raises(ValidationError, match=f"batch entry {CHUNK_SIZE + 1}: timeout"):
+                await client.submit_batch(bad)
+            assert row_counts(conn) == (0, 0)
+            return await client.submit_batch([{"task_type": "t", "parameters": {"n": n}}
+                                              for n in range(size)])
+
+    ids = run(scenario())
+    stored = conn.execute(
+        "SELECT id, (parameters ->> 'n')::integer FROM omnispindle.tasks ORDER BY id").fetchall()
+    assert stored == list(zip(ids, range(size)))
 
 
 def test_a_dependency_that_was_cancelled_is_refused(dsn, conn):

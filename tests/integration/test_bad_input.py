@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from omnispindle import TaskQueueClient, WorkerClient
+from omnispindle.batches import CHUNK_SIZE
 from omnispindle.errors import (
     ConfigurationError,
     DependencyStateError,
@@ -150,6 +151,28 @@ def test_batch_of_1000_is_one_round_trip_in_order(client, queue, conn, monkeypat
     assert stored == list(zip(ids, range(1000)))
     transactions = conn.execute("SELECT count(DISTINCT xmin::text) FROM omnispindle.tasks")
     assert transactions.fetchone()[0] == 1
+
+
+LONG_BATCH = 2 * CHUNK_SIZE + 500  # three pipelined statements
+
+
+def test_long_batch_is_one_transaction_in_order(client, conn):
+    ids = client.submit_batch([{"task_type": "bulk", "parameters": {"n": n}}
+                               for n in range(LONG_BATCH)])
+    assert len(ids) == LONG_BATCH and all(a < b for a, b in zip(ids, ids[1:]))
+    stored = conn.execute(
+        "SELECT id, (parameters ->> 'n')::integer FROM omnispindle.tasks ORDER BY id").fetchall()
+    assert stored == list(zip(ids, range(LONG_BATCH)))
+    transactions = conn.execute("SELECT count(DISTINCT xmin::text) FROM omnispindle.tasks")
+    assert transactions.fetchone()[0] == 1
+
+
+def test_long_batch_with_a_bad_entry_in_its_last_chunk_inserts_nothing(client, conn):
+    batch = [{"task_type": "bulk"}] * LONG_BATCH
+    batch[-3] = {"task_type": "bulk", "priority": 5000}
+    with pytest.raises(ValidationError, match=f"batch entry {LONG_BATCH - 3}: priority"):
+        client.submit_batch(batch)
+    assert row_counts(conn) == (0, 0)
 
 
 def test_empty_batch_returns_nothing_and_inserts_nothing(client, conn):

@@ -8,7 +8,8 @@ from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
-from omnispindle import TaskNotFoundError
+from omnispindle import TaskNotFoundError, ValidationError
+from omnispindle.batches import CHUNK_SIZE
 
 
 class Rollback(Exception):
@@ -48,6 +49,19 @@ def test_psycopg_rollback_leaves_nothing_and_wakes_nobody(client, dsn, conn, lis
     assert not notified(listener)
     with pytest.raises(TaskNotFoundError):
         client.get_task(task_id)
+
+
+def test_a_refused_long_batch_leaves_the_callers_transaction_usable(client, dsn, conn):
+    batch = [{"task_type": "email"}] * (2 * CHUNK_SIZE + 1)
+    batch[-1] = {"task_type": ""}
+    with psycopg.connect(dsn) as app_conn:
+        with app_conn.transaction():
+            kept = client.submit_task("email", connection=app_conn)
+            with pytest.raises(ValidationError, match=f"batch entry {2 * CHUNK_SIZE}"):
+                client.submit_batch(batch, connection=app_conn)
+            ids = client.submit_batch(batch[:-1], connection=app_conn)
+    assert count_tasks(conn) == 1 + 2 * CHUNK_SIZE
+    assert client.get_task(kept)["state"] == client.get_task(ids[-1])["state"] == "pending"
 
 
 def test_psycopg_commit_inserts_and_wakes(client, dsn, conn, listener):
