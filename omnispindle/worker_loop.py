@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import heapq
 import json
@@ -388,7 +387,7 @@ class WorkerLoop:
                 return
             if outcomes[0].error.get("message") == UNSTORABLE_ERROR:
                 raise
-            self._fail([dataclasses.replace(outcomes[0], error={
+            self._fail([outcomes[0]._replace(error={
                 "type": outcomes[0].error["type"], "message": UNSTORABLE_ERROR,
                 "traceback": None, "attempt": outcomes[0].attempt})])
             return
