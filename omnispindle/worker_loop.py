@@ -187,10 +187,10 @@ class WorkerLoop:
         except psycopg.Error:
             self.outcomes.extendleft(reversed(succeeded))
             raise
-        stored = [row for row in rows if row["completed"]]
-        self._log_dropped(succeeded, stored, "result")
+        claimed = [row for row in rows if not row["dropped"]]
+        if len(claimed) < len(rows):
+            self._log_lost([row["id"] for row in rows if row["dropped"]], "result")
         self._release_claims(succeeded)
-        claimed = [row for row in rows if not row["completed"]]
         self._start(claimed)
         if free > 0:
             self.cursor.move(claimed, free)
@@ -409,10 +409,12 @@ class WorkerLoop:
 
     def _log_dropped(self, outcomes: list[Outcome], rows: list[dict], what: str) -> None:
         stored = {row["id"] for row in rows}
-        for outcome in outcomes:
-            if outcome.task_id not in stored:
-                log.warning("task %s: lease no longer held by worker %s; %s dropped",
-                            outcome.task_id, self.settings.name, what)
+        self._log_lost([o.task_id for o in outcomes if o.task_id not in stored], what)
+
+    def _log_lost(self, task_ids: list[int], what: str) -> None:
+        for task_id in task_ids:
+            log.warning("task %s: lease no longer held by worker %s; %s dropped",
+                        task_id, self.settings.name, what)
 
     def _heartbeat_if_due(self) -> None:
         now = time.monotonic()

@@ -318,12 +318,14 @@ $$;
 
 -- A worker's step in one statement and one commit: store the results of the
 -- attempts that returned, then claim up to p_limit more (from the worker's
--- claim cursor, if it passes one: see claim_tasks). Rows with completed
--- true are the stored results (id only); the others are claims. Children the
--- completions made ready can be claimed by the same call. A step that only
--- claims commits without waiting for the WAL flush: a claim lost in a crash
--- leaves its task pending, as if the worker had died right after claiming,
--- and it never delays the start of a task. Completions stay durable.
+-- claim cursor, if it passes one: see claim_tasks). Rows with dropped true
+-- name results not stored because their lease was lost (id only); the others
+-- are claims. Stored results return nothing, so a usual step returns claims
+-- alone. Children the completions made ready can be claimed by the same call.
+-- A step that only claims commits without waiting for the WAL flush: a claim
+-- lost in a crash leaves its task pending, as if the worker had died right
+-- after claiming, and it never delays the start of a task. Completions stay
+-- durable.
 CREATE FUNCTION omnispindle.complete_and_claim(p_ids bigint[], p_tokens uuid[], p_results jsonb[],
                                                p_task_types text[], p_capabilities text[],
                                                p_limit integer, p_worker_id uuid,
@@ -332,7 +334,7 @@ CREATE FUNCTION omnispindle.complete_and_claim(p_ids bigint[], p_tokens uuid[], 
 RETURNS TABLE (id bigint, task_type text, parameters jsonb, attempts integer,
                max_attempts integer, timeout_seconds double precision, lease_token uuid,
                dependency_results jsonb, dependency_failures jsonb, trace_context jsonb,
-               priority integer, completed boolean)
+               priority integer, dropped boolean)
 LANGUAGE plpgsql
 AS $$
 BEGIN
@@ -340,10 +342,12 @@ BEGIN
         PERFORM set_config('synchronous_commit', 'off', true);
     ELSE
         RETURN QUERY
-            SELECT c.id, NULL::text, NULL::jsonb, NULL::integer, NULL::integer,
+            SELECT d.id, NULL::text, NULL::jsonb, NULL::integer, NULL::integer,
                    NULL::double precision, NULL::uuid, NULL::jsonb, NULL::jsonb, NULL::jsonb,
                    NULL::integer, true
-            FROM omnispindle.complete_attempts(p_ids, p_tokens, p_results) c;
+            FROM (SELECT unnest(p_ids) AS id
+                  EXCEPT ALL
+                  SELECT c.id FROM omnispindle.complete_attempts(p_ids, p_tokens, p_results) c) d;
     END IF;
     IF p_limit > 0 THEN
         RETURN QUERY

@@ -296,3 +296,43 @@ BEGIN
     RETURN NULL;
 END
 $$;
+
+DROP FUNCTION omnispindle.complete_and_claim(bigint[], uuid[], jsonb[], text[], text[], integer, uuid,
+                                              double precision, integer, bigint);
+-- A worker's step in one statement and one commit: store the results of the
+-- attempts that returned, then claim up to p_limit more (from the worker's
+-- claim cursor, if it passes one: see claim_tasks). Rows with completed
+-- true are the stored results (id only); the others are claims. Children the
+-- completions made ready can be claimed by the same call. A step that only
+-- claims commits without waiting for the WAL flush: a claim lost in a crash
+-- leaves its task pending, as if the worker had died right after claiming,
+-- and it never delays the start of a task. Completions stay durable.
+CREATE FUNCTION omnispindle.complete_and_claim(p_ids bigint[], p_tokens uuid[], p_results jsonb[],
+                                               p_task_types text[], p_capabilities text[],
+                                               p_limit integer, p_worker_id uuid,
+                                               p_lease_seconds double precision,
+                                               p_after_priority integer, p_after_id bigint)
+RETURNS TABLE (id bigint, task_type text, parameters jsonb, attempts integer,
+               max_attempts integer, timeout_seconds double precision, lease_token uuid,
+               dependency_results jsonb, dependency_failures jsonb, trace_context jsonb,
+               priority integer, completed boolean)
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    IF cardinality(p_ids) = 0 THEN
+        PERFORM set_config('synchronous_commit', 'off', true);
+    ELSE
+        RETURN QUERY
+            SELECT c.id, NULL::text, NULL::jsonb, NULL::integer, NULL::integer,
+                   NULL::double precision, NULL::uuid, NULL::jsonb, NULL::jsonb, NULL::jsonb,
+                   NULL::integer, true
+            FROM omnispindle.complete_attempts(p_ids, p_tokens, p_results) c;
+    END IF;
+    IF p_limit > 0 THEN
+        RETURN QUERY
+            SELECT c.*, false
+            FROM omnispindle.claim_tasks(p_task_types, p_capabilities, p_limit, p_worker_id,
+                                         p_lease_seconds, p_after_priority, p_after_id) c;
+    END IF;
+END
+$$;

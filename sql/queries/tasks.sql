@@ -67,7 +67,7 @@ FROM omnispindle.complete_attempts(%(ids)s::bigint[], %(tokens)s::uuid[], %(resu
 -- UUID per claimed task costs more than the rest of its row.
 SELECT id, task_type, parameters, attempts, max_attempts, timeout_seconds,
        lease_token::text AS lease_token,
-       dependency_results, dependency_failures, trace_context, priority, completed
+       dependency_results, dependency_failures, trace_context, priority, dropped
 FROM omnispindle.complete_and_claim(
     %(ids)s::bigint[], %(tokens)s::uuid[], %(results)s::jsonb[],
     %(task_types)s::text[], %(capabilities)s::text[], %(limit)s::integer,

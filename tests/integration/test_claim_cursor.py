@@ -10,7 +10,7 @@ from .test_fast_paths import claim, complete_and_claim
 
 
 def claimed_ids(rows):
-    return [r["id"] for r in rows if not r["completed"]]
+    return [r["id"] for r in rows if not r["dropped"]]
 
 
 def test_a_claim_starts_past_its_cursor(client, conn):
@@ -41,7 +41,7 @@ def test_a_cursor_skips_no_task_a_head_claim_would_take(client, conn):
     after = (None, None)
     while True:
         rows = complete_and_claim(conn, [], limit=2, after=after)
-        got = [r for r in rows if not r["completed"]]
+        got = [r for r in rows if not r["dropped"]]
         if not got:
             break
         order += [r["id"] for r in got]
