@@ -1,9 +1,14 @@
 """Where a worker's next claim starts in the ready index (see omnispindle.claim_tasks).
 
-While claims fill every free slot, the next one starts past the last task
-claimed instead of at the head of the index, so it does not step over the
-entries of tasks already claimed: vacuum removes those, but not while any
-session holds a snapshot older than them.
+A claim from the head of the index steps over the entries of every task
+claimed since vacuum last ran, and while any session holds an old snapshot
+vacuum cannot remove them: each such claim slows as the snapshot ages. So a
+worker claims from just past the last task it claimed, and walks from the
+head only now and then, to find tasks that became ready behind its cursor
+(retries, delayed tasks come due, submissions that committed late). How
+often depends on what a walk from the head costs: every ``HEAD_WALK_MIN_S``
+while it is cheap, and ``HEAD_WALK_FACTOR`` times its duration apart once it
+is not, so that it never takes more than about 2% of the worker's time.
 """
 
 from __future__ import annotations
@@ -11,41 +16,50 @@ from __future__ import annotations
 import time
 from typing import Any
 
-# Longest a cursor is followed before a claim walks from the head again.
-LIFETIME_S = 1.0
+HEAD_WALK_MIN_S = 0.05
+HEAD_WALK_FACTOR = 50.0
 
 
 class ClaimCursor:
-    """The (priority, id) of the last task claimed, while claims fill every slot."""
+    """The (priority, id) of the last task claimed, and when to walk from the head next."""
 
-    def __init__(self, lifetime: float = LIFETIME_S) -> None:
-        self.lifetime = lifetime
+    def __init__(self, min_interval: float = HEAD_WALK_MIN_S,
+                 factor: float = HEAD_WALK_FACTOR) -> None:
+        self.min_interval = min_interval
+        self.factor = factor
         self.position: tuple[int, int] | None = None
-        self.expires = 0.0
+        self.next_head_walk = 0.0
+        self._from_head = True
 
     def start(self) -> tuple[int | None, int | None]:
-        """Where the next claim starts; (None, None) is the head.
+        """Where the next claim starts: the cursor, or (None, None) for the head."""
+        self._from_head = self.position is None or time.monotonic() >= self.next_head_walk
+        return (None, None) if self._from_head else self.position
 
-        A cursor is followed for at most ``lifetime`` seconds, so that tasks
-        that became ready behind it (retries, delayed tasks come due) wait no
-        longer than that while a backlog lasts.
-        """
-        if self.position is None or time.monotonic() >= self.expires:
-            self.position = None
-            return None, None
-        return self.position
-
-    def move(self, claimed: list[dict[str, Any]], limit: int) -> None:
-        """Follow a claim of up to ``limit`` tasks that returned ``claimed``.
-
-        A claim that came up short has walked from the head already: the
-        cursor is dropped.
-        """
-        if len(claimed) < limit:
-            self.position = None
+    def move(self, claimed: list[dict[str, Any]], limit: int, seconds: float) -> None:
+        """Follow a claim of up to ``limit`` tasks, started at ``start()``, that
+        returned ``claimed`` and took ``seconds``."""
+        last = _last_in_claim_order(claimed)
+        if not self._from_head:
+            self.position = last or self.position
             return
-        if self.position is None:
-            self.expires = time.monotonic() + self.lifetime
-        # Claim order is priority descending, then id.
-        lowest = min(row["priority"] for row in claimed)
-        self.position = (lowest, max(row["id"] for row in claimed if row["priority"] == lowest))
+        self.next_head_walk = time.monotonic() + max(self.min_interval, self.factor * seconds)
+        if len(claimed) == limit or self.position is None:
+            # A full claim may have left ready tasks before the old cursor.
+            self.position = last or self.position
+        elif last is not None:
+            # A short one took everything ready up to the end of the index.
+            self.position = max(self.position, last, key=_claim_order)
+
+
+def _last_in_claim_order(claimed: list[dict[str, Any]]) -> tuple[int, int] | None:
+    if not claimed:
+        return None
+    lowest = min(row["priority"] for row in claimed)
+    return lowest, max(row["id"] for row in claimed if row["priority"] == lowest)
+
+
+def _claim_order(position: tuple[int, int]) -> tuple[int, int]:
+    """Claims go by priority descending, then id."""
+    priority, task_id = position
+    return -priority, task_id

@@ -169,6 +169,7 @@ class WorkerLoop:
         if not succeeded and free <= 0:
             return False
         after_priority, after_id = self.cursor.start()
+        started = time.monotonic()
         try:
             rows = self.db.fetch("complete_and_claim", {
                 "ids": plain_array([o.task_id for o in succeeded]),
@@ -193,7 +194,7 @@ class WorkerLoop:
         self._release_claims(succeeded)
         self._start(claimed)
         if free > 0:
-            self.cursor.move(claimed, free)
+            self.cursor.move(claimed, free, time.monotonic() - started)
         return 0 < free == len(claimed)
 
     def _holds(self, outcome: Outcome) -> bool:

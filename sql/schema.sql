@@ -165,10 +165,12 @@ $$;
 -- already claimed; vacuum removes those, but not while any session holds a
 -- snapshot older than them, and then each claim slows as that snapshot ages.
 -- With a cursor the walk takes, in order: higher priorities than the
--- cursor's, then the cursor's priority past its id, then (if still short)
--- everything from the head. Tasks that became ready behind the cursor (a
--- retry, a delayed task come due) wait for a claim from the head: the worker
--- drops its cursor whenever a claim comes up short, and once a second.
+-- cursor's, then the cursor's priority past its id, then lower priorities: it
+-- never walks back over the cursor's own priority. Tasks that became ready
+-- behind the cursor (a retry, a delayed task come due, a submission that
+-- committed late) wait for a claim from the head, which the worker makes
+-- every 50 ms at most, and less often when a walk from the head is slow (see
+-- omnispindle/claim_cursor.py).
 CREATE FUNCTION omnispindle.claim_tasks(p_task_types text[], p_capabilities text[],
                                         p_limit integer, p_worker_id uuid,
                                         p_lease_seconds double precision,
@@ -192,7 +194,7 @@ DECLARE
     walks integer[] := CASE WHEN p_after_id IS NULL THEN ARRAY[-1000, 1000, 0]
                             ELSE ARRAY[p_after_priority + 1, 1000, 0,
                                        p_after_priority, p_after_priority, p_after_id,
-                                       -1000, 1000, 0] END;
+                                       -1000, p_after_priority - 1, 0] END;
     walk integer;
 BEGIN
     FOR walk IN 0 .. cardinality(walks) / 3 - 1 LOOP
@@ -254,10 +256,12 @@ $$;
 -- Ends one attempt of each given task with an error: back to pending after a
 -- backoff while attempts are left, else failed; cancelled when a cancel was
 -- requested. Only rows whose lease token still matches change (fencing).
--- Shared by workers and lease recovery. PL/pgSQL, as complete_attempts.
+-- Shared by workers and lease recovery. PL/pgSQL with sequential scans off,
+-- as complete_attempts.
 CREATE FUNCTION omnispindle.fail_attempts(ids bigint[], tokens uuid[], failures jsonb[])
 RETURNS TABLE (id bigint, state omnispindle.task_state, retry_in double precision)
 LANGUAGE plpgsql
+SET enable_seqscan = off
 AS $$
 #variable_conflict use_column
 BEGIN
@@ -294,10 +298,13 @@ $$;
 -- when a cancel was requested meanwhile. Fencing: a row changes only while
 -- the caller still holds its lease, so a worker whose lease was taken over
 -- gets no row back and its result is dropped. PL/pgSQL keeps the plan for the
--- connection's life: an SQL function that updates is planned at every call.
+-- connection's life (an SQL function that updates is planned at every call);
+-- sequential scans are off so that a plan made while the table was small
+-- still looks tasks up by key once it is large.
 CREATE FUNCTION omnispindle.complete_attempts(ids bigint[], tokens uuid[], results jsonb[])
 RETURNS TABLE (id bigint, state omnispindle.task_state)
 LANGUAGE plpgsql
+SET enable_seqscan = off
 AS $$
 #variable_conflict use_column
 BEGIN

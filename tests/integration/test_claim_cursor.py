@@ -27,12 +27,13 @@ def test_higher_priorities_than_the_cursor_come_first(client, conn):
     assert claimed_ids(rows) == [high, low[2]]
 
 
-def test_a_claim_that_runs_out_past_its_cursor_walks_from_the_head_in_order(client, conn):
+def test_a_claim_past_its_cursor_takes_lower_priorities_but_never_walks_back(client, conn):
     behind = client.submit_batch([{"task_type": "job"}] * 2)
     lower = client.submit_task("job", priority=-3)
     rows = complete_and_claim(conn, [], limit=5, after=(0, behind[1]))
-    # Nothing past the cursor at its priority: the rest comes from the head, in claim order.
-    assert claimed_ids(rows) == [behind[0], behind[1], lower]
+    assert claimed_ids(rows) == [lower]
+    # What waits behind the cursor is the next claim from the head's.
+    assert claimed_ids(complete_and_claim(conn, [], limit=5)) == behind
 
 
 def test_a_cursor_skips_no_task_a_head_claim_would_take(client, conn):
@@ -100,8 +101,8 @@ def test_a_worker_follows_its_cursor_while_a_backlog_lasts(client, queue, start_
 
 
 def test_a_retry_behind_the_cursor_runs_while_a_backlog_lasts(client, start_worker):
-    """A cursor is followed for a second at most: a task that became ready
-    behind it waits no longer than that, not until the backlog is gone."""
+    """Claims walk from the head now and then: a task that became ready
+    behind the cursor waits no longer than that, not until the backlog is gone."""
     def job(task):
         if task["parameters"].get("fail_first") and task["attempt"] == 1:
             raise RuntimeError("first attempt fails")

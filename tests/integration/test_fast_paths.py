@@ -7,6 +7,7 @@ import threading
 import uuid
 from datetime import datetime, timedelta, timezone
 
+import psycopg
 import pytest
 
 from omnispindle.batches import entry
@@ -137,6 +138,57 @@ def test_a_child_made_ready_by_the_completions_is_claimed_by_the_same_call(clien
     claimed = [r for r in rows if not r["dropped"]]
     assert [r["id"] for r in claimed] == [child]
     assert claimed[0]["dependency_results"] == {str(parent): {"v": 42}}
+
+
+def plans_of_nested_statements(conn) -> list[str]:
+    """Collect the plan of every statement run inside functions on ``conn``,
+    as generic plans (what PL/pgSQL keeps once a function ran a few times)."""
+    try:
+        conn.execute("LOAD 'auto_explain'")
+    except psycopg.Error:
+        pytest.skip("this server has no auto_explain")
+    for setting in ("auto_explain.log_min_duration = 0", "auto_explain.log_nested_statements = on",
+                    "auto_explain.log_level = notice", "plan_cache_mode = force_generic_plan"):
+        conn.execute(f"SET {setting}")
+    plans: list[str] = []
+    conn.add_notice_handler(lambda notice: plans.append(notice.message_primary or ""))
+    return plans
+
+
+def test_completions_and_failures_look_tasks_up_by_key_in_a_plan_made_on_a_small_table(
+        client, conn):
+    client.submit_batch([{"task_type": "job"}] * 4)
+    rows = claim(conn, 4)
+    plans = plans_of_nested_statements(conn)
+    run(conn, "complete_tasks", {"ids": [r["id"] for r in rows[:2]],
+                                 "tokens": [r["lease_token"] for r in rows[:2]],
+                                 "results": ["{}", "{}"]})
+    run(conn, "fail_tasks", {"ids": [r["id"] for r in rows[2:]],
+                             "tokens": [r["lease_token"] for r in rows[2:]],
+                             "errors": ['{"message": "x"}'] * 2})
+    updates = [plan for plan in plans if "Update on tasks" in plan]
+    assert len(updates) >= 2, plans
+    assert not [plan for plan in updates if "Seq Scan on tasks" in plan], updates
+    assert all("Index Scan using tasks_pkey" in plan for plan in updates), updates
+
+
+def test_finishing_parents_looks_their_children_up_by_key_in_plans_made_on_small_tables(
+        client, conn):
+    parents = client.submit_batch([{"task_type": "job", "max_retries": 0}] * 3)
+    client.submit_batch([{"task_type": "child", "dependencies": [p]} for p in parents])
+    rows = claim(conn, 3)
+    plans = plans_of_nested_statements(conn)
+    run(conn, "complete_tasks", {"ids": [rows[0]["id"]], "tokens": [rows[0]["lease_token"]],
+                                 "results": ["{}"]})
+    run(conn, "fail_tasks", {"ids": [r["id"] for r in rows[1:]],
+                             "tokens": [r["lease_token"] for r in rows[1:]],
+                             "errors": ['{"message": "x"}'] * 2})
+    assert [plan for plan in plans if "task_dependencies" in plan], plans
+    assert not [plan for plan in plans if "Seq Scan on task" in plan], plans
+    states = conn.execute("SELECT task_type, state::text FROM omnispindle.tasks ORDER BY id")
+    assert states.fetchall() == [("job", "succeeded"), ("job", "failed"), ("job", "failed"),
+                                 ("child", "pending"), ("child", "cancelled"),
+                                 ("child", "cancelled")]
 
 
 def test_a_refused_result_stores_nothing_of_its_statement(client, conn):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from omnispindle.claim_cursor import ClaimCursor
 
 
@@ -9,29 +11,56 @@ def rows(*pairs):
     return [{"priority": p, "id": i} for p, i in pairs]
 
 
-def test_a_full_claim_leaves_the_cursor_at_its_last_task_in_claim_order():
-    cursor = ClaimCursor()
+def cursor_past_its_first_head_walk(position=(0, 10)) -> ClaimCursor:
+    cursor = ClaimCursor(min_interval=3600.0)
     assert cursor.start() == (None, None)
-    cursor.move(rows((5, 40), (0, 7), (0, 9), (5, 2)), limit=4)
+    cursor.move(rows(position), limit=1, seconds=0.001)
+    return cursor
+
+
+def test_a_claim_leaves_the_cursor_at_its_last_task_in_claim_order():
+    cursor = ClaimCursor(min_interval=3600.0)
+    assert cursor.start() == (None, None)
+    cursor.move(rows((5, 40), (0, 7), (0, 9), (5, 2)), limit=4, seconds=0.001)
     assert cursor.start() == (0, 9)
 
 
-def test_a_short_claim_drops_the_cursor():
-    cursor = ClaimCursor()
-    cursor.move(rows((0, 1), (0, 2)), limit=2)
-    cursor.move(rows((0, 3)), limit=2)
+def test_a_short_or_empty_claim_keeps_the_cursor():
+    cursor = cursor_past_its_first_head_walk()
+    cursor.start()
+    cursor.move(rows((0, 12)), limit=5, seconds=0.001)
+    assert cursor.start() == (0, 12)
+    cursor.move([], limit=5, seconds=0.001)
+    assert cursor.start() == (0, 12)
+
+
+def test_the_head_is_walked_again_after_the_shortest_interval_while_that_is_cheap():
+    cursor = ClaimCursor(min_interval=0.0)
+    cursor.start()
+    cursor.move(rows((0, 1)), limit=1, seconds=0.0)
     assert cursor.start() == (None, None)
 
 
-def test_a_cursor_is_followed_only_for_its_lifetime():
-    cursor = ClaimCursor(lifetime=0.0)
-    cursor.move(rows((0, 1)), limit=1)
+def test_a_slow_walk_from_the_head_puts_the_next_one_off_in_proportion():
+    cursor = ClaimCursor(min_interval=0.0, factor=50.0)
+    cursor.start()
+    before = time.monotonic()
+    cursor.move(rows((0, 1)), limit=1, seconds=2.0)
+    assert cursor.next_head_walk >= before + 100.0
+    assert cursor.start() == (0, 1)
+
+
+def test_a_short_walk_from_the_head_keeps_the_further_position():
+    cursor = cursor_past_its_first_head_walk((0, 50))
+    cursor.next_head_walk = 0.0
     assert cursor.start() == (None, None)
+    cursor.move(rows((0, 3)), limit=5, seconds=0.001)  # a retry found behind the cursor
+    assert cursor.start() == (0, 50)
 
 
-def test_moving_an_existing_cursor_keeps_its_deadline():
-    cursor = ClaimCursor(lifetime=3600.0)
-    cursor.move(rows((0, 1)), limit=1)
-    expires = cursor.expires
-    cursor.move(rows((0, 2)), limit=1)
-    assert cursor.expires == expires and cursor.start() == (0, 2)
+def test_a_full_walk_from_the_head_moves_the_cursor_back_to_its_last_task():
+    cursor = cursor_past_its_first_head_walk((0, 50))
+    cursor.next_head_walk = 0.0
+    cursor.start()
+    cursor.move(rows((0, 3), (0, 4)), limit=2, seconds=0.001)  # more may wait before 50
+    assert cursor.start() == (0, 4)
