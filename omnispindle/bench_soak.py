@@ -15,12 +15,12 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import psycopg
 
 from .bench import BenchmarkError
-from .bench_throughput import NOOP_TYPE, workers
+from .bench_throughput import NOOP_TYPE, drained, finished, workers
 from .client import TaskQueueClient
 from .connections import run
 from .task_queue import TaskQueue
@@ -65,13 +65,13 @@ def soak(queue: TaskQueue, tasks: int = 1_000_000, workers_count: int = 2, concu
         started = time.monotonic()
         submitter = Submitter(queue, tasks)
         threads = [threading.Thread(target=submitter.run, args=(stop,), daemon=True),
-                   threading.Thread(target=probe_claims, args=(queue, samples, started, stop),
+                   threading.Thread(target=probe_claims,
+                                    args=(queue, samples, started, stop, snapshot.holding),
                                     daemon=True)]
         try:
             for thread in threads:
                 thread.start()
-            while not (submitter.submitted >= tasks and submitter.unfinished() == 0
-                       and snapshot.finished(time.monotonic() - started)):
+            while not (submitter.all_done() and snapshot.finished(time.monotonic() - started)):
                 record(queue, samples, submitter, pids, started)
                 snapshot.step(submitter.done(), time.monotonic() - started)
                 time.sleep(SAMPLE_EVERY_S)
@@ -83,32 +83,48 @@ def soak(queue: TaskQueue, tasks: int = 1_000_000, workers_count: int = 2, concu
 
 
 class Submitter:
-    """Keeps about two batches of tasks waiting until ``total`` have been submitted."""
+    """Keeps one to two batches of tasks waiting until ``total`` have been submitted.
+
+    It follows progress by looking tasks up by key, never by counting them:
+    under a held snapshot a count reads every index entry the snapshot keeps
+    alive, and the soak would measure its own polling.
+    """
 
     def __init__(self, queue: TaskQueue, total: int) -> None:
         self.queue = queue
         self.client = TaskQueueClient(local_queue=queue)
         self.total = total
         self.submitted = 0
-        self.first_id: int | None = None
+        self.batches: list[tuple[int, int]] = []  # first and last id of each batch
 
-    def unfinished(self) -> int:
-        if self.first_id is None:
-            return 0
-        return self.queue.db.fetch("bench_unfinished", {"first": self.first_id,
-                                                        "last": 2 ** 62})[0]["count"]
+    def all_done(self) -> bool:
+        return (self.submitted >= self.total
+                and drained(self.queue, self.batches[0][0], self.batches[-1][1]))
 
     def done(self) -> int:
-        return self.submitted - self.unfinished()
+        """Tasks finished so far, to within the few that run out of id order: tasks
+        of one priority run in id order, so the first unfinished id is searched for."""
+        if not self.batches:
+            return 0
+        done_below, unfinished = self.batches[0][0] - 1, self.batches[-1][1]
+        if finished(self.queue, unfinished):
+            return self.submitted
+        while unfinished - done_below > 1:
+            middle = (done_below + unfinished) // 2
+            if finished(self.queue, middle):
+                done_below = middle
+            else:
+                unfinished = middle
+        return sum(max(0, min(last, done_below) - first + 1) for first, last in self.batches)
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set() and self.submitted < self.total:
-            if self.unfinished() > BATCH:
+            if len(self.batches) >= 2 and not finished(self.queue, self.batches[-2][1]):
                 stop.wait(0.05)
                 continue
             ids = self.client.submit_batch([{"task_type": NOOP_TYPE}] * min(BATCH, self.total
                                                                              - self.submitted))
-            self.first_id = ids[0] if self.first_id is None else self.first_id
+            self.batches.append((ids[0], ids[-1]))
             self.submitted += len(ids)
 
 
@@ -132,6 +148,9 @@ class SnapshotHolder:
         elif self.began is not None and self.ended is None and now >= self.began + self.seconds:
             self.close()
             self.ended = now
+
+    def holding(self) -> bool:
+        return self.began is not None and self.ended is None
 
     def close(self) -> None:
         """End the held transaction, if any (also when the soak stops early)."""
@@ -158,10 +177,18 @@ def record(queue: TaskQueue, samples: Samples, submitter: Submitter, pids: list[
     samples.rss_mb.append(rss)
 
 
-def probe_claims(queue: TaskQueue, samples: Samples, started: float, stop: threading.Event) -> None:
-    """Time a claim like a worker's every ``PROBE_EVERY_S``, then finish what it took."""
+def probe_claims(queue: TaskQueue, samples: Samples, started: float, stop: threading.Event,
+                 paused: Callable[[], bool]) -> None:
+    """Time a claim from the head every ``PROBE_EVERY_S``, then finish what it took.
+
+    Not while ``paused()``: under a held snapshot a claim from the head reads
+    every entry the snapshot keeps (which workers avoid), and only the claims
+    at the start and at the end are reported.
+    """
     worker = uuid.uuid4()
     while not stop.wait(PROBE_EVERY_S):
+        if paused():
+            continue
         began = time.perf_counter()
         rows = queue.db.fetch("claim_tasks", {
             "task_types": [NOOP_TYPE], "capabilities": [NOOP_TYPE], "limit": PROBE_LIMIT,

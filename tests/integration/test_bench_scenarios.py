@@ -70,3 +70,22 @@ def test_cli_prints_json_and_refuses_unknown_peers(dsn):
     refused = subprocess.run([sys.executable, "-m", "omnispindle", "bench", "dag", "--dsn", dsn,
                               "--peers", "celery"], capture_output=True, text=True, timeout=60)
     assert refused.returncode == 1 and "unknown peer" in refused.stderr
+
+
+def test_the_soak_submitter_counts_finished_tasks_by_key_lookups(queue, conn):
+    submitter = bench_soak.Submitter(queue, total=30)
+    client = submitter.client
+    for size in (10, 20):
+        ids = client.submit_batch([{"task_type": bench_throughput.NOOP_TYPE}] * size)
+        submitter.batches.append((ids[0], ids[-1]))
+        submitter.submitted += size
+    first = submitter.batches[0][0]
+    assert submitter.done() == 0
+    conn.execute("UPDATE omnispindle.tasks SET state = 'cancelled', finished_at = now() "
+                 "WHERE id < %s", [first + 13])
+    conn.execute("DELETE FROM omnispindle.tasks WHERE id < %s", [first + 5])  # pruned
+    assert submitter.done() == 13
+    assert not submitter.all_done()
+    conn.execute("UPDATE omnispindle.tasks SET state = 'cancelled', finished_at = now() "
+                 "WHERE state = 'pending'")
+    assert submitter.done() == 30 and submitter.all_done()
