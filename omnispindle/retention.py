@@ -7,6 +7,8 @@ running, or failed within the horizon and so may be retried by hand).
 
 from __future__ import annotations
 
+import time
+from datetime import datetime
 from typing import Any
 
 from . import validation
@@ -18,6 +20,9 @@ DEFAULT_BATCH_SIZE = 1000
 MAX_BATCH_SIZE = 100_000
 # Far longer horizons overflow Postgres intervals; no task is that old.
 MAX_RETENTION = 100 * 365 * 86400.0
+# Prune cursor (see PruneCursor): how often batches start at the oldest task.
+FROM_OLDEST_MIN_S = 1.0
+FROM_OLDEST_FACTOR = 50.0
 
 
 def horizon(name: str, value: Any, *, allow_none: bool = False) -> float | None:
@@ -37,8 +42,43 @@ def batch_size(name: str, value: Any) -> int:
     return validation.int_in_range(name, value, (1, MAX_BATCH_SIZE))
 
 
-def prune_batch(db: Any, older_than: float, limit: int, *, wait: bool = False) -> int:
-    """Delete at most ``limit`` prunable tasks, oldest first, in one short transaction.
+class PruneCursor:
+    """Where the next prune batch starts in ``tasks_finished_idx``.
+
+    Deleted tasks keep their index entries until vacuum removes them, and
+    vacuum cannot while any session holds an older snapshot: a batch that
+    starts at the oldest entry steps over every one of them, and slows as the
+    snapshot ages. So a batch starts where the last one ended, and only now
+    and then at the oldest, for tasks left behind (kept for a dependent, or
+    held by another transaction): at most every ``min_interval`` seconds, and
+    ``factor`` times as long as that walk took once it is slow.
+    """
+
+    def __init__(self, min_interval: float = FROM_OLDEST_MIN_S,
+                 factor: float = FROM_OLDEST_FACTOR) -> None:
+        self.min_interval = min_interval
+        self.factor = factor
+        self.after: datetime | None = None
+        self.next_from_oldest = 0.0
+        self._from_oldest = True
+
+    def start(self) -> datetime | None:
+        """The finished_at the next batch starts at; None for the oldest."""
+        self._from_oldest = self.after is None or time.monotonic() >= self.next_from_oldest
+        return None if self._from_oldest else self.after
+
+    def move(self, locked: list[dict[str, Any]], seconds: float) -> None:
+        """Follow a batch, started at ``start()``, that locked ``locked`` in ``seconds``."""
+        if self._from_oldest:
+            self.next_from_oldest = time.monotonic() + max(self.min_interval, self.factor * seconds)
+        if locked:
+            self.after = max(row["finished_at"] for row in locked)
+
+
+def prune_batch(db: Any, older_than: float, limit: int, *, wait: bool = False,
+                cursor: PruneCursor | None = None) -> int:
+    """Delete at most ``limit`` prunable tasks, oldest first (past ``cursor`` if
+    given), in one short transaction.
 
     Only one batch runs at a time across all processes: with ``wait`` False
     (sweepers) a batch that finds another running deletes nothing.
@@ -47,15 +87,19 @@ def prune_batch(db: Any, older_than: float, limit: int, *, wait: bool = False) -
         The number of tasks deleted.
     """
     keep = {"keep_seconds": older_than}
+    after = cursor.start() if cursor is not None else None
+    started = time.monotonic()
     with db.pool.connection() as conn, conn.transaction():
         if wait:
             run(conn, "lock_pruning")
         elif not run(conn, "try_lock_pruning")[0]["acquired"]:
             return 0
-        ids = [row["id"] for row in run(conn, "lock_prunable_tasks", {**keep, "limit": limit})]
-        if not ids:
-            return 0
-        return len(run(conn, "prune_finished", {**keep, "ids": ids}))
+        locked = run(conn, "lock_prunable_tasks", {**keep, "limit": limit, "after": after})
+        ids = [row["id"] for row in locked]
+        deleted = len(run(conn, "prune_finished", {**keep, "ids": ids})) if ids else 0
+    if cursor is not None:
+        cursor.move(locked, time.monotonic() - started)
+    return deleted
 
 
 def prune(db: Any, older_than: float, batch: int = DEFAULT_BATCH_SIZE) -> int:
@@ -73,8 +117,9 @@ def prune(db: Any, older_than: float, batch: int = DEFAULT_BATCH_SIZE) -> int:
     older_than = horizon("older_than", older_than)
     batch = batch_size("batch_size", batch)
     total = 0
+    cursor = PruneCursor(min_interval=float("inf"))  # each batch goes on from the last
     while True:
-        deleted = prune_batch(db, older_than, batch, wait=True)
+        deleted = prune_batch(db, older_than, batch, wait=True, cursor=cursor)
         total += deleted
         if deleted < batch:
             return total

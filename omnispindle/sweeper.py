@@ -98,6 +98,7 @@ class Sweeper:
     def __init__(self, db, config: SweeperConfig | None = None) -> None:
         self.db = db
         self.config = config or SweeperConfig()
+        self.prune_cursor = retention.PruneCursor()
 
     def run_once(self) -> SweepCounts:
         """One bounded pass: at most ``batch_size`` leases and workers, and
@@ -122,7 +123,8 @@ class Sweeper:
     def _prune(self) -> int:
         if self.config.retention is None:
             return 0
-        return retention.prune_batch(self.db, self.config.retention, self.config.prune_batch_size)
+        return retention.prune_batch(self.db, self.config.retention, self.config.prune_batch_size,
+                                     cursor=self.prune_cursor)
 
     def pause_after(self, counts: SweepCounts) -> float:
         """Seconds until the next pass: the interval, or sooner when a lease lapses

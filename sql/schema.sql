@@ -365,6 +365,45 @@ BEGIN
 END
 $$;
 
+-- The oldest finished tasks past the horizon (keep_seconds), locked, at most
+-- p_limit, from p_after on (a prune cursor; NULL for the oldest). A function
+-- so that its plan is the walk of tasks_finished_idx in order, stopping after
+-- the limit, whatever the planner guesses: two bounds on finished_at made the
+-- generic plan of a plain statement expect one row, and sort every task past
+-- the horizon instead. The dependents check is a per-row subplan (OFFSET 0
+-- keeps it from becoming a join over every dependency): index lookups only.
+-- SKIP LOCKED passes over rows another transaction holds, such as a parent
+-- that a submitter is adding a dependent to (it holds KEY SHARE until it
+-- commits).
+CREATE FUNCTION omnispindle.lock_prunable_tasks(p_keep_seconds double precision,
+                                                p_limit integer, p_after timestamptz)
+RETURNS TABLE (id bigint, finished_at timestamptz)
+LANGUAGE plpgsql
+SET enable_sort = off
+SET enable_bitmapscan = off
+SET enable_seqscan = off
+AS $$
+BEGIN
+    RETURN QUERY
+    SELECT t.id, t.finished_at
+    FROM omnispindle.tasks t
+    WHERE t.finished_at < now() - make_interval(secs => p_keep_seconds)
+      AND t.finished_at >= coalesce(p_after, '-infinity')
+      AND NOT EXISTS (
+          SELECT 1
+          FROM omnispindle.task_dependencies d
+          WHERE d.depends_on = t.id
+            AND (SELECT c.state IN ('blocked', 'pending', 'running')
+                        OR (c.state = 'failed'
+                            AND c.finished_at >= now() - make_interval(secs => p_keep_seconds))
+                 FROM omnispindle.tasks c WHERE c.id = d.task_id)
+          OFFSET 0)
+    ORDER BY t.finished_at
+    LIMIT p_limit
+    FOR UPDATE OF t SKIP LOCKED;
+END
+$$;
+
 -- Refuses a state transition; the trigger below calls it only for illegal ones.
 CREATE FUNCTION omnispindle.check_transition()
 RETURNS trigger

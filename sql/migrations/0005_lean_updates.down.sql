@@ -336,3 +336,5 @@ BEGIN
     END IF;
 END
 $$;
+
+DROP FUNCTION omnispindle.lock_prunable_tasks(double precision, integer, timestamptz);

@@ -6,7 +6,8 @@
 -- tasks that can see them, and a worker's step returns only the results it
 -- could not store instead of every stored one. A claim from a cursor no
 -- longer falls back to a walk from the head when it comes up short: that walk
--- is the worker's to schedule.
+-- is the worker's to schedule. Prune batches lock their tasks through a
+-- function that keeps the ordered index walk and can start at a cursor.
 
 -- Claims up to p_limit ready tasks for a worker in one statement. SKIP LOCKED
 -- lets any number of workers claim at once without waiting on each other; NO
@@ -371,5 +372,44 @@ BEGIN
             FROM omnispindle.claim_tasks(p_task_types, p_capabilities, p_limit, p_worker_id,
                                          p_lease_seconds, p_after_priority, p_after_id) c;
     END IF;
+END
+$$;
+
+-- The oldest finished tasks past the horizon (keep_seconds), locked, at most
+-- p_limit, from p_after on (a prune cursor; NULL for the oldest). A function
+-- so that its plan is the walk of tasks_finished_idx in order, stopping after
+-- the limit, whatever the planner guesses: two bounds on finished_at made the
+-- generic plan of a plain statement expect one row, and sort every task past
+-- the horizon instead. The dependents check is a per-row subplan (OFFSET 0
+-- keeps it from becoming a join over every dependency): index lookups only.
+-- SKIP LOCKED passes over rows another transaction holds, such as a parent
+-- that a submitter is adding a dependent to (it holds KEY SHARE until it
+-- commits).
+CREATE FUNCTION omnispindle.lock_prunable_tasks(p_keep_seconds double precision,
+                                                p_limit integer, p_after timestamptz)
+RETURNS TABLE (id bigint, finished_at timestamptz)
+LANGUAGE plpgsql
+SET enable_sort = off
+SET enable_bitmapscan = off
+SET enable_seqscan = off
+AS $$
+BEGIN
+    RETURN QUERY
+    SELECT t.id, t.finished_at
+    FROM omnispindle.tasks t
+    WHERE t.finished_at < now() - make_interval(secs => p_keep_seconds)
+      AND t.finished_at >= coalesce(p_after, '-infinity')
+      AND NOT EXISTS (
+          SELECT 1
+          FROM omnispindle.task_dependencies d
+          WHERE d.depends_on = t.id
+            AND (SELECT c.state IN ('blocked', 'pending', 'running')
+                        OR (c.state = 'failed'
+                            AND c.finished_at >= now() - make_interval(secs => p_keep_seconds))
+                 FROM omnispindle.tasks c WHERE c.id = d.task_id)
+          OFFSET 0)
+    ORDER BY t.finished_at
+    LIMIT p_limit
+    FOR UPDATE OF t SKIP LOCKED;
 END
 $$;

@@ -18,30 +18,12 @@ SELECT pg_try_advisory_xact_lock(hashtext('omnispindle.prune')) AS acquired;
 SELECT pg_advisory_xact_lock(hashtext('omnispindle.prune'));
 
 -- name: lock_prunable_tasks
--- The oldest finished tasks past the horizon, in tasks_finished_idx order,
--- stopping after the limit. Only finished tasks have a finished_at (CHECK
--- tasks_finished_at_matches_state); a filter on state as well would make the
--- planner, without statistics, expect too few rows to reach the limit and
--- sort the whole range instead. The dependents check stays a per-row subplan
--- (OFFSET 0 keeps it from becoming a join over every dependency): index
--- lookups only. SKIP LOCKED passes over rows another transaction holds, such
--- as a parent that a submitter is adding a dependent to (it holds KEY SHARE
--- until it commits).
-SELECT t.id
-FROM omnispindle.tasks t
-WHERE t.finished_at < now() - make_interval(secs => %(keep_seconds)s)
-  AND NOT EXISTS (
-      SELECT 1
-      FROM omnispindle.task_dependencies d
-      WHERE d.depends_on = t.id
-        AND (SELECT c.state IN ('blocked', 'pending', 'running')
-                    OR (c.state = 'failed'
-                        AND c.finished_at >= now() - make_interval(secs => %(keep_seconds)s))
-             FROM omnispindle.tasks c WHERE c.id = d.task_id)
-      OFFSET 0)
-ORDER BY t.finished_at
-LIMIT %(limit)s
-FOR UPDATE SKIP LOCKED;
+-- The oldest finished tasks past the horizon, locked, in tasks_finished_idx
+-- order from ``after`` (a prune cursor, NULL for the oldest: see
+-- omnispindle.retention); the function pins the ordered walk.
+SELECT id, finished_at
+FROM omnispindle.lock_prunable_tasks(%(keep_seconds)s::double precision, %(limit)s::integer,
+                                     %(after)s::timestamptz);
 
 -- name: prune_finished
 -- Deletes the tasks lock_prunable_tasks locked, checking their dependents

@@ -176,7 +176,7 @@ def test_concurrent_pruners_neither_wait_for_each_other_nor_count_twice(queue, d
         with psycopg.connect(dsn) as first:  # a pruner halfway through its batch
             assert run(first, "try_lock_pruning")[0]["acquired"]
             held = [row["id"] for row in run(first, "lock_prunable_tasks",
-                                              {"keep_seconds": HOUR, "limit": 10})]
+                                              {"keep_seconds": HOUR, "limit": 10, "after": None})]
             assert held == ids[:10]
             assert within_deadline(sweeper.run_once).pruned == 0
             explicit = pool.submit(queue.prune, HOUR)  # queues behind the batch
@@ -294,3 +294,50 @@ def test_sweeper_retention_settings_are_validated(settings):
 def test_worker_retention_is_validated(queue, settings):
     with pytest.raises(ValidationError, match="retention"):
         WorkerClient(local_queue=queue, **settings)
+
+
+def finished_index_entries_read(conn, after) -> int:
+    """Entries of tasks_finished_idx a batch of 10 reads (then undone)."""
+    read = "SELECT pg_stat_get_xact_tuples_returned('omnispindle.tasks_finished_idx'::regclass)"
+    with conn.transaction(force_rollback=True):
+        # A generic plan, as a prepared statement gets: planning with the values
+        # would probe the index's ends (over the dead entries) and count too.
+        conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        before = conn.execute(read).fetchone()[0]
+        rows = run(conn, "lock_prunable_tasks", {"keep_seconds": HOUR, "limit": 10, "after": after})
+        assert len(rows) == 10
+        return conn.execute(read).fetchone()[0] - before
+
+
+def test_under_a_held_snapshot_batches_from_the_cursor_skip_the_pruned_entries(queue, conn, dsn):
+    """Vacuum cannot remove the index entries of tasks deleted after an old
+    snapshot; a batch from the oldest reads each of them, one from the cursor does not."""
+    finished_tasks(conn, 3000)
+    cursor = retention.PruneCursor(min_interval=float("inf"))
+    with psycopg.connect(dsn) as holder:
+        holder.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        holder.execute("SELECT count(*) FROM omnispindle.tasks").fetchone()
+        for _ in range(25):
+            assert retention.prune_batch(queue.db, HOUR, 100, cursor=cursor) == 100
+        conn.execute("VACUUM omnispindle.tasks")
+        from_oldest = finished_index_entries_read(conn, None)
+        from_cursor = finished_index_entries_read(conn, cursor.start())
+        holder.rollback()
+    assert from_oldest >= 2500 and from_cursor <= 20, (from_oldest, from_cursor)
+
+
+def test_a_task_kept_behind_the_cursor_is_pruned_by_a_later_batch_from_the_oldest(queue, conn):
+    [parent] = finished_tasks(conn, 1)
+    child = conn.execute("INSERT INTO omnispindle.tasks (task_type, state) "
+                         "VALUES ('job', 'pending') RETURNING id").fetchone()[0]
+    conn.execute("INSERT INTO omnispindle.task_dependencies VALUES (%s, %s)", [child, parent])
+    later = finished_tasks(conn, 3, age="1 hour 30 minutes")
+    sweeper = Sweeper(queue.db, SweeperConfig(retention=HOUR, prune_batch_size=10))
+    assert sweeper.run_once().pruned == 3  # the parent is kept: its child still waits
+    assert existing(conn, [parent] + later) == [parent]
+    conn.execute("UPDATE omnispindle.tasks SET state = 'cancelled', finished_at = now() - "
+                 "interval '2 hours' WHERE id = %s", [child])
+    assert sweeper.run_once().pruned == 0  # behind the cursor, until a batch from the oldest
+    sweeper.prune_cursor.next_from_oldest = 0.0
+    assert sweeper.run_once().pruned == 2
+    assert existing(conn, [parent, child]) == []
