@@ -62,11 +62,7 @@ class AsyncDatabase:
         """
         if connection is not None:
             return await run(await as_async_psycopg(connection), name, params)
-        if self.pool is None:
-            raise ConfigurationError(
-                "the async client is not open: use `async with AsyncTaskQueueClient(...)` "
-                "or `await client.open()` first")
-        async with self.pool.connection() as conn:
+        async with self._open_pool().connection() as conn:
             return await run(conn, name, params)
 
     async def fetch_each(self, name: str, params: Iterable[Mapping[str, Any]],
@@ -75,12 +71,16 @@ class AsyncDatabase:
         and pipelined, as ``Database.fetch_each``; the rows of each run."""
         if connection is not None:
             return await run_each(await as_async_psycopg(connection), name, params)
+        async with self._open_pool().connection() as conn:
+            return await run_each(conn, name, params)
+
+    def _open_pool(self) -> AsyncConnectionPool:
+        """The pool; ConfigurationError while it is not open."""
         if self.pool is None:
             raise ConfigurationError(
                 "the async client is not open: use `async with AsyncTaskQueueClient(...)` "
                 "or `await client.open()` first")
-        async with self.pool.connection() as conn:
-            return await run_each(conn, name, params)
+        return self.pool
 
     async def close(self) -> None:
         if self.pool is not None:
