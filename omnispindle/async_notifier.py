@@ -15,6 +15,7 @@ from typing import Iterable
 
 import psycopg
 
+from .errors import first_line
 from .notifier import FINISHED_CHANNEL, STREAM_CHANNEL
 from .sqlfiles import query
 
@@ -86,5 +87,5 @@ class AsyncNotifier:
                 self.connected.clear()
                 failures += 1
                 if failures == 1:
-                    log.warning("async LISTEN connection lost (%s); reconnecting", exc)
+                    log.warning("async LISTEN connection lost (%s); reconnecting", first_line(exc))
                 await asyncio.sleep(min(_FIRST_BACKOFF * 2 ** min(failures - 1, 16), self._max_backoff))

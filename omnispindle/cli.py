@@ -16,7 +16,7 @@ import psycopg
 import sqlalchemy.exc
 
 from . import cli_tasks
-from .errors import OmnispindleError, TaskNotFoundError, WaitTimeoutError
+from .errors import OmnispindleError, TaskNotFoundError, WaitTimeoutError, first_line
 from .exit_codes import (EPILOG, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TIMEOUT, EXIT_UNKNOWN_TASK,
                          EXIT_USAGE)
 from .formatting import format_table
@@ -49,20 +49,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args)
     except OmnispindleError as exc:
-        print(f"omnispindle: {_first_line(exc)}", file=sys.stderr)
+        print(f"omnispindle: {first_line(exc)}", file=sys.stderr)
         return next(code for kind, code in _EXIT_CODES if isinstance(exc, kind))
     except (psycopg.Error, sqlalchemy.exc.DBAPIError) as exc:
         cause = getattr(exc, "orig", None) or exc
-        print(f"omnispindle: database error: {_first_line(cause)}", file=sys.stderr)
+        print(f"omnispindle: database error: {first_line(cause)}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("\nomnispindle: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class _Parser(argparse.ArgumentParser):

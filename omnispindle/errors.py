@@ -128,6 +128,13 @@ def translate(exc: psycopg.Error) -> OmnispindleError | None:
     return error_type(detail)
 
 
+def first_line(exc: BaseException) -> str:
+    """An error in one line, for logs and messages: a database error's text goes
+    on with the context of every nested statement it happened in."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 @contextmanager
 def translated_errors() -> Iterator[None]:
     """Re-raise known database errors as their typed Omnispindle errors."""

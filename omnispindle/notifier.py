@@ -15,6 +15,7 @@ from typing import Callable
 
 import psycopg
 
+from .errors import first_line
 from .sqlfiles import query
 
 READY_CHANNEL = "omnispindle_ready"
@@ -92,7 +93,7 @@ class Notifier:
             except psycopg.OperationalError as exc:
                 self.connected.clear()
                 if backoff == 0.05:
-                    log.warning("LISTEN connection lost (%s); reconnecting", exc)
+                    log.warning("LISTEN connection lost (%s); reconnecting", first_line(exc))
                 self._closing.wait(backoff)
                 backoff = min(backoff * 2, self._max_backoff)
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import psycopg
 
 from . import retention, validation
+from .errors import first_line
 from .retention import DEFAULT_BATCH_SIZE as DEFAULT_PRUNE_BATCH_SIZE
 
 log = logging.getLogger("omnispindle.sweeper")
@@ -146,7 +147,7 @@ class Sweeper:
             except psycopg.OperationalError as exc:
                 errors += 1
                 if errors == 1:
-                    log.warning("sweeper lost the database (%s); retrying", exc)
+                    log.warning("sweeper lost the database (%s); retrying", first_line(exc))
                 stopping.wait(error_pause(errors))
                 continue
             stopping.wait(pause)

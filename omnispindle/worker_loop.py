@@ -19,7 +19,7 @@ import psycopg
 
 from .claim_cursor import ClaimCursor
 from .context import TaskContext
-from .errors import LeaseLostError, TaskCancelled, ValidationError
+from .errors import LeaseLostError, TaskCancelled, ValidationError, first_line
 from .execution import Outcome, failure, run_async_executor, run_executor
 from .executor_loop import ExecutorLoop, is_coroutine_executor
 from .executor_threads import Call, ExecutorThreads
@@ -134,7 +134,8 @@ class WorkerLoop:
                 # Lost connections, restarts, deadlocks, lock timeouts: all pass.
                 errors += 1
                 if errors == 1:
-                    log.warning("worker %s: database error (%s); retrying", self.settings.name, exc)
+                    log.warning("worker %s: database error (%s); retrying", self.settings.name,
+                                first_line(exc))
                 self.stopping.wait(error_pause(errors))
                 continue
             if not more_ready:
@@ -475,7 +476,8 @@ class WorkerLoop:
                 self._flush()
                 self._heartbeat_if_due()
             except psycopg.Error as exc:
-                log.warning("worker %s: database error while stopping (%s)", self.settings.name, exc)
+                log.warning("worker %s: database error while stopping (%s)", self.settings.name,
+                            first_line(exc))
                 time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
                 continue
             if self.claims:
@@ -497,4 +499,4 @@ class WorkerLoop:
                             self.settings.name, len(self.claims))
             self.db.fetch("stop_worker", {"worker_id": self.worker_id})
         except psycopg.Error as exc:
-            log.error("worker %s could not deregister cleanly: %s", self.settings.name, exc)
+            log.error("worker %s could not deregister cleanly: %s", self.settings.name, first_line(exc))
