@@ -4,36 +4,31 @@ A claim from the head of the index steps over the entries of every task
 claimed since vacuum last ran, and while any session holds an old snapshot
 vacuum cannot remove them: each such claim slows as the snapshot ages. So a
 worker claims from just past the last task it claimed, and walks from the
-head only now and then, to find tasks that became ready behind its cursor
-(retries, delayed tasks come due, submissions that committed late). How
-often depends on what a walk from the head costs: every ``HEAD_WALK_MIN_S``
-while it is cheap, and ``HEAD_WALK_FACTOR`` times its duration apart once it
-is not, so that it never takes more than about 2% of the worker's time.
+head only now and then (see ``rewalks``; every ``HEAD_WALK_MIN_S`` while
+that is cheap), to find tasks that became ready behind its cursor (retries,
+delayed tasks come due, submissions that committed late).
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
+from .rewalks import FACTOR, Rewalks
+
 HEAD_WALK_MIN_S = 0.05
-HEAD_WALK_FACTOR = 50.0
 
 
 class ClaimCursor:
     """The (priority, id) of the last task claimed, and when to walk from the head next."""
 
-    def __init__(self, min_interval: float = HEAD_WALK_MIN_S,
-                 factor: float = HEAD_WALK_FACTOR) -> None:
-        self.min_interval = min_interval
-        self.factor = factor
+    def __init__(self, min_interval: float = HEAD_WALK_MIN_S, factor: float = FACTOR) -> None:
+        self.head_walks = Rewalks(min_interval, factor)
         self.position: tuple[int, int] | None = None
-        self.next_head_walk = 0.0
         self._from_head = True
 
     def start(self) -> tuple[int | None, int | None]:
         """Where the next claim starts: the cursor, or (None, None) for the head."""
-        self._from_head = self.position is None or time.monotonic() >= self.next_head_walk
+        self._from_head = self.position is None or self.head_walks.due()
         return (None, None) if self._from_head else self.position
 
     def move(self, claimed: list[dict[str, Any]], limit: int, seconds: float) -> None:
@@ -43,7 +38,7 @@ class ClaimCursor:
         if not self._from_head:
             self.position = last or self.position
             return
-        self.next_head_walk = time.monotonic() + max(self.min_interval, self.factor * seconds)
+        self.head_walks.walked(seconds)
         if len(claimed) == limit or self.position is None:
             # A full claim may have left ready tasks before the old cursor.
             self.position = last or self.position

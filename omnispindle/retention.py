@@ -14,15 +14,15 @@ from typing import Any
 from . import validation
 from .connections import run
 from .errors import ValidationError
+from .rewalks import FACTOR, Rewalks
 
 DEFAULT_RETENTION = 7 * 86400.0  # seconds: a week of history, then pruned
 DEFAULT_BATCH_SIZE = 1000
 MAX_BATCH_SIZE = 100_000
 # Far longer horizons overflow Postgres intervals; no task is that old.
 MAX_RETENTION = 100 * 365 * 86400.0
-# Prune cursor (see PruneCursor): how often batches start at the oldest task.
+# Prune cursor (see PruneCursor): how often batches start at the oldest task at most.
 FROM_OLDEST_MIN_S = 1.0
-FROM_OLDEST_FACTOR = 50.0
 
 
 def horizon(name: str, value: Any, *, allow_none: bool = False) -> float | None:
@@ -49,28 +49,24 @@ class PruneCursor:
     vacuum cannot while any session holds an older snapshot: a batch that
     starts at the oldest entry steps over every one of them, and slows as the
     snapshot ages. So a batch starts where the last one ended, and only now
-    and then at the oldest, for tasks left behind (kept for a dependent, or
-    held by another transaction): at most every ``min_interval`` seconds, and
-    ``factor`` times as long as that walk took once it is slow.
+    and then at the oldest (see ``rewalks``), for tasks left behind (kept for a
+    dependent, or held by another transaction).
     """
 
-    def __init__(self, min_interval: float = FROM_OLDEST_MIN_S,
-                 factor: float = FROM_OLDEST_FACTOR) -> None:
-        self.min_interval = min_interval
-        self.factor = factor
+    def __init__(self, min_interval: float = FROM_OLDEST_MIN_S, factor: float = FACTOR) -> None:
+        self.oldest_walks = Rewalks(min_interval, factor)
         self.after: datetime | None = None
-        self.next_from_oldest = 0.0
         self._from_oldest = True
 
     def start(self) -> datetime | None:
         """The finished_at the next batch starts at; None for the oldest."""
-        self._from_oldest = self.after is None or time.monotonic() >= self.next_from_oldest
+        self._from_oldest = self.after is None or self.oldest_walks.due()
         return None if self._from_oldest else self.after
 
     def move(self, locked: list[dict[str, Any]], seconds: float) -> None:
         """Follow a batch, started at ``start()``, that locked ``locked`` in ``seconds``."""
         if self._from_oldest:
-            self.next_from_oldest = time.monotonic() + max(self.min_interval, self.factor * seconds)
+            self.oldest_walks.walked(seconds)
         if locked:
             self.after = max(row["finished_at"] for row in locked)
 

@@ -338,6 +338,6 @@ def test_a_task_kept_behind_the_cursor_is_pruned_by_a_later_batch_from_the_oldes
     conn.execute("UPDATE omnispindle.tasks SET state = 'cancelled', finished_at = now() - "
                  "interval '2 hours' WHERE id = %s", [child])
     assert sweeper.run_once().pruned == 0  # behind the cursor, until a batch from the oldest
-    sweeper.prune_cursor.next_from_oldest = 0.0
+    sweeper.prune_cursor.oldest_walks.next_at = 0.0
     assert sweeper.run_once().pruned == 2
     assert existing(conn, [parent, child]) == []

@@ -46,13 +46,13 @@ def test_a_slow_walk_from_the_head_puts_the_next_one_off_in_proportion():
     cursor.start()
     before = time.monotonic()
     cursor.move(rows((0, 1)), limit=1, seconds=2.0)
-    assert cursor.next_head_walk >= before + 100.0
+    assert cursor.head_walks.next_at >= before + 100.0
     assert cursor.start() == (0, 1)
 
 
 def test_a_short_walk_from_the_head_keeps_the_further_position():
     cursor = cursor_past_its_first_head_walk((0, 50))
-    cursor.next_head_walk = 0.0
+    cursor.head_walks.next_at = 0.0
     assert cursor.start() == (None, None)
     cursor.move(rows((0, 3)), limit=5, seconds=0.001)  # a retry found behind the cursor
     assert cursor.start() == (0, 50)
@@ -60,7 +60,7 @@ def test_a_short_walk_from_the_head_keeps_the_further_position():
 
 def test_a_full_walk_from_the_head_moves_the_cursor_back_to_its_last_task():
     cursor = cursor_past_its_first_head_walk((0, 50))
-    cursor.next_head_walk = 0.0
+    cursor.head_walks.next_at = 0.0
     cursor.start()
     cursor.move(rows((0, 3), (0, 4)), limit=2, seconds=0.001)  # more may wait before 50
     assert cursor.start() == (0, 4)

@@ -35,5 +35,5 @@ def test_a_slow_batch_from_the_oldest_puts_the_next_one_off_in_proportion():
     cursor.start()
     before = time.monotonic()
     cursor.move(locked(5), seconds=2.0)
-    assert cursor.next_from_oldest >= before + 100.0
+    assert cursor.oldest_walks.next_at >= before + 100.0
     assert cursor.start() == T0 + timedelta(seconds=5)
