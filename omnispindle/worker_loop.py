@@ -331,8 +331,7 @@ class WorkerLoop:
             return
         self.cancel_check.clear()
         if self.claims:
-            rows = self.db.fetch("cancel_requests",
-                                 {"tokens": plain_array([c.token for c in self.claims.values()])})
+            rows = self.db.fetch("cancel_requests", self._leases())
             self._cancel_requested(row["id"] for row in rows)
 
     def _cancel_requested(self, task_ids: Iterable[int]) -> None:
@@ -424,8 +423,7 @@ class WorkerLoop:
             return
         held = self.db.fetch("heartbeat", {
             "worker_id": self.worker_id, "lease_seconds": self.settings.lease_timeout,
-            "tokens": plain_array([claim.token for claim in self.claims.values()]),
-        })
+            **self._leases()})
         self._abandon_ignored_cancels(since=now - self.settings.heartbeat_interval)
         self._cancel_requested(row["id"] for row in held if row["cancel_requested"])
         self.next_heartbeat = now + self.settings.heartbeat_interval
@@ -436,6 +434,11 @@ class WorkerLoop:
             # Another attempt owns the task now: free the slot; a late result is dropped.
             claim = self.claims.pop(task_id)
             self._runner(claim.row["task_type"])[0].abandon(claim.call)
+
+    def _leases(self) -> dict[str, str]:
+        """The ids and lease tokens of the tasks this worker holds, as statement parameters."""
+        return {"ids": plain_array(list(self.claims)),
+                "tokens": plain_array([claim.token for claim in self.claims.values()])}
 
     def _sweep_if_due(self) -> None:
         now = time.monotonic()

@@ -150,11 +150,12 @@ WHERE state = 'running';
 SELECT state, changed FROM omnispindle.cancel_task(%(id)s, %(reason)s);
 
 -- name: cancel_requests
--- Which of a worker's running tasks have been asked to stop.
+-- Which of a worker's running tasks have been asked to stop: by primary key,
+-- fenced by the lease tokens, as the heartbeat finds them.
 SELECT id
 FROM omnispindle.tasks
-WHERE lease_token = ANY (%(tokens)s::uuid[])
-  AND state = 'running'
+WHERE id = ANY (%(ids)s::bigint[])
+  AND lease_token = ANY (%(tokens)s::uuid[])
   AND cancel_requested_at IS NOT NULL;
 
 -- name: emit_partial

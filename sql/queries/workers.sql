@@ -8,7 +8,10 @@ RETURNING id;
 
 -- name: heartbeat
 -- One statement per beat: the worker's own row and every lease it still holds
--- (the ids returned). A worker wrongly declared dead is active again.
+-- (the ids returned). A worker wrongly declared dead is active again. Leases
+-- are found by primary key and fenced by their tokens (only a running attempt
+-- has one): a walk of the running index by worker would step over an entry
+-- for every attempt an old snapshot keeps alive.
 WITH beat AS (
     UPDATE omnispindle.workers
     SET last_heartbeat_at = now(), state = 'active', stopped_at = NULL
@@ -17,8 +20,7 @@ WITH beat AS (
 UPDATE omnispindle.tasks
 SET lease_expires_at = LEAST(now() + make_interval(secs => %(lease_seconds)s),
                              started_at + make_interval(secs => timeout_seconds))
-WHERE worker_id = %(worker_id)s
-  AND state = 'running'
+WHERE id = ANY (%(ids)s::bigint[])
   AND lease_token = ANY (%(tokens)s::uuid[])
 RETURNING id, cancel_requested_at IS NOT NULL AS cancel_requested;
 

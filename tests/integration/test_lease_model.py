@@ -65,7 +65,7 @@ class LeaseModel(RuleBasedStateMachine):
     def heartbeat(self, worker):
         rows = run(self.conn, "heartbeat", {
             "worker_id": self.worker_ids[worker], "lease_seconds": 30.0,
-            "tokens": list(self.held[worker].values())})
+            "ids": list(self.held[worker]), "tokens": list(self.held[worker].values())})
         for row in rows:
             assert self.latest_token[row["id"]] == self.held[worker][row["id"]]
 
