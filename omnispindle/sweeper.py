@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 
 import psycopg
@@ -16,6 +17,7 @@ import psycopg
 from . import retention, validation
 from .errors import first_line
 from .retention import DEFAULT_BATCH_SIZE as DEFAULT_PRUNE_BATCH_SIZE
+from .rewalks import Rewalks
 
 log = logging.getLogger("omnispindle.sweeper")
 
@@ -100,16 +102,23 @@ class Sweeper:
         self.db = db
         self.config = config or SweeperConfig()
         self.prune_cursor = retention.PruneCursor()
+        # The lease statements walk every running-index entry: no cursor fits
+        # them (heartbeats move expiry times), so they come less often once slow.
+        self.lease_scans = Rewalks(min_interval=0.0)
 
-    def run_once(self) -> SweepCounts:
+    def run_once(self, *, paced: bool = False) -> SweepCounts:
         """One bounded pass: at most ``batch_size`` leases and workers, and
-        ``prune_batch_size`` finished tasks pruned when a retention is set."""
+        ``prune_batch_size`` finished tasks pruned when a retention is set.
+
+        Args:
+            paced: skip the lease statements while they are not due (see
+                ``_recover_leases``), as the sweeping loops do.
+        """
         dead = self.db.fetch("mark_dead_workers", {
             "dead_after": self.config.dead_worker_after, "limit": self.config.batch_size})
-        recovered = self.db.fetch("recover_expired_leases", {"limit": self.config.batch_size})
+        recovered, expiry = self._recover_leases(paced)
         delays = [row["retry_in"] for row in recovered if row["retry_in"] is not None]
         reconciled = self.db.fetch("reconcile_blocked", {"limit": self.config.batch_size})
-        expiry = self.db.fetch("next_lease_expiry")[0]["seconds"]
         counts = SweepCounts(requeued=len(delays), failed=len(recovered) - len(delays),
                              dead_workers=len(dead), reconciled=len(reconciled),
                              pruned=self._prune(), retry_in=tuple(delays),
@@ -120,6 +129,23 @@ class Sweeper:
         if counts.pruned:
             log.info("sweep: %d finished tasks pruned", counts.pruned)
         return counts
+
+    def _recover_leases(self, paced: bool) -> tuple[list[dict], float | None]:
+        """Expired leases handed on, and seconds until the next one lapses;
+        nothing when ``paced`` and the lease scans are not due.
+
+        The running index keeps an entry for every attempt an old snapshot
+        still sees, so under a long-held snapshot these statements slow down
+        as it ages. Paced, they then take about 1/50 of the time at most (see
+        ``rewalks``), and a dead worker's tasks wait that much longer.
+        """
+        if paced and not self.lease_scans.due():
+            return [], None
+        started = time.monotonic()
+        recovered = self.db.fetch("recover_expired_leases", {"limit": self.config.batch_size})
+        expiry = self.db.fetch("next_lease_expiry")[0]["seconds"]
+        self.lease_scans.walked(time.monotonic() - started)
+        return recovered, expiry
 
     def _prune(self) -> int:
         if self.config.retention is None:
@@ -142,7 +168,7 @@ class Sweeper:
         errors = 0
         while not stopping.is_set():
             try:
-                pause = self.pause_after(self.run_once())
+                pause = self.pause_after(self.run_once(paced=True))
                 errors = 0
             except psycopg.OperationalError as exc:
                 errors += 1

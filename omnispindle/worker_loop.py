@@ -444,7 +444,7 @@ class WorkerLoop:
         now = time.monotonic()
         if self.sweeper is None or now < self.next_sweep:
             return
-        counts = self.sweeper.run_once()
+        counts = self.sweeper.run_once(paced=True)
         self._retries_due_in(counts.retry_in)
         self.next_sweep = now + self.sweeper.pause_after(counts)
 

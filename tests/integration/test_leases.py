@@ -132,6 +132,24 @@ def test_leases_never_reach_past_the_timeout_and_the_sweeper_says_so(client, que
     assert complete(conn, row) == []
 
 
+def test_paced_passes_leave_the_lease_scans_until_they_are_due(client, queue, conn):
+    """After a scan that took long (under an old snapshot), the sweeping loops
+    skip the lease statements for a while; a pass asked for directly does not."""
+    task_id = client.submit_task("job")
+    claim(conn, lease_seconds=0.001)
+    sweeper = Sweeper(queue.db)
+    sweeper.lease_scans.walked(60.0)  # as if the last scan took a minute
+    skipped = sweeper.run_once(paced=True)
+    assert (skipped.requeued, skipped.next_expiry_in) == (0, None)
+    assert client.get_task(task_id)["state"] == "running"
+    assert sweeper.run_once().requeued == 1
+    sweeper.lease_scans.next_at = 0.0  # the schedule's time has come
+    client.submit_task("job")
+    claim(conn, lease_seconds=0.001)
+    assert sweeper.run_once(paced=True).requeued == 1
+    assert sweeper.lease_scans.next_at > 0.0  # and the next one is scheduled
+
+
 def test_silent_workers_are_declared_dead(queue, conn, start_worker):
     conn.execute("""
         INSERT INTO omnispindle.workers (name, host, pid, concurrency, version, last_heartbeat_at)
