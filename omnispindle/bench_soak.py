@@ -213,6 +213,7 @@ def summary(samples: Samples, tasks: int, retention: float, snapshot: SnapshotHo
     claims_end = [ms for t, ms in samples.claims_ms if t >= tail]
     after_warm = [(t, b, r) for t, b, r in zip(samples.at, samples.table_bytes, samples.rss_mb)
                   if t >= warm]
+    rate = backlog_rate(samples, tasks)
     figures = {
         "system": "omnispindle", "scenario": "soak", "tasks": tasks, "retention_s": retention,
         "seconds": round(total, 1), "tasks_per_s": round(samples.done[-1] / total),
@@ -227,13 +228,20 @@ def summary(samples: Samples, tasks: int, retention: float, snapshot: SnapshotHo
     if snapshot.began is not None and snapshot.ended is not None:
         figures.update({
             "snapshot_s": snapshot.seconds,
-            "rate_before": _round(samples.rate(snapshot.began - 60, snapshot.began)),
-            "rate_during": _round(samples.rate(snapshot.began, snapshot.ended)),
-            "rate_last_min_of_snapshot": _round(samples.rate(snapshot.ended - 60, snapshot.ended)),
-            "rate_1_min_after": _round(samples.rate(snapshot.ended + AFTER_SNAPSHOT_S,
-                                                    snapshot.ended + AFTER_SNAPSHOT_S + WINDOW_S)),
+            "rate_before": rate(snapshot.began - 60, snapshot.began),
+            "rate_during": rate(snapshot.began, snapshot.ended),
+            "rate_last_min_of_snapshot": rate(snapshot.ended - 60, snapshot.ended),
+            "rate_1_min_after": rate(snapshot.ended + AFTER_SNAPSHOT_S,
+                                     snapshot.ended + AFTER_SNAPSHOT_S + WINDOW_S),
         })
     return figures
+
+
+def backlog_rate(samples: Samples, tasks: int) -> Callable[[float, float], float | None]:
+    """The rate between two moments, or None once every task was done before the
+    second: workers then waited for tasks, and the figure would measure the wait."""
+    emptied = next((t for t, d in zip(samples.at, samples.done) if d >= tasks), float("inf"))
+    return lambda start, end: None if end > emptied else _round(samples.rate(start, end))
 
 
 def _round(value: float | None) -> float | None:

@@ -49,6 +49,13 @@ def test_soak_bounds_and_reports_sizes_memory_and_claim_times(queue, conn):
     assert figures["claim_p99_ms_start"] is not None
 
 
+def test_soak_rates_are_left_out_once_the_tasks_ran_out():
+    samples = bench_soak.Samples(at=[0.0, 10.0, 20.0, 30.0], done=[0, 100, 150, 150])
+    rate = bench_soak.backlog_rate(samples, tasks=150)
+    assert rate(0.0, 10.0) == 10.0 and rate(10.0, 20.0) == 5.0
+    assert rate(20.0, 30.0) is None and rate(10.0, 30.0) is None
+
+
 def test_a_soak_smaller_than_one_batch_is_refused(queue):
     with pytest.raises(BenchmarkError, match="at least"):
         bench_soak.soak(queue, tasks=10)
