@@ -30,7 +30,7 @@ from .embedded import DSN_VARIABLE
 from .errors import ConfigurationError, TaskNotFoundError
 from .notifier import FINISHED_CHANNEL
 from .queue_handle import given_queue
-from .submission import bulk_params, inserted_ids, insert_statement
+from .submission import bulk_params, chunked_ids, inserted_ids, insert_statement
 from .waiting import CheckPacer
 
 __all__ = ["AsyncTaskQueueClient"]
@@ -232,7 +232,7 @@ class AsyncTaskQueueClient:
             results = await self.db.fetch_each(
                 "insert_tasks_bulk", (bulk_params(specs, trace_context) for specs in chunks),
                 connection=connection)
-        return [i for rows in results for i in inserted_ids("insert_tasks_bulk", rows)]
+        return chunked_ids(results)
 
 
 async def _report(progress: Callable[[int, int], Any] | None, finished: FinishedTasks) -> None:

@@ -20,7 +20,7 @@ from .notifier import FINISHED_CHANNEL
 from .periodic import schedule_params
 from .queue_handle import resolve_queue
 from .streaming import stream_events
-from .submission import bulk_params, inserted_ids, insert_statement
+from .submission import bulk_params, chunked_ids, inserted_ids, insert_statement
 from .waiting import CheckPacer, wait_until
 from .worker import WorkerClient
 
@@ -278,7 +278,7 @@ class TaskQueueClient:
             results = self.queue.db.fetch_each(
                 "insert_tasks_bulk", (bulk_params(specs, trace_context) for specs in chunks),
                 connection=connection)
-        return [i for rows in results for i in inserted_ids("insert_tasks_bulk", rows)]
+        return chunked_ids(results)
 
     def _existing_rows(self, ids: list[int]) -> list[dict[str, Any]]:
         """The tasks' current rows; raises TaskNotFoundError if one does not exist."""

@@ -47,6 +47,12 @@ def inserted_ids(statement: str, rows: list[dict[str, Any]]) -> list[int]:
     return [i for row in rows for i in range(row["first"], row["last"] + 1)]
 
 
+def chunked_ids(results: list[list[dict[str, Any]]]) -> list[int]:
+    """The new tasks' ids in entry order, from the rows of each pipelined
+    insert_tasks_bulk statement of a long batch."""
+    return [i for rows in results for i in inserted_ids("insert_tasks_bulk", rows)]
+
+
 def _json_row(spec: TaskSpec) -> str:
     """One entry as a JSON object; its parameters are JSON already. A field that
     holds the default insert_tasks_bulk fills in is left out: parsing the
