@@ -437,7 +437,7 @@ class WorkerLoop:
 
     def _leases(self) -> dict[str, str]:
         """The ids and lease tokens of the tasks this worker holds, as statement parameters."""
-        return {"ids": plain_array(list(self.claims)),
+        return {"ids": plain_array(self.claims),
                 "tokens": plain_array([claim.token for claim in self.claims.values()])}
 
     def _sweep_if_due(self) -> None:
