@@ -12,8 +12,8 @@ from alembic import context
 from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 
-from omnispindle.connections import as_psycopg
-from omnispindle.sqlfiles import query
+from omnispindle._db.pool import as_psycopg
+from omnispindle._db.statements import query
 
 
 def run_migrations(connection) -> None:

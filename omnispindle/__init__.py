@@ -6,11 +6,11 @@ Example:
 
 __version__ = "0.1.0"
 
-from .async_client import AsyncTaskQueueClient
-from .batches import entry
-from .client import TaskQueueClient
-from .context import TaskContext, current_task
-from .errors import (
+from omnispindle.async_client import AsyncTaskQueueClient
+from omnispindle._core.batches import entry
+from omnispindle.client import TaskQueueClient
+from omnispindle.context import TaskContext, current_task
+from omnispindle.errors import (
     ConfigurationError,
     OmnispindleError,
     TaskCancelled,
@@ -19,9 +19,9 @@ from .errors import (
     ValidationError,
     WaitTimeoutError,
 )
-from .states import TaskState, WorkerState
-from .task_queue import TaskQueue
-from .worker import WorkerClient
+from omnispindle.states import TaskState, WorkerState
+from omnispindle.task_queue import TaskQueue
+from omnispindle.worker import WorkerClient
 
 __all__ = [
     "TaskQueue",

@@ -1,3 +1,3 @@
-from .cli import main
+from omnispindle.cli.main import main
 
 raise SystemExit(main())

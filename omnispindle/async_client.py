@@ -18,20 +18,21 @@ import time
 from datetime import datetime, timedelta
 from typing import Any, AsyncIterator, Callable, Iterable, Iterator
 
-from . import tracing, validation
-from .async_connections import AsyncDatabase
-from .async_notifier import AsyncNotifier
-from .async_streaming import stream_events
-from .async_waiting import wait_until
-from .batches import batch_entries, batch_specs, plain_chunks
-from .client_common import (FEW_LEFT, FinishedTasks, cancel_outcome, cancel_params,
+from omnispindle._observe import tracing
+from omnispindle._core import validation
+from omnispindle._db.async_pool import AsyncDatabase
+from omnispindle._db.async_notifier import AsyncNotifier
+from omnispindle._client.async_streaming import stream_events
+from omnispindle._client.async_waiting import wait_until
+from omnispindle._core.batches import batch_entries, batch_specs, plain_chunks
+from omnispindle._client.records import (FEW_LEFT, FinishedTasks, cancel_outcome, cancel_params,
                             raise_if_failed, task_record)
-from .embedded import DSN_VARIABLE
-from .errors import ConfigurationError, TaskNotFoundError
-from .notifier import FINISHED_CHANNEL
-from .queue_handle import given_queue
-from .submission import bulk_params, chunked_ids, inserted_ids, insert_statement
-from .waiting import CheckPacer
+from omnispindle._db.embedded import DSN_VARIABLE
+from omnispindle.errors import ConfigurationError, TaskNotFoundError
+from omnispindle._db.notifier import FINISHED_CHANNEL
+from omnispindle.task_queue import given_queue
+from omnispindle._client.submission import bulk_params, chunked_ids, inserted_ids, insert_statement
+from omnispindle._client.waiting import CheckPacer
 
 __all__ = ["AsyncTaskQueueClient"]
 

@@ -1,30 +1,41 @@
 """``TaskQueueClient``: submit tasks, look them up and wait for their results.
 
-``WorkerClient`` lives in :mod:`omnispindle.worker` and is re-exported here,
-so the seed's ``from omnispindle.client import TaskQueueClient, WorkerClient``
-works.
+``WorkerClient`` lives in :mod:`omnispindle.worker`; it is handed on from here,
+imported on first use, so that the seed's ``from omnispindle.client import
+TaskQueueClient, WorkerClient`` works without a client importing the worker.
 """
 
 from __future__ import annotations
 
 import time
 from datetime import datetime, timedelta
-from typing import Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
-from . import tracing, validation
-from .batches import batch_entries, batch_specs, plain_chunks
-from .client_common import (FEW_LEFT, FinishedTasks, cancel_outcome, cancel_params,
+from omnispindle._observe import tracing
+from omnispindle._core import validation
+from omnispindle._core.batches import batch_entries, batch_specs, plain_chunks
+from omnispindle._client.records import (FEW_LEFT, FinishedTasks, cancel_outcome, cancel_params,
                             raise_if_failed, require_found, task_record)
-from .errors import TaskNotFoundError
-from .notifier import FINISHED_CHANNEL
-from .periodic import schedule_params
-from .queue_handle import resolve_queue
-from .streaming import stream_events
-from .submission import bulk_params, chunked_ids, inserted_ids, insert_statement
-from .waiting import CheckPacer, wait_until
-from .worker import WorkerClient
+from omnispindle.errors import TaskNotFoundError
+from omnispindle._db.notifier import FINISHED_CHANNEL
+from omnispindle._maintenance.periodic import schedule_params
+from omnispindle.task_queue import open_queue
+from omnispindle._client.streaming import stream_events
+from omnispindle._client.submission import bulk_params, chunked_ids, inserted_ids, insert_statement
+from omnispindle._client.waiting import CheckPacer, wait_until
+
+if TYPE_CHECKING:
+    from omnispindle.worker import WorkerClient
 
 __all__ = ["TaskQueueClient", "WorkerClient"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "WorkerClient":
+        from omnispindle.worker import WorkerClient
+
+        return WorkerClient
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class TaskQueueClient:
@@ -42,7 +53,7 @@ class TaskQueueClient:
 
     def __init__(self, local_queue: Any = None, dsn: str | None = None, *,
                  poll_interval: float = 1.0) -> None:
-        self.queue, self._owns_queue = resolve_queue(local_queue, dsn)
+        self.queue, self._owns_queue = open_queue(local_queue, dsn)
         self.poll_interval = validation.positive_number("poll_interval", poll_interval)
 
     def submit_task(self, task_type: str, parameters: dict | None = None, priority: int = 0,
@@ -205,7 +216,7 @@ class TaskQueueClient:
             TaskNotFoundError: no task has this id.
             TaskStateError: the task is not failed; nothing changed.
         """
-        from .retrying import retry_tasks
+        from omnispindle._client.retrying import retry_tasks
 
         task_id = validation.task_id(task_id)
         with self.queue.db.pool.connection() as conn:

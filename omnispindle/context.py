@@ -7,7 +7,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .errors import TaskCancelled
+from omnispindle.errors import TaskCancelled
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,8 @@
-"""Typed errors, and the one place that maps database errors onto them.
-
-Database errors are translated by SQLSTATE (and, for CHECK violations, by
-constraint name), never by message text. PL/pgSQL in ``sql/schema.sql``
-raises the ``OS...`` codes below.
-"""
+"""The typed errors Omnispindle raises; ``omnispindle._db.sqlstate`` maps database errors onto them."""
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Iterator
-
-import psycopg
+from typing import Any
 
 
 class OmnispindleError(Exception):
@@ -72,7 +64,7 @@ class LeaseLostError(OmnispindleError):
 class TaskFailedError(OmnispindleError):
     """A waited-for task ended failed or cancelled (with ``raise_on_error=True``)."""
 
-    def __init__(self, task: dict) -> None:
+    def __init__(self, task: dict[str, Any]) -> None:
         error = task.get("error") or {}
         reason = error.get("message") or task.get("cancel_reason") or task["state"]
         super().__init__(f"task {task['task_id']} {task['state']}: {reason}")
@@ -91,57 +83,8 @@ class IdempotencyKeyConflictError(OmnispindleError):
     """
 
 
-_BY_SQLSTATE: dict[str, type[OmnispindleError]] = {
-    "OS001": UnknownDependencyError,
-    "OS002": IllegalTransitionError,
-    "OS003": DependencyStateError,
-    "OS004": TaskNotFoundError,
-    "OS005": ValidationError,
-    "23514": ValidationError,  # check_violation: a CHECK constraint refused a value
-    "22P02": ValidationError,  # invalid_text_representation
-    "22P05": ValidationError,  # untranslatable_character, e.g. \u0000 in jsonb
-    "22003": ValidationError,  # numeric_value_out_of_range
-    "54000": ValidationError,  # program_limit_exceeded, e.g. a value too large for jsonb
-}
-
-# Unique violations are translated only for the indexes named here, with what they mean.
-_BY_UNIQUE_INDEX: dict[str, tuple[type[OmnispindleError], str]] = {
-    "tasks_idempotency_key_idx": (
-        IdempotencyKeyConflictError,
-        "an unfinished task committed after this transaction's snapshot holds the "
-        "idempotency key; retry the transaction"),
-}
-
-
-def translate(exc: psycopg.Error) -> OmnispindleError | None:
-    """Return the typed error for a database error, or None to let it through."""
-    diag = exc.diag
-    if exc.sqlstate == "23505":  # unique_violation
-        error_type, meaning = _BY_UNIQUE_INDEX.get(diag.constraint_name or "", (None, ""))
-        return error_type(f"{meaning}: {diag.message_detail}") if error_type else None
-    error_type = _BY_SQLSTATE.get(exc.sqlstate or "")
-    if error_type is None:
-        return None
-    detail = diag.message_primary or str(exc)
-    if diag.constraint_name:
-        detail = f"{detail} (constraint {diag.constraint_name})"
-    return error_type(detail)
-
-
 def first_line(exc: BaseException) -> str:
     """An error in one line, for logs and messages: a database error's text goes
     on with the context of every nested statement it happened in."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
-
-
-@contextmanager
-def translated_errors() -> Iterator[None]:
-    """Re-raise known database errors as their typed Omnispindle errors."""
-    try:
-        yield
-    except psycopg.Error as exc:
-        typed = translate(exc)
-        if typed is None:
-            raise
-        raise typed from exc

@@ -10,7 +10,7 @@ from alembic.config import Config
 from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 
-from .sqlfiles import data_dir
+from omnispindle._db.statements import data_dir
 
 # Alembic keeps its migration context in module globals, so two threads of
 # one process must not run it at once; the advisory lock covers processes.

@@ -11,10 +11,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from .connections import Database
-from .errors import ConfigurationError
-from .metrics import snapshot
-from .states import FINISHED_STATES, TaskState
+from omnispindle._db.pool import Database
+from omnispindle.errors import ConfigurationError
+from omnispindle._observe.metrics import snapshot
+from omnispindle.states import FINISHED_STATES, TaskState
 
 QUANTILES = (("0.5", "p50"), ("0.95", "p95"), ("0.99", "p99"))
 WORKER_LABELS = ("worker", "worker_id")

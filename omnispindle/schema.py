@@ -25,8 +25,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .connections import as_psycopg
-from .sqlfiles import script
+from omnispindle._db.pool import as_psycopg
+from omnispindle._db.statements import script
 
 
 def migration_sql(name: str) -> str:

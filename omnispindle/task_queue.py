@@ -7,12 +7,13 @@ import os
 import threading
 from typing import Any
 
-from . import embedded, retention
-from .connections import Database
-from .errors import ConfigurationError, SchemaMissingError
-from .migrate import upgrade
-from .notifier import Notifier
-from .sweeper import Sweeper, SweeperConfig
+from omnispindle._db import embedded
+from omnispindle._maintenance import retention
+from omnispindle._db.pool import Database
+from omnispindle.errors import ConfigurationError, SchemaMissingError
+from omnispindle.migrate import upgrade
+from omnispindle._db.notifier import Notifier
+from omnispindle._maintenance.sweeper import Sweeper, SweeperConfig
 
 log = logging.getLogger("omnispindle")
 
@@ -153,7 +154,7 @@ class TaskQueue:
             workers in each state.
             ``collected_at``: when the snapshot was read (a ``datetime``).
         """
-        from .metrics import snapshot
+        from omnispindle._observe.metrics import snapshot
 
         return snapshot(self.db)
 
@@ -180,3 +181,29 @@ class TaskQueue:
             raise SchemaMissingError(
                 "the database has no omnispindle schema: run `omnispindle migrate --dsn ...` "
                 "or create the queue with migrate=True")
+
+
+def open_queue(local_queue: TaskQueue | None, dsn: str | None) -> tuple[TaskQueue, bool]:
+    """The queue a client or worker uses, and whether it owns it (and must shut it down).
+
+    Raises:
+        ConfigurationError: both a queue and a DSN were given, or the queue is no TaskQueue.
+    """
+    given = given_queue(local_queue, dsn)
+    if given is not None:
+        return given, False
+    return TaskQueue(dsn), True
+
+
+def given_queue(local_queue: object, dsn: str | None) -> TaskQueue | None:
+    """The caller's own TaskQueue, checked, or None when it gave none.
+
+    Raises:
+        ConfigurationError: both a queue and a DSN were given, or the queue is no TaskQueue.
+    """
+    if local_queue is not None and dsn is not None:
+        raise ConfigurationError("give either local_queue or dsn, not both")
+    if local_queue is not None and not isinstance(local_queue, TaskQueue):
+        raise ConfigurationError(
+            f"local_queue must be a TaskQueue, got {type(local_queue).__name__}")
+    return local_queue

@@ -7,12 +7,12 @@ import logging
 import threading
 from typing import Any, Callable, Iterable
 
-from . import validation
-from .errors import ConfigurationError, ValidationError
-from .queue_handle import resolve_queue
-from .retention import DEFAULT_RETENTION, horizon
-from .sweeper import SweeperConfig
-from .worker_loop import WorkerLoop, WorkerSettings
+from omnispindle._core import validation
+from omnispindle.errors import ConfigurationError, ValidationError
+from omnispindle.task_queue import open_queue
+from omnispindle._maintenance.retention import DEFAULT_RETENTION, horizon
+from omnispindle._maintenance.sweeper import SweeperConfig
+from omnispindle._worker.loop import WorkerLoop, WorkerSettings
 
 log = logging.getLogger("omnispindle.worker")
 _names = itertools.count(1)
@@ -83,7 +83,7 @@ class WorkerClient:
         )
         self.capabilities = None if capabilities is None else list(
             validation.names("capabilities", capabilities))
-        self.queue, self._owns_queue = resolve_queue(local_queue, dsn)
+        self.queue, self._owns_queue = open_queue(local_queue, dsn)
         self._executors: dict[str, Executor] = {}
         self._stopping = threading.Event()
         self._wake = threading.Event()

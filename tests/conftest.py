@@ -12,6 +12,7 @@ import shutil
 import tempfile
 import threading
 import uuid
+from pathlib import Path
 from typing import Callable, Iterator
 
 import psycopg
@@ -21,7 +22,10 @@ from psycopg.conninfo import make_conninfo
 
 from omnispindle import TaskQueue, TaskQueueClient, WorkerClient
 from omnispindle.migrate import upgrade
-from omnispindle.sqlfiles import query
+from omnispindle._db.statements import parse_statements
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_STATEMENTS = parse_statements((ROOT / "sql" / "tests" / "databases.sql").read_text())
 
 
 def _embedded_server_dsn(stack: list) -> str | None:
@@ -68,7 +72,7 @@ def database_dsn(server: str, name: str) -> str:
 
 def create_database(server: str, name: str, template: str = "template0") -> str:
     """Create database ``name`` from ``template``; return its DSN."""
-    statement = sql.SQL(query("create_database")).format(
+    statement = sql.SQL(TEST_STATEMENTS["create_database"]).format(
         database=sql.Identifier(name), template=sql.Identifier(template))
     with psycopg.connect(server, autocommit=True) as conn:
         conn.execute(statement)
@@ -76,7 +80,7 @@ def create_database(server: str, name: str, template: str = "template0") -> str:
 
 
 def drop_database(server: str, name: str) -> None:
-    statement = sql.SQL(query("drop_database")).format(database=sql.Identifier(name))
+    statement = sql.SQL(TEST_STATEMENTS["drop_database"]).format(database=sql.Identifier(name))
     with psycopg.connect(server, autocommit=True) as conn:
         conn.execute(statement)
 

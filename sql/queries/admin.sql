@@ -33,14 +33,3 @@ SELECT name, host, pid, state::text AS state, capabilities, concurrency, running
        extract(epoch FROM heartbeat_age)::double precision AS heartbeat_age_seconds
 FROM omnispindle.worker_summary
 ORDER BY state, name;
-
--- name: create_database
-CREATE DATABASE {database} TEMPLATE {template};
-
--- name: drop_database
-DROP DATABASE IF EXISTS {database} WITH (FORCE);
-
--- name: vacuum_tasks
--- Benchmarks start every sample from a vacuumed, analysed table: their own
--- earlier samples leave dead rows, and autovacuum may lag behind or be off.
-VACUUM (ANALYZE) omnispindle.tasks, omnispindle.task_dependencies;

@@ -52,11 +52,3 @@ SELECT id, name, host, pid, state::text AS state, capabilities, concurrency, run
        started_at, stopped_at
 FROM omnispindle.worker_summary
 ORDER BY started_at, name;
-
--- name: count_running_on_worker
--- Of the given tasks, how many run on the named worker (benchmarks watch this).
-SELECT count(*) AS running
-FROM omnispindle.tasks t
-JOIN omnispindle.workers w ON w.id = t.worker_id
-WHERE t.state = 'running' AND w.name = %(name)s AND w.state = 'active'
-  AND t.id = ANY (%(ids)s::bigint[]);

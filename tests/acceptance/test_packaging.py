@@ -6,7 +6,7 @@ import subprocess
 import sys
 import zipfile
 
-from omnispindle.sqlfiles import parse_statements
+from omnispindle._db.statements import parse_statements
 
 from .workers import ROOT
 
@@ -18,6 +18,9 @@ def test_wheel_carries_sql_and_migrations(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     for source in [*ROOT.glob("sql/**/*.sql"), *ROOT.glob("migrations/**/*.py")]:
         packaged = f"omnispindle/_data/{source.relative_to(ROOT).as_posix()}"
-        assert packaged in names, f"{packaged} is missing from the wheel"
+        if source.is_relative_to(ROOT / "sql" / "tests"):
+            assert packaged not in names, f"{packaged} is the test suite's; it must not ship"
+        else:
+            assert packaged in names, f"{packaged} is missing from the wheel"
     queries = zipfile.ZipFile(wheel).read("omnispindle/_data/sql/queries/tasks.sql").decode()
     assert "claim_tasks" in parse_statements(queries)

@@ -12,7 +12,7 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from omnispindle import TaskQueue, TaskQueueClient
-from omnispindle.sweeper import Sweeper
+from omnispindle._maintenance.sweeper import Sweeper
 
 from .workers import poll, start_worker_process
 

@@ -19,7 +19,7 @@ from omnispindle import (AsyncTaskQueueClient, ConfigurationError, TaskFailedErr
                          TaskNotFoundError, ValidationError, WaitTimeoutError, current_task, entry)
 from omnispindle.errors import (DependencyCycleError, DependencyStateError, SchemaMissingError,
                                 UnknownDependencyError)
-from omnispindle.batches import CHUNK_SIZE
+from omnispindle._core.batches import CHUNK_SIZE
 
 from ..acceptance.test_quickstart import python_block, run_script
 from .test_bad_input import BAD_SUBMISSIONS, BAD_TASK_TYPES, row_counts

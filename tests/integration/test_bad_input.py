@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from omnispindle import TaskQueueClient, WorkerClient
-from omnispindle.batches import CHUNK_SIZE
+from omnispindle._core.batches import CHUNK_SIZE
 from omnispindle.errors import (
     ConfigurationError,
     DependencyStateError,

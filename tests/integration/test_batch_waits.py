@@ -12,8 +12,8 @@ import pytest
 
 from omnispindle import (AsyncTaskQueueClient, TaskNotFoundError, TaskQueue, TaskQueueClient,
                          WaitTimeoutError)
-from omnispindle.client_common import RECORD_CHUNK
-from omnispindle.waiting import CheckPacer
+from omnispindle._client.records import RECORD_CHUNK
+from omnispindle._client.waiting import CheckPacer
 
 BATCH = 5000
 WORKER_CONCURRENCY = 8

@@ -9,9 +9,9 @@ pytest.importorskip("procrastinate")
 pytest.importorskip("pgqueuer")
 pytest.importorskip("psutil")
 
-from omnispindle import bench_peers  # noqa: E402
-from omnispindle.bench import BenchmarkError  # noqa: E402
-from omnispindle.bench_peers import PEERS, PeerUnavailableError, run_peer  # noqa: E402
+from omnispindle.bench import peers as bench_peers  # noqa: E402
+from omnispindle.bench.workflows import BenchmarkError  # noqa: E402
+from omnispindle.bench.peers import PEERS, PeerUnavailableError, run_peer  # noqa: E402
 
 DRAIN_KEYS = {"system", "scenario", "tasks", "workers", "tasks_per_s", "worker_cpu_s_per_1k",
               "pg_cpu_s_per_1k"}

@@ -8,9 +8,10 @@ import sys
 
 import pytest
 
-from omnispindle import bench_soak, bench_throughput
-from omnispindle.bench import BenchmarkError
-from omnispindle.bench_runner import ratios
+from omnispindle.bench import soak as bench_soak
+from omnispindle.bench import throughput as bench_throughput
+from omnispindle.bench.workflows import BenchmarkError
+from omnispindle.bench.runner import ratios
 
 pytest.importorskip("psutil")
 

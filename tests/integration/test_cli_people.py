@@ -14,11 +14,13 @@ import psycopg
 import pytest
 
 from omnispindle import TaskNotFoundError, current_task
-from omnispindle.cli import _parser, format_table, main
-from omnispindle.cli_tasks import age_arg
+from omnispindle.cli.formatting import format_table
+from omnispindle.cli.main import main
+from omnispindle.cli.main import parser as cli_parser
+from omnispindle.cli.args import age_arg
 from omnispindle.errors import TaskStateError
-from omnispindle.formatting import format_age, shorten
-from omnispindle.progress import ProgressBar
+from omnispindle.cli.formatting import format_age, shorten
+from omnispindle.cli.progress import ProgressBar
 
 from ..acceptance.workers import ROOT
 
@@ -106,7 +108,7 @@ def all_parsers(parser: argparse.ArgumentParser):
 
 
 def test_every_argument_has_a_help_text():
-    for parser in all_parsers(_parser()):
+    for parser in all_parsers(cli_parser()):
         for action in parser._actions:
             if not isinstance(action, argparse._SubParsersAction):
                 assert action.help, f"{parser.prog} {action.dest} has no help"

@@ -10,10 +10,10 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 import pytest
 
-from omnispindle.batches import entry
-from omnispindle.connections import run
+from omnispindle._core.batches import entry
+from omnispindle._db.pool import run
 from omnispindle.errors import ValidationError
-from omnispindle.sqlfiles import query
+from omnispindle._db.statements import query
 
 from ..acceptance.workers import poll
 

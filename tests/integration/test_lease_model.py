@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
-from omnispindle.connections import run
+from omnispindle._db.pool import run
 
 WORKERS = 3
 FINAL = {"succeeded", "failed", "cancelled"}

@@ -9,9 +9,9 @@ import uuid
 
 import pytest
 
-from omnispindle.connections import run
+from omnispindle._db.pool import run
 from omnispindle.errors import ValidationError
-from omnispindle.sweeper import Sweeper, SweeperConfig
+from omnispindle._maintenance.sweeper import Sweeper, SweeperConfig
 
 from ..acceptance.workers import poll
 

@@ -17,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from omnispindle import prometheus
-from omnispindle.cli import main
+from omnispindle.cli.main import main
 
 from ..acceptance.test_quickstart import python_block, run_script
 from ..acceptance.workers import ROOT, poll

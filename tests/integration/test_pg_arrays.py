@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from omnispindle.pg_arrays import plain_array, text_array
+from omnispindle._db.pg_arrays import plain_array, text_array
 
 AWKWARD = ['{}', '{"a": "q\\"uote"}', 'back\\slash', 'comma, {brace}', ' spaced ', 'NULL', '',
            '"', 'ünïcødé']

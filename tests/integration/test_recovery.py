@@ -25,7 +25,7 @@ def test_load_state_recovers_expired_leases(client, queue, conn, start_worker):
 
 def test_a_late_result_from_a_lost_lease_is_dropped(client, conn):
     """Fencing: completing with a stale token changes nothing."""
-    from omnispindle.connections import run
+    from omnispindle._db.pool import run
 
     task_id = client.submit_task("job")
     conn.execute(CRASHED_CLAIM, [[task_id]])

@@ -10,10 +10,10 @@ import psycopg
 import pytest
 
 from omnispindle import TaskNotFoundError, ValidationError, WorkerClient, current_task
-from omnispindle import retention
-from omnispindle.cli import main
-from omnispindle.connections import run
-from omnispindle.sweeper import PRUNE_BACKLOG_PAUSE, Sweeper, SweeperConfig
+from omnispindle._maintenance import retention
+from omnispindle.cli.main import main
+from omnispindle._db.pool import run
+from omnispindle._maintenance.sweeper import PRUNE_BACKLOG_PAUSE, Sweeper, SweeperConfig
 
 from ..acceptance.workers import poll
 

@@ -8,7 +8,8 @@ import time
 import psycopg
 import pytest
 
-from omnispindle.errors import IllegalTransitionError, translate
+from omnispindle._db.sqlstate import translate
+from omnispindle.errors import IllegalTransitionError
 
 from ..acceptance.workers import poll
 
@@ -90,7 +91,7 @@ def test_a_lost_lease_frees_the_workers_slot(client, conn, start_worker):
 
 
 def test_the_repair_pass_finds_stranded_tasks_behind_many_blocked_ones(client, queue, conn):
-    from omnispindle.sweeper import Sweeper, SweeperConfig
+    from omnispindle._maintenance.sweeper import Sweeper, SweeperConfig
 
     gate = client.submit_task("gate")
     client.submit_batch([{"task_type": "job", "dependencies": [gate]}] * 30)

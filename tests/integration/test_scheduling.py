@@ -10,7 +10,7 @@ import pytest
 
 from omnispindle import ValidationError
 from omnispindle.errors import CronExpressionError
-from omnispindle.periodic import PeriodicScheduler
+from omnispindle._maintenance.periodic import PeriodicScheduler
 from tests.acceptance.workers import poll, start_worker_process
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from omnispindle.errors import IllegalTransitionError, ValidationError, translate
+from omnispindle._db.sqlstate import translate
+from omnispindle.errors import IllegalTransitionError, ValidationError
 from omnispindle.states import TaskState, WorkerState
 
 INSERT_SUCCEEDED = """

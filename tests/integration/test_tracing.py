@@ -82,7 +82,8 @@ def test_a_batch_shares_one_submit_span_and_the_context_is_stored(client, conn, 
 WITHOUT_OPENTELEMETRY = """
 import sys
 sys.modules["opentelemetry"] = None  # as if opentelemetry-api were not installed
-from omnispindle import TaskQueue, TaskQueueClient, tracing
+from omnispindle import TaskQueue, TaskQueueClient
+from omnispindle._observe import tracing
 assert not tracing.enabled()
 with TaskQueue() as queue:
     client = TaskQueueClient(local_queue=queue)
@@ -102,7 +103,8 @@ def test_without_opentelemetry_nothing_is_traced_or_stored(dsn, conn, tmp_path):
 
 
 WITHOUT_A_PROVIDER = """
-from omnispindle import TaskQueue, TaskQueueClient, tracing
+from omnispindle import TaskQueue, TaskQueueClient
+from omnispindle._observe import tracing
 assert tracing.enabled() and not tracing.recording()
 with TaskQueue() as queue:
     client = TaskQueueClient(local_queue=queue)

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
 from omnispindle import TaskNotFoundError, ValidationError
-from omnispindle.batches import CHUNK_SIZE
+from omnispindle._core.batches import CHUNK_SIZE
 
 
 class Rollback(Exception):

@@ -24,7 +24,7 @@ from sqlalchemy.pool import NullPool
 
 from omnispindle import TaskQueue, TaskQueueClient
 from omnispindle.migrate import downgrade, upgrade
-from omnispindle.sqlfiles import script
+from omnispindle._db.statements import script
 from tests.conftest import create_database, drop_database, unique_name
 from tests.migrations.catalog import snapshot
 

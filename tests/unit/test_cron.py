@@ -10,7 +10,7 @@ from datetime import date, datetime, timedelta, timezone
 import pytest
 from hypothesis import assume, given, settings, strategies as st
 
-from omnispindle.cron import CronExpression
+from omnispindle._core.cron import CronExpression
 from omnispindle.errors import CronExpressionError, ValidationError
 
 UTC = timezone.utc

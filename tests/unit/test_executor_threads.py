@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from omnispindle.executor_threads import ExecutorThreads
+from omnispindle._worker.threads import ExecutorThreads
 
 WAIT_S = 10
 

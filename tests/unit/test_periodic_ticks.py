@@ -2,8 +2,8 @@
 
 from datetime import datetime, timedelta, timezone
 
-from omnispindle.cron import CronExpression
-from omnispindle.periodic import CATCH_UP, due_ticks
+from omnispindle._core.cron import CronExpression
+from omnispindle._maintenance.periodic import CATCH_UP, due_ticks
 
 EVERY_SECOND = CronExpression.parse("* * * * * *")
 HOURLY = CronExpression.parse("@hourly")

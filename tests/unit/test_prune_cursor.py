@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from datetime import datetime, timedelta, timezone
 
-from omnispindle.retention import PruneCursor
+from omnispindle._maintenance.retention import PruneCursor
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import omnispindle
-from omnispindle import sqlfiles
+from omnispindle._db import statements as sqlfiles
 
 PACKAGE_DIR = Path(omnispindle.__file__).parent
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from omnispindle.submission import insert_statement, inserted_ids
-from omnispindle.validation import task_spec
+from omnispindle._client.submission import insert_statement, inserted_ids
+from omnispindle._core.validation import task_spec
 
 
 def test_bulk_ids_come_back_as_runs_expanded_in_order():

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from omnispindle import batches, validation
+from omnispindle._core import batches
+from omnispindle._core import validation
 from omnispindle.errors import ValidationError
 
 NAN = float("nan")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from omnispindle import TaskNotFoundError
-from omnispindle.client_common import (FEW_LEFT, RECORD_CHUNK, SHORT_RUN, FinishedTasks,
+from omnispindle._client.records import (FEW_LEFT, RECORD_CHUNK, SHORT_RUN, FinishedTasks,
                                        id_params)
-from omnispindle.waiting import CheckPacer
+from omnispindle._client.waiting import CheckPacer
 
 
 def finished_row(task_id: int, state: str = "succeeded") -> dict:

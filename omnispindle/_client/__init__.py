@@ -1,0 +1,1 @@
+"""The client side: submitting tasks, waiting for them, streaming, cancelling, retrying."""

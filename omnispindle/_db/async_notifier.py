@@ -1,0 +1,91 @@
+"""One async LISTEN connection per async client, waking its waiters.
+
+The twin of :mod:`omnispindle.notifier` for an event loop: a task on the
+client's loop holds the connection and sets the ``asyncio.Event`` of every
+waiter subscribed to a channel that is notified. After every (re)connect all
+waiters are woken, because a notification sent while the connection was down
+is lost for good: waking turns that loss into one extra check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Iterable
+
+import psycopg
+
+from omnispindle.errors import first_line
+from omnispindle._db.notifier import FINISHED_CHANNEL, STREAM_CHANNEL
+from omnispindle._db.statements import query
+
+# Clients wait for finished tasks and streamed partials; the other channels are the workers'.
+_LISTEN_STATEMENTS = {FINISHED_CHANNEL: "listen_finished", STREAM_CHANNEL: "listen_stream"}
+_FIRST_BACKOFF = 0.05
+
+log = logging.getLogger("omnispindle.notifier")
+
+
+class AsyncNotifier:
+    """The LISTEN connection of one async client, started by the first subscription.
+
+    Args:
+        dsn: the database to listen on.
+        max_backoff: longest pause, in seconds, between reconnect attempts.
+    """
+
+    def __init__(self, dsn: str, *, max_backoff: float = 5.0) -> None:
+        self._dsn = dsn
+        self._max_backoff = max_backoff
+        self._waiters: dict[asyncio.Event, frozenset[str]] = {}
+        self._task: asyncio.Task | None = None
+        self.connected = asyncio.Event()
+
+    def subscribe(self, channels: Iterable[str]) -> asyncio.Event:
+        """Return an event that is set on each notification on one of ``channels``."""
+        channels = frozenset(channels)
+        unknown = channels - set(_LISTEN_STATEMENTS)
+        if unknown:
+            raise ValueError(f"unknown channel(s) {sorted(unknown)}")
+        event = asyncio.Event()
+        self._waiters[event] = channels
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name="omnispindle-async-notifier")
+        return event
+
+    def unsubscribe(self, event: asyncio.Event) -> None:
+        self._waiters.pop(event, None)
+
+    async def close(self) -> None:
+        """Stop listening and close the connection."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            # Collects the task's CancelledError, while a cancel of close() itself still raises.
+            await asyncio.gather(task, return_exceptions=True)
+        self.connected = asyncio.Event()  # a reopened client may run on another loop
+
+    def _wake(self, channel: str | None) -> None:
+        for event, channels in list(self._waiters.items()):
+            if channel is None or channel in channels:
+                event.set()
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(self._dsn, autocommit=True) as conn:
+                    for statement in _LISTEN_STATEMENTS.values():
+                        await conn.execute(query(statement))
+                    failures = 0
+                    self.connected.set()
+                    self._wake(None)
+                    async for notification in conn.notifies():
+                        self._wake(notification.channel)
+            except psycopg.Error as exc:
+                self.connected.clear()
+                failures += 1
+                if failures == 1:
+                    log.warning("async LISTEN connection lost (%s); reconnecting", first_line(exc))
+                await asyncio.sleep(min(_FIRST_BACKOFF * 2 ** min(failures - 1, 16), self._max_backoff))

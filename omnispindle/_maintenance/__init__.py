@@ -1,0 +1,1 @@
+"""Background duties any process may run: the stale-lease sweeper, retention, periodic ticks."""

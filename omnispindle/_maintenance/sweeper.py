@@ -1,0 +1,180 @@
+"""The stale-lease sweeper: hands on the work of dead or hung workers, prunes old tasks.
+
+It runs inside every worker process and, for deployments that want one
+dedicated process, as ``omnispindle sweep``. Any number may run at once:
+every statement takes its rows with SKIP LOCKED.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+import psycopg
+
+from omnispindle._maintenance import retention
+from omnispindle._core import validation
+from omnispindle.errors import first_line
+from omnispindle._maintenance.retention import DEFAULT_BATCH_SIZE as DEFAULT_PRUNE_BATCH_SIZE
+from omnispindle._core.rewalks import Rewalks
+
+log = logging.getLogger("omnispindle.sweeper")
+
+MAX_ERROR_BACKOFF = 5.0
+MAX_BATCH_SIZE = 100_000
+# A lease counts as expired strictly after its expiry time.
+EXPIRY_MARGIN = 0.01
+# After a full prune batch the next pass comes this soon: a backlog of old
+# tasks is worked down in short transactions, not in one long one.
+PRUNE_BACKLOG_PAUSE = 0.1
+
+
+def error_pause(errors: int) -> float:
+    """Seconds to wait after ``errors`` database errors in a row: doubling, capped."""
+    return min(MAX_ERROR_BACKOFF, 0.05 * 2 ** errors)
+
+
+@dataclass(frozen=True)
+class SweeperConfig:
+    """How often and how much the sweeper does.
+
+    Args:
+        interval: seconds between passes.
+        batch_size: most tasks (and workers) one pass handles.
+        dead_worker_after: seconds without a heartbeat before a worker is
+            declared dead.
+        retention: seconds finished tasks are kept before a pass prunes
+            them; None keeps them forever.
+        prune_batch_size: most tasks one pass prunes.
+
+    Raises:
+        ValidationError: a value is not positive.
+    """
+
+    interval: float = 1.0
+    batch_size: int = 500
+    dead_worker_after: float = 60.0
+    retention: float | None = None
+    prune_batch_size: int = DEFAULT_PRUNE_BATCH_SIZE
+
+    def __post_init__(self) -> None:
+        validation.positive_number("interval", self.interval)
+        validation.positive_number("dead_worker_after", self.dead_worker_after)
+        validation.int_in_range("batch_size", self.batch_size, (1, MAX_BATCH_SIZE))
+        retention.horizon("retention", self.retention, allow_none=True)
+        retention.batch_size("prune_batch_size", self.prune_batch_size)
+
+
+@dataclass(frozen=True)
+class SweepCounts:
+    """What one pass did; ``retry_in`` says when each requeued task is due (s).
+
+    ``reconciled`` counts blocked tasks repaired after a race between their
+    submission and their parents' completion; ``pruned`` the finished tasks
+    deleted for being older than the retention.
+    """
+
+    requeued: int = 0
+    failed: int = 0
+    dead_workers: int = 0
+    reconciled: int = 0
+    pruned: int = 0
+    retry_in: tuple[float, ...] = ()
+    next_expiry_in: float | None = None
+
+    @property
+    def changed(self) -> int:
+        """Tasks and workers this pass changed."""
+        return self.requeued + self.failed + self.dead_workers + self.reconciled
+
+
+class Sweeper:
+    """Recovers expired leases, declares silent workers dead, repairs stranded blocked tasks,
+    prunes finished tasks past the retention.
+
+    Example:
+        >>> Sweeper(queue.db).run_once()  # doctest: +SKIP
+        SweepCounts(requeued=3, failed=0, dead_workers=1)
+    """
+
+    def __init__(self, db, config: SweeperConfig | None = None) -> None:
+        self.db = db
+        self.config = config or SweeperConfig()
+        self.prune_cursor = retention.PruneCursor()
+        # The lease statements walk every running-index entry: no cursor fits
+        # them (heartbeats move expiry times), so they come less often once slow.
+        self.lease_scans = Rewalks(min_interval=0.0)
+
+    def run_once(self, *, paced: bool = False) -> SweepCounts:
+        """One bounded pass: at most ``batch_size`` leases and workers, and
+        ``prune_batch_size`` finished tasks pruned when a retention is set.
+
+        Args:
+            paced: skip the lease statements while they are not due (see
+                ``_recover_leases``), as the sweeping loops do.
+        """
+        dead = self.db.fetch("mark_dead_workers", {
+            "dead_after": self.config.dead_worker_after, "limit": self.config.batch_size})
+        recovered, expiry = self._recover_leases(paced)
+        delays = [row["retry_in"] for row in recovered if row["retry_in"] is not None]
+        reconciled = self.db.fetch("reconcile_blocked", {"limit": self.config.batch_size})
+        counts = SweepCounts(requeued=len(delays), failed=len(recovered) - len(delays),
+                             dead_workers=len(dead), reconciled=len(reconciled),
+                             pruned=self._prune(), retry_in=tuple(delays),
+                             next_expiry_in=expiry)
+        if counts.changed:
+            log.info("sweep: %d requeued, %d failed, %d workers dead, %d blocked tasks repaired",
+                     counts.requeued, counts.failed, counts.dead_workers, counts.reconciled)
+        if counts.pruned:
+            log.info("sweep: %d finished tasks pruned", counts.pruned)
+        return counts
+
+    def _recover_leases(self, paced: bool) -> tuple[list[dict], float | None]:
+        """Expired leases handed on, and seconds until the next one lapses;
+        nothing when ``paced`` and the lease scans are not due.
+
+        The running index keeps an entry for every attempt an old snapshot
+        still sees, so under a long-held snapshot these statements slow down
+        as it ages. Paced, they then take about 1/50 of the time at most (see
+        ``rewalks``), and a dead worker's tasks wait that much longer.
+        """
+        if paced and not self.lease_scans.due():
+            return [], None
+        started = time.monotonic()
+        recovered = self.db.fetch("recover_expired_leases", {"limit": self.config.batch_size})
+        expiry = self.db.fetch("next_lease_expiry")[0]["seconds"]
+        self.lease_scans.walked(time.monotonic() - started)
+        return recovered, expiry
+
+    def _prune(self) -> int:
+        if self.config.retention is None:
+            return 0
+        return retention.prune_batch(self.db, self.config.retention, self.config.prune_batch_size,
+                                     cursor=self.prune_cursor)
+
+    def pause_after(self, counts: SweepCounts) -> float:
+        """Seconds until the next pass: the interval, or sooner when a lease lapses
+        sooner or a full prune batch says more old tasks wait."""
+        pause = self.config.interval
+        if counts.next_expiry_in is not None:
+            pause = min(pause, max(counts.next_expiry_in, 0.0) + EXPIRY_MARGIN)
+        if counts.pruned >= self.config.prune_batch_size:
+            pause = min(pause, PRUNE_BACKLOG_PAUSE)
+        return pause
+
+    def run(self, stopping: threading.Event) -> None:
+        """Sweep every ``interval`` seconds until ``stopping`` is set."""
+        errors = 0
+        while not stopping.is_set():
+            try:
+                pause = self.pause_after(self.run_once(paced=True))
+                errors = 0
+            except psycopg.OperationalError as exc:
+                errors += 1
+                if errors == 1:
+                    log.warning("sweeper lost the database (%s); retrying", first_line(exc))
+                stopping.wait(error_pause(errors))
+                continue
+            stopping.wait(pause)

@@ -1,0 +1,1 @@
+"""What the queue tells the outside: tracing spans and metric snapshots."""

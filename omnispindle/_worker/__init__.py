@@ -1,0 +1,1 @@
+"""The worker's run: claiming, executing, storing outcomes, keeping leases, stopping."""

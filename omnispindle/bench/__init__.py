@@ -1,0 +1,1 @@
+"""``omnispindle bench``: scenarios that measure the queue, alone and beside its peers."""

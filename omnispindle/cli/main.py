@@ -1,0 +1,94 @@
+"""The ``omnispindle`` command: parsing, dispatch, and one exit code per outcome.
+
+Each command lives in a module of its own that adds it to the parser
+(``add_commands``); this module only wires them together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any, Callable, Sequence
+
+import psycopg
+import sqlalchemy.exc
+
+from omnispindle.cli import bench, demo, metrics, migrate, prune, status, tasks, worker
+from omnispindle.cli.exit_codes import (EPILOG, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TIMEOUT,
+                                        EXIT_UNKNOWN_TASK, EXIT_USAGE)
+from omnispindle.errors import OmnispindleError, TaskNotFoundError, WaitTimeoutError, first_line
+
+__all__ = ["main", "parser"]
+
+# In the order `omnispindle --help` lists them.
+COMMAND_MODULES = (migrate, worker, status, metrics, prune, bench, demo, tasks)
+
+# The first matching class decides; typed errors not listed here mean a refusal.
+_EXIT_CODES: tuple[tuple[type[OmnispindleError], int], ...] = (
+    (TaskNotFoundError, EXIT_UNKNOWN_TASK),
+    (WaitTimeoutError, EXIT_TIMEOUT),
+    (OmnispindleError, EXIT_ERROR),
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the process exit code (see ``omnispindle.cli.exit_codes``)."""
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error already reported in one line
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    _configure_logging(args.log_level)
+    try:
+        handler: Callable[[argparse.Namespace], int] = args.handler
+        return handler(args)
+    except OmnispindleError as exc:
+        print(f"omnispindle: {first_line(exc)}", file=sys.stderr)
+        return next(code for kind, code in _EXIT_CODES if isinstance(exc, kind))
+    except (psycopg.Error, sqlalchemy.exc.DBAPIError) as exc:
+        cause = getattr(exc, "orig", None) or exc
+        print(f"omnispindle: database error: {first_line(cause)}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("\nomnispindle: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if level != "DEBUG":
+        # Alembic and pgserver narrate every start at INFO; only warnings matter here.
+        for chatty in ("alembic", "pgserver"):
+            logging.getLogger(chatty).setLevel(logging.WARNING)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Reports a usage error in one line, ``omnispindle: ...``, and exits with code 2."""
+
+    def error(self, message: str) -> Any:
+        self.exit(EXIT_USAGE, f"omnispindle: {message} (see `{self.prog} --help`)\n")
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line of every command."""
+    top = _Parser(prog="omnispindle", description="A task queue inside PostgreSQL.",
+                  epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    top.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                     help="how much to log (default INFO)")
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in COMMAND_MODULES:
+        module.add_commands(commands, command)
+    return top
+
+
+def command(commands: Any, name: str, help_text: str,
+            handler: Callable[[argparse.Namespace], int],
+            with_dsn: bool = True) -> argparse.ArgumentParser:
+    """Add the command ``name``, run by ``handler``, with ``--dsn`` unless told otherwise."""
+    sub: argparse.ArgumentParser = commands.add_parser(name, help=help_text, description=help_text)
+    if with_dsn:
+        sub.add_argument("--dsn", default=None,
+                         help="Postgres DSN (default $OMNISPINDLE_DSN, else the embedded server)")
+    sub.set_defaults(handler=handler)
+    return sub

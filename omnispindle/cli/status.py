@@ -1,0 +1,34 @@
+"""``omnispindle status``: the queues and the workers, at a glance."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any, Callable
+
+from omnispindle.cli.exit_codes import EXIT_OK
+from omnispindle.cli.formatting import format_table
+
+
+def add_commands(commands: Any, command: Callable[..., argparse.ArgumentParser]) -> None:
+    """Add ``status`` to the ``omnispindle`` subparsers."""
+    status = command(commands, "status", "show queues and workers", _status)
+    status.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+
+def _status(args: argparse.Namespace) -> int:
+    from omnispindle.task_queue import TaskQueue
+
+    queue = TaskQueue(args.dsn)
+    try:
+        queues = queue.db.fetch("queue_summary")
+        workers = queue.db.fetch("worker_summary")
+    finally:
+        queue.shutdown()
+    if args.json:
+        print(json.dumps({"queues": queues, "workers": workers}, default=str, indent=2))
+    else:
+        print(format_table(queues, title="Queues"))
+        print()
+        print(format_table(workers, title="Workers"))
+    return EXIT_OK

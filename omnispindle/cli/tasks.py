@@ -1,0 +1,146 @@
+"""The commands for people: ``tasks``, ``retry``, ``cancel`` and ``wait``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+from omnispindle._client.cancelling import cancel_tasks
+from omnispindle.cli.args import age_arg, positive_int_arg, positive_seconds_arg, task_id_arg
+from omnispindle.cli.exit_codes import EXIT_OK, EXIT_TASK_FAILED, EXIT_USAGE
+from omnispindle.cli.formatting import to_json
+from omnispindle._client.inspection import list_tasks, require_tasks, task_detail
+from omnispindle.cli.progress import PROGRESS_MODES, ProgressBar, progress_wanted
+from omnispindle._client.retrying import retry_tasks
+from omnispindle.states import TaskState
+from omnispindle.cli.views import task_detail_text, task_list_table, wait_table
+
+DEFAULT_LIMIT = 50
+
+
+def add_commands(commands: Any, command: Callable[..., argparse.ArgumentParser]) -> None:
+    """Add the commands to the ``omnispindle`` subparsers, through cli's ``command`` factory."""
+    tasks = command(commands, "tasks", "list tasks (newest first), or show one in full", _tasks)
+    tasks.add_argument("task_id", nargs="?", type=task_id_arg, metavar="ID",
+                       help="show this task in full: fields, parameters, result, "
+                            "dependencies, dependents and every error with its traceback")
+    tasks.add_argument("--type", dest="task_types", action="append", default=[], metavar="T",
+                       help="only tasks of this type (repeat for several)")
+    tasks.add_argument("--state", dest="states", action="append", default=[],
+                       choices=[s.value for s in TaskState], metavar="S",
+                       help="only tasks in this state: %(choices)s (repeat for several)")
+    tasks.add_argument("--older-than", type=age_arg, default=None, metavar="AGE",
+                       help="only tasks created longer ago than AGE, e.g. 30s, 10m, 2h, 1d")
+    tasks.add_argument("--limit", type=positive_int_arg, default=None, metavar="N",
+                       help=f"list at most N tasks (default {DEFAULT_LIMIT})")
+    _json_flag(tasks)
+
+    retry = command(commands, "retry", "run failed tasks again, each with one more attempt "
+                                       "(all or nothing)", _retry)
+    retry.add_argument("task_ids", nargs="+", type=task_id_arg, metavar="ID",
+                       help="failed tasks to put back to pending")
+    _json_flag(retry)
+
+    cancel = command(commands, "cancel", "cancel tasks and their dependents (all or nothing); "
+                                         "running ones are asked to stop", _cancel)
+    cancel.add_argument("task_ids", nargs="+", type=task_id_arg, metavar="ID",
+                        help="tasks to cancel")
+    cancel.add_argument("--reason", default=None, metavar="TEXT",
+                        help="why, stored as the tasks' cancel_reason")
+    _json_flag(cancel)
+
+    wait = command(commands, "wait", "wait until tasks finish, then print them", _wait)
+    wait.add_argument("task_ids", nargs="+", type=task_id_arg, metavar="ID",
+                      help="tasks to wait for")
+    wait.add_argument("--timeout", type=positive_seconds_arg, default=None, metavar="SECONDS",
+                      help="give up after this many seconds (exit code 5; default: wait for ever)")
+    wait.add_argument("--progress", choices=PROGRESS_MODES, default="auto",
+                      help="progress bar on stderr: auto (only on a terminal), always or never")
+    _json_flag(wait)
+
+
+def _json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+
+def _tasks(args: argparse.Namespace) -> int:
+    if args.task_id is not None:
+        if args.task_types or args.states or args.older_than is not None or args.limit:
+            return _usage_error("--type, --state, --older-than and --limit apply to a list; "
+                                "drop them, or the ID")
+        with _open_queue(args) as queue:
+            task = task_detail(queue.db, args.task_id)
+        print(to_json(task) if args.json else task_detail_text(task))
+        return EXIT_OK
+    limit = args.limit or DEFAULT_LIMIT
+    with _open_queue(args) as queue:
+        # One row more than shown tells whether the list was cut.
+        rows = list_tasks(queue.db, task_types=args.task_types, states=args.states,
+                          older_than=args.older_than, limit=limit + 1)
+    shown = rows[:limit]
+    if args.json:
+        print(to_json(shown))
+    else:
+        print(task_list_table(shown))
+        if len(rows) > limit:
+            print(f"(the newest {limit} shown; --limit N shows more)")
+    return EXIT_OK
+
+
+def _retry(args: argparse.Namespace) -> int:
+    with _open_queue(args) as queue, queue.db.pool.connection() as conn:
+        outcomes = retry_tasks(conn, args.task_ids)
+    _print_outcomes(outcomes, args.json)
+    return EXIT_OK
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    with _open_queue(args) as queue, queue.db.pool.connection() as conn:
+        outcomes = cancel_tasks(conn, args.task_ids, args.reason)
+    _print_outcomes(outcomes, args.json)
+    return EXIT_OK
+
+
+def _wait(args: argparse.Namespace) -> int:
+    from omnispindle.client import TaskQueueClient
+
+    ids = list(dict.fromkeys(args.task_ids))
+    with _open_queue(args) as queue:
+        # Checked first, so that an unknown id never leaves a half-drawn bar.
+        require_tasks(queue.db, ids)
+        records = _wait_for(TaskQueueClient(local_queue=queue), ids, args)
+    print(to_json(records) if args.json else wait_table(records))
+    succeeded = all(r["state"] == TaskState.SUCCEEDED.value for r in records)
+    return EXIT_OK if succeeded else EXIT_TASK_FAILED
+
+
+def _wait_for(client: Any, ids: list[int], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Wait for the tasks, drawing a progress bar on stderr if asked to."""
+    if not progress_wanted(args.progress, sys.stderr):
+        return client.wait_for_batch(ids, args.timeout)
+    bar = ProgressBar(len(ids), sys.stderr)
+    bar.update(0)
+    try:
+        return client.wait_for_batch(ids, args.timeout, progress=bar.update)
+    finally:
+        bar.close()
+
+
+@contextmanager
+def _open_queue(args: argparse.Namespace) -> Iterator[Any]:
+    """The queue at ``--dsn``, never migrated: these commands only read and fix tasks."""
+    from omnispindle.task_queue import TaskQueue
+
+    with TaskQueue(args.dsn, migrate=False) as queue:
+        yield queue
+
+
+def _print_outcomes(outcomes: list[dict[str, Any]], as_json: bool) -> None:
+    print(to_json(outcomes) if as_json else "\n".join(o["message"] for o in outcomes))
+
+
+def _usage_error(message: str) -> int:
+    print(f"omnispindle: {message}", file=sys.stderr)
+    return EXIT_USAGE
