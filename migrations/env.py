@@ -9,14 +9,15 @@ import os
 
 import psycopg
 from alembic import context
-from sqlalchemy import create_engine
+from sqlalchemy import Connection, create_engine
 from sqlalchemy.pool import NullPool
 
-from omnispindle._db.pool import as_psycopg
-from omnispindle._db.statements import query
+from omnispindle._db import queries as q
+from omnispindle._db.caller import as_psycopg
+from omnispindle._db.pool import execute
 
 
-def run_migrations(connection) -> None:
+def run_migrations(connection: Connection) -> None:
     context.configure(
         connection=connection,
         version_table="alembic_version",
@@ -27,8 +28,8 @@ def run_migrations(connection) -> None:
         raw = as_psycopg(connection)
         # Concurrent migrators queue here; the one that goes second then
         # reads the version the first one wrote and has nothing to do.
-        raw.execute(query("lock_migrations"))
-        raw.execute(query("create_schema"))
+        execute(raw, q.setup.lock_migrations())
+        execute(raw, q.setup.create_schema())
         context.run_migrations()
 
 

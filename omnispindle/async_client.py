@@ -1,8 +1,9 @@
 """``AsyncTaskQueueClient``: the client for asyncio apps (FastAPI, Starlette, aiohttp).
 
-Every method is a coroutine; none blocks the event loop. The client never
-migrates: ``TaskQueue`` (which migrates on start) or ``omnispindle migrate``
-installs the schema.
+Every method is a coroutine; none blocks the event loop. It offers
+``TaskQueueClient``'s methods, with the same arguments, results and errors
+(a test holds the two to that). The client never migrates: ``TaskQueue``
+(which migrates on start) or ``omnispindle migrate`` installs the schema.
 
 Example:
     >>> async with AsyncTaskQueueClient() as client:          # doctest: +SKIP
@@ -12,27 +13,25 @@ Example:
 
 from __future__ import annotations
 
-import inspect
 import os
-import time
+from collections.abc import AsyncIterator, Iterable
 from datetime import datetime, timedelta
-from typing import Any, AsyncIterator, Callable, Iterable, Iterator
+from typing import Any
 
-from omnispindle._observe import tracing
-from omnispindle._core import validation
-from omnispindle._db.async_pool import AsyncDatabase
+from omnispindle._client import async_streaming, async_waiting, operations
+from omnispindle._client.records import (CancelOutcome, RetryOutcome, StreamEvent,
+                                         raise_if_failed)
+from omnispindle._core import batches, defaults, validation
+from omnispindle._core.schedules import schedule
+from omnispindle._core.specs import TaskOptions, TaskSpec, task_spec
 from omnispindle._db.async_notifier import AsyncNotifier
-from omnispindle._client.async_streaming import stream_events
-from omnispindle._client.async_waiting import wait_until
-from omnispindle._core.batches import batch_entries, batch_specs, plain_chunks
-from omnispindle._client.records import (FEW_LEFT, FinishedTasks, cancel_outcome, cancel_params,
-                            raise_if_failed, task_record)
+from omnispindle._db.async_pool import AsyncDatabase
+from omnispindle._db.caller import AsyncCallerConnection
 from omnispindle._db.embedded import DSN_VARIABLE
-from omnispindle.errors import ConfigurationError, TaskNotFoundError
-from omnispindle._db.notifier import FINISHED_CHANNEL
-from omnispindle.task_queue import given_queue
-from omnispindle._client.submission import bulk_params, chunked_ids, inserted_ids, insert_statement
-from omnispindle._client.waiting import CheckPacer
+from omnispindle._db.rows import SavedSchedule, ScheduleSummary, TaskRecord
+from omnispindle._observe import tracing
+from omnispindle.errors import ConfigurationError
+from omnispindle.task_queue import TaskQueue, given_queue
 
 __all__ = ["AsyncTaskQueueClient"]
 
@@ -44,12 +43,12 @@ class AsyncTaskQueueClient:
     ``await client.close()``), e.g. in a FastAPI lifespan.
 
     Args:
+        local_queue: a :class:`~omnispindle.task_queue.TaskQueue` in this
+            process whose database to use (also an embedded one), or
         dsn: the database; default ``$OMNISPINDLE_DSN``.
-        local_queue: or a :class:`~omnispindle.task_queue.TaskQueue` in this
-            process whose database to use (also an embedded one).
         poll_interval: longest pause, in seconds, between checks while waiting
             when no notification arrives.
-        pool_size: most connections the client's pool opens.
+        pool_size: most connections the client's pool opens (default 10).
 
     Raises:
         ConfigurationError: both ``dsn`` and ``local_queue`` given, or neither
@@ -57,15 +56,17 @@ class AsyncTaskQueueClient:
         ValidationError: a setting has the wrong type or range.
     """
 
-    def __init__(self, dsn: str | None = None, *, local_queue: Any = None,
-                 poll_interval: float = 1.0, pool_size: int = 10) -> None:
-        self.dsn = _resolve_dsn(dsn, local_queue)
+    def __init__(self, local_queue: TaskQueue | None = None, dsn: str | None = None, *,
+                 poll_interval: float = defaults.POLL_INTERVAL,
+                 pool_size: int | None = None) -> None:
+        self.dsn = _resolve_dsn(local_queue, dsn)
         self.poll_interval = validation.positive_number("poll_interval", poll_interval)
+        size = defaults.POOL_SIZE if pool_size is None else pool_size
         self.db = AsyncDatabase(
-            self.dsn, max_size=validation.int_in_range("pool_size", pool_size, (1, 1000)))
+            self.dsn, max_size=validation.int_in_range("pool_size", size, defaults.POOL_SIZE_RANGE))
         self.notifier = AsyncNotifier(self.dsn)
 
-    async def open(self) -> "AsyncTaskQueueClient":
+    async def open(self) -> AsyncTaskQueueClient:
         """Check the schema and open the pool; returns the client.
 
         Raises:
@@ -79,20 +80,23 @@ class AsyncTaskQueueClient:
         await self.notifier.close()
         await self.db.close()
 
-    async def __aenter__(self) -> "AsyncTaskQueueClient":
+    async def __aenter__(self) -> AsyncTaskQueueClient:
         return await self.open()
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    async def submit_task(self, task_type: str, parameters: dict | None = None, priority: int = 0,
-                          dependencies: Iterable[int] | None = None, max_retries: int = 3,
-                          timeout: float | None = None, *, retry_backoff: float = 1.0,
+    async def submit_task(self, task_type: str, parameters: dict[str, Any] | None = None,
+                          priority: int = defaults.PRIORITY,
+                          dependencies: Iterable[int] | None = None,
+                          max_retries: int = defaults.MAX_RETRIES, timeout: float | None = None,
+                          *, retry_backoff: float = defaults.RETRY_BACKOFF,
                           required_capabilities: Iterable[str] | None = None,
                           allow_failed_dependencies: bool = False,
                           run_at: datetime | None = None,
                           delay: float | timedelta | None = None,
-                          idempotency_key: str | None = None, connection: Any = None) -> int:
+                          idempotency_key: str | None = None,
+                          connection: AsyncCallerConnection | None = None) -> int:
         """Submit one task and return its id; the arguments are ``TaskQueueClient.submit_task``'s.
 
         Args:
@@ -105,12 +109,13 @@ class AsyncTaskQueueClient:
             UnknownDependencyError: a dependency id does not exist.
             DependencyStateError: a dependency already failed or was cancelled.
         """
-        spec = validation.task_spec(task_type, parameters, priority, dependencies, max_retries,
-                                    timeout, retry_backoff, required_capabilities,
-                                    allow_failed_dependencies, run_at, delay, idempotency_key)
-        return (await self._insert([spec], connection))[0]
+        options = TaskOptions(priority, dependencies, max_retries, timeout, retry_backoff,
+                              required_capabilities, allow_failed_dependencies, run_at, delay,
+                              idempotency_key)
+        return (await self._insert([task_spec(task_type, parameters, options)], connection))[0]
 
-    async def submit_batch(self, tasks: Iterable[dict], *, connection: Any = None) -> list[int]:
+    async def submit_batch(self, tasks: Iterable[dict[str, Any]], *,
+                           connection: AsyncCallerConnection | None = None) -> list[int]:
         """Submit many tasks in one round trip and transaction, all or nothing; returns
         ids in order.
 
@@ -121,27 +126,25 @@ class AsyncTaskQueueClient:
             ValidationError: an entry is invalid (its index is named); nothing is inserted.
             DependencyCycleError: entries depend on each other in a cycle.
         """
-        entries = batch_entries(tasks)
-        chunks = plain_chunks(entries)
+        entries = batches.batch_entries(tasks)
+        chunks = batches.plain_chunks(entries)
         if chunks is not None:
-            return await self._insert_chunks(entries, chunks, connection)
-        specs = batch_specs(entries)
+            with tracing.submit_span(batches.task_types(entries)) as trace_context:
+                return await self.db.run(operations.submit_chunks(chunks, trace_context),
+                                         connection=connection)
+        specs = batches.batch_specs(entries)
         return await self._insert(specs, connection) if specs else []
 
-    async def get_task(self, task_id: int) -> dict[str, Any]:
+    async def get_task(self, task_id: int) -> TaskRecord:
         """Return a task's current record.
 
         Raises:
             TaskNotFoundError: no task has this id.
         """
-        task_id = validation.task_id(task_id)
-        rows = await self.db.fetch("get_tasks", {"ids": [task_id], "finished_only": False})
-        if not rows:
-            raise TaskNotFoundError(f"no task with id {task_id}")
-        return task_record(rows[0])
+        return await self.db.run(operations.get_task(task_id))
 
     async def wait_for_task(self, task_id: int, timeout: float | None = None, *,
-                            raise_on_error: bool = False) -> dict[str, Any]:
+                            raise_on_error: bool = False) -> TaskRecord:
         """Wait until the task finishes; return its record (``result`` holds the executor's return).
 
         Raises:
@@ -153,13 +156,9 @@ class AsyncTaskQueueClient:
         return raise_if_failed(task) if raise_on_error else task
 
     async def wait_for_batch(self, task_ids: Iterable[int], timeout: float | None = None, *,
-                             progress: Callable[[int, int], Any] | None = None
-                             ) -> list[dict[str, Any]]:
+                             progress: async_waiting.AsyncProgress | None = None
+                             ) -> list[TaskRecord]:
         """Wait until every task finishes; return their records in the given order.
-
-        It holds the ids and the finished records only, and however many
-        tasks finish at once it checks at a bounded pace (see
-        :class:`~omnispindle.waiting.CheckPacer`), fetching each record once.
 
         Args:
             progress: called as ``progress(finished, total)`` whenever more
@@ -169,30 +168,10 @@ class AsyncTaskQueueClient:
             TaskNotFoundError: an id does not exist.
             WaitTimeoutError: some tasks had not finished within ``timeout``.
         """
-        finished = FinishedTasks(task_ids, timeout)
-        fetch = self.db.fetch
-        if not finished.done:
-            finished.require_found(await fetch("missing_task_ids", finished.id_params()))
-        pacer = CheckPacer(self.poll_interval, paced=finished.total > FEW_LEFT)
+        return await async_waiting.wait_for_batch(self.db, self.notifier, task_ids, timeout,
+                                                  self.poll_interval, progress)
 
-        async def collect() -> bool:
-            if finished.done:
-                return True
-            with pacer.timing():
-                found = await fetch(*finished.check())
-            if finished.add(found):
-                await _report(progress, finished)
-            for params in finished.fetches(found):
-                if finished.add(await fetch("get_tasks", params)):
-                    await _report(progress, finished)
-            return finished.done
-
-        deadline = None if timeout is None else time.monotonic() + timeout
-        if not await wait_until(collect, self.notifier, (FINISHED_CHANNEL,), deadline, pacer):
-            raise finished.timeout_error()
-        return finished.records()
-
-    async def cancel_task(self, task_id: int, reason: str | None = None) -> dict[str, Any]:
+    async def cancel_task(self, task_id: int, reason: str | None = None) -> CancelOutcome:
         """Cancel a task and its dependents, as ``TaskQueueClient.cancel_task``.
 
         Returns:
@@ -201,12 +180,22 @@ class AsyncTaskQueueClient:
         Raises:
             TaskNotFoundError: no task has this id.
         """
-        params = cancel_params(task_id, reason)
-        row = (await self.db.fetch("cancel_task", params))[0]
-        return cancel_outcome(params["id"], row["state"], row["changed"])
+        return await self.db.run(operations.cancel_task(task_id, reason))
+
+    async def retry_task(self, task_id: int) -> RetryOutcome:
+        """Run a failed task again, as ``TaskQueueClient.retry_task``.
+
+        Returns:
+            ``{"task_id", "state", "message"}``.
+
+        Raises:
+            TaskNotFoundError: no task has this id.
+            TaskStateError: the task is not failed; nothing changed.
+        """
+        return (await self.db.run(operations.retry_tasks([task_id])))[0]
 
     def stream_task(self, task_id: int, timeout: float | None = None
-                    ) -> AsyncIterator[dict[str, Any]]:
+                    ) -> AsyncIterator[StreamEvent]:
         """Iterate (``async for``) over a task's partial results, then its final record.
 
         Events are those of ``TaskQueueClient.stream_task``. Bad arguments
@@ -217,33 +206,46 @@ class AsyncTaskQueueClient:
             WaitTimeoutError: the task had not finished within ``timeout`` seconds.
         """
         task_id = validation.task_id(task_id)
-        validation.positive_number("timeout", timeout, allow_none=True)
-        return stream_events(self, task_id, timeout)
+        timeout = validation.optional_positive_number("timeout", timeout)
+        return async_streaming.stream_events(self.db, self.notifier, task_id, timeout,
+                                             self.poll_interval)
 
-    async def _insert(self, specs: list[validation.TaskSpec], connection: Any) -> list[int]:
+    async def add_periodic_task(self, name: str, cron: str, task_type: str,
+                                parameters: dict[str, Any] | None = None, *,
+                                priority: int = defaults.PRIORITY,
+                                max_retries: int = defaults.MAX_RETRIES,
+                                timeout: float | None = None,
+                                retry_backoff: float = defaults.RETRY_BACKOFF,
+                                required_capabilities: Iterable[str] | None = None,
+                                enabled: bool = True) -> SavedSchedule:
+        """Create or replace the schedule ``name``, as ``TaskQueueClient.add_periodic_task``.
+
+        Raises:
+            CronExpressionError: the cron expression is invalid or never fires.
+            ValidationError: another argument is invalid; nothing is saved.
+        """
+        options = TaskOptions(priority=priority, max_retries=max_retries, timeout=timeout,
+                              retry_backoff=retry_backoff,
+                              required_capabilities=required_capabilities)
+        checked = schedule(name, cron, task_type, parameters, options, enabled)
+        return await self.db.run(operations.save_schedule(checked))
+
+    async def remove_periodic_task(self, name: str) -> bool:
+        """Delete the schedule ``name``; False if there was none. Enqueued tasks stay."""
+        return await self.db.run(operations.remove_schedule(name))
+
+    async def list_periodic_tasks(self) -> list[ScheduleSummary]:
+        """Every schedule, with its latest tick and the task that tick enqueued."""
+        return await self.db.run(operations.list_schedules())
+
+    async def _insert(self, specs: list[TaskSpec],
+                      connection: AsyncCallerConnection | None) -> list[int]:
         with tracing.submit_span([s.task_type for s in specs]) as trace_context:
-            statement, params = insert_statement(specs, trace_context)
-            rows = await self.db.fetch(statement, params, connection=connection)
-        return inserted_ids(statement, rows)
-
-    async def _insert_chunks(self, entries: list[dict], chunks: Iterator[list[validation.TaskSpec]],
-                             connection: Any) -> list[int]:
-        """A long batch in pipelined statements of one transaction, as the sync client's."""
-        with tracing.submit_span([e.get("task_type") for e in entries]) as trace_context:
-            results = await self.db.fetch_each(
-                "insert_tasks_bulk", (bulk_params(specs, trace_context) for specs in chunks),
-                connection=connection)
-        return chunked_ids(results)
+            return await self.db.run(operations.submit(specs, trace_context),
+                                     connection=connection)
 
 
-async def _report(progress: Callable[[int, int], Any] | None, finished: FinishedTasks) -> None:
-    if progress is not None:
-        outcome = progress(finished.count, finished.total)
-        if inspect.isawaitable(outcome):
-            await outcome
-
-
-def _resolve_dsn(dsn: str | None, local_queue: Any) -> str:
+def _resolve_dsn(local_queue: TaskQueue | None, dsn: str | None) -> str:
     queue = given_queue(local_queue, dsn)
     if queue is not None:
         return queue.dsn

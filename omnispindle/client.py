@@ -7,22 +7,20 @@ TaskQueueClient, WorkerClient`` works without a client importing the worker.
 
 from __future__ import annotations
 
-import time
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
+from omnispindle._client import operations, streaming, waiting
+from omnispindle._client.records import (CancelOutcome, RetryOutcome, StreamEvent,
+                                         raise_if_failed)
+from omnispindle._core import batches, defaults, validation
+from omnispindle._core.schedules import schedule
+from omnispindle._core.specs import TaskOptions, TaskSpec, task_spec
+from omnispindle._db.caller import CallerConnection
+from omnispindle._db.rows import SavedSchedule, ScheduleSummary, TaskRecord
 from omnispindle._observe import tracing
-from omnispindle._core import validation
-from omnispindle._core.batches import batch_entries, batch_specs, plain_chunks
-from omnispindle._client.records import (FEW_LEFT, FinishedTasks, cancel_outcome, cancel_params,
-                            raise_if_failed, require_found, task_record)
-from omnispindle.errors import TaskNotFoundError
-from omnispindle._db.notifier import FINISHED_CHANNEL
-from omnispindle._maintenance.periodic import schedule_params
-from omnispindle.task_queue import open_queue
-from omnispindle._client.streaming import stream_events
-from omnispindle._client.submission import bulk_params, chunked_ids, inserted_ids, insert_statement
-from omnispindle._client.waiting import CheckPacer, wait_until
+from omnispindle.task_queue import TaskQueue, open_queue
 
 if TYPE_CHECKING:
     from omnispindle.worker import WorkerClient
@@ -43,26 +41,32 @@ class TaskQueueClient:
 
     Args:
         local_queue: a :class:`~omnispindle.task_queue.TaskQueue` in this process.
-        dsn: or a database to connect to (the client then owns its queue handle).
+        dsn: or a database to connect to (the client then owns its queue).
         poll_interval: longest pause, in seconds, between checks while waiting
             when no notification arrives.
+        pool_size: most connections of the client's own queue (with ``dsn``,
+            or neither argument); a ``local_queue`` keeps its own pool.
 
     Raises:
-        ConfigurationError: both ``local_queue`` and ``dsn`` given.
+        ConfigurationError: both ``local_queue`` and ``dsn`` given, or
+            ``pool_size`` with ``local_queue``.
+        ValidationError: a setting has the wrong type or range.
     """
 
-    def __init__(self, local_queue: Any = None, dsn: str | None = None, *,
-                 poll_interval: float = 1.0) -> None:
-        self.queue, self._owns_queue = open_queue(local_queue, dsn)
+    def __init__(self, local_queue: TaskQueue | None = None, dsn: str | None = None, *,
+                 poll_interval: float = defaults.POLL_INTERVAL,
+                 pool_size: int | None = None) -> None:
         self.poll_interval = validation.positive_number("poll_interval", poll_interval)
+        self.queue, self._owns_queue = open_queue(local_queue, dsn, pool_size)
 
-    def submit_task(self, task_type: str, parameters: dict | None = None, priority: int = 0,
-                    dependencies: Iterable[int] | None = None, max_retries: int = 3,
-                    timeout: float | None = None, *, retry_backoff: float = 1.0,
+    def submit_task(self, task_type: str, parameters: dict[str, Any] | None = None,
+                    priority: int = defaults.PRIORITY, dependencies: Iterable[int] | None = None,
+                    max_retries: int = defaults.MAX_RETRIES, timeout: float | None = None, *,
+                    retry_backoff: float = defaults.RETRY_BACKOFF,
                     required_capabilities: Iterable[str] | None = None,
                     allow_failed_dependencies: bool = False, run_at: datetime | None = None,
                     delay: float | timedelta | None = None, idempotency_key: str | None = None,
-                    connection: Any = None) -> int:
+                    connection: CallerConnection | None = None) -> int:
         """Submit one task and return its id.
 
         Args:
@@ -93,12 +97,13 @@ class TaskQueueClient:
             >>> client.submit_task("math", {"operation": "sum", "values": [1, 2]})  # doctest: +SKIP
             1
         """
-        spec = validation.task_spec(task_type, parameters, priority, dependencies, max_retries,
-                                    timeout, retry_backoff, required_capabilities,
-                                    allow_failed_dependencies, run_at, delay, idempotency_key)
-        return self._insert([spec], connection)[0]
+        options = TaskOptions(priority, dependencies, max_retries, timeout, retry_backoff,
+                              required_capabilities, allow_failed_dependencies, run_at, delay,
+                              idempotency_key)
+        return self._insert([task_spec(task_type, parameters, options)], connection)[0]
 
-    def submit_batch(self, tasks: Iterable[dict], *, connection: Any = None) -> list[int]:
+    def submit_batch(self, tasks: Iterable[dict[str, Any]], *,
+                     connection: CallerConnection | None = None) -> list[int]:
         """Submit many tasks in one round trip and transaction, all or nothing; returns
         ids in order.
 
@@ -111,27 +116,25 @@ class TaskQueueClient:
             ValidationError: an entry is invalid (its index is named); nothing is inserted.
             DependencyCycleError: entries depend on each other in a cycle.
         """
-        entries = batch_entries(tasks)
-        chunks = plain_chunks(entries)
+        entries = batches.batch_entries(tasks)
+        chunks = batches.plain_chunks(entries)
         if chunks is not None:
-            return self._insert_chunks(entries, chunks, connection)
-        specs = batch_specs(entries)
+            with tracing.submit_span(batches.task_types(entries)) as trace_context:
+                return self.queue.db.run(operations.submit_chunks(chunks, trace_context),
+                                         connection=connection)
+        specs = batches.batch_specs(entries)
         return self._insert(specs, connection) if specs else []
 
-    def get_task(self, task_id: int) -> dict[str, Any]:
+    def get_task(self, task_id: int) -> TaskRecord:
         """Return a task's current record.
 
         Raises:
             TaskNotFoundError: no task has this id.
         """
-        task_id = validation.task_id(task_id)
-        rows = self.queue.db.fetch("get_tasks", {"ids": [task_id], "finished_only": False})
-        if not rows:
-            raise TaskNotFoundError(f"no task with id {task_id}")
-        return task_record(rows[0])
+        return self.queue.db.run(operations.get_task(task_id))
 
     def wait_for_task(self, task_id: int, timeout: float | None = None, *,
-                      raise_on_error: bool = False) -> dict[str, Any]:
+                      raise_on_error: bool = False) -> TaskRecord:
         """Block until the task finishes; return its record (``result`` holds the executor's return).
 
         Args:
@@ -146,12 +149,12 @@ class TaskQueueClient:
         return raise_if_failed(task) if raise_on_error else task
 
     def wait_for_batch(self, task_ids: Iterable[int], timeout: float | None = None, *,
-                       progress: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
+                       progress: waiting.Progress | None = None) -> list[TaskRecord]:
         """Block until every task finishes; return their records in the given order.
 
         It holds the ids and the finished records only, and however many
-        tasks finish at once it checks at a bounded pace (see
-        :class:`~omnispindle.waiting.CheckPacer`), fetching each record once.
+        tasks finish at once it checks at a bounded pace, fetching each
+        record once.
 
         Args:
             progress: called as ``progress(finished, total)`` whenever more
@@ -161,30 +164,10 @@ class TaskQueueClient:
             TaskNotFoundError: an id does not exist.
             WaitTimeoutError: some tasks had not finished within ``timeout``.
         """
-        finished = FinishedTasks(task_ids, timeout)
-        fetch = self.queue.db.fetch
-        if not finished.done:
-            finished.require_found(fetch("missing_task_ids", finished.id_params()))
-        pacer = CheckPacer(self.poll_interval, paced=finished.total > FEW_LEFT)
+        return waiting.wait_for_batch(self.queue.db, self.queue.notifier, task_ids, timeout,
+                                      self.poll_interval, progress)
 
-        def collect() -> bool:
-            if finished.done:
-                return True
-            with pacer.timing():
-                found = fetch(*finished.check())
-            if finished.add(found) and progress is not None:
-                progress(finished.count, finished.total)
-            for params in finished.fetches(found):
-                if finished.add(fetch("get_tasks", params)) and progress is not None:
-                    progress(finished.count, finished.total)
-            return finished.done
-
-        deadline = None if timeout is None else time.monotonic() + timeout
-        if not wait_until(collect, self.queue.notifier, FINISHED_CHANNEL, deadline, pacer):
-            raise finished.timeout_error()
-        return finished.records()
-
-    def cancel_task(self, task_id: int, reason: str | None = None) -> dict[str, Any]:
+    def cancel_task(self, task_id: int, reason: str | None = None) -> CancelOutcome:
         """Cancel a task and, through the database, every task that depends on it.
 
         A blocked or pending task ends ``cancelled`` at once. A running one is
@@ -199,11 +182,9 @@ class TaskQueueClient:
         Raises:
             TaskNotFoundError: no task has this id.
         """
-        params = cancel_params(task_id, reason)
-        row = self.queue.db.fetch("cancel_task", params)[0]
-        return cancel_outcome(params["id"], row["state"], row["changed"])
+        return self.queue.db.run(operations.cancel_task(task_id, reason))
 
-    def retry_task(self, task_id: int) -> dict[str, Any]:
+    def retry_task(self, task_id: int) -> RetryOutcome:
         """Run a failed task again: back to pending now, with one more attempt if none is left.
 
         Its error history stays; dependents that were cancelled because it
@@ -216,13 +197,9 @@ class TaskQueueClient:
             TaskNotFoundError: no task has this id.
             TaskStateError: the task is not failed; nothing changed.
         """
-        from omnispindle._client.retrying import retry_tasks
+        return self.queue.db.run(operations.retry_tasks([task_id]))[0]
 
-        task_id = validation.task_id(task_id)
-        with self.queue.db.pool.connection() as conn:
-            return retry_tasks(conn, [task_id])[0]
-
-    def stream_task(self, task_id: int, timeout: float | None = None) -> Iterator[dict[str, Any]]:
+    def stream_task(self, task_id: int, timeout: float | None = None) -> Iterator[StreamEvent]:
         """Yield a task's partial results in order, from the first, then its final record.
 
         Each partial is ``{"kind": "partial", "seq", "attempt", "data"}``; the
@@ -230,68 +207,59 @@ class TaskQueueClient:
         Partials are stored, so a late subscriber still gets them all.
 
         Raises:
-            TaskNotFoundError: no task has this id.
+            TaskNotFoundError: no task has this id (raised here, before iterating).
             WaitTimeoutError: the task had not finished within ``timeout`` seconds.
         """
-        task_id = validation.task_id(task_id)
-        if timeout is not None:
-            validation.positive_number("timeout", timeout)
-        self._existing_rows([task_id])
-        return stream_events(self, task_id, timeout)
+        timeout = validation.optional_positive_number("timeout", timeout)
+        self.get_task(task_id)
+        return streaming.stream_events(self.queue.db, self.queue.notifier, task_id, timeout,
+                                       self.poll_interval)
 
     def add_periodic_task(self, name: str, cron: str, task_type: str,
-                          parameters: dict | None = None, *, priority: int = 0,
-                          max_retries: int = 3, timeout: float | None = None,
-                          retry_backoff: float = 1.0,
+                          parameters: dict[str, Any] | None = None, *,
+                          priority: int = defaults.PRIORITY,
+                          max_retries: int = defaults.MAX_RETRIES, timeout: float | None = None,
+                          retry_backoff: float = defaults.RETRY_BACKOFF,
                           required_capabilities: Iterable[str] | None = None,
-                          enabled: bool = True) -> dict[str, Any]:
+                          enabled: bool = True) -> SavedSchedule:
         """Create or replace the schedule ``name``: a task submitted at every cron tick.
 
         ``cron`` has five fields (minute hour day month weekday) or six (a
         second field first), in UTC. Workers enqueue each tick once between
-        them (see :mod:`omnispindle.periodic` for missed ticks); the task
-        takes :meth:`submit_task`'s arguments.
+        them (ticks missed for up to a minute are enqueued late; after a
+        longer gap only the latest); the task takes :meth:`submit_task`'s
+        arguments.
 
         Raises:
             CronExpressionError: the cron expression is invalid or never fires.
             ValidationError: another argument is invalid; nothing is saved.
         """
-        params = schedule_params(name, cron, task_type, parameters, priority=priority,
-                                 max_retries=max_retries, timeout=timeout,
-                                 retry_backoff=retry_backoff,
-                                 required_capabilities=required_capabilities, enabled=enabled)
-        return self.queue.db.fetch("upsert_periodic_task", params)[0]
+        options = TaskOptions(priority=priority, max_retries=max_retries, timeout=timeout,
+                              retry_backoff=retry_backoff,
+                              required_capabilities=required_capabilities)
+        checked = schedule(name, cron, task_type, parameters, options, enabled)
+        return self.queue.db.run(operations.save_schedule(checked))
 
     def remove_periodic_task(self, name: str) -> bool:
         """Delete the schedule ``name``; False if there was none. Enqueued tasks stay."""
-        return bool(self.queue.db.fetch("delete_periodic_task", {"name": name}))
+        return self.queue.db.run(operations.remove_schedule(name))
 
-    def list_periodic_tasks(self) -> list[dict[str, Any]]:
+    def list_periodic_tasks(self) -> list[ScheduleSummary]:
         """Every schedule, with its latest tick and the task that tick enqueued."""
-        return self.queue.db.fetch("list_periodic_tasks")
+        return self.queue.db.run(operations.list_schedules())
 
     def close(self) -> None:
-        """Release the queue handle if this client created it."""
+        """Release the queue if this client opened it."""
         if self._owns_queue:
             self.queue.shutdown()
 
-    def _insert(self, specs: list[validation.TaskSpec], connection: Any) -> list[int]:
+    def __enter__(self) -> TaskQueueClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _insert(self, specs: list[TaskSpec], connection: CallerConnection | None) -> list[int]:
         with tracing.submit_span([s.task_type for s in specs]) as trace_context:
-            statement, params = insert_statement(specs, trace_context)
-            rows = self.queue.db.fetch(statement, params, connection=connection)
-        return inserted_ids(statement, rows)
-
-    def _insert_chunks(self, entries: list[dict], chunks: Iterator[list[validation.TaskSpec]],
-                       connection: Any) -> list[int]:
-        """A long batch in pipelined statements of one transaction: the server
-        inserts a chunk while the next one is validated."""
-        with tracing.submit_span([e.get("task_type") for e in entries]) as trace_context:
-            results = self.queue.db.fetch_each(
-                "insert_tasks_bulk", (bulk_params(specs, trace_context) for specs in chunks),
-                connection=connection)
-        return chunked_ids(results)
-
-    def _existing_rows(self, ids: list[int]) -> list[dict[str, Any]]:
-        """The tasks' current rows; raises TaskNotFoundError if one does not exist."""
-        rows = self.queue.db.fetch("get_tasks", {"ids": ids, "finished_only": False})
-        return require_found(ids, rows)
+            return self.queue.db.run(operations.submit(specs, trace_context),
+                                     connection=connection)

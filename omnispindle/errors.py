@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -64,7 +65,7 @@ class LeaseLostError(OmnispindleError):
 class TaskFailedError(OmnispindleError):
     """A waited-for task ended failed or cancelled (with ``raise_on_error=True``)."""
 
-    def __init__(self, task: dict[str, Any]) -> None:
+    def __init__(self, task: Mapping[str, Any]) -> None:
         error = task.get("error") or {}
         reason = error.get("message") or task.get("cancel_reason") or task["state"]
         super().__init__(f"task {task['task_id']} {task['state']}: {reason}")

@@ -13,7 +13,7 @@ from typing import Any, Iterator
 
 from omnispindle._db.pool import Database
 from omnispindle.errors import ConfigurationError
-from omnispindle._observe.metrics import snapshot
+from omnispindle._observe.metrics import Snapshot, snapshot
 from omnispindle.states import FINISHED_STATES, TaskState
 
 QUANTILES = (("0.5", "p50"), ("0.95", "p95"), ("0.99", "p99"))
@@ -99,14 +99,14 @@ class QueueCollector:
         """Every family, with the values in the tables now."""
         started = time.perf_counter()
         gauges = _empty_families()
-        add_samples(gauges, snapshot(self.db))
+        add_samples(gauges, self.db.run(snapshot()))
         gauges["omnispindle_scrape_duration_seconds"].add_metric(
             [], time.perf_counter() - started)
         return iter(gauges.values())
 
 
-def add_samples(gauges: dict[str, Any], figures: dict[str, Any]) -> None:
-    """Fill the families from a :func:`omnispindle.metrics.snapshot`."""
+def add_samples(gauges: dict[str, Any], figures: Snapshot) -> None:
+    """Fill the families from a metrics snapshot (``TaskQueue.get_metrics()``)."""
     for row in figures["task_types"]:
         _add_task_type(gauges, row)
     for row in figures["workers"]:

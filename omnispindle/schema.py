@@ -1,43 +1,46 @@
-"""The SQL of Omnispindle's migrations, for Alembic environments to execute.
+"""The SQL of Omnispindle's migrations, for your own Alembic history to execute.
 
-Use it from your own Alembic history to install Omnispindle beside your
-tables (then create queues with ``TaskQueue(..., migrate=False)``)::
+Install Omnispindle beside your tables from a revision of yours (then create
+queues with ``TaskQueue(..., migrate=False)``). A revision pins the migrations
+it applies, so that it does the same after an upgrade of Omnispindle; when a
+release adds a migration, add a revision of yours that applies the new one::
 
     from alembic import op
-    from omnispindle.schema import apply_migration
+    from omnispindle.schema import apply_migration, migration_names
+
+    APPLIES = migration_names(through="0005_lean_updates")
 
     def upgrade():
-        apply_migration(op.get_bind(), "0001_initial")
-        apply_migration(op.get_bind(), "0002_operations")
-        apply_migration(op.get_bind(), "0003_speed")
-        apply_migration(op.get_bind(), "0004_fencing_plans")
-        apply_migration(op.get_bind(), "0005_lean_updates")
+        for name in APPLIES:
+            apply_migration(op.get_bind(), name)
 
     def downgrade():
-        apply_migration(op.get_bind(), "0005_lean_updates.down")
-        apply_migration(op.get_bind(), "0004_fencing_plans.down")
-        apply_migration(op.get_bind(), "0003_speed.down")
-        apply_migration(op.get_bind(), "0002_operations.down")
-        apply_migration(op.get_bind(), "0001_initial.down")
+        for name in reversed(APPLIES):
+            apply_migration(op.get_bind(), f"{name}.down")
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from omnispindle._db.pool import as_psycopg
+from omnispindle._db.caller import CallerConnection, as_psycopg
+from omnispindle._db.migrations import migration_names
 from omnispindle._db.statements import script
+
+__all__ = ["apply_migration", "migration_names", "migration_sql"]
 
 
 def migration_sql(name: str) -> str:
-    """Return the SQL script of migration ``name`` (e.g. ``"0001_initial"``)."""
+    """Return the SQL script of migration ``name`` (e.g. ``"0001_initial"``, or
+    ``"0001_initial.down"`` to undo it)."""
     return script(f"migrations/{name}.sql")
 
 
-def apply_migration(bind: Any, name: str) -> None:
-    """Execute migration ``name`` on a SQLAlchemy connection, inside its transaction.
+def apply_migration(bind: CallerConnection | Any, name: str) -> None:
+    """Execute migration ``name`` on a SQLAlchemy connection (or a psycopg one),
+    inside its transaction.
 
     The script runs through the psycopg connection itself, without
     SQLAlchemy's parameter parsing, so its ``%`` and ``:`` stay literal.
     """
-    as_psycopg(bind).execute(migration_sql(name))
+    as_psycopg(bind).execute(script(f"migrations/{name}.sql"))

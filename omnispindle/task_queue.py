@@ -7,13 +7,16 @@ import os
 import threading
 from typing import Any
 
-from omnispindle._db import embedded
-from omnispindle._maintenance import retention
-from omnispindle._db.pool import Database
-from omnispindle.errors import ConfigurationError, SchemaMissingError
-from omnispindle.migrate import upgrade
+from omnispindle._core import defaults
+from omnispindle._db import embedded, migrations
+from omnispindle._db import queries as q
 from omnispindle._db.notifier import Notifier
+from omnispindle._db.pool import Database
+from omnispindle._db.rows import WorkerRow
+from omnispindle._maintenance import retention
 from omnispindle._maintenance.sweeper import Sweeper, SweeperConfig
+from omnispindle._observe import metrics
+from omnispindle.errors import ConfigurationError, SchemaMissingError
 
 log = logging.getLogger("omnispindle")
 
@@ -30,8 +33,9 @@ class TaskQueue:
             ``.omnispindle/pgdata``); the queue's state lives there and
             survives restarts. Only for the embedded database.
         migrate: bring the schema to the latest version on start (safe to
-            run from many processes at once). Pass False when your own
-            Alembic history installs Omnispindle.
+            run from many processes at once; a database already at the
+            latest version is only read). Pass False when your own Alembic
+            history installs Omnispindle.
         pool_size: most connections this process opens.
 
     Raises:
@@ -44,15 +48,15 @@ class TaskQueue:
         >>> queue = TaskQueue(dsn="postgresql://app@db/app")   # doctest: +SKIP
     """
 
-    def __init__(self, dsn: str | None = None, *, persistence_path: str | os.PathLike[str] | None = None,
-                 migrate: bool = True, pool_size: int = 10) -> None:
+    def __init__(self, dsn: str | None = None, *,
+                 persistence_path: str | os.PathLike[str] | None = None,
+                 migrate: bool = True, pool_size: int = defaults.POOL_SIZE) -> None:
         dsn = dsn or os.environ.get(embedded.DSN_VARIABLE)
         if dsn and persistence_path is not None:
             raise ConfigurationError(
                 "persistence_path selects the embedded database's directory; with a DSN "
                 "the queue's state already persists in that database")
-        self._persistence_path = persistence_path
-        self._server: Any = None
+        self._server: embedded.Server | None = None
         if not dsn:
             self._server = embedded.start_server(persistence_path)
             dsn = self._server.get_uri()
@@ -93,9 +97,9 @@ class TaskQueue:
         sweeper = Sweeper(self.db, SweeperConfig(batch_size=RECOVERY_BATCH))
         while sweeper.run_once().changed >= RECOVERY_BATCH:
             pass
-        return {row["state"]: row["count"] for row in self.db.fetch("count_tasks_by_state")}
+        return {row["state"]: row["count"] for row in self.db.run(q.tasks.count_tasks_by_state())}
 
-    def prune(self, older_than: float, batch_size: int = retention.DEFAULT_BATCH_SIZE) -> int:
+    def prune(self, older_than: float, batch_size: int = defaults.PRUNE_BATCH_SIZE) -> int:
         """Delete finished tasks that finished more than ``older_than`` seconds ago.
 
         Their dependency edges and streamed results go with them. A task is
@@ -118,15 +122,15 @@ class TaskQueue:
         """
         return retention.prune(self.db, older_than, batch_size)
 
-    def list_workers(self) -> list[dict[str, Any]]:
+    def list_workers(self) -> list[WorkerRow]:
         """Every registered worker with its health: ``state`` is active, stopped or dead.
 
         Also gives capabilities, concurrency, running task count and the age
         of the last heartbeat in seconds.
         """
-        return self.db.fetch("list_workers")
+        return self.db.run(q.workers.list_workers())
 
-    def get_metrics(self) -> dict[str, Any]:
+    def get_metrics(self) -> metrics.Snapshot:
         """Figures on the queue and its workers, read in one consistent snapshot.
 
         Times are in seconds, rates are fractions from 0 to 1, and "last
@@ -154,9 +158,7 @@ class TaskQueue:
             workers in each state.
             ``collected_at``: when the snapshot was read (a ``datetime``).
         """
-        from omnispindle._observe.metrics import snapshot
-
-        return snapshot(self.db)
+        return self.db.run(metrics.snapshot())
 
     def shutdown(self) -> None:
         """Close connections, and stop the embedded server if this queue started it."""
@@ -168,7 +170,7 @@ class TaskQueue:
             self._server.cleanup()
             self._server = None
 
-    def __enter__(self) -> "TaskQueue":
+    def __enter__(self) -> TaskQueue:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -176,26 +178,32 @@ class TaskQueue:
 
     def _prepare_schema(self) -> None:
         if self._migrate:
-            upgrade(self.dsn)
-        elif not self.db.fetch("schema_installed")[0]["installed"]:
+            migrations.upgrade_if_behind(self.dsn)
+        elif not self.db.run(q.setup.schema_installed()):
             raise SchemaMissingError(
                 "the database has no omnispindle schema: run `omnispindle migrate --dsn ...` "
                 "or create the queue with migrate=True")
 
 
-def open_queue(local_queue: TaskQueue | None, dsn: str | None) -> tuple[TaskQueue, bool]:
+def open_queue(local_queue: TaskQueue | None, dsn: str | None,
+               pool_size: int | None = None) -> tuple[TaskQueue, bool]:
     """The queue a client or worker uses, and whether it owns it (and must shut it down).
 
     Raises:
-        ConfigurationError: both a queue and a DSN were given, or the queue is no TaskQueue.
+        ConfigurationError: both a queue and a DSN were given, the queue is no
+            TaskQueue, or ``pool_size`` comes with a queue (which keeps its own pool).
     """
     given = given_queue(local_queue, dsn)
-    if given is not None:
-        return given, False
-    return TaskQueue(dsn), True
+    if given is None:
+        return TaskQueue(dsn, pool_size=defaults.POOL_SIZE if pool_size is None else pool_size), True
+    if pool_size is not None:
+        raise ConfigurationError(
+            "pool_size sizes the pool of a queue the client opens itself; local_queue "
+            "keeps its own (TaskQueue(..., pool_size=N))")
+    return given, False
 
 
-def given_queue(local_queue: object, dsn: str | None) -> TaskQueue | None:
+def given_queue(local_queue: Any, dsn: str | None) -> TaskQueue | None:
     """The caller's own TaskQueue, checked, or None when it gave none.
 
     Raises:
@@ -204,6 +212,7 @@ def given_queue(local_queue: object, dsn: str | None) -> TaskQueue | None:
     if local_queue is not None and dsn is not None:
         raise ConfigurationError("give either local_queue or dsn, not both")
     if local_queue is not None and not isinstance(local_queue, TaskQueue):
+        hint = "; pass a database as dsn=..." if isinstance(local_queue, str) else ""
         raise ConfigurationError(
-            f"local_queue must be a TaskQueue, got {type(local_queue).__name__}")
+            f"local_queue must be a TaskQueue, got {type(local_queue).__name__}{hint}")
     return local_queue

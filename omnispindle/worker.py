@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
-from typing import Any, Callable, Iterable
+from collections.abc import Iterable
 
-from omnispindle._core import validation
+from omnispindle._core import defaults, validation
+from omnispindle._worker.loop import WorkerLoop
+from omnispindle._worker.runners import Executor
+from omnispindle._worker.settings import worker_settings
 from omnispindle.errors import ConfigurationError, ValidationError
-from omnispindle.task_queue import open_queue
-from omnispindle._maintenance.retention import DEFAULT_RETENTION, horizon
-from omnispindle._maintenance.sweeper import SweeperConfig
-from omnispindle._worker.loop import WorkerLoop, WorkerSettings
+from omnispindle.task_queue import TaskQueue, open_queue
+
+__all__ = ["Executor", "WorkerClient"]
 
 log = logging.getLogger("omnispindle.worker")
-_names = itertools.count(1)
-
-Executor = Callable[[dict[str, Any]], Any]
 
 
 class WorkerClient:
@@ -56,31 +54,23 @@ class WorkerClient:
         >>> worker.start()   # blocks until worker.stop()  # doctest: +SKIP
     """
 
-    def __init__(self, local_queue: Any = None, dsn: str | None = None,
-                 capabilities: Iterable[str] | None = None, *, concurrency: int = 1,
-                 name: str | None = None, poll_interval: float = 1.0,
-                 lease_timeout: float = 30.0, heartbeat_interval: float | None = None,
-                 shutdown_timeout: float = 30.0, sweep_interval: float | None = 1.0,
-                 dead_worker_after: float = 60.0,
-                 schedule_interval: float | None = 1.0,
-                 retention: float | None = DEFAULT_RETENTION) -> None:
-        validation.int_in_range("concurrency", concurrency, (1, 1000))
-        lease = validation.positive_number("lease_timeout", lease_timeout)
-        horizon("retention", retention, allow_none=True)  # also when this worker never sweeps
-        self.settings = WorkerSettings(
-            name=name or f"worker-{next(_names)}",
-            concurrency=concurrency,
-            poll_interval=validation.positive_number("poll_interval", poll_interval),
-            lease_timeout=lease,
-            heartbeat_interval=validation.positive_number(
-                "heartbeat_interval", heartbeat_interval, allow_none=True) or lease / 3,
-            shutdown_timeout=validation.positive_number("shutdown_timeout", shutdown_timeout),
-            sweeper=None if sweep_interval is None else SweeperConfig(
-                interval=sweep_interval, dead_worker_after=dead_worker_after,
-                retention=retention),
-            schedule_interval=validation.positive_number(
-                "schedule_interval", schedule_interval, allow_none=True),
-        )
+    def __init__(self, local_queue: TaskQueue | None = None, dsn: str | None = None,
+                 capabilities: Iterable[str] | None = None, *,
+                 concurrency: int = defaults.CONCURRENCY, name: str | None = None,
+                 poll_interval: float = defaults.POLL_INTERVAL,
+                 lease_timeout: float = defaults.LEASE_TIMEOUT,
+                 heartbeat_interval: float | None = None,
+                 shutdown_timeout: float = defaults.SHUTDOWN_TIMEOUT,
+                 sweep_interval: float | None = defaults.SWEEP_INTERVAL,
+                 dead_worker_after: float = defaults.DEAD_WORKER_AFTER,
+                 schedule_interval: float | None = defaults.SCHEDULE_INTERVAL,
+                 retention: float | None = defaults.RETENTION) -> None:
+        self.settings = worker_settings(
+            concurrency=concurrency, name=name, poll_interval=poll_interval,
+            lease_timeout=lease_timeout, heartbeat_interval=heartbeat_interval,
+            shutdown_timeout=shutdown_timeout, sweep_interval=sweep_interval,
+            dead_worker_after=dead_worker_after, schedule_interval=schedule_interval,
+            retention_seconds=retention)
         self.capabilities = None if capabilities is None else list(
             validation.names("capabilities", capabilities))
         self.queue, self._owns_queue = open_queue(local_queue, dsn)
@@ -100,7 +90,7 @@ class WorkerClient:
         Raises:
             ValidationError: ``task_type`` is not a non-empty string or ``fn`` is not callable.
         """
-        validation.task_spec(task_type)
+        validation.task_type(task_type)
         if not callable(fn):
             raise ValidationError(f"the executor for {task_type!r} must be callable")
         self._executors[task_type] = fn
@@ -128,9 +118,9 @@ class WorkerClient:
         self._loop_thread = threading.current_thread()
         try:
             if not self._stopping.is_set():
-                loop = WorkerLoop(self.queue, self.settings, dict(self._executors),
-                                  self.task_types, self.capabilities, self._stopping, self._wake)
-                loop.run()
+                executors = {t: self._executors[t] for t in self.task_types}
+                WorkerLoop(self.queue.db, self.queue.notifier, self.settings, executors,
+                           self.capabilities, self._stopping, self._wake).run()
         finally:
             self._exited.set()
             if self._owns_queue:

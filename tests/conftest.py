@@ -7,6 +7,7 @@ migrated once into a template database; each test gets a fresh copy.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -153,3 +154,38 @@ def start_worker(queue: TaskQueue) -> Iterator[Callable[..., WorkerClient]]:
         worker.stop(timeout=30)
         thread.join(timeout=30)
         assert not thread.is_alive(), "a worker did not stop"
+
+
+class StatementLog(logging.Handler):
+    """Every statement the database seam runs from now on: its name and parameters."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.runs: list[tuple[str, object]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.runs.append((record.getMessage(), getattr(record, "params", None)))
+
+    @property
+    def names(self) -> list[str]:
+        return [name for name, _ in self.runs]
+
+
+@pytest.fixture
+def record_statements() -> Iterator[Callable[[], StatementLog]]:
+    """``record_statements()`` starts recording the statements run, in any thread."""
+    sql_log = logging.getLogger("omnispindle.sql")
+    handlers: list[StatementLog] = []
+    level = sql_log.level
+
+    def start() -> StatementLog:
+        handler = StatementLog()
+        handlers.append(handler)
+        sql_log.setLevel(logging.DEBUG)
+        sql_log.addHandler(handler)
+        return handler
+
+    yield start
+    for handler in handlers:
+        sql_log.removeHandler(handler)
+    sql_log.setLevel(level)

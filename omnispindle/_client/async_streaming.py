@@ -1,41 +1,45 @@
-"""Reading a task's partial results in a coroutine as they arrive, then its final record."""
+"""Reading a task's partial results in a coroutine: the twin of :mod:`omnispindle._client.streaming`."""
 
 from __future__ import annotations
 
 import time
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
 
+from omnispindle._client import operations
 from omnispindle._client.async_waiting import wait_event
-from omnispindle._client.records import final_event, partial_event
-from omnispindle.errors import WaitTimeoutError
+from omnispindle._client.pacing import next_pause
+from omnispindle._client.records import StreamEvent, final_event, partial_event
+from omnispindle._db.async_notifier import AsyncNotifier
+from omnispindle._db.async_pool import AsyncDatabase
 from omnispindle._db.notifier import FINISHED_CHANNEL, STREAM_CHANNEL
+from omnispindle.errors import WaitTimeoutError
 from omnispindle.states import FINISHED_VALUES
-from omnispindle._client.waiting import next_pause
 
 
-async def stream_events(client: Any, task_id: int,
-                        timeout: float | None) -> AsyncIterator[dict[str, Any]]:
+async def stream_events(db: AsyncDatabase, notifier: AsyncNotifier, task_id: int,
+                        timeout: float | None, poll_interval: float) -> AsyncIterator[StreamEvent]:
     """Yield partials in order and then the final record (see ``AsyncTaskQueueClient.stream_task``).
 
-    The task's state is read before its partials, so when it shows finished,
-    every partial emitted before the end is already readable: none is missed.
+    Raises:
+        TaskNotFoundError: no task has this id.
+        WaitTimeoutError: the task had not finished within ``timeout`` seconds.
     """
-    woken = client.notifier.subscribe((STREAM_CHANNEL, FINISHED_CHANNEL))
+    woken = notifier.subscribe((STREAM_CHANNEL, FINISHED_CHANNEL))
     deadline = None if timeout is None else time.monotonic() + timeout
     after = 0
     try:
         while True:
             woken.clear()
-            task = await client.get_task(task_id)
-            for row in await client.db.fetch("read_stream", {"id": task_id, "after": after}):
+            task, partials = await db.run(operations.stream_step(task_id, after))
+            for row in partials:
                 after = row["seq"]
                 yield partial_event(row)
             if task["state"] in FINISHED_VALUES:
                 yield final_event(task)
                 return
-            pause = next_pause(deadline, client.poll_interval)
+            pause = next_pause(deadline, poll_interval)
             if pause is None:
                 raise WaitTimeoutError(f"task {task_id} had not finished streaming in time")
             await wait_event(woken, pause)
     finally:
-        client.notifier.unsubscribe(woken)
+        notifier.unsubscribe(woken)

@@ -1,14 +1,60 @@
-"""Waiting in a coroutine: woken by notifications, bounded by a poll interval."""
+"""Waiting for tasks to finish in a coroutine: the twin of :mod:`omnispindle._client.waiting`."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import time
-from typing import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
+from omnispindle._client.batch_wait import FEW_LEFT, FinishedTasks
+from omnispindle._client.pacing import CheckPacer, next_pause
 from omnispindle._db.async_notifier import AsyncNotifier
-from omnispindle._client.waiting import CheckPacer, next_pause
+from omnispindle._db.async_pool import AsyncDatabase
+from omnispindle._db.notifier import FINISHED_CHANNEL
+from omnispindle._db.rows import TaskRecord
+
+# Called as progress(finished, total); it may be a coroutine function.
+AsyncProgress = Callable[[int, int], object]
+
+
+async def wait_for_batch(db: AsyncDatabase, notifier: AsyncNotifier, task_ids: Iterable[int],
+                         timeout: float | None, poll_interval: float,
+                         progress: AsyncProgress | None = None) -> list[TaskRecord]:
+    """Wait until every task finishes; their records in the given order.
+
+    Raises:
+        ValidationError: an id or the timeout is invalid.
+        TaskNotFoundError: an id does not exist.
+        WaitTimeoutError: some tasks had not finished within ``timeout``.
+    """
+    finished = FinishedTasks(task_ids, timeout)
+    if not finished.done:
+        await db.run(finished.require_found())
+    pacer = CheckPacer(poll_interval, paced=finished.total > FEW_LEFT)
+
+    async def report() -> None:
+        outcome = None if progress is None else progress(finished.count, finished.total)
+        if inspect.isawaitable(outcome):
+            await outcome
+
+    async def collect() -> bool:
+        if finished.done:
+            return True
+        with pacer.timing():
+            found = await db.run(finished.find())
+        if finished.add(found):
+            await report()
+        for query in finished.fetches(found):
+            if finished.add(await db.run(query)):
+                await report()
+        return finished.done
+
+    deadline = None if finished.timeout is None else time.monotonic() + finished.timeout
+    if not await wait_until(collect, notifier, (FINISHED_CHANNEL,), deadline, pacer):
+        raise finished.timeout_error()
+    return finished.records()
 
 
 async def wait_until(done: Callable[[], Awaitable[bool]], notifier: AsyncNotifier,

@@ -1,16 +1,18 @@
-"""Reading tasks for people: filtered lists and one task in full."""
+"""Reading tasks for people: filtered lists, one task in full, the states of several."""
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable, Sequence
 
-from omnispindle._db.pool import Database
+from omnispindle._db import queries as q
+from omnispindle._db.query import Query, then
+from omnispindle._db.rows import TaskDetail, TaskListRow, TaskStateRow
 from omnispindle.errors import TaskNotFoundError, ValidationError
 from omnispindle.states import TaskState
 
 
-def list_tasks(db: Database, *, task_types: Iterable[str] = (), states: Iterable[str] = (),
-               older_than: float | None = None, limit: int = 50) -> list[dict[str, Any]]:
+def list_tasks(*, task_types: Iterable[str] = (), states: Iterable[str] = (),
+               older_than: float | None = None, limit: int = 50) -> Query[list[TaskListRow]]:
     """The newest tasks matching every filter given (an empty filter matches all).
 
     Args:
@@ -22,37 +24,39 @@ def list_tasks(db: Database, *, task_types: Iterable[str] = (), states: Iterable
     Raises:
         ValidationError: an unknown state.
     """
-    return db.fetch("list_tasks", {
-        "task_types": list(task_types) or None,
-        "states": [_state(s) for s in states] or None,
-        "older_than": older_than,
-        "limit": limit,
-    })
+    return q.inspection.list_tasks(task_types=list(task_types) or None,
+                                   states=[_state(s) for s in states] or None,
+                                   older_than=older_than, limit=limit)
 
 
-def task_detail(db: Database, task_id: int) -> dict[str, Any]:
+def task_detail(task_id: int) -> Query[TaskDetail]:
     """One task with its error history, worker name, dependencies and dependents.
 
     Raises:
-        TaskNotFoundError: no task has this id.
+        TaskNotFoundError: (when run) no task has this id.
     """
-    rows = db.fetch("show_task", {"id": task_id})
-    if not rows:
-        raise TaskNotFoundError(f"no task with id {task_id}")
-    return rows[0]
+    def found(detail: TaskDetail | None) -> TaskDetail:
+        if detail is None:
+            raise TaskNotFoundError(f"no task with id {task_id}")
+        return detail
+
+    return then(q.inspection.show_task(task_id), found)
 
 
-def require_tasks(db: Database, task_ids: list[int]) -> dict[int, str]:
+def require_tasks(task_ids: Sequence[int]) -> Query[dict[int, str]]:
     """The current state of each task.
 
     Raises:
-        TaskNotFoundError: naming the first id that does not exist.
+        TaskNotFoundError: (when run) naming the first id that does not exist.
     """
-    states = {row["task_id"]: row["state"] for row in db.fetch("task_states", {"ids": task_ids})}
-    missing = [task_id for task_id in task_ids if task_id not in states]
-    if missing:
-        raise TaskNotFoundError(f"no task with id {missing[0]}")
-    return states
+    def states_of(rows: list[TaskStateRow]) -> dict[int, str]:
+        states = {row["task_id"]: row["state"] for row in rows}
+        missing = [task_id for task_id in task_ids if task_id not in states]
+        if missing:
+            raise TaskNotFoundError(f"no task with id {missing[0]}")
+        return states
+
+    return then(q.inspection.task_states(task_ids), states_of)
 
 
 def _state(value: str) -> str:

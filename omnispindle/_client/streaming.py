@@ -1,40 +1,44 @@
-"""Reading a task's partial results as they arrive, then its final record."""
+"""Reading a task's partial results as they arrive, then its final record (blocking)."""
 
 from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
 
-from omnispindle._client.records import final_event, partial_event
+from omnispindle._client import operations
+from omnispindle._client.pacing import next_pause
+from omnispindle._client.records import StreamEvent, final_event, partial_event
+from omnispindle._db.notifier import FINISHED_CHANNEL, STREAM_CHANNEL, Notifier
+from omnispindle._db.pool import Database
 from omnispindle.errors import WaitTimeoutError
-from omnispindle._db.notifier import FINISHED_CHANNEL, STREAM_CHANNEL
 from omnispindle.states import FINISHED_VALUES
-from omnispindle._client.waiting import next_pause
 
 
-def stream_events(client: Any, task_id: int, timeout: float | None) -> Iterator[dict[str, Any]]:
+def stream_events(db: Database, notifier: Notifier, task_id: int, timeout: float | None,
+                  poll_interval: float) -> Iterator[StreamEvent]:
     """Yield partials in order and then the final record (see ``TaskQueueClient.stream_task``).
 
-    The task's state is read before its partials, so when it shows finished,
-    every partial emitted before the end is already readable: none is missed.
+    Raises:
+        TaskNotFoundError: no task has this id.
+        WaitTimeoutError: the task had not finished within ``timeout`` seconds.
     """
-    notifier = client.queue.notifier
     woken = threading.Event()
-    handles = [notifier.subscribe(channel, woken.set) for channel in (STREAM_CHANNEL, FINISHED_CHANNEL)]
+    handles = [notifier.subscribe(channel, woken.set)
+               for channel in (STREAM_CHANNEL, FINISHED_CHANNEL)]
     deadline = None if timeout is None else time.monotonic() + timeout
     after = 0
     try:
         while True:
             woken.clear()
-            task = client.get_task(task_id)
-            for row in client.queue.db.fetch("read_stream", {"id": task_id, "after": after}):
+            task, partials = db.run(operations.stream_step(task_id, after))
+            for row in partials:
                 after = row["seq"]
                 yield partial_event(row)
             if task["state"] in FINISHED_VALUES:
                 yield final_event(task)
                 return
-            pause = next_pause(deadline, client.poll_interval)
+            pause = next_pause(deadline, poll_interval)
             if pause is None:
                 raise WaitTimeoutError(f"task {task_id} had not finished streaming in time")
             woken.wait(pause)

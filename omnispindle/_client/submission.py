@@ -1,4 +1,4 @@
-"""The statement and parameters that insert validated tasks, for the sync and async clients.
+"""Inserting validated tasks: which statement, with what parameters, for both clients.
 
 A batch without dependencies or idempotency keys, the common case, goes in as
 one JSON document expanded by ``jsonb_to_recordset``: one parameter to send,
@@ -11,60 +11,58 @@ from __future__ import annotations
 
 import functools
 import json
-from typing import Any
+from collections.abc import Iterable
+from typing import TypeVar
 
 from psycopg.types.json import Jsonb
 
-from omnispindle._core.validation import TaskSpec
+from omnispindle._core import defaults
+from omnispindle._core.specs import TaskSpec
+from omnispindle._db import queries as q
+from omnispindle._db.query import Pipelined, Query, then
+from omnispindle._db.rows import IdRun
 
-# What insert_tasks_bulk's coalesce calls fill in for a field left out.
-DEFAULT_PRIORITY = 0
-DEFAULT_MAX_ATTEMPTS = 4
-DEFAULT_RETRY_BACKOFF = 1.0
+TraceContext = dict[str, str] | None
+V = TypeVar("V")
 
 
-def insert_statement(specs: list[TaskSpec],
-                     trace_context: dict[str, str] | None) -> tuple[str, dict[str, Any]]:
-    """The named statement for ``specs`` and its parameters; it returns ids in order."""
+def insert(specs: list[TaskSpec], trace_context: TraceContext) -> Query[list[int]]:
+    """The insert of ``specs``; its result is the new ids, in entry order."""
     if any(s.dependencies or s.entry_dependencies or s.idempotency_key for s in specs):
-        return "submit_tasks", submit_params(specs, trace_context)
-    return "insert_tasks_bulk", bulk_params(specs, trace_context)
+        return q.tasks.submit_tasks(submit_columns(specs, trace_context))
+    return then(bulk_insert(specs, trace_context), ids_of_runs)
 
 
-def bulk_params(specs: list[TaskSpec], trace_context: dict[str, str] | None) -> dict[str, Any]:
-    """Parameters of insert_tasks_bulk, for specs without dependencies or keys."""
-    return {
-        "rows": "[" + ",".join(map(_json_row, specs)) + "]",
-        "trace_context": None if trace_context is None else Jsonb(trace_context),
-    }
+def insert_chunks(chunks: Iterable[list[TaskSpec]],
+                  trace_context: TraceContext) -> Pipelined[list[IdRun], list[int]]:
+    """A long plain batch as pipelined bulk inserts, one per chunk, all or nothing;
+    the chunks may come from a generator that validates them as they are sent."""
+    return Pipelined((bulk_insert(specs, trace_context) for specs in chunks),
+                     lambda results: [i for runs in results for i in ids_of_runs(runs)])
 
 
-def inserted_ids(statement: str, rows: list[dict[str, Any]]) -> list[int]:
-    """The new tasks' ids in entry order, from the rows ``statement`` returned:
-    ids from submit_tasks, runs of consecutive ids from insert_tasks_bulk."""
-    if statement == "submit_tasks":
-        return [row["id"] for row in rows]
-    return [i for row in rows for i in range(row["first"], row["last"] + 1)]
+def bulk_insert(specs: list[TaskSpec], trace_context: TraceContext) -> Query[list[IdRun]]:
+    """The bulk insert of specs without dependencies or keys."""
+    return q.tasks.insert_tasks_bulk("[" + ",".join(map(_json_row, specs)) + "]", trace_context)
 
 
-def chunked_ids(results: list[list[dict[str, Any]]]) -> list[int]:
-    """The new tasks' ids in entry order, from the rows of each pipelined
-    insert_tasks_bulk statement of a long batch."""
-    return [i for rows in results for i in inserted_ids("insert_tasks_bulk", rows)]
+def ids_of_runs(runs: list[IdRun]) -> list[int]:
+    """Every id of runs of consecutive ids, in order."""
+    return [i for run in runs for i in range(run["first"], run["last"] + 1)]
 
 
 def _json_row(spec: TaskSpec) -> str:
     """One entry as a JSON object; its parameters are JSON already. A field that
-    holds the default insert_tasks_bulk fills in is left out: parsing the
-    document is most of the statement's cost, and it grows with every key."""
+    holds the default the statement fills in is left out: parsing the document
+    is most of the statement's cost, and it grows with every key."""
     row = f'{{"task_type":{_json_once(spec.task_type)}'
     if spec.parameters_json != "{}":
         row += f',"parameters":{spec.parameters_json}'
-    if spec.priority != DEFAULT_PRIORITY:
+    if spec.priority != defaults.PRIORITY:
         row += f',"priority":{spec.priority}'
-    if spec.max_attempts != DEFAULT_MAX_ATTEMPTS:
+    if spec.max_attempts != defaults.MAX_ATTEMPTS:
         row += f',"max_attempts":{spec.max_attempts}'
-    if spec.retry_backoff != DEFAULT_RETRY_BACKOFF:
+    if spec.retry_backoff != defaults.RETRY_BACKOFF:
         row += f',"retry_backoff":{spec.retry_backoff!r}'
     if spec.timeout is not None:
         row += f',"timeout_seconds":{spec.timeout!r}'
@@ -81,8 +79,9 @@ def _json_once(value: str | tuple[str, ...]) -> str:
     return json.dumps(value)
 
 
-def submit_params(specs: list[TaskSpec], trace_context: dict[str, str] | None) -> dict[str, Any]:
-    """Parallel arrays, one element per task; optional columns are NULL when unused."""
+def submit_columns(specs: list[TaskSpec], trace_context: TraceContext) -> q.tasks.SubmitColumns:
+    """``submit_tasks``' parallel arrays, one element per task; optional columns are
+    NULL when unused."""
     return {
         "task_types": [s.task_type for s in specs],
         "parameters": [s.parameters_json for s in specs],
@@ -100,5 +99,5 @@ def submit_params(specs: list[TaskSpec], trace_context: dict[str, str] | None) -
     }
 
 
-def _optional(values: list[Any]) -> list[Any] | None:
+def _optional(values: list[V | None]) -> list[V | None] | None:
     return values if any(v is not None for v in values) else None

@@ -1,74 +1,55 @@
-"""Waiting for tasks to finish: woken by notifications, bounded by a poll interval."""
+"""Waiting for tasks to finish, blocking: woken by notifications, bounded by a poll interval."""
 
 from __future__ import annotations
 
-import collections
-import contextlib
 import threading
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterable
 
-from omnispindle._db.notifier import Notifier
+from omnispindle._client.batch_wait import FEW_LEFT, FinishedTasks
+from omnispindle._client.pacing import CheckPacer, next_pause
+from omnispindle._db.notifier import FINISHED_CHANNEL, Notifier
+from omnispindle._db.pool import Database
+from omnispindle._db.rows import TaskRecord
+
+Progress = Callable[[int, int], object]
 
 
-class CheckPacer:
-    """Spaces out the checks that notifications trigger.
+def wait_for_batch(db: Database, notifier: Notifier, task_ids: Iterable[int],
+                   timeout: float | None, poll_interval: float,
+                   progress: Progress | None = None) -> list[TaskRecord]:
+    """Block until every task finishes; their records in the given order.
 
-    Every finishing statement notifies, hundreds of times a second while
-    workers drain a queue. Rather than one query per notification, a check
-    is followed by a quiet gap of ``FACTOR`` times the cost of its repeated
-    part (measured with :meth:`timing`), within ``FLOOR`` and the poll
-    interval, so checking takes a small share of the wait however many
-    notifications arrive. As the unfinished tasks get fewer, checks get
-    cheaper and closer together, so the last one is seen promptly. The cost
-    is the least of the last few checks: a round trip slowed by a busy
-    machine is noise, not work. Fetching records is left out: it is needed
-    once, whatever the pace. The first check leaves no gap, so that a single
-    task finishing just after it is seen at once.
-
-    Args:
-        poll_interval: the longest gap, and the pause between checks when
-            no notification comes.
-        paced: False leaves no gap at all: a wait on a handful of tasks
-            checks at every notification, as a one-row query costs little
-            and its caller wants the result at once.
+    Raises:
+        ValidationError: an id or the timeout is invalid.
+        TaskNotFoundError: an id does not exist.
+        WaitTimeoutError: some tasks had not finished within ``timeout``.
     """
+    finished = FinishedTasks(task_ids, timeout)
+    if not finished.done:
+        db.run(finished.require_found())
+    pacer = CheckPacer(poll_interval, paced=finished.total > FEW_LEFT)
 
-    FACTOR = 16.0
-    FLOOR = 0.02
+    def report() -> None:
+        if progress is not None:
+            progress(finished.count, finished.total)
 
-    def __init__(self, poll_interval: float, paced: bool = True) -> None:
-        self.poll_interval = poll_interval
-        self.paced = paced
-        self._costs: collections.deque[float] = collections.deque(maxlen=3)
-        self._checks = 0
-        self._ready_at = float("-inf")
+    def collect() -> bool:
+        if finished.done:
+            return True
+        with pacer.timing():
+            found = db.run(finished.find())
+        if finished.add(found):
+            report()
+        for query in finished.fetches(found):
+            if finished.add(db.run(query)):
+                report()
+        return finished.done
 
-    @contextlib.contextmanager
-    def timing(self) -> Iterator[None]:
-        """Measure the repeated part of a check (its query for what has finished)."""
-        started = time.monotonic()
-        try:
-            yield
-        finally:
-            self.measured(time.monotonic() - started)
-
-    def measured(self, seconds: float) -> None:
-        """Record what the repeated part of the latest check cost."""
-        self._costs.append(seconds)
-
-    def checked(self, now: float) -> None:
-        """Record that a check ended at ``now`` (monotonic seconds)."""
-        self._checks += 1
-        if self.paced and self._checks > 1:
-            cost = min(self._costs, default=0.0)
-            gap = min(self.poll_interval, max(self.FLOOR, self.FACTOR * cost))
-            self._ready_at = now + gap
-
-    def hold(self, now: float, deadline: float | None) -> float:
-        """Seconds to hold off before the next check (0: check now), never past ``deadline``."""
-        ready_at = self._ready_at if deadline is None else min(self._ready_at, deadline)
-        return max(0.0, ready_at - now)
+    deadline = None if finished.timeout is None else time.monotonic() + finished.timeout
+    if not wait_until(collect, notifier, FINISHED_CHANNEL, deadline, pacer):
+        raise finished.timeout_error()
+    return finished.records()
 
 
 def wait_until(done: Callable[[], bool], notifier: Notifier, channel: str,
@@ -94,11 +75,3 @@ def wait_until(done: Callable[[], bool], notifier: Notifier, channel: str,
                 time.sleep(pacer.hold(time.monotonic(), deadline))
     finally:
         notifier.unsubscribe(handle)
-
-
-def next_pause(deadline: float | None, poll_interval: float) -> float | None:
-    """Seconds to wait before the next check, or None once ``deadline`` has passed."""
-    if deadline is None:
-        return poll_interval
-    remaining = deadline - time.monotonic()
-    return None if remaining <= 0 else min(poll_interval, remaining)

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 from omnispindle.errors import DependencyCycleError, ValidationError
-from omnispindle._core.validation import BATCH_FIELDS, TaskSpec, task_spec
+from omnispindle._core.specs import BATCH_FIELDS, TaskSpec, options_of, task_spec
 
 
 class EntryRef(NamedTuple):
@@ -42,6 +42,11 @@ def batch_entries(tasks: Any) -> list[Any]:
     if isinstance(tasks, (str, bytes, Mapping)) or not isinstance(tasks, Iterable):
         raise ValidationError("a batch must be a list of task dicts")
     return list(tasks)
+
+
+def task_types(entries: list[Any]) -> list[str]:
+    """The task types of a batch's entries, unchecked (for naming its tracing span)."""
+    return [str(item.get("task_type")) for item in entries if isinstance(item, Mapping)]
 
 
 def plain_chunks(entries: list[Any], size: int = CHUNK_SIZE) -> Iterator[list[TaskSpec]] | None:
@@ -109,12 +114,12 @@ def _entry_spec(index: int, item: Mapping, keys: dict[str, int], size: int) -> T
         raise ValidationError(f"batch entry {index}: unknown field(s) {sorted(map(str, unknown))}")
     if "task_type" not in item:
         raise ValidationError(f"batch entry {index}: task_type is required")
-    fields = {name: value for name, value in item.items() if name != "key"}
     try:
-        ids, positions = _split_dependencies(fields.pop("dependencies", None), keys, size)
+        ids, positions = _split_dependencies(item.get("dependencies"), keys, size)
         if index in positions:
             raise ValidationError("dependencies: an entry cannot depend on itself")
-        spec = task_spec(**fields, dependencies=ids)
+        options = options_of(item)._replace(dependencies=ids)
+        spec = task_spec(item["task_type"], item.get("parameters"), options)
     except ValidationError as exc:
         raise type(exc)(f"batch entry {index}: {exc}") from None
     if not positions:

@@ -7,73 +7,18 @@ import json
 import math
 import re
 from datetime import datetime, timedelta, timezone
-from numbers import Real
 from collections.abc import Iterable, Mapping
-from typing import Any, NamedTuple
+from numbers import Real
+from typing import Any
 
+from omnispindle._core import defaults
 from omnispindle.errors import ValidationError
 
-PRIORITY_RANGE = (-1000, 1000)
-MAX_RETRIES_RANGE = (0, 100)
-MAX_RETRY_BACKOFF = 3600.0
-MAX_TASK_TYPE_LENGTH = 200
-MAX_KEY_LENGTH = 200
 # json.dumps writes NUL as \u0000 and a backslash as \\: an escape is a NUL only
 # after an even run of backslashes.
 _ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 # One encoder for every call: json.dumps with options builds a new one each time.
 _JSON = json.JSONEncoder(allow_nan=False, ensure_ascii=False)
-BATCH_FIELDS = frozenset({
-    "task_type", "parameters", "priority", "dependencies", "max_retries",
-    "timeout", "retry_backoff", "required_capabilities", "allow_failed_dependencies", "key",
-    "run_at", "delay", "idempotency_key",
-})
-
-
-class TaskSpec(NamedTuple):
-    """One validated task, in the shape the ``submit_tasks`` statement takes.
-
-    A named tuple, not a frozen dataclass: a batch makes one per entry, and a
-    frozen dataclass took several microseconds to build.
-    """
-
-    task_type: str
-    parameters_json: str
-    priority: int
-    max_attempts: int
-    retry_backoff: float
-    timeout: float | None
-    required_capabilities: tuple[str, ...]
-    dependencies: tuple[int, ...]
-    allow_failed_dependencies: bool = False
-    entry_dependencies: tuple[int, ...] = ()  # positions of other entries of its batch
-    run_after: datetime | None = None  # None: as soon as possible
-    idempotency_key: str | None = None
-
-
-def task_spec(task_type: Any, parameters: Any = None, priority: Any = 0,
-              dependencies: Any = None, max_retries: Any = 3, timeout: Any = None,
-              retry_backoff: Any = 1.0, required_capabilities: Any = None,
-              allow_failed_dependencies: Any = False, run_at: Any = None, delay: Any = None,
-              idempotency_key: Any = None) -> TaskSpec:
-    """Validate one task's arguments.
-
-    Raises:
-        ValidationError: naming the argument and what it must be.
-    """
-    return TaskSpec(
-        task_type=_task_type(task_type),
-        parameters_json=_parameters(parameters),
-        priority=int_in_range("priority", priority, PRIORITY_RANGE),
-        max_attempts=int_in_range("max_retries", max_retries, MAX_RETRIES_RANGE) + 1,
-        retry_backoff=_retry_backoff(retry_backoff),
-        timeout=_timeout(timeout),
-        required_capabilities=names("required_capabilities", required_capabilities),
-        dependencies=_task_ids("dependencies", dependencies),
-        allow_failed_dependencies=_flag("allow_failed_dependencies", allow_failed_dependencies),
-        run_after=_run_after(run_at, delay),
-        idempotency_key=_idempotency_key(idempotency_key),
-    )
 
 
 def task_id(value: Any) -> int:
@@ -83,13 +28,16 @@ def task_id(value: Any) -> int:
     return value
 
 
-def positive_number(name: str, value: Any, *, allow_none: bool = False) -> float | None:
+def positive_number(name: str, value: Any) -> float:
     """Validate a finite number greater than zero (seconds, intervals)."""
-    if value is None and allow_none:
-        return None
     if not _is_number(value) or not math.isfinite(value) or value <= 0:
         raise ValidationError(f"{name} must be a positive number, got {value!r}")
     return float(value)
+
+
+def optional_positive_number(name: str, value: Any) -> float | None:
+    """None, or a finite number greater than zero."""
+    return None if value is None else positive_number(name, value)
 
 
 def json_text(value: Any, what: str) -> str:
@@ -109,22 +57,24 @@ def json_text(value: Any, what: str) -> str:
     return text
 
 
-def _task_type(value: Any) -> str:
+def task_type(value: Any) -> str:
+    """Validate a task type: a non-empty name Postgres can store."""
     if not isinstance(value, str) or not value.strip():
         raise ValidationError(f"task_type must be a non-empty string, got {value!r}")
     if not _storable_task_type(value):
         raise ValidationError(
-            f"task_type must be at most {MAX_TASK_TYPE_LENGTH} characters of valid text without NUL")
+            f"task_type must be at most {defaults.MAX_TASK_TYPE_LENGTH} characters of valid text without NUL")
     return value
 
 
 @functools.lru_cache(maxsize=1024)
 def _storable_task_type(value: str) -> bool:
     """Cached: a batch repeats a few task types thousands of times."""
-    return len(value) <= MAX_TASK_TYPE_LENGTH and _storable_text(value)
+    return len(value) <= defaults.MAX_TASK_TYPE_LENGTH and _storable_text(value)
 
 
-def _parameters(value: Any) -> str:
+def parameters(value: Any) -> str:
+    """Validate a task's parameters (a dict, or None for none) and return their JSON."""
     if value is None:
         return "{}"
     if type(value) is not dict and not isinstance(value, Mapping):  # the ABC check is slow
@@ -140,16 +90,18 @@ def int_in_range(name: str, value: Any, bounds: tuple[int, int]) -> int:
     return value
 
 
-def _retry_backoff(value: Any) -> float:
-    if not _is_number(value) or not math.isfinite(value) or not 0 <= value <= MAX_RETRY_BACKOFF:
+def retry_backoff(value: Any) -> float:
+    """Validate the base of a task's backoff: seconds from 0 to an hour."""
+    if not _is_number(value) or not math.isfinite(value) or not 0 <= value <= defaults.MAX_RETRY_BACKOFF:
         raise ValidationError(
-            f"retry_backoff must be a number of seconds from 0 to {MAX_RETRY_BACKOFF:g}, "
+            f"retry_backoff must be a number of seconds from 0 to {defaults.MAX_RETRY_BACKOFF:g}, "
             f"got {value!r}")
     return float(value)
 
 
-def _timeout(value: Any) -> float | None:
-    return positive_number("timeout", value, allow_none=True)
+def timeout(value: Any) -> float | None:
+    """Validate a task's timeout: None, or positive seconds."""
+    return optional_positive_number("timeout", value)
 
 
 def names(name: str, value: Any) -> tuple[str, ...]:
@@ -164,7 +116,8 @@ def names(name: str, value: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(items))
 
 
-def _task_ids(name: str, value: Any) -> tuple[int, ...]:
+def task_ids(name: str, value: Any) -> tuple[int, ...]:
+    """Validate a list of task ids; duplicates dropped, order kept."""
     if value is None or (type(value) is list and not value):
         return ()
     if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
@@ -185,7 +138,8 @@ def aware_datetime(name: str, value: Any) -> datetime:
     return value
 
 
-def _run_after(run_at: Any, delay: Any) -> datetime | None:
+def run_after(run_at: Any, delay: Any) -> datetime | None:
+    """When a task may start, from ``run_at`` or ``delay`` (at most one); None for now."""
     if run_at is not None and delay is not None:
         raise ValidationError("give run_at or delay, not both")
     if run_at is not None:
@@ -202,13 +156,14 @@ def _run_after(run_at: Any, delay: Any) -> datetime | None:
         raise ValidationError(f"delay {delay!r} reaches beyond the year 9999") from None
 
 
-def _idempotency_key(value: Any) -> str | None:
+def idempotency_key(value: Any) -> str | None:
+    """Validate an idempotency key: None, or 1 to 200 characters of storable text."""
     if value is None:
         return None
-    if (not isinstance(value, str) or not value or len(value) > MAX_KEY_LENGTH
+    if (not isinstance(value, str) or not value or len(value) > defaults.MAX_KEY_LENGTH
             or not _storable_text(value)):
         raise ValidationError(
-            f"idempotency_key must be a non-empty string of at most {MAX_KEY_LENGTH} "
+            f"idempotency_key must be a non-empty string of at most {defaults.MAX_KEY_LENGTH} "
             f"characters, got {value!r}")
     return value
 
@@ -222,7 +177,8 @@ def _storable_text(value: str) -> bool:
     return "\x00" not in value
 
 
-def _flag(name: str, value: Any) -> bool:
+def flag(name: str, value: Any) -> bool:
+    """Validate a bool (not merely a truthy value)."""
     if not isinstance(value, bool):
         raise ValidationError(f"{name} must be True or False, got {value!r}")
     return value

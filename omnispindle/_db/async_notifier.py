@@ -17,10 +17,10 @@ import psycopg
 
 from omnispindle.errors import first_line
 from omnispindle._db.notifier import FINISHED_CHANNEL, STREAM_CHANNEL
-from omnispindle._db.statements import query
+from omnispindle._db.queries import setup
 
 # Clients wait for finished tasks and streamed partials; the other channels are the workers'.
-_LISTEN_STATEMENTS = {FINISHED_CHANNEL: "listen_finished", STREAM_CHANNEL: "listen_stream"}
+_CHANNELS = (FINISHED_CHANNEL, STREAM_CHANNEL)
 _FIRST_BACKOFF = 0.05
 
 log = logging.getLogger("omnispindle.notifier")
@@ -44,7 +44,7 @@ class AsyncNotifier:
     def subscribe(self, channels: Iterable[str]) -> asyncio.Event:
         """Return an event that is set on each notification on one of ``channels``."""
         channels = frozenset(channels)
-        unknown = channels - set(_LISTEN_STATEMENTS)
+        unknown = channels - set(_CHANNELS)
         if unknown:
             raise ValueError(f"unknown channel(s) {sorted(unknown)}")
         event = asyncio.Event()
@@ -76,8 +76,8 @@ class AsyncNotifier:
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(self._dsn, autocommit=True) as conn:
-                    for statement in _LISTEN_STATEMENTS.values():
-                        await conn.execute(query(statement))
+                    for channel in _CHANNELS:
+                        await conn.execute(setup.listen(channel).text)
                     failures = 0
                     self.connected.set()
                     self._wake(None)

@@ -1,21 +1,33 @@
-"""The async twin of :mod:`omnispindle.connections`: a pool, and the caller's connection to join."""
+"""The asyncio database: the twin of :mod:`omnispindle._db.pool` for an event loop.
+
+It runs the same operations (see :mod:`omnispindle._db.query`); only the
+awaiting differs.
+"""
 
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterable, Mapping
+import logging
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from omnispindle._db.caller import AsyncCallerConnection, as_async_psycopg
+from omnispindle._db.queries import setup
+from omnispindle._db.query import Atomic, Operation, Pipelined, Plan, Query, Row
 from omnispindle._db.sqlstate import translated_errors
 from omnispindle.errors import ConfigurationError, SchemaMissingError
-from omnispindle._db.statements import query
+
+T = TypeVar("T")
+# Every statement run, at DEBUG level with its parameters (record attribute ``params``).
+sql_log = logging.getLogger("omnispindle.sql")
+AsyncConnection = psycopg.AsyncConnection[Any]
 
 
 class AsyncDatabase:
-    """A pool of autocommit async connections to one database, running named statements.
+    """A pool of autocommit async connections to one database, opened with :meth:`open`.
 
     Args:
         dsn: libpq connection string or URI.
@@ -25,7 +37,7 @@ class AsyncDatabase:
     def __init__(self, dsn: str, *, max_size: int = 10) -> None:
         self.dsn = dsn
         self.max_size = max_size
-        self.pool: AsyncConnectionPool | None = None
+        self.pool: AsyncConnectionPool[AsyncConnection] | None = None
 
     async def open(self) -> None:
         """Check the schema is installed, then open the pool (again a no-op when open).
@@ -39,43 +51,34 @@ class AsyncDatabase:
         # A connection of its own, so that a wrong DSN fails at once with the
         # server's reason rather than as a pool timeout.
         async with await psycopg.AsyncConnection.connect(self.dsn, autocommit=True) as conn:
-            if not (await run(conn, "schema_installed"))[0]["installed"]:
+            if not await execute(conn, setup.schema_installed()):
                 raise SchemaMissingError(
                     "the database has no omnispindle schema: run `omnispindle migrate --dsn ...` "
                     "or create a TaskQueue on it once (it migrates)")
-        pool = AsyncConnectionPool(self.dsn, min_size=1, max_size=self.max_size,
-                                   kwargs={"autocommit": True}, open=False,
-                                   name="omnispindle-async")
+        pool: AsyncConnectionPool[AsyncConnection] = AsyncConnectionPool(
+            self.dsn, min_size=1, max_size=self.max_size, kwargs={"autocommit": True},
+            open=False, name="omnispindle-async")
         await pool.open()
         self.pool = pool
 
-    async def fetch(self, name: str, params: Mapping[str, Any] | None = None,
-                    *, connection: Any = None) -> list[dict[str, Any]]:
-        """Run the named statement and return its rows as dicts.
+    async def run(self, operation: Operation[T], *,
+                  connection: AsyncCallerConnection | None = None) -> T:
+        """Run an operation and return its result, as ``Database.run``.
 
         Args:
             connection: the caller's async connection (psycopg, or SQLAlchemy
-                ``AsyncSession``/``AsyncConnection``); the statement then joins
+                ``AsyncSession``/``AsyncConnection``); the operation then joins
                 the caller's transaction instead of committing on its own.
 
         Raises:
             ConfigurationError: no ``connection`` and the pool is not open.
         """
         if connection is not None:
-            return await run(await as_async_psycopg(connection), name, params)
+            return await execute(await as_async_psycopg(connection), operation)
         async with self._open_pool().connection() as conn:
-            return await run(conn, name, params)
+            return await execute(conn, operation)
 
-    async def fetch_each(self, name: str, params: Iterable[Mapping[str, Any]],
-                         *, connection: Any = None) -> list[list[dict[str, Any]]]:
-        """Run the named statement once per parameter set, in one transaction
-        and pipelined, as ``Database.fetch_each``; the rows of each run."""
-        if connection is not None:
-            return await run_each(await as_async_psycopg(connection), name, params)
-        async with self._open_pool().connection() as conn:
-            return await run_each(conn, name, params)
-
-    def _open_pool(self) -> AsyncConnectionPool:
+    def _open_pool(self) -> AsyncConnectionPool[AsyncConnection]:
         """The pool; ConfigurationError while it is not open."""
         if self.pool is None:
             raise ConfigurationError(
@@ -84,74 +87,66 @@ class AsyncDatabase:
         return self.pool
 
     async def close(self) -> None:
+        """Close the pool's connections."""
         if self.pool is not None:
             pool, self.pool = self.pool, None
             await pool.close()
 
 
-async def run(conn: psycopg.AsyncConnection, name: str,
-              params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Execute the named statement on ``conn``; return rows (empty if none)."""
+async def execute(conn: AsyncConnection, operation: Operation[T]) -> T:
+    """Run an operation on ``conn``."""
+    if isinstance(operation, Query):
+        return await _one(conn, operation)
+    if isinstance(operation, Atomic):
+        with translated_errors():
+            async with conn.transaction():
+                return await _drive(conn, operation.plan)
+    if isinstance(operation, Pipelined):
+        return await _pipelined(conn, operation)
+    return await _drive(conn, operation)
+
+
+async def _one(conn: AsyncConnection, query: Query[T]) -> T:
+    _log(query)
     with translated_errors():
         async with conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(query(name), params)
-            return await cur.fetchall() if cur.description else []
+            await cur.execute(query.statement.text, query.params)
+            found: list[Row] = await cur.fetchall() if cur.description else []
+    return query.read(found)
 
 
-async def run_each(conn: psycopg.AsyncConnection, name: str,
-                   params: Iterable[Mapping[str, Any]]) -> list[list[dict[str, Any]]]:
-    """Execute the named statement once per parameter set, pipelined in one
-    transaction (a savepoint inside the caller's); rows of each run."""
-    statement = query(name)
-    cursors = []
+async def _drive(conn: AsyncConnection, plan: Plan[T]) -> T:
+    """Run each query the plan yields, sending it the result, until it returns."""
+    try:
+        query = next(plan)
+        while True:
+            query = plan.send(await _one(conn, query))
+    except StopIteration as done:
+        result: T = done.value
+        return result
+
+
+async def _pipelined(conn: AsyncConnection, operation: Pipelined[Any, T]) -> T:
+    """The queries, pipelined in one transaction, as in the blocking twin."""
+    sent: list[tuple[Query[Any], psycopg.AsyncCursor[Row]]] = []
     try:
         with translated_errors():
-            async with pipeline(conn), conn.transaction():
-                for one in params:
-                    cursors.append(conn.cursor(row_factory=dict_row))
-                    await cursors[-1].execute(statement, one)
-        return [await cur.fetchall() for cur in cursors]
+            async with _pipeline(conn), conn.transaction():
+                for query in operation.queries:
+                    _log(query)
+                    sent.append((query, conn.cursor(row_factory=dict_row)))
+                    await sent[-1][1].execute(query.statement.text, query.params)
+        return operation.combine([query.read(await cur.fetchall()) for query, cur in sent])
     finally:
-        for cur in cursors:
+        for _, cur in sent:
             await cur.close()
 
 
-def pipeline(conn: psycopg.AsyncConnection) -> Any:
-    """Pipeline mode where libpq has it, as in the sync twin."""
+def _log(query: Query[Any]) -> None:
+    if sql_log.isEnabledFor(logging.DEBUG):
+        sql_log.debug("%s", query.statement.name, extra={"params": query.params})
+
+
+def _pipeline(conn: AsyncConnection) -> contextlib.AbstractAsyncContextManager[Any]:
+    """Pipeline mode where libpq has it, as in the blocking twin."""
     return conn.pipeline() if psycopg.AsyncPipeline.is_supported() else contextlib.nullcontext()
-
-
-async def as_async_psycopg(connection: Any) -> psycopg.AsyncConnection:
-    """Return the psycopg async connection behind a caller's connection object.
-
-    Raises:
-        ConfigurationError: it is neither a psycopg ``AsyncConnection`` nor a
-            SQLAlchemy ``AsyncSession``/``AsyncConnection`` on psycopg.
-    """
-    if isinstance(connection, psycopg.AsyncConnection):
-        return connection
-    raw = await _sqlalchemy_driver_connection(connection)
-    if isinstance(raw, psycopg.AsyncConnection):
-        return raw
-    raise ConfigurationError(
-        "connection= takes a psycopg AsyncConnection, or a SQLAlchemy AsyncSession or "
-        "AsyncConnection using the psycopg driver (postgresql+psycopg://); "
-        f"got {type(connection).__name__}"
-    )
-
-
-async def _sqlalchemy_driver_connection(connection: Any) -> Any:
-    try:
-        from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
-    except ImportError:  # pragma: no cover - SQLAlchemy is a dependency
-        return None
-    if isinstance(connection, AsyncSession):
-        connection = await connection.connection()
-    if isinstance(connection, AsyncConnection):
-        if not connection.in_transaction():
-            # Autobegin as SQLAlchemy's own execute would, so that the app's
-            # commit() or rollback() covers this statement too.
-            await connection.begin()
-        raw = await connection.get_raw_connection()
-        return raw.driver_connection
-    return None

@@ -5,12 +5,22 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 from omnispindle.errors import EmbeddedServerUnavailable
 
 DATA_DIR_VARIABLE = "OMNISPINDLE_DATA_DIR"
 DSN_VARIABLE = "OMNISPINDLE_DSN"
+
+
+class Server(Protocol):
+    """What Omnispindle uses of a pgserver handle."""
+
+    def get_uri(self) -> str:
+        """The server's DSN."""
+
+    def cleanup(self) -> None:
+        """Stop the server, unless another process still uses it."""
 
 
 def default_data_dir() -> Path:
@@ -23,7 +33,7 @@ def default_data_dir() -> Path:
     return Path(configured) if configured else Path(".omnispindle") / "pgdata"
 
 
-def start_server(data_dir: str | os.PathLike[str] | None = None) -> Any:
+def start_server(data_dir: str | os.PathLike[str] | None = None) -> Server:
     """Start (or attach to) the embedded server whose data is in ``data_dir``.
 
     Returns the pgserver handle; its ``get_uri()`` is the DSN. Several
@@ -46,4 +56,5 @@ def start_server(data_dir: str | os.PathLike[str] | None = None) -> Any:
     path = Path(data_dir) if data_dir is not None else default_data_dir()
     path = path.expanduser().resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
-    return pgserver.get_server(path, cleanup_mode="stop")
+    server: Server = pgserver.get_server(path, cleanup_mode="stop")
+    return server

@@ -16,14 +16,13 @@ from typing import Callable
 import psycopg
 
 from omnispindle.errors import first_line
-from omnispindle._db.statements import query
+from omnispindle._db.queries import setup
 
 READY_CHANNEL = "omnispindle_ready"
 FINISHED_CHANNEL = "omnispindle_finished"
 CANCEL_CHANNEL = "omnispindle_cancel"
 STREAM_CHANNEL = "omnispindle_stream"
-_LISTEN_STATEMENTS = {READY_CHANNEL: "listen_ready", FINISHED_CHANNEL: "listen_finished",
-                      CANCEL_CHANNEL: "listen_cancel", STREAM_CHANNEL: "listen_stream"}
+CHANNELS = (READY_CHANNEL, FINISHED_CHANNEL, CANCEL_CHANNEL, STREAM_CHANNEL)
 
 log = logging.getLogger("omnispindle.notifier")
 
@@ -53,7 +52,7 @@ class Notifier:
         With ``with_payload`` the callback receives the notification's payload
         (an empty string when woken by a reconnect).
         """
-        if channel not in _LISTEN_STATEMENTS:
+        if channel not in CHANNELS:
             raise ValueError(f"unknown channel {channel!r}")
         with self._lock:
             handle = next(self._ids)
@@ -99,8 +98,8 @@ class Notifier:
 
     def _listen(self) -> None:
         with psycopg.connect(self._dsn, autocommit=True) as conn:
-            for statement in _LISTEN_STATEMENTS.values():
-                conn.execute(query(statement))
+            for channel in CHANNELS:
+                conn.execute(setup.listen(channel).text)
             self.connected.set()
             self._wake(None)
             while not self._closing.is_set():

@@ -8,15 +8,18 @@ these literals to their array types, so lists still work there too.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Iterable, NewType
+
+# An array literal, made by the functions below; the statements cast it.
+ArrayLiteral = NewType("ArrayLiteral", str)
 
 
-def plain_array(values: Iterable[Any]) -> str:
+def plain_array(values: Iterable[object]) -> ArrayLiteral:
     """A literal of values whose text needs no quoting: integers, UUIDs."""
-    return "{" + ",".join(map(str, values)) + "}"
+    return ArrayLiteral("{" + ",".join(map(str, values)) + "}")
 
 
-def text_array(values: Iterable[str]) -> str:
+def text_array(values: Iterable[str]) -> ArrayLiteral:
     """A literal of arbitrary strings (JSON documents, names), each quoted and escaped."""
-    return "{" + ",".join(['"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-                           for v in values]) + "}"
+    return ArrayLiteral("{" + ",".join(['"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+                                        for v in values]) + "}")

@@ -1,21 +1,32 @@
-"""Connections: the queue's pool, and the caller's own connection to join."""
+"""The blocking database: a pool of connections that runs operations.
+
+An operation (see :mod:`omnispindle._db.query`) runs on a pooled autocommit
+connection, or on the caller's own connection, inside the caller's
+transaction.
+"""
 
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterable, Mapping
+import logging
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
+from omnispindle._db.caller import CallerConnection, as_psycopg
+from omnispindle._db.query import Atomic, Operation, Pipelined, Plan, Query, Row
 from omnispindle._db.sqlstate import translated_errors
-from omnispindle.errors import ConfigurationError
-from omnispindle._db.statements import query
+
+T = TypeVar("T")
+# Every statement run, at DEBUG level with its parameters (record attribute ``params``).
+sql_log = logging.getLogger("omnispindle.sql")
+Connection = psycopg.Connection[Any]
 
 
 class Database:
-    """A pool of autocommit connections to one database, running named statements.
+    """A pool of autocommit connections to one database.
 
     Args:
         dsn: libpq connection string or URI.
@@ -24,113 +35,90 @@ class Database:
 
     def __init__(self, dsn: str, *, max_size: int = 10) -> None:
         self.dsn = dsn
-        self.pool = ConnectionPool(
-            dsn,
-            min_size=1,
-            max_size=max_size,
-            kwargs={"autocommit": True},
-            open=True,
-            name="omnispindle",
-        )
+        self.pool: ConnectionPool[Connection] = ConnectionPool(
+            dsn, min_size=1, max_size=max_size, kwargs={"autocommit": True}, open=True,
+            name="omnispindle")
 
-    def fetch(self, name: str, params: Mapping[str, Any] | None = None,
-              *, connection: Any = None) -> list[dict[str, Any]]:
-        """Run the named statement and return its rows as dicts.
+    def run(self, operation: Operation[T], *, connection: CallerConnection | None = None) -> T:
+        """Run an operation and return its result.
 
         Args:
-            name: a statement in ``sql/queries``.
-            params: its bound parameters.
             connection: the caller's connection (psycopg, or SQLAlchemy
-                ``Session``/``Connection``); the statement then joins the
+                ``Session``/``Connection``); the operation then joins the
                 caller's transaction instead of committing on its own.
+
+        Raises:
+            OmnispindleError: the typed error of a database error that has one.
+            psycopg.Error: any other database error.
         """
         if connection is not None:
-            return run(as_psycopg(connection), name, params)
+            return execute(as_psycopg(connection), operation)
         with self.pool.connection() as conn:
-            return run(conn, name, params)
+            return execute(conn, operation)
 
-    def fetch_each(self, name: str, params: Iterable[Mapping[str, Any]],
-                   *, connection: Any = None) -> list[list[dict[str, Any]]]:
-        """Run the named statement once per parameter set, in one transaction
-        (all or nothing) and pipelined; the rows of each run, in order.
-
-        ``params`` may be a generator: the server runs one statement while the
-        next set is made, and an exception from it rolls everything back.
-        """
-        if connection is not None:
-            return run_each(as_psycopg(connection), name, params)
-        with self.pool.connection() as conn:
-            return run_each(conn, name, params)
-
-    def connect(self) -> psycopg.Connection:
+    def connect(self) -> Connection:
         """Open a dedicated autocommit connection outside the pool (e.g. for LISTEN)."""
         return psycopg.connect(self.dsn, autocommit=True)
 
     def close(self) -> None:
+        """Close the pool's connections."""
         self.pool.close()
 
 
-def run(conn: psycopg.Connection, name: str,
-        params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Execute the named statement on ``conn``; return rows (empty if none)."""
+def execute(conn: Connection, operation: Operation[T]) -> T:
+    """Run an operation on ``conn``."""
+    if isinstance(operation, Query):
+        return _one(conn, operation)
+    if isinstance(operation, Atomic):
+        with translated_errors(), conn.transaction():
+            return _drive(conn, operation.plan)
+    if isinstance(operation, Pipelined):
+        return _pipelined(conn, operation)
+    return _drive(conn, operation)
+
+
+def _one(conn: Connection, query: Query[T]) -> T:
+    _log(query)
     with translated_errors(), conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(query(name), params)
-        return cur.fetchall() if cur.description else []
+        cur.execute(query.statement.text, query.params)
+        found: list[Row] = cur.fetchall() if cur.description else []
+    return query.read(found)
 
 
-def run_each(conn: psycopg.Connection, name: str,
-             params: Iterable[Mapping[str, Any]]) -> list[list[dict[str, Any]]]:
-    """Execute the named statement once per parameter set, pipelined in one
-    transaction (a savepoint inside the caller's); rows of each run."""
-    statement = query(name)
-    cursors = []
+def _drive(conn: Connection, plan: Plan[T]) -> T:
+    """Run each query the plan yields, sending it the result, until it returns."""
     try:
-        with translated_errors(), pipeline(conn), conn.transaction():
-            for one in params:
-                cursors.append(conn.cursor(row_factory=dict_row))
-                cursors[-1].execute(statement, one)
-        return [cur.fetchall() for cur in cursors]
+        query = next(plan)
+        while True:
+            query = plan.send(_one(conn, query))
+    except StopIteration as done:
+        result: T = done.value
+        return result
+
+
+def _pipelined(conn: Connection, operation: Pipelined[Any, T]) -> T:
+    """The queries, pipelined in one transaction (a savepoint inside the caller's):
+    the generator of queries runs while the server works, and an exception from
+    it rolls everything back."""
+    sent: list[tuple[Query[Any], psycopg.Cursor[Row]]] = []
+    try:
+        with translated_errors(), _pipeline(conn), conn.transaction():
+            for query in operation.queries:
+                _log(query)
+                sent.append((query, conn.cursor(row_factory=dict_row)))
+                sent[-1][1].execute(query.statement.text, query.params)
+        return operation.combine([query.read(cur.fetchall()) for query, cur in sent])
     finally:
-        for cur in cursors:
+        for _, cur in sent:
             cur.close()
 
 
-def pipeline(conn: Any) -> Any:
+def _log(query: Query[Any]) -> None:
+    if sql_log.isEnabledFor(logging.DEBUG):
+        sql_log.debug("%s", query.statement.name, extra={"params": query.params})
+
+
+def _pipeline(conn: Connection) -> contextlib.AbstractContextManager[Any]:
     """Pipeline mode where libpq has it (14 and newer); else statements just
     take turns, in the same transaction."""
     return conn.pipeline() if psycopg.Pipeline.is_supported() else contextlib.nullcontext()
-
-
-def as_psycopg(connection: Any) -> psycopg.Connection:
-    """Return the psycopg connection behind a caller's connection object.
-
-    Raises:
-        ConfigurationError: it is neither psycopg 3 nor SQLAlchemy on psycopg.
-    """
-    if isinstance(connection, psycopg.Connection):
-        return connection
-    raw = _sqlalchemy_driver_connection(connection)
-    if isinstance(raw, psycopg.Connection):
-        return raw
-    raise ConfigurationError(
-        "connection= takes a psycopg 3 connection, or a SQLAlchemy Session or "
-        "Connection using the psycopg driver (postgresql+psycopg://); "
-        f"got {type(connection).__name__}"
-    )
-
-
-def _sqlalchemy_driver_connection(connection: Any) -> Any:
-    try:
-        from sqlalchemy.engine import Connection
-        from sqlalchemy.orm import Session
-    except ImportError:  # pragma: no cover - SQLAlchemy is a dependency
-        return None
-    if isinstance(connection, Session):
-        connection = connection.connection()
-    if isinstance(connection, Connection):
-        if not connection.in_transaction():
-            # Autobegin as SQLAlchemy's own execute would, so that the app's
-            # commit() or rollback() covers this statement too.
-            connection.begin()
-        return connection.connection.driver_connection
-    return None

@@ -12,38 +12,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
-from omnispindle._core import validation
 from omnispindle._core.cron import CronExpression
-from omnispindle.errors import CronExpressionError, ValidationError
+from omnispindle._db import queries as q
+from omnispindle._db.query import Runner
+from omnispindle.errors import CronExpressionError
 
 PRUNE_INTERVAL = 600.0
 CATCH_UP = 60.0  # seconds of missed ticks that are still enqueued
 MAX_CATCH_UP_TICKS = 60
-
-
-def schedule_params(name: Any, cron: Any, task_type: Any, parameters: Any, *, priority: Any,
-                    max_retries: Any, timeout: Any, retry_backoff: Any,
-                    required_capabilities: Any, enabled: Any) -> dict[str, Any]:
-    """Validate a schedule and return the ``upsert_periodic_task`` parameters.
-
-    Raises:
-        ValidationError: a bad argument (CronExpressionError for the cron expression).
-    """
-    if not isinstance(name, str) or not name or len(name) > validation.MAX_KEY_LENGTH:
-        raise ValidationError(f"a periodic task's name must be a non-empty string of at most "
-                              f"{validation.MAX_KEY_LENGTH} characters, got {name!r}")
-    expression = CronExpression.parse(cron)
-    spec = validation.task_spec(task_type, parameters, priority, None, max_retries, timeout,
-                                retry_backoff, required_capabilities)
-    if not isinstance(enabled, bool):
-        raise ValidationError(f"enabled must be True or False, got {enabled!r}")
-    return {"name": name, "cron": expression.text, "task_type": spec.task_type,
-            "parameters": spec.parameters_json, "priority": spec.priority,
-            "max_attempts": spec.max_attempts, "retry_backoff": spec.retry_backoff,
-            "timeout": spec.timeout, "required_capabilities": list(spec.required_capabilities),
-            "enabled": enabled}
 
 
 def due_ticks(cron: CronExpression, now: datetime, saved_at: datetime,
@@ -75,7 +52,7 @@ class SchedulePass:
 class PeriodicScheduler:
     """Enqueues the due ticks of every enabled schedule, once each across all workers."""
 
-    def __init__(self, db: Any) -> None:
+    def __init__(self, db: Runner) -> None:
         self.db = db
         self._parsed: dict[str, CronExpression | None] = {}
         self._next_prune = 0.0
@@ -83,7 +60,7 @@ class PeriodicScheduler:
     def run_once(self) -> SchedulePass:
         """Enqueue each schedule's latest due tick (if no one has yet)."""
         names, ticks, waits = [], [], []
-        for row in self.db.fetch("enabled_schedules"):
+        for row in self.db.run(q.periodic.enabled_schedules()):
             cron = self._expression(row["cron"])
             if cron is None:
                 continue
@@ -91,7 +68,7 @@ class PeriodicScheduler:
                 names.append(row["name"])
                 ticks.append(tick)
             waits.append((cron.next_after(row["now"]) - row["now"]).total_seconds())
-        enqueued = self.db.fetch("enqueue_periodic_ticks", {"names": names, "ticks": ticks}) if names else []
+        enqueued = self.db.run(q.periodic.enqueue_periodic_ticks(names, ticks)) if names else []
         self._prune_if_due()
         return SchedulePass(len(enqueued), min(waits) if waits else None)
 
@@ -107,5 +84,5 @@ class PeriodicScheduler:
     def _prune_if_due(self) -> None:
         now = time.monotonic()
         if now >= self._next_prune:
-            self.db.fetch("prune_periodic_ticks")
+            self.db.run(q.periodic.prune_periodic_ticks())
             self._next_prune = now + PRUNE_INTERVAL

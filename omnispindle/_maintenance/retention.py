@@ -11,30 +11,36 @@ import time
 from datetime import datetime
 from typing import Any
 
-from omnispindle._core import validation
-from omnispindle._db.pool import run
-from omnispindle.errors import ValidationError
+from omnispindle._core import defaults, validation
 from omnispindle._core.rewalks import FACTOR, Rewalks
+from omnispindle._db import queries as q
+from omnispindle._db.query import Atomic, Plan, Runner
+from omnispindle._db.rows import PrunableTask
+from omnispindle.errors import ValidationError
 
-DEFAULT_RETENTION = 7 * 86400.0  # seconds: a week of history, then pruned
-DEFAULT_BATCH_SIZE = 1000
-MAX_BATCH_SIZE = 100_000
-# Far longer horizons overflow Postgres intervals; no task is that old.
-MAX_RETENTION = 100 * 365 * 86400.0
+DEFAULT_RETENTION = defaults.RETENTION
+DEFAULT_BATCH_SIZE = defaults.PRUNE_BATCH_SIZE
+MAX_BATCH_SIZE = defaults.MAX_BATCH_SIZE
+MAX_RETENTION = defaults.MAX_RETENTION
 # Prune cursor (see PruneCursor): how often batches start at the oldest task at most.
 FROM_OLDEST_MIN_S = 1.0
 
 
-def horizon(name: str, value: Any, *, allow_none: bool = False) -> float | None:
+def horizon(name: str, value: Any) -> float:
     """Validate a retention horizon: seconds above zero, at most a century.
 
     Raises:
         ValidationError: not a finite number of seconds in that range.
     """
-    seconds = validation.positive_number(name, value, allow_none=allow_none)
-    if seconds is not None and seconds > MAX_RETENTION:
+    seconds = validation.positive_number(name, value)
+    if seconds > MAX_RETENTION:
         raise ValidationError(f"{name} must be at most {MAX_RETENTION:.0f} seconds, got {value!r}")
     return seconds
+
+
+def optional_horizon(name: str, value: Any) -> float | None:
+    """None (keep for ever), or a retention horizon."""
+    return None if value is None else horizon(name, value)
 
 
 def batch_size(name: str, value: Any) -> int:
@@ -63,7 +69,7 @@ class PruneCursor:
         self._from_oldest = self.after is None or self.oldest_walks.due()
         return None if self._from_oldest else self.after
 
-    def move(self, locked: list[dict[str, Any]], seconds: float) -> None:
+    def move(self, locked: list[PrunableTask], seconds: float) -> None:
         """Follow a batch, started at ``start()``, that locked ``locked`` in ``seconds``."""
         if self._from_oldest:
             self.oldest_walks.walked(seconds)
@@ -71,7 +77,7 @@ class PruneCursor:
             self.after = max(row["finished_at"] for row in locked)
 
 
-def prune_batch(db: Any, older_than: float, limit: int, *, wait: bool = False,
+def prune_batch(db: Runner, older_than: float, limit: int, *, wait: bool = False,
                 cursor: PruneCursor | None = None) -> int:
     """Delete at most ``limit`` prunable tasks, oldest first (past ``cursor`` if
     given), in one short transaction.
@@ -82,23 +88,31 @@ def prune_batch(db: Any, older_than: float, limit: int, *, wait: bool = False,
     Returns:
         The number of tasks deleted.
     """
-    keep = {"keep_seconds": older_than}
     after = cursor.start() if cursor is not None else None
     started = time.monotonic()
-    with db.pool.connection() as conn, conn.transaction():
-        if wait:
-            run(conn, "lock_pruning")
-        elif not run(conn, "try_lock_pruning")[0]["acquired"]:
-            return 0
-        locked = run(conn, "lock_prunable_tasks", {**keep, "limit": limit, "after": after})
-        ids = [row["id"] for row in locked]
-        deleted = len(run(conn, "prune_finished", {**keep, "ids": ids})) if ids else 0
+    locked, deleted = db.run(Atomic(_batch(older_than, limit, after, wait)))
     if cursor is not None:
         cursor.move(locked, time.monotonic() - started)
     return deleted
 
 
-def prune(db: Any, older_than: float, batch: int = DEFAULT_BATCH_SIZE) -> int:
+def _batch(older_than: float, limit: int, after: datetime | None,
+           wait: bool) -> Plan[tuple[list[PrunableTask], int]]:
+    """One prune batch's statements: the lock, the tasks locked, those deleted."""
+    if wait:
+        yield q.retention.lock_pruning()
+    elif not (yield q.retention.try_lock_pruning()):
+        return [], 0
+    locked: list[PrunableTask] = yield q.retention.lock_prunable_tasks(
+        keep_seconds=older_than, limit=limit, after=after)
+    ids = [row["id"] for row in locked]
+    if not ids:
+        return locked, 0
+    deleted: list[int] = yield q.retention.prune_finished(keep_seconds=older_than, ids=ids)
+    return locked, len(deleted)
+
+
+def prune(db: Runner, older_than: float, batch: int = DEFAULT_BATCH_SIZE) -> int:
     """Delete every prunable task finished more than ``older_than`` seconds ago.
 
     Works in batches of ``batch`` tasks, each its own transaction, until a
@@ -121,11 +135,11 @@ def prune(db: Any, older_than: float, batch: int = DEFAULT_BATCH_SIZE) -> int:
             return total
 
 
-def count_prunable(db: Any, older_than: float) -> int:
+def count_prunable(db: Runner, older_than: float) -> int:
     """How many tasks a prune with this horizon would delete now.
 
     Raises:
         ValidationError: ``older_than`` is out of range.
     """
     older_than = horizon("older_than", older_than)
-    return db.fetch("count_prunable_tasks", {"keep_seconds": older_than})[0]["prunable"]
+    return db.run(q.retention.count_prunable_tasks(older_than))

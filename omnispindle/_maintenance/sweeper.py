@@ -14,16 +14,17 @@ from dataclasses import dataclass
 
 import psycopg
 
-from omnispindle._maintenance import retention
-from omnispindle._core import validation
-from omnispindle.errors import first_line
-from omnispindle._maintenance.retention import DEFAULT_BATCH_SIZE as DEFAULT_PRUNE_BATCH_SIZE
+from omnispindle._core import defaults, validation
 from omnispindle._core.rewalks import Rewalks
+from omnispindle._db import queries as q
+from omnispindle._db.query import Runner
+from omnispindle._db.rows import FailedAttempt
+from omnispindle._maintenance import retention
+from omnispindle.errors import first_line
 
 log = logging.getLogger("omnispindle.sweeper")
 
 MAX_ERROR_BACKOFF = 5.0
-MAX_BATCH_SIZE = 100_000
 # A lease counts as expired strictly after its expiry time.
 EXPIRY_MARGIN = 0.01
 # After a full prune batch the next pass comes this soon: a backlog of old
@@ -53,17 +54,17 @@ class SweeperConfig:
         ValidationError: a value is not positive.
     """
 
-    interval: float = 1.0
-    batch_size: int = 500
-    dead_worker_after: float = 60.0
+    interval: float = defaults.SWEEP_INTERVAL
+    batch_size: int = defaults.SWEEP_BATCH_SIZE
+    dead_worker_after: float = defaults.DEAD_WORKER_AFTER
     retention: float | None = None
-    prune_batch_size: int = DEFAULT_PRUNE_BATCH_SIZE
+    prune_batch_size: int = defaults.PRUNE_BATCH_SIZE
 
     def __post_init__(self) -> None:
         validation.positive_number("interval", self.interval)
         validation.positive_number("dead_worker_after", self.dead_worker_after)
-        validation.int_in_range("batch_size", self.batch_size, (1, MAX_BATCH_SIZE))
-        retention.horizon("retention", self.retention, allow_none=True)
+        validation.int_in_range("batch_size", self.batch_size, (1, defaults.MAX_BATCH_SIZE))
+        retention.optional_horizon("retention", self.retention)
         retention.batch_size("prune_batch_size", self.prune_batch_size)
 
 
@@ -99,7 +100,7 @@ class Sweeper:
         SweepCounts(requeued=3, failed=0, dead_workers=1)
     """
 
-    def __init__(self, db, config: SweeperConfig | None = None) -> None:
+    def __init__(self, db: Runner, config: SweeperConfig | None = None) -> None:
         self.db = db
         self.config = config or SweeperConfig()
         self.prune_cursor = retention.PruneCursor()
@@ -115,11 +116,11 @@ class Sweeper:
             paced: skip the lease statements while they are not due (see
                 ``_recover_leases``), as the sweeping loops do.
         """
-        dead = self.db.fetch("mark_dead_workers", {
-            "dead_after": self.config.dead_worker_after, "limit": self.config.batch_size})
+        dead = self.db.run(q.workers.mark_dead_workers(
+            dead_after=self.config.dead_worker_after, limit=self.config.batch_size))
         recovered, expiry = self._recover_leases(paced)
         delays = [row["retry_in"] for row in recovered if row["retry_in"] is not None]
-        reconciled = self.db.fetch("reconcile_blocked", {"limit": self.config.batch_size})
+        reconciled = self.db.run(q.tasks.reconcile_blocked(self.config.batch_size))
         counts = SweepCounts(requeued=len(delays), failed=len(recovered) - len(delays),
                              dead_workers=len(dead), reconciled=len(reconciled),
                              pruned=self._prune(), retry_in=tuple(delays),
@@ -131,7 +132,7 @@ class Sweeper:
             log.info("sweep: %d finished tasks pruned", counts.pruned)
         return counts
 
-    def _recover_leases(self, paced: bool) -> tuple[list[dict], float | None]:
+    def _recover_leases(self, paced: bool) -> tuple[list[FailedAttempt], float | None]:
         """Expired leases handed on, and seconds until the next one lapses;
         nothing when ``paced`` and the lease scans are not due.
 
@@ -143,8 +144,8 @@ class Sweeper:
         if paced and not self.lease_scans.due():
             return [], None
         started = time.monotonic()
-        recovered = self.db.fetch("recover_expired_leases", {"limit": self.config.batch_size})
-        expiry = self.db.fetch("next_lease_expiry")[0]["seconds"]
+        recovered = self.db.run(q.tasks.recover_expired_leases(self.config.batch_size))
+        expiry = self.db.run(q.tasks.next_lease_expiry())
         self.lease_scans.walked(time.monotonic() - started)
         return recovered, expiry
 

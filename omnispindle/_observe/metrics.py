@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any, TypedDict, cast
 
-from omnispindle._db.pool import Database, run
+from omnispindle._db import queries as q
+from omnispindle._db.query import Atomic, Plan
+from omnispindle._db.rows import TaskTypeMetrics, WorkerCount, WorkerMetrics
 
 # Per-type counts that add up over task types.
 COUNTS = (
@@ -15,31 +19,35 @@ COUNTS = (
 )
 
 
-def snapshot(db: Database) -> dict[str, Any]:
-    """Read every metric in one read-only transaction, so that all figures agree.
+class Snapshot(TypedDict):
+    """What ``TaskQueue.get_metrics()`` returns (documented there)."""
 
-    Returns:
-        ``task_types``, ``workers``, ``totals`` and ``collected_at``, as
-        documented on :meth:`omnispindle.TaskQueue.get_metrics`.
-    """
-    with db.pool.connection() as conn, conn.transaction():
-        run(conn, "begin_metrics_snapshot")
-        task_types = run(conn, "task_type_metrics")
-        workers = run(conn, "worker_metrics")
-        worker_states = run(conn, "worker_counts_by_state")
-        collected_at = run(conn, "metrics_clock")[0]["collected_at"]
-    return {
-        "task_types": task_types,
-        "workers": workers,
-        "totals": totals(task_types, worker_states),
-        "collected_at": collected_at,
-    }
+    task_types: list[TaskTypeMetrics]
+    workers: list[WorkerMetrics]
+    totals: dict[str, Any]
+    collected_at: datetime
 
 
-def totals(task_types: list[dict[str, Any]],
-           worker_states: Iterable[dict[str, Any]]) -> dict[str, Any]:
+def snapshot() -> Atomic[Snapshot]:
+    """Every metric, read in one read-only transaction, so that all figures agree."""
+    return Atomic(_read())
+
+
+def _read() -> Plan[Snapshot]:
+    yield q.metrics.begin_metrics_snapshot()
+    task_types: list[TaskTypeMetrics] = yield q.metrics.task_type_metrics()
+    workers: list[WorkerMetrics] = yield q.metrics.worker_metrics()
+    worker_states: list[WorkerCount] = yield q.metrics.worker_counts_by_state()
+    collected_at: datetime = yield q.metrics.metrics_clock()
+    return {"task_types": task_types, "workers": workers,
+            "totals": totals(task_types, worker_states), "collected_at": collected_at}
+
+
+def totals(task_types: list[TaskTypeMetrics],
+           worker_states: Iterable[WorkerCount]) -> dict[str, Any]:
     """Figures over all task types, and the number of workers in each state."""
-    summed: dict[str, Any] = {key: sum(row[key] for row in task_types) for key in COUNTS}
+    counts: list[Mapping[str, int]] = [cast(Mapping[str, int], row) for row in task_types]
+    summed: dict[str, Any] = {key: sum(row[key] for row in counts) for key in COUNTS}
     summed["failure_rate_last_hour"] = ratio(
         summed["failed_last_hour"], summed["succeeded_last_hour"] + summed["failed_last_hour"])
     summed["retry_rate_last_hour"] = ratio(summed["retried_last_hour"],

@@ -3,12 +3,28 @@
 from __future__ import annotations
 
 import traceback
-from typing import Any, Awaitable, Callable, NamedTuple
-from uuid import UUID
+from collections.abc import Awaitable, Callable
+from typing import Any, NamedTuple
 
+from omnispindle._core.validation import json_text
+from omnispindle._db.rows import Json, StepRow
 from omnispindle._observe import tracing
 from omnispindle.context import TaskContext, _current
-from omnispindle._core.validation import json_text
+
+Error = dict[str, Json]
+
+
+class Attempt(NamedTuple):
+    """Which attempt of which task an outcome ends."""
+
+    task_id: int
+    lease_token: str
+    attempt: int
+
+
+def attempt_of(claimed: StepRow) -> Attempt:
+    """The attempt a claimed row starts."""
+    return Attempt(claimed["id"], claimed["lease_token"], claimed["attempts"])
 
 
 class Outcome(NamedTuple):
@@ -19,17 +35,18 @@ class Outcome(NamedTuple):
     """
 
     task_id: int
-    lease_token: UUID | str  # text from the worker's claims (see complete_and_claim)
+    lease_token: str  # as the claim returned it (text), handed back to fence the write
     attempt: int
     result_json: str | None = None
-    error: dict[str, Any] | None = None
+    error: Error | None = None
 
     @property
     def succeeded(self) -> bool:
+        """Whether the attempt returned a result."""
         return self.error is None
 
 
-def task_data(claimed: dict[str, Any]) -> dict[str, Any]:
+def task_data(claimed: StepRow) -> dict[str, Any]:
     """The dict an executor receives, built from a claimed row."""
     return {
         "task_id": claimed["id"],
@@ -43,7 +60,7 @@ def task_data(claimed: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run_executor(fn: Callable[[dict[str, Any]], Any], claimed: dict[str, Any],
+def run_executor(fn: Callable[[dict[str, Any]], Any], claimed: StepRow,
                  context: TaskContext) -> Outcome:
     """Call ``fn`` for a claimed task with ``context`` current; never raises."""
     data = task_data(claimed)
@@ -54,14 +71,14 @@ def run_executor(fn: Callable[[dict[str, Any]], Any], claimed: dict[str, Any],
                 result = fn(data)
             except BaseException as exc:  # noqa: BLE001 - an executor's failure is data
                 tracing.record_failure(span, exc)
-                return failure(claimed, exc)
+                return failure(attempt_of(claimed), exc)
     finally:
         _current.reset(reset_token)
-    return success(claimed, result)
+    return success(attempt_of(claimed), result)
 
 
 async def run_async_executor(fn: Callable[[dict[str, Any]], Awaitable[Any]],
-                             claimed: dict[str, Any], context: TaskContext) -> Outcome:
+                             claimed: StepRow, context: TaskContext) -> Outcome:
     """Await the coroutine function ``fn`` for a claimed task with ``context`` current; never raises.
 
     It runs as an asyncio task of its own, whose context is a copy, so setting
@@ -75,17 +92,16 @@ async def run_async_executor(fn: Callable[[dict[str, Any]], Awaitable[Any]],
             result = await fn(task_data(claimed))
         except BaseException as exc:  # noqa: BLE001 - an executor's failure is data
             tracing.record_failure(span, exc)
-            return failure(claimed, exc)
-    return success(claimed, result)
+            return failure(attempt_of(claimed), exc)
+    return success(attempt_of(claimed), result)
 
 
-def success(claimed: dict[str, Any], result: Any) -> Outcome:
+def success(attempt: Attempt, result: Any) -> Outcome:
     """The outcome of an attempt that returned ``result``; a failure if it cannot be stored."""
     try:
-        return Outcome(claimed["id"], claimed["lease_token"], claimed["attempts"],
-                       result_json=result_to_json(result))
+        return Outcome(*attempt, result_json=result_to_json(result))
     except Exception as exc:  # noqa: BLE001 - e.g. RecursionError from a deep structure
-        return failure(claimed, exc, error_type="ResultNotSerializable")
+        return failure(attempt, exc, error_type="ResultNotSerializable")
 
 
 def result_to_json(result: Any) -> str:
@@ -101,15 +117,15 @@ MAX_MESSAGE_CHARS = 10_000
 MAX_TRACEBACK_CHARS = 50_000
 
 
-def failure(claimed: dict[str, Any], exc: BaseException, error_type: str | None = None) -> Outcome:
-    """An outcome recording ``exc`` as the error of a claimed row's attempt."""
-    error = {
+def failure(attempt: Attempt, exc: BaseException, error_type: str | None = None) -> Outcome:
+    """An outcome recording ``exc`` as the error of an attempt."""
+    error: Error = {
         "type": storable_text(error_type or _type_name(exc), MAX_MESSAGE_CHARS),
         "message": storable_text(str(exc), MAX_MESSAGE_CHARS),
         "traceback": storable_text("".join(traceback.format_exception(exc)), MAX_TRACEBACK_CHARS),
-        "attempt": claimed["attempts"],
+        "attempt": attempt.attempt,
     }
-    return Outcome(claimed["id"], claimed["lease_token"], claimed["attempts"], error=error)
+    return Outcome(*attempt, error=error)
 
 
 def storable_text(text: str, limit: int) -> str:

@@ -7,7 +7,7 @@ thread ends by itself whenever the function returns. Its late result is then
 rejected by the lease check. The threads are daemons, so a call that never
 returns does not keep the process alive at exit.
 
-A call is a ``Call``, not a ``concurrent.futures.Future``: a no-op task costs
+A call is a ``ThreadCall``, not a ``concurrent.futures.Future``: a no-op task costs
 the worker tens of microseconds, and a Future's condition variable and
 locking were a sizeable part of that.
 """
@@ -23,18 +23,18 @@ from typing import Any, Callable
 log = logging.getLogger("omnispindle.worker")
 
 
-class Call:
+class ThreadCall:
     """One queued call: its result once it returns, then one callback.
 
     Args:
         fn: called as ``fn(*args)`` on an executor thread.
-        on_done: called with this ``Call`` on that thread once ``fn`` returns
+        on_done: called with this ``ThreadCall`` on that thread once ``fn`` returns
             or raises.
     """
 
     __slots__ = ("fn", "args", "on_done", "_value", "_error")
 
-    def __init__(self, fn: Callable[..., Any], args: tuple, on_done: Callable[["Call"], Any]) -> None:
+    def __init__(self, fn: Callable[..., Any], args: tuple, on_done: Callable[[ThreadCall], Any]) -> None:
         self.fn, self.args, self.on_done = fn, args, on_done
         self._value: Any = None
         self._error: BaseException | None = None
@@ -73,19 +73,19 @@ class ExecutorThreads:
         self._name = name
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
-        self._running: dict[Call, threading.Thread] = {}
+        self._running: dict[ThreadCall, threading.Thread] = {}
         self._retired: set[threading.Thread] = set()
         self._live: set[threading.Thread] = set()
         for _ in range(size):
             self._spawn()
 
-    def submit(self, on_done: Callable[[Call], Any], fn: Callable[..., Any], *args: Any) -> Call:
+    def submit(self, on_done: Callable[[ThreadCall], Any], fn: Callable[..., Any], *args: Any) -> ThreadCall:
         """Queue ``fn(*args)``; ``on_done`` gets the returned call once it ends."""
-        call = Call(fn, args, on_done)
+        call = ThreadCall(fn, args, on_done)
         self._calls.put(call)
         return call
 
-    def abandon(self, call: Call) -> bool:
+    def abandon(self, call: ThreadCall) -> bool:
         """Give up on a running call: replace its thread. False if it is not running."""
         with self._lock:
             thread = self._running.get(call)
@@ -122,7 +122,7 @@ class ExecutorThreads:
                 self._live.discard(me)
                 self._retired.discard(me)
 
-    def _run(self, me: threading.Thread, call: Call) -> None:
+    def _run(self, me: threading.Thread, call: ThreadCall) -> None:
         with self._lock:
             self._running[call] = me
         try:

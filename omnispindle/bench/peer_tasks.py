@@ -2,7 +2,7 @@
 
 A worker learns its database from ``OMNISPINDLE_BENCH_PEER_DSN`` and, for pgqueuer,
 its index from ``OMNISPINDLE_BENCH_PEER_WORKER``. Each peer is imported only by
-the worker that needs it. ``python -m omnispindle.bench_peer_tasks BATCH MAX_TASKS``
+the worker that needs it. ``python -m omnispindle.bench.peer_tasks BATCH MAX_TASKS``
 runs a pgqueuer worker the way ``pgq run`` does.
 """
 
@@ -18,7 +18,7 @@ from typing import Any, AsyncIterator
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from omnispindle._db.statements import query
+from omnispindle.bench.queries import statement
 
 DSN_ENV = "OMNISPINDLE_BENCH_PEER_DSN"
 WORKER_ENV = "OMNISPINDLE_BENCH_PEER_WORKER"
@@ -39,7 +39,7 @@ async def record_start(sample: int) -> None:
     started = time.time()
     if _latency_conn is None:
         _latency_conn = await psycopg.AsyncConnection.connect(os.environ[DSN_ENV], autocommit=True)
-    await _latency_conn.execute(query("peer_record_latency"), {"id": sample, "started": started})
+    await _latency_conn.execute(statement("peer_record_latency"), {"id": sample, "started": started})
 
 
 async def _noop(*_: Any) -> None:

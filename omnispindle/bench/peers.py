@@ -60,7 +60,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from omnispindle.bench import peer_tasks
 from omnispindle.bench.workflows import BenchmarkError, stop_processes, wait_for
-from omnispindle._db.statements import query
+from omnispindle.bench.queries import statement
 
 PEERS = ("procrastinate", "pgqueuer")
 SCENARIOS = ("drain", "enqueue", "latency")
@@ -116,7 +116,7 @@ def run_peer(peer: str, scenario: str, dsn: str, *, tasks: int = 20_000, runs: i
 def peer_exclusively(dsn: str, peer: str) -> Iterator[None]:
     """Hold the server-wide lock of ``peer``'s database: runs share it, so they take turns."""
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(query("peer_lock"), {"peer": peer})
+        conn.execute(statement("peer_lock"), {"peer": peer})
         yield  # the session's lock goes with its connection
 
 
@@ -152,10 +152,11 @@ def prepare_database(dsn: str, peer: str) -> str:
     """Create ``peer``'s database on ``dsn``'s server when missing; return its DSN."""
     name = peer_database(peer)
     with psycopg.connect(dsn, autocommit=True) as conn:
-        if not conn.execute(query("peer_database_exists"), {"name": name}).fetchone()[0]:
-            statement = sql.SQL(query("peer_create_database")).format(database=sql.Identifier(name))
+        if not conn.execute(statement("peer_database_exists"), {"name": name}).fetchone()[0]:
+            create = sql.SQL(statement("peer_create_database")).format(
+                database=sql.Identifier(name))
             try:
-                conn.execute(statement)
+                conn.execute(create)
             except psycopg.errors.DuplicateDatabase:
                 pass  # created meanwhile by a concurrent run
     return make_conninfo(**{**conninfo_to_dict(dsn), "dbname": name})
@@ -166,13 +167,13 @@ def reset_schema(dsn: str, adapter: "_Peer") -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         for name in ("peer_drop_public_schema", "peer_create_public_schema",
                      "peer_create_latency_table"):
-            conn.execute(query(name))
+            conn.execute(statement(name))
     adapter.install(dsn)
 
 
 def fetch_value(conn: psycopg.Connection, name: str, params: dict[str, Any] | None = None) -> Any:
     """The first column of the first row of the named statement."""
-    return conn.execute(query(name), params or {}).fetchone()[0]
+    return conn.execute(statement(name), params or {}).fetchone()[0]
 
 
 # --- CPU -------------------------------------------------------------------------------
@@ -340,7 +341,7 @@ def _latency_sample(conn: psycopg.Connection, client: Any, pool: WorkerPool, sam
     started: list[float] = []
 
     def seen() -> bool:
-        row = conn.execute(query("peer_latency_started"), {"id": sample}).fetchone()
+        row = conn.execute(statement("peer_latency_started"), {"id": sample}).fetchone()
         if row:
             started.append(row[0])
         return bool(row)
@@ -356,7 +357,7 @@ class _Peer:
     """What differs between peers: schema, worker command, client and readiness."""
 
     name: str
-    remaining: str  # statements in sql/queries/bench_peers.sql
+    remaining: str  # statements in sql/bench/peers.sql
     done: str
     drain_seconds: str
 

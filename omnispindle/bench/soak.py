@@ -19,10 +19,12 @@ from typing import Any, Callable
 
 import psycopg
 
+from omnispindle.bench import queries as bq
 from omnispindle.bench.workflows import BenchmarkError
 from omnispindle.bench.throughput import NOOP_TYPE, drained, finished, workers
 from omnispindle.client import TaskQueueClient
-from omnispindle._db.pool import run
+from omnispindle._db import queries as q
+from omnispindle._db.pool import execute
 from omnispindle.task_queue import TaskQueue
 
 BATCH = 10_000
@@ -143,7 +145,7 @@ class SnapshotHolder:
         if self.began is None and done >= self.after_tasks:
             self.conn = psycopg.connect(self.dsn)
             self.conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-            run(self.conn, "bench_take_snapshot")  # the first statement fixes the snapshot
+            execute(self.conn, bq.take_snapshot())  # the first statement fixes the snapshot
             self.began = now
         elif self.began is not None and self.ended is None and now >= self.began + self.seconds:
             self.close()
@@ -165,7 +167,7 @@ def record(queue: TaskQueue, samples: Samples, submitter: Submitter, pids: list[
            started: float) -> None:
     samples.at.append(time.monotonic() - started)
     samples.done.append(submitter.done())
-    samples.table_bytes.append(queue.db.fetch("bench_table_bytes")[0]["bytes"])
+    samples.table_bytes.append(queue.db.run(bq.table_bytes()))
     import psutil  # omnispindle[bench]
 
     rss = 0.0
@@ -190,14 +192,14 @@ def probe_claims(queue: TaskQueue, samples: Samples, started: float, stop: threa
         if paused():
             continue
         began = time.perf_counter()
-        rows = queue.db.fetch("claim_tasks", {
-            "task_types": [NOOP_TYPE], "capabilities": [NOOP_TYPE], "limit": PROBE_LIMIT,
-            "worker_id": worker, "lease_seconds": 30.0})
+        rows = queue.db.run(q.tasks.claim_tasks(
+            task_types=[NOOP_TYPE], capabilities=[NOOP_TYPE], limit=PROBE_LIMIT,
+            worker_id=worker, lease_seconds=30.0))
         samples.claims_ms.append((time.monotonic() - started, (time.perf_counter() - began) * 1000))
         if rows:
-            queue.db.fetch("complete_tasks", {"ids": [r["id"] for r in rows],
-                                              "tokens": [r["lease_token"] for r in rows],
-                                              "results": ["{}"] * len(rows)})
+            queue.db.run(q.tasks.complete_tasks(ids=[r["id"] for r in rows],
+                                                tokens=[r["lease_token"] for r in rows],
+                                                results=["{}"] * len(rows)))
 
 
 def p99(values: list[float]) -> float | None:

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterator, Sequence
 
+from omnispindle.bench import queries as bq
 from omnispindle.bench.workflows import BenchmarkError, stop_processes, wait_for, worker_process
 from omnispindle.bench.peers import medians, postgres_cpu_seconds, process_cpu_seconds
 from omnispindle.client import TaskQueueClient
@@ -68,7 +69,7 @@ def drain(queue: TaskQueue, tasks: int = 20_000, workers_count: int = 2, concurr
 
 def drain_once(queue: TaskQueue, pids: list[int], tasks: int) -> dict[str, float | None]:
     """Submit ``tasks`` due a little later, so the CPU of submitting is not counted; time the drain."""
-    queue.db.fetch("vacuum_tasks")
+    queue.db.run(bq.vacuum_tasks())
     run_at = datetime.now(timezone.utc) + timedelta(seconds=DRAIN_START_DELAY_S)
     ids = TaskQueueClient(local_queue=queue).submit_batch(
         [{"task_type": NOOP_TYPE, "run_at": run_at}] * tasks)
@@ -78,8 +79,8 @@ def drain_once(queue: TaskQueue, pids: list[int], tasks: int) -> dict[str, float
     wait_for(lambda: drained(queue, ids[0], ids[-1]), 600, f"draining {tasks} tasks", interval=0.05)
     worker_cpu = process_cpu_seconds(pids) - worker_cpu
     pg_after = postgres_cpu_seconds(queue.dsn)
-    span = queue.db.fetch("bench_span", {"first": ids[0], "last": ids[-1]})[0]
-    return {"tasks_per_s": tasks / span["seconds"],
+    span = queue.db.run(bq.span_seconds(ids[0], ids[-1]))
+    return {"tasks_per_s": tasks / span,
             "worker_cpu_s_per_1k": worker_cpu * 1000 / tasks,
             "pg_cpu_s_per_1k": None if pg_cpu is None else (pg_after - pg_cpu) * 1000 / tasks}
 
@@ -89,13 +90,12 @@ def drained(queue: TaskQueue, first: int, last: int) -> bool:
     in id order, so the last one is looked up alone until it has finished."""
     if not finished(queue, last):
         return False
-    return queue.db.fetch("bench_unfinished", {"first": first, "last": last})[0]["count"] == 0
+    return queue.db.run(bq.unfinished(first, last)) == 0
 
 
 def finished(queue: TaskQueue, task_id: int) -> bool:
     """Whether a task finished, by key; one that is gone was pruned, so it had."""
-    rows = queue.db.fetch("bench_finished", {"id": task_id})
-    return not rows or rows[0]["finished"]
+    return queue.db.run(bq.finished(task_id))
 
 
 def enqueue(queue: TaskQueue, tasks: int = 20_000, runs: int = 3, **_: Any) -> dict[str, Any]:
@@ -104,7 +104,7 @@ def enqueue(queue: TaskQueue, tasks: int = 20_000, runs: int = 3, **_: Any) -> d
     single = max(MIN_SINGLE, tasks // SINGLE_SHARE)
 
     def measure() -> dict[str, float | None]:
-        queue.db.fetch("vacuum_tasks")
+        queue.db.run(bq.vacuum_tasks())
         started = time.perf_counter()
         client.submit_batch([{"task_type": NOOP_TYPE}] * tasks)
         bulk = tasks / (time.perf_counter() - started)
@@ -116,7 +116,7 @@ def enqueue(queue: TaskQueue, tasks: int = 20_000, runs: int = 3, **_: Any) -> d
                 "single_8_threads_per_s": threaded_singles(client, single)}
 
     figures = median_of(runs, measure)
-    queue.db.fetch("bench_delete_type", {"task_type": NOOP_TYPE})
+    queue.db.run(bq.delete_type(NOOP_TYPE))
     return {"system": "omnispindle", "scenario": "enqueue", "tasks": tasks, **figures}
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from omnispindle._core.batches import entry
+from omnispindle.bench import queries as bq
 from omnispindle.client import TaskQueueClient
 from omnispindle.errors import OmnispindleError
 from omnispindle.task_queue import TaskQueue
@@ -57,7 +58,7 @@ def recovery(queue: TaskQueue, tasks: int = 100, lease_timeout: float = 30.0) ->
     ids: list[int] = []
 
     def running_on(name: str) -> int:
-        return queue.db.fetch("count_running_on_worker", {"name": name, "ids": ids})[0]["running"]
+        return queue.db.run(bq.running_on_worker(name, ids))
 
     with tempfile.TemporaryDirectory() as scratch:
         marker = Path(scratch) / "release"
@@ -146,7 +147,7 @@ def median_seconds(queue: TaskQueue, shapes: dict[str, list[dict[str, Any]]],
         # Interleaved in alternating order, so that what drift remains affects every shape alike.
         names = list(shapes) if run % 2 == 0 else list(reversed(shapes))
         for name in names:
-            queue.db.fetch("vacuum_tasks")
+            queue.db.run(bq.vacuum_tasks())
             samples[name].append(time_batch(client, shapes[name]))
     return {name: statistics.median(values) for name, values in samples.items()}
 

@@ -22,6 +22,7 @@ import time
 import argparse
 from typing import Any, Callable, Iterable, Iterator
 
+from omnispindle._db import queries as q
 from omnispindle.cli.formatting import format_table
 from omnispindle.client import TaskQueueClient
 from omnispindle._db.embedded import DSN_VARIABLE
@@ -148,13 +149,13 @@ def _run_with_queue(queue: TaskQueue, deadline: float) -> bool:
         _wait_for_workers(queue, workers, deadline)
         succeeded = _run_workflow(queue, workers, deadline)
         print()
-        print(format_table(queue.db.fetch("queue_summary"), title="Queues"))
+        print(format_table(queue.db.run(q.inspection.queue_summary()), title="Queues"))
         print()
-        print(format_table(queue.db.fetch("worker_summary"), title="Workers"))
+        print(format_table(queue.db.run(q.inspection.worker_summary()), title="Workers"))
     finally:
         stopped = _stop_workers(workers)
     print()
-    print(format_table(queue.db.fetch("worker_summary"), title="Workers after shutdown"))
+    print(format_table(queue.db.run(q.inspection.worker_summary()), title="Workers after shutdown"))
     return succeeded and stopped
 
 
@@ -171,7 +172,7 @@ def _wait_for_workers(queue: TaskQueue, workers: dict[str, subprocess.Popen],
     print(f"starting {len(workers)} worker processes ({CONCURRENCY} threads each)...", flush=True)
     while True:
         _check_alive(workers)
-        active = [row for row in queue.db.fetch("worker_summary") if row["state"] == "active"]
+        active = [row for row in queue.db.run(q.inspection.worker_summary()) if row["state"] == "active"]
         if len(active) == len(workers):
             break
         if time.monotonic() > deadline:
@@ -232,7 +233,7 @@ def _wait_with_progress(client: TaskQueueClient, queue: TaskQueue, ids: list[int
 
 
 def _print_progress(queue: TaskQueue, started: float) -> None:
-    rows = queue.db.fetch("queue_summary")
+    rows = queue.db.run(q.inspection.queue_summary())
     counts = "  ".join(f"{state} {sum(row[state] for row in rows)}" for state in STATES)
     print(f"[{time.monotonic() - started:5.1f} s] {counts}", flush=True)
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import datetime
 import json
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 ELLIPSIS = "..."
 # Control characters other than tab and newline: task data is anyone's text,
@@ -13,7 +14,7 @@ ELLIPSIS = "..."
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
-def format_table(rows: list[dict[str, Any]], title: str) -> str:
+def format_table(rows: Sequence[Mapping[str, Any]], title: str) -> str:
     """Render rows as a plain aligned text table under a title."""
     if not rows:
         return f"{title}: none"

@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import Any, Callable
 
+from omnispindle._db import queries as q
 from omnispindle.cli.exit_codes import EXIT_OK
 from omnispindle.cli.formatting import format_table
 
@@ -21,8 +22,8 @@ def _status(args: argparse.Namespace) -> int:
 
     queue = TaskQueue(args.dsn)
     try:
-        queues = queue.db.fetch("queue_summary")
-        workers = queue.db.fetch("worker_summary")
+        queues = queue.db.run(q.inspection.queue_summary())
+        workers = queue.db.run(q.inspection.worker_summary())
     finally:
         queue.shutdown()
     if args.json:

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import argparse
 import sys
-from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
-from omnispindle._client.cancelling import cancel_tasks
+from omnispindle._client import operations
 from omnispindle.cli.args import age_arg, positive_int_arg, positive_seconds_arg, task_id_arg
 from omnispindle.cli.exit_codes import EXIT_OK, EXIT_TASK_FAILED, EXIT_USAGE
 from omnispindle.cli.formatting import to_json
 from omnispindle._client.inspection import list_tasks, require_tasks, task_detail
 from omnispindle.cli.progress import PROGRESS_MODES, ProgressBar, progress_wanted
-from omnispindle._client.retrying import retry_tasks
+from omnispindle._client.records import CancelOutcome, RetryOutcome
+from omnispindle._db.rows import TaskRecord
 from omnispindle.states import TaskState
+
+if TYPE_CHECKING:
+    from omnispindle.client import TaskQueueClient
+    from omnispindle.task_queue import TaskQueue
 from omnispindle.cli.views import task_detail_text, task_list_table, wait_table
 
 DEFAULT_LIMIT = 50
@@ -71,14 +76,14 @@ def _tasks(args: argparse.Namespace) -> int:
             return _usage_error("--type, --state, --older-than and --limit apply to a list; "
                                 "drop them, or the ID")
         with _open_queue(args) as queue:
-            task = task_detail(queue.db, args.task_id)
+            task = queue.db.run(task_detail(args.task_id))
         print(to_json(task) if args.json else task_detail_text(task))
         return EXIT_OK
     limit = args.limit or DEFAULT_LIMIT
     with _open_queue(args) as queue:
         # One row more than shown tells whether the list was cut.
-        rows = list_tasks(queue.db, task_types=args.task_types, states=args.states,
-                          older_than=args.older_than, limit=limit + 1)
+        rows = queue.db.run(list_tasks(task_types=args.task_types, states=args.states,
+                                       older_than=args.older_than, limit=limit + 1))
     shown = rows[:limit]
     if args.json:
         print(to_json(shown))
@@ -90,15 +95,15 @@ def _tasks(args: argparse.Namespace) -> int:
 
 
 def _retry(args: argparse.Namespace) -> int:
-    with _open_queue(args) as queue, queue.db.pool.connection() as conn:
-        outcomes = retry_tasks(conn, args.task_ids)
+    with _open_queue(args) as queue:
+        outcomes = queue.db.run(operations.retry_tasks(args.task_ids))
     _print_outcomes(outcomes, args.json)
     return EXIT_OK
 
 
 def _cancel(args: argparse.Namespace) -> int:
-    with _open_queue(args) as queue, queue.db.pool.connection() as conn:
-        outcomes = cancel_tasks(conn, args.task_ids, args.reason)
+    with _open_queue(args) as queue:
+        outcomes = queue.db.run(operations.cancel_tasks(args.task_ids, args.reason))
     _print_outcomes(outcomes, args.json)
     return EXIT_OK
 
@@ -109,14 +114,15 @@ def _wait(args: argparse.Namespace) -> int:
     ids = list(dict.fromkeys(args.task_ids))
     with _open_queue(args) as queue:
         # Checked first, so that an unknown id never leaves a half-drawn bar.
-        require_tasks(queue.db, ids)
+        queue.db.run(require_tasks(ids))
         records = _wait_for(TaskQueueClient(local_queue=queue), ids, args)
     print(to_json(records) if args.json else wait_table(records))
     succeeded = all(r["state"] == TaskState.SUCCEEDED.value for r in records)
     return EXIT_OK if succeeded else EXIT_TASK_FAILED
 
 
-def _wait_for(client: Any, ids: list[int], args: argparse.Namespace) -> list[dict[str, Any]]:
+def _wait_for(client: TaskQueueClient, ids: list[int],
+              args: argparse.Namespace) -> list[TaskRecord]:
     """Wait for the tasks, drawing a progress bar on stderr if asked to."""
     if not progress_wanted(args.progress, sys.stderr):
         return client.wait_for_batch(ids, args.timeout)
@@ -128,16 +134,14 @@ def _wait_for(client: Any, ids: list[int], args: argparse.Namespace) -> list[dic
         bar.close()
 
 
-@contextmanager
-def _open_queue(args: argparse.Namespace) -> Iterator[Any]:
+def _open_queue(args: argparse.Namespace) -> TaskQueue:
     """The queue at ``--dsn``, never migrated: these commands only read and fix tasks."""
     from omnispindle.task_queue import TaskQueue
 
-    with TaskQueue(args.dsn, migrate=False) as queue:
-        yield queue
+    return TaskQueue(args.dsn, migrate=False)
 
 
-def _print_outcomes(outcomes: list[dict[str, Any]], as_json: bool) -> None:
+def _print_outcomes(outcomes: Sequence[CancelOutcome | RetryOutcome], as_json: bool) -> None:
     print(to_json(outcomes) if as_json else "\n".join(o["message"] for o in outcomes))
 
 

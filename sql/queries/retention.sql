@@ -20,7 +20,7 @@ SELECT pg_advisory_xact_lock(hashtext('omnispindle.prune'));
 -- name: lock_prunable_tasks
 -- The oldest finished tasks past the horizon, locked, in tasks_finished_idx
 -- order from ``after`` (a prune cursor, NULL for the oldest: see
--- omnispindle.retention); the function pins the ordered walk.
+-- omnispindle._maintenance.retention); the function pins the ordered walk.
 SELECT id, finished_at
 FROM omnispindle.lock_prunable_tasks(%(keep_seconds)s::double precision, %(limit)s::integer,
                                      %(after)s::timestamptz);

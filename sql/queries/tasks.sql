@@ -1,5 +1,5 @@
 -- Runtime statements on tasks. Each block after `-- name:` is one statement,
--- loaded once by omnispindle.sqlfiles and executed with bound parameters.
+-- run only through the typed functions of omnispindle._db.queries.
 
 -- name: submit_tasks
 -- One round trip for any batch size; the function validates dependencies and
@@ -16,17 +16,20 @@ ORDER BY s.ord;
 
 -- name: insert_tasks_bulk
 -- Tasks without dependencies or idempotency keys, as one JSON array of
--- objects (omnispindle.submission builds it): one statement, one parameter,
+-- objects (omnispindle._client.submission builds it): one statement, one parameter,
 -- any batch size. Identities are drawn in entry order, so sorted ids are the
 -- entries' ids in order. One NOTIFY per statement, from the insert trigger.
--- An object leaves out the fields that hold their defaults, filled in here
--- (the same as omnispindle.submission's DEFAULT_* constants).
+-- An object leaves out the fields that hold their defaults, which the caller
+-- passes once (omnispindle._core.defaults).
 WITH inserted AS (
     INSERT INTO omnispindle.tasks (task_type, parameters, priority, max_attempts, retry_backoff,
                                    timeout_seconds, required_capabilities, state, run_after,
                                    trace_context)
-    SELECT r.task_type, coalesce(r.parameters, '{}'), coalesce(r.priority, 0),
-           coalesce(r.max_attempts, 4), coalesce(r.retry_backoff, 1.0), r.timeout_seconds,
+    SELECT r.task_type, coalesce(r.parameters, '{}'),
+           coalesce(r.priority, %(default_priority)s::integer),
+           coalesce(r.max_attempts, %(default_max_attempts)s::integer),
+           coalesce(r.retry_backoff, %(default_retry_backoff)s::double precision),
+           r.timeout_seconds,
            coalesce(r.required_capabilities, '{}'), 'pending', coalesce(r.run_after, now()),
            %(trace_context)s::jsonb
     FROM ROWS FROM (

@@ -102,7 +102,7 @@ async def call_app(dsn: str, requests: list[str]) -> list[httpx.Response]:
         "postgresql+psycopg://", async_creator=lambda: psycopg.AsyncConnection.connect(dsn),
         poolclass=NullPool)
     try:
-        async with AsyncTaskQueueClient(dsn, poll_interval=0.2) as client:
+        async with AsyncTaskQueueClient(dsn=dsn, poll_interval=0.2) as client:
             transport = httpx.ASGITransport(app=order_app(client, dsn, engine))
             async with httpx.AsyncClient(transport=transport, base_url="http://app") as http:
                 return [await http.post(path) for path in requests]
@@ -138,7 +138,7 @@ def test_a_sqlalchemy_async_connection_joins_the_transaction(dsn, conn):
             "postgresql+psycopg://", async_creator=lambda: psycopg.AsyncConnection.connect(dsn),
             poolclass=NullPool)
         try:
-            async with AsyncTaskQueueClient(dsn) as client, engine.connect() as sa_conn:
+            async with AsyncTaskQueueClient(dsn=dsn) as client, engine.connect() as sa_conn:
                 await client.submit_task("email", connection=sa_conn)
                 await client.submit_batch([{"task_type": "email"}], connection=sa_conn)
                 assert task_count(conn) == 0  # invisible until committed
@@ -159,7 +159,7 @@ def test_a_sqlalchemy_async_connection_joins_the_transaction(dsn, conn):
 def test_submit_wait_and_get_are_woken_by_notifications(dsn, start_worker):
     async def scenario():
         # A poll interval far beyond the deadlines: only NOTIFY can wake these waits.
-        async with AsyncTaskQueueClient(dsn, poll_interval=60) as client:
+        async with AsyncTaskQueueClient(dsn=dsn, poll_interval=60) as client:
             task_id = await client.submit_task("double", {"n": 21}, priority=5)
             assert (await client.get_task(task_id))["state"] == "pending"
             start_worker({"double": double})
@@ -183,7 +183,7 @@ def test_one_listen_connection_serves_every_waiter(dsn, conn, start_worker):
     named = make_conninfo(dsn, application_name="async-waiters")
 
     async def scenario():
-        async with AsyncTaskQueueClient(named, poll_interval=60) as client:
+        async with AsyncTaskQueueClient(dsn=named, poll_interval=60) as client:
             ids = await client.submit_batch([{"task_type": "gated"}] * 20)
             waits = [asyncio.create_task(client.wait_for_task(i, timeout=20)) for i in ids]
             await asyncio.wait_for(client.notifier.connected.wait(), 10)
@@ -216,7 +216,7 @@ def test_waiters_survive_a_killed_listen_connection(dsn, conn, start_worker):
             "AND query ILIKE 'LISTEN%'")}
 
     async def scenario():
-        async with AsyncTaskQueueClient(named, poll_interval=60) as client:
+        async with AsyncTaskQueueClient(dsn=named, poll_interval=60) as client:
             task_id = await client.submit_task("double", {"n": 1})
             waiter = asyncio.create_task(client.wait_for_task(task_id, timeout=30))
             [first] = await eventually(listener_pids)
@@ -235,7 +235,7 @@ def test_a_batch_reports_progress_and_returns_records_in_order(dsn, start_worker
         awaited.append((done, total))
 
     async def scenario():
-        async with AsyncTaskQueueClient(dsn, poll_interval=0.2) as client:
+        async with AsyncTaskQueueClient(dsn=dsn, poll_interval=0.2) as client:
             ids = await client.submit_batch([
                 {"key": "a", "task_type": "double", "parameters": {"n": 1}},
                 {"task_type": "double", "parameters": {"n": 2}, "dependencies": ["a"]},
@@ -261,7 +261,7 @@ def test_wait_timeouts_and_failures(dsn, start_worker):
         raise RuntimeError("planned failure")
 
     async def scenario():
-        async with AsyncTaskQueueClient(dsn, poll_interval=0.2) as client:
+        async with AsyncTaskQueueClient(dsn=dsn, poll_interval=0.2) as client:
             never = await client.submit_task("nobody-runs-this")
             with pytest.raises(WaitTimeoutError, match="1 of 1 task"):
                 await client.wait_for_task(never, timeout=0.3)
@@ -285,7 +285,7 @@ def test_streaming_yields_every_partial_then_the_final_record(dsn, start_worker)
         return {"chunks": 5}
 
     async def scenario():
-        async with AsyncTaskQueueClient(dsn, poll_interval=60) as client:
+        async with AsyncTaskQueueClient(dsn=dsn, poll_interval=60) as client:
             task_id = await client.submit_task("chunks")
             start_worker({"chunks": chunks})
             live = [event async for event in client.stream_task(task_id, timeout=30)]
@@ -302,7 +302,7 @@ def test_streaming_yields_every_partial_then_the_final_record(dsn, start_worker)
 
 def test_streaming_an_unfinished_task_times_out(dsn):
     async def scenario():
-        async with AsyncTaskQueueClient(dsn, poll_interval=0.1) as client:
+        async with AsyncTaskQueueClient(dsn=dsn, poll_interval=0.1) as client:
             task_id = await client.submit_task("nobody-runs-this")
             with pytest.raises(WaitTimeoutError):
                 async for _ in client.stream_task(task_id, timeout=0.3):
@@ -325,7 +325,7 @@ def test_cancel_cascades_and_reports_like_the_sync_client(dsn, client, start_wor
         return done, await async_client.cancel_task(done)
 
     async def both():
-        async with AsyncTaskQueueClient(dsn, poll_interval=0.2) as async_client:
+        async with AsyncTaskQueueClient(dsn=dsn, poll_interval=0.2) as async_client:
             first = await scenario(async_client)
             second = await finished_one(async_client)
             with pytest.raises(TaskNotFoundError):
@@ -344,7 +344,7 @@ def test_cancel_cascades_and_reports_like_the_sync_client(dsn, client, start_wor
 
 def test_an_idempotency_key_yields_one_task(dsn, conn):
     async def scenario():
-        async with AsyncTaskQueueClient(dsn) as client:
+        async with AsyncTaskQueueClient(dsn=dsn) as client:
             first = await client.submit_task("charge", idempotency_key="order-1")
             again = await client.submit_task("charge", idempotency_key="order-1")
             racing = await asyncio.gather(
@@ -361,7 +361,7 @@ def test_an_idempotency_key_yields_one_task(dsn, conn):
 
 def test_delay_and_run_at_hold_a_task_back(dsn, start_worker):
     async def scenario():
-        async with AsyncTaskQueueClient(dsn, poll_interval=0.2) as client:
+        async with AsyncTaskQueueClient(dsn=dsn, poll_interval=0.2) as client:
             start_worker({"t": double_later})
             delayed = await client.submit_task("t", delay=1.0)
             at = await client.submit_task(
@@ -401,7 +401,7 @@ def test_bad_input_raises_what_the_sync_client_raises_and_inserts_nothing(
     expected = sync_error(lambda: client.submit_task(**arguments))
 
     async def scenario():
-        async with AsyncTaskQueueClient(dsn) as async_client:
+        async with AsyncTaskQueueClient(dsn=dsn) as async_client:
             with pytest.raises(type(expected)) as raised:
                 await async_client.submit_task(**arguments)
             return raised.value
@@ -412,7 +412,7 @@ def test_bad_input_raises_what_the_sync_client_raises_and_inserts_nothing(
 
 def test_bad_batches_and_lookups_raise_typed_errors(dsn, conn):
     async def scenario():
-        async with AsyncTaskQueueClient(dsn) as client:
+        async with AsyncTaskQueueClient(dsn=dsn) as client:
             with psycopg.connect(dsn) as sync_conn, pytest.raises(
                     ConfigurationError, match="connection= takes a psycopg AsyncConnection"):
                 await client.submit_task("t", connection=sync_conn)
@@ -453,7 +453,7 @@ def test_a_long_batch_goes_in_whole_and_in_order_or_not_at_all(dsn, conn):
     bad[CHUNK_SIZE + 1] = {"task_type": "t", "timeout": 0}
 
     async def scenario():
-        async with AsyncTaskQueueClient(dsn) as client:
+        async with AsyncTaskQueueClient(dsn=dsn) as client:
             with pytest.raises(ValidationError, match=f"batch entry {CHUNK_SIZE + 1}: timeout"):
                 await client.submit_batch(bad)
             assert row_counts(conn) == (0, 0)
@@ -468,7 +468,7 @@ def test_a_long_batch_goes_in_whole_and_in_order_or_not_at_all(dsn, conn):
 
 def test_a_dependency_that_was_cancelled_is_refused(dsn, conn):
     async def scenario():
-        async with AsyncTaskQueueClient(dsn) as client:
+        async with AsyncTaskQueueClient(dsn=dsn) as client:
             parent = await client.submit_task("t")
             await client.cancel_task(parent)
             with pytest.raises(DependencyStateError):
@@ -483,7 +483,7 @@ def test_a_dependency_that_was_cancelled_is_refused(dsn, conn):
 
 def test_a_database_without_the_schema_is_refused_and_left_alone(empty_dsn):
     async def scenario():
-        client = AsyncTaskQueueClient(empty_dsn)
+        client = AsyncTaskQueueClient(dsn=empty_dsn)
         with pytest.raises(SchemaMissingError, match="omnispindle migrate"):
             await client.open()
         await client.close()
@@ -498,20 +498,20 @@ def test_construction_and_use_before_open(dsn, queue, monkeypatch):
     with pytest.raises(ConfigurationError, match="OMNISPINDLE_DSN"):
         AsyncTaskQueueClient()
     with pytest.raises(ConfigurationError, match="not both"):
-        AsyncTaskQueueClient(dsn, local_queue=queue)
+        AsyncTaskQueueClient(dsn=dsn, local_queue=queue)
     with pytest.raises(ConfigurationError, match="TaskQueue"):
         AsyncTaskQueueClient(local_queue="queue")
     with pytest.raises(ValidationError, match="poll_interval"):
-        AsyncTaskQueueClient(dsn, poll_interval=0)
+        AsyncTaskQueueClient(dsn=dsn, poll_interval=0)
     with pytest.raises(ValidationError, match="pool_size"):
-        AsyncTaskQueueClient(dsn, pool_size=0)
+        AsyncTaskQueueClient(dsn=dsn, pool_size=0)
     assert AsyncTaskQueueClient(local_queue=queue).dsn == queue.dsn
     monkeypatch.setenv("OMNISPINDLE_DSN", dsn)
     assert AsyncTaskQueueClient().dsn == dsn
 
     async def unopened():
         with pytest.raises(ConfigurationError, match="not open"):
-            await AsyncTaskQueueClient(dsn).get_task(1)
+            await AsyncTaskQueueClient(dsn=dsn).get_task(1)
 
     run(unopened())
 

@@ -134,17 +134,10 @@ def test_batch_that_is_not_a_list_is_refused(client, conn, batch):
     assert row_counts(conn) == (0, 0)
 
 
-def test_batch_of_1000_is_one_round_trip_in_order(client, queue, conn, monkeypatch):
-    statements = []
-    real_fetch = queue.db.fetch
-
-    def counting_fetch(name, *args, **kwargs):
-        statements.append(name)
-        return real_fetch(name, *args, **kwargs)
-
-    monkeypatch.setattr(queue.db, "fetch", counting_fetch)
+def test_batch_of_1000_is_one_round_trip_in_order(client, conn, record_statements):
+    statements = record_statements()
     ids = client.submit_batch([{"task_type": "bulk", "parameters": {"n": n}} for n in range(1000)])
-    assert statements == ["insert_tasks_bulk"]
+    assert statements.names == ["insert_tasks_bulk"]
     assert len(ids) == 1000 and all(a < b for a, b in zip(ids, ids[1:]))
     stored = conn.execute(
         "SELECT id, (parameters ->> 'n')::integer FROM omnispindle.tasks ORDER BY id").fetchall()

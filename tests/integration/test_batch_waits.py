@@ -12,8 +12,9 @@ import pytest
 
 from omnispindle import (AsyncTaskQueueClient, TaskNotFoundError, TaskQueue, TaskQueueClient,
                          WaitTimeoutError)
-from omnispindle._client.records import RECORD_CHUNK
-from omnispindle._client.waiting import CheckPacer
+from omnispindle._client.batch_wait import RECORD_CHUNK
+from omnispindle._client.pacing import CheckPacer
+from omnispindle._db.query import Query
 
 BATCH = 5000
 WORKER_CONCURRENCY = 8
@@ -21,22 +22,27 @@ DEADLINE = 120
 
 
 class StatementLog:
-    """Records each statement a database runs through ``fetch``: name, parameters, rows."""
+    """Records each query a database runs: its statement's name, parameters and result."""
 
     def __init__(self, db: Any) -> None:
-        self.calls: list[tuple[str, dict, list[dict]]] = []
-        original = db.fetch
+        self.calls: list[list[Any]] = []
+        original = db.run
         if asyncio.iscoroutinefunction(original):
-            async def fetch(name, params=None, **kwargs):
-                rows = await original(name, params, **kwargs)
-                self.calls.append((name, params, rows))
-                return rows
+            async def run(operation, **kwargs):
+                call = self._record(operation)
+                call[2] = await original(operation, **kwargs)
+                return call[2]
         else:
-            def fetch(name, params=None, **kwargs):
-                rows = original(name, params, **kwargs)
-                self.calls.append((name, params, rows))
-                return rows
-        db.fetch = fetch
+            def run(operation, **kwargs):
+                call = self._record(operation)
+                call[2] = original(operation, **kwargs)
+                return call[2]
+        db.run = run
+
+    def _record(self, operation: Any) -> list[Any]:
+        assert isinstance(operation, Query), "a wait runs single queries"
+        self.calls.append([operation.statement.name, operation.params, None])
+        return self.calls[-1]
 
     def names(self) -> list[str]:
         return [name for name, _, _ in self.calls]
@@ -45,7 +51,7 @@ class StatementLog:
         return [params for called, params, _ in self.calls if called == name]
 
     def rows_of(self, name: str) -> list[dict]:
-        return [row for called, _, rows in self.calls if called == name for row in rows]
+        return [row for called, _, rows in self.calls if called == name for row in rows or []]
 
 
 @pytest.fixture
@@ -180,7 +186,7 @@ def test_async_waiting_on_a_draining_batch_runs_few_small_statements(dsn, client
         reports.append((done, total))
 
     async def wait() -> tuple[StatementLog, list[dict], float]:
-        async with AsyncTaskQueueClient(dsn, poll_interval=0.5) as waiter:
+        async with AsyncTaskQueueClient(dsn=dsn, poll_interval=0.5) as waiter:
             log = StatementLog(waiter.db)
             start_worker({"echo": echo}, concurrency=WORKER_CONCURRENCY)
             started = time.monotonic()
@@ -196,7 +202,7 @@ def test_async_missing_id_raises_before_any_record_is_fetched(dsn, client):
     absent = ids[-1] + 1000
 
     async def wait() -> StatementLog:
-        async with AsyncTaskQueueClient(dsn, poll_interval=0.5) as waiter:
+        async with AsyncTaskQueueClient(dsn=dsn, poll_interval=0.5) as waiter:
             log = StatementLog(waiter.db)
             with pytest.raises(TaskNotFoundError, match=f"no task with id {absent}$"):
                 await waiter.wait_for_batch([ids[0], absent, ids[1]], timeout=DEADLINE)
@@ -209,7 +215,7 @@ def test_async_unfinished_batch_times_out(dsn, client):
     ids = submit_numbered(client, 50, task_type="nobody_runs")
 
     async def wait() -> float:
-        async with AsyncTaskQueueClient(dsn, poll_interval=0.1) as waiter:
+        async with AsyncTaskQueueClient(dsn=dsn, poll_interval=0.1) as waiter:
             started = time.monotonic()
             with pytest.raises(WaitTimeoutError, match="50 of 50 task"):
                 await waiter.wait_for_batch(ids, timeout=0.5)

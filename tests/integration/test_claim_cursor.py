@@ -81,20 +81,14 @@ def test_under_a_held_snapshot_a_cursor_claim_skips_the_claimed_entries(client, 
     assert from_head >= 2500 and from_cursor <= 20, (from_head, from_cursor)
 
 
-def test_a_worker_follows_its_cursor_while_a_backlog_lasts(client, queue, start_worker,
-                                                          monkeypatch):
-    cursors = []
-    real_fetch = queue.db.fetch
-
-    def fetch(name, params=None, **kwargs):
-        if name == "complete_and_claim":
-            cursors.append(params["after_id"])
-        return real_fetch(name, params, **kwargs)
-
-    monkeypatch.setattr(queue.db, "fetch", fetch)
+def test_a_worker_follows_its_cursor_while_a_backlog_lasts(client, start_worker,
+                                                          record_statements):
+    statements = record_statements()
     ids = client.submit_batch([{"task_type": "noop"}] * 300)
     start_worker({"noop": lambda task: {}}, concurrency=4)
     assert [t["state"] for t in client.wait_for_batch(ids, timeout=60)] == ["succeeded"] * 300
+    cursors = [params["after_id"] for name, params in statements.runs
+               if name == "complete_and_claim"]
     followed = [c for c in cursors if c is not None]
     assert followed, "no claim started from a cursor"
     assert set(followed) <= set(ids)

@@ -8,6 +8,7 @@ import threading
 import pytest
 
 from omnispindle import ValidationError, entry
+from omnispindle._db import queries as q
 from omnispindle.errors import DependencyCycleError, UnknownDependencyError
 
 FAN_WIDTH = 5000
@@ -24,7 +25,7 @@ def boom(task_data):
 
 
 def task_count(queue) -> int:
-    return sum(row["count"] for row in queue.db.fetch("count_tasks_by_state"))
+    return sum(row["count"] for row in queue.db.run(q.tasks.count_tasks_by_state()))
 
 
 @pytest.mark.slow

@@ -11,42 +11,34 @@ import psycopg
 import pytest
 
 from omnispindle._core.batches import entry
-from omnispindle._db.pool import run
+from omnispindle._db import queries as q
+from omnispindle._db.pg_arrays import text_array
+from omnispindle._db.pool import execute
 from omnispindle.errors import ValidationError
-from omnispindle._db.statements import query
 
 from ..acceptance.workers import poll
 
 
 def claim(conn, limit, task_type="job"):
-    return run(conn, "claim_tasks", {
-        "task_types": [task_type], "capabilities": [], "limit": limit,
-        "worker_id": uuid.uuid4(), "lease_seconds": 30.0})
+    return execute(conn, q.tasks.claim_tasks(task_types=[task_type], capabilities=[],
+                                             limit=limit, worker_id=uuid.uuid4(),
+                                             lease_seconds=30.0))
 
 
 def complete_and_claim(conn, rows, limit, results=None, task_type="job", after=(None, None)):
-    return run(conn, "complete_and_claim", {
-        "ids": [r["id"] for r in rows], "tokens": [r["lease_token"] for r in rows],
-        "results": results or ['{"ok": true}'] * len(rows), "task_types": [task_type],
-        "capabilities": [], "limit": limit, "worker_id": uuid.uuid4(), "lease_seconds": 30.0,
-        "after_priority": after[0], "after_id": after[1]})
+    return execute(conn, q.tasks.complete_and_claim(
+        ids=[r["id"] for r in rows], tokens=[r["lease_token"] for r in rows],
+        results=results or ['{"ok": true}'] * len(rows), task_types=text_array([task_type]),
+        capabilities=text_array([]), limit=limit, worker_id=uuid.uuid4(), lease_seconds=30.0,
+        after_priority=after[0], after_id=after[1]))
 
 
-def counting(queue, monkeypatch) -> list[str]:
-    """Record the name of every statement the queue runs."""
-    names: list[str] = []
-    real_fetch = queue.db.fetch
-
-    def fetch(name, *args, **kwargs):
-        names.append(name)
-        return real_fetch(name, *args, **kwargs)
-
-    monkeypatch.setattr(queue.db, "fetch", fetch)
-    return names
+def records(queue, ids):
+    return queue.db.run(q.tasks.get_tasks(ids))
 
 
-def test_bulk_path_stores_every_field_of_every_entry_in_order(client, queue, monkeypatch):
-    names = counting(queue, monkeypatch)
+def test_bulk_path_stores_every_field_of_every_entry_in_order(client, queue, record_statements):
+    statements = record_statements()
     run_at = datetime.now(timezone.utc) + timedelta(hours=1)
     entries = [
         {"task_type": "plain"},
@@ -55,16 +47,16 @@ def test_bulk_path_stores_every_field_of_every_entry_in_order(client, queue, mon
          "required_capabilities": ["gpu", "eu"], "run_at": run_at},
     ] * 50
     ids = client.submit_batch(entries)
-    assert names == ["insert_tasks_bulk"]
+    assert statements.names == ["insert_tasks_bulk"]
     assert len(ids) == 100 and all(a < b for a, b in zip(ids, ids[1:]))
-    rows = {r["task_id"]: r for r in queue.db.fetch("get_tasks", {"ids": ids, "finished_only": False})}
+    rows = {r["task_id"]: r for r in records(queue, ids)}
     for task_id, given in zip(ids, entries):
         row = rows[task_id]
         assert row["task_type"] == given["task_type"] and row["state"] == "pending"
         assert row["parameters"] == given.get("parameters", {})
         assert row["priority"] == given.get("priority", 0)
         assert row["max_attempts"] == given.get("max_retries", 3) + 1
-    full = queue.db.fetch("get_tasks", {"ids": [ids[1]], "finished_only": False})[0]
+    full = records(queue, [ids[1]])[0]
     assert full["run_after"] == run_at
 
 
@@ -107,16 +99,16 @@ def test_bulk_batches_submitted_at_once_each_get_their_own_ids_in_order(client, 
         thread.join(timeout=60)
     assert sorted(returned) == list(range(batches))
     for who, ids in returned.items():
-        rows = queue.db.fetch("get_tasks", {"ids": ids, "finished_only": False})
+        rows = records(queue, ids)
         by_id = {row["task_id"]: row["parameters"] for row in rows}
         assert [by_id[task_id] for task_id in ids] == [{"who": who, "i": i} for i in range(size)]
 
 
-def test_a_batch_with_dependencies_or_keys_takes_the_checking_path(client, queue, monkeypatch):
-    names = counting(queue, monkeypatch)
+def test_a_batch_with_dependencies_or_keys_takes_the_checking_path(client, record_statements):
+    statements = record_statements()
     client.submit_batch([{"task_type": "a"}, {"task_type": "b", "dependencies": [entry(0)]}])
     client.submit_batch([{"task_type": "a", "idempotency_key": "once"}])
-    assert names == ["submit_tasks", "submit_tasks"]
+    assert statements.names == ["submit_tasks", "submit_tasks"]
 
 
 def test_one_call_stores_results_fenced_by_lease_and_claims_more(client, conn):
@@ -161,12 +153,12 @@ def test_completions_and_failures_look_tasks_up_by_key_in_a_plan_made_on_a_small
     client.submit_batch([{"task_type": "job"}] * 4)
     rows = claim(conn, 4)
     plans = plans_of_nested_statements(conn)
-    run(conn, "complete_tasks", {"ids": [r["id"] for r in rows[:2]],
-                                 "tokens": [r["lease_token"] for r in rows[:2]],
-                                 "results": ["{}", "{}"]})
-    run(conn, "fail_tasks", {"ids": [r["id"] for r in rows[2:]],
-                             "tokens": [r["lease_token"] for r in rows[2:]],
-                             "errors": ['{"message": "x"}'] * 2})
+    execute(conn, q.tasks.complete_tasks(ids=[r["id"] for r in rows[:2]],
+                                         tokens=[r["lease_token"] for r in rows[:2]],
+                                         results=["{}", "{}"]))
+    execute(conn, q.tasks.fail_tasks(ids=[r["id"] for r in rows[2:]],
+                                     tokens=[r["lease_token"] for r in rows[2:]],
+                                     errors=['{"message": "x"}'] * 2))
     updates = [plan for plan in plans if "Update on tasks" in plan]
     assert len(updates) >= 2, plans
     assert not [plan for plan in updates if "Seq Scan on tasks" in plan], updates
@@ -179,11 +171,11 @@ def test_finishing_parents_looks_their_children_up_by_key_in_plans_made_on_small
     client.submit_batch([{"task_type": "child", "dependencies": [p]} for p in parents])
     rows = claim(conn, 3)
     plans = plans_of_nested_statements(conn)
-    run(conn, "complete_tasks", {"ids": [rows[0]["id"]], "tokens": [rows[0]["lease_token"]],
-                                 "results": ["{}"]})
-    run(conn, "fail_tasks", {"ids": [r["id"] for r in rows[1:]],
-                             "tokens": [r["lease_token"] for r in rows[1:]],
-                             "errors": ['{"message": "x"}'] * 2})
+    execute(conn, q.tasks.complete_tasks(ids=[rows[0]["id"]], tokens=[rows[0]["lease_token"]],
+                                         results=["{}"]))
+    execute(conn, q.tasks.fail_tasks(ids=[r["id"] for r in rows[1:]],
+                                     tokens=[r["lease_token"] for r in rows[1:]],
+                                     errors=['{"message": "x"}'] * 2))
     assert [plan for plan in plans if "task_dependencies" in plan], plans
     assert not [plan for plan in plans if "Seq Scan on task" in plan], plans
     states = conn.execute("SELECT task_type, state::text FROM omnispindle.tasks ORDER BY id")
@@ -200,9 +192,11 @@ def test_a_workers_own_leases_are_found_by_key_not_by_walking_the_running_index(
     client.submit_batch([{"task_type": "job"}] * 3)
     rows = claim(conn, 3)
     plans = plans_of_nested_statements(conn)
-    params = {"worker_id": uuid.uuid4(), "lease_seconds": 30.0,
-              "ids": [r["id"] for r in rows[:2]], "tokens": [r["lease_token"] for r in rows[:2]]}
-    found = conn.execute(query(statement), params, prepare=True).fetchall()
+    ids, tokens = [r["id"] for r in rows[:2]], [r["lease_token"] for r in rows[:2]]
+    query = (q.workers.heartbeat(worker_id=uuid.uuid4(), lease_seconds=30.0, ids=ids,
+                                 tokens=tokens)
+             if statement == "heartbeat" else q.tasks.cancel_requests(ids=ids, tokens=tokens))
+    found = conn.execute(query.statement.text, query.params, prepare=True).fetchall()
     top = plans[-1]  # logged once its nested statements (the update trigger's) are
     assert "tasks_pkey" in top and "tasks_running_idx" not in top, plans
     if statement == "heartbeat":
@@ -219,13 +213,13 @@ def test_a_refused_result_stores_nothing_of_its_statement(client, conn):
     assert sorted(ids) == sorted(r["id"] for r in rows)
 
 
-def test_a_worker_stores_many_outcomes_per_statement(client, queue, start_worker, monkeypatch):
-    names = counting(queue, monkeypatch)
+def test_a_worker_stores_many_outcomes_per_statement(client, start_worker, record_statements):
+    statements = record_statements()
     ids = client.submit_batch([{"task_type": "noop"}] * 400)
     start_worker({"noop": lambda task: {"n": task["task_id"]}}, concurrency=20)
     tasks = client.wait_for_batch(ids, timeout=60)
     assert [t["result"] for t in tasks] == [{"n": i} for i in ids]
-    steps = names.count("complete_and_claim")
+    steps = statements.names.count("complete_and_claim")
     # One statement per task would be 400; batches of several make far fewer.
     assert steps < 200, steps
 

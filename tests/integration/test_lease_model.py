@@ -15,7 +15,10 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
-from omnispindle._db.pool import run
+from psycopg.types.json import Jsonb
+
+from omnispindle._db import queries as q
+from omnispindle._db.pool import execute
 
 WORKERS = 3
 FINAL = {"succeeded", "failed", "cancelled"}
@@ -41,31 +44,31 @@ class LeaseModel(RuleBasedStateMachine):
 
     @rule(count=st.integers(1, 3), retries=st.integers(0, 2))
     def submit(self, count, retries):
-        ids = [row["id"] for row in run(self.conn, "submit_tasks", {
+        ids = execute(self.conn, q.tasks.submit_tasks({
             "task_types": ["job"] * count, "parameters": ["{}"] * count,
             "priorities": [0] * count, "max_attempts": [retries + 1] * count,
             "retry_backoffs": [0.0] * count, "timeouts": [None] * count,
-            "required_capabilities": ["[]"] * count, "dependencies": ["[]"] * count,
-            "entry_dependencies": ["[]"] * count, "allow_failed": [False] * count,
-            "run_after": None, "idempotency_keys": None, "trace_contexts": None})]
+            "required_capabilities": [Jsonb([])] * count, "dependencies": [Jsonb([])] * count,
+            "entry_dependencies": [Jsonb([])] * count, "allow_failed": [False] * count,
+            "run_after": None, "idempotency_keys": None, "trace_contexts": None}))
         for task_id in ids:
             self.claims[task_id] = 0
             self.final_writes[task_id] = 0
 
     @rule(worker=st.integers(0, WORKERS - 1), limit=st.integers(1, 3))
     def claim(self, worker, limit):
-        for row in run(self.conn, "claim_tasks", {
-                "task_types": ["job"], "capabilities": [], "limit": limit,
-                "worker_id": self.worker_ids[worker], "lease_seconds": 30.0}):
+        for row in execute(self.conn, q.tasks.claim_tasks(
+                task_types=["job"], capabilities=[], limit=limit,
+                worker_id=self.worker_ids[worker], lease_seconds=30.0)):
             self.held[worker][row["id"]] = row["lease_token"]
             self.latest_token[row["id"]] = row["lease_token"]
             self.claims[row["id"]] += 1
 
     @rule(worker=st.integers(0, WORKERS - 1))
     def heartbeat(self, worker):
-        rows = run(self.conn, "heartbeat", {
-            "worker_id": self.worker_ids[worker], "lease_seconds": 30.0,
-            "ids": list(self.held[worker]), "tokens": list(self.held[worker].values())})
+        rows = execute(self.conn, q.workers.heartbeat(
+            worker_id=self.worker_ids[worker], lease_seconds=30.0,
+            ids=list(self.held[worker]), tokens=list(self.held[worker].values())))
         for row in rows:
             assert self.latest_token[row["id"]] == self.held[worker][row["id"]]
 
@@ -77,10 +80,12 @@ class LeaseModel(RuleBasedStateMachine):
         token = self.held[worker].pop(task_id)
         current = self._lease(task_id) == token
         if succeed:
-            rows = run(self.conn, "complete_tasks", {"ids": [task_id], "tokens": [token], "results": ["{}"]})
+            rows = execute(self.conn, q.tasks.complete_tasks(ids=[task_id], tokens=[token],
+                                                             results=["{}"]))
         else:
             error = json.dumps({"type": "Boom", "message": "x", "traceback": None, "attempt": 0})
-            rows = run(self.conn, "fail_tasks", {"ids": [task_id], "tokens": [token], "errors": [error]})
+            rows = execute(self.conn, q.tasks.fail_tasks(ids=[task_id], tokens=[token],
+                                                         errors=[error]))
         assert bool(rows) == current, "only the current lease holder may write"
         self._count_final(rows)
 
@@ -93,7 +98,7 @@ class LeaseModel(RuleBasedStateMachine):
 
     @rule()
     def sweep(self):
-        self._count_final(run(self.conn, "recover_expired_leases", {"limit": 100}))
+        self._count_final(execute(self.conn, q.tasks.recover_expired_leases(100)))
 
     # Checks.
 

@@ -9,7 +9,8 @@ import uuid
 
 import pytest
 
-from omnispindle._db.pool import run
+from omnispindle._db import queries as q
+from omnispindle._db.pool import execute
 from omnispindle.errors import ValidationError
 from omnispindle._maintenance.sweeper import Sweeper, SweeperConfig
 
@@ -17,14 +18,13 @@ from ..acceptance.workers import poll
 
 
 def claim(conn, task_type="job", lease_seconds=30.0, limit=1):
-    return run(conn, "claim_tasks", {
-        "task_types": [task_type], "capabilities": [], "limit": limit,
-        "worker_id": uuid.uuid4(), "lease_seconds": lease_seconds})
+    return execute(conn, q.tasks.claim_tasks(task_types=[task_type], capabilities=[], limit=limit,
+                                             worker_id=uuid.uuid4(), lease_seconds=lease_seconds))
 
 
 def complete(conn, row, result="{}"):
-    return run(conn, "complete_tasks", {
-        "ids": [row["id"]], "tokens": [row["lease_token"]], "results": [result]})
+    return execute(conn, q.tasks.complete_tasks(ids=[row["id"]], tokens=[row["lease_token"]],
+                                                results=[result]))
 
 
 def test_a_swept_lease_cannot_be_completed_by_its_old_holder(client, queue, conn):

@@ -25,11 +25,12 @@ def test_load_state_recovers_expired_leases(client, queue, conn, start_worker):
 
 def test_a_late_result_from_a_lost_lease_is_dropped(client, conn):
     """Fencing: completing with a stale token changes nothing."""
-    from omnispindle._db.pool import run
+    from omnispindle._db import queries as q
+    from omnispindle._db.pool import execute
 
     task_id = client.submit_task("job")
     conn.execute(CRASHED_CLAIM, [[task_id]])
-    stale = run(conn, "complete_tasks", {
-        "ids": [task_id], "tokens": ["00000000-0000-0000-0000-000000000000"], "results": ["{}"]})
+    stale = execute(conn, q.tasks.complete_tasks(
+        ids=[task_id], tokens=["00000000-0000-0000-0000-000000000000"], results=["{}"]))
     assert stale == []
     assert client.get_task(task_id)["state"] == "running"

@@ -12,7 +12,8 @@ import pytest
 from omnispindle import TaskNotFoundError, ValidationError, WorkerClient, current_task
 from omnispindle._maintenance import retention
 from omnispindle.cli.main import main
-from omnispindle._db.pool import run
+from omnispindle._db import queries as q
+from omnispindle._db.pool import execute
 from omnispindle._maintenance.sweeper import PRUNE_BACKLOG_PAUSE, Sweeper, SweeperConfig
 
 from ..acceptance.workers import poll
@@ -119,7 +120,7 @@ def test_the_delete_checks_dependents_again_after_locking(queue, conn, client):
     parent = finished_tasks(conn, 1)[0]
     client.submit_task("job", dependencies=[parent])
     with queue.db.pool.connection() as own, own.transaction():
-        deleted = run(own, "prune_finished", {"keep_seconds": HOUR, "ids": [parent]})
+        deleted = execute(own, q.retention.prune_finished(keep_seconds=HOUR, ids=[parent]))
     assert deleted == []
     assert existing(conn, [parent]) == [parent]
 
@@ -174,13 +175,13 @@ def test_concurrent_pruners_neither_wait_for_each_other_nor_count_twice(queue, d
     pool = ThreadPoolExecutor(max_workers=1)
     try:
         with psycopg.connect(dsn) as first:  # a pruner halfway through its batch
-            assert run(first, "try_lock_pruning")[0]["acquired"]
-            held = [row["id"] for row in run(first, "lock_prunable_tasks",
-                                              {"keep_seconds": HOUR, "limit": 10, "after": None})]
+            assert execute(first, q.retention.try_lock_pruning())
+            held = [row["id"] for row in execute(first, q.retention.lock_prunable_tasks(
+                keep_seconds=HOUR, limit=10, after=None))]
             assert held == ids[:10]
             assert within_deadline(sweeper.run_once).pruned == 0
             explicit = pool.submit(queue.prune, HOUR)  # queues behind the batch
-            assert len(run(first, "prune_finished", {"keep_seconds": HOUR, "ids": held})) == 10
+            assert len(execute(first, q.retention.prune_finished(keep_seconds=HOUR, ids=held))) == 10
             first.commit()
         assert explicit.result(timeout=DEADLINE) == 15
     finally:
@@ -304,7 +305,8 @@ def finished_index_entries_read(conn, after) -> int:
         # would probe the index's ends (over the dead entries) and count too.
         conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
         before = conn.execute(read).fetchone()[0]
-        rows = run(conn, "lock_prunable_tasks", {"keep_seconds": HOUR, "limit": 10, "after": after})
+        rows = execute(conn, q.retention.lock_prunable_tasks(keep_seconds=HOUR, limit=10,
+                                                             after=after))
         assert len(rows) == 10
         return conn.execute(read).fetchone()[0] - before
 

@@ -10,6 +10,8 @@ import pytest
 
 import omnispindle
 from omnispindle._db import statements as sqlfiles
+from omnispindle._db.notifier import CHANNELS
+from omnispindle.bench.queries import BENCH
 
 PACKAGE_DIR = Path(omnispindle.__file__).parent
 
@@ -56,16 +58,47 @@ def test_parse_statements_ignores_text_without_names():
 
 
 def test_every_named_statement_has_sql():
-    found = sqlfiles.statements()
+    found = sqlfiles.RUNTIME.all()
     assert "submit_tasks" in found
-    for name, body in found.items():
-        code = [line for line in body.splitlines() if not line.strip().startswith("--")]
+    for name, statement in found.items():
+        assert statement.name == name
+        code = [line for line in statement.text.splitlines() if not line.strip().startswith("--")]
         assert "".join(code).strip(), f"statement {name!r} is empty"
 
 
 def test_unknown_statement_name_raises_key_error():
     with pytest.raises(KeyError, match="no_such_statement"):
-        sqlfiles.query("no_such_statement")
+        sqlfiles.RUNTIME["no_such_statement"]
+
+
+def statement_keys(source: str, registry: str) -> list[str]:
+    """The literal names looked up as ``registry["name"]`` in the source."""
+    return [node.slice.value for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name)
+            and node.value.id == registry and isinstance(node.slice, ast.Constant)]
+
+
+def test_only_the_typed_query_functions_name_runtime_statements():
+    seam = PACKAGE_DIR / "_db" / "queries"
+    for path in PACKAGE_DIR.rglob("*.py"):
+        if path.parent != seam and path != PACKAGE_DIR / "_db" / "statements.py":
+            assert not re.search(r"\bRUNTIME\b", path.read_text()), (
+                f"{path.name} names runtime statements")
+
+
+def test_every_runtime_statement_has_exactly_one_typed_function():
+    used = [name for path in (PACKAGE_DIR / "_db" / "queries").glob("*.py")
+            for name in statement_keys(path.read_text(), "RUNTIME")]
+    listens = [f"listen_{channel.removeprefix('omnispindle_')}" for channel in CHANNELS]
+    assert sorted(used + listens) == sorted(sqlfiles.RUNTIME.all())
+
+
+def test_bench_and_test_statements_stay_out_of_the_runtime_ones():
+    runtime = set(sqlfiles.RUNTIME.all())
+    assert not runtime & set(BENCH.all())
+    assert not runtime & {"create_database", "drop_database"}
+    used = statement_keys((PACKAGE_DIR / "bench" / "queries.py").read_text(), "BENCH")
+    assert used and set(used) <= set(BENCH.all())
 
 
 def docstring_nodes(tree: ast.AST) -> set[int]:

@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import pytest
 
-from omnispindle._core import batches
-from omnispindle._core import validation
+from omnispindle._core import batches, validation
+from omnispindle._core.specs import TaskOptions, TaskSpec, task_spec
 from omnispindle.errors import ValidationError
 
 NAN = float("nan")
 INF = float("inf")
 
+
+
+def spec_of(task_type, parameters=None, **options) -> TaskSpec:
+    """A task's spec from ``submit_task``'s arguments."""
+    return task_spec(task_type, parameters, TaskOptions(**options))
+
+
 BAD_TASK_TYPES = [None, 5, b"x", "", "   ", "\t\n", "x" * 201, "a\x00b", "t\ud800"]
 
-# (keyword arguments of task_spec besides task_type, text the error must contain)
+# (keyword arguments of spec besides task_type, text the error must contain)
 BAD_SPEC_ARGUMENTS = [
     ({"parameters": [1, 2]}, "parameters"),
     ({"parameters": "{}"}, "parameters"),
@@ -74,66 +81,66 @@ BAD_SPEC_ARGUMENTS = [
 @pytest.mark.parametrize("task_type", BAD_TASK_TYPES)
 def test_bad_task_type_is_refused(task_type):
     with pytest.raises(ValidationError, match="task_type"):
-        validation.task_spec(task_type)
+        spec_of(task_type)
 
 
 @pytest.mark.parametrize(("arguments", "named"), BAD_SPEC_ARGUMENTS,
                          ids=[repr(arguments) for arguments, _ in BAD_SPEC_ARGUMENTS])
 def test_bad_argument_is_refused_by_name(arguments, named):
     with pytest.raises(ValidationError, match=named):
-        validation.task_spec("t", **arguments)
+        spec_of("t", **arguments)
 
 
 def test_defaults():
-    spec = validation.task_spec("t")
-    assert spec == validation.TaskSpec(
+    spec = spec_of("t")
+    assert spec == TaskSpec(
         task_type="t", parameters_json="{}", priority=0, max_attempts=4, retry_backoff=1.0,
         timeout=None, required_capabilities=(), dependencies=())
 
 
 @pytest.mark.parametrize(("max_retries", "max_attempts"), [(0, 1), (3, 4), (100, 101)])
 def test_max_attempts_is_one_more_than_max_retries(max_retries, max_attempts):
-    assert validation.task_spec("t", max_retries=max_retries).max_attempts == max_attempts
+    assert spec_of("t", max_retries=max_retries).max_attempts == max_attempts
 
 
 def test_parameters_become_json():
-    spec = validation.task_spec("t", {"a": [1, 2.5, None, True], "b": {"c": "ü"}})
+    spec = spec_of("t", {"a": [1, 2.5, None, True], "b": {"c": "ü"}})
     assert spec.parameters_json == '{"a": [1, 2.5, null, true], "b": {"c": "ü"}}'
 
 
 def test_text_that_merely_looks_like_an_escaped_nul_is_accepted():
     # A backslash followed by "u0000" is ordinary text, not a NUL character.
-    assert validation.task_spec("t", {"path": "C:\\u0000"}).parameters_json
+    assert spec_of("t", {"path": "C:\\u0000"}).parameters_json
 
 
 def test_dependencies_are_deduplicated_in_order():
-    assert validation.task_spec("t", dependencies=[5, 2, 5, 9, 2]).dependencies == (5, 2, 9)
+    assert spec_of("t", dependencies=[5, 2, 5, 9, 2]).dependencies == (5, 2, 9)
 
 
 def test_capabilities_are_deduplicated_in_order():
-    caps = validation.task_spec("t", required_capabilities=["gpu", "a", "gpu"])
+    caps = spec_of("t", required_capabilities=["gpu", "a", "gpu"])
     assert caps.required_capabilities == ("gpu", "a")
 
 
 @pytest.mark.parametrize("priority", [-1000, 0, 1000])
 def test_priority_bounds_are_accepted(priority):
-    assert validation.task_spec("t", priority=priority).priority == priority
+    assert spec_of("t", priority=priority).priority == priority
 
 
 @pytest.mark.parametrize(("timeout", "stored"), [(None, None), (1, 1.0), (0.25, 0.25), (1e9, 1e9)])
 def test_timeout_accepts_ints_and_floats(timeout, stored):
-    spec = validation.task_spec("t", timeout=timeout)
+    spec = spec_of("t", timeout=timeout)
     assert spec.timeout == stored and (stored is None or isinstance(spec.timeout, float))
 
 
 @pytest.mark.parametrize(("backoff", "stored"), [(0, 0.0), (2, 2.0), (0.5, 0.5), (3600, 3600.0)])
 def test_retry_backoff_accepts_ints_and_floats(backoff, stored):
-    spec = validation.task_spec("t", retry_backoff=backoff)
+    spec = spec_of("t", retry_backoff=backoff)
     assert spec.retry_backoff == stored and isinstance(spec.retry_backoff, float)
 
 
 def test_longest_task_type_is_accepted():
-    assert validation.task_spec("x" * 200).task_type == "x" * 200
+    assert spec_of("x" * 200).task_type == "x" * 200
 
 
 # ---------------------------------------------------------------- batches
@@ -171,7 +178,7 @@ def test_batch_specs_keep_order_and_accept_any_iterable():
 def test_batch_entry_takes_every_submit_argument():
     entry = {"task_type": "t", "parameters": {"a": 1}, "priority": 2, "dependencies": [4],
              "max_retries": 0, "timeout": 3, "retry_backoff": 0, "required_capabilities": ["c"]}
-    assert batches.batch_specs([entry]) == [validation.task_spec(**entry)]
+    assert batches.batch_specs([entry]) == [spec_of(**entry)]
 
 
 def test_empty_batch_is_empty():
@@ -205,4 +212,4 @@ def test_positive_number_returns_a_float(value, stored):
 
 
 def test_positive_number_may_allow_none():
-    assert validation.positive_number("timeout", None, allow_none=True) is None
+    assert validation.optional_positive_number("timeout", None) is None

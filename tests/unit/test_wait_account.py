@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from omnispindle import TaskNotFoundError
-from omnispindle._client.records import (FEW_LEFT, RECORD_CHUNK, SHORT_RUN, FinishedTasks,
-                                       id_params)
-from omnispindle._client.waiting import CheckPacer
+from omnispindle._client.batch_wait import (FEW_LEFT, RECORD_CHUNK, SHORT_RUN, FinishedTasks,
+                                            id_ranges)
+from omnispindle._client.pacing import CheckPacer
 
 
 def finished_row(task_id: int, state: str = "succeeded") -> dict:
@@ -17,39 +17,44 @@ def finished_row(task_id: int, state: str = "succeeded") -> dict:
 def test_a_long_run_is_one_range_and_short_runs_go_id_by_id():
     long_run = list(range(100, 100 + SHORT_RUN))
     short_run = list(range(200, 200 + SHORT_RUN - 1))
-    assert id_params([5] + long_run + short_run + [300]) == {
+    assert id_ranges([5] + long_run + short_run + [300]) == {
         "ids": [5] + short_run + [300], "lo": [100], "hi": [100 + SHORT_RUN - 1]}
 
 
 def test_no_ids_name_nothing():
-    assert id_params([]) == {"ids": [], "lo": [], "hi": []}
+    assert id_ranges([]) == {"ids": [], "lo": [], "hi": []}
 
 
 def test_a_hundred_thousand_consecutive_ids_are_two_numbers():
-    assert id_params(range(1, 100_001)) == {"ids": [], "lo": [1], "hi": [100_000]}
+    assert id_ranges(range(1, 100_001)) == {"ids": [], "lo": [1], "hi": [100_000]}
+
+
+def named(query) -> tuple[str, dict]:
+    return query.statement.name, query.params
 
 
 def test_the_account_names_only_unfinished_ids():
     finished = FinishedTasks(list(range(1, 41)), timeout=None)
-    assert finished.id_params() == {"ids": [], "lo": [1], "hi": [40]}
+    assert named(finished.find())[1] == {"ids": [], "lo": [1], "hi": [40]}
     assert finished.add([finished_row(i) for i in range(1, 11)] + [finished_row(15)])
-    assert finished.id_params() == {"ids": [11, 12, 13, 14], "lo": [16], "hi": [40]}
+    assert named(finished.find())[1] == {"ids": [11, 12, 13, 14], "lo": [16], "hi": [40]}
     assert (finished.count, finished.total, finished.done) == (11, 40, False)
 
 
 def test_a_check_fetches_records_directly_only_when_few_are_left():
     finished = FinishedTasks(list(range(1, FEW_LEFT + 2)), timeout=None)
-    assert finished.check() == ("finished_task_ids",
-                                {"ids": [], "lo": [1], "hi": [FEW_LEFT + 1]})
+    assert named(finished.find()) == ("finished_task_ids",
+                                      {"ids": [], "lo": [1], "hi": [FEW_LEFT + 1]})
     finished.add([finished_row(1)])
-    assert finished.check() == ("get_tasks", {"ids": list(range(2, FEW_LEFT + 2)),
-                                              "finished_only": True})
+    assert named(finished.find()) == ("get_tasks", {"ids": list(range(2, FEW_LEFT + 2)),
+                                                    "finished_only": True})
 
 
-def test_rows_of_ids_alone_add_nothing():
+def test_ids_alone_add_nothing():
     finished = FinishedTasks([1, 2], timeout=None)
-    assert not finished.add([{"task_id": 1}])
-    assert finished.fetches([{"task_id": 1}]) == [{"ids": [1], "finished_only": True}]
+    assert not finished.add([1])
+    assert [named(f) for f in finished.fetches([1])] == [
+        ("get_tasks", {"ids": [1], "finished_only": True})]
 
 
 def test_unfinished_rows_are_not_counted():
@@ -71,16 +76,18 @@ def test_fetches_ask_only_for_new_records_in_chunks():
     count = RECORD_CHUNK * 2 + 1
     finished = FinishedTasks(list(range(1, count + 1)), timeout=None)
     finished.add([finished_row(1)])
-    fetches = finished.fetches([{"task_id": i} for i in range(count, 0, -1)])
+    fetches = [named(f)[1] for f in finished.fetches(list(range(count, 0, -1)))]
     assert [len(f["ids"]) for f in fetches] == [RECORD_CHUNK, RECORD_CHUNK]
     assert fetches[0]["ids"][0] == 2 and fetches[0]["finished_only"] is True
 
 
 def test_the_first_missing_id_in_the_given_order_is_named():
     finished = FinishedTasks([4, 9, 2, 7], timeout=None)
+    check = finished.require_found()
+    assert named(check) == ("missing_task_ids", {"ids": [2, 4, 7, 9], "lo": [], "hi": []})
     with pytest.raises(TaskNotFoundError, match="no task with id 9$"):
-        finished.require_found([{"task_id": 7}, {"task_id": 9}])
-    finished.require_found([])
+        check.read([{"task_id": 7}, {"task_id": 9}])
+    check.read([])
 
 
 def test_pacing_leaves_no_gap_after_the_first_check():

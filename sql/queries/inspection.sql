@@ -1,5 +1,5 @@
--- Statements behind the command line for people: listing and showing tasks,
--- retrying failed ones. Each block after `-- name:` is one statement.
+-- Statements for people: the queue and its workers at a glance, listing and
+-- showing tasks, retrying failed ones. Each block after `-- name:` is one statement.
 
 -- name: list_tasks
 -- Every filter is optional (NULL matches all). Newest first by id: ids follow
@@ -75,3 +75,15 @@ SET state = 'pending',
     run_after = now()
 WHERE id = ANY (%(ids)s::bigint[]) AND state = 'failed'
 RETURNING id AS task_id, state::text AS state, attempts, max_attempts;
+
+-- name: queue_summary
+SELECT task_type, blocked, pending, running, succeeded, failed, cancelled,
+       extract(epoch FROM oldest_ready_age)::double precision AS oldest_ready_seconds
+FROM omnispindle.queue_summary
+ORDER BY task_type;
+
+-- name: worker_summary
+SELECT name, host, pid, state::text AS state, capabilities, concurrency, running_tasks,
+       extract(epoch FROM heartbeat_age)::double precision AS heartbeat_age_seconds
+FROM omnispindle.worker_summary
+ORDER BY state, name;

@@ -1,0 +1,164 @@
+"""Every client operation, written once for the blocking and the asyncio client.
+
+Each function checks its arguments (raising before anything is sent) and
+returns an operation of :mod:`omnispindle._db.query`: the blocking client
+runs it with ``Database.run``, the asyncio client with ``AsyncDatabase.run``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from omnispindle._client import submission
+from omnispindle._client.records import (DEFAULT_CANCEL_REASON, CancelOutcome, RetryOutcome,
+                                         cancel_outcome, retry_outcome, task_record)
+from omnispindle._core import validation
+from omnispindle._core.schedules import Schedule
+from omnispindle._core.specs import TaskSpec
+from omnispindle._db import queries as q
+from omnispindle._db.query import Atomic, Pipelined, Plan, Query, then
+from omnispindle._db.rows import (IdRun, LockedTask, SavedSchedule, ScheduleSummary, StreamRow,
+                                  TaskRecord)
+from omnispindle.errors import TaskNotFoundError, TaskStateError, ValidationError
+from omnispindle.states import TaskState
+
+TraceContext = submission.TraceContext
+
+
+def submit(specs: list[TaskSpec], trace_context: TraceContext) -> Query[list[int]]:
+    """Insert validated tasks; the new ids, in order."""
+    return submission.insert(specs, trace_context)
+
+
+def submit_chunks(chunks: Iterator[list[TaskSpec]],
+                  trace_context: TraceContext) -> Pipelined[list[IdRun], list[int]]:
+    """Insert a long plain batch in pipelined chunks, all or nothing; the new ids, in order."""
+    return submission.insert_chunks(chunks, trace_context)
+
+
+def get_task(task_id: int) -> Query[TaskRecord]:
+    """A task's current record.
+
+    Raises:
+        ValidationError: ``task_id`` is not a positive int.
+        TaskNotFoundError: (when run) no task has this id.
+    """
+    task_id = validation.task_id(task_id)
+
+    def only(records: list[TaskRecord]) -> TaskRecord:
+        if not records:
+            raise TaskNotFoundError(f"no task with id {task_id}")
+        return task_record(records[0])
+
+    return then(q.tasks.get_tasks([task_id]), only)
+
+
+def cancel_task(task_id: int, reason: str | None) -> Query[CancelOutcome]:
+    """Cancel a task and its dependents.
+
+    Raises:
+        ValidationError: a bad id or reason.
+        TaskNotFoundError: (when run) no task has this id.
+    """
+    task_id = validation.task_id(task_id)
+    query = q.tasks.cancel_task(task_id, _reason(reason))
+    return then(query, lambda done: cancel_outcome(task_id, done["state"], done["changed"]))
+
+
+def cancel_tasks(task_ids: Iterable[int], reason: str | None) -> Atomic[list[CancelOutcome]]:
+    """Cancel tasks in one transaction; an unknown id rolls everything back."""
+    ids = list(dict.fromkeys(validation.task_id(i) for i in task_ids))
+    return Atomic(_cancel_each(ids, _reason(reason)))
+
+
+def _cancel_each(ids: list[int], reason: str) -> Plan[list[CancelOutcome]]:
+    outcomes: dict[int, CancelOutcome] = {}
+    # Newest first: dependents are nearly always newer than what they depend
+    # on, so a listed dependent gets the given reason rather than the
+    # "dependency N cancelled" of a listed ancestor's cascade.
+    for task_id in sorted(ids, reverse=True):
+        done = yield q.tasks.cancel_task(task_id, reason)
+        outcomes[task_id] = cancel_outcome(task_id, done["state"], done["changed"])
+    return [outcomes[task_id] for task_id in ids]
+
+
+def _reason(reason: object) -> str:
+    if reason is not None and not isinstance(reason, str):
+        raise ValidationError(f"reason must be a string, got {reason!r}")
+    return reason or DEFAULT_CANCEL_REASON
+
+
+def retry_tasks(task_ids: Iterable[int]) -> Atomic[list[RetryOutcome]]:
+    """Put failed tasks back to pending, each with an attempt left, all or nothing.
+
+    Every task is locked and checked before any changes, so one unknown or
+    unfailed task leaves all of them as they were.
+
+    Raises:
+        TaskNotFoundError: (when run) an id does not exist.
+        TaskStateError: (when run) a task is not failed, or its key is held.
+    """
+    ids = list(dict.fromkeys(validation.task_id(i) for i in task_ids))
+    return Atomic(_retry_each(ids))
+
+
+def _retry_each(ids: list[int]) -> Plan[list[RetryOutcome]]:
+    locked = {row["task_id"]: row for row in (yield q.inspection.lock_tasks(ids))}
+    _check_retryable(ids, locked)
+    retried = {row["task_id"]: row for row in (yield q.inspection.retry_failed_tasks(ids))}
+    return [retry_outcome(retried[task_id]) for task_id in ids]
+
+
+def _check_retryable(ids: list[int], locked: dict[int, LockedTask]) -> None:
+    missing = [task_id for task_id in ids if task_id not in locked]
+    if missing:
+        raise TaskNotFoundError(f"no task with id {missing[0]}")
+    keys: dict[str, int] = {}
+    for task_id in ids:
+        row = locked[task_id]
+        if row["state"] != TaskState.FAILED.value:
+            raise TaskStateError(
+                f"task {task_id} is {row['state']}; only failed tasks can be retried")
+        key = row["idempotency_key"]
+        if key is None:
+            continue
+        holder = row["key_holder"] or keys.get(key)
+        if holder is not None:
+            raise TaskStateError(f"task {task_id}'s idempotency key {key!r} is held by "
+                                 f"unfinished task {holder}; it cannot run twice at once")
+        keys[key] = task_id
+
+
+def save_schedule(schedule: Schedule) -> Query[SavedSchedule]:
+    """Create or replace a periodic schedule."""
+    task = schedule.task
+    return q.periodic.upsert_periodic_task({
+        "name": schedule.name, "cron": schedule.cron.text, "task_type": task.task_type,
+        "parameters": task.parameters_json, "priority": task.priority,
+        "max_attempts": task.max_attempts, "retry_backoff": task.retry_backoff,
+        "timeout": task.timeout, "required_capabilities": list(task.required_capabilities),
+        "enabled": schedule.enabled})
+
+
+def remove_schedule(name: str) -> Query[bool]:
+    """Delete a periodic schedule; False if there was none."""
+    return q.periodic.delete_periodic_task(name)
+
+
+def list_schedules() -> Query[list[ScheduleSummary]]:
+    """Every periodic schedule, with its latest tick and task."""
+    return q.periodic.list_periodic_tasks()
+
+
+def stream_step(task_id: int, after: int) -> Plan[tuple[TaskRecord, list[StreamRow]]]:
+    """A task's record, then its partials after ``after``.
+
+    The state is read first, so when it shows finished, every partial emitted
+    before the end is already readable: none is missed.
+
+    Raises:
+        TaskNotFoundError: (when run) no task has this id.
+    """
+    task = yield get_task(task_id)
+    partials = yield q.tasks.read_stream(task_id, after)
+    return task, partials

@@ -1,0 +1,50 @@
+"""Every default and every range, defined once.
+
+Signatures, validation, the CLI's options and the statements that fill in a
+field left out all read them from here. The schema's column defaults and
+CHECK constraints say the same for plain SQL; a test holds the catalog to
+these values (tests/migrations/test_defaults.py).
+"""
+
+from __future__ import annotations
+
+# A task.
+PRIORITY = 0
+PRIORITY_RANGE = (-1000, 1000)  # higher runs first
+MAX_RETRIES = 3  # further attempts after a failed one: 4 attempts in all
+MAX_RETRIES_RANGE = (0, 100)
+RETRY_BACKOFF = 1.0  # seconds: base of the exponential backoff between attempts
+MAX_RETRY_BACKOFF = 3600.0
+MAX_TASK_TYPE_LENGTH = 200
+MAX_KEY_LENGTH = 200  # idempotency keys and schedule names
+
+# A client.
+POLL_INTERVAL = 1.0  # seconds between checks while no notification comes
+POOL_SIZE = 10
+POOL_SIZE_RANGE = (1, 1000)
+
+# A worker.
+CONCURRENCY = 1
+CONCURRENCY_RANGE = (1, 1000)
+LEASE_TIMEOUT = 30.0
+HEARTBEAT_SHARE = 1 / 3  # of the lease, unless heartbeat_interval is given
+SHUTDOWN_TIMEOUT = 30.0
+SWEEP_INTERVAL = 1.0
+DEAD_WORKER_AFTER = 60.0
+SCHEDULE_INTERVAL = 1.0
+
+# The sweeper and retention.
+SWEEP_BATCH_SIZE = 500
+RETENTION = 7 * 86400.0  # seconds: a week of history, then pruned
+PRUNE_BATCH_SIZE = 1000
+MAX_BATCH_SIZE = 100_000
+MAX_RETENTION = 100 * 365 * 86400.0  # far longer horizons overflow Postgres intervals
+
+
+def max_attempts(max_retries: int) -> int:
+    """Attempts in all for a task allowed ``max_retries`` further ones."""
+    return max_retries + 1
+
+
+MAX_ATTEMPTS = max_attempts(MAX_RETRIES)
+MAX_ATTEMPTS_RANGE = (max_attempts(MAX_RETRIES_RANGE[0]), max_attempts(MAX_RETRIES_RANGE[1]))

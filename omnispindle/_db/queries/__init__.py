@@ -1,0 +1,11 @@
+"""One typed function per runtime statement, by subject, as ``sql/queries`` files are.
+
+These are the only code that names a statement: everything else asks for a
+:class:`~omnispindle._db.query.Query` by calling one of them.
+"""
+
+from omnispindle._db.queries import (inspection, metrics, periodic, retention, setup, tasks,
+                                     waiting, workers)
+
+__all__ = ["inspection", "metrics", "periodic", "retention", "setup", "tasks", "waiting",
+           "workers"]

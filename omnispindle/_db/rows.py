@@ -1,0 +1,358 @@
+"""The rows the runtime statements return, as typed dicts.
+
+A typed dict is the dict psycopg builds, so reading a row costs nothing more;
+the names and types here are those of the statements' select lists in
+``sql/queries``. Rows handed to users (task records, worker lists, metrics)
+are documented on the public methods that return them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, TypedDict
+from uuid import UUID
+
+# A jsonb value as psycopg decodes it: a dict, a list, a string, a number, a bool or None.
+Json = Any
+
+
+class IdRun(TypedDict):
+    """A run of consecutive ids that one bulk insert drew, first and last inclusive."""
+
+    first: int
+    last: int
+
+
+class ClaimedTask(TypedDict):
+    """A task a worker has just claimed (``claim_tasks``), with its parents' outcomes."""
+
+    id: int
+    task_type: str
+    parameters: dict[str, Json]
+    attempts: int
+    max_attempts: int
+    timeout_seconds: float | None
+    lease_token: UUID
+    dependency_results: dict[str, Json] | None
+    dependency_failures: dict[str, Json] | None
+    trace_context: dict[str, str] | None
+
+
+class StepRow(TypedDict):
+    """A row of a worker's step (``complete_and_claim``): a claim, or a result that
+    could not be stored (``dropped``: the lease was gone)."""
+
+    id: int
+    task_type: str
+    parameters: dict[str, Json]
+    attempts: int
+    max_attempts: int
+    timeout_seconds: float | None
+    lease_token: str  # text: the worker only hands it back
+    dependency_results: dict[str, Json] | None
+    dependency_failures: dict[str, Json] | None
+    trace_context: Json
+    priority: int
+    dropped: bool
+
+
+class StoredOutcome(TypedDict):
+    """An attempt's stored end; ``retry_in``: seconds until a retried task is due."""
+
+    id: int
+    state: str
+
+
+class FailedAttempt(TypedDict):
+    """A failed attempt's stored end; ``retry_in`` is None unless the task will run again."""
+
+    id: int
+    state: str
+    retry_in: float | None
+
+
+class HeldLease(TypedDict):
+    """A lease a heartbeat extended, and whether its task has been asked to stop."""
+
+    id: int
+    cancel_requested: bool
+
+
+class TaskRecord(TypedDict):
+    """A task as clients return it (``get_tasks``)."""
+
+    task_id: int
+    task_type: str
+    parameters: dict[str, Json]
+    priority: int
+    state: str
+    attempts: int
+    max_attempts: int
+    result: Json
+    error: dict[str, Json] | None
+    cancel_reason: str | None
+    cancel_requested_at: datetime | None
+    worker_id: UUID | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    run_after: datetime
+    idempotency_key: str | None
+    dependencies: list[int]
+
+
+class TaskId(TypedDict):
+    """A row naming one task."""
+
+    task_id: int
+
+
+class CancelResult(TypedDict):
+    """What ``omnispindle.cancel_task`` did: the state after it, and whether it changed."""
+
+    state: str
+    changed: bool
+
+
+class StreamRow(TypedDict):
+    """One stored partial result of a task."""
+
+    seq: int
+    attempt: int
+    payload: Json
+    created_at: datetime
+
+
+class WorkerRow(TypedDict):
+    """A registered worker and its health (``list_workers``)."""
+
+    id: UUID
+    name: str
+    host: str
+    pid: int
+    state: str
+    capabilities: list[str]
+    concurrency: int
+    running_tasks: int
+    heartbeat_age_seconds: float
+    started_at: datetime
+    stopped_at: datetime | None
+
+
+class QueueSummaryRow(TypedDict):
+    """Tasks of one type in each state, and the wait of its oldest ready task."""
+
+    task_type: str
+    blocked: int
+    pending: int
+    running: int
+    succeeded: int
+    failed: int
+    cancelled: int
+    oldest_ready_seconds: float | None
+
+
+class WorkerSummaryRow(TypedDict):
+    """One worker as ``omnispindle status`` shows it."""
+
+    name: str
+    host: str
+    pid: int
+    state: str
+    capabilities: list[str]
+    concurrency: int
+    running_tasks: int
+    heartbeat_age_seconds: float
+
+
+class TaskListRow(TypedDict):
+    """One line of ``omnispindle tasks``."""
+
+    task_id: int
+    task_type: str
+    state: str
+    priority: int
+    attempts: int
+    max_attempts: int
+    created_at: datetime
+    age_seconds: float
+    worker_name: str | None
+    error_type: str | None
+    error_message: str | None
+    cancel_reason: str | None
+
+
+class Relative(TypedDict):
+    """A task on either side of a dependency edge."""
+
+    task_id: int
+    task_type: str
+    state: str
+
+
+class TaskDetail(TypedDict):
+    """One task in full, for ``omnispindle tasks ID``."""
+
+    task_id: int
+    task_type: str
+    state: str
+    priority: int
+    attempts: int
+    max_attempts: int
+    retry_backoff: float
+    timeout_seconds: float | None
+    required_capabilities: list[str]
+    allow_failed_dependencies: bool
+    pending_dependencies: int
+    parameters: dict[str, Json]
+    result: Json
+    errors: list[dict[str, Json]]
+    cancel_reason: str | None
+    cancel_requested_at: datetime | None
+    worker_id: UUID | None
+    worker_name: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    run_after: datetime
+    lease_expires_at: datetime | None
+    age_seconds: float
+    dependencies: list[Relative]
+    dependents: list[Relative]
+
+
+class TaskStateRow(TypedDict):
+    """A task's id and current state."""
+
+    task_id: int
+    state: str
+
+
+class LockedTask(TypedDict):
+    """A task locked for a retry, with the unfinished task holding its key, if any."""
+
+    task_id: int
+    state: str
+    attempts: int
+    max_attempts: int
+    idempotency_key: str | None
+    key_holder: int | None
+
+
+class RetriedTask(TypedDict):
+    """A failed task put back to pending."""
+
+    task_id: int
+    state: str
+    attempts: int
+    max_attempts: int
+
+
+class TaskTypeMetrics(TypedDict):
+    """The figures of one task type (``task_metrics``, plus the last minute's failures)."""
+
+    task_type: str
+    blocked: int
+    pending: int
+    running: int
+    succeeded: int
+    failed: int
+    cancelled: int
+    finished_last_minute: int
+    succeeded_last_minute: int
+    failed_last_minute: int
+    cancelled_last_minute: int
+    finished_last_hour: int
+    succeeded_last_hour: int
+    failed_last_hour: int
+    cancelled_last_hour: int
+    retried_last_hour: int
+    failure_rate_last_hour: float | None
+    retry_rate_last_hour: float | None
+    wait_p50_seconds: float | None
+    wait_p95_seconds: float | None
+    wait_p99_seconds: float | None
+    run_p50_seconds: float | None
+    run_p95_seconds: float | None
+    run_p99_seconds: float | None
+    oldest_ready_seconds: float | None
+
+
+class WorkerMetrics(TypedDict):
+    """The figures of one worker (``worker_metrics``)."""
+
+    id: str
+    name: str
+    host: str
+    pid: int
+    state: str
+    concurrency: int
+    running_tasks: int
+    utilisation: float
+    finished_last_minute: int
+    finished_last_hour: int
+    failed_last_hour: int
+    heartbeat_age_seconds: float
+
+
+class WorkerCount(TypedDict):
+    """How many workers are in one state."""
+
+    state: str
+    workers: int
+
+
+class SavedSchedule(TypedDict):
+    """A periodic schedule as saved."""
+
+    name: str
+    cron: str
+    task_type: str
+    enabled: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class ScheduleSummary(TypedDict):
+    """A periodic schedule with its latest tick and the task that tick enqueued."""
+
+    name: str
+    cron: str
+    task_type: str
+    enabled: bool
+    last_tick_at: datetime | None
+    last_task_id: int | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class DueSchedule(TypedDict):
+    """An enabled schedule, the database's clock, and the schedule's latest tick."""
+
+    name: str
+    cron: str
+    updated_at: datetime
+    now: datetime
+    last_tick_at: datetime | None
+
+
+class EnqueuedTick(TypedDict):
+    """A tick that this call enqueued (another worker had not)."""
+
+    periodic_name: str
+    tick_at: datetime
+    task_id: int
+
+
+class PrunableTask(TypedDict):
+    """A finished task locked for pruning."""
+
+    id: int
+    finished_at: datetime
+
+
+class StateCount(TypedDict):
+    """How many tasks are in one state."""
+
+    state: str
+    count: int

@@ -1,0 +1,56 @@
+"""A worker's settings, checked once (see ``WorkerClient`` for their meaning)."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+from omnispindle._core import defaults, validation
+from omnispindle._maintenance import retention
+from omnispindle._maintenance.sweeper import SweeperConfig
+
+_names = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """A worker's validated settings."""
+
+    name: str
+    concurrency: int
+    poll_interval: float
+    lease_timeout: float
+    heartbeat_interval: float
+    shutdown_timeout: float
+    sweeper: SweeperConfig | None
+    schedule_interval: float | None = None
+
+
+def worker_settings(*, concurrency: object, name: str | None, poll_interval: object,
+                    lease_timeout: object, heartbeat_interval: object, shutdown_timeout: object,
+                    sweep_interval: object, dead_worker_after: object,
+                    schedule_interval: object, retention_seconds: object) -> WorkerSettings:
+    """Check a worker's settings; a worker without a name is ``worker-N``.
+
+    Raises:
+        ValidationError: a setting has the wrong type or range.
+    """
+    lease = validation.positive_number("lease_timeout", lease_timeout)
+    # Checked also when this worker never sweeps: a typo should not wait for a config change.
+    keep = retention.optional_horizon("retention", retention_seconds)
+    heartbeat = validation.optional_positive_number("heartbeat_interval", heartbeat_interval)
+    return WorkerSettings(
+        name=name or f"worker-{next(_names)}",
+        concurrency=validation.int_in_range("concurrency", concurrency,
+                                            defaults.CONCURRENCY_RANGE),
+        poll_interval=validation.positive_number("poll_interval", poll_interval),
+        lease_timeout=lease,
+        heartbeat_interval=heartbeat or lease * defaults.HEARTBEAT_SHARE,
+        shutdown_timeout=validation.positive_number("shutdown_timeout", shutdown_timeout),
+        sweeper=None if sweep_interval is None else SweeperConfig(
+            interval=validation.positive_number("sweep_interval", sweep_interval),
+            dead_worker_after=validation.positive_number("dead_worker_after", dead_worker_after),
+            retention=keep),
+        schedule_interval=validation.optional_positive_number("schedule_interval",
+                                                              schedule_interval),
+    )

@@ -1,0 +1,50 @@
+"""When the worker's loop must wake next, and why.
+
+The loop sleeps until the first of: the next heartbeat, sweep or schedule
+look, a held attempt's deadline, a retried or delayed task coming due, or
+the poll interval; a notification or an outcome wakes it sooner.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections import deque
+from collections.abc import Iterable
+
+NEVER = float("inf")
+
+
+class Timers:
+    """The loop's wake-up times, in ``time.monotonic()`` seconds.
+
+    Args:
+        poll_interval: the longest sleep, however quiet the queue.
+    """
+
+    def __init__(self, poll_interval: float) -> None:
+        self.poll_interval = poll_interval
+        self.heartbeat_at = 0.0
+        self.sweep_at = NEVER
+        self.schedule_at = NEVER
+        self._due: list[float] = []  # when retried or delayed tasks become ready
+        self._announced: deque[float] = deque()  # the same, from the notifier's thread
+
+    def announce(self, due_epoch: float) -> None:
+        """A submitted task becomes due at ``due_epoch`` (wall-clock seconds); thread-safe."""
+        self._announced.append(time.monotonic() + max(0.0, due_epoch - time.time()))
+
+    def due_in(self, delays: Iterable[float], now: float) -> None:
+        """Tasks become ready ``delays`` seconds from ``now``: no NOTIFY announces a retry."""
+        for seconds in delays:
+            heapq.heappush(self._due, now + seconds)
+
+    def pause(self, now: float, next_deadline: float = NEVER) -> float:
+        """Seconds to sleep from ``now``; ``next_deadline`` is the first attempt's."""
+        while self._announced:
+            heapq.heappush(self._due, self._announced.popleft())
+        while self._due and self._due[0] <= now:
+            heapq.heappop(self._due)
+        wake = min(self.heartbeat_at, self.sweep_at, self.schedule_at,
+                   self._due[0] if self._due else NEVER, now + self.poll_interval, next_deadline)
+        return max(0.0, wake - now)

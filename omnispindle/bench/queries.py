@@ -1,0 +1,67 @@
+"""The bench wing's own statements (``sql/bench``), typed as the runtime's are.
+
+They watch and clear only the benchmark's own tasks; none of them ships among
+the runtime's statements.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from typing_extensions import LiteralString
+
+from omnispindle._db.query import Query, nothing, value
+from omnispindle._db.statements import Statements, data_dir
+
+BENCH = Statements(data_dir("sql") / "bench")
+
+
+def statement(name: str) -> LiteralString:
+    """The text of a bench statement, for a peer's own connection.
+
+    Raises:
+        KeyError: no bench statement has that name.
+    """
+    return BENCH[name].text
+
+
+def vacuum_tasks() -> Query[None]:
+    """Vacuum and analyse the tasks tables, so every sample starts alike."""
+    return Query(BENCH["vacuum_tasks"], None, nothing)
+
+
+def unfinished(first: int, last: int) -> Query[int]:
+    """How many tasks with ids from ``first`` to ``last`` have not finished."""
+    return Query(BENCH["bench_unfinished"], {"first": first, "last": last}, value("count"))
+
+
+def finished(task_id: int) -> Query[bool]:
+    """Whether a task has finished; one that is gone was pruned, so it had."""
+    return Query(BENCH["bench_finished"], {"id": task_id},
+                 lambda found: not found or bool(found[0]["finished"]))
+
+
+def span_seconds(first: int, last: int) -> Query[float]:
+    """Seconds from the first start to the last finish of a range of tasks."""
+    return Query(BENCH["bench_span"], {"first": first, "last": last}, value("seconds"))
+
+
+def delete_type(task_type: str) -> Query[None]:
+    """Delete the benchmark's tasks of one type."""
+    return Query(BENCH["bench_delete_type"], {"task_type": task_type}, nothing)
+
+
+def table_bytes() -> Query[int]:
+    """The tasks table's size with its indexes and TOAST."""
+    return Query(BENCH["bench_table_bytes"], None, value("bytes"))
+
+
+def take_snapshot() -> Query[None]:
+    """The first statement of a REPEATABLE READ transaction: it fixes the snapshot held."""
+    return Query(BENCH["bench_take_snapshot"], None, nothing)
+
+
+def running_on_worker(name: str, ids: Sequence[int]) -> Query[int]:
+    """How many of these tasks run on the named worker."""
+    return Query(BENCH["count_running_on_worker"], {"name": name, "ids": list(ids)},
+                 value("running"))
