@@ -44,7 +44,7 @@ class AsyncTaskQueueClient:
 
     Args:
         dsn: the database; default ``$OMNISPINDLE_DSN``.
-        local_queue: or a :class:`~omnispindle.task_queue.TaskQueue` in this
+        local_queue: or a [TaskQueue][omnispindle.task_queue.TaskQueue] in this
             process whose database to use (also an embedded one).
         poll_interval: longest pause, in seconds, between checks while waiting
             when no notification arrives.
@@ -157,8 +157,8 @@ class AsyncTaskQueueClient:
         """Wait until every task finishes; return their records in the given order.
 
         It holds the ids and the finished records only, and however many
-        tasks finish at once it checks at a bounded pace (see
-        :class:`~omnispindle.waiting.CheckPacer`), fetching each record once.
+        tasks finish at once it checks at a bounded pace, fetching each
+        record once.
 
         Args:
             progress: called as ``progress(finished, total)`` whenever more

@@ -1,8 +1,7 @@
 """``TaskQueueClient``: submit tasks, look them up and wait for their results.
 
-``WorkerClient`` lives in :mod:`omnispindle.worker` and is re-exported here,
-so the seed's ``from omnispindle.client import TaskQueueClient, WorkerClient``
-works.
+``WorkerClient`` lives in [omnispindle.worker][] and is re-exported here,
+so ``from omnispindle.client import TaskQueueClient, WorkerClient`` works.
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ class TaskQueueClient:
     """Submits tasks to a queue and waits for them.
 
     Args:
-        local_queue: a :class:`~omnispindle.task_queue.TaskQueue` in this process.
+        local_queue: a [TaskQueue][omnispindle.task_queue.TaskQueue] in this process.
         dsn: or a database to connect to (the client then owns its queue handle).
         poll_interval: longest pause, in seconds, between checks while waiting
             when no notification arrives.
@@ -91,10 +90,11 @@ class TaskQueueClient:
         """Submit many tasks in one round trip and transaction, all or nothing; returns
         ids in order.
 
-        Each entry is a dict of :meth:`submit_task`'s arguments (``task_type``
-        required), plus an optional ``key``. Its ``dependencies`` may name
-        existing task ids, the keys of other entries, and ``entry(i)`` for the
-        entry at position ``i``.
+        Each entry is a dict of
+        [submit_task][omnispindle.client.TaskQueueClient.submit_task]'s
+        arguments (``task_type`` required), plus an optional ``key``. Its
+        ``dependencies`` may name existing task ids, the keys of other entries,
+        and ``entry(i)`` for the entry at position ``i``.
 
         Raises:
             ValidationError: an entry is invalid (its index is named); nothing is inserted.
@@ -125,7 +125,8 @@ class TaskQueueClient:
 
         Args:
             timeout: seconds to wait at most; None waits for ever.
-            raise_on_error: raise :class:`TaskFailedError` if it failed or was cancelled.
+            raise_on_error: raise [TaskFailedError][omnispindle.errors.TaskFailedError] if it
+                failed or was cancelled.
 
         Raises:
             TaskNotFoundError: no task has this id.
@@ -139,8 +140,8 @@ class TaskQueueClient:
         """Block until every task finishes; return their records in the given order.
 
         It holds the ids and the finished records only, and however many
-        tasks finish at once it checks at a bounded pace (see
-        :class:`~omnispindle.waiting.CheckPacer`), fetching each record once.
+        tasks finish at once it checks at a bounded pace, fetching each
+        record once.
 
         Args:
             progress: called as ``progress(finished, total)`` whenever more
@@ -238,8 +239,9 @@ class TaskQueueClient:
 
         ``cron`` has five fields (minute hour day month weekday) or six (a
         second field first), in UTC. Workers enqueue each tick once between
-        them (see :mod:`omnispindle.periodic` for missed ticks); the task
-        takes :meth:`submit_task`'s arguments.
+        them (a tick missed for up to a minute is enqueued late; after a
+        longer gap only the latest runs); the task takes
+        [submit_task][omnispindle.client.TaskQueueClient.submit_task]'s arguments.
 
         Raises:
             CronExpressionError: the cron expression is invalid or never fires.
