@@ -69,8 +69,11 @@ def test_readme_links_every_docs_page():
 
 
 def internal_modules() -> list[str]:
-    return sorted(p.stem for p in (ROOT / "omnispindle").glob("*.py")
-                  if p.stem not in PUBLIC_MODULES)
+    """Modules and subpackages of the package outside the public API."""
+    package = ROOT / "omnispindle"
+    found = {p.stem for p in package.glob("*.py")}
+    found |= {p.parent.name for p in package.glob("*/__init__.py")}
+    return sorted(found - PUBLIC_MODULES)
 
 
 @pytest.mark.parametrize("page", pages(), ids=lambda p: p.relative_to(ROOT).as_posix())
