@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test
+.PHONY: install demo test docs
 
 install: $(VENV)/.installed
 
@@ -24,3 +24,6 @@ demo: install
 test: install
 	$(PY) -m pytest
 	if [ -n "$$OMNISPINDLE_TEST_DSN" ]; then OMNISPINDLE_TEST_DSN= $(PY) -m pytest -m smoke; fi
+
+docs: install
+	$(VENV)/bin/mkdocs build --strict

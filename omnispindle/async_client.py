@@ -43,7 +43,7 @@ class AsyncTaskQueueClient:
     ``await client.close()``), e.g. in a FastAPI lifespan.
 
     Args:
-        local_queue: a :class:`~omnispindle.task_queue.TaskQueue` in this
+        local_queue: a [TaskQueue][omnispindle.task_queue.TaskQueue] in this
             process whose database to use (also an embedded one), or
         dsn: the database; default ``$OMNISPINDLE_DSN``.
         poll_interval: longest pause, in seconds, between checks while waiting
@@ -159,6 +159,10 @@ class AsyncTaskQueueClient:
                              progress: async_waiting.AsyncProgress | None = None
                              ) -> list[TaskRecord]:
         """Wait until every task finishes; return their records in the given order.
+
+        It holds the ids and the finished records only, and however many
+        tasks finish at once it checks at a bounded pace, fetching each
+        record once.
 
         Args:
             progress: called as ``progress(finished, total)`` whenever more

@@ -1,6 +1,6 @@
 """``TaskQueueClient``: submit tasks, look them up and wait for their results.
 
-``WorkerClient`` lives in :mod:`omnispindle.worker`; it is handed on from here,
+``WorkerClient`` lives in [omnispindle.worker][]; it is handed on from here,
 imported on first use, so that the seed's ``from omnispindle.client import
 TaskQueueClient, WorkerClient`` works without a client importing the worker.
 """
@@ -40,7 +40,7 @@ class TaskQueueClient:
     """Submits tasks to a queue and waits for them.
 
     Args:
-        local_queue: a :class:`~omnispindle.task_queue.TaskQueue` in this process.
+        local_queue: a [TaskQueue][omnispindle.task_queue.TaskQueue] in this process.
         dsn: or a database to connect to (the client then owns its queue).
         poll_interval: longest pause, in seconds, between checks while waiting
             when no notification arrives.
@@ -107,10 +107,11 @@ class TaskQueueClient:
         """Submit many tasks in one round trip and transaction, all or nothing; returns
         ids in order.
 
-        Each entry is a dict of :meth:`submit_task`'s arguments (``task_type``
-        required), plus an optional ``key``. Its ``dependencies`` may name
-        existing task ids, the keys of other entries, and ``entry(i)`` for the
-        entry at position ``i``.
+        Each entry is a dict of
+        [submit_task][omnispindle.client.TaskQueueClient.submit_task]'s
+        arguments (``task_type`` required), plus an optional ``key``. Its
+        ``dependencies`` may name existing task ids, the keys of other entries,
+        and ``entry(i)`` for the entry at position ``i``.
 
         Raises:
             ValidationError: an entry is invalid (its index is named); nothing is inserted.
@@ -139,7 +140,8 @@ class TaskQueueClient:
 
         Args:
             timeout: seconds to wait at most; None waits for ever.
-            raise_on_error: raise :class:`TaskFailedError` if it failed or was cancelled.
+            raise_on_error: raise [TaskFailedError][omnispindle.errors.TaskFailedError] if it
+                failed or was cancelled.
 
         Raises:
             TaskNotFoundError: no task has this id.
@@ -226,9 +228,9 @@ class TaskQueueClient:
 
         ``cron`` has five fields (minute hour day month weekday) or six (a
         second field first), in UTC. Workers enqueue each tick once between
-        them (ticks missed for up to a minute are enqueued late; after a
-        longer gap only the latest); the task takes :meth:`submit_task`'s
-        arguments.
+        them (a tick missed for up to a minute is enqueued late; after a
+        longer gap only the latest runs); the task takes
+        [submit_task][omnispindle.client.TaskQueueClient.submit_task]'s arguments.
 
         Raises:
             CronExpressionError: the cron expression is invalid or never fires.

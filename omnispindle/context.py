@@ -33,7 +33,8 @@ class TaskContext:
         return self._cancel is not None and self._cancel.is_set()
 
     def raise_if_cancelled(self) -> None:
-        """Raise :class:`TaskCancelled` if the task has been asked to stop."""
+        """Raise [TaskCancelled][omnispindle.errors.TaskCancelled] if the task has been
+        asked to stop."""
         if self.cancelled:
             raise TaskCancelled(f"task {self.task_id} was cancelled")
 

@@ -166,7 +166,8 @@ def _empty_families() -> dict[str, Any]:
 
 
 def registry(db: Database | None = None) -> Any:
-    """A registry holding a :class:`QueueCollector` on ``db``, or empty (register it later)."""
+    """A registry holding a [QueueCollector][omnispindle.prometheus.QueueCollector]
+    on ``db``, or empty (register it later)."""
     found = client().CollectorRegistry(auto_describe=False)
     if db is not None:
         found.register(QueueCollector(db))
@@ -203,6 +204,6 @@ def serve(queue: Any, port: int, addr: str = "0.0.0.0") -> Any:
     """Serve ``queue``'s metrics at ``http://addr:port/`` (any path) until ``shutdown()``.
 
     Returns:
-        The HTTP server, as :func:`listen`.
+        The HTTP server, as [listen][omnispindle.prometheus.listen].
     """
     return listen(port, addr, registry(queue.db))

@@ -104,7 +104,8 @@ class WorkerClient:
         return [t for t in types if t in self.capabilities]
 
     def start(self) -> None:
-        """Register, then claim and run tasks until :meth:`stop` is called. Blocks.
+        """Register, then claim and run tasks until
+        [stop][omnispindle.worker.WorkerClient.stop] is called. Blocks.
 
         Raises:
             ConfigurationError: already running, or no executor matches the capabilities.

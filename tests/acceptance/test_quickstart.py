@@ -1,30 +1,27 @@
-"""The README's Quick Start and seed snippets, run as a new user would."""
+"""The README's Quick Start, run as a new user would, and the embedded server's set-up.
+
+``python_block`` and ``run_script`` also serve the tests that run a page's
+example (tests/docs runs every code block of README.md and docs/).
+"""
 
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
-import textwrap
 
 import pytest
 
 from omnispindle import TaskQueue
 from omnispindle.errors import ConfigurationError, EmbeddedServerUnavailable
 
-from .workers import ROOT
+from ..docs.pages import python_block
 
-README = (ROOT / "README.md").read_text()
-
-
-def python_block(heading: str) -> str:
-    """The first ```python block after a README heading."""
-    section = README.split(heading, 1)[1]
-    return re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
+__all__ = ["python_block", "run_script"]
 
 
 def run_script(code: str, cwd, env_dsn: str | None = None) -> subprocess.CompletedProcess:
+    """Run ``code`` as a script in ``cwd``, on ``env_dsn`` or, without it, the embedded server."""
     env = {k: v for k, v in os.environ.items() if k not in ("OMNISPINDLE_DSN", "OMNISPINDLE_DATA_DIR")}
     if env_dsn:
         env["OMNISPINDLE_DSN"] = env_dsn
@@ -40,22 +37,6 @@ def test_quick_start_runs_verbatim_with_no_configuration(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout == "Result: 15\n"
     assert (tmp_path / ".omnispindle" / "pgdata" / "PG_VERSION").exists()
-
-
-def test_quick_start_then_dependency_and_batch_snippets(tmp_path, dsn):
-    quick_start = python_block("## Quick Start")
-    setup, shutdown = quick_start.split("# Shutdown")
-    snippets = textwrap.dedent("""
-        step1 = client.wait_for_task(step1_id)
-        step2 = client.wait_for_task(step2_id)
-        print("chain:", step1["result"]["result"], step2["state"])
-        print("batch:", [r["result"]["result"] for r in batch_results])
-    """)
-    code = "\n".join([setup, python_block("### Task Dependencies"),
-                      python_block("### Batch Processing"), snippets, shutdown])
-    done = run_script(code, tmp_path, env_dsn=dsn)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == ["Result: 15", "chain: 6 succeeded", "batch: [6, 120]"]
 
 
 def test_state_persists_across_restarts(tmp_path):
