@@ -11,11 +11,22 @@ from __future__ import annotations
 import re
 from typing import Any
 
-PUBLIC_MODULES = ("task_queue", "client", "async_client", "worker", "errors", "context",
-                  "states", "schema", "migrate", "prometheus")
+PUBLIC_MODULES = (
+    "task_queue",
+    "client",
+    "async_client",
+    "worker",
+    "errors",
+    "context",
+    "states",
+    "schema",
+    "migrate",
+    "prometheus",
+)
 
 _INTERNAL_TITLE = re.compile(
-    r'<span title="omnispindle\.(?!(?:%s)\.)[\w.]+">([^<]*)</span>' % "|".join(PUBLIC_MODULES))
+    r'<span title="omnispindle\.(?!(?:{})\.)[\w.]+">([^<]*)</span>'.format("|".join(PUBLIC_MODULES))
+)
 
 
 def on_post_page(output: str, page: Any, config: Any) -> str:

@@ -39,8 +39,9 @@ def main() -> None:
         run_migrations(connection)
         return
     dsn = context.get_x_argument(as_dictionary=True).get("dsn") or os.environ["OMNISPINDLE_DSN"]
-    engine = create_engine("postgresql+psycopg://", creator=lambda: psycopg.connect(dsn),
-                           poolclass=NullPool)
+    engine = create_engine(
+        "postgresql+psycopg://", creator=lambda: psycopg.connect(dsn), poolclass=NullPool
+    )
     with engine.begin() as connection:
         run_migrations(connection)
 

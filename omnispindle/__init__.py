@@ -6,8 +6,8 @@ Example:
 
 __version__ = "0.1.0"
 
-from omnispindle.async_client import AsyncTaskQueueClient
 from omnispindle._core.batches import entry
+from omnispindle.async_client import AsyncTaskQueueClient
 from omnispindle.client import TaskQueueClient
 from omnispindle.context import TaskContext, current_task
 from omnispindle.errors import (
@@ -24,20 +24,20 @@ from omnispindle.task_queue import TaskQueue
 from omnispindle.worker import WorkerClient
 
 __all__ = [
+    "AsyncTaskQueueClient",
+    "ConfigurationError",
+    "OmnispindleError",
+    "TaskCancelled",
+    "TaskContext",
+    "TaskFailedError",
+    "TaskNotFoundError",
     "TaskQueue",
     "TaskQueueClient",
-    "AsyncTaskQueueClient",
-    "WorkerClient",
     "TaskState",
+    "ValidationError",
+    "WaitTimeoutError",
+    "WorkerClient",
     "WorkerState",
-    "TaskContext",
     "current_task",
     "entry",
-    "OmnispindleError",
-    "ConfigurationError",
-    "ValidationError",
-    "TaskNotFoundError",
-    "TaskFailedError",
-    "TaskCancelled",
-    "WaitTimeoutError",
 ]

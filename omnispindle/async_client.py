@@ -18,9 +18,10 @@ from collections.abc import AsyncIterator, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
+from typing_extensions import Self
+
 from omnispindle._client import async_streaming, async_waiting, operations
-from omnispindle._client.records import (CancelOutcome, RetryOutcome, StreamEvent,
-                                         raise_if_failed)
+from omnispindle._client.records import CancelOutcome, RetryOutcome, StreamEvent, raise_if_failed
 from omnispindle._core import batches, defaults, validation
 from omnispindle._core.schedules import schedule
 from omnispindle._core.specs import TaskOptions, TaskSpec, task_spec
@@ -56,17 +57,23 @@ class AsyncTaskQueueClient:
         ValidationError: a setting has the wrong type or range.
     """
 
-    def __init__(self, local_queue: TaskQueue | None = None, dsn: str | None = None, *,
-                 poll_interval: float = defaults.POLL_INTERVAL,
-                 pool_size: int | None = None) -> None:
+    def __init__(
+        self,
+        local_queue: TaskQueue | None = None,
+        dsn: str | None = None,
+        *,
+        poll_interval: float = defaults.POLL_INTERVAL,
+        pool_size: int | None = None,
+    ) -> None:
         self.dsn = _resolve_dsn(local_queue, dsn)
         self.poll_interval = validation.positive_number("poll_interval", poll_interval)
         size = defaults.POOL_SIZE if pool_size is None else pool_size
         self.db = AsyncDatabase(
-            self.dsn, max_size=validation.int_in_range("pool_size", size, defaults.POOL_SIZE_RANGE))
+            self.dsn, max_size=validation.int_in_range("pool_size", size, defaults.POOL_SIZE_RANGE)
+        )
         self.notifier = AsyncNotifier(self.dsn)
 
-    async def open(self) -> AsyncTaskQueueClient:
+    async def open(self) -> Self:
         """Check the schema and open the pool; returns the client.
 
         Raises:
@@ -80,23 +87,29 @@ class AsyncTaskQueueClient:
         await self.notifier.close()
         await self.db.close()
 
-    async def __aenter__(self) -> AsyncTaskQueueClient:
+    async def __aenter__(self) -> Self:
         return await self.open()
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    async def submit_task(self, task_type: str, parameters: dict[str, Any] | None = None,
-                          priority: int = defaults.PRIORITY,
-                          dependencies: Iterable[int] | None = None,
-                          max_retries: int = defaults.MAX_RETRIES, timeout: float | None = None,
-                          *, retry_backoff: float = defaults.RETRY_BACKOFF,
-                          required_capabilities: Iterable[str] | None = None,
-                          allow_failed_dependencies: bool = False,
-                          run_at: datetime | None = None,
-                          delay: float | timedelta | None = None,
-                          idempotency_key: str | None = None,
-                          connection: AsyncCallerConnection | None = None) -> int:
+    async def submit_task(
+        self,
+        task_type: str,
+        parameters: dict[str, Any] | None = None,
+        priority: int = defaults.PRIORITY,
+        dependencies: Iterable[int] | None = None,
+        max_retries: int = defaults.MAX_RETRIES,
+        timeout: float | None = None,
+        *,
+        retry_backoff: float = defaults.RETRY_BACKOFF,
+        required_capabilities: Iterable[str] | None = None,
+        allow_failed_dependencies: bool = False,
+        run_at: datetime | None = None,
+        delay: float | timedelta | None = None,
+        idempotency_key: str | None = None,
+        connection: AsyncCallerConnection | None = None,
+    ) -> int:
         """Submit one task and return its id; the arguments are ``TaskQueueClient.submit_task``'s.
 
         Args:
@@ -109,13 +122,23 @@ class AsyncTaskQueueClient:
             UnknownDependencyError: a dependency id does not exist.
             DependencyStateError: a dependency already failed or was cancelled.
         """
-        options = TaskOptions(priority, dependencies, max_retries, timeout, retry_backoff,
-                              required_capabilities, allow_failed_dependencies, run_at, delay,
-                              idempotency_key)
+        options = TaskOptions(
+            priority,
+            dependencies,
+            max_retries,
+            timeout,
+            retry_backoff,
+            required_capabilities,
+            allow_failed_dependencies,
+            run_at,
+            delay,
+            idempotency_key,
+        )
         return (await self._insert([task_spec(task_type, parameters, options)], connection))[0]
 
-    async def submit_batch(self, tasks: Iterable[dict[str, Any]], *,
-                           connection: AsyncCallerConnection | None = None) -> list[int]:
+    async def submit_batch(
+        self, tasks: Iterable[dict[str, Any]], *, connection: AsyncCallerConnection | None = None
+    ) -> list[int]:
         """Submit many tasks in one round trip and transaction, all or nothing; returns
         ids in order.
 
@@ -130,8 +153,9 @@ class AsyncTaskQueueClient:
         chunks = batches.plain_chunks(entries)
         if chunks is not None:
             with tracing.submit_span(batches.task_types(entries)) as trace_context:
-                return await self.db.run(operations.submit_chunks(chunks, trace_context),
-                                         connection=connection)
+                return await self.db.run(
+                    operations.submit_chunks(chunks, trace_context), connection=connection
+                )
         specs = batches.batch_specs(entries)
         return await self._insert(specs, connection) if specs else []
 
@@ -143,8 +167,9 @@ class AsyncTaskQueueClient:
         """
         return await self.db.run(operations.get_task(task_id))
 
-    async def wait_for_task(self, task_id: int, timeout: float | None = None, *,
-                            raise_on_error: bool = False) -> TaskRecord:
+    async def wait_for_task(
+        self, task_id: int, timeout: float | None = None, *, raise_on_error: bool = False
+    ) -> TaskRecord:
         """Wait until the task finishes; return its record (``result`` holds the executor's return).
 
         Raises:
@@ -155,9 +180,13 @@ class AsyncTaskQueueClient:
         task = (await self.wait_for_batch([task_id], timeout))[0]
         return raise_if_failed(task) if raise_on_error else task
 
-    async def wait_for_batch(self, task_ids: Iterable[int], timeout: float | None = None, *,
-                             progress: async_waiting.AsyncProgress | None = None
-                             ) -> list[TaskRecord]:
+    async def wait_for_batch(
+        self,
+        task_ids: Iterable[int],
+        timeout: float | None = None,
+        *,
+        progress: async_waiting.AsyncProgress | None = None,
+    ) -> list[TaskRecord]:
         """Wait until every task finishes; return their records in the given order.
 
         It holds the ids and the finished records only, and however many
@@ -172,8 +201,9 @@ class AsyncTaskQueueClient:
             TaskNotFoundError: an id does not exist.
             WaitTimeoutError: some tasks had not finished within ``timeout``.
         """
-        return await async_waiting.wait_for_batch(self.db, self.notifier, task_ids, timeout,
-                                                  self.poll_interval, progress)
+        return await async_waiting.wait_for_batch(
+            self.db, self.notifier, task_ids, timeout, self.poll_interval, progress
+        )
 
     async def cancel_task(self, task_id: int, reason: str | None = None) -> CancelOutcome:
         """Cancel a task and its dependents, as ``TaskQueueClient.cancel_task``.
@@ -198,8 +228,7 @@ class AsyncTaskQueueClient:
         """
         return (await self.db.run(operations.retry_tasks([task_id])))[0]
 
-    def stream_task(self, task_id: int, timeout: float | None = None
-                    ) -> AsyncIterator[StreamEvent]:
+    def stream_task(self, task_id: int, timeout: float | None = None) -> AsyncIterator[StreamEvent]:
         """Iterate (``async for``) over a task's partial results, then its final record.
 
         Events are those of ``TaskQueueClient.stream_task``. Bad arguments
@@ -211,26 +240,37 @@ class AsyncTaskQueueClient:
         """
         task_id = validation.task_id(task_id)
         timeout = validation.optional_positive_number("timeout", timeout)
-        return async_streaming.stream_events(self.db, self.notifier, task_id, timeout,
-                                             self.poll_interval)
+        return async_streaming.stream_events(
+            self.db, self.notifier, task_id, timeout, self.poll_interval
+        )
 
-    async def add_periodic_task(self, name: str, cron: str, task_type: str,
-                                parameters: dict[str, Any] | None = None, *,
-                                priority: int = defaults.PRIORITY,
-                                max_retries: int = defaults.MAX_RETRIES,
-                                timeout: float | None = None,
-                                retry_backoff: float = defaults.RETRY_BACKOFF,
-                                required_capabilities: Iterable[str] | None = None,
-                                enabled: bool = True) -> SavedSchedule:
+    async def add_periodic_task(
+        self,
+        name: str,
+        cron: str,
+        task_type: str,
+        parameters: dict[str, Any] | None = None,
+        *,
+        priority: int = defaults.PRIORITY,
+        max_retries: int = defaults.MAX_RETRIES,
+        timeout: float | None = None,
+        retry_backoff: float = defaults.RETRY_BACKOFF,
+        required_capabilities: Iterable[str] | None = None,
+        enabled: bool = True,
+    ) -> SavedSchedule:
         """Create or replace the schedule ``name``, as ``TaskQueueClient.add_periodic_task``.
 
         Raises:
             CronExpressionError: the cron expression is invalid or never fires.
             ValidationError: another argument is invalid; nothing is saved.
         """
-        options = TaskOptions(priority=priority, max_retries=max_retries, timeout=timeout,
-                              retry_backoff=retry_backoff,
-                              required_capabilities=required_capabilities)
+        options = TaskOptions(
+            priority=priority,
+            max_retries=max_retries,
+            timeout=timeout,
+            retry_backoff=retry_backoff,
+            required_capabilities=required_capabilities,
+        )
         checked = schedule(name, cron, task_type, parameters, options, enabled)
         return await self.db.run(operations.save_schedule(checked))
 
@@ -242,11 +282,11 @@ class AsyncTaskQueueClient:
         """Every schedule, with its latest tick and the task that tick enqueued."""
         return await self.db.run(operations.list_schedules())
 
-    async def _insert(self, specs: list[TaskSpec],
-                      connection: AsyncCallerConnection | None) -> list[int]:
+    async def _insert(
+        self, specs: list[TaskSpec], connection: AsyncCallerConnection | None
+    ) -> list[int]:
         with tracing.submit_span([s.task_type for s in specs]) as trace_context:
-            return await self.db.run(operations.submit(specs, trace_context),
-                                     connection=connection)
+            return await self.db.run(operations.submit(specs, trace_context), connection=connection)
 
 
 def _resolve_dsn(local_queue: TaskQueue | None, dsn: str | None) -> str:
@@ -257,5 +297,6 @@ def _resolve_dsn(local_queue: TaskQueue | None, dsn: str | None) -> str:
     if not dsn:
         raise ConfigurationError(
             f"no database: pass dsn=, set ${DSN_VARIABLE}, or pass local_queue= "
-            "a TaskQueue (which can start the embedded server)")
+            "a TaskQueue (which can start the embedded server)"
+        )
     return dsn

@@ -11,9 +11,10 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from typing_extensions import Self
+
 from omnispindle._client import operations, streaming, waiting
-from omnispindle._client.records import (CancelOutcome, RetryOutcome, StreamEvent,
-                                         raise_if_failed)
+from omnispindle._client.records import CancelOutcome, RetryOutcome, StreamEvent, raise_if_failed
 from omnispindle._core import batches, defaults, validation
 from omnispindle._core.schedules import schedule
 from omnispindle._core.specs import TaskOptions, TaskSpec, task_spec
@@ -53,20 +54,34 @@ class TaskQueueClient:
         ValidationError: a setting has the wrong type or range.
     """
 
-    def __init__(self, local_queue: TaskQueue | None = None, dsn: str | None = None, *,
-                 poll_interval: float = defaults.POLL_INTERVAL,
-                 pool_size: int | None = None) -> None:
+    def __init__(
+        self,
+        local_queue: TaskQueue | None = None,
+        dsn: str | None = None,
+        *,
+        poll_interval: float = defaults.POLL_INTERVAL,
+        pool_size: int | None = None,
+    ) -> None:
         self.poll_interval = validation.positive_number("poll_interval", poll_interval)
         self.queue, self._owns_queue = open_queue(local_queue, dsn, pool_size)
 
-    def submit_task(self, task_type: str, parameters: dict[str, Any] | None = None,
-                    priority: int = defaults.PRIORITY, dependencies: Iterable[int] | None = None,
-                    max_retries: int = defaults.MAX_RETRIES, timeout: float | None = None, *,
-                    retry_backoff: float = defaults.RETRY_BACKOFF,
-                    required_capabilities: Iterable[str] | None = None,
-                    allow_failed_dependencies: bool = False, run_at: datetime | None = None,
-                    delay: float | timedelta | None = None, idempotency_key: str | None = None,
-                    connection: CallerConnection | None = None) -> int:
+    def submit_task(
+        self,
+        task_type: str,
+        parameters: dict[str, Any] | None = None,
+        priority: int = defaults.PRIORITY,
+        dependencies: Iterable[int] | None = None,
+        max_retries: int = defaults.MAX_RETRIES,
+        timeout: float | None = None,
+        *,
+        retry_backoff: float = defaults.RETRY_BACKOFF,
+        required_capabilities: Iterable[str] | None = None,
+        allow_failed_dependencies: bool = False,
+        run_at: datetime | None = None,
+        delay: float | timedelta | None = None,
+        idempotency_key: str | None = None,
+        connection: CallerConnection | None = None,
+    ) -> int:
         """Submit one task and return its id.
 
         Args:
@@ -97,13 +112,23 @@ class TaskQueueClient:
             >>> client.submit_task("math", {"operation": "sum", "values": [1, 2]})  # doctest: +SKIP
             1
         """
-        options = TaskOptions(priority, dependencies, max_retries, timeout, retry_backoff,
-                              required_capabilities, allow_failed_dependencies, run_at, delay,
-                              idempotency_key)
+        options = TaskOptions(
+            priority,
+            dependencies,
+            max_retries,
+            timeout,
+            retry_backoff,
+            required_capabilities,
+            allow_failed_dependencies,
+            run_at,
+            delay,
+            idempotency_key,
+        )
         return self._insert([task_spec(task_type, parameters, options)], connection)[0]
 
-    def submit_batch(self, tasks: Iterable[dict[str, Any]], *,
-                     connection: CallerConnection | None = None) -> list[int]:
+    def submit_batch(
+        self, tasks: Iterable[dict[str, Any]], *, connection: CallerConnection | None = None
+    ) -> list[int]:
         """Submit many tasks in one round trip and transaction, all or nothing; returns
         ids in order.
 
@@ -121,8 +146,9 @@ class TaskQueueClient:
         chunks = batches.plain_chunks(entries)
         if chunks is not None:
             with tracing.submit_span(batches.task_types(entries)) as trace_context:
-                return self.queue.db.run(operations.submit_chunks(chunks, trace_context),
-                                         connection=connection)
+                return self.queue.db.run(
+                    operations.submit_chunks(chunks, trace_context), connection=connection
+                )
         specs = batches.batch_specs(entries)
         return self._insert(specs, connection) if specs else []
 
@@ -134,9 +160,10 @@ class TaskQueueClient:
         """
         return self.queue.db.run(operations.get_task(task_id))
 
-    def wait_for_task(self, task_id: int, timeout: float | None = None, *,
-                      raise_on_error: bool = False) -> TaskRecord:
-        """Block until the task finishes; return its record (``result`` holds the executor's return).
+    def wait_for_task(
+        self, task_id: int, timeout: float | None = None, *, raise_on_error: bool = False
+    ) -> TaskRecord:
+        """Block until the task finishes; return its record (the executor's return in ``result``).
 
         Args:
             timeout: seconds to wait at most; None waits for ever.
@@ -150,8 +177,13 @@ class TaskQueueClient:
         task = self.wait_for_batch([task_id], timeout)[0]
         return raise_if_failed(task) if raise_on_error else task
 
-    def wait_for_batch(self, task_ids: Iterable[int], timeout: float | None = None, *,
-                       progress: waiting.Progress | None = None) -> list[TaskRecord]:
+    def wait_for_batch(
+        self,
+        task_ids: Iterable[int],
+        timeout: float | None = None,
+        *,
+        progress: waiting.Progress | None = None,
+    ) -> list[TaskRecord]:
         """Block until every task finishes; return their records in the given order.
 
         It holds the ids and the finished records only, and however many
@@ -166,8 +198,9 @@ class TaskQueueClient:
             TaskNotFoundError: an id does not exist.
             WaitTimeoutError: some tasks had not finished within ``timeout``.
         """
-        return waiting.wait_for_batch(self.queue.db, self.queue.notifier, task_ids, timeout,
-                                      self.poll_interval, progress)
+        return waiting.wait_for_batch(
+            self.queue.db, self.queue.notifier, task_ids, timeout, self.poll_interval, progress
+        )
 
     def cancel_task(self, task_id: int, reason: str | None = None) -> CancelOutcome:
         """Cancel a task and, through the database, every task that depends on it.
@@ -214,16 +247,24 @@ class TaskQueueClient:
         """
         timeout = validation.optional_positive_number("timeout", timeout)
         self.get_task(task_id)
-        return streaming.stream_events(self.queue.db, self.queue.notifier, task_id, timeout,
-                                       self.poll_interval)
+        return streaming.stream_events(
+            self.queue.db, self.queue.notifier, task_id, timeout, self.poll_interval
+        )
 
-    def add_periodic_task(self, name: str, cron: str, task_type: str,
-                          parameters: dict[str, Any] | None = None, *,
-                          priority: int = defaults.PRIORITY,
-                          max_retries: int = defaults.MAX_RETRIES, timeout: float | None = None,
-                          retry_backoff: float = defaults.RETRY_BACKOFF,
-                          required_capabilities: Iterable[str] | None = None,
-                          enabled: bool = True) -> SavedSchedule:
+    def add_periodic_task(
+        self,
+        name: str,
+        cron: str,
+        task_type: str,
+        parameters: dict[str, Any] | None = None,
+        *,
+        priority: int = defaults.PRIORITY,
+        max_retries: int = defaults.MAX_RETRIES,
+        timeout: float | None = None,
+        retry_backoff: float = defaults.RETRY_BACKOFF,
+        required_capabilities: Iterable[str] | None = None,
+        enabled: bool = True,
+    ) -> SavedSchedule:
         """Create or replace the schedule ``name``: a task submitted at every cron tick.
 
         ``cron`` has five fields (minute hour day month weekday) or six (a
@@ -236,9 +277,13 @@ class TaskQueueClient:
             CronExpressionError: the cron expression is invalid or never fires.
             ValidationError: another argument is invalid; nothing is saved.
         """
-        options = TaskOptions(priority=priority, max_retries=max_retries, timeout=timeout,
-                              retry_backoff=retry_backoff,
-                              required_capabilities=required_capabilities)
+        options = TaskOptions(
+            priority=priority,
+            max_retries=max_retries,
+            timeout=timeout,
+            retry_backoff=retry_backoff,
+            required_capabilities=required_capabilities,
+        )
         checked = schedule(name, cron, task_type, parameters, options, enabled)
         return self.queue.db.run(operations.save_schedule(checked))
 
@@ -255,7 +300,7 @@ class TaskQueueClient:
         if self._owns_queue:
             self.queue.shutdown()
 
-    def __enter__(self) -> TaskQueueClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -263,5 +308,4 @@ class TaskQueueClient:
 
     def _insert(self, specs: list[TaskSpec], connection: CallerConnection | None) -> list[int]:
         with tracing.submit_span([s.task_type for s in specs]) as trace_context:
-            return self.queue.db.run(operations.submit(specs, trace_context),
-                                     connection=connection)
+            return self.queue.db.run(operations.submit(specs, trace_context), connection=connection)

@@ -1,4 +1,4 @@
-"""The typed errors Omnispindle raises; ``omnispindle._db.sqlstate`` maps database errors onto them."""
+"""The typed errors Omnispindle raises (database errors are mapped onto them in one place)."""
 
 from __future__ import annotations
 
@@ -55,11 +55,11 @@ class WaitTimeoutError(OmnispindleError, TimeoutError):
 
 
 class TaskCancelled(OmnispindleError):
-    """Raised inside an executor whose task was cancelled (``current_task().raise_if_cancelled()``)."""
+    """Raised in an executor whose task was cancelled (``current_task().raise_if_cancelled()``)."""
 
 
 class LeaseLostError(OmnispindleError):
-    """The running attempt no longer holds its task's lease: another attempt or a cancel took over."""
+    """The running attempt no longer holds its task's lease: another attempt or a cancel has it."""
 
 
 class TaskFailedError(OmnispindleError):
@@ -73,7 +73,7 @@ class TaskFailedError(OmnispindleError):
 
 
 class TaskStateError(OmnispindleError):
-    """The task is in a state that does not allow the operation (e.g. retrying one that has not failed)."""
+    """The task's state does not allow the operation (e.g. retrying one that has not failed)."""
 
 
 class IdempotencyKeyConflictError(OmnispindleError):

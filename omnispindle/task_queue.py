@@ -7,6 +7,8 @@ import os
 import threading
 from typing import Any
 
+from typing_extensions import Self
+
 from omnispindle._core import defaults
 from omnispindle._db import embedded, migrations
 from omnispindle._db import queries as q
@@ -48,14 +50,20 @@ class TaskQueue:
         >>> queue = TaskQueue(dsn="postgresql://app@db/app")   # doctest: +SKIP
     """
 
-    def __init__(self, dsn: str | None = None, *,
-                 persistence_path: str | os.PathLike[str] | None = None,
-                 migrate: bool = True, pool_size: int = defaults.POOL_SIZE) -> None:
+    def __init__(
+        self,
+        dsn: str | None = None,
+        *,
+        persistence_path: str | os.PathLike[str] | None = None,
+        migrate: bool = True,
+        pool_size: int = defaults.POOL_SIZE,
+    ) -> None:
         dsn = dsn or os.environ.get(embedded.DSN_VARIABLE)
         if dsn and persistence_path is not None:
             raise ConfigurationError(
                 "persistence_path selects the embedded database's directory; with a DSN "
-                "the queue's state already persists in that database")
+                "the queue's state already persists in that database"
+            )
         self._server: embedded.Server | None = None
         if not dsn:
             self._server = embedded.start_server(persistence_path)
@@ -170,7 +178,7 @@ class TaskQueue:
             self._server.cleanup()
             self._server = None
 
-    def __enter__(self) -> TaskQueue:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -182,11 +190,13 @@ class TaskQueue:
         elif not self.db.run(q.setup.schema_installed()):
             raise SchemaMissingError(
                 "the database has no omnispindle schema: run `omnispindle migrate --dsn ...` "
-                "or create the queue with migrate=True")
+                "or create the queue with migrate=True"
+            )
 
 
-def open_queue(local_queue: TaskQueue | None, dsn: str | None,
-               pool_size: int | None = None) -> tuple[TaskQueue, bool]:
+def open_queue(
+    local_queue: TaskQueue | None, dsn: str | None, pool_size: int | None = None
+) -> tuple[TaskQueue, bool]:
     """The queue a client or worker uses, and whether it owns it (and must shut it down).
 
     Raises:
@@ -195,11 +205,14 @@ def open_queue(local_queue: TaskQueue | None, dsn: str | None,
     """
     given = given_queue(local_queue, dsn)
     if given is None:
-        return TaskQueue(dsn, pool_size=defaults.POOL_SIZE if pool_size is None else pool_size), True
+        return TaskQueue(
+            dsn, pool_size=defaults.POOL_SIZE if pool_size is None else pool_size
+        ), True
     if pool_size is not None:
         raise ConfigurationError(
             "pool_size sizes the pool of a queue the client opens itself; local_queue "
-            "keeps its own (TaskQueue(..., pool_size=N))")
+            "keeps its own (TaskQueue(..., pool_size=N))"
+        )
     return given, False
 
 
@@ -214,5 +227,6 @@ def given_queue(local_queue: Any, dsn: str | None) -> TaskQueue | None:
     if local_queue is not None and not isinstance(local_queue, TaskQueue):
         hint = "; pass a database as dsn=..." if isinstance(local_queue, str) else ""
         raise ConfigurationError(
-            f"local_queue must be a TaskQueue, got {type(local_queue).__name__}{hint}")
+            f"local_queue must be a TaskQueue, got {type(local_queue).__name__}{hint}"
+        )
     return local_queue

@@ -54,25 +54,38 @@ class WorkerClient:
         >>> worker.start()   # blocks until worker.stop()  # doctest: +SKIP
     """
 
-    def __init__(self, local_queue: TaskQueue | None = None, dsn: str | None = None,
-                 capabilities: Iterable[str] | None = None, *,
-                 concurrency: int = defaults.CONCURRENCY, name: str | None = None,
-                 poll_interval: float = defaults.POLL_INTERVAL,
-                 lease_timeout: float = defaults.LEASE_TIMEOUT,
-                 heartbeat_interval: float | None = None,
-                 shutdown_timeout: float = defaults.SHUTDOWN_TIMEOUT,
-                 sweep_interval: float | None = defaults.SWEEP_INTERVAL,
-                 dead_worker_after: float = defaults.DEAD_WORKER_AFTER,
-                 schedule_interval: float | None = defaults.SCHEDULE_INTERVAL,
-                 retention: float | None = defaults.RETENTION) -> None:
+    def __init__(
+        self,
+        local_queue: TaskQueue | None = None,
+        dsn: str | None = None,
+        capabilities: Iterable[str] | None = None,
+        *,
+        concurrency: int = defaults.CONCURRENCY,
+        name: str | None = None,
+        poll_interval: float = defaults.POLL_INTERVAL,
+        lease_timeout: float = defaults.LEASE_TIMEOUT,
+        heartbeat_interval: float | None = None,
+        shutdown_timeout: float = defaults.SHUTDOWN_TIMEOUT,
+        sweep_interval: float | None = defaults.SWEEP_INTERVAL,
+        dead_worker_after: float = defaults.DEAD_WORKER_AFTER,
+        schedule_interval: float | None = defaults.SCHEDULE_INTERVAL,
+        retention: float | None = defaults.RETENTION,
+    ) -> None:
         self.settings = worker_settings(
-            concurrency=concurrency, name=name, poll_interval=poll_interval,
-            lease_timeout=lease_timeout, heartbeat_interval=heartbeat_interval,
-            shutdown_timeout=shutdown_timeout, sweep_interval=sweep_interval,
-            dead_worker_after=dead_worker_after, schedule_interval=schedule_interval,
-            retention_seconds=retention)
-        self.capabilities = None if capabilities is None else list(
-            validation.names("capabilities", capabilities))
+            concurrency=concurrency,
+            name=name,
+            poll_interval=poll_interval,
+            lease_timeout=lease_timeout,
+            heartbeat_interval=heartbeat_interval,
+            shutdown_timeout=shutdown_timeout,
+            sweep_interval=sweep_interval,
+            dead_worker_after=dead_worker_after,
+            schedule_interval=schedule_interval,
+            retention_seconds=retention,
+        )
+        self.capabilities = (
+            None if capabilities is None else list(validation.names("capabilities", capabilities))
+        )
         self.queue, self._owns_queue = open_queue(local_queue, dsn)
         self._executors: dict[str, Executor] = {}
         self._stopping = threading.Event()
@@ -115,13 +128,21 @@ class WorkerClient:
         if not self.task_types:
             raise ConfigurationError(
                 f"worker {self.settings.name!r} can run no task type: executors "
-                f"{sorted(self._executors)}, capabilities {self.capabilities}")
+                f"{sorted(self._executors)}, capabilities {self.capabilities}"
+            )
         self._loop_thread = threading.current_thread()
         try:
             if not self._stopping.is_set():
                 executors = {t: self._executors[t] for t in self.task_types}
-                WorkerLoop(self.queue.db, self.queue.notifier, self.settings, executors,
-                           self.capabilities, self._stopping, self._wake).run()
+                WorkerLoop(
+                    self.queue.db,
+                    self.queue.notifier,
+                    self.settings,
+                    executors,
+                    self.capabilities,
+                    self._stopping,
+                    self._wake,
+                ).run()
         finally:
             self._exited.set()
             if self._owns_queue:

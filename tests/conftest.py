@@ -13,8 +13,8 @@ import shutil
 import tempfile
 import threading
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import psycopg
 import pytest
@@ -22,8 +22,8 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from omnispindle import TaskQueue, TaskQueueClient, WorkerClient
-from omnispindle.migrate import upgrade
 from omnispindle._db.statements import parse_statements
+from omnispindle.migrate import upgrade
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_STATEMENTS = parse_statements((ROOT / "sql" / "tests" / "databases.sql").read_text())
@@ -57,11 +57,17 @@ def _container_dsn(stack: list) -> str | None:
 def server_dsn() -> Iterator[str]:
     """A maintenance DSN of the Postgres server the tests use."""
     cleanups: list = []
-    dsn = (os.environ.get("OMNISPINDLE_TEST_DSN") or _embedded_server_dsn(cleanups)
-           or _container_dsn(cleanups))
+    dsn = (
+        os.environ.get("OMNISPINDLE_TEST_DSN")
+        or _embedded_server_dsn(cleanups)
+        or _container_dsn(cleanups)
+    )
     if not dsn:
-        pytest.exit("no Postgres for the tests: set OMNISPINDLE_TEST_DSN, install pgserver "
-                    "(pip install -e '.[dev]'), or run a Docker engine", returncode=3)
+        pytest.exit(
+            "no Postgres for the tests: set OMNISPINDLE_TEST_DSN, install pgserver "
+            "(pip install -e '.[dev]'), or run a Docker engine",
+            returncode=3,
+        )
     yield dsn
     for cleanup in reversed(cleanups):
         cleanup()
@@ -74,7 +80,8 @@ def database_dsn(server: str, name: str) -> str:
 def create_database(server: str, name: str, template: str = "template0") -> str:
     """Create database ``name`` from ``template``; return its DSN."""
     statement = sql.SQL(TEST_STATEMENTS["create_database"]).format(
-        database=sql.Identifier(name), template=sql.Identifier(template))
+        database=sql.Identifier(name), template=sql.Identifier(template)
+    )
     with psycopg.connect(server, autocommit=True) as conn:
         conn.execute(statement)
     return database_dsn(server, name)

@@ -1,4 +1,4 @@
-"""Reading a task's partial results in a coroutine: the twin of :mod:`omnispindle._client.streaming`."""
+"""Reading a task's partial results in a coroutine: the twin of ``_client.streaming``."""
 
 from __future__ import annotations
 
@@ -16,8 +16,13 @@ from omnispindle.errors import WaitTimeoutError
 from omnispindle.states import FINISHED_VALUES
 
 
-async def stream_events(db: AsyncDatabase, notifier: AsyncNotifier, task_id: int,
-                        timeout: float | None, poll_interval: float) -> AsyncIterator[StreamEvent]:
+async def stream_events(
+    db: AsyncDatabase,
+    notifier: AsyncNotifier,
+    task_id: int,
+    timeout: float | None,
+    poll_interval: float,
+) -> AsyncIterator[StreamEvent]:
     """Yield partials in order and then the final record (see ``AsyncTaskQueueClient.stream_task``).
 
     Raises:

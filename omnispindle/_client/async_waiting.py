@@ -19,9 +19,14 @@ from omnispindle._db.rows import TaskRecord
 AsyncProgress = Callable[[int, int], object]
 
 
-async def wait_for_batch(db: AsyncDatabase, notifier: AsyncNotifier, task_ids: Iterable[int],
-                         timeout: float | None, poll_interval: float,
-                         progress: AsyncProgress | None = None) -> list[TaskRecord]:
+async def wait_for_batch(
+    db: AsyncDatabase,
+    notifier: AsyncNotifier,
+    task_ids: Iterable[int],
+    timeout: float | None,
+    poll_interval: float,
+    progress: AsyncProgress | None = None,
+) -> list[TaskRecord]:
     """Wait until every task finishes; their records in the given order.
 
     Raises:
@@ -57,9 +62,13 @@ async def wait_for_batch(db: AsyncDatabase, notifier: AsyncNotifier, task_ids: I
     return finished.records()
 
 
-async def wait_until(done: Callable[[], Awaitable[bool]], notifier: AsyncNotifier,
-                     channels: Iterable[str], deadline: float | None,
-                     pacer: CheckPacer) -> bool:
+async def wait_until(
+    done: Callable[[], Awaitable[bool]],
+    notifier: AsyncNotifier,
+    channels: Iterable[str],
+    deadline: float | None,
+    pacer: CheckPacer,
+) -> bool:
     """Await ``done()`` after wake-ups on ``channels`` until it returns True or the deadline passes.
 
     Subscribes before the first check, so a task finishing between that check

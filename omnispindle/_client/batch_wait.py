@@ -117,8 +117,10 @@ class FinishedTasks:
     def fetches(self, found: list[TaskRecord] | list[int]) -> list[Query[list[TaskRecord]]]:
         """Queries fetching the records of the finished ids ``find`` returned, a chunk each."""
         fresh = sorted(i for i in found if isinstance(i, int) and i not in self._records)
-        return [q.tasks.get_tasks(fresh[at:at + RECORD_CHUNK], finished_only=True)
-                for at in range(0, len(fresh), RECORD_CHUNK)]
+        return [
+            q.tasks.get_tasks(fresh[at : at + RECORD_CHUNK], finished_only=True)
+            for at in range(0, len(fresh), RECORD_CHUNK)
+        ]
 
     def add(self, found: list[TaskRecord] | list[int]) -> bool:
         """Keep the finished records among ``found`` (ids alone are skipped); True when
@@ -138,8 +140,9 @@ class FinishedTasks:
 
     def timeout_error(self) -> WaitTimeoutError:
         """The error of a wait that ended before every task finished."""
-        return WaitTimeoutError(f"{self.total - self.count} of {self.total} task(s) "
-                                f"unfinished after {self.timeout} s")
+        return WaitTimeoutError(
+            f"{self.total - self.count} of {self.total} task(s) unfinished after {self.timeout} s"
+        )
 
     def _unfinished_ranges(self) -> IdRanges:
         """The unfinished ids, named compactly; rebuilt once per check, not per chunk."""

@@ -11,8 +11,13 @@ from omnispindle.errors import TaskNotFoundError, ValidationError
 from omnispindle.states import TaskState
 
 
-def list_tasks(*, task_types: Iterable[str] = (), states: Iterable[str] = (),
-               older_than: float | None = None, limit: int = 50) -> Query[list[TaskListRow]]:
+def list_tasks(
+    *,
+    task_types: Iterable[str] = (),
+    states: Iterable[str] = (),
+    older_than: float | None = None,
+    limit: int = 50,
+) -> Query[list[TaskListRow]]:
     """The newest tasks matching every filter given (an empty filter matches all).
 
     Args:
@@ -24,9 +29,12 @@ def list_tasks(*, task_types: Iterable[str] = (), states: Iterable[str] = (),
     Raises:
         ValidationError: an unknown state.
     """
-    return q.inspection.list_tasks(task_types=list(task_types) or None,
-                                   states=[_state(s) for s in states] or None,
-                                   older_than=older_than, limit=limit)
+    return q.inspection.list_tasks(
+        task_types=list(task_types) or None,
+        states=[_state(s) for s in states] or None,
+        older_than=older_than,
+        limit=limit,
+    )
 
 
 def task_detail(task_id: int) -> Query[TaskDetail]:
@@ -35,6 +43,7 @@ def task_detail(task_id: int) -> Query[TaskDetail]:
     Raises:
         TaskNotFoundError: (when run) no task has this id.
     """
+
     def found(detail: TaskDetail | None) -> TaskDetail:
         if detail is None:
             raise TaskNotFoundError(f"no task with id {task_id}")
@@ -49,6 +58,7 @@ def require_tasks(task_ids: Sequence[int]) -> Query[dict[int, str]]:
     Raises:
         TaskNotFoundError: (when run) naming the first id that does not exist.
     """
+
     def states_of(rows: list[TaskStateRow]) -> dict[int, str]:
         states = {row["task_id"]: row["state"] for row in rows}
         missing = [task_id for task_id in task_ids if task_id not in states]

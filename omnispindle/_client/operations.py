@@ -10,15 +10,27 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 from omnispindle._client import submission
-from omnispindle._client.records import (DEFAULT_CANCEL_REASON, CancelOutcome, RetryOutcome,
-                                         cancel_outcome, retry_outcome, task_record)
+from omnispindle._client.records import (
+    DEFAULT_CANCEL_REASON,
+    CancelOutcome,
+    RetryOutcome,
+    cancel_outcome,
+    retry_outcome,
+    task_record,
+)
 from omnispindle._core import validation
 from omnispindle._core.schedules import Schedule
 from omnispindle._core.specs import TaskSpec
 from omnispindle._db import queries as q
 from omnispindle._db.query import Atomic, Pipelined, Plan, Query, then
-from omnispindle._db.rows import (IdRun, LockedTask, SavedSchedule, ScheduleSummary, StreamRow,
-                                  TaskRecord)
+from omnispindle._db.rows import (
+    IdRun,
+    LockedTask,
+    SavedSchedule,
+    ScheduleSummary,
+    StreamRow,
+    TaskRecord,
+)
 from omnispindle.errors import TaskNotFoundError, TaskStateError, ValidationError
 from omnispindle.states import TaskState
 
@@ -30,8 +42,9 @@ def submit(specs: list[TaskSpec], trace_context: TraceContext) -> Query[list[int
     return submission.insert(specs, trace_context)
 
 
-def submit_chunks(chunks: Iterator[list[TaskSpec]],
-                  trace_context: TraceContext) -> Pipelined[list[IdRun], list[int]]:
+def submit_chunks(
+    chunks: Iterator[list[TaskSpec]], trace_context: TraceContext
+) -> Pipelined[list[IdRun], list[int]]:
     """Insert a long plain batch in pipelined chunks, all or nothing; the new ids, in order."""
     return submission.insert_chunks(chunks, trace_context)
 
@@ -118,26 +131,37 @@ def _check_retryable(ids: list[int], locked: dict[int, LockedTask]) -> None:
         row = locked[task_id]
         if row["state"] != TaskState.FAILED.value:
             raise TaskStateError(
-                f"task {task_id} is {row['state']}; only failed tasks can be retried")
+                f"task {task_id} is {row['state']}; only failed tasks can be retried"
+            )
         key = row["idempotency_key"]
         if key is None:
             continue
         holder = row["key_holder"] or keys.get(key)
         if holder is not None:
-            raise TaskStateError(f"task {task_id}'s idempotency key {key!r} is held by "
-                                 f"unfinished task {holder}; it cannot run twice at once")
+            raise TaskStateError(
+                f"task {task_id}'s idempotency key {key!r} is held by "
+                f"unfinished task {holder}; it cannot run twice at once"
+            )
         keys[key] = task_id
 
 
 def save_schedule(schedule: Schedule) -> Query[SavedSchedule]:
     """Create or replace a periodic schedule."""
     task = schedule.task
-    return q.periodic.upsert_periodic_task({
-        "name": schedule.name, "cron": schedule.cron.text, "task_type": task.task_type,
-        "parameters": task.parameters_json, "priority": task.priority,
-        "max_attempts": task.max_attempts, "retry_backoff": task.retry_backoff,
-        "timeout": task.timeout, "required_capabilities": list(task.required_capabilities),
-        "enabled": schedule.enabled})
+    return q.periodic.upsert_periodic_task(
+        {
+            "name": schedule.name,
+            "cron": schedule.cron.text,
+            "task_type": task.task_type,
+            "parameters": task.parameters_json,
+            "priority": task.priority,
+            "max_attempts": task.max_attempts,
+            "retry_backoff": task.retry_backoff,
+            "timeout": task.timeout,
+            "required_capabilities": list(task.required_capabilities),
+            "enabled": schedule.enabled,
+        }
+    )
 
 
 def remove_schedule(name: str) -> Query[bool]:

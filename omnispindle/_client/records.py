@@ -6,7 +6,7 @@ identically.
 
 from __future__ import annotations
 
-from typing import Literal, TypedDict, Union
+from typing import Literal, TypedDict
 
 from omnispindle._db.rows import Json, RetriedTask, StreamRow, TaskRecord
 from omnispindle.errors import TaskFailedError
@@ -48,7 +48,7 @@ class FinalEvent(TypedDict):
     task: TaskRecord
 
 
-StreamEvent = Union[PartialEvent, FinalEvent]
+StreamEvent = PartialEvent | FinalEvent
 
 
 def task_record(row: TaskRecord) -> TaskRecord:
@@ -79,15 +79,17 @@ def cancel_outcome(task_id: int, state: str, changed: bool) -> CancelOutcome:
 def retry_outcome(row: RetriedTask) -> RetryOutcome:
     """The outcome of retrying one failed task."""
     attempt = row["attempts"] + 1
-    return {"task_id": row["task_id"], "state": row["state"],
-            "message": f"task {row['task_id']} is pending again "
-                       f"(attempt {attempt} of {row['max_attempts']})"}
+    return {
+        "task_id": row["task_id"],
+        "state": row["state"],
+        "message": f"task {row['task_id']} is pending again "
+        f"(attempt {attempt} of {row['max_attempts']})",
+    }
 
 
 def partial_event(row: StreamRow) -> PartialEvent:
     """A ``read_stream`` row as a streaming event."""
-    return {"kind": "partial", "seq": row["seq"], "attempt": row["attempt"],
-            "data": row["payload"]}
+    return {"kind": "partial", "seq": row["seq"], "attempt": row["attempt"], "data": row["payload"]}
 
 
 def final_event(task: TaskRecord) -> FinalEvent:

@@ -15,8 +15,9 @@ from omnispindle.errors import WaitTimeoutError
 from omnispindle.states import FINISHED_VALUES
 
 
-def stream_events(db: Database, notifier: Notifier, task_id: int, timeout: float | None,
-                  poll_interval: float) -> Iterator[StreamEvent]:
+def stream_events(
+    db: Database, notifier: Notifier, task_id: int, timeout: float | None, poll_interval: float
+) -> Iterator[StreamEvent]:
     """Yield partials in order and then the final record (see ``TaskQueueClient.stream_task``).
 
     Raises:
@@ -24,8 +25,9 @@ def stream_events(db: Database, notifier: Notifier, task_id: int, timeout: float
         WaitTimeoutError: the task had not finished within ``timeout`` seconds.
     """
     woken = threading.Event()
-    handles = [notifier.subscribe(channel, woken.set)
-               for channel in (STREAM_CHANNEL, FINISHED_CHANNEL)]
+    handles = [
+        notifier.subscribe(channel, woken.set) for channel in (STREAM_CHANNEL, FINISHED_CHANNEL)
+    ]
     deadline = None if timeout is None else time.monotonic() + timeout
     after = 0
     try:

@@ -33,12 +33,15 @@ def insert(specs: list[TaskSpec], trace_context: TraceContext) -> Query[list[int
     return then(bulk_insert(specs, trace_context), ids_of_runs)
 
 
-def insert_chunks(chunks: Iterable[list[TaskSpec]],
-                  trace_context: TraceContext) -> Pipelined[list[IdRun], list[int]]:
+def insert_chunks(
+    chunks: Iterable[list[TaskSpec]], trace_context: TraceContext
+) -> Pipelined[list[IdRun], list[int]]:
     """A long plain batch as pipelined bulk inserts, one per chunk, all or nothing;
     the chunks may come from a generator that validates them as they are sent."""
-    return Pipelined((bulk_insert(specs, trace_context) for specs in chunks),
-                     lambda results: [i for runs in results for i in ids_of_runs(runs)])
+    return Pipelined(
+        (bulk_insert(specs, trace_context) for specs in chunks),
+        lambda results: [i for runs in results for i in ids_of_runs(runs)],
+    )
 
 
 def bulk_insert(specs: list[TaskSpec], trace_context: TraceContext) -> Query[list[IdRun]]:

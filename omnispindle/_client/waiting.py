@@ -15,9 +15,14 @@ from omnispindle._db.rows import TaskRecord
 Progress = Callable[[int, int], object]
 
 
-def wait_for_batch(db: Database, notifier: Notifier, task_ids: Iterable[int],
-                   timeout: float | None, poll_interval: float,
-                   progress: Progress | None = None) -> list[TaskRecord]:
+def wait_for_batch(
+    db: Database,
+    notifier: Notifier,
+    task_ids: Iterable[int],
+    timeout: float | None,
+    poll_interval: float,
+    progress: Progress | None = None,
+) -> list[TaskRecord]:
     """Block until every task finishes; their records in the given order.
 
     Raises:
@@ -52,8 +57,13 @@ def wait_for_batch(db: Database, notifier: Notifier, task_ids: Iterable[int],
     return finished.records()
 
 
-def wait_until(done: Callable[[], bool], notifier: Notifier, channel: str,
-               deadline: float | None, pacer: CheckPacer) -> bool:
+def wait_until(
+    done: Callable[[], bool],
+    notifier: Notifier,
+    channel: str,
+    deadline: float | None,
+    pacer: CheckPacer,
+) -> bool:
     """Call ``done()`` after wake-ups on ``channel`` until it returns True or the deadline passes.
 
     Subscribes before the first check, so a task finishing between that check

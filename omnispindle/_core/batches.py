@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
-from omnispindle.errors import DependencyCycleError, ValidationError
 from omnispindle._core.specs import BATCH_FIELDS, TaskSpec, options_of, task_spec
+from omnispindle.errors import DependencyCycleError, ValidationError
 
 
 class EntryRef(NamedTuple):
@@ -59,9 +59,13 @@ def plain_chunks(entries: list[Any], size: int = CHUNK_SIZE) -> Iterator[list[Ta
     """
     if len(entries) <= size or not all(map(_plain, entries)):
         return None
-    return ([_entry_spec(index, entries[index], {}, len(entries))
-             for index in range(start, min(start + size, len(entries)))]
-            for start in range(0, len(entries), size))
+    return (
+        [
+            _entry_spec(index, entries[index], {}, len(entries))
+            for index in range(start, min(start + size, len(entries)))
+        ]
+        for start in range(0, len(entries), size)
+    )
 
 
 def _plain(item: Any) -> bool:
@@ -69,8 +73,11 @@ def _plain(item: Any) -> bool:
     if type(item) is not dict and not isinstance(item, Mapping):
         return False
     dependencies = item.get("dependencies")
-    return (item.get("key") is None and item.get("idempotency_key") is None
-            and (dependencies is None or (type(dependencies) in (list, tuple) and not dependencies)))
+    return (
+        item.get("key") is None
+        and item.get("idempotency_key") is None
+        and (dependencies is None or (type(dependencies) in (list, tuple) and not dependencies))
+    )
 
 
 def batch_specs(tasks: Any) -> list[TaskSpec]:
@@ -101,9 +108,13 @@ def _keys(entries: list[Any]) -> dict[str, int]:
         if key is None:
             continue
         if not isinstance(key, str) or not key:
-            raise ValidationError(f"batch entry {index}: key must be a non-empty string, got {key!r}")
+            raise ValidationError(
+                f"batch entry {index}: key must be a non-empty string, got {key!r}"
+            )
         if key in keys:
-            raise ValidationError(f"batch entry {index}: key {key!r} is already used by entry {keys[key]}")
+            raise ValidationError(
+                f"batch entry {index}: key {key!r} is already used by entry {keys[key]}"
+            )
         keys[key] = index
     return keys
 
@@ -136,9 +147,14 @@ def _split_dependencies(value: Any, keys: dict[str, int], size: int) -> tuple[li
     ids, positions = [], []
     for item in value:
         if isinstance(item, EntryRef):
-            if isinstance(item.index, bool) or not isinstance(item.index, int) or not 0 <= item.index < size:
+            if (
+                isinstance(item.index, bool)
+                or not isinstance(item.index, int)
+                or not 0 <= item.index < size
+            ):
                 raise ValidationError(
-                    f"dependencies: entry({item.index!r}) is not a position in this batch of {size}")
+                    f"dependencies: entry({item.index!r}) is not a position in this batch of {size}"
+                )
             positions.append(item.index)
         elif isinstance(item, str):
             if item not in keys:
@@ -155,7 +171,8 @@ def _reject_repeated_idempotency_keys(specs: list[TaskSpec]) -> None:
         key = spec.idempotency_key
         if key is not None and key in seen:
             raise ValidationError(
-                f"batch entry {index}: idempotency_key {key!r} is already used by entry {seen[key]}")
+                f"batch entry {index}: idempotency_key {key!r} is already used by entry {seen[key]}"
+            )
         if key is not None:
             seen[key] = index
 
@@ -177,10 +194,10 @@ def _reject_cycles(specs: list[TaskSpec]) -> None:
                 stack.pop()
                 path.pop()
             elif state[child] == 1:
-                cycle = path[path.index(child):] + [child]
+                cycle = path[path.index(child) :] + [child]
                 raise DependencyCycleError(
-                    "batch entries depend on each other in a cycle: "
-                    + " -> ".join(map(str, cycle)))
+                    "batch entries depend on each other in a cycle: " + " -> ".join(map(str, cycle))
+                )
             elif state[child] == 0:
                 state[child] = 1
                 stack.append((child, iter(specs[child].entry_dependencies)))

@@ -24,18 +24,24 @@ from __future__ import annotations
 
 import calendar
 from bisect import bisect_left, bisect_right
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
-from typing import Mapping, Sequence
 
 from omnispindle.errors import CronExpressionError, ValidationError
 
 CYCLE_YEARS = 400
 
-_MONTH_NAMES = {name: number for number, name in enumerate(
-    ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"], start=1)}
-_WEEKDAY_NAMES = {name: number for number, name in enumerate(
-    ["sun", "mon", "tue", "wed", "thu", "fri", "sat"])}
+_MONTH_NAMES = {
+    name: number
+    for number, name in enumerate(
+        ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"],
+        start=1,
+    )
+}
+_WEEKDAY_NAMES = {
+    name: number for number, name in enumerate(["sun", "mon", "tue", "wed", "thu", "fri", "sat"])
+}
 
 _MACROS = {
     "@yearly": "0 0 1 1 *",
@@ -174,7 +180,8 @@ class CronExpression:
         if found is None:
             raise ValidationError(
                 f"cron expression {self.text!r} has no fire time after {moment.isoformat()}"
-                " within the years datetime supports")
+                " within the years datetime supports"
+            )
         return found
 
     def last_at_or_before(self, moment: datetime) -> datetime | None:
@@ -191,7 +198,9 @@ def _utc_seconds(moment: datetime) -> datetime:
     try:
         return moment.astimezone(timezone.utc).replace(microsecond=0)
     except OverflowError:
-        raise ValidationError(f"moment {moment.isoformat()} is outside the years datetime supports") from None
+        raise ValidationError(
+            f"moment {moment.isoformat()} is outside the years datetime supports"
+        ) from None
 
 
 def _split(text: object) -> list[str]:
@@ -205,8 +214,10 @@ def _split(text: object) -> list[str]:
         return _macro(text, words)
     if len(words) not in (5, 6):
         raise CronExpressionError(
-            f"cron expression {text!r}: expected 5 fields (minute hour day-of-month month day-of-week)"
-            f" or 6 (second first), got {len(words)}")
+            f"cron expression {text!r}: expected 5 fields "
+            "(minute hour day-of-month month day-of-week)"
+            f" or 6 (second first), got {len(words)}"
+        )
     return words
 
 
@@ -215,9 +226,12 @@ def _macro(text: str, words: list[str]) -> list[str]:
     if expansion is None:
         known = ", ".join(_MACROS)
         raise CronExpressionError(
-            f"cron expression {text!r}: unsupported macro {words[0]!r}, expected one of {known}")
+            f"cron expression {text!r}: unsupported macro {words[0]!r}, expected one of {known}"
+        )
     if len(words) > 1:
-        raise CronExpressionError(f"cron expression {text!r}: macro {words[0]!r} takes no other fields")
+        raise CronExpressionError(
+            f"cron expression {text!r}: macro {words[0]!r} takes no other fields"
+        )
     return expansion.split()
 
 
@@ -234,22 +248,32 @@ def _build(text: str, words: list[str]) -> _Schedule:
     dom_word, dow_word = words[-3], words[-1]
     either = not dom_word.startswith("*") and not dow_word.startswith("*")
     schedule = _Schedule(
-        tuple(sorted(seconds)), tuple(sorted(minutes)), tuple(sorted(hours)), tuple(sorted(months)),
-        _month_days(days, weekdays, either))
+        tuple(sorted(seconds)),
+        tuple(sorted(minutes)),
+        tuple(sorted(hours)),
+        tuple(sorted(months)),
+        _month_days(days, weekdays, either),
+    )
     # 2000-01-01 starts a 400-year cycle; nothing in one cycle means nothing ever.
     if schedule.first_at_or_after(datetime(2000, 1, 1, tzinfo=timezone.utc)) is None:
-        raise CronExpressionError(f"cron expression {text!r} never fires: no month has a matching day")
+        raise CronExpressionError(
+            f"cron expression {text!r} never fires: no month has a matching day"
+        )
     return schedule
 
 
-def _month_days(days: set[int], weekdays: set[int], either: bool) -> dict[tuple[int, int], tuple[int, ...]]:
+def _month_days(
+    days: set[int], weekdays: set[int], either: bool
+) -> dict[tuple[int, int], tuple[int, ...]]:
     """Matching days for every month shape: weekday of the 1st and month length."""
     table = {}
     for first in range(7):
         for length in range(28, 32):
             table[first, length] = tuple(
-                day for day in range(1, length + 1)
-                if _day_matches(day in days, (first + day - 1) % 7 in weekdays, either))
+                day
+                for day in range(1, length + 1)
+                if _day_matches(day in days, (first + day - 1) % 7 in weekdays, either)
+            )
     return table
 
 
@@ -321,7 +345,9 @@ def _floor(values: Sequence[int], value: int) -> int | None:
     return values[i - 1] if i > 0 else None
 
 
-def _ceil_tuple(fields: Sequence[Sequence[int]], current: tuple[int, ...]) -> tuple[int, ...] | None:
+def _ceil_tuple(
+    fields: Sequence[Sequence[int]], current: tuple[int, ...]
+) -> tuple[int, ...] | None:
     """The smallest tuple >= ``current`` whose parts come from ``fields`` (each sorted)."""
     kept = _matched_prefix(fields, current)
     if kept == len(fields):
@@ -331,11 +357,13 @@ def _ceil_tuple(fields: Sequence[Sequence[int]], current: tuple[int, ...]) -> tu
     for i in range(kept, -1, -1):
         raised = _ceil(fields[i], current[i] + 1)
         if raised is not None:
-            return (*current[:i], raised, *(values[0] for values in fields[i + 1:]))
+            return (*current[:i], raised, *(values[0] for values in fields[i + 1 :]))
     return None
 
 
-def _floor_tuple(fields: Sequence[Sequence[int]], current: tuple[int, ...]) -> tuple[int, ...] | None:
+def _floor_tuple(
+    fields: Sequence[Sequence[int]], current: tuple[int, ...]
+) -> tuple[int, ...] | None:
     """The largest tuple <= ``current`` whose parts come from ``fields`` (each sorted)."""
     kept = _matched_prefix(fields, current)
     if kept == len(fields):
@@ -343,7 +371,7 @@ def _floor_tuple(fields: Sequence[Sequence[int]], current: tuple[int, ...]) -> t
     for i in range(kept, -1, -1):
         lowered = _floor(fields[i], current[i] - 1)
         if lowered is not None:
-            return (*current[:i], lowered, *(values[-1] for values in fields[i + 1:]))
+            return (*current[:i], lowered, *(values[-1] for values in fields[i + 1 :]))
     return None
 
 

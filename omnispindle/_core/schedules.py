@@ -19,8 +19,9 @@ class Schedule(NamedTuple):
     enabled: bool
 
 
-def schedule(name: Any, cron: Any, task_type: Any, parameters: Any, options: TaskOptions,
-             enabled: Any) -> Schedule:
+def schedule(
+    name: Any, cron: Any, task_type: Any, parameters: Any, options: TaskOptions, enabled: Any
+) -> Schedule:
     """Validate a schedule.
 
     Raises:
@@ -28,8 +29,10 @@ def schedule(name: Any, cron: Any, task_type: Any, parameters: Any, options: Tas
         ValidationError: another argument is invalid.
     """
     if not isinstance(name, str) or not name or len(name) > defaults.MAX_KEY_LENGTH:
-        raise ValidationError(f"a periodic task's name must be a non-empty string of at most "
-                              f"{defaults.MAX_KEY_LENGTH} characters, got {name!r}")
+        raise ValidationError(
+            f"a periodic task's name must be a non-empty string of at most "
+            f"{defaults.MAX_KEY_LENGTH} characters, got {name!r}"
+        )
     expression = CronExpression.parse(cron)
     spec = task_spec(task_type, parameters, options)
     if not isinstance(enabled, bool):

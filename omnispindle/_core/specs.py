@@ -61,8 +61,9 @@ class TaskSpec(NamedTuple):
 DEFAULT_OPTIONS = TaskOptions()
 
 
-def task_spec(task_type: Any, parameters: Any = None,
-              options: TaskOptions = DEFAULT_OPTIONS) -> TaskSpec:
+def task_spec(
+    task_type: Any, parameters: Any = None, options: TaskOptions = DEFAULT_OPTIONS
+) -> TaskSpec:
     """Validate one task.
 
     Raises:
@@ -72,15 +73,18 @@ def task_spec(task_type: Any, parameters: Any = None,
         task_type=validation.task_type(task_type),
         parameters_json=validation.parameters(parameters),
         priority=validation.int_in_range("priority", options.priority, defaults.PRIORITY_RANGE),
-        max_attempts=defaults.max_attempts(validation.int_in_range(
-            "max_retries", options.max_retries, defaults.MAX_RETRIES_RANGE)),
+        max_attempts=defaults.max_attempts(
+            validation.int_in_range("max_retries", options.max_retries, defaults.MAX_RETRIES_RANGE)
+        ),
         retry_backoff=validation.retry_backoff(options.retry_backoff),
         timeout=validation.timeout(options.timeout),
-        required_capabilities=validation.names("required_capabilities",
-                                               options.required_capabilities),
+        required_capabilities=validation.names(
+            "required_capabilities", options.required_capabilities
+        ),
         dependencies=validation.task_ids("dependencies", options.dependencies),
-        allow_failed_dependencies=validation.flag("allow_failed_dependencies",
-                                                  options.allow_failed_dependencies),
+        allow_failed_dependencies=validation.flag(
+            "allow_failed_dependencies", options.allow_failed_dependencies
+        ),
         run_after=validation.run_after(options.run_at, options.delay),
         idempotency_key=validation.idempotency_key(options.idempotency_key),
     )
@@ -88,5 +92,10 @@ def task_spec(task_type: Any, parameters: Any = None,
 
 def options_of(fields: Mapping[str, Any]) -> TaskOptions:
     """The options among a batch entry's fields (its task type, parameters and key aside)."""
-    return TaskOptions(**{name: value for name, value in fields.items()
-                          if name not in ("task_type", "parameters", "key")})
+    return TaskOptions(
+        **{
+            name: value
+            for name, value in fields.items()
+            if name not in ("task_type", "parameters", "key")
+        }
+    )

@@ -6,8 +6,8 @@ import functools
 import json
 import math
 import re
-from datetime import datetime, timedelta, timezone
 from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta, timezone
 from numbers import Real
 from typing import Any
 
@@ -63,7 +63,9 @@ def task_type(value: Any) -> str:
         raise ValidationError(f"task_type must be a non-empty string, got {value!r}")
     if not _storable_task_type(value):
         raise ValidationError(
-            f"task_type must be at most {defaults.MAX_TASK_TYPE_LENGTH} characters of valid text without NUL")
+            f"task_type must be at most {defaults.MAX_TASK_TYPE_LENGTH} characters "
+            "of valid text without NUL"
+        )
     return value
 
 
@@ -92,10 +94,15 @@ def int_in_range(name: str, value: Any, bounds: tuple[int, int]) -> int:
 
 def retry_backoff(value: Any) -> float:
     """Validate the base of a task's backoff: seconds from 0 to an hour."""
-    if not _is_number(value) or not math.isfinite(value) or not 0 <= value <= defaults.MAX_RETRY_BACKOFF:
+    if (
+        not _is_number(value)
+        or not math.isfinite(value)
+        or not 0 <= value <= defaults.MAX_RETRY_BACKOFF
+    ):
         raise ValidationError(
             f"retry_backoff must be a number of seconds from 0 to {defaults.MAX_RETRY_BACKOFF:g}, "
-            f"got {value!r}")
+            f"got {value!r}"
+        )
     return float(value)
 
 
@@ -134,7 +141,8 @@ def aware_datetime(name: str, value: Any) -> datetime:
         raise ValidationError(f"{name} must be a datetime, got {type(value).__name__}")
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValidationError(
-            f"{name} must be timezone-aware, e.g. datetime.now(timezone.utc), got {value!r}")
+            f"{name} must be timezone-aware, e.g. datetime.now(timezone.utc), got {value!r}"
+        )
     return value
 
 
@@ -149,7 +157,8 @@ def run_after(run_at: Any, delay: Any) -> datetime | None:
     seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
     if not _is_number(seconds) or not math.isfinite(seconds) or seconds < 0:
         raise ValidationError(
-            f"delay must be a non-negative number of seconds or a timedelta, got {delay!r}")
+            f"delay must be a non-negative number of seconds or a timedelta, got {delay!r}"
+        )
     try:
         return datetime.now(timezone.utc) + timedelta(seconds=seconds)
     except OverflowError:
@@ -160,11 +169,16 @@ def idempotency_key(value: Any) -> str | None:
     """Validate an idempotency key: None, or 1 to 200 characters of storable text."""
     if value is None:
         return None
-    if (not isinstance(value, str) or not value or len(value) > defaults.MAX_KEY_LENGTH
-            or not _storable_text(value)):
+    if (
+        not isinstance(value, str)
+        or not value
+        or len(value) > defaults.MAX_KEY_LENGTH
+        or not _storable_text(value)
+    ):
         raise ValidationError(
             f"idempotency_key must be a non-empty string of at most {defaults.MAX_KEY_LENGTH} "
-            f"characters, got {value!r}")
+            f"characters, got {value!r}"
+        )
     return value
 
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Iterable
+from collections.abc import Iterable
 
 import psycopg
 
-from omnispindle.errors import first_line
 from omnispindle._db.notifier import FINISHED_CHANNEL, STREAM_CHANNEL
 from omnispindle._db.queries import setup
+from omnispindle.errors import first_line
 
 # Clients wait for finished tasks and streamed partials; the other channels are the workers'.
 _CHANNELS = (FINISHED_CHANNEL, STREAM_CHANNEL)
@@ -51,7 +51,8 @@ class AsyncNotifier:
         self._waiters[event] = channels
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(
-                self._run(), name="omnispindle-async-notifier")
+                self._run(), name="omnispindle-async-notifier"
+            )
         return event
 
     def unsubscribe(self, event: asyncio.Event) -> None:
@@ -75,7 +76,9 @@ class AsyncNotifier:
         failures = 0
         while True:
             try:
-                async with await psycopg.AsyncConnection.connect(self._dsn, autocommit=True) as conn:
+                async with await psycopg.AsyncConnection.connect(
+                    self._dsn, autocommit=True
+                ) as conn:
                     for channel in _CHANNELS:
                         await conn.execute(setup.listen(channel).text)
                     failures = 0
@@ -88,4 +91,6 @@ class AsyncNotifier:
                 failures += 1
                 if failures == 1:
                     log.warning("async LISTEN connection lost (%s); reconnecting", first_line(exc))
-                await asyncio.sleep(min(_FIRST_BACKOFF * 2 ** min(failures - 1, 16), self._max_backoff))
+                await asyncio.sleep(
+                    min(_FIRST_BACKOFF * 2 ** min(failures - 1, 16), self._max_backoff)
+                )

@@ -54,15 +54,22 @@ class AsyncDatabase:
             if not await execute(conn, setup.schema_installed()):
                 raise SchemaMissingError(
                     "the database has no omnispindle schema: run `omnispindle migrate --dsn ...` "
-                    "or create a TaskQueue on it once (it migrates)")
+                    "or create a TaskQueue on it once (it migrates)"
+                )
         pool: AsyncConnectionPool[AsyncConnection] = AsyncConnectionPool(
-            self.dsn, min_size=1, max_size=self.max_size, kwargs={"autocommit": True},
-            open=False, name="omnispindle-async")
+            self.dsn,
+            min_size=1,
+            max_size=self.max_size,
+            kwargs={"autocommit": True},
+            open=False,
+            name="omnispindle-async",
+        )
         await pool.open()
         self.pool = pool
 
-    async def run(self, operation: Operation[T], *,
-                  connection: AsyncCallerConnection | None = None) -> T:
+    async def run(
+        self, operation: Operation[T], *, connection: AsyncCallerConnection | None = None
+    ) -> T:
         """Run an operation and return its result, as ``Database.run``.
 
         Args:
@@ -83,7 +90,8 @@ class AsyncDatabase:
         if self.pool is None:
             raise ConfigurationError(
                 "the async client is not open: use `async with AsyncTaskQueueClient(...)` "
-                "or `await client.open()` first")
+                "or `await client.open()` first"
+            )
         return self.pool
 
     async def close(self) -> None:

@@ -37,7 +37,8 @@ def as_psycopg(connection: CallerConnection) -> psycopg.Connection[Any]:
     raise ConfigurationError(
         "connection= takes a psycopg 3 connection, or a SQLAlchemy Session or "
         "Connection using the psycopg driver (postgresql+psycopg://); "
-        f"got {type(connection).__name__}")
+        f"got {type(connection).__name__}"
+    )
 
 
 async def as_async_psycopg(connection: AsyncCallerConnection) -> psycopg.AsyncConnection[Any]:
@@ -55,7 +56,8 @@ async def as_async_psycopg(connection: AsyncCallerConnection) -> psycopg.AsyncCo
     raise ConfigurationError(
         "connection= takes a psycopg AsyncConnection, or a SQLAlchemy AsyncSession or "
         "AsyncConnection using the psycopg driver (postgresql+psycopg://); "
-        f"got {type(connection).__name__}")
+        f"got {type(connection).__name__}"
+    )
 
 
 def _sqlalchemy_driver_connection(connection: object) -> object:

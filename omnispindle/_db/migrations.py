@@ -40,14 +40,15 @@ def migration_names(through: str | None = None) -> tuple[str, ...]:
         return names
     if through not in names:
         raise ValueError(f"no migration named {through!r}; they are {', '.join(names)}")
-    return names[:names.index(through) + 1]
+    return names[: names.index(through) + 1]
 
 
 @cache
 def _all_migrations() -> tuple[str, ...]:
     folder = data_dir("sql") / "migrations"
-    return tuple(sorted(path.stem for path in folder.glob("*.sql")
-                        if not path.name.endswith(".down.sql")))
+    return tuple(
+        sorted(path.stem for path in folder.glob("*.sql") if not path.name.endswith(".down.sql"))
+    )
 
 
 def head_revision() -> str:
@@ -95,8 +96,9 @@ def downgrade(dsn: str, revision: str) -> None:
 
 
 def _run(dsn: str, action: Callable[[Config], None]) -> None:
-    engine = create_engine("postgresql+psycopg://", creator=lambda: psycopg.connect(dsn),
-                           poolclass=NullPool)
+    engine = create_engine(
+        "postgresql+psycopg://", creator=lambda: psycopg.connect(dsn), poolclass=NullPool
+    )
     try:
         with _alembic_lock, engine.begin() as connection:
             config = alembic_config()

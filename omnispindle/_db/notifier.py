@@ -1,7 +1,8 @@
 """One LISTEN connection per process, fanning notifications out to subscribers.
 
 Workers subscribe to the ready and cancel channels, waiting clients to the
-finished channel, streaming clients to the stream channel. After every (re)connect all subscribers are woken too, because a
+finished channel, streaming clients to the stream channel. After every
+(re)connect all subscribers are woken too, because a
 notification sent while the connection was down is lost for good: waking
 turns that loss into one extra check instead of a wait of a poll interval.
 """
@@ -11,12 +12,12 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 import psycopg
 
-from omnispindle.errors import first_line
 from omnispindle._db.queries import setup
+from omnispindle.errors import first_line
 
 READY_CHANNEL = "omnispindle_ready"
 FINISHED_CHANNEL = "omnispindle_finished"
@@ -45,8 +46,9 @@ class Notifier:
         self._thread: threading.Thread | None = None
         self.connected = threading.Event()
 
-    def subscribe(self, channel: str, callback: Callable[..., None], *,
-                  with_payload: bool = False) -> int:
+    def subscribe(
+        self, channel: str, callback: Callable[..., None], *, with_payload: bool = False
+    ) -> int:
         """Call ``callback()`` on each notification on ``channel``; returns a handle.
 
         With ``with_payload`` the callback receives the notification's payload
@@ -59,7 +61,8 @@ class Notifier:
             self._subscribers[handle] = (channel, callback, with_payload)
             if self._thread is None:
                 self._thread = threading.Thread(
-                    target=self._run, name="omnispindle-notifier", daemon=True)
+                    target=self._run, name="omnispindle-notifier", daemon=True
+                )
                 self._thread.start()
         return handle
 
@@ -75,8 +78,11 @@ class Notifier:
 
     def _wake(self, channel: str | None, payload: str = "") -> None:
         with self._lock:
-            callbacks = [(cb, wants) for ch, cb, wants in self._subscribers.values()
-                         if channel is None or ch == channel]
+            callbacks = [
+                (cb, wants)
+                for ch, cb, wants in self._subscribers.values()
+                if channel is None or ch == channel
+            ]
         for callback, wants_payload in callbacks:
             if wants_payload:
                 callback(payload)

@@ -8,7 +8,8 @@ these literals to their array types, so lists still work there too.
 
 from __future__ import annotations
 
-from typing import Iterable, NewType
+from collections.abc import Iterable
+from typing import NewType
 
 # An array literal, made by the functions below; the statements cast it.
 ArrayLiteral = NewType("ArrayLiteral", str)
@@ -21,5 +22,8 @@ def plain_array(values: Iterable[object]) -> ArrayLiteral:
 
 def text_array(values: Iterable[str]) -> ArrayLiteral:
     """A literal of arbitrary strings (JSON documents, names), each quoted and escaped."""
-    return ArrayLiteral("{" + ",".join(['"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-                                        for v in values]) + "}")
+    return ArrayLiteral(
+        "{"
+        + ",".join(['"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values])
+        + "}"
+    )

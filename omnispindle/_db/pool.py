@@ -36,8 +36,13 @@ class Database:
     def __init__(self, dsn: str, *, max_size: int = 10) -> None:
         self.dsn = dsn
         self.pool: ConnectionPool[Connection] = ConnectionPool(
-            dsn, min_size=1, max_size=max_size, kwargs={"autocommit": True}, open=True,
-            name="omnispindle")
+            dsn,
+            min_size=1,
+            max_size=max_size,
+            kwargs={"autocommit": True},
+            open=True,
+            name="omnispindle",
+        )
 
     def run(self, operation: Operation[T], *, connection: CallerConnection | None = None) -> T:
         """Run an operation and return its result.

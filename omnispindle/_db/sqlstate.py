@@ -7,14 +7,20 @@ index name), never by message text. PL/pgSQL in ``sql/schema.sql`` raises the
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import psycopg
 
-from omnispindle.errors import (DependencyStateError, IdempotencyKeyConflictError,
-                                IllegalTransitionError, OmnispindleError, TaskNotFoundError,
-                                UnknownDependencyError, ValidationError)
+from omnispindle.errors import (
+    DependencyStateError,
+    IdempotencyKeyConflictError,
+    IllegalTransitionError,
+    OmnispindleError,
+    TaskNotFoundError,
+    UnknownDependencyError,
+    ValidationError,
+)
 
 _BY_SQLSTATE: dict[str, type[OmnispindleError]] = {
     "OS001": UnknownDependencyError,
@@ -33,8 +39,11 @@ _BY_SQLSTATE: dict[str, type[OmnispindleError]] = {
 _BY_UNIQUE_INDEX: dict[str, tuple[type[OmnispindleError], str]] = {
     "tasks_idempotency_key_idx": (
         IdempotencyKeyConflictError,
-        "an unfinished task committed after this transaction's snapshot holds the "
-        "idempotency key; retry the transaction"),
+        (
+            "an unfinished task committed after this transaction's snapshot holds the "
+            "idempotency key; retry the transaction"
+        ),
+    ),
 }
 
 

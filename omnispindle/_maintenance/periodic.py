@@ -23,8 +23,9 @@ CATCH_UP = 60.0  # seconds of missed ticks that are still enqueued
 MAX_CATCH_UP_TICKS = 60
 
 
-def due_ticks(cron: CronExpression, now: datetime, saved_at: datetime,
-              last_tick: datetime | None) -> list[datetime]:
+def due_ticks(
+    cron: CronExpression, now: datetime, saved_at: datetime, last_tick: datetime | None
+) -> list[datetime]:
     """The ticks to enqueue now, newest first.
 
     Every tick since the last one enqueued, within the last CATCH_UP seconds
@@ -33,9 +34,13 @@ def due_ticks(cron: CronExpression, now: datetime, saved_at: datetime,
     """
     ticks: list[datetime] = []
     tick = cron.last_at_or_before(now)
-    while (tick is not None and tick >= saved_at and (last_tick is None or tick > last_tick)
-           and len(ticks) < MAX_CATCH_UP_TICKS
-           and (not ticks or tick > now - timedelta(seconds=CATCH_UP))):
+    while (
+        tick is not None
+        and tick >= saved_at
+        and (last_tick is None or tick > last_tick)
+        and len(ticks) < MAX_CATCH_UP_TICKS
+        and (not ticks or tick > now - timedelta(seconds=CATCH_UP))
+    ):
         ticks.append(tick)
         tick = cron.last_at_or_before(tick - timedelta(seconds=1))
     return ticks

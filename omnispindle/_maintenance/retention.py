@@ -77,8 +77,14 @@ class PruneCursor:
             self.after = max(row["finished_at"] for row in locked)
 
 
-def prune_batch(db: Runner, older_than: float, limit: int, *, wait: bool = False,
-                cursor: PruneCursor | None = None) -> int:
+def prune_batch(
+    db: Runner,
+    older_than: float,
+    limit: int,
+    *,
+    wait: bool = False,
+    cursor: PruneCursor | None = None,
+) -> int:
     """Delete at most ``limit`` prunable tasks, oldest first (past ``cursor`` if
     given), in one short transaction.
 
@@ -96,15 +102,17 @@ def prune_batch(db: Runner, older_than: float, limit: int, *, wait: bool = False
     return deleted
 
 
-def _batch(older_than: float, limit: int, after: datetime | None,
-           wait: bool) -> Plan[tuple[list[PrunableTask], int]]:
+def _batch(
+    older_than: float, limit: int, after: datetime | None, wait: bool
+) -> Plan[tuple[list[PrunableTask], int]]:
     """One prune batch's statements: the lock, the tasks locked, those deleted."""
     if wait:
         yield q.retention.lock_pruning()
     elif not (yield q.retention.try_lock_pruning()):
         return [], 0
     locked: list[PrunableTask] = yield q.retention.lock_prunable_tasks(
-        keep_seconds=older_than, limit=limit, after=after)
+        keep_seconds=older_than, limit=limit, after=after
+    )
     ids = [row["id"] for row in locked]
     if not ids:
         return locked, 0

@@ -34,7 +34,7 @@ PRUNE_BACKLOG_PAUSE = 0.1
 
 def error_pause(errors: int) -> float:
     """Seconds to wait after ``errors`` database errors in a row: doubling, capped."""
-    return min(MAX_ERROR_BACKOFF, 0.05 * 2 ** errors)
+    return min(MAX_ERROR_BACKOFF, 0.05 * 2**errors)
 
 
 @dataclass(frozen=True)
@@ -116,18 +116,31 @@ class Sweeper:
             paced: skip the lease statements while they are not due (see
                 ``_recover_leases``), as the sweeping loops do.
         """
-        dead = self.db.run(q.workers.mark_dead_workers(
-            dead_after=self.config.dead_worker_after, limit=self.config.batch_size))
+        dead = self.db.run(
+            q.workers.mark_dead_workers(
+                dead_after=self.config.dead_worker_after, limit=self.config.batch_size
+            )
+        )
         recovered, expiry = self._recover_leases(paced)
         delays = [row["retry_in"] for row in recovered if row["retry_in"] is not None]
         reconciled = self.db.run(q.tasks.reconcile_blocked(self.config.batch_size))
-        counts = SweepCounts(requeued=len(delays), failed=len(recovered) - len(delays),
-                             dead_workers=len(dead), reconciled=len(reconciled),
-                             pruned=self._prune(), retry_in=tuple(delays),
-                             next_expiry_in=expiry)
+        counts = SweepCounts(
+            requeued=len(delays),
+            failed=len(recovered) - len(delays),
+            dead_workers=len(dead),
+            reconciled=len(reconciled),
+            pruned=self._prune(),
+            retry_in=tuple(delays),
+            next_expiry_in=expiry,
+        )
         if counts.changed:
-            log.info("sweep: %d requeued, %d failed, %d workers dead, %d blocked tasks repaired",
-                     counts.requeued, counts.failed, counts.dead_workers, counts.reconciled)
+            log.info(
+                "sweep: %d requeued, %d failed, %d workers dead, %d blocked tasks repaired",
+                counts.requeued,
+                counts.failed,
+                counts.dead_workers,
+                counts.reconciled,
+            )
         if counts.pruned:
             log.info("sweep: %d finished tasks pruned", counts.pruned)
         return counts
@@ -152,8 +165,9 @@ class Sweeper:
     def _prune(self) -> int:
         if self.config.retention is None:
             return 0
-        return retention.prune_batch(self.db, self.config.retention, self.config.prune_batch_size,
-                                     cursor=self.prune_cursor)
+        return retention.prune_batch(
+            self.db, self.config.retention, self.config.prune_batch_size, cursor=self.prune_cursor
+        )
 
     def pause_after(self, counts: SweepCounts) -> float:
         """Seconds until the next pass: the interval, or sooner when a lease lapses

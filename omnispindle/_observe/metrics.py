@@ -12,10 +12,21 @@ from omnispindle._db.rows import TaskTypeMetrics, WorkerCount, WorkerMetrics
 
 # Per-type counts that add up over task types.
 COUNTS = (
-    "blocked", "pending", "running", "succeeded", "failed", "cancelled",
-    "finished_last_minute", "succeeded_last_minute", "failed_last_minute",
-    "cancelled_last_minute", "finished_last_hour", "succeeded_last_hour",
-    "failed_last_hour", "cancelled_last_hour", "retried_last_hour",
+    "blocked",
+    "pending",
+    "running",
+    "succeeded",
+    "failed",
+    "cancelled",
+    "finished_last_minute",
+    "succeeded_last_minute",
+    "failed_last_minute",
+    "cancelled_last_minute",
+    "finished_last_hour",
+    "succeeded_last_hour",
+    "failed_last_hour",
+    "cancelled_last_hour",
+    "retried_last_hour",
 )
 
 
@@ -39,21 +50,29 @@ def _read() -> Plan[Snapshot]:
     workers: list[WorkerMetrics] = yield q.metrics.worker_metrics()
     worker_states: list[WorkerCount] = yield q.metrics.worker_counts_by_state()
     collected_at: datetime = yield q.metrics.metrics_clock()
-    return {"task_types": task_types, "workers": workers,
-            "totals": totals(task_types, worker_states), "collected_at": collected_at}
+    return {
+        "task_types": task_types,
+        "workers": workers,
+        "totals": totals(task_types, worker_states),
+        "collected_at": collected_at,
+    }
 
 
-def totals(task_types: list[TaskTypeMetrics],
-           worker_states: Iterable[WorkerCount]) -> dict[str, Any]:
+def totals(
+    task_types: list[TaskTypeMetrics], worker_states: Iterable[WorkerCount]
+) -> dict[str, Any]:
     """Figures over all task types, and the number of workers in each state."""
     counts: list[Mapping[str, int]] = [cast(Mapping[str, int], row) for row in task_types]
     summed: dict[str, Any] = {key: sum(row[key] for row in counts) for key in COUNTS}
     summed["failure_rate_last_hour"] = ratio(
-        summed["failed_last_hour"], summed["succeeded_last_hour"] + summed["failed_last_hour"])
-    summed["retry_rate_last_hour"] = ratio(summed["retried_last_hour"],
-                                           summed["finished_last_hour"])
-    ages = [row["oldest_ready_seconds"] for row in task_types
-            if row["oldest_ready_seconds"] is not None]
+        summed["failed_last_hour"], summed["succeeded_last_hour"] + summed["failed_last_hour"]
+    )
+    summed["retry_rate_last_hour"] = ratio(
+        summed["retried_last_hour"], summed["finished_last_hour"]
+    )
+    ages = [
+        row["oldest_ready_seconds"] for row in task_types if row["oldest_ready_seconds"] is not None
+    ]
     summed["oldest_ready_seconds"] = max(ages, default=None)
     summed["workers"] = {row["state"]: row["workers"] for row in worker_states}
     return summed

@@ -10,7 +10,9 @@ is a no-op.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, ContextManager, Iterator
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from typing import Any
 
 try:
     from opentelemetry import propagate, trace
@@ -33,7 +35,8 @@ def recording() -> bool:
     several microseconds, a large share of a short task's overhead.
     """
     return trace is not None and not isinstance(
-        trace.get_tracer_provider(), (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
+        trace.get_tracer_provider(), (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
+    )
 
 
 # What the span functions return while nothing records: entering a generator
@@ -41,12 +44,12 @@ def recording() -> bool:
 _NO_SPAN = contextlib.nullcontext()
 
 
-def submit_span(task_types: list[str]) -> ContextManager[dict[str, str] | None]:
+def submit_span(task_types: list[str]) -> AbstractContextManager[dict[str, str] | None]:
     """A producer span around a submission; yields the trace context to store, or None."""
     return _submit_span(task_types) if recording() else _NO_SPAN
 
 
-def execution_span(claimed: dict[str, Any]) -> ContextManager[Any]:
+def execution_span(claimed: dict[str, Any]) -> AbstractContextManager[Any]:
     """A consumer span around one attempt, a child of the submitting span if any;
     yields the span, or None."""
     return _execution_span(claimed) if recording() else _NO_SPAN
@@ -56,10 +59,15 @@ def execution_span(claimed: dict[str, Any]) -> ContextManager[Any]:
 def _submit_span(task_types: list[str]) -> Iterator[dict[str, str] | None]:
     name = f"submit {task_types[0]}" if len(set(task_types)) == 1 else "submit batch"
     tracer = trace.get_tracer(TRACER_NAME)
-    with tracer.start_as_current_span(name, kind=SpanKind.PRODUCER, attributes={
+    with tracer.start_as_current_span(
+        name,
+        kind=SpanKind.PRODUCER,
+        attributes={
             "messaging.system": "omnispindle",
             "messaging.operation.type": "send",
-            "messaging.batch.message_count": len(task_types)}):
+            "messaging.batch.message_count": len(task_types),
+        },
+    ):
         carrier: dict[str, str] = {}
         propagate.inject(carrier)
         yield carrier or None
@@ -70,13 +78,19 @@ def _execution_span(claimed: dict[str, Any]) -> Iterator[Any]:
     parent = propagate.extract(claimed.get("trace_context") or {})
     tracer = trace.get_tracer(TRACER_NAME)
     with tracer.start_as_current_span(
-            f"execute {claimed['task_type']}", context=parent, kind=SpanKind.CONSUMER,
-            record_exception=False, set_status_on_exception=False, attributes={
-                "messaging.system": "omnispindle",
-                "messaging.operation.type": "process",
-                "messaging.message.id": str(claimed["id"]),
-                "omnispindle.task.type": claimed["task_type"],
-                "omnispindle.task.attempt": claimed["attempts"]}) as span:
+        f"execute {claimed['task_type']}",
+        context=parent,
+        kind=SpanKind.CONSUMER,
+        record_exception=False,
+        set_status_on_exception=False,
+        attributes={
+            "messaging.system": "omnispindle",
+            "messaging.operation.type": "process",
+            "messaging.message.id": str(claimed["id"]),
+            "omnispindle.task.type": claimed["task_type"],
+            "omnispindle.task.attempt": claimed["attempts"],
+        },
+    ) as span:
         yield span
 
 

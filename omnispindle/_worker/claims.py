@@ -96,8 +96,11 @@ class Claims:
 
     def ignoring_cancel(self, since: float) -> list[Claim]:
         """Attempts told to stop at ``since`` or before that still run."""
-        return [claim for claim in self._held.values()
-                if claim.cancel_seen_at is not None and claim.cancel_seen_at <= since]
+        return [
+            claim
+            for claim in self._held.values()
+            if claim.cancel_seen_at is not None and claim.cancel_seen_at <= since
+        ]
 
     def lose(self, still_held: Iterable[int]) -> list[Claim]:
         """Drop the attempts whose lease the database no longer has for us."""

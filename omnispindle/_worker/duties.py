@@ -25,8 +25,13 @@ class Duties:
             None to leave periodic ticks to others.
     """
 
-    def __init__(self, db: Runner, timers: Timers, sweeper: SweeperConfig | None,
-                 schedule_interval: float | None) -> None:
+    def __init__(
+        self,
+        db: Runner,
+        timers: Timers,
+        sweeper: SweeperConfig | None,
+        schedule_interval: float | None,
+    ) -> None:
         self.timers = timers
         self.sweeper = Sweeper(db, sweeper) if sweeper is not None else None
         self.scheduler = PeriodicScheduler(db) if schedule_interval is not None else None
@@ -45,4 +50,5 @@ class Duties:
             tick_in = self.scheduler.run_once().next_tick_in
             # Look again at the next tick (a hair after it), or sooner for new schedules.
             self.timers.schedule_at = now + min(
-                self.schedule_interval, NEVER if tick_in is None else tick_in + 0.001)
+                self.schedule_interval, NEVER if tick_in is None else tick_in + 0.001
+            )

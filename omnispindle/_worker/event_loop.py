@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import inspect
 import threading
+from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
-from typing import Any, Callable, Coroutine
+from typing import Any
 
 # Seconds cancelled coroutines get to end when the loop shuts down.
 SHUTDOWN_GRACE = 2.0
@@ -24,8 +25,9 @@ SHUTDOWN_GRACE = 2.0
 
 def is_coroutine_executor(fn: Any) -> bool:
     """True for an ``async def`` function (or an object whose ``__call__`` is one)."""
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-        getattr(fn, "__call__", None))
+    return inspect.iscoroutinefunction(fn) or (
+        callable(fn) and inspect.iscoroutinefunction(type(fn).__call__)
+    )
 
 
 class ExecutorLoop:
@@ -43,8 +45,12 @@ class ExecutorLoop:
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
 
-    def submit(self, on_done: Callable[[Future], Any],
-               fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> Future:
+    def submit(
+        self,
+        on_done: Callable[[Future], Any],
+        fn: Callable[..., Coroutine[Any, Any, Any]],
+        *args: Any,
+    ) -> Future:
         """Start ``fn(*args)`` as a task on the loop; ``on_done`` gets the returned
         future once it ends or is cancelled."""
         future = asyncio.run_coroutine_threadsafe(fn(*args), self._loop)

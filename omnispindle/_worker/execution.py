@@ -56,12 +56,15 @@ def task_data(claimed: StepRow) -> dict[str, Any]:
         "max_attempts": claimed["max_attempts"],
         # NULL from the claim when there are none: most tasks have no parents.
         "dependency_results": {int(k): v for k, v in (claimed["dependency_results"] or {}).items()},
-        "dependency_failures": {int(k): v for k, v in (claimed["dependency_failures"] or {}).items()},
+        "dependency_failures": {
+            int(k): v for k, v in (claimed["dependency_failures"] or {}).items()
+        },
     }
 
 
-def run_executor(fn: Callable[[dict[str, Any]], Any], claimed: StepRow,
-                 context: TaskContext) -> Outcome:
+def run_executor(
+    fn: Callable[[dict[str, Any]], Any], claimed: StepRow, context: TaskContext
+) -> Outcome:
     """Call ``fn`` for a claimed task with ``context`` current; never raises."""
     data = task_data(claimed)
     reset_token = _current.set(context)
@@ -77,9 +80,10 @@ def run_executor(fn: Callable[[dict[str, Any]], Any], claimed: StepRow,
     return success(attempt_of(claimed), result)
 
 
-async def run_async_executor(fn: Callable[[dict[str, Any]], Awaitable[Any]],
-                             claimed: StepRow, context: TaskContext) -> Outcome:
-    """Await the coroutine function ``fn`` for a claimed task with ``context`` current; never raises.
+async def run_async_executor(
+    fn: Callable[[dict[str, Any]], Awaitable[Any]], claimed: StepRow, context: TaskContext
+) -> Outcome:
+    """Await the coroutine ``fn`` for a claimed task with ``context`` current; never raises.
 
     It runs as an asyncio task of its own, whose context is a copy, so setting
     ``context`` needs no reset. A ``CancelledError`` is an outcome like any
@@ -139,4 +143,6 @@ def storable_text(text: str, limit: int) -> str:
 
 def _type_name(exc: BaseException) -> str:
     cls = type(exc)
-    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    return (
+        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    )

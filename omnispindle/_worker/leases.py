@@ -43,8 +43,9 @@ def verdict(claims: Claims, held: Sequence[HeldLease], now: float, interval: flo
     ignoring = claims.ignoring_cancel(since=now - interval)
     asked = claims.ask_to_stop([row["id"] for row in held if row["cancel_requested"]], now)
     lost = claims.lose(row["id"] for row in held)
-    return Verdict(lost=lost, asked_to_stop=asked,
-                   ignoring_cancel=[c for c in ignoring if c not in lost])
+    return Verdict(
+        lost=lost, asked_to_stop=asked, ignoring_cancel=[c for c in ignoring if c not in lost]
+    )
 
 
 class LeaseKeeper:
@@ -66,9 +67,11 @@ class LeaseKeeper:
     def beat(self, worker_id: UUID, now: float) -> Verdict:
         """Heartbeat now: mark the worker alive, extend its leases, see what they say."""
         ids, tokens = self.claims.leases()
-        held = self.db.run(q.workers.heartbeat(worker_id=worker_id,
-                                               lease_seconds=self.lease_seconds,
-                                               ids=ids, tokens=tokens))
+        held = self.db.run(
+            q.workers.heartbeat(
+                worker_id=worker_id, lease_seconds=self.lease_seconds, ids=ids, tokens=tokens
+            )
+        )
         return verdict(self.claims, held, now, self.interval)
 
     def cancel_requests(self) -> list[int]:

@@ -62,24 +62,34 @@ class WorkerLoop:
         stopping: set to stop; wake: set to wake the loop.
     """
 
-    def __init__(self, db: Database, notifier: Notifier, settings: WorkerSettings,
-                 executors: dict[str, Executor], capabilities: list[str] | None,
-                 stopping: threading.Event, wake: threading.Event) -> None:
+    def __init__(
+        self,
+        db: Database,
+        notifier: Notifier,
+        settings: WorkerSettings,
+        executors: dict[str, Executor],
+        capabilities: list[str] | None,
+        stopping: threading.Event,
+        wake: threading.Event,
+    ) -> None:
         self.db = db
         self.notifier = notifier
         self.settings = settings
         self.task_types = sorted(executors)
         self.capabilities = capabilities if capabilities is not None else self.task_types
         self.claim_arrays: tuple[ArrayLiteral, ArrayLiteral] = (
-            text_array(self.task_types), text_array(self.capabilities))
+            text_array(self.task_types),
+            text_array(self.capabilities),
+        )
         self.stopping, self.wake = stopping, wake
         self.claims = Claims()
         self.inbox = Inbox(wake, lambda: len(self.claims))
         self.runners = Runners(executors, settings.concurrency, f"omnispindle-{settings.name}")
         self.store = OutcomeStore(db, settings.name)
         self.timers = Timers(settings.poll_interval)
-        self.leases = LeaseKeeper(db, self.claims, settings.lease_timeout,
-                                  settings.heartbeat_interval)
+        self.leases = LeaseKeeper(
+            db, self.claims, settings.lease_timeout, settings.heartbeat_interval
+        )
         self.duties = Duties(db, self.timers, settings.sweeper, settings.schedule_interval)
         self.cursor = ClaimCursor()
         self.cancel_check = threading.Event()
@@ -88,10 +98,13 @@ class WorkerLoop:
     def run(self) -> None:
         """Register, loop until stopping is set, then drain and deregister."""
         worker_id = self.worker_id = self._register()
-        log.info("worker %s started (id %s, types %s)", self.settings.name, worker_id,
-                 self.task_types)
-        handles = [self.notifier.subscribe(READY_CHANNEL, self._on_ready_notice, with_payload=True),
-                   self.notifier.subscribe(CANCEL_CHANNEL, self._on_cancel_notice)]
+        log.info(
+            "worker %s started (id %s, types %s)", self.settings.name, worker_id, self.task_types
+        )
+        handles = [
+            self.notifier.subscribe(READY_CHANNEL, self._on_ready_notice, with_payload=True),
+            self.notifier.subscribe(CANCEL_CHANNEL, self._on_cancel_notice),
+        ]
         try:
             self._loop(worker_id)
         finally:
@@ -103,10 +116,17 @@ class WorkerLoop:
     def _register(self) -> UUID:
         from omnispindle import __version__
 
-        return self.db.run(q.workers.register_worker(
-            name=self.settings.name, host=socket.gethostname(), pid=os.getpid(),
-            capabilities=self.capabilities, task_types=self.task_types,
-            concurrency=self.settings.concurrency, version=__version__))
+        return self.db.run(
+            q.workers.register_worker(
+                name=self.settings.name,
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                capabilities=self.capabilities,
+                task_types=self.task_types,
+                concurrency=self.settings.concurrency,
+                version=__version__,
+            )
+        )
 
     def _loop(self, worker_id: UUID) -> None:
         errors = 0
@@ -120,8 +140,11 @@ class WorkerLoop:
                 # Lost connections, restarts, deadlocks, lock timeouts: all pass.
                 errors += 1
                 if errors == 1:
-                    log.warning("worker %s: database error (%s); retrying", self.settings.name,
-                                first_line(exc))
+                    log.warning(
+                        "worker %s: database error (%s); retrying",
+                        self.settings.name,
+                        first_line(exc),
+                    )
                 self.stopping.wait(error_pause(errors))
                 continue
             if not more_ready:
@@ -159,13 +182,20 @@ class WorkerLoop:
         after_priority, after_id = self.cursor.start()
         started = time.monotonic()
         try:
-            rows = self.db.run(q.tasks.complete_and_claim(
-                ids=[o.task_id for o in succeeded], tokens=[o.lease_token for o in succeeded],
-                results=[o.result_json or "null" for o in succeeded],
-                task_types=self.claim_arrays[0], capabilities=self.claim_arrays[1],
-                limit=max(free, 0), worker_id=worker_id,
-                lease_seconds=self.settings.lease_timeout,
-                after_priority=after_priority, after_id=after_id))
+            rows = self.db.run(
+                q.tasks.complete_and_claim(
+                    ids=[o.task_id for o in succeeded],
+                    tokens=[o.lease_token for o in succeeded],
+                    results=[o.result_json or "null" for o in succeeded],
+                    task_types=self.claim_arrays[0],
+                    capabilities=self.claim_arrays[1],
+                    limit=max(free, 0),
+                    worker_id=worker_id,
+                    lease_seconds=self.settings.lease_timeout,
+                    after_priority=after_priority,
+                    after_id=after_id,
+                )
+            )
         except ValidationError:
             # A result the database refuses: store one by one to find it, then claim.
             self.timers.due_in(self.store.store(succeeded, []), time.monotonic())
@@ -186,16 +216,22 @@ class WorkerLoop:
         """Hand claimed rows to their executors."""
         now = time.monotonic()
         for row in rows:
-            context = TaskContext(row["id"], row["task_type"], row["attempts"], row["max_attempts"],
-                                  _emit=functools.partial(self._emit_partial, row))
+            context = TaskContext(
+                row["id"],
+                row["task_type"],
+                row["attempts"],
+                row["max_attempts"],
+                _emit=functools.partial(self._emit_partial, row),
+            )
             call = self.runners.start(row, context, self._on_done)
             timeout = row["timeout_seconds"]
             self.claims.add(Claim(row, context, call, now + timeout if timeout else float("inf")))
 
     def _emit_partial(self, row: StepRow, data: Any) -> int:
         """Store one partial result of a running attempt (called from its executor thread)."""
-        seq = self.db.run(q.tasks.emit_partial(row["id"], row["lease_token"],
-                                               json_text(data, "a partial result")))
+        seq = self.db.run(
+            q.tasks.emit_partial(row["id"], row["lease_token"], json_text(data, "a partial result"))
+        )
         if seq is None:
             raise LeaseLostError(f"task {row['id']}: this attempt no longer holds the lease")
         return seq
@@ -216,8 +252,9 @@ class WorkerLoop:
         """Fail attempts past their timeout now; their threads are replaced."""
         for claim in self.claims.overdue(time.monotonic()):
             seconds = claim.row["timeout_seconds"]
-            self._abandon(claim, TaskTimeout(f"attempt ran past its timeout of {seconds} s"),
-                          "TaskTimeout")
+            self._abandon(
+                claim, TaskTimeout(f"attempt ran past its timeout of {seconds} s"), "TaskTimeout"
+            )
 
     def _on_ready_notice(self, payload: str) -> None:
         """Wake now; a task submitted for later also says when it is due (epoch seconds)."""
@@ -237,8 +274,9 @@ class WorkerLoop:
         """After a cancel notification, ask which of this worker's tasks it concerns."""
         if self.cancel_check.is_set():
             self.cancel_check.clear()
-            self._told_to_stop(self.claims.ask_to_stop(self.leases.cancel_requests(),
-                                                       time.monotonic()))
+            self._told_to_stop(
+                self.claims.ask_to_stop(self.leases.cancel_requests(), time.monotonic())
+            )
 
     def _told_to_stop(self, task_ids: Iterable[int]) -> None:
         for task_id in task_ids:
@@ -253,12 +291,16 @@ class WorkerLoop:
     def _follow(self, verdict: Verdict) -> None:
         """Carry out what a heartbeat found: stop ignored cancels, give up lost leases."""
         for claim in verdict.ignoring_cancel:
-            self._abandon(claim, TaskCancelled(f"task {claim.row['id']} was cancelled"),
-                          "Cancelled")
+            self._abandon(
+                claim, TaskCancelled(f"task {claim.row['id']} was cancelled"), "Cancelled"
+            )
         self._told_to_stop(verdict.asked_to_stop)
         if verdict.lost:
-            log.warning("worker %s lost the lease of task(s) %s", self.settings.name,
-                        [claim.row["id"] for claim in verdict.lost])
+            log.warning(
+                "worker %s lost the lease of task(s) %s",
+                self.settings.name,
+                [claim.row["id"] for claim in verdict.lost],
+            )
         # Another attempt owns those tasks now: free the slots; late results are dropped.
         self.runners.abandon_all(claim.call for claim in verdict.lost)
 
@@ -283,13 +325,15 @@ class WorkerLoop:
                 self._flush()
                 self._heartbeat_if_due(worker_id)
             except psycopg.Error as exc:
-                log.warning("worker %s: database error while stopping (%s)", self.settings.name,
-                            first_line(exc))
+                log.warning(
+                    "worker %s: database error while stopping (%s)",
+                    self.settings.name,
+                    first_line(exc),
+                )
                 time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
                 continue
             if len(self.claims):
-                self.wake.wait(min(self.settings.heartbeat_interval,
-                                   deadline - time.monotonic()))
+                self.wake.wait(min(self.settings.heartbeat_interval, deadline - time.monotonic()))
 
     def _drain(self, worker_id: UUID) -> None:
         """Let running executors finish, store them, hand back the rest, deregister."""
@@ -300,13 +344,12 @@ class WorkerLoop:
             self._hand_back()
             self.db.run(q.workers.stop_worker(worker_id))
         except psycopg.Error as exc:
-            log.error("worker %s could not deregister cleanly: %s", self.settings.name,
-                      first_line(exc))
+            log.error(
+                "worker %s could not deregister cleanly: %s", self.settings.name, first_line(exc)
+            )
 
     def _hand_back(self) -> None:
         if len(self.claims):
             ids, tokens = self.claims.leases()
             self.db.run(q.tasks.release_tasks(ids=ids, tokens=tokens))
-            log.warning("worker %s handed back %d unfinished task(s)", self.settings.name,
-                        len(ids))
-
+            log.warning("worker %s handed back %d unfinished task(s)", self.settings.name, len(ids))

@@ -26,10 +26,19 @@ class WorkerSettings:
     schedule_interval: float | None = None
 
 
-def worker_settings(*, concurrency: object, name: str | None, poll_interval: object,
-                    lease_timeout: object, heartbeat_interval: object, shutdown_timeout: object,
-                    sweep_interval: object, dead_worker_after: object,
-                    schedule_interval: object, retention_seconds: object) -> WorkerSettings:
+def worker_settings(
+    *,
+    concurrency: object,
+    name: str | None,
+    poll_interval: object,
+    lease_timeout: object,
+    heartbeat_interval: object,
+    shutdown_timeout: object,
+    sweep_interval: object,
+    dead_worker_after: object,
+    schedule_interval: object,
+    retention_seconds: object,
+) -> WorkerSettings:
     """Check a worker's settings; a worker without a name is ``worker-N``.
 
     Raises:
@@ -41,16 +50,19 @@ def worker_settings(*, concurrency: object, name: str | None, poll_interval: obj
     heartbeat = validation.optional_positive_number("heartbeat_interval", heartbeat_interval)
     return WorkerSettings(
         name=name or f"worker-{next(_names)}",
-        concurrency=validation.int_in_range("concurrency", concurrency,
-                                            defaults.CONCURRENCY_RANGE),
+        concurrency=validation.int_in_range("concurrency", concurrency, defaults.CONCURRENCY_RANGE),
         poll_interval=validation.positive_number("poll_interval", poll_interval),
         lease_timeout=lease,
         heartbeat_interval=heartbeat or lease * defaults.HEARTBEAT_SHARE,
         shutdown_timeout=validation.positive_number("shutdown_timeout", shutdown_timeout),
-        sweeper=None if sweep_interval is None else SweeperConfig(
+        sweeper=None
+        if sweep_interval is None
+        else SweeperConfig(
             interval=validation.positive_number("sweep_interval", sweep_interval),
             dead_worker_after=validation.positive_number("dead_worker_after", dead_worker_after),
-            retention=keep),
-        schedule_interval=validation.optional_positive_number("schedule_interval",
-                                                              schedule_interval),
+            retention=keep,
+        ),
+        schedule_interval=validation.optional_positive_number(
+            "schedule_interval", schedule_interval
+        ),
     )

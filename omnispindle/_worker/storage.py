@@ -44,9 +44,13 @@ class OutcomeStore:
     def complete(self, outcomes: list[Outcome]) -> list[Outcome]:
         """Store results; returns those the database refused, as failures to store."""
         try:
-            rows = self.db.run(q.tasks.complete_tasks(
-                ids=[o.task_id for o in outcomes], tokens=[o.lease_token for o in outcomes],
-                results=[o.result_json or "null" for o in outcomes]))
+            rows = self.db.run(
+                q.tasks.complete_tasks(
+                    ids=[o.task_id for o in outcomes],
+                    tokens=[o.lease_token for o in outcomes],
+                    results=[o.result_json or "null" for o in outcomes],
+                )
+            )
         except ValidationError:
             if len(outcomes) == 1:
                 return [unstorable(outcomes[0])]
@@ -61,9 +65,13 @@ class OutcomeStore:
             ValidationError: even an error reduced to its type was refused.
         """
         try:
-            rows = self.db.run(q.tasks.fail_tasks(
-                ids=[o.task_id for o in outcomes], tokens=[o.lease_token for o in outcomes],
-                errors=[json.dumps(o.error) for o in outcomes]))
+            rows = self.db.run(
+                q.tasks.fail_tasks(
+                    ids=[o.task_id for o in outcomes],
+                    tokens=[o.lease_token for o in outcomes],
+                    errors=[json.dumps(o.error) for o in outcomes],
+                )
+            )
         except ValidationError:
             if len(outcomes) > 1:
                 return [delay for o in outcomes for delay in self.fail([o])]
@@ -73,8 +81,12 @@ class OutcomeStore:
         self.log_dropped(outcomes, rows, "error")
         return [row["retry_in"] for row in rows if row["retry_in"] is not None]
 
-    def log_dropped(self, outcomes: Sequence[Outcome],
-                    stored: Sequence[StoredOutcome | FailedAttempt], what: str) -> None:
+    def log_dropped(
+        self,
+        outcomes: Sequence[Outcome],
+        stored: Sequence[StoredOutcome | FailedAttempt],
+        what: str,
+    ) -> None:
         """Log the outcomes that were not stored because their lease was gone."""
         kept = {row["id"] for row in stored}
         self.log_lost([o.task_id for o in outcomes if o.task_id not in kept], what)
@@ -82,19 +94,28 @@ class OutcomeStore:
     def log_lost(self, task_ids: Sequence[int], what: str) -> None:
         """Log, per task, that its ``what`` was dropped: another attempt owns it now."""
         for task_id in task_ids:
-            log.warning("task %s: lease no longer held by worker %s; %s dropped",
-                        task_id, self.worker, what)
+            log.warning(
+                "task %s: lease no longer held by worker %s; %s dropped", task_id, self.worker, what
+            )
 
 
 def unstorable(outcome: Outcome) -> Outcome:
     """A result the database refused, as the failure of its attempt."""
-    return failure(Attempt(outcome.task_id, outcome.lease_token, outcome.attempt),
-                   ValueError("the database refused the executor's result"),
-                   error_type="ResultNotSerializable")
+    return failure(
+        Attempt(outcome.task_id, outcome.lease_token, outcome.attempt),
+        ValueError("the database refused the executor's result"),
+        error_type="ResultNotSerializable",
+    )
 
 
 def reduced(outcome: Outcome) -> Outcome:
     """A failure whose error the database refused, reduced to the error's type."""
     error_type = (outcome.error or {}).get("type")
-    return outcome._replace(error={"type": error_type, "message": UNSTORABLE_ERROR,
-                                   "traceback": None, "attempt": outcome.attempt})
+    return outcome._replace(
+        error={
+            "type": error_type,
+            "message": UNSTORABLE_ERROR,
+            "traceback": None,
+            "attempt": outcome.attempt,
+        }
+    )

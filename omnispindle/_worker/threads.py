@@ -18,7 +18,8 @@ import itertools
 import logging
 import queue
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 log = logging.getLogger("omnispindle.worker")
 
@@ -32,9 +33,11 @@ class ThreadCall:
             or raises.
     """
 
-    __slots__ = ("fn", "args", "on_done", "_value", "_error")
+    __slots__ = ("_error", "_value", "args", "fn", "on_done")
 
-    def __init__(self, fn: Callable[..., Any], args: tuple, on_done: Callable[[ThreadCall], Any]) -> None:
+    def __init__(
+        self, fn: Callable[..., Any], args: tuple, on_done: Callable[[ThreadCall], Any]
+    ) -> None:
         self.fn, self.args, self.on_done = fn, args, on_done
         self._value: Any = None
         self._error: BaseException | None = None
@@ -56,7 +59,7 @@ class ThreadCall:
             self._error = exc
         try:
             self.on_done(self)
-        except Exception:  # noqa: BLE001 - the thread must live on to serve other calls
+        except Exception:
             log.exception("an executor call's completion callback failed")
 
 
@@ -79,7 +82,9 @@ class ExecutorThreads:
         for _ in range(size):
             self._spawn()
 
-    def submit(self, on_done: Callable[[ThreadCall], Any], fn: Callable[..., Any], *args: Any) -> ThreadCall:
+    def submit(
+        self, on_done: Callable[[ThreadCall], Any], fn: Callable[..., Any], *args: Any
+    ) -> ThreadCall:
         """Queue ``fn(*args)``; ``on_done`` gets the returned call once it ends."""
         call = ThreadCall(fn, args, on_done)
         self._calls.put(call)
@@ -103,8 +108,9 @@ class ExecutorThreads:
             self._calls.put(None)
 
     def _spawn(self) -> None:
-        thread = threading.Thread(target=self._serve, daemon=True,
-                                  name=f"{self._name}-{next(self._ids)}")
+        thread = threading.Thread(
+            target=self._serve, daemon=True, name=f"{self._name}-{next(self._ids)}"
+        )
         with self._lock:
             self._live.add(thread)
         thread.start()

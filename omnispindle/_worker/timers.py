@@ -45,6 +45,12 @@ class Timers:
             heapq.heappush(self._due, self._announced.popleft())
         while self._due and self._due[0] <= now:
             heapq.heappop(self._due)
-        wake = min(self.heartbeat_at, self.sweep_at, self.schedule_at,
-                   self._due[0] if self._due else NEVER, now + self.poll_interval, next_deadline)
+        wake = min(
+            self.heartbeat_at,
+            self.sweep_at,
+            self.schedule_at,
+            self._due[0] if self._due else NEVER,
+            now + self.poll_interval,
+            next_deadline,
+        )
         return max(0.0, wake - now)

@@ -12,8 +12,9 @@ import asyncio
 import os
 import sys
 import time
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator
+from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -39,7 +40,9 @@ async def record_start(sample: int) -> None:
     started = time.time()
     if _latency_conn is None:
         _latency_conn = await psycopg.AsyncConnection.connect(os.environ[DSN_ENV], autocommit=True)
-    await _latency_conn.execute(statement("peer_record_latency"), {"id": sample, "started": started})
+    await _latency_conn.execute(
+        statement("peer_record_latency"), {"id": sample, "started": started}
+    )
 
 
 async def _noop(*_: Any) -> None:
@@ -99,9 +102,14 @@ async def pgqueuer_driver(dsn: str) -> AsyncIterator[Any]:
 def asyncpg_arguments(dsn: str) -> dict[str, Any]:
     """``asyncpg.connect`` arguments for a libpq DSN, which asyncpg cannot parse unless a URL."""
     params = conninfo_to_dict(dsn)
-    arguments = {"host": params.get("host"), "port": params.get("port"), "user": params.get("user"),
-                 "password": params.get("password"), "database": params.get("dbname"),
-                 "ssl": params.get("sslmode")}
+    arguments = {
+        "host": params.get("host"),
+        "port": params.get("port"),
+        "user": params.get("user"),
+        "password": params.get("password"),
+        "database": params.get("dbname"),
+        "ssl": params.get("sslmode"),
+    }
     if "application_name" in params:
         arguments["server_settings"] = {"application_name": params["application_name"]}
     if arguments["port"] is not None:
@@ -114,8 +122,9 @@ def run_pgqueuer_worker(batch_size: int, max_concurrent_tasks: int) -> None:
     programmatic entry point: its 1.6 CLI fails to parse its own ``--log-level`` default."""
     import pgqueuer
 
-    worker = pgqueuer.run(pgqueuer_manager, batch_size=batch_size,
-                          max_concurrent_tasks=max_concurrent_tasks)
+    worker = pgqueuer.run(
+        pgqueuer_manager, batch_size=batch_size, max_concurrent_tasks=max_concurrent_tasks
+    )
     try:
         import uvloop  # the CLI's event loop where installed
     except ImportError:

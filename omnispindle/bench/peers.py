@@ -26,7 +26,8 @@ Measurements:
 
 - drain: the workers start on an empty queue, so that their start-up is not in the CPU
   figures, and are waited for until each one listens (procrastinate: its LISTEN
-  connection; pgqueuer: a probe task only that worker takes). Then the worker CPU is read, the N tasks go in with the bulk path, the server CPU is
+  connection; pgqueuer: a probe task only that worker takes). Then the worker CPU is
+  read, the N tasks go in with the bulk path, the server CPU is
   read, and the remaining rows are polled every 20 ms. The rate is N over the span from
   the first start to the last success as the peer stamps them in its own tables.
 - enqueue: bulk is one batch call of N tasks; single is N/10 (at least 1,000) calls, each
@@ -44,23 +45,23 @@ from __future__ import annotations
 import asyncio
 import importlib
 import os
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from functools import cache
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from omnispindle.bench import peer_tasks
-from omnispindle.bench.workflows import BenchmarkError, stop_processes, wait_for
 from omnispindle.bench.queries import statement
+from omnispindle.bench.workflows import BenchmarkError, stop_processes, wait_for
 
 PEERS = ("procrastinate", "pgqueuer")
 SCENARIOS = ("drain", "enqueue", "latency")
@@ -90,8 +91,16 @@ def _importable(package: str) -> bool:
     return True
 
 
-def run_peer(peer: str, scenario: str, dsn: str, *, tasks: int = 20_000, runs: int = 3,
-             workers: int = 2, concurrency: int = 16) -> dict[str, Any]:
+def run_peer(
+    peer: str,
+    scenario: str,
+    dsn: str,
+    *,
+    tasks: int = 20_000,
+    runs: int = 3,
+    workers: int = 2,
+    concurrency: int = 16,
+) -> dict[str, Any]:
     """Run ``scenario`` on ``peer`` in its own database on ``dsn``'s server; figures are
     medians of ``runs``."""
     adapter = _adapter(peer, scenario)
@@ -100,16 +109,26 @@ def run_peer(peer: str, scenario: str, dsn: str, *, tasks: int = 20_000, runs: i
     with peer_exclusively(dsn, peer):
         target = prepare_database(dsn, peer)
         if scenario == "drain":
-            samples = [_drain_once(adapter, target, tasks, workers, concurrency)
-                       for _ in range(runs)]
-            return {"system": peer, "scenario": "drain", "tasks": tasks, "workers": workers,
-                    **medians(samples)}
+            samples = [
+                _drain_once(adapter, target, tasks, workers, concurrency) for _ in range(runs)
+            ]
+            return {
+                "system": peer,
+                "scenario": "drain",
+                "tasks": tasks,
+                "workers": workers,
+                **medians(samples),
+            }
         if scenario == "enqueue":
             samples = [_enqueue_once(adapter, target, tasks) for _ in range(runs)]
             return {"system": peer, "scenario": "enqueue", "tasks": tasks, **medians(samples)}
         samples = [_latency_once(adapter, target, concurrency) for _ in range(runs)]
-        return {"system": peer, "scenario": "latency", "samples": LATENCY_SAMPLES,
-                **medians(samples)}
+        return {
+            "system": peer,
+            "scenario": "latency",
+            "samples": LATENCY_SAMPLES,
+            **medians(samples),
+        }
 
 
 @contextmanager
@@ -120,16 +139,18 @@ def peer_exclusively(dsn: str, peer: str) -> Iterator[None]:
         yield  # the session's lock goes with its connection
 
 
-def _adapter(peer: str, scenario: str) -> "_Peer":
+def _adapter(peer: str, scenario: str) -> _Peer:
     if peer not in PEERS:
         raise PeerUnavailableError(f"unknown peer {peer!r}; the peers are {', '.join(PEERS)}")
     if scenario not in SCENARIOS:
         raise PeerUnavailableError(
-            f"unknown scenario {scenario!r} for {peer}; the scenarios are {', '.join(SCENARIOS)}")
+            f"unknown scenario {scenario!r} for {peer}; the scenarios are {', '.join(SCENARIOS)}"
+        )
     for package in (peer, "psutil"):
         if not _importable(package):
             raise PeerUnavailableError(
-                f"{package} is not installed: pip install 'omnispindle[bench]' to benchmark {peer}")
+                f"{package} is not installed: pip install 'omnispindle[bench]' to benchmark {peer}"
+            )
     return _ADAPTERS[peer]()
 
 
@@ -144,6 +165,7 @@ def medians(samples: list[dict[str, float | None]]) -> dict[str, float | None]:
 
 # --- databases -------------------------------------------------------------------------
 
+
 def peer_database(peer: str) -> str:
     return f"omnispindle_bench_{peer}"
 
@@ -154,7 +176,8 @@ def prepare_database(dsn: str, peer: str) -> str:
     with psycopg.connect(dsn, autocommit=True) as conn:
         if not conn.execute(statement("peer_database_exists"), {"name": name}).fetchone()[0]:
             create = sql.SQL(statement("peer_create_database")).format(
-                database=sql.Identifier(name))
+                database=sql.Identifier(name)
+            )
             try:
                 conn.execute(create)
             except psycopg.errors.DuplicateDatabase:
@@ -162,11 +185,14 @@ def prepare_database(dsn: str, peer: str) -> str:
     return make_conninfo(**{**conninfo_to_dict(dsn), "dbname": name})
 
 
-def reset_schema(dsn: str, adapter: "_Peer") -> None:
+def reset_schema(dsn: str, adapter: _Peer) -> None:
     """Drop everything in the peer's database and install the peer's schema afresh."""
     with psycopg.connect(dsn, autocommit=True) as conn:
-        for name in ("peer_drop_public_schema", "peer_create_public_schema",
-                     "peer_create_latency_table"):
+        for name in (
+            "peer_drop_public_schema",
+            "peer_create_public_schema",
+            "peer_create_latency_table",
+        ):
             conn.execute(statement(name))
     adapter.install(dsn)
 
@@ -177,6 +203,7 @@ def fetch_value(conn: psycopg.Connection, name: str, params: dict[str, Any] | No
 
 
 # --- CPU -------------------------------------------------------------------------------
+
 
 def process_cpu_seconds(pids: Iterable[int]) -> float:
     """User plus system CPU seconds of ``pids`` and their reaped children; gone pids count 0."""
@@ -228,6 +255,7 @@ def _postmaster_pid(dsn: str) -> int | None:
 
 # --- worker processes ------------------------------------------------------------------
 
+
 class WorkerPool:
     """Worker processes of one peer, whose output goes to one scratch file for error messages."""
 
@@ -239,12 +267,19 @@ class WorkerPool:
     def pids(self) -> list[int]:
         return [process.pid for process in self.processes]
 
-    def wait(self, condition: Callable[[], bool], timeout: float, what: str,
-             interval: float = POLL_INTERVAL_S) -> None:
+    def wait(
+        self,
+        condition: Callable[[], bool],
+        timeout: float,
+        what: str,
+        interval: float = POLL_INTERVAL_S,
+    ) -> None:
         """``wait_for`` that fails at once, with the workers' output, when a worker died."""
+
         def checked() -> bool:
             self.check_alive()
             return condition()
+
         wait_for(checked, timeout, what, interval)
 
     def check_alive(self) -> None:
@@ -253,22 +288,32 @@ class WorkerPool:
                 self.log.seek(0)
                 tail = self.log.read()[-2000:].decode(errors="replace")
                 raise BenchmarkError(
-                    f"a benchmark worker exited with code {process.returncode}: {tail}")
+                    f"a benchmark worker exited with code {process.returncode}: {tail}"
+                )
 
 
 @contextmanager
-def worker_pool(adapter: "_Peer", dsn: str, count: int, concurrency: int) -> Iterator[WorkerPool]:
+def worker_pool(adapter: _Peer, dsn: str, count: int, concurrency: int) -> Iterator[WorkerPool]:
     """Start ``count`` worker processes of the peer; stop them on exit."""
     worker_dsn = make_conninfo(dsn, application_name=WORKER_APPLICATION)
     processes: list[subprocess.Popen] = []
     with tempfile.TemporaryFile() as log:
         try:
             for index in range(count):
-                env = {**os.environ, peer_tasks.DSN_ENV: worker_dsn,
-                       peer_tasks.WORKER_ENV: str(index)}
-                processes.append(subprocess.Popen(
-                    adapter.worker_command(concurrency), env=env,
-                    stdin=subprocess.DEVNULL, stdout=log, stderr=log))
+                env = {
+                    **os.environ,
+                    peer_tasks.DSN_ENV: worker_dsn,
+                    peer_tasks.WORKER_ENV: str(index),
+                }
+                processes.append(
+                    subprocess.Popen(
+                        adapter.worker_command(concurrency),
+                        env=env,
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=log,
+                    )
+                )
             yield WorkerPool(processes, log)
         finally:
             stop_processes(processes, STOP_TIMEOUT_S)
@@ -276,8 +321,10 @@ def worker_pool(adapter: "_Peer", dsn: str, count: int, concurrency: int) -> Ite
 
 # --- scenarios -------------------------------------------------------------------------
 
-def _drain_once(adapter: "_Peer", dsn: str, tasks: int, workers: int,
-                concurrency: int) -> dict[str, float | None]:
+
+def _drain_once(
+    adapter: _Peer, dsn: str, tasks: int, workers: int, concurrency: int
+) -> dict[str, float | None]:
     """One drain of ``tasks`` no-ops by ``workers`` idle, listening workers."""
     reset_schema(dsn, adapter)
     with ExitStack() as stack:
@@ -289,8 +336,11 @@ def _drain_once(adapter: "_Peer", dsn: str, tasks: int, workers: int,
         client.bulk(tasks)
         # Read after the commit: the enqueue's own server CPU is not the drain's.
         server_before = postgres_cpu_seconds(dsn)
-        pool.wait(lambda: not fetch_value(conn, adapter.remaining), 60 + tasks / 50,
-                  f"{adapter.name} draining {tasks} tasks")
+        pool.wait(
+            lambda: not fetch_value(conn, adapter.remaining),
+            60 + tasks / 50,
+            f"{adapter.name} draining {tasks} tasks",
+        )
         worker_cpu = process_cpu_seconds(pool.pids) - worker_before
         server_after = postgres_cpu_seconds(dsn)
         done = fetch_value(conn, adapter.done, {"tasks": [peer_tasks.NOOP]})
@@ -298,12 +348,17 @@ def _drain_once(adapter: "_Peer", dsn: str, tasks: int, workers: int,
     if done != tasks or not seconds:
         raise BenchmarkError(f"{adapter.name} finished {done} of {tasks} tasks")
     per_1k = 1000 / tasks
-    server_cpu = None if server_before is None or server_after is None else server_after - server_before
-    return {"tasks_per_s": tasks / seconds, "worker_cpu_s_per_1k": worker_cpu * per_1k,
-            "pg_cpu_s_per_1k": None if server_cpu is None else server_cpu * per_1k}
+    server_cpu = (
+        None if server_before is None or server_after is None else server_after - server_before
+    )
+    return {
+        "tasks_per_s": tasks / seconds,
+        "worker_cpu_s_per_1k": worker_cpu * per_1k,
+        "pg_cpu_s_per_1k": None if server_cpu is None else server_cpu * per_1k,
+    }
 
 
-def _enqueue_once(adapter: "_Peer", dsn: str, tasks: int) -> dict[str, float]:
+def _enqueue_once(adapter: _Peer, dsn: str, tasks: int) -> dict[str, float]:
     """One bulk call of ``tasks`` tasks, then N/10 (at least 1,000) single enqueues."""
     reset_schema(dsn, adapter)
     singles = max(1_000, tasks // 10)
@@ -318,7 +373,7 @@ def _enqueue_once(adapter: "_Peer", dsn: str, tasks: int) -> dict[str, float]:
     return {"bulk_per_s": tasks / bulk_s, "single_per_s": singles / single_s}
 
 
-def _latency_once(adapter: "_Peer", dsn: str, concurrency: int) -> dict[str, float]:
+def _latency_once(adapter: _Peer, dsn: str, concurrency: int) -> dict[str, float]:
     """``LATENCY_SAMPLES`` probes through one idle, listening worker; p50 and p99 in ms."""
     reset_schema(dsn, adapter)
     with ExitStack() as stack:
@@ -326,8 +381,9 @@ def _latency_once(adapter: "_Peer", dsn: str, concurrency: int) -> dict[str, flo
         client = stack.enter_context(adapter.client(dsn))
         pool = stack.enter_context(worker_pool(adapter, dsn, 1, concurrency))
         adapter.wait_ready(conn, client, pool)
-        latencies = [_latency_sample(conn, client, pool, sample)
-                     for sample in range(LATENCY_SAMPLES)]
+        latencies = [
+            _latency_sample(conn, client, pool, sample) for sample in range(LATENCY_SAMPLES)
+        ]
     percentiles = statistics.quantiles(latencies, n=100, method="inclusive")
     return {"p50_ms": percentiles[49] * 1000, "p99_ms": percentiles[98] * 1000}
 
@@ -352,6 +408,7 @@ def _latency_sample(conn: psycopg.Connection, client: Any, pool: WorkerPool, sam
 
 
 # --- the peers -------------------------------------------------------------------------
+
 
 class _Peer:
     """What differs between peers: schema, worker command, client and readiness."""
@@ -378,15 +435,26 @@ class _Peer:
 class _Procrastinate(_Peer):
     name = "procrastinate"
     remaining, done, drain_seconds = (
-        "procrastinate_remaining", "procrastinate_done", "procrastinate_drain_seconds")
+        "procrastinate_remaining",
+        "procrastinate_done",
+        "procrastinate_drain_seconds",
+    )
 
     def install(self, dsn: str) -> None:
         with peer_tasks.procrastinate_app(dsn).open() as app:
             app.schema_manager.apply_schema()
 
     def worker_command(self, concurrency: int) -> list[str]:
-        return [sys.executable, "-m", "procrastinate", "--app",
-                f"{peer_tasks.__name__}.worker_app", "worker", "--concurrency", str(concurrency)]
+        return [
+            sys.executable,
+            "-m",
+            "procrastinate",
+            "--app",
+            f"{peer_tasks.__name__}.worker_app",
+            "worker",
+            "--concurrency",
+            str(concurrency),
+        ]
 
     @contextmanager
     def client(self, dsn: str) -> Iterator[Any]:
@@ -395,9 +463,14 @@ class _Procrastinate(_Peer):
 
     def wait_ready(self, conn: psycopg.Connection, client: Any, pool: WorkerPool) -> None:
         # A worker LISTENs once registered and in its loop: then no notification is lost.
-        pool.wait(lambda: fetch_value(conn, "peer_listening_workers",
-                                      {"application": WORKER_APPLICATION}) >= len(pool.pids),
-                  READY_TIMEOUT_S, "every procrastinate worker listening")
+        pool.wait(
+            lambda: (
+                fetch_value(conn, "peer_listening_workers", {"application": WORKER_APPLICATION})
+                >= len(pool.pids)
+            ),
+            READY_TIMEOUT_S,
+            "every procrastinate worker listening",
+        )
 
 
 class _ProcrastinateClient:
@@ -417,15 +490,24 @@ class _ProcrastinateClient:
 
 class _Pgqueuer(_Peer):
     name = "pgqueuer"
-    remaining, done, drain_seconds = ("pgqueuer_remaining", "pgqueuer_done", "pgqueuer_drain_seconds")
+    remaining, done, drain_seconds = (
+        "pgqueuer_remaining",
+        "pgqueuer_done",
+        "pgqueuer_drain_seconds",
+    )
 
     def install(self, dsn: str) -> None:
         asyncio.run(_install_pgqueuer(dsn))
 
     def worker_command(self, concurrency: int) -> list[str]:
         batch = max(1, concurrency // 2)
-        return [sys.executable, "-m", peer_tasks.__name__, str(batch),
-                str(max(concurrency, 2 * batch))]
+        return [
+            sys.executable,
+            "-m",
+            peer_tasks.__name__,
+            str(batch),
+            str(max(concurrency, 2 * batch)),
+        ]
 
     @contextmanager
     def client(self, dsn: str) -> Iterator[Any]:
@@ -441,8 +523,11 @@ class _Pgqueuer(_Peer):
         probes = [peer_tasks.ready_task(index) for index in range(len(pool.pids))]
         for probe in probes:
             client.queries.enqueue(probe, None)
-        pool.wait(lambda: fetch_value(conn, self.done, {"tasks": probes}) == len(probes),
-                  READY_TIMEOUT_S, "every pgqueuer worker running its probe task")
+        pool.wait(
+            lambda: fetch_value(conn, self.done, {"tasks": probes}) == len(probes),
+            READY_TIMEOUT_S,
+            "every pgqueuer worker running its probe task",
+        )
 
 
 class _PgqueuerClient:

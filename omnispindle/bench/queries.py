@@ -37,8 +37,11 @@ def unfinished(first: int, last: int) -> Query[int]:
 
 def finished(task_id: int) -> Query[bool]:
     """Whether a task has finished; one that is gone was pruned, so it had."""
-    return Query(BENCH["bench_finished"], {"id": task_id},
-                 lambda found: not found or bool(found[0]["finished"]))
+    return Query(
+        BENCH["bench_finished"],
+        {"id": task_id},
+        lambda found: not found or bool(found[0]["finished"]),
+    )
 
 
 def span_seconds(first: int, last: int) -> Query[float]:
@@ -63,5 +66,6 @@ def take_snapshot() -> Query[None]:
 
 def running_on_worker(name: str, ids: Sequence[int]) -> Query[int]:
     """How many of these tasks run on the named worker."""
-    return Query(BENCH["count_running_on_worker"], {"name": name, "ids": list(ids)},
-                 value("running"))
+    return Query(
+        BENCH["count_running_on_worker"], {"name": name, "ids": list(ids)}, value("running")
+    )

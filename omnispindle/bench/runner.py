@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
-from omnispindle.bench import workflows as bench
 from omnispindle.bench import soak as bench_soak
 from omnispindle.bench import throughput as bench_throughput
-from omnispindle.bench.peers import PEERS, SCENARIOS as PEER_SCENARIOS, run_peer
+from omnispindle.bench import workflows as bench
+from omnispindle.bench.peers import PEERS, run_peer
+from omnispindle.bench.peers import SCENARIOS as PEER_SCENARIOS
 from omnispindle.task_queue import TaskQueue
 
 SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
@@ -20,13 +22,20 @@ SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
 }
 # Which figures are better when higher; the ratio column says how many times
 # better Omnispindle did than the peer.
-HIGHER_IS_BETTER = {"tasks_per_s": True, "bulk_per_s": True, "single_per_s": True,
-                    "worker_cpu_s_per_1k": False, "pg_cpu_s_per_1k": False,
-                    "p50_ms": False, "p99_ms": False}
+HIGHER_IS_BETTER = {
+    "tasks_per_s": True,
+    "bulk_per_s": True,
+    "single_per_s": True,
+    "worker_cpu_s_per_1k": False,
+    "pg_cpu_s_per_1k": False,
+    "p50_ms": False,
+    "p99_ms": False,
+}
 
 
-def run(queue: TaskQueue, scenario: str, options: dict[str, Any],
-        peers: Iterable[str] = ()) -> list[dict[str, Any]]:
+def run(
+    queue: TaskQueue, scenario: str, options: dict[str, Any], peers: Iterable[str] = ()
+) -> list[dict[str, Any]]:
     """Our figures first, then each peer's from the same run, each with its ratios."""
     ours = SCENARIOS[scenario](queue, **options)
     rows = [ours]
@@ -38,8 +47,12 @@ def run(queue: TaskQueue, scenario: str, options: dict[str, Any],
 
 def peer_options(scenario: str, options: dict[str, Any]) -> dict[str, Any]:
     """The options of ours that a peer run takes, under its names."""
-    names = {"tasks": "tasks", "runs": "runs", "workers_count": "workers",
-             "concurrency": "concurrency"}
+    names = {
+        "tasks": "tasks",
+        "runs": "runs",
+        "workers_count": "workers",
+        "concurrency": "concurrency",
+    }
     return {names[k]: v for k, v in options.items() if k in names}
 
 
@@ -49,8 +62,7 @@ def ratios(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, float | No
     for figure, higher in HIGHER_IS_BETTER.items():
         if figure in ours and figure in theirs:
             a, b = ours[figure], theirs[figure]
-            found[f"x_{figure}"] = (None if not a or not b
-                                    else round(a / b if higher else b / a, 2))
+            found[f"x_{figure}"] = None if not a or not b else round(a / b if higher else b / a, 2)
     return found
 
 
@@ -59,8 +71,9 @@ def check_peers(scenario: str, peers: Iterable[str]) -> list[str]:
     chosen = list(peers)
     unknown = [p for p in chosen if p not in PEERS]
     if unknown:
-        raise bench.BenchmarkError(f"unknown peer(s) {', '.join(unknown)}; the peers are "
-                                   f"{', '.join(PEERS)}")
+        raise bench.BenchmarkError(
+            f"unknown peer(s) {', '.join(unknown)}; the peers are {', '.join(PEERS)}"
+        )
     if chosen and scenario not in PEER_SCENARIOS:
         raise bench.BenchmarkError(f"peers run only the {', '.join(PEER_SCENARIOS)} scenarios")
     return chosen

@@ -14,17 +14,18 @@ import statistics
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import psycopg
 
-from omnispindle.bench import queries as bq
-from omnispindle.bench.workflows import BenchmarkError
-from omnispindle.bench.throughput import NOOP_TYPE, drained, finished, workers
-from omnispindle.client import TaskQueueClient
 from omnispindle._db import queries as q
 from omnispindle._db.pool import execute
+from omnispindle.bench import queries as bq
+from omnispindle.bench.throughput import NOOP_TYPE, drained, finished, workers
+from omnispindle.bench.workflows import BenchmarkError
+from omnispindle.client import TaskQueueClient
 from omnispindle.task_queue import TaskQueue
 
 BATCH = 10_000
@@ -55,8 +56,15 @@ class Samples:
         return (self.done[last] - self.done[first]) / (self.at[last] - self.at[first])
 
 
-def soak(queue: TaskQueue, tasks: int = 1_000_000, workers_count: int = 2, concurrency: int = 16,
-         retention: float = 10.0, snapshot_seconds: float = 0.0, **_: Any) -> dict[str, Any]:
+def soak(
+    queue: TaskQueue,
+    tasks: int = 1_000_000,
+    workers_count: int = 2,
+    concurrency: int = 16,
+    retention: float = 10.0,
+    snapshot_seconds: float = 0.0,
+    **_: Any,
+) -> dict[str, Any]:
     """Push ``tasks`` through with retention on; sizes, claim times and memory, start and end."""
     if tasks < BATCH:
         raise BenchmarkError(f"a soak needs at least {BATCH} tasks, got {tasks}")
@@ -66,10 +74,14 @@ def soak(queue: TaskQueue, tasks: int = 1_000_000, workers_count: int = 2, concu
     with workers(queue, workers_count, concurrency, extra=["--retention", str(retention)]) as pids:
         started = time.monotonic()
         submitter = Submitter(queue, tasks)
-        threads = [threading.Thread(target=submitter.run, args=(stop,), daemon=True),
-                   threading.Thread(target=probe_claims,
-                                    args=(queue, samples, started, stop, snapshot.holding),
-                                    daemon=True)]
+        threads = [
+            threading.Thread(target=submitter.run, args=(stop,), daemon=True),
+            threading.Thread(
+                target=probe_claims,
+                args=(queue, samples, started, stop, snapshot.holding),
+                daemon=True,
+            ),
+        ]
         try:
             for thread in threads:
                 thread.start()
@@ -100,8 +112,9 @@ class Submitter:
         self.batches: list[tuple[int, int]] = []  # first and last id of each batch
 
     def all_done(self) -> bool:
-        return (self.submitted >= self.total
-                and drained(self.queue, self.batches[0][0], self.batches[-1][1]))
+        return self.submitted >= self.total and drained(
+            self.queue, self.batches[0][0], self.batches[-1][1]
+        )
 
     def done(self) -> int:
         """Tasks finished so far, to within the few that run out of id order: tasks
@@ -124,8 +137,9 @@ class Submitter:
             if len(self.batches) >= 2 and not finished(self.queue, self.batches[-2][1]):
                 stop.wait(0.05)
                 continue
-            ids = self.client.submit_batch([{"task_type": NOOP_TYPE}] * min(BATCH, self.total
-                                                                             - self.submitted))
+            ids = self.client.submit_batch(
+                [{"task_type": NOOP_TYPE}] * min(BATCH, self.total - self.submitted)
+            )
             self.batches.append((ids[0], ids[-1]))
             self.submitted += len(ids)
 
@@ -160,11 +174,14 @@ class SnapshotHolder:
             self.conn.close()
 
     def finished(self, now: float) -> bool:
-        return self.seconds <= 0 or (self.ended is not None and now >= self.ended + AFTER_SNAPSHOT_S + WINDOW_S)
+        return self.seconds <= 0 or (
+            self.ended is not None and now >= self.ended + AFTER_SNAPSHOT_S + WINDOW_S
+        )
 
 
-def record(queue: TaskQueue, samples: Samples, submitter: Submitter, pids: list[int],
-           started: float) -> None:
+def record(
+    queue: TaskQueue, samples: Samples, submitter: Submitter, pids: list[int], started: float
+) -> None:
     samples.at.append(time.monotonic() - started)
     samples.done.append(submitter.done())
     samples.table_bytes.append(queue.db.run(bq.table_bytes()))
@@ -173,14 +190,19 @@ def record(queue: TaskQueue, samples: Samples, submitter: Submitter, pids: list[
     rss = 0.0
     for pid in pids:
         try:
-            rss = max(rss, psutil.Process(pid).memory_info().rss / 2 ** 20)
+            rss = max(rss, psutil.Process(pid).memory_info().rss / 2**20)
         except psutil.NoSuchProcess:
             pass
     samples.rss_mb.append(rss)
 
 
-def probe_claims(queue: TaskQueue, samples: Samples, started: float, stop: threading.Event,
-                 paused: Callable[[], bool]) -> None:
+def probe_claims(
+    queue: TaskQueue,
+    samples: Samples,
+    started: float,
+    stop: threading.Event,
+    paused: Callable[[], bool],
+) -> None:
     """Time a claim from the head every ``PROBE_EVERY_S``, then finish what it took.
 
     Not while ``paused()``: under a held snapshot a claim from the head reads
@@ -192,50 +214,70 @@ def probe_claims(queue: TaskQueue, samples: Samples, started: float, stop: threa
         if paused():
             continue
         began = time.perf_counter()
-        rows = queue.db.run(q.tasks.claim_tasks(
-            task_types=[NOOP_TYPE], capabilities=[NOOP_TYPE], limit=PROBE_LIMIT,
-            worker_id=worker, lease_seconds=30.0))
+        rows = queue.db.run(
+            q.tasks.claim_tasks(
+                task_types=[NOOP_TYPE],
+                capabilities=[NOOP_TYPE],
+                limit=PROBE_LIMIT,
+                worker_id=worker,
+                lease_seconds=30.0,
+            )
+        )
         samples.claims_ms.append((time.monotonic() - started, (time.perf_counter() - began) * 1000))
         if rows:
-            queue.db.run(q.tasks.complete_tasks(ids=[r["id"] for r in rows],
-                                                tokens=[r["lease_token"] for r in rows],
-                                                results=["{}"] * len(rows)))
+            queue.db.run(
+                q.tasks.complete_tasks(
+                    ids=[r["id"] for r in rows],
+                    tokens=[r["lease_token"] for r in rows],
+                    results=["{}"] * len(rows),
+                )
+            )
 
 
 def p99(values: list[float]) -> float | None:
     return statistics.quantiles(values, n=100, method="inclusive")[98] if len(values) > 1 else None
 
 
-def summary(samples: Samples, tasks: int, retention: float, snapshot: SnapshotHolder) -> dict[str, Any]:
+def summary(
+    samples: Samples, tasks: int, retention: float, snapshot: SnapshotHolder
+) -> dict[str, Any]:
     """Start against end: sizes, claim p99 and memory; rates around the held snapshot."""
     total = samples.at[-1]
     warm = next((t for t, d in zip(samples.at, samples.done) if d >= tasks * WARM_UP_SHARE), 0.0)
     tail = total - (total - warm) * WARM_UP_SHARE
     claims_start = [ms for t, ms in samples.claims_ms if t <= warm]
     claims_end = [ms for t, ms in samples.claims_ms if t >= tail]
-    after_warm = [(t, b, r) for t, b, r in zip(samples.at, samples.table_bytes, samples.rss_mb)
-                  if t >= warm]
+    after_warm = [
+        (t, b, r) for t, b, r in zip(samples.at, samples.table_bytes, samples.rss_mb) if t >= warm
+    ]
     rate = backlog_rate(samples, tasks)
     figures = {
-        "system": "omnispindle", "scenario": "soak", "tasks": tasks, "retention_s": retention,
-        "seconds": round(total, 1), "tasks_per_s": round(samples.done[-1] / total),
-        "table_mb_warm": round(after_warm[0][1] / 2 ** 20, 1),
-        "table_mb_max": round(max(b for _, b, _ in after_warm) / 2 ** 20, 1),
-        "table_mb_end": round(samples.table_bytes[-1] / 2 ** 20, 1),
+        "system": "omnispindle",
+        "scenario": "soak",
+        "tasks": tasks,
+        "retention_s": retention,
+        "seconds": round(total, 1),
+        "tasks_per_s": round(samples.done[-1] / total),
+        "table_mb_warm": round(after_warm[0][1] / 2**20, 1),
+        "table_mb_max": round(max(b for _, b, _ in after_warm) / 2**20, 1),
+        "table_mb_end": round(samples.table_bytes[-1] / 2**20, 1),
         "claim_p99_ms_start": _round(p99(claims_start)),
         "claim_p99_ms_end": _round(p99(claims_end)),
         "rss_mb_warm": round(after_warm[0][2], 1),
         "rss_mb_max": round(max(r for _, _, r in after_warm), 1),
     }
     if snapshot.began is not None and snapshot.ended is not None:
-        figures.update({
-            "snapshot_s": snapshot.seconds,
-            "rate_before": rate(snapshot.began - 60, snapshot.began),
-            "rate_during": rate(snapshot.began, snapshot.ended),
-            "rate_last_min_of_snapshot": rate(snapshot.ended - 60, snapshot.ended),
-            "rate_1_min_after": rate(snapshot.ended + AFTER_SNAPSHOT_S,
-                                     snapshot.ended + AFTER_SNAPSHOT_S + WINDOW_S),
-        })
+        figures.update(
+            {
+                "snapshot_s": snapshot.seconds,
+                "rate_before": rate(snapshot.began - 60, snapshot.began),
+                "rate_during": rate(snapshot.began, snapshot.ended),
+                "rate_last_min_of_snapshot": rate(snapshot.ended - 60, snapshot.ended),
+                "rate_1_min_after": rate(
+                    snapshot.ended + AFTER_SNAPSHOT_S, snapshot.ended + AFTER_SNAPSHOT_S + WINDOW_S
+                ),
+            }
+        )
     return figures
 
 

@@ -12,13 +12,14 @@ import statistics
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from omnispindle.bench import queries as bq
-from omnispindle.bench.workflows import BenchmarkError, stop_processes, wait_for, worker_process
 from omnispindle.bench.peers import medians, postgres_cpu_seconds, process_cpu_seconds
+from omnispindle.bench.workflows import BenchmarkError, stop_processes, wait_for, worker_process
 from omnispindle.client import TaskQueueClient
 from omnispindle.task_queue import TaskQueue
 
@@ -40,49 +41,78 @@ def median_of(runs: int, measure: Callable[[], dict[str, float | None]]) -> dict
 
 
 @contextmanager
-def workers(queue: TaskQueue, count: int, concurrency: int, lease_timeout: float = 30.0,
-            extra: Sequence[str] = ()) -> Iterator[list[int]]:
+def workers(
+    queue: TaskQueue,
+    count: int,
+    concurrency: int,
+    lease_timeout: float = 30.0,
+    extra: Sequence[str] = (),
+) -> Iterator[list[int]]:
     """``count`` idle worker processes (``extra`` options), registered and listening;
     yields their pids."""
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
-    processes = [worker_process(queue.dsn, f"{prefix}-{i}", concurrency, lease_timeout, extra)
-                 for i in range(count)]
+    processes = [
+        worker_process(queue.dsn, f"{prefix}-{i}", concurrency, lease_timeout, extra)
+        for i in range(count)
+    ]
     try:
-        wait_for(lambda: sum(w["name"].startswith(prefix) for w in queue.list_workers()) == count,
-                 60, "the benchmark workers' start")
+        wait_for(
+            lambda: sum(w["name"].startswith(prefix) for w in queue.list_workers()) == count,
+            60,
+            "the benchmark workers' start",
+        )
         yield [p.pid for p in processes]
     finally:
         stop_processes(processes)
 
 
-def drain(queue: TaskQueue, tasks: int = 20_000, workers_count: int = 2, concurrency: int = 32,
-          runs: int = 3, **_: Any) -> dict[str, Any]:
+def drain(
+    queue: TaskQueue,
+    tasks: int = 20_000,
+    workers_count: int = 2,
+    concurrency: int = 32,
+    runs: int = 3,
+    **_: Any,
+) -> dict[str, Any]:
     """No-op tasks per second through ``workers_count`` processes, and the CPU they cost."""
+
     def measure() -> dict[str, float | None]:
         with workers(queue, workers_count, concurrency) as pids:
             return drain_once(queue, pids, tasks)
 
     figures = median_of(runs, measure)
-    return {"system": "omnispindle", "scenario": "drain", "tasks": tasks,
-            "workers": workers_count, "concurrency": concurrency, **figures}
+    return {
+        "system": "omnispindle",
+        "scenario": "drain",
+        "tasks": tasks,
+        "workers": workers_count,
+        "concurrency": concurrency,
+        **figures,
+    }
 
 
 def drain_once(queue: TaskQueue, pids: list[int], tasks: int) -> dict[str, float | None]:
-    """Submit ``tasks`` due a little later, so the CPU of submitting is not counted; time the drain."""
+    """Submit ``tasks`` due a little later, so the CPU of submitting is not counted;
+    time the drain."""
     queue.db.run(bq.vacuum_tasks())
     run_at = datetime.now(timezone.utc) + timedelta(seconds=DRAIN_START_DELAY_S)
     ids = TaskQueueClient(local_queue=queue).submit_batch(
-        [{"task_type": NOOP_TYPE, "run_at": run_at}] * tasks)
+        [{"task_type": NOOP_TYPE, "run_at": run_at}] * tasks
+    )
     if datetime.now(timezone.utc) >= run_at:
-        raise BenchmarkError(f"submitting {tasks} tasks took over {DRAIN_START_DELAY_S} s; use fewer")
+        raise BenchmarkError(
+            f"submitting {tasks} tasks took over {DRAIN_START_DELAY_S} s; use fewer"
+        )
     worker_cpu, pg_cpu = process_cpu_seconds(pids), postgres_cpu_seconds(queue.dsn)
     wait_for(lambda: drained(queue, ids[0], ids[-1]), 600, f"draining {tasks} tasks", interval=0.05)
     worker_cpu = process_cpu_seconds(pids) - worker_cpu
     pg_after = postgres_cpu_seconds(queue.dsn)
     span = queue.db.run(bq.span_seconds(ids[0], ids[-1]))
-    return {"tasks_per_s": tasks / span,
-            "worker_cpu_s_per_1k": worker_cpu * 1000 / tasks,
-            "pg_cpu_s_per_1k": None if pg_cpu is None else (pg_after - pg_cpu) * 1000 / tasks}
+    return {
+        "tasks_per_s": tasks / span,
+        "worker_cpu_s_per_1k": worker_cpu * 1000 / tasks,
+        "pg_cpu_s_per_1k": None if pg_cpu is None else (pg_after - pg_cpu) * 1000 / tasks,
+    }
 
 
 def drained(queue: TaskQueue, first: int, last: int) -> bool:
@@ -112,8 +142,11 @@ def enqueue(queue: TaskQueue, tasks: int = 20_000, runs: int = 3, **_: Any) -> d
         for _ in range(single):
             client.submit_task(NOOP_TYPE)
         one = single / (time.perf_counter() - started)
-        return {"bulk_per_s": bulk, "single_per_s": one,
-                "single_8_threads_per_s": threaded_singles(client, single)}
+        return {
+            "bulk_per_s": bulk,
+            "single_per_s": one,
+            "single_8_threads_per_s": threaded_singles(client, single),
+        }
 
     figures = median_of(runs, measure)
     queue.db.run(bq.delete_type(NOOP_TYPE))
@@ -137,7 +170,9 @@ def threaded_singles(client: TaskQueueClient, count: int) -> float:
     return per_thread * SINGLE_THREADS / (time.perf_counter() - started)
 
 
-def latency(queue: TaskQueue, samples: int = LATENCY_SAMPLES, runs: int = 3, **_: Any) -> dict[str, Any]:
+def latency(
+    queue: TaskQueue, samples: int = LATENCY_SAMPLES, runs: int = 3, **_: Any
+) -> dict[str, Any]:
     """Enqueue-to-start latency with one idle worker waiting: p50 and p99 in ms."""
     client = TaskQueueClient(local_queue=queue)
 
@@ -147,8 +182,12 @@ def latency(queue: TaskQueue, samples: int = LATENCY_SAMPLES, runs: int = 3, **_
         cuts = statistics.quantiles(delays, n=100, method="inclusive")
         return {"p50_ms": cuts[49] * 1000, "p99_ms": cuts[98] * 1000}
 
-    return {"system": "omnispindle", "scenario": "latency", "samples": samples,
-            **median_of(runs, measure)}
+    return {
+        "system": "omnispindle",
+        "scenario": "latency",
+        "samples": samples,
+        **median_of(runs, measure),
+    }
 
 
 def latency_sample(client: TaskQueueClient) -> float:

@@ -56,7 +56,8 @@ def age_arg(text: str) -> float:
     if not seconds <= MAX_AGE_SECONDS:
         raise argparse.ArgumentTypeError(
             f"invalid age {text!r}: a number and a unit s, m, h or d, e.g. 30s, 10m, 2h, 1d "
-            f"(at most {MAX_AGE_SECONDS // 86400}d)")
+            f"(at most {MAX_AGE_SECONDS // 86400}d)"
+        )
     return seconds
 
 
@@ -72,7 +73,8 @@ def horizon_arg(text: str) -> float:
     if not (math.isfinite(seconds) and 0 < seconds <= retention.MAX_RETENTION):
         raise argparse.ArgumentTypeError(
             f"invalid horizon {text!r}: seconds above 0, or an age such as 30m, 12h or 7d "
-            f"(at most {retention.MAX_RETENTION / 86400:.0f}d)")
+            f"(at most {retention.MAX_RETENTION / 86400:.0f}d)"
+        )
     return seconds
 
 
@@ -84,7 +86,8 @@ def batch_size_arg(text: str) -> int:
         value = 0
     if not 0 < value <= retention.MAX_BATCH_SIZE:
         raise argparse.ArgumentTypeError(
-            f"invalid batch size {text!r}: a whole number from 1 to {retention.MAX_BATCH_SIZE}")
+            f"invalid batch size {text!r}: a whole number from 1 to {retention.MAX_BATCH_SIZE}"
+        )
     return value
 
 
@@ -102,9 +105,12 @@ def port_arg(text: str) -> int:
 def retention_arguments(parser: argparse.ArgumentParser) -> None:
     """``--retention`` and ``--no-prune``, for the commands that run a sweeper."""
     keep = parser.add_mutually_exclusive_group()
-    keep.add_argument("--retention", type=horizon_arg, default=retention.DEFAULT_RETENTION,
-                      metavar="SECONDS",
-                      help="seconds (or an age such as 12h, 7d) finished tasks are kept before "
-                           f"the sweeper deletes them (default {retention.DEFAULT_RETENTION / 86400:g}d)")
-    keep.add_argument("--no-prune", action="store_true",
-                      help="keep finished tasks forever")
+    keep.add_argument(
+        "--retention",
+        type=horizon_arg,
+        default=retention.DEFAULT_RETENTION,
+        metavar="SECONDS",
+        help="seconds (or an age such as 12h, 7d) finished tasks are kept before "
+        f"the sweeper deletes them (default {retention.DEFAULT_RETENTION / 86400:g}d)",
+    )
+    keep.add_argument("--no-prune", action="store_true", help="keep finished tasks forever")

@@ -4,28 +4,39 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import logging
 import json
+import logging
 import os
 import tempfile
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from omnispindle.cli.formatting import format_table
 
-SCENARIO_HELP = ("enqueue: bulk and single submissions; drain: no-op tasks through worker "
-                 "processes; latency: enqueue to start; dag: dependency overhead; recovery: a "
-                 "killed worker's tasks; soak: a long run with retention on")
+SCENARIO_HELP = (
+    "enqueue: bulk and single submissions; drain: no-op tasks through worker "
+    "processes; latency: enqueue to start; dag: dependency overhead; recovery: a "
+    "killed worker's tasks; soak: a long run with retention on"
+)
 # Options each scenario may take, from the command line's names.
-OPTIONS = {"tasks": "tasks", "runs": "runs", "workers": "workers_count",
-           "concurrency": "concurrency", "lease_timeout": "lease_timeout",
-           "retention": "retention", "snapshot_seconds": "snapshot_seconds"}
+OPTIONS = {
+    "tasks": "tasks",
+    "runs": "runs",
+    "workers": "workers_count",
+    "concurrency": "concurrency",
+    "lease_timeout": "lease_timeout",
+    "retention": "retention",
+    "snapshot_seconds": "snapshot_seconds",
+}
 
 
 def add_commands(commands: Any, make_command: Callable[..., argparse.ArgumentParser]) -> None:
     from omnispindle.bench.peers import PEERS
     from omnispindle.bench.runner import SCENARIOS
 
-    bench = make_command(commands, "bench", "run a benchmark scenario and print its figures", _bench)
+    bench = make_command(
+        commands, "bench", "run a benchmark scenario and print its figures", _bench
+    )
     bench.add_argument("scenario", choices=list(SCENARIOS), help=SCENARIO_HELP)
     bench.add_argument("--tasks", type=int, help="tasks per run (default: the scenario's own)")
     bench.add_argument("--runs", type=int, help="runs whose median is reported (default 3)")
@@ -33,11 +44,17 @@ def add_commands(commands: Any, make_command: Callable[..., argparse.ArgumentPar
     bench.add_argument("--concurrency", type=int, help="concurrency of each worker process")
     bench.add_argument("--lease-timeout", type=float, help="lease of the workers (default 30 s)")
     bench.add_argument("--retention", type=float, help="soak: seconds finished tasks are kept")
-    bench.add_argument("--snapshot-seconds", type=float,
-                       help="soak: hold a REPEATABLE READ snapshot this long partway through")
-    bench.add_argument("--peers", default="",
-                       help=f"comma-separated peers to run the same scenario on: {', '.join(PEERS)} "
-                            "or all (needs omnispindle[bench])")
+    bench.add_argument(
+        "--snapshot-seconds",
+        type=float,
+        help="soak: hold a REPEATABLE READ snapshot this long partway through",
+    )
+    bench.add_argument(
+        "--peers",
+        default="",
+        help=f"comma-separated peers to run the same scenario on: {', '.join(PEERS)} "
+        "or all (needs omnispindle[bench])",
+    )
     bench.add_argument("--json", action="store_true", help="print JSON for scripts")
 
 
@@ -51,8 +68,11 @@ def _bench(args: argparse.Namespace) -> int:
         logging.getLogger(peer).setLevel(max(logging.WARNING, logging.getLogger().level))
     peers = check_peers(args.scenario, names)
     accepted = inspect.signature(SCENARIOS[args.scenario]).parameters
-    options = {OPTIONS[k]: v for k, v in vars(args).items()
-               if k in OPTIONS and v is not None and OPTIONS[k] in accepted}
+    options = {
+        OPTIONS[k]: v
+        for k, v in vars(args).items()
+        if k in OPTIONS and v is not None and OPTIONS[k] in accepted
+    }
     with tempfile.TemporaryDirectory(prefix="omnispindle-bench-") as scratch:
         # Without a database, measure on a fresh embedded one.
         given = args.dsn or os.environ.get("OMNISPINDLE_DSN")
@@ -61,8 +81,11 @@ def _bench(args: argparse.Namespace) -> int:
             rows = run(queue, args.scenario, options, peers)
         finally:
             queue.shutdown()
-    print(json.dumps(rows if peers else rows[0]) if args.json
-          else format_table(aligned(rows), title=f"Benchmark: {args.scenario}"))
+    print(
+        json.dumps(rows if peers else rows[0])
+        if args.json
+        else format_table(aligned(rows), title=f"Benchmark: {args.scenario}")
+    )
     return 0 if all(row.get("met", True) for row in rows) else 1
 
 
@@ -76,4 +99,10 @@ def _figure(value: Any) -> Any:
     """Floats with the digits that matter: 6262, 4.83, 0.071."""
     if not isinstance(value, float):
         return value
-    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.2f}" if abs(value) >= 1 else f"{value:.3f}"
+    return (
+        f"{value:.0f}"
+        if abs(value) >= 100
+        else f"{value:.2f}"
+        if abs(value) >= 1
+        else f"{value:.3f}"
+    )

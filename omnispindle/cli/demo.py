@@ -10,6 +10,7 @@ its import free of side effects.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -19,13 +20,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import argparse
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from omnispindle._db import queries as q
+from omnispindle._db.embedded import DSN_VARIABLE
 from omnispindle.cli.formatting import format_table
 from omnispindle.client import TaskQueueClient
-from omnispindle._db.embedded import DSN_VARIABLE
 from omnispindle.errors import WaitTimeoutError
 from omnispindle.task_queue import TaskQueue
 
@@ -53,6 +54,7 @@ class DemoError(Exception):
 
 
 # Executors, run inside the worker processes.
+
 
 def calculate(task_data: dict[str, Any]) -> dict[str, Any]:
     """Sum or multiply ``parameters["values"]``."""
@@ -96,16 +98,27 @@ def _parent_result(task_data: dict[str, Any]) -> Any:
     return result
 
 
-EXECUTORS = {"math": calculate, "fetch": fetch, "transform": transform, "report": report,
-             "flaky": flaky}
+EXECUTORS = {
+    "math": calculate,
+    "fetch": fetch,
+    "transform": transform,
+    "report": report,
+    "flaky": flaky,
+}
 
 
 # The demo itself.
 
+
 def add_commands(commands: Any, command: Callable[..., argparse.ArgumentParser]) -> None:
     """Add ``demo`` to the ``omnispindle`` subparsers."""
-    command(commands, "demo", "run the demo on an embedded Postgres", lambda _args: run_demo(),
-            with_dsn=False)
+    command(
+        commands,
+        "demo",
+        "run the demo on an embedded Postgres",
+        lambda _args: run_demo(),
+        with_dsn=False,
+    )
 
 
 def run_demo() -> int:
@@ -160,19 +173,37 @@ def _run_with_queue(queue: TaskQueue, deadline: float) -> bool:
 
 
 def _spawn_worker(dsn: str, name: str) -> subprocess.Popen:
-    command = [sys.executable, "-m", "omnispindle", "--log-level", "WARNING", "worker",
-               "--dsn", dsn, "--executors", __name__, "--concurrency", str(CONCURRENCY),
-               "--name", name, "--poll-interval", str(PROGRESS_INTERVAL)]
+    command = [
+        sys.executable,
+        "-m",
+        "omnispindle",
+        "--log-level",
+        "WARNING",
+        "worker",
+        "--dsn",
+        dsn,
+        "--executors",
+        __name__,
+        "--concurrency",
+        str(CONCURRENCY),
+        "--name",
+        name,
+        "--poll-interval",
+        str(PROGRESS_INTERVAL),
+    ]
     return subprocess.Popen(command, stdin=subprocess.DEVNULL)
 
 
-def _wait_for_workers(queue: TaskQueue, workers: dict[str, subprocess.Popen],
-                      deadline: float) -> None:
+def _wait_for_workers(
+    queue: TaskQueue, workers: dict[str, subprocess.Popen], deadline: float
+) -> None:
     """Return once every worker process has registered in the workers table."""
     print(f"starting {len(workers)} worker processes ({CONCURRENCY} threads each)...", flush=True)
     while True:
         _check_alive(workers)
-        active = [row for row in queue.db.run(q.inspection.worker_summary()) if row["state"] == "active"]
+        active = [
+            row for row in queue.db.run(q.inspection.worker_summary()) if row["state"] == "active"
+        ]
         if len(active) == len(workers):
             break
         if time.monotonic() > deadline:
@@ -188,18 +219,22 @@ def _check_alive(workers: dict[str, subprocess.Popen]) -> None:
             raise DemoError(f"worker {name} exited early with code {process.returncode}")
 
 
-def _run_workflow(queue: TaskQueue, workers: dict[str, subprocess.Popen],
-                  deadline: float) -> bool:
+def _run_workflow(queue: TaskQueue, workers: dict[str, subprocess.Popen], deadline: float) -> bool:
     """Submit the tasks, wait with progress, print results; True if all succeeded."""
     client = TaskQueueClient(local_queue=queue, poll_interval=PROGRESS_INTERVAL)
-    batch_ids = client.submit_batch([
-        {"task_type": "math", "parameters": {"operation": op, "values": values}}
-        for op, values in BATCH])
+    batch_ids = client.submit_batch(
+        [
+            {"task_type": "math", "parameters": {"operation": op, "values": values}}
+            for op, values in BATCH
+        ]
+    )
     chain_ids = _submit_chain(client)
     flaky_id = client.submit_task("flaky", retry_backoff=0.2)
     all_ids = batch_ids + chain_ids + [flaky_id]
-    print(f"submitted {len(all_ids)} tasks: a batch of {len(batch_ids)} math tasks, "
-          "a chain fetch -> transform -> report, and a flaky task")
+    print(
+        f"submitted {len(all_ids)} tasks: a batch of {len(batch_ids)} math tasks, "
+        "a chain fetch -> transform -> report, and a flaky task"
+    )
     finished = _wait_with_progress(client, queue, all_ids, workers, deadline)
     tasks = {task["task_id"]: task for task in finished}
     _print_results([tasks[i] for i in batch_ids], tasks[chain_ids[-1]], tasks[flaky_id])
@@ -214,8 +249,13 @@ def _submit_chain(client: TaskQueueClient) -> list[int]:
     return ids
 
 
-def _wait_with_progress(client: TaskQueueClient, queue: TaskQueue, ids: list[int],
-                        workers: dict[str, subprocess.Popen], deadline: float) -> list[dict]:
+def _wait_with_progress(
+    client: TaskQueueClient,
+    queue: TaskQueue,
+    ids: list[int],
+    workers: dict[str, subprocess.Popen],
+    deadline: float,
+) -> list[dict]:
     """Wait for every task, printing the state counts about every PROGRESS_INTERVAL."""
     started = time.monotonic()
     tasks = None
@@ -245,10 +285,14 @@ def _print_results(batch: list[dict], chain_end: dict, flaky_task: dict) -> None
         where = f"  (worker pid {task['result']['pid']})" if task["result"] else ""
         print(f"  task {task['task_id']}: {operation} {values} = {value}{where}")
     print(f"\nChain: fetch {CHAIN_INPUT} -> transform (square) -> report")
-    print(f"  final result (task {chain_end['task_id']}): "
-          f"{json.dumps(chain_end['result'], sort_keys=True)}")
-    print(f"\nFlaky task {flaky_task['task_id']}: {flaky_task['state']} on attempt "
-          f"{flaky_task['attempts']} of {flaky_task['max_attempts']}")
+    print(
+        f"  final result (task {chain_end['task_id']}): "
+        f"{json.dumps(chain_end['result'], sort_keys=True)}"
+    )
+    print(
+        f"\nFlaky task {flaky_task['task_id']}: {flaky_task['state']} on attempt "
+        f"{flaky_task['attempts']} of {flaky_task['max_attempts']}"
+    )
     error = flaky_task["error"]
     if error:
         print(f"  error of attempt {error['attempt']}: {error['type']}: {error['message']}")
@@ -259,8 +303,10 @@ def _report_failures(tasks: Iterable[dict]) -> bool:
     bad = [t for t in tasks if t["state"] != "succeeded"]
     for task in bad:
         reason = (task["error"] or {}).get("message") or task["cancel_reason"]
-        print(f"task {task['task_id']} ({task['task_type']}) {task['state']}: {reason}",
-              file=sys.stderr)
+        print(
+            f"task {task['task_id']} ({task['task_type']}) {task['state']}: {reason}",
+            file=sys.stderr,
+        )
     return not bad
 
 

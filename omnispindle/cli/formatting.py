@@ -21,8 +21,11 @@ def format_table(rows: Sequence[Mapping[str, Any]], title: str) -> str:
     headers = list(rows[0])
     cells = [[cell(row[h]) for h in headers] for row in rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
-    lines = [title, "  ".join(h.ljust(w) for h, w in zip(headers, widths)),
-             "  ".join("-" * w for w in widths)]
+    lines = [
+        title,
+        "  ".join(h.ljust(w) for h, w in zip(headers, widths)),
+        "  ".join("-" * w for w in widths),
+    ]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
     return "\n".join(lines)
 
@@ -48,8 +51,9 @@ def format_fields(pairs: Iterable[tuple[str, Any]], indent: str = "  ") -> str:
     """Render ``(label, value)`` pairs as aligned ``label  value`` lines."""
     pairs = list(pairs)
     width = max((len(label) for label, _ in pairs), default=0)
-    return "\n".join(f"{indent}{label.ljust(width)}  {cell(value)}".rstrip()
-                     for label, value in pairs)
+    return "\n".join(
+        f"{indent}{label.ljust(width)}  {cell(value)}".rstrip() for label, value in pairs
+    )
 
 
 def shorten(text: str | None, width: int = 60) -> str | None:
@@ -59,7 +63,7 @@ def shorten(text: str | None, width: int = 60) -> str | None:
     line = printable(" ".join(text.split()))
     if len(line) <= width:
         return line
-    return line[:max(width - len(ELLIPSIS), 0)] + ELLIPSIS
+    return line[: max(width - len(ELLIPSIS), 0)] + ELLIPSIS
 
 
 def format_age(seconds: float | None) -> str | None:

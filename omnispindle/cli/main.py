@@ -9,14 +9,21 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import psycopg
 import sqlalchemy.exc
 
 from omnispindle.cli import bench, demo, metrics, migrate, prune, status, tasks, worker
-from omnispindle.cli.exit_codes import (EPILOG, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TIMEOUT,
-                                        EXIT_UNKNOWN_TASK, EXIT_USAGE)
+from omnispindle.cli.exit_codes import (
+    EPILOG,
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_TIMEOUT,
+    EXIT_UNKNOWN_TASK,
+    EXIT_USAGE,
+)
 from omnispindle.errors import OmnispindleError, TaskNotFoundError, WaitTimeoutError, first_line
 
 __all__ = ["main", "parser"]
@@ -55,8 +62,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _configure_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=getattr(logging, level), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     if level != "DEBUG":
         # Alembic and pgserver narrate every start at INFO; only warnings matter here.
         for chatty in ("alembic", "pgserver"):
@@ -72,23 +80,38 @@ class _Parser(argparse.ArgumentParser):
 
 def parser() -> argparse.ArgumentParser:
     """The command line of every command."""
-    top = _Parser(prog="omnispindle", description="A task queue inside PostgreSQL.",
-                  epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    top.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-                     help="how much to log (default INFO)")
+    top = _Parser(
+        prog="omnispindle",
+        description="A task queue inside PostgreSQL.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    top.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="how much to log (default INFO)",
+    )
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMAND_MODULES:
         module.add_commands(commands, command)
     return top
 
 
-def command(commands: Any, name: str, help_text: str,
-            handler: Callable[[argparse.Namespace], int],
-            with_dsn: bool = True) -> argparse.ArgumentParser:
+def command(
+    commands: Any,
+    name: str,
+    help_text: str,
+    handler: Callable[[argparse.Namespace], int],
+    with_dsn: bool = True,
+) -> argparse.ArgumentParser:
     """Add the command ``name``, run by ``handler``, with ``--dsn`` unless told otherwise."""
     sub: argparse.ArgumentParser = commands.add_parser(name, help=help_text, description=help_text)
     if with_dsn:
-        sub.add_argument("--dsn", default=None,
-                         help="Postgres DSN (default $OMNISPINDLE_DSN, else the embedded server)")
+        sub.add_argument(
+            "--dsn",
+            default=None,
+            help="Postgres DSN (default $OMNISPINDLE_DSN, else the embedded server)",
+        )
     sub.set_defaults(handler=handler)
     return sub

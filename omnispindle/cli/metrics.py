@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from omnispindle.cli.args import port_arg
 from omnispindle.cli.exit_codes import EXIT_OK
@@ -18,14 +19,23 @@ log = logging.getLogger("omnispindle.cli")
 
 def add_commands(commands: Any, command: Callable[..., argparse.ArgumentParser]) -> None:
     """Add ``metrics`` to the ``omnispindle`` subparsers, through cli's ``command`` factory."""
-    metrics = command(commands, "metrics", "serve Prometheus metrics until SIGTERM or SIGINT",
-                      _metrics)
-    metrics.add_argument("--port", type=port_arg, default=DEFAULT_PORT,
-                         help=f"port to listen on (default {DEFAULT_PORT})")
-    metrics.add_argument("--addr", default="0.0.0.0",
-                         help="address to listen on (default 0.0.0.0, every interface)")
-    metrics.add_argument("--once", action="store_true",
-                         help="print the metrics in the Prometheus text format and exit")
+    metrics = command(
+        commands, "metrics", "serve Prometheus metrics until SIGTERM or SIGINT", _metrics
+    )
+    metrics.add_argument(
+        "--port",
+        type=port_arg,
+        default=DEFAULT_PORT,
+        help=f"port to listen on (default {DEFAULT_PORT})",
+    )
+    metrics.add_argument(
+        "--addr", default="0.0.0.0", help="address to listen on (default 0.0.0.0, every interface)"
+    )
+    metrics.add_argument(
+        "--once",
+        action="store_true",
+        help="print the metrics in the Prometheus text format and exit",
+    )
 
 
 def _metrics(args: argparse.Namespace) -> int:

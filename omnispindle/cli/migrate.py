@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from omnispindle.cli.exit_codes import EXIT_OK
 
 
 def add_commands(commands: Any, command: Callable[..., argparse.ArgumentParser]) -> None:
     """Add ``migrate`` to the ``omnispindle`` subparsers."""
-    migrate = command(commands, "migrate", "bring the database schema to the latest version",
-                      _migrate)
+    migrate = command(
+        commands, "migrate", "bring the database schema to the latest version", _migrate
+    )
     migrate.add_argument("--revision", default="head", help="target revision (default head)")
 
 

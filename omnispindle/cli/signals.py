@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import signal
+from collections.abc import Callable
 from types import FrameType
-from typing import Callable
 
 log = logging.getLogger("omnispindle.cli")
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from omnispindle._db import queries as q
 from omnispindle.cli.exit_codes import EXIT_OK

@@ -8,13 +8,13 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from omnispindle._client import operations
+from omnispindle._client.inspection import list_tasks, require_tasks, task_detail
+from omnispindle._client.records import CancelOutcome, RetryOutcome
+from omnispindle._db.rows import TaskRecord
 from omnispindle.cli.args import age_arg, positive_int_arg, positive_seconds_arg, task_id_arg
 from omnispindle.cli.exit_codes import EXIT_OK, EXIT_TASK_FAILED, EXIT_USAGE
 from omnispindle.cli.formatting import to_json
-from omnispindle._client.inspection import list_tasks, require_tasks, task_detail
 from omnispindle.cli.progress import PROGRESS_MODES, ProgressBar, progress_wanted
-from omnispindle._client.records import CancelOutcome, RetryOutcome
-from omnispindle._db.rows import TaskRecord
 from omnispindle.states import TaskState
 
 if TYPE_CHECKING:
@@ -28,41 +28,93 @@ DEFAULT_LIMIT = 50
 def add_commands(commands: Any, command: Callable[..., argparse.ArgumentParser]) -> None:
     """Add the commands to the ``omnispindle`` subparsers, through cli's ``command`` factory."""
     tasks = command(commands, "tasks", "list tasks (newest first), or show one in full", _tasks)
-    tasks.add_argument("task_id", nargs="?", type=task_id_arg, metavar="ID",
-                       help="show this task in full: fields, parameters, result, "
-                            "dependencies, dependents and every error with its traceback")
-    tasks.add_argument("--type", dest="task_types", action="append", default=[], metavar="T",
-                       help="only tasks of this type (repeat for several)")
-    tasks.add_argument("--state", dest="states", action="append", default=[],
-                       choices=[s.value for s in TaskState], metavar="S",
-                       help="only tasks in this state: %(choices)s (repeat for several)")
-    tasks.add_argument("--older-than", type=age_arg, default=None, metavar="AGE",
-                       help="only tasks created longer ago than AGE, e.g. 30s, 10m, 2h, 1d")
-    tasks.add_argument("--limit", type=positive_int_arg, default=None, metavar="N",
-                       help=f"list at most N tasks (default {DEFAULT_LIMIT})")
+    tasks.add_argument(
+        "task_id",
+        nargs="?",
+        type=task_id_arg,
+        metavar="ID",
+        help="show this task in full: fields, parameters, result, "
+        "dependencies, dependents and every error with its traceback",
+    )
+    tasks.add_argument(
+        "--type",
+        dest="task_types",
+        action="append",
+        default=[],
+        metavar="T",
+        help="only tasks of this type (repeat for several)",
+    )
+    tasks.add_argument(
+        "--state",
+        dest="states",
+        action="append",
+        default=[],
+        choices=[s.value for s in TaskState],
+        metavar="S",
+        help="only tasks in this state: %(choices)s (repeat for several)",
+    )
+    tasks.add_argument(
+        "--older-than",
+        type=age_arg,
+        default=None,
+        metavar="AGE",
+        help="only tasks created longer ago than AGE, e.g. 30s, 10m, 2h, 1d",
+    )
+    tasks.add_argument(
+        "--limit",
+        type=positive_int_arg,
+        default=None,
+        metavar="N",
+        help=f"list at most N tasks (default {DEFAULT_LIMIT})",
+    )
     _json_flag(tasks)
 
-    retry = command(commands, "retry", "run failed tasks again, each with one more attempt "
-                                       "(all or nothing)", _retry)
-    retry.add_argument("task_ids", nargs="+", type=task_id_arg, metavar="ID",
-                       help="failed tasks to put back to pending")
+    retry = command(
+        commands,
+        "retry",
+        "run failed tasks again, each with one more attempt (all or nothing)",
+        _retry,
+    )
+    retry.add_argument(
+        "task_ids",
+        nargs="+",
+        type=task_id_arg,
+        metavar="ID",
+        help="failed tasks to put back to pending",
+    )
     _json_flag(retry)
 
-    cancel = command(commands, "cancel", "cancel tasks and their dependents (all or nothing); "
-                                         "running ones are asked to stop", _cancel)
-    cancel.add_argument("task_ids", nargs="+", type=task_id_arg, metavar="ID",
-                        help="tasks to cancel")
-    cancel.add_argument("--reason", default=None, metavar="TEXT",
-                        help="why, stored as the tasks' cancel_reason")
+    cancel = command(
+        commands,
+        "cancel",
+        "cancel tasks and their dependents (all or nothing); running ones are asked to stop",
+        _cancel,
+    )
+    cancel.add_argument(
+        "task_ids", nargs="+", type=task_id_arg, metavar="ID", help="tasks to cancel"
+    )
+    cancel.add_argument(
+        "--reason", default=None, metavar="TEXT", help="why, stored as the tasks' cancel_reason"
+    )
     _json_flag(cancel)
 
     wait = command(commands, "wait", "wait until tasks finish, then print them", _wait)
-    wait.add_argument("task_ids", nargs="+", type=task_id_arg, metavar="ID",
-                      help="tasks to wait for")
-    wait.add_argument("--timeout", type=positive_seconds_arg, default=None, metavar="SECONDS",
-                      help="give up after this many seconds (exit code 5; default: wait for ever)")
-    wait.add_argument("--progress", choices=PROGRESS_MODES, default="auto",
-                      help="progress bar on stderr: auto (only on a terminal), always or never")
+    wait.add_argument(
+        "task_ids", nargs="+", type=task_id_arg, metavar="ID", help="tasks to wait for"
+    )
+    wait.add_argument(
+        "--timeout",
+        type=positive_seconds_arg,
+        default=None,
+        metavar="SECONDS",
+        help="give up after this many seconds (exit code 5; default: wait for ever)",
+    )
+    wait.add_argument(
+        "--progress",
+        choices=PROGRESS_MODES,
+        default="auto",
+        help="progress bar on stderr: auto (only on a terminal), always or never",
+    )
     _json_flag(wait)
 
 
@@ -73,8 +125,9 @@ def _json_flag(parser: argparse.ArgumentParser) -> None:
 def _tasks(args: argparse.Namespace) -> int:
     if args.task_id is not None:
         if args.task_types or args.states or args.older_than is not None or args.limit:
-            return _usage_error("--type, --state, --older-than and --limit apply to a list; "
-                                "drop them, or the ID")
+            return _usage_error(
+                "--type, --state, --older-than and --limit apply to a list; drop them, or the ID"
+            )
         with _open_queue(args) as queue:
             task = queue.db.run(task_detail(args.task_id))
         print(to_json(task) if args.json else task_detail_text(task))
@@ -82,8 +135,14 @@ def _tasks(args: argparse.Namespace) -> int:
     limit = args.limit or DEFAULT_LIMIT
     with _open_queue(args) as queue:
         # One row more than shown tells whether the list was cut.
-        rows = queue.db.run(list_tasks(task_types=args.task_types, states=args.states,
-                                       older_than=args.older_than, limit=limit + 1))
+        rows = queue.db.run(
+            list_tasks(
+                task_types=args.task_types,
+                states=args.states,
+                older_than=args.older_than,
+                limit=limit + 1,
+            )
+        )
     shown = rows[:limit]
     if args.json:
         print(to_json(shown))
@@ -121,8 +180,9 @@ def _wait(args: argparse.Namespace) -> int:
     return EXIT_OK if succeeded else EXIT_TASK_FAILED
 
 
-def _wait_for(client: TaskQueueClient, ids: list[int],
-              args: argparse.Namespace) -> list[TaskRecord]:
+def _wait_for(
+    client: TaskQueueClient, ids: list[int], args: argparse.Namespace
+) -> list[TaskRecord]:
     """Wait for the tasks, drawing a progress bar on stderr if asked to."""
     if not progress_wanted(args.progress, sys.stderr):
         return client.wait_for_batch(ids, args.timeout)

@@ -15,27 +15,39 @@ ERROR_WIDTH = 50
 
 def task_list_table(rows: list[dict[str, Any]]) -> str:
     """The ``omnispindle tasks`` table, one line per task."""
-    return format_table([{
-        "id": row["task_id"],
-        "type": row["task_type"],
-        "state": row["state"],
-        "priority": row["priority"],
-        "attempts": f"{row['attempts']}/{row['max_attempts']}",
-        "age": format_age(row["age_seconds"]),
-        "worker": row["worker_name"],
-        "last error": shorten(_problem(row), ERROR_WIDTH),
-    } for row in rows], title="Tasks")
+    return format_table(
+        [
+            {
+                "id": row["task_id"],
+                "type": row["task_type"],
+                "state": row["state"],
+                "priority": row["priority"],
+                "attempts": f"{row['attempts']}/{row['max_attempts']}",
+                "age": format_age(row["age_seconds"]),
+                "worker": row["worker_name"],
+                "last error": shorten(_problem(row), ERROR_WIDTH),
+            }
+            for row in rows
+        ],
+        title="Tasks",
+    )
 
 
 def wait_table(records: list[dict[str, Any]]) -> str:
     """The final records of waited-for tasks, with each one's outcome."""
-    return format_table([{
-        "id": record["task_id"],
-        "type": record["task_type"],
-        "state": record["state"],
-        "attempts": f"{record['attempts']}/{record['max_attempts']}",
-        "outcome": shorten(_outcome(record), ERROR_WIDTH),
-    } for record in records], title="Tasks")
+    return format_table(
+        [
+            {
+                "id": record["task_id"],
+                "type": record["task_type"],
+                "state": record["state"],
+                "attempts": f"{record['attempts']}/{record['max_attempts']}",
+                "outcome": shorten(_outcome(record), ERROR_WIDTH),
+            }
+            for record in records
+        ],
+        title="Tasks",
+    )
 
 
 def task_detail_text(task: dict[str, Any]) -> str:
@@ -83,7 +95,8 @@ def _errors(errors: list[dict[str, Any]]) -> str:
     blocks = []
     for error in errors:
         heading = printable(
-            f"attempt {error.get('attempt')}: {error.get('type')}: {error.get('message')}")
+            f"attempt {error.get('attempt')}: {error.get('type')}: {error.get('message')}"
+        )
         # A message's further lines, and the traceback, sit under its heading.
         first, _, rest = heading.rstrip("\n").partition("\n")
         trace = printable(error.get("traceback") or "").rstrip("\n")

@@ -23,8 +23,10 @@ def _ledger() -> psycopg.Connection:
 
 
 def record(task_data):
-    _ledger().execute("INSERT INTO test_ledger (task_id, pid) VALUES (%s, %s)",
-                      [task_data["task_id"], os.getpid()])
+    _ledger().execute(
+        "INSERT INTO test_ledger (task_id, pid) VALUES (%s, %s)",
+        [task_data["task_id"], os.getpid()],
+    )
     return {"pid": os.getpid()}
 
 
@@ -57,5 +59,10 @@ def wait_for_file(task_data):
     return {"saw": marker.name}
 
 
-EXECUTORS = {"record": record, "wait_for_file": wait_for_file, "nap": nap, "hold": hold,
-             "crash": crash}
+EXECUTORS = {
+    "record": record,
+    "wait_for_file": wait_for_file,
+    "nap": nap,
+    "hold": hold,
+    "crash": crash,
+}

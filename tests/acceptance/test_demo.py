@@ -17,11 +17,18 @@ ROOT = Path(__file__).resolve().parents[2]
 def demo(tmp_path_factory):
     """One run of the demo, as a user would start it, with no configuration."""
     cwd = tmp_path_factory.mktemp("demo-cwd")
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("OMNISPINDLE_DSN", "OMNISPINDLE_DATA_DIR")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("OMNISPINDLE_DSN", "OMNISPINDLE_DATA_DIR")
+    }
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    done = subprocess.run([sys.executable, "-m", "omnispindle", "demo"], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=180)
+    done = subprocess.run(
+        [sys.executable, "-m", "omnispindle", "demo"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     return done, cwd
 
 
@@ -32,7 +39,7 @@ def table(stdout: str, title: str) -> list[dict[str, str]]:
     header, rule = lines[start + 1], lines[start + 2]
     spans = [m.span() for m in re.finditer(r"-+", rule)]
     rows = []
-    for line in lines[start + 3:]:
+    for line in lines[start + 3 :]:
         if not line.strip():
             break
         rows.append({header[a:b].strip(): line[a:b].strip() for a, b in spans})
@@ -47,9 +54,14 @@ def test_demo_exits_cleanly(demo):
 
 def test_batch_results(demo):
     stdout = demo[0].stdout
-    for expected in ["sum [1, 2, 3] = 6", "multiply [4, 5, 6] = 120",
-                     "sum [10, 20, 30, 40] = 100", "multiply [2, 3, 7] = 42",
-                     "sum [5, 8, 13, 21] = 47", "multiply [3, 3, 3] = 27"]:
+    for expected in [
+        "sum [1, 2, 3] = 6",
+        "multiply [4, 5, 6] = 120",
+        "sum [10, 20, 30, 40] = 100",
+        "multiply [2, 3, 7] = 42",
+        "sum [5, 8, 13, 21] = 47",
+        "multiply [3, 3, 3] = 27",
+    ]:
         assert expected in stdout
 
 
@@ -68,7 +80,8 @@ def test_progress_lines_end_with_everything_succeeded(demo):
     progress = [line for line in demo[0].stdout.splitlines() if re.match(r"\[\s*[\d.]+ s\]", line)]
     assert progress, "no progress line"
     assert progress[-1].endswith(
-        "blocked 0  pending 0  running 0  succeeded 10  failed 0  cancelled 0")
+        "blocked 0  pending 0  running 0  succeeded 10  failed 0  cancelled 0"
+    )
 
 
 def test_queue_table_counts_every_task(demo):

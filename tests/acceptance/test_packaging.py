@@ -12,9 +12,22 @@ from .workers import ROOT
 
 
 def test_wheel_carries_sql_and_migrations(tmp_path):
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", str(ROOT),
-                    "-w", str(tmp_path)], check=True, timeout=300)
-    wheel, = tmp_path.glob("omnispindle-*.whl")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            str(ROOT),
+            "-w",
+            str(tmp_path),
+        ],
+        check=True,
+        timeout=300,
+    )
+    (wheel,) = tmp_path.glob("omnispindle-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for source in [*ROOT.glob("sql/**/*.sql"), *ROOT.glob("migrations/**/*.py")]:
         packaged = f"omnispindle/_data/{source.relative_to(ROOT).as_posix()}"

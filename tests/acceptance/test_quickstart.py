@@ -22,13 +22,16 @@ __all__ = ["python_block", "run_script"]
 
 def run_script(code: str, cwd, env_dsn: str | None = None) -> subprocess.CompletedProcess:
     """Run ``code`` as a script in ``cwd``, on ``env_dsn`` or, without it, the embedded server."""
-    env = {k: v for k, v in os.environ.items() if k not in ("OMNISPINDLE_DSN", "OMNISPINDLE_DATA_DIR")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("OMNISPINDLE_DSN", "OMNISPINDLE_DATA_DIR")
+    }
     if env_dsn:
         env["OMNISPINDLE_DSN"] = env_dsn
     script = cwd / "script.py"
     script.write_text(code)
-    return subprocess.run([sys.executable, str(script)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=180)
+    return subprocess.run(
+        [sys.executable, str(script)], cwd=cwd, env=env, capture_output=True, text=True, timeout=180
+    )
 
 
 @pytest.mark.smoke

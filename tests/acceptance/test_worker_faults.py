@@ -27,13 +27,18 @@ def ledger(conn):
 
 
 def runs_per_task(conn) -> dict[int, int]:
-    return dict(conn.execute("SELECT task_id, count(*) FROM test_ledger GROUP BY task_id").fetchall())
+    return dict(
+        conn.execute("SELECT task_id, count(*) FROM test_ledger GROUP BY task_id").fetchall()
+    )
 
 
 def running_on(conn, name: str) -> int:
-    return conn.execute("""
+    return conn.execute(
+        """
         SELECT count(*) FROM omnispindle.tasks t JOIN omnispindle.workers w ON w.id = t.worker_id
-        WHERE t.state = 'running' AND w.name = %s""", [name]).fetchone()[0]
+        WHERE t.state = 'running' AND w.name = %s""",
+        [name],
+    ).fetchone()[0]
 
 
 def stop(*processes):
@@ -44,16 +49,30 @@ def stop(*processes):
 
 
 def fast_worker(dsn, name, *extra, ledger_dsn=None):
-    return start_worker_process(dsn, "--name", name, "--lease-timeout", str(LEASE),
-                                "--heartbeat-interval", "0.5", "--sweep-interval", str(SWEEP),
-                                "--poll-interval", "0.2", *extra, ledger_dsn=ledger_dsn)
+    return start_worker_process(
+        dsn,
+        "--name",
+        name,
+        "--lease-timeout",
+        str(LEASE),
+        "--heartbeat-interval",
+        "0.5",
+        "--sweep-interval",
+        str(SWEEP),
+        "--poll-interval",
+        "0.2",
+        *extra,
+        ledger_dsn=ledger_dsn,
+    )
 
 
 def test_sigkill_of_a_worker_holding_many_tasks_loses_none(client, dsn, ledger, tmp_path):
     marker = tmp_path / "go"
     doomed = fast_worker(dsn, "doomed", "--concurrency", "30")
     ids = client.submit_batch([{"task_type": "hold", "parameters": {"marker": str(marker)}}] * 30)
-    poll(lambda: running_on(ledger, "doomed") == 30 and len(runs_per_task(ledger)) == 30, timeout=60)
+    poll(
+        lambda: running_on(ledger, "doomed") == 30 and len(runs_per_task(ledger)) == 30, timeout=60
+    )
     doomed.send_signal(signal.SIGKILL)
     killed_at = time.monotonic()
     marker.touch()
@@ -89,7 +108,7 @@ def test_killed_connections_are_survived(client, dsn, ledger):
     ids = client.submit_batch([{"task_type": "nap"}] * 400)
     try:
         for done_before_kill in (50, 150, 250):
-            poll(lambda: len(runs_per_task(ledger)) >= done_before_kill, timeout=60)
+            poll(lambda done=done_before_kill: len(runs_per_task(ledger)) >= done, timeout=60)
             killed = ledger.execute("""
                 SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
                 WHERE application_name = 'fault-victim'""").fetchone()[0]
@@ -153,15 +172,24 @@ def test_sweep_command_runs_one_pass(client, conn, dsn):
     from .workers import ROOT, worker_env
 
     task_id = client.submit_task("job")
-    conn.execute("""
+    conn.execute(
+        """
         UPDATE omnispindle.tasks
         SET state = 'running', attempts = 1, worker_id = gen_random_uuid(), started_at = now(),
             lease_token = gen_random_uuid(), lease_expires_at = now() - interval '1 second'
-        WHERE id = %s""", [task_id])
+        WHERE id = %s""",
+        [task_id],
+    )
     command = [sys.executable, "-m", "omnispindle", "sweep", "--dsn", dsn, "--once"]
-    done = subprocess.run(command, env=worker_env(dsn), cwd=ROOT, capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        command, env=worker_env(dsn), cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == {"requeued": 1, "failed": 0, "dead_workers": 0,
-                                       "reconciled": 0, "pruned": 0}
+    assert json.loads(done.stdout) == {
+        "requeued": 1,
+        "failed": 0,
+        "dead_workers": 0,
+        "reconciled": 0,
+        "pruned": 0,
+    }
     assert client.get_task(task_id)["state"] == "pending"

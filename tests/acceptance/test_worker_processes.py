@@ -26,10 +26,13 @@ def stop_all(processes):
 
 @pytest.mark.slow
 def test_four_processes_run_5000_tasks_exactly_once(client, dsn, ledger):
-    workers = [start_worker_process(dsn, "--concurrency", "4", "--name", f"proc-{n}")
-               for n in range(4)]
+    workers = [
+        start_worker_process(dsn, "--concurrency", "4", "--name", f"proc-{n}") for n in range(4)
+    ]
     try:
-        ids = client.submit_batch([{"task_type": "record", "parameters": {"n": n}} for n in range(5000)])
+        ids = client.submit_batch(
+            [{"task_type": "record", "parameters": {"n": n}} for n in range(5000)]
+        )
         tasks = client.wait_for_batch(ids, timeout=300)
     finally:
         codes = stop_all(workers)
@@ -41,7 +44,9 @@ def test_four_processes_run_5000_tasks_exactly_once(client, dsn, ledger):
     assert sorted(task_id for task_id, _ in runs) == sorted(ids)
     pids = {row[0] for row in ledger.execute("SELECT DISTINCT pid FROM test_ledger")}
     assert len(pids) >= 2, "the work was not shared between processes"
-    states = ledger.execute("SELECT state::text, count(*) FROM omnispindle.workers GROUP BY 1").fetchall()
+    states = ledger.execute(
+        "SELECT state::text, count(*) FROM omnispindle.workers GROUP BY 1"
+    ).fetchall()
     assert states == [("stopped", 4)]
 
 
@@ -59,19 +64,33 @@ def test_sigterm_lets_the_running_task_finish(client, dsn, conn, tmp_path):
             worker.kill()
     task = client.get_task(task_id)
     assert (task["state"], task["result"]) == ("succeeded", {"saw": "go"})
-    row = conn.execute("SELECT state::text, stopped_at IS NOT NULL FROM omnispindle.workers").fetchone()
+    row = conn.execute(
+        "SELECT state::text, stopped_at IS NOT NULL FROM omnispindle.workers"
+    ).fetchone()
     assert row == ("stopped", True)
 
 
 def test_unknown_executors_module_is_one_clear_line(dsn):
-    command = [sys.executable, "-m", "omnispindle", "worker", "--dsn", dsn,
-               "--executors", "tests.acceptance.workers"]
-    done = subprocess.run(command, env=worker_env(dsn), cwd=ROOT, capture_output=True,
-                          text=True, timeout=60)
+    command = [
+        sys.executable,
+        "-m",
+        "omnispindle",
+        "worker",
+        "--dsn",
+        dsn,
+        "--executors",
+        "tests.acceptance.workers",
+    ]
+    done = subprocess.run(
+        command, env=worker_env(dsn), cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
-        "omnispindle: module 'tests.acceptance.workers' defines neither register(worker) "
-        "nor an EXECUTORS dict"]
+        (
+            "omnispindle: module 'tests.acceptance.workers' defines neither register(worker) "
+            "nor an EXECUTORS dict"
+        )
+    ]
 
 
 def test_status_json_lists_queues_and_workers(client, dsn):
@@ -79,8 +98,9 @@ def test_status_json_lists_queues_and_workers(client, dsn):
 
     client.submit_task("record")
     command = [sys.executable, "-m", "omnispindle", "status", "--dsn", dsn, "--json"]
-    done = subprocess.run(command, env=worker_env(dsn), cwd=ROOT, capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        command, env=worker_env(dsn), cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     status = json.loads(done.stdout)
     assert status["queues"][0]["task_type"] == "record"

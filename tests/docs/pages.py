@@ -68,7 +68,9 @@ def parse(page: Path) -> tuple[list[Heading], list[Block]]:
             body.append(lines[end][indent:] if lines[end][:indent].strip() == "" else lines[end])
             end += 1
         if end == len(lines):
-            raise AssertionError(f"{page.relative_to(ROOT)}:{index + 1}: a code block is never closed")
+            raise AssertionError(
+                f"{page.relative_to(ROOT)}:{index + 1}: a code block is never closed"
+            )
         code = "\n".join(body) + "\n" if body else ""
         blocks.append(Block(page, index + 1, opening["info"].strip(), code, end + 1))
         index = end + 1
@@ -128,10 +130,19 @@ def section(heading: str) -> tuple[Path, list[Block]]:
         for position, candidate in enumerate(headings):
             if candidate.text != text:
                 continue
-            end = next((h.line for h in headings[position + 1:] if h.level <= candidate.level),
-                       None)
-            found.append((page, [b for b in blocks
-                                 if b.line > candidate.line and (end is None or b.line < end)]))
+            end = next(
+                (h.line for h in headings[position + 1 :] if h.level <= candidate.level), None
+            )
+            found.append(
+                (
+                    page,
+                    [
+                        b
+                        for b in blocks
+                        if b.line > candidate.line and (end is None or b.line < end)
+                    ],
+                )
+            )
     if len(found) != 1:
         raise LookupError(f"heading {text!r} found {len(found)} times in README.md and docs/")
     return found[0]

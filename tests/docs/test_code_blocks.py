@@ -3,7 +3,8 @@
 The rules:
 
 * Every fenced block declares its language (and nothing else after the
-  fence), and the language is one the harness knows: ``python``, ``sql`` and ``bash`` blocks are executed;
+  fence), and the language is one the harness knows: ``python``, ``sql`` and ``bash``
+  blocks are executed;
   ``text`` is for diagrams, synopses (with placeholders such as ``[--json]``
   or ``A|B``) and sample output, and is never executed, so a command meant to
   be run never goes in a ``text`` block. A block without a language, or with
@@ -50,11 +51,11 @@ import re
 import signal
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
 import pytest
+import tomllib
 from psycopg.conninfo import conninfo_to_dict
 
 from ..acceptance.test_quickstart import run_script
@@ -80,7 +81,8 @@ def of_language(language: str) -> list:
 def test_block_declares_a_known_language(block: Block):
     assert block.language, f"{block.where}: a fenced block without a language; use one of {KNOWN}"
     assert block.language in KNOWN, (
-        f"{block.where}: unknown language {block.language!r}; use one of {KNOWN}")
+        f"{block.where}: unknown language {block.language!r}; use one of {KNOWN}"
+    )
     assert block.info == block.language, f"{block.where}: only the language goes after the fence"
 
 
@@ -97,7 +99,8 @@ def test_output_leads_follow_programs():
             program = closings.get(before)
             assert program is not None and program.language in ("python", "bash"), (
                 f"{page.relative_to(ROOT)}:{number}: {OUTPUT_LEAD!r} must follow a python or "
-                "bash block")
+                "bash block"
+            )
             assert expected_output(program) is not None
 
 
@@ -127,8 +130,9 @@ def database_for(block: Block, request: pytest.FixtureRequest) -> str | None:
     first = block.code.splitlines()[0] if block.code else ""
     if first.startswith(EMBEDDED_SERVER):
         return None
-    return as_url(request.getfixturevalue("empty_dsn" if first.startswith(EMPTY_DATABASE)
-                                          else "dsn"))
+    return as_url(
+        request.getfixturevalue("empty_dsn" if first.startswith(EMPTY_DATABASE) else "dsn")
+    )
 
 
 def check_output(block: Block, stdout: str) -> None:
@@ -137,11 +141,14 @@ def check_output(block: Block, stdout: str) -> None:
         return
     want, got = (
         "".join(line.rstrip() + "\n" for line in text.rstrip().splitlines())
-        for text in (output.code, stdout))
+        for text in (output.code, stdout)
+    )
     checker = doctest.OutputChecker()
     if not checker.check_output(want, got, doctest.ELLIPSIS):
-        pytest.fail(f"{block.where}: the output differs from the page's (line {output.line})\n"
-                    + checker.output_difference(doctest.Example("", want), got, doctest.ELLIPSIS))
+        pytest.fail(
+            f"{block.where}: the output differs from the page's (line {output.line})\n"
+            + checker.output_difference(doctest.Example("", want), got, doctest.ELLIPSIS)
+        )
 
 
 # --------------------------------------------------------------------------- python
@@ -157,8 +164,10 @@ def test_python_block(block: Block, request, tmp_path):
 # --------------------------------------------------------------------------- bash
 
 MAKE_LINE = re.compile(r"^\s*make\s+(?P<target>[\w.-]+)\s*(?:#.*)?$")
-PIP_LINE = re.compile(r"""^\s*pip\s+install\s+(?P<quote>['"]?)(?P<name>[\w.-]+)"""
-                      r"""(?:\[(?P<extras>[\w,-]+)\])?(?P=quote)\s*(?:#.*)?$""")
+PIP_LINE = re.compile(
+    r"""^\s*pip\s+install\s+(?P<quote>['"]?)(?P<name>[\w.-]+)"""
+    r"""(?:\[(?P<extras>[\w,-]+)\])?(?P=quote)\s*(?:#.*)?$"""
+)
 MAKE_OR_PIP = re.compile(r"^\s*(?:make|pip3?)(?:\s|$)")
 
 
@@ -174,10 +183,12 @@ def checked_script(block: Block) -> str:
         where = f"{block.page.relative_to(ROOT)}:{number}"
         make, pip = MAKE_LINE.match(line), PIP_LINE.match(line)
         if make:
-            dry_run = subprocess.run(["make", "-n", make["target"]], cwd=ROOT,
-                                     capture_output=True, text=True, timeout=60)
-            assert dry_run.returncode == 0, f"{where}: `make -n {make['target']}` failed:\n" \
-                                            f"{dry_run.stderr}"
+            dry_run = subprocess.run(
+                ["make", "-n", make["target"]], cwd=ROOT, capture_output=True, text=True, timeout=60
+            )
+            assert dry_run.returncode == 0, (
+                f"{where}: `make -n {make['target']}` failed:\n{dry_run.stderr}"
+            )
             lines.append(f": {line.strip()!r}  # checked, not run")
         elif pip:
             assert pip["name"] == project["name"], f"{where}: installs {pip['name']!r}"
@@ -188,7 +199,8 @@ def checked_script(block: Block) -> str:
         else:
             assert not MAKE_OR_PIP.match(line), (
                 f"{where}: a make or pip line the harness does not recognise; write "
-                "`make TARGET` or `pip install 'omnispindle[EXTRA]'`")
+                "`make TARGET` or `pip install 'omnispindle[EXTRA]'`"
+            )
             lines.append(line)
     return "\n".join(lines) + "\n"
 
@@ -199,7 +211,9 @@ def test_bash_block(block: Block, request, tmp_path):
     script.write_text(checked_script(block))
     workdir = tmp_path / "work"
     workdir.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("OMNISPINDLE_DSN", "OMNISPINDLE_DATA_DIR")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("OMNISPINDLE_DSN", "OMNISPINDLE_DATA_DIR")
+    }
     dsn = database_for(block, request)
     if dsn:
         env["OMNISPINDLE_DSN"] = dsn
@@ -207,9 +221,15 @@ def test_bash_block(block: Block, request, tmp_path):
     env["COLUMNS"] = "80"
     stdout_path, stderr_path = tmp_path / "stdout", tmp_path / "stderr"
     with stdout_path.open("w") as stdout, stderr_path.open("w") as stderr:
-        process = subprocess.Popen(["bash", "-euo", "pipefail", str(script)], cwd=workdir,
-                                   env=env, stdin=subprocess.DEVNULL, stdout=stdout,
-                                   stderr=stderr, start_new_session=True)
+        process = subprocess.Popen(
+            ["bash", "-euo", "pipefail", str(script)],
+            cwd=workdir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+            start_new_session=True,
+        )
         try:
             status = process.wait(timeout=BLOCK_TIMEOUT)
         except subprocess.TimeoutExpired:
@@ -268,7 +288,7 @@ def test_the_inspection_page_keeps_its_queries_and_the_retry_by_hand():
     assert sum(bool(RETRY_BY_HAND.search(s)) for s in found) == 1
 
 
-# --------------------------------------------------------------------------- what the README tests checked
+# ------------------------------------------------------------- what the README tests checked
 
 # Output the examples' tests asserted before the documentation site: each
 # program must keep an expected output (which test_python_block checks)
@@ -286,7 +306,7 @@ ASSERTED_OUTPUT = [
 
 @pytest.mark.parametrize("heading, lines", ASSERTED_OUTPUT)
 def test_examples_keep_their_expected_output(heading, lines):
-    page, blocks = section(heading)
+    _page, blocks = section(heading)
     program = next(b for b in blocks if b.language == "python")
     output = expected_output(program)
     assert output is not None, f"{program.where}: no expected output"

@@ -13,22 +13,37 @@ from pathlib import Path
 import pytest
 from markdown.extensions.toc import slugify
 
-from .pages import ROOT, parse, pages
+from .pages import ROOT, pages, parse
 
 # [text](target) and [text](target "title"); images too.
 _LINK = re.compile(r"!?\[[^\]]*\]\((?P<target>[^)\s]+)(?:\s+\"[^\"]*\")?\)")
 _SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*:", re.IGNORECASE)
 
-PUBLIC_MODULES = {"__init__", "__main__", "task_queue", "client", "async_client", "worker",
-                  "errors", "context", "states", "schema", "migrate", "prometheus"}
+PUBLIC_MODULES = {
+    "__init__",
+    "__main__",
+    "task_queue",
+    "client",
+    "async_client",
+    "worker",
+    "errors",
+    "context",
+    "states",
+    "schema",
+    "migrate",
+    "prometheus",
+}
 
 
 def prose(page: Path) -> list[tuple[int, str]]:
     """The page's lines outside fenced code blocks, numbered from 1."""
     _headings, blocks = parse(page)
     inside = {n for b in blocks for n in range(b.line, b.end_line + 1)}
-    return [(n, line) for n, line in enumerate(page.read_text().splitlines(), start=1)
-            if n not in inside]
+    return [
+        (n, line)
+        for n, line in enumerate(page.read_text().splitlines(), start=1)
+        if n not in inside
+    ]
 
 
 def anchors(page: Path) -> set[str]:
@@ -57,7 +72,8 @@ def test_relative_link_resolves(page: Path, target: str):
     if anchor:
         assert resolved.suffix == ".md", f"{target}: an anchor into a file that is not Markdown"
         assert anchor in anchors(resolved), (
-            f"{target}: no heading of {resolved.relative_to(ROOT)} has the anchor #{anchor}")
+            f"{target}: no heading of {resolved.relative_to(ROOT)} has the anchor #{anchor}"
+        )
 
 
 def test_readme_links_every_docs_page():

@@ -34,10 +34,12 @@ def test_submit_run_and_wait(client, start_worker):
 @pytest.mark.smoke
 def test_seed_batch_snippet(client, start_worker):
     start_worker({"math": math_executor})
-    batch_ids = client.submit_batch([
-        {"task_type": "math", "parameters": {"operation": "sum", "values": [1, 2, 3]}},
-        {"task_type": "math", "parameters": {"operation": "multiply", "values": [4, 5, 6]}},
-    ])
+    batch_ids = client.submit_batch(
+        [
+            {"task_type": "math", "parameters": {"operation": "sum", "values": [1, 2, 3]}},
+            {"task_type": "math", "parameters": {"operation": "multiply", "values": [4, 5, 6]}},
+        ]
+    )
     results = client.wait_for_batch(batch_ids, timeout=30)
     assert [r["task_id"] for r in results] == batch_ids
     assert [r["result"]["result"] for r in results] == [6, 120]
@@ -84,7 +86,9 @@ def test_capabilities_route_tasks(client, start_worker):
     def who(name):
         return lambda task: {"worker": name}
 
-    start_worker({"gpu-job": who("gpu"), "cpu-job": who("gpu")}, capabilities=["gpu-job", "cpu-job", "gpu"])
+    start_worker(
+        {"gpu-job": who("gpu"), "cpu-job": who("gpu")}, capabilities=["gpu-job", "cpu-job", "gpu"]
+    )
     start_worker({"cpu-job": who("cpu"), "gpu-job": who("cpu")}, capabilities=["cpu-job"])
     gpu_ids = [client.submit_task("gpu-job") for _ in range(5)]
     tagged = client.submit_task("cpu-job", required_capabilities=["gpu"])
@@ -134,7 +138,9 @@ def test_retry_then_success(client, start_worker, conn):
     task_id = client.submit_task("flaky", retry_backoff=0.05)
     task = client.wait_for_task(task_id, timeout=30)
     assert (task["state"], task["result"], task["attempts"]) == ("succeeded", {"ok": 2}, 2)
-    errors = conn.execute("SELECT errors FROM omnispindle.tasks WHERE id = %s", [task_id]).fetchone()[0]
+    errors = conn.execute(
+        "SELECT errors FROM omnispindle.tasks WHERE id = %s", [task_id]
+    ).fetchone()[0]
     assert [e["type"] for e in errors] == ["ConnectionError"]
 
 
@@ -143,8 +149,11 @@ def test_backoff_delays_the_retry(client, start_worker, conn):
     task_id = client.submit_task("fails", max_retries=1, retry_backoff=1.0)
     client.wait_for_task(task_id, timeout=30)
     gap = conn.execute(
-        "SELECT extract(epoch FROM started_at - (SELECT created_at FROM omnispindle.tasks WHERE id = %s))"
-        " FROM omnispindle.tasks WHERE id = %s", [task_id, task_id]).fetchone()[0]
+        "SELECT extract(epoch FROM started_at - "
+        "(SELECT created_at FROM omnispindle.tasks WHERE id = %s))"
+        " FROM omnispindle.tasks WHERE id = %s",
+        [task_id, task_id],
+    ).fetchone()[0]
     # The second attempt may start only after at least half the base backoff (equal jitter).
     assert gap >= 0.5
 
@@ -183,8 +192,15 @@ def test_executor_receives_task_data_and_context(client, start_worker):
     task_id = client.submit_task("inspect", {"x": 1})
     result = client.wait_for_task(task_id, timeout=30)["result"]
     assert result == {
-        "keys": ["attempt", "dependency_failures", "dependency_results", "max_attempts", "parameters",
-                 "task_id", "task_type"],
+        "keys": [
+            "attempt",
+            "dependency_failures",
+            "dependency_results",
+            "max_attempts",
+            "parameters",
+            "task_id",
+            "task_type",
+        ],
         "ctx_id": task_id,
         "attempt": 1,
     }

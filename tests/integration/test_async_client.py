@@ -15,11 +15,23 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from omnispindle import (AsyncTaskQueueClient, ConfigurationError, TaskFailedError,
-                         TaskNotFoundError, ValidationError, WaitTimeoutError, current_task, entry)
-from omnispindle.errors import (DependencyCycleError, DependencyStateError, SchemaMissingError,
-                                UnknownDependencyError)
+from omnispindle import (
+    AsyncTaskQueueClient,
+    ConfigurationError,
+    TaskFailedError,
+    TaskNotFoundError,
+    ValidationError,
+    WaitTimeoutError,
+    current_task,
+    entry,
+)
 from omnispindle._core.batches import CHUNK_SIZE
+from omnispindle.errors import (
+    DependencyCycleError,
+    DependencyStateError,
+    SchemaMissingError,
+    UnknownDependencyError,
+)
 
 from ..acceptance.test_quickstart import python_block, run_script
 from .test_bad_input import BAD_SUBMISSIONS, BAD_TASK_TYPES, row_counts
@@ -60,10 +72,13 @@ def orders(conn):
 
 def receipt_executor(dsn):
     """An async executor that sees the order row: it runs only once the app has committed."""
+
     async def send_receipt(task):
         order = task["parameters"]["order"]
         async with await psycopg.AsyncConnection.connect(dsn) as conn:
-            row = await (await conn.execute("SELECT id FROM orders WHERE id = %s", [order])).fetchone()
+            row = await (
+                await conn.execute("SELECT id FROM orders WHERE id = %s", [order])
+            ).fetchone()
         return {"receipt_for": row[0], "attempt": current_task().attempt}
 
     return send_receipt
@@ -85,12 +100,11 @@ def order_app(client: AsyncTaskQueueClient, dsn: str, engine) -> FastAPI:
 
     @app.post("/psycopg/orders/{order_id}")
     async def order_with_psycopg(order_id: int, refuse: bool = False):
-        async with await psycopg.AsyncConnection.connect(dsn) as conn:
-            async with conn.transaction():
-                await conn.execute("INSERT INTO orders (id) VALUES (%s)", [order_id])
-                task_id = await client.submit_task("receipt", {"order": order_id}, connection=conn)
-                if refuse:
-                    raise HTTPException(409, "order refused")  # the transaction rolls back
+        async with await psycopg.AsyncConnection.connect(dsn) as conn, conn.transaction():
+            await conn.execute("INSERT INTO orders (id) VALUES (%s)", [order_id])
+            task_id = await client.submit_task("receipt", {"order": order_id}, connection=conn)
+            if refuse:
+                raise HTTPException(409, "order refused")  # the transaction rolls back
         task = await client.wait_for_task(task_id, timeout=30, raise_on_error=True)
         return {"task_id": task_id, "result": task["result"]}
 
@@ -99,8 +113,10 @@ def order_app(client: AsyncTaskQueueClient, dsn: str, engine) -> FastAPI:
 
 async def call_app(dsn: str, requests: list[str]) -> list[httpx.Response]:
     engine = create_async_engine(
-        "postgresql+psycopg://", async_creator=lambda: psycopg.AsyncConnection.connect(dsn),
-        poolclass=NullPool)
+        "postgresql+psycopg://",
+        async_creator=lambda: psycopg.AsyncConnection.connect(dsn),
+        poolclass=NullPool,
+    )
     try:
         async with AsyncTaskQueueClient(dsn=dsn, poll_interval=0.2) as client:
             transport = httpx.ASGITransport(app=order_app(client, dsn, engine))
@@ -112,7 +128,8 @@ async def call_app(dsn: str, requests: list[str]) -> list[httpx.Response]:
 
 @pytest.mark.parametrize("driver", ["sqlalchemy", "psycopg"])
 def test_an_endpoint_commits_its_row_and_task_together_then_awaits_the_result(
-        dsn, conn, orders, start_worker, driver):
+    dsn, conn, orders, start_worker, driver
+):
     start_worker({"receipt": receipt_executor(dsn)})
     [response] = run(call_app(dsn, [f"/{driver}/orders/7"]))
     assert response.status_code == 200, response.text
@@ -123,8 +140,9 @@ def test_an_endpoint_commits_its_row_and_task_together_then_awaits_the_result(
 @pytest.mark.parametrize("driver", ["sqlalchemy", "psycopg"])
 def test_a_rolled_back_request_leaves_neither_row_nor_task(dsn, conn, orders, start_worker, driver):
     start_worker({"receipt": receipt_executor(dsn)})
-    refused, accepted = run(call_app(dsn, [f"/{driver}/orders/8?refuse=true",
-                                          f"/{driver}/orders/9"]))
+    refused, accepted = run(
+        call_app(dsn, [f"/{driver}/orders/8?refuse=true", f"/{driver}/orders/9"])
+    )
     assert refused.status_code == 409
     assert accepted.status_code == 200
     assert order_ids(conn) == [9]
@@ -135,8 +153,10 @@ def test_a_rolled_back_request_leaves_neither_row_nor_task(dsn, conn, orders, st
 def test_a_sqlalchemy_async_connection_joins_the_transaction(dsn, conn):
     async def scenario():
         engine = create_async_engine(
-            "postgresql+psycopg://", async_creator=lambda: psycopg.AsyncConnection.connect(dsn),
-            poolclass=NullPool)
+            "postgresql+psycopg://",
+            async_creator=lambda: psycopg.AsyncConnection.connect(dsn),
+            poolclass=NullPool,
+        )
         try:
             async with AsyncTaskQueueClient(dsn=dsn) as client, engine.connect() as sa_conn:
                 await client.submit_task("email", connection=sa_conn)
@@ -204,16 +224,22 @@ async def double_later(task):
 def count_listeners(conn, application_name: str) -> int:
     return conn.execute(
         "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
-        "AND query ILIKE 'LISTEN%%'", [application_name]).fetchone()[0]
+        "AND query ILIKE 'LISTEN%%'",
+        [application_name],
+    ).fetchone()[0]
 
 
 def test_waiters_survive_a_killed_listen_connection(dsn, conn, start_worker):
     named = make_conninfo(dsn, application_name="async-victim")
 
     def listener_pids() -> set[int]:
-        return {row[0] for row in conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE application_name = 'async-victim' "
-            "AND query ILIKE 'LISTEN%'")}
+        return {
+            row[0]
+            for row in conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = 'async-victim' "
+                "AND query ILIKE 'LISTEN%'"
+            )
+        }
 
     async def scenario():
         async with AsyncTaskQueueClient(dsn=named, poll_interval=60) as client:
@@ -236,14 +262,17 @@ def test_a_batch_reports_progress_and_returns_records_in_order(dsn, start_worker
 
     async def scenario():
         async with AsyncTaskQueueClient(dsn=dsn, poll_interval=0.2) as client:
-            ids = await client.submit_batch([
-                {"key": "a", "task_type": "double", "parameters": {"n": 1}},
-                {"task_type": "double", "parameters": {"n": 2}, "dependencies": ["a"]},
-                {"task_type": "double", "parameters": {"n": 3}, "dependencies": [entry(1)]},
-            ])
+            ids = await client.submit_batch(
+                [
+                    {"key": "a", "task_type": "double", "parameters": {"n": 1}},
+                    {"task_type": "double", "parameters": {"n": 2}, "dependencies": ["a"]},
+                    {"task_type": "double", "parameters": {"n": 3}, "dependencies": [entry(1)]},
+                ]
+            )
             start_worker({"double": double})
-            tasks = await client.wait_for_batch(list(reversed(ids)), timeout=30,
-                                                progress=lambda d, t: seen.append((d, t)))
+            tasks = await client.wait_for_batch(
+                list(reversed(ids)), timeout=30, progress=lambda d, t: seen.append((d, t))
+            )
             again = await client.wait_for_batch(ids + ids[:1], timeout=30, progress=report)
             return ids, tasks, again
 
@@ -332,14 +361,24 @@ def test_cancel_cascades_and_reports_like_the_sync_client(dsn, client, start_wor
                 await async_client.cancel_task(424242)
             return first, second
 
-    (parent, child, outcome, dependent), (done, unchanged) = run(both())
-    assert outcome == {"task_id": parent, "state": "cancelled", "cancelled": True,
-                       "message": f"task {parent} cancelled"}
+    (parent, _child, outcome, dependent), (done, unchanged) = run(both())
+    assert outcome == {
+        "task_id": parent,
+        "state": "cancelled",
+        "cancelled": True,
+        "message": f"task {parent} cancelled",
+    }
     assert (dependent["state"], dependent["cancel_reason"]) == (
-        "cancelled", f"dependency {parent} cancelled")
+        "cancelled",
+        f"dependency {parent} cancelled",
+    )
     assert client.get_task(parent)["cancel_reason"] == "no longer needed"
-    assert unchanged == {"task_id": done, "state": "succeeded", "cancelled": False,
-                         "message": f"task {done} already succeeded; nothing to cancel"}
+    assert unchanged == {
+        "task_id": done,
+        "state": "succeeded",
+        "cancelled": False,
+        "message": f"task {done} already succeeded; nothing to cancel",
+    }
 
 
 def test_an_idempotency_key_yields_one_task(dsn, conn):
@@ -348,9 +387,11 @@ def test_an_idempotency_key_yields_one_task(dsn, conn):
             first = await client.submit_task("charge", idempotency_key="order-1")
             again = await client.submit_task("charge", idempotency_key="order-1")
             racing = await asyncio.gather(
-                *(client.submit_task("charge", idempotency_key="race") for _ in range(8)))
-            [batched] = await client.submit_batch([{"task_type": "charge",
-                                                    "idempotency_key": "order-1"}])
+                *(client.submit_task("charge", idempotency_key="race") for _ in range(8))
+            )
+            [batched] = await client.submit_batch(
+                [{"task_type": "charge", "idempotency_key": "order-1"}]
+            )
             return first, again, set(racing), batched
 
     first, again, racing, batched = run(scenario())
@@ -365,7 +406,8 @@ def test_delay_and_run_at_hold_a_task_back(dsn, start_worker):
             start_worker({"t": double_later})
             delayed = await client.submit_task("t", delay=1.0)
             at = await client.submit_task(
-                "t", run_at=datetime.now(timezone.utc) + timedelta(milliseconds=500))
+                "t", run_at=datetime.now(timezone.utc) + timedelta(milliseconds=500)
+            )
             early = await client.get_task(delayed)
             return early, await client.wait_for_batch([delayed, at], timeout=30)
 
@@ -382,22 +424,27 @@ def test_delay_and_run_at_hold_a_task_back(dsn, start_worker):
 def sync_error(call):
     try:
         call()
-    except Exception as exc:  # noqa: BLE001 - compared with the async error below
+    except Exception as exc:
         return exc
     raise AssertionError("the sync client accepted it")
 
 
-@pytest.mark.parametrize("arguments", [
-    *[{"task_type": "t", **arguments} for arguments, _ in BAD_SUBMISSIONS],
-    *[{"task_type": task_type} for task_type in BAD_TASK_TYPES],
-    {"task_type": "t", "dependencies": [424242]},
-    {"task_type": "t", "dependencies": [2**63]},
-    {"task_type": "t", "delay": -1},
-    {"task_type": "t", "run_at": datetime(2030, 1, 1)},
-    {"task_type": "t", "idempotency_key": ""},
-], ids=repr)
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        *[{"task_type": "t", **arguments} for arguments, _ in BAD_SUBMISSIONS],
+        *[{"task_type": task_type} for task_type in BAD_TASK_TYPES],
+        {"task_type": "t", "dependencies": [424242]},
+        {"task_type": "t", "dependencies": [2**63]},
+        {"task_type": "t", "delay": -1},
+        {"task_type": "t", "run_at": datetime(2030, 1, 1)},
+        {"task_type": "t", "idempotency_key": ""},
+    ],
+    ids=repr,
+)
 def test_bad_input_raises_what_the_sync_client_raises_and_inserts_nothing(
-        dsn, client, conn, arguments):
+    dsn, client, conn, arguments
+):
     expected = sync_error(lambda: client.submit_task(**arguments))
 
     async def scenario():
@@ -413,19 +460,30 @@ def test_bad_input_raises_what_the_sync_client_raises_and_inserts_nothing(
 def test_bad_batches_and_lookups_raise_typed_errors(dsn, conn):
     async def scenario():
         async with AsyncTaskQueueClient(dsn=dsn) as client:
-            with psycopg.connect(dsn) as sync_conn, pytest.raises(
-                    ConfigurationError, match="connection= takes a psycopg AsyncConnection"):
+            with (
+                psycopg.connect(dsn) as sync_conn,
+                pytest.raises(
+                    ConfigurationError, match="connection= takes a psycopg AsyncConnection"
+                ),
+            ):
                 await client.submit_task("t", connection=sync_conn)
             with pytest.raises(ConfigurationError, match="connection="):
                 await client.submit_batch([{"task_type": "t"}], connection=object())
             with pytest.raises(ValidationError, match="batch entry 1"):
-                await client.submit_batch([{"task_type": "a"}, {"task_type": "t", "priority": 5000}])
+                await client.submit_batch(
+                    [{"task_type": "a"}, {"task_type": "t", "priority": 5000}]
+                )
             with pytest.raises(DependencyCycleError):
-                await client.submit_batch([{"key": "a", "task_type": "t", "dependencies": ["b"]},
-                                           {"key": "b", "task_type": "t", "dependencies": ["a"]}])
+                await client.submit_batch(
+                    [
+                        {"key": "a", "task_type": "t", "dependencies": ["b"]},
+                        {"key": "b", "task_type": "t", "dependencies": ["a"]},
+                    ]
+                )
             with pytest.raises(UnknownDependencyError, match="424242"):
-                await client.submit_batch([{"task_type": "a"},
-                                           {"task_type": "b", "dependencies": [424242]}])
+                await client.submit_batch(
+                    [{"task_type": "a"}, {"task_type": "b", "dependencies": [424242]}]
+                )
             assert await client.submit_batch([]) == []
             with pytest.raises(ValidationError, match="task id"):
                 await client.get_task("1")
@@ -457,12 +515,14 @@ def test_a_long_batch_goes_in_whole_and_in_order_or_not_at_all(dsn, conn):
             with pytest.raises(ValidationError, match=f"batch entry {CHUNK_SIZE + 1}: timeout"):
                 await client.submit_batch(bad)
             assert row_counts(conn) == (0, 0)
-            return await client.submit_batch([{"task_type": "t", "parameters": {"n": n}}
-                                              for n in range(size)])
+            return await client.submit_batch(
+                [{"task_type": "t", "parameters": {"n": n}} for n in range(size)]
+            )
 
     ids = run(scenario())
     stored = conn.execute(
-        "SELECT id, (parameters ->> 'n')::integer FROM omnispindle.tasks ORDER BY id").fetchall()
+        "SELECT id, (parameters ->> 'n')::integer FROM omnispindle.tasks ORDER BY id"
+    ).fetchall()
     assert stored == list(zip(ids, range(size)))
 
 

@@ -33,10 +33,14 @@ def test_a_coroutine_returns_its_result_with_its_task_context(client, start_work
     async def describe(task):
         ctx = current_task()
         inner = await asyncio.create_task(peek())  # tasks it creates inherit the context
-        return {"double": 2 * task["parameters"]["n"], "task_id": ctx.task_id,
-                "attempt": ctx.attempt, "inner": inner,
-                "thread": threading.current_thread().name,
-                "loop": asyncio.get_running_loop().is_running()}
+        return {
+            "double": 2 * task["parameters"]["n"],
+            "task_id": ctx.task_id,
+            "attempt": ctx.attempt,
+            "inner": inner,
+            "thread": threading.current_thread().name,
+            "loop": asyncio.get_running_loop().is_running(),
+        }
 
     async def peek():
         return current_task().task_id
@@ -44,8 +48,14 @@ def test_a_coroutine_returns_its_result_with_its_task_context(client, start_work
     worker = start_worker({"describe": describe}, name="coro")
     task_id = client.submit_task("describe", {"n": 21})
     task = client.wait_for_task(task_id, timeout=30)
-    assert task["result"] == {"double": 42, "task_id": task_id, "attempt": 1, "inner": task_id,
-                              "thread": "omnispindle-coro-asyncio", "loop": True}
+    assert task["result"] == {
+        "double": 42,
+        "task_id": task_id,
+        "attempt": 1,
+        "inner": task_id,
+        "thread": "omnispindle-coro-asyncio",
+        "loop": True,
+    }
     assert len(loop_threads("coro")) == 1
     worker.stop(timeout=30)
     poll(lambda: not loop_threads("coro"), timeout=10)
@@ -71,7 +81,11 @@ def test_a_failing_coroutine_is_retried_then_fails_for_good(client, start_worker
     recovers = client.submit_task("flaky", {"always": False}, max_retries=2, retry_backoff=0)
     gives_up = client.submit_task("flaky", {"always": True}, max_retries=1, retry_backoff=0)
     recovered, failed = client.wait_for_batch([recovers, gives_up], timeout=30)
-    assert (recovered["state"], recovered["result"], recovered["attempts"]) == ("succeeded", {"on": 2}, 2)
+    assert (recovered["state"], recovered["result"], recovered["attempts"]) == (
+        "succeeded",
+        {"on": 2},
+        2,
+    )
     assert (failed["state"], failed["attempts"]) == ("failed", 2)
     assert failed["error"]["type"] == "RuntimeError"
     assert failed["error"]["message"] == "attempt 2 fails"
@@ -92,8 +106,9 @@ def test_a_timeout_cancels_the_coroutine_and_the_task_is_retried_or_failed(clien
         return {"on": task["attempt"]}
 
     start_worker({"slow": slow_first})
-    retried = client.submit_task("slow", {"always": False}, timeout=0.5, max_retries=1,
-                                 retry_backoff=0)
+    retried = client.submit_task(
+        "slow", {"always": False}, timeout=0.5, max_retries=1, retry_backoff=0
+    )
     failed = client.submit_task("slow", {"always": True}, timeout=0.5, max_retries=0)
     first, second = client.wait_for_batch([retried, failed], timeout=30)
     assert (first["state"], first["result"], first["attempts"]) == ("succeeded", {"on": 2}, 2)
@@ -140,7 +155,11 @@ def test_an_ignored_cancel_cancels_the_coroutine(client, start_worker):
     poll(lambda: client.get_task(task_id)["state"] == "running", timeout=30)
     client.cancel_task(task_id)
     task = client.wait_for_task(task_id, timeout=10)
-    assert (task["state"], task["result"], task["error"]["type"]) == ("cancelled", None, "Cancelled")
+    assert (task["state"], task["result"], task["error"]["type"]) == (
+        "cancelled",
+        None,
+        "Cancelled",
+    )
     assert seen.wait(5)
 
 
@@ -248,8 +267,9 @@ def test_the_execution_span_wraps_the_coroutine(client, start_worker, spans):  #
     start_worker({"traced": traced})
     assert client.wait_for_task(task_id, timeout=30)["state"] == "succeeded"
     poll(lambda: len(by_name(spans, "execute traced")) == 2, timeout=10)
-    failed, succeeded = sorted(by_name(spans, "execute traced"),
-                               key=lambda s: s.attributes["omnispindle.task.attempt"])
+    failed, succeeded = sorted(
+        by_name(spans, "execute traced"), key=lambda s: s.attributes["omnispindle.task.attempt"]
+    )
     [submit] = by_name(spans, "submit traced")
     assert failed.parent.span_id == succeeded.parent.span_id == submit.context.span_id
     assert failed.status.status_code is StatusCode.ERROR

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from omnispindle import TaskQueueClient, WorkerClient
@@ -60,12 +62,12 @@ BAD_TASK_TYPES = [None, 5, b"x", "", "  ", "x" * 201, "a\x00b", "t\ud800"]
 HOSTILE = [
     "x'); DROP TABLE omnispindle.tasks; --",
     "$$; DROP SCHEMA omnispindle CASCADE; $$",
-    "\"; DELETE FROM omnispindle.task_dependencies; --",
+    '"; DELETE FROM omnispindle.task_dependencies; --',
     "' OR '1'='1",
     "\\'; TRUNCATE omnispindle.tasks; --",
     "%(task_types)s",
     "%s %s",
-    "{a,\"b\"}",
+    '{a,"b"}',
     "NULL",
 ]
 
@@ -74,7 +76,8 @@ def row_counts(conn) -> tuple[int, int]:
     """(tasks, dependency edges) in the database."""
     return conn.execute(
         "SELECT (SELECT count(*) FROM omnispindle.tasks),"
-        " (SELECT count(*) FROM omnispindle.task_dependencies)").fetchone()
+        " (SELECT count(*) FROM omnispindle.task_dependencies)"
+    ).fetchone()
 
 
 def explode(task):
@@ -91,8 +94,11 @@ def test_bad_task_type_inserts_nothing(client, conn, task_type):
     assert row_counts(conn) == (0, 0)
 
 
-@pytest.mark.parametrize(("arguments", "named"), BAD_SUBMISSIONS,
-                         ids=[repr(arguments) for arguments, _ in BAD_SUBMISSIONS])
+@pytest.mark.parametrize(
+    ("arguments", "named"),
+    BAD_SUBMISSIONS,
+    ids=[repr(arguments) for arguments, _ in BAD_SUBMISSIONS],
+)
 def test_bad_argument_inserts_nothing(client, conn, arguments, named):
     with pytest.raises(ValidationError, match=named):
         client.submit_task("t", **arguments)
@@ -111,14 +117,17 @@ def test_bad_connection_argument_is_a_configuration_error(client, conn, connecti
 # ---------------------------------------------------------------- batches
 
 
-@pytest.mark.parametrize(("entry", "named"), [
-    ("t", "must be a dict"),
-    ({"task_type": "t", "colour": "red"}, "colour"),
-    ({"parameters": {}}, "task_type"),
-    ({"task_type": "t", "priority": 5000}, "priority"),
-    ({"task_type": "t", "timeout": 0}, "timeout"),
-    ({"task_type": "t", "dependencies": ["1"]}, "dependencies"),
-])
+@pytest.mark.parametrize(
+    ("entry", "named"),
+    [
+        ("t", "must be a dict"),
+        ({"task_type": "t", "colour": "red"}, "colour"),
+        ({"parameters": {}}, "task_type"),
+        ({"task_type": "t", "priority": 5000}, "priority"),
+        ({"task_type": "t", "timeout": 0}, "timeout"),
+        ({"task_type": "t", "dependencies": ["1"]}, "dependencies"),
+    ],
+)
 def test_batch_with_one_bad_entry_inserts_nothing(client, conn, entry, named):
     batch = [{"task_type": "a"}, entry, {"task_type": "c"}]
     with pytest.raises(ValidationError, match="batch entry 1") as raised:
@@ -138,9 +147,10 @@ def test_batch_of_1000_is_one_round_trip_in_order(client, conn, record_statement
     statements = record_statements()
     ids = client.submit_batch([{"task_type": "bulk", "parameters": {"n": n}} for n in range(1000)])
     assert statements.names == ["insert_tasks_bulk"]
-    assert len(ids) == 1000 and all(a < b for a, b in zip(ids, ids[1:]))
+    assert len(ids) == 1000 and all(a < b for a, b in itertools.pairwise(ids))
     stored = conn.execute(
-        "SELECT id, (parameters ->> 'n')::integer FROM omnispindle.tasks ORDER BY id").fetchall()
+        "SELECT id, (parameters ->> 'n')::integer FROM omnispindle.tasks ORDER BY id"
+    ).fetchall()
     assert stored == list(zip(ids, range(1000)))
     transactions = conn.execute("SELECT count(DISTINCT xmin::text) FROM omnispindle.tasks")
     assert transactions.fetchone()[0] == 1
@@ -150,11 +160,13 @@ LONG_BATCH = 2 * CHUNK_SIZE + 500  # three pipelined statements
 
 
 def test_long_batch_is_one_transaction_in_order(client, conn):
-    ids = client.submit_batch([{"task_type": "bulk", "parameters": {"n": n}}
-                               for n in range(LONG_BATCH)])
-    assert len(ids) == LONG_BATCH and all(a < b for a, b in zip(ids, ids[1:]))
+    ids = client.submit_batch(
+        [{"task_type": "bulk", "parameters": {"n": n}} for n in range(LONG_BATCH)]
+    )
+    assert len(ids) == LONG_BATCH and all(a < b for a, b in itertools.pairwise(ids))
     stored = conn.execute(
-        "SELECT id, (parameters ->> 'n')::integer FROM omnispindle.tasks ORDER BY id").fetchall()
+        "SELECT id, (parameters ->> 'n')::integer FROM omnispindle.tasks ORDER BY id"
+    ).fetchall()
     assert stored == list(zip(ids, range(LONG_BATCH)))
     transactions = conn.execute("SELECT count(DISTINCT xmin::text) FROM omnispindle.tasks")
     assert transactions.fetchone()[0] == 1
@@ -184,9 +196,11 @@ def test_unknown_dependency_inserts_nothing(client, conn):
 
 def test_unknown_dependency_in_a_batch_inserts_nothing(client, conn):
     parent = client.submit_task("parent")
-    batch = [{"task_type": "a", "dependencies": [parent]},
-             {"task_type": "b", "dependencies": [parent, 424242]},
-             {"task_type": "c"}]
+    batch = [
+        {"task_type": "a", "dependencies": [parent]},
+        {"task_type": "b", "dependencies": [parent, 424242]},
+        {"task_type": "c"},
+    ]
     with pytest.raises(UnknownDependencyError, match="424242"):
         client.submit_batch(batch)
     assert row_counts(conn) == (1, 0)
@@ -228,7 +242,8 @@ def tables_exist(conn) -> bool:
     return conn.execute(
         "SELECT to_regclass('omnispindle.tasks') IS NOT NULL"
         " AND to_regclass('omnispindle.task_dependencies') IS NOT NULL"
-        " AND to_regclass('omnispindle.workers') IS NOT NULL").fetchone()[0]
+        " AND to_regclass('omnispindle.workers') IS NOT NULL"
+    ).fetchone()[0]
 
 
 @pytest.mark.parametrize("text", HOSTILE)
@@ -237,18 +252,23 @@ def test_sql_looking_text_is_stored_as_data(client, conn, text):
     task_id = client.submit_task(text, parameters, required_capabilities=[text, "plain"])
     stored = conn.execute(
         "SELECT task_type, parameters, required_capabilities FROM omnispindle.tasks WHERE id = %s",
-        [task_id]).fetchone()
+        [task_id],
+    ).fetchone()
     assert stored == (text, parameters, [text, "plain"])
     assert tables_exist(conn)
     assert row_counts(conn) == (1, 0)
 
 
 def test_sql_looking_text_round_trips_through_a_worker(client, conn, start_worker):
-    start_worker({text: (lambda task: {"got": task["parameters"]}) for text in HOSTILE},
-                 capabilities=HOSTILE)
-    ids = client.submit_batch([
-        {"task_type": text, "parameters": {text: text}, "required_capabilities": HOSTILE}
-        for text in HOSTILE])
+    start_worker(
+        {text: (lambda task: {"got": task["parameters"]}) for text in HOSTILE}, capabilities=HOSTILE
+    )
+    ids = client.submit_batch(
+        [
+            {"task_type": text, "parameters": {text: text}, "required_capabilities": HOSTILE}
+            for text in HOSTILE
+        ]
+    )
     tasks = client.wait_for_batch(ids, timeout=30)
     assert [t["result"] for t in tasks] == [{"got": {text: text}} for text in HOSTILE]
     assert tables_exist(conn)
@@ -279,10 +299,17 @@ def test_worker_with_bad_concurrency_is_refused(queue, concurrency):
         WorkerClient(local_queue=queue, concurrency=concurrency)
 
 
-@pytest.mark.parametrize(("task_type", "fn"), [
-    ("", explode), ("   ", explode), (None, explode), (7, explode),
-    ("t", "not callable"), ("t", None),
-])
+@pytest.mark.parametrize(
+    ("task_type", "fn"),
+    [
+        ("", explode),
+        ("   ", explode),
+        (None, explode),
+        (7, explode),
+        ("t", "not callable"),
+        ("t", None),
+    ],
+)
 def test_bad_executor_registration_is_refused(queue, task_type, fn):
     worker = WorkerClient(local_queue=queue)
     with pytest.raises(ValidationError):

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import random
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from omnispindle import (AsyncTaskQueueClient, TaskNotFoundError, TaskQueue, TaskQueueClient,
-                         WaitTimeoutError)
+from omnispindle import (
+    AsyncTaskQueueClient,
+    TaskNotFoundError,
+    TaskQueue,
+    TaskQueueClient,
+    WaitTimeoutError,
+)
 from omnispindle._client.batch_wait import RECORD_CHUNK
 from omnispindle._client.pacing import CheckPacer
 from omnispindle._db.query import Query
@@ -28,15 +35,18 @@ class StatementLog:
         self.calls: list[list[Any]] = []
         original = db.run
         if asyncio.iscoroutinefunction(original):
+
             async def run(operation, **kwargs):
                 call = self._record(operation)
                 call[2] = await original(operation, **kwargs)
                 return call[2]
         else:
+
             def run(operation, **kwargs):
                 call = self._record(operation)
                 call[2] = original(operation, **kwargs)
                 return call[2]
+
         db.run = run
 
     def _record(self, operation: Any) -> list[Any]:
@@ -67,8 +77,9 @@ def echo(task_data: dict) -> dict:
 
 
 def submit_numbered(client: TaskQueueClient, count: int, task_type: str = "echo") -> list[int]:
-    return client.submit_batch([{"task_type": task_type, "parameters": {"n": n}}
-                                for n in range(count)])
+    return client.submit_batch(
+        [{"task_type": task_type, "parameters": {"n": n}} for n in range(count)]
+    )
 
 
 def shuffled_with_repeat(ids: list[int]) -> list[int]:
@@ -77,8 +88,14 @@ def shuffled_with_repeat(ids: list[int]) -> list[int]:
     return order + order[:1]
 
 
-def check_drained_wait(log: StatementLog, ids: list[int], order: list[int],
-                       tasks: list[dict], reports: list[tuple[int, int]], elapsed: float) -> None:
+def check_drained_wait(
+    log: StatementLog,
+    ids: list[int],
+    order: list[int],
+    tasks: list[dict],
+    reports: list[tuple[int, int]],
+    elapsed: float,
+) -> None:
     """The assertions shared by the sync and async drains."""
     assert [task["task_id"] for task in tasks] == order
     numbers = {task_id: n for n, task_id in enumerate(ids)}
@@ -87,7 +104,7 @@ def check_drained_wait(log: StatementLog, ids: list[int], order: list[int],
 
     assert len(reports) > 1, "progress was reported only at the end"
     assert {total for _, total in reports} == {BATCH}
-    assert all(a < b for (a, _), (b, _) in zip(reports, reports[1:]))
+    assert all(a < b for (a, _), (b, _) in itertools.pairwise(reports))
     assert reports[-1] == (BATCH, BATCH)
 
     names = log.names()
@@ -108,8 +125,7 @@ def check_drained_wait(log: StatementLog, ids: list[int], order: list[int],
 # ---------------------------------------------------------------- sync client
 
 
-def test_waiting_on_a_draining_batch_runs_few_small_statements(client, start_worker,
-                                                               waiter_queue):
+def test_waiting_on_a_draining_batch_runs_few_small_statements(client, start_worker, waiter_queue):
     ids = submit_numbered(client, BATCH)
     waiter = TaskQueueClient(local_queue=waiter_queue, poll_interval=0.5)
     log = StatementLog(waiter_queue.db)
@@ -117,26 +133,28 @@ def test_waiting_on_a_draining_batch_runs_few_small_statements(client, start_wor
     order = shuffled_with_repeat(ids)
     start_worker({"echo": echo}, concurrency=WORKER_CONCURRENCY)
     started = time.monotonic()
-    tasks = waiter.wait_for_batch(order, timeout=DEADLINE,
-                                  progress=lambda done, total: reports.append((done, total)))
+    tasks = waiter.wait_for_batch(
+        order, timeout=DEADLINE, progress=lambda done, total: reports.append((done, total))
+    )
     check_drained_wait(log, ids, order, tasks, reports, time.monotonic() - started)
 
 
-def test_waiting_on_a_finished_batch_fetches_records_in_chunks(client, start_worker,
-                                                                waiter_queue):
+def test_waiting_on_a_finished_batch_fetches_records_in_chunks(client, start_worker, waiter_queue):
     ids = submit_numbered(client, BATCH)
     start_worker({"echo": echo}, concurrency=WORKER_CONCURRENCY)
     client.wait_for_batch(ids, timeout=DEADLINE)
     waiter = TaskQueueClient(local_queue=waiter_queue, poll_interval=0.5)
     log = StatementLog(waiter_queue.db)
     reports: list[tuple[int, int]] = []
-    tasks = waiter.wait_for_batch(ids, timeout=DEADLINE,
-                                  progress=lambda done, total: reports.append((done, total)))
+    tasks = waiter.wait_for_batch(
+        ids, timeout=DEADLINE, progress=lambda done, total: reports.append((done, total))
+    )
     assert [task["task_id"] for task in tasks] == ids
     chunks = math.ceil(BATCH / RECORD_CHUNK)
     assert log.names() == ["missing_task_ids", "finished_task_ids"] + ["get_tasks"] * chunks
-    assert [done for done, _ in reports] == [min(BATCH, RECORD_CHUNK * (i + 1))
-                                             for i in range(chunks)]
+    assert [done for done, _ in reports] == [
+        min(BATCH, RECORD_CHUNK * (i + 1)) for i in range(chunks)
+    ]
 
 
 def test_a_missing_id_raises_before_any_record_is_fetched(client, waiter_queue):
@@ -176,8 +194,7 @@ def run(coro: Any) -> Any:
     return asyncio.run(asyncio.wait_for(coro, DEADLINE + 30))
 
 
-def test_async_waiting_on_a_draining_batch_runs_few_small_statements(dsn, client,
-                                                                     start_worker):
+def test_async_waiting_on_a_draining_batch_runs_few_small_statements(dsn, client, start_worker):
     ids = submit_numbered(client, BATCH)
     order = shuffled_with_repeat(ids)
     reports: list[tuple[int, int]] = []

@@ -9,12 +9,19 @@ pytest.importorskip("procrastinate")
 pytest.importorskip("pgqueuer")
 pytest.importorskip("psutil")
 
-from omnispindle.bench import peers as bench_peers  # noqa: E402
-from omnispindle.bench.workflows import BenchmarkError  # noqa: E402
-from omnispindle.bench.peers import PEERS, PeerUnavailableError, run_peer  # noqa: E402
+from omnispindle.bench import peers as bench_peers
+from omnispindle.bench.peers import PEERS, PeerUnavailableError, run_peer
+from omnispindle.bench.workflows import BenchmarkError
 
-DRAIN_KEYS = {"system", "scenario", "tasks", "workers", "tasks_per_s", "worker_cpu_s_per_1k",
-              "pg_cpu_s_per_1k"}
+DRAIN_KEYS = {
+    "system",
+    "scenario",
+    "tasks",
+    "workers",
+    "tasks_per_s",
+    "worker_cpu_s_per_1k",
+    "pg_cpu_s_per_1k",
+}
 ENQUEUE_KEYS = {"system", "scenario", "tasks", "bulk_per_s", "single_per_s"}
 LATENCY_KEYS = {"system", "scenario", "samples", "p50_ms", "p99_ms"}
 
@@ -31,7 +38,11 @@ def test_drain_runs_every_task(server_dsn, peer):
 
     assert set(result) == DRAIN_KEYS
     assert (result["system"], result["scenario"], result["tasks"], result["workers"]) == (
-        peer, "drain", 300, 1)
+        peer,
+        "drain",
+        300,
+        1,
+    )
     assert result["tasks_per_s"] > 0
     assert result["worker_cpu_s_per_1k"] >= 0
     assert result["pg_cpu_s_per_1k"] is None or result["pg_cpu_s_per_1k"] >= 0
@@ -59,10 +70,13 @@ def test_latency_samples_every_probe(server_dsn, peer):
     assert peer_count(server_dsn, peer, "peer_latency_samples") == 200
 
 
-@pytest.mark.parametrize(("peer", "scenario", "message"), [
-    ("celery", "drain", "unknown peer 'celery'"),
-    ("pgqueuer", "recovery", "unknown scenario 'recovery'"),
-])
+@pytest.mark.parametrize(
+    ("peer", "scenario", "message"),
+    [
+        ("celery", "drain", "unknown peer 'celery'"),
+        ("pgqueuer", "recovery", "unknown scenario 'recovery'"),
+    ],
+)
 def test_unknown_peer_or_scenario_raises(server_dsn, peer, scenario, message):
     with pytest.raises(PeerUnavailableError, match=message) as raised:
         run_peer(peer, scenario, server_dsn)

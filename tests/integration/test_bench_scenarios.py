@@ -10,8 +10,8 @@ import pytest
 
 from omnispindle.bench import soak as bench_soak
 from omnispindle.bench import throughput as bench_throughput
-from omnispindle.bench.workflows import BenchmarkError
 from omnispindle.bench.runner import ratios
+from omnispindle.bench.workflows import BenchmarkError
 
 pytest.importorskip("psutil")
 
@@ -19,7 +19,9 @@ pytest.importorskip("psutil")
 def noop_rows(conn, state=None):
     return conn.execute(
         "SELECT count(*) FROM omnispindle.tasks WHERE task_type = 'bench_noop'"
-        " AND (%s::text IS NULL OR state::text = %s)", [state, state]).fetchone()[0]
+        " AND (%s::text IS NULL OR state::text = %s)",
+        [state, state],
+    ).fetchone()[0]
 
 
 def test_drain_runs_every_task_and_reports_rate_and_cpu(queue, conn):
@@ -31,8 +33,9 @@ def test_drain_runs_every_task_and_reports_rate_and_cpu(queue, conn):
 
 def test_enqueue_reports_bulk_and_single_rates_and_clears_its_tasks(queue, conn):
     figures = bench_throughput.enqueue(queue, tasks=1000, runs=1)
-    assert min(figures["bulk_per_s"], figures["single_per_s"],
-               figures["single_8_threads_per_s"]) > 0
+    assert (
+        min(figures["bulk_per_s"], figures["single_per_s"], figures["single_8_threads_per_s"]) > 0
+    )
     assert noop_rows(conn) == 0
 
 
@@ -42,8 +45,9 @@ def test_latency_reports_ordered_percentiles(queue):
 
 
 def test_soak_bounds_and_reports_sizes_memory_and_claim_times(queue, conn):
-    figures = bench_soak.soak(queue, tasks=bench_soak.BATCH, workers_count=1, concurrency=8,
-                              retention=1.0)
+    figures = bench_soak.soak(
+        queue, tasks=bench_soak.BATCH, workers_count=1, concurrency=8, retention=1.0
+    )
     assert noop_rows(conn, "pending") == noop_rows(conn, "running") == 0
     assert figures["tasks_per_s"] > 0 and figures["rss_mb_max"] > 0
     assert figures["table_mb_max"] >= figures["table_mb_warm"] > 0
@@ -65,18 +69,41 @@ def test_a_soak_smaller_than_one_batch_is_refused(queue):
 def test_ratios_say_how_many_times_better_ours_is():
     ours = {"tasks_per_s": 300.0, "p50_ms": 2.0, "worker_cpu_s_per_1k": None}
     theirs = {"tasks_per_s": 100.0, "p50_ms": 4.0, "worker_cpu_s_per_1k": 0.2}
-    assert ratios(ours, theirs) == {"x_tasks_per_s": 3.0, "x_p50_ms": 2.0,
-                                    "x_worker_cpu_s_per_1k": None}
+    assert ratios(ours, theirs) == {
+        "x_tasks_per_s": 3.0,
+        "x_p50_ms": 2.0,
+        "x_worker_cpu_s_per_1k": None,
+    }
 
 
 def test_cli_prints_json_and_refuses_unknown_peers(dsn):
-    done = subprocess.run([sys.executable, "-m", "omnispindle", "bench", "enqueue", "--dsn", dsn,
-                           "--tasks", "1000", "--runs", "1", "--json"],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "omnispindle",
+            "bench",
+            "enqueue",
+            "--dsn",
+            dsn,
+            "--tasks",
+            "1000",
+            "--runs",
+            "1",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["scenario"] == "enqueue"
-    refused = subprocess.run([sys.executable, "-m", "omnispindle", "bench", "dag", "--dsn", dsn,
-                              "--peers", "celery"], capture_output=True, text=True, timeout=60)
+    refused = subprocess.run(
+        [sys.executable, "-m", "omnispindle", "bench", "dag", "--dsn", dsn, "--peers", "celery"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert refused.returncode == 1 and "unknown peer" in refused.stderr
 
 
@@ -89,11 +116,15 @@ def test_the_soak_submitter_counts_finished_tasks_by_key_lookups(queue, conn):
         submitter.submitted += size
     first = submitter.batches[0][0]
     assert submitter.done() == 0
-    conn.execute("UPDATE omnispindle.tasks SET state = 'cancelled', finished_at = now() "
-                 "WHERE id < %s", [first + 13])
+    conn.execute(
+        "UPDATE omnispindle.tasks SET state = 'cancelled', finished_at = now() WHERE id < %s",
+        [first + 13],
+    )
     conn.execute("DELETE FROM omnispindle.tasks WHERE id < %s", [first + 5])  # pruned
     assert submitter.done() == 13
     assert not submitter.all_done()
-    conn.execute("UPDATE omnispindle.tasks SET state = 'cancelled', finished_at = now() "
-                 "WHERE state = 'pending'")
+    conn.execute(
+        "UPDATE omnispindle.tasks SET state = 'cancelled', finished_at = now() "
+        "WHERE state = 'pending'"
+    )
     assert submitter.done() == 30 and submitter.all_done()

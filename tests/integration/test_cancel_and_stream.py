@@ -18,8 +18,12 @@ def test_cancelling_a_pending_task_cancels_its_descendants(client):
     grandchild = client.submit_task("job", dependencies=[child])
     other = client.submit_task("job")
     outcome = client.cancel_task(parent, reason="no longer needed")
-    assert outcome == {"task_id": parent, "state": "cancelled", "cancelled": True,
-                       "message": f"task {parent} cancelled"}
+    assert outcome == {
+        "task_id": parent,
+        "state": "cancelled",
+        "cancelled": True,
+        "message": f"task {parent} cancelled",
+    }
     tasks = [client.get_task(i) for i in (parent, child, grandchild, other)]
     assert [t["state"] for t in tasks] == ["cancelled", "cancelled", "cancelled", "pending"]
     assert tasks[0]["cancel_reason"] == "no longer needed"
@@ -59,14 +63,16 @@ def cooperative(started, observed):
 
 def test_a_running_task_sees_the_cancel_at_once_and_ends_cancelled(client, start_worker):
     started, observed = threading.Event(), threading.Event()
-    start_worker({"loop": cooperative(started, observed), "job": lambda task: {}},
-                 heartbeat_interval=1.0)
+    start_worker(
+        {"loop": cooperative(started, observed), "job": lambda task: {}}, heartbeat_interval=1.0
+    )
     task_id = client.submit_task("loop")
     child = client.submit_task("job", dependencies=[task_id])
     assert started.wait(30)
     asked = time.monotonic()
     assert client.cancel_task(task_id)["message"] == (
-        f"task {task_id} is running; its worker has been asked to stop it")
+        f"task {task_id} is running; its worker has been asked to stop it"
+    )
     assert observed.wait(1.0), "not observed within one heartbeat interval"
     observed_in = time.monotonic() - asked
     task, dependent = client.wait_for_batch([task_id, child], timeout=30)
@@ -75,18 +81,24 @@ def test_a_running_task_sees_the_cancel_at_once_and_ends_cancelled(client, start
     assert observed_in < 1.0
 
 
-def test_a_cancel_whose_notification_is_lost_is_seen_at_the_next_heartbeat(client, conn, start_worker):
+def test_a_cancel_whose_notification_is_lost_is_seen_at_the_next_heartbeat(
+    client, conn, start_worker
+):
     started, observed = threading.Event(), threading.Event()
     start_worker({"loop": cooperative(started, observed)}, heartbeat_interval=0.5)
     task_id = client.submit_task("loop")
     assert started.wait(30)
     # A request written by hand sends no NOTIFY: only the heartbeat can find it.
-    conn.execute("UPDATE omnispindle.tasks SET cancel_requested_at = now() WHERE id = %s", [task_id])
+    conn.execute(
+        "UPDATE omnispindle.tasks SET cancel_requested_at = now() WHERE id = %s", [task_id]
+    )
     assert observed.wait(0.5 + 0.5), "not observed within one heartbeat interval"
     assert client.wait_for_task(task_id, timeout=30)["state"] == "cancelled"
 
 
-def test_an_executor_ignoring_the_cancel_is_abandoned_and_its_result_discarded(client, start_worker):
+def test_an_executor_ignoring_the_cancel_is_abandoned_and_its_result_discarded(
+    client, start_worker
+):
     release = threading.Event()
 
     def stubborn(task):
@@ -99,7 +111,11 @@ def test_an_executor_ignoring_the_cancel_is_abandoned_and_its_result_discarded(c
     client.cancel_task(task_id)
     task = client.wait_for_task(task_id, timeout=10)
     release.set()
-    assert (task["state"], task["result"], task["error"]["type"]) == ("cancelled", None, "Cancelled")
+    assert (task["state"], task["result"], task["error"]["type"]) == (
+        "cancelled",
+        None,
+        "Cancelled",
+    )
     assert task["attempts"] == 1
 
 

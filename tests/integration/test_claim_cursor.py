@@ -56,8 +56,11 @@ def entries_read_by_claim(conn, after_priority, after_id):
     read = "SELECT pg_stat_get_xact_tuples_returned('omnispindle.tasks_ready_idx'::regclass)"
     with conn.transaction(force_rollback=True):
         before = conn.execute(read).fetchone()[0]
-        rows = conn.execute("SELECT id FROM omnispindle.claim_tasks(ARRAY['job'], ARRAY['job'], 10, "
-                            "gen_random_uuid(), 30, %s, %s)", [after_priority, after_id]).fetchall()
+        rows = conn.execute(
+            "SELECT id FROM omnispindle.claim_tasks(ARRAY['job'], ARRAY['job'], 10, "
+            "gen_random_uuid(), 30, %s, %s)",
+            [after_priority, after_id],
+        ).fetchall()
         assert len(rows) == 10
         return conn.execute(read).fetchone()[0] - before
 
@@ -81,14 +84,14 @@ def test_under_a_held_snapshot_a_cursor_claim_skips_the_claimed_entries(client, 
     assert from_head >= 2500 and from_cursor <= 20, (from_head, from_cursor)
 
 
-def test_a_worker_follows_its_cursor_while_a_backlog_lasts(client, start_worker,
-                                                          record_statements):
+def test_a_worker_follows_its_cursor_while_a_backlog_lasts(client, start_worker, record_statements):
     statements = record_statements()
     ids = client.submit_batch([{"task_type": "noop"}] * 300)
     start_worker({"noop": lambda task: {}}, concurrency=4)
     assert [t["state"] for t in client.wait_for_batch(ids, timeout=60)] == ["succeeded"] * 300
-    cursors = [params["after_id"] for name, params in statements.runs
-               if name == "complete_and_claim"]
+    cursors = [
+        params["after_id"] for name, params in statements.runs if name == "complete_and_claim"
+    ]
     followed = [c for c in cursors if c is not None]
     assert followed, "no claim started from a cursor"
     assert set(followed) <= set(ids)
@@ -97,6 +100,7 @@ def test_a_worker_follows_its_cursor_while_a_backlog_lasts(client, start_worker,
 def test_a_retry_behind_the_cursor_runs_while_a_backlog_lasts(client, start_worker):
     """Claims walk from the head now and then: a task that became ready
     behind the cursor waits no longer than that, not until the backlog is gone."""
+
     def job(task):
         if task["parameters"].get("fail_first") and task["attempt"] == 1:
             raise RuntimeError("first attempt fails")

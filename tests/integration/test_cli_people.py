@@ -14,21 +14,30 @@ import psycopg
 import pytest
 
 from omnispindle import TaskNotFoundError, current_task
-from omnispindle.cli.formatting import format_table
+from omnispindle.cli.args import age_arg
+from omnispindle.cli.formatting import format_age, format_table, shorten
 from omnispindle.cli.main import main
 from omnispindle.cli.main import parser as cli_parser
-from omnispindle.cli.args import age_arg
-from omnispindle.errors import TaskStateError
-from omnispindle.cli.formatting import format_age, shorten
 from omnispindle.cli.progress import ProgressBar
+from omnispindle.errors import TaskStateError
 
 from ..acceptance.workers import ROOT
 
 DEADLINE = 30
 WORKER = "cli-worker"
 BAR = re.compile(r"\[(#*)(\.*)\] (\d+)/(\d+) tasks")
-COMMANDS = ("migrate", "worker", "sweep", "status", "bench", "demo",
-            "tasks", "retry", "cancel", "wait")
+COMMANDS = (
+    "migrate",
+    "worker",
+    "sweep",
+    "status",
+    "bench",
+    "demo",
+    "tasks",
+    "retry",
+    "cancel",
+    "wait",
+)
 
 
 def cli(capsys, dsn: str, *args: str) -> tuple[int, str, str]:
@@ -49,7 +58,8 @@ def snapshot(conn) -> list[tuple]:
     """Everything the commands could change, for "nothing changed" checks."""
     return conn.execute(
         "SELECT id, state, attempts, max_attempts, run_after, finished_at, cancel_reason,"
-        " cancel_requested_at, errors FROM omnispindle.tasks ORDER BY id").fetchall()
+        " cancel_requested_at, errors FROM omnispindle.tasks ORDER BY id"
+    ).fetchall()
 
 
 def one_error_line(err: str) -> str:
@@ -94,8 +104,14 @@ def test_help_lists_every_command_and_the_exit_codes(capsys):
     for command in COMMANDS:
         assert re.search(rf"^\s+{command}\s+\S", out, re.MULTILINE), command
     assert "exit codes:" in out
-    for code, meaning in [(0, "ok"), (1, "error"), (2, "usage"), (3, "unknown task id"),
-                          (4, "failed or was cancelled"), (5, "timed out")]:
+    for code, meaning in [
+        (0, "ok"),
+        (1, "error"),
+        (2, "usage"),
+        (3, "unknown task id"),
+        (4, "failed or was cancelled"),
+        (5, "timed out"),
+    ]:
         assert re.search(rf"^\s+{code}\s+.*{meaning}", out, re.MULTILINE), code
 
 
@@ -114,21 +130,24 @@ def test_every_argument_has_a_help_text():
                 assert action.help, f"{parser.prog} {action.dest} has no help"
 
 
-@pytest.mark.parametrize("args", [
-    ["tasks", "--older-than", "10"],
-    ["tasks", "--older-than", "5x"],
-    ["tasks", "--older-than", "99999999999d"],
-    ["tasks", "--limit", "0"],
-    ["tasks", "--limit", "99999999999999999999"],
-    ["tasks", "99999999999999999999"],
-    ["tasks", "--state", "done"],
-    ["tasks", "1", "--state", "failed"],
-    ["retry", "abc"],
-    ["retry", "0"],
-    ["cancel"],
-    ["wait", "1", "--timeout", "-1"],
-    ["wait", "1", "--progress", "sometimes"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["tasks", "--older-than", "10"],
+        ["tasks", "--older-than", "5x"],
+        ["tasks", "--older-than", "99999999999d"],
+        ["tasks", "--limit", "0"],
+        ["tasks", "--limit", "99999999999999999999"],
+        ["tasks", "99999999999999999999"],
+        ["tasks", "--state", "done"],
+        ["tasks", "1", "--state", "failed"],
+        ["retry", "abc"],
+        ["retry", "0"],
+        ["cancel"],
+        ["wait", "1", "--timeout", "-1"],
+        ["wait", "1", "--progress", "sometimes"],
+    ],
+)
 def test_bad_input_is_one_line_exit_2_and_changes_nothing(capsys, dsn, conn, client, args):
     client.submit_task("job")
     before = snapshot(conn)
@@ -150,8 +169,14 @@ def test_a_database_without_the_schema_is_one_line_exit_1_and_is_not_migrated(ca
 def run_cli(dsn: str, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "OMNISPINDLE_DSN"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    return subprocess.run([sys.executable, "-m", "omnispindle", *args, "--dsn", dsn],
-                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "omnispindle", *args, "--dsn", dsn],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=60,
+    )
 
 
 def test_exit_codes_of_a_real_process(dsn, conn, client, start_worker):
@@ -166,11 +191,17 @@ def test_exit_codes_of_a_real_process(dsn, conn, client, start_worker):
         "timeout": run_cli(dsn, "wait", str(waiting), "--timeout", "0.3"),
     }
     assert {k: p.returncode for k, p in outcomes.items()} == {
-        "ok": 0, "usage": 2, "unknown": 3, "failed": 4, "timeout": 5}
+        "ok": 0,
+        "usage": 2,
+        "unknown": 3,
+        "failed": 4,
+        "timeout": 5,
+    }
     assert f"Task {bad}" in outcomes["ok"].stdout
     assert one_error_line(outcomes["unknown"].stderr) == "omnispindle: no task with id 424242"
     assert one_error_line(outcomes["timeout"].stderr) == (
-        "omnispindle: 1 of 1 task(s) unfinished after 0.3 s")
+        "omnispindle: 1 of 1 task(s) unfinished after 0.3 s"
+    )
     assert snapshot(conn) == before
 
 
@@ -183,8 +214,9 @@ def test_list_filters_by_type_state_and_age(capsys, dsn, conn, client):
     a2 = client.submit_task("resize")
     r2 = client.submit_task("report")
     client.cancel_task(a2)
-    conn.execute("UPDATE omnispindle.tasks SET created_at = now() - interval '3 hours'"
-                 " WHERE id = %s", [old])
+    conn.execute(
+        "UPDATE omnispindle.tasks SET created_at = now() - interval '3 hours' WHERE id = %s", [old]
+    )
 
     def ids(*args: str) -> list[int]:
         return [row["task_id"] for row in as_json(capsys, dsn, "tasks", *args)]
@@ -201,23 +233,33 @@ def test_list_filters_by_type_state_and_age(capsys, dsn, conn, client):
     assert ids("--state", "failed") == []
 
 
-def test_list_table_shows_attempts_age_worker_and_a_shortened_error(capsys, dsn, client,
-                                                                   start_worker):
+def test_list_table_shows_attempts_age_worker_and_a_shortened_error(
+    capsys, dsn, client, start_worker
+):
     start_worker({"bad": fails("x" * 200)}, name=WORKER)
     bad = client.submit_task("bad", max_retries=0)
     client.wait_for_task(bad, timeout=DEADLINE)
     pending = client.submit_task("other", priority=5)
     code, out, err = cli(capsys, dsn, "tasks")
     assert (code, err) == (0, "")
-    title, header, rule, first, second = out.splitlines()
+    title, header, _rule, first, second = out.splitlines()
     assert title == "Tasks"
-    assert header.split() == ["id", "type", "state", "priority", "attempts", "age", "worker",
-                              "last", "error"]
+    assert header.split() == [
+        "id",
+        "type",
+        "state",
+        "priority",
+        "attempts",
+        "age",
+        "worker",
+        "last",
+        "error",
+    ]
     assert first.split()[:5] == [str(pending), "other", "pending", "5", "0/4"]
     assert re.fullmatch(r"\d+s", first.split()[5]) and first.split()[6] == "-"
     assert second.split()[:5] == [str(bad), "bad", "failed", "0", "1/1"]
     assert WORKER in second
-    error = second[header.index("last error"):]
+    error = second[header.index("last error") :]
     assert error.startswith("ValueError: xxx") and error.endswith("...")
     assert len(error) == 50
 
@@ -234,12 +276,14 @@ def test_a_cut_list_says_so_and_an_empty_one_says_none(capsys, dsn, client):
 # --- tasks ID: one task in full -----------------------------------------------------------
 
 
-def test_show_gives_every_error_with_its_traceback_and_the_relatives(capsys, dsn, client,
-                                                                    start_worker):
+def test_show_gives_every_error_with_its_traceback_and_the_relatives(
+    capsys, dsn, client, start_worker
+):
     start_worker({"ok": lambda task: {"done": True}, "bad": fails()}, name=WORKER)
     parent = client.submit_task("ok")
-    bad = client.submit_task("bad", {"path": "/in"}, dependencies=[parent], max_retries=1,
-                             retry_backoff=0.01)
+    bad = client.submit_task(
+        "bad", {"path": "/in"}, dependencies=[parent], max_retries=1, retry_backoff=0.01
+    )
     child = client.submit_task("ok", dependencies=[bad])
     client.wait_for_batch([parent, bad, child], timeout=DEADLINE)
 
@@ -252,7 +296,9 @@ def test_show_gives_every_error_with_its_traceback_and_the_relatives(capsys, dsn
     assert '"path": "/in"' in out
     assert f"Dependencies (1)\n  {parent}  succeeded  ok\n" in out
     assert f"Dependents (1)\n  {child}  cancelled  ok\n" in out
-    assert "Errors (2)\n  attempt 1: ValueError: boom 1\n    Traceback (most recent call last):" in out
+    assert (
+        "Errors (2)\n  attempt 1: ValueError: boom 1\n    Traceback (most recent call last):" in out
+    )
     assert "  attempt 2: ValueError: boom 2\n    Traceback (most recent call last):" in out
     assert out.count("    ValueError: boom") == 2  # each traceback's last line
 
@@ -278,8 +324,9 @@ def test_show_an_unknown_task_exits_3(capsys, dsn):
 # --- retry --------------------------------------------------------------------------------
 
 
-def test_retry_puts_a_failed_task_back_and_a_worker_runs_it(capsys, dsn, conn, client,
-                                                           start_worker):
+def test_retry_puts_a_failed_task_back_and_a_worker_runs_it(
+    capsys, dsn, conn, client, start_worker
+):
     start_worker({"flaky": fails_once()}, name=WORKER)
     task_id = client.submit_task("flaky", max_retries=0)
     assert client.wait_for_task(task_id, timeout=DEADLINE)["state"] == "failed"
@@ -289,8 +336,11 @@ def test_retry_puts_a_failed_task_back_and_a_worker_runs_it(capsys, dsn, conn, c
     assert out == f"task {task_id} is pending again (attempt 2 of 2)\n"
     task = client.wait_for_task(task_id, timeout=DEADLINE)
     assert (task["state"], task["result"]) == ("succeeded", {"ok": True})
-    row = conn.execute("SELECT attempts, max_attempts, jsonb_array_length(errors)"
-                       " FROM omnispindle.tasks WHERE id = %s", [task_id]).fetchone()
+    row = conn.execute(
+        "SELECT attempts, max_attempts, jsonb_array_length(errors)"
+        " FROM omnispindle.tasks WHERE id = %s",
+        [task_id],
+    ).fetchone()
     assert row == (2, 2, 1)  # the first attempt's error is kept
 
 
@@ -302,22 +352,34 @@ def test_retry_of_several_tasks_prints_json(capsys, dsn, conn, client, start_wor
     worker.stop(timeout=DEADLINE)  # so that the retried tasks stay pending
     outcomes = as_json(capsys, dsn, "retry", str(twice), str(once))
     assert outcomes == [
-        {"task_id": twice, "state": "pending",
-         "message": f"task {twice} is pending again (attempt 3 of 3)"},
-        {"task_id": once, "state": "pending",
-         "message": f"task {once} is pending again (attempt 2 of 2)"},
+        {
+            "task_id": twice,
+            "state": "pending",
+            "message": f"task {twice} is pending again (attempt 3 of 3)",
+        },
+        {
+            "task_id": once,
+            "state": "pending",
+            "message": f"task {once} is pending again (attempt 2 of 2)",
+        },
     ]
-    rows = conn.execute("SELECT id, state::text, attempts, max_attempts, finished_at"
-                        " FROM omnispindle.tasks ORDER BY id").fetchall()
+    rows = conn.execute(
+        "SELECT id, state::text, attempts, max_attempts, finished_at"
+        " FROM omnispindle.tasks ORDER BY id"
+    ).fetchall()
     assert rows == [(once, "pending", 1, 2, None), (twice, "pending", 2, 3, None)]
 
 
 @pytest.mark.parametrize("order", ["unknown-first", "unknown-last", "unknown-only"])
-def test_retry_with_an_unknown_id_exits_3_and_changes_nothing(capsys, dsn, conn, client,
-                                                             start_worker, order):
+def test_retry_with_an_unknown_id_exits_3_and_changes_nothing(
+    capsys, dsn, conn, client, start_worker, order
+):
     bad = failed_task(client, start_worker)
-    ids = {"unknown-first": ["424242", str(bad)], "unknown-last": [str(bad), "424242"],
-           "unknown-only": ["424242"]}[order]
+    ids = {
+        "unknown-first": ["424242", str(bad)],
+        "unknown-last": [str(bad), "424242"],
+        "unknown-only": ["424242"],
+    }[order]
     before = snapshot(conn)
     code, out, err = cli(capsys, dsn, "retry", *ids)
     assert (code, out) == (3, "")
@@ -325,8 +387,9 @@ def test_retry_with_an_unknown_id_exits_3_and_changes_nothing(capsys, dsn, conn,
     assert snapshot(conn) == before
 
 
-def test_retry_of_a_task_that_has_not_failed_exits_1_and_changes_nothing(capsys, dsn, conn,
-                                                                        client, start_worker):
+def test_retry_of_a_task_that_has_not_failed_exits_1_and_changes_nothing(
+    capsys, dsn, conn, client, start_worker
+):
     bad = failed_task(client, start_worker)
     start_worker({"ok": lambda task: {}})
     done = client.submit_task("ok")
@@ -335,7 +398,8 @@ def test_retry_of_a_task_that_has_not_failed_exits_1_and_changes_nothing(capsys,
     code, out, err = cli(capsys, dsn, "retry", str(bad), str(done))
     assert (code, out) == (1, "")
     assert one_error_line(err) == (
-        f"omnispindle: task {done} is succeeded; only failed tasks can be retried")
+        f"omnispindle: task {done} is succeeded; only failed tasks can be retried"
+    )
     assert snapshot(conn) == before
 
 
@@ -374,8 +438,9 @@ def test_cancel_pending_running_and_finished_tasks(capsys, dsn, conn, client, st
     pending = client.submit_task("idle")
     child = client.submit_task("idle", dependencies=[pending])
 
-    code, out, err = cli(capsys, dsn, "cancel", str(pending), str(running), str(done),
-                         "--reason", "operator said so")
+    code, out, err = cli(
+        capsys, dsn, "cancel", str(pending), str(running), str(done), "--reason", "operator said so"
+    )
     assert (code, err) == (0, "")
     assert out.splitlines() == [
         f"task {pending} cancelled",
@@ -385,14 +450,24 @@ def test_cancel_pending_running_and_finished_tasks(capsys, dsn, conn, client, st
     tasks = client.wait_for_batch([pending, running, done, child], timeout=DEADLINE)
     assert [t["state"] for t in tasks] == ["cancelled", "cancelled", "succeeded", "cancelled"]
     assert [t["cancel_reason"] for t in tasks] == [
-        "operator said so", "operator said so", None, f"dependency {pending} cancelled"]
+        "operator said so",
+        "operator said so",
+        None,
+        f"dependency {pending} cancelled",
+    ]
 
 
 def test_cancel_prints_json(capsys, dsn, client):
     task_id = client.submit_task("idle")
     outcomes = as_json(capsys, dsn, "cancel", str(task_id))
-    assert outcomes == [{"task_id": task_id, "state": "cancelled", "cancelled": True,
-                         "message": f"task {task_id} cancelled"}]
+    assert outcomes == [
+        {
+            "task_id": task_id,
+            "state": "cancelled",
+            "cancelled": True,
+            "message": f"task {task_id} cancelled",
+        }
+    ]
     assert client.get_task(task_id)["cancel_reason"] == "cancelled by request"
 
 
@@ -422,7 +497,9 @@ def test_wait_for_tasks_that_succeed(capsys, dsn, client, start_worker):
     ]
     records = as_json(capsys, dsn, "wait", *map(str, ids))
     assert [(r["task_id"], r["state"], r["result"]) for r in records] == [
-        (ids[0], "succeeded", {"n": 2}), (ids[1], "succeeded", {"n": 4})]
+        (ids[0], "succeeded", {"n": 2}),
+        (ids[1], "succeeded", {"n": 4}),
+    ]
 
 
 def test_wait_exits_4_when_a_task_failed_or_was_cancelled(capsys, dsn, client, start_worker):
@@ -455,8 +532,9 @@ def bar_frames(err: str) -> list[tuple[str, int, int]]:
 def test_wait_draws_a_progress_bar_when_asked(capsys, dsn, client, start_worker):
     start_worker({"ok": lambda task: {}}, concurrency=3)
     ids = [str(client.submit_task("ok")) for _ in range(3)]
-    code, _, err = cli(capsys, dsn, "wait", *ids, "--progress", "always", "--timeout",
-                       str(DEADLINE))
+    code, _, err = cli(
+        capsys, dsn, "wait", *ids, "--progress", "always", "--timeout", str(DEADLINE)
+    )
     assert code == 0
     assert err.startswith("\r[" + "." * 30 + "] 0/3 tasks")
     assert err.endswith("\r[" + "#" * 30 + "] 3/3 tasks\n")
@@ -467,18 +545,20 @@ def test_wait_draws_a_progress_bar_when_asked(capsys, dsn, client, start_worker)
         assert (code, err) == (0, "")
 
 
-def test_wait_times_out_with_exit_5_after_drawing_what_finished(capsys, dsn, client,
-                                                               start_worker):
+def test_wait_times_out_with_exit_5_after_drawing_what_finished(capsys, dsn, client, start_worker):
     start_worker({"ok": lambda task: {}})
     done = [client.submit_task("ok") for _ in range(2)]
     client.wait_for_batch(done, timeout=DEADLINE)
     stuck = client.submit_task("idle")
-    code, out, err = cli(capsys, dsn, "wait", *map(str, [*done, stuck]), "--timeout", "0.5",
-                         "--progress", "always")
+    code, out, err = cli(
+        capsys, dsn, "wait", *map(str, [*done, stuck]), "--timeout", "0.5", "--progress", "always"
+    )
     assert (code, out) == (5, "")
-    assert err == ("\r[" + "." * 30 + "] 0/3 tasks"
-                   "\r[" + "#" * 20 + "." * 10 + "] 2/3 tasks\n"
-                   "omnispindle: 1 of 3 task(s) unfinished after 0.5 s\n")
+    assert err == (
+        "\r[" + "." * 30 + "] 0/3 tasks"
+        "\r[" + "#" * 20 + "." * 10 + "] 2/3 tasks\n"
+        "omnispindle: 1 of 3 task(s) unfinished after 0.5 s\n"
+    )
     assert client.get_task(stuck)["state"] == "pending"
 
 
@@ -493,12 +573,16 @@ def test_wait_for_an_unknown_task_exits_3_without_a_bar(capsys, dsn, client):
 
 
 def test_ages_parse_and_print_for_people():
-    assert [age_arg(a) for a in ("30s", "10m", "2h", "1d", "1.5h")] == [
-        30, 600, 7200, 86400, 5400]
+    assert [age_arg(a) for a in ("30s", "10m", "2h", "1d", "1.5h")] == [30, 600, 7200, 86400, 5400]
     with pytest.raises(argparse.ArgumentTypeError):
         age_arg("-5m")
     assert [format_age(s) for s in (0, 42.9, 185, 7800, 2 * 86400 + 3 * 3600)] == [
-        "0s", "42s", "3m05s", "2h10m", "2d03h"]
+        "0s",
+        "42s",
+        "3m05s",
+        "2h10m",
+        "2d03h",
+    ]
 
 
 def test_shorten_and_progress_render():
@@ -508,8 +592,9 @@ def test_shorten_and_progress_render():
     assert format_table([{"a": 1}], title="T") == "T\na\n-\n1"
 
 
-def test_control_characters_in_task_data_cannot_garble_the_terminal(capsys, dsn, client,
-                                                                    start_worker):
+def test_control_characters_in_task_data_cannot_garble_the_terminal(
+    capsys, dsn, client, start_worker
+):
     def hostile(task):
         raise RuntimeError("red \x1b[31malert\r\x07 done")
 
@@ -521,4 +606,5 @@ def test_control_characters_in_task_data_cannot_garble_the_terminal(capsys, dsn,
         assert "\x1b" not in out and "\r" not in out and "\x07" not in out, args
         assert "\\x1b[31malert" in out, args
     assert as_json(capsys, dsn, "tasks", str(task_id))["errors"][0]["message"] == (
-        "red \x1b[31malert\r\x07 done")
+        "red \x1b[31malert\r\x07 done"
+    )

@@ -3,6 +3,7 @@ propagation, clean-up tasks, bad batches and progress reports."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 
 import pytest
@@ -32,25 +33,33 @@ def task_count(queue) -> int:
 def test_fan_out_and_in_over_five_thousand_tasks(client, start_worker):
     def sink(task_data):
         results = task_data["dependency_results"]
-        return {"count": len(results), "sum": sum(r["n"] for r in results.values()),
-                "parents": sorted(results)}
+        return {
+            "count": len(results),
+            "sum": sum(r["n"] for r in results.values()),
+            "parents": sorted(results),
+        }
 
     middle = range(1, FAN_WIDTH + 1)
     ids = client.submit_batch(
         [{"key": "root", "task_type": "node", "parameters": {"n": 0}}]
         + [{"task_type": "node", "parameters": {"n": n}, "dependencies": ["root"]} for n in middle]
-        + [{"task_type": "sink", "dependencies": [entry(i) for i in middle]}])
+        + [{"task_type": "sink", "dependencies": [entry(i) for i in middle]}]
+    )
     start_worker({"node": node, "sink": sink}, concurrency=8)
     tasks = client.wait_for_batch(ids, timeout=120)
     root, middles, last = tasks[0], tasks[1:-1], tasks[-1]
 
     assert {t["state"] for t in tasks} == {"succeeded"}
     assert all(t["started_at"] >= root["finished_at"] for t in middles)
-    assert all(t["result"] == {"n": t["parameters"]["n"], "parents": [root["task_id"]]}
-               for t in middles)
+    assert all(
+        t["result"] == {"n": t["parameters"]["n"], "parents": [root["task_id"]]} for t in middles
+    )
     assert last["started_at"] >= max(t["finished_at"] for t in middles)
-    assert last["result"] == {"count": FAN_WIDTH, "sum": sum(middle),
-                              "parents": sorted(t["task_id"] for t in middles)}
+    assert last["result"] == {
+        "count": FAN_WIDTH,
+        "sum": sum(middle),
+        "parents": sorted(t["task_id"] for t in middles),
+    }
 
 
 @pytest.mark.slow
@@ -60,15 +69,21 @@ def test_chain_of_five_hundred_passes_a_counter(client, start_worker):
         return {"count": 1 + sum(r["count"] for r in parents.values()), "parents": sorted(parents)}
 
     # Odd links name their parent by key, even ones by position: both forms resolve.
-    ids = client.submit_batch([
-        {"key": f"link-{i}", "task_type": "link",
-         "dependencies": [] if i == 0 else [f"link-{i - 1}" if i % 2 else entry(i - 1)]}
-        for i in range(CHAIN_LENGTH)])
+    ids = client.submit_batch(
+        [
+            {
+                "key": f"link-{i}",
+                "task_type": "link",
+                "dependencies": [] if i == 0 else [f"link-{i - 1}" if i % 2 else entry(i - 1)],
+            }
+            for i in range(CHAIN_LENGTH)
+        ]
+    )
     start_worker({"link": link}, concurrency=8)
     tasks = client.wait_for_batch(ids, timeout=60)
 
     assert {t["state"] for t in tasks} == {"succeeded"}
-    for parent, child in zip(tasks, tasks[1:]):
+    for parent, child in itertools.pairwise(tasks):
         assert child["dependencies"] == [parent["task_id"]]
         assert child["started_at"] >= parent["finished_at"]
     assert tasks[-1]["result"] == {"count": CHAIN_LENGTH, "parents": [tasks[-2]["task_id"]]}
@@ -81,12 +96,12 @@ FAILING_DAG = {
     "b": ["a"],
     "c": ["a"],
     "d": ["b", "c"],
-    "e": ["b"],             # a side branch of the failing task
-    "f": ["d", "h"],        # below the diamond, also fed by the unrelated branch
-    "g": ["c"],             # a side branch of the failing task's sibling
-    "h": ["root"],          # an unrelated branch
+    "e": ["b"],  # a side branch of the failing task
+    "f": ["d", "h"],  # below the diamond, also fed by the unrelated branch
+    "g": ["c"],  # a side branch of the failing task's sibling
+    "h": ["root"],  # an unrelated branch
     "i": ["h"],
-    "lone": [],             # not connected at all
+    "lone": [],  # not connected at all
 }
 
 
@@ -101,10 +116,18 @@ def descendants(dag: dict[str, list[str]], of: str) -> set[str]:
 
 def test_a_failure_cancels_exactly_its_descendants(client, start_worker):
     names = list(FAILING_DAG)
-    ids = client.submit_batch([
-        {"key": name, "task_type": "boom" if name == "b" else "node",
-         "parameters": {"n": index}, "dependencies": FAILING_DAG[name], "max_retries": 0}
-        for index, name in enumerate(names)])
+    ids = client.submit_batch(
+        [
+            {
+                "key": name,
+                "task_type": "boom" if name == "b" else "node",
+                "parameters": {"n": index},
+                "dependencies": FAILING_DAG[name],
+                "max_retries": 0,
+            }
+            for index, name in enumerate(names)
+        ]
+    )
     start_worker({"node": node, "boom": boom}, concurrency=4)
     tasks = dict(zip(names, client.wait_for_batch(ids, timeout=30)))
 
@@ -114,7 +137,9 @@ def test_a_failure_cancels_exactly_its_descendants(client, start_worker):
     for name, task in tasks.items():
         if name in doomed:
             assert (task["state"], task["cancel_reason"]) == (
-                "cancelled", f"dependency {tasks['b']['task_id']} failed"), name
+                "cancelled",
+                f"dependency {tasks['b']['task_id']} failed",
+            ), name
             assert task["started_at"] is None, name
         elif name != "b":
             assert (task["state"], task["cancel_reason"]) == ("succeeded", None), name
@@ -127,21 +152,48 @@ def test_a_clean_up_task_runs_after_its_parent_failed(client, start_worker):
         seen[task_data["task_id"]] = task_data
         return node(task_data)
 
-    ids = client.submit_batch([
-        {"key": "parent", "task_type": "boom", "max_retries": 0},
-        {"key": "cleanup", "task_type": "node", "parameters": {"n": 1},
-         "dependencies": ["parent"], "allow_failed_dependencies": True},
-        {"key": "after", "task_type": "node", "parameters": {"n": 2}, "dependencies": ["cleanup"]},
-        {"key": "sibling", "task_type": "node", "parameters": {"n": 3}, "dependencies": ["parent"]},
-        # Tolerates a cancelled parent too: the sibling is cancelled, not failed.
-        {"key": "sweep", "task_type": "node", "parameters": {"n": 4},
-         "dependencies": ["sibling"], "allow_failed_dependencies": True},
-    ])
+    ids = client.submit_batch(
+        [
+            {"key": "parent", "task_type": "boom", "max_retries": 0},
+            {
+                "key": "cleanup",
+                "task_type": "node",
+                "parameters": {"n": 1},
+                "dependencies": ["parent"],
+                "allow_failed_dependencies": True,
+            },
+            {
+                "key": "after",
+                "task_type": "node",
+                "parameters": {"n": 2},
+                "dependencies": ["cleanup"],
+            },
+            {
+                "key": "sibling",
+                "task_type": "node",
+                "parameters": {"n": 3},
+                "dependencies": ["parent"],
+            },
+            # Tolerates a cancelled parent too: the sibling is cancelled, not failed.
+            {
+                "key": "sweep",
+                "task_type": "node",
+                "parameters": {"n": 4},
+                "dependencies": ["sibling"],
+                "allow_failed_dependencies": True,
+            },
+        ]
+    )
     start_worker({"node": record, "boom": boom})
     parent, cleanup, after, sibling, sweep = client.wait_for_batch(ids, timeout=30)
 
     assert [t["state"] for t in (parent, cleanup, after, sibling, sweep)] == [
-        "failed", "succeeded", "succeeded", "cancelled", "succeeded"]
+        "failed",
+        "succeeded",
+        "succeeded",
+        "cancelled",
+        "succeeded",
+    ]
     assert sibling["cancel_reason"] == f"dependency {parent['task_id']} failed"
 
     failures = seen[cleanup["task_id"]]["dependency_failures"]
@@ -149,68 +201,121 @@ def test_a_clean_up_task_runs_after_its_parent_failed(client, start_worker):
     failure = failures[parent["task_id"]]
     assert (failure["state"], failure["cancel_reason"]) == ("failed", None)
     assert (failure["error"]["type"], failure["error"]["message"], failure["error"]["attempt"]) == (
-        "ZeroDivisionError", "boom", 1)
+        "ZeroDivisionError",
+        "boom",
+        1,
+    )
     assert seen[cleanup["task_id"]]["dependency_results"] == {}
 
     assert seen[after["task_id"]]["dependency_failures"] == {}
     assert seen[after["task_id"]]["dependency_results"] == {cleanup["task_id"]: cleanup["result"]}
 
-    assert seen[sweep["task_id"]]["dependency_failures"] == {sibling["task_id"]: {
-        "state": "cancelled", "error": None, "cancel_reason": sibling["cancel_reason"]}}
+    assert seen[sweep["task_id"]]["dependency_failures"] == {
+        sibling["task_id"]: {
+            "state": "cancelled",
+            "error": None,
+            "cancel_reason": sibling["cancel_reason"],
+        }
+    }
 
 
 def test_a_parent_retried_by_hand_is_not_counted_twice(client, conn, start_worker):
     release = threading.Event()
-    ids = client.submit_batch([
-        {"key": "flaky", "task_type": "boom", "max_retries": 0},
-        {"key": "slow", "task_type": "hold"},
-        {"task_type": "node", "parameters": {"n": 0}, "dependencies": ["flaky", "slow"],
-         "allow_failed_dependencies": True},
-    ])
-    flaky, slow, cleanup = ids
-    start_worker({"boom": boom, "hold": lambda task_data: {"released": release.wait(30)},
-                  "node": node}, concurrency=2)
+    ids = client.submit_batch(
+        [
+            {"key": "flaky", "task_type": "boom", "max_retries": 0},
+            {"key": "slow", "task_type": "hold"},
+            {
+                "task_type": "node",
+                "parameters": {"n": 0},
+                "dependencies": ["flaky", "slow"],
+                "allow_failed_dependencies": True,
+            },
+        ]
+    )
+    flaky, _slow, cleanup = ids
+    start_worker(
+        {"boom": boom, "hold": lambda task_data: {"released": release.wait(30)}, "node": node},
+        concurrency=2,
+    )
     try:
         client.wait_for_task(flaky, timeout=30)
         # The README's retry by hand.
-        conn.execute("UPDATE omnispindle.tasks SET state = 'pending', max_attempts = attempts + 1, "
-                     "finished_at = NULL, run_after = now() WHERE id = %s AND state = 'failed'",
-                     [flaky])
+        conn.execute(
+            "UPDATE omnispindle.tasks SET state = 'pending', max_attempts = attempts + 1, "
+            "finished_at = NULL, run_after = now() WHERE id = %s AND state = 'failed'",
+            [flaky],
+        )
         assert client.wait_for_task(flaky, timeout=30)["state"] == "failed"
         assert client.get_task(cleanup)["state"] == "blocked"  # slow is still running
     finally:
         release.set()
 
 
-@pytest.mark.parametrize("batch", [
-    pytest.param([{"key": "a", "task_type": "t", "dependencies": ["b"]},
-                  {"key": "b", "task_type": "t", "dependencies": ["a"]}], id="two-by-key"),
-    pytest.param([{"task_type": "t"},
-                  {"key": "b", "task_type": "t", "dependencies": [entry(3), entry(0)]},
-                  {"key": "c", "task_type": "t", "dependencies": ["b"]},
-                  {"key": "d", "task_type": "t", "dependencies": ["c"]}], id="three-mixed"),
-    pytest.param([{"task_type": "t", "dependencies": [entry((i + 1) % 50)]} for i in range(50)],
-                 id="fifty-by-position"),
-])
+@pytest.mark.parametrize(
+    "batch",
+    [
+        pytest.param(
+            [
+                {"key": "a", "task_type": "t", "dependencies": ["b"]},
+                {"key": "b", "task_type": "t", "dependencies": ["a"]},
+            ],
+            id="two-by-key",
+        ),
+        pytest.param(
+            [
+                {"task_type": "t"},
+                {"key": "b", "task_type": "t", "dependencies": [entry(3), entry(0)]},
+                {"key": "c", "task_type": "t", "dependencies": ["b"]},
+                {"key": "d", "task_type": "t", "dependencies": ["c"]},
+            ],
+            id="three-mixed",
+        ),
+        pytest.param(
+            [{"task_type": "t", "dependencies": [entry((i + 1) % 50)]} for i in range(50)],
+            id="fifty-by-position",
+        ),
+    ],
+)
 def test_a_cycle_in_a_batch_inserts_nothing(client, queue, batch):
     with pytest.raises(DependencyCycleError, match="cycle"):
         client.submit_batch(batch)
     assert task_count(queue) == 0
 
 
-@pytest.mark.parametrize("batch, message", [
-    pytest.param([{"key": "a", "task_type": "t", "dependencies": ["a"]}], "itself", id="self-by-key"),
-    pytest.param([{"task_type": "t"}, {"task_type": "t", "dependencies": [entry(1)]}], "itself",
-                 id="self-by-position"),
-    pytest.param([{"key": "a", "task_type": "t"}, {"task_type": "t", "dependencies": ["b"]}],
-                 "no key", id="unknown-key"),
-    pytest.param([{"task_type": "t"}, {"task_type": "t", "dependencies": [entry(99)]}],
-                 "entry\\(99\\)", id="position-out-of-range"),
-    pytest.param([{"task_type": "t"}, {"task_type": "t", "dependencies": [entry(-1)]}],
-                 "entry\\(-1\\)", id="negative-position"),
-    pytest.param([{"key": "a", "task_type": "t"}, {"key": "a", "task_type": "t"}],
-                 "already used", id="duplicate-key"),
-])
+@pytest.mark.parametrize(
+    "batch, message",
+    [
+        pytest.param(
+            [{"key": "a", "task_type": "t", "dependencies": ["a"]}], "itself", id="self-by-key"
+        ),
+        pytest.param(
+            [{"task_type": "t"}, {"task_type": "t", "dependencies": [entry(1)]}],
+            "itself",
+            id="self-by-position",
+        ),
+        pytest.param(
+            [{"key": "a", "task_type": "t"}, {"task_type": "t", "dependencies": ["b"]}],
+            "no key",
+            id="unknown-key",
+        ),
+        pytest.param(
+            [{"task_type": "t"}, {"task_type": "t", "dependencies": [entry(99)]}],
+            "entry\\(99\\)",
+            id="position-out-of-range",
+        ),
+        pytest.param(
+            [{"task_type": "t"}, {"task_type": "t", "dependencies": [entry(-1)]}],
+            "entry\\(-1\\)",
+            id="negative-position",
+        ),
+        pytest.param(
+            [{"key": "a", "task_type": "t"}, {"key": "a", "task_type": "t"}],
+            "already used",
+            id="duplicate-key",
+        ),
+    ],
+)
 def test_a_bad_reference_in_a_batch_inserts_nothing(client, queue, batch, message):
     with pytest.raises(ValidationError, match=message) as raised:
         client.submit_batch(batch)
@@ -221,8 +326,9 @@ def test_a_bad_reference_in_a_batch_inserts_nothing(client, queue, batch, messag
 
 def test_an_unknown_task_id_beside_entry_references_inserts_nothing(client, queue):
     with pytest.raises(UnknownDependencyError):
-        client.submit_batch([{"key": "a", "task_type": "t"},
-                             {"task_type": "t", "dependencies": ["a", 10**12]}])
+        client.submit_batch(
+            [{"key": "a", "task_type": "t"}, {"task_type": "t", "dependencies": ["a", 10**12]}]
+        )
     assert task_count(queue) == 0
 
 
@@ -248,4 +354,4 @@ def test_progress_counts_up_to_the_total(client, start_worker):
     assert reports[0] == (10, 20)
     assert reports[-1] == (20, 20)
     assert {total for _, total in reports} == {20}
-    assert all(a < b for (a, _), (b, _) in zip(reports, reports[1:]))
+    assert all(a < b for (a, _), (b, _) in itertools.pairwise(reports))

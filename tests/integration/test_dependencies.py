@@ -12,7 +12,9 @@ from omnispindle.errors import DependencyStateError
 
 def math_executor(task_data):
     parameters = task_data["parameters"]
-    values = list(parameters["values"]) + [r["result"] for r in task_data["dependency_results"].values()]
+    values = list(parameters["values"]) + [
+        r["result"] for r in task_data["dependency_results"].values()
+    ]
     if parameters["operation"] == "sum":
         return {"result": sum(values)}
     product = 1
@@ -22,14 +24,21 @@ def math_executor(task_data):
 
 
 def state_of(conn, task_id):
-    return conn.execute("SELECT state::text FROM omnispindle.tasks WHERE id = %s", [task_id]).fetchone()[0]
+    return conn.execute(
+        "SELECT state::text FROM omnispindle.tasks WHERE id = %s", [task_id]
+    ).fetchone()[0]
 
 
 @pytest.mark.smoke
 def test_seed_two_step_workflow(client, start_worker):
-    step1_id = client.submit_task(task_type="math", parameters={"operation": "sum", "values": [1, 2, 3]})
+    step1_id = client.submit_task(
+        task_type="math", parameters={"operation": "sum", "values": [1, 2, 3]}
+    )
     step2_id = client.submit_task(
-        task_type="math", parameters={"operation": "multiply", "values": [10]}, dependencies=[step1_id])
+        task_type="math",
+        parameters={"operation": "multiply", "values": [10]},
+        dependencies=[step1_id],
+    )
     assert client.get_task(step2_id)["state"] == "blocked"
     assert client.get_task(step2_id)["dependencies"] == [step1_id]
     start_worker({"math": math_executor})
@@ -60,7 +69,9 @@ def test_dependency_already_succeeded_makes_a_ready_task(client, start_worker):
 def test_failure_cancels_exactly_the_descendants(client, conn, start_worker):
     root = client.submit_task("boom", max_retries=0)
     child = client.submit_task("math", {"operation": "sum", "values": [1]}, dependencies=[root])
-    grandchild = client.submit_task("math", {"operation": "sum", "values": [1]}, dependencies=[child])
+    grandchild = client.submit_task(
+        "math", {"operation": "sum", "values": [1]}, dependencies=[child]
+    )
     bystander = client.submit_task("math", {"operation": "sum", "values": [1]})
     start_worker({"boom": lambda task: 1 / 0, "math": math_executor})
     tasks = client.wait_for_batch([root, child, grandchild, bystander], timeout=30)
@@ -75,19 +86,21 @@ def test_children_submitted_while_parents_finish_are_never_stranded(client, star
     """Parents lock FOR SHARE at submit, so no child misses its parent's completion."""
     start_worker({"math": math_executor}, concurrency=4)
     parents = client.submit_batch(
-        [{"task_type": "math", "parameters": {"operation": "sum", "values": [1]}}] * 60)
+        [{"task_type": "math", "parameters": {"operation": "sum", "values": [1]}}] * 60
+    )
     children: list[int] = []
 
     def submit_children():
         rng = random.Random(7)
         for _ in range(120):
             picked = rng.sample(parents, 2)
-            children.append(client.submit_task(
-                "math", {"operation": "sum", "values": []}, dependencies=picked))
+            children.append(
+                client.submit_task("math", {"operation": "sum", "values": []}, dependencies=picked)
+            )
 
     submitter = threading.Thread(target=submit_children)
     submitter.start()
     submitter.join(timeout=60)
     tasks = client.wait_for_batch(parents + children, timeout=60)
     assert {t["state"] for t in tasks} == {"succeeded"}
-    assert all(t["result"] == {"result": 2} for t in tasks[len(parents):])
+    assert all(t["result"] == {"result": 2} for t in tasks[len(parents) :])

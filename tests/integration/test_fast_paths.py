@@ -3,6 +3,7 @@ and workers storing many outcomes per statement."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -20,17 +21,34 @@ from ..acceptance.workers import poll
 
 
 def claim(conn, limit, task_type="job"):
-    return execute(conn, q.tasks.claim_tasks(task_types=[task_type], capabilities=[],
-                                             limit=limit, worker_id=uuid.uuid4(),
-                                             lease_seconds=30.0))
+    return execute(
+        conn,
+        q.tasks.claim_tasks(
+            task_types=[task_type],
+            capabilities=[],
+            limit=limit,
+            worker_id=uuid.uuid4(),
+            lease_seconds=30.0,
+        ),
+    )
 
 
 def complete_and_claim(conn, rows, limit, results=None, task_type="job", after=(None, None)):
-    return execute(conn, q.tasks.complete_and_claim(
-        ids=[r["id"] for r in rows], tokens=[r["lease_token"] for r in rows],
-        results=results or ['{"ok": true}'] * len(rows), task_types=text_array([task_type]),
-        capabilities=text_array([]), limit=limit, worker_id=uuid.uuid4(), lease_seconds=30.0,
-        after_priority=after[0], after_id=after[1]))
+    return execute(
+        conn,
+        q.tasks.complete_and_claim(
+            ids=[r["id"] for r in rows],
+            tokens=[r["lease_token"] for r in rows],
+            results=results or ['{"ok": true}'] * len(rows),
+            task_types=text_array([task_type]),
+            capabilities=text_array([]),
+            limit=limit,
+            worker_id=uuid.uuid4(),
+            lease_seconds=30.0,
+            after_priority=after[0],
+            after_id=after[1],
+        ),
+    )
 
 
 def records(queue, ids):
@@ -42,13 +60,20 @@ def test_bulk_path_stores_every_field_of_every_entry_in_order(client, queue, rec
     run_at = datetime.now(timezone.utc) + timedelta(hours=1)
     entries = [
         {"task_type": "plain"},
-        {"task_type": "full", "parameters": {"text": "grüße \\ \"quoted\"", "n": [1, 2.5]},
-         "priority": -7, "max_retries": 0, "retry_backoff": 0.25, "timeout": 1.5,
-         "required_capabilities": ["gpu", "eu"], "run_at": run_at},
+        {
+            "task_type": "full",
+            "parameters": {"text": 'grüße \\ "quoted"', "n": [1, 2.5]},
+            "priority": -7,
+            "max_retries": 0,
+            "retry_backoff": 0.25,
+            "timeout": 1.5,
+            "required_capabilities": ["gpu", "eu"],
+            "run_at": run_at,
+        },
     ] * 50
     ids = client.submit_batch(entries)
     assert statements.names == ["insert_tasks_bulk"]
-    assert len(ids) == 100 and all(a < b for a, b in zip(ids, ids[1:]))
+    assert len(ids) == 100 and all(a < b for a, b in itertools.pairwise(ids))
     rows = {r["task_id"]: r for r in records(queue, ids)}
     for task_id, given in zip(ids, entries):
         row = rows[task_id]
@@ -66,15 +91,24 @@ SELECT parameters, priority, max_attempts, retry_backoff, timeout_seconds,
 FROM omnispindle.tasks WHERE id = ANY(%(ids)s) ORDER BY id
 """
 
-DEFAULT_VALUED = {"task_type": "t", "parameters": {}, "priority": 0, "max_retries": 3,
-                  "retry_backoff": 1.0, "timeout": None, "required_capabilities": []}
+DEFAULT_VALUED = {
+    "task_type": "t",
+    "parameters": {},
+    "priority": 0,
+    "max_retries": 3,
+    "retry_backoff": 1.0,
+    "timeout": None,
+    "required_capabilities": [],
+}
 
 
 def test_fields_left_out_of_the_bulk_document_are_stored_as_the_checking_path_stores_them(
-        client, conn):
+    client, conn
+):
     bulk = client.submit_batch([{"task_type": "t"}, DEFAULT_VALUED])
-    checked = client.submit_batch([{"task_type": "t", "idempotency_key": "a"},
-                                   {**DEFAULT_VALUED, "idempotency_key": "b"}])
+    checked = client.submit_batch(
+        [{"task_type": "t", "idempotency_key": "a"}, {**DEFAULT_VALUED, "idempotency_key": "b"}]
+    )
     stored = [conn.execute(STORED_FIELDS, {"ids": ids}).fetchall() for ids in (bulk, checked)]
     assert stored[0] == stored[1]
     assert stored[0][0] == ({}, 0, 4, 1.0, None, [], True)
@@ -90,7 +124,8 @@ def test_bulk_batches_submitted_at_once_each_get_their_own_ids_in_order(client, 
     def submit(who: int) -> None:
         start.wait(timeout=30)
         returned[who] = client.submit_batch(
-            [{"task_type": "t", "parameters": {"who": who, "i": i}} for i in range(size)])
+            [{"task_type": "t", "parameters": {"who": who, "i": i}} for i in range(size)]
+        )
 
     threads = [threading.Thread(target=submit, args=(who,)) for who in range(batches)]
     for thread in threads:
@@ -125,8 +160,9 @@ def test_one_call_stores_results_fenced_by_lease_and_claims_more(client, conn):
 
 
 def test_a_child_made_ready_by_the_completions_is_claimed_by_the_same_call(client, conn):
-    parent, child = client.submit_batch([{"task_type": "job"},
-                                         {"task_type": "job", "dependencies": [entry(0)]}])
+    parent, child = client.submit_batch(
+        [{"task_type": "job"}, {"task_type": "job", "dependencies": [entry(0)]}]
+    )
     rows = complete_and_claim(conn, claim(conn, 5), limit=5, results=['{"v": 42}'])
     claimed = [r for r in rows if not r["dropped"]]
     assert [r["id"] for r in claimed] == [child]
@@ -140,8 +176,12 @@ def plans_of_nested_statements(conn) -> list[str]:
         conn.execute("LOAD 'auto_explain'")
     except psycopg.Error:
         pytest.skip("this server has no auto_explain")
-    for setting in ("auto_explain.log_min_duration = 0", "auto_explain.log_nested_statements = on",
-                    "auto_explain.log_level = notice", "plan_cache_mode = force_generic_plan"):
+    for setting in (
+        "auto_explain.log_min_duration = 0",
+        "auto_explain.log_nested_statements = on",
+        "auto_explain.log_level = notice",
+        "plan_cache_mode = force_generic_plan",
+    ):
         conn.execute(f"SET {setting}")
     plans: list[str] = []
     conn.add_notice_handler(lambda notice: plans.append(notice.message_primary or ""))
@@ -149,16 +189,27 @@ def plans_of_nested_statements(conn) -> list[str]:
 
 
 def test_completions_and_failures_look_tasks_up_by_key_in_a_plan_made_on_a_small_table(
-        client, conn):
+    client, conn
+):
     client.submit_batch([{"task_type": "job"}] * 4)
     rows = claim(conn, 4)
     plans = plans_of_nested_statements(conn)
-    execute(conn, q.tasks.complete_tasks(ids=[r["id"] for r in rows[:2]],
-                                         tokens=[r["lease_token"] for r in rows[:2]],
-                                         results=["{}", "{}"]))
-    execute(conn, q.tasks.fail_tasks(ids=[r["id"] for r in rows[2:]],
-                                     tokens=[r["lease_token"] for r in rows[2:]],
-                                     errors=['{"message": "x"}'] * 2))
+    execute(
+        conn,
+        q.tasks.complete_tasks(
+            ids=[r["id"] for r in rows[:2]],
+            tokens=[r["lease_token"] for r in rows[:2]],
+            results=["{}", "{}"],
+        ),
+    )
+    execute(
+        conn,
+        q.tasks.fail_tasks(
+            ids=[r["id"] for r in rows[2:]],
+            tokens=[r["lease_token"] for r in rows[2:]],
+            errors=['{"message": "x"}'] * 2,
+        ),
+    )
     updates = [plan for plan in plans if "Update on tasks" in plan]
     assert len(updates) >= 2, plans
     assert not [plan for plan in updates if "Seq Scan on tasks" in plan], updates
@@ -166,36 +217,54 @@ def test_completions_and_failures_look_tasks_up_by_key_in_a_plan_made_on_a_small
 
 
 def test_finishing_parents_looks_their_children_up_by_key_in_plans_made_on_small_tables(
-        client, conn):
+    client, conn
+):
     parents = client.submit_batch([{"task_type": "job", "max_retries": 0}] * 3)
     client.submit_batch([{"task_type": "child", "dependencies": [p]} for p in parents])
     rows = claim(conn, 3)
     plans = plans_of_nested_statements(conn)
-    execute(conn, q.tasks.complete_tasks(ids=[rows[0]["id"]], tokens=[rows[0]["lease_token"]],
-                                         results=["{}"]))
-    execute(conn, q.tasks.fail_tasks(ids=[r["id"] for r in rows[1:]],
-                                     tokens=[r["lease_token"] for r in rows[1:]],
-                                     errors=['{"message": "x"}'] * 2))
+    execute(
+        conn,
+        q.tasks.complete_tasks(
+            ids=[rows[0]["id"]], tokens=[rows[0]["lease_token"]], results=["{}"]
+        ),
+    )
+    execute(
+        conn,
+        q.tasks.fail_tasks(
+            ids=[r["id"] for r in rows[1:]],
+            tokens=[r["lease_token"] for r in rows[1:]],
+            errors=['{"message": "x"}'] * 2,
+        ),
+    )
     assert [plan for plan in plans if "task_dependencies" in plan], plans
     assert not [plan for plan in plans if "Seq Scan on task" in plan], plans
     states = conn.execute("SELECT task_type, state::text FROM omnispindle.tasks ORDER BY id")
-    assert states.fetchall() == [("job", "succeeded"), ("job", "failed"), ("job", "failed"),
-                                 ("child", "pending"), ("child", "cancelled"),
-                                 ("child", "cancelled")]
+    assert states.fetchall() == [
+        ("job", "succeeded"),
+        ("job", "failed"),
+        ("job", "failed"),
+        ("child", "pending"),
+        ("child", "cancelled"),
+        ("child", "cancelled"),
+    ]
 
 
 @pytest.mark.parametrize("statement", ["heartbeat", "cancel_requests"])
 def test_a_workers_own_leases_are_found_by_key_not_by_walking_the_running_index(
-        client, conn, statement):
+    client, conn, statement
+):
     """Under an old snapshot the running index keeps an entry for every attempt
     it still sees; a worker's periodic statements must not walk them."""
     client.submit_batch([{"task_type": "job"}] * 3)
     rows = claim(conn, 3)
     plans = plans_of_nested_statements(conn)
     ids, tokens = [r["id"] for r in rows[:2]], [r["lease_token"] for r in rows[:2]]
-    query = (q.workers.heartbeat(worker_id=uuid.uuid4(), lease_seconds=30.0, ids=ids,
-                                 tokens=tokens)
-             if statement == "heartbeat" else q.tasks.cancel_requests(ids=ids, tokens=tokens))
+    query = (
+        q.workers.heartbeat(worker_id=uuid.uuid4(), lease_seconds=30.0, ids=ids, tokens=tokens)
+        if statement == "heartbeat"
+        else q.tasks.cancel_requests(ids=ids, tokens=tokens)
+    )
     found = conn.execute(query.statement.text, query.params, prepare=True).fetchall()
     top = plans[-1]  # logged once its nested statements (the update trigger's) are
     assert "tasks_pkey" in top and "tasks_running_idx" not in top, plans
@@ -207,8 +276,10 @@ def test_a_refused_result_stores_nothing_of_its_statement(client, conn):
     ids = client.submit_batch([{"task_type": "job"}] * 3)
     rows = claim(conn, 3)
     with pytest.raises(ValidationError):
-        complete_and_claim(conn, rows, limit=0, results=['{}', '"\\u0000"', '{}'])
-    states = conn.execute("SELECT count(*) FROM omnispindle.tasks WHERE state = 'running'").fetchone()
+        complete_and_claim(conn, rows, limit=0, results=["{}", '"\\u0000"', "{}"])
+    states = conn.execute(
+        "SELECT count(*) FROM omnispindle.tasks WHERE state = 'running'"
+    ).fetchone()
     assert states == (3,)  # nothing half-stored
     assert sorted(ids) == sorted(r["id"] for r in rows)
 

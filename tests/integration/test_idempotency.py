@@ -33,9 +33,12 @@ def test_a_key_used_twice_yields_one_task(client, conn):
 
 
 def test_different_keys_and_no_key_give_different_tasks(client, conn):
-    ids = {client.submit_task("charge", idempotency_key="a"),
-           client.submit_task("charge", idempotency_key="b"),
-           client.submit_task("charge"), client.submit_task("charge")}
+    ids = {
+        client.submit_task("charge", idempotency_key="a"),
+        client.submit_task("charge", idempotency_key="b"),
+        client.submit_task("charge"),
+        client.submit_task("charge"),
+    }
     assert len(ids) == 4 and task_count(conn) == 4
 
 
@@ -72,32 +75,41 @@ def test_a_key_held_by_an_uncommitted_transaction_waits_for_its_outcome(dsn, cli
             mine = client.submit_task("charge", idempotency_key="tx", connection=app)
             found = []
             other = threading.Thread(
-                target=lambda: found.append(client.submit_task("charge", idempotency_key="tx")))
+                target=lambda: found.append(client.submit_task("charge", idempotency_key="tx"))
+            )
             other.start()
-            poll(lambda: conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                "AND datname = current_database()").fetchone()[0] == 1, timeout=30)
+            poll(
+                lambda: (
+                    conn.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                        "AND datname = current_database()"
+                    ).fetchone()[0]
+                    == 1
+                ),
+                timeout=30,
+            )
             assert other.is_alive(), "the second submission must wait for the first to commit"
         other.join(timeout=30)
     assert found == [mine] and task_count(conn) == 1
 
 
 def test_after_a_rollback_the_key_makes_a_new_task(dsn, client, conn):
-    with psycopg.connect(dsn) as app:
-        with pytest.raises(RuntimeError), app.transaction():
-            client.submit_task("charge", idempotency_key="rb", connection=app)
-            raise RuntimeError("the request failed")
+    with psycopg.connect(dsn) as app, pytest.raises(RuntimeError), app.transaction():
+        client.submit_task("charge", idempotency_key="rb", connection=app)
+        raise RuntimeError("the request failed")
     task_id = client.submit_task("charge", idempotency_key="rb")
     assert client.get_task(task_id)["state"] == "pending" and task_count(conn) == 1
 
 
 def test_batches_reuse_existing_tasks_and_depend_on_them(client, conn):
     existing = client.submit_task("fetch", idempotency_key="fetch-1")
-    ids = client.submit_batch([
-        {"task_type": "fetch", "idempotency_key": "fetch-1"},
-        {"task_type": "parse", "dependencies": [entry(0)]},
-        {"task_type": "fetch", "idempotency_key": "fetch-2"},
-    ])
+    ids = client.submit_batch(
+        [
+            {"task_type": "fetch", "idempotency_key": "fetch-1"},
+            {"task_type": "parse", "dependencies": [entry(0)]},
+            {"task_type": "fetch", "idempotency_key": "fetch-2"},
+        ]
+    )
     assert ids[0] == existing
     assert client.get_task(ids[1])["dependencies"] == [existing]
     assert client.get_task(ids[1])["state"] == "blocked"
@@ -105,14 +117,23 @@ def test_batches_reuse_existing_tasks_and_depend_on_them(client, conn):
 
 
 def test_a_key_repeated_within_one_batch_is_refused(client, conn):
-    with pytest.raises(ValidationError, match="entry 2: idempotency_key 'x' is already used by entry 0"):
-        client.submit_batch([{"task_type": "t", "idempotency_key": "x"}, {"task_type": "t"},
-                             {"task_type": "t", "idempotency_key": "x"}])
+    with pytest.raises(
+        ValidationError, match="entry 2: idempotency_key 'x' is already used by entry 0"
+    ):
+        client.submit_batch(
+            [
+                {"task_type": "t", "idempotency_key": "x"},
+                {"task_type": "t"},
+                {"task_type": "t", "idempotency_key": "x"},
+            ]
+        )
     with pytest.raises(psycopg.Error, match="used twice") as raised:
-        conn.execute("SELECT omnispindle.submit_tasks(ARRAY['t', 't'], ARRAY['{}', '{}']::jsonb[], "
-                     "ARRAY[0, 0], ARRAY[1, 1], ARRAY[1.0, 1.0], ARRAY[NULL, NULL]::float8[], "
-                     "ARRAY['[]', '[]']::jsonb[], ARRAY['[]', '[]']::jsonb[], "
-                     "ARRAY['[]', '[]']::jsonb[], ARRAY[false, false], NULL, ARRAY['k', 'k'], NULL)")
+        conn.execute(
+            "SELECT omnispindle.submit_tasks(ARRAY['t', 't'], ARRAY['{}', '{}']::jsonb[], "
+            "ARRAY[0, 0], ARRAY[1, 1], ARRAY[1.0, 1.0], ARRAY[NULL, NULL]::float8[], "
+            "ARRAY['[]', '[]']::jsonb[], ARRAY['[]', '[]']::jsonb[], "
+            "ARRAY['[]', '[]']::jsonb[], ARRAY[false, false], NULL, ARRAY['k', 'k'], NULL)"
+        )
     assert raised.value.sqlstate == "OS005"
     assert task_count(conn) == 0
 
@@ -134,17 +155,19 @@ def test_batches_sharing_keys_in_opposite_orders_never_deadlock(dsn, conn):
             batch_keys = [[f"{k}-{round_number}" for k in keys]]
             batch_keys.append(list(reversed(batch_keys[0])))
 
-            def submit(client, chosen):
+            def submit(client, chosen, barrier=barrier):
                 barrier.wait(timeout=30)
                 try:
-                    ids = client.submit_batch([{"task_type": "t", "idempotency_key": k}
-                                               for k in chosen])
+                    ids = client.submit_batch(
+                        [{"task_type": "t", "idempotency_key": k} for k in chosen]
+                    )
                     results.append(dict(zip(chosen, ids)))
-                except Exception as exc:  # noqa: BLE001 - collected and asserted below
+                except Exception as exc:
                     errors.append(exc)
 
-            run_together([threading.Thread(target=submit, args=pair)
-                          for pair in zip(clients, batch_keys)])
+            run_together(
+                [threading.Thread(target=submit, args=pair) for pair in zip(clients, batch_keys)]
+            )
     finally:
         for client in clients:
             client.close()
@@ -182,11 +205,14 @@ def test_retry_refuses_a_failed_task_whose_key_a_new_task_holds(client, conn, st
 
 def test_a_reused_entry_also_listed_by_id_is_one_dependency(client, start_worker):
     existing = client.submit_task("fetch", idempotency_key="shared")
-    ids = client.submit_batch([
-        {"task_type": "fetch", "idempotency_key": "shared"},
-        {"task_type": "parse", "dependencies": [entry(0), existing]},
-    ])
+    ids = client.submit_batch(
+        [
+            {"task_type": "fetch", "idempotency_key": "shared"},
+            {"task_type": "parse", "dependencies": [entry(0), existing]},
+        ]
+    )
     assert ids[0] == existing
-    start_worker({"fetch": lambda task: {}, "parse": lambda task: {"ok": True}},
-                 sweep_interval=None)
+    start_worker(
+        {"fetch": lambda task: {}, "parse": lambda task: {"ok": True}}, sweep_interval=None
+    )
     assert client.wait_for_task(ids[1], timeout=30)["result"] == {"ok": True}

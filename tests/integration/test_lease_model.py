@@ -14,7 +14,6 @@ import psycopg
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
-
 from psycopg.types.json import Jsonb
 
 from omnispindle._db import queries as q
@@ -44,31 +43,57 @@ class LeaseModel(RuleBasedStateMachine):
 
     @rule(count=st.integers(1, 3), retries=st.integers(0, 2))
     def submit(self, count, retries):
-        ids = execute(self.conn, q.tasks.submit_tasks({
-            "task_types": ["job"] * count, "parameters": ["{}"] * count,
-            "priorities": [0] * count, "max_attempts": [retries + 1] * count,
-            "retry_backoffs": [0.0] * count, "timeouts": [None] * count,
-            "required_capabilities": [Jsonb([])] * count, "dependencies": [Jsonb([])] * count,
-            "entry_dependencies": [Jsonb([])] * count, "allow_failed": [False] * count,
-            "run_after": None, "idempotency_keys": None, "trace_contexts": None}))
+        ids = execute(
+            self.conn,
+            q.tasks.submit_tasks(
+                {
+                    "task_types": ["job"] * count,
+                    "parameters": ["{}"] * count,
+                    "priorities": [0] * count,
+                    "max_attempts": [retries + 1] * count,
+                    "retry_backoffs": [0.0] * count,
+                    "timeouts": [None] * count,
+                    "required_capabilities": [Jsonb([])] * count,
+                    "dependencies": [Jsonb([])] * count,
+                    "entry_dependencies": [Jsonb([])] * count,
+                    "allow_failed": [False] * count,
+                    "run_after": None,
+                    "idempotency_keys": None,
+                    "trace_contexts": None,
+                }
+            ),
+        )
         for task_id in ids:
             self.claims[task_id] = 0
             self.final_writes[task_id] = 0
 
     @rule(worker=st.integers(0, WORKERS - 1), limit=st.integers(1, 3))
     def claim(self, worker, limit):
-        for row in execute(self.conn, q.tasks.claim_tasks(
-                task_types=["job"], capabilities=[], limit=limit,
-                worker_id=self.worker_ids[worker], lease_seconds=30.0)):
+        for row in execute(
+            self.conn,
+            q.tasks.claim_tasks(
+                task_types=["job"],
+                capabilities=[],
+                limit=limit,
+                worker_id=self.worker_ids[worker],
+                lease_seconds=30.0,
+            ),
+        ):
             self.held[worker][row["id"]] = row["lease_token"]
             self.latest_token[row["id"]] = row["lease_token"]
             self.claims[row["id"]] += 1
 
     @rule(worker=st.integers(0, WORKERS - 1))
     def heartbeat(self, worker):
-        rows = execute(self.conn, q.workers.heartbeat(
-            worker_id=self.worker_ids[worker], lease_seconds=30.0,
-            ids=list(self.held[worker]), tokens=list(self.held[worker].values())))
+        rows = execute(
+            self.conn,
+            q.workers.heartbeat(
+                worker_id=self.worker_ids[worker],
+                lease_seconds=30.0,
+                ids=list(self.held[worker]),
+                tokens=list(self.held[worker].values()),
+            ),
+        )
         for row in rows:
             assert self.latest_token[row["id"]] == self.held[worker][row["id"]]
 
@@ -80,12 +105,14 @@ class LeaseModel(RuleBasedStateMachine):
         token = self.held[worker].pop(task_id)
         current = self._lease(task_id) == token
         if succeed:
-            rows = execute(self.conn, q.tasks.complete_tasks(ids=[task_id], tokens=[token],
-                                                             results=["{}"]))
+            rows = execute(
+                self.conn, q.tasks.complete_tasks(ids=[task_id], tokens=[token], results=["{}"])
+            )
         else:
             error = json.dumps({"type": "Boom", "message": "x", "traceback": None, "attempt": 0})
-            rows = execute(self.conn, q.tasks.fail_tasks(ids=[task_id], tokens=[token],
-                                                         errors=[error]))
+            rows = execute(
+                self.conn, q.tasks.fail_tasks(ids=[task_id], tokens=[token], errors=[error])
+            )
         assert bool(rows) == current, "only the current lease holder may write"
         self._count_final(rows)
 
@@ -94,7 +121,9 @@ class LeaseModel(RuleBasedStateMachine):
         """The worker stops heartbeating: its leases lapse, its late writes stay possible."""
         self.conn.execute(
             "UPDATE omnispindle.tasks SET lease_expires_at = now() - interval '1 second' "
-            "WHERE lease_token = ANY (%s)", [list(self.held[worker].values())])
+            "WHERE lease_token = ANY (%s)",
+            [list(self.held[worker].values())],
+        )
 
     @rule()
     def sweep(self):
@@ -105,7 +134,8 @@ class LeaseModel(RuleBasedStateMachine):
     @invariant()
     def leases_follow_the_latest_claim(self):
         for task_id, state, token, attempts in self.conn.execute(
-                "SELECT id, state::text, lease_token, attempts FROM omnispindle.tasks"):
+            "SELECT id, state::text, lease_token, attempts FROM omnispindle.tasks"
+        ):
             assert attempts == self.claims[task_id]
             if state == "running":
                 assert token == self.latest_token[task_id]
@@ -133,7 +163,8 @@ class LeaseModel(RuleBasedStateMachine):
     def _lease(self, task_id):
         row = self.conn.execute(
             "SELECT lease_token FROM omnispindle.tasks WHERE id = %s AND state = 'running'",
-            [task_id]).fetchone()
+            [task_id],
+        ).fetchone()
         return row[0] if row else None
 
     def _count_final(self, rows):
@@ -154,6 +185,12 @@ def test_lease_state_machine(dsn):
         original_teardown(self)
 
     Machine.teardown = drain_then_close
-    run_state_machine_as_test(Machine, settings=settings(
-        max_examples=40, stateful_step_count=25, deadline=None,
-        suppress_health_check=[HealthCheck.too_slow]))
+    run_state_machine_as_test(
+        Machine,
+        settings=settings(
+            max_examples=40,
+            stateful_step_count=25,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow],
+        ),
+    )

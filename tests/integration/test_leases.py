@@ -11,20 +11,29 @@ import pytest
 
 from omnispindle._db import queries as q
 from omnispindle._db.pool import execute
-from omnispindle.errors import ValidationError
 from omnispindle._maintenance.sweeper import Sweeper, SweeperConfig
+from omnispindle.errors import ValidationError
 
 from ..acceptance.workers import poll
 
 
 def claim(conn, task_type="job", lease_seconds=30.0, limit=1):
-    return execute(conn, q.tasks.claim_tasks(task_types=[task_type], capabilities=[], limit=limit,
-                                             worker_id=uuid.uuid4(), lease_seconds=lease_seconds))
+    return execute(
+        conn,
+        q.tasks.claim_tasks(
+            task_types=[task_type],
+            capabilities=[],
+            limit=limit,
+            worker_id=uuid.uuid4(),
+            lease_seconds=lease_seconds,
+        ),
+    )
 
 
 def complete(conn, row, result="{}"):
-    return execute(conn, q.tasks.complete_tasks(ids=[row["id"]], tokens=[row["lease_token"]],
-                                                results=[result]))
+    return execute(
+        conn, q.tasks.complete_tasks(ids=[row["id"]], tokens=[row["lease_token"]], results=[result])
+    )
 
 
 def test_a_swept_lease_cannot_be_completed_by_its_old_holder(client, queue, conn):
@@ -52,11 +61,11 @@ def test_sweeper_racing_a_late_completion_has_exactly_one_winner(client, queue, 
         barrier = threading.Barrier(2, timeout=10)
         outcome = {}
 
-        def sweep():
+        def sweep(barrier=barrier, outcome=outcome):
             barrier.wait()
             outcome["swept"] = sweeper.run_once().requeued
 
-        def finish():
+        def finish(barrier=barrier, outcome=outcome, row=row):
             barrier.wait()
             with queue.db.pool.connection() as other:
                 outcome["completed"] = len(complete(other, row))
@@ -108,7 +117,9 @@ def test_a_hung_executor_times_out_and_its_late_result_is_dropped(client, start_
     hung = client.submit_task("hang", timeout=0.3, max_retries=1, retry_backoff=0.01)
     assert client.wait_for_task(hung, timeout=30)["state"] == "failed"
     # Both attempts are abandoned, yet the worker's one slot still serves other work.
-    assert client.wait_for_task(client.submit_task("quick"), timeout=30)["result"] == {"quick": True}
+    assert client.wait_for_task(client.submit_task("quick"), timeout=30)["result"] == {
+        "quick": True
+    }
     task = client.get_task(hung)
     assert task["attempts"] == 2
     assert task["error"]["type"] == "TaskTimeout"
@@ -122,8 +133,10 @@ def test_leases_never_reach_past_the_timeout_and_the_sweeper_says_so(client, que
     task_id = client.submit_task("job", timeout=0.2, max_retries=0)
     row = claim(conn, lease_seconds=30)[0]
     span = conn.execute(
-        "SELECT extract(epoch FROM lease_expires_at - started_at) FROM omnispindle.tasks WHERE id = %s",
-        [task_id]).fetchone()[0]
+        "SELECT extract(epoch FROM lease_expires_at - started_at) "
+        "FROM omnispindle.tasks WHERE id = %s",
+        [task_id],
+    ).fetchone()[0]
     assert float(span) == pytest.approx(0.2, abs=0.01)
     sweeper = Sweeper(queue.db)
     poll(lambda: sweeper.run_once().failed, timeout=10)
@@ -164,10 +177,16 @@ def test_silent_workers_are_declared_dead(queue, conn, start_worker):
     assert {w["name"]: w["state"] for w in queue.list_workers()}["alive"] == "stopped"
 
 
-@pytest.mark.parametrize("settings", [
-    {"interval": 0}, {"interval": -1}, {"batch_size": 0}, {"batch_size": 1.5},
-    {"dead_worker_after": float("nan")},
-])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"interval": 0},
+        {"interval": -1},
+        {"batch_size": 0},
+        {"batch_size": 1.5},
+        {"dead_worker_after": float("nan")},
+    ],
+)
 def test_sweeper_config_is_validated(settings):
     with pytest.raises(ValidationError):
         SweeperConfig(**settings)

@@ -83,8 +83,12 @@ def workload(client, start_worker):
 # Expected figures of the workload, per task type.
 EXPECTED = {
     "ok": {"succeeded": OK, "finished_last_hour": OK, "retried_last_hour": 0},
-    "bad": {"succeeded": 1, "failed": BAD, "finished_last_hour": BAD + 1,
-            "retried_last_hour": BAD + 1},
+    "bad": {
+        "succeeded": 1,
+        "failed": BAD,
+        "finished_last_hour": BAD + 1,
+        "retried_last_hour": BAD + 1,
+    },
     "idle": {"blocked": 1, "pending": IDLE + 1, "cancelled": 1, "finished_last_hour": 1},
     "hold": {"running": HOLD},
 }
@@ -94,29 +98,36 @@ EXPECTED = {
 
 
 def counts_by_state(conn) -> dict[tuple[str, str], int]:
-    rows = conn.execute("SELECT task_type, state::text, count(*) FROM omnispindle.tasks"
-                        " GROUP BY 1, 2").fetchall()
+    rows = conn.execute(
+        "SELECT task_type, state::text, count(*) FROM omnispindle.tasks GROUP BY 1, 2"
+    ).fetchall()
     return {(task_type, state): count for task_type, state, count in rows}
 
 
 def finished_within(conn, window: str) -> dict[tuple[str, str], int]:
-    rows = conn.execute("SELECT task_type, state::text, count(*) FROM omnispindle.tasks"
-                        " WHERE finished_at > now() - %s::interval GROUP BY 1, 2",
-                        [window]).fetchall()
+    rows = conn.execute(
+        "SELECT task_type, state::text, count(*) FROM omnispindle.tasks"
+        " WHERE finished_at > now() - %s::interval GROUP BY 1, 2",
+        [window],
+    ).fetchall()
     return {(task_type, state): count for task_type, state, count in rows}
 
 
 def retried_last_hour(conn) -> dict[str, int]:
-    rows = conn.execute("SELECT task_type, count(*) FROM omnispindle.tasks"
-                        " WHERE finished_at > now() - interval '1 hour' AND attempts > 1"
-                        " GROUP BY 1").fetchall()
+    rows = conn.execute(
+        "SELECT task_type, count(*) FROM omnispindle.tasks"
+        " WHERE finished_at > now() - interval '1 hour' AND attempts > 1"
+        " GROUP BY 1"
+    ).fetchall()
     return dict(rows)
 
 
 def oldest_ready_seconds(conn) -> dict[str, float]:
-    rows = conn.execute("SELECT task_type, extract(epoch FROM now() - min(run_after))::float8"
-                        " FROM omnispindle.tasks WHERE state = 'pending' AND run_after <= now()"
-                        " GROUP BY 1").fetchall()
+    rows = conn.execute(
+        "SELECT task_type, extract(epoch FROM now() - min(run_after))::float8"
+        " FROM omnispindle.tasks WHERE state = 'pending' AND run_after <= now()"
+        " GROUP BY 1"
+    ).fetchall()
     return dict(rows)
 
 
@@ -129,10 +140,18 @@ def worker_figures(conn) -> dict[str, dict]:
         "  AND t.finished_at > now() - interval '1 hour'),"
         " (SELECT count(*) FROM omnispindle.tasks t WHERE t.worker_id = w.id"
         "  AND t.state = 'failed' AND t.finished_at > now() - interval '1 hour')"
-        " FROM omnispindle.workers w").fetchall()
-    return {name: {"id": worker_id, "concurrency": concurrency, "running_tasks": running,
-                   "finished_last_hour": finished, "failed_last_hour": failed}
-            for name, worker_id, concurrency, running, finished, failed in rows}
+        " FROM omnispindle.workers w"
+    ).fetchall()
+    return {
+        name: {
+            "id": worker_id,
+            "concurrency": concurrency,
+            "running_tasks": running,
+            "finished_last_hour": finished,
+            "failed_last_hour": failed,
+        }
+        for name, worker_id, concurrency, running, finished, failed in rows
+    }
 
 
 # --- get_metrics() --------------------------------------------------------------------
@@ -142,8 +161,11 @@ def test_metrics_of_a_known_workload_match_the_tables(queue, conn, workload):
     metrics = queue.get_metrics()
     rows = {row["task_type"]: row for row in metrics["task_types"]}
     assert set(rows) == set(EXPECTED)
-    states, minute, hour = (counts_by_state(conn), finished_within(conn, "1 minute"),
-                            finished_within(conn, "1 hour"))
+    states, minute, hour = (
+        counts_by_state(conn),
+        finished_within(conn, "1 minute"),
+        finished_within(conn, "1 hour"),
+    )
     for task_type, row in rows.items():
         for state in STATES:
             assert row[state] == states.get((task_type, state), 0)
@@ -199,8 +221,12 @@ def test_totals_sum_the_task_types(queue, conn, workload):
     by_state = counts_by_state(conn)
     for state in STATES:
         assert totals[state] == sum(n for (_, s), n in by_state.items() if s == state)
-    for key in ("finished_last_minute", "finished_last_hour", "failed_last_hour",
-                "retried_last_hour"):
+    for key in (
+        "finished_last_minute",
+        "finished_last_hour",
+        "failed_last_hour",
+        "retried_last_hour",
+    ):
         assert totals[key] == sum(row[key] for row in metrics["task_types"])
     assert totals["finished_last_hour"] == OK + BAD + 1 + 1
     assert totals["failure_rate_last_hour"] == pytest.approx(BAD / (OK + BAD + 1))
@@ -221,8 +247,11 @@ def test_an_empty_queue_has_zero_totals_and_no_rows(queue):
 def parse(text: str) -> tuple[dict, dict[tuple, float]]:
     """The families by name, and every sample keyed by (name, sorted labels)."""
     families = {family.name: family for family in text_string_to_metric_families(text)}
-    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
-               for family in families.values() for s in family.samples}
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in families.values()
+        for s in family.samples
+    }
     return families, samples
 
 
@@ -249,15 +278,20 @@ def test_the_endpoint_serves_the_tables_at_scrape_time(queue, conn, workload, en
     states, hour = counts_by_state(conn), finished_within(conn, "1 hour")
     for task_type in EXPECTED:
         for state in STATES:
-            assert sample(samples, "omnispindle_tasks", task_type=task_type, state=state) \
-                == states.get((task_type, state), 0)
+            assert sample(
+                samples, "omnispindle_tasks", task_type=task_type, state=state
+            ) == states.get((task_type, state), 0)
         for state in FINISHED:
-            assert sample(samples, "omnispindle_tasks_finished_last_hour",
-                          task_type=task_type, state=state) == hour.get((task_type, state), 0)
-    assert sample(samples, "omnispindle_tasks_finished_last_minute",
-                  task_type="bad", state="failed") == BAD
-    assert sample(samples, "omnispindle_task_failure_ratio", task_type="bad") \
-        == pytest.approx(BAD / (BAD + 1))
+            assert sample(
+                samples, "omnispindle_tasks_finished_last_hour", task_type=task_type, state=state
+            ) == hour.get((task_type, state), 0)
+    assert (
+        sample(samples, "omnispindle_tasks_finished_last_minute", task_type="bad", state="failed")
+        == BAD
+    )
+    assert sample(samples, "omnispindle_task_failure_ratio", task_type="bad") == pytest.approx(
+        BAD / (BAD + 1)
+    )
     assert sample(samples, "omnispindle_task_retry_ratio", task_type="bad") == 1.0
     assert sample(samples, "omnispindle_task_run_seconds", task_type="ok", quantile="0.5") >= SLEEP
     assert sample(samples, "omnispindle_oldest_ready_task_age_seconds", task_type="idle") > 0
@@ -278,10 +312,14 @@ def test_worker_series_carry_the_worker_name_and_id(conn, workload, endpoint):
     workers = worker_figures(conn)
     for name, figures in workers.items():
         labels = {"worker": name, "worker_id": figures["id"]}
-        assert sample(samples, "omnispindle_worker_running_tasks", **labels) \
+        assert (
+            sample(samples, "omnispindle_worker_running_tasks", **labels)
             == figures["running_tasks"]
-        assert sample(samples, "omnispindle_worker_tasks_finished_last_hour", **labels) \
+        )
+        assert (
+            sample(samples, "omnispindle_worker_tasks_finished_last_hour", **labels)
             == figures["finished_last_hour"]
+        )
     holder = {"worker": workload.holder, "worker_id": workers[workload.holder]["id"]}
     assert sample(samples, "omnispindle_worker_utilization_ratio", **holder) == 0.5
 
@@ -345,9 +383,13 @@ def test_a_busy_port_is_one_line_exit_1_before_anything_starts(empty_dsn):
         busy.listen()
         port = busy.getsockname()[1]
         # The database has no schema: reaching it first would fail differently.
-        done = subprocess.run(command("metrics", "--dsn", empty_dsn, "--port", str(port),
-                                      "--addr", "127.0.0.1"),
-                              cwd=ROOT, capture_output=True, text=True, timeout=DEADLINE)
+        done = subprocess.run(
+            command("metrics", "--dsn", empty_dsn, "--port", str(port), "--addr", "127.0.0.1"),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=DEADLINE,
+        )
     assert done.returncode == 1
     assert one_error_line(done.stderr).startswith(f"omnispindle: port {port} is in use")
     assert done.stdout == ""
@@ -356,14 +398,26 @@ def test_a_busy_port_is_one_line_exit_1_before_anything_starts(empty_dsn):
 def test_the_command_serves_until_sigterm(dsn, client):
     client.submit_task("later")
     port = free_port()
-    process = subprocess.Popen(command("--log-level", "WARNING", "metrics", "--dsn", dsn,
-                                       "--port", str(port), "--addr", "127.0.0.1"),
-                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+    process = subprocess.Popen(
+        command(
+            "--log-level",
+            "WARNING",
+            "metrics",
+            "--dsn",
+            dsn,
+            "--port",
+            str(port),
+            "--addr",
+            "127.0.0.1",
+        ),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         text = poll(lambda: _try_scrape(port), DEADLINE)
-        assert sample(parse(text)[1], "omnispindle_tasks", task_type="later",
-                      state="pending") == 1
+        assert sample(parse(text)[1], "omnispindle_tasks", task_type="later", state="pending") == 1
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=DEADLINE)
     finally:

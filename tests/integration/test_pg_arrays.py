@@ -8,8 +8,17 @@ import pytest
 
 from omnispindle._db.pg_arrays import plain_array, text_array
 
-AWKWARD = ['{}', '{"a": "q\\"uote"}', 'back\\slash', 'comma, {brace}', ' spaced ', 'NULL', '',
-           '"', 'ünïcødé']
+AWKWARD = [
+    "{}",
+    '{"a": "q\\"uote"}',
+    "back\\slash",
+    "comma, {brace}",
+    " spaced ",
+    "NULL",
+    "",
+    '"',
+    "ünïcødé",
+]
 
 
 @pytest.mark.parametrize("values", [[], AWKWARD, ["x"] * 3])

@@ -30,7 +30,11 @@ def test_a_late_result_from_a_lost_lease_is_dropped(client, conn):
 
     task_id = client.submit_task("job")
     conn.execute(CRASHED_CLAIM, [[task_id]])
-    stale = execute(conn, q.tasks.complete_tasks(
-        ids=[task_id], tokens=["00000000-0000-0000-0000-000000000000"], results=["{}"]))
+    stale = execute(
+        conn,
+        q.tasks.complete_tasks(
+            ids=[task_id], tokens=["00000000-0000-0000-0000-000000000000"], results=["{}"]
+        ),
+    )
     assert stale == []
     assert client.get_task(task_id)["state"] == "running"

@@ -10,11 +10,11 @@ import psycopg
 import pytest
 
 from omnispindle import TaskNotFoundError, ValidationError, WorkerClient, current_task
-from omnispindle._maintenance import retention
-from omnispindle.cli.main import main
 from omnispindle._db import queries as q
 from omnispindle._db.pool import execute
+from omnispindle._maintenance import retention
 from omnispindle._maintenance.sweeper import PRUNE_BACKLOG_PAUSE, Sweeper, SweeperConfig
+from omnispindle.cli.main import main
 
 from ..acceptance.workers import poll
 
@@ -35,14 +35,18 @@ RETURNING id
 """
 
 
-def finished_tasks(conn, count: int, *, state: str = "succeeded", age: str = "2 hours") -> list[int]:
+def finished_tasks(
+    conn, count: int, *, state: str = "succeeded", age: str = "2 hours"
+) -> list[int]:
     rows = conn.execute(FINISHED, {"state": state, "age": age, "count": count}).fetchall()
     return sorted(row[0] for row in rows)
 
 
 def make_old(conn, ids: list[int], age: str = "2 hours") -> None:
-    conn.execute("UPDATE omnispindle.tasks SET finished_at = now() - %s::interval WHERE id = ANY (%s)",
-                 [age, ids])
+    conn.execute(
+        "UPDATE omnispindle.tasks SET finished_at = now() - %s::interval WHERE id = ANY (%s)",
+        [age, ids],
+    )
 
 
 def existing(conn, ids: list[int]) -> list[int]:
@@ -73,23 +77,32 @@ def test_a_batch_removes_at_most_its_limit_oldest_first(queue, conn):
 
 
 def test_recent_and_unfinished_tasks_are_kept(client, queue, conn):
-    old = (finished_tasks(conn, 3) + finished_tasks(conn, 2, state="failed")
-           + finished_tasks(conn, 2, state="cancelled"))
+    old = (
+        finished_tasks(conn, 3)
+        + finished_tasks(conn, 2, state="failed")
+        + finished_tasks(conn, 2, state="cancelled")
+    )
     recent = finished_tasks(conn, 3, age="10 minutes")
     pending = client.submit_task("job")
     blocked = client.submit_task("job", dependencies=[pending])
     running = client.submit_task("job")
-    conn.execute("UPDATE omnispindle.tasks SET state = 'running', attempts = 1, started_at = now(),"
-                 " worker_id = gen_random_uuid(), lease_token = gen_random_uuid(),"
-                 " lease_expires_at = now() + interval '1 minute' WHERE id = %s", [running])
+    conn.execute(
+        "UPDATE omnispindle.tasks SET state = 'running', attempts = 1, started_at = now(),"
+        " worker_id = gen_random_uuid(), lease_token = gen_random_uuid(),"
+        " lease_expires_at = now() + interval '1 minute' WHERE id = %s",
+        [running],
+    )
     assert retention.count_prunable(queue.db, HOUR) == len(old)
     assert queue.prune(HOUR) == len(old)
     assert existing(conn, old) == []
     assert existing(conn, recent + [pending, blocked, running]) == sorted(
-        recent + [pending, blocked, running])
+        recent + [pending, blocked, running]
+    )
 
 
-def test_a_finished_parent_is_kept_while_a_child_may_still_need_it(client, queue, conn, start_worker):
+def test_a_finished_parent_is_kept_while_a_child_may_still_need_it(
+    client, queue, conn, start_worker
+):
     parent = finished_tasks(conn, 1)[0]
     other = client.submit_task("later")  # no worker runs it: keeps `blocked` blocked
     ready = client.submit_task("job", dependencies=[parent])
@@ -97,7 +110,9 @@ def test_a_finished_parent_is_kept_while_a_child_may_still_need_it(client, queue
     assert queue.prune(HOUR) == 0
     start_worker({"job": lambda task: {"seen": task["dependency_results"]}})
     # The pending child, claimed after the parent passed the horizon, still reads its result.
-    assert client.wait_for_task(ready, timeout=DEADLINE)["result"] == {"seen": {str(parent): {"n": 1}}}
+    assert client.wait_for_task(ready, timeout=DEADLINE)["result"] == {
+        "seen": {str(parent): {"n": 1}}
+    }
     assert queue.prune(HOUR) == 0
     client.cancel_task(other)  # and so `blocked` is cancelled with it
     assert client.get_task(blocked)["state"] == "cancelled"
@@ -108,8 +123,10 @@ def test_a_finished_parent_is_kept_while_a_child_may_still_need_it(client, queue
 def test_a_failed_child_keeps_its_parent_while_it_may_be_retried(queue, conn):
     parent = finished_tasks(conn, 1)[0]
     child = finished_tasks(conn, 1, state="failed", age="1 minute")[0]
-    conn.execute("INSERT INTO omnispindle.task_dependencies (task_id, depends_on) VALUES (%s, %s)",
-                 [child, parent])
+    conn.execute(
+        "INSERT INTO omnispindle.task_dependencies (task_id, depends_on) VALUES (%s, %s)",
+        [child, parent],
+    )
     assert retention.count_prunable(queue.db, HOUR) == 0
     assert queue.prune(HOUR) == 0
     make_old(conn, [child])
@@ -135,10 +152,15 @@ def test_stream_rows_and_edges_go_with_the_task(client, queue, conn, start_worke
     parent = client.submit_task("chatty")
     child = client.submit_task("chatty", dependencies=[parent])
     client.wait_for_task(child, timeout=DEADLINE)
-    conn.execute("INSERT INTO omnispindle.periodic_tasks (name, cron, task_type)"
-                 " VALUES ('hourly', '0 * * * *', 'chatty')")
-    conn.execute("INSERT INTO omnispindle.periodic_ticks (periodic_name, tick_at, task_id)"
-                 " VALUES ('hourly', now(), %s)", [child])
+    conn.execute(
+        "INSERT INTO omnispindle.periodic_tasks (name, cron, task_type)"
+        " VALUES ('hourly', '0 * * * *', 'chatty')"
+    )
+    conn.execute(
+        "INSERT INTO omnispindle.periodic_ticks (periodic_name, tick_at, task_id)"
+        " VALUES ('hourly', now(), %s)",
+        [child],
+    )
     assert (count(conn, "task_stream"), count(conn, "task_dependencies")) == (6, 1)
     make_old(conn, [parent, child])
     assert queue.prune(HOUR) == 2
@@ -152,7 +174,9 @@ def test_stream_rows_and_edges_go_with_the_task(client, queue, conn, start_worke
 def test_rows_another_transaction_holds_are_skipped_not_waited_for(queue, dsn, conn):
     ids = finished_tasks(conn, 20)
     with psycopg.connect(dsn) as holder:
-        holder.execute("SELECT id FROM omnispindle.tasks WHERE id = ANY (%s) FOR KEY SHARE", [ids[:5]])
+        holder.execute(
+            "SELECT id FROM omnispindle.tasks WHERE id = ANY (%s) FOR KEY SHARE", [ids[:5]]
+        )
         assert within_deadline(lambda: queue.prune(HOUR)) == 15
         holder.rollback()
     assert queue.prune(HOUR) == 5
@@ -176,12 +200,18 @@ def test_concurrent_pruners_neither_wait_for_each_other_nor_count_twice(queue, d
     try:
         with psycopg.connect(dsn) as first:  # a pruner halfway through its batch
             assert execute(first, q.retention.try_lock_pruning())
-            held = [row["id"] for row in execute(first, q.retention.lock_prunable_tasks(
-                keep_seconds=HOUR, limit=10, after=None))]
+            held = [
+                row["id"]
+                for row in execute(
+                    first, q.retention.lock_prunable_tasks(keep_seconds=HOUR, limit=10, after=None)
+                )
+            ]
             assert held == ids[:10]
             assert within_deadline(sweeper.run_once).pruned == 0
             explicit = pool.submit(queue.prune, HOUR)  # queues behind the batch
-            assert len(execute(first, q.retention.prune_finished(keep_seconds=HOUR, ids=held))) == 10
+            assert (
+                len(execute(first, q.retention.prune_finished(keep_seconds=HOUR, ids=held))) == 10
+            )
             first.commit()
         assert explicit.result(timeout=DEADLINE) == 15
     finally:
@@ -206,8 +236,9 @@ def test_a_sweeper_without_retention_keeps_everything(queue, conn):
 
 
 def test_a_workers_sweeper_prunes_when_retention_is_set(client, conn, start_worker):
-    start_worker({"job": lambda task: {"n": task["parameters"]["n"]}},
-                 retention=HOUR, sweep_interval=0.1)
+    start_worker(
+        {"job": lambda task: {"n": task["parameters"]["n"]}}, retention=HOUR, sweep_interval=0.1
+    )
     ids = [client.submit_task("job", {"n": n}) for n in range(5)]
     for task_id in ids:
         client.wait_for_task(task_id, timeout=DEADLINE)
@@ -228,7 +259,10 @@ def test_prune_command_dry_run_then_prune(capsys, dsn, conn):
     old = finished_tasks(conn, 3)
     recent = finished_tasks(conn, 1, age="1 minute")
     assert cli(capsys, dsn, "prune", "--older-than", "3600", "--dry-run") == (
-        0, "would prune 3 finished tasks older than 3600 s\n", "")
+        0,
+        "would prune 3 finished tasks older than 3600 s\n",
+        "",
+    )
     code, out, _ = cli(capsys, dsn, "prune", "--older-than", "1h", "--dry-run", "--json")
     assert (code, json.loads(out)) == (0, {"prunable": 3, "older_than": 3600.0, "dry_run": True})
     assert existing(conn, old) == old
@@ -236,7 +270,10 @@ def test_prune_command_dry_run_then_prune(capsys, dsn, conn):
     assert (code, json.loads(out)) == (0, {"pruned": 3, "older_than": 3600.0, "dry_run": False})
     assert existing(conn, old + recent) == recent
     assert cli(capsys, dsn, "prune", "--older-than", "3600") == (
-        0, "pruned 0 finished tasks older than 3600 s\n", "")
+        0,
+        "pruned 0 finished tasks older than 3600 s\n",
+        "",
+    )
 
 
 def test_sweep_once_prunes_with_a_retention(capsys, dsn, conn):
@@ -246,16 +283,23 @@ def test_sweep_once_prunes_with_a_retention(capsys, dsn, conn):
     assert existing(conn, ids) == []
 
 
-@pytest.mark.parametrize("args", [
-    ["prune", "--older-than", "0"], ["prune", "--older-than", "-5"],
-    ["prune", "--older-than", "soon"], ["prune", "--older-than", "nan"],
-    ["prune", "--older-than", "0d"], ["prune", "--older-than", "1e12"],
-    ["prune", "--batch-size", "0"], ["prune", "--batch-size", "1.5"],
-    ["prune", "--batch-size", "100001"],
-    ["sweep", "--once", "--retention", "0"],
-    ["sweep", "--once", "--retention", "60", "--no-prune"],
-    ["worker", "--executors", "nowhere", "--retention", "-1"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["prune", "--older-than", "0"],
+        ["prune", "--older-than", "-5"],
+        ["prune", "--older-than", "soon"],
+        ["prune", "--older-than", "nan"],
+        ["prune", "--older-than", "0d"],
+        ["prune", "--older-than", "1e12"],
+        ["prune", "--batch-size", "0"],
+        ["prune", "--batch-size", "1.5"],
+        ["prune", "--batch-size", "100001"],
+        ["sweep", "--once", "--retention", "0"],
+        ["sweep", "--once", "--retention", "60", "--no-prune"],
+        ["worker", "--executors", "nowhere", "--retention", "-1"],
+    ],
+)
 def test_bad_arguments_are_usage_errors_and_change_nothing(capsys, dsn, conn, args):
     ids = finished_tasks(conn, 3)
     code, out, err = cli(capsys, dsn, *args)
@@ -282,10 +326,17 @@ def test_prune_refuses_a_bad_batch_size(queue, conn, batch_size):
     assert existing(conn, ids) == ids
 
 
-@pytest.mark.parametrize("settings", [
-    {"retention": 0}, {"retention": -HOUR}, {"retention": math.nan}, {"retention": "1h"},
-    {"prune_batch_size": 0}, {"prune_batch_size": 2.5},
-])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"retention": 0},
+        {"retention": -HOUR},
+        {"retention": math.nan},
+        {"retention": "1h"},
+        {"prune_batch_size": 0},
+        {"prune_batch_size": 2.5},
+    ],
+)
 def test_sweeper_retention_settings_are_validated(settings):
     with pytest.raises(ValidationError):
         SweeperConfig(**settings)
@@ -305,8 +356,9 @@ def finished_index_entries_read(conn, after) -> int:
         # would probe the index's ends (over the dead entries) and count too.
         conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
         before = conn.execute(read).fetchone()[0]
-        rows = execute(conn, q.retention.lock_prunable_tasks(keep_seconds=HOUR, limit=10,
-                                                             after=after))
+        rows = execute(
+            conn, q.retention.lock_prunable_tasks(keep_seconds=HOUR, limit=10, after=after)
+        )
         assert len(rows) == 10
         return conn.execute(read).fetchone()[0] - before
 
@@ -330,15 +382,19 @@ def test_under_a_held_snapshot_batches_from_the_cursor_skip_the_pruned_entries(q
 
 def test_a_task_kept_behind_the_cursor_is_pruned_by_a_later_batch_from_the_oldest(queue, conn):
     [parent] = finished_tasks(conn, 1)
-    child = conn.execute("INSERT INTO omnispindle.tasks (task_type, state) "
-                         "VALUES ('job', 'pending') RETURNING id").fetchone()[0]
+    child = conn.execute(
+        "INSERT INTO omnispindle.tasks (task_type, state) VALUES ('job', 'pending') RETURNING id"
+    ).fetchone()[0]
     conn.execute("INSERT INTO omnispindle.task_dependencies VALUES (%s, %s)", [child, parent])
     later = finished_tasks(conn, 3, age="1 hour 30 minutes")
     sweeper = Sweeper(queue.db, SweeperConfig(retention=HOUR, prune_batch_size=10))
     assert sweeper.run_once().pruned == 3  # the parent is kept: its child still waits
     assert existing(conn, [parent] + later) == [parent]
-    conn.execute("UPDATE omnispindle.tasks SET state = 'cancelled', finished_at = now() - "
-                 "interval '2 hours' WHERE id = %s", [child])
+    conn.execute(
+        "UPDATE omnispindle.tasks SET state = 'cancelled', finished_at = now() - "
+        "interval '2 hours' WHERE id = %s",
+        [child],
+    )
     assert sweeper.run_once().pruned == 0  # behind the cursor, until a batch from the oldest
     sweeper.prune_cursor.oldest_walks.next_at = 0.0
     assert sweeper.run_once().pruned == 2

@@ -1,4 +1,5 @@
-"""What must never stop a worker: hostile error text, hand-made SQL, slow shutdowns, open app transactions."""
+"""What must never stop a worker: hostile error text, hand-made SQL, slow shutdowns,
+open app transactions."""
 
 from __future__ import annotations
 
@@ -32,8 +33,10 @@ def test_retrying_by_hand_needs_an_attempt_left(client, conn, start_worker):
     task_id = client.submit_task("boom", max_retries=0)
     assert client.wait_for_task(task_id, timeout=30)["state"] == "failed"
     with pytest.raises(psycopg.Error) as raised:
-        conn.execute("UPDATE omnispindle.tasks SET state = 'pending', finished_at = NULL WHERE id = %s",
-                      [task_id])
+        conn.execute(
+            "UPDATE omnispindle.tasks SET state = 'pending', finished_at = NULL WHERE id = %s",
+            [task_id],
+        )
     assert isinstance(translate(raised.value), IllegalTransitionError)
     assert client.wait_for_task(client.submit_task("fine"), timeout=30)["result"] == {"ok": True}
 
@@ -45,8 +48,9 @@ def test_a_stopping_worker_keeps_its_leases_while_executors_finish(client, start
         release.wait(30)
         return {"finished": True}
 
-    worker = start_worker({"slow": slow}, lease_timeout=1.0, heartbeat_interval=0.2,
-                          shutdown_timeout=30)
+    worker = start_worker(
+        {"slow": slow}, lease_timeout=1.0, heartbeat_interval=0.2, shutdown_timeout=30
+    )
     start_worker({"other": lambda task: {}}, sweep_interval=0.05)  # a sweeper on the watch
     task_id = client.submit_task("slow")
     poll(lambda: client.get_task(task_id)["state"] == "running", timeout=30)
@@ -65,8 +69,11 @@ def test_a_stopping_worker_keeps_its_leases_while_executors_finish(client, start
 
 def test_an_open_app_transaction_never_stalls_a_worker(client, dsn, start_worker):
     release = threading.Event()
-    start_worker({"parent": lambda task: release.wait(30) and {"p": 1}, "child": lambda task: {"c": 1}},
-                 concurrency=2, sweep_interval=0.2)
+    start_worker(
+        {"parent": lambda task: release.wait(30) and {"p": 1}, "child": lambda task: {"c": 1}},
+        concurrency=2,
+        sweep_interval=0.2,
+    )
     parent = client.submit_task("parent")
     poll(lambda: client.get_task(parent)["state"] == "running", timeout=30)
     with psycopg.connect(dsn) as app:
@@ -81,11 +88,17 @@ def test_an_open_app_transaction_never_stalls_a_worker(client, dsn, start_worker
 
 def test_a_lost_lease_frees_the_workers_slot(client, conn, start_worker):
     release = threading.Event()
-    start_worker({"hang": lambda task: release.wait(30) and {}, "fine": lambda task: {"ok": True}},
-                 concurrency=1, heartbeat_interval=0.2, sweep_interval=None)
+    start_worker(
+        {"hang": lambda task: release.wait(30) and {}, "fine": lambda task: {"ok": True}},
+        concurrency=1,
+        heartbeat_interval=0.2,
+        sweep_interval=None,
+    )
     hung = client.submit_task("hang")
     poll(lambda: client.get_task(hung)["state"] == "running", timeout=30)
-    conn.execute("UPDATE omnispindle.tasks SET lease_token = gen_random_uuid() WHERE id = %s", [hung])
+    conn.execute(
+        "UPDATE omnispindle.tasks SET lease_token = gen_random_uuid() WHERE id = %s", [hung]
+    )
     assert client.wait_for_task(client.submit_task("fine"), timeout=10)["result"] == {"ok": True}
     release.set()
 
@@ -101,8 +114,10 @@ def test_the_repair_pass_finds_stranded_tasks_behind_many_blocked_ones(client, q
     # The parent ends unseen by its trigger, as when its children's submission
     # commits after it: both children still count it as unfinished.
     conn.execute("ALTER TABLE omnispindle.tasks DISABLE TRIGGER tasks_after_update")
-    conn.execute("UPDATE omnispindle.tasks SET state = 'cancelled', finished_at = now() WHERE id = %s",
-                 [parent])
+    conn.execute(
+        "UPDATE omnispindle.tasks SET state = 'cancelled', finished_at = now() WHERE id = %s",
+        [parent],
+    )
     conn.execute("ALTER TABLE omnispindle.tasks ENABLE TRIGGER tasks_after_update")
     conn.execute("UPDATE omnispindle.tasks SET created_at = now() - interval '1 minute'")
     counts = Sweeper(queue.db, SweeperConfig(batch_size=5)).run_once()

@@ -9,8 +9,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from omnispindle import ValidationError
-from omnispindle.errors import CronExpressionError
 from omnispindle._maintenance.periodic import PeriodicScheduler
+from omnispindle.errors import CronExpressionError
 from tests.acceptance.workers import poll, start_worker_process
 
 
@@ -51,14 +51,17 @@ def test_a_delayed_dependent_waits_for_both_its_parent_and_its_time(client, star
     assert child_task["started_at"] > parent_task["finished_at"]
 
 
-@pytest.mark.parametrize("arguments, message", [
-    ({"run_at": "2030-01-01"}, "run_at must be a datetime"),
-    ({"run_at": datetime(2030, 1, 1)}, "timezone-aware"),
-    ({"delay": -1}, "delay must be a non-negative"),
-    ({"delay": float("nan")}, "delay must be"),
-    ({"delay": "5"}, "delay must be"),
-    ({"delay": 1, "run_at": datetime.now(timezone.utc)}, "not both"),
-])
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        ({"run_at": "2030-01-01"}, "run_at must be a datetime"),
+        ({"run_at": datetime(2030, 1, 1)}, "timezone-aware"),
+        ({"delay": -1}, "delay must be a non-negative"),
+        ({"delay": float("nan")}, "delay must be"),
+        ({"delay": "5"}, "delay must be"),
+        ({"delay": 1, "run_at": datetime.now(timezone.utc)}, "not both"),
+    ],
+)
 def test_bad_times_are_refused_and_nothing_is_inserted(client, conn, arguments, message):
     with pytest.raises(ValidationError, match=message):
         client.submit_task("t", **arguments)
@@ -89,7 +92,9 @@ def test_schedules_are_saved_replaced_listed_and_removed(client):
     saved = client.add_periodic_task("report", "@daily", "report")
     assert saved["cron"] == "@daily" and saved["updated_at"] > saved["created_at"]
     listed = client.list_periodic_tasks()
-    assert [(s["name"], s["cron"], s["last_tick_at"]) for s in listed] == [("report", "@daily", None)]
+    assert [(s["name"], s["cron"], s["last_tick_at"]) for s in listed] == [
+        ("report", "@daily", None)
+    ]
     assert client.remove_periodic_task("report") is True
     assert client.remove_periodic_task("report") is False
     assert client.list_periodic_tasks() == []
@@ -97,8 +102,12 @@ def test_schedules_are_saved_replaced_listed_and_removed(client):
 
 def test_each_tick_is_enqueued_once_however_many_schedulers_ask(queue, client, conn):
     client.add_periodic_task("tick", "* * * * * *", "t", {"from": "cron"}, priority=7)
-    poll(lambda: conn.execute("SELECT now() >= updated_at + interval '1.1 s' "
-                              "FROM omnispindle.periodic_tasks").fetchone()[0], timeout=10)
+    poll(
+        lambda: conn.execute(
+            "SELECT now() >= updated_at + interval '1.1 s' FROM omnispindle.periodic_tasks"
+        ).fetchone()[0],
+        timeout=10,
+    )
     schedulers = [PeriodicScheduler(queue.db) for _ in range(8)]
     barrier = threading.Barrier(len(schedulers))
     enqueued = []
@@ -138,11 +147,18 @@ def test_three_worker_processes_run_an_every_second_schedule_once_per_tick(clien
     try:
         poll(lambda: len(client.queue.list_workers()) == 3, timeout=60)
         client.add_periodic_task("every-second", "* * * * * *", "record")
-        poll(lambda: ledger.execute("SELECT count(*) FROM omnispindle.periodic_ticks")
-             .fetchone()[0] >= 10, timeout=40, interval=0.2)
+        poll(
+            lambda: (
+                ledger.execute("SELECT count(*) FROM omnispindle.periodic_ticks").fetchone()[0]
+                >= 10
+            ),
+            timeout=40,
+            interval=0.2,
+        )
         client.add_periodic_task("every-second", "* * * * * *", "record", enabled=False)
-        ticks = ledger.execute("SELECT tick_at, task_id FROM omnispindle.periodic_ticks "
-                               "ORDER BY tick_at").fetchall()
+        ticks = ledger.execute(
+            "SELECT tick_at, task_id FROM omnispindle.periodic_ticks ORDER BY tick_at"
+        ).fetchall()
         tasks = client.wait_for_batch([task_id for _, task_id in ticks], timeout=60)
     finally:
         for process in workers:
@@ -158,7 +174,6 @@ def test_three_worker_processes_run_an_every_second_schedule_once_per_tick(clien
     assert ledger.execute("SELECT count(*) FROM omnispindle.tasks").fetchone()[0] == len(ticks)
 
 
-
 def test_saving_a_schedule_unchanged_keeps_its_saved_time(client):
     first = client.add_periodic_task("report", "@daily", "report", {"kind": "daily"})
     again = client.add_periodic_task("report", "@daily", "report", {"kind": "daily"})
@@ -172,19 +187,24 @@ def test_ticks_missed_by_a_late_pass_are_enqueued_late(queue, client, conn):
     scheduler = PeriodicScheduler(queue.db)
     poll(lambda: scheduler.run_once().enqueued, timeout=10)
     # The next pass comes three ticks late (as after a slow step or an outage).
-    poll(lambda: conn.execute("SELECT now() >= max(tick_at) + interval '3.2 s' "
-                              "FROM omnispindle.periodic_ticks").fetchone()[0], timeout=10)
+    poll(
+        lambda: conn.execute(
+            "SELECT now() >= max(tick_at) + interval '3.2 s' FROM omnispindle.periodic_ticks"
+        ).fetchone()[0],
+        timeout=10,
+    )
     assert scheduler.run_once().enqueued >= 3
-    seconds = [int(row[0].timestamp()) for row in conn.execute(
-        "SELECT tick_at FROM omnispindle.periodic_ticks ORDER BY tick_at")]
+    seconds = [
+        int(row[0].timestamp())
+        for row in conn.execute("SELECT tick_at FROM omnispindle.periodic_ticks ORDER BY tick_at")
+    ]
     assert seconds == list(range(seconds[0], seconds[0] + len(seconds)))
 
 
 def test_a_batch_announces_its_delayed_task_even_beside_a_ready_one(client, start_worker):
     start_worker({"t": lambda task: {}}, poll_interval=30)
     submitted = datetime.now(timezone.utc)
-    now_id, later_id = client.submit_batch([{"task_type": "t"},
-                                            {"task_type": "t", "delay": 1.0}])
+    now_id, later_id = client.submit_batch([{"task_type": "t"}, {"task_type": "t", "delay": 1.0}])
     client.wait_for_task(now_id, timeout=10)
     later = client.wait_for_task(later_id, timeout=10)
     assert 1.0 <= (later["started_at"] - submitted).total_seconds() < 2.0

@@ -42,10 +42,14 @@ def task_state(conn: psycopg.Connection, task_id: int) -> tuple:
 
 
 @pytest.mark.smoke
-@pytest.mark.parametrize(("python_enum", "statement"), [
-    (TaskState, "SELECT enum_range(NULL::omnispindle.task_state)::text[]"),
-    (WorkerState, "SELECT enum_range(NULL::omnispindle.worker_state)::text[]"),
-], ids=["task_state", "worker_state"])
+@pytest.mark.parametrize(
+    ("python_enum", "statement"),
+    [
+        (TaskState, "SELECT enum_range(NULL::omnispindle.task_state)::text[]"),
+        (WorkerState, "SELECT enum_range(NULL::omnispindle.worker_state)::text[]"),
+    ],
+    ids=["task_state", "worker_state"],
+)
 def test_python_enums_mirror_database_enums(conn, python_enum, statement):
     database_labels = conn.execute(statement).fetchone()[0]
     assert [member.value for member in python_enum] == database_labels
@@ -76,17 +80,19 @@ def test_running_without_lease_violates_a_check(conn):
 # One row in each state, satisfying every CHECK constraint.
 ROW_IN_STATE = {
     "blocked": "INSERT INTO omnispindle.tasks (task_type, state, pending_dependencies) "
-               "VALUES ('t', 'blocked', 1) RETURNING id",
-    "pending": "INSERT INTO omnispindle.tasks (task_type, state) VALUES ('t', 'pending') RETURNING id",
-    "running": "INSERT INTO omnispindle.tasks (task_type, state, attempts, started_at, lease_token, "
-               "lease_expires_at) VALUES ('t', 'running', 1, now(), gen_random_uuid(), "
-               "now() + interval '1 hour') RETURNING id",
+    "VALUES ('t', 'blocked', 1) RETURNING id",
+    "pending": (
+        "INSERT INTO omnispindle.tasks (task_type, state) VALUES ('t', 'pending') RETURNING id"
+    ),
+    "running": "INSERT INTO omnispindle.tasks "
+    "(task_type, state, attempts, started_at, lease_token, lease_expires_at) "
+    "VALUES ('t', 'running', 1, now(), gen_random_uuid(), now() + interval '1 hour') RETURNING id",
     "succeeded": "INSERT INTO omnispindle.tasks (task_type, state, result, finished_at) "
-                 "VALUES ('t', 'succeeded', '{}', now()) RETURNING id",
+    "VALUES ('t', 'succeeded', '{}', now()) RETURNING id",
     "failed": "INSERT INTO omnispindle.tasks (task_type, state, attempts, errors, finished_at) "
-              "VALUES ('t', 'failed', 1, '[{\"message\": \"x\"}]', now()) RETURNING id",
+    "VALUES ('t', 'failed', 1, '[{\"message\": \"x\"}]', now()) RETURNING id",
     "cancelled": "INSERT INTO omnispindle.tasks (task_type, state, finished_at) "
-                 "VALUES ('t', 'cancelled', now()) RETURNING id",
+    "VALUES ('t', 'cancelled', now()) RETURNING id",
 }
 
 LEGAL = {
@@ -104,8 +110,10 @@ def test_every_transition_is_refused_unless_legal(conn, source):
     for target in ROW_IN_STATE:
         task_id = insert(conn, ROW_IN_STATE[source])
         try:
-            conn.execute("UPDATE omnispindle.tasks SET state = %(state)s WHERE id = %(id)s",
-                         {"state": target, "id": task_id})
+            conn.execute(
+                "UPDATE omnispindle.tasks SET state = %(state)s WHERE id = %(id)s",
+                {"state": target, "id": task_id},
+            )
             refused = None
         except psycopg.Error as error:
             refused = error.sqlstate
@@ -115,8 +123,10 @@ def test_every_transition_is_refused_unless_legal(conn, source):
 
 def test_failed_task_without_attempts_left_cannot_go_back_to_pending(conn):
     task_id = conn.execute(
-        "INSERT INTO omnispindle.tasks (task_type, state, attempts, max_attempts, errors, finished_at) "
-        "VALUES ('t', 'failed', 2, 2, '[{\"message\": \"x\"}]', now()) RETURNING id").fetchone()[0]
+        "INSERT INTO omnispindle.tasks "
+        "(task_type, state, attempts, max_attempts, errors, finished_at) "
+        "VALUES ('t', 'failed', 2, 2, '[{\"message\": \"x\"}]', now()) RETURNING id"
+    ).fetchone()[0]
     with pytest.raises(psycopg.Error) as refused:
         conn.execute(BACK_TO_PENDING, {"id": task_id})
     assert refused.value.sqlstate == "OS002"

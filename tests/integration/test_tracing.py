@@ -60,8 +60,9 @@ def test_every_attempt_is_a_span_and_a_failure_is_recorded(client, start_worker,
     start_worker({"flaky": flaky})
     assert client.wait_for_task(task_id, timeout=30)["state"] == "succeeded"
     poll(lambda: len(by_name(spans, "execute flaky")) == 2, timeout=10)
-    failed, succeeded = sorted(by_name(spans, "execute flaky"),
-                               key=lambda s: s.attributes["omnispindle.task.attempt"])
+    failed, succeeded = sorted(
+        by_name(spans, "execute flaky"), key=lambda s: s.attributes["omnispindle.task.attempt"]
+    )
     assert failed.status.status_code is StatusCode.ERROR
     assert failed.events[0].name == "exception"
     assert succeeded.status.status_code is StatusCode.UNSET
@@ -73,8 +74,9 @@ def test_a_batch_shares_one_submit_span_and_the_context_is_stored(client, conn, 
     ids = client.submit_batch([{"task_type": "a"}, {"task_type": "b"}])
     [submit] = by_name(spans, "submit batch")
     assert submit.attributes["messaging.batch.message_count"] == 2
-    stored = conn.execute("SELECT trace_context ->> 'traceparent' FROM omnispindle.tasks "
-                          "WHERE id = ANY (%s)", [ids]).fetchall()
+    stored = conn.execute(
+        "SELECT trace_context ->> 'traceparent' FROM omnispindle.tasks WHERE id = ANY (%s)", [ids]
+    ).fetchall()
     trace_id = format(submit.context.trace_id, "032x")
     assert [row[0].split("-")[1] for row in stored] == [trace_id, trace_id]
 
@@ -97,8 +99,9 @@ def test_without_opentelemetry_nothing_is_traced_or_stored(dsn, conn, tmp_path):
     done = run_script(WITHOUT_OPENTELEMETRY, tmp_path, env_dsn=dsn)
     assert done.returncode == 0, done.stderr
     task_id = int(done.stdout.strip())
-    stored = conn.execute("SELECT trace_context FROM omnispindle.tasks WHERE id = %s",
-                          [task_id]).fetchone()[0]
+    stored = conn.execute(
+        "SELECT trace_context FROM omnispindle.tasks WHERE id = %s", [task_id]
+    ).fetchone()[0]
     assert stored is None
 
 
@@ -120,6 +123,7 @@ def test_with_the_api_but_no_tracer_provider_no_span_is_started(dsn, conn, tmp_p
     done = run_script(WITHOUT_A_PROVIDER, tmp_path, env_dsn=dsn)
     assert done.returncode == 0, done.stderr
     task_id = int(done.stdout.strip())
-    stored = conn.execute("SELECT trace_context FROM omnispindle.tasks WHERE id = %s",
-                          [task_id]).fetchone()[0]
+    stored = conn.execute(
+        "SELECT trace_context FROM omnispindle.tasks WHERE id = %s", [task_id]
+    ).fetchone()[0]
     assert stored is None

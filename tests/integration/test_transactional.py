@@ -29,8 +29,9 @@ def notified(listener, timeout=0.5) -> bool:
 
 @pytest.fixture
 def engine(dsn):
-    engine = create_engine("postgresql+psycopg://", creator=lambda: psycopg.connect(dsn),
-                           poolclass=NullPool)
+    engine = create_engine(
+        "postgresql+psycopg://", creator=lambda: psycopg.connect(dsn), poolclass=NullPool
+    )
     yield engine
     engine.dispose()
 
@@ -40,11 +41,10 @@ def count_tasks(conn) -> int:
 
 
 def test_psycopg_rollback_leaves_nothing_and_wakes_nobody(client, dsn, conn, listener):
-    with psycopg.connect(dsn) as app_conn:
-        with pytest.raises(Rollback), app_conn.transaction():
-            task_id = client.submit_task("email", {"to": "a@example.com"}, connection=app_conn)
-            client.submit_batch([{"task_type": "email"}], connection=app_conn)
-            raise Rollback
+    with psycopg.connect(dsn) as app_conn, pytest.raises(Rollback), app_conn.transaction():
+        task_id = client.submit_task("email", {"to": "a@example.com"}, connection=app_conn)
+        client.submit_batch([{"task_type": "email"}], connection=app_conn)
+        raise Rollback
     assert count_tasks(conn) == 0
     assert not notified(listener)
     with pytest.raises(TaskNotFoundError):
@@ -54,21 +54,19 @@ def test_psycopg_rollback_leaves_nothing_and_wakes_nobody(client, dsn, conn, lis
 def test_a_refused_long_batch_leaves_the_callers_transaction_usable(client, dsn, conn):
     batch = [{"task_type": "email"}] * (2 * CHUNK_SIZE + 1)
     batch[-1] = {"task_type": ""}
-    with psycopg.connect(dsn) as app_conn:
-        with app_conn.transaction():
-            kept = client.submit_task("email", connection=app_conn)
-            with pytest.raises(ValidationError, match=f"batch entry {2 * CHUNK_SIZE}"):
-                client.submit_batch(batch, connection=app_conn)
-            ids = client.submit_batch(batch[:-1], connection=app_conn)
+    with psycopg.connect(dsn) as app_conn, app_conn.transaction():
+        kept = client.submit_task("email", connection=app_conn)
+        with pytest.raises(ValidationError, match=f"batch entry {2 * CHUNK_SIZE}"):
+            client.submit_batch(batch, connection=app_conn)
+        ids = client.submit_batch(batch[:-1], connection=app_conn)
     assert count_tasks(conn) == 1 + 2 * CHUNK_SIZE
     assert client.get_task(kept)["state"] == client.get_task(ids[-1])["state"] == "pending"
 
 
 def test_psycopg_commit_inserts_and_wakes(client, dsn, conn, listener):
-    with psycopg.connect(dsn) as app_conn:
-        with app_conn.transaction():
-            task_id = client.submit_task("email", connection=app_conn)
-            assert count_tasks(conn) == 0  # invisible until the app commits
+    with psycopg.connect(dsn) as app_conn, app_conn.transaction():
+        task_id = client.submit_task("email", connection=app_conn)
+        assert count_tasks(conn) == 0  # invisible until the app commits
     assert notified(listener, timeout=5)
     assert client.get_task(task_id)["state"] == "pending"
 

@@ -108,16 +108,18 @@ PARTS = {
 }
 
 
-def snapshot(dsn: str, schema: str = "omnispindle",
-             excluded: str = "alembic_version") -> dict[str, list[tuple[Any, ...]]]:
+def snapshot(
+    dsn: str, schema: str = "omnispindle", excluded: str = "alembic_version"
+) -> dict[str, list[tuple[Any, ...]]]:
     """Return every part of the catalog of ``schema`` as sorted lists of tuples."""
     params = {"schema": schema, "excluded": excluded}
     with psycopg.connect(dsn, autocommit=True) as conn:
         return {part: _rows(conn, statement, params) for part, statement in PARTS.items()}
 
 
-def _rows(conn: psycopg.Connection, statement: str,
-          params: dict[str, str]) -> list[tuple[Any, ...]]:
+def _rows(
+    conn: psycopg.Connection, statement: str, params: dict[str, str]
+) -> list[tuple[Any, ...]]:
     rows = conn.execute(statement, params).fetchall()
     return sorted((tuple(_hashable(value) for value in row) for row in rows), key=repr)
 

@@ -11,8 +11,8 @@ import queue
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import psycopg
 import pytest
@@ -23,8 +23,8 @@ from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 
 from omnispindle import TaskQueue, TaskQueueClient
-from omnispindle.migrate import downgrade, upgrade
 from omnispindle._db.statements import script
+from omnispindle.migrate import downgrade, upgrade
 from tests.conftest import create_database, drop_database, unique_name
 from tests.migrations.catalog import snapshot
 
@@ -34,14 +34,14 @@ DEADLINE_SECONDS = 120
 
 USER_TABLE = "invoices"
 
-USER_ENV_PY = '''
+USER_ENV_PY = """
 from alembic import context
 
 connection = context.config.attributes["connection"]
 context.configure(connection=connection, transactional_ddl=True)
 with context.begin_transaction():
     context.run_migrations()
-'''
+"""
 
 USER_VERSION_PY = '''
 """The application's first revision: its own table, and Omnispindle beside it."""
@@ -90,14 +90,24 @@ ALTERATIONS = [
     ("ALTER TABLE omnispindle.tasks SET (fillfactor = 90)", "reloptions"),
     ("ALTER TABLE omnispindle.tasks ALTER COLUMN id SET INCREMENT BY 2", "sequences"),
     ("ALTER TYPE omnispindle.worker_state ADD VALUE 'paused'", "enums"),
-    ("CREATE OR REPLACE FUNCTION omnispindle.retry_delay(attempt integer, base double precision) "
-     "RETURNS interval LANGUAGE sql VOLATILE AS $$ SELECT make_interval(secs => base) $$",
-     "functions"),
+    (
+        (
+            "CREATE OR REPLACE FUNCTION omnispindle.retry_delay("
+            "attempt integer, base double precision) "
+            "RETURNS interval LANGUAGE sql VOLATILE AS $$ SELECT make_interval(secs => base) $$"
+        ),
+        "functions",
+    ),
     ("DROP TRIGGER tasks_notify_inserted ON omnispindle.tasks", "triggers"),
-    ("CREATE OR REPLACE VIEW omnispindle.failed_tasks AS "
-     "SELECT id, task_type, attempts, max_attempts, "
-     "errors -> 0 ->> 'type' AS error_type, errors -> 0 ->> 'message' AS error_message, "
-     "finished_at FROM omnispindle.tasks WHERE state = 'failed'", "views"),
+    (
+        (
+            "CREATE OR REPLACE VIEW omnispindle.failed_tasks AS "
+            "SELECT id, task_type, attempts, max_attempts, "
+            "errors -> 0 ->> 'type' AS error_type, errors -> 0 ->> 'message' AS error_message, "
+            "finished_at FROM omnispindle.tasks WHERE state = 'failed'"
+        ),
+        "views",
+    ),
 ]
 
 
@@ -190,8 +200,10 @@ def migrate_after_barrier(barrier, dsn: str, outcomes) -> None:
 @pytest.mark.parametrize("kit", [thread_kit, process_kit], ids=["threads", "processes"])
 def test_concurrent_migrators_all_succeed(kit, empty_dsn, schema_sql_snapshot):
     barrier, outcomes, runner = kit()
-    runners = [runner(target=migrate_after_barrier, args=(barrier, empty_dsn, outcomes))
-               for _ in range(MIGRATORS)]
+    runners = [
+        runner(target=migrate_after_barrier, args=(barrier, empty_dsn, outcomes))
+        for _ in range(MIGRATORS)
+    ]
     for started in runners:
         started.start()
     results = [outcomes.get(timeout=DEADLINE_SECONDS) for _ in runners]
@@ -219,7 +231,8 @@ def table_names(dsn: str) -> list[str]:
     with psycopg.connect(dsn, autocommit=True) as conn:
         rows = conn.execute(
             "SELECT tablename FROM pg_tables WHERE schemaname = %s ORDER BY tablename",
-            ["omnispindle"]).fetchall()
+            ["omnispindle"],
+        ).fetchall()
     return [row[0] for row in rows]
 
 
@@ -235,8 +248,9 @@ def user_alembic_project(root: Path) -> Config:
 
 
 def run_user_upgrade(config: Config, dsn: str) -> None:
-    engine = create_engine("postgresql+psycopg://", creator=lambda: psycopg.connect(dsn),
-                           poolclass=NullPool)
+    engine = create_engine(
+        "postgresql+psycopg://", creator=lambda: psycopg.connect(dsn), poolclass=NullPool
+    )
     try:
         with engine.begin() as connection:
             config.attributes["connection"] = connection
@@ -258,8 +272,12 @@ def test_user_alembic_history_installs_omnispindle(tmp_path, empty_dsn, schema_s
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "omnispindle", *args], capture_output=True,
-                          text=True, timeout=DEADLINE_SECONDS)
+    return subprocess.run(
+        [sys.executable, "-m", "omnispindle", *args],
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE_SECONDS,
+    )
 
 
 def test_cli_migrate_installs_the_schema(empty_dsn, schema_sql_snapshot):
@@ -298,7 +316,8 @@ def test_upgrade_from_0001_keeps_tasks_and_downgrade_restores_it(server_dsn, emp
         client = TaskQueueClient(local_queue=task_queue)
         assert client.get_task(1)["task_type"] == "old"
         assert client.submit_task("new", idempotency_key="k") == client.submit_task(
-            "new", idempotency_key="k")
+            "new", idempotency_key="k"
+        )
     downgrade(empty_dsn, "0001_initial")
     assert versions(empty_dsn) == ["0001_initial"]
     assert snapshot(empty_dsn) == build_from_script(server_dsn, "migrations/0001_initial.sql")

@@ -15,9 +15,12 @@ ONLY_ASYNC = {"open", "__aenter__", "__aexit__"}
 
 
 def public_methods(cls: type) -> dict[str, object]:
-    return {name: member for name, member in vars(cls).items()
-            if callable(member) and (not name.startswith("_") or name in
-                                     ONLY_BLOCKING | ONLY_ASYNC | {"__init__"})}
+    return {
+        name: member
+        for name, member in vars(cls).items()
+        if callable(member)
+        and (not name.startswith("_") or name in ONLY_BLOCKING | ONLY_ASYNC | {"__init__"})
+    }
 
 
 def test_both_clients_offer_the_same_methods():
@@ -36,8 +39,10 @@ def test_each_method_takes_the_same_parameters(name):
     assert shape == [(p.name, p.kind, p.default) for p in asynchronous.parameters.values()]
 
 
-@pytest.mark.parametrize("name", sorted(set(public_methods(TaskQueueClient)) - ONLY_BLOCKING
-                                        - {"__init__", "stream_task"}))
+@pytest.mark.parametrize(
+    "name",
+    sorted(set(public_methods(TaskQueueClient)) - ONLY_BLOCKING - {"__init__", "stream_task"}),
+)
 def test_the_async_methods_are_coroutines(name):
     assert inspect.iscoroutinefunction(getattr(AsyncTaskQueueClient, name))
     assert not inspect.iscoroutinefunction(getattr(TaskQueueClient, name))
@@ -46,6 +51,7 @@ def test_the_async_methods_are_coroutines(name):
 def test_streaming_is_an_iterator_in_both():
     """``stream_task`` checks its arguments at the call, then iterates (``async for``)."""
     assert not inspect.iscoroutinefunction(AsyncTaskQueueClient.stream_task)
-    assert "AsyncIterator" in str(inspect.signature(AsyncTaskQueueClient.stream_task)
-                                  .return_annotation)
+    assert "AsyncIterator" in str(
+        inspect.signature(AsyncTaskQueueClient.stream_task).return_annotation
+    )
     assert "Iterator" in str(inspect.signature(TaskQueueClient.stream_task).return_annotation)

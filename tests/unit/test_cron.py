@@ -8,7 +8,8 @@ import time
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
-from hypothesis import assume, given, settings, strategies as st
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from omnispindle._core.cron import CronExpression
 from omnispindle.errors import CronExpressionError, ValidationError
@@ -153,7 +154,9 @@ def test_last_at_or_before(expression, moment, expected):
     assert CronExpression.parse(expression).last_at_or_before(at(moment)) == at(expected)
 
 
-@pytest.mark.parametrize(("text", "named"), BAD_EXPRESSIONS, ids=[repr(text) for text, _ in BAD_EXPRESSIONS])
+@pytest.mark.parametrize(
+    ("text", "named"), BAD_EXPRESSIONS, ids=[repr(text) for text, _ in BAD_EXPRESSIONS]
+)
 def test_bad_expression_is_refused(text, named):
     with pytest.raises(CronExpressionError) as caught:
         CronExpression.parse(text)
@@ -236,10 +239,32 @@ def test_rare_expressions_are_fast():
 
 # --- properties, against an oracle built from the generated fields -----------
 
-FIELD_RANGES = {"second": (0, 59), "minute": (0, 59), "hour": (0, 23),
-                "dom": (1, 31), "month": (1, 12), "dow": (0, 7)}
-NAMES = {"month": [None, "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"],
-         "dow": ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]}
+FIELD_RANGES = {
+    "second": (0, 59),
+    "minute": (0, 59),
+    "hour": (0, 23),
+    "dom": (1, 31),
+    "month": (1, 12),
+    "dow": (0, 7),
+}
+NAMES = {
+    "month": [
+        None,
+        "jan",
+        "feb",
+        "mar",
+        "apr",
+        "may",
+        "jun",
+        "jul",
+        "aug",
+        "sep",
+        "oct",
+        "nov",
+        "dec",
+    ],
+    "dow": ["sun", "mon", "tue", "wed", "thu", "fri", "sat"],
+}
 
 
 @st.composite
@@ -291,8 +316,12 @@ def expressions(draw):
     either = not drawn["dom"][0].startswith("*") and not drawn["dow"][0].startswith("*")
 
     def matches(moment):
-        if (moment.second not in values["second"] or moment.minute not in values["minute"]
-                or moment.hour not in values["hour"] or moment.month not in values["month"]):
+        if (
+            moment.second not in values["second"]
+            or moment.minute not in values["minute"]
+            or moment.hour not in values["hour"]
+            or moment.month not in values["month"]
+        ):
             return False
         dom_ok = moment.day in values["dom"]
         dow_ok = (moment.weekday() + 1) % 7 in weekdays
@@ -300,16 +329,25 @@ def expressions(draw):
 
     def can_fire():
         # Over 400 years every date, Feb 29 included, falls on every weekday.
-        longest = {month: 29 if month == 2 else calendar.monthrange(2001, month)[1] for month in range(1, 13)}
-        return either or any(day <= longest[month] for month in values["month"] for day in values["dom"])
+        longest = {
+            month: 29 if month == 2 else calendar.monthrange(2001, month)[1]
+            for month in range(1, 13)
+        }
+        return either or any(
+            day <= longest[month] for month in values["month"] for day in values["dom"]
+        )
 
     text = " ".join(text for text, _ in drawn.values())
     return text, matches, can_fire()
 
 
 moments = st.datetimes(
-    min_value=datetime(1900, 1, 1), max_value=datetime(2300, 1, 1),
-    timezones=st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-8))]))
+    min_value=datetime(1900, 1, 1),
+    max_value=datetime(2300, 1, 1),
+    timezones=st.sampled_from(
+        [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-8))]
+    ),
+)
 
 
 def parsed(text, can_fire):

@@ -34,7 +34,9 @@ def test_after_a_long_gap_only_the_window_is_caught_up():
 
 
 def test_a_rare_schedule_runs_its_latest_missed_tick_late():
-    assert due_ticks(HOURLY, NOW, LONG_AGO, None) == [NOW.replace(minute=0, second=0, microsecond=0)]
+    assert due_ticks(HOURLY, NOW, LONG_AGO, None) == [
+        NOW.replace(minute=0, second=0, microsecond=0)
+    ]
 
 
 def test_no_tick_from_before_the_schedule_was_saved():

@@ -20,12 +20,14 @@ UPPER_SQL = re.compile(
     r"\bSELECT\b.*?\bFROM\b|\bINSERT\s+INTO\b|\bUPDATE\s+[\w.\"]+\s+SET\b|\bDELETE\s+FROM\b"
     r"|\b(?:CREATE|ALTER|DROP|TRUNCATE)\s+(?:TABLE|SCHEMA|INDEX|FUNCTION|TRIGGER|TYPE|VIEW"
     r"|DATABASE)\b",
-    re.DOTALL)
+    re.DOTALL,
+)
 # A string that starts as a statement, in any case.
 LEADING_SQL = re.compile(
     r"^\s*(?:select\s+(?:\*|[\w.()*]+(?:\s*,\s*[\w.()*]+)*)\s+from\s"
     r"|insert\s+into\b|update\s+[\w.\"]+\s+set\b|delete\s+from\b|with\s+\w+\s+as\s*\()",
-    re.DOTALL | re.IGNORECASE)
+    re.DOTALL | re.IGNORECASE,
+)
 
 TWO_BLOCKS = """\
 -- Header comment before the first block is not a statement.
@@ -73,9 +75,14 @@ def test_unknown_statement_name_raises_key_error():
 
 def statement_keys(source: str, registry: str) -> list[str]:
     """The literal names looked up as ``registry["name"]`` in the source."""
-    return [node.slice.value for node in ast.walk(ast.parse(source))
-            if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name)
-            and node.value.id == registry and isinstance(node.slice, ast.Constant)]
+    return [
+        node.slice.value
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Subscript)
+        and isinstance(node.value, ast.Name)
+        and node.value.id == registry
+        and isinstance(node.slice, ast.Constant)
+    ]
 
 
 def test_only_the_typed_query_functions_name_runtime_statements():
@@ -83,12 +90,16 @@ def test_only_the_typed_query_functions_name_runtime_statements():
     for path in PACKAGE_DIR.rglob("*.py"):
         if path.parent != seam and path != PACKAGE_DIR / "_db" / "statements.py":
             assert not re.search(r"\bRUNTIME\b", path.read_text()), (
-                f"{path.name} names runtime statements")
+                f"{path.name} names runtime statements"
+            )
 
 
 def test_every_runtime_statement_has_exactly_one_typed_function():
-    used = [name for path in (PACKAGE_DIR / "_db" / "queries").glob("*.py")
-            for name in statement_keys(path.read_text(), "RUNTIME")]
+    used = [
+        name
+        for path in (PACKAGE_DIR / "_db" / "queries").glob("*.py")
+        for name in statement_keys(path.read_text(), "RUNTIME")
+    ]
     listens = [f"listen_{channel.removeprefix('omnispindle_')}" for channel in CHANNELS]
     assert sorted(used + listens) == sorted(sqlfiles.RUNTIME.all())
 
@@ -120,26 +131,39 @@ def string_literals(source: str) -> list[str]:
     texts = []
     for node in ast.walk(tree):
         if isinstance(node, ast.JoinedStr):
-            texts.append("".join(part.value if isinstance(part, ast.Constant) else "{}"
-                                 for part in node.values))
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in skipped:
+            texts.append(
+                "".join(
+                    part.value if isinstance(part, ast.Constant) else "{}" for part in node.values
+                )
+            )
+        elif (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and id(node) not in skipped
+        ):
             texts.append(node.value)
     return texts
 
 
 def sql_in(source: str) -> list[str]:
-    return [text for text in string_literals(source)
-            if UPPER_SQL.search(text) or LEADING_SQL.search(text)]
+    return [
+        text
+        for text in string_literals(source)
+        if UPPER_SQL.search(text) or LEADING_SQL.search(text)
+    ]
 
 
-@pytest.mark.parametrize("snippet", [
-    'cur.execute("SELECT 1 FROM omnispindle.tasks")',
-    'conn.execute("select id from omnispindle.tasks where id = %s", [1])',
-    'q = f"UPDATE omnispindle.tasks SET state = {state!r}"',
-    'q = ("DELETE FROM omnispindle.workers "\n     "WHERE id = %s")',
-    'q = "INSERT INTO omnispindle.tasks (task_type) VALUES (%s)"',
-    'q = "CREATE TABLE x (id int)"',
-])
+@pytest.mark.parametrize(
+    "snippet",
+    [
+        'cur.execute("SELECT 1 FROM omnispindle.tasks")',
+        'conn.execute("select id from omnispindle.tasks where id = %s", [1])',
+        'q = f"UPDATE omnispindle.tasks SET state = {state!r}"',
+        'q = ("DELETE FROM omnispindle.workers "\n     "WHERE id = %s")',
+        'q = "INSERT INTO omnispindle.tasks (task_type) VALUES (%s)"',
+        'q = "CREATE TABLE x (id int)"',
+    ],
+)
 def test_the_sql_check_finds_sql_in_code(snippet):
     assert sql_in(snippet)
 
@@ -153,6 +177,8 @@ def f():
     assert sql_in(snippet) == []
 
 
-@pytest.mark.parametrize("path", sorted(PACKAGE_DIR.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE_DIR)))
+@pytest.mark.parametrize(
+    "path", sorted(PACKAGE_DIR.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE_DIR))
+)
 def test_no_module_contains_sql(path):
     assert sql_in(path.read_text(encoding="utf-8")) == []

@@ -21,15 +21,33 @@ def test_checked_ids_come_back_one_per_row():
 
 
 def test_the_bulk_document_holds_only_fields_that_differ_from_their_defaults():
-    specs = [task_spec("plain"),
-             task_spec("plain", {}, TaskOptions(priority=0, max_retries=3, retry_backoff=1.0)),
-             task_spec("full", {"a": 1}, TaskOptions(priority=5, max_retries=0, retry_backoff=2.0,
-                                                     timeout=3.0, required_capabilities=["gpu"]))]
+    specs = [
+        task_spec("plain"),
+        task_spec("plain", {}, TaskOptions(priority=0, max_retries=3, retry_backoff=1.0)),
+        task_spec(
+            "full",
+            {"a": 1},
+            TaskOptions(
+                priority=5,
+                max_retries=0,
+                retry_backoff=2.0,
+                timeout=3.0,
+                required_capabilities=["gpu"],
+            ),
+        ),
+    ]
     query = insert(specs, None)
     assert query.statement.name == "insert_tasks_bulk"
     assert json.loads(query.params["rows"]) == [
         {"task_type": "plain"},
         {"task_type": "plain"},
-        {"task_type": "full", "parameters": {"a": 1}, "priority": 5, "max_attempts": 1,
-         "retry_backoff": 2.0, "timeout_seconds": 3.0, "required_capabilities": ["gpu"]},
+        {
+            "task_type": "full",
+            "parameters": {"a": 1},
+            "priority": 5,
+            "max_attempts": 1,
+            "retry_backoff": 2.0,
+            "timeout_seconds": 3.0,
+            "required_capabilities": ["gpu"],
+        },
     ]

@@ -12,7 +12,6 @@ NAN = float("nan")
 INF = float("inf")
 
 
-
 def spec_of(task_type, parameters=None, **options) -> TaskSpec:
     """A task's spec from ``submit_task``'s arguments."""
     return task_spec(task_type, parameters, TaskOptions(**options))
@@ -84,8 +83,11 @@ def test_bad_task_type_is_refused(task_type):
         spec_of(task_type)
 
 
-@pytest.mark.parametrize(("arguments", "named"), BAD_SPEC_ARGUMENTS,
-                         ids=[repr(arguments) for arguments, _ in BAD_SPEC_ARGUMENTS])
+@pytest.mark.parametrize(
+    ("arguments", "named"),
+    BAD_SPEC_ARGUMENTS,
+    ids=[repr(arguments) for arguments, _ in BAD_SPEC_ARGUMENTS],
+)
 def test_bad_argument_is_refused_by_name(arguments, named):
     with pytest.raises(ValidationError, match=named):
         spec_of("t", **arguments)
@@ -94,8 +96,15 @@ def test_bad_argument_is_refused_by_name(arguments, named):
 def test_defaults():
     spec = spec_of("t")
     assert spec == TaskSpec(
-        task_type="t", parameters_json="{}", priority=0, max_attempts=4, retry_backoff=1.0,
-        timeout=None, required_capabilities=(), dependencies=())
+        task_type="t",
+        parameters_json="{}",
+        priority=0,
+        max_attempts=4,
+        retry_backoff=1.0,
+        timeout=None,
+        required_capabilities=(),
+        dependencies=(),
+    )
 
 
 @pytest.mark.parametrize(("max_retries", "max_attempts"), [(0, 1), (3, 4), (100, 101)])
@@ -152,17 +161,20 @@ def test_batch_must_be_a_list(batch):
         batches.batch_specs(batch)
 
 
-@pytest.mark.parametrize(("entry", "named"), [
-    ("t", "must be a dict"),
-    (["t"], "must be a dict"),
-    (None, "must be a dict"),
-    ({"task_type": "t", "colour": "red"}, "colour"),
-    ({"task_type": "t", "max_attempts": 2}, "max_attempts"),
-    ({"parameters": {}}, "task_type"),
-    ({"task_type": ""}, "task_type"),
-    ({"task_type": "t", "priority": 5000}, "priority"),
-    ({"task_type": "t", "dependencies": [0]}, "dependencies"),
-])
+@pytest.mark.parametrize(
+    ("entry", "named"),
+    [
+        ("t", "must be a dict"),
+        (["t"], "must be a dict"),
+        (None, "must be a dict"),
+        ({"task_type": "t", "colour": "red"}, "colour"),
+        ({"task_type": "t", "max_attempts": 2}, "max_attempts"),
+        ({"parameters": {}}, "task_type"),
+        ({"task_type": ""}, "task_type"),
+        ({"task_type": "t", "priority": 5000}, "priority"),
+        ({"task_type": "t", "dependencies": [0]}, "dependencies"),
+    ],
+)
 def test_bad_batch_entry_names_its_index(entry, named):
     batch = [{"task_type": "ok"}, {"task_type": "ok"}, entry, {"task_type": "ok"}]
     with pytest.raises(ValidationError, match="batch entry 2") as raised:
@@ -171,13 +183,21 @@ def test_bad_batch_entry_names_its_index(entry, named):
 
 
 def test_batch_specs_keep_order_and_accept_any_iterable():
-    specs = batches.batch_specs(({"task_type": f"t{n}", "priority": n} for n in range(3)))
+    specs = batches.batch_specs({"task_type": f"t{n}", "priority": n} for n in range(3))
     assert [(s.task_type, s.priority) for s in specs] == [("t0", 0), ("t1", 1), ("t2", 2)]
 
 
 def test_batch_entry_takes_every_submit_argument():
-    entry = {"task_type": "t", "parameters": {"a": 1}, "priority": 2, "dependencies": [4],
-             "max_retries": 0, "timeout": 3, "retry_backoff": 0, "required_capabilities": ["c"]}
+    entry = {
+        "task_type": "t",
+        "parameters": {"a": 1},
+        "priority": 2,
+        "dependencies": [4],
+        "max_retries": 0,
+        "timeout": 3,
+        "retry_backoff": 0,
+        "required_capabilities": ["c"],
+    }
     assert batches.batch_specs([entry]) == [spec_of(**entry)]
 
 

@@ -5,8 +5,13 @@ from __future__ import annotations
 import pytest
 
 from omnispindle import TaskNotFoundError
-from omnispindle._client.batch_wait import (FEW_LEFT, RECORD_CHUNK, SHORT_RUN, FinishedTasks,
-                                            id_ranges)
+from omnispindle._client.batch_wait import (
+    FEW_LEFT,
+    RECORD_CHUNK,
+    SHORT_RUN,
+    FinishedTasks,
+    id_ranges,
+)
 from omnispindle._client.pacing import CheckPacer
 
 
@@ -18,7 +23,10 @@ def test_a_long_run_is_one_range_and_short_runs_go_id_by_id():
     long_run = list(range(100, 100 + SHORT_RUN))
     short_run = list(range(200, 200 + SHORT_RUN - 1))
     assert id_ranges([5] + long_run + short_run + [300]) == {
-        "ids": [5] + short_run + [300], "lo": [100], "hi": [100 + SHORT_RUN - 1]}
+        "ids": [5] + short_run + [300],
+        "lo": [100],
+        "hi": [100 + SHORT_RUN - 1],
+    }
 
 
 def test_no_ids_name_nothing():
@@ -43,18 +51,23 @@ def test_the_account_names_only_unfinished_ids():
 
 def test_a_check_fetches_records_directly_only_when_few_are_left():
     finished = FinishedTasks(list(range(1, FEW_LEFT + 2)), timeout=None)
-    assert named(finished.find()) == ("finished_task_ids",
-                                      {"ids": [], "lo": [1], "hi": [FEW_LEFT + 1]})
+    assert named(finished.find()) == (
+        "finished_task_ids",
+        {"ids": [], "lo": [1], "hi": [FEW_LEFT + 1]},
+    )
     finished.add([finished_row(1)])
-    assert named(finished.find()) == ("get_tasks", {"ids": list(range(2, FEW_LEFT + 2)),
-                                                    "finished_only": True})
+    assert named(finished.find()) == (
+        "get_tasks",
+        {"ids": list(range(2, FEW_LEFT + 2)), "finished_only": True},
+    )
 
 
 def test_ids_alone_add_nothing():
     finished = FinishedTasks([1, 2], timeout=None)
     assert not finished.add([1])
     assert [named(f) for f in finished.fetches([1])] == [
-        ("get_tasks", {"ids": [1], "finished_only": True})]
+        ("get_tasks", {"ids": [1], "finished_only": True})
+    ]
 
 
 def test_unfinished_rows_are_not_counted():
@@ -105,11 +118,14 @@ def test_an_unpaced_wait_checks_at_every_notification():
         assert pacer.hold(now, deadline=None) == 0
 
 
-@pytest.mark.parametrize(("cost", "gap"), [
-    (0.0001, CheckPacer.FLOOR),
-    (0.5 / CheckPacer.FACTOR, 0.5),
-    (1.0, 1.0),
-])
+@pytest.mark.parametrize(
+    ("cost", "gap"),
+    [
+        (0.0001, CheckPacer.FLOOR),
+        (0.5 / CheckPacer.FACTOR, 0.5),
+        (1.0, 1.0),
+    ],
+)
 def test_pacing_gap_is_a_multiple_of_the_cost_within_floor_and_poll_interval(cost, gap):
     pacer = CheckPacer(poll_interval=1.0)
     pacer.checked(0.0)

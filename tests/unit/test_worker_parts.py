@@ -28,8 +28,14 @@ from omnispindle.errors import ValidationError
 
 
 def claim(task_id: int, token: str = "t", deadline: float = NO_DEADLINE) -> Claim:
-    row: Any = {"id": task_id, "lease_token": f"{token}{task_id}", "task_type": "job",
-                "attempts": 1, "max_attempts": 4, "timeout_seconds": None}
+    row: Any = {
+        "id": task_id,
+        "lease_token": f"{token}{task_id}",
+        "task_type": "job",
+        "attempts": 1,
+        "max_attempts": 4,
+        "timeout_seconds": None,
+    }
     return Claim(row, TaskContext(task_id, "job", 1, 4), call=object(), deadline=deadline)  # type: ignore[arg-type]
 
 
@@ -45,9 +51,12 @@ def ok(task_id: int, token: str = "t") -> Outcome:
 
 
 def failed(task_id: int, message: str = "boom") -> Outcome:
-    return Outcome(task_id, f"t{task_id}", 1,
-                   error={"type": "RuntimeError", "message": message, "traceback": "...",
-                          "attempt": 1})
+    return Outcome(
+        task_id,
+        f"t{task_id}",
+        1,
+        error={"type": "RuntimeError", "message": message, "traceback": "...", "attempt": 1},
+    )
 
 
 # ---------------------------------------------------------------- claims
@@ -169,6 +178,7 @@ def refuse_task(refused: int) -> Callable[[dict[str, Any]], list[dict[str, Any]]
         if refused in ids_of(params["ids"]):
             raise ValidationError("jsonb refused it")
         return store_all(params)
+
     return answer
 
 
@@ -176,7 +186,8 @@ def test_a_refused_result_is_isolated_and_becomes_a_failure():
     runner = Runner(complete_tasks=refuse_task(2))
     refused = OutcomeStore(runner, "w").complete([ok(1), ok(2), ok(3)])
     assert [(o.task_id, o.error and o.error["type"]) for o in refused] == [
-        (2, "ResultNotSerializable")]
+        (2, "ResultNotSerializable")
+    ]
     stored = [ids_of(p["ids"]) for name, p in runner.calls]
     assert stored == [[1, 2, 3], [1], [2], [3]]
 
@@ -209,7 +220,8 @@ def test_results_whose_lease_is_gone_are_logged_as_dropped(caplog):
     with caplog.at_level(logging.WARNING, logger="omnispindle.worker"):
         assert OutcomeStore(runner, "w-1").complete([ok(1), ok(2)]) == []
     assert [r.getMessage() for r in caplog.records] == [
-        "task 2: lease no longer held by worker w-1; result dropped"]
+        "task 2: lease no longer held by worker w-1; result dropped"
+    ]
 
 
 def test_failures_are_stored_as_json_documents():

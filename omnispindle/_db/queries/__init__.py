@@ -4,8 +4,15 @@ These are the only code that names a statement: everything else asks for a
 :class:`~omnispindle._db.query.Query` by calling one of them.
 """
 
-from omnispindle._db.queries import (inspection, metrics, periodic, retention, setup, tasks,
-                                     waiting, workers)
+from omnispindle._db.queries import (
+    inspection,
+    metrics,
+    periodic,
+    retention,
+    setup,
+    tasks,
+    waiting,
+    workers,
+)
 
-__all__ = ["inspection", "metrics", "periodic", "retention", "setup", "tasks", "waiting",
-           "workers"]
+__all__ = ["inspection", "metrics", "periodic", "retention", "setup", "tasks", "waiting", "workers"]

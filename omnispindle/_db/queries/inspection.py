@@ -5,18 +5,36 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from omnispindle._db.query import Query, first_or_none, rows
-from omnispindle._db.rows import (LockedTask, QueueSummaryRow, RetriedTask, TaskDetail,
-                                  TaskListRow, TaskStateRow, WorkerSummaryRow)
+from omnispindle._db.rows import (
+    LockedTask,
+    QueueSummaryRow,
+    RetriedTask,
+    TaskDetail,
+    TaskListRow,
+    TaskStateRow,
+    WorkerSummaryRow,
+)
 from omnispindle._db.statements import RUNTIME
 
 
-def list_tasks(*, task_types: Sequence[str] | None, states: Sequence[str] | None,
-               older_than: float | None, limit: int) -> Query[list[TaskListRow]]:
+def list_tasks(
+    *,
+    task_types: Sequence[str] | None,
+    states: Sequence[str] | None,
+    older_than: float | None,
+    limit: int,
+) -> Query[list[TaskListRow]]:
     """The newest tasks matching every filter given (None matches all)."""
-    return Query(RUNTIME["list_tasks"], {
-        "task_types": None if task_types is None else list(task_types),
-        "states": None if states is None else list(states),
-        "older_than": older_than, "limit": limit}, rows)
+    return Query(
+        RUNTIME["list_tasks"],
+        {
+            "task_types": None if task_types is None else list(task_types),
+            "states": None if states is None else list(states),
+            "older_than": older_than,
+            "limit": limit,
+        },
+        rows,
+    )
 
 
 def show_task(task_id: int) -> Query[TaskDetail | None]:

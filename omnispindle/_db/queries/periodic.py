@@ -46,11 +46,13 @@ def enabled_schedules() -> Query[list[DueSchedule]]:
     return Query(RUNTIME["enabled_schedules"], None, rows)
 
 
-def enqueue_periodic_ticks(names: Sequence[str],
-                           ticks: Sequence[datetime]) -> Query[list[EnqueuedTick]]:
+def enqueue_periodic_ticks(
+    names: Sequence[str], ticks: Sequence[datetime]
+) -> Query[list[EnqueuedTick]]:
     """Enqueue each schedule's tick unless another worker has; the ticks this call enqueued."""
-    return Query(RUNTIME["enqueue_periodic_ticks"], {"names": list(names), "ticks": list(ticks)},
-                 rows)
+    return Query(
+        RUNTIME["enqueue_periodic_ticks"], {"names": list(names), "ticks": list(ticks)}, rows
+    )
 
 
 def prune_periodic_ticks() -> Query[None]:

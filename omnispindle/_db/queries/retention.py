@@ -24,20 +24,24 @@ def lock_pruning() -> Query[None]:
     return Query(RUNTIME["lock_pruning"], None, nothing)
 
 
-def lock_prunable_tasks(*, keep_seconds: float, limit: int,
-                        after: datetime | None) -> Query[list[PrunableTask]]:
+def lock_prunable_tasks(
+    *, keep_seconds: float, limit: int, after: datetime | None
+) -> Query[list[PrunableTask]]:
     """Lock up to ``limit`` of the oldest prunable tasks, from ``after`` (None: the oldest)."""
-    return Query(RUNTIME["lock_prunable_tasks"],
-                 {"keep_seconds": keep_seconds, "limit": limit, "after": after}, rows)
+    return Query(
+        RUNTIME["lock_prunable_tasks"],
+        {"keep_seconds": keep_seconds, "limit": limit, "after": after},
+        rows,
+    )
 
 
 def prune_finished(*, keep_seconds: float, ids: Sequence[int]) -> Query[list[int]]:
     """Delete the locked tasks no dependent still needs; the ids deleted."""
-    return Query(RUNTIME["prune_finished"], {"keep_seconds": keep_seconds, "ids": list(ids)},
-                 column("id"))
+    return Query(
+        RUNTIME["prune_finished"], {"keep_seconds": keep_seconds, "ids": list(ids)}, column("id")
+    )
 
 
 def count_prunable_tasks(keep_seconds: float) -> Query[int]:
     """How many tasks a prune with this horizon would delete now."""
-    return Query(RUNTIME["count_prunable_tasks"], {"keep_seconds": keep_seconds},
-                 value("prunable"))
+    return Query(RUNTIME["count_prunable_tasks"], {"keep_seconds": keep_seconds}, value("prunable"))

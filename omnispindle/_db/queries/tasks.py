@@ -12,8 +12,17 @@ from psycopg.types.json import Jsonb
 from omnispindle._core import defaults
 from omnispindle._db.pg_arrays import ArrayLiteral, plain_array, text_array
 from omnispindle._db.query import Query, Row, column, first, first_or_none, rows, value
-from omnispindle._db.rows import (CancelResult, ClaimedTask, FailedAttempt, IdRun, StateCount,
-                                  StepRow, StoredOutcome, StreamRow, TaskRecord)
+from omnispindle._db.rows import (
+    CancelResult,
+    ClaimedTask,
+    FailedAttempt,
+    IdRun,
+    StateCount,
+    StepRow,
+    StoredOutcome,
+    StreamRow,
+    TaskRecord,
+)
 from omnispindle._db.statements import RUNTIME
 
 _ids = column("id")
@@ -46,50 +55,94 @@ def submit_tasks(columns: SubmitColumns) -> Query[list[int]]:
 def insert_tasks_bulk(rows_json: str, trace_context: dict[str, str] | None) -> Query[list[IdRun]]:
     """Insert tasks without dependencies or keys, given as one JSON array of objects
     that leave out fields holding their defaults. Returns runs of consecutive ids."""
-    return Query(RUNTIME["insert_tasks_bulk"], {
-        "rows": rows_json,
-        "trace_context": None if trace_context is None else Jsonb(trace_context),
-        "default_priority": defaults.PRIORITY,
-        "default_max_attempts": defaults.MAX_ATTEMPTS,
-        "default_retry_backoff": defaults.RETRY_BACKOFF,
-    }, rows)
+    return Query(
+        RUNTIME["insert_tasks_bulk"],
+        {
+            "rows": rows_json,
+            "trace_context": None if trace_context is None else Jsonb(trace_context),
+            "default_priority": defaults.PRIORITY,
+            "default_max_attempts": defaults.MAX_ATTEMPTS,
+            "default_retry_backoff": defaults.RETRY_BACKOFF,
+        },
+        rows,
+    )
 
 
-def claim_tasks(*, task_types: Sequence[str], capabilities: Sequence[str], limit: int,
-                worker_id: UUID, lease_seconds: float) -> Query[list[ClaimedTask]]:
+def claim_tasks(
+    *,
+    task_types: Sequence[str],
+    capabilities: Sequence[str],
+    limit: int,
+    worker_id: UUID,
+    lease_seconds: float,
+) -> Query[list[ClaimedTask]]:
     """Claim up to ``limit`` ready tasks for a worker, from the head of the ready index."""
-    return Query(RUNTIME["claim_tasks"], {
-        "task_types": list(task_types), "capabilities": list(capabilities), "limit": limit,
-        "worker_id": worker_id, "lease_seconds": lease_seconds}, rows)
+    return Query(
+        RUNTIME["claim_tasks"],
+        {
+            "task_types": list(task_types),
+            "capabilities": list(capabilities),
+            "limit": limit,
+            "worker_id": worker_id,
+            "lease_seconds": lease_seconds,
+        },
+        rows,
+    )
 
 
-def complete_and_claim(*, ids: Sequence[int], tokens: Sequence[str], results: Sequence[str],
-                       task_types: ArrayLiteral, capabilities: ArrayLiteral, limit: int,
-                       worker_id: UUID, lease_seconds: float, after_priority: int | None,
-                       after_id: int | None) -> Query[list[StepRow]]:
+def complete_and_claim(
+    *,
+    ids: Sequence[int],
+    tokens: Sequence[str],
+    results: Sequence[str],
+    task_types: ArrayLiteral,
+    capabilities: ArrayLiteral,
+    limit: int,
+    worker_id: UUID,
+    lease_seconds: float,
+    after_priority: int | None,
+    after_id: int | None,
+) -> Query[list[StepRow]]:
     """A worker's step: store results (fenced by lease token), then claim up to ``limit``
     tasks from the cursor ``(after_priority, after_id)``, or the head when both are None."""
-    return Query(RUNTIME["complete_and_claim"], {
-        "ids": plain_array(ids), "tokens": plain_array(tokens), "results": text_array(results),
-        "task_types": task_types, "capabilities": capabilities, "limit": limit,
-        "worker_id": worker_id, "lease_seconds": lease_seconds,
-        "after_priority": after_priority, "after_id": after_id}, rows)
+    return Query(
+        RUNTIME["complete_and_claim"],
+        {
+            "ids": plain_array(ids),
+            "tokens": plain_array(tokens),
+            "results": text_array(results),
+            "task_types": task_types,
+            "capabilities": capabilities,
+            "limit": limit,
+            "worker_id": worker_id,
+            "lease_seconds": lease_seconds,
+            "after_priority": after_priority,
+            "after_id": after_id,
+        },
+        rows,
+    )
 
 
-def complete_tasks(*, ids: Sequence[int], tokens: Sequence[object],
-                   results: Sequence[str]) -> Query[list[StoredOutcome]]:
+def complete_tasks(
+    *, ids: Sequence[int], tokens: Sequence[object], results: Sequence[str]
+) -> Query[list[StoredOutcome]]:
     """Store results, fenced by lease token; a row per result stored."""
-    return Query(RUNTIME["complete_tasks"], {
-        "ids": plain_array(ids), "tokens": plain_array(tokens), "results": text_array(results)},
-        rows)
+    return Query(
+        RUNTIME["complete_tasks"],
+        {"ids": plain_array(ids), "tokens": plain_array(tokens), "results": text_array(results)},
+        rows,
+    )
 
 
-def fail_tasks(*, ids: Sequence[int], tokens: Sequence[object],
-               errors: Sequence[str]) -> Query[list[FailedAttempt]]:
+def fail_tasks(
+    *, ids: Sequence[int], tokens: Sequence[object], errors: Sequence[str]
+) -> Query[list[FailedAttempt]]:
     """Store failed attempts (errors as JSON), fenced by lease token; a row per one stored."""
-    return Query(RUNTIME["fail_tasks"], {
-        "ids": plain_array(ids), "tokens": plain_array(tokens), "errors": text_array(errors)},
-        rows)
+    return Query(
+        RUNTIME["fail_tasks"],
+        {"ids": plain_array(ids), "tokens": plain_array(tokens), "errors": text_array(errors)},
+        rows,
+    )
 
 
 def release_tasks(*, ids: Sequence[int], tokens: Sequence[str]) -> Query[list[int]]:
@@ -138,8 +191,9 @@ def cancel_requests(*, ids: Sequence[int], tokens: Sequence[str]) -> Query[list[
 
 def emit_partial(task_id: int, token: object, payload_json: str) -> Query[int | None]:
     """Append a partial result; its sequence number, or None when the lease is gone."""
-    return Query(RUNTIME["emit_partial"], {"id": task_id, "token": token, "payload": payload_json},
-                 _seq)
+    return Query(
+        RUNTIME["emit_partial"], {"id": task_id, "token": token, "payload": payload_json}, _seq
+    )
 
 
 def read_stream(task_id: int, after: int) -> Query[list[StreamRow]]:

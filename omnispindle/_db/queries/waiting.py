@@ -16,11 +16,13 @@ _task_ids = column("task_id")
 
 def missing_task_ids(ids: Sequence[int], lo: Sequence[int], hi: Sequence[int]) -> Query[list[int]]:
     """The named ids that have no task."""
-    return Query(RUNTIME["missing_task_ids"], {"ids": list(ids), "lo": list(lo), "hi": list(hi)},
-                 _task_ids)
+    return Query(
+        RUNTIME["missing_task_ids"], {"ids": list(ids), "lo": list(lo), "hi": list(hi)}, _task_ids
+    )
 
 
 def finished_task_ids(ids: Sequence[int], lo: Sequence[int], hi: Sequence[int]) -> Query[list[int]]:
     """The named ids whose task has finished."""
-    return Query(RUNTIME["finished_task_ids"], {"ids": list(ids), "lo": list(lo), "hi": list(hi)},
-                 _task_ids)
+    return Query(
+        RUNTIME["finished_task_ids"], {"ids": list(ids), "lo": list(lo), "hi": list(hi)}, _task_ids
+    )

@@ -10,24 +10,49 @@ from omnispindle._db.rows import HeldLease, WorkerRow
 from omnispindle._db.statements import RUNTIME
 
 
-def register_worker(*, name: str, host: str, pid: int, capabilities: Sequence[str],
-                    task_types: Sequence[str], concurrency: int, version: str) -> Query[UUID]:
+def register_worker(
+    *,
+    name: str,
+    host: str,
+    pid: int,
+    capabilities: Sequence[str],
+    task_types: Sequence[str],
+    concurrency: int,
+    version: str,
+) -> Query[UUID]:
     """Add a worker to the membership list; its id."""
-    return Query(RUNTIME["register_worker"], {
-        "name": name, "host": host, "pid": pid, "capabilities": list(capabilities),
-        "task_types": list(task_types), "concurrency": concurrency, "version": version},
-        value("id"))
+    return Query(
+        RUNTIME["register_worker"],
+        {
+            "name": name,
+            "host": host,
+            "pid": pid,
+            "capabilities": list(capabilities),
+            "task_types": list(task_types),
+            "concurrency": concurrency,
+            "version": version,
+        },
+        value("id"),
+    )
 
 
-def heartbeat(*, worker_id: UUID, lease_seconds: float, ids: Sequence[int],
-              tokens: Sequence[str]) -> Query[list[HeldLease]]:
+def heartbeat(
+    *, worker_id: UUID, lease_seconds: float, ids: Sequence[int], tokens: Sequence[str]
+) -> Query[list[HeldLease]]:
     """Mark the worker alive and extend the leases it still holds; those it holds.
 
     Lists, not literals (as ``cancel_requests``): a beat comes every few seconds.
     """
-    return Query(RUNTIME["heartbeat"], {
-        "worker_id": worker_id, "lease_seconds": lease_seconds,
-        "ids": list(ids), "tokens": list(tokens)}, rows)
+    return Query(
+        RUNTIME["heartbeat"],
+        {
+            "worker_id": worker_id,
+            "lease_seconds": lease_seconds,
+            "ids": list(ids),
+            "tokens": list(tokens),
+        },
+        rows,
+    )
 
 
 def stop_worker(worker_id: UUID) -> Query[None]:
@@ -37,8 +62,9 @@ def stop_worker(worker_id: UUID) -> Query[None]:
 
 def mark_dead_workers(*, dead_after: float, limit: int) -> Query[list[UUID]]:
     """Declare dead up to ``limit`` workers silent for ``dead_after`` seconds; their ids."""
-    return Query(RUNTIME["mark_dead_workers"], {"dead_after": dead_after, "limit": limit},
-                 column("id"))
+    return Query(
+        RUNTIME["mark_dead_workers"], {"dead_after": dead_after, "limit": limit}, column("id")
+    )
 
 
 def list_workers() -> Query[list[WorkerRow]]:
