@@ -1,0 +1,72 @@
+"""The schema's column defaults and ranges are the ones Python defines (``_core.defaults``).
+
+Python's signatures and checks read the constants; plain SQL relies on the
+columns' defaults and CHECK constraints. This holds the two to one value each.
+"""
+
+from __future__ import annotations
+
+import re
+
+import psycopg
+
+from omnispindle._core import defaults
+
+COLUMN_DEFAULTS = """
+SELECT table_name, column_name, column_default
+FROM information_schema.columns
+WHERE table_schema = 'omnispindle' AND table_name IN ('tasks', 'periodic_tasks')
+  AND column_name IN ('priority', 'max_attempts', 'retry_backoff')
+"""
+
+CHECKS = """
+SELECT conname, pg_get_constraintdef(oid)
+FROM pg_constraint
+WHERE connamespace = 'omnispindle'::regnamespace AND contype = 'c'
+"""
+
+
+def number(text: str) -> float:
+    return float(re.match(r"[-\d.]+", text.strip("()'")).group(0))
+
+
+def test_column_defaults_are_the_python_defaults(dsn):
+    with psycopg.connect(dsn) as conn:
+        found = {(t, c): number(d) for t, c, d in conn.execute(COLUMN_DEFAULTS)}
+    expected = {
+        "priority": defaults.PRIORITY,
+        "max_attempts": defaults.MAX_ATTEMPTS,
+        "retry_backoff": defaults.RETRY_BACKOFF,
+    }
+    assert found == {
+        (table, column): value
+        for table in ("tasks", "periodic_tasks")
+        for column, value in expected.items()
+    }
+
+
+def test_check_constraints_hold_the_python_ranges(dsn):
+    with psycopg.connect(dsn) as conn:
+        # Negative numbers come back as quoted literals: '-1000'::integer.
+        checks = {
+            name: re.sub(r"'(-?\d+)'::integer", r"\1", text) for name, text in conn.execute(CHECKS)
+        }
+    low, high = defaults.PRIORITY_RANGE
+    least, most = defaults.MAX_ATTEMPTS_RANGE
+    for table in ("tasks", "periodic_tasks"):
+        assert f">= {low}" in checks[f"{table}_priority_range"]
+        assert f"<= {high}" in checks[f"{table}_priority_range"]
+        assert f">= {least}" in checks[f"{table}_max_attempts_range"]
+        assert f"<= {most}" in checks[f"{table}_max_attempts_range"]
+        assert f"<= {defaults.MAX_TASK_TYPE_LENGTH}" in checks[f"{table}_task_type_valid"]
+    assert f"<= {defaults.MAX_KEY_LENGTH}" in checks["tasks_idempotency_key_valid"]
+    assert f"<= {defaults.MAX_KEY_LENGTH}" in checks["periodic_tasks_name_valid"]
+
+
+def test_a_task_inserted_by_plain_sql_takes_the_python_defaults(dsn):
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "INSERT INTO omnispindle.tasks (task_type, state) VALUES ('t', 'pending') "
+            "RETURNING priority, max_attempts, retry_backoff"
+        ).fetchone()
+    assert row == (defaults.PRIORITY, defaults.MAX_ATTEMPTS, defaults.RETRY_BACKOFF)
