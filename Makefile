@@ -1,11 +1,11 @@
 # The two commands a new machine needs: `make demo` and `make test`.
-# Both create .venv and install the project into it on first use.
+# Every target creates .venv and installs the project into it on first use.
 
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test docs
+.PHONY: install demo test check docs
 
 install: $(VENV)/.installed
 
@@ -24,6 +24,13 @@ demo: install
 test: install
 	$(PY) -m pytest
 	if [ -n "$$OMNISPINDLE_TEST_DSN" ]; then OMNISPINDLE_TEST_DSN= $(PY) -m pytest -m smoke; fi
+
+# The static checks: lint, format, types, and the import contracts between wings.
+check: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 docs: install
 	$(VENV)/bin/mkdocs build --strict

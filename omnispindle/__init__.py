@@ -4,9 +4,8 @@ Example:
     >>> from omnispindle import TaskQueue, TaskQueueClient, WorkerClient  # doctest: +SKIP
 """
 
-__version__ = "0.1.0"
-
 from omnispindle._core.batches import entry
+from omnispindle._version import __version__
 from omnispindle.async_client import AsyncTaskQueueClient
 from omnispindle.client import TaskQueueClient
 from omnispindle.context import TaskContext, current_task
@@ -38,6 +37,7 @@ __all__ = [
     "WaitTimeoutError",
     "WorkerClient",
     "WorkerState",
+    "__version__",
     "current_task",
     "entry",
 ]

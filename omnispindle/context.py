@@ -48,11 +48,14 @@ class TaskContext:
         self._cancel_event().set()
 
     def _cancel_event(self) -> threading.Event:
-        if self._cancel is None:
+        event = self._cancel
+        if event is None:
             with _CANCEL_EVENTS_LOCK:  # the worker and the executor may both get here first
-                if self._cancel is None:
-                    object.__setattr__(self, "_cancel", threading.Event())
-        return self._cancel
+                event = self._cancel
+                if event is None:
+                    event = threading.Event()
+                    object.__setattr__(self, "_cancel", event)
+        return event
 
     def emit(self, data: Any) -> int:
         """Store a partial result (any JSON value); returns its sequence number from 1.

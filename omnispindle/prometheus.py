@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import errno
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -137,18 +137,18 @@ class QueueCollector:
 
 def add_samples(gauges: dict[str, Any], figures: Snapshot) -> None:
     """Fill the families from a metrics snapshot (``TaskQueue.get_metrics()``)."""
-    for row in figures["task_types"]:
-        _add_task_type(gauges, row)
-    for row in figures["workers"]:
+    for task_type in figures["task_types"]:
+        _add_task_type(gauges, task_type)
+    for worker in figures["workers"]:
         # Stopped and dead workers stay in the table for good; as series they
         # would only pile up. omnispindle_workers{state} counts them.
-        if row["state"] == "active":
-            _add_worker(gauges, row)
+        if worker["state"] == "active":
+            _add_worker(gauges, worker)
     for state, count in figures["totals"]["workers"].items():
         gauges["omnispindle_workers"].add_metric([state], count)
 
 
-def _add_task_type(gauges: dict[str, Any], row: dict[str, Any]) -> None:
+def _add_task_type(gauges: dict[str, Any], row: Mapping[str, Any]) -> None:
     task_type = row["task_type"]
     for state in TaskState:
         gauges["omnispindle_tasks"].add_metric([task_type, state.value], row[state.value])
@@ -178,7 +178,7 @@ def _add_task_type(gauges: dict[str, Any], row: dict[str, Any]) -> None:
     )
 
 
-def _add_worker(gauges: dict[str, Any], row: dict[str, Any]) -> None:
+def _add_worker(gauges: dict[str, Any], row: Mapping[str, Any]) -> None:
     # Names need not be unique (every process's first worker is worker-1): the
     # id keeps each worker's series apart.
     labels = [row["name"], row["id"]]
@@ -218,7 +218,8 @@ def registry(db: Database | None = None) -> Any:
 
 def exposition(db: Database) -> str:
     """The metrics in the Prometheus text format, read now."""
-    return client().generate_latest(registry(db)).decode()
+    text: bytes = client().generate_latest(registry(db))
+    return text.decode()
 
 
 def listen(port: int, addr: str, metrics_registry: Any) -> Any:

@@ -7,8 +7,7 @@ import threading
 from collections.abc import Iterable
 
 from omnispindle._core import defaults, validation
-from omnispindle._worker.loop import WorkerLoop
-from omnispindle._worker.runners import Executor
+from omnispindle._worker.loop import Executor, WorkerLoop
 from omnispindle._worker.settings import worker_settings
 from omnispindle.errors import ConfigurationError, ValidationError
 from omnispindle.task_queue import TaskQueue, open_queue

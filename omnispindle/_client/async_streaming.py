@@ -6,8 +6,8 @@ import time
 from collections.abc import AsyncIterator
 
 from omnispindle._client import operations
+from omnispindle._client._pacing import next_pause
 from omnispindle._client.async_waiting import wait_event
-from omnispindle._client.pacing import next_pause
 from omnispindle._client.records import StreamEvent, final_event, partial_event
 from omnispindle._db.async_notifier import AsyncNotifier
 from omnispindle._db.async_pool import AsyncDatabase

@@ -8,8 +8,8 @@ import inspect
 import time
 from collections.abc import Awaitable, Callable, Iterable
 
-from omnispindle._client.batch_wait import FEW_LEFT, FinishedTasks
-from omnispindle._client.pacing import CheckPacer, next_pause
+from omnispindle._client._batch_wait import FEW_LEFT, FinishedTasks
+from omnispindle._client._pacing import CheckPacer, next_pause
 from omnispindle._db.async_notifier import AsyncNotifier
 from omnispindle._db.async_pool import AsyncDatabase
 from omnispindle._db.notifier import FINISHED_CHANNEL

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from omnispindle._client import submission
+from omnispindle._client import _submission as submission
 from omnispindle._client.records import (
     DEFAULT_CANCEL_REASON,
     CancelOutcome,

@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator
 
 from omnispindle._client import operations
-from omnispindle._client.pacing import next_pause
+from omnispindle._client._pacing import next_pause
 from omnispindle._client.records import StreamEvent, final_event, partial_event
 from omnispindle._db.notifier import FINISHED_CHANNEL, STREAM_CHANNEL, Notifier
 from omnispindle._db.pool import Database

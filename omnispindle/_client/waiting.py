@@ -6,8 +6,8 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
-from omnispindle._client.batch_wait import FEW_LEFT, FinishedTasks
-from omnispindle._client.pacing import CheckPacer, next_pause
+from omnispindle._client._batch_wait import FEW_LEFT, FinishedTasks
+from omnispindle._client._pacing import CheckPacer, next_pause
 from omnispindle._db.notifier import FINISHED_CHANNEL, Notifier
 from omnispindle._db.pool import Database
 from omnispindle._db.rows import TaskRecord

@@ -20,7 +20,7 @@ from omnispindle.errors import DependencyCycleError, ValidationError
 class EntryRef(NamedTuple):
     """A dependency on another entry of the same batch, by its position."""
 
-    index: int
+    position: int
 
 
 def entry(index: int) -> EntryRef:
@@ -119,7 +119,7 @@ def _keys(entries: list[Any]) -> dict[str, int]:
     return keys
 
 
-def _entry_spec(index: int, item: Mapping, keys: dict[str, int], size: int) -> TaskSpec:
+def _entry_spec(index: int, item: Mapping[str, Any], keys: dict[str, int], size: int) -> TaskSpec:
     unknown = set(item) - BATCH_FIELDS
     if unknown:
         raise ValidationError(f"batch entry {index}: unknown field(s) {sorted(map(str, unknown))}")
@@ -148,14 +148,15 @@ def _split_dependencies(value: Any, keys: dict[str, int], size: int) -> tuple[li
     for item in value:
         if isinstance(item, EntryRef):
             if (
-                isinstance(item.index, bool)
-                or not isinstance(item.index, int)
-                or not 0 <= item.index < size
+                isinstance(item.position, bool)
+                or not isinstance(item.position, int)
+                or not 0 <= item.position < size
             ):
                 raise ValidationError(
-                    f"dependencies: entry({item.index!r}) is not a position in this batch of {size}"
+                    f"dependencies: entry({item.position!r}) is not a position "
+                    f"in this batch of {size}"
                 )
-            positions.append(item.index)
+            positions.append(item.position)
         elif isinstance(item, str):
             if item not in keys:
                 raise ValidationError(f"dependencies: {item!r} is no key of this batch")

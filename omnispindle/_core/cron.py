@@ -127,7 +127,7 @@ class _Schedule:
         while (found := self.next_date(day, last_year)) is not None:
             hms = _ceil_tuple(clock_fields, clock if found == day else (0, 0, 0))
             if hms is not None:
-                return datetime(found.year, found.month, found.day, *hms, tzinfo=timezone.utc)
+                return _at(found, hms)
             if found == date.max:
                 return None
             day, clock = found + timedelta(days=1), (0, 0, 0)
@@ -141,7 +141,7 @@ class _Schedule:
         while (found := self.previous_date(day, first_year)) is not None:
             hms = _floor_tuple(clock_fields, clock if found == day else (23, 59, 59))
             if hms is not None:
-                return datetime(found.year, found.month, found.day, *hms, tzinfo=timezone.utc)
+                return _at(found, hms)
             if found == date.min:
                 return None
             day, clock = found - timedelta(days=1), (23, 59, 59)
@@ -343,6 +343,12 @@ def _ceil(values: Sequence[int], value: int) -> int | None:
 def _floor(values: Sequence[int], value: int) -> int | None:
     i = bisect_right(values, value)
     return values[i - 1] if i > 0 else None
+
+
+def _at(day: date, clock: tuple[int, ...]) -> datetime:
+    """The moment ``clock`` (hour, minute, second) of ``day``, in UTC."""
+    hour, minute, second = clock
+    return datetime(day.year, day.month, day.day, hour, minute, second, tzinfo=timezone.utc)
 
 
 def _ceil_tuple(

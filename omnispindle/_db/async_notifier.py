@@ -38,7 +38,7 @@ class AsyncNotifier:
         self._dsn = dsn
         self._max_backoff = max_backoff
         self._waiters: dict[asyncio.Event, frozenset[str]] = {}
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
 
     def subscribe(self, channels: Iterable[str]) -> asyncio.Event:

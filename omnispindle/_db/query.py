@@ -22,6 +22,9 @@ from omnispindle._db.statements import Statement
 
 T = TypeVar("T")
 R = TypeVar("R")
+# Operations only produce their results: a query of rows of a kind is a query
+# of rows of any wider kind.
+T_co = TypeVar("T_co", covariant=True)
 
 # A row as psycopg's dict_row returns it; the typed readers say what it holds.
 Row = dict[str, Any]
@@ -31,29 +34,29 @@ Plan = Generator["Query[Any]", Any, T]
 
 
 @dataclass(frozen=True, slots=True)
-class Query(Generic[T]):
+class Query(Generic[T_co]):
     """One statement with its parameters, and the reader of its rows."""
 
     statement: Statement
     params: Params | None
-    read: Callable[[list[Row]], T]
+    read: Callable[[list[Row]], T_co]
 
 
 @dataclass(frozen=True, slots=True)
-class Atomic(Generic[T]):
+class Atomic(Generic[T_co]):
     """A plan that runs in one transaction: all of it, or none of it."""
 
-    plan: Plan[T]
+    plan: Plan[T_co]
 
 
 @dataclass(frozen=True, slots=True)
-class Pipelined(Generic[R, T]):
+class Pipelined(Generic[R, T_co]):
     """Queries pipelined in one transaction (all or nothing); ``combine`` gets their
     results in order. ``queries`` may be a generator: an exception from it rolls
     everything back."""
 
     queries: Iterable[Query[R]]
-    combine: Callable[[list[R]], T]
+    combine: Callable[[list[R]], T_co]
 
 
 Operation = Union[Query[T], Atomic[T], "Pipelined[Any, T]", Plan[T]]

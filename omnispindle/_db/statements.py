@@ -13,7 +13,6 @@ import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
 
 from typing_extensions import LiteralString
 
@@ -99,7 +98,7 @@ def _read(folder: Path) -> dict[str, Statement]:
         for name, body in parse_statements(path.read_text()).items():
             if name in merged:
                 raise ValueError(f"SQL statement {name!r} is defined twice ({path.name})")
-            merged[name] = Statement(name, cast(LiteralString, body))
+            merged[name] = Statement(name, body)
     return merged
 
 
@@ -108,4 +107,4 @@ RUNTIME = Statements(data_dir("sql") / "queries")
 
 def script(relative_path: str) -> LiteralString:
     """Return a whole SQL script, e.g. ``schema.sql`` or ``migrations/0001_initial.sql``."""
-    return cast(LiteralString, (data_dir("sql") / relative_path).read_text())
+    return (data_dir("sql") / relative_path).read_text()

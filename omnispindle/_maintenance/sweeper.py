@@ -34,7 +34,7 @@ PRUNE_BACKLOG_PAUSE = 0.1
 
 def error_pause(errors: int) -> float:
     """Seconds to wait after ``errors`` database errors in a row: doubling, capped."""
-    return min(MAX_ERROR_BACKOFF, 0.05 * 2**errors)
+    return min(MAX_ERROR_BACKOFF, 0.05 * 2.0**errors)
 
 
 @dataclass(frozen=True)

@@ -14,18 +14,22 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from typing import Any
 
+from omnispindle._db.rows import StepRow
+
 try:
     from opentelemetry import propagate, trace
     from opentelemetry.trace import SpanKind, Status, StatusCode
+
+    API = True
 except ImportError:  # pragma: no cover - exercised where the API is absent
-    trace = None
+    API = False
 
 TRACER_NAME = "omnispindle"
 
 
 def enabled() -> bool:
     """True when opentelemetry-api is importable."""
-    return trace is not None
+    return API
 
 
 def recording() -> bool:
@@ -34,7 +38,7 @@ def recording() -> bool:
     Without a provider every span is a no-op, yet starting one still costs
     several microseconds, a large share of a short task's overhead.
     """
-    return trace is not None and not isinstance(
+    return API and not isinstance(
         trace.get_tracer_provider(), (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
     )
 
@@ -49,7 +53,7 @@ def submit_span(task_types: list[str]) -> AbstractContextManager[dict[str, str] 
     return _submit_span(task_types) if recording() else _NO_SPAN
 
 
-def execution_span(claimed: dict[str, Any]) -> AbstractContextManager[Any]:
+def execution_span(claimed: StepRow) -> AbstractContextManager[Any]:
     """A consumer span around one attempt, a child of the submitting span if any;
     yields the span, or None."""
     return _execution_span(claimed) if recording() else _NO_SPAN
@@ -74,7 +78,7 @@ def _submit_span(task_types: list[str]) -> Iterator[dict[str, str] | None]:
 
 
 @contextlib.contextmanager
-def _execution_span(claimed: dict[str, Any]) -> Iterator[Any]:
+def _execution_span(claimed: StepRow) -> Iterator[Any]:
     parent = propagate.extract(claimed.get("trace_context") or {})
     tracer = trace.get_tracer(TRACER_NAME)
     with tracer.start_as_current_span(

@@ -30,18 +30,21 @@ from omnispindle._db.pg_arrays import ArrayLiteral, text_array
 from omnispindle._db.pool import Database
 from omnispindle._db.rows import StepRow
 from omnispindle._maintenance.sweeper import error_pause
-from omnispindle._worker.claim_cursor import ClaimCursor
-from omnispindle._worker.claims import Claim, Claims
-from omnispindle._worker.duties import Duties
-from omnispindle._worker.execution import Outcome, attempt_of, failure
-from omnispindle._worker.leases import LeaseKeeper, Verdict
-from omnispindle._worker.outcomes import Inbox
-from omnispindle._worker.runners import Call, Executor, Runners
+from omnispindle._version import __version__
+from omnispindle._worker._claim_cursor import ClaimCursor
+from omnispindle._worker._claims import Claim, Claims
+from omnispindle._worker._duties import Duties
+from omnispindle._worker._execution import Outcome, attempt_of, failure
+from omnispindle._worker._leases import LeaseKeeper, Verdict
+from omnispindle._worker._outcomes import Inbox
+from omnispindle._worker._runners import Call, Executor, Runners
+from omnispindle._worker._storage import OutcomeStore
+from omnispindle._worker._timers import Timers
 from omnispindle._worker.settings import WorkerSettings
-from omnispindle._worker.storage import OutcomeStore
-from omnispindle._worker.timers import Timers
 from omnispindle.context import TaskContext
 from omnispindle.errors import LeaseLostError, TaskCancelled, ValidationError, first_line
+
+__all__ = ["Executor", "WorkerLoop"]
 
 log = logging.getLogger("omnispindle.worker")
 
@@ -114,8 +117,6 @@ class WorkerLoop:
             log.info("worker %s stopped", self.settings.name)
 
     def _register(self) -> UUID:
-        from omnispindle import __version__
-
         return self.db.run(
             q.workers.register_worker(
                 name=self.settings.name,

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 HOLD_LIMIT_SECONDS = 600
 
 
-def hold(task_data):
+def hold(task_data: dict[str, Any]) -> dict[str, Any]:
     """Runs until the file named in the parameters exists (at most ten minutes)."""
     marker = Path(task_data["parameters"]["marker"])
     deadline = time.monotonic() + HOLD_LIMIT_SECONDS
@@ -17,12 +18,12 @@ def hold(task_data):
     return {"released": marker.exists()}
 
 
-def noop(task_data):
+def noop(task_data: dict[str, Any]) -> dict[str, Any]:
     """Does nothing: what remains is the queue's own cost."""
     return {}
 
 
-def stamp(task_data):
+def stamp(task_data: dict[str, Any]) -> dict[str, Any]:
     """Returns when it started (epoch seconds), for enqueue-to-start latency."""
     return {"started": time.time()}
 

@@ -102,7 +102,7 @@ async def pgqueuer_driver(dsn: str) -> AsyncIterator[Any]:
 def asyncpg_arguments(dsn: str) -> dict[str, Any]:
     """``asyncpg.connect`` arguments for a libpq DSN, which asyncpg cannot parse unless a URL."""
     params = conninfo_to_dict(dsn)
-    arguments = {
+    arguments: dict[str, Any] = {
         "host": params.get("host"),
         "port": params.get("port"),
         "user": params.get("user"),

@@ -50,7 +50,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from functools import cache
 from typing import Any
@@ -120,14 +120,14 @@ def run_peer(
                 **medians(samples),
             }
         if scenario == "enqueue":
-            samples = [_enqueue_once(adapter, target, tasks) for _ in range(runs)]
-            return {"system": peer, "scenario": "enqueue", "tasks": tasks, **medians(samples)}
-        samples = [_latency_once(adapter, target, concurrency) for _ in range(runs)]
+            enqueues = [_enqueue_once(adapter, target, tasks) for _ in range(runs)]
+            return {"system": peer, "scenario": "enqueue", "tasks": tasks, **medians(enqueues)}
+        latencies = [_latency_once(adapter, target, concurrency) for _ in range(runs)]
         return {
             "system": peer,
             "scenario": "latency",
             "samples": LATENCY_SAMPLES,
-            **medians(samples),
+            **medians(latencies),
         }
 
 
@@ -154,11 +154,11 @@ def _adapter(peer: str, scenario: str) -> _Peer:
     return _ADAPTERS[peer]()
 
 
-def medians(samples: list[dict[str, float | None]]) -> dict[str, float | None]:
+def medians(samples: Sequence[Mapping[str, float | None]]) -> dict[str, float | None]:
     """Per key, the median of the runs' figures (None where a run had none)."""
     merged: dict[str, float | None] = {}
     for key in samples[0]:
-        values = [s[key] for s in samples if s[key] is not None]
+        values = [value for s in samples if (value := s[key]) is not None]
         merged[key] = round(statistics.median(values), 4) if values else None
     return merged
 
@@ -174,7 +174,7 @@ def prepare_database(dsn: str, peer: str) -> str:
     """Create ``peer``'s database on ``dsn``'s server when missing; return its DSN."""
     name = peer_database(peer)
     with psycopg.connect(dsn, autocommit=True) as conn:
-        if not conn.execute(statement("peer_database_exists"), {"name": name}).fetchone()[0]:
+        if not fetch_value(conn, "peer_database_exists", {"name": name}):
             create = sql.SQL(statement("peer_create_database")).format(
                 database=sql.Identifier(name)
             )
@@ -182,7 +182,7 @@ def prepare_database(dsn: str, peer: str) -> str:
                 conn.execute(create)
             except psycopg.errors.DuplicateDatabase:
                 pass  # created meanwhile by a concurrent run
-    return make_conninfo(**{**conninfo_to_dict(dsn), "dbname": name})
+    return make_conninfo(dsn, dbname=name)
 
 
 def reset_schema(dsn: str, adapter: _Peer) -> None:
@@ -197,9 +197,18 @@ def reset_schema(dsn: str, adapter: _Peer) -> None:
     adapter.install(dsn)
 
 
-def fetch_value(conn: psycopg.Connection, name: str, params: dict[str, Any] | None = None) -> Any:
-    """The first column of the first row of the named statement."""
-    return conn.execute(statement(name), params or {}).fetchone()[0]
+def fetch_value(
+    conn: psycopg.Connection[Any], name: str, params: dict[str, Any] | None = None
+) -> Any:
+    """The first column of the first row of the named statement.
+
+    Raises:
+        BenchmarkError: the statement returned no row.
+    """
+    row = conn.execute(statement(name), params or {}).fetchone()
+    if row is None:
+        raise BenchmarkError(f"{name} returned no row")
+    return row[0]
 
 
 # --- CPU -------------------------------------------------------------------------------
@@ -238,7 +247,7 @@ def postgres_cpu_seconds(dsn: str) -> float | None:
 
 @cache
 def _postmaster_pid(dsn: str) -> int | None:
-    host = conninfo_to_dict(dsn).get("host") or ""
+    host = str(conninfo_to_dict(dsn).get("host") or "")
     if host not in LOCAL_HOSTS and not host.startswith("/"):
         return None
     import psutil
@@ -259,7 +268,7 @@ def _postmaster_pid(dsn: str) -> int | None:
 class WorkerPool:
     """Worker processes of one peer, whose output goes to one scratch file for error messages."""
 
-    def __init__(self, processes: list[subprocess.Popen], log: Any) -> None:
+    def __init__(self, processes: list[subprocess.Popen[bytes]], log: Any) -> None:
         self.processes = processes
         self.log = log
 
@@ -296,7 +305,7 @@ class WorkerPool:
 def worker_pool(adapter: _Peer, dsn: str, count: int, concurrency: int) -> Iterator[WorkerPool]:
     """Start ``count`` worker processes of the peer; stop them on exit."""
     worker_dsn = make_conninfo(dsn, application_name=WORKER_APPLICATION)
-    processes: list[subprocess.Popen] = []
+    processes: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryFile() as log:
         try:
             for index in range(count):

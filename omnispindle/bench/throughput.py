@@ -103,7 +103,7 @@ def drain_once(queue: TaskQueue, pids: list[int], tasks: int) -> dict[str, float
         raise BenchmarkError(
             f"submitting {tasks} tasks took over {DRAIN_START_DELAY_S} s; use fewer"
         )
-    worker_cpu, pg_cpu = process_cpu_seconds(pids), postgres_cpu_seconds(queue.dsn)
+    worker_cpu, pg_before = process_cpu_seconds(pids), postgres_cpu_seconds(queue.dsn)
     wait_for(lambda: drained(queue, ids[0], ids[-1]), 600, f"draining {tasks} tasks", interval=0.05)
     worker_cpu = process_cpu_seconds(pids) - worker_cpu
     pg_after = postgres_cpu_seconds(queue.dsn)
@@ -111,7 +111,9 @@ def drain_once(queue: TaskQueue, pids: list[int], tasks: int) -> dict[str, float
     return {
         "tasks_per_s": tasks / span,
         "worker_cpu_s_per_1k": worker_cpu * 1000 / tasks,
-        "pg_cpu_s_per_1k": None if pg_cpu is None else (pg_after - pg_cpu) * 1000 / tasks,
+        "pg_cpu_s_per_1k": (
+            None if pg_before is None or pg_after is None else (pg_after - pg_before) * 1000 / tasks
+        ),
     }
 
 
@@ -198,4 +200,5 @@ def latency_sample(client: TaskQueueClient) -> float:
     task = client.wait_for_task(task_id, timeout=30)
     if task["state"] != "succeeded":
         raise BenchmarkError(f"latency probe {task_id} ended {task['state']}")
-    return max(0.0, task["result"]["started"] - committed)
+    started: float = task["result"]["started"]
+    return max(0.0, started - committed)

@@ -46,7 +46,7 @@ def wait_for(
 
 def worker_process(
     dsn: str, name: str, concurrency: int, lease_timeout: float, extra: Sequence[str] = ()
-) -> subprocess.Popen:
+) -> subprocess.Popen[bytes]:
     """A worker process with default settings but for its lease (and ``extra`` options),
     running the bench executors."""
     return subprocess.Popen(
@@ -222,7 +222,9 @@ def _dependency_cost(shape: str, seconds: dict[str, float], edges: int) -> dict[
     }
 
 
-def stop_processes(processes: Iterable[subprocess.Popen | None], timeout: float = 60.0) -> None:
+def stop_processes(
+    processes: Iterable[subprocess.Popen[bytes] | None], timeout: float = 60.0
+) -> None:
     """SIGTERM each process, then SIGKILL what has not exited ``timeout`` seconds later."""
     running = [p for p in processes if p is not None]
     for process in running:

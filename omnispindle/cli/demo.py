@@ -20,11 +20,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from omnispindle._db import queries as q
 from omnispindle._db.embedded import DSN_VARIABLE
+from omnispindle._db.rows import TaskRecord
 from omnispindle.cli.formatting import format_table
 from omnispindle.client import TaskQueueClient
 from omnispindle.errors import WaitTimeoutError
@@ -155,7 +156,7 @@ def _without_dsn_variable() -> Iterator[None]:
 
 def _run_with_queue(queue: TaskQueue, deadline: float) -> bool:
     """Start workers, run the workflow, stop the workers; True if all went well."""
-    workers: dict[str, subprocess.Popen] = {}
+    workers: dict[str, subprocess.Popen[bytes]] = {}
     try:
         for n in range(1, WORKERS + 1):
             workers[f"demo-worker-{n}"] = _spawn_worker(queue.dsn, f"demo-worker-{n}")
@@ -172,7 +173,7 @@ def _run_with_queue(queue: TaskQueue, deadline: float) -> bool:
     return succeeded and stopped
 
 
-def _spawn_worker(dsn: str, name: str) -> subprocess.Popen:
+def _spawn_worker(dsn: str, name: str) -> subprocess.Popen[bytes]:
     command = [
         sys.executable,
         "-m",
@@ -195,7 +196,7 @@ def _spawn_worker(dsn: str, name: str) -> subprocess.Popen:
 
 
 def _wait_for_workers(
-    queue: TaskQueue, workers: dict[str, subprocess.Popen], deadline: float
+    queue: TaskQueue, workers: dict[str, subprocess.Popen[bytes]], deadline: float
 ) -> None:
     """Return once every worker process has registered in the workers table."""
     print(f"starting {len(workers)} worker processes ({CONCURRENCY} threads each)...", flush=True)
@@ -213,13 +214,15 @@ def _wait_for_workers(
     print(f"workers ready: {pids}")
 
 
-def _check_alive(workers: dict[str, subprocess.Popen]) -> None:
+def _check_alive(workers: dict[str, subprocess.Popen[bytes]]) -> None:
     for name, process in workers.items():
         if process.poll() is not None:
             raise DemoError(f"worker {name} exited early with code {process.returncode}")
 
 
-def _run_workflow(queue: TaskQueue, workers: dict[str, subprocess.Popen], deadline: float) -> bool:
+def _run_workflow(
+    queue: TaskQueue, workers: dict[str, subprocess.Popen[bytes]], deadline: float
+) -> bool:
     """Submit the tasks, wait with progress, print results; True if all succeeded."""
     client = TaskQueueClient(local_queue=queue, poll_interval=PROGRESS_INTERVAL)
     batch_ids = client.submit_batch(
@@ -253,9 +256,9 @@ def _wait_with_progress(
     client: TaskQueueClient,
     queue: TaskQueue,
     ids: list[int],
-    workers: dict[str, subprocess.Popen],
+    workers: dict[str, subprocess.Popen[bytes]],
     deadline: float,
-) -> list[dict]:
+) -> list[TaskRecord]:
     """Wait for every task, printing the state counts about every PROGRESS_INTERVAL."""
     started = time.monotonic()
     tasks = None
@@ -273,12 +276,12 @@ def _wait_with_progress(
 
 
 def _print_progress(queue: TaskQueue, started: float) -> None:
-    rows = queue.db.run(q.inspection.queue_summary())
+    rows: list[Mapping[str, Any]] = list(queue.db.run(q.inspection.queue_summary()))
     counts = "  ".join(f"{state} {sum(row[state] for row in rows)}" for state in STATES)
     print(f"[{time.monotonic() - started:5.1f} s] {counts}", flush=True)
 
 
-def _print_results(batch: list[dict], chain_end: dict, flaky_task: dict) -> None:
+def _print_results(batch: list[TaskRecord], chain_end: TaskRecord, flaky_task: TaskRecord) -> None:
     print("\nBatch results")
     for (operation, values), task in zip(BATCH, batch):
         value = task["result"]["result"] if task["result"] else task["state"]
@@ -298,7 +301,7 @@ def _print_results(batch: list[dict], chain_end: dict, flaky_task: dict) -> None
         print(f"  error of attempt {error['attempt']}: {error['type']}: {error['message']}")
 
 
-def _report_failures(tasks: Iterable[dict]) -> bool:
+def _report_failures(tasks: Iterable[TaskRecord]) -> bool:
     """Print each task that did not succeed; True when there is none."""
     bad = [t for t in tasks if t["state"] != "succeeded"]
     for task in bad:
@@ -310,7 +313,7 @@ def _report_failures(tasks: Iterable[dict]) -> bool:
     return not bad
 
 
-def _stop_workers(workers: dict[str, subprocess.Popen]) -> bool:
+def _stop_workers(workers: dict[str, subprocess.Popen[bytes]]) -> bool:
     """SIGTERM every worker, wait, kill stragglers; True if all exited with code 0."""
     if not workers:
         return True
@@ -324,7 +327,7 @@ def _stop_workers(workers: dict[str, subprocess.Popen]) -> bool:
     return all(code == 0 for code in codes.values())
 
 
-def _wait_or_kill(process: subprocess.Popen, deadline: float) -> int:
+def _wait_or_kill(process: subprocess.Popen[bytes], deadline: float) -> int:
     try:
         return process.wait(timeout=max(0.1, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:

@@ -23,11 +23,13 @@ def _migrate(args: argparse.Namespace) -> int:
     from omnispindle.migrate import upgrade
 
     dsn = args.dsn or os.environ.get(DSN_VARIABLE)
-    server = None if dsn else start_server()
-    try:
-        upgrade(dsn or server.get_uri(), args.revision)
-    finally:
-        if server is not None:
+    if dsn:
+        upgrade(dsn, args.revision)
+    else:
+        server = start_server()
+        try:
+            upgrade(server.get_uri(), args.revision)
+        finally:
             server.cleanup()
     print(f"omnispindle: schema at {args.revision}")
     return EXIT_OK

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import json
 import textwrap
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from omnispindle.cli.formatting import format_age, format_fields, format_table, printable, shorten
@@ -13,7 +14,7 @@ MAX_LISTED_RELATIVES = 20  # dependencies or dependents shown as text; --json ha
 ERROR_WIDTH = 50
 
 
-def task_list_table(rows: list[dict[str, Any]]) -> str:
+def task_list_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """The ``omnispindle tasks`` table, one line per task."""
     return format_table(
         [
@@ -33,7 +34,7 @@ def task_list_table(rows: list[dict[str, Any]]) -> str:
     )
 
 
-def wait_table(records: list[dict[str, Any]]) -> str:
+def wait_table(records: Sequence[Mapping[str, Any]]) -> str:
     """The final records of waited-for tasks, with each one's outcome."""
     return format_table(
         [
@@ -50,7 +51,7 @@ def wait_table(records: list[dict[str, Any]]) -> str:
     )
 
 
-def task_detail_text(task: dict[str, Any]) -> str:
+def task_detail_text(task: Mapping[str, Any]) -> str:
     """One task in full: fields, parameters, result, relatives and every error."""
     sections = [
         f"Task {task['task_id']}\n{format_fields(_fields(task))}",
@@ -63,7 +64,7 @@ def task_detail_text(task: dict[str, Any]) -> str:
     return "\n".join(sections)
 
 
-def _fields(task: dict[str, Any]) -> list[tuple[str, Any]]:
+def _fields(task: Mapping[str, Any]) -> list[tuple[str, Any]]:
     return [
         ("type", task["task_type"]),
         ("state", task["state"]),
@@ -83,7 +84,7 @@ def _fields(task: dict[str, Any]) -> list[tuple[str, Any]]:
     ]
 
 
-def _relatives(title: str, relatives: list[dict[str, Any]]) -> str:
+def _relatives(title: str, relatives: Sequence[Mapping[str, Any]]) -> str:
     shown = relatives[:MAX_LISTED_RELATIVES]
     lines = [f"  {r['task_id']}  {r['state']}  {printable(r['task_type'])}" for r in shown]
     if len(relatives) > len(shown):
@@ -91,7 +92,7 @@ def _relatives(title: str, relatives: list[dict[str, Any]]) -> str:
     return _section(f"{title} ({len(relatives)})", "\n".join(lines) or "  none")
 
 
-def _errors(errors: list[dict[str, Any]]) -> str:
+def _errors(errors: Sequence[Mapping[str, Any]]) -> str:
     blocks = []
     for error in errors:
         heading = printable(
@@ -119,7 +120,7 @@ def _when(value: datetime.datetime | None) -> str | None:
     return None if value is None else value.isoformat(sep=" ", timespec="seconds")
 
 
-def _problem(row: dict[str, Any]) -> str | None:
+def _problem(row: Mapping[str, Any]) -> str | None:
     """The last error, or for a task cancelled without one, why it was cancelled."""
     if row["error_type"] is not None:
         return f"{row['error_type']}: {row['error_message']}"
@@ -128,7 +129,7 @@ def _problem(row: dict[str, Any]) -> str | None:
     return None
 
 
-def _outcome(record: dict[str, Any]) -> str | None:
+def _outcome(record: Mapping[str, Any]) -> str | None:
     error = record.get("error") or {}
     if record["state"] == "failed" and error:
         return f"{error.get('type')}: {error.get('message')}"

@@ -278,7 +278,7 @@ def test_the_execution_span_wraps_the_coroutine(client, start_worker, spans):  #
 
 
 def test_a_callable_object_with_an_async_call_is_a_coroutine_executor():
-    from omnispindle._worker.event_loop import is_coroutine_executor
+    from omnispindle._worker._event_loop import is_coroutine_executor
 
     class Handler:
         async def __call__(self, task):

@@ -19,8 +19,8 @@ from omnispindle import (
     TaskQueueClient,
     WaitTimeoutError,
 )
-from omnispindle._client.batch_wait import RECORD_CHUNK
-from omnispindle._client.pacing import CheckPacer
+from omnispindle._client._batch_wait import RECORD_CHUNK
+from omnispindle._client._pacing import CheckPacer
 from omnispindle._db.query import Query
 
 BATCH = 5000

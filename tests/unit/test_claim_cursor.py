@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from omnispindle._worker.claim_cursor import ClaimCursor
+from omnispindle._worker._claim_cursor import ClaimCursor
 
 
 def rows(*pairs):

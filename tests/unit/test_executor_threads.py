@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from omnispindle._worker.threads import ExecutorThreads
+from omnispindle._worker._threads import ExecutorThreads
 
 WAIT_S = 10
 

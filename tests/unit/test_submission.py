@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from omnispindle._client.submission import ids_of_runs, insert
+from omnispindle._client._submission import ids_of_runs, insert
 from omnispindle._core.specs import TaskOptions, task_spec
 
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 
 from omnispindle import TaskNotFoundError
-from omnispindle._client.batch_wait import (
+from omnispindle._client._batch_wait import (
     FEW_LEFT,
     RECORD_CHUNK,
     SHORT_RUN,
     FinishedTasks,
     id_ranges,
 )
-from omnispindle._client.pacing import CheckPacer
+from omnispindle._client._pacing import CheckPacer
 
 
 def finished_row(task_id: int, state: str = "succeeded") -> dict:

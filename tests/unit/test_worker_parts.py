@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 
 from omnispindle._db.query import Query
-from omnispindle._worker.claims import NO_DEADLINE, Claim, Claims
-from omnispindle._worker.execution import Outcome
-from omnispindle._worker.leases import verdict
-from omnispindle._worker.outcomes import LINGER_S, Inbox, enough
-from omnispindle._worker.storage import UNSTORABLE_ERROR, OutcomeStore
-from omnispindle._worker.timers import Timers
+from omnispindle._worker._claims import NO_DEADLINE, Claim, Claims
+from omnispindle._worker._execution import Outcome
+from omnispindle._worker._leases import verdict
+from omnispindle._worker._outcomes import LINGER_S, Inbox, enough
+from omnispindle._worker._storage import UNSTORABLE_ERROR, OutcomeStore
+from omnispindle._worker._timers import Timers
 from omnispindle.context import TaskContext
 from omnispindle.errors import ValidationError
 

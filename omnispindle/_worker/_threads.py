@@ -36,7 +36,7 @@ class ThreadCall:
     __slots__ = ("_error", "_value", "args", "fn", "on_done")
 
     def __init__(
-        self, fn: Callable[..., Any], args: tuple, on_done: Callable[[ThreadCall], Any]
+        self, fn: Callable[..., Any], args: tuple[Any, ...], on_done: Callable[[ThreadCall], Any]
     ) -> None:
         self.fn, self.args, self.on_done = fn, args, on_done
         self._value: Any = None
@@ -72,7 +72,7 @@ class ExecutorThreads:
     """
 
     def __init__(self, size: int, name: str) -> None:
-        self._calls: queue.SimpleQueue = queue.SimpleQueue()
+        self._calls: queue.SimpleQueue[ThreadCall | None] = queue.SimpleQueue()
         self._name = name
         self._ids = itertools.count(1)
         self._lock = threading.Lock()

@@ -13,7 +13,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from omnispindle._worker.execution import Outcome
+from omnispindle._worker._execution import Outcome
 
 # Longest wait for more outcomes before storing the ones at hand.
 LINGER_S = 0.002

@@ -11,7 +11,7 @@ import time
 from omnispindle._db.query import Runner
 from omnispindle._maintenance.periodic import PeriodicScheduler
 from omnispindle._maintenance.sweeper import Sweeper, SweeperConfig
-from omnispindle._worker.timers import NEVER, Timers
+from omnispindle._worker._timers import NEVER, Timers
 
 
 class Duties:

@@ -11,9 +11,9 @@ from concurrent.futures import Future
 from typing import Any, Union
 
 from omnispindle._db.rows import StepRow
-from omnispindle._worker.event_loop import ExecutorLoop, is_coroutine_executor
-from omnispindle._worker.execution import Outcome, run_async_executor, run_executor
-from omnispindle._worker.threads import ExecutorThreads, ThreadCall
+from omnispindle._worker._event_loop import ExecutorLoop, is_coroutine_executor
+from omnispindle._worker._execution import Outcome, run_async_executor, run_executor
+from omnispindle._worker._threads import ExecutorThreads, ThreadCall
 from omnispindle.context import TaskContext
 
 Executor = Callable[[dict[str, Any]], Any]

@@ -11,9 +11,10 @@ delayed tasks come due, submissions that committed late).
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
 
 from omnispindle._core.rewalks import FACTOR, Rewalks
+from omnispindle._db.rows import StepRow
 
 HEAD_WALK_MIN_S = 0.05
 
@@ -29,9 +30,11 @@ class ClaimCursor:
     def start(self) -> tuple[int | None, int | None]:
         """Where the next claim starts: the cursor, or (None, None) for the head."""
         self._from_head = self.position is None or self.head_walks.due()
-        return (None, None) if self._from_head else self.position
+        if self._from_head or self.position is None:
+            return None, None
+        return self.position
 
-    def move(self, claimed: list[dict[str, Any]], limit: int, seconds: float) -> None:
+    def move(self, claimed: Sequence[StepRow], limit: int, seconds: float) -> None:
         """Follow a claim of up to ``limit`` tasks, started at ``start()``, that
         returned ``claimed`` and took ``seconds``."""
         last = _last_in_claim_order(claimed)
@@ -47,7 +50,7 @@ class ClaimCursor:
             self.position = max(self.position, last, key=_claim_order)
 
 
-def _last_in_claim_order(claimed: list[dict[str, Any]]) -> tuple[int, int] | None:
+def _last_in_claim_order(claimed: Sequence[StepRow]) -> tuple[int, int] | None:
     if not claimed:
         return None
     lowest = min(row["priority"] for row in claimed)

@@ -17,7 +17,10 @@ import inspect
 import threading
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from omnispindle._worker._execution import Outcome
 
 # Seconds cancelled coroutines get to end when the loop shuts down.
 SHUTDOWN_GRACE = 2.0
@@ -40,17 +43,17 @@ class ExecutorLoop:
     def __init__(self, name: str) -> None:
         self._loop = asyncio.new_event_loop()
         self._lock = threading.Lock()
-        self._running: set[Future] = set()
+        self._running: set[Future[Outcome]] = set()
         self._stopping = False
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
 
     def submit(
         self,
-        on_done: Callable[[Future], Any],
+        on_done: Callable[[Future[Outcome]], Any],
         fn: Callable[..., Coroutine[Any, Any, Any]],
         *args: Any,
-    ) -> Future:
+    ) -> Future[Outcome]:
         """Start ``fn(*args)`` as a task on the loop; ``on_done`` gets the returned
         future once it ends or is cancelled."""
         future = asyncio.run_coroutine_threadsafe(fn(*args), self._loop)
@@ -60,7 +63,7 @@ class ExecutorLoop:
         future.add_done_callback(on_done)
         return future
 
-    def abandon(self, future: Future) -> bool:
+    def abandon(self, future: Future[Outcome]) -> bool:
         """Give up on a coroutine: cancel its task. False if it is not running."""
         with self._lock:
             if future not in self._running:
@@ -82,7 +85,7 @@ class ExecutorLoop:
             asyncio.run_coroutine_threadsafe(self._stop(), self._loop)
         self._thread.join(SHUTDOWN_GRACE + 1)
 
-    def _forget(self, future: Future) -> None:
+    def _forget(self, future: Future[Outcome]) -> None:
         with self._lock:
             self._running.discard(future)
 

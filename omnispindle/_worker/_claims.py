@@ -11,8 +11,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from omnispindle._db.rows import StepRow
-from omnispindle._worker.execution import Outcome
-from omnispindle._worker.runners import Call
+from omnispindle._worker._execution import Outcome
+from omnispindle._worker._runners import Call
 from omnispindle.context import TaskContext
 
 NO_DEADLINE = float("inf")

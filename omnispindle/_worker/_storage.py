@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from omnispindle._db import queries as q
 from omnispindle._db.query import Runner
 from omnispindle._db.rows import FailedAttempt, StoredOutcome
-from omnispindle._worker.execution import Attempt, Outcome, failure
+from omnispindle._worker._execution import Attempt, Outcome, failure
 from omnispindle.errors import ValidationError
 
 log = logging.getLogger("omnispindle.worker")

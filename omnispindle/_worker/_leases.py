@@ -14,7 +14,7 @@ from uuid import UUID
 from omnispindle._db import queries as q
 from omnispindle._db.query import Runner
 from omnispindle._db.rows import HeldLease
-from omnispindle._worker.claims import Claim, Claims
+from omnispindle._worker._claims import Claim, Claims
 
 
 @dataclass(frozen=True)

@@ -106,7 +106,7 @@ class FinishedTasks:
 
         return Query(query.statement, query.params, raise_first_missing)
 
-    def find(self) -> Query[list[TaskRecord]] | Query[list[int]]:
+    def find(self) -> Query[list[TaskRecord] | list[int]]:
         """The query that finds the newly finished tasks: their records while few are
         left, else their ids (whose records :meth:`fetches` then gets)."""
         ranges = self._unfinished_ranges()
