@@ -19,8 +19,7 @@ from psycopg.types.json import Jsonb
 from omnispindle._core import defaults
 from omnispindle._core.specs import TaskSpec
 from omnispindle._db import queries as q
-from omnispindle._db.query import Pipelined, Query, then
-from omnispindle._db.rows import IdRun
+from omnispindle._db.query import Pipelined, Query
 
 TraceContext = dict[str, str] | None
 V = TypeVar("V")
@@ -30,28 +29,23 @@ def insert(specs: list[TaskSpec], trace_context: TraceContext) -> Query[list[int
     """The insert of ``specs``; its result is the new ids, in entry order."""
     if any(s.dependencies or s.entry_dependencies or s.idempotency_key for s in specs):
         return q.tasks.submit_tasks(submit_columns(specs, trace_context))
-    return then(bulk_insert(specs, trace_context), ids_of_runs)
+    return bulk_insert(specs, trace_context)
 
 
 def insert_chunks(
     chunks: Iterable[list[TaskSpec]], trace_context: TraceContext
-) -> Pipelined[list[IdRun], list[int]]:
+) -> Pipelined[list[int], list[int]]:
     """A long plain batch as pipelined bulk inserts, one per chunk, all or nothing;
     the chunks may come from a generator that validates them as they are sent."""
     return Pipelined(
         (bulk_insert(specs, trace_context) for specs in chunks),
-        lambda results: [i for runs in results for i in ids_of_runs(runs)],
+        lambda results: [i for ids in results for i in ids],
     )
 
 
-def bulk_insert(specs: list[TaskSpec], trace_context: TraceContext) -> Query[list[IdRun]]:
-    """The bulk insert of specs without dependencies or keys."""
+def bulk_insert(specs: list[TaskSpec], trace_context: TraceContext) -> Query[list[int]]:
+    """The bulk insert of specs without dependencies or keys; the new ids in order."""
     return q.tasks.insert_tasks_bulk("[" + ",".join(map(_json_row, specs)) + "]", trace_context)
-
-
-def ids_of_runs(runs: list[IdRun]) -> list[int]:
-    """Every id of runs of consecutive ids, in order."""
-    return [i for run in runs for i in range(run["first"], run["last"] + 1)]
 
 
 def _json_row(spec: TaskSpec) -> str:

@@ -24,7 +24,6 @@ from omnispindle._core.specs import TaskSpec
 from omnispindle._db import queries as q
 from omnispindle._db.query import Atomic, Pipelined, Plan, Query, then
 from omnispindle._db.rows import (
-    IdRun,
     LockedTask,
     SavedSchedule,
     ScheduleSummary,
@@ -44,7 +43,7 @@ def submit(specs: list[TaskSpec], trace_context: TraceContext) -> Query[list[int
 
 def submit_chunks(
     chunks: Iterator[list[TaskSpec]], trace_context: TraceContext
-) -> Pipelined[list[IdRun], list[int]]:
+) -> Pipelined[list[int], list[int]]:
     """Insert a long plain batch in pipelined chunks, all or nothing; the new ids, in order."""
     return submission.insert_chunks(chunks, trace_context)
 

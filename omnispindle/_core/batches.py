@@ -129,7 +129,7 @@ def _entry_spec(index: int, item: Mapping[str, Any], keys: dict[str, int], size:
         ids, positions = _split_dependencies(item.get("dependencies"), keys, size)
         if index in positions:
             raise ValidationError("dependencies: an entry cannot depend on itself")
-        options = options_of(item)._replace(dependencies=ids)
+        options = options_of(item, dependencies=ids)
         spec = task_spec(item["task_type"], item.get("parameters"), options)
     except ValidationError as exc:
         raise type(exc)(f"batch entry {index}: {exc}") from None

@@ -11,7 +11,18 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-from omnispindle._core import defaults, validation
+from omnispindle._core import defaults
+from omnispindle._core.defaults import MAX_RETRIES_RANGE, PRIORITY_RANGE, max_attempts
+from omnispindle._core.validation import flag as _flag
+from omnispindle._core.validation import idempotency_key as _idempotency_key
+from omnispindle._core.validation import int_in_range as _int_in_range
+from omnispindle._core.validation import names as _names
+from omnispindle._core.validation import parameters as _parameters
+from omnispindle._core.validation import retry_backoff as _retry_backoff
+from omnispindle._core.validation import run_after as _run_after
+from omnispindle._core.validation import task_ids as _task_ids
+from omnispindle._core.validation import task_type as _task_type
+from omnispindle._core.validation import timeout as _timeout
 
 
 class TaskOptions(NamedTuple):
@@ -69,33 +80,30 @@ def task_spec(
     Raises:
         ValidationError: naming the argument and what it must be.
     """
+    # Unpacked once, checked field by field: a batch runs this for every entry.
+    priority, dependencies, retries, timeout, backoff, needs, tolerant, run_at, delay, key = options
     return TaskSpec(
-        task_type=validation.task_type(task_type),
-        parameters_json=validation.parameters(parameters),
-        priority=validation.int_in_range("priority", options.priority, defaults.PRIORITY_RANGE),
-        max_attempts=defaults.max_attempts(
-            validation.int_in_range("max_retries", options.max_retries, defaults.MAX_RETRIES_RANGE)
-        ),
-        retry_backoff=validation.retry_backoff(options.retry_backoff),
-        timeout=validation.timeout(options.timeout),
-        required_capabilities=validation.names(
-            "required_capabilities", options.required_capabilities
-        ),
-        dependencies=validation.task_ids("dependencies", options.dependencies),
-        allow_failed_dependencies=validation.flag(
-            "allow_failed_dependencies", options.allow_failed_dependencies
-        ),
-        run_after=validation.run_after(options.run_at, options.delay),
-        idempotency_key=validation.idempotency_key(options.idempotency_key),
+        _task_type(task_type),
+        _parameters(parameters),
+        _int_in_range("priority", priority, PRIORITY_RANGE),
+        max_attempts(_int_in_range("max_retries", retries, MAX_RETRIES_RANGE)),
+        _retry_backoff(backoff),
+        _timeout(timeout),
+        _names("required_capabilities", needs),
+        _task_ids("dependencies", dependencies),
+        _flag("allow_failed_dependencies", tolerant),
+        (),
+        _run_after(run_at, delay),
+        _idempotency_key(key),
     )
 
 
-def options_of(fields: Mapping[str, Any]) -> TaskOptions:
-    """The options among a batch entry's fields (its task type, parameters and key aside)."""
-    return TaskOptions(
-        **{
-            name: value
-            for name, value in fields.items()
-            if name not in ("task_type", "parameters", "key")
-        }
-    )
+def options_of(fields: Mapping[str, Any], dependencies: Iterable[int]) -> TaskOptions:
+    """The options among a batch entry's fields (its task type, parameters and key aside),
+    with ``dependencies`` (the existing tasks among the entry's) for its own."""
+    given = {name: value for name, value in fields.items() if name in _OPTION_FIELDS}
+    given["dependencies"] = dependencies
+    return TaskOptions(**given)
+
+
+_OPTION_FIELDS = frozenset(TaskOptions._fields)

@@ -16,15 +16,8 @@ from uuid import UUID
 Json = Any
 
 
-class IdRun(TypedDict):
-    """A run of consecutive ids that one bulk insert drew, first and last inclusive."""
-
-    first: int
-    last: int
-
-
-class ClaimedTask(TypedDict):
-    """A task a worker has just claimed (``claim_tasks``), with its parents' outcomes."""
+class _Claimed(TypedDict):
+    """What every claim returns of a task it claimed, with its parents' outcomes."""
 
     id: int
     task_type: str
@@ -32,26 +25,22 @@ class ClaimedTask(TypedDict):
     attempts: int
     max_attempts: int
     timeout_seconds: float | None
-    lease_token: UUID
     dependency_results: dict[str, Json] | None
     dependency_failures: dict[str, Json] | None
     trace_context: dict[str, str] | None
 
 
-class StepRow(TypedDict):
+class ClaimedTask(_Claimed):
+    """A task claimed by ``claim_tasks``."""
+
+    lease_token: UUID
+
+
+class StepRow(_Claimed):
     """A row of a worker's step (``complete_and_claim``): a claim, or a result that
     could not be stored (``dropped``: the lease was gone)."""
 
-    id: int
-    task_type: str
-    parameters: dict[str, Json]
-    attempts: int
-    max_attempts: int
-    timeout_seconds: float | None
     lease_token: str  # text: the worker only hands it back
-    dependency_results: dict[str, Json] | None
-    dependency_failures: dict[str, Json] | None
-    trace_context: Json
     priority: int
     dropped: bool
 
@@ -123,35 +112,6 @@ class StreamRow(TypedDict):
     created_at: datetime
 
 
-class WorkerRow(TypedDict):
-    """A registered worker and its health (``list_workers``)."""
-
-    id: UUID
-    name: str
-    host: str
-    pid: int
-    state: str
-    capabilities: list[str]
-    concurrency: int
-    running_tasks: int
-    heartbeat_age_seconds: float
-    started_at: datetime
-    stopped_at: datetime | None
-
-
-class QueueSummaryRow(TypedDict):
-    """Tasks of one type in each state, and the wait of its oldest ready task."""
-
-    task_type: str
-    blocked: int
-    pending: int
-    running: int
-    succeeded: int
-    failed: int
-    cancelled: int
-    oldest_ready_seconds: float | None
-
-
 class WorkerSummaryRow(TypedDict):
     """One worker as ``omnispindle status`` shows it."""
 
@@ -163,6 +123,32 @@ class WorkerSummaryRow(TypedDict):
     concurrency: int
     running_tasks: int
     heartbeat_age_seconds: float
+
+
+class WorkerRow(WorkerSummaryRow):
+    """A registered worker and its health (``list_workers``)."""
+
+    id: UUID
+    started_at: datetime
+    stopped_at: datetime | None
+
+
+class StateCounts(TypedDict):
+    """Tasks of one type in each state."""
+
+    task_type: str
+    blocked: int
+    pending: int
+    running: int
+    succeeded: int
+    failed: int
+    cancelled: int
+
+
+class QueueSummaryRow(StateCounts):
+    """Tasks of one type in each state, and the wait of its oldest ready task."""
+
+    oldest_ready_seconds: float | None
 
 
 class TaskListRow(TypedDict):
@@ -248,16 +234,9 @@ class RetriedTask(TypedDict):
     max_attempts: int
 
 
-class TaskTypeMetrics(TypedDict):
+class TaskTypeMetrics(StateCounts):
     """The figures of one task type (``task_metrics``, plus the last minute's failures)."""
 
-    task_type: str
-    blocked: int
-    pending: int
-    running: int
-    succeeded: int
-    failed: int
-    cancelled: int
     finished_last_minute: int
     succeeded_last_minute: int
     failed_last_minute: int

@@ -11,7 +11,6 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 
 from omnispindle._worker._execution import Outcome
 
@@ -29,13 +28,16 @@ class Inbox:
 
     Args:
         wake: set to wake the loop.
-        running: how many attempts run now (the loop's claims).
     """
 
-    def __init__(self, wake: threading.Event, running: Callable[[], int]) -> None:
+    def __init__(self, wake: threading.Event) -> None:
         self._outcomes: deque[Outcome] = deque()
         self._wake = wake
-        self._running = running
+        self._enough = 1
+
+    def running(self, count: int) -> None:
+        """How many attempts run now (the loop tells it after each claim and store)."""
+        self._enough = enough(count)
 
     def __len__(self) -> int:
         return len(self._outcomes)
@@ -44,7 +46,8 @@ class Inbox:
         """Hand in an outcome (from any thread). The first wakes the loop, which
         lingers for more; enough of them wake it at once: fewer wake-ups, bigger batches."""
         self._outcomes.append(outcome)
-        if len(self._outcomes) in (1, enough(self._running())):
+        waiting = len(self._outcomes)
+        if waiting == 1 or waiting == self._enough:
             self._wake.set()
 
     def put_back(self, outcomes: list[Outcome]) -> None:
@@ -61,11 +64,11 @@ class Inbox:
     def linger(self, stopping: threading.Event) -> None:
         """Let outcomes gather for up to ``LINGER_S`` while others are about to arrive."""
         deadline = time.monotonic() + LINGER_S
-        while 0 < len(self._outcomes) < enough(self._running()) and not stopping.is_set():
+        while 0 < len(self._outcomes) < self._enough and not stopping.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
             self._wake.clear()
-            if len(self._outcomes) >= enough(self._running()):  # arrived while clearing
+            if len(self._outcomes) >= self._enough:  # arrived while clearing
                 return
             self._wake.wait(remaining)

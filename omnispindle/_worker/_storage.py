@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from omnispindle._db import queries as q
 from omnispindle._db.query import Runner
 from omnispindle._db.rows import FailedAttempt, StoredOutcome
-from omnispindle._worker._execution import Attempt, Outcome, failure
+from omnispindle._worker._execution import Attempt, Outcome, failure, results_of
 from omnispindle.errors import ValidationError
 
 log = logging.getLogger("omnispindle.worker")
@@ -44,13 +44,7 @@ class OutcomeStore:
     def complete(self, outcomes: list[Outcome]) -> list[Outcome]:
         """Store results; returns those the database refused, as failures to store."""
         try:
-            rows = self.db.run(
-                q.tasks.complete_tasks(
-                    ids=[o.task_id for o in outcomes],
-                    tokens=[o.lease_token for o in outcomes],
-                    results=[o.result_json or "null" for o in outcomes],
-                )
-            )
+            rows = self.db.run(q.tasks.complete_tasks(results_of(outcomes)))
         except ValidationError:
             if len(outcomes) == 1:
                 return [unstorable(outcomes[0])]

@@ -2,10 +2,10 @@
 
 The loop thread alone talks to the database. Executor threads (and the event
 loop of coroutine executors) hand outcomes back through the inbox and wake
-the loop. What to do is decided by the parts: claims held (``claims``),
-outcomes waiting (``outcomes``), storing them (``storage``), leases
-(``leases``), maintenance (``duties``), when to wake (``timers``) and where to
-claim from (``claim_cursor``); this module puts them in order.
+the loop. What to do is decided by the parts: the claims held (``_claims``),
+the outcomes waiting (``_outcomes``), storing them (``_storage``), leases
+(``_leases``), maintenance (``_duties``), when to wake (``_timers``) and where
+to claim from (``_claim_cursor``); this module puts them in order.
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ from omnispindle._db.rows import StepRow
 from omnispindle._maintenance.sweeper import error_pause
 from omnispindle._version import __version__
 from omnispindle._worker._claim_cursor import ClaimCursor
-from omnispindle._worker._claims import Claim, Claims
+from omnispindle._worker._claims import NO_DEADLINE, Claim, Claims
 from omnispindle._worker._duties import Duties
-from omnispindle._worker._execution import Outcome, attempt_of, failure
+from omnispindle._worker._execution import Outcome, attempt_of, failure, results_of
 from omnispindle._worker._leases import LeaseKeeper, Verdict
 from omnispindle._worker._outcomes import Inbox
 from omnispindle._worker._runners import Call, Executor, Runners
@@ -86,7 +86,7 @@ class WorkerLoop:
         )
         self.stopping, self.wake = stopping, wake
         self.claims = Claims()
-        self.inbox = Inbox(wake, lambda: len(self.claims))
+        self.inbox = Inbox(wake)
         self.runners = Runners(executors, settings.concurrency, f"omnispindle-{settings.name}")
         self.store = OutcomeStore(db, settings.name)
         self.timers = Timers(settings.poll_interval)
@@ -185,9 +185,7 @@ class WorkerLoop:
         try:
             rows = self.db.run(
                 q.tasks.complete_and_claim(
-                    ids=[o.task_id for o in succeeded],
-                    tokens=[o.lease_token for o in succeeded],
-                    results=[o.result_json or "null" for o in succeeded],
+                    results_of(succeeded),
                     task_types=self.claim_arrays[0],
                     capabilities=self.claim_arrays[1],
                     limit=max(free, 0),
@@ -209,6 +207,7 @@ class WorkerLoop:
         self.store.log_lost([row["id"] for row in rows if row["dropped"]], "result")
         self.claims.release(succeeded)
         self._start(claimed)
+        self.inbox.running(len(self.claims))
         if free > 0:
             self.cursor.move(claimed, free, time.monotonic() - started)
         return 0 < free == len(claimed)
@@ -226,7 +225,7 @@ class WorkerLoop:
             )
             call = self.runners.start(row, context, self._on_done)
             timeout = row["timeout_seconds"]
-            self.claims.add(Claim(row, context, call, now + timeout if timeout else float("inf")))
+            self.claims.add(Claim(row, context, call, now + timeout if timeout else NO_DEADLINE))
 
     def _emit_partial(self, row: StepRow, data: Any) -> int:
         """Store one partial result of a running attempt (called from its executor thread)."""
@@ -316,6 +315,7 @@ class WorkerLoop:
             self.inbox.put_back(succeeded)
             raise
         self.claims.release(succeeded)
+        self.inbox.running(len(self.claims))
 
     def _wait_for_running(self, worker_id: UUID, deadline: float) -> None:
         """Wait for executors until ``deadline``, heartbeating so no lease lapses meanwhile."""

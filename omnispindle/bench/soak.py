@@ -227,9 +227,11 @@ def probe_claims(
         if rows:
             queue.db.run(
                 q.tasks.complete_tasks(
-                    ids=[r["id"] for r in rows],
-                    tokens=[r["lease_token"] for r in rows],
-                    results=["{}"] * len(rows),
+                    q.tasks.Results(
+                        [r["id"] for r in rows],
+                        [r["lease_token"] for r in rows],
+                        ["{}"] * len(rows),
+                    ),
                 )
             )
 

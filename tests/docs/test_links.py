@@ -13,26 +13,16 @@ from pathlib import Path
 import pytest
 from markdown.extensions.toc import slugify
 
+import mkdocs_hooks
+
 from .pages import ROOT, pages, parse
 
 # [text](target) and [text](target "title"); images too.
 _LINK = re.compile(r"!?\[[^\]]*\]\((?P<target>[^)\s]+)(?:\s+\"[^\"]*\")?\)")
 _SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*:", re.IGNORECASE)
 
-PUBLIC_MODULES = {
-    "__init__",
-    "__main__",
-    "task_queue",
-    "client",
-    "async_client",
-    "worker",
-    "errors",
-    "context",
-    "states",
-    "schema",
-    "migrate",
-    "prometheus",
-}
+# The package's own modules that users import, as the API reference knows them.
+PUBLIC_MODULES = {"__init__", "__main__", *mkdocs_hooks.PUBLIC_MODULES}
 
 
 def prose(page: Path) -> list[tuple[int, str]]:

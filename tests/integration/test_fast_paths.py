@@ -20,7 +20,8 @@ from omnispindle.errors import ValidationError
 from ..acceptance.workers import poll
 
 
-def claim(conn, limit, task_type="job"):
+def claim(conn, limit=1, task_type="job", lease_seconds=30.0):
+    """Claim as a new worker would, from the head of the ready index."""
     return execute(
         conn,
         q.tasks.claim_tasks(
@@ -28,7 +29,7 @@ def claim(conn, limit, task_type="job"):
             capabilities=[],
             limit=limit,
             worker_id=uuid.uuid4(),
-            lease_seconds=30.0,
+            lease_seconds=lease_seconds,
         ),
     )
 
@@ -37,9 +38,11 @@ def complete_and_claim(conn, rows, limit, results=None, task_type="job", after=(
     return execute(
         conn,
         q.tasks.complete_and_claim(
-            ids=[r["id"] for r in rows],
-            tokens=[r["lease_token"] for r in rows],
-            results=results or ['{"ok": true}'] * len(rows),
+            q.tasks.Results(
+                [r["id"] for r in rows],
+                [r["lease_token"] for r in rows],
+                results or ['{"ok": true}'] * len(rows),
+            ),
             task_types=text_array([task_type]),
             capabilities=text_array([]),
             limit=limit,
@@ -197,9 +200,9 @@ def test_completions_and_failures_look_tasks_up_by_key_in_a_plan_made_on_a_small
     execute(
         conn,
         q.tasks.complete_tasks(
-            ids=[r["id"] for r in rows[:2]],
-            tokens=[r["lease_token"] for r in rows[:2]],
-            results=["{}", "{}"],
+            q.tasks.Results(
+                [r["id"] for r in rows[:2]], [r["lease_token"] for r in rows[:2]], ["{}", "{}"]
+            )
         ),
     )
     execute(
@@ -225,9 +228,7 @@ def test_finishing_parents_looks_their_children_up_by_key_in_plans_made_on_small
     plans = plans_of_nested_statements(conn)
     execute(
         conn,
-        q.tasks.complete_tasks(
-            ids=[rows[0]["id"]], tokens=[rows[0]["lease_token"]], results=["{}"]
-        ),
+        q.tasks.complete_tasks(q.tasks.Results([rows[0]["id"]], [rows[0]["lease_token"]], ["{}"])),
     )
     execute(
         conn,

@@ -106,7 +106,7 @@ class LeaseModel(RuleBasedStateMachine):
         current = self._lease(task_id) == token
         if succeed:
             rows = execute(
-                self.conn, q.tasks.complete_tasks(ids=[task_id], tokens=[token], results=["{}"])
+                self.conn, q.tasks.complete_tasks(q.tasks.Results([task_id], [token], ["{}"]))
             )
         else:
             error = json.dumps({"type": "Boom", "message": "x", "traceback": None, "attempt": 0})

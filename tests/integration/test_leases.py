@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 
 import pytest
 
@@ -15,24 +14,12 @@ from omnispindle._maintenance.sweeper import Sweeper, SweeperConfig
 from omnispindle.errors import ValidationError
 
 from ..acceptance.workers import poll
-
-
-def claim(conn, task_type="job", lease_seconds=30.0, limit=1):
-    return execute(
-        conn,
-        q.tasks.claim_tasks(
-            task_types=[task_type],
-            capabilities=[],
-            limit=limit,
-            worker_id=uuid.uuid4(),
-            lease_seconds=lease_seconds,
-        ),
-    )
+from .test_fast_paths import claim
 
 
 def complete(conn, row, result="{}"):
     return execute(
-        conn, q.tasks.complete_tasks(ids=[row["id"]], tokens=[row["lease_token"]], results=[result])
+        conn, q.tasks.complete_tasks(q.tasks.Results([row["id"]], [row["lease_token"]], [result]))
     )
 
 

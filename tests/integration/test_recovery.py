@@ -33,7 +33,7 @@ def test_a_late_result_from_a_lost_lease_is_dropped(client, conn):
     stale = execute(
         conn,
         q.tasks.complete_tasks(
-            ids=[task_id], tokens=["00000000-0000-0000-0000-000000000000"], results=["{}"]
+            q.tasks.Results([task_id], ["00000000-0000-0000-0000-000000000000"], ["{}"])
         ),
     )
     assert stale == []

@@ -109,7 +109,8 @@ def test_a_lost_attempt_is_not_also_abandoned_as_ignoring_its_cancel():
 
 def test_the_first_outcome_wakes_the_loop_and_then_enough_of_them():
     wake = threading.Event()
-    inbox = Inbox(wake, running=lambda: 8)
+    inbox = Inbox(wake)
+    inbox.running(8)
     inbox.put(ok(1))
     assert wake.is_set()
     wake.clear()
@@ -121,7 +122,8 @@ def test_the_first_outcome_wakes_the_loop_and_then_enough_of_them():
 
 
 def test_taking_splits_failures_from_results_and_a_put_back_keeps_order():
-    inbox = Inbox(threading.Event(), running=lambda: 2)
+    inbox = Inbox(threading.Event())
+    inbox.running(2)
     for outcome in (ok(1), failed(2), ok(3)):
         inbox.put(outcome)
     fails, results = inbox.take()
@@ -132,7 +134,8 @@ def test_taking_splits_failures_from_results_and_a_put_back_keeps_order():
 
 
 def test_lingering_waits_at_most_a_moment_for_more_outcomes():
-    inbox = Inbox(threading.Event(), running=lambda: 10)
+    inbox = Inbox(threading.Event())
+    inbox.running(10)
     inbox.put(ok(1))
     started = time.monotonic()
     inbox.linger(threading.Event())
@@ -141,7 +144,8 @@ def test_lingering_waits_at_most_a_moment_for_more_outcomes():
 
 def test_lingering_ends_at_once_when_enough_have_come():
     wake = threading.Event()
-    inbox = Inbox(wake, running=lambda: 2)
+    inbox = Inbox(wake)
+    inbox.running(2)
     inbox.put(ok(1))  # one of two running: enough
     started = time.monotonic()
     inbox.linger(threading.Event())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TypedDict
+from typing import NamedTuple, TypedDict
 from uuid import UUID
 
 from psycopg.types.json import Jsonb
@@ -16,7 +16,6 @@ from omnispindle._db.rows import (
     CancelResult,
     ClaimedTask,
     FailedAttempt,
-    IdRun,
     StateCount,
     StepRow,
     StoredOutcome,
@@ -26,6 +25,22 @@ from omnispindle._db.rows import (
 from omnispindle._db.statements import RUNTIME
 
 _ids = column("id")
+
+
+class Results(NamedTuple):
+    """Attempts' results to store, in parallel: tasks, their lease tokens, results as JSON."""
+
+    ids: Sequence[int]
+    tokens: Sequence[object]
+    results: Sequence[str]
+
+
+def _result_arrays(results: Results) -> dict[str, object]:
+    return {
+        "ids": plain_array(results.ids),
+        "tokens": plain_array(results.tokens),
+        "results": text_array(results.results),
+    }
 
 
 class SubmitColumns(TypedDict):
@@ -52,9 +67,10 @@ def submit_tasks(columns: SubmitColumns) -> Query[list[int]]:
     return Query(RUNTIME["submit_tasks"], columns, _ids)
 
 
-def insert_tasks_bulk(rows_json: str, trace_context: dict[str, str] | None) -> Query[list[IdRun]]:
+def insert_tasks_bulk(rows_json: str, trace_context: dict[str, str] | None) -> Query[list[int]]:
     """Insert tasks without dependencies or keys, given as one JSON array of objects
-    that leave out fields holding their defaults. Returns runs of consecutive ids."""
+    that leave out fields holding their defaults. Returns the new ids in entry order
+    (the statement returns them as runs of consecutive ids)."""
     return Query(
         RUNTIME["insert_tasks_bulk"],
         {
@@ -64,7 +80,7 @@ def insert_tasks_bulk(rows_json: str, trace_context: dict[str, str] | None) -> Q
             "default_max_attempts": defaults.MAX_ATTEMPTS,
             "default_retry_backoff": defaults.RETRY_BACKOFF,
         },
-        rows,
+        _ids_of_runs,
     )
 
 
@@ -91,10 +107,8 @@ def claim_tasks(
 
 
 def complete_and_claim(
+    results: Results,
     *,
-    ids: Sequence[int],
-    tokens: Sequence[str],
-    results: Sequence[str],
     task_types: ArrayLiteral,
     capabilities: ArrayLiteral,
     limit: int,
@@ -108,9 +122,7 @@ def complete_and_claim(
     return Query(
         RUNTIME["complete_and_claim"],
         {
-            "ids": plain_array(ids),
-            "tokens": plain_array(tokens),
-            "results": text_array(results),
+            **_result_arrays(results),
             "task_types": task_types,
             "capabilities": capabilities,
             "limit": limit,
@@ -123,15 +135,9 @@ def complete_and_claim(
     )
 
 
-def complete_tasks(
-    *, ids: Sequence[int], tokens: Sequence[object], results: Sequence[str]
-) -> Query[list[StoredOutcome]]:
+def complete_tasks(results: Results) -> Query[list[StoredOutcome]]:
     """Store results, fenced by lease token; a row per result stored."""
-    return Query(
-        RUNTIME["complete_tasks"],
-        {"ids": plain_array(ids), "tokens": plain_array(tokens), "results": text_array(results)},
-        rows,
-    )
+    return Query(RUNTIME["complete_tasks"], _result_arrays(results), rows)
 
 
 def fail_tasks(
@@ -199,6 +205,10 @@ def emit_partial(task_id: int, token: object, payload_json: str) -> Query[int | 
 def read_stream(task_id: int, after: int) -> Query[list[StreamRow]]:
     """A task's partial results after sequence number ``after``, in order."""
     return Query(RUNTIME["read_stream"], {"id": task_id, "after": after}, rows)
+
+
+def _ids_of_runs(runs: list[Row]) -> list[int]:
+    return [i for run in runs for i in range(run["first"], run["last"] + 1)]
 
 
 def _seq(found: list[Row]) -> int | None:
