@@ -151,8 +151,8 @@ class QueueSummaryRow(StateCounts):
     oldest_ready_seconds: float | None
 
 
-class TaskListRow(TypedDict):
-    """One line of ``omnispindle tasks``."""
+class TaskForPeople(TypedDict):
+    """What the commands for people show of every task."""
 
     task_id: int
     task_type: str
@@ -163,9 +163,14 @@ class TaskListRow(TypedDict):
     created_at: datetime
     age_seconds: float
     worker_name: str | None
+    cancel_reason: str | None
+
+
+class TaskListRow(TaskForPeople):
+    """One line of ``omnispindle tasks``: a task and its last error."""
+
     error_type: str | None
     error_message: str | None
-    cancel_reason: str | None
 
 
 class Relative(TypedDict):
@@ -176,15 +181,9 @@ class Relative(TypedDict):
     state: str
 
 
-class TaskDetail(TypedDict):
+class TaskDetail(TaskForPeople):
     """One task in full, for ``omnispindle tasks ID``."""
 
-    task_id: int
-    task_type: str
-    state: str
-    priority: int
-    attempts: int
-    max_attempts: int
     retry_backoff: float
     timeout_seconds: float | None
     required_capabilities: list[str]
@@ -193,16 +192,12 @@ class TaskDetail(TypedDict):
     parameters: dict[str, Json]
     result: Json
     errors: list[dict[str, Json]]
-    cancel_reason: str | None
     cancel_requested_at: datetime | None
     worker_id: UUID | None
-    worker_name: str | None
-    created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
     run_after: datetime
     lease_expires_at: datetime | None
-    age_seconds: float
     dependencies: list[Relative]
     dependents: list[Relative]
 

@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import math
 import re
+from collections.abc import Callable
+from typing import TypeVar
 
 from omnispindle._maintenance import retention
+
+N = TypeVar("N", int, float)
 
 MAX_TASK_ID = 2**63 - 1  # ids are bigint
 MAX_AGE_SECONDS = 100 * 365 * 86400  # no task is older; far larger ages overflow timestamps
@@ -16,7 +20,7 @@ _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 def task_id_arg(text: str) -> int:
     """Parse a task id for argparse: a positive whole number."""
-    value = _whole_number(text)
+    value = _parsed(text, int, 0)
     if not 0 < value <= MAX_TASK_ID:
         raise argparse.ArgumentTypeError(f"invalid task id {text!r}: a positive whole number")
     return value
@@ -24,26 +28,23 @@ def task_id_arg(text: str) -> int:
 
 def positive_int_arg(text: str) -> int:
     """Parse a count greater than zero for argparse."""
-    value = _whole_number(text)
+    value = _parsed(text, int, 0)
     if not 0 < value < MAX_TASK_ID:  # a list fetches one row more than its limit
         raise argparse.ArgumentTypeError(f"invalid count {text!r}: a whole number above 0")
     return value
 
 
-def _whole_number(text: str) -> int:
-    """The number, or 0 (which every caller refuses) for text that is none."""
+def _parsed(text: str, kind: Callable[[str], N], otherwise: N) -> N:
+    """``kind(text)``, or ``otherwise`` (a value its caller refuses) for text that is none."""
     try:
-        return int(text)
+        return kind(text)
     except ValueError:
-        return 0
+        return otherwise
 
 
 def positive_seconds_arg(text: str) -> float:
     """Parse a number of seconds greater than zero for argparse."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
+    value = _parsed(text, float, math.nan)
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"invalid seconds {text!r}: a number above 0")
     return value
@@ -51,8 +52,7 @@ def positive_seconds_arg(text: str) -> float:
 
 def age_arg(text: str) -> float:
     """Parse an age such as ``30s``, ``10m``, ``2h`` or ``1d`` into seconds."""
-    match = _AGE.fullmatch(text.strip())
-    seconds = float(match[1]) * _UNIT_SECONDS[match[2]] if match else math.nan
+    seconds = _age_seconds(text)
     if not seconds <= MAX_AGE_SECONDS:
         raise argparse.ArgumentTypeError(
             f"invalid age {text!r}: a number and a unit s, m, h or d, e.g. 30s, 10m, 2h, 1d "
@@ -61,15 +61,17 @@ def age_arg(text: str) -> float:
     return seconds
 
 
+def _age_seconds(text: str) -> float:
+    """The seconds of an age such as ``30s`` or ``2h``; NaN for text that is none."""
+    match = _AGE.fullmatch(text.strip())
+    return float(match[1]) * _UNIT_SECONDS[match[2]] if match else math.nan
+
+
 def horizon_arg(text: str) -> float:
     """Parse a retention horizon for argparse: seconds (``3600``) or an age (``12h``, ``7d``)."""
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            seconds = age_arg(text)
-        except argparse.ArgumentTypeError:
-            seconds = math.nan
+    seconds = _parsed(text, float, math.nan)
+    if math.isnan(seconds):
+        seconds = _age_seconds(text)
     if not (math.isfinite(seconds) and 0 < seconds <= retention.MAX_RETENTION):
         raise argparse.ArgumentTypeError(
             f"invalid horizon {text!r}: seconds above 0, or an age such as 30m, 12h or 7d "
@@ -80,10 +82,7 @@ def horizon_arg(text: str) -> float:
 
 def batch_size_arg(text: str) -> int:
     """Parse a prune batch size for argparse: a whole number from 1 to the maximum."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
+    value = _parsed(text, int, 0)
     if not 0 < value <= retention.MAX_BATCH_SIZE:
         raise argparse.ArgumentTypeError(
             f"invalid batch size {text!r}: a whole number from 1 to {retention.MAX_BATCH_SIZE}"
@@ -93,10 +92,7 @@ def batch_size_arg(text: str) -> int:
 
 def port_arg(text: str) -> int:
     """A TCP port number, 0 to 65535 (0: any free port)."""
-    try:
-        port = int(text)
-    except ValueError:
-        port = -1
+    port = _parsed(text, int, -1)
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"not a port number: {text!r} (0 to 65535)")
     return port

@@ -174,24 +174,15 @@ def _run_with_queue(queue: TaskQueue, deadline: float) -> bool:
 
 
 def _spawn_worker(dsn: str, name: str) -> subprocess.Popen[bytes]:
-    command = [
-        sys.executable,
-        "-m",
-        "omnispindle",
-        "--log-level",
-        "WARNING",
-        "worker",
-        "--dsn",
-        dsn,
-        "--executors",
-        __name__,
-        "--concurrency",
-        str(CONCURRENCY),
-        "--name",
-        name,
-        "--poll-interval",
-        str(PROGRESS_INTERVAL),
-    ]
+    settings = {
+        "--dsn": dsn,
+        "--executors": __name__,
+        "--concurrency": str(CONCURRENCY),
+        "--name": name,
+        "--poll-interval": str(PROGRESS_INTERVAL),
+    }
+    command = [sys.executable, "-m", "omnispindle", "--log-level", "WARNING", "worker"]
+    command += [part for option in settings.items() for part in option]
     return subprocess.Popen(command, stdin=subprocess.DEVNULL)
 
 

@@ -20,19 +20,9 @@ def worker_env(ledger_dsn: str) -> dict[str, str]:
 
 def start_worker_process(dsn: str, *args: str, ledger_dsn: str | None = None) -> subprocess.Popen:
     """Run ``omnispindle worker`` on the ledger executors; the ledger defaults to ``dsn``."""
-    command = [
-        sys.executable,
-        "-m",
-        "omnispindle",
-        "--log-level",
-        "WARNING",
-        "worker",
-        "--dsn",
-        dsn,
-        "--executors",
-        "tests.acceptance.ledger_executors",
-        *args,
-    ]
+    executors = "tests.acceptance.ledger_executors"
+    command = [sys.executable, "-m", "omnispindle", "--log-level", "WARNING", "worker"]
+    command += ["--dsn", dsn, "--executors", executors, *args]
     return subprocess.Popen(
         command,
         env=worker_env(ledger_dsn or dsn),

@@ -8,6 +8,7 @@ import pkgutil
 import pytest
 
 import omnispindle
+from mkdocs_hooks import PUBLIC_MODULES
 
 # (module, names) as the seed's Quick Start, the README and the docs import them.
 DOCUMENTED = [
@@ -67,21 +68,6 @@ def test_the_public_modules_are_the_only_ones_without_a_leading_underscore():
     """What is not public lives in a wing whose name starts with ``_`` (or in cli/ and bench/,
     which are commands, not library)."""
     package = omnispindle.__path__[0]
-    public = {
-        "__init__",
-        "__main__",
-        "task_queue",
-        "client",
-        "async_client",
-        "worker",
-        "errors",
-        "context",
-        "states",
-        "schema",
-        "migrate",
-        "prometheus",
-        "cli",
-        "bench",
-    }
+    public = {"__main__", "cli", "bench", *PUBLIC_MODULES}
     found = {info.name for info in pkgutil.iter_modules([package])}
     assert {name for name in found if not name.startswith("_")} <= public
