@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from omnispindle.cli.args import port_arg
@@ -58,21 +58,39 @@ def _serve(args: argparse.Namespace) -> int:
     from omnispindle import prometheus
     from omnispindle.task_queue import TaskQueue
 
-    # Bind first: a busy port fails before anything else has started.
+    stopping = threading.Event()
+    on_stop_signals(stopping.set)
+    # Bind first, so that a busy port fails before anything else has started.
+    collector = _AfterConnecting()
     registry = prometheus.registry()
+    registry.register(collector)
     server = prometheus.listen(args.port, args.addr, registry)
     try:
         with TaskQueue(args.dsn, migrate=False) as queue:
-            registry.register(prometheus.QueueCollector(queue.db))
+            collector.connected(prometheus.QueueCollector(queue.db))
             log.info("serving metrics on http://%s:%d/metrics", args.addr, server.server_port)
-            _wait_for_stop_signal()
+            stopping.wait()
     finally:
         server.shutdown()
         server.server_close()
     return EXIT_OK
 
 
-def _wait_for_stop_signal() -> None:
-    stopping = threading.Event()
-    on_stop_signals(stopping.set)
-    stopping.wait()
+class _AfterConnecting:
+    """Holds a scrape that comes while the database is still being opened."""
+
+    def __init__(self) -> None:
+        self._ready = threading.Event()
+        self._collector: Any = None
+
+    def connected(self, collector: Any) -> None:
+        self._collector = collector
+        self._ready.set()
+
+    def describe(self) -> Iterator[Any]:
+        return iter(())
+
+    def collect(self) -> Iterator[Any]:
+        self._ready.wait()
+        result: Iterator[Any] = self._collector.collect()
+        return result
