@@ -11,10 +11,20 @@ from omnispindle.client import TaskQueueClient
 from omnispindle.context import TaskContext, current_task
 from omnispindle.errors import (
     ConfigurationError,
+    CronExpressionError,
+    DependencyCycleError,
+    DependencyStateError,
+    EmbeddedServerUnavailable,
+    IdempotencyKeyConflictError,
+    IllegalTransitionError,
+    LeaseLostError,
     OmnispindleError,
+    SchemaMissingError,
     TaskCancelled,
     TaskFailedError,
     TaskNotFoundError,
+    TaskStateError,
+    UnknownDependencyError,
     ValidationError,
     WaitTimeoutError,
 )
@@ -22,10 +32,20 @@ from omnispindle.states import TaskState, WorkerState
 from omnispindle.task_queue import TaskQueue
 from omnispindle.worker import WorkerClient
 
+# The queue, its clients and worker, what a running task sees, and every error
+# Omnispindle raises on purpose (each documented where it can be raised).
 __all__ = [
     "AsyncTaskQueueClient",
     "ConfigurationError",
+    "CronExpressionError",
+    "DependencyCycleError",
+    "DependencyStateError",
+    "EmbeddedServerUnavailable",
+    "IdempotencyKeyConflictError",
+    "IllegalTransitionError",
+    "LeaseLostError",
     "OmnispindleError",
+    "SchemaMissingError",
     "TaskCancelled",
     "TaskContext",
     "TaskFailedError",
@@ -33,6 +53,8 @@ __all__ = [
     "TaskQueue",
     "TaskQueueClient",
     "TaskState",
+    "TaskStateError",
+    "UnknownDependencyError",
     "ValidationError",
     "WaitTimeoutError",
     "WorkerClient",

@@ -179,8 +179,8 @@ def _add_task_type(gauges: dict[str, Any], row: Mapping[str, Any]) -> None:
 
 
 def _add_worker(gauges: dict[str, Any], row: Mapping[str, Any]) -> None:
-    # Names need not be unique (every process's first worker is worker-1): the
-    # id keeps each worker's series apart.
+    # Names need not be unique (two workers may be given one): the id keeps each
+    # worker's series apart.
     labels = [row["name"], row["id"]]
     for name, column in (
         ("concurrency", "concurrency"),

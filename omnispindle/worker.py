@@ -26,7 +26,7 @@ class WorkerClient:
         capabilities: the task types (and extra capability tags) this worker
             takes; None means every type it has an executor for.
         concurrency: executors running at once (threads and coroutines together).
-        name: shown in ``omnispindle.workers``; default ``worker-N``.
+        name: shown in ``omnispindle.workers``; default ``HOST-PID-N``, unique in a fleet.
         poll_interval: longest pause, in seconds, between checks for work
             when no notification arrives.
         lease_timeout: seconds a claim stays valid without a heartbeat.
@@ -120,10 +120,18 @@ class WorkerClient:
         [stop][omnispindle.worker.WorkerClient.stop] is called. Blocks.
 
         Raises:
-            ConfigurationError: already running, or no executor matches the capabilities.
+            ConfigurationError: already running, an executor's task type is not among the
+                declared capabilities, or no executor matches them.
         """
         if self._loop_thread is not None:
             raise ConfigurationError("this worker is already running or has run; create a new one")
+        unused = sorted(set(self._executors) - set(self.task_types))
+        if unused:
+            raise ConfigurationError(
+                f"worker {self.settings.name!r} would never run its executors for {unused}: "
+                f"they are not among its capabilities {self.capabilities}; add them there, "
+                "or do not register them on this worker"
+            )
         if not self.task_types:
             raise ConfigurationError(
                 f"worker {self.settings.name!r} can run no task type: executors "

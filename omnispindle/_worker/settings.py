@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import os
+import socket
 from dataclasses import dataclass
 
 from omnispindle._core import defaults, validation
@@ -26,6 +28,11 @@ class WorkerSettings:
     schedule_interval: float | None = None
 
 
+def default_name() -> str:
+    """``HOST-PID-N``: unique across the hosts and processes of a fleet."""
+    return f"{socket.gethostname()}-{os.getpid()}-{next(_names)}"
+
+
 def worker_settings(
     *,
     concurrency: object,
@@ -39,7 +46,7 @@ def worker_settings(
     schedule_interval: object,
     retention_seconds: object,
 ) -> WorkerSettings:
-    """Check a worker's settings; a worker without a name is ``worker-N``.
+    """Check a worker's settings; a worker without a name gets ``default_name()``.
 
     Raises:
         ValidationError: a setting has the wrong type or range.
@@ -49,7 +56,7 @@ def worker_settings(
     keep = retention.optional_horizon("retention", retention_seconds)
     heartbeat = validation.optional_positive_number("heartbeat_interval", heartbeat_interval)
     return WorkerSettings(
-        name=name or f"worker-{next(_names)}",
+        name=name or default_name(),
         concurrency=validation.int_in_range("concurrency", concurrency, defaults.CONCURRENCY_RANGE),
         poll_interval=validation.positive_number("poll_interval", poll_interval),
         lease_timeout=lease,

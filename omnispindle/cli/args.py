@@ -26,6 +26,22 @@ def task_id_arg(text: str) -> int:
     return value
 
 
+def int_arg(what: str, bounds: tuple[int, int]) -> Callable[[str], int]:
+    """An argparse type for a whole number within ``bounds``, named ``what`` in its error."""
+    low, high = bounds
+
+    def parse(text: str) -> int:
+        value = _parsed(text, int, low - 1)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(
+                f"invalid {what} {text!r}: a whole number from {low} to {high}"
+            )
+        return value
+
+    parse.__name__ = what.replace(" ", "_")  # argparse names the type in some messages
+    return parse
+
+
 def positive_int_arg(text: str) -> int:
     """Parse a count greater than zero for argparse."""
     value = _parsed(text, int, 0)
@@ -78,16 +94,6 @@ def horizon_arg(text: str) -> float:
             f"(at most {retention.MAX_RETENTION / 86400:.0f}d)"
         )
     return seconds
-
-
-def batch_size_arg(text: str) -> int:
-    """Parse a prune batch size for argparse: a whole number from 1 to the maximum."""
-    value = _parsed(text, int, 0)
-    if not 0 < value <= retention.MAX_BATCH_SIZE:
-        raise argparse.ArgumentTypeError(
-            f"invalid batch size {text!r}: a whole number from 1 to {retention.MAX_BATCH_SIZE}"
-        )
-    return value
 
 
 def port_arg(text: str) -> int:

@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 import sqlalchemy.exc
 
+from omnispindle._version import __version__
 from omnispindle.cli import bench, demo, metrics, migrate, prune, status, tasks, worker
 from omnispindle.cli.exit_codes import (
     EPILOG,
@@ -71,6 +72,20 @@ def _configure_logging(level: str) -> None:
             logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the epilog's lines, and names each option's default where its help does not."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if (
+            not action.option_strings
+            or "default" in text
+            or action.default in (None, False, argparse.SUPPRESS)
+        ):
+            return text
+        return f"{text} (default %(default)s)"
+
+
 class _Parser(argparse.ArgumentParser):
     """Reports a usage error in one line, ``omnispindle: ...``, and exits with code 2."""
 
@@ -84,8 +99,9 @@ def parser() -> argparse.ArgumentParser:
         prog="omnispindle",
         description="A task queue inside PostgreSQL.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
+    top.add_argument("--version", action="version", version=f"omnispindle {__version__}")
     top.add_argument(
         "--log-level",
         default="INFO",
@@ -106,7 +122,9 @@ def command(
     with_dsn: bool = True,
 ) -> argparse.ArgumentParser:
     """Add the command ``name``, run by ``handler``, with ``--dsn`` unless told otherwise."""
-    sub: argparse.ArgumentParser = commands.add_parser(name, help=help_text, description=help_text)
+    sub: argparse.ArgumentParser = commands.add_parser(
+        name, help=help_text, description=help_text, formatter_class=_HelpFormatter
+    )
     if with_dsn:
         sub.add_argument(
             "--dsn",

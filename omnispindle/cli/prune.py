@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from omnispindle._maintenance import retention
-from omnispindle.cli.args import batch_size_arg, horizon_arg
+from omnispindle.cli.args import horizon_arg, int_arg
 from omnispindle.cli.exit_codes import EXIT_OK
 from omnispindle.cli.formatting import to_json
 
@@ -28,7 +28,7 @@ def add_commands(commands: Any, command: Callable[..., argparse.ArgumentParser])
     )
     prune.add_argument(
         "--batch-size",
-        type=batch_size_arg,
+        type=int_arg("batch size", (1, retention.MAX_BATCH_SIZE)),
         default=retention.DEFAULT_BATCH_SIZE,
         metavar="N",
         help=f"tasks deleted per transaction (default {retention.DEFAULT_BATCH_SIZE})",

@@ -5,14 +5,23 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import logging
+import os
+import sys
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from omnispindle.cli.args import retention_arguments
+from omnispindle._core import defaults
+from omnispindle.cli.args import int_arg, positive_seconds_arg, retention_arguments
 from omnispindle.cli.exit_codes import EXIT_OK
 from omnispindle.cli.signals import on_stop_signals
 from omnispindle.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from omnispindle.worker import Executor
+
+log = logging.getLogger("omnispindle.cli")
 
 
 def add_commands(commands: Any, command: Callable[..., argparse.ArgumentParser]) -> None:
@@ -22,50 +31,52 @@ def add_commands(commands: Any, command: Callable[..., argparse.ArgumentParser])
         "--executors",
         required=True,
         metavar="MODULE",
-        help="module defining register(worker) or an EXECUTORS dict",
+        help="module defining register(worker) or an EXECUTORS dict; found from the "
+        "current directory too, as `python -m` finds it",
     )
     worker.add_argument(
         "--capabilities",
         default=None,
-        help="comma-separated task types and tags (default: all executors)",
+        help="comma-separated task types and tags; only the module's executors among them "
+        "run (default: all its executors)",
     )
     worker.add_argument(
         "--concurrency",
-        type=int,
-        default=1,
-        help="tasks run at once, each in its own thread (default 1)",
+        type=int_arg("concurrency", defaults.CONCURRENCY_RANGE),
+        default=defaults.CONCURRENCY,
+        help="tasks run at once, each in its own thread",
     )
     worker.add_argument(
-        "--name", default=None, help="name shown in status and errors (default worker-N)"
+        "--name", default=None, help="name shown in status and errors (default HOST-PID-N)"
     )
     worker.add_argument(
         "--poll-interval",
-        type=float,
-        default=1.0,
+        type=positive_seconds_arg,
+        default=defaults.POLL_INTERVAL,
         help="most seconds between checks for work without a notification",
     )
     worker.add_argument(
         "--lease-timeout",
-        type=float,
-        default=30.0,
+        type=positive_seconds_arg,
+        default=defaults.LEASE_TIMEOUT,
         help="seconds a claim stays valid without a heartbeat",
     )
     worker.add_argument(
         "--heartbeat-interval",
-        type=float,
+        type=positive_seconds_arg,
         default=None,
         help="seconds between heartbeats (default a third of the lease)",
     )
     worker.add_argument(
         "--shutdown-timeout",
-        type=float,
-        default=30.0,
-        help="seconds running tasks get to finish on stop (default 30)",
+        type=positive_seconds_arg,
+        default=defaults.SHUTDOWN_TIMEOUT,
+        help="seconds running tasks get to finish on stop",
     )
     worker.add_argument(
         "--sweep-interval",
-        type=float,
-        default=1.0,
+        type=positive_seconds_arg,
+        default=defaults.SWEEP_INTERVAL,
         help="seconds between stale-lease sweeps in this worker",
     )
     worker.add_argument(
@@ -81,17 +92,22 @@ def add_commands(commands: Any, command: Callable[..., argparse.ArgumentParser])
     sweep = command(
         commands, "sweep", "run the stale-lease sweeper until SIGTERM or SIGINT", _sweep
     )
-    sweep.add_argument("--interval", type=float, default=1.0, help="seconds between passes")
+    sweep.add_argument(
+        "--interval",
+        type=positive_seconds_arg,
+        default=defaults.SWEEP_INTERVAL,
+        help="seconds between passes",
+    )
     sweep.add_argument(
         "--batch-size",
-        type=int,
-        default=500,
-        help="most expired leases handled per statement (default 500)",
+        type=int_arg("batch size", (1, defaults.MAX_BATCH_SIZE)),
+        default=defaults.SWEEP_BATCH_SIZE,
+        help="most expired leases handled per statement",
     )
     sweep.add_argument(
         "--dead-worker-after",
-        type=float,
-        default=60.0,
+        type=positive_seconds_arg,
+        default=defaults.DEAD_WORKER_AFTER,
         help="seconds without a heartbeat before a worker is declared dead",
     )
     sweep.add_argument("--once", action="store_true", help="one pass, print its counts, exit")
@@ -112,34 +128,62 @@ def _worker(args: argparse.Namespace) -> int:
         heartbeat_interval=args.heartbeat_interval,
         shutdown_timeout=args.shutdown_timeout,
         sweep_interval=None if args.no_sweep else args.sweep_interval,
-        schedule_interval=None if args.no_periodic else 1.0,
+        schedule_interval=None if args.no_periodic else defaults.SCHEDULE_INTERVAL,
         retention=None if args.no_prune else args.retention,
     )
-    load_executors(worker, args.executors)
+    for task_type, fn in chosen(load_executors(args.executors), capabilities).items():
+        worker.register_task_executor(task_type, fn)
     on_stop_signals(worker.stop)
     worker.start()
     return EXIT_OK
 
 
-def load_executors(worker: Any, module_name: str) -> None:
-    """Register the executors a module defines: ``register(worker)`` or ``EXECUTORS``.
+class _Registrations:
+    """Stands in for the worker while a module's ``register(worker)`` runs: it keeps
+    what is registered, so that ``--capabilities`` can choose among the executors."""
+
+    def __init__(self) -> None:
+        self.executors: dict[str, Executor] = {}
+
+    def register_task_executor(self, task_type: str, fn: Executor) -> None:
+        self.executors[task_type] = fn
+
+
+def load_executors(module_name: str) -> dict[str, Executor]:
+    """The executors a module defines: through ``register(worker)`` or an ``EXECUTORS`` dict.
+
+    The module is found as ``python -m`` would find it: from the current
+    directory too.
 
     Raises:
         ConfigurationError: the module cannot be imported or defines neither.
     """
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ConfigurationError(f"cannot import executors module {module_name!r}: {exc}") from exc
     if callable(getattr(module, "register", None)):
-        module.register(worker)
-    elif isinstance(getattr(module, "EXECUTORS", None), dict):
-        for task_type, fn in module.EXECUTORS.items():
-            worker.register_task_executor(task_type, fn)
-    else:
-        raise ConfigurationError(
-            f"module {module_name!r} defines neither register(worker) nor an EXECUTORS dict"
-        )
+        registrations = _Registrations()
+        module.register(registrations)
+        return registrations.executors
+    if isinstance(getattr(module, "EXECUTORS", None), dict):
+        return dict(module.EXECUTORS)
+    raise ConfigurationError(
+        f"module {module_name!r} defines neither register(worker) nor an EXECUTORS dict"
+    )
+
+
+def chosen(executors: dict[str, Executor], capabilities: list[str] | None) -> dict[str, Executor]:
+    """The executors of the task types among ``capabilities`` (all when None); the others
+    are named in the log, so that none is left out unnoticed."""
+    if capabilities is None:
+        return executors
+    left_out = sorted(set(executors) - set(capabilities))
+    if left_out:
+        log.info("executors not among --capabilities, not run here: %s", ", ".join(left_out))
+    return {task_type: fn for task_type, fn in executors.items() if task_type in capabilities}
 
 
 def _sweep(args: argparse.Namespace) -> int:

@@ -89,7 +89,7 @@ def test_capabilities_route_tasks(client, start_worker):
     start_worker(
         {"gpu-job": who("gpu"), "cpu-job": who("gpu")}, capabilities=["gpu-job", "cpu-job", "gpu"]
     )
-    start_worker({"cpu-job": who("cpu"), "gpu-job": who("cpu")}, capabilities=["cpu-job"])
+    start_worker({"cpu-job": who("cpu")}, capabilities=["cpu-job"])
     gpu_ids = [client.submit_task("gpu-job") for _ in range(5)]
     tagged = client.submit_task("cpu-job", required_capabilities=["gpu"])
     for task in client.wait_for_batch(gpu_ids + [tagged], timeout=30):

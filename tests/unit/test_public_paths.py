@@ -71,3 +71,18 @@ def test_the_public_modules_are_the_only_ones_without_a_leading_underscore():
     public = {"__main__", "cli", "bench", *PUBLIC_MODULES}
     found = {info.name for info in pkgutil.iter_modules([package])}
     assert {name for name in found if not name.startswith("_")} <= public
+
+
+def test_every_error_the_docs_name_imports_from_the_package():
+    """Issue 20, finding 8: the errors lived only in ``omnispindle.errors``."""
+    import re
+
+    from tests.conftest import ROOT
+
+    pages = [ROOT / "README.md", *(ROOT / "docs").rglob("*.md")]
+    text = "\n".join(page.read_text() for page in pages)
+    named = set(re.findall(r"\b([A-Z][A-Za-z]+(?:Error|Unavailable)|TaskCancelled)\b", text))
+    ours = {name for name in named if hasattr(importlib.import_module("omnispindle.errors"), name)}
+    assert len(ours) >= 10, ours
+    for name in sorted(ours):
+        assert name in omnispindle.__all__ and getattr(omnispindle, name), name

@@ -1,0 +1,170 @@
+"""What a new user meets first: the worker command, its arguments, names and errors (issue 20)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import tomllib
+
+from omnispindle import ConfigurationError, TaskQueueClient, WorkerClient
+from omnispindle.cli.main import main
+from omnispindle.cli.main import parser as cli_parser
+
+from ..acceptance.workers import ROOT
+
+OMNISPINDLE = str(Path(sys.executable).parent / "omnispindle")
+
+EXECUTORS_MODULE = """
+EXECUTORS = {
+    "double": lambda task: {"twice": 2 * task["parameters"]["n"]},
+    "shout": lambda task: {"loud": task["parameters"]["text"].upper()},
+}
+"""
+
+
+def test_the_worker_command_finds_an_executors_module_in_the_working_directory(
+    tmp_path, dsn, client
+):
+    """Finding 3: ``--executors mytasks`` said ``No module named 'mytasks'``."""
+    (tmp_path / "mytasks.py").write_text(EXECUTORS_MODULE)
+    task_id = client.submit_task("double", {"n": 21})
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "OMNISPINDLE_DSN")}
+    worker = subprocess.Popen(
+        [OMNISPINDLE, "--log-level", "WARNING", "worker", "--dsn", dsn, "--executors", "mytasks"],
+        cwd=tmp_path,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert client.wait_for_task(task_id, timeout=60)["result"] == {"twice": 42}
+    finally:
+        worker.terminate()
+        _, err = worker.communicate(timeout=60)
+    assert worker.returncode == 0, err
+
+
+def test_capabilities_choose_among_a_modules_executors_and_name_the_others(tmp_path, dsn, client):
+    """One executors module serves workers that each take their share (finding 7)."""
+    (tmp_path / "mytasks.py").write_text(EXECUTORS_MODULE)
+    # "shout" comes first in claim order, so a worker that could take it would have.
+    shouted = client.submit_task("shout", {"text": "hi"}, priority=10)
+    doubled = client.submit_task("double", {"n": 4})
+    worker = subprocess.Popen(
+        [OMNISPINDLE, "worker", "--dsn", dsn, "--executors", "mytasks", "--capabilities", "double"],
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert client.wait_for_task(doubled, timeout=60)["result"] == {"twice": 8}
+        assert client.get_task(shouted)["state"] == "pending"
+    finally:
+        worker.terminate()
+        _, err = worker.communicate(timeout=60)
+    assert "executors not among --capabilities, not run here: shout" in err
+
+
+def test_a_worker_refuses_executors_its_capabilities_leave_out(queue):
+    """Finding 7: such an executor was silently never used, and its waiter timed out."""
+    worker = WorkerClient(local_queue=queue, capabilities=["math"])
+    worker.register_task_executor("math", lambda task: {})
+    worker.register_task_executor("email", lambda task: {})
+    with pytest.raises(ConfigurationError, match=r"executors for \['email'\].*capabilities"):
+        worker.start()
+
+
+def all_parsers(parser: argparse.ArgumentParser):
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from all_parsers(sub)
+
+
+def numeric_options() -> list[tuple[str, str]]:
+    """(command, option) for every option that takes a number."""
+    found = []
+    for parser in all_parsers(cli_parser()):
+        command = parser.prog.split()[-1]
+        for action in parser._actions:
+            if action.option_strings and action.type not in (None, str) and action.nargs is None:
+                found.append((command, action.option_strings[-1]))
+    return found
+
+
+REQUIRED = {"worker": ["--executors", "x"], "bench": ["drain"]}
+
+
+@pytest.mark.parametrize(("command", "option"), numeric_options())
+@pytest.mark.parametrize("value", ["abc", "0", "-5"])
+def test_a_bad_number_is_a_usage_error_with_exit_code_2(capsys, command, option, value):
+    """Finding 10: ``--concurrency 0`` and ``--lease-timeout -5`` exited 1, after connecting."""
+    if (command, option, value) in {("metrics", "--port", "0"), ("bench", "--runs", "0")}:
+        pytest.skip("0 is a valid port; bench's own options are its scenario's business")
+    if command == "bench":
+        pytest.skip("bench options go to the scenario, which checks them")
+    args = [command, *REQUIRED.get(command, []), option, value]
+    assert main(args) == 2, args
+    assert "omnispindle:" in capsys.readouterr().err
+
+
+def test_every_number_the_commands_take_is_checked_by_its_type():
+    """No option hands an unchecked int or float to the library."""
+    for parser in all_parsers(cli_parser()):
+        for action in parser._actions:
+            if parser.prog.split()[-1] != "bench":
+                assert action.type not in (int, float), f"{parser.prog} {action.option_strings}"
+
+
+def test_help_shows_the_defaults(capsys):
+    """Finding 12: ``--help`` hid the defaults of the worker's intervals and lease."""
+    assert main(["worker", "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    for option, default in [
+        ("--poll-interval", "1.0"),
+        ("--lease-timeout", "30.0"),
+        ("--sweep-interval", "1.0"),
+        ("--concurrency", "1"),
+    ]:
+        assert f"{option}" in out and f"(default {default})" in out.split(option, 1)[1], option
+
+
+def test_the_version_is_one_command_away(capsys):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"omnispindle {omnispindle_version()}"
+
+
+def omnispindle_version() -> str:
+    import omnispindle
+
+    return omnispindle.__version__
+
+
+def test_workers_are_named_uniquely_by_default(queue):
+    """Finding 12: every process called its first worker ``worker-1``."""
+    first, second = WorkerClient(local_queue=queue), WorkerClient(local_queue=queue)
+    prefix = f"{socket.gethostname()}-{os.getpid()}-"
+    assert first.settings.name.startswith(prefix) and second.settings.name.startswith(prefix)
+    assert first.settings.name != second.settings.name
+
+
+def test_the_tracing_extra_installs_what_the_tracing_example_imports():
+    """Finding 11: ``[tracing]`` lacked ``opentelemetry-sdk``."""
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    assert any(req.startswith("opentelemetry-sdk") for req in extras["tracing"])
+    example = (ROOT / "docs" / "guide" / "tracing.md").read_text()
+    assert "from opentelemetry.sdk" in example
+
+
+def test_a_client_opened_by_dsn_submits(dsn):
+    with TaskQueueClient(dsn=dsn) as client:
+        assert client.submit_task("t") == 1
