@@ -14,6 +14,7 @@ from sqlalchemy.pool import NullPool
 
 from omnispindle._db import queries as q
 from omnispindle._db.caller import as_psycopg
+from omnispindle._db.migrations import alembic_records
 from omnispindle._db.pool import execute
 
 
@@ -30,7 +31,11 @@ def run_migrations(connection: Connection) -> None:
         # reads the version the first one wrote and has nothing to do.
         execute(raw, q.setup.lock_migrations())
         execute(raw, q.setup.create_schema())
-        context.run_migrations()
+        recording = alembic_records.set(True)  # Alembic records each revision itself
+        try:
+            context.run_migrations()
+        finally:
+            alembic_records.reset(recording)
 
 
 def main() -> None:

@@ -22,6 +22,16 @@ class SchemaMissingError(ConfigurationError):
     """The database has no ``omnispindle`` schema yet: run the migrations."""
 
 
+class SchemaOutdatedError(SchemaMissingError):
+    """The ``omnispindle`` schema is older than this version needs, or records no
+    revision: run the migrations (or record the revision your history applied)."""
+
+
+class DatabaseUnavailableError(OmnispindleError, ConnectionError):
+    """The database cannot be reached (or refused the connection); the cause is in
+    the message."""
+
+
 class ValidationError(OmnispindleError, ValueError):
     """An argument is of the wrong type or out of range; nothing was written."""
 

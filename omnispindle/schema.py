@@ -24,7 +24,9 @@ from __future__ import annotations
 from typing import Any
 
 from omnispindle._db.caller import CallerConnection, as_psycopg
-from omnispindle._db.migrations import migration_names
+from omnispindle._db.migrations import record_applied
+from omnispindle._db.pool import execute
+from omnispindle._db.schema_state import migration_names
 from omnispindle._db.statements import script
 
 __all__ = ["apply_migration", "migration_names", "migration_sql"]
@@ -38,9 +40,18 @@ def migration_sql(name: str) -> str:
 
 def apply_migration(bind: CallerConnection | Any, name: str) -> None:
     """Execute migration ``name`` on a SQLAlchemy connection (or a psycopg one),
-    inside its transaction.
+    inside its transaction, and record the revision it leaves the schema at.
 
-    The script runs through the psycopg connection itself, without
-    SQLAlchemy's parameter parsing, so its ``%`` and ``:`` stay literal.
+    The revision goes to ``omnispindle.alembic_version``, where ``omnispindle
+    migrate``, ``TaskQueue`` and every command look for it (your own history
+    keeps its own version table). The script runs through the psycopg
+    connection itself, without SQLAlchemy's parameter parsing, so its ``%``
+    and ``:`` stay literal.
+
+    Raises:
+        ValueError: no migration is called ``name``; nothing ran.
     """
-    as_psycopg(bind).execute(script(f"migrations/{name}.sql"))
+    conn = as_psycopg(bind)
+    record = record_applied(name)  # checks the name before anything runs
+    conn.execute(script(f"migrations/{name}.sql"))
+    execute(conn, record)

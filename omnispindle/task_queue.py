@@ -18,7 +18,7 @@ from omnispindle._db.rows import WorkerRow
 from omnispindle._maintenance import retention
 from omnispindle._maintenance.sweeper import Sweeper, SweeperConfig
 from omnispindle._observe import metrics
-from omnispindle.errors import ConfigurationError, SchemaMissingError
+from omnispindle.errors import ConfigurationError
 
 log = logging.getLogger("omnispindle")
 
@@ -36,14 +36,21 @@ class TaskQueue:
             survives restarts. Only for the embedded database.
         migrate: bring the schema to the latest version on start (safe to
             run from many processes at once; a database already at the
-            latest version is only read). Pass False when your own Alembic
-            history installs Omnispindle.
+            latest version is only read). By default only the embedded
+            database is migrated; a database given by DSN is checked, and one
+            without the latest schema refused: migrate it with ``omnispindle
+            migrate``, your own Alembic history, or ``migrate=True``.
         pool_size: most connections this process opens.
 
     Raises:
         ConfigurationError: ``persistence_path`` given together with a DSN.
         EmbeddedServerUnavailable: no DSN and pgserver not installed.
-        SchemaMissingError: ``migrate=False`` and the schema is not installed.
+        DatabaseUnavailableError: the database cannot be reached within the
+            connect timeout (5 s unless the DSN sets ``connect_timeout``), or
+            refused the connection; the server's reason is in the message.
+        SchemaMissingError: not migrating, and the schema is not installed.
+        SchemaOutdatedError: not migrating, and the schema is older than this
+            version needs (or records no revision).
 
     Example:
         >>> queue = TaskQueue()            # embedded Postgres  # doctest: +SKIP
@@ -55,7 +62,7 @@ class TaskQueue:
         dsn: str | None = None,
         *,
         persistence_path: str | os.PathLike[str] | None = None,
-        migrate: bool = True,
+        migrate: bool | None = None,
         pool_size: int = defaults.POOL_SIZE,
     ) -> None:
         dsn = dsn or os.environ.get(embedded.DSN_VARIABLE)
@@ -69,12 +76,14 @@ class TaskQueue:
             self._server = embedded.start_server(persistence_path)
             dsn = self._server.get_uri()
         self.dsn: str = dsn
-        self._migrate = migrate
-        self.db = Database(dsn, max_size=pool_size)
+        self._migrate = self.embedded if migrate is None else migrate
         self._notifier: Notifier | None = None
         self._notifier_lock = threading.Lock()
         try:
+            # Before the pool opens: a database that cannot be reached, or
+            # cannot be used, fails here once with its reason.
             self._prepare_schema()
+            self.db = Database(dsn, max_size=pool_size)
         except BaseException:
             self.shutdown()
             raise
@@ -173,7 +182,8 @@ class TaskQueue:
         if self._notifier is not None:
             self._notifier.close()
             self._notifier = None
-        self.db.close()
+        if hasattr(self, "db"):  # a queue that failed to start has no pool
+            self.db.close()
         if self._server is not None:
             self._server.cleanup()
             self._server = None
@@ -185,13 +195,7 @@ class TaskQueue:
         self.shutdown()
 
     def _prepare_schema(self) -> None:
-        if self._migrate:
-            migrations.upgrade_if_behind(self.dsn)
-        elif not self.db.run(q.setup.schema_installed()):
-            raise SchemaMissingError(
-                "the database has no omnispindle schema: run `omnispindle migrate --dsn ...` "
-                "or create the queue with migrate=True"
-            )
+        migrations.prepare(self.dsn, migrate=self._migrate)
 
 
 def open_queue(

@@ -125,17 +125,17 @@ class WorkerClient:
         """
         if self._loop_thread is not None:
             raise ConfigurationError("this worker is already running or has run; create a new one")
+        if not self.task_types:
+            raise ConfigurationError(
+                f"worker {self.settings.name!r} can run no task type: executors "
+                f"{sorted(self._executors)}, capabilities {self.capabilities}"
+            )
         unused = sorted(set(self._executors) - set(self.task_types))
         if unused:
             raise ConfigurationError(
                 f"worker {self.settings.name!r} would never run its executors for {unused}: "
                 f"they are not among its capabilities {self.capabilities}; add them there, "
                 "or do not register them on this worker"
-            )
-        if not self.task_types:
-            raise ConfigurationError(
-                f"worker {self.settings.name!r} can run no task type: executors "
-                f"{sorted(self._executors)}, capabilities {self.capabilities}"
             )
         self._loop_thread = threading.current_thread()
         try:

@@ -22,6 +22,7 @@ MAX_KEY_LENGTH = 200  # idempotency keys and schedule names
 POLL_INTERVAL = 1.0  # seconds between checks while no notification comes
 POOL_SIZE = 10
 POOL_SIZE_RANGE = (1, 1000)
+CONNECT_TIMEOUT = 5  # seconds; a database slower to answer counts as unreachable
 
 # A worker.
 CONCURRENCY = 1

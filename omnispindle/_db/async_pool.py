@@ -15,10 +15,11 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from omnispindle._db.caller import AsyncCallerConnection, as_async_psycopg
-from omnispindle._db.queries import setup
+from omnispindle._db.connecting import connect_async, connect_options
 from omnispindle._db.query import Atomic, Operation, Pipelined, Plan, Query, Row
+from omnispindle._db.schema_state import require_current, schema_state
 from omnispindle._db.sqlstate import translated_errors
-from omnispindle.errors import ConfigurationError, SchemaMissingError
+from omnispindle.errors import ConfigurationError
 
 T = TypeVar("T")
 # Every statement run, at DEBUG level with its parameters (record attribute ``params``).
@@ -43,24 +44,21 @@ class AsyncDatabase:
         """Check the schema is installed, then open the pool (again a no-op when open).
 
         Raises:
-            SchemaMissingError: the database has no omnispindle schema.
-            psycopg.OperationalError: the database cannot be reached.
+            DatabaseUnavailableError: the database cannot be reached.
+            SchemaMissingError: the database has no omnispindle schema, or
+                (SchemaOutdatedError) an older one.
         """
         if self.pool is not None:
             return
         # A connection of its own, so that a wrong DSN fails at once with the
         # server's reason rather than as a pool timeout.
-        async with await psycopg.AsyncConnection.connect(self.dsn, autocommit=True) as conn:
-            if not await execute(conn, setup.schema_installed()):
-                raise SchemaMissingError(
-                    "the database has no omnispindle schema: run `omnispindle migrate --dsn ...` "
-                    "or create a TaskQueue on it once (it migrates)"
-                )
+        async with await connect_async(self.dsn) as conn:
+            require_current(await execute(conn, schema_state()))
         pool: AsyncConnectionPool[AsyncConnection] = AsyncConnectionPool(
             self.dsn,
             min_size=1,
             max_size=self.max_size,
-            kwargs={"autocommit": True},
+            kwargs={"autocommit": True, **connect_options(self.dsn)},
             open=False,
             name="omnispindle-async",
         )

@@ -8,52 +8,32 @@ them; the names sort in the order they apply.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Generator
-from functools import cache
-from typing import Any
+from collections.abc import Callable
+from contextvars import ContextVar
 
-import psycopg
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 
 from omnispindle._db import queries as q
+from omnispindle._db.connecting import connect
 from omnispindle._db.pool import execute
-from omnispindle._db.query import Query
+from omnispindle._db.query import Plan
+from omnispindle._db.schema_state import (
+    migration_names,
+    require_current,
+    schema_state,
+)
 from omnispindle._db.statements import data_dir
+from omnispindle.errors import ValidationError
 
 # Alembic keeps its migration context in module globals, so two threads of
 # one process must not run it at once; the advisory lock covers processes.
 _alembic_lock = threading.Lock()
-
-
-def migration_names(through: str | None = None) -> tuple[str, ...]:
-    """The migrations, oldest first, e.g. ``("0001_initial", ...)``: all of them, or
-    those up to and including ``through``.
-
-    Raises:
-        ValueError: no migration is called ``through``.
-    """
-    names = _all_migrations()
-    if through is None:
-        return names
-    if through not in names:
-        raise ValueError(f"no migration named {through!r}; they are {', '.join(names)}")
-    return names[: names.index(through) + 1]
-
-
-@cache
-def _all_migrations() -> tuple[str, ...]:
-    folder = data_dir("sql") / "migrations"
-    return tuple(
-        sorted(path.stem for path in folder.glob("*.sql") if not path.name.endswith(".down.sql"))
-    )
-
-
-def head_revision() -> str:
-    """The latest migration: the revision a current database records."""
-    return migration_names()[-1]
+# True while Omnispindle's own Alembic environment runs its revisions: Alembic
+# records each revision itself there, so apply_migration must not.
+alembic_records = ContextVar("omnispindle_alembic_records", default=False)
 
 
 def alembic_config() -> Config:
@@ -63,30 +43,65 @@ def alembic_config() -> Config:
     return config
 
 
-def recorded_revision(dsn: str) -> str | None:
-    """The revision the database records; None before the first migration."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        return execute(conn, _recorded_revision())
+def prepare(dsn: str, migrate: bool) -> None:
+    """Check the database's schema, migrating first when asked to and behind.
 
+    A current database is only read (a few queries on one connection, no
+    Alembic, no lock), so that every process may start this way.
 
-def _recorded_revision() -> Generator[Query[Any], Any, str | None]:
-    if not (yield q.setup.version_table_exists()):
-        return None
-    revision: str | None = yield q.setup.schema_version()
-    return revision
-
-
-def upgrade_if_behind(dsn: str) -> None:
-    """Migrate to the latest revision unless the database records it already.
-
-    A current database is only read: one query, no Alembic, no lock.
+    Raises:
+        DatabaseUnavailableError: the database cannot be reached.
+        SchemaMissingError: not migrating, and the schema is missing or behind.
     """
-    if recorded_revision(dsn) != head_revision():
+    with connect(dsn) as conn:
+        state = execute(conn, schema_state())
+    if migrate and not state.current:
         upgrade(dsn)
+    else:
+        require_current(state)
+
+
+def record_applied(name: str) -> Plan[None]:
+    """Record what applying migration ``name`` (or ``NAME.down``) leaves the schema at,
+    where ``omnispindle migrate`` and the schema check look for it (nothing
+    while Omnispindle's own Alembic history runs, which records it itself).
+
+    Raises:
+        ValueError: no migration is called ``name`` (at once, before the plan runs).
+    """
+    return _record(_revision_after(name), alembic_records.get())
+
+
+def _record(revision: str | None, alembic_records: bool) -> Plan[None]:
+    if alembic_records:
+        return
+    yield q.setup.create_version_table()
+    yield q.setup.forget_other_revisions(revision)
+    if revision is not None:
+        yield q.setup.record_revision(revision)
+
+
+def _revision_after(name: str) -> str | None:
+    """The revision a database is at once migration ``name`` ran: itself, or for
+    ``NAME.down`` the one before (None below the first)."""
+    if not name.endswith(".down"):
+        migration_names(through=name)  # an unknown name is refused before anything runs
+        return name
+    before = migration_names(through=name.removesuffix(".down"))[:-1]
+    return before[-1] if before else None
 
 
 def upgrade(dsn: str, revision: str = "head") -> None:
-    """Migrate the database at ``dsn`` to ``revision``; idempotent, safe from many processes."""
+    """Migrate the database at ``dsn`` to ``revision``; idempotent, safe from many processes.
+
+    Raises:
+        SchemaOutdatedError: the schema is installed but records no revision, so
+            that migrating would start again from the first migration.
+    """
+    with connect(dsn) as conn:
+        state = execute(conn, schema_state())
+    if state.installed and state.revision is None:
+        require_current(state)
     _run(dsn, lambda config: command.upgrade(config, revision))
 
 
@@ -95,9 +110,22 @@ def downgrade(dsn: str, revision: str) -> None:
     _run(dsn, lambda config: command.downgrade(config, revision))
 
 
+def stamp(dsn: str, revision: str) -> None:
+    """Record ``revision`` as the schema's without running any migration.
+
+    Raises:
+        ValidationError: no migration is called ``revision``.
+    """
+    try:
+        migration_names(through=revision)
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from None
+    _run(dsn, lambda config: command.stamp(config, revision))
+
+
 def _run(dsn: str, action: Callable[[Config], None]) -> None:
     engine = create_engine(
-        "postgresql+psycopg://", creator=lambda: psycopg.connect(dsn), poolclass=NullPool
+        "postgresql+psycopg://", creator=lambda: connect(dsn, autocommit=False), poolclass=NullPool
     )
     try:
         with _alembic_lock, engine.begin() as connection:

@@ -16,6 +16,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from omnispindle._db.caller import CallerConnection, as_psycopg
+from omnispindle._db.connecting import connect, connect_options
 from omnispindle._db.query import Atomic, Operation, Pipelined, Plan, Query, Row
 from omnispindle._db.sqlstate import translated_errors
 
@@ -39,7 +40,7 @@ class Database:
             dsn,
             min_size=1,
             max_size=max_size,
-            kwargs={"autocommit": True},
+            kwargs={"autocommit": True, **connect_options(dsn)},
             open=True,
             name="omnispindle",
         )
@@ -62,8 +63,12 @@ class Database:
             return execute(conn, operation)
 
     def connect(self) -> Connection:
-        """Open a dedicated autocommit connection outside the pool (e.g. for LISTEN)."""
-        return psycopg.connect(self.dsn, autocommit=True)
+        """Open a dedicated autocommit connection outside the pool (e.g. for LISTEN).
+
+        Raises:
+            DatabaseUnavailableError: the database cannot be reached.
+        """
+        return connect(self.dsn)
 
     def close(self) -> None:
         """Close the pool's connections."""

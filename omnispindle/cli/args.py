@@ -104,6 +104,17 @@ def port_arg(text: str) -> int:
     return port
 
 
+def migrate_argument(parser: argparse.ArgumentParser) -> None:
+    """``--migrate`` / ``--no-migrate``, for the commands that run the queue."""
+    parser.add_argument(
+        "--migrate",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="bring the schema to the latest version first, as `omnispindle migrate` does "
+        "(default: only the embedded database; a --dsn database must be current)",
+    )
+
+
 def retention_arguments(parser: argparse.ArgumentParser) -> None:
     """``--retention`` and ``--no-prune``, for the commands that run a sweeper."""
     keep = parser.add_mutually_exclusive_group()

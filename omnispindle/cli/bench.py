@@ -11,6 +11,7 @@ import tempfile
 from collections.abc import Callable
 from typing import Any
 
+from omnispindle.cli.args import migrate_argument
 from omnispindle.cli.formatting import format_table
 
 SCENARIO_HELP = (
@@ -56,6 +57,7 @@ def add_commands(commands: Any, make_command: Callable[..., argparse.ArgumentPar
         "or all (needs omnispindle[bench])",
     )
     bench.add_argument("--json", action="store_true", help="print JSON for scripts")
+    migrate_argument(bench)
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -76,7 +78,9 @@ def _bench(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="omnispindle-bench-") as scratch:
         # Without a database, measure on a fresh embedded one.
         given = args.dsn or os.environ.get("OMNISPINDLE_DSN")
-        queue = TaskQueue(given) if given else TaskQueue(persistence_path=scratch)
+        queue = (
+            TaskQueue(given, migrate=args.migrate) if given else TaskQueue(persistence_path=scratch)
+        )
         try:
             rows = run(queue, args.scenario, options, peers)
         finally:

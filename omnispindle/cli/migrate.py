@@ -15,21 +15,37 @@ def add_commands(commands: Any, command: Callable[..., argparse.ArgumentParser])
     migrate = command(
         commands, "migrate", "bring the database schema to the latest version", _migrate
     )
-    migrate.add_argument("--revision", default="head", help="target revision (default head)")
+    target = migrate.add_mutually_exclusive_group()
+    target.add_argument("--revision", default="head", help="target revision")
+    target.add_argument(
+        "--stamp",
+        metavar="REVISION",
+        default=None,
+        help="record REVISION as the schema's without running any migration (for a "
+        "schema your own Alembic history installed before revisions were recorded)",
+    )
 
 
 def _migrate(args: argparse.Namespace) -> int:
     from omnispindle._db.embedded import DSN_VARIABLE, start_server
-    from omnispindle.migrate import upgrade
 
     dsn = args.dsn or os.environ.get(DSN_VARIABLE)
     if dsn:
-        upgrade(dsn, args.revision)
+        _migrate_database(dsn, args)
     else:
         server = start_server()
         try:
-            upgrade(server.get_uri(), args.revision)
+            _migrate_database(server.get_uri(), args)
         finally:
             server.cleanup()
-    print(f"omnispindle: schema at {args.revision}")
+    print(f"omnispindle: schema at {args.stamp or args.revision}")
     return EXIT_OK
+
+
+def _migrate_database(dsn: str, args: argparse.Namespace) -> None:
+    from omnispindle.migrate import stamp, upgrade
+
+    if args.stamp:
+        stamp(dsn, args.stamp)
+    else:
+        upgrade(dsn, args.revision)

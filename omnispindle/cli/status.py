@@ -21,7 +21,7 @@ def add_commands(commands: Any, command: Callable[..., argparse.ArgumentParser])
 def _status(args: argparse.Namespace) -> int:
     from omnispindle.task_queue import TaskQueue
 
-    queue = TaskQueue(args.dsn)
+    queue = TaskQueue(args.dsn, migrate=False)
     try:
         queues = queue.db.run(q.inspection.queue_summary())
         workers = queue.db.run(q.inspection.worker_summary())

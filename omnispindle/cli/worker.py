@@ -13,12 +13,18 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from omnispindle._core import defaults
-from omnispindle.cli.args import int_arg, positive_seconds_arg, retention_arguments
+from omnispindle.cli.args import (
+    int_arg,
+    migrate_argument,
+    positive_seconds_arg,
+    retention_arguments,
+)
 from omnispindle.cli.exit_codes import EXIT_OK
 from omnispindle.cli.signals import on_stop_signals
 from omnispindle.errors import ConfigurationError
 
 if TYPE_CHECKING:
+    from omnispindle.task_queue import TaskQueue
     from omnispindle.worker import Executor
 
 log = logging.getLogger("omnispindle.cli")
@@ -88,6 +94,7 @@ def add_commands(commands: Any, command: Callable[..., argparse.ArgumentParser])
         "--no-periodic", action="store_true", help="leave enqueuing periodic tasks to other workers"
     )
     retention_arguments(worker)
+    migrate_argument(worker)
 
     sweep = command(
         commands, "sweep", "run the stale-lease sweeper until SIGTERM or SIGINT", _sweep
@@ -112,14 +119,22 @@ def add_commands(commands: Any, command: Callable[..., argparse.ArgumentParser])
     )
     sweep.add_argument("--once", action="store_true", help="one pass, print its counts, exit")
     retention_arguments(sweep)
+    migrate_argument(sweep)
 
 
 def _worker(args: argparse.Namespace) -> int:
+    from omnispindle.task_queue import TaskQueue
+
+    with TaskQueue(args.dsn, migrate=args.migrate) as queue:
+        return _run_worker(args, queue)
+
+
+def _run_worker(args: argparse.Namespace, queue: TaskQueue) -> int:
     from omnispindle.worker import WorkerClient
 
     capabilities = args.capabilities.split(",") if args.capabilities else None
     worker = WorkerClient(
-        dsn=args.dsn,
+        local_queue=queue,
         capabilities=capabilities,
         concurrency=args.concurrency,
         name=args.name,
@@ -196,7 +211,7 @@ def _sweep(args: argparse.Namespace) -> int:
         dead_worker_after=args.dead_worker_after,
         retention=None if args.no_prune else args.retention,
     )
-    queue = TaskQueue(args.dsn)
+    queue = TaskQueue(args.dsn, migrate=args.migrate)
     try:
         sweeper = Sweeper(queue.db, config)
         if args.once:

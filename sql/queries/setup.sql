@@ -29,3 +29,18 @@ SELECT to_regclass('omnispindle.alembic_version') IS NOT NULL AS present;
 -- The revision Alembic recorded; asked before migrating, so that a database
 -- already at the latest one is only read.
 SELECT version_num FROM omnispindle.alembic_version;
+
+-- name: create_version_table
+-- Alembic's own version table, for a schema that an application's Alembic
+-- history installs (apply_migration records each revision it applies here).
+CREATE TABLE IF NOT EXISTS omnispindle.alembic_version (
+    version_num varchar(32) NOT NULL,
+    CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)
+);
+
+-- name: forget_other_revisions
+DELETE FROM omnispindle.alembic_version WHERE version_num IS DISTINCT FROM %(revision)s;
+
+-- name: record_revision
+INSERT INTO omnispindle.alembic_version (version_num) VALUES (%(revision)s)
+ON CONFLICT DO NOTHING;

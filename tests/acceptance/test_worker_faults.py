@@ -141,7 +141,7 @@ def restart(server) -> None:
 
 def test_a_database_restart_is_survived(own_server):
     dsn = own_server.get_uri()
-    queue = TaskQueue(dsn=dsn)
+    queue = TaskQueue(dsn=dsn, migrate=True)
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("CREATE TABLE test_ledger (task_id bigint NOT NULL, pid integer NOT NULL)")
     ids = TaskQueueClient(local_queue=queue).submit_batch([{"task_type": "nap"}] * 300)

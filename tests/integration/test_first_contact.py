@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
 import os
 import socket
 import subprocess
@@ -11,8 +13,15 @@ from pathlib import Path
 
 import pytest
 import tomllib
+from psycopg.conninfo import make_conninfo
 
-from omnispindle import ConfigurationError, TaskQueueClient, WorkerClient
+from omnispindle import (
+    AsyncTaskQueueClient,
+    ConfigurationError,
+    DatabaseUnavailableError,
+    TaskQueueClient,
+    WorkerClient,
+)
 from omnispindle.cli.main import main
 from omnispindle.cli.main import parser as cli_parser
 
@@ -168,3 +177,43 @@ def test_the_tracing_extra_installs_what_the_tracing_example_imports():
 def test_a_client_opened_by_dsn_submits(dsn):
     with TaskQueueClient(dsn=dsn) as client:
         assert client.submit_task("t") == 1
+
+
+@pytest.fixture
+def silent_port():
+    """A port that accepts connections and never answers, as a frozen server does."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield listener.getsockname()[1]
+
+
+def test_an_unreachable_database_fails_fast_with_its_cause(silent_port, caplog):
+    """Finding 9: 30.9 s and twelve pool warnings before ``couldn't get a connection``."""
+    dsn = f"postgresql://postgres@127.0.0.1:{silent_port}/app?connect_timeout=1"
+    opens = [
+        lambda: TaskQueueClient(dsn=dsn),
+        lambda: asyncio.run(AsyncTaskQueueClient(dsn=dsn).open()),
+    ]
+    with caplog.at_level(logging.DEBUG, logger="psycopg"):
+        for open_one in opens:
+            with pytest.raises(DatabaseUnavailableError, match="timeout expired"):
+                open_one()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def test_the_command_line_says_why_in_one_line(silent_port, server_dsn, tmp_path):
+    """Finding 9: the cause showed only in pool warnings, and a wrong database name
+    printed a pool warning before the real message."""
+    unreachable = f"postgresql://postgres@127.0.0.1:{silent_port}/app"
+    missing = make_conninfo(server_dsn, dbname="no_such_database")
+    for dsn, cause in [
+        (unreachable, "timeout expired"),
+        (missing, '"no_such_database" does not exist'),
+    ]:
+        done = subprocess.run(
+            [OMNISPINDLE, "status", "--dsn", dsn], capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 1
+        [line] = done.stderr.splitlines()
+        assert line.startswith("omnispindle: cannot connect to the database ") and cause in line

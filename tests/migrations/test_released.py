@@ -15,7 +15,7 @@ import pytest
 from alembic.script import ScriptDirectory
 
 from omnispindle import TaskQueue
-from omnispindle._db import migrations
+from omnispindle._db import migrations, schema_state
 from omnispindle.schema import migration_names
 from tests.conftest import ROOT
 
@@ -77,7 +77,7 @@ def test_the_revisions_form_one_chain_in_the_order_of_their_names():
     script = ScriptDirectory.from_config(migrations.alembic_config())
     chain = [r.revision for r in reversed(list(script.walk_revisions()))]
     assert chain == list(migration_names())
-    assert script.get_current_head() == migrations.head_revision()
+    assert script.get_current_head() == schema_state.head_revision()
 
 
 def test_migration_names_can_stop_at_a_release():
@@ -94,13 +94,13 @@ def test_a_current_database_is_only_read_when_a_queue_starts(dsn, record_stateme
 
     monkeypatch.setattr(migrations, "upgrade", refuse)
     statements = record_statements()
-    TaskQueue(dsn).shutdown()
-    assert statements.names == ["version_table_exists", "schema_version"]
+    TaskQueue(dsn, migrate=True).shutdown()
+    assert statements.names == ["schema_installed", "version_table_exists", "schema_version"]
 
 
 def test_a_database_behind_is_migrated_when_a_queue_starts(empty_dsn):
-    assert migrations.recorded_revision(empty_dsn) is None
-    TaskQueue(empty_dsn).shutdown()
-    assert migrations.recorded_revision(empty_dsn) == migrations.head_revision()
+    assert schema_state.recorded_revision(empty_dsn) is None
+    TaskQueue(empty_dsn, migrate=True).shutdown()
+    assert schema_state.recorded_revision(empty_dsn) == schema_state.head_revision()
     with psycopg.connect(empty_dsn) as conn:
         assert conn.execute("SELECT to_regclass('omnispindle.tasks')").fetchone()[0]

@@ -35,6 +35,21 @@ def _first_version(found: list[Row]) -> str | None:
     return str(found[0]["version_num"]) if found else None
 
 
+def create_version_table() -> Query[None]:
+    """Create Alembic's version table in the schema if it is missing."""
+    return Query(RUNTIME["create_version_table"], None, nothing)
+
+
+def forget_other_revisions(revision: str | None) -> Query[None]:
+    """Delete every recorded revision but ``revision`` (all of them for None)."""
+    return Query(RUNTIME["forget_other_revisions"], {"revision": revision}, nothing)
+
+
+def record_revision(revision: str) -> Query[None]:
+    """Record ``revision`` (a no-op when it is recorded already)."""
+    return Query(RUNTIME["record_revision"], {"revision": revision}, nothing)
+
+
 def listen(channel: str) -> Statement:
     """The LISTEN statement of a notification channel (run as is, on a dedicated connection).
 

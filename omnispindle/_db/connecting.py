@@ -1,0 +1,61 @@
+"""Opening a connection that fails fast, with the cause in one typed error."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from omnispindle._core import defaults
+from omnispindle.errors import DatabaseUnavailableError, first_line
+
+
+def connect_options(dsn: str) -> dict[str, Any]:
+    """Keyword arguments for every connection to ``dsn``: a connect timeout,
+    unless the DSN or ``$PGCONNECT_TIMEOUT`` sets one (libpq's default is to wait
+    for as long as the network does)."""
+    if "connect_timeout" in conninfo_to_dict(dsn) or os.environ.get("PGCONNECT_TIMEOUT"):
+        return {}
+    return {"connect_timeout": defaults.CONNECT_TIMEOUT}
+
+
+def connect(dsn: str, *, autocommit: bool = True) -> psycopg.Connection[Any]:
+    """A connection to ``dsn``, by default in autocommit mode.
+
+    Raises:
+        DatabaseUnavailableError: the server cannot be reached in time, or refused
+            the connection (wrong password, no such database): the server's reason.
+    """
+    try:
+        return psycopg.connect(dsn, autocommit=autocommit, **connect_options(dsn))
+    except psycopg.OperationalError as exc:
+        raise unavailable(dsn, exc) from exc
+
+
+async def connect_async(dsn: str) -> psycopg.AsyncConnection[Any]:
+    """:func:`connect`'s asyncio twin."""
+    try:
+        return await psycopg.AsyncConnection.connect(dsn, autocommit=True, **connect_options(dsn))
+    except psycopg.OperationalError as exc:
+        raise unavailable(dsn, exc) from exc
+
+
+def unavailable(dsn: str, exc: BaseException) -> DatabaseUnavailableError:
+    """The typed error of a failed connection attempt: where to, and libpq's reason."""
+    reason = first_line(exc).removeprefix("connection failed: ")
+    return DatabaseUnavailableError(f"cannot connect to the database {_where(dsn)}: {reason}")
+
+
+def _where(dsn: str) -> str:
+    """``"app" at db.example:5432``, from what the DSN says (libpq's defaults aside)."""
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "(unparsable DSN)"
+    place = params.get("host") or "the local socket"
+    if params.get("port"):
+        place = f"{place}:{params['port']}"
+    name = params.get("dbname")
+    return f"{name!r} at {place}" if name else f"at {place}"

@@ -1,0 +1,111 @@
+"""What a database holds of Omnispindle's schema, read without changing anything,
+and whether this version can use it.
+
+The migrations are SQL scripts in ``sql/migrations``; their names sort in the
+order they apply, and the latest is the revision a current database records
+in ``omnispindle.alembic_version``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+from omnispindle._db import queries as q
+from omnispindle._db.connecting import connect
+from omnispindle._db.pool import execute
+from omnispindle._db.query import Plan
+from omnispindle._db.statements import data_dir
+from omnispindle.errors import SchemaMissingError, SchemaOutdatedError
+
+
+def migration_names(through: str | None = None) -> tuple[str, ...]:
+    """The migrations, oldest first, e.g. ``("0001_initial", ...)``: all of them, or
+    those up to and including ``through``.
+
+    Raises:
+        ValueError: no migration is called ``through``.
+    """
+    names = _all_migrations()
+    if through is None:
+        return names
+    if through not in names:
+        raise ValueError(f"no migration named {through!r}; they are {', '.join(names)}")
+    return names[: names.index(through) + 1]
+
+
+@cache
+def _all_migrations() -> tuple[str, ...]:
+    folder = data_dir("sql") / "migrations"
+    return tuple(
+        sorted(path.stem for path in folder.glob("*.sql") if not path.name.endswith(".down.sql"))
+    )
+
+
+def head_revision() -> str:
+    """The latest migration: the revision a current database records."""
+    return migration_names()[-1]
+
+
+def recorded_revision(dsn: str) -> str | None:
+    """The revision the database records; None before the first migration."""
+    with connect(dsn) as conn:
+        return execute(conn, _recorded_revision())
+
+
+def _recorded_revision() -> Plan[str | None]:
+    if not (yield q.setup.version_table_exists()):
+        return None
+    revision: str | None = yield q.setup.schema_version()
+    return revision
+
+
+@dataclass(frozen=True)
+class SchemaState:
+    """What a database holds of the schema: its tables, and the revision recorded."""
+
+    installed: bool
+    revision: str | None
+
+    @property
+    def current(self) -> bool:
+        """At the latest revision this version knows, or at a later one it does not."""
+        return (
+            self.installed
+            and self.revision is not None
+            and (self.revision == head_revision() or self.revision not in migration_names())
+        )
+
+
+def schema_state() -> Plan[SchemaState]:
+    """Read the database's :class:`SchemaState` (only reads)."""
+    installed: bool = yield q.setup.schema_installed()
+    revision = yield from _recorded_revision()
+    return SchemaState(installed, revision)
+
+
+def require_current(state: SchemaState) -> None:
+    """Refuse a database whose schema this version cannot use.
+
+    Raises:
+        SchemaMissingError: no schema: say how to install it.
+        SchemaOutdatedError: an older revision, or none recorded: say how to catch up.
+    """
+    if state.current:
+        return
+    if not state.installed:
+        raise SchemaMissingError(
+            "the database has no omnispindle schema: run `omnispindle migrate --dsn ...` "
+            "(or open a TaskQueue with migrate=True)"
+        )
+    if state.revision is None:
+        raise SchemaOutdatedError(
+            "the omnispindle schema records no revision (an Alembic history of your own "
+            "installed it before apply_migration recorded revisions): run "
+            "`omnispindle migrate --dsn ... --stamp REVISION` with the last migration it applied"
+        )
+    raise SchemaOutdatedError(
+        f"the omnispindle schema is at {state.revision} and this version needs "
+        f"{head_revision()}: run `omnispindle migrate --dsn ...` (or, when your own Alembic "
+        "history installs it, a revision that applies the newer migrations)"
+    )
