@@ -216,17 +216,17 @@ class AsyncTaskQueueClient:
         """
         return await self.db.run(operations.cancel_task(task_id, reason))
 
-    async def retry_task(self, task_id: int) -> RetryOutcome:
+    async def retry_task(self, task_id: int, *, with_dependents: bool = False) -> RetryOutcome:
         """Run a failed task again, as ``TaskQueueClient.retry_task``.
 
         Returns:
-            ``{"task_id", "state", "message"}``.
+            ``{"task_id", "state", "dependents", "message"}``.
 
         Raises:
             TaskNotFoundError: no task has this id.
-            TaskStateError: the task is not failed; nothing changed.
+            TaskStateError: the task is not failed, or its key is held; nothing changed.
         """
-        return (await self.db.run(operations.retry_tasks([task_id])))[0]
+        return (await self.db.run(operations.retry_tasks([task_id], with_dependents)))[0]
 
     def stream_task(self, task_id: int, timeout: float | None = None) -> AsyncIterator[StreamEvent]:
         """Iterate (``async for``) over a task's partial results, then its final record.

@@ -219,20 +219,24 @@ class TaskQueueClient:
         """
         return self.queue.db.run(operations.cancel_task(task_id, reason))
 
-    def retry_task(self, task_id: int) -> RetryOutcome:
+    def retry_task(self, task_id: int, *, with_dependents: bool = False) -> RetryOutcome:
         """Run a failed task again: back to pending now, with one more attempt if none is left.
 
-        Its error history stays; dependents that were cancelled because it
-        failed stay cancelled.
+        Its error history stays. The dependents its failure cancelled stay
+        cancelled, unless ``with_dependents``: then they (and theirs) wait for
+        it again, except those that another failed or cancelled dependency
+        keeps from ever running.
 
         Returns:
-            ``{"task_id", "state", "message"}``.
+            ``{"task_id", "state", "dependents", "message"}``: ``dependents``
+            lists the ids that wait for it again.
 
         Raises:
             TaskNotFoundError: no task has this id.
-            TaskStateError: the task is not failed; nothing changed.
+            TaskStateError: the task is not failed, or another unfinished task
+                holds its idempotency key; nothing changed.
         """
-        return self.queue.db.run(operations.retry_tasks([task_id]))[0]
+        return self.queue.db.run(operations.retry_tasks([task_id], with_dependents))[0]
 
     def stream_task(self, task_id: int, timeout: float | None = None) -> Iterator[StreamEvent]:
         """Yield a task's partial results in order, from the first, then its final record.

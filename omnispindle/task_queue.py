@@ -142,8 +142,10 @@ class TaskQueue:
     def list_workers(self) -> list[WorkerRow]:
         """Every registered worker with its health: ``state`` is active, stopped or dead.
 
-        Also gives capabilities, concurrency, running task count and the age
-        of the last heartbeat in seconds.
+        Also gives capabilities, concurrency, running task count, the age of
+        the last heartbeat in seconds, and ``lost``: an active worker silent
+        for longer than its lease (its leases have expired; a sweeper will
+        declare it dead).
         """
         return self.db.run(q.workers.list_workers())
 

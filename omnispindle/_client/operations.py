@@ -24,14 +24,12 @@ from omnispindle._core.specs import TaskSpec
 from omnispindle._db import queries as q
 from omnispindle._db.query import Atomic, Pipelined, Plan, Query, then
 from omnispindle._db.rows import (
-    LockedTask,
     SavedSchedule,
     ScheduleSummary,
     StreamRow,
     TaskRecord,
 )
-from omnispindle.errors import TaskNotFoundError, TaskStateError, ValidationError
-from omnispindle.states import TaskState
+from omnispindle.errors import TaskNotFoundError, ValidationError
 
 TraceContext = submission.TraceContext
 
@@ -100,48 +98,23 @@ def _reason(reason: object) -> str:
     return reason or DEFAULT_CANCEL_REASON
 
 
-def retry_tasks(task_ids: Iterable[int]) -> Atomic[list[RetryOutcome]]:
-    """Put failed tasks back to pending, each with an attempt left, all or nothing.
+def retry_tasks(
+    task_ids: Iterable[int], with_dependents: bool = False
+) -> Query[list[RetryOutcome]]:
+    """Put failed tasks back to pending, each with an attempt left, all or nothing; with
+    ``with_dependents``, also the dependents their failures cancelled.
 
     Every task is locked and checked before any changes, so one unknown or
     unfailed task leaves all of them as they were.
 
     Raises:
+        ValidationError: an id is not a task id, or ``with_dependents`` not a bool.
         TaskNotFoundError: (when run) an id does not exist.
         TaskStateError: (when run) a task is not failed, or its key is held.
     """
     ids = list(dict.fromkeys(validation.task_id(i) for i in task_ids))
-    return Atomic(_retry_each(ids))
-
-
-def _retry_each(ids: list[int]) -> Plan[list[RetryOutcome]]:
-    locked = {row["task_id"]: row for row in (yield q.inspection.lock_tasks(ids))}
-    _check_retryable(ids, locked)
-    retried = {row["task_id"]: row for row in (yield q.inspection.retry_failed_tasks(ids))}
-    return [retry_outcome(retried[task_id]) for task_id in ids]
-
-
-def _check_retryable(ids: list[int], locked: dict[int, LockedTask]) -> None:
-    missing = [task_id for task_id in ids if task_id not in locked]
-    if missing:
-        raise TaskNotFoundError(f"no task with id {missing[0]}")
-    keys: dict[str, int] = {}
-    for task_id in ids:
-        row = locked[task_id]
-        if row["state"] != TaskState.FAILED.value:
-            raise TaskStateError(
-                f"task {task_id} is {row['state']}; only failed tasks can be retried"
-            )
-        key = row["idempotency_key"]
-        if key is None:
-            continue
-        holder = row["key_holder"] or keys.get(key)
-        if holder is not None:
-            raise TaskStateError(
-                f"task {task_id}'s idempotency key {key!r} is held by "
-                f"unfinished task {holder}; it cannot run twice at once"
-            )
-        keys[key] = task_id
+    query = q.inspection.retry_tasks(ids, validation.flag("with_dependents", with_dependents))
+    return then(query, lambda retried: [retry_outcome(row) for row in retried])
 
 
 def save_schedule(schedule: Schedule) -> Query[SavedSchedule]:

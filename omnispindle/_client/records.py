@@ -25,10 +25,11 @@ class CancelOutcome(TypedDict):
 
 
 class RetryOutcome(TypedDict):
-    """A failed task put back to pending."""
+    """A failed task put back to pending; ``dependents``: those that wait for it again."""
 
     task_id: int
     state: str
+    dependents: list[int]
     message: str
 
 
@@ -79,11 +80,14 @@ def cancel_outcome(task_id: int, state: str, changed: bool) -> CancelOutcome:
 def retry_outcome(row: RetriedTask) -> RetryOutcome:
     """The outcome of retrying one failed task."""
     attempt = row["attempts"] + 1
+    message = f"task {row['task_id']} is pending again (attempt {attempt} of {row['max_attempts']})"
+    if row["dependents"]:
+        message += f"; dependents {', '.join(map(str, row['dependents']))} wait for it again"
     return {
         "task_id": row["task_id"],
         "state": row["state"],
-        "message": f"task {row['task_id']} is pending again "
-        f"(attempt {attempt} of {row['max_attempts']})",
+        "dependents": row["dependents"],
+        "message": message,
     }
 
 

@@ -126,11 +126,13 @@ class WorkerSummaryRow(TypedDict):
 
 
 class WorkerRow(WorkerSummaryRow):
-    """A registered worker and its health (``list_workers``)."""
+    """A registered worker and its health (``list_workers``); ``lost``: active, but
+    silent for longer than its lease."""
 
     id: UUID
     started_at: datetime
     stopped_at: datetime | None
+    lost: bool
 
 
 class StateCounts(TypedDict):
@@ -146,9 +148,12 @@ class StateCounts(TypedDict):
 
 
 class QueueSummaryRow(StateCounts):
-    """Tasks of one type in each state, and the wait of its oldest ready task."""
+    """Tasks of one type in each state, the wait of its oldest ready task, and the
+    running tasks whose lease expired (nothing has swept them yet)."""
 
     oldest_ready_seconds: float | None
+    expired_leases: int
+    oldest_expired_lease_seconds: float | None
 
 
 class TaskForPeople(TypedDict):
@@ -209,24 +214,14 @@ class TaskStateRow(TypedDict):
     state: str
 
 
-class LockedTask(TypedDict):
-    """A task locked for a retry, with the unfinished task holding its key, if any."""
-
-    task_id: int
-    state: str
-    attempts: int
-    max_attempts: int
-    idempotency_key: str | None
-    key_holder: int | None
-
-
 class RetriedTask(TypedDict):
-    """A failed task put back to pending."""
+    """A failed task put back to pending, and the dependents it brought back."""
 
     task_id: int
     state: str
     attempts: int
     max_attempts: int
+    dependents: list[int]
 
 
 class TaskTypeMetrics(StateCounts):

@@ -18,6 +18,7 @@ from omnispindle.errors import (
     IllegalTransitionError,
     OmnispindleError,
     TaskNotFoundError,
+    TaskStateError,
     UnknownDependencyError,
     ValidationError,
 )
@@ -28,6 +29,7 @@ _BY_SQLSTATE: dict[str, type[OmnispindleError]] = {
     "OS003": DependencyStateError,
     "OS004": TaskNotFoundError,
     "OS005": ValidationError,
+    "OS006": TaskStateError,
     "23514": ValidationError,  # check_violation: a CHECK constraint refused a value
     "22P02": ValidationError,  # invalid_text_representation
     "22P05": ValidationError,  # untranslatable_character, e.g. \u0000 in jsonb

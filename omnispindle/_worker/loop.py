@@ -126,6 +126,7 @@ class WorkerLoop:
                 task_types=self.task_types,
                 concurrency=self.settings.concurrency,
                 version=__version__,
+                lease_timeout=self.settings.lease_timeout,
             )
         )
 

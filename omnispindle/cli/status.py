@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from omnispindle._db import queries as q
+from omnispindle._db.rows import QueueSummaryRow, WorkerSummaryRow
 from omnispindle.cli.exit_codes import EXIT_OK
 from omnispindle.cli.formatting import format_table
 
@@ -16,6 +17,11 @@ def add_commands(commands: Any, command: Callable[..., argparse.ArgumentParser])
     """Add ``status`` to the ``omnispindle`` subparsers."""
     status = command(commands, "status", "show queues and workers", _status)
     status.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+
+# Sweepers run every second or so: a lease expired this long ago that nothing
+# has handed on means that nothing sweeps this database.
+UNSWEPT_AFTER = 10.0
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -27,10 +33,39 @@ def _status(args: argparse.Namespace) -> int:
         workers = queue.db.run(q.inspection.worker_summary())
     finally:
         queue.shutdown()
+    warnings = liveness_warnings(queues, workers)
     if args.json:
-        print(json.dumps({"queues": queues, "workers": workers}, default=str, indent=2))
+        report = {"queues": queues, "workers": workers, "warnings": warnings}
+        print(json.dumps(report, default=str, indent=2))
     else:
-        print(format_table(queues, title="Queues"))
+        print(format_table([_shown(row) for row in queues], title="Queues"))
         print()
         print(format_table(workers, title="Workers"))
+        for warning in warnings:
+            print(f"\nwarning: {warning}")
     return EXIT_OK
+
+
+def _shown(row: QueueSummaryRow) -> dict[str, Any]:
+    """A queue's row for the table: the age of its oldest expired lease goes to
+    the warnings instead."""
+    return {k: v for k, v in row.items() if k != "oldest_expired_lease_seconds"}
+
+
+def liveness_warnings(queues: list[QueueSummaryRow], workers: list[WorkerSummaryRow]) -> list[str]:
+    """What the figures say is wrong with the fleet: lost workers, and expired
+    leases that nothing sweeps."""
+    warnings = [
+        f"worker {w['name']} is lost: no heartbeat for {w['heartbeat_age_seconds']:.0f} s, "
+        "longer than its lease"
+        for w in workers
+        if w["state"] == "lost"
+    ]
+    ages = [row["oldest_expired_lease_seconds"] or 0.0 for row in queues]
+    if ages and max(ages) > UNSWEPT_AFTER:
+        expired = sum(row["expired_leases"] for row in queues)
+        warnings.append(
+            f"nothing is sweeping: {expired} running tasks hold leases that expired up to "
+            f"{max(ages):.0f} s ago; start a worker or `omnispindle sweep` to hand them on"
+        )
+    return warnings

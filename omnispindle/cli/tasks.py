@@ -82,6 +82,11 @@ def add_commands(commands: Any, command: Callable[..., argparse.ArgumentParser])
         metavar="ID",
         help="failed tasks to put back to pending",
     )
+    retry.add_argument(
+        "--with-dependents",
+        action="store_true",
+        help="also the dependents their failures cancelled, which wait for them again",
+    )
     _json_flag(retry)
 
     cancel = command(
@@ -155,7 +160,7 @@ def _tasks(args: argparse.Namespace) -> int:
 
 def _retry(args: argparse.Namespace) -> int:
     with _open_queue(args) as queue:
-        outcomes = queue.db.run(operations.retry_tasks(args.task_ids))
+        outcomes = queue.db.run(operations.retry_tasks(args.task_ids, args.with_dependents))
     _print_outcomes(outcomes, args.json)
     return EXIT_OK
 

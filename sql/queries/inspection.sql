@@ -50,40 +50,24 @@ SELECT id AS task_id, state::text AS state
 FROM omnispindle.tasks
 WHERE id = ANY (%(ids)s::bigint[]);
 
--- name: lock_tasks
--- Locks in id order, so that two callers locking overlapping sets cannot
--- deadlock; the caller checks every task before it changes any.
--- key_holder: another unfinished task with the same idempotency key, which a
--- retry would collide with.
-SELECT t.id AS task_id, t.state::text AS state, t.attempts, t.max_attempts,
-       t.idempotency_key,
-       (SELECT h.id FROM omnispindle.tasks h
-        WHERE h.idempotency_key = t.idempotency_key AND h.id <> t.id
-          AND h.state IN ('blocked', 'pending', 'running')) AS key_holder
-FROM omnispindle.tasks t
-WHERE t.id = ANY (%(ids)s::bigint[])
-ORDER BY t.id
-FOR NO KEY UPDATE OF t;
-
--- name: retry_failed_tasks
--- The state machine allows failed -> pending only with an attempt left, so a
--- task that used all of its attempts gets one more. Its error history stays.
-UPDATE omnispindle.tasks
-SET state = 'pending',
-    max_attempts = greatest(max_attempts, attempts + 1),
-    finished_at = NULL,
-    run_after = now()
-WHERE id = ANY (%(ids)s::bigint[]) AND state = 'failed'
-RETURNING id AS task_id, state::text AS state, attempts, max_attempts;
+-- name: retry_tasks
+-- All or nothing: omnispindle.retry_tasks locks and checks every task first.
+SELECT task_id, state, attempts, max_attempts, dependents
+FROM omnispindle.retry_tasks(%(ids)s::bigint[], %(with_dependents)s);
 
 -- name: queue_summary
 SELECT task_type, blocked, pending, running, succeeded, failed, cancelled,
-       extract(epoch FROM oldest_ready_age)::double precision AS oldest_ready_seconds
+       extract(epoch FROM oldest_ready_age)::double precision AS oldest_ready_seconds,
+       expired_leases,
+       extract(epoch FROM oldest_expired_lease_age)::double precision
+           AS oldest_expired_lease_seconds
 FROM omnispindle.queue_summary
 ORDER BY task_type;
 
 -- name: worker_summary
-SELECT name, host, pid, state::text AS state, capabilities, concurrency, running_tasks,
+-- An active worker past its lease without a heartbeat shows as lost.
+SELECT name, host, pid, CASE WHEN lost THEN 'lost' ELSE state::text END AS state,
+       capabilities, concurrency, running_tasks,
        extract(epoch FROM heartbeat_age)::double precision AS heartbeat_age_seconds
 FROM omnispindle.worker_summary
 ORDER BY state, name;

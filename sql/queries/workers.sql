@@ -1,9 +1,10 @@
 -- Runtime statements on workers.
 
 -- name: register_worker
-INSERT INTO omnispindle.workers (name, host, pid, capabilities, task_types, concurrency, version)
+INSERT INTO omnispindle.workers (name, host, pid, capabilities, task_types, concurrency, version,
+                                 lease_timeout_seconds)
 VALUES (%(name)s, %(host)s, %(pid)s, %(capabilities)s::text[], %(task_types)s::text[],
-        %(concurrency)s, %(version)s)
+        %(concurrency)s, %(version)s, %(lease_timeout)s)
 RETURNING id;
 
 -- name: heartbeat
@@ -49,6 +50,6 @@ RETURNING w.id;
 -- name: list_workers
 SELECT id, name, host, pid, state::text AS state, capabilities, concurrency, running_tasks,
        extract(epoch FROM heartbeat_age)::double precision AS heartbeat_age_seconds,
-       started_at, stopped_at
+       started_at, stopped_at, lost
 FROM omnispindle.worker_summary
 ORDER BY started_at, name;

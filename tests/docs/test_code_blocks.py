@@ -249,6 +249,7 @@ def test_bash_block(block: Block, request, tmp_path):
 # --------------------------------------------------------------------------- sql
 
 RETRY_BY_HAND = re.compile(r"\bUPDATE\s+omnispindle\.tasks\b", re.IGNORECASE)
+RETRY_WITH_DEPENDENTS = re.compile(r"retry_task\(1, with_dependents => true\)")
 
 
 def statements(code: str) -> list[str]:
@@ -273,17 +274,22 @@ def test_sql_block(block: Block, client, conn, start_worker):
     assert client.wait_for_task(failing, timeout=30)["state"] == "failed"
     found = statements(block.code)
     assert found, f"{block.where}: no statement"
-    for statement in found:
+    # A function body holds semicolons of its own: such a block runs whole.
+    for statement in [block.code] if "$$" in block.code else found:
         conn.execute(statement)
     if RETRY_BY_HAND.search(block.code):
         assert client.wait_for_task(failing, timeout=30)["result"] == {"ok": True}
         failed = conn.execute("SELECT count(*) FROM omnispindle.failed_tasks").fetchone()[0]
         assert failed == 0
+    if RETRY_WITH_DEPENDENTS.search(block.code):
+        assert client.wait_for_task(child, timeout=30)["result"] == {"ok": True}
 
 
 def test_the_inspection_page_keeps_its_queries_and_the_retry_by_hand():
     _page, blocks = section("# Inspecting with SQL")
-    found = [s for block in blocks if block.language == "sql" for s in statements(block.code)]
+    _page, entry_points = section("## Submitting and retrying from SQL")
+    inspecting = [block for block in blocks if block not in entry_points]
+    found = [s for block in inspecting if block.language == "sql" for s in statements(block.code)]
     assert len(found) == 7
     assert sum(bool(RETRY_BY_HAND.search(s)) for s in found) == 1
 

@@ -355,11 +355,13 @@ def test_retry_of_several_tasks_prints_json(capsys, dsn, conn, client, start_wor
         {
             "task_id": twice,
             "state": "pending",
+            "dependents": [],
             "message": f"task {twice} is pending again (attempt 3 of 3)",
         },
         {
             "task_id": once,
             "state": "pending",
+            "dependents": [],
             "message": f"task {once} is pending again (attempt 2 of 2)",
         },
     ]

@@ -70,3 +70,28 @@ def test_a_task_inserted_by_plain_sql_takes_the_python_defaults(dsn):
             "RETURNING priority, max_attempts, retry_backoff"
         ).fetchone()
     assert row == (defaults.PRIORITY, defaults.MAX_ATTEMPTS, defaults.RETRY_BACKOFF)
+
+
+ENQUEUE_DEFAULTS = """
+SELECT pg_get_function_arguments('omnispindle.enqueue'::regproc)
+"""
+
+
+def test_enqueue_takes_the_python_defaults(dsn):
+    """``omnispindle.enqueue`` spells the defaults out once more: hold them to Python's."""
+    with psycopg.connect(dsn) as conn:
+        arguments = conn.execute(ENQUEUE_DEFAULTS).fetchone()[0]
+    found = {
+        name: number(value)
+        for name, value in re.findall(r"(\w+) \w[\w ]* DEFAULT (-?\d[\d.]*)", arguments)
+    }
+    assert found == {
+        "priority": defaults.PRIORITY,
+        "max_retries": defaults.MAX_RETRIES,
+        "retry_backoff": defaults.RETRY_BACKOFF,
+    }
+    with psycopg.connect(dsn) as conn:
+        body = conn.execute("SELECT prosrc FROM pg_proc WHERE proname = 'enqueue'").fetchone()[0]
+    assert f"coalesce(enqueue.max_retries, {defaults.MAX_RETRIES})" in body
+    assert f"coalesce(enqueue.priority, {defaults.PRIORITY})" in body
+    assert f"coalesce(enqueue.retry_backoff, {defaults.RETRY_BACKOFF})" in body

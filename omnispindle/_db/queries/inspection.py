@@ -6,7 +6,6 @@ from collections.abc import Sequence
 
 from omnispindle._db.query import Query, first_or_none, rows
 from omnispindle._db.rows import (
-    LockedTask,
     QueueSummaryRow,
     RetriedTask,
     TaskDetail,
@@ -47,14 +46,12 @@ def task_states(ids: Sequence[int]) -> Query[list[TaskStateRow]]:
     return Query(RUNTIME["task_states"], {"ids": list(ids)}, rows)
 
 
-def lock_tasks(ids: Sequence[int]) -> Query[list[LockedTask]]:
-    """Lock these tasks in id order (inside a transaction), with their key holders."""
-    return Query(RUNTIME["lock_tasks"], {"ids": list(ids)}, rows)
-
-
-def retry_failed_tasks(ids: Sequence[int]) -> Query[list[RetriedTask]]:
-    """Put the failed ones among these tasks back to pending, each with an attempt left."""
-    return Query(RUNTIME["retry_failed_tasks"], {"ids": list(ids)}, rows)
+def retry_tasks(ids: Sequence[int], with_dependents: bool) -> Query[list[RetriedTask]]:
+    """Run failed tasks again, all or nothing (``omnispindle.retry_tasks``), and with
+    ``with_dependents`` the dependents their failures cancelled."""
+    return Query(
+        RUNTIME["retry_tasks"], {"ids": list(ids), "with_dependents": with_dependents}, rows
+    )
 
 
 def queue_summary() -> Query[list[QueueSummaryRow]]:

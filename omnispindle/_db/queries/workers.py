@@ -19,6 +19,7 @@ def register_worker(
     task_types: Sequence[str],
     concurrency: int,
     version: str,
+    lease_timeout: float,
 ) -> Query[UUID]:
     """Add a worker to the membership list; its id."""
     return Query(
@@ -31,6 +32,7 @@ def register_worker(
             "task_types": list(task_types),
             "concurrency": concurrency,
             "version": version,
+            "lease_timeout": lease_timeout,
         },
         value("id"),
     )
