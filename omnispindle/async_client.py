@@ -257,6 +257,7 @@ class AsyncTaskQueueClient:
         retry_backoff: float = defaults.RETRY_BACKOFF,
         required_capabilities: Iterable[str] | None = None,
         enabled: bool = True,
+        tz: str = "UTC",
     ) -> SavedSchedule:
         """Create or replace the schedule ``name``, as ``TaskQueueClient.add_periodic_task``.
 
@@ -271,7 +272,7 @@ class AsyncTaskQueueClient:
             retry_backoff=retry_backoff,
             required_capabilities=required_capabilities,
         )
-        checked = schedule(name, cron, task_type, parameters, options, enabled)
+        checked = schedule(name, cron, task_type, parameters, options, enabled, tz)
         return await self.db.run(operations.save_schedule(checked))
 
     async def remove_periodic_task(self, name: str) -> bool:

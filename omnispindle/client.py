@@ -268,17 +268,22 @@ class TaskQueueClient:
         retry_backoff: float = defaults.RETRY_BACKOFF,
         required_capabilities: Iterable[str] | None = None,
         enabled: bool = True,
+        tz: str = "UTC",
     ) -> SavedSchedule:
         """Create or replace the schedule ``name``: a task submitted at every cron tick.
 
         ``cron`` has five fields (minute hour day month weekday) or six (a
-        second field first), in UTC. Workers enqueue each tick once between
-        them (a tick missed for up to a minute is enqueued late; after a
-        longer gap only the latest runs); the task takes
+        second field first), read as wall-clock times in ``tz`` (an IANA
+        name such as ``"Europe/Berlin"``; UTC by default). Where daylight
+        saving time skips an hour, a time in the gap fires at its end; where
+        it repeats one, a fixed time fires once. Workers enqueue each tick
+        once between them (a tick missed for up to a minute is enqueued late;
+        after a longer gap only the latest runs); the task takes
         [submit_task][omnispindle.client.TaskQueueClient.submit_task]'s arguments.
 
         Raises:
-            CronExpressionError: the cron expression is invalid or never fires.
+            CronExpressionError: the cron expression is invalid or never fires,
+                or ``tz`` is not a known time zone.
             ValidationError: another argument is invalid; nothing is saved.
         """
         options = TaskOptions(
@@ -288,7 +293,7 @@ class TaskQueueClient:
             retry_backoff=retry_backoff,
             required_capabilities=required_capabilities,
         )
-        checked = schedule(name, cron, task_type, parameters, options, enabled)
+        checked = schedule(name, cron, task_type, parameters, options, enabled, tz)
         return self.queue.db.run(operations.save_schedule(checked))
 
     def remove_periodic_task(self, name: str) -> bool:

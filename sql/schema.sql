@@ -1045,13 +1045,16 @@ CREATE TABLE omnispindle.periodic_tasks (
     enabled               boolean NOT NULL DEFAULT true,
     created_at            timestamptz NOT NULL DEFAULT now(),
     updated_at            timestamptz NOT NULL DEFAULT now(),
+    -- The IANA time zone a schedule's cron fields are read in.
+    timezone              text NOT NULL DEFAULT 'UTC',
     CONSTRAINT periodic_tasks_name_valid CHECK (name <> '' AND length(name) <= 200),
     CONSTRAINT periodic_tasks_task_type_valid
         CHECK (task_type <> '' AND length(task_type) <= 200),
     CONSTRAINT periodic_tasks_priority_range CHECK (priority BETWEEN -1000 AND 1000),
     CONSTRAINT periodic_tasks_max_attempts_range CHECK (max_attempts BETWEEN 1 AND 101),
     CONSTRAINT periodic_tasks_retry_backoff_range CHECK (retry_backoff >= 0),
-    CONSTRAINT periodic_tasks_timeout_positive CHECK (timeout_seconds > 0)
+    CONSTRAINT periodic_tasks_timeout_positive CHECK (timeout_seconds > 0),
+    CONSTRAINT periodic_tasks_timezone_valid CHECK (timezone <> '' AND length(timezone) <= 200)
 );
 
 CREATE TABLE omnispindle.periodic_ticks (
@@ -1239,7 +1242,7 @@ LEFT JOIN recent f ON f.worker_id = w.id;
 -- Schedules with their latest tick and the task it enqueued.
 CREATE VIEW omnispindle.periodic_summary AS
 SELECT p.name, p.cron, p.task_type, p.enabled, last.tick_at AS last_tick_at,
-       last.task_id AS last_task_id, p.created_at, p.updated_at
+       last.task_id AS last_task_id, p.created_at, p.updated_at, p.timezone
 FROM omnispindle.periodic_tasks p
 LEFT JOIN LATERAL (SELECT k.tick_at, k.task_id FROM omnispindle.periodic_ticks k
                    WHERE k.periodic_name = p.name

@@ -8,6 +8,7 @@ runs it with ``Database.run``, the asyncio client with ``AsyncDatabase.run``.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from datetime import datetime, timezone
 
 from omnispindle._client import _submission as submission
 from omnispindle._client.records import (
@@ -19,12 +20,14 @@ from omnispindle._client.records import (
     task_record,
 )
 from omnispindle._core import validation
+from omnispindle._core.cron import CronExpression
 from omnispindle._core.schedules import Schedule
 from omnispindle._core.specs import TaskSpec
 from omnispindle._db import queries as q
 from omnispindle._db.query import Atomic, Pipelined, Plan, Query, then
 from omnispindle._db.rows import (
     SavedSchedule,
+    ScheduleRow,
     ScheduleSummary,
     StreamRow,
     TaskRecord,
@@ -124,6 +127,7 @@ def save_schedule(schedule: Schedule) -> Query[SavedSchedule]:
         {
             "name": schedule.name,
             "cron": schedule.cron.text,
+            "timezone": schedule.cron.zone,
             "task_type": task.task_type,
             "parameters": task.parameters_json,
             "priority": task.priority,
@@ -142,8 +146,23 @@ def remove_schedule(name: str) -> Query[bool]:
 
 
 def list_schedules() -> Query[list[ScheduleSummary]]:
-    """Every periodic schedule, with its latest tick and task."""
-    return q.periodic.list_periodic_tasks()
+    """Every periodic schedule, with its latest tick and task, and its next tick."""
+    return then(q.periodic.list_periodic_tasks(), _with_next_ticks)
+
+
+def _with_next_ticks(schedules: list[ScheduleRow]) -> list[ScheduleSummary]:
+    now = datetime.now(timezone.utc)
+    return [{**row, "next_tick_at": next_tick(row, now)} for row in schedules]
+
+
+def next_tick(row: ScheduleRow, now: datetime) -> datetime | None:
+    """When an enabled schedule fires next (None when disabled, or edited into nonsense)."""
+    if not row["enabled"]:
+        return None
+    try:
+        return CronExpression.parse(row["cron"], row["timezone"]).next_after(now)
+    except ValidationError:  # CronExpressionError too
+        return None
 
 
 def stream_step(task_id: int, after: int) -> Plan[tuple[TaskRecord, list[StreamRow]]]:

@@ -272,21 +272,23 @@ class WorkerCount(TypedDict):
 
 
 class SavedSchedule(TypedDict):
-    """A periodic schedule as saved."""
+    """A periodic schedule as saved; ``timezone`` is the zone its cron is read in."""
 
     name: str
     cron: str
+    timezone: str
     task_type: str
     enabled: bool
     created_at: datetime
     updated_at: datetime
 
 
-class ScheduleSummary(TypedDict):
+class ScheduleRow(TypedDict):
     """A periodic schedule with its latest tick and the task that tick enqueued."""
 
     name: str
     cron: str
+    timezone: str
     task_type: str
     enabled: bool
     last_tick_at: datetime | None
@@ -295,11 +297,18 @@ class ScheduleSummary(TypedDict):
     updated_at: datetime
 
 
+class ScheduleSummary(ScheduleRow):
+    """A schedule as the clients list it: also when it fires next (None when disabled)."""
+
+    next_tick_at: datetime | None
+
+
 class DueSchedule(TypedDict):
     """An enabled schedule, the database's clock, and the schedule's latest tick."""
 
     name: str
     cron: str
+    timezone: str
     updated_at: datetime
     now: datetime
     last_tick_at: datetime | None

@@ -59,14 +59,14 @@ class PeriodicScheduler:
 
     def __init__(self, db: Runner) -> None:
         self.db = db
-        self._parsed: dict[str, CronExpression | None] = {}
+        self._parsed: dict[tuple[str, str], CronExpression | None] = {}
         self._next_prune = 0.0
 
     def run_once(self) -> SchedulePass:
         """Enqueue each schedule's latest due tick (if no one has yet)."""
         names, ticks, waits = [], [], []
         for row in self.db.run(q.periodic.enabled_schedules()):
-            cron = self._expression(row["cron"])
+            cron = self._expression(row["cron"], row["timezone"])
             if cron is None:
                 continue
             for tick in due_ticks(cron, row["now"], row["updated_at"], row["last_tick_at"]):
@@ -77,14 +77,14 @@ class PeriodicScheduler:
         self._prune_if_due()
         return SchedulePass(len(enqueued), min(waits) if waits else None)
 
-    def _expression(self, text: str) -> CronExpression | None:
-        """Parsed once per text; an expression edited into nonsense by hand is skipped."""
-        if text not in self._parsed:
+    def _expression(self, text: str, zone: str) -> CronExpression | None:
+        """Parsed once per text and zone; one edited into nonsense by hand is skipped."""
+        if (text, zone) not in self._parsed:
             try:
-                self._parsed[text] = CronExpression.parse(text)
+                self._parsed[text, zone] = CronExpression.parse(text, zone)
             except CronExpressionError:
-                self._parsed[text] = None
-        return self._parsed[text]
+                self._parsed[text, zone] = None
+        return self._parsed[text, zone]
 
     def _prune_if_due(self) -> None:
         now = time.monotonic()

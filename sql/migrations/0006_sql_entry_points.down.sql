@@ -34,6 +34,17 @@ GROUP BY w.id;
 
 ALTER TABLE omnispindle.workers DROP COLUMN lease_timeout_seconds;
 
+DROP VIEW omnispindle.periodic_summary;
+CREATE VIEW omnispindle.periodic_summary AS
+SELECT p.name, p.cron, p.task_type, p.enabled, last.tick_at AS last_tick_at,
+       last.task_id AS last_task_id, p.created_at, p.updated_at
+FROM omnispindle.periodic_tasks p
+LEFT JOIN LATERAL (SELECT k.tick_at, k.task_id FROM omnispindle.periodic_ticks k
+                   WHERE k.periodic_name = p.name
+                   ORDER BY k.tick_at DESC LIMIT 1) last ON true;
+
+ALTER TABLE omnispindle.periodic_tasks DROP COLUMN timezone;
+
 DROP TRIGGER tasks_check_transition ON omnispindle.tasks;
 CREATE TRIGGER tasks_check_transition
     BEFORE UPDATE OF state ON omnispindle.tasks

@@ -4,11 +4,24 @@
 -- dependents a failure cancelled; a bare INSERT of a task type gets a state;
 -- a refused transition says what to do instead; workers record their lease,
 -- so that the views show workers that stopped heartbeating (lost) and leases
--- that expired.
+-- that expired; a periodic schedule runs in a time zone of its own.
 
 ALTER TABLE omnispindle.tasks ALTER COLUMN state SET DEFAULT 'pending';
 
 ALTER TABLE omnispindle.workers ADD COLUMN lease_timeout_seconds double precision;
+
+-- The IANA time zone a schedule's cron fields are read in.
+ALTER TABLE omnispindle.periodic_tasks ADD COLUMN timezone text NOT NULL DEFAULT 'UTC'
+    CONSTRAINT periodic_tasks_timezone_valid CHECK (timezone <> '' AND length(timezone) <= 200);
+
+-- Schedules with their latest tick and the task it enqueued.
+CREATE OR REPLACE VIEW omnispindle.periodic_summary AS
+SELECT p.name, p.cron, p.task_type, p.enabled, last.tick_at AS last_tick_at,
+       last.task_id AS last_task_id, p.created_at, p.updated_at, p.timezone
+FROM omnispindle.periodic_tasks p
+LEFT JOIN LATERAL (SELECT k.tick_at, k.task_id FROM omnispindle.periodic_ticks k
+                   WHERE k.periodic_name = p.name
+                   ORDER BY k.tick_at DESC LIMIT 1) last ON true;
 
 -- Refuses a state transition; the trigger below calls it only for illegal ones.
 -- The hint says what does what the update tried.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import threading
 from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -216,3 +217,26 @@ def test_a_delay_beyond_the_calendar_is_refused(client, conn):
     with pytest.raises(ValidationError, match="delay"):
         client.submit_task("t", delay=1e300)
     assert conn.execute("SELECT count(*) FROM omnispindle.tasks").fetchone()[0] == 0
+
+
+def test_a_schedule_in_a_time_zone_fires_by_its_wall_clock(queue, client, conn):
+    """Finding 14: schedules were UTC only. These hours are now in Kolkata (UTC+5:30),
+    and hours no UTC clock shows for most of an hour: only a scheduler that reads the
+    zone enqueues a tick now."""
+    kolkata = datetime.now(ZoneInfo("Asia/Kolkata"))
+    hours = f"{kolkata.hour},{(kolkata.hour + 1) % 24}"
+    saved = client.add_periodic_task("local", f"* * {hours} * * *", "t", tz="Asia/Kolkata")
+    assert saved["timezone"] == "Asia/Kolkata"
+    [listed] = client.list_periodic_tasks()
+    assert listed["timezone"] == "Asia/Kolkata"
+    assert listed["next_tick_at"] > datetime.now(timezone.utc) - timedelta(seconds=1)
+    scheduler = PeriodicScheduler(queue.db)
+    assert poll(lambda: scheduler.run_once().enqueued, timeout=10)
+    [(tick,)] = conn.execute("SELECT tick_at FROM omnispindle.periodic_ticks").fetchall()
+    assert tick.astimezone(ZoneInfo("Asia/Kolkata")).hour in (kolkata.hour, (kolkata.hour + 1) % 24)
+
+
+def test_an_unknown_time_zone_is_refused_and_nothing_saved(client, conn):
+    with pytest.raises(CronExpressionError, match="unknown time zone 'Mars/Base'"):
+        client.add_periodic_task("job", "0 9 * * *", "t", tz="Mars/Base")
+    assert conn.execute("SELECT count(*) FROM omnispindle.periodic_tasks").fetchone()[0] == 0

@@ -6,6 +6,7 @@ import calendar
 import dataclasses
 import time
 from datetime import date, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import assume, given, settings
@@ -77,6 +78,13 @@ NEXT_CASES = [
     ("@DAILY", "2024-01-01 00:00:01", "2024-01-02"),
     # the ends of datetime's range
     ("* * * * *", "9999-12-31 23:57:30", "9999-12-31 23:58"),
+    # the last day, the last Friday, the second Monday, the last weekday of a month
+    ("0 0 L * *", "2024-02-01", "2024-02-29"),
+    ("0 0 L 2 *", "2100-02-01", "2100-02-28"),
+    ("0 12 * * 5L", "2024-01-01", "2024-01-26 12:00"),
+    ("0 12 * * 1#2", "2024-01-01", "2024-01-08 12:00"),
+    ("0 12 * * mon#2", "2024-01-09", "2024-02-12 12:00"),
+    ("0 9 LW * *", "2024-03-01", "2024-03-29 09:00"),
 ]
 
 # (expression, moment, latest fire time at or before it)
@@ -95,6 +103,13 @@ LAST_CASES = [
     ("0 0 1 1 *", "0001-01-01", "0001-01-01"),
 ]
 
+
+# (input, text the error must contain)
+def invalid(name: str, value: str) -> str:
+    """The message's words for a field that is not valid."""
+    return f"the {name} field {value!r} is not valid: values are "
+
+
 # (input, text the error must contain)
 BAD_EXPRESSIONS = [
     (5, "must be a string, got int"),
@@ -104,35 +119,35 @@ BAD_EXPRESSIONS = [
     ("  \t ", "is empty"),
     ("* * * *", "expected 5 fields"),
     ("* * * * * * *", "got 7"),
-    ("61 * * * *", "cron expression '61 * * * *': minute 61 is out of range 0-59"),
-    ("60 * * * * *", "second 60 is out of range 0-59"),
-    ("* 24 * * *", "hour 24 is out of range 0-23"),
-    ("* * 0 * *", "day-of-month 0 is out of range 1-31"),
-    ("* * 32 * *", "day-of-month 32 is out of range 1-31"),
-    ("* * * 13 *", "month 13 is out of range 1-12"),
-    ("* * * 0 *", "month 0 is out of range 1-12"),
-    ("* * * * 8", "day-of-week 8 is out of range 0-7"),
-    ("1- * * * *", "minute '1-' is missing a value"),
-    ("-5 * * * *", "minute '-5' is missing a value"),
-    ("*/0 * * * *", "minute step '0' in '*/0' must be at least 1"),
-    ("* * * * 1/0", "day-of-week step '0'"),
-    ("*/ * * * *", "minute '*/' is missing its step"),
-    ("*/x * * * *", "minute step 'x' in '*/x' is not a number"),
-    ("*/2/3 * * * *", "minute step '2/3'"),
-    ("5-2 * * * *", "minute range '5-2' is not ascending"),
-    ("* * * dec-jan *", "month range 'dec-jan' is not ascending"),
-    ("1-2-3 * * * *", "minute '2-3' is not a number"),
-    ("a b c d e", "minute 'a' is not a number"),
-    ("jan * * * *", "minute 'jan' is not a number"),
-    ("* * * foo *", "month 'foo' is not a number or a name jan-dec"),
-    ("* * * * funday", "day-of-week 'funday' is not a number or a name sun-sat"),
-    ("* * * 1-sun *", "month 'sun' is not a number"),
-    ("* * ³ * *", "day-of-month '³' is not a number"),
-    ("+5 * * * *", "minute '+5' is not a number"),
-    ("? * * * *", "minute '?' is not a number"),
-    ("* * L * *", "day-of-month 'L' is not a number"),
-    ("1,,2 * * * *", "minute '1,,2' has an empty list item"),
-    ("1, * * * *", "minute '1,' has an empty list item"),
+    ("61 * * * *", "cron expression '61 * * * *': " + invalid("minute", "61") + "0-59;"),
+    ("60 * * * * *", invalid("second", "60") + "0-59;"),
+    ("* 24 * * *", invalid("hour", "24") + "0-23;"),
+    ("* * 0 * *", invalid("day-of-month", "0") + "1-31"),
+    ("* * 32 * *", invalid("day-of-month", "32") + "1-31"),
+    ("* * * 13 *", invalid("month", "13") + "1-12"),
+    ("* * * 0 *", invalid("month", "0") + "1-12"),
+    ("* * * * 8", invalid("day-of-week", "8") + "0-7"),
+    ("1- * * * *", invalid("minute", "1-")),
+    ("-5 * * * *", invalid("minute", "-5")),
+    ("*/0 * * * *", invalid("minute", "*/0")),
+    ("* * * * 1/0", invalid("day-of-week", "1/0")),
+    ("*/ * * * *", invalid("minute", "*/")),
+    ("*/x * * * *", invalid("minute", "*/x")),
+    ("*/2/3 * * * *", invalid("minute", "*/2/3")),
+    ("5-2 * * * *", invalid("minute", "5-2")),
+    ("* * * dec-jan *", invalid("month", "dec-jan")),
+    ("1-2-3 * * * *", invalid("minute", "1-2-3")),
+    ("a b c d e", invalid("minute", "a")),
+    ("jan * * * *", invalid("minute", "jan")),
+    ("* * * foo *", invalid("month", "foo") + "1-12 and jan-dec"),
+    ("* * * * funday", invalid("day-of-week", "funday") + "0-7 (0 and 7 are Sunday), sun-sat"),
+    ("* * * 1-sun *", invalid("month", "1-sun")),
+    ("* * ³ * *", invalid("day-of-month", "³")),
+    ("+5 * * * *", invalid("minute", "+5")),
+    ("? * * * *", invalid("minute", "?")),
+    ("* * 15W * *", invalid("day-of-month", "15W")),
+    ("1,,2 * * * *", invalid("minute", "1,,2")),
+    ("1, * * * *", invalid("minute", "1,")),
     ("@reboot", "unsupported macro '@reboot'"),
     ("@every 5m", "unsupported macro '@every'"),
     ("@", "unsupported macro '@'"),
@@ -400,3 +415,73 @@ def test_last_at_or_before_is_the_latest_fire_time(expression, moment):
     assert_is_fire_time(cron, matches, latest)
     assert cron.next_after(latest) > moment
     no_fire_between(cron, matches, latest, moment.astimezone(UTC) + timedelta(microseconds=1))
+
+
+# --- time zones (issue 20, finding 14) ----------------------------------------
+
+
+def local(text: str, zone: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=ZoneInfo(zone))
+
+
+# (expression, zone, moment in the zone, first fire time after it in the zone)
+ZONED_CASES = [
+    ("0 9 * * *", "America/New_York", "2026-01-15 10:00", "2026-01-16 09:00-05:00"),
+    ("0 9 * * *", "America/New_York", "2026-07-15 10:00", "2026-07-16 09:00-04:00"),
+    # spring forward: 02:30 does not exist that night and fires at the end of the gap
+    ("30 2 * * *", "Europe/Berlin", "2026-03-28 12:00", "2026-03-29 03:00+02:00"),
+    # fall back: 02:30 happens twice and fires once, the first time
+    ("30 2 * * *", "Europe/Berlin", "2026-10-24 12:00", "2026-10-25 02:30+02:00"),
+    ("30 2 * * *", "Europe/Berlin", "2026-10-25 02:45+02:00", "2026-10-26 02:30+01:00"),
+    # an hourly expression fires in both of the repeated hours
+    ("0 * * * *", "Europe/Berlin", "2026-10-25 01:30+02:00", "2026-10-25 02:00+02:00"),
+    ("0 * * * *", "Europe/Berlin", "2026-10-25 02:30+02:00", "2026-10-25 02:00+01:00"),
+    # a half-hour zone, and one across the date line
+    ("0 0 * * *", "Asia/Kolkata", "2026-01-01 12:00", "2026-01-02 00:00+05:30"),
+    ("0 0 1 * *", "Pacific/Auckland", "2026-01-15 12:00", "2026-02-01 00:00+13:00"),
+]
+
+
+@pytest.mark.parametrize(("expression", "zone", "moment", "expected"), ZONED_CASES)
+def test_fire_times_in_a_time_zone(expression, zone, moment, expected):
+    cron = CronExpression.parse(expression, zone)
+    start = datetime.fromisoformat(moment)
+    start = start if start.tzinfo else start.replace(tzinfo=ZoneInfo(zone))
+    fired = cron.next_after(start)
+    assert fired == datetime.fromisoformat(expected)
+    assert fired.tzinfo is UTC
+    assert cron.last_at_or_before(fired) == fired
+
+
+def test_the_default_zone_is_utc_and_zones_tell_expressions_apart():
+    assert CronExpression.parse("0 0 * * *") == CronExpression("0 0 * * *", "UTC")
+    assert CronExpression.parse("0 0 * * *", "Europe/Berlin") != CronExpression("0 0 * * *")
+
+
+@pytest.mark.parametrize("zone", ["Mars/Olympus_Mons", "", "../etc/passwd", 5, None])
+def test_an_unknown_zone_is_refused(zone):
+    with pytest.raises(CronExpressionError, match="time zone"):
+        CronExpression.parse("0 0 * * *", zone)
+
+
+zones = st.sampled_from(
+    ["Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata", "UTC"]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(expressions(), moments, zones)
+def test_zoned_fire_times_agree_both_ways(expression, moment, zone):
+    """Whatever daylight saving time does, the first fire time after a moment and the
+    latest at or before it bracket the moment, with no fire time between them."""
+    text, _, can_fire = expression
+    try:
+        cron = CronExpression.parse(text, zone)
+    except CronExpressionError:
+        assume(False)
+    assume(can_fire)
+    following = cron.next_after(moment)
+    assert following > moment
+    assert cron.last_at_or_before(following) == following
+    before = cron.last_at_or_before(following - timedelta(seconds=1))
+    assert before is None or before <= moment

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import TypedDict
 
 from omnispindle._db.query import Query, first, nothing, rows
-from omnispindle._db.rows import DueSchedule, EnqueuedTick, SavedSchedule, ScheduleSummary
+from omnispindle._db.rows import DueSchedule, EnqueuedTick, SavedSchedule, ScheduleRow
 from omnispindle._db.statements import RUNTIME
 
 
@@ -16,6 +16,7 @@ class ScheduleColumns(TypedDict):
 
     name: str
     cron: str
+    timezone: str  # IANA name
     task_type: str
     parameters: str  # a JSON object
     priority: int
@@ -36,7 +37,7 @@ def delete_periodic_task(name: str) -> Query[bool]:
     return Query(RUNTIME["delete_periodic_task"], {"name": name}, bool)
 
 
-def list_periodic_tasks() -> Query[list[ScheduleSummary]]:
+def list_periodic_tasks() -> Query[list[ScheduleRow]]:
     """Every schedule with its latest tick."""
     return Query(RUNTIME["list_periodic_tasks"], None, rows)
 
