@@ -16,7 +16,18 @@ import psycopg
 import sqlalchemy.exc
 
 from omnispindle._version import __version__
-from omnispindle.cli import bench, demo, metrics, migrate, prune, status, tasks, worker
+from omnispindle.cli import (
+    bench,
+    demo,
+    metrics,
+    migrate,
+    prune,
+    schedules,
+    status,
+    submit,
+    tasks,
+    worker,
+)
 from omnispindle.cli.exit_codes import (
     EPILOG,
     EXIT_ERROR,
@@ -30,7 +41,7 @@ from omnispindle.errors import OmnispindleError, TaskNotFoundError, WaitTimeoutE
 __all__ = ["main", "parser"]
 
 # In the order `omnispindle --help` lists them.
-COMMAND_MODULES = (migrate, worker, status, metrics, prune, bench, demo, tasks)
+COMMAND_MODULES = (migrate, worker, status, metrics, prune, bench, demo, tasks, submit, schedules)
 
 # The first matching class decides; typed errors not listed here mean a refusal.
 _EXIT_CODES: tuple[tuple[type[OmnispindleError], int], ...] = (

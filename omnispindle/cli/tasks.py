@@ -133,12 +133,12 @@ def _tasks(args: argparse.Namespace) -> int:
             return _usage_error(
                 "--type, --state, --older-than and --limit apply to a list; drop them, or the ID"
             )
-        with _open_queue(args) as queue:
+        with open_queue(args) as queue:
             task = queue.db.run(task_detail(args.task_id))
         print(to_json(task) if args.json else task_detail_text(task))
         return EXIT_OK
     limit = args.limit or DEFAULT_LIMIT
-    with _open_queue(args) as queue:
+    with open_queue(args) as queue:
         # One row more than shown tells whether the list was cut.
         rows = queue.db.run(
             list_tasks(
@@ -159,14 +159,14 @@ def _tasks(args: argparse.Namespace) -> int:
 
 
 def _retry(args: argparse.Namespace) -> int:
-    with _open_queue(args) as queue:
+    with open_queue(args) as queue:
         outcomes = queue.db.run(operations.retry_tasks(args.task_ids, args.with_dependents))
     _print_outcomes(outcomes, args.json)
     return EXIT_OK
 
 
 def _cancel(args: argparse.Namespace) -> int:
-    with _open_queue(args) as queue:
+    with open_queue(args) as queue:
         outcomes = queue.db.run(operations.cancel_tasks(args.task_ids, args.reason))
     _print_outcomes(outcomes, args.json)
     return EXIT_OK
@@ -176,11 +176,16 @@ def _wait(args: argparse.Namespace) -> int:
     from omnispindle.client import TaskQueueClient
 
     ids = list(dict.fromkeys(args.task_ids))
-    with _open_queue(args) as queue:
+    with open_queue(args) as queue:
         # Checked first, so that an unknown id never leaves a half-drawn bar.
         queue.db.run(require_tasks(ids))
         records = _wait_for(TaskQueueClient(local_queue=queue), ids, args)
-    print(to_json(records) if args.json else wait_table(records))
+    return report_finished(records, args.json)
+
+
+def report_finished(records: Sequence[TaskRecord], as_json: bool) -> int:
+    """Print finished tasks; the exit code says whether every one succeeded."""
+    print(to_json(records) if as_json else wait_table(records))
     succeeded = all(r["state"] == TaskState.SUCCEEDED.value for r in records)
     return EXIT_OK if succeeded else EXIT_TASK_FAILED
 
@@ -199,7 +204,7 @@ def _wait_for(
         bar.close()
 
 
-def _open_queue(args: argparse.Namespace) -> TaskQueue:
+def open_queue(args: argparse.Namespace) -> TaskQueue:
     """The queue at ``--dsn``, never migrated: these commands only read and fix tasks."""
     from omnispindle.task_queue import TaskQueue
 

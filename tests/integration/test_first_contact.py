@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import socket
@@ -98,28 +99,49 @@ def all_parsers(parser: argparse.ArgumentParser):
 
 
 def numeric_options() -> list[tuple[str, str]]:
-    """(command, option) for every option that takes a number."""
+    """(command, option) for every option that takes a number; a command such as
+    ``schedules add`` is named by its words."""
     found = []
     for parser in all_parsers(cli_parser()):
-        command = parser.prog.split()[-1]
+        command = " ".join(parser.prog.split()[1:])
         for action in parser._actions:
             if action.option_strings and action.type not in (None, str) and action.nargs is None:
                 found.append((command, action.option_strings[-1]))
     return found
 
 
-REQUIRED = {"worker": ["--executors", "x"], "bench": ["drain"]}
+# What each command needs besides the option under test.
+REQUIRED = {
+    "worker": ["--executors", "x"],
+    "bench": ["drain"],
+    "submit": ["t"],
+    "schedules add": ["nightly", "@daily", "t"],
+    "schedules remove": ["nightly"],
+    "cancel": ["1"],
+    "retry": ["1"],
+    "wait": ["1"],
+}
 
 
 @pytest.mark.parametrize(("command", "option"), numeric_options())
 @pytest.mark.parametrize("value", ["abc", "0", "-5"])
 def test_a_bad_number_is_a_usage_error_with_exit_code_2(capsys, command, option, value):
     """Finding 10: ``--concurrency 0`` and ``--lease-timeout -5`` exited 1, after connecting."""
-    if (command, option, value) in {("metrics", "--port", "0"), ("bench", "--runs", "0")}:
-        pytest.skip("0 is a valid port; bench's own options are its scenario's business")
+    if (command, option, value) in {
+        ("metrics", "--port", "0"),
+        ("submit", "--priority", "0"),
+        ("schedules add", "--priority", "0"),
+        ("submit", "--max-retries", "0"),
+        ("schedules add", "--max-retries", "0"),
+        ("submit", "--retry-backoff", "0"),
+        ("schedules add", "--retry-backoff", "0"),
+        ("submit", "--priority", "-5"),
+        ("schedules add", "--priority", "-5"),
+    }:
+        pytest.skip("a valid value for this option")
     if command == "bench":
         pytest.skip("bench options go to the scenario, which checks them")
-    args = [command, *REQUIRED.get(command, []), option, value]
+    args = [*command.split(), *REQUIRED.get(command, []), option, value]
     assert main(args) == 2, args
     assert "omnispindle:" in capsys.readouterr().err
 
@@ -217,3 +239,60 @@ def test_the_command_line_says_why_in_one_line(silent_port, server_dsn, tmp_path
         assert done.returncode == 1
         [line] = done.stderr.splitlines()
         assert line.startswith("omnispindle: cannot connect to the database ") and cause in line
+
+
+def command_paths() -> list[str]:
+    """Every command, a command with actions by each of its actions."""
+    return sorted(
+        " ".join(parser.prog.split()[1:])
+        for parser in all_parsers(cli_parser())
+        if len(parser.prog.split()) > 1
+        and not any(isinstance(a, argparse._SubParsersAction) for a in parser._actions)
+    )
+
+
+@pytest.mark.parametrize("command", command_paths())
+def test_every_command_answers_a_bad_argument_with_exit_code_2(capsys, command):
+    """The README's exit codes, command by command: an unknown option is a usage error."""
+    assert main([*command.split(), *REQUIRED.get(command, []), "--no-such-option"]) == 2
+    [line] = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("omnispindle")]
+    assert "--no-such-option" in line
+
+
+def test_submit_prints_the_id_and_waits_for_the_result(dsn, client, start_worker, capsys):
+    """Finding 12: there was no ``submit`` command."""
+    start_worker({"add": lambda task: {"sum": sum(task["parameters"]["values"])}})
+    assert main(["submit", "add", "--params", '{"values": [2, 3]}', "--dsn", dsn]) == 0
+    task_id = int(capsys.readouterr().out)
+    assert client.wait_for_task(task_id, timeout=60)["result"] == {"sum": 5}
+    args = ["submit", "add", "--params", '{"values": [4]}', "--priority", "9", "--wait"]
+    assert main([*args, "--json", "--dsn", dsn]) == 0
+    [record] = json.loads(capsys.readouterr().out)
+    assert (record["state"], record["priority"], record["result"]) == ("succeeded", 9, {"sum": 4})
+
+
+def test_submit_refuses_parameters_that_are_no_json_object(dsn, conn, capsys):
+    assert main(["submit", "add", "--params", "[1, 2]", "--dsn", dsn]) == 2
+    assert "must be a JSON object, got list" in capsys.readouterr().err
+    assert conn.execute("SELECT count(*) FROM omnispindle.tasks").fetchone()[0] == 0
+
+
+def test_schedules_are_added_listed_and_removed_from_the_shell(dsn, conn, capsys):
+    """Finding 12: there was no command for periodic schedules."""
+    add = ["schedules", "add", "nightly", "0 2 * * *", "report", "--tz", "Europe/Berlin"]
+    assert main([*add, "--params", '{"kind": "daily"}', "--dsn", dsn]) == 0
+    assert (
+        "schedule nightly saved: 0 2 * * * in Europe/Berlin; next tick" in capsys.readouterr().out
+    )
+    assert main(["schedules", "list", "--json", "--dsn", dsn]) == 0
+    [listed] = json.loads(capsys.readouterr().out)
+    assert (listed["name"], listed["timezone"], listed["task_type"]) == (
+        "nightly",
+        "Europe/Berlin",
+        "report",
+    )
+    assert main(["schedules", "add", "x", "0 0 30 2 *", "t", "--dsn", dsn]) == 2
+    assert "never fires" in capsys.readouterr().err
+    assert main(["schedules", "remove", "nightly", "--dsn", dsn]) == 0
+    assert main(["schedules", "remove", "nightly", "--dsn", dsn]) == 1
+    assert conn.execute("SELECT count(*) FROM omnispindle.periodic_tasks").fetchone()[0] == 0
