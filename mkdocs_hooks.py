@@ -21,6 +21,7 @@ PUBLIC_MODULES = (
     "states",
     "schema",
     "migrate",
+    "registry",
     "prometheus",
 )
 

@@ -30,6 +30,7 @@ from omnispindle.errors import (
     ValidationError,
     WaitTimeoutError,
 )
+from omnispindle.registry import task
 from omnispindle.states import TaskState, WorkerState
 from omnispindle.task_queue import TaskQueue
 from omnispindle.worker import WorkerClient
@@ -66,4 +67,5 @@ __all__ = [
     "__version__",
     "current_task",
     "entry",
+    "task",
 ]

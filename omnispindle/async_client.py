@@ -24,7 +24,7 @@ from omnispindle._client import async_streaming, async_waiting, operations
 from omnispindle._client.records import CancelOutcome, RetryOutcome, StreamEvent, raise_if_failed
 from omnispindle._core import batches, defaults, validation
 from omnispindle._core.schedules import schedule
-from omnispindle._core.specs import TaskOptions, TaskSpec, task_spec
+from omnispindle._core.specs import DEFAULT, TaskOptions, TaskSpec, task_spec
 from omnispindle._db.async_notifier import AsyncNotifier
 from omnispindle._db.async_pool import AsyncDatabase
 from omnispindle._db.caller import AsyncCallerConnection
@@ -97,13 +97,13 @@ class AsyncTaskQueueClient:
         self,
         task_type: str,
         parameters: dict[str, Any] | None = None,
-        priority: int = defaults.PRIORITY,
+        priority: int = DEFAULT,
         dependencies: Iterable[int] | None = None,
-        max_retries: int = defaults.MAX_RETRIES,
-        timeout: float | None = None,
+        max_retries: int = DEFAULT,
+        timeout: float | None = DEFAULT,
         *,
-        retry_backoff: float = defaults.RETRY_BACKOFF,
-        required_capabilities: Iterable[str] | None = None,
+        retry_backoff: float = DEFAULT,
+        required_capabilities: Iterable[str] | None = DEFAULT,
         allow_failed_dependencies: bool = False,
         run_at: datetime | None = None,
         delay: float | timedelta | None = None,
@@ -251,11 +251,11 @@ class AsyncTaskQueueClient:
         task_type: str,
         parameters: dict[str, Any] | None = None,
         *,
-        priority: int = defaults.PRIORITY,
-        max_retries: int = defaults.MAX_RETRIES,
-        timeout: float | None = None,
-        retry_backoff: float = defaults.RETRY_BACKOFF,
-        required_capabilities: Iterable[str] | None = None,
+        priority: int = DEFAULT,
+        max_retries: int = DEFAULT,
+        timeout: float | None = DEFAULT,
+        retry_backoff: float = DEFAULT,
+        required_capabilities: Iterable[str] | None = DEFAULT,
         enabled: bool = True,
         tz: str = "UTC",
     ) -> SavedSchedule:

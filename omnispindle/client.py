@@ -17,7 +17,7 @@ from omnispindle._client import operations, streaming, waiting
 from omnispindle._client.records import CancelOutcome, RetryOutcome, StreamEvent, raise_if_failed
 from omnispindle._core import batches, defaults, validation
 from omnispindle._core.schedules import schedule
-from omnispindle._core.specs import TaskOptions, TaskSpec, task_spec
+from omnispindle._core.specs import DEFAULT, TaskOptions, TaskSpec, task_spec
 from omnispindle._db.caller import CallerConnection
 from omnispindle._db.rows import SavedSchedule, ScheduleSummary, TaskRecord
 from omnispindle._observe import tracing
@@ -69,13 +69,13 @@ class TaskQueueClient:
         self,
         task_type: str,
         parameters: dict[str, Any] | None = None,
-        priority: int = defaults.PRIORITY,
+        priority: int = DEFAULT,
         dependencies: Iterable[int] | None = None,
-        max_retries: int = defaults.MAX_RETRIES,
-        timeout: float | None = None,
+        max_retries: int = DEFAULT,
+        timeout: float | None = DEFAULT,
         *,
-        retry_backoff: float = defaults.RETRY_BACKOFF,
-        required_capabilities: Iterable[str] | None = None,
+        retry_backoff: float = DEFAULT,
+        required_capabilities: Iterable[str] | None = DEFAULT,
         allow_failed_dependencies: bool = False,
         run_at: datetime | None = None,
         delay: float | timedelta | None = None,
@@ -87,11 +87,14 @@ class TaskQueueClient:
         Args:
             task_type: which executor runs it.
             parameters: a JSON-serializable dict handed to the executor.
-            priority: -1000 to 1000; higher runs first, FIFO within a priority.
+            priority: -1000 to 1000; higher runs first, FIFO within a priority
+                (default 0).
             dependencies: ids of tasks that must succeed before this one runs.
-            max_retries: 0 to 100 further attempts after a failed one.
-            timeout: seconds one attempt may run (stored; enforced by workers).
-            retry_backoff: base of the exponential backoff between attempts, seconds.
+            max_retries: 0 to 100 further attempts after a failed one (default 3).
+            timeout: seconds one attempt may run (stored; enforced by workers;
+                default none).
+            retry_backoff: base of the exponential backoff between attempts,
+                seconds (default 1).
             required_capabilities: capabilities a worker must declare to run it.
             allow_failed_dependencies: run even when a dependency failed or was
                 cancelled (for clean-up tasks); the executor then finds those in
@@ -102,6 +105,10 @@ class TaskQueueClient:
                 another with the same key returns that task's id instead.
             connection: your psycopg connection or SQLAlchemy Session/Connection;
                 the task then exists only if your transaction commits.
+
+        A task type declared with [task][omnispindle.task] (or
+        ``WorkerClient.task``) gives the defaults of the priority, retries,
+        timeout, backoff and capabilities that a call leaves out.
 
         Raises:
             ValidationError: a bad argument; nothing is inserted.
@@ -262,11 +269,11 @@ class TaskQueueClient:
         task_type: str,
         parameters: dict[str, Any] | None = None,
         *,
-        priority: int = defaults.PRIORITY,
-        max_retries: int = defaults.MAX_RETRIES,
-        timeout: float | None = None,
-        retry_backoff: float = defaults.RETRY_BACKOFF,
-        required_capabilities: Iterable[str] | None = None,
+        priority: int = DEFAULT,
+        max_retries: int = DEFAULT,
+        timeout: float | None = DEFAULT,
+        retry_backoff: float = DEFAULT,
+        required_capabilities: Iterable[str] | None = DEFAULT,
         enabled: bool = True,
         tz: str = "UTC",
     ) -> SavedSchedule:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
+from omnispindle import registry
 from omnispindle._core import defaults, validation
 from omnispindle._worker.loop import Executor, WorkerLoop
 from omnispindle._worker.settings import worker_settings
@@ -15,6 +17,7 @@ from omnispindle.task_queue import TaskQueue, open_queue
 __all__ = ["Executor", "WorkerClient"]
 
 log = logging.getLogger("omnispindle.worker")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class WorkerClient:
@@ -106,6 +109,43 @@ class WorkerClient:
         if not callable(fn):
             raise ValidationError(f"the executor for {task_type!r} must be callable")
         self._executors[task_type] = fn
+
+    def task(
+        self,
+        task_type: str,
+        *,
+        priority: int | None = None,
+        max_retries: int | None = None,
+        timeout: float | None = None,
+        retry_backoff: float | None = None,
+        required_capabilities: Iterable[str] | None = None,
+    ) -> Callable[[F], F]:
+        """Declare the decorated function with [task][omnispindle.task] (so that
+        submissions in this process take its defaults) and run it on this worker.
+
+        Example:
+            >>> @worker.task("resize", timeout=30)  # doctest: +SKIP
+            ... def resize(task_data): ...
+        """
+        declare = registry.task(
+            task_type,
+            priority=priority,
+            max_retries=max_retries,
+            timeout=timeout,
+            retry_backoff=retry_backoff,
+            required_capabilities=required_capabilities,
+        )
+
+        def declare_and_register(fn: F) -> F:
+            self.register_task_executor(task_type, declare(fn))
+            return fn
+
+        return declare_and_register
+
+    def register_declared_tasks(self) -> None:
+        """Run every task declared in this process (with ``@task``) on this worker."""
+        for declared in registry.declared_tasks():
+            self.register_task_executor(declared.task_type, declared.fn)
 
     @property
     def task_types(self) -> list[str]:

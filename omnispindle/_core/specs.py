@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from omnispindle._core import defaults
+from omnispindle._core.declared import REGISTRY, DeclaredTask
 from omnispindle._core.defaults import MAX_RETRIES_RANGE, PRIORITY_RANGE, max_attempts
 from omnispindle._core.validation import flag as _flag
 from omnispindle._core.validation import idempotency_key as _idempotency_key
@@ -25,6 +26,19 @@ from omnispindle._core.validation import task_type as _task_type
 from omnispindle._core.validation import timeout as _timeout
 
 
+class _Default:
+    """An option the caller left out: the task type's declared default, else the usual."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "default"
+
+
+# Typed Any so that it stands in any option's signature (``priority: int = DEFAULT``).
+DEFAULT: Any = _Default()
+
+
 class TaskOptions(NamedTuple):
     """How a task is to run, as the caller gave it (``submit_task``'s keyword arguments).
 
@@ -32,12 +46,13 @@ class TaskOptions(NamedTuple):
     batch makes one per entry.
     """
 
-    priority: int = defaults.PRIORITY
+    # DEFAULT: the task type's declared default, else the usual one (_core.defaults).
+    priority: int = DEFAULT
     dependencies: Iterable[int] | None = None
-    max_retries: int = defaults.MAX_RETRIES
-    timeout: float | None = None
-    retry_backoff: float = defaults.RETRY_BACKOFF
-    required_capabilities: Iterable[str] | None = None
+    max_retries: int = DEFAULT
+    timeout: float | None = DEFAULT
+    retry_backoff: float = DEFAULT
+    required_capabilities: Iterable[str] | None = DEFAULT
     allow_failed_dependencies: bool = False
     run_at: datetime | None = None
     delay: float | timedelta | None = None
@@ -82,19 +97,46 @@ def task_spec(
     """
     # Unpacked once, checked field by field: a batch runs this for every entry.
     priority, dependencies, retries, timeout, backoff, needs, tolerant, run_at, delay, key = options
+    declared = REGISTRY.get(task_type)
+    if declared is not None:
+        priority, retries, timeout, backoff, needs = _with_declared(
+            declared, priority, retries, timeout, backoff, needs
+        )
     return TaskSpec(
         _task_type(task_type),
         _parameters(parameters),
-        _int_in_range("priority", priority, PRIORITY_RANGE),
-        max_attempts(_int_in_range("max_retries", retries, MAX_RETRIES_RANGE)),
-        _retry_backoff(backoff),
-        _timeout(timeout),
-        _names("required_capabilities", needs),
+        _int_in_range("priority", _or(priority, defaults.PRIORITY), PRIORITY_RANGE),
+        max_attempts(
+            _int_in_range("max_retries", _or(retries, defaults.MAX_RETRIES), MAX_RETRIES_RANGE)
+        ),
+        _retry_backoff(_or(backoff, defaults.RETRY_BACKOFF)),
+        _timeout(_or(timeout, None)),
+        _names("required_capabilities", _or(needs, None)),
         _task_ids("dependencies", dependencies),
         _flag("allow_failed_dependencies", tolerant),
         (),
         _run_after(run_at, delay),
         _idempotency_key(key),
+    )
+
+
+def _or(given: Any, otherwise: Any) -> Any:
+    """``given``, unless the caller left it out."""
+    return otherwise if given is DEFAULT else given
+
+
+def _with_declared(
+    declared: DeclaredTask, priority: Any, retries: Any, timeout: Any, backoff: Any, needs: Any
+) -> tuple[Any, Any, Any, Any, Any]:
+    """The options the caller left out, from the task type's declaration where it has them."""
+    return (
+        priority if declared.priority is None else _or(priority, declared.priority),
+        retries if declared.max_retries is None else _or(retries, declared.max_retries),
+        timeout if declared.timeout is None else _or(timeout, declared.timeout),
+        backoff if declared.retry_backoff is None else _or(backoff, declared.retry_backoff),
+        needs
+        if declared.required_capabilities is None
+        else _or(needs, declared.required_capabilities),
     )
 
 

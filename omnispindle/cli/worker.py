@@ -165,29 +165,42 @@ class _Registrations:
 
 
 def load_executors(module_name: str) -> dict[str, Executor]:
-    """The executors a module defines: through ``register(worker)`` or an ``EXECUTORS`` dict.
+    """The executors a module defines: the tasks it declares with ``@task``, and those
+    of its ``register(worker)`` or ``EXECUTORS`` dict.
 
     The module is found as ``python -m`` would find it: from the current
     directory too.
 
     Raises:
-        ConfigurationError: the module cannot be imported or defines neither.
+        ConfigurationError: the module cannot be imported or defines none.
     """
+    from omnispindle.registry import declared_tasks
+
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ConfigurationError(f"cannot import executors module {module_name!r}: {exc}") from exc
+    executors = {declared.task_type: declared.fn for declared in declared_tasks()}
+    executors.update(_listed_executors(module))
+    if not executors:
+        raise ConfigurationError(
+            f"module {module_name!r} defines no executors: declare them with @omnispindle.task, "
+            "or define register(worker) or an EXECUTORS dict"
+        )
+    return executors
+
+
+def _listed_executors(module: Any) -> dict[str, Executor]:
+    """The executors of a module's ``register(worker)`` or ``EXECUTORS`` dict, if any."""
     if callable(getattr(module, "register", None)):
         registrations = _Registrations()
         module.register(registrations)
         return registrations.executors
     if isinstance(getattr(module, "EXECUTORS", None), dict):
         return dict(module.EXECUTORS)
-    raise ConfigurationError(
-        f"module {module_name!r} defines neither register(worker) nor an EXECUTORS dict"
-    )
+    return {}
 
 
 def chosen(executors: dict[str, Executor], capabilities: list[str] | None) -> dict[str, Executor]:

@@ -87,8 +87,8 @@ def test_unknown_executors_module_is_one_clear_line(dsn):
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
         (
-            "omnispindle: module 'tests.acceptance.workers' defines neither register(worker) "
-            "nor an EXECUTORS dict"
+            "omnispindle: module 'tests.acceptance.workers' defines no executors: declare them "
+            "with @omnispindle.task, or define register(worker) or an EXECUTORS dict"
         )
     ]
 

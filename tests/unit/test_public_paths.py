@@ -19,7 +19,8 @@ DOCUMENTED = [
     ("omnispindle.context", ["TaskContext", "current_task"]),
     ("omnispindle.states", ["TaskState", "WorkerState"]),
     ("omnispindle.schema", ["apply_migration", "migration_names", "migration_sql"]),
-    ("omnispindle.migrate", ["upgrade", "downgrade"]),
+    ("omnispindle.migrate", ["upgrade", "downgrade", "stamp"]),
+    ("omnispindle.registry", ["task", "declared_tasks", "DeclaredTask"]),
     ("omnispindle.prometheus", ["serve", "QueueCollector", "registry", "exposition"]),
     (
         "omnispindle.errors",
