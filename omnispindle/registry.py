@@ -10,7 +10,7 @@ Example:
     >>> from omnispindle import task
     >>> @task("resize", timeout=30, max_retries=5)
     ... def resize(task_data):
-    ...     return {"width": task_data["parameters"]["width"] // 2}
+    ...     return {"resized": True}
 """
 
 from __future__ import annotations
