@@ -5,6 +5,7 @@ Example:
 """
 
 from omnispindle._core.batches import entry
+from omnispindle._core.unreadable import UnreadableJson
 from omnispindle._version import __version__
 from omnispindle.async_client import AsyncTaskQueueClient
 from omnispindle.client import TaskQueueClient
@@ -60,6 +61,7 @@ __all__ = [
     "TaskState",
     "TaskStateError",
     "UnknownDependencyError",
+    "UnreadableJson",
     "ValidationError",
     "WaitTimeoutError",
     "WorkerClient",

@@ -1247,3 +1247,59 @@ FROM omnispindle.periodic_tasks p
 LEFT JOIN LATERAL (SELECT k.tick_at, k.task_id FROM omnispindle.periodic_ticks k
                    WHERE k.periodic_name = p.name
                    ORDER BY k.tick_at DESC LIMIT 1) last ON true;
+
+-- Deleting the edge to a dependent that still waits or runs would leave it
+-- blocked for ever, or let it run without that parent's result: refused,
+-- whether the parent is deleted (its cascade lands here) or the edge itself.
+-- A dependent deleted by the same statement is gone when the cascade runs, so
+-- deleting a whole workflow, or finished tasks, still works.
+CREATE FUNCTION omnispindle.guard_dependency_delete()
+RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM omnispindle.tasks c
+               WHERE c.id = OLD.task_id AND c.state IN ('blocked', 'pending', 'running')) THEN
+        RAISE EXCEPTION '%', format('task %s depends on task %s and has not finished: '
+                                    'the dependency cannot be deleted', OLD.task_id, OLD.depends_on)
+            USING ERRCODE = 'OS007',
+                  HINT = format('cancel task %s first (SELECT omnispindle.cancel_task(%s)), '
+                                'or delete it in the same statement', OLD.task_id, OLD.task_id);
+    END IF;
+    RETURN OLD;
+END
+$$;
+
+CREATE TRIGGER task_dependencies_guard_delete
+    BEFORE DELETE ON omnispindle.task_dependencies
+    FOR EACH ROW EXECUTE FUNCTION omnispindle.guard_dependency_delete();
+
+-- Numbers as the API takes them. NOT VALID: rows written before are left as
+-- they are; every row written from now on is checked.
+ALTER TABLE omnispindle.tasks
+    ADD CONSTRAINT tasks_timeout_finite CHECK (timeout_seconds < 'Infinity') NOT VALID,
+    ADD CONSTRAINT tasks_retry_backoff_bounded CHECK (retry_backoff <= 3600) NOT VALID,
+    ADD CONSTRAINT tasks_cancel_reason_bounded CHECK (length(cancel_reason) <= 1000) NOT VALID,
+    -- A task that waits to run has an attempt left to run it with.
+    ADD CONSTRAINT tasks_waiting_has_attempt_left
+        CHECK (state NOT IN ('blocked', 'pending') OR attempts < max_attempts) NOT VALID;
+
+-- A lease is renewed by heartbeats, so none needs to reach more than a day
+-- ahead; a longer one would keep a dead worker's task from the sweeper. The
+-- WHEN clause runs in the executor: claims and heartbeats call no PL/pgSQL.
+CREATE FUNCTION omnispindle.refuse_long_lease()
+RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    RAISE EXCEPTION '%', format('task %s: a lease may reach at most a day ahead, not until %s',
+                                NEW.id, NEW.lease_expires_at)
+        USING ERRCODE = 'OS005';
+END
+$$;
+
+CREATE TRIGGER tasks_lease_bounded
+    BEFORE INSERT OR UPDATE OF lease_expires_at ON omnispindle.tasks
+    FOR EACH ROW
+    WHEN (NEW.lease_expires_at > now() + interval '1 day')
+    EXECUTE FUNCTION omnispindle.refuse_long_lease();

@@ -96,9 +96,7 @@ def _cancel_each(ids: list[int], reason: str) -> Plan[list[CancelOutcome]]:
 
 
 def _reason(reason: object) -> str:
-    if reason is not None and not isinstance(reason, str):
-        raise ValidationError(f"reason must be a string, got {reason!r}")
-    return reason or DEFAULT_CANCEL_REASON
+    return validation.cancel_reason(reason) or DEFAULT_CANCEL_REASON
 
 
 def retry_tasks(

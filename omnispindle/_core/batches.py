@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 from omnispindle._core.specs import BATCH_FIELDS, TaskSpec, options_of, task_spec
+from omnispindle._core.validation import quoted
 from omnispindle.errors import DependencyCycleError, ValidationError
 
 
@@ -109,11 +110,11 @@ def _keys(entries: list[Any]) -> dict[str, int]:
             continue
         if not isinstance(key, str) or not key:
             raise ValidationError(
-                f"batch entry {index}: key must be a non-empty string, got {key!r}"
+                f"batch entry {index}: key must be a non-empty string, got {quoted(key)}"
             )
         if key in keys:
             raise ValidationError(
-                f"batch entry {index}: key {key!r} is already used by entry {keys[key]}"
+                f"batch entry {index}: key {quoted(key)} is already used by entry {keys[key]}"
             )
         keys[key] = index
     return keys
@@ -143,7 +144,7 @@ def _split_dependencies(value: Any, keys: dict[str, int], size: int) -> tuple[li
     if value is None:
         return [], []
     if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
-        raise ValidationError(f"dependencies must be a list, got {value!r}")
+        raise ValidationError(f"dependencies must be a list, got {quoted(value)}")
     ids, positions = [], []
     for item in value:
         if isinstance(item, EntryRef):
@@ -159,7 +160,7 @@ def _split_dependencies(value: Any, keys: dict[str, int], size: int) -> tuple[li
             positions.append(item.position)
         elif isinstance(item, str):
             if item not in keys:
-                raise ValidationError(f"dependencies: {item!r} is no key of this batch")
+                raise ValidationError(f"dependencies: {quoted(item)} is no key of this batch")
             positions.append(keys[item])
         else:
             ids.append(item)
@@ -172,7 +173,8 @@ def _reject_repeated_idempotency_keys(specs: list[TaskSpec]) -> None:
         key = spec.idempotency_key
         if key is not None and key in seen:
             raise ValidationError(
-                f"batch entry {index}: idempotency_key {key!r} is already used by entry {seen[key]}"
+                f"batch entry {index}: idempotency_key {quoted(key)} "
+                f"is already used by entry {seen[key]}"
             )
         if key is not None:
             seen[key] = index

@@ -27,6 +27,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
+from omnispindle._core.validation import quoted
 from omnispindle.errors import CronExpressionError, ValidationError
 
 UTC_NAME = "UTC"
@@ -172,14 +173,14 @@ def time_zone(name: object) -> tzinfo:
         CronExpressionError: no such zone.
     """
     if not isinstance(name, str) or not name:
-        raise CronExpressionError(f"a time zone must be a non-empty string, got {name!r}")
+        raise CronExpressionError(f"a time zone must be a non-empty string, got {quoted(name)}")
     if name == UTC_NAME:
         return timezone.utc
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
         raise CronExpressionError(
-            f"unknown time zone {name!r}: give an IANA name such as 'Europe/Berlin' or 'UTC'"
+            f"unknown time zone {quoted(name)}: give an IANA name such as 'Europe/Berlin' or 'UTC'"
         ) from None
 
 
@@ -210,7 +211,7 @@ def _expanded(text: object) -> str:
         return _macro(text, words)
     if len(words) not in (5, 6):
         raise CronExpressionError(
-            f"cron expression {text!r}: expected 5 fields (minute hour day-of-month month "
+            f"cron expression {quoted(text)}: expected 5 fields (minute hour day-of-month month "
             f"day-of-week) or 6 (a second field first), got {len(words)}"
         )
     return " ".join(",".join(map(_one_value, word.split(","))) for word in words)
@@ -235,11 +236,13 @@ def _macro(text: str, words: list[str]) -> str:
     name = words[0].lower()
     if name not in _MACROS:
         raise CronExpressionError(
-            f"cron expression {text!r}: unsupported macro {words[0]!r}; "
+            f"cron expression {quoted(text)}: unsupported macro {words[0]!r}; "
             f"use one of {', '.join(_MACROS)}"
         )
     if len(words) > 1:
-        raise CronExpressionError(f"cron expression {text!r}: macro {name!r} takes no other fields")
+        raise CronExpressionError(
+            f"cron expression {quoted(text)}: macro {quoted(name)} takes no other fields"
+        )
     return _MACROS[name]
 
 
@@ -256,12 +259,12 @@ def _refusal(text: str, fields: str, reason: str) -> str:
     names = list(_FIELDS)[-len(words) :]
     refused = next((n for n in names if reason.lower() == f"bad {n}"), None)
     if refused is None:
-        return f"cron expression {text!r}: {reason}"
+        return f"cron expression {quoted(text)}: {reason}"
     value = words[names.index(refused)]
     if refused == "day-of-month" and _could_be_a_day(value):
-        return f"cron expression {text!r} never fires: no month in it has day {value!r}"
+        return f"cron expression {quoted(text)} never fires: no month in it has day {quoted(value)}"
     return (
-        f"cron expression {text!r}: the {refused} field {value!r} is not valid: "
+        f"cron expression {quoted(text)}: the {refused} field {quoted(value)} is not valid: "
         f"values are {_FIELDS[refused]}; forms are {_FORMS}"
     )
 

@@ -7,6 +7,7 @@ from typing import Any, NamedTuple
 from omnispindle._core import defaults
 from omnispindle._core.cron import UTC_NAME, CronExpression
 from omnispindle._core.specs import TaskOptions, TaskSpec, task_spec
+from omnispindle._core.validation import quoted
 from omnispindle.errors import ValidationError
 
 
@@ -38,10 +39,10 @@ def schedule(
     if not isinstance(name, str) or not name or len(name) > defaults.MAX_KEY_LENGTH:
         raise ValidationError(
             f"a periodic task's name must be a non-empty string of at most "
-            f"{defaults.MAX_KEY_LENGTH} characters, got {name!r}"
+            f"{defaults.MAX_KEY_LENGTH} characters, got {quoted(name)}"
         )
     expression = CronExpression.parse(cron, tz)
     spec = task_spec(task_type, parameters, options)
     if not isinstance(enabled, bool):
-        raise ValidationError(f"enabled must be True or False, got {enabled!r}")
+        raise ValidationError(f"enabled must be True or False, got {quoted(enabled)}")
     return Schedule(name, expression, spec, enabled)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import math
 import re
@@ -24,14 +25,14 @@ _JSON = json.JSONEncoder(allow_nan=False, ensure_ascii=False)
 def task_id(value: Any) -> int:
     """Validate a task id (a positive int)."""
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValidationError(f"a task id must be a positive int, got {value!r}")
+        raise ValidationError(f"a task id must be a positive int, got {quoted(value)}")
     return value
 
 
 def positive_number(name: str, value: Any) -> float:
     """Validate a finite number greater than zero (seconds, intervals)."""
     if not _is_number(value) or not math.isfinite(value) or value <= 0:
-        raise ValidationError(f"{name} must be a positive number, got {value!r}")
+        raise ValidationError(f"{name} must be a positive number, got {quoted(value)}")
     return float(value)
 
 
@@ -50,17 +51,54 @@ def json_text(value: Any, what: str) -> str:
     try:
         text = _JSON.encode(value)
         text.encode("utf-8")
+    except RecursionError:
+        raise ValidationError(_too_deep(what)) from None
     except (TypeError, ValueError) as exc:
-        raise ValidationError(f"{what} is not JSON-serializable: {exc}") from None
+        raise ValidationError(f"{what} is not JSON-serializable: {cut(str(exc))}") from None
     if "\\u0000" in text and _ESCAPED_NUL.search(text):
         raise ValidationError(f"{what} contains a NUL character, which jsonb cannot store")
+    # Brackets counted in C bound the depth from above: the exact count is rarely needed.
+    if text.count("[") + text.count("{") > defaults.MAX_JSON_DEPTH and (
+        json_depth(text) > defaults.MAX_JSON_DEPTH
+    ):
+        raise ValidationError(_too_deep(what))
     return text
+
+
+def _too_deep(what: str) -> str:
+    return (
+        f"{what} nests lists and objects more than {defaults.MAX_JSON_DEPTH} levels deep, "
+        "which a worker could not decode"
+    )
+
+
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_OPENS_AND_CLOSES = str.maketrans({"[": "(", "{": "(", "]": ")", "}": ")"})
+_STEP = {"(": 1, ")": -1}
+
+
+def json_depth(text: str) -> int:
+    """How deep lists and objects nest in the JSON ``text`` (0 for a scalar)."""
+    brackets = _JSON_STRING.sub("", text).translate(_OPENS_AND_CLOSES)
+    steps = [_STEP[c] for c in brackets if c in _STEP]
+    return max(itertools.accumulate(steps), default=0)
+
+
+def quoted(value: Any) -> str:
+    """``repr(value)``, cut short: errors name a value without echoing a megabyte
+    of it, or all of a secret."""
+    return cut(repr(value))
+
+
+def cut(text: str, limit: int = 60) -> str:
+    """``text``, or its first ``limit`` characters and how long it was."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def task_type(value: Any) -> str:
     """Validate a task type: a non-empty name Postgres can store."""
     if not isinstance(value, str) or not value.strip():
-        raise ValidationError(f"task_type must be a non-empty string, got {value!r}")
+        raise ValidationError(f"task_type must be a non-empty string, got {quoted(value)}")
     if not _storable_task_type(value):
         raise ValidationError(
             f"task_type must be at most {defaults.MAX_TASK_TYPE_LENGTH} characters "
@@ -88,7 +126,7 @@ def int_in_range(name: str, value: Any, bounds: tuple[int, int]) -> int:
     """Validate an int (not a bool) within inclusive ``bounds``."""
     low, high = bounds
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValidationError(f"{name} must be an int from {low} to {high}, got {value!r}")
+        raise ValidationError(f"{name} must be an int from {low} to {high}, got {quoted(value)}")
     return value
 
 
@@ -101,7 +139,7 @@ def retry_backoff(value: Any) -> float:
     ):
         raise ValidationError(
             f"retry_backoff must be a number of seconds from 0 to {defaults.MAX_RETRY_BACKOFF:g}, "
-            f"got {value!r}"
+            f"got {quoted(value)}"
         )
     return float(value)
 
@@ -116,10 +154,10 @@ def names(name: str, value: Any) -> tuple[str, ...]:
     if value is None:
         return ()
     if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
-        raise ValidationError(f"{name} must be a list of strings, got {value!r}")
+        raise ValidationError(f"{name} must be a list of strings, got {quoted(value)}")
     items = tuple(value)
     if not all(isinstance(item, str) and item and _storable_text(item) for item in items):
-        raise ValidationError(f"{name} must be a list of non-empty strings, got {value!r}")
+        raise ValidationError(f"{name} must be a list of non-empty strings, got {quoted(value)}")
     return tuple(dict.fromkeys(items))
 
 
@@ -128,7 +166,7 @@ def task_ids(name: str, value: Any) -> tuple[int, ...]:
     if value is None or (type(value) is list and not value):
         return ()
     if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
-        raise ValidationError(f"{name} must be a list of task ids, got {value!r}")
+        raise ValidationError(f"{name} must be a list of task ids, got {quoted(value)}")
     try:
         return tuple(dict.fromkeys(task_id(item) for item in value))
     except ValidationError as exc:
@@ -141,7 +179,7 @@ def aware_datetime(name: str, value: Any) -> datetime:
         raise ValidationError(f"{name} must be a datetime, got {type(value).__name__}")
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValidationError(
-            f"{name} must be timezone-aware, e.g. datetime.now(timezone.utc), got {value!r}"
+            f"{name} must be timezone-aware, e.g. datetime.now(timezone.utc), got {quoted(value)}"
         )
     return value
 
@@ -157,12 +195,12 @@ def run_after(run_at: Any, delay: Any) -> datetime | None:
     seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
     if not _is_number(seconds) or not math.isfinite(seconds) or seconds < 0:
         raise ValidationError(
-            f"delay must be a non-negative number of seconds or a timedelta, got {delay!r}"
+            f"delay must be a non-negative number of seconds or a timedelta, got {quoted(delay)}"
         )
     try:
         return datetime.now(timezone.utc) + timedelta(seconds=seconds)
     except OverflowError:
-        raise ValidationError(f"delay {delay!r} reaches beyond the year 9999") from None
+        raise ValidationError(f"delay {quoted(delay)} reaches beyond the year 9999") from None
 
 
 def idempotency_key(value: Any) -> str | None:
@@ -177,7 +215,23 @@ def idempotency_key(value: Any) -> str | None:
     ):
         raise ValidationError(
             f"idempotency_key must be a non-empty string of at most {defaults.MAX_KEY_LENGTH} "
-            f"characters, got {value!r}"
+            f"characters, got {quoted(value)}"
+        )
+    return value
+
+
+def cancel_reason(value: Any) -> str | None:
+    """Validate a cancel reason: None, or at most a few lines of storable text."""
+    if value is None:
+        return None
+    if (
+        not isinstance(value, str)
+        or len(value) > defaults.MAX_REASON_LENGTH
+        or not _storable_text(value)
+    ):
+        raise ValidationError(
+            f"reason must be a string of at most {defaults.MAX_REASON_LENGTH} characters "
+            f"without NUL, got {quoted(value)}"
         )
     return value
 
@@ -194,7 +248,7 @@ def _storable_text(value: str) -> bool:
 def flag(name: str, value: Any) -> bool:
     """Validate a bool (not merely a truthy value)."""
     if not isinstance(value, bool):
-        raise ValidationError(f"{name} must be True or False, got {value!r}")
+        raise ValidationError(f"{name} must be True or False, got {quoted(value)}")
     return value
 
 

@@ -9,16 +9,17 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from omnispindle._core import defaults
+from omnispindle._db.adapters import ADAPTERS
 from omnispindle.errors import DatabaseUnavailableError, first_line
 
 
 def connect_options(dsn: str) -> dict[str, Any]:
-    """Keyword arguments for every connection to ``dsn``: a connect timeout,
-    unless the DSN or ``$PGCONNECT_TIMEOUT`` sets one (libpq's default is to wait
-    for as long as the network does)."""
+    """Keyword arguments for every connection to ``dsn``: this package's adapters,
+    and a connect timeout unless the DSN or ``$PGCONNECT_TIMEOUT`` sets one
+    (libpq's default is to wait for as long as the network does)."""
     if "connect_timeout" in conninfo_to_dict(dsn) or os.environ.get("PGCONNECT_TIMEOUT"):
-        return {}
-    return {"connect_timeout": defaults.CONNECT_TIMEOUT}
+        return {"context": ADAPTERS}
+    return {"context": ADAPTERS, "connect_timeout": defaults.CONNECT_TIMEOUT}
 
 
 def connect(dsn: str, *, autocommit: bool = True) -> psycopg.Connection[Any]:

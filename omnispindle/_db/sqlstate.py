@@ -30,6 +30,7 @@ _BY_SQLSTATE: dict[str, type[OmnispindleError]] = {
     "OS004": TaskNotFoundError,
     "OS005": ValidationError,
     "OS006": TaskStateError,
+    "OS007": TaskStateError,  # a dependency of an unfinished task cannot be deleted
     "23514": ValidationError,  # check_violation: a CHECK constraint refused a value
     "22P02": ValidationError,  # invalid_text_representation
     "22P05": ValidationError,  # untranslatable_character, e.g. \u0000 in jsonb

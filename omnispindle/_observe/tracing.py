@@ -10,10 +10,12 @@ is a no-op.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from typing import Any
 
+from omnispindle._core.describe import exception_text
 from omnispindle._db.rows import StepRow
 
 try:
@@ -25,6 +27,8 @@ except ImportError:  # pragma: no cover - exercised where the API is absent
     API = False
 
 TRACER_NAME = "omnispindle"
+
+log = logging.getLogger("omnispindle.tracing")
 
 
 def enabled() -> bool:
@@ -79,7 +83,7 @@ def _submit_span(task_types: list[str]) -> Iterator[dict[str, str] | None]:
 
 @contextlib.contextmanager
 def _execution_span(claimed: StepRow) -> Iterator[Any]:
-    parent = propagate.extract(claimed.get("trace_context") or {})
+    parent = propagate.extract(_carrier(claimed.get("trace_context")))
     tracer = trace.get_tracer(TRACER_NAME)
     with tracer.start_as_current_span(
         f"execute {claimed['task_type']}",
@@ -98,8 +102,21 @@ def _execution_span(claimed: StepRow) -> Iterator[Any]:
         yield span
 
 
+def _carrier(stored: Any) -> dict[str, str]:
+    """The stored trace context if it is one; a row written by SQL may hold anything."""
+    if isinstance(stored, dict) and all(
+        isinstance(k, str) and isinstance(v, str) for k, v in stored.items()
+    ):
+        return stored
+    return {}
+
+
 def record_failure(span: Any, exc: BaseException) -> None:
     """Mark an execution span as failed by ``exc``."""
-    if span is not None:
+    if span is None:
+        return
+    try:
         span.record_exception(exc)
-        span.set_status(Status(StatusCode.ERROR, str(exc)))
+    except Exception:
+        log.debug("could not record an exception on the execution span", exc_info=True)
+    span.set_status(Status(StatusCode.ERROR, exception_text(exc)))

@@ -6,6 +6,8 @@ import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NamedTuple
 
+from omnispindle._core.describe import exception_text
+from omnispindle._core.unreadable import UnreadableJson
 from omnispindle._core.validation import json_text
 from omnispindle._db.queries.tasks import Results
 from omnispindle._db.rows import Json, StepRow
@@ -56,37 +58,60 @@ def results_of(outcomes: Sequence[Outcome]) -> Results:
     )
 
 
+class UnreadableTask(Exception):
+    """A claimed row holds JSON Python cannot decode: its task fails, no other."""
+
+
 def task_data(claimed: StepRow) -> dict[str, Any]:
-    """The dict an executor receives, built from a claimed row."""
+    """The dict an executor receives, built from a claimed row.
+
+    Raises:
+        UnreadableTask: its parameters or a parent's outcome cannot be decoded.
+    """
+    parameters = claimed["parameters"]
+    results, failures = claimed["dependency_results"], claimed["dependency_failures"]
+    for what, value in (("parameters", parameters), ("parents' results", results)):
+        if isinstance(value, UnreadableJson):
+            raise UnreadableTask(f"the task's {what} cannot be read: {value}")
+    if isinstance(failures, UnreadableJson):
+        raise UnreadableTask(f"the task's parents' errors cannot be read: {failures}")
     return {
         "task_id": claimed["id"],
         "task_type": claimed["task_type"],
-        "parameters": claimed["parameters"],
+        "parameters": parameters,
         "attempt": claimed["attempts"],
         "max_attempts": claimed["max_attempts"],
         # NULL from the claim when there are none: most tasks have no parents.
-        "dependency_results": {int(k): v for k, v in (claimed["dependency_results"] or {}).items()},
-        "dependency_failures": {
-            int(k): v for k, v in (claimed["dependency_failures"] or {}).items()
-        },
+        "dependency_results": {int(k): v for k, v in (results or {}).items()},
+        "dependency_failures": {int(k): v for k, v in (failures or {}).items()},
     }
 
 
 def run_executor(
     fn: Callable[[dict[str, Any]], Any], claimed: StepRow, context: TaskContext
 ) -> Outcome:
-    """Call ``fn`` for a claimed task with ``context`` current; never raises."""
-    data = task_data(claimed)
+    """Call ``fn`` for a claimed task with ``context`` current; never raises.
+
+    Whatever fails around the call (decoding the row, tracing) fails this
+    attempt like the executor would: an outcome is always stored.
+    """
     reset_token = _current.set(context)
     try:
-        with tracing.execution_span(claimed) as span:
-            try:
-                result = fn(data)
-            except BaseException as exc:  # noqa: BLE001 - an executor's failure is data
-                tracing.record_failure(span, exc)
-                return failure(attempt_of(claimed), exc)
+        return _call(fn, claimed)
+    except BaseException as exc:  # noqa: BLE001 - the attempt's end must be stored
+        return failure(attempt_of(claimed), exc, error_type=_around_type(exc))
     finally:
         _current.reset(reset_token)
+
+
+def _call(fn: Callable[[dict[str, Any]], Any], claimed: StepRow) -> Outcome:
+    data = task_data(claimed)
+    with tracing.execution_span(claimed) as span:
+        try:
+            result = fn(data)
+        except BaseException as exc:  # noqa: BLE001 - an executor's failure is data
+            tracing.record_failure(span, exc)
+            return failure(attempt_of(claimed), exc)
     return success(claimed, result)
 
 
@@ -101,13 +126,26 @@ async def run_async_executor(
     discarded anyway, and when the coroutine raised it itself, the attempt fails.
     """
     _current.set(context)
+    try:
+        return await _await(fn, claimed)
+    except BaseException as exc:  # noqa: BLE001 - the attempt's end must be stored
+        return failure(attempt_of(claimed), exc, error_type=_around_type(exc))
+
+
+async def _await(fn: Callable[[dict[str, Any]], Awaitable[Any]], claimed: StepRow) -> Outcome:
+    data = task_data(claimed)
     with tracing.execution_span(claimed) as span:
         try:
-            result = await fn(task_data(claimed))
+            result = await fn(data)
         except BaseException as exc:  # noqa: BLE001 - an executor's failure is data
             tracing.record_failure(span, exc)
             return failure(attempt_of(claimed), exc)
     return success(claimed, result)
+
+
+def _around_type(exc: BaseException) -> str:
+    """The error type of a failure around the executor, not inside it."""
+    return "UnreadableTask" if isinstance(exc, UnreadableTask) else "WorkerError"
 
 
 def success(claimed: StepRow, result: Any) -> Outcome:
@@ -138,14 +176,22 @@ MAX_TRACEBACK_CHARS = 50_000
 
 
 def failure(attempt: Attempt, exc: BaseException, error_type: str | None = None) -> Outcome:
-    """An outcome recording ``exc`` as the error of an attempt."""
+    """An outcome recording ``exc`` as the error of an attempt; never raises, even
+    for an exception whose ``__str__`` does."""
     error: Error = {
         "type": storable_text(error_type or _type_name(exc), MAX_MESSAGE_CHARS),
-        "message": storable_text(str(exc), MAX_MESSAGE_CHARS),
-        "traceback": storable_text("".join(traceback.format_exception(exc)), MAX_TRACEBACK_CHARS),
+        "message": storable_text(exception_text(exc), MAX_MESSAGE_CHARS),
+        "traceback": storable_text(_traceback_text(exc), MAX_TRACEBACK_CHARS),
         "attempt": attempt.attempt,
     }
     return Outcome(*attempt, error=error)
+
+
+def _traceback_text(exc: BaseException) -> str:
+    try:
+        return "".join(traceback.format_exception(exc))
+    except Exception as broken:  # noqa: BLE001 - a hostile exception object
+        return f"(the traceback could not be formatted: {type(broken).__name__})"
 
 
 def storable_text(text: str, limit: int) -> str:

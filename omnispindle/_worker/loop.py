@@ -224,7 +224,7 @@ class WorkerLoop:
                 row["max_attempts"],
                 _emit=functools.partial(self._emit_partial, row),
             )
-            call = self.runners.start(row, context, self._on_done)
+            call = self.runners.start(row, context, functools.partial(self._on_done, row))
             timeout = row["timeout_seconds"]
             self.claims.add(Claim(row, context, call, now + timeout if timeout else NO_DEADLINE))
 
@@ -237,11 +237,17 @@ class WorkerLoop:
             raise LeaseLostError(f"task {row['id']}: this attempt no longer holds the lease")
         return seq
 
-    def _on_done(self, call: Call) -> None:
+    def _on_done(self, row: StepRow, call: Call) -> None:
         """Runs on the executor's thread (or event loop) as soon as its call ends."""
         if isinstance(call, Future) and call.cancelled():
             return  # an abandoned coroutine: its attempt's end is handled already
-        self.inbox.put(call.result())
+        try:
+            outcome = call.result()
+        except BaseException as exc:  # noqa: BLE001 - never lose an attempt's end
+            # The runner broke, not the executor: the attempt still ends, or its
+            # slot and lease would be held for as long as the worker heartbeats.
+            outcome = failure(attempt_of(row), exc, error_type="WorkerError")
+        self.inbox.put(outcome)
 
     def _abandon(self, claim: Claim, reason: Exception, error_type: str) -> None:
         """End an attempt whose executor is still running: record why, replace its thread."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import statistics
 import subprocess
@@ -48,7 +49,8 @@ def worker_process(
     dsn: str, name: str, concurrency: int, lease_timeout: float, extra: Sequence[str] = ()
 ) -> subprocess.Popen[bytes]:
     """A worker process with default settings but for its lease (and ``extra`` options),
-    running the bench executors."""
+    running the bench executors. The DSN goes by the environment: on a command
+    line, its password would show in ``ps``."""
     return subprocess.Popen(
         [
             sys.executable,
@@ -57,8 +59,6 @@ def worker_process(
             "--log-level",
             "ERROR",
             "worker",
-            "--dsn",
-            dsn,
             "--executors",
             "omnispindle.bench.executors",
             "--name",
@@ -68,7 +68,8 @@ def worker_process(
             "--lease-timeout",
             str(lease_timeout),
             *extra,
-        ]
+        ],
+        env={**os.environ, "OMNISPINDLE_DSN": dsn},
     )
 
 

@@ -113,7 +113,9 @@ def _section(title: str, body: str) -> str:
 def _json_block(value: Any) -> str:
     if value is None:
         return "  -"
-    return textwrap.indent(printable(json.dumps(value, indent=2, ensure_ascii=False)), "  ")
+    # default=str: a value Python could not decode shows what it was instead.
+    text = json.dumps(value, indent=2, ensure_ascii=False, default=str)
+    return textwrap.indent(printable(text), "  ")
 
 
 def _when(value: datetime.datetime | None) -> str | None:

@@ -183,16 +183,19 @@ ORDER BY seq;
 -- submission was still uncommitted (the parents' trigger could not see it):
 -- ready when every parent is done for it, cancelled when one failed for it.
 -- Only tasks older than a second: younger ones may still be in flight. The
--- verdict comes before the LIMIT, so a repair is found wherever it sits.
+-- verdict comes before the LIMIT, so a repair is found wherever it sits. A
+-- blocked task left with no edge at all (written so by SQL, or from before
+-- edges were guarded) waits for nothing and is ready.
 WITH parents AS (
     SELECT t.id, t.allow_failed_dependencies AS tolerant, d.depends_on,
            (SELECT p.state FROM omnispindle.tasks p WHERE p.id = d.depends_on) AS parent_state
     FROM omnispindle.tasks t
-    JOIN omnispindle.task_dependencies d ON d.task_id = t.id
+    LEFT JOIN omnispindle.task_dependencies d ON d.task_id = t.id
     WHERE t.state = 'blocked' AND t.created_at < now() - interval '1 second'
 ), verdict AS (
     SELECT id,
-           bool_and(parent_state = 'succeeded'
+           bool_and(depends_on IS NULL
+                    OR parent_state = 'succeeded'
                     OR (tolerant AND parent_state IN ('failed', 'cancelled'))) AS ready,
            min(depends_on) FILTER (WHERE NOT tolerant
                                    AND parent_state IN ('failed', 'cancelled')) AS broken

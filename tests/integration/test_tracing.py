@@ -127,3 +127,32 @@ def test_with_the_api_but_no_tracer_provider_no_span_is_started(dsn, conn, tmp_p
         "SELECT trace_context FROM omnispindle.tasks WHERE id = %s", [task_id]
     ).fetchone()[0]
     assert stored is None
+
+
+@pytest.mark.parametrize("stored", ["[1, 2]", '"text"', '{"traceparent": 5}'])
+def test_a_trace_context_that_is_no_carrier_is_ignored(client, conn, start_worker, spans, stored):
+    """Issue 18, finding 2: with a provider set, such a row wedged its slot for ever."""
+    task_id = conn.execute(
+        "INSERT INTO omnispindle.tasks (task_type, trace_context) VALUES ('t', %s::jsonb) "
+        "RETURNING id",
+        [stored],
+    ).fetchone()[0]
+    start_worker({"t": lambda task: {"ran": True}}, concurrency=1)
+    assert client.wait_for_task(task_id, timeout=30)["result"] == {"ran": True}
+    assert client.wait_for_task(client.submit_task("t"), timeout=30)["state"] == "succeeded"
+
+
+def test_a_failure_whose_str_raises_is_recorded_on_its_span(client, start_worker, spans):
+    class Hostile(Exception):
+        def __str__(self):
+            raise RuntimeError("no text")
+
+    def hostile(task):
+        raise Hostile
+
+    start_worker({"hostile": hostile})
+    failed = client.wait_for_task(client.submit_task("hostile", max_retries=0), timeout=30)
+    assert failed["state"] == "failed"
+    poll(lambda: by_name(spans, "execute hostile"), timeout=10)
+    [execute] = by_name(spans, "execute hostile")
+    assert execute.status.status_code is StatusCode.ERROR

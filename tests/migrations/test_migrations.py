@@ -29,7 +29,7 @@ from tests.conftest import create_database, drop_database, unique_name
 from tests.migrations.catalog import snapshot
 
 MIGRATORS = 4
-HEAD = "0006_sql_entry_points"
+HEAD = "0007_guarded_rows"
 DEADLINE_SECONDS = 120
 
 USER_TABLE = "invoices"
@@ -69,9 +69,11 @@ def upgrade():
     apply_migration(op.get_bind(), "0004_fencing_plans")
     apply_migration(op.get_bind(), "0005_lean_updates")
     apply_migration(op.get_bind(), "0006_sql_entry_points")
+    apply_migration(op.get_bind(), "0007_guarded_rows")
 
 
 def downgrade():
+    apply_migration(op.get_bind(), "0007_guarded_rows.down")
     apply_migration(op.get_bind(), "0006_sql_entry_points.down")
     apply_migration(op.get_bind(), "0005_lean_updates.down")
     apply_migration(op.get_bind(), "0004_fencing_plans.down")

@@ -1,0 +1,11 @@
+-- Undo 0007_guarded_rows.
+
+DROP TRIGGER tasks_lease_bounded ON omnispindle.tasks;
+DROP FUNCTION omnispindle.refuse_long_lease();
+ALTER TABLE omnispindle.tasks
+    DROP CONSTRAINT tasks_timeout_finite,
+    DROP CONSTRAINT tasks_retry_backoff_bounded,
+    DROP CONSTRAINT tasks_cancel_reason_bounded,
+    DROP CONSTRAINT tasks_waiting_has_attempt_left;
+DROP TRIGGER task_dependencies_guard_delete ON omnispindle.task_dependencies;
+DROP FUNCTION omnispindle.guard_dependency_delete();

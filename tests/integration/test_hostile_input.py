@@ -1,0 +1,279 @@
+"""Hostile input: no row, value or exception takes a worker down or wedges a slot."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import threading
+
+import psycopg
+import pytest
+
+import omnispindle
+from omnispindle import TaskStateError, ValidationError
+from omnispindle._db.sqlstate import translate
+
+from ..acceptance.workers import poll
+
+OMNISPINDLE = [sys.executable, "-m", "omnispindle"]
+
+
+def nested(depth: int) -> list:
+    value: list = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+def deep_json(depth: int) -> str:
+    """JSON text of lists nested ``depth`` deep, as SQL would write it."""
+    return "[" * depth + "]" * depth
+
+
+def count_tasks(conn) -> int:
+    return conn.execute("SELECT count(*) FROM omnispindle.tasks").fetchone()[0]
+
+
+# Finding 1: 985-990 deep passed validation and killed the worker that decoded
+# it; 10,000 deep raised a raw RecursionError.
+@pytest.mark.parametrize("depth", [201, 990, 10_000])
+def test_parameters_nested_too_deep_are_refused_and_nothing_is_stored(client, conn, depth):
+    with pytest.raises(ValidationError, match="more than 200 levels deep"):
+        client.submit_task("t", {"x": nested(depth)})
+    with pytest.raises(ValidationError, match="more than 200 levels deep"):
+        client.submit_batch(
+            [{"task_type": "t"}, {"task_type": "t", "parameters": {"x": nested(depth)}}]
+        )
+    assert count_tasks(conn) == 0
+
+
+def test_nesting_up_to_the_limit_is_stored_and_read_back(client):
+    value = {"x": nested(199)}  # the dict is the 200th level
+    assert client.get_task(client.submit_task("t", value))["parameters"] == value
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting(client):
+    value = {"text": "[" * 5000 + "{" * 5000}
+    assert client.get_task(client.submit_task("t", value))["parameters"] == value
+
+
+def test_a_poison_row_fails_alone_and_the_worker_keeps_serving(client, conn, start_worker):
+    """Finding 1: a row written by SQL, too deep for Python, claimed with others."""
+    poison = conn.execute(
+        "INSERT INTO omnispindle.tasks (task_type, parameters) "
+        "VALUES ('echo', jsonb_build_object('x', %s::jsonb)) RETURNING id",
+        [deep_json(5000)],
+    ).fetchone()[0]
+    others = [client.submit_task("echo", {"n": n}) for n in range(5)]
+    start_worker({"echo": lambda task: task["parameters"]}, concurrency=8)
+    failed = client.wait_for_task(poison, timeout=30)
+    assert failed["state"] == "failed"
+    assert failed["error"]["type"] == "UnreadableTask"
+    assert "parameters cannot be read" in failed["error"]["message"]
+    for n, task_id in enumerate(others):
+        assert client.wait_for_task(task_id, timeout=30)["result"] == {"n": n}
+    assert client.wait_for_task(client.submit_task("echo", {"n": 9}), timeout=30)["state"] == (
+        "succeeded"
+    )
+
+
+def test_a_parents_unreadable_result_fails_the_dependent_alone(client, conn, start_worker):
+    """Finding 1: a result nested that deep killed whoever claimed its dependent."""
+    parent = client.submit_task("parent")
+    child = client.submit_task("child", dependencies=[parent])
+    start_worker({"parent": lambda task: {"ok": True}})
+    assert client.wait_for_task(parent, timeout=30)["state"] == "succeeded"
+    conn.execute(
+        "UPDATE omnispindle.tasks SET result = %s::jsonb WHERE id = %s", [deep_json(5000), parent]
+    )
+    start_worker({"child": lambda task: task["dependency_results"]})
+    failed = client.wait_for_task(child, timeout=30)
+    assert failed["error"]["type"] == "UnreadableTask"
+    assert "parents' results cannot be read" in failed["error"]["message"]
+
+
+def test_a_result_too_deep_fails_its_own_task(client, start_worker):
+    start_worker({"deep": lambda task: nested(990)})
+    failed = client.wait_for_task(client.submit_task("deep", max_retries=0), timeout=30)
+    assert failed["error"]["type"] == "ResultNotSerializable"
+    assert "more than 200 levels deep" in failed["error"]["message"]
+
+
+def test_inspection_shows_an_unreadable_row_instead_of_raising(client, conn, dsn):
+    """Finding 1: get_task and `omnispindle tasks ID` raised on such a row."""
+    task_id = conn.execute(
+        "INSERT INTO omnispindle.tasks (task_type, parameters) "
+        "VALUES ('t', jsonb_build_object('x', %s::jsonb)) RETURNING id",
+        [deep_json(5000)],
+    ).fetchone()[0]
+    record = client.get_task(task_id)
+    assert isinstance(record["parameters"], omnispindle.UnreadableJson)
+    assert "nested deeper" in str(record["parameters"])
+    shown = subprocess.run(
+        [*OMNISPINDLE, "tasks", str(task_id), "--dsn", dsn],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "unreadable JSON" in shown.stdout
+
+
+class HostileError(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no text for you")
+
+
+def raise_hostile(task):
+    raise HostileError
+
+
+async def raise_hostile_async(task):
+    raise HostileError
+
+
+@pytest.mark.parametrize("executor", [raise_hostile, raise_hostile_async])
+def test_an_exception_whose_str_raises_is_stored_and_frees_its_slot(client, start_worker, executor):
+    """Finding 2: the outcome was lost, and heartbeats held the slot and task for ever."""
+    start_worker({"hostile": executor, "fine": lambda task: {"ok": True}}, concurrency=1)
+    failed = client.wait_for_task(client.submit_task("hostile", max_retries=0), timeout=30)
+    assert failed["state"] == "failed"
+    assert failed["error"]["type"].endswith("HostileError")
+    assert "str() of this HostileError raised RuntimeError" in failed["error"]["message"]
+    # The only slot is free again.
+    assert client.wait_for_task(client.submit_task("fine"), timeout=30)["result"] == {"ok": True}
+
+
+def test_a_runner_that_breaks_still_ends_the_attempt(client, start_worker, monkeypatch):
+    """Whatever raises outside the executor, the attempt's end is stored."""
+    from omnispindle._worker import _runners
+
+    def broken(fn, row, context):
+        raise RuntimeError("the runner broke")
+
+    monkeypatch.setattr(_runners, "run_executor", broken)
+    start_worker({"t": lambda task: {}}, concurrency=1)
+    first = client.wait_for_task(client.submit_task("t", max_retries=0), timeout=30)
+    second = client.wait_for_task(client.submit_task("t", max_retries=0), timeout=30)
+    for failed in (first, second):
+        assert failed["error"]["type"] == "WorkerError"
+        assert failed["error"]["message"] == "the runner broke"
+
+
+def test_async_tasks_keep_running_after_a_poison_row(client, conn, start_worker):
+    async def echo(task):
+        await asyncio.sleep(0)
+        return task["parameters"]
+
+    poison = conn.execute(
+        "INSERT INTO omnispindle.tasks (task_type, parameters) "
+        "VALUES ('echo', jsonb_build_object('x', %s::jsonb)) RETURNING id",
+        [deep_json(5000)],
+    ).fetchone()[0]
+    start_worker({"echo": echo}, concurrency=4)
+    assert client.wait_for_task(poison, timeout=30)["error"]["type"] == "UnreadableTask"
+    assert client.wait_for_task(client.submit_task("echo", {"a": 1}), timeout=30)["result"] == {
+        "a": 1
+    }
+
+
+def test_validation_errors_quote_a_short_prefix_of_the_value(client):
+    """Finding 8: a 1 MB key gave a 1 MB message, and could leak a secret."""
+    secret = "sk-" + "x" * 1_000_000
+    with pytest.raises(ValidationError) as raised:
+        client.submit_task("t", idempotency_key=secret)
+    assert len(str(raised.value)) < 300
+    assert "characters)" in str(raised.value)
+
+
+# Finding 5: deleting a parent by SQL removed the edge but not the count.
+def test_deleting_the_parent_of_a_waiting_task_is_refused(client, conn):
+    parent = client.submit_task("parent")
+    child = client.submit_task("child", dependencies=[parent])
+    with pytest.raises(psycopg.Error) as raised:
+        conn.execute("DELETE FROM omnispindle.tasks WHERE id = %s", [parent])
+    assert raised.value.sqlstate == "OS007"
+    assert f"cancel task {child} first" in raised.value.diag.message_hint
+    assert isinstance(translate(raised.value), TaskStateError)
+    with pytest.raises(psycopg.Error, match="cannot be deleted"):
+        conn.execute("DELETE FROM omnispindle.task_dependencies WHERE task_id = %s", [child])
+    assert client.get_task(child)["dependencies"] == [parent]
+
+
+def test_a_workflow_deleted_whole_or_finished_can_go(client, conn, start_worker):
+    parent = client.submit_task("parent")
+    child = client.submit_task("child", dependencies=[parent])
+    conn.execute("DELETE FROM omnispindle.tasks WHERE id = ANY(%s)", [[parent, child]])
+    parent = client.submit_task("parent")
+    child = client.submit_task("child", dependencies=[parent])
+    client.cancel_task(child)
+    conn.execute("DELETE FROM omnispindle.tasks WHERE id = %s", [parent])
+    assert count_tasks(conn) == 1
+
+
+def test_with_two_parents_the_child_never_runs_before_both(client, conn, start_worker):
+    first, second = client.submit_task("parent"), client.submit_task("parent")
+    child = client.submit_task("child", dependencies=[first, second])
+    with pytest.raises(psycopg.Error, match="cannot be deleted"):
+        conn.execute("DELETE FROM omnispindle.tasks WHERE id = %s", [second])
+    start_worker({"parent": lambda task: {"id": task["task_id"]}, "child": lambda task: task})
+    done = client.wait_for_task(child, timeout=30)
+    assert set(done["result"]["dependency_results"]) == {str(first), str(second)}
+
+
+def test_the_repair_pass_frees_a_blocked_task_left_without_edges(client, queue, conn):
+    from omnispindle._maintenance.sweeper import Sweeper, SweeperConfig
+
+    parent = client.submit_task("parent")
+    child = client.submit_task("child", dependencies=[parent])
+    # As a row from before the guard, or written with the trigger off.
+    conn.execute("ALTER TABLE omnispindle.task_dependencies DISABLE TRIGGER USER")
+    conn.execute("DELETE FROM omnispindle.task_dependencies WHERE task_id = %s", [child])
+    conn.execute("ALTER TABLE omnispindle.task_dependencies ENABLE TRIGGER USER")
+    conn.execute("UPDATE omnispindle.tasks SET created_at = now() - interval '1 minute'")
+    assert Sweeper(queue.db, SweeperConfig(batch_size=5)).run_once().reconciled == 1
+    assert client.get_task(child)["state"] == "pending"
+
+
+# Finding 8: CHECKs accepted what the API refuses, and rows that never run or
+# are never reclaimed.
+@pytest.mark.parametrize(
+    "assignment",
+    [
+        "timeout_seconds = 'NaN'",
+        "timeout_seconds = 'Infinity'",
+        "retry_backoff = 'NaN'",
+        "retry_backoff = 'Infinity'",
+        "attempts = max_attempts",
+    ],
+)
+def test_sql_cannot_write_what_the_api_refuses(client, conn, assignment):
+    task_id = client.submit_task("t")
+    with pytest.raises(psycopg.Error) as raised:
+        conn.execute(f"UPDATE omnispindle.tasks SET {assignment} WHERE id = %s", [task_id])
+    assert isinstance(translate(raised.value), ValidationError)
+
+
+def test_a_lease_cannot_reach_a_century_ahead(client, conn, start_worker):
+    release = threading.Event()
+    start_worker({"slow": lambda task: release.wait(30)})
+    task_id = client.submit_task("slow")
+    poll(lambda: client.get_task(task_id)["state"] == "running", timeout=30)
+    try:
+        with pytest.raises(psycopg.Error, match="at most a day ahead") as raised:
+            conn.execute(
+                "UPDATE omnispindle.tasks SET lease_expires_at = now() + interval '100 years' "
+                "WHERE id = %s",
+                [task_id],
+            )
+        assert isinstance(translate(raised.value), ValidationError)
+    finally:
+        release.set()
+
+
+def test_a_cancel_reason_with_nul_is_a_validation_error(client):
+    task_id = client.submit_task("t")
+    with pytest.raises(ValidationError, match="reason"):
+        client.cancel_task(task_id, reason="x\x00")
+    assert client.get_task(task_id)["state"] == "pending"
