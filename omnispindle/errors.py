@@ -86,6 +86,11 @@ class TaskStateError(OmnispindleError):
     """The task's state does not allow the operation (e.g. retrying one that has not failed)."""
 
 
+class LockTimeoutError(OmnispindleError, TimeoutError):
+    """A lock the operation needed stayed held by another session past its timeout
+    (a migration, an explicit prune, or a submission with an idempotency key)."""
+
+
 class IdempotencyKeyConflictError(OmnispindleError):
     """A task this transaction cannot see holds the idempotency key: retry the transaction.
 

@@ -26,6 +26,9 @@ MAX_REASON_LENGTH = 1000  # a cancel reason
 POLL_INTERVAL = 1.0  # seconds between checks while no notification comes
 POOL_SIZE = 10
 POOL_SIZE_RANGE = (1, 1000)
+# Seconds a migration or an explicit prune waits for a lock; advisory keys can
+# be held by any role that can connect.
+LOCK_TIMEOUT = 30.0
 CONNECT_TIMEOUT = 5  # seconds; a database slower to answer counts as unreachable
 
 # A worker.

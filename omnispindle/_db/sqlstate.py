@@ -16,6 +16,7 @@ from omnispindle.errors import (
     DependencyStateError,
     IdempotencyKeyConflictError,
     IllegalTransitionError,
+    LockTimeoutError,
     OmnispindleError,
     TaskNotFoundError,
     TaskStateError,
@@ -31,6 +32,7 @@ _BY_SQLSTATE: dict[str, type[OmnispindleError]] = {
     "OS005": ValidationError,
     "OS006": TaskStateError,
     "OS007": TaskStateError,  # a dependency of an unfinished task cannot be deleted
+    "55P03": LockTimeoutError,  # lock_not_available: a lock_timeout ran out
     "23514": ValidationError,  # check_violation: a CHECK constraint refused a value
     "22P02": ValidationError,  # invalid_text_representation
     "22P05": ValidationError,  # untranslatable_character, e.g. \u0000 in jsonb

@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Iterable
 
 NEVER = float("inf")
+MAX_ANNOUNCED = 10_000  # due times kept; the soonest win
 
 
 class Timers:
@@ -28,10 +29,14 @@ class Timers:
         self.sweep_at = NEVER
         self.schedule_at = NEVER
         self._due: list[float] = []  # when retried or delayed tasks become ready
-        self._announced: deque[float] = deque()  # the same, from the notifier's thread
+        self._announced: deque[float] = deque(maxlen=MAX_ANNOUNCED)  # from the notifier thread
 
     def announce(self, due_epoch: float) -> None:
-        """A submitted task becomes due at ``due_epoch`` (wall-clock seconds); thread-safe."""
+        """A submitted task becomes due at ``due_epoch`` (wall-clock seconds); thread-safe.
+
+        Kept to the ``MAX_ANNOUNCED`` soonest: any role may NOTIFY, and a missed
+        announcement only costs a wait of up to the poll interval.
+        """
         self._announced.append(time.monotonic() + max(0.0, due_epoch - time.time()))
 
     def due_in(self, delays: Iterable[float], now: float) -> None:
@@ -43,6 +48,8 @@ class Timers:
         """Seconds to sleep from ``now``; ``next_deadline`` is the first attempt's."""
         while self._announced:
             heapq.heappush(self._due, self._announced.popleft())
+        if len(self._due) > MAX_ANNOUNCED:
+            self._due = heapq.nsmallest(MAX_ANNOUNCED, self._due)
         while self._due and self._due[0] <= now:
             heapq.heappop(self._due)
         wake = min(

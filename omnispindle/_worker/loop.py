@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import socket
 import threading
@@ -42,11 +43,26 @@ from omnispindle._worker._storage import OutcomeStore
 from omnispindle._worker._timers import Timers
 from omnispindle._worker.settings import WorkerSettings
 from omnispindle.context import TaskContext
-from omnispindle.errors import LeaseLostError, TaskCancelled, ValidationError, first_line
+from omnispindle.errors import (
+    LeaseLostError,
+    LockTimeoutError,
+    TaskCancelled,
+    ValidationError,
+    first_line,
+)
 
 __all__ = ["Executor", "WorkerLoop"]
 
 log = logging.getLogger("omnispindle.worker")
+
+
+# What the loop rides out: lost connections, restarts, deadlocks, lock timeouts.
+DATABASE_ERRORS = (psycopg.Error, LockTimeoutError)
+
+# Seconds between notified claims that find nothing: at most 50 a second however
+# many notifications come, at the cost of up to this much latency for a task
+# announced right after such a claim (another worker took the last one).
+IDLE_STEP_GAP = 0.02
 
 
 class TaskTimeout(Exception):
@@ -97,6 +113,9 @@ class WorkerLoop:
         self.cursor = ClaimCursor()
         self.cancel_check = threading.Event()
         self.worker_id: UUID | None = None
+        self.noticed = False  # a ready notice came since the last step
+        self.found_nothing = False  # the last claim claimed nothing, and none is held
+        self.idle_step_at: float | None = None  # when a noticed step last found nothing
 
     def run(self) -> None:
         """Register, loop until stopping is set, then drain and deregister."""
@@ -134,11 +153,13 @@ class WorkerLoop:
         errors = 0
         while not self.stopping.is_set():
             self.inbox.linger(self.stopping)
+            self._pace()
             self.wake.clear()
+            noticed, self.noticed = self.noticed, False
             try:
                 more_ready = self._step(worker_id)
                 errors = 0
-            except psycopg.Error as exc:
+            except DATABASE_ERRORS as exc:
                 # Lost connections, restarts, deadlocks, lock timeouts: all pass.
                 errors += 1
                 if errors == 1:
@@ -149,8 +170,18 @@ class WorkerLoop:
                     )
                 self.stopping.wait(error_pause(errors))
                 continue
+            self.idle_step_at = time.monotonic() if noticed and self.found_nothing else None
             if not more_ready:
                 self.wake.wait(self.timers.pause(time.monotonic(), self.claims.next_deadline()))
+
+    def _pace(self) -> None:
+        """Space out noticed steps that find nothing: any role may NOTIFY the ready
+        channel, and a flood of notices must not turn into a flood of claims. After
+        a step that found work, or while an attempt is held, nothing waits."""
+        if self.idle_step_at is not None and not len(self.claims):
+            rest = self.idle_step_at + IDLE_STEP_GAP - time.monotonic()
+            if rest > 0:
+                self.stopping.wait(rest)
 
     def _step(self, worker_id: UUID) -> bool:
         """Do what is due, store failures, then store results and claim in one statement.
@@ -170,7 +201,7 @@ class WorkerLoop:
         if failed:
             try:
                 self.timers.due_in(self.store.fail(failed), time.monotonic())
-            except psycopg.Error:
+            except DATABASE_ERRORS:
                 self.inbox.put_back(failed + succeeded)
                 raise
             self.claims.release(failed)
@@ -201,13 +232,14 @@ class WorkerLoop:
             self.timers.due_in(self.store.store(succeeded, []), time.monotonic())
             self.claims.release(succeeded)
             return self._complete_and_claim(worker_id, [])
-        except psycopg.Error:
+        except DATABASE_ERRORS:
             self.inbox.put_back(succeeded)
             raise
         claimed = [row for row in rows if not row["dropped"]]
         self.store.log_lost([row["id"] for row in rows if row["dropped"]], "result")
         self.claims.release(succeeded)
         self._start(claimed)
+        self.found_nothing = not rows and not len(self.claims)
         self.inbox.running(len(self.claims))
         if free > 0:
             self.cursor.move(claimed, free, time.monotonic() - started)
@@ -269,8 +301,9 @@ class WorkerLoop:
             due = float(payload) if payload else None
         except ValueError:  # a NOTIFY sent by hand; waking is enough
             due = None
-        if due is not None:
+        if due is not None and math.isfinite(due):
             self.timers.announce(due)
+        self.noticed = True
         self.wake.set()
 
     def _on_cancel_notice(self) -> None:
@@ -318,7 +351,7 @@ class WorkerLoop:
             return
         try:
             self.timers.due_in(self.store.store(succeeded, []), time.monotonic())
-        except psycopg.Error:
+        except DATABASE_ERRORS:
             self.inbox.put_back(succeeded)
             raise
         self.claims.release(succeeded)
@@ -332,7 +365,7 @@ class WorkerLoop:
             try:
                 self._flush()
                 self._heartbeat_if_due(worker_id)
-            except psycopg.Error as exc:
+            except DATABASE_ERRORS as exc:
                 log.warning(
                     "worker %s: database error while stopping (%s)",
                     self.settings.name,
@@ -351,7 +384,7 @@ class WorkerLoop:
             self._flush()
             self._hand_back()
             self.db.run(q.workers.stop_worker(worker_id))
-        except psycopg.Error as exc:
+        except DATABASE_ERRORS as exc:
             log.error(
                 "worker %s could not deregister cleanly: %s", self.settings.name, first_line(exc)
             )

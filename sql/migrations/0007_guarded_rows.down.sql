@@ -1,5 +1,10 @@
 -- Undo 0007_guarded_rows.
 
+ALTER FUNCTION omnispindle.submit_tasks(text[], jsonb[], integer[], integer[], double precision[],
+    double precision[], jsonb[], jsonb[], jsonb[], boolean[], timestamp with time zone[], text[],
+    jsonb[])
+    RESET lock_timeout;
+
 DROP TRIGGER tasks_lease_bounded ON omnispindle.tasks;
 DROP FUNCTION omnispindle.refuse_long_lease();
 ALTER TABLE omnispindle.tasks

@@ -58,3 +58,11 @@ CREATE TRIGGER tasks_lease_bounded
     FOR EACH ROW
     WHEN (NEW.lease_expires_at > now() + interval '1 day')
     EXECUTE FUNCTION omnispindle.refuse_long_lease();
+
+-- A submitter waits for another's idempotency key for at most ten seconds,
+-- then fails (lock_not_available) instead of hanging: any role that can
+-- connect can hold an advisory key.
+ALTER FUNCTION omnispindle.submit_tasks(text[], jsonb[], integer[], integer[], double precision[],
+    double precision[], jsonb[], jsonb[], jsonb[], boolean[], timestamp with time zone[], text[],
+    jsonb[])
+    SET lock_timeout = '10s';

@@ -14,8 +14,10 @@
 SELECT pg_try_advisory_xact_lock(hashtext('omnispindle.prune')) AS acquired;
 
 -- name: lock_pruning
--- The same lock, waited for: an explicit prune queues behind a sweeper's batch.
-SELECT pg_advisory_xact_lock(hashtext('omnispindle.prune'));
+-- The same lock, waited for: an explicit prune queues behind a sweeper's
+-- batch, for at most the timeout (any role that can connect can hold the key).
+WITH bounded AS (SELECT set_config('lock_timeout', %(timeout_ms)s::text, true))
+SELECT pg_advisory_xact_lock(hashtext('omnispindle.prune')) FROM bounded;
 
 -- name: lock_prunable_tasks
 -- The oldest finished tasks past the horizon, locked, in tasks_finished_idx

@@ -1,8 +1,11 @@
 -- Statements for set-up: migrations, the schema check, and LISTEN.
 
 -- name: lock_migrations
--- Serialises concurrent migrators for the rest of their transaction.
-SELECT pg_advisory_xact_lock(hashtext('omnispindle.migrate'));
+-- Serialises concurrent migrators for the rest of their transaction. Any role
+-- that can connect can hold this key, so every lock wait of the migration
+-- (this one, and its DDL behind long transactions) ends after the timeout.
+WITH bounded AS (SELECT set_config('lock_timeout', %(timeout_ms)s::text, true))
+SELECT pg_advisory_xact_lock(hashtext('omnispindle.migrate')) FROM bounded;
 
 -- name: create_schema
 CREATE SCHEMA IF NOT EXISTS omnispindle;

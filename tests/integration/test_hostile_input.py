@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import threading
+import time
 
 import psycopg
+import psycopg.sql
 import pytest
+from psycopg.conninfo import make_conninfo
 
 import omnispindle
-from omnispindle import TaskStateError, ValidationError
+from omnispindle import LockTimeoutError, TaskStateError, ValidationError
 from omnispindle._db.sqlstate import translate
+from omnispindle.migrate import upgrade
 
 from ..acceptance.workers import poll
 
@@ -277,3 +282,97 @@ def test_a_cancel_reason_with_nul_is_a_validation_error(client):
     with pytest.raises(ValidationError, match="reason"):
         client.cancel_task(task_id, reason="x\x00")
     assert client.get_task(task_id)["state"] == "pending"
+
+
+def spam_ready_channel(dsn: str, seconds: float, payload: str = "") -> int:
+    """NOTIFY the ready channel as fast as one connection can; how many were sent."""
+    sent = 0
+    with psycopg.connect(dsn, autocommit=True) as spammer:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            spammer.execute("SELECT pg_notify('omnispindle_ready', %s)", [payload])
+            sent += 1
+    return sent
+
+
+def test_a_notify_flood_does_not_become_a_claim_flood(client, dsn, start_worker, record_statements):
+    """Finding 7: 37,511 notifications in 3 s made an idle worker run 640 claim steps."""
+    start_worker({"t": lambda task: {"ok": True}}, poll_interval=5.0)
+    assert client.wait_for_task(client.submit_task("t"), timeout=30)["state"] == "succeeded"
+    log = record_statements()
+    sent = spam_ready_channel(dsn, 2.0)
+    claims = log.names.count("complete_and_claim")
+    assert sent > 2000
+    assert claims <= 2.0 / 0.02 + 20, f"{claims} claim steps for {sent} notifications"
+    # Real work announced in the flood still runs at once.
+    flood = threading.Thread(target=spam_ready_channel, args=(dsn, 2.0))
+    flood.start()
+    try:
+        started = time.monotonic()
+        assert client.wait_for_task(client.submit_task("t"), timeout=30)["state"] == "succeeded"
+        assert time.monotonic() - started < 2.0
+    finally:
+        flood.join()
+
+
+@pytest.mark.parametrize("payload", ["nan", "inf", "-inf", "1e308", "garbage"])
+def test_a_hostile_notify_payload_is_only_a_wake_up(client, dsn, start_worker, payload):
+    start_worker({"t": lambda task: {"ok": True}}, poll_interval=5.0)
+    spam_ready_channel(dsn, 0.5, payload)
+    assert client.wait_for_task(client.submit_task("t"), timeout=30)["state"] == "succeeded"
+
+
+def test_a_held_migration_key_makes_migrate_fail_in_bounded_time(
+    empty_dsn, server_dsn, monkeypatch
+):
+    """Finding 3: any role that can connect could hang every migrating command."""
+    from omnispindle._core import defaults
+
+    monkeypatch.setattr(defaults, "LOCK_TIMEOUT", 1.0)
+    role = f"outsider_{os.getpid()}"
+    with psycopg.connect(server_dsn, autocommit=True) as admin:
+        admin.execute(psycopg.sql.SQL("CREATE ROLE {} LOGIN").format(psycopg.sql.Identifier(role)))
+    try:
+        with psycopg.connect(make_conninfo(empty_dsn, user=role), autocommit=True) as outsider:
+            outsider.execute("SELECT pg_advisory_lock(hashtext('omnispindle.migrate'))")
+            started = time.monotonic()
+            with pytest.raises(LockTimeoutError):
+                upgrade(empty_dsn)
+            assert time.monotonic() - started < 20
+        upgrade(empty_dsn)  # once the key is free, it migrates
+    finally:
+        with psycopg.connect(server_dsn, autocommit=True) as admin:
+            admin.execute(psycopg.sql.SQL("DROP ROLE {}").format(psycopg.sql.Identifier(role)))
+
+
+def test_a_held_idempotency_key_fails_its_submit_in_bounded_time(client, dsn, conn):
+    """Finding 3: holding one key's lock hung that submit for ever."""
+    holder = psycopg.connect(dsn)
+    holder.execute(
+        "SELECT pg_advisory_lock(hashtext('omnispindle.idempotency_key'), hashtext('order-1'))"
+    )
+    try:
+        started = time.monotonic()
+        with pytest.raises(LockTimeoutError):
+            client.submit_task("t", idempotency_key="order-1")
+        assert 5 < time.monotonic() - started < 30
+        assert client.submit_task("t", idempotency_key="order-2") > 0  # other keys pass
+    finally:
+        holder.close()
+    assert client.submit_task("t", idempotency_key="order-1") > 0
+    assert count_tasks(conn) == 2
+
+
+def test_a_held_prune_key_makes_an_explicit_prune_fail_in_bounded_time(queue, dsn, monkeypatch):
+    from omnispindle._core import defaults
+
+    monkeypatch.setattr(defaults, "LOCK_TIMEOUT", 1.0)
+    holder = psycopg.connect(dsn)
+    holder.execute("SELECT pg_advisory_lock(hashtext('omnispindle.prune'))")
+    try:
+        started = time.monotonic()
+        with pytest.raises(LockTimeoutError):
+            queue.prune(older_than=60)
+        assert time.monotonic() - started < 20
+    finally:
+        holder.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from omnispindle._core import defaults
 from omnispindle._db.query import Query, column, nothing, rows, value
 from omnispindle._db.rows import PrunableTask
 from omnispindle._db.statements import RUNTIME
@@ -21,7 +22,9 @@ def try_lock_pruning() -> Query[bool]:
 
 def lock_pruning() -> Query[None]:
     """Take the one pruner's lock for this transaction, waiting for it."""
-    return Query(RUNTIME["lock_pruning"], None, nothing)
+    return Query(
+        RUNTIME["lock_pruning"], {"timeout_ms": int(defaults.LOCK_TIMEOUT * 1000)}, nothing
+    )
 
 
 def lock_prunable_tasks(

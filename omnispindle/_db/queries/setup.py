@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from omnispindle._core import defaults
 from omnispindle._db.query import Query, Row, nothing, value
 from omnispindle._db.statements import RUNTIME, Statement
 
 
 def lock_migrations() -> Query[None]:
-    """Serialise migrators for the rest of the transaction."""
-    return Query(RUNTIME["lock_migrations"], None, nothing)
+    """Serialise migrators for the rest of the transaction; every lock wait in it
+    ends after ``defaults.LOCK_TIMEOUT`` seconds."""
+    return Query(
+        RUNTIME["lock_migrations"], {"timeout_ms": int(defaults.LOCK_TIMEOUT * 1000)}, nothing
+    )
 
 
 def create_schema() -> Query[None]:
