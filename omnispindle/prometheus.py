@@ -1,19 +1,25 @@
-"""Prometheus metrics of a queue, read from its views at every scrape.
+"""Prometheus metrics of a queue, read from its views at scrape time.
 
 Needs ``prometheus-client`` (``pip install 'omnispindle[metrics]'``); it is
-imported only when a function here is called.
+imported only when a function here is called. A read is cached for a few
+seconds (parallel scrapes share one), and the task types beyond the busiest
+``max_task_types`` are summed as one ``(other)`` type, so that neither the
+database's work nor the number of series grows with every scraper or type.
 """
 
 from __future__ import annotations
 
 import errno
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from omnispindle._core import defaults
 from omnispindle._db.pool import Database
-from omnispindle._observe.metrics import Snapshot, snapshot
+from omnispindle._observe.endpoint import Endpoint
+from omnispindle._observe.metrics import Snapshot, folded, snapshot
 from omnispindle.errors import ConfigurationError
 from omnispindle.states import FINISHED_STATES, TaskState
 
@@ -96,7 +102,10 @@ FAMILIES = (
         "Time since an active worker's last heartbeat.",
         WORKER_LABELS,
     ),
-    Family("omnispindle_scrape_duration_seconds", "Time taken to read the metrics at this scrape."),
+    Family(
+        "omnispindle_scrape_duration_seconds",
+        "Time taken to read these figures from the database (a cached read keeps its own).",
+    ),
 )
 
 
@@ -117,27 +126,59 @@ def client() -> Any:
 
 
 class QueueCollector:
-    """A ``prometheus_client`` collector that reads the queue's views at each scrape."""
+    """A ``prometheus_client`` collector that reads the queue's views at scrape time.
 
-    def __init__(self, db: Database) -> None:
+    Args:
+        db: the queue's database.
+        cache_seconds: a read serves every scrape for this long (0: read at each).
+        max_task_types: task types with series of their own, the busiest first;
+            the others are summed as ``task_type="(other)"``.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        cache_seconds: float = defaults.METRICS_CACHE_SECONDS,
+        max_task_types: int = defaults.METRICS_MAX_TASK_TYPES,
+    ) -> None:
         self.db = db
+        self.cache_seconds = cache_seconds
+        self.max_task_types = max_task_types
+        self._lock = threading.Lock()  # parallel scrapes wait for one read
+        self._read: tuple[float, Snapshot, float] | None = None  # when, figures, duration
 
     def describe(self) -> Iterator[Any]:
         """The families without samples, so that registering runs no query."""
         return iter(_empty_families().values())
 
     def collect(self) -> Iterator[Any]:
-        """Every family, with the values in the tables now."""
-        started = time.perf_counter()
+        """Every family, with the values in the tables now (or ``cache_seconds`` ago)."""
+        figures, took = self._figures()
         gauges = _empty_families()
-        add_samples(gauges, self.db.run(snapshot()))
-        gauges["omnispindle_scrape_duration_seconds"].add_metric([], time.perf_counter() - started)
+        add_samples(gauges, figures, self.max_task_types)
+        gauges["omnispindle_scrape_duration_seconds"].add_metric([], took)
         return iter(gauges.values())
 
+    def _figures(self) -> tuple[Snapshot, float]:
+        with self._lock:
+            now = time.monotonic()
+            if self._read is None or now - self._read[0] >= self.cache_seconds:
+                started = time.perf_counter()
+                figures = self.db.run(snapshot())
+                self._read = (now, figures, time.perf_counter() - started)
+            return self._read[1], self._read[2]
 
-def add_samples(gauges: dict[str, Any], figures: Snapshot) -> None:
-    """Fill the families from a metrics snapshot (``TaskQueue.get_metrics()``)."""
-    for task_type in figures["task_types"]:
+
+def add_samples(
+    gauges: dict[str, Any], figures: Snapshot, max_task_types: int | None = None
+) -> None:
+    """Fill the families from a metrics snapshot (``TaskQueue.get_metrics()``), with
+    at most ``max_task_types`` task types of their own when given."""
+    task_types: list[Mapping[str, Any]] = list(figures["task_types"])
+    if max_task_types is not None:
+        task_types = folded(figures["task_types"], max_task_types)
+    for task_type in task_types:
         _add_task_type(gauges, task_type)
     for worker in figures["workers"]:
         # Stopped and dead workers stay in the table for good; as series they
@@ -207,46 +248,70 @@ def _empty_families() -> dict[str, Any]:
     }
 
 
-def registry(db: Database | None = None) -> Any:
+def registry(db: Database | None = None, **collector_options: Any) -> Any:
     """A registry holding a [QueueCollector][omnispindle.prometheus.QueueCollector]
-    on ``db``, or empty (register it later)."""
+    on ``db`` (with ``collector_options``), or empty (register it later)."""
     found = client().CollectorRegistry(auto_describe=False)
     if db is not None:
-        found.register(QueueCollector(db))
+        found.register(QueueCollector(db, **collector_options))
     return found
 
 
-def exposition(db: Database) -> str:
+def exposition(db: Database, **collector_options: Any) -> str:
     """The metrics in the Prometheus text format, read now."""
-    text: bytes = client().generate_latest(registry(db))
+    text: bytes = client().generate_latest(registry(db, **collector_options))
     return text.decode()
 
 
-def listen(port: int, addr: str, metrics_registry: Any) -> Any:
-    """Serve ``metrics_registry`` over HTTP from a daemon thread.
+def listen(
+    port: int, addr: str, metrics_registry: Any, *, token: str | None = None, start: bool = True
+) -> Endpoint:
+    """Serve ``metrics_registry`` at ``/metrics`` over HTTP from a daemon thread.
+
+    Args:
+        token: when set, every scrape must carry it (``Authorization: Bearer
+            TOKEN``, or basic auth with it as the password).
+        start: False to bind the port now and listen only at ``start()``.
 
     Returns:
-        The HTTP server: ``server_port`` is the port bound (useful with port 0);
+        The endpoint: ``server_port`` is the port bound (useful with port 0);
         ``shutdown()`` then ``server_close()`` stop it.
 
     Raises:
         ConfigurationError: the port is in use, or the address cannot be bound.
     """
+    app = client().make_wsgi_app(metrics_registry)
     try:
-        server, _thread = client().start_http_server(port, addr, registry=metrics_registry)
+        endpoint = Endpoint(port, addr, app, token)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise ConfigurationError(
                 f"port {port} is in use on {addr}: stop what listens there or pick another --port"
             ) from exc
         raise ConfigurationError(f"cannot listen on {addr}:{port}: {exc.strerror or exc}") from exc
-    return server
+    if start:
+        endpoint.start()
+    return endpoint
 
 
-def serve(queue: Any, port: int, addr: str = "0.0.0.0") -> Any:
-    """Serve ``queue``'s metrics at ``http://addr:port/`` (any path) until ``shutdown()``.
+def serve(
+    queue: Any,
+    port: int,
+    addr: str = defaults.METRICS_ADDRESS,
+    *,
+    token: str | None = None,
+    cache_seconds: float = defaults.METRICS_CACHE_SECONDS,
+    max_task_types: int = defaults.METRICS_MAX_TASK_TYPES,
+) -> Endpoint:
+    """Serve ``queue``'s metrics at ``http://addr:port/metrics`` until ``shutdown()``.
+
+    Binds the loopback address unless told otherwise; see
+    [QueueCollector][omnispindle.prometheus.QueueCollector] for the other options.
 
     Returns:
-        The HTTP server, as [listen][omnispindle.prometheus.listen].
+        The endpoint, as [listen][omnispindle.prometheus.listen].
     """
-    return listen(port, addr, registry(queue.db))
+    metrics_registry = registry(
+        queue.db, cache_seconds=cache_seconds, max_task_types=max_task_types
+    )
+    return listen(port, addr, metrics_registry, token=token)

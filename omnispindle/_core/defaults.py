@@ -31,6 +31,13 @@ POOL_SIZE_RANGE = (1, 1000)
 LOCK_TIMEOUT = 30.0
 CONNECT_TIMEOUT = 5  # seconds; a database slower to answer counts as unreachable
 
+# The metrics endpoint: this host only, one read of the tables per five
+# seconds however many scrape, and series for the 100 busiest task types.
+METRICS_ADDRESS = "127.0.0.1"
+METRICS_CACHE_SECONDS = 5.0
+METRICS_MAX_TASK_TYPES = 100
+METRICS_MAX_TASK_TYPES_RANGE = (1, 100_000)
+
 # A worker.
 CONCURRENCY = 1
 CONCURRENCY_RANGE = (1, 1000)

@@ -81,3 +81,28 @@ def totals(
 def ratio(part: int, whole: int) -> float | None:
     """``part / whole``, or None when there is nothing to divide (as the views' NULL)."""
     return part / whole if whole else None
+
+
+OTHER_TASK_TYPES = "(other)"
+
+
+def folded(task_types: list[TaskTypeMetrics], keep: int) -> list[Mapping[str, Any]]:
+    """The ``keep`` busiest task types, and the rest summed as one ``(other)`` row.
+
+    Busiest: the most tasks waiting, running or finished in the last hour. The
+    summed row's counts, rates and oldest age are exact; its quantiles are
+    absent (they cannot be summed).
+    """
+    if len(task_types) <= keep:
+        return list(task_types)
+    ranked = sorted(task_types, key=lambda row: (-_activity(row), row["task_type"]))
+    rest = ranked[keep:]
+    other: dict[str, Any] = dict.fromkeys(rest[0], None)
+    other.update(totals(rest, ()))
+    del other["workers"]
+    other["task_type"] = OTHER_TASK_TYPES
+    return [*ranked[:keep], other]
+
+
+def _activity(row: TaskTypeMetrics) -> int:
+    return row["blocked"] + row["pending"] + row["running"] + row["finished_last_hour"]

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
+import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-from omnispindle.cli.args import port_arg
+from omnispindle._core import defaults
+from omnispindle.cli.args import int_arg, port_arg, positive_seconds_arg
 from omnispindle.cli.exit_codes import EXIT_OK
 from omnispindle.cli.signals import on_stop_signals
 
 DEFAULT_PORT = 9187
+# The scrape credential comes from the environment: on a command line, any
+# user of the host would read it in ``ps``.
+TOKEN_VARIABLE = "OMNISPINDLE_METRICS_TOKEN"
 
 log = logging.getLogger("omnispindle.cli")
 
@@ -29,7 +35,24 @@ def add_commands(commands: Any, command: Callable[..., argparse.ArgumentParser])
         help=f"port to listen on (default {DEFAULT_PORT})",
     )
     metrics.add_argument(
-        "--addr", default="0.0.0.0", help="address to listen on (default 0.0.0.0, every interface)"
+        "--addr",
+        default=defaults.METRICS_ADDRESS,
+        help=f"address to listen on (default {defaults.METRICS_ADDRESS}, this host only; "
+        f"elsewhere, set ${TOKEN_VARIABLE} so that scrapes must carry it)",
+    )
+    metrics.add_argument(
+        "--cache-seconds",
+        type=positive_seconds_arg,
+        default=defaults.METRICS_CACHE_SECONDS,
+        help="a read of the tables serves every scrape for this long "
+        f"(default {defaults.METRICS_CACHE_SECONDS:g})",
+    )
+    metrics.add_argument(
+        "--max-task-types",
+        type=int_arg("--max-task-types", defaults.METRICS_MAX_TASK_TYPES_RANGE),
+        default=defaults.METRICS_MAX_TASK_TYPES,
+        help="task types with series of their own, the busiest; the rest are summed "
+        f'as task_type="(other)" (default {defaults.METRICS_MAX_TASK_TYPES})',
     )
     metrics.add_argument(
         "--once",
@@ -50,7 +73,7 @@ def _print_once(args: argparse.Namespace) -> int:
     from omnispindle.task_queue import TaskQueue
 
     with TaskQueue(args.dsn, migrate=False) as queue:
-        print(prometheus.exposition(queue.db), end="")
+        print(prometheus.exposition(queue.db, max_task_types=args.max_task_types), end="")
     return EXIT_OK
 
 
@@ -60,37 +83,35 @@ def _serve(args: argparse.Namespace) -> int:
 
     stopping = threading.Event()
     on_stop_signals(stopping.set)
-    # Bind first, so that a busy port fails before anything else has started.
-    collector = _AfterConnecting()
+    token = os.environ.get(TOKEN_VARIABLE) or None
+    if token is None and not _loopback(args.addr):
+        log.warning(
+            "serving metrics on %s without a token: anyone who can reach it can scrape; set $%s",
+            args.addr,
+            TOKEN_VARIABLE,
+        )
     registry = prometheus.registry()
-    registry.register(collector)
-    server = prometheus.listen(args.port, args.addr, registry)
+    # Bound first, so that a busy port fails before anything else has started;
+    # listening only once the database is open, so that no scrape gets an empty page.
+    endpoint = prometheus.listen(args.port, args.addr, registry, token=token, start=False)
     try:
         with TaskQueue(args.dsn, migrate=False) as queue:
-            collector.connected(prometheus.QueueCollector(queue.db))
-            log.info("serving metrics on http://%s:%d/metrics", args.addr, server.server_port)
+            registry.register(
+                prometheus.QueueCollector(
+                    queue.db, cache_seconds=args.cache_seconds, max_task_types=args.max_task_types
+                )
+            )
+            endpoint.start()
+            log.info("serving metrics on http://%s:%d/metrics", args.addr, endpoint.server_port)
             stopping.wait()
     finally:
-        server.shutdown()
-        server.server_close()
+        endpoint.shutdown()
+        endpoint.server_close()
     return EXIT_OK
 
 
-class _AfterConnecting:
-    """Holds a scrape that comes while the database is still being opened."""
-
-    def __init__(self) -> None:
-        self._ready = threading.Event()
-        self._collector: Any = None
-
-    def connected(self, collector: Any) -> None:
-        self._collector = collector
-        self._ready.set()
-
-    def describe(self) -> Iterator[Any]:
-        return iter(())
-
-    def collect(self) -> Iterator[Any]:
-        self._ready.wait()
-        result: Iterator[Any] = self._collector.collect()
-        return result
+def _loopback(addr: str) -> bool:
+    try:
+        return ipaddress.ip_address(addr).is_loopback
+    except ValueError:
+        return addr == "localhost"

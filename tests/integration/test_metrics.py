@@ -267,7 +267,7 @@ def scrape(port: int) -> str:
 @pytest.fixture
 def endpoint(queue):
     """The queue's metrics served on a free port; yields the port."""
-    server = prometheus.serve(queue, 0, "127.0.0.1")
+    server = prometheus.serve(queue, 0, "127.0.0.1", cache_seconds=0)
     yield server.server_port
     server.shutdown()
     server.server_close()
