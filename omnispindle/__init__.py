@@ -5,6 +5,7 @@ Example:
 """
 
 from omnispindle._core.batches import entry
+from omnispindle._core.limits import Limits, set_limits
 from omnispindle._core.unreadable import UnreadableJson
 from omnispindle._version import __version__
 from omnispindle.async_client import AsyncTaskQueueClient
@@ -50,6 +51,7 @@ __all__ = [
     "IdempotencyKeyConflictError",
     "IllegalTransitionError",
     "LeaseLostError",
+    "Limits",
     "LockTimeoutError",
     "OmnispindleError",
     "SchemaMissingError",
@@ -71,5 +73,6 @@ __all__ = [
     "__version__",
     "current_task",
     "entry",
+    "set_limits",
     "task",
 ]

@@ -1311,3 +1311,16 @@ ALTER FUNCTION omnispindle.submit_tasks(text[], jsonb[], integer[], integer[], d
     double precision[], jsonb[], jsonb[], jsonb[], boolean[], timestamp with time zone[], text[],
     jsonb[])
     SET lock_timeout = '10s';
+
+-- Ceilings on size, for every writer: a process may set its own limits lower
+-- or up to these (omnispindle.set_limits), never beyond. Sizes are those of
+-- the stored values; the datum header makes reading one cheap.
+ALTER TABLE omnispindle.tasks
+    ADD CONSTRAINT tasks_parameters_size CHECK (pg_column_size(parameters) <= 67108864) NOT VALID,
+    ADD CONSTRAINT tasks_result_size CHECK (pg_column_size(result) <= 67108864) NOT VALID,
+    ADD CONSTRAINT tasks_required_capabilities_size
+        CHECK (cardinality(required_capabilities) <= 1000
+               AND octet_length(array_to_string(required_capabilities, '')) <= 800000) NOT VALID;
+ALTER TABLE omnispindle.task_stream
+    ADD CONSTRAINT task_stream_payload_size CHECK (pg_column_size(payload) <= 16777216) NOT VALID,
+    ADD CONSTRAINT task_stream_length CHECK (seq <= 100000) NOT VALID;

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-from omnispindle._core import defaults
+from omnispindle._core import defaults, limits
 from omnispindle._core.declared import REGISTRY, DeclaredTask
 from omnispindle._core.defaults import MAX_RETRIES_RANGE, PRIORITY_RANGE, max_attempts
 from omnispindle._core.validation import flag as _flag
@@ -111,7 +111,7 @@ def task_spec(
         ),
         _retry_backoff(_or(backoff, defaults.RETRY_BACKOFF)),
         _timeout(_or(timeout, None)),
-        _names("required_capabilities", _or(needs, None)),
+        _names("required_capabilities", _or(needs, None), limits.current().required_capabilities),
         _task_ids("dependencies", dependencies),
         _flag("allow_failed_dependencies", tolerant),
         (),

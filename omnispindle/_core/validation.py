@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 from numbers import Real
 from typing import Any
 
-from omnispindle._core import defaults
+from omnispindle._core import defaults, limits
 from omnispindle.errors import ValidationError
 
 # json.dumps writes NUL as \u0000 and a backslash as \\: an escape is a NUL only
@@ -41,20 +41,26 @@ def optional_positive_number(name: str, value: Any) -> float | None:
     return None if value is None else positive_number(name, value)
 
 
-def json_text(value: Any, what: str) -> str:
+def json_text(value: Any, what: str, max_bytes: int | None = None) -> str:
     """Serialize ``value`` as JSON that a jsonb column accepts.
 
     Raises:
-        ValidationError: not JSON-serializable, or holding NaN, NUL or text
-            that is not valid Unicode; the message starts with ``what``.
+        ValidationError: not JSON-serializable, holding NaN, NUL or text that
+            is not valid Unicode, or longer than ``max_bytes`` in UTF-8; the
+            message starts with ``what``.
     """
     try:
         text = _JSON.encode(value)
-        text.encode("utf-8")
+        size = len(text.encode("utf-8"))
     except RecursionError:
         raise ValidationError(_too_deep(what)) from None
     except (TypeError, ValueError) as exc:
         raise ValidationError(f"{what} is not JSON-serializable: {cut(str(exc))}") from None
+    if max_bytes is not None and size > max_bytes:
+        raise ValidationError(
+            f"{what} take {size:,} bytes as JSON, over the limit of {max_bytes:,} "
+            "(omnispindle.set_limits)"
+        )
     if "\\u0000" in text and _ESCAPED_NUL.search(text):
         raise ValidationError(f"{what} contains a NUL character, which jsonb cannot store")
     # Brackets counted in C bound the depth from above: the exact count is rarely needed.
@@ -119,7 +125,7 @@ def parameters(value: Any) -> str:
         return "{}"
     if type(value) is not dict and not isinstance(value, Mapping):  # the ABC check is slow
         raise ValidationError(f"parameters must be a dict, got {type(value).__name__}")
-    return json_text(value, "parameters")
+    return json_text(value, "parameters", limits.current().parameters_bytes)
 
 
 def int_in_range(name: str, value: Any, bounds: tuple[int, int]) -> int:
@@ -149,16 +155,25 @@ def timeout(value: Any) -> float | None:
     return optional_positive_number("timeout", value)
 
 
-def names(name: str, value: Any) -> tuple[str, ...]:
-    """Validate a list of non-empty strings (capabilities); duplicates dropped."""
+def names(name: str, value: Any, most: int | None = None) -> tuple[str, ...]:
+    """Validate a list of names (capabilities), each a non-empty string of at most
+    ``MAX_TASK_TYPE_LENGTH`` characters, at most ``most`` of them; duplicates dropped."""
     if value is None:
         return ()
     if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
         raise ValidationError(f"{name} must be a list of strings, got {quoted(value)}")
     items = tuple(value)
-    if not all(isinstance(item, str) and item and _storable_text(item) for item in items):
-        raise ValidationError(f"{name} must be a list of non-empty strings, got {quoted(value)}")
-    return tuple(dict.fromkeys(items))
+    if not all(isinstance(item, str) and item and _storable_task_type(item) for item in items):
+        raise ValidationError(
+            f"{name} must be a list of non-empty strings of at most "
+            f"{defaults.MAX_TASK_TYPE_LENGTH} characters, got {quoted(value)}"
+        )
+    unique = tuple(dict.fromkeys(items))
+    if most is not None and len(unique) > most:
+        raise ValidationError(
+            f"{name} holds {len(unique)} names, over the limit of {most} (omnispindle.set_limits)"
+        )
+    return unique
 
 
 def task_ids(name: str, value: Any) -> tuple[int, ...]:

@@ -6,6 +6,7 @@ import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NamedTuple
 
+from omnispindle._core import limits
 from omnispindle._core.describe import exception_text
 from omnispindle._core.unreadable import UnreadableJson
 from omnispindle._core.validation import json_text
@@ -168,7 +169,7 @@ def result_to_json(result: Any) -> str:
     Raises:
         ValueError: it is not JSON, or holds what jsonb refuses (NaN, NUL).
     """
-    return json_text(result, "the executor's result")
+    return json_text(result, "the executor's result", limits.current().result_bytes)
 
 
 MAX_MESSAGE_CHARS = 10_000

@@ -24,6 +24,7 @@ from uuid import UUID
 
 import psycopg
 
+from omnispindle._core import limits
 from omnispindle._core.validation import json_text
 from omnispindle._db import queries as q
 from omnispindle._db.notifier import CANCEL_CHANNEL, READY_CHANNEL, Notifier
@@ -254,19 +255,28 @@ class WorkerLoop:
                 row["task_type"],
                 row["attempts"],
                 row["max_attempts"],
-                _emit=functools.partial(self._emit_partial, row),
+                _emit=functools.partial(self._emit_partial, row, [0]),
             )
             call = self.runners.start(row, context, functools.partial(self._on_done, row))
             timeout = row["timeout_seconds"]
             self.claims.add(Claim(row, context, call, now + timeout if timeout else NO_DEADLINE))
 
-    def _emit_partial(self, row: StepRow, data: Any) -> int:
-        """Store one partial result of a running attempt (called from its executor thread)."""
-        seq = self.db.run(
-            q.tasks.emit_partial(row["id"], row["lease_token"], json_text(data, "a partial result"))
-        )
+    def _emit_partial(self, row: StepRow, streamed: list[int], data: Any) -> int:
+        """Store one partial result of a running attempt (called from its executor thread);
+        ``streamed`` holds the bytes this attempt has streamed so far."""
+        allowed = limits.current()
+        text = json_text(data, "a partial result", allowed.partial_result_bytes)
+        size = len(text.encode("utf-8"))
+        if streamed[0] + size > allowed.stream_bytes:
+            raise ValidationError(
+                f"task {row['id']}: this attempt's partial results would take "
+                f"{streamed[0] + size:,} bytes, over the limit of {allowed.stream_bytes:,} "
+                "(omnispindle.set_limits)"
+            )
+        seq = self.db.run(q.tasks.emit_partial(row["id"], row["lease_token"], text))
         if seq is None:
             raise LeaseLostError(f"task {row['id']}: this attempt no longer holds the lease")
+        streamed[0] += size
         return seq
 
     def _on_done(self, row: StepRow, call: Call) -> None:

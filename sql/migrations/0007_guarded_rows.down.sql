@@ -1,5 +1,13 @@
 -- Undo 0007_guarded_rows.
 
+ALTER TABLE omnispindle.task_stream
+    DROP CONSTRAINT task_stream_payload_size,
+    DROP CONSTRAINT task_stream_length;
+ALTER TABLE omnispindle.tasks
+    DROP CONSTRAINT tasks_parameters_size,
+    DROP CONSTRAINT tasks_result_size,
+    DROP CONSTRAINT tasks_required_capabilities_size;
+
 ALTER FUNCTION omnispindle.submit_tasks(text[], jsonb[], integer[], integer[], double precision[],
     double precision[], jsonb[], jsonb[], jsonb[], boolean[], timestamp with time zone[], text[],
     jsonb[])

@@ -376,3 +376,103 @@ def test_a_held_prune_key_makes_an_explicit_prune_fail_in_bounded_time(queue, ds
         assert time.monotonic() - started < 20
     finally:
         holder.close()
+
+
+# Finding 6: no size or volume limits.
+@pytest.fixture
+def limits():
+    """Set limits for one test; the defaults come back after it."""
+    before = omnispindle.set_limits()
+    yield omnispindle.set_limits
+    omnispindle.set_limits(**vars(before))
+
+
+def test_parameters_over_the_limit_are_refused_and_nothing_is_stored(client, conn, limits):
+    """200 MB parameters were accepted (client about 1.2 GB, worker about 1 GB above baseline)."""
+    big = {"blob": "x" * (1024 * 1024)}
+    with pytest.raises(ValidationError, match="over the limit of 1,048,576"):
+        client.submit_task("t", big)
+    with pytest.raises(ValidationError, match="over the limit"):
+        client.submit_batch([{"task_type": "t"}, {"task_type": "t", "parameters": big}])
+    assert count_tasks(conn) == 0
+    limits(parameters_bytes=4 * 1024 * 1024)
+    assert client.get_task(client.submit_task("t", big))["parameters"] == big
+
+
+def test_the_database_refuses_what_sql_writes_beyond_its_ceilings(client, conn):
+    with pytest.raises(psycopg.Error) as raised:
+        conn.execute(
+            "INSERT INTO omnispindle.tasks (task_type, parameters) "
+            "VALUES ('t', jsonb_build_object('x', repeat('y', 70 * 1024 * 1024)))"
+        )
+    assert isinstance(translate(raised.value), ValidationError)
+    assert raised.value.diag.constraint_name == "tasks_parameters_size"
+    with pytest.raises(psycopg.Error, match="tasks_required_capabilities_size"):
+        conn.execute(
+            "INSERT INTO omnispindle.tasks (task_type, required_capabilities) "
+            "SELECT 't', array_agg(g::text) FROM generate_series(1, 10000) g"
+        )
+    task_id = client.submit_task("t")
+    with pytest.raises(psycopg.Error, match="task_stream_length"):
+        conn.execute(
+            "INSERT INTO omnispindle.task_stream (task_id, seq, attempt, payload) "
+            "VALUES (%s, 100001, 1, '{}')",
+            [task_id],
+        )
+    assert count_tasks(conn) == 1
+
+
+def test_required_capabilities_are_bounded_in_number_and_length(client, conn):
+    """10,000 entries, and 1 MB strings, were accepted."""
+    with pytest.raises(ValidationError, match="over the limit of 64"):
+        client.submit_task("t", required_capabilities=[f"c{n}" for n in range(65)])
+    with pytest.raises(ValidationError, match="at most 200 characters"):
+        client.submit_task("t", required_capabilities=["c" * 201])
+    assert count_tasks(conn) == 0
+    assert client.submit_task("t", required_capabilities=[f"c{n}" for n in range(64)]) > 0
+
+
+def test_a_result_over_the_limit_fails_its_task_and_the_worker_goes_on(
+    client, start_worker, limits
+):
+    limits(result_bytes=1000)
+    start_worker({"big": lambda task: {"blob": "x" * 2000}, "small": lambda task: {"ok": 1}})
+    failed = client.wait_for_task(client.submit_task("big", max_retries=0), timeout=30)
+    assert failed["error"]["type"] == "ResultNotSerializable"
+    assert "over the limit of 1,000" in failed["error"]["message"]
+    assert client.wait_for_task(client.submit_task("small"), timeout=30)["result"] == {"ok": 1}
+
+
+def test_partial_results_are_bounded_each_and_in_total(client, start_worker, limits):
+    """Unbounded partial results per task."""
+    limits(partial_result_bytes=100, stream_bytes=250)
+    refusals: list[str] = []
+
+    def chatty(task):
+        context = omnispindle.current_task()
+        context.emit({"n": 1})
+        for payload in ({"blob": "x" * 200}, *[{"chunk": "y" * 40}] * 10):
+            try:
+                context.emit(payload)
+            except ValidationError as refused:
+                refusals.append(str(refused))
+        return {"done": True}
+
+    start_worker({"chatty": chatty})
+    task_id = client.submit_task("chatty")
+    assert client.wait_for_task(task_id, timeout=30)["result"] == {"done": True}
+    assert "over the limit of 100" in refusals[0]
+    assert any("partial results would take" in refusal for refusal in refusals[1:])
+    partials = [e for e in client.stream_task(task_id, timeout=10) if e["kind"] == "partial"]
+    # {"n": 1} is 8 bytes, each chunk 53: four chunks fit in 250, the fifth would not.
+    assert [len(p["data"].get("chunk", "")) for p in partials] == [0, 40, 40, 40, 40]
+
+
+def test_limits_are_checked_when_set(limits):
+    with pytest.raises(ValidationError, match="no limit is called"):
+        limits(parameter_bytes=10)
+    with pytest.raises(ValidationError, match="from 1 to 67108864"):
+        limits(parameters_bytes=10**9)
+    with pytest.raises(ValidationError):
+        limits(result_bytes=0)
+    assert omnispindle.set_limits().parameters_bytes == 1024 * 1024
