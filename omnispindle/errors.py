@@ -86,6 +86,11 @@ class TaskStateError(OmnispindleError):
     """The task's state does not allow the operation (e.g. retrying one that has not failed)."""
 
 
+class PermissionDeniedError(OmnispindleError, PermissionError):
+    """The database role lacks a right the operation needs; see ``omnispindle.grant_access``
+    in the operations guide for what each kind of access is given."""
+
+
 class LockTimeoutError(OmnispindleError, TimeoutError):
     """A lock the operation needed stayed held by another session past its timeout
     (a migration, an explicit prune, or a submission with an idempotency key)."""

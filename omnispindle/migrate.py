@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from omnispindle._db import migrations
 
-__all__ = ["downgrade", "stamp", "upgrade"]
+__all__ = ["ACCESS", "downgrade", "grant", "stamp", "upgrade"]
+
+# The kinds of access grant() gives, narrowest first.
+ACCESS = ("observer", "producer", "worker")
 
 
 def upgrade(dsn: str, revision: str = "head") -> None:
@@ -40,3 +43,19 @@ def stamp(dsn: str, revision: str) -> None:
         ValidationError: no migration is called ``revision``.
     """
     migrations.stamp(dsn, revision)
+
+
+def grant(dsn: str, role: str, access: str) -> None:
+    """Give the existing database role ``role`` the rights one kind of ``access`` needs.
+
+    ``observer``: SELECT on the views (``status``, ``tasks``, ``metrics``).
+    ``producer``: submit, wait, stream, cancel, retry and schedule.
+    ``worker``: run tasks, heartbeat, sweep, prune and enqueue schedules; it may
+    update only the columns a run changes. None may change the schema: only
+    ``migrate``, run as the schema's owner, needs CREATE. Run this as the owner.
+
+    Raises:
+        ValidationError: ``access`` is none of ``ACCESS``.
+        PermissionDeniedError: the caller may not grant these rights.
+    """
+    migrations.grant(dsn, role, access)

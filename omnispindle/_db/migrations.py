@@ -134,3 +134,9 @@ def _run(dsn: str, action: Callable[[Config], None]) -> None:
             action(config)
     finally:
         engine.dispose()
+
+
+def grant(dsn: str, role: str, access: str) -> None:
+    """Run ``omnispindle.grant_access`` for ``role``; see ``omnispindle.migrate.grant``."""
+    with connect(dsn) as conn:
+        execute(conn, q.setup.grant_access(role, access))

@@ -8,10 +8,11 @@ from collections.abc import Callable
 from typing import Any
 
 from omnispindle.cli.exit_codes import EXIT_OK
+from omnispindle.errors import ConfigurationError
 
 
 def add_commands(commands: Any, command: Callable[..., argparse.ArgumentParser]) -> None:
-    """Add ``migrate`` to the ``omnispindle`` subparsers."""
+    """Add ``migrate`` and ``grant`` to the ``omnispindle`` subparsers."""
     migrate = command(
         commands, "migrate", "bring the database schema to the latest version", _migrate
     )
@@ -24,6 +25,33 @@ def add_commands(commands: Any, command: Callable[..., argparse.ArgumentParser])
         help="record REVISION as the schema's without running any migration (for a "
         "schema your own Alembic history installed before revisions were recorded)",
     )
+    add_grant_command(commands, command)
+
+
+def add_grant_command(commands: Any, command: Callable[..., argparse.ArgumentParser]) -> None:
+    """Add ``grant`` to the ``omnispindle`` subparsers."""
+    from omnispindle.migrate import ACCESS
+
+    grant = command(
+        commands,
+        "grant",
+        "give an existing database role the rights of an observer, producer or worker",
+        _grant,
+    )
+    grant.add_argument("access", choices=ACCESS, help="the kind of access")
+    grant.add_argument("role", help="the role, created before (CREATE ROLE ... LOGIN)")
+
+
+def _grant(args: argparse.Namespace) -> int:
+    from omnispindle._db.embedded import DSN_VARIABLE
+    from omnispindle.migrate import grant
+
+    dsn = args.dsn or os.environ.get(DSN_VARIABLE)
+    if not dsn:
+        raise ConfigurationError("grant needs --dsn or $OMNISPINDLE_DSN: roles live in a server")
+    grant(dsn, args.role, args.access)
+    print(f"omnispindle: granted {args.access} access to {args.role}")
+    return EXIT_OK
 
 
 def _migrate(args: argparse.Namespace) -> int:

@@ -1,5 +1,23 @@
 -- Undo 0007_guarded_rows.
 
+GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA omnispindle TO PUBLIC;
+DROP FUNCTION omnispindle.grant_access(regrole, text);
+DO $$
+DECLARE
+    fn regprocedure;
+BEGIN
+    FOR fn IN SELECT p.oid::regprocedure FROM pg_proc p
+              WHERE p.pronamespace = 'omnispindle'::regnamespace
+                AND p.proname IN ('submit_tasks', 'enqueue', 'cancel_task', 'retry_tasks',
+                                  'retry_task')
+    LOOP
+        EXECUTE format('ALTER FUNCTION %s SECURITY INVOKER RESET search_path', fn);
+    END LOOP;
+END
+$$;
+DROP VIEW omnispindle.outcomes_last_minute;
+DROP VIEW omnispindle.task_details;
+
 ALTER TABLE omnispindle.task_stream
     DROP CONSTRAINT task_stream_payload_size,
     DROP CONSTRAINT task_stream_length;

@@ -1,7 +1,11 @@
 -- Migration 0007_guarded_rows: frozen once released. Rows that plain SQL
 -- could write and no worker could serve: a parent deleted from under a
 -- dependent that still waits for it, numbers the API refuses (NaN, Infinity),
--- a waiting task with no attempt left, a lease that outlives any worker.
+-- a waiting task with no attempt left, a lease that outlives any worker, values
+-- beyond the size ceilings. Lock waits that any role could prolong, bounded.
+-- And least privilege: views for what read-only commands read, producers
+-- writing through SECURITY DEFINER functions, and grant_access() for the
+-- observer, producer and worker roles.
 
 -- Deleting the edge to a dependent that still waits or runs would leave it
 -- blocked for ever, or let it run without that parent's result: refused,
@@ -79,3 +83,121 @@ ALTER TABLE omnispindle.tasks
 ALTER TABLE omnispindle.task_stream
     ADD CONSTRAINT task_stream_payload_size CHECK (pg_column_size(payload) <= 16777216) NOT VALID,
     ADD CONSTRAINT task_stream_length CHECK (seq <= 100000) NOT VALID;
+
+-- What read-only commands read, as views: a role that may only look needs
+-- SELECT on the views and nothing on the tables.
+CREATE VIEW omnispindle.task_details AS
+SELECT t.id AS task_id, t.task_type, t.state, t.priority, t.attempts, t.max_attempts,
+       t.retry_backoff, t.timeout_seconds, t.required_capabilities,
+       t.allow_failed_dependencies, t.pending_dependencies, t.parameters, t.result, t.errors,
+       t.cancel_reason, t.cancel_requested_at, t.worker_id, w.name AS worker_name,
+       t.created_at, t.started_at, t.finished_at, t.run_after, t.lease_expires_at,
+       t.idempotency_key,
+       coalesce((SELECT jsonb_agg(jsonb_build_object('task_id', p.id, 'task_type', p.task_type,
+                                                     'state', p.state) ORDER BY p.id)
+                 FROM omnispindle.task_dependencies d
+                 JOIN omnispindle.tasks p ON p.id = d.depends_on
+                 WHERE d.task_id = t.id), '[]'::jsonb) AS dependencies,
+       coalesce((SELECT jsonb_agg(jsonb_build_object('task_id', c.id, 'task_type', c.task_type,
+                                                     'state', c.state) ORDER BY c.id)
+                 FROM omnispindle.task_dependencies d
+                 JOIN omnispindle.tasks c ON c.id = d.task_id
+                 WHERE d.depends_on = t.id), '[]'::jsonb) AS dependents
+FROM omnispindle.tasks t
+LEFT JOIN omnispindle.workers w ON w.id = t.worker_id;
+
+-- Failed and cancelled in the last minute, by task type (task_metrics splits
+-- off only the succeeded ones).
+CREATE VIEW omnispindle.outcomes_last_minute AS
+SELECT task_type,
+       count(*) FILTER (WHERE state = 'failed') AS failed,
+       count(*) FILTER (WHERE state = 'cancelled') AS cancelled
+FROM omnispindle.tasks
+WHERE finished_at > now() - interval '1 minute'
+GROUP BY task_type;
+
+-- Producers reach the tables only through these functions, which run with
+-- the owner's rights: they need neither UPDATE (for the lock on parents) nor
+-- INSERT on the dependency table. Their search path is pinned, as every
+-- SECURITY DEFINER function's must be.
+DO $$
+DECLARE
+    fn regprocedure;
+BEGIN
+    FOR fn IN SELECT p.oid::regprocedure FROM pg_proc p
+              WHERE p.pronamespace = 'omnispindle'::regnamespace
+                AND p.proname IN ('submit_tasks', 'enqueue', 'cancel_task', 'retry_tasks',
+                                  'retry_task')
+    LOOP
+        EXECUTE format('ALTER FUNCTION %s SECURITY DEFINER SET search_path = pg_catalog, pg_temp',
+                       fn);
+    END LOOP;
+END
+$$;
+
+-- Grants p_role what one kind of access needs, and nothing more:
+--   observer: SELECT on the views (status, tasks, metrics);
+--   producer: submit, wait, stream, cancel, retry and schedule;
+--   worker:   claim, complete, heartbeat, stream, sweep, prune and schedule,
+--             with UPDATE only on the columns a run changes (never the
+--             parameters, type or priority of a task).
+-- Run it as the schema's owner. Create the roles first (CREATE ROLE ... LOGIN).
+CREATE FUNCTION omnispindle.grant_access(p_role regrole, p_access text)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    fn regprocedure;
+BEGIN
+    IF p_access IS NULL OR p_access NOT IN ('observer', 'producer', 'worker') THEN
+        RAISE EXCEPTION '%', format('unknown access %L: give observer, producer or worker',
+                                    p_access)
+            USING ERRCODE = 'OS005';
+    END IF;
+    EXECUTE format('GRANT USAGE ON SCHEMA omnispindle TO %s', p_role);
+    EXECUTE format('GRANT SELECT ON omnispindle.alembic_version, omnispindle.queue_summary, '
+                   'omnispindle.worker_summary, omnispindle.failed_tasks, '
+                   'omnispindle.task_metrics, omnispindle.worker_metrics, '
+                   'omnispindle.periodic_summary, omnispindle.task_details, '
+                   'omnispindle.outcomes_last_minute TO %s', p_role);
+    IF p_access = 'observer' THEN
+        RETURN;
+    END IF;
+    EXECUTE format('GRANT SELECT ON omnispindle.tasks, omnispindle.task_dependencies, '
+                   'omnispindle.task_stream, omnispindle.workers, omnispindle.periodic_tasks, '
+                   'omnispindle.periodic_ticks TO %s', p_role);
+    -- A row a producer inserts can only be a pending task: the CHECKs refuse
+    -- any other state without the columns it leaves out.
+    EXECUTE format('GRANT INSERT (task_type, parameters, priority, max_attempts, retry_backoff, '
+                   'timeout_seconds, required_capabilities, state, run_after, trace_context) '
+                   'ON omnispindle.tasks TO %s', p_role);
+    FOR fn IN SELECT p.oid::regprocedure FROM pg_proc p
+              WHERE p.pronamespace = 'omnispindle'::regnamespace
+                AND p.proname = ANY (CASE p_access
+                    WHEN 'producer' THEN ARRAY['submit_tasks', 'enqueue', 'cancel_task',
+                                               'retry_tasks', 'retry_task']
+                    ELSE ARRAY['claim_tasks', 'complete_and_claim', 'complete_attempts',
+                               'fail_attempts', 'lock_prunable_tasks', 'retry_delay',
+                               'enqueue_periodic_ticks']
+                END)
+    LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %s', fn, p_role);
+    END LOOP;
+    IF p_access = 'producer' THEN
+        EXECUTE format('GRANT INSERT, UPDATE, DELETE ON omnispindle.periodic_tasks TO %s',
+                       p_role);
+        RETURN;
+    END IF;
+    EXECUTE format('GRANT UPDATE (state, attempts, run_after, result, errors, worker_id, '
+                   'lease_token, lease_expires_at, started_at, finished_at, cancel_reason, '
+                   'cancel_requested_at, pending_dependencies), DELETE '
+                   'ON omnispindle.tasks TO %s', p_role);
+    EXECUTE format('GRANT INSERT, UPDATE ON omnispindle.workers TO %s', p_role);
+    EXECUTE format('GRANT INSERT ON omnispindle.task_stream TO %s', p_role);
+    EXECUTE format('GRANT INSERT, UPDATE, DELETE ON omnispindle.periodic_ticks TO %s', p_role);
+END
+$$;
+
+-- Functions are executable by PUBLIC unless revoked; only granted roles (and
+-- the owner) may call these.
+REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA omnispindle FROM PUBLIC;

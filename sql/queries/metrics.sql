@@ -20,14 +20,7 @@ SELECT m.task_type, m.blocked, m.pending, m.running, m.succeeded, m.failed, m.ca
        m.run_p50_seconds, m.run_p95_seconds, m.run_p99_seconds,
        m.oldest_ready_seconds
 FROM omnispindle.task_metrics m
-LEFT JOIN (
-    SELECT task_type,
-           count(*) FILTER (WHERE state = 'failed') AS failed,
-           count(*) FILTER (WHERE state = 'cancelled') AS cancelled
-    FROM omnispindle.tasks
-    WHERE finished_at > now() - interval '1 minute'
-    GROUP BY task_type
-) o ON o.task_type = m.task_type
+LEFT JOIN omnispindle.outcomes_last_minute o ON o.task_type = m.task_type
 ORDER BY m.task_type;
 
 -- name: worker_metrics
@@ -41,7 +34,7 @@ ORDER BY state, name, id;
 -- Every state, including those no worker is in.
 SELECT s.state::text AS state, count(w.id) AS workers
 FROM unnest(enum_range(NULL::omnispindle.worker_state)) AS s (state)
-LEFT JOIN omnispindle.workers w ON w.state = s.state
+LEFT JOIN omnispindle.worker_summary w ON w.state = s.state
 GROUP BY s.state
 ORDER BY s.state;
 

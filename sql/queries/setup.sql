@@ -47,3 +47,7 @@ DELETE FROM omnispindle.alembic_version WHERE version_num IS DISTINCT FROM %(rev
 -- name: record_revision
 INSERT INTO omnispindle.alembic_version (version_num) VALUES (%(revision)s)
 ON CONFLICT DO NOTHING;
+
+-- name: grant_access
+-- Gives an existing role one kind of access (see omnispindle.grant_access).
+SELECT omnispindle.grant_access(%(role)s::regrole, %(access)s);

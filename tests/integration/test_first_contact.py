@@ -113,6 +113,7 @@ def numeric_options() -> list[tuple[str, str]]:
 # What each command needs besides the option under test.
 REQUIRED = {
     "worker": ["--executors", "x"],
+    "grant": ["worker", "someone"],
     "bench": ["drain"],
     "submit": ["t"],
     "schedules add": ["nightly", "@daily", "t"],

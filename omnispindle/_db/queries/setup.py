@@ -61,3 +61,8 @@ def listen(channel: str) -> Statement:
         KeyError: no statement listens on that channel.
     """
     return RUNTIME[f"listen_{channel.removeprefix('omnispindle_')}"]
+
+
+def grant_access(role: str, access: str) -> Query[None]:
+    """Give ``role`` what ``access`` (observer, producer or worker) needs."""
+    return Query(RUNTIME["grant_access"], {"role": role, "access": access}, nothing)

@@ -1,0 +1,302 @@
+"""Least privilege: each role does its job with the rights omnispindle.grant_access
+gives it, and is refused what it must not do (issue 18, finding 9)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import psycopg.sql
+import pytest
+from psycopg.conninfo import make_conninfo
+
+from omnispindle import (
+    PermissionDeniedError,
+    TaskQueue,
+    TaskQueueClient,
+    WorkerClient,
+    current_task,
+    entry,
+)
+from omnispindle._maintenance.sweeper import Sweeper, SweeperConfig
+
+from ..acceptance.workers import ROOT, poll
+
+DEADLINE = 60
+ACCESS = ("observer", "producer", "worker")
+
+
+@pytest.fixture
+def role_dsns(dsn, conn) -> Iterator[dict[str, str]]:
+    """A login role per kind of access, granted by omnispindle.grant_access; their DSNs."""
+    suffix = uuid.uuid4().hex[:8]
+    names = {access: f"os_{access}_{suffix}" for access in (*ACCESS, "outsider")}
+    for access, name in names.items():
+        conn.execute(psycopg.sql.SQL("CREATE ROLE {} LOGIN").format(psycopg.sql.Identifier(name)))
+        if access != "outsider":
+            conn.execute("SELECT omnispindle.grant_access(%s::regrole, %s)", [name, access])
+    yield {access: make_conninfo(dsn, user=name) for access, name in names.items()}
+    for name in names.values():
+        role = psycopg.sql.Identifier(name)
+        conn.execute(psycopg.sql.SQL("DROP OWNED BY {}").format(role))
+        conn.execute(psycopg.sql.SQL("DROP ROLE {}").format(role))
+
+
+@pytest.fixture
+def as_role(role_dsns) -> Iterator:
+    """``as_role(access)``: a TaskQueue on that role's connections."""
+    queues: list[TaskQueue] = []
+
+    def open_queue(access: str) -> TaskQueue:
+        queue = TaskQueue(dsn=role_dsns[access])
+        queues.append(queue)
+        return queue
+
+    yield open_queue
+    for queue in queues:
+        queue.shutdown()
+
+
+def start(worker: WorkerClient) -> threading.Thread:
+    thread = threading.Thread(target=worker.start, daemon=True)
+    thread.start()
+    return thread
+
+
+def streaming(task):
+    for n in range(3):
+        current_task().emit({"n": n})
+    return {"streamed": 3}
+
+
+def test_the_core_paths_run_under_the_producer_and_worker_roles(as_role, conn):
+    producer = TaskQueueClient(local_queue=as_role("producer"), poll_interval=0.2)
+    worker_queue = as_role("worker")
+    worker = WorkerClient(local_queue=worker_queue, poll_interval=0.2, sweep_interval=0.2)
+    attempts: dict[int, int] = {}
+
+    def flaky(task):
+        attempts[task["task_id"]] = task["attempt"]
+        if task["attempt"] == 1:
+            raise RuntimeError("first attempt fails")
+        return {"attempt": task["attempt"]}
+
+    worker.register_task_executor("double", lambda task: {"n": task["parameters"]["n"] * 2})
+    worker.register_task_executor(
+        "sum", lambda task: {"n": sum(r["n"] for r in task["dependency_results"].values())}
+    )
+    worker.register_task_executor("flaky", flaky)
+    worker.register_task_executor("fails", lambda task: 1 / 0)
+    worker.register_task_executor("stream", streaming)
+    worker.register_task_executor("tick", lambda task: {"ticked": True})
+    thread = start(worker)
+    try:
+        # submit, claim, complete; a DAG with results passed on; idempotency
+        first = producer.submit_task("double", {"n": 2}, idempotency_key="k-1")
+        assert producer.submit_task("double", {"n": 2}, idempotency_key="k-1") == first
+        ids = producer.submit_batch(
+            [
+                {"task_type": "double", "parameters": {"n": 1}},
+                {"task_type": "double", "parameters": {"n": 3}},
+                {"task_type": "sum", "dependencies": [entry(0), entry(1), first]},
+            ]
+        )
+        assert producer.wait_for_task(ids[2], timeout=DEADLINE)["result"] == {"n": 12}
+        # retry by backoff, then by hand with dependents
+        flaky_id = producer.submit_task("flaky", retry_backoff=0.01)
+        assert producer.wait_for_task(flaky_id, timeout=DEADLINE)["result"] == {"attempt": 2}
+        failing = producer.submit_task("fails", max_retries=0)
+        child = producer.submit_task("double", {"n": 5}, dependencies=[failing])
+        assert producer.wait_for_task(failing, timeout=DEADLINE)["state"] == "failed"
+        assert producer.wait_for_task(child, timeout=DEADLINE)["state"] == "cancelled"
+        producer.retry_task(failing, with_dependents=True)
+        assert producer.wait_for_task(failing, timeout=DEADLINE)["state"] == "failed"
+        # cancel
+        later = producer.submit_task("double", {"n": 1}, delay=3600)
+        assert producer.cancel_task(later)
+        assert producer.get_task(later)["state"] == "cancelled"
+        # stream
+        streamed = producer.submit_task("stream")
+        events = list(producer.stream_task(streamed, timeout=DEADLINE))
+        assert [e["data"] for e in events if e["kind"] == "partial"] == [
+            {"n": 0},
+            {"n": 1},
+            {"n": 2},
+        ]
+        # schedules: the producer saves one, the worker's scheduler enqueues it
+        producer.add_periodic_task("every-second", "* * * * * *", "tick")
+        poll(
+            lambda: any(s["last_task_id"] for s in producer.list_periodic_tasks()),
+            DEADLINE,
+        )
+        producer.remove_periodic_task("every-second")
+        # metrics, from the producer's side
+        assert producer.queue.get_metrics()["totals"]["succeeded"] >= 5
+    finally:
+        worker.stop(timeout=DEADLINE)
+        thread.join(DEADLINE)
+    # sweeping and pruning, under the worker role
+    assert worker_queue.prune(older_than=0.001) > 0
+    Sweeper(worker_queue.db, SweeperConfig()).run_once()
+
+
+def test_the_sweeper_requeues_a_dead_workers_task_under_the_worker_role(as_role, conn):
+    producer = TaskQueueClient(local_queue=as_role("producer"))
+    task_id = producer.submit_task("t")
+    conn.execute(
+        "UPDATE omnispindle.tasks SET state = 'running', attempts = 1, started_at = now(), "
+        "lease_token = gen_random_uuid(), lease_expires_at = now() - interval '1 minute' "
+        "WHERE id = %s",
+        [task_id],
+    )
+    counts = Sweeper(as_role("worker").db, SweeperConfig()).run_once()
+    assert counts.requeued == 1
+    assert producer.get_task(task_id)["state"] == "pending"
+
+
+def command(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "omnispindle", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+    )
+
+
+def test_read_only_commands_need_only_the_views(role_dsns, client):
+    """A role with SELECT on the views alone could not run tasks or metrics."""
+    task_id = client.submit_task("t", {"n": 1})
+    observer = role_dsns["observer"]
+    for args in (
+        ["status"],
+        ["tasks"],
+        ["tasks", str(task_id)],
+        ["metrics", "--once"],
+    ):
+        done = command(*args, "--dsn", observer)
+        assert done.returncode == 0, (args, done.stderr)
+    assert f"{task_id}" in command("tasks", "--dsn", observer).stdout
+    queue = TaskQueue(dsn=observer)
+    try:
+        assert queue.get_metrics()["totals"]["pending"] == 1
+        with pytest.raises(PermissionDeniedError):
+            TaskQueueClient(local_queue=queue).submit_task("t")
+    finally:
+        queue.shutdown()
+
+
+def test_the_worker_and_sweep_commands_run_under_the_worker_role(role_dsns, client, tmp_path):
+    """Without CREATE on the database, the worker command failed even on a current schema."""
+    (tmp_path / "mytasks.py").write_text(
+        "def register(worker):\n    worker.register_task_executor('t', lambda task: {'ok': 1})\n"
+    )
+    assert command("sweep", "--once", "--dsn", role_dsns["worker"]).returncode == 0
+    task_id = client.submit_task("t")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "omnispindle",
+            "worker",
+            "--dsn",
+            role_dsns["worker"],
+            "--executors",
+            "mytasks",
+        ],
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert client.wait_for_task(task_id, timeout=DEADLINE)["result"] == {"ok": 1}
+    finally:
+        process.terminate()
+        _, err = process.communicate(timeout=DEADLINE)
+    assert process.returncode == 0, err
+
+
+REFUSED = {
+    "observer": [
+        "SELECT * FROM omnispindle.tasks",
+        "INSERT INTO omnispindle.tasks (task_type) VALUES ('t')",
+        "SELECT omnispindle.cancel_task(1, 'no')",
+    ],
+    "producer": [
+        'UPDATE omnispindle.tasks SET parameters = \'{"api_key": "x"}\'',
+        "UPDATE omnispindle.tasks SET state = 'cancelled'",
+        "DELETE FROM omnispindle.tasks",
+        "INSERT INTO omnispindle.tasks (task_type, result) VALUES ('t', '{}')",
+        "SELECT * FROM omnispindle.claim_tasks('{t}', '{t}', 1, gen_random_uuid(), 30)",
+        "CREATE TABLE omnispindle.mine (x int)",
+    ],
+    "worker": [
+        'UPDATE omnispindle.tasks SET parameters = \'{"api_key": "x"}\'',
+        "UPDATE omnispindle.tasks SET task_type = 'other', priority = 1000",
+        "CREATE TABLE omnispindle.mine (x int)",
+        "DROP TABLE omnispindle.task_stream",
+        "ALTER TABLE omnispindle.tasks DISABLE TRIGGER USER",
+        "SELECT * FROM other_app.secrets",
+    ],
+    "outsider": [
+        "SELECT * FROM omnispindle.queue_summary",
+        "SELECT omnispindle.enqueue('t')",
+        "SELECT * FROM other_app.secrets",
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    ("access", "statement"), [(a, s) for a, statements in REFUSED.items() for s in statements]
+)
+def test_each_role_is_refused_what_it_must_not_do(role_dsns, client, conn, access, statement):
+    client.submit_task("t", {"api_key": "B-SECRET"})
+    conn.execute("CREATE SCHEMA IF NOT EXISTS other_app")
+    conn.execute("CREATE TABLE IF NOT EXISTS other_app.secrets (value text)")
+    with (
+        psycopg.connect(role_dsns[access], autocommit=True) as session,
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
+    ):
+        session.execute(statement)
+    assert client.get_task(1)["parameters"] == {"api_key": "B-SECRET"}
+
+
+def test_only_known_access_is_granted(conn):
+    with pytest.raises(psycopg.Error, match="give observer, producer or worker"):
+        conn.execute("SELECT omnispindle.grant_access('postgres', 'admin')")
+
+
+def test_the_grant_command_gives_a_role_its_access(dsn, conn):
+    role = f"os_granted_{uuid.uuid4().hex[:8]}"
+    identifier = psycopg.sql.Identifier(role)
+    conn.execute(psycopg.sql.SQL("CREATE ROLE {} LOGIN").format(identifier))
+    try:
+        refused = command("status", "--dsn", make_conninfo(dsn, user=role))
+        assert refused.returncode == 1
+        done = command("grant", "observer", role, "--dsn", dsn)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == f"omnispindle: granted observer access to {role}\n"
+        assert command("status", "--dsn", make_conninfo(dsn, user=role)).returncode == 0
+        assert command("grant", "admin", role, "--dsn", dsn).returncode == 2
+    finally:
+        conn.execute(psycopg.sql.SQL("DROP OWNED BY {}").format(identifier))
+        conn.execute(psycopg.sql.SQL("DROP ROLE {}").format(identifier))
+
+
+def test_producer_commands_run_under_the_producer_role(role_dsns, as_role):
+    producer = role_dsns["producer"]
+    submitted = command("submit", "later", "--params", '{"n": 1}', "--dsn", producer)
+    assert submitted.returncode == 0, submitted.stderr
+    task_id = submitted.stdout.strip()
+    for args in (
+        ["cancel", task_id],
+        ["schedules", "add", "nightly", "@daily", "report"],
+        ["schedules", "list"],
+        ["schedules", "remove", "nightly"],
+    ):
+        done = command(*args, "--dsn", producer)
+        assert done.returncode == 0, (args, done.stderr)
