@@ -1277,7 +1277,8 @@ CREATE TRIGGER task_dependencies_guard_delete
 -- Numbers as the API takes them. NOT VALID: rows written before are left as
 -- they are; every row written from now on is checked.
 ALTER TABLE omnispindle.tasks
-    ADD CONSTRAINT tasks_timeout_finite CHECK (timeout_seconds < 'Infinity') NOT VALID,
+    -- A year at most: beyond that, deadlines overflow a timestamp in the sweeper.
+    ADD CONSTRAINT tasks_timeout_bounded CHECK (timeout_seconds <= 31536000) NOT VALID,
     ADD CONSTRAINT tasks_retry_backoff_bounded CHECK (retry_backoff <= 3600) NOT VALID,
     ADD CONSTRAINT tasks_cancel_reason_bounded CHECK (length(cancel_reason) <= 1000) NOT VALID,
     -- A task that waits to run has an attempt left to run it with.
@@ -1376,6 +1377,13 @@ BEGIN
 END
 $$;
 
+-- Locks that only roles with rights on the schema can take: one row per
+-- maintenance job that must run alone, locked FOR UPDATE for a transaction.
+CREATE TABLE omnispindle.maintenance_locks (
+    name text PRIMARY KEY
+);
+INSERT INTO omnispindle.maintenance_locks (name) VALUES ('prune');
+
 -- Grants p_role what one kind of access needs, and nothing more:
 --   observer: SELECT on the views (status, tasks, metrics);
 --   producer: submit, wait, stream, cancel, retry and schedule;
@@ -1435,6 +1443,7 @@ BEGIN
                    'ON omnispindle.tasks TO %s', p_role);
     EXECUTE format('GRANT INSERT, UPDATE ON omnispindle.workers TO %s', p_role);
     EXECUTE format('GRANT INSERT ON omnispindle.task_stream TO %s', p_role);
+    EXECUTE format('GRANT SELECT, UPDATE ON omnispindle.maintenance_locks TO %s', p_role);
     EXECUTE format('GRANT INSERT, UPDATE, DELETE ON omnispindle.periodic_ticks TO %s', p_role);
 END
 $$;

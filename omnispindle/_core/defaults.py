@@ -21,6 +21,7 @@ MAX_KEY_LENGTH = 200  # idempotency keys and schedule names
 # worker decodes on a stack already in use.
 MAX_JSON_DEPTH = 200
 MAX_REASON_LENGTH = 1000  # a cancel reason
+MAX_TIMEOUT = 365 * 86400.0  # a task's; longer deadlines overflow Postgres timestamps
 
 # A client.
 POLL_INTERVAL = 1.0  # seconds between checks while no notification comes
@@ -42,6 +43,7 @@ METRICS_MAX_TASK_TYPES_RANGE = (1, 100_000)
 CONCURRENCY = 1
 CONCURRENCY_RANGE = (1, 1000)
 LEASE_TIMEOUT = 30.0
+MAX_LEASE_TIMEOUT = 86400.0  # heartbeats renew a lease; none reaches further
 HEARTBEAT_SHARE = 1 / 3  # of the lease, unless heartbeat_interval is given
 SHUTDOWN_TIMEOUT = 30.0
 SWEEP_INTERVAL = 1.0

@@ -151,8 +151,14 @@ def retry_backoff(value: Any) -> float:
 
 
 def timeout(value: Any) -> float | None:
-    """Validate a task's timeout: None, or positive seconds."""
-    return optional_positive_number("timeout", value)
+    """Validate a task's timeout: None, or positive seconds, at most a year."""
+    seconds = optional_positive_number("timeout", value)
+    if seconds is not None and seconds > defaults.MAX_TIMEOUT:
+        raise ValidationError(
+            f"timeout must be at most {defaults.MAX_TIMEOUT:g} seconds (a year), "
+            f"got {quoted(value)}"
+        )
+    return seconds
 
 
 def names(name: str, value: Any, most: int | None = None) -> tuple[str, ...]:

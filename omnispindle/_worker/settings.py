@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from omnispindle._core import defaults, validation
 from omnispindle._maintenance import retention
 from omnispindle._maintenance.sweeper import SweeperConfig
+from omnispindle.errors import ValidationError
 
 _names = itertools.count(1)
 
@@ -52,6 +53,11 @@ def worker_settings(
         ValidationError: a setting has the wrong type or range.
     """
     lease = validation.positive_number("lease_timeout", lease_timeout)
+    if lease > defaults.MAX_LEASE_TIMEOUT:
+        raise ValidationError(
+            f"lease_timeout must be at most {defaults.MAX_LEASE_TIMEOUT:g} seconds (a day): "
+            "heartbeats renew the lease"
+        )
     # Checked also when this worker never sweeps: a typo should not wait for a config change.
     keep = retention.optional_horizon("retention", retention_seconds)
     heartbeat = validation.optional_positive_number("heartbeat_interval", heartbeat_interval)

@@ -2,6 +2,7 @@
 
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA omnispindle TO PUBLIC;
 DROP FUNCTION omnispindle.grant_access(regrole, text);
+DROP TABLE omnispindle.maintenance_locks;
 DO $$
 DECLARE
     fn regprocedure;
@@ -34,7 +35,7 @@ ALTER FUNCTION omnispindle.submit_tasks(text[], jsonb[], integer[], integer[], d
 DROP TRIGGER tasks_lease_bounded ON omnispindle.tasks;
 DROP FUNCTION omnispindle.refuse_long_lease();
 ALTER TABLE omnispindle.tasks
-    DROP CONSTRAINT tasks_timeout_finite,
+    DROP CONSTRAINT tasks_timeout_bounded,
     DROP CONSTRAINT tasks_retry_backoff_bounded,
     DROP CONSTRAINT tasks_cancel_reason_bounded,
     DROP CONSTRAINT tasks_waiting_has_attempt_left;

@@ -10,14 +10,21 @@
 -- name: try_lock_pruning
 -- One pruner at a time: two pruners deleting a parent and its child each
 -- wait on the other's cascade to their shared edge, and can deadlock. A
--- sweeper that finds the lock taken skips pruning for this pass.
-SELECT pg_try_advisory_xact_lock(hashtext('omnispindle.prune')) AS acquired;
+-- sweeper that finds the lock taken skips pruning for this pass. The lock is
+-- a row of the schema's own, which only roles that may prune can take (an
+-- advisory key can be held by any role that can connect).
+SELECT count(*) > 0 AS acquired
+FROM (SELECT 1 FROM omnispindle.maintenance_locks
+      WHERE name = 'prune' FOR UPDATE SKIP LOCKED) AS taken;
 
 -- name: lock_pruning
 -- The same lock, waited for: an explicit prune queues behind a sweeper's
--- batch, for at most the timeout (any role that can connect can hold the key).
+-- batch, for at most the timeout.
 WITH bounded AS (SELECT set_config('lock_timeout', %(timeout_ms)s::text, true))
-SELECT pg_advisory_xact_lock(hashtext('omnispindle.prune')) FROM bounded;
+SELECT m.name
+FROM omnispindle.maintenance_locks m, bounded
+WHERE m.name = 'prune'
+FOR UPDATE OF m;
 
 -- name: lock_prunable_tasks
 -- The oldest finished tasks past the horizon, locked, in tasks_finished_idx

@@ -363,19 +363,36 @@ def test_a_held_idempotency_key_fails_its_submit_in_bounded_time(client, dsn, co
     assert count_tasks(conn) == 2
 
 
-def test_a_held_prune_key_makes_an_explicit_prune_fail_in_bounded_time(queue, dsn, monkeypatch):
+def test_the_prune_lock_is_a_row_no_outsider_can_take(queue, client, dsn, conn, monkeypatch):
+    """Finding 3: any role that could connect could hold the prune key for ever."""
     from omnispindle._core import defaults
+    from omnispindle._maintenance.sweeper import Sweeper, SweeperConfig
 
-    monkeypatch.setattr(defaults, "LOCK_TIMEOUT", 1.0)
-    holder = psycopg.connect(dsn)
-    holder.execute("SELECT pg_advisory_lock(hashtext('omnispindle.prune'))")
+    role = f"outsider_{os.getpid()}"
+    identifier = psycopg.sql.Identifier(role)
+    conn.execute(psycopg.sql.SQL("CREATE ROLE {} LOGIN").format(identifier))
     try:
+        with psycopg.connect(make_conninfo(dsn, user=role)) as outsider:
+            outsider.execute("SELECT pg_advisory_lock(hashtext('omnispindle.prune'))")
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                outsider.execute("SELECT * FROM omnispindle.maintenance_locks FOR UPDATE")
+            outsider.rollback()
+            client.cancel_task(client.submit_task("t"))
+            # The old key held, pruning goes on.
+            assert queue.prune(older_than=0.001) == 1
+    finally:
+        conn.execute(psycopg.sql.SQL("DROP ROLE {}").format(identifier))
+    # A pruner holding the row: the sweeper skips, an explicit prune fails in bounded time.
+    monkeypatch.setattr(defaults, "LOCK_TIMEOUT", 1.0)
+    client.cancel_task(client.submit_task("t"))
+    with psycopg.connect(dsn) as pruner:
+        pruner.execute("SELECT * FROM omnispindle.maintenance_locks FOR UPDATE")
+        assert Sweeper(queue.db, SweeperConfig(retention=0.001)).run_once().pruned == 0
         started = time.monotonic()
         with pytest.raises(LockTimeoutError):
-            queue.prune(older_than=60)
+            queue.prune(older_than=0.001)
         assert time.monotonic() - started < 20
-    finally:
-        holder.close()
+    assert queue.prune(older_than=0.001) == 1
 
 
 # Finding 6: no size or volume limits.
