@@ -36,8 +36,9 @@ CREATE TRIGGER task_dependencies_guard_delete
 -- Numbers as the API takes them. NOT VALID: rows written before are left as
 -- they are; every row written from now on is checked.
 ALTER TABLE omnispindle.tasks
-    -- A year at most: beyond that, deadlines overflow a timestamp in the sweeper.
-    ADD CONSTRAINT tasks_timeout_bounded CHECK (timeout_seconds <= 31536000) NOT VALID,
+    -- 1e9 s (about 31 years) at most: far beyond, deadlines overflow a
+    -- timestamp in the sweeper.
+    ADD CONSTRAINT tasks_timeout_bounded CHECK (timeout_seconds <= 1e9) NOT VALID,
     ADD CONSTRAINT tasks_retry_backoff_bounded CHECK (retry_backoff <= 3600) NOT VALID,
     ADD CONSTRAINT tasks_cancel_reason_bounded CHECK (length(cancel_reason) <= 1000) NOT VALID,
     -- A task that waits to run has an attempt left to run it with.

@@ -102,7 +102,8 @@ RETURNING t.id;
 -- are left. SKIP LOCKED makes any number of concurrent sweepers safe.
 WITH expired AS (
     SELECT t.id, t.lease_token,
-           CASE WHEN t.started_at + make_interval(secs => t.timeout_seconds) <= now()
+           -- Capped as in heartbeat: an old row's huge timeout must not fail the sweep.
+           CASE WHEN t.started_at + make_interval(secs => LEAST(t.timeout_seconds, 1e9)) <= now()
                 THEN jsonb_build_object(
                     'type', 'TaskTimeout',
                     'message', 'attempt ran past its timeout of ' || t.timeout_seconds || ' s')

@@ -19,8 +19,10 @@ WITH beat AS (
     WHERE id = %(worker_id)s AND state <> 'stopped'
 )
 UPDATE omnispindle.tasks
+-- The timeout is capped as the API caps it: a row written before that CHECK
+-- must not overflow the timestamp and fail every beat.
 SET lease_expires_at = LEAST(now() + make_interval(secs => %(lease_seconds)s),
-                             started_at + make_interval(secs => timeout_seconds))
+                             started_at + make_interval(secs => LEAST(timeout_seconds, 1e9)))
 WHERE id = ANY (%(ids)s::bigint[])
   AND lease_token = ANY (%(tokens)s::uuid[])
 RETURNING id, cancel_requested_at IS NOT NULL AS cancel_requested;

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime, timedelta
 
 import psycopg
 import psycopg.sql
@@ -493,3 +494,49 @@ def test_limits_are_checked_when_set(limits):
     with pytest.raises(ValidationError):
         limits(result_bytes=0)
     assert omnispindle.set_limits().parameters_bytes == 1024 * 1024
+
+
+def test_a_huge_timeout_is_refused_and_an_old_one_breaks_no_heartbeat_or_sweep(
+    client, conn, queue, start_worker
+):
+    """A 1e300 s timeout was accepted; past its lease it failed every sweep and every
+    heartbeat of its worker with 'timestamp out of range'."""
+    from omnispindle._maintenance.sweeper import Sweeper, SweeperConfig
+
+    with pytest.raises(ValidationError, match="at most 1e"):
+        client.submit_task("t", timeout=1e300)
+    insert = (
+        "INSERT INTO omnispindle.tasks (task_type, timeout_seconds) VALUES (%s, 1e300) RETURNING id"
+    )
+    with pytest.raises(psycopg.Error, match="tasks_timeout_bounded"):
+        conn.execute(insert, ["t"])
+    # Rows written before the CHECK (it is NOT VALID: old rows stay as they were).
+    conn.execute("ALTER TABLE omnispindle.tasks DROP CONSTRAINT tasks_timeout_bounded")
+    stranded = conn.execute(insert, ["stranded"]).fetchone()[0]
+    conn.execute(
+        "UPDATE omnispindle.tasks SET state = 'running', attempts = 1, started_at = now(), "
+        "lease_token = gen_random_uuid(), lease_expires_at = now() - interval '1 minute' "
+        "WHERE id = %s",
+        [stranded],
+    )
+    assert Sweeper(queue.db, SweeperConfig()).run_once().requeued == 1
+    release = threading.Event()
+    start_worker(
+        {"slow": lambda task: release.wait(30) and {"ok": True}},
+        lease_timeout=1.0,
+        heartbeat_interval=0.1,
+    )
+    slow = conn.execute(insert, ["slow"]).fetchone()[0]
+    poll(lambda: client.get_task(slow)["state"] == "running", timeout=30)
+    first = lease_end(conn, slow)
+    # Heartbeats renew the lease well past its first end: none failed.
+    poll(lambda: lease_end(conn, slow) > first + timedelta(seconds=1.5), timeout=30)
+    assert client.get_task(slow)["attempts"] == 1
+    release.set()
+    assert client.wait_for_task(slow, timeout=30)["result"] == {"ok": True}
+
+
+def lease_end(conn, task_id: int) -> datetime:
+    return conn.execute(
+        "SELECT lease_expires_at FROM omnispindle.tasks WHERE id = %s", [task_id]
+    ).fetchone()[0]

@@ -57,6 +57,26 @@ def by_value(value: object) -> object:
     return json.loads(json.dumps(value), parse_float=Decimal, parse_int=Decimal)
 
 
+def holding(conn, key: object) -> int | None:
+    """The unfinished task that holds an idempotency key, if any."""
+    if not isinstance(key, str) or "\x00" in key or not key.isprintable() and _unstorable(key):
+        return None  # a key Postgres cannot hold: the submission is refused
+    row = conn.execute(
+        "SELECT id FROM omnispindle.tasks WHERE idempotency_key = %s "
+        "AND state IN ('blocked', 'pending', 'running')",
+        [key],
+    ).fetchone()
+    return row[0] if row else None
+
+
+def _unstorable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def count(conn) -> int:
     return conn.execute("SELECT count(*) FROM omnispindle.tasks").fetchone()[0]
 
@@ -90,10 +110,14 @@ def test_a_submission_is_stored_exactly_or_refused_with_nothing_stored(
         if value is not OPTIONAL
     }
     before = count(conn)
+    holder = holding(conn, options.get("idempotency_key"))
     try:
         task_id = client.submit_task(task_type, params, **options)
     except OmnispindleError:
         assert count(conn) == before
+        return
+    if holder is not None:  # the key's unfinished task answers, and nothing is added
+        assert task_id == holder and count(conn) == before
         return
     record = client.get_task(task_id)
     assert record["task_type"] == task_type
