@@ -58,14 +58,17 @@ def json_text(value: Any, what: str, max_bytes: int | None = None) -> str:
         raise ValidationError(f"{what} is not JSON-serializable: {cut(str(exc))}") from None
     if max_bytes is not None and size > max_bytes:
         raise ValidationError(
-            f"{what} take {size:,} bytes as JSON, over the limit of {max_bytes:,} "
+            f"{what}: {size:,} bytes as JSON, over the limit of {max_bytes:,} "
             "(omnispindle.set_limits)"
         )
     if "\\u0000" in text and _ESCAPED_NUL.search(text):
         raise ValidationError(f"{what} contains a NUL character, which jsonb cannot store")
-    # Brackets counted in C bound the depth from above: the exact count is rarely needed.
-    if text.count("[") + text.count("{") > defaults.MAX_JSON_DEPTH and (
-        json_depth(text) > defaults.MAX_JSON_DEPTH
+    # Each level takes two characters, and brackets counted in C bound the depth
+    # from above: the exact depth is rarely needed, and short texts need no count.
+    if (
+        len(text) > 2 * defaults.MAX_JSON_DEPTH
+        and text.count("[") + text.count("{") > defaults.MAX_JSON_DEPTH
+        and json_depth(text) > defaults.MAX_JSON_DEPTH
     ):
         raise ValidationError(_too_deep(what))
     return text

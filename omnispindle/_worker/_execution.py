@@ -69,12 +69,16 @@ def task_data(claimed: StepRow) -> dict[str, Any]:
     Raises:
         UnreadableTask: its parameters or a parent's outcome cannot be decoded.
     """
-    parameters = claimed["parameters"]
-    results, failures = claimed["dependency_results"], claimed["dependency_failures"]
-    for what, value in (("parameters", parameters), ("parents' results", results)):
-        if isinstance(value, UnreadableJson):
-            raise UnreadableTask(f"the task's {what} cannot be read: {value}")
-    if isinstance(failures, UnreadableJson):
+    # Any: a value the loader could not decode is an UnreadableJson, not what the row says.
+    parameters: Any = claimed["parameters"]
+    results: Any = claimed["dependency_results"]
+    failures: Any = claimed["dependency_failures"]
+    # Exact type checks: this runs for every task.
+    if type(parameters) is UnreadableJson:
+        raise UnreadableTask(f"the task's parameters cannot be read: {parameters}")
+    if type(results) is UnreadableJson:
+        raise UnreadableTask(f"the task's parents' results cannot be read: {results}")
+    if type(failures) is UnreadableJson:
         raise UnreadableTask(f"the task's parents' errors cannot be read: {failures}")
     return {
         "task_id": claimed["id"],
