@@ -95,35 +95,31 @@ def task_data(claimed: StepRow) -> dict[str, Any]:
 def run_executor(
     fn: Callable[[dict[str, Any]], Any], claimed: StepRow, context: TaskContext
 ) -> Outcome:
-    """Call ``fn`` for a claimed task with ``context`` current; never raises.
+    """Call ``fn`` for a claimed task with ``context`` current.
 
-    Whatever fails around the call (decoding the row, tracing) fails this
-    attempt like the executor would: an outcome is always stored.
+    What ``fn`` raises is the attempt's outcome. What raises around the call
+    (decoding the row, tracing) propagates: the worker's completion callback
+    stores it as the attempt's failure (``around_failure``), for every runner.
     """
     reset_token = _current.set(context)
     try:
-        return _call(fn, claimed)
-    except BaseException as exc:  # noqa: BLE001 - the attempt's end must be stored
-        return failure(attempt_of(claimed), exc, error_type=_around_type(exc))
+        data = task_data(claimed)
+        with tracing.execution_span(claimed) as span:
+            try:
+                result = fn(data)
+            except BaseException as exc:  # noqa: BLE001 - an executor's failure is data
+                tracing.record_failure(span, exc)
+                return failure(attempt_of(claimed), exc)
     finally:
         _current.reset(reset_token)
-
-
-def _call(fn: Callable[[dict[str, Any]], Any], claimed: StepRow) -> Outcome:
-    data = task_data(claimed)
-    with tracing.execution_span(claimed) as span:
-        try:
-            result = fn(data)
-        except BaseException as exc:  # noqa: BLE001 - an executor's failure is data
-            tracing.record_failure(span, exc)
-            return failure(attempt_of(claimed), exc)
     return success(claimed, result)
 
 
 async def run_async_executor(
     fn: Callable[[dict[str, Any]], Awaitable[Any]], claimed: StepRow, context: TaskContext
 ) -> Outcome:
-    """Await the coroutine ``fn`` for a claimed task with ``context`` current; never raises.
+    """Await the coroutine ``fn`` for a claimed task with ``context`` current; as
+    ``run_executor``, only what raises around the call propagates.
 
     It runs as an asyncio task of its own, whose context is a copy, so setting
     ``context`` needs no reset. A ``CancelledError`` is an outcome like any
@@ -131,13 +127,6 @@ async def run_async_executor(
     discarded anyway, and when the coroutine raised it itself, the attempt fails.
     """
     _current.set(context)
-    try:
-        return await _await(fn, claimed)
-    except BaseException as exc:  # noqa: BLE001 - the attempt's end must be stored
-        return failure(attempt_of(claimed), exc, error_type=_around_type(exc))
-
-
-async def _await(fn: Callable[[dict[str, Any]], Awaitable[Any]], claimed: StepRow) -> Outcome:
     data = task_data(claimed)
     with tracing.execution_span(claimed) as span:
         try:
@@ -148,9 +137,11 @@ async def _await(fn: Callable[[dict[str, Any]], Awaitable[Any]], claimed: StepRo
     return success(claimed, result)
 
 
-def _around_type(exc: BaseException) -> str:
-    """The error type of a failure around the executor, not inside it."""
-    return "UnreadableTask" if isinstance(exc, UnreadableTask) else "WorkerError"
+def around_failure(claimed: StepRow, exc: BaseException) -> Outcome:
+    """The failure of an attempt whose call broke down around its executor: a row
+    that cannot be read, or the worker's own code."""
+    error_type = "UnreadableTask" if isinstance(exc, UnreadableTask) else "WorkerError"
+    return failure(attempt_of(claimed), exc, error_type=error_type)
 
 
 def success(claimed: StepRow, result: Any) -> Outcome:

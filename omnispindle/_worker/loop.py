@@ -36,7 +36,13 @@ from omnispindle._version import __version__
 from omnispindle._worker._claim_cursor import ClaimCursor
 from omnispindle._worker._claims import NO_DEADLINE, Claim, Claims
 from omnispindle._worker._duties import Duties
-from omnispindle._worker._execution import Outcome, attempt_of, failure, results_of
+from omnispindle._worker._execution import (
+    Outcome,
+    around_failure,
+    attempt_of,
+    failure,
+    results_of,
+)
 from omnispindle._worker._leases import LeaseKeeper, Verdict
 from omnispindle._worker._outcomes import Inbox
 from omnispindle._worker._runners import Call, Executor, Runners
@@ -286,9 +292,9 @@ class WorkerLoop:
         try:
             outcome = call.result()
         except BaseException as exc:  # noqa: BLE001 - never lose an attempt's end
-            # The runner broke, not the executor: the attempt still ends, or its
+            # Something around the executor broke: the attempt still ends, or its
             # slot and lease would be held for as long as the worker heartbeats.
-            outcome = failure(attempt_of(row), exc, error_type="WorkerError")
+            outcome = around_failure(row, exc)
         self.inbox.put(outcome)
 
     def _abandon(self, claim: Claim, reason: Exception, error_type: str) -> None:
