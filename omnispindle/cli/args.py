@@ -1,13 +1,16 @@
-"""Argument types of the ``omnispindle`` command: each parses one value or explains why not."""
+"""Argument types of the ``omnispindle`` command: each parses one value or explains why not;
+and the DSN a command was given."""
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
 from collections.abc import Callable
 from typing import TypeVar
 
+from omnispindle._db.embedded import DSN_VARIABLE
 from omnispindle._maintenance import retention
 
 N = TypeVar("N", int, float)
@@ -127,3 +130,9 @@ def retention_arguments(parser: argparse.ArgumentParser) -> None:
         f"the sweeper deletes them (default {retention.DEFAULT_RETENTION / 86400:g}d)",
     )
     keep.add_argument("--no-prune", action="store_true", help="keep finished tasks forever")
+
+
+def given_dsn(args: argparse.Namespace) -> str | None:
+    """``--dsn``, else ``$OMNISPINDLE_DSN``; None when neither is set."""
+    dsn: str | None = args.dsn or os.environ.get(DSN_VARIABLE)
+    return dsn

@@ -6,12 +6,11 @@ import argparse
 import inspect
 import json
 import logging
-import os
 import tempfile
 from collections.abc import Callable
 from typing import Any
 
-from omnispindle.cli.args import migrate_argument
+from omnispindle.cli.args import given_dsn, migrate_argument
 from omnispindle.cli.formatting import format_table
 
 SCENARIO_HELP = (
@@ -77,7 +76,7 @@ def _bench(args: argparse.Namespace) -> int:
     }
     with tempfile.TemporaryDirectory(prefix="omnispindle-bench-") as scratch:
         # Without a database, measure on a fresh embedded one.
-        given = args.dsn or os.environ.get("OMNISPINDLE_DSN")
+        given = given_dsn(args)
         queue = (
             TaskQueue(given, migrate=args.migrate) if given else TaskQueue(persistence_path=scratch)
         )

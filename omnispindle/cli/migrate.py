@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Callable
 from typing import Any
 
+from omnispindle.cli.args import given_dsn
 from omnispindle.cli.exit_codes import EXIT_OK
 from omnispindle.errors import ConfigurationError
 
@@ -43,10 +43,9 @@ def add_grant_command(commands: Any, command: Callable[..., argparse.ArgumentPar
 
 
 def _grant(args: argparse.Namespace) -> int:
-    from omnispindle._db.embedded import DSN_VARIABLE
     from omnispindle.migrate import grant
 
-    dsn = args.dsn or os.environ.get(DSN_VARIABLE)
+    dsn = given_dsn(args)
     if not dsn:
         raise ConfigurationError("grant needs --dsn or $OMNISPINDLE_DSN: roles live in a server")
     grant(dsn, args.role, args.access)
@@ -55,9 +54,9 @@ def _grant(args: argparse.Namespace) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from omnispindle._db.embedded import DSN_VARIABLE, start_server
+    from omnispindle._db.embedded import start_server
 
-    dsn = args.dsn or os.environ.get(DSN_VARIABLE)
+    dsn = given_dsn(args)
     if dsn:
         _migrate_database(dsn, args)
     else:
