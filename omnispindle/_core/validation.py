@@ -45,6 +45,15 @@ def json_text(value: Any, what: str, max_bytes: int | None = None) -> str:
     """Serialize ``value`` as JSON that a jsonb column accepts.
 
     Raises:
+        ValidationError: as ``sized_json_text``.
+    """
+    return sized_json_text(value, what, max_bytes)[0]
+
+
+def sized_json_text(value: Any, what: str, max_bytes: int | None = None) -> tuple[str, int]:
+    """``value`` as JSON that a jsonb column accepts, and its length in UTF-8 bytes.
+
+    Raises:
         ValidationError: not JSON-serializable, holding NaN, NUL or text that
             is not valid Unicode, or longer than ``max_bytes`` in UTF-8; the
             message starts with ``what``.
@@ -71,7 +80,7 @@ def json_text(value: Any, what: str, max_bytes: int | None = None) -> str:
         and json_depth(text) > defaults.MAX_JSON_DEPTH
     ):
         raise ValidationError(_too_deep(what))
-    return text
+    return text, size
 
 
 def _too_deep(what: str) -> str:

@@ -25,7 +25,7 @@ from uuid import UUID
 import psycopg
 
 from omnispindle._core import limits
-from omnispindle._core.validation import json_text
+from omnispindle._core.validation import sized_json_text
 from omnispindle._db import queries as q
 from omnispindle._db.notifier import CANCEL_CHANNEL, READY_CHANNEL, Notifier
 from omnispindle._db.pg_arrays import ArrayLiteral, text_array
@@ -271,8 +271,7 @@ class WorkerLoop:
         """Store one partial result of a running attempt (called from its executor thread);
         ``streamed`` holds the bytes this attempt has streamed so far."""
         allowed = limits.current()
-        text = json_text(data, "a partial result", allowed.partial_result_bytes)
-        size = len(text.encode("utf-8"))
+        text, size = sized_json_text(data, "a partial result", allowed.partial_result_bytes)
         if streamed[0] + size > allowed.stream_bytes:
             raise ValidationError(
                 f"task {row['id']}: this attempt's partial results would take "
