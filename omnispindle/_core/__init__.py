@@ -1,4 +1,4 @@
-"""The rules every wing shares: defaults and ranges, argument checks, batches, cron.
+"""The rules every wing shares: defaults, ranges and size limits, argument checks, batches, cron.
 
 Pure Python: nothing here does I/O or imports another wing.
 """

@@ -1,1 +1,1 @@
-"""What the queue tells the outside: tracing spans and metric snapshots."""
+"""What the queue tells the outside: tracing spans, metric snapshots, the /metrics endpoint."""
