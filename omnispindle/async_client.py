@@ -29,6 +29,7 @@ from omnispindle._db.async_notifier import AsyncNotifier
 from omnispindle._db.async_pool import AsyncDatabase
 from omnispindle._db.caller import AsyncCallerConnection
 from omnispindle._db.embedded import DSN_VARIABLE
+from omnispindle._db.namespace import Namespace
 from omnispindle._db.rows import SavedSchedule, ScheduleSummary, TaskRecord
 from omnispindle._observe import tracing
 from omnispindle.errors import ConfigurationError
@@ -50,10 +51,12 @@ class AsyncTaskQueueClient:
         poll_interval: longest pause, in seconds, between checks while waiting
             when no notification arrives.
         pool_size: most connections the client's pool opens (default 10).
+        schema: the queue's schema, as for ``TaskQueue`` (with ``local_queue``,
+            that queue's).
 
     Raises:
         ConfigurationError: both ``dsn`` and ``local_queue`` given, or neither
-            and ``$OMNISPINDLE_DSN`` unset.
+            and ``$OMNISPINDLE_DSN`` unset; or ``schema`` with ``local_queue``.
         ValidationError: a setting has the wrong type or range.
     """
 
@@ -64,14 +67,18 @@ class AsyncTaskQueueClient:
         *,
         poll_interval: float = defaults.POLL_INTERVAL,
         pool_size: int | None = None,
+        schema: str | None = None,
     ) -> None:
         self.dsn = _resolve_dsn(local_queue, dsn)
+        namespace = _resolve_namespace(local_queue, schema)
         self.poll_interval = validation.positive_number("poll_interval", poll_interval)
         size = defaults.POOL_SIZE if pool_size is None else pool_size
         self.db = AsyncDatabase(
-            self.dsn, max_size=validation.int_in_range("pool_size", size, defaults.POOL_SIZE_RANGE)
+            self.dsn,
+            max_size=validation.int_in_range("pool_size", size, defaults.POOL_SIZE_RANGE),
+            namespace=namespace,
         )
-        self.notifier = AsyncNotifier(self.dsn)
+        self.notifier = AsyncNotifier(self.dsn, namespace=namespace)
 
     async def open(self) -> Self:
         """Check the schema and open the pool; returns the client.
@@ -288,6 +295,14 @@ class AsyncTaskQueueClient:
     ) -> list[int]:
         with tracing.submit_span([s.task_type for s in specs]) as trace_context:
             return await self.db.run(operations.submit(specs, trace_context), connection=connection)
+
+
+def _resolve_namespace(local_queue: TaskQueue | None, schema: str | None) -> Namespace:
+    if local_queue is None:
+        return Namespace.chosen(schema)
+    if schema is not None:
+        raise ConfigurationError("give schema= to the TaskQueue passed as local_queue, not here")
+    return local_queue.namespace
 
 
 def _resolve_dsn(local_queue: TaskQueue | None, dsn: str | None) -> str:

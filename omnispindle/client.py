@@ -47,10 +47,11 @@ class TaskQueueClient:
             when no notification arrives.
         pool_size: most connections of the client's own queue (with ``dsn``,
             or neither argument); a ``local_queue`` keeps its own pool.
+        schema: the schema of the client's own queue, as for ``TaskQueue``.
 
     Raises:
         ConfigurationError: both ``local_queue`` and ``dsn`` given, or
-            ``pool_size`` with ``local_queue``.
+            ``pool_size`` or ``schema`` with ``local_queue``.
         ValidationError: a setting has the wrong type or range.
     """
 
@@ -61,9 +62,10 @@ class TaskQueueClient:
         *,
         poll_interval: float = defaults.POLL_INTERVAL,
         pool_size: int | None = None,
+        schema: str | None = None,
     ) -> None:
         self.poll_interval = validation.positive_number("poll_interval", poll_interval)
-        self.queue, self._owns_queue = open_queue(local_queue, dsn, pool_size)
+        self.queue, self._owns_queue = open_queue(local_queue, dsn, pool_size, schema)
 
     def submit_task(
         self,

@@ -1,4 +1,8 @@
-"""Bring a database's ``omnispindle`` schema to the latest version with Alembic.
+"""Bring a database's ``omnispindle`` schema (or a queue's own schema) to the
+latest version with Alembic.
+
+Every function takes ``schema``, the schema the queue lives in (default
+``omnispindle``); each schema is a queue of its own, with its own version.
 
 Example:
     >>> from omnispindle.migrate import upgrade
@@ -8,6 +12,7 @@ Example:
 from __future__ import annotations
 
 from omnispindle._db import migrations
+from omnispindle._db.namespace import Namespace
 
 __all__ = ["ACCESS", "downgrade", "grant", "stamp", "upgrade"]
 
@@ -15,26 +20,29 @@ __all__ = ["ACCESS", "downgrade", "grant", "stamp", "upgrade"]
 ACCESS = ("observer", "producer", "worker")
 
 
-def upgrade(dsn: str, revision: str = "head") -> None:
+def upgrade(dsn: str, revision: str = "head", *, schema: str = "omnispindle") -> None:
     """Migrate the database at ``dsn`` to ``revision``.
 
-    Idempotent, and safe to run from many processes at once: the migration
-    environment takes an advisory lock before reading the current version.
+    Idempotent, and safe to run from many processes at once: each migrator
+    locks the schema's version table (its first install, an advisory key)
+    before reading the current version, and waits at most 30 s for it.
 
     Raises:
         DatabaseUnavailableError: the database cannot be reached.
         SchemaOutdatedError: the schema is installed but records no revision
             (see [stamp][omnispindle.migrate.stamp]).
+        ValidationError: ``schema`` is not a name a queue may use.
+        LockTimeoutError: another migrator held the lock for 30 s.
     """
-    migrations.upgrade(dsn, revision)
+    migrations.upgrade(dsn, revision, Namespace(schema))
 
 
-def downgrade(dsn: str, revision: str) -> None:
+def downgrade(dsn: str, revision: str, *, schema: str = "omnispindle") -> None:
     """Migrate the database at ``dsn`` down to ``revision`` (``base`` removes everything)."""
-    migrations.downgrade(dsn, revision)
+    migrations.downgrade(dsn, revision, Namespace(schema))
 
 
-def stamp(dsn: str, revision: str) -> None:
+def stamp(dsn: str, revision: str, *, schema: str = "omnispindle") -> None:
     """Record ``revision`` as the schema's without running any migration: for a
     schema an Alembic history of your own installed before ``apply_migration``
     recorded revisions.
@@ -42,10 +50,10 @@ def stamp(dsn: str, revision: str) -> None:
     Raises:
         ValidationError: no migration is called ``revision``.
     """
-    migrations.stamp(dsn, revision)
+    migrations.stamp(dsn, revision, Namespace(schema))
 
 
-def grant(dsn: str, role: str, access: str) -> None:
+def grant(dsn: str, role: str, access: str, *, schema: str = "omnispindle") -> None:
     """Give the existing database role ``role`` the rights one kind of ``access`` needs.
 
     ``observer``: SELECT on the views (``status``, ``tasks``, ``metrics``).
@@ -58,4 +66,4 @@ def grant(dsn: str, role: str, access: str) -> None:
         ValidationError: ``access`` is none of ``ACCESS``.
         PermissionDeniedError: the caller may not grant these rights.
     """
-    migrations.grant(dsn, role, access)
+    migrations.grant(dsn, role, access, Namespace(schema))

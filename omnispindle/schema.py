@@ -24,7 +24,8 @@ from __future__ import annotations
 from typing import Any
 
 from omnispindle._db.caller import CallerConnection, as_psycopg
-from omnispindle._db.migrations import record_applied
+from omnispindle._db.migrations import alembic_namespace, record_applied
+from omnispindle._db.namespace import DEFAULT, Namespace
 from omnispindle._db.pool import execute
 from omnispindle._db.schema_state import migration_names
 from omnispindle._db.statements import script
@@ -32,17 +33,19 @@ from omnispindle._db.statements import script
 __all__ = ["apply_migration", "migration_names", "migration_sql"]
 
 
-def migration_sql(name: str) -> str:
+def migration_sql(name: str, *, schema: str = "omnispindle") -> str:
     """Return the SQL script of migration ``name`` (e.g. ``"0001_initial"``, or
-    ``"0001_initial.down"`` to undo it)."""
-    return script(f"migrations/{name}.sql")
+    ``"0001_initial.down"`` to undo it), for the queue in ``schema``."""
+    return Namespace(schema).render(script(f"migrations/{name}.sql"))
 
 
-def apply_migration(bind: CallerConnection | Any, name: str) -> None:
+def apply_migration(bind: CallerConnection | Any, name: str, *, schema: str | None = None) -> None:
     """Execute migration ``name`` on a SQLAlchemy connection (or a psycopg one),
     inside its transaction, and record the revision it leaves the schema at.
 
-    The revision goes to ``omnispindle.alembic_version``, where ``omnispindle
+    ``schema`` is the queue's schema (default ``omnispindle``; inside
+    Omnispindle's own Alembic environment, the one it migrates). The revision
+    goes to that schema's ``alembic_version``, where ``omnispindle
     migrate``, ``TaskQueue`` and every command look for it (your own history
     keeps its own version table). The script runs through the psycopg
     connection itself, without SQLAlchemy's parameter parsing, so its ``%``
@@ -50,8 +53,16 @@ def apply_migration(bind: CallerConnection | Any, name: str) -> None:
 
     Raises:
         ValueError: no migration is called ``name``; nothing ran.
+        ValidationError: ``schema`` is not a name a queue may use; nothing ran.
     """
+    namespace = _namespace(schema)
     conn = as_psycopg(bind)
     record = record_applied(name)  # checks the name before anything runs
-    conn.execute(script(f"migrations/{name}.sql"))
-    execute(conn, record)
+    conn.execute(namespace.render(script(f"migrations/{name}.sql")))
+    execute(conn, record, namespace)
+
+
+def _namespace(schema: str | None) -> Namespace:
+    if schema is not None:
+        return Namespace(schema)
+    return alembic_namespace.get() or DEFAULT

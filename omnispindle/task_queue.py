@@ -12,6 +12,7 @@ from typing_extensions import Self
 from omnispindle._core import defaults
 from omnispindle._db import embedded, migrations
 from omnispindle._db import queries as q
+from omnispindle._db.namespace import Namespace
 from omnispindle._db.notifier import Notifier
 from omnispindle._db.pool import Database
 from omnispindle._db.rows import WorkerRow
@@ -41,9 +42,14 @@ class TaskQueue:
             without the latest schema refused: migrate it with ``omnispindle
             migrate``, your own Alembic history, or ``migrate=True``.
         pool_size: most connections this process opens.
+        schema: the schema the queue lives in (default ``$OMNISPINDLE_SCHEMA``,
+            else ``omnispindle``). Each schema of a database is a queue of its
+            own: its tasks, workers, sweeper, locks and notifications see no
+            other's. A lowercase name of letters, digits and underscores.
 
     Raises:
         ConfigurationError: ``persistence_path`` given together with a DSN.
+        ValidationError: ``schema`` is not a name a queue may use.
         EmbeddedServerUnavailable: no DSN and pgserver not installed.
         DatabaseUnavailableError: the database cannot be reached within the
             connect timeout (5 s unless the DSN sets ``connect_timeout``), or
@@ -64,7 +70,9 @@ class TaskQueue:
         persistence_path: str | os.PathLike[str] | None = None,
         migrate: bool | None = None,
         pool_size: int = defaults.POOL_SIZE,
+        schema: str | None = None,
     ) -> None:
+        self.namespace = Namespace.chosen(schema)
         dsn = dsn or os.environ.get(embedded.DSN_VARIABLE)
         if dsn and persistence_path is not None:
             raise ConfigurationError(
@@ -83,7 +91,7 @@ class TaskQueue:
             # Before the pool opens: a database that cannot be reached, or
             # cannot be used, fails here once with its reason.
             self._prepare_schema()
-            self.db = Database(dsn, max_size=pool_size)
+            self.db = Database(dsn, max_size=pool_size, namespace=self.namespace)
         except BaseException:
             self.shutdown()
             raise
@@ -98,7 +106,7 @@ class TaskQueue:
         """The process's LISTEN connection for this queue, started on first use."""
         with self._notifier_lock:
             if self._notifier is None:
-                self._notifier = Notifier(self.dsn)
+                self._notifier = Notifier(self.dsn, namespace=self.namespace)
             return self._notifier
 
     def load_state(self) -> dict[str, int]:
@@ -197,28 +205,32 @@ class TaskQueue:
         self.shutdown()
 
     def _prepare_schema(self) -> None:
-        migrations.prepare(self.dsn, migrate=self._migrate)
+        migrations.prepare(self.dsn, migrate=self._migrate, namespace=self.namespace)
 
 
 def open_queue(
-    local_queue: TaskQueue | None, dsn: str | None, pool_size: int | None = None
+    local_queue: TaskQueue | None,
+    dsn: str | None,
+    pool_size: int | None = None,
+    schema: str | None = None,
 ) -> tuple[TaskQueue, bool]:
     """The queue a client or worker uses, and whether it owns it (and must shut it down).
 
     Raises:
         ConfigurationError: both a queue and a DSN were given, the queue is no
-            TaskQueue, or ``pool_size`` comes with a queue (which keeps its own pool).
+            TaskQueue, or ``pool_size`` or ``schema`` comes with a queue (which
+            keeps its own pool and schema).
     """
     given = given_queue(local_queue, dsn)
     if given is None:
-        return TaskQueue(
-            dsn, pool_size=defaults.POOL_SIZE if pool_size is None else pool_size
-        ), True
-    if pool_size is not None:
-        raise ConfigurationError(
-            "pool_size sizes the pool of a queue the client opens itself; local_queue "
-            "keeps its own (TaskQueue(..., pool_size=N))"
-        )
+        size = defaults.POOL_SIZE if pool_size is None else pool_size
+        return TaskQueue(dsn, pool_size=size, schema=schema), True
+    for setting, value in (("pool_size", pool_size), ("schema", schema)):
+        if value is not None:
+            raise ConfigurationError(
+                f"{setting} is a setting of the queue a client opens itself; pass it to the "
+                f"TaskQueue given as local_queue (TaskQueue(..., {setting}=...))"
+            )
     return given, False
 
 

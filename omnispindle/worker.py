@@ -46,9 +46,11 @@ class WorkerClient:
             None leaves enqueuing periodic tasks to other workers.
         retention: seconds the sweeper keeps finished tasks before deleting
             them (default a week); None keeps them forever.
+        schema: the schema of the worker's own queue, as for ``TaskQueue``.
 
     Raises:
         ValidationError: a setting has the wrong type or range.
+        ConfigurationError: ``schema`` with ``local_queue`` (give it to the queue).
 
     Example:
         >>> worker = WorkerClient(local_queue=queue, capabilities=["math"])  # doctest: +SKIP
@@ -72,6 +74,7 @@ class WorkerClient:
         dead_worker_after: float = defaults.DEAD_WORKER_AFTER,
         schedule_interval: float | None = defaults.SCHEDULE_INTERVAL,
         retention: float | None = defaults.RETENTION,
+        schema: str | None = None,
     ) -> None:
         self.settings = worker_settings(
             concurrency=concurrency,
@@ -88,7 +91,7 @@ class WorkerClient:
         self.capabilities = (
             None if capabilities is None else list(validation.names("capabilities", capabilities))
         )
-        self.queue, self._owns_queue = open_queue(local_queue, dsn)
+        self.queue, self._owns_queue = open_queue(local_queue, dsn, schema=schema)
         self._executors: dict[str, Executor] = {}
         self._stopping = threading.Event()
         self._wake = threading.Event()

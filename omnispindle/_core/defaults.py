@@ -21,6 +21,10 @@ MAX_KEY_LENGTH = 200  # idempotency keys and schedule names
 # worker decodes on a stack already in use.
 MAX_JSON_DEPTH = 200
 MAX_REASON_LENGTH = 1000  # a cancel reason
+SCHEMA = "omnispindle"  # the schema a queue lives in unless told otherwise
+# A queue's notification channels are its schema's name and a suffix such as
+# "_finished"; Postgres names hold 63 bytes.
+MAX_SCHEMA_NAME_BYTES = 63 - len("_finished")
 MAX_TIMEOUT = 1e9  # seconds (about 31 years); far longer ones overflow timestamps
 
 # A client.

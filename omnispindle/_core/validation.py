@@ -19,6 +19,9 @@ from omnispindle.errors import ValidationError
 # after an even run of backslashes.
 _ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 # One encoder for every call: json.dumps with options builds a new one each time.
+# A letter or underscore, then letters, digits or underscores (any alphabet).
+_SCHEMA_NAME = re.compile(r"[^\W\d]\w*")
+_RESERVED_SCHEMAS = frozenset({"public", "information_schema"})
 _JSON = json.JSONEncoder(allow_nan=False, ensure_ascii=False)
 
 
@@ -265,6 +268,26 @@ def cancel_reason(value: Any) -> str | None:
         raise ValidationError(
             f"reason must be a string of at most {defaults.MAX_REASON_LENGTH} characters "
             f"without NUL, got {quoted(value)}"
+        )
+    return value
+
+
+def schema_name(value: Any) -> str:
+    """Validate the name of a queue's schema: a lowercase identifier that psql
+    reads unquoted, short enough for its notification channels."""
+    if not isinstance(value, str) or not _SCHEMA_NAME.fullmatch(value) or value != value.lower():
+        raise ValidationError(
+            f"schema must be a lowercase name of letters, digits and underscores that "
+            f"starts with a letter or underscore, got {quoted(value)}"
+        )
+    if len(value.encode("utf-8")) > defaults.MAX_SCHEMA_NAME_BYTES:
+        raise ValidationError(
+            f"schema must be at most {defaults.MAX_SCHEMA_NAME_BYTES} bytes long, "
+            f"got {quoted(value)}"
+        )
+    if value.startswith("pg_") or value in _RESERVED_SCHEMAS:
+        raise ValidationError(
+            f"schema {value!r} belongs to Postgres or to every user: pick another"
         )
     return value
 

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 
 import psycopg
 
+from omnispindle._db.namespace import DEFAULT, Namespace
 from omnispindle._db.notifier import FINISHED_CHANNEL, STREAM_CHANNEL
 from omnispindle._db.queries import setup
 from omnispindle.errors import first_line
@@ -32,10 +33,16 @@ class AsyncNotifier:
     Args:
         dsn: the database to listen on.
         max_backoff: longest pause, in seconds, between reconnect attempts.
+        namespace: the queue's schema, whose channels it listens on.
     """
 
-    def __init__(self, dsn: str, *, max_backoff: float = 5.0) -> None:
+    def __init__(
+        self, dsn: str, *, max_backoff: float = 5.0, namespace: Namespace = DEFAULT
+    ) -> None:
         self._dsn = dsn
+        self._namespace = namespace
+        # The queue's name of each channel, to the default name subscribers use.
+        self._channels = {namespace.channel(channel): channel for channel in _CHANNELS}
         self._max_backoff = max_backoff
         self._waiters: dict[asyncio.Event, frozenset[str]] = {}
         self._task: asyncio.Task[None] | None = None
@@ -80,12 +87,14 @@ class AsyncNotifier:
                     self._dsn, autocommit=True
                 ) as conn:
                     for channel in _CHANNELS:
-                        await conn.execute(setup.listen(channel).text)
+                        await conn.execute(self._namespace.text(setup.listen(channel)))
                     failures = 0
                     self.connected.set()
                     self._wake(None)
                     async for notification in conn.notifies():
-                        self._wake(notification.channel)
+                        named = self._channels.get(notification.channel)
+                        if named is not None:
+                            self._wake(named)
             except psycopg.Error as exc:
                 self.connected.clear()
                 failures += 1

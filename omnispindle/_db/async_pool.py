@@ -16,6 +16,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from omnispindle._db.caller import AsyncCallerConnection, as_async_psycopg
 from omnispindle._db.connecting import connect_async, connect_options
+from omnispindle._db.namespace import DEFAULT, Namespace
 from omnispindle._db.query import Atomic, Operation, Pipelined, Plan, Query, Row
 from omnispindle._db.schema_state import require_current, schema_state
 from omnispindle._db.sqlstate import translated_errors
@@ -33,10 +34,12 @@ class AsyncDatabase:
     Args:
         dsn: libpq connection string or URI.
         max_size: most connections the pool opens.
+        namespace: the schema the queue lives in.
     """
 
-    def __init__(self, dsn: str, *, max_size: int = 10) -> None:
+    def __init__(self, dsn: str, *, max_size: int = 10, namespace: Namespace = DEFAULT) -> None:
         self.dsn = dsn
+        self.namespace = namespace
         self.max_size = max_size
         self.pool: AsyncConnectionPool[AsyncConnection] | None = None
 
@@ -53,7 +56,7 @@ class AsyncDatabase:
         # A connection of its own, so that a wrong DSN fails at once with the
         # server's reason rather than as a pool timeout.
         async with await connect_async(self.dsn) as conn:
-            require_current(await execute(conn, schema_state()))
+            require_current(await execute(conn, schema_state(), self.namespace), self.namespace)
         pool: AsyncConnectionPool[AsyncConnection] = AsyncConnectionPool(
             self.dsn,
             min_size=1,
@@ -79,9 +82,9 @@ class AsyncDatabase:
             ConfigurationError: no ``connection`` and the pool is not open.
         """
         if connection is not None:
-            return await execute(await as_async_psycopg(connection), operation)
+            return await execute(await as_async_psycopg(connection), operation, self.namespace)
         async with self._open_pool().connection() as conn:
-            return await execute(conn, operation)
+            return await execute(conn, operation, self.namespace)
 
     def _open_pool(self) -> AsyncConnectionPool[AsyncConnection]:
         """The pool; ConfigurationError while it is not open."""
@@ -99,40 +102,44 @@ class AsyncDatabase:
             await pool.close()
 
 
-async def execute(conn: AsyncConnection, operation: Operation[T]) -> T:
-    """Run an operation on ``conn``."""
+async def execute(
+    conn: AsyncConnection, operation: Operation[T], namespace: Namespace = DEFAULT
+) -> T:
+    """Run an operation on ``conn``, on the tables of ``namespace``."""
     if isinstance(operation, Query):
-        return await _one(conn, operation)
+        return await _one(conn, operation, namespace)
     if isinstance(operation, Atomic):
         with translated_errors():
             async with conn.transaction():
-                return await _drive(conn, operation.plan)
+                return await _drive(conn, operation.plan, namespace)
     if isinstance(operation, Pipelined):
-        return await _pipelined(conn, operation)
-    return await _drive(conn, operation)
+        return await _pipelined(conn, operation, namespace)
+    return await _drive(conn, operation, namespace)
 
 
-async def _one(conn: AsyncConnection, query: Query[T]) -> T:
+async def _one(conn: AsyncConnection, query: Query[T], namespace: Namespace) -> T:
     _log(query)
     with translated_errors():
         async with conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(query.statement.text, query.params)
+            await cur.execute(namespace.text(query.statement), query.params)
             found: list[Row] = await cur.fetchall() if cur.description else []
     return query.read(found)
 
 
-async def _drive(conn: AsyncConnection, plan: Plan[T]) -> T:
+async def _drive(conn: AsyncConnection, plan: Plan[T], namespace: Namespace) -> T:
     """Run each query the plan yields, sending it the result, until it returns."""
     try:
         query = next(plan)
         while True:
-            query = plan.send(await _one(conn, query))
+            query = plan.send(await _one(conn, query, namespace))
     except StopIteration as done:
         result: T = done.value
         return result
 
 
-async def _pipelined(conn: AsyncConnection, operation: Pipelined[Any, T]) -> T:
+async def _pipelined(
+    conn: AsyncConnection, operation: Pipelined[Any, T], namespace: Namespace
+) -> T:
     """The queries, pipelined in one transaction, as in the blocking twin."""
     sent: list[tuple[Query[Any], psycopg.AsyncCursor[Row]]] = []
     try:
@@ -141,7 +148,7 @@ async def _pipelined(conn: AsyncConnection, operation: Pipelined[Any, T]) -> T:
                 for query in operation.queries:
                     _log(query)
                     sent.append((query, conn.cursor(row_factory=dict_row)))
-                    await sent[-1][1].execute(query.statement.text, query.params)
+                    await sent[-1][1].execute(namespace.text(query.statement), query.params)
         return operation.combine([query.read(await cur.fetchall()) for query, cur in sent])
     finally:
         for _, cur in sent:

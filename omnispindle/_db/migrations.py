@@ -18,6 +18,7 @@ from sqlalchemy.pool import NullPool
 
 from omnispindle._db import queries as q
 from omnispindle._db.connecting import connect
+from omnispindle._db.namespace import DEFAULT, Namespace
 from omnispindle._db.pool import execute
 from omnispindle._db.query import Plan
 from omnispindle._db.schema_state import (
@@ -29,11 +30,14 @@ from omnispindle._db.statements import data_dir
 from omnispindle.errors import ValidationError
 
 # Alembic keeps its migration context in module globals, so two threads of
-# one process must not run it at once; the advisory lock covers processes.
+# one process must not run it at once; the migration's lock covers processes.
 _alembic_lock = threading.Lock()
-# True while Omnispindle's own Alembic environment runs its revisions: Alembic
-# records each revision itself there, so apply_migration must not.
-alembic_records = ContextVar("omnispindle_alembic_records", default=False)
+# The schema Omnispindle's own Alembic environment is migrating, while it runs
+# its revisions (None otherwise): Alembic records each revision itself there,
+# so apply_migration must not, and its scripts are for that schema.
+alembic_namespace: ContextVar[Namespace | None] = ContextVar(
+    "omnispindle_alembic_namespace", default=None
+)
 
 
 def alembic_config() -> Config:
@@ -43,7 +47,7 @@ def alembic_config() -> Config:
     return config
 
 
-def prepare(dsn: str, migrate: bool) -> None:
+def prepare(dsn: str, migrate: bool, namespace: Namespace = DEFAULT) -> None:
     """Check the database's schema, migrating first when asked to and behind.
 
     A current database is only read (a few queries on one connection, no
@@ -54,11 +58,11 @@ def prepare(dsn: str, migrate: bool) -> None:
         SchemaMissingError: not migrating, and the schema is missing or behind.
     """
     with connect(dsn) as conn:
-        state = execute(conn, schema_state())
+        state = execute(conn, schema_state(), namespace)
     if migrate and not state.current:
-        upgrade(dsn)
+        upgrade(dsn, namespace=namespace)
     else:
-        require_current(state)
+        require_current(state, namespace)
 
 
 def record_applied(name: str) -> Plan[None]:
@@ -69,7 +73,7 @@ def record_applied(name: str) -> Plan[None]:
     Raises:
         ValueError: no migration is called ``name`` (at once, before the plan runs).
     """
-    return _record(_revision_after(name), alembic_records.get())
+    return _record(_revision_after(name), alembic_namespace.get() is not None)
 
 
 def _record(revision: str | None, alembic_records: bool) -> Plan[None]:
@@ -91,7 +95,7 @@ def _revision_after(name: str) -> str | None:
     return before[-1] if before else None
 
 
-def upgrade(dsn: str, revision: str = "head") -> None:
+def upgrade(dsn: str, revision: str = "head", namespace: Namespace = DEFAULT) -> None:
     """Migrate the database at ``dsn`` to ``revision``; idempotent, safe from many processes.
 
     Raises:
@@ -99,18 +103,18 @@ def upgrade(dsn: str, revision: str = "head") -> None:
             that migrating would start again from the first migration.
     """
     with connect(dsn) as conn:
-        state = execute(conn, schema_state())
+        state = execute(conn, schema_state(), namespace)
     if state.installed and state.revision is None:
-        require_current(state)
-    _run(dsn, lambda config: command.upgrade(config, revision))
+        require_current(state, namespace)
+    _run(dsn, namespace, lambda config: command.upgrade(config, revision))
 
 
-def downgrade(dsn: str, revision: str) -> None:
+def downgrade(dsn: str, revision: str, namespace: Namespace = DEFAULT) -> None:
     """Migrate the database at ``dsn`` down to ``revision`` (``base`` removes everything)."""
-    _run(dsn, lambda config: command.downgrade(config, revision))
+    _run(dsn, namespace, lambda config: command.downgrade(config, revision))
 
 
-def stamp(dsn: str, revision: str) -> None:
+def stamp(dsn: str, revision: str, namespace: Namespace = DEFAULT) -> None:
     """Record ``revision`` as the schema's without running any migration.
 
     Raises:
@@ -120,10 +124,10 @@ def stamp(dsn: str, revision: str) -> None:
         migration_names(through=revision)
     except ValueError as exc:
         raise ValidationError(str(exc)) from None
-    _run(dsn, lambda config: command.stamp(config, revision))
+    _run(dsn, namespace, lambda config: command.stamp(config, revision))
 
 
-def _run(dsn: str, action: Callable[[Config], None]) -> None:
+def _run(dsn: str, namespace: Namespace, action: Callable[[Config], None]) -> None:
     engine = create_engine(
         "postgresql+psycopg://", creator=lambda: connect(dsn, autocommit=False), poolclass=NullPool
     )
@@ -131,12 +135,13 @@ def _run(dsn: str, action: Callable[[Config], None]) -> None:
         with _alembic_lock, engine.begin() as connection:
             config = alembic_config()
             config.attributes["connection"] = connection
+            config.attributes["namespace"] = namespace
             action(config)
     finally:
         engine.dispose()
 
 
-def grant(dsn: str, role: str, access: str) -> None:
+def grant(dsn: str, role: str, access: str, namespace: Namespace = DEFAULT) -> None:
     """Run ``omnispindle.grant_access`` for ``role``; see ``omnispindle.migrate.grant``."""
     with connect(dsn) as conn:
-        execute(conn, q.setup.grant_access(role, access))
+        execute(conn, q.setup.grant_access(role, access), namespace)

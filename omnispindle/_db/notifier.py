@@ -16,9 +16,11 @@ from collections.abc import Callable
 
 import psycopg
 
+from omnispindle._db.namespace import DEFAULT, Namespace
 from omnispindle._db.queries import setup
 from omnispindle.errors import first_line
 
+# Channels by their default names; a queue in another schema has its own.
 READY_CHANNEL = "omnispindle_ready"
 FINISHED_CHANNEL = "omnispindle_finished"
 CANCEL_CHANNEL = "omnispindle_cancel"
@@ -34,10 +36,16 @@ class Notifier:
     Args:
         dsn: the database to listen on.
         max_backoff: longest pause, in seconds, between reconnect attempts.
+        namespace: the queue's schema, whose channels it listens on.
     """
 
-    def __init__(self, dsn: str, *, max_backoff: float = 5.0) -> None:
+    def __init__(
+        self, dsn: str, *, max_backoff: float = 5.0, namespace: Namespace = DEFAULT
+    ) -> None:
         self._dsn = dsn
+        self._namespace = namespace
+        # The queue's name of each channel, to the default name subscribers use.
+        self._channels = {namespace.channel(channel): channel for channel in CHANNELS}
         self._max_backoff = max_backoff
         self._subscribers: dict[int, tuple[str, Callable[..., None], bool]] = {}
         self._ids = itertools.count()
@@ -105,9 +113,11 @@ class Notifier:
     def _listen(self) -> None:
         with psycopg.connect(self._dsn, autocommit=True) as conn:
             for channel in CHANNELS:
-                conn.execute(setup.listen(channel).text)
+                conn.execute(self._namespace.text(setup.listen(channel)))
             self.connected.set()
             self._wake(None)
             while not self._closing.is_set():
                 for notification in conn.notifies(timeout=0.5):
-                    self._wake(notification.channel, notification.payload)
+                    named = self._channels.get(notification.channel)
+                    if named is not None:
+                        self._wake(named, notification.payload)

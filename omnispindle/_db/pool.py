@@ -17,6 +17,7 @@ from psycopg_pool import ConnectionPool
 
 from omnispindle._db.caller import CallerConnection, as_psycopg
 from omnispindle._db.connecting import connect, connect_options
+from omnispindle._db.namespace import DEFAULT, Namespace
 from omnispindle._db.query import Atomic, Operation, Pipelined, Plan, Query, Row
 from omnispindle._db.sqlstate import translated_errors
 
@@ -32,10 +33,12 @@ class Database:
     Args:
         dsn: libpq connection string or URI.
         max_size: most connections the pool opens.
+        namespace: the schema the queue lives in.
     """
 
-    def __init__(self, dsn: str, *, max_size: int = 10) -> None:
+    def __init__(self, dsn: str, *, max_size: int = 10, namespace: Namespace = DEFAULT) -> None:
         self.dsn = dsn
+        self.namespace = namespace
         self.pool: ConnectionPool[Connection] = ConnectionPool(
             dsn,
             min_size=1,
@@ -58,9 +61,9 @@ class Database:
             psycopg.Error: any other database error.
         """
         if connection is not None:
-            return execute(as_psycopg(connection), operation)
+            return execute(as_psycopg(connection), operation, self.namespace)
         with self.pool.connection() as conn:
-            return execute(conn, operation)
+            return execute(conn, operation, self.namespace)
 
     def connect(self) -> Connection:
         """Open a dedicated autocommit connection outside the pool (e.g. for LISTEN).
@@ -75,38 +78,38 @@ class Database:
         self.pool.close()
 
 
-def execute(conn: Connection, operation: Operation[T]) -> T:
-    """Run an operation on ``conn``."""
+def execute(conn: Connection, operation: Operation[T], namespace: Namespace = DEFAULT) -> T:
+    """Run an operation on ``conn``, on the tables of ``namespace``."""
     if isinstance(operation, Query):
-        return _one(conn, operation)
+        return _one(conn, operation, namespace)
     if isinstance(operation, Atomic):
         with translated_errors(), conn.transaction():
-            return _drive(conn, operation.plan)
+            return _drive(conn, operation.plan, namespace)
     if isinstance(operation, Pipelined):
-        return _pipelined(conn, operation)
-    return _drive(conn, operation)
+        return _pipelined(conn, operation, namespace)
+    return _drive(conn, operation, namespace)
 
 
-def _one(conn: Connection, query: Query[T]) -> T:
+def _one(conn: Connection, query: Query[T], namespace: Namespace) -> T:
     _log(query)
     with translated_errors(), conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(query.statement.text, query.params)
+        cur.execute(namespace.text(query.statement), query.params)
         found: list[Row] = cur.fetchall() if cur.description else []
     return query.read(found)
 
 
-def _drive(conn: Connection, plan: Plan[T]) -> T:
+def _drive(conn: Connection, plan: Plan[T], namespace: Namespace) -> T:
     """Run each query the plan yields, sending it the result, until it returns."""
     try:
         query = next(plan)
         while True:
-            query = plan.send(_one(conn, query))
+            query = plan.send(_one(conn, query, namespace))
     except StopIteration as done:
         result: T = done.value
         return result
 
 
-def _pipelined(conn: Connection, operation: Pipelined[Any, T]) -> T:
+def _pipelined(conn: Connection, operation: Pipelined[Any, T], namespace: Namespace) -> T:
     """The queries, pipelined in one transaction (a savepoint inside the caller's):
     the generator of queries runs while the server works, and an exception from
     it rolls everything back."""
@@ -116,7 +119,7 @@ def _pipelined(conn: Connection, operation: Pipelined[Any, T]) -> T:
             for query in operation.queries:
                 _log(query)
                 sent.append((query, conn.cursor(row_factory=dict_row)))
-                sent[-1][1].execute(query.statement.text, query.params)
+                sent[-1][1].execute(namespace.text(query.statement), query.params)
         return operation.combine([query.read(cur.fetchall()) for query, cur in sent])
     finally:
         for _, cur in sent:

@@ -13,6 +13,7 @@ from functools import cache
 
 from omnispindle._db import queries as q
 from omnispindle._db.connecting import connect
+from omnispindle._db.namespace import DEFAULT, Namespace
 from omnispindle._db.pool import execute
 from omnispindle._db.query import Plan
 from omnispindle._db.statements import data_dir
@@ -47,10 +48,10 @@ def head_revision() -> str:
     return migration_names()[-1]
 
 
-def recorded_revision(dsn: str) -> str | None:
+def recorded_revision(dsn: str, namespace: Namespace = DEFAULT) -> str | None:
     """The revision the database records; None before the first migration."""
     with connect(dsn) as conn:
-        return execute(conn, _recorded_revision())
+        return execute(conn, _recorded_revision(), namespace)
 
 
 def _recorded_revision() -> Plan[str | None]:
@@ -84,7 +85,7 @@ def schema_state() -> Plan[SchemaState]:
     return SchemaState(installed, revision)
 
 
-def require_current(state: SchemaState) -> None:
+def require_current(state: SchemaState, namespace: Namespace = DEFAULT) -> None:
     """Refuse a database whose schema this version cannot use.
 
     Raises:
@@ -93,19 +94,28 @@ def require_current(state: SchemaState) -> None:
     """
     if state.current:
         return
+    schema, option = _named(namespace)
     if not state.installed:
         raise SchemaMissingError(
-            "the database has no omnispindle schema: run `omnispindle migrate --dsn ...` "
+            f"the database has no {schema}: run `omnispindle migrate --dsn ...{option}` "
             "(or open a TaskQueue with migrate=True)"
         )
     if state.revision is None:
         raise SchemaOutdatedError(
-            "the omnispindle schema records no revision (an Alembic history of your own "
+            f"the {schema} records no revision (an Alembic history of your own "
             "installed it before apply_migration recorded revisions): run "
-            "`omnispindle migrate --dsn ... --stamp REVISION` with the last migration it applied"
+            f"`omnispindle migrate --dsn ...{option} --stamp REVISION` with the last migration "
+            "it applied"
         )
     raise SchemaOutdatedError(
-        f"the omnispindle schema is at {state.revision} and this version needs "
-        f"{head_revision()}: run `omnispindle migrate --dsn ...` (or, when your own Alembic "
-        "history installs it, a revision that applies the newer migrations)"
+        f"the {schema} is at {state.revision} and this version needs "
+        f"{head_revision()}: run `omnispindle migrate --dsn ...{option}` (or, when your own "
+        "Alembic history installs it, a revision that applies the newer migrations)"
     )
+
+
+def _named(namespace: Namespace) -> tuple[str, str]:
+    """How messages name the schema, and the option that selects it."""
+    if namespace.is_default:
+        return "omnispindle schema", ""
+    return f"omnispindle schema {namespace.name!r}", f" --schema {namespace.name}"

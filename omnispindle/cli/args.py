@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from omnispindle._db.embedded import DSN_VARIABLE
+from omnispindle._db.namespace import Namespace
 from omnispindle._maintenance import retention
 
 N = TypeVar("N", int, float)
@@ -136,3 +137,12 @@ def given_dsn(args: argparse.Namespace) -> str | None:
     """``--dsn``, else ``$OMNISPINDLE_DSN``; None when neither is set."""
     dsn: str | None = args.dsn or os.environ.get(DSN_VARIABLE)
     return dsn
+
+
+def given_schema(args: argparse.Namespace) -> str:
+    """``--schema``, else ``$OMNISPINDLE_SCHEMA``, else ``omnispindle``.
+
+    Raises:
+        ValidationError: the name is not one a queue may use.
+    """
+    return Namespace.chosen(args.schema).name

@@ -132,7 +132,8 @@ def command(
     handler: Callable[[argparse.Namespace], int],
     with_dsn: bool = True,
 ) -> argparse.ArgumentParser:
-    """Add the command ``name``, run by ``handler``, with ``--dsn`` unless told otherwise."""
+    """Add the command ``name``, run by ``handler``, with ``--dsn`` and ``--schema``
+    unless told otherwise."""
     sub: argparse.ArgumentParser = commands.add_parser(
         name, help=help_text, description=help_text, formatter_class=_HelpFormatter
     )
@@ -141,6 +142,12 @@ def command(
             "--dsn",
             default=None,
             help="Postgres DSN (default $OMNISPINDLE_DSN, else the embedded server)",
+        )
+        sub.add_argument(
+            "--schema",
+            default=None,
+            help="the queue's schema, each a queue of its own "
+            "(default $OMNISPINDLE_SCHEMA, else omnispindle)",
         )
     sub.set_defaults(handler=handler)
     return sub

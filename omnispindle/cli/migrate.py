@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from omnispindle.cli.args import given_dsn
+from omnispindle.cli.args import given_dsn, given_schema
 from omnispindle.cli.exit_codes import EXIT_OK
 from omnispindle.errors import ConfigurationError
 
@@ -48,7 +48,7 @@ def _grant(args: argparse.Namespace) -> int:
     dsn = given_dsn(args)
     if not dsn:
         raise ConfigurationError("grant needs --dsn or $OMNISPINDLE_DSN: roles live in a server")
-    grant(dsn, args.role, args.access)
+    grant(dsn, args.role, args.access, schema=given_schema(args))
     print(f"omnispindle: granted {args.access} access to {args.role}")
     return EXIT_OK
 
@@ -73,6 +73,6 @@ def _migrate_database(dsn: str, args: argparse.Namespace) -> None:
     from omnispindle.migrate import stamp, upgrade
 
     if args.stamp:
-        stamp(dsn, args.stamp)
+        stamp(dsn, args.stamp, schema=given_schema(args))
     else:
-        upgrade(dsn, args.revision)
+        upgrade(dsn, args.revision, schema=given_schema(args))

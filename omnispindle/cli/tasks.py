@@ -11,7 +11,13 @@ from omnispindle._client import operations
 from omnispindle._client.inspection import list_tasks, require_tasks, task_detail
 from omnispindle._client.records import CancelOutcome, RetryOutcome
 from omnispindle._db.rows import TaskRecord
-from omnispindle.cli.args import age_arg, positive_int_arg, positive_seconds_arg, task_id_arg
+from omnispindle.cli.args import (
+    age_arg,
+    given_schema,
+    positive_int_arg,
+    positive_seconds_arg,
+    task_id_arg,
+)
 from omnispindle.cli.exit_codes import EXIT_OK, EXIT_TASK_FAILED, EXIT_USAGE
 from omnispindle.cli.formatting import to_json
 from omnispindle.cli.progress import PROGRESS_MODES, ProgressBar, progress_wanted
@@ -208,7 +214,7 @@ def open_queue(args: argparse.Namespace) -> TaskQueue:
     """The queue at ``--dsn``, never migrated: these commands only read and fix tasks."""
     from omnispindle.task_queue import TaskQueue
 
-    return TaskQueue(args.dsn, migrate=False)
+    return TaskQueue(args.dsn, schema=given_schema(args), migrate=False)
 
 
 def _print_outcomes(outcomes: Sequence[CancelOutcome | RetryOutcome], as_json: bool) -> None:

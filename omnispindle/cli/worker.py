@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from omnispindle._core import defaults
 from omnispindle.cli.args import (
+    given_schema,
     int_arg,
     migrate_argument,
     positive_seconds_arg,
@@ -125,7 +126,7 @@ def add_commands(commands: Any, command: Callable[..., argparse.ArgumentParser])
 def _worker(args: argparse.Namespace) -> int:
     from omnispindle.task_queue import TaskQueue
 
-    with TaskQueue(args.dsn, migrate=args.migrate) as queue:
+    with TaskQueue(args.dsn, schema=given_schema(args), migrate=args.migrate) as queue:
         return _run_worker(args, queue)
 
 
@@ -224,7 +225,7 @@ def _sweep(args: argparse.Namespace) -> int:
         dead_worker_after=args.dead_worker_after,
         retention=None if args.no_prune else args.retention,
     )
-    queue = TaskQueue(args.dsn, migrate=args.migrate)
+    queue = TaskQueue(args.dsn, schema=given_schema(args), migrate=args.migrate)
     try:
         sweeper = Sweeper(queue.db, config)
         if args.once:

@@ -1,11 +1,21 @@
 -- Statements for set-up: migrations, the schema check, and LISTEN.
 
--- name: lock_migrations
--- Serialises concurrent migrators for the rest of their transaction. Any role
--- that can connect can hold this key, so every lock wait of the migration
--- (this one, and its DDL behind long transactions) ends after the timeout.
-WITH bounded AS (SELECT set_config('lock_timeout', %(timeout_ms)s::text, true))
-SELECT pg_advisory_xact_lock(hashtext('omnispindle.migrate')) FROM bounded;
+-- name: bound_lock_waits
+-- Every lock wait of the rest of the transaction (a migrator's lock, its DDL
+-- behind long transactions) ends after the timeout.
+SELECT set_config('lock_timeout', %(timeout_ms)s::text, true);
+
+-- name: lock_first_install
+-- Serialises the migrators of a schema that has no version table yet, until
+-- their transaction ends. Any role that can connect can hold this key, but it
+-- only guards the first install, and the wait for it is bounded.
+SELECT pg_advisory_xact_lock(hashtext('omnispindle.migrate'));
+
+-- name: lock_version_table
+-- Serialises the migrators of an installed schema, until their transaction
+-- ends: this mode conflicts with itself, and taking it needs rights on the
+-- table that only the schema's owner has.
+LOCK TABLE omnispindle.alembic_version IN SHARE ROW EXCLUSIVE MODE;
 
 -- name: create_schema
 CREATE SCHEMA IF NOT EXISTS omnispindle;

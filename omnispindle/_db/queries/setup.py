@@ -7,12 +7,21 @@ from omnispindle._db.query import Query, Row, nothing, value
 from omnispindle._db.statements import RUNTIME, Statement
 
 
-def lock_migrations() -> Query[None]:
-    """Serialise migrators for the rest of the transaction; every lock wait in it
-    ends after ``defaults.LOCK_TIMEOUT`` seconds."""
+def bound_lock_waits() -> Query[None]:
+    """End every lock wait of the rest of the transaction after ``defaults.LOCK_TIMEOUT`` s."""
     return Query(
-        RUNTIME["lock_migrations"], {"timeout_ms": int(defaults.LOCK_TIMEOUT * 1000)}, nothing
+        RUNTIME["bound_lock_waits"], {"timeout_ms": int(defaults.LOCK_TIMEOUT * 1000)}, nothing
     )
+
+
+def lock_first_install() -> Query[None]:
+    """Serialise the migrators of a schema without a version table (an advisory key)."""
+    return Query(RUNTIME["lock_first_install"], None, nothing)
+
+
+def lock_version_table() -> Query[None]:
+    """Serialise the migrators of an installed schema (a lock only its owner can take)."""
+    return Query(RUNTIME["lock_version_table"], None, nothing)
 
 
 def create_schema() -> Query[None]:
@@ -55,7 +64,8 @@ def record_revision(revision: str) -> Query[None]:
 
 
 def listen(channel: str) -> Statement:
-    """The LISTEN statement of a notification channel (run as is, on a dedicated connection).
+    """The LISTEN statement of a notification channel, by its default name (run on a
+    dedicated connection, for the queue's schema).
 
     Raises:
         KeyError: no statement listens on that channel.
