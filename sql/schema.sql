@@ -763,13 +763,21 @@ BEGIN
             USING ERRCODE = 'OS005';
     END IF;
 
-    IF EXISTS (SELECT 1 FROM unnest(p_idempotency_keys) AS k WHERE k IS NOT NULL) THEN
-        -- Submitters of one key queue behind each other, each taking its keys
-        -- in sorted order (no deadlock between batches sharing keys), until
-        -- the holder's transaction ends; the lookup below then sees its task.
-        PERFORM pg_advisory_xact_lock(hashtext('omnispindle.idempotency_key'), hashtext(k))
-        FROM (SELECT DISTINCT k FROM unnest(p_idempotency_keys) AS k
-              WHERE k IS NOT NULL ORDER BY k) AS keys;
+    IF NOT EXISTS (SELECT 1 FROM unnest(p_idempotency_keys) AS k WHERE k IS NOT NULL) THEN
+        RETURN QUERY SELECT i FROM unnest(omnispindle.insert_tasks(
+            p_task_types, p_parameters, p_priorities, p_max_attempts, p_retry_backoffs,
+            p_timeouts, p_required_capabilities, p_dependencies, p_entry_dependencies,
+            p_allow_failed, p_run_after, p_idempotency_keys, p_trace_contexts, NULL)) AS i;
+        RETURN;
+    END IF;
+
+    -- Submitters of one key meet at the unique index on unfinished tasks' keys:
+    -- an insert waits there for the transaction that inserted the key first
+    -- (only a role that may submit can make it wait, and for at most the
+    -- function's lock_timeout), then fails if that one committed; this one
+    -- then looks again and reuses that task. Batches that take shared keys in
+    -- different orders may deadlock instead: the one chosen looks again too.
+    FOR look IN 1..5 LOOP
         -- The unfinished tasks holding the batch's keys, by position. Under a
         -- REPEATABLE READ or SERIALIZABLE snapshot taken before such a task
         -- committed, it stays invisible here and the insert fails with a
@@ -780,13 +788,23 @@ BEGIN
                          ORDER BY k.ord)
         INTO existing
         FROM unnest(p_idempotency_keys) WITH ORDINALITY AS k(key, ord);
-    END IF;
-
-    ids := omnispindle.insert_tasks(
-        p_task_types, p_parameters, p_priorities, p_max_attempts, p_retry_backoffs,
-        p_timeouts, p_required_capabilities, p_dependencies, p_entry_dependencies,
-        p_allow_failed, p_run_after, p_idempotency_keys, p_trace_contexts, existing);
-    RETURN QUERY SELECT i FROM unnest(ids) AS i;
+        BEGIN
+            ids := omnispindle.insert_tasks(
+                p_task_types, p_parameters, p_priorities, p_max_attempts, p_retry_backoffs,
+                p_timeouts, p_required_capabilities, p_dependencies, p_entry_dependencies,
+                p_allow_failed, p_run_after, p_idempotency_keys, p_trace_contexts, existing);
+            RETURN QUERY SELECT i FROM unnest(ids) AS i;
+            RETURN;
+        EXCEPTION WHEN unique_violation OR deadlock_detected THEN
+            -- Under a snapshot fixed for the transaction, looking again sees nothing new.
+            IF look = 5 OR current_setting('transaction_isolation') <> 'read committed' THEN
+                RAISE;
+            END IF;
+        END;
+        -- Submitters that lost a race look again one at a time, so that two of
+        -- them cannot keep deadlocking on keys they take in opposite orders.
+        PERFORM 1 FROM omnispindle.maintenance_locks WHERE name = 'idempotency' FOR UPDATE;
+    END LOOP;
 END
 $$;
 
@@ -1307,8 +1325,7 @@ CREATE TRIGGER tasks_lease_bounded
     EXECUTE FUNCTION omnispindle.refuse_long_lease();
 
 -- A submitter waits for another's idempotency key for at most ten seconds,
--- then fails (lock_not_available) instead of hanging: any role that can
--- connect can hold an advisory key.
+-- then fails (lock_not_available) instead of hanging.
 ALTER FUNCTION omnispindle.submit_tasks(text[], jsonb[], integer[], integer[], double precision[],
     double precision[], jsonb[], jsonb[], jsonb[], boolean[], timestamp with time zone[], text[],
     jsonb[])
@@ -1383,7 +1400,7 @@ $$;
 CREATE TABLE omnispindle.maintenance_locks (
     name text PRIMARY KEY
 );
-INSERT INTO omnispindle.maintenance_locks (name) VALUES ('prune');
+INSERT INTO omnispindle.maintenance_locks (name) VALUES ('prune'), ('idempotency');
 
 -- Grants p_role what one kind of access needs, and nothing more:
 --   observer: SELECT on the views (status, tasks, metrics);

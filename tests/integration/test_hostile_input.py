@@ -346,22 +346,30 @@ def test_a_held_migration_key_makes_migrate_fail_in_bounded_time(
             admin.execute(psycopg.sql.SQL("DROP ROLE {}").format(psycopg.sql.Identifier(role)))
 
 
-def test_a_held_idempotency_key_fails_its_submit_in_bounded_time(client, dsn, conn):
-    """Finding 3: holding one key's lock hung that submit for ever."""
-    holder = psycopg.connect(dsn)
+def test_an_idempotency_key_is_no_lock_an_outsider_can_hold(client, dsn, conn):
+    """Finding 3: holding one key's advisory lock hung that submit for ever."""
+    holder = psycopg.connect(dsn, autocommit=True)
     holder.execute(
         "SELECT pg_advisory_lock(hashtext('omnispindle.idempotency_key'), hashtext('order-1'))"
     )
     try:
         started = time.monotonic()
-        with pytest.raises(LockTimeoutError):
-            client.submit_task("t", idempotency_key="order-1")
-        assert 5 < time.monotonic() - started < 30
-        assert client.submit_task("t", idempotency_key="order-2") > 0  # other keys pass
+        first = client.submit_task("t", idempotency_key="order-1")
+        assert client.submit_task("t", idempotency_key="order-1") == first
+        assert time.monotonic() - started < 5
     finally:
         holder.close()
-    assert client.submit_task("t", idempotency_key="order-1") > 0
-    assert count_tasks(conn) == 2
+    # Only a submitter of the same key makes a submit wait: at most ten seconds.
+    with psycopg.connect(dsn) as producer:
+        producer.execute("SELECT omnispindle.enqueue('t', idempotency_key => 'order-2')")
+        started = time.monotonic()
+        with pytest.raises(LockTimeoutError):
+            client.submit_task("t", idempotency_key="order-2")
+        assert 5 < time.monotonic() - started < 30
+        assert client.submit_task("t", idempotency_key="order-3") > 0  # other keys pass
+        producer.rollback()
+    assert client.submit_task("t", idempotency_key="order-2") > 0
+    assert count_tasks(conn) == 3
 
 
 def test_the_prune_lock_is_a_row_no_outsider_can_take(queue, client, dsn, conn, monkeypatch):
