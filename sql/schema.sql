@@ -191,6 +191,12 @@ AS $$
 DECLARE
     claimed integer := 0;
     found_now integer;
+    -- Bytes of parameters the rest of the claim may take: a claim carries at
+    -- most 64 MiB of them (or one task, whatever its size), so a worker never
+    -- takes a concurrency's worth of the largest rows in one statement.
+    budget bigint := 67108864;
+    chosen bigint[];
+    taken bigint;
     -- Walks of the index, in order: (lowest priority, highest priority, after id).
     -- -1000 and 1000 bound priorities (tasks_priority_range).
     walks integer[] := CASE WHEN p_after_id IS NULL THEN ARRAY[-1000, 1000, 0]
@@ -200,9 +206,12 @@ DECLARE
     walk integer;
 BEGIN
     FOR walk IN 0 .. cardinality(walks) / 3 - 1 LOOP
-        RETURN QUERY
+        -- The walk's ready tasks, locked, as many as the budget holds. A ROWS
+        -- frame without ORDER BY sums in the order the locked rows come, the
+        -- index's; the first always fits. pg_column_size reads a value's
+        -- header, never its TOASTed body.
         WITH ready AS (
-            SELECT r.id
+            SELECT r.id, pg_column_size(r.parameters) AS size
             FROM omnispindle.tasks r
             WHERE r.state = 'pending'
               AND r.priority BETWEEN walks[walk * 3 + 1] AND walks[walk * 3 + 2]
@@ -214,7 +223,14 @@ BEGIN
             ORDER BY r.priority DESC, r.id
             LIMIT p_limit - claimed
             FOR NO KEY UPDATE SKIP LOCKED
+        ), summed AS (
+            SELECT id, size, sum(size) OVER (ROWS UNBOUNDED PRECEDING) AS upto FROM ready
         )
+        SELECT array_agg(id), max(upto) INTO chosen, taken
+        FROM summed WHERE upto - size < budget;
+        CONTINUE WHEN chosen IS NULL;
+
+        RETURN QUERY
         UPDATE omnispindle.tasks t
         SET state = 'running',
             attempts = t.attempts + 1,
@@ -223,8 +239,7 @@ BEGIN
             -- A lease never reaches past the task's timeout (LEAST ignores NULL).
             lease_expires_at = now() + make_interval(secs => LEAST(p_lease_seconds, t.timeout_seconds)),
             started_at = now()
-        FROM ready
-        WHERE t.id = ready.id
+        WHERE t.id = ANY (chosen)
         RETURNING t.id, t.task_type, t.parameters, t.attempts, t.max_attempts,
                   t.timeout_seconds, t.lease_token,
                   -- LATERAL primary-key lookups (OFFSET 0 keeps the planner from
@@ -250,7 +265,8 @@ BEGIN
                   t.trace_context, t.priority;
         GET DIAGNOSTICS found_now = ROW_COUNT;
         claimed := claimed + found_now;
-        EXIT WHEN claimed >= p_limit;
+        budget := budget - taken;
+        EXIT WHEN claimed >= p_limit OR budget <= 0;
     END LOOP;
 END
 $$;

@@ -27,6 +27,89 @@ ALTER TABLE omnispindle.tasks
     DROP CONSTRAINT tasks_result_size,
     DROP CONSTRAINT tasks_required_capabilities_size;
 
+-- Claims bounded in tasks only.
+CREATE OR REPLACE FUNCTION omnispindle.claim_tasks(p_task_types text[], p_capabilities text[],
+                                        p_limit integer, p_worker_id uuid,
+                                        p_lease_seconds double precision,
+                                        p_after_priority integer DEFAULT NULL,
+                                        p_after_id bigint DEFAULT NULL)
+RETURNS TABLE (id bigint, task_type text, parameters jsonb, attempts integer,
+               max_attempts integer, timeout_seconds double precision, lease_token uuid,
+               dependency_results jsonb, dependency_failures jsonb, trace_context jsonb,
+               priority integer)
+LANGUAGE plpgsql
+SET enable_bitmapscan = off
+SET enable_seqscan = off
+SET enable_sort = off
+AS $$
+#variable_conflict use_column
+DECLARE
+    claimed integer := 0;
+    found_now integer;
+    -- Walks of the index, in order: (lowest priority, highest priority, after id).
+    -- -1000 and 1000 bound priorities (tasks_priority_range).
+    walks integer[] := CASE WHEN p_after_id IS NULL THEN ARRAY[-1000, 1000, 0]
+                            ELSE ARRAY[p_after_priority + 1, 1000, 0,
+                                       p_after_priority, p_after_priority, p_after_id,
+                                       -1000, p_after_priority - 1, 0] END;
+    walk integer;
+BEGIN
+    FOR walk IN 0 .. cardinality(walks) / 3 - 1 LOOP
+        RETURN QUERY
+        WITH ready AS (
+            SELECT r.id
+            FROM omnispindle.tasks r
+            WHERE r.state = 'pending'
+              AND r.priority BETWEEN walks[walk * 3 + 1] AND walks[walk * 3 + 2]
+              AND r.id > walks[walk * 3 + 3]
+              AND r.run_after <= now()
+              AND r.task_type = ANY (p_task_types)
+              AND r.required_capabilities <@ p_capabilities
+              AND r.attempts < r.max_attempts
+            ORDER BY r.priority DESC, r.id
+            LIMIT p_limit - claimed
+            FOR NO KEY UPDATE SKIP LOCKED
+        )
+        UPDATE omnispindle.tasks t
+        SET state = 'running',
+            attempts = t.attempts + 1,
+            worker_id = p_worker_id,
+            lease_token = gen_random_uuid(),
+            -- A lease never reaches past the task's timeout (LEAST ignores NULL).
+            lease_expires_at = now() + make_interval(secs => LEAST(p_lease_seconds, t.timeout_seconds)),
+            started_at = now()
+        FROM ready
+        WHERE t.id = ready.id
+        RETURNING t.id, t.task_type, t.parameters, t.attempts, t.max_attempts,
+                  t.timeout_seconds, t.lease_token,
+                  -- LATERAL primary-key lookups (OFFSET 0 keeps the planner from
+                  -- flattening them into a scan of all tasks): linear whatever
+                  -- the statistics say. NULL when there are none, which spares
+                  -- the worker decoding an empty object per task.
+                  (SELECT jsonb_object_agg(d.depends_on::text, p.result)
+                   FROM omnispindle.task_dependencies d,
+                        LATERAL (SELECT q.result FROM omnispindle.tasks q
+                                 WHERE q.id = d.depends_on AND q.state = 'succeeded' OFFSET 0) p
+                   WHERE d.task_id = t.id),
+                  -- Only children that allow failed dependencies ever see these,
+                  -- so no other claim looks them up.
+                  CASE WHEN t.allow_failed_dependencies THEN
+                  (SELECT jsonb_object_agg(d.depends_on::text, p.failure)
+                   FROM omnispindle.task_dependencies d,
+                        LATERAL (SELECT jsonb_build_object('state', q.state, 'error', q.errors -> -1,
+                                                           'cancel_reason', q.cancel_reason) AS failure
+                                 FROM omnispindle.tasks q
+                                 WHERE q.id = d.depends_on AND q.state IN ('failed', 'cancelled')
+                                 OFFSET 0) p
+                   WHERE d.task_id = t.id) END,
+                  t.trace_context, t.priority;
+        GET DIAGNOSTICS found_now = ROW_COUNT;
+        claimed := claimed + found_now;
+        EXIT WHEN claimed >= p_limit;
+    END LOOP;
+END
+$$;
+
 -- Back to the advisory key per idempotency key, without a lock_timeout.
 CREATE OR REPLACE FUNCTION omnispindle.submit_tasks(
     p_task_types text[],

@@ -494,6 +494,29 @@ def test_partial_results_are_bounded_each_and_in_total(client, start_worker, lim
     assert [len(p["data"].get("chunk", "")) for p in partials] == [0, 40, 40, 40, 40]
 
 
+BIG_ROW = (
+    "INSERT INTO omnispindle.tasks (task_type, parameters) "
+    "SELECT 'big', jsonb_build_object('blob', string_agg(md5(random()::text), '')) "
+    "FROM generate_series(1, 1200000)"  # about 38 MB of text that does not compress
+)
+CLAIM = (
+    "SELECT id FROM omnispindle.claim_tasks(ARRAY['big'], ARRAY[]::text[], 10, "
+    "gen_random_uuid(), 30)"
+)
+
+
+def test_a_claim_is_bounded_in_bytes_as_well_as_in_tasks(conn):
+    """Finding 6: a worker could claim a concurrency's worth of huge rows at once."""
+    for _ in range(3):
+        conn.execute(BIG_ROW)
+    sizes = conn.execute("SELECT pg_column_size(parameters) FROM omnispindle.tasks").fetchall()
+    assert all(30_000_000 < size < 64 * 2**20 for (size,) in sizes)
+    # Up to 64 MiB: the second task starts within the budget, the third does not.
+    assert len(conn.execute(CLAIM).fetchall()) == 2
+    assert len(conn.execute(CLAIM).fetchall()) == 1
+    assert conn.execute(CLAIM).fetchall() == []
+
+
 def test_limits_are_checked_when_set(limits):
     with pytest.raises(ValidationError, match="no limit is called"):
         limits(parameter_bytes=10)
