@@ -16,7 +16,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from omnispindle._core import defaults
 from omnispindle._core.batches import entry
+from omnispindle._db.namespace import SCHEMA_VARIABLE
 from omnispindle.bench import queries as bq
 from omnispindle.client import TaskQueueClient
 from omnispindle.errors import OmnispindleError
@@ -69,7 +71,7 @@ def worker_process(
             str(lease_timeout),
             *extra,
         ],
-        env={**os.environ, "OMNISPINDLE_DSN": dsn},
+        env={**os.environ, "OMNISPINDLE_DSN": dsn, SCHEMA_VARIABLE: defaults.SCHEMA},
     )
 
 

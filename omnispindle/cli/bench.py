@@ -10,6 +10,7 @@ import tempfile
 from collections.abc import Callable
 from typing import Any
 
+from omnispindle._core import defaults
 from omnispindle.cli.args import given_dsn, migrate_argument
 from omnispindle.cli.formatting import format_table
 
@@ -34,8 +35,14 @@ def add_commands(commands: Any, make_command: Callable[..., argparse.ArgumentPar
     from omnispindle.bench.peers import PEERS
     from omnispindle.bench.runner import SCENARIOS
 
+    # The benchmarks watch and clear their tasks by statements of their own, in
+    # the default schema.
     bench = make_command(
-        commands, "bench", "run a benchmark scenario and print its figures", _bench
+        commands,
+        "bench",
+        "run a benchmark scenario and print its figures",
+        _bench,
+        with_schema=False,
     )
     bench.add_argument("scenario", choices=list(SCENARIOS), help=SCENARIO_HELP)
     bench.add_argument("--tasks", type=int, help="tasks per run (default: the scenario's own)")
@@ -78,7 +85,9 @@ def _bench(args: argparse.Namespace) -> int:
         # Without a database, measure on a fresh embedded one.
         given = given_dsn(args)
         queue = (
-            TaskQueue(given, migrate=args.migrate) if given else TaskQueue(persistence_path=scratch)
+            TaskQueue(given, migrate=args.migrate, schema=defaults.SCHEMA)
+            if given
+            else TaskQueue(persistence_path=scratch, schema=defaults.SCHEMA)
         )
         try:
             rows = run(queue, args.scenario, options, peers)

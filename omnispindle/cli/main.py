@@ -131,9 +131,10 @@ def command(
     help_text: str,
     handler: Callable[[argparse.Namespace], int],
     with_dsn: bool = True,
+    with_schema: bool = True,
 ) -> argparse.ArgumentParser:
     """Add the command ``name``, run by ``handler``, with ``--dsn`` and ``--schema``
-    unless told otherwise."""
+    unless told otherwise (``--schema`` only with ``--dsn``)."""
     sub: argparse.ArgumentParser = commands.add_parser(
         name, help=help_text, description=help_text, formatter_class=_HelpFormatter
     )
@@ -143,6 +144,7 @@ def command(
             default=None,
             help="Postgres DSN (default $OMNISPINDLE_DSN, else the embedded server)",
         )
+    if with_dsn and with_schema:
         sub.add_argument(
             "--schema",
             default=None,
