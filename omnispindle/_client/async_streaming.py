@@ -12,7 +12,7 @@ from omnispindle._client.records import StreamEvent, final_event, partial_event
 from omnispindle._db.async_notifier import AsyncNotifier
 from omnispindle._db.async_pool import AsyncDatabase
 from omnispindle._db.notifier import FINISHED_CHANNEL, STREAM_CHANNEL
-from omnispindle.errors import WaitTimeoutError
+from omnispindle.errors import DatabaseUnavailableError, WaitTimeoutError
 from omnispindle.states import FINISHED_VALUES
 
 
@@ -28,6 +28,7 @@ async def stream_events(
     Raises:
         TaskNotFoundError: no task has this id.
         WaitTimeoutError: the task had not finished within ``timeout`` seconds.
+        DatabaseUnavailableError: the database was still unreachable at the timeout.
     """
     woken = notifier.subscribe((STREAM_CHANNEL, FINISHED_CHANNEL))
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -35,14 +36,20 @@ async def stream_events(
     try:
         while True:
             woken.clear()
-            task, partials = await db.run(operations.stream_step(task_id, after))
+            outage: DatabaseUnavailableError | None = None
+            try:
+                task, partials = await db.run(operations.stream_step(task_id, after))
+            except DatabaseUnavailableError as exc:  # ride through a restart
+                outage, task, partials = exc, None, []
             for row in partials:
                 after = row["seq"]
                 yield partial_event(row)
-            if task["state"] in FINISHED_VALUES:
+            if task is not None and task["state"] in FINISHED_VALUES:
                 yield final_event(task)
                 return
             pause = next_pause(deadline, poll_interval)
+            if pause is None and outage is not None:
+                raise outage
             if pause is None:
                 raise WaitTimeoutError(f"task {task_id} had not finished streaming in time")
             await wait_event(woken, pause)

@@ -14,6 +14,7 @@ from omnispindle._db.async_notifier import AsyncNotifier
 from omnispindle._db.async_pool import AsyncDatabase
 from omnispindle._db.notifier import FINISHED_CHANNEL
 from omnispindle._db.rows import TaskRecord
+from omnispindle.errors import DatabaseUnavailableError
 
 # Called as progress(finished, total); it may be a coroutine function.
 AsyncProgress = Callable[[int, int], object]
@@ -33,11 +34,11 @@ async def wait_for_batch(
         ValidationError: an id or the timeout is invalid.
         TaskNotFoundError: an id does not exist.
         WaitTimeoutError: some tasks had not finished within ``timeout``.
+        DatabaseUnavailableError: the database was still unreachable at the timeout.
     """
     finished = FinishedTasks(task_ids, timeout)
-    if not finished.done:
-        await db.run(finished.require_found())
     pacer = CheckPacer(poll_interval, paced=finished.total > FEW_LEFT)
+    found_all = finished.done
 
     async def report() -> None:
         outcome = None if progress is None else progress(finished.count, finished.total)
@@ -45,6 +46,10 @@ async def wait_for_batch(
             await outcome
 
     async def collect() -> bool:
+        nonlocal found_all
+        if not found_all:  # inside the loop, so that an outage at the start is waited out
+            await db.run(finished.require_found())
+            found_all = True
         if finished.done:
             return True
         with pacer.timing():
@@ -73,17 +78,24 @@ async def wait_until(
 
     Subscribes before the first check, so a task finishing between that check
     and the wait still wakes it. Without a notification it checks every poll
-    interval; after one, once ``pacer`` allows. Returns False on timeout.
+    interval; after one, once ``pacer`` allows. Returns False on timeout. An
+    unreachable database counts as not done, as in the blocking twin.
     """
     woken = notifier.subscribe(channels)
     try:
         while True:
             woken.clear()
-            if await done():
-                return True
+            outage: DatabaseUnavailableError | None = None
+            try:
+                if await done():
+                    return True
+            except DatabaseUnavailableError as exc:
+                outage = exc
             pacer.checked(time.monotonic())
             pause = next_pause(deadline, pacer.poll_interval)
             if pause is None:
+                if outage is not None:
+                    raise outage
                 return False
             if await wait_event(woken, pause):
                 await asyncio.sleep(pacer.hold(time.monotonic(), deadline))

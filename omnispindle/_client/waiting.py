@@ -11,6 +11,7 @@ from omnispindle._client._pacing import CheckPacer, next_pause
 from omnispindle._db.notifier import FINISHED_CHANNEL, Notifier
 from omnispindle._db.pool import Database
 from omnispindle._db.rows import TaskRecord
+from omnispindle.errors import DatabaseUnavailableError
 
 Progress = Callable[[int, int], object]
 
@@ -29,17 +30,21 @@ def wait_for_batch(
         ValidationError: an id or the timeout is invalid.
         TaskNotFoundError: an id does not exist.
         WaitTimeoutError: some tasks had not finished within ``timeout``.
+        DatabaseUnavailableError: the database was still unreachable at the timeout.
     """
     finished = FinishedTasks(task_ids, timeout)
-    if not finished.done:
-        db.run(finished.require_found())
     pacer = CheckPacer(poll_interval, paced=finished.total > FEW_LEFT)
+    found_all = finished.done
 
     def report() -> None:
         if progress is not None:
             progress(finished.count, finished.total)
 
     def collect() -> bool:
+        nonlocal found_all
+        if not found_all:  # inside the loop, so that an outage at the start is waited out
+            db.run(finished.require_found())
+            found_all = True
         if finished.done:
             return True
         with pacer.timing():
@@ -68,18 +73,27 @@ def wait_until(
 
     Subscribes before the first check, so a task finishing between that check
     and the wait still wakes it. Without a notification it checks every poll
-    interval; after one, once ``pacer`` allows. Returns False on timeout.
+    interval; after one, once ``pacer`` allows. Returns False on timeout. A
+    check that finds the database unreachable counts as not done: the wait
+    rides through a restart, and raises that error only if it lasts past the
+    deadline.
     """
     woken = threading.Event()
     handle = notifier.subscribe(channel, woken.set)
     try:
         while True:
             woken.clear()
-            if done():
-                return True
+            outage: DatabaseUnavailableError | None = None
+            try:
+                if done():
+                    return True
+            except DatabaseUnavailableError as exc:
+                outage = exc
             pacer.checked(time.monotonic())
             pause = next_pause(deadline, pacer.poll_interval)
             if pause is None:
+                if outage is not None:
+                    raise outage
                 return False
             if woken.wait(pause):
                 time.sleep(pacer.hold(time.monotonic(), deadline))

@@ -31,6 +31,12 @@ MAX_TIMEOUT = 1e9  # seconds (about 31 years); far longer ones overflow timestam
 POLL_INTERVAL = 1.0  # seconds between checks while no notification comes
 POOL_SIZE = 10
 POOL_SIZE_RANGE = (1, 1000)
+# Seconds a call waits for a pooled connection: during an outage, a caller
+# learns of it this soon, as a DatabaseUnavailableError.
+POOL_TIMEOUT = 5.0
+# Seconds one run of a pool's reconnect attempts lasts before it starts afresh:
+# bounds the pause between attempts, so a pool is back soon after the database.
+RECONNECT_WINDOW = 5.0
 # Seconds a migration or an explicit prune waits for a lock; advisory keys can
 # be held by any role that can connect.
 LOCK_TIMEOUT = 30.0

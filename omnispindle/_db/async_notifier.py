@@ -15,10 +15,12 @@ from collections.abc import Iterable
 
 import psycopg
 
+from omnispindle._db.connecting import connect_async
 from omnispindle._db.namespace import DEFAULT, Namespace
 from omnispindle._db.notifier import FINISHED_CHANNEL, STREAM_CHANNEL
+from omnispindle._db.outages import Outage
 from omnispindle._db.queries import setup
-from omnispindle.errors import first_line
+from omnispindle.errors import DatabaseUnavailableError
 
 # Clients wait for finished tasks and streamed partials; the other channels are the workers'.
 _CHANNELS = (FINISHED_CHANNEL, STREAM_CHANNEL)
@@ -43,6 +45,7 @@ class AsyncNotifier:
         self._namespace = namespace
         # The queue's name of each channel, to the default name subscribers use.
         self._channels = {namespace.channel(channel): channel for channel in _CHANNELS}
+        self.outage = Outage("the async LISTEN connection", log)
         self._max_backoff = max_backoff
         self._waiters: dict[asyncio.Event, frozenset[str]] = {}
         self._task: asyncio.Task[None] | None = None
@@ -83,23 +86,21 @@ class AsyncNotifier:
         failures = 0
         while True:
             try:
-                async with await psycopg.AsyncConnection.connect(
-                    self._dsn, autocommit=True
-                ) as conn:
+                async with await connect_async(self._dsn) as conn:
                     for channel in _CHANNELS:
                         await conn.execute(self._namespace.text(setup.listen(channel)))
                     failures = 0
+                    self.outage.restored()
                     self.connected.set()
                     self._wake(None)
                     async for notification in conn.notifies():
                         named = self._channels.get(notification.channel)
                         if named is not None:
                             self._wake(named)
-            except psycopg.Error as exc:
+            except (psycopg.Error, DatabaseUnavailableError) as exc:
                 self.connected.clear()
                 failures += 1
-                if failures == 1:
-                    log.warning("async LISTEN connection lost (%s); reconnecting", first_line(exc))
+                self.outage.lost(exc)
                 await asyncio.sleep(
                     min(_FIRST_BACKOFF * 2 ** min(failures - 1, 16), self._max_backoff)
                 )

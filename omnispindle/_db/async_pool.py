@@ -14,17 +14,20 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from omnispindle._core import defaults
 from omnispindle._db.caller import AsyncCallerConnection, as_async_psycopg
 from omnispindle._db.connecting import connect_async, connect_options
 from omnispindle._db.namespace import DEFAULT, Namespace
+from omnispindle._db.outages import POOL_NAME_PREFIX, Outage, quiet_pool_attempts
 from omnispindle._db.query import Atomic, Operation, Pipelined, Plan, Query, Row
 from omnispindle._db.schema_state import require_current, schema_state
 from omnispindle._db.sqlstate import translated_errors
-from omnispindle.errors import ConfigurationError
+from omnispindle.errors import ConfigurationError, DatabaseUnavailableError
 
 T = TypeVar("T")
 # Every statement run, at DEBUG level with its parameters (record attribute ``params``).
 sql_log = logging.getLogger("omnispindle.sql")
+log = logging.getLogger("omnispindle")
 AsyncConnection = psycopg.AsyncConnection[Any]
 
 
@@ -35,11 +38,21 @@ class AsyncDatabase:
         dsn: libpq connection string or URI.
         max_size: most connections the pool opens.
         namespace: the schema the queue lives in.
+        timeout: seconds a call waits for a pooled connection, as in the blocking twin.
     """
 
-    def __init__(self, dsn: str, *, max_size: int = 10, namespace: Namespace = DEFAULT) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        max_size: int = 10,
+        namespace: Namespace = DEFAULT,
+        timeout: float = defaults.POOL_TIMEOUT,
+    ) -> None:
         self.dsn = dsn
         self.namespace = namespace
+        self.timeout = timeout
+        self.outage = Outage("omnispindle (asyncio)", log)
         self.max_size = max_size
         self.pool: AsyncConnectionPool[AsyncConnection] | None = None
 
@@ -63,8 +76,11 @@ class AsyncDatabase:
             max_size=self.max_size,
             kwargs={"autocommit": True, **connect_options(self.dsn)},
             open=False,
-            name="omnispindle-async",
+            name=f"{POOL_NAME_PREFIX}-async",
+            timeout=self.timeout,
+            reconnect_timeout=defaults.RECONNECT_WINDOW,
         )
+        quiet_pool_attempts()
         await pool.open()
         self.pool = pool
 
@@ -83,8 +99,16 @@ class AsyncDatabase:
         """
         if connection is not None:
             return await execute(await as_async_psycopg(connection), operation, self.namespace)
-        async with self._open_pool().connection() as conn:
-            return await execute(conn, operation, self.namespace)
+        pool = self._open_pool()
+        try:
+            with translated_errors():
+                async with pool.connection() as conn:
+                    result = await execute(conn, operation, self.namespace)
+        except DatabaseUnavailableError as exc:
+            self.outage.lost(exc)
+            raise
+        self.outage.restored()
+        return result
 
     def _open_pool(self) -> AsyncConnectionPool[AsyncConnection]:
         """The pool; ConfigurationError while it is not open."""

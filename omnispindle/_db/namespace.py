@@ -22,7 +22,7 @@ from omnispindle._core import defaults, validation
 from omnispindle._db.statements import Statement
 
 SCHEMA_VARIABLE = "OMNISPINDLE_SCHEMA"
-CHANNEL_KINDS = ("ready", "finished", "cancel", "stream")
+CHANNEL_KINDS = ("ready", "finished", "cancel", "stream", "probe")
 _KINDS = "|".join(CHANNEL_KINDS)
 # A channel notified by name ('omnispindle_ready'), a channel listened to
 # (omnispindle_ready), or the schema itself (omnispindle.tasks, SCHEMA omnispindle).

@@ -5,6 +5,8 @@ finished channel, streaming clients to the stream channel. After every
 (re)connect all subscribers are woken too, because a
 notification sent while the connection was down is lost for good: waking
 turns that loss into one extra check instead of a wait of a poll interval.
+A connection that goes silent is probed (see :mod:`listen_probe`), and an
+outage is logged once when it starts and once when it ends.
 """
 
 from __future__ import annotations
@@ -16,9 +18,13 @@ from collections.abc import Callable
 
 import psycopg
 
+from omnispindle._db.connecting import connect
+from omnispindle._db.listen_probe import PROBE_AFTER, PROBE_TIMEOUT, ListenerSilent, SilenceProbe
 from omnispindle._db.namespace import DEFAULT, Namespace
+from omnispindle._db.outages import Outage
+from omnispindle._db.pool import execute
 from omnispindle._db.queries import setup
-from omnispindle.errors import first_line
+from omnispindle.errors import DatabaseUnavailableError
 
 # Channels by their default names; a queue in another schema has its own.
 READY_CHANNEL = "omnispindle_ready"
@@ -26,6 +32,8 @@ FINISHED_CHANNEL = "omnispindle_finished"
 CANCEL_CHANNEL = "omnispindle_cancel"
 STREAM_CHANNEL = "omnispindle_stream"
 CHANNELS = (READY_CHANNEL, FINISHED_CHANNEL, CANCEL_CHANNEL, STREAM_CHANNEL)
+PROBE_CHANNEL = "omnispindle_probe"
+FIRST_BACKOFF = 0.05
 
 log = logging.getLogger("omnispindle.notifier")
 
@@ -37,16 +45,29 @@ class Notifier:
         dsn: the database to listen on.
         max_backoff: longest pause, in seconds, between reconnect attempts.
         namespace: the queue's schema, whose channels it listens on.
+        probe_after: seconds of silence before the connection is probed.
+        probe_timeout: seconds a probe may take to come back before the
+            connection counts as dead and is replaced.
     """
 
     def __init__(
-        self, dsn: str, *, max_backoff: float = 5.0, namespace: Namespace = DEFAULT
+        self,
+        dsn: str,
+        *,
+        max_backoff: float = 5.0,
+        namespace: Namespace = DEFAULT,
+        probe_after: float = PROBE_AFTER,
+        probe_timeout: float = PROBE_TIMEOUT,
     ) -> None:
         self._dsn = dsn
         self._namespace = namespace
         # The queue's name of each channel, to the default name subscribers use.
         self._channels = {namespace.channel(channel): channel for channel in CHANNELS}
+        self._probe_channel = namespace.channel(PROBE_CHANNEL)
+        self._probe_timing = (probe_after, probe_timeout)
         self._max_backoff = max_backoff
+        self.outage = Outage("the LISTEN connection", log)
+        self.backend_pid: int | None = None  # of the listening connection, while there is one
         self._subscribers: dict[int, tuple[str, Callable[..., None], bool]] = {}
         self._ids = itertools.count()
         self._lock = threading.Lock()
@@ -98,26 +119,37 @@ class Notifier:
                 callback()
 
     def _run(self) -> None:
-        backoff = 0.05
+        backoff = FIRST_BACKOFF
         while not self._closing.is_set():
             try:
                 self._listen()
-                backoff = 0.05
-            except psycopg.OperationalError as exc:
+            except (psycopg.Error, DatabaseUnavailableError, ListenerSilent) as exc:
                 self.connected.clear()
-                if backoff == 0.05:
-                    log.warning("LISTEN connection lost (%s); reconnecting", first_line(exc))
+                self.backend_pid = None
+                if not self.outage.ongoing:  # the connection worked: start the backoff afresh
+                    backoff = FIRST_BACKOFF
+                self.outage.lost(exc)
                 self._closing.wait(backoff)
                 backoff = min(backoff * 2, self._max_backoff)
 
     def _listen(self) -> None:
-        with psycopg.connect(self._dsn, autocommit=True) as conn:
-            for channel in CHANNELS:
+        with connect(self._dsn) as conn:
+            for channel in (*CHANNELS, PROBE_CHANNEL):
                 conn.execute(self._namespace.text(setup.listen(channel)))
+            self.backend_pid = conn.info.backend_pid
+            self.outage.restored()
             self.connected.set()
             self._wake(None)
+            after, timeout = self._probe_timing
+            probe = SilenceProbe(self._send_probe, after=after, timeout=timeout)
             while not self._closing.is_set():
                 for notification in conn.notifies(timeout=0.5):
+                    probe.heard(notification.payload)
                     named = self._channels.get(notification.channel)
                     if named is not None:
                         self._wake(named, notification.payload)
+                probe.check()
+
+    def _send_probe(self, token: str) -> None:
+        with connect(self._dsn) as conn:
+            execute(conn, setup.notify_probe(token), self._namespace)

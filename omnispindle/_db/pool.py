@@ -15,15 +15,19 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
+from omnispindle._core import defaults
 from omnispindle._db.caller import CallerConnection, as_psycopg
 from omnispindle._db.connecting import connect, connect_options
 from omnispindle._db.namespace import DEFAULT, Namespace
+from omnispindle._db.outages import POOL_NAME_PREFIX, Outage, quiet_pool_attempts
 from omnispindle._db.query import Atomic, Operation, Pipelined, Plan, Query, Row
 from omnispindle._db.sqlstate import translated_errors
+from omnispindle.errors import DatabaseUnavailableError
 
 T = TypeVar("T")
 # Every statement run, at DEBUG level with its parameters (record attribute ``params``).
 sql_log = logging.getLogger("omnispindle.sql")
+log = logging.getLogger("omnispindle")
 Connection = psycopg.Connection[Any]
 
 
@@ -34,18 +38,35 @@ class Database:
         dsn: libpq connection string or URI.
         max_size: most connections the pool opens.
         namespace: the schema the queue lives in.
+        timeout: seconds a call waits for a pooled connection before it fails
+            with ``DatabaseUnavailableError`` (the database is down, or every
+            connection is busy).
     """
 
-    def __init__(self, dsn: str, *, max_size: int = 10, namespace: Namespace = DEFAULT) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        max_size: int = 10,
+        namespace: Namespace = DEFAULT,
+        timeout: float = defaults.POOL_TIMEOUT,
+    ) -> None:
         self.dsn = dsn
         self.namespace = namespace
+        self.outage = Outage("omnispindle", log)
+        quiet_pool_attempts()
         self.pool: ConnectionPool[Connection] = ConnectionPool(
             dsn,
             min_size=1,
             max_size=max_size,
             kwargs={"autocommit": True, **connect_options(dsn)},
             open=True,
-            name="omnispindle",
+            name=POOL_NAME_PREFIX,
+            timeout=timeout,
+            # The pool retries a failed connect with doubling pauses until this
+            # many seconds have passed, then starts afresh on the next call:
+            # a call is never more than a few seconds behind the database's return.
+            reconnect_timeout=defaults.RECONNECT_WINDOW,
         )
 
     def run(self, operation: Operation[T], *, connection: CallerConnection | None = None) -> T:
@@ -62,8 +83,14 @@ class Database:
         """
         if connection is not None:
             return execute(as_psycopg(connection), operation, self.namespace)
-        with self.pool.connection() as conn:
-            return execute(conn, operation, self.namespace)
+        try:
+            with translated_errors(), self.pool.connection() as conn:
+                result = execute(conn, operation, self.namespace)
+        except DatabaseUnavailableError as exc:
+            self.outage.lost(exc)
+            raise
+        self.outage.restored()
+        return result
 
     def connect(self) -> Connection:
         """Open a dedicated autocommit connection outside the pool (e.g. for LISTEN).

@@ -11,8 +11,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import psycopg
+from psycopg_pool import PoolTimeout
 
 from omnispindle.errors import (
+    DatabaseUnavailableError,
     DependencyStateError,
     IdempotencyKeyConflictError,
     IllegalTransitionError,
@@ -23,6 +25,7 @@ from omnispindle.errors import (
     TaskStateError,
     UnknownDependencyError,
     ValidationError,
+    first_line,
 )
 
 _BY_SQLSTATE: dict[str, type[OmnispindleError]] = {
@@ -54,8 +57,14 @@ _BY_UNIQUE_INDEX: dict[str, tuple[type[OmnispindleError], str]] = {
 }
 
 
+# A server shutting down, crashed, or starting up: the connection is gone, not the statement.
+_OUTAGE_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
+
+
 def translate(exc: psycopg.Error) -> OmnispindleError | None:
     """Return the typed error for a database error, or None to let it through."""
+    if is_outage(exc):
+        return DatabaseUnavailableError(f"the database is unavailable: {first_line(exc)}")
     diag = exc.diag
     if exc.sqlstate == "23505":  # unique_violation
         error_type, meaning = _BY_UNIQUE_INDEX.get(diag.constraint_name or "", (None, ""))
@@ -67,6 +76,18 @@ def translate(exc: psycopg.Error) -> OmnispindleError | None:
     if diag.constraint_name:
         detail = f"{detail} (constraint {diag.constraint_name})"
     return error_type(detail)
+
+
+def is_outage(exc: psycopg.Error) -> bool:
+    """True for a lost or refused connection, or no pooled connection in time: an
+    error of the connection, whatever the statement."""
+    if isinstance(exc, PoolTimeout):
+        return True
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    state = exc.sqlstate
+    # libpq's own failures (a closed socket, a reset connection) carry no SQLSTATE.
+    return state is None or state.startswith("08") or state in _OUTAGE_SQLSTATES
 
 
 @contextmanager

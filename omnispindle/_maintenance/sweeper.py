@@ -20,7 +20,7 @@ from omnispindle._db import queries as q
 from omnispindle._db.query import Runner
 from omnispindle._db.rows import FailedAttempt
 from omnispindle._maintenance import retention
-from omnispindle.errors import LockTimeoutError, first_line
+from omnispindle.errors import DatabaseUnavailableError, LockTimeoutError, first_line
 
 log = logging.getLogger("omnispindle.sweeper")
 
@@ -186,10 +186,10 @@ class Sweeper:
             try:
                 pause = self.pause_after(self.run_once(paced=True))
                 errors = 0
-            except (psycopg.OperationalError, LockTimeoutError) as exc:
+            except (psycopg.OperationalError, LockTimeoutError, DatabaseUnavailableError) as exc:
                 errors += 1
-                if errors == 1:
-                    log.warning("sweeper lost the database (%s); retrying", first_line(exc))
+                if errors == 1 and not isinstance(exc, DatabaseUnavailableError):
+                    log.warning("sweeper: database error (%s); retrying", first_line(exc))
                 stopping.wait(error_pause(errors))
                 continue
             stopping.wait(pause)

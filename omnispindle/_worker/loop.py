@@ -51,6 +51,7 @@ from omnispindle._worker._timers import Timers
 from omnispindle._worker.settings import WorkerSettings
 from omnispindle.context import TaskContext
 from omnispindle.errors import (
+    DatabaseUnavailableError,
     LeaseLostError,
     LockTimeoutError,
     TaskCancelled,
@@ -64,7 +65,7 @@ log = logging.getLogger("omnispindle.worker")
 
 
 # What the loop rides out: lost connections, restarts, deadlocks, lock timeouts.
-DATABASE_ERRORS = (psycopg.Error, LockTimeoutError)
+DATABASE_ERRORS = (psycopg.Error, LockTimeoutError, DatabaseUnavailableError)
 
 # Seconds between notified claims that find nothing: at most 50 a second however
 # many notifications come, at the cost of up to this much latency for a task
@@ -168,8 +169,9 @@ class WorkerLoop:
                 errors = 0
             except DATABASE_ERRORS as exc:
                 # Lost connections, restarts, deadlocks, lock timeouts: all pass.
+                # An outage is logged once, when it starts and ends, by the pool.
                 errors += 1
-                if errors == 1:
+                if errors == 1 and not isinstance(exc, DatabaseUnavailableError):
                     log.warning(
                         "worker %s: database error (%s); retrying",
                         self.settings.name,

@@ -35,6 +35,14 @@ LISTEN omnispindle_cancel;
 -- name: listen_stream
 LISTEN omnispindle_stream;
 
+-- name: listen_probe
+LISTEN omnispindle_probe;
+
+-- name: notify_probe
+-- A listener that has heard nothing for a while sends this from another
+-- connection: if it does not come back, the listening connection is dead.
+SELECT pg_notify('omnispindle_probe', %(token)s);
+
 -- name: version_table_exists
 SELECT to_regclass('omnispindle.alembic_version') IS NOT NULL AS present;
 

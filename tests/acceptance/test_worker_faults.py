@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
 import signal
-import tempfile
 import time
 
 import psycopg
@@ -14,6 +12,7 @@ from psycopg.conninfo import make_conninfo
 from omnispindle import TaskQueue, TaskQueueClient
 from omnispindle._maintenance.sweeper import Sweeper
 
+from . import servers
 from .workers import poll, start_worker_process
 
 LEASE = 2.0
@@ -123,24 +122,12 @@ def test_killed_connections_are_survived(client, dsn, ledger):
 @pytest.fixture
 def own_server():
     """An embedded server of this test's own, which it may restart."""
-    import pgserver
-
-    # Not under pytest's private tmp_path: the server runs as another user.
-    data_dir = tempfile.mkdtemp(prefix="omnispindle-restart-")
-    server = pgserver.get_server(data_dir, cleanup_mode="delete")
-    yield server
-    server.cleanup()
-    shutil.rmtree(data_dir, ignore_errors=True)
-
-
-def restart(server) -> None:
-    from pgserver._commands import pg_ctl
-
-    pg_ctl(["-w", "-m", "fast", "restart"], pgdata=server.pgdata, user=server.system_user)
+    with servers.own_server() as server:
+        yield server
 
 
 def test_a_database_restart_is_survived(own_server):
-    dsn = own_server.get_uri()
+    dsn = own_server.dsn
     queue = TaskQueue(dsn=dsn, migrate=True)
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("CREATE TABLE test_ledger (task_id bigint NOT NULL, pid integer NOT NULL)")
@@ -150,7 +137,7 @@ def test_a_database_restart_is_survived(own_server):
     try:
         with psycopg.connect(dsn, autocommit=True) as conn:
             poll(lambda: len(runs_per_task(conn)) >= 50, timeout=60)
-        restart(own_server)
+        own_server.restart()
         queue = TaskQueue(dsn=dsn, migrate=False)
         tasks = TaskQueueClient(local_queue=queue).wait_for_batch(ids, timeout=120)
         with psycopg.connect(dsn, autocommit=True) as conn:

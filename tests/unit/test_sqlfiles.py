@@ -10,7 +10,7 @@ import pytest
 
 import omnispindle
 from omnispindle._db import statements as sqlfiles
-from omnispindle._db.notifier import CHANNELS
+from omnispindle._db.notifier import CHANNELS, PROBE_CHANNEL
 from omnispindle.bench.queries import BENCH
 
 PACKAGE_DIR = Path(omnispindle.__file__).parent
@@ -100,7 +100,9 @@ def test_every_runtime_statement_has_exactly_one_typed_function():
         for path in (PACKAGE_DIR / "_db" / "queries").glob("*.py")
         for name in statement_keys(path.read_text(), "RUNTIME")
     ]
-    listens = [f"listen_{channel.removeprefix('omnispindle_')}" for channel in CHANNELS]
+    listens = [
+        f"listen_{channel.removeprefix('omnispindle_')}" for channel in (*CHANNELS, PROBE_CHANNEL)
+    ]
     assert sorted(used + listens) == sorted(sqlfiles.RUNTIME.all())
 
 

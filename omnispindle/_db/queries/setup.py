@@ -76,3 +76,8 @@ def listen(channel: str) -> Statement:
 def grant_access(role: str, access: str) -> Query[None]:
     """Give ``role`` what ``access`` (observer, producer or worker) needs."""
     return Query(RUNTIME["grant_access"], {"role": role, "access": access}, nothing)
+
+
+def notify_probe(token: str) -> Query[None]:
+    """Send a LISTEN connection's liveness probe, with its token."""
+    return Query(RUNTIME["notify_probe"], {"token": token}, nothing)

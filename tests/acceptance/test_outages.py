@@ -1,0 +1,155 @@
+"""Outages seen from the client: typed errors within seconds, waits that ride
+through restarts, a listener that comes back at once and logs each outage once,
+and a frozen listener replaced (issue 17)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+
+import psycopg
+import pytest
+
+from omnispindle import DatabaseUnavailableError, TaskQueue, TaskQueueClient, WorkerClient
+from omnispindle._db.notifier import FINISHED_CHANNEL, READY_CHANNEL, Notifier
+
+from . import servers
+from .workers import poll
+
+DEADLINE = 120
+
+
+@pytest.fixture
+def server():
+    with servers.own_server() as own:
+        TaskQueue(dsn=own.dsn, migrate=True).shutdown()
+        yield own
+
+
+@pytest.fixture
+def queue(server):
+    task_queue = TaskQueue(dsn=server.dsn)
+    yield task_queue
+    task_queue.shutdown()
+
+
+def test_an_outage_is_a_typed_error_within_seconds(server, queue):
+    """Outages surfaced as AdminShutdown, OperationalError or a PoolTimeout after 30 s."""
+    client = TaskQueueClient(local_queue=queue)
+    task_id = client.submit_task("t")
+    server.stop()
+    try:
+        started = time.monotonic()
+        with pytest.raises(DatabaseUnavailableError):
+            client.submit_task("t")
+        assert time.monotonic() - started < 15
+        with pytest.raises(DatabaseUnavailableError):
+            client.get_task(task_id)
+        with pytest.raises(DatabaseUnavailableError):
+            client.wait_for_task(task_id, timeout=2)
+        with pytest.raises(DatabaseUnavailableError):
+            TaskQueueClient(dsn=server.dsn)
+    finally:
+        server.start()
+    # The same client works again once the database is back.
+    assert poll(lambda: _submitted(client), timeout=30) > task_id
+
+
+def _submitted(client: TaskQueueClient) -> int | None:
+    try:
+        return client.submit_task("t")
+    except DatabaseUnavailableError:
+        return None
+
+
+def _cause_outage(server, how: str) -> None:
+    if how == "stop for 6 s":
+        server.stop()
+        threading.Event().wait(6)  # the outage itself
+        server.start()
+    else:
+        server.restart(how)
+
+
+@pytest.mark.parametrize("how", ["fast", "immediate", "stop for 6 s"])
+def test_a_wait_rides_through_a_restart(server, queue, how):
+    """wait_for_task raised AdminShutdown, OperationalError or PoolTimeout across restarts."""
+    release = threading.Event()
+    worker = WorkerClient(local_queue=queue, poll_interval=0.2)
+    worker.register_task_executor("slow", lambda task: release.wait(DEADLINE) and {"ok": True})
+    running = threading.Thread(target=worker.start, daemon=True)
+    running.start()
+    client = TaskQueueClient(local_queue=queue, poll_interval=0.2)
+    outcome: dict[str, object] = {}
+    try:
+        task_id = client.submit_task("slow")
+        poll(lambda: client.get_task(task_id)["state"] == "running", timeout=30)
+
+        def wait() -> None:
+            try:
+                outcome["record"] = client.wait_for_task(task_id, timeout=DEADLINE)
+            except Exception as exc:
+                outcome["error"] = exc
+
+        waiter = threading.Thread(target=wait)
+        waiter.start()
+        _cause_outage(server, how)
+        release.set()
+        waiter.join(DEADLINE)
+        assert "error" not in outcome, outcome
+        assert outcome["record"]["state"] == "succeeded"
+        stream = list(client.stream_task(task_id, timeout=DEADLINE))
+        assert stream[-1]["kind"] == "final"
+    finally:
+        release.set()
+        worker.stop(timeout=30)
+        running.join(30)
+
+
+def test_the_listener_comes_back_at_once_and_logs_each_outage_once(server, caplog):
+    """The backoff reset was unreachable: reconnects slowed after every loss, and only
+    the first loss was logged."""
+    caplog.set_level(logging.WARNING, logger="omnispindle.notifier")
+    notifier = Notifier(server.dsn)
+    notifier.subscribe(FINISHED_CHANNEL, lambda: None)
+    try:
+        assert notifier.connected.wait(30)
+        delays = []
+        for _ in range(6):
+            pid = notifier.backend_pid
+            server.restart("fast")
+            back = time.monotonic()
+            poll(lambda pid=pid: notifier.backend_pid not in (None, pid), timeout=30)
+            delays.append(time.monotonic() - back)
+        assert max(delays) < 1.5, delays
+        lines = [r.getMessage() for r in caplog.records if r.name == "omnispindle.notifier"]
+        assert sum("lost the database" in line for line in lines) == 6, lines
+        assert sum("again after" in line for line in lines) == 6, lines
+    finally:
+        notifier.close()
+
+
+def test_a_frozen_listener_is_found_and_replaced(server):
+    """A half-open LISTEN connection was never detected."""
+    notifier = Notifier(server.dsn, probe_after=0.5, probe_timeout=1.0)
+    woken = threading.Event()
+    notifier.subscribe(READY_CHANNEL, woken.set)
+    assert notifier.connected.wait(30)
+    frozen = notifier.backend_pid
+    try:
+        os.kill(frozen, signal.SIGSTOP)
+    except PermissionError:
+        notifier.close()
+        pytest.skip("this user may not signal the server's processes")
+    try:
+        poll(lambda: notifier.backend_pid not in (None, frozen), timeout=30)
+        with psycopg.connect(server.dsn, autocommit=True) as conn:
+            woken.clear()
+            conn.execute("NOTIFY omnispindle_ready")
+            poll(woken.is_set, timeout=10)
+    finally:
+        os.kill(frozen, signal.SIGCONT)
+        notifier.close()
