@@ -77,8 +77,11 @@ class AsyncTaskQueueClient:
             self.dsn,
             max_size=validation.int_in_range("pool_size", size, defaults.POOL_SIZE_RANGE),
             namespace=namespace,
+            # A queue behind a pooler lends its settings: nothing prepared, LISTEN direct.
+            pooler=local_queue is not None and local_queue.pooler,
         )
-        self.notifier = AsyncNotifier(self.dsn, namespace=namespace)
+        listen_dsn = self.dsn if local_queue is None else local_queue.listen_dsn
+        self.notifier = AsyncNotifier(listen_dsn, namespace=namespace)
 
     async def open(self) -> Self:
         """Check the schema and open the pool; returns the client.

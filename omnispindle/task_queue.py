@@ -46,6 +46,12 @@ class TaskQueue:
             else ``omnispindle``). Each schema of a database is a queue of its
             own: its tasks, workers, sweeper, locks and notifications see no
             other's. A lowercase name of letters, digits and underscores.
+        pooler: the DSN leads to a pooler that hands each transaction to any
+            server connection (PgBouncer in transaction mode, Supavisor, RDS
+            Proxy): no statement is prepared, and LISTEN goes to ``listen_dsn``.
+        listen_dsn: a direct connection to the database (not through the
+            pooler) for LISTEN. Without one, behind a pooler, nothing listens:
+            workers and waits wake by their poll intervals alone.
 
     Raises:
         ConfigurationError: ``persistence_path`` given together with a DSN.
@@ -71,6 +77,8 @@ class TaskQueue:
         migrate: bool | None = None,
         pool_size: int = defaults.POOL_SIZE,
         schema: str | None = None,
+        pooler: bool = False,
+        listen_dsn: str | None = None,
     ) -> None:
         self.namespace = Namespace.chosen(schema)
         dsn = dsn or os.environ.get(embedded.DSN_VARIABLE)
@@ -84,6 +92,10 @@ class TaskQueue:
             self._server = embedded.start_server(persistence_path)
             dsn = self._server.get_uri()
         self.dsn: str = dsn
+        self.pooler = pooler
+        # Where LISTEN connects: a pooler would lose its session, so behind one
+        # only a direct DSN, else nowhere.
+        self.listen_dsn: str | None = listen_dsn or (None if pooler else dsn)
         self._migrate = self.embedded if migrate is None else migrate
         self._notifier: Notifier | None = None
         self._notifier_lock = threading.Lock()
@@ -91,7 +103,7 @@ class TaskQueue:
             # Before the pool opens: a database that cannot be reached, or
             # cannot be used, fails here once with its reason.
             self._prepare_schema()
-            self.db = Database(dsn, max_size=pool_size, namespace=self.namespace)
+            self.db = Database(dsn, max_size=pool_size, namespace=self.namespace, pooler=pooler)
         except BaseException:
             self.shutdown()
             raise
@@ -106,7 +118,7 @@ class TaskQueue:
         """The process's LISTEN connection for this queue, started on first use."""
         with self._notifier_lock:
             if self._notifier is None:
-                self._notifier = Notifier(self.dsn, namespace=self.namespace)
+                self._notifier = Notifier(self.listen_dsn, namespace=self.namespace)
             return self._notifier
 
     def load_state(self) -> dict[str, int]:

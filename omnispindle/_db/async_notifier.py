@@ -33,13 +33,14 @@ class AsyncNotifier:
     """The LISTEN connection of one async client, started by the first subscription.
 
     Args:
-        dsn: the database to listen on.
+        dsn: the database to listen on, by a direct connection; None for none,
+            as in the blocking twin.
         max_backoff: longest pause, in seconds, between reconnect attempts.
         namespace: the queue's schema, whose channels it listens on.
     """
 
     def __init__(
-        self, dsn: str, *, max_backoff: float = 5.0, namespace: Namespace = DEFAULT
+        self, dsn: str | None, *, max_backoff: float = 5.0, namespace: Namespace = DEFAULT
     ) -> None:
         self._dsn = dsn
         self._namespace = namespace
@@ -59,7 +60,7 @@ class AsyncNotifier:
             raise ValueError(f"unknown channel(s) {sorted(unknown)}")
         event = asyncio.Event()
         self._waiters[event] = channels
-        if self._task is None or self._task.done():
+        if self._dsn is not None and (self._task is None or self._task.done()):
             self._task = asyncio.get_running_loop().create_task(
                 self._run(), name="omnispindle-async-notifier"
             )
@@ -83,6 +84,7 @@ class AsyncNotifier:
                 event.set()
 
     async def _run(self) -> None:
+        assert self._dsn is not None  # the task runs only with a DSN
         failures = 0
         while True:
             try:

@@ -39,6 +39,7 @@ class AsyncDatabase:
         max_size: most connections the pool opens.
         namespace: the schema the queue lives in.
         timeout: seconds a call waits for a pooled connection, as in the blocking twin.
+        pooler: the DSN leads to a pooler in transaction mode: prepare nothing.
     """
 
     def __init__(
@@ -48,10 +49,12 @@ class AsyncDatabase:
         max_size: int = 10,
         namespace: Namespace = DEFAULT,
         timeout: float = defaults.POOL_TIMEOUT,
+        pooler: bool = False,
     ) -> None:
         self.dsn = dsn
         self.namespace = namespace
         self.timeout = timeout
+        self.pooler = pooler
         self.outage = Outage("omnispindle (asyncio)", log)
         self.max_size = max_size
         self.pool: AsyncConnectionPool[AsyncConnection] | None = None
@@ -74,7 +77,7 @@ class AsyncDatabase:
             self.dsn,
             min_size=1,
             max_size=self.max_size,
-            kwargs={"autocommit": True, **connect_options(self.dsn)},
+            kwargs={"autocommit": True, **connect_options(self.dsn, pooler=self.pooler)},
             open=False,
             name=f"{POOL_NAME_PREFIX}-async",
             timeout=self.timeout,

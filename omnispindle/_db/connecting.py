@@ -13,13 +13,19 @@ from omnispindle._db.adapters import ADAPTERS
 from omnispindle.errors import DatabaseUnavailableError, first_line
 
 
-def connect_options(dsn: str) -> dict[str, Any]:
+def connect_options(dsn: str, *, pooler: bool = False) -> dict[str, Any]:
     """Keyword arguments for every connection to ``dsn``: this package's adapters,
     and a connect timeout unless the DSN or ``$PGCONNECT_TIMEOUT`` sets one
-    (libpq's default is to wait for as long as the network does)."""
-    if "connect_timeout" in conninfo_to_dict(dsn) or os.environ.get("PGCONNECT_TIMEOUT"):
-        return {"context": ADAPTERS}
-    return {"context": ADAPTERS, "connect_timeout": defaults.CONNECT_TIMEOUT}
+    (libpq's default is to wait for as long as the network does). Behind a
+    pooler that hands each transaction to any server connection (PgBouncer in
+    transaction mode), no statement is prepared: a prepared statement lives on
+    one server connection."""
+    options: dict[str, Any] = {"context": ADAPTERS}
+    if not ("connect_timeout" in conninfo_to_dict(dsn) or os.environ.get("PGCONNECT_TIMEOUT")):
+        options["connect_timeout"] = defaults.CONNECT_TIMEOUT
+    if pooler:
+        options["prepare_threshold"] = None
+    return options
 
 
 def connect(dsn: str, *, autocommit: bool = True) -> psycopg.Connection[Any]:

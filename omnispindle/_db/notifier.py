@@ -42,7 +42,9 @@ class Notifier:
     """Background thread holding the process's LISTEN connection.
 
     Args:
-        dsn: the database to listen on.
+        dsn: the database to listen on, by a direct connection; None for none
+            (behind a pooler, without a direct DSN): subscribers then wake
+            only by their own poll intervals.
         max_backoff: longest pause, in seconds, between reconnect attempts.
         namespace: the queue's schema, whose channels it listens on.
         probe_after: seconds of silence before the connection is probed.
@@ -52,7 +54,7 @@ class Notifier:
 
     def __init__(
         self,
-        dsn: str,
+        dsn: str | None,
         *,
         max_backoff: float = 5.0,
         namespace: Namespace = DEFAULT,
@@ -88,7 +90,7 @@ class Notifier:
         with self._lock:
             handle = next(self._ids)
             self._subscribers[handle] = (channel, callback, with_payload)
-            if self._thread is None:
+            if self._thread is None and self._dsn is not None:
                 self._thread = threading.Thread(
                     target=self._run, name="omnispindle-notifier", daemon=True
                 )
@@ -133,6 +135,7 @@ class Notifier:
                 backoff = min(backoff * 2, self._max_backoff)
 
     def _listen(self) -> None:
+        assert self._dsn is not None  # the thread runs only with a DSN
         with connect(self._dsn) as conn:
             for channel in (*CHANNELS, PROBE_CHANNEL):
                 conn.execute(self._namespace.text(setup.listen(channel)))
@@ -151,5 +154,6 @@ class Notifier:
                 probe.check()
 
     def _send_probe(self, token: str) -> None:
+        assert self._dsn is not None
         with connect(self._dsn) as conn:
             execute(conn, setup.notify_probe(token), self._namespace)

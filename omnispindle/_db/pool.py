@@ -41,6 +41,7 @@ class Database:
         timeout: seconds a call waits for a pooled connection before it fails
             with ``DatabaseUnavailableError`` (the database is down, or every
             connection is busy).
+        pooler: the DSN leads to a pooler in transaction mode: prepare nothing.
     """
 
     def __init__(
@@ -50,6 +51,7 @@ class Database:
         max_size: int = 10,
         namespace: Namespace = DEFAULT,
         timeout: float = defaults.POOL_TIMEOUT,
+        pooler: bool = False,
     ) -> None:
         self.dsn = dsn
         self.namespace = namespace
@@ -59,7 +61,7 @@ class Database:
             dsn,
             min_size=1,
             max_size=max_size,
-            kwargs={"autocommit": True, **connect_options(dsn)},
+            kwargs={"autocommit": True, **connect_options(dsn, pooler=pooler)},
             open=True,
             name=POOL_NAME_PREFIX,
             timeout=timeout,

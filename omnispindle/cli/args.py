@@ -8,10 +8,13 @@ import math
 import os
 import re
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from omnispindle._db.embedded import DSN_VARIABLE
 from omnispindle._db.namespace import Namespace
+
+if TYPE_CHECKING:
+    from omnispindle.task_queue import TaskQueue
 from omnispindle._maintenance import retention
 
 N = TypeVar("N", int, float)
@@ -146,3 +149,41 @@ def given_schema(args: argparse.Namespace) -> str:
         ValidationError: the name is not one a queue may use.
     """
     return Namespace.chosen(args.schema).name
+
+
+def queue_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--schema``, ``--pooler`` and ``--listen-dsn``: where the queue is, and how to reach it."""
+    parser.add_argument(
+        "--schema",
+        default=None,
+        help="the queue's schema, each a queue of its own "
+        "(default $OMNISPINDLE_SCHEMA, else omnispindle)",
+    )
+    parser.add_argument(
+        "--pooler",
+        action="store_true",
+        help="--dsn leads to a pooler in transaction mode (PgBouncer): prepare no statement; "
+        "LISTEN only on --listen-dsn",
+    )
+    parser.add_argument(
+        "--listen-dsn",
+        default=None,
+        help="a direct connection for LISTEN, with --pooler (without one, poll only)",
+    )
+
+
+def queue_of(args: argparse.Namespace, *, migrate: bool | None) -> TaskQueue:
+    """The TaskQueue a command's options describe.
+
+    Raises:
+        ValidationError: ``--schema`` is not a name a queue may use.
+    """
+    from omnispindle.task_queue import TaskQueue  # on use: the command line starts fast
+
+    return TaskQueue(
+        args.dsn,
+        migrate=migrate,
+        schema=given_schema(args),
+        pooler=args.pooler,
+        listen_dsn=args.listen_dsn,
+    )

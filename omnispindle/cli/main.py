@@ -28,6 +28,7 @@ from omnispindle.cli import (
     tasks,
     worker,
 )
+from omnispindle.cli.args import queue_arguments
 from omnispindle.cli.exit_codes import (
     EPILOG,
     EXIT_ERROR,
@@ -133,8 +134,8 @@ def command(
     with_dsn: bool = True,
     with_schema: bool = True,
 ) -> argparse.ArgumentParser:
-    """Add the command ``name``, run by ``handler``, with ``--dsn`` and ``--schema``
-    unless told otherwise (``--schema`` only with ``--dsn``)."""
+    """Add the command ``name``, run by ``handler``, with ``--dsn`` and the queue's
+    options (``--schema``, ``--pooler``, ``--listen-dsn``) unless told otherwise."""
     sub: argparse.ArgumentParser = commands.add_parser(
         name, help=help_text, description=help_text, formatter_class=_HelpFormatter
     )
@@ -145,11 +146,6 @@ def command(
             help="Postgres DSN (default $OMNISPINDLE_DSN, else the embedded server)",
         )
     if with_dsn and with_schema:
-        sub.add_argument(
-            "--schema",
-            default=None,
-            help="the queue's schema, each a queue of its own "
-            "(default $OMNISPINDLE_SCHEMA, else omnispindle)",
-        )
+        queue_arguments(sub)
     sub.set_defaults(handler=handler)
     return sub

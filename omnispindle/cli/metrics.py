@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from omnispindle._core import defaults
-from omnispindle.cli.args import given_schema, int_arg, port_arg, positive_seconds_arg
+from omnispindle.cli.args import int_arg, port_arg, positive_seconds_arg, queue_of
 from omnispindle.cli.exit_codes import EXIT_OK
 from omnispindle.cli.signals import on_stop_signals
 
@@ -70,16 +70,14 @@ def _metrics(args: argparse.Namespace) -> int:
 
 def _print_once(args: argparse.Namespace) -> int:
     from omnispindle import prometheus
-    from omnispindle.task_queue import TaskQueue
 
-    with TaskQueue(args.dsn, schema=given_schema(args), migrate=False) as queue:
+    with queue_of(args, migrate=False) as queue:
         print(prometheus.exposition(queue.db, max_task_types=args.max_task_types), end="")
     return EXIT_OK
 
 
 def _serve(args: argparse.Namespace) -> int:
     from omnispindle import prometheus
-    from omnispindle.task_queue import TaskQueue
 
     stopping = threading.Event()
     on_stop_signals(stopping.set)
@@ -95,7 +93,7 @@ def _serve(args: argparse.Namespace) -> int:
     # listening only once the database is open, so that no scrape gets an empty page.
     endpoint = prometheus.listen(args.port, args.addr, registry, token=token, start=False)
     try:
-        with TaskQueue(args.dsn, schema=given_schema(args), migrate=False) as queue:
+        with queue_of(args, migrate=False) as queue:
             registry.register(
                 prometheus.QueueCollector(
                     queue.db, cache_seconds=args.cache_seconds, max_task_types=args.max_task_types

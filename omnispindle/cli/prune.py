@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from omnispindle._maintenance import retention
-from omnispindle.cli.args import given_schema, horizon_arg, int_arg
+from omnispindle.cli.args import horizon_arg, int_arg, queue_of
 from omnispindle.cli.exit_codes import EXIT_OK
 from omnispindle.cli.formatting import to_json
 
@@ -40,9 +40,7 @@ def add_commands(commands: Any, command: Callable[..., argparse.ArgumentParser])
 
 
 def _prune(args: argparse.Namespace) -> int:
-    from omnispindle.task_queue import TaskQueue
-
-    with TaskQueue(args.dsn, schema=given_schema(args), migrate=False) as queue:
+    with queue_of(args, migrate=False) as queue:
         if args.dry_run:
             count = retention.count_prunable(queue.db, args.older_than)
         else:

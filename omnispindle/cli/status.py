@@ -9,7 +9,7 @@ from typing import Any
 
 from omnispindle._db import queries as q
 from omnispindle._db.rows import QueueSummaryRow, WorkerSummaryRow
-from omnispindle.cli.args import given_schema
+from omnispindle.cli.args import queue_of
 from omnispindle.cli.exit_codes import EXIT_OK
 from omnispindle.cli.formatting import format_table
 
@@ -26,9 +26,7 @@ UNSWEPT_AFTER = 10.0
 
 
 def _status(args: argparse.Namespace) -> int:
-    from omnispindle.task_queue import TaskQueue
-
-    queue = TaskQueue(args.dsn, schema=given_schema(args), migrate=False)
+    queue = queue_of(args, migrate=False)
     try:
         queues = queue.db.run(q.inspection.queue_summary())
         workers = queue.db.run(q.inspection.worker_summary())

@@ -13,9 +13,9 @@ from omnispindle._client.records import CancelOutcome, RetryOutcome
 from omnispindle._db.rows import TaskRecord
 from omnispindle.cli.args import (
     age_arg,
-    given_schema,
     positive_int_arg,
     positive_seconds_arg,
+    queue_of,
     task_id_arg,
 )
 from omnispindle.cli.exit_codes import EXIT_OK, EXIT_TASK_FAILED, EXIT_USAGE
@@ -212,9 +212,7 @@ def _wait_for(
 
 def open_queue(args: argparse.Namespace) -> TaskQueue:
     """The queue at ``--dsn``, never migrated: these commands only read and fix tasks."""
-    from omnispindle.task_queue import TaskQueue
-
-    return TaskQueue(args.dsn, schema=given_schema(args), migrate=False)
+    return queue_of(args, migrate=False)
 
 
 def _print_outcomes(outcomes: Sequence[CancelOutcome | RetryOutcome], as_json: bool) -> None:

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 from omnispindle._core import defaults
 from omnispindle.cli.args import (
-    given_schema,
     int_arg,
     migrate_argument,
     positive_seconds_arg,
+    queue_of,
     retention_arguments,
 )
 from omnispindle.cli.exit_codes import EXIT_OK
@@ -124,9 +124,7 @@ def add_commands(commands: Any, command: Callable[..., argparse.ArgumentParser])
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from omnispindle.task_queue import TaskQueue
-
-    with TaskQueue(args.dsn, schema=given_schema(args), migrate=args.migrate) as queue:
+    with queue_of(args, migrate=args.migrate) as queue:
         return _run_worker(args, queue)
 
 
@@ -217,7 +215,6 @@ def chosen(executors: dict[str, Executor], capabilities: list[str] | None) -> di
 
 def _sweep(args: argparse.Namespace) -> int:
     from omnispindle._maintenance.sweeper import Sweeper, SweeperConfig
-    from omnispindle.task_queue import TaskQueue
 
     config = SweeperConfig(
         interval=args.interval,
@@ -225,7 +222,7 @@ def _sweep(args: argparse.Namespace) -> int:
         dead_worker_after=args.dead_worker_after,
         retention=None if args.no_prune else args.retention,
     )
-    queue = TaskQueue(args.dsn, schema=given_schema(args), migrate=args.migrate)
+    queue = queue_of(args, migrate=args.migrate)
     try:
         sweeper = Sweeper(queue.db, config)
         if args.once:
