@@ -17,6 +17,7 @@ from psycopg_pool import AsyncConnectionPool
 from omnispindle._core import defaults
 from omnispindle._db.caller import AsyncCallerConnection, as_async_psycopg
 from omnispindle._db.connecting import connect_async, connect_options
+from omnispindle._db.idle_check import IdleCheck
 from omnispindle._db.namespace import DEFAULT, Namespace
 from omnispindle._db.outages import POOL_NAME_PREFIX, Outage, quiet_pool_attempts
 from omnispindle._db.query import Atomic, Operation, Pipelined, Plan, Query, Row
@@ -73,6 +74,7 @@ class AsyncDatabase:
         # server's reason rather than as a pool timeout.
         async with await connect_async(self.dsn) as conn:
             require_current(await execute(conn, schema_state(), self.namespace), self.namespace)
+        idle = IdleCheck()
         pool: AsyncConnectionPool[AsyncConnection] = AsyncConnectionPool(
             self.dsn,
             min_size=1,
@@ -82,6 +84,8 @@ class AsyncDatabase:
             name=f"{POOL_NAME_PREFIX}-async",
             timeout=self.timeout,
             reconnect_timeout=defaults.RECONNECT_WINDOW,
+            check=idle.check_async,
+            reset=idle.reset_async,
         )
         quiet_pool_attempts()
         await pool.open()

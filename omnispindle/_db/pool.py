@@ -18,6 +18,7 @@ from psycopg_pool import ConnectionPool
 from omnispindle._core import defaults
 from omnispindle._db.caller import CallerConnection, as_psycopg
 from omnispindle._db.connecting import connect, connect_options
+from omnispindle._db.idle_check import IdleCheck
 from omnispindle._db.namespace import DEFAULT, Namespace
 from omnispindle._db.outages import POOL_NAME_PREFIX, Outage, quiet_pool_attempts
 from omnispindle._db.query import Atomic, Operation, Pipelined, Plan, Query, Row
@@ -57,6 +58,7 @@ class Database:
         self.namespace = namespace
         self.outage = Outage("omnispindle", log)
         quiet_pool_attempts()
+        idle = IdleCheck()
         self.pool: ConnectionPool[Connection] = ConnectionPool(
             dsn,
             min_size=1,
@@ -69,6 +71,8 @@ class Database:
             # many seconds have passed, then starts afresh on the next call:
             # a call is never more than a few seconds behind the database's return.
             reconnect_timeout=defaults.RECONNECT_WINDOW,
+            check=idle.check,
+            reset=idle.reset,
         )
 
     def run(self, operation: Operation[T], *, connection: CallerConnection | None = None) -> T:

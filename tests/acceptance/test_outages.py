@@ -58,6 +58,23 @@ def test_an_outage_is_a_typed_error_within_seconds(server, queue):
     assert poll(lambda: _submitted(client), timeout=30) > task_id
 
 
+def test_dead_pooled_connections_are_replaced_before_use(server, monkeypatch):
+    """The first call on each pooled connection killed by a restart failed."""
+    from omnispindle._db import idle_check
+
+    monkeypatch.setattr(idle_check, "IDLE_BEFORE_CHECK", 0.0)  # every connection counts as idle
+    queue = TaskQueue(dsn=server.dsn)
+    try:
+        client = TaskQueueClient(local_queue=queue)
+        client.submit_task("t")
+        for how in ("fast", "immediate"):
+            server.restart(how)
+            ids = [client.submit_task("t") for _ in range(5)]
+            assert [client.get_task(i)["state"] for i in ids] == ["pending"] * 5
+    finally:
+        queue.shutdown()
+
+
 def _submitted(client: TaskQueueClient) -> int | None:
     try:
         return client.submit_task("t")
