@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
+from uuid import UUID
 
 from omnispindle._db import queries as q
 from omnispindle._db.query import Runner
@@ -34,6 +35,10 @@ class OutcomeStore:
     def __init__(self, db: Runner, worker: str) -> None:
         self.db = db
         self.worker = worker
+        self.worker_id: UUID | None = None  # known once the worker registered
+        # Set after a step whose reply was lost: the results it stores next may
+        # have been stored by that step already.
+        self.after_lost_reply = False
 
     def store(self, succeeded: list[Outcome], failed: list[Outcome]) -> list[float]:
         """Store results, then failures (with the results refused); the seconds until
@@ -86,7 +91,13 @@ class OutcomeStore:
         self.log_lost([o.task_id for o in outcomes if o.task_id not in kept], what)
 
     def log_lost(self, task_ids: Sequence[int], what: str) -> None:
-        """Log, per task, that its ``what`` was dropped: another attempt owns it now."""
+        """Log, per task, that its ``what`` was dropped: another attempt owns it now
+        (unless a step whose reply was lost stored that result already)."""
+        if what == "result" and self.after_lost_reply:
+            self.after_lost_reply = False
+            if task_ids and self.worker_id is not None:
+                stored = set(self.db.run(q.tasks.stored_results(self.worker_id, task_ids)))
+                task_ids = [task_id for task_id in task_ids if task_id not in stored]
         for task_id in task_ids:
             log.warning(
                 "task %s: lease no longer held by worker %s; %s dropped", task_id, self.worker, what

@@ -124,10 +124,12 @@ class WorkerLoop:
         self.noticed = False  # a ready notice came since the last step
         self.found_nothing = False  # the last claim claimed nothing, and none is held
         self.idle_step_at: float | None = None  # when a noticed step last found nothing
+        # A step failed: its claims (and results) may have committed unseen.
+        self.reply_lost = False
 
     def run(self) -> None:
         """Register, loop until stopping is set, then drain and deregister."""
-        worker_id = self.worker_id = self._register()
+        worker_id = self.worker_id = self.store.worker_id = self._register()
         log.info(
             "worker %s started (id %s, types %s)", self.settings.name, worker_id, self.task_types
         )
@@ -171,6 +173,7 @@ class WorkerLoop:
                 # Lost connections, restarts, deadlocks, lock timeouts: all pass.
                 # An outage is logged once, when it starts and ends, by the pool.
                 errors += 1
+                self.reply_lost = True
                 if errors == 1 and not isinstance(exc, DatabaseUnavailableError):
                     log.warning(
                         "worker %s: database error (%s); retrying",
@@ -197,12 +200,29 @@ class WorkerLoop:
 
         Returns True when every free slot was filled, so more work may be ready.
         """
+        if self.reply_lost:
+            self._hand_back_unheld(worker_id)
         self._abandon_overdue()
         self._check_cancels()
         self._heartbeat_if_due(worker_id)
         self.duties.run_due()
         # Taken last: from here on, a database error hands them back for the next try.
         return self._complete_and_claim(worker_id, self._store_failures())
+
+    def _hand_back_unheld(self, worker_id: UUID) -> None:
+        """After a failed step: hand back what it claimed unseen, uncounted, and
+        recognise the results it stored as stored."""
+        released = self.db.run(
+            q.tasks.release_unheld(worker_id, [claim.row["id"] for claim in self.claims])
+        )
+        if released:
+            log.info(
+                "worker %s: handed back %d task(s) claimed by a step whose reply was lost",
+                self.settings.name,
+                len(released),
+            )
+        self.reply_lost = False
+        self.store.after_lost_reply = True
 
     def _store_failures(self) -> list[Outcome]:
         """Store the failed outcomes waiting; return the succeeded ones, still to store."""

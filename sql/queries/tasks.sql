@@ -81,6 +81,26 @@ FROM omnispindle.complete_and_claim(
 SELECT id, state::text AS state, retry_in
 FROM omnispindle.fail_attempts(%(ids)s::bigint[], %(tokens)s::uuid[], %(errors)s::jsonb[]);
 
+-- name: release_unheld
+-- After a step whose reply was lost, a worker hands back the running tasks it
+-- holds in the database but not in memory (that step claimed them): back to
+-- pending at once, their attempt not counted, since none of them started.
+UPDATE omnispindle.tasks t
+SET state = 'pending',
+    attempts = t.attempts - 1,
+    run_after = now(),
+    lease_token = NULL,
+    lease_expires_at = NULL
+WHERE t.worker_id = %(worker_id)s AND t.state = 'running'
+  AND NOT t.id = ANY (%(held)s::bigint[])
+RETURNING t.id;
+
+-- name: stored_results
+-- Of the given tasks, those that succeeded under this worker: a result it
+-- stores again after a lost reply was stored the first time.
+SELECT id FROM omnispindle.tasks
+WHERE id = ANY (%(ids)s::bigint[]) AND worker_id = %(worker_id)s AND state = 'succeeded';
+
 -- name: release_tasks
 -- A worker shutting down hands back what it could not finish; the attempt it
 -- started does not count against the task's retries.

@@ -156,6 +156,17 @@ def release_tasks(*, ids: Sequence[int], tokens: Sequence[str]) -> Query[list[in
     return Query(RUNTIME["release_tasks"], {"ids": list(ids), "tokens": list(tokens)}, _ids)
 
 
+def release_unheld(worker_id: UUID, held: Sequence[int]) -> Query[list[int]]:
+    """Hand back the running tasks of ``worker_id`` but ``held``, without counting the
+    attempt; the ids released."""
+    return Query(RUNTIME["release_unheld"], {"worker_id": worker_id, "held": list(held)}, _ids)
+
+
+def stored_results(worker_id: UUID, ids: Sequence[int]) -> Query[list[int]]:
+    """Of ``ids``, those that succeeded under ``worker_id``."""
+    return Query(RUNTIME["stored_results"], {"worker_id": worker_id, "ids": list(ids)}, _ids)
+
+
 def recover_expired_leases(limit: int) -> Query[list[FailedAttempt]]:
     """End up to ``limit`` attempts whose lease expired, as failures."""
     return Query(RUNTIME["recover_expired_leases"], {"limit": limit}, rows)
