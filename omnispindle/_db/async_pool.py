@@ -57,6 +57,7 @@ class AsyncDatabase:
         self.timeout = timeout
         self.pooler = pooler
         self.outage = Outage("omnispindle (asyncio)", log)
+        self._idle = IdleCheck()
         self.max_size = max_size
         self.pool: AsyncConnectionPool[AsyncConnection] | None = None
 
@@ -74,7 +75,6 @@ class AsyncDatabase:
         # server's reason rather than as a pool timeout.
         async with await connect_async(self.dsn) as conn:
             require_current(await execute(conn, schema_state(), self.namespace), self.namespace)
-        idle = IdleCheck()
         pool: AsyncConnectionPool[AsyncConnection] = AsyncConnectionPool(
             self.dsn,
             min_size=1,
@@ -84,8 +84,7 @@ class AsyncDatabase:
             name=f"{POOL_NAME_PREFIX}-async",
             timeout=self.timeout,
             reconnect_timeout=defaults.RECONNECT_WINDOW,
-            check=idle.check_async,
-            reset=idle.reset_async,
+            check=self._idle.check_async,
         )
         quiet_pool_attempts()
         await pool.open()
@@ -111,6 +110,7 @@ class AsyncDatabase:
             with translated_errors():
                 async with pool.connection() as conn:
                     result = await execute(conn, operation, self.namespace)
+                    self._idle.used(conn)
         except DatabaseUnavailableError as exc:
             self.outage.lost(exc)
             raise

@@ -58,7 +58,7 @@ class Database:
         self.namespace = namespace
         self.outage = Outage("omnispindle", log)
         quiet_pool_attempts()
-        idle = IdleCheck()
+        self._idle = IdleCheck()
         self.pool: ConnectionPool[Connection] = ConnectionPool(
             dsn,
             min_size=1,
@@ -71,8 +71,7 @@ class Database:
             # many seconds have passed, then starts afresh on the next call:
             # a call is never more than a few seconds behind the database's return.
             reconnect_timeout=defaults.RECONNECT_WINDOW,
-            check=idle.check,
-            reset=idle.reset,
+            check=self._idle.check,
         )
 
     def run(self, operation: Operation[T], *, connection: CallerConnection | None = None) -> T:
@@ -92,6 +91,7 @@ class Database:
         try:
             with translated_errors(), self.pool.connection() as conn:
                 result = execute(conn, operation, self.namespace)
+                self._idle.used(conn)
         except DatabaseUnavailableError as exc:
             self.outage.lost(exc)
             raise
