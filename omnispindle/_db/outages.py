@@ -7,11 +7,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
+from typing import Any
 
 from omnispindle.errors import first_line
 
 # Every pool this package opens is named so; see quiet_pool_attempts.
 POOL_NAME_PREFIX = "omnispindle"
+# Every connection those pools open (see ours): the pool's lines about one of
+# them ("discarding closed connection: ...") name the connection, not the pool.
+_OUR_CONNECTIONS: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 class Outage:
@@ -54,14 +59,31 @@ class Outage:
             )
 
 
+def ours(conn: Any) -> None:
+    """A pool's ``configure`` callback: note a connection as this package's."""
+    _OUR_CONNECTIONS.add(conn)
+
+
+async def ours_async(conn: Any) -> None:
+    """:func:`ours`, for an asyncio pool."""
+    ours(conn)
+
+
 class _PoolAttempts(logging.Filter):
-    """Drops psycopg_pool's line per failed connection attempt of this package's
-    pools: an outage is logged once, by its Outage."""
+    """Drops psycopg_pool's lines per failed connection attempt and per discarded
+    connection of this package's pools: an outage is logged once, by its Outage."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args if isinstance(record.args, tuple) else ()
-        ours = bool(args) and str(args[0]).startswith(POOL_NAME_PREFIX)
-        return not (ours and record.levelno <= logging.WARNING)
+        if not args or record.levelno > logging.WARNING:
+            return True
+        first = args[0]
+        if isinstance(first, str):
+            return not first.startswith(POOL_NAME_PREFIX)
+        try:
+            return first not in _OUR_CONNECTIONS
+        except TypeError:  # not a connection, and unhashable
+            return True
 
 
 _FILTER = _PoolAttempts()

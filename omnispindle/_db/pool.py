@@ -20,7 +20,7 @@ from omnispindle._db.caller import CallerConnection, as_psycopg
 from omnispindle._db.connecting import connect, connect_options
 from omnispindle._db.idle_check import IdleCheck
 from omnispindle._db.namespace import DEFAULT, Namespace
-from omnispindle._db.outages import POOL_NAME_PREFIX, Outage, quiet_pool_attempts
+from omnispindle._db.outages import POOL_NAME_PREFIX, Outage, ours, quiet_pool_attempts
 from omnispindle._db.query import Atomic, Operation, Pipelined, Plan, Query, Row
 from omnispindle._db.sqlstate import translated_errors
 from omnispindle.errors import DatabaseUnavailableError
@@ -72,6 +72,7 @@ class Database:
             # a call is never more than a few seconds behind the database's return.
             reconnect_timeout=defaults.RECONNECT_WINDOW,
             check=self._idle.check,
+            configure=ours,
         )
 
     def run(self, operation: Operation[T], *, connection: CallerConnection | None = None) -> T:

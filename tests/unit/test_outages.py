@@ -9,7 +9,7 @@ import pytest
 from psycopg_pool import PoolTimeout
 
 from omnispindle._db.listen_probe import ListenerSilent, SilenceProbe
-from omnispindle._db.outages import Outage, quiet_pool_attempts
+from omnispindle._db.outages import Outage, ours, quiet_pool_attempts
 from omnispindle._db.sqlstate import translate
 from omnispindle.errors import DatabaseUnavailableError
 
@@ -35,7 +35,15 @@ def test_the_pools_own_attempt_lines_are_dropped_for_our_pools_only(caplog):
     pool_log = logging.getLogger("psycopg.pool")
     pool_log.warning("error connecting in %r: %s", "omnispindle", "refused")
     pool_log.warning("error connecting in %r: %s", "app", "refused")
-    assert [r.args[0] for r in caplog.records] == ["app"]
+
+    class Connection:
+        pass
+
+    mine, theirs = Connection(), Connection()
+    ours(mine)
+    pool_log.warning("discarding closed connection: %s", mine)
+    pool_log.warning("discarding closed connection: %s", theirs)
+    assert [r.args[0] for r in caplog.records] == ["app", theirs]
 
 
 class Clock:
