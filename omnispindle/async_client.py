@@ -14,14 +14,16 @@ Example:
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 from typing_extensions import Self
 
 from omnispindle._client import async_streaming, async_waiting, operations
 from omnispindle._client.records import CancelOutcome, RetryOutcome, StreamEvent, raise_if_failed
+from omnispindle._client.resubmission import submit_once_async
 from omnispindle._core import batches, defaults, validation
 from omnispindle._core.schedules import schedule
 from omnispindle._core.specs import DEFAULT, TaskOptions, TaskSpec, task_spec
@@ -30,6 +32,7 @@ from omnispindle._db.async_pool import AsyncDatabase
 from omnispindle._db.caller import AsyncCallerConnection
 from omnispindle._db.embedded import DSN_VARIABLE
 from omnispindle._db.namespace import Namespace
+from omnispindle._db.query import Operation
 from omnispindle._db.rows import SavedSchedule, ScheduleSummary, TaskRecord
 from omnispindle._observe import tracing
 from omnispindle.errors import ConfigurationError
@@ -160,12 +163,15 @@ class AsyncTaskQueueClient:
             DependencyCycleError: entries depend on each other in a cycle.
         """
         entries = batches.batch_entries(tasks)
-        chunks = batches.plain_chunks(entries)
-        if chunks is not None:
+        if batches.plain_chunks(entries) is not None:
             with tracing.submit_span(batches.task_types(entries)) as trace_context:
-                return await self.db.run(
-                    operations.submit_chunks(chunks, trace_context), connection=connection
-                )
+
+                def chunked(key: UUID | None) -> Operation[list[int]]:
+                    chunks = batches.plain_chunks(entries)  # afresh for each try
+                    assert chunks is not None
+                    return operations.submit_chunks(chunks, trace_context, key)
+
+                return await self._submit(chunked, connection)
         specs = batches.batch_specs(entries)
         return await self._insert(specs, connection) if specs else []
 
@@ -297,7 +303,19 @@ class AsyncTaskQueueClient:
         self, specs: list[TaskSpec], connection: AsyncCallerConnection | None
     ) -> list[int]:
         with tracing.submit_span([s.task_type for s in specs]) as trace_context:
-            return await self.db.run(operations.submit(specs, trace_context), connection=connection)
+            return await self._submit(
+                lambda key: operations.submit(specs, trace_context, key), connection
+            )
+
+    async def _submit(
+        self,
+        build: Callable[[UUID | None], Operation[list[int]]],
+        connection: AsyncCallerConnection | None,
+    ) -> list[int]:
+        """Run a submission as the blocking client's ``_submit`` does."""
+        if connection is not None:
+            return await self.db.run(build(None), connection=connection)
+        return await submit_once_async(self.db, build)
 
 
 def _resolve_namespace(local_queue: TaskQueue | None, schema: str | None) -> Namespace:

@@ -7,18 +7,21 @@ TaskQueueClient, WorkerClient`` works without a client importing the worker.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 from typing_extensions import Self
 
 from omnispindle._client import operations, streaming, waiting
 from omnispindle._client.records import CancelOutcome, RetryOutcome, StreamEvent, raise_if_failed
+from omnispindle._client.resubmission import submit_once
 from omnispindle._core import batches, defaults, validation
 from omnispindle._core.schedules import schedule
 from omnispindle._core.specs import DEFAULT, TaskOptions, TaskSpec, task_spec
 from omnispindle._db.caller import CallerConnection
+from omnispindle._db.query import Operation
 from omnispindle._db.rows import SavedSchedule, ScheduleSummary, TaskRecord
 from omnispindle._observe import tracing
 from omnispindle.task_queue import TaskQueue, open_queue
@@ -152,12 +155,15 @@ class TaskQueueClient:
             DependencyCycleError: entries depend on each other in a cycle.
         """
         entries = batches.batch_entries(tasks)
-        chunks = batches.plain_chunks(entries)
-        if chunks is not None:
+        if batches.plain_chunks(entries) is not None:
             with tracing.submit_span(batches.task_types(entries)) as trace_context:
-                return self.queue.db.run(
-                    operations.submit_chunks(chunks, trace_context), connection=connection
-                )
+
+                def chunked(key: UUID | None) -> Operation[list[int]]:
+                    chunks = batches.plain_chunks(entries)  # afresh for each try
+                    assert chunks is not None
+                    return operations.submit_chunks(chunks, trace_context, key)
+
+                return self._submit(chunked, connection)
         specs = batches.batch_specs(entries)
         return self._insert(specs, connection) if specs else []
 
@@ -326,4 +332,17 @@ class TaskQueueClient:
 
     def _insert(self, specs: list[TaskSpec], connection: CallerConnection | None) -> list[int]:
         with tracing.submit_span([s.task_type for s in specs]) as trace_context:
-            return self.queue.db.run(operations.submit(specs, trace_context), connection=connection)
+            return self._submit(
+                lambda key: operations.submit(specs, trace_context, key), connection
+            )
+
+    def _submit(
+        self,
+        build: Callable[[UUID | None], Operation[list[int]]],
+        connection: CallerConnection | None,
+    ) -> list[int]:
+        """Run a submission: in the caller's transaction, which decides its outcome;
+        else on its own, at most once across lost replies (see ``resubmission``)."""
+        if connection is not None:
+            return self.queue.db.run(build(None), connection=connection)
+        return submit_once(self.queue.db, build)

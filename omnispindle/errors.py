@@ -31,6 +31,9 @@ class DatabaseUnavailableError(OmnispindleError, ConnectionError):
     """The database cannot be reached (or refused the connection); the cause is in
     the message."""
 
+    #: True when nothing of the call reached the database (no connection was had).
+    unsent: bool = False
+
 
 class ValidationError(OmnispindleError, ValueError):
     """An argument is of the wrong type or out of range; nothing was written."""

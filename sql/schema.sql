@@ -1418,6 +1418,20 @@ CREATE TABLE omnispindle.maintenance_locks (
 );
 INSERT INTO omnispindle.maintenance_locks (name) VALUES ('prune'), ('idempotency');
 
+-- What each submit call of a client inserted, under a key the client drew: a
+-- call whose reply was lost (a killed connection, a restart) reads here what
+-- it committed instead of submitting twice. A call inserting in several
+-- statements records one part per statement. Kept for an hour (the sweeper
+-- deletes older ones).
+CREATE TABLE omnispindle.submissions (
+    key        uuid NOT NULL,
+    part       integer NOT NULL,
+    task_ids   bigint[] NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (key, part)
+);
+CREATE INDEX submissions_created_at_idx ON omnispindle.submissions (created_at);
+
 -- Grants p_role what one kind of access needs, and nothing more:
 --   observer: SELECT on the views (status, tasks, metrics);
 --   producer: submit, wait, stream, cancel, retry and schedule;
@@ -1454,6 +1468,7 @@ BEGIN
     EXECUTE format('GRANT INSERT (task_type, parameters, priority, max_attempts, retry_backoff, '
                    'timeout_seconds, required_capabilities, state, run_after, trace_context) '
                    'ON omnispindle.tasks TO %s', p_role);
+    EXECUTE format('GRANT SELECT, INSERT ON omnispindle.submissions TO %s', p_role);
     FOR fn IN SELECT p.oid::regprocedure FROM pg_proc p
               WHERE p.pronamespace = 'omnispindle'::regnamespace
                 AND p.proname = ANY (CASE p_access
@@ -1478,6 +1493,7 @@ BEGIN
     EXECUTE format('GRANT INSERT, UPDATE ON omnispindle.workers TO %s', p_role);
     EXECUTE format('GRANT INSERT ON omnispindle.task_stream TO %s', p_role);
     EXECUTE format('GRANT SELECT, UPDATE ON omnispindle.maintenance_locks TO %s', p_role);
+    EXECUTE format('GRANT DELETE ON omnispindle.submissions TO %s', p_role);
     EXECUTE format('GRANT INSERT, UPDATE, DELETE ON omnispindle.periodic_ticks TO %s', p_role);
 END
 $$;

@@ -4,7 +4,9 @@ A batch without dependencies or idempotency keys, the common case, goes in as
 one JSON document expanded by ``jsonb_to_recordset``: one parameter to send,
 and no per-entry work in PL/pgSQL (a long one as several documents, pipelined
 in one transaction: see ``batches.plain_chunks``). Anything else goes through
-the ``submit_tasks`` function, which checks parents and keys.
+the ``submit_tasks`` function, which checks parents and keys. Given a
+submission key, each statement also records the ids it inserted under it (see
+:mod:`omnispindle._client.resubmission`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import functools
 import json
 from collections.abc import Iterable
 from typing import TypeVar
+from uuid import UUID
 
 from psycopg.types.json import Jsonb
 
@@ -25,27 +28,38 @@ TraceContext = dict[str, str] | None
 V = TypeVar("V")
 
 
-def insert(specs: list[TaskSpec], trace_context: TraceContext) -> Query[list[int]]:
-    """The insert of ``specs``; its result is the new ids, in entry order."""
+def insert(
+    specs: list[TaskSpec], trace_context: TraceContext, key: UUID | None = None
+) -> Query[list[int]]:
+    """The insert of ``specs``, recorded under ``key``; its result is the new ids,
+    in entry order."""
+    submission = None if key is None else q.tasks.Submission(key)
     if any(s.dependencies or s.entry_dependencies or s.idempotency_key for s in specs):
-        return q.tasks.submit_tasks(submit_columns(specs, trace_context))
-    return bulk_insert(specs, trace_context)
+        return q.tasks.submit_tasks(submit_columns(specs, trace_context), submission)
+    return bulk_insert(specs, trace_context, submission)
 
 
 def insert_chunks(
-    chunks: Iterable[list[TaskSpec]], trace_context: TraceContext
+    chunks: Iterable[list[TaskSpec]], trace_context: TraceContext, key: UUID | None = None
 ) -> Pipelined[list[int], list[int]]:
-    """A long plain batch as pipelined bulk inserts, one per chunk, all or nothing;
-    the chunks may come from a generator that validates them as they are sent."""
+    """A long plain batch as pipelined bulk inserts, one per chunk, all or nothing,
+    each recorded under ``key`` as one part; the chunks may come from a generator
+    that validates them as they are sent."""
     return Pipelined(
-        (bulk_insert(specs, trace_context) for specs in chunks),
+        (
+            bulk_insert(specs, trace_context, None if key is None else q.tasks.Submission(key, n))
+            for n, specs in enumerate(chunks)
+        ),
         lambda results: [i for ids in results for i in ids],
     )
 
 
-def bulk_insert(specs: list[TaskSpec], trace_context: TraceContext) -> Query[list[int]]:
+def bulk_insert(
+    specs: list[TaskSpec], trace_context: TraceContext, submission: q.tasks.Submission | None
+) -> Query[list[int]]:
     """The bulk insert of specs without dependencies or keys; the new ids in order."""
-    return q.tasks.insert_tasks_bulk("[" + ",".join(map(_json_row, specs)) + "]", trace_context)
+    rows_json = "[" + ",".join(map(_json_row, specs)) + "]"
+    return q.tasks.insert_tasks_bulk(rows_json, trace_context, submission)
 
 
 def _json_row(spec: TaskSpec) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
+from uuid import UUID
 
 from omnispindle._client import _submission as submission
 from omnispindle._client.records import (
@@ -37,16 +38,19 @@ from omnispindle.errors import TaskNotFoundError, ValidationError
 TraceContext = submission.TraceContext
 
 
-def submit(specs: list[TaskSpec], trace_context: TraceContext) -> Query[list[int]]:
-    """Insert validated tasks; the new ids, in order."""
-    return submission.insert(specs, trace_context)
+def submit(
+    specs: list[TaskSpec], trace_context: TraceContext, key: UUID | None = None
+) -> Query[list[int]]:
+    """Insert validated tasks, recorded under the submit call's ``key``; the new ids, in order."""
+    return submission.insert(specs, trace_context, key)
 
 
 def submit_chunks(
-    chunks: Iterator[list[TaskSpec]], trace_context: TraceContext
+    chunks: Iterator[list[TaskSpec]], trace_context: TraceContext, key: UUID | None = None
 ) -> Pipelined[list[int], list[int]]:
-    """Insert a long plain batch in pipelined chunks, all or nothing; the new ids, in order."""
-    return submission.insert_chunks(chunks, trace_context)
+    """Insert a long plain batch in pipelined chunks, all or nothing, recorded under
+    ``key``; the new ids, in order."""
+    return submission.insert_chunks(chunks, trace_context, key)
 
 
 def get_task(task_id: int) -> Query[TaskRecord]:

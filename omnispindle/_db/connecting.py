@@ -52,7 +52,9 @@ async def connect_async(dsn: str) -> psycopg.AsyncConnection[Any]:
 def unavailable(dsn: str, exc: BaseException) -> DatabaseUnavailableError:
     """The typed error of a failed connection attempt: where to, and libpq's reason."""
     reason = first_line(exc).removeprefix("connection failed: ")
-    return DatabaseUnavailableError(f"cannot connect to the database {_where(dsn)}: {reason}")
+    error = DatabaseUnavailableError(f"cannot connect to the database {_where(dsn)}: {reason}")
+    error.unsent = True
+    return error
 
 
 def _where(dsn: str) -> str:

@@ -45,8 +45,14 @@ _BY_SQLSTATE: dict[str, type[OmnispindleError]] = {
     "54000": ValidationError,  # program_limit_exceeded, e.g. a value too large for jsonb
 }
 
+
+class AlreadySubmitted(OmnispindleError):
+    """A submit call's key is recorded already: an earlier try of the call committed."""
+
+
 # Unique violations are translated only for the indexes named here, with what they mean.
 _BY_UNIQUE_INDEX: dict[str, tuple[type[OmnispindleError], str]] = {
+    "submissions_pkey": (AlreadySubmitted, "an earlier try of this submit call committed"),
     "tasks_idempotency_key_idx": (
         IdempotencyKeyConflictError,
         (
@@ -64,7 +70,9 @@ _OUTAGE_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
 def translate(exc: psycopg.Error) -> OmnispindleError | None:
     """Return the typed error for a database error, or None to let it through."""
     if is_outage(exc):
-        return DatabaseUnavailableError(f"the database is unavailable: {first_line(exc)}")
+        error = DatabaseUnavailableError(f"the database is unavailable: {first_line(exc)}")
+        error.unsent = isinstance(exc, PoolTimeout)  # no connection: nothing was sent
+        return error
     diag = exc.diag
     if exc.sqlstate == "23505":  # unique_violation
         error_type, meaning = _BY_UNIQUE_INDEX.get(diag.constraint_name or "", (None, ""))

@@ -124,6 +124,7 @@ class Sweeper:
         recovered, expiry = self._recover_leases(paced)
         delays = [row["retry_in"] for row in recovered if row["retry_in"] is not None]
         reconciled = self.db.run(q.tasks.reconcile_blocked(self.config.batch_size))
+        self.db.run(q.tasks.forget_submissions(self.config.batch_size))
         counts = SweepCounts(
             requeued=len(delays),
             failed=len(recovered) - len(delays),

@@ -3,6 +3,7 @@
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA omnispindle TO PUBLIC;
 DROP FUNCTION omnispindle.grant_access(regrole, text);
 DROP TABLE omnispindle.maintenance_locks;
+DROP TABLE omnispindle.submissions;
 DO $$
 DECLARE
     fn regprocedure;

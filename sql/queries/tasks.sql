@@ -4,15 +4,23 @@
 -- name: submit_tasks
 -- One round trip for any batch size; the function validates dependencies and
 -- inserts everything or nothing. WITH ORDINALITY keeps the callers' order.
-SELECT s.id
-FROM omnispindle.submit_tasks(
-    %(task_types)s::text[], %(parameters)s::jsonb[], %(priorities)s::integer[],
-    %(max_attempts)s::integer[], %(retry_backoffs)s::double precision[],
-    %(timeouts)s::double precision[], %(required_capabilities)s::jsonb[],
-    %(dependencies)s::jsonb[], %(entry_dependencies)s::jsonb[], %(allow_failed)s::boolean[],
-    %(run_after)s::timestamptz[], %(idempotency_keys)s::text[], %(trace_contexts)s::jsonb[]
-) WITH ORDINALITY AS s(id, ord)
-ORDER BY s.ord;
+-- With a submission key, the ids are recorded under it in the same statement.
+WITH s AS (
+    SELECT s.id, s.ord
+    FROM omnispindle.submit_tasks(
+        %(task_types)s::text[], %(parameters)s::jsonb[], %(priorities)s::integer[],
+        %(max_attempts)s::integer[], %(retry_backoffs)s::double precision[],
+        %(timeouts)s::double precision[], %(required_capabilities)s::jsonb[],
+        %(dependencies)s::jsonb[], %(entry_dependencies)s::jsonb[], %(allow_failed)s::boolean[],
+        %(run_after)s::timestamptz[], %(idempotency_keys)s::text[], %(trace_contexts)s::jsonb[]
+    ) WITH ORDINALITY AS s(id, ord)
+), recorded AS (
+    INSERT INTO omnispindle.submissions (key, part, task_ids)
+    SELECT %(submission)s::uuid, %(part)s::integer, array_agg(s.id ORDER BY s.ord)
+    FROM s
+    HAVING %(submission)s::uuid IS NOT NULL
+)
+SELECT s.id FROM s ORDER BY s.ord;
 
 -- name: insert_tasks_bulk
 -- Tasks without dependencies or idempotency keys, as one JSON array of
@@ -41,6 +49,12 @@ WITH inserted AS (
                            timeout_seconds, required_capabilities, run_after, ord)
     ORDER BY r.ord
     RETURNING id
+), recorded AS (
+    -- With a submission key, the ids are recorded under it in the same statement.
+    INSERT INTO omnispindle.submissions (key, part, task_ids)
+    SELECT %(submission)s::uuid, %(part)s::integer, array_agg(id ORDER BY id)
+    FROM inserted
+    HAVING %(submission)s::uuid IS NOT NULL
 )
 -- Runs of consecutive ids, two numbers each instead of a row per task: one run,
 -- unless another session drew identities meanwhile.
@@ -80,6 +94,19 @@ FROM omnispindle.complete_and_claim(
 -- name: fail_tasks
 SELECT id, state::text AS state, retry_in
 FROM omnispindle.fail_attempts(%(ids)s::bigint[], %(tokens)s::uuid[], %(errors)s::jsonb[]);
+
+-- name: submitted
+-- What a submit call recorded under its key, in the order it inserted; none
+-- when nothing it sent committed.
+SELECT task_ids FROM omnispindle.submissions WHERE key = %(submission)s ORDER BY part;
+
+-- name: forget_submissions
+-- Submission records older than an hour: a retry comes within seconds.
+DELETE FROM omnispindle.submissions
+WHERE (key, part) IN (SELECT key, part FROM omnispindle.submissions
+                      WHERE created_at < now() - interval '1 hour'
+                      ORDER BY created_at
+                      LIMIT %(limit)s);
 
 -- name: release_unheld
 -- After a step whose reply was lost, a worker hands back the running tasks it

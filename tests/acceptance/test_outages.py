@@ -170,3 +170,81 @@ def test_a_frozen_listener_is_found_and_replaced(server):
     finally:
         os.kill(frozen, signal.SIGCONT)
         notifier.close()
+
+
+def produce_while(client: TaskQueueClient, fault) -> dict[int, object]:
+    """Submit task n = 0, 1, ... in a loop while ``fault(returned)`` runs; each call's
+    outcome by n: its id, or the error it raised."""
+    outcomes: dict[int, object] = {}
+    stop = threading.Event()
+
+    def produce() -> None:
+        n = 0
+        while not stop.is_set():
+            try:
+                outcomes[n] = client.submit_task("t", {"n": n})
+            except Exception as exc:
+                outcomes[n] = exc
+            n += 1
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    try:
+        fault(lambda: sum(isinstance(v, int) for v in list(outcomes.values())))
+    finally:
+        stop.set()
+        producer.join(DEADLINE)
+    return outcomes
+
+
+def assert_each_call_once(dsn: str, outcomes: dict[int, object]) -> None:
+    """Every id returned exists exactly once; every call that raised, raised a typed
+    error and left no task; no task exists twice or without its call."""
+    with psycopg.connect(dsn) as conn:
+        stored = {
+            n: (count, first)
+            for n, count, first in conn.execute(
+                "SELECT (parameters->>'n')::int, count(*), min(id) FROM omnispindle.tasks "
+                "GROUP BY 1"
+            )
+        }
+    assert all(count == 1 for count, _ in stored.values()), "a task was stored twice"
+    assert set(stored) <= set(outcomes)
+    for n, outcome in outcomes.items():
+        if isinstance(outcome, int):
+            assert stored.get(n) == (1, outcome), (n, outcome)
+        else:
+            assert isinstance(outcome, DatabaseUnavailableError), repr(outcome)
+            assert n not in stored, f"call {n} raised {outcome!r}, but its task exists"
+
+
+def test_a_producer_loop_across_restarts_stores_each_call_once(server, queue):
+    client = TaskQueueClient(local_queue=queue)
+
+    def restarts(returned) -> None:
+        for how in ("immediate", "immediate", "immediate", "fast", "fast"):
+            before = returned()
+            poll(lambda before=before: returned() >= before + 100, timeout=DEADLINE)
+            server.restart(how)
+        before = returned()
+        poll(lambda: returned() >= before + 100, timeout=DEADLINE)
+
+    outcomes = produce_while(client, restarts)
+    assert_each_call_once(server.dsn, outcomes)
+
+
+def test_a_producer_loop_across_backend_kills_stores_each_call_once(server, queue):
+    client = TaskQueueClient(local_queue=queue)
+
+    def kills(returned) -> None:
+        with psycopg.connect(server.dsn, autocommit=True) as killer:
+            for _ in range(20):
+                before = returned()
+                poll(lambda before=before: returned() >= before + 50, timeout=DEADLINE)
+                killer.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+
+    outcomes = produce_while(client, kills)
+    assert_each_call_once(server.dsn, outcomes)

@@ -11,7 +11,7 @@ from psycopg.types.json import Jsonb
 
 from omnispindle._core import defaults
 from omnispindle._db.pg_arrays import ArrayLiteral, plain_array, text_array
-from omnispindle._db.query import Query, Row, column, first, first_or_none, rows, value
+from omnispindle._db.query import Query, Row, column, first, first_or_none, nothing, rows, value
 from omnispindle._db.rows import (
     CancelResult,
     ClaimedTask,
@@ -61,19 +61,36 @@ class SubmitColumns(TypedDict):
     trace_contexts: list[Jsonb] | None
 
 
-def submit_tasks(columns: SubmitColumns) -> Query[list[int]]:
+class Submission(NamedTuple):
+    """A submit call's key, and which of its statements this is (from 0)."""
+
+    key: UUID
+    part: int = 0
+
+
+def _recorded(submission: Submission | None) -> dict[str, object]:
+    if submission is None:
+        return {"submission": None, "part": 0}
+    return {"submission": submission.key, "part": submission.part}
+
+
+def submit_tasks(columns: SubmitColumns, submission: Submission | None = None) -> Query[list[int]]:
     """Insert tasks through ``omnispindle.submit_tasks``, which checks parents and keys,
-    all or nothing. Returns the ids in entry order."""
-    return Query(RUNTIME["submit_tasks"], columns, _ids)
+    all or nothing, recording the ids under ``submission``. Returns the ids in entry order."""
+    return Query(RUNTIME["submit_tasks"], {**columns, **_recorded(submission)}, _ids)
 
 
-def insert_tasks_bulk(rows_json: str, trace_context: dict[str, str] | None) -> Query[list[int]]:
+def insert_tasks_bulk(
+    rows_json: str, trace_context: dict[str, str] | None, submission: Submission | None = None
+) -> Query[list[int]]:
     """Insert tasks without dependencies or keys, given as one JSON array of objects
-    that leave out fields holding their defaults. Returns the new ids in entry order
-    (the statement returns them as runs of consecutive ids)."""
+    that leave out fields holding their defaults, recording the ids under
+    ``submission``. Returns the new ids in entry order (the statement returns
+    them as runs of consecutive ids)."""
     return Query(
         RUNTIME["insert_tasks_bulk"],
         {
+            **_recorded(submission),
             "rows": rows_json,
             "trace_context": None if trace_context is None else Jsonb(trace_context),
             "default_priority": defaults.PRIORITY,
@@ -154,6 +171,22 @@ def fail_tasks(
 def release_tasks(*, ids: Sequence[int], tokens: Sequence[str]) -> Query[list[int]]:
     """Hand running tasks back to pending without counting the attempt; the ids released."""
     return Query(RUNTIME["release_tasks"], {"ids": list(ids), "tokens": list(tokens)}, _ids)
+
+
+def submitted(key: UUID) -> Query[list[int] | None]:
+    """The ids a submit call recorded under ``key``, in order; None if none committed."""
+    return Query(RUNTIME["submitted"], {"submission": key}, _recorded_ids)
+
+
+def _recorded_ids(found: list[Row]) -> list[int] | None:
+    if not found:
+        return None
+    return [task_id for row in found for task_id in row["task_ids"]]
+
+
+def forget_submissions(limit: int) -> Query[None]:
+    """Delete up to ``limit`` submission records older than an hour."""
+    return Query(RUNTIME["forget_submissions"], {"limit": limit}, nothing)
 
 
 def release_unheld(worker_id: UUID, held: Sequence[int]) -> Query[list[int]]:
