@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test check docs
+.PHONY: install demo test check docs chaos
 
 install: $(VENV)/.installed
 
@@ -34,3 +34,8 @@ check: install
 
 docs: install
 	$(VENV)/bin/mkdocs build --strict
+
+# The fault suite: restarts, outages, killed backends and workers, frozen
+# listeners, PgBouncer; each scenario prints its figures.
+chaos: install
+	$(PY) -m pytest -m chaos -p no:randomly

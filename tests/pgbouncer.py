@@ -25,9 +25,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def pgbouncer(server_dsn: str, pool_mode: str = "transaction") -> Iterator[str]:
+def pgbouncer(
+    server_dsn: str, pool_mode: str = "transaction", run_as: str | None = None
+) -> Iterator[str]:
     """Start PgBouncer in front of the server of ``server_dsn``; yield a DSN template
-    (``make_conninfo(it, dbname=...)``) that goes through it."""
+    (``make_conninfo(it, dbname=...)``) that goes through it. Started as root, it
+    runs as ``run_as`` (default ``nobody``): a user that may reach the server's socket."""
     binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
     if not os.path.exists(binary):
         pytest.skip("PgBouncer is not installed (Debian: apt-get install pgbouncer)")
@@ -54,7 +57,7 @@ logfile = {folder}/pgbouncer.log
     )
     command = [binary, str(folder / "pgbouncer.ini")]
     if os.geteuid() == 0:
-        command[1:1] = ["-u", "nobody"]
+        command[1:1] = ["-u", run_as or "nobody"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     dsn = make_conninfo(host="127.0.0.1", port=str(port), user=server.get("user") or "postgres")
     try:

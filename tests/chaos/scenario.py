@@ -1,0 +1,198 @@
+"""One chaos scenario: worker processes drain a fed queue on a server of the
+test's own while a fault is caused; a ledger of every execution and the
+producer's own record tell what was lost or run twice."""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+
+import psycopg
+from typing_extensions import Self
+
+from omnispindle import DatabaseUnavailableError, TaskQueue, TaskQueueClient
+
+from ..acceptance.workers import ROOT, poll, worker_env
+
+BATCH = 50
+OFFERED_PER_S = 500
+SAMPLE_S = 0.25
+DEADLINE = 180
+
+
+@dataclass
+class Figures:
+    """What a scenario measured."""
+
+    scenario: str
+    submitted: int
+    refused: int  # submit calls that raised a typed error
+    succeeded: int
+    lost: int
+    duplicates: int
+    back_to_90_s: float | None
+
+    def line(self) -> str:
+        back = "-" if self.back_to_90_s is None else f"{self.back_to_90_s:.1f} s"
+        return (
+            f"{self.scenario:<28} submitted {self.submitted:>6}  refused {self.refused:>3}  "
+            f"succeeded {self.succeeded:>6}  lost {self.lost}  duplicates {self.duplicates:>3}  "
+            f"back to 90 % {back}"
+        )
+
+
+@dataclass
+class Run:
+    """A fed queue on ``dsn`` with worker processes (``worker_args`` each)."""
+
+    dsn: str
+    worker_dsn: str
+    worker_args: tuple[str, ...] = ()
+    workers: list[subprocess.Popen[str]] = field(default_factory=list)
+    ids: list[int] = field(default_factory=list)
+    refused_batches: list[int] = field(default_factory=list)
+    samples: list[tuple[float, int]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS test_ledger (task_id bigint NOT NULL, "
+                "pid integer NOT NULL)"
+            )
+        self.queue = TaskQueue(self.dsn)
+        self.client = TaskQueueClient(local_queue=self.queue)
+        self._logs = tempfile.TemporaryDirectory(prefix="omnispindle-chaos-")
+
+    def start_worker(self) -> subprocess.Popen[str]:
+        log = open(f"{self._logs.name}/worker-{len(self.workers)}.log", "w")  # noqa: SIM115
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "omnispindle", "--log-level", "WARNING", "worker",
+             "--dsn", self.worker_dsn, "--executors", "tests.acceptance.ledger_executors",
+             "--concurrency", "8", "--lease-timeout", "5", "--heartbeat-interval", "1",
+             "--sweep-interval", "0.5", "--poll-interval", "0.5", *self.worker_args],
+            env=worker_env(self.dsn), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log, text=True,
+        )  # fmt: skip
+        self.workers.append(worker)
+        return worker
+
+    def __enter__(self) -> Self:
+        for _ in range(2):
+            self.start_worker()
+        self._threads = [
+            threading.Thread(target=self._produce, daemon=True),
+            threading.Thread(target=self._sample, daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(30)
+        for worker in self.workers:
+            if worker.poll() is None:
+                worker.terminate()
+        for worker in self.workers:
+            try:
+                worker.wait(60)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+        self.queue.shutdown()
+        self._logs.cleanup()
+
+    def _produce(self) -> None:
+        batch = 0
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                self.ids += self.client.submit_batch(
+                    [{"task_type": "nap", "parameters": {"batch": batch}}] * BATCH
+                )
+            except DatabaseUnavailableError:
+                self.refused_batches.append(batch)
+            batch += 1
+            self._stop.wait(max(0.0, BATCH / OFFERED_PER_S - (time.monotonic() - started)))
+
+    def _sample(self) -> None:
+        """Executions so far, from the ledger, every SAMPLE_S seconds."""
+        conn: psycopg.Connection | None = None
+        while not self._stop.wait(SAMPLE_S):
+            try:
+                if conn is None or conn.closed:
+                    conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=2)
+                count = conn.execute("SELECT count(*) FROM test_ledger").fetchone()
+                self.samples.append((time.monotonic(), count[0] if count else 0))
+            except psycopg.Error:
+                conn = None
+
+    def executed(self) -> int:
+        return self.samples[-1][1] if self.samples else 0
+
+    def steady(self, seconds: float) -> None:
+        """Let the run go on for ``seconds`` (the scenario's own length)."""
+        self._stop.wait(seconds)
+
+    def rate(self, start: float, end: float) -> float:
+        inside = [(t, n) for t, n in self.samples if start <= t <= end]
+        if len(inside) < 2:
+            return 0.0
+        return (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0])
+
+    def figures(self, scenario: str, fault_start: float, fault_end: float) -> Figures:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(30)
+        self.client.wait_for_batch(self.ids, timeout=DEADLINE)
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            runs = dict(
+                conn.execute("SELECT task_id, count(*) FROM test_ledger GROUP BY 1").fetchall()
+            )
+            succeeded = conn.execute(
+                "SELECT count(*) FROM omnispindle.tasks WHERE id = ANY (%s) "
+                "AND state = 'succeeded'",
+                [self.ids],
+            ).fetchone()[0]
+            refused_stored = conn.execute(
+                "SELECT count(*) FROM omnispindle.tasks "
+                "WHERE (parameters->>'batch')::int = ANY (%s)",
+                [self.refused_batches],
+            ).fetchone()[0]
+        assert refused_stored == 0, "a refused submit call left tasks"
+        lost = sum(1 for task_id in self.ids if task_id not in runs)
+        return Figures(
+            scenario=scenario,
+            submitted=len(self.ids),
+            refused=len(self.refused_batches),
+            succeeded=succeeded,
+            lost=lost + (len(self.ids) - succeeded),
+            duplicates=sum(count - 1 for count in runs.values()),
+            back_to_90_s=self._back_to_90(fault_start, fault_end),
+        )
+
+    def _back_to_90(self, fault_start: float, fault_end: float) -> float | None:
+        """Seconds from the fault's end until a second's rate is 90 % of the rate
+        before the fault; None if it never was."""
+        before = self.rate(fault_start - 5, fault_start)
+        for t, _ in self.samples:
+            if t >= fault_end and self.rate(t, t + 1.0) >= 0.9 * before:
+                return max(0.0, t - fault_end)
+        return None
+
+
+def wait_for_steady_rate(run: Run) -> None:
+    """Until the workers run at the offered rate for a few seconds."""
+    poll(lambda: run.executed() > 2 * OFFERED_PER_S, timeout=60)
+    run.steady(5)
+
+
+def median_rate(run: Run) -> float:
+    return statistics.median(
+        run.rate(t, t + 1) for t, _ in run.samples[-20:] if run.rate(t, t + 1) > 0
+    )
