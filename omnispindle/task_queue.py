@@ -9,7 +9,7 @@ from typing import Any
 
 from typing_extensions import Self
 
-from omnispindle._core import defaults
+from omnispindle._core import defaults, validation
 from omnispindle._db import embedded, migrations
 from omnispindle._db import queries as q
 from omnispindle._db.namespace import Namespace
@@ -42,6 +42,11 @@ class TaskQueue:
             without the latest schema refused: migrate it with ``omnispindle
             migrate``, your own Alembic history, or ``migrate=True``.
         pool_size: most connections this process opens.
+        pool_timeout: seconds a call waits for a connection before it raises
+            ``DatabaseUnavailableError`` (the database is down, or every
+            connection is busy); 5 by default, so that an outage is known in
+            seconds. The connect timeout is the DSN's ``connect_timeout``
+            (5 s unless it sets one).
         schema: the schema the queue lives in (default ``$OMNISPINDLE_SCHEMA``,
             else ``omnispindle``). Each schema of a database is a queue of its
             own: its tasks, workers, sweeper, locks and notifications see no
@@ -76,6 +81,7 @@ class TaskQueue:
         persistence_path: str | os.PathLike[str] | None = None,
         migrate: bool | None = None,
         pool_size: int = defaults.POOL_SIZE,
+        pool_timeout: float = defaults.POOL_TIMEOUT,
         schema: str | None = None,
         pooler: bool = False,
         listen_dsn: str | None = None,
@@ -103,7 +109,13 @@ class TaskQueue:
             # Before the pool opens: a database that cannot be reached, or
             # cannot be used, fails here once with its reason.
             self._prepare_schema()
-            self.db = Database(dsn, max_size=pool_size, namespace=self.namespace, pooler=pooler)
+            self.db = Database(
+                dsn,
+                max_size=pool_size,
+                namespace=self.namespace,
+                timeout=validation.positive_number("pool_timeout", pool_timeout),
+                pooler=pooler,
+            )
         except BaseException:
             self.shutdown()
             raise

@@ -13,7 +13,13 @@ import time
 import psycopg
 import pytest
 
-from omnispindle import DatabaseUnavailableError, TaskQueue, TaskQueueClient, WorkerClient
+from omnispindle import (
+    DatabaseUnavailableError,
+    TaskQueue,
+    TaskQueueClient,
+    ValidationError,
+    WorkerClient,
+)
 from omnispindle._db.notifier import FINISHED_CHANNEL, READY_CHANNEL, Notifier
 
 from . import servers
@@ -72,6 +78,24 @@ def test_dead_pooled_connections_are_replaced_before_use(server, monkeypatch):
             ids = [client.submit_task("t") for _ in range(5)]
             assert [client.get_task(i)["state"] for i in ids] == ["pending"] * 5
     finally:
+        queue.shutdown()
+
+
+def test_the_pool_timeout_is_the_callers_to_choose(server):
+    with pytest.raises(ValidationError):
+        TaskQueue(dsn=server.dsn, pool_timeout=0)
+    queue = TaskQueue(dsn=server.dsn, pool_timeout=1.0)
+    client = TaskQueueClient(local_queue=queue)
+    task_id = client.submit_task("t")
+    server.stop()
+    try:
+        for _ in range(3):  # the first may meet a dead pooled connection at once
+            started = time.monotonic()
+            with pytest.raises(DatabaseUnavailableError):
+                client.get_task(task_id)
+        assert time.monotonic() - started < 3
+    finally:
+        server.start()
         queue.shutdown()
 
 
