@@ -181,7 +181,7 @@ class AsyncTaskQueueClient:
         Raises:
             TaskNotFoundError: no task has this id.
         """
-        return await self.db.run(operations.get_task(task_id))
+        return await self.db.read(operations.get_task(task_id))
 
     async def wait_for_task(
         self, task_id: int, timeout: float | None = None, *, raise_on_error: bool = False
@@ -297,7 +297,7 @@ class AsyncTaskQueueClient:
 
     async def list_periodic_tasks(self) -> list[ScheduleSummary]:
         """Every schedule, with its latest tick and the task that tick enqueued."""
-        return await self.db.run(operations.list_schedules())
+        return await self.db.read(operations.list_schedules())
 
     async def _insert(
         self, specs: list[TaskSpec], connection: AsyncCallerConnection | None

@@ -173,7 +173,7 @@ class TaskQueueClient:
         Raises:
             TaskNotFoundError: no task has this id.
         """
-        return self.queue.db.run(operations.get_task(task_id))
+        return self.queue.db.read(operations.get_task(task_id))
 
     def wait_for_task(
         self, task_id: int, timeout: float | None = None, *, raise_on_error: bool = False
@@ -317,7 +317,7 @@ class TaskQueueClient:
 
     def list_periodic_tasks(self) -> list[ScheduleSummary]:
         """Every schedule, with its latest tick and the task that tick enqueued."""
-        return self.queue.db.run(operations.list_schedules())
+        return self.queue.db.read(operations.list_schedules())
 
     def close(self) -> None:
         """Release the queue if this client opened it."""

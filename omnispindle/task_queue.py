@@ -179,7 +179,7 @@ class TaskQueue:
         for longer than its lease (its leases have expired; a sweeper will
         declare it dead).
         """
-        return self.db.run(q.workers.list_workers())
+        return self.db.read(q.workers.list_workers())
 
     def get_metrics(self) -> metrics.Snapshot:
         """Figures on the queue and its workers, read in one consistent snapshot.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -25,12 +26,10 @@ def free_port() -> int:
 
 
 @contextmanager
-def pgbouncer(
-    server_dsn: str, pool_mode: str = "transaction", run_as: str | None = None
-) -> Iterator[str]:
+def pgbouncer(server_dsn: str, pool_mode: str = "transaction") -> Iterator[str]:
     """Start PgBouncer in front of the server of ``server_dsn``; yield a DSN template
     (``make_conninfo(it, dbname=...)``) that goes through it. Started as root, it
-    runs as ``run_as`` (default ``nobody``): a user that may reach the server's socket."""
+    runs as ``nobody``, or as the owner of the server's socket directory."""
     binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
     if not os.path.exists(binary):
         pytest.skip("PgBouncer is not installed (Debian: apt-get install pgbouncer)")
@@ -57,7 +56,7 @@ logfile = {folder}/pgbouncer.log
     )
     command = [binary, str(folder / "pgbouncer.ini")]
     if os.geteuid() == 0:
-        command[1:1] = ["-u", run_as or "nobody"]
+        command[1:1] = ["-u", _user_that_reaches(server.get("host") or "")]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     dsn = make_conninfo(host="127.0.0.1", port=str(port), user=server.get("user") or "postgres")
     try:
@@ -67,6 +66,13 @@ logfile = {folder}/pgbouncer.log
         process.terminate()
         process.wait(timeout=30)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _user_that_reaches(host: str) -> str:
+    """A server on a Unix socket may admit only its own user to the socket's folder."""
+    if host.startswith("/"):
+        return pwd.getpwuid(os.stat(host).st_uid).pw_name
+    return "nobody"
 
 
 def _answers(dsn: str) -> bool:

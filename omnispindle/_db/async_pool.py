@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
 import psycopg
@@ -84,7 +85,6 @@ class AsyncDatabase:
             name=f"{POOL_NAME_PREFIX}-async",
             timeout=self.timeout,
             reconnect_timeout=defaults.RECONNECT_WINDOW,
-            check=self._idle.check_async,
             configure=ours_async,
         )
         quiet_pool_attempts()
@@ -109,14 +109,39 @@ class AsyncDatabase:
         pool = self._open_pool()
         try:
             with translated_errors():
-                async with pool.connection() as conn:
+                async with self._connection(pool) as conn:
                     result = await execute(conn, operation, self.namespace)
                     self._idle.used(conn)
         except DatabaseUnavailableError as exc:
             self.outage.lost(exc)
+            if not exc.unsent:
+                await pool.check()  # the others of its time may be dead too: replace them
             raise
         self.outage.restored()
         return result
+
+    @contextlib.asynccontextmanager
+    async def _connection(
+        self, pool: AsyncConnectionPool[AsyncConnection]
+    ) -> AsyncIterator[AsyncConnection]:
+        """A pooled connection the server has not closed, as in the blocking twin."""
+        for _ in range(2):
+            async with pool.connection() as conn:
+                if await self._idle.alive_async(conn):
+                    yield conn
+                    return
+            await pool.check()
+        async with pool.connection() as conn:
+            yield conn
+
+    async def read(self, query: Query[T]) -> T:
+        """Run a query that only reads, as ``Database.read`` does."""
+        try:
+            return await self.run(query)
+        except DatabaseUnavailableError as exc:
+            if exc.unsent:
+                raise
+            return await self.run(query)
 
     def _open_pool(self) -> AsyncConnectionPool[AsyncConnection]:
         """The pool; ConfigurationError while it is not open."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
 import psycopg
@@ -71,7 +72,6 @@ class Database:
             # many seconds have passed, then starts afresh on the next call:
             # a call is never more than a few seconds behind the database's return.
             reconnect_timeout=defaults.RECONNECT_WINDOW,
-            check=self._idle.check,
             configure=ours,
         )
 
@@ -90,14 +90,44 @@ class Database:
         if connection is not None:
             return execute(as_psycopg(connection), operation, self.namespace)
         try:
-            with translated_errors(), self.pool.connection() as conn:
+            with translated_errors(), self._connection() as conn:
                 result = execute(conn, operation, self.namespace)
                 self._idle.used(conn)
         except DatabaseUnavailableError as exc:
             self.outage.lost(exc)
+            if not exc.unsent:
+                self.pool.check()  # the others of its time may be dead too: replace them
             raise
         self.outage.restored()
         return result
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[Connection]:
+        """A pooled connection that works, as far as is known cheaply (see
+        ``idle_check``); finding a dead one, the pool first replaces every dead one
+        it holds (a restart, killed backends)."""
+        for _ in range(2):
+            with self.pool.connection() as conn:
+                if self._idle.alive(conn):
+                    yield conn
+                    return
+            self.pool.check()
+        with self.pool.connection() as conn:
+            yield conn
+
+    def read(self, query: Query[T]) -> T:
+        """Run a query that only reads, once more if its connection was lost under it
+        (a restart, a killed backend): nothing it did can have mattered.
+
+        Raises:
+            DatabaseUnavailableError: the database is still unreachable.
+        """
+        try:
+            return self.run(query)
+        except DatabaseUnavailableError as exc:
+            if exc.unsent:  # no connection within the wait: the database is away
+                raise
+            return self.run(query)
 
     def connect(self) -> Connection:
         """Open a dedicated autocommit connection outside the pool (e.g. for LISTEN).

@@ -81,6 +81,22 @@ def test_dead_pooled_connections_are_replaced_before_use(server, monkeypatch):
         queue.shutdown()
 
 
+def test_a_read_is_run_again_when_its_connection_dies_under_it(server, queue):
+    """Reads failed on each pooled connection a kill or restart left dead."""
+    client = TaskQueueClient(local_queue=queue)
+    task_id = client.submit_task("t")
+    with psycopg.connect(server.dsn, autocommit=True) as killer:
+        for _ in range(20):
+            client.get_task(task_id)  # the pooled connection was just used: no idle check
+            killer.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                "AND backend_type = 'client backend' AND query NOT LIKE 'LISTEN%%'"
+            )
+            assert client.get_task(task_id)["state"] == "pending"
+            assert client.list_periodic_tasks() == []
+
+
 def test_the_pool_timeout_is_the_callers_to_choose(server):
     with pytest.raises(ValidationError):
         TaskQueue(dsn=server.dsn, pool_timeout=0)

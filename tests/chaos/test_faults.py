@@ -120,7 +120,7 @@ def test_frozen_listeners(server, report):
 
 
 def test_through_pgbouncer_in_transaction_mode(server, report):
-    with pgbouncer(server.dsn, run_as=server.server.system_user) as bouncer:
+    with pgbouncer(server.dsn) as bouncer:
         pooled = make_conninfo(bouncer, dbname="postgres")
         args = ("--pooler", "--listen-dsn", server.dsn)
         with Run(server.dsn, pooled, args) as run:
