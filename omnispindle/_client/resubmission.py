@@ -57,7 +57,7 @@ class _Window:
         if time.monotonic() > self.deadline:
             raise DatabaseUnavailableError(
                 f"{exc}; whether the submission committed is unknown "
-                f"(its key in omnispindle.submissions: {self.key})"
+                f"(its key in the submissions table: {self.key})"
             ) from exc
         pause, self.pause = self.pause, min(self.pause * 2, _MAX_PAUSE)
         return pause

@@ -115,7 +115,7 @@ class AsyncDatabase:
         except DatabaseUnavailableError as exc:
             self.outage.lost(exc)
             if not exc.unsent:
-                await pool.check()  # the others of its time may be dead too: replace them
+                await _replace_dead(pool)  # the others of its time may be dead too
             raise
         self.outage.restored()
         return result
@@ -130,7 +130,7 @@ class AsyncDatabase:
                 if await self._idle.alive_async(conn):
                     yield conn
                     return
-            await pool.check()
+            await _replace_dead(pool)
         async with pool.connection() as conn:
             yield conn
 
@@ -157,6 +157,12 @@ class AsyncDatabase:
         if self.pool is not None:
             pool, self.pool = self.pool, None
             await pool.close()
+
+
+async def _replace_dead(pool: AsyncConnectionPool[AsyncConnection]) -> None:
+    """Have the pool check the connections it holds and replace the dead ones."""
+    with contextlib.suppress(psycopg.Error):  # a closing pool: nothing to replace
+        await pool.check()
 
 
 async def execute(

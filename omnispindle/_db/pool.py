@@ -96,7 +96,7 @@ class Database:
         except DatabaseUnavailableError as exc:
             self.outage.lost(exc)
             if not exc.unsent:
-                self.pool.check()  # the others of its time may be dead too: replace them
+                self._replace_dead()  # the others of its time may be dead too
             raise
         self.outage.restored()
         return result
@@ -111,9 +111,14 @@ class Database:
                 if self._idle.alive(conn):
                     yield conn
                     return
-            self.pool.check()
+            self._replace_dead()
         with self.pool.connection() as conn:
             yield conn
+
+    def _replace_dead(self) -> None:
+        """Have the pool check the connections it holds and replace the dead ones."""
+        with contextlib.suppress(psycopg.Error):  # a closing pool: nothing to replace
+            self.pool.check()
 
     def read(self, query: Query[T]) -> T:
         """Run a query that only reads, once more if its connection was lost under it
