@@ -65,7 +65,6 @@ class Notifier:
         self._namespace = namespace
         # The queue's name of each channel, to the default name subscribers use.
         self._channels = {namespace.channel(channel): channel for channel in CHANNELS}
-        self._probe_channel = namespace.channel(PROBE_CHANNEL)
         self._probe_timing = (probe_after, probe_timeout)
         self._max_backoff = max_backoff
         self.outage = Outage("the LISTEN connection", log)

@@ -36,13 +36,13 @@ def add_commands(commands: Any, make_command: Callable[..., argparse.ArgumentPar
     from omnispindle.bench.runner import SCENARIOS
 
     # The benchmarks watch and clear their tasks by statements of their own, in
-    # the default schema.
+    # the default schema and on a direct connection: no queue options.
     bench = make_command(
         commands,
         "bench",
         "run a benchmark scenario and print its figures",
         _bench,
-        with_schema=False,
+        with_queue_options=False,
     )
     bench.add_argument("scenario", choices=list(SCENARIOS), help=SCENARIO_HELP)
     bench.add_argument("--tasks", type=int, help="tasks per run (default: the scenario's own)")

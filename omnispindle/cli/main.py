@@ -132,7 +132,7 @@ def command(
     help_text: str,
     handler: Callable[[argparse.Namespace], int],
     with_dsn: bool = True,
-    with_schema: bool = True,
+    with_queue_options: bool = True,
 ) -> argparse.ArgumentParser:
     """Add the command ``name``, run by ``handler``, with ``--dsn`` and the queue's
     options (``--schema``, ``--pooler``, ``--listen-dsn``) unless told otherwise."""
@@ -145,7 +145,7 @@ def command(
             default=None,
             help="Postgres DSN (default $OMNISPINDLE_DSN, else the embedded server)",
         )
-    if with_dsn and with_schema:
+    if with_dsn and with_queue_options:
         queue_arguments(sub)
     sub.set_defaults(handler=handler)
     return sub
