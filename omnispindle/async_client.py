@@ -36,7 +36,7 @@ from omnispindle._db.query import Operation
 from omnispindle._db.rows import SavedSchedule, ScheduleSummary, TaskRecord
 from omnispindle._observe import tracing
 from omnispindle.errors import ConfigurationError
-from omnispindle.task_queue import TaskQueue, given_queue
+from omnispindle.task_queue import TaskQueue, given_queue, refuse_queue_settings
 
 __all__ = ["AsyncTaskQueueClient"]
 
@@ -321,8 +321,7 @@ class AsyncTaskQueueClient:
 def _resolve_namespace(local_queue: TaskQueue | None, schema: str | None) -> Namespace:
     if local_queue is None:
         return Namespace.chosen(schema)
-    if schema is not None:
-        raise ConfigurationError("give schema= to the TaskQueue passed as local_queue, not here")
+    refuse_queue_settings(schema=schema)  # the async client's pool is its own: pool_size may come
     return local_queue.namespace
 
 

@@ -249,13 +249,23 @@ def open_queue(
     if given is None:
         size = defaults.POOL_SIZE if pool_size is None else pool_size
         return TaskQueue(dsn, pool_size=size, schema=schema), True
-    for setting, value in (("pool_size", pool_size), ("schema", schema)):
+    refuse_queue_settings(pool_size=pool_size, schema=schema)
+    return given, False
+
+
+def refuse_queue_settings(**settings: object) -> None:
+    """Refuse settings of a queue that come with a TaskQueue given as local_queue,
+    which has them already.
+
+    Raises:
+        ConfigurationError: one of ``settings`` is not None.
+    """
+    for setting, value in settings.items():
         if value is not None:
             raise ConfigurationError(
                 f"{setting} is a setting of the queue a client opens itself; pass it to the "
                 f"TaskQueue given as local_queue (TaskQueue(..., {setting}=...))"
             )
-    return given, False
 
 
 def given_queue(local_queue: Any, dsn: str | None) -> TaskQueue | None:

@@ -16,6 +16,8 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from omnispindle import (
+    AsyncTaskQueueClient,
+    ConfigurationError,
     LockTimeoutError,
     TaskQueue,
     TaskQueueClient,
@@ -312,3 +314,12 @@ def test_migration_locks_are_per_schema_and_out_of_an_outsiders_reach(
     finally:
         with psycopg.connect(server_dsn, autocommit=True) as admin:
             admin.execute(named("DROP ROLE {}", role))
+
+
+def test_a_schema_comes_with_the_queue_it_names(queue):
+    """A client given a TaskQueue takes that queue's schema; another one is refused."""
+    for client in (TaskQueueClient, AsyncTaskQueueClient):
+        with pytest.raises(ConfigurationError, match=r"TaskQueue\(\.\.\., schema=\.\.\.\)"):
+            client(local_queue=queue, schema=OTHER)
+    with pytest.raises(ConfigurationError, match="schema"):
+        WorkerClient(local_queue=queue, schema=OTHER)
