@@ -11,14 +11,20 @@ from psycopg.conninfo import conninfo_to_dict
 
 
 @contextmanager
-def own_server() -> Iterator[OwnServer]:
+def own_server(*, migrated: bool = False) -> Iterator[OwnServer]:
+    """A server of the caller's own; ``migrated``: with the schema installed."""
     import pgserver
 
     # Not under pytest's private tmp_path: the server runs as another user.
     data_dir = tempfile.mkdtemp(prefix="omnispindle-restart-")
     server = pgserver.get_server(data_dir, cleanup_mode="delete")
     try:
-        yield OwnServer(server)
+        own = OwnServer(server)
+        if migrated:
+            from omnispindle import TaskQueue
+
+            TaskQueue(dsn=own.dsn, migrate=True).shutdown()
+        yield own
     finally:
         server.cleanup()
         shutil.rmtree(data_dir, ignore_errors=True)

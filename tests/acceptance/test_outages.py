@@ -30,8 +30,7 @@ DEADLINE = 120
 
 @pytest.fixture
 def server():
-    with servers.own_server() as own:
-        TaskQueue(dsn=own.dsn, migrate=True).shutdown()
+    with servers.own_server(migrated=True) as own:
         yield own
 
 

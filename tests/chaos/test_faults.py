@@ -13,8 +13,6 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from omnispindle import TaskQueue
-
 from ..acceptance import servers
 from ..pgbouncer import pgbouncer
 from .scenario import Run, wait_for_steady_rate
@@ -25,8 +23,7 @@ AFTER_FAULT_S = 10
 
 @pytest.fixture
 def server():
-    with servers.own_server() as own:
-        TaskQueue(dsn=own.dsn, migrate=True).shutdown()
+    with servers.own_server(migrated=True) as own:
         yield own
 
 
