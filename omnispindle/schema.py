@@ -8,7 +8,7 @@ release adds a migration, add a revision of yours that applies the new one::
     from alembic import op
     from omnispindle.schema import apply_migration, migration_names
 
-    APPLIES = migration_names(through="0007_guarded_rows")
+    APPLIES = migration_names(through="0008_dashboard")
 
     def upgrade():
         for name in APPLIES:

@@ -1392,6 +1392,20 @@ FROM omnispindle.tasks
 WHERE finished_at > now() - interval '1 minute'
 GROUP BY task_type;
 
+-- Finished tasks per minute, by outcome, from the start of the minute 59
+-- minutes ago; a minute without any has no row. retried: finished after more
+-- than one attempt, as task_metrics counts them. Only the last hour of
+-- tasks_finished_idx is read, however many tasks the table holds.
+CREATE VIEW omnispindle.outcomes_per_minute AS
+SELECT date_trunc('minute', finished_at) AS minute,
+       count(*) FILTER (WHERE state = 'succeeded') AS succeeded,
+       count(*) FILTER (WHERE state = 'failed')    AS failed,
+       count(*) FILTER (WHERE state = 'cancelled') AS cancelled,
+       count(*) FILTER (WHERE attempts > 1)        AS retried
+FROM omnispindle.tasks
+WHERE finished_at >= date_trunc('minute', now()) - interval '59 minutes'
+GROUP BY 1;
+
 -- Producers reach the tables only through these functions, which run with
 -- the owner's rights: they need neither UPDATE (for the lock on parents) nor
 -- INSERT on the dependency table. Their search path is pinned, as every
@@ -1456,7 +1470,8 @@ BEGIN
                    'omnispindle.worker_summary, omnispindle.failed_tasks, '
                    'omnispindle.task_metrics, omnispindle.worker_metrics, '
                    'omnispindle.periodic_summary, omnispindle.task_details, '
-                   'omnispindle.outcomes_last_minute TO %s', p_role);
+                   'omnispindle.outcomes_last_minute, omnispindle.outcomes_per_minute '
+                   'TO %s', p_role);
     IF p_access = 'observer' THEN
         RETURN;
     END IF;

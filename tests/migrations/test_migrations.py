@@ -29,7 +29,7 @@ from tests.conftest import create_database, drop_database, unique_name
 from tests.migrations.catalog import snapshot
 
 MIGRATORS = 4
-HEAD = "0007_guarded_rows"
+HEAD = "0008_dashboard"
 DEADLINE_SECONDS = 120
 
 USER_TABLE = "invoices"
@@ -70,9 +70,11 @@ def upgrade():
     apply_migration(op.get_bind(), "0005_lean_updates")
     apply_migration(op.get_bind(), "0006_sql_entry_points")
     apply_migration(op.get_bind(), "0007_guarded_rows")
+    apply_migration(op.get_bind(), "0008_dashboard")
 
 
 def downgrade():
+    apply_migration(op.get_bind(), "0008_dashboard.down")
     apply_migration(op.get_bind(), "0007_guarded_rows.down")
     apply_migration(op.get_bind(), "0006_sql_entry_points.down")
     apply_migration(op.get_bind(), "0005_lean_updates.down")
