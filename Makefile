@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test check docs chaos
+.PHONY: install demo test check docs chaos browser
 
 install: $(VENV)/.installed
 
@@ -39,3 +39,8 @@ docs: install
 # listeners, PgBouncer; each scenario prints its figures.
 chaos: install
 	$(PY) -m pytest -m chaos -p no:randomly
+
+# The dashboard in headless Chromium (the system's: apt-get install chromium);
+# each page's screenshot lands in $$OMNISPINDLE_SCREENSHOTS when set.
+browser: install
+	$(PY) -m pytest -m browser -p no:randomly tests/dashboard

@@ -334,3 +334,31 @@ class StateCount(TypedDict):
 
     state: str
     count: int
+
+
+class MinuteOutcomes(TypedDict):
+    """Tasks finished in one minute (``minute``: its start, in Unix seconds), by outcome;
+    ``retried``: those that finished after more than one attempt."""
+
+    minute: int
+    succeeded: int
+    failed: int
+    cancelled: int
+    retried: int
+
+
+class DashboardWorkerRow(WorkerSummaryRow):
+    """A worker as the dashboard shows it: its health and what it finished lately."""
+
+    finished_last_hour: int
+    failed_last_hour: int
+    started_at: datetime
+
+
+class GraphNode(TypedDict):
+    """A task of a workflow, and the ids of the tasks it depends on."""
+
+    task_id: int
+    task_type: str
+    state: str
+    depends_on: list[int]

@@ -18,6 +18,7 @@ import sqlalchemy.exc
 from omnispindle._version import __version__
 from omnispindle.cli import (
     bench,
+    dashboard,
     demo,
     metrics,
     migrate,
@@ -42,7 +43,19 @@ from omnispindle.errors import OmnispindleError, TaskNotFoundError, WaitTimeoutE
 __all__ = ["main", "parser"]
 
 # In the order `omnispindle --help` lists them.
-COMMAND_MODULES = (migrate, worker, status, metrics, prune, bench, demo, tasks, submit, schedules)
+COMMAND_MODULES = (
+    migrate,
+    worker,
+    status,
+    metrics,
+    prune,
+    bench,
+    demo,
+    tasks,
+    submit,
+    schedules,
+    dashboard,
+)
 
 # The first matching class decides; typed errors not listed here mean a refusal.
 _EXIT_CODES: tuple[tuple[type[OmnispindleError], int], ...] = (

@@ -5,6 +5,7 @@ These are the only code that names a statement: everything else asks for a
 """
 
 from omnispindle._db.queries import (
+    dashboard,
     inspection,
     metrics,
     periodic,
@@ -15,4 +16,14 @@ from omnispindle._db.queries import (
     workers,
 )
 
-__all__ = ["inspection", "metrics", "periodic", "retention", "setup", "tasks", "waiting", "workers"]
+__all__ = [
+    "dashboard",
+    "inspection",
+    "metrics",
+    "periodic",
+    "retention",
+    "setup",
+    "tasks",
+    "waiting",
+    "workers",
+]

@@ -1,0 +1,50 @@
+"""Typed statements of the web dashboard (``sql/queries/dashboard.sql``)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from omnispindle._db.query import Query, rows
+from omnispindle._db.rows import DashboardWorkerRow, GraphNode, MinuteOutcomes, TaskListRow
+from omnispindle._db.statements import RUNTIME
+
+
+@dataclass(frozen=True, slots=True)
+class TaskFilter:
+    """What a page of tasks must match; None matches all.
+
+    ``older_than`` and ``newer_than`` are ages in seconds; ``text`` is searched
+    for, ignoring case, in the parameters as JSON text.
+    """
+
+    task_type: str | None = None
+    state: str | None = None
+    priority: int | None = None
+    older_than: float | None = None
+    newer_than: float | None = None
+    worker: str | None = None
+    text: str | None = None
+
+
+def task_page(
+    task_filter: TaskFilter, *, before: int | None, limit: int
+) -> Query[list[TaskListRow]]:
+    """At most ``limit`` tasks matching ``task_filter``, newest first, with ids below
+    ``before`` (None: from the newest)."""
+    params = {**asdict(task_filter), "before": before, "limit": limit}
+    return Query(RUNTIME["dashboard_task_page"], params, rows)
+
+
+def outcome_series() -> Query[list[MinuteOutcomes]]:
+    """Finished tasks per minute over the last hour, oldest minute first."""
+    return Query(RUNTIME["outcome_series"], None, rows)
+
+
+def workers(limit: int) -> Query[list[DashboardWorkerRow]]:
+    """Registered workers, active ones first, at most ``limit``."""
+    return Query(RUNTIME["dashboard_workers"], {"limit": limit}, rows)
+
+
+def task_graph(task_id: int, limit: int) -> Query[list[GraphNode]]:
+    """The tasks linked to ``task_id`` by dependencies, at most ``limit``, by id."""
+    return Query(RUNTIME["task_graph"], {"id": task_id, "limit": limit}, rows)

@@ -1,0 +1,101 @@
+"""What each page shows, read through the library's operations and the views."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+
+from omnispindle._client import operations
+from omnispindle._client.inspection import task_detail
+from omnispindle._db import queries as q
+from omnispindle._db.queries.dashboard import TaskFilter
+from omnispindle._db.rows import (
+    DashboardWorkerRow,
+    QueueSummaryRow,
+    ScheduleSummary,
+    StreamRow,
+    TaskDetail,
+    TaskListRow,
+)
+from omnispindle.dashboard.graph import Layout, layout
+from omnispindle.dashboard.source import Source
+
+PAGE_SIZE = 50
+MOST_WORKERS = 500
+MOST_GRAPH_NODES = 200
+STATE_COLUMNS = ("blocked", "pending", "running", "succeeded", "failed", "cancelled")
+
+
+@dataclass(frozen=True, slots=True)
+class Overview:
+    """Counts per task type and state, and the totals over all types."""
+
+    types: list[QueueSummaryRow]
+    totals: dict[str, int]
+    oldest_ready_seconds: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskPage:
+    """One page of the task list; ``next_before``: the cursor of the next, if any."""
+
+    rows: list[TaskListRow]
+    next_before: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskView:
+    """A task in full, the workflow around it, and its streamed partial results."""
+
+    task: TaskDetail
+    graph: Layout
+    partials: list[StreamRow]
+
+
+def overview(source: Source) -> Overview:
+    """The queue at a glance, from the queue_summary view."""
+    types = source.read(q.inspection.queue_summary())
+    columns = (*STATE_COLUMNS, "expired_leases")
+    counts = [cast(Mapping[str, int], row) for row in types]
+    totals = {name: sum(row[name] for row in counts) for name in columns}
+    waits = [row["oldest_ready_seconds"] for row in types if row["oldest_ready_seconds"]]
+    return Overview(types, totals, max(waits, default=None))
+
+
+def series(source: Source) -> dict[str, list[Any]]:
+    """Per-minute outcomes over the last hour, as the columns uPlot draws."""
+    minutes = source.read(q.dashboard.outcome_series())
+    names = ("minute", "succeeded", "failed", "retried")
+    columns = [cast(Mapping[str, int], row) for row in minutes]
+    return {name: [row[name] for row in columns] for name in names}
+
+
+def workers(source: Source) -> list[DashboardWorkerRow]:
+    """Registered workers, active ones first."""
+    return source.read(q.dashboard.workers(MOST_WORKERS))
+
+
+def task_page(source: Source, task_filter: TaskFilter, before: int | None) -> TaskPage:
+    """A page of matching tasks below the cursor; one row more tells if another follows."""
+    found = source.read(q.dashboard.task_page(task_filter, before=before, limit=PAGE_SIZE + 1))
+    shown = found[:PAGE_SIZE]
+    more = len(found) > PAGE_SIZE
+    return TaskPage(shown, shown[-1]["task_id"] if more else None)
+
+
+def task_view(source: Source, task_id: int) -> TaskView:
+    """A task, its workflow and its partial results.
+
+    Raises:
+        TaskNotFoundError: no task has this id.
+    """
+    task = source.read(task_detail(task_id))
+    nodes = source.read(q.dashboard.task_graph(task_id, MOST_GRAPH_NODES))
+    _, partials = source.read(operations.stream_step(task_id, 0))
+    return TaskView(task, layout(nodes, task_id), partials)
+
+
+def schedules(source: Source) -> list[ScheduleSummary]:
+    """Periodic schedules with their last and next ticks."""
+    return source.read(operations.list_schedules())

@@ -1,0 +1,76 @@
+-- Statements of the web dashboard. Each reads the views an observer role may
+-- read (grant_access), so a dashboard can run with no right to change a task.
+
+-- name: dashboard_task_page
+-- One page of tasks, newest first, below the cursor `before` (keyset
+-- pagination: each page starts where the last ended, so a page deep in
+-- millions of rows costs what the first does). Every filter is optional (NULL
+-- matches all). Ids follow insertion order and the primary key serves the
+-- order without a sort; the filters are checked row by row along it.
+SELECT t.task_id, t.task_type, t.state::text AS state, t.priority,
+       t.attempts, t.max_attempts, t.created_at,
+       extract(epoch FROM now() - t.created_at)::double precision AS age_seconds,
+       t.worker_name,
+       t.errors -> -1 ->> 'type' AS error_type,
+       t.errors -> -1 ->> 'message' AS error_message,
+       t.cancel_reason
+FROM omnispindle.task_details t
+WHERE (%(before)s::bigint IS NULL OR t.task_id < %(before)s::bigint)
+  AND (%(task_type)s::text IS NULL OR t.task_type = %(task_type)s::text)
+  AND (%(state)s::omnispindle.task_state IS NULL
+       OR t.state = %(state)s::omnispindle.task_state)
+  AND (%(priority)s::integer IS NULL OR t.priority = %(priority)s::integer)
+  AND (%(older_than)s::double precision IS NULL
+       OR t.created_at < now() - make_interval(secs => %(older_than)s::double precision))
+  AND (%(newer_than)s::double precision IS NULL
+       OR t.created_at >= now() - make_interval(secs => %(newer_than)s::double precision))
+  AND (%(worker)s::text IS NULL OR t.worker_name = %(worker)s::text)
+  -- A plain substring search: strpos, unlike LIKE, has no wildcard characters.
+  AND (%(text)s::text IS NULL
+       OR strpos(lower(t.parameters::text), lower(%(text)s::text)) > 0)
+ORDER BY t.task_id DESC
+LIMIT %(limit)s::bigint;
+
+-- name: outcome_series
+-- The last sixty minutes, oldest first, each with its counts (zero for a
+-- minute in which nothing finished); the last minute is still running.
+SELECT extract(epoch FROM m.minute)::bigint AS minute,
+       coalesce(o.succeeded, 0) AS succeeded,
+       coalesce(o.failed, 0) AS failed,
+       coalesce(o.cancelled, 0) AS cancelled,
+       coalesce(o.retried, 0) AS retried
+FROM generate_series(date_trunc('minute', now()) - interval '59 minutes',
+                     date_trunc('minute', now()), interval '1 minute') AS m (minute)
+LEFT JOIN omnispindle.outcomes_per_minute o ON o.minute = m.minute
+ORDER BY m.minute;
+
+-- name: dashboard_workers
+-- Active workers first; a lost one (active, silent past its lease) shows as lost.
+SELECT s.name, s.host, s.pid, CASE WHEN s.lost THEN 'lost' ELSE s.state::text END AS state,
+       s.capabilities, s.concurrency, s.running_tasks,
+       extract(epoch FROM s.heartbeat_age)::double precision AS heartbeat_age_seconds,
+       m.finished_last_hour, m.failed_last_hour, s.started_at
+FROM omnispindle.worker_summary s
+JOIN omnispindle.worker_metrics m ON m.id = s.id
+ORDER BY s.state <> 'active', s.name
+LIMIT %(limit)s::bigint;
+
+-- name: task_graph
+-- The workflow a task belongs to: every task linked to it by dependency edges
+-- in either direction, at most `limit` of them (the recursion stops as soon as
+-- the outer LIMIT has its rows). UNION, not UNION ALL: a task reached twice
+-- (a diamond) is walked once.
+WITH RECURSIVE linked (task_id) AS (
+    SELECT %(id)s::bigint
+    UNION
+    SELECT (r.relative ->> 'task_id')::bigint
+    FROM linked l
+    JOIN omnispindle.task_details d ON d.task_id = l.task_id
+    CROSS JOIN LATERAL jsonb_array_elements(d.dependencies || d.dependents) AS r (relative)
+)
+SELECT d.task_id, d.task_type, d.state::text AS state,
+       ARRAY(SELECT (p.parent ->> 'task_id')::bigint
+             FROM jsonb_array_elements(d.dependencies) AS p (parent)) AS depends_on
+FROM (SELECT task_id FROM linked LIMIT %(limit)s::bigint) AS n
+JOIN omnispindle.task_details d ON d.task_id = n.task_id
+ORDER BY d.task_id;

@@ -1,0 +1,95 @@
+"""Every page renders from a real queue, with links below the mount point."""
+
+from __future__ import annotations
+
+import re
+
+from tests.acceptance.workers import poll
+from tests.dashboard.conftest import MOUNT
+
+HREF = re.compile(r'\s(?:href|src|action|hx-get|data-series)="([^"]+)"')
+
+
+def test_every_link_of_every_page_stays_below_the_mount_point(web, client):
+    task_id = client.submit_task("resize", {"image": "cat.png"})
+    for path in ("/", "/workers", "/tasks", f"/tasks/{task_id}", "/schedules"):
+        page = web.get(MOUNT + path)
+        assert page.status_code == 200, path
+        links = HREF.findall(page.text)
+        assert links, path
+        assert [link for link in links if not link.startswith(MOUNT + "/")] == [], path
+
+
+def test_static_files_ship_inside_the_package(web):
+    for name in ("htmx.min.js", "uPlot.iife.min.js", "uPlot.min.css", "charts.js"):
+        assert web.get(f"{MOUNT}/static/{name}").status_code == 200, name
+
+
+def test_the_overview_counts_tasks_by_type_and_state(web, client):
+    for _ in range(3):
+        client.submit_task("resize", {})
+    client.submit_task("email", {})
+    page = web.get(MOUNT + "/").text
+    assert '<span class="figure" data-total="pending">4</span>' in page
+    assert 'data-type="resize"' in page and 'data-type="email"' in page
+
+
+def test_a_live_refresh_answers_only_the_live_part(web, client):
+    client.submit_task("resize", {})
+    part = web.get(MOUNT + "/", headers={"HX-Request": "true"}).text
+    assert part.lstrip().startswith('<section id="live"')
+    assert "<html" not in part
+    assert f'hx-get="{MOUNT}/"' in part
+
+
+def test_the_series_has_sixty_minutes_and_counts_what_finished(web, client, start_worker):
+    task_id = client.submit_task("double", {"x": 2})
+    start_worker({"double": lambda data: {"y": 4}})
+    client.wait_for_task(task_id, timeout=30)
+    series = web.get(MOUNT + "/series").json()
+    assert len(series["minute"]) == 60
+    assert sum(series["succeeded"]) == 1 and sum(series["failed"]) == 0
+
+
+def test_workers_show_slots_and_lost_ones_are_marked(web, client, start_worker, conn):
+    start_worker({"noop": lambda data: {}}, concurrency=3, capabilities=["noop", "gpu"])
+    poll(lambda: "gpu" in web.get(MOUNT + "/workers").text, timeout=30)
+    conn.execute(
+        "INSERT INTO omnispindle.workers (name, host, pid, concurrency, version, "
+        "last_heartbeat_at, lease_timeout_seconds) "
+        "VALUES ('ghost', 'gone', 1, 2, 'x', now() - interval '10 minutes', 30)"
+    )
+    page = web.get(MOUNT + "/workers").text
+    assert "gpu" in page and "0 / 3" in page
+    assert 'class="worker-lost" data-worker="ghost"' in page
+
+
+def test_a_task_page_hides_payloads_unless_asked(browse, client):
+    task_id = client.submit_task("resize", {"secret": "hunter2"})
+    hidden = browse().get(f"{MOUNT}/tasks/{task_id}").text
+    assert "hunter2" not in hidden and "hidden" in hidden
+    shown = browse(show_payloads=True).get(f"{MOUNT}/tasks/{task_id}").text
+    assert "hunter2" in shown
+
+
+def test_an_unknown_task_is_a_404_page(web):
+    page = web.get(f"{MOUNT}/tasks/987654")
+    assert page.status_code == 404 and "no task with id 987654" in page.text
+
+
+def test_a_three_level_workflow_draws_every_task_with_its_state(web, client):
+    root = client.submit_task("extract", {})
+    middle = [client.submit_task("transform", {}, dependencies=[root]) for _ in range(2)]
+    leaf = client.submit_task("load", {}, dependencies=middle)
+    client.cancel_task(middle[1])  # cancels the leaf too
+    page = web.get(f"{MOUNT}/tasks/{middle[0]}").text
+    expected = {root: "pending", middle[0]: "blocked", middle[1]: "cancelled", leaf: "cancelled"}
+    for task_id, state in expected.items():
+        assert f'data-task-id="{task_id}" data-state="{state}"' in page
+    assert page.count('class="edge"') == 4
+
+
+def test_schedules_show_their_next_tick(web, client):
+    client.add_periodic_task("nightly", "0 3 * * *", "report", {})
+    page = web.get(MOUNT + "/schedules").text
+    assert 'data-schedule="nightly"' in page and "03:00:00 UTC" in page

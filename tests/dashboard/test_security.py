@@ -1,0 +1,75 @@
+"""Credentials when configured, and no serving beyond this machine without them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from omnispindle.dashboard import BasicAuth, TokenAuth, check_bind
+from omnispindle.errors import ConfigurationError
+from tests.dashboard.conftest import MOUNT
+
+
+def test_a_token_is_asked_of_every_request(browse):
+    web = browse(auth=TokenAuth("s3cret"))
+    assert web.get(MOUNT + "/").status_code == 401
+    assert web.get(MOUNT + "/static/htmx.min.js").status_code == 401
+    assert web.get(MOUNT + "/", headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert web.get(MOUNT + "/", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+
+
+def test_a_token_in_the_address_moves_into_a_cookie(browse):
+    web = browse(auth=TokenAuth("s3cret"))
+    login = web.get(MOUNT + "/tasks?token=s3cret&state=pending", follow_redirects=False)
+    assert login.status_code == 303
+    assert login.headers["location"] == MOUNT + "/tasks?state=pending"
+    assert web.get(MOUNT + "/tasks?state=pending").status_code == 200
+    assert browse(auth=TokenAuth("s3cret")).get(MOUNT + "/?token=wrong").status_code == 401
+
+
+def test_basic_auth_is_asked_with_a_challenge(browse):
+    web = browse(auth=BasicAuth("ops", "pa:ss"))
+    refused = web.get(MOUNT + "/")
+    assert refused.status_code == 401 and refused.headers["www-authenticate"].startswith("Basic")
+    assert web.get(MOUNT + "/", auth=("ops", "wrong")).status_code == 401
+    assert web.get(MOUNT + "/", auth=("ops", "pa:ss")).status_code == 200
+
+
+def test_an_unauthenticated_post_changes_nothing(browse, client):
+    task_id = client.submit_task("step", {})
+    web = browse(auth=TokenAuth("s3cret"))
+    answer = web.post(f"{MOUNT}/tasks/{task_id}/cancel", data={"csrf_token": "x"})
+    assert answer.status_code == 401
+    assert client.get_task(task_id)["state"] == "pending"
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1", "[::1]", "127.0.0.2"])
+def test_loopback_addresses_need_no_credentials(host):
+    check_bind(host, None)
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.5", "dashboard.example"])
+def test_other_addresses_need_credentials(host):
+    with pytest.raises(ConfigurationError, match="--token or --basic-auth"):
+        check_bind(host, None)
+    check_bind(host, TokenAuth("t"))
+
+
+def test_the_command_refuses_to_listen_beyond_this_machine_without_credentials(dsn):
+    done = subprocess.run(
+        [sys.executable, "-m", "omnispindle", "dashboard", "--dsn", dsn, "--host", "0.0.0.0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert "beyond this machine" in done.stderr and "--token or --basic-auth" in done.stderr
+
+
+def test_bad_basic_credentials_are_refused():
+    with pytest.raises(ConfigurationError):
+        BasicAuth.parse("no-colon")
+    with pytest.raises(ConfigurationError):
+        TokenAuth("")
