@@ -1,0 +1,167 @@
+"""The dashboard in headless Chromium, served by uvicorn below /ops: live counts, actions
+from the page, a workflow's graph and a running task's partial results.
+
+Each test saves a screenshot of the pages it visits in ``$OMNISPINDLE_SCREENSHOTS``
+(default: the test's tmp dir); the overview's also becomes the README's picture.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from omnispindle import current_task
+from tests.dashboard.conftest import MOUNT, mounted
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+README_PICTURE = Path(__file__).resolve().parents[2] / "docs" / "images" / "dashboard.png"
+WAIT_MS = 20_000
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def server(dsn: str) -> Iterator[str]:
+    """The dashboard (actions and payloads on) served on a free port; its base URL."""
+    dashboard = mounted(dsn=dsn, show_payloads=True)
+    config = uvicorn.Config(dashboard, host="127.0.0.1", port=free_port(), log_level="warning")
+    serving = uvicorn.Server(config)
+    thread = threading.Thread(target=serving.run, daemon=True)
+    thread.start()
+    started = threading.Event()
+    while not started.wait(0.05):
+        if serving.started:
+            started.set()
+        assert thread.is_alive(), "the server did not start"
+    yield f"http://127.0.0.1:{config.port}{MOUNT}"
+    serving.should_exit = True
+    thread.join(timeout=30)
+
+
+@pytest.fixture
+def page(server: str) -> Iterator:
+    """A Chromium page; confirmation dialogs are accepted."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        tab = browser.new_page(viewport={"width": 1280, "height": 860})
+        tab.on("dialog", lambda dialog: dialog.accept())
+        yield tab
+        browser.close()
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("OMNISPINDLE_SCREENSHOTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def expect():
+    return pytest.importorskip("playwright.sync_api").expect
+
+
+def test_the_overview_counts_change_without_a_reload(page, server, client, start_worker, shots):
+    page.goto(server + "/")
+    page.evaluate("window.notReloaded = true")
+    succeeded = page.locator('[data-total="succeeded"]')
+    expect()(succeeded).to_have_text("0")
+    ids = [client.submit_task("double", {"x": i}) for i in range(12)]
+    expect()(page.locator('[data-total="pending"]')).to_have_text("12", timeout=WAIT_MS)
+    start_worker({"double": lambda data: {"y": 2 * data["parameters"]["x"]}})
+    client.wait_for_batch(ids, timeout=30)
+    expect()(succeeded).to_have_text("12", timeout=WAIT_MS)
+    assert page.evaluate("window.notReloaded") is True
+    drawn = re.compile(r"\d+")  # charts.js stamps the time it last drew
+    expect()(page.locator(".charts")).to_have_attribute("data-drawn", drawn, timeout=WAIT_MS)
+    page.screenshot(path=str(shots / "overview.png"), full_page=True)
+    README_PICTURE.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(README_PICTURE))
+    page.goto(server + "/workers")
+    expect()(page.locator("tr[data-worker]")).to_have_count(1, timeout=WAIT_MS)
+    page.screenshot(path=str(shots / "workers.png"), full_page=True)
+    client.add_periodic_task("nightly", "0 3 * * *", "report", {})
+    page.goto(server + "/schedules")
+    page.screenshot(path=str(shots / "schedules.png"), full_page=True)
+
+
+def test_retry_and_cancel_from_the_task_list(page, server, client, start_worker, shots):
+    def boom(task_data: dict) -> dict:
+        raise RuntimeError("the boom task always fails")
+
+    failed = client.submit_task("boom", {}, max_retries=0)
+    worker = start_worker({"boom": boom})
+    client.wait_for_task(failed, timeout=30)
+    worker.stop(timeout=30)
+    waiting = client.submit_task("later", {})
+    page.goto(server + "/tasks")
+    row = page.locator(f'tr[data-task-id="{failed}"]')
+    expect()(row).to_have_attribute("data-state", "failed")
+    page.screenshot(path=str(shots / "tasks.png"), full_page=True)
+    row.locator('button[data-action="retry"]').click()
+    expect()(page.locator(".notice")).to_contain_text(f"task {failed} is pending again")
+    expect()(page.locator(f'tr[data-task-id="{failed}"]')).to_have_attribute(
+        "data-state", "pending"
+    )
+    page.locator(f'tr[data-task-id="{waiting}"] button[data-action="cancel"]').click()
+    expect()(page.locator(f'tr[data-task-id="{waiting}"]')).to_have_attribute(
+        "data-state", "cancelled"
+    )
+    assert client.get_task(waiting)["state"] == "cancelled"
+
+
+def test_a_three_level_workflow_shows_each_state(page, server, client, start_worker, shots):
+    root = client.submit_task("extract", {})
+    middle = [client.submit_task("transform", {}, dependencies=[root]) for _ in range(2)]
+    leaf = client.submit_task("load", {}, dependencies=middle)
+    start_worker({"extract": lambda data: {"rows": 3}})
+    client.wait_for_task(root, timeout=30)
+    page.goto(f"{server}/tasks/{leaf}")
+    states = {root: "succeeded", middle[0]: "pending", middle[1]: "pending", leaf: "blocked"}
+    for task_id, state in states.items():
+        node = page.locator(f'svg.graph g[data-task-id="{task_id}"]')
+        expect()(node).to_have_attribute("data-state", state, timeout=WAIT_MS)
+        expect()(node).to_contain_text(state)
+    page.screenshot(path=str(shots / "workflow.png"), full_page=True)
+
+
+def test_a_running_tasks_partial_results_appear_live(page, server, client, start_worker, shots):
+    go_on = threading.Event()
+    emitted = threading.Event()
+
+    def chunks(task_data: dict) -> dict:
+        for n in range(3):
+            current_task().emit({"chunk": n})
+        emitted.set()
+        go_on.wait(60)
+        current_task().emit({"chunk": "last"})
+        return {"chunks": 4}
+
+    task_id = client.submit_task("chunks", {})
+    page.goto(f"{server}/tasks/{task_id}")
+    page.evaluate("window.notReloaded = true")
+    start_worker({"chunks": chunks})
+    assert emitted.wait(30)
+    partials = page.locator("ol.partials li")
+    expect()(partials).to_have_count(3, timeout=WAIT_MS)
+    expect()(page.locator('[data-field="state"]')).to_have_text("running")
+    page.screenshot(path=str(shots / "task.png"), full_page=True)
+    go_on.set()
+    expect()(partials).to_have_count(4, timeout=WAIT_MS)
+    expect()(page.locator('[data-field="state"]')).to_have_text("succeeded", timeout=WAIT_MS)
+    assert page.evaluate("window.notReloaded") is True
