@@ -69,3 +69,13 @@ def running_on_worker(name: str, ids: Sequence[int]) -> Query[int]:
     return Query(
         BENCH["count_running_on_worker"], {"name": name, "ids": list(ids)}, value("running")
     )
+
+
+def fill_dashboard(tasks: int) -> Query[None]:
+    """Insert the dashboard benchmark's ``tasks`` finished and pending tasks."""
+    return Query(BENCH["bench_fill_dashboard"], {"tasks": tasks}, nothing)
+
+
+def delete_dashboard() -> Query[None]:
+    """Delete the dashboard benchmark's tasks."""
+    return Query(BENCH["bench_delete_dashboard"], None, nothing)

@@ -12,6 +12,14 @@ from omnispindle.bench.peers import PEERS, run_peer
 from omnispindle.bench.peers import SCENARIOS as PEER_SCENARIOS
 from omnispindle.task_queue import TaskQueue
 
+
+def dashboard(queue: TaskQueue, tasks: int = 1_000_000, runs: int = 7) -> dict[str, Any]:
+    """The dashboard scenario, imported on use: it needs omnispindle[dashboard]."""
+    from omnispindle.bench.dashboard import dashboard as bench_dashboard
+
+    return bench_dashboard(queue, tasks, runs)
+
+
 SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
     "enqueue": bench_throughput.enqueue,
     "drain": bench_throughput.drain,
@@ -19,6 +27,7 @@ SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
     "dag": bench.dag,
     "recovery": bench.recovery,
     "soak": bench_soak.soak,
+    "dashboard": dashboard,
 }
 # Which figures are better when higher; the ratio column says how many times
 # better Omnispindle did than the peer.

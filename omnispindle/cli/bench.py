@@ -17,7 +17,8 @@ from omnispindle.cli.formatting import format_table
 SCENARIO_HELP = (
     "enqueue: bulk and single submissions; drain: no-op tasks through worker "
     "processes; latency: enqueue to start; dag: dependency overhead; recovery: a "
-    "killed worker's tasks; soak: a long run with retention on"
+    "killed worker's tasks; soak: a long run with retention on; dashboard: its pages' "
+    "times on a million tasks"
 )
 # Options each scenario may take, from the command line's names.
 OPTIONS = {

@@ -42,3 +42,34 @@ FROM omnispindle.tasks t
 JOIN omnispindle.workers w ON w.id = t.worker_id
 WHERE t.state = 'running' AND w.name = %(name)s AND w.state = 'active'
   AND t.id = ANY (%(ids)s::bigint[]);
+
+-- name: bench_fill_dashboard
+-- The dashboard benchmark's history in one statement: eight task types, every
+-- hundredth task failed, one in fifty still pending, the rest succeeded,
+-- finished over the last two hours (so the charts' hour holds half of them).
+INSERT INTO omnispindle.tasks (task_type, parameters, priority, state, attempts, result,
+                               errors, created_at, run_after, started_at, finished_at)
+SELECT 'bench_dash_' || (i %% 8),
+       jsonb_build_object('n', i, 'customer', 'customer-' || (i %% 1000)),
+       i %% 5 - 2,
+       s.state,
+       CASE WHEN s.state = 'pending' THEN 0 WHEN i %% 7 = 0 THEN 2 ELSE 1 END,
+       CASE WHEN s.state = 'succeeded' THEN jsonb_build_object('ok', true) END,
+       CASE WHEN s.state = 'failed'
+            THEN jsonb_build_array(jsonb_build_object('type', 'RuntimeError',
+                                                      'message', 'bench failure'))
+            ELSE '[]'::jsonb END,
+       s.finished - interval '2 seconds',
+       s.finished - interval '2 seconds',
+       CASE WHEN s.state <> 'pending' THEN s.finished - interval '1 second' END,
+       CASE WHEN s.state <> 'pending' THEN s.finished END
+FROM generate_series(1, %(tasks)s::bigint) AS i
+CROSS JOIN LATERAL (
+    SELECT CASE WHEN i %% 100 = 0 THEN 'failed'
+                WHEN i %% 50 = 1 THEN 'pending'
+                ELSE 'succeeded' END::omnispindle.task_state AS state,
+           now() - make_interval(secs => (i %% 7200)::double precision) AS finished
+) AS s;
+
+-- name: bench_delete_dashboard
+DELETE FROM omnispindle.tasks WHERE starts_with(task_type, 'bench_dash_');
