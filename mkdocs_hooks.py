@@ -23,6 +23,7 @@ PUBLIC_MODULES = (
     "migrate",
     "registry",
     "prometheus",
+    "dashboard",
 )
 
 _INTERNAL_TITLE = re.compile(

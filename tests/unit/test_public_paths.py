@@ -22,6 +22,7 @@ DOCUMENTED = [
     ("omnispindle.migrate", ["upgrade", "downgrade", "stamp"]),
     ("omnispindle.registry", ["task", "declared_tasks", "DeclaredTask"]),
     ("omnispindle.prometheus", ["serve", "QueueCollector", "registry", "exposition"]),
+    ("omnispindle.dashboard", ["app", "serve", "check_bind", "TokenAuth", "BasicAuth"]),
     (
         "omnispindle.errors",
         [
