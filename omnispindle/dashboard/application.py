@@ -71,6 +71,12 @@ def app(
         Route("/tasks", pages.tasks, name="tasks"),
         Route("/tasks/{task_id:int}", pages.task, name="task"),
         Route("/tasks/{task_id:int}/{action}", actions.handle, methods=["POST"], name="action"),
+        Route(
+            "/tasks/selection/{action}",
+            actions.handle_selection,
+            methods=["POST"],
+            name="selection_action",
+        ),
         Route("/schedules", pages.schedules, name="schedules"),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]

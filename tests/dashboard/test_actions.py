@@ -80,3 +80,42 @@ def test_an_action_never_redirects_off_the_dashboard(web, client):
     token = csrf_token(web.get(f"{MOUNT}/tasks/{task_id}").text)
     answer = post(web, task_id, "cancel", token, next="https://elsewhere.example/")
     assert answer.headers["location"] == f"{MOUNT}/tasks/{task_id}"
+
+
+def post_selection(web, action: str, token: str, task_ids: list) -> object:
+    form = {"csrf_token": token, "task_id": [str(i) for i in task_ids]}
+    return web.post(f"{MOUNT}/tasks/selection/{action}", data=form, follow_redirects=False)
+
+
+def test_the_ticked_tasks_are_cancelled_in_one_action(web, client):
+    ticked = [client.submit_task("step", {"n": n}) for n in range(3)]
+    untouched = client.submit_task("step", {})
+    token = csrf_token(web.get(f"{MOUNT}/tasks").text)
+    answer = post_selection(web, "cancel", token, ticked)
+    assert answer.status_code == 303
+    assert [client.get_task(i)["state"] for i in ticked] == ["cancelled"] * 3
+    assert client.get_task(untouched)["state"] == "pending"
+
+
+def test_a_selection_is_acted_on_all_or_none(web, client, start_worker):
+    failed = failed_task(client, start_worker)
+    pending = client.submit_task("step", {})
+    token = csrf_token(web.get(f"{MOUNT}/tasks").text)
+    answer = post_selection(web, "retry", token, [failed, pending])
+    page = web.get(answer.headers["location"]).text
+    assert "TaskStateError" in page
+    assert client.get_task(failed)["state"] == "failed"
+    answer = post_selection(web, "retry", token, [failed])
+    assert f"task {failed} is pending again" in web.get(answer.headers["location"]).text
+
+
+def test_a_selection_that_is_no_list_of_ids_changes_nothing(web, client):
+    task_id = client.submit_task("step", {})
+    token = csrf_token(web.get(f"{MOUNT}/tasks").text)
+    assert post_selection(web, "cancel", token, []).status_code == 400
+    assert post_selection(web, "cancel", token, [task_id, "x"]).status_code == 400
+    assert post_selection(web, "cancel", token, list(range(1, 600))).status_code == 400
+    refused = post_selection(web, "cancel", token, [0])
+    assert "ValidationError" in web.get(refused.headers["location"]).text
+    assert post_selection(web, "cancel", "forged", [task_id]).status_code == 403
+    assert client.get_task(task_id)["state"] == "pending"

@@ -165,3 +165,24 @@ def test_a_running_tasks_partial_results_appear_live(page, server, client, start
     expect()(partials).to_have_count(4, timeout=WAIT_MS)
     expect()(page.locator('[data-field="state"]')).to_have_text("succeeded", timeout=WAIT_MS)
     assert page.evaluate("window.notReloaded") is True
+
+
+def test_ticked_tasks_are_cancelled_together_and_ticks_survive_a_refresh(page, server, client):
+    ticked = [client.submit_task("later", {"n": n}) for n in range(2)]
+    spared = client.submit_task("later", {"n": 2})
+    page.goto(server + "/tasks")
+    for task_id in ticked:
+        page.locator(f"#pick-{task_id}").check()
+    # A live refresh replaces the table; the ticks stay.
+    with page.expect_response(
+        lambda answer: "/tasks" in answer.url and answer.request.headers.get("hx-request") == "true"
+    ):
+        pass
+    for task_id in ticked:
+        expect()(page.locator(f"#pick-{task_id}")).to_be_checked()
+    page.locator('button[data-selection-action="cancel"]').click()
+    for task_id in ticked:
+        expect()(page.locator(f'tr[data-task-id="{task_id}"]')).to_have_attribute(
+            "data-state", "cancelled", timeout=WAIT_MS
+        )
+    assert client.get_task(spared)["state"] == "pending"
