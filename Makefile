@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test check docs chaos browser
+.PHONY: install demo test check docs chaos browser screenshots
 
 install: $(VENV)/.installed
 
@@ -44,3 +44,7 @@ chaos: install
 # each page's screenshot lands in $$OMNISPINDLE_SCREENSHOTS when set.
 browser: install
 	$(PY) -m pytest -m browser -p no:randomly tests/dashboard
+
+# The browser tests, saving each page's screenshot in screenshots/ and the README's picture.
+screenshots: install
+	OMNISPINDLE_SCREENSHOTS=screenshots OMNISPINDLE_README_PICTURE=1 $(PY) -m pytest -m browser -p no:randomly tests/dashboard
