@@ -66,6 +66,10 @@ RETENTION = 7 * 86400.0  # seconds: a week of history, then pruned
 PRUNE_BATCH_SIZE = 1000
 MAX_BATCH_SIZE = 100_000
 MAX_RETENTION = 100 * 365 * 86400.0  # far longer horizons overflow Postgres intervals
+# The outcome rollup: a pass counts tasks finished at least this long ago (a
+# finishing transaction open longer may be missed), and keeps a day of minutes.
+ROLLUP_SETTLE = 5.0
+ROLLUP_KEEP = 86400.0
 
 
 def max_attempts(max_retries: int) -> int:

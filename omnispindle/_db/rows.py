@@ -336,6 +336,22 @@ class StateCount(TypedDict):
     count: int
 
 
+class RollupSpan(TypedDict):
+    """The finished_at span one rollup pass counts: [since, until)."""
+
+    since: datetime
+    until: datetime
+
+
+class OverviewRow(StateCounts):
+    """One task type on the dashboard's overview: unfinished tasks now, as in
+    :class:`QueueSummaryRow`, but succeeded, failed and cancelled only in the
+    last hour."""
+
+    oldest_ready_seconds: float | None
+    expired_leases: int
+
+
 class MinuteOutcomes(TypedDict):
     """Tasks finished in one minute (``minute``: its start, in Unix seconds), by outcome;
     ``retried``: those that finished after more than one attempt."""

@@ -1,4 +1,5 @@
-"""The stale-lease sweeper: hands on the work of dead or hung workers, prunes old tasks.
+"""The stale-lease sweeper: hands on the work of dead or hung workers, prunes old tasks,
+counts finished tasks for the dashboard (see ``rollup``).
 
 It runs inside every worker process and, for deployments that want one
 dedicated process, as ``omnispindle sweep``. Any number may run at once:
@@ -19,7 +20,7 @@ from omnispindle._core.rewalks import Rewalks
 from omnispindle._db import queries as q
 from omnispindle._db.query import Runner
 from omnispindle._db.rows import FailedAttempt
-from omnispindle._maintenance import retention
+from omnispindle._maintenance import retention, rollup
 from omnispindle.errors import DatabaseUnavailableError, LockTimeoutError, first_line
 
 log = logging.getLogger("omnispindle.sweeper")
@@ -74,7 +75,8 @@ class SweepCounts:
 
     ``reconciled`` counts blocked tasks repaired after a race between their
     submission and their parents' completion; ``pruned`` the finished tasks
-    deleted for being older than the retention.
+    deleted for being older than the retention; ``counted`` the finished tasks
+    added to the outcome rollup.
     """
 
     requeued: int = 0
@@ -82,6 +84,7 @@ class SweepCounts:
     dead_workers: int = 0
     reconciled: int = 0
     pruned: int = 0
+    counted: int = 0
     retry_in: tuple[float, ...] = ()
     next_expiry_in: float | None = None
 
@@ -107,6 +110,7 @@ class Sweeper:
         # The lease statements walk every running-index entry: no cursor fits
         # them (heartbeats move expiry times), so they come less often once slow.
         self.lease_scans = Rewalks(min_interval=0.0)
+        self.rolling_up = True
 
     def run_once(self, *, paced: bool = False) -> SweepCounts:
         """One bounded pass: at most ``batch_size`` leases and workers, and
@@ -131,6 +135,7 @@ class Sweeper:
             dead_workers=len(dead),
             reconciled=len(reconciled),
             pruned=self._prune(),
+            counted=self._roll_up(),
             retry_in=tuple(delays),
             next_expiry_in=expiry,
         )
@@ -169,6 +174,22 @@ class Sweeper:
         return retention.prune_batch(
             self.db, self.config.retention, self.config.prune_batch_size, cursor=self.prune_cursor
         )
+
+    def _roll_up(self) -> int:
+        """One rollup pass. A role granted its access before the rollup existed
+        may not fill it: the dashboard then counts every finished task live
+        (slower, as exact), and this sweeper stops trying."""
+        if not self.rolling_up:
+            return 0
+        try:
+            return rollup.roll_up(self.db) or 0
+        except psycopg.errors.InsufficientPrivilege:
+            log.warning(
+                "sweeper: this role may not fill the outcome rollup; "
+                "run `omnispindle grant` for it again"
+            )
+            self.rolling_up = False
+            return 0
 
     def pause_after(self, counts: SweepCounts) -> float:
         """Seconds until the next pass: the interval, or sooner when a lease lapses

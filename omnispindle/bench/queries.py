@@ -79,3 +79,8 @@ def fill_dashboard(tasks: int) -> Query[None]:
 def delete_dashboard() -> Query[None]:
     """Delete the dashboard benchmark's tasks."""
     return Query(BENCH["bench_delete_dashboard"], None, nothing)
+
+
+def delete_dashboard_outcomes() -> Query[None]:
+    """Delete the dashboard benchmark's minutes from the outcome rollup."""
+    return Query(BENCH["bench_delete_dashboard_outcomes"], None, nothing)

@@ -12,7 +12,7 @@ from omnispindle._db import queries as q
 from omnispindle._db.queries.dashboard import TaskFilter
 from omnispindle._db.rows import (
     DashboardWorkerRow,
-    QueueSummaryRow,
+    OverviewRow,
     ScheduleSummary,
     StreamRow,
     TaskDetail,
@@ -29,9 +29,10 @@ STATE_COLUMNS = ("blocked", "pending", "running", "succeeded", "failed", "cancel
 
 @dataclass(frozen=True, slots=True)
 class Overview:
-    """Counts per task type and state, and the totals over all types."""
+    """Counts per task type and state, and the totals over all types: unfinished
+    tasks now, finished ones (succeeded, failed, cancelled) in the last hour."""
 
-    types: list[QueueSummaryRow]
+    types: list[OverviewRow]
     totals: dict[str, int]
     oldest_ready_seconds: float | None
 
@@ -54,8 +55,9 @@ class TaskView:
 
 
 def overview(source: Source) -> Overview:
-    """The queue at a glance, from the queue_summary view."""
-    types = source.read(q.inspection.queue_summary())
+    """The queue at a glance. Not from queue_summary: it counts every task ever
+    kept, reading the whole table; this reads the backlog and the last hour."""
+    types = source.read(q.dashboard.overview())
     columns = (*STATE_COLUMNS, "expired_leases")
     counts = [cast(Mapping[str, int], row) for row in types]
     totals = {name: sum(row[name] for row in counts) for name in columns}

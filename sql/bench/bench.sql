@@ -73,3 +73,8 @@ CROSS JOIN LATERAL (
 
 -- name: bench_delete_dashboard
 DELETE FROM omnispindle.tasks WHERE starts_with(task_type, 'bench_dash_');
+
+-- name: bench_delete_dashboard_outcomes
+-- Its tasks' minutes in the outcome rollup, which pruning or deleting tasks
+-- leaves in place.
+DELETE FROM omnispindle.outcome_minutes WHERE starts_with(task_type, 'bench_dash_');

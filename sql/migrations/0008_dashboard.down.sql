@@ -60,4 +60,10 @@ BEGIN
 END
 $$;
 
+DROP VIEW omnispindle.unfinished_summary;
+DROP INDEX omnispindle.tasks_ready_idx;
+CREATE INDEX tasks_ready_idx ON omnispindle.tasks (priority DESC, id)
+    WHERE state = 'pending';
 DROP VIEW omnispindle.outcomes_per_minute;
+DROP TABLE omnispindle.outcome_rollup;
+DROP TABLE omnispindle.outcome_minutes;

@@ -32,17 +32,40 @@ ORDER BY t.task_id DESC
 LIMIT %(limit)s::bigint;
 
 -- name: outcome_series
--- The last sixty minutes, oldest first, each with its counts (zero for a
--- minute in which nothing finished); the last minute is still running.
+-- The last sixty minutes, oldest first, each with its counts over all task
+-- types (zero for a minute in which nothing finished); the last minute is
+-- still running.
 SELECT extract(epoch FROM m.minute)::bigint AS minute,
-       coalesce(o.succeeded, 0) AS succeeded,
-       coalesce(o.failed, 0) AS failed,
-       coalesce(o.cancelled, 0) AS cancelled,
-       coalesce(o.retried, 0) AS retried
+       coalesce(sum(o.succeeded), 0)::bigint AS succeeded,
+       coalesce(sum(o.failed), 0)::bigint AS failed,
+       coalesce(sum(o.cancelled), 0)::bigint AS cancelled,
+       coalesce(sum(o.retried), 0)::bigint AS retried
 FROM generate_series(date_trunc('minute', now()) - interval '59 minutes',
                      date_trunc('minute', now()), interval '1 minute') AS m (minute)
 LEFT JOIN omnispindle.outcomes_per_minute o ON o.minute = m.minute
+GROUP BY m.minute
 ORDER BY m.minute;
+
+-- name: dashboard_overview
+-- Per task type: its unfinished tasks now (unfinished_summary, from the
+-- partial indexes) and the tasks it finished in the last hour
+-- (outcomes_per_minute, from the rollup): neither reads the whole table.
+-- A type with neither is left out.
+SELECT coalesce(u.task_type, f.task_type) AS task_type,
+       coalesce(u.blocked, 0) AS blocked,
+       coalesce(u.pending, 0) AS pending,
+       coalesce(u.running, 0) AS running,
+       coalesce(f.succeeded, 0) AS succeeded,
+       coalesce(f.failed, 0) AS failed,
+       coalesce(f.cancelled, 0) AS cancelled,
+       extract(epoch FROM u.oldest_ready_age)::double precision AS oldest_ready_seconds,
+       coalesce(u.expired_leases, 0) AS expired_leases
+FROM omnispindle.unfinished_summary u
+FULL JOIN (SELECT task_type, sum(succeeded)::bigint AS succeeded,
+                  sum(failed)::bigint AS failed, sum(cancelled)::bigint AS cancelled
+           FROM omnispindle.outcomes_per_minute
+           GROUP BY task_type) AS f ON f.task_type = u.task_type
+ORDER BY 1;
 
 -- name: dashboard_workers
 -- Active workers first; a lost one (active, silent past its lease) shows as lost.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from omnispindle._maintenance import rollup
 from tests.acceptance.workers import poll
 from tests.dashboard.conftest import MOUNT
 
@@ -93,3 +94,57 @@ def test_schedules_show_their_next_tick(web, client):
     client.add_periodic_task("nightly", "0 3 * * *", "report", {})
     page = web.get(MOUNT + "/schedules").text
     assert 'data-schedule="nightly"' in page and "03:00:00 UTC" in page
+
+
+# A known workload made directly: per type, tasks finished in the last hour and
+# long before it, a running task whose lease expired, and old finished ones.
+KNOWN_WORKLOAD = """
+INSERT INTO omnispindle.tasks (task_type, state, attempts, result, errors, finished_at)
+SELECT t, s::omnispindle.task_state, 1,
+       CASE WHEN s = 'succeeded' THEN '{}'::jsonb END,
+       CASE WHEN s = 'failed' THEN '[{"type": "Boom"}]'::jsonb ELSE '[]'::jsonb END,
+       now() - a::interval
+FROM (VALUES ('resize', 'succeeded', '10 minutes'), ('resize', 'succeeded', '1 second'),
+             ('resize', 'failed', '30 minutes'), ('resize', 'succeeded', '3 hours'),
+             ('email', 'cancelled', '2 minutes'), ('email', 'failed', '2 days'),
+             ('archive', 'succeeded', '5 hours')) AS w (t, s, a);
+INSERT INTO omnispindle.tasks (task_type, state, attempts, started_at, lease_token,
+                               lease_expires_at)
+VALUES ('email', 'running', 1, now() - interval '1 minute', gen_random_uuid(),
+        now() - interval '5 seconds');
+"""
+EXACT_OVERVIEW = """
+SELECT task_type, state::text, count(*)
+FROM omnispindle.tasks
+WHERE finished_at IS NULL OR finished_at >= date_trunc('minute', now()) - interval '59 minutes'
+GROUP BY 1, 2
+"""
+OVERVIEW_CELL = re.compile(r'data-state="(\w+)">(?:<a [^>]*>)?(\d+)')
+
+
+def overview_counts(page: str) -> dict[tuple[str, str], int]:
+    """Every non-zero count of the overview's table, by task type and state."""
+    found = {}
+    for row in page.split("<tr data-type=")[1:]:
+        task_type = row.split('"')[1]
+        for state, count in OVERVIEW_CELL.findall(row.split("</tr>")[0]):
+            if int(count):
+                found[task_type, state] = int(count)
+    return found
+
+
+def test_the_overview_counts_unfinished_tasks_and_those_finished_in_the_last_hour(
+    web, client, conn, queue
+):
+    parent = client.submit_task("resize", {})
+    client.submit_task("resize", {}, dependencies=[parent])
+    client.submit_task("email", {})
+    conn.execute(KNOWN_WORKLOAD)
+    rollup.roll_up(queue.db, settle=5)  # all but the task finished a second ago
+    exact = {(t, s): n for t, s, n in conn.execute(EXACT_OVERVIEW).fetchall()}
+    page = web.get(MOUNT + "/").text
+    assert overview_counts(page) == exact
+    assert 'data-type="archive"' not in page  # it finished hours ago
+    assert '<span class="figure" data-total="expired_leases">1</span>' in page
+    assert '<span class="figure" data-total="succeeded">2</span>' in page
+    assert "finished in the last hour" in page

@@ -5,7 +5,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from omnispindle._db.query import Query, rows
-from omnispindle._db.rows import DashboardWorkerRow, GraphNode, MinuteOutcomes, TaskListRow
+from omnispindle._db.rows import (
+    DashboardWorkerRow,
+    GraphNode,
+    MinuteOutcomes,
+    OverviewRow,
+    TaskListRow,
+)
 from omnispindle._db.statements import RUNTIME
 
 
@@ -38,6 +44,11 @@ def task_page(
 def outcome_series() -> Query[list[MinuteOutcomes]]:
     """Finished tasks per minute over the last hour, oldest minute first."""
     return Query(RUNTIME["outcome_series"], None, rows)
+
+
+def overview() -> Query[list[OverviewRow]]:
+    """Per task type: unfinished tasks now, finished ones in the last hour."""
+    return Query(RUNTIME["dashboard_overview"], None, rows)
 
 
 def workers(limit: int) -> Query[list[DashboardWorkerRow]]:
