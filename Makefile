@@ -35,8 +35,9 @@ check: install
 docs: install
 	$(VENV)/bin/mkdocs build --strict
 
-# The fault suite: restarts, outages, killed backends and workers, frozen
-# listeners, PgBouncer; each scenario prints its figures.
+# The fault suite: restarts, outages, killed backends, every connection slot
+# taken, workers killed or stopped, frozen listeners, PgBouncer; each scenario
+# prints its figures.
 chaos: install
 	$(PY) -m pytest -m chaos -p no:randomly
 

@@ -25,6 +25,8 @@ from omnispindle import TaskQueue, TaskQueueClient, WorkerClient
 from omnispindle._db.statements import parse_statements
 from omnispindle.migrate import upgrade
 
+from .database_supply import DatabaseSupply
+
 ROOT = Path(__file__).resolve().parent.parent
 TEST_STATEMENTS = parse_statements((ROOT / "sql" / "tests" / "databases.sql").read_text())
 
@@ -106,12 +108,26 @@ def template_database(server_dsn: str) -> Iterator[str]:
     drop_database(server_dsn, name)
 
 
+@pytest.fixture(scope="session")
+def database_supply(server_dsn: str, template_database: str) -> Iterator[DatabaseSupply]:
+    """Copies of the template, made ahead of the tests that take them."""
+    supply = DatabaseSupply(
+        server_dsn,
+        template_database,
+        lambda: unique_name("omnispindle_test"),
+        create_database,
+        drop_database,
+    )
+    yield supply
+    supply.close()
+
+
 @pytest.fixture
-def dsn(server_dsn: str, template_database: str) -> Iterator[str]:
+def dsn(database_supply: DatabaseSupply) -> Iterator[str]:
     """A fresh, migrated database of this test's own."""
-    name = unique_name("omnispindle_test")
-    yield create_database(server_dsn, name, template_database)
-    drop_database(server_dsn, name)
+    name, database = database_supply.take()
+    yield database
+    database_supply.give_back(name)
 
 
 @pytest.fixture

@@ -4,7 +4,8 @@ The twin of :mod:`omnispindle.notifier` for an event loop: a task on the
 client's loop holds the connection and sets the ``asyncio.Event`` of every
 waiter subscribed to a channel that is notified. After every (re)connect all
 waiters are woken, because a notification sent while the connection was down
-is lost for good: waking turns that loss into one extra check.
+is lost for good: waking turns that loss into one extra check. A connection
+that goes silent is probed, as the blocking twin's is (see :mod:`listen_probe`).
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ from collections.abc import Iterable
 
 import psycopg
 
+from omnispindle._db.async_pool import execute
 from omnispindle._db.connecting import connect_async
+from omnispindle._db.listen_probe import PROBE_AFTER, PROBE_TIMEOUT, ListenerSilent, SilenceProbe
 from omnispindle._db.namespace import DEFAULT, Namespace
-from omnispindle._db.notifier import FINISHED_CHANNEL, STREAM_CHANNEL
+from omnispindle._db.notifier import FINISHED_CHANNEL, PROBE_CHANNEL, STREAM_CHANNEL
 from omnispindle._db.outages import Outage
 from omnispindle._db.queries import setup
-from omnispindle.errors import DatabaseUnavailableError
+from omnispindle.errors import DatabaseUnavailableError, first_line
 
 # Clients wait for finished tasks and streamed partials; the other channels are the workers'.
 _CHANNELS = (FINISHED_CHANNEL, STREAM_CHANNEL)
@@ -37,12 +40,23 @@ class AsyncNotifier:
             as in the blocking twin.
         max_backoff: longest pause, in seconds, between reconnect attempts.
         namespace: the queue's schema, whose channels it listens on.
+        probe_after: seconds of silence before the connection is probed.
+        probe_timeout: seconds a probe may take to come back before the
+            connection is given up as dead.
     """
 
     def __init__(
-        self, dsn: str | None, *, max_backoff: float = 5.0, namespace: Namespace = DEFAULT
+        self,
+        dsn: str | None,
+        *,
+        max_backoff: float = 5.0,
+        namespace: Namespace = DEFAULT,
+        probe_after: float = PROBE_AFTER,
+        probe_timeout: float = PROBE_TIMEOUT,
     ) -> None:
         self._dsn = dsn
+        self._probe_timing = (probe_after, probe_timeout)
+        self.backend_pid: int | None = None  # of the listening connection, while there is one
         self._namespace = namespace
         # The queue's name of each channel, to the default name subscribers use.
         self._channels = {namespace.channel(channel): channel for channel in _CHANNELS}
@@ -50,6 +64,7 @@ class AsyncNotifier:
         self._max_backoff = max_backoff
         self._waiters: dict[asyncio.Event, frozenset[str]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._probes: set[asyncio.Task[None]] = set()  # held, so that none is collected early
         self.connected = asyncio.Event()
 
     def subscribe(self, channels: Iterable[str]) -> asyncio.Event:
@@ -89,20 +104,50 @@ class AsyncNotifier:
         while True:
             try:
                 async with await connect_async(self._dsn) as conn:
-                    for channel in _CHANNELS:
-                        await conn.execute(self._namespace.text(setup.listen(channel)))
+                    await self._listen(conn)
                     failures = 0
-                    self.outage.restored()
-                    self.connected.set()
-                    self._wake(None)
-                    async for notification in conn.notifies():
-                        named = self._channels.get(notification.channel)
-                        if named is not None:
-                            self._wake(named)
-            except (psycopg.Error, DatabaseUnavailableError) as exc:
+                    await self._hear(conn)
+            except (psycopg.Error, DatabaseUnavailableError, ListenerSilent) as exc:
                 self.connected.clear()
+                self.backend_pid = None
                 failures += 1
                 self.outage.lost(exc)
                 await asyncio.sleep(
                     min(_FIRST_BACKOFF * 2 ** min(failures - 1, 16), self._max_backoff)
                 )
+
+    async def _listen(self, conn: psycopg.AsyncConnection[object]) -> None:
+        for channel in (*_CHANNELS, PROBE_CHANNEL):
+            await conn.execute(self._namespace.text(setup.listen(channel)))
+        self.backend_pid = conn.info.backend_pid
+        self.outage.restored()
+        self.connected.set()
+        self._wake(None)
+
+    async def _hear(self, conn: psycopg.AsyncConnection[object]) -> None:
+        """Wake the waiters of each notification until the connection fails or,
+        silent, does not hear its own probe."""
+        after, timeout = self._probe_timing
+        probe = SilenceProbe(self._send_probe_soon, after=after, timeout=timeout)
+        while True:
+            async for notification in conn.notifies(timeout=0.5):
+                probe.heard(notification.payload)
+                named = self._channels.get(notification.channel)
+                if named is not None:
+                    self._wake(named)
+            probe.check()
+
+    def _send_probe_soon(self, token: str) -> None:
+        """Send the probe from a task of its own: the loop must not wait on a connect."""
+        probing = asyncio.get_running_loop().create_task(self._send_probe(token))
+        self._probes.add(probing)
+        probing.add_done_callback(self._probes.discard)
+
+    async def _send_probe(self, token: str) -> None:
+        assert self._dsn is not None
+        try:
+            async with await connect_async(self._dsn) as conn:
+                await execute(conn, setup.notify_probe(token), self._namespace)
+        except (psycopg.Error, DatabaseUnavailableError) as exc:
+            # Unanswered, the probe times out and the listener is replaced.
+            log.debug("could not send a LISTEN probe: %s", first_line(exc))

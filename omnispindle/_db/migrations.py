@@ -26,6 +26,7 @@ from omnispindle._db.schema_state import (
     require_current,
     schema_state,
 )
+from omnispindle._db.sqlstate import translated_errors
 from omnispindle._db.statements import data_dir
 from omnispindle.errors import ValidationError
 
@@ -132,7 +133,7 @@ def _run(dsn: str, namespace: Namespace, action: Callable[[Config], None]) -> No
         "postgresql+psycopg://", creator=lambda: connect(dsn, autocommit=False), poolclass=NullPool
     )
     try:
-        with _alembic_lock, engine.begin() as connection:
+        with translated_errors(), _alembic_lock, engine.begin() as connection:
             config = alembic_config()
             config.attributes["connection"] = connection
             config.attributes["namespace"] = namespace

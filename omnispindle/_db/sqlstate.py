@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import psycopg
+import sqlalchemy.exc
 from psycopg_pool import PoolTimeout
 
 from omnispindle.errors import (
@@ -100,11 +101,17 @@ def is_outage(exc: psycopg.Error) -> bool:
 
 @contextmanager
 def translated_errors() -> Iterator[None]:
-    """Re-raise known database errors as their typed Omnispindle errors."""
+    """Re-raise known database errors as their typed Omnispindle errors, also
+    those SQLAlchemy wraps (Alembic's own statements during a migration)."""
     try:
         yield
     except psycopg.Error as exc:
         typed = translate(exc)
+        if typed is None:
+            raise
+        raise typed from exc
+    except sqlalchemy.exc.DBAPIError as exc:
+        typed = translate(exc.orig) if isinstance(exc.orig, psycopg.Error) else None
         if typed is None:
             raise
         raise typed from exc

@@ -4,6 +4,7 @@ and a frozen listener replaced (issue 17)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -20,6 +21,7 @@ from omnispindle import (
     ValidationError,
     WorkerClient,
 )
+from omnispindle._db.async_notifier import AsyncNotifier
 from omnispindle._db.notifier import FINISHED_CHANNEL, READY_CHANNEL, Notifier
 
 from . import servers
@@ -209,6 +211,36 @@ def test_a_frozen_listener_is_found_and_replaced(server):
     finally:
         os.kill(frozen, signal.SIGCONT)
         notifier.close()
+
+
+def test_a_frozen_async_listener_is_found_and_replaced(server):
+    """The async client's LISTEN connection had no probe: frozen, it woke no waiter again."""
+
+    async def scenario() -> None:
+        notifier = AsyncNotifier(server.dsn, probe_after=0.5, probe_timeout=1.0)
+        woken = notifier.subscribe([FINISHED_CHANNEL])
+        await asyncio.wait_for(notifier.connected.wait(), 30)
+        frozen = notifier.backend_pid
+        assert frozen is not None
+        try:
+            os.kill(frozen, signal.SIGSTOP)
+        except PermissionError:
+            await notifier.close()
+            pytest.skip("this user may not signal the server's processes")
+        try:
+            deadline = time.monotonic() + 30
+            while notifier.backend_pid in (None, frozen):
+                assert time.monotonic() < deadline, "the frozen listener was never replaced"
+                await asyncio.sleep(0.05)
+            woken.clear()
+            async with await psycopg.AsyncConnection.connect(server.dsn, autocommit=True) as conn:
+                await conn.execute("NOTIFY omnispindle_finished")
+            await asyncio.wait_for(woken.wait(), 10)
+        finally:
+            os.kill(frozen, signal.SIGCONT)
+            await notifier.close()
+
+    asyncio.run(scenario())
 
 
 def produce_while(client: TaskQueueClient, fault) -> dict[int, object]:

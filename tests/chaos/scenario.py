@@ -36,13 +36,15 @@ class Figures:
     lost: int
     duplicates: int
     back_to_90_s: float | None
+    unfinished: dict[str, int] = field(default_factory=dict)  # the others, by state
 
     def line(self) -> str:
         back = "-" if self.back_to_90_s is None else f"{self.back_to_90_s:.1f} s"
+        others = f"  not succeeded {self.unfinished}" if self.unfinished else ""
         return (
             f"{self.scenario:<28} submitted {self.submitted:>6}  refused {self.refused:>3}  "
             f"succeeded {self.succeeded:>6}  lost {self.lost}  duplicates {self.duplicates:>3}  "
-            f"back to 90 % {back}"
+            f"back to 90 % {back}{others}"
         )
 
 
@@ -63,7 +65,8 @@ class Run:
         with psycopg.connect(self.dsn, autocommit=True) as conn:
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS test_ledger (task_id bigint NOT NULL, "
-                "pid integer NOT NULL)"
+                "pid integer NOT NULL, "
+                "started double precision DEFAULT extract(epoch FROM clock_timestamp()))"
             )
         self.queue = TaskQueue(self.dsn)
         self.client = TaskQueueClient(local_queue=self.queue)
@@ -154,26 +157,30 @@ class Run:
             runs = dict(
                 conn.execute("SELECT task_id, count(*) FROM test_ledger GROUP BY 1").fetchall()
             )
-            succeeded = conn.execute(
-                "SELECT count(*) FROM omnispindle.tasks WHERE id = ANY (%s) "
-                "AND state = 'succeeded'",
-                [self.ids],
-            ).fetchone()[0]
+            states = dict(
+                conn.execute(
+                    "SELECT state::text, array_agg(id) FROM omnispindle.tasks "
+                    "WHERE id = ANY (%s) GROUP BY 1",
+                    [self.ids],
+                ).fetchall()
+            )
+            succeeded = set(states.pop("succeeded", []))
             refused_stored = conn.execute(
                 "SELECT count(*) FROM omnispindle.tasks "
                 "WHERE (parameters->>'batch')::int = ANY (%s)",
                 [self.refused_batches],
             ).fetchone()[0]
         assert refused_stored == 0, "a refused submit call left tasks"
-        lost = sum(1 for task_id in self.ids if task_id not in runs)
         return Figures(
             scenario=scenario,
             submitted=len(self.ids),
             refused=len(self.refused_batches),
-            succeeded=succeeded,
-            lost=lost + (len(self.ids) - succeeded),
+            succeeded=len(succeeded),
+            # Never run, or run and not stored as succeeded.
+            lost=sum(1 for task_id in self.ids if task_id not in runs or task_id not in succeeded),
             duplicates=sum(count - 1 for count in runs.values()),
             back_to_90_s=self._back_to_90(fault_start, fault_end),
+            unfinished={state: len(ids) for state, ids in states.items()},
         )
 
     def _back_to_90(self, fault_start: float, fault_end: float) -> float | None:

@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import threading
 import time
 
 import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
+from typing_extensions import Self
 
 from ..acceptance import servers
+from ..acceptance.ledger_executors import LEDGER_APPLICATION
 from ..pgbouncer import pgbouncer
 from .scenario import Run, wait_for_steady_rate
 
@@ -121,6 +124,113 @@ def test_frozen_listeners(server, report):
                     os.kill(pid, signal.SIGCONT)
 
         report(faulted(run, "LISTEN backends frozen 15 s", freeze))
+
+
+def test_every_connection_slot_taken(server, report):
+    """max_connections: an outsider holds every slot and the queue's backends are
+    killed, so that nothing can reconnect until the outsider lets go."""
+
+    def exhaust() -> None:
+        with ConnectionHog(server.dsn) as hog:
+            for _ in range(3):  # the freed slots are the hog's before anyone else's
+                hog.kill_the_others()
+                hog.take_every_slot()
+            _pause(10)
+
+    with Run(server.dsn, server.dsn) as run:
+        report(faulted(run, "every slot taken 10 s", exhaust))
+
+
+class ConnectionHog:
+    """Connections of an outsider, opened until the server refuses another one."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self.held: list[psycopg.Connection] = []
+
+    def __enter__(self) -> Self:
+        self.take_every_slot()
+        assert self.held, "not even one connection"
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for conn in self.held:
+            conn.close()
+
+    def take_every_slot(self) -> None:
+        try:
+            while len(self.held) < 1000:
+                self.held.append(psycopg.connect(self.dsn, autocommit=True, connect_timeout=2))
+        except psycopg.OperationalError:
+            pass
+
+    def kill_the_others(self) -> None:
+        """Kill the queue's connections; the ledger's are the test's instrument."""
+        mine = [conn.info.backend_pid for conn in self.held]
+        self.held[0].execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE backend_type = 'client backend' AND pid <> ALL (%s) "
+            "AND application_name <> %s",
+            [mine, LEDGER_APPLICATION],
+        )
+
+
+def test_a_worker_stopped_past_its_lease(server, report):
+    """A SIGSTOPped worker's tasks run elsewhere after the lease; when it resumes,
+    fencing refuses its late results."""
+    with Run(server.dsn, server.dsn) as run:
+        paused = run.workers[0]
+        window: list[float] = []
+        held: list[int] = []
+
+        def stop_and_resume() -> None:
+            window.append(time.time())
+            held.extend(stop_holding_tasks(server.dsn, paused))
+            try:
+                _pause(12)  # over twice the lease (5 s)
+            finally:
+                paused.send_signal(signal.SIGCONT)
+
+        figures = faulted(run, "worker SIGSTOP 12 s", stop_and_resume)
+        report(figures)
+        assert held, "the worker was never stopped while it held a task"
+        assert not results_of_runs_fenced_off(server.dsn, paused.pid, window[0])
+
+
+def stop_holding_tasks(dsn: str, worker: subprocess.Popen[str]) -> list[int]:
+    """SIGSTOP ``worker`` at a moment it holds running tasks; returns their ids."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for _ in range(100):
+            worker.send_signal(signal.SIGSTOP)
+            held = [
+                row[0]
+                for row in conn.execute(
+                    "SELECT t.id FROM omnispindle.tasks t "
+                    "JOIN omnispindle.workers w ON w.id = t.worker_id "
+                    "WHERE t.state = 'running' AND w.pid = %s",
+                    [worker.pid],
+                )
+            ]
+            if held:
+                return held
+            worker.send_signal(signal.SIGCONT)
+            _pause(0.05)
+    return []
+
+
+def results_of_runs_fenced_off(dsn: str, pid: int, stopped_at: float) -> list[int]:
+    """Tasks whose stored result is from ``pid``'s run begun before it stopped,
+    though another worker ran them again: a late result fencing should refuse."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT t.id FROM omnispindle.tasks t "
+            "WHERE (t.result->>'pid')::int = %(pid)s "
+            "AND EXISTS (SELECT FROM test_ledger l WHERE l.task_id = t.id AND l.pid <> %(pid)s) "
+            "AND NOT EXISTS (SELECT FROM test_ledger l WHERE l.task_id = t.id "
+            "AND l.pid = %(pid)s AND l.started >= %(stopped)s)",
+            {"pid": pid, "stopped": stopped_at},
+        ).fetchall()
+    return [row[0] for row in rows]
 
 
 def test_through_pgbouncer_in_transaction_mode(server, report):

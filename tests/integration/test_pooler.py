@@ -76,6 +76,10 @@ def test_the_core_paths_run_through_pgbouncer_in_transaction_mode(pooled_queue):
         assert client.wait_for_task(dag[2], timeout=DEADLINE)["result"] == {"n": 8}
         retried = client.submit_task("flaky", retry_backoff=0.01)
         assert client.wait_for_task(retried, timeout=DEADLINE)["result"] == {"attempt": 2}
+        failed = client.submit_task("flaky", max_retries=0)
+        assert client.wait_for_task(failed, timeout=DEADLINE)["state"] == "failed"
+        client.retry_task(failed)
+        assert client.wait_for_task(failed, timeout=DEADLINE)["result"] == {"attempt": 2}
         later = client.submit_task("double", {"n": 1}, delay=3600)
         assert client.cancel_task(later)
         streamed = client.submit_task("stream")

@@ -22,7 +22,7 @@ from psycopg.conninfo import make_conninfo
 from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 
-from omnispindle import TaskQueue, TaskQueueClient
+from omnispindle import DatabaseUnavailableError, TaskQueue, TaskQueueClient
 from omnispindle._db.statements import script
 from omnispindle.migrate import downgrade, upgrade
 from tests.conftest import create_database, drop_database, unique_name
@@ -338,3 +338,25 @@ def test_each_downgrade_restores_the_previous_revision_exactly(empty_dsn, previo
     downgrade(empty_dsn, previous)
     assert versions(empty_dsn) == [previous]
     assert snapshot(empty_dsn) == before
+
+
+def test_a_migration_whose_connection_dies_raises_a_typed_error(empty_dsn, monkeypatch):
+    """A backend killed under Alembic's own statements surfaced as sqlalchemy's
+    OperationalError, not an OmnispindleError; the migration leaves nothing behind."""
+    real_upgrade = command.upgrade
+
+    def killed_first(config: Config, revision: str) -> None:
+        raw = config.attributes["connection"].connection.driver_connection
+        with psycopg.connect(empty_dsn, autocommit=True) as killer:
+            killer.execute("SELECT pg_terminate_backend(%s)", [raw.info.backend_pid])
+        real_upgrade(config, revision)
+
+    monkeypatch.setattr(command, "upgrade", killed_first)
+    with pytest.raises(DatabaseUnavailableError):
+        TaskQueue(dsn=empty_dsn, migrate=True)
+    with pytest.raises(DatabaseUnavailableError):
+        upgrade(empty_dsn)
+    assert table_names(empty_dsn) == []
+    monkeypatch.undo()
+    upgrade(empty_dsn)
+    assert versions(empty_dsn) == [HEAD]
