@@ -4,7 +4,8 @@ It fills the tasks table in one statement, runs the outcome rollup as a
 sweeper would (timing its first pass, which counts the whole hour, and the
 next, which counts what a sweeper's pass usually does), then times requests to
 the dashboard app in this process (the ASGI call, database included, no
-network), and reports the median of several of each.
+network), and reports the median of several of each; then, where a Chromium
+is installed, how soon a browser draws the overview and a filtered list.
 
 Tasks it fills with finished_at before an earlier pass's watermark (a database
 where sweepers ran in the last hour) are never rolled up: the times hold, but
@@ -22,6 +23,7 @@ from starlette.types import ASGIApp, Message
 
 from omnispindle._maintenance import rollup
 from omnispindle.bench import queries as bq
+from omnispindle.bench.first_paint import first_paint_ms
 from omnispindle.dashboard import app
 from omnispindle.task_queue import TaskQueue
 
@@ -34,6 +36,8 @@ PAGES = {
     "text_search_ms": "/tasks?text=customer-421%7D",
     "list_deep_page_ms": "/tasks?before=500000&state=failed",
 }
+# The pages whose first paint in a browser is measured.
+PAINTED = {"overview": "/", "filtered_list": PAGES["filtered_list_ms"]}
 
 
 def dashboard(queue: TaskQueue, tasks: int = 1_000_000, runs: int = 7) -> dict[str, Any]:
@@ -44,6 +48,7 @@ def dashboard(queue: TaskQueue, tasks: int = 1_000_000, runs: int = 7) -> dict[s
         passes = {name: _pass_ms(queue) for name in ("rollup_first_ms", "rollup_next_ms")}
         site = app(queue.dsn, schema=queue.namespace.name)
         figures = {name: _median_ms(site, path, runs) for name, path in PAGES.items()}
+        figures.update(first_paint_ms(site, PAINTED, runs))
     finally:
         queue.db.run(bq.delete_dashboard())
         queue.db.run(bq.delete_dashboard_outcomes())
