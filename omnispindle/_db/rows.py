@@ -352,6 +352,14 @@ class OverviewRow(StateCounts):
     expired_leases: int
 
 
+class ScanFloor(TypedDict):
+    """How far down one page of a filtered task list reads: ``floor``, the lowest id
+    of the ``examined`` newest tasks below its cursor (None: no task is below it)."""
+
+    floor: int | None
+    examined: int
+
+
 class MinuteOutcomes(TypedDict):
     """Tasks finished in one minute (``minute``: its start, in Unix seconds), by outcome;
     ``retried``: those that finished after more than one attempt."""

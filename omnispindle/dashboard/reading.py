@@ -22,6 +22,7 @@ from omnispindle.dashboard.graph import Layout, layout
 from omnispindle.dashboard.source import Source
 
 PAGE_SIZE = 50
+MOST_EXAMINED = 20_000  # tasks one page of a filtered list reads at most
 MOST_WORKERS = 500
 MOST_GRAPH_NODES = 200
 STATE_COLUMNS = ("blocked", "pending", "running", "succeeded", "failed", "cancelled")
@@ -39,10 +40,12 @@ class Overview:
 
 @dataclass(frozen=True, slots=True)
 class TaskPage:
-    """One page of the task list; ``next_before``: the cursor of the next, if any."""
+    """One page of the task list; ``next_before``: the cursor of the next, if any;
+    ``looked_through``: for a page a filter left short, how many tasks it read."""
 
     rows: list[TaskListRow]
     next_before: int | None
+    looked_through: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,11 +82,25 @@ def workers(source: Source) -> list[DashboardWorkerRow]:
 
 
 def task_page(source: Source, task_filter: TaskFilter, before: int | None) -> TaskPage:
-    """A page of matching tasks below the cursor; one row more tells if another follows."""
-    found = source.read(q.dashboard.task_page(task_filter, before=before, limit=PAGE_SIZE + 1))
+    """A page of matching tasks below the cursor; one row more tells if another follows.
+
+    A filtered page reads at most the ``MOST_EXAMINED`` newest tasks below the
+    cursor: one that finds fewer matches than a page holds ends there, and the
+    next page goes on below them.
+    """
+    span = None
+    if task_filter != TaskFilter():
+        span = source.read(q.dashboard.scan_floor(before=before, examine=MOST_EXAMINED))
+    floor = span["floor"] if span else None
+    found = source.read(
+        q.dashboard.task_page(task_filter, before=before, limit=PAGE_SIZE + 1, floor=floor)
+    )
     shown = found[:PAGE_SIZE]
-    more = len(found) > PAGE_SIZE
-    return TaskPage(shown, shown[-1]["task_id"] if more else None)
+    if len(found) > PAGE_SIZE:
+        return TaskPage(shown, shown[-1]["task_id"])
+    if span is not None and span["examined"] == MOST_EXAMINED:
+        return TaskPage(shown, floor, looked_through=MOST_EXAMINED)
+    return TaskPage(shown, None)
 
 
 def task_view(source: Source, task_id: int) -> TaskView:

@@ -25,11 +25,25 @@ WHERE (%(before)s::bigint IS NULL OR t.task_id < %(before)s::bigint)
   AND (%(newer_than)s::double precision IS NULL
        OR t.created_at >= now() - make_interval(secs => %(newer_than)s::double precision))
   AND (%(worker)s::text IS NULL OR t.worker_name = %(worker)s::text)
+  AND (%(floor)s::bigint IS NULL OR t.task_id >= %(floor)s::bigint)
   -- A plain substring search: strpos, unlike LIKE, has no wildcard characters.
   AND (%(text)s::text IS NULL
        OR strpos(lower(t.parameters::text), lower(%(text)s::text)) > 0)
 ORDER BY t.task_id DESC
 LIMIT %(limit)s::bigint;
+
+-- name: dashboard_scan_floor
+-- How far down one page of a filtered list may read: the lowest id among the
+-- `examine` newest tasks below the cursor, and how many those are. A filter
+-- that matches rarely (a word in the parameters) then costs a bounded walk
+-- of the primary key per page, not the whole table; the page says how far it
+-- looked, and the next one goes on from there.
+SELECT min(w.task_id) AS floor, count(*) AS examined
+FROM (SELECT d.task_id
+      FROM omnispindle.task_details d
+      WHERE %(before)s::bigint IS NULL OR d.task_id < %(before)s::bigint
+      ORDER BY d.task_id DESC
+      LIMIT %(examine)s::bigint) AS w;
 
 -- name: outcome_series
 -- The last sixty minutes, oldest first, each with its counts over all task

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from omnispindle._db.query import Query, rows
+from omnispindle._db.query import Query, first, rows
 from omnispindle._db.rows import (
     DashboardWorkerRow,
     GraphNode,
     MinuteOutcomes,
     OverviewRow,
+    ScanFloor,
     TaskListRow,
 )
 from omnispindle._db.statements import RUNTIME
@@ -33,12 +34,17 @@ class TaskFilter:
 
 
 def task_page(
-    task_filter: TaskFilter, *, before: int | None, limit: int
+    task_filter: TaskFilter, *, before: int | None, limit: int, floor: int | None = None
 ) -> Query[list[TaskListRow]]:
     """At most ``limit`` tasks matching ``task_filter``, newest first, with ids below
-    ``before`` (None: from the newest)."""
-    params = {**asdict(task_filter), "before": before, "limit": limit}
+    ``before`` (None: from the newest) and not below ``floor`` (None: any)."""
+    params = {**asdict(task_filter), "before": before, "limit": limit, "floor": floor}
     return Query(RUNTIME["dashboard_task_page"], params, rows)
+
+
+def scan_floor(*, before: int | None, examine: int) -> Query[ScanFloor]:
+    """The lowest id among the ``examine`` newest tasks below ``before``, and their number."""
+    return Query(RUNTIME["dashboard_scan_floor"], {"before": before, "examine": examine}, first)
 
 
 def outcome_series() -> Query[list[MinuteOutcomes]]:
