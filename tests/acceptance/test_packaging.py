@@ -1,4 +1,5 @@
-"""The wheel carries the SQL and the migrations: an installed package needs no checkout."""
+"""The wheel carries the SQL, the migrations and the dashboard's templates and static
+files: an installed package needs no checkout, and no CDN."""
 
 from __future__ import annotations
 
@@ -37,3 +38,7 @@ def test_wheel_carries_sql_and_migrations(tmp_path):
             assert packaged in names, f"{packaged} is missing from the wheel"
     queries = zipfile.ZipFile(wheel).read("omnispindle/_data/sql/queries/tasks.sql").decode()
     assert "claim_tasks" in parse_statements(queries)
+    dashboard = ROOT / "omnispindle" / "dashboard"
+    for source in [*dashboard.glob("templates/*.html"), *dashboard.glob("static/*")]:
+        packaged = source.relative_to(ROOT).as_posix()
+        assert packaged in names, f"{packaged} is missing from the wheel"
