@@ -44,7 +44,7 @@ def first_paint_ms(site: ASGIApp, pages: Mapping[str, str], runs: int) -> dict[s
         return {"first_paint": "not measured: Playwright is not installed"}
     if executable is None:
         return {"first_paint": "not measured: no Chromium (set $OMNISPINDLE_CHROMIUM)"}
-    with _served(site) as base, sync_playwright() as playwright:
+    with served(site) as base, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
         try:
             return {
@@ -67,7 +67,7 @@ def _median_paint(browser: Any, url: str, runs: int) -> float:
 
 
 @contextmanager
-def _served(site: ASGIApp) -> Iterator[str]:
+def served(site: ASGIApp) -> Iterator[str]:
     """``site`` served on a free loopback port until the block ends; its base URL."""
     import uvicorn
 

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 
 from omnispindle import current_task
+from omnispindle.bench.first_paint import served
 from tests.dashboard.conftest import MOUNT, mounted
 
 pytestmark = pytest.mark.browser
@@ -28,28 +27,11 @@ README_PICTURE = Path(__file__).resolve().parents[2] / "docs" / "images" / "dash
 WAIT_MS = 20_000
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture
 def server(dsn: str) -> Iterator[str]:
     """The dashboard (actions and payloads on) served on a free port; its base URL."""
-    dashboard = mounted(dsn=dsn, show_payloads=True)
-    config = uvicorn.Config(dashboard, host="127.0.0.1", port=free_port(), log_level="warning")
-    serving = uvicorn.Server(config)
-    thread = threading.Thread(target=serving.run, daemon=True)
-    thread.start()
-    started = threading.Event()
-    while not started.wait(0.05):
-        if serving.started:
-            started.set()
-        assert thread.is_alive(), "the server did not start"
-    yield f"http://127.0.0.1:{config.port}{MOUNT}"
-    serving.should_exit = True
-    thread.join(timeout=30)
+    with served(mounted(dsn=dsn, show_payloads=True)) as base:
+        yield base + MOUNT
 
 
 @pytest.fixture
