@@ -240,3 +240,23 @@ def test_processes_out_of_range_is_a_usage_error(value, capsys):
     code = main(["worker", "--executors", executors, "--processes", value])
     assert code == 2
     assert f"invalid processes '{value}': a whole number from 1 to 64" in capsys.readouterr().err
+
+
+def test_children_that_fail_at_start_are_restarted_ever_more_slowly(dsn, tmp_path):
+    log = tmp_path / "supervisor.log"
+    command = [sys.executable, "-m", "omnispindle", "worker", "--dsn", dsn]
+    command += ["--executors", "no_such_executors", "--processes", "2"]
+    with log.open("w") as stderr:
+        supervisor = subprocess.Popen(
+            command, env=worker_env(dsn), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr
+        )
+    try:
+        poll(lambda: log.read_text().count("exited with code 1; restarting in 1.0 s") == 2, 60)
+        supervisor.send_signal(signal.SIGTERM)
+        assert supervisor.wait(timeout=60) == 0
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()
+    lines = log.read_text().splitlines()
+    assert sum("exited with code 1; restarting in 0.5 s" in line for line in lines) == 2
+    assert sum("cannot import executors module 'no_such_executors'" in line for line in lines) >= 4
