@@ -18,6 +18,19 @@ def hold(task_data: dict[str, Any]) -> dict[str, Any]:
     return {"released": marker.exists()}
 
 
+def spin(loops: int) -> int:
+    """A pure-Python loop of ``loops`` steps: work that holds the interpreter's lock."""
+    total = 0
+    for step in range(loops):
+        total += step % 7
+    return total
+
+
+def cpu(task_data: dict[str, Any]) -> dict[str, Any]:
+    """Spins for the parameters' ``loops`` steps: a CPU-bound task."""
+    return {"total": spin(int(task_data["parameters"]["loops"]))}
+
+
 def noop(task_data: dict[str, Any]) -> dict[str, Any]:
     """Does nothing: what remains is the queue's own cost."""
     return {}
@@ -28,4 +41,4 @@ def stamp(task_data: dict[str, Any]) -> dict[str, Any]:
     return {"started": time.time()}
 
 
-EXECUTORS = {"bench_hold": hold, "bench_noop": noop, "bench_stamp": stamp}
+EXECUTORS = {"bench_hold": hold, "bench_noop": noop, "bench_stamp": stamp, "bench_cpu": cpu}

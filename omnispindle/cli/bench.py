@@ -11,14 +11,15 @@ from collections.abc import Callable
 from typing import Any
 
 from omnispindle._core import defaults
-from omnispindle.cli.args import given_dsn, migrate_argument
+from omnispindle.cli.args import given_dsn, int_arg, migrate_argument
 from omnispindle.cli.formatting import format_table
+from omnispindle.cli.supervisor import MAX_PROCESSES
 
 SCENARIO_HELP = (
     "enqueue: bulk and single submissions; drain: no-op tasks through worker "
-    "processes; latency: enqueue to start; dag: dependency overhead; recovery: a "
-    "killed worker's tasks; soak: a long run with retention on; dashboard: its pages' "
-    "times on a million tasks"
+    "processes; cpu: CPU-bound tasks through `worker --processes`; latency: enqueue "
+    "to start; dag: dependency overhead; recovery: a killed worker's tasks; soak: a "
+    "long run with retention on; dashboard: its pages' times on a million tasks"
 )
 # Options each scenario may take, from the command line's names.
 OPTIONS = {
@@ -26,6 +27,7 @@ OPTIONS = {
     "runs": "runs",
     "workers": "workers_count",
     "concurrency": "concurrency",
+    "processes": "processes",
     "lease_timeout": "lease_timeout",
     "retention": "retention",
     "snapshot_seconds": "snapshot_seconds",
@@ -50,6 +52,11 @@ def add_commands(commands: Any, make_command: Callable[..., argparse.ArgumentPar
     bench.add_argument("--runs", type=int, help="runs whose median is reported (default 3)")
     bench.add_argument("--workers", type=int, help="worker processes (drain, soak; default 2)")
     bench.add_argument("--concurrency", type=int, help="concurrency of each worker process")
+    bench.add_argument(
+        "--processes",
+        type=process_counts,
+        help="cpu: comma-separated process counts of the worker, each measured (default 1,2)",
+    )
     bench.add_argument("--lease-timeout", type=float, help="lease of the workers (default 30 s)")
     bench.add_argument("--retention", type=float, help="soak: seconds finished tasks are kept")
     bench.add_argument(
@@ -65,6 +72,12 @@ def add_commands(commands: Any, make_command: Callable[..., argparse.ArgumentPar
     )
     bench.add_argument("--json", action="store_true", help="print JSON for scripts")
     migrate_argument(bench)
+
+
+def process_counts(text: str) -> tuple[int, ...]:
+    """Parse ``1,2,4`` for argparse: process counts from 1 to ``MAX_PROCESSES``."""
+    one_count = int_arg("process count", (1, MAX_PROCESSES))
+    return tuple(one_count(part) for part in text.split(","))
 
 
 def _bench(args: argparse.Namespace) -> int:

@@ -71,6 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser().parse_args(argv)
     except SystemExit as exc:  # --help, or a usage error already reported in one line
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # a supervisor's children rerun it
     _configure_logging(args.log_level)
     try:
         handler: Callable[[argparse.Namespace], int] = args.handler

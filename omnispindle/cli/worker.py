@@ -22,6 +22,7 @@ from omnispindle.cli.args import (
 )
 from omnispindle.cli.exit_codes import EXIT_OK
 from omnispindle.cli.signals import on_stop_signals
+from omnispindle.cli.supervisor import MAX_PROCESSES, STOP_MARGIN, Supervisor, child_command
 from omnispindle.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -52,6 +53,13 @@ def add_commands(commands: Any, command: Callable[..., argparse.ArgumentParser])
         type=int_arg("concurrency", defaults.CONCURRENCY_RANGE),
         default=defaults.CONCURRENCY,
         help="tasks run at once, each in its own thread",
+    )
+    worker.add_argument(
+        "--processes",
+        type=int_arg("processes", (1, MAX_PROCESSES)),
+        default=1,
+        help="worker processes to start and supervise, for CPU-bound executors; each runs "
+        "--concurrency tasks, is restarted if it dies, and is stopped with this command",
     )
     worker.add_argument(
         "--name", default=None, help="name shown in status and errors (default HOST-PID-N)"
@@ -124,8 +132,16 @@ def add_commands(commands: Any, command: Callable[..., argparse.ArgumentParser])
 
 
 def _worker(args: argparse.Namespace) -> int:
+    if args.processes > 1:
+        return _supervise(args)
     with queue_of(args, migrate=args.migrate) as queue:
         return _run_worker(args, queue)
+
+
+def _supervise(args: argparse.Namespace) -> int:
+    """Run ``--processes`` children of this command line, each one worker."""
+    commands = [child_command(args.argv, n, args.name) for n in range(1, args.processes + 1)]
+    return Supervisor(commands, stop_timeout=args.shutdown_timeout + STOP_MARGIN).run()
 
 
 def _run_worker(args: argparse.Namespace, queue: TaskQueue) -> int:

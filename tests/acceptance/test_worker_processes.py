@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -106,3 +108,155 @@ def test_status_json_lists_queues_and_workers(client, dsn):
     assert status["queues"][0]["task_type"] == "record"
     assert status["queues"][0]["pending"] == 1
     assert status["workers"] == []
+
+
+# `omnispindle worker --processes N`: one supervisor and N worker processes.
+
+
+def active_pids(conn):
+    rows = conn.execute("SELECT pid FROM omnispindle.workers WHERE state = 'active'").fetchall()
+    return {pid for (pid,) in rows}
+
+
+def alive(pid):
+    """Whether the process runs: exited ones waiting to be reaped count as gone."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def start_supervisor(dsn, conn, *args):
+    """A supervisor of two worker processes, returned once both are registered."""
+    supervisor = start_worker_process(dsn, "--processes", "2", "--name", "child", *args)
+    poll(lambda: len(active_pids(conn)) == 2, timeout=60)
+    return supervisor
+
+
+def stop_for_good(supervisor, conn):
+    """Whatever a failed test left: the supervisor killed, its children stopped by the kernel's
+    parent-death signal (a SIGKILL if they linger)."""
+    if supervisor.poll() is None:
+        supervisor.kill()
+        supervisor.wait()
+    for pid in active_pids(conn):
+        if alive(pid):
+            try:
+                poll(lambda pid=pid: not alive(pid), timeout=30)
+            except AssertionError:
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_two_processes_run_tasks_in_two_pids_each_once(client, dsn, conn, ledger):
+    supervisor = start_supervisor(dsn, conn, "--concurrency", "2")
+    try:
+        children = active_pids(conn)
+        ids = client.submit_batch([{"task_type": "nap"} for _ in range(200)])
+        tasks = client.wait_for_batch(ids, timeout=120)
+        supervisor.send_signal(signal.SIGTERM)
+        assert supervisor.wait(timeout=60) == 0
+    finally:
+        stop_for_good(supervisor, conn)
+    assert {t["state"] for t in tasks} == {"succeeded"}
+    runs = ledger.execute("SELECT task_id, count(*) FROM test_ledger GROUP BY task_id").fetchall()
+    assert sorted(task_id for task_id, _ in runs) == sorted(ids)
+    assert {count for _, count in runs} == {1}, "some task ran twice"
+    pids = {pid for (pid,) in ledger.execute("SELECT DISTINCT pid FROM test_ledger")}
+    assert pids == children and supervisor.pid not in pids
+
+
+def test_a_killed_child_is_replaced_and_no_task_is_lost(client, dsn, conn, ledger):
+    # A short lease, so that the killed child's claims come back soon.
+    supervisor = start_supervisor(dsn, conn, "--lease-timeout", "2", "--sweep-interval", "0.5")
+    try:
+        ids = client.submit_batch([{"task_type": "nap"} for _ in range(400)])
+        poll(lambda: ledger.execute("SELECT count(*) FROM test_ledger").fetchone()[0] > 40, 60)
+        first = active_pids(conn)
+        victim = min(first)
+        os.kill(victim, signal.SIGKILL)
+        replacement = poll(lambda: active_pids(conn) - first - {victim}, timeout=60)
+        tasks = client.wait_for_batch(ids, timeout=120)
+        assert alive(next(iter(replacement)))
+        supervisor.send_signal(signal.SIGTERM)
+        assert supervisor.wait(timeout=60) == 0
+    finally:
+        stop_for_good(supervisor, conn)
+    assert {t["state"] for t in tasks} == {"succeeded"}
+    ran = {task_id for (task_id,) in ledger.execute("SELECT DISTINCT task_id FROM test_ledger")}
+    assert ran == set(ids)
+    # Only tasks the killed child had started may have run twice.
+    twice = ledger.execute(
+        "SELECT count(*) FROM (SELECT task_id FROM test_ledger GROUP BY task_id"
+        " HAVING count(*) > 1 AND bool_or(pid = %s)) AS again",
+        [victim],
+    ).fetchone()[0]
+    total_twice = ledger.execute(
+        "SELECT count(*) FROM (SELECT task_id FROM test_ledger GROUP BY task_id"
+        " HAVING count(*) > 1) AS again"
+    ).fetchone()[0]
+    assert twice == total_twice
+    assert "killed by SIGKILL; restarting in 0.5 s" in supervisor.stderr.read()
+
+
+def test_sigterm_to_the_supervisor_stops_every_child_gracefully(client, dsn, conn, tmp_path):
+    marker = tmp_path / "go"
+    supervisor = start_supervisor(dsn, conn, "--concurrency", "1")
+    children = active_pids(conn)
+    try:
+        ids = [client.submit_task("wait_for_file", {"marker": str(marker)}) for _ in range(2)]
+        poll(lambda: {client.get_task(i)["state"] for i in ids} == {"running"}, timeout=30)
+        supervisor.send_signal(signal.SIGTERM)
+        marker.touch()
+        assert supervisor.wait(timeout=60) == 0
+    finally:
+        stop_for_good(supervisor, conn)
+    assert [client.get_task(i)["result"] for i in ids] == [{"saw": "go"}] * 2
+    assert not any(alive(pid) for pid in children)
+    states = conn.execute("SELECT state::text, count(*) FROM omnispindle.workers GROUP BY 1")
+    assert states.fetchall() == [("stopped", 2)]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_children_of_a_killed_supervisor_stop_gracefully(dsn, conn):
+    supervisor = start_supervisor(dsn, conn)
+    children = active_pids(conn)
+    try:
+        supervisor.kill()
+        supervisor.wait()
+        poll(lambda: not any(alive(pid) for pid in children), timeout=60)
+    finally:
+        stop_for_good(supervisor, conn)
+    states = conn.execute("SELECT state::text, count(*) FROM omnispindle.workers GROUP BY 1")
+    assert states.fetchall() == [("stopped", 2)]
+
+
+@pytest.mark.parametrize("value", ["0", "65", "-1", "two", "1.5"])
+def test_processes_out_of_range_is_a_usage_error(value, capsys):
+    from omnispindle.cli.main import main
+
+    executors = "tests.acceptance.ledger_executors"
+    code = main(["worker", "--executors", executors, "--processes", value])
+    assert code == 2
+    assert f"invalid processes '{value}': a whole number from 1 to 64" in capsys.readouterr().err
+
+
+def test_children_that_fail_at_start_are_restarted_ever_more_slowly(dsn, tmp_path):
+    log = tmp_path / "supervisor.log"
+    command = [sys.executable, "-m", "omnispindle", "worker", "--dsn", dsn]
+    command += ["--executors", "no_such_executors", "--processes", "2"]
+    with log.open("w") as stderr:
+        supervisor = subprocess.Popen(
+            command, env=worker_env(dsn), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr
+        )
+    try:
+        poll(lambda: log.read_text().count("exited with code 1; restarting in 1.0 s") == 2, 60)
+        supervisor.send_signal(signal.SIGTERM)
+        assert supervisor.wait(timeout=60) == 0
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()
+    lines = log.read_text().splitlines()
+    assert sum("exited with code 1; restarting in 0.5 s" in line for line in lines) == 2
+    assert sum("cannot import executors module 'no_such_executors'" in line for line in lines) >= 4

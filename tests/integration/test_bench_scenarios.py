@@ -128,3 +128,21 @@ def test_the_soak_submitter_counts_finished_tasks_by_key_lookups(queue, conn):
         "WHERE state = 'pending'"
     )
     assert submitter.done() == 30 and submitter.all_done()
+
+
+def test_cpu_measures_each_process_count_and_their_ratio(queue, conn):
+    from omnispindle.bench import cpu as bench_cpu
+
+    figures = bench_cpu.cpu(queue, tasks=40, processes=(1, 2), runs=1)
+    assert figures["tasks_per_s_1p"] > 0 and figures["tasks_per_s_2p"] > 0
+    assert figures["x_2p"] == figures["tasks_per_s_2p"] / figures["tasks_per_s_1p"]
+    assert isinstance(figures["met"], bool)
+    left = conn.execute("SELECT count(*) FROM omnispindle.tasks WHERE task_type = 'bench_cpu'")
+    assert left.fetchone()[0] == 0
+
+
+def test_cli_refuses_a_process_count_out_of_range():
+    command = [sys.executable, "-m", "omnispindle", "bench", "cpu", "--processes", "1,0"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "invalid process count '0': a whole number from 1 to 64" in done.stderr
