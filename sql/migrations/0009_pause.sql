@@ -110,11 +110,12 @@ BEGIN
               AND r.task_type = ANY (p_task_types)
               AND r.required_capabilities <@ p_capabilities
               AND r.attempts < r.max_attempts
-              -- A paused type's tasks wait: one probe of a small primary key per
-              -- candidate, read with this statement's snapshot, so no claim that
-              -- starts after a pause commits takes them.
-              AND NOT EXISTS (SELECT FROM omnispindle.paused_task_types p
-                              WHERE p.task_type = r.task_type)
+              -- A paused type's tasks wait. The paused types are read once per
+              -- walk (an InitPlan), with this statement's snapshot: no claim that
+              -- starts after a pause commits takes them. A NOT EXISTS probe per
+              -- candidate made each walk over a paused backlog three times slower.
+              AND r.task_type <> ALL (ARRAY(SELECT p.task_type
+                                            FROM omnispindle.paused_task_types p))
             ORDER BY r.priority DESC, r.id
             LIMIT p_limit - claimed
             FOR NO KEY UPDATE SKIP LOCKED
