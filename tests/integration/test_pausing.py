@@ -14,7 +14,6 @@ import pytest
 from omnispindle import AsyncTaskQueueClient, ValidationError
 from omnispindle._db import queries as q
 
-from ..acceptance.workers import poll
 from .test_roles import command
 
 DEADLINE = 30

@@ -181,6 +181,8 @@ def test_read_only_commands_need_only_the_views(role_dsns, client):
         done = command(*args, "--dsn", observer)
         assert done.returncode == 0, (args, done.stderr)
     assert f"{task_id}" in command("tasks", "--dsn", observer).stdout
+    client.pause_task_type("t", reason="quota")
+    assert "quota" in command("status", "--dsn", observer).stdout
     queue = TaskQueue(dsn=observer)
     try:
         assert queue.get_metrics()["totals"]["pending"] == 1
@@ -225,6 +227,7 @@ REFUSED = {
         "SELECT * FROM omnispindle.tasks",
         "INSERT INTO omnispindle.tasks (task_type) VALUES ('t')",
         "SELECT omnispindle.cancel_task(1, 'no')",
+        "SELECT omnispindle.pause_task_type('t')",
     ],
     "producer": [
         'UPDATE omnispindle.tasks SET parameters = \'{"api_key": "x"}\'',
@@ -241,8 +244,11 @@ REFUSED = {
         "DROP TABLE omnispindle.task_stream",
         "ALTER TABLE omnispindle.tasks DISABLE TRIGGER USER",
         "SELECT * FROM other_app.secrets",
+        "SELECT omnispindle.pause_task_type('t')",
+        "DELETE FROM omnispindle.paused_task_types",
     ],
     "outsider": [
+        "SELECT * FROM omnispindle.paused_task_types",
         "SELECT * FROM omnispindle.queue_summary",
         "SELECT omnispindle.enqueue('t')",
         "SELECT * FROM other_app.secrets",
@@ -297,6 +303,24 @@ def test_producer_commands_run_under_the_producer_role(role_dsns, as_role):
         ["schedules", "add", "nightly", "@daily", "report"],
         ["schedules", "list"],
         ["schedules", "remove", "nightly"],
+        ["pause", "report", "--reason", "quota"],
+        ["resume", "report"],
     ):
         done = command(*args, "--dsn", producer)
         assert done.returncode == 0, (args, done.stderr)
+
+
+def test_a_producer_pauses_and_resumes_and_a_worker_claims_around_the_pause(as_role):
+    producer = TaskQueueClient(local_queue=as_role("producer"), poll_interval=0.2)
+    task_id = producer.submit_task("t")
+    assert producer.pause_task_type("t", reason="quota") is True
+    assert [p["reason"] for p in producer.paused_task_types()] == ["quota"]
+    worker = WorkerClient(local_queue=as_role("worker"), poll_interval=0.2, sweep_interval=0.2)
+    worker.register_task_executor("t", lambda task: {"ok": 1})
+    thread = start(worker)
+    try:
+        assert producer.resume_task_type("t") is True
+        assert producer.wait_for_task(task_id, timeout=DEADLINE)["result"] == {"ok": 1}
+    finally:
+        worker.stop(timeout=DEADLINE)
+        thread.join(timeout=DEADLINE)
