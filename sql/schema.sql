@@ -1551,7 +1551,10 @@ CREATE INDEX submissions_created_at_idx ON omnispindle.submissions (created_at);
 -- pending tasks (claim_tasks skips them); running tasks finish as usual and
 -- submitting still works: the tasks wait. Deleting the row (resume_task_type)
 -- makes them claimable at once. Read it with plain SQL; change it through the
--- functions below, which check their arguments and wake the workers.
+-- functions below, which check their arguments and wake the workers. As the
+-- other functions that write for producers, they run with the owner's
+-- rights (a producer gets no right on the table but SELECT) and a pinned
+-- search path.
 CREATE TABLE omnispindle.paused_task_types (
     task_type text PRIMARY KEY,
     paused_at timestamptz NOT NULL DEFAULT now(),
@@ -1569,6 +1572,8 @@ CREATE TABLE omnispindle.paused_task_types (
 CREATE FUNCTION omnispindle.pause_task_type(task_type text, reason text DEFAULT NULL)
 RETURNS boolean
 LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF pause_task_type.task_type IS NULL OR pause_task_type.task_type = ''
@@ -1592,6 +1597,8 @@ $$;
 CREATE FUNCTION omnispindle.resume_task_type(task_type text)
 RETURNS boolean
 LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF resume_task_type.task_type IS NULL OR resume_task_type.task_type = '' THEN
@@ -1661,7 +1668,6 @@ BEGIN
     IF p_access = 'producer' THEN
         EXECUTE format('GRANT INSERT, UPDATE, DELETE ON omnispindle.periodic_tasks TO %s',
                        p_role);
-        EXECUTE format('GRANT INSERT, DELETE ON omnispindle.paused_task_types TO %s', p_role);
         RETURN;
     END IF;
     EXECUTE format('GRANT UPDATE (state, attempts, run_after, result, errors, worker_id, '

@@ -236,6 +236,7 @@ REFUSED = {
         "INSERT INTO omnispindle.tasks (task_type, result) VALUES ('t', '{}')",
         "SELECT * FROM omnispindle.claim_tasks('{t}', '{t}', 1, gen_random_uuid(), 30)",
         "CREATE TABLE omnispindle.mine (x int)",
+        "INSERT INTO omnispindle.paused_task_types (task_type) VALUES ('t')",
     ],
     "worker": [
         'UPDATE omnispindle.tasks SET parameters = \'{"api_key": "x"}\'',
