@@ -242,3 +242,32 @@ $$;
 
 REVOKE EXECUTE ON FUNCTION omnispindle.pause_task_type(text, text),
     omnispindle.resume_task_type(text) FROM PUBLIC;
+
+-- Roles granted access before this migration: every claim now reads the
+-- paused types, so a worker role without SELECT on them could claim nothing.
+-- Each role that may read the views (any access) may read the paused types,
+-- and each that may cancel (producers) may pause and resume, as grant_access
+-- now gives them.
+DO $$
+DECLARE
+    grantee regrole;
+BEGIN
+    FOR grantee IN SELECT DISTINCT a.grantee::regrole
+                   FROM pg_class c, aclexplode(c.relacl) a
+                   WHERE c.oid = 'omnispindle.queue_summary'::regclass
+                     AND a.privilege_type = 'SELECT' AND a.grantee <> c.relowner
+                     AND a.grantee <> 0
+    LOOP
+        EXECUTE format('GRANT SELECT ON omnispindle.paused_task_types TO %s', grantee);
+    END LOOP;
+    FOR grantee IN SELECT DISTINCT a.grantee::regrole
+                   FROM pg_proc p, aclexplode(p.proacl) a
+                   WHERE p.oid = 'omnispindle.cancel_task(bigint, text)'::regprocedure
+                     AND a.privilege_type = 'EXECUTE' AND a.grantee <> p.proowner
+                     AND a.grantee <> 0
+    LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION omnispindle.pause_task_type(text, text), '
+                       'omnispindle.resume_task_type(text) TO %s', grantee);
+    END LOOP;
+END
+$$;

@@ -23,6 +23,7 @@ from omnispindle import (
     entry,
 )
 from omnispindle._maintenance.sweeper import Sweeper, SweeperConfig
+from omnispindle.migrate import upgrade
 
 from ..acceptance.workers import ROOT, poll
 
@@ -325,3 +326,32 @@ def test_a_producer_pauses_and_resumes_and_a_worker_claims_around_the_pause(as_r
     finally:
         worker.stop(timeout=DEADLINE)
         thread.join(timeout=DEADLINE)
+
+
+def test_roles_granted_before_0009_keep_claiming_and_producers_may_pause(server_dsn, empty_dsn):
+    """Every claim reads the paused types: a worker granted at 0008 could claim nothing."""
+    upgrade(empty_dsn, "0008_dashboard")
+    suffix = uuid.uuid4().hex[:8]
+    names = {access: f"os_old_{access}_{suffix}" for access in ("producer", "worker")}
+    with psycopg.connect(empty_dsn, autocommit=True) as admin:
+        for access, name in names.items():
+            admin.execute(
+                psycopg.sql.SQL("CREATE ROLE {} LOGIN").format(psycopg.sql.Identifier(name))
+            )
+            admin.execute("SELECT omnispindle.grant_access(%s::regrole, %s)", [name, access])
+        try:
+            upgrade(empty_dsn)
+            with psycopg.connect(make_conninfo(empty_dsn, user=names["producer"])) as producer:
+                producer.execute("SELECT omnispindle.enqueue('t')")
+                producer.execute("SELECT omnispindle.pause_task_type('other')")
+            with psycopg.connect(make_conninfo(empty_dsn, user=names["worker"])) as worker:
+                claimed = worker.execute(
+                    "SELECT count(*) FROM omnispindle.claim_tasks("
+                    "'{t,other}', '{}', 5, gen_random_uuid(), 30)"
+                ).fetchone()
+            assert claimed == (1,)
+        finally:
+            for name in names.values():
+                role = psycopg.sql.Identifier(name)
+                admin.execute(psycopg.sql.SQL("DROP OWNED BY {}").format(role))
+                admin.execute(psycopg.sql.SQL("DROP ROLE {}").format(role))
