@@ -33,7 +33,7 @@ from omnispindle._db.caller import AsyncCallerConnection
 from omnispindle._db.embedded import DSN_VARIABLE
 from omnispindle._db.namespace import Namespace
 from omnispindle._db.query import Operation
-from omnispindle._db.rows import SavedSchedule, ScheduleSummary, TaskRecord
+from omnispindle._db.rows import PausedTaskType, SavedSchedule, ScheduleSummary, TaskRecord
 from omnispindle._observe import tracing
 from omnispindle.errors import ConfigurationError
 from omnispindle.task_queue import TaskQueue, given_queue, refuse_queue_settings
@@ -290,6 +290,38 @@ class AsyncTaskQueueClient:
         )
         checked = schedule(name, cron, task_type, parameters, options, enabled, tz)
         return await self.db.run(operations.save_schedule(checked))
+
+    async def pause_task_type(self, task_type: str, reason: str | None = None) -> bool:
+        """Pause ``task_type``: no worker claims its tasks until it is resumed.
+
+        Tasks of the type that are already running finish as usual, and
+        submitting it still works: the new tasks wait. Once this returns, no
+        claim that starts afterwards takes a task of the type. Pausing a paused
+        type changes nothing (its first reason and time stay).
+
+        Returns:
+            True if the type was not paused before.
+
+        Raises:
+            ValidationError: ``task_type`` or ``reason`` is invalid; nothing changed.
+        """
+        return await self.db.run(operations.pause_task_type(task_type, reason))
+
+    async def resume_task_type(self, task_type: str) -> bool:
+        """Resume ``task_type``: its ready tasks are claimable at once, and idle
+        workers are woken.
+
+        Returns:
+            True if the type was paused; False (not an error) if it was not.
+
+        Raises:
+            ValidationError: ``task_type`` is invalid; nothing changed.
+        """
+        return await self.db.run(operations.resume_task_type(task_type))
+
+    async def paused_task_types(self) -> list[PausedTaskType]:
+        """Every paused task type, by name: ``{"task_type", "paused_at", "reason"}``."""
+        return await self.db.read(operations.paused_task_types())
 
     async def remove_periodic_task(self, name: str) -> bool:
         """Delete the schedule ``name``; False if there was none. Enqueued tasks stay."""

@@ -27,6 +27,7 @@ from omnispindle._core.specs import TaskSpec
 from omnispindle._db import queries as q
 from omnispindle._db.query import Atomic, Pipelined, Plan, Query, then
 from omnispindle._db.rows import (
+    PausedTaskType,
     SavedSchedule,
     ScheduleRow,
     ScheduleSummary,
@@ -120,6 +121,31 @@ def retry_tasks(
     ids = list(dict.fromkeys(validation.task_id(i) for i in task_ids))
     query = q.inspection.retry_tasks(ids, validation.flag("with_dependents", with_dependents))
     return then(query, lambda retried: [retry_outcome(row) for row in retried])
+
+
+def pause_task_type(task_type: str, reason: str | None) -> Query[bool]:
+    """Stop workers claiming tasks of ``task_type``; False if it was paused already.
+
+    Raises:
+        ValidationError: a bad task type or reason.
+    """
+    return q.pausing.pause_task_type(
+        validation.task_type(task_type), validation.cancel_reason(reason)
+    )
+
+
+def resume_task_type(task_type: str) -> Query[bool]:
+    """Let workers claim tasks of ``task_type`` again; False if it was not paused.
+
+    Raises:
+        ValidationError: a bad task type.
+    """
+    return q.pausing.resume_task_type(validation.task_type(task_type))
+
+
+def paused_task_types() -> Query[list[PausedTaskType]]:
+    """Every paused task type, by name, with when and why it was paused."""
+    return q.pausing.paused_task_types()
 
 
 def save_schedule(schedule: Schedule) -> Query[SavedSchedule]:

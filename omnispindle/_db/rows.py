@@ -271,6 +271,14 @@ class WorkerCount(TypedDict):
     workers: int
 
 
+class PausedTaskType(TypedDict):
+    """A paused task type: since when, and why (None when no reason was given)."""
+
+    task_type: str
+    paused_at: datetime
+    reason: str | None
+
+
 class SavedSchedule(TypedDict):
     """A periodic schedule as saved; ``timezone`` is the zone its cron is read in."""
 

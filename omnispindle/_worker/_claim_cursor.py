@@ -11,6 +11,7 @@ delayed tasks come due, submissions that committed late).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 from omnispindle._core.rewalks import FACTOR, Rewalks
@@ -33,6 +34,15 @@ class ClaimCursor:
         if self._from_head or self.position is None:
             return None, None
         return self.position
+
+    def head_walk_in(self) -> float | None:
+        """Seconds until the next claim may walk from the head, if the last one
+        did not: a notified claim from the cursor that found nothing may have
+        missed a task behind it (a resumed type's, a submission that committed
+        late), and an idle worker must not leave that to its poll interval."""
+        if self._from_head:
+            return None
+        return max(0.0, self.head_walks.next_at - time.monotonic())
 
     def move(self, claimed: Sequence[StepRow], limit: int, seconds: float) -> None:
         """Follow a claim of up to ``limit`` tasks, started at ``start()``, that

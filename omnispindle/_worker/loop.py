@@ -183,8 +183,17 @@ class WorkerLoop:
                 self.stopping.wait(error_pause(errors))
                 continue
             self.idle_step_at = time.monotonic() if noticed and self.found_nothing else None
+            if self.idle_step_at is not None:
+                self._walk_from_head_soon()
             if not more_ready:
                 self.wake.wait(self.timers.pause(time.monotonic(), self.claims.next_deadline()))
+
+    def _walk_from_head_soon(self) -> None:
+        """After a notified claim from the cursor found nothing, wake for a walk
+        from the head as soon as one is due."""
+        wait = self.cursor.head_walk_in()
+        if wait is not None:
+            self.timers.due_in([wait], time.monotonic())
 
     def _pace(self) -> None:
         """Space out noticed steps that find nothing: any role may NOTIFY the ready

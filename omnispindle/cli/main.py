@@ -22,6 +22,7 @@ from omnispindle.cli import (
     demo,
     metrics,
     migrate,
+    pausing,
     prune,
     schedules,
     status,
@@ -54,6 +55,7 @@ COMMAND_MODULES = (
     tasks,
     submit,
     schedules,
+    pausing,
     dashboard,
 )
 

@@ -30,16 +30,20 @@ def _status(args: argparse.Namespace) -> int:
     try:
         queues = queue.db.run(q.inspection.queue_summary())
         workers = queue.db.run(q.inspection.worker_summary())
+        paused = queue.db.run(q.pausing.paused_task_types())
     finally:
         queue.shutdown()
     warnings = liveness_warnings(queues, workers)
     if args.json:
-        report = {"queues": queues, "workers": workers, "warnings": warnings}
+        report = {"queues": queues, "workers": workers, "paused": paused, "warnings": warnings}
         print(json.dumps(report, default=str, indent=2))
     else:
         print(format_table([_shown(row) for row in queues], title="Queues"))
         print()
         print(format_table(workers, title="Workers"))
+        if paused:
+            print()
+            print(format_table(paused, title="Paused task types"))
         for warning in warnings:
             print(f"\nwarning: {warning}")
     return EXIT_OK

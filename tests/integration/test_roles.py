@@ -23,6 +23,7 @@ from omnispindle import (
     entry,
 )
 from omnispindle._maintenance.sweeper import Sweeper, SweeperConfig
+from omnispindle.migrate import upgrade
 
 from ..acceptance.workers import ROOT, poll
 
@@ -181,6 +182,8 @@ def test_read_only_commands_need_only_the_views(role_dsns, client):
         done = command(*args, "--dsn", observer)
         assert done.returncode == 0, (args, done.stderr)
     assert f"{task_id}" in command("tasks", "--dsn", observer).stdout
+    client.pause_task_type("t", reason="quota")
+    assert "quota" in command("status", "--dsn", observer).stdout
     queue = TaskQueue(dsn=observer)
     try:
         assert queue.get_metrics()["totals"]["pending"] == 1
@@ -225,6 +228,7 @@ REFUSED = {
         "SELECT * FROM omnispindle.tasks",
         "INSERT INTO omnispindle.tasks (task_type) VALUES ('t')",
         "SELECT omnispindle.cancel_task(1, 'no')",
+        "SELECT omnispindle.pause_task_type('t')",
     ],
     "producer": [
         'UPDATE omnispindle.tasks SET parameters = \'{"api_key": "x"}\'',
@@ -233,6 +237,7 @@ REFUSED = {
         "INSERT INTO omnispindle.tasks (task_type, result) VALUES ('t', '{}')",
         "SELECT * FROM omnispindle.claim_tasks('{t}', '{t}', 1, gen_random_uuid(), 30)",
         "CREATE TABLE omnispindle.mine (x int)",
+        "INSERT INTO omnispindle.paused_task_types (task_type) VALUES ('t')",
     ],
     "worker": [
         'UPDATE omnispindle.tasks SET parameters = \'{"api_key": "x"}\'',
@@ -241,8 +246,11 @@ REFUSED = {
         "DROP TABLE omnispindle.task_stream",
         "ALTER TABLE omnispindle.tasks DISABLE TRIGGER USER",
         "SELECT * FROM other_app.secrets",
+        "SELECT omnispindle.pause_task_type('t')",
+        "DELETE FROM omnispindle.paused_task_types",
     ],
     "outsider": [
+        "SELECT * FROM omnispindle.paused_task_types",
         "SELECT * FROM omnispindle.queue_summary",
         "SELECT omnispindle.enqueue('t')",
         "SELECT * FROM other_app.secrets",
@@ -297,6 +305,53 @@ def test_producer_commands_run_under_the_producer_role(role_dsns, as_role):
         ["schedules", "add", "nightly", "@daily", "report"],
         ["schedules", "list"],
         ["schedules", "remove", "nightly"],
+        ["pause", "report", "--reason", "quota"],
+        ["resume", "report"],
     ):
         done = command(*args, "--dsn", producer)
         assert done.returncode == 0, (args, done.stderr)
+
+
+def test_a_producer_pauses_and_resumes_and_a_worker_claims_around_the_pause(as_role):
+    producer = TaskQueueClient(local_queue=as_role("producer"), poll_interval=0.2)
+    task_id = producer.submit_task("t")
+    assert producer.pause_task_type("t", reason="quota") is True
+    assert [p["reason"] for p in producer.paused_task_types()] == ["quota"]
+    worker = WorkerClient(local_queue=as_role("worker"), poll_interval=0.2, sweep_interval=0.2)
+    worker.register_task_executor("t", lambda task: {"ok": 1})
+    thread = start(worker)
+    try:
+        assert producer.resume_task_type("t") is True
+        assert producer.wait_for_task(task_id, timeout=DEADLINE)["result"] == {"ok": 1}
+    finally:
+        worker.stop(timeout=DEADLINE)
+        thread.join(timeout=DEADLINE)
+
+
+def test_roles_granted_before_0009_keep_claiming_and_producers_may_pause(server_dsn, empty_dsn):
+    """Every claim reads the paused types: a worker granted at 0008 could claim nothing."""
+    upgrade(empty_dsn, "0008_dashboard")
+    suffix = uuid.uuid4().hex[:8]
+    names = {access: f"os_old_{access}_{suffix}" for access in ("producer", "worker")}
+    with psycopg.connect(empty_dsn, autocommit=True) as admin:
+        for access, name in names.items():
+            admin.execute(
+                psycopg.sql.SQL("CREATE ROLE {} LOGIN").format(psycopg.sql.Identifier(name))
+            )
+            admin.execute("SELECT omnispindle.grant_access(%s::regrole, %s)", [name, access])
+        try:
+            upgrade(empty_dsn)
+            with psycopg.connect(make_conninfo(empty_dsn, user=names["producer"])) as producer:
+                producer.execute("SELECT omnispindle.enqueue('t')")
+                producer.execute("SELECT omnispindle.pause_task_type('other')")
+            with psycopg.connect(make_conninfo(empty_dsn, user=names["worker"])) as worker:
+                claimed = worker.execute(
+                    "SELECT count(*) FROM omnispindle.claim_tasks("
+                    "'{t,other}', '{}', 5, gen_random_uuid(), 30)"
+                ).fetchone()
+            assert claimed == (1,)
+        finally:
+            for name in names.values():
+                role = psycopg.sql.Identifier(name)
+                admin.execute(psycopg.sql.SQL("DROP OWNED BY {}").format(role))
+                admin.execute(psycopg.sql.SQL("DROP ROLE {}").format(role))

@@ -29,7 +29,7 @@ from tests.conftest import create_database, drop_database, unique_name
 from tests.migrations.catalog import snapshot
 
 MIGRATORS = 4
-HEAD = "0008_dashboard"
+HEAD = "0009_pause"
 DEADLINE_SECONDS = 120
 
 USER_TABLE = "invoices"
@@ -71,9 +71,11 @@ def upgrade():
     apply_migration(op.get_bind(), "0006_sql_entry_points")
     apply_migration(op.get_bind(), "0007_guarded_rows")
     apply_migration(op.get_bind(), "0008_dashboard")
+    apply_migration(op.get_bind(), "0009_pause")
 
 
 def downgrade():
+    apply_migration(op.get_bind(), "0009_pause.down")
     apply_migration(op.get_bind(), "0008_dashboard.down")
     apply_migration(op.get_bind(), "0007_guarded_rows.down")
     apply_migration(op.get_bind(), "0006_sql_entry_points.down")

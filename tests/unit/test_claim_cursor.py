@@ -64,3 +64,12 @@ def test_a_full_walk_from_the_head_moves_the_cursor_back_to_its_last_task():
     cursor.start()
     cursor.move(rows((0, 3), (0, 4)), limit=2, seconds=0.001)  # more may wait before 50
     assert cursor.start() == (0, 4)
+
+
+def test_a_claim_from_the_cursor_says_when_the_next_walk_from_the_head_is_due():
+    cursor = ClaimCursor(min_interval=0.0)
+    assert cursor.start() == (None, None)
+    assert cursor.head_walk_in() is None
+    cursor.move(rows((0, 10)), limit=1, seconds=0.01)  # slow: the next walk in 0.5 s
+    assert cursor.start() == (0, 10)
+    assert 0.0 < cursor.head_walk_in() <= 0.5
