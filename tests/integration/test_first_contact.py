@@ -121,6 +121,8 @@ REQUIRED = {
     "cancel": ["1"],
     "retry": ["1"],
     "wait": ["1"],
+    "pause": ["t"],
+    "resume": ["t"],
 }
 
 
