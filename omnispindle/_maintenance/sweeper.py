@@ -21,7 +21,12 @@ from omnispindle._db import queries as q
 from omnispindle._db.query import Runner
 from omnispindle._db.rows import FailedAttempt
 from omnispindle._maintenance import retention, rollup
-from omnispindle.errors import DatabaseUnavailableError, LockTimeoutError, first_line
+from omnispindle.errors import (
+    DatabaseUnavailableError,
+    LockTimeoutError,
+    PermissionDeniedError,
+    first_line,
+)
 
 log = logging.getLogger("omnispindle.sweeper")
 
@@ -183,7 +188,7 @@ class Sweeper:
             return 0
         try:
             return rollup.roll_up(self.db) or 0
-        except psycopg.errors.InsufficientPrivilege:
+        except PermissionDeniedError:
             log.warning(
                 "sweeper: this role may not fill the outcome rollup; "
                 "run `omnispindle grant` for it again"

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import psycopg
 import psycopg.sql
 import pytest
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from omnispindle import (
     PermissionDeniedError,
@@ -157,6 +157,25 @@ def test_the_sweeper_requeues_a_dead_workers_task_under_the_worker_role(as_role,
     counts = Sweeper(as_role("worker").db, SweeperConfig()).run_once()
     assert counts.requeued == 1
     assert producer.get_task(task_id)["state"] == "pending"
+
+
+def test_a_worker_role_granted_before_the_rollup_sweeps_on_and_warns_once(
+    role_dsns, as_role, conn, caplog
+):
+    """A role granted before 0008 may not fill the rollup: its sweeper must go on
+    sweeping, say so once, and stop trying."""
+    worker = psycopg.sql.Identifier(conninfo_to_dict(role_dsns["worker"])["user"])
+    conn.execute(
+        psycopg.sql.SQL(
+            "REVOKE UPDATE ON omnispindle.outcome_rollup FROM {role}; "
+            "REVOKE INSERT, UPDATE, DELETE ON omnispindle.outcome_minutes FROM {role}"
+        ).format(role=worker)
+    )
+    sweeper = Sweeper(as_role("worker").db, SweeperConfig())
+    with caplog.at_level("WARNING", logger="omnispindle.sweeper"):
+        assert [sweeper.run_once().counted for _ in range(2)] == [0, 0]
+    warnings = [r for r in caplog.records if "outcome rollup" in r.getMessage()]
+    assert len(warnings) == 1
 
 
 def command(*args: str) -> subprocess.CompletedProcess:
