@@ -3,19 +3,44 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import threading
 from collections.abc import Callable
 from types import FrameType
 
 log = logging.getLogger("omnispindle.cli")
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
 
 def on_stop_signals(stop: Callable[[], object]) -> None:
-    """Call ``stop()`` on SIGTERM and SIGINT (the handler only asks; the loop exits)."""
+    """Call ``stop()`` on SIGTERM and SIGINT, from a thread of its own.
 
-    def request_stop(signum: int, _frame: FrameType | None) -> None:
-        log.info("received %s; stopping", signal.Signals(signum).name)
-        stop()
+    A Python signal handler runs in the main thread between two of its
+    bytecodes, maybe while that thread holds a lock ``stop()`` needs (an
+    Event's, in the middle of a wait), and would then wait for it forever. So
+    the handler does nothing: the interpreter writes each signal's number to a
+    pipe, and a watcher thread reads it and calls ``stop()``. Call this from
+    the main thread, once per process.
+    """
+    reader, writer = os.pipe()
+    os.set_blocking(writer, False)
+    signal.set_wakeup_fd(writer)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _noted)
+    threading.Thread(
+        target=_watch, args=(reader, stop), name="omnispindle-signals", daemon=True
+    ).start()
 
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+
+def _noted(_signum: int, _frame: FrameType | None) -> None:
+    """The handler: the wake-up pipe has the signal already."""
+
+
+def _watch(reader: int, stop: Callable[[], object]) -> None:
+    while True:
+        for signum in os.read(reader, 64):
+            if signum in STOP_SIGNALS:
+                log.info("received %s; stopping", signal.Signals(signum).name)
+                stop()
