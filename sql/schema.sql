@@ -105,6 +105,8 @@ CREATE INDEX tasks_blocked_idx ON omnispindle.tasks (id) WHERE state = 'blocked'
 -- Heartbeats and inspection find a worker's running tasks.
 CREATE INDEX tasks_running_idx ON omnispindle.tasks (worker_id)
     WHERE state = 'running';
+-- claim_tasks counts a limited type's running tasks (task_type_limits).
+CREATE INDEX tasks_running_type_idx ON omnispindle.tasks (task_type) WHERE state = 'running';
 -- One unfinished task per key: a repeated submission finds the existing task.
 -- Once it has finished, the key is free again.
 CREATE UNIQUE INDEX tasks_idempotency_key_idx ON omnispindle.tasks (idempotency_key)
@@ -205,37 +207,95 @@ DECLARE
                             ELSE ARRAY[p_after_priority + 1, 1000, 0,
                                        p_after_priority, p_after_priority, p_after_id,
                                        -1000, p_after_priority - 1, 0] END;
+    -- This worker's task types that have limits and are not paused. They are
+    -- claimed first, one pass each, up to what their limits allow; the walks
+    -- then skip them. A limit both caps a type and keeps its share of the
+    -- slots: a flood of other work cannot keep it waiting.
+    limited text[] := ARRAY(SELECT l.task_type FROM omnispindle.task_type_limits l
+                            WHERE l.task_type = ANY (p_task_types)
+                              AND l.task_type <> ALL (ARRAY(SELECT p.task_type
+                                                          FROM omnispindle.paused_task_types p))
+                            ORDER BY l.task_type);
+    pass integer;
     walk integer;
+    bucket record;  -- the limited type's task_type_limits row
+    room integer;
+    n_running integer;
+    n_tokens double precision;
+    refilled timestamptz;
 BEGIN
-    FOR walk IN 0 .. cardinality(walks) / 3 - 1 LOOP
-        -- The walk's ready tasks, locked, as many as the budget holds. A ROWS
-        -- frame without ORDER BY sums in the order the locked rows come, the
-        -- index's; the first always fits. pg_column_size reads a value's
-        -- header, never its TOASTed body.
-        WITH ready AS (
-            SELECT r.id, pg_column_size(r.parameters) AS size
-            FROM omnispindle.tasks r
-            WHERE r.state = 'pending'
-              AND r.priority BETWEEN walks[walk * 3 + 1] AND walks[walk * 3 + 2]
-              AND r.id > walks[walk * 3 + 3]
-              AND r.run_after <= now()
-              AND r.task_type = ANY (p_task_types)
-              AND r.required_capabilities <@ p_capabilities
-              AND r.attempts < r.max_attempts
-              -- A paused type's tasks wait. The paused types are read once per
-              -- walk (an InitPlan), with this statement's snapshot: no claim that
-              -- starts after a pause commits takes them. A NOT EXISTS probe per
-              -- candidate made each walk over a paused backlog three times slower.
-              AND r.task_type <> ALL (ARRAY(SELECT p.task_type
-                                            FROM omnispindle.paused_task_types p))
-            ORDER BY r.priority DESC, r.id
-            LIMIT p_limit - claimed
-            FOR NO KEY UPDATE SKIP LOCKED
-        ), summed AS (
-            SELECT id, size, sum(size) OVER (ROWS UNBOUNDED PRECEDING) AS upto FROM ready
-        )
-        SELECT array_agg(id), max(upto) INTO chosen, taken
-        FROM summed WHERE upto - size < budget;
+    FOR pass IN 1 .. cardinality(limited) + cardinality(walks) / 3 LOOP
+        IF pass <= cardinality(limited) THEN
+            -- One claim at a time takes from a limited type: its row's lock
+            -- makes counting and claiming one step for every worker. A claim
+            -- that finds the row locked leaves the type to the one holding it.
+            SELECT * INTO bucket FROM omnispindle.task_type_limits l
+            WHERE l.task_type = limited[pass]
+            FOR NO KEY UPDATE SKIP LOCKED;
+            CONTINUE WHEN NOT FOUND;
+            room := p_limit - claimed;
+            IF bucket.max_running IS NOT NULL THEN
+                -- A fresh snapshot, taken after the lock: it sees every claim
+                -- of the type that held the lock before.
+                SELECT count(*) INTO n_running FROM omnispindle.tasks r
+                WHERE r.state = 'running' AND r.task_type = bucket.task_type;
+                room := least(room, bucket.max_running - n_running);
+            END IF;
+            IF bucket.starts_per_second IS NOT NULL THEN
+                refilled := clock_timestamp();
+                n_tokens := least(bucket.burst, bucket.tokens + bucket.starts_per_second
+                                  * extract(epoch FROM refilled - bucket.refilled_at));
+                room := least(room, floor(n_tokens)::integer);
+            END IF;
+            CONTINUE WHEN room <= 0;
+            WITH ready AS (
+                SELECT r.id, pg_column_size(r.parameters) AS size
+                FROM omnispindle.tasks r
+                WHERE r.state = 'pending'
+                  AND r.task_type = bucket.task_type
+                  AND r.run_after <= now()
+                  AND r.required_capabilities <@ p_capabilities
+                  AND r.attempts < r.max_attempts
+                ORDER BY r.priority DESC, r.id
+                LIMIT room
+                FOR NO KEY UPDATE SKIP LOCKED
+            ), summed AS (
+                SELECT id, size, sum(size) OVER (ROWS UNBOUNDED PRECEDING) AS upto FROM ready
+            )
+            SELECT array_agg(id), max(upto) INTO chosen, taken
+            FROM summed WHERE upto - size < budget;
+        ELSE
+            walk := pass - cardinality(limited) - 1;
+            -- The walk's ready tasks, locked, as many as the budget holds. A ROWS
+            -- frame without ORDER BY sums in the order the locked rows come, the
+            -- index's; the first always fits. pg_column_size reads a value's
+            -- header, never its TOASTed body.
+            WITH ready AS (
+                SELECT r.id, pg_column_size(r.parameters) AS size
+                FROM omnispindle.tasks r
+                WHERE r.state = 'pending'
+                  AND r.priority BETWEEN walks[walk * 3 + 1] AND walks[walk * 3 + 2]
+                  AND r.id > walks[walk * 3 + 3]
+                  AND r.run_after <= now()
+                  AND r.task_type = ANY (p_task_types)
+                  AND r.task_type <> ALL (limited)
+                  AND r.required_capabilities <@ p_capabilities
+                  AND r.attempts < r.max_attempts
+                  -- A paused type's tasks wait. The paused types are read once per
+                  -- walk (an InitPlan), with this statement's snapshot: no claim that
+                  -- starts after a pause commits takes them. A NOT EXISTS probe per
+                  -- candidate made each walk over a paused backlog three times slower.
+                  AND r.task_type <> ALL (ARRAY(SELECT p.task_type
+                                                FROM omnispindle.paused_task_types p))
+                ORDER BY r.priority DESC, r.id
+                LIMIT p_limit - claimed
+                FOR NO KEY UPDATE SKIP LOCKED
+            ), summed AS (
+                SELECT id, size, sum(size) OVER (ROWS UNBOUNDED PRECEDING) AS upto FROM ready
+            )
+            SELECT array_agg(id), max(upto) INTO chosen, taken
+            FROM summed WHERE upto - size < budget;
+        END IF;
         CONTINUE WHEN chosen IS NULL;
 
         RETURN QUERY
@@ -274,6 +334,13 @@ BEGIN
         GET DIAGNOSTICS found_now = ROW_COUNT;
         claimed := claimed + found_now;
         budget := budget - taken;
+        IF pass <= cardinality(limited) THEN
+            IF bucket.starts_per_second IS NOT NULL THEN
+                UPDATE omnispindle.task_type_limits l
+                SET tokens = n_tokens - found_now, refilled_at = refilled
+                WHERE l.task_type = bucket.task_type;
+            END IF;
+        END IF;
         EXIT WHEN claimed >= p_limit OR budget <= 0;
     END LOOP;
 END
@@ -1613,6 +1680,138 @@ BEGIN
 END
 $$;
 
+-- Limits on a task type, global across every worker: at most max_running of
+-- its tasks running at once, and at most starts_per_second claims of them
+-- per second (a token bucket of burst tokens, refilled continuously; tokens
+-- and refilled_at are the bucket as of the last claim that took from it).
+-- claim_tasks enforces both under a lock on the type's row, so no two claims
+-- count the same room. A task held back by a limit stays pending and loses
+-- no attempt. Read it with plain SQL (or limit_summary); change it through
+-- the functions below, which check their arguments and wake the workers.
+CREATE TABLE omnispindle.task_type_limits (
+    task_type         text PRIMARY KEY,
+    max_running       integer,
+    starts_per_second double precision,
+    burst             integer,
+    tokens            double precision,
+    refilled_at       timestamptz NOT NULL DEFAULT now(),
+    set_at            timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT task_type_limits_task_type_valid
+        CHECK (task_type <> '' AND length(task_type) <= 200),
+    CONSTRAINT task_type_limits_max_running_range CHECK (max_running BETWEEN 1 AND 1000000),
+    CONSTRAINT task_type_limits_rate_range
+        CHECK (starts_per_second > 0 AND starts_per_second <= 1000000),
+    CONSTRAINT task_type_limits_burst_range CHECK (burst BETWEEN 1 AND 1000000),
+    -- A rate comes with its bucket, and a row limits something.
+    CONSTRAINT task_type_limits_rate_has_bucket
+        CHECK ((starts_per_second IS NULL) = (burst IS NULL)
+               AND (burst IS NULL) = (tokens IS NULL)),
+    CONSTRAINT task_type_limits_limit_something
+        CHECK (max_running IS NOT NULL OR starts_per_second IS NOT NULL)
+);
+
+-- Sets (or replaces) the limits of a task type; NULL leaves that limit out.
+-- burst defaults to one second of starts (at least 1). A bucket that changes
+-- keeps the tokens it had, up to its new burst. Wakes the workers: a raised
+-- limit may free held-back tasks.
+CREATE FUNCTION omnispindle.set_task_type_limit(task_type text, max_running integer DEFAULT NULL,
+                                                starts_per_second double precision DEFAULT NULL,
+                                                burst integer DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    full_bucket integer;
+BEGIN
+    IF set_task_type_limit.task_type IS NULL OR set_task_type_limit.task_type = ''
+       OR length(set_task_type_limit.task_type) > 200 THEN
+        RAISE EXCEPTION 'task_type must be a non-empty string of at most 200 characters'
+            USING ERRCODE = 'OS005';
+    END IF;
+    IF set_task_type_limit.max_running IS NULL AND set_task_type_limit.starts_per_second IS NULL THEN
+        RAISE EXCEPTION 'give max_running, starts_per_second or both (clear_task_type_limit '
+                        'removes a limit)' USING ERRCODE = 'OS005';
+    END IF;
+    IF NOT set_task_type_limit.max_running BETWEEN 1 AND 1000000 THEN
+        RAISE EXCEPTION 'max_running must be between 1 and 1000000 (pause_task_type holds '
+                        'a type back entirely)' USING ERRCODE = 'OS005';
+    END IF;
+    -- NaN compares above every number, so this refuses it and infinity too.
+    IF NOT (set_task_type_limit.starts_per_second > 0
+            AND set_task_type_limit.starts_per_second <= 1000000) THEN
+        RAISE EXCEPTION 'starts_per_second must be above 0 and at most 1000000'
+            USING ERRCODE = 'OS005';
+    END IF;
+    IF set_task_type_limit.burst IS NOT NULL AND set_task_type_limit.starts_per_second IS NULL THEN
+        RAISE EXCEPTION 'burst needs starts_per_second' USING ERRCODE = 'OS005';
+    END IF;
+    IF NOT set_task_type_limit.burst BETWEEN 1 AND 1000000 THEN
+        RAISE EXCEPTION 'burst must be between 1 and 1000000' USING ERRCODE = 'OS005';
+    END IF;
+    full_bucket := CASE WHEN set_task_type_limit.starts_per_second IS NOT NULL THEN
+        coalesce(set_task_type_limit.burst,
+                 greatest(1, ceil(set_task_type_limit.starts_per_second))::integer) END;
+    INSERT INTO omnispindle.task_type_limits AS l
+        (task_type, max_running, starts_per_second, burst, tokens)
+    VALUES (set_task_type_limit.task_type, set_task_type_limit.max_running,
+            set_task_type_limit.starts_per_second, full_bucket, full_bucket)
+    ON CONFLICT ON CONSTRAINT task_type_limits_pkey DO UPDATE
+    SET max_running = excluded.max_running,
+        starts_per_second = excluded.starts_per_second,
+        burst = excluded.burst,
+        tokens = least(excluded.burst,
+                       coalesce(l.tokens + l.starts_per_second
+                                * extract(epoch FROM clock_timestamp() - l.refilled_at),
+                                excluded.burst)),
+        refilled_at = clock_timestamp(),
+        set_at = now();
+    -- 'limits' also tells workers to read the limits again, which pace their claims.
+    PERFORM pg_notify('omnispindle_ready', 'limits');
+END
+$$;
+
+-- Removes a task type's limits: true if it had any. Wakes the workers.
+CREATE FUNCTION omnispindle.clear_task_type_limit(task_type text)
+RETURNS boolean
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF clear_task_type_limit.task_type IS NULL OR clear_task_type_limit.task_type = '' THEN
+        RAISE EXCEPTION 'task_type must be a non-empty string' USING ERRCODE = 'OS005';
+    END IF;
+    DELETE FROM omnispindle.task_type_limits l
+    WHERE l.task_type = clear_task_type_limit.task_type;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    -- 'limits' also tells workers to read the limits again, which pace their claims.
+    PERFORM pg_notify('omnispindle_ready', 'limits');
+    RETURN true;
+END
+$$;
+
+-- Each limited type with what holds it now: its running tasks, the tokens
+-- its bucket has, its ready tasks, and how many of them a limit holds back
+-- (all of them while the type is at its running limit or out of tokens).
+CREATE VIEW omnispindle.task_type_limit_summary AS
+SELECT l.task_type, l.max_running, r.running, l.starts_per_second, l.burst,
+       b.tokens, q.ready,
+       CASE WHEN r.running >= l.max_running OR b.tokens < 1 THEN q.ready ELSE 0 END
+           AS held_back
+FROM omnispindle.task_type_limits l
+CROSS JOIN LATERAL (SELECT count(*) AS running FROM omnispindle.tasks t
+                    WHERE t.state = 'running' AND t.task_type = l.task_type) r
+CROSS JOIN LATERAL (SELECT count(*) AS ready FROM omnispindle.tasks t
+                    WHERE t.state = 'pending' AND t.task_type = l.task_type
+                      AND t.run_after <= now()) q
+CROSS JOIN LATERAL (SELECT least(l.burst, l.tokens + l.starts_per_second
+                                 * extract(epoch FROM clock_timestamp() - l.refilled_at))
+                           AS tokens) b;
+
 -- Grants p_role what one kind of access needs, and nothing more:
 --   observer: SELECT on the views (status, tasks, metrics) and the paused types;
 --   producer: submit, wait, stream, cancel, retry, schedule, pause and resume;
@@ -1639,7 +1838,8 @@ BEGIN
                    'omnispindle.periodic_summary, omnispindle.task_details, '
                    'omnispindle.outcomes_last_minute, omnispindle.outcomes_per_minute, '
                    'omnispindle.unfinished_summary, omnispindle.outcome_minutes, '
-                   'omnispindle.outcome_rollup, omnispindle.paused_task_types TO %s', p_role);
+                   'omnispindle.outcome_rollup, omnispindle.paused_task_types, '
+                   'omnispindle.task_type_limits, omnispindle.task_type_limit_summary TO %s', p_role);
     IF p_access = 'observer' THEN
         RETURN;
     END IF;
@@ -1657,7 +1857,8 @@ BEGIN
                 AND p.proname = ANY (CASE p_access
                     WHEN 'producer' THEN ARRAY['submit_tasks', 'enqueue', 'cancel_task',
                                                'retry_tasks', 'retry_task', 'pause_task_type',
-                                               'resume_task_type']
+                                               'resume_task_type', 'set_task_type_limit',
+                                               'clear_task_type_limit']
                     ELSE ARRAY['claim_tasks', 'complete_and_claim', 'complete_attempts',
                                'fail_attempts', 'lock_prunable_tasks', 'retry_delay',
                                'enqueue_periodic_ticks']
@@ -1678,6 +1879,8 @@ BEGIN
     EXECUTE format('GRANT INSERT ON omnispindle.task_stream TO %s', p_role);
     EXECUTE format('GRANT SELECT, UPDATE ON omnispindle.maintenance_locks TO %s', p_role);
     EXECUTE format('GRANT UPDATE ON omnispindle.outcome_rollup TO %s', p_role);
+    EXECUTE format('GRANT UPDATE (tokens, refilled_at) ON omnispindle.task_type_limits TO %s',
+                   p_role);
     EXECUTE format('GRANT INSERT, UPDATE, DELETE ON omnispindle.outcome_minutes TO %s', p_role);
     EXECUTE format('GRANT DELETE ON omnispindle.submissions TO %s', p_role);
     EXECUTE format('GRANT INSERT, UPDATE, DELETE ON omnispindle.periodic_ticks TO %s', p_role);
