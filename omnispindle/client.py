@@ -22,7 +22,13 @@ from omnispindle._core.schedules import schedule
 from omnispindle._core.specs import DEFAULT, TaskOptions, TaskSpec, task_spec
 from omnispindle._db.caller import CallerConnection
 from omnispindle._db.query import Operation
-from omnispindle._db.rows import PausedTaskType, SavedSchedule, ScheduleSummary, TaskRecord
+from omnispindle._db.rows import (
+    PausedTaskType,
+    SavedSchedule,
+    ScheduleSummary,
+    TaskRecord,
+    TaskTypeLimit,
+)
 from omnispindle._observe import tracing
 from omnispindle.task_queue import TaskQueue, open_queue
 
@@ -342,6 +348,47 @@ class TaskQueueClient:
     def paused_task_types(self) -> list[PausedTaskType]:
         """Every paused task type, by name: ``{"task_type", "paused_at", "reason"}``."""
         return self.queue.db.read(operations.paused_task_types())
+
+    def set_task_type_limit(
+        self,
+        task_type: str,
+        *,
+        max_running: int | None = None,
+        starts_per_second: float | None = None,
+        burst: int | None = None,
+    ) -> None:
+        """Limit ``task_type`` across every worker: at most ``max_running`` of its
+        tasks running at once, at most ``starts_per_second`` of them started per
+        second (a token bucket holding up to ``burst`` starts, by default one
+        second's worth). Leave a limit out with None; setting again replaces both.
+
+        The database enforces the limits inside each claim, under a lock on the
+        type's row, so no two workers count the same room. A task held back by a
+        limit stays pending and loses no attempt. Idle workers are woken, since a
+        raised limit may free tasks.
+
+        Raises:
+            ValidationError: a bad task type or limit, no limit at all, or a
+                ``burst`` without a rate; nothing changed.
+        """
+        change = operations.set_task_type_limit(task_type, max_running, starts_per_second, burst)
+        self.queue.db.run(change)
+
+    def clear_task_type_limit(self, task_type: str) -> bool:
+        """Remove the limits of ``task_type``; idle workers are woken.
+
+        Returns:
+            True if it had limits; False (not an error) if it had none.
+
+        Raises:
+            ValidationError: ``task_type`` is invalid; nothing changed.
+        """
+        return self.queue.db.run(operations.clear_task_type_limit(task_type))
+
+    def task_type_limits(self) -> list[TaskTypeLimit]:
+        """Every limited task type, by name: its limits, its running and ready tasks,
+        the tokens its bucket holds now and how many ready tasks a limit holds back."""
+        return self.queue.db.read(operations.task_type_limits())
 
     def remove_periodic_task(self, name: str) -> bool:
         """Delete the schedule ``name``; False if there was none. Enqueued tasks stay."""

@@ -33,6 +33,7 @@ from omnispindle._db.rows import (
     ScheduleSummary,
     StreamRow,
     TaskRecord,
+    TaskTypeLimit,
 )
 from omnispindle.errors import TaskNotFoundError, ValidationError
 
@@ -146,6 +147,60 @@ def resume_task_type(task_type: str) -> Query[bool]:
 def paused_task_types() -> Query[list[PausedTaskType]]:
     """Every paused task type, by name, with when and why it was paused."""
     return q.pausing.paused_task_types()
+
+
+# The bounds task_type_limits checks; checked here first, so a bad value raises
+# before anything is sent.
+LIMIT_RANGE = (1, 1_000_000)
+
+
+def set_task_type_limit(
+    task_type: str, max_running: int | None, starts_per_second: float | None, burst: int | None
+) -> Query[None]:
+    """Set (or replace) the limits of ``task_type``.
+
+    Raises:
+        ValidationError: a bad task type or limit, no limit at all, or a burst
+            without a rate.
+    """
+    checked = validation.task_type(task_type)
+    if max_running is None and starts_per_second is None:
+        raise ValidationError(
+            "give max_running, starts_per_second or both (clear_task_type_limit removes a limit)"
+        )
+    if burst is not None and starts_per_second is None:
+        raise ValidationError("burst needs starts_per_second")
+    return q.type_limits.set_task_type_limit(
+        checked,
+        None
+        if max_running is None
+        else validation.int_in_range("max_running", max_running, LIMIT_RANGE),
+        _rate(starts_per_second),
+        None if burst is None else validation.int_in_range("burst", burst, LIMIT_RANGE),
+    )
+
+
+def _rate(starts_per_second: float | None) -> float | None:
+    rate = validation.optional_positive_number("starts_per_second", starts_per_second)
+    if rate is not None and rate > LIMIT_RANGE[1]:
+        raise ValidationError(
+            f"starts_per_second must be at most {LIMIT_RANGE[1]:,}, got {starts_per_second}"
+        )
+    return rate
+
+
+def clear_task_type_limit(task_type: str) -> Query[bool]:
+    """Remove the limits of ``task_type``; False if it had none.
+
+    Raises:
+        ValidationError: a bad task type.
+    """
+    return q.type_limits.clear_task_type_limit(validation.task_type(task_type))
+
+
+def task_type_limits() -> Query[list[TaskTypeLimit]]:
+    """Every limited task type, by name, with what holds it now."""
+    return q.type_limits.task_type_limits()
 
 
 def save_schedule(schedule: Schedule) -> Query[SavedSchedule]:

@@ -279,6 +279,28 @@ class PausedTaskType(TypedDict):
     reason: str | None
 
 
+class TaskTypeLimit(TypedDict):
+    """A limited task type: its limits (None where it has none), its running tasks,
+    the tokens its bucket holds now, its ready tasks and how many a limit holds back."""
+
+    task_type: str
+    max_running: int | None
+    running: int
+    starts_per_second: float | None
+    burst: int | None
+    tokens: float | None
+    ready: int
+    held_back: int
+
+
+class LimitOfType(TypedDict):
+    """The limits of one task type, as a worker paces its claims by them."""
+
+    task_type: str
+    max_running: int | None
+    starts_per_second: float | None
+
+
 class SavedSchedule(TypedDict):
     """A periodic schedule as saved; ``timezone`` is the zone its cron is read in."""
 

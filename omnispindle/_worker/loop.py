@@ -44,6 +44,7 @@ from omnispindle._worker._execution import (
     results_of,
 )
 from omnispindle._worker._leases import LeaseKeeper, Verdict
+from omnispindle._worker._limit_pacing import LIMITS_CHANGED, LimitPacing
 from omnispindle._worker._outcomes import Inbox
 from omnispindle._worker._runners import Call, Executor, Runners
 from omnispindle._worker._storage import OutcomeStore
@@ -119,6 +120,7 @@ class WorkerLoop:
         )
         self.duties = Duties(db, self.timers, settings.sweeper, settings.schedule_interval)
         self.cursor = ClaimCursor()
+        self.pacing = LimitPacing()
         self.cancel_check = threading.Event()
         self.worker_id: UUID | None = None
         self.noticed = False  # a ready notice came since the last step
@@ -214,9 +216,16 @@ class WorkerLoop:
         self._abandon_overdue()
         self._check_cancels()
         self._heartbeat_if_due(worker_id)
+        self._read_limits_if_stale()
         self.duties.run_due()
         # Taken last: from here on, a database error hands them back for the next try.
         return self._complete_and_claim(worker_id, self._store_failures())
+
+    def _read_limits_if_stale(self) -> None:
+        """Read the limits of this worker's task types, which pace its claims only:
+        the database enforces them at once."""
+        if self.pacing.stale:
+            self.pacing.update(self.db.run(q.type_limits.limits_of_types(self.claim_arrays[0])))
 
     def _hand_back_unheld(self, worker_id: UUID) -> None:
         """After a failed step: hand back what it claimed unseen, uncounted, and
@@ -280,8 +289,18 @@ class WorkerLoop:
         self.found_nothing = not rows and not len(self.claims)
         self.inbox.running(len(self.claims))
         if free > 0:
-            self.cursor.move(claimed, free, time.monotonic() - started)
+            walked = self.pacing.walked(claimed)
+            self.cursor.move(
+                walked, free - (len(claimed) - len(walked)), time.monotonic() - started
+            )
+            self._recheck_limits_soon(free - len(claimed))
         return 0 < free == len(claimed)
+
+    def _recheck_limits_soon(self, empty_slots: int) -> None:
+        """A claim that left slots empty may have been held back by a limit: try again
+        once room may have freed up, rather than after the poll interval."""
+        if empty_slots > 0 and self.pacing.recheck is not None:
+            self.timers.due_in([self.pacing.recheck], time.monotonic())
 
     def _start(self, rows: list[StepRow]) -> None:
         """Hand claimed rows to their executors."""
@@ -342,7 +361,10 @@ class WorkerLoop:
             )
 
     def _on_ready_notice(self, payload: str) -> None:
-        """Wake now; a task submitted for later also says when it is due (epoch seconds)."""
+        """Wake now; a task submitted for later also says when it is due (epoch seconds),
+        and a change of limits says so."""
+        if payload == LIMITS_CHANGED:
+            self.pacing.stale = True
         try:
             due = float(payload) if payload else None
         except ValueError:  # a NOTIFY sent by hand; waking is enough
@@ -372,6 +394,7 @@ class WorkerLoop:
         now = time.monotonic()
         if now >= self.timers.heartbeat_at:
             self._follow(self.leases.beat(worker_id, now))
+            self.pacing.stale = True
             self.timers.heartbeat_at = now + self.settings.heartbeat_interval
 
     def _follow(self, verdict: Verdict) -> None:

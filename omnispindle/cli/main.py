@@ -28,6 +28,7 @@ from omnispindle.cli import (
     status,
     submit,
     tasks,
+    type_limits,
     worker,
 )
 from omnispindle.cli.args import queue_arguments
@@ -56,6 +57,7 @@ COMMAND_MODULES = (
     submit,
     schedules,
     pausing,
+    type_limits,
     dashboard,
 )
 

@@ -31,11 +31,18 @@ def _status(args: argparse.Namespace) -> int:
         queues = queue.db.run(q.inspection.queue_summary())
         workers = queue.db.run(q.inspection.worker_summary())
         paused = queue.db.run(q.pausing.paused_task_types())
+        limited = queue.db.run(q.type_limits.task_type_limits())
     finally:
         queue.shutdown()
     warnings = liveness_warnings(queues, workers)
     if args.json:
-        report = {"queues": queues, "workers": workers, "paused": paused, "warnings": warnings}
+        report = {
+            "queues": queues,
+            "workers": workers,
+            "paused": paused,
+            "limits": limited,
+            "warnings": warnings,
+        }
         print(json.dumps(report, default=str, indent=2))
     else:
         print(format_table([_shown(row) for row in queues], title="Queues"))
@@ -44,6 +51,9 @@ def _status(args: argparse.Namespace) -> int:
         if paused:
             print()
             print(format_table(paused, title="Paused task types"))
+        if limited:
+            print()
+            print(format_table(limited, title="Task type limits"))
         for warning in warnings:
             print(f"\nwarning: {warning}")
     return EXIT_OK

@@ -47,6 +47,17 @@ def hold(task_data):
     return wait_for_file(task_data)
 
 
+def interval(task_data):
+    """Records when it ran, by this machine's clock, for a check of how many ran at once."""
+    started = time.time()
+    time.sleep(task_data["parameters"].get("seconds", 0.03))
+    _ledger().execute(
+        "INSERT INTO test_intervals (task_id, pid, started, finished) VALUES (%s, %s, %s, %s)",
+        [task_data["task_id"], os.getpid(), started, time.time()],
+    )
+    return {"pid": os.getpid()}
+
+
 def crash(task_data):
     """Takes the whole worker process down, as a segfault or OOM kill would."""
     os._exit(3)
@@ -69,4 +80,5 @@ EXECUTORS = {
     "nap": nap,
     "hold": hold,
     "crash": crash,
+    "interval": interval,
 }

@@ -290,7 +290,9 @@ def test_the_inspection_page_keeps_its_queries_and_the_retry_by_hand():
     _page, entry_points = section("## Submitting and retrying from SQL")
     inspecting = [block for block in blocks if block not in entry_points]
     found = [s for block in inspecting if block.language == "sql" for s in statements(block.code)]
-    assert len(found) == 10  # with pausing: pause, the paused types, resume
+    assert (
+        len(found) == 13
+    )  # with pausing (pause, paused types, resume) and limits (set, summary, clear)
     assert sum(bool(RETRY_BY_HAND.search(s)) for s in found) == 1
 
 

@@ -122,6 +122,7 @@ REQUIRED = {
     "retry": ["1"],
     "wait": ["1"],
     "pause": ["t"],
+    "limit": ["t"],
     "resume": ["t"],
 }
 

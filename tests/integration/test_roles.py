@@ -22,6 +22,7 @@ from omnispindle import (
     current_task,
     entry,
 )
+from omnispindle._db import queries as q
 from omnispindle._maintenance.sweeper import Sweeper, SweeperConfig
 from omnispindle.migrate import upgrade
 
@@ -202,7 +203,9 @@ def test_read_only_commands_need_only_the_views(role_dsns, client):
         assert done.returncode == 0, (args, done.stderr)
     assert f"{task_id}" in command("tasks", "--dsn", observer).stdout
     client.pause_task_type("t", reason="quota")
-    assert "quota" in command("status", "--dsn", observer).stdout
+    client.set_task_type_limit("t", max_running=4)
+    shown = command("status", "--dsn", observer).stdout
+    assert "quota" in shown and "Task type limits" in shown
     queue = TaskQueue(dsn=observer)
     try:
         assert queue.get_metrics()["totals"]["pending"] == 1
@@ -326,6 +329,8 @@ def test_producer_commands_run_under_the_producer_role(role_dsns, as_role):
         ["schedules", "remove", "nightly"],
         ["pause", "report", "--reason", "quota"],
         ["resume", "report"],
+        ["limit", "report", "--max-running", "2"],
+        ["limit", "report", "--clear"],
     ):
         done = command(*args, "--dsn", producer)
         assert done.returncode == 0, (args, done.stderr)
@@ -369,6 +374,59 @@ def test_roles_granted_before_0009_keep_claiming_and_producers_may_pause(server_
                     "'{t,other}', '{}', 5, gen_random_uuid(), 30)"
                 ).fetchone()
             assert claimed == (1,)
+        finally:
+            for name in names.values():
+                role = psycopg.sql.Identifier(name)
+                admin.execute(psycopg.sql.SQL("DROP OWNED BY {}").format(role))
+                admin.execute(psycopg.sql.SQL("DROP ROLE {}").format(role))
+
+
+def test_a_producer_limits_a_type_and_workers_claim_within_it(as_role):
+    producer = TaskQueueClient(local_queue=as_role("producer"))
+    producer.set_task_type_limit("t", max_running=1, starts_per_second=100)
+    ids = [producer.submit_task("t") for _ in range(3)]
+    worker_queue = as_role("worker")
+    claim = q.tasks.claim_tasks(
+        task_types=["t"], capabilities=[], limit=5, worker_id=uuid.uuid4(), lease_seconds=30
+    )
+    assert [row["id"] for row in worker_queue.db.run(claim)] == ids[:1]
+    for access in ("worker", "observer"):
+        with pytest.raises(PermissionDeniedError):
+            TaskQueueClient(local_queue=as_role(access)).set_task_type_limit("t", max_running=9)
+    [limit] = TaskQueueClient(local_queue=as_role("observer")).task_type_limits()
+    assert (limit["max_running"], limit["running"], limit["held_back"]) == (1, 1, 2)
+
+
+def test_roles_granted_before_0010_keep_claiming_and_producers_may_limit(server_dsn, empty_dsn):
+    """Every claim reads the limits: a worker granted at 0009 could claim nothing."""
+    upgrade(empty_dsn, "0009_pause")
+    suffix = uuid.uuid4().hex[:8]
+    names = {access: f"os_old_{access}_{suffix}" for access in ("observer", "producer", "worker")}
+    with psycopg.connect(empty_dsn, autocommit=True) as admin:
+        for access, name in names.items():
+            admin.execute(
+                psycopg.sql.SQL("CREATE ROLE {} LOGIN").format(psycopg.sql.Identifier(name))
+            )
+            admin.execute("SELECT omnispindle.grant_access(%s::regrole, %s)", [name, access])
+        try:
+            upgrade(empty_dsn)
+            with psycopg.connect(make_conninfo(empty_dsn, user=names["producer"])) as producer:
+                producer.execute("SELECT omnispindle.enqueue('t')")
+                producer.execute("SELECT omnispindle.enqueue('t')")
+                producer.execute(
+                    "SELECT omnispindle.set_task_type_limit('t', 5, starts_per_second => 1)"
+                )
+            with psycopg.connect(make_conninfo(empty_dsn, user=names["worker"])) as worker:
+                claimed = worker.execute(
+                    "SELECT count(*) FROM omnispindle.claim_tasks("
+                    "'{t}', '{}', 5, gen_random_uuid(), 30)"
+                ).fetchone()
+            assert claimed == (1,)  # the bucket held one start
+            with psycopg.connect(make_conninfo(empty_dsn, user=names["observer"])) as observer:
+                seen = observer.execute(
+                    "SELECT running, held_back FROM omnispindle.task_type_limit_summary"
+                ).fetchone()
+            assert seen == (1, 1)
         finally:
             for name in names.values():
                 role = psycopg.sql.Identifier(name)

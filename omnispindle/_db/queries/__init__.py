@@ -14,6 +14,7 @@ from omnispindle._db.queries import (
     rollup,
     setup,
     tasks,
+    type_limits,
     waiting,
     workers,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "rollup",
     "setup",
     "tasks",
+    "type_limits",
     "waiting",
     "workers",
 ]

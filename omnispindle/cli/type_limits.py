@@ -1,0 +1,101 @@
+"""``omnispindle limit TYPE``: cap a task type's running tasks and starts per
+second across every worker, or clear its limits."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from omnispindle._client import operations
+from omnispindle._client.operations import LIMIT_RANGE
+from omnispindle.cli.args import int_arg
+from omnispindle.cli.exit_codes import EXIT_OK, EXIT_USAGE
+from omnispindle.cli.formatting import to_json
+from omnispindle.cli.tasks import open_queue
+from omnispindle.errors import ValidationError
+
+
+def add_commands(commands: Any, command: Callable[..., argparse.ArgumentParser]) -> None:
+    """Add ``limit`` to the ``omnispindle`` subparsers."""
+    limit = command(
+        commands, "limit", "cap a task type's running tasks and starts per second", _limit
+    )
+    limit.add_argument("task_type", metavar="TYPE", help="the task type to limit")
+    limit.add_argument(
+        "--max-running",
+        type=int_arg("max running", LIMIT_RANGE),
+        default=None,
+        metavar="N",
+        help="at most N of its tasks running at once, across every worker",
+    )
+    limit.add_argument(
+        "--starts-per-second",
+        type=_rate,
+        default=None,
+        metavar="R",
+        help="at most R of its tasks started per second, across every worker",
+    )
+    limit.add_argument(
+        "--burst",
+        type=int_arg("burst", LIMIT_RANGE),
+        default=None,
+        metavar="B",
+        help="starts allowed at once after a quiet spell (default: one second's worth)",
+    )
+    limit.add_argument(
+        "--clear", action="store_true", help="remove the type's limits instead of setting them"
+    )
+    limit.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+
+def _rate(text: str) -> float:
+    """A rate per second, as task_type_limits accepts it."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and 0 < value <= LIMIT_RANGE[1]):
+        raise argparse.ArgumentTypeError(
+            f"invalid rate {text!r}: a number above 0 and at most {LIMIT_RANGE[1]:,}"
+        )
+    return value
+
+
+def _limit(args: argparse.Namespace) -> int:
+    given = [args.max_running, args.starts_per_second, args.burst]
+    if args.clear and any(value is not None for value in given):
+        return _usage_error("--clear takes no limit: give either --clear or the limits")
+    try:
+        if args.clear:
+            change: Any = operations.clear_task_type_limit(args.task_type)
+        else:
+            change = operations.set_task_type_limit(args.task_type, *given)
+    except ValidationError as exc:  # a bad TYPE or limit is a bad argument
+        return _usage_error(str(exc))
+    with open_queue(args) as queue:
+        changed = queue.db.run(change)
+    message = _message(args, changed)
+    if args.json:
+        print(to_json({"task_type": args.task_type, "message": message}))
+    else:
+        print(message)
+    return EXIT_OK
+
+
+def _message(args: argparse.Namespace, changed: bool | None) -> str:
+    if args.clear:
+        return f"task type {args.task_type} " + ("limits cleared" if changed else "had no limits")
+    parts = []
+    if args.max_running is not None:
+        parts.append(f"at most {args.max_running} running")
+    if args.starts_per_second is not None:
+        parts.append(f"at most {args.starts_per_second:g} starts/s")
+    return f"task type {args.task_type} limited: " + ", ".join(parts)
+
+
+def _usage_error(message: str) -> int:
+    print(f"omnispindle: {message}", file=sys.stderr)
+    return EXIT_USAGE

@@ -1,0 +1,257 @@
+"""Limits on a task type: running tasks at once and starts per second, global
+across workers, enforced inside the claim."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import threading
+import time
+import uuid
+
+import psycopg
+import pytest
+
+from omnispindle import AsyncTaskQueueClient, ValidationError
+from omnispindle._db import queries as q
+
+from .test_roles import command
+
+DEADLINE = 30
+
+
+def claim(queue, task_types, limit=100):
+    """One claim by a fresh worker id: the task types of the rows it took."""
+    query = q.tasks.claim_tasks(
+        task_types=list(task_types),
+        capabilities=[],
+        limit=limit,
+        worker_id=uuid.uuid4(),
+        lease_seconds=30,
+    )
+    return [row["task_type"] for row in queue.db.run(query)]
+
+
+def finish(conn, count, task_type):
+    """Complete ``count`` running tasks of ``task_type`` as their worker would."""
+    conn.execute(
+        "SELECT omnispindle.complete_attempts(array_agg(id), array_agg(lease_token), "
+        "array_agg('{}'::jsonb)) FROM (SELECT id, lease_token FROM omnispindle.tasks "
+        "WHERE state = 'running' AND task_type = %s ORDER BY id LIMIT %s) r",
+        [task_type, count],
+    )
+
+
+def poll(condition, timeout=DEADLINE):
+    deadline = time.monotonic() + timeout
+    while not (found := condition()):
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+    return found
+
+
+def test_a_running_limit_holds_across_workers_until_a_task_finishes(client, queue, conn):
+    client.set_task_type_limit("capped", max_running=2)
+    for _ in range(5):
+        client.submit_task("capped")
+    assert claim(queue, ["capped"]) == ["capped", "capped"]
+    assert claim(queue, ["capped"]) == []  # another worker: no room
+    [limit] = client.task_type_limits()
+    assert (limit["running"], limit["ready"], limit["held_back"]) == (2, 3, 3)
+    finish(conn, 1, "capped")
+    assert claim(queue, ["capped"]) == ["capped"]
+    assert claim(queue, ["capped"]) == []
+
+
+def test_a_rate_limit_grants_its_burst_then_a_start_per_token(client, queue):
+    client.set_task_type_limit("rated", starts_per_second=5, burst=2)
+    for _ in range(10):
+        client.submit_task("rated")
+    began = time.monotonic()
+    claimed = len(claim(queue, ["rated"]))
+    assert claimed == 2
+    while claimed < 5:
+        claimed += len(claim(queue, ["rated"]))
+        # Never more than the burst and the tokens come due since.
+        assert claimed <= 2 + 5 * (time.monotonic() - began)
+        assert time.monotonic() - began < DEADLINE
+    assert time.monotonic() - began >= (5 - 2) / 5
+    [limit] = client.task_type_limits()
+    assert (limit["running"], limit["ready"]) == (5, 5)
+    assert limit["tokens"] < 2
+
+
+def test_a_limited_type_keeps_its_share_of_a_claim_against_a_flood(client, queue):
+    client.set_task_type_limit("capped", max_running=1)
+    client.submit_batch([{"task_type": "flood", "priority": 10} for _ in range(50)])
+    client.submit_task("capped")
+    claimed = claim(queue, ["flood", "capped"], limit=5)
+    assert sorted(claimed) == ["capped", "flood", "flood", "flood", "flood"]
+
+
+def test_a_paused_limited_type_is_not_claimed(client, queue):
+    client.set_task_type_limit("capped", max_running=5)
+    client.submit_task("capped")
+    client.pause_task_type("capped")
+    assert claim(queue, ["capped"]) == []
+    client.resume_task_type("capped")
+    assert claim(queue, ["capped"]) == ["capped"]
+
+
+def test_clearing_a_limit_frees_its_held_back_tasks(client, queue):
+    client.set_task_type_limit("capped", max_running=1)
+    for _ in range(3):
+        client.submit_task("capped")
+    assert len(claim(queue, ["capped"])) == 1
+    assert claim(queue, ["capped"]) == []
+    assert client.clear_task_type_limit("capped") is True
+    assert client.clear_task_type_limit("capped") is False
+    assert len(claim(queue, ["capped"])) == 2
+    assert client.task_type_limits() == []
+
+
+def test_setting_again_replaces_both_limits(client):
+    client.set_task_type_limit("t", max_running=4, starts_per_second=10)
+    client.set_task_type_limit("t", starts_per_second=2.5)
+    [limit] = client.task_type_limits()
+    assert (limit["max_running"], limit["starts_per_second"], limit["burst"]) == (None, 2.5, 3)
+    assert limit["tokens"] <= 3
+
+
+def test_a_worker_never_runs_more_than_the_limit_and_drains_the_type(client, start_worker):
+    lock = threading.Lock()
+    running = [0, 0]  # now, most at once
+
+    def capped(task):
+        with lock:
+            running[0] += 1
+            running[1] = max(running[1], running[0])
+        time.sleep(0.02)
+        with lock:
+            running[0] -= 1
+        return {}
+
+    client.set_task_type_limit("capped", max_running=2)
+    start_worker({"capped": capped}, concurrency=8)
+    ids = client.submit_batch([{"task_type": "capped"} for _ in range(30)])
+    tasks = client.wait_for_batch(ids, timeout=DEADLINE)
+    assert {t["state"] for t in tasks} == {"succeeded"}
+    assert running[1] == 2
+
+
+def test_a_worker_starts_a_rated_type_no_faster_than_its_rate(client, start_worker):
+    starts: list[float] = []
+    client.set_task_type_limit("rated", starts_per_second=20, burst=1)
+    start_worker({"rated": lambda task: starts.append(time.monotonic()) or {}}, concurrency=8)
+    ids = client.submit_batch([{"task_type": "rated"} for _ in range(30)])
+    tasks = client.wait_for_batch(ids, timeout=DEADLINE)
+    assert {t["state"] for t in tasks} == {"succeeded"}
+    # 30 starts from a bucket of 1 refilled at 20/s take at least 29/20 s.
+    assert max(starts) - min(starts) >= 29 / 20 * 0.9
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [
+        {},
+        {"max_running": 0},
+        {"max_running": -1},
+        {"max_running": True},
+        {"max_running": 2.5},
+        {"max_running": 10**12},
+        {"starts_per_second": 0},
+        {"starts_per_second": -3},
+        {"starts_per_second": math.nan},
+        {"starts_per_second": math.inf},
+        {"starts_per_second": 2e6},
+        {"starts_per_second": "5"},
+        {"max_running": 3, "burst": 5},
+        {"starts_per_second": 5, "burst": 0},
+    ],
+)
+def test_bad_limits_are_a_validation_error_that_changes_nothing(client, limits):
+    client.set_task_type_limit("kept", max_running=7)
+    with pytest.raises(ValidationError):
+        client.set_task_type_limit("kept", **limits)
+    [kept] = client.task_type_limits()
+    assert (kept["max_running"], kept["starts_per_second"]) == (7, None)
+
+
+@pytest.mark.parametrize("task_type", ["", None, "x" * 201, 5])
+def test_a_bad_task_type_is_a_validation_error(client, task_type):
+    with pytest.raises(ValidationError):
+        client.set_task_type_limit(task_type, max_running=1)
+    with pytest.raises(ValidationError):
+        client.clear_task_type_limit(task_type)
+    assert client.task_type_limits() == []
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "SELECT omnispindle.set_task_type_limit(NULL, 1)",
+        "SELECT omnispindle.set_task_type_limit('', 1)",
+        "SELECT omnispindle.set_task_type_limit(repeat('x', 201), 1)",
+        "SELECT omnispindle.set_task_type_limit('t')",
+        "SELECT omnispindle.set_task_type_limit('t', 0)",
+        "SELECT omnispindle.set_task_type_limit('t', starts_per_second => 'NaN')",
+        "SELECT omnispindle.set_task_type_limit('t', starts_per_second => 'Infinity')",
+        "SELECT omnispindle.set_task_type_limit('t', starts_per_second => 0)",
+        "SELECT omnispindle.set_task_type_limit('t', 1, burst => 2)",
+        "SELECT omnispindle.set_task_type_limit('t', starts_per_second => 1, burst => 0)",
+        "SELECT omnispindle.clear_task_type_limit('')",
+    ],
+)
+def test_the_sql_functions_refuse_bad_input(conn, statement):
+    with pytest.raises(psycopg.Error) as refused:
+        conn.execute(statement)
+    assert refused.value.sqlstate == "OS005"
+    assert conn.execute("SELECT count(*) FROM omnispindle.task_type_limits").fetchone() == (0,)
+
+
+def test_the_async_client_sets_and_clears_limits(dsn):
+    async def main():
+        async with AsyncTaskQueueClient(dsn=dsn) as client:
+            await client.set_task_type_limit("t", max_running=3, starts_per_second=1.5)
+            [limit] = await client.task_type_limits()
+            assert (limit["max_running"], limit["burst"]) == (3, 2)
+            assert await client.clear_task_type_limit("t") is True
+            return await client.task_type_limits()
+
+    assert asyncio.run(main()) == []
+
+
+def test_the_command_sets_clears_and_status_shows_limits(dsn, client):
+    done = command(
+        "limit", "reports", "--max-running", "3", "--starts-per-second", "2", "--dsn", dsn
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "task type reports limited: at most 3 running, at most 2 starts/s\n"
+    [limit] = json.loads(command("status", "--json", "--dsn", dsn).stdout)["limits"]
+    assert (limit["task_type"], limit["max_running"], limit["starts_per_second"]) == (
+        "reports",
+        3,
+        2.0,
+    )
+    assert "Task type limits" in command("status", "--dsn", dsn).stdout
+    cleared = command("limit", "reports", "--clear", "--json", "--dsn", dsn)
+    assert json.loads(cleared.stdout)["message"] == "task type reports limits cleared"
+    assert client.task_type_limits() == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["limit", "reports"],
+        ["limit", "reports", "--max-running", "0"],
+        ["limit", "reports", "--starts-per-second", "nan"],
+        ["limit", "reports", "--clear", "--max-running", "3"],
+        ["limit", "", "--max-running", "3"],
+    ],
+)
+def test_bad_limits_on_the_command_line_are_a_usage_error(dsn, client, args):
+    done = command(*args, "--dsn", dsn)
+    assert done.returncode == 2, done.stdout
+    assert done.stderr.startswith("omnispindle: ")
+    assert client.task_type_limits() == []

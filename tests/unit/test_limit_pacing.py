@@ -1,0 +1,43 @@
+"""How a worker paces its claims by its task types' limits."""
+
+from __future__ import annotations
+
+from omnispindle._worker._limit_pacing import (
+    RUNNING_RECHECK,
+    SHORTEST_RECHECK,
+    LimitPacing,
+    recheck_after,
+)
+
+
+def limit(task_type="t", max_running=None, starts_per_second=None):
+    return {
+        "task_type": task_type,
+        "max_running": max_running,
+        "starts_per_second": starts_per_second,
+    }
+
+
+def test_no_limits_no_recheck():
+    assert recheck_after([]) is None
+
+
+def test_a_rate_rechecks_after_one_token_and_no_sooner_than_the_shortest():
+    assert recheck_after([limit(starts_per_second=4)]) == 0.25
+    assert recheck_after([limit(starts_per_second=2)]) == 0.5
+    assert recheck_after([limit(starts_per_second=10_000)]) == SHORTEST_RECHECK
+
+
+def test_the_soonest_of_several_limits_wins():
+    limits = [limit("a", max_running=3), limit("b", starts_per_second=1)]
+    assert recheck_after(limits) == RUNNING_RECHECK
+
+
+def test_rows_of_limited_types_stay_out_of_the_cursor():
+    pacing = LimitPacing()
+    assert pacing.stale
+    rows = [{"task_type": "a"}, {"task_type": "b"}]
+    assert pacing.walked(rows) == rows
+    pacing.update([limit("a", max_running=1)])
+    assert not pacing.stale
+    assert pacing.walked(rows) == [{"task_type": "b"}]
