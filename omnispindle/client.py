@@ -28,6 +28,7 @@ from omnispindle._db.rows import (
     ScheduleSummary,
     TaskRecord,
     TaskTypeLimit,
+    TypeDemand,
 )
 from omnispindle._observe import tracing
 from omnispindle.task_queue import TaskQueue, open_queue
@@ -389,6 +390,32 @@ class TaskQueueClient:
         """Every limited task type, by name: its limits, its running and ready tasks,
         the tokens its bucket holds now and how many ready tasks a limit holds back."""
         return self.queue.db.read(operations.task_type_limits())
+
+    def workers_needed(
+        self,
+        concurrency: int,
+        *,
+        min_workers: int = 0,
+        max_workers: int = 100,
+        task_types: list[str] | None = None,
+    ) -> int:
+        """The worker processes a deployment should run now: the tasks that could
+        run at once (running and ready ones, each type within its running limit, a
+        paused type's running ones only) divided by ``concurrency``, each process's,
+        rounded up, between ``min_workers`` and ``max_workers``. ``task_types``
+        counts only the types the deployment runs. The SQL function
+        ``omnispindle.workers_needed`` is the same, for an autoscaler's query.
+
+        Raises:
+            ValidationError: a bad concurrency or task type, or bounds out of order.
+        """
+        query = operations.workers_needed(concurrency, min_workers, max_workers, task_types)
+        return self.queue.db.read(query)
+
+    def worker_demand(self) -> list[TypeDemand]:
+        """Each task type with unfinished tasks: its running and ready tasks, whether it
+        is paused, its running limit, and ``demand``, how many could run at once now."""
+        return self.queue.db.read(operations.worker_demand())
 
     def remove_periodic_task(self, name: str) -> bool:
         """Delete the schedule ``name``; False if there was none. Enqueued tasks stay."""

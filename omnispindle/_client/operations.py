@@ -20,7 +20,7 @@ from omnispindle._client.records import (
     retry_outcome,
     task_record,
 )
-from omnispindle._core import validation
+from omnispindle._core import defaults, validation
 from omnispindle._core.cron import CronExpression
 from omnispindle._core.schedules import Schedule
 from omnispindle._core.specs import TaskSpec
@@ -34,6 +34,7 @@ from omnispindle._db.rows import (
     StreamRow,
     TaskRecord,
     TaskTypeLimit,
+    TypeDemand,
 )
 from omnispindle.errors import TaskNotFoundError, ValidationError
 
@@ -260,3 +261,26 @@ def stream_step(task_id: int, after: int) -> Plan[tuple[TaskRecord, list[StreamR
     task = yield get_task(task_id)
     partials = yield q.tasks.read_stream(task_id, after)
     return task, partials
+
+
+MAX_WORKERS = 100_000  # what workers_needed accepts
+
+
+def workers_needed(
+    concurrency: int, min_workers: int, max_workers: int, task_types: Iterable[str] | None
+) -> Query[int]:
+    """The worker processes a deployment should run now (see ``omnispindle.workers_needed``).
+
+    Raises:
+        ValidationError: a bad concurrency, bounds out of order, or a bad task type.
+    """
+    checked = validation.int_in_range("concurrency", concurrency, defaults.CONCURRENCY_RANGE)
+    low = validation.int_in_range("min_workers", min_workers, (0, MAX_WORKERS))
+    high = validation.int_in_range("max_workers", max_workers, (low, MAX_WORKERS))
+    types = None if task_types is None else list(validation.names("task_types", task_types))
+    return q.demand.workers_needed(checked, low, high, types)
+
+
+def worker_demand() -> Query[list[TypeDemand]]:
+    """Each task type with unfinished tasks, and how many could run at once now."""
+    return q.demand.worker_demand()

@@ -293,6 +293,18 @@ class TaskTypeLimit(TypedDict):
     held_back: int
 
 
+class TypeDemand(TypedDict):
+    """What one task type asks of the workers: its running and ready tasks, and how
+    many of both could run at once (within its running limit; running only if paused)."""
+
+    task_type: str
+    running: int
+    ready: int
+    paused: bool
+    max_running: int | None
+    demand: int
+
+
 class LimitOfType(TypedDict):
     """The limits of one task type, as a worker paces its claims by them."""
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from omnispindle._db import queries as q
-from omnispindle._db.rows import QueueSummaryRow, WorkerSummaryRow
+from omnispindle._db.rows import QueueSummaryRow, TypeDemand, WorkerSummaryRow
 from omnispindle.cli.args import queue_of
 from omnispindle.cli.exit_codes import EXIT_OK
 from omnispindle.cli.formatting import format_table
@@ -32,6 +32,7 @@ def _status(args: argparse.Namespace) -> int:
         workers = queue.db.run(q.inspection.worker_summary())
         paused = queue.db.run(q.pausing.paused_task_types())
         limited = queue.db.run(q.type_limits.task_type_limits())
+        demand = queue.db.run(q.demand.worker_demand())
     finally:
         queue.shutdown()
     warnings = liveness_warnings(queues, workers)
@@ -41,6 +42,7 @@ def _status(args: argparse.Namespace) -> int:
             "workers": workers,
             "paused": paused,
             "limits": limited,
+            "demand": demand,
             "warnings": warnings,
         }
         print(json.dumps(report, default=str, indent=2))
@@ -54,6 +56,8 @@ def _status(args: argparse.Namespace) -> int:
         if limited:
             print()
             print(format_table(limited, title="Task type limits"))
+        print()
+        print(demand_line(demand, workers))
         for warning in warnings:
             print(f"\nwarning: {warning}")
     return EXIT_OK
@@ -63,6 +67,16 @@ def _shown(row: QueueSummaryRow) -> dict[str, Any]:
     """A queue's row for the table: the age of its oldest expired lease goes to
     the warnings instead."""
     return {k: v for k, v in row.items() if k != "oldest_expired_lease_seconds"}
+
+
+def demand_line(demand: list[TypeDemand], workers: list[WorkerSummaryRow]) -> str:
+    """The scaling hint in one line: tasks that could run at once now, against what the
+    active workers take at once (``omnispindle.workers_needed`` turns it into processes)."""
+    wanted = sum(row["demand"] for row in demand)
+    taken = sum(w["concurrency"] for w in workers if w["state"] == "active")
+    return (
+        f"Demand: {wanted} (tasks that could run at once now); active workers take {taken} at once"
+    )
 
 
 def liveness_warnings(queues: list[QueueSummaryRow], workers: list[WorkerSummaryRow]) -> list[str]:

@@ -170,6 +170,8 @@ BEGIN
 END
 $$;
 
+DROP FUNCTION omnispindle.workers_needed(integer, integer, integer, text[]);
+DROP VIEW omnispindle.worker_demand;
 DROP VIEW omnispindle.task_type_limit_summary;
 DROP FUNCTION omnispindle.clear_task_type_limit(text);
 DROP FUNCTION omnispindle.set_task_type_limit(text, integer, double precision, integer);

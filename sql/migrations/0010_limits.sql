@@ -139,6 +139,76 @@ CROSS JOIN LATERAL (SELECT least(l.burst, l.tokens + l.starts_per_second
                                  * extract(epoch FROM clock_timestamp() - l.refilled_at))
                            AS tokens) b;
 
+-- What each task type asks of the workers now: its running tasks, its ready
+-- ones, and how many of both could run at once (running plus ready, capped
+-- by its running limit; a paused type's running tasks only).
+CREATE VIEW omnispindle.worker_demand AS
+SELECT t.task_type,
+       count(*) FILTER (WHERE t.state = 'running') AS running,
+       count(*) FILTER (WHERE t.state = 'pending' AND t.run_after <= now()) AS ready,
+       p.task_type IS NOT NULL AS paused,
+       l.max_running,
+       CASE WHEN p.task_type IS NOT NULL THEN count(*) FILTER (WHERE t.state = 'running')
+            ELSE least(count(*) FILTER (WHERE t.state = 'running'
+                                        OR (t.state = 'pending' AND t.run_after <= now())),
+                       l.max_running) END AS demand
+FROM omnispindle.tasks t
+LEFT JOIN omnispindle.paused_task_types p ON p.task_type = t.task_type
+LEFT JOIN omnispindle.task_type_limits l ON l.task_type = t.task_type
+WHERE t.state IN ('pending', 'running')
+GROUP BY t.task_type, p.task_type, l.max_running;
+
+-- The worker processes a deployment should run now, for an autoscaler such as
+-- KEDA's PostgreSQL scaler (one number; a target of 1 per replica): the
+-- tasks that could run at once (worker_demand), divided by each process's
+-- concurrency, rounded up, between min_workers and max_workers. task_types
+-- limits it to the types a deployment runs (NULL: all). Ready tasks are
+-- counted up to what max_workers could run, so a deep backlog costs no more
+-- than that. It runs with the owner's rights, so that an observer role (a
+-- scaler's) may call it without reading the tasks.
+CREATE FUNCTION omnispindle.workers_needed(concurrency integer, min_workers integer DEFAULT 0,
+                                           max_workers integer DEFAULT 100,
+                                           task_types text[] DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    demand bigint;
+BEGIN
+    IF workers_needed.concurrency IS NULL OR workers_needed.concurrency NOT BETWEEN 1 AND 1000
+       OR workers_needed.min_workers IS NULL OR workers_needed.min_workers < 0
+       OR workers_needed.max_workers IS NULL
+       OR workers_needed.max_workers NOT BETWEEN workers_needed.min_workers AND 100000 THEN
+        RAISE EXCEPTION 'concurrency must be 1 to 1000, and 0 <= min_workers <= max_workers <= 100000'
+            USING ERRCODE = 'OS005';
+    END IF;
+    WITH ready AS (
+        SELECT r.task_type FROM omnispindle.tasks r
+        WHERE r.state = 'pending' AND r.run_after <= now()
+          AND (workers_needed.task_types IS NULL OR r.task_type = ANY (workers_needed.task_types))
+          AND r.task_type <> ALL (ARRAY(SELECT p.task_type FROM omnispindle.paused_task_types p))
+        LIMIT workers_needed.concurrency::bigint * workers_needed.max_workers
+    ), running AS (
+        SELECT r.task_type FROM omnispindle.tasks r
+        WHERE r.state = 'running'
+          AND (workers_needed.task_types IS NULL OR r.task_type = ANY (workers_needed.task_types))
+    ), by_type AS (
+        SELECT u.task_type, count(*) AS n
+        FROM (SELECT * FROM ready UNION ALL SELECT * FROM running) u
+        GROUP BY u.task_type
+    )
+    SELECT coalesce(sum(least(b.n, l.max_running)), 0) INTO demand
+    FROM by_type b
+    LEFT JOIN omnispindle.task_type_limits l ON l.task_type = b.task_type;
+    RETURN least(workers_needed.max_workers,
+                 greatest(workers_needed.min_workers,
+                          ceil(demand::numeric / workers_needed.concurrency)::integer));
+END
+$$;
+
 -- claim_tasks as 0009 made it, claiming each limited type first, up to its limits.
 CREATE OR REPLACE FUNCTION omnispindle.claim_tasks(p_task_types text[], p_capabilities text[],
                                         p_limit integer, p_worker_id uuid,
@@ -331,7 +401,10 @@ BEGIN
                    'omnispindle.outcomes_last_minute, omnispindle.outcomes_per_minute, '
                    'omnispindle.unfinished_summary, omnispindle.outcome_minutes, '
                    'omnispindle.outcome_rollup, omnispindle.paused_task_types, '
-                   'omnispindle.task_type_limits, omnispindle.task_type_limit_summary TO %s', p_role);
+                   'omnispindle.task_type_limits, omnispindle.task_type_limit_summary, '
+                   'omnispindle.worker_demand TO %s', p_role);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION omnispindle.workers_needed(integer, integer, '
+                   'integer, text[]) TO %s', p_role);
     IF p_access = 'observer' THEN
         RETURN;
     END IF;
@@ -380,7 +453,8 @@ END
 $$;
 
 REVOKE EXECUTE ON FUNCTION omnispindle.set_task_type_limit(text, integer, double precision, integer),
-    omnispindle.clear_task_type_limit(text) FROM PUBLIC;
+    omnispindle.clear_task_type_limit(text),
+    omnispindle.workers_needed(integer, integer, integer, text[]) FROM PUBLIC;
 
 -- Roles granted access before this migration: every claim now reads the
 -- limits, so a worker role without rights on them could claim nothing. Each
@@ -398,7 +472,10 @@ BEGIN
                      AND a.grantee <> 0
     LOOP
         EXECUTE format('GRANT SELECT ON omnispindle.task_type_limits, '
-                       'omnispindle.task_type_limit_summary TO %s', grantee);
+                       'omnispindle.task_type_limit_summary, omnispindle.worker_demand TO %s',
+                       grantee);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION omnispindle.workers_needed(integer, integer, '
+                       'integer, text[]) TO %s', grantee);
     END LOOP;
     FOR grantee IN SELECT DISTINCT a.grantee::regrole
                    FROM pg_proc p, aclexplode(p.proacl) a

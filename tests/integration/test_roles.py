@@ -393,8 +393,12 @@ def test_a_producer_limits_a_type_and_workers_claim_within_it(as_role):
     for access in ("worker", "observer"):
         with pytest.raises(PermissionDeniedError):
             TaskQueueClient(local_queue=as_role(access)).set_task_type_limit("t", max_running=9)
-    [limit] = TaskQueueClient(local_queue=as_role("observer")).task_type_limits()
+    observer = TaskQueueClient(local_queue=as_role("observer"))
+    [limit] = observer.task_type_limits()
     assert (limit["max_running"], limit["running"], limit["held_back"]) == (1, 1, 2)
+    # An autoscaler's role reads the scaling hint without reading the tasks.
+    assert observer.workers_needed(1) == 1
+    assert [row["demand"] for row in observer.worker_demand()] == [1]
 
 
 def test_roles_granted_before_0010_keep_claiming_and_producers_may_limit(server_dsn, empty_dsn):

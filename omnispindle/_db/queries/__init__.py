@@ -6,6 +6,7 @@ These are the only code that names a statement: everything else asks for a
 
 from omnispindle._db.queries import (
     dashboard,
+    demand,
     inspection,
     metrics,
     pausing,
@@ -21,6 +22,7 @@ from omnispindle._db.queries import (
 
 __all__ = [
     "dashboard",
+    "demand",
     "inspection",
     "metrics",
     "pausing",

@@ -1,0 +1,11 @@
+-- What the tasks ask of the workers now, and the processes a deployment should
+-- run for it (the functions and views are in sql/schema.sql).
+
+-- name: workers_needed
+SELECT omnispindle.workers_needed(%(concurrency)s::integer, %(min_workers)s::integer,
+                                  %(max_workers)s::integer, %(task_types)s::text[]) AS workers;
+
+-- name: worker_demand
+SELECT task_type, running, ready, paused, max_running, demand
+FROM omnispindle.worker_demand
+ORDER BY task_type;
