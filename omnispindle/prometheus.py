@@ -103,6 +103,31 @@ FAMILIES = (
         WORKER_LABELS,
     ),
     Family(
+        "omnispindle_task_type_paused",
+        "1 for each paused task type: no worker claims its tasks.",
+        ("task_type",),
+    ),
+    Family(
+        "omnispindle_task_type_max_running",
+        "The running limit of a limited task type, across every worker.",
+        ("task_type",),
+    ),
+    Family(
+        "omnispindle_task_type_max_starts_per_second",
+        "The rate limit of a limited task type, across every worker.",
+        ("task_type",),
+    ),
+    Family(
+        "omnispindle_tasks_held_back",
+        "Ready tasks of a limited task type that its limits hold back now.",
+        ("task_type",),
+    ),
+    Family(
+        "omnispindle_task_demand",
+        "Tasks that could run at once now: running and ready, within limits "
+        "(divide by a worker's concurrency for the processes to run).",
+    ),
+    Family(
         "omnispindle_scrape_duration_seconds",
         "Time taken to read these figures from the database (a cached read keeps its own).",
     ),
@@ -187,6 +212,23 @@ def add_samples(
             _add_worker(gauges, worker)
     for state, count in figures["totals"]["workers"].items():
         gauges["omnispindle_workers"].add_metric([state], count)
+    _add_scheduling(gauges, figures)
+
+
+def _add_scheduling(gauges: dict[str, Any], figures: Snapshot) -> None:
+    """Paused and limited task types (few: an operator sets each), and the demand."""
+    for task_type in figures["paused"]:
+        gauges["omnispindle_task_type_paused"].add_metric([task_type], 1)
+    for limit in figures["limits"]:
+        labels = [limit["task_type"]]
+        _add_if_known(gauges["omnispindle_task_type_max_running"], labels, limit["max_running"])
+        _add_if_known(
+            gauges["omnispindle_task_type_max_starts_per_second"],
+            labels,
+            limit["starts_per_second"],
+        )
+        gauges["omnispindle_tasks_held_back"].add_metric(labels, limit["held_back"])
+    gauges["omnispindle_task_demand"].add_metric([], figures["totals"]["demand"])
 
 
 def _add_task_type(gauges: dict[str, Any], row: Mapping[str, Any]) -> None:

@@ -204,9 +204,13 @@ class TaskQueue:
             ``concurrency``, ``running_tasks``, ``utilisation`` (running /
             concurrency), ``finished_last_minute``, ``finished_last_hour``,
             ``failed_last_hour``, ``heartbeat_age_seconds``.
+            ``limits``: a row per limited task type, as ``task_type_limits()``
+            returns them (its running and ready tasks, tokens, ``held_back``).
+            ``paused``: the paused task types, by name.
             ``totals``: the counts summed over task types, their rates, the
-            largest ``oldest_ready_seconds``, and ``workers``: the number of
-            workers in each state.
+            largest ``oldest_ready_seconds``, ``workers``: the number of
+            workers in each state, and ``demand``: the tasks that could run at
+            once now (running and ready, within limits; see ``workers_needed``).
             ``collected_at``: when the snapshot was read (a ``datetime``).
         """
         return self.db.run(metrics.snapshot())

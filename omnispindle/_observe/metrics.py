@@ -8,7 +8,14 @@ from typing import Any, TypedDict, cast
 
 from omnispindle._db import queries as q
 from omnispindle._db.query import Atomic, Plan
-from omnispindle._db.rows import TaskTypeMetrics, WorkerCount, WorkerMetrics
+from omnispindle._db.rows import (
+    PausedTaskType,
+    TaskTypeLimit,
+    TaskTypeMetrics,
+    TypeDemand,
+    WorkerCount,
+    WorkerMetrics,
+)
 
 # Per-type counts that add up over task types.
 COUNTS = (
@@ -35,6 +42,8 @@ class Snapshot(TypedDict):
 
     task_types: list[TaskTypeMetrics]
     workers: list[WorkerMetrics]
+    limits: list[TaskTypeLimit]
+    paused: list[str]
     totals: dict[str, Any]
     collected_at: datetime
 
@@ -49,11 +58,18 @@ def _read() -> Plan[Snapshot]:
     task_types: list[TaskTypeMetrics] = yield q.metrics.task_type_metrics()
     workers: list[WorkerMetrics] = yield q.metrics.worker_metrics()
     worker_states: list[WorkerCount] = yield q.metrics.worker_counts_by_state()
+    limits: list[TaskTypeLimit] = yield q.type_limits.task_type_limits()
+    paused: list[PausedTaskType] = yield q.pausing.paused_task_types()
+    demand: list[TypeDemand] = yield q.demand.worker_demand()
     collected_at: datetime = yield q.metrics.metrics_clock()
+    summed = totals(task_types, worker_states)
+    summed["demand"] = sum(row["demand"] for row in demand)
     return {
         "task_types": task_types,
         "workers": workers,
-        "totals": totals(task_types, worker_states),
+        "limits": limits,
+        "paused": [row["task_type"] for row in paused],
+        "totals": summed,
         "collected_at": collected_at,
     }
 

@@ -345,6 +345,23 @@ def test_names_help_and_units_follow_prometheus_conventions(workload, endpoint):
                 assert 0 < float(label_value) < 1
 
 
+def test_paused_and_limited_types_and_the_demand_are_exported(client, queue, endpoint):
+    client.submit_batch([{"task_type": "capped"} for _ in range(5)])
+    client.submit_batch([{"task_type": "held"} for _ in range(2)])
+    client.submit_task("free")
+    client.set_task_type_limit("capped", max_running=2, starts_per_second=4)
+    client.pause_task_type("held")
+    _, samples = parse(scrape(endpoint))
+    assert sample(samples, "omnispindle_task_type_paused", task_type="held") == 1
+    assert sample(samples, "omnispindle_task_type_max_running", task_type="capped") == 2
+    assert sample(samples, "omnispindle_task_type_max_starts_per_second", task_type="capped") == 4
+    assert sample(samples, "omnispindle_tasks_held_back", task_type="capped") == 0
+    assert sample(samples, "omnispindle_task_demand") == 3  # 2 capped, 1 free, none held
+    figures = queue.get_metrics()
+    assert (figures["paused"], figures["totals"]["demand"]) == (["held"], 3)
+    assert [limit["task_type"] for limit in figures["limits"]] == ["capped"]
+
+
 def test_scrape_duration_is_reported(endpoint):
     _, samples = parse(scrape(endpoint))
     assert 0 <= sample(samples, "omnispindle_scrape_duration_seconds") < DEADLINE
