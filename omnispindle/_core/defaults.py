@@ -59,6 +59,10 @@ SHUTDOWN_TIMEOUT = 30.0
 SWEEP_INTERVAL = 1.0
 DEAD_WORKER_AFTER = 60.0
 SCHEDULE_INTERVAL = 1.0
+# Auto-scaling: a pool short of room grows a step after this many seconds, and
+# one with room unused for SCALE_DOWN_AFTER seconds shrinks.
+SCALE_UP_AFTER = 1.0
+SCALE_DOWN_AFTER = 30.0
 
 # The sweeper and retention.
 SWEEP_BATCH_SIZE = 500

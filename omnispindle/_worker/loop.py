@@ -33,6 +33,7 @@ from omnispindle._db.pool import Database
 from omnispindle._db.rows import StepRow
 from omnispindle._maintenance.sweeper import error_pause
 from omnispindle._version import __version__
+from omnispindle._worker._autoscale import PoolSize
 from omnispindle._worker._claim_cursor import ClaimCursor
 from omnispindle._worker._claims import NO_DEADLINE, Claim, Claims
 from omnispindle._worker._duties import Duties
@@ -111,6 +112,12 @@ class WorkerLoop:
         self.stopping, self.wake = stopping, wake
         self.claims = Claims()
         self.inbox = Inbox(wake)
+        self.size = settings.concurrency  # executors at once, now
+        self.pool = (
+            None
+            if settings.scaling is None
+            else PoolSize(settings.scaling, settings.scale_down_after)
+        )
         self.runners = Runners(executors, settings.concurrency, f"omnispindle-{settings.name}")
         self.store = OutcomeStore(db, settings.name)
         self.timers = Timers(settings.poll_interval)
@@ -153,7 +160,7 @@ class WorkerLoop:
                 pid=os.getpid(),
                 capabilities=self.capabilities,
                 task_types=self.task_types,
-                concurrency=self.settings.concurrency,
+                concurrency=self.size,
                 version=__version__,
                 lease_timeout=self.settings.lease_timeout,
             )
@@ -215,8 +222,22 @@ class WorkerLoop:
         self._check_cancels()
         self._heartbeat_if_due(worker_id)
         self.duties.run_due()
+        self._scale(time.monotonic())
         # Taken last: from here on, a database error hands them back for the next try.
         return self._complete_and_claim(worker_id, self._store_failures())
+
+    def _scale(self, now: float) -> None:
+        """Grow or shrink an auto-scaled pool from what the claims found, before claiming."""
+        if self.pool is None:
+            return
+        size = self.pool.observe(now, len(self.claims))
+        if size != self.size:
+            log.info("worker %s: concurrency %d -> %d", self.settings.name, self.size, size)
+            self.runners.resize(size)
+            self.size = size
+        wake = self.pool.new_wake()
+        if wake is not None:
+            self.timers.due_in([wake - now], now)
 
     def _hand_back_unheld(self, worker_id: UUID) -> None:
         """After a failed step: hand back what it claimed unseen, uncounted, and
@@ -247,7 +268,7 @@ class WorkerLoop:
 
     def _complete_and_claim(self, worker_id: UUID, succeeded: list[Outcome]) -> bool:
         """Store ``succeeded`` and claim for the slots then free: one round trip, one commit."""
-        free = self.claims.free_slots(self.settings.concurrency, succeeded)
+        free = self.claims.free_slots(self.size, succeeded)
         if not succeeded and free <= 0:
             return False
         after_priority, after_id = self.cursor.start()
@@ -281,6 +302,8 @@ class WorkerLoop:
         self.inbox.running(len(self.claims))
         if free > 0:
             self.cursor.move(claimed, free, time.monotonic() - started)
+            if self.pool is not None:
+                self.pool.claimed(free, len(claimed))
         return 0 < free == len(claimed)
 
     def _start(self, rows: list[StepRow]) -> None:
@@ -371,7 +394,7 @@ class WorkerLoop:
     def _heartbeat_if_due(self, worker_id: UUID) -> None:
         now = time.monotonic()
         if now >= self.timers.heartbeat_at:
-            self._follow(self.leases.beat(worker_id, now))
+            self._follow(self.leases.beat(worker_id, now, self.size))
             self.timers.heartbeat_at = now + self.settings.heartbeat_interval
 
     def _follow(self, verdict: Verdict) -> None:

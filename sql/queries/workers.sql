@@ -12,10 +12,12 @@ RETURNING id;
 -- (the ids returned). A worker wrongly declared dead is active again. Leases
 -- are found by primary key and fenced by their tokens (only a running attempt
 -- has one): a walk of the running index by worker would step over an entry
--- for every attempt an old snapshot keeps alive.
+-- for every attempt an old snapshot keeps alive. The concurrency is the
+-- worker's current one: an auto-scaled worker's changes as it scales.
 WITH beat AS (
     UPDATE omnispindle.workers
-    SET last_heartbeat_at = now(), state = 'active', stopped_at = NULL
+    SET last_heartbeat_at = now(), state = 'active', stopped_at = NULL,
+        concurrency = %(concurrency)s
     WHERE id = %(worker_id)s AND state <> 'stopped'
 )
 UPDATE omnispindle.tasks

@@ -39,9 +39,15 @@ def register_worker(
 
 
 def heartbeat(
-    *, worker_id: UUID, lease_seconds: float, ids: Sequence[int], tokens: Sequence[str]
+    *,
+    worker_id: UUID,
+    lease_seconds: float,
+    ids: Sequence[int],
+    tokens: Sequence[str],
+    concurrency: int,
 ) -> Query[list[HeldLease]]:
-    """Mark the worker alive and extend the leases it still holds; those it holds.
+    """Mark the worker alive with its current ``concurrency``, and extend the leases
+    it still holds; those it holds.
 
     Lists, not literals (as ``cancel_requests``): a beat comes every few seconds.
     """
@@ -49,6 +55,7 @@ def heartbeat(
         RUNTIME["heartbeat"],
         {
             "worker_id": worker_id,
+            "concurrency": concurrency,
             "lease_seconds": lease_seconds,
             "ids": list(ids),
             "tokens": list(tokens),
