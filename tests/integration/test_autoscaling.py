@@ -1,14 +1,19 @@
-"""An auto-scaled worker grows its pool under a backlog and shrinks it back once idle."""
+"""Auto-scaling: a worker grows its pool under a backlog and shrinks it back once idle;
+a supervisor reads the backlog its processes face."""
 
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 
 import pytest
 
 from omnispindle import WorkerClient
+from omnispindle._db import queries as q
+from omnispindle._db.pool import execute
+from omnispindle.cli.backlog import BacklogReader
 from omnispindle.errors import ValidationError
 
 WAIT_S = 60
@@ -94,3 +99,54 @@ def test_a_fixed_worker_stays_at_its_concurrency(client, conn, start_worker):
 def test_contradictory_pool_sizes_are_refused(queue, settings):
     with pytest.raises(ValidationError, match="concurrency"):
         WorkerClient(local_queue=queue, **settings)
+
+
+# What a supervisor scales its processes on: one statement, read by BacklogReader.
+
+
+def register(conn, pid, task_types, capabilities):
+    return execute(
+        conn,
+        q.workers.register_worker(
+            name=f"child-{pid}",
+            host=socket.gethostname(),
+            pid=pid,
+            capabilities=capabilities,
+            task_types=task_types,
+            concurrency=1,
+            version="test",
+            lease_timeout=30.0,
+        ),
+    )
+
+
+def test_the_backlog_counts_what_the_children_could_claim_up_to_the_limit(client, conn, dsn):
+    child = register(conn, 4242, ["resize"], ["resize", "gpu"])
+    register(conn, 4343, ["other"], ["other"])  # not a child: another supervisor's
+    client.submit_batch([{"task_type": "resize"} for _ in range(5)])
+    client.submit_task("resize", required_capabilities=["gpu"])
+    client.submit_task("resize", required_capabilities=["tpu"])  # no child could claim it
+    client.submit_task("resize", delay=3600)  # not ready yet
+    client.submit_batch([{"task_type": "other"} for _ in range(3)])
+    execute(
+        conn,
+        q.tasks.claim_tasks(
+            task_types=["resize"], capabilities=[], limit=2, worker_id=child, lease_seconds=30.0
+        ),
+    )
+    reader = BacklogReader(dsn)
+    try:
+        assert reader.read([4242], limit=100) == {"ready": 4, "running": 2}
+        assert reader.read([4242], limit=3) == {"ready": 3, "running": 2}
+        assert reader.read([], limit=100) == {"ready": 0, "running": 0}
+        client.pause_task_type("resize")
+        assert reader.read([4242], limit=100) == {"ready": 0, "running": 2}
+    finally:
+        reader.close()
+
+
+def test_an_unreachable_database_reads_as_no_backlog(caplog):
+    reader = BacklogReader("postgresql://nobody@127.0.0.1:1/none?connect_timeout=1")
+    assert reader.read([1], limit=10) is None
+    assert reader.read([1], limit=10) is None
+    assert caplog.text.count("cannot read the backlog") == 1

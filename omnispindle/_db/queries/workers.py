@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from uuid import UUID
 
-from omnispindle._db.query import Query, column, nothing, rows, value
-from omnispindle._db.rows import HeldLease, WorkerRow
+from omnispindle._db.query import Query, column, first, nothing, rows, value
+from omnispindle._db.rows import HeldLease, ProcessBacklog, WorkerRow
 from omnispindle._db.statements import RUNTIME
 
 
@@ -79,3 +79,11 @@ def mark_dead_workers(*, dead_after: float, limit: int) -> Query[list[UUID]]:
 def list_workers() -> Query[list[WorkerRow]]:
     """Every registered worker with its health."""
     return Query(RUNTIME["list_workers"], None, rows)
+
+
+def process_backlog(*, host: str, pids: Sequence[int], limit: int) -> Query[ProcessBacklog]:
+    """The ready tasks (up to ``limit``) the workers with ``pids`` on ``host`` could
+    claim, and the tasks they run: what a supervisor scales its processes on."""
+    return Query(
+        RUNTIME["process_backlog"], {"host": host, "pids": list(pids), "limit": limit}, first
+    )
