@@ -31,12 +31,13 @@ class WorkerClient:
         concurrency: executors running at once (threads and coroutines together);
             1 by default. With ``min_concurrency`` and ``max_concurrency``, where
             the pool starts (by default at the minimum).
-        min_concurrency, max_concurrency: given together, the worker scales its
-            pool between them: it grows while every slot is busy and its claims
-            keep filling every slot freed (a step at most each second), and
-            shrinks to the most it used once some slots stayed idle for
+        min_concurrency: with ``max_concurrency``, the worker scales its pool
+            between them: it grows while every slot is busy and its claims keep
+            filling every slot freed (a step at most each second), and shrinks
+            to the most it used once some slots stayed idle for
             ``scale_down_after`` seconds. Its current concurrency is in
             ``omnispindle.workers`` from its next heartbeat on.
+        max_concurrency: the most executors an auto-scaled pool runs at once.
         scale_down_after: seconds slots stay idle before an auto-scaled pool shrinks.
         name: shown in ``omnispindle.workers``; default ``HOST-PID-N``, unique in a fleet.
         poll_interval: longest pause, in seconds, between checks for work
