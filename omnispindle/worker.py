@@ -28,7 +28,17 @@ class WorkerClient:
         dsn: a database to connect to.
         capabilities: the task types (and extra capability tags) this worker
             takes; None means every type it has an executor for.
-        concurrency: executors running at once (threads and coroutines together).
+        concurrency: executors running at once (threads and coroutines together);
+            1 by default. With ``min_concurrency`` and ``max_concurrency``, where
+            the pool starts (by default at the minimum).
+        min_concurrency: with ``max_concurrency``, the worker scales its pool
+            between them: it grows while every slot is busy and its claims keep
+            filling every slot freed (a step at most each second), and shrinks
+            to the most it used once some slots stayed idle for
+            ``scale_down_after`` seconds. Its current concurrency is in
+            ``omnispindle.workers`` from its next heartbeat on.
+        max_concurrency: the most executors an auto-scaled pool runs at once.
+        scale_down_after: seconds slots stay idle before an auto-scaled pool shrinks.
         name: shown in ``omnispindle.workers``; default ``HOST-PID-N``, unique in a fleet.
         poll_interval: longest pause, in seconds, between checks for work
             when no notification arrives.
@@ -49,7 +59,9 @@ class WorkerClient:
         schema: the schema of the worker's own queue, as for ``TaskQueue``.
 
     Raises:
-        ValidationError: a setting has the wrong type or range.
+        ValidationError: a setting has the wrong type or range; only one of
+            ``min_concurrency`` and ``max_concurrency``; a minimum above the
+            maximum, or ``concurrency`` outside them.
         ConfigurationError: ``schema`` with ``local_queue`` (give it to the queue).
 
     Example:
@@ -64,7 +76,10 @@ class WorkerClient:
         dsn: str | None = None,
         capabilities: Iterable[str] | None = None,
         *,
-        concurrency: int = defaults.CONCURRENCY,
+        concurrency: int | None = None,
+        min_concurrency: int | None = None,
+        max_concurrency: int | None = None,
+        scale_down_after: float = defaults.SCALE_DOWN_AFTER,
         name: str | None = None,
         poll_interval: float = defaults.POLL_INTERVAL,
         lease_timeout: float = defaults.LEASE_TIMEOUT,
@@ -78,6 +93,9 @@ class WorkerClient:
     ) -> None:
         self.settings = worker_settings(
             concurrency=concurrency,
+            min_concurrency=min_concurrency,
+            max_concurrency=max_concurrency,
+            scale_down_after=scale_down_after,
             name=name,
             poll_interval=poll_interval,
             lease_timeout=lease_timeout,

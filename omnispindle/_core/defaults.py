@@ -59,6 +59,14 @@ SHUTDOWN_TIMEOUT = 30.0
 SWEEP_INTERVAL = 1.0
 DEAD_WORKER_AFTER = 60.0
 SCHEDULE_INTERVAL = 1.0
+# Auto-scaling (a worker's executors, a supervisor's processes): a pool short of
+# room grows a step after this many seconds, and one with room unused for
+# SCALE_DOWN_AFTER seconds shrinks. Processes cost more to start: they grow
+# more slowly, on the backlog read every PROCESS_BACKLOG_READ seconds.
+SCALE_UP_AFTER = 1.0
+SCALE_DOWN_AFTER = 30.0
+PROCESS_SCALE_UP_AFTER = 5.0
+PROCESS_BACKLOG_READ = 2.0
 
 # The sweeper and retention.
 SWEEP_BATCH_SIZE = 500

@@ -67,6 +67,14 @@ class HeldLease(TypedDict):
     cancel_requested: bool
 
 
+class ProcessBacklog(TypedDict):
+    """A supervisor's view of its worker processes: the ready tasks they could
+    claim (counted up to a limit), and the tasks they run."""
+
+    ready: int
+    running: int
+
+
 class TaskRecord(TypedDict):
     """A task as clients return it (``get_tasks``)."""
 

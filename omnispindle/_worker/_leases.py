@@ -64,12 +64,17 @@ class LeaseKeeper:
         self.lease_seconds = lease_seconds
         self.interval = interval
 
-    def beat(self, worker_id: UUID, now: float) -> Verdict:
-        """Heartbeat now: mark the worker alive, extend its leases, see what they say."""
+    def beat(self, worker_id: UUID, now: float, concurrency: int) -> Verdict:
+        """Heartbeat now: mark the worker alive (running ``concurrency`` executors at
+        once), extend its leases, see what they say."""
         ids, tokens = self.claims.leases()
         held = self.db.run(
             q.workers.heartbeat(
-                worker_id=worker_id, lease_seconds=self.lease_seconds, ids=ids, tokens=tokens
+                worker_id=worker_id,
+                lease_seconds=self.lease_seconds,
+                ids=ids,
+                tokens=tokens,
+                concurrency=concurrency,
             )
         )
         return verdict(self.claims, held, now, self.interval)

@@ -44,6 +44,10 @@ class Runners:
             return self.loop.submit(on_done, run_async_executor, fn, row, context)
         return self.threads.submit(on_done, run_executor, fn, row, context)
 
+    def resize(self, size: int) -> None:
+        """Run ``size`` calls at once from now on (see ``ExecutorThreads.resize``)."""
+        self.threads.resize(size)
+
     def abandon(self, call: Call) -> bool:
         """Give up on a running call (its thread is replaced, its coroutine cancelled);
         False if it is not running."""

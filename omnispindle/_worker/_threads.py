@@ -1,4 +1,4 @@
-"""A fixed set of daemon threads for executors, where a hung call can be abandoned.
+"""A set of daemon threads for executors, where a hung call can be abandoned.
 
 Python cannot kill a thread. When an executor overruns its timeout (or its
 task is cancelled), the worker abandons the call: a replacement thread takes
@@ -79,8 +79,20 @@ class ExecutorThreads:
         self._running: dict[ThreadCall, threading.Thread] = {}
         self._retired: set[threading.Thread] = set()
         self._live: set[threading.Thread] = set()
-        for _ in range(size):
+        self.size = 0
+        self.resize(size)
+
+    def resize(self, size: int) -> None:
+        """Run ``size`` threads from now on: start more, or have idle ones end.
+
+        Shrink only when no more than ``size`` calls are queued or running: a
+        thread ends when it takes its stop from the queue, after the calls ahead.
+        """
+        for _ in range(size - self.size):
             self._spawn()
+        for _ in range(self.size - size):
+            self._calls.put(None)
+        self.size = size
 
     def submit(
         self, on_done: Callable[[ThreadCall], Any], fn: Callable[..., Any], *args: Any

@@ -33,6 +33,7 @@ from omnispindle._db.pool import Database
 from omnispindle._db.rows import StepRow
 from omnispindle._maintenance.sweeper import error_pause
 from omnispindle._version import __version__
+from omnispindle._worker._autoscale import PoolSize
 from omnispindle._worker._claim_cursor import ClaimCursor
 from omnispindle._worker._claims import NO_DEADLINE, Claim, Claims
 from omnispindle._worker._duties import Duties
@@ -112,6 +113,12 @@ class WorkerLoop:
         self.stopping, self.wake = stopping, wake
         self.claims = Claims()
         self.inbox = Inbox(wake)
+        self.size = settings.concurrency  # executors at once, now
+        self.pool = (
+            None
+            if settings.scaling is None
+            else PoolSize(settings.scaling, settings.scale_down_after)
+        )
         self.runners = Runners(executors, settings.concurrency, f"omnispindle-{settings.name}")
         self.store = OutcomeStore(db, settings.name)
         self.timers = Timers(settings.poll_interval)
@@ -155,7 +162,7 @@ class WorkerLoop:
                 pid=os.getpid(),
                 capabilities=self.capabilities,
                 task_types=self.task_types,
-                concurrency=self.settings.concurrency,
+                concurrency=self.size,
                 version=__version__,
                 lease_timeout=self.settings.lease_timeout,
             )
@@ -218,6 +225,7 @@ class WorkerLoop:
         self._heartbeat_if_due(worker_id)
         self._read_limits_if_stale()
         self.duties.run_due()
+        self._scale(time.monotonic())
         # Taken last: from here on, a database error hands them back for the next try.
         return self._complete_and_claim(worker_id, self._store_failures())
 
@@ -226,6 +234,19 @@ class WorkerLoop:
         the database enforces them at once."""
         if self.pacing.stale:
             self.pacing.update(self.db.run(q.type_limits.limits_of_types(self.claim_arrays[0])))
+
+    def _scale(self, now: float) -> None:
+        """Grow or shrink an auto-scaled pool from what the claims found, before claiming."""
+        if self.pool is None:
+            return
+        size = self.pool.observe(now, len(self.claims))
+        if size != self.size:
+            log.info("worker %s: concurrency %d -> %d", self.settings.name, self.size, size)
+            self.runners.resize(size)
+            self.size = size
+        wake = self.pool.new_wake()
+        if wake is not None:
+            self.timers.due_in([wake - now], now)
 
     def _hand_back_unheld(self, worker_id: UUID) -> None:
         """After a failed step: hand back what it claimed unseen, uncounted, and
@@ -256,7 +277,7 @@ class WorkerLoop:
 
     def _complete_and_claim(self, worker_id: UUID, succeeded: list[Outcome]) -> bool:
         """Store ``succeeded`` and claim for the slots then free: one round trip, one commit."""
-        free = self.claims.free_slots(self.settings.concurrency, succeeded)
+        free = self.claims.free_slots(self.size, succeeded)
         if not succeeded and free <= 0:
             return False
         after_priority, after_id = self.cursor.start()
@@ -294,6 +315,8 @@ class WorkerLoop:
                 walked, free - (len(claimed) - len(walked)), time.monotonic() - started
             )
             self._recheck_limits_soon(free - len(claimed))
+            if self.pool is not None:
+                self.pool.claimed(free, len(claimed))
         return 0 < free == len(claimed)
 
     def _recheck_limits_soon(self, empty_slots: int) -> None:
@@ -393,7 +416,7 @@ class WorkerLoop:
     def _heartbeat_if_due(self, worker_id: UUID) -> None:
         now = time.monotonic()
         if now >= self.timers.heartbeat_at:
-            self._follow(self.leases.beat(worker_id, now))
+            self._follow(self.leases.beat(worker_id, now, self.size))
             self.pacing.stale = True
             self.timers.heartbeat_at = now + self.settings.heartbeat_interval
 

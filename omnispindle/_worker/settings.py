@@ -8,6 +8,7 @@ import socket
 from dataclasses import dataclass
 
 from omnispindle._core import defaults, validation
+from omnispindle._core.scaling import Bounds, bounds
 from omnispindle._maintenance import retention
 from omnispindle._maintenance.sweeper import SweeperConfig
 from omnispindle.errors import ValidationError
@@ -20,13 +21,15 @@ class WorkerSettings:
     """A worker's validated settings."""
 
     name: str
-    concurrency: int
+    concurrency: int  # executors at once; where an auto-scaled pool starts
     poll_interval: float
     lease_timeout: float
     heartbeat_interval: float
     shutdown_timeout: float
     sweeper: SweeperConfig | None
     schedule_interval: float | None = None
+    scaling: Bounds | None = None  # None: a fixed pool of ``concurrency``
+    scale_down_after: float = defaults.SCALE_DOWN_AFTER
 
 
 def default_name() -> str:
@@ -38,6 +41,9 @@ def worker_settings(
     *,
     concurrency: object,
     name: str | None,
+    min_concurrency: object = None,
+    max_concurrency: object = None,
+    scale_down_after: object = defaults.SCALE_DOWN_AFTER,
     poll_interval: object,
     lease_timeout: object,
     heartbeat_interval: object,
@@ -61,9 +67,14 @@ def worker_settings(
     # Checked also when this worker never sweeps: a typo should not wait for a config change.
     keep = retention.optional_horizon("retention", retention_seconds)
     heartbeat = validation.optional_positive_number("heartbeat_interval", heartbeat_interval)
+    limits = defaults.CONCURRENCY_RANGE
+    scaling = bounds("concurrency", concurrency, min_concurrency, max_concurrency, limits)
+    fixed = defaults.CONCURRENCY if concurrency is None else concurrency
     return WorkerSettings(
         name=name or default_name(),
-        concurrency=validation.int_in_range("concurrency", concurrency, defaults.CONCURRENCY_RANGE),
+        concurrency=scaling.start
+        if scaling is not None
+        else validation.int_in_range("concurrency", fixed, limits),
         poll_interval=validation.positive_number("poll_interval", poll_interval),
         lease_timeout=lease,
         heartbeat_interval=heartbeat or lease * defaults.HEARTBEAT_SHARE,
@@ -78,4 +89,6 @@ def worker_settings(
         schedule_interval=validation.optional_positive_number(
             "schedule_interval", schedule_interval
         ),
+        scaling=scaling,
+        scale_down_after=validation.positive_number("scale_down_after", scale_down_after),
     )

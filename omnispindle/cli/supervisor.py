@@ -6,6 +6,10 @@ same command line with ``--processes 1``, restarts one that exits on its own
 (after a delay that doubles while children keep dying young), and on SIGTERM
 or SIGINT passes the signal on and waits for every child's graceful stop.
 
+With ``--min-processes`` and ``--max-processes`` it reads its children's
+backlog every few seconds and adds a child, or stops its newest one with
+SIGTERM, as ``process_scaling`` decides.
+
 On Linux each child asks the kernel for a SIGTERM when the supervisor dies
 (``PR_SET_PDEATHSIG``), so a supervisor killed with SIGKILL leaves children
 that stop gracefully; elsewhere they run on until stopped one by one.
@@ -25,7 +29,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 
+from omnispindle._db.rows import ProcessBacklog
 from omnispindle.cli.exit_codes import EXIT_ERROR, EXIT_OK
+from omnispindle.cli.process_scaling import ProcessScaling
 
 log = logging.getLogger("omnispindle.cli")
 
@@ -35,6 +41,9 @@ LONGEST_DELAY = 10.0
 LIVED_A_WHILE = 30.0  # a child that lived this long is restarted after FIRST_DELAY again
 STOP_MARGIN = 15.0  # seconds past the worker's shutdown timeout for connections to close
 _PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
+# The supervisor's own options: a child runs one process, whatever they said.
+_COUNT_OPTIONS = ("--processes", "--min-processes", "--max-processes")
+ReadBacklog = Callable[[Sequence[int], int], ProcessBacklog | None]
 
 
 @dataclass
@@ -64,21 +73,30 @@ class _Slot:
     backoff: Backoff = field(default_factory=Backoff)
 
 
-def child_command(argv: Sequence[str], slot: int, name: str | None) -> list[str]:
+def child_command(
+    argv: Sequence[str], slot: int, name: str | None, scaled: bool = False
+) -> list[str]:
     """The command line of the child in ``slot`` (from 1): ``argv`` with ``--processes 1``
-    in place of the count, and ``NAME-SLOT`` as its name when a name was given."""
+    in place of the counts, and ``NAME-SLOT`` as its name when a name was given.
+
+    ``scaled``: ``argv`` gave ``--min-processes`` and ``--max-processes``; the
+    child is told 1 for both too, in case an abbreviation of them is left.
+    """
     kept: list[str] = []
     skip_value = False
     for arg in argv:
         if skip_value:
             skip_value = False
-        elif arg == "--processes":
+        elif arg in _COUNT_OPTIONS:
             skip_value = True
-        elif not arg.startswith("--processes="):
+        elif not arg.startswith(tuple(f"{option}=" for option in _COUNT_OPTIONS)):
             kept.append(arg)
     # The last occurrence of an option wins, which also covers any abbreviation left above.
+    counts = ["--processes", "1"]
+    if scaled:
+        counts += ["--min-processes", "1", "--max-processes", "1"]
     named = ["--name", f"{name}-{slot}"] if name else []
-    return [sys.executable, "-m", "omnispindle", *kept, "--processes", "1", *named]
+    return [sys.executable, "-m", "omnispindle", *kept, *counts, *named]
 
 
 def _parent_death_signal() -> Callable[[], None] | None:
@@ -101,12 +119,36 @@ def _parent_death_signal() -> Callable[[], None] | None:
     return ask
 
 
-class Supervisor:
-    """Keeps ``len(commands)`` children running until SIGTERM or SIGINT, then stops them."""
+@dataclass
+class AutoScaling:
+    """What an auto-scaling supervisor decides with, and how it reads the backlog."""
 
-    def __init__(self, commands: Sequence[list[str]], stop_timeout: float) -> None:
+    decide: ProcessScaling
+    read: ReadBacklog
+
+
+class Supervisor:
+    """Keeps ``processes`` children running until SIGTERM or SIGINT, then stops them.
+
+    Args:
+        command_of: the command line of the child in a slot (from 1).
+        processes: children to run (to start with, when auto-scaling).
+        stop_timeout: seconds children get to stop before they are killed.
+        scaling: grow and shrink the children from the backlog; None: a fixed number.
+    """
+
+    def __init__(
+        self,
+        command_of: Callable[[int], list[str]],
+        processes: int,
+        stop_timeout: float,
+        scaling: AutoScaling | None = None,
+    ) -> None:
+        self.command_of = command_of
         self.stop_timeout = stop_timeout
-        self._slots = [_Slot(command) for command in commands]
+        self.scaling = scaling
+        self._slots = [_Slot(command_of(n)) for n in range(1, processes + 1)]
+        self._retiring: list[subprocess.Popen[bytes]] = []  # told to stop by scaling
         self._stop_signal: int | None = None
         self._preexec = _parent_death_signal()
 
@@ -117,10 +159,11 @@ class Supervisor:
         for slot in self._slots:
             self._start(slot)
         while self._stop_signal is None:
-            select.select([wake], [], [], self._seconds_to_next_restart())
+            select.select([wake], [], [], self._seconds_to_next())
             _drain(wake)
             self._reap()
             self._restart_due()
+            self._scale_if_due()
         return self._stop_all(self._stop_signal)
 
     def _handle_signals(self) -> int:
@@ -141,7 +184,7 @@ class Supervisor:
         return reader
 
     def __len__(self) -> int:
-        return len(self._slots)
+        return len(self._slots) + len(self._retiring)
 
     def _start(self, slot: _Slot) -> None:
         # The supervisor runs no threads, so a function between fork and exec is safe here.
@@ -151,6 +194,9 @@ class Supervisor:
 
     def _reap(self) -> None:
         """Note each child that exited, and when to start its replacement."""
+        for process in [p for p in self._retiring if p.poll() is not None]:
+            self._retiring.remove(process)
+            log.info("worker process %d %s", process.pid, how_it_ended(process.returncode))
         for slot in self._slots:
             if slot.process is None or slot.process.poll() is None:
                 continue
@@ -169,14 +215,51 @@ class Supervisor:
             if slot.restart_at is not None and slot.restart_at <= now:
                 self._start(slot)
 
-    def _seconds_to_next_restart(self) -> float | None:
-        due = [slot.restart_at for slot in self._slots if slot.restart_at is not None]
-        return max(0.0, min(due) - time.monotonic()) if due else None
+    def _seconds_to_next(self) -> float | None:
+        """Seconds until the next restart or backlog read; None: until a signal."""
+        now = time.monotonic()
+        due = [slot.restart_at - now for slot in self._slots if slot.restart_at is not None]
+        if self.scaling is not None:
+            due.append(self.scaling.decide.seconds_to_read(now))
+        return max(0.0, min(due)) if due else None
+
+    def _scale_if_due(self) -> None:
+        """Read the backlog when due; start or stop children to the size it calls for."""
+        scaling, now = self.scaling, time.monotonic()
+        if scaling is None or scaling.decide.seconds_to_read(now) > 0:
+            return
+        pids = [slot.process.pid for slot in self._slots if slot.process is not None]
+        backlog = scaling.read(pids, scaling.decide.limit)
+        if backlog is None:
+            scaling.decide.unread(now)
+            return
+        size = scaling.decide.observe(now, backlog["ready"], backlog["running"])
+        if size != len(self._slots):
+            log.info(
+                "scaling from %d to %d worker processes (%s%d ready, %d running)",
+                len(self._slots),
+                size,
+                "at least " if backlog["ready"] >= scaling.decide.limit else "",
+                backlog["ready"],
+                backlog["running"],
+            )
+        while len(self._slots) < size:
+            self._slots.append(_Slot(self.command_of(len(self._slots) + 1)))
+            self._start(self._slots[-1])
+        while len(self._slots) > size:
+            self._retire(self._slots.pop())
+
+    def _retire(self, slot: _Slot) -> None:
+        """Stop a slot's child gracefully (SIGTERM), or its restart if it is not running."""
+        if slot.process is not None and slot.process.poll() is None:
+            slot.process.send_signal(signal.SIGTERM)
+            self._retiring.append(slot.process)
 
     def _stop_all(self, signum: int) -> int:
         """Pass ``signum`` on to every child and wait for them; SIGKILL those still
         running after the stop timeout."""
         running = [slot.process for slot in self._slots if slot.process is not None]
+        running += self._retiring
         for process in running:
             if process.poll() is None:
                 process.send_signal(signum)

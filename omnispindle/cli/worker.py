@@ -13,17 +13,27 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from omnispindle._core import defaults
+from omnispindle._core.scaling import Bounds, bounds
 from omnispindle.cli.args import (
+    given_dsn,
+    given_schema,
     int_arg,
     migrate_argument,
     positive_seconds_arg,
     queue_of,
     retention_arguments,
 )
-from omnispindle.cli.exit_codes import EXIT_OK
+from omnispindle.cli.exit_codes import EXIT_OK, EXIT_USAGE
+from omnispindle.cli.process_scaling import ProcessScaling
 from omnispindle.cli.signals import on_stop_signals
-from omnispindle.cli.supervisor import MAX_PROCESSES, STOP_MARGIN, Supervisor, child_command
-from omnispindle.errors import ConfigurationError
+from omnispindle.cli.supervisor import (
+    MAX_PROCESSES,
+    STOP_MARGIN,
+    AutoScaling,
+    Supervisor,
+    child_command,
+)
+from omnispindle.errors import ConfigurationError, ValidationError
 
 if TYPE_CHECKING:
     from omnispindle.task_queue import TaskQueue
@@ -48,18 +58,56 @@ def add_commands(commands: Any, command: Callable[..., argparse.ArgumentParser])
         help="comma-separated task types and tags; only the module's executors among them "
         "run (default: all its executors)",
     )
+    concurrency = int_arg("concurrency", defaults.CONCURRENCY_RANGE)
     worker.add_argument(
         "--concurrency",
-        type=int_arg("concurrency", defaults.CONCURRENCY_RANGE),
-        default=defaults.CONCURRENCY,
-        help="tasks run at once, each in its own thread",
+        type=concurrency,
+        default=None,
+        help="tasks run at once, each in its own thread (default 1); with "
+        "--min-concurrency and --max-concurrency, where the pool starts (by default the minimum)",
     )
     worker.add_argument(
+        "--min-concurrency",
+        metavar="N",
+        type=concurrency,
+        default=None,
+        help="with --max-concurrency: scale the tasks run at once between the two, "
+        "growing while every slot is busy and claims keep finding work, shrinking when idle",
+    )
+    worker.add_argument(
+        "--max-concurrency",
+        metavar="N",
+        type=concurrency,
+        default=None,
+        help="see --min-concurrency",
+    )
+    processes = int_arg("processes", (1, MAX_PROCESSES))
+    worker.add_argument(
         "--processes",
-        type=int_arg("processes", (1, MAX_PROCESSES)),
-        default=1,
+        type=processes,
+        default=None,
         help="worker processes to start and supervise, for CPU-bound executors; each runs "
-        "--concurrency tasks, is restarted if it dies, and is stopped with this command",
+        "--concurrency tasks, is restarted if it dies, and is stopped with this command "
+        "(default 1); with --min-processes and --max-processes, how many to start with "
+        "(by default the minimum)",
+    )
+    worker.add_argument(
+        "--min-processes",
+        metavar="N",
+        type=processes,
+        default=None,
+        help="with --max-processes: scale the worker processes between the two from the "
+        "ready backlog of their task types, read every few seconds (needs --dsn)",
+    )
+    worker.add_argument(
+        "--max-processes", metavar="N", type=processes, default=None, help="see --min-processes"
+    )
+    worker.add_argument(
+        "--scale-down-after",
+        type=positive_seconds_arg,
+        default=defaults.SCALE_DOWN_AFTER,
+        help="seconds capacity stays unused before an auto-scaled pool of tasks or "
+        "processes shrinks",
     )
     worker.add_argument(
         "--name", default=None, help="name shown in status and errors (default HOST-PID-N)"
@@ -132,16 +180,63 @@ def add_commands(commands: Any, command: Callable[..., argparse.ArgumentParser])
 
 
 def _worker(args: argparse.Namespace) -> int:
-    if args.processes > 1:
-        return _supervise(args)
+    try:
+        bounds(
+            "concurrency",
+            args.concurrency,
+            args.min_concurrency,
+            args.max_concurrency,
+            defaults.CONCURRENCY_RANGE,
+            options=True,
+        )
+        processes = bounds(
+            "processes",
+            args.processes,
+            args.min_processes,
+            args.max_processes,
+            (1, MAX_PROCESSES),
+            options=True,
+        )
+    except ValidationError as exc:
+        print(f"omnispindle: {exc} (see `omnispindle worker --help`)", file=sys.stderr)
+        return EXIT_USAGE
+    if processes is not None and processes.high > 1:
+        return _supervise(args, processes)
+    if processes is None and (args.processes or 1) > 1:
+        return _supervise(args, None)
     with queue_of(args, migrate=args.migrate) as queue:
         return _run_worker(args, queue)
 
 
-def _supervise(args: argparse.Namespace) -> int:
-    """Run ``--processes`` children of this command line, each one worker."""
-    commands = [child_command(args.argv, n, args.name) for n in range(1, args.processes + 1)]
-    return Supervisor(commands, stop_timeout=args.shutdown_timeout + STOP_MARGIN).run()
+def _supervise(args: argparse.Namespace, processes: Bounds | None) -> int:
+    """Run children of this command line, each one worker: ``--processes`` of them, or
+    from ``--min-processes`` to ``--max-processes`` as the backlog asks."""
+
+    def command_of(slot: int) -> list[str]:
+        return child_command(args.argv, slot, args.name, scaled=processes is not None)
+
+    stop_timeout = args.shutdown_timeout + STOP_MARGIN
+    if processes is None:
+        return Supervisor(command_of, args.processes, stop_timeout).run()
+    dsn = given_dsn(args)
+    if dsn is None:
+        print(
+            "omnispindle: --max-processes reads the backlog from the database: give --dsn "
+            "(or $OMNISPINDLE_DSN)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    from omnispindle.cli.backlog import BacklogReader  # on use: the command line starts fast
+
+    reader = BacklogReader(dsn, schema=given_schema(args), pooler=args.pooler)
+    per_process = args.max_concurrency or args.concurrency or defaults.CONCURRENCY
+    scaling = AutoScaling(
+        ProcessScaling(processes, per_process, args.scale_down_after), reader.read
+    )
+    try:
+        return Supervisor(command_of, processes.start, stop_timeout, scaling).run()
+    finally:
+        reader.close()
 
 
 def _run_worker(args: argparse.Namespace, queue: TaskQueue) -> int:
@@ -152,6 +247,9 @@ def _run_worker(args: argparse.Namespace, queue: TaskQueue) -> int:
         local_queue=queue,
         capabilities=capabilities,
         concurrency=args.concurrency,
+        min_concurrency=args.min_concurrency,
+        max_concurrency=args.max_concurrency,
+        scale_down_after=args.scale_down_after,
         name=args.name,
         poll_interval=args.poll_interval,
         lease_timeout=args.lease_timeout,

@@ -12,10 +12,12 @@ RETURNING id;
 -- (the ids returned). A worker wrongly declared dead is active again. Leases
 -- are found by primary key and fenced by their tokens (only a running attempt
 -- has one): a walk of the running index by worker would step over an entry
--- for every attempt an old snapshot keeps alive.
+-- for every attempt an old snapshot keeps alive. The concurrency is the
+-- worker's current one: an auto-scaled worker's changes as it scales.
 WITH beat AS (
     UPDATE omnispindle.workers
-    SET last_heartbeat_at = now(), state = 'active', stopped_at = NULL
+    SET last_heartbeat_at = now(), state = 'active', stopped_at = NULL,
+        concurrency = %(concurrency)s
     WHERE id = %(worker_id)s AND state <> 'stopped'
 )
 UPDATE omnispindle.tasks
@@ -55,3 +57,40 @@ SELECT id, name, host, pid, state::text AS state, capabilities, concurrency, run
        started_at, stopped_at, lost
 FROM omnispindle.worker_summary
 ORDER BY started_at, name;
+
+-- name: process_backlog
+-- What a supervisor of worker processes scales on: the ready tasks its
+-- children could claim, counted up to a limit, and the tasks they run. Its
+-- children are the active workers on its host with its children's pids;
+-- their registrations say what they claim. Each of their task types not
+-- paused is a walk of the ready index in its order, stopping at the limit
+-- however long the queue (per type, the planner expects many rows, and walks
+-- the index rather than sort the table); only the tasks it found are read,
+-- to check the capabilities they require.
+WITH children AS (
+    SELECT id, task_types, capabilities
+    FROM omnispindle.workers
+    WHERE state = 'active' AND host = %(host)s AND pid = ANY (%(pids)s::integer[])
+), types AS (
+    SELECT unnest(task_types) AS task_type FROM children
+    EXCEPT
+    SELECT task_type FROM omnispindle.paused_task_types
+), offer AS (
+    SELECT ARRAY(SELECT DISTINCT unnest(capabilities) FROM children) AS capabilities
+)
+SELECT
+    (SELECT LEAST(count(*), %(limit)s)
+     FROM types y
+     CROSS JOIN LATERAL (SELECT r.id
+                         FROM omnispindle.tasks r
+                         WHERE r.state = 'pending'
+                           AND r.run_after <= now()
+                           AND r.task_type = y.task_type
+                         ORDER BY r.priority DESC, r.id
+                         LIMIT %(limit)s) AS typed
+     JOIN omnispindle.tasks c ON c.id = typed.id
+     CROSS JOIN offer o
+     WHERE c.required_capabilities <@ o.capabilities)::integer AS ready,
+    (SELECT count(*)
+     FROM omnispindle.tasks t
+     WHERE t.state = 'running' AND t.worker_id IN (SELECT id FROM children))::integer AS running;

@@ -260,3 +260,49 @@ def test_children_that_fail_at_start_are_restarted_ever_more_slowly(dsn, tmp_pat
     lines = log.read_text().splitlines()
     assert sum("exited with code 1; restarting in 0.5 s" in line for line in lines) == 2
     assert sum("cannot import executors module 'no_such_executors'" in line for line in lines) >= 4
+
+
+# `omnispindle worker --min-processes N --max-processes M`: as many as the backlog asks.
+
+
+def test_a_backlog_grows_the_processes_and_its_end_shrinks_them(client, dsn, conn, tmp_path):
+    marker = tmp_path / "go"
+    ids = [client.submit_task("wait_for_file", {"marker": str(marker)}) for _ in range(12)]
+    supervisor = start_worker_process(
+        dsn, "--min-processes", "1", "--max-processes", "3", "--scale-down-after", "2"
+    )
+    seen: set[int] = set()
+    try:
+        poll(lambda: seen.update(active_pids(conn)) or len(active_pids(conn)) > 1, timeout=60)
+        poll(lambda: seen.update(active_pids(conn)) or len(active_pids(conn)) == 3, timeout=60)
+        assert len(seen) == 3, "more processes than --max-processes, or one replaced"
+        marker.touch()
+        tasks = client.wait_for_batch(ids, timeout=120)
+        poll(lambda: len(active_pids(conn)) == 1, timeout=60)
+        assert supervisor.poll() is None
+        supervisor.send_signal(signal.SIGTERM)
+        assert supervisor.wait(timeout=60) == 0
+    finally:
+        stop_for_good(supervisor, conn)
+    assert {t["state"] for t in tasks} == {"succeeded"}
+    assert not any(alive(pid) for pid in seen)
+    states = conn.execute("SELECT state::text, count(*) FROM omnispindle.workers GROUP BY 1")
+    assert states.fetchall() == [("stopped", 3)]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--min-processes", "2"], "--min-processes and --max-processes go together"),
+        (["--min-processes", "3", "--max-processes", "2"], "must not be above --max-processes"),
+        (["--processes", "4", "--min-processes", "1", "--max-processes", "3"], "--processes (4)"),
+        (["--max-concurrency", "4"], "--max-concurrency was given alone"),
+        (["--concurrency", "9", "--min-concurrency", "1", "--max-concurrency", "8"], "from"),
+    ],
+)
+def test_contradictory_scaling_options_are_a_usage_error(args, message, capsys):
+    from omnispindle.cli.main import main
+
+    code = main(["worker", "--executors", "tests.acceptance.ledger_executors", *args])
+    assert code == 2
+    assert message in capsys.readouterr().err

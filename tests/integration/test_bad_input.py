@@ -293,10 +293,17 @@ def test_client_with_bad_poll_interval_is_refused(queue, poll_interval):
         TaskQueueClient(local_queue=queue, poll_interval=poll_interval)
 
 
-@pytest.mark.parametrize("concurrency", [0, -1, 1001, "2", 2.0, True, None])
+@pytest.mark.parametrize("concurrency", [0, -1, 1001, "2", 2.0, True])
 def test_worker_with_bad_concurrency_is_refused(queue, concurrency):
     with pytest.raises(ValidationError, match="concurrency"):
         WorkerClient(local_queue=queue, concurrency=concurrency)
+
+
+def test_worker_concurrency_none_is_the_default(queue):
+    """None leaves the pool at its default: 1, or an auto-scaled pool's minimum."""
+    assert WorkerClient(local_queue=queue, concurrency=None).settings.concurrency == 1
+    scaled = WorkerClient(local_queue=queue, min_concurrency=3, max_concurrency=5)
+    assert scaled.settings.concurrency == 3
 
 
 @pytest.mark.parametrize(

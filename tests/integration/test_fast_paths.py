@@ -262,7 +262,9 @@ def test_a_workers_own_leases_are_found_by_key_not_by_walking_the_running_index(
     plans = plans_of_nested_statements(conn)
     ids, tokens = [r["id"] for r in rows[:2]], [r["lease_token"] for r in rows[:2]]
     query = (
-        q.workers.heartbeat(worker_id=uuid.uuid4(), lease_seconds=30.0, ids=ids, tokens=tokens)
+        q.workers.heartbeat(
+            worker_id=uuid.uuid4(), lease_seconds=30.0, ids=ids, tokens=tokens, concurrency=1
+        )
         if statement == "heartbeat"
         else q.tasks.cancel_requests(ids=ids, tokens=tokens)
     )

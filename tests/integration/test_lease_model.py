@@ -92,6 +92,7 @@ class LeaseModel(RuleBasedStateMachine):
                 lease_seconds=30.0,
                 ids=list(self.held[worker]),
                 tokens=list(self.held[worker].values()),
+                concurrency=1,
             ),
         )
         for row in rows:

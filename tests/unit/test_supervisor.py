@@ -1,4 +1,5 @@
-"""The supervisor's pure parts: its children's command lines and its restart delays."""
+"""The supervisor's pure parts: its children's command lines, its restart delays and
+its number of processes."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ import sys
 
 import pytest
 
+from omnispindle._core.defaults import PROCESS_BACKLOG_READ, PROCESS_SCALE_UP_AFTER
+from omnispindle._core.scaling import Bounds
+from omnispindle.cli.process_scaling import ProcessScaling
 from omnispindle.cli.supervisor import (
     FIRST_DELAY,
     LIVED_A_WHILE,
@@ -65,3 +69,47 @@ def test_an_exit_is_told_by_code_or_signal():
     assert how_it_ended(3) == "exited with code 3"
     assert how_it_ended(-9) == "killed by SIGKILL"
     assert how_it_ended(-200) == "killed by signal 200"
+
+
+def test_a_child_of_an_auto_scaling_supervisor_runs_one_process_whatever_was_abbreviated():
+    argv = ["worker", "--min-processes", "1", "--max-processes=4", "--max-proc", "4", "-x"]
+    assert child_command(argv, 3, None, scaled=True)[3:] == [
+        "worker",
+        "--max-proc",
+        "4",
+        "-x",
+        "--processes",
+        "1",
+        "--min-processes",
+        "1",
+        "--max-processes",
+        "1",
+    ]
+
+
+def processes(low=1, high=4, per_process=2):
+    return ProcessScaling(Bounds(low, high, low), per_process, shrink_after=10.0)
+
+
+def test_processes_grow_one_at_a_time_while_the_backlog_exceeds_what_they_take():
+    scaling = processes()
+    assert scaling.limit == 9  # past what four processes of two take, a count changes nothing
+    assert scaling.observe(0.0, ready=1, running=2) == 1  # three tasks: more than one takes
+    assert scaling.seconds_to_read(0.0) == PROCESS_BACKLOG_READ
+    assert scaling.observe(PROCESS_SCALE_UP_AFTER, ready=9, running=2) == 2
+    assert scaling.observe(PROCESS_SCALE_UP_AFTER + 2, ready=9, running=4) == 2
+
+
+def test_a_backlog_processes_can_take_grows_nothing():
+    scaling = processes()
+    scaling.observe(0.0, ready=2, running=0)
+    assert scaling.observe(PROCESS_SCALE_UP_AFTER * 2, ready=0, running=2) == 1
+
+
+def test_processes_shrink_once_the_backlog_stayed_empty():
+    scaling = ProcessScaling(Bounds(1, 4, 3), per_process=2, shrink_after=10.0)
+    assert scaling.observe(0.0, ready=0, running=3) == 3  # two processes' worth
+    assert scaling.observe(5.0, ready=0, running=0) == 3
+    assert scaling.observe(10.0, ready=0, running=0) == 2
+    assert scaling.observe(15.0, ready=0, running=0) == 2  # a new window from here
+    assert scaling.observe(25.0, ready=0, running=0) == 1

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from uuid import UUID
 
-from omnispindle._db.query import Query, column, nothing, rows, value
-from omnispindle._db.rows import HeldLease, WorkerRow
+from omnispindle._db.query import Query, column, first, nothing, rows, value
+from omnispindle._db.rows import HeldLease, ProcessBacklog, WorkerRow
 from omnispindle._db.statements import RUNTIME
 
 
@@ -39,9 +39,15 @@ def register_worker(
 
 
 def heartbeat(
-    *, worker_id: UUID, lease_seconds: float, ids: Sequence[int], tokens: Sequence[str]
+    *,
+    worker_id: UUID,
+    lease_seconds: float,
+    ids: Sequence[int],
+    tokens: Sequence[str],
+    concurrency: int,
 ) -> Query[list[HeldLease]]:
-    """Mark the worker alive and extend the leases it still holds; those it holds.
+    """Mark the worker alive with its current ``concurrency``, and extend the leases
+    it still holds; those it holds.
 
     Lists, not literals (as ``cancel_requests``): a beat comes every few seconds.
     """
@@ -49,6 +55,7 @@ def heartbeat(
         RUNTIME["heartbeat"],
         {
             "worker_id": worker_id,
+            "concurrency": concurrency,
             "lease_seconds": lease_seconds,
             "ids": list(ids),
             "tokens": list(tokens),
@@ -72,3 +79,11 @@ def mark_dead_workers(*, dead_after: float, limit: int) -> Query[list[UUID]]:
 def list_workers() -> Query[list[WorkerRow]]:
     """Every registered worker with its health."""
     return Query(RUNTIME["list_workers"], None, rows)
+
+
+def process_backlog(*, host: str, pids: Sequence[int], limit: int) -> Query[ProcessBacklog]:
+    """The ready tasks (up to ``limit``) the workers with ``pids`` on ``host`` could
+    claim, and the tasks they run: what a supervisor scales its processes on."""
+    return Query(
+        RUNTIME["process_backlog"], {"host": host, "pids": list(pids), "limit": limit}, first
+    )
