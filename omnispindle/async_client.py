@@ -39,6 +39,7 @@ from omnispindle._db.rows import (
     ScheduleSummary,
     TaskRecord,
     TaskTypeLimit,
+    TaskTypeStrategy,
     TypeDemand,
 )
 from omnispindle._observe import tracing
@@ -370,6 +371,31 @@ class AsyncTaskQueueClient:
         """Every limited task type, by name: its limits, its running and ready tasks,
         the tokens its bucket holds now and how many ready tasks a limit holds back."""
         return await self.db.read(operations.task_type_limits())
+
+    async def set_task_type_strategy(
+        self, task_type: str, strategy: str, *, aging_seconds: float | None = None
+    ) -> None:
+        """Choose how workers order the ready tasks of ``task_type``: ``"priority"``
+        (the default: strict priority, then age) or ``"aging"``, where a task's
+        effective priority grows by one for every ``aging_seconds`` it has been
+        ready, so that a flood of higher priorities cannot keep it waiting for
+        ever. A task at priority p behind a flood at priority P starts after
+        about (P - p) * ``aging_seconds``. Aging orders the type's own tasks:
+        the type is claimed in a pass of its own, before the other types, as a
+        limited type is. Idle workers are woken.
+
+        Raises:
+            ValidationError: a bad task type, an unknown strategy, or
+                ``aging_seconds`` missing for aging, given for another strategy, or
+                not a number above 0; nothing changed.
+        """
+        change = operations.set_task_type_strategy(task_type, strategy, aging_seconds)
+        await self.db.run(change)
+
+    async def task_type_strategies(self) -> list[TaskTypeStrategy]:
+        """Every task type with a strategy other than strict priority, by name:
+        ``{"task_type", "strategy", "aging_seconds", "set_at"}``."""
+        return await self.db.read(operations.task_type_strategies())
 
     async def workers_needed(
         self,

@@ -34,6 +34,7 @@ from omnispindle._db.rows import (
     StreamRow,
     TaskRecord,
     TaskTypeLimit,
+    TaskTypeStrategy,
     TypeDemand,
 )
 from omnispindle.errors import TaskNotFoundError, ValidationError
@@ -197,6 +198,34 @@ def clear_task_type_limit(task_type: str) -> Query[bool]:
         ValidationError: a bad task type.
     """
     return q.type_limits.clear_task_type_limit(validation.task_type(task_type))
+
+
+STRATEGIES = ("priority", "aging")
+
+
+def set_task_type_strategy(
+    task_type: str, strategy: str, aging_seconds: float | None
+) -> Query[None]:
+    """Set how workers order the ready tasks of ``task_type``.
+
+    Raises:
+        ValidationError: a bad task type, an unknown strategy, or ``aging_seconds``
+            missing for 'aging', given for another, or not a number above 0.
+    """
+    checked = validation.task_type(task_type)
+    if strategy not in STRATEGIES:
+        raise ValidationError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    if (strategy == "aging") != (aging_seconds is not None):
+        raise ValidationError("aging_seconds goes with the aging strategy, and only with it")
+    seconds = validation.optional_positive_number("aging_seconds", aging_seconds)
+    if seconds is not None and seconds > LIMIT_RANGE[1]:
+        raise ValidationError(f"aging_seconds must be at most {LIMIT_RANGE[1]:,}, got {seconds}")
+    return q.type_limits.set_task_type_strategy(checked, strategy, seconds)
+
+
+def task_type_strategies() -> Query[list[TaskTypeStrategy]]:
+    """Every task type with a strategy other than strict priority, by name."""
+    return q.type_limits.task_type_strategies()
 
 
 def task_type_limits() -> Query[list[TaskTypeLimit]]:

@@ -313,8 +313,19 @@ class TypeDemand(TypedDict):
     demand: int
 
 
+class TaskTypeStrategy(TypedDict):
+    """A task type ordered otherwise than by strict priority: 'aging', with the wait
+    in seconds that raises a task's effective priority by one."""
+
+    task_type: str
+    strategy: str
+    aging_seconds: float | None
+    set_at: datetime
+
+
 class LimitOfType(TypedDict):
-    """The limits of one task type, as a worker paces its claims by them."""
+    """A task type that claims take apart, with its limits (None where it has
+    none), as a worker paces its claims by them."""
 
     task_type: str
     max_running: int | None

@@ -32,6 +32,7 @@ def _status(args: argparse.Namespace) -> int:
         workers = queue.db.run(q.inspection.worker_summary())
         paused = queue.db.run(q.pausing.paused_task_types())
         limited = queue.db.run(q.type_limits.task_type_limits())
+        strategies = queue.db.run(q.type_limits.task_type_strategies())
         demand = queue.db.run(q.demand.worker_demand())
     finally:
         queue.shutdown()
@@ -42,6 +43,7 @@ def _status(args: argparse.Namespace) -> int:
             "workers": workers,
             "paused": paused,
             "limits": limited,
+            "strategies": strategies,
             "demand": demand,
             "warnings": warnings,
         }
@@ -56,6 +58,9 @@ def _status(args: argparse.Namespace) -> int:
         if limited:
             print()
             print(format_table(limited, title="Task type limits"))
+        if strategies:
+            print()
+            print(format_table(strategies, title="Task type strategies"))
         print()
         print(demand_line(demand, workers))
         for warning in warnings:

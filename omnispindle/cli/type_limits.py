@@ -1,5 +1,6 @@
 """``omnispindle limit TYPE``: cap a task type's running tasks and starts per
-second across every worker, or clear its limits."""
+second across every worker, or clear its limits; ``omnispindle strategy TYPE``:
+choose how workers order its ready tasks."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 
 from omnispindle._client import operations
 from omnispindle._client.operations import LIMIT_RANGE
-from omnispindle.cli.args import int_arg
+from omnispindle.cli.args import int_arg, positive_seconds_arg
 from omnispindle.cli.exit_codes import EXIT_OK, EXIT_USAGE
 from omnispindle.cli.formatting import to_json
 from omnispindle.cli.tasks import open_queue
@@ -19,7 +20,7 @@ from omnispindle.errors import ValidationError
 
 
 def add_commands(commands: Any, command: Callable[..., argparse.ArgumentParser]) -> None:
-    """Add ``limit`` to the ``omnispindle`` subparsers."""
+    """Add ``limit`` and ``strategy`` to the ``omnispindle`` subparsers."""
     limit = command(
         commands, "limit", "cap a task type's running tasks and starts per second", _limit
     )
@@ -49,6 +50,24 @@ def add_commands(commands: Any, command: Callable[..., argparse.ArgumentParser])
         "--clear", action="store_true", help="remove the type's limits instead of setting them"
     )
     limit.add_argument("--json", action="store_true", help="print JSON for scripts")
+    strategy = command(
+        commands, "strategy", "choose how workers order a task type's ready tasks", _strategy
+    )
+    strategy.add_argument("task_type", metavar="TYPE", help="the task type")
+    strategy.add_argument(
+        "strategy",
+        choices=operations.STRATEGIES,
+        help="priority: strict priority, then age (the default); aging: a task's priority "
+        "grows by one every --aging-seconds it waits",
+    )
+    strategy.add_argument(
+        "--aging-seconds",
+        type=positive_seconds_arg,
+        default=None,
+        metavar="S",
+        help="with aging: the wait that raises a task's effective priority by one",
+    )
+    strategy.add_argument("--json", action="store_true", help="print JSON for scripts")
 
 
 def _rate(text: str) -> float:
@@ -78,6 +97,25 @@ def _limit(args: argparse.Namespace) -> int:
     with open_queue(args) as queue:
         changed = queue.db.run(change)
     message = _message(args, changed)
+    if args.json:
+        print(to_json({"task_type": args.task_type, "message": message}))
+    else:
+        print(message)
+    return EXIT_OK
+
+
+def _strategy(args: argparse.Namespace) -> int:
+    try:
+        change = operations.set_task_type_strategy(
+            args.task_type, args.strategy, args.aging_seconds
+        )
+    except ValidationError as exc:  # a bad TYPE, or --aging-seconds without aging
+        return _usage_error(str(exc))
+    with open_queue(args) as queue:
+        queue.db.run(change)
+    message = f"task type {args.task_type} ordered by {args.strategy}"
+    if args.aging_seconds is not None:
+        message += f" (+1 priority every {args.aging_seconds:g} s of waiting)"
     if args.json:
         print(to_json({"task_type": args.task_type, "message": message}))
     else:

@@ -15,9 +15,22 @@ SELECT task_type, max_running, running, starts_per_second, burst, tokens, ready,
 FROM omnispindle.task_type_limit_summary
 ORDER BY task_type;
 
--- The limits of a worker's task types, which pace its claims while they hold tasks back.
+-- A worker's task types that claims take apart (those with limits or a strategy),
+-- with their limits, which pace its claims while they hold tasks back.
 -- name: limits_of_types
-SELECT task_type, max_running, starts_per_second
-FROM omnispindle.task_type_limits
-WHERE task_type = ANY (%(task_types)s::text[])
+SELECT s.task_type, l.max_running, l.starts_per_second
+FROM (SELECT task_type FROM omnispindle.task_type_limits
+      UNION
+      SELECT task_type FROM omnispindle.task_type_strategies) s
+LEFT JOIN omnispindle.task_type_limits l ON l.task_type = s.task_type
+WHERE s.task_type = ANY (%(task_types)s::text[])
+ORDER BY s.task_type;
+
+-- name: set_task_type_strategy
+SELECT omnispindle.set_task_type_strategy(%(task_type)s, %(strategy)s,
+                                          %(aging_seconds)s::double precision);
+
+-- name: task_type_strategies
+SELECT task_type, strategy, aging_seconds, set_at
+FROM omnispindle.task_type_strategies
 ORDER BY task_type;

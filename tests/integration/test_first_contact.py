@@ -123,6 +123,7 @@ REQUIRED = {
     "wait": ["1"],
     "pause": ["t"],
     "limit": ["t"],
+    "strategy": ["t", "aging"],
     "resume": ["t"],
 }
 

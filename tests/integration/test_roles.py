@@ -331,6 +331,7 @@ def test_producer_commands_run_under_the_producer_role(role_dsns, as_role):
         ["resume", "report"],
         ["limit", "report", "--max-running", "2"],
         ["limit", "report", "--clear"],
+        ["strategy", "report", "aging", "--aging-seconds", "5"],
     ):
         done = command(*args, "--dsn", producer)
         assert done.returncode == 0, (args, done.stderr)
@@ -390,9 +391,14 @@ def test_a_producer_limits_a_type_and_workers_claim_within_it(as_role):
         task_types=["t"], capabilities=[], limit=5, worker_id=uuid.uuid4(), lease_seconds=30
     )
     assert [row["id"] for row in worker_queue.db.run(claim)] == ids[:1]
+    producer.set_task_type_strategy("t", "aging", aging_seconds=1)
     for access in ("worker", "observer"):
+        other = TaskQueueClient(local_queue=as_role(access))
         with pytest.raises(PermissionDeniedError):
-            TaskQueueClient(local_queue=as_role(access)).set_task_type_limit("t", max_running=9)
+            other.set_task_type_limit("t", max_running=9)
+        with pytest.raises(PermissionDeniedError):
+            other.set_task_type_strategy("t", "priority")
+        assert [s["strategy"] for s in other.task_type_strategies()] == ["aging"]
     observer = TaskQueueClient(local_queue=as_role("observer"))
     [limit] = observer.task_type_limits()
     assert (limit["max_running"], limit["running"], limit["held_back"]) == (1, 1, 2)

@@ -29,7 +29,7 @@ from tests.conftest import create_database, drop_database, unique_name
 from tests.migrations.catalog import snapshot
 
 MIGRATORS = 4
-HEAD = "0010_limits"
+HEAD = "0010_scheduling"
 DEADLINE_SECONDS = 120
 
 USER_TABLE = "invoices"
@@ -72,11 +72,11 @@ def upgrade():
     apply_migration(op.get_bind(), "0007_guarded_rows")
     apply_migration(op.get_bind(), "0008_dashboard")
     apply_migration(op.get_bind(), "0009_pause")
-    apply_migration(op.get_bind(), "0010_limits")
+    apply_migration(op.get_bind(), "0010_scheduling")
 
 
 def downgrade():
-    apply_migration(op.get_bind(), "0010_limits.down")
+    apply_migration(op.get_bind(), "0010_scheduling.down")
     apply_migration(op.get_bind(), "0009_pause.down")
     apply_migration(op.get_bind(), "0008_dashboard.down")
     apply_migration(op.get_bind(), "0007_guarded_rows.down")

@@ -1,10 +1,10 @@
-"""Typed statements on task type limits (``sql/queries/type_limits.sql``)."""
+"""Typed statements on task type limits and strategies (``sql/queries/type_limits.sql``)."""
 
 from __future__ import annotations
 
 from omnispindle._db.pg_arrays import ArrayLiteral
 from omnispindle._db.query import Query, nothing, rows, value
-from omnispindle._db.rows import LimitOfType, TaskTypeLimit
+from omnispindle._db.rows import LimitOfType, TaskTypeLimit, TaskTypeStrategy
 from omnispindle._db.statements import RUNTIME
 
 
@@ -32,5 +32,18 @@ def task_type_limits() -> Query[list[TaskTypeLimit]]:
 
 
 def limits_of_types(task_types: ArrayLiteral) -> Query[list[LimitOfType]]:
-    """The limits of these task types (those that have some)."""
+    """Those of these task types that claims take apart, with their limits if any."""
     return Query(RUNTIME["limits_of_types"], {"task_types": task_types}, rows)
+
+
+def set_task_type_strategy(
+    task_type: str, strategy: str, aging_seconds: float | None
+) -> Query[None]:
+    """Set the strategy of a task type ('priority' removes any other)."""
+    params = {"task_type": task_type, "strategy": strategy, "aging_seconds": aging_seconds}
+    return Query(RUNTIME["set_task_type_strategy"], params, nothing)
+
+
+def task_type_strategies() -> Query[list[TaskTypeStrategy]]:
+    """Every task type with a strategy other than strict priority, by name."""
+    return Query(RUNTIME["task_type_strategies"], None, rows)

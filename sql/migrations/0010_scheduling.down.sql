@@ -1,4 +1,4 @@
--- Undo 0010_limits.
+-- Undo 0010_scheduling.
 
 -- grant_access() as 0009 made it.
 CREATE OR REPLACE FUNCTION omnispindle.grant_access(p_role regrole, p_access text)
@@ -175,5 +175,7 @@ DROP VIEW omnispindle.worker_demand;
 DROP VIEW omnispindle.task_type_limit_summary;
 DROP FUNCTION omnispindle.clear_task_type_limit(text);
 DROP FUNCTION omnispindle.set_task_type_limit(text, integer, double precision, integer);
+DROP FUNCTION omnispindle.set_task_type_strategy(text, text, double precision);
+DROP TABLE omnispindle.task_type_strategies;
 DROP INDEX omnispindle.tasks_running_type_idx;
 DROP TABLE omnispindle.task_type_limits;

@@ -1,8 +1,9 @@
--- Migration 0010_limits: limits on a task type, global across the workers:
--- at most N of its tasks running at once, at most R claims of them per
--- second. claim_tasks (and so complete_and_claim) enforces them under a lock
--- on the type's row. Producers set and clear limits (an operator's action,
--- like pause); every role may read them; workers take from the buckets.
+-- Migration 0010_scheduling: limits on a task type, global across the workers
+-- (at most N of its tasks running at once, at most R claims of them per
+-- second), enforced by claim_tasks (and so complete_and_claim) under a lock on
+-- the type's row; the aging strategy; and the scaling hint. Producers set and
+-- clear limits and strategies (an operator's action, like pause); every role
+-- may read them; workers take from the buckets.
 
 -- Limits on a task type, global across every worker: at most max_running of
 -- its tasks running at once, and at most starts_per_second claims of them
@@ -121,6 +122,74 @@ BEGIN
 END
 $$;
 
+-- How workers order a task type's ready tasks, when not by strict priority
+-- then age (the default, which needs no row). 'aging': a task's effective
+-- priority grows by one for every aging_seconds it has waited since it
+-- became ready, so that a flood of higher priorities cannot keep it waiting
+-- for ever. A type with a strategy is claimed in a pass of its own, before
+-- the walk over the other types (as a limited type is). Change it through
+-- set_task_type_strategy, which checks its arguments.
+CREATE TABLE omnispindle.task_type_strategies (
+    task_type     text PRIMARY KEY,
+    strategy      text NOT NULL,
+    aging_seconds double precision,
+    set_at        timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT task_type_strategies_task_type_valid
+        CHECK (task_type <> '' AND length(task_type) <= 200),
+    CONSTRAINT task_type_strategies_strategy_known CHECK (strategy IN ('aging')),
+    CONSTRAINT task_type_strategies_aging_range
+        CHECK ((strategy = 'aging') = (aging_seconds IS NOT NULL)
+               AND aging_seconds > 0 AND aging_seconds <= 1000000)
+);
+
+-- Sets the strategy of a task type: 'priority' (the default: strict priority,
+-- then age) or 'aging' with aging_seconds, the wait that raises a task's
+-- effective priority by one. Wakes the workers.
+CREATE FUNCTION omnispindle.set_task_type_strategy(task_type text, strategy text,
+                                                   aging_seconds double precision DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF set_task_type_strategy.task_type IS NULL OR set_task_type_strategy.task_type = ''
+       OR length(set_task_type_strategy.task_type) > 200 THEN
+        RAISE EXCEPTION 'task_type must be a non-empty string of at most 200 characters'
+            USING ERRCODE = 'OS005';
+    END IF;
+    IF set_task_type_strategy.strategy IS NULL
+       OR set_task_type_strategy.strategy NOT IN ('priority', 'aging') THEN
+        RAISE EXCEPTION '%', format('unknown strategy %L: give priority or aging',
+                                    set_task_type_strategy.strategy)
+            USING ERRCODE = 'OS005';
+    END IF;
+    IF (set_task_type_strategy.strategy = 'aging')
+       IS DISTINCT FROM (set_task_type_strategy.aging_seconds IS NOT NULL) THEN
+        RAISE EXCEPTION 'aging_seconds goes with the aging strategy, and only with it'
+            USING ERRCODE = 'OS005';
+    END IF;
+    -- NaN compares above every number, so this refuses it and infinity too.
+    IF NOT (set_task_type_strategy.aging_seconds > 0
+            AND set_task_type_strategy.aging_seconds <= 1000000) THEN
+        RAISE EXCEPTION 'aging_seconds must be above 0 and at most 1000000'
+            USING ERRCODE = 'OS005';
+    END IF;
+    IF set_task_type_strategy.strategy = 'priority' THEN
+        DELETE FROM omnispindle.task_type_strategies s
+        WHERE s.task_type = set_task_type_strategy.task_type;
+    ELSE
+        INSERT INTO omnispindle.task_type_strategies AS s (task_type, strategy, aging_seconds)
+        VALUES (set_task_type_strategy.task_type, set_task_type_strategy.strategy,
+                set_task_type_strategy.aging_seconds)
+        ON CONFLICT ON CONSTRAINT task_type_strategies_pkey DO UPDATE
+        SET strategy = excluded.strategy, aging_seconds = excluded.aging_seconds, set_at = now();
+    END IF;
+    -- 'limits': workers read which of their types are claimed apart again.
+    PERFORM pg_notify('omnispindle_ready', 'limits');
+END
+$$;
+
 -- Each limited type with what holds it now: its running tasks, the tokens
 -- its bucket has, its ready tasks, and how many of them a limit holds back
 -- (all of them while the type is at its running limit or out of tokens).
@@ -223,6 +292,9 @@ LANGUAGE plpgsql
 SET enable_bitmapscan = off
 SET enable_seqscan = off
 SET enable_sort = off
+-- An aging pass sorts its few candidates: with sorting priced out, JIT would
+-- compile that plan at every claim.
+SET jit = off
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -240,38 +312,48 @@ DECLARE
                             ELSE ARRAY[p_after_priority + 1, 1000, 0,
                                        p_after_priority, p_after_priority, p_after_id,
                                        -1000, p_after_priority - 1, 0] END;
-    -- This worker's task types that have limits and are not paused. They are
-    -- claimed first, one pass each, up to what their limits allow; the walks
-    -- then skip them. A limit both caps a type and keeps its share of the
-    -- slots: a flood of other work cannot keep it waiting.
-    limited text[] := ARRAY(SELECT l.task_type FROM omnispindle.task_type_limits l
-                            WHERE l.task_type = ANY (p_task_types)
-                              AND l.task_type <> ALL (ARRAY(SELECT p.task_type
+    -- This worker's task types that have limits or a strategy and are not
+    -- paused. They are claimed first, one pass each, up to what their limits
+    -- allow and in their strategy's order; the walks then skip them. A limit
+    -- both caps a type and keeps its share of the slots: a flood of other work
+    -- cannot keep it waiting.
+    set_apart text[] := ARRAY(SELECT s.task_type
+                            FROM (SELECT l.task_type FROM omnispindle.task_type_limits l
+                                  UNION
+                                  SELECT g.task_type FROM omnispindle.task_type_strategies g) s
+                            WHERE s.task_type = ANY (p_task_types)
+                              AND s.task_type <> ALL (ARRAY(SELECT p.task_type
                                                           FROM omnispindle.paused_task_types p))
-                            ORDER BY l.task_type);
+                            ORDER BY s.task_type);
     pass integer;
     walk integer;
-    bucket record;  -- the limited type's task_type_limits row
+    bucket record;  -- the type's task_type_limits row, if it has limits
+    aging double precision;  -- the type's aging_seconds, if it ages
     room integer;
     n_running integer;
     n_tokens double precision;
     refilled timestamptz;
 BEGIN
-    FOR pass IN 1 .. cardinality(limited) + cardinality(walks) / 3 LOOP
-        IF pass <= cardinality(limited) THEN
+    FOR pass IN 1 .. cardinality(set_apart) + cardinality(walks) / 3 LOOP
+        IF pass <= cardinality(set_apart) THEN
             -- One claim at a time takes from a limited type: its row's lock
             -- makes counting and claiming one step for every worker. A claim
             -- that finds the row locked leaves the type to the one holding it.
             SELECT * INTO bucket FROM omnispindle.task_type_limits l
-            WHERE l.task_type = limited[pass]
+            WHERE l.task_type = set_apart[pass]
             FOR NO KEY UPDATE SKIP LOCKED;
-            CONTINUE WHEN NOT FOUND;
+            -- Not found: locked by another claim, or a type with a strategy and no
+            -- limits (then every field of bucket is NULL).
+            CONTINUE WHEN NOT FOUND AND EXISTS (SELECT FROM omnispindle.task_type_limits l
+                                                WHERE l.task_type = set_apart[pass]);
+            SELECT g.aging_seconds INTO aging FROM omnispindle.task_type_strategies g
+            WHERE g.task_type = set_apart[pass] AND g.strategy = 'aging';
             room := p_limit - claimed;
             IF bucket.max_running IS NOT NULL THEN
                 -- A fresh snapshot, taken after the lock: it sees every claim
                 -- of the type that held the lock before.
                 SELECT count(*) INTO n_running FROM omnispindle.tasks r
-                WHERE r.state = 'running' AND r.task_type = bucket.task_type;
+                WHERE r.state = 'running' AND r.task_type = set_apart[pass];
                 room := least(room, bucket.max_running - n_running);
             END IF;
             IF bucket.starts_per_second IS NOT NULL THEN
@@ -281,24 +363,69 @@ BEGIN
                 room := least(room, floor(n_tokens)::integer);
             END IF;
             CONTINUE WHEN room <= 0;
-            WITH ready AS (
-                SELECT r.id, pg_column_size(r.parameters) AS size
-                FROM omnispindle.tasks r
-                WHERE r.state = 'pending'
-                  AND r.task_type = bucket.task_type
-                  AND r.run_after <= now()
-                  AND r.required_capabilities <@ p_capabilities
-                  AND r.attempts < r.max_attempts
-                ORDER BY r.priority DESC, r.id
-                LIMIT room
-                FOR NO KEY UPDATE SKIP LOCKED
-            ), summed AS (
-                SELECT id, size, sum(size) OVER (ROWS UNBOUNDED PRECEDING) AS upto FROM ready
-            )
-            SELECT array_agg(id), max(upto) INTO chosen, taken
-            FROM summed WHERE upto - size < budget;
+            IF aging IS NULL THEN
+                WITH ready AS (
+                    SELECT r.id, pg_column_size(r.parameters) AS size
+                    FROM omnispindle.tasks r
+                    WHERE r.state = 'pending'
+                      AND r.task_type = set_apart[pass]
+                      AND r.run_after <= now()
+                      AND r.required_capabilities <@ p_capabilities
+                      AND r.attempts < r.max_attempts
+                    ORDER BY r.priority DESC, r.id
+                    LIMIT room
+                    FOR NO KEY UPDATE SKIP LOCKED
+                ), summed AS (
+                    SELECT id, size, sum(size) OVER (ROWS UNBOUNDED PRECEDING) AS upto FROM ready
+                )
+                SELECT array_agg(id), max(upto) INTO chosen, taken
+                FROM summed WHERE upto - size < budget;
+            ELSE
+                -- Aging: a task's effective priority is its priority plus one for
+                -- every aging seconds it has been ready. Within a priority the
+                -- oldest comes first, so the best candidates are the first few of
+                -- each priority in use: found by a skip over the priorities (one
+                -- index probe each), then ordered by effective priority.
+                WITH RECURSIVE levels AS (
+                    (SELECT r.priority FROM omnispindle.tasks r
+                     WHERE r.state = 'pending' AND r.task_type = set_apart[pass]
+                       AND r.run_after <= now()
+                     ORDER BY r.priority DESC, r.id LIMIT 1)
+                    UNION ALL
+                    SELECT n.priority FROM levels l
+                    CROSS JOIN LATERAL (SELECT r.priority FROM omnispindle.tasks r
+                                        WHERE r.state = 'pending'
+                                          AND r.task_type = set_apart[pass]
+                                          AND r.run_after <= now() AND r.priority < l.priority
+                                        ORDER BY r.priority DESC, r.id LIMIT 1) n
+                ), candidates AS (
+                    SELECT c.id, c.priority + floor(extract(epoch FROM now() - c.run_after)
+                                                    / aging) AS effective
+                    FROM levels l
+                    CROSS JOIN LATERAL (SELECT r.id, r.priority, r.run_after
+                                        FROM omnispindle.tasks r
+                                        WHERE r.state = 'pending'
+                                          AND r.task_type = set_apart[pass]
+                                          AND r.run_after <= now() AND r.priority = l.priority
+                                          AND r.required_capabilities <@ p_capabilities
+                                          AND r.attempts < r.max_attempts
+                                        ORDER BY r.priority DESC, r.id LIMIT room) c
+                ), ready AS (
+                    -- The best, locked by primary key in their order.
+                    SELECT r.id, pg_column_size(r.parameters) AS size
+                    FROM (SELECT c.id FROM candidates c
+                          ORDER BY c.effective DESC, c.id LIMIT room) k
+                    CROSS JOIN LATERAL (SELECT q.id, q.parameters FROM omnispindle.tasks q
+                                        WHERE q.id = k.id AND q.state = 'pending'
+                                        FOR NO KEY UPDATE SKIP LOCKED) r
+                ), summed AS (
+                    SELECT id, size, sum(size) OVER (ROWS UNBOUNDED PRECEDING) AS upto FROM ready
+                )
+                SELECT array_agg(id), max(upto) INTO chosen, taken
+                FROM summed WHERE upto - size < budget;
+            END IF;
         ELSE
-            walk := pass - cardinality(limited) - 1;
+            walk := pass - cardinality(set_apart) - 1;
             -- The walk's ready tasks, locked, as many as the budget holds. A ROWS
             -- frame without ORDER BY sums in the order the locked rows come, the
             -- index's; the first always fits. pg_column_size reads a value's
@@ -311,7 +438,7 @@ BEGIN
                   AND r.id > walks[walk * 3 + 3]
                   AND r.run_after <= now()
                   AND r.task_type = ANY (p_task_types)
-                  AND r.task_type <> ALL (limited)
+                  AND r.task_type <> ALL (set_apart)
                   AND r.required_capabilities <@ p_capabilities
                   AND r.attempts < r.max_attempts
                   -- A paused type's tasks wait. The paused types are read once per
@@ -367,11 +494,11 @@ BEGIN
         GET DIAGNOSTICS found_now = ROW_COUNT;
         claimed := claimed + found_now;
         budget := budget - taken;
-        IF pass <= cardinality(limited) THEN
+        IF pass <= cardinality(set_apart) THEN
             IF bucket.starts_per_second IS NOT NULL THEN
                 UPDATE omnispindle.task_type_limits l
                 SET tokens = n_tokens - found_now, refilled_at = refilled
-                WHERE l.task_type = bucket.task_type;
+                WHERE l.task_type = set_apart[pass];
             END IF;
         END IF;
         EXIT WHEN claimed >= p_limit OR budget <= 0;
@@ -402,7 +529,7 @@ BEGIN
                    'omnispindle.unfinished_summary, omnispindle.outcome_minutes, '
                    'omnispindle.outcome_rollup, omnispindle.paused_task_types, '
                    'omnispindle.task_type_limits, omnispindle.task_type_limit_summary, '
-                   'omnispindle.worker_demand TO %s', p_role);
+                   'omnispindle.worker_demand, omnispindle.task_type_strategies TO %s', p_role);
     EXECUTE format('GRANT EXECUTE ON FUNCTION omnispindle.workers_needed(integer, integer, '
                    'integer, text[]) TO %s', p_role);
     IF p_access = 'observer' THEN
@@ -423,7 +550,7 @@ BEGIN
                     WHEN 'producer' THEN ARRAY['submit_tasks', 'enqueue', 'cancel_task',
                                                'retry_tasks', 'retry_task', 'pause_task_type',
                                                'resume_task_type', 'set_task_type_limit',
-                                               'clear_task_type_limit']
+                                               'clear_task_type_limit', 'set_task_type_strategy']
                     ELSE ARRAY['claim_tasks', 'complete_and_claim', 'complete_attempts',
                                'fail_attempts', 'lock_prunable_tasks', 'retry_delay',
                                'enqueue_periodic_ticks']
@@ -454,6 +581,7 @@ $$;
 
 REVOKE EXECUTE ON FUNCTION omnispindle.set_task_type_limit(text, integer, double precision, integer),
     omnispindle.clear_task_type_limit(text),
+    omnispindle.set_task_type_strategy(text, text, double precision),
     omnispindle.workers_needed(integer, integer, integer, text[]) FROM PUBLIC;
 
 -- Roles granted access before this migration: every claim now reads the
@@ -472,8 +600,8 @@ BEGIN
                      AND a.grantee <> 0
     LOOP
         EXECUTE format('GRANT SELECT ON omnispindle.task_type_limits, '
-                       'omnispindle.task_type_limit_summary, omnispindle.worker_demand TO %s',
-                       grantee);
+                       'omnispindle.task_type_limit_summary, omnispindle.worker_demand, '
+                       'omnispindle.task_type_strategies TO %s', grantee);
         EXECUTE format('GRANT EXECUTE ON FUNCTION omnispindle.workers_needed(integer, integer, '
                        'integer, text[]) TO %s', grantee);
     END LOOP;
@@ -484,7 +612,8 @@ BEGIN
                      AND a.grantee <> 0
     LOOP
         EXECUTE format('GRANT EXECUTE ON FUNCTION omnispindle.set_task_type_limit(text, integer, '
-                       'double precision, integer), omnispindle.clear_task_type_limit(text) '
+                       'double precision, integer), omnispindle.clear_task_type_limit(text), '
+                       'omnispindle.set_task_type_strategy(text, text, double precision) '
                        'TO %s', grantee);
     END LOOP;
     FOR grantee IN SELECT DISTINCT a.grantee::regrole
