@@ -312,19 +312,17 @@ DECLARE
                             ELSE ARRAY[p_after_priority + 1, 1000, 0,
                                        p_after_priority, p_after_priority, p_after_id,
                                        -1000, p_after_priority - 1, 0] END;
-    -- This worker's task types that have limits or a strategy and are not
-    -- paused. They are claimed first, one pass each, up to what their limits
+    -- This worker's task types that have limits or a strategy. They are
+    -- claimed first, one pass each (unless paused), up to what their limits
     -- allow and in their strategy's order; the walks then skip them. A limit
     -- both caps a type and keeps its share of the slots: a flood of other work
-    -- cannot keep it waiting.
-    set_apart text[] := ARRAY(SELECT s.task_type
-                            FROM (SELECT l.task_type FROM omnispindle.task_type_limits l
-                                  UNION
-                                  SELECT g.task_type FROM omnispindle.task_type_strategies g) s
-                            WHERE s.task_type = ANY (p_task_types)
-                              AND s.task_type <> ALL (ARRAY(SELECT p.task_type
-                                                          FROM omnispindle.paused_task_types p))
-                            ORDER BY s.task_type);
+    -- cannot keep it waiting. One plain read: no sort, no check of the paused
+    -- types, which only a type found here needs (each read costs every claim).
+    set_apart text[] := ARRAY(SELECT l.task_type FROM omnispindle.task_type_limits l
+                              WHERE l.task_type = ANY (p_task_types)
+                              UNION ALL
+                              SELECT g.task_type FROM omnispindle.task_type_strategies g
+                              WHERE g.task_type = ANY (p_task_types));
     pass integer;
     walk integer;
     bucket record;  -- the type's task_type_limits row, if it has limits
@@ -336,6 +334,10 @@ DECLARE
 BEGIN
     FOR pass IN 1 .. cardinality(set_apart) + cardinality(walks) / 3 LOOP
         IF pass <= cardinality(set_apart) THEN
+            -- A type with both limits and a strategy comes twice: once is enough.
+            CONTINUE WHEN set_apart[pass] = ANY (set_apart[1:pass - 1])
+                OR EXISTS (SELECT FROM omnispindle.paused_task_types p
+                           WHERE p.task_type = set_apart[pass]);
             -- One claim at a time takes from a limited type: its row's lock
             -- makes counting and claiming one step for every worker. A claim
             -- that finds the row locked leaves the type to the one holding it.

@@ -126,3 +126,17 @@ def test_the_command_sets_the_strategy_and_status_shows_it(dsn, client):
     assert command("strategy", "reports", "fifo", "--dsn", dsn).returncode == 2
     assert command("strategy", "reports", "priority", "--dsn", dsn).returncode == 0
     assert client.task_type_strategies() == []
+
+
+def test_a_type_that_ages_and_has_a_limit_keeps_both(client, queue, conn):
+    client.set_task_type_strategy("work", "aging", aging_seconds=AGING)
+    client.set_task_type_limit("work", max_running=2)
+    conn.execute(
+        "INSERT INTO omnispindle.tasks (task_type, priority, run_after) VALUES "
+        "('work', 5, now()), ('work', 5, now()), ('work', 0, now() - interval '10 s')"
+    )
+    claimed = conn.execute(
+        "SELECT priority FROM omnispindle.claim_tasks('{work}', '{}', 10, gen_random_uuid(), 30)"
+    ).fetchall()
+    # The old priority-0 task's effective priority (100) beats the fresh 5s; two at most.
+    assert sorted(claimed) == [(0,), (5,)]
