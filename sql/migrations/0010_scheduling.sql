@@ -89,10 +89,12 @@ BEGIN
     SET max_running = excluded.max_running,
         starts_per_second = excluded.starts_per_second,
         burst = excluded.burst,
-        tokens = least(excluded.burst,
-                       coalesce(l.tokens + l.starts_per_second
-                                * extract(epoch FROM clock_timestamp() - l.refilled_at),
-                                excluded.burst)),
+        -- No rate, no bucket (least() would ignore the NULL burst).
+        tokens = CASE WHEN excluded.burst IS NOT NULL THEN
+                     least(excluded.burst,
+                           coalesce(l.tokens + l.starts_per_second
+                                    * extract(epoch FROM clock_timestamp() - l.refilled_at),
+                                    excluded.burst)) END,
         refilled_at = clock_timestamp(),
         set_at = now();
     -- 'limits' also tells workers to read the limits again, which pace their claims.
@@ -139,7 +141,7 @@ CREATE TABLE omnispindle.task_type_strategies (
     CONSTRAINT task_type_strategies_strategy_known CHECK (strategy IN ('aging')),
     CONSTRAINT task_type_strategies_aging_range
         CHECK ((strategy = 'aging') = (aging_seconds IS NOT NULL)
-               AND aging_seconds > 0 AND aging_seconds <= 1000000)
+               AND aging_seconds >= 0.001 AND aging_seconds <= 1000000)
 );
 
 -- Sets the strategy of a task type: 'priority' (the default: strict priority,
@@ -170,9 +172,9 @@ BEGIN
             USING ERRCODE = 'OS005';
     END IF;
     -- NaN compares above every number, so this refuses it and infinity too.
-    IF NOT (set_task_type_strategy.aging_seconds > 0
+    IF NOT (set_task_type_strategy.aging_seconds >= 0.001
             AND set_task_type_strategy.aging_seconds <= 1000000) THEN
-        RAISE EXCEPTION 'aging_seconds must be above 0 and at most 1000000'
+        RAISE EXCEPTION 'aging_seconds must be from 0.001 to 1000000'
             USING ERRCODE = 'OS005';
     END IF;
     IF set_task_type_strategy.strategy = 'priority' THEN
@@ -411,15 +413,18 @@ BEGIN
                                           AND r.run_after <= now() AND r.priority = l.priority
                                           AND r.required_capabilities <@ p_capabilities
                                           AND r.attempts < r.max_attempts
-                                        ORDER BY r.priority DESC, r.id LIMIT room) c
+                                        ORDER BY r.priority DESC, r.id LIMIT room
+                                        -- Locked as found, so that concurrent claims
+                                        -- take the next ones; those not taken are
+                                        -- free again at commit.
+                                        FOR NO KEY UPDATE SKIP LOCKED) c
                 ), ready AS (
-                    -- The best, locked by primary key in their order.
+                    -- The best, by primary key in their order.
                     SELECT r.id, pg_column_size(r.parameters) AS size
                     FROM (SELECT c.id FROM candidates c
                           ORDER BY c.effective DESC, c.id LIMIT room) k
                     CROSS JOIN LATERAL (SELECT q.id, q.parameters FROM omnispindle.tasks q
-                                        WHERE q.id = k.id AND q.state = 'pending'
-                                        FOR NO KEY UPDATE SKIP LOCKED) r
+                                        WHERE q.id = k.id OFFSET 0) r
                 ), summed AS (
                     SELECT id, size, sum(size) OVER (ROWS UNBOUNDED PRECEDING) AS upto FROM ready
                 )
@@ -625,8 +630,9 @@ BEGIN
                      AND a.privilege_type = 'EXECUTE' AND a.grantee <> p.proowner
                      AND a.grantee <> 0
     LOOP
-        EXECUTE format('GRANT UPDATE (tokens, refilled_at) ON omnispindle.task_type_limits '
-                       'TO %s', grantee);
+        EXECUTE format('GRANT SELECT, UPDATE (tokens, refilled_at) ON '
+                       'omnispindle.task_type_limits TO %s', grantee);
+        EXECUTE format('GRANT SELECT ON omnispindle.task_type_strategies TO %s', grantee);
     END LOOP;
 END
 $$;

@@ -87,6 +87,7 @@ def test_priority_removes_the_strategy_and_bad_input_changes_nothing(client):
         ("aging", 0),
         ("aging", float("nan")),
         ("aging", 2e6),
+        ("aging", 1e-320),
         (None, None),
     ]:
         with pytest.raises(ValidationError):
@@ -105,6 +106,7 @@ def test_priority_removes_the_strategy_and_bad_input_changes_nothing(client):
         "SELECT omnispindle.set_task_type_strategy('t', 'aging')",
         "SELECT omnispindle.set_task_type_strategy('t', 'aging', 'NaN')",
         "SELECT omnispindle.set_task_type_strategy('t', 'priority', 1)",
+        "SELECT omnispindle.set_task_type_strategy('t', 'aging', 1e-320)",
     ],
 )
 def test_the_sql_function_refuses_bad_input(conn, statement):
@@ -140,3 +142,16 @@ def test_a_type_that_ages_and_has_a_limit_keeps_both(client, queue, conn):
     ).fetchall()
     # The old priority-0 task's effective priority (100) beats the fresh 5s; two at most.
     assert sorted(claimed) == [(0,), (5,)]
+
+
+def test_concurrent_claims_of_an_aging_type_take_different_tasks(client, dsn, conn):
+    """The second of two overlapping claims found the first one's candidates locked,
+    skipped them and claimed nothing, with tasks still ready."""
+    client.set_task_type_strategy("work", "aging", aging_seconds=AGING)
+    client.submit_batch([{"task_type": "work", "priority": p % 3} for p in range(10)])
+    claim = "SELECT id FROM omnispindle.claim_tasks('{work}', '{}', 2, gen_random_uuid(), 30)"
+    with psycopg.connect(dsn) as first:  # its claim stays uncommitted
+        held = first.execute(claim).fetchall()
+        taken = conn.execute(claim).fetchall()
+        assert len(held) == len(taken) == 2
+        assert not set(held) & set(taken)

@@ -119,6 +119,17 @@ def test_setting_again_replaces_both_limits(client):
     assert limit["tokens"] <= 3
 
 
+def test_a_rate_limit_gives_way_to_a_running_limit_alone(client, queue):
+    """Setting only max_running on a rated type failed: the bucket kept its tokens."""
+    client.set_task_type_limit("t", starts_per_second=5)
+    client.set_task_type_limit("t", max_running=3)
+    [limit] = client.task_type_limits()
+    assert (limit["max_running"], limit["starts_per_second"], limit["tokens"]) == (3, None, None)
+    client.set_task_type_limit("t", starts_per_second=2)
+    [limit] = client.task_type_limits()
+    assert (limit["max_running"], limit["burst"], limit["tokens"]) == (None, 2, 2.0)
+
+
 def test_a_worker_never_runs_more_than_the_limit_and_drains_the_type(client, start_worker):
     lock = threading.Lock()
     running = [0, 0]  # now, most at once
