@@ -34,9 +34,17 @@ def task_id(value: Any) -> int:
 
 def positive_number(name: str, value: Any) -> float:
     """Validate a finite number greater than zero (seconds, intervals)."""
-    if not _is_number(value) or not math.isfinite(value) or value <= 0:
+    if not _is_number(value) or not _finite(value) or value <= 0:
         raise ValidationError(f"{name} must be a positive number, got {quoted(value)}")
     return float(value)
+
+
+def _finite(value: Any) -> bool:
+    """True for a number a float holds: an int too large for one is not."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def optional_positive_number(name: str, value: Any) -> float | None:
@@ -153,11 +161,7 @@ def int_in_range(name: str, value: Any, bounds: tuple[int, int]) -> int:
 
 def retry_backoff(value: Any) -> float:
     """Validate the base of a task's backoff: seconds from 0 to an hour."""
-    if (
-        not _is_number(value)
-        or not math.isfinite(value)
-        or not 0 <= value <= defaults.MAX_RETRY_BACKOFF
-    ):
+    if not _is_number(value) or not _finite(value) or not 0 <= value <= defaults.MAX_RETRY_BACKOFF:
         raise ValidationError(
             f"retry_backoff must be a number of seconds from 0 to {defaults.MAX_RETRY_BACKOFF:g}, "
             f"got {quoted(value)}"
@@ -229,7 +233,7 @@ def run_after(run_at: Any, delay: Any) -> datetime | None:
     if delay is None:
         return None
     seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
-    if not _is_number(seconds) or not math.isfinite(seconds) or seconds < 0:
+    if not _is_number(seconds) or not _finite(seconds) or seconds < 0:
         raise ValidationError(
             f"delay must be a non-negative number of seconds or a timedelta, got {quoted(delay)}"
         )
