@@ -29,6 +29,9 @@ def on_stop_signals(stop: Callable[[], object]) -> None:
     signal.set_wakeup_fd(writer)
     for signum in STOP_SIGNALS:
         signal.signal(signum, _noted)
+    # A process an executor forks must not inherit a handler that ignores the
+    # signals, nor write them into this process's pipe.
+    os.register_at_fork(after_in_child=_default_signals)
     threading.Thread(
         target=_watch, args=(reader, stop), name="omnispindle-signals", daemon=True
     ).start()
@@ -38,9 +41,21 @@ def _noted(_signum: int, _frame: FrameType | None) -> None:
     """The handler: the wake-up pipe has the signal already."""
 
 
+def _default_signals() -> None:
+    try:
+        signal.set_wakeup_fd(-1)
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, signal.SIG_DFL)
+    except ValueError:  # forked from a thread the child does not count as main
+        pass
+
+
 def _watch(reader: int, stop: Callable[[], object]) -> None:
     while True:
         for signum in os.read(reader, 64):
             if signum in STOP_SIGNALS:
                 log.info("received %s; stopping", signal.Signals(signum).name)
-                stop()
+                try:
+                    stop()
+                except Exception:  # the next signal must still be heard
+                    log.exception("stopping failed")
