@@ -201,6 +201,8 @@ def clear_task_type_limit(task_type: str) -> Query[bool]:
 
 
 STRATEGIES = ("priority", "aging")
+# What task_type_strategies accepts: a shorter step would overflow the effective priority.
+AGING_RANGE = (0.001, 1_000_000.0)
 
 
 def set_task_type_strategy(
@@ -210,7 +212,7 @@ def set_task_type_strategy(
 
     Raises:
         ValidationError: a bad task type, an unknown strategy, or ``aging_seconds``
-            missing for 'aging', given for another, or not a number above 0.
+            missing for 'aging', given for another, or outside ``AGING_RANGE``.
     """
     checked = validation.task_type(task_type)
     if strategy not in STRATEGIES:
@@ -218,8 +220,8 @@ def set_task_type_strategy(
     if (strategy == "aging") != (aging_seconds is not None):
         raise ValidationError("aging_seconds goes with the aging strategy, and only with it")
     seconds = validation.optional_positive_number("aging_seconds", aging_seconds)
-    if seconds is not None and seconds > LIMIT_RANGE[1]:
-        raise ValidationError(f"aging_seconds must be at most {LIMIT_RANGE[1]:,}, got {seconds}")
+    if seconds is not None and not AGING_RANGE[0] <= seconds <= AGING_RANGE[1]:
+        raise ValidationError(f"aging_seconds must be from 0.001 to 1,000,000, got {seconds}")
     return q.type_limits.set_task_type_strategy(checked, strategy, seconds)
 
 

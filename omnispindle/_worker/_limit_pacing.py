@@ -4,8 +4,10 @@ The database enforces a type's limits inside each claim; a task they hold back
 stays pending, and no notification says when room frees up (a running task
 finishing, a token coming due). So a worker whose claim left slots empty tries
 again soon: after one token's time for a rate, after ``RUNNING_RECHECK`` for a
-running limit. Its rows of limited types also stay out of its claim cursor,
-since they come from passes of their own rather than from the walk.
+running limit. Each claim in a row that finds nothing doubles that wait (the
+poll interval caps it), so that an idle worker does not keep asking. Its rows
+of limited types also stay out of its claim cursor, since they come from
+passes of their own rather than from the walk.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from omnispindle._db.rows import LimitOfType, StepRow
 LIMITS_CHANGED = "limits"
 RUNNING_RECHECK = 0.25  # seconds between claims while a running limit may hold tasks back
 SHORTEST_RECHECK = 0.02  # the quickest retry, however high the rate
+MOST_DOUBLINGS = 10  # enough to pass any poll interval
 
 
 class LimitPacing:
@@ -28,12 +31,21 @@ class LimitPacing:
         self.limited: frozenset[str] = frozenset()
         self.recheck: float | None = None
         self.stale = True
+        self.empty_claims = 0  # claims in a row that found nothing
 
     def update(self, limits: Sequence[LimitOfType]) -> None:
         """Take the limits just read for this worker's task types."""
         self.stale = False
         self.limited = frozenset(limit["task_type"] for limit in limits)
         self.recheck = recheck_after(limits)
+
+    def recheck_in(self, found: int) -> float | None:
+        """Seconds until the next claim, after one that left slots empty and found
+        ``found`` tasks; None without limits (the poll interval applies)."""
+        if self.recheck is None:
+            return None
+        self.empty_claims = 0 if found else min(self.empty_claims + 1, MOST_DOUBLINGS)
+        return float(self.recheck * 2.0**self.empty_claims)
 
     def walked(self, claimed: Sequence[StepRow]) -> list[StepRow]:
         """The claimed rows that came from the walk, not from a limited type's pass."""

@@ -314,16 +314,18 @@ class WorkerLoop:
             self.cursor.move(
                 walked, free - (len(claimed) - len(walked)), time.monotonic() - started
             )
-            self._recheck_limits_soon(free - len(claimed))
+            self._recheck_limits_soon(free - len(claimed), len(claimed))
             if self.pool is not None:
                 self.pool.claimed(free, len(claimed))
         return 0 < free == len(claimed)
 
-    def _recheck_limits_soon(self, empty_slots: int) -> None:
+    def _recheck_limits_soon(self, empty_slots: int, found: int) -> None:
         """A claim that left slots empty may have been held back by a limit: try again
         once room may have freed up, rather than after the poll interval."""
-        if empty_slots > 0 and self.pacing.recheck is not None:
-            self.timers.due_in([self.pacing.recheck], time.monotonic())
+        if empty_slots > 0:
+            wait = self.pacing.recheck_in(found)
+            if wait is not None:
+                self.timers.due_in([wait], time.monotonic())
 
     def _start(self, rows: list[StepRow]) -> None:
         """Hand claimed rows to their executors."""

@@ -41,3 +41,12 @@ def test_rows_of_limited_types_stay_out_of_the_cursor():
     pacing.update([limit("a", max_running=1)])
     assert not pacing.stale
     assert pacing.walked(rows) == [{"task_type": "b"}]
+
+
+def test_claims_that_find_nothing_wait_longer_each_time_until_one_finds_work():
+    pacing = LimitPacing()
+    assert pacing.recheck_in(0) is None  # no limits: the poll interval applies
+    pacing.update([limit(starts_per_second=50)])
+    assert [pacing.recheck_in(0) for _ in range(3)] == [0.04, 0.08, 0.16]
+    assert pacing.recheck_in(1) == 0.02
+    assert max(pacing.recheck_in(0) for _ in range(50)) == 0.02 * 2**10
