@@ -233,3 +233,17 @@ def test_positive_number_returns_a_float(value, stored):
 
 def test_positive_number_may_allow_none():
     assert validation.optional_positive_number("timeout", None) is None
+
+
+@pytest.mark.parametrize(
+    "check",
+    [
+        lambda: validation.positive_number("interval", 10**400),
+        lambda: validation.retry_backoff(10**400),
+        lambda: validation.run_after(None, 10**400),
+    ],
+)
+def test_an_int_too_large_for_a_float_is_a_validation_error(check):
+    """It raised OverflowError from math.isfinite."""
+    with pytest.raises(ValidationError):
+        check()
