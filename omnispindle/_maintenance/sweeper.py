@@ -38,9 +38,13 @@ EXPIRY_MARGIN = 0.01
 PRUNE_BACKLOG_PAUSE = 0.1
 
 
-def error_pause(errors: int) -> float:
-    """Seconds to wait after ``errors`` database errors in a row: doubling, capped."""
-    return min(MAX_ERROR_BACKOFF, 0.05 * 2.0**errors)
+def error_pause(errors: int, started: float) -> float:
+    """Seconds to wait after ``errors`` database errors in a row, the last from an
+    attempt begun at ``started`` (monotonic): doubling and capped, but counted from
+    the attempt's start. An attempt that already waited that long (for a pooled
+    connection during an outage) is followed at once, so the pause never adds to
+    the pool's own wait and a process is back soon after the database."""
+    return max(0.0, min(MAX_ERROR_BACKOFF, 0.05 * 2.0**errors) - (time.monotonic() - started))
 
 
 @dataclass(frozen=True)
@@ -210,6 +214,7 @@ class Sweeper:
         """Sweep every ``interval`` seconds until ``stopping`` is set."""
         errors = 0
         while not stopping.is_set():
+            started = time.monotonic()
             try:
                 pause = self.pause_after(self.run_once(paced=True))
                 errors = 0
@@ -217,6 +222,6 @@ class Sweeper:
                 errors += 1
                 if errors == 1 and not isinstance(exc, DatabaseUnavailableError):
                     log.warning("sweeper: database error (%s); retrying", first_line(exc))
-                stopping.wait(error_pause(errors))
+                stopping.wait(error_pause(errors, started))
                 continue
             stopping.wait(pause)

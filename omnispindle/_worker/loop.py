@@ -175,6 +175,7 @@ class WorkerLoop:
             self._pace()
             self.wake.clear()
             noticed, self.noticed = self.noticed, False
+            started = time.monotonic()
             try:
                 more_ready = self._step(worker_id)
                 errors = 0
@@ -189,7 +190,7 @@ class WorkerLoop:
                         self.settings.name,
                         first_line(exc),
                     )
-                self.stopping.wait(error_pause(errors))
+                self.stopping.wait(error_pause(errors, started))
                 continue
             self.idle_step_at = time.monotonic() if noticed and self.found_nothing else None
             if self.idle_step_at is not None:

@@ -23,6 +23,7 @@ BATCH = 50
 OFFERED_PER_S = 500
 SAMPLE_S = 0.25
 DEADLINE = 180
+AFTER_TRACE_S = 10
 
 
 @dataclass
@@ -37,6 +38,7 @@ class Figures:
     duplicates: int
     back_to_90_s: float | None
     unfinished: dict[str, int] = field(default_factory=dict)  # the others, by state
+    trace: str = ""  # the rate before the fault and each second after it, for a failure
 
     def line(self) -> str:
         back = "-" if self.back_to_90_s is None else f"{self.back_to_90_s:.1f} s"
@@ -181,7 +183,16 @@ class Run:
             duplicates=sum(count - 1 for count in runs.values()),
             back_to_90_s=self._back_to_90(fault_start, fault_end),
             unfinished={state: len(ids) for state, ids in states.items()},
+            trace=self._trace(fault_start, fault_end),
         )
+
+    def _trace(self, fault_start: float, fault_end: float) -> str:
+        before = self.rate(fault_start - 5, fault_start)
+        after = [
+            f"{self.rate(fault_end + second, fault_end + second + 1.0):.0f}"
+            for second in range(int(AFTER_TRACE_S))
+        ]
+        return f"before {before:.0f}/s; each second after: {' '.join(after)}"
 
     def _back_to_90(self, fault_start: float, fault_end: float) -> float | None:
         """Seconds from the fault's end until a second's rate is 90 % of the rate

@@ -78,7 +78,9 @@ def test_an_outage(server, report, seconds):
         figures = faulted(run, f"stopped for {seconds} s", outage)
         report(figures)
     # Back within the pool's reconnect window (5 s), with room for a busy machine.
-    assert figures.back_to_90_s is not None and figures.back_to_90_s < 10, figures.line()
+    assert figures.back_to_90_s is not None and figures.back_to_90_s < 10, (
+        f"{figures.line()}; {figures.trace}"
+    )
 
 
 def test_backends_killed_every_two_seconds(server, report):
