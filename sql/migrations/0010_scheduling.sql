@@ -297,6 +297,9 @@ SET enable_sort = off
 -- An aging pass sorts its few candidates: with sorting priced out, JIT would
 -- compile that plan at every claim.
 SET jit = off
+-- The longest wait for a limited type's row (below); every other lock the
+-- claim takes skips what is locked.
+SET lock_timeout = '20ms'
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -342,14 +345,22 @@ BEGIN
                            WHERE p.task_type = set_apart[pass]);
             -- One claim at a time takes from a limited type: its row's lock
             -- makes counting and claiming one step for every worker. A claim
-            -- that finds the row locked leaves the type to the one holding it.
-            SELECT * INTO bucket FROM omnispindle.task_type_limits l
-            WHERE l.task_type = set_apart[pass]
-            FOR NO KEY UPDATE SKIP LOCKED;
-            -- Not found: locked by another claim, or a type with a strategy and no
-            -- limits (then every field of bucket is NULL).
-            CONTINUE WHEN NOT FOUND AND EXISTS (SELECT FROM omnispindle.task_type_limits l
-                                                WHERE l.task_type = set_apart[pass]);
+            -- that finds the row locked waits for it up to the lock_timeout
+            -- (other claims hold it for a moment), then leaves the type to the
+            -- one holding it: a transaction left open on the row (a limit set
+            -- and not committed) slows claims of the type, never stops them.
+            -- Skipping at once left a worker with nothing to claim whenever
+            -- another held the row: two workers drained a limited type at a
+            -- third of the rate of one without limits.
+            BEGIN
+                SELECT * INTO bucket FROM omnispindle.task_type_limits l
+                WHERE l.task_type = set_apart[pass]
+                FOR NO KEY UPDATE;
+            EXCEPTION WHEN lock_not_available THEN
+                CONTINUE;
+            END;
+            -- Not found: a type with a strategy and no limits (then every field
+            -- of bucket is NULL).
             SELECT g.aging_seconds INTO aging FROM omnispindle.task_type_strategies g
             WHERE g.task_type = set_apart[pass] AND g.strategy = 'aging';
             room := p_limit - claimed;
@@ -432,6 +443,10 @@ BEGIN
                 FROM summed WHERE upto - size < budget;
             END IF;
         ELSE
+            -- A worker whose every type is claimed apart has nothing to walk
+            -- for: a walk would step over each of their ready tasks to find
+            -- none (after a pass held back by a limit, at every claim).
+            EXIT WHEN p_task_types <@ set_apart;
             walk := pass - cardinality(set_apart) - 1;
             -- The walk's ready tasks, locked, as many as the budget holds. A ROWS
             -- frame without ORDER BY sums in the order the locked rows come, the

@@ -90,6 +90,44 @@ def test_a_limited_type_keeps_its_share_of_a_claim_against_a_flood(client, queue
     assert sorted(claimed) == ["capped", "flood", "flood", "flood", "flood"]
 
 
+def test_a_claim_waits_a_moment_for_a_limited_types_row_then_goes_on(client, queue, dsn):
+    """Two workers drained a limited type at a third of the rate of one without
+    limits: a claim that found the type's row held by another claim skipped the
+    type at once and came back with nothing."""
+    client.set_task_type_limit("held", max_running=10)
+    client.submit_task("held")
+    client.submit_task("free")
+    with psycopg.connect(dsn) as holder:  # a transaction left open on the row
+        holder.execute(
+            "SELECT 1 FROM omnispindle.task_type_limits WHERE task_type = 'held' FOR UPDATE"
+        )
+        began = time.monotonic()
+        taken = claim(queue, ["held", "free"])
+        waited = time.monotonic() - began
+        holder.rollback()
+    assert taken == ["free"]  # the other types are still claimed
+    assert 0.02 <= waited < 1.0, waited  # it waited for the row, and not for ever
+    assert claim(queue, ["held"]) == ["held"]
+
+
+def test_a_worker_of_limited_types_alone_does_not_walk_their_backlog(client, queue, dsn):
+    """After its limited pass, a claim walked the ready index for the worker's
+    other types; with none, it stepped over every ready task of the limited type."""
+    client.set_task_type_limit("backlogged", max_running=1)
+    client.submit_batch([{"task_type": "backlogged"}] * 2000)
+    assert claim(queue, ["backlogged"]) == ["backlogged"]
+    with psycopg.connect(dsn) as conn:  # one transaction: its own statistics
+        conn.execute(
+            "SELECT count(*) FROM omnispindle.claim_tasks(ARRAY['backlogged'], ARRAY[]::text[], "
+            "10, gen_random_uuid(), 30)"
+        )
+        [fetched] = conn.execute(
+            "SELECT idx_tup_fetch FROM pg_stat_xact_user_tables "
+            "WHERE schemaname = 'omnispindle' AND relname = 'tasks'"
+        ).fetchone()
+    assert fetched < 100, fetched
+
+
 def test_a_paused_limited_type_is_not_claimed(client, queue):
     client.set_task_type_limit("capped", max_running=5)
     client.submit_task("capped")
