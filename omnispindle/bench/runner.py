@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from omnispindle.bench import cpu as bench_cpu
+from omnispindle.bench import scheduling as bench_scheduling
 from omnispindle.bench import soak as bench_soak
 from omnispindle.bench import throughput as bench_throughput
 from omnispindle.bench import workflows as bench
@@ -24,6 +25,7 @@ def dashboard(queue: TaskQueue, tasks: int = 1_000_000, runs: int = 7) -> dict[s
 SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
     "enqueue": bench_throughput.enqueue,
     "drain": bench_throughput.drain,
+    "scheduling": bench_scheduling.scheduling,
     "cpu": bench_cpu.cpu,
     "latency": bench_throughput.latency,
     "dag": bench.dag,

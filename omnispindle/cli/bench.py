@@ -17,7 +17,8 @@ from omnispindle.cli.supervisor import MAX_PROCESSES
 
 SCENARIO_HELP = (
     "enqueue: bulk and single submissions; drain: no-op tasks through worker "
-    "processes; cpu: CPU-bound tasks through `worker --processes`; latency: enqueue "
+    "processes; scheduling: that drain with limits and aging on, against strict "
+    "priority; cpu: CPU-bound tasks through `worker --processes`; latency: enqueue "
     "to start; dag: dependency overhead; recovery: a killed worker's tasks; soak: a "
     "long run with retention on; dashboard: its pages' times on a million tasks"
 )
@@ -50,7 +51,9 @@ def add_commands(commands: Any, make_command: Callable[..., argparse.ArgumentPar
     bench.add_argument("scenario", choices=list(SCENARIOS), help=SCENARIO_HELP)
     bench.add_argument("--tasks", type=int, help="tasks per run (default: the scenario's own)")
     bench.add_argument("--runs", type=int, help="runs whose median is reported (default 3)")
-    bench.add_argument("--workers", type=int, help="worker processes (drain, soak; default 2)")
+    bench.add_argument(
+        "--workers", type=int, help="worker processes (drain, scheduling, soak; default 2)"
+    )
     bench.add_argument("--concurrency", type=int, help="concurrency of each worker process")
     bench.add_argument(
         "--processes",

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from omnispindle.bench import scheduling as bench_scheduling
 from omnispindle.bench import soak as bench_soak
 from omnispindle.bench import throughput as bench_throughput
 from omnispindle.bench.runner import ratios
@@ -29,6 +30,17 @@ def test_drain_runs_every_task_and_reports_rate_and_cpu(queue, conn):
     assert figures["tasks_per_s"] > 0 and figures["worker_cpu_s_per_1k"] > 0
     assert figures["pg_cpu_s_per_1k"] is None or figures["pg_cpu_s_per_1k"] > 0
     assert noop_rows(conn) == noop_rows(conn, "succeeded") == 400
+
+
+def test_scheduling_drains_in_every_mode_and_leaves_the_type_strict(queue, conn, client):
+    figures = bench_scheduling.scheduling(queue, tasks=300, workers_count=1, concurrency=8, runs=1)
+    for mode in ("strict", "aging", "limits", "scheduled"):
+        assert figures[f"{mode}_tasks_per_s"] > 0, mode
+    assert figures["share_of_strict"] == pytest.approx(
+        figures["scheduled_tasks_per_s"] / figures["strict_tasks_per_s"]
+    )
+    assert noop_rows(conn) == noop_rows(conn, "succeeded") == 4 * 300
+    assert client.task_type_limits() == [] and client.task_type_strategies() == []
 
 
 def test_enqueue_reports_bulk_and_single_rates_and_clears_its_tasks(queue, conn):
