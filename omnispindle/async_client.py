@@ -129,6 +129,7 @@ class AsyncTaskQueueClient:
         run_at: datetime | None = None,
         delay: float | timedelta | None = None,
         idempotency_key: str | None = None,
+        group_key: str | None = None,
         connection: AsyncCallerConnection | None = None,
     ) -> int:
         """Submit one task and return its id; the arguments are ``TaskQueueClient.submit_task``'s.
@@ -154,6 +155,7 @@ class AsyncTaskQueueClient:
             run_at,
             delay,
             idempotency_key,
+            group_key,
         )
         return (await self._insert([task_spec(task_type, parameters, options)], connection))[0]
 
@@ -375,14 +377,8 @@ class AsyncTaskQueueClient:
     async def set_task_type_strategy(
         self, task_type: str, strategy: str, *, aging_seconds: float | None = None
     ) -> None:
-        """Choose how workers order the ready tasks of ``task_type``: ``"priority"``
-        (the default: strict priority, then age) or ``"aging"``, where a task's
-        effective priority grows by one for every ``aging_seconds`` it has been
-        ready, so that a flood of higher priorities cannot keep it waiting for
-        ever. A task at priority p behind a flood at priority P starts after
-        about (P - p) * ``aging_seconds``. Aging orders the type's own tasks:
-        the type is claimed in a pass of its own, before the other types, as a
-        limited type is. Idle workers are woken.
+        """Choose how workers order the ready tasks of ``task_type``: ``"priority"``,
+        ``"aging"`` or ``"fair"``, as ``TaskQueueClient.set_task_type_strategy``.
 
         Raises:
             ValidationError: a bad task type, an unknown strategy, or

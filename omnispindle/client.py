@@ -93,6 +93,7 @@ class TaskQueueClient:
         run_at: datetime | None = None,
         delay: float | timedelta | None = None,
         idempotency_key: str | None = None,
+        group_key: str | None = None,
         connection: CallerConnection | None = None,
     ) -> int:
         """Submit one task and return its id.
@@ -116,6 +117,9 @@ class TaskQueueClient:
             delay: or seconds (or a timedelta) from now before it runs.
             idempotency_key: while a task with this key is unfinished, submitting
                 another with the same key returns that task's id instead.
+            group_key: its group (a tenant, a customer), 1 to 200 characters:
+                workers share a type with the ``"fair"`` strategy evenly
+                between its groups (see ``set_task_type_strategy``).
             connection: your psycopg connection or SQLAlchemy Session/Connection;
                 the task then exists only if your transaction commits.
 
@@ -143,6 +147,7 @@ class TaskQueueClient:
             run_at,
             delay,
             idempotency_key,
+            group_key,
         )
         return self._insert([task_spec(task_type, parameters, options)], connection)[0]
 
@@ -400,9 +405,13 @@ class TaskQueueClient:
         effective priority grows by one for every ``aging_seconds`` it has been
         ready, so that a flood of higher priorities cannot keep it waiting for
         ever. A task at priority p behind a flood at priority P starts after
-        about (P - p) * ``aging_seconds``. Aging orders the type's own tasks:
-        the type is claimed in a pass of its own, before the other types, as a
-        limited type is. Idle workers are woken.
+        about (P - p) * ``aging_seconds``. Or ``"fair"``: fair share between
+        the groups of the type's tasks (their ``group_key``; the tasks without
+        one are a group too): a claim serves the group with the fewest running
+        tasks first, ties at random, so one group's flood cannot starve the
+        others; within a group, strict priority then age. A strategy orders
+        the type's own tasks: the type is claimed in a pass of its own, before
+        the other types, as a limited type is. Idle workers are woken.
 
         Raises:
             ValidationError: a bad task type, an unknown strategy, or

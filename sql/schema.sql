@@ -228,6 +228,7 @@ DECLARE
     walk integer;
     bucket record;  -- the type's task_type_limits row, if it has limits
     aging double precision;  -- the type's aging_seconds, if it ages
+    type_strategy text;  -- the type's strategy, if it has one
     room integer;
     n_running integer;
     n_tokens double precision;
@@ -257,8 +258,9 @@ BEGIN
             END;
             -- Not found: a type with a strategy and no limits (then every field
             -- of bucket is NULL).
-            SELECT g.aging_seconds INTO aging FROM omnispindle.task_type_strategies g
-            WHERE g.task_type = set_apart[pass] AND g.strategy = 'aging';
+            SELECT g.strategy, g.aging_seconds INTO type_strategy, aging
+            FROM omnispindle.task_type_strategies g
+            WHERE g.task_type = set_apart[pass];
             room := p_limit - claimed;
             IF bucket.max_running IS NOT NULL THEN
                 -- A fresh snapshot, taken after the lock: it sees every claim
@@ -274,7 +276,7 @@ BEGIN
                 room := least(room, floor(n_tokens)::integer);
             END IF;
             CONTINUE WHEN room <= 0;
-            IF aging IS NULL THEN
+            IF type_strategy IS NULL THEN
                 WITH ready AS (
                     SELECT r.id, pg_column_size(r.parameters) AS size
                     FROM omnispindle.tasks r
@@ -286,6 +288,86 @@ BEGIN
                     ORDER BY r.priority DESC, r.id
                     LIMIT room
                     FOR NO KEY UPDATE SKIP LOCKED
+                ), summed AS (
+                    SELECT id, size, sum(size) OVER (ROWS UNBOUNDED PRECEDING) AS upto FROM ready
+                )
+                SELECT array_agg(id), max(upto) INTO chosen, taken
+                FROM summed WHERE upto - size < budget;
+            ELSIF type_strategy = 'fair' THEN
+                -- Fair share: the group with the fewest running tasks of the type
+                -- goes first, so that a group's flood cannot starve the others;
+                -- ties go to a group drawn at random, so that over many claims
+                -- each group's share of starts is equal. A group is a group_key,
+                -- and the tasks without one are one group more. Within a group,
+                -- strict priority then age. Only the first `room` groups in that
+                -- order can take part, and only their first `room` tasks.
+                WITH RECURSIVE keys AS (
+                    -- The groups with pending tasks: one index probe each.
+                    (SELECT r.group_key FROM omnispindle.tasks r
+                     WHERE r.state = 'pending' AND r.task_type = set_apart[pass]
+                       AND r.group_key IS NOT NULL
+                     ORDER BY r.group_key LIMIT 1)
+                    UNION ALL
+                    SELECT n.group_key FROM keys k
+                    CROSS JOIN LATERAL (SELECT r.group_key FROM omnispindle.tasks r
+                                        WHERE r.state = 'pending'
+                                          AND r.task_type = set_apart[pass]
+                                          AND r.group_key > k.group_key
+                                        ORDER BY r.group_key LIMIT 1) n
+                ), groups AS (
+                    SELECT k.group_key FROM keys k
+                    UNION ALL
+                    SELECT NULL WHERE EXISTS (SELECT FROM omnispindle.tasks r
+                                              WHERE r.state = 'pending'
+                                                AND r.task_type = set_apart[pass]
+                                                AND r.group_key IS NULL)
+                ), running AS (
+                    SELECT r.group_key, count(*) AS n FROM omnispindle.tasks r
+                    WHERE r.state = 'running' AND r.task_type = set_apart[pass]
+                    GROUP BY r.group_key
+                ), turns AS (
+                    SELECT g.group_key, coalesce(u.n, 0) AS n_running, random() AS draw
+                    FROM groups g
+                    LEFT JOIN running u ON u.group_key IS NOT DISTINCT FROM g.group_key
+                    ORDER BY 2, 3 LIMIT room
+                ), keyed AS (
+                    SELECT c.id, c.priority, t.group_key, t.n_running, t.draw
+                    FROM turns t
+                    CROSS JOIN LATERAL (SELECT r.id, r.priority FROM omnispindle.tasks r
+                                        WHERE r.state = 'pending'
+                                          AND r.task_type = set_apart[pass]
+                                          AND r.group_key = t.group_key
+                                          AND r.run_after <= now()
+                                          AND r.required_capabilities <@ p_capabilities
+                                          AND r.attempts < r.max_attempts
+                                        ORDER BY r.priority DESC, r.id LIMIT room
+                                        -- Locked as found, as in the aging pass.
+                                        FOR NO KEY UPDATE SKIP LOCKED) c
+                ), unkeyed AS (
+                    SELECT r.id, r.priority FROM omnispindle.tasks r
+                    WHERE EXISTS (SELECT FROM turns t WHERE t.group_key IS NULL)
+                      AND r.state = 'pending' AND r.task_type = set_apart[pass]
+                      AND r.group_key IS NULL AND r.run_after <= now()
+                      AND r.required_capabilities <@ p_capabilities
+                      AND r.attempts < r.max_attempts
+                    ORDER BY r.priority DESC, r.id LIMIT room
+                    FOR NO KEY UPDATE SKIP LOCKED
+                ), candidates AS (
+                    SELECT k.id, k.priority, k.group_key, k.n_running, k.draw FROM keyed k
+                    UNION ALL
+                    SELECT u.id, u.priority, NULL, t.n_running, t.draw
+                    FROM unkeyed u JOIN turns t ON t.group_key IS NULL
+                ), ranked AS (
+                    -- A task's rank: how many of its group would run once it starts.
+                    SELECT c.id, c.draw, c.n_running + row_number()
+                               OVER (PARTITION BY c.group_key ORDER BY c.priority DESC, c.id)
+                               AS share
+                    FROM candidates c
+                ), ready AS (
+                    SELECT r.id, pg_column_size(r.parameters) AS size
+                    FROM (SELECT k.id FROM ranked k ORDER BY k.share, k.draw, k.id LIMIT room) k
+                    CROSS JOIN LATERAL (SELECT q.id, q.parameters FROM omnispindle.tasks q
+                                        WHERE q.id = k.id OFFSET 0) r
                 ), summed AS (
                     SELECT id, size, sum(size) OVER (ROWS UNBOUNDED PRECEDING) AS upto FROM ready
                 )
@@ -790,7 +872,8 @@ CREATE FUNCTION omnispindle.insert_tasks(
     p_run_after timestamptz[],
     p_idempotency_keys text[],
     p_trace_contexts jsonb[],
-    p_existing bigint[]
+    p_existing bigint[],
+    p_group_keys text[] DEFAULT NULL
 )
 RETURNS bigint[]
 LANGUAGE plpgsql
@@ -820,10 +903,11 @@ BEGIN
         FROM unnest(p_task_types, p_parameters, p_priorities, p_max_attempts,
                     p_retry_backoffs, p_timeouts, p_required_capabilities, p_dependencies,
                     p_entry_dependencies, p_allow_failed, p_run_after, p_idempotency_keys,
-                    p_trace_contexts)
+                    p_trace_contexts, p_group_keys)
              WITH ORDINALITY AS s(task_type, parameters, priority, max_attempts,
                                   retry_backoff, timeout_seconds, caps, deps, entry_deps,
-                                  tolerant, run_after, idempotency_key, trace_context, ord)
+                                  tolerant, run_after, idempotency_key, trace_context,
+                                  group_key, ord)
     ), inserted AS (
         -- Identities are drawn in this ORDER BY, so the n-th smallest new id
         -- belongs to the n-th inserted entry.
@@ -831,13 +915,14 @@ BEGIN
                                        retry_backoff, timeout_seconds,
                                        required_capabilities, allow_failed_dependencies,
                                        state, pending_dependencies, run_after,
-                                       idempotency_key, trace_context)
+                                       idempotency_key, trace_context, group_key)
         SELECT task_type, parameters, priority, max_attempts, retry_backoff,
                timeout_seconds,
                ARRAY(SELECT jsonb_array_elements_text(caps)),
                tolerant,
                CASE WHEN unfinished > 0 THEN 'blocked' ELSE 'pending' END::omnispindle.task_state,
-               unfinished, coalesce(run_after, now()), idempotency_key, trace_context
+               unfinished, coalesce(run_after, now()), idempotency_key, trace_context,
+               group_key
         FROM spec WHERE existing_id IS NULL ORDER BY ord
         RETURNING id
     ), numbered AS (
@@ -866,8 +951,8 @@ $$;
 -- parallel, one element per task: dependencies[i] is a jsonb array of existing
 -- task ids, entry_dependencies[i] a jsonb array of 1-based positions of other
 -- entries of this batch (the caller has checked them for cycles). run_after,
--- idempotency_keys and trace_contexts may be NULL, or hold NULLs. An entry
--- whose idempotency key belongs to an unfinished task yields that task.
+-- idempotency_keys, trace_contexts and group_keys may be NULL, or hold NULLs.
+-- An entry whose idempotency key belongs to an unfinished task yields that task.
 CREATE FUNCTION omnispindle.submit_tasks(
     p_task_types text[],
     p_parameters jsonb[],
@@ -881,7 +966,8 @@ CREATE FUNCTION omnispindle.submit_tasks(
     p_allow_failed boolean[],
     p_run_after timestamptz[],
     p_idempotency_keys text[],
-    p_trace_contexts jsonb[]
+    p_trace_contexts jsonb[],
+    p_group_keys text[] DEFAULT NULL
 )
 RETURNS SETOF bigint
 LANGUAGE plpgsql
@@ -936,7 +1022,8 @@ BEGIN
         RETURN QUERY SELECT i FROM unnest(omnispindle.insert_tasks(
             p_task_types, p_parameters, p_priorities, p_max_attempts, p_retry_backoffs,
             p_timeouts, p_required_capabilities, p_dependencies, p_entry_dependencies,
-            p_allow_failed, p_run_after, p_idempotency_keys, p_trace_contexts, NULL)) AS i;
+            p_allow_failed, p_run_after, p_idempotency_keys, p_trace_contexts, NULL,
+            p_group_keys)) AS i;
         RETURN;
     END IF;
 
@@ -961,7 +1048,8 @@ BEGIN
             ids := omnispindle.insert_tasks(
                 p_task_types, p_parameters, p_priorities, p_max_attempts, p_retry_backoffs,
                 p_timeouts, p_required_capabilities, p_dependencies, p_entry_dependencies,
-                p_allow_failed, p_run_after, p_idempotency_keys, p_trace_contexts, existing);
+                p_allow_failed, p_run_after, p_idempotency_keys, p_trace_contexts, existing,
+                p_group_keys);
             RETURN QUERY SELECT i FROM unnest(ids) AS i;
             RETURN;
         EXCEPTION WHEN unique_violation OR deadlock_detected THEN
@@ -1497,7 +1585,7 @@ CREATE TRIGGER tasks_lease_bounded
 -- then fails (lock_not_available) instead of hanging.
 ALTER FUNCTION omnispindle.submit_tasks(text[], jsonb[], integer[], integer[], double precision[],
     double precision[], jsonb[], jsonb[], jsonb[], boolean[], timestamp with time zone[], text[],
-    jsonb[])
+    jsonb[], text[])
     SET lock_timeout = '10s';
 
 -- Ceilings on size, for every writer: a process may set its own limits lower
@@ -1878,9 +1966,12 @@ $$;
 -- then age (the default, which needs no row). 'aging': a task's effective
 -- priority grows by one for every aging_seconds it has waited since it
 -- became ready, so that a flood of higher priorities cannot keep it waiting
--- for ever. A type with a strategy is claimed in a pass of its own, before
--- the walk over the other types (as a limited type is). Change it through
--- set_task_type_strategy, which checks its arguments.
+-- for ever. 'fair': fair share between the groups of a type's tasks (their
+-- group_key, which the submitter sets: a tenant, a customer), so that one
+-- group's flood cannot starve the others. A type with a strategy is claimed
+-- in a pass of its own, before the walk over the other types (as a limited
+-- type is). Change it through set_task_type_strategy, which checks its
+-- arguments.
 CREATE TABLE omnispindle.task_type_strategies (
     task_type     text PRIMARY KEY,
     strategy      text NOT NULL,
@@ -1888,15 +1979,26 @@ CREATE TABLE omnispindle.task_type_strategies (
     set_at        timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT task_type_strategies_task_type_valid
         CHECK (task_type <> '' AND length(task_type) <= 200),
-    CONSTRAINT task_type_strategies_strategy_known CHECK (strategy IN ('aging')),
+    CONSTRAINT task_type_strategies_strategy_known CHECK (strategy IN ('aging', 'fair')),
     CONSTRAINT task_type_strategies_aging_range
         CHECK ((strategy = 'aging') = (aging_seconds IS NOT NULL)
                AND aging_seconds >= 0.001 AND aging_seconds <= 1000000)
 );
 
+-- The group a task belongs to for fair share (a tenant, a customer): set by
+-- its submitter, NULL for none. Claims of a type with the 'fair' strategy
+-- find each group's first tasks through the index below, one probe per
+-- group; it holds only pending tasks, as tasks_ready_idx does.
+ALTER TABLE omnispindle.tasks
+    ADD COLUMN group_key text,
+    ADD CONSTRAINT tasks_group_key_valid
+        CHECK (group_key <> '' AND length(group_key) <= 200) NOT VALID;
+CREATE INDEX tasks_group_ready_idx ON omnispindle.tasks (task_type, group_key, priority DESC, id)
+    WHERE state = 'pending';
+
 -- Sets the strategy of a task type: 'priority' (the default: strict priority,
--- then age) or 'aging' with aging_seconds, the wait that raises a task's
--- effective priority by one. Wakes the workers.
+-- then age), 'aging' with aging_seconds, the wait that raises a task's
+-- effective priority by one, or 'fair'. Wakes the workers.
 CREATE FUNCTION omnispindle.set_task_type_strategy(task_type text, strategy text,
                                                    aging_seconds double precision DEFAULT NULL)
 RETURNS void
@@ -1911,8 +2013,8 @@ BEGIN
             USING ERRCODE = 'OS005';
     END IF;
     IF set_task_type_strategy.strategy IS NULL
-       OR set_task_type_strategy.strategy NOT IN ('priority', 'aging') THEN
-        RAISE EXCEPTION '%', format('unknown strategy %L: give priority or aging',
+       OR set_task_type_strategy.strategy NOT IN ('priority', 'aging', 'fair') THEN
+        RAISE EXCEPTION '%', format('unknown strategy %L: give priority, aging or fair',
                                     set_task_type_strategy.strategy)
             USING ERRCODE = 'OS005';
     END IF;
@@ -2070,7 +2172,8 @@ BEGIN
     -- A row a producer inserts can only be a pending task: the CHECKs refuse
     -- any other state without the columns it leaves out.
     EXECUTE format('GRANT INSERT (task_type, parameters, priority, max_attempts, retry_backoff, '
-                   'timeout_seconds, required_capabilities, state, run_after, trace_context) '
+                   'timeout_seconds, required_capabilities, state, run_after, trace_context, '
+                   'group_key) '
                    'ON omnispindle.tasks TO %s', p_role);
     EXECUTE format('GRANT SELECT, INSERT ON omnispindle.submissions TO %s', p_role);
     FOR fn IN SELECT p.oid::regprocedure FROM pg_proc p

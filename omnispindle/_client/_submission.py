@@ -81,6 +81,8 @@ def _json_row(spec: TaskSpec) -> str:
         row += f',"required_capabilities":{_json_once(spec.required_capabilities)}'
     if spec.run_after is not None:
         row += f',"run_after":"{spec.run_after.isoformat()}"'
+    if spec.group_key is not None:
+        row += f',"group_key":{json.dumps(spec.group_key)}'
     return row + "}"
 
 
@@ -107,6 +109,7 @@ def submit_columns(specs: list[TaskSpec], trace_context: TraceContext) -> q.task
         "run_after": _optional([s.run_after for s in specs]),
         "idempotency_keys": _optional([s.idempotency_key for s in specs]),
         "trace_contexts": None if trace_context is None else [Jsonb(trace_context)] * len(specs),
+        "group_keys": _optional([s.group_key for s in specs]),
     }
 
 

@@ -200,7 +200,7 @@ def clear_task_type_limit(task_type: str) -> Query[bool]:
     return q.type_limits.clear_task_type_limit(validation.task_type(task_type))
 
 
-STRATEGIES = ("priority", "aging")
+STRATEGIES = ("priority", "aging", "fair")
 # What task_type_strategies accepts: a shorter step would overflow the effective priority.
 AGING_RANGE = (0.001, 1_000_000.0)
 

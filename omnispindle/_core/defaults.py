@@ -16,7 +16,7 @@ MAX_RETRIES_RANGE = (0, 100)
 RETRY_BACKOFF = 1.0  # seconds: base of the exponential backoff between attempts
 MAX_RETRY_BACKOFF = 3600.0
 MAX_TASK_TYPE_LENGTH = 200
-MAX_KEY_LENGTH = 200  # idempotency keys and schedule names
+MAX_KEY_LENGTH = 200  # idempotency keys, group keys and schedule names
 # Lists and objects within lists and objects: Python decodes far deeper, but a
 # worker decodes on a stack already in use.
 MAX_JSON_DEPTH = 200

@@ -15,6 +15,7 @@ from omnispindle._core import defaults, limits
 from omnispindle._core.declared import REGISTRY, DeclaredTask
 from omnispindle._core.defaults import MAX_RETRIES_RANGE, PRIORITY_RANGE, max_attempts
 from omnispindle._core.validation import flag as _flag
+from omnispindle._core.validation import group_key as _group_key
 from omnispindle._core.validation import idempotency_key as _idempotency_key
 from omnispindle._core.validation import int_in_range as _int_in_range
 from omnispindle._core.validation import names as _names
@@ -57,6 +58,7 @@ class TaskOptions(NamedTuple):
     run_at: datetime | None = None
     delay: float | timedelta | None = None
     idempotency_key: str | None = None
+    group_key: str | None = None
 
 
 # What a batch entry may hold: a task type, parameters, the options, and a key.
@@ -82,6 +84,7 @@ class TaskSpec(NamedTuple):
     entry_dependencies: tuple[int, ...] = ()  # positions of other entries of its batch
     run_after: datetime | None = None  # None: as soon as possible
     idempotency_key: str | None = None
+    group_key: str | None = None  # its group, for a type with the fair strategy
 
 
 DEFAULT_OPTIONS = TaskOptions()
@@ -96,7 +99,8 @@ def task_spec(
         ValidationError: naming the argument and what it must be.
     """
     # Unpacked once, checked field by field: a batch runs this for every entry.
-    priority, dependencies, retries, timeout, backoff, needs, tolerant, run_at, delay, key = options
+    priority, dependencies, retries, timeout, backoff, needs, tolerant, run_at, delay = options[:9]
+    key, group = options.idempotency_key, options.group_key
     declared = REGISTRY.get(task_type)
     if declared is not None:
         priority, retries, timeout, backoff, needs = _with_declared(
@@ -117,6 +121,7 @@ def task_spec(
         (),
         _run_after(run_at, delay),
         _idempotency_key(key),
+        _group_key(group),
     )
 
 

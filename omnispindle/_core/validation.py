@@ -245,6 +245,15 @@ def run_after(run_at: Any, delay: Any) -> datetime | None:
 
 def idempotency_key(value: Any) -> str | None:
     """Validate an idempotency key: None, or 1 to 200 characters of storable text."""
+    return _optional_key("idempotency_key", value)
+
+
+def group_key(value: Any) -> str | None:
+    """Validate a fair-share group key: None, or 1 to 200 characters of storable text."""
+    return _optional_key("group_key", value)
+
+
+def _optional_key(name: str, value: Any) -> str | None:
     if value is None:
         return None
     if (
@@ -254,7 +263,7 @@ def idempotency_key(value: Any) -> str | None:
         or not _storable_text(value)
     ):
         raise ValidationError(
-            f"idempotency_key must be a non-empty string of at most {defaults.MAX_KEY_LENGTH} "
+            f"{name} must be a non-empty string of at most {defaults.MAX_KEY_LENGTH} "
             f"characters, got {quoted(value)}"
         )
     return value

@@ -35,6 +35,12 @@ def add_commands(commands: Any, command: Callable[..., argparse.ArgumentParser])
         metavar="KEY",
         help="while a task with this key is unfinished, print its id instead",
     )
+    submit.add_argument(
+        "--group-key",
+        default=None,
+        metavar="KEY",
+        help="its group (a tenant): a type with the fair strategy is shared between groups",
+    )
     submit.add_argument("--wait", action="store_true", help="wait until it finishes, then print it")
     submit.add_argument(
         "--timeout",
@@ -56,6 +62,7 @@ def _submit(args: argparse.Namespace) -> int:
             dependencies=args.depends_on,
             delay=args.delay,
             idempotency_key=args.idempotency_key,
+            group_key=args.group_key,
             **task_options(args),
         )
         if args.wait:

@@ -58,7 +58,8 @@ def add_commands(commands: Any, command: Callable[..., argparse.ArgumentParser])
         "strategy",
         choices=operations.STRATEGIES,
         help="priority: strict priority, then age (the default); aging: a task's priority "
-        "grows by one every --aging-seconds it waits",
+        "grows by one every --aging-seconds it waits; fair: an even share for each group "
+        "(submit --group-key)",
     )
     strategy.add_argument(
         "--aging-seconds",
@@ -114,6 +115,8 @@ def _strategy(args: argparse.Namespace) -> int:
     with open_queue(args) as queue:
         queue.db.run(change)
     message = f"task type {args.task_type} ordered by {args.strategy}"
+    if args.strategy == "fair":
+        message += " share between its groups"
     if args.aging_seconds is not None:
         message += f" (+1 priority every {args.aging_seconds:g} s of waiting)"
     if args.json:

@@ -1,5 +1,265 @@
 -- Undo 0010_scheduling.
 
+-- submit_tasks and insert_tasks as 0007 made them, without group keys, with
+-- the rights granted on them.
+CREATE TEMPORARY TABLE submit_tasks_grantees AS
+SELECT DISTINCT a.grantee::regrole AS grantee
+FROM pg_proc p, aclexplode(p.proacl) a
+WHERE p.oid = 'omnispindle.submit_tasks(text[], jsonb[], integer[], integer[], double precision[],
+                  double precision[], jsonb[], jsonb[], jsonb[], boolean[], timestamptz[], text[],
+                  jsonb[], text[])'::regprocedure
+  AND a.privilege_type = 'EXECUTE' AND a.grantee <> p.proowner AND a.grantee <> 0;
+
+DROP FUNCTION omnispindle.submit_tasks(text[], jsonb[], integer[], integer[], double precision[],
+    double precision[], jsonb[], jsonb[], jsonb[], boolean[], timestamptz[], text[], jsonb[],
+    text[]);
+DROP FUNCTION omnispindle.insert_tasks(text[], jsonb[], integer[], integer[], double precision[],
+    double precision[], jsonb[], jsonb[], jsonb[], boolean[], timestamptz[], text[], jsonb[],
+    bigint[], text[]);
+
+-- The insert behind submit_tasks (which validates first); parallel arrays as
+-- there. existing[i], when not NULL, is the unfinished task holding entry i's
+-- idempotency key: that entry is not inserted, its id is that task's, and
+-- entries depending on it depend on that task. Returns the ids in order.
+CREATE FUNCTION omnispindle.insert_tasks(
+    p_task_types text[],
+    p_parameters jsonb[],
+    p_priorities integer[],
+    p_max_attempts integer[],
+    p_retry_backoffs double precision[],
+    p_timeouts double precision[],
+    p_required_capabilities jsonb[],
+    p_dependencies jsonb[],
+    p_entry_dependencies jsonb[],
+    p_allow_failed boolean[],
+    p_run_after timestamptz[],
+    p_idempotency_keys text[],
+    p_trace_contexts jsonb[],
+    p_existing bigint[]
+)
+RETURNS bigint[]
+LANGUAGE plpgsql
+SET jit = off
+AS $$
+DECLARE
+    ids bigint[];
+BEGIN
+    WITH spec AS (
+        SELECT s.*, p_existing[s.ord] AS existing_id,
+               -- The position among the entries that are inserted.
+               CASE WHEN p_existing[s.ord] IS NULL
+                    THEN count(*) FILTER (WHERE p_existing[s.ord] IS NULL) OVER (ORDER BY s.ord)
+               END AS fresh_ord,
+               (SELECT count(DISTINCT t.id)::integer
+                FROM jsonb_array_elements_text(s.deps) AS d(value)
+                JOIN omnispindle.tasks t ON t.id = d.value::bigint
+                WHERE t.state <> 'succeeded'
+                  AND NOT (s.tolerant AND t.state IN ('failed', 'cancelled'))
+               ) + (SELECT count(*)::integer
+                    FROM jsonb_array_elements_text(s.entry_deps) AS e(value)
+                    -- A reused entry's task may also be listed by id: count it once.
+                    WHERE p_existing[e.value::integer] IS NULL
+                       OR NOT s.deps @> to_jsonb(p_existing[e.value::integer])
+               ) AS unfinished
+        -- unnest pads shorter arrays with NULLs: the optional ones may be NULL.
+        FROM unnest(p_task_types, p_parameters, p_priorities, p_max_attempts,
+                    p_retry_backoffs, p_timeouts, p_required_capabilities, p_dependencies,
+                    p_entry_dependencies, p_allow_failed, p_run_after, p_idempotency_keys,
+                    p_trace_contexts)
+             WITH ORDINALITY AS s(task_type, parameters, priority, max_attempts,
+                                  retry_backoff, timeout_seconds, caps, deps, entry_deps,
+                                  tolerant, run_after, idempotency_key, trace_context, ord)
+    ), inserted AS (
+        -- Identities are drawn in this ORDER BY, so the n-th smallest new id
+        -- belongs to the n-th inserted entry.
+        INSERT INTO omnispindle.tasks (task_type, parameters, priority, max_attempts,
+                                       retry_backoff, timeout_seconds,
+                                       required_capabilities, allow_failed_dependencies,
+                                       state, pending_dependencies, run_after,
+                                       idempotency_key, trace_context)
+        SELECT task_type, parameters, priority, max_attempts, retry_backoff,
+               timeout_seconds,
+               ARRAY(SELECT jsonb_array_elements_text(caps)),
+               tolerant,
+               CASE WHEN unfinished > 0 THEN 'blocked' ELSE 'pending' END::omnispindle.task_state,
+               unfinished, coalesce(run_after, now()), idempotency_key, trace_context
+        FROM spec WHERE existing_id IS NULL ORDER BY ord
+        RETURNING id
+    ), numbered AS (
+        SELECT id, row_number() OVER (ORDER BY id) AS fresh_ord FROM inserted
+    ), resolved AS (
+        SELECT s.ord, coalesce(s.existing_id, n.id) AS id, s.existing_id IS NULL AS is_new,
+               s.deps, s.entry_deps
+        FROM spec s LEFT JOIN numbered n ON n.fresh_ord = s.fresh_ord
+    ), edges AS (
+        INSERT INTO omnispindle.task_dependencies (task_id, depends_on)
+        SELECT r.id, d.value::bigint
+        FROM resolved r, jsonb_array_elements_text(r.deps) AS d(value)
+        WHERE r.is_new
+        UNION
+        SELECT r.id, parent.id
+        FROM resolved r, jsonb_array_elements_text(r.entry_deps) AS e(value)
+        JOIN resolved parent ON parent.ord = e.value::bigint
+        WHERE r.is_new
+    )
+    SELECT array_agg(r.id ORDER BY r.ord) INTO ids FROM resolved r;
+    RETURN ids;
+END
+$$;
+
+-- Inserts a batch of tasks in one statement, all or nothing. Arrays are
+-- parallel, one element per task: dependencies[i] is a jsonb array of existing
+-- task ids, entry_dependencies[i] a jsonb array of 1-based positions of other
+-- entries of this batch (the caller has checked them for cycles). run_after,
+-- idempotency_keys and trace_contexts may be NULL, or hold NULLs. An entry
+-- whose idempotency key belongs to an unfinished task yields that task.
+CREATE FUNCTION omnispindle.submit_tasks(
+    p_task_types text[],
+    p_parameters jsonb[],
+    p_priorities integer[],
+    p_max_attempts integer[],
+    p_retry_backoffs double precision[],
+    p_timeouts double precision[],
+    p_required_capabilities jsonb[],
+    p_dependencies jsonb[],
+    p_entry_dependencies jsonb[],
+    p_allow_failed boolean[],
+    p_run_after timestamptz[],
+    p_idempotency_keys text[],
+    p_trace_contexts jsonb[]
+)
+RETURNS SETOF bigint
+LANGUAGE plpgsql
+SET jit = off
+AS $$
+DECLARE
+    wanted bigint[];
+    missing bigint;
+    broken record;
+    existing bigint[];
+    ids bigint[];
+    repeated text;
+BEGIN
+    SELECT coalesce(array_agg(DISTINCT d.value::bigint), '{}') INTO wanted
+    FROM unnest(p_dependencies) AS deps(list),
+         jsonb_array_elements_text(deps.list) AS d(value);
+
+    -- KEY SHARE keeps the parents from being deleted without blocking their
+    -- state changes: an app transaction left open must never stall a worker.
+    -- A parent that finishes before this transaction commits cannot see the
+    -- new dependency rows; the sweeper's reconcile_blocked pass repairs that.
+    PERFORM 1 FROM omnispindle.tasks WHERE id = ANY (wanted) ORDER BY id FOR KEY SHARE;
+
+    SELECT w INTO missing FROM unnest(wanted) AS w
+    WHERE NOT EXISTS (SELECT 1 FROM omnispindle.tasks t WHERE t.id = w) LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'unknown dependency: task % does not exist', missing
+            USING ERRCODE = 'OS001';
+    END IF;
+
+    SELECT t.id, t.state INTO broken
+    FROM unnest(p_dependencies, p_allow_failed) AS s(deps, tolerant),
+         jsonb_array_elements_text(s.deps) AS d(value)
+    JOIN omnispindle.tasks t ON t.id = d.value::bigint
+    WHERE NOT s.tolerant AND t.state IN ('failed', 'cancelled')
+    ORDER BY t.id LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'dependency task % is %: its dependents could never run',
+            broken.id, broken.state
+            USING ERRCODE = 'OS003';
+    END IF;
+
+    -- Two entries with one key would collide with each other.
+    SELECT k INTO repeated FROM unnest(p_idempotency_keys) AS k
+    WHERE k IS NOT NULL GROUP BY k HAVING count(*) > 1 LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'idempotency key % is used twice in one batch', repeated
+            USING ERRCODE = 'OS005';
+    END IF;
+
+    IF NOT EXISTS (SELECT 1 FROM unnest(p_idempotency_keys) AS k WHERE k IS NOT NULL) THEN
+        RETURN QUERY SELECT i FROM unnest(omnispindle.insert_tasks(
+            p_task_types, p_parameters, p_priorities, p_max_attempts, p_retry_backoffs,
+            p_timeouts, p_required_capabilities, p_dependencies, p_entry_dependencies,
+            p_allow_failed, p_run_after, p_idempotency_keys, p_trace_contexts, NULL)) AS i;
+        RETURN;
+    END IF;
+
+    -- Submitters of one key meet at the unique index on unfinished tasks' keys:
+    -- an insert waits there for the transaction that inserted the key first
+    -- (only a role that may submit can make it wait, and for at most the
+    -- function's lock_timeout), then fails if that one committed; this one
+    -- then looks again and reuses that task. Batches that take shared keys in
+    -- different orders may deadlock instead: the one chosen looks again too.
+    FOR look IN 1..5 LOOP
+        -- The unfinished tasks holding the batch's keys, by position. Under a
+        -- REPEATABLE READ or SERIALIZABLE snapshot taken before such a task
+        -- committed, it stays invisible here and the insert fails with a
+        -- unique violation, which the caller answers by retrying its transaction.
+        SELECT array_agg((SELECT t.id FROM omnispindle.tasks t
+                          WHERE t.idempotency_key = k.key
+                            AND t.state IN ('blocked', 'pending', 'running'))
+                         ORDER BY k.ord)
+        INTO existing
+        FROM unnest(p_idempotency_keys) WITH ORDINALITY AS k(key, ord);
+        BEGIN
+            ids := omnispindle.insert_tasks(
+                p_task_types, p_parameters, p_priorities, p_max_attempts, p_retry_backoffs,
+                p_timeouts, p_required_capabilities, p_dependencies, p_entry_dependencies,
+                p_allow_failed, p_run_after, p_idempotency_keys, p_trace_contexts, existing);
+            RETURN QUERY SELECT i FROM unnest(ids) AS i;
+            RETURN;
+        EXCEPTION WHEN unique_violation OR deadlock_detected THEN
+            -- Under a snapshot fixed for the transaction, looking again sees nothing new.
+            IF look = 5 OR current_setting('transaction_isolation') <> 'read committed' THEN
+                RAISE;
+            END IF;
+        END;
+        -- Submitters that lost a race look again one at a time, so that two of
+        -- them cannot keep deadlocking on keys they take in opposite orders.
+        PERFORM 1 FROM omnispindle.maintenance_locks WHERE name = 'idempotency' FOR UPDATE;
+    END LOOP;
+END
+$$;
+
+-- Cancels one task: a blocked or pending one at once (its descendants follow
+-- through the trigger); a running one gets a request that its worker sees
+-- through a notification or its next heartbeat; a finished one is left as it
+-- is. Returns the state after the call and whether anything changed.
+
+
+ALTER FUNCTION omnispindle.submit_tasks(text[], jsonb[], integer[], integer[], double precision[],
+    double precision[], jsonb[], jsonb[], jsonb[], boolean[], timestamp with time zone[], text[],
+    jsonb[])
+    SET lock_timeout = '10s';
+ALTER FUNCTION omnispindle.submit_tasks(text[], jsonb[], integer[], integer[], double precision[],
+    double precision[], jsonb[], jsonb[], jsonb[], boolean[], timestamp with time zone[], text[],
+    jsonb[])
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+REVOKE EXECUTE ON FUNCTION
+    omnispindle.submit_tasks(text[], jsonb[], integer[], integer[], double precision[],
+        double precision[], jsonb[], jsonb[], jsonb[], boolean[], timestamptz[], text[], jsonb[]),
+    omnispindle.insert_tasks(text[], jsonb[], integer[], integer[], double precision[],
+        double precision[], jsonb[], jsonb[], jsonb[], boolean[], timestamptz[], text[], jsonb[],
+        bigint[])
+    FROM PUBLIC;
+DO $$
+DECLARE
+    grantee regrole;
+BEGIN
+    FOR grantee IN SELECT g.grantee FROM submit_tasks_grantees g LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION omnispindle.submit_tasks(text[], jsonb[], '
+                       'integer[], integer[], double precision[], double precision[], jsonb[], '
+                       'jsonb[], jsonb[], boolean[], timestamptz[], text[], jsonb[]) TO %s',
+                       grantee);
+    END LOOP;
+END
+$$;
+DROP TABLE submit_tasks_grantees;
+
+DROP INDEX omnispindle.tasks_group_ready_idx;
+ALTER TABLE omnispindle.tasks DROP COLUMN group_key;
+
 -- grant_access() as 0009 made it.
 CREATE OR REPLACE FUNCTION omnispindle.grant_access(p_role regrole, p_access text)
 RETURNS void

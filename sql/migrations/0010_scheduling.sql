@@ -1,7 +1,8 @@
 -- Migration 0010_scheduling: limits on a task type, global across the workers
 -- (at most N of its tasks running at once, at most R claims of them per
 -- second), enforced by claim_tasks (and so complete_and_claim) under a lock on
--- the type's row; the aging strategy; and the scaling hint. Producers set and
+-- the type's row; the aging and fair share strategies, with each task's
+-- group_key for the latter; and the scaling hint. Producers set and
 -- clear limits and strategies (an operator's action, like pause); every role
 -- may read them; workers take from the buckets.
 
@@ -128,9 +129,12 @@ $$;
 -- then age (the default, which needs no row). 'aging': a task's effective
 -- priority grows by one for every aging_seconds it has waited since it
 -- became ready, so that a flood of higher priorities cannot keep it waiting
--- for ever. A type with a strategy is claimed in a pass of its own, before
--- the walk over the other types (as a limited type is). Change it through
--- set_task_type_strategy, which checks its arguments.
+-- for ever. 'fair': fair share between the groups of a type's tasks (their
+-- group_key, which the submitter sets: a tenant, a customer), so that one
+-- group's flood cannot starve the others. A type with a strategy is claimed
+-- in a pass of its own, before the walk over the other types (as a limited
+-- type is). Change it through set_task_type_strategy, which checks its
+-- arguments.
 CREATE TABLE omnispindle.task_type_strategies (
     task_type     text PRIMARY KEY,
     strategy      text NOT NULL,
@@ -138,15 +142,26 @@ CREATE TABLE omnispindle.task_type_strategies (
     set_at        timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT task_type_strategies_task_type_valid
         CHECK (task_type <> '' AND length(task_type) <= 200),
-    CONSTRAINT task_type_strategies_strategy_known CHECK (strategy IN ('aging')),
+    CONSTRAINT task_type_strategies_strategy_known CHECK (strategy IN ('aging', 'fair')),
     CONSTRAINT task_type_strategies_aging_range
         CHECK ((strategy = 'aging') = (aging_seconds IS NOT NULL)
                AND aging_seconds >= 0.001 AND aging_seconds <= 1000000)
 );
 
+-- The group a task belongs to for fair share (a tenant, a customer): set by
+-- its submitter, NULL for none. Claims of a type with the 'fair' strategy
+-- find each group's first tasks through the index below, one probe per
+-- group; it holds only pending tasks, as tasks_ready_idx does.
+ALTER TABLE omnispindle.tasks
+    ADD COLUMN group_key text,
+    ADD CONSTRAINT tasks_group_key_valid
+        CHECK (group_key <> '' AND length(group_key) <= 200) NOT VALID;
+CREATE INDEX tasks_group_ready_idx ON omnispindle.tasks (task_type, group_key, priority DESC, id)
+    WHERE state = 'pending';
+
 -- Sets the strategy of a task type: 'priority' (the default: strict priority,
--- then age) or 'aging' with aging_seconds, the wait that raises a task's
--- effective priority by one. Wakes the workers.
+-- then age), 'aging' with aging_seconds, the wait that raises a task's
+-- effective priority by one, or 'fair'. Wakes the workers.
 CREATE FUNCTION omnispindle.set_task_type_strategy(task_type text, strategy text,
                                                    aging_seconds double precision DEFAULT NULL)
 RETURNS void
@@ -161,8 +176,8 @@ BEGIN
             USING ERRCODE = 'OS005';
     END IF;
     IF set_task_type_strategy.strategy IS NULL
-       OR set_task_type_strategy.strategy NOT IN ('priority', 'aging') THEN
-        RAISE EXCEPTION '%', format('unknown strategy %L: give priority or aging',
+       OR set_task_type_strategy.strategy NOT IN ('priority', 'aging', 'fair') THEN
+        RAISE EXCEPTION '%', format('unknown strategy %L: give priority, aging or fair',
                                     set_task_type_strategy.strategy)
             USING ERRCODE = 'OS005';
     END IF;
@@ -332,6 +347,7 @@ DECLARE
     walk integer;
     bucket record;  -- the type's task_type_limits row, if it has limits
     aging double precision;  -- the type's aging_seconds, if it ages
+    type_strategy text;  -- the type's strategy, if it has one
     room integer;
     n_running integer;
     n_tokens double precision;
@@ -361,8 +377,9 @@ BEGIN
             END;
             -- Not found: a type with a strategy and no limits (then every field
             -- of bucket is NULL).
-            SELECT g.aging_seconds INTO aging FROM omnispindle.task_type_strategies g
-            WHERE g.task_type = set_apart[pass] AND g.strategy = 'aging';
+            SELECT g.strategy, g.aging_seconds INTO type_strategy, aging
+            FROM omnispindle.task_type_strategies g
+            WHERE g.task_type = set_apart[pass];
             room := p_limit - claimed;
             IF bucket.max_running IS NOT NULL THEN
                 -- A fresh snapshot, taken after the lock: it sees every claim
@@ -378,7 +395,7 @@ BEGIN
                 room := least(room, floor(n_tokens)::integer);
             END IF;
             CONTINUE WHEN room <= 0;
-            IF aging IS NULL THEN
+            IF type_strategy IS NULL THEN
                 WITH ready AS (
                     SELECT r.id, pg_column_size(r.parameters) AS size
                     FROM omnispindle.tasks r
@@ -390,6 +407,86 @@ BEGIN
                     ORDER BY r.priority DESC, r.id
                     LIMIT room
                     FOR NO KEY UPDATE SKIP LOCKED
+                ), summed AS (
+                    SELECT id, size, sum(size) OVER (ROWS UNBOUNDED PRECEDING) AS upto FROM ready
+                )
+                SELECT array_agg(id), max(upto) INTO chosen, taken
+                FROM summed WHERE upto - size < budget;
+            ELSIF type_strategy = 'fair' THEN
+                -- Fair share: the group with the fewest running tasks of the type
+                -- goes first, so that a group's flood cannot starve the others;
+                -- ties go to a group drawn at random, so that over many claims
+                -- each group's share of starts is equal. A group is a group_key,
+                -- and the tasks without one are one group more. Within a group,
+                -- strict priority then age. Only the first `room` groups in that
+                -- order can take part, and only their first `room` tasks.
+                WITH RECURSIVE keys AS (
+                    -- The groups with pending tasks: one index probe each.
+                    (SELECT r.group_key FROM omnispindle.tasks r
+                     WHERE r.state = 'pending' AND r.task_type = set_apart[pass]
+                       AND r.group_key IS NOT NULL
+                     ORDER BY r.group_key LIMIT 1)
+                    UNION ALL
+                    SELECT n.group_key FROM keys k
+                    CROSS JOIN LATERAL (SELECT r.group_key FROM omnispindle.tasks r
+                                        WHERE r.state = 'pending'
+                                          AND r.task_type = set_apart[pass]
+                                          AND r.group_key > k.group_key
+                                        ORDER BY r.group_key LIMIT 1) n
+                ), groups AS (
+                    SELECT k.group_key FROM keys k
+                    UNION ALL
+                    SELECT NULL WHERE EXISTS (SELECT FROM omnispindle.tasks r
+                                              WHERE r.state = 'pending'
+                                                AND r.task_type = set_apart[pass]
+                                                AND r.group_key IS NULL)
+                ), running AS (
+                    SELECT r.group_key, count(*) AS n FROM omnispindle.tasks r
+                    WHERE r.state = 'running' AND r.task_type = set_apart[pass]
+                    GROUP BY r.group_key
+                ), turns AS (
+                    SELECT g.group_key, coalesce(u.n, 0) AS n_running, random() AS draw
+                    FROM groups g
+                    LEFT JOIN running u ON u.group_key IS NOT DISTINCT FROM g.group_key
+                    ORDER BY 2, 3 LIMIT room
+                ), keyed AS (
+                    SELECT c.id, c.priority, t.group_key, t.n_running, t.draw
+                    FROM turns t
+                    CROSS JOIN LATERAL (SELECT r.id, r.priority FROM omnispindle.tasks r
+                                        WHERE r.state = 'pending'
+                                          AND r.task_type = set_apart[pass]
+                                          AND r.group_key = t.group_key
+                                          AND r.run_after <= now()
+                                          AND r.required_capabilities <@ p_capabilities
+                                          AND r.attempts < r.max_attempts
+                                        ORDER BY r.priority DESC, r.id LIMIT room
+                                        -- Locked as found, as in the aging pass.
+                                        FOR NO KEY UPDATE SKIP LOCKED) c
+                ), unkeyed AS (
+                    SELECT r.id, r.priority FROM omnispindle.tasks r
+                    WHERE EXISTS (SELECT FROM turns t WHERE t.group_key IS NULL)
+                      AND r.state = 'pending' AND r.task_type = set_apart[pass]
+                      AND r.group_key IS NULL AND r.run_after <= now()
+                      AND r.required_capabilities <@ p_capabilities
+                      AND r.attempts < r.max_attempts
+                    ORDER BY r.priority DESC, r.id LIMIT room
+                    FOR NO KEY UPDATE SKIP LOCKED
+                ), candidates AS (
+                    SELECT k.id, k.priority, k.group_key, k.n_running, k.draw FROM keyed k
+                    UNION ALL
+                    SELECT u.id, u.priority, NULL, t.n_running, t.draw
+                    FROM unkeyed u JOIN turns t ON t.group_key IS NULL
+                ), ranked AS (
+                    -- A task's rank: how many of its group would run once it starts.
+                    SELECT c.id, c.draw, c.n_running + row_number()
+                               OVER (PARTITION BY c.group_key ORDER BY c.priority DESC, c.id)
+                               AS share
+                    FROM candidates c
+                ), ready AS (
+                    SELECT r.id, pg_column_size(r.parameters) AS size
+                    FROM (SELECT k.id FROM ranked k ORDER BY k.share, k.draw, k.id LIMIT room) k
+                    CROSS JOIN LATERAL (SELECT q.id, q.parameters FROM omnispindle.tasks q
+                                        WHERE q.id = k.id OFFSET 0) r
                 ), summed AS (
                     SELECT id, size, sum(size) OVER (ROWS UNBOUNDED PRECEDING) AS upto FROM ready
                 )
@@ -563,7 +660,8 @@ BEGIN
     -- A row a producer inserts can only be a pending task: the CHECKs refuse
     -- any other state without the columns it leaves out.
     EXECUTE format('GRANT INSERT (task_type, parameters, priority, max_attempts, retry_backoff, '
-                   'timeout_seconds, required_capabilities, state, run_after, trace_context) '
+                   'timeout_seconds, required_capabilities, state, run_after, trace_context, '
+                   'group_key) '
                    'ON omnispindle.tasks TO %s', p_role);
     EXECUTE format('GRANT SELECT, INSERT ON omnispindle.submissions TO %s', p_role);
     FOR fn IN SELECT p.oid::regprocedure FROM pg_proc p
@@ -651,3 +749,271 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- submit_tasks and insert_tasks take each task's group_key (a last, optional
+-- array): the old signatures go, with the rights granted on them, which the
+-- new ones get back.
+CREATE TEMPORARY TABLE submit_tasks_grantees AS
+SELECT DISTINCT a.grantee::regrole AS grantee
+FROM pg_proc p, aclexplode(p.proacl) a
+WHERE p.oid = 'omnispindle.submit_tasks(text[], jsonb[], integer[], integer[], double precision[],
+                  double precision[], jsonb[], jsonb[], jsonb[], boolean[], timestamptz[], text[],
+                  jsonb[])'::regprocedure
+  AND a.privilege_type = 'EXECUTE' AND a.grantee <> p.proowner AND a.grantee <> 0;
+
+DROP FUNCTION omnispindle.submit_tasks(text[], jsonb[], integer[], integer[], double precision[],
+    double precision[], jsonb[], jsonb[], jsonb[], boolean[], timestamptz[], text[], jsonb[]);
+DROP FUNCTION omnispindle.insert_tasks(text[], jsonb[], integer[], integer[], double precision[],
+    double precision[], jsonb[], jsonb[], jsonb[], boolean[], timestamptz[], text[], jsonb[],
+    bigint[]);
+
+-- The insert behind submit_tasks (which validates first); parallel arrays as
+-- there. existing[i], when not NULL, is the unfinished task holding entry i's
+-- idempotency key: that entry is not inserted, its id is that task's, and
+-- entries depending on it depend on that task. Returns the ids in order.
+CREATE FUNCTION omnispindle.insert_tasks(
+    p_task_types text[],
+    p_parameters jsonb[],
+    p_priorities integer[],
+    p_max_attempts integer[],
+    p_retry_backoffs double precision[],
+    p_timeouts double precision[],
+    p_required_capabilities jsonb[],
+    p_dependencies jsonb[],
+    p_entry_dependencies jsonb[],
+    p_allow_failed boolean[],
+    p_run_after timestamptz[],
+    p_idempotency_keys text[],
+    p_trace_contexts jsonb[],
+    p_existing bigint[],
+    p_group_keys text[] DEFAULT NULL
+)
+RETURNS bigint[]
+LANGUAGE plpgsql
+SET jit = off
+AS $$
+DECLARE
+    ids bigint[];
+BEGIN
+    WITH spec AS (
+        SELECT s.*, p_existing[s.ord] AS existing_id,
+               -- The position among the entries that are inserted.
+               CASE WHEN p_existing[s.ord] IS NULL
+                    THEN count(*) FILTER (WHERE p_existing[s.ord] IS NULL) OVER (ORDER BY s.ord)
+               END AS fresh_ord,
+               (SELECT count(DISTINCT t.id)::integer
+                FROM jsonb_array_elements_text(s.deps) AS d(value)
+                JOIN omnispindle.tasks t ON t.id = d.value::bigint
+                WHERE t.state <> 'succeeded'
+                  AND NOT (s.tolerant AND t.state IN ('failed', 'cancelled'))
+               ) + (SELECT count(*)::integer
+                    FROM jsonb_array_elements_text(s.entry_deps) AS e(value)
+                    -- A reused entry's task may also be listed by id: count it once.
+                    WHERE p_existing[e.value::integer] IS NULL
+                       OR NOT s.deps @> to_jsonb(p_existing[e.value::integer])
+               ) AS unfinished
+        -- unnest pads shorter arrays with NULLs: the optional ones may be NULL.
+        FROM unnest(p_task_types, p_parameters, p_priorities, p_max_attempts,
+                    p_retry_backoffs, p_timeouts, p_required_capabilities, p_dependencies,
+                    p_entry_dependencies, p_allow_failed, p_run_after, p_idempotency_keys,
+                    p_trace_contexts, p_group_keys)
+             WITH ORDINALITY AS s(task_type, parameters, priority, max_attempts,
+                                  retry_backoff, timeout_seconds, caps, deps, entry_deps,
+                                  tolerant, run_after, idempotency_key, trace_context,
+                                  group_key, ord)
+    ), inserted AS (
+        -- Identities are drawn in this ORDER BY, so the n-th smallest new id
+        -- belongs to the n-th inserted entry.
+        INSERT INTO omnispindle.tasks (task_type, parameters, priority, max_attempts,
+                                       retry_backoff, timeout_seconds,
+                                       required_capabilities, allow_failed_dependencies,
+                                       state, pending_dependencies, run_after,
+                                       idempotency_key, trace_context, group_key)
+        SELECT task_type, parameters, priority, max_attempts, retry_backoff,
+               timeout_seconds,
+               ARRAY(SELECT jsonb_array_elements_text(caps)),
+               tolerant,
+               CASE WHEN unfinished > 0 THEN 'blocked' ELSE 'pending' END::omnispindle.task_state,
+               unfinished, coalesce(run_after, now()), idempotency_key, trace_context,
+               group_key
+        FROM spec WHERE existing_id IS NULL ORDER BY ord
+        RETURNING id
+    ), numbered AS (
+        SELECT id, row_number() OVER (ORDER BY id) AS fresh_ord FROM inserted
+    ), resolved AS (
+        SELECT s.ord, coalesce(s.existing_id, n.id) AS id, s.existing_id IS NULL AS is_new,
+               s.deps, s.entry_deps
+        FROM spec s LEFT JOIN numbered n ON n.fresh_ord = s.fresh_ord
+    ), edges AS (
+        INSERT INTO omnispindle.task_dependencies (task_id, depends_on)
+        SELECT r.id, d.value::bigint
+        FROM resolved r, jsonb_array_elements_text(r.deps) AS d(value)
+        WHERE r.is_new
+        UNION
+        SELECT r.id, parent.id
+        FROM resolved r, jsonb_array_elements_text(r.entry_deps) AS e(value)
+        JOIN resolved parent ON parent.ord = e.value::bigint
+        WHERE r.is_new
+    )
+    SELECT array_agg(r.id ORDER BY r.ord) INTO ids FROM resolved r;
+    RETURN ids;
+END
+$$;
+
+-- Inserts a batch of tasks in one statement, all or nothing. Arrays are
+-- parallel, one element per task: dependencies[i] is a jsonb array of existing
+-- task ids, entry_dependencies[i] a jsonb array of 1-based positions of other
+-- entries of this batch (the caller has checked them for cycles). run_after,
+-- idempotency_keys, trace_contexts and group_keys may be NULL, or hold NULLs.
+-- An entry whose idempotency key belongs to an unfinished task yields that task.
+CREATE FUNCTION omnispindle.submit_tasks(
+    p_task_types text[],
+    p_parameters jsonb[],
+    p_priorities integer[],
+    p_max_attempts integer[],
+    p_retry_backoffs double precision[],
+    p_timeouts double precision[],
+    p_required_capabilities jsonb[],
+    p_dependencies jsonb[],
+    p_entry_dependencies jsonb[],
+    p_allow_failed boolean[],
+    p_run_after timestamptz[],
+    p_idempotency_keys text[],
+    p_trace_contexts jsonb[],
+    p_group_keys text[] DEFAULT NULL
+)
+RETURNS SETOF bigint
+LANGUAGE plpgsql
+SET jit = off
+AS $$
+DECLARE
+    wanted bigint[];
+    missing bigint;
+    broken record;
+    existing bigint[];
+    ids bigint[];
+    repeated text;
+BEGIN
+    SELECT coalesce(array_agg(DISTINCT d.value::bigint), '{}') INTO wanted
+    FROM unnest(p_dependencies) AS deps(list),
+         jsonb_array_elements_text(deps.list) AS d(value);
+
+    -- KEY SHARE keeps the parents from being deleted without blocking their
+    -- state changes: an app transaction left open must never stall a worker.
+    -- A parent that finishes before this transaction commits cannot see the
+    -- new dependency rows; the sweeper's reconcile_blocked pass repairs that.
+    PERFORM 1 FROM omnispindle.tasks WHERE id = ANY (wanted) ORDER BY id FOR KEY SHARE;
+
+    SELECT w INTO missing FROM unnest(wanted) AS w
+    WHERE NOT EXISTS (SELECT 1 FROM omnispindle.tasks t WHERE t.id = w) LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'unknown dependency: task % does not exist', missing
+            USING ERRCODE = 'OS001';
+    END IF;
+
+    SELECT t.id, t.state INTO broken
+    FROM unnest(p_dependencies, p_allow_failed) AS s(deps, tolerant),
+         jsonb_array_elements_text(s.deps) AS d(value)
+    JOIN omnispindle.tasks t ON t.id = d.value::bigint
+    WHERE NOT s.tolerant AND t.state IN ('failed', 'cancelled')
+    ORDER BY t.id LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'dependency task % is %: its dependents could never run',
+            broken.id, broken.state
+            USING ERRCODE = 'OS003';
+    END IF;
+
+    -- Two entries with one key would collide with each other.
+    SELECT k INTO repeated FROM unnest(p_idempotency_keys) AS k
+    WHERE k IS NOT NULL GROUP BY k HAVING count(*) > 1 LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'idempotency key % is used twice in one batch', repeated
+            USING ERRCODE = 'OS005';
+    END IF;
+
+    IF NOT EXISTS (SELECT 1 FROM unnest(p_idempotency_keys) AS k WHERE k IS NOT NULL) THEN
+        RETURN QUERY SELECT i FROM unnest(omnispindle.insert_tasks(
+            p_task_types, p_parameters, p_priorities, p_max_attempts, p_retry_backoffs,
+            p_timeouts, p_required_capabilities, p_dependencies, p_entry_dependencies,
+            p_allow_failed, p_run_after, p_idempotency_keys, p_trace_contexts, NULL,
+            p_group_keys)) AS i;
+        RETURN;
+    END IF;
+
+    -- Submitters of one key meet at the unique index on unfinished tasks' keys:
+    -- an insert waits there for the transaction that inserted the key first
+    -- (only a role that may submit can make it wait, and for at most the
+    -- function's lock_timeout), then fails if that one committed; this one
+    -- then looks again and reuses that task. Batches that take shared keys in
+    -- different orders may deadlock instead: the one chosen looks again too.
+    FOR look IN 1..5 LOOP
+        -- The unfinished tasks holding the batch's keys, by position. Under a
+        -- REPEATABLE READ or SERIALIZABLE snapshot taken before such a task
+        -- committed, it stays invisible here and the insert fails with a
+        -- unique violation, which the caller answers by retrying its transaction.
+        SELECT array_agg((SELECT t.id FROM omnispindle.tasks t
+                          WHERE t.idempotency_key = k.key
+                            AND t.state IN ('blocked', 'pending', 'running'))
+                         ORDER BY k.ord)
+        INTO existing
+        FROM unnest(p_idempotency_keys) WITH ORDINALITY AS k(key, ord);
+        BEGIN
+            ids := omnispindle.insert_tasks(
+                p_task_types, p_parameters, p_priorities, p_max_attempts, p_retry_backoffs,
+                p_timeouts, p_required_capabilities, p_dependencies, p_entry_dependencies,
+                p_allow_failed, p_run_after, p_idempotency_keys, p_trace_contexts, existing,
+                p_group_keys);
+            RETURN QUERY SELECT i FROM unnest(ids) AS i;
+            RETURN;
+        EXCEPTION WHEN unique_violation OR deadlock_detected THEN
+            -- Under a snapshot fixed for the transaction, looking again sees nothing new.
+            IF look = 5 OR current_setting('transaction_isolation') <> 'read committed' THEN
+                RAISE;
+            END IF;
+        END;
+        -- Submitters that lost a race look again one at a time, so that two of
+        -- them cannot keep deadlocking on keys they take in opposite orders.
+        PERFORM 1 FROM omnispindle.maintenance_locks WHERE name = 'idempotency' FOR UPDATE;
+    END LOOP;
+END
+$$;
+
+-- Cancels one task: a blocked or pending one at once (its descendants follow
+-- through the trigger); a running one gets a request that its worker sees
+-- through a notification or its next heartbeat; a finished one is left as it
+-- is. Returns the state after the call and whether anything changed.
+
+
+ALTER FUNCTION omnispindle.submit_tasks(text[], jsonb[], integer[], integer[], double precision[],
+    double precision[], jsonb[], jsonb[], jsonb[], boolean[], timestamp with time zone[], text[],
+    jsonb[], text[])
+    SET lock_timeout = '10s';
+ALTER FUNCTION omnispindle.submit_tasks(text[], jsonb[], integer[], integer[], double precision[],
+    double precision[], jsonb[], jsonb[], jsonb[], boolean[], timestamp with time zone[], text[],
+    jsonb[], text[])
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+REVOKE EXECUTE ON FUNCTION
+    omnispindle.submit_tasks(text[], jsonb[], integer[], integer[], double precision[],
+        double precision[], jsonb[], jsonb[], jsonb[], boolean[], timestamptz[], text[], jsonb[],
+        text[]),
+    omnispindle.insert_tasks(text[], jsonb[], integer[], integer[], double precision[],
+        double precision[], jsonb[], jsonb[], jsonb[], boolean[], timestamptz[], text[], jsonb[],
+        bigint[], text[])
+    FROM PUBLIC;
+
+-- The roles that could submit: submit_tasks again, and the group_key of the
+-- tasks they insert directly (as grant_access now gives them).
+DO $$
+DECLARE
+    grantee regrole;
+BEGIN
+    FOR grantee IN SELECT g.grantee FROM submit_tasks_grantees g LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION omnispindle.submit_tasks(text[], jsonb[], '
+                       'integer[], integer[], double precision[], double precision[], jsonb[], '
+                       'jsonb[], jsonb[], boolean[], timestamptz[], text[], jsonb[], text[]) '
+                       'TO %s', grantee);
+        EXECUTE format('GRANT INSERT (group_key) ON omnispindle.tasks TO %s', grantee);
+    END LOOP;
+END
+$$;
+DROP TABLE submit_tasks_grantees;

@@ -12,7 +12,8 @@ WITH s AS (
         %(max_attempts)s::integer[], %(retry_backoffs)s::double precision[],
         %(timeouts)s::double precision[], %(required_capabilities)s::jsonb[],
         %(dependencies)s::jsonb[], %(entry_dependencies)s::jsonb[], %(allow_failed)s::boolean[],
-        %(run_after)s::timestamptz[], %(idempotency_keys)s::text[], %(trace_contexts)s::jsonb[]
+        %(run_after)s::timestamptz[], %(idempotency_keys)s::text[], %(trace_contexts)s::jsonb[],
+        %(group_keys)s::text[]
     ) WITH ORDINALITY AS s(id, ord)
 ), recorded AS (
     INSERT INTO omnispindle.submissions (key, part, task_ids)
@@ -32,21 +33,21 @@ SELECT s.id FROM s ORDER BY s.ord;
 WITH inserted AS (
     INSERT INTO omnispindle.tasks (task_type, parameters, priority, max_attempts, retry_backoff,
                                    timeout_seconds, required_capabilities, state, run_after,
-                                   trace_context)
+                                   trace_context, group_key)
     SELECT r.task_type, coalesce(r.parameters, '{}'),
            coalesce(r.priority, %(default_priority)s::integer),
            coalesce(r.max_attempts, %(default_max_attempts)s::integer),
            coalesce(r.retry_backoff, %(default_retry_backoff)s::double precision),
            r.timeout_seconds,
            coalesce(r.required_capabilities, '{}'), 'pending', coalesce(r.run_after, now()),
-           %(trace_context)s::jsonb
+           %(trace_context)s::jsonb, r.group_key
     FROM ROWS FROM (
         jsonb_to_recordset(%(rows)s::jsonb) AS (
             task_type text, parameters jsonb, priority integer, max_attempts integer,
             retry_backoff double precision, timeout_seconds double precision,
-            required_capabilities text[], run_after timestamptz)
+            required_capabilities text[], run_after timestamptz, group_key text)
     ) WITH ORDINALITY AS r(task_type, parameters, priority, max_attempts, retry_backoff,
-                           timeout_seconds, required_capabilities, run_after, ord)
+                           timeout_seconds, required_capabilities, run_after, group_key, ord)
     ORDER BY r.ord
     RETURNING id
 ), recorded AS (

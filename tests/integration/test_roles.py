@@ -407,6 +407,21 @@ def test_a_producer_limits_a_type_and_workers_claim_within_it(as_role):
     assert [row["demand"] for row in observer.worker_demand()] == [1]
 
 
+def test_a_producer_submits_groups_and_shares_a_type_between_them(as_role):
+    producer = TaskQueueClient(local_queue=as_role("producer"))
+    producer.set_task_type_strategy("g", "fair")
+    first = producer.submit_task("g", group_key="x")  # the plain insert
+    [second] = producer.submit_batch(  # submit_tasks, for its dependency
+        [{"task_type": "g", "group_key": "y", "dependencies": [first]}]
+    )
+    producer.submit_task("g", group_key="x")
+    claim = q.tasks.claim_tasks(
+        task_types=["g"], capabilities=[], limit=5, worker_id=uuid.uuid4(), lease_seconds=30
+    )
+    assert len(as_role("worker").db.run(claim)) == 2  # both of group x; y waits for first
+    assert producer.get_task(second)["state"] == "blocked"
+
+
 def test_roles_granted_before_0010_keep_claiming_and_producers_may_limit(server_dsn, empty_dsn):
     """Every claim reads the limits: a worker granted at 0009 could claim nothing."""
     upgrade(empty_dsn, "0009_pause")
@@ -437,6 +452,21 @@ def test_roles_granted_before_0010_keep_claiming_and_producers_may_limit(server_
                     "SELECT running, held_back FROM omnispindle.task_type_limit_summary"
                 ).fetchone()
             assert seen == (1, 1)
+            # Producers granted before 0010 submit with group keys, both ways.
+            with psycopg.connect(make_conninfo(empty_dsn, user=names["producer"])) as producer:
+                producer.execute(
+                    "INSERT INTO omnispindle.tasks (task_type, group_key) VALUES ('t', 'a')"
+                )
+                producer.execute(
+                    "SELECT omnispindle.submit_tasks('{t}', ARRAY['{}'::jsonb], '{0}', '{1}', "
+                    "'{1}', '{NULL}', ARRAY['[]'::jsonb], ARRAY['[]'::jsonb], ARRAY['[]'::jsonb], "
+                    "'{f}', NULL, NULL, NULL, '{b}')"
+                )
+                groups = producer.execute(
+                    "SELECT array_agg(group_key ORDER BY id) FROM omnispindle.tasks "
+                    "WHERE group_key IS NOT NULL"
+                ).fetchone()
+            assert groups == (["a", "b"],)
         finally:
             for name in names.values():
                 role = psycopg.sql.Identifier(name)

@@ -59,6 +59,7 @@ class SubmitColumns(TypedDict):
     run_after: list[datetime | None] | None  # None: every task runs as soon as it can
     idempotency_keys: list[str | None] | None  # None: no task has a key
     trace_contexts: list[Jsonb] | None
+    group_keys: list[str | None] | None  # None: no task has a group
 
 
 class Submission(NamedTuple):

@@ -1,0 +1,179 @@
+"""The fair strategy: a type's ready tasks shared between the groups their
+submitters set (``group_key``), inside the claim."""
+
+from __future__ import annotations
+
+import collections
+import threading
+import uuid
+
+import psycopg
+import pytest
+
+from omnispindle import ValidationError, entry
+from omnispindle._db import queries as q
+
+from .test_roles import command
+from .test_type_limits import finish
+
+
+def claim_groups(queue, limit=1, task_types=("shared",)):
+    """One claim by a fresh worker id: the groups of the tasks it took, in order."""
+    query = q.tasks.claim_tasks(
+        task_types=list(task_types),
+        capabilities=[],
+        limit=limit,
+        worker_id=uuid.uuid4(),
+        lease_seconds=30,
+    )
+    ids = [row["id"] for row in queue.db.run(query)]
+    return [group_of(queue, task_id) for task_id in ids]
+
+
+def group_of(queue, task_id):
+    with psycopg.connect(queue.dsn) as conn:
+        return conn.execute(
+            "SELECT group_key FROM omnispindle.tasks WHERE id = %s", [task_id]
+        ).fetchone()[0]
+
+
+def flood(client, big=200, small=10, task_type="shared"):
+    """``big`` tasks of group 'big', then ``small`` of group 'small'."""
+    client.submit_batch([{"task_type": task_type, "group_key": "big"}] * big)
+    client.submit_batch([{"task_type": task_type, "group_key": "small"}] * small)
+
+
+def test_a_flood_does_not_starve_a_small_group(client, queue):
+    """One group submits 100 times more, first: strict order would give it the
+    first 1,000 claims."""
+    client.set_task_type_strategy("shared", "fair")
+    flood(client, big=1000, small=10)
+    taken = [group for _ in range(20) for group in claim_groups(queue)]
+    # The group with fewer running tasks goes first: never two ahead.
+    for n in range(2, 21, 2):
+        assert taken[:n].count("small") == n // 2, taken
+
+
+def test_one_claim_shares_its_slots_between_the_groups(client, queue):
+    client.set_task_type_strategy("shared", "fair")
+    flood(client, big=50, small=8)
+    assert collections.Counter(claim_groups(queue, limit=10)) == {"big": 5, "small": 5}
+    # 5 running each: the next claim again splits evenly, then the small group runs out.
+    assert collections.Counter(claim_groups(queue, limit=4)) == {"big": 2, "small": 2}
+    assert collections.Counter(claim_groups(queue, limit=6)) == {"big": 5, "small": 1}
+
+
+def test_groups_with_equal_running_tasks_take_turns_at_random(client, queue, conn):
+    """Tasks that finish at once leave every group at 0 running: each claim draws."""
+    client.set_task_type_strategy("shared", "fair")
+    flood(client, big=400, small=400)
+    taken = []
+    for _ in range(200):
+        taken += claim_groups(queue)
+        finish(conn, 1, "shared")
+    small = taken.count("small")
+    assert 60 <= small <= 140, small  # a fair coin: 100 +- 40 is over 5 standard deviations
+
+
+def test_the_tasks_without_a_group_are_one_group(client, queue):
+    client.set_task_type_strategy("shared", "fair")
+    client.submit_batch([{"task_type": "shared"}] * 30)
+    client.submit_task("shared", group_key="a")
+    client.submit_task("shared", group_key="a")
+    assert collections.Counter(claim_groups(queue, limit=4)) == {None: 2, "a": 2}
+
+
+def test_within_a_group_priority_then_age(client, queue):
+    client.set_task_type_strategy("shared", "fair")
+    low = client.submit_task("shared", priority=0, group_key="a")
+    high = client.submit_task("shared", priority=5, group_key="a")
+    claim = q.tasks.claim_tasks(
+        task_types=["shared"], capabilities=[], limit=1, worker_id=uuid.uuid4(), lease_seconds=30
+    )
+    assert [row["id"] for _ in range(2) for row in queue.db.run(claim)] == [high, low]
+
+
+def test_without_the_strategy_the_group_key_changes_nothing(client, queue):
+    flood(client, big=20, small=5)
+    assert claim_groups(queue, limit=20) == ["big"] * 20
+
+
+def test_a_running_limit_is_shared_between_the_groups(client, queue):
+    client.set_task_type_strategy("shared", "fair")
+    client.set_task_type_limit("shared", max_running=4)
+    flood(client, big=50, small=50)
+    assert collections.Counter(claim_groups(queue, limit=10)) == {"big": 2, "small": 2}
+    assert claim_groups(queue, limit=10) == []
+
+
+def test_concurrent_claims_take_different_tasks_and_all_of_them(client, queue):
+    client.set_task_type_strategy("shared", "fair")
+    client.submit_batch([{"task_type": "shared", "group_key": f"g{n % 7}"} for n in range(300)])
+    taken: list[int] = []
+    lock = threading.Lock()
+
+    def claimer() -> None:
+        worker_id = uuid.uuid4()
+        while True:
+            rows = queue.db.run(
+                q.tasks.claim_tasks(
+                    task_types=["shared"], capabilities=[], limit=5, worker_id=worker_id,
+                    lease_seconds=30,
+                )
+            )  # fmt: skip
+            with lock:
+                taken.extend(row["id"] for row in rows)
+                if len(taken) >= 300:
+                    return
+
+    threads = [threading.Thread(target=claimer) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(taken) == len(set(taken)) == 300
+
+
+def test_every_submit_path_stores_the_group(client, queue, conn):
+    parent = client.submit_task("shared", group_key="p")
+    ids = client.submit_batch(
+        [
+            {"task_type": "shared", "group_key": "b", "dependencies": [parent]},
+            {"task_type": "shared", "group_key": "c", "idempotency_key": "once"},
+            {"task_type": "shared", "dependencies": [entry(0)]},
+        ]
+    )
+    groups = dict(
+        conn.execute(
+            "SELECT id, group_key FROM omnispindle.tasks WHERE id = ANY (%s)", [[parent, *ids]]
+        ).fetchall()
+    )
+    assert [groups[i] for i in (parent, *ids)] == ["p", "b", "c", None]
+
+
+@pytest.mark.parametrize("group_key", ["", "x" * 201, 5, "a\x00b", ["a"]])
+def test_a_bad_group_key_is_a_validation_error_that_inserts_nothing(client, conn, group_key):
+    before = conn.execute("SELECT count(*) FROM omnispindle.tasks").fetchone()
+    with pytest.raises(ValidationError, match="group_key"):
+        client.submit_task("shared", group_key=group_key)
+    with pytest.raises(ValidationError, match="group_key"):
+        client.submit_batch(
+            [{"task_type": "shared"}, {"task_type": "shared", "group_key": group_key}]
+        )
+    assert conn.execute("SELECT count(*) FROM omnispindle.tasks").fetchone() == before
+
+
+def test_the_table_refuses_a_bad_group_key_from_sql(conn):
+    with pytest.raises(psycopg.errors.CheckViolation):
+        conn.execute("INSERT INTO omnispindle.tasks (task_type, group_key) VALUES ('shared', '')")
+
+
+def test_the_commands_submit_with_a_group_and_set_the_fair_strategy(dsn, client, queue):
+    done = command("strategy", "shared", "fair", "--dsn", dsn)
+    assert done.returncode == 0, done.stderr
+    assert [s["strategy"] for s in client.task_type_strategies()] == ["fair"]
+    done = command("submit", "shared", "--group-key", "acme", "--json", "--dsn", dsn)
+    assert done.returncode == 0, done.stderr
+    assert claim_groups(queue) == ["acme"]
+    done = command("submit", "shared", "--group-key", "", "--dsn", dsn)
+    assert done.returncode != 0 and "group_key" in done.stderr
