@@ -34,7 +34,7 @@ def server():
 def report(capsys):
     def show(figures) -> None:
         with capsys.disabled():
-            print("\n" + figures.line())
+            print("\n" + figures.line() + "\n  " + figures.trace)
         assert figures.lost == 0, figures.line()
 
     return show
