@@ -312,9 +312,6 @@ SET enable_sort = off
 -- An aging pass sorts its few candidates: with sorting priced out, JIT would
 -- compile that plan at every claim.
 SET jit = off
--- The longest wait for a limited type's row (below); every other lock the
--- claim takes skips what is locked.
-SET lock_timeout = '20ms'
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -348,6 +345,7 @@ DECLARE
     bucket record;  -- the type's task_type_limits row, if it has limits
     aging double precision;  -- the type's aging_seconds, if it ages
     type_strategy text;  -- the type's strategy, if it has one
+    held boolean;  -- whether this claim holds the type's limits row
     room integer;
     n_running integer;
     n_tokens double precision;
@@ -361,22 +359,28 @@ BEGIN
                            WHERE p.task_type = set_apart[pass]);
             -- One claim at a time takes from a limited type: its row's lock
             -- makes counting and claiming one step for every worker. A claim
-            -- that finds the row locked waits for it up to the lock_timeout
+            -- that finds the row locked tries again every 2 ms for up to 20 ms
             -- (other claims hold it for a moment), then leaves the type to the
             -- one holding it: a transaction left open on the row (a limit set
             -- and not committed) slows claims of the type, never stops them.
             -- Skipping at once left a worker with nothing to claim whenever
             -- another held the row: two workers drained a limited type at a
-            -- third of the rate of one without limits.
-            BEGIN
+            -- third of the rate of one without limits. (A lock_timeout would
+            -- cover every lock of the claim, and the subtransaction that
+            -- catches it made each claim of a rated type use a MultiXact.)
+            FOR attempt IN 1 .. 10 LOOP
                 SELECT * INTO bucket FROM omnispindle.task_type_limits l
                 WHERE l.task_type = set_apart[pass]
-                FOR NO KEY UPDATE;
-            EXCEPTION WHEN lock_not_available THEN
-                CONTINUE;
-            END;
-            -- Not found: a type with a strategy and no limits (then every field
-            -- of bucket is NULL).
+                FOR NO KEY UPDATE SKIP LOCKED;
+                held := FOUND;
+                EXIT WHEN held OR NOT EXISTS (SELECT FROM omnispindle.task_type_limits l
+                                              WHERE l.task_type = set_apart[pass]);
+                PERFORM pg_sleep(0.002);
+            END LOOP;
+            -- Not held: still locked by another claim, or a type with a strategy
+            -- and no limits (then every field of bucket is NULL).
+            CONTINUE WHEN NOT held AND EXISTS (SELECT FROM omnispindle.task_type_limits l
+                                               WHERE l.task_type = set_apart[pass]);
             SELECT g.strategy, g.aging_seconds INTO type_strategy, aging
             FROM omnispindle.task_type_strategies g
             WHERE g.task_type = set_apart[pass];
@@ -419,7 +423,12 @@ BEGIN
                 -- each group's share of starts is equal. A group is a group_key,
                 -- and the tasks without one are one group more. Within a group,
                 -- strict priority then age. Only the first `room` groups in that
-                -- order can take part, and only their first `room` tasks.
+                -- order can take part, each up to the water level: the running
+                -- count every group reaches when `room` starts go to the lowest
+                -- first. Candidates are locked as found, so that concurrent
+                -- claims take the next ones; those not taken are free again at
+                -- commit. (Taking `room` of each group locked a row per group
+                -- and slot.)
                 WITH RECURSIVE keys AS (
                     -- The groups with pending tasks: one index probe each.
                     (SELECT r.group_key FROM omnispindle.tasks r
@@ -434,12 +443,23 @@ BEGIN
                                           AND r.group_key > k.group_key
                                         ORDER BY r.group_key LIMIT 1) n
                 ), groups AS (
+                    -- Those with a task this worker may start now: a group whose
+                    -- tasks are all delayed or need other capabilities would
+                    -- take a turn and come back with nothing.
                     SELECT k.group_key FROM keys k
+                    WHERE EXISTS (SELECT FROM omnispindle.tasks r
+                                  WHERE r.state = 'pending' AND r.task_type = set_apart[pass]
+                                    AND r.group_key = k.group_key AND r.run_after <= now()
+                                    AND r.required_capabilities <@ p_capabilities
+                                    AND r.attempts < r.max_attempts)
                     UNION ALL
                     SELECT NULL WHERE EXISTS (SELECT FROM omnispindle.tasks r
                                               WHERE r.state = 'pending'
                                                 AND r.task_type = set_apart[pass]
-                                                AND r.group_key IS NULL)
+                                                AND r.group_key IS NULL
+                                                AND r.run_after <= now()
+                                                AND r.required_capabilities <@ p_capabilities
+                                                AND r.attempts < r.max_attempts)
                 ), running AS (
                     SELECT r.group_key, count(*) AS n FROM omnispindle.tasks r
                     WHERE r.state = 'running' AND r.task_type = set_apart[pass]
@@ -449,7 +469,48 @@ BEGIN
                     FROM groups g
                     LEFT JOIN running u ON u.group_key IS NOT DISTINCT FROM g.group_key
                     ORDER BY 2, 3 LIMIT room
+                ), level AS (
+                    -- Filling the j lowest groups to a common level takes
+                    -- (room + their running) / j; the lowest such level is the one.
+                    SELECT min((room + f.below)::double precision / f.j) AS height
+                    FROM (SELECT row_number() OVER w AS j, sum(t.n_running) OVER w AS below
+                          FROM turns t
+                          WINDOW w AS (ORDER BY t.n_running, t.draw ROWS UNBOUNDED PRECEDING)) f
                 ), keyed AS (
+                    SELECT c.id, c.priority, t.group_key, t.n_running, t.draw
+                    FROM turns t CROSS JOIN level v
+                    CROSS JOIN LATERAL (SELECT r.id, r.priority FROM omnispindle.tasks r
+                                        WHERE r.state = 'pending'
+                                          AND r.task_type = set_apart[pass]
+                                          AND r.group_key = t.group_key
+                                          AND r.run_after <= now()
+                                          AND r.required_capabilities <@ p_capabilities
+                                          AND r.attempts < r.max_attempts
+                                        ORDER BY r.priority DESC, r.id
+                                        LIMIT greatest(0, ceil(v.height)::integer - t.n_running)
+                                        FOR NO KEY UPDATE SKIP LOCKED) c
+                ), unkeyed AS (
+                    SELECT r.id, r.priority FROM omnispindle.tasks r
+                    WHERE EXISTS (SELECT FROM turns t WHERE t.group_key IS NULL)
+                      AND r.state = 'pending' AND r.task_type = set_apart[pass]
+                      AND r.group_key IS NULL AND r.run_after <= now()
+                      AND r.required_capabilities <@ p_capabilities
+                      AND r.attempts < r.max_attempts
+                    -- In the index's order: by priority alone, the planner
+                    -- walked tasks_ready_idx over every type's pending tasks.
+                    ORDER BY r.task_type, r.group_key, r.priority DESC, r.id
+                    LIMIT (SELECT greatest(0, ceil(v.height)::integer - t.n_running)
+                           FROM turns t, level v WHERE t.group_key IS NULL)
+                    FOR NO KEY UPDATE SKIP LOCKED
+                ), firsts AS (
+                    SELECT k.id, k.priority, k.group_key, k.n_running, k.draw FROM keyed k
+                    UNION ALL
+                    SELECT u.id, u.priority, NULL, t.n_running, t.draw
+                    FROM unkeyed u JOIN turns t ON t.group_key IS NULL
+                ), spare AS (
+                    -- A group with fewer ready tasks than its share leaves slots
+                    -- over: the keyed groups fill them, each offering the next
+                    -- few of its own (only when it happens).
                     SELECT c.id, c.priority, t.group_key, t.n_running, t.draw
                     FROM turns t
                     CROSS JOIN LATERAL (SELECT r.id, r.priority FROM omnispindle.tasks r
@@ -459,23 +520,15 @@ BEGIN
                                           AND r.run_after <= now()
                                           AND r.required_capabilities <@ p_capabilities
                                           AND r.attempts < r.max_attempts
-                                        ORDER BY r.priority DESC, r.id LIMIT room
-                                        -- Locked as found, as in the aging pass.
+                                          AND r.id <> ALL (ARRAY(SELECT f.id FROM firsts f))
+                                        ORDER BY r.priority DESC, r.id
+                                        LIMIT room - (SELECT count(*) FROM firsts)
                                         FOR NO KEY UPDATE SKIP LOCKED) c
-                ), unkeyed AS (
-                    SELECT r.id, r.priority FROM omnispindle.tasks r
-                    WHERE EXISTS (SELECT FROM turns t WHERE t.group_key IS NULL)
-                      AND r.state = 'pending' AND r.task_type = set_apart[pass]
-                      AND r.group_key IS NULL AND r.run_after <= now()
-                      AND r.required_capabilities <@ p_capabilities
-                      AND r.attempts < r.max_attempts
-                    ORDER BY r.priority DESC, r.id LIMIT room
-                    FOR NO KEY UPDATE SKIP LOCKED
+                    WHERE (SELECT count(*) FROM firsts) < room
                 ), candidates AS (
-                    SELECT k.id, k.priority, k.group_key, k.n_running, k.draw FROM keyed k
+                    SELECT * FROM firsts
                     UNION ALL
-                    SELECT u.id, u.priority, NULL, t.n_running, t.draw
-                    FROM unkeyed u JOIN turns t ON t.group_key IS NULL
+                    SELECT * FROM spare
                 ), ranked AS (
                     -- A task's rank: how many of its group would run once it starts.
                     SELECT c.id, c.draw, c.n_running + row_number()

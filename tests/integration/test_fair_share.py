@@ -177,3 +177,51 @@ def test_the_commands_submit_with_a_group_and_set_the_fair_strategy(dsn, client,
     assert claim_groups(queue) == ["acme"]
     done = command("submit", "shared", "--group-key", "", "--dsn", dsn)
     assert done.returncode != 0 and "group_key" in done.stderr
+
+
+def test_groups_with_nothing_this_worker_may_start_take_no_turn(client, queue):
+    """Groups whose tasks were all delayed, or needed another capability, took the
+    claim's turns and came back empty: a type with 100 ready tasks ran one at a time."""
+    client.set_task_type_strategy("shared", "fair")
+    for n in range(5):
+        client.submit_task("shared", group_key=f"later{n}", delay=3600)
+        client.submit_task("shared", group_key=f"gpu{n}", required_capabilities=["gpu"])
+    client.submit_batch([{"task_type": "shared", "group_key": "ready"}] * 20)
+    assert claim_groups(queue, limit=5) == ["ready"] * 5
+
+
+def test_a_claim_locks_little_beyond_what_it_takes(client, queue, dsn, conn):
+    """Each group offered as many candidates as the claim had slots: a claim of 50
+    across 50 groups held 2,450 rows it did not take until it committed."""
+    client.set_task_type_strategy("shared", "fair")
+    client.submit_batch([{"task_type": "shared", "group_key": f"g{n % 20}"} for n in range(400)])
+    with psycopg.connect(dsn) as claimer:  # the claim's transaction stays open
+        claimer.execute(
+            "SELECT count(*) FROM omnispindle.claim_tasks(ARRAY['shared'], ARRAY[]::text[], "
+            "20, gen_random_uuid(), 30)"
+        )
+        with conn.transaction():
+            free = conn.execute(
+                "SELECT count(*) FROM (SELECT id FROM omnispindle.tasks "
+                "WHERE task_type = 'shared' FOR UPDATE SKIP LOCKED) r"
+            ).fetchone()[0]
+        claimer.rollback()
+    held_not_taken = 400 - free - 20
+    assert held_not_taken <= 20, held_not_taken  # at most one more per group
+
+
+def test_the_group_without_a_key_is_found_without_walking_other_types(client, queue, dsn):
+    """By priority alone, the probe for it walked every type's pending tasks."""
+    client.set_task_type_strategy("shared", "fair")
+    client.submit_batch([{"task_type": "other", "priority": 5}] * 2000)
+    client.submit_batch([{"task_type": "shared"}] * 3)
+    with psycopg.connect(dsn) as conn:  # one transaction: its own statistics
+        conn.execute(
+            "SELECT count(*) FROM omnispindle.claim_tasks(ARRAY['shared'], ARRAY[]::text[], "
+            "3, gen_random_uuid(), 30)"
+        )
+        [fetched] = conn.execute(
+            "SELECT idx_tup_fetch FROM pg_stat_xact_user_tables "
+            "WHERE schemaname = 'omnispindle' AND relname = 'tasks'"
+        ).fetchone()
+    assert fetched < 100, fetched

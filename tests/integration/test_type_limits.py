@@ -21,16 +21,20 @@ from .test_roles import command
 DEADLINE = 30
 
 
-def claim(queue, task_types, limit=100):
-    """One claim by a fresh worker id: the task types of the rows it took."""
-    query = q.tasks.claim_tasks(
+def claim_query(task_types, limit=100):
+    """A claim by a fresh worker id."""
+    return q.tasks.claim_tasks(
         task_types=list(task_types),
         capabilities=[],
         limit=limit,
         worker_id=uuid.uuid4(),
         lease_seconds=30,
     )
-    return [row["task_type"] for row in queue.db.run(query)]
+
+
+def claim(queue, task_types, limit=100):
+    """One claim by a fresh worker id: the task types of the rows it took."""
+    return [row["task_type"] for row in queue.db.run(claim_query(task_types, limit))]
 
 
 def finish(conn, count, task_type):
@@ -108,6 +112,37 @@ def test_a_claim_waits_a_moment_for_a_limited_types_row_then_goes_on(client, que
     assert taken == ["free"]  # the other types are still claimed
     assert 0.02 <= waited < 1.0, waited  # it waited for the row, and not for ever
     assert claim(queue, ["held"]) == ["held"]
+
+
+def test_a_claim_waits_for_a_table_lock_as_long_as_it_takes(client, queue, dsn, conn):
+    """The wait for a limited type's row was a lock_timeout of 20 ms on the whole
+    claim: a claim of any type failed while an index build held the table."""
+    task_id = client.submit_task("plain")
+    outcome: dict[str, object] = {}
+    with psycopg.connect(dsn) as holder:
+        holder.execute("LOCK TABLE omnispindle.tasks IN SHARE MODE")
+
+        def claimer() -> None:
+            try:
+                outcome["ids"] = [row["id"] for row in queue.db.run(claim_query(["plain"]))]
+            except Exception as exc:  # noqa: BLE001 - the test reports it
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=claimer)
+        thread.start()
+        poll(
+            lambda: (
+                "error" in outcome
+                or conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE wait_event_type = 'Lock' AND query LIKE '%%claim_tasks%%'"
+                ).fetchone()[0]
+            ),
+            timeout=10,
+        )
+        holder.commit()
+        thread.join(DEADLINE)
+    assert outcome == {"ids": [task_id]}
 
 
 def test_a_worker_of_limited_types_alone_does_not_walk_their_backlog(client, queue, dsn):
