@@ -1,11 +1,12 @@
-"""``omnispindle bench scheduling``: the drain with every scheduling feature on
-against strict priority, alternating in one run.
+"""``omnispindle bench scheduling``: the drain with the scheduling features on,
+one by one and together, against strict priority, in turns within one run.
 
-"Scheduled" gives the benchmark's task type a running limit and a rate limit
-that never bind (so every claim counts its running tasks and takes from its
-bucket under the type's lock) and the aging strategy (so every claim orders it
-in a pass of its own). What that costs shows in the rate and in each side's
-CPU per thousand tasks: the workers' and the server's.
+The limits are a running limit and a rate limit that never bind, so every
+claim counts the type's running tasks and takes from its bucket under the
+type's lock. Aging and fair share order the type in a pass of its own; for
+fair share the tasks are in ``GROUPS`` groups taking turns. A type has one
+strategy, so "all on" is the limits with each. What each costs shows in the
+rate and in the CPU per thousand tasks of the workers and of the server.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ TARGET_SHARE = 0.7
 # High enough never to hold a task back: the cost is the bookkeeping alone.
 NEVER_BINDING_RATE = 1_000_000.0
 AGING_SECONDS = 1.0
+GROUPS = 10
 
 
 def scheduling(
@@ -33,18 +35,25 @@ def scheduling(
     runs: int = 3,
     **_: Any,
 ) -> dict[str, Any]:
-    """Medians of drains in each mode (strict priority, aging alone, limits alone,
-    both: "scheduled"), run in turns, and the scheduled rate's share of the strict."""
+    """Medians of drains in each mode, run in turns, and the share of the strict
+    rate that the slower of the two "all on" modes keeps."""
     if runs < 1:
         raise BenchmarkError(f"a benchmark needs at least one run, got {runs}")
     client = TaskQueueClient(local_queue=queue)
-    modes = {"strict": _strict, "aging": _aging, "limits": _limits, "scheduled": _scheduled}
+    modes = {
+        "strict": _strict,
+        "aging": _aging,
+        "fair": _fair,
+        "limits": _limits,
+        "aging_limits": _aging_limits,
+        "fair_limits": _fair_limits,
+    }
     samples: dict[str, list[dict[str, float | None]]] = {mode: [] for mode in modes}
 
     def one(mode: str) -> dict[str, float | None]:
         modes[mode](client, workers_count * concurrency)
         with workers(queue, workers_count, concurrency) as pids:
-            return drain_once(queue, pids, tasks)
+            return drain_once(queue, pids, tasks, GROUPS if "fair" in mode else 0)
 
     try:
         for _run in range(runs):  # in turns, so that a busy spell weighs on every mode
@@ -53,8 +62,10 @@ def scheduling(
     finally:
         _strict(client, 0)
     figures = {mode: medians(found) for mode, found in samples.items()}
-    strict, scheduled = figures["strict"]["tasks_per_s"], figures["scheduled"]["tasks_per_s"]
-    share = None if not strict or scheduled is None else scheduled / strict
+    strict = figures["strict"]["tasks_per_s"]
+    all_on = [figures[mode]["tasks_per_s"] for mode in ("aging_limits", "fair_limits")]
+    slowest = None if None in all_on else min(rate for rate in all_on if rate is not None)
+    share = None if not strict or slowest is None else slowest / strict
     return {
         "system": "omnispindle",
         "scenario": "scheduling",
@@ -91,6 +102,16 @@ def _limits(client: TaskQueueClient, slots: int) -> None:
     )
 
 
-def _scheduled(client: TaskQueueClient, slots: int) -> None:
+def _fair(client: TaskQueueClient, _slots: int) -> None:
+    client.clear_task_type_limit(NOOP_TYPE)
+    client.set_task_type_strategy(NOOP_TYPE, "fair")
+
+
+def _aging_limits(client: TaskQueueClient, slots: int) -> None:
     _limits(client, slots)
     client.set_task_type_strategy(NOOP_TYPE, "aging", aging_seconds=AGING_SECONDS)
+
+
+def _fair_limits(client: TaskQueueClient, slots: int) -> None:
+    _limits(client, slots)
+    client.set_task_type_strategy(NOOP_TYPE, "fair")

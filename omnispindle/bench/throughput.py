@@ -91,14 +91,17 @@ def drain(
     }
 
 
-def drain_once(queue: TaskQueue, pids: list[int], tasks: int) -> dict[str, float | None]:
-    """Submit ``tasks`` due a little later, so the CPU of submitting is not counted;
-    time the drain."""
+def drain_once(
+    queue: TaskQueue, pids: list[int], tasks: int, groups: int = 0
+) -> dict[str, float | None]:
+    """Submit ``tasks`` due a little later, so the CPU of submitting is not counted
+    (in ``groups`` groups taking turns, if any); time the drain."""
     queue.db.run(bq.vacuum_tasks())
     run_at = datetime.now(timezone.utc) + timedelta(seconds=DRAIN_START_DELAY_S)
-    ids = TaskQueueClient(local_queue=queue).submit_batch(
-        [{"task_type": NOOP_TYPE, "run_at": run_at}] * tasks
-    )
+    entries = [{"task_type": NOOP_TYPE, "run_at": run_at}] * tasks
+    if groups:
+        entries = [{**entry, "group_key": f"g{n % groups}"} for n, entry in enumerate(entries)]
+    ids = TaskQueueClient(local_queue=queue).submit_batch(entries)
     if datetime.now(timezone.utc) >= run_at:
         raise BenchmarkError(
             f"submitting {tasks} tasks took over {DRAIN_START_DELAY_S} s; use fewer"
