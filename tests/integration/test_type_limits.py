@@ -125,7 +125,7 @@ def test_a_claim_waits_for_a_table_lock_as_long_as_it_takes(client, queue, dsn, 
         def claimer() -> None:
             try:
                 outcome["ids"] = [row["id"] for row in queue.db.run(claim_query(["plain"]))]
-            except Exception as exc:  # noqa: BLE001 - the test reports it
+            except Exception as exc:  # the test reports it
                 outcome["error"] = exc
 
         thread = threading.Thread(target=claimer)
