@@ -36,9 +36,21 @@ def noop(task_data: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
+def nap(task_data: dict[str, Any]) -> dict[str, Any]:
+    """Sleeps for the parameters' ``seconds``: a task that waits, as on I/O."""
+    time.sleep(float(task_data["parameters"]["seconds"]))
+    return {}
+
+
 def stamp(task_data: dict[str, Any]) -> dict[str, Any]:
     """Returns when it started (epoch seconds), for enqueue-to-start latency."""
     return {"started": time.time()}
 
 
-EXECUTORS = {"bench_hold": hold, "bench_noop": noop, "bench_stamp": stamp, "bench_cpu": cpu}
+EXECUTORS = {
+    "bench_hold": hold,
+    "bench_noop": noop,
+    "bench_stamp": stamp,
+    "bench_cpu": cpu,
+    "bench_nap": nap,
+}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from omnispindle.bench import autoscale as bench_autoscale
 from omnispindle.bench import cpu as bench_cpu
 from omnispindle.bench import scheduling as bench_scheduling
 from omnispindle.bench import soak as bench_soak
@@ -27,6 +28,7 @@ SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
     "drain": bench_throughput.drain,
     "scheduling": bench_scheduling.scheduling,
     "cpu": bench_cpu.cpu,
+    "autoscale": bench_autoscale.autoscale,
     "latency": bench_throughput.latency,
     "dag": bench.dag,
     "recovery": bench.recovery,

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from omnispindle.bench import autoscale as bench_autoscale
 from omnispindle.bench import scheduling as bench_scheduling
 from omnispindle.bench import soak as bench_soak
 from omnispindle.bench import throughput as bench_throughput
@@ -41,6 +42,16 @@ def test_scheduling_drains_in_every_mode_and_leaves_the_type_strict(queue, conn,
     assert figures["share_of_strict"] == pytest.approx(slowest / figures["strict_tasks_per_s"])
     assert noop_rows(conn) == noop_rows(conn, "succeeded") == len(modes) * 300
     assert client.task_type_limits() == [] and client.task_type_strategies() == []
+
+
+def test_autoscale_times_the_pool_growing_and_shrinking_back(queue, conn):
+    figures = bench_autoscale.autoscale(queue, tasks=200, concurrency=3, runs=1)
+    # From 1 to 3 takes two growth steps, at most one a second.
+    assert figures["grow_s"] >= 1.0
+    assert figures["shrink_s"] >= bench_autoscale.SCALE_DOWN_AFTER_S - bench_autoscale.NAP_S
+    assert conn.execute(
+        "SELECT count(*) FROM omnispindle.tasks WHERE task_type = 'bench_nap'"
+    ).fetchone() == (0,)
 
 
 def test_enqueue_reports_bulk_and_single_rates_and_clears_its_tasks(queue, conn):
