@@ -60,6 +60,7 @@ class LeaseModel(RuleBasedStateMachine):
                     "run_after": None,
                     "idempotency_keys": None,
                     "trace_contexts": None,
+                    "group_keys": None,
                 }
             ),
         )
