@@ -84,3 +84,18 @@ def delete_dashboard() -> Query[None]:
 def delete_dashboard_outcomes() -> Query[None]:
     """Delete the dashboard benchmark's minutes from the outcome rollup."""
     return Query(BENCH["bench_delete_dashboard_outcomes"], None, nothing)
+
+
+def clock() -> Query[float]:
+    """The server's clock, in seconds since the epoch."""
+    return Query(BENCH["bench_clock"], None, value("now"))
+
+
+def group_starts(task_type: str, start: float, end: float) -> Query[dict[str, int]]:
+    """Starts of ``task_type``'s tasks per group from ``start`` to ``end`` (the
+    server's clock); the tasks without a group under ''."""
+    return Query(
+        BENCH["bench_group_starts"],
+        {"task_type": task_type, "start": start, "end": end},
+        lambda found: {row["group_key"]: row["starts"] for row in found},
+    )

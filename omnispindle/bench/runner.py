@@ -7,6 +7,7 @@ from typing import Any
 
 from omnispindle.bench import autoscale as bench_autoscale
 from omnispindle.bench import cpu as bench_cpu
+from omnispindle.bench import fairness as bench_fairness
 from omnispindle.bench import scheduling as bench_scheduling
 from omnispindle.bench import soak as bench_soak
 from omnispindle.bench import throughput as bench_throughput
@@ -29,6 +30,7 @@ SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
     "scheduling": bench_scheduling.scheduling,
     "cpu": bench_cpu.cpu,
     "autoscale": bench_autoscale.autoscale,
+    "fairness": bench_fairness.fairness,
     "latency": bench_throughput.latency,
     "dag": bench.dag,
     "recovery": bench.recovery,

@@ -17,11 +17,12 @@ from omnispindle.cli.supervisor import MAX_PROCESSES
 
 SCENARIO_HELP = (
     "enqueue: bulk and single submissions; drain: no-op tasks through worker "
-    "processes; scheduling: that drain with limits, aging or fair share, against strict "
-    "priority; autoscale: an auto-scaled pool's growth under a backlog and its "
-    "shrinking; cpu: CPU-bound tasks through `worker --processes`; latency: enqueue "
-    "to start; dag: dependency overhead; recovery: a killed worker's tasks; soak: a "
-    "long run with retention on; dashboard: its pages' times on a million tasks"
+    "processes; scheduling: that drain with limits, aging or fair share, against "
+    "strict priority; autoscale: an auto-scaled pool's growth under a backlog and "
+    "its shrinking; fairness: fair share and a rate limit over a minute; cpu: "
+    "CPU-bound tasks through `worker --processes`; latency: enqueue to start; dag: "
+    "dependency overhead; recovery: a killed worker's tasks; soak: a long run with "
+    "retention on; dashboard: its pages' times on a million tasks"
 )
 # Options each scenario may take, from the command line's names.
 OPTIONS = {

@@ -78,3 +78,15 @@ DELETE FROM omnispindle.tasks WHERE starts_with(task_type, 'bench_dash_');
 -- Its tasks' minutes in the outcome rollup, which pruning or deleting tasks
 -- leaves in place.
 DELETE FROM omnispindle.outcome_minutes WHERE starts_with(task_type, 'bench_dash_');
+
+-- name: bench_clock
+-- The server's clock, for windows compared with its timestamps.
+SELECT extract(epoch FROM clock_timestamp())::double precision AS now;
+
+-- name: bench_group_starts
+-- Starts of a type's tasks per group within a window of the server's clock.
+SELECT coalesce(group_key, '') AS group_key, count(*) AS starts
+FROM omnispindle.tasks
+WHERE task_type = %(task_type)s
+  AND started_at >= to_timestamp(%(start)s) AND started_at < to_timestamp(%(end)s)
+GROUP BY group_key;

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from omnispindle.bench import autoscale as bench_autoscale
+from omnispindle.bench import fairness as bench_fairness
 from omnispindle.bench import scheduling as bench_scheduling
 from omnispindle.bench import soak as bench_soak
 from omnispindle.bench import throughput as bench_throughput
@@ -52,6 +53,19 @@ def test_autoscale_times_the_pool_growing_and_shrinking_back(queue, conn):
     assert conn.execute(
         "SELECT count(*) FROM omnispindle.tasks WHERE task_type = 'bench_nap'"
     ).fetchone() == (0,)
+
+
+def test_fairness_counts_each_groups_starts_within_its_window(queue, conn, client):
+    figures = bench_fairness.fairness(
+        queue, workers_count=2, concurrency=4, window_s=3.0, warm_up_s=1.0
+    )
+    assert figures["big_starts"] > 0 and figures["small_starts"] > 0
+    assert 0.3 <= figures["small_share"] <= 0.7
+    assert 0.5 * bench_fairness.RATE <= figures["starts_per_s"] <= 1.5 * bench_fairness.RATE
+    assert conn.execute(
+        "SELECT count(*) FROM omnispindle.tasks WHERE task_type = 'bench_noop'"
+    ).fetchone() == (0,)
+    assert client.task_type_limits() == [] and client.task_type_strategies() == []
 
 
 def test_enqueue_reports_bulk_and_single_rates_and_clears_its_tasks(queue, conn):
