@@ -61,6 +61,7 @@ class Run:
     ids: list[int] = field(default_factory=list)
     refused_batches: list[int] = field(default_factory=list)
     samples: list[tuple[float, int]] = field(default_factory=list)
+    submits: list[float] = field(default_factory=list)  # when each stored batch returned
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
@@ -120,6 +121,7 @@ class Run:
                 self.ids += self.client.submit_batch(
                     [{"task_type": "nap", "parameters": {"batch": batch}}] * BATCH
                 )
+                self.submits.append(time.monotonic())
             except DatabaseUnavailableError:
                 self.refused_batches.append(batch)
             batch += 1
@@ -192,7 +194,14 @@ class Run:
             f"{self.rate(fault_end + second, fault_end + second + 1.0):.0f}"
             for second in range(int(AFTER_TRACE_S))
         ]
-        return f"before {before:.0f}/s; each second after: {' '.join(after)}"
+        stored = [
+            str(BATCH * sum(1 for t in self.submits if 0 <= t - fault_end - second < 1.0))
+            for second in range(int(AFTER_TRACE_S))
+        ]
+        return (
+            f"before {before:.0f}/s; each second after: run {' '.join(after)}; "
+            f"submitted {' '.join(stored)}"
+        )
 
     def _back_to_90(self, fault_start: float, fault_end: float) -> float | None:
         """Seconds from the fault's end until a second's rate is 90 % of the rate
