@@ -351,6 +351,7 @@ DECLARE
     aging double precision;  -- the type's aging_seconds, if it ages
     type_strategy text;  -- the type's strategy, if it has one
     held boolean;  -- whether this claim holds the type's limits row
+    limited boolean;  -- whether the type has a limits row
     room integer;
     n_running integer;
     n_tokens double precision;
@@ -378,14 +379,14 @@ BEGIN
                 WHERE l.task_type = set_apart[pass]
                 FOR NO KEY UPDATE SKIP LOCKED;
                 held := FOUND;
-                EXIT WHEN held OR NOT EXISTS (SELECT FROM omnispindle.task_type_limits l
-                                              WHERE l.task_type = set_apart[pass]);
+                limited := held OR EXISTS (SELECT FROM omnispindle.task_type_limits l
+                                           WHERE l.task_type = set_apart[pass]);
+                EXIT WHEN held OR NOT limited;
                 PERFORM pg_sleep(0.002);
             END LOOP;
-            -- Not held: still locked by another claim, or a type with a strategy
-            -- and no limits (then every field of bucket is NULL).
-            CONTINUE WHEN NOT held AND EXISTS (SELECT FROM omnispindle.task_type_limits l
-                                               WHERE l.task_type = set_apart[pass]);
+            -- Limited and not held: still locked by another claim. Not limited: a
+            -- type with a strategy and no limits (every field of bucket is NULL).
+            CONTINUE WHEN limited AND NOT held;
             SELECT g.strategy, g.aging_seconds INTO type_strategy, aging
             FROM omnispindle.task_type_strategies g
             WHERE g.task_type = set_apart[pass];
