@@ -99,8 +99,8 @@ def task_spec(
         ValidationError: naming the argument and what it must be.
     """
     # Unpacked once, checked field by field: a batch runs this for every entry.
-    priority, dependencies, retries, timeout, backoff, needs, tolerant, run_at, delay = options[:9]
-    key, group = options.idempotency_key, options.group_key
+    (priority, dependencies, retries, timeout, backoff, needs, tolerant, run_at, delay, key,
+     group) = options  # fmt: skip
     declared = REGISTRY.get(task_type)
     if declared is not None:
         priority, retries, timeout, backoff, needs = _with_declared(

@@ -16,7 +16,7 @@ import uuid
 from typing import Any
 
 from omnispindle.bench import queries as bq
-from omnispindle.bench.peers import medians
+from omnispindle.bench.throughput import median_of
 from omnispindle.bench.workflows import BenchmarkError, stop_processes, wait_for, worker_process
 from omnispindle.client import TaskQueueClient
 from omnispindle.task_queue import TaskQueue
@@ -32,11 +32,9 @@ def autoscale(
     queue: TaskQueue, tasks: int = 2_000, concurrency: int = 16, runs: int = 3, **_: Any
 ) -> dict[str, Any]:
     """Medians of the time to grow from 1 to ``concurrency`` and back."""
-    if runs < 1:
-        raise BenchmarkError(f"a benchmark needs at least one run, got {runs}")
     if concurrency < 2:
         raise BenchmarkError(f"a pool to grow needs a maximum of 2 or more, got {concurrency}")
-    figures = medians([_once(queue, tasks, concurrency) for _ in range(runs)])
+    figures = median_of(runs, lambda: _once(queue, tasks, concurrency))
     return {
         "system": "omnispindle",
         "scenario": "autoscale",

@@ -14,8 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from omnispindle.bench.peers import medians
-from omnispindle.bench.throughput import NOOP_TYPE, drain_once, workers
-from omnispindle.bench.workflows import BenchmarkError
+from omnispindle.bench.throughput import NOOP_TYPE, checked_runs, drain_once, workers
 from omnispindle.client import TaskQueueClient
 from omnispindle.task_queue import TaskQueue
 
@@ -37,8 +36,6 @@ def scheduling(
 ) -> dict[str, Any]:
     """Medians of drains in each mode, run in turns, and the share of the strict
     rate that the slower of the two "all on" modes keeps."""
-    if runs < 1:
-        raise BenchmarkError(f"a benchmark needs at least one run, got {runs}")
     client = TaskQueueClient(local_queue=queue)
     modes = {
         "strict": _strict,
@@ -56,7 +53,9 @@ def scheduling(
             return drain_once(queue, pids, tasks, GROUPS if "fair" in mode else 0)
 
     try:
-        for _run in range(runs):  # in turns, so that a busy spell weighs on every mode
+        for _run in range(
+            checked_runs(runs)
+        ):  # in turns, so that a busy spell weighs on every mode
             for mode in modes:
                 samples[mode].append(one(mode))
     finally:

@@ -35,9 +35,14 @@ LATENCY_GAP_S = 0.01
 
 def median_of(runs: int, measure: Callable[[], dict[str, float | None]]) -> dict[str, float | None]:
     """Run ``measure`` ``runs`` times; the median of each figure."""
+    return medians([measure() for _ in range(checked_runs(runs))])
+
+
+def checked_runs(runs: int) -> int:
+    """``runs``, refused unless there is at least one."""
     if runs < 1:
         raise BenchmarkError(f"a benchmark needs at least one run, got {runs}")
-    return medians([measure() for _ in range(runs)])
+    return runs
 
 
 @contextmanager

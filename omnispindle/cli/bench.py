@@ -54,7 +54,9 @@ def add_commands(commands: Any, make_command: Callable[..., argparse.ArgumentPar
     bench.add_argument("--tasks", type=int, help="tasks per run (default: the scenario's own)")
     bench.add_argument("--runs", type=int, help="runs whose median is reported (default 3)")
     bench.add_argument(
-        "--workers", type=int, help="worker processes (drain, scheduling, soak; default 2)"
+        "--workers",
+        type=int,
+        help="worker processes (drain, scheduling, fairness, soak; default 2)",
     )
     bench.add_argument("--concurrency", type=int, help="concurrency of each worker process")
     bench.add_argument(

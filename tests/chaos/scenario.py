@@ -188,8 +188,11 @@ class Run:
             trace=self._trace(fault_start, fault_end),
         )
 
+    def _rate_before(self, fault_start: float) -> float:
+        return self.rate(fault_start - 5, fault_start)
+
     def _trace(self, fault_start: float, fault_end: float) -> str:
-        before = self.rate(fault_start - 5, fault_start)
+        before = self._rate_before(fault_start)
         after = [
             f"{self.rate(fault_end + second, fault_end + second + 1.0):.0f}"
             for second in range(int(AFTER_TRACE_S))
@@ -206,7 +209,7 @@ class Run:
     def _back_to_90(self, fault_start: float, fault_end: float) -> float | None:
         """Seconds from the fault's end until a second's rate is 90 % of the rate
         before the fault; None if it never was."""
-        before = self.rate(fault_start - 5, fault_start)
+        before = self._rate_before(fault_start)
         for t, _ in self.samples:
             if t >= fault_end and self.rate(t, t + 1.0) >= 0.9 * before:
                 return max(0.0, t - fault_end)

@@ -14,19 +14,12 @@ from omnispindle import ValidationError, entry
 from omnispindle._db import queries as q
 
 from .test_roles import command
-from .test_type_limits import finish
+from .test_type_limits import claim_query, finish
 
 
 def claim_groups(queue, limit=1, task_types=("shared",)):
-    """One claim by a fresh worker id: the groups of the tasks it took, in order."""
-    query = q.tasks.claim_tasks(
-        task_types=list(task_types),
-        capabilities=[],
-        limit=limit,
-        worker_id=uuid.uuid4(),
-        lease_seconds=30,
-    )
-    ids = [row["id"] for row in queue.db.run(query)]
+    """One claim by a fresh worker id: the groups of the tasks it took."""
+    ids = [row["id"] for row in queue.db.run(claim_query(task_types, limit))]
     return [group_of(queue, task_id) for task_id in ids]
 
 
@@ -87,9 +80,7 @@ def test_within_a_group_priority_then_age(client, queue):
     client.set_task_type_strategy("shared", "fair")
     low = client.submit_task("shared", priority=0, group_key="a")
     high = client.submit_task("shared", priority=5, group_key="a")
-    claim = q.tasks.claim_tasks(
-        task_types=["shared"], capabilities=[], limit=1, worker_id=uuid.uuid4(), lease_seconds=30
-    )
+    claim = claim_query(["shared"], limit=1)
     assert [row["id"] for _ in range(2) for row in queue.db.run(claim)] == [high, low]
 
 
