@@ -216,3 +216,34 @@ def test_the_group_without_a_key_is_found_without_walking_other_types(client, qu
             "WHERE schemaname = 'omnispindle' AND relname = 'tasks'"
         ).fetchone()
     assert fetched < 100, fetched
+
+
+def test_a_claim_planned_on_an_empty_queue_reads_only_its_groups_under_a_flood(client, dsn):
+    """A worker plans its claims once per session, often on an empty queue. With
+    an equality on group_key, that plan walked tasks_ready_idx over every pending
+    task to find each group's first ones: a claim of 4 read 5,000 index entries."""
+    client.set_task_type_strategy("shared", "fair")
+    with psycopg.connect(dsn, autocommit=True) as worker:
+        assert fair_claim(worker, 4) == []  # planned now, on an empty queue
+        flood(client, big=5000, small=10)
+        before = index_entries_read(worker)
+        assert len(fair_claim(worker, 4)) == 4
+        assert index_entries_read(worker) - before < 200
+
+
+def fair_claim(worker, limit):
+    """A claim of ``limit`` on the worker's own connection (so its own cached plan)."""
+    return worker.execute(
+        "SELECT id FROM omnispindle.claim_tasks(ARRAY['shared'], ARRAY[]::text[], %s, "
+        "gen_random_uuid(), 30)",
+        [limit],
+    ).fetchall()
+
+
+def index_entries_read(session):
+    """The entries of the tasks' indexes read so far, the session's own reads flushed."""
+    session.execute("SELECT pg_stat_force_next_flush()")
+    return session.execute(
+        "SELECT sum(idx_tup_read) FROM pg_stat_user_indexes "
+        "WHERE relid = 'omnispindle.tasks'::regclass"
+    ).fetchone()[0]
