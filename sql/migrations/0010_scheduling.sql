@@ -328,6 +328,7 @@ DECLARE
     budget bigint := 67108864;
     chosen bigint[];
     taken bigint;
+    sizes bigint[];  -- each candidate's parameters and those before it, in bytes
     -- Walks of the index, in order: (lowest priority, highest priority, after id).
     -- -1000 and 1000 bound priorities (tasks_priority_range).
     walks integer[] := CASE WHEN p_after_id IS NULL THEN ARRAY[-1000, 1000, 0]
@@ -363,48 +364,21 @@ BEGIN
             CONTINUE WHEN set_apart[pass] = ANY (set_apart[1:pass - 1])
                 OR EXISTS (SELECT FROM omnispindle.paused_task_types p
                            WHERE p.task_type = set_apart[pass]);
-            -- One claim at a time takes from a limited type: its row's lock
-            -- makes counting and claiming one step for every worker. A claim
-            -- that finds the row locked tries again every 2 ms for up to 20 ms
-            -- (other claims hold it for a moment), then leaves the type to the
-            -- one holding it: a transaction left open on the row (a limit set
-            -- and not committed) slows claims of the type, never stops them.
-            -- Skipping at once left a worker with nothing to claim whenever
-            -- another held the row: two workers drained a limited type at a
-            -- third of the rate of one without limits. (A lock_timeout would
-            -- cover every lock of the claim, and the subtransaction that
-            -- catches it made each claim of a rated type use a MultiXact.)
-            FOR attempt IN 1 .. 10 LOOP
-                SELECT * INTO bucket FROM omnispindle.task_type_limits l
-                WHERE l.task_type = set_apart[pass]
-                FOR NO KEY UPDATE SKIP LOCKED;
-                held := FOUND;
-                limited := held OR EXISTS (SELECT FROM omnispindle.task_type_limits l
-                                           WHERE l.task_type = set_apart[pass]);
-                EXIT WHEN held OR NOT limited;
-                PERFORM pg_sleep(0.002);
-            END LOOP;
-            -- Limited and not held: still locked by another claim. Not limited: a
-            -- type with a strategy and no limits (every field of bucket is NULL).
-            CONTINUE WHEN limited AND NOT held;
+            -- A first look at the limits, without their lock: a type out of
+            -- tokens is passed over before its candidates are sought. Not found:
+            -- a type with a strategy and no limits (every field of bucket is NULL).
+            SELECT * INTO bucket FROM omnispindle.task_type_limits l
+            WHERE l.task_type = set_apart[pass];
+            limited := FOUND;
+            CONTINUE WHEN least(bucket.burst, bucket.tokens + bucket.starts_per_second
+                                * extract(epoch FROM clock_timestamp() - bucket.refilled_at)) < 1;
             SELECT g.strategy, g.aging_seconds INTO type_strategy, aging
             FROM omnispindle.task_type_strategies g
             WHERE g.task_type = set_apart[pass];
             room := p_limit - claimed;
-            IF bucket.max_running IS NOT NULL THEN
-                -- A fresh snapshot, taken after the lock: it sees every claim
-                -- of the type that held the lock before.
-                SELECT count(*) INTO n_running FROM omnispindle.tasks r
-                WHERE r.state = 'running' AND r.task_type = set_apart[pass];
-                room := least(room, bucket.max_running - n_running);
-            END IF;
-            IF bucket.starts_per_second IS NOT NULL THEN
-                refilled := clock_timestamp();
-                n_tokens := least(bucket.burst, bucket.tokens + bucket.starts_per_second
-                                  * extract(epoch FROM refilled - bucket.refilled_at));
-                room := least(room, floor(n_tokens)::integer);
-            END IF;
-            CONTINUE WHEN room <= 0;
+            -- The candidates, in the strategy's order and locked as found, come
+            -- before the limits' lock (below), which is held until commit: only
+            -- the counting and the update wait for other claims of the type.
             IF type_strategy IS NULL THEN
                 WITH ready AS (
                     SELECT r.id, pg_column_size(r.parameters) AS size
@@ -420,7 +394,7 @@ BEGIN
                 ), summed AS (
                     SELECT id, size, sum(size) OVER (ROWS UNBOUNDED PRECEDING) AS upto FROM ready
                 )
-                SELECT array_agg(id), max(upto) INTO chosen, taken
+                SELECT array_agg(id), array_agg(upto) INTO chosen, sizes
                 FROM summed WHERE upto - size < budget;
             ELSIF type_strategy = 'fair' THEN
                 -- Fair share: the group with the fewest running tasks of the type
@@ -563,7 +537,7 @@ BEGIN
                 ), summed AS (
                     SELECT id, size, sum(size) OVER (ROWS UNBOUNDED PRECEDING) AS upto FROM ready
                 )
-                SELECT array_agg(id), max(upto) INTO chosen, taken
+                SELECT array_agg(id), array_agg(upto) INTO chosen, sizes
                 FROM summed WHERE upto - size < budget;
             ELSE
                 -- Aging: a task's effective priority is its priority plus one for
@@ -609,9 +583,53 @@ BEGIN
                 ), summed AS (
                     SELECT id, size, sum(size) OVER (ROWS UNBOUNDED PRECEDING) AS upto FROM ready
                 )
-                SELECT array_agg(id), max(upto) INTO chosen, taken
+                SELECT array_agg(id), array_agg(upto) INTO chosen, sizes
                 FROM summed WHERE upto - size < budget;
             END IF;
+            CONTINUE WHEN chosen IS NULL;
+            IF limited THEN
+                -- One claim at a time takes from a limited type: its row's lock
+                -- makes counting and claiming one step for every worker. A claim
+                -- that finds the row locked tries again every 2 ms for up to 20 ms
+                -- (other claims hold it for a moment), then leaves the type to the
+                -- one holding it: a transaction left open on the row (a limit set
+                -- and not committed) slows claims of the type, never stops them.
+                -- Skipping at once left a worker with nothing to claim whenever
+                -- another held the row: two workers drained a limited type at a
+                -- third of the rate of one without limits. (A lock_timeout would
+                -- cover every lock of the claim, and the subtransaction that
+                -- catches it made each claim of a rated type use a MultiXact.)
+                FOR attempt IN 1 .. 10 LOOP
+                    SELECT * INTO bucket FROM omnispindle.task_type_limits l
+                    WHERE l.task_type = set_apart[pass]
+                    FOR NO KEY UPDATE SKIP LOCKED;
+                    held := FOUND;
+                    limited := held OR EXISTS (SELECT FROM omnispindle.task_type_limits l
+                                               WHERE l.task_type = set_apart[pass]);
+                    EXIT WHEN held OR NOT limited;
+                    PERFORM pg_sleep(0.002);
+                END LOOP;
+                -- Limited and not held: still locked by another claim. (Limits
+                -- cleared since the first look leave every field of bucket NULL.)
+                CONTINUE WHEN limited AND NOT held;
+                IF bucket.max_running IS NOT NULL THEN
+                    -- A fresh snapshot, taken after the lock: it sees every claim
+                    -- of the type that held the lock before.
+                    SELECT count(*) INTO n_running FROM omnispindle.tasks r
+                    WHERE r.state = 'running' AND r.task_type = set_apart[pass];
+                    room := least(room, bucket.max_running - n_running);
+                END IF;
+                IF bucket.starts_per_second IS NOT NULL THEN
+                    refilled := clock_timestamp();
+                    n_tokens := least(bucket.burst, bucket.tokens + bucket.starts_per_second
+                                      * extract(epoch FROM refilled - bucket.refilled_at));
+                    room := least(room, floor(n_tokens)::integer);
+                END IF;
+                CONTINUE WHEN room <= 0;
+                -- The first in the strategy's order; the rest are free again at commit.
+                chosen := chosen[1:room];
+            END IF;
+            taken := sizes[cardinality(chosen)];
         ELSE
             -- A worker whose every type is claimed apart has nothing to walk
             -- for: a walk would step over each of their ready tasks to find
