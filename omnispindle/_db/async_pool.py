@@ -20,7 +20,13 @@ from omnispindle._db.caller import AsyncCallerConnection, as_async_psycopg
 from omnispindle._db.connecting import connect_async, connect_options
 from omnispindle._db.idle_check import IdleCheck
 from omnispindle._db.namespace import DEFAULT, Namespace
-from omnispindle._db.outages import POOL_NAME_PREFIX, Outage, ours_async, quiet_pool_attempts
+from omnispindle._db.outages import (
+    POOL_NAME_PREFIX,
+    Outage,
+    ours_async,
+    quiet_pool_attempts,
+    retry_while_waited_for_async,
+)
 from omnispindle._db.query import Atomic, Operation, Pipelined, Plan, Query, Row
 from omnispindle._db.schema_state import require_current, schema_state
 from omnispindle._db.sqlstate import translated_errors
@@ -85,6 +91,7 @@ class AsyncDatabase:
             name=f"{POOL_NAME_PREFIX}-async",
             timeout=self.timeout,
             reconnect_timeout=defaults.RECONNECT_WINDOW,
+            reconnect_failed=retry_while_waited_for_async,
             configure=ours_async,
         )
         quiet_pool_attempts()

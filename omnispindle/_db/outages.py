@@ -69,6 +69,24 @@ async def ours_async(conn: Any) -> None:
     ours(conn)
 
 
+def retry_while_waited_for(pool: Any) -> None:
+    """A pool's ``reconnect_failed`` callback: start another reconnect run at once
+    if callers wait for a connection.
+
+    psycopg_pool starts a run only when a caller starts to wait; a caller that
+    queued while a run was under way waited out its whole timeout after that run
+    gave up, though the database came back meanwhile. ``check`` grows a pool that
+    has no connection."""
+    if pool.get_stats().get("requests_waiting", 0):
+        pool.check()
+
+
+async def retry_while_waited_for_async(pool: Any) -> None:
+    """:func:`retry_while_waited_for`, for an asyncio pool."""
+    if pool.get_stats().get("requests_waiting", 0):
+        await pool.check()
+
+
 class _PoolAttempts(logging.Filter):
     """Drops psycopg_pool's lines per failed connection attempt and per discarded
     connection of this package's pools: an outage is logged once, by its Outage."""

@@ -21,7 +21,13 @@ from omnispindle._db.caller import CallerConnection, as_psycopg
 from omnispindle._db.connecting import connect, connect_options
 from omnispindle._db.idle_check import IdleCheck
 from omnispindle._db.namespace import DEFAULT, Namespace
-from omnispindle._db.outages import POOL_NAME_PREFIX, Outage, ours, quiet_pool_attempts
+from omnispindle._db.outages import (
+    POOL_NAME_PREFIX,
+    Outage,
+    ours,
+    quiet_pool_attempts,
+    retry_while_waited_for,
+)
 from omnispindle._db.query import Atomic, Operation, Pipelined, Plan, Query, Row
 from omnispindle._db.sqlstate import translated_errors
 from omnispindle.errors import DatabaseUnavailableError
@@ -72,6 +78,7 @@ class Database:
             # many seconds have passed, then starts afresh on the next call:
             # a call is never more than a few seconds behind the database's return.
             reconnect_timeout=defaults.RECONNECT_WINDOW,
+            reconnect_failed=retry_while_waited_for,
             configure=ours,
         )
 

@@ -5,6 +5,7 @@ and a frozen listener replaced (issue 17)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -21,8 +22,12 @@ from omnispindle import (
     ValidationError,
     WorkerClient,
 )
+from omnispindle._core import defaults
 from omnispindle._db.async_notifier import AsyncNotifier
+from omnispindle._db.async_pool import AsyncDatabase
 from omnispindle._db.notifier import FINISHED_CHANNEL, READY_CHANNEL, Notifier
+from omnispindle._db.pool import Database
+from omnispindle._db.schema_state import schema_state
 
 from . import servers
 from .workers import poll
@@ -114,6 +119,79 @@ def test_the_pool_timeout_is_the_callers_to_choose(server):
     finally:
         server.start()
         queue.shutdown()
+
+
+@pytest.mark.parametrize("flavour", ["blocking", "asyncio"])
+def test_a_call_queued_while_the_pool_reconnects_gets_through_once_the_database_is_back(
+    server, monkeypatch, flavour
+):
+    """psycopg_pool tries to reconnect for RECONNECT_WINDOW seconds and starts again
+    only when a caller starts to wait: a call that queued during the first run waited
+    out its whole timeout (30 s here), though the database was back long before."""
+    from omnispindle._db import idle_check
+
+    monkeypatch.setattr(idle_check, "IDLE_BEFORE_CHECK", 0.0)  # find the dead connection first
+    call = _blocking_call if flavour == "blocking" else _asyncio_call
+    outcome: dict[str, object] = {}
+    with call(server.dsn, outcome) as begin:
+        server.stop()
+        try:
+            begin.set()
+            threading.Event().wait(defaults.RECONNECT_WINDOW + 2)  # the outage itself
+        finally:
+            server.start()
+        back = time.monotonic()
+    assert outcome["error"] is None
+    assert outcome["finished"] - back < 8
+
+
+@contextlib.contextmanager
+def _blocking_call(dsn, outcome):
+    """A pool opened on ``dsn``; once ``begin`` is set, one call with a 30 s timeout."""
+    database = Database(dsn, timeout=30)
+    database.run(schema_state())
+    begin = threading.Event()
+    thread = threading.Thread(
+        target=_record, args=(outcome, begin, lambda: database.run(schema_state()))
+    )
+    thread.start()
+    try:
+        yield begin
+        thread.join(40)
+    finally:
+        begin.set()
+        database.close()
+
+
+@contextlib.contextmanager
+def _asyncio_call(dsn, outcome):
+    """:func:`_blocking_call` through the asyncio pool, on a loop of its own."""
+    database = AsyncDatabase(dsn, timeout=30)
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(database.open())
+    loop.run_until_complete(database.run(schema_state()))
+    begin = threading.Event()
+    call = lambda: loop.run_until_complete(database.run(schema_state()))  # noqa: E731
+    thread = threading.Thread(target=_record, args=(outcome, begin, call))
+    thread.start()
+    try:
+        yield begin
+        thread.join(40)
+    finally:
+        begin.set()
+        thread.join(40)
+        loop.run_until_complete(database.close())
+        loop.close()
+
+
+def _record(outcome, begin, call) -> None:
+    begin.wait(60)
+    try:
+        call()
+        outcome["error"] = None
+    except Exception as exc:  # the test reports it
+        outcome["error"] = exc
+    outcome["finished"] = time.monotonic()
 
 
 def _submitted(client: TaskQueueClient) -> int | None:
