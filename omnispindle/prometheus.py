@@ -113,6 +113,11 @@ FAMILIES = (
         ("task_type",),
     ),
     Family(
+        "omnispindle_task_type_max_running_per_group",
+        "The running limit of each group of a limited task type, across every worker.",
+        ("task_type",),
+    ),
+    Family(
         "omnispindle_task_type_max_starts_per_second",
         "The rate limit of a limited task type, across every worker.",
         ("task_type",),
@@ -222,6 +227,11 @@ def _add_scheduling(gauges: dict[str, Any], figures: Snapshot) -> None:
     for limit in figures["limits"]:
         labels = [limit["task_type"]]
         _add_if_known(gauges["omnispindle_task_type_max_running"], labels, limit["max_running"])
+        _add_if_known(
+            gauges["omnispindle_task_type_max_running_per_group"],
+            labels,
+            limit["max_running_per_group"],
+        )
         _add_if_known(
             gauges["omnispindle_task_type_max_starts_per_second"],
             labels,

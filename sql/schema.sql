@@ -209,7 +209,9 @@ DECLARE
     budget bigint := 67108864;
     chosen bigint[];
     taken bigint;
-    sizes bigint[];  -- each candidate's parameters and those before it, in bytes
+    candidates bigint[];  -- a set-apart type's, in its order, before its limits
+    sizes bigint[];  -- each candidate's parameters, in bytes
+    per_group integer;  -- the type's limit per group, if any
     -- Walks of the index, in order: (lowest priority, highest priority, after id).
     -- -1000 and 1000 bound priorities (tasks_priority_range).
     walks integer[] := CASE WHEN p_after_id IS NULL THEN ARRAY[-1000, 1000, 0]
@@ -251,6 +253,7 @@ BEGIN
             SELECT * INTO bucket FROM omnispindle.task_type_limits l
             WHERE l.task_type = set_apart[pass];
             limited := FOUND;
+            per_group := coalesce(bucket.max_running_per_group, 2147483647);
             CONTINUE WHEN least(bucket.burst, bucket.tokens + bucket.starts_per_second
                                 * extract(epoch FROM clock_timestamp() - bucket.refilled_at)) < 1;
             SELECT g.strategy, g.aging_seconds INTO type_strategy, aging
@@ -275,7 +278,7 @@ BEGIN
                 ), summed AS (
                     SELECT id, size, sum(size) OVER (ROWS UNBOUNDED PRECEDING) AS upto FROM ready
                 )
-                SELECT array_agg(id), array_agg(upto) INTO chosen, sizes
+                SELECT array_agg(id), array_agg(size) INTO chosen, sizes
                 FROM summed WHERE upto - size < budget;
             ELSIF type_strategy = 'fair' THEN
                 -- Fair share: the group with the fewest running tasks of the type
@@ -343,6 +346,7 @@ BEGIN
                     SELECT g.group_key, coalesce(u.n, 0) AS n_running, random() AS draw
                     FROM groups g
                     LEFT JOIN running u ON u.group_key IS NOT DISTINCT FROM g.group_key
+                    WHERE coalesce(u.n, 0) < per_group
                     ORDER BY 2, 3 LIMIT room
                 ), level AS (
                     -- Filling the j lowest groups to a common level takes
@@ -362,7 +366,8 @@ BEGIN
                                           AND r.required_capabilities <@ p_capabilities
                                           AND r.attempts < r.max_attempts
                                         ORDER BY r.group_key, r.priority DESC, r.id
-                                        LIMIT greatest(0, ceil(v.height)::integer - t.n_running)
+                                        LIMIT greatest(0, least(ceil(v.height)::integer, per_group)
+                                                          - t.n_running)
                                         FOR NO KEY UPDATE SKIP LOCKED) c
                 ), unkeyed AS (
                     SELECT r.id, r.priority FROM omnispindle.tasks r
@@ -374,7 +379,8 @@ BEGIN
                     -- In the index's order: by priority alone, the planner
                     -- walked tasks_ready_idx over every type's pending tasks.
                     ORDER BY r.task_type, r.group_key, r.priority DESC, r.id
-                    LIMIT (SELECT greatest(0, ceil(v.height)::integer - t.n_running)
+                    LIMIT (SELECT greatest(0, least(ceil(v.height)::integer, per_group)
+                                              - t.n_running)
                            FROM turns t, level v WHERE t.group_key IS NULL)
                     FOR NO KEY UPDATE SKIP LOCKED
                 ), firsts AS (
@@ -412,13 +418,14 @@ BEGIN
                     FROM candidates c
                 ), ready AS (
                     SELECT r.id, pg_column_size(r.parameters) AS size
-                    FROM (SELECT k.id FROM ranked k ORDER BY k.share, k.draw, k.id LIMIT room) k
+                    FROM (SELECT k.id FROM ranked k WHERE k.share <= per_group
+                          ORDER BY k.share, k.draw, k.id LIMIT room) k
                     CROSS JOIN LATERAL (SELECT q.id, q.parameters FROM omnispindle.tasks q
                                         WHERE q.id = k.id OFFSET 0) r
                 ), summed AS (
                     SELECT id, size, sum(size) OVER (ROWS UNBOUNDED PRECEDING) AS upto FROM ready
                 )
-                SELECT array_agg(id), array_agg(upto) INTO chosen, sizes
+                SELECT array_agg(id), array_agg(size) INTO chosen, sizes
                 FROM summed WHERE upto - size < budget;
             ELSE
                 -- Aging: a task's effective priority is its priority plus one for
@@ -464,10 +471,11 @@ BEGIN
                 ), summed AS (
                     SELECT id, size, sum(size) OVER (ROWS UNBOUNDED PRECEDING) AS upto FROM ready
                 )
-                SELECT array_agg(id), array_agg(upto) INTO chosen, sizes
+                SELECT array_agg(id), array_agg(size) INTO chosen, sizes
                 FROM summed WHERE upto - size < budget;
             END IF;
             CONTINUE WHEN chosen IS NULL;
+            candidates := chosen;
             IF limited THEN
                 -- One claim at a time takes from a limited type: its row's lock
                 -- makes counting and claiming one step for every worker. A claim
@@ -507,10 +515,31 @@ BEGIN
                     room := least(room, floor(n_tokens)::integer);
                 END IF;
                 CONTINUE WHEN room <= 0;
+                IF bucket.max_running_per_group IS NOT NULL THEN
+                    -- Each group's running tasks, counted under the lock as the
+                    -- type's are: a group's candidates past its limit wait. The
+                    -- tasks without a group_key are one group, as in fair share.
+                    chosen := ARRAY(
+                        SELECT k.id
+                        FROM (SELECT c.id, c.n, coalesce(u.n_running, 0) + row_number()
+                                        OVER (PARTITION BY t.group_key ORDER BY c.n) AS share
+                              FROM unnest(chosen) WITH ORDINALITY c(id, n)
+                              JOIN omnispindle.tasks t ON t.id = c.id
+                              LEFT JOIN (SELECT r.group_key, count(*) AS n_running
+                                         FROM omnispindle.tasks r
+                                         WHERE r.state = 'running'
+                                           AND r.task_type = set_apart[pass]
+                                         GROUP BY r.group_key) u
+                                ON u.group_key IS NOT DISTINCT FROM t.group_key) k
+                        WHERE k.share <= bucket.max_running_per_group
+                        ORDER BY k.n);
+                END IF;
                 -- The first in the strategy's order; the rest are free again at commit.
                 chosen := chosen[1:room];
+                CONTINUE WHEN cardinality(chosen) = 0;
             END IF;
-            taken := sizes[cardinality(chosen)];
+            SELECT sum(u.size) INTO taken FROM unnest(candidates, sizes) u(id, size)
+            WHERE u.id = ANY (chosen);
         ELSE
             -- A worker whose every type is claimed apart has nothing to walk
             -- for: a walk would step over each of their ready tasks to find
@@ -1938,9 +1967,11 @@ END
 $$;
 
 -- Limits on a task type, global across every worker: at most max_running of
--- its tasks running at once, and at most starts_per_second claims of them
--- per second (a token bucket of burst tokens, refilled continuously; tokens
--- and refilled_at are the bucket as of the last claim that took from it).
+-- its tasks running at once, at most max_running_per_group of them in each
+-- group (group_key, for a type claimed by fair share), and at most
+-- starts_per_second claims of them per second (a token bucket of burst tokens,
+-- refilled continuously; tokens and refilled_at are the bucket as of the last
+-- claim that took from it).
 -- claim_tasks enforces both under a lock on the type's row, so no two claims
 -- count the same room. A task held back by a limit stays pending and loses
 -- no attempt. Read it with plain SQL (or limit_summary); change it through
@@ -1949,6 +1980,7 @@ CREATE TABLE omnispindle.task_type_limits (
     task_type         text PRIMARY KEY,
     max_running       integer,
     starts_per_second double precision,
+    max_running_per_group integer,
     burst             integer,
     tokens            double precision,
     refilled_at       timestamptz NOT NULL DEFAULT now(),
@@ -1959,21 +1991,27 @@ CREATE TABLE omnispindle.task_type_limits (
     CONSTRAINT task_type_limits_rate_range
         CHECK (starts_per_second > 0 AND starts_per_second <= 1000000),
     CONSTRAINT task_type_limits_burst_range CHECK (burst BETWEEN 1 AND 1000000),
+    CONSTRAINT task_type_limits_per_group_range
+        CHECK (max_running_per_group BETWEEN 1 AND 1000000),
     -- A rate comes with its bucket, and a row limits something.
     CONSTRAINT task_type_limits_rate_has_bucket
         CHECK ((starts_per_second IS NULL) = (burst IS NULL)
                AND (burst IS NULL) = (tokens IS NULL)),
     CONSTRAINT task_type_limits_limit_something
-        CHECK (max_running IS NOT NULL OR starts_per_second IS NOT NULL)
+        CHECK (max_running IS NOT NULL OR starts_per_second IS NOT NULL
+               OR max_running_per_group IS NOT NULL)
 );
 
 -- Sets (or replaces) the limits of a task type; NULL leaves that limit out.
 -- burst defaults to one second of starts (at least 1). A bucket that changes
--- keeps the tokens it had, up to its new burst. Wakes the workers: a raised
+-- keeps the tokens it had, up to its new burst. A limit per group needs the
+-- fair strategy: by strict priority or aging, a group at its limit would hold
+-- the others back wherever its tasks come first. Wakes the workers: a raised
 -- limit may free held-back tasks.
 CREATE FUNCTION omnispindle.set_task_type_limit(task_type text, max_running integer DEFAULT NULL,
                                                 starts_per_second double precision DEFAULT NULL,
-                                                burst integer DEFAULT NULL)
+                                                burst integer DEFAULT NULL,
+                                                max_running_per_group integer DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -1987,9 +2025,10 @@ BEGIN
         RAISE EXCEPTION 'task_type must be a non-empty string of at most 200 characters'
             USING ERRCODE = 'OS005';
     END IF;
-    IF set_task_type_limit.max_running IS NULL AND set_task_type_limit.starts_per_second IS NULL THEN
-        RAISE EXCEPTION 'give max_running, starts_per_second or both (clear_task_type_limit '
-                        'removes a limit)' USING ERRCODE = 'OS005';
+    IF set_task_type_limit.max_running IS NULL AND set_task_type_limit.starts_per_second IS NULL
+       AND set_task_type_limit.max_running_per_group IS NULL THEN
+        RAISE EXCEPTION 'give max_running, max_running_per_group, starts_per_second or more '
+                        '(clear_task_type_limit removes a limit)' USING ERRCODE = 'OS005';
     END IF;
     IF NOT set_task_type_limit.max_running BETWEEN 1 AND 1000000 THEN
         RAISE EXCEPTION 'max_running must be between 1 and 1000000 (pause_task_type holds '
@@ -2007,15 +2046,29 @@ BEGIN
     IF NOT set_task_type_limit.burst BETWEEN 1 AND 1000000 THEN
         RAISE EXCEPTION 'burst must be between 1 and 1000000' USING ERRCODE = 'OS005';
     END IF;
+    IF NOT set_task_type_limit.max_running_per_group BETWEEN 1 AND 1000000 THEN
+        RAISE EXCEPTION 'max_running_per_group must be between 1 and 1000000'
+            USING ERRCODE = 'OS005';
+    END IF;
+    IF set_task_type_limit.max_running_per_group IS NOT NULL
+       AND NOT EXISTS (SELECT FROM omnispindle.task_type_strategies g
+                       WHERE g.task_type = set_task_type_limit.task_type
+                         AND g.strategy = 'fair') THEN
+        RAISE EXCEPTION 'max_running_per_group needs the fair strategy: '
+                        'set_task_type_strategy(task_type, ''fair'') first'
+            USING ERRCODE = 'OS005';
+    END IF;
     full_bucket := CASE WHEN set_task_type_limit.starts_per_second IS NOT NULL THEN
         coalesce(set_task_type_limit.burst,
                  greatest(1, ceil(set_task_type_limit.starts_per_second))::integer) END;
     INSERT INTO omnispindle.task_type_limits AS l
-        (task_type, max_running, starts_per_second, burst, tokens)
+        (task_type, max_running, starts_per_second, burst, tokens, max_running_per_group)
     VALUES (set_task_type_limit.task_type, set_task_type_limit.max_running,
-            set_task_type_limit.starts_per_second, full_bucket, full_bucket)
+            set_task_type_limit.starts_per_second, full_bucket, full_bucket,
+            set_task_type_limit.max_running_per_group)
     ON CONFLICT ON CONSTRAINT task_type_limits_pkey DO UPDATE
     SET max_running = excluded.max_running,
+        max_running_per_group = excluded.max_running_per_group,
         starts_per_second = excluded.starts_per_second,
         burst = excluded.burst,
         -- No rate, no bucket (least() would ignore the NULL burst).
@@ -2120,6 +2173,13 @@ BEGIN
         RAISE EXCEPTION 'aging_seconds must be from 0.001 to 1000000'
             USING ERRCODE = 'OS005';
     END IF;
+    IF set_task_type_strategy.strategy <> 'fair'
+       AND EXISTS (SELECT FROM omnispindle.task_type_limits l
+                   WHERE l.task_type = set_task_type_strategy.task_type
+                     AND l.max_running_per_group IS NOT NULL) THEN
+        RAISE EXCEPTION 'the type has max_running_per_group, which needs the fair strategy: '
+                        'set its limits without it first' USING ERRCODE = 'OS005';
+    END IF;
     IF set_task_type_strategy.strategy = 'priority' THEN
         DELETE FROM omnispindle.task_type_strategies s
         WHERE s.task_type = set_task_type_strategy.task_type;
@@ -2137,12 +2197,14 @@ $$;
 
 -- Each limited type with what holds it now: its running tasks, the tokens
 -- its bucket has, its ready tasks, and how many of them a limit holds back
--- (all of them while the type is at its running limit or out of tokens).
+-- (all of them while the type is at its running limit or out of tokens, else
+-- those of the groups at their own limit).
 CREATE VIEW omnispindle.task_type_limit_summary AS
 SELECT l.task_type, l.max_running, r.running, l.starts_per_second, l.burst,
        b.tokens, q.ready,
-       CASE WHEN r.running >= l.max_running OR b.tokens < 1 THEN q.ready ELSE 0 END
-           AS held_back
+       CASE WHEN r.running >= l.max_running OR b.tokens < 1 THEN q.ready
+            ELSE coalesce(g.held_back, 0) END AS held_back,
+       l.max_running_per_group
 FROM omnispindle.task_type_limits l
 CROSS JOIN LATERAL (SELECT count(*) AS running FROM omnispindle.tasks t
                     WHERE t.state = 'running' AND t.task_type = l.task_type) r
@@ -2151,7 +2213,19 @@ CROSS JOIN LATERAL (SELECT count(*) AS ready FROM omnispindle.tasks t
                       AND t.run_after <= now()) q
 CROSS JOIN LATERAL (SELECT least(l.burst, l.tokens + l.starts_per_second
                                  * extract(epoch FROM clock_timestamp() - l.refilled_at))
-                           AS tokens) b;
+                           AS tokens) b
+CROSS JOIN LATERAL (SELECT sum(p.ready) AS held_back
+                    FROM (SELECT t.group_key, count(*) AS ready FROM omnispindle.tasks t
+                          WHERE l.max_running_per_group IS NOT NULL
+                            AND t.state = 'pending' AND t.task_type = l.task_type
+                            AND t.run_after <= now()
+                          GROUP BY t.group_key) p
+                    JOIN (SELECT t.group_key, count(*) AS running FROM omnispindle.tasks t
+                          WHERE l.max_running_per_group IS NOT NULL
+                            AND t.state = 'running' AND t.task_type = l.task_type
+                          GROUP BY t.group_key) u
+                      ON u.group_key IS NOT DISTINCT FROM p.group_key
+                    WHERE u.running >= l.max_running_per_group) g;
 
 -- What each task type asks of the workers now: its running tasks, its ready
 -- ones, and how many of both could run at once (running plus ready, capped

@@ -157,29 +157,38 @@ LIMIT_RANGE = (1, 1_000_000)
 
 
 def set_task_type_limit(
-    task_type: str, max_running: int | None, starts_per_second: float | None, burst: int | None
+    task_type: str,
+    max_running: int | None,
+    starts_per_second: float | None,
+    burst: int | None,
+    max_running_per_group: int | None = None,
 ) -> Query[None]:
     """Set (or replace) the limits of ``task_type``.
 
     Raises:
         ValidationError: a bad task type or limit, no limit at all, or a burst
-            without a rate.
+            without a rate (and, from the database, a limit per group on a type
+            without the fair strategy).
     """
     checked = validation.task_type(task_type)
-    if max_running is None and starts_per_second is None:
+    if max_running is None and starts_per_second is None and max_running_per_group is None:
         raise ValidationError(
-            "give max_running, starts_per_second or both (clear_task_type_limit removes a limit)"
+            "give max_running, max_running_per_group, starts_per_second or more "
+            "(clear_task_type_limit removes a limit)"
         )
     if burst is not None and starts_per_second is None:
         raise ValidationError("burst needs starts_per_second")
     return q.type_limits.set_task_type_limit(
         checked,
-        None
-        if max_running is None
-        else validation.int_in_range("max_running", max_running, LIMIT_RANGE),
+        _count("max_running", max_running),
         _rate(starts_per_second),
-        None if burst is None else validation.int_in_range("burst", burst, LIMIT_RANGE),
+        _count("burst", burst),
+        _count("max_running_per_group", max_running_per_group),
     )
+
+
+def _count(name: str, given: int | None) -> int | None:
+    return None if given is None else validation.int_in_range(name, given, LIMIT_RANGE)
 
 
 def _rate(starts_per_second: float | None) -> float | None:

@@ -299,6 +299,7 @@ class TaskTypeLimit(TypedDict):
     tokens: float | None
     ready: int
     held_back: int
+    max_running_per_group: int | None
 
 
 class TypeDemand(TypedDict):

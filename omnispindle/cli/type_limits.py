@@ -33,6 +33,14 @@ def add_commands(commands: Any, command: Callable[..., argparse.ArgumentParser])
         help="at most N of its tasks running at once, across every worker",
     )
     limit.add_argument(
+        "--max-running-per-group",
+        type=int_arg("max running per group", LIMIT_RANGE),
+        default=None,
+        metavar="N",
+        help="at most N of its tasks running at once in each group (--group-key); "
+        "needs the fair strategy",
+    )
+    limit.add_argument(
         "--starts-per-second",
         type=_rate,
         default=None,
@@ -85,7 +93,7 @@ def _rate(text: str) -> float:
 
 
 def _limit(args: argparse.Namespace) -> int:
-    given = [args.max_running, args.starts_per_second, args.burst]
+    given = [args.max_running, args.starts_per_second, args.burst, args.max_running_per_group]
     if args.clear and any(value is not None for value in given):
         return _usage_error("--clear takes no limit: give either --clear or the limits")
     try:
@@ -132,6 +140,8 @@ def _message(args: argparse.Namespace, changed: bool | None) -> str:
     parts = []
     if args.max_running is not None:
         parts.append(f"at most {args.max_running} running")
+    if args.max_running_per_group is not None:
+        parts.append(f"at most {args.max_running_per_group} running per group")
     if args.starts_per_second is not None:
         parts.append(f"at most {args.starts_per_second:g} starts/s")
     return f"task type {args.task_type} limited: " + ", ".join(parts)

@@ -257,6 +257,8 @@ END
 $$;
 DROP TABLE submit_tasks_grantees;
 
+-- The limits' summary reads group_key.
+DROP VIEW omnispindle.task_type_limit_summary;
 DROP INDEX omnispindle.tasks_group_ready_idx;
 ALTER TABLE omnispindle.tasks DROP COLUMN group_key;
 
@@ -432,9 +434,8 @@ $$;
 
 DROP FUNCTION omnispindle.workers_needed(integer, integer, integer, text[]);
 DROP VIEW omnispindle.worker_demand;
-DROP VIEW omnispindle.task_type_limit_summary;
 DROP FUNCTION omnispindle.clear_task_type_limit(text);
-DROP FUNCTION omnispindle.set_task_type_limit(text, integer, double precision, integer);
+DROP FUNCTION omnispindle.set_task_type_limit(text, integer, double precision, integer, integer);
 DROP FUNCTION omnispindle.set_task_type_strategy(text, text, double precision);
 DROP TABLE omnispindle.task_type_strategies;
 DROP INDEX omnispindle.tasks_running_type_idx;

@@ -247,3 +247,91 @@ def index_entries_read(session):
         "SELECT sum(idx_tup_read) FROM pg_stat_user_indexes "
         "WHERE relid = 'omnispindle.tasks'::regclass"
     ).fetchone()[0]
+
+
+def test_a_limit_per_group_caps_each_group_and_the_rest_take_its_slots(client, queue, conn):
+    client.set_task_type_strategy("shared", "fair")
+    client.set_task_type_limit("shared", max_running_per_group=2)
+    flood(client, big=50, small=50)
+    client.submit_batch([{"task_type": "shared", "group_key": "third"}] * 50)
+    assert collections.Counter(claim_groups(queue, limit=10)) == {"big": 2, "small": 2, "third": 2}
+    assert claim_groups(queue, limit=10) == []
+    [limit] = client.task_type_limits()
+    assert (limit["max_running_per_group"], limit["running"], limit["held_back"]) == (2, 6, 144)
+    conn.execute(
+        "SELECT omnispindle.complete_attempts(array_agg(id), array_agg(lease_token), "
+        "array_agg('{}'::jsonb)) FROM omnispindle.tasks "
+        "WHERE state = 'running' AND group_key = 'small'"
+    )
+    assert claim_groups(queue, limit=10) == ["small", "small"]
+
+
+def test_the_tasks_without_a_group_are_one_group_for_its_limit(client, queue):
+    client.set_task_type_strategy("shared", "fair")
+    client.set_task_type_limit("shared", max_running_per_group=3)
+    client.submit_batch([{"task_type": "shared"}] * 20)
+    assert claim_groups(queue, limit=10) == [None] * 3
+
+
+def test_concurrent_claims_never_run_more_of_a_group_than_its_limit(client, queue, conn):
+    """Each claim picks its candidates before the limits' lock; it counts each
+    group's running tasks again under the lock."""
+    client.set_task_type_strategy("shared", "fair")
+    client.set_task_type_limit("shared", max_running_per_group=3)
+    client.submit_batch([{"task_type": "shared", "group_key": f"g{n % 7}"} for n in range(300)])
+    barrier = threading.Barrier(6)
+
+    def claimer() -> None:
+        barrier.wait(10)
+        for _ in range(10):
+            queue.db.run(claim_query(["shared"], limit=4))
+
+    threads = [threading.Thread(target=claimer) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    running = dict(
+        conn.execute(
+            "SELECT group_key, count(*) FROM omnispindle.tasks WHERE state = 'running' "
+            "GROUP BY group_key"
+        ).fetchall()
+    )
+    assert running == {f"g{n}": 3 for n in range(7)}
+
+
+@pytest.mark.parametrize("per_group", [0, -1, True, 2.5, 10**12, "2"])
+def test_a_bad_limit_per_group_is_a_validation_error_that_changes_nothing(client, per_group):
+    client.set_task_type_strategy("shared", "fair")
+    client.set_task_type_limit("shared", max_running_per_group=4)
+    with pytest.raises(ValidationError, match="max_running_per_group"):
+        client.set_task_type_limit("shared", max_running_per_group=per_group)
+    assert [limit["max_running_per_group"] for limit in client.task_type_limits()] == [4]
+
+
+def test_a_limit_per_group_needs_the_fair_strategy_and_keeps_it(client, conn):
+    with pytest.raises(ValidationError, match="fair strategy"):
+        client.set_task_type_limit("shared", max_running_per_group=2)
+    client.set_task_type_strategy("shared", "aging", aging_seconds=5)
+    with pytest.raises(ValidationError, match="fair strategy"):
+        client.set_task_type_limit("shared", max_running_per_group=2)
+    assert client.task_type_limits() == []
+    client.set_task_type_strategy("shared", "fair")
+    client.set_task_type_limit("shared", max_running_per_group=2)
+    for strategy, aging in (("priority", None), ("aging", 5)):
+        with pytest.raises(ValidationError, match="max_running_per_group"):
+            client.set_task_type_strategy("shared", strategy, aging_seconds=aging)
+    assert [s["strategy"] for s in client.task_type_strategies()] == ["fair"]
+    with pytest.raises(psycopg.Error) as refused:
+        conn.execute("SELECT omnispindle.set_task_type_limit('other', max_running_per_group => 2)")
+    assert refused.value.sqlstate == "OS005"
+
+
+def test_the_command_sets_a_limit_per_group(dsn, client):
+    client.set_task_type_strategy("shared", "fair")
+    done = command("limit", "shared", "--max-running-per-group", "2", "--dsn", dsn)
+    assert done.returncode == 0, done.stderr
+    assert "at most 2 running per group" in done.stdout
+    assert [limit["max_running_per_group"] for limit in client.task_type_limits()] == [2]
+    done = command("limit", "shared", "--max-running-per-group", "0", "--dsn", dsn)
+    assert done.returncode != 0 and "max running per group" in done.stderr

@@ -9,7 +9,11 @@ from omnispindle._db.statements import RUNTIME
 
 
 def set_task_type_limit(
-    task_type: str, max_running: int | None, starts_per_second: float | None, burst: int | None
+    task_type: str,
+    max_running: int | None,
+    starts_per_second: float | None,
+    burst: int | None,
+    max_running_per_group: int | None,
 ) -> Query[None]:
     """Set (or replace) the limits of a task type."""
     params = {
@@ -17,6 +21,7 @@ def set_task_type_limit(
         "max_running": max_running,
         "starts_per_second": starts_per_second,
         "burst": burst,
+        "max_running_per_group": max_running_per_group,
     }
     return Query(RUNTIME["set_task_type_limit"], params, nothing)
 
