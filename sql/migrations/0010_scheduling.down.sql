@@ -433,6 +433,7 @@ END
 $$;
 
 DROP FUNCTION omnispindle.workers_needed(integer, integer, integer, text[]);
+DROP FUNCTION omnispindle.left_to_a_narrower_worker(text, text[], timestamptz, text[], uuid);
 DROP VIEW omnispindle.worker_demand;
 DROP FUNCTION omnispindle.clear_task_type_limit(text);
 DROP FUNCTION omnispindle.set_task_type_limit(text, integer, double precision, integer, integer);

@@ -340,6 +340,33 @@ BEGIN
 END
 $$;
 
+-- Whether a ready task that needs capabilities is better left, for now, to
+-- another live worker with fewer capabilities that runs its type, has them
+-- all, and has a free slot: the narrowest match. A worker that can do common
+-- work then takes that, instead of the work only a specialist can do while the
+-- specialist stands idle. Only for a task's first 5 seconds of being ready:
+-- past them any worker that can run it takes it, so a specialist that stalls
+-- while it still heartbeats holds nothing back for long. claim_tasks asks
+-- only about tasks that need capabilities.
+CREATE FUNCTION omnispindle.left_to_a_narrower_worker(p_task_type text, p_required text[],
+                                                      p_ready_since timestamptz,
+                                                      p_capabilities text[], p_worker_id uuid)
+RETURNS boolean
+LANGUAGE sql
+STABLE
+AS $$
+    SELECT p_ready_since > now() - interval '5 seconds'
+       AND EXISTS (SELECT FROM omnispindle.workers w
+                   WHERE w.state = 'active' AND w.id <> p_worker_id
+                     AND cardinality(w.capabilities) < cardinality(p_capabilities)
+                     AND p_required <@ w.capabilities
+                     AND p_task_type = ANY (w.task_types)
+                     AND w.last_heartbeat_at
+                         > now() - make_interval(secs => coalesce(w.lease_timeout_seconds, 30))
+                     AND (SELECT count(*) FROM omnispindle.tasks x
+                          WHERE x.state = 'running' AND x.worker_id = w.id) < w.concurrency)
+$$;
+
 -- claim_tasks as 0009 made it, claiming each limited type first, up to its limits.
 CREATE OR REPLACE FUNCTION omnispindle.claim_tasks(p_task_types text[], p_capabilities text[],
                                         p_limit integer, p_worker_id uuid,
@@ -435,6 +462,10 @@ BEGIN
                       AND r.task_type = set_apart[pass]
                       AND r.run_after <= now()
                       AND r.required_capabilities <@ p_capabilities
+                      AND (r.required_capabilities = '{}'
+                           OR NOT omnispindle.left_to_a_narrower_worker(
+                               r.task_type, r.required_capabilities, r.run_after,
+                               p_capabilities, p_worker_id))
                       AND r.attempts < r.max_attempts
                     ORDER BY r.priority DESC, r.id
                     LIMIT room
@@ -489,6 +520,10 @@ BEGIN
                                           AND r.group_key BETWEEN k.group_key AND k.group_key
                                           AND r.run_after <= now()
                                           AND r.required_capabilities <@ p_capabilities
+                                          AND (r.required_capabilities = '{}'
+                                               OR NOT omnispindle.left_to_a_narrower_worker(
+                                                   r.task_type, r.required_capabilities, r.run_after,
+                                                   p_capabilities, p_worker_id))
                                           AND r.attempts < r.max_attempts
                                         ORDER BY r.group_key, r.priority DESC, r.id
                                         LIMIT 1) e
@@ -499,6 +534,10 @@ BEGIN
                                         AND r.group_key IS NULL
                                         AND r.run_after <= now()
                                         AND r.required_capabilities <@ p_capabilities
+                                        AND (r.required_capabilities = '{}'
+                                             OR NOT omnispindle.left_to_a_narrower_worker(
+                                                 r.task_type, r.required_capabilities, r.run_after,
+                                                 p_capabilities, p_worker_id))
                                         AND r.attempts < r.max_attempts
                                       ORDER BY r.task_type, r.group_key, r.priority DESC, r.id
                                       LIMIT 1) e
@@ -528,6 +567,10 @@ BEGIN
                                           AND r.group_key BETWEEN t.group_key AND t.group_key
                                           AND r.run_after <= now()
                                           AND r.required_capabilities <@ p_capabilities
+                                          AND (r.required_capabilities = '{}'
+                                               OR NOT omnispindle.left_to_a_narrower_worker(
+                                                   r.task_type, r.required_capabilities, r.run_after,
+                                                   p_capabilities, p_worker_id))
                                           AND r.attempts < r.max_attempts
                                         ORDER BY r.group_key, r.priority DESC, r.id
                                         LIMIT greatest(0, least(ceil(v.height)::integer, per_group)
@@ -539,6 +582,10 @@ BEGIN
                       AND r.state = 'pending' AND r.task_type = set_apart[pass]
                       AND r.group_key IS NULL AND r.run_after <= now()
                       AND r.required_capabilities <@ p_capabilities
+                      AND (r.required_capabilities = '{}'
+                           OR NOT omnispindle.left_to_a_narrower_worker(
+                               r.task_type, r.required_capabilities, r.run_after,
+                               p_capabilities, p_worker_id))
                       AND r.attempts < r.max_attempts
                     -- In the index's order: by priority alone, the planner
                     -- walked tasks_ready_idx over every type's pending tasks.
@@ -564,6 +611,10 @@ BEGIN
                                           AND r.group_key BETWEEN t.group_key AND t.group_key
                                           AND r.run_after <= now()
                                           AND r.required_capabilities <@ p_capabilities
+                                          AND (r.required_capabilities = '{}'
+                                               OR NOT omnispindle.left_to_a_narrower_worker(
+                                                   r.task_type, r.required_capabilities, r.run_after,
+                                                   p_capabilities, p_worker_id))
                                           AND r.attempts < r.max_attempts
                                           AND r.id <> ALL (ARRAY(SELECT f.id FROM firsts f))
                                         ORDER BY r.group_key, r.priority DESC, r.id
@@ -619,6 +670,10 @@ BEGIN
                                           AND r.task_type = set_apart[pass]
                                           AND r.run_after <= now() AND r.priority = l.priority
                                           AND r.required_capabilities <@ p_capabilities
+                                          AND (r.required_capabilities = '{}'
+                                               OR NOT omnispindle.left_to_a_narrower_worker(
+                                                   r.task_type, r.required_capabilities, r.run_after,
+                                                   p_capabilities, p_worker_id))
                                           AND r.attempts < r.max_attempts
                                         ORDER BY r.priority DESC, r.id LIMIT room
                                         -- Locked as found, so that concurrent claims
@@ -724,6 +779,10 @@ BEGIN
                   AND r.task_type = ANY (p_task_types)
                   AND r.task_type <> ALL (set_apart)
                   AND r.required_capabilities <@ p_capabilities
+                  AND (r.required_capabilities = '{}'
+                       OR NOT omnispindle.left_to_a_narrower_worker(
+                           r.task_type, r.required_capabilities, r.run_after,
+                           p_capabilities, p_worker_id))
                   AND r.attempts < r.max_attempts
                   -- A paused type's tasks wait. The paused types are read once per
                   -- walk (an InitPlan), with this statement's snapshot: no claim that
@@ -838,7 +897,7 @@ BEGIN
                                                'clear_task_type_limit', 'set_task_type_strategy']
                     ELSE ARRAY['claim_tasks', 'complete_and_claim', 'complete_attempts',
                                'fail_attempts', 'lock_prunable_tasks', 'retry_delay',
-                               'enqueue_periodic_ticks']
+                               'enqueue_periodic_ticks', 'left_to_a_narrower_worker']
                 END)
     LOOP
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %s', fn, p_role);
@@ -868,7 +927,8 @@ REVOKE EXECUTE ON FUNCTION omnispindle.set_task_type_limit(text, integer, double
                                                             integer, integer),
     omnispindle.clear_task_type_limit(text),
     omnispindle.set_task_type_strategy(text, text, double precision),
-    omnispindle.workers_needed(integer, integer, integer, text[]) FROM PUBLIC;
+    omnispindle.workers_needed(integer, integer, integer, text[]),
+    omnispindle.left_to_a_narrower_worker(text, text[], timestamptz, text[], uuid) FROM PUBLIC;
 
 -- Roles granted access before this migration: every claim now reads the
 -- limits, so a worker role without rights on them could claim nothing. Each
@@ -913,6 +973,8 @@ BEGIN
         EXECUTE format('GRANT SELECT, UPDATE (tokens, refilled_at) ON '
                        'omnispindle.task_type_limits TO %s', grantee);
         EXECUTE format('GRANT SELECT ON omnispindle.task_type_strategies TO %s', grantee);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION omnispindle.left_to_a_narrower_worker(text, '
+                       'text[], timestamptz, text[], uuid) TO %s', grantee);
     END LOOP;
 END
 $$;

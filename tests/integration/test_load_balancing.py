@@ -34,3 +34,69 @@ def test_a_slow_worker_takes_less_of_a_shared_backlog(client, start_worker, conn
     assert by_worker["fast"] > 3 * by_worker["slow"], by_worker
     assert by_worker["slow"] > 0, by_worker
     print(f"\nof 300 tasks, the fast worker ran {by_worker['fast']}, the slow {by_worker['slow']}")
+
+
+def add_worker(conn, name, capabilities, task_types=("work",), concurrency=1):
+    """A live worker's row, as a worker process registers it."""
+    return conn.execute(
+        "INSERT INTO omnispindle.workers (name, host, pid, capabilities, task_types, "
+        "concurrency, version, lease_timeout_seconds) "
+        "VALUES (%s, 'host', 1, %s, %s, %s, 'test', 30) RETURNING id",
+        [name, list(capabilities), list(task_types), concurrency],
+    ).fetchone()[0]
+
+
+def claim_as(conn, worker_id, capabilities, limit=1):
+    """The kinds of the tasks one claim of ``worker_id`` took."""
+    rows = conn.execute(
+        "SELECT c.parameters ->> 'kind' FROM omnispindle.claim_tasks("
+        "ARRAY['work'], %s, %s, %s, 30) c",
+        [list(capabilities), limit, worker_id],
+    ).fetchall()
+    return [kind for (kind,) in rows]
+
+
+def gpu_and_common(client):
+    """A GPU task first, at a higher priority, then common work."""
+    client.submit_task("work", {"kind": "gpu"}, priority=5, required_capabilities=["gpu"])
+    client.submit_task("work", {"kind": "common"})
+
+
+def test_a_generalist_leaves_a_specialists_work_to_the_idle_specialist(client, conn):
+    """Strict priority gave the GPU task to whichever worker claimed first, though
+    only one of them could do the common work."""
+    generalist = add_worker(conn, "generalist", ["gpu", "cpu"])
+    specialist = add_worker(conn, "specialist", ["gpu"])
+    gpu_and_common(client)
+    assert claim_as(conn, generalist, ["gpu", "cpu"]) == ["common"]
+    assert claim_as(conn, generalist, ["gpu", "cpu"]) == []
+    assert claim_as(conn, specialist, ["gpu"]) == ["gpu"]
+
+
+def test_a_busy_stale_or_other_specialist_leaves_the_task_to_the_generalist(client, conn):
+    generalist = add_worker(conn, "generalist", ["gpu", "cpu"])
+    specialist = add_worker(conn, "specialist", ["gpu"])
+    add_worker(conn, "other types", ["gpu"], task_types=["other"])
+    client.submit_task("work", {"kind": "busy"}, priority=9, required_capabilities=["gpu"])
+    assert claim_as(conn, specialist, ["gpu"]) == ["busy"]  # its one slot is taken
+    gpu_and_common(client)
+    assert claim_as(conn, generalist, ["gpu", "cpu"]) == ["gpu"]
+    client.submit_task("work", {"kind": "stale"}, priority=5, required_capabilities=["gpu"])
+    conn.execute(
+        "UPDATE omnispindle.workers SET concurrency = 2, "
+        "last_heartbeat_at = now() - interval '1 minute' WHERE id = %s",
+        [specialist],
+    )
+    assert claim_as(conn, generalist, ["gpu", "cpu"]) == ["stale"]
+
+
+def test_a_task_ready_for_a_while_goes_to_any_worker_that_can_run_it(client, conn):
+    """A specialist that stalls while it heartbeats holds its work back for 5 s at most."""
+    generalist = add_worker(conn, "generalist", ["gpu", "cpu"])
+    add_worker(conn, "specialist", ["gpu"])
+    gpu_and_common(client)
+    conn.execute(
+        "UPDATE omnispindle.tasks SET run_after = now() - interval '6 seconds' "
+        "WHERE parameters ->> 'kind' = 'gpu'"
+    )
+    assert claim_as(conn, generalist, ["gpu", "cpu"]) == ["gpu"]

@@ -353,6 +353,20 @@ def test_a_producer_pauses_and_resumes_and_a_worker_claims_around_the_pause(as_r
         thread.join(timeout=DEADLINE)
 
 
+def test_a_worker_role_claims_a_task_that_needs_a_capability(as_role, conn):
+    conn.execute(
+        "INSERT INTO omnispindle.tasks (task_type, required_capabilities) VALUES ('t', '{gpu}')"
+    )
+    worker = as_role("worker")
+    claimed = worker.db.run(
+        q.tasks.claim_tasks(
+            task_types=["t"], capabilities=["gpu", "cpu"], limit=5, worker_id=uuid.uuid4(),
+            lease_seconds=30,
+        )
+    )  # fmt: skip
+    assert len(claimed) == 1
+
+
 def test_roles_granted_before_0009_keep_claiming_and_producers_may_pause(server_dsn, empty_dsn):
     """Every claim reads the paused types: a worker granted at 0008 could claim nothing."""
     upgrade(empty_dsn, "0008_dashboard")
@@ -369,12 +383,18 @@ def test_roles_granted_before_0009_keep_claiming_and_producers_may_pause(server_
             with psycopg.connect(make_conninfo(empty_dsn, user=names["producer"])) as producer:
                 producer.execute("SELECT omnispindle.enqueue('t')")
                 producer.execute("SELECT omnispindle.pause_task_type('other')")
+            # A task that needs a capability: the claim asks whether a narrower
+            # worker should have it, which a role granted back then may too.
+            admin.execute(
+                "INSERT INTO omnispindle.tasks (task_type, required_capabilities) "
+                "VALUES ('t', '{gpu}')"
+            )
             with psycopg.connect(make_conninfo(empty_dsn, user=names["worker"])) as worker:
                 claimed = worker.execute(
                     "SELECT count(*) FROM omnispindle.claim_tasks("
-                    "'{t,other}', '{}', 5, gen_random_uuid(), 30)"
+                    "'{t,other}', '{gpu}', 5, gen_random_uuid(), 30)"
                 ).fetchone()
-            assert claimed == (1,)
+            assert claimed == (2,)
         finally:
             for name in names.values():
                 role = psycopg.sql.Identifier(name)
