@@ -341,14 +341,17 @@ class AsyncTaskQueueClient:
         starts_per_second: float | None = None,
         burst: int | None = None,
         max_running_per_group: int | None = None,
+        starts_per_second_per_group: float | None = None,
     ) -> None:
         """Limit ``task_type`` across every worker: at most ``max_running`` of its
-        tasks running at once, at most ``max_running_per_group`` of them in each
-        group (``group_key``; the tasks without one are one group), at most
-        ``starts_per_second`` of them started per second (a token bucket holding
-        up to ``burst`` starts, by default one second's worth). Leave a limit out
-        with None; setting again replaces them all. A limit per group needs the
-        type's fair strategy (see ``set_task_type_strategy``).
+        tasks running at once, at most ``starts_per_second`` of them started per
+        second (a token bucket holding up to ``burst`` starts, by default one
+        second's worth), and in each group (``group_key``; the tasks without one
+        are one group) at most ``max_running_per_group`` running and
+        ``starts_per_second_per_group`` started per second (a bucket of one
+        second's starts per group). Leave a limit out with None; setting again
+        replaces them all. A limit per group needs the type's fair strategy (see
+        ``set_task_type_strategy``).
 
         The database enforces the limits inside each claim, under a lock on the
         type's row, so no two workers count the same room. A task held back by a
@@ -361,7 +364,12 @@ class AsyncTaskQueueClient:
                 the fair strategy; nothing changed.
         """
         change = operations.set_task_type_limit(
-            task_type, max_running, starts_per_second, burst, max_running_per_group
+            task_type,
+            max_running,
+            starts_per_second,
+            burst,
+            max_running_per_group,
+            starts_per_second_per_group,
         )
         await self.db.run(change)
 

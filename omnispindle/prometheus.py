@@ -118,6 +118,11 @@ FAMILIES = (
         ("task_type",),
     ),
     Family(
+        "omnispindle_task_type_max_starts_per_second_per_group",
+        "The rate limit of each group of a limited task type, across every worker.",
+        ("task_type",),
+    ),
+    Family(
         "omnispindle_task_type_max_starts_per_second",
         "The rate limit of a limited task type, across every worker.",
         ("task_type",),
@@ -231,6 +236,11 @@ def _add_scheduling(gauges: dict[str, Any], figures: Snapshot) -> None:
             gauges["omnispindle_task_type_max_running_per_group"],
             labels,
             limit["max_running_per_group"],
+        )
+        _add_if_known(
+            gauges["omnispindle_task_type_max_starts_per_second_per_group"],
+            labels,
+            limit["starts_per_second_per_group"],
         )
         _add_if_known(
             gauges["omnispindle_task_type_max_starts_per_second"],

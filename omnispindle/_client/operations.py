@@ -162,6 +162,7 @@ def set_task_type_limit(
     starts_per_second: float | None,
     burst: int | None,
     max_running_per_group: int | None = None,
+    starts_per_second_per_group: float | None = None,
 ) -> Query[None]:
     """Set (or replace) the limits of ``task_type``.
 
@@ -171,10 +172,11 @@ def set_task_type_limit(
             without the fair strategy).
     """
     checked = validation.task_type(task_type)
-    if max_running is None and starts_per_second is None and max_running_per_group is None:
+    limits = (max_running, starts_per_second, max_running_per_group, starts_per_second_per_group)
+    if all(limit is None for limit in limits):
         raise ValidationError(
-            "give max_running, max_running_per_group, starts_per_second or more "
-            "(clear_task_type_limit removes a limit)"
+            "give max_running, max_running_per_group, starts_per_second, "
+            "starts_per_second_per_group or several (clear_task_type_limit removes a limit)"
         )
     if burst is not None and starts_per_second is None:
         raise ValidationError("burst needs starts_per_second")
@@ -184,6 +186,7 @@ def set_task_type_limit(
         _rate(starts_per_second),
         _count("burst", burst),
         _count("max_running_per_group", max_running_per_group),
+        _rate(starts_per_second_per_group, "starts_per_second_per_group"),
     )
 
 
@@ -191,12 +194,10 @@ def _count(name: str, given: int | None) -> int | None:
     return None if given is None else validation.int_in_range(name, given, LIMIT_RANGE)
 
 
-def _rate(starts_per_second: float | None) -> float | None:
-    rate = validation.optional_positive_number("starts_per_second", starts_per_second)
+def _rate(given: float | None, name: str = "starts_per_second") -> float | None:
+    rate = validation.optional_positive_number(name, given)
     if rate is not None and rate > LIMIT_RANGE[1]:
-        raise ValidationError(
-            f"starts_per_second must be at most {LIMIT_RANGE[1]:,}, got {starts_per_second}"
-        )
+        raise ValidationError(f"{name} must be at most {LIMIT_RANGE[1]:,}, got {given}")
     return rate
 
 

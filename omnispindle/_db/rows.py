@@ -300,6 +300,7 @@ class TaskTypeLimit(TypedDict):
     ready: int
     held_back: int
     max_running_per_group: int | None
+    starts_per_second_per_group: float | None
 
 
 class TypeDemand(TypedDict):

@@ -41,6 +41,13 @@ def add_commands(commands: Any, command: Callable[..., argparse.ArgumentParser])
         "needs the fair strategy",
     )
     limit.add_argument(
+        "--starts-per-second-per-group",
+        type=_rate,
+        default=None,
+        metavar="R",
+        help="at most R of its tasks started per second in each group; needs the fair strategy",
+    )
+    limit.add_argument(
         "--starts-per-second",
         type=_rate,
         default=None,
@@ -93,7 +100,13 @@ def _rate(text: str) -> float:
 
 
 def _limit(args: argparse.Namespace) -> int:
-    given = [args.max_running, args.starts_per_second, args.burst, args.max_running_per_group]
+    given = [
+        args.max_running,
+        args.starts_per_second,
+        args.burst,
+        args.max_running_per_group,
+        args.starts_per_second_per_group,
+    ]
     if args.clear and any(value is not None for value in given):
         return _usage_error("--clear takes no limit: give either --clear or the limits")
     try:
@@ -142,6 +155,8 @@ def _message(args: argparse.Namespace, changed: bool | None) -> str:
         parts.append(f"at most {args.max_running} running")
     if args.max_running_per_group is not None:
         parts.append(f"at most {args.max_running_per_group} running per group")
+    if args.starts_per_second_per_group is not None:
+        parts.append(f"at most {args.starts_per_second_per_group:g} starts/s per group")
     if args.starts_per_second is not None:
         parts.append(f"at most {args.starts_per_second:g} starts/s")
     return f"task type {args.task_type} limited: " + ", ".join(parts)

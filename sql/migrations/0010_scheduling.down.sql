@@ -434,9 +434,12 @@ $$;
 
 DROP FUNCTION omnispindle.workers_needed(integer, integer, integer, text[]);
 DROP FUNCTION omnispindle.left_to_a_narrower_worker(text, text[], timestamptz, text[], uuid);
+DROP FUNCTION omnispindle.group_tokens_at(jsonb, text, double precision, double precision,
+                                           timestamptz);
 DROP VIEW omnispindle.worker_demand;
 DROP FUNCTION omnispindle.clear_task_type_limit(text);
-DROP FUNCTION omnispindle.set_task_type_limit(text, integer, double precision, integer, integer);
+DROP FUNCTION omnispindle.set_task_type_limit(text, integer, double precision, integer, integer,
+                                               double precision);
 DROP FUNCTION omnispindle.set_task_type_strategy(text, text, double precision);
 DROP TABLE omnispindle.task_type_strategies;
 DROP INDEX omnispindle.tasks_running_type_idx;

@@ -8,10 +8,12 @@
 
 -- Limits on a task type, global across every worker: at most max_running of
 -- its tasks running at once, at most max_running_per_group of them in each
--- group (group_key, for a type claimed by fair share), and at most
+-- group (group_key, for a type claimed by fair share), at most
 -- starts_per_second claims of them per second (a token bucket of burst tokens,
 -- refilled continuously; tokens and refilled_at are the bucket as of the last
--- claim that took from it).
+-- claim that took from it), and at most starts_per_second_per_group claims of
+-- each group's per second (a bucket per group holding one second of starts,
+-- at least 1: group_tokens, see group_tokens_at).
 -- claim_tasks enforces both under a lock on the type's row, so no two claims
 -- count the same room. A task held back by a limit stays pending and loses
 -- no attempt. Read it with plain SQL (or limit_summary); change it through
@@ -21,6 +23,8 @@ CREATE TABLE omnispindle.task_type_limits (
     max_running       integer,
     starts_per_second double precision,
     max_running_per_group integer,
+    starts_per_second_per_group double precision,
+    group_tokens      jsonb NOT NULL DEFAULT '{}',
     burst             integer,
     tokens            double precision,
     refilled_at       timestamptz NOT NULL DEFAULT now(),
@@ -33,13 +37,16 @@ CREATE TABLE omnispindle.task_type_limits (
     CONSTRAINT task_type_limits_burst_range CHECK (burst BETWEEN 1 AND 1000000),
     CONSTRAINT task_type_limits_per_group_range
         CHECK (max_running_per_group BETWEEN 1 AND 1000000),
+    CONSTRAINT task_type_limits_group_rate_range
+        CHECK (starts_per_second_per_group > 0 AND starts_per_second_per_group <= 1000000),
     -- A rate comes with its bucket, and a row limits something.
     CONSTRAINT task_type_limits_rate_has_bucket
         CHECK ((starts_per_second IS NULL) = (burst IS NULL)
                AND (burst IS NULL) = (tokens IS NULL)),
     CONSTRAINT task_type_limits_limit_something
         CHECK (max_running IS NOT NULL OR starts_per_second IS NOT NULL
-               OR max_running_per_group IS NOT NULL)
+               OR max_running_per_group IS NOT NULL
+               OR starts_per_second_per_group IS NOT NULL)
 );
 
 -- claim_tasks counts a limited type's running tasks under its lock.
@@ -54,7 +61,9 @@ CREATE INDEX tasks_running_type_idx ON omnispindle.tasks (task_type) WHERE state
 CREATE FUNCTION omnispindle.set_task_type_limit(task_type text, max_running integer DEFAULT NULL,
                                                 starts_per_second double precision DEFAULT NULL,
                                                 burst integer DEFAULT NULL,
-                                                max_running_per_group integer DEFAULT NULL)
+                                                max_running_per_group integer DEFAULT NULL,
+                                                starts_per_second_per_group double precision
+                                                    DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -69,9 +78,11 @@ BEGIN
             USING ERRCODE = 'OS005';
     END IF;
     IF set_task_type_limit.max_running IS NULL AND set_task_type_limit.starts_per_second IS NULL
-       AND set_task_type_limit.max_running_per_group IS NULL THEN
-        RAISE EXCEPTION 'give max_running, max_running_per_group, starts_per_second or more '
-                        '(clear_task_type_limit removes a limit)' USING ERRCODE = 'OS005';
+       AND set_task_type_limit.max_running_per_group IS NULL
+       AND set_task_type_limit.starts_per_second_per_group IS NULL THEN
+        RAISE EXCEPTION 'give max_running, max_running_per_group, starts_per_second, '
+                        'starts_per_second_per_group or several (clear_task_type_limit '
+                        'removes a limit)' USING ERRCODE = 'OS005';
     END IF;
     IF NOT set_task_type_limit.max_running BETWEEN 1 AND 1000000 THEN
         RAISE EXCEPTION 'max_running must be between 1 and 1000000 (pause_task_type holds '
@@ -93,11 +104,18 @@ BEGIN
         RAISE EXCEPTION 'max_running_per_group must be between 1 and 1000000'
             USING ERRCODE = 'OS005';
     END IF;
-    IF set_task_type_limit.max_running_per_group IS NOT NULL
+    IF NOT (set_task_type_limit.starts_per_second_per_group > 0
+            AND set_task_type_limit.starts_per_second_per_group <= 1000000) THEN
+        RAISE EXCEPTION 'starts_per_second_per_group must be above 0 and at most 1000000'
+            USING ERRCODE = 'OS005';
+    END IF;
+    IF (set_task_type_limit.max_running_per_group IS NOT NULL
+        OR set_task_type_limit.starts_per_second_per_group IS NOT NULL)
        AND NOT EXISTS (SELECT FROM omnispindle.task_type_strategies g
                        WHERE g.task_type = set_task_type_limit.task_type
                          AND g.strategy = 'fair') THEN
-        RAISE EXCEPTION 'max_running_per_group needs the fair strategy: '
+        RAISE EXCEPTION 'a limit per group (max_running_per_group, '
+                        'starts_per_second_per_group) needs the fair strategy: '
                         'set_task_type_strategy(task_type, ''fair'') first'
             USING ERRCODE = 'OS005';
     END IF;
@@ -105,13 +123,19 @@ BEGIN
         coalesce(set_task_type_limit.burst,
                  greatest(1, ceil(set_task_type_limit.starts_per_second))::integer) END;
     INSERT INTO omnispindle.task_type_limits AS l
-        (task_type, max_running, starts_per_second, burst, tokens, max_running_per_group)
+        (task_type, max_running, starts_per_second, burst, tokens, max_running_per_group,
+         starts_per_second_per_group)
     VALUES (set_task_type_limit.task_type, set_task_type_limit.max_running,
             set_task_type_limit.starts_per_second, full_bucket, full_bucket,
-            set_task_type_limit.max_running_per_group)
+            set_task_type_limit.max_running_per_group,
+            set_task_type_limit.starts_per_second_per_group)
     ON CONFLICT ON CONSTRAINT task_type_limits_pkey DO UPDATE
     SET max_running = excluded.max_running,
         max_running_per_group = excluded.max_running_per_group,
+        starts_per_second_per_group = excluded.starts_per_second_per_group,
+        -- The groups' buckets keep their tokens, up to the new rate's burst.
+        group_tokens = CASE WHEN excluded.starts_per_second_per_group IS NULL THEN '{}'
+                            ELSE l.group_tokens END,
         starts_per_second = excluded.starts_per_second,
         burst = excluded.burst,
         -- No rate, no bucket (least() would ignore the NULL burst).
@@ -219,8 +243,10 @@ BEGIN
     IF set_task_type_strategy.strategy <> 'fair'
        AND EXISTS (SELECT FROM omnispindle.task_type_limits l
                    WHERE l.task_type = set_task_type_strategy.task_type
-                     AND l.max_running_per_group IS NOT NULL) THEN
-        RAISE EXCEPTION 'the type has max_running_per_group, which needs the fair strategy: '
+                     AND (l.max_running_per_group IS NOT NULL
+                          OR l.starts_per_second_per_group IS NOT NULL)) THEN
+        RAISE EXCEPTION 'the type has a limit per group (max_running_per_group, '
+                        'starts_per_second_per_group), which needs the fair strategy: '
                         'set its limits without it first' USING ERRCODE = 'OS005';
     END IF;
     IF set_task_type_strategy.strategy = 'priority' THEN
@@ -247,7 +273,7 @@ SELECT l.task_type, l.max_running, r.running, l.starts_per_second, l.burst,
        b.tokens, q.ready,
        CASE WHEN r.running >= l.max_running OR b.tokens < 1 THEN q.ready
             ELSE coalesce(g.held_back, 0) END AS held_back,
-       l.max_running_per_group
+       l.max_running_per_group, l.starts_per_second_per_group
 FROM omnispindle.task_type_limits l
 CROSS JOIN LATERAL (SELECT count(*) AS running FROM omnispindle.tasks t
                     WHERE t.state = 'running' AND t.task_type = l.task_type) r
@@ -340,6 +366,22 @@ BEGIN
 END
 $$;
 
+-- The tokens a group's bucket holds at p_at: buckets maps each group's key
+-- ('' for the tasks without one) to [tokens, epoch seconds of that count]; a
+-- group without an entry has a full bucket.
+CREATE FUNCTION omnispindle.group_tokens_at(p_buckets jsonb, p_key text,
+                                            p_rate double precision, p_burst double precision,
+                                            p_at timestamptz)
+RETURNS double precision
+LANGUAGE sql
+STABLE
+AS $$
+    SELECT least(p_burst, coalesce((p_buckets -> p_key ->> 0)::double precision
+                                   + p_rate * (extract(epoch FROM p_at)
+                                               - (p_buckets -> p_key ->> 1)::double precision),
+                                   p_burst))
+$$;
+
 -- Whether a ready task that needs capabilities is better left, for now, to
 -- another live worker with fewer capabilities that runs its type, has them
 -- all, and has a free slot: the narrowest match. A worker that can do common
@@ -402,7 +444,9 @@ DECLARE
     taken bigint;
     candidates bigint[];  -- a set-apart type's, in its order, before its limits
     sizes bigint[];  -- each candidate's parameters, in bytes
-    per_group integer;  -- the type's limit per group, if any
+    per_group integer;  -- the type's running limit per group, if any
+    group_rate double precision;  -- the type's rate per group, if any
+    group_burst double precision;  -- each group's bucket, full
     -- Walks of the index, in order: (lowest priority, highest priority, after id).
     -- -1000 and 1000 bound priorities (tasks_priority_range).
     walks integer[] := CASE WHEN p_after_id IS NULL THEN ARRAY[-1000, 1000, 0]
@@ -445,6 +489,8 @@ BEGIN
             WHERE l.task_type = set_apart[pass];
             limited := FOUND;
             per_group := coalesce(bucket.max_running_per_group, 2147483647);
+            group_rate := bucket.starts_per_second_per_group;
+            group_burst := greatest(1, ceil(group_rate));
             CONTINUE WHEN least(bucket.burst, bucket.tokens + bucket.starts_per_second
                                 * extract(epoch FROM clock_timestamp() - bucket.refilled_at)) < 1;
             SELECT g.strategy, g.aging_seconds INTO type_strategy, aging
@@ -550,6 +596,11 @@ BEGIN
                     FROM groups g
                     LEFT JOIN running u ON u.group_key IS NOT DISTINCT FROM g.group_key
                     WHERE coalesce(u.n, 0) < per_group
+                      -- A group out of tokens takes no turn.
+                      AND (group_rate IS NULL
+                           OR omnispindle.group_tokens_at(bucket.group_tokens,
+                                                          coalesce(g.group_key, ''), group_rate,
+                                                          group_burst, clock_timestamp()) >= 1)
                     ORDER BY 2, 3 LIMIT room
                 ), level AS (
                     -- Filling the j lowest groups to a common level takes
@@ -720,6 +771,7 @@ BEGIN
                 -- Limited and not held: still locked by another claim. (Limits
                 -- cleared since the first look leave every field of bucket NULL.)
                 CONTINUE WHEN limited AND NOT held;
+                refilled := clock_timestamp();
                 IF bucket.max_running IS NOT NULL THEN
                     -- A fresh snapshot, taken after the lock: it sees every claim
                     -- of the type that held the lock before.
@@ -728,7 +780,6 @@ BEGIN
                     room := least(room, bucket.max_running - n_running);
                 END IF;
                 IF bucket.starts_per_second IS NOT NULL THEN
-                    refilled := clock_timestamp();
                     n_tokens := least(bucket.burst, bucket.tokens + bucket.starts_per_second
                                       * extract(epoch FROM refilled - bucket.refilled_at));
                     room := least(room, floor(n_tokens)::integer);
@@ -751,6 +802,23 @@ BEGIN
                                          GROUP BY r.group_key) u
                                 ON u.group_key IS NOT DISTINCT FROM t.group_key) k
                         WHERE k.share <= bucket.max_running_per_group
+                        ORDER BY k.n);
+                END IF;
+                IF group_rate IS NOT NULL THEN
+                    -- Each group's bucket, as of now: a group's candidates past
+                    -- its tokens wait.
+                    chosen := ARRAY(
+                        SELECT k.id
+                        FROM (SELECT c.id, c.n,
+                                     row_number() OVER (PARTITION BY t.group_key ORDER BY c.n)
+                                         AS nth,
+                                     omnispindle.group_tokens_at(bucket.group_tokens,
+                                                                 coalesce(t.group_key, ''),
+                                                                 group_rate, group_burst,
+                                                                 refilled) AS tokens
+                              FROM unnest(chosen) WITH ORDINALITY c(id, n)
+                              JOIN omnispindle.tasks t ON t.id = c.id) k
+                        WHERE k.nth <= k.tokens
                         ORDER BY k.n);
                 END IF;
                 -- The first in the strategy's order; the rest are free again at commit.
@@ -843,6 +911,27 @@ BEGIN
                 SET tokens = n_tokens - found_now, refilled_at = refilled
                 WHERE l.task_type = set_apart[pass];
             END IF;
+            IF group_rate IS NOT NULL THEN
+                -- Each group's bucket after this claim's starts; full buckets
+                -- leave the map (no entry means a full bucket).
+                UPDATE omnispindle.task_type_limits l
+                SET group_tokens = (
+                    SELECT coalesce(jsonb_object_agg(b.key, jsonb_build_array(
+                                        b.tokens, extract(epoch FROM refilled))), '{}')
+                    FROM (SELECT e.key,
+                                 omnispindle.group_tokens_at(bucket.group_tokens, e.key,
+                                                             group_rate, group_burst, refilled)
+                                     - coalesce(u.n, 0) AS tokens
+                          FROM (SELECT jsonb_object_keys(bucket.group_tokens) AS key
+                                UNION
+                                SELECT coalesce(t.group_key, '') FROM omnispindle.tasks t
+                                WHERE t.id = ANY (chosen)) e
+                          LEFT JOIN (SELECT coalesce(t.group_key, '') AS key, count(*) AS n
+                                     FROM omnispindle.tasks t WHERE t.id = ANY (chosen)
+                                     GROUP BY 1) u ON u.key = e.key) b
+                    WHERE b.tokens < group_burst)
+                WHERE l.task_type = set_apart[pass];
+            END IF;
         END IF;
         EXIT WHEN claimed >= p_limit OR budget <= 0;
     END LOOP;
@@ -897,7 +986,8 @@ BEGIN
                                                'clear_task_type_limit', 'set_task_type_strategy']
                     ELSE ARRAY['claim_tasks', 'complete_and_claim', 'complete_attempts',
                                'fail_attempts', 'lock_prunable_tasks', 'retry_delay',
-                               'enqueue_periodic_ticks', 'left_to_a_narrower_worker']
+                               'enqueue_periodic_ticks', 'left_to_a_narrower_worker',
+                               'group_tokens_at']
                 END)
     LOOP
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %s', fn, p_role);
@@ -915,7 +1005,8 @@ BEGIN
     EXECUTE format('GRANT INSERT ON omnispindle.task_stream TO %s', p_role);
     EXECUTE format('GRANT SELECT, UPDATE ON omnispindle.maintenance_locks TO %s', p_role);
     EXECUTE format('GRANT UPDATE ON omnispindle.outcome_rollup TO %s', p_role);
-    EXECUTE format('GRANT UPDATE (tokens, refilled_at) ON omnispindle.task_type_limits TO %s',
+    EXECUTE format('GRANT UPDATE (tokens, refilled_at, group_tokens) ON '
+                   'omnispindle.task_type_limits TO %s',
                    p_role);
     EXECUTE format('GRANT INSERT, UPDATE, DELETE ON omnispindle.outcome_minutes TO %s', p_role);
     EXECUTE format('GRANT DELETE ON omnispindle.submissions TO %s', p_role);
@@ -924,11 +1015,14 @@ END
 $$;
 
 REVOKE EXECUTE ON FUNCTION omnispindle.set_task_type_limit(text, integer, double precision,
-                                                            integer, integer),
+                                                            integer, integer,
+                                                            double precision),
     omnispindle.clear_task_type_limit(text),
     omnispindle.set_task_type_strategy(text, text, double precision),
     omnispindle.workers_needed(integer, integer, integer, text[]),
-    omnispindle.left_to_a_narrower_worker(text, text[], timestamptz, text[], uuid) FROM PUBLIC;
+    omnispindle.left_to_a_narrower_worker(text, text[], timestamptz, text[], uuid),
+    omnispindle.group_tokens_at(jsonb, text, double precision, double precision, timestamptz)
+    FROM PUBLIC;
 
 -- Roles granted access before this migration: every claim now reads the
 -- limits, so a worker role without rights on them could claim nothing. Each
@@ -958,7 +1052,7 @@ BEGIN
                      AND a.grantee <> 0
     LOOP
         EXECUTE format('GRANT EXECUTE ON FUNCTION omnispindle.set_task_type_limit(text, integer, '
-                       'double precision, integer, integer), '
+                       'double precision, integer, integer, double precision), '
                        'omnispindle.clear_task_type_limit(text), '
                        'omnispindle.set_task_type_strategy(text, text, double precision) '
                        'TO %s', grantee);
@@ -970,11 +1064,12 @@ BEGIN
                      AND a.privilege_type = 'EXECUTE' AND a.grantee <> p.proowner
                      AND a.grantee <> 0
     LOOP
-        EXECUTE format('GRANT SELECT, UPDATE (tokens, refilled_at) ON '
+        EXECUTE format('GRANT SELECT, UPDATE (tokens, refilled_at, group_tokens) ON '
                        'omnispindle.task_type_limits TO %s', grantee);
         EXECUTE format('GRANT SELECT ON omnispindle.task_type_strategies TO %s', grantee);
         EXECUTE format('GRANT EXECUTE ON FUNCTION omnispindle.left_to_a_narrower_worker(text, '
-                       'text[], timestamptz, text[], uuid) TO %s', grantee);
+                       'text[], timestamptz, text[], uuid), omnispindle.group_tokens_at(jsonb, '
+                       'text, double precision, double precision, timestamptz) TO %s', grantee);
     END LOOP;
 END
 $$;

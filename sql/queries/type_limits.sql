@@ -1,19 +1,20 @@
--- Limits on task types: running tasks at once (of the type, and of each of
--- its groups) and starts per second, global across the workers. The functions (sql/schema.sql) check their arguments
+-- Limits on task types: running tasks at once and starts per second, of the
+-- type and of each of its groups, global across the workers. The functions (sql/schema.sql) check their arguments
 -- and wake the workers; claim_tasks enforces the limits.
 
 -- name: set_task_type_limit
 SELECT omnispindle.set_task_type_limit(%(task_type)s, %(max_running)s::integer,
                                        %(starts_per_second)s::double precision,
                                        %(burst)s::integer,
-                                       %(max_running_per_group)s::integer);
+                                       %(max_running_per_group)s::integer,
+                                       %(starts_per_second_per_group)s::double precision);
 
 -- name: clear_task_type_limit
 SELECT omnispindle.clear_task_type_limit(%(task_type)s) AS changed;
 
 -- name: task_type_limits
 SELECT task_type, max_running, running, starts_per_second, burst, tokens, ready, held_back,
-       max_running_per_group
+       max_running_per_group, starts_per_second_per_group
 FROM omnispindle.task_type_limit_summary
 ORDER BY task_type;
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import threading
+import time
 import uuid
 
 import psycopg
@@ -300,18 +301,28 @@ def test_concurrent_claims_never_run_more_of_a_group_than_its_limit(client, queu
     assert running == {f"g{n}": 3 for n in range(7)}
 
 
-@pytest.mark.parametrize("per_group", [0, -1, True, 2.5, 10**12, "2"])
-def test_a_bad_limit_per_group_is_a_validation_error_that_changes_nothing(client, per_group):
+@pytest.mark.parametrize(
+    "limits",
+    [{"max_running_per_group": bad} for bad in (0, -1, True, 2.5, 10**12, "2")]
+    + [
+        {"starts_per_second_per_group": bad}
+        for bad in (0, -1, float("nan"), float("inf"), 2e6, "5")
+    ],
+)
+def test_a_bad_limit_per_group_is_a_validation_error_that_changes_nothing(client, limits):
     client.set_task_type_strategy("shared", "fair")
     client.set_task_type_limit("shared", max_running_per_group=4)
-    with pytest.raises(ValidationError, match="max_running_per_group"):
-        client.set_task_type_limit("shared", max_running_per_group=per_group)
-    assert [limit["max_running_per_group"] for limit in client.task_type_limits()] == [4]
+    with pytest.raises(ValidationError, match="per_group"):
+        client.set_task_type_limit("shared", **limits)
+    [kept] = client.task_type_limits()
+    assert (kept["max_running_per_group"], kept["starts_per_second_per_group"]) == (4, None)
 
 
 def test_a_limit_per_group_needs_the_fair_strategy_and_keeps_it(client, conn):
     with pytest.raises(ValidationError, match="fair strategy"):
         client.set_task_type_limit("shared", max_running_per_group=2)
+    with pytest.raises(ValidationError, match="fair strategy"):
+        client.set_task_type_limit("shared", starts_per_second_per_group=2)
     client.set_task_type_strategy("shared", "aging", aging_seconds=5)
     with pytest.raises(ValidationError, match="fair strategy"):
         client.set_task_type_limit("shared", max_running_per_group=2)
@@ -319,7 +330,7 @@ def test_a_limit_per_group_needs_the_fair_strategy_and_keeps_it(client, conn):
     client.set_task_type_strategy("shared", "fair")
     client.set_task_type_limit("shared", max_running_per_group=2)
     for strategy, aging in (("priority", None), ("aging", 5)):
-        with pytest.raises(ValidationError, match="max_running_per_group"):
+        with pytest.raises(ValidationError, match="limit per group"):
             client.set_task_type_strategy("shared", strategy, aging_seconds=aging)
     assert [s["strategy"] for s in client.task_type_strategies()] == ["fair"]
     with pytest.raises(psycopg.Error) as refused:
@@ -335,3 +346,84 @@ def test_the_command_sets_a_limit_per_group(dsn, client):
     assert [limit["max_running_per_group"] for limit in client.task_type_limits()] == [2]
     done = command("limit", "shared", "--max-running-per-group", "0", "--dsn", dsn)
     assert done.returncode != 0 and "max running per group" in done.stderr
+    done = command("limit", "shared", "--starts-per-second-per-group", "3", "--dsn", dsn)
+    assert done.returncode == 0, done.stderr
+    assert "at most 3 starts/s per group" in done.stdout
+    [limit] = client.task_type_limits()
+    assert (limit["max_running_per_group"], limit["starts_per_second_per_group"]) == (None, 3.0)
+
+
+def test_a_rate_per_group_starts_each_group_no_faster_than_its_rate(client, queue, conn):
+    client.set_task_type_strategy("shared", "fair")
+    client.set_task_type_limit("shared", starts_per_second_per_group=2)
+    flood(client, big=50, small=50)
+    # Each group's bucket starts full with one second of starts: 2 each.
+    assert collections.Counter(claim_groups(queue, limit=10)) == {"big": 2, "small": 2}
+    assert claim_groups(queue, limit=10) == []
+    buckets = conn.execute(
+        "SELECT group_tokens FROM omnispindle.task_type_limits WHERE task_type = 'shared'"
+    ).fetchone()[0]
+    assert sorted(buckets) == ["big", "small"] and all(t < 1 for t, _ in buckets.values())
+    # Half a second later each group has a token again.
+    conn.execute(
+        "UPDATE omnispindle.task_type_limits SET group_tokens = (SELECT jsonb_object_agg("
+        "key, jsonb_build_array((value ->> 0)::float8, (value ->> 1)::float8 - 0.5)) "
+        "FROM jsonb_each(group_tokens)) WHERE task_type = 'shared'"
+    )
+    assert collections.Counter(claim_groups(queue, limit=10)) == {"big": 1, "small": 1}
+
+
+def test_a_group_out_of_tokens_leaves_its_turns_to_the_others(client, queue, conn):
+    """A group without tokens took turns and came back with nothing: with one
+    slot per claim, a claim found no task though other groups had some."""
+    client.set_task_type_strategy("shared", "fair")
+    client.set_task_type_limit("shared", starts_per_second_per_group=0.01)  # a bucket of 1
+    client.submit_batch([{"task_type": "shared", "group_key": "early"}] * 5)
+    assert claim_groups(queue, limit=5) == ["early"]
+    finish(conn, 1, "shared")  # no task running: only its empty bucket holds it back
+    client.submit_batch([{"task_type": "shared", "group_key": f"late{n}"} for n in range(6)])
+    taken = [group for _ in range(6) for group in claim_groups(queue, limit=1)]
+    assert sorted(taken) == [f"late{n}" for n in range(6)]
+
+
+def test_concurrent_claims_never_start_more_of_a_group_than_its_tokens(client, queue):
+    client.set_task_type_strategy("shared", "fair")
+    client.set_task_type_limit("shared", starts_per_second_per_group=0.01)  # a bucket of 1
+    client.submit_batch([{"task_type": "shared", "group_key": f"g{n % 5}"} for n in range(100)])
+    taken: list[str] = []
+    barrier = threading.Barrier(4)
+
+    def claimer() -> None:
+        barrier.wait(10)
+        for _ in range(5):
+            taken.extend(claim_groups(queue, limit=3))
+
+    threads = [threading.Thread(target=claimer) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert collections.Counter(taken) == {f"g{n}": 1 for n in range(5)}
+
+
+def test_a_worker_starts_a_groups_tasks_at_its_rate_and_the_others_alongside(client, start_worker):
+    starts: dict[str, list[float]] = collections.defaultdict(list)
+    client.set_task_type_strategy("paced", "fair")
+    client.set_task_type_limit("paced", starts_per_second_per_group=10)
+    start_worker(
+        {"paced": lambda task: starts[task["parameters"]["g"]].append(time.monotonic()) or {}},
+        concurrency=8,
+    )
+    ids = client.submit_batch(
+        [
+            {"task_type": "paced", "group_key": g, "parameters": {"g": g}}
+            for g in "ab"
+            for _ in range(30)
+        ]
+    )
+    assert {t["state"] for t in client.wait_for_batch(ids, timeout=60)} == {"succeeded"}
+    for group in "ab":
+        # 30 starts from a bucket of 10 refilled at 10/s take at least 2 s.
+        assert max(starts[group]) - min(starts[group]) >= 2 * 0.9, group
+    # The two groups ran side by side, not one after the other.
+    assert min(starts["b"]) < max(starts["a"]) and min(starts["a"]) < max(starts["b"])

@@ -14,6 +14,7 @@ def set_task_type_limit(
     starts_per_second: float | None,
     burst: int | None,
     max_running_per_group: int | None,
+    starts_per_second_per_group: float | None,
 ) -> Query[None]:
     """Set (or replace) the limits of a task type."""
     params = {
@@ -22,6 +23,7 @@ def set_task_type_limit(
         "starts_per_second": starts_per_second,
         "burst": burst,
         "max_running_per_group": max_running_per_group,
+        "starts_per_second_per_group": starts_per_second_per_group,
     }
     return Query(RUNTIME["set_task_type_limit"], params, nothing)
 
