@@ -772,6 +772,9 @@ BEGIN
                 -- cleared since the first look leave every field of bucket NULL.)
                 CONTINUE WHEN limited AND NOT held;
                 refilled := clock_timestamp();
+                -- The limits as locked, which may have changed since the first look.
+                group_rate := bucket.starts_per_second_per_group;
+                group_burst := greatest(1, ceil(group_rate));
                 IF bucket.max_running IS NOT NULL THEN
                     -- A fresh snapshot, taken after the lock: it sees every claim
                     -- of the type that held the lock before.
