@@ -4,8 +4,10 @@ one by one and together, against strict priority, in turns within one run.
 The limits are a running limit and a rate limit that never bind, so every
 claim counts the type's running tasks and takes from its bucket under the
 type's lock. Aging and fair share order the type in a pass of its own; for
-fair share the tasks are in ``GROUPS`` groups taking turns. A type has one
-strategy, so "all on" is the limits with each. What each costs shows in the
+fair share the tasks are in ``GROUPS`` groups taking turns; in "fair_all"
+each group has its own running limit and rate too, also never binding. A type
+has one strategy, so "all on" is the limits with aging, and the limits with
+fair share and the limits per group. What each costs shows in the
 rate and in the CPU per thousand tasks of the workers and of the server.
 """
 
@@ -44,6 +46,7 @@ def scheduling(
         "limits": _limits,
         "aging_limits": _aging_limits,
         "fair_limits": _fair_limits,
+        "fair_all": _fair_all,
     }
     samples: dict[str, list[dict[str, float | None]]] = {mode: [] for mode in modes}
 
@@ -62,7 +65,7 @@ def scheduling(
         _strict(client, 0)
     figures = {mode: medians(found) for mode, found in samples.items()}
     strict = figures["strict"]["tasks_per_s"]
-    all_on = [figures[mode]["tasks_per_s"] for mode in ("aging_limits", "fair_limits")]
+    all_on = [figures[mode]["tasks_per_s"] for mode in ("aging_limits", "fair_all")]
     slowest = None if None in all_on else min(rate for rate in all_on if rate is not None)
     share = None if not strict or slowest is None else slowest / strict
     return {
@@ -92,6 +95,7 @@ def _aging(client: TaskQueueClient, _slots: int) -> None:
 
 
 def _limits(client: TaskQueueClient, slots: int) -> None:
+    client.clear_task_type_limit(NOOP_TYPE)  # a limit per group would keep fair share
     client.set_task_type_strategy(NOOP_TYPE, "priority")
     client.set_task_type_limit(
         NOOP_TYPE,
@@ -114,3 +118,15 @@ def _aging_limits(client: TaskQueueClient, slots: int) -> None:
 def _fair_limits(client: TaskQueueClient, slots: int) -> None:
     _limits(client, slots)
     client.set_task_type_strategy(NOOP_TYPE, "fair")
+
+
+def _fair_all(client: TaskQueueClient, slots: int) -> None:
+    client.set_task_type_strategy(NOOP_TYPE, "fair")  # limits per group need it
+    client.set_task_type_limit(
+        NOOP_TYPE,
+        max_running=max(1, slots),
+        starts_per_second=NEVER_BINDING_RATE,
+        burst=int(NEVER_BINDING_RATE),
+        max_running_per_group=max(1, slots),
+        starts_per_second_per_group=NEVER_BINDING_RATE,
+    )

@@ -36,10 +36,10 @@ def test_drain_runs_every_task_and_reports_rate_and_cpu(queue, conn):
 
 def test_scheduling_drains_in_every_mode_and_leaves_the_type_strict(queue, conn, client):
     figures = bench_scheduling.scheduling(queue, tasks=300, workers_count=1, concurrency=8, runs=1)
-    modes = ("strict", "aging", "fair", "limits", "aging_limits", "fair_limits")
+    modes = ("strict", "aging", "fair", "limits", "aging_limits", "fair_limits", "fair_all")
     for mode in modes:
         assert figures[f"{mode}_tasks_per_s"] > 0, mode
-    slowest = min(figures["aging_limits_tasks_per_s"], figures["fair_limits_tasks_per_s"])
+    slowest = min(figures["aging_limits_tasks_per_s"], figures["fair_all_tasks_per_s"])
     assert figures["share_of_strict"] == pytest.approx(slowest / figures["strict_tasks_per_s"])
     assert noop_rows(conn) == noop_rows(conn, "succeeded") == len(modes) * 300
     assert client.task_type_limits() == [] and client.task_type_strategies() == []
