@@ -303,6 +303,12 @@ BEGIN
             group_burst := greatest(1, ceil(group_rate));
             CONTINUE WHEN least(bucket.burst, bucket.tokens + bucket.starts_per_second
                                 * extract(epoch FROM clock_timestamp() - bucket.refilled_at)) < 1;
+            IF bucket.max_running IS NOT NULL THEN
+                -- Nor is a type at its running limit (counted again under the lock).
+                CONTINUE WHEN bucket.max_running
+                    <= (SELECT count(*) FROM omnispindle.tasks r
+                        WHERE r.state = 'running' AND r.task_type = set_apart[pass]);
+            END IF;
             SELECT g.strategy, g.aging_seconds INTO type_strategy, aging
             FROM omnispindle.task_type_strategies g
             WHERE g.task_type = set_apart[pass];
@@ -310,6 +316,9 @@ BEGIN
             -- The candidates, in the strategy's order and locked as found, come
             -- before the limits' lock (below), which is held until commit: only
             -- the counting and the update wait for other claims of the type.
+            -- The price: while a limit binds, a claim that gets the lock first
+            -- may start its own candidates before better ones that another
+            -- claim holds and cannot start; those stay first for the next.
             IF type_strategy IS NULL THEN
                 WITH ready AS (
                     SELECT r.id, pg_column_size(r.parameters) AS size
@@ -2191,15 +2200,19 @@ BEGIN
         RAISE EXCEPTION 'starts_per_second_per_group must be above 0 and at most 1000000'
             USING ERRCODE = 'OS005';
     END IF;
-    IF (set_task_type_limit.max_running_per_group IS NOT NULL
-        OR set_task_type_limit.starts_per_second_per_group IS NOT NULL)
-       AND NOT EXISTS (SELECT FROM omnispindle.task_type_strategies g
-                       WHERE g.task_type = set_task_type_limit.task_type
-                         AND g.strategy = 'fair') THEN
-        RAISE EXCEPTION 'a limit per group (max_running_per_group, '
-                        'starts_per_second_per_group) needs the fair strategy: '
-                        'set_task_type_strategy(task_type, ''fair'') first'
-            USING ERRCODE = 'OS005';
+    IF set_task_type_limit.max_running_per_group IS NOT NULL
+       OR set_task_type_limit.starts_per_second_per_group IS NOT NULL THEN
+        -- Held until commit: a concurrent set_task_type_strategy, which locks
+        -- the row before it looks at the limits, cannot leave fair meanwhile.
+        PERFORM FROM omnispindle.task_type_strategies g
+        WHERE g.task_type = set_task_type_limit.task_type AND g.strategy = 'fair'
+        FOR SHARE;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'a limit per group (max_running_per_group, '
+                            'starts_per_second_per_group) needs the fair strategy: '
+                            'set_task_type_strategy(task_type, ''fair'') first'
+                USING ERRCODE = 'OS005';
+        END IF;
     END IF;
     full_bucket := CASE WHEN set_task_type_limit.starts_per_second IS NOT NULL THEN
         coalesce(set_task_type_limit.burst,
@@ -2322,6 +2335,11 @@ BEGIN
         RAISE EXCEPTION 'aging_seconds must be from 0.001 to 1000000'
             USING ERRCODE = 'OS005';
     END IF;
+    -- The type's row first, then its limits: a concurrent set_task_type_limit
+    -- waits for this one before it relies on the fair strategy.
+    PERFORM FROM omnispindle.task_type_strategies s
+    WHERE s.task_type = set_task_type_strategy.task_type
+    FOR UPDATE;
     IF set_task_type_strategy.strategy <> 'fair'
        AND EXISTS (SELECT FROM omnispindle.task_type_limits l
                    WHERE l.task_type = set_task_type_strategy.task_type

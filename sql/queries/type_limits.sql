@@ -21,7 +21,8 @@ ORDER BY task_type;
 -- A worker's task types that claims take apart (those with limits or a strategy),
 -- with their limits, which pace its claims while they hold tasks back.
 -- name: limits_of_types
-SELECT s.task_type, l.max_running, l.starts_per_second
+SELECT s.task_type, l.max_running, l.starts_per_second, l.max_running_per_group,
+       l.starts_per_second_per_group
 FROM (SELECT task_type FROM omnispindle.task_type_limits
       UNION
       SELECT task_type FROM omnispindle.task_type_strategies) s

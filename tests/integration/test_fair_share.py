@@ -345,7 +345,11 @@ def test_the_command_sets_a_limit_per_group(dsn, client):
     assert "at most 2 running per group" in done.stdout
     assert [limit["max_running_per_group"] for limit in client.task_type_limits()] == [2]
     done = command("limit", "shared", "--max-running-per-group", "0", "--dsn", dsn)
-    assert done.returncode != 0 and "max running per group" in done.stderr
+    assert done.returncode == 2 and "max running per group" in done.stderr
+    done = command("limit", "other", "--max-running-per-group", "2", "--dsn", dsn)
+    assert done.returncode == 2 and "needs the fair strategy" in done.stderr
+    done = command("strategy", "shared", "priority", "--dsn", dsn)
+    assert done.returncode == 2 and "limit per group" in done.stderr
     done = command("limit", "shared", "--starts-per-second-per-group", "3", "--dsn", dsn)
     assert done.returncode == 0, done.stderr
     assert "at most 3 starts/s per group" in done.stdout
@@ -355,22 +359,54 @@ def test_the_command_sets_a_limit_per_group(dsn, client):
 
 def test_a_rate_per_group_starts_each_group_no_faster_than_its_rate(client, queue, conn):
     client.set_task_type_strategy("shared", "fair")
-    client.set_task_type_limit("shared", starts_per_second_per_group=2)
+    # A bucket of 1 per group, refilled once every 1,000 s: none comes during the test.
+    client.set_task_type_limit("shared", starts_per_second_per_group=0.001)
     flood(client, big=50, small=50)
-    # Each group's bucket starts full with one second of starts: 2 each.
-    assert collections.Counter(claim_groups(queue, limit=10)) == {"big": 2, "small": 2}
+    assert collections.Counter(claim_groups(queue, limit=10)) == {"big": 1, "small": 1}
     assert claim_groups(queue, limit=10) == []
     buckets = conn.execute(
         "SELECT group_tokens FROM omnispindle.task_type_limits WHERE task_type = 'shared'"
     ).fetchone()[0]
     assert sorted(buckets) == ["big", "small"] and all(t < 1 for t, _ in buckets.values())
-    # Half a second later each group has a token again.
+    # As if 1,000 s had passed: each group has a token again.
     conn.execute(
         "UPDATE omnispindle.task_type_limits SET group_tokens = (SELECT jsonb_object_agg("
-        "key, jsonb_build_array((value ->> 0)::float8, (value ->> 1)::float8 - 0.5)) "
+        "key, jsonb_build_array((value ->> 0)::float8, (value ->> 1)::float8 - 1000)) "
         "FROM jsonb_each(group_tokens)) WHERE task_type = 'shared'"
     )
     assert collections.Counter(claim_groups(queue, limit=10)) == {"big": 1, "small": 1}
+
+
+def test_leaving_fair_waits_for_a_limit_per_group_being_set_then_is_refused(client, dsn, conn):
+    """Each setter checked the other's table with its own snapshot: run at once,
+    both committed, and left a limit per group on a strictly ordered type."""
+    client.set_task_type_strategy("shared", "fair")
+    outcome: dict[str, object] = {}
+
+    def leave_fair() -> None:
+        try:
+            client.set_task_type_strategy("shared", "priority")
+            outcome["error"] = None
+        except ValidationError as exc:
+            outcome["error"] = exc
+
+    with psycopg.connect(dsn) as setter:  # its transaction stays open
+        setter.execute(
+            "SELECT omnispindle.set_task_type_limit('shared', max_running_per_group => 2)"
+        )
+        thread = threading.Thread(target=leave_fair)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while not conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND query LIKE '%%set_task_type_strategy%%'"
+        ).fetchone()[0]:
+            assert time.monotonic() < deadline, "the strategy change never waited"
+            time.sleep(0.01)
+        setter.commit()
+    thread.join(30)
+    assert isinstance(outcome["error"], ValidationError)
+    assert [s["strategy"] for s in client.task_type_strategies()] == ["fair"]
 
 
 def test_a_group_out_of_tokens_leaves_its_turns_to_the_others(client, queue, conn):
