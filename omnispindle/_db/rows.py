@@ -332,6 +332,8 @@ class LimitOfType(TypedDict):
     task_type: str
     max_running: int | None
     starts_per_second: float | None
+    max_running_per_group: int | None
+    starts_per_second_per_group: float | None
 
 
 class SavedSchedule(TypedDict):

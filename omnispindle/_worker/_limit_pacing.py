@@ -58,9 +58,9 @@ def recheck_after(limits: Sequence[LimitOfType]) -> float | None:
     """Seconds until a claim that left slots empty should try again; None without limits."""
     waits = []
     for limit in limits:
-        rate = limit["starts_per_second"]
-        if rate is not None:
-            waits.append(max(SHORTEST_RECHECK, 1.0 / rate))
-        if limit["max_running"] is not None:
+        for rate in (limit["starts_per_second"], limit["starts_per_second_per_group"]):
+            if rate is not None:
+                waits.append(max(SHORTEST_RECHECK, 1.0 / rate))
+        if limit["max_running"] is not None or limit["max_running_per_group"] is not None:
             waits.append(RUNNING_RECHECK)
     return min(waits, default=None)

@@ -10,11 +10,13 @@ from omnispindle._worker._limit_pacing import (
 )
 
 
-def limit(task_type="t", max_running=None, starts_per_second=None):
+def limit(task_type="t", max_running=None, starts_per_second=None, **per_group):
     return {
         "task_type": task_type,
         "max_running": max_running,
         "starts_per_second": starts_per_second,
+        "max_running_per_group": per_group.get("max_running_per_group"),
+        "starts_per_second_per_group": per_group.get("starts_per_second_per_group"),
     }
 
 
@@ -26,6 +28,13 @@ def test_a_rate_rechecks_after_one_token_and_no_sooner_than_the_shortest():
     assert recheck_after([limit(starts_per_second=4)]) == 0.25
     assert recheck_after([limit(starts_per_second=2)]) == 0.5
     assert recheck_after([limit(starts_per_second=10_000)]) == SHORTEST_RECHECK
+
+
+def test_limits_per_group_pace_claims_as_the_types_own_do():
+    """A type limited only per group was never rechecked: its held-back tasks
+    waited for the poll interval."""
+    assert recheck_after([limit(max_running_per_group=2)]) == RUNNING_RECHECK
+    assert recheck_after([limit(starts_per_second_per_group=4)]) == 0.25
 
 
 def test_the_soonest_of_several_limits_wins():
