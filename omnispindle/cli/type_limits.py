@@ -117,7 +117,10 @@ def _limit(args: argparse.Namespace) -> int:
     except ValidationError as exc:  # a bad TYPE or limit is a bad argument
         return _usage_error(str(exc))
     with open_queue(args) as queue:
-        changed = queue.db.run(change)
+        try:
+            changed = queue.db.run(change)
+        except ValidationError as exc:  # refused by the database: a limit per group
+            return _usage_error(str(exc))  # without the fair strategy
     message = _message(args, changed)
     if args.json:
         print(to_json({"task_type": args.task_type, "message": message}))
@@ -134,7 +137,10 @@ def _strategy(args: argparse.Namespace) -> int:
     except ValidationError as exc:  # a bad TYPE, or --aging-seconds without aging
         return _usage_error(str(exc))
     with open_queue(args) as queue:
-        queue.db.run(change)
+        try:
+            queue.db.run(change)
+        except ValidationError as exc:  # refused by the database: leaving fair share
+            return _usage_error(str(exc))  # under a limit per group
     message = f"task type {args.task_type} ordered by {args.strategy}"
     if args.strategy == "fair":
         message += " share between its groups"
