@@ -252,8 +252,8 @@ DECLARE
     budget bigint := 67108864;
     chosen bigint[];
     taken bigint;
-    candidates bigint[];  -- a set-apart type's, in its order, before its limits
     sizes bigint[];  -- each candidate's parameters, in bytes
+    keys text[];  -- each candidate's group_key
     per_group integer;  -- the type's running limit per group, if any
     group_rate double precision;  -- the type's rate per group, if any
     group_burst double precision;  -- each group's bucket, full
@@ -279,10 +279,10 @@ DECLARE
     bucket record;  -- the type's task_type_limits row, if it has limits
     aging double precision;  -- the type's aging_seconds, if it ages
     type_strategy text;  -- the type's strategy, if it has one
-    held boolean;  -- whether this claim holds the type's limits row
+    -- The lock_timeout to restore after waiting for a limited type's row.
+    lock_wait text := current_setting('lock_timeout');
     limited boolean;  -- whether the type has a limits row
     room integer;
-    n_running integer;
     n_tokens double precision;
     refilled timestamptz;
 BEGIN
@@ -321,7 +321,7 @@ BEGIN
             -- claim holds and cannot start; those stay first for the next.
             IF type_strategy IS NULL THEN
                 WITH ready AS (
-                    SELECT r.id, pg_column_size(r.parameters) AS size
+                    SELECT r.id, pg_column_size(r.parameters) AS size, r.group_key
                     FROM omnispindle.tasks r
                     WHERE r.state = 'pending'
                       AND r.task_type = set_apart[pass]
@@ -336,9 +336,11 @@ BEGIN
                     LIMIT room
                     FOR NO KEY UPDATE SKIP LOCKED
                 ), summed AS (
-                    SELECT id, size, sum(size) OVER (ROWS UNBOUNDED PRECEDING) AS upto FROM ready
+                    SELECT id, size, group_key, sum(size) OVER (ROWS UNBOUNDED PRECEDING) AS upto
+                    FROM ready
                 )
-                SELECT array_agg(id), array_agg(size) INTO chosen, sizes
+                SELECT array_agg(id), array_agg(size), array_agg(group_key), sum(size)
+                INTO chosen, sizes, keys, taken
                 FROM summed WHERE upto - size < budget;
             ELSIF type_strategy = 'fair' THEN
                 -- Fair share: the group with the fewest running tasks of the type
@@ -354,30 +356,52 @@ BEGIN
                 -- commit. (Taking `room` of each group locked a row per group
                 -- and slot.)
                 WITH RECURSIVE keys AS (
-                    -- The groups with pending tasks: one index probe each.
-                    (SELECT r.group_key FROM omnispindle.tasks r
+                    -- The groups with pending tasks, one index probe each, and
+                    -- whether the first task of each (in the group's order) is
+                    -- one this worker may start now.
+                    (SELECT r.group_key,
+                            r.run_after <= now()
+                            AND r.required_capabilities <@ p_capabilities
+                            AND (r.required_capabilities = '{}'
+                                 OR NOT omnispindle.left_to_a_narrower_worker(
+                                     r.task_type, r.required_capabilities, r.run_after,
+                                     p_capabilities, p_worker_id))
+                            AND r.attempts < r.max_attempts AS first_ready
+                     FROM omnispindle.tasks r
                      WHERE r.state = 'pending' AND r.task_type = set_apart[pass]
                        AND r.group_key IS NOT NULL
-                     ORDER BY r.group_key LIMIT 1)
+                     ORDER BY r.group_key, r.priority DESC, r.id LIMIT 1)
                     UNION ALL
-                    SELECT n.group_key FROM keys k
-                    CROSS JOIN LATERAL (SELECT r.group_key FROM omnispindle.tasks r
+                    SELECT n.group_key, n.first_ready FROM keys k
+                    CROSS JOIN LATERAL (SELECT r.group_key,
+                                               r.run_after <= now()
+                                               AND r.required_capabilities <@ p_capabilities
+                                               AND (r.required_capabilities = '{}'
+                                                    OR NOT omnispindle.left_to_a_narrower_worker(
+                                                        r.task_type, r.required_capabilities, r.run_after,
+                                                        p_capabilities, p_worker_id))
+                                               AND r.attempts < r.max_attempts AS first_ready
+                                        FROM omnispindle.tasks r
                                         WHERE r.state = 'pending'
                                           AND r.task_type = set_apart[pass]
                                           AND r.group_key > k.group_key
-                                        ORDER BY r.group_key LIMIT 1) n
+                                        ORDER BY r.group_key, r.priority DESC, r.id
+                                        LIMIT 1) n
                 ), groups AS (
                     -- Those with a task this worker may start now: a group whose
                     -- tasks are all delayed or need other capabilities would
-                    -- take a turn and come back with nothing.
-                    -- (One probe per group: as an EXISTS, the planner read every
-                    -- pending task of the type once per claim instead.) Each
-                    -- probe below reads its group's range of tasks_group_ready_idx
-                    -- in the index's order: with an equality on group_key, which
-                    -- leaves any order of it free, a plan made while the table
-                    -- was small walked tasks_ready_idx over every pending task
-                    -- instead (30,000 index entries for a claim of 32 under one
-                    -- group's flood).
+                    -- take a turn and come back with nothing. Most groups' first
+                    -- task is one; the others take a probe each.
+                    -- (As an EXISTS, the planner read every pending task of the
+                    -- type once per claim instead.) Each probe below reads its
+                    -- group's range of tasks_group_ready_idx in the index's
+                    -- order: with an equality on group_key, which leaves any
+                    -- order of it free, a plan made while the table was small
+                    -- walked tasks_ready_idx over every pending task instead
+                    -- (30,000 index entries for a claim of 32 under one group's
+                    -- flood).
+                    SELECT k.group_key FROM keys k WHERE k.first_ready
+                    UNION ALL
                     SELECT k.group_key FROM keys k
                     CROSS JOIN LATERAL (SELECT FROM omnispindle.tasks r
                                         WHERE r.state = 'pending'
@@ -392,6 +416,7 @@ BEGIN
                                           AND r.attempts < r.max_attempts
                                         ORDER BY r.group_key, r.priority DESC, r.id
                                         LIMIT 1) e
+                    WHERE NOT k.first_ready
                     UNION ALL
                     SELECT NULL FROM (SELECT FROM omnispindle.tasks r
                                       WHERE r.state = 'pending'
@@ -429,9 +454,11 @@ BEGIN
                           FROM turns t
                           WINDOW w AS (ORDER BY t.n_running, t.draw ROWS UNBOUNDED PRECEDING)) f
                 ), keyed AS (
-                    SELECT c.id, c.priority, t.group_key, t.n_running, t.draw
+                    SELECT c.id, c.priority, c.size, t.group_key, t.n_running, t.draw
                     FROM turns t CROSS JOIN level v
-                    CROSS JOIN LATERAL (SELECT r.id, r.priority FROM omnispindle.tasks r
+                    CROSS JOIN LATERAL (SELECT r.id, r.priority,
+                                               pg_column_size(r.parameters) AS size
+                                        FROM omnispindle.tasks r
                                         WHERE r.state = 'pending'
                                           AND r.task_type = set_apart[pass]
                                           AND r.group_key BETWEEN t.group_key AND t.group_key
@@ -447,7 +474,8 @@ BEGIN
                                                           - t.n_running)
                                         FOR NO KEY UPDATE SKIP LOCKED) c
                 ), unkeyed AS (
-                    SELECT r.id, r.priority FROM omnispindle.tasks r
+                    SELECT r.id, r.priority, pg_column_size(r.parameters) AS size
+                    FROM omnispindle.tasks r
                     WHERE EXISTS (SELECT FROM turns t WHERE t.group_key IS NULL)
                       AND r.state = 'pending' AND r.task_type = set_apart[pass]
                       AND r.group_key IS NULL AND r.run_after <= now()
@@ -465,17 +493,19 @@ BEGIN
                            FROM turns t, level v WHERE t.group_key IS NULL)
                     FOR NO KEY UPDATE SKIP LOCKED
                 ), firsts AS (
-                    SELECT k.id, k.priority, k.group_key, k.n_running, k.draw FROM keyed k
+                    SELECT k.id, k.priority, k.size, k.group_key, k.n_running, k.draw FROM keyed k
                     UNION ALL
-                    SELECT u.id, u.priority, NULL, t.n_running, t.draw
+                    SELECT u.id, u.priority, u.size, NULL, t.n_running, t.draw
                     FROM unkeyed u JOIN turns t ON t.group_key IS NULL
                 ), spare AS (
                     -- A group with fewer ready tasks than its share leaves slots
                     -- over: the keyed groups fill them, each offering the next
                     -- few of its own (only when it happens).
-                    SELECT c.id, c.priority, t.group_key, t.n_running, t.draw
+                    SELECT c.id, c.priority, c.size, t.group_key, t.n_running, t.draw
                     FROM turns t
-                    CROSS JOIN LATERAL (SELECT r.id, r.priority FROM omnispindle.tasks r
+                    CROSS JOIN LATERAL (SELECT r.id, r.priority,
+                                               pg_column_size(r.parameters) AS size
+                                        FROM omnispindle.tasks r
                                         WHERE r.state = 'pending'
                                           AND r.task_type = set_apart[pass]
                                           AND r.group_key BETWEEN t.group_key AND t.group_key
@@ -497,20 +527,19 @@ BEGIN
                     SELECT * FROM spare
                 ), ranked AS (
                     -- A task's rank: how many of its group would run once it starts.
-                    SELECT c.id, c.draw, c.n_running + row_number()
+                    SELECT c.id, c.size, c.group_key, c.draw, c.n_running + row_number()
                                OVER (PARTITION BY c.group_key ORDER BY c.priority DESC, c.id)
                                AS share
                     FROM candidates c
                 ), ready AS (
-                    SELECT r.id, pg_column_size(r.parameters) AS size
-                    FROM (SELECT k.id FROM ranked k WHERE k.share <= per_group
-                          ORDER BY k.share, k.draw, k.id LIMIT room) k
-                    CROSS JOIN LATERAL (SELECT q.id, q.parameters FROM omnispindle.tasks q
-                                        WHERE q.id = k.id OFFSET 0) r
+                    SELECT k.id, k.size, k.group_key FROM ranked k WHERE k.share <= per_group
+                    ORDER BY k.share, k.draw, k.id LIMIT room
                 ), summed AS (
-                    SELECT id, size, sum(size) OVER (ROWS UNBOUNDED PRECEDING) AS upto FROM ready
+                    SELECT id, size, group_key, sum(size) OVER (ROWS UNBOUNDED PRECEDING) AS upto
+                    FROM ready
                 )
-                SELECT array_agg(id), array_agg(size) INTO chosen, sizes
+                SELECT array_agg(id), array_agg(size), array_agg(group_key), sum(size)
+                INTO chosen, sizes, keys, taken
                 FROM summed WHERE upto - size < budget;
             ELSE
                 -- Aging: a task's effective priority is its priority plus one for
@@ -552,103 +581,128 @@ BEGIN
                                         FOR NO KEY UPDATE SKIP LOCKED) c
                 ), ready AS (
                     -- The best, by primary key in their order.
-                    SELECT r.id, pg_column_size(r.parameters) AS size
+                    SELECT r.id, pg_column_size(r.parameters) AS size, r.group_key
                     FROM (SELECT c.id FROM candidates c
                           ORDER BY c.effective DESC, c.id LIMIT room) k
-                    CROSS JOIN LATERAL (SELECT q.id, q.parameters FROM omnispindle.tasks q
+                    CROSS JOIN LATERAL (SELECT q.id, q.parameters, q.group_key
+                                        FROM omnispindle.tasks q
                                         WHERE q.id = k.id OFFSET 0) r
                 ), summed AS (
-                    SELECT id, size, sum(size) OVER (ROWS UNBOUNDED PRECEDING) AS upto FROM ready
+                    SELECT id, size, group_key, sum(size) OVER (ROWS UNBOUNDED PRECEDING) AS upto
+                    FROM ready
                 )
-                SELECT array_agg(id), array_agg(size) INTO chosen, sizes
+                SELECT array_agg(id), array_agg(size), array_agg(group_key), sum(size)
+                INTO chosen, sizes, keys, taken
                 FROM summed WHERE upto - size < budget;
             END IF;
             CONTINUE WHEN chosen IS NULL;
-            candidates := chosen;
             IF limited THEN
                 -- One claim at a time takes from a limited type: its row's lock
-                -- makes counting and claiming one step for every worker. A claim
-                -- that finds the row locked tries again every 2 ms for up to 20 ms
-                -- (other claims hold it for a moment), then leaves the type to the
-                -- one holding it: a transaction left open on the row (a limit set
-                -- and not committed) slows claims of the type, never stops them.
-                -- Skipping at once left a worker with nothing to claim whenever
-                -- another held the row: two workers drained a limited type at a
-                -- third of the rate of one without limits. (A lock_timeout would
-                -- cover every lock of the claim, and the subtransaction that
-                -- catches it made each claim of a rated type use a MultiXact.)
-                FOR attempt IN 1 .. 10 LOOP
+                -- makes counting and claiming one step for every worker. The
+                -- lock is held until commit; a claim that finds the row locked
+                -- waits for it up to 20 ms (other claims hold it for a moment),
+                -- then leaves the type to the one holding it: a transaction
+                -- left open on the row (a limit set and not committed) slows
+                -- claims of the type, never stops them. Skipping at once left a
+                -- worker with nothing to claim whenever another held the row:
+                -- two workers drained a limited type at a third of the rate of
+                -- one without limits; trying again every 2 ms left each wait
+                -- longer than the hold it waited for. The row is locked and
+                -- updated in one subtransaction (the one that catches the
+                -- timeout): a row locked by a subtransaction and updated by its
+                -- parent would need a MultiXact at every claim.
+                BEGIN
+                    PERFORM set_config('lock_timeout', '20ms', true);
                     SELECT * INTO bucket FROM omnispindle.task_type_limits l
                     WHERE l.task_type = set_apart[pass]
-                    FOR NO KEY UPDATE SKIP LOCKED;
-                    held := FOUND;
-                    limited := held OR EXISTS (SELECT FROM omnispindle.task_type_limits l
-                                               WHERE l.task_type = set_apart[pass]);
-                    EXIT WHEN held OR NOT limited;
-                    PERFORM pg_sleep(0.002);
-                END LOOP;
-                -- Limited and not held: still locked by another claim. (Limits
-                -- cleared since the first look leave every field of bucket NULL.)
-                CONTINUE WHEN limited AND NOT held;
-                refilled := clock_timestamp();
-                -- The limits as locked, which may have changed since the first look.
-                group_rate := bucket.starts_per_second_per_group;
-                group_burst := greatest(1, ceil(group_rate));
-                IF bucket.max_running IS NOT NULL THEN
-                    -- A fresh snapshot, taken after the lock: it sees every claim
-                    -- of the type that held the lock before.
-                    SELECT count(*) INTO n_running FROM omnispindle.tasks r
-                    WHERE r.state = 'running' AND r.task_type = set_apart[pass];
-                    room := least(room, bucket.max_running - n_running);
-                END IF;
-                IF bucket.starts_per_second IS NOT NULL THEN
-                    n_tokens := least(bucket.burst, bucket.tokens + bucket.starts_per_second
-                                      * extract(epoch FROM refilled - bucket.refilled_at));
-                    room := least(room, floor(n_tokens)::integer);
-                END IF;
-                CONTINUE WHEN room <= 0;
-                IF bucket.max_running_per_group IS NOT NULL THEN
-                    -- Each group's running tasks, counted under the lock as the
-                    -- type's are: a group's candidates past its limit wait. The
-                    -- tasks without a group_key are one group, as in fair share.
-                    chosen := ARRAY(
-                        SELECT k.id
-                        FROM (SELECT c.id, c.n, coalesce(u.n_running, 0) + row_number()
-                                        OVER (PARTITION BY t.group_key ORDER BY c.n) AS share
-                              FROM unnest(chosen) WITH ORDINALITY c(id, n)
-                              JOIN omnispindle.tasks t ON t.id = c.id
-                              LEFT JOIN (SELECT r.group_key, count(*) AS n_running
-                                         FROM omnispindle.tasks r
-                                         WHERE r.state = 'running'
-                                           AND r.task_type = set_apart[pass]
-                                         GROUP BY r.group_key) u
-                                ON u.group_key IS NOT DISTINCT FROM t.group_key) k
-                        WHERE k.share <= bucket.max_running_per_group
-                        ORDER BY k.n);
-                END IF;
-                IF group_rate IS NOT NULL THEN
-                    -- Each group's bucket, as of now: a group's candidates past
-                    -- its tokens wait.
-                    chosen := ARRAY(
-                        SELECT k.id
-                        FROM (SELECT c.id, c.n,
-                                     row_number() OVER (PARTITION BY t.group_key ORDER BY c.n)
-                                         AS nth,
-                                     omnispindle.group_tokens_at(bucket.group_tokens,
-                                                                 coalesce(t.group_key, ''),
-                                                                 group_rate, group_burst,
-                                                                 refilled) AS tokens
-                              FROM unnest(chosen) WITH ORDINALITY c(id, n)
-                              JOIN omnispindle.tasks t ON t.id = c.id) k
-                        WHERE k.nth <= k.tokens
-                        ORDER BY k.n);
-                END IF;
-                -- The first in the strategy's order; the rest are free again at commit.
-                chosen := chosen[1:room];
-                CONTINUE WHEN cardinality(chosen) = 0;
+                    FOR NO KEY UPDATE;
+                    -- Not found: limits cleared since the first look (every
+                    -- field of bucket NULL).
+                    limited := FOUND;
+                    PERFORM set_config('lock_timeout', lock_wait, true);
+                    refilled := clock_timestamp();
+                    -- The limits as locked, which may have changed since the first look.
+                    per_group := coalesce(bucket.max_running_per_group, 2147483647);
+                    group_rate := bucket.starts_per_second_per_group;
+                    group_burst := greatest(1, ceil(group_rate));
+                    IF bucket.starts_per_second IS NOT NULL THEN
+                        n_tokens := least(bucket.burst, bucket.tokens + bucket.starts_per_second
+                                          * extract(epoch FROM refilled - bucket.refilled_at));
+                        room := least(room, floor(n_tokens)::integer);
+                    END IF;
+                    IF room <= 0 THEN
+                        chosen := NULL;
+                    ELSE
+                        -- The first candidates, in the strategy's order, that
+                        -- the limits let start, in one statement: the type's
+                        -- running tasks, counted once per group with a fresh
+                        -- snapshot taken after the lock (it sees every claim of
+                        -- the type that held the lock before), cap the type and
+                        -- each group; each group's bucket caps the group. The
+                        -- tasks without a group_key are one group, as in fair
+                        -- share. The rest are free again at commit.
+                        WITH running AS (
+                            SELECT r.group_key, count(*) AS n FROM omnispindle.tasks r
+                            WHERE (bucket.max_running IS NOT NULL
+                                   OR bucket.max_running_per_group IS NOT NULL)
+                              AND r.state = 'running' AND r.task_type = set_apart[pass]
+                            GROUP BY r.group_key
+                        ), offered AS (
+                            SELECT c.*, row_number() OVER (PARTITION BY c.group_key
+                                                           ORDER BY c.n) AS nth
+                            FROM unnest(chosen, sizes, keys)
+                                 WITH ORDINALITY c(id, size, group_key, n)
+                        )
+                        SELECT array_agg(k.id ORDER BY k.n), array_agg(k.group_key ORDER BY k.n),
+                               sum(k.size)
+                        INTO chosen, keys, taken
+                        FROM (SELECT c.id, c.n, c.group_key, c.size
+                              FROM offered c
+                              LEFT JOIN running u ON u.group_key IS NOT DISTINCT FROM c.group_key
+                              WHERE coalesce(u.n, 0) + c.nth <= per_group
+                                AND (group_rate IS NULL
+                                     OR c.nth <= omnispindle.group_tokens_at(
+                                                     bucket.group_tokens, coalesce(c.group_key, ''),
+                                                     group_rate, group_burst, refilled))
+                              ORDER BY c.n
+                              -- LEAST ignores NULL: no running limit, no cap from it.
+                              LIMIT greatest(0, least(room, bucket.max_running
+                                                            - (SELECT coalesce(sum(u.n), 0)
+                                                               FROM running u)))) k;
+                    END IF;
+                    IF chosen IS NOT NULL
+                       AND (bucket.starts_per_second IS NOT NULL OR group_rate IS NOT NULL) THEN
+                        -- The type's bucket and each group's after this claim's
+                        -- starts (every chosen task is locked by this claim and
+                        -- starts below), in one write. Full group buckets leave
+                        -- the map (no entry means a full bucket).
+                        UPDATE omnispindle.task_type_limits l
+                        SET tokens = CASE WHEN bucket.starts_per_second IS NULL THEN l.tokens
+                                          ELSE n_tokens - cardinality(chosen) END,
+                            refilled_at = CASE WHEN bucket.starts_per_second IS NULL
+                                               THEN l.refilled_at ELSE refilled END,
+                            group_tokens = CASE WHEN group_rate IS NULL THEN l.group_tokens ELSE (
+                                SELECT coalesce(jsonb_object_agg(b.key, jsonb_build_array(
+                                                    b.tokens, extract(epoch FROM refilled))), '{}')
+                                FROM (SELECT e.key,
+                                             omnispindle.group_tokens_at(
+                                                 bucket.group_tokens, e.key, group_rate,
+                                                 group_burst, refilled)
+                                                 - coalesce(u.n, 0) AS tokens
+                                      FROM (SELECT jsonb_object_keys(bucket.group_tokens) AS key
+                                            UNION
+                                            SELECT coalesce(k, '') FROM unnest(keys) k) e
+                                      LEFT JOIN (SELECT coalesce(k, '') AS key, count(*) AS n
+                                                 FROM unnest(keys) k GROUP BY 1) u
+                                        ON u.key = e.key) b
+                                WHERE b.tokens < group_burst) END
+                        WHERE l.task_type = set_apart[pass];
+                    END IF;
+                EXCEPTION WHEN lock_not_available THEN
+                    chosen := NULL;  -- still locked by another claim
+                END;
+                CONTINUE WHEN chosen IS NULL;
             END IF;
-            SELECT sum(u.size) INTO taken FROM unnest(candidates, sizes) u(id, size)
-            WHERE u.id = ANY (chosen);
         ELSE
             -- A worker whose every type is claimed apart has nothing to walk
             -- for: a walk would step over each of their ready tasks to find
@@ -727,34 +781,6 @@ BEGIN
         GET DIAGNOSTICS found_now = ROW_COUNT;
         claimed := claimed + found_now;
         budget := budget - taken;
-        IF pass <= cardinality(set_apart) THEN
-            IF bucket.starts_per_second IS NOT NULL THEN
-                UPDATE omnispindle.task_type_limits l
-                SET tokens = n_tokens - found_now, refilled_at = refilled
-                WHERE l.task_type = set_apart[pass];
-            END IF;
-            IF group_rate IS NOT NULL THEN
-                -- Each group's bucket after this claim's starts; full buckets
-                -- leave the map (no entry means a full bucket).
-                UPDATE omnispindle.task_type_limits l
-                SET group_tokens = (
-                    SELECT coalesce(jsonb_object_agg(b.key, jsonb_build_array(
-                                        b.tokens, extract(epoch FROM refilled))), '{}')
-                    FROM (SELECT e.key,
-                                 omnispindle.group_tokens_at(bucket.group_tokens, e.key,
-                                                             group_rate, group_burst, refilled)
-                                     - coalesce(u.n, 0) AS tokens
-                          FROM (SELECT jsonb_object_keys(bucket.group_tokens) AS key
-                                UNION
-                                SELECT coalesce(t.group_key, '') FROM omnispindle.tasks t
-                                WHERE t.id = ANY (chosen)) e
-                          LEFT JOIN (SELECT coalesce(t.group_key, '') AS key, count(*) AS n
-                                     FROM omnispindle.tasks t WHERE t.id = ANY (chosen)
-                                     GROUP BY 1) u ON u.key = e.key) b
-                    WHERE b.tokens < group_burst)
-                WHERE l.task_type = set_apart[pass];
-            END IF;
-        END IF;
         EXIT WHEN claimed >= p_limit OR budget <= 0;
     END LOOP;
 END

@@ -463,3 +463,39 @@ def test_a_worker_starts_a_groups_tasks_at_its_rate_and_the_others_alongside(cli
         assert max(starts[group]) - min(starts[group]) >= 2 * 0.9, group
     # The two groups ran side by side, not one after the other.
     assert min(starts["b"]) < max(starts["a"]) and min(starts["a"]) < max(starts["b"])
+
+
+def test_a_claim_under_every_limit_reads_and_writes_the_type_little(client, dsn):
+    """With every limit on a fair type, a claim probed each group twice to find
+    those with a task to start, looked each candidate up again by its key,
+    counted the type's running tasks three times (a first look, then under the
+    lock for the type and for each group) and wrote the type's row twice."""
+    client.set_task_type_strategy("shared", "fair")
+    client.set_task_type_limit(
+        "shared",
+        max_running=1000,
+        starts_per_second=1e6,
+        burst=10**6,
+        max_running_per_group=1000,
+        starts_per_second_per_group=1e6,
+    )
+    client.submit_batch([{"task_type": "shared", "group_key": f"g{n % 10}"} for n in range(200)])
+    with psycopg.connect(dsn) as conn:  # one transaction: its own statistics
+        assert len(fair_claim(conn, 32)) == 32
+        scans = dict(
+            conn.execute(
+                "SELECT c.relname, pg_stat_get_xact_numscans(c.oid) FROM pg_class c "
+                "WHERE c.relname IN ('tasks_group_ready_idx', 'tasks_running_type_idx', "
+                "'tasks_pkey')"
+            ).fetchall()
+        )
+        [limits_written] = conn.execute(
+            "SELECT n_tup_upd FROM pg_stat_xact_user_tables "
+            "WHERE schemaname = 'omnispindle' AND relname = 'task_type_limits'"
+        ).fetchone()
+    # Finding the 10 groups and whether each has a task to start (11 probes),
+    # the group without a key, then each group's candidates.
+    assert scans["tasks_group_ready_idx"] <= 22, scans
+    assert scans["tasks_running_type_idx"] <= 3, scans  # and once for fair share's order
+    assert scans["tasks_pkey"] <= 32, scans  # the update of the 32 it takes
+    assert limits_written == 1
