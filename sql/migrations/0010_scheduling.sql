@@ -556,8 +556,12 @@ BEGIN
                 -- and slot.)
                 WITH RECURSIVE keys AS (
                     -- The groups with pending tasks, one index probe each, and
-                    -- whether the first task of each (in the group's order) is
-                    -- one this worker may start now.
+                    -- whether the last task of each (in the group's order) is
+                    -- one this worker may start now. Each probe reads the
+                    -- group's range from its end: its first entries are mostly
+                    -- those of tasks just claimed, which every probe from the
+                    -- start walks over until vacuum removes them (16 buffers a
+                    -- probe in a drain, against 3 from the end).
                     (SELECT r.group_key,
                             r.run_after <= now()
                             AND r.required_capabilities <@ p_capabilities
@@ -565,13 +569,13 @@ BEGIN
                                  OR NOT omnispindle.left_to_a_narrower_worker(
                                      r.task_type, r.required_capabilities, r.run_after,
                                      p_capabilities, p_worker_id))
-                            AND r.attempts < r.max_attempts AS first_ready
+                            AND r.attempts < r.max_attempts AS last_ready
                      FROM omnispindle.tasks r
                      WHERE r.state = 'pending' AND r.task_type = set_apart[pass]
                        AND r.group_key IS NOT NULL
-                     ORDER BY r.group_key, r.priority DESC, r.id LIMIT 1)
+                     ORDER BY r.group_key DESC, r.priority, r.id DESC LIMIT 1)
                     UNION ALL
-                    SELECT n.group_key, n.first_ready FROM keys k
+                    SELECT n.group_key, n.last_ready FROM keys k
                     CROSS JOIN LATERAL (SELECT r.group_key,
                                                r.run_after <= now()
                                                AND r.required_capabilities <@ p_capabilities
@@ -579,17 +583,17 @@ BEGIN
                                                     OR NOT omnispindle.left_to_a_narrower_worker(
                                                         r.task_type, r.required_capabilities, r.run_after,
                                                         p_capabilities, p_worker_id))
-                                               AND r.attempts < r.max_attempts AS first_ready
+                                               AND r.attempts < r.max_attempts AS last_ready
                                         FROM omnispindle.tasks r
                                         WHERE r.state = 'pending'
                                           AND r.task_type = set_apart[pass]
-                                          AND r.group_key > k.group_key
-                                        ORDER BY r.group_key, r.priority DESC, r.id
+                                          AND r.group_key < k.group_key
+                                        ORDER BY r.group_key DESC, r.priority, r.id DESC
                                         LIMIT 1) n
                 ), groups AS (
                     -- Those with a task this worker may start now: a group whose
                     -- tasks are all delayed or need other capabilities would
-                    -- take a turn and come back with nothing. Most groups' first
+                    -- take a turn and come back with nothing. Most groups' last
                     -- task is one; the others take a probe each.
                     -- (As an EXISTS, the planner read every pending task of the
                     -- type once per claim instead.) Each probe below reads its
@@ -599,7 +603,7 @@ BEGIN
                     -- walked tasks_ready_idx over every pending task instead
                     -- (30,000 index entries for a claim of 32 under one group's
                     -- flood).
-                    SELECT k.group_key FROM keys k WHERE k.first_ready
+                    SELECT k.group_key FROM keys k WHERE k.last_ready
                     UNION ALL
                     SELECT k.group_key FROM keys k
                     CROSS JOIN LATERAL (SELECT FROM omnispindle.tasks r
@@ -615,7 +619,7 @@ BEGIN
                                           AND r.attempts < r.max_attempts
                                         ORDER BY r.group_key, r.priority DESC, r.id
                                         LIMIT 1) e
-                    WHERE NOT k.first_ready
+                    WHERE NOT k.last_ready
                     UNION ALL
                     SELECT NULL FROM (SELECT FROM omnispindle.tasks r
                                       WHERE r.state = 'pending'

@@ -499,3 +499,23 @@ def test_a_claim_under_every_limit_reads_and_writes_the_type_little(client, dsn)
     assert scans["tasks_running_type_idx"] <= 3, scans  # and once for fair share's order
     assert scans["tasks_pkey"] <= 32, scans  # the update of the 32 it takes
     assert limits_written == 1
+
+
+def test_a_claim_finds_the_groups_without_walking_over_claimed_tasks(client, queue, dsn):
+    """Each group was found from the start of its range, over the entries of its
+    tasks already claimed, which stay until vacuum removes them (and while an old
+    snapshot lasts, it cannot): 21 entries a group here, against 1 from the end."""
+    client.set_task_type_strategy("shared", "fair")
+    client.submit_batch([{"task_type": "shared", "group_key": f"g{n % 10}"} for n in range(500)])
+    with psycopg.connect(dsn) as old_snapshot:
+        old_snapshot.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        old_snapshot.execute("SELECT count(*) FROM omnispindle.tasks")
+        assert len(queue.db.run(claim_query(["shared"], 200))) == 200  # 20 a group
+        with psycopg.connect(dsn) as conn:  # one transaction: its own statistics
+            assert len(fair_claim(conn, 1)) == 1
+            [read] = conn.execute(
+                "SELECT pg_stat_get_xact_tuples_returned('omnispindle.tasks_group_ready_idx'"
+                "::regclass)"
+            ).fetchone()
+    # The one group that gives the task is still read from its start.
+    assert read < 60, read
