@@ -2050,6 +2050,22 @@ CREATE TABLE omnispindle.maintenance_locks (
 );
 INSERT INTO omnispindle.maintenance_locks (name) VALUES ('prune'), ('idempotency');
 
+-- Who runs each maintenance duty now ('sweep': the stale-lease sweeper, with
+-- pruning and the rollup; 'schedule': the periodic ticks). Every worker
+-- process can do both, and one at a time does each, so that a fleet's
+-- maintenance does not grow with it: the process holding a duty's lease
+-- renews it at each pass; the others read it once an interval and take it
+-- when it lapses (a killed holder) or is given up (a stopped one). Only
+-- worker roles may write it.
+CREATE TABLE omnispindle.maintenance_leases (
+    duty       text PRIMARY KEY,
+    holder     uuid NOT NULL,
+    host       text NOT NULL,
+    pid        integer NOT NULL,
+    expires_at timestamptz NOT NULL,
+    CONSTRAINT maintenance_leases_duty_known CHECK (duty IN ('sweep', 'schedule'))
+);
+
 -- What each submit call of a client inserted, under a key the client drew: a
 -- call whose reply was lost (a killed connection, a restart) reads here what
 -- it committed instead of submitting twice. A call inserting in several
@@ -2567,6 +2583,8 @@ BEGIN
     EXECUTE format('GRANT INSERT, UPDATE ON omnispindle.workers TO %s', p_role);
     EXECUTE format('GRANT INSERT ON omnispindle.task_stream TO %s', p_role);
     EXECUTE format('GRANT SELECT, UPDATE ON omnispindle.maintenance_locks TO %s', p_role);
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON omnispindle.maintenance_leases TO %s',
+                   p_role);
     EXECUTE format('GRANT UPDATE ON omnispindle.outcome_rollup TO %s', p_role);
     EXECUTE format('GRANT UPDATE (tokens, refilled_at, group_tokens) ON '
                    'omnispindle.task_type_limits TO %s',

@@ -8,6 +8,7 @@ every statement takes its rows with SKIP LOCKED.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -20,7 +21,7 @@ from omnispindle._core.rewalks import Rewalks
 from omnispindle._db import queries as q
 from omnispindle._db.query import Runner
 from omnispindle._db.rows import FailedAttempt
-from omnispindle._maintenance import retention, rollup
+from omnispindle._maintenance import election, retention, rollup
 from omnispindle.errors import (
     DatabaseUnavailableError,
     LockTimeoutError,
@@ -211,12 +212,25 @@ class Sweeper:
         return pause
 
     def run(self, stopping: threading.Event) -> None:
-        """Sweep every ``interval`` seconds until ``stopping`` is set."""
+        """Sweep every ``interval`` seconds until ``stopping`` is set, while this
+        process holds the sweep's lease (see ``election``)."""
+        lease = election.DutyLease(
+            self.db, election.SWEEP, election.lease_seconds(self.config.interval)
+        )
+        try:
+            self._run(stopping, lease)
+        finally:
+            with contextlib.suppress(psycopg.Error, LockTimeoutError, DatabaseUnavailableError):
+                lease.give_up()
+
+    def _run(self, stopping: threading.Event, lease: election.DutyLease) -> None:
         errors = 0
         while not stopping.is_set():
             started = time.monotonic()
             try:
-                pause = self.pause_after(self.run_once(paced=True))
+                pause = self.config.interval
+                if lease.hold():
+                    pause = self.pause_after(self.run_once(paced=True))
                 errors = 0
             except (psycopg.OperationalError, LockTimeoutError, DatabaseUnavailableError) as exc:
                 errors += 1

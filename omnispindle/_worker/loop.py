@@ -472,12 +472,14 @@ class WorkerLoop:
                 self.wake.wait(min(self.settings.heartbeat_interval, deadline - time.monotonic()))
 
     def _drain(self, worker_id: UUID) -> None:
-        """Let running executors finish, store them, hand back the rest, deregister."""
+        """Let running executors finish, store them, hand back the rest and the
+        maintenance duties, deregister."""
         self._wait_for_running(worker_id, time.monotonic() + self.settings.shutdown_timeout)
         self.runners.shutdown()
         try:
             self._flush()
             self._hand_back()
+            self.duties.give_up()
             self.db.run(q.workers.stop_worker(worker_id))
         except DATABASE_ERRORS as exc:
             log.error(

@@ -441,6 +441,7 @@ DROP FUNCTION omnispindle.clear_task_type_limit(text);
 DROP FUNCTION omnispindle.set_task_type_limit(text, integer, double precision, integer, integer,
                                                double precision);
 DROP FUNCTION omnispindle.set_task_type_strategy(text, text, double precision);
+DROP TABLE omnispindle.maintenance_leases;
 DROP TABLE omnispindle.task_type_strategies;
 DROP INDEX omnispindle.tasks_running_type_idx;
 DROP TABLE omnispindle.task_type_limits;

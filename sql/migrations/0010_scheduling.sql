@@ -2,9 +2,10 @@
 -- (at most N of its tasks running at once, at most R claims of them per
 -- second), enforced by claim_tasks (and so complete_and_claim) under a lock on
 -- the type's row; the aging and fair share strategies, with each task's
--- group_key for the latter; and the scaling hint. Producers set and
--- clear limits and strategies (an operator's action, like pause); every role
--- may read them; workers take from the buckets.
+-- group_key for the latter; the scaling hint; and one runner at a time for
+-- each maintenance duty. Producers set and clear limits and strategies (an
+-- operator's action, like pause); every role may read them; workers take
+-- from the buckets.
 
 -- Limits on a task type, global across every worker: at most max_running of
 -- its tasks running at once, at most max_running_per_group of them in each
@@ -1055,6 +1056,8 @@ BEGIN
     EXECUTE format('GRANT INSERT, UPDATE ON omnispindle.workers TO %s', p_role);
     EXECUTE format('GRANT INSERT ON omnispindle.task_stream TO %s', p_role);
     EXECUTE format('GRANT SELECT, UPDATE ON omnispindle.maintenance_locks TO %s', p_role);
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON omnispindle.maintenance_leases TO %s',
+                   p_role);
     EXECUTE format('GRANT UPDATE ON omnispindle.outcome_rollup TO %s', p_role);
     EXECUTE format('GRANT UPDATE (tokens, refilled_at, group_tokens) ON '
                    'omnispindle.task_type_limits TO %s',
@@ -1392,3 +1395,19 @@ BEGIN
 END
 $$;
 DROP TABLE submit_tasks_grantees;
+
+-- Who runs each maintenance duty now ('sweep': the stale-lease sweeper, with
+-- pruning and the rollup; 'schedule': the periodic ticks). Every worker
+-- process can do both, and one at a time does each, so that a fleet's
+-- maintenance does not grow with it: the process holding a duty's lease
+-- renews it at each pass; the others read it once an interval and take it
+-- when it lapses (a killed holder) or is given up (a stopped one). Only
+-- worker roles may write it.
+CREATE TABLE omnispindle.maintenance_leases (
+    duty       text PRIMARY KEY,
+    holder     uuid NOT NULL,
+    host       text NOT NULL,
+    pid        integer NOT NULL,
+    expires_at timestamptz NOT NULL,
+    CONSTRAINT maintenance_leases_duty_known CHECK (duty IN ('sweep', 'schedule'))
+);

@@ -94,3 +94,29 @@ SELECT
     (SELECT count(*)
      FROM omnispindle.tasks t
      WHERE t.state = 'running' AND t.worker_id IN (SELECT id FROM children))::integer AS running;
+
+-- name: take_maintenance
+-- Takes or renews a maintenance duty's lease for this process: whether it
+-- holds the duty now. A lease another process holds and has not let lapse is
+-- only read, never locked: the processes that do not hold it ask once an
+-- interval, and a hundred of them must cost little. Two that find it free at
+-- once meet on the row; the second then sees the first's fresh lease.
+WITH held_elsewhere AS (
+    SELECT FROM omnispindle.maintenance_leases m
+    WHERE m.duty = %(duty)s AND m.holder <> %(holder)s AND m.expires_at >= clock_timestamp()
+), taken AS (
+    INSERT INTO omnispindle.maintenance_leases AS m (duty, holder, host, pid, expires_at)
+    SELECT %(duty)s, %(holder)s, %(host)s, %(pid)s,
+           clock_timestamp() + make_interval(secs => %(seconds)s)
+    WHERE NOT EXISTS (SELECT FROM held_elsewhere)
+    ON CONFLICT (duty) DO UPDATE
+    SET holder = excluded.holder, host = excluded.host, pid = excluded.pid,
+        expires_at = excluded.expires_at
+    WHERE m.holder = excluded.holder OR m.expires_at < clock_timestamp()
+    RETURNING 1
+)
+SELECT EXISTS (SELECT FROM taken) AS held;
+
+-- name: give_up_maintenance
+-- A stopping process hands its duties on at once instead of at its leases' end.
+DELETE FROM omnispindle.maintenance_leases WHERE holder = %(holder)s;

@@ -23,6 +23,8 @@ from omnispindle import (
     entry,
 )
 from omnispindle._db import queries as q
+from omnispindle._maintenance import election
+from omnispindle._maintenance.election import DutyLease
 from omnispindle._maintenance.sweeper import Sweeper, SweeperConfig
 from omnispindle.migrate import upgrade
 
@@ -177,6 +179,33 @@ def test_a_worker_role_granted_before_the_rollup_sweeps_on_and_warns_once(
         assert [sweeper.run_once().counted for _ in range(2)] == [0, 0]
     warnings = [r for r in caplog.records if "outcome rollup" in r.getMessage()]
     assert len(warnings) == 1
+
+
+def test_a_worker_role_granted_before_the_leases_sweeps_each_and_warns_once(
+    role_dsns, as_role, conn, caplog
+):
+    """A role granted before the maintenance leases may not take one: each of its
+    processes must go on sweeping, as all did before, and say so once."""
+    worker = psycopg.sql.Identifier(conninfo_to_dict(role_dsns["worker"])["user"])
+    conn.execute(
+        psycopg.sql.SQL(
+            "REVOKE INSERT, UPDATE, DELETE ON omnispindle.maintenance_leases FROM {role}"
+        ).format(role=worker)
+    )
+    lease = DutyLease(as_role("worker").db, election.SWEEP, 60)
+    with caplog.at_level("WARNING", logger="omnispindle.maintenance"):
+        assert [lease.hold(), lease.hold()] == [True, True]
+    warnings = [r for r in caplog.records if "take turns" in r.getMessage()]
+    assert len(warnings) == 1
+    lease.give_up()  # holds nothing in the table: nothing to give up
+
+
+def test_a_worker_role_takes_and_gives_up_the_maintenance_leases(as_role, conn):
+    lease = DutyLease(as_role("worker").db, election.SCHEDULE, 60)
+    assert lease.hold()
+    assert conn.execute("SELECT count(*) FROM omnispindle.maintenance_leases").fetchone() == (1,)
+    lease.give_up()
+    assert conn.execute("SELECT count(*) FROM omnispindle.maintenance_leases").fetchone() == (0,)
 
 
 def command(*args: str) -> subprocess.CompletedProcess:

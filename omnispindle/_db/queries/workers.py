@@ -87,3 +87,19 @@ def process_backlog(*, host: str, pids: Sequence[int], limit: int) -> Query[Proc
     return Query(
         RUNTIME["process_backlog"], {"host": host, "pids": list(pids), "limit": limit}, first
     )
+
+
+def take_maintenance(
+    *, duty: str, holder: UUID, host: str, pid: int, seconds: float
+) -> Query[bool]:
+    """Take or renew ``duty``'s lease for ``seconds``; whether ``holder`` holds it now."""
+    return Query(
+        RUNTIME["take_maintenance"],
+        {"duty": duty, "holder": holder, "host": host, "pid": pid, "seconds": seconds},
+        value("held"),
+    )
+
+
+def give_up_maintenance(holder: UUID) -> Query[None]:
+    """Free every maintenance lease ``holder`` holds."""
+    return Query(RUNTIME["give_up_maintenance"], {"holder": holder}, nothing)
