@@ -7,6 +7,7 @@ the runtime's statements.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from typing_extensions import LiteralString
 
@@ -57,6 +58,15 @@ def delete_type(task_type: str) -> Query[None]:
 def table_bytes() -> Query[int]:
     """The tasks table's size with its indexes and TOAST."""
     return Query(BENCH["bench_table_bytes"], None, value("bytes"))
+
+
+def steady_figures(first: int, last: int, grace: float) -> Query[dict[str, Any]]:
+    """A steady run's counts, feed length and submission-to-start delays."""
+    return Query(
+        BENCH["bench_steady"],
+        {"first": first, "last": last, "grace": grace},
+        lambda found: dict(found[0]),
+    )
 
 
 def take_snapshot() -> Query[None]:

@@ -10,6 +10,7 @@ from omnispindle.bench import cpu as bench_cpu
 from omnispindle.bench import fairness as bench_fairness
 from omnispindle.bench import scheduling as bench_scheduling
 from omnispindle.bench import soak as bench_soak
+from omnispindle.bench import steady as bench_steady
 from omnispindle.bench import throughput as bench_throughput
 from omnispindle.bench import workflows as bench
 from omnispindle.bench.peers import PEERS, run_peer
@@ -35,6 +36,7 @@ SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
     "dag": bench.dag,
     "recovery": bench.recovery,
     "soak": bench_soak.soak,
+    "steady": bench_steady.steady,
     "dashboard": dashboard,
 }
 # Which figures are better when higher; the ratio column says how many times

@@ -22,7 +22,8 @@ SCENARIO_HELP = (
     "its shrinking; fairness: fair share and a rate limit over a minute; cpu: "
     "CPU-bound tasks through `worker --processes`; latency: enqueue to start; dag: "
     "dependency overhead; recovery: a killed worker's tasks; soak: a long run with "
-    "retention on; dashboard: its pages' times on a million tasks"
+    "retention on; steady: tasks fed at a fixed rate while workers drain them; "
+    "dashboard: its pages' times on a million tasks"
 )
 # Options each scenario may take, from the command line's names.
 OPTIONS = {
@@ -34,6 +35,8 @@ OPTIONS = {
     "lease_timeout": "lease_timeout",
     "retention": "retention",
     "snapshot_seconds": "snapshot_seconds",
+    "rate": "rate",
+    "seconds": "seconds",
 }
 
 
@@ -71,6 +74,8 @@ def add_commands(commands: Any, make_command: Callable[..., argparse.ArgumentPar
         type=float,
         help="soak: hold a REPEATABLE READ snapshot this long partway through",
     )
+    bench.add_argument("--rate", type=float, help="steady: tasks offered a second (default 1000)")
+    bench.add_argument("--seconds", type=float, help="steady: how long to feed (default 60)")
     bench.add_argument(
         "--peers",
         default="",

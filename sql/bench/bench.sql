@@ -90,3 +90,25 @@ FROM omnispindle.tasks
 WHERE task_type = %(task_type)s
   AND started_at >= to_timestamp(%(start)s) AND started_at < to_timestamp(%(end)s)
 GROUP BY group_key;
+
+-- name: bench_steady
+-- A steady run's tasks as the database saw them: how many finished by the end
+-- of the feed and a grace, over how long the feed lasted, and the delay from
+-- each one's submission to its start.
+WITH run AS (
+    SELECT created_at, started_at, finished_at,
+           extract(epoch FROM started_at - created_at) AS delay
+    FROM omnispindle.tasks
+    WHERE id BETWEEN %(first)s AND %(last)s
+), fed AS (
+    SELECT min(created_at) AS fed_from, max(created_at) AS fed_until FROM run
+)
+SELECT count(*) AS tasks,
+       count(*) FILTER (WHERE r.finished_at <= f.fed_until + make_interval(secs => %(grace)s))
+           AS finished_in_time,
+       extract(epoch FROM f.fed_until - f.fed_from)::double precision AS fed_seconds,
+       (percentile_cont(0.5) WITHIN GROUP (ORDER BY r.delay) * 1000)::double precision AS p50_ms,
+       (percentile_cont(0.99) WITHIN GROUP (ORDER BY r.delay) * 1000)::double precision AS p99_ms,
+       (max(r.delay) * 1000)::double precision AS max_ms
+FROM run r CROSS JOIN fed f
+GROUP BY f.fed_from, f.fed_until;

@@ -12,6 +12,7 @@ from omnispindle.bench import autoscale as bench_autoscale
 from omnispindle.bench import fairness as bench_fairness
 from omnispindle.bench import scheduling as bench_scheduling
 from omnispindle.bench import soak as bench_soak
+from omnispindle.bench import steady as bench_steady
 from omnispindle.bench import throughput as bench_throughput
 from omnispindle.bench.runner import ratios
 from omnispindle.bench.workflows import BenchmarkError
@@ -89,6 +90,25 @@ def test_soak_bounds_and_reports_sizes_memory_and_claim_times(queue, conn):
     assert figures["tasks_per_s"] > 0 and figures["rss_mb_max"] > 0
     assert figures["table_mb_max"] >= figures["table_mb_warm"] > 0
     assert figures["claim_p99_ms_start"] is not None
+
+
+def test_steady_feeds_at_its_rate_and_reports_delays_and_sizes(queue, conn):
+    figures = bench_steady.steady(queue, rate=200, seconds=1.5, workers_count=1, concurrency=8)
+    ran = conn.execute(
+        "SELECT count(*) FILTER (WHERE state = 'succeeded'), count(*) FROM omnispindle.tasks "
+        "WHERE task_type = 'bench_nap'"
+    ).fetchone()
+    assert ran[0] == ran[1] == figures["tasks"]
+    assert 200 <= figures["tasks"] <= 1.5 * 200  # what 1.5 s at 200 a second submits
+    assert figures["offered_per_s"] == pytest.approx(200, rel=0.2)
+    assert 0 < figures["completed_per_s"] <= figures["offered_per_s"]
+    assert 0 <= figures["p50_ms"] <= figures["p99_ms"] <= figures["max_ms"]
+    assert figures["table_mb_max"] >= figures["table_mb_start"] > 0
+
+
+def test_a_steady_run_without_a_rate_is_refused(queue):
+    with pytest.raises(BenchmarkError, match="rate and seconds"):
+        bench_steady.steady(queue, rate=0, seconds=1)
 
 
 def test_soak_rates_are_left_out_once_the_tasks_ran_out():
