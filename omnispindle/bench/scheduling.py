@@ -97,12 +97,7 @@ def _aging(client: TaskQueueClient, _slots: int) -> None:
 def _limits(client: TaskQueueClient, slots: int) -> None:
     client.clear_task_type_limit(NOOP_TYPE)  # a limit per group would keep fair share
     client.set_task_type_strategy(NOOP_TYPE, "priority")
-    client.set_task_type_limit(
-        NOOP_TYPE,
-        max_running=max(1, slots),
-        starts_per_second=NEVER_BINDING_RATE,
-        burst=int(NEVER_BINDING_RATE),
-    )
+    _never_binding_limits(client, slots)
 
 
 def _fair(client: TaskQueueClient, _slots: int) -> None:
@@ -122,11 +117,21 @@ def _fair_limits(client: TaskQueueClient, slots: int) -> None:
 
 def _fair_all(client: TaskQueueClient, slots: int) -> None:
     client.set_task_type_strategy(NOOP_TYPE, "fair")  # limits per group need it
+    _never_binding_limits(
+        client,
+        slots,
+        max_running_per_group=max(1, slots),
+        starts_per_second_per_group=NEVER_BINDING_RATE,
+    )
+
+
+def _never_binding_limits(client: TaskQueueClient, slots: int, **per_group: Any) -> None:
+    """A running limit of every slot and a rate no drain reaches, and the
+    limits per group given."""
     client.set_task_type_limit(
         NOOP_TYPE,
         max_running=max(1, slots),
         starts_per_second=NEVER_BINDING_RATE,
         burst=int(NEVER_BINDING_RATE),
-        max_running_per_group=max(1, slots),
-        starts_per_second_per_group=NEVER_BINDING_RATE,
+        **per_group,
     )
