@@ -272,9 +272,16 @@ def test_a_backlog_grows_the_processes_and_its_end_shrinks_them(client, dsn, con
         dsn, "--min-processes", "1", "--max-processes", "3", "--scale-down-after", "2"
     )
     seen: set[int] = set()
+
+    def active_count():
+        """One read serves both the record of every process seen and the count."""
+        pids = active_pids(conn)
+        seen.update(pids)
+        return len(pids)
+
     try:
-        poll(lambda: seen.update(active_pids(conn)) or len(active_pids(conn)) > 1, timeout=60)
-        poll(lambda: seen.update(active_pids(conn)) or len(active_pids(conn)) == 3, timeout=60)
+        poll(lambda: active_count() > 1, timeout=60)
+        poll(lambda: active_count() == 3, timeout=60)
         assert len(seen) == 3, "more processes than --max-processes, or one replaced"
         marker.touch()
         tasks = client.wait_for_batch(ids, timeout=120)

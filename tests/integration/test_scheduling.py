@@ -44,11 +44,14 @@ def test_run_at_and_timedelta_delay(client, start_worker):
 
 def test_a_delayed_dependent_waits_for_both_its_parent_and_its_time(client, start_worker):
     parent = client.submit_task("t")
+    # A delay counts from the caller's clock, so the bound is read here rather than from
+    # created_at, which the server stamps when the insert's transaction starts.
+    submitted = datetime.now(timezone.utc)
     child = client.submit_task("t", dependencies=[parent], delay=1.0)
     start_worker({"t": lambda task: {}})
     parent_task = client.wait_for_task(parent, timeout=10)
     child_task = client.wait_for_task(child, timeout=10)
-    assert child_task["started_at"] >= child_task["created_at"] + timedelta(seconds=1)
+    assert child_task["started_at"] >= submitted + timedelta(seconds=1)
     assert child_task["started_at"] > parent_task["finished_at"]
 
 
