@@ -36,8 +36,9 @@ docs: install
 	$(VENV)/bin/mkdocs build --strict
 
 # The fault suite: restarts, outages, killed backends, every connection slot
-# taken, workers killed or stopped, frozen listeners, PgBouncer; each scenario
-# prints its figures.
+# taken, workers killed or stopped, frozen listeners, PgBouncer, and workers on
+# hosts of their own (network namespaces, as root) with one host's link cut;
+# each scenario prints its figures.
 chaos: install
 	$(PY) -m pytest -m chaos -p no:randomly
 

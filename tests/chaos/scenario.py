@@ -11,6 +11,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import psycopg
 from typing_extensions import Self
@@ -76,16 +77,29 @@ class Run:
         self._logs = tempfile.TemporaryDirectory(prefix="omnispindle-chaos-")
 
     def start_worker(self) -> subprocess.Popen[str]:
-        log = open(f"{self._logs.name}/worker-{len(self.workers)}.log", "w")  # noqa: SIM115
+        index = len(self.workers)
+        log = self.worker_log(index).open("w")
         worker = subprocess.Popen(
-            [sys.executable, "-m", "omnispindle", "--log-level", "WARNING", "worker",
-             "--dsn", self.worker_dsn, "--executors", "tests.acceptance.ledger_executors",
-             "--concurrency", "8", "--lease-timeout", "5", "--heartbeat-interval", "1",
-             "--sweep-interval", "0.5", "--poll-interval", "0.5", *self.worker_args],
-            env=worker_env(self.dsn), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log, text=True,
+            self.worker_command(index), env=worker_env(self.ledger_dsn(index)), cwd=ROOT,
+            stdout=subprocess.DEVNULL, stderr=log, text=True,
         )  # fmt: skip
         self.workers.append(worker)
         return worker
+
+    def worker_log(self, index: int) -> Path:
+        """Where the ``index``-th worker process writes its log."""
+        return Path(self._logs.name) / f"worker-{index}.log"
+
+    def worker_command(self, index: int) -> list[str]:
+        """The command line of the ``index``-th worker process."""
+        return [sys.executable, "-m", "omnispindle", "--log-level", "WARNING", "worker",
+                "--dsn", self.worker_dsn, "--executors", "tests.acceptance.ledger_executors",
+                "--concurrency", "8", "--lease-timeout", "5", "--heartbeat-interval", "1",
+                "--sweep-interval", "0.5", "--poll-interval", "0.5", *self.worker_args]  # fmt: skip
+
+    def ledger_dsn(self, index: int) -> str:
+        """Where the ``index``-th worker process records its runs."""
+        return self.dsn
 
     def __enter__(self) -> Self:
         for _ in range(2):

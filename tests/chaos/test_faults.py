@@ -30,16 +30,6 @@ def server():
         yield own
 
 
-@pytest.fixture
-def report(capsys):
-    def show(figures) -> None:
-        with capsys.disabled():
-            print("\n" + figures.line() + "\n  " + figures.trace)
-        assert figures.lost == 0, figures.line()
-
-    return show
-
-
 def kill_backends(dsn: str, which: str = "true") -> None:
     with psycopg.connect(dsn, autocommit=True) as killer:
         killer.execute(
