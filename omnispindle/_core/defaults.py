@@ -41,6 +41,16 @@ RECONNECT_WINDOW = 5.0
 # be held by any role that can connect.
 LOCK_TIMEOUT = 30.0
 CONNECT_TIMEOUT = 5  # seconds; a database slower to answer counts as unreachable
+# A TCP connection whose sent data goes unacknowledged this long (milliseconds),
+# or that answers no keepalive probe for idle + interval x count seconds, is
+# given up: a link cut off is an outage within seconds, not the kernel's
+# quarter of an hour. libpq's names; a DSN that sets one keeps its own.
+TCP_SETTINGS = {
+    "tcp_user_timeout": 15_000,
+    "keepalives_idle": 15,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+}
 
 # The metrics endpoint: this host only, one read of the tables per five
 # seconds however many scrape, and series for the 100 busiest task types.

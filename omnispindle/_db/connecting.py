@@ -15,14 +15,18 @@ from omnispindle.errors import DatabaseUnavailableError, first_line
 
 def connect_options(dsn: str, *, pooler: bool = False) -> dict[str, Any]:
     """Keyword arguments for every connection to ``dsn``: this package's adapters,
-    and a connect timeout unless the DSN or ``$PGCONNECT_TIMEOUT`` sets one
-    (libpq's default is to wait for as long as the network does). Behind a
+    a connect timeout unless the DSN or ``$PGCONNECT_TIMEOUT`` sets one
+    (libpq's default is to wait for as long as the network does), and on TCP,
+    bounds on unacknowledged data and unanswered keepalives unless the DSN sets
+    them (defaults.TCP_SETTINGS), so that a link cut off fails. Behind a
     pooler that hands each transaction to any server connection (PgBouncer in
     transaction mode), no statement is prepared: a prepared statement lives on
     one server connection."""
     options: dict[str, Any] = {"context": ADAPTERS}
-    if not ("connect_timeout" in conninfo_to_dict(dsn) or os.environ.get("PGCONNECT_TIMEOUT")):
+    given = conninfo_to_dict(dsn)
+    if not ("connect_timeout" in given or os.environ.get("PGCONNECT_TIMEOUT")):
         options["connect_timeout"] = defaults.CONNECT_TIMEOUT
+    options |= {name: value for name, value in defaults.TCP_SETTINGS.items() if name not in given}
     if pooler:
         options["prepare_threshold"] = None
     return options

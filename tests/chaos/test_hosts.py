@@ -19,6 +19,7 @@ from .test_faults import faulted, results_of_runs_fenced_off
 
 pytestmark = pytest.mark.chaos
 CUT_S = 12  # over twice the workers' lease (5 s)
+NOTICE_S = 40
 
 
 class HostsRun(Run):
@@ -89,6 +90,28 @@ def test_a_host_cut_off_mid_run_loses_nothing_and_its_late_results_are_refused(n
         poll(lambda: heartbeat_after(server.dsn, cut_worker.pid, cut["restored"]), timeout=60)
         assert not results_of_runs_fenced_off(server.dsn, cut_worker.pid, cut_at)
     assert figures.lost == 0
+
+
+def test_a_host_cut_off_for_long_sees_its_outage_and_says_so(net, report):
+    """A worker whose link stays down learns of it within a bound: its sockets
+    give up on data the server never acknowledged (by default the kernel tries
+    for about 15 minutes)."""
+    server, network = net
+    with HostsRun(server, network) as run:
+        cut_host, log = network.hosts[0], run.worker_log(0)
+        noticed: list[float] = []
+
+        def cut_until_noticed() -> None:
+            network.cut(cut_host)
+            start = time.monotonic()
+            try:
+                poll(lambda: "lost the database" in log.read_text(), timeout=NOTICE_S)
+                noticed.append(time.monotonic() - start)
+            finally:
+                network.restore(cut_host)
+
+        report(faulted(run, "a host's link cut until noticed", cut_until_noticed))
+        print(f"  the cut worker logged its outage {noticed[0]:.1f} s after the cut")
 
 
 def cut_while_holding_tasks(

@@ -116,3 +116,17 @@ def test_an_outage_is_typed(error):
 def test_a_cancelled_statement_or_deadlock_is_no_outage():
     assert translate(psycopg.errors.QueryCanceled("canceling statement")) is None
     assert translate(psycopg.errors.DeadlockDetected("deadlock detected")) is None
+
+
+def test_connections_give_up_on_a_silent_link_unless_the_dsn_says_otherwise():
+    """Without these, a cut link holds a worker's calls for the kernel's quarter
+    of an hour (the fault suite's host cut off for long)."""
+    from omnispindle._db.connecting import connect_options
+
+    options = connect_options("host=db.example dbname=app")
+    assert options["tcp_user_timeout"] == 15_000
+    assert (options["keepalives_idle"], options["keepalives_interval"]) == (15, 5)
+    assert options["keepalives_count"] == 3
+    own = connect_options("host=db.example tcp_user_timeout=60000 keepalives_idle=120")
+    assert "tcp_user_timeout" not in own and "keepalives_idle" not in own
+    assert own["keepalives_count"] == 3
