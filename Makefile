@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test check docs chaos browser screenshots
+.PHONY: install demo test slow check docs chaos browser screenshots
 
 install: $(VENV)/.installed
 
@@ -24,6 +24,12 @@ demo: install
 test: install
 	$(PY) -m pytest
 	if [ -n "$$OMNISPINDLE_TEST_DSN" ]; then OMNISPINDLE_TEST_DSN= $(PY) -m pytest -m smoke; fi
+
+# The slower suites: every code block of the docs, whole processes started as
+# users start them (workers, fleets, outages, the demo) and the benchmarks'
+# scenarios; on the same server as `make test`.
+slow: install
+	$(PY) -m pytest -m 'slow and not chaos and not browser'
 
 # The static checks: lint, format, types, and the import contracts between wings.
 check: install

@@ -28,6 +28,15 @@ from omnispindle.migrate import upgrade
 from .database_supply import DatabaseSupply
 
 ROOT = Path(__file__).resolve().parent.parent
+# The slower suites, which `make slow` runs and `make test` leaves out: the
+# docs' code blocks, whole processes started as users start them, and the
+# benchmarks' scenarios.
+SLOW_PATHS = (
+    "tests/docs/",
+    "tests/acceptance/",
+    "tests/integration/test_bench_scenarios.py",
+    "tests/integration/test_bench_peers.py",
+)
 TEST_STATEMENTS = parse_statements((ROOT / "sql" / "tests" / "databases.sql").read_text())
 
 
@@ -212,3 +221,11 @@ def record_statements() -> Iterator[Callable[[], StatementLog]]:
     for handler in handlers:
         sql_log.removeHandler(handler)
     sql_log.setLevel(level)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Marks the slower suites' tests ``slow``, before ``-m`` selects."""
+    for item in items:
+        if item.nodeid.startswith(SLOW_PATHS):
+            item.add_marker(pytest.mark.slow)
