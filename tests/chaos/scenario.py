@@ -10,6 +10,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,7 @@ OFFERED_PER_S = 500
 SAMPLE_S = 0.25
 DEADLINE = 180
 AFTER_TRACE_S = 10
+AFTER_FAULT_S = 10
 
 
 @dataclass
@@ -240,3 +242,55 @@ def median_rate(run: Run) -> float:
     return statistics.median(
         run.rate(t, t + 1) for t, _ in run.samples[-20:] if run.rate(t, t + 1) > 0
     )
+
+
+def faulted(run: Run, scenario: str, cause: Callable[[], None]) -> Figures:
+    """Once the run is steady, causes the fault (``cause`` returns when it has
+    ended), lets the run go on, and returns its figures."""
+    wait_for_steady_rate(run)
+    start = time.monotonic()
+    cause()
+    end = time.monotonic()
+    run.steady(AFTER_FAULT_S)
+    return run.figures(scenario, start, end)
+
+
+def fault_while_holding_tasks(
+    dsn: str, pid: int, cause: Callable[[], None], undo: Callable[[], None]
+) -> tuple[float, list[int]]:
+    """Causes a fault at a moment worker process ``pid`` holds running tasks:
+    when (by this machine's clock), and their ids. A try that finds it holding
+    none is undone; after 100 such tries, the ids are empty."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for _ in range(100):
+            at = time.time()
+            cause()
+            held = [
+                row[0]
+                for row in conn.execute(
+                    "SELECT t.id FROM omnispindle.tasks t "
+                    "JOIN omnispindle.workers w ON w.id = t.worker_id "
+                    "WHERE t.state = 'running' AND w.pid = %s",
+                    [pid],
+                )
+            ]
+            if held:
+                return at, held
+            undo()
+            threading.Event().wait(0.05)
+    return time.time(), []
+
+
+def results_of_runs_fenced_off(dsn: str, pid: int, stopped_at: float) -> list[int]:
+    """Tasks whose stored result is from ``pid``'s run begun before it stopped,
+    though another worker ran them again: a late result fencing should refuse."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT t.id FROM omnispindle.tasks t "
+            "WHERE (t.result->>'pid')::int = %(pid)s "
+            "AND EXISTS (SELECT FROM test_ledger l WHERE l.task_id = t.id AND l.pid <> %(pid)s) "
+            "AND NOT EXISTS (SELECT FROM test_ledger l WHERE l.task_id = t.id "
+            "AND l.pid = %(pid)s AND l.started >= %(stopped)s)",
+            {"pid": pid, "stopped": stopped_at},
+        ).fetchall()
+    return [row[0] for row in rows]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import threading
 import time
 
@@ -18,10 +17,9 @@ from typing_extensions import Self
 from ..acceptance import servers
 from ..acceptance.ledger_executors import LEDGER_APPLICATION
 from ..pgbouncer import pgbouncer
-from .scenario import Run, wait_for_steady_rate
+from .scenario import Run, fault_while_holding_tasks, faulted, results_of_runs_fenced_off
 
 pytestmark = pytest.mark.chaos
-AFTER_FAULT_S = 10
 
 
 @pytest.fixture
@@ -37,15 +35,6 @@ def kill_backends(dsn: str, which: str = "true") -> None:
             "WHERE datname = current_database() AND pid <> pg_backend_pid() "
             "AND backend_type = 'client backend' AND " + which
         )
-
-
-def faulted(run: Run, scenario: str, cause) -> object:
-    wait_for_steady_rate(run)
-    start = time.monotonic()
-    cause()
-    end = time.monotonic()
-    run.steady(AFTER_FAULT_S)
-    return run.figures(scenario, start, end)
 
 
 @pytest.mark.parametrize("how", ["fast", "immediate"])
@@ -177,7 +166,13 @@ def test_a_worker_stopped_past_its_lease(server, report):
 
         def stop_and_resume() -> None:
             window.append(time.time())
-            held.extend(stop_holding_tasks(server.dsn, paused))
+            _, stopped_holding = fault_while_holding_tasks(
+                server.dsn,
+                paused.pid,
+                lambda: paused.send_signal(signal.SIGSTOP),
+                lambda: paused.send_signal(signal.SIGCONT),
+            )
+            held.extend(stopped_holding)
             try:
                 _pause(12)  # over twice the lease (5 s)
             finally:
@@ -187,42 +182,6 @@ def test_a_worker_stopped_past_its_lease(server, report):
         report(figures)
         assert held, "the worker was never stopped while it held a task"
         assert not results_of_runs_fenced_off(server.dsn, paused.pid, window[0])
-
-
-def stop_holding_tasks(dsn: str, worker: subprocess.Popen[str]) -> list[int]:
-    """SIGSTOP ``worker`` at a moment it holds running tasks; returns their ids."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        for _ in range(100):
-            worker.send_signal(signal.SIGSTOP)
-            held = [
-                row[0]
-                for row in conn.execute(
-                    "SELECT t.id FROM omnispindle.tasks t "
-                    "JOIN omnispindle.workers w ON w.id = t.worker_id "
-                    "WHERE t.state = 'running' AND w.pid = %s",
-                    [worker.pid],
-                )
-            ]
-            if held:
-                return held
-            worker.send_signal(signal.SIGCONT)
-            _pause(0.05)
-    return []
-
-
-def results_of_runs_fenced_off(dsn: str, pid: int, stopped_at: float) -> list[int]:
-    """Tasks whose stored result is from ``pid``'s run begun before it stopped,
-    though another worker ran them again: a late result fencing should refuse."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT t.id FROM omnispindle.tasks t "
-            "WHERE (t.result->>'pid')::int = %(pid)s "
-            "AND EXISTS (SELECT FROM test_ledger l WHERE l.task_id = t.id AND l.pid <> %(pid)s) "
-            "AND NOT EXISTS (SELECT FROM test_ledger l WHERE l.task_id = t.id "
-            "AND l.pid = %(pid)s AND l.started >= %(stopped)s)",
-            {"pid": pid, "stopped": stopped_at},
-        ).fetchall()
-    return [row[0] for row in rows]
 
 
 def test_through_pgbouncer_in_transaction_mode(server, report):
