@@ -186,7 +186,7 @@ class TaskQueueClient:
         Raises:
             TaskNotFoundError: no task has this id.
         """
-        return self.queue.db.read(operations.get_task(task_id))
+        return self.queue.read(operations.get_task(task_id))
 
     def wait_for_task(
         self, task_id: int, timeout: float | None = None, *, raise_on_error: bool = False
@@ -227,7 +227,13 @@ class TaskQueueClient:
             WaitTimeoutError: some tasks had not finished within ``timeout``.
         """
         return waiting.wait_for_batch(
-            self.queue.db, self.queue.notifier, task_ids, timeout, self.poll_interval, progress
+            self.queue.db,
+            self.queue.notifier,
+            task_ids,
+            timeout,
+            self.poll_interval,
+            progress,
+            reads=self.queue.reads,
         )
 
     def cancel_task(self, task_id: int, reason: str | None = None) -> CancelOutcome:
@@ -354,7 +360,7 @@ class TaskQueueClient:
 
     def paused_task_types(self) -> list[PausedTaskType]:
         """Every paused task type, by name: ``{"task_type", "paused_at", "reason"}``."""
-        return self.queue.db.read(operations.paused_task_types())
+        return self.queue.read(operations.paused_task_types())
 
     def set_task_type_limit(
         self,
@@ -410,7 +416,7 @@ class TaskQueueClient:
     def task_type_limits(self) -> list[TaskTypeLimit]:
         """Every limited task type, by name: its limits, its running and ready tasks,
         the tokens its bucket holds now and how many ready tasks a limit holds back."""
-        return self.queue.db.read(operations.task_type_limits())
+        return self.queue.read(operations.task_type_limits())
 
     def set_task_type_strategy(
         self, task_type: str, strategy: str, *, aging_seconds: float | None = None
@@ -439,7 +445,7 @@ class TaskQueueClient:
     def task_type_strategies(self) -> list[TaskTypeStrategy]:
         """Every task type with a strategy other than strict priority, by name:
         ``{"task_type", "strategy", "aging_seconds", "set_at"}``."""
-        return self.queue.db.read(operations.task_type_strategies())
+        return self.queue.read(operations.task_type_strategies())
 
     def workers_needed(
         self,
@@ -460,12 +466,12 @@ class TaskQueueClient:
             ValidationError: a bad concurrency or task type, or bounds out of order.
         """
         query = operations.workers_needed(concurrency, min_workers, max_workers, task_types)
-        return self.queue.db.read(query)
+        return self.queue.read(query)
 
     def worker_demand(self) -> list[TypeDemand]:
         """Each task type with unfinished tasks: its running and ready tasks, whether it
         is paused, its running limit, and ``demand``, how many could run at once now."""
-        return self.queue.db.read(operations.worker_demand())
+        return self.queue.read(operations.worker_demand())
 
     def remove_periodic_task(self, name: str) -> bool:
         """Delete the schedule ``name``; False if there was none. Enqueued tasks stay."""
@@ -473,7 +479,7 @@ class TaskQueueClient:
 
     def list_periodic_tasks(self) -> list[ScheduleSummary]:
         """Every schedule, with its latest tick and the task that tick enqueued."""
-        return self.queue.db.read(operations.list_schedules())
+        return self.queue.read(operations.list_schedules())
 
     def close(self) -> None:
         """Release the queue if this client opened it."""

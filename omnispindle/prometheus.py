@@ -374,6 +374,6 @@ def serve(
         The endpoint, as [listen][omnispindle.prometheus.listen].
     """
     metrics_registry = registry(
-        queue.db, cache_seconds=cache_seconds, max_task_types=max_task_types
+        queue.reads, cache_seconds=cache_seconds, max_task_types=max_task_types
     )
     return listen(port, addr, metrics_registry, token=token)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Any
+from typing import Any, TypeVar
 
 from typing_extensions import Self
 
@@ -15,12 +15,14 @@ from omnispindle._db import queries as q
 from omnispindle._db.namespace import Namespace
 from omnispindle._db.notifier import Notifier
 from omnispindle._db.pool import Database
+from omnispindle._db.query import Query
 from omnispindle._db.rows import WorkerRow
 from omnispindle._maintenance import retention
 from omnispindle._maintenance.sweeper import Sweeper, SweeperConfig
 from omnispindle._observe import metrics
-from omnispindle.errors import ConfigurationError
+from omnispindle.errors import ConfigurationError, TaskNotFoundError
 
+T = TypeVar("T")
 log = logging.getLogger("omnispindle")
 
 RECOVERY_BATCH = 1000
@@ -57,6 +59,13 @@ class TaskQueue:
         listen_dsn: a direct connection to the database (not through the
             pooler) for LISTEN. Without one, behind a pooler, nothing listens:
             workers and waits wake by their poll intervals alone.
+        read_dsn: a streaming replica of the database, for what only reads:
+            ``get_task``, waits' checks, inspection, metrics, ``status`` and the
+            dashboard's pages. Its pool opens on first use. Writes, claims and
+            LISTEN stay on ``dsn``. A replica lags: a task it has not replayed
+            yet is read from ``dsn`` instead, and a wait woken by a
+            notification checks again soon while the replica catches up.
+            ``stream_task`` and the asyncio client read ``dsn``.
 
     Raises:
         ConfigurationError: ``persistence_path`` given together with a DSN.
@@ -85,6 +94,7 @@ class TaskQueue:
         schema: str | None = None,
         pooler: bool = False,
         listen_dsn: str | None = None,
+        read_dsn: str | None = None,
     ) -> None:
         self.namespace = Namespace.chosen(schema)
         dsn = dsn or os.environ.get(embedded.DSN_VARIABLE)
@@ -103,6 +113,10 @@ class TaskQueue:
         # only a direct DSN, else nowhere.
         self.listen_dsn: str | None = listen_dsn or (None if pooler else dsn)
         self._migrate = self.embedded if migrate is None else migrate
+        self.read_dsn = read_dsn
+        self._pool_size = pool_size
+        self._replica: Database | None = None
+        self._replica_lock = threading.Lock()
         self._notifier: Notifier | None = None
         self._notifier_lock = threading.Lock()
         try:
@@ -132,6 +146,36 @@ class TaskQueue:
             if self._notifier is None:
                 self._notifier = Notifier(self.listen_dsn, namespace=self.namespace)
             return self._notifier
+
+    @property
+    def reads(self) -> Database:
+        """Where what only reads runs: the replica's pool (opened on first use), else ``db``."""
+        if self.read_dsn is None:
+            return self.db
+        with self._replica_lock:
+            if self._replica is None:
+                self._replica = Database(
+                    self.read_dsn,
+                    max_size=self._pool_size,
+                    namespace=self.namespace,
+                    timeout=self.db.timeout,
+                    pooler=self.pooler,
+                    name="omnispindle replica",
+                )
+            return self._replica
+
+    def read(self, query: Query[T]) -> T:
+        """Run a query that only reads on the replica, else on the primary.
+
+        A task the replica has not replayed yet (``TaskNotFoundError`` there)
+        is looked up on the primary: a task just submitted is found at once.
+        """
+        if self.read_dsn is None:
+            return self.db.read(query)
+        try:
+            return self.reads.read(query)
+        except TaskNotFoundError:
+            return self.db.read(query)
 
     def load_state(self) -> dict[str, int]:
         """Re-attach to the stored queue and recover work left by a crash.
@@ -179,7 +223,7 @@ class TaskQueue:
         for longer than its lease (its leases have expired; a sweeper will
         declare it dead).
         """
-        return self.db.read(q.workers.list_workers())
+        return self.read(q.workers.list_workers())
 
     def get_metrics(self) -> metrics.Snapshot:
         """Figures on the queue and its workers, read in one consistent snapshot.
@@ -213,13 +257,16 @@ class TaskQueue:
             once now (running and ready, within limits; see ``workers_needed``).
             ``collected_at``: when the snapshot was read (a ``datetime``).
         """
-        return self.db.run(metrics.snapshot())
+        return self.reads.run(metrics.snapshot())
 
     def shutdown(self) -> None:
         """Close connections, and stop the embedded server if this queue started it."""
         if self._notifier is not None:
             self._notifier.close()
             self._notifier = None
+        if self._replica is not None:
+            self._replica.close()
+            self._replica = None
         if hasattr(self, "db"):  # a queue that failed to start has no pool
             self.db.close()
         if self._server is not None:

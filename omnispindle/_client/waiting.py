@@ -14,6 +14,9 @@ from omnispindle._db.rows import TaskRecord
 from omnispindle.errors import DatabaseUnavailableError
 
 Progress = Callable[[int, int], object]
+# With a replica: the first pause before checking again after a wake-up that
+# found the wait not done, doubled at each further check, up to the poll interval.
+LAG_RECHECK = 0.005
 
 
 def wait_for_batch(
@@ -23,8 +26,12 @@ def wait_for_batch(
     timeout: float | None,
     poll_interval: float,
     progress: Progress | None = None,
+    reads: Database | None = None,
 ) -> list[TaskRecord]:
     """Block until every task finishes; their records in the given order.
+
+    ``reads``: a replica to check on instead of ``db``; that every id exists
+    is still asked of ``db``, which has every task submitted so far.
 
     Raises:
         ValidationError: an id or the timeout is invalid.
@@ -48,16 +55,18 @@ def wait_for_batch(
         if finished.done:
             return True
         with pacer.timing():
-            found = db.run(finished.find())
+            found = checked.run(finished.find())
         if finished.add(found):
             report()
         for query in finished.fetches(found):
-            if finished.add(db.run(query)):
+            if finished.add(checked.run(query)):
                 report()
         return finished.done
 
+    checked = reads or db
     deadline = None if finished.timeout is None else time.monotonic() + finished.timeout
-    if not wait_until(collect, notifier, FINISHED_CHANNEL, deadline, pacer):
+    lagging = checked is not db
+    if not wait_until(collect, notifier, FINISHED_CHANNEL, deadline, pacer, lagging=lagging):
         raise finished.timeout_error()
     return finished.records()
 
@@ -68,6 +77,8 @@ def wait_until(
     channel: str,
     deadline: float | None,
     pacer: CheckPacer,
+    *,
+    lagging: bool = False,
 ) -> bool:
     """Call ``done()`` after wake-ups on ``channel`` until it returns True or the deadline passes.
 
@@ -76,10 +87,13 @@ def wait_until(
     interval; after one, once ``pacer`` allows. Returns False on timeout. A
     check that finds the database unreachable counts as not done: the wait
     rides through a restart, and raises that error only if it lasts past the
-    deadline.
+    deadline. ``lagging``: the checks read a replica, which may not have
+    replayed what a notification announced, so a wake-up that leaves the wait
+    not done is followed by checks at growing gaps (see ``LAG_RECHECK``).
     """
     woken = threading.Event()
     handle = notifier.subscribe(channel, woken.set)
+    recheck: float | None = None  # the next gap after a wake-up, with a lagging reader
     try:
         while True:
             woken.clear()
@@ -95,7 +109,12 @@ def wait_until(
                 if outage is not None:
                     raise outage
                 return False
+            if recheck is not None:
+                pause = min(pause, recheck)
             if woken.wait(pause):
+                recheck = LAG_RECHECK if lagging else None
                 time.sleep(pacer.hold(time.monotonic(), deadline))
+            elif recheck is not None:
+                recheck = recheck * 2 if recheck * 2 < pacer.poll_interval else None
     finally:
         notifier.unsubscribe(handle)

@@ -50,6 +50,7 @@ class Database:
             with ``DatabaseUnavailableError`` (the database is down, or every
             connection is busy).
         pooler: the DSN leads to a pooler in transaction mode: prepare nothing.
+        name: the pool's name in the log (``"omnispindle replica"``).
     """
 
     def __init__(
@@ -60,10 +61,12 @@ class Database:
         namespace: Namespace = DEFAULT,
         timeout: float = defaults.POOL_TIMEOUT,
         pooler: bool = False,
+        name: str = POOL_NAME_PREFIX,
     ) -> None:
         self.dsn = dsn
         self.namespace = namespace
-        self.outage = Outage("omnispindle", log)
+        self.timeout = timeout
+        self.outage = Outage(name, log)
         quiet_pool_attempts()
         self._idle = IdleCheck()
         self.pool: ConnectionPool[Connection] = ConnectionPool(
@@ -72,7 +75,7 @@ class Database:
             max_size=max_size,
             kwargs={"autocommit": True, **connect_options(dsn, pooler=pooler)},
             open=True,
-            name=POOL_NAME_PREFIX,
+            name=name,
             timeout=timeout,
             # The pool retries a failed connect with doubling pauses until this
             # many seconds have passed, then starts afresh on the next call:

@@ -152,7 +152,8 @@ def given_schema(args: argparse.Namespace) -> str:
 
 
 def queue_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--schema``, ``--pooler`` and ``--listen-dsn``: where the queue is, and how to reach it."""
+    """``--schema``, ``--pooler``, ``--listen-dsn`` and ``--read-dsn``: where the queue
+    is, and how to reach it."""
     parser.add_argument(
         "--schema",
         default=None,
@@ -170,6 +171,12 @@ def queue_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="a direct connection for LISTEN, with --pooler (without one, poll only)",
     )
+    parser.add_argument(
+        "--read-dsn",
+        default=None,
+        help="a streaming replica for what only reads: task records, lists, status, "
+        "metrics and waits' checks",
+    )
 
 
 def queue_of(args: argparse.Namespace, *, migrate: bool | None) -> TaskQueue:
@@ -186,4 +193,5 @@ def queue_of(args: argparse.Namespace, *, migrate: bool | None) -> TaskQueue:
         schema=given_schema(args),
         pooler=args.pooler,
         listen_dsn=args.listen_dsn,
+        read_dsn=args.read_dsn,
     )

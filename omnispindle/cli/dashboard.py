@@ -57,6 +57,11 @@ def add_commands(commands: Any, command: Callable[..., argparse.ArgumentParser])
         help="a DSN for the actions, when --dsn's role may only read",
     )
     dashboard.add_argument(
+        "--read-dsn",
+        default=None,
+        help="a streaming replica for the pages' reads (the actions stay on --dsn)",
+    )
+    dashboard.add_argument(
         "--schema",
         default=None,
         help="the queue's schema (default $OMNISPINDLE_SCHEMA, else omnispindle)",
@@ -82,6 +87,7 @@ def _dashboard(args: argparse.Namespace) -> int:
         auth=_auth(args),
         schema=args.schema,
         write_dsn=args.write_dsn,
+        read_dsn=args.read_dsn,
     )
     return EXIT_OK
 

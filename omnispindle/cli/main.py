@@ -153,7 +153,8 @@ def command(
     with_queue_options: bool = True,
 ) -> argparse.ArgumentParser:
     """Add the command ``name``, run by ``handler``, with ``--dsn`` and the queue's
-    options (``--schema``, ``--pooler``, ``--listen-dsn``) unless told otherwise."""
+    options (``--schema``, ``--pooler``, ``--listen-dsn``, ``--read-dsn``) unless told
+    otherwise."""
     sub: argparse.ArgumentParser = commands.add_parser(
         name, help=help_text, description=help_text, formatter_class=_HelpFormatter
     )

@@ -72,7 +72,7 @@ def _print_once(args: argparse.Namespace) -> int:
     from omnispindle import prometheus
 
     with queue_of(args, migrate=False) as queue:
-        print(prometheus.exposition(queue.db, max_task_types=args.max_task_types), end="")
+        print(prometheus.exposition(queue.reads, max_task_types=args.max_task_types), end="")
     return EXIT_OK
 
 
@@ -96,7 +96,9 @@ def _serve(args: argparse.Namespace) -> int:
         with queue_of(args, migrate=False) as queue:
             registry.register(
                 prometheus.QueueCollector(
-                    queue.db, cache_seconds=args.cache_seconds, max_task_types=args.max_task_types
+                    queue.reads,
+                    cache_seconds=args.cache_seconds,
+                    max_task_types=args.max_task_types,
                 )
             )
             endpoint.start()

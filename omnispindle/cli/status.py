@@ -28,12 +28,12 @@ UNSWEPT_AFTER = 10.0
 def _status(args: argparse.Namespace) -> int:
     queue = queue_of(args, migrate=False)
     try:
-        queues = queue.db.run(q.inspection.queue_summary())
-        workers = queue.db.run(q.inspection.worker_summary())
-        paused = queue.db.run(q.pausing.paused_task_types())
-        limited = queue.db.run(q.type_limits.task_type_limits())
-        strategies = queue.db.run(q.type_limits.task_type_strategies())
-        demand = queue.db.run(q.demand.worker_demand())
+        queues = queue.read(q.inspection.queue_summary())
+        workers = queue.read(q.inspection.worker_summary())
+        paused = queue.read(q.pausing.paused_task_types())
+        limited = queue.read(q.type_limits.task_type_limits())
+        strategies = queue.read(q.type_limits.task_type_strategies())
+        demand = queue.read(q.demand.worker_demand())
     finally:
         queue.shutdown()
     warnings = liveness_warnings(queues, workers)

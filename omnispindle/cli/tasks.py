@@ -140,13 +140,13 @@ def _tasks(args: argparse.Namespace) -> int:
                 "--type, --state, --older-than and --limit apply to a list; drop them, or the ID"
             )
         with open_queue(args) as queue:
-            task = queue.db.run(task_detail(args.task_id))
+            task = queue.read(task_detail(args.task_id))
         print(to_json(task) if args.json else task_detail_text(task))
         return EXIT_OK
     limit = args.limit or DEFAULT_LIMIT
     with open_queue(args) as queue:
         # One row more than shown tells whether the list was cut.
-        rows = queue.db.run(
+        rows = queue.read(
             list_tasks(
                 task_types=args.task_types,
                 states=args.states,

@@ -29,6 +29,7 @@ def app(
     auth: Auth | None = None,
     schema: str | None = None,
     write_dsn: str | None = None,
+    read_dsn: str | None = None,
 ) -> Starlette:
     """The web dashboard of the queue at ``dsn``, an ASGI app to serve or to mount.
 
@@ -45,6 +46,8 @@ def app(
         schema: the queue's schema (default ``$OMNISPINDLE_SCHEMA``, else omnispindle).
         write_dsn: the database connection the actions use, for a ``dsn``
             whose role may only read (default: ``dsn``).
+        read_dsn: a streaming replica the pages read from (default: ``dsn``);
+            the actions still go to ``write_dsn`` or ``dsn``.
 
     Raises:
         ValidationError: ``schema`` is not a name a queue may use (on first request).
@@ -55,7 +58,7 @@ def app(
         >>> site.mount("/tasks", app(dsn="postgresql://app@db/app"))  # doctest: +SKIP
     """
     settings = Settings(read_only=read_only, show_payloads=show_payloads, auth=auth)
-    source = Source(dsn, schema=schema, write_dsn=write_dsn)
+    source = Source(dsn, schema=schema, write_dsn=write_dsn, read_dsn=read_dsn)
     pages = Pages(source, Renderer.create(settings))
     actions = Actions(source, settings)
 

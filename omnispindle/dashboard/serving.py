@@ -45,6 +45,7 @@ def serve(
     auth: Auth | None = None,
     schema: str | None = None,
     write_dsn: str | None = None,
+    read_dsn: str | None = None,
 ) -> None:
     """Serve the dashboard with uvicorn until interrupted; checks the address first.
 
@@ -61,5 +62,6 @@ def serve(
         auth=auth,
         schema=schema,
         write_dsn=write_dsn,
+        read_dsn=read_dsn,
     )
     uvicorn.run(dashboard, host=host, port=port, log_level="warning")

@@ -1,5 +1,6 @@
-"""Where the dashboard reads and writes: one queue for reading, and one for the
-actions (the same one, unless a separate DSN with the right to write is given).
+"""Where the dashboard reads and writes: one queue for reading (a replica, when
+one is given), and one for the actions (the same one, unless a separate DSN
+with the right to write is given).
 
 The queues open on first use, not when the app is built: an app mounted in
 another one builds at import time, and its lifespan never runs.
@@ -24,12 +25,13 @@ class Source:
     dsn: str
     schema: str | None = None
     write_dsn: str | None = None
+    read_dsn: str | None = None
     _queues: dict[str, TaskQueue] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def read(self, operation: Operation[T]) -> T:
         """Run a read on the reading queue."""
-        return self._queue(self.dsn).db.run(operation)
+        return self._queue(self.read_dsn or self.dsn).db.run(operation)
 
     def write(self, operation: Operation[T]) -> T:
         """Run an action on the writing queue."""

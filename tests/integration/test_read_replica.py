@@ -1,0 +1,181 @@
+"""A streaming replica for what only reads (issue 19): ``read_dsn`` sends task records,
+inspection, metrics, status, the dashboard's pages and waits' checks to it, while
+writes, claims and LISTEN stay on the primary."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from omnispindle import TaskQueue, TaskQueueClient, WorkerClient
+from omnispindle.cli.main import main
+from omnispindle.errors import WaitTimeoutError
+
+from ..acceptance import servers
+
+DEADLINE = 30
+
+
+@pytest.fixture(scope="module")
+def primary() -> Iterator[servers.OwnServer]:
+    with servers.own_server(migrated=True) as own:
+        yield own
+
+
+@pytest.fixture(scope="module")
+def replica(primary) -> Iterator[servers.Replica]:
+    with servers.replica_of(primary) as standby:
+        yield standby
+
+
+@pytest.fixture
+def queue(primary, replica) -> Iterator[TaskQueue]:
+    with TaskQueue(primary.dsn, read_dsn=replica.dsn) as task_queue:
+        yield task_queue
+    replica.resume_replay()  # a test that paused it leaves it paused
+
+
+@pytest.fixture
+def worker(queue) -> Iterator[Callable[[str, Callable[[Any], object]], WorkerClient]]:
+    started: list[tuple[WorkerClient, threading.Thread]] = []
+
+    def start(task_type: str, executor: Callable[[Any], object]) -> WorkerClient:
+        running = WorkerClient(local_queue=queue, poll_interval=0.2)
+        running.register_task_executor(task_type, executor)
+        thread = threading.Thread(target=running.start, daemon=True)
+        thread.start()
+        started.append((running, thread))
+        return running
+
+    yield start
+    for running, thread in started:
+        running.stop(timeout=DEADLINE)
+        thread.join(DEADLINE)
+
+
+def state_on(dsn: str, task_id: int) -> str | None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT state::text FROM omnispindle.tasks WHERE id = %s", (task_id,)
+        ).fetchone()
+    return None if row is None else row[0]
+
+
+def await_state(dsn: str, task_id: int, state: str) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while state_on(dsn, task_id) != state:
+        assert time.monotonic() < deadline, f"task {task_id} never {state} at {dsn}"
+        time.sleep(0.01)
+
+
+def test_reads_come_from_the_replica_and_a_wait_follows_its_replay(queue, primary, replica, worker):
+    client = TaskQueueClient(local_queue=queue, poll_interval=10.0)
+    gate = threading.Event()
+    worker("gated", lambda task: gate.wait(DEADLINE) and {"done": True})
+    task_id = client.submit_task("gated")
+    await_state(replica.dsn, task_id, "running")
+    replica.pause_replay()
+
+    outcome: dict[str, Any] = {}
+    waiter = threading.Thread(
+        target=lambda: outcome.update(task=client.wait_for_task(task_id, timeout=DEADLINE))
+    )
+    waiter.start()
+    gate.set()
+    await_state(primary.dsn, task_id, "succeeded")
+
+    # The replica still shows the task running, and so does every read.
+    assert client.get_task(task_id)["state"] == "running"
+    assert queue.get_metrics()["totals"]["running"] == 1
+    assert waiter.is_alive()
+
+    # The finish's notification came while the replica stood still; the wait
+    # checks again at growing gaps, not only after its 10 s poll interval.
+    resumed = time.monotonic()
+    replica.resume_replay()
+    waiter.join(DEADLINE)
+    waited = time.monotonic() - resumed
+    assert outcome["task"]["state"] == "succeeded"
+    assert outcome["task"]["result"] == {"done": True}
+    assert waited < 3.0, f"the wait saw the replayed finish {waited:.2f} s after the resume"
+
+
+def test_a_task_the_replica_has_not_replayed_is_read_from_the_primary(queue, replica):
+    client = TaskQueueClient(local_queue=queue)
+    replica.pause_replay()
+    task_id = client.submit_task("nobody_runs_this")
+    assert state_on(replica.dsn, task_id) is None
+    assert client.get_task(task_id)["state"] == "pending"
+    # A wait asks the primary whether its tasks exist, and then waits on the replica.
+    with pytest.raises(WaitTimeoutError):
+        client.wait_for_batch([task_id], timeout=0.3)
+
+
+def test_the_command_line_reads_the_replica_with_read_dsn(queue, primary, replica, capsys):
+    client = TaskQueueClient(local_queue=queue)
+    seen = client.submit_task("listed")
+    await_state(replica.dsn, seen, "pending")
+    replica.pause_replay()
+    unseen = client.submit_task("listed")
+
+    def listed(*options: str) -> set[int]:
+        assert main(["tasks", "--dsn", primary.dsn, "--json", *options]) == 0
+        return {row["task_id"] for row in json.loads(capsys.readouterr().out)}
+
+    assert {seen, unseen} <= listed()
+    assert seen in listed("--read-dsn", replica.dsn)
+    assert unseen not in listed("--read-dsn", replica.dsn)
+    assert main(["status", "--dsn", primary.dsn, "--read-dsn", replica.dsn, "--json"]) == 0
+    ready = {row["task_type"]: row for row in json.loads(capsys.readouterr().out)["queues"]}
+    assert ready["listed"]["pending"] == 1
+
+
+def test_every_read_runs_on_a_hot_standby(queue, primary, replica, worker, capsys):
+    """Nothing a read sends writes: each runs on the replica, which refuses writes."""
+    client = TaskQueueClient(local_queue=queue, poll_interval=0.2)
+    worker("inspected", lambda task: {"n": task["parameters"]["n"]})
+    client.pause_task_type("held")
+    client.set_task_type_limit("inspected", max_running=4)
+    client.add_periodic_task("nightly", "0 3 * * *", "inspected", {"n": 0})
+    ids = client.submit_batch(
+        [{"task_type": "inspected", "parameters": {"n": n}} for n in range(5)]
+    )
+    assert [t["result"] for t in client.wait_for_batch(ids, timeout=DEADLINE)] == [
+        {"n": n} for n in range(5)
+    ]
+    await_state(replica.dsn, ids[-1], "succeeded")
+
+    assert [p["task_type"] for p in client.paused_task_types()] == ["held"]
+    assert [row["task_type"] for row in client.task_type_limits()] == ["inspected"]
+    assert client.task_type_strategies() == []
+    assert client.workers_needed(concurrency=4, task_types=["inspected"]) == 0
+    assert [s["name"] for s in client.list_periodic_tasks()] == ["nightly"]
+    assert "inspected" not in {row["task_type"] for row in client.worker_demand()}
+    assert any(w["state"] == "active" for w in queue.list_workers())
+    assert queue.get_metrics()["totals"]["succeeded"] >= 5
+    assert main(["metrics", "--once", "--dsn", primary.dsn, "--read-dsn", replica.dsn]) == 0
+    assert "omnispindle_tasks" in capsys.readouterr().out
+
+
+def test_the_dashboard_reads_its_pages_from_the_replica(queue, primary, replica):
+    from starlette.testclient import TestClient
+
+    from omnispindle.dashboard import app
+
+    client = TaskQueueClient(local_queue=queue)
+    seen = client.submit_task("shown")
+    await_state(replica.dsn, seen, "pending")
+    replica.pause_replay()
+    unseen = client.submit_task("shown")
+    with TestClient(app(dsn=primary.dsn, read_dsn=replica.dsn)) as web:
+        listed = web.get("/tasks", params={"type": "shown"}).text
+        assert f"/tasks/{seen}" in listed
+        assert f"/tasks/{unseen}" not in listed
+        for page in ("/", "/workers", f"/tasks/{seen}", "/schedules"):
+            assert web.get(page).status_code == 200, page
