@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from typing_extensions import Self
@@ -32,7 +32,7 @@ from omnispindle._db.async_pool import AsyncDatabase
 from omnispindle._db.caller import AsyncCallerConnection
 from omnispindle._db.embedded import DSN_VARIABLE
 from omnispindle._db.namespace import Namespace
-from omnispindle._db.query import Operation
+from omnispindle._db.query import Operation, Query
 from omnispindle._db.rows import (
     PausedTaskType,
     SavedSchedule,
@@ -43,10 +43,12 @@ from omnispindle._db.rows import (
     TypeDemand,
 )
 from omnispindle._observe import tracing
-from omnispindle.errors import ConfigurationError
+from omnispindle.errors import ConfigurationError, TaskNotFoundError
 from omnispindle.task_queue import TaskQueue, given_queue, refuse_queue_settings
 
 __all__ = ["AsyncTaskQueueClient"]
+
+T = TypeVar("T")
 
 
 class AsyncTaskQueueClient:
@@ -57,7 +59,8 @@ class AsyncTaskQueueClient:
 
     Args:
         local_queue: a [TaskQueue][omnispindle.task_queue.TaskQueue] in this
-            process whose database to use (also an embedded one), or
+            process whose database to use (also an embedded one), with its
+            pooler setting, LISTEN DSN and replica (``read_dsn``), or
         dsn: the database; default ``$OMNISPINDLE_DSN``.
         poll_interval: longest pause, in seconds, between checks while waiting
             when no notification arrives.
@@ -93,6 +96,9 @@ class AsyncTaskQueueClient:
         )
         listen_dsn = self.dsn if local_queue is None else local_queue.listen_dsn
         self.notifier = AsyncNotifier(listen_dsn, namespace=namespace)
+        # A queue with a replica lends it: reads go there, as the blocking client's do.
+        read_dsn = None if local_queue is None else local_queue.read_dsn
+        self.replica = None if read_dsn is None else replica_of(self.db, read_dsn)
 
     async def open(self) -> Self:
         """Check the schema and open the pool; returns the client.
@@ -101,11 +107,15 @@ class AsyncTaskQueueClient:
             SchemaMissingError: the database has no omnispindle schema.
         """
         await self.db.open()
+        if self.replica is not None:
+            await self.replica.open()
         return self
 
     async def close(self) -> None:
-        """Close the LISTEN connection and the pool."""
+        """Close the LISTEN connection and the pools."""
         await self.notifier.close()
+        if self.replica is not None:
+            await self.replica.close()
         await self.db.close()
 
     async def __aenter__(self) -> Self:
@@ -191,7 +201,7 @@ class AsyncTaskQueueClient:
         Raises:
             TaskNotFoundError: no task has this id.
         """
-        return await self.db.read(operations.get_task(task_id))
+        return await self._read(operations.get_task(task_id))
 
     async def wait_for_task(
         self, task_id: int, timeout: float | None = None, *, raise_on_error: bool = False
@@ -228,7 +238,13 @@ class AsyncTaskQueueClient:
             WaitTimeoutError: some tasks had not finished within ``timeout``.
         """
         return await async_waiting.wait_for_batch(
-            self.db, self.notifier, task_ids, timeout, self.poll_interval, progress
+            self.db,
+            self.notifier,
+            task_ids,
+            timeout,
+            self.poll_interval,
+            progress,
+            reads=self.replica,
         )
 
     async def cancel_task(self, task_id: int, reason: str | None = None) -> CancelOutcome:
@@ -331,7 +347,7 @@ class AsyncTaskQueueClient:
 
     async def paused_task_types(self) -> list[PausedTaskType]:
         """Every paused task type, by name: ``{"task_type", "paused_at", "reason"}``."""
-        return await self.db.read(operations.paused_task_types())
+        return await self._read(operations.paused_task_types())
 
     async def set_task_type_limit(
         self,
@@ -387,7 +403,7 @@ class AsyncTaskQueueClient:
     async def task_type_limits(self) -> list[TaskTypeLimit]:
         """Every limited task type, by name: its limits, its running and ready tasks,
         the tokens its bucket holds now and how many ready tasks a limit holds back."""
-        return await self.db.read(operations.task_type_limits())
+        return await self._read(operations.task_type_limits())
 
     async def set_task_type_strategy(
         self, task_type: str, strategy: str, *, aging_seconds: float | None = None
@@ -406,7 +422,7 @@ class AsyncTaskQueueClient:
     async def task_type_strategies(self) -> list[TaskTypeStrategy]:
         """Every task type with a strategy other than strict priority, by name:
         ``{"task_type", "strategy", "aging_seconds", "set_at"}``."""
-        return await self.db.read(operations.task_type_strategies())
+        return await self._read(operations.task_type_strategies())
 
     async def workers_needed(
         self,
@@ -427,12 +443,12 @@ class AsyncTaskQueueClient:
             ValidationError: a bad concurrency or task type, or bounds out of order.
         """
         query = operations.workers_needed(concurrency, min_workers, max_workers, task_types)
-        return await self.db.read(query)
+        return await self._read(query)
 
     async def worker_demand(self) -> list[TypeDemand]:
         """Each task type with unfinished tasks: its running and ready tasks, whether it
         is paused, its running limit, and ``demand``, how many could run at once now."""
-        return await self.db.read(operations.worker_demand())
+        return await self._read(operations.worker_demand())
 
     async def remove_periodic_task(self, name: str) -> bool:
         """Delete the schedule ``name``; False if there was none. Enqueued tasks stay."""
@@ -440,7 +456,16 @@ class AsyncTaskQueueClient:
 
     async def list_periodic_tasks(self) -> list[ScheduleSummary]:
         """Every schedule, with its latest tick and the task that tick enqueued."""
-        return await self.db.read(operations.list_schedules())
+        return await self._read(operations.list_schedules())
+
+    async def _read(self, query: Query[T]) -> T:
+        """A query that only reads, on the replica when there is one: as ``TaskQueue.read``."""
+        if self.replica is None:
+            return await self.db.read(query)
+        try:
+            return await self.replica.read(query)
+        except TaskNotFoundError:
+            return await self.db.read(query)
 
     async def _insert(
         self, specs: list[TaskSpec], connection: AsyncCallerConnection | None
@@ -459,6 +484,17 @@ class AsyncTaskQueueClient:
         if connection is not None:
             return await self.db.run(build(None), connection=connection)
         return await submit_once_async(self.db, build)
+
+
+def replica_of(primary: AsyncDatabase, read_dsn: str) -> AsyncDatabase:
+    """A pool on the replica at ``read_dsn``, with the primary's settings."""
+    return AsyncDatabase(
+        read_dsn,
+        max_size=primary.max_size,
+        namespace=primary.namespace,
+        timeout=primary.timeout,
+        pooler=primary.pooler,
+    )
 
 
 def _resolve_namespace(local_queue: TaskQueue | None, schema: str | None) -> Namespace:

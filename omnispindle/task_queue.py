@@ -65,7 +65,8 @@ class TaskQueue:
             LISTEN stay on ``dsn``. A replica lags: a task it has not replayed
             yet is read from ``dsn`` instead, and a wait woken by a
             notification checks again soon while the replica catches up.
-            ``stream_task`` and the asyncio client read ``dsn``.
+            ``stream_task`` reads ``dsn``; an ``AsyncTaskQueueClient`` given
+            this queue reads the replica too.
 
     Raises:
         ConfigurationError: ``persistence_path`` given together with a DSN.

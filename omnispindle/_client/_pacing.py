@@ -68,6 +68,33 @@ class CheckPacer:
         return max(0.0, ready_at - now)
 
 
+class ReplayFollower:
+    """With checks that read a replica: a wake-up whose check found the wait not
+    done is followed by checks at growing gaps, from ``FIRST`` doubling up to the
+    poll interval, since the replica may not yet have replayed what the
+    notification announced. Without a replica it changes no pause.
+    """
+
+    FIRST = 0.005
+
+    def __init__(self, lagging: bool, poll_interval: float) -> None:
+        self.lagging = lagging
+        self.poll_interval = poll_interval
+        self._gap: float | None = None
+
+    def pause(self, pause: float) -> float:
+        """The pause before the next check: ``pause``, or less while following."""
+        return pause if self._gap is None else min(pause, self._gap)
+
+    def waited(self, woken: bool) -> None:
+        """Record how the last pause ended: by a notification, or by its time."""
+        if woken:
+            self._gap = self.FIRST if self.lagging else None
+        elif self._gap is not None:
+            doubled = self._gap * 2
+            self._gap = doubled if doubled < self.poll_interval else None
+
+
 def next_pause(deadline: float | None, poll_interval: float) -> float | None:
     """Seconds to wait before the next check, or None once ``deadline`` has passed."""
     if deadline is None:

@@ -9,7 +9,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 
 from omnispindle._client._batch_wait import FEW_LEFT, FinishedTasks
-from omnispindle._client._pacing import CheckPacer, next_pause
+from omnispindle._client._pacing import CheckPacer, ReplayFollower, next_pause
 from omnispindle._db.async_notifier import AsyncNotifier
 from omnispindle._db.async_pool import AsyncDatabase
 from omnispindle._db.notifier import FINISHED_CHANNEL
@@ -27,8 +27,11 @@ async def wait_for_batch(
     timeout: float | None,
     poll_interval: float,
     progress: AsyncProgress | None = None,
+    reads: AsyncDatabase | None = None,
 ) -> list[TaskRecord]:
     """Wait until every task finishes; their records in the given order.
+
+    ``reads``: a replica to check on, as in the blocking twin.
 
     Raises:
         ValidationError: an id or the timeout is invalid.
@@ -53,16 +56,19 @@ async def wait_for_batch(
         if finished.done:
             return True
         with pacer.timing():
-            found = await db.run(finished.find())
+            found = await checked.run(finished.find())
         if finished.add(found):
             await report()
         for query in finished.fetches(found):
-            if finished.add(await db.run(query)):
+            if finished.add(await checked.run(query)):
                 await report()
         return finished.done
 
+    checked = reads or db
     deadline = None if finished.timeout is None else time.monotonic() + finished.timeout
-    if not await wait_until(collect, notifier, (FINISHED_CHANNEL,), deadline, pacer):
+    lagging = checked is not db
+    channels = (FINISHED_CHANNEL,)
+    if not await wait_until(collect, notifier, channels, deadline, pacer, lagging=lagging):
         raise finished.timeout_error()
     return finished.records()
 
@@ -73,15 +79,19 @@ async def wait_until(
     channels: Iterable[str],
     deadline: float | None,
     pacer: CheckPacer,
+    *,
+    lagging: bool = False,
 ) -> bool:
     """Await ``done()`` after wake-ups on ``channels`` until it returns True or the deadline passes.
 
     Subscribes before the first check, so a task finishing between that check
     and the wait still wakes it. Without a notification it checks every poll
     interval; after one, once ``pacer`` allows. Returns False on timeout. An
-    unreachable database counts as not done, as in the blocking twin.
+    unreachable database counts as not done, and ``lagging`` checks follow a
+    replica's replay, as in the blocking twin.
     """
     woken = notifier.subscribe(channels)
+    follower = ReplayFollower(lagging, pacer.poll_interval)
     try:
         while True:
             woken.clear()
@@ -97,7 +107,9 @@ async def wait_until(
                 if outage is not None:
                     raise outage
                 return False
-            if await wait_event(woken, pause):
+            was_woken = await wait_event(woken, follower.pause(pause))
+            follower.waited(was_woken)
+            if was_woken:
                 await asyncio.sleep(pacer.hold(time.monotonic(), deadline))
     finally:
         notifier.unsubscribe(woken)

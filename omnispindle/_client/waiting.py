@@ -7,16 +7,13 @@ import time
 from collections.abc import Callable, Iterable
 
 from omnispindle._client._batch_wait import FEW_LEFT, FinishedTasks
-from omnispindle._client._pacing import CheckPacer, next_pause
+from omnispindle._client._pacing import CheckPacer, ReplayFollower, next_pause
 from omnispindle._db.notifier import FINISHED_CHANNEL, Notifier
 from omnispindle._db.pool import Database
 from omnispindle._db.rows import TaskRecord
 from omnispindle.errors import DatabaseUnavailableError
 
 Progress = Callable[[int, int], object]
-# With a replica: the first pause before checking again after a wake-up that
-# found the wait not done, doubled at each further check, up to the poll interval.
-LAG_RECHECK = 0.005
 
 
 def wait_for_batch(
@@ -89,11 +86,11 @@ def wait_until(
     rides through a restart, and raises that error only if it lasts past the
     deadline. ``lagging``: the checks read a replica, which may not have
     replayed what a notification announced, so a wake-up that leaves the wait
-    not done is followed by checks at growing gaps (see ``LAG_RECHECK``).
+    not done is followed by checks at growing gaps (see ``ReplayFollower``).
     """
     woken = threading.Event()
     handle = notifier.subscribe(channel, woken.set)
-    recheck: float | None = None  # the next gap after a wake-up, with a lagging reader
+    follower = ReplayFollower(lagging, pacer.poll_interval)
     try:
         while True:
             woken.clear()
@@ -109,12 +106,9 @@ def wait_until(
                 if outage is not None:
                     raise outage
                 return False
-            if recheck is not None:
-                pause = min(pause, recheck)
-            if woken.wait(pause):
-                recheck = LAG_RECHECK if lagging else None
+            was_woken = woken.wait(follower.pause(pause))
+            follower.waited(was_woken)
+            if was_woken:
                 time.sleep(pacer.hold(time.monotonic(), deadline))
-            elif recheck is not None:
-                recheck = recheck * 2 if recheck * 2 < pacer.poll_interval else None
     finally:
         notifier.unsubscribe(handle)

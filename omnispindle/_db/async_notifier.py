@@ -81,6 +81,10 @@ class AsyncNotifier:
             )
         return event
 
+    def subscriptions(self, channel: str) -> int:
+        """How many waiters ``channel`` has now (for diagnostics and tests)."""
+        return sum(1 for channels in self._waiters.values() if channel in channels)
+
     def unsubscribe(self, event: asyncio.Event) -> None:
         self._waiters.pop(event, None)
 

@@ -96,6 +96,11 @@ class Notifier:
                 self._thread.start()
         return handle
 
+    def subscriptions(self, channel: str) -> int:
+        """How many subscriptions ``channel`` has now (for diagnostics and tests)."""
+        with self._lock:
+            return sum(1 for ch, _, _ in self._subscribers.values() if ch == channel)
+
     def unsubscribe(self, handle: int) -> None:
         with self._lock:
             self._subscribers.pop(handle, None)

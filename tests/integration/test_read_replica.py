@@ -4,6 +4,7 @@ writes, claims and LISTEN stay on the primary."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -13,11 +14,13 @@ from typing import Any
 import psycopg
 import pytest
 
-from omnispindle import TaskQueue, TaskQueueClient, WorkerClient
+from omnispindle import AsyncTaskQueueClient, TaskQueue, TaskQueueClient, WorkerClient
+from omnispindle._db.notifier import FINISHED_CHANNEL
 from omnispindle.cli.main import main
 from omnispindle.errors import WaitTimeoutError
 
 from ..acceptance import servers
+from ..acceptance.workers import poll
 
 DEADLINE = 30
 
@@ -86,7 +89,11 @@ def test_reads_come_from_the_replica_and_a_wait_follows_its_replay(queue, primar
     waiter = threading.Thread(
         target=lambda: outcome.update(task=client.wait_for_task(task_id, timeout=DEADLINE))
     )
+    subscribed = queue.notifier.subscriptions(FINISHED_CHANNEL)
     waiter.start()
+    # The finish must come while the wait listens, as it would in a wait of any length.
+    poll(lambda: queue.notifier.subscriptions(FINISHED_CHANNEL) > subscribed, DEADLINE)
+    assert queue.notifier.connected.wait(DEADLINE)
     gate.set()
     await_state(primary.dsn, task_id, "succeeded")
 
@@ -179,3 +186,33 @@ def test_the_dashboard_reads_its_pages_from_the_replica(queue, primary, replica)
         assert f"/tasks/{unseen}" not in listed
         for page in ("/", "/workers", f"/tasks/{seen}", "/schedules"):
             assert web.get(page).status_code == 200, page
+
+
+def test_the_asyncio_client_given_the_queue_reads_its_replica(queue, primary, replica, worker):
+    gate = threading.Event()
+    worker("gated_async", lambda task: gate.wait(DEADLINE) and {"done": True})
+
+    async def scenario() -> float:
+        async with AsyncTaskQueueClient(local_queue=queue, poll_interval=10.0) as client:
+            task_id = await client.submit_task("gated_async")
+            await asyncio.to_thread(await_state, replica.dsn, task_id, "running")
+            await asyncio.to_thread(replica.pause_replay)
+            waiting = asyncio.create_task(client.wait_for_task(task_id, timeout=DEADLINE))
+            deadline = time.monotonic() + DEADLINE
+            while not (
+                client.notifier.subscriptions(FINISHED_CHANNEL)
+                and client.notifier.connected.is_set()
+            ):
+                assert time.monotonic() < deadline, "the wait never listened"
+                await asyncio.sleep(0.01)
+            gate.set()
+            await asyncio.to_thread(await_state, primary.dsn, task_id, "succeeded")
+            assert (await client.get_task(task_id))["state"] == "running"
+            assert not waiting.done()
+            resumed = time.monotonic()
+            await asyncio.to_thread(replica.resume_replay)
+            assert (await waiting)["result"] == {"done": True}
+            return time.monotonic() - resumed
+
+    waited = asyncio.run(scenario())
+    assert waited < 3.0, f"the wait saw the replayed finish {waited:.2f} s after the resume"
