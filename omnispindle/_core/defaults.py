@@ -30,6 +30,9 @@ MAX_TIMEOUT = 1e9  # seconds (about 31 years); far longer ones overflow timestam
 # A client.
 POLL_INTERVAL = 1.0  # seconds between checks while no notification comes
 POOL_SIZE = 10
+# Seconds a pooled connection beyond the first may stay idle before it is closed:
+# a burst's extra connections are not held for the psycopg default of 10 minutes.
+POOL_MAX_IDLE = 60.0
 POOL_SIZE_RANGE = (1, 1000)
 # Seconds a call waits for a pooled connection: during an outage, a caller
 # learns of it this soon, as a DatabaseUnavailableError.

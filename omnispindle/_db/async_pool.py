@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from omnispindle._core import defaults
 from omnispindle._db.caller import AsyncCallerConnection, as_async_psycopg
@@ -93,9 +93,16 @@ class AsyncDatabase:
             reconnect_timeout=defaults.RECONNECT_WINDOW,
             reconnect_failed=retry_while_waited_for_async,
             configure=ours_async,
+            max_idle=defaults.POOL_MAX_IDLE,
         )
         quiet_pool_attempts()
-        await pool.open()
+        try:
+            # Its first connection made before any call, as in the blocking twin.
+            await pool.open(wait=True, timeout=self.timeout)
+        except PoolTimeout as exc:
+            raise DatabaseUnavailableError(
+                f"the database is unavailable: no connection within {self.timeout:g} s"
+            ) from exc
         self.pool = pool
 
     async def run(

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg.rows import dict_row
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from omnispindle._core import defaults
 from omnispindle._db.caller import CallerConnection, as_psycopg
@@ -83,7 +83,16 @@ class Database:
             reconnect_timeout=defaults.RECONNECT_WINDOW,
             reconnect_failed=retry_while_waited_for,
             configure=ours,
+            max_idle=defaults.POOL_MAX_IDLE,
         )
+        # The first connection made before any call: a call while it is still
+        # being made would have the pool open a second, held for no use.
+        try:
+            self.pool.wait(timeout)
+        except PoolTimeout as exc:
+            raise DatabaseUnavailableError(
+                f"the database is unavailable: no connection within {timeout:g} s"
+            ) from exc
 
     def run(self, operation: Operation[T], *, connection: CallerConnection | None = None) -> T:
         """Run an operation and return its result.
