@@ -109,3 +109,8 @@ def group_starts(task_type: str, start: float, end: float) -> Query[dict[str, in
         {"task_type": task_type, "start": start, "end": end},
         lambda found: {row["group_key"]: row["starts"] for row in found},
     )
+
+
+def database_connections() -> Query[int]:
+    """The client connections the server holds to this database."""
+    return Query(BENCH["database_connections"], None, value("count"))

@@ -8,6 +8,7 @@ from typing import Any
 from omnispindle.bench import autoscale as bench_autoscale
 from omnispindle.bench import cpu as bench_cpu
 from omnispindle.bench import fairness as bench_fairness
+from omnispindle.bench import fleet as bench_fleet
 from omnispindle.bench import scheduling as bench_scheduling
 from omnispindle.bench import soak as bench_soak
 from omnispindle.bench import steady as bench_steady
@@ -38,6 +39,7 @@ SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
     "soak": bench_soak.soak,
     "steady": bench_steady.steady,
     "dashboard": dashboard,
+    "fleet": bench_fleet.fleet,
 }
 # Which figures are better when higher; the ratio column says how many times
 # better Omnispindle did than the peer.

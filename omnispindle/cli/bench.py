@@ -23,7 +23,8 @@ SCENARIO_HELP = (
     "CPU-bound tasks through `worker --processes`; latency: enqueue to start; dag: "
     "dependency overhead; recovery: a killed worker's tasks; soak: a long run with "
     "retention on; steady: tasks fed at a fixed rate while workers drain them; "
-    "dashboard: its pages' times on a million tasks"
+    "dashboard: its pages' times on a million tasks; fleet: idle worker processes "
+    "under one supervisor, by count: connections, server CPU and latency"
 )
 # Options each scenario may take, from the command line's names.
 OPTIONS = {
@@ -37,6 +38,7 @@ OPTIONS = {
     "snapshot_seconds": "snapshot_seconds",
     "rate": "rate",
     "seconds": "seconds",
+    "pooler_dsn": "pooler_dsn",
 }
 
 
@@ -65,7 +67,8 @@ def add_commands(commands: Any, make_command: Callable[..., argparse.ArgumentPar
     bench.add_argument(
         "--processes",
         type=process_counts,
-        help="cpu: comma-separated process counts of the worker, each measured (default 1,2)",
+        help="cpu, fleet: comma-separated process counts of the worker, each measured "
+        "(default 1,2; fleet 2,100)",
     )
     bench.add_argument("--lease-timeout", type=float, help="lease of the workers (default 30 s)")
     bench.add_argument("--retention", type=float, help="soak: seconds finished tasks are kept")
@@ -75,7 +78,17 @@ def add_commands(commands: Any, make_command: Callable[..., argparse.ArgumentPar
         help="soak: hold a REPEATABLE READ snapshot this long partway through",
     )
     bench.add_argument("--rate", type=float, help="steady: tasks offered a second (default 1000)")
-    bench.add_argument("--seconds", type=float, help="steady: how long to feed (default 60)")
+    bench.add_argument(
+        "--seconds",
+        type=float,
+        help="steady: how long to feed (default 60); fleet: how long to idle (default 20)",
+    )
+    bench.add_argument(
+        "--pooler-dsn",
+        default=None,
+        help="fleet: the workers' pools go through this pooler (PgBouncer in transaction "
+        "mode), LISTEN to --dsn",
+    )
     bench.add_argument(
         "--peers",
         default="",

@@ -112,3 +112,9 @@ SELECT count(*) AS tasks,
        (max(r.delay) * 1000)::double precision AS max_ms
 FROM run r CROSS JOIN fed f
 GROUP BY f.fed_from, f.fed_until;
+
+-- name: database_connections
+-- The client connections the server holds to this database, a pooler's among them.
+SELECT count(*) AS count
+FROM pg_stat_activity
+WHERE datname = current_database() AND backend_type = 'client backend';

@@ -1,0 +1,94 @@
+"""``omnispindle bench fleet``: idle worker processes under one supervisor, by size.
+
+For each process count, ``omnispindle worker --processes N --concurrency 1``
+(through ``--pooler-dsn`` when given, with LISTEN on the direct DSN), and once
+every process has registered and settled: the client connections the server
+holds for the fleet, the server's CPU per second while the fleet idles, and
+the enqueue-to-start latency of single tasks. A fleet of a hundred needs the
+pooler where ``max_connections`` is Postgres's default of 100.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from omnispindle.bench import queries as bq
+from omnispindle.bench.peers import postgres_cpu_seconds
+from omnispindle.bench.throughput import STAMP_TYPE, latency_sample, median_of
+from omnispindle.bench.workflows import stop_processes, wait_for, worker_process
+from omnispindle.client import TaskQueueClient
+from omnispindle.task_queue import TaskQueue
+
+SETTLE_S = 5.0  # after the last process registered: its first claims and leases done
+IDLE_S = 20.0
+SAMPLES = 40
+START_TIMEOUT_S = 300.0  # a hundred interpreters importing on two cores take a while
+
+
+def fleet(
+    queue: TaskQueue,
+    processes: Sequence[int] = (2, 100),
+    runs: int = 3,
+    seconds: float = IDLE_S,
+    pooler_dsn: str | None = None,
+    **_: Any,
+) -> dict[str, Any]:
+    """Per process count: ``connections_Np``, ``idle_cpu_Np`` (server CPU seconds a
+    second), ``p50_ms_Np`` and ``p99_ms_Np``; medians of ``runs``."""
+    figures: dict[str, Any] = {"system": "omnispindle", "scenario": "fleet"}
+    for count in processes:
+
+        def measure(count: int = count) -> dict[str, float | None]:
+            return measure_fleet(queue, count, seconds, pooler_dsn)
+
+        for name, figure in median_of(runs, measure).items():
+            figures[f"{name}_{count}p"] = figure
+    queue.db.run(bq.delete_type(STAMP_TYPE))
+    return {**figures, "idle_seconds": seconds, "through_pooler": pooler_dsn is not None}
+
+
+def measure_fleet(
+    queue: TaskQueue, count: int, seconds: float, pooler_dsn: str | None
+) -> dict[str, float | None]:
+    """One fleet of ``count`` processes: its connections, idle CPU and latency."""
+    before = queue.db.run(bq.database_connections())
+    with supervised_fleet(queue, count, pooler_dsn):
+        time.sleep(SETTLE_S)
+        connections = queue.db.run(bq.database_connections()) - before
+        cpu_before = postgres_cpu_seconds(queue.dsn)
+        time.sleep(seconds)
+        cpu_after = postgres_cpu_seconds(queue.dsn)
+        client = TaskQueueClient(local_queue=queue)
+        delays = sorted(latency_sample(client) for _ in range(SAMPLES))
+    idle_cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
+    return {
+        "connections": float(connections),
+        "idle_cpu": None if idle_cpu is None else idle_cpu / seconds,
+        "p50_ms": statistics.median(delays) * 1000,
+        "p99_ms": statistics.quantiles(delays, n=100, method="inclusive")[98] * 1000,
+    }
+
+
+@contextmanager
+def supervised_fleet(queue: TaskQueue, count: int, pooler_dsn: str | None) -> Iterator[None]:
+    """``omnispindle worker --processes COUNT``, returned once every process registered."""
+    name = f"bench-fleet-{uuid.uuid4().hex[:8]}"
+    through = [] if pooler_dsn is None else ["--pooler", "--listen-dsn", queue.dsn]
+    supervisor = worker_process(
+        pooler_dsn or queue.dsn, name, 1, 30.0, ["--processes", str(count), *through]
+    )
+    try:
+        wait_for(
+            lambda: sum(w["name"].startswith(name) for w in queue.list_workers()) == count,
+            START_TIMEOUT_S,
+            f"the start of {count} worker processes",
+            interval=0.5,
+        )
+        yield
+    finally:
+        stop_processes([supervisor], timeout=120.0)
