@@ -13,7 +13,7 @@ from omnispindle._core import defaults, validation
 from omnispindle._db import embedded, migrations
 from omnispindle._db import queries as q
 from omnispindle._db.namespace import Namespace
-from omnispindle._db.notifier import Notifier
+from omnispindle._db.notifier import Listens, Notifier
 from omnispindle._db.pool import Database
 from omnispindle._db.query import Query
 from omnispindle._db.rows import WorkerRow
@@ -118,7 +118,7 @@ class TaskQueue:
         self._pool_size = pool_size
         self._replica: Database | None = None
         self._replica_lock = threading.Lock()
-        self._notifier: Notifier | None = None
+        self._notifier: Listens | None = None
         self._notifier_lock = threading.Lock()
         try:
             # Before the pool opens: a database that cannot be reached, or
@@ -141,12 +141,20 @@ class TaskQueue:
         return self._server is not None
 
     @property
-    def notifier(self) -> Notifier:
+    def notifier(self) -> Listens:
         """The process's LISTEN connection for this queue, started on first use."""
         with self._notifier_lock:
             if self._notifier is None:
                 self._notifier = Notifier(self.listen_dsn, namespace=self.namespace)
             return self._notifier
+
+    def listen_through(self, notifier: Listens) -> None:
+        """Hear notifications through ``notifier`` rather than a LISTEN connection of
+        this queue's own: a worker process whose supervisor relays them."""
+        with self._notifier_lock:
+            if self._notifier is not None:
+                self._notifier.close()
+            self._notifier = notifier
 
     @property
     def reads(self) -> Database:

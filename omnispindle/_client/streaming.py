@@ -9,14 +9,14 @@ from collections.abc import Iterator
 from omnispindle._client import operations
 from omnispindle._client._pacing import next_pause
 from omnispindle._client.records import StreamEvent, final_event, partial_event
-from omnispindle._db.notifier import FINISHED_CHANNEL, STREAM_CHANNEL, Notifier
+from omnispindle._db.notifier import FINISHED_CHANNEL, STREAM_CHANNEL, Listens
 from omnispindle._db.pool import Database
 from omnispindle.errors import DatabaseUnavailableError, WaitTimeoutError
 from omnispindle.states import FINISHED_VALUES
 
 
 def stream_events(
-    db: Database, notifier: Notifier, task_id: int, timeout: float | None, poll_interval: float
+    db: Database, notifier: Listens, task_id: int, timeout: float | None, poll_interval: float
 ) -> Iterator[StreamEvent]:
     """Yield partials in order and then the final record (see ``TaskQueueClient.stream_task``).
 

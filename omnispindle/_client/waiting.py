@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 
 from omnispindle._client._batch_wait import FEW_LEFT, FinishedTasks
 from omnispindle._client._pacing import CheckPacer, ReplayFollower, next_pause
-from omnispindle._db.notifier import FINISHED_CHANNEL, Notifier
+from omnispindle._db.notifier import FINISHED_CHANNEL, Listens
 from omnispindle._db.pool import Database
 from omnispindle._db.rows import TaskRecord
 from omnispindle.errors import DatabaseUnavailableError
@@ -18,7 +18,7 @@ Progress = Callable[[int, int], object]
 
 def wait_for_batch(
     db: Database,
-    notifier: Notifier,
+    notifier: Listens,
     task_ids: Iterable[int],
     timeout: float | None,
     poll_interval: float,
@@ -70,7 +70,7 @@ def wait_for_batch(
 
 def wait_until(
     done: Callable[[], bool],
-    notifier: Notifier,
+    notifier: Listens,
     channel: str,
     deadline: float | None,
     pacer: CheckPacer,

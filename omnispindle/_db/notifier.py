@@ -11,10 +11,10 @@ outage is logged once when it starts and once when it ends.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
 from collections.abc import Callable
+from typing import Protocol
 
 import psycopg
 
@@ -24,6 +24,7 @@ from omnispindle._db.namespace import DEFAULT, Namespace
 from omnispindle._db.outages import Outage
 from omnispindle._db.pool import execute
 from omnispindle._db.queries import setup
+from omnispindle._db.subscribers import Subscribers
 from omnispindle.errors import DatabaseUnavailableError
 
 # Channels by their default names; a queue in another schema has its own.
@@ -36,6 +37,22 @@ PROBE_CHANNEL = "omnispindle_probe"
 FIRST_BACKOFF = 0.05
 
 log = logging.getLogger("omnispindle.notifier")
+
+
+class Listens(Protocol):
+    """What hears notifications for a queue: a ``Notifier``, or a relay of a supervisor's."""
+
+    connected: threading.Event
+
+    def subscribe(
+        self, channel: str, callback: Callable[..., None], *, with_payload: bool = False
+    ) -> int: ...
+
+    def unsubscribe(self, handle: int) -> None: ...
+
+    def subscriptions(self, channel: str) -> int: ...
+
+    def close(self) -> None: ...
 
 
 class Notifier:
@@ -69,8 +86,7 @@ class Notifier:
         self._max_backoff = max_backoff
         self.outage = Outage("the LISTEN connection", log)
         self.backend_pid: int | None = None  # of the listening connection, while there is one
-        self._subscribers: dict[int, tuple[str, Callable[..., None], bool]] = {}
-        self._ids = itertools.count()
+        self._subscribers = Subscribers()
         self._lock = threading.Lock()
         self._closing = threading.Event()
         self._thread: threading.Thread | None = None
@@ -86,9 +102,8 @@ class Notifier:
         """
         if channel not in CHANNELS:
             raise ValueError(f"unknown channel {channel!r}")
+        handle = self._subscribers.add(channel, callback, with_payload)
         with self._lock:
-            handle = next(self._ids)
-            self._subscribers[handle] = (channel, callback, with_payload)
             if self._thread is None and self._dsn is not None:
                 self._thread = threading.Thread(
                     target=self._run, name="omnispindle-notifier", daemon=True
@@ -98,12 +113,10 @@ class Notifier:
 
     def subscriptions(self, channel: str) -> int:
         """How many subscriptions ``channel`` has now (for diagnostics and tests)."""
-        with self._lock:
-            return sum(1 for ch, _, _ in self._subscribers.values() if ch == channel)
+        return self._subscribers.count(channel)
 
     def unsubscribe(self, handle: int) -> None:
-        with self._lock:
-            self._subscribers.pop(handle, None)
+        self._subscribers.remove(handle)
 
     def close(self) -> None:
         """Stop listening; returns once the thread has ended."""
@@ -112,17 +125,7 @@ class Notifier:
             self._thread.join(timeout=5)
 
     def _wake(self, channel: str | None, payload: str = "") -> None:
-        with self._lock:
-            callbacks = [
-                (cb, wants)
-                for ch, cb, wants in self._subscribers.values()
-                if channel is None or ch == channel
-            ]
-        for callback, wants_payload in callbacks:
-            if wants_payload:
-                callback(payload)
-            else:
-                callback()
+        self._subscribers.wake(channel, payload)
 
     def _run(self) -> None:
         backoff = FIRST_BACKOFF

@@ -27,7 +27,7 @@ import psycopg
 from omnispindle._core import limits
 from omnispindle._core.validation import sized_json_text
 from omnispindle._db import queries as q
-from omnispindle._db.notifier import CANCEL_CHANNEL, READY_CHANNEL, Notifier
+from omnispindle._db.notifier import CANCEL_CHANNEL, READY_CHANNEL, Listens
 from omnispindle._db.pg_arrays import ArrayLiteral, text_array
 from omnispindle._db.pool import Database
 from omnispindle._db.rows import StepRow
@@ -94,7 +94,7 @@ class WorkerLoop:
     def __init__(
         self,
         db: Database,
-        notifier: Notifier,
+        notifier: Listens,
         settings: WorkerSettings,
         executors: dict[str, Executor],
         capabilities: list[str] | None,

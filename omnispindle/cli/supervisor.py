@@ -10,9 +10,16 @@ With ``--min-processes`` and ``--max-processes`` it reads its children's
 backlog every few seconds and adds a child, or stops its newest one with
 SIGTERM, as ``process_scaling`` decides.
 
+With a ``relay`` the supervisor holds the fleet's one LISTEN connection and
+passes each wake-up on to its children (see ``wake_relay``); only the child in
+slot 1 takes turns at maintenance (sweeping, periodic ticks), so that a fleet
+of a hundred processes asks for the duties' leases once a second, not a
+hundred times.
+
 On Linux each child asks the kernel for a SIGTERM when the supervisor dies
-(``PR_SET_PDEATHSIG``), so a supervisor killed with SIGKILL leaves children
-that stop gracefully; elsewhere they run on until stopped one by one.
+(``PR_SET_PDEATHSIG``, see :func:`die_with_supervisor`), so a supervisor
+killed with SIGKILL leaves children that stop gracefully; elsewhere they run
+on until stopped one by one.
 """
 
 from __future__ import annotations
@@ -28,14 +35,18 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from omnispindle._db.rows import ProcessBacklog
 from omnispindle.cli.exit_codes import EXIT_ERROR, EXIT_OK
 from omnispindle.cli.process_scaling import ProcessScaling
 
+if TYPE_CHECKING:
+    from omnispindle.cli.wake_relay import WakeRelay
+
 log = logging.getLogger("omnispindle.cli")
 
-MAX_PROCESSES = 64
+MAX_PROCESSES = 128
 FIRST_DELAY = 0.5  # seconds before restarting a child that died
 LONGEST_DELAY = 10.0
 LIVED_A_WHILE = 30.0  # a child that lived this long is restarted after FIRST_DELAY again
@@ -43,6 +54,10 @@ STOP_MARGIN = 15.0  # seconds past the worker's shutdown timeout for connections
 _PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
 # The supervisor's own options: a child runs one process, whatever they said.
 _COUNT_OPTIONS = ("--processes", "--min-processes", "--max-processes")
+# The supervisor's pid, set for its children: each asks to die with it.
+SUPERVISOR_VARIABLE = "OMNISPINDLE_SUPERVISOR_PID"
+# What every child but the first is told: maintenance is the first one's.
+_NO_MAINTENANCE = ("--no-sweep", "--no-periodic")
 ReadBacklog = Callable[[Sequence[int], int], ProcessBacklog | None]
 
 
@@ -81,6 +96,7 @@ def child_command(
 
     ``scaled``: ``argv`` gave ``--min-processes`` and ``--max-processes``; the
     child is told 1 for both too, in case an abbreviation of them is left.
+    Every child but the first is told ``--no-sweep --no-periodic``.
     """
     kept: list[str] = []
     skip_value = False
@@ -96,27 +112,28 @@ def child_command(
     if scaled:
         counts += ["--min-processes", "1", "--max-processes", "1"]
     named = ["--name", f"{name}-{slot}"] if name else []
-    return [sys.executable, "-m", "omnispindle", *kept, *counts, *named]
+    duties = [] if slot == 1 else list(_NO_MAINTENANCE)
+    return [sys.executable, "-m", "omnispindle", *kept, *counts, *named, *duties]
 
 
-def _parent_death_signal() -> Callable[[], None] | None:
-    """A function for ``preexec_fn`` that has the kernel SIGTERM the child when this
-    process dies; None where there is no ``prctl``."""
-    if not sys.platform.startswith("linux"):
-        return None
+def die_with_supervisor() -> None:
+    """In a child: have the kernel SIGTERM this process when its supervisor dies.
+
+    Asked by the child itself, once it runs (the supervisor's relay thread
+    makes running code between fork and exec unsafe); a supervisor that died
+    before the request took hold is noticed by the parent having changed. Does
+    nothing outside a supervisor, or where there is no ``prctl``.
+    """
+    supervisor = os.environ.pop(SUPERVISOR_VARIABLE, None)
+    if supervisor is None or not sys.platform.startswith("linux"):
+        return
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        prctl = libc.prctl
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-
-    def ask() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() != parent:  # the supervisor died before the request took hold
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return ask
+        return
+    prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != int(supervisor):
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 @dataclass
@@ -135,6 +152,8 @@ class Supervisor:
         processes: children to run (to start with, when auto-scaling).
         stop_timeout: seconds children get to stop before they are killed.
         scaling: grow and shrink the children from the backlog; None: a fixed number.
+        relay: the LISTEN connection whose notifications go to every child; None:
+            each child listens itself.
     """
 
     def __init__(
@@ -143,14 +162,16 @@ class Supervisor:
         processes: int,
         stop_timeout: float,
         scaling: AutoScaling | None = None,
+        relay: WakeRelay | None = None,
     ) -> None:
         self.command_of = command_of
         self.stop_timeout = stop_timeout
         self.scaling = scaling
+        self.relay = relay
         self._slots = [_Slot(command_of(n)) for n in range(1, processes + 1)]
         self._retiring: list[subprocess.Popen[bytes]] = []  # told to stop by scaling
+        self._pipes: dict[int, int] = {}  # a child's pid: the relay's end of its pipe
         self._stop_signal: int | None = None
-        self._preexec = _parent_death_signal()
 
     def run(self) -> int:
         """Start the children and supervise them; the exit code once all have stopped:
@@ -187,19 +208,41 @@ class Supervisor:
         return len(self._slots) + len(self._retiring)
 
     def _start(self, slot: _Slot) -> None:
-        # The supervisor runs no threads, so a function between fork and exec is safe here.
-        slot.process = subprocess.Popen(slot.command, preexec_fn=self._preexec)  # noqa: PLW1509
+        env = {**os.environ, SUPERVISOR_VARIABLE: str(os.getpid())}
+        if self.relay is None:
+            slot.process = subprocess.Popen(slot.command, env=env)
+        else:
+            from omnispindle._db.relayed_notifier import WAKE_FD_VARIABLE
+
+            reader, writer = self.relay.open_pipe()
+            env[WAKE_FD_VARIABLE] = str(reader)
+            try:
+                slot.process = subprocess.Popen(slot.command, env=env, pass_fds=(reader,))
+            except BaseException:
+                self.relay.close_pipe(writer)
+                raise
+            finally:
+                os.close(reader)
+            self._pipes[slot.process.pid] = writer
         slot.started, slot.restart_at = time.monotonic(), None
         log.info("worker process %d started", slot.process.pid)
+
+    def _ended(self, process: subprocess.Popen[bytes]) -> None:
+        """Close the pipe of a child that exited."""
+        writer = self._pipes.pop(process.pid, None)
+        if writer is not None and self.relay is not None:
+            self.relay.close_pipe(writer)
 
     def _reap(self) -> None:
         """Note each child that exited, and when to start its replacement."""
         for process in [p for p in self._retiring if p.poll() is not None]:
             self._retiring.remove(process)
+            self._ended(process)
             log.info("worker process %d %s", process.pid, how_it_ended(process.returncode))
         for slot in self._slots:
             if slot.process is None or slot.process.poll() is None:
                 continue
+            self._ended(slot.process)
             delay = slot.backoff.next_delay(time.monotonic() - slot.started)
             log.warning(
                 "worker process %d %s; restarting in %.1f s",

@@ -32,10 +32,12 @@ from omnispindle.cli.supervisor import (
     AutoScaling,
     Supervisor,
     child_command,
+    die_with_supervisor,
 )
 from omnispindle.errors import ConfigurationError, ValidationError
 
 if TYPE_CHECKING:
+    from omnispindle.cli.wake_relay import WakeRelay
     from omnispindle.task_queue import TaskQueue
     from omnispindle.worker import Executor
 
@@ -204,8 +206,19 @@ def _worker(args: argparse.Namespace) -> int:
         return _supervise(args, processes)
     if processes is None and (args.processes or 1) > 1:
         return _supervise(args, None)
+    die_with_supervisor()
     with queue_of(args, migrate=args.migrate) as queue:
+        hear_relayed_notifications(queue)
         return _run_worker(args, queue)
+
+
+def hear_relayed_notifications(queue: TaskQueue) -> None:
+    """In a child of a supervisor that relays notifications: hear them from its pipe."""
+    from omnispindle._db.relayed_notifier import WAKE_FD_VARIABLE, RelayedNotifier
+
+    fd = os.environ.pop(WAKE_FD_VARIABLE, None)
+    if fd is not None:
+        queue.listen_through(RelayedNotifier(int(fd), queue.listen_dsn, namespace=queue.namespace))
 
 
 def _supervise(args: argparse.Namespace, processes: Bounds | None) -> int:
@@ -216,8 +229,37 @@ def _supervise(args: argparse.Namespace, processes: Bounds | None) -> int:
         return child_command(args.argv, slot, args.name, scaled=processes is not None)
 
     stop_timeout = args.shutdown_timeout + STOP_MARGIN
-    if processes is None:
-        return Supervisor(command_of, args.processes, stop_timeout).run()
+    relay = _relay(args)
+    try:
+        if processes is None:
+            return Supervisor(command_of, args.processes, stop_timeout, relay=relay).run()
+        return _supervise_scaled(args, processes, command_of, stop_timeout, relay)
+    finally:
+        if relay is not None:
+            relay.close()
+
+
+def _relay(args: argparse.Namespace) -> WakeRelay | None:
+    """The supervisor's LISTEN connection for its children, on the DSN a worker would
+    listen on; None without one (the embedded database, or a pooler alone)."""
+    dsn = given_dsn(args)
+    listen_dsn = args.listen_dsn or (None if args.pooler else dsn)
+    if listen_dsn is None:
+        return None
+    from omnispindle._db.namespace import Namespace
+    from omnispindle.cli.wake_relay import WakeRelay
+
+    return WakeRelay(listen_dsn, Namespace.chosen(given_schema(args)))
+
+
+def _supervise_scaled(
+    args: argparse.Namespace,
+    processes: Bounds,
+    command_of: Callable[[int], list[str]],
+    stop_timeout: float,
+    relay: WakeRelay | None,
+) -> int:
+    """Supervise from ``--min-processes`` to ``--max-processes`` children, as the backlog asks."""
     dsn = given_dsn(args)
     if dsn is None:
         print(
@@ -234,7 +276,7 @@ def _supervise(args: argparse.Namespace, processes: Bounds | None) -> int:
         ProcessScaling(processes, per_process, args.scale_down_after), reader.read
     )
     try:
-        return Supervisor(command_of, processes.start, stop_timeout, scaling).run()
+        return Supervisor(command_of, processes.start, stop_timeout, scaling, relay).run()
     finally:
         reader.close()
 

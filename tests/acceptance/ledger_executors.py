@@ -74,7 +74,20 @@ def wait_for_file(task_data):
     return {"saw": marker.name}
 
 
+def until_cancelled(task_data):
+    """Runs until it is asked to stop, then records that it saw the request."""
+    from omnispindle import current_task
+
+    deadline = time.monotonic() + 60
+    while not current_task().cancelled:
+        if time.monotonic() > deadline:
+            raise TimeoutError("never cancelled")
+        time.sleep(0.01)
+    return record(task_data)
+
+
 EXECUTORS = {
+    "until_cancelled": until_cancelled,
     "record": record,
     "wait_for_file": wait_for_file,
     "nap": nap,

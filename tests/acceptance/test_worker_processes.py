@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -200,6 +201,53 @@ def test_a_killed_child_is_replaced_and_no_task_is_lost(client, dsn, conn, ledge
     assert "killed by SIGKILL; restarting in 0.5 s" in supervisor.stderr.read()
 
 
+def client_connections(conn):
+    """The connections to the test's database, but the ledger's."""
+    return conn.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND backend_type = 'client backend' AND application_name <> 'test_ledger'"
+    ).fetchone()[0]
+
+
+def listening_connections(conn):
+    return conn.execute(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND query LIKE 'LISTEN %'"
+    ).fetchone()[0]
+
+
+def test_the_supervisor_listens_once_and_relays_wake_ups_to_its_children(client, dsn, conn, ledger):
+    """The fleet's one LISTEN connection is the supervisor's (issue 19): with a poll
+    interval of a minute, tasks still start at once, and a cancel reaches its task.
+    Each child holds one connection, its pool's."""
+    client.get_task(client.submit_task("record"))  # the test's own pool, opened
+    before = client_connections(conn)
+    supervisor = start_supervisor(dsn, conn, "--concurrency", "1", "--poll-interval", "60")
+    try:
+        for _ in range(4):
+            submitted = time.monotonic()
+            task_id = client.submit_task("record")
+            poll(
+                lambda task_id=task_id: client.get_task(task_id)["state"] == "succeeded", timeout=30
+            )
+            assert time.monotonic() - submitted < 5, "a task waited for a poll"
+        running = client.submit_task("until_cancelled")
+        poll(lambda: client.get_task(running)["state"] == "running", timeout=30)
+        asked = time.monotonic()
+        client.cancel_task(running)
+        poll(
+            lambda: ledger.execute(
+                "SELECT 1 FROM test_ledger WHERE task_id = %s", [running]
+            ).fetchone(),
+            timeout=30,
+        )
+        assert time.monotonic() - asked < 5, "the cancel waited for a heartbeat"
+        assert listening_connections(conn) == 1
+        assert client_connections(conn) - before == 1 + 2
+    finally:
+        stop_for_good(supervisor, conn)
+
+
 def test_sigterm_to_the_supervisor_stops_every_child_gracefully(client, dsn, conn, tmp_path):
     marker = tmp_path / "go"
     supervisor = start_supervisor(dsn, conn, "--concurrency", "1")
@@ -232,14 +280,14 @@ def test_children_of_a_killed_supervisor_stop_gracefully(dsn, conn):
     assert states.fetchall() == [("stopped", 2)]
 
 
-@pytest.mark.parametrize("value", ["0", "65", "-1", "two", "1.5"])
+@pytest.mark.parametrize("value", ["0", "129", "-1", "two", "1.5"])
 def test_processes_out_of_range_is_a_usage_error(value, capsys):
     from omnispindle.cli.main import main
 
     executors = "tests.acceptance.ledger_executors"
     code = main(["worker", "--executors", executors, "--processes", value])
     assert code == 2
-    assert f"invalid processes '{value}': a whole number from 1 to 64" in capsys.readouterr().err
+    assert f"invalid processes '{value}': a whole number from 1 to 128" in capsys.readouterr().err
 
 
 def test_children_that_fail_at_start_are_restarted_ever_more_slowly(dsn, tmp_path):

@@ -53,7 +53,17 @@ def test_a_named_supervisor_numbers_its_children():
         "1",
         "--name",
         "render-2",
+        "--no-sweep",
+        "--no-periodic",
     ]
+
+
+def test_only_the_first_child_takes_turns_at_maintenance():
+    argv = ["worker", "--processes", "3", "--executors", "jobs"]
+    first, *others = (child_command(argv, slot, None) for slot in (1, 2, 3))
+    assert "--no-sweep" not in first and "--no-periodic" not in first
+    for command in others:
+        assert command[-2:] == ["--no-sweep", "--no-periodic"]
 
 
 def test_restart_delays_double_up_to_a_limit_and_reset_after_a_long_life():
@@ -84,6 +94,8 @@ def test_a_child_of_an_auto_scaling_supervisor_runs_one_process_whatever_was_abb
         "1",
         "--max-processes",
         "1",
+        "--no-sweep",
+        "--no-periodic",
     ]
 
 

@@ -1,0 +1,109 @@
+"""Notifications a supervisor relays to its worker processes through pipes.
+
+A fleet of worker processes each holding a LISTEN connection spends as many
+server connections on hearing wake-ups as it has processes. Under
+``omnispindle worker --processes N`` the supervisor listens once and writes
+each notification on the ready and cancel channels, one JSON line each, to
+a pipe per child; the child reads its pipe instead of listening. The other
+channels (a wait in an executor, a stream) get a LISTEN connection of the
+child's own, opened only if something subscribes to them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable
+
+from omnispindle._db.namespace import DEFAULT, Namespace
+from omnispindle._db.notifier import CANCEL_CHANNEL, CHANNELS, READY_CHANNEL, Notifier
+from omnispindle._db.subscribers import Subscribers
+
+# The child's end of its pipe, by file descriptor number, set by the supervisor.
+WAKE_FD_VARIABLE = "OMNISPINDLE_WAKE_FD"
+RELAYED = (READY_CHANNEL, CANCEL_CHANNEL)
+
+log = logging.getLogger("omnispindle.notifier")
+
+
+def encode(channel: str | None, payload: str) -> bytes:
+    """One notification as a line of the pipe; ``channel`` None wakes every channel."""
+    return json.dumps([channel, payload]).encode() + b"\n"
+
+
+def decode(line: bytes) -> tuple[str | None, str]:
+    """The channel and payload of a line :func:`encode` wrote."""
+    channel, payload = json.loads(line)
+    return channel, payload
+
+
+class RelayedNotifier:
+    """The ready and cancel notifications read from the pipe ``fd``; the other
+    channels from a LISTEN connection on ``dsn``, opened on first use.
+
+    Args:
+        fd: the reading end of the supervisor's pipe.
+        dsn: where the channels it does not relay are listened to (None: nowhere).
+        namespace: the queue's schema.
+    """
+
+    def __init__(self, fd: int, dsn: str | None, *, namespace: Namespace = DEFAULT) -> None:
+        self._relayed = Subscribers()
+        self._own = Notifier(dsn, namespace=namespace)
+        self._handles: dict[int, tuple[bool, int]] = {}  # ours: (relayed?, its handle)
+        self._lock = threading.Lock()
+        self._next = 0
+        self.connected = threading.Event()
+        self.connected.set()
+        self._reader = threading.Thread(
+            target=self._read, args=(fd,), name="omnispindle-relay", daemon=True
+        )
+        self._reader.start()
+
+    def subscribe(
+        self, channel: str, callback: Callable[..., None], *, with_payload: bool = False
+    ) -> int:
+        """As ``Notifier.subscribe``."""
+        if channel not in CHANNELS:
+            raise ValueError(f"unknown channel {channel!r}")
+        relayed = channel in RELAYED
+        if relayed:
+            inner = self._relayed.add(channel, callback, with_payload)
+        else:
+            inner = self._own.subscribe(channel, callback, with_payload=with_payload)
+        with self._lock:
+            self._next += 1
+            self._handles[self._next] = (relayed, inner)
+            return self._next
+
+    def unsubscribe(self, handle: int) -> None:
+        with self._lock:
+            found = self._handles.pop(handle, None)
+        if found is None:
+            return
+        relayed, inner = found
+        if relayed:
+            self._relayed.remove(inner)
+        else:
+            self._own.unsubscribe(inner)
+
+    def subscriptions(self, channel: str) -> int:
+        """How many subscriptions ``channel`` has now (for diagnostics and tests)."""
+        if channel in RELAYED:
+            return self._relayed.count(channel)
+        return self._own.subscriptions(channel)
+
+    def close(self) -> None:
+        """Close the LISTEN connection of the channels not relayed, if one was opened."""
+        self._own.close()
+
+    def _read(self, fd: int) -> None:
+        with os.fdopen(fd, "rb") as pipe:
+            for line in pipe:
+                channel, payload = decode(line)
+                self._relayed.wake(channel, payload)
+        log.warning("the supervisor's relay of notifications ended; waking by poll interval")
+        self.connected.clear()
+        self._relayed.wake(None)
