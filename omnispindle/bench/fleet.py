@@ -4,12 +4,16 @@ For each process count, ``omnispindle worker --processes N --concurrency 1``
 (through ``--pooler-dsn`` when given, with LISTEN on the direct DSN), and once
 every process has registered and settled: the client connections the server
 holds for the fleet, the server's CPU per second while the fleet idles, and
-the enqueue-to-start latency of single tasks. A fleet of a hundred needs the
-pooler where ``max_connections`` is Postgres's default of 100.
+the enqueue-to-start latency of single tasks; then the process that holds
+the sweeper's lease is killed (SIGKILL), and the time until another holds it
+is taken. A fleet of a hundred needs the pooler where ``max_connections`` is
+Postgres's default of 100.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import statistics
 import time
 import uuid
@@ -20,7 +24,7 @@ from typing import Any
 from omnispindle.bench import queries as bq
 from omnispindle.bench.peers import postgres_cpu_seconds
 from omnispindle.bench.throughput import STAMP_TYPE, latency_sample, median_of
-from omnispindle.bench.workflows import stop_processes, wait_for, worker_process
+from omnispindle.bench.workflows import BenchmarkError, stop_processes, wait_for, worker_process
 from omnispindle.client import TaskQueueClient
 from omnispindle.task_queue import TaskQueue
 
@@ -39,7 +43,7 @@ def fleet(
     **_: Any,
 ) -> dict[str, Any]:
     """Per process count: ``connections_Np``, ``idle_cpu_Np`` (server CPU seconds a
-    second), ``p50_ms_Np`` and ``p99_ms_Np``; medians of ``runs``."""
+    second), ``p50_ms_Np``, ``p99_ms_Np`` and ``handover_s_Np``; medians of ``runs``."""
     figures: dict[str, Any] = {"system": "omnispindle", "scenario": "fleet"}
     for count in processes:
 
@@ -65,13 +69,32 @@ def measure_fleet(
         cpu_after = postgres_cpu_seconds(queue.dsn)
         client = TaskQueueClient(local_queue=queue)
         delays = sorted(latency_sample(client) for _ in range(SAMPLES))
+        handover = sweeper_handover(queue)
     idle_cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
     return {
         "connections": float(connections),
         "idle_cpu": None if idle_cpu is None else idle_cpu / seconds,
         "p50_ms": statistics.median(delays) * 1000,
         "p99_ms": statistics.quantiles(delays, n=100, method="inclusive")[98] * 1000,
+        "handover_s": handover,
     }
+
+
+def sweeper_handover(queue: TaskQueue) -> float:
+    """SIGKILL the process holding the sweeper's lease; seconds until another holds it."""
+
+    def holder() -> int | None:
+        found = queue.db.run(bq.sweep_holder())
+        return found[0] if found else None
+
+    wait_for(lambda: holder() is not None, 60, "a sweeper's election")
+    killed = holder()
+    if killed is None:
+        raise BenchmarkError("the sweeper's lease lapsed with no process killed")
+    os.kill(killed, signal.SIGKILL)
+    started = time.monotonic()
+    wait_for(lambda: holder() not in (None, killed), 60, "the sweeper's handover")
+    return time.monotonic() - started
 
 
 @contextmanager

@@ -11,7 +11,7 @@ from typing import Any
 
 from typing_extensions import LiteralString
 
-from omnispindle._db.query import Query, nothing, value
+from omnispindle._db.query import Query, column, nothing, value
 from omnispindle._db.statements import Statements, data_dir
 
 BENCH = Statements(data_dir("sql") / "bench")
@@ -114,3 +114,8 @@ def group_starts(task_type: str, start: float, end: float) -> Query[dict[str, in
 def database_connections() -> Query[int]:
     """The client connections the server holds to this database."""
     return Query(BENCH["database_connections"], None, value("count"))
+
+
+def sweep_holder() -> Query[list[int]]:
+    """The pid holding the sweeper's lease: one, or none while nobody holds it."""
+    return Query(BENCH["sweep_holder"], None, column("pid"))

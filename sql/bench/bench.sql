@@ -118,3 +118,9 @@ GROUP BY f.fed_from, f.fed_until;
 SELECT count(*) AS count
 FROM pg_stat_activity
 WHERE datname = current_database() AND backend_type = 'client backend';
+
+-- name: sweep_holder
+-- The process holding the sweeper's lease, while its lease lasts; none otherwise.
+SELECT pid
+FROM omnispindle.maintenance_leases
+WHERE duty = 'sweep' AND expires_at > now();

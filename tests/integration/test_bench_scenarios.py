@@ -198,8 +198,22 @@ def test_cpu_measures_each_process_count_and_their_ratio(queue, conn):
     assert left.fetchone()[0] == 0
 
 
+def test_fleet_counts_one_connection_a_process_and_one_to_listen(queue, conn):
+    from omnispindle.bench import fleet as bench_fleet
+
+    figures = bench_fleet.fleet(queue, processes=(2,), runs=1, seconds=0.5)
+    assert figures["connections_2p"] == 1 + 2  # the supervisor's LISTEN, a pool each
+    assert figures["idle_cpu_2p"] is None or figures["idle_cpu_2p"] >= 0
+    assert 0 < figures["p50_ms_2p"] <= figures["p99_ms_2p"]
+    # The killed holder's lease lasts 5 s from its last renewal; the restarted
+    # child or the other one takes the duty when it lapses.
+    assert 0 < figures["handover_s_2p"] < 15
+    left = conn.execute("SELECT count(*) FROM omnispindle.tasks WHERE task_type = 'bench_stamp'")
+    assert left.fetchone()[0] == 0
+
+
 def test_cli_refuses_a_process_count_out_of_range():
     command = [sys.executable, "-m", "omnispindle", "bench", "cpu", "--processes", "1,0"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
-    assert "invalid process count '0': a whole number from 1 to 64" in done.stderr
+    assert "invalid process count '0': a whole number from 1 to 128" in done.stderr
