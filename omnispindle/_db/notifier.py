@@ -43,6 +43,7 @@ class Listens(Protocol):
     """What hears notifications for a queue: a ``Notifier``, or a relay of a supervisor's."""
 
     connected: threading.Event
+    backend_pid: int | None  # of its LISTEN connection, while it has one
 
     def subscribe(
         self, channel: str, callback: Callable[..., None], *, with_payload: bool = False

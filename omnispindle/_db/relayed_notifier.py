@@ -57,6 +57,7 @@ class RelayedNotifier:
         self._next = 0
         self.connected = threading.Event()
         self.connected.set()
+        self.backend_pid: int | None = None  # it has no LISTEN connection of the relay's
         self._reader = threading.Thread(
             target=self._read, args=(fd,), name="omnispindle-relay", daemon=True
         )

@@ -3,8 +3,9 @@
 For each process count, ``omnispindle worker --processes N --concurrency 1``
 (through ``--pooler-dsn`` when given, with LISTEN on the direct DSN), and once
 every process has registered and settled: the client connections the server
-holds for the fleet, the server's CPU per second while the fleet idles, and
-the enqueue-to-start latency of single tasks; then the process that holds
+holds for the fleet (a pooler's idle ones among them), the server's CPU per
+second while the fleet idles, and the enqueue-to-start latency of single
+tasks; then the process that holds
 the sweeper's lease is killed (SIGKILL), and the time until another holds it
 is taken. A fleet of a hundred needs the pooler where ``max_connections`` is
 Postgres's default of 100.
@@ -60,10 +61,9 @@ def measure_fleet(
     queue: TaskQueue, count: int, seconds: float, pooler_dsn: str | None
 ) -> dict[str, float | None]:
     """One fleet of ``count`` processes: its connections, idle CPU and latency."""
-    before = queue.db.run(bq.database_connections())
     with supervised_fleet(queue, count, pooler_dsn):
         time.sleep(SETTLE_S)
-        connections = queue.db.run(bq.database_connections()) - before
+        connections = queue.db.run(bq.database_connections(own_backends(queue)))
         cpu_before = postgres_cpu_seconds(queue.dsn)
         time.sleep(seconds)
         cpu_after = postgres_cpu_seconds(queue.dsn)
@@ -78,6 +78,13 @@ def measure_fleet(
         "p99_ms": statistics.quantiles(delays, n=100, method="inclusive")[98] * 1000,
         "handover_s": handover,
     }
+
+
+def own_backends(queue: TaskQueue) -> list[int]:
+    """The benchmark's own connections: its pool's (one: it runs one call at a time)
+    and its LISTEN connection's, once a wait opened one."""
+    listening = queue.notifier.backend_pid
+    return [queue.db.run(bq.backend_pid()), *([] if listening is None else [listening])]
 
 
 def sweeper_handover(queue: TaskQueue) -> float:

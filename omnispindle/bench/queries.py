@@ -111,9 +111,14 @@ def group_starts(task_type: str, start: float, end: float) -> Query[dict[str, in
     )
 
 
-def database_connections() -> Query[int]:
-    """The client connections the server holds to this database."""
-    return Query(BENCH["database_connections"], None, value("count"))
+def database_connections(excluded: list[int]) -> Query[int]:
+    """The client connections the server holds to this database, but ``excluded`` backends."""
+    return Query(BENCH["database_connections"], {"excluded": excluded}, value("count"))
+
+
+def backend_pid() -> Query[int]:
+    """The backend of the connection the query runs on."""
+    return Query(BENCH["backend_pid"], None, value("pid"))
 
 
 def sweep_holder() -> Query[list[int]]:

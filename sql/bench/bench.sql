@@ -114,10 +114,16 @@ FROM run r CROSS JOIN fed f
 GROUP BY f.fed_from, f.fed_until;
 
 -- name: database_connections
--- The client connections the server holds to this database, a pooler's among them.
+-- The client connections the server holds to this database, a pooler's among
+-- them, but the backends given (the benchmark's own).
 SELECT count(*) AS count
 FROM pg_stat_activity
-WHERE datname = current_database() AND backend_type = 'client backend';
+WHERE datname = current_database()
+  AND backend_type = 'client backend'
+  AND NOT pid = ANY (%(excluded)s::int[]);
+
+-- name: backend_pid
+SELECT pg_backend_pid() AS pid;
 
 -- name: sweep_holder
 -- The process holding the sweeper's lease, while its lease lasts; none otherwise.

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import psycopg
 import pytest
 
 from omnispindle.bench import autoscale as bench_autoscale
@@ -198,7 +199,8 @@ def test_cpu_measures_each_process_count_and_their_ratio(queue, conn):
     assert left.fetchone()[0] == 0
 
 
-def test_fleet_counts_one_connection_a_process_and_one_to_listen(queue, conn):
+def test_fleet_counts_one_connection_a_process_and_one_to_listen(queue, dsn):
+    """No connection of the test's own is open while the fleet is counted."""
     from omnispindle.bench import fleet as bench_fleet
 
     figures = bench_fleet.fleet(queue, processes=(2,), runs=1, seconds=0.5)
@@ -208,8 +210,11 @@ def test_fleet_counts_one_connection_a_process_and_one_to_listen(queue, conn):
     # The killed holder's lease lasts 5 s from its last renewal; the restarted
     # child or the other one takes the duty when it lapses.
     assert 0 < figures["handover_s_2p"] < 15
-    left = conn.execute("SELECT count(*) FROM omnispindle.tasks WHERE task_type = 'bench_stamp'")
-    assert left.fetchone()[0] == 0
+    with psycopg.connect(dsn) as conn:
+        left = conn.execute(
+            "SELECT count(*) FROM omnispindle.tasks WHERE task_type = 'bench_stamp'"
+        )
+        assert left.fetchone()[0] == 0
 
 
 def test_cli_refuses_a_process_count_out_of_range():
