@@ -33,6 +33,7 @@ from omnispindle._db.caller import AsyncCallerConnection
 from omnispindle._db.embedded import DSN_VARIABLE
 from omnispindle._db.namespace import Namespace
 from omnispindle._db.query import Operation, Query
+from omnispindle._db.replica import AsyncReplica
 from omnispindle._db.rows import (
     PausedTaskType,
     SavedSchedule,
@@ -43,7 +44,7 @@ from omnispindle._db.rows import (
     TypeDemand,
 )
 from omnispindle._observe import tracing
-from omnispindle.errors import ConfigurationError, TaskNotFoundError
+from omnispindle.errors import ConfigurationError
 from omnispindle.task_queue import TaskQueue, given_queue, refuse_queue_settings
 
 __all__ = ["AsyncTaskQueueClient"]
@@ -98,7 +99,7 @@ class AsyncTaskQueueClient:
         self.notifier = AsyncNotifier(listen_dsn, namespace=namespace)
         # A queue with a replica lends it: reads go there, as the blocking client's do.
         read_dsn = None if local_queue is None else local_queue.read_dsn
-        self.replica = None if read_dsn is None else replica_of(self.db, read_dsn)
+        self.replica = None if read_dsn is None else AsyncReplica(read_dsn, self.db)
 
     async def open(self) -> Self:
         """Check the schema and open the pool; returns the client.
@@ -107,8 +108,6 @@ class AsyncTaskQueueClient:
             SchemaMissingError: the database has no omnispindle schema.
         """
         await self.db.open()
-        if self.replica is not None:
-            await self.replica.open()
         return self
 
     async def close(self) -> None:
@@ -460,12 +459,7 @@ class AsyncTaskQueueClient:
 
     async def _read(self, query: Query[T]) -> T:
         """A query that only reads, on the replica when there is one: as ``TaskQueue.read``."""
-        if self.replica is None:
-            return await self.db.read(query)
-        try:
-            return await self.replica.read(query)
-        except TaskNotFoundError:
-            return await self.db.read(query)
+        return await (self.replica or self.db).read(query)
 
     async def _insert(
         self, specs: list[TaskSpec], connection: AsyncCallerConnection | None
@@ -484,17 +478,6 @@ class AsyncTaskQueueClient:
         if connection is not None:
             return await self.db.run(build(None), connection=connection)
         return await submit_once_async(self.db, build)
-
-
-def replica_of(primary: AsyncDatabase, read_dsn: str) -> AsyncDatabase:
-    """A pool on the replica at ``read_dsn``, with the primary's settings."""
-    return AsyncDatabase(
-        read_dsn,
-        max_size=primary.max_size,
-        namespace=primary.namespace,
-        timeout=primary.timeout,
-        pooler=primary.pooler,
-    )
 
 
 def _resolve_namespace(local_queue: TaskQueue | None, schema: str | None) -> Namespace:

@@ -16,11 +16,12 @@ from omnispindle._db.namespace import Namespace
 from omnispindle._db.notifier import Listens, Notifier
 from omnispindle._db.pool import Database
 from omnispindle._db.query import Query
+from omnispindle._db.replica import Replica
 from omnispindle._db.rows import WorkerRow
 from omnispindle._maintenance import retention
 from omnispindle._maintenance.sweeper import Sweeper, SweeperConfig
 from omnispindle._observe import metrics
-from omnispindle.errors import ConfigurationError, TaskNotFoundError
+from omnispindle.errors import ConfigurationError
 
 T = TypeVar("T")
 log = logging.getLogger("omnispindle")
@@ -116,7 +117,7 @@ class TaskQueue:
         self._migrate = self.embedded if migrate is None else migrate
         self.read_dsn = read_dsn
         self._pool_size = pool_size
-        self._replica: Database | None = None
+        self._replica: Replica | None = None
         self._replica_lock = threading.Lock()
         self._notifier: Listens | None = None
         self._notifier_lock = threading.Lock()
@@ -158,33 +159,24 @@ class TaskQueue:
 
     @property
     def reads(self) -> Database:
-        """Where what only reads runs: the replica's pool (opened on first use), else ``db``."""
+        """Where what only reads runs: the replica's pool (opened on first use), else
+        ``db``. The replica hands to ``db`` what it cannot answer yet (see ``Replica``)."""
         if self.read_dsn is None:
             return self.db
         with self._replica_lock:
             if self._replica is None:
-                self._replica = Database(
-                    self.read_dsn,
-                    max_size=self._pool_size,
-                    namespace=self.namespace,
-                    timeout=self.db.timeout,
-                    pooler=self.pooler,
-                    name="omnispindle replica",
+                self._replica = Replica(
+                    self.read_dsn, self.db, max_size=self._pool_size, pooler=self.pooler
                 )
             return self._replica
 
     def read(self, query: Query[T]) -> T:
-        """Run a query that only reads on the replica, else on the primary.
+        """Run a query that only reads: on the replica, else on the primary.
 
-        A task the replica has not replayed yet (``TaskNotFoundError`` there)
-        is looked up on the primary: a task just submitted is found at once.
+        A task the replica has not replayed yet, or a read that replay cancelled,
+        is read from the primary: a task just submitted is found at once.
         """
-        if self.read_dsn is None:
-            return self.db.read(query)
-        try:
-            return self.reads.read(query)
-        except TaskNotFoundError:
-            return self.db.read(query)
+        return self.reads.read(query)
 
     def load_state(self) -> dict[str, int]:
         """Re-attach to the stored queue and recover work left by a crash.

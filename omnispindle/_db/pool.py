@@ -51,6 +51,7 @@ class Database:
             connection is busy).
         pooler: the DSN leads to a pooler in transaction mode: prepare nothing.
         name: the pool's name in the log (``"omnispindle replica"``).
+        wait: wait for the pool's first connection before returning.
     """
 
     def __init__(
@@ -62,6 +63,7 @@ class Database:
         timeout: float = defaults.POOL_TIMEOUT,
         pooler: bool = False,
         name: str = POOL_NAME_PREFIX,
+        wait: bool = True,
     ) -> None:
         self.dsn = dsn
         self.namespace = namespace
@@ -85,8 +87,16 @@ class Database:
             configure=ours,
             max_idle=defaults.POOL_MAX_IDLE,
         )
-        # The first connection made before any call: a call while it is still
-        # being made would have the pool open a second, held for no use.
+        if wait:
+            self._wait_for_first(timeout)
+
+    def _wait_for_first(self, timeout: float) -> None:
+        """Have the first connection made before any call: a call while it is still
+        being made would have the pool open a second, held for no use.
+
+        Raises:
+            DatabaseUnavailableError: no connection within ``timeout`` seconds.
+        """
         try:
             self.pool.wait(timeout)
         except PoolTimeout as exc:

@@ -1,6 +1,6 @@
-"""Where the dashboard reads and writes: one queue for reading (a replica, when
-one is given), and one for the actions (the same one, unless a separate DSN
-with the right to write is given).
+"""Where the dashboard reads and writes: one queue for reading (through its
+replica, when one is given), and one for the actions (the same one, unless a
+separate DSN with the right to write is given).
 
 The queues open on first use, not when the app is built: an app mounted in
 another one builds at import time, and its lifespan never runs.
@@ -31,7 +31,7 @@ class Source:
 
     def read(self, operation: Operation[T]) -> T:
         """Run a read on the reading queue."""
-        return self._queue(self.read_dsn or self.dsn).db.run(operation)
+        return self._queue(self.dsn).reads.run(operation)
 
     def write(self, operation: Operation[T]) -> T:
         """Run an action on the writing queue."""
@@ -41,7 +41,9 @@ class Source:
         with self._lock:
             if dsn not in self._queues:
                 # Never migrated: a dashboard only looks at a queue others set up.
-                self._queues[dsn] = TaskQueue(dsn, migrate=False, schema=self.schema, pool_size=4)
+                self._queues[dsn] = TaskQueue(
+                    dsn, migrate=False, schema=self.schema, pool_size=4, read_dsn=self.read_dsn
+                )
             return self._queues[dsn]
 
     def close(self) -> None:

@@ -169,6 +169,24 @@ def test_every_read_runs_on_a_hot_standby(queue, primary, replica, worker, capsy
     assert main(["metrics", "--once", "--dsn", primary.dsn, "--read-dsn", replica.dsn]) == 0
     assert "omnispindle_tasks" in capsys.readouterr().out
 
+    # And each read is the replica's: with its replay paused, none sees what changes now.
+    succeeded = queue.get_metrics()["totals"]["succeeded"]
+    replica.pause_replay()
+    client.pause_task_type("held_later")
+    client.set_task_type_limit("limited_later", max_running=2)
+    client.set_task_type_strategy("limited_later", "aging", aging_seconds=10)
+    client.add_periodic_task("weekly", "0 4 * * 1", "inspected", {"n": 0})
+    client.submit_task("waiting_later")
+    more = client.submit_batch([{"task_type": "inspected", "parameters": {"n": 9}}])
+    await_state(primary.dsn, more[0], "succeeded")
+    assert [p["task_type"] for p in client.paused_task_types()] == ["held"]
+    assert [row["task_type"] for row in client.task_type_limits()] == ["inspected"]
+    assert client.task_type_strategies() == []
+    assert [s["name"] for s in client.list_periodic_tasks()] == ["nightly"]
+    assert client.workers_needed(concurrency=1, task_types=["waiting_later"]) == 0
+    assert "waiting_later" not in {row["task_type"] for row in client.worker_demand()}
+    assert queue.get_metrics()["totals"]["succeeded"] == succeeded
+
 
 def test_the_dashboard_reads_its_pages_from_the_replica(queue, primary, replica):
     from starlette.testclient import TestClient
