@@ -101,10 +101,22 @@ class RelayedNotifier:
         self._own.close()
 
     def _read(self, fd: int) -> None:
-        with os.fdopen(fd, "rb") as pipe:
-            for line in pipe:
-                channel, payload = decode(line)
-                self._relayed.wake(channel, payload)
-        log.warning("the supervisor's relay of notifications ended; waking by poll interval")
-        self.connected.clear()
-        self._relayed.wake(None)
+        try:
+            with os.fdopen(fd, "rb") as pipe:
+                for line in pipe:
+                    self._hear(line)
+        finally:
+            log.warning("the supervisor's relay of notifications ended; waking by poll interval")
+            self.connected.clear()
+            self._relayed.wake(None)
+
+    def _hear(self, line: bytes) -> None:
+        """Wake the subscribers of one line; a line that cannot be read wakes them all."""
+        try:
+            channel, payload = decode(line)
+        except (ValueError, TypeError):
+            channel, payload = None, ""
+        try:
+            self._relayed.wake(channel, payload)
+        except Exception:  # one subscriber's failure must not end the relay for the rest
+            log.exception("a subscriber failed on a relayed notification")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import select
 import threading
 
 from omnispindle._db.namespace import Namespace
@@ -57,6 +58,8 @@ class WakeRelay:
 
     def _relay(self, channel: str, payload: str) -> None:
         line = encode(channel, payload)
+        if len(line) > select.PIPE_BUF:  # a line longer may be cut: wake without the payload
+            line = encode(channel, "")
         with self._lock:
             for writer in self._pipes:
                 try:
