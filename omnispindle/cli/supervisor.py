@@ -297,6 +297,11 @@ class Supervisor:
         if slot.process is not None and slot.process.poll() is None:
             slot.process.send_signal(signal.SIGTERM)
             self._retiring.append(slot.process)
+        elif slot.process is not None:  # it exited since the last reap
+            self._ended(slot.process)
+            log.info(
+                "worker process %d %s", slot.process.pid, how_it_ended(slot.process.returncode)
+            )
 
     def _stop_all(self, signum: int) -> int:
         """Pass ``signum`` on to every child and wait for them; SIGKILL those still
