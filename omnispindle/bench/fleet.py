@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import statistics
 import time
 import uuid
@@ -61,15 +62,16 @@ def measure_fleet(
     queue: TaskQueue, count: int, seconds: float, pooler_dsn: str | None
 ) -> dict[str, float | None]:
     """One fleet of ``count`` processes: its connections, idle CPU and latency."""
-    with supervised_fleet(queue, count, pooler_dsn):
+    name = f"bench-fleet-{uuid.uuid4().hex[:8]}"
+    with supervised_fleet(queue, name, count, pooler_dsn):
         time.sleep(SETTLE_S)
-        connections = queue.db.run(bq.database_connections(own_backends(queue)))
+        connections = held_connections(queue)
         cpu_before = postgres_cpu_seconds(queue.dsn)
         time.sleep(seconds)
         cpu_after = postgres_cpu_seconds(queue.dsn)
         client = TaskQueueClient(local_queue=queue)
         delays = sorted(latency_sample(client) for _ in range(SAMPLES))
-        handover = sweeper_handover(queue)
+        handover = sweeper_handover(queue, name)
     idle_cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
     return {
         "connections": float(connections),
@@ -80,6 +82,16 @@ def measure_fleet(
     }
 
 
+def held_connections(queue: TaskQueue) -> int:
+    """The connections the server holds for others than the benchmark: the least of
+    a few counts, so that one open for a moment (a listener's probe) is left out."""
+    counts = []
+    for _ in range(3):
+        counts.append(queue.db.run(bq.database_connections(own_backends(queue))))
+        time.sleep(0.5)
+    return min(counts)
+
+
 def own_backends(queue: TaskQueue) -> list[int]:
     """The benchmark's own connections: its pool's (one: it runs one call at a time)
     and its LISTEN connection's, once a wait opened one."""
@@ -87,17 +99,23 @@ def own_backends(queue: TaskQueue) -> list[int]:
     return [queue.db.run(bq.backend_pid()), *([] if listening is None else [listening])]
 
 
-def sweeper_handover(queue: TaskQueue) -> float:
-    """SIGKILL the process holding the sweeper's lease; seconds until another holds it."""
+def sweeper_handover(queue: TaskQueue, name: str) -> float:
+    """SIGKILL the fleet's process that holds the sweeper's lease; seconds until
+    another holds it. Only a process of this fleet on this host is killed."""
 
     def holder() -> int | None:
         found = queue.db.run(bq.sweep_holder())
-        return found[0] if found else None
+        return None if found is None else int(found["pid"])
 
     wait_for(lambda: holder() is not None, 60, "a sweeper's election")
     killed = holder()
-    if killed is None:
-        raise BenchmarkError("the sweeper's lease lapsed with no process killed")
+    fleet = {
+        w["pid"]
+        for w in queue.list_workers()
+        if w["name"].startswith(name) and w["host"] == socket.gethostname()
+    }
+    if killed not in fleet:
+        raise BenchmarkError(f"the sweeper's lease is held by pid {killed}, not by this fleet")
     os.kill(killed, signal.SIGKILL)
     started = time.monotonic()
     wait_for(lambda: holder() not in (None, killed), 60, "the sweeper's handover")
@@ -105,9 +123,11 @@ def sweeper_handover(queue: TaskQueue) -> float:
 
 
 @contextmanager
-def supervised_fleet(queue: TaskQueue, count: int, pooler_dsn: str | None) -> Iterator[None]:
-    """``omnispindle worker --processes COUNT``, returned once every process registered."""
-    name = f"bench-fleet-{uuid.uuid4().hex[:8]}"
+def supervised_fleet(
+    queue: TaskQueue, name: str, count: int, pooler_dsn: str | None
+) -> Iterator[None]:
+    """``omnispindle worker --processes COUNT --name NAME``, returned once every
+    process registered."""
     through = [] if pooler_dsn is None else ["--pooler", "--listen-dsn", queue.dsn]
     supervisor = worker_process(
         pooler_dsn or queue.dsn, name, 1, 30.0, ["--processes", str(count), *through]

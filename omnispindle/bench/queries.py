@@ -11,7 +11,7 @@ from typing import Any
 
 from typing_extensions import LiteralString
 
-from omnispindle._db.query import Query, column, nothing, value
+from omnispindle._db.query import Query, first_or_none, nothing, value
 from omnispindle._db.statements import Statements, data_dir
 
 BENCH = Statements(data_dir("sql") / "bench")
@@ -121,6 +121,6 @@ def backend_pid() -> Query[int]:
     return Query(BENCH["backend_pid"], None, value("pid"))
 
 
-def sweep_holder() -> Query[list[int]]:
-    """The pid holding the sweeper's lease: one, or none while nobody holds it."""
-    return Query(BENCH["sweep_holder"], None, column("pid"))
+def sweep_holder() -> Query[dict[str, Any] | None]:
+    """The pid holding the sweeper's lease (as ``{"pid"}``); None while nobody holds it."""
+    return Query(BENCH["sweep_holder"], None, first_or_none)

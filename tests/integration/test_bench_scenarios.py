@@ -207,8 +207,8 @@ def test_fleet_counts_one_connection_a_process_and_one_to_listen(queue, dsn):
     assert figures["connections_2p"] == 1 + 2  # the supervisor's LISTEN, a pool each
     assert figures["idle_cpu_2p"] is None or figures["idle_cpu_2p"] >= 0
     assert 0 < figures["p50_ms_2p"] <= figures["p99_ms_2p"]
-    # The killed holder's lease lasts 5 s from its last renewal; the restarted
-    # child or the other one takes the duty when it lapses.
+    # The killed holder's lease lasts 5 s from its last renewal; its restarted
+    # child takes the duty when it lapses (the other child runs --no-sweep).
     assert 0 < figures["handover_s_2p"] < 15
     with psycopg.connect(dsn) as conn:
         left = conn.execute(
