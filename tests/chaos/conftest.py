@@ -15,3 +15,14 @@ def report(capsys):
         assert figures.lost == 0, figures.line()
 
     return show
+
+
+@pytest.fixture
+def say(capsys):
+    """Prints one more figure of a scenario past pytest's capture."""
+
+    def show(line: str) -> None:
+        with capsys.disabled():
+            print(line)
+
+    return show

@@ -68,7 +68,7 @@ def test_two_hosts_drain_a_fed_queue_each_over_its_own_link(net, report):
     assert all(ran.get(worker.pid, 0) > 0 for worker in run.workers)
 
 
-def test_a_host_cut_off_mid_run_loses_nothing_and_its_late_results_are_refused(net, report):
+def test_a_host_cut_off_mid_run_loses_nothing_and_its_late_results_are_refused(net, report, say):
     """The cut host's tasks run on the other after the lease; when its link is
     back, its results of runs begun before the cut are refused by fencing."""
     server, network = net
@@ -94,13 +94,13 @@ def test_a_host_cut_off_mid_run_loses_nothing_and_its_late_results_are_refused(n
         held, cut_at = cut["held"], cut["at"]
         assert held, "the host was never cut while its worker held a task"
         moved = seconds_until_run_elsewhere(server.dsn, held, cut_worker.pid, cut_at)
-        print(f"  {len(held)} tasks held at the cut ran on the other host {moved:.1f} s after it")
+        say(f"  {len(held)} tasks held at the cut ran on the other host {moved:.1f} s after it")
         # The cut host speaks again: it heartbeats after the link is back.
         poll(lambda: heartbeat_after(server.dsn, cut_worker.pid, cut["restored"]), timeout=60)
         assert not results_of_runs_fenced_off(server.dsn, cut_worker.pid, cut_at)
 
 
-def test_a_host_cut_off_for_long_sees_its_outage_and_says_so(net, report):
+def test_a_host_cut_off_for_long_sees_its_outage_and_says_so(net, report, say):
     """A worker whose link stays down learns of it within a bound: its sockets
     give up on data the server never acknowledged (by default the kernel tries
     for about 15 minutes)."""
@@ -119,7 +119,7 @@ def test_a_host_cut_off_for_long_sees_its_outage_and_says_so(net, report):
                 network.restore(cut_host)
 
         report(faulted(run, "a host's link cut until noticed", cut_until_noticed))
-        print(f"  the cut worker logged its outage {noticed[0]:.1f} s after the cut")
+        say(f"  the cut worker logged its outage {noticed[0]:.1f} s after the cut")
 
 
 def seconds_until_run_elsewhere(dsn: str, ids: list[int], pid: int, since: float) -> float:
