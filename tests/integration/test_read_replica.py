@@ -204,6 +204,8 @@ def test_the_dashboard_reads_its_pages_from_the_replica(queue, primary, replica)
         assert f"/tasks/{unseen}" not in listed
         for page in ("/", "/workers", f"/tasks/{seen}", "/schedules"):
             assert web.get(page).status_code == 200, page
+        # A task the replica has not replayed is read from the primary.
+        assert web.get(f"/tasks/{unseen}").status_code == 200
 
 
 def test_the_asyncio_client_given_the_queue_reads_its_replica(queue, primary, replica, worker):
