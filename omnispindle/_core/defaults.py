@@ -64,6 +64,10 @@ METRICS_MAX_TASK_TYPES_RANGE = (1, 100_000)
 
 # A worker.
 CONCURRENCY = 1
+# Seconds between notified claims that find nothing: at most 50 a second however
+# many notifications come, at the cost of up to this much latency for a task
+# announced right after such a claim (another worker took the last one).
+IDLE_STEP_GAP = 0.02
 CONCURRENCY_RANGE = (1, 1000)
 LEASE_TIMEOUT = 30.0
 MAX_LEASE_TIMEOUT = 86400.0  # heartbeats renew a lease; none reaches further

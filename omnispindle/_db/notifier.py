@@ -53,6 +53,8 @@ class Listens(Protocol):
 
     def subscriptions(self, channel: str) -> int: ...
 
+    def claimed(self, filled: bool) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -118,6 +120,9 @@ class Notifier:
 
     def unsubscribe(self, handle: int) -> None:
         self._subscribers.remove(handle)
+
+    def claimed(self, filled: bool) -> None:
+        """How a claim a notice prompted went: nobody here to tell."""
 
     def close(self) -> None:
         """Stop listening; returns once the thread has ended."""

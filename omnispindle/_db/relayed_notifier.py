@@ -4,9 +4,12 @@ A fleet of worker processes each holding a LISTEN connection spends as many
 server connections on hearing wake-ups as it has processes. Under
 ``omnispindle worker --processes N`` the supervisor listens once and writes
 each notification on the ready and cancel channels, one JSON line each, to
-a pipe per child; the child reads its pipe instead of listening. The other
-channels (a wait in an executor, a stream) get a LISTEN connection of the
-child's own, opened only if something subscribes to them.
+a pipe per child; the child reads its pipe instead of listening, and after a
+claim that a wake-up prompted it reports on a second pipe whether it filled
+its free slots (``+``) or not (``-``), so that the supervisor wakes more
+children only while there is work (see ``wake_cascade``). The other channels
+(a wait in an executor, a stream) get a LISTEN connection of the child's own,
+opened only if something subscribes to them.
 """
 
 from __future__ import annotations
@@ -21,9 +24,11 @@ from omnispindle._db.namespace import DEFAULT, Namespace
 from omnispindle._db.notifier import CANCEL_CHANNEL, CHANNELS, READY_CHANNEL, Notifier
 from omnispindle._db.subscribers import Subscribers
 
-# The child's end of its pipe, by file descriptor number, set by the supervisor.
+# The child's ends of its pipes, by file descriptor number, set by the supervisor.
 WAKE_FD_VARIABLE = "OMNISPINDLE_WAKE_FD"
+REPORT_FD_VARIABLE = "OMNISPINDLE_REPORT_FD"
 RELAYED = (READY_CHANNEL, CANCEL_CHANNEL)
+FILLED, NOT_FILLED = b"+", b"-"  # what a child reports after a prompted claim
 
 log = logging.getLogger("omnispindle.notifier")
 
@@ -47,9 +52,20 @@ class RelayedNotifier:
         fd: the reading end of the supervisor's pipe.
         dsn: where the channels it does not relay are listened to (None: nowhere).
         namespace: the queue's schema.
+        report_fd: the writing end of the pipe it reports its claims on, if any.
     """
 
-    def __init__(self, fd: int, dsn: str | None, *, namespace: Namespace = DEFAULT) -> None:
+    def __init__(
+        self,
+        fd: int,
+        dsn: str | None,
+        *,
+        namespace: Namespace = DEFAULT,
+        report_fd: int | None = None,
+    ) -> None:
+        self._report_fd = report_fd
+        if report_fd is not None:
+            os.set_blocking(report_fd, False)
         self._relayed = Subscribers()
         self._own = Notifier(dsn, namespace=namespace)
         self._handles: dict[int, tuple[bool, int]] = {}  # ours: (relayed?, its handle)
@@ -95,6 +111,16 @@ class RelayedNotifier:
         if channel in RELAYED:
             return self._relayed.count(channel)
         return self._own.subscriptions(channel)
+
+    def claimed(self, filled: bool) -> None:
+        """Tell the supervisor how a claim a wake-up prompted went: ``filled``, every
+        free slot taken (or none was free), so more may be ready for others."""
+        if self._report_fd is None:
+            return
+        try:
+            os.write(self._report_fd, FILLED if filled else NOT_FILLED)
+        except OSError:  # a full pipe or a gone supervisor: it would only widen a cascade
+            pass
 
     def close(self) -> None:
         """Close the LISTEN connection of the channels not relayed, if one was opened."""

@@ -25,6 +25,7 @@ from uuid import UUID
 import psycopg
 
 from omnispindle._core import limits
+from omnispindle._core.defaults import IDLE_STEP_GAP
 from omnispindle._core.validation import sized_json_text
 from omnispindle._db import queries as q
 from omnispindle._db.notifier import CANCEL_CHANNEL, READY_CHANNEL, Listens
@@ -68,11 +69,6 @@ log = logging.getLogger("omnispindle.worker")
 
 # What the loop rides out: lost connections, restarts, deadlocks, lock timeouts.
 DATABASE_ERRORS = (psycopg.Error, LockTimeoutError, DatabaseUnavailableError)
-
-# Seconds between notified claims that find nothing: at most 50 a second however
-# many notifications come, at the cost of up to this much latency for a task
-# announced right after such a claim (another worker took the last one).
-IDLE_STEP_GAP = 0.02
 
 
 class TaskTimeout(Exception):
@@ -176,6 +172,7 @@ class WorkerLoop:
             self.wake.clear()
             noticed, self.noticed = self.noticed, False
             started = time.monotonic()
+            busy = len(self.claims) >= self.size
             try:
                 more_ready = self._step(worker_id)
                 errors = 0
@@ -192,6 +189,8 @@ class WorkerLoop:
                     )
                 self.stopping.wait(error_pause(errors, started))
                 continue
+            if noticed:  # a supervisor that relays notices wakes others while this one is full
+                self.notifier.claimed(busy or more_ready)
             self.idle_step_at = time.monotonic() if noticed and self.found_nothing else None
             if self.idle_step_at is not None:
                 self._walk_from_head_soon()

@@ -170,7 +170,7 @@ class Supervisor:
         self.relay = relay
         self._slots = [_Slot(command_of(n)) for n in range(1, processes + 1)]
         self._retiring: list[subprocess.Popen[bytes]] = []  # told to stop by scaling
-        self._pipes: dict[int, int] = {}  # a child's pid: the relay's end of its pipe
+        self._pipes: dict[int, int] = {}  # a child's pid: the relay's key of its pipes
         self._stop_signal: int | None = None
 
     def run(self) -> int:
@@ -212,26 +212,29 @@ class Supervisor:
         if self.relay is None:
             slot.process = subprocess.Popen(slot.command, env=env)
         else:
-            from omnispindle._db.relayed_notifier import WAKE_FD_VARIABLE
+            from omnispindle._db.relayed_notifier import REPORT_FD_VARIABLE, WAKE_FD_VARIABLE
 
-            reader, writer = self.relay.open_pipe()
-            env[WAKE_FD_VARIABLE] = str(reader)
+            wake_reader, report_writer, key = self.relay.open_pipe()
+            env[WAKE_FD_VARIABLE], env[REPORT_FD_VARIABLE] = str(wake_reader), str(report_writer)
             try:
-                slot.process = subprocess.Popen(slot.command, env=env, pass_fds=(reader,))
+                slot.process = subprocess.Popen(
+                    slot.command, env=env, pass_fds=(wake_reader, report_writer)
+                )
             except BaseException:
-                self.relay.close_pipe(writer)
+                self.relay.close_pipe(key)
                 raise
             finally:
-                os.close(reader)
-            self._pipes[slot.process.pid] = writer
+                os.close(wake_reader)
+                os.close(report_writer)
+            self._pipes[slot.process.pid] = key
         slot.started, slot.restart_at = time.monotonic(), None
         log.info("worker process %d started", slot.process.pid)
 
     def _ended(self, process: subprocess.Popen[bytes]) -> None:
         """Close the pipe of a child that exited."""
-        writer = self._pipes.pop(process.pid, None)
-        if writer is not None and self.relay is not None:
-            self.relay.close_pipe(writer)
+        key = self._pipes.pop(process.pid, None)
+        if key is not None and self.relay is not None:
+            self.relay.close_pipe(key)
 
     def _reap(self) -> None:
         """Note each child that exited, and when to start its replacement."""

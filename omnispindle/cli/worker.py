@@ -214,11 +214,22 @@ def _worker(args: argparse.Namespace) -> int:
 
 def hear_relayed_notifications(queue: TaskQueue) -> None:
     """In a child of a supervisor that relays notifications: hear them from its pipe."""
-    from omnispindle._db.relayed_notifier import WAKE_FD_VARIABLE, RelayedNotifier
+    from omnispindle._db.relayed_notifier import (
+        REPORT_FD_VARIABLE,
+        WAKE_FD_VARIABLE,
+        RelayedNotifier,
+    )
 
     fd = os.environ.pop(WAKE_FD_VARIABLE, None)
+    report_fd = os.environ.pop(REPORT_FD_VARIABLE, None)
     if fd is not None:
-        queue.listen_through(RelayedNotifier(int(fd), queue.listen_dsn, namespace=queue.namespace))
+        relayed = RelayedNotifier(
+            int(fd),
+            queue.listen_dsn,
+            namespace=queue.namespace,
+            report_fd=None if report_fd is None else int(report_fd),
+        )
+        queue.listen_through(relayed)
 
 
 def _supervise(args: argparse.Namespace, processes: Bounds | None) -> int:
