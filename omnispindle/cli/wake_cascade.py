@@ -74,25 +74,26 @@ class Cascade:
         return min(self._waiting.values(), default=None)
 
     def _wake(self, count: int, now: float) -> list[int]:
-        chosen = self._take(count, now, rested=True)
-        chosen += self._take(count - len(chosen), now, rested=False)
-        return chosen
-
-    def _take(self, count: int, now: float, rested: bool) -> list[int]:
-        """Up to ``count`` children in turn not yet woken by this notice; ``rested``:
-        only those that have not found nothing within ``IDLE_STEP_GAP``."""
         chosen: list[int] = []
         for _ in range(len(self._order) if count > 0 else 0):
             if len(chosen) == count:
                 break
             child = self._order[self._turn % len(self._order)]
             self._turn += 1
-            if child in self._woken or (rested and self._pacing(child, now)):
-                continue
-            self._woken.add(child)
-            self._waiting[child] = now + self.hop_timeout
-            chosen.append(child)
+            if child not in self._woken and not self._pacing(child, now):
+                chosen.append(self._woke(child, now))
+        # Then those still waiting out their gap, the one whose gap ends first first.
+        pacing = sorted(
+            (child for child in self._order if child not in self._woken),
+            key=lambda child: self._found_nothing.get(child, float("-inf")),
+        )
+        chosen += [self._woke(child, now) for child in pacing[: count - len(chosen)]]
         return chosen
+
+    def _woke(self, child: int, now: float) -> int:
+        self._woken.add(child)
+        self._waiting[child] = now + self.hop_timeout
+        return child
 
     def _pacing(self, child: int, now: float) -> bool:
         """Whether ``child`` found nothing so lately that it waits before claiming again."""

@@ -72,3 +72,14 @@ def test_a_child_that_just_found_nothing_comes_after_the_rested_ones():
     assert cascade.notice(0.001) == [0]
     # In turn child 1 would come first; it found nothing a millisecond ago.
     assert cascade.report(0, more=True, now=0.001) == [2, 1]
+
+
+def test_when_every_child_just_found_nothing_the_one_whose_gap_ends_first_is_woken():
+    cascade = cascade_of(3)
+    assert cascade.notice(0.0) == [0]
+    assert cascade.report(0, more=True, now=0.0) == [1, 2]
+    cascade.report(1, more=False, now=0.000)
+    cascade.report(2, more=False, now=0.002)
+    assert cascade.notice(0.005) == [0]
+    cascade.report(0, more=False, now=0.006)
+    assert cascade.notice(0.007) == [1]  # it found nothing longest ago
