@@ -11,7 +11,8 @@ child has been woken. Children poll as well, so a missed wake-up only delays.
 
 A child that just found nothing waits ``IDLE_STEP_GAP`` before its next
 prompted claim (its guard against a flood of notices), so one that said so
-within that gap is woken only when no other is left to wake.
+within that gap is woken only when no other is left to wake, and then the one
+whose gap ends first.
 """
 
 from __future__ import annotations
