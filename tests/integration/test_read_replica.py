@@ -8,13 +8,13 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 import pytest
 
-from omnispindle import AsyncTaskQueueClient, TaskQueue, TaskQueueClient, WorkerClient
+from omnispindle import AsyncTaskQueueClient, TaskQueue, TaskQueueClient
 from omnispindle._db.notifier import FINISHED_CHANNEL
 from omnispindle.cli.main import main
 from omnispindle.errors import WaitTimeoutError
@@ -44,24 +44,6 @@ def queue(primary, replica) -> Iterator[TaskQueue]:
     replica.resume_replay()  # a test that paused it leaves it paused
 
 
-@pytest.fixture
-def worker(queue) -> Iterator[Callable[[str, Callable[[Any], object]], WorkerClient]]:
-    started: list[tuple[WorkerClient, threading.Thread]] = []
-
-    def start(task_type: str, executor: Callable[[Any], object]) -> WorkerClient:
-        running = WorkerClient(local_queue=queue, poll_interval=0.2)
-        running.register_task_executor(task_type, executor)
-        thread = threading.Thread(target=running.start, daemon=True)
-        thread.start()
-        started.append((running, thread))
-        return running
-
-    yield start
-    for running, thread in started:
-        running.stop(timeout=DEADLINE)
-        thread.join(DEADLINE)
-
-
 def state_on(dsn: str, task_id: int) -> str | None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         row = conn.execute(
@@ -77,10 +59,12 @@ def await_state(dsn: str, task_id: int, state: str) -> None:
         time.sleep(0.01)
 
 
-def test_reads_come_from_the_replica_and_a_wait_follows_its_replay(queue, primary, replica, worker):
+def test_reads_come_from_the_replica_and_a_wait_follows_its_replay(
+    queue, primary, replica, start_worker
+):
     client = TaskQueueClient(local_queue=queue, poll_interval=10.0)
     gate = threading.Event()
-    worker("gated", lambda task: gate.wait(DEADLINE) and {"done": True})
+    start_worker({"gated": lambda task: gate.wait(DEADLINE) and {"done": True}})
     task_id = client.submit_task("gated")
     await_state(replica.dsn, task_id, "running")
     replica.pause_replay()
@@ -143,10 +127,10 @@ def test_the_command_line_reads_the_replica_with_read_dsn(queue, primary, replic
     assert ready["listed"]["pending"] == 1
 
 
-def test_every_read_runs_on_a_hot_standby(queue, primary, replica, worker, capsys):
+def test_every_read_runs_on_a_hot_standby(queue, primary, replica, start_worker, capsys):
     """Nothing a read sends writes: each runs on the replica, which refuses writes."""
     client = TaskQueueClient(local_queue=queue, poll_interval=0.2)
-    worker("inspected", lambda task: {"n": task["parameters"]["n"]})
+    start_worker({"inspected": lambda task: {"n": task["parameters"]["n"]}})
     client.pause_task_type("held")
     client.set_task_type_limit("inspected", max_running=4)
     client.add_periodic_task("nightly", "0 3 * * *", "inspected", {"n": 0})
@@ -208,9 +192,11 @@ def test_the_dashboard_reads_its_pages_from_the_replica(queue, primary, replica)
         assert web.get(f"/tasks/{unseen}").status_code == 200
 
 
-def test_the_asyncio_client_given_the_queue_reads_its_replica(queue, primary, replica, worker):
+def test_the_asyncio_client_given_the_queue_reads_its_replica(
+    queue, primary, replica, start_worker
+):
     gate = threading.Event()
-    worker("gated_async", lambda task: gate.wait(DEADLINE) and {"done": True})
+    start_worker({"gated_async": lambda task: gate.wait(DEADLINE) and {"done": True}})
 
     async def scenario() -> float:
         async with AsyncTaskQueueClient(local_queue=queue, poll_interval=10.0) as client:
