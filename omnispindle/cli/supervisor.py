@@ -236,12 +236,16 @@ class Supervisor:
         if key is not None and self.relay is not None:
             self.relay.close_pipe(key)
 
+    def _retired(self, process: subprocess.Popen[bytes]) -> None:
+        """A child that scaling stopped has exited: close its pipe, say how it ended."""
+        self._ended(process)
+        log.info("worker process %d %s", process.pid, how_it_ended(process.returncode))
+
     def _reap(self) -> None:
         """Note each child that exited, and when to start its replacement."""
         for process in [p for p in self._retiring if p.poll() is not None]:
             self._retiring.remove(process)
-            self._ended(process)
-            log.info("worker process %d %s", process.pid, how_it_ended(process.returncode))
+            self._retired(process)
         for slot in self._slots:
             if slot.process is None or slot.process.poll() is None:
                 continue
@@ -301,10 +305,7 @@ class Supervisor:
             slot.process.send_signal(signal.SIGTERM)
             self._retiring.append(slot.process)
         elif slot.process is not None:  # it exited since the last reap
-            self._ended(slot.process)
-            log.info(
-                "worker process %d %s", slot.process.pid, how_it_ended(slot.process.returncode)
-            )
+            self._retired(slot.process)
 
     def _stop_all(self, signum: int) -> int:
         """Pass ``signum`` on to every child and wait for them; SIGKILL those still
