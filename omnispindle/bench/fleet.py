@@ -5,10 +5,9 @@ For each process count, ``omnispindle worker --processes N --concurrency 1``
 every process has registered and settled: the client connections the server
 holds for the fleet (a pooler's idle ones among them), the server's CPU per
 second while the fleet idles, and the enqueue-to-start latency of single
-tasks; then the process that holds
-the sweeper's lease is killed (SIGKILL), and the time until another holds it
-is taken. A fleet of a hundred needs the pooler where ``max_connections`` is
-Postgres's default of 100.
+tasks; then the process that holds the sweeper's lease is killed (SIGKILL),
+and the time until another holds it is taken. A fleet of a hundred needs the
+pooler where ``max_connections`` is Postgres's default of 100.
 """
 
 from __future__ import annotations
@@ -85,9 +84,10 @@ def measure_fleet(
 def held_connections(queue: TaskQueue) -> int:
     """The connections the server holds for others than the benchmark: the least of
     a few counts, so that one open for a moment (a listener's probe) is left out."""
+    others = bq.database_connections(own_backends(queue))
     counts = []
     for _ in range(3):
-        counts.append(queue.db.run(bq.database_connections(own_backends(queue))))
+        counts.append(queue.db.run(others))
         time.sleep(0.5)
     return min(counts)
 
