@@ -53,7 +53,10 @@ def test_the_series_has_sixty_minutes_and_counts_what_finished(web, client, star
 
 
 def test_workers_show_slots_and_lost_ones_are_marked(web, client, start_worker, conn):
-    start_worker({"noop": lambda data: {}}, concurrency=3, capabilities=["noop", "gpu"])
+    # No sweeper here: it would declare the ghost dead before the page is read.
+    start_worker(
+        {"noop": lambda data: {}}, concurrency=3, capabilities=["noop", "gpu"], sweep_interval=None
+    )
     poll(lambda: "gpu" in web.get(MOUNT + "/workers").text, timeout=30)
     conn.execute(
         "INSERT INTO omnispindle.workers (name, host, pid, concurrency, version, "
