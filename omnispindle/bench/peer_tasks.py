@@ -24,7 +24,10 @@ from omnispindle.bench.queries import statement
 DSN_ENV = "OMNISPINDLE_BENCH_PEER_DSN"
 WORKER_ENV = "OMNISPINDLE_BENCH_PEER_WORKER"
 NOOP = "noop"
+NAP = "nap"
 LATENCY = "latency"
+# The steady scenario's task: a millisecond's wait, as on I/O.
+NAP_SECONDS = 0.001
 
 _latency_conn: psycopg.AsyncConnection | None = None
 
@@ -49,6 +52,10 @@ async def _noop(*_: Any) -> None:
     return None
 
 
+async def _nap(*_: Any) -> None:
+    await asyncio.sleep(NAP_SECONDS)
+
+
 async def _procrastinate_latency(sample: int) -> None:
     await record_start(sample)
 
@@ -59,6 +66,7 @@ def procrastinate_app(dsn: str) -> Any:
 
     app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=dsn))
     app.task(name=NOOP)(_noop)
+    app.task(name=NAP)(_nap)
     app.task(name=LATENCY)(_procrastinate_latency)
     return app
 
@@ -76,6 +84,7 @@ async def pgqueuer_manager() -> AsyncIterator[Any]:
     async with pgqueuer_driver(os.environ[DSN_ENV]) as driver:
         manager = QueueManager(Queries(driver))
         manager.entrypoint(NOOP)(_noop)
+        manager.entrypoint(NAP)(_nap)
         manager.entrypoint(ready_task(os.environ[WORKER_ENV]))(_noop)
         manager.entrypoint(LATENCY)(_pgqueuer_latency)
         yield manager

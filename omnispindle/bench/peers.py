@@ -58,13 +58,15 @@ from typing import Any
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.rows import dict_row
 
 from omnispindle.bench import peer_tasks
+from omnispindle.bench.feeding import GRACE_S, check_steady, feed, steady_row
 from omnispindle.bench.queries import statement
 from omnispindle.bench.workflows import BenchmarkError, stop_processes, wait_for
 
 PEERS = ("procrastinate", "pgqueuer")
-SCENARIOS = ("drain", "enqueue", "latency")
+SCENARIOS = ("drain", "enqueue", "latency", "steady")
 WORKER_APPLICATION = "omnispindle_bench_peer"
 LATENCY_SAMPLES = 200
 LATENCY_SPACING_S = 0.010
@@ -100,14 +102,25 @@ def run_peer(
     runs: int = 3,
     workers: int = 2,
     concurrency: int = 16,
+    rate: float = 1000.0,
+    seconds: float = 60.0,
 ) -> dict[str, Any]:
     """Run ``scenario`` on ``peer`` in its own database on ``dsn``'s server; figures are
-    medians of ``runs``."""
+    medians of ``runs`` (steady: one run at ``rate`` for ``seconds``)."""
     adapter = _adapter(peer, scenario)
     if min(tasks, runs, workers, concurrency) < 1:
         raise BenchmarkError("tasks, runs, workers and concurrency must all be at least 1")
     with peer_exclusively(dsn, peer):
         target = prepare_database(dsn, peer)
+        if scenario == "steady":
+            return {
+                "system": peer,
+                "scenario": "steady",
+                "workers": workers,
+                "concurrency": concurrency,
+                "seconds": seconds,
+                **_steady_once(adapter, target, workers, concurrency, rate, seconds),
+            }
         if scenario == "drain":
             samples = [
                 _drain_once(adapter, target, tasks, workers, concurrency) for _ in range(runs)
@@ -382,6 +395,39 @@ def _enqueue_once(adapter: _Peer, dsn: str, tasks: int) -> dict[str, float]:
     return {"bulk_per_s": tasks / bulk_s, "single_per_s": singles / single_s}
 
 
+def _steady_once(
+    adapter: _Peer, dsn: str, workers: int, concurrency: int, rate: float, seconds: float
+) -> dict[str, Any]:
+    """Naps fed at ``rate`` a second for ``seconds`` while ``workers`` run them, as in
+    ``omnispindle.bench.steady``; waits until the last one has run."""
+    check_steady(rate, seconds)
+    reset_schema(dsn, adapter)
+    with ExitStack() as stack:
+        conn = stack.enter_context(psycopg.connect(dsn, autocommit=True))
+        client = stack.enter_context(adapter.client(dsn))
+        pool = stack.enter_context(worker_pool(adapter, dsn, workers, concurrency))
+        adapter.wait_ready(conn, client, pool)
+        sizes = feed(client.naps, rate, seconds, lambda: fetch_value(conn, adapter.table_bytes))
+        pool.wait(
+            lambda: not fetch_value(conn, adapter.remaining),
+            60 + rate * seconds / 50,
+            f"{adapter.name} running the steady run's naps",
+        )
+        found = (
+            conn.cursor(row_factory=dict_row)
+            .execute(statement(adapter.steady), {"task": peer_tasks.NAP, "grace": GRACE_S})
+            .fetchone()
+        )
+    if found is None:
+        raise BenchmarkError(f"{seconds} s at {rate} a second gave {adapter.name} no task")
+    return {
+        **steady_row(found),
+        "table_mb_start": round(sizes[0] / 2**20, 1),
+        "table_mb_max": round(max(sizes) / 2**20, 1),
+        "table_mb_end": round(sizes[-1] / 2**20, 1),
+    }
+
+
 def _latency_once(adapter: _Peer, dsn: str, concurrency: int) -> dict[str, float]:
     """``LATENCY_SAMPLES`` probes through one idle, listening worker; p50 and p99 in ms."""
     reset_schema(dsn, adapter)
@@ -426,6 +472,8 @@ class _Peer:
     remaining: str  # statements in sql/bench/peers.sql
     done: str
     drain_seconds: str
+    steady: str
+    table_bytes: str
 
     def install(self, dsn: str) -> None:
         raise NotImplementedError
@@ -434,7 +482,8 @@ class _Peer:
         raise NotImplementedError
 
     def client(self, dsn: str) -> Any:
-        """A context manager yielding an object with ``bulk(n)``, ``single()``, ``probe(i)``."""
+        """A context manager yielding an object with ``bulk(n)``, ``single()``, ``probe(i)``
+        and ``naps(n)``."""
         raise NotImplementedError
 
     def wait_ready(self, conn: psycopg.Connection, client: Any, pool: WorkerPool) -> None:
@@ -448,6 +497,7 @@ class _Procrastinate(_Peer):
         "procrastinate_done",
         "procrastinate_drain_seconds",
     )
+    steady, table_bytes = "procrastinate_steady", "procrastinate_table_bytes"
 
     def install(self, dsn: str) -> None:
         with peer_tasks.procrastinate_app(dsn).open() as app:
@@ -485,10 +535,14 @@ class _Procrastinate(_Peer):
 class _ProcrastinateClient:
     def __init__(self, app: Any) -> None:
         self.noop = app.tasks[peer_tasks.NOOP]
+        self.nap = app.tasks[peer_tasks.NAP]
         self.latency = app.tasks[peer_tasks.LATENCY]
 
     def bulk(self, count: int) -> None:
         self.noop.batch_defer(*([{}] * count))
+
+    def naps(self, count: int) -> None:
+        self.nap.batch_defer(*([{}] * count))
 
     def single(self) -> None:
         self.noop.defer()
@@ -504,6 +558,7 @@ class _Pgqueuer(_Peer):
         "pgqueuer_done",
         "pgqueuer_drain_seconds",
     )
+    steady, table_bytes = "pgqueuer_steady", "pgqueuer_table_bytes"
 
     def install(self, dsn: str) -> None:
         asyncio.run(_install_pgqueuer(dsn))
@@ -545,6 +600,9 @@ class _PgqueuerClient:
 
     def bulk(self, count: int) -> None:
         self.queries.enqueue([peer_tasks.NOOP] * count, [None] * count, [0] * count)
+
+    def naps(self, count: int) -> None:
+        self.queries.enqueue([peer_tasks.NAP] * count, [None] * count, [0] * count)
 
     def single(self) -> None:
         self.queries.enqueue(peer_tasks.NOOP, None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -45,6 +46,7 @@ SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
 # better Omnispindle did than the peer.
 HIGHER_IS_BETTER = {
     "tasks_per_s": True,
+    "completed_per_s": True,
     "bulk_per_s": True,
     "single_per_s": True,
     "worker_cpu_s_per_1k": False,
@@ -61,9 +63,20 @@ def run(
     ours = SCENARIOS[scenario](queue, **options)
     rows = [ours]
     for peer in peers:
-        theirs = run_peer(peer, scenario, queue.dsn, **peer_options(scenario, options))
+        theirs = run_peer(
+            peer,
+            scenario,
+            queue.dsn,
+            **peer_options(scenario, {**defaults_of(scenario), **options}),
+        )
         rows.append({**theirs, **ratios(ours, theirs)})
     return rows
+
+
+def defaults_of(scenario: str) -> dict[str, Any]:
+    """Our scenario's default options, which a peer runs with where none was given."""
+    parameters = inspect.signature(SCENARIOS[scenario]).parameters.values()
+    return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
 
 
 def peer_options(scenario: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -73,6 +86,8 @@ def peer_options(scenario: str, options: dict[str, Any]) -> dict[str, Any]:
         "runs": "runs",
         "workers_count": "workers",
         "concurrency": "concurrency",
+        "rate": "rate",
+        "seconds": "seconds",
     }
     return {names[k]: v for k, v in options.items() if k in names}
 

@@ -65,6 +65,38 @@ FROM procrastinate_events e
 JOIN procrastinate_jobs j ON j.id = e.job_id
 WHERE j.task_name = %(task)s;
 
+-- name: procrastinate_steady
+-- A steady run's naps as procrastinate's triggers stamped them: how many
+-- succeeded by the end of the feed and a grace, over how long the feed lasted,
+-- and the delay from each one's deferral to its start (its fetch by a worker).
+WITH run AS (
+    SELECT min(e.at) FILTER (WHERE e.type = 'deferred') AS created_at,
+           min(e.at) FILTER (WHERE e.type = 'started') AS started_at,
+           max(e.at) FILTER (WHERE e.type = 'succeeded') AS finished_at
+    FROM procrastinate_events e
+    JOIN procrastinate_jobs j ON j.id = e.job_id
+    WHERE j.task_name = %(task)s
+    GROUP BY e.job_id
+), fed AS (
+    SELECT min(created_at) AS fed_from, max(created_at) AS fed_until FROM run
+)
+SELECT count(*) AS tasks,
+       count(*) FILTER (WHERE r.finished_at <= f.fed_until + make_interval(secs => %(grace)s))
+           AS finished_in_time,
+       extract(epoch FROM f.fed_until - f.fed_from)::double precision AS fed_seconds,
+       (percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM r.started_at - r.created_at))
+        * 1000)::double precision AS p50_ms,
+       (percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM r.started_at - r.created_at))
+        * 1000)::double precision AS p99_ms,
+       (extract(epoch FROM max(r.started_at - r.created_at)) * 1000)::double precision AS max_ms
+FROM run r CROSS JOIN fed f
+GROUP BY f.fed_from, f.fed_until;
+
+-- name: procrastinate_table_bytes
+-- Its jobs and their events, with indexes and TOAST.
+SELECT pg_total_relation_size('procrastinate_jobs')
+       + pg_total_relation_size('procrastinate_events') AS bytes;
+
 -- name: pgqueuer_remaining
 SELECT EXISTS (
     SELECT FROM pgqueuer WHERE status IN ('queued', 'picked')
@@ -84,6 +116,36 @@ SELECT extract(epoch FROM max(created) FILTER (WHERE status = 'successful')
                         - min(created) FILTER (WHERE status = 'picked'))::double precision AS seconds
 FROM pgqueuer_log
 WHERE entrypoint = %(task)s;
+
+-- name: pgqueuer_steady
+-- A steady run's naps as pgqueuer's log stamped them: how many succeeded by the
+-- end of the feed and a grace, over how long the feed lasted, and the delay
+-- from each one's enqueue to its pick by a worker.
+WITH run AS (
+    SELECT min(created) FILTER (WHERE status = 'queued') AS created_at,
+           min(created) FILTER (WHERE status = 'picked') AS started_at,
+           max(created) FILTER (WHERE status = 'successful') AS finished_at
+    FROM pgqueuer_log
+    WHERE entrypoint = %(task)s
+    GROUP BY job_id
+), fed AS (
+    SELECT min(created_at) AS fed_from, max(created_at) AS fed_until FROM run
+)
+SELECT count(*) AS tasks,
+       count(*) FILTER (WHERE r.finished_at <= f.fed_until + make_interval(secs => %(grace)s))
+           AS finished_in_time,
+       extract(epoch FROM f.fed_until - f.fed_from)::double precision AS fed_seconds,
+       (percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM r.started_at - r.created_at))
+        * 1000)::double precision AS p50_ms,
+       (percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM r.started_at - r.created_at))
+        * 1000)::double precision AS p99_ms,
+       (extract(epoch FROM max(r.started_at - r.created_at)) * 1000)::double precision AS max_ms
+FROM run r CROSS JOIN fed f
+GROUP BY f.fed_from, f.fed_until;
+
+-- name: pgqueuer_table_bytes
+-- Its queue and its log, with indexes and TOAST.
+SELECT pg_total_relation_size('pgqueuer') + pg_total_relation_size('pgqueuer_log') AS bytes;
 
 -- name: peer_lock
 -- Two runs on one peer share its database: the second waits for the first.

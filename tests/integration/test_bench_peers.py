@@ -10,6 +10,7 @@ pytest.importorskip("pgqueuer")
 pytest.importorskip("psutil")
 
 from omnispindle.bench import peers as bench_peers
+from omnispindle.bench import runner
 from omnispindle.bench.peers import PEERS, PeerUnavailableError, run_peer
 from omnispindle.bench.workflows import BenchmarkError
 
@@ -24,6 +25,22 @@ DRAIN_KEYS = {
 }
 ENQUEUE_KEYS = {"system", "scenario", "tasks", "bulk_per_s", "single_per_s"}
 LATENCY_KEYS = {"system", "scenario", "samples", "p50_ms", "p99_ms"}
+STEADY_KEYS = {
+    "system",
+    "scenario",
+    "workers",
+    "concurrency",
+    "seconds",
+    "tasks",
+    "offered_per_s",
+    "completed_per_s",
+    "p50_ms",
+    "p99_ms",
+    "max_ms",
+    "table_mb_start",
+    "table_mb_max",
+    "table_mb_end",
+}
 
 
 def peer_count(server_dsn: str, peer: str, statement: str, **params) -> int:
@@ -68,6 +85,31 @@ def test_latency_samples_every_probe(server_dsn, peer):
     assert (result["system"], result["scenario"], result["samples"]) == (peer, "latency", 200)
     assert 0 < result["p50_ms"] <= result["p99_ms"]
     assert peer_count(server_dsn, peer, "peer_latency_samples") == 200
+
+
+@pytest.mark.parametrize("peer", PEERS)
+def test_a_steady_run_feeds_naps_at_its_rate_and_runs_them_all(server_dsn, peer):
+    result = run_peer(peer, "steady", server_dsn, workers=1, concurrency=8, rate=200, seconds=1.5)
+
+    assert set(result) == STEADY_KEYS
+    assert (result["system"], result["scenario"], result["workers"]) == (peer, "steady", 1)
+    assert 200 <= result["tasks"] <= 1.5 * 200  # what 1.5 s at 200 a second submits
+    assert result["offered_per_s"] == pytest.approx(200, rel=0.2)
+    assert 0 < result["completed_per_s"] <= result["offered_per_s"]
+    assert 0 <= result["p50_ms"] <= result["p99_ms"] <= result["max_ms"]
+    assert result["table_mb_max"] >= result["table_mb_start"] > 0
+    assert peer_count(server_dsn, peer, f"{peer}_done", tasks=["nap"]) == result["tasks"]
+
+
+def test_a_steady_run_without_a_rate_is_refused(server_dsn):
+    with pytest.raises(BenchmarkError, match="rate and seconds"):
+        run_peer("pgqueuer", "steady", server_dsn, rate=0, seconds=1)
+
+
+def test_peers_run_with_our_scenarios_defaults_where_none_was_given():
+    given = {"rate": 300.0}
+    options = runner.peer_options("steady", {**runner.defaults_of("steady"), **given})
+    assert options == {"rate": 300.0, "seconds": 60.0, "workers": 2, "concurrency": 32}
 
 
 @pytest.mark.parametrize(
