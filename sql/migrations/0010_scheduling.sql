@@ -519,7 +519,42 @@ BEGIN
             -- The price: while a limit binds, a claim that gets the lock first
             -- may start its own candidates before better ones that another
             -- claim holds and cannot start; those stay first for the next.
-            IF type_strategy IS NULL THEN
+            IF type_strategy IS NULL AND NOT EXISTS (
+                SELECT FROM omnispindle.tasks r
+                WHERE r.state = 'pending' AND r.task_type = set_apart[pass]
+                  AND r.group_key IS NOT NULL) THEN
+                -- Strict order, when no pending task of the type has a
+                -- group_key (the usual case): tasks_group_ready_idx holds the
+                -- type's tasks apart from the others' and, within the tasks
+                -- without a group_key, in that order. The ready index, in
+                -- priority order across types, had each claim step over every
+                -- ready task of other types ahead of the type's (2,000 rows
+                -- read for a claim of 3 behind a backlog of 2,000).
+                WITH ready AS (
+                    SELECT r.id, pg_column_size(r.parameters) AS size, r.group_key
+                    FROM omnispindle.tasks r
+                    WHERE r.state = 'pending'
+                      AND r.task_type = set_apart[pass]
+                      AND r.group_key IS NULL
+                      AND r.run_after <= now()
+                      AND r.required_capabilities <@ p_capabilities
+                      AND (r.required_capabilities = '{}'
+                           OR NOT omnispindle.left_to_a_narrower_worker(
+                               r.task_type, r.required_capabilities, r.run_after,
+                               p_capabilities, p_worker_id))
+                      AND r.attempts < r.max_attempts
+                    ORDER BY r.task_type, r.group_key, r.priority DESC, r.id
+                    LIMIT room
+                    FOR NO KEY UPDATE SKIP LOCKED
+                ), summed AS (
+                    SELECT id, size, group_key, sum(size) OVER (ROWS UNBOUNDED PRECEDING) AS upto
+                    FROM ready
+                )
+                SELECT array_agg(id), array_agg(size), array_agg(group_key), sum(size)
+                INTO chosen, sizes, keys, taken
+                FROM summed WHERE upto - size < budget;
+            ELSIF type_strategy IS NULL THEN
+                -- Strict order across the type's groups: the ready index's.
                 WITH ready AS (
                     SELECT r.id, pg_column_size(r.parameters) AS size, r.group_key
                     FROM omnispindle.tasks r

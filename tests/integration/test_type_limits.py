@@ -156,11 +156,49 @@ def test_a_worker_of_limited_types_alone_does_not_walk_their_backlog(client, que
             "SELECT count(*) FROM omnispindle.claim_tasks(ARRAY['backlogged'], ARRAY[]::text[], "
             "10, gen_random_uuid(), 30)"
         )
-        [fetched] = conn.execute(
-            "SELECT idx_tup_fetch FROM pg_stat_xact_user_tables "
-            "WHERE schemaname = 'omnispindle' AND relname = 'tasks'"
-        ).fetchone()
+        fetched = xact_tasks_fetched(conn)
     assert fetched < 100, fetched
+
+
+def xact_tasks_fetched(conn) -> int:
+    """Rows of tasks this transaction fetched through an index, so far."""
+    return conn.execute(
+        "SELECT idx_tup_fetch FROM pg_stat_xact_user_tables "
+        "WHERE schemaname = 'omnispindle' AND relname = 'tasks'"
+    ).fetchone()[0]
+
+
+def test_a_limited_types_claim_does_not_step_over_other_types_ready_tasks(client, queue, dsn):
+    """Its pass walked the ready index in priority order, over every ready task of
+    other types ahead of its own: each claim read them all."""
+    client.submit_batch([{"task_type": "common"}] * 2000)
+    client.set_task_type_limit("rare", max_running=10)
+    client.submit_batch([{"task_type": "rare", "priority": p} for p in (0, 3, 0, 7)])
+    with psycopg.connect(dsn) as conn:  # one transaction: its own statistics
+        claimed = conn.execute(
+            "SELECT priority FROM omnispindle.claim_tasks(ARRAY['rare'], ARRAY[]::text[], "
+            "3, gen_random_uuid(), 30)"
+        ).fetchall()
+        fetched = xact_tasks_fetched(conn)
+    assert sorted((row[0] for row in claimed), reverse=True) == [7, 3, 0]
+    assert fetched < 100, fetched
+
+
+def test_a_limited_type_with_group_keys_is_claimed_in_priority_order_across_groups(client, conn):
+    client.set_task_type_limit("grouped", max_running=10)
+    client.submit_batch(
+        [
+            {"task_type": "grouped", "group_key": "a", "priority": 1},
+            {"task_type": "grouped", "priority": 9},
+            {"task_type": "grouped", "group_key": "b", "priority": 5},
+        ]
+    )
+    for expected in (9, 5, 1):
+        claimed = conn.execute(
+            "SELECT priority FROM omnispindle.claim_tasks(ARRAY['grouped'], ARRAY[]::text[], "
+            "1, gen_random_uuid(), 30)"
+        ).fetchall()
+        assert claimed == [(expected,)]
 
 
 def test_a_paused_limited_type_is_not_claimed(client, queue):
