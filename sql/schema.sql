@@ -319,10 +319,15 @@ BEGIN
             -- The price: while a limit binds, a claim that gets the lock first
             -- may start its own candidates before better ones that another
             -- claim holds and cannot start; those stay first for the next.
-            IF type_strategy IS NULL AND NOT EXISTS (
-                SELECT FROM omnispindle.tasks r
-                WHERE r.state = 'pending' AND r.task_type = set_apart[pass]
-                  AND r.group_key IS NOT NULL) THEN
+            IF type_strategy IS NULL
+               AND (SELECT r.group_key FROM omnispindle.tasks r
+                    WHERE r.state = 'pending' AND r.task_type = set_apart[pass]
+                      AND r.group_key IS NOT NULL
+                    -- In the index's order, so that the plan is a probe of
+                    -- tasks_group_ready_idx: as an EXISTS, a generic plan made
+                    -- while the statistics saw group keys walked the ready
+                    -- index over every pending task.
+                    ORDER BY r.task_type, r.group_key LIMIT 1) IS NULL THEN
                 -- Strict order, when no pending task of the type has a
                 -- group_key (the usual case): tasks_group_ready_idx holds the
                 -- type's tasks apart from the others' and, within the tasks

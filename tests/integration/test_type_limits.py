@@ -160,6 +160,12 @@ def test_a_worker_of_limited_types_alone_does_not_walk_their_backlog(client, que
     assert fetched < 100, fetched
 
 
+CLAIM_3_RARE = (
+    "SELECT priority FROM omnispindle.claim_tasks(ARRAY['rare'], ARRAY[]::text[], "
+    "3, gen_random_uuid(), 30)"
+)
+
+
 def xact_tasks_fetched(conn) -> int:
     """Rows of tasks this transaction fetched through an index, so far."""
     return conn.execute(
@@ -168,19 +174,37 @@ def xact_tasks_fetched(conn) -> int:
     ).fetchone()[0]
 
 
-def test_a_limited_types_claim_does_not_step_over_other_types_ready_tasks(client, queue, dsn):
+@pytest.mark.parametrize("grouped", [False, True], ids=["plain", "grouped"])
+def test_a_limited_types_claim_does_not_step_over_other_types_ready_tasks(
+    client, queue, dsn, conn, grouped
+):
     """Its pass walked the ready index in priority order, over every ready task of
-    other types ahead of its own: each claim read them all."""
-    client.submit_batch([{"task_type": "common"}] * 2000)
+    other types ahead of its own: each claim read them all. (Statistics that see
+    group keys elsewhere once made its check for group keys walk them too.)"""
+    key = {"group_key": "g"} if grouped else {}
+    client.submit_batch([{"task_type": "common", **key}] * 2000)
+    conn.execute("ANALYZE omnispindle.tasks")
     client.set_task_type_limit("rare", max_running=10)
     client.submit_batch([{"task_type": "rare", "priority": p} for p in (0, 3, 0, 7)])
-    with psycopg.connect(dsn) as conn:  # one transaction: its own statistics
-        claimed = conn.execute(
-            "SELECT priority FROM omnispindle.claim_tasks(ARRAY['rare'], ARRAY[]::text[], "
-            "3, gen_random_uuid(), 30)"
-        ).fetchall()
-        fetched = xact_tasks_fetched(conn)
+    with psycopg.connect(dsn) as fresh:  # one transaction: its own statistics
+        claimed = fresh.execute(CLAIM_3_RARE).fetchall()
+        fetched = xact_tasks_fetched(fresh)
     assert sorted((row[0] for row in claimed), reverse=True) == [7, 3, 0]
+    assert fetched < 100, fetched
+
+
+def test_a_limited_types_check_for_group_keys_reads_no_backlog(client, queue, dsn, conn):
+    """The check of a limited type for pending tasks with a group key is one
+    probe, also when the statistics see group keys (finished tasks' here)."""
+    client.set_task_type_limit("rare", max_running=10_000)
+    client.submit_batch([{"task_type": "rare", "group_key": "g"}] * 600)
+    claim(queue, ["rare"], limit=600)
+    finish(conn, 600, "rare")
+    client.submit_batch([{"task_type": "rare"}] * 2000)
+    conn.execute("ANALYZE omnispindle.tasks")
+    with psycopg.connect(dsn) as fresh:  # a session whose plans are made now
+        assert len(fresh.execute(CLAIM_3_RARE).fetchall()) == 3
+        fetched = xact_tasks_fetched(fresh)
     assert fetched < 100, fetched
 
 
