@@ -54,3 +54,12 @@ def steady_row(found: dict[str, Any]) -> dict[str, Any]:
         "p99_ms": round(found["p99_ms"], 2),
         "max_ms": round(found["max_ms"], 2),
     }
+
+
+def size_row(sizes: list[int]) -> dict[str, float]:
+    """The sizes a feed read, in MB: at the start, at most, at the end."""
+    return {
+        "table_mb_start": round(sizes[0] / 2**20, 1),
+        "table_mb_max": round(max(sizes) / 2**20, 1),
+        "table_mb_end": round(sizes[-1] / 2**20, 1),
+    }

@@ -35,6 +35,9 @@ Measurements:
 - latency: one idle, listening worker; each sample enqueues a probe and waits for its
   start, which the probe writes to ``bench_latency``; latency is start minus the time
   the enqueue returned (its commit), samples about 10 ms apart.
+- steady: as ``omnispindle.bench.steady``, 1 ms ``asyncio.sleep`` naps fed in one bulk
+  call every 10 ms; the delays come from the peer's own stamps of each job's enqueue
+  and start (procrastinate's events, pgqueuer's log), by the database's clock.
 
 CPU is user plus system time from the kernel: of the worker processes, and of every
 process of the server when it runs on this machine (``None`` otherwise).
@@ -61,7 +64,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 
 from omnispindle.bench import peer_tasks
-from omnispindle.bench.feeding import GRACE_S, check_steady, feed, steady_row
+from omnispindle.bench.feeding import GRACE_S, check_steady, feed, size_row, steady_row
 from omnispindle.bench.queries import statement
 from omnispindle.bench.workflows import BenchmarkError, stop_processes, wait_for
 
@@ -422,9 +425,7 @@ def _steady_once(
         raise BenchmarkError(f"{seconds} s at {rate} a second gave {adapter.name} no task")
     return {
         **steady_row(found),
-        "table_mb_start": round(sizes[0] / 2**20, 1),
-        "table_mb_max": round(max(sizes) / 2**20, 1),
-        "table_mb_end": round(sizes[-1] / 2**20, 1),
+        **size_row(sizes),
     }
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from omnispindle.bench import queries as bq
-from omnispindle.bench.feeding import GRACE_S, check_steady, feed, steady_row
+from omnispindle.bench.feeding import GRACE_S, check_steady, feed, size_row, steady_row
 from omnispindle.bench.throughput import drained, workers
 from omnispindle.bench.workflows import BenchmarkError, wait_for
 from omnispindle.client import TaskQueueClient
@@ -52,14 +52,12 @@ def steady(
         "concurrency": concurrency,
         "seconds": seconds,
         **steady_row(found),
-        "table_mb_start": round(sizes[0] / 2**20, 1),
-        "table_mb_max": round(max(sizes) / 2**20, 1),
-        "table_mb_end": round(sizes[-1] / 2**20, 1),
+        **size_row(sizes),
     }
 
 
 class Submitter:
-    """Submits no-op naps in one batch a call, and keeps the first and last ids."""
+    """Submits the run's 1 ms naps, one batch a call, and keeps the first and last ids."""
 
     def __init__(self, client: TaskQueueClient) -> None:
         self.client = client
