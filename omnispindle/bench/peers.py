@@ -344,6 +344,28 @@ def worker_pool(adapter: _Peer, dsn: str, count: int, concurrency: int) -> Itera
             stop_processes(processes, STOP_TIMEOUT_S)
 
 
+@contextmanager
+def ready_peer(
+    adapter: _Peer, dsn: str, workers: int, concurrency: int
+) -> Iterator[tuple[psycopg.Connection[Any], Any, WorkerPool]]:
+    """The peer's schema afresh, an autocommit connection, its client and ``workers``
+    worker processes, once every worker is ready."""
+    reset_schema(dsn, adapter)
+    with ExitStack() as stack:
+        conn = stack.enter_context(psycopg.connect(dsn, autocommit=True))
+        client = stack.enter_context(adapter.client(dsn))
+        pool = stack.enter_context(worker_pool(adapter, dsn, workers, concurrency))
+        adapter.wait_ready(conn, client, pool)
+        yield conn, client, pool
+
+
+def wait_until_run(
+    conn: psycopg.Connection[Any], adapter: _Peer, pool: WorkerPool, tasks: float, what: str
+) -> None:
+    """Wait until the peer has no task queued or running, allowing for ``tasks`` of them."""
+    pool.wait(lambda: not fetch_value(conn, adapter.remaining), 60 + tasks / 50, what)
+
+
 # --- scenarios -------------------------------------------------------------------------
 
 
@@ -351,21 +373,12 @@ def _drain_once(
     adapter: _Peer, dsn: str, tasks: int, workers: int, concurrency: int
 ) -> dict[str, float | None]:
     """One drain of ``tasks`` no-ops by ``workers`` idle, listening workers."""
-    reset_schema(dsn, adapter)
-    with ExitStack() as stack:
-        conn = stack.enter_context(psycopg.connect(dsn, autocommit=True))
-        client = stack.enter_context(adapter.client(dsn))
-        pool = stack.enter_context(worker_pool(adapter, dsn, workers, concurrency))
-        adapter.wait_ready(conn, client, pool)
+    with ready_peer(adapter, dsn, workers, concurrency) as (conn, client, pool):
         worker_before = process_cpu_seconds(pool.pids)
         client.bulk(tasks)
         # Read after the commit: the enqueue's own server CPU is not the drain's.
         server_before = postgres_cpu_seconds(dsn)
-        pool.wait(
-            lambda: not fetch_value(conn, adapter.remaining),
-            60 + tasks / 50,
-            f"{adapter.name} draining {tasks} tasks",
-        )
+        wait_until_run(conn, adapter, pool, tasks, f"{adapter.name} draining {tasks} tasks")
         worker_cpu = process_cpu_seconds(pool.pids) - worker_before
         server_after = postgres_cpu_seconds(dsn)
         done = fetch_value(conn, adapter.done, {"tasks": [peer_tasks.NOOP]})
@@ -404,39 +417,26 @@ def _steady_once(
     """Naps fed at ``rate`` a second for ``seconds`` while ``workers`` run them, as in
     ``omnispindle.bench.steady``; waits until the last one has run."""
     check_steady(rate, seconds)
-    reset_schema(dsn, adapter)
-    with ExitStack() as stack:
-        conn = stack.enter_context(psycopg.connect(dsn, autocommit=True))
-        client = stack.enter_context(adapter.client(dsn))
-        pool = stack.enter_context(worker_pool(adapter, dsn, workers, concurrency))
-        adapter.wait_ready(conn, client, pool)
+    with ready_peer(adapter, dsn, workers, concurrency) as (conn, client, pool):
         sizes = feed(client.naps, rate, seconds, lambda: fetch_value(conn, adapter.table_bytes))
-        pool.wait(
-            lambda: not fetch_value(conn, adapter.remaining),
-            60 + rate * seconds / 50,
-            f"{adapter.name} running the steady run's naps",
+        wait_until_run(
+            conn, adapter, pool, rate * seconds, f"{adapter.name} running the steady run's naps"
         )
+        conn.execute(statement("peer_create_steady_run"))
+        conn.execute(statement(adapter.steady_run), {"task": peer_tasks.NAP})
         found = (
             conn.cursor(row_factory=dict_row)
-            .execute(statement(adapter.steady), {"task": peer_tasks.NAP, "grace": GRACE_S})
+            .execute(statement("peer_steady_figures"), {"grace": GRACE_S})
             .fetchone()
         )
     if found is None:
         raise BenchmarkError(f"{seconds} s at {rate} a second gave {adapter.name} no task")
-    return {
-        **steady_row(found),
-        **size_row(sizes),
-    }
+    return {**steady_row(found), **size_row(sizes)}
 
 
 def _latency_once(adapter: _Peer, dsn: str, concurrency: int) -> dict[str, float]:
     """``LATENCY_SAMPLES`` probes through one idle, listening worker; p50 and p99 in ms."""
-    reset_schema(dsn, adapter)
-    with ExitStack() as stack:
-        conn = stack.enter_context(psycopg.connect(dsn, autocommit=True))
-        client = stack.enter_context(adapter.client(dsn))
-        pool = stack.enter_context(worker_pool(adapter, dsn, 1, concurrency))
-        adapter.wait_ready(conn, client, pool)
+    with ready_peer(adapter, dsn, 1, concurrency) as (conn, client, pool):
         latencies = [
             _latency_sample(conn, client, pool, sample) for sample in range(LATENCY_SAMPLES)
         ]
@@ -473,7 +473,7 @@ class _Peer:
     remaining: str  # statements in sql/bench/peers.sql
     done: str
     drain_seconds: str
-    steady: str
+    steady_run: str
     table_bytes: str
 
     def install(self, dsn: str) -> None:
@@ -498,7 +498,7 @@ class _Procrastinate(_Peer):
         "procrastinate_done",
         "procrastinate_drain_seconds",
     )
-    steady, table_bytes = "procrastinate_steady", "procrastinate_table_bytes"
+    steady_run, table_bytes = "procrastinate_steady_run", "procrastinate_table_bytes"
 
     def install(self, dsn: str) -> None:
         with peer_tasks.procrastinate_app(dsn).open() as app:
@@ -559,7 +559,7 @@ class _Pgqueuer(_Peer):
         "pgqueuer_done",
         "pgqueuer_drain_seconds",
     )
-    steady, table_bytes = "pgqueuer_steady", "pgqueuer_table_bytes"
+    steady_run, table_bytes = "pgqueuer_steady_run", "pgqueuer_table_bytes"
 
     def install(self, dsn: str) -> None:
         asyncio.run(_install_pgqueuer(dsn))

@@ -44,6 +44,34 @@ WHERE datname = current_database()
   AND application_name = %(application)s
   AND starts_with(query, 'LISTEN');
 
+-- name: peer_create_steady_run
+-- Each task of a steady run, as the peer's own stamps tell it (filled by the
+-- peer's <peer>_steady_run); it lasts as long as the session.
+CREATE TEMPORARY TABLE steady_run (
+    created_at timestamptz,
+    started_at timestamptz,
+    finished_at timestamptz
+);
+
+-- name: peer_steady_figures
+-- A steady run's figures from steady_run: how many finished by the end of the
+-- feed and a grace, over how long the feed lasted, and the delay from each
+-- task's enqueue to its start.
+WITH fed AS (
+    SELECT min(created_at) AS fed_from, max(created_at) AS fed_until FROM steady_run
+)
+SELECT count(*) AS tasks,
+       count(*) FILTER (WHERE r.finished_at <= f.fed_until + make_interval(secs => %(grace)s))
+           AS finished_in_time,
+       extract(epoch FROM f.fed_until - f.fed_from)::double precision AS fed_seconds,
+       (percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM r.started_at - r.created_at))
+        * 1000)::double precision AS p50_ms,
+       (percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM r.started_at - r.created_at))
+        * 1000)::double precision AS p99_ms,
+       (extract(epoch FROM max(r.started_at - r.created_at)) * 1000)::double precision AS max_ms
+FROM steady_run r CROSS JOIN fed f
+GROUP BY f.fed_from, f.fed_until;
+
 -- name: procrastinate_remaining
 SELECT EXISTS (
     SELECT FROM procrastinate_jobs WHERE status IN ('todo', 'doing')
@@ -65,32 +93,17 @@ FROM procrastinate_events e
 JOIN procrastinate_jobs j ON j.id = e.job_id
 WHERE j.task_name = %(task)s;
 
--- name: procrastinate_steady
--- A steady run's naps as procrastinate's triggers stamped them: how many
--- succeeded by the end of the feed and a grace, over how long the feed lasted,
--- and the delay from each one's deferral to its start (its fetch by a worker).
-WITH run AS (
-    SELECT min(e.at) FILTER (WHERE e.type = 'deferred') AS created_at,
-           min(e.at) FILTER (WHERE e.type = 'started') AS started_at,
-           max(e.at) FILTER (WHERE e.type = 'succeeded') AS finished_at
-    FROM procrastinate_events e
-    JOIN procrastinate_jobs j ON j.id = e.job_id
-    WHERE j.task_name = %(task)s
-    GROUP BY e.job_id
-), fed AS (
-    SELECT min(created_at) AS fed_from, max(created_at) AS fed_until FROM run
-)
-SELECT count(*) AS tasks,
-       count(*) FILTER (WHERE r.finished_at <= f.fed_until + make_interval(secs => %(grace)s))
-           AS finished_in_time,
-       extract(epoch FROM f.fed_until - f.fed_from)::double precision AS fed_seconds,
-       (percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM r.started_at - r.created_at))
-        * 1000)::double precision AS p50_ms,
-       (percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM r.started_at - r.created_at))
-        * 1000)::double precision AS p99_ms,
-       (extract(epoch FROM max(r.started_at - r.created_at)) * 1000)::double precision AS max_ms
-FROM run r CROSS JOIN fed f
-GROUP BY f.fed_from, f.fed_until;
+-- name: procrastinate_steady_run
+-- A steady run's naps as procrastinate's triggers stamped them: deferred,
+-- started (fetched by a worker) and succeeded.
+INSERT INTO steady_run (created_at, started_at, finished_at)
+SELECT min(e.at) FILTER (WHERE e.type = 'deferred'),
+       min(e.at) FILTER (WHERE e.type = 'started'),
+       max(e.at) FILTER (WHERE e.type = 'succeeded')
+FROM procrastinate_events e
+JOIN procrastinate_jobs j ON j.id = e.job_id
+WHERE j.task_name = %(task)s
+GROUP BY e.job_id;
 
 -- name: procrastinate_table_bytes
 -- Its jobs and their events, with indexes and TOAST.
@@ -117,31 +130,16 @@ SELECT extract(epoch FROM max(created) FILTER (WHERE status = 'successful')
 FROM pgqueuer_log
 WHERE entrypoint = %(task)s;
 
--- name: pgqueuer_steady
--- A steady run's naps as pgqueuer's log stamped them: how many succeeded by the
--- end of the feed and a grace, over how long the feed lasted, and the delay
--- from each one's enqueue to its pick by a worker.
-WITH run AS (
-    SELECT min(created) FILTER (WHERE status = 'queued') AS created_at,
-           min(created) FILTER (WHERE status = 'picked') AS started_at,
-           max(created) FILTER (WHERE status = 'successful') AS finished_at
-    FROM pgqueuer_log
-    WHERE entrypoint = %(task)s
-    GROUP BY job_id
-), fed AS (
-    SELECT min(created_at) AS fed_from, max(created_at) AS fed_until FROM run
-)
-SELECT count(*) AS tasks,
-       count(*) FILTER (WHERE r.finished_at <= f.fed_until + make_interval(secs => %(grace)s))
-           AS finished_in_time,
-       extract(epoch FROM f.fed_until - f.fed_from)::double precision AS fed_seconds,
-       (percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM r.started_at - r.created_at))
-        * 1000)::double precision AS p50_ms,
-       (percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM r.started_at - r.created_at))
-        * 1000)::double precision AS p99_ms,
-       (extract(epoch FROM max(r.started_at - r.created_at)) * 1000)::double precision AS max_ms
-FROM run r CROSS JOIN fed f
-GROUP BY f.fed_from, f.fed_until;
+-- name: pgqueuer_steady_run
+-- A steady run's naps as pgqueuer's log stamped them: queued, picked by a
+-- worker and successful.
+INSERT INTO steady_run (created_at, started_at, finished_at)
+SELECT min(created) FILTER (WHERE status = 'queued'),
+       min(created) FILTER (WHERE status = 'picked'),
+       max(created) FILTER (WHERE status = 'successful')
+FROM pgqueuer_log
+WHERE entrypoint = %(task)s
+GROUP BY job_id;
 
 -- name: pgqueuer_table_bytes
 -- Its queue and its log, with indexes and TOAST.
