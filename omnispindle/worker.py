@@ -56,6 +56,9 @@ class WorkerClient:
             None leaves enqueuing periodic tasks to other workers.
         retention: seconds the sweeper keeps finished tasks before deleting
             them (default a week); None keeps them forever.
+        archive_after: seconds a finished task stays in ``tasks`` before the
+            sweeper moves it to the partitioned history, where the retention
+            drops whole partitions; None (the default) prunes ``tasks``.
         schema: the schema of the worker's own queue, as for ``TaskQueue``.
 
     Raises:
@@ -89,6 +92,7 @@ class WorkerClient:
         dead_worker_after: float = defaults.DEAD_WORKER_AFTER,
         schedule_interval: float | None = defaults.SCHEDULE_INTERVAL,
         retention: float | None = defaults.RETENTION,
+        archive_after: float | None = None,
         schema: str | None = None,
     ) -> None:
         self.settings = worker_settings(
@@ -105,6 +109,7 @@ class WorkerClient:
             dead_worker_after=dead_worker_after,
             schedule_interval=schedule_interval,
             retention_seconds=retention,
+            archive_after=archive_after,
         )
         self.capabilities = (
             None if capabilities is None else list(validation.names("capabilities", capabilities))

@@ -69,6 +69,10 @@ class PruneCursor:
         self._from_oldest = self.after is None or self.oldest_walks.due()
         return None if self._from_oldest else self.after
 
+    def restart(self) -> None:
+        """Start the next batch at the oldest task."""
+        self.after = None
+
     def move(self, locked: list[PrunableTask], seconds: float) -> None:
         """Follow a batch, started at ``start()``, that locked ``locked`` in ``seconds``."""
         if self._from_oldest:

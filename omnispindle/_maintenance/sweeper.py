@@ -21,7 +21,7 @@ from omnispindle._core.rewalks import Rewalks
 from omnispindle._db import queries as q
 from omnispindle._db.query import Runner
 from omnispindle._db.rows import FailedAttempt
-from omnispindle._maintenance import election, retention, rollup
+from omnispindle._maintenance import election, history, retention, rollup
 from omnispindle.errors import (
     DatabaseUnavailableError,
     LockTimeoutError,
@@ -59,7 +59,10 @@ class SweeperConfig:
             declared dead.
         retention: seconds finished tasks are kept before a pass prunes
             them; None keeps them forever.
-        prune_batch_size: most tasks one pass prunes.
+        prune_batch_size: most tasks one pass prunes (or archives).
+        archive_after: seconds a finished task stays in ``tasks`` before a
+            pass moves it to the history (``history``), whose partitions the
+            retention then drops; None (the default) prunes ``tasks`` instead.
 
     Raises:
         ValidationError: a value is not positive.
@@ -70,6 +73,7 @@ class SweeperConfig:
     dead_worker_after: float = defaults.DEAD_WORKER_AFTER
     retention: float | None = None
     prune_batch_size: int = defaults.PRUNE_BATCH_SIZE
+    archive_after: float | None = None
 
     def __post_init__(self) -> None:
         validation.positive_number("interval", self.interval)
@@ -77,6 +81,7 @@ class SweeperConfig:
         validation.int_in_range("batch_size", self.batch_size, (1, defaults.MAX_BATCH_SIZE))
         retention.optional_horizon("retention", self.retention)
         retention.batch_size("prune_batch_size", self.prune_batch_size)
+        history.archive_horizon("archive_after", self.archive_after)
 
 
 @dataclass(frozen=True)
@@ -85,8 +90,9 @@ class SweepCounts:
 
     ``reconciled`` counts blocked tasks repaired after a race between their
     submission and their parents' completion; ``pruned`` the finished tasks
-    deleted for being older than the retention; ``counted`` the finished tasks
-    added to the outcome rollup.
+    deleted for being older than the retention; ``archived`` those moved to the
+    history, ``dropped`` its partitions past the retention; ``counted`` the
+    finished tasks added to the outcome rollup.
     """
 
     requeued: int = 0
@@ -94,6 +100,8 @@ class SweepCounts:
     dead_workers: int = 0
     reconciled: int = 0
     pruned: int = 0
+    archived: int = 0
+    dropped: int = 0
     counted: int = 0
     retry_in: tuple[float, ...] = ()
     next_expiry_in: float | None = None
@@ -117,6 +125,16 @@ class Sweeper:
         self.db = db
         self.config = config or SweeperConfig()
         self.prune_cursor = retention.PruneCursor()
+        self.archiver = (
+            None
+            if self.config.archive_after is None
+            else history.Archiver(
+                db,
+                self.config.archive_after,
+                self.config.retention,
+                self.config.prune_batch_size,
+            )
+        )
         # The lease statements walk every running-index entry: no cursor fits
         # them (heartbeats move expiry times), so they come less often once slow.
         self.lease_scans = Rewalks(min_interval=0.0)
@@ -139,12 +157,15 @@ class Sweeper:
         delays = [row["retry_in"] for row in recovered if row["retry_in"] is not None]
         reconciled = self.db.run(q.tasks.reconcile_blocked(self.config.batch_size))
         self.db.run(q.tasks.forget_submissions(self.config.batch_size))
+        archived, dropped = self.archiver.run_once() if self.archiver else (0, 0)
         counts = SweepCounts(
             requeued=len(delays),
             failed=len(recovered) - len(delays),
             dead_workers=len(dead),
             reconciled=len(reconciled),
             pruned=self._prune(),
+            archived=archived,
+            dropped=dropped,
             counted=self._roll_up(),
             retry_in=tuple(delays),
             next_expiry_in=expiry,
@@ -159,6 +180,8 @@ class Sweeper:
             )
         if counts.pruned:
             log.info("sweep: %d finished tasks pruned", counts.pruned)
+        if counts.dropped:
+            log.info("sweep: %d partitions of the history dropped", counts.dropped)
         return counts
 
     def _recover_leases(self, paced: bool) -> tuple[list[FailedAttempt], float | None]:
@@ -179,7 +202,7 @@ class Sweeper:
         return recovered, expiry
 
     def _prune(self) -> int:
-        if self.config.retention is None:
+        if self.config.retention is None or self.archiver is not None:
             return 0
         return retention.prune_batch(
             self.db, self.config.retention, self.config.prune_batch_size, cursor=self.prune_cursor
@@ -203,11 +226,11 @@ class Sweeper:
 
     def pause_after(self, counts: SweepCounts) -> float:
         """Seconds until the next pass: the interval, or sooner when a lease lapses
-        sooner or a full prune batch says more old tasks wait."""
+        sooner or a full prune (or archive) batch says more old tasks wait."""
         pause = self.config.interval
         if counts.next_expiry_in is not None:
             pause = min(pause, max(counts.next_expiry_in, 0.0) + EXPIRY_MARGIN)
-        if counts.pruned >= self.config.prune_batch_size:
+        if max(counts.pruned, counts.archived) >= self.config.prune_batch_size:
             pause = min(pause, PRUNE_BACKLOG_PAUSE)
         return pause
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from omnispindle._core import defaults, validation
 from omnispindle._core.scaling import Bounds, bounds
-from omnispindle._maintenance import retention
+from omnispindle._maintenance import history, retention
 from omnispindle._maintenance.sweeper import SweeperConfig
 from omnispindle.errors import ValidationError
 
@@ -52,6 +52,7 @@ def worker_settings(
     dead_worker_after: object,
     schedule_interval: object,
     retention_seconds: object,
+    archive_after: object = None,
 ) -> WorkerSettings:
     """Check a worker's settings; a worker without a name gets ``default_name()``.
 
@@ -66,6 +67,7 @@ def worker_settings(
         )
     # Checked also when this worker never sweeps: a typo should not wait for a config change.
     keep = retention.optional_horizon("retention", retention_seconds)
+    archive = history.archive_horizon("archive_after", archive_after)
     heartbeat = validation.optional_positive_number("heartbeat_interval", heartbeat_interval)
     limits = defaults.CONCURRENCY_RANGE
     scaling = bounds("concurrency", concurrency, min_concurrency, max_concurrency, limits)
@@ -85,6 +87,7 @@ def worker_settings(
             interval=validation.positive_number("sweep_interval", sweep_interval),
             dead_worker_after=validation.positive_number("dead_worker_after", dead_worker_after),
             retention=keep,
+            archive_after=archive,
         ),
         schedule_interval=validation.optional_positive_number(
             "schedule_interval", schedule_interval

@@ -123,7 +123,8 @@ def migrate_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def retention_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--retention`` and ``--no-prune``, for the commands that run a sweeper."""
+    """``--retention``, ``--no-prune`` and ``--archive-after``, for the commands
+    that run a sweeper."""
     keep = parser.add_mutually_exclusive_group()
     keep.add_argument(
         "--retention",
@@ -134,6 +135,14 @@ def retention_arguments(parser: argparse.ArgumentParser) -> None:
         f"the sweeper deletes them (default {retention.DEFAULT_RETENTION / 86400:g}d)",
     )
     keep.add_argument("--no-prune", action="store_true", help="keep finished tasks forever")
+    parser.add_argument(
+        "--archive-after",
+        type=horizon_arg,
+        metavar="SECONDS",
+        help="seconds (or an age) a finished task stays in the tasks table before the "
+        "sweeper moves it to the partitioned history, whose partitions --retention "
+        "drops whole (default: never moved; the retention deletes them from tasks)",
+    )
 
 
 def given_dsn(args: argparse.Namespace) -> str | None:

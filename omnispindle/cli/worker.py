@@ -311,6 +311,7 @@ def _run_worker(args: argparse.Namespace, queue: TaskQueue) -> int:
         sweep_interval=None if args.no_sweep else args.sweep_interval,
         schedule_interval=None if args.no_periodic else defaults.SCHEDULE_INTERVAL,
         retention=None if args.no_prune else args.retention,
+        archive_after=args.archive_after,
     )
     for task_type, fn in chosen(load_executors(args.executors), capabilities).items():
         worker.register_task_executor(task_type, fn)
@@ -388,6 +389,7 @@ def _sweep(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         dead_worker_after=args.dead_worker_after,
         retention=None if args.no_prune else args.retention,
+        archive_after=args.archive_after,
     )
     queue = queue_of(args, migrate=args.migrate)
     try:
@@ -402,6 +404,8 @@ def _sweep(args: argparse.Namespace) -> int:
                         "dead_workers": counts.dead_workers,
                         "reconciled": counts.reconciled,
                         "pruned": counts.pruned,
+                        "archived": counts.archived,
+                        "dropped": counts.dropped,
                     }
                 )
             )

@@ -11,11 +11,12 @@
 -- flat, the planner guesses a range's size blindly and may scan the table.
 
 -- name: missing_task_ids
--- Ids without a task. A range is counted first, so only one with a gap is
--- walked id by id.
+-- Ids without a task in tasks or task_history. A range is counted first, so
+-- only one with a gap is walked id by id.
 SELECT s.id AS task_id
 FROM unnest(%(ids)b::bigint[]) AS s(id)
 WHERE NOT EXISTS (SELECT 1 FROM omnispindle.tasks t WHERE t.id = s.id)
+  AND NOT EXISTS (SELECT 1 FROM omnispindle.task_history h WHERE h.id = s.id OFFSET 0)
 UNION ALL
 SELECT s.id
 FROM unnest(%(lo)b::bigint[], %(hi)b::bigint[]) AS r(lo, hi)
@@ -24,10 +25,12 @@ CROSS JOIN LATERAL (
 ) AS c
 CROSS JOIN LATERAL generate_series(r.lo, r.hi) AS s(id)
 WHERE c.found < r.hi - r.lo + 1
-  AND NOT EXISTS (SELECT 1 FROM omnispindle.tasks t WHERE t.id = s.id);
+  AND NOT EXISTS (SELECT 1 FROM omnispindle.tasks t WHERE t.id = s.id)
+  AND NOT EXISTS (SELECT 1 FROM omnispindle.task_history h WHERE h.id = s.id OFFSET 0);
 
 -- name: finished_task_ids
--- Just the ids of the finished tasks: records are fetched once, with get_tasks.
+-- Just the ids of the finished tasks: records are fetched once, with
+-- get_tasks. An archived task is finished; each id is in one table only.
 SELECT t.id AS task_id
 FROM omnispindle.tasks t
 WHERE t.id = ANY (%(ids)b::bigint[])
@@ -40,5 +43,18 @@ CROSS JOIN LATERAL (
     FROM omnispindle.tasks t
     WHERE t.id BETWEEN r.lo AND r.hi
       AND t.state IN ('succeeded', 'failed', 'cancelled')
+    OFFSET 0
+) AS f
+UNION ALL
+SELECT h.id
+FROM omnispindle.task_history h
+WHERE h.id = ANY (%(ids)b::bigint[])
+UNION ALL
+SELECT f.task_id
+FROM unnest(%(lo)b::bigint[], %(hi)b::bigint[]) AS r(lo, hi)
+CROSS JOIN LATERAL (
+    SELECT h.id AS task_id
+    FROM omnispindle.task_history h
+    WHERE h.id BETWEEN r.lo AND r.hi
     OFFSET 0
 ) AS f;

@@ -178,5 +178,7 @@ def test_sweep_command_runs_one_pass(client, conn, dsn):
         "dead_workers": 0,
         "reconciled": 0,
         "pruned": 0,
+        "archived": 0,
+        "dropped": 0,
     }
     assert client.get_task(task_id)["state"] == "pending"

@@ -521,3 +521,20 @@ def test_roles_granted_before_0010_keep_claiming_and_producers_may_limit(server_
                 role = psycopg.sql.Identifier(name)
                 admin.execute(psycopg.sql.SQL("DROP OWNED BY {}").format(role))
                 admin.execute(psycopg.sql.SQL("DROP ROLE {}").format(role))
+
+
+def test_a_worker_role_archives_into_the_history_and_keeps_its_partitions(as_role, conn):
+    producer = TaskQueueClient(local_queue=as_role("producer"))
+    task_id = producer.submit_task("t")
+    conn.execute(
+        "UPDATE omnispindle.tasks SET state = 'cancelled', finished_at = now() - interval '2 hours'"
+        " WHERE id = %s",
+        [task_id],
+    )
+    sweeper = Sweeper(as_role("worker").db, SweeperConfig(retention=60.0, archive_after=1.0))
+    assert sweeper.run_once().archived == 0  # this pass counts it into the rollup first
+    assert sweeper.run_once().archived == 1
+    assert producer.get_task(task_id)["state"] == "cancelled"
+    assert producer.wait_for_task(task_id, timeout=10)["state"] == "cancelled"
+    observed = conn.execute("SELECT count(*) FROM omnispindle.history_partitions").fetchone()[0]
+    assert observed > 0

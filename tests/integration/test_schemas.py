@@ -323,3 +323,26 @@ def test_a_schema_comes_with_the_queue_it_names(queue):
             client(local_queue=queue, schema=OTHER)
     with pytest.raises(ConfigurationError, match="schema"):
         WorkerClient(local_queue=queue, schema=OTHER)
+
+
+def test_a_schemas_history_is_its_own(queue, billing, conn):
+    theirs = TaskQueueClient(local_queue=billing)
+    finished = theirs.submit_task("t")
+    theirs.cancel_task(finished)
+    conn.execute(
+        named("UPDATE {}.tasks SET finished_at = now() - interval '1 hour' WHERE id = %s", OTHER),
+        [finished],
+    )
+    sweeper = Sweeper(billing.db, SweeperConfig(archive_after=1.0))
+    sweeper.run_once()
+    assert sweeper.run_once().archived == 1
+    own = conn.execute(named("SELECT count(*) FROM {}.task_history", OTHER)).fetchone()[0]
+    assert own == 1
+    assert conn.execute("SELECT count(*) FROM omnispindle.history_partitions").fetchone()[0] == 0
+    parts = conn.execute(
+        "SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+        " WHERE i.inhparent = %s::regclass AND c.relnamespace = %s::regnamespace",
+        [f"{OTHER}.task_history", OTHER],
+    ).fetchone()[0]
+    assert parts > 0
+    assert theirs.get_task(finished)["state"] == "cancelled"

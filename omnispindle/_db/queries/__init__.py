@@ -7,6 +7,7 @@ These are the only code that names a statement: everything else asks for a
 from omnispindle._db.queries import (
     dashboard,
     demand,
+    history,
     inspection,
     metrics,
     pausing,
@@ -23,6 +24,7 @@ from omnispindle._db.queries import (
 __all__ = [
     "dashboard",
     "demand",
+    "history",
     "inspection",
     "metrics",
     "pausing",

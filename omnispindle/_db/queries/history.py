@@ -1,0 +1,40 @@
+"""Typed statements of history (``sql/queries/history.sql``).
+
+An archive batch is one transaction: ``try_lock_pruning``,
+``lock_prunable_tasks`` (with the archive horizon), then ``archive_finished``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from omnispindle._db.query import Query, column, rows, value
+from omnispindle._db.rows import HistorySize
+from omnispindle._db.statements import RUNTIME
+
+
+def cover_history(oldest: datetime | None, width_seconds: float) -> Query[int]:
+    """Make partitions from ``oldest`` (None: only ahead) to a width past now."""
+    return Query(
+        RUNTIME["cover_history"], {"oldest": oldest, "width_seconds": width_seconds}, value("made")
+    )
+
+
+def archive_finished(*, keep_seconds: float, ids: Sequence[int]) -> Query[list[int]]:
+    """Move the locked tasks no dependent still needs into the history; the ids moved."""
+    return Query(
+        RUNTIME["archive_finished"],
+        {"keep_seconds": keep_seconds, "ids": list(ids)},
+        column("id"),
+    )
+
+
+def drop_history(keep_seconds: float) -> Query[int]:
+    """Drop the partitions whose every task finished more than ``keep_seconds`` ago."""
+    return Query(RUNTIME["drop_history"], {"keep_seconds": keep_seconds}, value("dropped"))
+
+
+def history_size() -> Query[list[HistorySize]]:
+    """The history's partitions, estimated rows and bytes now (one row)."""
+    return Query(RUNTIME["history_size"], None, rows)
