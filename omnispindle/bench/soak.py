@@ -1,8 +1,10 @@
 """``omnispindle bench soak``: a long run with retention on.
 
 A submitter keeps a backlog of no-op tasks until ``tasks`` have gone through
-worker processes that prune finished tasks after ``retention`` seconds. Once a
-second the run records the table's size, the workers' memory and the rate; a
+worker processes that prune finished tasks after ``retention`` seconds (or,
+with ``archive_after``, move them to the partitioned history after that long
+and drop its partitions past the retention). Once a second the run records
+the sizes of ``tasks`` and of the history, the workers' memory and the rate; a
 probe times a claim of the kind workers make. Optionally, another session
 holds a REPEATABLE READ snapshot open for ``snapshot_seconds`` partway
 through, which keeps vacuum and pruning from reclaiming anything meanwhile.
@@ -35,6 +37,10 @@ PROBE_LIMIT = 16
 WARM_UP_SHARE = 0.1
 AFTER_SNAPSHOT_S = 60.0
 WINDOW_S = 10.0
+# The first and last minute of the backlog, whose rates are compared.
+RATE_WINDOW_S = 60.0
+# Sizes over time are reported at this many points of the run.
+SIZE_POINTS = 10
 
 
 @dataclass
@@ -44,6 +50,7 @@ class Samples:
     at: list[float] = field(default_factory=list)
     done: list[int] = field(default_factory=list)
     table_bytes: list[int] = field(default_factory=list)
+    history_bytes: list[int] = field(default_factory=list)
     rss_mb: list[float] = field(default_factory=list)
     claims_ms: list[tuple[float, float]] = field(default_factory=list)
 
@@ -63,6 +70,7 @@ def soak(
     concurrency: int = 16,
     retention: float = 10.0,
     snapshot_seconds: float = 0.0,
+    archive_after: float | None = None,
     **_: Any,
 ) -> dict[str, Any]:
     """Push ``tasks`` through with retention on; sizes, claim times and memory, start and end."""
@@ -71,7 +79,10 @@ def soak(
     stop = threading.Event()
     samples = Samples()
     snapshot = SnapshotHolder(queue.dsn, snapshot_seconds, after_tasks=int(tasks * 0.2))
-    with workers(queue, workers_count, concurrency, extra=["--retention", str(retention)]) as pids:
+    extra = ["--retention", str(retention)]
+    if archive_after is not None:
+        extra += ["--archive-after", str(archive_after)]
+    with workers(queue, workers_count, concurrency, extra=extra) as pids:
         started = time.monotonic()
         submitter = Submitter(queue, tasks)
         threads = [
@@ -93,7 +104,10 @@ def soak(
         finally:
             stop.set()
             snapshot.close()
-    return summary(samples, tasks, retention, snapshot)
+    figures = summary(samples, tasks, retention, snapshot)
+    if archive_after is not None:
+        figures.update(history_figures(samples, archive_after))
+    return figures
 
 
 class Submitter:
@@ -185,6 +199,7 @@ def record(
     samples.at.append(time.monotonic() - started)
     samples.done.append(submitter.done())
     samples.table_bytes.append(queue.db.run(bq.table_bytes()))
+    samples.history_bytes.append(queue.db.run(q.history.history_size())[0]["bytes"])
     import psutil  # omnispindle[bench]
 
     rss = 0.0
@@ -267,6 +282,10 @@ def summary(
         "claim_p99_ms_end": _round(p99(claims_end)),
         "rss_mb_warm": round(after_warm[0][2], 1),
         "rss_mb_max": round(max(r for _, _, r in after_warm), 1),
+        "rate_first_min": rate(warm, warm + RATE_WINDOW_S),
+        "rate_last_min": rate(
+            backlog_end(samples, tasks) - RATE_WINDOW_S, backlog_end(samples, tasks)
+        ),
     }
     if snapshot.began is not None and snapshot.ended is not None:
         figures.update(
@@ -281,6 +300,25 @@ def summary(
             }
         )
     return figures
+
+
+def history_figures(samples: Samples, archive_after: float) -> dict[str, Any]:
+    """The history's size at its largest and at the end, and both tables' sizes
+    (MB) at ``SIZE_POINTS`` moments evenly through the run."""
+    points = [round(i * (len(samples.at) - 1) / (SIZE_POINTS - 1)) for i in range(SIZE_POINTS)]
+    return {
+        "archive_after_s": archive_after,
+        "history_mb_max": round(max(samples.history_bytes) / 2**20, 1),
+        "history_mb_end": round(samples.history_bytes[-1] / 2**20, 1),
+        "tasks_mb_over_time": [round(samples.table_bytes[i] / 2**20) for i in points],
+        "history_mb_over_time": [round(samples.history_bytes[i] / 2**20) for i in points],
+        "minutes_over_time": [round(samples.at[i] / 60, 1) for i in points],
+    }
+
+
+def backlog_end(samples: Samples, tasks: int) -> float:
+    """When the last task finished (the end of the run if never seen)."""
+    return next((t for t, d in zip(samples.at, samples.done) if d >= tasks), samples.at[-1])
 
 
 def backlog_rate(samples: Samples, tasks: int) -> Callable[[float, float], float | None]:

@@ -35,6 +35,7 @@ OPTIONS = {
     "processes": "processes",
     "lease_timeout": "lease_timeout",
     "retention": "retention",
+    "archive_after": "archive_after",
     "snapshot_seconds": "snapshot_seconds",
     "rate": "rate",
     "seconds": "seconds",
@@ -72,6 +73,12 @@ def add_commands(commands: Any, make_command: Callable[..., argparse.ArgumentPar
     )
     bench.add_argument("--lease-timeout", type=float, help="lease of the workers (default 30 s)")
     bench.add_argument("--retention", type=float, help="soak: seconds finished tasks are kept")
+    bench.add_argument(
+        "--archive-after",
+        type=float,
+        help="soak: seconds a finished task stays in tasks before the workers move it to "
+        "the partitioned history (default: pruned from tasks instead)",
+    )
     bench.add_argument(
         "--snapshot-seconds",
         type=float,

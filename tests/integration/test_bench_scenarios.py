@@ -18,6 +18,8 @@ from omnispindle.bench import throughput as bench_throughput
 from omnispindle.bench.runner import ratios
 from omnispindle.bench.workflows import BenchmarkError
 
+from .test_retention import finished_tasks
+
 pytest.importorskip("psutil")
 
 
@@ -91,6 +93,27 @@ def test_soak_bounds_and_reports_sizes_memory_and_claim_times(queue, conn):
     assert figures["tasks_per_s"] > 0 and figures["rss_mb_max"] > 0
     assert figures["table_mb_max"] >= figures["table_mb_warm"] > 0
     assert figures["claim_p99_ms_start"] is not None
+
+
+def test_a_soak_with_an_archive_horizon_moves_tasks_and_reports_the_history(queue, conn):
+    # Tasks finished long ago: the workers' second sweep moves them, seconds
+    # before the soak's own tasks are through.
+    old = finished_tasks(conn, 100)
+    figures = bench_soak.soak(
+        queue,
+        tasks=3 * bench_soak.BATCH,
+        workers_count=1,
+        concurrency=8,
+        retention=3600.0,
+        archive_after=0.5,
+    )
+    moved = conn.execute(
+        "SELECT count(*) FROM omnispindle.task_history WHERE id = ANY (%s)", [old]
+    ).fetchone()[0]
+    assert moved == len(old)
+    assert figures["archive_after_s"] == 0.5
+    assert figures["history_mb_max"] > 0
+    assert len(figures["tasks_mb_over_time"]) == len(figures["history_mb_over_time"])
 
 
 def test_steady_feeds_at_its_rate_and_reports_delays_and_sizes(queue, conn):
