@@ -35,8 +35,9 @@ MAX_WIDTH = 86400.0
 PASS_BUDGET_S = 0.5
 
 
-def archive_horizon(name: str, value: Any) -> float | None:
-    """None (tasks stay in ``tasks`` until pruned), or seconds above zero.
+def archive_horizon(name: str, value: Any, keep: float | None) -> float | None:
+    """None (tasks stay in ``tasks`` until pruned), or seconds above zero and
+    below the retention ``keep``: a task moved later would already be past it.
 
     Raises:
         ValidationError: not a finite number of seconds in range.
@@ -44,8 +45,9 @@ def archive_horizon(name: str, value: Any) -> float | None:
     if value is None:
         return None
     seconds = validation.positive_number(name, value)
-    if seconds > defaults.MAX_RETENTION:
-        raise ValidationError(f"{name} must be at most {defaults.MAX_RETENTION:.0f} seconds")
+    limit = defaults.MAX_RETENTION if keep is None else keep
+    if seconds >= limit:
+        raise ValidationError(f"{name} must be shorter than the retention ({limit:g} s)")
     return seconds
 
 
@@ -80,23 +82,38 @@ class Archiver:
         Returns:
             The tasks moved and the partitions dropped.
         """
-        if self._keep_partitions(q.history.cover_history(self.uncovered, self.width)):
-            self.cursor.restart()  # tasks passed over for want of a partition may go now
-        moved = last = self.move_batch()
-        began = time.monotonic()
-        while last == self.batch and time.monotonic() - began < PASS_BUDGET_S:
-            last = self.move_batch()
-            moved += last
+        self._cover()
+        moved = self._move()
+        if self.uncovered is not None and self._cover():  # tasks older than every partition
+            moved += self._move()
         dropped = 0
         if self.keep is not None:
             dropped = self._keep_partitions(q.history.drop_history(self.keep))
         return moved, dropped
 
+    def _cover(self) -> int:
+        """Make the partitions due; a batch after new ones starts at the oldest
+        task again (tasks passed over for want of a partition may go now)."""
+        made = self._keep_partitions(q.history.cover_history(self.uncovered, self.width, self.keep))
+        if made:
+            self.cursor.restart()
+        return made
+
+    def _move(self) -> int:
+        """Move batches while they come back full, for ``PASS_BUDGET_S`` at most."""
+        moved = last = self.move_batch()
+        began = time.monotonic()
+        while last == self.batch and time.monotonic() - began < PASS_BUDGET_S:
+            last = self.move_batch()
+            moved += last
+        return moved
+
     def move_batch(self) -> int:
         """Move at most ``batch`` tasks, oldest first from the cursor; how many moved."""
         start = self.cursor.start()
         began = time.monotonic()
-        locked, moved = self.db.run(Atomic(_batch(self.after, self.batch, start)))
+        window = defaults.MAX_RETENTION if self.keep is None else self.keep
+        locked, moved = self.db.run(Atomic(_batch(self.after, window, self.batch, start)))
         self.cursor.move(locked, time.monotonic() - began)
         gone = set(moved)
         left = [row["finished_at"] for row in locked if row["id"] not in gone]
@@ -115,9 +132,10 @@ class Archiver:
 
 
 def _batch(
-    after: float, limit: int, start: datetime | None
+    after: float, window: float, limit: int, start: datetime | None
 ) -> Plan[tuple[list[PrunableTask], list[int]]]:
-    """One archive batch's statements: the pruner's lock, the tasks locked, those moved."""
+    """One archive batch's statements: the pruner's lock, the tasks locked, those
+    moved (a failed dependent keeps its parents for ``window`` seconds)."""
     if not (yield q.retention.try_lock_pruning()):
         return [], []
     locked: list[PrunableTask] = yield q.retention.lock_prunable_tasks(
@@ -126,6 +144,6 @@ def _batch(
     if not locked:
         return locked, []
     moved: list[int] = yield q.history.archive_finished(
-        keep_seconds=after, ids=[row["id"] for row in locked]
+        retry_window_seconds=window, ids=[row["id"] for row in locked]
     )
     return locked, moved

@@ -62,7 +62,9 @@ class SweeperConfig:
         prune_batch_size: most tasks one pass prunes (or archives).
         archive_after: seconds a finished task stays in ``tasks`` before a
             pass moves it to the history (``history``), whose partitions the
-            retention then drops; None (the default) prunes ``tasks`` instead.
+            retention then drops (what is left in ``tasks`` past the retention,
+            kept for a dependent until then, is pruned); shorter than the
+            retention. None (the default): finished tasks stay in ``tasks``.
 
     Raises:
         ValidationError: a value is not positive.
@@ -81,7 +83,7 @@ class SweeperConfig:
         validation.int_in_range("batch_size", self.batch_size, (1, defaults.MAX_BATCH_SIZE))
         retention.optional_horizon("retention", self.retention)
         retention.batch_size("prune_batch_size", self.prune_batch_size)
-        history.archive_horizon("archive_after", self.archive_after)
+        history.archive_horizon("archive_after", self.archive_after, self.retention)
 
 
 @dataclass(frozen=True)
@@ -157,16 +159,17 @@ class Sweeper:
         delays = [row["retry_in"] for row in recovered if row["retry_in"] is not None]
         reconciled = self.db.run(q.tasks.reconcile_blocked(self.config.batch_size))
         self.db.run(q.tasks.forget_submissions(self.config.batch_size))
+        pruned, counted = self._prune(), self._roll_up()
         archived, dropped = self.archiver.run_once() if self.archiver else (0, 0)
         counts = SweepCounts(
             requeued=len(delays),
             failed=len(recovered) - len(delays),
             dead_workers=len(dead),
             reconciled=len(reconciled),
-            pruned=self._prune(),
+            pruned=pruned,
             archived=archived,
             dropped=dropped,
-            counted=self._roll_up(),
+            counted=counted,
             retry_in=tuple(delays),
             next_expiry_in=expiry,
         )
@@ -202,7 +205,7 @@ class Sweeper:
         return recovered, expiry
 
     def _prune(self) -> int:
-        if self.config.retention is None or self.archiver is not None:
+        if self.config.retention is None:
             return 0
         return retention.prune_batch(
             self.db, self.config.retention, self.config.prune_batch_size, cursor=self.prune_cursor

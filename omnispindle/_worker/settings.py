@@ -67,7 +67,7 @@ def worker_settings(
         )
     # Checked also when this worker never sweeps: a typo should not wait for a config change.
     keep = retention.optional_horizon("retention", retention_seconds)
-    archive = history.archive_horizon("archive_after", archive_after)
+    archive = history.archive_horizon("archive_after", archive_after, keep)
     heartbeat = validation.optional_positive_number("heartbeat_interval", heartbeat_interval)
     limits = defaults.CONCURRENCY_RANGE
     scaling = bounds("concurrency", concurrency, min_concurrency, max_concurrency, limits)

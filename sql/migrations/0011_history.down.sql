@@ -205,7 +205,7 @@ INSERT INTO omnispindle.tasks OVERRIDING SYSTEM VALUE
 SELECT * FROM omnispindle.task_history;
 
 DROP FUNCTION omnispindle.drop_history(double precision);
-DROP FUNCTION omnispindle.cover_history(timestamptz, double precision);
+DROP FUNCTION omnispindle.cover_history(timestamptz, double precision, double precision);
 DROP FUNCTION omnispindle.add_history_partition(timestamptz, timestamptz);
 DROP TABLE omnispindle.task_history;
 DROP TABLE omnispindle.history_partitions;

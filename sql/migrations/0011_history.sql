@@ -42,14 +42,17 @@ BEGIN
 END
 $$;
 
--- Makes task_history's partitions reach from p_oldest (when not NULL) to one
--- width past now(); returns how many it made. A new partition is
--- p_width_seconds wide and starts on a multiple of the width (from 2000-01-01
--- UTC), except the two that fill a span in one: the time since the newest
--- partition ended (maintenance stopped for a while) and the time before the
--- oldest began. Creating a partition waits for readers of task_history: the
--- lock timeout keeps a long one from stalling every reader queued behind.
-CREATE FUNCTION omnispindle.cover_history(p_oldest timestamptz, p_width_seconds double precision)
+-- Makes task_history's partitions reach from p_oldest (when not NULL, and
+-- not further back than p_keep_seconds, the retention: drop_history would
+-- drop such a partition at once) to one width past now(); returns how many it
+-- made. A new partition is p_width_seconds wide and starts on a multiple of
+-- the width (from 2000-01-01 UTC), except the two that fill a span in one:
+-- the time since the newest partition ended (maintenance stopped for a while)
+-- and the time before the oldest began. Creating a partition waits for
+-- readers of task_history: the lock timeout keeps a long one from stalling
+-- every reader queued behind.
+CREATE FUNCTION omnispindle.cover_history(p_oldest timestamptz, p_width_seconds double precision,
+                                          p_keep_seconds double precision)
 RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -69,7 +72,11 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     width := make_interval(secs => p_width_seconds);
-    now_bin := date_bin(width, now(), origin);
+    now_bin := origin + make_interval(secs => floor(extract(epoch FROM now() - origin)
+                                                    / p_width_seconds) * p_width_seconds);
+    IF p_oldest IS NOT NULL AND p_keep_seconds IS NOT NULL THEN
+        p_oldest := greatest(p_oldest, now() - make_interval(secs => p_keep_seconds));
+    END IF;
     LOCK TABLE omnispindle.history_partitions IN EXCLUSIVE MODE;
     SELECT min(from_at), max(to_at) INTO lo, hi FROM omnispindle.history_partitions;
     IF hi IS NULL THEN
@@ -86,7 +93,10 @@ BEGIN
         hi := hi + width;
     END LOOP;
     IF p_oldest < lo THEN
-        PERFORM omnispindle.add_history_partition(date_bin(width, p_oldest, origin), lo);
+        PERFORM omnispindle.add_history_partition(
+            origin + make_interval(secs => floor(extract(epoch FROM p_oldest - origin)
+                                                 / p_width_seconds) * p_width_seconds),
+            lo);
         made := made + 1;
     END IF;
     RETURN made;
@@ -107,6 +117,10 @@ DECLARE
     part text;
     dropped integer := 0;
 BEGIN
+    IF p_keep_seconds IS NULL OR NOT p_keep_seconds > 0 THEN
+        RAISE EXCEPTION 'a retention is a positive number of seconds, not %', p_keep_seconds
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     LOCK TABLE omnispindle.history_partitions IN EXCLUSIVE MODE;
     FOR part IN SELECT p.name FROM omnispindle.history_partitions p
                 WHERE p.to_at <= now() - make_interval(secs => p_keep_seconds)
@@ -121,7 +135,7 @@ END
 $$;
 
 REVOKE EXECUTE ON FUNCTION omnispindle.add_history_partition(timestamptz, timestamptz),
-    omnispindle.cover_history(timestamptz, double precision),
+    omnispindle.cover_history(timestamptz, double precision, double precision),
     omnispindle.drop_history(double precision)
     FROM PUBLIC;
 
@@ -262,9 +276,8 @@ FROM (SELECT task_type, state FROM omnispindle.tasks
 GROUP BY task_type;
 
 -- What read-only commands read, as views: a role that may only look needs
--- SELECT on the views and nothing on the tables. An archived task has no
--- dependency edges left: its lists are empty, and a dependent's list names an
--- archived parent with its state.
+-- SELECT on the views and nothing on the tables. An archived task's
+-- dependency edges went with it: its lists are empty, and no list names it.
 CREATE OR REPLACE VIEW omnispindle.task_details AS
 SELECT t.id AS task_id, t.task_type, t.state, t.priority, t.attempts, t.max_attempts,
        t.retry_backoff, t.timeout_seconds, t.required_capabilities,
@@ -275,10 +288,7 @@ SELECT t.id AS task_id, t.task_type, t.state, t.priority, t.attempts, t.max_atte
        coalesce((SELECT jsonb_agg(jsonb_build_object('task_id', p.id, 'task_type', p.task_type,
                                                      'state', p.state) ORDER BY p.id)
                  FROM omnispindle.task_dependencies d
-                 JOIN (SELECT id, task_type, state FROM omnispindle.tasks
-                       UNION ALL
-                       SELECT id, task_type, state FROM omnispindle.task_history) p
-                   ON p.id = d.depends_on
+                 JOIN omnispindle.tasks p ON p.id = d.depends_on
                  WHERE d.task_id = t.id), '[]'::jsonb) AS dependencies,
        coalesce((SELECT jsonb_agg(jsonb_build_object('task_id', c.id, 'task_type', c.task_type,
                                                      'state', c.state) ORDER BY c.id)
@@ -411,8 +421,8 @@ BEGIN
     LOOP
         EXECUTE format('GRANT INSERT ON omnispindle.task_history TO %s', grantee);
         EXECUTE format('GRANT EXECUTE ON FUNCTION omnispindle.cover_history(timestamptz, '
-                       'double precision), omnispindle.drop_history(double precision) TO %s',
-                       grantee);
+                       'double precision, double precision), '
+                       'omnispindle.drop_history(double precision) TO %s', grantee);
     END LOOP;
 END
 $$;

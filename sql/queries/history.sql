@@ -6,17 +6,19 @@
 -- horizon, archive_finished), then drop_history when a retention is set.
 
 -- name: cover_history
--- Partitions from `oldest` (NULL: none needed before the newest) to one
--- width past now(); how many were made.
-SELECT omnispindle.cover_history(%(oldest)s::timestamptz,
-                                 %(width_seconds)s::double precision) AS made;
+-- Partitions from `oldest` (NULL: none needed before the newest; never past
+-- the retention, keep_seconds) to one width past now(); how many were made.
+SELECT omnispindle.cover_history(%(oldest)s::timestamptz, %(width_seconds)s::double precision,
+                                 %(keep_seconds)s::double precision) AS made;
 
 -- name: archive_finished
 -- Moves the tasks lock_prunable_tasks locked, unchanged, into task_history;
 -- the ids moved. A task stays while a dependent may still read its result
--- (checked again, as prune_finished does), while the rollup has not counted
--- it yet (the dashboard's figures read tasks up to its watermark), and while
--- no partition covers its finish (cover_history makes one on the next pass).
+-- (checked again, as prune_finished does; a failed dependent may be retried
+-- by hand for retry_window_seconds, the retention), while the rollup has not
+-- counted it yet (the dashboard's figures read tasks up to its watermark),
+-- and while no partition covers its finish (cover_history makes one, then
+-- the archiver tries again).
 WITH moved AS (
     DELETE FROM omnispindle.tasks t
     WHERE t.id = ANY (%(ids)s::bigint[])
@@ -29,7 +31,8 @@ WITH moved AS (
           WHERE d.depends_on = t.id
             AND (SELECT c.state IN ('blocked', 'pending', 'running')
                         OR (c.state = 'failed'
-                            AND c.finished_at >= now() - make_interval(secs => %(keep_seconds)s))
+                            AND c.finished_at
+                                >= now() - make_interval(secs => %(retry_window_seconds)s))
                  FROM omnispindle.tasks c WHERE c.id = d.task_id)
           OFFSET 0)
     RETURNING t.*

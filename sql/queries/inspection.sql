@@ -36,8 +36,13 @@ FROM omnispindle.task_details t
 WHERE t.task_id = %(id)s::bigint;
 
 -- name: task_states
+-- Each id is in one of the two tables.
 SELECT id AS task_id, state::text AS state
 FROM omnispindle.tasks
+WHERE id = ANY (%(ids)s::bigint[])
+UNION ALL
+SELECT id, state::text
+FROM omnispindle.task_history
 WHERE id = ANY (%(ids)s::bigint[]);
 
 -- name: retry_tasks

@@ -178,20 +178,15 @@ FROM batch, omnispindle.fail_attempts(batch.ids, batch.tokens, batch.errors) AS 
 -- finished_only lets waiters fetch just the tasks that are done. An id not in
 -- tasks is looked up in task_history (an archived task has no dependencies
 -- left); only those, so that a fetch of hot tasks never probes its partitions.
-WITH hot AS (
-    SELECT t.id AS task_id, t.task_type, t.parameters, t.priority, t.state::text AS state,
-           t.attempts, t.max_attempts, t.result, t.errors -> -1 AS error, t.cancel_reason,
-           t.cancel_requested_at,
-           t.worker_id, t.created_at, t.started_at, t.finished_at, t.run_after,
-           t.idempotency_key,
-           ARRAY(SELECT d.depends_on FROM omnispindle.task_dependencies d
-                 WHERE d.task_id = t.id ORDER BY d.depends_on) AS dependencies
-    FROM omnispindle.tasks t
-    WHERE t.id = ANY (%(ids)s::bigint[])
-)
-SELECT *
-FROM hot
-WHERE NOT %(finished_only)s OR hot.state IN ('succeeded', 'failed', 'cancelled')
+SELECT t.id AS task_id, t.task_type, t.parameters, t.priority, t.state::text AS state,
+       t.attempts, t.max_attempts, t.result, t.errors -> -1 AS error, t.cancel_reason,
+       t.cancel_requested_at,
+       t.worker_id, t.created_at, t.started_at, t.finished_at, t.run_after, t.idempotency_key,
+       ARRAY(SELECT d.depends_on FROM omnispindle.task_dependencies d
+             WHERE d.task_id = t.id ORDER BY d.depends_on) AS dependencies
+FROM omnispindle.tasks t
+WHERE t.id = ANY (%(ids)s::bigint[])
+  AND (NOT %(finished_only)s OR t.state IN ('succeeded', 'failed', 'cancelled'))
 UNION ALL
 SELECT h.id, h.task_type, h.parameters, h.priority, h.state::text,
        h.attempts, h.max_attempts, h.result, h.errors -> -1, h.cancel_reason,
@@ -200,7 +195,7 @@ SELECT h.id, h.task_type, h.parameters, h.priority, h.state::text,
        '{}'::bigint[]
 FROM omnispindle.task_history h
 WHERE h.id = ANY (ARRAY(SELECT i FROM unnest(%(ids)s::bigint[]) AS i
-                        EXCEPT SELECT hot.task_id FROM hot));
+                        WHERE NOT EXISTS (SELECT 1 FROM omnispindle.tasks t WHERE t.id = i)));
 
 -- name: count_tasks_by_state
 SELECT state::text AS state, count(*) AS count

@@ -21,7 +21,9 @@ UNION ALL
 SELECT s.id
 FROM unnest(%(lo)b::bigint[], %(hi)b::bigint[]) AS r(lo, hi)
 CROSS JOIN LATERAL (
-    SELECT count(*) AS found FROM omnispindle.tasks t WHERE t.id BETWEEN r.lo AND r.hi
+    SELECT (SELECT count(*) FROM omnispindle.tasks t WHERE t.id BETWEEN r.lo AND r.hi)
+           + (SELECT count(*) FROM omnispindle.task_history h
+              WHERE h.id BETWEEN r.lo AND r.hi) AS found
 ) AS c
 CROSS JOIN LATERAL generate_series(r.lo, r.hi) AS s(id)
 WHERE c.found < r.hi - r.lo + 1

@@ -3,6 +3,7 @@ where they read as before, and retention drops whole partitions."""
 
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from omnispindle import TaskNotFoundError, TaskQueueClient, ValidationError, WorkerClient
 from omnispindle._maintenance import history, rollup
 from omnispindle._maintenance.sweeper import Sweeper, SweeperConfig
+from omnispindle.cli.main import main
 
 from ..acceptance.workers import poll
 from .test_retention import HOUR, finished_tasks, make_old
@@ -113,8 +115,7 @@ def test_retention_drops_whole_partitions_past_it(client, queue, conn):
 
 
 def test_partitions_follow_the_clock_and_reach_back_to_an_old_task(queue, conn):
-    archiver = history.Archiver(queue.db, 60.0, 600.0, 100)
-    archiver.run_once()
+    history.Archiver(queue.db, 60.0, 600.0, 100).run_once()
     ahead = conn.execute(
         "SELECT max(to_at) > now() + interval '1 minute', min(from_at) <= now(),"
         " bool_and(to_at - from_at = interval '1 minute') FROM omnispindle.history_partitions"
@@ -122,8 +123,14 @@ def test_partitions_follow_the_clock_and_reach_back_to_an_old_task(queue, conn):
     assert ahead == (True, True, True)
     old = finished_tasks(conn, 2, age="5 hours")
     rollup.roll_up(queue.db)
-    assert archiver.run_once()[0] == 0  # no partition reaches back that far yet
-    assert archiver.run_once()[0] == 2  # the pass after makes one
+    # Past a 10-minute retention, no partition reaches back for them: pruning takes them.
+    assert history.Archiver(queue.db, 60.0, 600.0, 100).run_once()[0] == 0
+    oldest = conn.execute(
+        "SELECT min(from_at) > now() - interval '11 minutes' FROM omnispindle.history_partitions"
+    ).fetchone()[0]
+    assert oldest
+    # Kept for a day, they move in one pass of a fresh archiver (as `sweep --once` runs).
+    assert history.Archiver(queue.db, 60.0, 86400.0, 100).run_once()[0] == 2
     assert in_table(conn, "task_history", old) == old
 
 
@@ -174,27 +181,44 @@ def test_the_history_has_the_columns_of_tasks(conn):
     assert conn.execute(columns, ["omnispindle.task_history"]).fetchone()[0] == tasks
 
 
-def test_the_sweeper_archives_instead_of_pruning(queue, conn):
-    ids = finished_tasks(conn, 5)
-    config = SweeperConfig(retention=HOUR, archive_after=60.0)
-    sweeper = Sweeper(queue.db, config)
-    sweeper.run_once()  # counts them into the rollup
-    counts = sweeper.run_once()
-    assert (counts.archived, counts.pruned) == (5, 0)
-    assert in_table(conn, "task_history", ids) == ids
-    assert TaskQueueClient(local_queue=queue).get_task(ids[0])["state"] == "succeeded"
+def test_the_sweeper_archives_and_prunes_only_what_is_past_the_retention(queue, conn):
+    kept = finished_tasks(conn, 5, age="2 hours")
+    past = finished_tasks(conn, 2, age="5 hours")
+    sweeper = Sweeper(queue.db, SweeperConfig(retention=3 * HOUR, archive_after=60.0))
+    first = sweeper.run_once()
+    assert (first.pruned, first.archived) == (2, 5)
+    assert in_table(conn, "task_history", kept + past) == kept
+    assert TaskQueueClient(local_queue=queue).get_task(kept[0])["state"] == "succeeded"
 
 
-def test_the_metrics_views_count_archived_tasks(queue, conn):
-    finished_tasks(conn, 3, age="20 seconds")
-    finished_tasks(conn, 2, state="failed", age="20 seconds")
-    figures = """
-        SELECT m.finished_last_hour, m.failed_last_hour, m.succeeded, o.failed
-        FROM omnispindle.task_metrics m
-        JOIN omnispindle.outcomes_last_minute o USING (task_type)
-        WHERE task_type = 'job'
-    """
-    assert conn.execute(figures).fetchone() == (5, 2, 3, 2)
-    assert archive_all(queue, after=1.0) == 5
-    # The hour's figures stay; the counts by state are of the hot table.
-    assert conn.execute(figures).fetchone() == (5, 2, 0, 2)
+def test_the_cli_waits_for_archived_tasks(capsys, dsn, queue, conn):
+    ids = finished_tasks(conn, 2)
+    assert archive_all(queue) == 2
+    code = main(["wait", *map(str, ids), "--dsn", dsn, "--json"])
+    records = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert [(r["task_id"], r["result"]) for r in records] == [
+        (ids[0], {"n": 1}),
+        (ids[1], {"n": 2}),
+    ]
+
+
+def test_a_failed_dependent_keeps_its_parent_for_the_retention(client, queue, conn):
+    """A -> B -> C: B failed 10 minutes ago and C still waits on it, so B stays;
+    B may be retried by hand for the retention (an hour), and needs A's result."""
+    parent = finished_tasks(conn, 1)[0]
+    failed = finished_tasks(conn, 1, state="failed", age="10 minutes")[0]
+    waiting = client.submit_task("later")
+    conn.execute(
+        "INSERT INTO omnispindle.task_dependencies (task_id, depends_on) VALUES (%s, %s), (%s, %s)",
+        [failed, parent, waiting, failed],
+    )
+    assert archive_all(queue, after=60.0, keep=HOUR) == 0
+    assert in_table(conn, "tasks", [parent, failed]) == [parent, failed]
+
+
+def test_an_archive_horizon_past_the_retention_is_refused(queue):
+    with pytest.raises(ValidationError, match="shorter than the retention"):
+        SweeperConfig(retention=60.0, archive_after=60.0)
+    with pytest.raises(ValidationError, match="shorter than the retention"):
+        WorkerClient(local_queue=queue, retention=60.0, archive_after=120.0)

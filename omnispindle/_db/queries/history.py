@@ -14,18 +14,24 @@ from omnispindle._db.rows import HistorySize
 from omnispindle._db.statements import RUNTIME
 
 
-def cover_history(oldest: datetime | None, width_seconds: float) -> Query[int]:
-    """Make partitions from ``oldest`` (None: only ahead) to a width past now."""
+def cover_history(
+    oldest: datetime | None, width_seconds: float, keep_seconds: float | None
+) -> Query[int]:
+    """Make partitions from ``oldest`` (None: only ahead; never past the
+    retention ``keep_seconds``) to a width past now."""
     return Query(
-        RUNTIME["cover_history"], {"oldest": oldest, "width_seconds": width_seconds}, value("made")
+        RUNTIME["cover_history"],
+        {"oldest": oldest, "width_seconds": width_seconds, "keep_seconds": keep_seconds},
+        value("made"),
     )
 
 
-def archive_finished(*, keep_seconds: float, ids: Sequence[int]) -> Query[list[int]]:
-    """Move the locked tasks no dependent still needs into the history; the ids moved."""
+def archive_finished(*, retry_window_seconds: float, ids: Sequence[int]) -> Query[list[int]]:
+    """Move the locked tasks no dependent still needs into the history; the ids
+    moved. A failed dependent needs its parents for ``retry_window_seconds``."""
     return Query(
         RUNTIME["archive_finished"],
-        {"keep_seconds": keep_seconds, "ids": list(ids)},
+        {"retry_window_seconds": retry_window_seconds, "ids": list(ids)},
         column("id"),
     )
 
