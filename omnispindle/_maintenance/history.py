@@ -1,13 +1,13 @@
 """History: finished tasks moved out of the hot table into ``task_history``,
 whose partitions retention drops whole (migration 0011).
 
-With an archive horizon set, a sweeper's pass does this instead of pruning: it
-makes sure partitions exist, moves a batch of tasks finished longer ago than
-the horizon, and drops the partitions past the retention. ``tasks`` then holds
-only unfinished and lately finished tasks, and keeps its size at any rate;
-the history is bounded by the retention without a row deleted one by one.
-A task stays in ``tasks`` while a dependent may still read its result, as it
-does from pruning.
+With an archive horizon set, a sweeper's pass also makes sure partitions
+exist, moves the tasks finished longer ago than the horizon, and drops the
+partitions past the retention. ``tasks`` then holds only unfinished and lately
+finished tasks, and keeps its size at any rate; the history is bounded by the
+retention without a row deleted one by one. A task stays in ``tasks`` while a
+dependent may still read its result, as it does from pruning, which still
+deletes what is left there past the retention.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 -- History: finished tasks moved out of the hot table into task_history,
 -- whose partitions retention drops whole (see migration 0011).
 --
--- A sweeper's pass runs cover_history, then one archive batch (one short
+-- A sweeper's pass runs cover_history, then archive batches (each one short
 -- transaction: try_lock_pruning, lock_prunable_tasks with the archive
 -- horizon, archive_finished), then drop_history when a retention is set.
 
