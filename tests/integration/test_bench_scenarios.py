@@ -96,9 +96,9 @@ def test_soak_bounds_and_reports_sizes_memory_and_claim_times(queue, conn):
 
 
 def test_a_soak_with_an_archive_horizon_moves_tasks_and_reports_the_history(queue, conn):
-    # Tasks finished long ago: the workers' second sweep moves them, seconds
-    # before the soak's own tasks are through.
-    old = finished_tasks(conn, 100)
+    # Tasks finished 10 minutes ago (within the retention, so not pruned): the
+    # workers' first sweep moves them, seconds before the soak's own are through.
+    old = finished_tasks(conn, 100, age="10 minutes")
     figures = bench_soak.soak(
         queue,
         tasks=3 * bench_soak.BATCH,
