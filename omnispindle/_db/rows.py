@@ -387,14 +387,6 @@ class EnqueuedTick(TypedDict):
     task_id: int
 
 
-class HistorySize(TypedDict):
-    """What the history of finished tasks holds now."""
-
-    partitions: int
-    estimated_rows: int
-    bytes: int
-
-
 class PrunableTask(TypedDict):
     """A finished task locked for pruning."""
 

@@ -62,6 +62,10 @@ class Samples:
         first, last = inside[0], inside[-1]
         return (self.done[last] - self.done[first]) / (self.at[last] - self.at[first])
 
+    def when_done(self, count: float) -> float | None:
+        """The first sample at which ``count`` tasks had finished; None if none."""
+        return next((t for t, d in zip(self.at, self.done) if d >= count), None)
+
 
 def soak(
     queue: TaskQueue,
@@ -199,7 +203,7 @@ def record(
     samples.at.append(time.monotonic() - started)
     samples.done.append(submitter.done())
     samples.table_bytes.append(queue.db.run(bq.table_bytes()))
-    samples.history_bytes.append(queue.db.run(q.history.history_size())[0]["bytes"])
+    samples.history_bytes.append(queue.db.run(q.history.history_bytes()))
     import psutil  # omnispindle[bench]
 
     rss = 0.0
@@ -260,7 +264,7 @@ def summary(
 ) -> dict[str, Any]:
     """Start against end: sizes, claim p99 and memory; rates around the held snapshot."""
     total = samples.at[-1]
-    warm = next((t for t, d in zip(samples.at, samples.done) if d >= tasks * WARM_UP_SHARE), 0.0)
+    warm = samples.when_done(tasks * WARM_UP_SHARE) or 0.0
     tail = total - (total - warm) * WARM_UP_SHARE
     claims_start = [ms for t, ms in samples.claims_ms if t <= warm]
     claims_end = [ms for t, ms in samples.claims_ms if t >= tail]
@@ -268,6 +272,9 @@ def summary(
         (t, b, r) for t, b, r in zip(samples.at, samples.table_bytes, samples.rss_mb) if t >= warm
     ]
     rate = backlog_rate(samples, tasks)
+    emptied = samples.when_done(tasks)  # the last minute of the backlog ends here
+    if emptied is None:
+        emptied = total
     figures = {
         "system": "omnispindle",
         "scenario": "soak",
@@ -283,9 +290,7 @@ def summary(
         "rss_mb_warm": round(after_warm[0][2], 1),
         "rss_mb_max": round(max(r for _, _, r in after_warm), 1),
         "rate_first_min": rate(warm, warm + RATE_WINDOW_S),
-        "rate_last_min": rate(
-            backlog_end(samples, tasks) - RATE_WINDOW_S, backlog_end(samples, tasks)
-        ),
+        "rate_last_min": rate(emptied - RATE_WINDOW_S, emptied),
     }
     if snapshot.began is not None and snapshot.ended is not None:
         figures.update(
@@ -316,15 +321,12 @@ def history_figures(samples: Samples, archive_after: float) -> dict[str, Any]:
     }
 
 
-def backlog_end(samples: Samples, tasks: int) -> float:
-    """When the last task finished (the end of the run if never seen)."""
-    return next((t for t, d in zip(samples.at, samples.done) if d >= tasks), samples.at[-1])
-
-
 def backlog_rate(samples: Samples, tasks: int) -> Callable[[float, float], float | None]:
     """The rate between two moments, or None once every task was done before the
     second: workers then waited for tasks, and the figure would measure the wait."""
-    emptied = next((t for t, d in zip(samples.at, samples.done) if d >= tasks), float("inf"))
+    emptied = samples.when_done(tasks)
+    if emptied is None:
+        emptied = float("inf")
     return lambda start, end: None if end > emptied else _round(samples.rate(start, end))
 
 

@@ -9,8 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from omnispindle._db.query import Query, column, rows, value
-from omnispindle._db.rows import HistorySize
+from omnispindle._db.query import Query, column, value
 from omnispindle._db.statements import RUNTIME
 
 
@@ -41,6 +40,6 @@ def drop_history(keep_seconds: float) -> Query[int]:
     return Query(RUNTIME["drop_history"], {"keep_seconds": keep_seconds}, value("dropped"))
 
 
-def history_size() -> Query[list[HistorySize]]:
-    """The history's partitions, estimated rows and bytes now (one row)."""
-    return Query(RUNTIME["history_size"], None, rows)
+def history_bytes() -> Query[int]:
+    """The history's size now: its partitions with their indexes."""
+    return Query(RUNTIME["history_bytes"], None, value("bytes"))
