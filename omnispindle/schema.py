@@ -8,7 +8,7 @@ release adds a migration, add a revision of yours that applies the new one::
     from alembic import op
     from omnispindle.schema import apply_migration, migration_names
 
-    APPLIES = migration_names(through="0011_history")
+    APPLIES = migration_names(through="0012_chain_steps")
 
     def upgrade():
         for name in APPLIES:

@@ -833,12 +833,13 @@ $$;
 -- Ends one attempt of each given task with an error: back to pending after a
 -- backoff while attempts are left, else failed; cancelled when a cancel was
 -- requested. Only rows whose lease token still matches change (fencing).
--- Shared by workers and lease recovery. PL/pgSQL with sequential scans off,
--- as complete_attempts.
+-- Shared by workers and lease recovery. PL/pgSQL with generic plans and
+-- sequential scans off, as complete_attempts.
 CREATE FUNCTION omnispindle.fail_attempts(ids bigint[], tokens uuid[], failures jsonb[])
 RETURNS TABLE (id bigint, state omnispindle.task_state, retry_in double precision)
 LANGUAGE plpgsql
 SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
 AS $$
 #variable_conflict use_column
 BEGIN
@@ -875,13 +876,16 @@ $$;
 -- when a cancel was requested meanwhile. Fencing: a row changes only while
 -- the caller still holds its lease, so a worker whose lease was taken over
 -- gets no row back and its result is dropped. PL/pgSQL keeps the plan for the
--- connection's life (an SQL function that updates is planned at every call);
--- sequential scans are off so that a plan made while the table was small
--- still looks tasks up by key once it is large.
+-- connection's life (an SQL function that updates is planned at every call),
+-- if it is generic: with the arrays' sizes known at each call, the plan cache
+-- would otherwise make a custom plan every time. Sequential scans are off so
+-- that a plan made while the table was small still looks tasks up by key once
+-- it is large.
 CREATE FUNCTION omnispindle.complete_attempts(ids bigint[], tokens uuid[], results jsonb[])
 RETURNS TABLE (id bigint, state omnispindle.task_state)
 LANGUAGE plpgsql
 SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
 AS $$
 #variable_conflict use_column
 BEGIN
@@ -905,11 +909,18 @@ $$;
 -- claim cursor, if it passes one: see claim_tasks). Rows with dropped true
 -- name results not stored because their lease was lost (id only); the others
 -- are claims. Stored results return nothing, so a usual step returns claims
--- alone. Children the completions made ready can be claimed by the same call.
+-- alone. Children the completions made ready can be claimed by the same call,
+-- which is why their ready notice waits until after the claim (see
+-- after_tasks_update): it goes out only if one of them is still pending, so
+-- a chain's next link neither wakes other workers nor this one for a claim
+-- that would find nothing. They wait in a transaction-local setting, named
+-- alike for a queue in any schema.
 -- A step that only claims commits without waiting for the WAL flush: a claim
 -- lost in a crash leaves its task pending, as if the worker had died right
 -- after claiming, and it never delays the start of a task. Completions stay
--- durable.
+-- durable. Generic plans: custom ones, which the arrays of every call would
+-- otherwise get, are made afresh at each call; with sequential scans off, as
+-- in complete_attempts.
 CREATE FUNCTION omnispindle.complete_and_claim(p_ids bigint[], p_tokens uuid[], p_results jsonb[],
                                                p_task_types text[], p_capabilities text[],
                                                p_limit integer, p_worker_id uuid,
@@ -920,11 +931,18 @@ RETURNS TABLE (id bigint, task_type text, parameters jsonb, attempts integer,
                dependency_results jsonb, dependency_failures jsonb, trace_context jsonb,
                priority integer, dropped boolean)
 LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
 AS $$
+DECLARE
+    unannounced bigint[];
 BEGIN
     IF cardinality(p_ids) = 0 THEN
         PERFORM set_config('synchronous_commit', 'off', true);
     ELSE
+        IF p_limit > 0 THEN
+            PERFORM set_config('omnispindle_step.ready_unannounced', '{}', true);
+        END IF;
         RETURN QUERY
             SELECT d.id, NULL::text, NULL::jsonb, NULL::integer, NULL::integer,
                    NULL::double precision, NULL::uuid, NULL::jsonb, NULL::jsonb, NULL::jsonb,
@@ -938,6 +956,16 @@ BEGIN
             SELECT c.*, false
             FROM omnispindle.claim_tasks(p_task_types, p_capabilities, p_limit, p_worker_id,
                                          p_lease_seconds, p_after_priority, p_after_id) c;
+    END IF;
+    unannounced := nullif(current_setting('omnispindle_step.ready_unannounced', true), '')::bigint[];
+    IF unannounced IS NOT NULL THEN
+        PERFORM set_config('omnispindle_step.ready_unannounced', '', true);
+    END IF;
+    -- By key: a condition on the state would let the plan walk the ready index.
+    IF cardinality(unannounced) > 0
+       AND (SELECT bool_or(t.state = 'pending') FROM omnispindle.tasks t
+            WHERE t.id = ANY (unannounced)) THEN
+        PERFORM pg_notify('omnispindle_ready', '');
     END IF;
 END
 $$;
@@ -1059,11 +1087,16 @@ CREATE TRIGGER tasks_notify_inserted
 -- were cancelled, and wakes workers and waiting clients.
 -- JIT is off here, as in insert_tasks and submit_tasks: statements over
 -- thousands of rows look costly to the planner, and compiling them would take
--- longer than running them.
+-- longer than running them. Its plans are generic, kept for the connection's
+-- life: custom ones were made afresh for every statement (a fifth of a chain
+-- step's time in Postgres), and with sequential scans off the generic plan
+-- looks rows up by key also when it was made while the tables were small.
 CREATE FUNCTION omnispindle.after_tasks_update()
 RETURNS trigger
 LANGUAGE plpgsql
 SET jit = off
+SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
 AS $$
 DECLARE
     succeeded bigint[];
@@ -1163,7 +1196,15 @@ BEGIN
 
     IF became_pending IS NOT NULL
        AND EXISTS (SELECT 1 FROM new_rows WHERE state = 'pending' AND run_after <= now()) THEN
-        PERFORM pg_notify('omnispindle_ready', '');
+        IF coalesce(current_setting('omnispindle_step.ready_unannounced', true), '') = '' THEN
+            PERFORM pg_notify('omnispindle_ready', '');
+        ELSE
+            -- A worker's step that claims next (complete_and_claim) announces
+            -- only those it leaves pending.
+            PERFORM set_config('omnispindle_step.ready_unannounced',
+                               (current_setting('omnispindle_step.ready_unannounced')::bigint[]
+                                || became_pending)::text, true);
+        END IF;
     END IF;
 
     IF succeeded IS NOT NULL OR broken IS NOT NULL THEN

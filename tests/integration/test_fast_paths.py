@@ -13,6 +13,7 @@ import pytest
 
 from omnispindle._core.batches import entry
 from omnispindle._db import queries as q
+from omnispindle._db.notifier import READY_CHANNEL
 from omnispindle._db.pg_arrays import text_array
 from omnispindle._db.pool import execute
 from omnispindle.errors import ValidationError
@@ -170,6 +171,73 @@ def test_a_child_made_ready_by_the_completions_is_claimed_by_the_same_call(clien
     claimed = [r for r in rows if not r["dropped"]]
     assert [r["id"] for r in claimed] == [child]
     assert claimed[0]["dependency_results"] == {str(parent): {"v": 42}}
+
+
+@pytest.fixture
+def ready_notices(dsn, conn):
+    """``notices(step)`` runs ``step`` and returns the ready notices it sent: those
+    that arrive between markers sent before and after it (notices come in commit
+    order)."""
+    with psycopg.connect(dsn, autocommit=True) as listener:
+        listener.execute(f"LISTEN {READY_CHANNEL}")
+
+        def up_to(marker: str) -> list[str]:
+            conn.execute("SELECT pg_notify(%s, %s)", [READY_CHANNEL, marker])
+            seen = []
+            for notice in listener.notifies(timeout=10):
+                if notice.payload == marker:
+                    return seen
+                seen.append(notice.payload)
+            raise AssertionError(f"the {marker!r} notice never arrived")
+
+        def notices(step) -> list[str]:
+            up_to("before")
+            step()
+            return up_to("after")
+
+        yield notices
+
+
+def test_a_step_announces_no_child_it_claims_itself(client, conn, ready_notices):
+    """A chain's next link is the completing worker's own: a ready notice would
+    only wake it (and others) for a claim that finds nothing."""
+    client.submit_batch([{"task_type": "job"}, {"task_type": "job", "dependencies": [entry(0)]}])
+    parent = claim(conn)
+    claimed = []
+    assert ready_notices(lambda: claimed.extend(complete_and_claim(conn, parent, limit=1))) == []
+    assert [r["task_type"] for r in claimed] == ["job"]
+
+
+@pytest.mark.parametrize(
+    "child_type, limit", [("other", 1), ("job", 0)], ids=["not-its-type", "no-free-slot"]
+)
+def test_a_step_announces_the_children_it_leaves_pending(
+    client, conn, ready_notices, child_type, limit
+):
+    client.submit_batch(
+        [{"task_type": "job"}, {"task_type": child_type, "dependencies": [entry(0)]}]
+    )
+    parent = claim(conn)
+    assert ready_notices(lambda: complete_and_claim(conn, parent, limit=limit)) == [""]
+    assert conn.execute(
+        "SELECT count(*) FROM omnispindle.tasks WHERE state = 'pending'"
+    ).fetchone() == (1,)
+
+
+def test_a_workers_step_keeps_its_plans_instead_of_planning_every_call(conn):
+    """Arrays as parameters made the plan cache plan every call afresh (a fifth of
+    a chain step's time in Postgres); the plans those settings keep are checked
+    by the tests below, which force generic plans."""
+    settings = dict(
+        conn.execute(
+            "SELECT p.proname, p.proconfig FROM pg_proc p "
+            "WHERE p.pronamespace = 'omnispindle'::regnamespace AND p.proname = ANY (%s)",
+            [["complete_and_claim", "complete_attempts", "fail_attempts", "after_tasks_update"]],
+        ).fetchall()
+    )
+    assert len(settings) == 4
+    for name, config in settings.items():
+        assert "plan_cache_mode=force_generic_plan" in (config or []), name
 
 
 def plans_of_nested_statements(conn) -> list[str]:

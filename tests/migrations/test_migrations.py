@@ -29,7 +29,7 @@ from tests.conftest import create_database, drop_database, unique_name
 from tests.migrations.catalog import snapshot
 
 MIGRATORS = 4
-HEAD = "0011_history"
+HEAD = "0012_chain_steps"
 DEADLINE_SECONDS = 120
 
 USER_TABLE = "invoices"
@@ -74,9 +74,11 @@ def upgrade():
     apply_migration(op.get_bind(), "0009_pause")
     apply_migration(op.get_bind(), "0010_scheduling")
     apply_migration(op.get_bind(), "0011_history")
+    apply_migration(op.get_bind(), "0012_chain_steps")
 
 
 def downgrade():
+    apply_migration(op.get_bind(), "0012_chain_steps.down")
     apply_migration(op.get_bind(), "0011_history.down")
     apply_migration(op.get_bind(), "0010_scheduling.down")
     apply_migration(op.get_bind(), "0009_pause.down")
