@@ -64,6 +64,62 @@ FROM (SELECT id, id - row_number() OVER (ORDER BY id) AS run FROM inserted) AS n
 GROUP BY run
 ORDER BY first;
 
+-- name: insert_linked_bulk
+-- Tasks whose dependencies are all entries of the same batch (a fan-out, a
+-- chain), without idempotency keys, in the document of insert_tasks_bulk: an
+-- object may also name its parents by their 0-based positions in the batch
+-- ("after", distinct, checked for cycles by the caller) and allow them to
+-- fail. Every parent is new, so none can be missing or finished: none of
+-- submit_tasks' checks and locks apply, and a task with parents starts
+-- blocked on all of them. The n-th smallest new id is the n-th entry's.
+WITH entries AS (
+    SELECT r.*, coalesce(jsonb_array_length(r.after), 0) AS parents
+    FROM ROWS FROM (
+        jsonb_to_recordset(%(rows)s::jsonb) AS (
+            task_type text, parameters jsonb, priority integer, max_attempts integer,
+            retry_backoff double precision, timeout_seconds double precision,
+            required_capabilities text[], run_after timestamptz, group_key text,
+            after jsonb, allow_failed boolean)
+    ) WITH ORDINALITY AS r(task_type, parameters, priority, max_attempts, retry_backoff,
+                           timeout_seconds, required_capabilities, run_after, group_key,
+                           after, allow_failed, ord)
+), inserted AS (
+    INSERT INTO omnispindle.tasks (task_type, parameters, priority, max_attempts, retry_backoff,
+                                   timeout_seconds, required_capabilities, state,
+                                   pending_dependencies, allow_failed_dependencies, run_after,
+                                   trace_context, group_key)
+    SELECT e.task_type, coalesce(e.parameters, '{}'),
+           coalesce(e.priority, %(default_priority)s::integer),
+           coalesce(e.max_attempts, %(default_max_attempts)s::integer),
+           coalesce(e.retry_backoff, %(default_retry_backoff)s::double precision),
+           e.timeout_seconds, coalesce(e.required_capabilities, '{}'),
+           CASE WHEN e.parents > 0 THEN 'blocked' ELSE 'pending' END::omnispindle.task_state,
+           e.parents, coalesce(e.allow_failed, false), coalesce(e.run_after, now()),
+           %(trace_context)s::jsonb, e.group_key
+    FROM entries e
+    ORDER BY e.ord
+    RETURNING id
+), positioned AS (
+    SELECT id, row_number() OVER (ORDER BY id) - 1 AS position FROM inserted
+), edges AS (
+    INSERT INTO omnispindle.task_dependencies (task_id, depends_on)
+    SELECT child.id, parent.id
+    FROM entries e
+    JOIN positioned child ON child.position = e.ord - 1
+    CROSS JOIN jsonb_array_elements_text(e.after) AS a(position)
+    JOIN positioned parent ON parent.position = a.position::bigint
+    WHERE e.parents > 0
+), recorded AS (
+    INSERT INTO omnispindle.submissions (key, part, task_ids)
+    SELECT %(submission)s::uuid, %(part)s::integer, array_agg(id ORDER BY id)
+    FROM inserted
+    HAVING %(submission)s::uuid IS NOT NULL
+)
+SELECT min(id) AS first, max(id) AS last
+FROM (SELECT id, id - row_number() OVER (ORDER BY id) AS run FROM inserted) AS numbered
+GROUP BY run
+ORDER BY first;
+
 -- name: claim_tasks
 -- The claim lives in omnispindle.claim_tasks (sql/schema.sql), which pins the
 -- plan that walks the ready index in order.
