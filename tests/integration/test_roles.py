@@ -110,6 +110,14 @@ def test_the_core_paths_run_under_the_producer_and_worker_roles(as_role, conn):
             ]
         )
         assert producer.wait_for_task(ids[2], timeout=DEADLINE)["result"] == {"n": 12}
+        # a batch linked only within itself
+        linked = producer.submit_batch(
+            [
+                {"task_type": "double", "parameters": {"n": 4}},
+                {"task_type": "sum", "dependencies": [entry(0)]},
+            ]
+        )
+        assert producer.wait_for_task(linked[1], timeout=DEADLINE)["result"] == {"n": 8}
         # retry by backoff, then by hand with dependents
         flaky_id = producer.submit_task("flaky", retry_backoff=0.01)
         assert producer.wait_for_task(flaky_id, timeout=DEADLINE)["result"] == {"attempt": 2}
