@@ -957,15 +957,15 @@ BEGIN
             FROM omnispindle.claim_tasks(p_task_types, p_capabilities, p_limit, p_worker_id,
                                          p_lease_seconds, p_after_priority, p_after_id) c;
     END IF;
-    unannounced := nullif(current_setting('omnispindle_step.ready_unannounced', true), '')::bigint[];
-    IF unannounced IS NOT NULL THEN
+    IF cardinality(p_ids) > 0 AND p_limit > 0 THEN
+        unannounced := current_setting('omnispindle_step.ready_unannounced')::bigint[];
         PERFORM set_config('omnispindle_step.ready_unannounced', '', true);
-    END IF;
-    -- By key: a condition on the state would let the plan walk the ready index.
-    IF cardinality(unannounced) > 0
-       AND (SELECT bool_or(t.state = 'pending') FROM omnispindle.tasks t
-            WHERE t.id = ANY (unannounced)) THEN
-        PERFORM pg_notify('omnispindle_ready', '');
+        -- By key: a condition on the state would let the plan walk the ready index.
+        IF cardinality(unannounced) > 0
+           AND (SELECT bool_or(t.state = 'pending') FROM omnispindle.tasks t
+                WHERE t.id = ANY (unannounced)) THEN
+            PERFORM pg_notify('omnispindle_ready', '');
+        END IF;
     END IF;
 END
 $$;
