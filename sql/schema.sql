@@ -1430,6 +1430,102 @@ BEGIN
 END
 $$;
 
+-- Inserts a batch whose dependencies are all entries of itself (a fan-out, a
+-- chain) in one statement, from the plain bulk insert's JSON document: an
+-- object may also name its parents by their 0-based positions in the batch
+-- ("after") and allow them to fail ("allow_failed"). Every parent is new, so
+-- none can be missing or finished and nothing needs a lock: a task with
+-- parents starts blocked on them all. The caller checks for cycles, as for
+-- submit_tasks; a position that names no other entry is refused. Returns the
+-- new ids as runs of consecutive ids (the n-th smallest is the n-th entry's)
+-- and records them under p_submission, if given. The plain document and no
+-- per-entry PL/pgSQL make a fan-out of 5,000 go in in two thirds of the time
+-- submit_tasks takes.
+CREATE FUNCTION omnispindle.insert_linked_tasks(p_rows jsonb, p_trace_context jsonb,
+                                                p_default_priority integer,
+                                                p_default_max_attempts integer,
+                                                p_default_retry_backoff double precision,
+                                                p_submission uuid, p_part integer)
+RETURNS TABLE (first_id bigint, last_id bigint)
+LANGUAGE plpgsql
+SET jit = off
+AS $$
+DECLARE
+    bad record;
+BEGIN
+    SELECT r.ord - 1 AS entry, a.position INTO bad
+    FROM jsonb_array_elements(p_rows) WITH ORDINALITY AS r(entry, ord)
+    CROSS JOIN LATERAL jsonb_array_elements(
+        -- Anything but a list (or null) is refused whole, as a string.
+        CASE coalesce(jsonb_typeof(r.entry -> 'after'), 'null')
+            WHEN 'array' THEN r.entry -> 'after'
+            WHEN 'null' THEN '[]'
+            ELSE jsonb_build_array((r.entry -> 'after')::text) END
+    ) AS a(position)
+    WHERE jsonb_typeof(a.position) IS DISTINCT FROM 'number'
+       OR a.position::text !~ '^[0-9]{1,9}$'
+       OR a.position::text::integer >= jsonb_array_length(p_rows)
+       OR a.position::text::integer = r.ord - 1
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION '%', format('entry %s names %s as a parent: give the 0-based position '
+                                    'of another entry of the batch', bad.entry, bad.position)
+            USING ERRCODE = 'OS005';
+    END IF;
+    RETURN QUERY
+    WITH entries AS (
+        SELECT r.*, (SELECT count(DISTINCT a.position)
+                     FROM jsonb_array_elements_text(r.after) AS a(position)) AS parents
+        FROM ROWS FROM (
+            jsonb_to_recordset(p_rows) AS (
+                task_type text, parameters jsonb, priority integer, max_attempts integer,
+                retry_backoff double precision, timeout_seconds double precision,
+                required_capabilities text[], run_after timestamptz, group_key text,
+                after jsonb, allow_failed boolean)
+        ) WITH ORDINALITY AS r(task_type, parameters, priority, max_attempts, retry_backoff,
+                               timeout_seconds, required_capabilities, run_after, group_key,
+                               after, allow_failed, ord)
+    ), inserted AS (
+        -- Identities are drawn in this ORDER BY, so the n-th smallest new id
+        -- belongs to the n-th entry.
+        INSERT INTO omnispindle.tasks (task_type, parameters, priority, max_attempts,
+                                       retry_backoff, timeout_seconds, required_capabilities,
+                                       state, pending_dependencies, allow_failed_dependencies,
+                                       run_after, trace_context, group_key)
+        SELECT e.task_type, coalesce(e.parameters, '{}'),
+               coalesce(e.priority, p_default_priority),
+               coalesce(e.max_attempts, p_default_max_attempts),
+               coalesce(e.retry_backoff, p_default_retry_backoff),
+               e.timeout_seconds, coalesce(e.required_capabilities, '{}'),
+               CASE WHEN e.parents > 0 THEN 'blocked' ELSE 'pending' END::omnispindle.task_state,
+               e.parents, coalesce(e.allow_failed, false), coalesce(e.run_after, now()),
+               p_trace_context, e.group_key
+        FROM entries e
+        ORDER BY e.ord
+        RETURNING omnispindle.tasks.id
+    ), positioned AS (
+        SELECT i.id, row_number() OVER (ORDER BY i.id) - 1 AS position FROM inserted i
+    ), edges AS (
+        INSERT INTO omnispindle.task_dependencies (task_id, depends_on)
+        SELECT DISTINCT child.id, parent.id
+        FROM entries e
+        JOIN positioned child ON child.position = e.ord - 1
+        CROSS JOIN jsonb_array_elements_text(e.after) AS a(position)
+        JOIN positioned parent ON parent.position = a.position::bigint
+        WHERE e.parents > 0
+    ), recorded AS (
+        INSERT INTO omnispindle.submissions (key, part, task_ids)
+        SELECT p_submission, p_part, array_agg(i.id ORDER BY i.id)
+        FROM inserted i
+        HAVING p_submission IS NOT NULL
+    )
+    SELECT min(n.id), max(n.id)
+    FROM (SELECT i.id, i.id - row_number() OVER (ORDER BY i.id) AS run FROM inserted i) AS n
+    GROUP BY n.run
+    ORDER BY 1;
+END
+$$;
+
 -- Cancels one task: a blocked or pending one at once (its descendants follow
 -- through the trigger); a running one gets a request that its worker sees
 -- through a notification or its next heartbeat; a finished one is left as it
@@ -1985,8 +2081,8 @@ DECLARE
 BEGIN
     FOR fn IN SELECT p.oid::regprocedure FROM pg_proc p
               WHERE p.pronamespace = 'omnispindle'::regnamespace
-                AND p.proname IN ('submit_tasks', 'enqueue', 'cancel_task', 'retry_tasks',
-                                  'retry_task')
+                AND p.proname IN ('submit_tasks', 'insert_linked_tasks', 'enqueue',
+                                  'cancel_task', 'retry_tasks', 'retry_task')
     LOOP
         EXECUTE format('ALTER FUNCTION %s SECURITY DEFINER SET search_path = pg_catalog, pg_temp',
                        fn);
@@ -2818,7 +2914,8 @@ BEGIN
     FOR fn IN SELECT p.oid::regprocedure FROM pg_proc p
               WHERE p.pronamespace = 'omnispindle'::regnamespace
                 AND p.proname = ANY (CASE p_access
-                    WHEN 'producer' THEN ARRAY['submit_tasks', 'enqueue', 'cancel_task',
+                    WHEN 'producer' THEN ARRAY['submit_tasks', 'insert_linked_tasks',
+                                               'enqueue', 'cancel_task',
                                                'retry_tasks', 'retry_task', 'pause_task_type',
                                                'resume_task_type', 'set_task_type_limit',
                                                'clear_task_type_limit', 'set_task_type_strategy']

@@ -1,4 +1,5 @@
-"""Chain links cost less: generic plans for completions, no notice for children claimed at once.
+"""Chain links cost less: generic plans for completions, no notice for children claimed at once;
+a batch linked within itself goes in as one document.
 
 Revision ID: 0012_chain_steps
 Revises: 0011_history

@@ -3,8 +3,10 @@
 A batch without dependencies or idempotency keys, the common case, goes in as
 one JSON document expanded by ``jsonb_to_recordset``: one parameter to send,
 and no per-entry work in PL/pgSQL (a long one as several documents, pipelined
-in one transaction: see ``batches.plain_chunks``). Anything else goes through
-the ``submit_tasks`` function, which checks parents and keys. Given a
+in one transaction: see ``batches.plain_chunks``). So does a batch whose
+dependencies are all entries of itself (a fan-out, a chain): its parents are
+new, so there is nothing to check or lock. Anything else goes through the
+``submit_tasks`` function, which checks existing parents and keys. Given a
 submission key, each statement also records the ids it inserted under it (see
 :mod:`omnispindle._client.resubmission`).
 """
@@ -34,8 +36,11 @@ def insert(
     """The insert of ``specs``, recorded under ``key``; its result is the new ids,
     in entry order."""
     submission = None if key is None else q.tasks.Submission(key)
-    if any(s.dependencies or s.entry_dependencies or s.idempotency_key for s in specs):
+    if any(s.dependencies or s.idempotency_key for s in specs):
         return q.tasks.submit_tasks(submit_columns(specs, trace_context), submission)
+    if any(s.entry_dependencies for s in specs):
+        rows_json = "[" + ",".join(map(_linked_json_row, specs)) + "]"
+        return q.tasks.insert_linked_bulk(rows_json, trace_context, submission)
     return bulk_insert(specs, trace_context, submission)
 
 
@@ -83,6 +88,16 @@ def _json_row(spec: TaskSpec) -> str:
         row += f',"run_after":"{spec.run_after.isoformat()}"'
     if spec.group_key is not None:
         row += f',"group_key":{json.dumps(spec.group_key)}'
+    return row + "}"
+
+
+def _linked_json_row(spec: TaskSpec) -> str:
+    """One entry of a batch linked within itself: its parents by position."""
+    row = _json_row(spec)[:-1]
+    if spec.entry_dependencies:
+        row += f',"after":[{",".join(map(str, spec.entry_dependencies))}]'
+    if spec.allow_failed_dependencies:
+        row += ',"allow_failed":true'
     return row + "}"
 
 

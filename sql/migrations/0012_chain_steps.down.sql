@@ -151,3 +151,85 @@ BEGIN
     RETURN NULL;
 END
 $$;
+
+DROP FUNCTION omnispindle.insert_linked_tasks(jsonb, jsonb, integer, integer, double precision,
+                                              uuid, integer);
+
+-- grant_access() as 0011 made it.
+CREATE OR REPLACE FUNCTION omnispindle.grant_access(p_role regrole, p_access text)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    fn regprocedure;
+BEGIN
+    IF p_access IS NULL OR p_access NOT IN ('observer', 'producer', 'worker') THEN
+        RAISE EXCEPTION '%', format('unknown access %L: give observer, producer or worker',
+                                    p_access)
+            USING ERRCODE = 'OS005';
+    END IF;
+    EXECUTE format('GRANT USAGE ON SCHEMA omnispindle TO %s', p_role);
+    EXECUTE format('GRANT SELECT ON omnispindle.alembic_version, omnispindle.queue_summary, '
+                   'omnispindle.worker_summary, omnispindle.failed_tasks, '
+                   'omnispindle.task_metrics, omnispindle.worker_metrics, '
+                   'omnispindle.periodic_summary, omnispindle.task_details, '
+                   'omnispindle.outcomes_last_minute, omnispindle.outcomes_per_minute, '
+                   'omnispindle.unfinished_summary, omnispindle.outcome_minutes, '
+                   'omnispindle.outcome_rollup, omnispindle.paused_task_types, '
+                   'omnispindle.task_type_limits, omnispindle.task_type_limit_summary, '
+                   'omnispindle.worker_demand, omnispindle.task_type_strategies, '
+                   'omnispindle.history_partitions TO %s', p_role);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION omnispindle.workers_needed(integer, integer, '
+                   'integer, text[]) TO %s', p_role);
+    IF p_access = 'observer' THEN
+        RETURN;
+    END IF;
+    EXECUTE format('GRANT SELECT ON omnispindle.tasks, omnispindle.task_dependencies, '
+                   'omnispindle.task_stream, omnispindle.workers, omnispindle.periodic_tasks, '
+                   'omnispindle.periodic_ticks, omnispindle.task_history TO %s', p_role);
+    -- A row a producer inserts can only be a pending task: the CHECKs refuse
+    -- any other state without the columns it leaves out.
+    EXECUTE format('GRANT INSERT (task_type, parameters, priority, max_attempts, retry_backoff, '
+                   'timeout_seconds, required_capabilities, state, run_after, trace_context, '
+                   'group_key) '
+                   'ON omnispindle.tasks TO %s', p_role);
+    EXECUTE format('GRANT SELECT, INSERT ON omnispindle.submissions TO %s', p_role);
+    FOR fn IN SELECT p.oid::regprocedure FROM pg_proc p
+              WHERE p.pronamespace = 'omnispindle'::regnamespace
+                AND p.proname = ANY (CASE p_access
+                    WHEN 'producer' THEN ARRAY['submit_tasks', 'enqueue', 'cancel_task',
+                                               'retry_tasks', 'retry_task', 'pause_task_type',
+                                               'resume_task_type', 'set_task_type_limit',
+                                               'clear_task_type_limit', 'set_task_type_strategy']
+                    ELSE ARRAY['claim_tasks', 'complete_and_claim', 'complete_attempts',
+                               'fail_attempts', 'lock_prunable_tasks', 'retry_delay',
+                               'enqueue_periodic_ticks', 'left_to_a_narrower_worker',
+                               'group_tokens_at', 'cover_history', 'drop_history']
+                END)
+    LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %s', fn, p_role);
+    END LOOP;
+    IF p_access = 'producer' THEN
+        EXECUTE format('GRANT INSERT, UPDATE, DELETE ON omnispindle.periodic_tasks TO %s',
+                       p_role);
+        RETURN;
+    END IF;
+    EXECUTE format('GRANT UPDATE (state, attempts, run_after, result, errors, worker_id, '
+                   'lease_token, lease_expires_at, started_at, finished_at, cancel_reason, '
+                   'cancel_requested_at, pending_dependencies), DELETE '
+                   'ON omnispindle.tasks TO %s', p_role);
+    EXECUTE format('GRANT INSERT, UPDATE ON omnispindle.workers TO %s', p_role);
+    EXECUTE format('GRANT INSERT ON omnispindle.task_stream, omnispindle.task_history TO %s',
+                   p_role);
+    EXECUTE format('GRANT SELECT, UPDATE ON omnispindle.maintenance_locks TO %s', p_role);
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON omnispindle.maintenance_leases TO %s',
+                   p_role);
+    EXECUTE format('GRANT UPDATE ON omnispindle.outcome_rollup TO %s', p_role);
+    EXECUTE format('GRANT UPDATE (tokens, refilled_at, group_tokens) ON '
+                   'omnispindle.task_type_limits TO %s',
+                   p_role);
+    EXECUTE format('GRANT INSERT, UPDATE, DELETE ON omnispindle.outcome_minutes TO %s', p_role);
+    EXECUTE format('GRANT DELETE ON omnispindle.submissions TO %s', p_role);
+    EXECUTE format('GRANT INSERT, UPDATE, DELETE ON omnispindle.periodic_ticks TO %s', p_role);
+END
+$$;

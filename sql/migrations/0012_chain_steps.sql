@@ -4,6 +4,8 @@
 -- arrays' sizes being known), and a worker's step that claims after storing
 -- its results announces only the children it made ready and left pending, so
 -- that the next link of a chain, which the step claims itself, wakes nobody.
+-- And a batch linked only within itself (a fan-out, a chain) goes in as one
+-- document with its edges, through insert_linked_tasks.
 
 ALTER FUNCTION omnispindle.complete_attempts(bigint[], uuid[], jsonb[])
     SET plan_cache_mode = force_generic_plan;
@@ -181,5 +183,198 @@ BEGIN
         PERFORM pg_notify('omnispindle_finished', '');
     END IF;
     RETURN NULL;
+END
+$$;
+
+-- A batch linked only within itself goes in as one document with its edges.
+-- Producers call it with the owner's rights (they may insert neither edges
+-- nor a blocked task), like submit_tasks.
+CREATE FUNCTION omnispindle.insert_linked_tasks(p_rows jsonb, p_trace_context jsonb,
+                                                p_default_priority integer,
+                                                p_default_max_attempts integer,
+                                                p_default_retry_backoff double precision,
+                                                p_submission uuid, p_part integer)
+RETURNS TABLE (first_id bigint, last_id bigint)
+LANGUAGE plpgsql
+SET jit = off
+AS $$
+DECLARE
+    bad record;
+BEGIN
+    SELECT r.ord - 1 AS entry, a.position INTO bad
+    FROM jsonb_array_elements(p_rows) WITH ORDINALITY AS r(entry, ord)
+    CROSS JOIN LATERAL jsonb_array_elements(
+        -- Anything but a list (or null) is refused whole, as a string.
+        CASE coalesce(jsonb_typeof(r.entry -> 'after'), 'null')
+            WHEN 'array' THEN r.entry -> 'after'
+            WHEN 'null' THEN '[]'
+            ELSE jsonb_build_array((r.entry -> 'after')::text) END
+    ) AS a(position)
+    WHERE jsonb_typeof(a.position) IS DISTINCT FROM 'number'
+       OR a.position::text !~ '^[0-9]{1,9}$'
+       OR a.position::text::integer >= jsonb_array_length(p_rows)
+       OR a.position::text::integer = r.ord - 1
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION '%', format('entry %s names %s as a parent: give the 0-based position '
+                                    'of another entry of the batch', bad.entry, bad.position)
+            USING ERRCODE = 'OS005';
+    END IF;
+    RETURN QUERY
+    WITH entries AS (
+        SELECT r.*, (SELECT count(DISTINCT a.position)
+                     FROM jsonb_array_elements_text(r.after) AS a(position)) AS parents
+        FROM ROWS FROM (
+            jsonb_to_recordset(p_rows) AS (
+                task_type text, parameters jsonb, priority integer, max_attempts integer,
+                retry_backoff double precision, timeout_seconds double precision,
+                required_capabilities text[], run_after timestamptz, group_key text,
+                after jsonb, allow_failed boolean)
+        ) WITH ORDINALITY AS r(task_type, parameters, priority, max_attempts, retry_backoff,
+                               timeout_seconds, required_capabilities, run_after, group_key,
+                               after, allow_failed, ord)
+    ), inserted AS (
+        -- Identities are drawn in this ORDER BY, so the n-th smallest new id
+        -- belongs to the n-th entry.
+        INSERT INTO omnispindle.tasks (task_type, parameters, priority, max_attempts,
+                                       retry_backoff, timeout_seconds, required_capabilities,
+                                       state, pending_dependencies, allow_failed_dependencies,
+                                       run_after, trace_context, group_key)
+        SELECT e.task_type, coalesce(e.parameters, '{}'),
+               coalesce(e.priority, p_default_priority),
+               coalesce(e.max_attempts, p_default_max_attempts),
+               coalesce(e.retry_backoff, p_default_retry_backoff),
+               e.timeout_seconds, coalesce(e.required_capabilities, '{}'),
+               CASE WHEN e.parents > 0 THEN 'blocked' ELSE 'pending' END::omnispindle.task_state,
+               e.parents, coalesce(e.allow_failed, false), coalesce(e.run_after, now()),
+               p_trace_context, e.group_key
+        FROM entries e
+        ORDER BY e.ord
+        RETURNING omnispindle.tasks.id
+    ), positioned AS (
+        SELECT i.id, row_number() OVER (ORDER BY i.id) - 1 AS position FROM inserted i
+    ), edges AS (
+        INSERT INTO omnispindle.task_dependencies (task_id, depends_on)
+        SELECT DISTINCT child.id, parent.id
+        FROM entries e
+        JOIN positioned child ON child.position = e.ord - 1
+        CROSS JOIN jsonb_array_elements_text(e.after) AS a(position)
+        JOIN positioned parent ON parent.position = a.position::bigint
+        WHERE e.parents > 0
+    ), recorded AS (
+        INSERT INTO omnispindle.submissions (key, part, task_ids)
+        SELECT p_submission, p_part, array_agg(i.id ORDER BY i.id)
+        FROM inserted i
+        HAVING p_submission IS NOT NULL
+    )
+    SELECT min(n.id), max(n.id)
+    FROM (SELECT i.id, i.id - row_number() OVER (ORDER BY i.id) AS run FROM inserted i) AS n
+    GROUP BY n.run
+    ORDER BY 1;
+END
+$$;
+
+ALTER FUNCTION omnispindle.insert_linked_tasks(jsonb, jsonb, integer, integer, double precision,
+                                               uuid, integer)
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+REVOKE EXECUTE ON FUNCTION omnispindle.insert_linked_tasks(jsonb, jsonb, integer, integer,
+                                                           double precision, uuid, integer)
+    FROM PUBLIC;
+
+-- grant_access() as 0011 made it, with insert_linked_tasks for producers.
+CREATE OR REPLACE FUNCTION omnispindle.grant_access(p_role regrole, p_access text)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    fn regprocedure;
+BEGIN
+    IF p_access IS NULL OR p_access NOT IN ('observer', 'producer', 'worker') THEN
+        RAISE EXCEPTION '%', format('unknown access %L: give observer, producer or worker',
+                                    p_access)
+            USING ERRCODE = 'OS005';
+    END IF;
+    EXECUTE format('GRANT USAGE ON SCHEMA omnispindle TO %s', p_role);
+    EXECUTE format('GRANT SELECT ON omnispindle.alembic_version, omnispindle.queue_summary, '
+                   'omnispindle.worker_summary, omnispindle.failed_tasks, '
+                   'omnispindle.task_metrics, omnispindle.worker_metrics, '
+                   'omnispindle.periodic_summary, omnispindle.task_details, '
+                   'omnispindle.outcomes_last_minute, omnispindle.outcomes_per_minute, '
+                   'omnispindle.unfinished_summary, omnispindle.outcome_minutes, '
+                   'omnispindle.outcome_rollup, omnispindle.paused_task_types, '
+                   'omnispindle.task_type_limits, omnispindle.task_type_limit_summary, '
+                   'omnispindle.worker_demand, omnispindle.task_type_strategies, '
+                   'omnispindle.history_partitions TO %s', p_role);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION omnispindle.workers_needed(integer, integer, '
+                   'integer, text[]) TO %s', p_role);
+    IF p_access = 'observer' THEN
+        RETURN;
+    END IF;
+    EXECUTE format('GRANT SELECT ON omnispindle.tasks, omnispindle.task_dependencies, '
+                   'omnispindle.task_stream, omnispindle.workers, omnispindle.periodic_tasks, '
+                   'omnispindle.periodic_ticks, omnispindle.task_history TO %s', p_role);
+    -- A row a producer inserts can only be a pending task: the CHECKs refuse
+    -- any other state without the columns it leaves out.
+    EXECUTE format('GRANT INSERT (task_type, parameters, priority, max_attempts, retry_backoff, '
+                   'timeout_seconds, required_capabilities, state, run_after, trace_context, '
+                   'group_key) '
+                   'ON omnispindle.tasks TO %s', p_role);
+    EXECUTE format('GRANT SELECT, INSERT ON omnispindle.submissions TO %s', p_role);
+    FOR fn IN SELECT p.oid::regprocedure FROM pg_proc p
+              WHERE p.pronamespace = 'omnispindle'::regnamespace
+                AND p.proname = ANY (CASE p_access
+                    WHEN 'producer' THEN ARRAY['submit_tasks', 'insert_linked_tasks',
+                                               'enqueue', 'cancel_task',
+                                               'retry_tasks', 'retry_task', 'pause_task_type',
+                                               'resume_task_type', 'set_task_type_limit',
+                                               'clear_task_type_limit', 'set_task_type_strategy']
+                    ELSE ARRAY['claim_tasks', 'complete_and_claim', 'complete_attempts',
+                               'fail_attempts', 'lock_prunable_tasks', 'retry_delay',
+                               'enqueue_periodic_ticks', 'left_to_a_narrower_worker',
+                               'group_tokens_at', 'cover_history', 'drop_history']
+                END)
+    LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %s', fn, p_role);
+    END LOOP;
+    IF p_access = 'producer' THEN
+        EXECUTE format('GRANT INSERT, UPDATE, DELETE ON omnispindle.periodic_tasks TO %s',
+                       p_role);
+        RETURN;
+    END IF;
+    EXECUTE format('GRANT UPDATE (state, attempts, run_after, result, errors, worker_id, '
+                   'lease_token, lease_expires_at, started_at, finished_at, cancel_reason, '
+                   'cancel_requested_at, pending_dependencies), DELETE '
+                   'ON omnispindle.tasks TO %s', p_role);
+    EXECUTE format('GRANT INSERT, UPDATE ON omnispindle.workers TO %s', p_role);
+    EXECUTE format('GRANT INSERT ON omnispindle.task_stream, omnispindle.task_history TO %s',
+                   p_role);
+    EXECUTE format('GRANT SELECT, UPDATE ON omnispindle.maintenance_locks TO %s', p_role);
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON omnispindle.maintenance_leases TO %s',
+                   p_role);
+    EXECUTE format('GRANT UPDATE ON omnispindle.outcome_rollup TO %s', p_role);
+    EXECUTE format('GRANT UPDATE (tokens, refilled_at, group_tokens) ON '
+                   'omnispindle.task_type_limits TO %s',
+                   p_role);
+    EXECUTE format('GRANT INSERT, UPDATE, DELETE ON omnispindle.outcome_minutes TO %s', p_role);
+    EXECUTE format('GRANT DELETE ON omnispindle.submissions TO %s', p_role);
+    EXECUTE format('GRANT INSERT, UPDATE, DELETE ON omnispindle.periodic_ticks TO %s', p_role);
+END
+$$;
+
+-- Roles that could submit before this migration may insert linked batches too.
+DO $$
+DECLARE
+    grantee regrole;
+BEGIN
+    FOR grantee IN SELECT DISTINCT a.grantee::regrole
+                   FROM pg_proc p, aclexplode(p.proacl) a
+                   WHERE p.pronamespace = 'omnispindle'::regnamespace
+                     AND p.proname = 'submit_tasks'
+                     AND a.privilege_type = 'EXECUTE' AND a.grantee <> p.proowner
+                     AND a.grantee <> 0
+    LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION omnispindle.insert_linked_tasks(jsonb, jsonb, '
+                       'integer, integer, double precision, uuid, integer) TO %s', grantee);
+    END LOOP;
 END
 $$;

@@ -64,6 +64,19 @@ FROM (SELECT id, id - row_number() OVER (ORDER BY id) AS run FROM inserted) AS n
 GROUP BY run
 ORDER BY first;
 
+-- name: insert_linked_bulk
+-- Tasks whose dependencies are all entries of the same batch (a fan-out, a
+-- chain), without idempotency keys, in the document of insert_tasks_bulk where
+-- an object may also name its parents ("after": 0-based positions in the
+-- batch) and allow them to fail. omnispindle.insert_linked_tasks inserts the
+-- tasks and their edges in one statement, with the owner's rights: a producer
+-- may insert neither edges nor a blocked task itself.
+SELECT first_id AS first, last_id AS last
+FROM omnispindle.insert_linked_tasks(
+    %(rows)s::jsonb, %(trace_context)s::jsonb, %(default_priority)s::integer,
+    %(default_max_attempts)s::integer, %(default_retry_backoff)s::double precision,
+    %(submission)s::uuid, %(part)s::integer);
+
 -- name: claim_tasks
 -- The claim lives in omnispindle.claim_tasks (sql/schema.sql), which pins the
 -- plan that walks the ready index in order.

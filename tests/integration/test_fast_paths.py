@@ -143,11 +143,132 @@ def test_bulk_batches_submitted_at_once_each_get_their_own_ids_in_order(client, 
         assert [by_id[task_id] for task_id in ids] == [{"who": who, "i": i} for i in range(size)]
 
 
-def test_a_batch_with_dependencies_or_keys_takes_the_checking_path(client, record_statements):
+def test_a_batch_with_existing_parents_or_keys_takes_the_checking_path(client, record_statements):
     statements = record_statements()
+    [parent] = client.submit_batch([{"task_type": "a"}])
     client.submit_batch([{"task_type": "a"}, {"task_type": "b", "dependencies": [entry(0)]}])
+    client.submit_batch(
+        [{"task_type": "a"}, {"task_type": "b", "dependencies": [parent, entry(0)]}]
+    )
     client.submit_batch([{"task_type": "a", "idempotency_key": "once"}])
-    assert statements.names == ["submit_tasks", "submit_tasks"]
+    assert statements.names == [
+        "insert_tasks_bulk",
+        "insert_linked_bulk",
+        "submit_tasks",
+        "submit_tasks",
+    ]
+
+
+LINKED = [
+    {"key": "root", "task_type": "root", "parameters": {"n": 1}, "priority": 3},
+    {"task_type": "mid", "dependencies": ["root"], "timeout": 2.5},
+    {"task_type": "mid", "dependencies": ["root"], "required_capabilities": ["gpu"]},
+    {"task_type": "late", "dependencies": [entry(5)], "allow_failed_dependencies": True},
+    {"task_type": "alone", "allow_failed_dependencies": True, "max_retries": 0},
+    {"task_type": "sink", "dependencies": [entry(1), entry(2), "root", entry(1)]},
+]
+
+STORED_SHAPE = """
+SELECT t.task_type, t.state::text, t.pending_dependencies, t.allow_failed_dependencies,
+       t.parameters, t.priority, t.max_attempts, t.timeout_seconds, t.required_capabilities,
+       (SELECT array_agg(p.position ORDER BY p.position)
+        FROM omnispindle.task_dependencies d
+        JOIN unnest(%(ids)s::bigint[]) WITH ORDINALITY AS p(id, position) ON p.id = d.depends_on
+        WHERE d.task_id = t.id) AS parents
+FROM unnest(%(ids)s::bigint[]) WITH ORDINALITY AS s(id, position)
+JOIN omnispindle.tasks t ON t.id = s.id
+ORDER BY s.position
+"""
+
+
+def test_a_batch_linked_within_itself_is_stored_as_the_checking_path_stores_it(
+    client, conn, record_statements
+):
+    statements = record_statements()
+    linked = client.submit_batch(LINKED)
+    # An idempotency key sends the same batch through submit_tasks.
+    checked = client.submit_batch([{**LINKED[0], "idempotency_key": "k"}, *LINKED[1:]])
+    assert statements.names == ["insert_linked_bulk", "submit_tasks"]
+    stored = [conn.execute(STORED_SHAPE, {"ids": ids}).fetchall() for ids in (linked, checked)]
+    assert stored[0] == stored[1]
+    assert [(row[1], row[2], row[9]) for row in stored[0]] == [
+        ("pending", 0, None),
+        ("blocked", 1, [1]),
+        ("blocked", 1, [1]),
+        ("blocked", 1, [6]),
+        ("pending", 0, None),
+        ("blocked", 3, [1, 2, 3]),
+    ]
+
+
+def test_linked_batches_submitted_at_once_each_link_their_own_entries(client, conn):
+    """Concurrent inserts interleave identities: each chain's links still join
+    its own entries, one after another."""
+    batches, size = 4, 1500
+    returned: dict[int, list[int]] = {}
+    start = threading.Barrier(batches)
+
+    def submit(who: int) -> None:
+        start.wait(timeout=30)
+        returned[who] = client.submit_batch(
+            [{"task_type": "t", "dependencies": [entry(i - 1)] if i else []} for i in range(size)]
+        )
+
+    threads = [threading.Thread(target=submit, args=(who,)) for who in range(batches)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(returned) == list(range(batches))
+    for ids in returned.values():
+        edges = conn.execute(
+            "SELECT task_id, depends_on FROM omnispindle.task_dependencies "
+            "WHERE task_id = ANY (%s) ORDER BY task_id",
+            [ids],
+        ).fetchall()
+        assert edges == [(child, parent) for parent, child in itertools.pairwise(ids)]
+
+
+LINKED_CALL = "SELECT * FROM omnispindle.insert_linked_tasks(%s::jsonb, NULL, 0, 3, 1.0, NULL, 0)"
+
+
+@pytest.mark.parametrize(
+    "after",
+    [[2], [1], [-1], [0.5], ["0"], [None], 0, "0", {"0": 1}, [1_000_000_000_000]],
+    ids=[
+        "past-the-end",
+        "itself",
+        "negative",
+        "fraction",
+        "string",
+        "null",
+        "number",
+        "text",
+        "object",
+        "huge",
+    ],
+)
+def test_a_linked_document_naming_no_other_entry_is_refused_whole(conn, after):
+    """Called from SQL, as a producer may: a parent that is no other entry of the
+    batch would leave its child blocked for ever; nothing goes in."""
+    before = conn.execute("SELECT count(*) FROM omnispindle.tasks").fetchone()
+    rows = [{"task_type": "a"}, {"task_type": "b", "after": after}]
+    with pytest.raises(psycopg.Error) as refused:
+        conn.execute(LINKED_CALL, [psycopg.types.json.Jsonb(rows)])
+    assert refused.value.sqlstate == "OS005"
+    assert conn.execute("SELECT count(*) FROM omnispindle.tasks").fetchone() == before
+
+
+def test_a_parent_named_twice_in_a_linked_document_is_waited_for_once(conn):
+    rows = [{"task_type": "a"}, {"task_type": "a"}, {"task_type": "b", "after": [0, 1, 0]}]
+    [(first, last)] = conn.execute(LINKED_CALL, [psycopg.types.json.Jsonb(rows)]).fetchall()
+    assert last - first == 2
+    assert conn.execute(
+        "SELECT state::text, pending_dependencies, "
+        "(SELECT count(*) FROM omnispindle.task_dependencies WHERE task_id = %s) "
+        "FROM omnispindle.tasks WHERE id = %s",
+        [last, last],
+    ).fetchone() == ("blocked", 2, 2)
 
 
 def test_one_call_stores_results_fenced_by_lease_and_claims_more(client, conn):

@@ -89,17 +89,31 @@ def insert_tasks_bulk(
     ``submission``. Returns the new ids in entry order (the statement returns
     them as runs of consecutive ids)."""
     return Query(
-        RUNTIME["insert_tasks_bulk"],
-        {
-            **_recorded(submission),
-            "rows": rows_json,
-            "trace_context": None if trace_context is None else Jsonb(trace_context),
-            "default_priority": defaults.PRIORITY,
-            "default_max_attempts": defaults.MAX_ATTEMPTS,
-            "default_retry_backoff": defaults.RETRY_BACKOFF,
-        },
-        _ids_of_runs,
+        RUNTIME["insert_tasks_bulk"], _bulk(rows_json, trace_context, submission), _ids_of_runs
     )
+
+
+def insert_linked_bulk(
+    rows_json: str, trace_context: dict[str, str] | None, submission: Submission | None = None
+) -> Query[list[int]]:
+    """As :func:`insert_tasks_bulk`, where objects may also name parents among the
+    batch's entries ("after": 0-based positions) and allow them to fail."""
+    return Query(
+        RUNTIME["insert_linked_bulk"], _bulk(rows_json, trace_context, submission), _ids_of_runs
+    )
+
+
+def _bulk(
+    rows_json: str, trace_context: dict[str, str] | None, submission: Submission | None
+) -> dict[str, object]:
+    return {
+        **_recorded(submission),
+        "rows": rows_json,
+        "trace_context": None if trace_context is None else Jsonb(trace_context),
+        "default_priority": defaults.PRIORITY,
+        "default_max_attempts": defaults.MAX_ATTEMPTS,
+        "default_retry_backoff": defaults.RETRY_BACKOFF,
+    }
 
 
 def claim_tasks(
