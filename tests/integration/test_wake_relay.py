@@ -51,6 +51,8 @@ def test_each_child_hears_the_relayed_channels_and_a_stuck_one_holds_none_up(dsn
         cancels = threading.Event()
 
         def heard(payload: str) -> None:
+            if not payload:  # a wake-up hint (the cascade's, a reconnect's): no notice of ours
+                return
             ready.append(payload)
             if payload == "3000":
                 all_heard.set()
@@ -67,6 +69,13 @@ def test_each_child_hears_the_relayed_channels_and_a_stuck_one_holds_none_up(dsn
                 [first, first + 499],
             )
             poll(lambda last=str(first + 499): ready[-1:] == [last], DEADLINE)
+            if first == 1:
+                # Heard after the relay's connect, whose wake-up reaches every channel.
+                cancels.clear()
+            if first == 1001:
+                # Hints amid the notices: two, so that the cascade reaches each child.
+                conn.execute("NOTIFY omnispindle_ready")
+                conn.execute("NOTIFY omnispindle_ready")
         conn.execute("NOTIFY omnispindle_cancel")
         assert all_heard.is_set()
         assert ready[-3000:] == [str(n) for n in range(1, 3001)]
