@@ -1438,9 +1438,8 @@ $$;
 -- parents starts blocked on them all. The caller checks for cycles, as for
 -- submit_tasks; a position that names no other entry is refused. Returns the
 -- new ids as runs of consecutive ids (the n-th smallest is the n-th entry's)
--- and records them under p_submission, if given. The plain document and no
--- per-entry PL/pgSQL make a fan-out of 5,000 go in in two thirds of the time
--- submit_tasks takes.
+-- and records them under p_submission, if given. Unlike submit_tasks, it
+-- runs no PL/pgSQL per entry.
 CREATE FUNCTION omnispindle.insert_linked_tasks(p_rows jsonb, p_trace_context jsonb,
                                                 p_default_priority integer,
                                                 p_default_max_attempts integer,
