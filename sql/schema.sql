@@ -58,15 +58,8 @@ CREATE TABLE omnispindle.tasks (
     finished_at          timestamptz,
     idempotency_key      text,
     trace_context        jsonb,
-    CONSTRAINT tasks_task_type_valid
-        CHECK (task_type <> '' AND length(task_type) <= 200),
-    CONSTRAINT tasks_priority_range CHECK (priority BETWEEN -1000 AND 1000),
     CONSTRAINT tasks_attempts_range CHECK (attempts >= 0 AND attempts <= max_attempts),
-    CONSTRAINT tasks_max_attempts_range CHECK (max_attempts BETWEEN 1 AND 101),
-    CONSTRAINT tasks_retry_backoff_range CHECK (retry_backoff >= 0),
-    CONSTRAINT tasks_timeout_positive CHECK (timeout_seconds > 0),
     CONSTRAINT tasks_pending_dependencies_range CHECK (pending_dependencies >= 0),
-    CONSTRAINT tasks_errors_is_array CHECK (jsonb_typeof(errors) = 'array'),
     -- Only a blocked task waits for dependencies; a ready one waits for none.
     CONSTRAINT tasks_blocked_has_dependencies
         CHECK ((state = 'blocked') = (pending_dependencies > 0)
@@ -83,9 +76,7 @@ CREATE TABLE omnispindle.tasks (
     CONSTRAINT tasks_failed_has_error CHECK (state <> 'failed' OR jsonb_array_length(errors) > 0),
     -- Only a running task can be asked to stop; the request outlives it as a record.
     CONSTRAINT tasks_cancel_request_matches_state
-        CHECK (cancel_requested_at IS NULL OR state IN ('running', 'cancelled')),
-    CONSTRAINT tasks_idempotency_key_valid
-        CHECK (idempotency_key <> '' AND length(idempotency_key) <= 200)
+        CHECK (cancel_requested_at IS NULL OR state IN ('running', 'cancelled'))
 );
 
 -- Frequent updates: leave room on each page for HOT updates and vacuum often.
@@ -1910,15 +1901,10 @@ CREATE TRIGGER task_dependencies_guard_delete
     BEFORE DELETE ON omnispindle.task_dependencies
     FOR EACH ROW EXECUTE FUNCTION omnispindle.guard_dependency_delete();
 
--- Numbers as the API takes them. NOT VALID: rows written before are left as
--- they are; every row written from now on is checked.
+-- A task that waits to run has an attempt left to run it with. NOT VALID:
+-- rows written before are left as they are; every row written from now on is
+-- checked.
 ALTER TABLE omnispindle.tasks
-    -- 1e9 s (about 31 years) at most: far beyond, deadlines overflow a
-    -- timestamp in the sweeper.
-    ADD CONSTRAINT tasks_timeout_bounded CHECK (timeout_seconds <= 1e9) NOT VALID,
-    ADD CONSTRAINT tasks_retry_backoff_bounded CHECK (retry_backoff <= 3600) NOT VALID,
-    ADD CONSTRAINT tasks_cancel_reason_bounded CHECK (length(cancel_reason) <= 1000) NOT VALID,
-    -- A task that waits to run has an attempt left to run it with.
     ADD CONSTRAINT tasks_waiting_has_attempt_left
         CHECK (state NOT IN ('blocked', 'pending') OR attempts < max_attempts) NOT VALID;
 
@@ -1950,14 +1936,8 @@ ALTER FUNCTION omnispindle.submit_tasks(text[], jsonb[], integer[], integer[], d
     SET lock_timeout = '10s';
 
 -- Ceilings on size, for every writer: a process may set its own limits lower
--- or up to these (omnispindle.set_limits), never beyond. Sizes are those of
--- the stored values; the datum header makes reading one cheap.
-ALTER TABLE omnispindle.tasks
-    ADD CONSTRAINT tasks_parameters_size CHECK (pg_column_size(parameters) <= 67108864) NOT VALID,
-    ADD CONSTRAINT tasks_result_size CHECK (pg_column_size(result) <= 67108864) NOT VALID,
-    ADD CONSTRAINT tasks_required_capabilities_size
-        CHECK (cardinality(required_capabilities) <= 1000
-               AND octet_length(array_to_string(required_capabilities, '')) <= 800000) NOT VALID;
+-- or up to these (omnispindle.set_limits), never beyond. A task's are among
+-- the rules of tasks_check_request and tasks_check_outcome.
 ALTER TABLE omnispindle.task_stream
     ADD CONSTRAINT task_stream_payload_size CHECK (pg_column_size(payload) <= 16777216) NOT VALID,
     ADD CONSTRAINT task_stream_length CHECK (seq <= 100000) NOT VALID;
@@ -2387,10 +2367,7 @@ CREATE TABLE omnispindle.task_type_strategies (
 -- its submitter, NULL for none. Claims of a type with the 'fair' strategy
 -- find each group's first tasks through the index below, one probe per
 -- group; it holds only pending tasks, as tasks_ready_idx does.
-ALTER TABLE omnispindle.tasks
-    ADD COLUMN group_key text,
-    ADD CONSTRAINT tasks_group_key_valid
-        CHECK (group_key <> '' AND length(group_key) <= 200) NOT VALID;
+ALTER TABLE omnispindle.tasks ADD COLUMN group_key text;
 CREATE INDEX tasks_group_ready_idx ON omnispindle.tasks (task_type, group_key, priority DESC, id)
     WHERE state = 'pending';
 
@@ -2950,6 +2927,87 @@ BEGIN
     EXECUTE format('GRANT INSERT, UPDATE, DELETE ON omnispindle.periodic_ticks TO %s', p_role);
 END
 $$;
+
+-- The rules on what a task asks for and on what its attempts leave, each
+-- checked when its column is written: on insert, and by an update that sets
+-- the column. As CHECK constraints they were prepared again by every UPDATE
+-- statement on tasks, also by the claims, completions and unblocking that
+-- never write these columns (with the other checks, a third of a chain
+-- link's time in Postgres). A trigger with a column list is prepared only by
+-- a statement that sets one of its columns, and its WHEN clause runs in the
+-- executor: a row that keeps every rule calls no PL/pgSQL. A row that breaks
+-- one is refused as a CHECK constraint would refuse it (check_violation,
+-- named by the rule). Rows written before a rule was added stay as they are
+-- until their column is written again.
+CREATE FUNCTION omnispindle.refuse_broken_rule()
+RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    broken text;
+BEGIN
+    -- The first rule the row breaks; a rule that comes out NULL holds, as in
+    -- a CHECK constraint. Each rule as in its trigger's WHEN clause.
+    SELECT r.name INTO broken
+    FROM (VALUES
+        (1, 'tasks_task_type_valid', NEW.task_type <> '' AND length(NEW.task_type) <= 200),
+        (2, 'tasks_priority_range', NEW.priority BETWEEN -1000 AND 1000),
+        (3, 'tasks_max_attempts_range', NEW.max_attempts BETWEEN 1 AND 101),
+        (4, 'tasks_retry_backoff_range', NEW.retry_backoff >= 0),
+        (5, 'tasks_retry_backoff_bounded', NEW.retry_backoff <= 3600),
+        (6, 'tasks_timeout_positive', NEW.timeout_seconds > 0),
+        -- 1e9 s (about 31 years) at most: far beyond, deadlines overflow a
+        -- timestamp in the sweeper.
+        (7, 'tasks_timeout_bounded', NEW.timeout_seconds <= 1e9),
+        (8, 'tasks_idempotency_key_valid',
+         NEW.idempotency_key <> '' AND length(NEW.idempotency_key) <= 200),
+        (9, 'tasks_group_key_valid', NEW.group_key <> '' AND length(NEW.group_key) <= 200),
+        -- Sizes are those of the values as written; the datum header makes
+        -- reading one cheap.
+        (10, 'tasks_parameters_size', pg_column_size(NEW.parameters) <= 67108864),
+        (11, 'tasks_required_capabilities_size',
+         cardinality(NEW.required_capabilities) <= 1000
+         AND octet_length(array_to_string(NEW.required_capabilities, '')) <= 800000),
+        (12, 'tasks_result_size', pg_column_size(NEW.result) <= 67108864),
+        (13, 'tasks_errors_is_array', jsonb_typeof(NEW.errors) = 'array'),
+        (14, 'tasks_cancel_reason_bounded', length(NEW.cancel_reason) <= 1000)
+    ) AS r(n, name, holds)
+    WHERE NOT r.holds
+    ORDER BY r.n
+    LIMIT 1;
+    broken := coalesce(broken, TG_NAME);
+    RAISE EXCEPTION 'new row for relation "%" violates check constraint "%"', TG_TABLE_NAME, broken
+        USING ERRCODE = 'check_violation', CONSTRAINT = broken, TABLE = TG_TABLE_NAME,
+              SCHEMA = TG_TABLE_SCHEMA;
+END
+$$;
+
+-- What a submitter sets.
+CREATE TRIGGER tasks_check_request
+    BEFORE INSERT OR UPDATE OF task_type, priority, max_attempts, retry_backoff, timeout_seconds,
+                               idempotency_key, group_key, parameters, required_capabilities
+    ON omnispindle.tasks
+    FOR EACH ROW
+    WHEN (NOT (NEW.task_type <> '' AND length(NEW.task_type) <= 200
+               AND NEW.priority BETWEEN -1000 AND 1000
+               AND NEW.max_attempts BETWEEN 1 AND 101
+               AND NEW.retry_backoff >= 0 AND NEW.retry_backoff <= 3600
+               AND NEW.timeout_seconds > 0 AND NEW.timeout_seconds <= 1e9
+               AND NEW.idempotency_key <> '' AND length(NEW.idempotency_key) <= 200
+               AND NEW.group_key <> '' AND length(NEW.group_key) <= 200
+               AND pg_column_size(NEW.parameters) <= 67108864
+               AND cardinality(NEW.required_capabilities) <= 1000
+               AND octet_length(array_to_string(NEW.required_capabilities, '')) <= 800000))
+    EXECUTE FUNCTION omnispindle.refuse_broken_rule();
+
+-- What attempts leave: a result, errors, a reason for a cancel.
+CREATE TRIGGER tasks_check_outcome
+    BEFORE INSERT OR UPDATE OF result, errors, cancel_reason ON omnispindle.tasks
+    FOR EACH ROW
+    WHEN (NOT (pg_column_size(NEW.result) <= 67108864
+               AND jsonb_typeof(NEW.errors) = 'array'
+               AND length(NEW.cancel_reason) <= 1000))
+    EXECUTE FUNCTION omnispindle.refuse_broken_rule();
 
 -- Functions are executable by PUBLIC unless revoked; only granted roles (and
 -- the owner) may call these.

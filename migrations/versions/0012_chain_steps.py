@@ -1,4 +1,5 @@
-"""Chain links cost less: generic plans for completions, no notice for children claimed at once;
+"""Chain links cost less: generic plans for completions, no notice for children claimed at once,
+the rules on columns that claims never write checked by triggers that only their writers prepare;
 a batch linked within itself goes in as one document.
 
 Revision ID: 0012_chain_steps

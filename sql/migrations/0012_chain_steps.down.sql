@@ -233,3 +233,28 @@ BEGIN
     EXECUTE format('GRANT INSERT, UPDATE, DELETE ON omnispindle.periodic_ticks TO %s', p_role);
 END
 $$;
+
+-- The rules as CHECK constraints again, as 0001, 0007 and 0010 made them.
+DROP TRIGGER tasks_check_request ON omnispindle.tasks;
+DROP TRIGGER tasks_check_outcome ON omnispindle.tasks;
+DROP FUNCTION omnispindle.refuse_broken_rule();
+ALTER TABLE omnispindle.tasks
+    ADD CONSTRAINT tasks_task_type_valid
+        CHECK (task_type <> '' AND length(task_type) <= 200),
+    ADD CONSTRAINT tasks_priority_range CHECK (priority BETWEEN -1000 AND 1000),
+    ADD CONSTRAINT tasks_max_attempts_range CHECK (max_attempts BETWEEN 1 AND 101),
+    ADD CONSTRAINT tasks_retry_backoff_range CHECK (retry_backoff >= 0),
+    ADD CONSTRAINT tasks_timeout_positive CHECK (timeout_seconds > 0),
+    ADD CONSTRAINT tasks_errors_is_array CHECK (jsonb_typeof(errors) = 'array'),
+    ADD CONSTRAINT tasks_idempotency_key_valid
+        CHECK (idempotency_key <> '' AND length(idempotency_key) <= 200),
+    ADD CONSTRAINT tasks_timeout_bounded CHECK (timeout_seconds <= 1e9) NOT VALID,
+    ADD CONSTRAINT tasks_retry_backoff_bounded CHECK (retry_backoff <= 3600) NOT VALID,
+    ADD CONSTRAINT tasks_cancel_reason_bounded CHECK (length(cancel_reason) <= 1000) NOT VALID,
+    ADD CONSTRAINT tasks_parameters_size CHECK (pg_column_size(parameters) <= 67108864) NOT VALID,
+    ADD CONSTRAINT tasks_result_size CHECK (pg_column_size(result) <= 67108864) NOT VALID,
+    ADD CONSTRAINT tasks_required_capabilities_size
+        CHECK (cardinality(required_capabilities) <= 1000
+               AND octet_length(array_to_string(required_capabilities, '')) <= 800000) NOT VALID,
+    ADD CONSTRAINT tasks_group_key_valid
+        CHECK (group_key <> '' AND length(group_key) <= 200) NOT VALID;

@@ -5,7 +5,10 @@
 -- its results announces only the children it made ready and left pending, so
 -- that the next link of a chain, which the step claims itself, wakes nobody.
 -- And a batch linked only within itself (a fan-out, a chain) goes in as one
--- document with its edges, through insert_linked_tasks.
+-- document with its edges, through insert_linked_tasks. The rules on columns
+-- that claims, completions and unblocking never write leave the CHECK
+-- constraints, which every UPDATE statement prepared, for triggers that only
+-- a statement writing one of those columns prepares.
 
 ALTER FUNCTION omnispindle.complete_attempts(bigint[], uuid[], jsonb[])
     SET plan_cache_mode = force_generic_plan;
@@ -378,3 +381,103 @@ BEGIN
     END LOOP;
 END
 $$;
+
+ALTER TABLE omnispindle.tasks
+    DROP CONSTRAINT tasks_task_type_valid,
+    DROP CONSTRAINT tasks_priority_range,
+    DROP CONSTRAINT tasks_max_attempts_range,
+    DROP CONSTRAINT tasks_retry_backoff_range,
+    DROP CONSTRAINT tasks_retry_backoff_bounded,
+    DROP CONSTRAINT tasks_timeout_positive,
+    DROP CONSTRAINT tasks_timeout_bounded,
+    DROP CONSTRAINT tasks_idempotency_key_valid,
+    DROP CONSTRAINT tasks_group_key_valid,
+    DROP CONSTRAINT tasks_parameters_size,
+    DROP CONSTRAINT tasks_required_capabilities_size,
+    DROP CONSTRAINT tasks_result_size,
+    DROP CONSTRAINT tasks_errors_is_array,
+    DROP CONSTRAINT tasks_cancel_reason_bounded;
+
+-- As in sql/schema.sql.
+-- The rules on what a task asks for and on what its attempts leave, each
+-- checked when its column is written: on insert, and by an update that sets
+-- the column. As CHECK constraints they were prepared again by every UPDATE
+-- statement on tasks, also by the claims, completions and unblocking that
+-- never write these columns (with the other checks, a third of a chain
+-- link's time in Postgres). A trigger with a column list is prepared only by
+-- a statement that sets one of its columns, and its WHEN clause runs in the
+-- executor: a row that keeps every rule calls no PL/pgSQL. A row that breaks
+-- one is refused as a CHECK constraint would refuse it (check_violation,
+-- named by the rule). Rows written before a rule was added stay as they are
+-- until their column is written again.
+CREATE FUNCTION omnispindle.refuse_broken_rule()
+RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    broken text;
+BEGIN
+    -- The first rule the row breaks; a rule that comes out NULL holds, as in
+    -- a CHECK constraint. Each rule as in its trigger's WHEN clause.
+    SELECT r.name INTO broken
+    FROM (VALUES
+        (1, 'tasks_task_type_valid', NEW.task_type <> '' AND length(NEW.task_type) <= 200),
+        (2, 'tasks_priority_range', NEW.priority BETWEEN -1000 AND 1000),
+        (3, 'tasks_max_attempts_range', NEW.max_attempts BETWEEN 1 AND 101),
+        (4, 'tasks_retry_backoff_range', NEW.retry_backoff >= 0),
+        (5, 'tasks_retry_backoff_bounded', NEW.retry_backoff <= 3600),
+        (6, 'tasks_timeout_positive', NEW.timeout_seconds > 0),
+        -- 1e9 s (about 31 years) at most: far beyond, deadlines overflow a
+        -- timestamp in the sweeper.
+        (7, 'tasks_timeout_bounded', NEW.timeout_seconds <= 1e9),
+        (8, 'tasks_idempotency_key_valid',
+         NEW.idempotency_key <> '' AND length(NEW.idempotency_key) <= 200),
+        (9, 'tasks_group_key_valid', NEW.group_key <> '' AND length(NEW.group_key) <= 200),
+        -- Sizes are those of the values as written; the datum header makes
+        -- reading one cheap.
+        (10, 'tasks_parameters_size', pg_column_size(NEW.parameters) <= 67108864),
+        (11, 'tasks_required_capabilities_size',
+         cardinality(NEW.required_capabilities) <= 1000
+         AND octet_length(array_to_string(NEW.required_capabilities, '')) <= 800000),
+        (12, 'tasks_result_size', pg_column_size(NEW.result) <= 67108864),
+        (13, 'tasks_errors_is_array', jsonb_typeof(NEW.errors) = 'array'),
+        (14, 'tasks_cancel_reason_bounded', length(NEW.cancel_reason) <= 1000)
+    ) AS r(n, name, holds)
+    WHERE NOT r.holds
+    ORDER BY r.n
+    LIMIT 1;
+    broken := coalesce(broken, TG_NAME);
+    RAISE EXCEPTION 'new row for relation "%" violates check constraint "%"', TG_TABLE_NAME, broken
+        USING ERRCODE = 'check_violation', CONSTRAINT = broken, TABLE = TG_TABLE_NAME,
+              SCHEMA = TG_TABLE_SCHEMA;
+END
+$$;
+
+-- What a submitter sets.
+CREATE TRIGGER tasks_check_request
+    BEFORE INSERT OR UPDATE OF task_type, priority, max_attempts, retry_backoff, timeout_seconds,
+                               idempotency_key, group_key, parameters, required_capabilities
+    ON omnispindle.tasks
+    FOR EACH ROW
+    WHEN (NOT (NEW.task_type <> '' AND length(NEW.task_type) <= 200
+               AND NEW.priority BETWEEN -1000 AND 1000
+               AND NEW.max_attempts BETWEEN 1 AND 101
+               AND NEW.retry_backoff >= 0 AND NEW.retry_backoff <= 3600
+               AND NEW.timeout_seconds > 0 AND NEW.timeout_seconds <= 1e9
+               AND NEW.idempotency_key <> '' AND length(NEW.idempotency_key) <= 200
+               AND NEW.group_key <> '' AND length(NEW.group_key) <= 200
+               AND pg_column_size(NEW.parameters) <= 67108864
+               AND cardinality(NEW.required_capabilities) <= 1000
+               AND octet_length(array_to_string(NEW.required_capabilities, '')) <= 800000))
+    EXECUTE FUNCTION omnispindle.refuse_broken_rule();
+
+-- What attempts leave: a result, errors, a reason for a cancel.
+CREATE TRIGGER tasks_check_outcome
+    BEFORE INSERT OR UPDATE OF result, errors, cancel_reason ON omnispindle.tasks
+    FOR EACH ROW
+    WHEN (NOT (pg_column_size(NEW.result) <= 67108864
+               AND jsonb_typeof(NEW.errors) = 'array'
+               AND length(NEW.cancel_reason) <= 1000))
+    EXECUTE FUNCTION omnispindle.refuse_broken_rule();
+
+REVOKE EXECUTE ON FUNCTION omnispindle.refuse_broken_rule() FROM PUBLIC;

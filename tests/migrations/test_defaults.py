@@ -1,7 +1,8 @@
 """The schema's column defaults and ranges are the ones Python defines (``_core.defaults``).
 
 Python's signatures and checks read the constants; plain SQL relies on the
-columns' defaults and CHECK constraints. This holds the two to one value each.
+columns' defaults, CHECK constraints and the rules of ``tasks_check_request``.
+This holds the two to one value each.
 """
 
 from __future__ import annotations
@@ -25,6 +26,12 @@ FROM pg_constraint
 WHERE connamespace = 'omnispindle'::regnamespace AND contype = 'c'
 """
 
+# A task's request is checked by a trigger's WHEN clause (see sql/schema.sql).
+REQUEST_RULES = """
+SELECT pg_get_triggerdef(oid) FROM pg_trigger
+WHERE tgrelid = 'omnispindle.tasks'::regclass AND tgname = 'tasks_check_request'
+"""
+
 
 def number(text: str) -> float:
     return float(re.match(r"[-\d.]+", text.strip("()'")).group(0))
@@ -45,22 +52,29 @@ def test_column_defaults_are_the_python_defaults(dsn):
     }
 
 
-def test_check_constraints_hold_the_python_ranges(dsn):
+def unquoted(text: str) -> str:
+    """Negative numbers come back as quoted literals: '-1000'::integer."""
+    return re.sub(r"'(-?\d+)'::integer", r"\1", text)
+
+
+def test_check_constraints_and_request_rules_hold_the_python_ranges(dsn):
     with psycopg.connect(dsn) as conn:
-        # Negative numbers come back as quoted literals: '-1000'::integer.
-        checks = {
-            name: re.sub(r"'(-?\d+)'::integer", r"\1", text) for name, text in conn.execute(CHECKS)
-        }
+        checks = {name: unquoted(text) for name, text in conn.execute(CHECKS)}
+        request = unquoted(conn.execute(REQUEST_RULES).fetchone()[0])
     low, high = defaults.PRIORITY_RANGE
     least, most = defaults.MAX_ATTEMPTS_RANGE
-    for table in ("tasks", "periodic_tasks"):
-        assert f">= {low}" in checks[f"{table}_priority_range"]
-        assert f"<= {high}" in checks[f"{table}_priority_range"]
-        assert f">= {least}" in checks[f"{table}_max_attempts_range"]
-        assert f"<= {most}" in checks[f"{table}_max_attempts_range"]
-        assert f"<= {defaults.MAX_TASK_TYPE_LENGTH}" in checks[f"{table}_task_type_valid"]
-    assert f"<= {defaults.MAX_KEY_LENGTH}" in checks["tasks_idempotency_key_valid"]
+    assert f"(priority >= {low})" in checks["periodic_tasks_priority_range"]
+    assert f"(priority <= {high})" in checks["periodic_tasks_priority_range"]
+    assert f"(max_attempts >= {least})" in checks["periodic_tasks_max_attempts_range"]
+    assert f"(max_attempts <= {most})" in checks["periodic_tasks_max_attempts_range"]
+    assert f"<= {defaults.MAX_TASK_TYPE_LENGTH}" in checks["periodic_tasks_task_type_valid"]
     assert f"<= {defaults.MAX_KEY_LENGTH}" in checks["periodic_tasks_name_valid"]
+    assert f"(new.priority >= {low})" in request
+    assert f"(new.priority <= {high})" in request
+    assert f"(new.max_attempts >= {least})" in request
+    assert f"(new.max_attempts <= {most})" in request
+    assert f"(length(new.task_type) <= {defaults.MAX_TASK_TYPE_LENGTH})" in request
+    assert f"(length(new.idempotency_key) <= {defaults.MAX_KEY_LENGTH})" in request
 
 
 def test_a_task_inserted_by_plain_sql_takes_the_python_defaults(dsn):

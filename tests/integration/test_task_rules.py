@@ -1,0 +1,156 @@
+"""The rules on what a task asks for and on what its attempts leave.
+
+They are checked by the triggers ``tasks_check_request`` and
+``tasks_check_outcome`` (see ``sql/schema.sql``), which only a statement that
+writes one of their columns prepares, instead of CHECK constraints, which
+every UPDATE statement prepared. A row that breaks one is refused as a CHECK
+constraint refuses it: ``check_violation``, named by the rule, nothing written.
+"""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from omnispindle._db.sqlstate import translate
+from omnispindle.errors import ValidationError
+
+# (rule, column, a value that breaks it)
+BROKEN = [
+    ("tasks_task_type_valid", "task_type", "''"),
+    ("tasks_task_type_valid", "task_type", "repeat('t', 201)"),
+    ("tasks_priority_range", "priority", "1001"),
+    ("tasks_priority_range", "priority", "-1001"),
+    ("tasks_max_attempts_range", "max_attempts", "0"),
+    ("tasks_max_attempts_range", "max_attempts", "102"),
+    ("tasks_retry_backoff_range", "retry_backoff", "-1"),
+    ("tasks_retry_backoff_bounded", "retry_backoff", "3601"),
+    ("tasks_timeout_positive", "timeout_seconds", "0"),
+    ("tasks_timeout_bounded", "timeout_seconds", "1e10"),
+    ("tasks_idempotency_key_valid", "idempotency_key", "''"),
+    ("tasks_idempotency_key_valid", "idempotency_key", "repeat('k', 201)"),
+    ("tasks_group_key_valid", "group_key", "''"),
+    ("tasks_group_key_valid", "group_key", "repeat('g', 201)"),
+    (
+        "tasks_parameters_size",
+        "parameters",
+        "jsonb_build_object('x', repeat('y', 65 * 1024 * 1024))",
+    ),
+    (
+        "tasks_required_capabilities_size",
+        "required_capabilities",
+        "array_fill('c'::text, ARRAY[1001])",
+    ),
+    ("tasks_result_size", "result", "to_jsonb(repeat('r', 65 * 1024 * 1024))"),
+    ("tasks_errors_is_array", "errors", "'{}'::jsonb"),
+    ("tasks_cancel_reason_bounded", "cancel_reason", "repeat('r', 1001)"),
+]
+
+# The columns that claims, completions, failures and unblocking write with a
+# task's state: every statement that moves a task on sets some of them.
+STATE_COLUMNS = {"state", "attempts", "pending_dependencies"}
+
+CHECK_COLUMNS = """
+SELECT c.conname, array_agg(a.attname::text)
+FROM pg_constraint c
+JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = ANY (c.conkey)
+WHERE c.conrelid = 'omnispindle.tasks'::regclass AND c.contype = 'c'
+GROUP BY c.conname
+"""
+
+TRIGGER_COLUMNS = """
+SELECT t.tgname, array_agg(a.attname::text)
+FROM pg_trigger t
+JOIN pg_attribute a ON a.attrelid = t.tgrelid AND a.attnum = ANY (t.tgattr)
+WHERE t.tgrelid = 'omnispindle.tasks'::regclass
+  AND t.tgname IN ('tasks_check_request', 'tasks_check_outcome')
+GROUP BY t.tgname
+"""
+
+
+def count_tasks(conn: psycopg.Connection) -> int:
+    return conn.execute("SELECT count(*) FROM omnispindle.tasks").fetchone()[0]
+
+
+def refused(conn: psycopg.Connection, statement: str) -> psycopg.Error:
+    with pytest.raises(psycopg.errors.CheckViolation) as raised:
+        conn.execute(statement)
+    return raised.value
+
+
+def assert_named(error: psycopg.Error, rule: str) -> None:
+    """Refused as a CHECK constraint refuses: by name, with its message."""
+    assert error.diag.constraint_name == rule
+    assert error.diag.table_name == "tasks"
+    assert error.diag.message_primary == (
+        f'new row for relation "tasks" violates check constraint "{rule}"'
+    )
+    translated = translate(error)
+    assert isinstance(translated, ValidationError) and rule in str(translated)
+
+
+@pytest.mark.parametrize(("rule", "column", "value"), BROKEN)
+def test_an_insert_that_breaks_a_rule_is_refused_by_its_name(conn, rule, column, value):
+    columns = "task_type" if column == "task_type" else f"task_type, {column}"
+    values = value if column == "task_type" else f"'t', {value}"
+    error = refused(conn, f"INSERT INTO omnispindle.tasks ({columns}) VALUES ({values})")
+    assert_named(error, rule)
+    assert count_tasks(conn) == 0
+
+
+@pytest.mark.parametrize(("rule", "column", "value"), BROKEN)
+def test_an_update_that_writes_a_broken_value_is_refused_by_its_name(conn, rule, column, value):
+    task_id = conn.execute(
+        "INSERT INTO omnispindle.tasks (task_type) VALUES ('t') RETURNING id"
+    ).fetchone()[0]
+    before = conn.execute("SELECT * FROM omnispindle.tasks WHERE id = %s", [task_id]).fetchone()
+    error = refused(conn, f"UPDATE omnispindle.tasks SET {column} = {value} WHERE id = {task_id}")
+    assert_named(error, rule)
+    after = conn.execute("SELECT * FROM omnispindle.tasks WHERE id = %s", [task_id]).fetchone()
+    assert after == before
+
+
+def test_a_row_breaking_several_rules_is_refused_by_the_first(conn):
+    error = refused(
+        conn,
+        "INSERT INTO omnispindle.tasks (task_type, priority, errors) VALUES ('', 5000, '{}')",
+    )
+    assert_named(error, "tasks_task_type_valid")
+
+
+def test_a_rule_about_a_missing_value_holds(conn):
+    """As in a CHECK constraint, a rule that comes out NULL holds: no key, no group,
+    no timeout, no result are all allowed."""
+    row = conn.execute(
+        "INSERT INTO omnispindle.tasks (task_type, idempotency_key, group_key, timeout_seconds, "
+        "result, cancel_reason) VALUES ('t', NULL, NULL, NULL, NULL, NULL) RETURNING task_type"
+    ).fetchone()
+    assert row == ("t",)
+
+
+def test_every_check_constraint_left_on_tasks_is_about_a_state_change(conn):
+    """A CHECK constraint is prepared by every UPDATE statement on tasks, also by
+    the claims and completions that never write the columns it reads: a rule
+    about what a task asks for or leaves belongs to the triggers instead."""
+    checks = dict(conn.execute(CHECK_COLUMNS).fetchall())
+    assert checks, "tasks has no CHECK constraint left"
+    elsewhere = {
+        name: columns for name, columns in checks.items() if not STATE_COLUMNS & set(columns)
+    }
+    assert elsewhere == {}
+
+
+def test_the_rules_triggers_list_no_column_a_state_change_writes(conn):
+    """A claim, completion or unblocking prepares neither trigger: none of their
+    columns is one that moving a task on writes."""
+    moved_on = STATE_COLUMNS | {
+        "worker_id",
+        "lease_token",
+        "lease_expires_at",
+        "started_at",
+        "finished_at",
+        "run_after",
+    }
+    columns = dict(conn.execute(TRIGGER_COLUMNS).fetchall())
+    assert set(columns) == {"tasks_check_request", "tasks_check_outcome"}
+    assert all(not moved_on & set(listed) for listed in columns.values())
