@@ -118,6 +118,23 @@ def test_a_row_breaking_several_rules_is_refused_by_the_first(conn):
     assert_named(error, "tasks_task_type_valid")
 
 
+def test_values_at_the_bounds_are_taken(conn):
+    """The WHEN clause is no stricter than the rules it replaced: each bound is allowed."""
+    for values in (
+        "repeat('t', 200), 1000, 101, 3600, 1e9, repeat('k', 200), repeat('g', 200)",
+        "'t', -1000, 1, 0, 0.001, 'k', 'g'",
+    ):
+        conn.execute(
+            "INSERT INTO omnispindle.tasks (task_type, priority, max_attempts, retry_backoff, "
+            f"timeout_seconds, idempotency_key, group_key) VALUES ({values})"
+        )
+    conn.execute(
+        "UPDATE omnispindle.tasks SET errors = '[]', cancel_reason = repeat('r', 1000), "
+        "required_capabilities = array_fill('c'::text, ARRAY[1000])"
+    )
+    assert count_tasks(conn) == 2
+
+
 def test_a_rule_about_a_missing_value_holds(conn):
     """As in a CHECK constraint, a rule that comes out NULL holds: no key, no group,
     no timeout, no result are all allowed."""
