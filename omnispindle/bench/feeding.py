@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from omnispindle.bench.workflows import BenchmarkError
@@ -15,23 +16,46 @@ SIZE_EVERY_S = 1.0
 GRACE_S = 1.0
 
 
-def check_steady(rate: float, seconds: float) -> None:
+def check_steady(rate: float, seconds: float, depth: int | None = None) -> None:
     """Refuse a steady run that would offer nothing."""
+    if depth is not None and depth < 1:
+        raise BenchmarkError(f"a steady run to a depth needs a depth of at least 1: {depth}")
     if rate <= 0 or seconds <= 0:
         raise BenchmarkError(f"a steady run needs a rate and seconds above 0: {rate}, {seconds}")
 
 
-def feed(
-    submit: Callable[[int], None], rate: float, seconds: float, size: Callable[[], int]
-) -> list[int]:
-    """Every ``FEED_EVERY_S`` for ``seconds``, ``submit`` the tasks due by then at
-    ``rate`` a second; ``size`` is read once a second and at the end."""
+# How many tasks to submit now, given the seconds since the feed began and the
+# tasks submitted so far.
+Pace = Callable[[float, int], int]
+
+
+def at_rate(rate: float) -> Pace:
+    """The tasks due by now at ``rate`` a second."""
+    return lambda elapsed, submitted: int(rate * elapsed) - submitted
+
+
+def to_depth(depth: int, waiting: Callable[[], int]) -> Pace:
+    """As many as bring the tasks ``waiting`` to start back up to ``depth``."""
+    return lambda _elapsed, _submitted: depth - waiting()
+
+
+@dataclass
+class Fed:
+    """What a feed submitted, and the sizes it read (bytes)."""
+
+    submitted: int
+    sizes: list[int]
+
+
+def feed(submit: Callable[[int], None], pace: Pace, seconds: float, size: Callable[[], int]) -> Fed:
+    """Every ``FEED_EVERY_S`` for ``seconds``, ``submit`` the tasks ``pace`` says are
+    due; ``size`` is read once a second and at the end."""
     sizes: list[int] = []
     submitted = 0
     started = time.monotonic()
     next_size = started
     while (elapsed := time.monotonic() - started) < seconds:
-        due = int(rate * elapsed) - submitted
+        due = pace(elapsed, submitted)
         if due > 0:
             submit(due)
             submitted += due
@@ -40,7 +64,14 @@ def feed(
             next_size += SIZE_EVERY_S
         time.sleep(FEED_EVERY_S)  # the feed's pace: the tasks due by then go next
     sizes.append(size())
-    return sizes
+    return Fed(submitted, sizes)
+
+
+def wal_row(written_bytes: int) -> dict[str, float]:
+    """The WAL the server wrote during a run, in MB: every 16 MB (the default segment
+    size) it moves to another WAL file, and where it has to create one (none was
+    recycled) every commit waits meanwhile."""
+    return {"wal_mb": round(written_bytes / 2**20, 1)}
 
 
 def steady_row(found: dict[str, Any]) -> dict[str, Any]:

@@ -36,8 +36,9 @@ Measurements:
   start, which the probe writes to ``bench_latency``; latency is start minus the time
   the enqueue returned (its commit), samples about 10 ms apart.
 - steady: as ``omnispindle.bench.steady``, 1 ms ``asyncio.sleep`` naps fed in one bulk
-  call every 10 ms; the delays come from the peer's own stamps of each job's enqueue
-  and start (procrastinate's events, pgqueuer's log), by the database's clock.
+  call every 10 ms (at a rate, or to a depth of jobs queued and not yet picked); the
+  delays come from the peer's own stamps of each job's enqueue and start
+  (procrastinate's events, pgqueuer's log), by the database's clock.
 
 CPU is user plus system time from the kernel: of the worker processes, and of every
 process of the server when it runs on this machine (``None`` otherwise).
@@ -64,7 +65,16 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 
 from omnispindle.bench import peer_tasks
-from omnispindle.bench.feeding import GRACE_S, check_steady, feed, size_row, steady_row
+from omnispindle.bench.feeding import (
+    GRACE_S,
+    at_rate,
+    check_steady,
+    feed,
+    size_row,
+    steady_row,
+    to_depth,
+    wal_row,
+)
 from omnispindle.bench.queries import statement
 from omnispindle.bench.workflows import BenchmarkError, stop_processes, wait_for
 
@@ -107,9 +117,10 @@ def run_peer(
     concurrency: int = 16,
     rate: float = 1000.0,
     seconds: float = 60.0,
+    depth: int | None = None,
 ) -> dict[str, Any]:
     """Run ``scenario`` on ``peer`` in its own database on ``dsn``'s server; figures are
-    medians of ``runs`` (steady: one run at ``rate`` for ``seconds``)."""
+    medians of ``runs`` (steady: one run at ``rate``, or to ``depth``, for ``seconds``)."""
     adapter = _adapter(peer, scenario)
     if min(tasks, runs, workers, concurrency) < 1:
         raise BenchmarkError("tasks, runs, workers and concurrency must all be at least 1")
@@ -122,7 +133,8 @@ def run_peer(
                 "workers": workers,
                 "concurrency": concurrency,
                 "seconds": seconds,
-                **_steady_once(adapter, target, workers, concurrency, rate, seconds),
+                **({} if depth is None else {"depth": depth}),
+                **_steady_once(adapter, target, workers, concurrency, rate, seconds, depth),
             }
         if scenario == "drain":
             samples = [
@@ -412,15 +424,28 @@ def _enqueue_once(adapter: _Peer, dsn: str, tasks: int) -> dict[str, float]:
 
 
 def _steady_once(
-    adapter: _Peer, dsn: str, workers: int, concurrency: int, rate: float, seconds: float
+    adapter: _Peer,
+    dsn: str,
+    workers: int,
+    concurrency: int,
+    rate: float,
+    seconds: float,
+    depth: int | None,
 ) -> dict[str, Any]:
-    """Naps fed at ``rate`` a second for ``seconds`` while ``workers`` run them, as in
-    ``omnispindle.bench.steady``; waits until the last one has run."""
-    check_steady(rate, seconds)
+    """Naps fed at ``rate`` a second (or to ``depth``) for ``seconds`` while ``workers``
+    run them, as in ``omnispindle.bench.steady``; waits until the last one has run."""
+    check_steady(rate, seconds, depth)
     with ready_peer(adapter, dsn, workers, concurrency) as (conn, client, pool):
-        sizes = feed(client.naps, rate, seconds, lambda: fetch_value(conn, adapter.table_bytes))
+        pace = (
+            at_rate(rate)
+            if depth is None
+            else to_depth(depth, lambda: fetch_value(conn, adapter.queued))
+        )
+        wal_from = fetch_value(conn, "bench_wal_position")
+        fed = feed(client.naps, pace, seconds, lambda: fetch_value(conn, adapter.table_bytes))
+        wal_written = fetch_value(conn, "bench_wal_position") - wal_from
         wait_until_run(
-            conn, adapter, pool, rate * seconds, f"{adapter.name} running the steady run's naps"
+            conn, adapter, pool, fed.submitted, f"{adapter.name} running the steady run's naps"
         )
         conn.execute(statement("peer_create_steady_run"))
         conn.execute(statement(adapter.steady_run), {"task": peer_tasks.NAP})
@@ -430,8 +455,8 @@ def _steady_once(
             .fetchone()
         )
     if found is None:
-        raise BenchmarkError(f"{seconds} s at {rate} a second gave {adapter.name} no task")
-    return {**steady_row(found), **size_row(sizes)}
+        raise BenchmarkError(f"{seconds} s of feeding gave {adapter.name} no task")
+    return {**steady_row(found), **size_row(fed.sizes), **wal_row(wal_written)}
 
 
 def _latency_once(adapter: _Peer, dsn: str, concurrency: int) -> dict[str, float]:
@@ -471,6 +496,7 @@ class _Peer:
 
     name: str
     remaining: str  # statements in sql/bench/peers.sql
+    queued: str
     done: str
     drain_seconds: str
     steady_run: str
@@ -499,6 +525,7 @@ class _Procrastinate(_Peer):
         "procrastinate_drain_seconds",
     )
     steady_run, table_bytes = "procrastinate_steady_run", "procrastinate_table_bytes"
+    queued = "procrastinate_queued"
 
     def install(self, dsn: str) -> None:
         with peer_tasks.procrastinate_app(dsn).open() as app:
@@ -560,6 +587,7 @@ class _Pgqueuer(_Peer):
         "pgqueuer_drain_seconds",
     )
     steady_run, table_bytes = "pgqueuer_steady_run", "pgqueuer_table_bytes"
+    queued = "pgqueuer_queued"
 
     def install(self, dsn: str) -> None:
         asyncio.run(_install_pgqueuer(dsn))

@@ -60,6 +60,16 @@ def table_bytes() -> Query[int]:
     return Query(BENCH["bench_table_bytes"], None, value("bytes"))
 
 
+def waiting(task_type: str) -> Query[int]:
+    """How many tasks of a type wait to start."""
+    return Query(BENCH["bench_waiting"], {"task_type": task_type}, value("count"))
+
+
+def wal_position() -> Query[int]:
+    """Where the server's WAL ends, in bytes."""
+    return Query(BENCH["bench_wal_position"], None, value("bytes"))
+
+
 def steady_figures(first: int, last: int, grace: float) -> Query[dict[str, Any]]:
     """A steady run's counts, feed length and submission-to-start delays."""
     return Query(

@@ -87,6 +87,7 @@ def peer_options(scenario: str, options: dict[str, Any]) -> dict[str, Any]:
         "workers_count": "workers",
         "concurrency": "concurrency",
         "rate": "rate",
+        "depth": "depth",
         "seconds": "seconds",
     }
     return {names[k]: v for k, v in options.items() if k in names}

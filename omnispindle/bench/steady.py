@@ -1,13 +1,15 @@
-"""``omnispindle bench steady``: tasks fed at a fixed offered rate while workers drain them.
+"""``omnispindle bench steady``: tasks fed at a fixed offered rate, or to a fixed
+depth, while workers drain them.
 
 The drain and soak scenarios start from a backlog; a queue in service is fed
 and drained at once. A feeder submits, every ``FEED_EVERY_S``, the tasks due
-by then at ``rate`` a second, for ``seconds``, to worker processes running
-1 ms tasks. The figures: the offered rate and the completed one (the tasks
-finished by the feed's end and a grace of ``GRACE_S``, over the feed's
+by then at ``rate`` a second (or, given a ``depth``, as many as bring the
+tasks waiting to start back up to it), for ``seconds``, to worker processes
+running 1 ms tasks. The figures: the offered rate and the completed one (the
+tasks finished by the feed's end and a grace of ``GRACE_S``, over the feed's
 length), the delay from each task's submission to its start (p50, p99 and
-max, by the database's clock), and the tasks table's size at the start, at
-its largest and at the end.
+max, by the database's clock), the tasks table's size at the start, at its
+largest and at the end, and the WAL the server wrote meanwhile.
 """
 
 from __future__ import annotations
@@ -15,7 +17,16 @@ from __future__ import annotations
 from typing import Any
 
 from omnispindle.bench import queries as bq
-from omnispindle.bench.feeding import GRACE_S, check_steady, feed, size_row, steady_row
+from omnispindle.bench.feeding import (
+    GRACE_S,
+    at_rate,
+    check_steady,
+    feed,
+    size_row,
+    steady_row,
+    to_depth,
+    wal_row,
+)
 from omnispindle.bench.throughput import drained, workers
 from omnispindle.bench.workflows import BenchmarkError, wait_for
 from omnispindle.client import TaskQueueClient
@@ -31,17 +42,26 @@ def steady(
     seconds: float = 60.0,
     workers_count: int = 2,
     concurrency: int = 32,
+    depth: int | None = None,
     **_: Any,
 ) -> dict[str, Any]:
-    """Feed ``rate`` tasks a second for ``seconds`` while ``workers_count``
-    processes of ``concurrency`` run them; rates, delays and sizes."""
-    check_steady(rate, seconds)
+    """Feed ``rate`` tasks a second (or keep ``depth`` of them waiting) for ``seconds``
+    while ``workers_count`` processes of ``concurrency`` run them; rates, delays,
+    sizes and WAL."""
+    check_steady(rate, seconds, depth)
     queue.db.run(bq.vacuum_tasks())
+    pace = (
+        at_rate(rate)
+        if depth is None
+        else to_depth(depth, lambda: queue.db.run(bq.waiting(NAP_TYPE)))
+    )
     with workers(queue, workers_count, concurrency) as _pids:
         submitter = Submitter(TaskQueueClient(local_queue=queue))
-        sizes = feed(submitter.submit, rate, seconds, lambda: queue.db.run(bq.table_bytes()))
+        wal_from = queue.db.run(bq.wal_position())
+        fed = feed(submitter.submit, pace, seconds, lambda: queue.db.run(bq.table_bytes()))
+        wal_written = queue.db.run(bq.wal_position()) - wal_from
         if submitter.first is None or submitter.last is None:
-            raise BenchmarkError(f"{seconds} s at {rate} a second submitted no task")
+            raise BenchmarkError(f"{seconds} s of feeding submitted no task")
         first, last = submitter.first, submitter.last
         wait_for(lambda: drained(queue, first, last), 600, "the steady run's last tasks")
     found = queue.db.run(bq.steady_figures(first, last, GRACE_S))
@@ -51,8 +71,10 @@ def steady(
         "workers": workers_count,
         "concurrency": concurrency,
         "seconds": seconds,
+        **({} if depth is None else {"depth": depth}),
         **steady_row(found),
-        **size_row(sizes),
+        **size_row(fed.sizes),
+        **wal_row(wal_written),
     }
 
 

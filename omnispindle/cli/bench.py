@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from omnispindle._core import defaults
-from omnispindle.cli.args import given_dsn, int_arg, migrate_argument
+from omnispindle.cli.args import given_dsn, int_arg, migrate_argument, positive_int_arg
 from omnispindle.cli.formatting import format_table
 from omnispindle.cli.supervisor import MAX_PROCESSES
 
@@ -38,6 +38,7 @@ OPTIONS = {
     "archive_after": "archive_after",
     "snapshot_seconds": "snapshot_seconds",
     "rate": "rate",
+    "depth": "depth",
     "seconds": "seconds",
     "pooler_dsn": "pooler_dsn",
 }
@@ -84,7 +85,13 @@ def add_commands(commands: Any, make_command: Callable[..., argparse.ArgumentPar
         type=float,
         help="soak: hold a REPEATABLE READ snapshot this long partway through",
     )
-    bench.add_argument("--rate", type=float, help="steady: tasks offered a second (default 1000)")
+    feeding = bench.add_mutually_exclusive_group()
+    feeding.add_argument("--rate", type=float, help="steady: tasks offered a second (default 1000)")
+    feeding.add_argument(
+        "--depth",
+        type=positive_int_arg,
+        help="steady: instead of a rate, keep this many tasks waiting to start",
+    )
     bench.add_argument(
         "--seconds",
         type=float,

@@ -26,6 +26,15 @@ DELETE FROM omnispindle.tasks WHERE task_type = %(task_type)s;
 -- The tasks table with its indexes and TOAST: what retention keeps bounded.
 SELECT pg_total_relation_size('omnispindle.tasks') AS bytes;
 
+-- name: bench_waiting
+-- A type's tasks not started yet: what a steady run to a depth tops up.
+SELECT count(*) AS count FROM omnispindle.tasks
+WHERE state = 'pending' AND task_type = %(task_type)s;
+
+-- name: bench_wal_position
+-- Where the server's WAL ends, in bytes: two readings give the WAL written between.
+SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint AS bytes;
+
 -- name: bench_take_snapshot
 -- Run first in a REPEATABLE READ transaction, it fixes the snapshot held.
 SELECT count(*) AS count FROM omnispindle.workers;

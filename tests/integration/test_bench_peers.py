@@ -40,6 +40,7 @@ STEADY_KEYS = {
     "table_mb_start",
     "table_mb_max",
     "table_mb_end",
+    "wal_mb",
 }
 
 
@@ -98,7 +99,24 @@ def test_a_steady_run_feeds_naps_at_its_rate_and_runs_them_all(server_dsn, peer)
     assert 0 < result["completed_per_s"] <= result["offered_per_s"]
     assert 0 <= result["p50_ms"] <= result["p99_ms"] <= result["max_ms"]
     assert result["table_mb_max"] >= result["table_mb_start"] > 0
+    assert result["wal_mb"] > 0
     assert peer_count(server_dsn, peer, f"{peer}_done", tasks=["nap"]) == result["tasks"]
+
+
+@pytest.mark.parametrize("peer", PEERS)
+def test_a_steady_run_to_a_depth_tops_the_queue_up_and_runs_every_nap(server_dsn, peer):
+    result = run_peer(peer, "steady", server_dsn, workers=1, concurrency=8, depth=40, seconds=1.5)
+
+    assert set(result) == STEADY_KEYS | {"depth"}
+    assert result["depth"] == 40
+    assert result["tasks"] > 40  # the first top-up, then more as the worker ran them
+    assert 0 < result["completed_per_s"] <= result["offered_per_s"]
+    assert peer_count(server_dsn, peer, f"{peer}_done", tasks=["nap"]) == result["tasks"]
+
+
+def test_a_steady_run_to_no_depth_is_refused(server_dsn):
+    with pytest.raises(BenchmarkError, match="depth of at least 1"):
+        run_peer("pgqueuer", "steady", server_dsn, depth=0, seconds=1)
 
 
 def test_a_steady_run_without_a_rate_is_refused(server_dsn):
@@ -109,7 +127,13 @@ def test_a_steady_run_without_a_rate_is_refused(server_dsn):
 def test_peers_run_with_our_scenarios_defaults_where_none_was_given():
     given = {"rate": 300.0}
     options = runner.peer_options("steady", {**runner.defaults_of("steady"), **given})
-    assert options == {"rate": 300.0, "seconds": 60.0, "workers": 2, "concurrency": 32}
+    assert options == {
+        "rate": 300.0,
+        "depth": None,
+        "seconds": 60.0,
+        "workers": 2,
+        "concurrency": 32,
+    }
 
 
 @pytest.mark.parametrize(

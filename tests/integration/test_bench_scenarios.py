@@ -11,12 +11,15 @@ import pytest
 
 from omnispindle.bench import autoscale as bench_autoscale
 from omnispindle.bench import fairness as bench_fairness
+from omnispindle.bench import feeding
+from omnispindle.bench import queries as bq
 from omnispindle.bench import scheduling as bench_scheduling
 from omnispindle.bench import soak as bench_soak
 from omnispindle.bench import steady as bench_steady
 from omnispindle.bench import throughput as bench_throughput
 from omnispindle.bench.runner import ratios
 from omnispindle.bench.workflows import BenchmarkError
+from omnispindle.client import TaskQueueClient
 
 from .test_retention import finished_tasks
 
@@ -128,11 +131,41 @@ def test_steady_feeds_at_its_rate_and_reports_delays_and_sizes(queue, conn):
     assert 0 < figures["completed_per_s"] <= figures["offered_per_s"]
     assert 0 <= figures["p50_ms"] <= figures["p99_ms"] <= figures["max_ms"]
     assert figures["table_mb_max"] >= figures["table_mb_start"] > 0
+    assert figures["wal_mb"] > 0
+
+
+def test_a_steady_run_to_a_depth_runs_every_task_it_fed(queue, conn):
+    figures = bench_steady.steady(queue, depth=40, seconds=1.5, workers_count=1, concurrency=8)
+    ran = conn.execute(
+        "SELECT count(*) FILTER (WHERE state = 'succeeded'), count(*) FROM omnispindle.tasks "
+        "WHERE task_type = 'bench_nap'"
+    ).fetchone()
+    assert ran[0] == ran[1] == figures["tasks"]
+    assert figures["depth"] == 40
+    assert figures["tasks"] > 40  # the first top-up, then more as the worker ran them
+    assert 0 < figures["completed_per_s"] <= figures["offered_per_s"]
+
+
+def test_a_feed_to_a_depth_submits_only_what_brings_the_waiting_tasks_up_to_it(queue, conn):
+    # No worker runs: the first top-up fills the queue to the depth, and no later one adds.
+    submitter = bench_steady.Submitter(TaskQueueClient(local_queue=queue))
+
+    def waiting() -> int:
+        return queue.db.run(bq.waiting(bench_steady.NAP_TYPE))
+
+    fed = feeding.feed(submitter.submit, feeding.to_depth(25, waiting), 0.3, lambda: 0)
+    assert fed.submitted == 25
+    assert waiting() == 25
 
 
 def test_a_steady_run_without_a_rate_is_refused(queue):
     with pytest.raises(BenchmarkError, match="rate and seconds"):
         bench_steady.steady(queue, rate=0, seconds=1)
+
+
+def test_a_steady_run_to_no_depth_is_refused(queue):
+    with pytest.raises(BenchmarkError, match="depth of at least 1"):
+        bench_steady.steady(queue, depth=0, seconds=1)
 
 
 def test_soak_rates_are_left_out_once_the_tasks_ran_out():
@@ -245,3 +278,10 @@ def test_cli_refuses_a_process_count_out_of_range():
     done = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "invalid process count '0': a whole number from 1 to 128" in done.stderr
+
+
+def test_cli_refuses_a_steady_run_both_at_a_rate_and_to_a_depth():
+    command = [sys.executable, "-m", "omnispindle", "bench", "steady", "--rate", "10"]
+    done = subprocess.run([*command, "--depth", "5"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "argument --depth: not allowed with argument --rate" in done.stderr
