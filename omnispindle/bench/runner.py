@@ -60,6 +60,8 @@ def run(
     queue: TaskQueue, scenario: str, options: dict[str, Any], peers: Iterable[str] = ()
 ) -> list[dict[str, Any]]:
     """Our figures first, then each peer's from the same run, each with its ratios."""
+    if scenario == "steady" and options.get("share") is not None:
+        options = bench_steady.rate_from_share(queue, {**defaults_of(scenario), **options})
     ours = SCENARIOS[scenario](queue, **options)
     rows = [ours]
     for peer in peers:

@@ -14,6 +14,7 @@ largest and at the end, and the WAL the server wrote meanwhile.
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from omnispindle.bench import queries as bq
@@ -27,13 +28,15 @@ from omnispindle.bench.feeding import (
     to_depth,
     wal_row,
 )
-from omnispindle.bench.throughput import drained, workers
+from omnispindle.bench.throughput import DRAIN_START_DELAY_S, drained, workers
 from omnispindle.bench.workflows import BenchmarkError, wait_for
 from omnispindle.client import TaskQueueClient
 from omnispindle.task_queue import TaskQueue
 
 NAP_TYPE = "bench_nap"
 TASK_SECONDS = 0.001
+# The backlog whose drain rate a share is taken of, by default.
+SHARE_DRAIN_TASKS = 20_000
 
 
 def steady(
@@ -43,11 +46,26 @@ def steady(
     workers_count: int = 2,
     concurrency: int = 32,
     depth: int | None = None,
+    share: float | None = None,
+    drain_per_s: float | None = None,
+    tasks: int = SHARE_DRAIN_TASKS,
     **_: Any,
 ) -> dict[str, Any]:
     """Feed ``rate`` tasks a second (or keep ``depth`` of them waiting) for ``seconds``
     while ``workers_count`` processes of ``concurrency`` run them; rates, delays,
-    sizes and WAL."""
+    sizes and WAL. Given a ``share``, the rate is that share of the drain of ``tasks``
+    of the same tasks (``rate_from_share``), unless ``drain_per_s`` says it already."""
+    if share is not None and drain_per_s is None:  # not measured for the peers already
+        found = rate_from_share(
+            queue,
+            {
+                "share": share,
+                "tasks": tasks,
+                "workers_count": workers_count,
+                "concurrency": concurrency,
+            },
+        )
+        rate, drain_per_s = found["rate"], found["drain_per_s"]
     check_steady(rate, seconds, depth)
     queue.db.run(bq.vacuum_tasks())
     pace = (
@@ -72,10 +90,36 @@ def steady(
         "concurrency": concurrency,
         "seconds": seconds,
         **({} if depth is None else {"depth": depth}),
+        **({} if share is None else {"share": share, "drain_per_s": drain_per_s}),
         **steady_row(found),
         **size_row(fed.sizes),
         **wal_row(wal_written),
     }
+
+
+def rate_from_share(queue: TaskQueue, options: dict[str, Any]) -> dict[str, Any]:
+    """The options with their ``share`` of the drain rate turned into a ``rate``, so
+    that the peers are offered the same. The drain is measured first: the same
+    workers running a backlog of the run's own 1 ms tasks."""
+    share = options["share"]
+    if share <= 0:
+        raise BenchmarkError(f"a steady run at a share of the drain needs a share above 0: {share}")
+    drain = round(
+        nap_drain_rate(queue, options["tasks"], options["workers_count"], options["concurrency"])
+    )
+    return {**options, "rate": share * drain, "drain_per_s": drain}
+
+
+def nap_drain_rate(queue: TaskQueue, tasks: int, workers_count: int, concurrency: int) -> float:
+    """Tasks a second at which the workers drain ``tasks`` 1 ms tasks, all due at once
+    a little after they were submitted."""
+    queue.db.run(bq.vacuum_tasks())
+    run_at = datetime.now(timezone.utc) + timedelta(seconds=DRAIN_START_DELAY_S)
+    entry = {"task_type": NAP_TYPE, "parameters": {"seconds": TASK_SECONDS}, "run_at": run_at}
+    with workers(queue, workers_count, concurrency):
+        ids = TaskQueueClient(local_queue=queue).submit_batch([entry] * tasks)
+        wait_for(lambda: drained(queue, ids[0], ids[-1]), 600, "the drain of 1 ms tasks")
+    return tasks / queue.db.run(bq.span_seconds(ids[0], ids[-1]))
 
 
 class Submitter:

@@ -39,6 +39,7 @@ OPTIONS = {
     "snapshot_seconds": "snapshot_seconds",
     "rate": "rate",
     "depth": "depth",
+    "share": "share",
     "seconds": "seconds",
     "pooler_dsn": "pooler_dsn",
 }
@@ -91,6 +92,12 @@ def add_commands(commands: Any, make_command: Callable[..., argparse.ArgumentPar
         "--depth",
         type=positive_int_arg,
         help="steady: instead of a rate, keep this many tasks waiting to start",
+    )
+    feeding.add_argument(
+        "--share",
+        type=float,
+        help="steady: instead of a rate, this share of the rate at which the same workers "
+        "drain a backlog of the same tasks, measured first (0.5 for half)",
     )
     bench.add_argument(
         "--seconds",

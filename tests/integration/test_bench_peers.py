@@ -114,6 +114,15 @@ def test_a_steady_run_to_a_depth_tops_the_queue_up_and_runs_every_nap(server_dsn
     assert peer_count(server_dsn, peer, f"{peer}_done", tasks=["nap"]) == result["tasks"]
 
 
+def test_a_steady_run_at_a_share_of_the_drain_offers_the_peers_the_same_rate(queue):
+    options = {"share": 0.5, "tasks": 2_000, "seconds": 1.5, "workers_count": 1}
+    ours, theirs = runner.run(queue, "steady", {**options, "concurrency": 8}, ["pgqueuer"])
+
+    assert ours["share"] == 0.5 and ours["drain_per_s"] > 0
+    assert ours["offered_per_s"] == pytest.approx(0.5 * ours["drain_per_s"], rel=0.2)
+    assert theirs["offered_per_s"] == pytest.approx(ours["offered_per_s"], rel=0.2)
+
+
 def test_a_steady_run_to_no_depth_is_refused(server_dsn):
     with pytest.raises(BenchmarkError, match="depth of at least 1"):
         run_peer("pgqueuer", "steady", server_dsn, depth=0, seconds=1)
@@ -128,6 +137,7 @@ def test_peers_run_with_our_scenarios_defaults_where_none_was_given():
     given = {"rate": 300.0}
     options = runner.peer_options("steady", {**runner.defaults_of("steady"), **given})
     assert options == {
+        "tasks": 20_000,
         "rate": 300.0,
         "depth": None,
         "seconds": 60.0,

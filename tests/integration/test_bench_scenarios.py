@@ -146,6 +146,24 @@ def test_a_steady_run_to_a_depth_runs_every_task_it_fed(queue, conn):
     assert 0 < figures["completed_per_s"] <= figures["offered_per_s"]
 
 
+def test_a_steady_run_at_a_share_of_the_drain_offers_that_share_of_it(queue, conn):
+    figures = bench_steady.steady(
+        queue, share=0.5, tasks=2_000, seconds=1.5, workers_count=1, concurrency=8
+    )
+    assert figures["share"] == 0.5 and figures["drain_per_s"] > 0
+    assert figures["offered_per_s"] == pytest.approx(0.5 * figures["drain_per_s"], rel=0.2)
+    ran = conn.execute(
+        "SELECT count(*) FILTER (WHERE state = 'succeeded'), count(*) FROM omnispindle.tasks "
+        "WHERE task_type = 'bench_nap'"
+    ).fetchone()
+    assert ran[0] == ran[1] == 2_000 + figures["tasks"]  # the drain's, then the feed's
+
+
+def test_a_steady_run_at_no_share_is_refused(queue):
+    with pytest.raises(BenchmarkError, match="share above 0"):
+        bench_steady.steady(queue, share=0, seconds=1)
+
+
 def test_a_feed_to_a_depth_submits_only_what_brings_the_waiting_tasks_up_to_it(queue, conn):
     # No worker runs: the first top-up fills the queue to the depth, and no later one adds.
     submitter = bench_steady.Submitter(TaskQueueClient(local_queue=queue))
