@@ -3,6 +3,7 @@ fixed offered rate, and the row of figures such a run reports."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,11 +17,31 @@ SIZE_EVERY_S = 1.0
 GRACE_S = 1.0
 
 
-def check_steady(rate: float, seconds: float, depth: int | None = None) -> None:
-    """Refuse a steady run that would offer nothing."""
-    if depth is not None and depth < 1:
-        raise BenchmarkError(f"a steady run to a depth needs a depth of at least 1: {depth}")
-    if rate <= 0 or seconds <= 0:
+def check_steady(
+    rate: float,
+    seconds: float,
+    depth: int | None = None,
+    share: float | None = None,
+    tasks: int = 1,
+) -> None:
+    """Refuse a steady run that would offer nothing, before anything is measured: one
+    at a ``share`` of the drain (of ``tasks``), else one to a ``depth``, else at a ``rate``."""
+    if not 0 < seconds < math.inf:
+        raise BenchmarkError(f"a steady run needs a rate and seconds above 0: {rate}, {seconds}")
+    if share is not None:
+        if not 0 < share < math.inf or tasks < 1:
+            raise BenchmarkError(
+                "a steady run at a share of the drain needs a share above 0 and at least "
+                f"one task to drain: {share}, {tasks}"
+            )
+        if depth is not None:
+            raise BenchmarkError(
+                "a steady run goes at a share of the drain or to a depth, not both"
+            )
+    elif depth is not None:
+        if depth < 1:
+            raise BenchmarkError(f"a steady run to a depth needs a depth of at least 1: {depth}")
+    elif not 0 < rate < math.inf:
         raise BenchmarkError(f"a steady run needs a rate and seconds above 0: {rate}, {seconds}")
 
 
@@ -68,9 +89,7 @@ def feed(submit: Callable[[int], None], pace: Pace, seconds: float, size: Callab
 
 
 def wal_row(written_bytes: int) -> dict[str, float]:
-    """The WAL the server wrote during a run, in MB: every 16 MB (the default segment
-    size) it moves to another WAL file, and where it has to create one (none was
-    recycled) every commit waits meanwhile."""
+    """The WAL the whole server wrote during a feed, in MB (2**20 bytes)."""
     return {"wal_mb": round(written_bytes / 2**20, 1)}
 
 

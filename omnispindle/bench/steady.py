@@ -54,19 +54,12 @@ def steady(
     """Feed ``rate`` tasks a second (or keep ``depth`` of them waiting) for ``seconds``
     while ``workers_count`` processes of ``concurrency`` run them; rates, delays,
     sizes and WAL. Given a ``share``, the rate is that share of the drain of ``tasks``
-    of the same tasks (``rate_from_share``), unless ``drain_per_s`` says it already."""
-    if share is not None and drain_per_s is None:  # not measured for the peers already
-        found = rate_from_share(
-            queue,
-            {
-                "share": share,
-                "tasks": tasks,
-                "workers_count": workers_count,
-                "concurrency": concurrency,
-            },
-        )
-        rate, drain_per_s = found["rate"], found["drain_per_s"]
-    check_steady(rate, seconds, depth)
+    of the same tasks, or of ``drain_per_s`` when the caller measured it already."""
+    check_steady(rate, seconds, depth, share, tasks)
+    if share is not None:
+        if drain_per_s is None:
+            drain_per_s = nap_drain_rate(queue, tasks, workers_count, concurrency)
+        rate = share * drain_per_s
     queue.db.run(bq.vacuum_tasks())
     pace = (
         at_rate(rate)
@@ -98,28 +91,34 @@ def steady(
 
 
 def rate_from_share(queue: TaskQueue, options: dict[str, Any]) -> dict[str, Any]:
-    """The options with their ``share`` of the drain rate turned into a ``rate``, so
-    that the peers are offered the same. The drain is measured first: the same
-    workers running a backlog of the run's own 1 ms tasks."""
-    share = options["share"]
-    if share <= 0:
-        raise BenchmarkError(f"a steady run at a share of the drain needs a share above 0: {share}")
-    drain = round(
-        nap_drain_rate(queue, options["tasks"], options["workers_count"], options["concurrency"])
+    """Our scenario's options (its defaults included) with their ``share`` of the
+    drain turned into a ``rate``, which the peers are offered too."""
+    check_steady(
+        options["rate"], options["seconds"], options["depth"], options["share"], options["tasks"]
     )
-    return {**options, "rate": share * drain, "drain_per_s": drain}
+    drain = nap_drain_rate(
+        queue, options["tasks"], options["workers_count"], options["concurrency"]
+    )
+    return {**options, "rate": options["share"] * drain, "drain_per_s": drain}
 
 
-def nap_drain_rate(queue: TaskQueue, tasks: int, workers_count: int, concurrency: int) -> float:
+def nap_drain_rate(queue: TaskQueue, tasks: int, workers_count: int, concurrency: int) -> int:
     """Tasks a second at which the workers drain ``tasks`` 1 ms tasks, all due at once
-    a little after they were submitted."""
+    a little after they were submitted; they are deleted afterwards, so that the
+    steady run starts from the table it would have started from without them."""
     queue.db.run(bq.vacuum_tasks())
     run_at = datetime.now(timezone.utc) + timedelta(seconds=DRAIN_START_DELAY_S)
     entry = {"task_type": NAP_TYPE, "parameters": {"seconds": TASK_SECONDS}, "run_at": run_at}
     with workers(queue, workers_count, concurrency):
         ids = TaskQueueClient(local_queue=queue).submit_batch([entry] * tasks)
+        if datetime.now(timezone.utc) >= run_at:
+            raise BenchmarkError(
+                f"submitting {tasks} tasks took over {DRAIN_START_DELAY_S} s; use fewer"
+            )
         wait_for(lambda: drained(queue, ids[0], ids[-1]), 600, "the drain of 1 ms tasks")
-    return tasks / queue.db.run(bq.span_seconds(ids[0], ids[-1]))
+    rate = round(tasks / queue.db.run(bq.span_seconds(ids[0], ids[-1])))
+    queue.db.run(bq.delete_type(NAP_TYPE))
+    return rate
 
 
 class Submitter:

@@ -22,7 +22,8 @@ SCENARIO_HELP = (
     "its shrinking; fairness: fair share and a rate limit over a minute; cpu: "
     "CPU-bound tasks through `worker --processes`; latency: enqueue to start; dag: "
     "dependency overhead; recovery: a killed worker's tasks; soak: a long run with "
-    "retention on; steady: tasks fed at a fixed rate while workers drain them; "
+    "retention on; steady: tasks fed at a fixed rate (or a share of the drain, or to "
+    "a depth) while workers drain them; "
     "dashboard: its pages' times on a million tasks; fleet: idle worker processes "
     "under one supervisor, by count: connections, server CPU and latency"
 )
@@ -59,7 +60,12 @@ def add_commands(commands: Any, make_command: Callable[..., argparse.ArgumentPar
         with_queue_options=False,
     )
     bench.add_argument("scenario", choices=list(SCENARIOS), help=SCENARIO_HELP)
-    bench.add_argument("--tasks", type=int, help="tasks per run (default: the scenario's own)")
+    bench.add_argument(
+        "--tasks",
+        type=int,
+        help="tasks per run (default: the scenario's own); steady: the drain that --share "
+        "takes a share of",
+    )
     bench.add_argument("--runs", type=int, help="runs whose median is reported (default 3)")
     bench.add_argument(
         "--workers",

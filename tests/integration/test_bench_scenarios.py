@@ -156,12 +156,30 @@ def test_a_steady_run_at_a_share_of_the_drain_offers_that_share_of_it(queue, con
         "SELECT count(*) FILTER (WHERE state = 'succeeded'), count(*) FROM omnispindle.tasks "
         "WHERE task_type = 'bench_nap'"
     ).fetchone()
-    assert ran[0] == ran[1] == 2_000 + figures["tasks"]  # the drain's, then the feed's
+    assert ran[0] == ran[1] == figures["tasks"]  # the drain's naps were deleted
 
 
-def test_a_steady_run_at_no_share_is_refused(queue):
-    with pytest.raises(BenchmarkError, match="share above 0"):
-        bench_steady.steady(queue, share=0, seconds=1)
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"share": 0}, "share above 0"),
+        ({"share": 0.5, "seconds": -1}, "rate and seconds"),
+        ({"share": 0.5, "tasks": 0}, "at least one task"),
+        ({"share": 0.5, "depth": 10}, "not both"),
+    ],
+)
+def test_a_steady_run_at_a_share_is_refused_before_anything_is_measured(
+    queue, conn, options, message
+):
+    with pytest.raises(BenchmarkError, match=message):
+        bench_steady.steady(queue, **{"seconds": 1, **options})
+    assert (
+        noop_rows(conn) == 0
+        and conn.execute(
+            "SELECT count(*) FROM omnispindle.tasks WHERE task_type = 'bench_nap'"
+        ).fetchone()[0]
+        == 0
+    )
 
 
 def test_a_feed_to_a_depth_submits_only_what_brings_the_waiting_tasks_up_to_it(queue, conn):
