@@ -11,14 +11,12 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from omnispindle.bench import queries as bq
 from omnispindle.bench.executors import spin
-from omnispindle.bench.throughput import DRAIN_START_DELAY_S, drained, median_of
-from omnispindle.bench.workflows import BenchmarkError, stop_processes, wait_for, worker_process
-from omnispindle.client import TaskQueueClient
+from omnispindle.bench.throughput import median_of, timed_drain
+from omnispindle.bench.workflows import stop_processes, wait_for, worker_process
 from omnispindle.task_queue import TaskQueue
 
 CPU_TYPE = "bench_cpu"
@@ -99,13 +97,4 @@ def supervised_workers(queue: TaskQueue, count: int, concurrency: int) -> Iterat
 
 def drain_cpu(queue: TaskQueue, tasks: int, loops: int) -> float:
     """Submit ``tasks`` due a little later, all at once for the workers; their drain rate."""
-    queue.db.run(bq.vacuum_tasks())
-    run_at = datetime.now(timezone.utc) + timedelta(seconds=DRAIN_START_DELAY_S)
-    entries = [{"task_type": CPU_TYPE, "parameters": {"loops": loops}, "run_at": run_at}]
-    ids = TaskQueueClient(local_queue=queue).submit_batch(entries * tasks)
-    if datetime.now(timezone.utc) >= run_at:
-        raise BenchmarkError(
-            f"submitting {tasks} tasks took over {DRAIN_START_DELAY_S} s; use fewer"
-        )
-    wait_for(lambda: drained(queue, ids[0], ids[-1]), 600, f"draining {tasks} tasks", interval=0.05)
-    return tasks / queue.db.run(bq.span_seconds(ids[0], ids[-1]))
+    return timed_drain(queue, [{"task_type": CPU_TYPE, "parameters": {"loops": loops}}] * tasks)

@@ -14,7 +14,6 @@ largest and at the end, and the WAL the server wrote meanwhile.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from omnispindle.bench import queries as bq
@@ -28,7 +27,7 @@ from omnispindle.bench.feeding import (
     to_depth,
     wal_row,
 )
-from omnispindle.bench.throughput import DRAIN_START_DELAY_S, drained, workers
+from omnispindle.bench.throughput import drained, timed_drain, workers
 from omnispindle.bench.workflows import BenchmarkError, wait_for
 from omnispindle.client import TaskQueueClient
 from omnispindle.task_queue import TaskQueue
@@ -106,17 +105,9 @@ def nap_drain_rate(queue: TaskQueue, tasks: int, workers_count: int, concurrency
     """Tasks a second at which the workers drain ``tasks`` 1 ms tasks, all due at once
     a little after they were submitted; they are deleted afterwards, so that the
     steady run starts from the table it would have started from without them."""
-    queue.db.run(bq.vacuum_tasks())
-    run_at = datetime.now(timezone.utc) + timedelta(seconds=DRAIN_START_DELAY_S)
-    entry = {"task_type": NAP_TYPE, "parameters": {"seconds": TASK_SECONDS}, "run_at": run_at}
+    entry = {"task_type": NAP_TYPE, "parameters": {"seconds": TASK_SECONDS}}
     with workers(queue, workers_count, concurrency):
-        ids = TaskQueueClient(local_queue=queue).submit_batch([entry] * tasks)
-        if datetime.now(timezone.utc) >= run_at:
-            raise BenchmarkError(
-                f"submitting {tasks} tasks took over {DRAIN_START_DELAY_S} s; use fewer"
-            )
-        wait_for(lambda: drained(queue, ids[0], ids[-1]), 600, "the drain of 1 ms tasks")
-    rate = round(tasks / queue.db.run(bq.span_seconds(ids[0], ids[-1])))
+        rate = round(timed_drain(queue, [entry] * tasks))
     queue.db.run(bq.delete_type(NAP_TYPE))
     return rate
 

@@ -102,15 +102,10 @@ def drain_once(
     """Submit ``tasks`` due a little later, so the CPU of submitting is not counted
     (in ``groups`` groups taking turns, if any); time the drain."""
     queue.db.run(bq.vacuum_tasks())
-    run_at = datetime.now(timezone.utc) + timedelta(seconds=DRAIN_START_DELAY_S)
-    entries = [{"task_type": NOOP_TYPE, "run_at": run_at}] * tasks
+    entries = [{"task_type": NOOP_TYPE}] * tasks
     if groups:
         entries = [{**entry, "group_key": f"g{n % groups}"} for n, entry in enumerate(entries)]
-    ids = TaskQueueClient(local_queue=queue).submit_batch(entries)
-    if datetime.now(timezone.utc) >= run_at:
-        raise BenchmarkError(
-            f"submitting {tasks} tasks took over {DRAIN_START_DELAY_S} s; use fewer"
-        )
+    ids = submit_due_later(queue, entries)
     worker_cpu, pg_before = process_cpu_seconds(pids), postgres_cpu_seconds(queue.dsn)
     wait_for(lambda: drained(queue, ids[0], ids[-1]), 600, f"draining {tasks} tasks", interval=0.05)
     worker_cpu = process_cpu_seconds(pids) - worker_cpu
@@ -123,6 +118,34 @@ def drain_once(
             None if pg_before is None or pg_after is None else (pg_after - pg_before) * 1000 / tasks
         ),
     }
+
+
+def submit_due_later(queue: TaskQueue, entries: list[dict[str, Any]]) -> list[int]:
+    """Submit ``entries`` due ``DRAIN_START_DELAY_S`` from now, all at once for the
+    workers, so that the CPU of submitting them is outside a drain's timing."""
+    run_at = datetime.now(timezone.utc) + timedelta(seconds=DRAIN_START_DELAY_S)
+    ids = TaskQueueClient(local_queue=queue).submit_batch(
+        [{**entry, "run_at": run_at} for entry in entries]
+    )
+    if datetime.now(timezone.utc) >= run_at:
+        raise BenchmarkError(
+            f"submitting {len(entries)} tasks took over {DRAIN_START_DELAY_S} s; use fewer"
+        )
+    return ids
+
+
+def timed_drain(queue: TaskQueue, entries: list[dict[str, Any]]) -> float:
+    """Tasks a second at which running workers drain ``entries``, submitted by
+    ``submit_due_later`` into a vacuumed table."""
+    queue.db.run(bq.vacuum_tasks())
+    ids = submit_due_later(queue, entries)
+    wait_for(
+        lambda: drained(queue, ids[0], ids[-1]),
+        600,
+        f"draining {len(entries)} tasks",
+        interval=0.05,
+    )
+    return len(entries) / queue.db.run(bq.span_seconds(ids[0], ids[-1]))
 
 
 def drained(queue: TaskQueue, first: int, last: int) -> bool:
