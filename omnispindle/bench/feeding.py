@@ -50,6 +50,11 @@ def check_steady(
 Pace = Callable[[float, int], int]
 
 
+def pace_of(rate: float, depth: int | None, waiting: Callable[[], int]) -> Pace:
+    """At ``rate`` a second, or, given a ``depth``, to that many tasks ``waiting``."""
+    return at_rate(rate) if depth is None else to_depth(depth, waiting)
+
+
 def at_rate(rate: float) -> Pace:
     """The tasks due by now at ``rate`` a second."""
     return lambda elapsed, submitted: int(rate * elapsed) - submitted
@@ -62,15 +67,24 @@ def to_depth(depth: int, waiting: Callable[[], int]) -> Pace:
 
 @dataclass
 class Fed:
-    """What a feed submitted, and the sizes it read (bytes)."""
+    """What a feed submitted, the sizes it read and the WAL written meanwhile (bytes)."""
 
     submitted: int
     sizes: list[int]
+    wal_written: int
 
 
-def feed(submit: Callable[[int], None], pace: Pace, seconds: float, size: Callable[[], int]) -> Fed:
+def feed(
+    submit: Callable[[int], None],
+    pace: Pace,
+    seconds: float,
+    size: Callable[[], int],
+    wal_position: Callable[[], int],
+) -> Fed:
     """Every ``FEED_EVERY_S`` for ``seconds``, ``submit`` the tasks ``pace`` says are
-    due; ``size`` is read once a second and at the end."""
+    due; ``size`` is read once a second and at the end, ``wal_position`` at the
+    start and at the end."""
+    wal_from = wal_position()
     sizes: list[int] = []
     submitted = 0
     started = time.monotonic()
@@ -85,16 +99,13 @@ def feed(submit: Callable[[int], None], pace: Pace, seconds: float, size: Callab
             next_size += SIZE_EVERY_S
         time.sleep(FEED_EVERY_S)  # the feed's pace: the tasks due by then go next
     sizes.append(size())
-    return Fed(submitted, sizes)
+    return Fed(submitted, sizes, wal_position() - wal_from)
 
 
-def wal_row(written_bytes: int) -> dict[str, float]:
-    """The WAL the whole server wrote during a feed, in MB (2**20 bytes)."""
-    return {"wal_mb": round(written_bytes / 2**20, 1)}
-
-
-def steady_row(found: dict[str, Any]) -> dict[str, Any]:
-    """Rates and delays from a steady run's counts, as the database saw them."""
+def steady_row(found: dict[str, Any], fed: Fed) -> dict[str, Any]:
+    """A steady run's row: rates and delays from its counts as the database saw
+    them, then the sizes its feed read and the WAL the whole server wrote meanwhile
+    (MB of 2**20 bytes)."""
     fed_seconds = max(found["fed_seconds"] or 0.0, FEED_EVERY_S)
     return {
         "tasks": found["tasks"],
@@ -103,6 +114,8 @@ def steady_row(found: dict[str, Any]) -> dict[str, Any]:
         "p50_ms": round(found["p50_ms"], 2),
         "p99_ms": round(found["p99_ms"], 2),
         "max_ms": round(found["max_ms"], 2),
+        **size_row(fed.sizes),
+        "wal_mb": round(fed.wal_written / 2**20, 1),
     }
 
 

@@ -65,16 +65,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 
 from omnispindle.bench import peer_tasks
-from omnispindle.bench.feeding import (
-    GRACE_S,
-    at_rate,
-    check_steady,
-    feed,
-    size_row,
-    steady_row,
-    to_depth,
-    wal_row,
-)
+from omnispindle.bench.feeding import GRACE_S, check_steady, feed, pace_of, steady_row
 from omnispindle.bench.queries import statement
 from omnispindle.bench.workflows import BenchmarkError, stop_processes, wait_for
 
@@ -436,14 +427,13 @@ def _steady_once(
     run them, as in ``omnispindle.bench.steady``; waits until the last one has run."""
     check_steady(rate, seconds, depth)
     with ready_peer(adapter, dsn, workers, concurrency) as (conn, client, pool):
-        pace = (
-            at_rate(rate)
-            if depth is None
-            else to_depth(depth, lambda: fetch_value(conn, adapter.queued))
+        fed = feed(
+            client.naps,
+            pace_of(rate, depth, lambda: fetch_value(conn, adapter.queued)),
+            seconds,
+            lambda: fetch_value(conn, adapter.table_bytes),
+            lambda: fetch_value(conn, "bench_wal_position"),
         )
-        wal_from = fetch_value(conn, "bench_wal_position")
-        fed = feed(client.naps, pace, seconds, lambda: fetch_value(conn, adapter.table_bytes))
-        wal_written = fetch_value(conn, "bench_wal_position") - wal_from
         wait_until_run(
             conn, adapter, pool, fed.submitted, f"{adapter.name} running the steady run's naps"
         )
@@ -456,7 +446,7 @@ def _steady_once(
         )
     if found is None:
         raise BenchmarkError(f"{seconds} s of feeding gave {adapter.name} no task")
-    return {**steady_row(found), **size_row(fed.sizes), **wal_row(wal_written)}
+    return steady_row(found, fed)
 
 
 def _latency_once(adapter: _Peer, dsn: str, concurrency: int) -> dict[str, float]:

@@ -17,16 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from omnispindle.bench import queries as bq
-from omnispindle.bench.feeding import (
-    GRACE_S,
-    at_rate,
-    check_steady,
-    feed,
-    size_row,
-    steady_row,
-    to_depth,
-    wal_row,
-)
+from omnispindle.bench.feeding import GRACE_S, check_steady, feed, pace_of, steady_row
 from omnispindle.bench.throughput import drained, timed_drain, workers
 from omnispindle.bench.workflows import BenchmarkError, wait_for
 from omnispindle.client import TaskQueueClient
@@ -60,16 +51,16 @@ def steady(
             drain_per_s = nap_drain_rate(queue, tasks, workers_count, concurrency)
         rate = share * drain_per_s
     queue.db.run(bq.vacuum_tasks())
-    pace = (
-        at_rate(rate)
-        if depth is None
-        else to_depth(depth, lambda: queue.db.run(bq.waiting(NAP_TYPE)))
-    )
+    pace = pace_of(rate, depth, lambda: queue.db.run(bq.waiting(NAP_TYPE)))
     with workers(queue, workers_count, concurrency) as _pids:
         submitter = Submitter(TaskQueueClient(local_queue=queue))
-        wal_from = queue.db.run(bq.wal_position())
-        fed = feed(submitter.submit, pace, seconds, lambda: queue.db.run(bq.table_bytes()))
-        wal_written = queue.db.run(bq.wal_position()) - wal_from
+        fed = feed(
+            submitter.submit,
+            pace,
+            seconds,
+            lambda: queue.db.run(bq.table_bytes()),
+            lambda: queue.db.run(bq.wal_position()),
+        )
         if submitter.first is None or submitter.last is None:
             raise BenchmarkError(f"{seconds} s of feeding submitted no task")
         first, last = submitter.first, submitter.last
@@ -83,9 +74,7 @@ def steady(
         "seconds": seconds,
         **({} if depth is None else {"depth": depth}),
         **({} if share is None else {"share": share, "drain_per_s": drain_per_s}),
-        **steady_row(found),
-        **size_row(fed.sizes),
-        **wal_row(wal_written),
+        **steady_row(found, fed),
     }
 
 

@@ -26,12 +26,20 @@ from .test_retention import finished_tasks
 pytest.importorskip("psutil")
 
 
-def noop_rows(conn, state=None):
+def bench_rows(conn, task_type, state=None):
     return conn.execute(
-        "SELECT count(*) FROM omnispindle.tasks WHERE task_type = 'bench_noop'"
+        "SELECT count(*) FROM omnispindle.tasks WHERE task_type = %s"
         " AND (%s::text IS NULL OR state::text = %s)",
-        [state, state],
+        [task_type, state, state],
     ).fetchone()[0]
+
+
+def noop_rows(conn, state=None):
+    return bench_rows(conn, "bench_noop", state)
+
+
+def nap_rows(conn, state=None):
+    return bench_rows(conn, "bench_nap", state)
 
 
 def test_drain_runs_every_task_and_reports_rate_and_cpu(queue, conn):
@@ -57,9 +65,7 @@ def test_autoscale_times_the_pool_growing_and_shrinking_back(queue, conn):
     # From 1 to 3 takes two growth steps, at most one a second.
     assert figures["grow_s"] >= 1.0
     assert figures["shrink_s"] >= bench_autoscale.SCALE_DOWN_AFTER_S - bench_autoscale.NAP_S
-    assert conn.execute(
-        "SELECT count(*) FROM omnispindle.tasks WHERE task_type = 'bench_nap'"
-    ).fetchone() == (0,)
+    assert nap_rows(conn) == 0
 
 
 def test_fairness_counts_each_groups_starts_within_its_window(queue, conn, client):
@@ -121,11 +127,7 @@ def test_a_soak_with_an_archive_horizon_moves_tasks_and_reports_the_history(queu
 
 def test_steady_feeds_at_its_rate_and_reports_delays_and_sizes(queue, conn):
     figures = bench_steady.steady(queue, rate=200, seconds=1.5, workers_count=1, concurrency=8)
-    ran = conn.execute(
-        "SELECT count(*) FILTER (WHERE state = 'succeeded'), count(*) FROM omnispindle.tasks "
-        "WHERE task_type = 'bench_nap'"
-    ).fetchone()
-    assert ran[0] == ran[1] == figures["tasks"]
+    assert nap_rows(conn, "succeeded") == nap_rows(conn) == figures["tasks"]
     assert 200 <= figures["tasks"] <= 1.5 * 200  # what 1.5 s at 200 a second submits
     assert figures["offered_per_s"] == pytest.approx(200, rel=0.2)
     assert 0 < figures["completed_per_s"] <= figures["offered_per_s"]
@@ -136,11 +138,7 @@ def test_steady_feeds_at_its_rate_and_reports_delays_and_sizes(queue, conn):
 
 def test_a_steady_run_to_a_depth_runs_every_task_it_fed(queue, conn):
     figures = bench_steady.steady(queue, depth=40, seconds=1.5, workers_count=1, concurrency=8)
-    ran = conn.execute(
-        "SELECT count(*) FILTER (WHERE state = 'succeeded'), count(*) FROM omnispindle.tasks "
-        "WHERE task_type = 'bench_nap'"
-    ).fetchone()
-    assert ran[0] == ran[1] == figures["tasks"]
+    assert nap_rows(conn, "succeeded") == nap_rows(conn) == figures["tasks"]
     assert figures["depth"] == 40
     assert figures["tasks"] > 40  # the first top-up, then more as the worker ran them
     assert 0 < figures["completed_per_s"] <= figures["offered_per_s"]
@@ -152,11 +150,8 @@ def test_a_steady_run_at_a_share_of_the_drain_offers_that_share_of_it(queue, con
     )
     assert figures["share"] == 0.5 and figures["drain_per_s"] > 0
     assert figures["offered_per_s"] == pytest.approx(0.5 * figures["drain_per_s"], rel=0.2)
-    ran = conn.execute(
-        "SELECT count(*) FILTER (WHERE state = 'succeeded'), count(*) FROM omnispindle.tasks "
-        "WHERE task_type = 'bench_nap'"
-    ).fetchone()
-    assert ran[0] == ran[1] == figures["tasks"]  # the drain's naps were deleted
+    # The drain's naps were deleted.
+    assert nap_rows(conn, "succeeded") == nap_rows(conn) == figures["tasks"]
 
 
 @pytest.mark.parametrize(
@@ -173,13 +168,7 @@ def test_a_steady_run_at_a_share_is_refused_before_anything_is_measured(
 ):
     with pytest.raises(BenchmarkError, match=message):
         bench_steady.steady(queue, **{"seconds": 1, **options})
-    assert (
-        noop_rows(conn) == 0
-        and conn.execute(
-            "SELECT count(*) FROM omnispindle.tasks WHERE task_type = 'bench_nap'"
-        ).fetchone()[0]
-        == 0
-    )
+    assert noop_rows(conn) == nap_rows(conn) == 0
 
 
 def test_a_feed_to_a_depth_submits_only_what_brings_the_waiting_tasks_up_to_it(queue, conn):
@@ -189,7 +178,7 @@ def test_a_feed_to_a_depth_submits_only_what_brings_the_waiting_tasks_up_to_it(q
     def waiting() -> int:
         return queue.db.run(bq.waiting(bench_steady.NAP_TYPE))
 
-    fed = feeding.feed(submitter.submit, feeding.to_depth(25, waiting), 0.3, lambda: 0)
+    fed = feeding.feed(submitter.submit, feeding.to_depth(25, waiting), 0.3, lambda: 0, lambda: 0)
     assert fed.submitted == 25
     assert waiting() == 25
 

@@ -22,7 +22,7 @@ def test_a_feed_to_a_depth_tops_up_what_the_workers_took_since_the_last_look():
         waiting[0] = max(0, waiting[0] - 3)  # a worker started 3 since the last look
         return waiting[0]
 
-    fed = feeding.feed(submit, feeding.to_depth(10, look), 0.1, lambda: 0)
+    fed = feeding.feed(submit, feeding.to_depth(10, look), 0.1, lambda: 0, lambda: 0)
 
     assert batches[0] == 10 and len(batches) > 2
     assert batches[1:] == [3] * (len(batches) - 1)
