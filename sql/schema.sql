@@ -239,8 +239,10 @@ DECLARE
     found_now integer;
     -- Bytes of parameters the rest of the claim may take: a claim carries at
     -- most 64 MiB of them (or one task, whatever its size), so a worker never
-    -- takes a concurrency's worth of the largest rows in one statement.
-    budget bigint := 67108864;
+    -- takes a concurrency's worth of the largest rows in one statement. Less
+    -- when the step that calls it was handed children (see complete_and_claim).
+    budget bigint := coalesce(nullif(current_setting('omnispindle_step.claim_budget', true), ''),
+                              '67108864')::bigint;
     chosen bigint[];
     taken bigint;
     sizes bigint[];  -- each candidate's parameters, in bytes
@@ -900,12 +902,16 @@ $$;
 -- claim cursor, if it passes one: see claim_tasks). Rows with dropped true
 -- name results not stored because their lease was lost (id only); the others
 -- are claims. Stored results return nothing, so a usual step returns claims
--- alone. Children the completions made ready can be claimed by the same call,
--- which is why their ready notice waits until after the claim (see
--- after_tasks_update): it goes out only if one of them is still pending, so
--- a chain's next link neither wakes other workers nor this one for a claim
--- that would find nothing. They wait in a transaction-local setting, named
--- alike for a queue in any schema.
+-- alone. Children the completions make ready are handed to this worker by the
+-- update that readies them, while it has free slots and they come first in
+-- claim order (see after_tasks_update); the claim then takes the rest, within
+-- what is left of the slots and of the budget of parameters. The claim can
+-- also take children left pending, which is why their ready notice waits
+-- until after it: it goes out only if one of them is still pending, so a
+-- chain's next link neither wakes other workers nor this one for a claim that
+-- would find nothing. What the step hands over and what waits for a notice
+-- are kept in transaction-local settings, named alike for a queue in any
+-- schema.
 -- A step that only claims commits without waiting for the WAL flush: a claim
 -- lost in a crash leaves its task pending, as if the worker had died right
 -- after claiming, and it never delays the start of a task. Completions stay
@@ -927,12 +933,19 @@ SET enable_seqscan = off
 AS $$
 DECLARE
     unannounced bigint[];
+    hand jsonb;
+    handed bigint[];
+    room integer := p_limit;  -- the slots left for claim_tasks
 BEGIN
     IF cardinality(p_ids) = 0 THEN
         PERFORM set_config('synchronous_commit', 'off', true);
     ELSE
         IF p_limit > 0 THEN
             PERFORM set_config('omnispindle_step.ready_unannounced', '{}', true);
+            -- 67108864: the claim's budget of parameters (see claim_tasks).
+            PERFORM set_config('omnispindle_step.hand_to', jsonb_build_object(
+                'worker', p_worker_id, 'lease', p_lease_seconds, 'types', to_jsonb(p_task_types),
+                'room', p_limit, 'budget', 67108864, 'handed', '[]'::jsonb)::text, true);
         END IF;
         RETURN QUERY
             SELECT d.id, NULL::text, NULL::jsonb, NULL::integer, NULL::integer,
@@ -941,12 +954,50 @@ BEGIN
             FROM (SELECT unnest(p_ids) AS id
                   EXCEPT ALL
                   SELECT c.id FROM omnispindle.complete_attempts(p_ids, p_tokens, p_results) c) d;
+        IF p_limit > 0 THEN
+            hand := current_setting('omnispindle_step.hand_to')::jsonb;
+            PERFORM set_config('omnispindle_step.hand_to', '', true);
+            handed := ARRAY(SELECT jsonb_array_elements_text(hand -> 'handed')::bigint);
+            IF cardinality(handed) > 0 THEN
+                RETURN QUERY
+                    SELECT t.id, t.task_type, t.parameters, t.attempts, t.max_attempts,
+                           t.timeout_seconds, t.lease_token,
+                           -- As claim_tasks returns them.
+                           (SELECT jsonb_object_agg(d.depends_on::text, p.result)
+                            FROM omnispindle.task_dependencies d,
+                                 LATERAL (SELECT q.result FROM omnispindle.tasks q
+                                          WHERE q.id = d.depends_on AND q.state = 'succeeded'
+                                          OFFSET 0) p
+                            WHERE d.task_id = t.id),
+                           CASE WHEN t.allow_failed_dependencies THEN
+                           (SELECT jsonb_object_agg(d.depends_on::text, p.failure)
+                            FROM omnispindle.task_dependencies d,
+                                 LATERAL (SELECT jsonb_build_object(
+                                                     'state', q.state, 'error', q.errors -> -1,
+                                                     'cancel_reason', q.cancel_reason) AS failure
+                                          FROM omnispindle.tasks q
+                                          WHERE q.id = d.depends_on
+                                            AND q.state IN ('failed', 'cancelled')
+                                          OFFSET 0) p
+                            WHERE d.task_id = t.id) END,
+                           t.trace_context, t.priority, false
+                    FROM omnispindle.tasks t
+                    WHERE t.id = ANY (handed);
+                room := (hand ->> 'room')::integer;
+            END IF;
+        END IF;
     END IF;
-    IF p_limit > 0 THEN
+    IF room > 0 THEN
+        IF cardinality(handed) > 0 THEN
+            PERFORM set_config('omnispindle_step.claim_budget', hand ->> 'budget', true);
+        END IF;
         RETURN QUERY
             SELECT c.*, false
-            FROM omnispindle.claim_tasks(p_task_types, p_capabilities, p_limit, p_worker_id,
+            FROM omnispindle.claim_tasks(p_task_types, p_capabilities, room, p_worker_id,
                                          p_lease_seconds, p_after_priority, p_after_id) c;
+        IF cardinality(handed) > 0 THEN
+            PERFORM set_config('omnispindle_step.claim_budget', '', true);
+        END IF;
     END IF;
     IF cardinality(p_ids) > 0 AND p_limit > 0 THEN
         unannounced := current_setting('omnispindle_step.ready_unannounced')::bigint[];
@@ -1033,6 +1084,10 @@ CREATE TRIGGER tasks_check_transition
     FOR EACH ROW
     WHEN (NOT (NEW.state = OLD.state
                OR (OLD.state = 'blocked' AND NEW.state IN ('pending', 'cancelled'))
+               -- A child handed to a worker as its last parent finishes
+               -- (after_tasks_update) starts in the update that readies it.
+               OR (OLD.state = 'blocked' AND NEW.state = 'running'
+                   AND OLD.pending_dependencies > 0 AND NEW.pending_dependencies = 0)
                OR (OLD.state = 'pending' AND NEW.state IN ('running', 'cancelled'))
                OR (OLD.state = 'running'
                    AND NEW.state IN ('pending', 'succeeded', 'failed', 'cancelled'))
@@ -1094,6 +1149,10 @@ DECLARE
     broken bigint[];
     became_pending bigint[];
     retried bigint[];
+    -- What a worker's step (complete_and_claim) lets this statement hand it.
+    hand jsonb;
+    handed bigint[];
+    handed_bytes bigint;
 BEGIN
     -- Claims leave every row running, which asks for nothing here.
     IF NOT EXISTS (SELECT FROM new_rows WHERE state <> 'running') THEN
@@ -1133,6 +1192,11 @@ BEGIN
         -- child that allows it, counts as done for that child; the last one
         -- makes it ready. Statement triggers fire even for zero rows, so each
         -- nested UPDATE runs only when there is work: that ends the recursion.
+        -- In a worker's step, the children made ready go straight to that
+        -- worker, in the same update, as far as the claim would have taken
+        -- them (see handed below): a chain's next link is then neither
+        -- announced nor claimed, and its row is written once, not twice.
+        hand := nullif(current_setting('omnispindle_step.hand_to', true), '')::jsonb;
         WITH finished_parents AS (
             SELECT d.task_id,
                    count(*) FILTER (WHERE d.depends_on = ANY (succeeded))::integer AS ok,
@@ -1141,19 +1205,86 @@ BEGIN
             WHERE d.depends_on = ANY (coalesce(succeeded, '{}') || coalesce(broken, '{}'))
             GROUP BY d.task_id
         ), counted AS (
-            SELECT f.task_id,
+            SELECT f.task_id, c.*,
                    CASE WHEN c.allow_failed_dependencies THEN f.finished ELSE f.ok END AS done
             FROM finished_parents f,
-                 LATERAL (SELECT t.allow_failed_dependencies FROM omnispindle.tasks t
+                 LATERAL (SELECT t.allow_failed_dependencies, t.pending_dependencies, t.priority,
+                                 t.task_type, t.required_capabilities, t.run_after,
+                                 t.attempts < t.max_attempts AS may_start,
+                                 pg_column_size(t.parameters) AS size
+                          FROM omnispindle.tasks t
                           WHERE t.id = f.task_id AND t.state = 'blocked' OFFSET 0) c
+        ), offered AS (
+            -- The children made ready that the step's worker could claim now,
+            -- in claim order, up to its free slots and its claim's budget of
+            -- parameters (the first always fits, as in claim_tasks). Types
+            -- with limits or a strategy, and paused ones, go through the
+            -- claim; so do tasks that need capabilities. The reads of those
+            -- tables run only when a child is ready.
+            SELECT o.task_id, o.priority, o.size
+            FROM (SELECT c.task_id, c.priority, c.size,
+                         sum(c.size) OVER (ORDER BY c.priority DESC, c.task_id
+                                           ROWS UNBOUNDED PRECEDING) AS upto
+                  FROM counted c
+                  WHERE hand IS NOT NULL
+                    AND c.pending_dependencies = c.done AND c.may_start
+                    AND c.required_capabilities = '{}' AND c.run_after <= now()
+                    AND c.task_type = ANY (ARRAY(SELECT jsonb_array_elements_text(hand -> 'types')))
+                    AND c.task_type <> ALL (ARRAY(SELECT l.task_type FROM omnispindle.task_type_limits l
+                                                  UNION ALL
+                                                  SELECT g.task_type FROM omnispindle.task_type_strategies g
+                                                  UNION ALL
+                                                  SELECT p.task_type FROM omnispindle.paused_task_types p))
+                  ORDER BY c.priority DESC, c.task_id
+                  LIMIT (hand ->> 'room')::integer) o
+            WHERE o.upto - o.size < (hand ->> 'budget')::bigint
+        ), head AS MATERIALIZED (
+            -- The first task the worker's claim would take from the ready
+            -- ones: a child handed over must come before it, so that the
+            -- hand-over keeps strict priority, then age.
+            SELECT r.priority, r.id FROM omnispindle.tasks r
+            WHERE r.state = 'pending' AND r.run_after <= now()
+              AND r.task_type = ANY (ARRAY(SELECT jsonb_array_elements_text(hand -> 'types')))
+            ORDER BY r.priority DESC, r.id
+            LIMIT 1
+        ), handed AS (
+            SELECT o.task_id FROM offered o
+            WHERE NOT EXISTS (SELECT FROM head h
+                              WHERE h.priority > o.priority
+                                 OR (h.priority = o.priority AND h.id < o.task_id))
+        ), counted_down AS (
+            UPDATE omnispindle.tasks t
+            SET pending_dependencies = t.pending_dependencies - c.done,
+                state = CASE WHEN h.task_id IS NOT NULL THEN 'running'
+                             WHEN t.pending_dependencies = c.done THEN 'pending'
+                             ELSE 'blocked' END::omnispindle.task_state,
+                run_after = greatest(t.run_after, now()),
+                -- A child handed over starts as claim_tasks starts a task.
+                attempts = t.attempts + (h.task_id IS NOT NULL)::integer,
+                worker_id = CASE WHEN h.task_id IS NULL THEN t.worker_id
+                                 ELSE (hand ->> 'worker')::uuid END,
+                lease_token = CASE WHEN h.task_id IS NULL THEN t.lease_token
+                                   ELSE gen_random_uuid() END,
+                lease_expires_at = CASE WHEN h.task_id IS NULL THEN t.lease_expires_at
+                                        ELSE now() + make_interval(
+                                            secs => LEAST((hand ->> 'lease')::double precision,
+                                                          t.timeout_seconds)) END,
+                started_at = CASE WHEN h.task_id IS NULL THEN t.started_at ELSE now() END
+            FROM counted c
+            LEFT JOIN handed h ON h.task_id = c.task_id
+            WHERE t.id = c.task_id AND c.done > 0
+            RETURNING t.id, t.state, c.size
         )
-        UPDATE omnispindle.tasks t
-        SET pending_dependencies = t.pending_dependencies - c.done,
-            state = CASE WHEN t.pending_dependencies = c.done
-                         THEN 'pending' ELSE 'blocked' END::omnispindle.task_state,
-            run_after = greatest(t.run_after, now())
-        FROM counted c
-        WHERE t.id = c.task_id AND c.done > 0;
+        SELECT array_agg(x.id), sum(x.size) INTO handed, handed_bytes
+        FROM counted_down x WHERE x.state = 'running';
+        IF handed IS NOT NULL THEN
+            -- What the step claims next has the rest of its slots and budget.
+            PERFORM set_config('omnispindle_step.hand_to', jsonb_build_object(
+                'worker', hand -> 'worker', 'lease', hand -> 'lease', 'types', hand -> 'types',
+                'room', (hand ->> 'room')::integer - cardinality(handed),
+                'budget', (hand ->> 'budget')::bigint - handed_bytes,
+                'handed', (hand -> 'handed') || to_jsonb(handed))::text, true);
+        END IF;
     END IF;
 
     IF broken IS NOT NULL THEN
