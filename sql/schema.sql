@@ -984,6 +984,12 @@ BEGIN
                     FROM omnispindle.tasks t
                     WHERE t.id = ANY (handed);
                 room := (hand ->> 'room')::integer;
+                unannounced := current_setting('omnispindle_step.ready_unannounced')::bigint[];
+                -- No other task was ready, and the step left no child pending:
+                -- a claim would walk the ready index to find nothing.
+                IF (hand ->> 'none_ready')::boolean AND cardinality(unannounced) = 0 THEN
+                    room := 0;
+                END IF;
             END IF;
         END IF;
     END IF;
@@ -1153,6 +1159,7 @@ DECLARE
     hand jsonb;
     handed bigint[];
     handed_bytes bigint;
+    none_ready boolean;  -- whether no task of its types was ready besides the children
 BEGIN
     -- Claims leave every row running, which asks for nothing here.
     IF NOT EXISTS (SELECT FROM new_rows WHERE state <> 'running') THEN
@@ -1275,15 +1282,21 @@ BEGIN
             WHERE t.id = c.task_id AND c.done > 0
             RETURNING t.id, t.state, c.size
         )
-        SELECT array_agg(x.id), sum(x.size) INTO handed, handed_bytes
+        SELECT array_agg(x.id), sum(x.size),
+               -- Read only when a child was handed over, and then already at hand.
+               CASE WHEN count(*) > 0 THEN NOT EXISTS (SELECT FROM head) END
+        INTO handed, handed_bytes, none_ready
         FROM counted_down x WHERE x.state = 'running';
         IF handed IS NOT NULL THEN
-            -- What the step claims next has the rest of its slots and budget.
+            -- What the step claims next has the rest of its slots and budget;
+            -- when no other task of the worker's types was ready, nothing.
             PERFORM set_config('omnispindle_step.hand_to', jsonb_build_object(
                 'worker', hand -> 'worker', 'lease', hand -> 'lease', 'types', hand -> 'types',
                 'room', (hand ->> 'room')::integer - cardinality(handed),
                 'budget', (hand ->> 'budget')::bigint - handed_bytes,
-                'handed', (hand -> 'handed') || to_jsonb(handed))::text, true);
+                'handed', (hand -> 'handed') || to_jsonb(handed),
+                'none_ready', coalesce((hand ->> 'none_ready')::boolean, true) AND none_ready
+                )::text, true);
         END IF;
     END IF;
 

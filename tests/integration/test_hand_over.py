@@ -182,3 +182,42 @@ def test_handed_children_count_against_the_claims_budget_of_parameters(client, c
     running = claim(conn, task_type="big")
     assert len(step(conn, running, limit=5, task_types=("big",))) == 2
     assert states(conn) == ["succeeded", "running", "running", "pending"]
+
+
+CLAIM_CALLS = "SELECT pg_stat_get_xact_function_calls('omnispindle.claim_tasks'::regproc)"
+
+
+def claim_calls_in(conn, action) -> int:
+    """How many times ``action`` called claim_tasks (counted in its transaction)."""
+    with conn.transaction():
+        conn.execute("SET LOCAL track_functions = 'pl'")
+        action()
+        return conn.execute(CLAIM_CALLS).fetchone()[0] or 0
+
+
+def test_a_chains_step_with_nothing_else_ready_does_not_claim(client, conn):
+    """The issue's "no second claim on the chain's path": with the next link handed
+    over and no other task ready, a walk of the ready index would find nothing."""
+    _parent, child = client.submit_batch(
+        [{"task_type": "job"}, {"task_type": "job", "dependencies": [entry(0)]}]
+    )
+    running = claim(conn)
+    claimed = []
+    assert claim_calls_in(conn, lambda: claimed.extend(step(conn, running, limit=8))) == 0
+    assert [r["id"] for r in claimed] == [child]
+
+
+def test_a_step_that_leaves_a_child_pending_still_claims(client, conn):
+    """A child that needs a capability is left pending by the hand-over; the claim,
+    which knows the worker's capabilities, may still take it."""
+    client.submit_batch(
+        [
+            {"task_type": "job"},
+            {"task_type": "job", "dependencies": [entry(0)]},
+            {"task_type": "job", "dependencies": [entry(0)], "required_capabilities": ["job"]},
+        ]
+    )
+    running = claim(conn)
+    claimed = []
+    assert claim_calls_in(conn, lambda: claimed.extend(step(conn, running, limit=8))) == 1
+    assert states(conn) == ["succeeded", "running", "pending"]
