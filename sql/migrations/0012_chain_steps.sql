@@ -46,7 +46,7 @@ BEGIN
             -- 67108864: the claim's budget of parameters (see claim_tasks).
             PERFORM set_config('omnispindle_step.hand_to', jsonb_build_object(
                 'worker', p_worker_id, 'lease', p_lease_seconds, 'types', to_jsonb(p_task_types),
-                'room', p_limit, 'budget', 67108864, 'handed', '[]'::jsonb)::text, true);
+                'room', p_limit, 'budget', 67108864)::text, true);
         END IF;
         RETURN QUERY
             SELECT d.id, NULL::text, NULL::jsonb, NULL::integer, NULL::integer,
@@ -58,8 +58,9 @@ BEGIN
         IF p_limit > 0 THEN
             hand := current_setting('omnispindle_step.hand_to')::jsonb;
             PERFORM set_config('omnispindle_step.hand_to', '', true);
-            handed := ARRAY(SELECT jsonb_array_elements_text(hand -> 'handed')::bigint);
-            IF cardinality(handed) > 0 THEN
+            -- A key that only a hand-over adds: a usual step reads no more.
+            IF hand ? 'handed' THEN
+                handed := ARRAY(SELECT jsonb_array_elements_text(hand -> 'handed')::bigint);
                 RETURN QUERY
                     SELECT t.id, t.task_type, t.parameters, t.attempts, t.max_attempts,
                            t.timeout_seconds, t.lease_token,
@@ -271,7 +272,7 @@ BEGIN
                 'worker', hand -> 'worker', 'lease', hand -> 'lease', 'types', hand -> 'types',
                 'room', (hand ->> 'room')::integer - cardinality(handed),
                 'budget', (hand ->> 'budget')::bigint - handed_bytes,
-                'handed', (hand -> 'handed') || to_jsonb(handed),
+                'handed', coalesce(hand -> 'handed', '[]') || to_jsonb(handed),
                 'none_ready', coalesce((hand ->> 'none_ready')::boolean, true) AND none_ready
                 )::text, true);
         END IF;
