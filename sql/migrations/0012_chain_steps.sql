@@ -36,17 +36,33 @@ DECLARE
     unannounced bigint[];
     hand jsonb;
     handed bigint[];
-    room integer := p_limit;  -- the slots left for claim_tasks
+    claimed integer := 0;
 BEGIN
     IF cardinality(p_ids) = 0 THEN
         PERFORM set_config('synchronous_commit', 'off', true);
-    ELSE
+    END IF;
+    IF p_limit > 0 THEN
+        IF cardinality(p_ids) > 0 THEN
+            PERFORM set_config('omnispindle_step.claim_budget', '67108864', true);
+        END IF;
+        RETURN QUERY
+            SELECT c.*, false
+            FROM omnispindle.claim_tasks(p_task_types, p_capabilities, p_limit, p_worker_id,
+                                         p_lease_seconds, p_after_priority, p_after_id) c;
+        GET DIAGNOSTICS claimed = ROW_COUNT;
+    END IF;
+    IF cardinality(p_ids) > 0 THEN
         IF p_limit > 0 THEN
             PERFORM set_config('omnispindle_step.ready_unannounced', '{}', true);
-            -- 67108864: the claim's budget of parameters (see claim_tasks).
-            PERFORM set_config('omnispindle_step.hand_to', jsonb_build_object(
-                'worker', p_worker_id, 'lease', p_lease_seconds, 'types', to_jsonb(p_task_types),
-                'room', p_limit, 'budget', 67108864)::text, true);
+            IF claimed < p_limit
+               AND current_setting('omnispindle_step.claim_budget')::bigint > 0 THEN
+                PERFORM set_config('omnispindle_step.hand_to', jsonb_build_object(
+                    'worker', p_worker_id, 'lease', p_lease_seconds,
+                    'types', to_jsonb(p_task_types), 'room', p_limit - claimed,
+                    'budget', current_setting('omnispindle_step.claim_budget')::bigint)::text,
+                    true);
+            END IF;
+            PERFORM set_config('omnispindle_step.claim_budget', '', true);
         END IF;
         RETURN QUERY
             SELECT d.id, NULL::text, NULL::jsonb, NULL::integer, NULL::integer,
@@ -56,7 +72,7 @@ BEGIN
                   EXCEPT ALL
                   SELECT c.id FROM omnispindle.complete_attempts(p_ids, p_tokens, p_results) c) d;
         IF p_limit > 0 THEN
-            hand := current_setting('omnispindle_step.hand_to')::jsonb;
+            hand := nullif(current_setting('omnispindle_step.hand_to', true), '')::jsonb;
             PERFORM set_config('omnispindle_step.hand_to', '', true);
             -- A key that only a hand-over adds: a usual step reads no more.
             IF hand ? 'handed' THEN
@@ -85,36 +101,15 @@ BEGIN
                            t.trace_context, t.priority, false
                     FROM omnispindle.tasks t
                     WHERE t.id = ANY (handed);
-                room := (hand ->> 'room')::integer;
-                unannounced := current_setting('omnispindle_step.ready_unannounced')::bigint[];
-                -- No other task was ready, and the step left no child pending:
-                -- a claim would walk the ready index to find nothing.
-                IF (hand ->> 'none_ready')::boolean AND cardinality(unannounced) = 0 THEN
-                    room := 0;
-                END IF;
             END IF;
-        END IF;
-    END IF;
-    IF room > 0 THEN
-        IF cardinality(handed) > 0 THEN
-            PERFORM set_config('omnispindle_step.claim_budget', hand ->> 'budget', true);
-        END IF;
-        RETURN QUERY
-            SELECT c.*, false
-            FROM omnispindle.claim_tasks(p_task_types, p_capabilities, room, p_worker_id,
-                                         p_lease_seconds, p_after_priority, p_after_id) c;
-        IF cardinality(handed) > 0 THEN
-            PERFORM set_config('omnispindle_step.claim_budget', '', true);
-        END IF;
-    END IF;
-    IF cardinality(p_ids) > 0 AND p_limit > 0 THEN
-        unannounced := current_setting('omnispindle_step.ready_unannounced')::bigint[];
-        PERFORM set_config('omnispindle_step.ready_unannounced', '', true);
-        -- By key: a condition on the state would let the plan walk the ready index.
-        IF cardinality(unannounced) > 0
-           AND (SELECT bool_or(t.state = 'pending') FROM omnispindle.tasks t
-                WHERE t.id = ANY (unannounced)) THEN
-            PERFORM pg_notify('omnispindle_ready', '');
+            unannounced := current_setting('omnispindle_step.ready_unannounced')::bigint[];
+            PERFORM set_config('omnispindle_step.ready_unannounced', '', true);
+            -- By key: a condition on the state would let the plan walk the ready index.
+            IF cardinality(unannounced) > 0
+               AND (SELECT bool_or(t.state = 'pending') FROM omnispindle.tasks t
+                    WHERE t.id = ANY (unannounced)) THEN
+                PERFORM pg_notify('omnispindle_ready', '');
+            END IF;
         END IF;
     END IF;
 END
@@ -137,7 +132,6 @@ DECLARE
     hand jsonb;
     handed bigint[];
     handed_bytes bigint;
-    none_ready boolean;  -- whether no task of its types was ready besides the children
 BEGIN
     -- Claims leave every row running, which asks for nothing here.
     IF NOT EXISTS (SELECT FROM new_rows WHERE state <> 'running') THEN
@@ -178,8 +172,8 @@ BEGIN
         -- makes it ready. Statement triggers fire even for zero rows, so each
         -- nested UPDATE runs only when there is work: that ends the recursion.
         -- In a worker's step, the children made ready go straight to that
-        -- worker, in the same update, as far as the claim would have taken
-        -- them (see handed below): a chain's next link is then neither
+        -- worker, in the same update, into the slots and the budget its claim
+        -- left (see handed below): a chain's next link is then neither
         -- announced nor claimed, and its row is written once, not twice.
         hand := nullif(current_setting('omnispindle_step.hand_to', true), '')::jsonb;
         WITH finished_parents AS (
@@ -199,82 +193,84 @@ BEGIN
                                  pg_column_size(t.parameters) AS size
                           FROM omnispindle.tasks t
                           WHERE t.id = f.task_id AND t.state = 'blocked' OFFSET 0) c
-        ), offered AS (
-            -- The children made ready that the step's worker could claim now,
-            -- in claim order, up to its free slots and its claim's budget of
-            -- parameters (the first always fits, as in claim_tasks). Types
-            -- with limits or a strategy, and paused ones, go through the
-            -- claim; so do tasks that need capabilities. The reads of those
-            -- tables run only when a child is ready.
-            SELECT o.task_id, o.priority, o.size
-            FROM (SELECT c.task_id, c.priority, c.size,
-                         sum(c.size) OVER (ORDER BY c.priority DESC, c.task_id
-                                           ROWS UNBOUNDED PRECEDING) AS upto
-                  FROM counted c
-                  WHERE hand IS NOT NULL
-                    AND c.pending_dependencies = c.done AND c.may_start
-                    AND c.required_capabilities = '{}' AND c.run_after <= now()
-                    AND c.task_type = ANY (ARRAY(SELECT jsonb_array_elements_text(hand -> 'types')))
-                    AND c.task_type <> ALL (ARRAY(SELECT l.task_type FROM omnispindle.task_type_limits l
-                                                  UNION ALL
-                                                  SELECT g.task_type FROM omnispindle.task_type_strategies g
-                                                  UNION ALL
-                                                  SELECT p.task_type FROM omnispindle.paused_task_types p))
-                  ORDER BY c.priority DESC, c.task_id
-                  LIMIT (hand ->> 'room')::integer) o
-            WHERE o.upto - o.size < (hand ->> 'budget')::bigint
-        ), head AS MATERIALIZED (
-            -- The first task the worker's claim would take from the ready
-            -- ones: a child handed over must come before it, so that the
-            -- hand-over keeps strict priority, then age.
-            SELECT r.priority, r.id FROM omnispindle.tasks r
-            WHERE r.state = 'pending' AND r.run_after <= now()
-              AND r.task_type = ANY (ARRAY(SELECT jsonb_array_elements_text(hand -> 'types')))
-            ORDER BY r.priority DESC, r.id
-            LIMIT 1
+        ), ready AS (
+            -- The children made ready that the step's worker runs and may start
+            -- now, unless their type is paused. Read only in a worker's step
+            -- that has room, and only when a child is ready.
+            SELECT c.task_id, c.priority, c.size,
+                   c.required_capabilities = '{}'
+                   AND c.task_type <> ALL (ARRAY(SELECT l.task_type
+                                                 FROM omnispindle.task_type_limits l
+                                                 UNION ALL
+                                                 SELECT g.task_type
+                                                 FROM omnispindle.task_type_strategies g))
+                       AS plain
+            FROM counted c
+            WHERE hand IS NOT NULL
+              AND c.pending_dependencies = c.done AND c.may_start AND c.run_after <= now()
+              AND c.task_type = ANY (ARRAY(SELECT jsonb_array_elements_text(hand -> 'types')))
+              AND c.task_type <> ALL (ARRAY(SELECT p.task_type
+                                            FROM omnispindle.paused_task_types p))
         ), handed AS (
-            SELECT o.task_id FROM offered o
-            WHERE NOT EXISTS (SELECT FROM head h
-                              WHERE h.priority > o.priority
-                                 OR (h.priority = o.priority AND h.id < o.task_id))
+            -- In claim order, up to the slots and the budget left (the first
+            -- fits if any budget is left, as in claim_tasks), and ahead of the
+            -- first that only a claim may start: one that needs capabilities,
+            -- or of a type with limits or a strategy. That one, and those after
+            -- it, stay pending, so that strict priority holds among them.
+            SELECT o.task_id
+            FROM (SELECT r.task_id, r.size,
+                         sum(r.size) OVER (ORDER BY r.priority DESC, r.task_id
+                                           ROWS UNBOUNDED PRECEDING) AS upto,
+                         bool_and(r.plain) OVER (ORDER BY r.priority DESC, r.task_id
+                                                 ROWS UNBOUNDED PRECEDING) AS all_plain
+                  FROM ready r
+                  ORDER BY r.priority DESC, r.task_id
+                  LIMIT (hand ->> 'room')::integer) o
+            WHERE o.all_plain AND o.upto - o.size < (hand ->> 'budget')::bigint
         ), counted_down AS (
+            -- A row that changed since counted read it (a retry of a parent, a
+            -- cancel, committed meanwhile) is read again by the update: only a
+            -- child still unfinished, so blocked, counts down, and it is handed
+            -- over only if its last parent is then counted. (As the state of
+            -- an unfinished task, not as blocked: the plan then stays on the
+            -- primary key rather than on the partial index of blocked tasks.)
             UPDATE omnispindle.tasks t
             SET pending_dependencies = t.pending_dependencies - c.done,
-                state = CASE WHEN h.task_id IS NOT NULL THEN 'running'
+                state = CASE WHEN h.task_id IS NOT NULL AND t.pending_dependencies = c.done
+                             THEN 'running'
                              WHEN t.pending_dependencies = c.done THEN 'pending'
                              ELSE 'blocked' END::omnispindle.task_state,
                 run_after = greatest(t.run_after, now()),
                 -- A child handed over starts as claim_tasks starts a task.
-                attempts = t.attempts + (h.task_id IS NOT NULL)::integer,
-                worker_id = CASE WHEN h.task_id IS NULL THEN t.worker_id
-                                 ELSE (hand ->> 'worker')::uuid END,
-                lease_token = CASE WHEN h.task_id IS NULL THEN t.lease_token
-                                   ELSE gen_random_uuid() END,
-                lease_expires_at = CASE WHEN h.task_id IS NULL THEN t.lease_expires_at
-                                        ELSE now() + make_interval(
+                attempts = t.attempts + (h.task_id IS NOT NULL
+                                         AND t.pending_dependencies = c.done)::integer,
+                worker_id = CASE WHEN h.task_id IS NOT NULL AND t.pending_dependencies = c.done
+                                 THEN (hand ->> 'worker')::uuid ELSE t.worker_id END,
+                lease_token = CASE WHEN h.task_id IS NOT NULL AND t.pending_dependencies = c.done
+                                   THEN gen_random_uuid() ELSE t.lease_token END,
+                lease_expires_at = CASE WHEN h.task_id IS NOT NULL
+                                             AND t.pending_dependencies = c.done
+                                        THEN now() + make_interval(
                                             secs => LEAST((hand ->> 'lease')::double precision,
-                                                          t.timeout_seconds)) END,
-                started_at = CASE WHEN h.task_id IS NULL THEN t.started_at ELSE now() END
+                                                          t.timeout_seconds))
+                                        ELSE t.lease_expires_at END,
+                started_at = CASE WHEN h.task_id IS NOT NULL AND t.pending_dependencies = c.done
+                                  THEN now() ELSE t.started_at END
             FROM counted c
             LEFT JOIN handed h ON h.task_id = c.task_id
             WHERE t.id = c.task_id AND c.done > 0
+              AND t.state NOT IN ('succeeded', 'failed', 'cancelled')
             RETURNING t.id, t.state, c.size
         )
-        SELECT array_agg(x.id), sum(x.size),
-               -- Read only when a child was handed over, and then already at hand.
-               CASE WHEN count(*) > 0 THEN NOT EXISTS (SELECT FROM head) END
-        INTO handed, handed_bytes, none_ready
+        SELECT array_agg(x.id), sum(x.size) INTO handed, handed_bytes
         FROM counted_down x WHERE x.state = 'running';
         IF handed IS NOT NULL THEN
-            -- What the step claims next has the rest of its slots and budget;
-            -- when no other task of the worker's types was ready, nothing.
+            -- A hand-over in a later statement of the step has what is left.
             PERFORM set_config('omnispindle_step.hand_to', jsonb_build_object(
                 'worker', hand -> 'worker', 'lease', hand -> 'lease', 'types', hand -> 'types',
                 'room', (hand ->> 'room')::integer - cardinality(handed),
                 'budget', (hand ->> 'budget')::bigint - handed_bytes,
-                'handed', coalesce(hand -> 'handed', '[]') || to_jsonb(handed),
-                'none_ready', coalesce((hand ->> 'none_ready')::boolean, true) AND none_ready
-                )::text, true);
+                'handed', coalesce(hand -> 'handed', '[]') || to_jsonb(handed))::text, true);
         END IF;
     END IF;
 
@@ -649,10 +645,9 @@ DECLARE
     found_now integer;
     -- Bytes of parameters the rest of the claim may take: a claim carries at
     -- most 64 MiB of them (or one task, whatever its size), so a worker never
-    -- takes a concurrency's worth of the largest rows in one statement. Less
-    -- when the step that calls it was handed children (see complete_and_claim).
-    budget bigint := coalesce(nullif(current_setting('omnispindle_step.claim_budget', true), ''),
-                              '67108864')::bigint;
+    -- takes a concurrency's worth of the largest rows in one statement. A
+    -- worker's step reads what is left of it (see complete_and_claim).
+    budget bigint := 67108864;
     chosen bigint[];
     taken bigint;
     sizes bigint[];  -- each candidate's parameters, in bytes
@@ -1230,6 +1225,9 @@ BEGIN
         budget := budget - taken;
         EXIT WHEN claimed >= p_limit OR budget <= 0;
     END LOOP;
+    IF current_setting('omnispindle_step.claim_budget', true) <> '' THEN
+        PERFORM set_config('omnispindle_step.claim_budget', budget::text, true);
+    END IF;
 END
 $$;
 

@@ -1,21 +1,29 @@
-"""A worker's step hands the children its completions make ready straight to that
-worker, in the update that readies them, while they come first in its claim
-order; everything else goes through the claim, as before."""
+"""A worker's step claims the tasks that were ready, then hands the children its
+completions make ready straight to that worker, in the update that readies them,
+into the slots its claim left; what only a claim may start waits for one."""
 
 from __future__ import annotations
 
+import threading
 import uuid
+
+import psycopg
 
 from omnispindle._core.batches import entry
 from omnispindle._db import queries as q
 from omnispindle._db.pg_arrays import text_array
 from omnispindle._db.pool import execute
 
+from ..acceptance.workers import poll
 from .test_fast_paths import claim
 from .test_hostile_input import BIG_ROW
 
 TASK_UPDATES = "SELECT pg_stat_get_xact_tuples_updated('omnispindle.tasks'::regclass)"
 STATES = "SELECT id, state::text FROM omnispindle.tasks ORDER BY id"
+WAITING_FOR_A_LOCK = (
+    "SELECT count(*) FROM pg_stat_activity "
+    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+)
 # As BIG_ROW, waiting for one parent.
 BIG_CHILD = (
     "INSERT INTO omnispindle.tasks (task_type, parameters, state, pending_dependencies) "
@@ -126,26 +134,27 @@ def test_children_past_the_free_slots_are_left_pending_and_announced(client, con
     assert states(conn) == ["succeeded", "running", "running", "pending"]
 
 
-def test_the_claim_fills_the_slots_a_hand_over_leaves(client, conn):
+def test_the_hand_over_fills_the_slots_the_claim_leaves(client, conn):
     _parent, child = client.submit_batch(
         [{"task_type": "job"}, {"task_type": "job", "dependencies": [entry(0)]}]
     )
     running = claim(conn)
     later = client.submit_task("job")
-    assert sorted(r["id"] for r in step(conn, running, limit=3)) == [child, later]
+    assert [r["id"] for r in step(conn, running, limit=3)] == [later, child]
 
 
-def test_paused_and_limited_types_go_through_the_claim(client, conn):
-    """Their children are left to the claim, which holds back the paused type and
-    starts no more of the limited one than its limit."""
+def test_paused_and_limited_types_wait_for_a_claim(client, conn):
+    """Their children are left pending for the next claim, which holds back the
+    paused type and starts no more of the limited one than its limit."""
     client.submit_batch(
         [{"task_type": "job"}]
         + [{"task_type": kind, "dependencies": [entry(0)]} for kind in ("paused", "one", "one")]
     )
     client.pause_task_type("paused")
     client.set_task_type_limit("one", max_running=1)
-    claimed = step(conn, claim(conn), limit=5, task_types=("job", "paused", "one"))
-    assert [r["task_type"] for r in claimed] == ["one"]
+    types = ("job", "paused", "one")
+    assert step(conn, claim(conn), limit=5, task_types=types) == []
+    assert [r["task_type"] for r in step(conn, [], limit=5, task_types=types)] == ["one"]
     assert states(conn) == ["succeeded", "pending", "running", "pending"]
 
 
@@ -168,9 +177,9 @@ def test_a_child_not_due_yet_is_not_handed_over(client, conn):
     assert states(conn) == ["succeeded", "pending"]
 
 
-def test_handed_children_count_against_the_claims_budget_of_parameters(client, conn):
-    """Two children of about 38 MB fill the 64 MiB budget: a third ready task, which
-    the claim alone would also have left, waits for the next step."""
+def test_handed_children_have_what_the_claim_left_of_its_budget(client, conn):
+    """The claim takes a ready task of about 38 MB first; of two children as large,
+    the first still fits the 64 MiB budget, the second waits for the next step."""
     parent = client.submit_task("big")
     for _ in range(2):
         child = conn.execute(BIG_CHILD).fetchone()[0]
@@ -181,43 +190,90 @@ def test_handed_children_count_against_the_claims_budget_of_parameters(client, c
     conn.execute(BIG_ROW)
     running = claim(conn, task_type="big")
     assert len(step(conn, running, limit=5, task_types=("big",))) == 2
-    assert states(conn) == ["succeeded", "running", "running", "pending"]
+    assert states(conn) == ["succeeded", "running", "pending", "running"]
 
 
-CLAIM_CALLS = "SELECT pg_stat_get_xact_function_calls('omnispindle.claim_tasks'::regproc)"
-
-
-def claim_calls_in(conn, action) -> int:
-    """How many times ``action`` called claim_tasks (counted in its transaction)."""
-    with conn.transaction():
-        conn.execute("SET LOCAL track_functions = 'pl'")
-        action()
-        return conn.execute(CLAIM_CALLS).fetchone()[0] or 0
-
-
-def test_a_chains_step_with_nothing_else_ready_does_not_claim(client, conn):
-    """The issue's "no second claim on the chain's path": with the next link handed
-    over and no other task ready, a walk of the ready index would find nothing."""
-    _parent, child = client.submit_batch(
-        [{"task_type": "job"}, {"task_type": "job", "dependencies": [entry(0)]}]
-    )
-    running = claim(conn)
-    claimed = []
-    assert claim_calls_in(conn, lambda: claimed.extend(step(conn, running, limit=8))) == 0
-    assert [r["id"] for r in claimed] == [child]
-
-
-def test_a_step_that_leaves_a_child_pending_still_claims(client, conn):
-    """A child that needs a capability is left pending by the hand-over; the claim,
-    which knows the worker's capabilities, may still take it."""
+def test_a_child_only_a_claim_may_start_keeps_its_lower_siblings_pending(client, conn):
+    """Strict priority among the children a step makes ready: one that needs a
+    capability comes first, so none after it is handed over ahead of it."""
     client.submit_batch(
         [
             {"task_type": "job"},
+            {
+                "task_type": "job",
+                "dependencies": [entry(0)],
+                "priority": 10,
+                "required_capabilities": ["gpu"],
+            },
             {"task_type": "job", "dependencies": [entry(0)]},
-            {"task_type": "job", "dependencies": [entry(0)], "required_capabilities": ["job"]},
         ]
     )
+    assert step(conn, claim(conn), limit=1) == []
+    assert states(conn) == ["succeeded", "pending", "pending"]
+
+
+def step_racing(dsn, conn, running, change) -> list:
+    """Run a step of ``running`` while another session's ``change`` holds the rows it
+    touches, and commit that change once the step waits for them. The step's claims."""
+    stepped: list = []
+    with (
+        psycopg.connect(dsn, autocommit=True) as other,
+        psycopg.connect(dsn, autocommit=True) as watcher,
+    ):
+        other.execute("BEGIN")
+        change(other)
+        stepping = threading.Thread(target=lambda: stepped.append(step(conn, running, 1)))
+        stepping.start()
+        poll(lambda: watcher.execute(WAITING_FOR_A_LOCK).fetchone()[0], timeout=10)
+        other.execute("COMMIT")
+        stepping.join(timeout=10)
+    assert len(stepped) == 1, "the step failed"
+    return stepped[0]
+
+
+def blocked_child(conn, parents: list[int], pending: int) -> int:
+    """A blocked task waiting for ``pending`` of ``parents``, failed ones allowed."""
+    child = conn.execute(
+        "INSERT INTO omnispindle.tasks (task_type, state, pending_dependencies, "
+        "allow_failed_dependencies) VALUES ('job', 'blocked', %s, true) RETURNING id",
+        [pending],
+    ).fetchone()[0]
+    for parent in parents:
+        conn.execute(
+            "INSERT INTO omnispindle.task_dependencies (task_id, depends_on) VALUES (%s, %s)",
+            [child, parent],
+        )
+    return child
+
+
+def test_a_parent_retried_while_a_step_finishes_the_other_leaves_the_child_blocked(
+    client, conn, dsn
+):
+    """The step read the child as ready on its last parent; a retry of its other,
+    failed parent committed while the step waited for the child's row. The child
+    waits for that parent again; the hand-over used to fail the step (and stop its
+    worker) with blocked -> running while a parent was unfinished."""
+    other = client.submit_task("job")
     running = claim(conn)
-    claimed = []
-    assert claim_calls_in(conn, lambda: claimed.extend(step(conn, running, limit=8))) == 1
-    assert states(conn) == ["succeeded", "running", "pending"]
+    failed = conn.execute(
+        "INSERT INTO omnispindle.tasks (task_type, state, attempts, max_attempts, errors, "
+        "finished_at) VALUES ('job', 'failed', 1, 2, '[{\"message\": \"x\"}]', now()) "
+        "RETURNING id"
+    ).fetchone()[0]
+    child = blocked_child(conn, [failed, other], pending=1)
+    retry = "SELECT * FROM omnispindle.retry_task(%s)"
+    assert step_racing(dsn, conn, running, lambda c: c.execute(retry, [failed])) == []
+    assert conn.execute(
+        "SELECT state::text, pending_dependencies FROM omnispindle.tasks WHERE id = %s", [child]
+    ).fetchone() == ("blocked", 1)
+
+
+def test_a_child_cancelled_while_a_step_finishes_its_parent_stays_cancelled(client, conn, dsn):
+    """The countdown used to set a child cancelled meanwhile back to pending, which
+    the transition rule refused: the step failed and its worker stopped."""
+    parent = client.submit_task("job")
+    running = claim(conn)
+    child = blocked_child(conn, [parent], pending=1)
+    cancel = "SELECT * FROM omnispindle.cancel_task(%s, 'no longer needed')"
+    assert step_racing(dsn, conn, running, lambda c: c.execute(cancel, [child])) == []
+    assert states(conn) == ["succeeded", "cancelled"]
