@@ -239,8 +239,7 @@ DECLARE
     found_now integer;
     -- Bytes of parameters the rest of the claim may take: a claim carries at
     -- most 64 MiB of them (or one task, whatever its size), so a worker never
-    -- takes a concurrency's worth of the largest rows in one statement. A
-    -- worker's step reads what is left of it (see complete_and_claim).
+    -- takes a concurrency's worth of the largest rows in one statement.
     budget bigint := 67108864;
     chosen bigint[];
     taken bigint;
@@ -819,9 +818,6 @@ BEGIN
         budget := budget - taken;
         EXIT WHEN claimed >= p_limit OR budget <= 0;
     END LOOP;
-    IF current_setting('omnispindle_step.claim_budget', true) <> '' THEN
-        PERFORM set_config('omnispindle_step.claim_budget', budget::text, true);
-    END IF;
 END
 $$;
 
@@ -899,20 +895,17 @@ BEGIN
 END
 $$;
 
--- A worker's step in one statement and one commit: claim up to p_limit
--- ready tasks (from the worker's claim cursor, if it passes one: see
--- claim_tasks), then store the results of the attempts that returned. Rows
--- with dropped true name results not stored because their lease was lost (id
--- only); the others are claims. Stored results return nothing, so a usual
--- step returns claims alone. The tasks that were ready before the step come
--- first; the children its completions make ready take the slots and the
--- budget of parameters the claim left: the update that readies them starts
--- them on this worker (see after_tasks_update), so a chain's next link is
--- written once and claimed by no walk. Their ready notice waits until the
--- end of the step and goes out only if one of them is left pending: a
--- chain's next link wakes nobody. What the step hands over and what waits
--- for a notice are kept in transaction-local settings, named alike for a
--- queue in any schema.
+-- A worker's step in one statement and one commit: store the results of the
+-- attempts that returned, then claim up to p_limit more (from the worker's
+-- claim cursor, if it passes one: see claim_tasks). Rows with dropped true
+-- name results not stored because their lease was lost (id only); the others
+-- are claims. Stored results return nothing, so a usual step returns claims
+-- alone. Children the completions made ready can be claimed by the same call,
+-- which is why their ready notice waits until after the claim (see
+-- after_tasks_update): it goes out only if one of them is still pending, so
+-- a chain's next link neither wakes other workers nor this one for a claim
+-- that would find nothing. They wait in a transaction-local setting, named
+-- alike for a queue in any schema.
 -- A step that only claims commits without waiting for the WAL flush: a claim
 -- lost in a crash leaves its task pending, as if the worker had died right
 -- after claiming, and it never delays the start of a task. Completions stay
@@ -934,35 +927,12 @@ SET enable_seqscan = off
 AS $$
 DECLARE
     unannounced bigint[];
-    hand jsonb;
-    handed bigint[];
-    claimed integer := 0;
 BEGIN
     IF cardinality(p_ids) = 0 THEN
         PERFORM set_config('synchronous_commit', 'off', true);
-    END IF;
-    IF p_limit > 0 THEN
-        IF cardinality(p_ids) > 0 THEN
-            PERFORM set_config('omnispindle_step.claim_budget', '67108864', true);
-        END IF;
-        RETURN QUERY
-            SELECT c.*, false
-            FROM omnispindle.claim_tasks(p_task_types, p_capabilities, p_limit, p_worker_id,
-                                         p_lease_seconds, p_after_priority, p_after_id) c;
-        GET DIAGNOSTICS claimed = ROW_COUNT;
-    END IF;
-    IF cardinality(p_ids) > 0 THEN
+    ELSE
         IF p_limit > 0 THEN
             PERFORM set_config('omnispindle_step.ready_unannounced', '{}', true);
-            IF claimed < p_limit
-               AND current_setting('omnispindle_step.claim_budget')::bigint > 0 THEN
-                PERFORM set_config('omnispindle_step.hand_to', jsonb_build_object(
-                    'worker', p_worker_id, 'lease', p_lease_seconds,
-                    'types', to_jsonb(p_task_types), 'room', p_limit - claimed,
-                    'budget', current_setting('omnispindle_step.claim_budget')::bigint)::text,
-                    true);
-            END IF;
-            PERFORM set_config('omnispindle_step.claim_budget', '', true);
         END IF;
         RETURN QUERY
             SELECT d.id, NULL::text, NULL::jsonb, NULL::integer, NULL::integer,
@@ -971,45 +941,21 @@ BEGIN
             FROM (SELECT unnest(p_ids) AS id
                   EXCEPT ALL
                   SELECT c.id FROM omnispindle.complete_attempts(p_ids, p_tokens, p_results) c) d;
-        IF p_limit > 0 THEN
-            hand := nullif(current_setting('omnispindle_step.hand_to', true), '')::jsonb;
-            PERFORM set_config('omnispindle_step.hand_to', '', true);
-            -- A key that only a hand-over adds: a usual step reads no more.
-            IF hand ? 'handed' THEN
-                handed := ARRAY(SELECT jsonb_array_elements_text(hand -> 'handed')::bigint);
-                RETURN QUERY
-                    SELECT t.id, t.task_type, t.parameters, t.attempts, t.max_attempts,
-                           t.timeout_seconds, t.lease_token,
-                           -- As claim_tasks returns them.
-                           (SELECT jsonb_object_agg(d.depends_on::text, p.result)
-                            FROM omnispindle.task_dependencies d,
-                                 LATERAL (SELECT q.result FROM omnispindle.tasks q
-                                          WHERE q.id = d.depends_on AND q.state = 'succeeded'
-                                          OFFSET 0) p
-                            WHERE d.task_id = t.id),
-                           CASE WHEN t.allow_failed_dependencies THEN
-                           (SELECT jsonb_object_agg(d.depends_on::text, p.failure)
-                            FROM omnispindle.task_dependencies d,
-                                 LATERAL (SELECT jsonb_build_object(
-                                                     'state', q.state, 'error', q.errors -> -1,
-                                                     'cancel_reason', q.cancel_reason) AS failure
-                                          FROM omnispindle.tasks q
-                                          WHERE q.id = d.depends_on
-                                            AND q.state IN ('failed', 'cancelled')
-                                          OFFSET 0) p
-                            WHERE d.task_id = t.id) END,
-                           t.trace_context, t.priority, false
-                    FROM omnispindle.tasks t
-                    WHERE t.id = ANY (handed);
-            END IF;
-            unannounced := current_setting('omnispindle_step.ready_unannounced')::bigint[];
-            PERFORM set_config('omnispindle_step.ready_unannounced', '', true);
-            -- By key: a condition on the state would let the plan walk the ready index.
-            IF cardinality(unannounced) > 0
-               AND (SELECT bool_or(t.state = 'pending') FROM omnispindle.tasks t
-                    WHERE t.id = ANY (unannounced)) THEN
-                PERFORM pg_notify('omnispindle_ready', '');
-            END IF;
+    END IF;
+    IF p_limit > 0 THEN
+        RETURN QUERY
+            SELECT c.*, false
+            FROM omnispindle.claim_tasks(p_task_types, p_capabilities, p_limit, p_worker_id,
+                                         p_lease_seconds, p_after_priority, p_after_id) c;
+    END IF;
+    IF cardinality(p_ids) > 0 AND p_limit > 0 THEN
+        unannounced := current_setting('omnispindle_step.ready_unannounced')::bigint[];
+        PERFORM set_config('omnispindle_step.ready_unannounced', '', true);
+        -- By key: a condition on the state would let the plan walk the ready index.
+        IF cardinality(unannounced) > 0
+           AND (SELECT bool_or(t.state = 'pending') FROM omnispindle.tasks t
+                WHERE t.id = ANY (unannounced)) THEN
+            PERFORM pg_notify('omnispindle_ready', '');
         END IF;
     END IF;
 END
@@ -1087,10 +1033,6 @@ CREATE TRIGGER tasks_check_transition
     FOR EACH ROW
     WHEN (NOT (NEW.state = OLD.state
                OR (OLD.state = 'blocked' AND NEW.state IN ('pending', 'cancelled'))
-               -- A child handed to a worker as its last parent finishes
-               -- (after_tasks_update) starts in the update that readies it.
-               OR (OLD.state = 'blocked' AND NEW.state = 'running'
-                   AND OLD.pending_dependencies > 0 AND NEW.pending_dependencies = 0)
                OR (OLD.state = 'pending' AND NEW.state IN ('running', 'cancelled'))
                OR (OLD.state = 'running'
                    AND NEW.state IN ('pending', 'succeeded', 'failed', 'cancelled'))
@@ -1152,10 +1094,6 @@ DECLARE
     broken bigint[];
     became_pending bigint[];
     retried bigint[];
-    -- What a worker's step (complete_and_claim) lets this statement hand it.
-    hand jsonb;
-    handed bigint[];
-    handed_bytes bigint;
 BEGIN
     -- Claims leave every row running, which asks for nothing here.
     IF NOT EXISTS (SELECT FROM new_rows WHERE state <> 'running') THEN
@@ -1195,11 +1133,6 @@ BEGIN
         -- child that allows it, counts as done for that child; the last one
         -- makes it ready. Statement triggers fire even for zero rows, so each
         -- nested UPDATE runs only when there is work: that ends the recursion.
-        -- In a worker's step, the children made ready go straight to that
-        -- worker, in the same update, into the slots and the budget its claim
-        -- left (see handed below): a chain's next link is then neither
-        -- announced nor claimed, and its row is written once, not twice.
-        hand := nullif(current_setting('omnispindle_step.hand_to', true), '')::jsonb;
         WITH finished_parents AS (
             SELECT d.task_id,
                    count(*) FILTER (WHERE d.depends_on = ANY (succeeded))::integer AS ok,
@@ -1208,94 +1141,19 @@ BEGIN
             WHERE d.depends_on = ANY (coalesce(succeeded, '{}') || coalesce(broken, '{}'))
             GROUP BY d.task_id
         ), counted AS (
-            SELECT f.task_id, c.*,
+            SELECT f.task_id,
                    CASE WHEN c.allow_failed_dependencies THEN f.finished ELSE f.ok END AS done
             FROM finished_parents f,
-                 LATERAL (SELECT t.allow_failed_dependencies, t.pending_dependencies, t.priority,
-                                 t.task_type, t.required_capabilities, t.run_after,
-                                 t.attempts < t.max_attempts AS may_start,
-                                 pg_column_size(t.parameters) AS size
-                          FROM omnispindle.tasks t
+                 LATERAL (SELECT t.allow_failed_dependencies FROM omnispindle.tasks t
                           WHERE t.id = f.task_id AND t.state = 'blocked' OFFSET 0) c
-        ), ready AS (
-            -- The children made ready that the step's worker runs and may start
-            -- now, unless their type is paused. Read only in a worker's step
-            -- that has room, and only when a child is ready.
-            SELECT c.task_id, c.priority, c.size,
-                   c.required_capabilities = '{}'
-                   AND c.task_type <> ALL (ARRAY(SELECT l.task_type
-                                                 FROM omnispindle.task_type_limits l
-                                                 UNION ALL
-                                                 SELECT g.task_type
-                                                 FROM omnispindle.task_type_strategies g))
-                       AS plain
-            FROM counted c
-            WHERE hand IS NOT NULL
-              AND c.pending_dependencies = c.done AND c.may_start AND c.run_after <= now()
-              AND c.task_type = ANY (ARRAY(SELECT jsonb_array_elements_text(hand -> 'types')))
-              AND c.task_type <> ALL (ARRAY(SELECT p.task_type
-                                            FROM omnispindle.paused_task_types p))
-        ), handed AS (
-            -- In claim order, up to the slots and the budget left (the first
-            -- fits if any budget is left, as in claim_tasks), and ahead of the
-            -- first that only a claim may start: one that needs capabilities,
-            -- or of a type with limits or a strategy. That one, and those after
-            -- it, stay pending, so that strict priority holds among them.
-            SELECT o.task_id
-            FROM (SELECT r.task_id, r.size,
-                         sum(r.size) OVER (ORDER BY r.priority DESC, r.task_id
-                                           ROWS UNBOUNDED PRECEDING) AS upto,
-                         bool_and(r.plain) OVER (ORDER BY r.priority DESC, r.task_id
-                                                 ROWS UNBOUNDED PRECEDING) AS all_plain
-                  FROM ready r
-                  ORDER BY r.priority DESC, r.task_id
-                  LIMIT (hand ->> 'room')::integer) o
-            WHERE o.all_plain AND o.upto - o.size < (hand ->> 'budget')::bigint
-        ), counted_down AS (
-            -- A row that changed since counted read it (a retry of a parent, a
-            -- cancel, committed meanwhile) is read again by the update: only a
-            -- child still unfinished, so blocked, counts down, and it is handed
-            -- over only if its last parent is then counted. (As the state of
-            -- an unfinished task, not as blocked: the plan then stays on the
-            -- primary key rather than on the partial index of blocked tasks.)
-            UPDATE omnispindle.tasks t
-            SET pending_dependencies = t.pending_dependencies - c.done,
-                state = CASE WHEN h.task_id IS NOT NULL AND t.pending_dependencies = c.done
-                             THEN 'running'
-                             WHEN t.pending_dependencies = c.done THEN 'pending'
-                             ELSE 'blocked' END::omnispindle.task_state,
-                run_after = greatest(t.run_after, now()),
-                -- A child handed over starts as claim_tasks starts a task.
-                attempts = t.attempts + (h.task_id IS NOT NULL
-                                         AND t.pending_dependencies = c.done)::integer,
-                worker_id = CASE WHEN h.task_id IS NOT NULL AND t.pending_dependencies = c.done
-                                 THEN (hand ->> 'worker')::uuid ELSE t.worker_id END,
-                lease_token = CASE WHEN h.task_id IS NOT NULL AND t.pending_dependencies = c.done
-                                   THEN gen_random_uuid() ELSE t.lease_token END,
-                lease_expires_at = CASE WHEN h.task_id IS NOT NULL
-                                             AND t.pending_dependencies = c.done
-                                        THEN now() + make_interval(
-                                            secs => LEAST((hand ->> 'lease')::double precision,
-                                                          t.timeout_seconds))
-                                        ELSE t.lease_expires_at END,
-                started_at = CASE WHEN h.task_id IS NOT NULL AND t.pending_dependencies = c.done
-                                  THEN now() ELSE t.started_at END
-            FROM counted c
-            LEFT JOIN handed h ON h.task_id = c.task_id
-            WHERE t.id = c.task_id AND c.done > 0
-              AND t.state NOT IN ('succeeded', 'failed', 'cancelled')
-            RETURNING t.id, t.state, c.size
         )
-        SELECT array_agg(x.id), sum(x.size) INTO handed, handed_bytes
-        FROM counted_down x WHERE x.state = 'running';
-        IF handed IS NOT NULL THEN
-            -- A hand-over in a later statement of the step has what is left.
-            PERFORM set_config('omnispindle_step.hand_to', jsonb_build_object(
-                'worker', hand -> 'worker', 'lease', hand -> 'lease', 'types', hand -> 'types',
-                'room', (hand ->> 'room')::integer - cardinality(handed),
-                'budget', (hand ->> 'budget')::bigint - handed_bytes,
-                'handed', coalesce(hand -> 'handed', '[]') || to_jsonb(handed))::text, true);
-        END IF;
+        UPDATE omnispindle.tasks t
+        SET pending_dependencies = t.pending_dependencies - c.done,
+            state = CASE WHEN t.pending_dependencies = c.done
+                         THEN 'pending' ELSE 'blocked' END::omnispindle.task_state,
+            run_after = greatest(t.run_after, now())
+        FROM counted c
+        WHERE t.id = c.task_id AND c.done > 0;
     END IF;
 
     IF broken IS NOT NULL THEN
