@@ -131,13 +131,21 @@ BEGIN
                  LATERAL (SELECT t.allow_failed_dependencies FROM omnispindle.tasks t
                           WHERE t.id = f.task_id AND t.state = 'blocked' OFFSET 0) c
         )
+        -- A child that changed since counted read it (cancelled, or waiting
+        -- again for a retried parent, by a transaction committed while this
+        -- one waited for its row) is read again by the update: one finished
+        -- meanwhile is left alone, and the others count down from what they
+        -- hold then. (As the state of an unfinished task, not as blocked: the
+        -- plan then stays on the primary key rather than on the partial index
+        -- of blocked tasks.)
         UPDATE omnispindle.tasks t
         SET pending_dependencies = t.pending_dependencies - c.done,
             state = CASE WHEN t.pending_dependencies = c.done
                          THEN 'pending' ELSE 'blocked' END::omnispindle.task_state,
             run_after = greatest(t.run_after, now())
         FROM counted c
-        WHERE t.id = c.task_id AND c.done > 0;
+        WHERE t.id = c.task_id AND c.done > 0
+          AND t.state NOT IN ('succeeded', 'failed', 'cancelled');
     END IF;
 
     IF broken IS NOT NULL THEN
