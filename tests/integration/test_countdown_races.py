@@ -5,16 +5,11 @@ fails nor undoes it."""
 from __future__ import annotations
 
 import threading
-import uuid
 
 import psycopg
 
-from omnispindle._db import queries as q
-from omnispindle._db.pg_arrays import text_array
-from omnispindle._db.pool import execute
-
 from ..acceptance.workers import poll
-from .test_fast_paths import claim
+from .test_fast_paths import claim, complete_and_claim
 
 STATES = "SELECT id, state::text FROM omnispindle.tasks ORDER BY id"
 WAITING_FOR_A_LOCK = (
@@ -23,29 +18,9 @@ WAITING_FOR_A_LOCK = (
 )
 
 
-def step(conn, rows, limit, task_types=("job",), worker_id=None):
-    """A worker's step: store ``rows``' results and claim up to ``limit``."""
-    return [
-        row
-        for row in execute(
-            conn,
-            q.tasks.complete_and_claim(
-                q.tasks.Results(
-                    [r["id"] for r in rows],
-                    [r["lease_token"] for r in rows],
-                    ['{"ok": true}'] * len(rows),
-                ),
-                task_types=text_array(list(task_types)),
-                capabilities=text_array([]),
-                limit=limit,
-                worker_id=worker_id or uuid.uuid4(),
-                lease_seconds=30.0,
-                after_priority=None,
-                after_id=None,
-            ),
-        )
-        if not row["dropped"]
-    ]
+def claims_of(rows) -> list:
+    """A step's claims, without the results it dropped."""
+    return [row for row in rows if not row["dropped"]]
 
 
 def states(conn) -> list[str]:
@@ -62,7 +37,9 @@ def step_racing(dsn, conn, running, change) -> list:
     ):
         other.execute("BEGIN")
         change(other)
-        stepping = threading.Thread(target=lambda: stepped.append(step(conn, running, 1)))
+        stepping = threading.Thread(
+            target=lambda: stepped.append(claims_of(complete_and_claim(conn, running, 1)))
+        )
         stepping.start()
         poll(lambda: watcher.execute(WAITING_FOR_A_LOCK).fetchone()[0], timeout=10)
         other.execute("COMMIT")
