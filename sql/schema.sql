@@ -239,8 +239,10 @@ DECLARE
     found_now integer;
     -- Bytes of parameters the rest of the claim may take: a claim carries at
     -- most 64 MiB of them (or one task, whatever its size), so a worker never
-    -- takes a concurrency's worth of the largest rows in one statement.
-    budget bigint := 67108864;
+    -- takes a concurrency's worth of the largest rows in one statement. Less
+    -- when the step that calls it was handed children (see complete_and_claim).
+    budget bigint := coalesce(nullif(current_setting('omnispindle_step.claim_budget', true), ''),
+                              '67108864')::bigint;
     chosen bigint[];
     taken bigint;
     sizes bigint[];  -- each candidate's parameters, in bytes
@@ -900,12 +902,16 @@ $$;
 -- claim cursor, if it passes one: see claim_tasks). Rows with dropped true
 -- name results not stored because their lease was lost (id only); the others
 -- are claims. Stored results return nothing, so a usual step returns claims
--- alone. Children the completions made ready can be claimed by the same call,
--- which is why their ready notice waits until after the claim (see
--- after_tasks_update): it goes out only if one of them is still pending, so
--- a chain's next link neither wakes other workers nor this one for a claim
--- that would find nothing. They wait in a transaction-local setting, named
--- alike for a queue in any schema.
+-- alone. Children the completions make ready are handed to this worker by the
+-- update that readies them, as far as its claim would have taken them first
+-- (see after_tasks_update); the claim then takes the rest, within what is left
+-- of the slots and of the budget of parameters, or is skipped when nothing
+-- else was ready for it. The claim can also take children left pending, which
+-- is why their ready notice waits until after it: it goes out only if one of
+-- them is still pending, so a chain's next link neither wakes other workers
+-- nor this one for a claim that would find nothing. What the step lets the
+-- countdown hand over, and what waits for a notice, are kept in
+-- transaction-local settings, named alike for a queue in any schema.
 -- A step that only claims commits without waiting for the WAL flush: a claim
 -- lost in a crash leaves its task pending, as if the worker had died right
 -- after claiming, and it never delays the start of a task. Completions stay
@@ -927,12 +933,21 @@ SET enable_seqscan = off
 AS $$
 DECLARE
     unannounced bigint[];
+    hand jsonb;
+    handed bigint[];
+    room integer := p_limit;  -- the slots left for claim_tasks
 BEGIN
     IF cardinality(p_ids) = 0 THEN
         PERFORM set_config('synchronous_commit', 'off', true);
     ELSE
         IF p_limit > 0 THEN
             PERFORM set_config('omnispindle_step.ready_unannounced', '{}', true);
+            -- What the countdown may hand this worker (see after_tasks_update).
+            -- 67108864: the claim's budget of parameters (see claim_tasks).
+            PERFORM set_config('omnispindle_step.hand_to', jsonb_build_object(
+                'worker', p_worker_id, 'lease', p_lease_seconds, 'types', p_task_types,
+                'capabilities', p_capabilities, 'after_priority', p_after_priority,
+                'after_id', p_after_id, 'room', p_limit, 'budget', 67108864)::text, true);
         END IF;
         RETURN QUERY
             SELECT d.id, NULL::text, NULL::jsonb, NULL::integer, NULL::integer,
@@ -941,12 +956,59 @@ BEGIN
             FROM (SELECT unnest(p_ids) AS id
                   EXCEPT ALL
                   SELECT c.id FROM omnispindle.complete_attempts(p_ids, p_tokens, p_results) c) d;
+        IF p_limit > 0 THEN
+            hand := current_setting('omnispindle_step.hand_to')::jsonb;
+            PERFORM set_config('omnispindle_step.hand_to', '', true);
+            -- A key that only a hand-over adds: a usual step reads no more.
+            IF hand ? 'handed' THEN
+                handed := ARRAY(SELECT jsonb_array_elements_text(hand -> 'handed')::bigint);
+                RETURN QUERY
+                    SELECT t.id, t.task_type, t.parameters, t.attempts, t.max_attempts,
+                           t.timeout_seconds, t.lease_token,
+                           -- As claim_tasks returns them.
+                           (SELECT jsonb_object_agg(d.depends_on::text, p.result)
+                            FROM omnispindle.task_dependencies d,
+                                 LATERAL (SELECT q.result FROM omnispindle.tasks q
+                                          WHERE q.id = d.depends_on AND q.state = 'succeeded'
+                                          OFFSET 0) p
+                            WHERE d.task_id = t.id),
+                           CASE WHEN t.allow_failed_dependencies THEN
+                           (SELECT jsonb_object_agg(d.depends_on::text, p.failure)
+                            FROM omnispindle.task_dependencies d,
+                                 LATERAL (SELECT jsonb_build_object(
+                                                     'state', q.state, 'error', q.errors -> -1,
+                                                     'cancel_reason', q.cancel_reason) AS failure
+                                          FROM omnispindle.tasks q
+                                          WHERE q.id = d.depends_on
+                                            AND q.state IN ('failed', 'cancelled')
+                                          OFFSET 0) p
+                            WHERE d.task_id = t.id) END,
+                           t.trace_context, t.priority, false
+                    FROM omnispindle.tasks t
+                    WHERE t.id = ANY (handed);
+                room := (hand ->> 'room')::integer;
+                unannounced := current_setting('omnispindle_step.ready_unannounced')::bigint[];
+                -- Nothing else the claim could take was ready and the step left
+                -- no child pending, or the budget is spent: a claim would walk
+                -- the ready index for nothing, or lock rows it cannot take.
+                IF (hand ->> 'none_ready')::boolean AND cardinality(unannounced) = 0
+                   OR (hand ->> 'budget')::bigint <= 0 THEN
+                    room := 0;
+                END IF;
+            END IF;
+        END IF;
     END IF;
-    IF p_limit > 0 THEN
+    IF room > 0 THEN
+        IF handed IS NOT NULL THEN
+            PERFORM set_config('omnispindle_step.claim_budget', hand ->> 'budget', true);
+        END IF;
         RETURN QUERY
             SELECT c.*, false
-            FROM omnispindle.claim_tasks(p_task_types, p_capabilities, p_limit, p_worker_id,
+            FROM omnispindle.claim_tasks(p_task_types, p_capabilities, room, p_worker_id,
                                          p_lease_seconds, p_after_priority, p_after_id) c;
+        IF handed IS NOT NULL THEN
+            PERFORM set_config('omnispindle_step.claim_budget', '', true);
+        END IF;
     END IF;
     IF cardinality(p_ids) > 0 AND p_limit > 0 THEN
         unannounced := current_setting('omnispindle_step.ready_unannounced')::bigint[];
@@ -1033,6 +1095,10 @@ CREATE TRIGGER tasks_check_transition
     FOR EACH ROW
     WHEN (NOT (NEW.state = OLD.state
                OR (OLD.state = 'blocked' AND NEW.state IN ('pending', 'cancelled'))
+               -- A child handed to a worker as its last parent finishes
+               -- (after_tasks_update) starts in the update that readies it.
+               OR (OLD.state = 'blocked' AND NEW.state = 'running'
+                   AND OLD.pending_dependencies > 0 AND NEW.pending_dependencies = 0)
                OR (OLD.state = 'pending' AND NEW.state IN ('running', 'cancelled'))
                OR (OLD.state = 'running'
                    AND NEW.state IN ('pending', 'succeeded', 'failed', 'cancelled'))
@@ -1094,6 +1160,17 @@ DECLARE
     broken bigint[];
     became_pending bigint[];
     retried bigint[];
+    -- What a worker's step lets the countdown hand it (see complete_and_claim).
+    hand jsonb;
+    hand_worker uuid;
+    hand_types text[];
+    hand_capabilities text[];
+    -- The claim's walks from the worker's cursor, as in claim_tasks: (lowest
+    -- priority, highest priority, after id) each; without a cursor, one walk.
+    walks bigint[];
+    handed bigint[];
+    handed_bytes bigint;
+    none_ready boolean;  -- whether the claim would have found nothing but the children
 BEGIN
     -- Claims leave every row running, which asks for nothing here.
     IF NOT EXISTS (SELECT FROM new_rows WHERE state <> 'running') THEN
@@ -1133,35 +1210,215 @@ BEGIN
         -- child that allows it, counts as done for that child; the last one
         -- makes it ready. Statement triggers fire even for zero rows, so each
         -- nested UPDATE runs only when there is work: that ends the recursion.
-        WITH finished_parents AS (
-            SELECT d.task_id,
-                   count(*) FILTER (WHERE d.depends_on = ANY (succeeded))::integer AS ok,
-                   count(*)::integer AS finished
-            FROM omnispindle.task_dependencies d
-            WHERE d.depends_on = ANY (coalesce(succeeded, '{}') || coalesce(broken, '{}'))
-            GROUP BY d.task_id
-        ), counted AS (
-            SELECT f.task_id,
-                   CASE WHEN c.allow_failed_dependencies THEN f.finished ELSE f.ok END AS done
-            FROM finished_parents f,
-                 LATERAL (SELECT t.allow_failed_dependencies FROM omnispindle.tasks t
-                          WHERE t.id = f.task_id AND t.state = 'blocked' OFFSET 0) c
-        )
-        -- A child that changed since counted read it (cancelled, or waiting
-        -- again for a retried parent, by a transaction committed while this
-        -- one waited for its row) is read again by the update: one finished
-        -- meanwhile is left alone, and the others count down from what they
-        -- hold then. (As the state of an unfinished task, not as blocked: the
-        -- plan then stays on the primary key rather than on the partial index
-        -- of blocked tasks.)
-        UPDATE omnispindle.tasks t
-        SET pending_dependencies = t.pending_dependencies - c.done,
-            state = CASE WHEN t.pending_dependencies = c.done
-                         THEN 'pending' ELSE 'blocked' END::omnispindle.task_state,
-            run_after = greatest(t.run_after, now())
-        FROM counted c
-        WHERE t.id = c.task_id AND c.done > 0
-          AND t.state NOT IN ('succeeded', 'failed', 'cancelled');
+        -- In a worker's step, the children made ready start on that worker in
+        -- the same update, as far as its claim would have taken them first
+        -- (see offered and handing below): a chain's next link is then written
+        -- once, neither announced nor claimed. That statement costs more to
+        -- start than the plain countdown, so a step runs it only when its
+        -- tasks have children, and a step whose tasks have none nothing more.
+        hand := nullif(current_setting('omnispindle_step.hand_to', true), '')::jsonb;
+        IF hand IS NULL THEN
+            WITH finished_parents AS (
+                SELECT d.task_id,
+                       count(*) FILTER (WHERE d.depends_on = ANY (succeeded))::integer AS ok,
+                       count(*)::integer AS finished
+                FROM omnispindle.task_dependencies d
+                WHERE d.depends_on = ANY (coalesce(succeeded, '{}') || coalesce(broken, '{}'))
+                GROUP BY d.task_id
+            ), counted AS (
+                SELECT f.task_id,
+                       CASE WHEN c.allow_failed_dependencies THEN f.finished ELSE f.ok END AS done
+                FROM finished_parents f,
+                     LATERAL (SELECT t.allow_failed_dependencies FROM omnispindle.tasks t
+                              WHERE t.id = f.task_id AND t.state = 'blocked' OFFSET 0) c
+            )
+            -- A child that changed since counted read it (cancelled, or waiting
+            -- again for a retried parent, by a transaction committed while this
+            -- one waited for its row) is read again by the update: one finished
+            -- meanwhile is left alone, and the others count down from what they
+            -- hold then. (As the state of an unfinished task, not as blocked:
+            -- the plan then stays on the primary key rather than on the partial
+            -- index of blocked tasks.)
+            UPDATE omnispindle.tasks t
+            SET pending_dependencies = t.pending_dependencies - c.done,
+                state = CASE WHEN t.pending_dependencies = c.done
+                             THEN 'pending' ELSE 'blocked' END::omnispindle.task_state,
+                run_after = greatest(t.run_after, now())
+            FROM counted c
+            WHERE t.id = c.task_id AND c.done > 0
+              AND t.state NOT IN ('succeeded', 'failed', 'cancelled');
+        ELSIF EXISTS (SELECT FROM omnispindle.task_dependencies d
+                      WHERE d.depends_on = ANY (coalesce(succeeded, '{}') || coalesce(broken, '{}'))) THEN
+            hand_worker := (hand ->> 'worker')::uuid;
+            hand_types := ARRAY(SELECT jsonb_array_elements_text(hand -> 'types'));
+            hand_capabilities := ARRAY(SELECT jsonb_array_elements_text(hand -> 'capabilities'));
+            walks := CASE WHEN hand ->> 'after_id' IS NULL
+                          THEN ARRAY[-1000, 1000, 0, 1, 0, 0, 1, 0, 0]
+                          ELSE ARRAY[(hand ->> 'after_priority')::integer + 1, 1000, 0,
+                                     (hand ->> 'after_priority')::integer,
+                                     (hand ->> 'after_priority')::integer,
+                                     (hand ->> 'after_id')::bigint,
+                                     -1000, (hand ->> 'after_priority')::integer - 1, 0] END;
+            WITH finished_parents AS (
+                SELECT d.task_id,
+                       count(*) FILTER (WHERE d.depends_on = ANY (succeeded))::integer AS ok,
+                       count(*)::integer AS finished
+                FROM omnispindle.task_dependencies d
+                WHERE d.depends_on = ANY (coalesce(succeeded, '{}') || coalesce(broken, '{}'))
+                GROUP BY d.task_id
+            ), counted AS (
+                SELECT f.task_id, c.*,
+                       CASE WHEN c.allow_failed_dependencies THEN f.finished ELSE f.ok END AS done
+                FROM finished_parents f,
+                     LATERAL (SELECT t.allow_failed_dependencies, t.pending_dependencies, t.priority,
+                                     t.task_type, t.required_capabilities, t.run_after,
+                                     t.attempts < t.max_attempts AS may_start,
+                                     pg_column_size(t.parameters) AS size
+                              FROM omnispindle.tasks t
+                              WHERE t.id = f.task_id AND t.state = 'blocked' OFFSET 0) c
+            ), offered AS (
+                -- The children made ready that the worker's claim would take, by
+                -- the test of its walks, in the walks' order, up to its free slots
+                -- and its budget of parameters (the first always fits, as in
+                -- claim_tasks). Not when any of the worker's types has limits or a
+                -- strategy: their passes come before the walks and would take the
+                -- slots first. The reads past the first tests run only for a child
+                -- made ready.
+                SELECT o.task_id, o.walk, o.priority, o.size
+                FROM (SELECT c.task_id, c.priority, c.size, w.walk,
+                             sum(c.size) OVER (ORDER BY w.walk, c.priority DESC, c.task_id
+                                               ROWS UNBOUNDED PRECEDING) AS upto
+                      FROM counted c,
+                           -- Which walk reaches the child: none behind the cursor.
+                           LATERAL (SELECT CASE WHEN c.priority BETWEEN walks[1] AND walks[2]
+                                                     AND c.task_id > walks[3] THEN 1
+                                                WHEN c.priority BETWEEN walks[4] AND walks[5]
+                                                     AND c.task_id > walks[6] THEN 2
+                                                WHEN c.priority BETWEEN walks[7] AND walks[8]
+                                                     AND c.task_id > walks[9] THEN 3 END AS walk) w
+                      WHERE hand IS NOT NULL AND w.walk IS NOT NULL
+                        AND c.pending_dependencies = c.done AND c.may_start
+                        -- Due once ready: its run_after becomes at least now.
+                        AND c.run_after <= now()
+                        AND c.task_type = ANY (hand_types)
+                        AND c.required_capabilities <@ hand_capabilities
+                        AND (c.required_capabilities = '{}'
+                             OR NOT omnispindle.left_to_a_narrower_worker(
+                                 c.task_type, c.required_capabilities, c.run_after,
+                                 hand_capabilities, hand_worker))
+                        AND c.task_type <> ALL (ARRAY(SELECT p.task_type
+                                                      FROM omnispindle.paused_task_types p))
+                        AND NOT EXISTS (SELECT FROM omnispindle.task_type_limits l
+                                        WHERE l.task_type = ANY (hand_types))
+                        AND NOT EXISTS (SELECT FROM omnispindle.task_type_strategies g
+                                        WHERE g.task_type = ANY (hand_types))
+                      ORDER BY w.walk, c.priority DESC, c.task_id
+                      LIMIT (hand ->> 'room')::integer) o
+                WHERE o.upto - o.size < (hand ->> 'budget')::bigint
+            ), head AS MATERIALIZED (
+                -- The first ready task the worker's claim would take: its walks
+                -- from its cursor, each stopping at the first task that passes the
+                -- claim's test, so that this reads no more of the ready index
+                -- than the claim would. Run only when a child is offered.
+                SELECT x.walk, x.priority, x.id
+                FROM ((SELECT 1 AS walk, r.priority, r.id FROM omnispindle.tasks r
+                       WHERE r.state = 'pending' AND r.priority BETWEEN walks[1] AND walks[2]
+                         AND r.id > walks[3] AND r.run_after <= now()
+                         AND r.task_type = ANY (hand_types)
+                         AND r.required_capabilities <@ hand_capabilities
+                         AND (r.required_capabilities = '{}'
+                              OR NOT omnispindle.left_to_a_narrower_worker(
+                                  r.task_type, r.required_capabilities, r.run_after,
+                                  hand_capabilities, hand_worker))
+                         AND r.attempts < r.max_attempts
+                         AND r.task_type <> ALL (ARRAY(SELECT p.task_type
+                                                       FROM omnispindle.paused_task_types p))
+                       ORDER BY r.priority DESC, r.id LIMIT 1)
+                      UNION ALL
+                      (SELECT 2, r.priority, r.id FROM omnispindle.tasks r
+                       WHERE r.state = 'pending' AND r.priority BETWEEN walks[4] AND walks[5]
+                         AND r.id > walks[6] AND r.run_after <= now()
+                         AND r.task_type = ANY (hand_types)
+                         AND r.required_capabilities <@ hand_capabilities
+                         AND (r.required_capabilities = '{}'
+                              OR NOT omnispindle.left_to_a_narrower_worker(
+                                  r.task_type, r.required_capabilities, r.run_after,
+                                  hand_capabilities, hand_worker))
+                         AND r.attempts < r.max_attempts
+                         AND r.task_type <> ALL (ARRAY(SELECT p.task_type
+                                                       FROM omnispindle.paused_task_types p))
+                       ORDER BY r.priority DESC, r.id LIMIT 1)
+                      UNION ALL
+                      (SELECT 3, r.priority, r.id FROM omnispindle.tasks r
+                       WHERE r.state = 'pending' AND r.priority BETWEEN walks[7] AND walks[8]
+                         AND r.id > walks[9] AND r.run_after <= now()
+                         AND r.task_type = ANY (hand_types)
+                         AND r.required_capabilities <@ hand_capabilities
+                         AND (r.required_capabilities = '{}'
+                              OR NOT omnispindle.left_to_a_narrower_worker(
+                                  r.task_type, r.required_capabilities, r.run_after,
+                                  hand_capabilities, hand_worker))
+                         AND r.attempts < r.max_attempts
+                         AND r.task_type <> ALL (ARRAY(SELECT p.task_type
+                                                       FROM omnispindle.paused_task_types p))
+                       ORDER BY r.priority DESC, r.id LIMIT 1)) x
+                LIMIT 1
+            ), handing AS (
+                -- The children that come before it in the walks' order.
+                SELECT o.task_id FROM offered o
+                WHERE NOT EXISTS (SELECT FROM head h
+                                  WHERE (h.walk, -h.priority, h.id) < (o.walk, -o.priority, o.task_id))
+            ), counted_down AS (
+                -- A child that changed since counted read it (cancelled, or
+                -- waiting again for a retried parent, by a transaction committed
+                -- while this one waited for its row) is read again by the update:
+                -- one finished meanwhile is left alone, and the others count down
+                -- from what they hold then, and start only if that makes them
+                -- ready. (As the state of an unfinished task, not as blocked: the
+                -- plan then stays on the primary key rather than on the partial
+                -- index of blocked tasks.) A child handed over starts as
+                -- claim_tasks starts a task.
+                UPDATE omnispindle.tasks t
+                SET pending_dependencies = t.pending_dependencies - c.done,
+                    state = CASE WHEN t.pending_dependencies <> c.done THEN 'blocked'
+                                 WHEN h.task_id IS NOT NULL THEN 'running'
+                                 ELSE 'pending' END::omnispindle.task_state,
+                    run_after = greatest(t.run_after, now()),
+                    attempts = t.attempts + (h.task_id IS NOT NULL
+                                             AND t.pending_dependencies = c.done)::integer,
+                    worker_id = CASE WHEN h.task_id IS NOT NULL AND t.pending_dependencies = c.done
+                                     THEN hand_worker ELSE t.worker_id END,
+                    lease_token = CASE WHEN h.task_id IS NOT NULL AND t.pending_dependencies = c.done
+                                       THEN gen_random_uuid() ELSE t.lease_token END,
+                    lease_expires_at = CASE WHEN h.task_id IS NOT NULL
+                                                 AND t.pending_dependencies = c.done
+                                            THEN now() + make_interval(
+                                                secs => LEAST((hand ->> 'lease')::double precision,
+                                                              t.timeout_seconds))
+                                            ELSE t.lease_expires_at END,
+                    started_at = CASE WHEN h.task_id IS NOT NULL AND t.pending_dependencies = c.done
+                                      THEN now() ELSE t.started_at END
+                FROM counted c
+                LEFT JOIN handing h ON h.task_id = c.task_id
+                WHERE t.id = c.task_id AND c.done > 0
+                  AND t.state NOT IN ('succeeded', 'failed', 'cancelled')
+                RETURNING t.id, t.state, c.size
+            )
+            SELECT array_agg(x.id), sum(x.size),
+                   -- Read only when a child was handed over, and then already at hand.
+                   CASE WHEN count(*) > 0 THEN NOT EXISTS (SELECT FROM head) END
+            INTO handed, handed_bytes, none_ready
+            FROM counted_down x WHERE x.state = 'running';
+            IF handed IS NOT NULL THEN
+                -- What the step claims next has the rest of its slots and budget.
+                PERFORM set_config('omnispindle_step.hand_to', (hand || jsonb_build_object(
+                    'room', (hand ->> 'room')::integer - cardinality(handed),
+                    'budget', (hand ->> 'budget')::bigint - handed_bytes,
+                    'handed', coalesce(hand -> 'handed', '[]') || to_jsonb(handed),
+                    'none_ready', coalesce((hand ->> 'none_ready')::boolean, true) AND none_ready
+                    ))::text, true);
+            END IF;
+        END IF;
     END IF;
 
     IF broken IS NOT NULL THEN

@@ -22,6 +22,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from omnispindle import TaskQueue, TaskQueueClient, WorkerClient
+from omnispindle._db.notifier import READY_CHANNEL
 from omnispindle._db.statements import parse_statements
 from omnispindle.migrate import upgrade
 
@@ -201,6 +202,31 @@ class StatementLog(logging.Handler):
     @property
     def names(self) -> list[str]:
         return [name for name, _ in self.runs]
+
+
+@pytest.fixture
+def ready_notices(dsn: str, conn: psycopg.Connection) -> Iterator[Callable[..., list[str]]]:
+    """``notices(step)`` runs ``step`` and returns the ready notices it sent: those
+    that arrive between markers sent before and after it (notices come in commit
+    order)."""
+    with psycopg.connect(dsn, autocommit=True) as listener:
+        listener.execute(f"LISTEN {READY_CHANNEL}")
+
+        def up_to(marker: str) -> list[str]:
+            conn.execute("SELECT pg_notify(%s, %s)", [READY_CHANNEL, marker])
+            seen = []
+            for notice in listener.notifies(timeout=10):
+                if notice.payload == marker:
+                    return seen
+                seen.append(notice.payload)
+            raise AssertionError(f"the {marker!r} notice never arrived")
+
+        def notices(step) -> list[str]:
+            up_to("before")
+            step()
+            return up_to("after")
+
+        yield notices
 
 
 @pytest.fixture

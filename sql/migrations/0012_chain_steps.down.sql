@@ -1,4 +1,5 @@
--- Undo 0012_chain_steps: custom plans again, and every ready notice at once.
+-- Undo 0012_chain_steps: custom plans again, every ready notice at once, and
+-- no hand-over.
 
 ALTER FUNCTION omnispindle.complete_attempts(bigint[], uuid[], jsonb[])
     RESET plan_cache_mode;
@@ -151,6 +152,635 @@ BEGIN
     RETURN NULL;
 END
 $$;
+
+-- claim_tasks() as 0010 made it.
+CREATE OR REPLACE FUNCTION omnispindle.claim_tasks(p_task_types text[], p_capabilities text[],
+                                        p_limit integer, p_worker_id uuid,
+                                        p_lease_seconds double precision,
+                                        p_after_priority integer DEFAULT NULL,
+                                        p_after_id bigint DEFAULT NULL)
+RETURNS TABLE (id bigint, task_type text, parameters jsonb, attempts integer,
+               max_attempts integer, timeout_seconds double precision, lease_token uuid,
+               dependency_results jsonb, dependency_failures jsonb, trace_context jsonb,
+               priority integer)
+LANGUAGE plpgsql
+SET enable_bitmapscan = off
+SET enable_seqscan = off
+SET enable_sort = off
+-- An aging pass sorts its few candidates: with sorting priced out, JIT would
+-- compile that plan at every claim.
+SET jit = off
+-- Planned once per session: planning the passes afresh at every claim cost more
+-- than running them (a claim of 3 ready tasks took 1.4 ms, 1.0 ms with generic
+-- plans; of a fair type, 3.5 ms and 1.6 ms). The planner's choices here are
+-- index scans whatever the values, as the settings above make them.
+SET plan_cache_mode = force_generic_plan
+AS $$
+#variable_conflict use_column
+DECLARE
+    claimed integer := 0;
+    found_now integer;
+    -- Bytes of parameters the rest of the claim may take: a claim carries at
+    -- most 64 MiB of them (or one task, whatever its size), so a worker never
+    -- takes a concurrency's worth of the largest rows in one statement.
+    budget bigint := 67108864;
+    chosen bigint[];
+    taken bigint;
+    sizes bigint[];  -- each candidate's parameters, in bytes
+    keys text[];  -- each candidate's group_key
+    per_group integer;  -- the type's running limit per group, if any
+    group_rate double precision;  -- the type's rate per group, if any
+    group_burst double precision;  -- each group's bucket, full
+    -- Walks of the index, in order: (lowest priority, highest priority, after id).
+    -- -1000 and 1000 bound priorities (tasks_priority_range).
+    walks integer[] := CASE WHEN p_after_id IS NULL THEN ARRAY[-1000, 1000, 0]
+                            ELSE ARRAY[p_after_priority + 1, 1000, 0,
+                                       p_after_priority, p_after_priority, p_after_id,
+                                       -1000, p_after_priority - 1, 0] END;
+    -- This worker's task types that have limits or a strategy. They are
+    -- claimed first, one pass each (unless paused), up to what their limits
+    -- allow and in their strategy's order; the walks then skip them. A limit
+    -- both caps a type and keeps its share of the slots: a flood of other work
+    -- cannot keep it waiting. One plain read: no sort, no check of the paused
+    -- types, which only a type found here needs (each read costs every claim).
+    set_apart text[] := ARRAY(SELECT l.task_type FROM omnispindle.task_type_limits l
+                              WHERE l.task_type = ANY (p_task_types)
+                              UNION ALL
+                              SELECT g.task_type FROM omnispindle.task_type_strategies g
+                              WHERE g.task_type = ANY (p_task_types));
+    pass integer;
+    walk integer;
+    bucket record;  -- the type's task_type_limits row, if it has limits
+    aging double precision;  -- the type's aging_seconds, if it ages
+    type_strategy text;  -- the type's strategy, if it has one
+    -- The lock_timeout to restore after waiting for a limited type's row.
+    lock_wait text := current_setting('lock_timeout');
+    limited boolean;  -- whether the type has a limits row
+    room integer;
+    n_tokens double precision;
+    refilled timestamptz;
+BEGIN
+    FOR pass IN 1 .. cardinality(set_apart) + cardinality(walks) / 3 LOOP
+        IF pass <= cardinality(set_apart) THEN
+            -- A type with both limits and a strategy comes twice: once is enough.
+            CONTINUE WHEN set_apart[pass] = ANY (set_apart[1:pass - 1])
+                OR EXISTS (SELECT FROM omnispindle.paused_task_types p
+                           WHERE p.task_type = set_apart[pass]);
+            -- A first look at the limits, without their lock: a type out of
+            -- tokens is passed over before its candidates are sought. Not found:
+            -- a type with a strategy and no limits (every field of bucket is NULL).
+            SELECT * INTO bucket FROM omnispindle.task_type_limits l
+            WHERE l.task_type = set_apart[pass];
+            limited := FOUND;
+            per_group := coalesce(bucket.max_running_per_group, 2147483647);
+            group_rate := bucket.starts_per_second_per_group;
+            group_burst := greatest(1, ceil(group_rate));
+            CONTINUE WHEN least(bucket.burst, bucket.tokens + bucket.starts_per_second
+                                * extract(epoch FROM clock_timestamp() - bucket.refilled_at)) < 1;
+            IF bucket.max_running IS NOT NULL THEN
+                -- Nor is a type at its running limit (counted again under the lock).
+                CONTINUE WHEN bucket.max_running
+                    <= (SELECT count(*) FROM omnispindle.tasks r
+                        WHERE r.state = 'running' AND r.task_type = set_apart[pass]);
+            END IF;
+            SELECT g.strategy, g.aging_seconds INTO type_strategy, aging
+            FROM omnispindle.task_type_strategies g
+            WHERE g.task_type = set_apart[pass];
+            room := p_limit - claimed;
+            -- The candidates, in the strategy's order and locked as found, come
+            -- before the limits' lock (below), which is held until commit: only
+            -- the counting and the update wait for other claims of the type.
+            -- The price: while a limit binds, a claim that gets the lock first
+            -- may start its own candidates before better ones that another
+            -- claim holds and cannot start; those stay first for the next.
+            IF type_strategy IS NULL
+               AND (SELECT r.group_key FROM omnispindle.tasks r
+                    WHERE r.state = 'pending' AND r.task_type = set_apart[pass]
+                      AND r.group_key IS NOT NULL
+                    -- In the index's order, so that the plan is a probe of
+                    -- tasks_group_ready_idx: as an EXISTS, a generic plan made
+                    -- while the statistics saw group keys walked the ready
+                    -- index over every pending task.
+                    ORDER BY r.task_type, r.group_key LIMIT 1) IS NULL THEN
+                -- Strict order, when no pending task of the type has a
+                -- group_key (the usual case): tasks_group_ready_idx holds the
+                -- type's tasks apart from the others' and, within the tasks
+                -- without a group_key, in that order. The ready index, in
+                -- priority order across types, had each claim step over every
+                -- ready task of other types ahead of the type's (2,000 rows
+                -- read for a claim of 3 behind a backlog of 2,000).
+                WITH ready AS (
+                    SELECT r.id, pg_column_size(r.parameters) AS size, r.group_key
+                    FROM omnispindle.tasks r
+                    WHERE r.state = 'pending'
+                      AND r.task_type = set_apart[pass]
+                      AND r.group_key IS NULL
+                      AND r.run_after <= now()
+                      AND r.required_capabilities <@ p_capabilities
+                      AND (r.required_capabilities = '{}'
+                           OR NOT omnispindle.left_to_a_narrower_worker(
+                               r.task_type, r.required_capabilities, r.run_after,
+                               p_capabilities, p_worker_id))
+                      AND r.attempts < r.max_attempts
+                    ORDER BY r.task_type, r.group_key, r.priority DESC, r.id
+                    LIMIT room
+                    FOR NO KEY UPDATE SKIP LOCKED
+                ), summed AS (
+                    SELECT id, size, group_key, sum(size) OVER (ROWS UNBOUNDED PRECEDING) AS upto
+                    FROM ready
+                )
+                SELECT array_agg(id), array_agg(size), array_agg(group_key), sum(size)
+                INTO chosen, sizes, keys, taken
+                FROM summed WHERE upto - size < budget;
+            ELSIF type_strategy IS NULL THEN
+                -- Strict order across the type's groups: the ready index's.
+                WITH ready AS (
+                    SELECT r.id, pg_column_size(r.parameters) AS size, r.group_key
+                    FROM omnispindle.tasks r
+                    WHERE r.state = 'pending'
+                      AND r.task_type = set_apart[pass]
+                      AND r.run_after <= now()
+                      AND r.required_capabilities <@ p_capabilities
+                      AND (r.required_capabilities = '{}'
+                           OR NOT omnispindle.left_to_a_narrower_worker(
+                               r.task_type, r.required_capabilities, r.run_after,
+                               p_capabilities, p_worker_id))
+                      AND r.attempts < r.max_attempts
+                    ORDER BY r.priority DESC, r.id
+                    LIMIT room
+                    FOR NO KEY UPDATE SKIP LOCKED
+                ), summed AS (
+                    SELECT id, size, group_key, sum(size) OVER (ROWS UNBOUNDED PRECEDING) AS upto
+                    FROM ready
+                )
+                SELECT array_agg(id), array_agg(size), array_agg(group_key), sum(size)
+                INTO chosen, sizes, keys, taken
+                FROM summed WHERE upto - size < budget;
+            ELSIF type_strategy = 'fair' THEN
+                -- Fair share: the group with the fewest running tasks of the type
+                -- goes first, so that a group's flood cannot starve the others;
+                -- ties go to a group drawn at random, so that over many claims
+                -- each group's share of starts is equal. A group is a group_key,
+                -- and the tasks without one are one group more. Within a group,
+                -- strict priority then age. Only the first `room` groups in that
+                -- order can take part, each up to the water level: the running
+                -- count every group reaches when `room` starts go to the lowest
+                -- first. Candidates are locked as found, so that concurrent
+                -- claims take the next ones; those not taken are free again at
+                -- commit. (Taking `room` of each group locked a row per group
+                -- and slot.)
+                WITH RECURSIVE keys AS (
+                    -- The groups with pending tasks, one index probe each, and
+                    -- whether the last task of each (in the group's order) is
+                    -- one this worker may start now. Each probe reads the
+                    -- group's range from its end: its first entries are mostly
+                    -- those of tasks just claimed, which every probe from the
+                    -- start walks over until vacuum removes them (16 buffers a
+                    -- probe in a drain, against 3 from the end).
+                    (SELECT r.group_key,
+                            r.run_after <= now()
+                            AND r.required_capabilities <@ p_capabilities
+                            AND (r.required_capabilities = '{}'
+                                 OR NOT omnispindle.left_to_a_narrower_worker(
+                                     r.task_type, r.required_capabilities, r.run_after,
+                                     p_capabilities, p_worker_id))
+                            AND r.attempts < r.max_attempts AS last_ready
+                     FROM omnispindle.tasks r
+                     WHERE r.state = 'pending' AND r.task_type = set_apart[pass]
+                       AND r.group_key IS NOT NULL
+                     ORDER BY r.group_key DESC, r.priority, r.id DESC LIMIT 1)
+                    UNION ALL
+                    SELECT n.group_key, n.last_ready FROM keys k
+                    CROSS JOIN LATERAL (SELECT r.group_key,
+                                               r.run_after <= now()
+                                               AND r.required_capabilities <@ p_capabilities
+                                               AND (r.required_capabilities = '{}'
+                                                    OR NOT omnispindle.left_to_a_narrower_worker(
+                                                        r.task_type, r.required_capabilities, r.run_after,
+                                                        p_capabilities, p_worker_id))
+                                               AND r.attempts < r.max_attempts AS last_ready
+                                        FROM omnispindle.tasks r
+                                        WHERE r.state = 'pending'
+                                          AND r.task_type = set_apart[pass]
+                                          AND r.group_key < k.group_key
+                                        ORDER BY r.group_key DESC, r.priority, r.id DESC
+                                        LIMIT 1) n
+                ), groups AS (
+                    -- Those with a task this worker may start now: a group whose
+                    -- tasks are all delayed or need other capabilities would
+                    -- take a turn and come back with nothing. Most groups' last
+                    -- task is one; the others take a probe each.
+                    -- (As an EXISTS, the planner read every pending task of the
+                    -- type once per claim instead.) Each probe below reads its
+                    -- group's range of tasks_group_ready_idx in the index's
+                    -- order: with an equality on group_key, which leaves any
+                    -- order of it free, a plan made while the table was small
+                    -- walked tasks_ready_idx over every pending task instead
+                    -- (30,000 index entries for a claim of 32 under one group's
+                    -- flood).
+                    SELECT k.group_key FROM keys k WHERE k.last_ready
+                    UNION ALL
+                    SELECT k.group_key FROM keys k
+                    CROSS JOIN LATERAL (SELECT FROM omnispindle.tasks r
+                                        WHERE r.state = 'pending'
+                                          AND r.task_type = set_apart[pass]
+                                          AND r.group_key BETWEEN k.group_key AND k.group_key
+                                          AND r.run_after <= now()
+                                          AND r.required_capabilities <@ p_capabilities
+                                          AND (r.required_capabilities = '{}'
+                                               OR NOT omnispindle.left_to_a_narrower_worker(
+                                                   r.task_type, r.required_capabilities, r.run_after,
+                                                   p_capabilities, p_worker_id))
+                                          AND r.attempts < r.max_attempts
+                                        ORDER BY r.group_key, r.priority DESC, r.id
+                                        LIMIT 1) e
+                    WHERE NOT k.last_ready
+                    UNION ALL
+                    SELECT NULL FROM (SELECT FROM omnispindle.tasks r
+                                      WHERE r.state = 'pending'
+                                        AND r.task_type = set_apart[pass]
+                                        AND r.group_key IS NULL
+                                        AND r.run_after <= now()
+                                        AND r.required_capabilities <@ p_capabilities
+                                        AND (r.required_capabilities = '{}'
+                                             OR NOT omnispindle.left_to_a_narrower_worker(
+                                                 r.task_type, r.required_capabilities, r.run_after,
+                                                 p_capabilities, p_worker_id))
+                                        AND r.attempts < r.max_attempts
+                                      ORDER BY r.task_type, r.group_key, r.priority DESC, r.id
+                                      LIMIT 1) e
+                ), running AS (
+                    SELECT r.group_key, count(*) AS n FROM omnispindle.tasks r
+                    WHERE r.state = 'running' AND r.task_type = set_apart[pass]
+                    GROUP BY r.group_key
+                ), turns AS (
+                    SELECT g.group_key, coalesce(u.n, 0) AS n_running, random() AS draw
+                    FROM groups g
+                    LEFT JOIN running u ON u.group_key IS NOT DISTINCT FROM g.group_key
+                    WHERE coalesce(u.n, 0) < per_group
+                      -- A group out of tokens takes no turn.
+                      AND (group_rate IS NULL
+                           OR omnispindle.group_tokens_at(bucket.group_tokens,
+                                                          coalesce(g.group_key, ''), group_rate,
+                                                          group_burst, clock_timestamp()) >= 1)
+                    ORDER BY 2, 3 LIMIT room
+                ), level AS (
+                    -- Filling the j lowest groups to a common level takes
+                    -- (room + their running) / j; the lowest such level is the one.
+                    SELECT min((room + f.below)::double precision / f.j) AS height
+                    FROM (SELECT row_number() OVER w AS j, sum(t.n_running) OVER w AS below
+                          FROM turns t
+                          WINDOW w AS (ORDER BY t.n_running, t.draw ROWS UNBOUNDED PRECEDING)) f
+                ), keyed AS (
+                    SELECT c.id, c.priority, c.size, t.group_key, t.n_running, t.draw
+                    FROM turns t CROSS JOIN level v
+                    CROSS JOIN LATERAL (SELECT r.id, r.priority,
+                                               pg_column_size(r.parameters) AS size
+                                        FROM omnispindle.tasks r
+                                        WHERE r.state = 'pending'
+                                          AND r.task_type = set_apart[pass]
+                                          AND r.group_key BETWEEN t.group_key AND t.group_key
+                                          AND r.run_after <= now()
+                                          AND r.required_capabilities <@ p_capabilities
+                                          AND (r.required_capabilities = '{}'
+                                               OR NOT omnispindle.left_to_a_narrower_worker(
+                                                   r.task_type, r.required_capabilities, r.run_after,
+                                                   p_capabilities, p_worker_id))
+                                          AND r.attempts < r.max_attempts
+                                        ORDER BY r.group_key, r.priority DESC, r.id
+                                        LIMIT greatest(0, least(ceil(v.height)::integer, per_group)
+                                                          - t.n_running)
+                                        FOR NO KEY UPDATE SKIP LOCKED) c
+                ), unkeyed AS (
+                    SELECT r.id, r.priority, pg_column_size(r.parameters) AS size
+                    FROM omnispindle.tasks r
+                    WHERE EXISTS (SELECT FROM turns t WHERE t.group_key IS NULL)
+                      AND r.state = 'pending' AND r.task_type = set_apart[pass]
+                      AND r.group_key IS NULL AND r.run_after <= now()
+                      AND r.required_capabilities <@ p_capabilities
+                      AND (r.required_capabilities = '{}'
+                           OR NOT omnispindle.left_to_a_narrower_worker(
+                               r.task_type, r.required_capabilities, r.run_after,
+                               p_capabilities, p_worker_id))
+                      AND r.attempts < r.max_attempts
+                    -- In the index's order: by priority alone, the planner
+                    -- walked tasks_ready_idx over every type's pending tasks.
+                    ORDER BY r.task_type, r.group_key, r.priority DESC, r.id
+                    LIMIT (SELECT greatest(0, least(ceil(v.height)::integer, per_group)
+                                              - t.n_running)
+                           FROM turns t, level v WHERE t.group_key IS NULL)
+                    FOR NO KEY UPDATE SKIP LOCKED
+                ), firsts AS (
+                    SELECT k.id, k.priority, k.size, k.group_key, k.n_running, k.draw FROM keyed k
+                    UNION ALL
+                    SELECT u.id, u.priority, u.size, NULL, t.n_running, t.draw
+                    FROM unkeyed u JOIN turns t ON t.group_key IS NULL
+                ), spare AS (
+                    -- A group with fewer ready tasks than its share leaves slots
+                    -- over: the keyed groups fill them, each offering the next
+                    -- few of its own (only when it happens).
+                    SELECT c.id, c.priority, c.size, t.group_key, t.n_running, t.draw
+                    FROM turns t
+                    CROSS JOIN LATERAL (SELECT r.id, r.priority,
+                                               pg_column_size(r.parameters) AS size
+                                        FROM omnispindle.tasks r
+                                        WHERE r.state = 'pending'
+                                          AND r.task_type = set_apart[pass]
+                                          AND r.group_key BETWEEN t.group_key AND t.group_key
+                                          AND r.run_after <= now()
+                                          AND r.required_capabilities <@ p_capabilities
+                                          AND (r.required_capabilities = '{}'
+                                               OR NOT omnispindle.left_to_a_narrower_worker(
+                                                   r.task_type, r.required_capabilities, r.run_after,
+                                                   p_capabilities, p_worker_id))
+                                          AND r.attempts < r.max_attempts
+                                          AND r.id <> ALL (ARRAY(SELECT f.id FROM firsts f))
+                                        ORDER BY r.group_key, r.priority DESC, r.id
+                                        LIMIT room - (SELECT count(*) FROM firsts)
+                                        FOR NO KEY UPDATE SKIP LOCKED) c
+                    WHERE (SELECT count(*) FROM firsts) < room
+                ), candidates AS (
+                    SELECT * FROM firsts
+                    UNION ALL
+                    SELECT * FROM spare
+                ), ranked AS (
+                    -- A task's rank: how many of its group would run once it starts.
+                    SELECT c.id, c.size, c.group_key, c.draw, c.n_running + row_number()
+                               OVER (PARTITION BY c.group_key ORDER BY c.priority DESC, c.id)
+                               AS share
+                    FROM candidates c
+                ), ready AS (
+                    SELECT k.id, k.size, k.group_key FROM ranked k WHERE k.share <= per_group
+                    ORDER BY k.share, k.draw, k.id LIMIT room
+                ), summed AS (
+                    SELECT id, size, group_key, sum(size) OVER (ROWS UNBOUNDED PRECEDING) AS upto
+                    FROM ready
+                )
+                SELECT array_agg(id), array_agg(size), array_agg(group_key), sum(size)
+                INTO chosen, sizes, keys, taken
+                FROM summed WHERE upto - size < budget;
+            ELSE
+                -- Aging: a task's effective priority is its priority plus one for
+                -- every aging seconds it has been ready. Within a priority the
+                -- oldest comes first, so the best candidates are the first few of
+                -- each priority in use: found by a skip over the priorities (one
+                -- index probe each), then ordered by effective priority.
+                WITH RECURSIVE levels AS (
+                    (SELECT r.priority FROM omnispindle.tasks r
+                     WHERE r.state = 'pending' AND r.task_type = set_apart[pass]
+                       AND r.run_after <= now()
+                     ORDER BY r.priority DESC, r.id LIMIT 1)
+                    UNION ALL
+                    SELECT n.priority FROM levels l
+                    CROSS JOIN LATERAL (SELECT r.priority FROM omnispindle.tasks r
+                                        WHERE r.state = 'pending'
+                                          AND r.task_type = set_apart[pass]
+                                          AND r.run_after <= now() AND r.priority < l.priority
+                                        ORDER BY r.priority DESC, r.id LIMIT 1) n
+                ), candidates AS (
+                    SELECT c.id, c.priority + floor(extract(epoch FROM now() - c.run_after)
+                                                    / aging) AS effective
+                    FROM levels l
+                    CROSS JOIN LATERAL (SELECT r.id, r.priority, r.run_after
+                                        FROM omnispindle.tasks r
+                                        WHERE r.state = 'pending'
+                                          AND r.task_type = set_apart[pass]
+                                          AND r.run_after <= now() AND r.priority = l.priority
+                                          AND r.required_capabilities <@ p_capabilities
+                                          AND (r.required_capabilities = '{}'
+                                               OR NOT omnispindle.left_to_a_narrower_worker(
+                                                   r.task_type, r.required_capabilities, r.run_after,
+                                                   p_capabilities, p_worker_id))
+                                          AND r.attempts < r.max_attempts
+                                        ORDER BY r.priority DESC, r.id LIMIT room
+                                        -- Locked as found, so that concurrent claims
+                                        -- take the next ones; those not taken are
+                                        -- free again at commit.
+                                        FOR NO KEY UPDATE SKIP LOCKED) c
+                ), ready AS (
+                    -- The best, by primary key in their order.
+                    SELECT r.id, pg_column_size(r.parameters) AS size, r.group_key
+                    FROM (SELECT c.id FROM candidates c
+                          ORDER BY c.effective DESC, c.id LIMIT room) k
+                    CROSS JOIN LATERAL (SELECT q.id, q.parameters, q.group_key
+                                        FROM omnispindle.tasks q
+                                        WHERE q.id = k.id OFFSET 0) r
+                ), summed AS (
+                    SELECT id, size, group_key, sum(size) OVER (ROWS UNBOUNDED PRECEDING) AS upto
+                    FROM ready
+                )
+                SELECT array_agg(id), array_agg(size), array_agg(group_key), sum(size)
+                INTO chosen, sizes, keys, taken
+                FROM summed WHERE upto - size < budget;
+            END IF;
+            CONTINUE WHEN chosen IS NULL;
+            IF limited THEN
+                -- One claim at a time takes from a limited type: its row's lock
+                -- makes counting and claiming one step for every worker. The
+                -- lock is held until commit; a claim that finds the row locked
+                -- waits for it up to 20 ms (other claims hold it for a moment),
+                -- then leaves the type to the one holding it: a transaction
+                -- left open on the row (a limit set and not committed) slows
+                -- claims of the type, never stops them. Skipping at once left a
+                -- worker with nothing to claim whenever another held the row:
+                -- two workers drained a limited type at a third of the rate of
+                -- one without limits; trying again every 2 ms left each wait
+                -- longer than the hold it waited for. The row is locked and
+                -- updated in one subtransaction (the one that catches the
+                -- timeout): a row locked by a subtransaction and updated by its
+                -- parent would need a MultiXact at every claim.
+                BEGIN
+                    PERFORM set_config('lock_timeout', '20ms', true);
+                    SELECT * INTO bucket FROM omnispindle.task_type_limits l
+                    WHERE l.task_type = set_apart[pass]
+                    FOR NO KEY UPDATE;
+                    -- Not found: limits cleared since the first look (every
+                    -- field of bucket NULL).
+                    limited := FOUND;
+                    PERFORM set_config('lock_timeout', lock_wait, true);
+                    refilled := clock_timestamp();
+                    -- The limits as locked, which may have changed since the first look.
+                    per_group := coalesce(bucket.max_running_per_group, 2147483647);
+                    group_rate := bucket.starts_per_second_per_group;
+                    group_burst := greatest(1, ceil(group_rate));
+                    IF bucket.starts_per_second IS NOT NULL THEN
+                        n_tokens := least(bucket.burst, bucket.tokens + bucket.starts_per_second
+                                          * extract(epoch FROM refilled - bucket.refilled_at));
+                        room := least(room, floor(n_tokens)::integer);
+                    END IF;
+                    IF room <= 0 THEN
+                        chosen := NULL;
+                    ELSE
+                        -- The first candidates, in the strategy's order, that
+                        -- the limits let start, in one statement: the type's
+                        -- running tasks, counted once per group with a fresh
+                        -- snapshot taken after the lock (it sees every claim of
+                        -- the type that held the lock before), cap the type and
+                        -- each group; each group's bucket caps the group. The
+                        -- tasks without a group_key are one group, as in fair
+                        -- share. The rest are free again at commit.
+                        WITH running AS (
+                            SELECT r.group_key, count(*) AS n FROM omnispindle.tasks r
+                            WHERE (bucket.max_running IS NOT NULL
+                                   OR bucket.max_running_per_group IS NOT NULL)
+                              AND r.state = 'running' AND r.task_type = set_apart[pass]
+                            GROUP BY r.group_key
+                        ), offered AS (
+                            SELECT c.*, row_number() OVER (PARTITION BY c.group_key
+                                                           ORDER BY c.n) AS nth
+                            FROM unnest(chosen, sizes, keys)
+                                 WITH ORDINALITY c(id, size, group_key, n)
+                        )
+                        SELECT array_agg(k.id ORDER BY k.n), array_agg(k.group_key ORDER BY k.n),
+                               sum(k.size)
+                        INTO chosen, keys, taken
+                        FROM (SELECT c.id, c.n, c.group_key, c.size
+                              FROM offered c
+                              LEFT JOIN running u ON u.group_key IS NOT DISTINCT FROM c.group_key
+                              WHERE coalesce(u.n, 0) + c.nth <= per_group
+                                AND (group_rate IS NULL
+                                     OR c.nth <= omnispindle.group_tokens_at(
+                                                     bucket.group_tokens, coalesce(c.group_key, ''),
+                                                     group_rate, group_burst, refilled))
+                              ORDER BY c.n
+                              -- LEAST ignores NULL: no running limit, no cap from it.
+                              LIMIT greatest(0, least(room, bucket.max_running
+                                                            - (SELECT coalesce(sum(u.n), 0)
+                                                               FROM running u)))) k;
+                    END IF;
+                    IF chosen IS NOT NULL
+                       AND (bucket.starts_per_second IS NOT NULL OR group_rate IS NOT NULL) THEN
+                        -- The type's bucket and each group's after this claim's
+                        -- starts (every chosen task is locked by this claim and
+                        -- starts below), in one write. Full group buckets leave
+                        -- the map (no entry means a full bucket).
+                        UPDATE omnispindle.task_type_limits l
+                        SET tokens = CASE WHEN bucket.starts_per_second IS NULL THEN l.tokens
+                                          ELSE n_tokens - cardinality(chosen) END,
+                            refilled_at = CASE WHEN bucket.starts_per_second IS NULL
+                                               THEN l.refilled_at ELSE refilled END,
+                            group_tokens = CASE WHEN group_rate IS NULL THEN l.group_tokens ELSE (
+                                SELECT coalesce(jsonb_object_agg(b.key, jsonb_build_array(
+                                                    b.tokens, extract(epoch FROM refilled))), '{}')
+                                FROM (SELECT e.key,
+                                             omnispindle.group_tokens_at(
+                                                 bucket.group_tokens, e.key, group_rate,
+                                                 group_burst, refilled)
+                                                 - coalesce(u.n, 0) AS tokens
+                                      FROM (SELECT jsonb_object_keys(bucket.group_tokens) AS key
+                                            UNION
+                                            SELECT coalesce(k, '') FROM unnest(keys) k) e
+                                      LEFT JOIN (SELECT coalesce(k, '') AS key, count(*) AS n
+                                                 FROM unnest(keys) k GROUP BY 1) u
+                                        ON u.key = e.key) b
+                                WHERE b.tokens < group_burst) END
+                        WHERE l.task_type = set_apart[pass];
+                    END IF;
+                EXCEPTION WHEN lock_not_available THEN
+                    chosen := NULL;  -- still locked by another claim
+                END;
+                CONTINUE WHEN chosen IS NULL;
+            END IF;
+        ELSE
+            -- A worker whose every type is claimed apart has nothing to walk
+            -- for: a walk would step over each of their ready tasks to find
+            -- none (after a pass held back by a limit, at every claim).
+            EXIT WHEN p_task_types <@ set_apart;
+            walk := pass - cardinality(set_apart) - 1;
+            -- The walk's ready tasks, locked, as many as the budget holds. A ROWS
+            -- frame without ORDER BY sums in the order the locked rows come, the
+            -- index's; the first always fits. pg_column_size reads a value's
+            -- header, never its TOASTed body.
+            WITH ready AS (
+                SELECT r.id, pg_column_size(r.parameters) AS size
+                FROM omnispindle.tasks r
+                WHERE r.state = 'pending'
+                  AND r.priority BETWEEN walks[walk * 3 + 1] AND walks[walk * 3 + 2]
+                  AND r.id > walks[walk * 3 + 3]
+                  AND r.run_after <= now()
+                  AND r.task_type = ANY (p_task_types)
+                  AND r.task_type <> ALL (set_apart)
+                  AND r.required_capabilities <@ p_capabilities
+                  AND (r.required_capabilities = '{}'
+                       OR NOT omnispindle.left_to_a_narrower_worker(
+                           r.task_type, r.required_capabilities, r.run_after,
+                           p_capabilities, p_worker_id))
+                  AND r.attempts < r.max_attempts
+                  -- A paused type's tasks wait. The paused types are read once per
+                  -- walk (an InitPlan), with this statement's snapshot: no claim that
+                  -- starts after a pause commits takes them. A NOT EXISTS probe per
+                  -- candidate made each walk over a paused backlog three times slower.
+                  AND r.task_type <> ALL (ARRAY(SELECT p.task_type
+                                                FROM omnispindle.paused_task_types p))
+                ORDER BY r.priority DESC, r.id
+                LIMIT p_limit - claimed
+                FOR NO KEY UPDATE SKIP LOCKED
+            ), summed AS (
+                SELECT id, size, sum(size) OVER (ROWS UNBOUNDED PRECEDING) AS upto FROM ready
+            )
+            SELECT array_agg(id), max(upto) INTO chosen, taken
+            FROM summed WHERE upto - size < budget;
+        END IF;
+        CONTINUE WHEN chosen IS NULL;
+
+        RETURN QUERY
+        UPDATE omnispindle.tasks t
+        SET state = 'running',
+            attempts = t.attempts + 1,
+            worker_id = p_worker_id,
+            lease_token = gen_random_uuid(),
+            -- A lease never reaches past the task's timeout (LEAST ignores NULL).
+            lease_expires_at = now() + make_interval(secs => LEAST(p_lease_seconds, t.timeout_seconds)),
+            started_at = now()
+        WHERE t.id = ANY (chosen)
+        RETURNING t.id, t.task_type, t.parameters, t.attempts, t.max_attempts,
+                  t.timeout_seconds, t.lease_token,
+                  -- LATERAL primary-key lookups (OFFSET 0 keeps the planner from
+                  -- flattening them into a scan of all tasks): linear whatever
+                  -- the statistics say. NULL when there are none, which spares
+                  -- the worker decoding an empty object per task.
+                  (SELECT jsonb_object_agg(d.depends_on::text, p.result)
+                   FROM omnispindle.task_dependencies d,
+                        LATERAL (SELECT q.result FROM omnispindle.tasks q
+                                 WHERE q.id = d.depends_on AND q.state = 'succeeded' OFFSET 0) p
+                   WHERE d.task_id = t.id),
+                  -- Only children that allow failed dependencies ever see these,
+                  -- so no other claim looks them up.
+                  CASE WHEN t.allow_failed_dependencies THEN
+                  (SELECT jsonb_object_agg(d.depends_on::text, p.failure)
+                   FROM omnispindle.task_dependencies d,
+                        LATERAL (SELECT jsonb_build_object('state', q.state, 'error', q.errors -> -1,
+                                                           'cancel_reason', q.cancel_reason) AS failure
+                                 FROM omnispindle.tasks q
+                                 WHERE q.id = d.depends_on AND q.state IN ('failed', 'cancelled')
+                                 OFFSET 0) p
+                   WHERE d.task_id = t.id) END,
+                  t.trace_context, t.priority;
+        GET DIAGNOSTICS found_now = ROW_COUNT;
+        claimed := claimed + found_now;
+        budget := budget - taken;
+        EXIT WHEN claimed >= p_limit OR budget <= 0;
+    END LOOP;
+END
+$$;
+
+-- The transition rule as 0006 made it.
+DROP TRIGGER tasks_check_transition ON omnispindle.tasks;
+CREATE TRIGGER tasks_check_transition
+    BEFORE UPDATE OF state ON omnispindle.tasks
+    FOR EACH ROW
+    WHEN (NOT (NEW.state = OLD.state
+               OR (OLD.state = 'blocked' AND NEW.state IN ('pending', 'cancelled'))
+               OR (OLD.state = 'pending' AND NEW.state IN ('running', 'cancelled'))
+               OR (OLD.state = 'running'
+                   AND NEW.state IN ('pending', 'succeeded', 'failed', 'cancelled'))
+               -- A failed task may be retried by hand, given an attempt to run.
+               OR (OLD.state = 'failed' AND NEW.state = 'pending'
+                   AND NEW.attempts < NEW.max_attempts)
+               -- A task a failure cancelled waits again once that task is retried.
+               OR (OLD.state = 'cancelled' AND NEW.state = 'blocked'
+                   AND coalesce(OLD.cancel_reason LIKE 'dependency % failed', false))))
+    EXECUTE FUNCTION omnispindle.check_transition();
 
 DROP FUNCTION omnispindle.insert_linked_tasks(jsonb, jsonb, integer, integer, double precision,
                                               uuid, integer);

@@ -3,7 +3,9 @@
 -- connection's life (the plan cache made custom ones at every call, their
 -- arrays' sizes being known), and a worker's step that claims after storing
 -- its results announces only the children it made ready and left pending, so
--- that the next link of a chain, which the step claims itself, wakes nobody.
+-- that the next link of a chain, which the step claims itself, wakes nobody;
+-- better, the countdown hands that link to the step's worker, blocked to
+-- running in one write, as far as its claim would have taken it first.
 -- And a batch linked only within itself (a fan-out, a chain) goes in as one
 -- document with its edges, through insert_linked_tasks. The rules on columns
 -- that claims, completions and unblocking never write leave the CHECK
@@ -31,12 +33,21 @@ SET enable_seqscan = off
 AS $$
 DECLARE
     unannounced bigint[];
+    hand jsonb;
+    handed bigint[];
+    room integer := p_limit;  -- the slots left for claim_tasks
 BEGIN
     IF cardinality(p_ids) = 0 THEN
         PERFORM set_config('synchronous_commit', 'off', true);
     ELSE
         IF p_limit > 0 THEN
             PERFORM set_config('omnispindle_step.ready_unannounced', '{}', true);
+            -- What the countdown may hand this worker (see after_tasks_update).
+            -- 67108864: the claim's budget of parameters (see claim_tasks).
+            PERFORM set_config('omnispindle_step.hand_to', jsonb_build_object(
+                'worker', p_worker_id, 'lease', p_lease_seconds, 'types', p_task_types,
+                'capabilities', p_capabilities, 'after_priority', p_after_priority,
+                'after_id', p_after_id, 'room', p_limit, 'budget', 67108864)::text, true);
         END IF;
         RETURN QUERY
             SELECT d.id, NULL::text, NULL::jsonb, NULL::integer, NULL::integer,
@@ -45,12 +56,59 @@ BEGIN
             FROM (SELECT unnest(p_ids) AS id
                   EXCEPT ALL
                   SELECT c.id FROM omnispindle.complete_attempts(p_ids, p_tokens, p_results) c) d;
+        IF p_limit > 0 THEN
+            hand := current_setting('omnispindle_step.hand_to')::jsonb;
+            PERFORM set_config('omnispindle_step.hand_to', '', true);
+            -- A key that only a hand-over adds: a usual step reads no more.
+            IF hand ? 'handed' THEN
+                handed := ARRAY(SELECT jsonb_array_elements_text(hand -> 'handed')::bigint);
+                RETURN QUERY
+                    SELECT t.id, t.task_type, t.parameters, t.attempts, t.max_attempts,
+                           t.timeout_seconds, t.lease_token,
+                           -- As claim_tasks returns them.
+                           (SELECT jsonb_object_agg(d.depends_on::text, p.result)
+                            FROM omnispindle.task_dependencies d,
+                                 LATERAL (SELECT q.result FROM omnispindle.tasks q
+                                          WHERE q.id = d.depends_on AND q.state = 'succeeded'
+                                          OFFSET 0) p
+                            WHERE d.task_id = t.id),
+                           CASE WHEN t.allow_failed_dependencies THEN
+                           (SELECT jsonb_object_agg(d.depends_on::text, p.failure)
+                            FROM omnispindle.task_dependencies d,
+                                 LATERAL (SELECT jsonb_build_object(
+                                                     'state', q.state, 'error', q.errors -> -1,
+                                                     'cancel_reason', q.cancel_reason) AS failure
+                                          FROM omnispindle.tasks q
+                                          WHERE q.id = d.depends_on
+                                            AND q.state IN ('failed', 'cancelled')
+                                          OFFSET 0) p
+                            WHERE d.task_id = t.id) END,
+                           t.trace_context, t.priority, false
+                    FROM omnispindle.tasks t
+                    WHERE t.id = ANY (handed);
+                room := (hand ->> 'room')::integer;
+                unannounced := current_setting('omnispindle_step.ready_unannounced')::bigint[];
+                -- Nothing else the claim could take was ready and the step left
+                -- no child pending, or the budget is spent: a claim would walk
+                -- the ready index for nothing, or lock rows it cannot take.
+                IF (hand ->> 'none_ready')::boolean AND cardinality(unannounced) = 0
+                   OR (hand ->> 'budget')::bigint <= 0 THEN
+                    room := 0;
+                END IF;
+            END IF;
+        END IF;
     END IF;
-    IF p_limit > 0 THEN
+    IF room > 0 THEN
+        IF handed IS NOT NULL THEN
+            PERFORM set_config('omnispindle_step.claim_budget', hand ->> 'budget', true);
+        END IF;
         RETURN QUERY
             SELECT c.*, false
-            FROM omnispindle.claim_tasks(p_task_types, p_capabilities, p_limit, p_worker_id,
+            FROM omnispindle.claim_tasks(p_task_types, p_capabilities, room, p_worker_id,
                                          p_lease_seconds, p_after_priority, p_after_id) c;
+        IF handed IS NOT NULL THEN
+            PERFORM set_config('omnispindle_step.claim_budget', '', true);
+        END IF;
     END IF;
     IF cardinality(p_ids) > 0 AND p_limit > 0 THEN
         unannounced := current_setting('omnispindle_step.ready_unannounced')::bigint[];
@@ -78,6 +136,17 @@ DECLARE
     broken bigint[];
     became_pending bigint[];
     retried bigint[];
+    -- What a worker's step lets the countdown hand it (see complete_and_claim).
+    hand jsonb;
+    hand_worker uuid;
+    hand_types text[];
+    hand_capabilities text[];
+    -- The claim's walks from the worker's cursor, as in claim_tasks: (lowest
+    -- priority, highest priority, after id) each; without a cursor, one walk.
+    walks bigint[];
+    handed bigint[];
+    handed_bytes bigint;
+    none_ready boolean;  -- whether the claim would have found nothing but the children
 BEGIN
     -- Claims leave every row running, which asks for nothing here.
     IF NOT EXISTS (SELECT FROM new_rows WHERE state <> 'running') THEN
@@ -117,35 +186,215 @@ BEGIN
         -- child that allows it, counts as done for that child; the last one
         -- makes it ready. Statement triggers fire even for zero rows, so each
         -- nested UPDATE runs only when there is work: that ends the recursion.
-        WITH finished_parents AS (
-            SELECT d.task_id,
-                   count(*) FILTER (WHERE d.depends_on = ANY (succeeded))::integer AS ok,
-                   count(*)::integer AS finished
-            FROM omnispindle.task_dependencies d
-            WHERE d.depends_on = ANY (coalesce(succeeded, '{}') || coalesce(broken, '{}'))
-            GROUP BY d.task_id
-        ), counted AS (
-            SELECT f.task_id,
-                   CASE WHEN c.allow_failed_dependencies THEN f.finished ELSE f.ok END AS done
-            FROM finished_parents f,
-                 LATERAL (SELECT t.allow_failed_dependencies FROM omnispindle.tasks t
-                          WHERE t.id = f.task_id AND t.state = 'blocked' OFFSET 0) c
-        )
-        -- A child that changed since counted read it (cancelled, or waiting
-        -- again for a retried parent, by a transaction committed while this
-        -- one waited for its row) is read again by the update: one finished
-        -- meanwhile is left alone, and the others count down from what they
-        -- hold then. (As the state of an unfinished task, not as blocked: the
-        -- plan then stays on the primary key rather than on the partial index
-        -- of blocked tasks.)
-        UPDATE omnispindle.tasks t
-        SET pending_dependencies = t.pending_dependencies - c.done,
-            state = CASE WHEN t.pending_dependencies = c.done
-                         THEN 'pending' ELSE 'blocked' END::omnispindle.task_state,
-            run_after = greatest(t.run_after, now())
-        FROM counted c
-        WHERE t.id = c.task_id AND c.done > 0
-          AND t.state NOT IN ('succeeded', 'failed', 'cancelled');
+        -- In a worker's step, the children made ready start on that worker in
+        -- the same update, as far as its claim would have taken them first
+        -- (see offered and handing below): a chain's next link is then written
+        -- once, neither announced nor claimed. That statement costs more to
+        -- start than the plain countdown, so a step runs it only when its
+        -- tasks have children, and a step whose tasks have none nothing more.
+        hand := nullif(current_setting('omnispindle_step.hand_to', true), '')::jsonb;
+        IF hand IS NULL THEN
+            WITH finished_parents AS (
+                SELECT d.task_id,
+                       count(*) FILTER (WHERE d.depends_on = ANY (succeeded))::integer AS ok,
+                       count(*)::integer AS finished
+                FROM omnispindle.task_dependencies d
+                WHERE d.depends_on = ANY (coalesce(succeeded, '{}') || coalesce(broken, '{}'))
+                GROUP BY d.task_id
+            ), counted AS (
+                SELECT f.task_id,
+                       CASE WHEN c.allow_failed_dependencies THEN f.finished ELSE f.ok END AS done
+                FROM finished_parents f,
+                     LATERAL (SELECT t.allow_failed_dependencies FROM omnispindle.tasks t
+                              WHERE t.id = f.task_id AND t.state = 'blocked' OFFSET 0) c
+            )
+            -- A child that changed since counted read it (cancelled, or waiting
+            -- again for a retried parent, by a transaction committed while this
+            -- one waited for its row) is read again by the update: one finished
+            -- meanwhile is left alone, and the others count down from what they
+            -- hold then. (As the state of an unfinished task, not as blocked:
+            -- the plan then stays on the primary key rather than on the partial
+            -- index of blocked tasks.)
+            UPDATE omnispindle.tasks t
+            SET pending_dependencies = t.pending_dependencies - c.done,
+                state = CASE WHEN t.pending_dependencies = c.done
+                             THEN 'pending' ELSE 'blocked' END::omnispindle.task_state,
+                run_after = greatest(t.run_after, now())
+            FROM counted c
+            WHERE t.id = c.task_id AND c.done > 0
+              AND t.state NOT IN ('succeeded', 'failed', 'cancelled');
+        ELSIF EXISTS (SELECT FROM omnispindle.task_dependencies d
+                      WHERE d.depends_on = ANY (coalesce(succeeded, '{}') || coalesce(broken, '{}'))) THEN
+            hand_worker := (hand ->> 'worker')::uuid;
+            hand_types := ARRAY(SELECT jsonb_array_elements_text(hand -> 'types'));
+            hand_capabilities := ARRAY(SELECT jsonb_array_elements_text(hand -> 'capabilities'));
+            walks := CASE WHEN hand ->> 'after_id' IS NULL
+                          THEN ARRAY[-1000, 1000, 0, 1, 0, 0, 1, 0, 0]
+                          ELSE ARRAY[(hand ->> 'after_priority')::integer + 1, 1000, 0,
+                                     (hand ->> 'after_priority')::integer,
+                                     (hand ->> 'after_priority')::integer,
+                                     (hand ->> 'after_id')::bigint,
+                                     -1000, (hand ->> 'after_priority')::integer - 1, 0] END;
+            WITH finished_parents AS (
+                SELECT d.task_id,
+                       count(*) FILTER (WHERE d.depends_on = ANY (succeeded))::integer AS ok,
+                       count(*)::integer AS finished
+                FROM omnispindle.task_dependencies d
+                WHERE d.depends_on = ANY (coalesce(succeeded, '{}') || coalesce(broken, '{}'))
+                GROUP BY d.task_id
+            ), counted AS (
+                SELECT f.task_id, c.*,
+                       CASE WHEN c.allow_failed_dependencies THEN f.finished ELSE f.ok END AS done
+                FROM finished_parents f,
+                     LATERAL (SELECT t.allow_failed_dependencies, t.pending_dependencies, t.priority,
+                                     t.task_type, t.required_capabilities, t.run_after,
+                                     t.attempts < t.max_attempts AS may_start,
+                                     pg_column_size(t.parameters) AS size
+                              FROM omnispindle.tasks t
+                              WHERE t.id = f.task_id AND t.state = 'blocked' OFFSET 0) c
+            ), offered AS (
+                -- The children made ready that the worker's claim would take, by
+                -- the test of its walks, in the walks' order, up to its free slots
+                -- and its budget of parameters (the first always fits, as in
+                -- claim_tasks). Not when any of the worker's types has limits or a
+                -- strategy: their passes come before the walks and would take the
+                -- slots first. The reads past the first tests run only for a child
+                -- made ready.
+                SELECT o.task_id, o.walk, o.priority, o.size
+                FROM (SELECT c.task_id, c.priority, c.size, w.walk,
+                             sum(c.size) OVER (ORDER BY w.walk, c.priority DESC, c.task_id
+                                               ROWS UNBOUNDED PRECEDING) AS upto
+                      FROM counted c,
+                           -- Which walk reaches the child: none behind the cursor.
+                           LATERAL (SELECT CASE WHEN c.priority BETWEEN walks[1] AND walks[2]
+                                                     AND c.task_id > walks[3] THEN 1
+                                                WHEN c.priority BETWEEN walks[4] AND walks[5]
+                                                     AND c.task_id > walks[6] THEN 2
+                                                WHEN c.priority BETWEEN walks[7] AND walks[8]
+                                                     AND c.task_id > walks[9] THEN 3 END AS walk) w
+                      WHERE hand IS NOT NULL AND w.walk IS NOT NULL
+                        AND c.pending_dependencies = c.done AND c.may_start
+                        -- Due once ready: its run_after becomes at least now.
+                        AND c.run_after <= now()
+                        AND c.task_type = ANY (hand_types)
+                        AND c.required_capabilities <@ hand_capabilities
+                        AND (c.required_capabilities = '{}'
+                             OR NOT omnispindle.left_to_a_narrower_worker(
+                                 c.task_type, c.required_capabilities, c.run_after,
+                                 hand_capabilities, hand_worker))
+                        AND c.task_type <> ALL (ARRAY(SELECT p.task_type
+                                                      FROM omnispindle.paused_task_types p))
+                        AND NOT EXISTS (SELECT FROM omnispindle.task_type_limits l
+                                        WHERE l.task_type = ANY (hand_types))
+                        AND NOT EXISTS (SELECT FROM omnispindle.task_type_strategies g
+                                        WHERE g.task_type = ANY (hand_types))
+                      ORDER BY w.walk, c.priority DESC, c.task_id
+                      LIMIT (hand ->> 'room')::integer) o
+                WHERE o.upto - o.size < (hand ->> 'budget')::bigint
+            ), head AS MATERIALIZED (
+                -- The first ready task the worker's claim would take: its walks
+                -- from its cursor, each stopping at the first task that passes the
+                -- claim's test, so that this reads no more of the ready index
+                -- than the claim would. Run only when a child is offered.
+                SELECT x.walk, x.priority, x.id
+                FROM ((SELECT 1 AS walk, r.priority, r.id FROM omnispindle.tasks r
+                       WHERE r.state = 'pending' AND r.priority BETWEEN walks[1] AND walks[2]
+                         AND r.id > walks[3] AND r.run_after <= now()
+                         AND r.task_type = ANY (hand_types)
+                         AND r.required_capabilities <@ hand_capabilities
+                         AND (r.required_capabilities = '{}'
+                              OR NOT omnispindle.left_to_a_narrower_worker(
+                                  r.task_type, r.required_capabilities, r.run_after,
+                                  hand_capabilities, hand_worker))
+                         AND r.attempts < r.max_attempts
+                         AND r.task_type <> ALL (ARRAY(SELECT p.task_type
+                                                       FROM omnispindle.paused_task_types p))
+                       ORDER BY r.priority DESC, r.id LIMIT 1)
+                      UNION ALL
+                      (SELECT 2, r.priority, r.id FROM omnispindle.tasks r
+                       WHERE r.state = 'pending' AND r.priority BETWEEN walks[4] AND walks[5]
+                         AND r.id > walks[6] AND r.run_after <= now()
+                         AND r.task_type = ANY (hand_types)
+                         AND r.required_capabilities <@ hand_capabilities
+                         AND (r.required_capabilities = '{}'
+                              OR NOT omnispindle.left_to_a_narrower_worker(
+                                  r.task_type, r.required_capabilities, r.run_after,
+                                  hand_capabilities, hand_worker))
+                         AND r.attempts < r.max_attempts
+                         AND r.task_type <> ALL (ARRAY(SELECT p.task_type
+                                                       FROM omnispindle.paused_task_types p))
+                       ORDER BY r.priority DESC, r.id LIMIT 1)
+                      UNION ALL
+                      (SELECT 3, r.priority, r.id FROM omnispindle.tasks r
+                       WHERE r.state = 'pending' AND r.priority BETWEEN walks[7] AND walks[8]
+                         AND r.id > walks[9] AND r.run_after <= now()
+                         AND r.task_type = ANY (hand_types)
+                         AND r.required_capabilities <@ hand_capabilities
+                         AND (r.required_capabilities = '{}'
+                              OR NOT omnispindle.left_to_a_narrower_worker(
+                                  r.task_type, r.required_capabilities, r.run_after,
+                                  hand_capabilities, hand_worker))
+                         AND r.attempts < r.max_attempts
+                         AND r.task_type <> ALL (ARRAY(SELECT p.task_type
+                                                       FROM omnispindle.paused_task_types p))
+                       ORDER BY r.priority DESC, r.id LIMIT 1)) x
+                LIMIT 1
+            ), handing AS (
+                -- The children that come before it in the walks' order.
+                SELECT o.task_id FROM offered o
+                WHERE NOT EXISTS (SELECT FROM head h
+                                  WHERE (h.walk, -h.priority, h.id) < (o.walk, -o.priority, o.task_id))
+            ), counted_down AS (
+                -- A child that changed since counted read it (cancelled, or
+                -- waiting again for a retried parent, by a transaction committed
+                -- while this one waited for its row) is read again by the update:
+                -- one finished meanwhile is left alone, and the others count down
+                -- from what they hold then, and start only if that makes them
+                -- ready. (As the state of an unfinished task, not as blocked: the
+                -- plan then stays on the primary key rather than on the partial
+                -- index of blocked tasks.) A child handed over starts as
+                -- claim_tasks starts a task.
+                UPDATE omnispindle.tasks t
+                SET pending_dependencies = t.pending_dependencies - c.done,
+                    state = CASE WHEN t.pending_dependencies <> c.done THEN 'blocked'
+                                 WHEN h.task_id IS NOT NULL THEN 'running'
+                                 ELSE 'pending' END::omnispindle.task_state,
+                    run_after = greatest(t.run_after, now()),
+                    attempts = t.attempts + (h.task_id IS NOT NULL
+                                             AND t.pending_dependencies = c.done)::integer,
+                    worker_id = CASE WHEN h.task_id IS NOT NULL AND t.pending_dependencies = c.done
+                                     THEN hand_worker ELSE t.worker_id END,
+                    lease_token = CASE WHEN h.task_id IS NOT NULL AND t.pending_dependencies = c.done
+                                       THEN gen_random_uuid() ELSE t.lease_token END,
+                    lease_expires_at = CASE WHEN h.task_id IS NOT NULL
+                                                 AND t.pending_dependencies = c.done
+                                            THEN now() + make_interval(
+                                                secs => LEAST((hand ->> 'lease')::double precision,
+                                                              t.timeout_seconds))
+                                            ELSE t.lease_expires_at END,
+                    started_at = CASE WHEN h.task_id IS NOT NULL AND t.pending_dependencies = c.done
+                                      THEN now() ELSE t.started_at END
+                FROM counted c
+                LEFT JOIN handing h ON h.task_id = c.task_id
+                WHERE t.id = c.task_id AND c.done > 0
+                  AND t.state NOT IN ('succeeded', 'failed', 'cancelled')
+                RETURNING t.id, t.state, c.size
+            )
+            SELECT array_agg(x.id), sum(x.size),
+                   -- Read only when a child was handed over, and then already at hand.
+                   CASE WHEN count(*) > 0 THEN NOT EXISTS (SELECT FROM head) END
+            INTO handed, handed_bytes, none_ready
+            FROM counted_down x WHERE x.state = 'running';
+            IF handed IS NOT NULL THEN
+                -- What the step claims next has the rest of its slots and budget.
+                PERFORM set_config('omnispindle_step.hand_to', (hand || jsonb_build_object(
+                    'room', (hand ->> 'room')::integer - cardinality(handed),
+                    'budget', (hand ->> 'budget')::bigint - handed_bytes,
+                    'handed', coalesce(hand -> 'handed', '[]') || to_jsonb(handed),
+                    'none_ready', coalesce((hand ->> 'none_ready')::boolean, true) AND none_ready
+                    ))::text, true);
+            END IF;
+        END IF;
     END IF;
 
     IF broken IS NOT NULL THEN
@@ -196,6 +445,641 @@ BEGIN
     RETURN NULL;
 END
 $$;
+
+-- As in sql/schema.sql: the budget a hand-over leaves.
+CREATE OR REPLACE FUNCTION omnispindle.claim_tasks(p_task_types text[], p_capabilities text[],
+                                        p_limit integer, p_worker_id uuid,
+                                        p_lease_seconds double precision,
+                                        p_after_priority integer DEFAULT NULL,
+                                        p_after_id bigint DEFAULT NULL)
+RETURNS TABLE (id bigint, task_type text, parameters jsonb, attempts integer,
+               max_attempts integer, timeout_seconds double precision, lease_token uuid,
+               dependency_results jsonb, dependency_failures jsonb, trace_context jsonb,
+               priority integer)
+LANGUAGE plpgsql
+SET enable_bitmapscan = off
+SET enable_seqscan = off
+SET enable_sort = off
+-- An aging pass sorts its few candidates: with sorting priced out, JIT would
+-- compile that plan at every claim.
+SET jit = off
+-- Planned once per session: planning the passes afresh at every claim cost more
+-- than running them (a claim of 3 ready tasks took 1.4 ms, 1.0 ms with generic
+-- plans; of a fair type, 3.5 ms and 1.6 ms). The planner's choices here are
+-- index scans whatever the values, as the settings above make them.
+SET plan_cache_mode = force_generic_plan
+AS $$
+#variable_conflict use_column
+DECLARE
+    claimed integer := 0;
+    found_now integer;
+    -- Bytes of parameters the rest of the claim may take: a claim carries at
+    -- most 64 MiB of them (or one task, whatever its size), so a worker never
+    -- takes a concurrency's worth of the largest rows in one statement. Less
+    -- when the step that calls it was handed children (see complete_and_claim).
+    budget bigint := coalesce(nullif(current_setting('omnispindle_step.claim_budget', true), ''),
+                              '67108864')::bigint;
+    chosen bigint[];
+    taken bigint;
+    sizes bigint[];  -- each candidate's parameters, in bytes
+    keys text[];  -- each candidate's group_key
+    per_group integer;  -- the type's running limit per group, if any
+    group_rate double precision;  -- the type's rate per group, if any
+    group_burst double precision;  -- each group's bucket, full
+    -- Walks of the index, in order: (lowest priority, highest priority, after id).
+    -- -1000 and 1000 bound priorities (tasks_priority_range).
+    walks integer[] := CASE WHEN p_after_id IS NULL THEN ARRAY[-1000, 1000, 0]
+                            ELSE ARRAY[p_after_priority + 1, 1000, 0,
+                                       p_after_priority, p_after_priority, p_after_id,
+                                       -1000, p_after_priority - 1, 0] END;
+    -- This worker's task types that have limits or a strategy. They are
+    -- claimed first, one pass each (unless paused), up to what their limits
+    -- allow and in their strategy's order; the walks then skip them. A limit
+    -- both caps a type and keeps its share of the slots: a flood of other work
+    -- cannot keep it waiting. One plain read: no sort, no check of the paused
+    -- types, which only a type found here needs (each read costs every claim).
+    set_apart text[] := ARRAY(SELECT l.task_type FROM omnispindle.task_type_limits l
+                              WHERE l.task_type = ANY (p_task_types)
+                              UNION ALL
+                              SELECT g.task_type FROM omnispindle.task_type_strategies g
+                              WHERE g.task_type = ANY (p_task_types));
+    pass integer;
+    walk integer;
+    bucket record;  -- the type's task_type_limits row, if it has limits
+    aging double precision;  -- the type's aging_seconds, if it ages
+    type_strategy text;  -- the type's strategy, if it has one
+    -- The lock_timeout to restore after waiting for a limited type's row.
+    lock_wait text := current_setting('lock_timeout');
+    limited boolean;  -- whether the type has a limits row
+    room integer;
+    n_tokens double precision;
+    refilled timestamptz;
+BEGIN
+    FOR pass IN 1 .. cardinality(set_apart) + cardinality(walks) / 3 LOOP
+        IF pass <= cardinality(set_apart) THEN
+            -- A type with both limits and a strategy comes twice: once is enough.
+            CONTINUE WHEN set_apart[pass] = ANY (set_apart[1:pass - 1])
+                OR EXISTS (SELECT FROM omnispindle.paused_task_types p
+                           WHERE p.task_type = set_apart[pass]);
+            -- A first look at the limits, without their lock: a type out of
+            -- tokens is passed over before its candidates are sought. Not found:
+            -- a type with a strategy and no limits (every field of bucket is NULL).
+            SELECT * INTO bucket FROM omnispindle.task_type_limits l
+            WHERE l.task_type = set_apart[pass];
+            limited := FOUND;
+            per_group := coalesce(bucket.max_running_per_group, 2147483647);
+            group_rate := bucket.starts_per_second_per_group;
+            group_burst := greatest(1, ceil(group_rate));
+            CONTINUE WHEN least(bucket.burst, bucket.tokens + bucket.starts_per_second
+                                * extract(epoch FROM clock_timestamp() - bucket.refilled_at)) < 1;
+            IF bucket.max_running IS NOT NULL THEN
+                -- Nor is a type at its running limit (counted again under the lock).
+                CONTINUE WHEN bucket.max_running
+                    <= (SELECT count(*) FROM omnispindle.tasks r
+                        WHERE r.state = 'running' AND r.task_type = set_apart[pass]);
+            END IF;
+            SELECT g.strategy, g.aging_seconds INTO type_strategy, aging
+            FROM omnispindle.task_type_strategies g
+            WHERE g.task_type = set_apart[pass];
+            room := p_limit - claimed;
+            -- The candidates, in the strategy's order and locked as found, come
+            -- before the limits' lock (below), which is held until commit: only
+            -- the counting and the update wait for other claims of the type.
+            -- The price: while a limit binds, a claim that gets the lock first
+            -- may start its own candidates before better ones that another
+            -- claim holds and cannot start; those stay first for the next.
+            IF type_strategy IS NULL
+               AND (SELECT r.group_key FROM omnispindle.tasks r
+                    WHERE r.state = 'pending' AND r.task_type = set_apart[pass]
+                      AND r.group_key IS NOT NULL
+                    -- In the index's order, so that the plan is a probe of
+                    -- tasks_group_ready_idx: as an EXISTS, a generic plan made
+                    -- while the statistics saw group keys walked the ready
+                    -- index over every pending task.
+                    ORDER BY r.task_type, r.group_key LIMIT 1) IS NULL THEN
+                -- Strict order, when no pending task of the type has a
+                -- group_key (the usual case): tasks_group_ready_idx holds the
+                -- type's tasks apart from the others' and, within the tasks
+                -- without a group_key, in that order. The ready index, in
+                -- priority order across types, had each claim step over every
+                -- ready task of other types ahead of the type's (2,000 rows
+                -- read for a claim of 3 behind a backlog of 2,000).
+                WITH ready AS (
+                    SELECT r.id, pg_column_size(r.parameters) AS size, r.group_key
+                    FROM omnispindle.tasks r
+                    WHERE r.state = 'pending'
+                      AND r.task_type = set_apart[pass]
+                      AND r.group_key IS NULL
+                      AND r.run_after <= now()
+                      AND r.required_capabilities <@ p_capabilities
+                      AND (r.required_capabilities = '{}'
+                           OR NOT omnispindle.left_to_a_narrower_worker(
+                               r.task_type, r.required_capabilities, r.run_after,
+                               p_capabilities, p_worker_id))
+                      AND r.attempts < r.max_attempts
+                    ORDER BY r.task_type, r.group_key, r.priority DESC, r.id
+                    LIMIT room
+                    FOR NO KEY UPDATE SKIP LOCKED
+                ), summed AS (
+                    SELECT id, size, group_key, sum(size) OVER (ROWS UNBOUNDED PRECEDING) AS upto
+                    FROM ready
+                )
+                SELECT array_agg(id), array_agg(size), array_agg(group_key), sum(size)
+                INTO chosen, sizes, keys, taken
+                FROM summed WHERE upto - size < budget;
+            ELSIF type_strategy IS NULL THEN
+                -- Strict order across the type's groups: the ready index's.
+                WITH ready AS (
+                    SELECT r.id, pg_column_size(r.parameters) AS size, r.group_key
+                    FROM omnispindle.tasks r
+                    WHERE r.state = 'pending'
+                      AND r.task_type = set_apart[pass]
+                      AND r.run_after <= now()
+                      AND r.required_capabilities <@ p_capabilities
+                      AND (r.required_capabilities = '{}'
+                           OR NOT omnispindle.left_to_a_narrower_worker(
+                               r.task_type, r.required_capabilities, r.run_after,
+                               p_capabilities, p_worker_id))
+                      AND r.attempts < r.max_attempts
+                    ORDER BY r.priority DESC, r.id
+                    LIMIT room
+                    FOR NO KEY UPDATE SKIP LOCKED
+                ), summed AS (
+                    SELECT id, size, group_key, sum(size) OVER (ROWS UNBOUNDED PRECEDING) AS upto
+                    FROM ready
+                )
+                SELECT array_agg(id), array_agg(size), array_agg(group_key), sum(size)
+                INTO chosen, sizes, keys, taken
+                FROM summed WHERE upto - size < budget;
+            ELSIF type_strategy = 'fair' THEN
+                -- Fair share: the group with the fewest running tasks of the type
+                -- goes first, so that a group's flood cannot starve the others;
+                -- ties go to a group drawn at random, so that over many claims
+                -- each group's share of starts is equal. A group is a group_key,
+                -- and the tasks without one are one group more. Within a group,
+                -- strict priority then age. Only the first `room` groups in that
+                -- order can take part, each up to the water level: the running
+                -- count every group reaches when `room` starts go to the lowest
+                -- first. Candidates are locked as found, so that concurrent
+                -- claims take the next ones; those not taken are free again at
+                -- commit. (Taking `room` of each group locked a row per group
+                -- and slot.)
+                WITH RECURSIVE keys AS (
+                    -- The groups with pending tasks, one index probe each, and
+                    -- whether the last task of each (in the group's order) is
+                    -- one this worker may start now. Each probe reads the
+                    -- group's range from its end: its first entries are mostly
+                    -- those of tasks just claimed, which every probe from the
+                    -- start walks over until vacuum removes them (16 buffers a
+                    -- probe in a drain, against 3 from the end).
+                    (SELECT r.group_key,
+                            r.run_after <= now()
+                            AND r.required_capabilities <@ p_capabilities
+                            AND (r.required_capabilities = '{}'
+                                 OR NOT omnispindle.left_to_a_narrower_worker(
+                                     r.task_type, r.required_capabilities, r.run_after,
+                                     p_capabilities, p_worker_id))
+                            AND r.attempts < r.max_attempts AS last_ready
+                     FROM omnispindle.tasks r
+                     WHERE r.state = 'pending' AND r.task_type = set_apart[pass]
+                       AND r.group_key IS NOT NULL
+                     ORDER BY r.group_key DESC, r.priority, r.id DESC LIMIT 1)
+                    UNION ALL
+                    SELECT n.group_key, n.last_ready FROM keys k
+                    CROSS JOIN LATERAL (SELECT r.group_key,
+                                               r.run_after <= now()
+                                               AND r.required_capabilities <@ p_capabilities
+                                               AND (r.required_capabilities = '{}'
+                                                    OR NOT omnispindle.left_to_a_narrower_worker(
+                                                        r.task_type, r.required_capabilities, r.run_after,
+                                                        p_capabilities, p_worker_id))
+                                               AND r.attempts < r.max_attempts AS last_ready
+                                        FROM omnispindle.tasks r
+                                        WHERE r.state = 'pending'
+                                          AND r.task_type = set_apart[pass]
+                                          AND r.group_key < k.group_key
+                                        ORDER BY r.group_key DESC, r.priority, r.id DESC
+                                        LIMIT 1) n
+                ), groups AS (
+                    -- Those with a task this worker may start now: a group whose
+                    -- tasks are all delayed or need other capabilities would
+                    -- take a turn and come back with nothing. Most groups' last
+                    -- task is one; the others take a probe each.
+                    -- (As an EXISTS, the planner read every pending task of the
+                    -- type once per claim instead.) Each probe below reads its
+                    -- group's range of tasks_group_ready_idx in the index's
+                    -- order: with an equality on group_key, which leaves any
+                    -- order of it free, a plan made while the table was small
+                    -- walked tasks_ready_idx over every pending task instead
+                    -- (30,000 index entries for a claim of 32 under one group's
+                    -- flood).
+                    SELECT k.group_key FROM keys k WHERE k.last_ready
+                    UNION ALL
+                    SELECT k.group_key FROM keys k
+                    CROSS JOIN LATERAL (SELECT FROM omnispindle.tasks r
+                                        WHERE r.state = 'pending'
+                                          AND r.task_type = set_apart[pass]
+                                          AND r.group_key BETWEEN k.group_key AND k.group_key
+                                          AND r.run_after <= now()
+                                          AND r.required_capabilities <@ p_capabilities
+                                          AND (r.required_capabilities = '{}'
+                                               OR NOT omnispindle.left_to_a_narrower_worker(
+                                                   r.task_type, r.required_capabilities, r.run_after,
+                                                   p_capabilities, p_worker_id))
+                                          AND r.attempts < r.max_attempts
+                                        ORDER BY r.group_key, r.priority DESC, r.id
+                                        LIMIT 1) e
+                    WHERE NOT k.last_ready
+                    UNION ALL
+                    SELECT NULL FROM (SELECT FROM omnispindle.tasks r
+                                      WHERE r.state = 'pending'
+                                        AND r.task_type = set_apart[pass]
+                                        AND r.group_key IS NULL
+                                        AND r.run_after <= now()
+                                        AND r.required_capabilities <@ p_capabilities
+                                        AND (r.required_capabilities = '{}'
+                                             OR NOT omnispindle.left_to_a_narrower_worker(
+                                                 r.task_type, r.required_capabilities, r.run_after,
+                                                 p_capabilities, p_worker_id))
+                                        AND r.attempts < r.max_attempts
+                                      ORDER BY r.task_type, r.group_key, r.priority DESC, r.id
+                                      LIMIT 1) e
+                ), running AS (
+                    SELECT r.group_key, count(*) AS n FROM omnispindle.tasks r
+                    WHERE r.state = 'running' AND r.task_type = set_apart[pass]
+                    GROUP BY r.group_key
+                ), turns AS (
+                    SELECT g.group_key, coalesce(u.n, 0) AS n_running, random() AS draw
+                    FROM groups g
+                    LEFT JOIN running u ON u.group_key IS NOT DISTINCT FROM g.group_key
+                    WHERE coalesce(u.n, 0) < per_group
+                      -- A group out of tokens takes no turn.
+                      AND (group_rate IS NULL
+                           OR omnispindle.group_tokens_at(bucket.group_tokens,
+                                                          coalesce(g.group_key, ''), group_rate,
+                                                          group_burst, clock_timestamp()) >= 1)
+                    ORDER BY 2, 3 LIMIT room
+                ), level AS (
+                    -- Filling the j lowest groups to a common level takes
+                    -- (room + their running) / j; the lowest such level is the one.
+                    SELECT min((room + f.below)::double precision / f.j) AS height
+                    FROM (SELECT row_number() OVER w AS j, sum(t.n_running) OVER w AS below
+                          FROM turns t
+                          WINDOW w AS (ORDER BY t.n_running, t.draw ROWS UNBOUNDED PRECEDING)) f
+                ), keyed AS (
+                    SELECT c.id, c.priority, c.size, t.group_key, t.n_running, t.draw
+                    FROM turns t CROSS JOIN level v
+                    CROSS JOIN LATERAL (SELECT r.id, r.priority,
+                                               pg_column_size(r.parameters) AS size
+                                        FROM omnispindle.tasks r
+                                        WHERE r.state = 'pending'
+                                          AND r.task_type = set_apart[pass]
+                                          AND r.group_key BETWEEN t.group_key AND t.group_key
+                                          AND r.run_after <= now()
+                                          AND r.required_capabilities <@ p_capabilities
+                                          AND (r.required_capabilities = '{}'
+                                               OR NOT omnispindle.left_to_a_narrower_worker(
+                                                   r.task_type, r.required_capabilities, r.run_after,
+                                                   p_capabilities, p_worker_id))
+                                          AND r.attempts < r.max_attempts
+                                        ORDER BY r.group_key, r.priority DESC, r.id
+                                        LIMIT greatest(0, least(ceil(v.height)::integer, per_group)
+                                                          - t.n_running)
+                                        FOR NO KEY UPDATE SKIP LOCKED) c
+                ), unkeyed AS (
+                    SELECT r.id, r.priority, pg_column_size(r.parameters) AS size
+                    FROM omnispindle.tasks r
+                    WHERE EXISTS (SELECT FROM turns t WHERE t.group_key IS NULL)
+                      AND r.state = 'pending' AND r.task_type = set_apart[pass]
+                      AND r.group_key IS NULL AND r.run_after <= now()
+                      AND r.required_capabilities <@ p_capabilities
+                      AND (r.required_capabilities = '{}'
+                           OR NOT omnispindle.left_to_a_narrower_worker(
+                               r.task_type, r.required_capabilities, r.run_after,
+                               p_capabilities, p_worker_id))
+                      AND r.attempts < r.max_attempts
+                    -- In the index's order: by priority alone, the planner
+                    -- walked tasks_ready_idx over every type's pending tasks.
+                    ORDER BY r.task_type, r.group_key, r.priority DESC, r.id
+                    LIMIT (SELECT greatest(0, least(ceil(v.height)::integer, per_group)
+                                              - t.n_running)
+                           FROM turns t, level v WHERE t.group_key IS NULL)
+                    FOR NO KEY UPDATE SKIP LOCKED
+                ), firsts AS (
+                    SELECT k.id, k.priority, k.size, k.group_key, k.n_running, k.draw FROM keyed k
+                    UNION ALL
+                    SELECT u.id, u.priority, u.size, NULL, t.n_running, t.draw
+                    FROM unkeyed u JOIN turns t ON t.group_key IS NULL
+                ), spare AS (
+                    -- A group with fewer ready tasks than its share leaves slots
+                    -- over: the keyed groups fill them, each offering the next
+                    -- few of its own (only when it happens).
+                    SELECT c.id, c.priority, c.size, t.group_key, t.n_running, t.draw
+                    FROM turns t
+                    CROSS JOIN LATERAL (SELECT r.id, r.priority,
+                                               pg_column_size(r.parameters) AS size
+                                        FROM omnispindle.tasks r
+                                        WHERE r.state = 'pending'
+                                          AND r.task_type = set_apart[pass]
+                                          AND r.group_key BETWEEN t.group_key AND t.group_key
+                                          AND r.run_after <= now()
+                                          AND r.required_capabilities <@ p_capabilities
+                                          AND (r.required_capabilities = '{}'
+                                               OR NOT omnispindle.left_to_a_narrower_worker(
+                                                   r.task_type, r.required_capabilities, r.run_after,
+                                                   p_capabilities, p_worker_id))
+                                          AND r.attempts < r.max_attempts
+                                          AND r.id <> ALL (ARRAY(SELECT f.id FROM firsts f))
+                                        ORDER BY r.group_key, r.priority DESC, r.id
+                                        LIMIT room - (SELECT count(*) FROM firsts)
+                                        FOR NO KEY UPDATE SKIP LOCKED) c
+                    WHERE (SELECT count(*) FROM firsts) < room
+                ), candidates AS (
+                    SELECT * FROM firsts
+                    UNION ALL
+                    SELECT * FROM spare
+                ), ranked AS (
+                    -- A task's rank: how many of its group would run once it starts.
+                    SELECT c.id, c.size, c.group_key, c.draw, c.n_running + row_number()
+                               OVER (PARTITION BY c.group_key ORDER BY c.priority DESC, c.id)
+                               AS share
+                    FROM candidates c
+                ), ready AS (
+                    SELECT k.id, k.size, k.group_key FROM ranked k WHERE k.share <= per_group
+                    ORDER BY k.share, k.draw, k.id LIMIT room
+                ), summed AS (
+                    SELECT id, size, group_key, sum(size) OVER (ROWS UNBOUNDED PRECEDING) AS upto
+                    FROM ready
+                )
+                SELECT array_agg(id), array_agg(size), array_agg(group_key), sum(size)
+                INTO chosen, sizes, keys, taken
+                FROM summed WHERE upto - size < budget;
+            ELSE
+                -- Aging: a task's effective priority is its priority plus one for
+                -- every aging seconds it has been ready. Within a priority the
+                -- oldest comes first, so the best candidates are the first few of
+                -- each priority in use: found by a skip over the priorities (one
+                -- index probe each), then ordered by effective priority.
+                WITH RECURSIVE levels AS (
+                    (SELECT r.priority FROM omnispindle.tasks r
+                     WHERE r.state = 'pending' AND r.task_type = set_apart[pass]
+                       AND r.run_after <= now()
+                     ORDER BY r.priority DESC, r.id LIMIT 1)
+                    UNION ALL
+                    SELECT n.priority FROM levels l
+                    CROSS JOIN LATERAL (SELECT r.priority FROM omnispindle.tasks r
+                                        WHERE r.state = 'pending'
+                                          AND r.task_type = set_apart[pass]
+                                          AND r.run_after <= now() AND r.priority < l.priority
+                                        ORDER BY r.priority DESC, r.id LIMIT 1) n
+                ), candidates AS (
+                    SELECT c.id, c.priority + floor(extract(epoch FROM now() - c.run_after)
+                                                    / aging) AS effective
+                    FROM levels l
+                    CROSS JOIN LATERAL (SELECT r.id, r.priority, r.run_after
+                                        FROM omnispindle.tasks r
+                                        WHERE r.state = 'pending'
+                                          AND r.task_type = set_apart[pass]
+                                          AND r.run_after <= now() AND r.priority = l.priority
+                                          AND r.required_capabilities <@ p_capabilities
+                                          AND (r.required_capabilities = '{}'
+                                               OR NOT omnispindle.left_to_a_narrower_worker(
+                                                   r.task_type, r.required_capabilities, r.run_after,
+                                                   p_capabilities, p_worker_id))
+                                          AND r.attempts < r.max_attempts
+                                        ORDER BY r.priority DESC, r.id LIMIT room
+                                        -- Locked as found, so that concurrent claims
+                                        -- take the next ones; those not taken are
+                                        -- free again at commit.
+                                        FOR NO KEY UPDATE SKIP LOCKED) c
+                ), ready AS (
+                    -- The best, by primary key in their order.
+                    SELECT r.id, pg_column_size(r.parameters) AS size, r.group_key
+                    FROM (SELECT c.id FROM candidates c
+                          ORDER BY c.effective DESC, c.id LIMIT room) k
+                    CROSS JOIN LATERAL (SELECT q.id, q.parameters, q.group_key
+                                        FROM omnispindle.tasks q
+                                        WHERE q.id = k.id OFFSET 0) r
+                ), summed AS (
+                    SELECT id, size, group_key, sum(size) OVER (ROWS UNBOUNDED PRECEDING) AS upto
+                    FROM ready
+                )
+                SELECT array_agg(id), array_agg(size), array_agg(group_key), sum(size)
+                INTO chosen, sizes, keys, taken
+                FROM summed WHERE upto - size < budget;
+            END IF;
+            CONTINUE WHEN chosen IS NULL;
+            IF limited THEN
+                -- One claim at a time takes from a limited type: its row's lock
+                -- makes counting and claiming one step for every worker. The
+                -- lock is held until commit; a claim that finds the row locked
+                -- waits for it up to 20 ms (other claims hold it for a moment),
+                -- then leaves the type to the one holding it: a transaction
+                -- left open on the row (a limit set and not committed) slows
+                -- claims of the type, never stops them. Skipping at once left a
+                -- worker with nothing to claim whenever another held the row:
+                -- two workers drained a limited type at a third of the rate of
+                -- one without limits; trying again every 2 ms left each wait
+                -- longer than the hold it waited for. The row is locked and
+                -- updated in one subtransaction (the one that catches the
+                -- timeout): a row locked by a subtransaction and updated by its
+                -- parent would need a MultiXact at every claim.
+                BEGIN
+                    PERFORM set_config('lock_timeout', '20ms', true);
+                    SELECT * INTO bucket FROM omnispindle.task_type_limits l
+                    WHERE l.task_type = set_apart[pass]
+                    FOR NO KEY UPDATE;
+                    -- Not found: limits cleared since the first look (every
+                    -- field of bucket NULL).
+                    limited := FOUND;
+                    PERFORM set_config('lock_timeout', lock_wait, true);
+                    refilled := clock_timestamp();
+                    -- The limits as locked, which may have changed since the first look.
+                    per_group := coalesce(bucket.max_running_per_group, 2147483647);
+                    group_rate := bucket.starts_per_second_per_group;
+                    group_burst := greatest(1, ceil(group_rate));
+                    IF bucket.starts_per_second IS NOT NULL THEN
+                        n_tokens := least(bucket.burst, bucket.tokens + bucket.starts_per_second
+                                          * extract(epoch FROM refilled - bucket.refilled_at));
+                        room := least(room, floor(n_tokens)::integer);
+                    END IF;
+                    IF room <= 0 THEN
+                        chosen := NULL;
+                    ELSE
+                        -- The first candidates, in the strategy's order, that
+                        -- the limits let start, in one statement: the type's
+                        -- running tasks, counted once per group with a fresh
+                        -- snapshot taken after the lock (it sees every claim of
+                        -- the type that held the lock before), cap the type and
+                        -- each group; each group's bucket caps the group. The
+                        -- tasks without a group_key are one group, as in fair
+                        -- share. The rest are free again at commit.
+                        WITH running AS (
+                            SELECT r.group_key, count(*) AS n FROM omnispindle.tasks r
+                            WHERE (bucket.max_running IS NOT NULL
+                                   OR bucket.max_running_per_group IS NOT NULL)
+                              AND r.state = 'running' AND r.task_type = set_apart[pass]
+                            GROUP BY r.group_key
+                        ), offered AS (
+                            SELECT c.*, row_number() OVER (PARTITION BY c.group_key
+                                                           ORDER BY c.n) AS nth
+                            FROM unnest(chosen, sizes, keys)
+                                 WITH ORDINALITY c(id, size, group_key, n)
+                        )
+                        SELECT array_agg(k.id ORDER BY k.n), array_agg(k.group_key ORDER BY k.n),
+                               sum(k.size)
+                        INTO chosen, keys, taken
+                        FROM (SELECT c.id, c.n, c.group_key, c.size
+                              FROM offered c
+                              LEFT JOIN running u ON u.group_key IS NOT DISTINCT FROM c.group_key
+                              WHERE coalesce(u.n, 0) + c.nth <= per_group
+                                AND (group_rate IS NULL
+                                     OR c.nth <= omnispindle.group_tokens_at(
+                                                     bucket.group_tokens, coalesce(c.group_key, ''),
+                                                     group_rate, group_burst, refilled))
+                              ORDER BY c.n
+                              -- LEAST ignores NULL: no running limit, no cap from it.
+                              LIMIT greatest(0, least(room, bucket.max_running
+                                                            - (SELECT coalesce(sum(u.n), 0)
+                                                               FROM running u)))) k;
+                    END IF;
+                    IF chosen IS NOT NULL
+                       AND (bucket.starts_per_second IS NOT NULL OR group_rate IS NOT NULL) THEN
+                        -- The type's bucket and each group's after this claim's
+                        -- starts (every chosen task is locked by this claim and
+                        -- starts below), in one write. Full group buckets leave
+                        -- the map (no entry means a full bucket).
+                        UPDATE omnispindle.task_type_limits l
+                        SET tokens = CASE WHEN bucket.starts_per_second IS NULL THEN l.tokens
+                                          ELSE n_tokens - cardinality(chosen) END,
+                            refilled_at = CASE WHEN bucket.starts_per_second IS NULL
+                                               THEN l.refilled_at ELSE refilled END,
+                            group_tokens = CASE WHEN group_rate IS NULL THEN l.group_tokens ELSE (
+                                SELECT coalesce(jsonb_object_agg(b.key, jsonb_build_array(
+                                                    b.tokens, extract(epoch FROM refilled))), '{}')
+                                FROM (SELECT e.key,
+                                             omnispindle.group_tokens_at(
+                                                 bucket.group_tokens, e.key, group_rate,
+                                                 group_burst, refilled)
+                                                 - coalesce(u.n, 0) AS tokens
+                                      FROM (SELECT jsonb_object_keys(bucket.group_tokens) AS key
+                                            UNION
+                                            SELECT coalesce(k, '') FROM unnest(keys) k) e
+                                      LEFT JOIN (SELECT coalesce(k, '') AS key, count(*) AS n
+                                                 FROM unnest(keys) k GROUP BY 1) u
+                                        ON u.key = e.key) b
+                                WHERE b.tokens < group_burst) END
+                        WHERE l.task_type = set_apart[pass];
+                    END IF;
+                EXCEPTION WHEN lock_not_available THEN
+                    chosen := NULL;  -- still locked by another claim
+                END;
+                CONTINUE WHEN chosen IS NULL;
+            END IF;
+        ELSE
+            -- A worker whose every type is claimed apart has nothing to walk
+            -- for: a walk would step over each of their ready tasks to find
+            -- none (after a pass held back by a limit, at every claim).
+            EXIT WHEN p_task_types <@ set_apart;
+            walk := pass - cardinality(set_apart) - 1;
+            -- The walk's ready tasks, locked, as many as the budget holds. A ROWS
+            -- frame without ORDER BY sums in the order the locked rows come, the
+            -- index's; the first always fits. pg_column_size reads a value's
+            -- header, never its TOASTed body.
+            WITH ready AS (
+                SELECT r.id, pg_column_size(r.parameters) AS size
+                FROM omnispindle.tasks r
+                WHERE r.state = 'pending'
+                  AND r.priority BETWEEN walks[walk * 3 + 1] AND walks[walk * 3 + 2]
+                  AND r.id > walks[walk * 3 + 3]
+                  AND r.run_after <= now()
+                  AND r.task_type = ANY (p_task_types)
+                  AND r.task_type <> ALL (set_apart)
+                  AND r.required_capabilities <@ p_capabilities
+                  AND (r.required_capabilities = '{}'
+                       OR NOT omnispindle.left_to_a_narrower_worker(
+                           r.task_type, r.required_capabilities, r.run_after,
+                           p_capabilities, p_worker_id))
+                  AND r.attempts < r.max_attempts
+                  -- A paused type's tasks wait. The paused types are read once per
+                  -- walk (an InitPlan), with this statement's snapshot: no claim that
+                  -- starts after a pause commits takes them. A NOT EXISTS probe per
+                  -- candidate made each walk over a paused backlog three times slower.
+                  AND r.task_type <> ALL (ARRAY(SELECT p.task_type
+                                                FROM omnispindle.paused_task_types p))
+                ORDER BY r.priority DESC, r.id
+                LIMIT p_limit - claimed
+                FOR NO KEY UPDATE SKIP LOCKED
+            ), summed AS (
+                SELECT id, size, sum(size) OVER (ROWS UNBOUNDED PRECEDING) AS upto FROM ready
+            )
+            SELECT array_agg(id), max(upto) INTO chosen, taken
+            FROM summed WHERE upto - size < budget;
+        END IF;
+        CONTINUE WHEN chosen IS NULL;
+
+        RETURN QUERY
+        UPDATE omnispindle.tasks t
+        SET state = 'running',
+            attempts = t.attempts + 1,
+            worker_id = p_worker_id,
+            lease_token = gen_random_uuid(),
+            -- A lease never reaches past the task's timeout (LEAST ignores NULL).
+            lease_expires_at = now() + make_interval(secs => LEAST(p_lease_seconds, t.timeout_seconds)),
+            started_at = now()
+        WHERE t.id = ANY (chosen)
+        RETURNING t.id, t.task_type, t.parameters, t.attempts, t.max_attempts,
+                  t.timeout_seconds, t.lease_token,
+                  -- LATERAL primary-key lookups (OFFSET 0 keeps the planner from
+                  -- flattening them into a scan of all tasks): linear whatever
+                  -- the statistics say. NULL when there are none, which spares
+                  -- the worker decoding an empty object per task.
+                  (SELECT jsonb_object_agg(d.depends_on::text, p.result)
+                   FROM omnispindle.task_dependencies d,
+                        LATERAL (SELECT q.result FROM omnispindle.tasks q
+                                 WHERE q.id = d.depends_on AND q.state = 'succeeded' OFFSET 0) p
+                   WHERE d.task_id = t.id),
+                  -- Only children that allow failed dependencies ever see these,
+                  -- so no other claim looks them up.
+                  CASE WHEN t.allow_failed_dependencies THEN
+                  (SELECT jsonb_object_agg(d.depends_on::text, p.failure)
+                   FROM omnispindle.task_dependencies d,
+                        LATERAL (SELECT jsonb_build_object('state', q.state, 'error', q.errors -> -1,
+                                                           'cancel_reason', q.cancel_reason) AS failure
+                                 FROM omnispindle.tasks q
+                                 WHERE q.id = d.depends_on AND q.state IN ('failed', 'cancelled')
+                                 OFFSET 0) p
+                   WHERE d.task_id = t.id) END,
+                  t.trace_context, t.priority;
+        GET DIAGNOSTICS found_now = ROW_COUNT;
+        claimed := claimed + found_now;
+        budget := budget - taken;
+        EXIT WHEN claimed >= p_limit OR budget <= 0;
+    END LOOP;
+END
+$$;
+
+-- As in sql/schema.sql: a child handed over starts from blocked.
+DROP TRIGGER tasks_check_transition ON omnispindle.tasks;
+CREATE TRIGGER tasks_check_transition
+    BEFORE UPDATE OF state ON omnispindle.tasks
+    FOR EACH ROW
+    WHEN (NOT (NEW.state = OLD.state
+               OR (OLD.state = 'blocked' AND NEW.state IN ('pending', 'cancelled'))
+               -- A child handed to a worker as its last parent finishes
+               -- (after_tasks_update) starts in the update that readies it.
+               OR (OLD.state = 'blocked' AND NEW.state = 'running'
+                   AND OLD.pending_dependencies > 0 AND NEW.pending_dependencies = 0)
+               OR (OLD.state = 'pending' AND NEW.state IN ('running', 'cancelled'))
+               OR (OLD.state = 'running'
+                   AND NEW.state IN ('pending', 'succeeded', 'failed', 'cancelled'))
+               -- A failed task may be retried by hand, given an attempt to run.
+               OR (OLD.state = 'failed' AND NEW.state = 'pending'
+                   AND NEW.attempts < NEW.max_attempts)
+               -- A task a failure cancelled waits again once that task is retried.
+               OR (OLD.state = 'cancelled' AND NEW.state = 'blocked'
+                   AND coalesce(OLD.cancel_reason LIKE 'dependency % failed', false))))
+    EXECUTE FUNCTION omnispindle.check_transition();
 
 -- A batch linked only within itself goes in as one document with its edges.
 -- Producers call it with the owner's rights (they may insert neither edges

@@ -13,7 +13,6 @@ import pytest
 
 from omnispindle._core.batches import entry
 from omnispindle._db import queries as q
-from omnispindle._db.notifier import READY_CHANNEL
 from omnispindle._db.pg_arrays import text_array
 from omnispindle._db.pool import execute
 from omnispindle.errors import ValidationError
@@ -292,31 +291,6 @@ def test_a_child_made_ready_by_the_completions_is_claimed_by_the_same_call(clien
     claimed = [r for r in rows if not r["dropped"]]
     assert [r["id"] for r in claimed] == [child]
     assert claimed[0]["dependency_results"] == {str(parent): {"v": 42}}
-
-
-@pytest.fixture
-def ready_notices(dsn, conn):
-    """``notices(step)`` runs ``step`` and returns the ready notices it sent: those
-    that arrive between markers sent before and after it (notices come in commit
-    order)."""
-    with psycopg.connect(dsn, autocommit=True) as listener:
-        listener.execute(f"LISTEN {READY_CHANNEL}")
-
-        def up_to(marker: str) -> list[str]:
-            conn.execute("SELECT pg_notify(%s, %s)", [READY_CHANNEL, marker])
-            seen = []
-            for notice in listener.notifies(timeout=10):
-                if notice.payload == marker:
-                    return seen
-                seen.append(notice.payload)
-            raise AssertionError(f"the {marker!r} notice never arrived")
-
-        def notices(step) -> list[str]:
-            up_to("before")
-            step()
-            return up_to("after")
-
-        yield notices
 
 
 def test_a_step_announces_no_child_it_claims_itself(client, conn, ready_notices):
