@@ -153,6 +153,8 @@ BEGIN
 END
 $$;
 
+DROP FUNCTION omnispindle.first_ready_task(text[], text[], uuid, bigint[]);
+
 -- claim_tasks() as 0010 made it.
 CREATE OR REPLACE FUNCTION omnispindle.claim_tasks(p_task_types text[], p_capabilities text[],
                                         p_limit integer, p_worker_id uuid,

@@ -192,8 +192,11 @@ BEGIN
         -- once, neither announced nor claimed. That statement costs more to
         -- start than the plain countdown, so a step runs it only when its
         -- tasks have children, and a step whose tasks have none nothing more.
+        -- A step whose results include a cancel (one was requested) counts
+        -- down plainly: the cascade below readies more children in a nested
+        -- countdown, which could not weigh them against those handed here.
         hand := nullif(current_setting('omnispindle_step.hand_to', true), '')::jsonb;
-        IF hand IS NULL THEN
+        IF hand IS NULL OR broken IS NOT NULL THEN
             WITH finished_parents AS (
                 SELECT d.task_id,
                        count(*) FILTER (WHERE d.depends_on = ANY (succeeded))::integer AS ok,
@@ -278,9 +281,10 @@ BEGIN
                         AND c.run_after <= now()
                         AND c.task_type = ANY (hand_types)
                         AND c.required_capabilities <@ hand_capabilities
+                        -- Asked with the run_after it gets once ready: now.
                         AND (c.required_capabilities = '{}'
                              OR NOT omnispindle.left_to_a_narrower_worker(
-                                 c.task_type, c.required_capabilities, c.run_after,
+                                 c.task_type, c.required_capabilities, now(),
                                  hand_capabilities, hand_worker))
                         AND c.task_type <> ALL (ARRAY(SELECT p.task_type
                                                       FROM omnispindle.paused_task_types p))
@@ -292,53 +296,10 @@ BEGIN
                       LIMIT (hand ->> 'room')::integer) o
                 WHERE o.upto - o.size < (hand ->> 'budget')::bigint
             ), head AS MATERIALIZED (
-                -- The first ready task the worker's claim would take: its walks
-                -- from its cursor, each stopping at the first task that passes the
-                -- claim's test, so that this reads no more of the ready index
-                -- than the claim would. Run only when a child is offered.
-                SELECT x.walk, x.priority, x.id
-                FROM ((SELECT 1 AS walk, r.priority, r.id FROM omnispindle.tasks r
-                       WHERE r.state = 'pending' AND r.priority BETWEEN walks[1] AND walks[2]
-                         AND r.id > walks[3] AND r.run_after <= now()
-                         AND r.task_type = ANY (hand_types)
-                         AND r.required_capabilities <@ hand_capabilities
-                         AND (r.required_capabilities = '{}'
-                              OR NOT omnispindle.left_to_a_narrower_worker(
-                                  r.task_type, r.required_capabilities, r.run_after,
-                                  hand_capabilities, hand_worker))
-                         AND r.attempts < r.max_attempts
-                         AND r.task_type <> ALL (ARRAY(SELECT p.task_type
-                                                       FROM omnispindle.paused_task_types p))
-                       ORDER BY r.priority DESC, r.id LIMIT 1)
-                      UNION ALL
-                      (SELECT 2, r.priority, r.id FROM omnispindle.tasks r
-                       WHERE r.state = 'pending' AND r.priority BETWEEN walks[4] AND walks[5]
-                         AND r.id > walks[6] AND r.run_after <= now()
-                         AND r.task_type = ANY (hand_types)
-                         AND r.required_capabilities <@ hand_capabilities
-                         AND (r.required_capabilities = '{}'
-                              OR NOT omnispindle.left_to_a_narrower_worker(
-                                  r.task_type, r.required_capabilities, r.run_after,
-                                  hand_capabilities, hand_worker))
-                         AND r.attempts < r.max_attempts
-                         AND r.task_type <> ALL (ARRAY(SELECT p.task_type
-                                                       FROM omnispindle.paused_task_types p))
-                       ORDER BY r.priority DESC, r.id LIMIT 1)
-                      UNION ALL
-                      (SELECT 3, r.priority, r.id FROM omnispindle.tasks r
-                       WHERE r.state = 'pending' AND r.priority BETWEEN walks[7] AND walks[8]
-                         AND r.id > walks[9] AND r.run_after <= now()
-                         AND r.task_type = ANY (hand_types)
-                         AND r.required_capabilities <@ hand_capabilities
-                         AND (r.required_capabilities = '{}'
-                              OR NOT omnispindle.left_to_a_narrower_worker(
-                                  r.task_type, r.required_capabilities, r.run_after,
-                                  hand_capabilities, hand_worker))
-                         AND r.attempts < r.max_attempts
-                         AND r.task_type <> ALL (ARRAY(SELECT p.task_type
-                                                       FROM omnispindle.paused_task_types p))
-                       ORDER BY r.priority DESC, r.id LIMIT 1)) x
-                LIMIT 1
+                -- The first ready task the worker's claim would take. Run only
+                -- when a child is offered.
+                SELECT * FROM omnispindle.first_ready_task(hand_types, hand_capabilities,
+                                                           hand_worker, walks)
             ), handing AS (
                 -- The children that come before it in the walks' order.
                 SELECT o.task_id FROM offered o
@@ -1059,6 +1020,65 @@ BEGIN
 END
 $$;
 
+-- As in sql/schema.sql: the hand-over's look at the ready tasks.
+CREATE FUNCTION omnispindle.first_ready_task(p_task_types text[], p_capabilities text[],
+                                             p_worker_id uuid, p_walks bigint[])
+RETURNS TABLE (walk integer, priority integer, id bigint)
+LANGUAGE plpgsql
+STABLE
+SET enable_bitmapscan = off
+SET enable_seqscan = off
+SET enable_sort = off
+SET plan_cache_mode = force_generic_plan
+AS $$
+#variable_conflict use_column
+DECLARE
+    w integer;
+BEGIN
+    FOR w IN 1 .. 3 LOOP
+        RETURN QUERY
+            SELECT w, r.priority, r.id FROM omnispindle.tasks r
+            WHERE r.state = 'pending'
+              AND r.priority BETWEEN p_walks[w * 3 - 2] AND p_walks[w * 3 - 1]
+              AND r.id > p_walks[w * 3]
+              AND r.run_after <= now()
+              AND r.task_type = ANY (p_task_types)
+              AND r.required_capabilities <@ p_capabilities
+              AND (r.required_capabilities = '{}'
+                   OR NOT omnispindle.left_to_a_narrower_worker(
+                       r.task_type, r.required_capabilities, r.run_after,
+                       p_capabilities, p_worker_id))
+              AND r.attempts < r.max_attempts
+              AND r.task_type <> ALL (ARRAY(SELECT p.task_type
+                                            FROM omnispindle.paused_task_types p))
+            ORDER BY r.priority DESC, r.id
+            LIMIT 1;
+        EXIT WHEN FOUND;
+    END LOOP;
+END
+$$;
+
+REVOKE EXECUTE ON FUNCTION omnispindle.first_ready_task(text[], text[], uuid, bigint[])
+    FROM PUBLIC;
+
+-- Roles that could claim before this migration may hand over too.
+DO $$
+DECLARE
+    grantee regrole;
+BEGIN
+    FOR grantee IN SELECT DISTINCT a.grantee::regrole
+                   FROM pg_proc p, aclexplode(p.proacl) a
+                   WHERE p.pronamespace = 'omnispindle'::regnamespace
+                     AND p.proname = 'claim_tasks'
+                     AND a.privilege_type = 'EXECUTE' AND a.grantee <> p.proowner
+                     AND a.grantee <> 0
+    LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION omnispindle.first_ready_task(text[], text[], '
+                       'uuid, bigint[]) TO %s', grantee);
+    END LOOP;
+END
+$$;
+
 -- As in sql/schema.sql: a child handed over starts from blocked.
 DROP TRIGGER tasks_check_transition ON omnispindle.tasks;
 CREATE TRIGGER tasks_check_transition
@@ -1176,7 +1196,8 @@ REVOKE EXECUTE ON FUNCTION omnispindle.insert_linked_tasks(jsonb, jsonb, integer
                                                            double precision, uuid, integer)
     FROM PUBLIC;
 
--- grant_access() as 0011 made it, with insert_linked_tasks for producers.
+-- As in sql/schema.sql: insert_linked_tasks for producers, first_ready_task for
+-- workers.
 CREATE OR REPLACE FUNCTION omnispindle.grant_access(p_role regrole, p_access text)
 RETURNS void
 LANGUAGE plpgsql
@@ -1226,7 +1247,8 @@ BEGIN
                     ELSE ARRAY['claim_tasks', 'complete_and_claim', 'complete_attempts',
                                'fail_attempts', 'lock_prunable_tasks', 'retry_delay',
                                'enqueue_periodic_ticks', 'left_to_a_narrower_worker',
-                               'group_tokens_at', 'cover_history', 'drop_history']
+                               'group_tokens_at', 'cover_history', 'drop_history',
+                               'first_ready_task']
                 END)
     LOOP
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %s', fn, p_role);

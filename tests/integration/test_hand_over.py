@@ -11,7 +11,7 @@ from omnispindle._db import queries as q
 from omnispindle._db.pg_arrays import text_array
 from omnispindle._db.pool import execute
 
-from .test_fast_paths import claim
+from .test_fast_paths import claim, plans_of_nested_statements
 from .test_hostile_input import BIG_ROW
 
 TASK_UPDATES = "SELECT pg_stat_get_xact_tuples_updated('omnispindle.tasks'::regclass)"
@@ -282,3 +282,76 @@ def test_a_step_that_leaves_a_child_pending_still_claims(client, conn):
     claimed = []
     assert claim_calls_in(conn, lambda: claimed.extend(step(conn, running, limit=8))) == 1
     assert states(conn) == ["succeeded", "running", "pending"]
+
+
+def test_a_child_an_idle_narrower_worker_can_run_is_left_to_it_however_long_it_waited(client, conn):
+    """The claim asks about the narrower worker with the time the child became
+    ready (now); asked with the child's own, older run_after, the hand-over gave
+    it to the broader worker."""
+    conn.execute(
+        "INSERT INTO omnispindle.workers (name, host, pid, capabilities, task_types, "
+        "concurrency, version) VALUES ('narrow', 'h', 1, '{gpu}', '{job}', 1, 'x')"
+    )
+    _parent, child = client.submit_batch(
+        [
+            {"task_type": "job"},
+            {"task_type": "job", "dependencies": [entry(0)], "required_capabilities": ["gpu"]},
+        ]
+    )
+    conn.execute(
+        "UPDATE omnispindle.tasks SET run_after = now() - interval '1 minute' WHERE id = %s",
+        [child],
+    )
+    assert step(conn, claim(conn), limit=1, capabilities=("gpu", "x")) == []
+    assert states(conn) == ["succeeded", "pending"]
+
+
+def test_a_child_a_cancel_readies_in_the_same_step_keeps_its_priority(client, conn):
+    """One parent succeeds, readying a child of priority 0; the other ends cancelled
+    (a cancel was requested), and the cascade readies a grandchild of priority 10
+    that allows failed dependencies. The slot is the grandchild's, as the claim
+    alone would give it: the countdown that readied the first child used to hand
+    it over before the cascade ran."""
+    _first, second, _child, _doomed, urgent = client.submit_batch(
+        [
+            {"task_type": "job"},
+            {"task_type": "job"},
+            {"task_type": "job", "dependencies": [entry(0)]},
+            {"task_type": "job", "dependencies": [entry(1)]},
+            {
+                "task_type": "job",
+                "dependencies": [entry(3)],
+                "priority": 10,
+                "allow_failed_dependencies": True,
+            },
+        ]
+    )
+    running = sorted(claim(conn, limit=2), key=lambda row: row["id"])
+    conn.execute("UPDATE omnispindle.tasks SET cancel_requested_at = now() WHERE id = %s", [second])
+    assert [r["id"] for r in step(conn, running, limit=1)] == [urgent]
+    assert states(conn) == ["succeeded", "cancelled", "pending", "cancelled", "running"]
+
+
+def test_the_look_for_a_ready_task_ahead_walks_the_index_in_a_plan_made_on_a_big_table(
+    client, conn
+):
+    """With thousands of ready tasks analysed, a generic plan of the look read every
+    one of them through a bitmap and sorted them, where the claim stops at the
+    first: the look has the claim's settings."""
+    conn.execute(
+        "INSERT INTO omnispindle.tasks (task_type, priority) "
+        "SELECT CASE WHEN g % 2 = 0 THEN 'job' ELSE 'other' END, g % 3 "
+        "FROM generate_series(1, 10000) g"
+    )
+    client.submit_batch(
+        [
+            {"task_type": "job", "priority": 5},
+            {"task_type": "job", "priority": 5, "dependencies": [entry(0)]},
+        ]
+    )
+    conn.execute("ANALYZE omnispindle.tasks")
+    running = claim(conn)
+    plans = plans_of_nested_statements(conn)
+    assert len(step(conn, running, limit=1)) == 1
+    assert plans, "no plan was recorded"
+    assert not [plan for plan in plans if "Bitmap Heap Scan on tasks" in plan], plans
