@@ -43,10 +43,12 @@ BEGIN
         IF p_limit > 0 THEN
             PERFORM set_config('omnispindle_step.ready_unannounced', '{}', true);
             -- What the countdown may hand this worker (see after_tasks_update).
-            -- 67108864: the claim's budget of parameters (see claim_tasks).
+            -- 67108864: the claim's budget of parameters (see claim_tasks). No
+            -- types or capabilities (NULL) are none, as for the claim.
             PERFORM set_config('omnispindle_step.hand_to', jsonb_build_object(
-                'worker', p_worker_id, 'lease', p_lease_seconds, 'types', p_task_types,
-                'capabilities', p_capabilities, 'after_priority', p_after_priority,
+                'worker', p_worker_id, 'lease', p_lease_seconds,
+                'types', coalesce(p_task_types, '{}'),
+                'capabilities', coalesce(p_capabilities, '{}'), 'after_priority', p_after_priority,
                 'after_id', p_after_id, 'room', p_limit, 'budget', 67108864)::text, true);
         END IF;
         RETURN QUERY
@@ -87,12 +89,12 @@ BEGIN
                     FROM omnispindle.tasks t
                     WHERE t.id = ANY (handed);
                 room := (hand ->> 'room')::integer;
-                unannounced := current_setting('omnispindle_step.ready_unannounced')::bigint[];
-                -- Nothing else the claim could take was ready and the step left
-                -- no child pending, or the budget is spent: a claim would walk
-                -- the ready index for nothing, or lock rows it cannot take.
-                IF (hand ->> 'none_ready')::boolean AND cardinality(unannounced) = 0
-                   OR (hand ->> 'budget')::bigint <= 0 THEN
+                -- Nothing else the claim could take was ready, or the budget is
+                -- spent: a claim would walk the ready index for nothing, or lock
+                -- rows it cannot take. A child the step left pending is no
+                -- reason to claim: the countdown offered every child the claim
+                -- could take, in the claim's order.
+                IF (hand ->> 'none_ready')::boolean OR (hand ->> 'budget')::bigint <= 0 THEN
                     room := 0;
                 END IF;
             END IF;

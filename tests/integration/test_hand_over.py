@@ -268,20 +268,44 @@ def test_a_chains_step_with_nothing_else_ready_does_not_claim(client, conn):
     assert [r["id"] for r in claimed] == [child]
 
 
-def test_a_step_that_leaves_a_child_pending_still_claims(client, conn):
-    """A child that needs a capability is left pending by the hand-over; the claim,
-    which knows the worker's capabilities, may still take it."""
-    client.submit_batch(
+def test_a_step_that_leaves_only_children_it_cannot_take_pending_does_not_claim(
+    client, conn, ready_notices
+):
+    """A child that needs a capability this worker lacks is left pending and
+    announced to the others; the claim could not take it either, so the step
+    does not walk the ready index for it."""
+    _parent, child, _other = client.submit_batch(
         [
             {"task_type": "job"},
             {"task_type": "job", "dependencies": [entry(0)]},
-            {"task_type": "job", "dependencies": [entry(0)], "required_capabilities": ["job"]},
+            {"task_type": "job", "dependencies": [entry(0)], "required_capabilities": ["gpu"]},
         ]
     )
     running = claim(conn)
-    claimed = []
-    assert claim_calls_in(conn, lambda: claimed.extend(step(conn, running, limit=8))) == 1
+    claimed: list = []
+    calls: list[int] = []
+
+    def stepping() -> None:
+        calls.append(claim_calls_in(conn, lambda: claimed.extend(step(conn, running, limit=8))))
+
+    assert ready_notices(stepping) == [""]
+    assert calls == [0]
+    assert [r["id"] for r in claimed] == [child]
     assert states(conn) == ["succeeded", "running", "pending"]
+
+
+def test_a_step_with_no_types_or_capabilities_stores_its_results(client, conn):
+    """As a claim with NULL arrays takes nothing, the step hands nothing over:
+    its results are stored, and the child waits for a claim."""
+    client.submit_batch([{"task_type": "job"}, {"task_type": "job", "dependencies": [entry(0)]}])
+    running = claim(conn)
+    rows = conn.execute(
+        "SELECT id FROM omnispindle.complete_and_claim(%s, %s, %s, NULL, NULL, 4, "
+        "gen_random_uuid(), 30, NULL, NULL) WHERE NOT dropped",
+        [[r["id"] for r in running], [r["lease_token"] for r in running], ["{}"]],
+    ).fetchall()
+    assert rows == []
+    assert states(conn) == ["succeeded", "pending"]
 
 
 def test_a_child_an_idle_narrower_worker_can_run_is_left_to_it_however_long_it_waited(client, conn):
