@@ -277,7 +277,7 @@ BEGIN
                                                      AND c.task_id > walks[6] THEN 2
                                                 WHEN c.priority BETWEEN walks[7] AND walks[8]
                                                      AND c.task_id > walks[9] THEN 3 END AS walk) w
-                      WHERE hand IS NOT NULL AND w.walk IS NOT NULL
+                      WHERE w.walk IS NOT NULL
                         AND c.pending_dependencies = c.done AND c.may_start
                         -- Due once ready: its run_after becomes at least now.
                         AND c.run_after <= now()
@@ -306,7 +306,8 @@ BEGIN
                 -- The children that come before it in the walks' order.
                 SELECT o.task_id FROM offered o
                 WHERE NOT EXISTS (SELECT FROM head h
-                                  WHERE (h.walk, -h.priority, h.id) < (o.walk, -o.priority, o.task_id))
+                                  WHERE (h.walk, -h.priority, h.id)
+                                        < (o.walk, -o.priority, o.task_id))
             ), counted_down AS (
                 -- A child that changed since counted read it (cancelled, or
                 -- waiting again for a retried parent, by a transaction committed
