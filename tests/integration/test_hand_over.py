@@ -210,7 +210,7 @@ def test_a_ready_task_ahead_of_the_child_from_the_cursor_is_claimed_instead(clie
     assert states(conn) == ["succeeded", "pending", "running"]
 
 
-def test_children_that_need_capabilities_go_through_the_claim(client, conn):
+def test_a_child_needing_a_capability_the_worker_lacks_is_left_pending(client, conn):
     client.submit_batch(
         [
             {"task_type": "job"},
