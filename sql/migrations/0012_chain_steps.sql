@@ -351,12 +351,12 @@ BEGIN
             FROM counted_down x WHERE x.state = 'running';
             IF handed IS NOT NULL THEN
                 -- What the step claims next has the rest of its slots and budget.
+                -- One countdown per step hands over: the step's results are one
+                -- update, and a cascade's nested countdown is a plain one.
                 PERFORM set_config('omnispindle_step.hand_to', (hand || jsonb_build_object(
                     'room', (hand ->> 'room')::integer - cardinality(handed),
                     'budget', (hand ->> 'budget')::bigint - handed_bytes,
-                    'handed', coalesce(hand -> 'handed', '[]') || to_jsonb(handed),
-                    'none_ready', coalesce((hand ->> 'none_ready')::boolean, true) AND none_ready
-                    ))::text, true);
+                    'handed', handed, 'none_ready', none_ready))::text, true);
             END IF;
         END IF;
     END IF;
