@@ -1064,24 +1064,6 @@ $$;
 REVOKE EXECUTE ON FUNCTION omnispindle.first_ready_task(text[], text[], uuid, bigint[])
     FROM PUBLIC;
 
--- Roles that could claim before this migration may hand over too.
-DO $$
-DECLARE
-    grantee regrole;
-BEGIN
-    FOR grantee IN SELECT DISTINCT a.grantee::regrole
-                   FROM pg_proc p, aclexplode(p.proacl) a
-                   WHERE p.pronamespace = 'omnispindle'::regnamespace
-                     AND p.proname = 'claim_tasks'
-                     AND a.privilege_type = 'EXECUTE' AND a.grantee <> p.proowner
-                     AND a.grantee <> 0
-    LOOP
-        EXECUTE format('GRANT EXECUTE ON FUNCTION omnispindle.first_ready_task(text[], text[], '
-                       'uuid, bigint[]) TO %s', grantee);
-    END LOOP;
-END
-$$;
-
 -- As in sql/schema.sql: a child handed over starts from blocked.
 DROP TRIGGER tasks_check_transition ON omnispindle.tasks;
 CREATE TRIGGER tasks_check_transition
@@ -1281,20 +1263,31 @@ BEGIN
 END
 $$;
 
--- Roles that could submit before this migration may insert linked batches too.
+-- Roles granted access at an earlier revision get what grant_access gives
+-- now: the earlier migrations granted them only some of the objects they
+-- added (a worker granted at 0007 could not take a maintenance lease, nor
+-- could an observer read the outcomes per minute). A role's access is told by
+-- what only grant_access gave it: EXECUTE on claim_tasks for a worker, on
+-- submit_tasks for a producer, SELECT on queue_summary for an observer.
 DO $$
 DECLARE
-    grantee regrole;
+    found record;
 BEGIN
-    FOR grantee IN SELECT DISTINCT a.grantee::regrole
-                   FROM pg_proc p, aclexplode(p.proacl) a
-                   WHERE p.pronamespace = 'omnispindle'::regnamespace
-                     AND p.proname = 'submit_tasks'
-                     AND a.privilege_type = 'EXECUTE' AND a.grantee <> p.proowner
-                     AND a.grantee <> 0
+    FOR found IN SELECT a.grantee::regrole AS grantee,
+                        CASE p.proname WHEN 'claim_tasks' THEN 'worker' ELSE 'producer' END AS access
+                 FROM pg_proc p, aclexplode(p.proacl) a
+                 WHERE p.pronamespace = 'omnispindle'::regnamespace
+                   AND p.proname IN ('claim_tasks', 'submit_tasks')
+                   AND a.privilege_type = 'EXECUTE' AND a.grantee <> p.proowner
+                   AND a.grantee <> 0
+                 UNION
+                 SELECT a.grantee::regrole, 'observer'
+                 FROM pg_class c, aclexplode(c.relacl) a
+                 WHERE c.oid = 'omnispindle.queue_summary'::regclass
+                   AND a.privilege_type = 'SELECT' AND a.grantee <> c.relowner
+                   AND a.grantee <> 0
     LOOP
-        EXECUTE format('GRANT EXECUTE ON FUNCTION omnispindle.insert_linked_tasks(jsonb, jsonb, '
-                       'integer, integer, double precision, uuid, integer) TO %s', grantee);
+        PERFORM omnispindle.grant_access(found.grantee, found.access);
     END LOOP;
 END
 $$;

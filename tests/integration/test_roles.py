@@ -545,3 +545,71 @@ def test_a_worker_role_archives_into_the_history_and_keeps_its_partitions(as_rol
     assert producer.wait_for_task(task_id, timeout=10)["state"] == "cancelled"
     observed = conn.execute("SELECT count(*) FROM omnispindle.history_partitions").fetchone()[0]
     assert observed > 0
+
+
+# Every privilege a role holds in the schema: on the schema, its tables and
+# views (and their columns), and its functions.
+PRIVILEGES = """
+SELECT 'schema', n.nspname, a.privilege_type
+FROM pg_namespace n, aclexplode(n.nspacl) a
+WHERE n.nspname = 'omnispindle' AND a.grantee = %(role)s::regrole
+UNION ALL
+SELECT 'relation', c.relname, a.privilege_type
+FROM pg_class c, aclexplode(c.relacl) a
+WHERE c.relnamespace = 'omnispindle'::regnamespace AND a.grantee = %(role)s::regrole
+UNION ALL
+SELECT 'column', c.relname || '.' || t.attname, a.privilege_type
+FROM pg_class c JOIN pg_attribute t ON t.attrelid = c.oid, aclexplode(t.attacl) a
+WHERE c.relnamespace = 'omnispindle'::regnamespace AND a.grantee = %(role)s::regrole
+UNION ALL
+SELECT 'function', p.oid::regprocedure::text, a.privilege_type
+FROM pg_proc p, aclexplode(p.proacl) a
+WHERE p.pronamespace = 'omnispindle'::regnamespace AND a.grantee = %(role)s::regrole
+"""
+
+
+def privileges(conn: psycopg.Connection, role: str) -> set[tuple[str, str, str]]:
+    return {tuple(row) for row in conn.execute(PRIVILEGES, {"role": role})}
+
+
+@pytest.mark.parametrize(
+    "granted_at",
+    ["0007_guarded_rows", "0008_dashboard", "0009_pause", "0010_scheduling", "0011_history"],
+)
+def test_a_role_granted_at_an_earlier_revision_holds_what_a_role_granted_now_holds(
+    server_dsn, empty_dsn, granted_at
+):
+    """After the upgrade, each kind of access granted at an earlier revision
+    holds exactly what grant_access gives today: a worker granted at 0007 could
+    not take a maintenance lease, an observer not read the outcomes per minute."""
+    upgrade(empty_dsn, granted_at)
+    suffix = uuid.uuid4().hex[:8]
+    old = {access: f"os_old_{access}_{suffix}" for access in ACCESS}
+    new = {access: f"os_new_{access}_{suffix}" for access in ACCESS}
+    with psycopg.connect(empty_dsn, autocommit=True) as admin:
+        try:
+            for access, name in old.items():
+                admin.execute(
+                    psycopg.sql.SQL("CREATE ROLE {} LOGIN").format(psycopg.sql.Identifier(name))
+                )
+                admin.execute("SELECT omnispindle.grant_access(%s::regrole, %s)", [name, access])
+            upgrade(empty_dsn)
+            for access, name in new.items():
+                admin.execute(
+                    psycopg.sql.SQL("CREATE ROLE {} LOGIN").format(psycopg.sql.Identifier(name))
+                )
+                admin.execute("SELECT omnispindle.grant_access(%s::regrole, %s)", [name, access])
+            for access in ACCESS:
+                missing = privileges(admin, new[access]) - privileges(admin, old[access])
+                extra = privileges(admin, old[access]) - privileges(admin, new[access])
+                assert (access, sorted(missing), sorted(extra)) == (access, [], [])
+        finally:
+            for name in (*old.values(), *new.values()):
+                role = psycopg.sql.Identifier(name)
+                admin.execute(
+                    psycopg.sql.SQL(
+                        "DO $$ BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = {name}) "
+                        "THEN EXECUTE format('DROP OWNED BY %I; DROP ROLE %I', {name}, {name}); "
+                        "END IF; END $$"
+                    ).format(name=psycopg.sql.Literal(name))
+                )
