@@ -605,7 +605,6 @@ def test_a_role_granted_at_an_earlier_revision_holds_what_a_role_granted_now_hol
                 assert (access, sorted(missing), sorted(extra)) == (access, [], [])
         finally:
             for name in (*old.values(), *new.values()):
-                role = psycopg.sql.Identifier(name)
                 admin.execute(
                     psycopg.sql.SQL(
                         "DO $$ BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = {name}) "
