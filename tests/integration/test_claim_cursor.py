@@ -52,8 +52,12 @@ def test_a_cursor_skips_no_task_a_head_claim_would_take(client, conn):
 
 
 def entries_read_by_claim(conn, after_priority, after_id):
-    """Ready-index entries a claim of 10 reads (then undone): each costs a heap visit."""
-    read = "SELECT pg_stat_get_xact_tuples_returned('omnispindle.tasks_ready_idx'::regclass)"
+    """Entries of the ready indexes a claim of 10 reads (then undone): each costs
+    a heap visit. A worker of one type walks tasks_group_ready_idx."""
+    read = (
+        "SELECT pg_stat_get_xact_tuples_returned('omnispindle.tasks_ready_idx'::regclass)"
+        " + pg_stat_get_xact_tuples_returned('omnispindle.tasks_group_ready_idx'::regclass)"
+    )
     with conn.transaction(force_rollback=True):
         before = conn.execute(read).fetchone()[0]
         rows = conn.execute(
