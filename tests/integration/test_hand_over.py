@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
+
 from omnispindle._core.batches import entry
 from omnispindle._db import queries as q
 from omnispindle._db.pg_arrays import text_array
@@ -356,8 +358,10 @@ def test_a_child_a_cancel_readies_in_the_same_step_keeps_its_priority(client, co
     assert states(conn) == ["succeeded", "cancelled", "pending", "cancelled", "running"]
 
 
+# A worker of one type walks that type's tasks alone; one of several, the ready index.
+@pytest.mark.parametrize("task_types", [("job",), ("job", "spare")])
 def test_the_look_for_a_ready_task_ahead_walks_the_index_in_a_plan_made_on_a_big_table(
-    client, conn
+    client, conn, task_types
 ):
     """With thousands of ready tasks analysed, a generic plan of the look read every
     one of them through a bitmap and sorted them, where the claim stops at the
@@ -376,6 +380,6 @@ def test_the_look_for_a_ready_task_ahead_walks_the_index_in_a_plan_made_on_a_big
     conn.execute("ANALYZE omnispindle.tasks")
     running = claim(conn)
     plans = plans_of_nested_statements(conn)
-    assert len(step(conn, running, limit=1)) == 1
+    assert len(step(conn, running, limit=1, task_types=task_types)) == 1
     assert plans, "no plan was recorded"
     assert not [plan for plan in plans if "Bitmap Heap Scan on tasks" in plan], plans
