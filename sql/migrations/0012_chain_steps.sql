@@ -1351,31 +1351,62 @@ BEGIN
 END
 $$;
 
--- Roles granted access at an earlier revision get what grant_access gives
--- now: the earlier migrations granted them only some of the objects they
--- added (a worker granted at 0007 could not take a maintenance lease, nor
--- could an observer read the outcomes per minute). A role's access is told by
--- what only grant_access gave it: EXECUTE on claim_tasks for a worker, on
--- submit_tasks for a producer, SELECT on queue_summary for an observer.
+-- Roles granted access before this migration get what grant_access now
+-- gives them and the earlier migrations left out (a worker granted at 0007
+-- could not take a maintenance lease, nor an observer read the outcomes per
+-- minute), and what this one adds. As in those migrations, a role's access is
+-- told by one right it holds, and only the rights of that access it lacks are
+-- added: the readers of queue_summary read the outcomes per minute and their
+-- rollup (0008); the roles that may claim fill the rollup (0008), take the
+-- maintenance leases (0010), and may call the functions the claim and the
+-- hand-over now call; the roles that may insert a task's type may set its
+-- group_key (0010 gave it to the producers alone); those that may submit
+-- insert linked batches.
 DO $$
 DECLARE
-    found record;
+    grantee regrole;
 BEGIN
-    FOR found IN SELECT a.grantee::regrole AS grantee,
-                        CASE p.proname WHEN 'claim_tasks' THEN 'worker' ELSE 'producer' END AS access
-                 FROM pg_proc p, aclexplode(p.proacl) a
-                 WHERE p.pronamespace = 'omnispindle'::regnamespace
-                   AND p.proname IN ('claim_tasks', 'submit_tasks')
-                   AND a.privilege_type = 'EXECUTE' AND a.grantee <> p.proowner
-                   AND a.grantee <> 0
-                 UNION
-                 SELECT a.grantee::regrole, 'observer'
-                 FROM pg_class c, aclexplode(c.relacl) a
-                 WHERE c.oid = 'omnispindle.queue_summary'::regclass
-                   AND a.privilege_type = 'SELECT' AND a.grantee <> c.relowner
-                   AND a.grantee <> 0
+    FOR grantee IN SELECT DISTINCT a.grantee::regrole
+                   FROM pg_class c, aclexplode(c.relacl) a
+                   WHERE c.oid = 'omnispindle.queue_summary'::regclass
+                     AND a.privilege_type = 'SELECT' AND a.grantee <> c.relowner
+                     AND a.grantee <> 0
     LOOP
-        PERFORM omnispindle.grant_access(found.grantee, found.access);
+        EXECUTE format('GRANT SELECT ON omnispindle.outcomes_per_minute, '
+                       'omnispindle.unfinished_summary, omnispindle.outcome_minutes, '
+                       'omnispindle.outcome_rollup TO %s', grantee);
+    END LOOP;
+    FOR grantee IN SELECT DISTINCT a.grantee::regrole
+                   FROM pg_proc p, aclexplode(p.proacl) a
+                   WHERE p.pronamespace = 'omnispindle'::regnamespace
+                     AND p.proname = 'claim_tasks'
+                     AND a.privilege_type = 'EXECUTE' AND a.grantee <> p.proowner
+                     AND a.grantee <> 0
+    LOOP
+        EXECUTE format('GRANT UPDATE ON omnispindle.outcome_rollup TO %s', grantee);
+        EXECUTE format('GRANT INSERT, UPDATE, DELETE ON omnispindle.outcome_minutes TO %s',
+                       grantee);
+        EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON omnispindle.maintenance_leases '
+                       'TO %s', grantee);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION omnispindle.first_ready_task(text[], text[], '
+                       'uuid, bigint[]), omnispindle.walks_one_type(text[]) TO %s', grantee);
+    END LOOP;
+    FOR grantee IN SELECT DISTINCT a.grantee::regrole
+                   FROM pg_attribute t, aclexplode(t.attacl) a
+                   WHERE t.attrelid = 'omnispindle.tasks'::regclass AND t.attname = 'task_type'
+                     AND a.privilege_type = 'INSERT' AND a.grantee <> 0
+    LOOP
+        EXECUTE format('GRANT INSERT (group_key) ON omnispindle.tasks TO %s', grantee);
+    END LOOP;
+    FOR grantee IN SELECT DISTINCT a.grantee::regrole
+                   FROM pg_proc p, aclexplode(p.proacl) a
+                   WHERE p.pronamespace = 'omnispindle'::regnamespace
+                     AND p.proname = 'submit_tasks'
+                     AND a.privilege_type = 'EXECUTE' AND a.grantee <> p.proowner
+                     AND a.grantee <> 0
+    LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION omnispindle.insert_linked_tasks(jsonb, jsonb, '
+                       'integer, integer, double precision, uuid, integer) TO %s', grantee);
     END LOOP;
 END
 $$;

@@ -572,6 +572,18 @@ def privileges(conn: psycopg.Connection, role: str) -> set[tuple[str, str, str]]
     return {tuple(row) for row in conn.execute(PRIVILEGES, {"role": role})}
 
 
+def drop_roles(admin: psycopg.Connection, names) -> None:
+    """Drop the roles of ``names`` that exist, with what they own and were granted."""
+    for name in names:
+        admin.execute(
+            psycopg.sql.SQL(
+                "DO $$ BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = {name}) "
+                "THEN EXECUTE format('DROP OWNED BY %I; DROP ROLE %I', {name}, {name}); "
+                "END IF; END $$"
+            ).format(name=psycopg.sql.Literal(name))
+        )
+
+
 @pytest.mark.parametrize(
     "granted_at",
     ["0007_guarded_rows", "0008_dashboard", "0009_pause", "0010_scheduling", "0011_history"],
@@ -604,11 +616,49 @@ def test_a_role_granted_at_an_earlier_revision_holds_what_a_role_granted_now_hol
                 extra = privileges(admin, old[access]) - privileges(admin, new[access])
                 assert (access, sorted(missing), sorted(extra)) == (access, [], [])
         finally:
-            for name in (*old.values(), *new.values()):
+            drop_roles(admin, [*old.values(), *new.values()])
+
+
+def test_the_upgrade_adds_to_a_role_only_the_rights_of_the_access_it_was_told_by(
+    server_dsn, empty_dsn
+):
+    """A role granted one right by hand, or granted access and then refused a
+    right, gets from the upgrade no right of its kind of access beyond the
+    missing ones: no reading of task parameters, no pausing, no DELETE again."""
+    upgrade(empty_dsn, "0011_history")
+    suffix = uuid.uuid4().hex[:8]
+    names = {kind: f"os_hand_{kind}_{suffix}" for kind in ("dashboard", "submitter", "worker")}
+    with psycopg.connect(empty_dsn, autocommit=True) as admin:
+        try:
+            for name in names.values():
                 admin.execute(
-                    psycopg.sql.SQL(
-                        "DO $$ BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = {name}) "
-                        "THEN EXECUTE format('DROP OWNED BY %I; DROP ROLE %I', {name}, {name}); "
-                        "END IF; END $$"
-                    ).format(name=psycopg.sql.Literal(name))
+                    psycopg.sql.SQL("CREATE ROLE {} LOGIN").format(psycopg.sql.Identifier(name))
                 )
+            role = {kind: psycopg.sql.Identifier(name) for kind, name in names.items()}
+            admin.execute(
+                psycopg.sql.SQL(
+                    "GRANT USAGE ON SCHEMA omnispindle TO {dashboard}, {submitter}; "
+                    "GRANT SELECT ON omnispindle.queue_summary TO {dashboard}; "
+                    "GRANT EXECUTE ON FUNCTION omnispindle.submit_tasks TO {submitter}"
+                ).format(**role)
+            )
+            admin.execute(
+                "SELECT omnispindle.grant_access(%s::regrole, 'worker')", [names["worker"]]
+            )
+            admin.execute(
+                psycopg.sql.SQL("REVOKE DELETE ON omnispindle.tasks FROM {}").format(role["worker"])
+            )
+            upgrade(empty_dsn)
+            held = admin.execute(
+                "SELECT has_table_privilege(%(d)s, 'omnispindle.task_details', 'SELECT'), "
+                "has_table_privilege(%(s)s, 'omnispindle.tasks', 'SELECT'), "
+                "has_function_privilege(%(s)s, 'omnispindle.pause_task_type(text, text)', "
+                "'EXECUTE'), "
+                "has_table_privilege(%(w)s, 'omnispindle.tasks', 'DELETE'), "
+                "has_table_privilege(%(d)s, 'omnispindle.outcomes_per_minute', 'SELECT'), "
+                "has_function_privilege(%(w)s, 'omnispindle.walks_one_type(text[])', 'EXECUTE')",
+                {"d": names["dashboard"], "s": names["submitter"], "w": names["worker"]},
+            ).fetchone()
+            assert held == (False, False, False, False, True, True)
+        finally:
+            drop_roles(admin, names.values())
