@@ -3,45 +3,77 @@
 from __future__ import annotations
 
 import time
+import uuid
 
 import psycopg
+import pytest
+
+from omnispindle._db import queries as q
+from omnispindle._db.pg_arrays import text_array
+from omnispindle._db.pool import execute
 
 from .test_fast_paths import claim, complete_and_claim
+
+# A worker of one type walks that type's tasks alone; one of several, the ready index.
+WALKS = pytest.mark.parametrize("task_types", [("job",), ("job", "spare")])
+
+
+def step(conn, limit, task_types, after=(None, None)):
+    """A worker's step that only claims, up to ``limit``, from the cursor ``after``."""
+    return execute(
+        conn,
+        q.tasks.complete_and_claim(
+            q.tasks.Results([], [], []),
+            task_types=text_array(task_types),
+            capabilities=text_array([]),
+            limit=limit,
+            worker_id=uuid.uuid4(),
+            lease_seconds=30.0,
+            after_priority=after[0],
+            after_id=after[1],
+        ),
+    )
 
 
 def claimed_ids(rows):
     return [r["id"] for r in rows if not r["dropped"]]
 
 
-def test_a_claim_starts_past_its_cursor(client, conn):
+@WALKS
+def test_a_claim_starts_past_its_cursor(client, conn, task_types):
     ids = client.submit_batch([{"task_type": "job"}] * 10)
-    rows = complete_and_claim(conn, [], limit=3, after=(0, ids[4]))
+    rows = step(conn, 3, task_types, after=(0, ids[4]))
     assert claimed_ids(rows) == ids[5:8]
     assert [r["priority"] for r in rows] == [0, 0, 0]
 
 
-def test_higher_priorities_than_the_cursor_come_first(client, conn):
+@WALKS
+def test_higher_priorities_than_the_cursor_come_first(client, conn, task_types):
     low = client.submit_batch([{"task_type": "job"}] * 5)
     high = client.submit_task("job", priority=5)
-    rows = complete_and_claim(conn, [], limit=2, after=(0, low[1]))
+    rows = step(conn, 2, task_types, after=(0, low[1]))
     assert claimed_ids(rows) == [high, low[2]]
 
 
-def test_a_claim_past_its_cursor_takes_lower_priorities_but_never_walks_back(client, conn):
+@WALKS
+def test_a_claim_past_its_cursor_takes_lower_priorities_but_never_walks_back(
+    client, conn, task_types
+):
     behind = client.submit_batch([{"task_type": "job"}] * 2)
     lower = client.submit_task("job", priority=-3)
-    rows = complete_and_claim(conn, [], limit=5, after=(0, behind[1]))
+    rows = step(conn, 5, task_types, after=(0, behind[1]))
     assert claimed_ids(rows) == [lower]
     # What waits behind the cursor is the next claim from the head's.
-    assert claimed_ids(complete_and_claim(conn, [], limit=5)) == behind
+    assert claimed_ids(step(conn, 5, task_types)) == behind
 
 
-def test_a_cursor_skips_no_task_a_head_claim_would_take(client, conn):
+@WALKS
+def test_a_cursor_skips_no_task_a_head_claim_would_take(client, conn, task_types):
     ids = client.submit_batch([{"task_type": "job", "priority": p} for p in (3, 0, 0, -2, 0, 3)])
     order = []
     after = (None, None)
     while True:
-        rows = complete_and_claim(conn, [], limit=2, after=after)
+        rows = step(conn, 2, task_types, after=after)
         got = [r for r in rows if not r["dropped"]]
         if not got:
             break
@@ -51,7 +83,7 @@ def test_a_cursor_skips_no_task_a_head_claim_would_take(client, conn):
     assert order == [ids[0], ids[5], ids[1], ids[2], ids[4], ids[3]]
 
 
-def entries_read_by_claim(conn, after_priority, after_id):
+def entries_read_by_claim(conn, task_types, after_priority, after_id):
     """Entries of the ready indexes a claim of 10 reads (then undone): each costs
     a heap visit. A worker of one type walks tasks_group_ready_idx."""
     read = (
@@ -61,15 +93,18 @@ def entries_read_by_claim(conn, after_priority, after_id):
     with conn.transaction(force_rollback=True):
         before = conn.execute(read).fetchone()[0]
         rows = conn.execute(
-            "SELECT id FROM omnispindle.claim_tasks(ARRAY['job'], ARRAY['job'], 10, "
+            "SELECT id FROM omnispindle.claim_tasks(%s, ARRAY['job'], 10, "
             "gen_random_uuid(), 30, %s, %s)",
-            [after_priority, after_id],
+            [list(task_types), after_priority, after_id],
         ).fetchall()
         assert len(rows) == 10
         return conn.execute(read).fetchone()[0] - before
 
 
-def test_under_a_held_snapshot_a_cursor_claim_skips_the_claimed_entries(client, conn, dsn):
+@WALKS
+def test_under_a_held_snapshot_a_cursor_claim_skips_the_claimed_entries(
+    client, conn, dsn, task_types
+):
     """Vacuum cannot remove the ready-index entries of tasks claimed after an
     old snapshot; a claim from the head visits each of them, one from the cursor does not."""
     client.submit_batch([{"task_type": "job"}] * 3000)
@@ -82,8 +117,8 @@ def test_under_a_held_snapshot_a_cursor_claim_skips_the_claimed_entries(client, 
             complete_and_claim(conn, rows, limit=0)
             last = max(r["id"] for r in rows)
         conn.execute("VACUUM omnispindle.tasks")
-        from_head = entries_read_by_claim(conn, None, None)
-        from_cursor = entries_read_by_claim(conn, 0, last)
+        from_head = entries_read_by_claim(conn, task_types, None, None)
+        from_cursor = entries_read_by_claim(conn, task_types, 0, last)
         holder.rollback()
     assert from_head >= 2500 and from_cursor <= 20, (from_head, from_cursor)
 
