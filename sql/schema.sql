@@ -193,8 +193,10 @@ $$;
 -- lets any number of workers claim at once without waiting on each other; NO
 -- KEY UPDATE does not conflict with the KEY SHARE locks that submitting
 -- dependents take. Bitmap scans are off so that, even with stale statistics
--- (right after a bulk submit), the plan walks tasks_ready_idx in order and
--- stops after p_limit rows instead of sorting every ready task. PL/pgSQL keeps
+-- (right after a bulk submit), the plan walks tasks_ready_idx (for a worker
+-- of one type, that type's range of tasks_group_ready_idx: see
+-- walks_one_type) in order and stops after p_limit rows instead of sorting
+-- every ready task. PL/pgSQL keeps
 -- the plan for the connection's life, since a worker claims many times a
 -- second; with sequential scans and sorts off too, that generic plan is the
 -- same index walk whatever the statistics said when it was made.
@@ -753,7 +755,8 @@ BEGIN
             one_type := coalesce(one_type, omnispindle.walks_one_type(p_task_types));
             IF one_type THEN
                 -- The same walk over the one type's range: the same tasks in the
-                -- same order, none of another type on the way.
+                -- same order, none of another type on the way. (A task with a
+                -- group_key committed since the probe waits for the next claim.)
                 WITH ready AS (
                     SELECT r.id, pg_column_size(r.parameters) AS size
                     FROM omnispindle.tasks r
@@ -2709,9 +2712,12 @@ CREATE INDEX tasks_group_ready_idx ON omnispindle.tasks (task_type, group_key, p
 -- usual case). That index holds each type's tasks without a group_key apart
 -- from the others' and in the ready index's order, so the walk meets no task
 -- of another type. Walking the ready index, a worker of one type stepped over
--- every pending task of other types at higher priorities than its own: 48 ms
+-- every pending task of other types at higher priorities than its own: 49 ms
 -- a claim behind 200,000 of them. A worker of several types walks the ready
--- index, which gives their tasks in one order.
+-- index, which gives their tasks in one order. The probe, like a limited
+-- type's, reads the type's tasks with a group_key from the start: under a
+-- snapshot held since many of them left the pending state, it steps over
+-- their entries until vacuum removes them.
 CREATE FUNCTION omnispindle.walks_one_type(p_task_types text[])
 RETURNS boolean
 LANGUAGE plpgsql
@@ -2723,7 +2729,9 @@ AS $$
 BEGIN
     -- In the index's order, so that the plan is a probe of tasks_group_ready_idx
     -- (see claim_tasks).
-    RETURN cardinality(p_task_types) = 1
+    -- Its one type is p_task_types[1]: an array of other bounds walks the ready index.
+    RETURN cardinality(p_task_types) = 1 AND array_lower(p_task_types, 1) = 1
+           AND array_ndims(p_task_types) = 1
            AND (SELECT r.group_key FROM omnispindle.tasks r
                 WHERE r.state = 'pending' AND r.task_type = p_task_types[1]
                   AND r.group_key IS NOT NULL

@@ -100,3 +100,22 @@ def test_a_paused_type_is_not_claimed_by_a_worker_of_that_type_alone(client, con
     assert claim(conn, 5) == []
     client.resume_task_type("job")
     assert [r["id"] for r in claim(conn, 5)] == ids
+
+
+def test_a_one_type_array_with_other_bounds_claims_and_looks_ahead_as_any(client, conn):
+    """Its one element is not at [1]: the walks take the ready index, and find the tasks."""
+    ids = client.submit_batch([{"task_type": "job"}] * 2)
+    for types in ("[0:0]={job}", "{{job}}"):
+        ahead = conn.execute(
+            "SELECT id FROM omnispindle.first_ready_task(%s::text[], '{}', gen_random_uuid(), "
+            "'{-1000,1000,0,0,0,0,0,0,0}')",
+            [types],
+        ).fetchall()
+        assert ahead == [(ids[0],)], types
+        with conn.transaction(force_rollback=True):
+            claimed = conn.execute(
+                "SELECT id FROM omnispindle.claim_tasks("
+                "%s::text[], '{}', 5, gen_random_uuid(), 30)",
+                [types],
+            ).fetchall()
+        assert sorted(claimed) == [(ids[0],), (ids[1],)], types
