@@ -196,10 +196,10 @@ $$;
 -- (right after a bulk submit), the plan walks tasks_ready_idx (for a worker
 -- of one type, that type's range of tasks_group_ready_idx: see
 -- walks_one_type) in order and stops after p_limit rows instead of sorting
--- every ready task. PL/pgSQL keeps
--- the plan for the connection's life, since a worker claims many times a
--- second; with sequential scans and sorts off too, that generic plan is the
--- same index walk whatever the statistics said when it was made.
+-- every ready task. PL/pgSQL keeps the plan for the connection's life, since
+-- a worker claims many times a second; with sequential scans and sorts off
+-- too, that generic plan is the same index walk whatever the statistics said
+-- when it was made.
 --
 -- A claim cursor (p_after_priority, p_after_id: the last task the caller
 -- claimed, in claim order) starts the walk where the caller left off. Without
@@ -2727,9 +2727,9 @@ STABLE
 SET plan_cache_mode = force_generic_plan
 AS $$
 BEGIN
-    -- In the index's order, so that the plan is a probe of tasks_group_ready_idx
-    -- (see claim_tasks).
-    -- Its one type is p_task_types[1]: an array of other bounds walks the ready index.
+    -- Its one type is p_task_types[1]: an array of other bounds walks the
+    -- ready index. The probe goes in the index's order, so that its plan is a
+    -- probe of tasks_group_ready_idx (see claim_tasks).
     RETURN cardinality(p_task_types) = 1 AND array_lower(p_task_types, 1) = 1
            AND array_ndims(p_task_types) = 1
            AND (SELECT r.group_key FROM omnispindle.tasks r

@@ -431,9 +431,9 @@ STABLE
 SET plan_cache_mode = force_generic_plan
 AS $$
 BEGIN
-    -- In the index's order, so that the plan is a probe of tasks_group_ready_idx
-    -- (see claim_tasks).
-    -- Its one type is p_task_types[1]: an array of other bounds walks the ready index.
+    -- Its one type is p_task_types[1]: an array of other bounds walks the
+    -- ready index. The probe goes in the index's order, so that its plan is a
+    -- probe of tasks_group_ready_idx (see claim_tasks).
     RETURN cardinality(p_task_types) = 1 AND array_lower(p_task_types, 1) = 1
            AND array_ndims(p_task_types) = 1
            AND (SELECT r.group_key FROM omnispindle.tasks r
