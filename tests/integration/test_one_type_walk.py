@@ -29,6 +29,8 @@ def read_by(conn, step):
 
 
 def claim_of(task_types):
+    """A claim of 3 by a worker of ``task_types``: the ids it takes."""
+
     def step(conn):
         rows = execute(
             conn,
