@@ -770,6 +770,8 @@ $$;
 
 -- The transition rule as 0006 made it.
 DROP TRIGGER tasks_check_transition ON omnispindle.tasks;
+DROP FUNCTION omnispindle.legal_transition(omnispindle.task_state, omnispindle.task_state, integer,
+                                           integer, integer, integer, text);
 CREATE TRIGGER tasks_check_transition
     BEFORE UPDATE OF state ON omnispindle.tasks
     FOR EACH ROW
@@ -892,3 +894,29 @@ ALTER TABLE omnispindle.tasks
                AND octet_length(array_to_string(required_capabilities, '')) <= 800000) NOT VALID,
     ADD CONSTRAINT tasks_group_key_valid
         CHECK (group_key <> '' AND length(group_key) <= 200) NOT VALID;
+
+-- The state rules as CHECK constraints again, as 0001 and 0007 made them.
+DROP TRIGGER tasks_state_rules ON omnispindle.tasks;
+DROP FUNCTION omnispindle.refuse_broken_state();
+DROP FUNCTION omnispindle.broken_state_rule(omnispindle.task_state, integer, integer, integer,
+                                            uuid, timestamptz, timestamptz, timestamptz, boolean,
+                                            jsonb, timestamptz);
+ALTER TABLE omnispindle.tasks
+    ADD CONSTRAINT tasks_attempts_range CHECK (attempts >= 0 AND attempts <= max_attempts),
+    ADD CONSTRAINT tasks_pending_dependencies_range CHECK (pending_dependencies >= 0),
+    ADD CONSTRAINT tasks_blocked_has_dependencies
+        CHECK ((state = 'blocked') = (pending_dependencies > 0)
+               OR state IN ('succeeded', 'failed', 'cancelled')),
+    ADD CONSTRAINT tasks_lease_matches_state
+        CHECK ((state = 'running') = (lease_token IS NOT NULL AND lease_expires_at IS NOT NULL)
+               AND (lease_token IS NULL) = (lease_expires_at IS NULL)),
+    ADD CONSTRAINT tasks_running_has_start
+        CHECK (state <> 'running' OR (started_at IS NOT NULL AND attempts > 0)),
+    ADD CONSTRAINT tasks_finished_at_matches_state
+        CHECK ((state IN ('succeeded', 'failed', 'cancelled')) = (finished_at IS NOT NULL)),
+    ADD CONSTRAINT tasks_succeeded_has_result CHECK (state <> 'succeeded' OR result IS NOT NULL),
+    ADD CONSTRAINT tasks_failed_has_error CHECK (state <> 'failed' OR jsonb_array_length(errors) > 0),
+    ADD CONSTRAINT tasks_cancel_request_matches_state
+        CHECK (cancel_requested_at IS NULL OR state IN ('running', 'cancelled')),
+    ADD CONSTRAINT tasks_waiting_has_attempt_left
+        CHECK (state NOT IN ('blocked', 'pending') OR attempts < max_attempts) NOT VALID;

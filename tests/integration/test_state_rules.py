@@ -1,0 +1,189 @@
+"""The rules that tie a task's state to its other columns, and the transition rule.
+
+``tasks_state_rules`` and ``tasks_check_transition`` (see ``sql/schema.sql``)
+ask a function each, for the rows an insert or update writes, instead of
+expressions that every UPDATE statement on tasks prepared again. A row that
+breaks a state rule is refused as a CHECK constraint refuses it:
+``check_violation``, named by the rule, nothing written.
+"""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from omnispindle._db.sqlstate import translate
+from omnispindle.errors import IllegalTransitionError, ValidationError
+
+LEASE = "lease_token = gen_random_uuid(), lease_expires_at = now() + interval '1 hour'"
+RUNNING = (
+    "INSERT INTO omnispindle.tasks (task_type, state, attempts, started_at, lease_token, "
+    "lease_expires_at) VALUES ('t', 'running', 1, now(), gen_random_uuid(), "
+    "now() + interval '1 hour') RETURNING id"
+)
+PENDING = "INSERT INTO omnispindle.tasks (task_type) VALUES ('t') RETURNING id"
+
+# (rule, columns and values of an insert that breaks it, and it first)
+BROKEN_INSERTS = [
+    ("tasks_attempts_range", "attempts", "-1"),
+    ("tasks_pending_dependencies_range", "pending_dependencies", "-1"),
+    ("tasks_blocked_has_dependencies", "state", "'blocked'"),
+    ("tasks_lease_matches_state", "lease_token", "gen_random_uuid()"),
+    (
+        "tasks_running_has_start",
+        "state, attempts, lease_token, lease_expires_at",
+        "'running', 1, gen_random_uuid(), now() + interval '1 hour'",
+    ),
+    ("tasks_finished_at_matches_state", "finished_at", "now()"),
+    ("tasks_succeeded_has_result", "state, finished_at", "'succeeded', now()"),
+    ("tasks_failed_has_error", "state, finished_at", "'failed', now()"),
+    ("tasks_cancel_request_matches_state", "cancel_requested_at", "now()"),
+    ("tasks_waiting_has_attempt_left", "attempts", "4"),
+]
+
+# (rule, the row updated, an assignment that breaks the rule, and it first)
+BROKEN_UPDATES = [
+    ("tasks_attempts_range", PENDING, "attempts = -1"),
+    ("tasks_pending_dependencies_range", PENDING, "pending_dependencies = -1"),
+    ("tasks_blocked_has_dependencies", PENDING, "pending_dependencies = 1"),
+    ("tasks_lease_matches_state", PENDING, "lease_token = gen_random_uuid()"),
+    ("tasks_lease_matches_state", RUNNING, "lease_expires_at = NULL"),
+    ("tasks_running_has_start", PENDING, f"state = 'running', attempts = 1, {LEASE}"),
+    ("tasks_finished_at_matches_state", PENDING, "finished_at = now()"),
+    (
+        "tasks_succeeded_has_result",
+        RUNNING,
+        "state = 'succeeded', finished_at = now(), lease_token = NULL, lease_expires_at = NULL",
+    ),
+    (
+        "tasks_failed_has_error",
+        RUNNING,
+        "state = 'failed', finished_at = now(), lease_token = NULL, lease_expires_at = NULL",
+    ),
+    ("tasks_cancel_request_matches_state", PENDING, "cancel_requested_at = now()"),
+    ("tasks_waiting_has_attempt_left", PENDING, "attempts = 4"),
+]
+
+# The columns a claim, a completion or an unblocking writes.
+MOVED_ON = {
+    "state",
+    "attempts",
+    "pending_dependencies",
+    "worker_id",
+    "lease_token",
+    "lease_expires_at",
+    "started_at",
+    "finished_at",
+    "run_after",
+    "result",
+}
+
+# What an UPDATE statement writing ``columns`` prepares: the node text of every
+# CHECK constraint on tasks, and of the WHEN clause of every row trigger on
+# updates that lists none of its columns or one of them.
+PREPARED_BY_AN_UPDATE = """
+SELECT coalesce((SELECT sum(length(c.conbin::text)) FROM pg_constraint c
+                 WHERE c.conrelid = 'omnispindle.tasks'::regclass AND c.contype = 'c'), 0)
+     + coalesce((SELECT sum(length(t.tgqual::text)) FROM pg_trigger t
+                 WHERE t.tgrelid = 'omnispindle.tasks'::regclass AND NOT t.tgisinternal
+                   AND t.tgtype & 1 = 1 AND t.tgtype & 16 = 16
+                   AND (cardinality(t.tgattr::int2[]) = 0
+                        OR EXISTS (SELECT FROM pg_attribute a
+                                   WHERE a.attrelid = t.tgrelid
+                                     AND a.attnum = ANY (t.tgattr::int2[])
+                                     AND a.attname = ANY (%s::text[])))), 0)
+"""
+
+
+def refused(conn: psycopg.Connection, statement: str) -> psycopg.Error:
+    with pytest.raises(psycopg.errors.CheckViolation) as raised:
+        conn.execute(statement)
+    return raised.value
+
+
+def assert_named(error: psycopg.Error, rule: str) -> None:
+    """Refused as a CHECK constraint refuses: by name, with its message."""
+    assert error.diag.constraint_name == rule
+    assert error.diag.table_name == "tasks"
+    assert error.diag.schema_name == "omnispindle"
+    assert error.diag.message_primary == (
+        f'new row for relation "tasks" violates check constraint "{rule}"'
+    )
+    translated = translate(error)
+    assert isinstance(translated, ValidationError) and rule in str(translated)
+
+
+def rows(conn: psycopg.Connection) -> list[tuple]:
+    return conn.execute("SELECT * FROM omnispindle.tasks ORDER BY id").fetchall()
+
+
+@pytest.mark.parametrize(("rule", "columns", "values"), BROKEN_INSERTS)
+def test_an_insert_that_breaks_a_state_rule_is_refused_by_its_name(conn, rule, columns, values):
+    error = refused(
+        conn, f"INSERT INTO omnispindle.tasks (task_type, {columns}) VALUES ('t', {values})"
+    )
+    assert_named(error, rule)
+    assert rows(conn) == []
+
+
+@pytest.mark.parametrize(("rule", "row", "assignment"), BROKEN_UPDATES)
+def test_an_update_that_breaks_a_state_rule_is_refused_by_its_name(conn, rule, row, assignment):
+    task_id = conn.execute(row).fetchone()[0]
+    before = rows(conn)
+    error = refused(conn, f"UPDATE omnispindle.tasks SET {assignment} WHERE id = {task_id}")
+    assert_named(error, rule)
+    assert rows(conn) == before
+
+
+def test_an_illegal_transition_is_refused_as_one_before_the_state_rules(conn):
+    """A pending task set to succeeded breaks two state rules too; the transition
+    rule speaks first, as it did before the CHECK constraints."""
+    task_id = conn.execute(PENDING).fetchone()[0]
+    with pytest.raises(psycopg.Error) as raised:
+        conn.execute(f"UPDATE omnispindle.tasks SET state = 'succeeded' WHERE id = {task_id}")
+    assert raised.value.sqlstate == "OS002"
+    assert isinstance(translate(raised.value), IllegalTransitionError)
+
+
+def test_an_update_of_other_columns_leaves_a_row_written_before_a_rule_alone(conn):
+    """As the NOT VALID constraint did: a row that waits without an attempt left
+    (written before 0007) may still get a new priority."""
+    task_id = conn.execute(PENDING).fetchone()[0]
+    conn.execute("ALTER TABLE omnispindle.tasks DISABLE TRIGGER tasks_state_rules")
+    conn.execute(f"UPDATE omnispindle.tasks SET attempts = 4 WHERE id = {task_id}")
+    conn.execute("ALTER TABLE omnispindle.tasks ENABLE TRIGGER tasks_state_rules")
+    conn.execute(f"UPDATE omnispindle.tasks SET priority = 5 WHERE id = {task_id}")
+    assert refused(conn, f"UPDATE omnispindle.tasks SET attempts = 4 WHERE id = {task_id}")
+
+
+def test_a_worker_role_claims_and_completes_under_the_rules(conn, dsn):
+    """The functions the WHEN clauses call run as the writer: a role granted
+    only a worker's access may call them."""
+    conn.execute("DROP ROLE IF EXISTS rules_worker")
+    conn.execute("CREATE ROLE rules_worker LOGIN")
+    try:
+        conn.execute("SELECT omnispindle.grant_access('rules_worker', 'worker')")
+        task_id = conn.execute(PENDING).fetchone()[0]
+        with psycopg.connect(dsn, user="rules_worker", autocommit=True) as worker:
+            claimed = worker.execute(
+                "SELECT id, lease_token FROM omnispindle.claim_tasks('{t}', '{t}', 1, "
+                "gen_random_uuid(), 30)"
+            ).fetchall()
+            assert [row[0] for row in claimed] == [task_id]
+            stored = worker.execute(
+                "SELECT id, state FROM omnispindle.complete_attempts(%s, %s, %s)",
+                [[task_id], [claimed[0][1]], ["{}"]],
+            ).fetchall()
+        assert [(row[0], str(row[1])) for row in stored] == [(task_id, "succeeded")]
+    finally:
+        conn.execute("DROP OWNED BY rules_worker")
+        conn.execute("DROP ROLE rules_worker")
+
+
+def test_what_a_state_change_prepares_is_small(conn):
+    """Postgres prepares a table's CHECK constraints, and the WHEN clauses of the
+    triggers a statement fires, again for every statement: the rules a claim or
+    a completion fires are calls, not expressions written out (21,200
+    characters of node text when they were)."""
+    prepared = conn.execute(PREPARED_BY_AN_UPDATE, [sorted(MOVED_ON)]).fetchone()[0]
+    assert prepared < 6000
