@@ -874,6 +874,9 @@ $$;
 DROP TRIGGER tasks_check_request ON omnispindle.tasks;
 DROP TRIGGER tasks_check_outcome ON omnispindle.tasks;
 DROP FUNCTION omnispindle.refuse_broken_rule();
+DROP FUNCTION omnispindle.broken_request_rule(text, integer, integer, double precision,
+                                              double precision, text, text, integer, text[]);
+DROP FUNCTION omnispindle.broken_outcome_rule(integer, text, text);
 ALTER TABLE omnispindle.tasks
     ADD CONSTRAINT tasks_task_type_valid
         CHECK (task_type <> '' AND length(task_type) <= 200),

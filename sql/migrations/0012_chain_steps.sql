@@ -1475,48 +1475,83 @@ ALTER TABLE omnispindle.tasks
 -- statement on tasks, also by the claims, completions and unblocking that
 -- never write these columns (with the other checks, a third of a chain
 -- link's time in Postgres). A trigger with a column list is prepared only by
--- a statement that sets one of its columns, and its WHEN clause runs in the
--- executor: a row that keeps every rule calls no PL/pgSQL. A row that breaks
--- one is refused as a CHECK constraint would refuse it (check_violation,
--- named by the rule). Rows written before a rule was added stay as they are
--- until their column is written again.
+-- a statement that sets one of its columns; its WHEN clause asks a function
+-- below, whose call every insert prepares in place of the rules written out
+-- (see omnispindle.broken_state_rule). A row that breaks one is refused as a
+-- CHECK constraint would refuse it (check_violation, named by the rule). Rows
+-- written before a rule was added stay as they are until their column is
+-- written again.
+
+-- What a submitter sets: the first rule broken, by name, or NULL. A rule
+-- that comes out NULL holds, as in a CHECK constraint. The parameters come
+-- as their size: the datum header makes reading it cheap.
+CREATE FUNCTION omnispindle.broken_request_rule(p_task_type text, p_priority integer,
+                                                p_max_attempts integer,
+                                                p_retry_backoff double precision,
+                                                p_timeout_seconds double precision,
+                                                p_idempotency_key text, p_group_key text,
+                                                p_parameters_bytes integer,
+                                                p_required_capabilities text[])
+RETURNS text
+LANGUAGE plpgsql
+IMMUTABLE
+AS $$
+BEGIN
+    RETURN CASE
+        WHEN NOT (p_task_type <> '' AND length(p_task_type) <= 200)
+            THEN 'tasks_task_type_valid'
+        WHEN NOT (p_priority BETWEEN -1000 AND 1000) THEN 'tasks_priority_range'
+        WHEN NOT (p_max_attempts BETWEEN 1 AND 101) THEN 'tasks_max_attempts_range'
+        WHEN NOT (p_retry_backoff >= 0) THEN 'tasks_retry_backoff_range'
+        WHEN NOT (p_retry_backoff <= 3600) THEN 'tasks_retry_backoff_bounded'
+        WHEN NOT (p_timeout_seconds > 0) THEN 'tasks_timeout_positive'
+        -- 1e9 s (about 31 years) at most: far beyond, deadlines overflow a
+        -- timestamp in the sweeper.
+        WHEN NOT (p_timeout_seconds <= 1e9) THEN 'tasks_timeout_bounded'
+        WHEN NOT (p_idempotency_key <> '' AND length(p_idempotency_key) <= 200)
+            THEN 'tasks_idempotency_key_valid'
+        WHEN NOT (p_group_key <> '' AND length(p_group_key) <= 200)
+            THEN 'tasks_group_key_valid'
+        WHEN NOT (p_parameters_bytes <= 67108864) THEN 'tasks_parameters_size'
+        WHEN NOT (cardinality(p_required_capabilities) <= 1000
+                  AND octet_length(array_to_string(p_required_capabilities, '')) <= 800000)
+            THEN 'tasks_required_capabilities_size'
+    END;
+END
+$$;
+
+-- What attempts leave: the first rule broken, by name, or NULL.
+CREATE FUNCTION omnispindle.broken_outcome_rule(p_result_bytes integer, p_errors_type text,
+                                                p_cancel_reason text)
+RETURNS text
+LANGUAGE plpgsql
+IMMUTABLE
+AS $$
+BEGIN
+    RETURN CASE
+        WHEN NOT (p_result_bytes <= 67108864) THEN 'tasks_result_size'
+        WHEN NOT (p_errors_type = 'array') THEN 'tasks_errors_is_array'
+        WHEN NOT (length(p_cancel_reason) <= 1000) THEN 'tasks_cancel_reason_bounded'
+    END;
+END
+$$;
+
+-- Refuses a row as a CHECK constraint would, naming the first rule it breaks.
 CREATE FUNCTION omnispindle.refuse_broken_rule()
 RETURNS trigger
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    broken text;
+    broken text := coalesce(
+        omnispindle.broken_request_rule(NEW.task_type, NEW.priority, NEW.max_attempts,
+                                        NEW.retry_backoff, NEW.timeout_seconds,
+                                        NEW.idempotency_key, NEW.group_key,
+                                        pg_column_size(NEW.parameters),
+                                        NEW.required_capabilities),
+        omnispindle.broken_outcome_rule(pg_column_size(NEW.result), jsonb_typeof(NEW.errors),
+                                        NEW.cancel_reason),
+        TG_NAME);
 BEGIN
-    -- The first rule the row breaks; a rule that comes out NULL holds, as in
-    -- a CHECK constraint. Each rule as in its trigger's WHEN clause.
-    SELECT r.name INTO broken
-    FROM (VALUES
-        (1, 'tasks_task_type_valid', NEW.task_type <> '' AND length(NEW.task_type) <= 200),
-        (2, 'tasks_priority_range', NEW.priority BETWEEN -1000 AND 1000),
-        (3, 'tasks_max_attempts_range', NEW.max_attempts BETWEEN 1 AND 101),
-        (4, 'tasks_retry_backoff_range', NEW.retry_backoff >= 0),
-        (5, 'tasks_retry_backoff_bounded', NEW.retry_backoff <= 3600),
-        (6, 'tasks_timeout_positive', NEW.timeout_seconds > 0),
-        -- 1e9 s (about 31 years) at most: far beyond, deadlines overflow a
-        -- timestamp in the sweeper.
-        (7, 'tasks_timeout_bounded', NEW.timeout_seconds <= 1e9),
-        (8, 'tasks_idempotency_key_valid',
-         NEW.idempotency_key <> '' AND length(NEW.idempotency_key) <= 200),
-        (9, 'tasks_group_key_valid', NEW.group_key <> '' AND length(NEW.group_key) <= 200),
-        -- Sizes are those of the values as written; the datum header makes
-        -- reading one cheap.
-        (10, 'tasks_parameters_size', pg_column_size(NEW.parameters) <= 67108864),
-        (11, 'tasks_required_capabilities_size',
-         cardinality(NEW.required_capabilities) <= 1000
-         AND octet_length(array_to_string(NEW.required_capabilities, '')) <= 800000),
-        (12, 'tasks_result_size', pg_column_size(NEW.result) <= 67108864),
-        (13, 'tasks_errors_is_array', jsonb_typeof(NEW.errors) = 'array'),
-        (14, 'tasks_cancel_reason_bounded', length(NEW.cancel_reason) <= 1000)
-    ) AS r(n, name, holds)
-    WHERE NOT r.holds
-    ORDER BY r.n
-    LIMIT 1;
-    broken := coalesce(broken, TG_NAME);
     RAISE EXCEPTION 'new row for relation "%" violates check constraint "%"', TG_TABLE_NAME, broken
         USING ERRCODE = 'check_violation', CONSTRAINT = broken, TABLE = TG_TABLE_NAME,
               SCHEMA = TG_TABLE_SCHEMA;
@@ -1529,25 +1564,19 @@ CREATE TRIGGER tasks_check_request
                                idempotency_key, group_key, parameters, required_capabilities
     ON omnispindle.tasks
     FOR EACH ROW
-    WHEN (NOT (NEW.task_type <> '' AND length(NEW.task_type) <= 200
-               AND NEW.priority BETWEEN -1000 AND 1000
-               AND NEW.max_attempts BETWEEN 1 AND 101
-               AND NEW.retry_backoff >= 0 AND NEW.retry_backoff <= 3600
-               AND NEW.timeout_seconds > 0 AND NEW.timeout_seconds <= 1e9
-               AND NEW.idempotency_key <> '' AND length(NEW.idempotency_key) <= 200
-               AND NEW.group_key <> '' AND length(NEW.group_key) <= 200
-               AND pg_column_size(NEW.parameters) <= 67108864
-               AND cardinality(NEW.required_capabilities) <= 1000
-               AND octet_length(array_to_string(NEW.required_capabilities, '')) <= 800000))
+    WHEN (omnispindle.broken_request_rule(NEW.task_type, NEW.priority, NEW.max_attempts,
+                                          NEW.retry_backoff, NEW.timeout_seconds,
+                                          NEW.idempotency_key, NEW.group_key,
+                                          pg_column_size(NEW.parameters),
+                                          NEW.required_capabilities) IS NOT NULL)
     EXECUTE FUNCTION omnispindle.refuse_broken_rule();
 
 -- What attempts leave: a result, errors, a reason for a cancel.
 CREATE TRIGGER tasks_check_outcome
     BEFORE INSERT OR UPDATE OF result, errors, cancel_reason ON omnispindle.tasks
     FOR EACH ROW
-    WHEN (NOT (pg_column_size(NEW.result) <= 67108864
-               AND jsonb_typeof(NEW.errors) = 'array'
-               AND length(NEW.cancel_reason) <= 1000))
+    WHEN (omnispindle.broken_outcome_rule(pg_column_size(NEW.result), jsonb_typeof(NEW.errors),
+                                          NEW.cancel_reason) IS NOT NULL)
     EXECUTE FUNCTION omnispindle.refuse_broken_rule();
 
 REVOKE EXECUTE ON FUNCTION omnispindle.refuse_broken_rule() FROM PUBLIC;
@@ -1666,3 +1695,6 @@ GRANT EXECUTE ON FUNCTION omnispindle.legal_transition(omnispindle.task_state,
     omnispindle.task_state, integer, integer, integer, integer, text) TO PUBLIC;
 GRANT EXECUTE ON FUNCTION omnispindle.broken_state_rule(omnispindle.task_state, integer, integer,
     integer, uuid, timestamptz, timestamptz, timestamptz, boolean, jsonb, timestamptz) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION omnispindle.broken_request_rule(text, integer, integer,
+    double precision, double precision, text, text, integer, text[]) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION omnispindle.broken_outcome_rule(integer, text, text) TO PUBLIC;

@@ -166,3 +166,21 @@ def test_the_rules_triggers_list_no_column_a_state_change_writes(conn):
     columns = dict(conn.execute(TRIGGER_COLUMNS).fetchall())
     assert set(columns) == {"tasks_check_request", "tasks_check_outcome"}
     assert all(not moved_on & set(listed) for listed in columns.values())
+
+
+# What an INSERT statement prepares: the node text of every CHECK constraint on
+# tasks and of the WHEN clause of every row trigger on inserts.
+PREPARED_BY_AN_INSERT = """
+SELECT coalesce((SELECT sum(length(c.conbin::text)) FROM pg_constraint c
+                 WHERE c.conrelid = 'omnispindle.tasks'::regclass AND c.contype = 'c'), 0)
+     + coalesce((SELECT sum(length(t.tgqual::text)) FROM pg_trigger t
+                 WHERE t.tgrelid = 'omnispindle.tasks'::regclass AND NOT t.tgisinternal
+                   AND t.tgtype & 1 = 1 AND t.tgtype & 4 = 4), 0)
+"""
+
+
+def test_what_an_insert_prepares_is_small(conn):
+    """Every insert, a single submit's too, prepares the rules its triggers fire:
+    as calls of the functions that hold them, not as the rules written out
+    (12,803 characters of node text when the request's rules were)."""
+    assert conn.execute(PREPARED_BY_AN_INSERT).fetchone()[0] < 6000

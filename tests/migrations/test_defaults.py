@@ -1,7 +1,7 @@
 """The schema's column defaults and ranges are the ones Python defines (``_core.defaults``).
 
 Python's signatures and checks read the constants; plain SQL relies on the
-columns' defaults, CHECK constraints and the rules of ``tasks_check_request``.
+columns' defaults, CHECK constraints and the rules ``tasks_check_request`` asks for.
 This holds the two to one value each.
 """
 
@@ -26,10 +26,10 @@ FROM pg_constraint
 WHERE connamespace = 'omnispindle'::regnamespace AND contype = 'c'
 """
 
-# A task's request is checked by a trigger's WHEN clause (see sql/schema.sql).
+# A task's request is checked by a function its trigger asks (see sql/schema.sql).
 REQUEST_RULES = """
-SELECT pg_get_triggerdef(oid) FROM pg_trigger
-WHERE tgrelid = 'omnispindle.tasks'::regclass AND tgname = 'tasks_check_request'
+SELECT prosrc FROM pg_proc
+WHERE pronamespace = 'omnispindle'::regnamespace AND proname = 'broken_request_rule'
 """
 
 
@@ -69,12 +69,10 @@ def test_check_constraints_and_request_rules_hold_the_python_ranges(dsn):
     assert f"(max_attempts <= {most})" in checks["periodic_tasks_max_attempts_range"]
     assert f"<= {defaults.MAX_TASK_TYPE_LENGTH}" in checks["periodic_tasks_task_type_valid"]
     assert f"<= {defaults.MAX_KEY_LENGTH}" in checks["periodic_tasks_name_valid"]
-    assert f"(new.priority >= {low})" in request
-    assert f"(new.priority <= {high})" in request
-    assert f"(new.max_attempts >= {least})" in request
-    assert f"(new.max_attempts <= {most})" in request
-    assert f"(length(new.task_type) <= {defaults.MAX_TASK_TYPE_LENGTH})" in request
-    assert f"(length(new.idempotency_key) <= {defaults.MAX_KEY_LENGTH})" in request
+    assert f"(p_priority BETWEEN {low} AND {high})" in request
+    assert f"(p_max_attempts BETWEEN {least} AND {most})" in request
+    assert f"length(p_task_type) <= {defaults.MAX_TASK_TYPE_LENGTH})" in request
+    assert f"length(p_idempotency_key) <= {defaults.MAX_KEY_LENGTH})" in request
 
 
 def test_a_task_inserted_by_plain_sql_takes_the_python_defaults(dsn):
