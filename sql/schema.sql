@@ -1173,7 +1173,11 @@ $$;
 -- row whose state changes. A call costs under a microsecond a row; written
 -- out in the trigger's WHEN clause, the rule was prepared again by every
 -- UPDATE statement that sets a state (with the state rules below, a fifth of
--- a chain link's time in Postgres).
+-- a chain link's time in Postgres). This function and the other rules'
+-- functions run as the writer, with its search_path: each operator and
+-- function in them is named with its schema, so that none of the writer's
+-- own can take its place (an operator on the enum type itself would win
+-- over pg_catalog's, which takes any enum, wherever the path puts it).
 CREATE FUNCTION omnispindle.legal_transition(p_old omnispindle.task_state,
                                              p_new omnispindle.task_state,
                                              p_old_pending integer, p_new_pending integer,
@@ -1184,18 +1188,25 @@ LANGUAGE plpgsql
 IMMUTABLE
 AS $$
 BEGIN
-    RETURN p_new = p_old
-        OR (p_old = 'blocked' AND p_new IN ('pending', 'cancelled'))
+    RETURN p_new OPERATOR(pg_catalog.=) p_old
+        OR (p_old OPERATOR(pg_catalog.=) 'blocked'
+            AND p_new OPERATOR(pg_catalog.=) ANY ('{pending,cancelled}'))
         -- A child handed to a worker as its last parent finishes
         -- (after_tasks_update) starts in the update that readies it.
-        OR (p_old = 'blocked' AND p_new = 'running' AND p_old_pending > 0 AND p_new_pending = 0)
-        OR (p_old = 'pending' AND p_new IN ('running', 'cancelled'))
-        OR (p_old = 'running' AND p_new IN ('pending', 'succeeded', 'failed', 'cancelled'))
+        OR (p_old OPERATOR(pg_catalog.=) 'blocked' AND p_new OPERATOR(pg_catalog.=) 'running'
+            AND p_old_pending OPERATOR(pg_catalog.>) 0
+            AND p_new_pending OPERATOR(pg_catalog.=) 0)
+        OR (p_old OPERATOR(pg_catalog.=) 'pending'
+            AND p_new OPERATOR(pg_catalog.=) ANY ('{running,cancelled}'))
+        OR (p_old OPERATOR(pg_catalog.=) 'running'
+            AND p_new OPERATOR(pg_catalog.=) ANY ('{pending,succeeded,failed,cancelled}'))
         -- A failed task may be retried by hand, given an attempt to run.
-        OR (p_old = 'failed' AND p_new = 'pending' AND p_new_attempts < p_new_max_attempts)
+        OR (p_old OPERATOR(pg_catalog.=) 'failed' AND p_new OPERATOR(pg_catalog.=) 'pending'
+            AND p_new_attempts OPERATOR(pg_catalog.<) p_new_max_attempts)
         -- A task a failure cancelled waits again once that task is retried.
-        OR (p_old = 'cancelled' AND p_new = 'blocked'
-            AND coalesce(p_old_cancel_reason LIKE 'dependency % failed', false));
+        OR (p_old OPERATOR(pg_catalog.=) 'cancelled' AND p_new OPERATOR(pg_catalog.=) 'blocked'
+            AND coalesce(p_old_cancel_reason OPERATOR(pg_catalog.~~) 'dependency % failed',
+                         false));
 END
 $$;
 
@@ -3246,7 +3257,7 @@ BEGIN
     EXECUTE format('GRANT SELECT ON omnispindle.tasks, omnispindle.task_dependencies, '
                    'omnispindle.task_stream, omnispindle.workers, omnispindle.periodic_tasks, '
                    'omnispindle.periodic_ticks, omnispindle.task_history TO %s', p_role);
-    -- A row a producer inserts can only be a pending task: the CHECKs refuse
+    -- A row a producer inserts can only be a pending task: the state rules refuse
     -- any other state without the columns it leaves out.
     EXECUTE format('GRANT INSERT (task_type, parameters, priority, max_attempts, retry_backoff, '
                    'timeout_seconds, required_capabilities, state, run_after, trace_context, '
@@ -3310,7 +3321,8 @@ $$;
 
 -- What a submitter sets: the first rule broken, by name, or NULL. A rule
 -- that comes out NULL holds, as in a CHECK constraint. The parameters come
--- as their size: the datum header makes reading it cheap.
+-- as their size: the datum header makes reading it cheap. Operators and
+-- functions are named with their schema (see omnispindle.legal_transition).
 CREATE FUNCTION omnispindle.broken_request_rule(p_task_type text, p_priority integer,
                                                 p_max_attempts integer,
                                                 p_retry_backoff double precision,
@@ -3324,23 +3336,33 @@ IMMUTABLE
 AS $$
 BEGIN
     RETURN CASE
-        WHEN NOT (p_task_type <> '' AND length(p_task_type) <= 200)
+        WHEN NOT (p_task_type OPERATOR(pg_catalog.<>) ''
+                  AND pg_catalog.length(p_task_type) OPERATOR(pg_catalog.<=) 200)
             THEN 'tasks_task_type_valid'
-        WHEN NOT (p_priority BETWEEN -1000 AND 1000) THEN 'tasks_priority_range'
-        WHEN NOT (p_max_attempts BETWEEN 1 AND 101) THEN 'tasks_max_attempts_range'
-        WHEN NOT (p_retry_backoff >= 0) THEN 'tasks_retry_backoff_range'
-        WHEN NOT (p_retry_backoff <= 3600) THEN 'tasks_retry_backoff_bounded'
-        WHEN NOT (p_timeout_seconds > 0) THEN 'tasks_timeout_positive'
+        WHEN NOT (p_priority OPERATOR(pg_catalog.>=) -1000
+                  AND p_priority OPERATOR(pg_catalog.<=) 1000)
+            THEN 'tasks_priority_range'
+        WHEN NOT (p_max_attempts OPERATOR(pg_catalog.>=) 1
+                  AND p_max_attempts OPERATOR(pg_catalog.<=) 101)
+            THEN 'tasks_max_attempts_range'
+        WHEN NOT (p_retry_backoff OPERATOR(pg_catalog.>=) 0) THEN 'tasks_retry_backoff_range'
+        WHEN NOT (p_retry_backoff OPERATOR(pg_catalog.<=) 3600) THEN 'tasks_retry_backoff_bounded'
+        WHEN NOT (p_timeout_seconds OPERATOR(pg_catalog.>) 0) THEN 'tasks_timeout_positive'
         -- 1e9 s (about 31 years) at most: far beyond, deadlines overflow a
         -- timestamp in the sweeper.
-        WHEN NOT (p_timeout_seconds <= 1e9) THEN 'tasks_timeout_bounded'
-        WHEN NOT (p_idempotency_key <> '' AND length(p_idempotency_key) <= 200)
+        WHEN NOT (p_timeout_seconds OPERATOR(pg_catalog.<=) 1e9) THEN 'tasks_timeout_bounded'
+        WHEN NOT (p_idempotency_key OPERATOR(pg_catalog.<>) ''
+                  AND pg_catalog.length(p_idempotency_key) OPERATOR(pg_catalog.<=) 200)
             THEN 'tasks_idempotency_key_valid'
-        WHEN NOT (p_group_key <> '' AND length(p_group_key) <= 200)
+        WHEN NOT (p_group_key OPERATOR(pg_catalog.<>) ''
+                  AND pg_catalog.length(p_group_key) OPERATOR(pg_catalog.<=) 200)
             THEN 'tasks_group_key_valid'
-        WHEN NOT (p_parameters_bytes <= 67108864) THEN 'tasks_parameters_size'
-        WHEN NOT (cardinality(p_required_capabilities) <= 1000
-                  AND octet_length(array_to_string(p_required_capabilities, '')) <= 800000)
+        WHEN NOT (p_parameters_bytes OPERATOR(pg_catalog.<=) 67108864)
+            THEN 'tasks_parameters_size'
+        WHEN NOT (pg_catalog.cardinality(p_required_capabilities) OPERATOR(pg_catalog.<=) 1000
+                  AND pg_catalog.octet_length(pg_catalog.array_to_string(p_required_capabilities,
+                                                                         ''))
+                      OPERATOR(pg_catalog.<=) 800000)
             THEN 'tasks_required_capabilities_size'
     END;
 END
@@ -3355,9 +3377,10 @@ IMMUTABLE
 AS $$
 BEGIN
     RETURN CASE
-        WHEN NOT (p_result_bytes <= 67108864) THEN 'tasks_result_size'
-        WHEN NOT (p_errors_type = 'array') THEN 'tasks_errors_is_array'
-        WHEN NOT (length(p_cancel_reason) <= 1000) THEN 'tasks_cancel_reason_bounded'
+        WHEN NOT (p_result_bytes OPERATOR(pg_catalog.<=) 67108864) THEN 'tasks_result_size'
+        WHEN NOT (p_errors_type OPERATOR(pg_catalog.=) 'array') THEN 'tasks_errors_is_array'
+        WHEN NOT (pg_catalog.length(p_cancel_reason) OPERATOR(pg_catalog.<=) 1000)
+            THEN 'tasks_cancel_reason_bounded'
     END;
 END
 $$;
@@ -3372,10 +3395,10 @@ DECLARE
         omnispindle.broken_request_rule(NEW.task_type, NEW.priority, NEW.max_attempts,
                                         NEW.retry_backoff, NEW.timeout_seconds,
                                         NEW.idempotency_key, NEW.group_key,
-                                        pg_column_size(NEW.parameters),
+                                        pg_catalog.pg_column_size(NEW.parameters),
                                         NEW.required_capabilities),
-        omnispindle.broken_outcome_rule(pg_column_size(NEW.result), jsonb_typeof(NEW.errors),
-                                        NEW.cancel_reason),
+        omnispindle.broken_outcome_rule(pg_catalog.pg_column_size(NEW.result),
+                                        pg_catalog.jsonb_typeof(NEW.errors), NEW.cancel_reason),
         TG_NAME);
 BEGIN
     RAISE EXCEPTION 'new row for relation "%" violates check constraint "%"', TG_TABLE_NAME, broken
@@ -3412,6 +3435,8 @@ CREATE TRIGGER tasks_check_outcome
 -- Postgres prepares again for every UPDATE statement on tasks: with the
 -- transition rule, a fifth of a chain link's time in Postgres. The trigger
 -- below asks this function instead, for under a microsecond a row.
+-- Operators and functions are named with their schema (see
+-- omnispindle.legal_transition).
 -- tasks_waiting_has_attempt_left came after the others (0007): rows written
 -- before it stay as they are until a column it reads is written again.
 CREATE FUNCTION omnispindle.broken_state_rule(p_state omnispindle.task_state,
@@ -3429,32 +3454,40 @@ IMMUTABLE
 AS $$
 BEGIN
     RETURN CASE
-        WHEN NOT (p_attempts >= 0 AND p_attempts <= p_max_attempts)
+        WHEN NOT (p_attempts OPERATOR(pg_catalog.>=) 0
+                  AND p_attempts OPERATOR(pg_catalog.<=) p_max_attempts)
             THEN 'tasks_attempts_range'
         -- Only a blocked task waits for dependencies; a ready one waits for none.
-        WHEN NOT ((p_state = 'blocked') = (p_pending_dependencies > 0)
-                  OR p_state IN ('succeeded', 'failed', 'cancelled'))
+        WHEN NOT ((p_state OPERATOR(pg_catalog.=) 'blocked')
+                  OPERATOR(pg_catalog.=) (p_pending_dependencies OPERATOR(pg_catalog.>) 0)
+                  OR p_state OPERATOR(pg_catalog.=) ANY ('{succeeded,failed,cancelled}'))
             THEN 'tasks_blocked_has_dependencies'
         -- Only a running task can be asked to stop; the request outlives it as a record.
-        WHEN NOT (p_cancel_requested_at IS NULL OR p_state IN ('running', 'cancelled'))
+        WHEN NOT (p_cancel_requested_at IS NULL
+                  OR p_state OPERATOR(pg_catalog.=) ANY ('{running,cancelled}'))
             THEN 'tasks_cancel_request_matches_state'
-        WHEN NOT (p_state <> 'failed' OR jsonb_array_length(p_errors) > 0)
+        WHEN NOT (p_state OPERATOR(pg_catalog.<>) 'failed'
+                  OR pg_catalog.jsonb_array_length(p_errors) OPERATOR(pg_catalog.>) 0)
             THEN 'tasks_failed_has_error'
-        WHEN NOT ((p_state IN ('succeeded', 'failed', 'cancelled')) = (p_finished_at IS NOT NULL))
+        WHEN NOT ((p_state OPERATOR(pg_catalog.=) ANY ('{succeeded,failed,cancelled}'))
+                  OPERATOR(pg_catalog.=) (p_finished_at IS NOT NULL))
             THEN 'tasks_finished_at_matches_state'
         -- A lease exists exactly while the task runs: fencing relies on it.
-        WHEN NOT ((p_state = 'running')
-                  = (p_lease_token IS NOT NULL AND p_lease_expires_at IS NOT NULL)
-                  AND (p_lease_token IS NULL) = (p_lease_expires_at IS NULL))
+        WHEN NOT ((p_state OPERATOR(pg_catalog.=) 'running')
+                  OPERATOR(pg_catalog.=) (p_lease_token IS NOT NULL
+                                          AND p_lease_expires_at IS NOT NULL)
+                  AND (p_lease_token IS NULL) OPERATOR(pg_catalog.=) (p_lease_expires_at IS NULL))
             THEN 'tasks_lease_matches_state'
-        WHEN NOT (p_pending_dependencies >= 0)
+        WHEN NOT (p_pending_dependencies OPERATOR(pg_catalog.>=) 0)
             THEN 'tasks_pending_dependencies_range'
-        WHEN NOT (p_state <> 'running' OR (p_started_at IS NOT NULL AND p_attempts > 0))
+        WHEN NOT (p_state OPERATOR(pg_catalog.<>) 'running'
+                  OR (p_started_at IS NOT NULL AND p_attempts OPERATOR(pg_catalog.>) 0))
             THEN 'tasks_running_has_start'
-        WHEN NOT (p_state <> 'succeeded' OR p_has_result)
+        WHEN NOT (p_state OPERATOR(pg_catalog.<>) 'succeeded' OR p_has_result)
             THEN 'tasks_succeeded_has_result'
         -- A task that waits to run has an attempt left to run it with.
-        WHEN NOT (p_state NOT IN ('blocked', 'pending') OR p_attempts < p_max_attempts)
+        WHEN NOT (NOT p_state OPERATOR(pg_catalog.=) ANY ('{blocked,pending}')
+                  OR p_attempts OPERATOR(pg_catalog.<) p_max_attempts)
             THEN 'tasks_waiting_has_attempt_left'
     END;
 END

@@ -146,8 +146,10 @@ def test_an_illegal_transition_is_refused_as_one_before_the_state_rules(conn):
 
 
 def test_an_update_of_other_columns_leaves_a_row_written_before_a_rule_alone(conn):
-    """As the NOT VALID constraint did: a row that waits without an attempt left
-    (written before 0007) may still get a new priority."""
+    """The rules are checked when a column they read is written: a row written
+    before a rule and breaking it (one that waits without an attempt left, from
+    before 0007) may still get a new priority. (The NOT VALID constraint
+    refused any update of such a row.)"""
     task_id = conn.execute(PENDING).fetchone()[0]
     conn.execute("ALTER TABLE omnispindle.tasks DISABLE TRIGGER tasks_state_rules")
     conn.execute(f"UPDATE omnispindle.tasks SET attempts = 4 WHERE id = {task_id}")
@@ -187,3 +189,63 @@ def test_what_a_state_change_prepares_is_small(conn):
     characters of node text when they were)."""
     prepared = conn.execute(PREPARED_BY_AN_UPDATE, [sorted(MOVED_ON)]).fetchone()[0]
     assert prepared < 6000
+
+
+# A writer's own objects that would pass a row breaking a rule, if the rules
+# looked them up by its search_path.
+SHORT_TEXTS = ["CREATE FUNCTION hijack.length(text) RETURNS integer LANGUAGE sql AS 'SELECT 1'"]
+EQUAL_STATES = [
+    (
+        "CREATE FUNCTION hijack.same(omnispindle.task_state, omnispindle.task_state) "
+        "RETURNS boolean LANGUAGE sql AS 'SELECT true'"
+    ),
+    (
+        "CREATE OPERATOR hijack.= (LEFTARG = omnispindle.task_state, "
+        "RIGHTARG = omnispindle.task_state, FUNCTION = hijack.same)"
+    ),
+]
+INTEGERS_IN_RANGE = [
+    "CREATE FUNCTION hijack.fits(integer, integer) RETURNS boolean LANGUAGE sql AS 'SELECT true'",
+    "CREATE OPERATOR hijack.<= (LEFTARG = integer, RIGHTARG = integer, FUNCTION = hijack.fits)",
+    "CREATE OPERATOR hijack.>= (LEFTARG = integer, RIGHTARG = integer, FUNCTION = hijack.fits)",
+]
+
+
+@pytest.mark.parametrize("search_path", ["hijack, pg_catalog", "pg_catalog, hijack"])
+@pytest.mark.parametrize(
+    ("rule", "hijacks", "columns", "values"),
+    [
+        ("tasks_task_type_valid", SHORT_TEXTS, "task_type", "repeat('x', 300)"),
+        ("tasks_priority_range", INTEGERS_IN_RANGE, "task_type, priority", "'t', 5000"),
+        ("tasks_attempts_range", INTEGERS_IN_RANGE, "task_type, attempts", "'t', 9"),
+        ("tasks_lease_matches_state", EQUAL_STATES, "task_type, state", "'t', 'running'"),
+    ],
+)
+def test_a_writer_cannot_redirect_the_rules_through_its_search_path(
+    conn, dsn, search_path, rule, hijacks, columns, values
+):
+    """The functions the rules live in run as the writer, with its search_path:
+    each operator and function in them is pg_catalog's by name, so that one of
+    the writer's own (an exact match on the enum beats pg_catalog's even when
+    pg_catalog comes first) cannot let a row that breaks a rule through, nor
+    have another rule named."""
+    conn.execute("DROP ROLE IF EXISTS rules_hijacker")
+    conn.execute("CREATE ROLE rules_hijacker LOGIN")
+    try:
+        conn.execute("SELECT omnispindle.grant_access('rules_hijacker', 'producer')")
+        conn.execute("GRANT INSERT ON omnispindle.tasks TO rules_hijacker")
+        conn.execute("CREATE SCHEMA hijack AUTHORIZATION rules_hijacker")
+        with psycopg.connect(dsn, user="rules_hijacker", autocommit=True) as writer:
+            for statement in hijacks:
+                writer.execute(statement)
+            writer.execute(f"SET search_path = {search_path}")
+            error = refused(
+                writer,
+                f"INSERT INTO omnispindle.tasks ({columns}) VALUES ({values})",
+            )
+        assert error.diag.constraint_name == rule
+        assert rows(conn) == []
+    finally:
+        conn.execute("DROP SCHEMA IF EXISTS hijack CASCADE")
+        conn.execute("DROP OWNED BY rules_hijacker")
+        conn.execute("DROP ROLE rules_hijacker")

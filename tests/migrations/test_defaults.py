@@ -69,10 +69,13 @@ def test_check_constraints_and_request_rules_hold_the_python_ranges(dsn):
     assert f"(max_attempts <= {most})" in checks["periodic_tasks_max_attempts_range"]
     assert f"<= {defaults.MAX_TASK_TYPE_LENGTH}" in checks["periodic_tasks_task_type_valid"]
     assert f"<= {defaults.MAX_KEY_LENGTH}" in checks["periodic_tasks_name_valid"]
-    assert f"(p_priority BETWEEN {low} AND {high})" in request
-    assert f"(p_max_attempts BETWEEN {least} AND {most})" in request
-    assert f"length(p_task_type) <= {defaults.MAX_TASK_TYPE_LENGTH})" in request
-    assert f"length(p_idempotency_key) <= {defaults.MAX_KEY_LENGTH})" in request
+    assert f"p_priority OPERATOR(pg_catalog.>=) {low}\n" in request
+    assert f"p_priority OPERATOR(pg_catalog.<=) {high})" in request
+    assert f"p_max_attempts OPERATOR(pg_catalog.>=) {least}\n" in request
+    assert f"p_max_attempts OPERATOR(pg_catalog.<=) {most})" in request
+    length = "pg_catalog.length({}) OPERATOR(pg_catalog.<=) {})"
+    assert length.format("p_task_type", defaults.MAX_TASK_TYPE_LENGTH) in request
+    assert length.format("p_idempotency_key", defaults.MAX_KEY_LENGTH) in request
 
 
 def test_a_task_inserted_by_plain_sql_takes_the_python_defaults(dsn):
