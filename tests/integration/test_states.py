@@ -77,7 +77,7 @@ def test_running_without_lease_violates_a_check(conn):
     assert task_state(conn, task_id) == ("pending", None)
 
 
-# One row in each state, satisfying every CHECK constraint.
+# One row in each state, keeping every state rule.
 ROW_IN_STATE = {
     "blocked": "INSERT INTO omnispindle.tasks (task_type, state, pending_dependencies) "
     "VALUES ('t', 'blocked', 1) RETURNING id",
@@ -106,7 +106,7 @@ LEGAL = {
 @pytest.mark.parametrize("source", list(ROW_IN_STATE))
 def test_every_transition_is_refused_unless_legal(conn, source):
     """Each state change either passes the transition rule (and may still break
-    a CHECK constraint, which the rule runs before) or is refused with OS002."""
+    a state rule, which the transition rule runs before) or is refused with OS002."""
     for target in ROW_IN_STATE:
         task_id = insert(conn, ROW_IN_STATE[source])
         try:
