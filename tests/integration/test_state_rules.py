@@ -13,7 +13,8 @@ import psycopg
 import pytest
 
 from omnispindle._db.sqlstate import translate
-from omnispindle.errors import IllegalTransitionError, ValidationError
+from omnispindle.errors import IllegalTransitionError
+from tests.integration.rules import UPDATE, assert_named, prepared, refused
 
 LEASE = "lease_token = gen_random_uuid(), lease_expires_at = now() + interval '1 hour'"
 RUNNING = (
@@ -77,40 +78,6 @@ MOVED_ON = {
     "run_after",
     "result",
 }
-
-# What an UPDATE statement writing ``columns`` prepares: the node text of every
-# CHECK constraint on tasks, and of the WHEN clause of every row trigger on
-# updates that lists none of its columns or one of them.
-PREPARED_BY_AN_UPDATE = """
-SELECT coalesce((SELECT sum(length(c.conbin::text)) FROM pg_constraint c
-                 WHERE c.conrelid = 'omnispindle.tasks'::regclass AND c.contype = 'c'), 0)
-     + coalesce((SELECT sum(length(t.tgqual::text)) FROM pg_trigger t
-                 WHERE t.tgrelid = 'omnispindle.tasks'::regclass AND NOT t.tgisinternal
-                   AND t.tgtype & 1 = 1 AND t.tgtype & 16 = 16
-                   AND (cardinality(t.tgattr::int2[]) = 0
-                        OR EXISTS (SELECT FROM pg_attribute a
-                                   WHERE a.attrelid = t.tgrelid
-                                     AND a.attnum = ANY (t.tgattr::int2[])
-                                     AND a.attname = ANY (%s::text[])))), 0)
-"""
-
-
-def refused(conn: psycopg.Connection, statement: str) -> psycopg.Error:
-    with pytest.raises(psycopg.errors.CheckViolation) as raised:
-        conn.execute(statement)
-    return raised.value
-
-
-def assert_named(error: psycopg.Error, rule: str) -> None:
-    """Refused as a CHECK constraint refuses: by name, with its message."""
-    assert error.diag.constraint_name == rule
-    assert error.diag.table_name == "tasks"
-    assert error.diag.schema_name == "omnispindle"
-    assert error.diag.message_primary == (
-        f'new row for relation "tasks" violates check constraint "{rule}"'
-    )
-    translated = translate(error)
-    assert isinstance(translated, ValidationError) and rule in str(translated)
 
 
 def rows(conn: psycopg.Connection) -> list[tuple]:
@@ -187,8 +154,7 @@ def test_what_a_state_change_prepares_is_small(conn):
     triggers a statement fires, again for every statement: the rules a claim or
     a completion fires are calls, not expressions written out (21,200
     characters of node text when they were)."""
-    prepared = conn.execute(PREPARED_BY_AN_UPDATE, [sorted(MOVED_ON)]).fetchone()[0]
-    assert prepared < 6000
+    assert prepared(conn, UPDATE, MOVED_ON) < 6000
 
 
 # A writer's own objects that would pass a row breaking a rule, if the rules

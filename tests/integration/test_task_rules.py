@@ -12,8 +12,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from omnispindle._db.sqlstate import translate
-from omnispindle.errors import ValidationError
+from tests.integration.rules import INSERT, assert_named, prepared, refused
 
 # (rule, column, a value that breaks it)
 BROKEN = [
@@ -70,23 +69,6 @@ GROUP BY t.tgname
 
 def count_tasks(conn: psycopg.Connection) -> int:
     return conn.execute("SELECT count(*) FROM omnispindle.tasks").fetchone()[0]
-
-
-def refused(conn: psycopg.Connection, statement: str) -> psycopg.Error:
-    with pytest.raises(psycopg.errors.CheckViolation) as raised:
-        conn.execute(statement)
-    return raised.value
-
-
-def assert_named(error: psycopg.Error, rule: str) -> None:
-    """Refused as a CHECK constraint refuses: by name, with its message."""
-    assert error.diag.constraint_name == rule
-    assert error.diag.table_name == "tasks"
-    assert error.diag.message_primary == (
-        f'new row for relation "tasks" violates check constraint "{rule}"'
-    )
-    translated = translate(error)
-    assert isinstance(translated, ValidationError) and rule in str(translated)
 
 
 @pytest.mark.parametrize(("rule", "column", "value"), BROKEN)
@@ -168,19 +150,8 @@ def test_the_rules_triggers_list_no_column_a_state_change_writes(conn):
     assert all(not moved_on & set(listed) for listed in columns.values())
 
 
-# What an INSERT statement prepares: the node text of every CHECK constraint on
-# tasks and of the WHEN clause of every row trigger on inserts.
-PREPARED_BY_AN_INSERT = """
-SELECT coalesce((SELECT sum(length(c.conbin::text)) FROM pg_constraint c
-                 WHERE c.conrelid = 'omnispindle.tasks'::regclass AND c.contype = 'c'), 0)
-     + coalesce((SELECT sum(length(t.tgqual::text)) FROM pg_trigger t
-                 WHERE t.tgrelid = 'omnispindle.tasks'::regclass AND NOT t.tgisinternal
-                   AND t.tgtype & 1 = 1 AND t.tgtype & 4 = 4), 0)
-"""
-
-
 def test_what_an_insert_prepares_is_small(conn):
     """Every insert, a single submit's too, prepares the rules its triggers fire:
     as calls of the functions that hold them, not as the rules written out
     (12,803 characters of node text when the request's rules were)."""
-    assert conn.execute(PREPARED_BY_AN_INSERT).fetchone()[0] < 6000
+    assert prepared(conn, INSERT) < 6000
