@@ -174,13 +174,12 @@ $$;
 -- lets any number of workers claim at once without waiting on each other; NO
 -- KEY UPDATE does not conflict with the KEY SHARE locks that submitting
 -- dependents take. Bitmap scans are off so that, even with stale statistics
--- (right after a bulk submit), the plan walks tasks_ready_idx (for a worker
--- of one type, that type's range of tasks_group_ready_idx: see
--- walks_one_type) in order and stops after p_limit rows instead of sorting
--- every ready task. PL/pgSQL keeps the plan for the connection's life, since
--- a worker claims many times a second; with sequential scans and sorts off
--- too, that generic plan is the same index walk whatever the statistics said
--- when it was made.
+-- (right after a bulk submit), the plan walks tasks_ready_idx (or each type's
+-- range of tasks_group_ready_idx: see walked_by_type) in order and stops
+-- after p_limit rows instead of sorting every ready task. PL/pgSQL keeps the
+-- plan for the connection's life, since a worker claims many times a second;
+-- with sequential scans and sorts off too, that generic plan is the same
+-- index walk whatever the statistics said when it was made.
 --
 -- A claim cursor (p_after_priority, p_after_id: the last task the caller
 -- claimed, in claim order) starts the walk where the caller left off. Without
@@ -239,17 +238,20 @@ DECLARE
                             ELSE ARRAY[p_after_priority + 1, 1000, 0,
                                        p_after_priority, p_after_priority, p_after_id,
                                        -1000, p_after_priority - 1, 0] END;
-    -- This worker's task types that have limits or a strategy. They are
-    -- claimed first, one pass each (unless paused), up to what their limits
-    -- allow and in their strategy's order; the walks then skip them. A limit
-    -- both caps a type and keeps its share of the slots: a flood of other work
-    -- cannot keep it waiting. One plain read: no sort, no check of the paused
-    -- types, which only a type found here needs (each read costs every claim).
+    -- This worker's task types that have limits or a strategy, and those
+    -- paused. The first are claimed first, one pass each (unless paused), up
+    -- to what their limits allow and in their strategy's order; the walks
+    -- then skip them all. A limit both caps a type and keeps its share of the
+    -- slots: a flood of other work cannot keep it waiting. One plain read, no
+    -- sort: a type that comes twice is passed over the second time.
     set_apart text[] := ARRAY(SELECT l.task_type FROM omnispindle.task_type_limits l
                               WHERE l.task_type = ANY (p_task_types)
                               UNION ALL
                               SELECT g.task_type FROM omnispindle.task_type_strategies g
-                              WHERE g.task_type = ANY (p_task_types));
+                              WHERE g.task_type = ANY (p_task_types)
+                              UNION ALL
+                              SELECT p.task_type FROM omnispindle.paused_task_types p
+                              WHERE p.task_type = ANY (p_task_types));
     pass integer;
     walk integer;
     bucket record;  -- the type's task_type_limits row, if it has limits
@@ -261,10 +263,10 @@ DECLARE
     room integer;
     n_tokens double precision;
     refilled timestamptz;
-    -- Whether the walks take the worker's one task type from its own range of
-    -- tasks_group_ready_idx (see omnispindle.walks_one_type); NULL until the
-    -- first walk asks.
-    one_type boolean;
+    -- The types the walks take each from its own range of
+    -- tasks_group_ready_idx, instead of walking tasks_ready_idx; NULL until
+    -- the first walk, empty when the walks take tasks_ready_idx (see below).
+    by_type text[];
 BEGIN
     FOR pass IN 1 .. cardinality(set_apart) + cardinality(walks) / 3 LOOP
         IF pass <= cardinality(set_apart) THEN
@@ -725,8 +727,10 @@ BEGIN
             -- none (after a pass held back by a limit, at every claim).
             EXIT WHEN p_task_types <@ set_apart;
             walk := pass - cardinality(set_apart) - 1;
-            one_type := coalesce(one_type, omnispindle.walks_one_type(p_task_types));
-            IF one_type THEN
+            IF by_type IS NULL THEN
+                by_type := omnispindle.walked_by_type(p_task_types, set_apart);
+            END IF;
+            IF cardinality(by_type) = 1 THEN
                 -- The same walk over the one type's range: the same tasks in the
                 -- same order, none of another type on the way. (A task with a
                 -- group_key committed since the probe waits for the next claim.)
@@ -734,7 +738,7 @@ BEGIN
                     SELECT r.id, pg_column_size(r.parameters) AS size
                     FROM omnispindle.tasks r
                     WHERE r.state = 'pending'
-                      AND r.task_type = p_task_types[1]
+                      AND r.task_type = by_type[1]
                       AND r.group_key IS NULL
                       AND r.priority BETWEEN walks[walk * 3 + 1] AND walks[walk * 3 + 2]
                       AND r.id > walks[walk * 3 + 3]
@@ -746,10 +750,45 @@ BEGIN
                                p_capabilities, p_worker_id))
                       AND r.attempts < r.max_attempts
                       AND NOT EXISTS (SELECT FROM omnispindle.paused_task_types p
-                                      WHERE p.task_type = p_task_types[1])
+                                      WHERE p.task_type = by_type[1])
                     ORDER BY r.task_type, r.group_key, r.priority DESC, r.id
                     LIMIT p_limit - claimed
                     FOR NO KEY UPDATE SKIP LOCKED
+                ), summed AS (
+                    SELECT id, size, sum(size) OVER (ROWS UNBOUNDED PRECEDING) AS upto FROM ready
+                )
+                SELECT array_agg(id), max(upto) INTO chosen, taken
+                FROM summed WHERE upto - size < budget;
+            ELSIF cardinality(by_type) > 1 THEN
+                -- Each type's walk over its own range, merged into the walks'
+                -- order. Each locks up to the claim's room: the rows not taken
+                -- are free again at commit (until then other claims pass over
+                -- them, as over any row another claim holds).
+                WITH ready AS (
+                    SELECT c.id, c.size
+                    FROM unnest(by_type) t(task_type)
+                    CROSS JOIN LATERAL (
+                        SELECT r.id, r.priority, pg_column_size(r.parameters) AS size
+                        FROM omnispindle.tasks r
+                        WHERE r.state = 'pending'
+                          AND r.task_type = t.task_type
+                          AND r.group_key IS NULL
+                          AND r.priority BETWEEN walks[walk * 3 + 1] AND walks[walk * 3 + 2]
+                          AND r.id > walks[walk * 3 + 3]
+                          AND r.run_after <= now()
+                          AND r.required_capabilities <@ p_capabilities
+                          AND (r.required_capabilities = '{}'
+                               OR NOT omnispindle.left_to_a_narrower_worker(
+                                   r.task_type, r.required_capabilities, r.run_after,
+                                   p_capabilities, p_worker_id))
+                          AND r.attempts < r.max_attempts
+                          AND NOT EXISTS (SELECT FROM omnispindle.paused_task_types p
+                                          WHERE p.task_type = t.task_type)
+                        ORDER BY r.task_type, r.group_key, r.priority DESC, r.id
+                        LIMIT p_limit - claimed
+                        FOR NO KEY UPDATE SKIP LOCKED) c
+                    ORDER BY c.priority DESC, c.id
+                    LIMIT p_limit - claimed
                 ), summed AS (
                     SELECT id, size, sum(size) OVER (ROWS UNBOUNDED PRECEDING) AS upto FROM ready
                 )
@@ -2733,7 +2772,7 @@ $$;
 -- a worker of one type stepped over every pending task of other types at
 -- higher priorities than its own: 49 ms a claim behind 200,000 of them. A
 -- worker of several types walks the ready index, which gives their tasks in
--- one order.
+-- one order, unless some of them are set apart (see walked_by_type).
 CREATE FUNCTION omnispindle.walks_one_type(p_task_types text[])
 RETURNS boolean
 LANGUAGE plpgsql
@@ -2745,6 +2784,41 @@ BEGIN
     RETURN cardinality(p_task_types) = 1 AND array_lower(p_task_types, 1) = 1
            AND array_ndims(p_task_types) = 1
            AND omnispindle.ungrouped_type(p_task_types[1]);
+END
+$$;
+
+-- The types a worker's walks of the ready tasks (see claim_tasks) take each
+-- from its own range of tasks_group_ready_idx, which holds a type's tasks
+-- without a group_key apart from the others' and in the ready index's order:
+-- its types not set apart (p_set_apart: limited, with a strategy, or paused),
+-- when that is one type or when some of its types are set apart, and only if
+-- every one of them is ungrouped. Empty otherwise: the walks then take
+-- tasks_ready_idx, which gives several types' tasks in one order. Walking
+-- that index, a worker stepped over every pending task ahead of its own that
+-- it does not run: a claim of a worker of two types took 30 ms behind 100,000
+-- tasks of one of them held back by its running limit, and 1 ms by type.
+CREATE FUNCTION omnispindle.walked_by_type(p_task_types text[], p_set_apart text[])
+RETURNS text[]
+LANGUAGE plpgsql
+STABLE
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+    walked text[];
+BEGIN
+    -- A worker with none of its types set apart, the usual case, costs at
+    -- most the probe of its one type.
+    IF cardinality(p_set_apart) = 0 THEN
+        RETURN CASE WHEN omnispindle.walks_one_type(p_task_types) THEN p_task_types
+                    ELSE '{}' END;
+    END IF;
+    walked := ARRAY(SELECT DISTINCT t.task_type FROM unnest(p_task_types) t(task_type)
+                    WHERE t.task_type IS NOT NULL AND t.task_type <> ALL (p_set_apart));
+    IF EXISTS (SELECT FROM unnest(walked) t(task_type)
+               WHERE NOT omnispindle.ungrouped_type(t.task_type)) THEN
+        RETURN '{}';
+    END IF;
+    RETURN walked;
 END
 $$;
 
@@ -3276,7 +3350,8 @@ BEGIN
                                'fail_attempts', 'lock_prunable_tasks', 'retry_delay',
                                'enqueue_periodic_ticks', 'left_to_a_narrower_worker',
                                'group_tokens_at', 'cover_history', 'drop_history',
-                               'first_ready_task', 'walks_one_type', 'ungrouped_type']
+                               'first_ready_task', 'walks_one_type', 'walked_by_type',
+                               'ungrouped_type']
                 END)
     LOOP
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %s', fn, p_role);

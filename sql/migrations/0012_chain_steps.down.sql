@@ -155,6 +155,7 @@ $$;
 
 DROP FUNCTION omnispindle.first_ready_task(text[], text[], uuid, bigint[]);
 DROP FUNCTION omnispindle.walks_one_type(text[]);
+DROP FUNCTION omnispindle.walked_by_type(text[], text[]);
 DROP FUNCTION omnispindle.ungrouped_type(text);
 
 -- claim_tasks() as 0010 made it.

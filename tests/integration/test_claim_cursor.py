@@ -14,8 +14,22 @@ from omnispindle._db.pool import execute
 
 from .test_fast_paths import claim, complete_and_claim
 
-# A worker of one type walks that type's tasks alone; one of several, the ready index.
-WALKS = pytest.mark.parametrize("task_types", [("job",), ("job", "spare")])
+# A worker of one type walks that type's tasks alone; one of several, the ready
+# index; one of several with a type held back (paused), each other type apart.
+HELD = "held"
+WALKS = pytest.mark.parametrize(
+    "task_types",
+    [("job",), ("job", "spare"), ("job", HELD), ("job", HELD, "spare")],
+    indirect=True,
+)
+
+
+@pytest.fixture
+def task_types(request, client):
+    """The worker's types, the held-back one paused."""
+    if HELD in request.param:
+        client.pause_task_type(HELD)
+    return request.param
 
 
 def step(conn, limit, task_types, after=(None, None)):
