@@ -1193,15 +1193,26 @@ AS $$
 #variable_conflict use_column
 DECLARE
     w integer;
-    one_type boolean := omnispindle.walks_one_type(p_task_types);
+    by_type text[];
 BEGIN
+    -- As claim_tasks walks: a hand-over happens only when none of the
+    -- worker's types has limits or a strategy, so only paused ones are set
+    -- apart here; for a worker of one type that changes nothing, and a chain's
+    -- steps read no more.
+    IF cardinality(p_task_types) = 1 THEN
+        by_type := omnispindle.walked_by_type(p_task_types, '{}');
+    ELSE
+        by_type := omnispindle.walked_by_type(
+            p_task_types, ARRAY(SELECT p.task_type FROM omnispindle.paused_task_types p
+                                WHERE p.task_type = ANY (p_task_types)));
+    END IF;
     FOR w IN 1 .. 3 LOOP
-        IF one_type THEN
-            -- As claim_tasks walks a worker's one task type.
+        IF cardinality(by_type) = 1 THEN
+            -- As claim_tasks walks one type.
             RETURN QUERY
                 SELECT w, r.priority, r.id FROM omnispindle.tasks r
                 WHERE r.state = 'pending'
-                  AND r.task_type = p_task_types[1]
+                  AND r.task_type = by_type[1]
                   AND r.group_key IS NULL
                   AND r.priority BETWEEN p_walks[w * 3 - 2] AND p_walks[w * 3 - 1]
                   AND r.id > p_walks[w * 3]
@@ -1213,8 +1224,33 @@ BEGIN
                            p_capabilities, p_worker_id))
                   AND r.attempts < r.max_attempts
                   AND NOT EXISTS (SELECT FROM omnispindle.paused_task_types p
-                                  WHERE p.task_type = p_task_types[1])
+                                  WHERE p.task_type = by_type[1])
                 ORDER BY r.task_type, r.group_key, r.priority DESC, r.id
+                LIMIT 1;
+        ELSIF cardinality(by_type) > 1 THEN
+            -- As claim_tasks walks several types each apart.
+            RETURN QUERY
+                SELECT w, c.priority, c.id
+                FROM unnest(by_type) t(task_type)
+                CROSS JOIN LATERAL (
+                    SELECT r.priority, r.id FROM omnispindle.tasks r
+                    WHERE r.state = 'pending'
+                      AND r.task_type = t.task_type
+                      AND r.group_key IS NULL
+                      AND r.priority BETWEEN p_walks[w * 3 - 2] AND p_walks[w * 3 - 1]
+                      AND r.id > p_walks[w * 3]
+                      AND r.run_after <= now()
+                      AND r.required_capabilities <@ p_capabilities
+                      AND (r.required_capabilities = '{}'
+                           OR NOT omnispindle.left_to_a_narrower_worker(
+                               r.task_type, r.required_capabilities, r.run_after,
+                               p_capabilities, p_worker_id))
+                      AND r.attempts < r.max_attempts
+                      AND NOT EXISTS (SELECT FROM omnispindle.paused_task_types p
+                                      WHERE p.task_type = t.task_type)
+                    ORDER BY r.task_type, r.group_key, r.priority DESC, r.id
+                    LIMIT 1) c
+                ORDER BY c.priority DESC, c.id
                 LIMIT 1;
         ELSE
             RETURN QUERY

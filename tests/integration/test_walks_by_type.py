@@ -4,6 +4,14 @@ the walks must leave, costs its claims nothing."""
 
 from __future__ import annotations
 
+import uuid
+
+from omnispindle._core.batches import entry
+from omnispindle._db import queries as q
+from omnispindle._db.pg_arrays import text_array
+from omnispindle._db.pool import execute
+
+from .test_fast_paths import claim
 from .test_one_type_walk import BACKLOG, claim_of, read_by
 
 
@@ -86,3 +94,33 @@ def test_the_tasks_a_walk_by_type_locked_and_left_are_claimed_by_the_next_claim(
         second = claim_of(["job", "held", "other"])(conn)
     # Each type's walk locked 3, the claim took 3 in all; the rest waited for the next.
     assert first == set(ids[:3]) and second == set(ids[3:])
+
+
+def test_a_worker_hands_over_past_a_paused_types_backlog_without_reading_it(client, conn):
+    parent, child = client.submit_batch(
+        [{"task_type": "job"}, {"task_type": "job", "dependencies": [entry(0)]}]
+    )
+    client.pause_task_type("held")
+    client.submit_batch([{"task_type": "held", "priority": 5}] * BACKLOG)
+    [running] = claim(conn)
+    assert running["id"] == parent
+
+    def step(conn):
+        rows = execute(
+            conn,
+            q.tasks.complete_and_claim(
+                q.tasks.Results([running["id"]], [running["lease_token"]], ['{"ok": true}']),
+                task_types=text_array(["held", "job"]),
+                capabilities=text_array([]),
+                limit=4,
+                worker_id=uuid.uuid4(),
+                lease_seconds=30.0,
+                after_priority=None,
+                after_id=None,
+            ),
+        )
+        return [r["id"] for r in rows if not r["dropped"]]
+
+    handed, read = read_by(conn, step)
+    assert handed == [child]
+    assert read <= 10, read
