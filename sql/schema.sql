@@ -240,8 +240,8 @@ DECLARE
                                        -1000, p_after_priority - 1, 0] END;
     -- This worker's task types that have limits or a strategy, and those
     -- paused. The first are claimed first, one pass each (unless paused), up
-    -- to what their limits allow and in their strategy's order; the walks
-    -- then skip them all. A limit both caps a type and keeps its share of the
+    -- to what their limits allow and in their strategy's order; the others
+    -- have no pass. The walks skip them all. A limit both caps a type and keeps its share of the
     -- slots: a flood of other work cannot keep it waiting. One plain read, no
     -- sort: a type that comes twice is passed over the second time.
     set_apart text[] := ARRAY(SELECT l.task_type FROM omnispindle.task_type_limits l
@@ -263,9 +263,9 @@ DECLARE
     room integer;
     n_tokens double precision;
     refilled timestamptz;
-    -- The types the walks take each from its own range of
-    -- tasks_group_ready_idx, instead of walking tasks_ready_idx; NULL until
-    -- the first walk, empty when the walks take tasks_ready_idx (see below).
+    -- The one type the walks take from its own range of tasks_group_ready_idx
+    -- instead of walking tasks_ready_idx (see walked_by_type); NULL until the
+    -- first walk, empty when the walks take tasks_ready_idx.
     by_type text[];
 BEGIN
     FOR pass IN 1 .. cardinality(set_apart) + cardinality(walks) / 3 LOOP
@@ -294,6 +294,10 @@ BEGIN
             SELECT g.strategy, g.aging_seconds INTO type_strategy, aging
             FROM omnispindle.task_type_strategies g
             WHERE g.task_type = set_apart[pass];
+            -- Set apart only for being paused, and resumed since the claim
+            -- started: no pass of its own, which would take its tasks before
+            -- better ones of the worker's other types. The next claim walks it.
+            CONTINUE WHEN NOT limited AND type_strategy IS NULL;
             room := p_limit - claimed;
             -- The candidates, in the strategy's order and locked as found, come
             -- before the limits' lock (below), which is held until commit: only
@@ -730,7 +734,7 @@ BEGIN
             IF by_type IS NULL THEN
                 by_type := omnispindle.walked_by_type(p_task_types, set_apart);
             END IF;
-            IF cardinality(by_type) = 1 THEN
+            IF cardinality(by_type) > 0 THEN
                 -- The same walk over the one type's range: the same tasks in the
                 -- same order, none of another type on the way. (A task with a
                 -- group_key committed since the probe waits for the next claim.)
@@ -754,41 +758,6 @@ BEGIN
                     ORDER BY r.task_type, r.group_key, r.priority DESC, r.id
                     LIMIT p_limit - claimed
                     FOR NO KEY UPDATE SKIP LOCKED
-                ), summed AS (
-                    SELECT id, size, sum(size) OVER (ROWS UNBOUNDED PRECEDING) AS upto FROM ready
-                )
-                SELECT array_agg(id), max(upto) INTO chosen, taken
-                FROM summed WHERE upto - size < budget;
-            ELSIF cardinality(by_type) > 1 THEN
-                -- Each type's walk over its own range, merged into the walks'
-                -- order. Each locks up to the claim's room: the rows not taken
-                -- are free again at commit (until then other claims pass over
-                -- them, as over any row another claim holds).
-                WITH ready AS (
-                    SELECT c.id, c.size
-                    FROM unnest(by_type) t(task_type)
-                    CROSS JOIN LATERAL (
-                        SELECT r.id, r.priority, pg_column_size(r.parameters) AS size
-                        FROM omnispindle.tasks r
-                        WHERE r.state = 'pending'
-                          AND r.task_type = t.task_type
-                          AND r.group_key IS NULL
-                          AND r.priority BETWEEN walks[walk * 3 + 1] AND walks[walk * 3 + 2]
-                          AND r.id > walks[walk * 3 + 3]
-                          AND r.run_after <= now()
-                          AND r.required_capabilities <@ p_capabilities
-                          AND (r.required_capabilities = '{}'
-                               OR NOT omnispindle.left_to_a_narrower_worker(
-                                   r.task_type, r.required_capabilities, r.run_after,
-                                   p_capabilities, p_worker_id))
-                          AND r.attempts < r.max_attempts
-                          AND NOT EXISTS (SELECT FROM omnispindle.paused_task_types p
-                                          WHERE p.task_type = t.task_type)
-                        ORDER BY r.task_type, r.group_key, r.priority DESC, r.id
-                        LIMIT p_limit - claimed
-                        FOR NO KEY UPDATE SKIP LOCKED) c
-                    ORDER BY c.priority DESC, c.id
-                    LIMIT p_limit - claimed
                 ), summed AS (
                     SELECT id, size, sum(size) OVER (ROWS UNBOUNDED PRECEDING) AS upto FROM ready
                 )
@@ -982,7 +951,7 @@ BEGIN
                                 WHERE p.task_type = ANY (p_task_types)));
     END IF;
     FOR w IN 1 .. 3 LOOP
-        IF cardinality(by_type) = 1 THEN
+        IF cardinality(by_type) > 0 THEN
             -- As claim_tasks walks one type.
             RETURN QUERY
                 SELECT w, r.priority, r.id FROM omnispindle.tasks r
@@ -1001,31 +970,6 @@ BEGIN
                   AND NOT EXISTS (SELECT FROM omnispindle.paused_task_types p
                                   WHERE p.task_type = by_type[1])
                 ORDER BY r.task_type, r.group_key, r.priority DESC, r.id
-                LIMIT 1;
-        ELSIF cardinality(by_type) > 1 THEN
-            -- As claim_tasks walks several types each apart.
-            RETURN QUERY
-                SELECT w, c.priority, c.id
-                FROM unnest(by_type) t(task_type)
-                CROSS JOIN LATERAL (
-                    SELECT r.priority, r.id FROM omnispindle.tasks r
-                    WHERE r.state = 'pending'
-                      AND r.task_type = t.task_type
-                      AND r.group_key IS NULL
-                      AND r.priority BETWEEN p_walks[w * 3 - 2] AND p_walks[w * 3 - 1]
-                      AND r.id > p_walks[w * 3]
-                      AND r.run_after <= now()
-                      AND r.required_capabilities <@ p_capabilities
-                      AND (r.required_capabilities = '{}'
-                           OR NOT omnispindle.left_to_a_narrower_worker(
-                               r.task_type, r.required_capabilities, r.run_after,
-                               p_capabilities, p_worker_id))
-                      AND r.attempts < r.max_attempts
-                      AND NOT EXISTS (SELECT FROM omnispindle.paused_task_types p
-                                      WHERE p.task_type = t.task_type)
-                    ORDER BY r.task_type, r.group_key, r.priority DESC, r.id
-                    LIMIT 1) c
-                ORDER BY c.priority DESC, c.id
                 LIMIT 1;
         ELSE
             RETURN QUERY
@@ -2823,16 +2767,18 @@ BEGIN
 END
 $$;
 
--- The types a worker's walks of the ready tasks (see claim_tasks) take each
--- from its own range of tasks_group_ready_idx, which holds a type's tasks
--- without a group_key apart from the others' and in the ready index's order:
--- its types not set apart (p_set_apart: limited, with a strategy, or paused),
--- when that is one type or when some of its types are set apart, and only if
--- every one of them is ungrouped. Empty otherwise: the walks then take
--- tasks_ready_idx, which gives several types' tasks in one order. Walking
--- that index, a worker stepped over every pending task ahead of its own that
--- it does not run: a claim of a worker of two types took 32 ms behind 100,000
--- tasks of one of them held back by its running limit, and 0.6 ms by type.
+-- The type a worker's walks of the ready tasks (see claim_tasks) take from
+-- its own range of tasks_group_ready_idx, which holds a type's tasks without
+-- a group_key apart from the others' and in the ready index's order: as an
+-- array of one, when the worker has one type not set apart (p_set_apart:
+-- limited, with a strategy, or paused) and that type is ungrouped. Empty
+-- otherwise: the walks then take tasks_ready_idx, which gives several types'
+-- tasks in one order. Walking that index, a worker stepped over every pending
+-- task ahead of its own that it does not run: a claim of a worker of two
+-- types took 32 ms behind 100,000 tasks of one of them held back by its
+-- running limit, and 0.6 ms by type. Several types are not walked each
+-- apart: each walk locks up to the claim's room, and a claim made at the same
+-- moment by another worker then often came back empty, its rows held.
 CREATE FUNCTION omnispindle.walked_by_type(p_task_types text[], p_set_apart text[])
 RETURNS text[]
 LANGUAGE plpgsql
@@ -2850,11 +2796,10 @@ BEGIN
     END IF;
     walked := ARRAY(SELECT DISTINCT t.task_type FROM unnest(p_task_types) t(task_type)
                     WHERE t.task_type IS NOT NULL AND t.task_type <> ALL (p_set_apart));
-    IF EXISTS (SELECT FROM unnest(walked) t(task_type)
-               WHERE NOT omnispindle.ungrouped_type(t.task_type)) THEN
-        RETURN '{}';
+    IF cardinality(walked) = 1 AND omnispindle.ungrouped_type(walked[1]) THEN
+        RETURN walked;
     END IF;
-    RETURN walked;
+    RETURN '{}';
 END
 $$;
 

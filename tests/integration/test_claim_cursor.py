@@ -14,8 +14,8 @@ from omnispindle._db.pool import execute
 
 from .test_fast_paths import claim, complete_and_claim
 
-# A worker of one type walks that type's tasks alone; one of several, the ready
-# index; one of several with a type held back (paused), each other type apart.
+# A worker of one type walks that type's tasks alone, as does one whose other
+# types are held back (here paused); one of several, the ready index.
 HELD = "held"
 WALKS = pytest.mark.parametrize(
     "task_types",

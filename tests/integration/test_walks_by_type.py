@@ -1,10 +1,16 @@
 """A worker some of whose task types are held back (limited, with a strategy, or
-paused) walks its other types each apart: the held-back types' backlog, which
-the walks must leave, costs its claims nothing."""
+paused) and one type left to walk walks that type alone: the held-back types'
+backlog, which the walk must leave, costs its claims nothing. With several
+types left, it walks the ready index."""
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
+
+import psycopg
+import pytest
 
 from omnispindle._core.batches import entry
 from omnispindle._db import queries as q
@@ -25,7 +31,7 @@ def test_a_worker_claims_past_its_limited_types_backlog_without_reading_it(clien
     assert read <= 10, read
 
 
-def test_two_walked_types_are_claimed_in_one_priority_order_past_a_held_back_backlog(client, conn):
+def test_a_worker_of_several_types_left_to_walk_walks_the_ready_index(client, conn):
     client.set_task_type_limit("held", max_running=1)
     held = client.submit_batch([{"task_type": "held", "priority": 5}] * BACKLOG)
     ids = client.submit_batch(
@@ -37,12 +43,13 @@ def test_two_walked_types_are_claimed_in_one_priority_order_past_a_held_back_bac
         ]
     )
     claimed, read = read_by(conn, claim_of(["job", "held", "other"]))
-    # What the limit allows of the held type, then the best of the others.
+    # What the limit allows of the held type, then the best of the others,
+    # found by walking the ready index over the held type's backlog.
     assert claimed == {held[0], ids[1], ids[2]}
-    assert read <= 20, read
+    assert read >= BACKLOG, read
 
 
-def test_the_walks_by_type_keep_the_order_of_the_ready_index(client, conn):
+def test_several_types_left_to_walk_are_claimed_in_one_priority_order(client, conn):
     client.pause_task_type("held")
     client.submit_batch([{"task_type": "held", "priority": 5}] * 10)
     ids = client.submit_batch(
@@ -53,8 +60,62 @@ def test_the_walks_by_type_keep_the_order_of_the_ready_index(client, conn):
     for _ in range(3):
         with conn.transaction():
             claims.append(claim_of(["job", "held", "other"])(conn))
-    # Priority first, then the order of submission, across both walked types.
+    # Priority first, then the order of submission, across both types.
     assert claims == [{ids[6], ids[0], ids[1]}, set(ids[2:5]), {ids[5], ids[7]}]
+
+
+@pytest.mark.parametrize("task_types", [["job", "held"], ["job", "held", "other"]])
+def test_a_claim_made_while_another_holds_its_rows_takes_the_next_ones(
+    client, conn, dsn, task_types
+):
+    client.pause_task_type("held")
+    client.submit_batch([{"task_type": "held", "priority": 5}] * 10)
+    ids = client.submit_batch([{"task_type": kind} for kind in ("job", "other") * 4])
+    walked = [i for i, kind in zip(ids, ("job", "other") * 4) if kind in task_types]
+    with conn.transaction(force_rollback=True), psycopg.connect(dsn, autocommit=True) as other:
+        first = claim_of(task_types)(conn)
+        second = claim_of(task_types)(other)
+    # Neither waits for the other, nor comes back empty while tasks are ready.
+    assert first == set(walked[:3]) and second == set(walked[3:6])
+
+
+def test_a_type_resumed_during_a_claim_waits_for_the_next_claim(client, conn, dsn):
+    """Set apart for being paused when the claim started, it gets no pass of
+    its own: its tasks would come before better ones of the other types."""
+    client.set_task_type_limit("slow", max_running=5)
+    client.pause_task_type("held")
+    [slow] = client.submit_batch([{"task_type": "slow", "required_capabilities": ["x"]}])
+    client.submit_batch([{"task_type": "held"}] * 2)
+    best = client.submit_batch([{"task_type": "job", "priority": 9}] * 2)
+    # The limited type's pass asks this of its task: it waits, mid-claim,
+    # for the lock this test holds.
+    conn.execute(
+        "CREATE OR REPLACE FUNCTION omnispindle.left_to_a_narrower_worker("
+        "p_task_type text, p_required text[], p_ready_since timestamptz,"
+        " p_capabilities text[], p_worker_id uuid) RETURNS boolean LANGUAGE plpgsql AS "
+        "$$ BEGIN PERFORM pg_advisory_lock_shared(7); PERFORM pg_advisory_unlock_shared(7);"
+        " RETURN false; END $$"
+    )
+    conn.execute("SELECT pg_advisory_lock(7)")
+    claimed: list[set[int]] = []
+    with psycopg.connect(dsn, autocommit=True) as claimer:
+        thread = threading.Thread(
+            target=lambda: claimed.append(
+                {
+                    r[0]
+                    for r in claimer.execute(
+                        "SELECT id FROM omnispindle.claim_tasks("
+                        "'{slow,held,job}', '{x}', 3, gen_random_uuid(), 30)"
+                    )
+                }
+            )
+        )
+        thread.start()
+        wait_until(lambda: waiting_for_advisory_lock(conn), "the claim to reach the pass")
+        client.resume_task_type("held")
+        conn.execute("SELECT pg_advisory_unlock(7)")
+        thread.join(timeout=30)
+    assert claimed == [{slow, *best}]
 
 
 def test_a_worker_claims_past_a_paused_types_backlog_without_reading_it(client, conn):
@@ -85,17 +146,6 @@ def test_a_walked_type_with_group_keys_walks_the_ready_index_in_the_same_order(c
     assert read >= 50, read
 
 
-def test_the_tasks_a_walk_by_type_locked_and_left_are_claimed_by_the_next_claim(client, conn):
-    client.pause_task_type("held")
-    ids = client.submit_batch([{"task_type": kind} for kind in ("job", "other") * 3])
-    with conn.transaction():
-        first = claim_of(["job", "held", "other"])(conn)
-    with conn.transaction():
-        second = claim_of(["job", "held", "other"])(conn)
-    # Each type's walk locked 3, the claim took 3 in all; the rest waited for the next.
-    assert first == set(ids[:3]) and second == set(ids[3:])
-
-
 def test_a_worker_hands_over_past_a_paused_types_backlog_without_reading_it(client, conn):
     parent, child = client.submit_batch(
         [{"task_type": "job"}, {"task_type": "job", "dependencies": [entry(0)]}]
@@ -124,3 +174,18 @@ def test_a_worker_hands_over_past_a_paused_types_backlog_without_reading_it(clie
     handed, read = read_by(conn, step)
     assert handed == [child]
     assert read <= 10, read
+
+
+def waiting_for_advisory_lock(conn) -> bool:
+    return bool(
+        conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        ).fetchone()[0]
+    )
+
+
+def wait_until(condition, what, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} did not happen within {timeout} s"
+        time.sleep(0.01)
