@@ -174,7 +174,7 @@ $$;
 -- lets any number of workers claim at once without waiting on each other; NO
 -- KEY UPDATE does not conflict with the KEY SHARE locks that submitting
 -- dependents take. Bitmap scans are off so that, even with stale statistics
--- (right after a bulk submit), the plan walks tasks_ready_idx (or each type's
+-- (right after a bulk submit), the plan walks tasks_ready_idx (or one type's
 -- range of tasks_group_ready_idx: see walked_by_type) in order and stops
 -- after p_limit rows instead of sorting every ready task. PL/pgSQL keeps the
 -- plan for the connection's life, since a worker claims many times a second;
@@ -241,9 +241,10 @@ DECLARE
     -- This worker's task types that have limits or a strategy, and those
     -- paused. The first are claimed first, one pass each (unless paused), up
     -- to what their limits allow and in their strategy's order; the others
-    -- have no pass. The walks skip them all. A limit both caps a type and keeps its share of the
-    -- slots: a flood of other work cannot keep it waiting. One plain read, no
-    -- sort: a type that comes twice is passed over the second time.
+    -- have no pass. The walks skip them all. A limit both caps a type and
+    -- keeps its share of the slots: a flood of other work cannot keep it
+    -- waiting. One plain read, no sort: a type that comes twice is passed over
+    -- the second time.
     set_apart text[] := ARRAY(SELECT l.task_type FROM omnispindle.task_type_limits l
                               WHERE l.task_type = ANY (p_task_types)
                               UNION ALL
@@ -2752,7 +2753,7 @@ $$;
 -- a worker of one type stepped over every pending task of other types at
 -- higher priorities than its own: 49 ms a claim behind 200,000 of them. A
 -- worker of several types walks the ready index, which gives their tasks in
--- one order, unless some of them are set apart (see walked_by_type).
+-- one order, unless all but one of them are set apart (see walked_by_type).
 CREATE FUNCTION omnispindle.walks_one_type(p_task_types text[])
 RETURNS boolean
 LANGUAGE plpgsql

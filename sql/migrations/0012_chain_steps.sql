@@ -444,7 +444,7 @@ $$;
 -- a worker of one type stepped over every pending task of other types at
 -- higher priorities than its own: 49 ms a claim behind 200,000 of them. A
 -- worker of several types walks the ready index, which gives their tasks in
--- one order, unless some of them are set apart (see walked_by_type).
+-- one order, unless all but one of them are set apart (see walked_by_type).
 CREATE FUNCTION omnispindle.walks_one_type(p_task_types text[])
 RETURNS boolean
 LANGUAGE plpgsql
@@ -548,9 +548,10 @@ DECLARE
     -- This worker's task types that have limits or a strategy, and those
     -- paused. The first are claimed first, one pass each (unless paused), up
     -- to what their limits allow and in their strategy's order; the others
-    -- have no pass. The walks skip them all. A limit both caps a type and keeps its share of the
-    -- slots: a flood of other work cannot keep it waiting. One plain read, no
-    -- sort: a type that comes twice is passed over the second time.
+    -- have no pass. The walks skip them all. A limit both caps a type and
+    -- keeps its share of the slots: a flood of other work cannot keep it
+    -- waiting. One plain read, no sort: a type that comes twice is passed over
+    -- the second time.
     set_apart text[] := ARRAY(SELECT l.task_type FROM omnispindle.task_type_limits l
                               WHERE l.task_type = ANY (p_task_types)
                               UNION ALL
