@@ -6,7 +6,6 @@ types left, it walks the ready index."""
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 
 import psycopg
@@ -19,6 +18,7 @@ from omnispindle._db.pool import execute
 
 from .test_fast_paths import claim
 from .test_one_type_walk import BACKLOG, claim_of, read_by
+from .test_type_limits import poll
 
 
 def test_a_worker_claims_past_its_limited_types_backlog_without_reading_it(client, conn):
@@ -96,7 +96,6 @@ def test_a_type_resumed_during_a_claim_waits_for_the_next_claim(client, conn, ds
         "$$ BEGIN PERFORM pg_advisory_lock_shared(7); PERFORM pg_advisory_unlock_shared(7);"
         " RETURN false; END $$"
     )
-    conn.execute("SELECT pg_advisory_lock(7)")
     claimed: list[set[int]] = []
     with psycopg.connect(dsn, autocommit=True) as claimer:
         thread = threading.Thread(
@@ -110,11 +109,14 @@ def test_a_type_resumed_during_a_claim_waits_for_the_next_claim(client, conn, ds
                 }
             )
         )
-        thread.start()
-        wait_until(lambda: waiting_for_advisory_lock(conn), "the claim to reach the pass")
-        client.resume_task_type("held")
-        conn.execute("SELECT pg_advisory_unlock(7)")
-        thread.join(timeout=30)
+        conn.execute("SELECT pg_advisory_lock(7)")
+        try:
+            thread.start()
+            poll(lambda: waiting_for_the_lock(conn))
+            client.resume_task_type("held")
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(7)")
+            thread.join(timeout=30)
     assert claimed == [{slow, *best}]
 
 
@@ -176,16 +178,10 @@ def test_a_worker_hands_over_past_a_paused_types_backlog_without_reading_it(clie
     assert read <= 10, read
 
 
-def waiting_for_advisory_lock(conn) -> bool:
-    return bool(
-        conn.execute(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-        ).fetchone()[0]
-    )
-
-
-def wait_until(condition, what, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"{what} did not happen within {timeout} s"
-        time.sleep(0.01)
+def waiting_for_the_lock(conn) -> bool:
+    """Whether a session of this test's database waits for advisory lock 7."""
+    return conn.execute(
+        "SELECT EXISTS (SELECT FROM pg_locks l JOIN pg_database d ON d.oid = l.database"
+        " WHERE l.locktype = 'advisory' AND l.objid = 7 AND NOT l.granted"
+        " AND d.datname = current_database())"
+    ).fetchone()[0]
