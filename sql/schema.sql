@@ -238,21 +238,15 @@ DECLARE
                             ELSE ARRAY[p_after_priority + 1, 1000, 0,
                                        p_after_priority, p_after_priority, p_after_id,
                                        -1000, p_after_priority - 1, 0] END;
-    -- This worker's task types that have limits or a strategy, and those
-    -- paused. The first are claimed first, one pass each (unless paused), up
-    -- to what their limits allow and in their strategy's order; the others
-    -- have no pass. The walks skip them all. A limit both caps a type and
-    -- keeps its share of the slots: a flood of other work cannot keep it
-    -- waiting. One plain read, no sort: a type that comes twice is passed over
+    -- This worker's task types that have limits or a strategy. They are
+    -- claimed first, one pass each (unless paused), up to what their limits
+    -- allow and in their strategy's order; the walks then skip them. A limit
+    -- both caps a type and keeps its share of the slots: a flood of other work
+    -- cannot keep it waiting. No sort: a type that comes twice is passed over
     -- the second time.
-    set_apart text[] := ARRAY(SELECT l.task_type FROM omnispindle.task_type_limits l
-                              WHERE l.task_type = ANY (p_task_types)
-                              UNION ALL
-                              SELECT g.task_type FROM omnispindle.task_type_strategies g
-                              WHERE g.task_type = ANY (p_task_types)
-                              UNION ALL
-                              SELECT p.task_type FROM omnispindle.paused_task_types p
-                              WHERE p.task_type = ANY (p_task_types));
+    set_apart text[];
+    -- Those and the worker's paused types: the types the walks leave.
+    held_back text[];
     pass integer;
     walk integer;
     bucket record;  -- the type's task_type_limits row, if it has limits
@@ -269,6 +263,16 @@ DECLARE
     -- first walk, empty when the walks take tasks_ready_idx.
     by_type text[];
 BEGIN
+    -- Both in one read, which every claim makes.
+    SELECT ARRAY(SELECT l.task_type FROM omnispindle.task_type_limits l
+                 WHERE l.task_type = ANY (p_task_types)
+                 UNION ALL
+                 SELECT g.task_type FROM omnispindle.task_type_strategies g
+                 WHERE g.task_type = ANY (p_task_types)),
+           ARRAY(SELECT p.task_type FROM omnispindle.paused_task_types p
+                 WHERE p.task_type = ANY (p_task_types))
+    INTO set_apart, held_back;
+    held_back := set_apart || held_back;
     FOR pass IN 1 .. cardinality(set_apart) + cardinality(walks) / 3 LOOP
         IF pass <= cardinality(set_apart) THEN
             -- A type with both limits and a strategy comes twice: once is enough.
@@ -295,10 +299,6 @@ BEGIN
             SELECT g.strategy, g.aging_seconds INTO type_strategy, aging
             FROM omnispindle.task_type_strategies g
             WHERE g.task_type = set_apart[pass];
-            -- Set apart only for being paused, and resumed since the claim
-            -- started: no pass of its own, which would take its tasks before
-            -- better ones of the worker's other types. The next claim walks it.
-            CONTINUE WHEN NOT limited AND type_strategy IS NULL;
             room := p_limit - claimed;
             -- The candidates, in the strategy's order and locked as found, come
             -- before the limits' lock (below), which is held until commit: only
@@ -727,13 +727,13 @@ BEGIN
                 CONTINUE WHEN chosen IS NULL;
             END IF;
         ELSE
-            -- A worker whose every type is claimed apart has nothing to walk
-            -- for: a walk would step over each of their ready tasks to find
-            -- none (after a pass held back by a limit, at every claim).
-            EXIT WHEN p_task_types <@ set_apart;
+            -- A worker whose every type is claimed apart or paused has nothing
+            -- to walk for: a walk would step over each of their ready tasks to
+            -- find none (after a pass held back by a limit, at every claim).
+            EXIT WHEN p_task_types <@ held_back;
             walk := pass - cardinality(set_apart) - 1;
             IF by_type IS NULL THEN
-                by_type := omnispindle.walked_by_type(p_task_types, set_apart);
+                by_type := omnispindle.walked_by_type(p_task_types, held_back);
             END IF;
             IF cardinality(by_type) > 0 THEN
                 -- The same walk over the one type's range: the same tasks in the
@@ -777,7 +777,7 @@ BEGIN
                       AND r.id > walks[walk * 3 + 3]
                       AND r.run_after <= now()
                       AND r.task_type = ANY (p_task_types)
-                      AND r.task_type <> ALL (set_apart)
+                      AND r.task_type <> ALL (held_back)
                       AND r.required_capabilities <@ p_capabilities
                       AND (r.required_capabilities = '{}'
                            OR NOT omnispindle.left_to_a_narrower_worker(
@@ -2787,20 +2787,15 @@ STABLE
 SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
-    walked text[];
+    walked text[] := p_task_types;
 BEGIN
-    -- A worker with none of its types set apart, the usual case, costs at
-    -- most the probe of its one type.
-    IF cardinality(p_set_apart) = 0 THEN
-        RETURN CASE WHEN omnispindle.walks_one_type(p_task_types) THEN p_task_types
-                    ELSE '{}' END;
+    -- A worker with none of its types set apart, the usual case, reads
+    -- nothing more than the probe of its one type.
+    IF cardinality(p_set_apart) > 0 THEN
+        walked := ARRAY(SELECT DISTINCT t.task_type FROM unnest(p_task_types) t(task_type)
+                        WHERE t.task_type IS NOT NULL AND t.task_type <> ALL (p_set_apart));
     END IF;
-    walked := ARRAY(SELECT DISTINCT t.task_type FROM unnest(p_task_types) t(task_type)
-                    WHERE t.task_type IS NOT NULL AND t.task_type <> ALL (p_set_apart));
-    IF cardinality(walked) = 1 AND omnispindle.ungrouped_type(walked[1]) THEN
-        RETURN walked;
-    END IF;
-    RETURN '{}';
+    RETURN CASE WHEN omnispindle.walks_one_type(walked) THEN walked ELSE '{}' END;
 END
 $$;
 
