@@ -227,7 +227,11 @@ BEGIN
             SET pending_dependencies = t.pending_dependencies - c.done,
                 state = CASE WHEN t.pending_dependencies = c.done
                              THEN 'pending' ELSE 'blocked' END::omnispindle.task_state,
-                run_after = greatest(t.run_after, now())
+                -- Due once ready, not before: a child left blocked keeps every
+                -- indexed column, so that its row is rewritten on its page (HOT)
+                -- and a fan-in's countdowns leave no trail of index entries.
+                run_after = CASE WHEN t.pending_dependencies = c.done
+                                 THEN greatest(t.run_after, now()) ELSE t.run_after END
             FROM counted c
             WHERE t.id = c.task_id AND c.done > 0
               AND t.state NOT IN ('succeeded', 'failed', 'cancelled');
@@ -326,7 +330,9 @@ BEGIN
                     state = CASE WHEN t.pending_dependencies <> c.done THEN 'blocked'
                                  WHEN h.task_id IS NOT NULL THEN 'running'
                                  ELSE 'pending' END::omnispindle.task_state,
-                    run_after = greatest(t.run_after, now()),
+                    -- Due once ready, not before (HOT, as in the plain countdown).
+                    run_after = CASE WHEN t.pending_dependencies = c.done
+                                     THEN greatest(t.run_after, now()) ELSE t.run_after END,
                     attempts = t.attempts + (h.task_id IS NOT NULL
                                              AND t.pending_dependencies = c.done)::integer,
                     worker_id = CASE WHEN h.task_id IS NOT NULL AND t.pending_dependencies = c.done

@@ -319,6 +319,34 @@ def test_a_step_announces_the_children_it_leaves_pending(
     ).fetchone() == (1,)
 
 
+@pytest.mark.parametrize("limit", [1, 0], ids=["step-that-claims", "plain-countdown"])
+def test_a_countdown_that_leaves_its_child_blocked_adds_no_index_entry(client, conn, limit):
+    """A fan-in's last task is counted down by every step that stores one of its
+    parents. While it stays blocked, only its count changes: an update that
+    Postgres keeps on the row's page (HOT), without a new entry in each index
+    and without a new version for every later lookup by key to step over."""
+    *_, fan_in = client.submit_batch(
+        [{"task_type": "job"}] * 3
+        + [{"task_type": "job", "dependencies": [entry(0), entry(1), entry(2)]}]
+    )
+    held = claim(conn, 3)
+    due = "SELECT run_after FROM omnispindle.tasks WHERE id = %s"
+    submitted_due = conn.execute(due, [fan_in]).fetchone()
+    with conn.transaction():
+        complete_and_claim(conn, held[:1], limit=limit)
+        kept_on_page = conn.execute(
+            "SELECT pg_stat_get_xact_tuples_hot_updated('omnispindle.tasks'::regclass)"
+        ).fetchone()
+    assert kept_on_page == (1,)  # the parent's own update changes indexed columns
+    assert conn.execute(due, [fan_in]).fetchone() == submitted_due
+    assert conn.execute(
+        "SELECT state::text, pending_dependencies FROM omnispindle.tasks WHERE id = %s", [fan_in]
+    ).fetchone() == ("blocked", 2)
+    rows = complete_and_claim(conn, held[1:], limit=limit)
+    assert [r["id"] for r in rows if not r["dropped"]] == ([fan_in] if limit else [])
+    assert conn.execute(due, [fan_in]).fetchone() > submitted_due  # due once ready, as before
+
+
 def test_a_workers_step_keeps_its_plans_instead_of_planning_every_call(conn):
     """Arrays as parameters made the plan cache plan every call afresh (a fifth of
     a chain step's time in Postgres); the plans those settings keep are checked
