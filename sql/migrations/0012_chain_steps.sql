@@ -449,8 +449,8 @@ $$;
 -- order, so the walk meets no task of another type. Walking the ready index,
 -- a worker of one type stepped over every pending task of other types at
 -- higher priorities than its own: 49 ms a claim behind 200,000 of them. A
--- worker of several types walks the ready index, which gives their tasks in
--- one order, unless all but one of them are set apart (see walked_by_type).
+-- worker of several types walks each of them so past a backlog of the types
+-- it holds back (see walked_by_type).
 CREATE FUNCTION omnispindle.walks_one_type(p_task_types text[])
 RETURNS boolean
 LANGUAGE plpgsql
@@ -465,18 +465,18 @@ BEGIN
 END
 $$;
 
--- The type a worker's walks of the ready tasks (see claim_tasks) take from
--- its own range of tasks_group_ready_idx, which holds a type's tasks without
--- a group_key apart from the others' and in the ready index's order: as an
--- array of one, when the worker has one type not set apart (p_set_apart:
--- limited, with a strategy, or paused) and that type is ungrouped. Empty
--- otherwise: the walks then take tasks_ready_idx, which gives several types'
--- tasks in one order. Walking that index, a worker stepped over every pending
--- task ahead of its own that it does not run: a claim of a worker of two
--- types took 32 ms behind 100,000 tasks of one of them held back by its
--- running limit, and 0.6 ms by type. Several types are not walked each
--- apart: each walk locks up to the claim's room, and a claim made at the same
--- moment by another worker then often came back empty, its rows held.
+-- The types a worker's walks of the ready tasks (see claim_tasks) take each
+-- from its own range of tasks_group_ready_idx, which holds a type's tasks
+-- without a group_key apart from the others' and in the ready index's order:
+-- the worker's types not set apart (p_set_apart: limited, with a strategy, or
+-- paused), once each, when every one of them is ungrouped, and, if there are
+-- several, when a type set apart has pending tasks. Empty otherwise: the
+-- walks then take tasks_ready_idx, which gives every type's tasks in one
+-- order. Walking that index, a worker steps over every pending task ahead of
+-- its own that it does not run: a claim of 8 by a worker of two types took
+-- 32 ms behind 100,000 tasks of one of them held back by its running limit,
+-- and 0.6 ms by type; of three types, 53 to 70 ms, and 0.9 to 1.1 ms by type.
+-- A worker of several types still steps so over another worker's backlog.
 CREATE FUNCTION omnispindle.walked_by_type(p_task_types text[], p_set_apart text[])
 RETURNS text[]
 LANGUAGE plpgsql
@@ -487,10 +487,36 @@ DECLARE
     walked text[] := p_task_types;
 BEGIN
     -- A worker with none of its types set apart, the usual case, reads
-    -- nothing more than the probe of its one type.
+    -- nothing more than the probe of its one type, and one of several types
+    -- nothing at all.
     IF cardinality(p_set_apart) > 0 THEN
         walked := ARRAY(SELECT DISTINCT t.task_type FROM unnest(p_task_types) t(task_type)
                         WHERE t.task_type IS NOT NULL AND t.task_type <> ALL (p_set_apart));
+    END IF;
+    IF cardinality(walked) > 1 THEN
+        -- Several types, only past a backlog set apart: without one, the
+        -- ready index gives them in order at less cost, above all while other
+        -- workers claim the same tasks (claim_tasks). A backlog is sought
+        -- from the end of its type's range: its first entries, of tasks just
+        -- claimed, wait there until vacuum removes them (in a drain of a fair
+        -- type, this statement read 1,271 buffers a call with the probe from
+        -- the start, 619 from the end). Then each type walked must be
+        -- ungrouped, as ungrouped_type asks, in one statement.
+        RETURN CASE WHEN EXISTS (SELECT FROM unnest(p_set_apart) h(task_type)
+                                 CROSS JOIN LATERAL (
+                                     SELECT FROM omnispindle.tasks r
+                                     WHERE r.state = 'pending' AND r.task_type = h.task_type
+                                     ORDER BY r.task_type DESC, r.group_key DESC, r.priority,
+                                              r.id DESC
+                                     LIMIT 1) b)
+                         AND NOT EXISTS (
+                             SELECT FROM unnest(walked) t(task_type)
+                             CROSS JOIN LATERAL (SELECT r.group_key FROM omnispindle.tasks r
+                                                 WHERE r.state = 'pending'
+                                                   AND r.task_type = t.task_type
+                                                   AND r.group_key IS NOT NULL
+                                                 ORDER BY r.task_type, r.group_key LIMIT 1) g)
+                    THEN walked ELSE '{}' END;
     END IF;
     RETURN CASE WHEN omnispindle.walks_one_type(walked) THEN walked ELSE '{}' END;
 END
@@ -566,10 +592,15 @@ DECLARE
     room integer;
     n_tokens double precision;
     refilled timestamptz;
-    -- The one type the walks take from its own range of tasks_group_ready_idx
+    -- The types the walks take each from its own range of tasks_group_ready_idx
     -- instead of walking tasks_ready_idx (see walked_by_type); NULL until the
     -- first walk, empty when the walks take tasks_ready_idx.
     by_type text[];
+    -- A walk of several types: the types not yet spent, those whose share
+    -- came back short, and the priorities of what the rounds took.
+    walked text[];
+    spent text[];
+    priorities integer[];
 BEGIN
     -- Both in one read, which every claim makes.
     SELECT ARRAY(SELECT l.task_type FROM omnispindle.task_type_limits l
@@ -1043,7 +1074,7 @@ BEGIN
             IF by_type IS NULL THEN
                 by_type := omnispindle.walked_by_type(p_task_types, held_back);
             END IF;
-            IF cardinality(by_type) > 0 THEN
+            IF cardinality(by_type) = 1 THEN
                 -- The same walk over the one type's range: the same tasks in the
                 -- same order, none of another type on the way. (A task with a
                 -- group_key committed since the probe waits for the next claim.)
@@ -1072,6 +1103,96 @@ BEGIN
                 )
                 SELECT array_agg(id), max(upto) INTO chosen, taken
                 FROM summed WHERE upto - size < budget;
+            ELSIF cardinality(by_type) > 1 THEN
+                -- Several types, each over its own range, merged in the walk's
+                -- order. The best tasks of all of them, read without a lock, give
+                -- each type its share of the claim; then each type's share is
+                -- walked again, locked as found. So the claim locks no more rows
+                -- than it takes: a walk per type locking the whole room held rows
+                -- that a claim made at the same moment needed, and that claim
+                -- came back empty. A type whose share comes back short (its tasks
+                -- taken by such a claim) is spent for this walk: one more round
+                -- gives its room to the others. Racing a claim so, a claim takes
+                -- the next tasks of each type, not always the next of all.
+                walked := by_type;
+                chosen := '{}';
+                sizes := '{}';
+                priorities := '{}';
+                taken := 0;
+                LOOP
+                    WITH best AS (
+                        SELECT c.task_type
+                        FROM unnest(walked) AS w(task_type)
+                        CROSS JOIN LATERAL (
+                            SELECT r.task_type, r.priority, r.id
+                            FROM omnispindle.tasks r
+                            WHERE r.state = 'pending'
+                              AND r.task_type = w.task_type
+                              AND r.group_key IS NULL
+                              AND r.priority BETWEEN walks[walk * 3 + 1] AND walks[walk * 3 + 2]
+                              AND r.id > walks[walk * 3 + 3]
+                              AND r.run_after <= now()
+                              AND r.required_capabilities <@ p_capabilities
+                              AND (r.required_capabilities = '{}'
+                                   OR NOT omnispindle.left_to_a_narrower_worker(
+                                       r.task_type, r.required_capabilities, r.run_after,
+                                       p_capabilities, p_worker_id))
+                              AND r.attempts < r.max_attempts
+                              AND r.id <> ALL (chosen)
+                            ORDER BY r.task_type, r.group_key, r.priority DESC, r.id
+                            LIMIT p_limit - claimed - cardinality(chosen)) c
+                        ORDER BY c.priority DESC, c.id
+                        LIMIT p_limit - claimed - cardinality(chosen)
+                    ), shares AS (
+                        SELECT b.task_type, count(*) AS n FROM best b GROUP BY b.task_type
+                    ), locked AS (
+                        SELECT s.task_type, c.id, c.priority, c.size
+                        FROM shares s
+                        CROSS JOIN LATERAL (
+                            SELECT r.id, r.priority, pg_column_size(r.parameters) AS size
+                            FROM omnispindle.tasks r
+                            WHERE r.state = 'pending'
+                              AND r.task_type = s.task_type
+                              AND r.group_key IS NULL
+                              AND r.priority BETWEEN walks[walk * 3 + 1] AND walks[walk * 3 + 2]
+                              AND r.id > walks[walk * 3 + 3]
+                              AND r.run_after <= now()
+                              AND r.required_capabilities <@ p_capabilities
+                              AND (r.required_capabilities = '{}'
+                                   OR NOT omnispindle.left_to_a_narrower_worker(
+                                       r.task_type, r.required_capabilities, r.run_after,
+                                       p_capabilities, p_worker_id))
+                              AND r.attempts < r.max_attempts
+                              AND r.id <> ALL (chosen)
+                              AND NOT EXISTS (SELECT FROM omnispindle.paused_task_types p
+                                              WHERE p.task_type = s.task_type)
+                            ORDER BY r.task_type, r.group_key, r.priority DESC, r.id
+                            LIMIT s.n
+                            FOR NO KEY UPDATE SKIP LOCKED) c
+                    )
+                    SELECT chosen || ARRAY(SELECT l.id FROM locked l),
+                           sizes || ARRAY(SELECT l.size::bigint FROM locked l),
+                           priorities || ARRAY(SELECT l.priority FROM locked l),
+                           taken + coalesce((SELECT sum(l.size) FROM locked l), 0),
+                           ARRAY(SELECT s.task_type FROM shares s
+                                 WHERE s.n > (SELECT count(*) FROM locked l
+                                              WHERE l.task_type = s.task_type))
+                    INTO chosen, sizes, priorities, taken, spent;
+                    EXIT WHEN cardinality(spent) = 0 OR claimed + cardinality(chosen) >= p_limit;
+                    walked := ARRAY(SELECT w.task_type FROM unnest(walked) AS w(task_type)
+                                    WHERE w.task_type <> ALL (spent));
+                    EXIT WHEN cardinality(walked) = 0;
+                END LOOP;
+                IF taken >= budget THEN
+                    -- As many as the budget holds, in the walk's order.
+                    SELECT array_agg(c.id), max(c.upto) INTO chosen, taken
+                    FROM (SELECT c.id, c.size, sum(c.size) OVER (ORDER BY c.priority DESC, c.id
+                                                                 ROWS UNBOUNDED PRECEDING) AS upto
+                          FROM unnest(chosen, sizes, priorities) AS c(id, size, priority)) c
+                    WHERE c.upto - c.size < budget;
+                ELSIF cardinality(chosen) = 0 THEN
+                    chosen := NULL;
+                END IF;
             ELSE
                 -- The walk's ready tasks, locked, as many as the budget holds. A ROWS
                 -- frame without ORDER BY sums in the order the locked rows come, the
@@ -1179,7 +1300,7 @@ BEGIN
                                 WHERE p.task_type = ANY (p_task_types)));
     END IF;
     FOR w IN 1 .. 3 LOOP
-        IF cardinality(by_type) > 0 THEN
+        IF cardinality(by_type) = 1 THEN
             -- As claim_tasks walks one type.
             RETURN QUERY
                 SELECT w, r.priority, r.id FROM omnispindle.tasks r
@@ -1198,6 +1319,31 @@ BEGIN
                   AND NOT EXISTS (SELECT FROM omnispindle.paused_task_types p
                                   WHERE p.task_type = by_type[1])
                 ORDER BY r.task_type, r.group_key, r.priority DESC, r.id
+                LIMIT 1;
+        ELSIF cardinality(by_type) > 1 THEN
+            -- As claim_tasks walks several types: the best of each one's first.
+            RETURN QUERY
+                SELECT w, c.priority, c.id
+                FROM unnest(by_type) AS t(task_type)
+                CROSS JOIN LATERAL (
+                    SELECT r.priority, r.id FROM omnispindle.tasks r
+                    WHERE r.state = 'pending'
+                      AND r.task_type = t.task_type
+                      AND r.group_key IS NULL
+                      AND r.priority BETWEEN p_walks[w * 3 - 2] AND p_walks[w * 3 - 1]
+                      AND r.id > p_walks[w * 3]
+                      AND r.run_after <= now()
+                      AND r.required_capabilities <@ p_capabilities
+                      AND (r.required_capabilities = '{}'
+                           OR NOT omnispindle.left_to_a_narrower_worker(
+                               r.task_type, r.required_capabilities, r.run_after,
+                               p_capabilities, p_worker_id))
+                      AND r.attempts < r.max_attempts
+                      AND NOT EXISTS (SELECT FROM omnispindle.paused_task_types p
+                                      WHERE p.task_type = t.task_type)
+                    ORDER BY r.task_type, r.group_key, r.priority DESC, r.id
+                    LIMIT 1) c
+                ORDER BY c.priority DESC, c.id
                 LIMIT 1;
         ELSE
             RETURN QUERY

@@ -1,12 +1,15 @@
 """A worker some of whose task types are held back (limited, with a strategy, or
-paused) and one type left to walk walks that type alone: the held-back types'
-backlog, which the walk must leave, costs its claims nothing. With several
-types left, it walks the ready index."""
+paused) walks each type left to walk in its own range of the index, and merges
+them in priority order: the held-back types' backlog, which the walk must
+leave, costs its claims nothing. A type with group keys sends the walk back to
+the ready index, as does a worker with nothing held back."""
 
 from __future__ import annotations
 
+import random
 import threading
 import uuid
+from datetime import datetime, timedelta, timezone
 
 import psycopg
 import pytest
@@ -31,7 +34,7 @@ def test_a_worker_claims_past_its_limited_types_backlog_without_reading_it(clien
     assert read <= 10, read
 
 
-def test_a_worker_of_several_types_left_to_walk_walks_the_ready_index(client, conn):
+def test_a_worker_of_several_types_left_to_walk_claims_past_a_limited_backlog_unread(client, conn):
     client.set_task_type_limit("held", max_running=1)
     held = client.submit_batch([{"task_type": "held", "priority": 5}] * BACKLOG)
     ids = client.submit_batch(
@@ -43,10 +46,20 @@ def test_a_worker_of_several_types_left_to_walk_walks_the_ready_index(client, co
         ]
     )
     claimed, read = read_by(conn, claim_of(["job", "held", "other"]))
-    # What the limit allows of the held type, then the best of the others,
-    # found by walking the ready index over the held type's backlog.
+    # What the limit allows of the held type, then the best of the others.
     assert claimed == {held[0], ids[1], ids[2]}
-    assert read >= BACKLOG, read
+    assert read <= 20, read
+
+
+def test_a_worker_of_several_types_with_no_backlog_set_apart_walks_the_ready_index(client, conn):
+    """Without a backlog to pass, the ready index gives the types in one order
+    for less than a walk of each."""
+    client.set_task_type_limit("held", max_running=1)
+    client.submit_batch([{"task_type": "flood", "priority": 5}] * 50)
+    ids = client.submit_batch([{"task_type": kind} for kind in ("job", "other", "job")])
+    claimed, read = read_by(conn, claim_of(["job", "held", "other"]))
+    assert claimed == set(ids)
+    assert read >= 50, read
 
 
 def test_several_types_left_to_walk_are_claimed_in_one_priority_order(client, conn):
@@ -76,7 +89,63 @@ def test_a_claim_made_while_another_holds_its_rows_takes_the_next_ones(
         first = claim_of(task_types)(conn)
         second = claim_of(task_types)(other)
     # Neither waits for the other, nor comes back empty while tasks are ready.
-    assert first == set(walked[:3]) and second == set(walked[3:6])
+    # Several types share the room by the best rows, held or not: the second
+    # claim takes the next rows of each type, not always the next of all.
+    assert first == set(walked[:3])
+    assert len(second) == min(3, len(walked) - 3) and second <= set(walked[3:])
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_several_types_walked_apart_claim_what_the_ready_index_walk_claims(client, conn, seed):
+    """The same tasks as the walk of the ready index, which a type with group keys
+    among the worker's types brings back (its one task comes last of all)."""
+    rng = random.Random(seed)
+    later = datetime.now(timezone.utc) + timedelta(hours=1)
+    client.set_task_type_limit("held", max_running=2)
+    if rng.random() < 0.3:
+        client.pause_task_type("third")
+    client.submit_batch(
+        [
+            {
+                "task_type": rng.choice(["job", "other", "third", "held", "flood"]),
+                "priority": rng.randint(-2, 2),
+                "run_at": later if rng.random() < 0.1 else None,
+                "required_capabilities": ["gpu"] if rng.random() < 0.15 else [],
+            }
+            for _ in range(rng.randint(5, 60))
+        ]
+    )
+    [oracle] = client.submit_batch([{"task_type": "grouped", "group_key": "g", "priority": -1000}])
+    types = ["job", "other", "third", "held"]
+    capabilities = rng.choice([[], ["gpu"]])
+    limit = rng.randint(1, 12)
+    cursor = rng.choice([(None, None), (rng.randint(-2, 2), rng.randint(0, 40))])
+
+    def claimed(task_types):
+        with conn.transaction(force_rollback=True):
+            return {
+                r[0]
+                for r in conn.execute(
+                    "SELECT id FROM omnispindle.claim_tasks(%s, %s, %s, gen_random_uuid(), 30,"
+                    " %s, %s)",
+                    [task_types, capabilities, limit, *cursor],
+                )
+            }
+
+    assert claimed(types) == claimed([*types, "grouped"]) - {oracle}
+
+
+def test_a_claim_whose_best_rows_another_holds_takes_the_other_types_next(client, conn, dsn):
+    """The best tasks, all of one type, give that type the whole share of the
+    second claim; its walk finds them held, and the other type fills the room."""
+    client.pause_task_type("held")
+    client.submit_batch([{"task_type": "held", "priority": 9}] * 10)
+    first_type = client.submit_batch([{"task_type": "job", "priority": 5}] * 3)
+    second_type = client.submit_batch([{"task_type": "other"}] * 3)
+    with conn.transaction(force_rollback=True), psycopg.connect(dsn, autocommit=True) as other:
+        first = claim_of(["job", "other", "held"])(conn)
+        second = claim_of(["job", "other", "held"])(other)
+    assert first == set(first_type) and second == set(second_type)
 
 
 def test_a_type_resumed_during_a_claim_waits_for_the_next_claim(client, conn, dsn):
@@ -163,6 +232,38 @@ def test_a_worker_hands_over_past_a_paused_types_backlog_without_reading_it(clie
             q.tasks.complete_and_claim(
                 q.tasks.Results([running["id"]], [running["lease_token"]], ['{"ok": true}']),
                 task_types=text_array(["held", "job"]),
+                capabilities=text_array([]),
+                limit=4,
+                worker_id=uuid.uuid4(),
+                lease_seconds=30.0,
+                after_priority=None,
+                after_id=None,
+            ),
+        )
+        return [r["id"] for r in rows if not r["dropped"]]
+
+    handed, read = read_by(conn, step)
+    assert handed == [child]
+    assert read <= 10, read
+
+
+def test_a_worker_of_several_types_hands_over_past_a_paused_backlog_without_reading_it(
+    client, conn
+):
+    parent, child = client.submit_batch(
+        [{"task_type": "job"}, {"task_type": "other", "dependencies": [entry(0)]}]
+    )
+    client.pause_task_type("held")
+    client.submit_batch([{"task_type": "held", "priority": 5}] * BACKLOG)
+    [running] = claim(conn)
+    assert running["id"] == parent
+
+    def step(conn):
+        rows = execute(
+            conn,
+            q.tasks.complete_and_claim(
+                q.tasks.Results([running["id"]], [running["lease_token"]], ['{"ok": true}']),
+                task_types=text_array(["job", "other", "held"]),
                 capabilities=text_array([]),
                 limit=4,
                 worker_id=uuid.uuid4(),
