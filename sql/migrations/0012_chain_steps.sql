@@ -475,7 +475,7 @@ $$;
 -- order. Walking that index, a worker steps over every pending task ahead of
 -- its own that it does not run: a claim of 8 by a worker of two types took
 -- 32 ms behind 100,000 tasks of one of them held back by its running limit,
--- and 0.6 ms by type; of three types, 53 to 70 ms, and 0.9 to 1.1 ms by type.
+-- and 0.6 ms by type; of three types, 46 to 69 ms, and 0.62 to 0.67 ms by type.
 -- A worker of several types still steps so over another worker's backlog.
 CREATE FUNCTION omnispindle.walked_by_type(p_task_types text[], p_set_apart text[])
 RETURNS text[]
@@ -596,11 +596,12 @@ DECLARE
     -- instead of walking tasks_ready_idx (see walked_by_type); NULL until the
     -- first walk, empty when the walks take tasks_ready_idx.
     by_type text[];
-    -- A walk of several types: the types not yet spent, those whose share
-    -- came back short, and the priorities of what the rounds took.
-    walked text[];
-    spent text[];
+    -- A walk of several types: the priorities of what its rounds took, the
+    -- tasks they passed over (held by another claim), and how many tasks the
+    -- last round read.
     priorities integer[];
+    passed bigint[];
+    read_best integer;
 BEGIN
     -- Both in one read, which every claim makes.
     SELECT ARRAY(SELECT l.task_type FROM omnispindle.task_type_limits l
@@ -1105,26 +1106,26 @@ BEGIN
                 FROM summed WHERE upto - size < budget;
             ELSIF cardinality(by_type) > 1 THEN
                 -- Several types, each over its own range, merged in the walk's
-                -- order. The best tasks of all of them, read without a lock, give
-                -- each type its share of the claim; then each type's share is
-                -- walked again, locked as found. So the claim locks no more rows
-                -- than it takes: a walk per type locking the whole room held rows
-                -- that a claim made at the same moment needed, and that claim
-                -- came back empty. A type whose share comes back short (its tasks
-                -- taken by such a claim) is spent for this walk: one more round
-                -- gives its room to the others. Racing a claim so, a claim takes
-                -- the next tasks of each type, not always the next of all.
-                walked := by_type;
+                -- order and read without a lock; then the claim locks those best
+                -- tasks by key, passing over the ones another claim holds, and
+                -- so locks no more rows than it takes. (A walk of each type that
+                -- locked up to the claim's room held tasks that a claim made at
+                -- the same moment needed: that claim came back empty.) The tasks
+                -- passed over are left out of the next round, which reads the
+                -- next best for the room left: the claim takes the best tasks
+                -- no other claim holds, as a walk of the ready index does.
                 chosen := '{}';
                 sizes := '{}';
                 priorities := '{}';
+                passed := '{}';
                 taken := 0;
                 LOOP
-                    WITH best AS (
-                        SELECT c.task_type
-                        FROM unnest(walked) AS w(task_type)
+                    room := p_limit - claimed - cardinality(chosen);
+                    WITH best AS MATERIALIZED (
+                        SELECT c.id
+                        FROM unnest(by_type) AS w(task_type)
                         CROSS JOIN LATERAL (
-                            SELECT r.task_type, r.priority, r.id
+                            SELECT r.priority, r.id
                             FROM omnispindle.tasks r
                             WHERE r.state = 'pending'
                               AND r.task_type = w.task_type
@@ -1139,49 +1140,40 @@ BEGIN
                                        p_capabilities, p_worker_id))
                               AND r.attempts < r.max_attempts
                               AND r.id <> ALL (chosen)
+                              AND r.id <> ALL (passed)
                             ORDER BY r.task_type, r.group_key, r.priority DESC, r.id
-                            LIMIT p_limit - claimed - cardinality(chosen)) c
+                            LIMIT room) c
                         ORDER BY c.priority DESC, c.id
-                        LIMIT p_limit - claimed - cardinality(chosen)
-                    ), shares AS (
-                        SELECT b.task_type, count(*) AS n FROM best b GROUP BY b.task_type
+                        LIMIT room
                     ), locked AS (
-                        SELECT s.task_type, c.id, c.priority, c.size
-                        FROM shares s
+                        -- Each by its key (a plan made on a table without
+                        -- statistics took the ready index for a list of keys,
+                        -- and read all of it), read again once locked: still
+                        -- ready, and not paused by a pause committed since the
+                        -- claim began.
+                        SELECT c.*
+                        FROM best b
                         CROSS JOIN LATERAL (
                             SELECT r.id, r.priority, pg_column_size(r.parameters) AS size
                             FROM omnispindle.tasks r
-                            WHERE r.state = 'pending'
-                              AND r.task_type = s.task_type
-                              AND r.group_key IS NULL
-                              AND r.priority BETWEEN walks[walk * 3 + 1] AND walks[walk * 3 + 2]
-                              AND r.id > walks[walk * 3 + 3]
+                            WHERE r.id = b.id
+                              AND r.state = 'pending'
                               AND r.run_after <= now()
-                              AND r.required_capabilities <@ p_capabilities
-                              AND (r.required_capabilities = '{}'
-                                   OR NOT omnispindle.left_to_a_narrower_worker(
-                                       r.task_type, r.required_capabilities, r.run_after,
-                                       p_capabilities, p_worker_id))
                               AND r.attempts < r.max_attempts
-                              AND r.id <> ALL (chosen)
                               AND NOT EXISTS (SELECT FROM omnispindle.paused_task_types p
-                                              WHERE p.task_type = s.task_type)
-                            ORDER BY r.task_type, r.group_key, r.priority DESC, r.id
-                            LIMIT s.n
+                                              WHERE p.task_type = r.task_type)
                             FOR NO KEY UPDATE SKIP LOCKED) c
                     )
                     SELECT chosen || ARRAY(SELECT l.id FROM locked l),
                            sizes || ARRAY(SELECT l.size::bigint FROM locked l),
                            priorities || ARRAY(SELECT l.priority FROM locked l),
                            taken + coalesce((SELECT sum(l.size) FROM locked l), 0),
-                           ARRAY(SELECT s.task_type FROM shares s
-                                 WHERE s.n > (SELECT count(*) FROM locked l
-                                              WHERE l.task_type = s.task_type))
-                    INTO chosen, sizes, priorities, taken, spent;
-                    EXIT WHEN cardinality(spent) = 0 OR claimed + cardinality(chosen) >= p_limit;
-                    walked := ARRAY(SELECT w.task_type FROM unnest(walked) AS w(task_type)
-                                    WHERE w.task_type <> ALL (spent));
-                    EXIT WHEN cardinality(walked) = 0;
+                           passed || ARRAY(SELECT b.id FROM best b
+                                           WHERE b.id <> ALL (ARRAY(SELECT l.id FROM locked l))),
+                           (SELECT count(*) FROM best)
+                    INTO chosen, sizes, priorities, taken, passed, read_best;
+                    -- Done when the room is full, or the round read all there was.
+                    EXIT WHEN claimed + cardinality(chosen) >= p_limit OR read_best < room;
                 END LOOP;
                 IF taken >= budget THEN
                     -- As many as the budget holds, in the walk's order.

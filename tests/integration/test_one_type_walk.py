@@ -28,8 +28,8 @@ def read_by(conn, step):
         return got, conn.execute(ENTRIES_READ).fetchone()[0] - before
 
 
-def claim_of(task_types):
-    """A claim of 3 by a worker of ``task_types``: the ids it takes."""
+def claim_of(task_types, limit=3):
+    """A claim of ``limit`` by a worker of ``task_types``: the ids it takes."""
 
     def step(conn):
         rows = execute(
@@ -37,7 +37,7 @@ def claim_of(task_types):
             q.tasks.claim_tasks(
                 task_types=task_types,
                 capabilities=[],
-                limit=3,
+                limit=limit,
                 worker_id=uuid.uuid4(),
                 lease_seconds=30,
             ),

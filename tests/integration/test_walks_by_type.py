@@ -89,10 +89,7 @@ def test_a_claim_made_while_another_holds_its_rows_takes_the_next_ones(
         first = claim_of(task_types)(conn)
         second = claim_of(task_types)(other)
     # Neither waits for the other, nor comes back empty while tasks are ready.
-    # Several types share the room by the best rows, held or not: the second
-    # claim takes the next rows of each type, not always the next of all.
-    assert first == set(walked[:3])
-    assert len(second) == min(3, len(walked) - 3) and second <= set(walked[3:])
+    assert first == set(walked[:3]) and second == set(walked[3:6])
 
 
 @pytest.mark.parametrize("seed", range(12))
@@ -146,6 +143,20 @@ def test_a_claim_whose_best_rows_another_holds_takes_the_other_types_next(client
         first = claim_of(["job", "other", "held"])(conn)
         second = claim_of(["job", "other", "held"])(other)
     assert first == set(first_type) and second == set(second_type)
+
+
+def test_a_claim_racing_another_takes_the_best_tasks_not_held_of_any_type(client, conn, dsn):
+    """Not the next tasks of the type whose best another claim holds, when
+    better ones of another type are free."""
+    client.pause_task_type("held")
+    client.submit_batch([{"task_type": "held", "priority": 9}] * 10)
+    best = client.submit_batch([{"task_type": "job", "priority": 9}] * 4)
+    client.submit_batch([{"task_type": "job", "priority": -1000}] * 4)
+    next_best = client.submit_batch([{"task_type": "other", "priority": 8}] * 4)
+    with conn.transaction(force_rollback=True), psycopg.connect(dsn, autocommit=True) as other:
+        first = claim_of(["job", "other", "held"], 4)(conn)
+        second = claim_of(["job", "other", "held"], 4)(other)
+    assert first == set(best) and second == set(next_best)
 
 
 def test_a_type_resumed_during_a_claim_waits_for_the_next_claim(client, conn, dsn):
