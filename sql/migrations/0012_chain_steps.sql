@@ -567,8 +567,9 @@ DECLARE
     group_rate double precision;  -- the type's rate per group, if any
     group_burst double precision;  -- each group's bucket, full
     -- Walks of the index, in order: (lowest priority, highest priority, after id).
-    -- -1000 and 1000 bound priorities (tasks_priority_range).
-    walks integer[] := CASE WHEN p_after_id IS NULL THEN ARRAY[-1000, 1000, 0]
+    -- -1000 and 1000 bound priorities (tasks_priority_range). Ids are bigint: as
+    -- integers, a cursor past 2^31 - 1 failed every claim.
+    walks bigint[] := CASE WHEN p_after_id IS NULL THEN ARRAY[-1000, 1000, 0]
                             ELSE ARRAY[p_after_priority + 1, 1000, 0,
                                        p_after_priority, p_after_priority, p_after_id,
                                        -1000, p_after_priority - 1, 0] END;

@@ -62,6 +62,16 @@ def test_a_claim_starts_past_its_cursor(client, conn, task_types):
 
 
 @WALKS
+def test_a_cursor_past_the_largest_integer_is_walked_from(client, conn, task_types):
+    """Task ids are bigint: the cursor of a queue that has lived long enough
+    passes 2**31 - 1."""
+    high = client.submit_task("job", priority=5)
+    client.submit_batch([{"task_type": "job"}] * 2)
+    rows = step(conn, 3, task_types, after=(0, 2**31 + 5))
+    assert claimed_ids(rows) == [high]
+
+
+@WALKS
 def test_higher_priorities_than_the_cursor_come_first(client, conn, task_types):
     low = client.submit_batch([{"task_type": "job"}] * 5)
     high = client.submit_task("job", priority=5)
