@@ -1040,28 +1040,8 @@ BEGIN
                                 WHERE p.task_type = ANY (p_task_types)));
     END IF;
     FOR w IN 1 .. 3 LOOP
-        IF cardinality(by_type) = 1 THEN
-            -- As claim_tasks walks one type.
-            RETURN QUERY
-                SELECT w, r.priority, r.id FROM omnispindle.tasks r
-                WHERE r.state = 'pending'
-                  AND r.task_type = by_type[1]
-                  AND r.group_key IS NULL
-                  AND r.priority BETWEEN p_walks[w * 3 - 2] AND p_walks[w * 3 - 1]
-                  AND r.id > p_walks[w * 3]
-                  AND r.run_after <= now()
-                  AND r.required_capabilities <@ p_capabilities
-                  AND (r.required_capabilities = '{}'
-                       OR NOT omnispindle.left_to_a_narrower_worker(
-                           r.task_type, r.required_capabilities, r.run_after,
-                           p_capabilities, p_worker_id))
-                  AND r.attempts < r.max_attempts
-                  AND NOT EXISTS (SELECT FROM omnispindle.paused_task_types p
-                                  WHERE p.task_type = by_type[1])
-                ORDER BY r.task_type, r.group_key, r.priority DESC, r.id
-                LIMIT 1;
-        ELSIF cardinality(by_type) > 1 THEN
-            -- As claim_tasks walks several types: the best of each one's first.
+        IF cardinality(by_type) > 0 THEN
+            -- As claim_tasks walks its types apart: the best of each one's first.
             RETURN QUERY
                 SELECT w, c.priority, c.id
                 FROM unnest(by_type) AS t(task_type)
@@ -2923,7 +2903,7 @@ BEGIN
         -- claimed, wait there until vacuum removes them (in a drain of a fair
         -- type, this statement read 1,271 buffers a call with the probe from
         -- the start, 619 from the end). Then each type walked must be
-        -- ungrouped, as ungrouped_type asks, in one statement.
+        -- ungrouped.
         RETURN CASE WHEN EXISTS (SELECT FROM unnest(p_set_apart) h(task_type)
                                  CROSS JOIN LATERAL (
                                      SELECT FROM omnispindle.tasks r
@@ -2931,13 +2911,8 @@ BEGIN
                                      ORDER BY r.task_type DESC, r.group_key DESC, r.priority,
                                               r.id DESC
                                      LIMIT 1) b)
-                         AND NOT EXISTS (
-                             SELECT FROM unnest(walked) t(task_type)
-                             CROSS JOIN LATERAL (SELECT r.group_key FROM omnispindle.tasks r
-                                                 WHERE r.state = 'pending'
-                                                   AND r.task_type = t.task_type
-                                                   AND r.group_key IS NOT NULL
-                                                 ORDER BY r.task_type, r.group_key LIMIT 1) g)
+                         AND NOT EXISTS (SELECT FROM unnest(walked) t(task_type)
+                                         WHERE NOT omnispindle.ungrouped_type(t.task_type))
                     THEN walked ELSE '{}' END;
     END IF;
     RETURN CASE WHEN omnispindle.walks_one_type(walked) THEN walked ELSE '{}' END;
