@@ -85,9 +85,7 @@ def test_a_claim_made_while_another_holds_its_rows_takes_the_next_ones(
     client.submit_batch([{"task_type": "held", "priority": 5}] * 10)
     ids = client.submit_batch([{"task_type": kind} for kind in ("job", "other") * 4])
     walked = [i for i, kind in zip(ids, ("job", "other") * 4) if kind in task_types]
-    with conn.transaction(force_rollback=True), psycopg.connect(dsn, autocommit=True) as other:
-        first = claim_of(task_types)(conn)
-        second = claim_of(task_types)(other)
+    first, second = racing_claims(conn, dsn, task_types)
     # Neither waits for the other, nor comes back empty while tasks are ready.
     assert first == set(walked[:3]) and second == set(walked[3:6])
 
@@ -139,9 +137,7 @@ def test_a_claim_whose_best_rows_another_holds_takes_the_other_types_next(client
     client.submit_batch([{"task_type": "held", "priority": 9}] * 10)
     first_type = client.submit_batch([{"task_type": "job", "priority": 5}] * 3)
     second_type = client.submit_batch([{"task_type": "other"}] * 3)
-    with conn.transaction(force_rollback=True), psycopg.connect(dsn, autocommit=True) as other:
-        first = claim_of(["job", "other", "held"])(conn)
-        second = claim_of(["job", "other", "held"])(other)
+    first, second = racing_claims(conn, dsn, ["job", "other", "held"])
     assert first == set(first_type) and second == set(second_type)
 
 
@@ -153,9 +149,7 @@ def test_a_claim_racing_another_takes_the_best_tasks_not_held_of_any_type(client
     best = client.submit_batch([{"task_type": "job", "priority": 9}] * 4)
     client.submit_batch([{"task_type": "job", "priority": -1000}] * 4)
     next_best = client.submit_batch([{"task_type": "other", "priority": 8}] * 4)
-    with conn.transaction(force_rollback=True), psycopg.connect(dsn, autocommit=True) as other:
-        first = claim_of(["job", "other", "held"], 4)(conn)
-        second = claim_of(["job", "other", "held"], 4)(other)
+    first, second = racing_claims(conn, dsn, ["job", "other", "held"], limit=4)
     assert first == set(best) and second == set(next_best)
 
 
@@ -228,41 +222,16 @@ def test_a_walked_type_with_group_keys_walks_the_ready_index_in_the_same_order(c
     assert read >= 50, read
 
 
-def test_a_worker_hands_over_past_a_paused_types_backlog_without_reading_it(client, conn):
-    parent, child = client.submit_batch(
-        [{"task_type": "job"}, {"task_type": "job", "dependencies": [entry(0)]}]
-    )
-    client.pause_task_type("held")
-    client.submit_batch([{"task_type": "held", "priority": 5}] * BACKLOG)
-    [running] = claim(conn)
-    assert running["id"] == parent
-
-    def step(conn):
-        rows = execute(
-            conn,
-            q.tasks.complete_and_claim(
-                q.tasks.Results([running["id"]], [running["lease_token"]], ['{"ok": true}']),
-                task_types=text_array(["held", "job"]),
-                capabilities=text_array([]),
-                limit=4,
-                worker_id=uuid.uuid4(),
-                lease_seconds=30.0,
-                after_priority=None,
-                after_id=None,
-            ),
-        )
-        return [r["id"] for r in rows if not r["dropped"]]
-
-    handed, read = read_by(conn, step)
-    assert handed == [child]
-    assert read <= 10, read
-
-
-def test_a_worker_of_several_types_hands_over_past_a_paused_backlog_without_reading_it(
-    client, conn
+@pytest.mark.parametrize(
+    "child_type, task_types",
+    [("job", ["held", "job"]), ("other", ["job", "other", "held"])],
+    ids=["one-type-left", "several-types-left"],
+)
+def test_a_worker_hands_over_past_a_paused_types_backlog_without_reading_it(
+    client, conn, child_type, task_types
 ):
     parent, child = client.submit_batch(
-        [{"task_type": "job"}, {"task_type": "other", "dependencies": [entry(0)]}]
+        [{"task_type": "job"}, {"task_type": child_type, "dependencies": [entry(0)]}]
     )
     client.pause_task_type("held")
     client.submit_batch([{"task_type": "held", "priority": 5}] * BACKLOG)
@@ -274,7 +243,7 @@ def test_a_worker_of_several_types_hands_over_past_a_paused_backlog_without_read
             conn,
             q.tasks.complete_and_claim(
                 q.tasks.Results([running["id"]], [running["lease_token"]], ['{"ok": true}']),
-                task_types=text_array(["job", "other", "held"]),
+                task_types=text_array(task_types),
                 capabilities=text_array([]),
                 limit=4,
                 worker_id=uuid.uuid4(),
@@ -288,6 +257,13 @@ def test_a_worker_of_several_types_hands_over_past_a_paused_backlog_without_read
     handed, read = read_by(conn, step)
     assert handed == [child]
     assert read <= 10, read
+
+
+def racing_claims(conn, dsn, task_types, limit=3):
+    """The ids two claims by workers of ``task_types`` take, the second made on
+    another connection while the first, undone afterwards, holds its rows."""
+    with conn.transaction(force_rollback=True), psycopg.connect(dsn, autocommit=True) as other:
+        return claim_of(task_types, limit)(conn), claim_of(task_types, limit)(other)
 
 
 def waiting_for_the_lock(conn) -> bool:
