@@ -1395,6 +1395,9 @@ DECLARE
     handed bigint[];
     handed_bytes bigint;
     none_ready boolean;  -- whether the claim would have found nothing but the children
+    -- In a worker's step: 0 when its tasks have no children, 1 when no child
+    -- can become ready, 2 when one may.
+    children integer;
 BEGIN
     -- Claims leave every row running, which asks for nothing here.
     IF NOT EXISTS (SELECT FROM new_rows WHERE state <> 'running') THEN
@@ -1438,13 +1441,29 @@ BEGIN
         -- the same update, as far as its claim would have taken them first
         -- (see offered and handing below): a chain's next link is then written
         -- once, neither announced nor claimed. That statement costs more to
-        -- start than the plain countdown, so a step runs it only when its
-        -- tasks have children, and a step whose tasks have none nothing more.
-        -- A step whose results include a cancel (one was requested) counts
-        -- down plainly: the cascade below readies more children in a nested
-        -- countdown, which could not weigh them against those handed here.
+        -- start than the plain countdown, so a step runs it only when a child
+        -- may become ready: one waiting on no more parents than the step
+        -- finished. A fan-in's last task, waiting on thousands, is counted
+        -- down plainly, and a step whose tasks have no children does nothing
+        -- more. A step whose results include a cancel (one was requested)
+        -- counts down plainly: the cascade below readies more children in a
+        -- nested countdown, which could not weigh them against those handed
+        -- here.
         hand := nullif(current_setting('omnispindle_step.hand_to', true), '')::jsonb;
-        IF hand IS NULL OR broken IS NOT NULL THEN
+        IF hand IS NOT NULL AND broken IS NULL THEN
+            -- CASE reads the second probe only for a step whose tasks have children.
+            SELECT CASE WHEN NOT EXISTS (SELECT FROM omnispindle.task_dependencies d
+                                         WHERE d.depends_on = ANY (succeeded)) THEN 0
+                        WHEN EXISTS (SELECT FROM omnispindle.task_dependencies d
+                                     WHERE d.depends_on = ANY (succeeded)
+                                       AND (SELECT t.pending_dependencies <= cardinality(succeeded)
+                                            FROM omnispindle.tasks t
+                                            WHERE t.id = d.task_id AND t.state = 'blocked'
+                                            OFFSET 0)) THEN 2
+                        ELSE 1 END
+            INTO children;
+        END IF;
+        IF hand IS NULL OR broken IS NOT NULL OR children = 1 THEN
             WITH finished_parents AS (
                 SELECT d.task_id,
                        count(*) FILTER (WHERE d.depends_on = ANY (succeeded))::integer AS ok,
@@ -1478,8 +1497,7 @@ BEGIN
             FROM counted c
             WHERE t.id = c.task_id AND c.done > 0
               AND t.state NOT IN ('succeeded', 'failed', 'cancelled');
-        ELSIF EXISTS (SELECT FROM omnispindle.task_dependencies d
-                      WHERE d.depends_on = ANY (coalesce(succeeded, '{}') || coalesce(broken, '{}'))) THEN
+        ELSIF children = 2 THEN
             hand_worker := (hand ->> 'worker')::uuid;
             hand_types := ARRAY(SELECT jsonb_array_elements_text(hand -> 'types'));
             hand_capabilities := ARRAY(SELECT jsonb_array_elements_text(hand -> 'capabilities'));

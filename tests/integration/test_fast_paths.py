@@ -347,6 +347,26 @@ def test_a_countdown_that_leaves_its_child_blocked_adds_no_index_entry(client, c
     assert conn.execute(due, [fan_in]).fetchone() > submitted_due  # due once ready, as before
 
 
+def test_a_step_that_readies_no_child_counts_down_without_the_hand_over(client, conn):
+    """The hand-over's statement costs more to start than the plain countdown: a
+    step runs it only when a child may become ready, not at every step that
+    stores one of a fan-in's many parents."""
+    *_, fan_in = client.submit_batch(
+        [{"task_type": "job"}] * 3
+        + [{"task_type": "job", "dependencies": [entry(0), entry(1), entry(2)]}]
+    )
+    held = claim(conn, 3)
+    plans = plans_of_nested_statements(conn)
+    assert [r["id"] for r in complete_and_claim(conn, held[:1], limit=3)] == []
+    assert conn.execute(
+        "SELECT state::text, pending_dependencies FROM omnispindle.tasks WHERE id = %s", [fan_in]
+    ).fetchone() == ("blocked", 2)
+    assert not [plan for plan in plans if "first_ready_task" in plan], plans
+    rows = complete_and_claim(conn, held[1:], limit=3)
+    assert [r["id"] for r in rows if not r["dropped"]] == [fan_in]
+    assert [plan for plan in plans if "first_ready_task" in plan], plans
+
+
 def test_a_workers_step_keeps_its_plans_instead_of_planning_every_call(conn):
     """Arrays as parameters made the plan cache plan every call afresh (a fifth of
     a chain step's time in Postgres); the plans those settings keep are checked
