@@ -95,6 +95,38 @@ JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = %(schema)s AND c.relkind IN ('v', 'm')
 """
 
+# Who may do what: each function's, relation's and column's privileges, in a
+# sorted list, so that the order in which grants were made does not count. An
+# object with no ACL of its own holds its kind's default, so that an explicit
+# grant of the default to its owner counts the same.
+ACLS = """
+SELECT 'function' AS kind,
+       p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')' AS name,
+       ARRAY(SELECT a::text FROM unnest(coalesce(p.proacl, acldefault('f'::"char", p.proowner))) a
+             ORDER BY 1) AS acl
+FROM pg_proc p
+JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE n.nspname = %(schema)s
+UNION ALL
+SELECT 'relation', c.relname,
+       ARRAY(SELECT a::text
+             FROM unnest(coalesce(
+                 c.relacl,
+                 acldefault((CASE c.relkind WHEN 'S' THEN 's' ELSE 'r' END)::"char", c.relowner))) a
+             ORDER BY 1)
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %(schema)s AND c.relname <> %(excluded)s
+  AND c.relkind IN ('r', 'p', 'v', 'm', 'S')
+UNION ALL
+SELECT 'column', c.relname || '.' || a.attname,
+       ARRAY(SELECT x::text FROM unnest(a.attacl) x ORDER BY 1)
+FROM pg_attribute a
+JOIN pg_class c ON c.oid = a.attrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %(schema)s AND c.relname <> %(excluded)s AND a.attacl IS NOT NULL
+"""
+
 PARTS = {
     "columns": COLUMNS,
     "constraints": CONSTRAINTS,
@@ -105,6 +137,7 @@ PARTS = {
     "functions": FUNCTIONS,
     "triggers": TRIGGERS,
     "views": VIEWS,
+    "acls": ACLS,
 }
 
 

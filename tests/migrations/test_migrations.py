@@ -125,6 +125,11 @@ ALTERATIONS = [
         ),
         "views",
     ),
+    (
+        "GRANT EXECUTE ON FUNCTION omnispindle.retry_delay(integer, double precision) TO PUBLIC",
+        "acls",
+    ),
+    ("GRANT SELECT ON omnispindle.failed_tasks TO PUBLIC", "acls"),
 ]
 
 
