@@ -1,9 +1,10 @@
 """Every default and every range, defined once.
 
 Signatures, validation, the CLI's options and the statements that fill in a
-field left out all read them from here. The schema's column defaults and
-CHECK constraints say the same for plain SQL; a test holds the catalog to
-these values (tests/migrations/test_defaults.py).
+field left out all read them from here. The schema's column defaults, its
+CHECK constraints and the rules of ``omnispindle.broken_request_rule`` say
+the same for plain SQL; a test holds the catalog to these values
+(tests/migrations/test_defaults.py).
 """
 
 from __future__ import annotations

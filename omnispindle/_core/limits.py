@@ -1,8 +1,10 @@
 """How big a task may be: the limits every process checks before writing.
 
-The database holds ceilings of its own (CHECK constraints in migration
-``0007_guarded_rows``) that also stop writers using plain SQL; these limits
-may be set lower or higher, up to those ceilings, for the whole process.
+The database holds ceilings of its own that also stop writers using plain
+SQL: for tasks, the rules that ``omnispindle.broken_request_rule`` and
+``omnispindle.broken_outcome_rule`` check when a row is written; for other
+tables, CHECK constraints. These limits may be set lower or higher, up to
+those ceilings, for the whole process.
 """
 
 from __future__ import annotations
