@@ -1443,17 +1443,20 @@ BEGIN
         -- once, neither announced nor claimed. That statement costs more to
         -- start than the plain countdown, so a step runs it only when a child
         -- may become ready: one waiting on no more parents than the step
-        -- finished. A fan-in's last task, waiting on thousands, is counted
-        -- down plainly, and a step whose tasks have no children does nothing
-        -- more. A step whose results include a cancel (one was requested)
-        -- counts down plainly: the cascade below readies more children in a
-        -- nested countdown, which could not weigh them against those handed
-        -- here.
+        -- finished (its parents among them are distinct, so no more can
+        -- count). A fan-in's last task, waiting on thousands, is counted down
+        -- plainly, and a step whose tasks have no children does nothing more.
+        -- A step whose tasks have over 32 children's edges runs it at once:
+        -- its start weighs little there, and reading each child a second time
+        -- to choose would weigh more. A step whose results include a cancel
+        -- (one was requested) counts down plainly: the cascade below readies
+        -- more children in a nested countdown, which could not weigh them
+        -- against those handed here.
         hand := nullif(current_setting('omnispindle_step.hand_to', true), '')::jsonb;
         IF hand IS NOT NULL AND broken IS NULL THEN
-            -- CASE reads the second probe only for a step whose tasks have children.
-            SELECT CASE WHEN NOT EXISTS (SELECT FROM omnispindle.task_dependencies d
-                                         WHERE d.depends_on = ANY (succeeded)) THEN 0
+            -- CASE reads the children only for a step with a few edges.
+            SELECT CASE WHEN e.edges = 0 THEN 0
+                        WHEN e.edges > 32 THEN 2
                         WHEN EXISTS (SELECT FROM omnispindle.task_dependencies d
                                      WHERE d.depends_on = ANY (succeeded)
                                        AND (SELECT t.pending_dependencies <= cardinality(succeeded)
@@ -1461,7 +1464,10 @@ BEGIN
                                             WHERE t.id = d.task_id AND t.state = 'blocked'
                                             OFFSET 0)) THEN 2
                         ELSE 1 END
-            INTO children;
+            INTO children
+            FROM (SELECT count(*) AS edges
+                  FROM (SELECT FROM omnispindle.task_dependencies d
+                        WHERE d.depends_on = ANY (succeeded) LIMIT 33) x) e;
         END IF;
         IF hand IS NULL OR broken IS NOT NULL OR children = 1 THEN
             WITH finished_parents AS (
