@@ -1396,7 +1396,7 @@ DECLARE
     handed_bytes bigint;
     none_ready boolean;  -- whether the claim would have found nothing but the children
     -- In a worker's step: 0 when its tasks have no children, 1 when no child
-    -- can become ready, 2 when one may.
+    -- can become ready, 2 when one may or the edges are too many to tell.
     children integer;
 BEGIN
     -- Claims leave every row running, which asks for nothing here.
