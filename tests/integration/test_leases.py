@@ -23,9 +23,24 @@ def complete(conn, row, result="{}"):
     )
 
 
+def claim_lapsed(conn):
+    """Claim with a lease of 1 ms, then wait until the database's clock has passed
+    it: a sweep that began within that millisecond would find the lease held."""
+    row = claim(conn, lease_seconds=0.001)[0]
+    poll(
+        lambda: conn.execute(
+            "SELECT lease_expires_at < clock_timestamp() FROM omnispindle.tasks WHERE id = %s",
+            [row["id"]],
+        ).fetchone()[0],
+        timeout=5,
+        interval=0.001,
+    )
+    return row
+
+
 def test_a_swept_lease_cannot_be_completed_by_its_old_holder(client, queue, conn):
     task_id = client.submit_task("job")
-    first = claim(conn, lease_seconds=0.001)[0]
+    first = claim_lapsed(conn)
     counts = Sweeper(queue.db).run_once()
     assert (counts.requeued, counts.failed, counts.dead_workers) == (1, 0, 0)
     assert len(counts.retry_in) == 1
@@ -136,7 +151,7 @@ def test_paced_passes_leave_the_lease_scans_until_they_are_due(client, queue, co
     """After a scan that took long (under an old snapshot), the sweeping loops
     skip the lease statements for a while; a pass asked for directly does not."""
     task_id = client.submit_task("job")
-    claim(conn, lease_seconds=0.001)
+    claim_lapsed(conn)
     sweeper = Sweeper(queue.db)
     sweeper.lease_scans.walked(60.0)  # as if the last scan took a minute
     skipped = sweeper.run_once(paced=True)
@@ -145,7 +160,7 @@ def test_paced_passes_leave_the_lease_scans_until_they_are_due(client, queue, co
     assert sweeper.run_once().requeued == 1
     sweeper.lease_scans.next_at = 0.0  # the schedule's time has come
     client.submit_task("job")
-    claim(conn, lease_seconds=0.001)
+    claim_lapsed(conn)
     assert sweeper.run_once(paced=True).requeued == 1
     assert sweeper.lease_scans.next_at > 0.0  # and the next one is scheduled
 
