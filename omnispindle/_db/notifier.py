@@ -1,10 +1,14 @@
 """One LISTEN connection per process, fanning notifications out to subscribers.
 
 Workers subscribe to the ready and cancel channels, waiting clients to the
-finished channel, streaming clients to the stream channel. After every
+finished channel, streaming clients to the stream channel. The connection
+listens only on the channels subscribed to so far: every worker's step
+notifies the finished channel, and a worker process woken by each of them
+spent a tenth of its CPU on notifications nobody in it heeded. After every
 (re)connect all subscribers are woken too, because a
 notification sent while the connection was down is lost for good: waking
 turns that loss into one extra check instead of a wait of a poll interval.
+So are a channel's subscribers once it is first listened on.
 A connection that goes silent is probed (see :mod:`listen_probe`), and an
 outage is logged once when it starts and once when it ends.
 """
@@ -25,7 +29,7 @@ from omnispindle._db.outages import Outage
 from omnispindle._db.pool import execute
 from omnispindle._db.queries import setup
 from omnispindle._db.subscribers import Subscribers
-from omnispindle.errors import DatabaseUnavailableError
+from omnispindle.errors import DatabaseUnavailableError, first_line
 
 # Channels by their default names; a queue in another schema has its own.
 READY_CHANNEL = "omnispindle_ready"
@@ -35,6 +39,8 @@ STREAM_CHANNEL = "omnispindle_stream"
 CHANNELS = (READY_CHANNEL, FINISHED_CHANNEL, CANCEL_CHANNEL, STREAM_CHANNEL)
 PROBE_CHANNEL = "omnispindle_probe"
 FIRST_BACKOFF = 0.05
+# The payload that wakes the listening loop to listen on a newly subscribed channel.
+LISTEN_MORE = "listen"
 
 log = logging.getLogger("omnispindle.notifier")
 
@@ -90,6 +96,10 @@ class Notifier:
         self.outage = Outage("the LISTEN connection", log)
         self.backend_pid: int | None = None  # of the listening connection, while there is one
         self._subscribers = Subscribers()
+        # Default names of the channels subscribed to so far, listened on from
+        # then on; and those the live connection listens on (None without one).
+        self._wanted: set[str] = set()
+        self._listened: set[str] | None = None
         self._lock = threading.Lock()
         self._closing = threading.Event()
         self._thread: threading.Thread | None = None
@@ -107,11 +117,17 @@ class Notifier:
             raise ValueError(f"unknown channel {channel!r}")
         handle = self._subscribers.add(channel, callback, with_payload)
         with self._lock:
+            # A live connection waits for notifications: a notification of
+            # our own wakes it to listen on the new channel.
+            listen_more = channel not in self._wanted and self._listened is not None
+            self._wanted.add(channel)
             if self._thread is None and self._dsn is not None:
                 self._thread = threading.Thread(
                     target=self._run, name="omnispindle-notifier", daemon=True
                 )
                 self._thread.start()
+        if listen_more:
+            threading.Thread(target=self._ask_to_listen_more, daemon=True).start()
         return handle
 
     def subscriptions(self, channel: str) -> int:
@@ -150,21 +166,53 @@ class Notifier:
     def _listen(self) -> None:
         assert self._dsn is not None  # the thread runs only with a DSN
         with connect(self._dsn) as conn:
-            for channel in (*CHANNELS, PROBE_CHANNEL):
-                conn.execute(self._namespace.text(setup.listen(channel)))
-            self.backend_pid = conn.info.backend_pid
-            self.outage.restored()
-            self.connected.set()
-            self._wake(None)
-            after, timeout = self._probe_timing
-            probe = SilenceProbe(self._send_probe, after=after, timeout=timeout)
-            while not self._closing.is_set():
-                for notification in conn.notifies(timeout=0.5):
-                    probe.heard(notification.payload)
-                    named = self._channels.get(notification.channel)
-                    if named is not None:
-                        self._wake(named, notification.payload)
-                probe.check()
+            with self._lock:
+                self._listened = set()
+            try:
+                self._listen_on_wanted(conn)
+                conn.execute(self._namespace.text(setup.listen(PROBE_CHANNEL)))
+                self.backend_pid = conn.info.backend_pid
+                self.outage.restored()
+                self.connected.set()
+                self._wake(None)
+                self._hear(conn)
+            finally:
+                with self._lock:
+                    self._listened = None
+
+    def _hear(self, conn: psycopg.Connection[object]) -> None:
+        """Wake the subscribers of each notification until closed, listening on
+        the channels subscribed to meanwhile."""
+        after, timeout = self._probe_timing
+        probe = SilenceProbe(self._send_probe, after=after, timeout=timeout)
+        while not self._closing.is_set():
+            for notification in conn.notifies(timeout=0.5):
+                probe.heard(notification.payload)
+                named = self._channels.get(notification.channel)
+                if named is not None:
+                    self._wake(named, notification.payload)
+            for channel in self._listen_on_wanted(conn):
+                self._wake(channel)  # what was sent on it before went unheard
+            probe.check()
+
+    def _listen_on_wanted(self, conn: psycopg.Connection[object]) -> list[str]:
+        """LISTEN on the channels subscribed to and not yet listened on; returns them."""
+        with self._lock:
+            assert self._listened is not None  # called on a live connection only
+            fresh = sorted(self._wanted - self._listened)
+        for channel in fresh:
+            conn.execute(self._namespace.text(setup.listen(channel)))
+        with self._lock:
+            self._listened.update(fresh)
+        return fresh
+
+    def _ask_to_listen_more(self) -> None:
+        """Wake the listening loop, waiting for notifications, to listen on a new channel;
+        if this fails, the loop still does within its next half second."""
+        try:
+            self._send_probe(LISTEN_MORE)
+        except Exception as exc:  # noqa: BLE001 - the loop's own check covers it
+            log.debug("could not wake the LISTEN connection: %s", first_line(exc))
 
     def _send_probe(self, token: str) -> None:
         assert self._dsn is not None
