@@ -39,7 +39,11 @@ STREAM_CHANNEL = "omnispindle_stream"
 CHANNELS = (READY_CHANNEL, FINISHED_CHANNEL, CANCEL_CHANNEL, STREAM_CHANNEL)
 PROBE_CHANNEL = "omnispindle_probe"
 FIRST_BACKOFF = 0.05
-# The payload that wakes the listening loop to listen on a newly subscribed channel.
+# Seconds the loop waits for notifications before it looks for channels
+# subscribed to meanwhile and for a silence to probe.
+HEARING_SLICE = 0.5
+# The payload of the notice that has the loop look for channels subscribed to
+# meanwhile at once, rather than at the end of its slice.
 LISTEN_MORE = "listen"
 
 log = logging.getLogger("omnispindle.notifier")
@@ -76,6 +80,8 @@ class Notifier:
         probe_after: seconds of silence before the connection is probed.
         probe_timeout: seconds a probe may take to come back before the
             connection counts as dead and is replaced.
+        hearing_slice: seconds the loop waits for notifications before it
+            looks for channels subscribed to meanwhile and for a silence.
     """
 
     def __init__(
@@ -86,8 +92,10 @@ class Notifier:
         namespace: Namespace = DEFAULT,
         probe_after: float = PROBE_AFTER,
         probe_timeout: float = PROBE_TIMEOUT,
+        hearing_slice: float = HEARING_SLICE,
     ) -> None:
         self._dsn = dsn
+        self._hearing_slice = hearing_slice
         self._namespace = namespace
         # The queue's name of each channel, to the default name subscribers use.
         self._channels = {namespace.channel(channel): channel for channel in CHANNELS}
@@ -111,14 +119,15 @@ class Notifier:
         """Call ``callback()`` on each notification on ``channel``; returns a handle.
 
         With ``with_payload`` the callback receives the notification's payload
-        (an empty string when woken by a reconnect).
+        (an empty string when woken by a reconnect, or once the channel is first
+        listened on).
         """
         if channel not in CHANNELS:
             raise ValueError(f"unknown channel {channel!r}")
         handle = self._subscribers.add(channel, callback, with_payload)
         with self._lock:
-            # A live connection waits for notifications: a notification of
-            # our own wakes it to listen on the new channel.
+            # A live connection waits for notifications: a notice of our own
+            # has it listen on the new channel at once.
             listen_more = channel not in self._wanted and self._listened is not None
             self._wanted.add(channel)
             if self._thread is None and self._dsn is not None:
@@ -127,8 +136,15 @@ class Notifier:
                 )
                 self._thread.start()
         if listen_more:
-            threading.Thread(target=self._ask_to_listen_more, daemon=True).start()
+            threading.Thread(
+                target=self._ask_to_listen_more, name="omnispindle-listen-more", daemon=True
+            ).start()
         return handle
+
+    def listens_on(self, channel: str) -> bool:
+        """Whether the connection listens on ``channel`` now (for diagnostics and tests)."""
+        with self._lock:
+            return self._listened is not None and channel in self._listened
 
     def subscriptions(self, channel: str) -> int:
         """How many subscriptions ``channel`` has now (for diagnostics and tests)."""
@@ -186,7 +202,10 @@ class Notifier:
         after, timeout = self._probe_timing
         probe = SilenceProbe(self._send_probe, after=after, timeout=timeout)
         while not self._closing.is_set():
-            for notification in conn.notifies(timeout=0.5):
+            # Back after each packet of notifications (whole: leaving one partway
+            # would drop the rest), so that the notice of a new subscription has
+            # it listen at once.
+            for notification in conn.notifies(timeout=self._hearing_slice, stop_after=1):
                 probe.heard(notification.payload)
                 named = self._channels.get(notification.channel)
                 if named is not None:
@@ -207,8 +226,8 @@ class Notifier:
         return fresh
 
     def _ask_to_listen_more(self) -> None:
-        """Wake the listening loop, waiting for notifications, to listen on a new channel;
-        if this fails, the loop still does within its next half second."""
+        """Have the listening loop, waiting for notifications, listen on a new channel
+        at once; if the notice cannot be sent, it does at the end of its slice."""
         try:
             self._send_probe(LISTEN_MORE)
         except Exception as exc:  # noqa: BLE001 - the loop's own check covers it

@@ -112,6 +112,11 @@ class RelayedNotifier:
             return self._relayed.count(channel)
         return self._own.subscriptions(channel)
 
+    def listens_on(self, channel: str) -> bool:
+        """Whether ``channel`` is heard now: by the pipe, or by the LISTEN connection
+        of the child's own (for diagnostics and tests)."""
+        return channel in RELAYED or self._own.listens_on(channel)
+
     def claimed(self, filled: bool) -> None:
         """Tell the supervisor how a claim a wake-up prompted went: ``filled``, every
         free slot taken (or none was free), so more may be ready for others."""

@@ -54,6 +54,11 @@ class WakeRelay:
             relay = functools.partial(self._relay, channel)
             self._notifier.subscribe(channel, relay, with_payload=True)
 
+    def listening(self) -> bool:
+        """Whether its connection listens on every channel it relays (for diagnostics
+        and tests)."""
+        return all(self._notifier.listens_on(channel) for channel in RELAYED)
+
     def open_pipe(self) -> tuple[int, int, int]:
         """Pipes for a new child: the ends it keeps (the one it reads wake-ups from, the
         one it reports on) and the key to :meth:`close_pipe` them with later."""

@@ -3,9 +3,9 @@ a worker is not woken by every finished step of every worker."""
 
 from __future__ import annotations
 
-import threading
-
 from omnispindle._db.notifier import FINISHED_CHANNEL, READY_CHANNEL, Notifier
+
+from ..acceptance.workers import poll
 
 DEADLINE = 30
 
@@ -13,8 +13,8 @@ DEADLINE = 30
 class HeardNotifier(Notifier):
     """A notifier that records the channel of every wake, subscribed to or not."""
 
-    def __init__(self, dsn: str) -> None:
-        super().__init__(dsn)
+    def __init__(self, dsn: str, **options: float) -> None:
+        super().__init__(dsn, **options)
         self.heard: list[str | None] = []
 
     def _wake(self, channel: str | None, payload: str = "") -> None:
@@ -22,33 +22,60 @@ class HeardNotifier(Notifier):
         super()._wake(channel, payload)
 
 
+def heard_once_sent(conn, payloads: list[str], payload: str) -> bool:
+    """Whether ``payload`` was heard on the ready channel; if not, send it (again):
+    what is sent before the connection listens is lost."""
+    if payload in payloads:
+        return True
+    conn.execute("SELECT pg_notify('omnispindle_ready', %s)", (payload,))
+    return False
+
+
 def test_a_process_is_sent_only_the_channels_it_subscribed_to(dsn, conn):
     notifier = HeardNotifier(dsn)
-    ready = threading.Event()
+    payloads: list[str] = []
     try:
-        notifier.subscribe(READY_CHANNEL, ready.set)
-        assert notifier.connected.wait(DEADLINE)
-        ready.clear()
+        notifier.subscribe(READY_CHANNEL, payloads.append, with_payload=True)
+        poll(lambda: heard_once_sent(conn, payloads, "listening"), DEADLINE)
         conn.execute("NOTIFY omnispindle_finished")
-        conn.execute("NOTIFY omnispindle_ready")  # delivered after the first, if at all
-        assert ready.wait(DEADLINE)
+        conn.execute("NOTIFY omnispindle_ready, 'after'")  # delivered after the first, if at all
+        poll(lambda: "after" in payloads, DEADLINE)
         assert FINISHED_CHANNEL not in notifier.heard
     finally:
         notifier.close()
 
 
-def test_a_channel_subscribed_to_on_a_live_connection_is_listened_on(dsn, conn):
-    notifier = Notifier(dsn)
-    finished = threading.Event()
+def test_a_channel_subscribed_to_on_a_live_connection_is_listened_on_at_once(dsn, conn):
+    # A slice longer than the deadline: only the notice of the subscription can
+    # have the loop listen on the new channel in time.
+    notifier = Notifier(dsn, hearing_slice=DEADLINE * 20)
+    payloads: list[str] = []
     try:
         notifier.subscribe(READY_CHANNEL, lambda: None)
         assert notifier.connected.wait(DEADLINE)
-        notifier.subscribe(FINISHED_CHANNEL, finished.set)
-        # Woken once listened on, since what was sent before went unheard ...
-        assert finished.wait(DEADLINE)
-        finished.clear()
-        # ... and by each notification from then on.
-        conn.execute("NOTIFY omnispindle_finished")
-        assert finished.wait(DEADLINE)
+        notifier.subscribe(FINISHED_CHANNEL, payloads.append, with_payload=True)
+        poll(lambda: notifier.listens_on(FINISHED_CHANNEL), DEADLINE)
+        # Woken once listened on (what was sent before went unheard), then by
+        # each notification.
+        poll(lambda: "" in payloads, DEADLINE)
+        conn.execute("NOTIFY omnispindle_finished, 'done'")
+        poll(lambda: "done" in payloads, DEADLINE)
+    finally:
+        notifier.close()
+
+
+def test_the_notice_of_a_subscription_drops_none_sent_with_it(dsn, conn):
+    notifier = Notifier(dsn)
+    payloads: list[str] = []
+    try:
+        notifier.subscribe(READY_CHANNEL, payloads.append, with_payload=True)
+        poll(lambda: heard_once_sent(conn, payloads, "listening"), DEADLINE)
+        # Committed together, so delivered together: the notice and what follows it.
+        with conn.transaction():
+            conn.execute("NOTIFY omnispindle_probe, 'listen'")
+            for n in range(20):
+                conn.execute("SELECT pg_notify('omnispindle_ready', %s)", (str(n),))
+        poll(lambda: "19" in payloads, DEADLINE)
+        assert [p for p in payloads if p.isdigit()] == [str(n) for n in range(20)]
     finally:
         notifier.close()

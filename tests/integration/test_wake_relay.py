@@ -7,8 +7,7 @@ from __future__ import annotations
 import itertools
 import os
 import threading
-
-import psycopg
+from collections.abc import Callable
 
 from omnispindle._db.namespace import DEFAULT
 from omnispindle._db.notifier import CANCEL_CHANNEL, FINISHED_CHANNEL, READY_CHANNEL
@@ -21,17 +20,9 @@ DEADLINE = 30
 BARRIERS = itertools.count()
 
 
-def listening(relay_dsn: str) -> None:
-    """Wait until a connection of the database listens on every channel (the
-    probe's is the last it asks for)."""
-    with psycopg.connect(relay_dsn, autocommit=True) as conn:
-        poll(
-            lambda: conn.execute(
-                "SELECT 1 FROM pg_stat_activity WHERE datname = current_database()"
-                " AND query LIKE 'LISTEN %probe'"
-            ).fetchone(),
-            DEADLINE,
-        )
+def listening(ready: Callable[[], bool]) -> None:
+    """Wait until ``ready()``: a connection listens on the channels a test notifies."""
+    poll(ready, DEADLINE)
 
 
 def ended(child: RelayedNotifier) -> None:
@@ -59,7 +50,7 @@ def test_each_child_hears_the_relayed_channels_and_a_stuck_one_holds_none_up(dsn
 
         child.subscribe(READY_CHANNEL, heard, with_payload=True)
         child.subscribe(CANCEL_CHANNEL, cancels.set)
-        listening(dsn)
+        listening(relay.listening)
         # In batches the reading child takes in, far more than a pipe holds in
         # all: the stuck child's pipe fills, and the other still hears every one.
         for first in range(1, 3001, 500):
@@ -105,7 +96,7 @@ def test_the_channels_not_relayed_are_heard_on_a_connection_of_the_childs_own(ds
     finished = threading.Event()
     try:
         child.subscribe(FINISHED_CHANNEL, finished.set)
-        listening(dsn)
+        listening(lambda: child.listens_on(FINISHED_CHANNEL))
         conn.execute("NOTIFY omnispindle_finished")
         assert finished.wait(DEADLINE)
         assert child.subscriptions(FINISHED_CHANNEL) == 1
@@ -137,7 +128,7 @@ def test_a_payload_too_long_for_one_write_is_relayed_without_it(dsn, conn):
         child = RelayedNotifier(reader, None, report_fd=reports)
         heard: list[str] = []
         child.subscribe(READY_CHANNEL, heard.append, with_payload=True)
-        listening(dsn)
+        listening(relay.listening)
         conn.execute("SELECT pg_notify('omnispindle_ready', repeat('x', 5000))")
         conn.execute("NOTIFY omnispindle_ready, 'short'")
         poll(lambda: heard[-1:] == ["short"], DEADLINE)
@@ -154,7 +145,7 @@ def test_a_ready_notice_wakes_one_child_and_more_only_while_they_fill_their_slot
     relay = WakeRelay(dsn, DEFAULT, hop_timeout=DEADLINE * 10)
     try:
         children = [Child(*relay.open_pipe()[:2]) for _ in range(4)]
-        listening(dsn)
+        listening(relay.listening)
         barrier(conn, children)
         for child in children:  # the connection's first wake-up woke one, perhaps
             if any(READY_CHANNEL.encode() in line for line in child.heard):
