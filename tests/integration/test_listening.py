@@ -3,7 +3,7 @@ a worker is not woken by every finished step of every worker."""
 
 from __future__ import annotations
 
-from omnispindle._db.notifier import FINISHED_CHANNEL, READY_CHANNEL, Notifier
+from omnispindle._db.notifier import FINISHED_CHANNEL, LISTEN_MORE, READY_CHANNEL, Notifier
 
 from ..acceptance.workers import poll
 
@@ -72,7 +72,7 @@ def test_the_notice_of_a_subscription_drops_none_sent_with_it(dsn, conn):
         poll(lambda: heard_once_sent(conn, payloads, "listening"), DEADLINE)
         # Committed together, so delivered together: the notice and what follows it.
         with conn.transaction():
-            conn.execute("NOTIFY omnispindle_probe, 'listen'")
+            conn.execute("SELECT pg_notify('omnispindle_probe', %s)", (LISTEN_MORE,))
             for n in range(20):
                 conn.execute("SELECT pg_notify('omnispindle_ready', %s)", (str(n),))
         poll(lambda: "19" in payloads, DEADLINE)
