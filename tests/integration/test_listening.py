@@ -3,6 +3,9 @@ a worker is not woken by every finished step of every worker."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from omnispindle._db.notifier import FINISHED_CHANNEL, LISTEN_MORE, READY_CHANNEL, Notifier
 
 from ..acceptance.workers import poll
@@ -31,18 +34,26 @@ def heard_once_sent(conn, payloads: list[str], payload: str) -> bool:
     return False
 
 
-def test_a_process_is_sent_only_the_channels_it_subscribed_to(dsn, conn):
-    notifier = HeardNotifier(dsn)
+@contextmanager
+def hearing_ready(notifier: Notifier, conn) -> Iterator[list[str]]:
+    """The payloads ``notifier`` hears on the ready channel, once it listens there;
+    the notifier is closed on leaving."""
     payloads: list[str] = []
     try:
         notifier.subscribe(READY_CHANNEL, payloads.append, with_payload=True)
         poll(lambda: heard_once_sent(conn, payloads, "listening"), DEADLINE)
+        yield payloads
+    finally:
+        notifier.close()
+
+
+def test_a_process_is_sent_only_the_channels_it_subscribed_to(dsn, conn):
+    notifier = HeardNotifier(dsn)
+    with hearing_ready(notifier, conn) as payloads:
         conn.execute("NOTIFY omnispindle_finished")
         conn.execute("NOTIFY omnispindle_ready, 'after'")  # delivered after the first, if at all
         poll(lambda: "after" in payloads, DEADLINE)
         assert FINISHED_CHANNEL not in notifier.heard
-    finally:
-        notifier.close()
 
 
 def test_a_channel_subscribed_to_on_a_live_connection_is_listened_on_at_once(dsn, conn):
@@ -65,11 +76,7 @@ def test_a_channel_subscribed_to_on_a_live_connection_is_listened_on_at_once(dsn
 
 
 def test_the_notice_of_a_subscription_drops_none_sent_with_it(dsn, conn):
-    notifier = Notifier(dsn)
-    payloads: list[str] = []
-    try:
-        notifier.subscribe(READY_CHANNEL, payloads.append, with_payload=True)
-        poll(lambda: heard_once_sent(conn, payloads, "listening"), DEADLINE)
+    with hearing_ready(Notifier(dsn), conn) as payloads:
         # Committed together, so delivered together: the notice and what follows it.
         with conn.transaction():
             conn.execute("SELECT pg_notify('omnispindle_probe', %s)", (LISTEN_MORE,))
@@ -77,5 +84,3 @@ def test_the_notice_of_a_subscription_drops_none_sent_with_it(dsn, conn):
                 conn.execute("SELECT pg_notify('omnispindle_ready', %s)", (str(n),))
         poll(lambda: "19" in payloads, DEADLINE)
         assert [p for p in payloads if p.isdigit()] == [str(n) for n in range(20)]
-    finally:
-        notifier.close()
