@@ -1017,13 +1017,16 @@ BEGIN
                         chosen := NULL;
                     ELSE
                         -- The first candidates, in the strategy's order, that
-                        -- the limits let start, in one statement: the type's
-                        -- running tasks, counted once per group with a fresh
-                        -- snapshot taken after the lock (it sees every claim of
-                        -- the type that held the lock before), cap the type and
-                        -- each group; each group's bucket caps the group. The
-                        -- tasks without a group_key are one group, as in fair
-                        -- share. The rest are free again at commit.
+                        -- the limits let start, and the buckets they take from,
+                        -- in one statement: the type's running tasks, counted
+                        -- once per group with a fresh snapshot taken after the
+                        -- lock (it sees every claim of the type that held the
+                        -- lock before), cap the type and each group; each
+                        -- group's bucket caps the group. The tasks without a
+                        -- group_key are one group, as in fair share. The rest
+                        -- are free again at commit. One statement, so that the
+                        -- lock's holder runs one statement fewer before the
+                        -- start.
                         WITH running AS (
                             SELECT r.group_key, count(*) AS n FROM omnispindle.tasks r
                             WHERE (bucket.max_running IS NOT NULL
@@ -1035,51 +1038,55 @@ BEGIN
                                                            ORDER BY c.n) AS nth
                             FROM unnest(chosen, sizes, keys)
                                  WITH ORDINALITY c(id, size, group_key, n)
+                        ), picked AS (
+                            SELECT c.id, c.n, c.group_key, c.size
+                            FROM offered c
+                            LEFT JOIN running u ON u.group_key IS NOT DISTINCT FROM c.group_key
+                            WHERE coalesce(u.n, 0) + c.nth <= per_group
+                              AND (group_rate IS NULL
+                                   OR c.nth <= omnispindle.group_tokens_at(
+                                                   bucket.group_tokens, coalesce(c.group_key, ''),
+                                                   group_rate, group_burst, refilled))
+                            ORDER BY c.n
+                            -- LEAST ignores NULL: no running limit, no cap from it.
+                            LIMIT greatest(0, least(room, bucket.max_running
+                                                          - (SELECT coalesce(sum(u.n), 0)
+                                                             FROM running u)))
+                        ), spent AS (
+                            -- The type's bucket and each group's after these
+                            -- starts (every picked task is locked by this claim
+                            -- and starts below), in one write, when a task is
+                            -- picked and a rate is set. Full group buckets leave
+                            -- the map (no entry means a full bucket).
+                            UPDATE omnispindle.task_type_limits l
+                            SET tokens = CASE WHEN bucket.starts_per_second IS NULL THEN l.tokens
+                                              ELSE n_tokens - (SELECT count(*) FROM picked) END,
+                                refilled_at = CASE WHEN bucket.starts_per_second IS NULL
+                                                   THEN l.refilled_at ELSE refilled END,
+                                group_tokens = CASE WHEN group_rate IS NULL THEN l.group_tokens ELSE (
+                                    SELECT coalesce(jsonb_object_agg(b.key, jsonb_build_array(
+                                                        b.tokens, extract(epoch FROM refilled))), '{}')
+                                    FROM (SELECT e.key,
+                                                 omnispindle.group_tokens_at(
+                                                     bucket.group_tokens, e.key, group_rate,
+                                                     group_burst, refilled)
+                                                     - coalesce(u.n, 0) AS tokens
+                                          FROM (SELECT jsonb_object_keys(bucket.group_tokens) AS key
+                                                UNION
+                                                SELECT coalesce(p.group_key, '') FROM picked p) e
+                                          LEFT JOIN (SELECT coalesce(p.group_key, '') AS key,
+                                                            count(*) AS n
+                                                     FROM picked p GROUP BY 1) u
+                                            ON u.key = e.key) b
+                                    WHERE b.tokens < group_burst) END
+                            WHERE l.task_type = set_apart[pass]
+                              AND (bucket.starts_per_second IS NOT NULL OR group_rate IS NOT NULL)
+                              AND EXISTS (SELECT FROM picked)
                         )
                         SELECT array_agg(k.id ORDER BY k.n), array_agg(k.group_key ORDER BY k.n),
                                sum(k.size)
                         INTO chosen, keys, taken
-                        FROM (SELECT c.id, c.n, c.group_key, c.size
-                              FROM offered c
-                              LEFT JOIN running u ON u.group_key IS NOT DISTINCT FROM c.group_key
-                              WHERE coalesce(u.n, 0) + c.nth <= per_group
-                                AND (group_rate IS NULL
-                                     OR c.nth <= omnispindle.group_tokens_at(
-                                                     bucket.group_tokens, coalesce(c.group_key, ''),
-                                                     group_rate, group_burst, refilled))
-                              ORDER BY c.n
-                              -- LEAST ignores NULL: no running limit, no cap from it.
-                              LIMIT greatest(0, least(room, bucket.max_running
-                                                            - (SELECT coalesce(sum(u.n), 0)
-                                                               FROM running u)))) k;
-                    END IF;
-                    IF chosen IS NOT NULL
-                       AND (bucket.starts_per_second IS NOT NULL OR group_rate IS NOT NULL) THEN
-                        -- The type's bucket and each group's after this claim's
-                        -- starts (every chosen task is locked by this claim and
-                        -- starts below), in one write. Full group buckets leave
-                        -- the map (no entry means a full bucket).
-                        UPDATE omnispindle.task_type_limits l
-                        SET tokens = CASE WHEN bucket.starts_per_second IS NULL THEN l.tokens
-                                          ELSE n_tokens - cardinality(chosen) END,
-                            refilled_at = CASE WHEN bucket.starts_per_second IS NULL
-                                               THEN l.refilled_at ELSE refilled END,
-                            group_tokens = CASE WHEN group_rate IS NULL THEN l.group_tokens ELSE (
-                                SELECT coalesce(jsonb_object_agg(b.key, jsonb_build_array(
-                                                    b.tokens, extract(epoch FROM refilled))), '{}')
-                                FROM (SELECT e.key,
-                                             omnispindle.group_tokens_at(
-                                                 bucket.group_tokens, e.key, group_rate,
-                                                 group_burst, refilled)
-                                                 - coalesce(u.n, 0) AS tokens
-                                      FROM (SELECT jsonb_object_keys(bucket.group_tokens) AS key
-                                            UNION
-                                            SELECT coalesce(k, '') FROM unnest(keys) k) e
-                                      LEFT JOIN (SELECT coalesce(k, '') AS key, count(*) AS n
-                                                 FROM unnest(keys) k GROUP BY 1) u
-                                        ON u.key = e.key) b
-                                WHERE b.tokens < group_burst) END
-                        WHERE l.task_type = set_apart[pass];
+                        FROM picked k;
                     END IF;
                 EXCEPTION WHEN lock_not_available THEN
                     chosen := NULL;  -- still locked by another claim
