@@ -730,9 +730,7 @@ BEGIN
                               AND (bucket.starts_per_second IS NOT NULL OR group_rate IS NOT NULL)
                               AND EXISTS (SELECT FROM picked)
                         )
-                        SELECT array_agg(k.id ORDER BY k.n), array_agg(k.group_key ORDER BY k.n),
-                               sum(k.size)
-                        INTO chosen, keys, taken
+                        SELECT array_agg(k.id ORDER BY k.n), sum(k.size) INTO chosen, taken
                         FROM picked k;
                     END IF;
                 EXCEPTION WHEN lock_not_available THEN
