@@ -643,12 +643,26 @@ BEGIN
                 -- parent would need a MultiXact at every claim.
                 BEGIN
                     PERFORM set_config('lock_timeout', '20ms', true);
-                    SELECT * INTO bucket FROM omnispindle.task_type_limits l
-                    WHERE l.task_type = set_apart[pass]
-                    FOR NO KEY UPDATE;
                     -- Not found: limits cleared since the first look (every
-                    -- field of bucket NULL).
-                    limited := FOUND;
+                    -- field of bucket NULL), or replaced while this claim
+                    -- waited for the row (cleared and set again by one
+                    -- transaction): the new row came after this statement's
+                    -- snapshot, and taken for cleared, it let the claim start
+                    -- every candidate past the new limits. A look with a fresh
+                    -- snapshot tells the two apart; a row replaced at every try
+                    -- leaves the type to the next claim, as a held row does.
+                    FOR attempt IN 1 .. 3 LOOP
+                        SELECT * INTO bucket FROM omnispindle.task_type_limits l
+                        WHERE l.task_type = set_apart[pass]
+                        FOR NO KEY UPDATE;
+                        limited := FOUND;
+                        EXIT WHEN limited;
+                        EXIT WHEN NOT EXISTS (SELECT FROM omnispindle.task_type_limits l
+                                              WHERE l.task_type = set_apart[pass]);
+                        IF attempt = 3 THEN
+                            RAISE lock_not_available;
+                        END IF;
+                    END LOOP;
                     PERFORM set_config('lock_timeout', lock_wait, true);
                     refilled := clock_timestamp();
                     -- The limits as locked, which may have changed since the first look.

@@ -114,6 +114,56 @@ def test_a_claim_waits_a_moment_for_a_limited_types_row_then_goes_on(client, que
     assert claim(queue, ["held"]) == ["held"]
 
 
+def claim_waiting_for_a_lock(conn) -> bool:
+    """Whether a claim waits for a lock now."""
+    return conn.execute(
+        "SELECT count(*) > 0 FROM pg_stat_activity "
+        "WHERE wait_event_type = 'Lock' AND query LIKE '%%claim_tasks%%'"
+    ).fetchone()[0]
+
+
+def claim_while_the_limits_are_replaced(queue, dsn, conn) -> list[str]:
+    """A claim of "replaced" made while a transaction clears its limits and sets a
+    running limit of 1 again, which commits once the claim waits for the row."""
+    outcome: dict[str, list[str]] = {}
+
+    def claimer() -> None:
+        outcome["taken"] = claim(queue, ["replaced"])
+
+    with psycopg.connect(dsn) as holder:
+        holder.execute("SELECT omnispindle.clear_task_type_limit('replaced')")
+        holder.execute("SELECT omnispindle.set_task_type_limit('replaced', max_running => 1)")
+        thread = threading.Thread(target=claimer)
+        thread.start()
+        deadline = time.monotonic() + DEADLINE
+        while "taken" not in outcome and not claim_waiting_for_a_lock(conn):
+            assert time.monotonic() < deadline, "the claim neither waited nor ended"
+        holder.commit()
+        thread.join(DEADLINE)
+    return outcome["taken"]
+
+
+def test_a_claim_that_waited_while_the_limits_were_replaced_keeps_the_new_ones(
+    client, queue, dsn, conn
+):
+    """A transaction cleared a type's limits and set them again (a delete and an
+    insert) while a claim waited for the row: the claim found the old row gone
+    and the new one outside its snapshot, took the limits for cleared, and
+    started all 8 tasks under a running limit of 1."""
+    client.set_task_type_limit("replaced", max_running=1)
+    for _ in range(8):
+        client.submit_task("replaced")
+    # The commit must come within the claim's 20 ms wait for the row: a try whose
+    # claim gave up first took nothing, and the next one tries again.
+    for _ in range(20):
+        taken = claim_while_the_limits_are_replaced(queue, dsn, conn)
+        if taken:
+            break
+    assert taken == ["replaced"]
+    [limit] = client.task_type_limits()
+    assert (limit["max_running"], limit["running"]) == (1, 1)
+
+
 def test_a_claim_waits_for_a_table_lock_as_long_as_it_takes(client, queue, dsn, conn):
     """The wait for a limited type's row was a lock_timeout of 20 ms on the whole
     claim: a claim of any type failed while an index build held the table."""
@@ -131,13 +181,7 @@ def test_a_claim_waits_for_a_table_lock_as_long_as_it_takes(client, queue, dsn, 
         thread = threading.Thread(target=claimer)
         thread.start()
         poll(
-            lambda: (
-                "error" in outcome
-                or conn.execute(
-                    "SELECT count(*) FROM pg_stat_activity "
-                    "WHERE wait_event_type = 'Lock' AND query LIKE '%%claim_tasks%%'"
-                ).fetchone()[0]
-            ),
+            lambda: "error" in outcome or claim_waiting_for_a_lock(conn),
             timeout=10,
         )
         holder.commit()
