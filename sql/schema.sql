@@ -2773,6 +2773,14 @@ BEGIN
         WHERE g.task_type = set_task_type_limit.task_type AND g.strategy = 'fair'
         FOR SHARE;
         IF NOT FOUND THEN
+            -- Or replaced while this waited for it (set to another strategy
+            -- and back to fair by one transaction): the new row came after
+            -- this statement's snapshot. A look with a fresh one finds it.
+            PERFORM FROM omnispindle.task_type_strategies g
+            WHERE g.task_type = set_task_type_limit.task_type AND g.strategy = 'fair'
+            FOR SHARE;
+        END IF;
+        IF NOT FOUND THEN
             RAISE EXCEPTION 'a limit per group (max_running_per_group, '
                             'starts_per_second_per_group) needs the fair strategy: '
                             'set_task_type_strategy(task_type, ''fair'') first'

@@ -13,7 +13,9 @@
 -- a statement writing one of those columns prepares; the rules on the state
 -- and the columns that go with it, and the transition rule, become functions
 -- that their triggers ask, instead of expressions prepared again by every
--- UPDATE statement.
+-- UPDATE statement. A limited type's claim, and a limit per group, that wait
+-- for a row replaced meanwhile (deleted and inserted by one transaction) look
+-- for the new row instead of taking it for gone.
 
 ALTER FUNCTION omnispindle.complete_attempts(bigint[], uuid[], jsonb[])
     SET plan_cache_mode = force_generic_plan;
@@ -1948,3 +1950,109 @@ GRANT EXECUTE ON FUNCTION omnispindle.broken_state_rule(omnispindle.task_state, 
 GRANT EXECUTE ON FUNCTION omnispindle.broken_request_rule(text, integer, integer,
     double precision, double precision, text, text, integer, text[]) TO PUBLIC;
 GRANT EXECUTE ON FUNCTION omnispindle.broken_outcome_rule(integer, text, text) TO PUBLIC;
+
+-- As in sql/schema.sql.
+CREATE OR REPLACE FUNCTION omnispindle.set_task_type_limit(task_type text, max_running integer DEFAULT NULL,
+                                                starts_per_second double precision DEFAULT NULL,
+                                                burst integer DEFAULT NULL,
+                                                max_running_per_group integer DEFAULT NULL,
+                                                starts_per_second_per_group double precision
+                                                    DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    full_bucket integer;
+BEGIN
+    IF set_task_type_limit.task_type IS NULL OR set_task_type_limit.task_type = ''
+       OR length(set_task_type_limit.task_type) > 200 THEN
+        RAISE EXCEPTION 'task_type must be a non-empty string of at most 200 characters'
+            USING ERRCODE = 'OS005';
+    END IF;
+    IF set_task_type_limit.max_running IS NULL AND set_task_type_limit.starts_per_second IS NULL
+       AND set_task_type_limit.max_running_per_group IS NULL
+       AND set_task_type_limit.starts_per_second_per_group IS NULL THEN
+        RAISE EXCEPTION 'give max_running, max_running_per_group, starts_per_second, '
+                        'starts_per_second_per_group or several (clear_task_type_limit '
+                        'removes a limit)' USING ERRCODE = 'OS005';
+    END IF;
+    IF NOT set_task_type_limit.max_running BETWEEN 1 AND 1000000 THEN
+        RAISE EXCEPTION 'max_running must be between 1 and 1000000 (pause_task_type holds '
+                        'a type back entirely)' USING ERRCODE = 'OS005';
+    END IF;
+    -- NaN compares above every number, so this refuses it and infinity too.
+    IF NOT (set_task_type_limit.starts_per_second > 0
+            AND set_task_type_limit.starts_per_second <= 1000000) THEN
+        RAISE EXCEPTION 'starts_per_second must be above 0 and at most 1000000'
+            USING ERRCODE = 'OS005';
+    END IF;
+    IF set_task_type_limit.burst IS NOT NULL AND set_task_type_limit.starts_per_second IS NULL THEN
+        RAISE EXCEPTION 'burst needs starts_per_second' USING ERRCODE = 'OS005';
+    END IF;
+    IF NOT set_task_type_limit.burst BETWEEN 1 AND 1000000 THEN
+        RAISE EXCEPTION 'burst must be between 1 and 1000000' USING ERRCODE = 'OS005';
+    END IF;
+    IF NOT set_task_type_limit.max_running_per_group BETWEEN 1 AND 1000000 THEN
+        RAISE EXCEPTION 'max_running_per_group must be between 1 and 1000000'
+            USING ERRCODE = 'OS005';
+    END IF;
+    IF NOT (set_task_type_limit.starts_per_second_per_group > 0
+            AND set_task_type_limit.starts_per_second_per_group <= 1000000) THEN
+        RAISE EXCEPTION 'starts_per_second_per_group must be above 0 and at most 1000000'
+            USING ERRCODE = 'OS005';
+    END IF;
+    IF set_task_type_limit.max_running_per_group IS NOT NULL
+       OR set_task_type_limit.starts_per_second_per_group IS NOT NULL THEN
+        -- Held until commit: a concurrent set_task_type_strategy, which locks
+        -- the row before it looks at the limits, cannot leave fair meanwhile.
+        PERFORM FROM omnispindle.task_type_strategies g
+        WHERE g.task_type = set_task_type_limit.task_type AND g.strategy = 'fair'
+        FOR SHARE;
+        IF NOT FOUND THEN
+            -- Or replaced while this waited for it (set to another strategy
+            -- and back to fair by one transaction): the new row came after
+            -- this statement's snapshot. A look with a fresh one finds it.
+            PERFORM FROM omnispindle.task_type_strategies g
+            WHERE g.task_type = set_task_type_limit.task_type AND g.strategy = 'fair'
+            FOR SHARE;
+        END IF;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'a limit per group (max_running_per_group, '
+                            'starts_per_second_per_group) needs the fair strategy: '
+                            'set_task_type_strategy(task_type, ''fair'') first'
+                USING ERRCODE = 'OS005';
+        END IF;
+    END IF;
+    full_bucket := CASE WHEN set_task_type_limit.starts_per_second IS NOT NULL THEN
+        coalesce(set_task_type_limit.burst,
+                 greatest(1, ceil(set_task_type_limit.starts_per_second))::integer) END;
+    INSERT INTO omnispindle.task_type_limits AS l
+        (task_type, max_running, starts_per_second, burst, tokens, max_running_per_group,
+         starts_per_second_per_group)
+    VALUES (set_task_type_limit.task_type, set_task_type_limit.max_running,
+            set_task_type_limit.starts_per_second, full_bucket, full_bucket,
+            set_task_type_limit.max_running_per_group,
+            set_task_type_limit.starts_per_second_per_group)
+    ON CONFLICT ON CONSTRAINT task_type_limits_pkey DO UPDATE
+    SET max_running = excluded.max_running,
+        max_running_per_group = excluded.max_running_per_group,
+        starts_per_second_per_group = excluded.starts_per_second_per_group,
+        -- The groups' buckets keep their tokens, up to the new rate's burst.
+        group_tokens = CASE WHEN excluded.starts_per_second_per_group IS NULL THEN '{}'
+                            ELSE l.group_tokens END,
+        starts_per_second = excluded.starts_per_second,
+        burst = excluded.burst,
+        -- No rate, no bucket (least() would ignore the NULL burst).
+        tokens = CASE WHEN excluded.burst IS NOT NULL THEN
+                     least(excluded.burst,
+                           coalesce(l.tokens + l.starts_per_second
+                                    * extract(epoch FROM clock_timestamp() - l.refilled_at),
+                                    excluded.burst)) END,
+        refilled_at = clock_timestamp(),
+        set_at = now();
+    -- 'limits' also tells workers to read the limits again, which pace their claims.
+    PERFORM pg_notify('omnispindle_ready', 'limits');
+END
+$$;

@@ -15,7 +15,7 @@ from omnispindle import ValidationError, entry
 from omnispindle._db import queries as q
 
 from .test_roles import command
-from .test_type_limits import claim_query, finish
+from .test_type_limits import claim_query, finish, waiting_for_a_lock
 
 
 def claim_groups(queue, limit=1, task_types=("shared",)):
@@ -336,6 +336,35 @@ def test_a_limit_per_group_needs_the_fair_strategy_and_keeps_it(client, conn):
     with pytest.raises(psycopg.Error) as refused:
         conn.execute("SELECT omnispindle.set_task_type_limit('other', max_running_per_group => 2)")
     assert refused.value.sqlstate == "OS005"
+
+
+def test_a_limit_per_group_waits_out_a_strategy_set_again_and_finds_it_fair(client, dsn, conn):
+    """A transaction set the strategy to priority and back to fair (a delete and
+    an insert) while a limit per group waited for the strategy's row: the limit
+    found the old row gone and the new one outside its snapshot, and was refused
+    for want of the fair strategy."""
+    client.set_task_type_strategy("shared", "fair")
+    outcome: dict[str, object] = {}
+
+    def set_limit() -> None:
+        try:
+            client.set_task_type_limit("shared", max_running_per_group=2)
+            outcome["set"] = True
+        except ValidationError as exc:
+            outcome["error"] = exc
+
+    with psycopg.connect(dsn) as holder:
+        holder.execute("SELECT omnispindle.set_task_type_strategy('shared', 'priority')")
+        holder.execute("SELECT omnispindle.set_task_type_strategy('shared', 'fair')")
+        thread = threading.Thread(target=set_limit)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while not outcome and not waiting_for_a_lock(conn, "set_task_type_limit"):
+            assert time.monotonic() < deadline, "the limit neither waited nor ended"
+        holder.commit()
+        thread.join(30)
+    assert outcome == {"set": True}
+    assert [limit["max_running_per_group"] for limit in client.task_type_limits()] == [2]
 
 
 def test_the_command_sets_a_limit_per_group(dsn, client):

@@ -114,11 +114,12 @@ def test_a_claim_waits_a_moment_for_a_limited_types_row_then_goes_on(client, que
     assert claim(queue, ["held"]) == ["held"]
 
 
-def claim_waiting_for_a_lock(conn) -> bool:
-    """Whether a claim waits for a lock now."""
+def waiting_for_a_lock(conn, function: str) -> bool:
+    """Whether a statement that calls ``function`` waits for a lock now."""
     return conn.execute(
         "SELECT count(*) > 0 FROM pg_stat_activity "
-        "WHERE wait_event_type = 'Lock' AND query LIKE '%%claim_tasks%%'"
+        "WHERE wait_event_type = 'Lock' AND query LIKE '%%' || %s || '%%'",
+        [function],
     ).fetchone()[0]
 
 
@@ -136,7 +137,7 @@ def claim_while_the_limits_are_replaced(queue, dsn, conn) -> list[str]:
         thread = threading.Thread(target=claimer)
         thread.start()
         deadline = time.monotonic() + DEADLINE
-        while "taken" not in outcome and not claim_waiting_for_a_lock(conn):
+        while "taken" not in outcome and not waiting_for_a_lock(conn, "claim_tasks"):
             assert time.monotonic() < deadline, "the claim neither waited nor ended"
         holder.commit()
         thread.join(DEADLINE)
@@ -181,7 +182,7 @@ def test_a_claim_waits_for_a_table_lock_as_long_as_it_takes(client, queue, dsn, 
         thread = threading.Thread(target=claimer)
         thread.start()
         poll(
-            lambda: "error" in outcome or claim_waiting_for_a_lock(conn),
+            lambda: "error" in outcome or waiting_for_a_lock(conn, "claim_tasks"),
             timeout=10,
         )
         holder.commit()
