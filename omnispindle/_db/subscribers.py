@@ -4,8 +4,11 @@ notifier (a LISTEN connection of the process's own, or one relayed to it)."""
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 from collections.abc import Callable
+
+log = logging.getLogger("omnispindle.notifier")
 
 
 class Subscribers:
@@ -42,7 +45,10 @@ class Subscribers:
                 if channel is None or ch == channel
             ]
         for callback, wants_payload in callbacks:
-            if wants_payload:
-                callback(payload)
-            else:
-                callback()
+            try:
+                if wants_payload:
+                    callback(payload)
+                else:
+                    callback()
+            except Exception:  # one subscriber's failure must not end the listening for all
+                log.exception("a subscriber of %s failed", channel or "every channel")

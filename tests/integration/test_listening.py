@@ -84,3 +84,19 @@ def test_the_notice_of_a_subscription_drops_none_sent_with_it(dsn, conn):
                 conn.execute("SELECT pg_notify('omnispindle_ready', %s)", (str(n),))
         poll(lambda: "19" in payloads, DEADLINE)
         assert [p for p in payloads if p.isdigit()] == [str(n) for n in range(20)]
+
+
+def test_a_subscriber_that_raises_leaves_the_others_woken(dsn, conn, caplog):
+    """A callback that raised ended the LISTEN connection's thread: no subscriber
+    of the process was woken again."""
+
+    def broken(payload: str) -> None:
+        raise ZeroDivisionError(payload)
+
+    notifier = Notifier(dsn)
+    notifier.subscribe(READY_CHANNEL, broken, with_payload=True)
+    with hearing_ready(notifier, conn) as payloads:
+        conn.execute("NOTIFY omnispindle_ready, 'first'")
+        conn.execute("NOTIFY omnispindle_ready, 'second'")
+        poll(lambda: "second" in payloads, DEADLINE)
+    assert "a subscriber of omnispindle_ready failed" in caplog.text
