@@ -953,8 +953,12 @@ $$;
 -- Ends one attempt of each given task with an error: back to pending after a
 -- backoff while attempts are left, else failed; cancelled when a cancel was
 -- requested. Only rows whose lease token still matches change (fencing).
--- Shared by workers and lease recovery. PL/pgSQL with generic plans and
--- sequential scans off, as complete_attempts.
+-- Shared by workers and lease recovery. Whether a cancel was requested and
+-- an attempt is left is read from the row as the update locks it: read
+-- before, with the statement's snapshot, a cancel committed while the update
+-- waited for the row went unseen, and the task went back to pending with its
+-- cancel request, which the state rules refuse. PL/pgSQL with generic plans
+-- and sequential scans off, as complete_attempts.
 CREATE FUNCTION omnispindle.fail_attempts(ids bigint[], tokens uuid[], failures jsonb[])
 RETURNS TABLE (id bigint, state omnispindle.task_state, retry_in double precision)
 LANGUAGE plpgsql
@@ -964,31 +968,28 @@ AS $$
 #variable_conflict use_column
 BEGIN
     RETURN QUERY
-    WITH attempt AS (
-        SELECT f.id, f.token, f.error,
-               t.cancel_requested_at IS NOT NULL AS cancelling,
-               t.attempts < t.max_attempts AND t.cancel_requested_at IS NULL AS will_retry,
-               omnispindle.retry_delay(t.attempts, t.retry_backoff) AS delay
-        FROM unnest(ids, tokens, failures) AS f(id, token, error)
-        JOIN omnispindle.tasks t ON t.id = f.id
-    )
     UPDATE omnispindle.tasks t
-    SET state = CASE WHEN a.cancelling THEN 'cancelled'
-                     WHEN a.will_retry THEN 'pending'
+    SET state = CASE WHEN t.cancel_requested_at IS NOT NULL THEN 'cancelled'
+                     WHEN t.attempts < t.max_attempts THEN 'pending'
                      ELSE 'failed' END::omnispindle.task_state,
-        run_after = CASE WHEN a.will_retry THEN now() + a.delay ELSE t.run_after END,
-        finished_at = CASE WHEN a.will_retry THEN NULL ELSE now() END,
-        errors = t.errors || jsonb_build_array(a.error),
+        run_after = CASE WHEN t.cancel_requested_at IS NULL AND t.attempts < t.max_attempts
+                         THEN now() + omnispindle.retry_delay(t.attempts, t.retry_backoff)
+                         ELSE t.run_after END,
+        finished_at = CASE WHEN t.cancel_requested_at IS NULL AND t.attempts < t.max_attempts
+                           THEN NULL ELSE now() END,
+        errors = t.errors || jsonb_build_array(f.error),
         lease_token = NULL,
         lease_expires_at = NULL
-    FROM attempt a
+    FROM unnest(ids, tokens, failures) AS f(id, token, error)
     -- The token alone fences (a lease exists exactly while the task runs, see
     -- tasks_lease_matches_state). Saying state = 'running' too let the planner
     -- scan all of tasks_running_idx, dead entries included, instead of the
     -- primary key: completions slowed as a held snapshot kept those entries.
-    WHERE t.id = a.id AND t.lease_token = a.token
+    WHERE t.id = f.id AND t.lease_token = f.token
+    -- The new row: a retried task's run_after is now plus its delay.
     RETURNING t.id, t.state,
-              CASE WHEN a.will_retry THEN extract(epoch FROM a.delay)::double precision END;
+              CASE WHEN t.state = 'pending'
+                   THEN extract(epoch FROM t.run_after - now())::double precision END;
 END
 $$;
 

@@ -1,5 +1,6 @@
 -- Undo 0012_chain_steps: custom plans again, every ready notice at once, no
--- hand-over, and set_task_type_limit as 0010 made it.
+-- hand-over, and set_task_type_limit and fail_attempts as 0010 and 0005 made
+-- them.
 
 ALTER FUNCTION omnispindle.complete_attempts(bigint[], uuid[], jsonb[])
     RESET plan_cache_mode;
@@ -1020,5 +1021,42 @@ BEGIN
         set_at = now();
     -- 'limits' also tells workers to read the limits again, which pace their claims.
     PERFORM pg_notify('omnispindle_ready', 'limits');
+END
+$$;
+
+-- As 0005 made it.
+CREATE OR REPLACE FUNCTION omnispindle.fail_attempts(ids bigint[], tokens uuid[], failures jsonb[])
+RETURNS TABLE (id bigint, state omnispindle.task_state, retry_in double precision)
+LANGUAGE plpgsql
+SET enable_seqscan = off
+AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    WITH attempt AS (
+        SELECT f.id, f.token, f.error,
+               t.cancel_requested_at IS NOT NULL AS cancelling,
+               t.attempts < t.max_attempts AND t.cancel_requested_at IS NULL AS will_retry,
+               omnispindle.retry_delay(t.attempts, t.retry_backoff) AS delay
+        FROM unnest(ids, tokens, failures) AS f(id, token, error)
+        JOIN omnispindle.tasks t ON t.id = f.id
+    )
+    UPDATE omnispindle.tasks t
+    SET state = CASE WHEN a.cancelling THEN 'cancelled'
+                     WHEN a.will_retry THEN 'pending'
+                     ELSE 'failed' END::omnispindle.task_state,
+        run_after = CASE WHEN a.will_retry THEN now() + a.delay ELSE t.run_after END,
+        finished_at = CASE WHEN a.will_retry THEN NULL ELSE now() END,
+        errors = t.errors || jsonb_build_array(a.error),
+        lease_token = NULL,
+        lease_expires_at = NULL
+    FROM attempt a
+    -- The token alone fences (a lease exists exactly while the task runs, see
+    -- tasks_lease_matches_state). Saying state = 'running' too let the planner
+    -- scan all of tasks_running_idx, dead entries included, instead of the
+    -- primary key: completions slowed as a held snapshot kept those entries.
+    WHERE t.id = a.id AND t.lease_token = a.token
+    RETURNING t.id, t.state,
+              CASE WHEN a.will_retry THEN extract(epoch FROM a.delay)::double precision END;
 END
 $$;

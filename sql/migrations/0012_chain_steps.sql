@@ -15,11 +15,10 @@
 -- that their triggers ask, instead of expressions prepared again by every
 -- UPDATE statement. A limited type's claim, and a limit per group, that wait
 -- for a row replaced meanwhile (deleted and inserted by one transaction) look
--- for the new row instead of taking it for gone.
+-- for the new row instead of taking it for gone; a failed attempt reads
+-- whether a cancel was requested from the row it locks.
 
 ALTER FUNCTION omnispindle.complete_attempts(bigint[], uuid[], jsonb[])
-    SET plan_cache_mode = force_generic_plan;
-ALTER FUNCTION omnispindle.fail_attempts(bigint[], uuid[], jsonb[])
     SET plan_cache_mode = force_generic_plan;
 
 -- As in sql/schema.sql.
@@ -2054,5 +2053,40 @@ BEGIN
         set_at = now();
     -- 'limits' also tells workers to read the limits again, which pace their claims.
     PERFORM pg_notify('omnispindle_ready', 'limits');
+END
+$$;
+
+-- As in sql/schema.sql.
+CREATE OR REPLACE FUNCTION omnispindle.fail_attempts(ids bigint[], tokens uuid[], failures jsonb[])
+RETURNS TABLE (id bigint, state omnispindle.task_state, retry_in double precision)
+LANGUAGE plpgsql
+SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
+AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    UPDATE omnispindle.tasks t
+    SET state = CASE WHEN t.cancel_requested_at IS NOT NULL THEN 'cancelled'
+                     WHEN t.attempts < t.max_attempts THEN 'pending'
+                     ELSE 'failed' END::omnispindle.task_state,
+        run_after = CASE WHEN t.cancel_requested_at IS NULL AND t.attempts < t.max_attempts
+                         THEN now() + omnispindle.retry_delay(t.attempts, t.retry_backoff)
+                         ELSE t.run_after END,
+        finished_at = CASE WHEN t.cancel_requested_at IS NULL AND t.attempts < t.max_attempts
+                           THEN NULL ELSE now() END,
+        errors = t.errors || jsonb_build_array(f.error),
+        lease_token = NULL,
+        lease_expires_at = NULL
+    FROM unnest(ids, tokens, failures) AS f(id, token, error)
+    -- The token alone fences (a lease exists exactly while the task runs, see
+    -- tasks_lease_matches_state). Saying state = 'running' too let the planner
+    -- scan all of tasks_running_idx, dead entries included, instead of the
+    -- primary key: completions slowed as a held snapshot kept those entries.
+    WHERE t.id = f.id AND t.lease_token = f.token
+    -- The new row: a retried task's run_after is now plus its delay.
+    RETURNING t.id, t.state,
+              CASE WHEN t.state = 'pending'
+                   THEN extract(epoch FROM t.run_after - now())::double precision END;
 END
 $$;

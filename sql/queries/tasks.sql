@@ -125,11 +125,15 @@ WHERE (key, part) IN (SELECT key, part FROM omnispindle.submissions
 -- name: release_unheld
 -- After a step whose reply was lost, a worker hands back the running tasks it
 -- holds in the database but not in memory (that step claimed them): back to
--- pending at once, their attempt not counted, since none of them started.
+-- pending at once, their attempt not counted, since none of them started;
+-- cancelled, if a cancel was asked for meanwhile (a task with a cancel
+-- request may not wait to run again).
 UPDATE omnispindle.tasks t
-SET state = 'pending',
+SET state = CASE WHEN t.cancel_requested_at IS NULL
+                 THEN 'pending' ELSE 'cancelled' END::omnispindle.task_state,
     attempts = t.attempts - 1,
     run_after = now(),
+    finished_at = CASE WHEN t.cancel_requested_at IS NULL THEN NULL ELSE now() END,
     lease_token = NULL,
     lease_expires_at = NULL
 WHERE t.worker_id = %(worker_id)s AND t.state = 'running'
@@ -144,11 +148,14 @@ WHERE id = ANY (%(ids)s::bigint[]) AND worker_id = %(worker_id)s AND state = 'su
 
 -- name: release_tasks
 -- A worker shutting down hands back what it could not finish; the attempt it
--- started does not count against the task's retries.
+-- started does not count against the task's retries. A task asked to cancel
+-- ends cancelled instead: it may not wait to run again.
 UPDATE omnispindle.tasks t
-SET state = 'pending',
+SET state = CASE WHEN t.cancel_requested_at IS NULL
+                 THEN 'pending' ELSE 'cancelled' END::omnispindle.task_state,
     attempts = t.attempts - 1,
     run_after = now(),
+    finished_at = CASE WHEN t.cancel_requested_at IS NULL THEN NULL ELSE now() END,
     lease_token = NULL,
     lease_expires_at = NULL
 FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[]) AS r(id, token)

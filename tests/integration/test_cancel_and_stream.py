@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+import uuid
 
+import psycopg
 import pytest
 
 from omnispindle import TaskCancelled, TaskNotFoundError, current_task
+from omnispindle._db import queries as q
 
 from ..acceptance.workers import poll
+from .test_type_limits import waiting_for_a_lock
 
 
 def test_cancelling_a_pending_task_cancels_its_descendants(client):
@@ -47,6 +52,76 @@ def test_cancelling_a_finished_task_says_so(client, start_worker):
     assert client.get_task(task_id)["result"] == {"ok": True}
     with pytest.raises(TaskNotFoundError):
         client.cancel_task(424242)
+
+
+def claimed(queue, task_type: str, worker_id: uuid.UUID):
+    """The row of the one task a claim by ``worker_id`` takes."""
+    [row] = queue.db.run(
+        q.tasks.claim_tasks(
+            task_types=[task_type],
+            capabilities=[],
+            limit=1,
+            worker_id=worker_id,
+            lease_seconds=30,
+        )
+    )
+    return row
+
+
+def state_and_last_error(conn, task_id: int):
+    return conn.execute(
+        "SELECT state::text, errors -> -1 ->> 'message' FROM omnispindle.tasks WHERE id = %s",
+        [task_id],
+    ).fetchone()
+
+
+def test_a_failure_stored_while_a_cancel_commits_ends_cancelled_with_its_error(
+    client, queue, dsn, conn
+):
+    """A worker's failure that waited for the task's row while a cancel of it
+    committed read whether a cancel was asked from before: it sent the task back
+    to pending with its cancel request, which the state rules refused, and the
+    worker stored a note that the error could not be stored instead of it."""
+    task_id = client.submit_task("job")
+    row = claimed(queue, "job", uuid.uuid4())
+    outcome: dict[str, object] = {}
+
+    def fail() -> None:
+        error = json.dumps({"type": "OSError", "message": "disk full", "attempt": 1})
+        failing = q.tasks.fail_tasks(ids=[task_id], tokens=[row["lease_token"]], errors=[error])
+        try:
+            outcome["states"] = [r["state"] for r in queue.db.run(failing)]
+        except Exception as exc:  # the test reports it
+            outcome["error"] = exc
+
+    with psycopg.connect(dsn) as holder:
+        holder.execute("SELECT omnispindle.cancel_task(%s, 'stop it')", [task_id])
+        thread = threading.Thread(target=fail)
+        thread.start()
+        poll(lambda: outcome or waiting_for_a_lock(conn, "fail_attempts"), 30)
+        holder.commit()
+        thread.join(30)
+    assert outcome == {"states": ["cancelled"]}
+    assert state_and_last_error(conn, task_id) == ("cancelled", "disk full")
+
+
+def test_a_task_asked_to_cancel_is_handed_back_cancelled(client, queue, conn):
+    """A worker handing back a running task whose cancel was asked for (stopping
+    with it unfinished, or after a lost reply) sent it back to pending with its
+    cancel request, which the state rules refused: the stopping worker raised
+    and never deregistered."""
+    worker_id = uuid.uuid4()
+    stopping, unheld = client.submit_task("job"), client.submit_task("job")
+    row = claimed(queue, "job", worker_id)
+    claimed(queue, "job", worker_id)
+    for task_id in (stopping, unheld):
+        assert client.cancel_task(task_id)["state"] == "running"
+    assert queue.db.run(q.tasks.release_tasks(ids=[stopping], tokens=[row["lease_token"]])) == [
+        stopping
+    ]
+    assert queue.db.run(q.tasks.release_unheld(worker_id, [stopping])) == [unheld]
+    for task_id in (stopping, unheld):
+        assert state_and_last_error(conn, task_id) == ("cancelled", None)
 
 
 def cooperative(started, observed):
