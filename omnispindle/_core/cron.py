@@ -145,7 +145,9 @@ class CronExpression:
         """The latest fire time after ``early`` and at or before ``start``, in UTC."""
         latest = None
         for fire in CronSim(self._fields, early):
-            if fire > start:
+            # In UTC: two wall times of one zone compare without their fold, so
+            # 02:15 of a repeated hour's first run came after 02:00 of its second.
+            if _utc(fire) > _utc(start):
                 break
             latest = fire
         return None if latest is None else _utc(latest)

@@ -498,3 +498,27 @@ def test_a_half_hour_clock_change_keeps_the_hour():
     cron = CronExpression.parse("* 6 * * *", "Australia/Lord_Howe")
     fired = cron.next_after(local("2026-10-04 00:00", "Australia/Lord_Howe"))
     assert fired == datetime.fromisoformat("2026-10-04 06:00+11:00")
+
+
+# (expression, zone, moment in UTC, the latest fire time at or before it in UTC)
+REPEATED_HOUR_CASES = [
+    # The second 02:00 to 03:00 of Europe/Berlin's 2026-10-25 is 01:00Z to 02:00Z.
+    ("*/15 * * * *", "Europe/Berlin", "2026-10-25 01:00+00:00", "2026-10-25 01:00+00:00"),
+    ("*/15 * * * *", "Europe/Berlin", "2026-10-25 01:20+00:00", "2026-10-25 01:15+00:00"),
+    ("*/15 * * * *", "Europe/Berlin", "2026-10-25 01:44+00:00", "2026-10-25 01:30+00:00"),
+    ("30 2 * * *", "Europe/Berlin", "2026-10-25 01:00+00:00", "2026-10-25 00:30+00:00"),
+    # America/New_York's second 01:00 to 02:00 of 2026-11-01 is 06:00Z to 07:00Z.
+    ("*/15 * * * *", "America/New_York", "2026-11-01 06:20+00:00", "2026-11-01 06:15+00:00"),
+]
+
+
+@pytest.mark.parametrize(("expression", "zone", "moment", "expected"), REPEATED_HOUR_CASES)
+def test_the_latest_fire_time_in_a_repeated_hour(expression, zone, moment, expected):
+    """In the second run of a repeated hour, the latest fire time was searched up to
+    a wall time compared without its fold: 02:15 of the first run counted as after
+    02:00 of the second, so the fire times of the second run were never found (and
+    a scheduler never enqueued them)."""
+    cron = CronExpression.parse(expression, zone)
+    assert cron.last_at_or_before(datetime.fromisoformat(moment)) == datetime.fromisoformat(
+        expected
+    )
