@@ -2296,7 +2296,10 @@ CREATE INDEX periodic_ticks_task_id_idx ON omnispindle.periodic_ticks (task_id);
 
 -- Enqueues each given tick of each named schedule at most once, whoever asks
 -- and however often: the tick's primary key decides, so no leader is needed.
--- Returns the ticks this call enqueued, with their new task ids.
+-- Returns the ticks this call enqueued, with their new task ids. A tick from
+-- before the schedule was last saved is not enqueued, nor one of a schedule
+-- disabled: the caller read the schedule before this statement, and a save
+-- committed meanwhile had an old tick run as a task of the new schedule.
 CREATE FUNCTION omnispindle.enqueue_periodic_ticks(p_names text[], p_ticks timestamptz[])
 RETURNS TABLE (periodic_name text, tick_at timestamptz, task_id bigint)
 LANGUAGE plpgsql
@@ -2309,19 +2312,24 @@ BEGIN
         INSERT INTO omnispindle.periodic_ticks AS k (periodic_name, tick_at)
         SELECT p.name, w.tick_at
         FROM unnest(p_names, p_ticks) AS w(name, tick_at)
-        JOIN omnispindle.periodic_tasks p ON p.name = w.name AND p.enabled
+        JOIN omnispindle.periodic_tasks p
+          ON p.name = w.name AND p.enabled AND w.tick_at >= p.updated_at
         ORDER BY p.name, w.tick_at
         ON CONFLICT DO NOTHING
         RETURNING k.periodic_name, k.tick_at
     LOOP
+        -- Read again, with a fresh snapshot: the insert above may have waited
+        -- for another runner's uncommitted tick while a save committed.
         INSERT INTO omnispindle.tasks (task_type, parameters, priority, max_attempts,
                                        retry_backoff, timeout_seconds,
                                        required_capabilities, state)
         SELECT p.task_type, p.parameters, p.priority, p.max_attempts, p.retry_backoff,
                p.timeout_seconds, p.required_capabilities, 'pending'
         FROM omnispindle.periodic_tasks p
-        WHERE p.name = tick.periodic_name
+        WHERE p.name = tick.periodic_name AND p.enabled AND tick.tick_at >= p.updated_at
         RETURNING id INTO new_id;
+        -- Its tick stays taken, with no task: no one enqueues it again.
+        CONTINUE WHEN new_id IS NULL;
         UPDATE omnispindle.periodic_ticks k SET task_id = new_id
         WHERE k.periodic_name = tick.periodic_name AND k.tick_at = tick.tick_at;
         periodic_name := tick.periodic_name;

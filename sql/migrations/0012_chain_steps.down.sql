@@ -1,6 +1,6 @@
 -- Undo 0012_chain_steps: custom plans again, every ready notice at once, no
--- hand-over, and set_task_type_limit and fail_attempts as 0010 and 0005 made
--- them.
+-- hand-over, and set_task_type_limit, fail_attempts and enqueue_periodic_ticks
+-- as 0010, 0005 and 0002 made them.
 
 ALTER FUNCTION omnispindle.complete_attempts(bigint[], uuid[], jsonb[])
     RESET plan_cache_mode;
@@ -1058,5 +1058,41 @@ BEGIN
     WHERE t.id = a.id AND t.lease_token = a.token
     RETURNING t.id, t.state,
               CASE WHEN a.will_retry THEN extract(epoch FROM a.delay)::double precision END;
+END
+$$;
+
+-- As 0002 made it.
+CREATE OR REPLACE FUNCTION omnispindle.enqueue_periodic_ticks(p_names text[], p_ticks timestamptz[])
+RETURNS TABLE (periodic_name text, tick_at timestamptz, task_id bigint)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    tick record;
+    new_id bigint;
+BEGIN
+    FOR tick IN
+        INSERT INTO omnispindle.periodic_ticks AS k (periodic_name, tick_at)
+        SELECT p.name, w.tick_at
+        FROM unnest(p_names, p_ticks) AS w(name, tick_at)
+        JOIN omnispindle.periodic_tasks p ON p.name = w.name AND p.enabled
+        ORDER BY p.name, w.tick_at
+        ON CONFLICT DO NOTHING
+        RETURNING k.periodic_name, k.tick_at
+    LOOP
+        INSERT INTO omnispindle.tasks (task_type, parameters, priority, max_attempts,
+                                       retry_backoff, timeout_seconds,
+                                       required_capabilities, state)
+        SELECT p.task_type, p.parameters, p.priority, p.max_attempts, p.retry_backoff,
+               p.timeout_seconds, p.required_capabilities, 'pending'
+        FROM omnispindle.periodic_tasks p
+        WHERE p.name = tick.periodic_name
+        RETURNING id INTO new_id;
+        UPDATE omnispindle.periodic_ticks k SET task_id = new_id
+        WHERE k.periodic_name = tick.periodic_name AND k.tick_at = tick.tick_at;
+        periodic_name := tick.periodic_name;
+        tick_at := tick.tick_at;
+        task_id := new_id;
+        RETURN NEXT;
+    END LOOP;
 END
 $$;

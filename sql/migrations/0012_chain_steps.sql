@@ -16,7 +16,8 @@
 -- UPDATE statement. A limited type's claim, and a limit per group, that wait
 -- for a row replaced meanwhile (deleted and inserted by one transaction) look
 -- for the new row instead of taking it for gone; a failed attempt reads
--- whether a cancel was requested from the row it locks.
+-- whether a cancel was requested from the row it locks; a schedule's tick
+-- from before its last save is not enqueued.
 
 ALTER FUNCTION omnispindle.complete_attempts(bigint[], uuid[], jsonb[])
     SET plan_cache_mode = force_generic_plan;
@@ -2088,5 +2089,46 @@ BEGIN
     RETURNING t.id, t.state,
               CASE WHEN t.state = 'pending'
                    THEN extract(epoch FROM t.run_after - now())::double precision END;
+END
+$$;
+
+-- As in sql/schema.sql.
+CREATE OR REPLACE FUNCTION omnispindle.enqueue_periodic_ticks(p_names text[], p_ticks timestamptz[])
+RETURNS TABLE (periodic_name text, tick_at timestamptz, task_id bigint)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    tick record;
+    new_id bigint;
+BEGIN
+    FOR tick IN
+        INSERT INTO omnispindle.periodic_ticks AS k (periodic_name, tick_at)
+        SELECT p.name, w.tick_at
+        FROM unnest(p_names, p_ticks) AS w(name, tick_at)
+        JOIN omnispindle.periodic_tasks p
+          ON p.name = w.name AND p.enabled AND w.tick_at >= p.updated_at
+        ORDER BY p.name, w.tick_at
+        ON CONFLICT DO NOTHING
+        RETURNING k.periodic_name, k.tick_at
+    LOOP
+        -- Read again, with a fresh snapshot: the insert above may have waited
+        -- for another runner's uncommitted tick while a save committed.
+        INSERT INTO omnispindle.tasks (task_type, parameters, priority, max_attempts,
+                                       retry_backoff, timeout_seconds,
+                                       required_capabilities, state)
+        SELECT p.task_type, p.parameters, p.priority, p.max_attempts, p.retry_backoff,
+               p.timeout_seconds, p.required_capabilities, 'pending'
+        FROM omnispindle.periodic_tasks p
+        WHERE p.name = tick.periodic_name AND p.enabled AND tick.tick_at >= p.updated_at
+        RETURNING id INTO new_id;
+        -- Its tick stays taken, with no task: no one enqueues it again.
+        CONTINUE WHEN new_id IS NULL;
+        UPDATE omnispindle.periodic_ticks k SET task_id = new_id
+        WHERE k.periodic_name = tick.periodic_name AND k.tick_at = tick.tick_at;
+        periodic_name := tick.periodic_name;
+        tick_at := tick.tick_at;
+        task_id := new_id;
+        RETURN NEXT;
+    END LOOP;
 END
 $$;

@@ -7,12 +7,15 @@ import threading
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
+import psycopg
 import pytest
 
 from omnispindle import ValidationError
+from omnispindle._db import queries as q
 from omnispindle._maintenance.periodic import PeriodicScheduler
 from omnispindle.errors import CronExpressionError
 from tests.acceptance.workers import poll, start_worker_process
+from tests.integration.test_type_limits import waiting_for_a_lock
 
 
 def started_at(client, task_id):
@@ -136,6 +139,60 @@ def test_a_disabled_schedule_and_ticks_before_its_creation_enqueue_nothing(queue
     client.add_periodic_task("hourly", "@hourly", "t")  # its last tick predates it
     client.add_periodic_task("off", "* * * * * *", "t", enabled=False)
     assert PeriodicScheduler(queue.db).run_once().enqueued == 0
+    assert conn.execute("SELECT count(*) FROM omnispindle.tasks").fetchone()[0] == 0
+
+
+class SavesAfterReading:
+    """Runs the scheduler's statements; once it has read the schedules, a save of
+    "report" as a yearly schedule of another task commits."""
+
+    def __init__(self, queue, client) -> None:
+        self.queue, self.client, self.runs = queue, client, 0
+
+    def run(self, operation):
+        found = self.queue.db.run(operation)
+        self.runs += 1
+        if self.runs == 1:
+            self.client.add_periodic_task("report", "0 0 1 1 *", "new_report", {"v": 2})
+        return found
+
+
+def test_a_tick_read_before_a_save_is_not_enqueued_as_the_new_schedule(queue, client, conn):
+    """A schedule saved again between a scheduler's read of the schedules and its
+    enqueue had the old schedule's tick enqueued, as a task of the new one: a
+    yearly schedule ran its new task at once, from a tick before its save."""
+    client.add_periodic_task("report", "* * * * *", "old_report", {"v": 1})
+    conn.execute("UPDATE omnispindle.periodic_tasks SET updated_at = now() - interval '1 hour'")
+    assert PeriodicScheduler(SavesAfterReading(queue, client)).run_once().enqueued == 0
+    assert conn.execute("SELECT count(*) FROM omnispindle.tasks").fetchone()[0] == 0
+
+
+def test_a_tick_that_waited_for_another_runners_is_not_enqueued_after_a_save(
+    queue, client, dsn, conn
+):
+    """A runner waited for another's uncommitted insert of the same tick; a save of
+    the schedule committed, then the other runner's transaction ended without
+    commit: the waiting runner enqueued the old tick as a task of the new schedule."""
+    client.add_periodic_task("report", "* * * * *", "old_report", {"v": 1})
+    conn.execute("UPDATE omnispindle.periodic_tasks SET updated_at = now() - interval '1 hour'")
+    tick = conn.execute("SELECT date_trunc('minute', now())").fetchone()[0]
+    enqueued: list[list[object]] = []
+
+    def enqueue() -> None:
+        enqueued.append(queue.db.run(q.periodic.enqueue_periodic_ticks(["report"], [tick])))
+
+    with psycopg.connect(dsn) as other_runner:
+        other_runner.execute(
+            "INSERT INTO omnispindle.periodic_ticks (periodic_name, tick_at) VALUES ('report', %s)",
+            [tick],
+        )
+        thread = threading.Thread(target=enqueue)
+        thread.start()
+        poll(lambda: enqueued or waiting_for_a_lock(conn, "enqueue_periodic_ticks"), timeout=30)
+        client.add_periodic_task("report", "0 0 1 1 *", "new_report", {"v": 2})
+        other_runner.rollback()
+        thread.join(30)
+    assert enqueued == [[]]
     assert conn.execute("SELECT count(*) FROM omnispindle.tasks").fetchone()[0] == 0
 
 
