@@ -15,7 +15,7 @@ from omnispindle import ValidationError, entry
 from omnispindle._db import queries as q
 
 from .test_roles import command
-from .test_type_limits import claim_query, finish, waiting_for_a_lock
+from .test_type_limits import claim_query, finish, poll, waiting_for_a_lock
 
 
 def claim_groups(queue, limit=1, task_types=("shared",)):
@@ -358,9 +358,7 @@ def test_a_limit_per_group_waits_out_a_strategy_set_again_and_finds_it_fair(clie
         holder.execute("SELECT omnispindle.set_task_type_strategy('shared', 'fair')")
         thread = threading.Thread(target=set_limit)
         thread.start()
-        deadline = time.monotonic() + 30
-        while not outcome and not waiting_for_a_lock(conn, "set_task_type_limit"):
-            assert time.monotonic() < deadline, "the limit neither waited nor ended"
+        poll(lambda: outcome or waiting_for_a_lock(conn, "set_task_type_limit"))
         holder.commit()
         thread.join(30)
     assert outcome == {"set": True}
