@@ -1,6 +1,6 @@
 -- Undo 0012_chain_steps: custom plans again, every ready notice at once, no
--- hand-over, and set_task_type_limit, fail_attempts and enqueue_periodic_ticks
--- as 0010, 0005 and 0002 made them.
+-- hand-over, and set_task_type_limit, fail_attempts, enqueue_periodic_ticks and
+-- submit_tasks as 0010, 0005, 0002 and 0010 made them.
 
 ALTER FUNCTION omnispindle.complete_attempts(bigint[], uuid[], jsonb[])
     RESET plan_cache_mode;
@@ -1096,3 +1096,126 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- As 0010 made it.
+CREATE OR REPLACE FUNCTION omnispindle.submit_tasks(
+    p_task_types text[],
+    p_parameters jsonb[],
+    p_priorities integer[],
+    p_max_attempts integer[],
+    p_retry_backoffs double precision[],
+    p_timeouts double precision[],
+    p_required_capabilities jsonb[],
+    p_dependencies jsonb[],
+    p_entry_dependencies jsonb[],
+    p_allow_failed boolean[],
+    p_run_after timestamptz[],
+    p_idempotency_keys text[],
+    p_trace_contexts jsonb[],
+    p_group_keys text[] DEFAULT NULL
+)
+RETURNS SETOF bigint
+LANGUAGE plpgsql
+SET jit = off
+AS $$
+DECLARE
+    wanted bigint[];
+    missing bigint;
+    broken record;
+    existing bigint[];
+    ids bigint[];
+    repeated text;
+BEGIN
+    SELECT coalesce(array_agg(DISTINCT d.value::bigint), '{}') INTO wanted
+    FROM unnest(p_dependencies) AS deps(list),
+         jsonb_array_elements_text(deps.list) AS d(value);
+
+    -- KEY SHARE keeps the parents from being deleted without blocking their
+    -- state changes: an app transaction left open must never stall a worker.
+    -- A parent that finishes before this transaction commits cannot see the
+    -- new dependency rows; the sweeper's reconcile_blocked pass repairs that.
+    PERFORM 1 FROM omnispindle.tasks WHERE id = ANY (wanted) ORDER BY id FOR KEY SHARE;
+
+    SELECT w INTO missing FROM unnest(wanted) AS w
+    WHERE NOT EXISTS (SELECT 1 FROM omnispindle.tasks t WHERE t.id = w) LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'unknown dependency: task % does not exist', missing
+            USING ERRCODE = 'OS001';
+    END IF;
+
+    SELECT t.id, t.state INTO broken
+    FROM unnest(p_dependencies, p_allow_failed) AS s(deps, tolerant),
+         jsonb_array_elements_text(s.deps) AS d(value)
+    JOIN omnispindle.tasks t ON t.id = d.value::bigint
+    WHERE NOT s.tolerant AND t.state IN ('failed', 'cancelled')
+    ORDER BY t.id LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'dependency task % is %: its dependents could never run',
+            broken.id, broken.state
+            USING ERRCODE = 'OS003';
+    END IF;
+
+    -- Two entries with one key would collide with each other.
+    SELECT k INTO repeated FROM unnest(p_idempotency_keys) AS k
+    WHERE k IS NOT NULL GROUP BY k HAVING count(*) > 1 LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'idempotency key % is used twice in one batch', repeated
+            USING ERRCODE = 'OS005';
+    END IF;
+
+    IF NOT EXISTS (SELECT 1 FROM unnest(p_idempotency_keys) AS k WHERE k IS NOT NULL) THEN
+        RETURN QUERY SELECT i FROM unnest(omnispindle.insert_tasks(
+            p_task_types, p_parameters, p_priorities, p_max_attempts, p_retry_backoffs,
+            p_timeouts, p_required_capabilities, p_dependencies, p_entry_dependencies,
+            p_allow_failed, p_run_after, p_idempotency_keys, p_trace_contexts, NULL,
+            p_group_keys)) AS i;
+        RETURN;
+    END IF;
+
+    -- Submitters of one key meet at the unique index on unfinished tasks' keys:
+    -- an insert waits there for the transaction that inserted the key first
+    -- (only a role that may submit can make it wait, and for at most the
+    -- function's lock_timeout), then fails if that one committed; this one
+    -- then looks again and reuses that task. Batches that take shared keys in
+    -- different orders may deadlock instead: the one chosen looks again too.
+    FOR look IN 1..5 LOOP
+        -- The unfinished tasks holding the batch's keys, by position. Under a
+        -- REPEATABLE READ or SERIALIZABLE snapshot taken before such a task
+        -- committed, it stays invisible here and the insert fails with a
+        -- unique violation, which the caller answers by retrying its transaction.
+        SELECT array_agg((SELECT t.id FROM omnispindle.tasks t
+                          WHERE t.idempotency_key = k.key
+                            AND t.state IN ('blocked', 'pending', 'running'))
+                         ORDER BY k.ord)
+        INTO existing
+        FROM unnest(p_idempotency_keys) WITH ORDINALITY AS k(key, ord);
+        BEGIN
+            ids := omnispindle.insert_tasks(
+                p_task_types, p_parameters, p_priorities, p_max_attempts, p_retry_backoffs,
+                p_timeouts, p_required_capabilities, p_dependencies, p_entry_dependencies,
+                p_allow_failed, p_run_after, p_idempotency_keys, p_trace_contexts, existing,
+                p_group_keys);
+            RETURN QUERY SELECT i FROM unnest(ids) AS i;
+            RETURN;
+        EXCEPTION WHEN unique_violation OR deadlock_detected THEN
+            -- Under a snapshot fixed for the transaction, looking again sees nothing new.
+            IF look = 5 OR current_setting('transaction_isolation') <> 'read committed' THEN
+                RAISE;
+            END IF;
+        END;
+        -- Submitters that lost a race look again one at a time, so that two of
+        -- them cannot keep deadlocking on keys they take in opposite orders.
+        PERFORM 1 FROM omnispindle.maintenance_locks WHERE name = 'idempotency' FOR UPDATE;
+    END LOOP;
+END
+$$;
+
+-- What sql/schema.sql sets on it after creating it, which CREATE OR REPLACE resets.
+ALTER FUNCTION omnispindle.submit_tasks(text[], jsonb[], integer[], integer[], double precision[],
+    double precision[], jsonb[], jsonb[], jsonb[], boolean[], timestamp with time zone[], text[],
+    jsonb[], text[])
+    SET lock_timeout = '10s';
+ALTER FUNCTION omnispindle.submit_tasks(text[], jsonb[], integer[], integer[], double precision[],
+    double precision[], jsonb[], jsonb[], jsonb[], boolean[], timestamp with time zone[], text[],
+    jsonb[], text[])
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
