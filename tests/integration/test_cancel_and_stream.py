@@ -14,7 +14,7 @@ from omnispindle import TaskCancelled, TaskNotFoundError, current_task
 from omnispindle._db import queries as q
 
 from ..acceptance.workers import poll
-from .test_type_limits import waiting_for_a_lock
+from .test_type_limits import claim_query, waiting_for_a_lock
 
 
 def test_cancelling_a_pending_task_cancels_its_descendants(client):
@@ -56,15 +56,7 @@ def test_cancelling_a_finished_task_says_so(client, start_worker):
 
 def claimed(queue, task_type: str, worker_id: uuid.UUID):
     """The row of the one task a claim by ``worker_id`` takes."""
-    [row] = queue.db.run(
-        q.tasks.claim_tasks(
-            task_types=[task_type],
-            capabilities=[],
-            limit=1,
-            worker_id=worker_id,
-            lease_seconds=30,
-        )
-    )
+    [row] = queue.db.run(claim_query([task_type], 1, worker_id))
     return row
 
 

@@ -10,6 +10,7 @@ import pytest
 from omnispindle import TaskQueueClient, ValidationError, entry
 from omnispindle.errors import IdempotencyKeyConflictError, TaskStateError
 from tests.acceptance.workers import poll
+from tests.integration.test_type_limits import waiting_for_a_lock
 
 
 def task_count(conn) -> int:
@@ -234,17 +235,14 @@ def lose_a_race(client, dsn, conn, key: str, loser: psycopg.Connection) -> dict[
         outcome["holder"] = client.submit_task("t", idempotency_key=key, connection=holder)
         thread = threading.Thread(target=submit)
         thread.start()
-        poll(lambda: "id" in outcome or "error" in outcome or waiting(conn, loser), timeout=30)
+        poll(
+            lambda: (
+                "id" in outcome or "error" in outcome or waiting_for_a_lock(conn, "submit_tasks")
+            ),
+            timeout=30,
+        )
     thread.join(timeout=60)
     return outcome
-
-
-def waiting(conn, loser: psycopg.Connection) -> bool:
-    """Whether ``loser``'s statement waits for a lock."""
-    return conn.execute(
-        "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s",
-        [loser.info.backend_pid],
-    ).fetchone()[0]
 
 
 def test_a_caller_transaction_that_lost_a_race_holds_up_no_other_submitter(client, dsn, conn):

@@ -21,13 +21,13 @@ from .test_roles import command
 DEADLINE = 30
 
 
-def claim_query(task_types, limit=100):
-    """A claim by a fresh worker id."""
+def claim_query(task_types, limit=100, worker_id=None):
+    """A claim by ``worker_id``, or by a fresh worker id."""
     return q.tasks.claim_tasks(
         task_types=list(task_types),
         capabilities=[],
         limit=limit,
-        worker_id=uuid.uuid4(),
+        worker_id=worker_id or uuid.uuid4(),
         lease_seconds=30,
     )
 
