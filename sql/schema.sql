@@ -2060,8 +2060,13 @@ $$;
 -- locked (in id order) and checked before any changes. With p_with_dependents,
 -- the tasks that a retried task's failure cancelled (and theirs, transitively)
 -- wait for it again, unless another of their dependencies failed or was
--- cancelled for another reason. Returns one row per retried task, in the order
--- given, with the dependents it brought back.
+-- cancelled for another reason. They are brought back before the tasks
+-- retried change: bringing them back may wait for another dependency's end
+-- (see revive_dependents), and the update of the tasks has its trigger count
+-- up their children that allow failed dependencies, which that end's
+-- countdown may be waiting to write; waiting after the update could deadlock.
+-- Returns one row per retried task, in the order given, with the dependents
+-- it brought back.
 CREATE FUNCTION omnispindle.retry_tasks(p_ids bigint[], p_with_dependents boolean DEFAULT false)
 RETURNS TABLE (task_id bigint, state text, attempts integer, max_attempts integer,
                dependents bigint[])
@@ -2107,16 +2112,16 @@ BEGIN
             USING ERRCODE = 'OS006';
     END IF;
 
+    revived := '{}';
+    IF p_with_dependents THEN
+        revived := omnispindle.revive_dependents(p_ids);
+    END IF;
+
     -- The state machine allows failed -> pending only with an attempt left.
     UPDATE omnispindle.tasks t
     SET state = 'pending', max_attempts = greatest(t.max_attempts, t.attempts + 1),
         finished_at = NULL, run_after = now()
     WHERE t.id = ANY (p_ids);
-
-    revived := '{}';
-    IF p_with_dependents THEN
-        revived := omnispindle.revive_dependents(p_ids);
-    END IF;
 
     RETURN QUERY
     SELECT t.id, t.state::text, t.attempts, t.max_attempts,
@@ -2151,30 +2156,57 @@ $$;
 -- has not succeeded. One whose other dependency failed or was cancelled for
 -- another reason could never run, and stays cancelled. Grows the set until
 -- nothing more qualifies, since a task may wait on several of the set.
+-- p_ids are locked by the caller. The tasks found and their unfinished
+-- dependencies are locked (in id order) and the set is found again, until
+-- all that it stands on is locked: a dependency's end then waits for this
+-- transaction, or this one for it and reads it. Read with the statement's
+-- snapshot alone, a dependency that failed or succeeded while this ran, or
+-- before it committed, went unseen, and that dependency's cascade or
+-- countdown, which read the task as cancelled, left it alone: it stayed
+-- blocked for a failed dependency until the sweeper cancelled it, or waited
+-- for one that had succeeded.
 CREATE FUNCTION omnispindle.revive_dependents(p_ids bigint[])
 RETURNS bigint[]
 LANGUAGE plpgsql
 AS $$
 DECLARE
     causes text[];
-    revived bigint[] := '{}';
+    revived bigint[];
     more bigint[];
+    locked bigint[] := p_ids;
+    unlocked bigint[];
 BEGIN
     SELECT array_agg(format('dependency %s failed', i)) INTO causes FROM unnest(p_ids) AS i;
     LOOP
-        SELECT array_agg(DISTINCT c.id) INTO more
-        FROM omnispindle.task_dependencies d
-        JOIN omnispindle.tasks c ON c.id = d.task_id
-        WHERE d.depends_on = ANY (p_ids || revived)
-          AND c.state = 'cancelled' AND c.cancel_reason = ANY (causes)
-          AND NOT c.id = ANY (revived)
-          AND NOT EXISTS (
-              SELECT 1 FROM omnispindle.task_dependencies p
+        revived := '{}';
+        LOOP
+            SELECT array_agg(DISTINCT c.id) INTO more
+            FROM omnispindle.task_dependencies d
+            JOIN omnispindle.tasks c ON c.id = d.task_id
+            WHERE d.depends_on = ANY (p_ids || revived)
+              AND c.state = 'cancelled' AND c.cancel_reason = ANY (causes)
+              AND NOT c.id = ANY (revived)
+              AND NOT EXISTS (
+                  SELECT 1 FROM omnispindle.task_dependencies p
+                  JOIN omnispindle.tasks pt ON pt.id = p.depends_on
+                  WHERE p.task_id = c.id AND pt.state IN ('failed', 'cancelled')
+                    AND NOT pt.id = ANY (p_ids || revived));
+            EXIT WHEN more IS NULL;
+            revived := revived || more;
+        END LOOP;
+
+        SELECT array_agg(x.id) INTO unlocked
+        FROM (SELECT r.id FROM unnest(revived) AS r(id)
+              UNION
+              SELECT p.depends_on FROM omnispindle.task_dependencies p
               JOIN omnispindle.tasks pt ON pt.id = p.depends_on
-              WHERE p.task_id = c.id AND pt.state IN ('failed', 'cancelled')
-                AND NOT pt.id = ANY (p_ids || revived));
-        EXIT WHEN more IS NULL;
-        revived := revived || more;
+              WHERE p.task_id = ANY (revived)
+                AND pt.state IN ('blocked', 'pending', 'running')) AS x
+        WHERE NOT x.id = ANY (locked);
+        EXIT WHEN unlocked IS NULL;
+        PERFORM 1 FROM omnispindle.tasks t WHERE t.id = ANY (unlocked)
+        ORDER BY t.id FOR NO KEY UPDATE;
+        locked := locked || unlocked;
     END LOOP;
 
     UPDATE omnispindle.tasks t

@@ -18,7 +18,9 @@
 -- for the new row instead of taking it for gone; a failed attempt reads
 -- whether a cancel was requested from the row it locks; a schedule's tick
 -- from before its last save is not enqueued; an idempotent submit that lost
--- a race looks again without a lock held until its caller's commit.
+-- a race looks again without a lock held until its caller's commit; a retry
+-- with dependents locks the dependencies of those it brings back and reads
+-- them again, so that none stays blocked for a dependency that failed meanwhile.
 
 ALTER FUNCTION omnispindle.complete_attempts(bigint[], uuid[], jsonb[])
     SET plan_cache_mode = force_generic_plan;
@@ -2260,4 +2262,133 @@ ALTER FUNCTION omnispindle.submit_tasks(text[], jsonb[], integer[], integer[], d
 ALTER FUNCTION omnispindle.submit_tasks(text[], jsonb[], integer[], integer[], double precision[],
     double precision[], jsonb[], jsonb[], jsonb[], boolean[], timestamp with time zone[], text[],
     jsonb[], text[])
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+
+-- As in sql/schema.sql.
+CREATE OR REPLACE FUNCTION omnispindle.revive_dependents(p_ids bigint[])
+RETURNS bigint[]
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    causes text[];
+    revived bigint[];
+    more bigint[];
+    locked bigint[] := p_ids;
+    unlocked bigint[];
+BEGIN
+    SELECT array_agg(format('dependency %s failed', i)) INTO causes FROM unnest(p_ids) AS i;
+    LOOP
+        revived := '{}';
+        LOOP
+            SELECT array_agg(DISTINCT c.id) INTO more
+            FROM omnispindle.task_dependencies d
+            JOIN omnispindle.tasks c ON c.id = d.task_id
+            WHERE d.depends_on = ANY (p_ids || revived)
+              AND c.state = 'cancelled' AND c.cancel_reason = ANY (causes)
+              AND NOT c.id = ANY (revived)
+              AND NOT EXISTS (
+                  SELECT 1 FROM omnispindle.task_dependencies p
+                  JOIN omnispindle.tasks pt ON pt.id = p.depends_on
+                  WHERE p.task_id = c.id AND pt.state IN ('failed', 'cancelled')
+                    AND NOT pt.id = ANY (p_ids || revived));
+            EXIT WHEN more IS NULL;
+            revived := revived || more;
+        END LOOP;
+
+        SELECT array_agg(x.id) INTO unlocked
+        FROM (SELECT r.id FROM unnest(revived) AS r(id)
+              UNION
+              SELECT p.depends_on FROM omnispindle.task_dependencies p
+              JOIN omnispindle.tasks pt ON pt.id = p.depends_on
+              WHERE p.task_id = ANY (revived)
+                AND pt.state IN ('blocked', 'pending', 'running')) AS x
+        WHERE NOT x.id = ANY (locked);
+        EXIT WHEN unlocked IS NULL;
+        PERFORM 1 FROM omnispindle.tasks t WHERE t.id = ANY (unlocked)
+        ORDER BY t.id FOR NO KEY UPDATE;
+        locked := locked || unlocked;
+    END LOOP;
+
+    UPDATE omnispindle.tasks t
+    SET state = 'blocked', finished_at = NULL, cancel_reason = NULL, run_after = now(),
+        pending_dependencies = (SELECT count(*) FROM omnispindle.task_dependencies p
+                                JOIN omnispindle.tasks pt ON pt.id = p.depends_on
+                                WHERE p.task_id = t.id AND pt.state <> 'succeeded')
+    WHERE t.id = ANY (revived);
+    RETURN revived;
+END
+$$;
+
+-- As in sql/schema.sql.
+CREATE OR REPLACE FUNCTION omnispindle.retry_tasks(p_ids bigint[], p_with_dependents boolean DEFAULT false)
+RETURNS TABLE (task_id bigint, state text, attempts integer, max_attempts integer,
+               dependents bigint[])
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    missing bigint;
+    refused record;
+    revived bigint[];
+BEGIN
+    PERFORM 1 FROM omnispindle.tasks t WHERE t.id = ANY (p_ids) ORDER BY t.id FOR NO KEY UPDATE;
+
+    SELECT u.id INTO missing FROM unnest(p_ids) WITH ORDINALITY AS u(id, ord)
+    WHERE NOT EXISTS (SELECT 1 FROM omnispindle.tasks t WHERE t.id = u.id)
+    ORDER BY u.ord LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'no task with id %', missing USING ERRCODE = 'OS004';
+    END IF;
+
+    -- The first task, in the order given, that is not failed or whose
+    -- idempotency key another unfinished task (or an earlier one of these) holds.
+    SELECT r.* INTO refused FROM (
+        SELECT u.ord, t.id, t.state, t.idempotency_key AS key,
+               coalesce(
+                   (SELECT h.id FROM omnispindle.tasks h
+                    WHERE h.idempotency_key = t.idempotency_key AND h.id <> t.id
+                      AND h.state IN ('blocked', 'pending', 'running') LIMIT 1),
+                   (SELECT e.id FROM unnest(p_ids) WITH ORDINALITY AS e(id, ord)
+                    JOIN omnispindle.tasks et ON et.id = e.id
+                    WHERE e.ord < u.ord AND e.id <> t.id
+                      AND et.idempotency_key = t.idempotency_key
+                    ORDER BY e.ord LIMIT 1)) AS holder
+        FROM unnest(p_ids) WITH ORDINALITY AS u(id, ord)
+        JOIN omnispindle.tasks t ON t.id = u.id) AS r
+    WHERE r.state <> 'failed' OR r.holder IS NOT NULL
+    ORDER BY r.ord LIMIT 1;
+    IF FOUND AND refused.state <> 'failed' THEN
+        RAISE EXCEPTION 'task % is %; only failed tasks can be retried', refused.id, refused.state
+            USING ERRCODE = 'OS006';
+    ELSIF FOUND THEN
+        RAISE EXCEPTION 'task %''s idempotency key ''%'' is held by unfinished task %; '
+                        'it cannot run twice at once', refused.id, refused.key, refused.holder
+            USING ERRCODE = 'OS006';
+    END IF;
+
+    revived := '{}';
+    IF p_with_dependents THEN
+        revived := omnispindle.revive_dependents(p_ids);
+    END IF;
+
+    -- The state machine allows failed -> pending only with an attempt left.
+    UPDATE omnispindle.tasks t
+    SET state = 'pending', max_attempts = greatest(t.max_attempts, t.attempts + 1),
+        finished_at = NULL, run_after = now()
+    WHERE t.id = ANY (p_ids);
+
+    RETURN QUERY
+    SELECT t.id, t.state::text, t.attempts, t.max_attempts,
+           coalesce((SELECT array_agg(d.id ORDER BY d.id)
+                     FROM omnispindle.tasks d
+                     WHERE d.id = ANY (revived)
+                       AND d.id IN (SELECT x.task_id FROM omnispindle.dependents_of(t.id) x)),
+                    '{}')
+    FROM unnest(p_ids) WITH ORDINALITY AS u(id, ord)
+    JOIN omnispindle.tasks t ON t.id = u.id
+    ORDER BY u.ord;
+END
+$$;
+
+-- What sql/schema.sql sets on it after creating it, which CREATE OR REPLACE resets.
+ALTER FUNCTION omnispindle.retry_tasks(bigint[], boolean)
     SECURITY DEFINER SET search_path = pg_catalog, pg_temp;

@@ -4,6 +4,7 @@ say what to do, and liveness in the views (issue 20, findings 5, 6 and 13)."""
 from __future__ import annotations
 
 import json
+import threading
 
 import psycopg
 import pytest
@@ -17,6 +18,8 @@ from omnispindle._core import defaults
 from omnispindle._db.sqlstate import translate
 from omnispindle.cli.main import main
 from omnispindle.cli.status import liveness_warnings
+
+from .test_type_limits import poll, waiting_for_a_lock
 
 DEADLINE = 60
 
@@ -203,6 +206,159 @@ def test_a_dependent_that_another_failure_doomed_stays_cancelled(conn):
     assert states(conn, child, both, other) == ["cancelled", "cancelled", "cancelled"]
     conn.execute("SELECT * FROM omnispindle.retry_task(%s, with_dependents => true)", [root])
     assert states(conn, child, both) == ["blocked", "cancelled"]
+
+
+def running(conn: psycopg.Connection, task_id: int) -> str:
+    """Start ``task_id``'s attempt as a claim would; its lease token."""
+    return conn.execute(
+        "UPDATE omnispindle.tasks SET state = 'running', attempts = attempts + 1, "
+        "started_at = now(), lease_token = gen_random_uuid(), "
+        "lease_expires_at = now() + interval '1 h' WHERE id = %(id)s RETURNING lease_token",
+        {"id": task_id},
+    ).fetchone()[0]
+
+
+# How a worker ends the other parent's last attempt, and the function it calls.
+FAILED_FOR_GOOD = (
+    "SELECT * FROM omnispindle.fail_attempts(ARRAY[%(id)s]::bigint[], "
+    'ARRAY[%(token)s]::uuid[], ARRAY[\'{"message": "boom"}\']::jsonb[])'
+)
+SUCCEEDED = (
+    "SELECT * FROM omnispindle.complete_attempts(ARRAY[%(id)s]::bigint[], "
+    "ARRAY[%(token)s]::uuid[], ARRAY['{}']::jsonb[])"
+)
+ENDINGS = {
+    "fails": (FAILED_FOR_GOOD, "fail_attempts"),
+    "succeeds": (SUCCEEDED, "complete_attempts"),
+}
+RETRY_WITH_DEPENDENTS = "SELECT * FROM omnispindle.retry_task(%(id)s, with_dependents => true)"
+
+
+def while_held(dsn, conn, held: tuple[str, dict], other: tuple[str, dict], other_calls: str):
+    """Run ``held`` in a transaction left open, then ``other`` on a connection of its
+    own until it ends or waits for a lock (a statement calling ``other_calls``), then
+    commit ``held``. The rows each returned, and whether ``other`` waited."""
+    outcome: dict[str, object] = {}
+
+    def ended_or_waiting() -> str | None:
+        if outcome:
+            return "ended"
+        return "waiting" if waiting_for_a_lock(conn, other_calls) else None
+
+    def run_other() -> None:
+        try:
+            with psycopg.connect(dsn, autocommit=True) as own:
+                outcome["other"] = own.execute(*other).fetchall()
+        except Exception as exc:  # the test reports it
+            outcome["error"] = exc
+
+    with psycopg.connect(dsn) as holder:
+        held_rows = holder.execute(*held).fetchall()
+        thread = threading.Thread(target=run_other)
+        thread.start()
+        seen = poll(ended_or_waiting, DEADLINE)
+        holder.commit()
+        thread.join(DEADLINE)
+    assert "error" not in outcome, outcome
+    return held_rows, outcome["other"], seen == "waiting"
+
+
+def parents_and_child(conn: psycopg.Connection) -> tuple[int, int, int, str]:
+    """A child of two parents: the first failed, which cancelled the child; the
+    second running its last attempt (with the token returned)."""
+    first = enqueue(conn, "'first', max_retries => 0")
+    second = enqueue(conn, "'second', max_retries => 0")
+    child = enqueue(
+        conn, "'child', dependencies => ARRAY[%(a)s, %(b)s]::bigint[]", {"a": first, "b": second}
+    )
+    fail(conn, first)
+    return first, second, child, running(conn, second)
+
+
+def waiting_or_cancelled(conn: psycopg.Connection, task_id: int) -> tuple:
+    """(state, parents it waits for) of a blocked task, (state, cause) of a cancelled one."""
+    return conn.execute(
+        "SELECT state::text, CASE WHEN state = 'cancelled' THEN cancel_reason "
+        "ELSE pending_dependencies::text END FROM omnispindle.tasks WHERE id = %s",
+        [task_id],
+    ).fetchone()
+
+
+@pytest.mark.parametrize("ending", ["fails", "succeeds"])
+def test_a_retry_with_dependents_left_open_while_the_other_parent_ends(conn, dsn, ending):
+    """A child brought back by a retry of its failed parent, while its other parent's
+    last attempt ended before the retry committed, was left blocked as if that parent
+    still ran: the failure's cascade, and the success's countdown, read the child as
+    cancelled. Failed, the child waited, never to run, for the sweeper to cancel it;
+    succeeded, it counted that parent as unfinished, and so did not start when the
+    retried parent succeeded, until the sweeper found it. The parent's end now waits
+    for the retry."""
+    first, second, child, token = parents_and_child(conn)
+    end, ends_in = ENDINGS[ending]
+    [retried], _, waited = while_held(
+        dsn,
+        conn,
+        (RETRY_WITH_DEPENDENTS, {"id": first}),
+        (end, {"id": second, "token": token}),
+        ends_in,
+    )
+    if ending == "fails":
+        expected = ("cancelled", f"dependency {second} failed")
+    else:
+        expected = ("blocked", "1")
+    assert waiting_or_cancelled(conn, child) == expected
+    assert retried[4] == [child]
+    assert waited  # the parent's end, for the retry's commit
+
+
+@pytest.mark.parametrize("ending", ["fails", "succeeds"])
+def test_a_retry_with_dependents_while_the_other_parent_ends_uncommitted(conn, dsn, ending):
+    """A retry of a failed parent run while its child's other parent's last attempt
+    had ended but not committed brought the child back as waiting for that parent:
+    failed, the child was left blocked (its cascade had read it cancelled) until the
+    sweeper cancelled it; succeeded, the child counted it as unfinished. The retry
+    now waits for that parent's end and reads it."""
+    first, second, child, token = parents_and_child(conn)
+    end, _ = ENDINGS[ending]
+    _, [retried], waited = while_held(
+        dsn,
+        conn,
+        (end, {"id": second, "token": token}),
+        (RETRY_WITH_DEPENDENTS, {"id": first}),
+        "retry_task",
+    )
+    if ending == "fails":
+        expected, revived = ("cancelled", f"dependency {first} failed"), []
+    else:
+        expected, revived = ("blocked", "1"), [child]
+    assert waiting_or_cancelled(conn, child) == expected
+    assert retried[4] == revived
+    assert waited  # the retry, for the parent's end to commit
+
+
+@pytest.mark.parametrize("retry_first", [True, False])
+def test_a_grandchild_whose_other_parent_fails_during_a_retry_stays_cancelled(
+    conn, dsn, retry_first
+):
+    """The same race one generation down: the grandchild brought back with its
+    parent by the retry, as its other parent failed, was left blocked."""
+    root, child, _ = chain(conn)
+    other = enqueue(conn, "'other', max_retries => 0")
+    grandchild = enqueue(
+        conn, "'both', dependencies => ARRAY[%(a)s, %(b)s]::bigint[]", {"a": child, "b": other}
+    )
+    fail(conn, root)
+    retry = (RETRY_WITH_DEPENDENTS, {"id": root})
+    failure = (FAILED_FOR_GOOD, {"id": other, "token": running(conn, other)})
+    if retry_first:
+        *_, waited = while_held(dsn, conn, retry, failure, "fail_attempts")
+        cause = other
+    else:
+        *_, waited = while_held(dsn, conn, failure, retry, "retry_task")
+        cause = root
+    assert states(conn, root, child, other) == ["pending", "blocked", "failed"]
+    assert waiting_or_cancelled(conn, grandchild) == ("cancelled", f"dependency {cause} failed")
+    assert waited
 
 
 def test_the_whole_subtree_runs_once_retried_from_python(conn, client, start_worker):
