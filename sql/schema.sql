@@ -1809,7 +1809,8 @@ $$;
 -- task ids, entry_dependencies[i] a jsonb array of 1-based positions of other
 -- entries of this batch (the caller has checked them for cycles). run_after,
 -- idempotency_keys, trace_contexts and group_keys may be NULL, or hold NULLs.
--- An entry whose idempotency key belongs to an unfinished task yields that task.
+-- An entry whose idempotency key belongs to an unfinished task yields that task,
+-- which the entries depending on it wait for as for a task named by id.
 CREATE FUNCTION omnispindle.submit_tasks(
     p_task_types text[],
     p_parameters jsonb[],
@@ -1835,6 +1836,8 @@ DECLARE
     missing bigint;
     broken record;
     existing bigint[];
+    by_id jsonb[];
+    by_entry jsonb[];
     ids bigint[];
     repeated text;
 BEGIN
@@ -1895,20 +1898,61 @@ BEGIN
     -- while workers finish those tasks as fast as they come: five, then an
     -- error, failed 4 submits in 10,000 with 12 threads on 3 keys.
     FOR look IN 1..50 LOOP
-        -- The unfinished tasks holding the batch's keys, by position. Under a
-        -- REPEATABLE READ or SERIALIZABLE snapshot taken before such a task
-        -- committed, it stays invisible here and the insert fails with a
-        -- unique violation, which the caller answers by retrying its transaction.
-        SELECT array_agg((SELECT t.id FROM omnispindle.tasks t
-                          WHERE t.idempotency_key = k.key
-                            AND t.state IN ('blocked', 'pending', 'running'))
-                         ORDER BY k.ord)
+        -- The unfinished tasks holding the batch's keys, by position, held as
+        -- the parents named by id are (KEY SHARE), so that none is deleted
+        -- before the dependents' edges to it commit. Under a REPEATABLE READ or
+        -- SERIALIZABLE snapshot taken before such a task committed, it stays
+        -- invisible here and the insert fails with a unique violation, which
+        -- the caller answers by retrying its transaction.
+        SELECT array_agg(h.id ORDER BY k.ord)
         INTO existing
-        FROM unnest(p_idempotency_keys) WITH ORDINALITY AS k(key, ord);
+        FROM unnest(p_idempotency_keys) WITH ORDINALITY AS k(key, ord)
+        LEFT JOIN LATERAL (SELECT t.id FROM omnispindle.tasks t
+                           WHERE t.idempotency_key = k.key
+                             AND t.state IN ('blocked', 'pending', 'running')
+                           FOR KEY SHARE) AS h ON true;
+        by_id := p_dependencies;
+        by_entry := p_entry_dependencies;
+        IF array_remove(existing, NULL) <> '{}' THEN
+            -- A task reused is a parent as one named by id is: it may have
+            -- finished since it was looked up (the lock holds its row, not its
+            -- state), and one failed or cancelled refuses the new entries that
+            -- need it.
+            SELECT t.id, t.state INTO broken
+            FROM unnest(p_entry_dependencies, p_allow_failed)
+                     WITH ORDINALITY AS s(entry_deps, tolerant, ord),
+                 jsonb_array_elements_text(s.entry_deps) AS e(value)
+            JOIN omnispindle.tasks t ON t.id = existing[e.value::integer]
+            WHERE existing[s.ord] IS NULL AND NOT s.tolerant
+              AND t.state IN ('failed', 'cancelled')
+            ORDER BY t.id LIMIT 1;
+            IF FOUND THEN
+                RAISE EXCEPTION 'dependency task % is %: its dependents could never run',
+                    broken.id, broken.state
+                    USING ERRCODE = 'OS003';
+            END IF;
+            -- The entries that depend on one name its task by id instead, so
+            -- that the insert counts it by its state, done once it succeeded
+            -- (or failed or was cancelled, for a dependent that allows it).
+            SELECT array_agg(coalesce(s.deps, '[]') || r.held ORDER BY s.ord),
+                   array_agg(r.fresh ORDER BY s.ord)
+            INTO by_id, by_entry
+            FROM unnest(p_dependencies, p_entry_dependencies)
+                     WITH ORDINALITY AS s(deps, entry_deps, ord)
+            CROSS JOIN LATERAL (
+                SELECT coalesce(jsonb_agg(existing[e.value::integer])
+                                    FILTER (WHERE existing[e.value::integer] IS NOT NULL),
+                                '[]') AS held,
+                       coalesce(jsonb_agg(e.value)
+                                    FILTER (WHERE existing[e.value::integer] IS NULL),
+                                '[]') AS fresh
+                FROM jsonb_array_elements(s.entry_deps) AS e(value)
+            ) AS r;
+        END IF;
         BEGIN
             ids := omnispindle.insert_tasks(
                 p_task_types, p_parameters, p_priorities, p_max_attempts, p_retry_backoffs,
-                p_timeouts, p_required_capabilities, p_dependencies, p_entry_dependencies,
+                p_timeouts, p_required_capabilities, by_id, by_entry,
                 p_allow_failed, p_run_after, p_idempotency_keys, p_trace_contexts, existing,
                 p_group_keys);
             RETURN QUERY SELECT i FROM unnest(ids) AS i;

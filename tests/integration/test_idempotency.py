@@ -7,10 +7,11 @@ import threading
 import psycopg
 import pytest
 
-from omnispindle import TaskQueueClient, ValidationError, entry
-from omnispindle.errors import IdempotencyKeyConflictError, TaskStateError
+from omnispindle import DependencyStateError, TaskQueueClient, ValidationError, entry
+from omnispindle._maintenance.sweeper import Sweeper
+from omnispindle.errors import IdempotencyKeyConflictError, TaskStateError, first_line
 from tests.acceptance.workers import poll
-from tests.integration.test_type_limits import waiting_for_a_lock
+from tests.integration.test_type_limits import claim, finish, waiting_for_a_lock
 
 
 def task_count(conn) -> int:
@@ -256,6 +257,137 @@ def test_a_caller_transaction_that_lost_a_race_holds_up_no_other_submitter(clien
             second = lose_a_race(client, dsn, conn, "k2", autocommit)
         assert second == {"holder": second["holder"], "id": second["holder"]}
         open_transaction.rollback()
+
+
+def batch_held_up(client, conn, batch: list[dict]) -> tuple[threading.Thread, dict[str, object]]:
+    """``batch`` submitted on a thread of its own, once it waits for a lock: the
+    thread, and what the submit returns ("ids") or raises ("error") when it ends."""
+    outcome: dict[str, object] = {}
+
+    def submit() -> None:
+        try:
+            outcome["ids"] = client.submit_batch(batch)
+        except Exception as exc:  # the test reports it
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=submit)
+    thread.start()
+    poll(lambda: outcome or waiting_for_a_lock(conn, "submit_tasks"), timeout=30)
+    assert not outcome, f"the batch did not wait for a lock: {outcome}"
+    return thread, outcome
+
+
+def ended(thread: threading.Thread, outcome: dict[str, object]) -> list[int]:
+    """The ids the held-up batch returned."""
+    thread.join(timeout=30)
+    assert not thread.is_alive(), "the batch hung"
+    error = outcome.get("error")
+    assert error is None, f"{type(error).__name__}: {first_line(error)}"
+    ids = outcome["ids"]
+    assert isinstance(ids, list)
+    return ids
+
+
+def test_a_reused_task_pruned_while_its_batch_waits_stays_for_the_batch(client, queue, dsn, conn):
+    """The task a batch reused by its key was not held: cancelled and pruned while
+    the batch waited for another entry's key, it was gone when the batch wrote
+    its dependent's edge, and the batch failed with a ForeignKeyViolation."""
+    held = client.submit_task("fetch", idempotency_key="held")
+    with psycopg.connect(dsn) as other:
+        client.submit_task("fetch", idempotency_key="taken", connection=other)
+        thread, outcome = batch_held_up(
+            client,
+            conn,
+            [
+                {"task_type": "fetch", "idempotency_key": "held"},
+                {"task_type": "fetch", "idempotency_key": "taken"},
+                {"task_type": "parse", "dependencies": [entry(0)]},
+            ],
+        )
+        assert client.cancel_task(held)["state"] == "cancelled"
+        conn.execute(
+            "UPDATE omnispindle.tasks SET finished_at = now() - interval '2 hours' WHERE id = %s",
+            [held],
+        )
+        pruned = queue.prune(3600)
+        other.rollback()
+    ids = ended(thread, outcome)
+    assert pruned == 0 and ids[0] == held
+    assert client.get_task(ids[2])["dependencies"] == [held]
+    # The cancel committed after the batch counted its parents: the sweeper's
+    # repair of such dependents cancels it.
+    conn.execute(
+        "UPDATE omnispindle.tasks SET created_at = now() - interval '1 minute' WHERE id = %s",
+        [ids[2]],
+    )
+    Sweeper(queue.db).run_once()
+    child = client.get_task(ids[2])
+    assert (child["state"], child["cancel_reason"]) == ("cancelled", f"dependency {held} cancelled")
+
+
+@pytest.mark.parametrize(("ending", "tolerant"), [("succeeded", False), ("cancelled", True)])
+def test_a_reused_task_finished_before_its_batch_counts_it_leaves_its_dependent_ready(
+    client, queue, dsn, conn, ending, tolerant
+):
+    """A batch counted the task it reused by its key as unfinished, whatever its
+    state: one that succeeded (or failed or was cancelled, for a dependent that
+    allows it) before the batch inserted left the dependent blocked until the
+    sweeper's repair."""
+    held = client.submit_task("fetch", idempotency_key="held")
+    with psycopg.connect(dsn) as gate:
+        # The batch's insert writes dependency edges: it waits here, after the
+        # batch looked the key up.
+        gate.execute("LOCK TABLE omnispindle.task_dependencies IN SHARE MODE")
+        thread, outcome = batch_held_up(
+            client,
+            conn,
+            [
+                {"task_type": "fetch", "idempotency_key": "held"},
+                {
+                    "task_type": "parse",
+                    "dependencies": [entry(0)],
+                    "allow_failed_dependencies": tolerant,
+                },
+            ],
+        )
+        if ending == "succeeded":
+            assert claim(queue, ["fetch"]) == ["fetch"]
+            finish(conn, 1, "fetch")
+        else:
+            client.cancel_task(held)
+        assert client.get_task(held)["state"] == ending
+        gate.rollback()
+    ids = ended(thread, outcome)
+    assert ids[0] == held
+    child = client.get_task(ids[1])
+    assert (child["state"], child["dependencies"]) == ("pending", [held])
+
+
+def test_a_reused_task_cancelled_before_its_batch_counts_it_refuses_its_dependent(
+    client, dsn, conn
+):
+    """A batch reused by its key a task cancelled since its look-up, and inserted
+    its dependent blocked on it, which the sweeper cancelled a second later. It
+    is refused, as for a dependency named by id in that state."""
+    held = client.submit_task("fetch", idempotency_key="held")
+    with psycopg.connect(dsn) as canceller:
+        canceller.execute("SELECT omnispindle.cancel_task(%s, 'gone')", [held])
+        # Held for update (as a delete holds it): the batch, which finds the
+        # task unfinished until the cancel commits, waits for it.
+        canceller.execute("SELECT 1 FROM omnispindle.tasks WHERE id = %s FOR UPDATE", [held])
+        thread, outcome = batch_held_up(
+            client,
+            conn,
+            [
+                {"task_type": "fetch", "idempotency_key": "held"},
+                {"task_type": "parse", "dependencies": [entry(0)]},
+            ],
+        )
+        canceller.commit()
+    thread.join(timeout=30)
+    assert isinstance(outcome.get("error"), DependencyStateError), outcome
+    assert f"dependency task {held} is cancelled" in str(outcome["error"])
+    assert task_count(conn) == 1
 
 
 @pytest.mark.slow
