@@ -115,10 +115,12 @@ def test_a_claim_waits_a_moment_for_a_limited_types_row_then_goes_on(client, que
 
 
 def waiting_for_a_lock(conn, function: str) -> bool:
-    """Whether a statement that calls ``function`` waits for a lock now."""
+    """Whether a statement that calls ``function`` waits for a lock now, in
+    ``conn``'s database (not in another test run's on the same server)."""
     return conn.execute(
         "SELECT count(*) > 0 FROM pg_stat_activity "
-        "WHERE wait_event_type = 'Lock' AND query LIKE '%%' || %s || '%%'",
+        "WHERE wait_event_type = 'Lock' AND query LIKE '%%' || %s || '%%' "
+        "AND datname = current_database()",
         [function],
     ).fetchone()[0]
 
