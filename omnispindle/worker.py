@@ -120,6 +120,7 @@ class WorkerClient:
         self._wake = threading.Event()
         self._exited = threading.Event()
         self._loop_thread: threading.Thread | None = None
+        self._run: WorkerLoop | None = None
 
     def register_task_executor(self, task_type: str, fn: Executor) -> None:
         """Run ``fn(task_data) -> dict`` for tasks of ``task_type``.
@@ -207,7 +208,7 @@ class WorkerClient:
         try:
             if not self._stopping.is_set():
                 executors = {t: self._executors[t] for t in self.task_types}
-                WorkerLoop(
+                self._run = WorkerLoop(
                     self.queue.db,
                     self.queue.notifier,
                     self.settings,
@@ -215,7 +216,8 @@ class WorkerClient:
                     self.capabilities,
                     self._stopping,
                     self._wake,
-                ).run()
+                )
+                self._run.run()
         finally:
             self._exited.set()
             if self._owns_queue:
@@ -225,11 +227,19 @@ class WorkerClient:
         """Ask the worker to stop: no new claims, running executors may finish.
 
         Called from another thread, waits up to ``timeout`` seconds (None: until
-        the worker has stopped); called from a signal handler in the worker's
-        own thread, returns at once.
+        the worker has stopped). Called from a signal handler in the worker's
+        own thread, or from one of its executors, returns at once: the worker
+        waits for that executor, so waiting for the worker would have each
+        wait for the other until ``shutdown_timeout`` handed the task back.
         """
         self._stopping.set()
         self._wake.set()
-        loop_thread = self._loop_thread
-        if loop_thread is not None and loop_thread is not threading.current_thread():
-            self._exited.wait(timeout)
+        me = threading.current_thread()
+        if self._loop_thread in (None, me) or self._runs_executors_on(me):
+            return
+        self._exited.wait(timeout)
+
+    def _runs_executors_on(self, thread: threading.Thread) -> bool:
+        """Whether ``thread`` runs this worker's executors, which stopping waits for."""
+        run = self._run
+        return run is not None and run.runs_executors_on(thread)

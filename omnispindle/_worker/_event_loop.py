@@ -85,6 +85,10 @@ class ExecutorLoop:
             asyncio.run_coroutine_threadsafe(self._stop(), self._loop)
         self._thread.join(SHUTDOWN_GRACE + 1)
 
+    def runs_on(self, thread: threading.Thread) -> bool:
+        """Whether ``thread`` is the loop's."""
+        return thread is self._thread
+
     def _forget(self, future: Future[Outcome]) -> None:
         with self._lock:
             self._running.discard(future)

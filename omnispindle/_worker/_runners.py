@@ -6,6 +6,7 @@ through the same three verbs: submit, abandon, shut down.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from typing import Any, Union
@@ -59,6 +60,10 @@ class Runners:
         """Give up on every one of these calls."""
         for call in calls:
             self.abandon(call)
+
+    def run_on(self, thread: threading.Thread) -> bool:
+        """Whether executors run on ``thread``: one of the threads, or the event loop's."""
+        return self.threads.runs_on(thread) or (self.loop is not None and self.loop.runs_on(thread))
 
     def shutdown(self) -> None:
         """Stop idle threads and the event loop (cancelling coroutines still running)."""

@@ -112,6 +112,11 @@ class ExecutorThreads:
         self._spawn()
         return True
 
+    def runs_on(self, thread: threading.Thread) -> bool:
+        """Whether ``thread`` is one of these (an abandoned one too, until its call returns)."""
+        with self._lock:
+            return thread in self._live
+
     def shutdown(self) -> None:
         """Stop idle threads; threads inside a call end when it returns."""
         with self._lock:

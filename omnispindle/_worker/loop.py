@@ -150,6 +150,10 @@ class WorkerLoop:
             self._drain(worker_id)
             log.info("worker %s stopped", self.settings.name)
 
+    def runs_executors_on(self, thread: threading.Thread) -> bool:
+        """Whether ``thread`` runs this worker's executors (its threads or its event loop)."""
+        return self.runners.run_on(thread)
+
     def _register(self) -> UUID:
         return self.db.run(
             q.workers.register_worker(

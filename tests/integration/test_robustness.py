@@ -67,6 +67,33 @@ def test_a_stopping_worker_keeps_its_leases_while_executors_finish(client, start
     assert (task["state"], task["result"], task["attempts"]) == ("succeeded", {"finished": True}, 1)
 
 
+def _executor_that_stops(worker_of, stop_returned, kind):
+    """An executor (a function or a coroutine function) that stops its own worker."""
+
+    def last(task):
+        worker_of[0].stop()
+        stop_returned.set()
+        return {"last": True}
+
+    async def last_async(task):
+        return last(task)
+
+    return last if kind == "thread" else last_async
+
+
+@pytest.mark.parametrize("kind", ["thread", "coroutine"])
+def test_an_executor_that_stops_its_own_worker_still_finishes_its_task(client, start_worker, kind):
+    # stop() from the executor returns at once: the worker waits for that executor.
+    stop_returned = threading.Event()
+    worker_of = []
+    executor = _executor_that_stops(worker_of, stop_returned, kind)
+    worker_of.append(start_worker({"last": executor}, shutdown_timeout=15))
+    task_id = client.submit_task("last")
+    assert stop_returned.wait(10), "stop() inside the executor did not return"
+    task = client.wait_for_task(task_id, timeout=10)
+    assert (task["state"], task["result"], task["attempts"]) == ("succeeded", {"last": True}, 1)
+
+
 def test_an_open_app_transaction_never_stalls_a_worker(client, dsn, start_worker):
     release = threading.Event()
     start_worker(
