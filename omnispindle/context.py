@@ -15,8 +15,10 @@ from omnispindle.errors import TaskCancelled
 class TaskContext:
     """The task the current executor call is running.
 
-    ``cancelled`` turns true when someone cancels the task; ``emit(data)``
-    appends a partial result that clients can stream.
+    ``cancelled`` turns true when someone cancels the task, or when the worker
+    gives up on this attempt (its timeout passed, its lease was lost, or a
+    stopping worker handed the task back); ``emit(data)`` appends a partial
+    result that clients can stream.
     """
 
     task_id: int
@@ -30,7 +32,7 @@ class TaskContext:
 
     @property
     def cancelled(self) -> bool:
-        """True once the task has been asked to stop."""
+        """True once this attempt has been asked to stop (a cancel, or the worker gave up on it)."""
         return self._cancel is not None and self._cancel.is_set()
 
     def raise_if_cancelled(self) -> None:

@@ -34,9 +34,12 @@ class Claim:
         return self.row["lease_token"]
 
     def abandoned(self) -> None:
-        """Its call was given up on: its end is recorded already, nothing is due from it."""
+        """Its call was given up on: nothing more is due from it. Its executor is told to
+        stop (``cancelled``): one that checks must not run on, for ever or beside the
+        task's next attempt, once a timeout, a lost lease or a stop ended its own."""
         self.deadline = NO_DEADLINE
         self.cancel_seen_at = None
+        self.context.request_cancel()
 
 
 class Claims:

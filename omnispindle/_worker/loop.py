@@ -440,6 +440,8 @@ class WorkerLoop:
                 [claim.row["id"] for claim in verdict.lost],
             )
         # Another attempt owns those tasks now: free the slots; late results are dropped.
+        for claim in verdict.lost:
+            claim.abandoned()
         self.runners.abandon_all(claim.call for claim in verdict.lost)
 
     def _flush(self) -> None:
@@ -491,6 +493,8 @@ class WorkerLoop:
 
     def _hand_back(self) -> None:
         if len(self.claims):
+            for claim in self.claims:
+                claim.abandoned()
             ids, tokens = self.claims.leases()
             self.db.run(q.tasks.release_tasks(ids=ids, tokens=tokens))
             log.warning("worker %s handed back %d unfinished task(s)", self.settings.name, len(ids))

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from omnispindle import current_task
 from omnispindle._db import queries as q
 from omnispindle._db.pool import execute
 from omnispindle._maintenance.sweeper import Sweeper, SweeperConfig
@@ -129,6 +130,41 @@ def test_a_hung_executor_times_out_and_its_late_result_is_dropped(client, start_
     release.set()
     poll(lambda: "lease no longer held" in caplog.text, timeout=30)
     assert client.get_task(hung)["result"] is None
+
+
+def until_told_to_stop(stopped: threading.Event):
+    """An executor that works until its attempt is told to stop, as the docs show."""
+
+    def crawl(task):
+        while not current_task().wait_cancelled(0.05):
+            pass
+        stopped.set()
+        return {"late": True}
+
+    return crawl
+
+
+def test_an_executor_past_its_timeout_is_told_to_stop(client, start_worker):
+    stopped = threading.Event()
+    start_worker({"crawl": until_told_to_stop(stopped)})
+    task_id = client.submit_task("crawl", timeout=0.3, max_retries=0)
+    task = client.wait_for_task(task_id, timeout=30)
+    assert (task["state"], task["error"]["type"]) == ("failed", "TaskTimeout")
+    assert stopped.wait(10), "the abandoned attempt ran on, never told to stop"
+    assert client.get_task(task_id)["result"] is None
+
+
+def test_an_executor_whose_lease_was_taken_is_told_to_stop(client, conn, start_worker):
+    stopped = threading.Event()
+    start_worker({"crawl": until_told_to_stop(stopped)}, heartbeat_interval=0.2)
+    task_id = client.submit_task("crawl")
+    poll(lambda: client.get_task(task_id)["state"] == "running", timeout=30)
+    # Another attempt's lease, as after a sweep and a claim elsewhere.
+    conn.execute(
+        "UPDATE omnispindle.tasks SET lease_token = gen_random_uuid() WHERE id = %s", [task_id]
+    )
+    assert stopped.wait(10), "the attempt that lost its lease ran on, never told to stop"
+    assert client.get_task(task_id)["state"] == "running"
 
 
 def test_leases_never_reach_past_the_timeout_and_the_sweeper_says_so(client, queue, conn):

@@ -13,6 +13,7 @@ from omnispindle._db.sqlstate import translate
 from omnispindle.errors import IllegalTransitionError
 
 from ..acceptance.workers import poll
+from .test_leases import until_told_to_stop
 
 
 @pytest.mark.parametrize("message", ["nul \x00 inside", "lone \ud800 surrogate"])
@@ -65,6 +66,17 @@ def test_a_stopping_worker_keeps_its_leases_while_executors_finish(client, start
     stopper.join(timeout=30)
     task = client.get_task(task_id)
     assert (task["state"], task["result"], task["attempts"]) == ("succeeded", {"finished": True}, 1)
+
+
+def test_an_executor_a_stopping_worker_hands_back_is_told_to_stop(client, start_worker):
+    stopped = threading.Event()
+    worker = start_worker({"crawl": until_told_to_stop(stopped)}, shutdown_timeout=0.3)
+    task_id = client.submit_task("crawl")
+    poll(lambda: client.get_task(task_id)["state"] == "running", timeout=30)
+    worker.stop(timeout=30)
+    task = client.get_task(task_id)
+    assert (task["state"], task["attempts"]) == ("pending", 0)
+    assert stopped.wait(10), "the executor handed back ran on, never told to stop"
 
 
 def _executor_that_stops(worker_of, stop_returned, kind):
