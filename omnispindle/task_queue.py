@@ -120,6 +120,7 @@ class TaskQueue:
         self._replica: Replica | None = None
         self._replica_lock = threading.Lock()
         self._notifier: Listens | None = None
+        self._notifier_pid = os.getpid()  # of the process _notifier hears for
         self._notifier_lock = threading.Lock()
         try:
             # Before the pool opens: a database that cannot be reached, or
@@ -143,19 +144,22 @@ class TaskQueue:
 
     @property
     def notifier(self) -> Listens:
-        """The process's LISTEN connection for this queue, started on first use."""
+        """The process's LISTEN connection for this queue, started on first use, and
+        again in a process forked from this one: the parent's listening thread does
+        not run there, and its connection is the parent's."""
         with self._notifier_lock:
-            if self._notifier is None:
+            if self._notifier is None or self._notifier_pid != os.getpid():
                 self._notifier = Notifier(self.listen_dsn, namespace=self.namespace)
+                self._notifier_pid = os.getpid()
             return self._notifier
 
     def listen_through(self, notifier: Listens) -> None:
         """Hear notifications through ``notifier`` rather than a LISTEN connection of
         this queue's own: a worker process whose supervisor relays them."""
         with self._notifier_lock:
-            if self._notifier is not None:
-                self._notifier.close()
+            self._close_notifier()
             self._notifier = notifier
+            self._notifier_pid = os.getpid()
 
     @property
     def reads(self) -> Database:
@@ -262,9 +266,8 @@ class TaskQueue:
 
     def shutdown(self) -> None:
         """Close connections, and stop the embedded server if this queue started it."""
-        if self._notifier is not None:
-            self._notifier.close()
-            self._notifier = None
+        self._close_notifier()
+        self._notifier = None
         if self._replica is not None:
             self._replica.close()
             self._replica = None
@@ -273,6 +276,11 @@ class TaskQueue:
         if self._server is not None:
             self._server.cleanup()
             self._server = None
+
+    def _close_notifier(self) -> None:
+        """Close this process's notifier; a forked child leaves its parent's alone."""
+        if self._notifier is not None and self._notifier_pid == os.getpid():
+            self._notifier.close()
 
     def __enter__(self) -> Self:
         return self

@@ -2,13 +2,16 @@
 
 An operation (see :mod:`omnispindle._db.query`) runs on a pooled autocommit
 connection, or on the caller's own connection, inside the caller's
-transaction.
+transaction. A process forked from the one that opened the pool opens a pool
+of its own (see :attr:`Database.pool`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import threading
 from collections.abc import Iterator
 from typing import Any, TypeVar
 
@@ -71,14 +74,24 @@ class Database:
         self.outage = Outage(name, log)
         quiet_pool_attempts()
         self._idle = IdleCheck()
-        self.pool: ConnectionPool[Connection] = ConnectionPool(
-            dsn,
+        self._max_size, self._pooler, self._name = max_size, pooler, name
+        self._pool = self._new_pool()
+        self._pid = os.getpid()  # of the process that opened _pool
+        self._reopening = threading.Lock()
+        self._parents_pool: ConnectionPool[Connection] | None = None
+        if wait:
+            self._wait_for_first(timeout)
+
+    def _new_pool(self) -> ConnectionPool[Connection]:
+        """A pool of autocommit connections, opening (and reopening) them in the background."""
+        return ConnectionPool(
+            self.dsn,
             min_size=1,
-            max_size=max_size,
-            kwargs={"autocommit": True, **connect_options(dsn, pooler=pooler)},
+            max_size=self._max_size,
+            kwargs={"autocommit": True, **connect_options(self.dsn, pooler=self._pooler)},
             open=True,
-            name=name,
-            timeout=timeout,
+            name=self._name,
+            timeout=self.timeout,
             # The pool retries a failed connect with doubling pauses until this
             # many seconds have passed, then starts afresh on the next call:
             # a call is never more than a few seconds behind the database's return.
@@ -87,8 +100,30 @@ class Database:
             configure=ours,
             max_idle=defaults.POOL_MAX_IDLE,
         )
-        if wait:
-            self._wait_for_first(timeout)
+
+    @property
+    def pool(self) -> ConnectionPool[Connection]:
+        """This process's pool.
+
+        A process forked after the pool opened holds copies of the parent's
+        connections, whose sockets the parent goes on using: statements sent on
+        them by both would cross their replies. The child opens a pool of its
+        own on first use.
+        """
+        if self._pid != os.getpid():
+            self._open_own_pool()
+        return self._pool
+
+    def _open_own_pool(self) -> None:
+        """In a forked child: replace the parent's pool, leaving it untouched."""
+        with self._reopening:
+            if self._pid == os.getpid():
+                return  # another thread of this child opened it
+            # Kept, never closed nor collected: closing would stop the parent's
+            # sessions, and its locks may have been held by threads the child lacks.
+            self._parents_pool = self._pool
+            self._pool = self._new_pool()
+            self._pid = os.getpid()
 
     def _wait_for_first(self, timeout: float) -> None:
         """Have the first connection made before any call: a call while it is still
@@ -172,8 +207,9 @@ class Database:
         return connect(self.dsn)
 
     def close(self) -> None:
-        """Close the pool's connections."""
-        self.pool.close()
+        """Close the pool's connections (in a forked child, those it opened itself)."""
+        if self._pid == os.getpid():
+            self._pool.close()
 
 
 def execute(conn: Connection, operation: Operation[T], namespace: Namespace = DEFAULT) -> T:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
+import time
 
 import pytest
 
-from omnispindle import TaskNotFoundError, WaitTimeoutError
+from omnispindle import TaskNotFoundError, TaskQueueClient, WaitTimeoutError
 from omnispindle.errors import TaskFailedError
 
 
@@ -69,6 +71,39 @@ def test_wait_wakes_on_notification_not_poll(queue, start_worker):
     # Both sides poll only every 30 s: finishing within 10 s proves the
     # NOTIFY wake-ups worked.
     assert slow_poll_client.wait_for_task(task_id, timeout=10)["result"] == {"result": 2}
+
+
+def _submit_and_wait(queue, answers):
+    """In a forked child: submit with the parent's queue, then wait (the results and
+    the seconds waited)."""
+    try:
+        slow_poll_client = TaskQueueClient(local_queue=queue, poll_interval=30)
+        ids = [slow_poll_client.submit_task("echo", {"who": "child", "n": n}) for n in range(20)]
+        started = time.monotonic()
+        tasks = slow_poll_client.wait_for_batch(ids, timeout=10)
+        answers.put(([task["result"] for task in tasks], time.monotonic() - started))
+    except BaseException as exc:
+        answers.put(repr(exc))
+
+
+def test_a_forked_child_uses_its_parents_queue_as_its_own(queue, client, start_worker):
+    start_worker({"echo": lambda task: task["parameters"]})
+    parent_id = client.submit_task("echo", {"who": "parent"})
+    assert client.wait_for_task(parent_id, timeout=30)["result"] == {"who": "parent"}
+    forking = multiprocessing.get_context("fork")
+    answers = forking.Queue()
+    child = forking.Process(target=_submit_and_wait, args=(queue, answers))
+    child.start()
+    # The parent goes on reading while the child works: no reply may cross over.
+    deadline = time.monotonic() + 30
+    while child.is_alive() and time.monotonic() < deadline:
+        assert client.get_task(parent_id)["result"] == {"who": "parent"}
+    results, waited = answers.get(timeout=30)
+    assert results == [{"who": "child", "n": n} for n in range(20)]
+    # Polling only every 30 s, the child's wait ended early: a notification woke it.
+    assert waited < 5
+    child.join(timeout=30)
+    assert child.exitcode == 0
 
 
 def test_priority_then_fifo(client, start_worker):
