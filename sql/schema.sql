@@ -1246,7 +1246,12 @@ $$;
 -- keeps it from becoming a join over every dependency): index lookups only.
 -- SKIP LOCKED passes over rows another transaction holds, such as a parent
 -- that a submitter is adding a dependent to (it holds KEY SHARE until it
--- commits).
+-- commits). A dependent that may still read the task's result keeps it: one
+-- that is blocked, pending or running; one that failed within the horizon
+-- (it may be retried by hand); and one cancelled within it because another
+-- of its dependencies failed, while that one is failed or retried (pending,
+-- running): retried with its dependents (retry_tasks), it brings this one
+-- back, which then reads the result of every dependency it still has.
 CREATE FUNCTION omnispindle.lock_prunable_tasks(p_keep_seconds double precision,
                                                 p_limit integer, p_after timestamptz)
 RETURNS TABLE (id bigint, finished_at timestamptz)
@@ -1268,6 +1273,14 @@ BEGIN
             AND (SELECT c.state IN ('blocked', 'pending', 'running')
                         OR (c.state = 'failed'
                             AND c.finished_at >= now() - make_interval(secs => p_keep_seconds))
+                        OR (c.state = 'cancelled'
+                            AND c.finished_at >= now() - make_interval(secs => p_keep_seconds)
+                            AND (SELECT x.state IN ('pending', 'running', 'failed')
+                                        AND x.id <> t.id
+                                 FROM omnispindle.tasks x
+                                 WHERE x.id = substring(c.cancel_reason
+                                                        FROM '^dependency ([0-9]{1,18}) failed$')
+                                                  ::bigint))
                  FROM omnispindle.tasks c WHERE c.id = d.task_id)
           OFFSET 0)
     ORDER BY t.finished_at

@@ -2,7 +2,9 @@
 
 A task's dependency edges and stream rows go with it. A finished task stays
 while a dependent may still read its result (one that is blocked, pending or
-running, or failed within the horizon and so may be retried by hand).
+running, failed within the horizon and so may be retried by hand, or cancelled
+within it by another dependency's failure, while a retry of that one with its
+dependents may bring it back).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 -- Undo 0012_chain_steps: custom plans again, every ready notice at once, no
 -- hand-over, and set_task_type_limit, fail_attempts, enqueue_periodic_ticks,
--- submit_tasks, revive_dependents and retry_tasks as 0010, 0005, 0002, 0010,
--- 0006 and 0006 made them.
+-- submit_tasks, revive_dependents, retry_tasks and lock_prunable_tasks as
+-- 0010, 0005, 0002, 0010, 0006, 0006 and 0005 made them.
 
 ALTER FUNCTION omnispindle.complete_attempts(bigint[], uuid[], jsonb[])
     RESET plan_cache_mode;
@@ -1331,3 +1331,33 @@ $$;
 -- What 0007 set on it, which CREATE OR REPLACE resets.
 ALTER FUNCTION omnispindle.retry_tasks(bigint[], boolean)
     SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+
+-- As 0005 made it.
+CREATE OR REPLACE FUNCTION omnispindle.lock_prunable_tasks(p_keep_seconds double precision,
+                                                           p_limit integer, p_after timestamptz)
+RETURNS TABLE (id bigint, finished_at timestamptz)
+LANGUAGE plpgsql
+SET enable_sort = off
+SET enable_bitmapscan = off
+SET enable_seqscan = off
+AS $$
+BEGIN
+    RETURN QUERY
+    SELECT t.id, t.finished_at
+    FROM omnispindle.tasks t
+    WHERE t.finished_at < now() - make_interval(secs => p_keep_seconds)
+      AND t.finished_at >= coalesce(p_after, '-infinity')
+      AND NOT EXISTS (
+          SELECT 1
+          FROM omnispindle.task_dependencies d
+          WHERE d.depends_on = t.id
+            AND (SELECT c.state IN ('blocked', 'pending', 'running')
+                        OR (c.state = 'failed'
+                            AND c.finished_at >= now() - make_interval(secs => p_keep_seconds))
+                 FROM omnispindle.tasks c WHERE c.id = d.task_id)
+          OFFSET 0)
+    ORDER BY t.finished_at
+    LIMIT p_limit
+    FOR UPDATE OF t SKIP LOCKED;
+END
+$$;

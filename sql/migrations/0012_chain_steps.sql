@@ -21,8 +21,10 @@
 -- a race looks again without a lock held until its caller's commit; a retry
 -- with dependents locks the dependencies of those it brings back and reads
 -- them again, so that none stays blocked for a dependency that failed
--- meanwhile; and a batch holds the tasks its keys reuse, and counts them, as
--- it holds and counts the parents it names by id.
+-- meanwhile; a batch holds the tasks its keys reuse, and counts them, as it
+-- holds and counts the parents it names by id; and a finished task stays
+-- while a dependent that another dependency's failure cancelled may come
+-- back with that one's retry, and read its result.
 
 ALTER FUNCTION omnispindle.complete_attempts(bigint[], uuid[], jsonb[])
     SET plan_cache_mode = force_generic_plan;
@@ -2437,3 +2439,42 @@ $$;
 -- What sql/schema.sql sets on it after creating it, which CREATE OR REPLACE resets.
 ALTER FUNCTION omnispindle.retry_tasks(bigint[], boolean)
     SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+
+-- As in sql/schema.sql: a dependent cancelled by another dependency's failure
+-- keeps the task while that one may be retried with its dependents.
+CREATE OR REPLACE FUNCTION omnispindle.lock_prunable_tasks(p_keep_seconds double precision,
+                                                           p_limit integer, p_after timestamptz)
+RETURNS TABLE (id bigint, finished_at timestamptz)
+LANGUAGE plpgsql
+SET enable_sort = off
+SET enable_bitmapscan = off
+SET enable_seqscan = off
+AS $$
+BEGIN
+    RETURN QUERY
+    SELECT t.id, t.finished_at
+    FROM omnispindle.tasks t
+    WHERE t.finished_at < now() - make_interval(secs => p_keep_seconds)
+      AND t.finished_at >= coalesce(p_after, '-infinity')
+      AND NOT EXISTS (
+          SELECT 1
+          FROM omnispindle.task_dependencies d
+          WHERE d.depends_on = t.id
+            AND (SELECT c.state IN ('blocked', 'pending', 'running')
+                        OR (c.state = 'failed'
+                            AND c.finished_at >= now() - make_interval(secs => p_keep_seconds))
+                        OR (c.state = 'cancelled'
+                            AND c.finished_at >= now() - make_interval(secs => p_keep_seconds)
+                            AND (SELECT x.state IN ('pending', 'running', 'failed')
+                                        AND x.id <> t.id
+                                 FROM omnispindle.tasks x
+                                 WHERE x.id = substring(c.cancel_reason
+                                                        FROM '^dependency ([0-9]{1,18}) failed$')
+                                                  ::bigint))
+                 FROM omnispindle.tasks c WHERE c.id = d.task_id)
+          OFFSET 0)
+    ORDER BY t.finished_at
+    LIMIT p_limit
+    FOR UPDATE OF t SKIP LOCKED;
+END
+$$;

@@ -15,10 +15,11 @@ SELECT omnispindle.cover_history(%(oldest)s::timestamptz, %(width_seconds)s::dou
 -- Moves the tasks lock_prunable_tasks locked, unchanged, into task_history;
 -- the ids moved. A task stays while a dependent may still read its result
 -- (checked again, as prune_finished does; a failed dependent may be retried
--- by hand for retry_window_seconds, the retention), while the rollup has not
--- counted it yet (the dashboard's figures read tasks up to its watermark),
--- and while no partition covers its finish (cover_history makes one, then
--- the archiver tries again).
+-- by hand for retry_window_seconds, the retention, and one that another
+-- dependency's failure cancelled comes back when that one is retried with
+-- its dependents), while the rollup has not counted it yet (the dashboard's
+-- figures read tasks up to its watermark), and while no partition covers its
+-- finish (cover_history makes one, then the archiver tries again).
 WITH moved AS (
     DELETE FROM omnispindle.tasks t
     WHERE t.id = ANY (%(ids)s::bigint[])
@@ -33,6 +34,15 @@ WITH moved AS (
                         OR (c.state = 'failed'
                             AND c.finished_at
                                 >= now() - make_interval(secs => %(retry_window_seconds)s))
+                        OR (c.state = 'cancelled'
+                            AND c.finished_at
+                                >= now() - make_interval(secs => %(retry_window_seconds)s)
+                            AND (SELECT x.state IN ('pending', 'running', 'failed')
+                                        AND x.id <> t.id
+                                 FROM omnispindle.tasks x
+                                 WHERE x.id = substring(c.cancel_reason
+                                                        FROM '^dependency ([0-9]{1,18}) failed$')
+                                                  ::bigint))
                  FROM omnispindle.tasks c WHERE c.id = d.task_id)
           OFFSET 0)
     RETURNING t.*

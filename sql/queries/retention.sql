@@ -5,7 +5,9 @@
 -- dependency edges and stream rows with it (ON DELETE CASCADE) and clears
 -- periodic_ticks.task_id (ON DELETE SET NULL). A task past the horizon is kept
 -- while a dependent may still read its result: one that is blocked, pending
--- or running, or one that failed within the horizon and may be retried by hand.
+-- or running, one that failed within the horizon and may be retried by hand,
+-- or one cancelled within it by another dependency's failure, while that one
+-- may be retried with its dependents (see lock_prunable_tasks in sql/schema.sql).
 
 -- name: try_lock_pruning
 -- One pruner at a time: two pruners deleting a parent and its child each
@@ -47,6 +49,14 @@ WHERE t.id = ANY (%(ids)s::bigint[])
         AND (SELECT c.state IN ('blocked', 'pending', 'running')
                     OR (c.state = 'failed'
                         AND c.finished_at >= now() - make_interval(secs => %(keep_seconds)s))
+                    OR (c.state = 'cancelled'
+                        AND c.finished_at >= now() - make_interval(secs => %(keep_seconds)s)
+                        AND (SELECT x.state IN ('pending', 'running', 'failed')
+                                    AND x.id <> t.id
+                             FROM omnispindle.tasks x
+                             WHERE x.id = substring(c.cancel_reason
+                                                    FROM '^dependency ([0-9]{1,18}) failed$')
+                                              ::bigint))
              FROM omnispindle.tasks c WHERE c.id = d.task_id)
       OFFSET 0)
 RETURNING t.id;
@@ -63,5 +73,13 @@ WHERE t.finished_at < now() - make_interval(secs => %(keep_seconds)s)
         AND (SELECT c.state IN ('blocked', 'pending', 'running')
                     OR (c.state = 'failed'
                         AND c.finished_at >= now() - make_interval(secs => %(keep_seconds)s))
+                    OR (c.state = 'cancelled'
+                        AND c.finished_at >= now() - make_interval(secs => %(keep_seconds)s)
+                        AND (SELECT x.state IN ('pending', 'running', 'failed')
+                                    AND x.id <> t.id
+                             FROM omnispindle.tasks x
+                             WHERE x.id = substring(c.cancel_reason
+                                                    FROM '^dependency ([0-9]{1,18}) failed$')
+                                              ::bigint))
              FROM omnispindle.tasks c WHERE c.id = d.task_id)
       OFFSET 0);

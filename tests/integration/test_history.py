@@ -222,3 +222,35 @@ def test_an_archive_horizon_past_the_retention_is_refused(queue):
         SweeperConfig(retention=60.0, archive_after=60.0)
     with pytest.raises(ValidationError, match="shorter than the retention"):
         WorkerClient(local_queue=queue, retention=60.0, archive_after=120.0)
+
+
+def test_a_dependent_a_failure_cancelled_keeps_its_other_parent_while_it_may_come_back(
+    client, queue, conn, start_worker
+):
+    """`report` waits on `parent` and `fetch`; `fetch` fails and cancels it. While
+    `fetch` may be retried with its dependents, `report` may run again, and then
+    reads `parent`'s result: `parent` stays in tasks, archived or not."""
+    parent = finished_tasks(conn, 1, age="10 minutes")[0]
+    fetch = client.submit_task("fetch", max_retries=0)
+    report = client.submit_task("report", dependencies=[parent, fetch])
+    service_up = threading.Event()
+
+    def fetched(task):
+        if not service_up.is_set():
+            raise RuntimeError("service down")
+        return {"fetched": True}
+
+    start_worker({"fetch": fetched, "report": lambda task: {"seen": task["dependency_results"]}})
+    assert client.wait_for_task(report, timeout=DEADLINE)["cancel_reason"] == (
+        f"dependency {fetch} failed"
+    )
+    assert archive_all(queue, after=60.0, keep=HOUR) == 0
+    assert in_table(conn, "tasks", [parent, fetch, report]) == [parent, fetch, report]
+    service_up.set()
+    assert client.retry_task(fetch, with_dependents=True)["dependents"] == [report]
+    assert client.wait_for_task(report, timeout=DEADLINE)["result"] == {
+        "seen": {str(parent): {"n": 1}, str(fetch): {"fetched": True}}
+    }
+    # Once `fetch` has succeeded, nothing can bring `report` back: all three may go.
+    make_old(conn, [fetch, report], age="5 minutes")
+    assert archive_all(queue, after=60.0, keep=HOUR) == 3

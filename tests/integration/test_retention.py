@@ -133,6 +133,30 @@ def test_a_failed_child_keeps_its_parent_while_it_may_be_retried(queue, conn):
     assert queue.prune(HOUR) == 2
 
 
+def test_a_child_a_failure_cancelled_keeps_its_other_parent_while_it_may_come_back(queue, conn):
+    """`report` waits on `parent` and `fetch`, and `fetch`'s failure cancelled it:
+    retried with its dependents, `fetch` brings `report` back, which then reads
+    `parent`'s result. So `parent` stays past the horizon until `fetch` is gone."""
+    parent = finished_tasks(conn, 1)[0]
+    fetch = finished_tasks(conn, 1, state="failed", age="1 minute")[0]
+    report = conn.execute(
+        "INSERT INTO omnispindle.tasks (task_type, state, cancel_reason, finished_at)"
+        " VALUES ('report', 'cancelled', %s, now() - interval '1 minute') RETURNING id",
+        [f"dependency {fetch} failed"],
+    ).fetchone()[0]
+    conn.execute(
+        "INSERT INTO omnispindle.task_dependencies (task_id, depends_on) VALUES (%s, %s), (%s, %s)",
+        [report, parent, report, fetch],
+    )
+    assert retention.count_prunable(queue.db, HOUR) == 0
+    assert queue.prune(HOUR) == 0
+    make_old(conn, [fetch])  # past the horizon itself, `fetch` goes, and `parent` after it
+    assert queue.prune(HOUR) == 1
+    assert existing(conn, [parent, fetch, report]) == [parent, report]
+    assert queue.prune(HOUR) == 1
+    assert existing(conn, [parent, fetch, report]) == [report]
+
+
 def test_the_delete_checks_dependents_again_after_locking(queue, conn, client):
     parent = finished_tasks(conn, 1)[0]
     client.submit_task("job", dependencies=[parent])
