@@ -233,7 +233,8 @@ class AsyncTaskQueueClient:
                 tasks have finished; it may be a coroutine function.
 
         Raises:
-            TaskNotFoundError: an id does not exist.
+            TaskNotFoundError: an id does not exist, or its task is deleted
+                (pruned) while waited for.
             WaitTimeoutError: some tasks had not finished within ``timeout``.
         """
         return await async_waiting.wait_for_batch(

@@ -223,7 +223,8 @@ class TaskQueueClient:
                 tasks have finished.
 
         Raises:
-            TaskNotFoundError: an id does not exist.
+            TaskNotFoundError: an id does not exist, or its task is deleted
+                (pruned) while waited for.
             WaitTimeoutError: some tasks had not finished within ``timeout``.
         """
         return waiting.wait_for_batch(

@@ -6,6 +6,7 @@ queries to run next and keeps what they return; each client runs them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator, Sequence
 
 from omnispindle._client.records import task_record
@@ -25,6 +26,9 @@ RECORD_CHUNK = 2000
 # While at most this many tasks are unfinished, a check fetches their records
 # directly: one query instead of two, and no dearer than naming them.
 FEW_LEFT = 16
+# A wait that has seen no task finish for this many poll intervals asks again
+# whether every task it waits for still exists (see FinishedTasks.recheck_due).
+QUIET_POLLS = 10
 
 
 class IdRanges(dict[str, list[int]]):
@@ -69,18 +73,26 @@ class FinishedTasks:
         task_ids: the ids waited for, in the order results are returned
             (an id may repeat).
         timeout: seconds the wait may take, or None.
+        recheck_after: seconds without a task finishing after which
+            :meth:`recheck_due` asks again that every task exists.
 
     Raises:
         ValidationError: an id or the timeout is invalid.
     """
 
-    def __init__(self, task_ids: Iterable[int], timeout: float | None) -> None:
+    def __init__(
+        self, task_ids: Iterable[int], timeout: float | None, recheck_after: float = math.inf
+    ) -> None:
         self.ids = [validation.task_id(i) for i in task_ids]
         self.timeout = validation.optional_positive_number("timeout", timeout)
+        self.recheck_after = recheck_after
         self._unfinished = sorted(set(self.ids))
         self.total = len(self._unfinished)
         self._records: dict[int, TaskRecord] = {}
         self._ranges: IdRanges | None = None
+        # Since when the count of finished tasks has stood still, and at what.
+        self._quiet_since: float | None = None
+        self._quiet_count = 0
 
     @property
     def count(self) -> int:
@@ -133,6 +145,27 @@ class FinishedTasks:
             return False
         self._ranges = None
         return True
+
+    def recheck_due(self, found: list[TaskRecord] | list[int], now: float) -> bool:
+        """Whether to run :meth:`require_found` again after a check that ran
+        :meth:`find` (which returned ``found``) and its :meth:`fetches`.
+
+        A task is deleted while waited for when it is pruned, its history's
+        partition is dropped, or someone deletes it: once :meth:`require_found`
+        had seen it, the wait would wait for it until the timeout. So it asks
+        again at once when an id ``find`` named as finished came back without
+        its record (deleted in between), and when no task has finished for
+        ``recheck_after`` seconds (deleted before a check saw it finish).
+        """
+        if self.done:
+            return False
+        if self._quiet_since is None or self.count != self._quiet_count:
+            self._quiet_since, self._quiet_count = now, self.count
+        lost = any(isinstance(i, int) and i not in self._records for i in found)
+        if lost or now - self._quiet_since >= self.recheck_after:
+            self._quiet_since = now
+            return True
+        return False
 
     def records(self) -> list[TaskRecord]:
         """Every record, in the order of the given ids."""

@@ -8,7 +8,7 @@ import inspect
 import time
 from collections.abc import Awaitable, Callable, Iterable
 
-from omnispindle._client._batch_wait import FEW_LEFT, FinishedTasks
+from omnispindle._client._batch_wait import FEW_LEFT, QUIET_POLLS, FinishedTasks
 from omnispindle._client._pacing import CheckPacer, ReplayFollower, next_pause
 from omnispindle._db.async_notifier import AsyncNotifier
 from omnispindle._db.async_pool import AsyncDatabase
@@ -35,11 +35,12 @@ async def wait_for_batch(
 
     Raises:
         ValidationError: an id or the timeout is invalid.
-        TaskNotFoundError: an id does not exist.
+        TaskNotFoundError: an id does not exist, or its task is deleted
+            (pruned) while waited for.
         WaitTimeoutError: some tasks had not finished within ``timeout``.
         DatabaseUnavailableError: the database was still unreachable at the timeout.
     """
-    finished = FinishedTasks(task_ids, timeout)
+    finished = FinishedTasks(task_ids, timeout, QUIET_POLLS * poll_interval)
     pacer = CheckPacer(poll_interval, paced=finished.total > FEW_LEFT)
     found_all = finished.done
 
@@ -62,6 +63,8 @@ async def wait_for_batch(
         for query in finished.fetches(found):
             if finished.add(await checked.run(query)):
                 await report()
+        if finished.recheck_due(found, time.monotonic()):  # a task deleted while waited for
+            await db.run(finished.require_found())
         return finished.done
 
     checked = reads or db

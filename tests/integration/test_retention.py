@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import logging
 import math
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 import pytest
 
-from omnispindle import TaskNotFoundError, ValidationError, WorkerClient, current_task
+from omnispindle import (
+    AsyncTaskQueueClient,
+    TaskNotFoundError,
+    ValidationError,
+    WorkerClient,
+    current_task,
+)
 from omnispindle._db import queries as q
 from omnispindle._db.pool import execute
 from omnispindle._maintenance import retention
@@ -164,6 +174,57 @@ def test_the_delete_checks_dependents_again_after_locking(queue, conn, client):
         deleted = execute(own, q.retention.prune_finished(keep_seconds=HOUR, ids=[parent]))
     assert deleted == []
     assert existing(conn, [parent]) == [parent]
+
+
+@contextlib.contextmanager
+def just_before(statement: str, action: Callable[[], object]) -> Iterator[None]:
+    """Run ``action`` once, in the thread that sends it, just before the first
+    statement named ``statement`` is sent."""
+    sql_log = logging.getLogger("omnispindle.sql")
+
+    class Hook(logging.Handler):
+        fired = False
+
+        def emit(self, record: logging.LogRecord) -> None:
+            if not self.fired and record.getMessage() == statement:
+                self.fired = True
+                action()
+
+    hook, level = Hook(logging.DEBUG), sql_log.level
+    sql_log.setLevel(logging.DEBUG)
+    sql_log.addHandler(hook)
+    try:
+        yield
+    finally:
+        sql_log.removeHandler(hook)
+        sql_log.setLevel(level)
+    assert hook.fired, f"no {statement} was sent"
+
+
+@pytest.mark.parametrize("waiter", ["blocking", "asyncio"])
+@pytest.mark.parametrize("count", [1, 20])
+def test_a_wait_whose_task_is_pruned_meanwhile_raises_not_found(client, dsn, conn, waiter, count):
+    """The pruner commits after the wait found that the task exists, before the
+    wait reads its record: a wait on one task (whose check reads records at
+    once) found nothing finished, a wait on twenty found it finished by id and
+    then no record. Either ends with TaskNotFoundError, not at the timeout."""
+    ids = finished_tasks(conn, count)
+    with psycopg.connect(dsn) as pruner:
+        assert execute(pruner, q.retention.prune_finished(keep_seconds=HOUR, ids=[ids[-1]]))
+        with (
+            just_before("get_tasks", pruner.commit),
+            pytest.raises(TaskNotFoundError, match=f"no task with id {ids[-1]}$"),
+        ):
+            if waiter == "blocking":
+                client.wait_for_batch(ids, timeout=10)
+            else:
+                asyncio.run(wait_asynchronously(dsn, ids, timeout=10))
+    assert existing(conn, ids) == ids[:-1]
+
+
+async def wait_asynchronously(dsn: str, ids: list[int], timeout: float) -> list:
+    async with AsyncTaskQueueClient(dsn=dsn, poll_interval=0.2) as waiter:
+        return await waiter.wait_for_batch(ids, timeout=timeout)
 
 
 def test_stream_rows_and_edges_go_with_the_task(client, queue, conn, start_worker):

@@ -103,6 +103,26 @@ def test_the_first_missing_id_in_the_given_order_is_named():
     check.read([])
 
 
+def test_an_id_named_finished_but_fetched_without_a_record_is_looked_for_again():
+    finished = FinishedTasks([1, 2, 3], timeout=None)
+    finished.add([finished_row(1)])  # the fetch found 1 and 2 finished, and no record of 2
+    assert finished.recheck_due([1, 2], now=0.0)
+    assert not finished.recheck_due([1], now=0.0)
+
+
+def test_a_wait_looks_again_for_its_tasks_after_a_quiet_spell():
+    finished = FinishedTasks([1, 2, 3], timeout=None, recheck_after=10.0)
+    assert not finished.recheck_due([], now=100.0)
+    assert not finished.recheck_due([], now=109.0)
+    finished.add([finished_row(1)])  # a task finished: the spell starts again
+    assert not finished.recheck_due([], now=115.0)
+    assert finished.recheck_due([], now=125.0)
+    assert not finished.recheck_due([], now=130.0)
+    assert finished.recheck_due([], now=135.0)
+    finished.add([finished_row(2), finished_row(3)])
+    assert not finished.recheck_due([], now=1000.0)  # done: nothing to look for
+
+
 def test_pacing_leaves_no_gap_after_the_first_check():
     pacer = CheckPacer(poll_interval=1.0)
     pacer.measured(0.5)
