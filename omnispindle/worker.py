@@ -11,6 +11,7 @@ from omnispindle import registry
 from omnispindle._core import defaults, validation
 from omnispindle._worker.loop import Executor, WorkerLoop
 from omnispindle._worker.settings import worker_settings
+from omnispindle._worker.stop_relay import StopRelay
 from omnispindle.errors import ConfigurationError, ValidationError
 from omnispindle.task_queue import TaskQueue, open_queue
 
@@ -121,6 +122,7 @@ class WorkerClient:
         self._exited = threading.Event()
         self._loop_thread: threading.Thread | None = None
         self._run: WorkerLoop | None = None
+        self._relay: StopRelay | None = None
 
     def register_task_executor(self, task_type: str, fn: Executor) -> None:
         """Run ``fn(task_data) -> dict`` for tasks of ``task_type``.
@@ -205,6 +207,9 @@ class WorkerClient:
                 "or do not register them on this worker"
             )
         self._loop_thread = threading.current_thread()
+        # Only the main thread runs signal handlers, which must not set the events.
+        if self._loop_thread is threading.main_thread():
+            self._relay = StopRelay(self._ask_to_stop)
         try:
             if not self._stopping.is_set():
                 executors = {t: self._executors[t] for t in self.task_types}
@@ -219,6 +224,8 @@ class WorkerClient:
                 )
                 self._run.run()
         finally:
+            if self._relay is not None:
+                self._relay.close()
             self._exited.set()
             if self._owns_queue:
                 self.queue.shutdown()
@@ -232,12 +239,19 @@ class WorkerClient:
         waits for that executor, so waiting for the worker would have each
         wait for the other until ``shutdown_timeout`` handed the task back.
         """
-        self._stopping.set()
-        self._wake.set()
         me = threading.current_thread()
+        relay = self._relay
+        if me is self._loop_thread and relay is not None:
+            relay.ask()  # a signal handler, maybe inside one of the events' waits
+            return
+        self._ask_to_stop()
         if self._loop_thread in (None, me) or self._runs_executors_on(me):
             return
         self._exited.wait(timeout)
+
+    def _ask_to_stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
 
     def _runs_executors_on(self, thread: threading.Thread) -> bool:
         """Whether ``thread`` runs this worker's executors, which stopping waits for."""

@@ -3,6 +3,8 @@ open app transactions."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 
@@ -104,6 +106,43 @@ def test_an_executor_that_stops_its_own_worker_still_finishes_its_task(client, s
     assert stop_returned.wait(10), "stop() inside the executor did not return"
     task = client.wait_for_task(task_id, timeout=10)
     assert (task["state"], task["result"], task["attempts"]) == ("succeeded", {"last": True}, 1)
+
+
+# A worker in the main thread whose signal handler calls stop() while the loop
+# holds its wake-up event's lock: a signal arriving inside Event.wait. The
+# handler runs inside raise_signal, so with the lock held, every time.
+STOP_FROM_A_HANDLER = """
+import signal, sys, threading
+from omnispindle import WorkerClient
+
+class SignalledInsideWait(threading.Event):
+    def wait(self, timeout=None):
+        if not getattr(self, "signalled", False):
+            self.signalled = True
+            with self._cond:
+                signal.raise_signal(signal.SIGUSR1)
+        return super().wait(timeout)
+
+worker = WorkerClient(dsn=sys.argv[1], concurrency=1, sweep_interval=None)
+worker.register_task_executor("noop", lambda task: {})
+worker._wake = SignalledInsideWait()
+signal.signal(signal.SIGUSR1, lambda signum, frame: worker.stop())
+worker.start()
+print("stopped" if worker._wake.signalled else "never signalled")
+"""
+
+
+def test_stop_from_a_signal_handler_inside_a_wait_of_the_worker_stops_it(dsn):
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", STOP_FROM_A_HANDLER, dsn],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("stop() from the signal handler never returned")
+    assert (done.returncode, done.stdout.strip()) == (0, "stopped"), done.stderr
 
 
 def test_an_open_app_transaction_never_stalls_a_worker(client, dsn, start_worker):
