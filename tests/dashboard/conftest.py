@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Callable, Iterator
 
+import psycopg
+import psycopg.sql
 import pytest
+from psycopg.conninfo import make_conninfo
 from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.testclient import TestClient
@@ -42,6 +46,19 @@ def browse(dsn: str) -> Iterator[Callable[..., TestClient]]:
 def web(browse: Callable[..., TestClient]) -> TestClient:
     """A client of a dashboard with actions and payloads shown."""
     return browse(show_payloads=True)
+
+
+@pytest.fixture
+def observer_dsn(dsn: str, conn: psycopg.Connection) -> Iterator[str]:
+    """The DSN of a login role with observer access, as the docs advise for a
+    dashboard that can change nothing; the role is dropped afterwards."""
+    name = f"os_observer_{uuid.uuid4().hex[:8]}"
+    role = psycopg.sql.Identifier(name)
+    conn.execute(psycopg.sql.SQL("CREATE ROLE {} LOGIN").format(role))
+    conn.execute("SELECT omnispindle.grant_access(%s::regrole, 'observer')", [name])
+    yield make_conninfo(dsn, user=name)
+    conn.execute(psycopg.sql.SQL("DROP OWNED BY {}").format(role))
+    conn.execute(psycopg.sql.SQL("DROP ROLE {}").format(role))
 
 
 def csrf_token(page_html: str) -> str:

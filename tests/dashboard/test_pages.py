@@ -151,3 +151,13 @@ def test_the_overview_counts_unfinished_tasks_and_those_finished_in_the_last_hou
     assert '<span class="figure" data-total="expired_leases">1</span>' in page
     assert '<span class="figure" data-total="succeeded">2</span>' in page
     assert "finished in the last hour" in page
+
+
+def test_an_observer_role_reads_a_task_page_without_its_partial_results(
+    observer_dsn, browse, client
+):
+    task_id = client.submit_task("resize", {"image": "cat.png"})
+    page = browse(dsn=observer_dsn, show_payloads=True).get(f"{MOUNT}/tasks/{task_id}")
+    assert page.status_code == 200
+    assert 'data-field="state">pending<' in page.text and "cat.png" in page.text
+    assert "Not readable by the database role of this dashboard" in page.text
