@@ -26,6 +26,7 @@ PAGE_SIZE = 50
 MOST_EXAMINED = 20_000  # tasks one page of a filtered list reads at most
 MOST_WORKERS = 500
 MOST_GRAPH_NODES = 200
+MOST_PARTIALS = 50  # the newest partial results a task's page shows
 STATE_COLUMNS = ("blocked", "pending", "running", "succeeded", "failed", "cancelled")
 
 
@@ -50,13 +51,22 @@ class TaskPage:
 
 
 @dataclass(frozen=True, slots=True)
+class Partials:
+    """The newest partial results of a task, oldest of them first, and how many it
+    streamed in all."""
+
+    newest: list[StreamRow]
+    streamed: int
+
+
+@dataclass(frozen=True, slots=True)
 class TaskView:
     """A task in full, the workflow around it, and its streamed partial results
     (None when the dashboard's role may not read them)."""
 
     task: TaskDetail
     graph: Layout
-    partials: list[StreamRow] | None
+    partials: Partials | None
 
 
 def overview(source: Source) -> Overview:
@@ -117,13 +127,15 @@ def task_view(source: Source, task_id: int) -> TaskView:
     return TaskView(task, layout(nodes, task_id), _partials(source, task_id))
 
 
-def _partials(source: Source, task_id: int) -> list[StreamRow] | None:
-    """A task's partial results; None for a role that may not read them. They are
-    read from the table, which observer access does not grant (the views are)."""
+def _partials(source: Source, task_id: int) -> Partials | None:
+    """A task's newest partial results; None for a role that may not read them. They
+    are read from the table, which observer access does not grant (the views are)."""
     try:
-        return source.read(q.tasks.read_stream(task_id, 0))
+        newest = source.read(q.dashboard.newest_partials(task_id, MOST_PARTIALS))
     except PermissionDeniedError:
         return None
+    # Sequence numbers count from 1 without a gap: the newest is the number streamed.
+    return Partials(newest, newest[-1]["seq"] if newest else 0)
 
 
 def schedules(source: Source) -> list[ScheduleSummary]:

@@ -111,3 +111,17 @@ SELECT d.task_id, d.task_type, d.state::text AS state,
 FROM (SELECT task_id FROM linked LIMIT %(limit)s::bigint) AS n
 JOIN omnispindle.task_details d ON d.task_id = n.task_id
 ORDER BY d.task_id;
+
+-- name: dashboard_partials
+-- A task's newest `limit` partial results, oldest of them first. A task may
+-- stream 100,000, and its page reads them again every few seconds: a person
+-- follows the newest. Sequence numbers count from 1 without a gap
+-- (emit_partial takes the highest plus one, and rows go only with their
+-- task), so the newest one's is how many the task streamed.
+SELECT s.seq, s.attempt, s.payload, s.created_at
+FROM (SELECT seq, attempt, payload, created_at
+      FROM omnispindle.task_stream
+      WHERE task_id = %(id)s::bigint
+      ORDER BY seq DESC
+      LIMIT %(limit)s::bigint) AS s
+ORDER BY s.seq;

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from omnispindle._maintenance import rollup
+from omnispindle.dashboard import reading
 from tests.acceptance.workers import poll
 from tests.dashboard.conftest import MOUNT
 
@@ -161,3 +162,24 @@ def test_an_observer_role_reads_a_task_page_without_its_partial_results(
     assert page.status_code == 200
     assert 'data-field="state">pending<' in page.text and "cat.png" in page.text
     assert "Not readable by the database role of this dashboard" in page.text
+
+
+STREAMED = """
+INSERT INTO omnispindle.task_stream (task_id, seq, attempt, payload)
+SELECT %s, n, 1, jsonb_build_object('page', n) FROM generate_series(1, %s) AS n
+"""
+PARTIAL = re.compile(r'<li data-seq="(\d+)">')
+
+
+def test_a_task_page_shows_its_newest_partial_results_and_how_many_it_streamed(
+    browse, client, conn
+):
+    # A task may stream 100,000; its page, read again every two seconds, held them all.
+    task_id = client.submit_task("crawl", {})
+    conn.execute(STREAMED, [task_id, 5000])
+    shown = browse(show_payloads=True).get(f"{MOUNT}/tasks/{task_id}").text
+    newest = range(5001 - reading.MOST_PARTIALS, 5001)
+    assert PARTIAL.findall(shown) == [str(seq) for seq in newest]
+    assert f"5,000 streamed; the newest {reading.MOST_PARTIALS} are shown" in shown
+    hidden = browse().get(f"{MOUNT}/tasks/{task_id}").text
+    assert "5,000 streamed; hidden" in hidden

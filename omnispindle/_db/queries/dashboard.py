@@ -11,6 +11,7 @@ from omnispindle._db.rows import (
     MinuteOutcomes,
     OverviewRow,
     ScanFloor,
+    StreamRow,
     TaskListRow,
 )
 from omnispindle._db.statements import RUNTIME
@@ -65,3 +66,8 @@ def workers(limit: int) -> Query[list[DashboardWorkerRow]]:
 def task_graph(task_id: int, limit: int) -> Query[list[GraphNode]]:
     """The tasks linked to ``task_id`` by dependencies, at most ``limit``, by id."""
     return Query(RUNTIME["task_graph"], {"id": task_id, "limit": limit}, rows)
+
+
+def newest_partials(task_id: int, limit: int) -> Query[list[StreamRow]]:
+    """The ``limit`` newest partial results of ``task_id``, oldest of them first."""
+    return Query(RUNTIME["dashboard_partials"], {"id": task_id, "limit": limit}, rows)
