@@ -23,12 +23,16 @@ _ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 _SCHEMA_NAME = re.compile(r"[^\W\d]\w*")
 _RESERVED_SCHEMAS = frozenset({"public", "information_schema"})
 _JSON = json.JSONEncoder(allow_nan=False, ensure_ascii=False)
+# Ids are bigint: beyond it, a statement fails untyped (no function takes a numeric id).
+MAX_TASK_ID = 2**63 - 1
 
 
 def task_id(value: Any) -> int:
-    """Validate a task id (a positive int)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValidationError(f"a task id must be a positive int, got {quoted(value)}")
+    """Validate a task id (a positive int that a bigint holds)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_TASK_ID:
+        raise ValidationError(
+            f"a task id must be a positive int up to 2**63 - 1, got {quoted(value)}"
+        )
     return value
 
 

@@ -114,7 +114,7 @@ async def _run(
 
 def _back(request: Request, target: object, task_ids: list[int]) -> str:
     """Where to go after an action: the form's page, if it is one of this dashboard's,
-    else the first task's page."""
+    else the first task's page (the task list for a negative id, which has none)."""
     home = str(request.scope.get("root_path", "")) + "/"
     if (
         isinstance(target, str)
@@ -123,4 +123,6 @@ def _back(request: Request, target: object, task_ids: list[int]) -> str:
         and not any(c in target for c in "\\\r\n")
     ):
         return target
+    if task_ids[0] < 0:
+        return path_for(request, "tasks")
     return path_for(request, "task", task_id=task_ids[0])

@@ -44,7 +44,12 @@ class _Reader:
         self.problems: list[str] = []
 
     def text(self, name: str) -> str | None:
-        return (self.params.get(name) or "").strip() or None
+        text = (self.params.get(name) or "").strip() or None
+        # Postgres text cannot hold a NUL: the driver would refuse the statement.
+        if text is not None and "\x00" in text:
+            self._refuse(name, "text without a NUL character")
+            return None
+        return text
 
     def _refuse(self, name: str, why: str) -> None:
         self.problems.append(f"{name.replace('_', ' ')}: {why}")

@@ -18,9 +18,10 @@ from omnispindle._db.rows import (
     TaskDetail,
     TaskListRow,
 )
+from omnispindle.dashboard.filters import MAX_TASK_ID
 from omnispindle.dashboard.graph import Layout, layout
 from omnispindle.dashboard.source import Source
-from omnispindle.errors import PermissionDeniedError
+from omnispindle.errors import PermissionDeniedError, TaskNotFoundError
 
 PAGE_SIZE = 50
 MOST_EXAMINED = 20_000  # tasks one page of a filtered list reads at most
@@ -121,6 +122,9 @@ def task_view(source: Source, task_id: int) -> TaskView:
     Raises:
         TaskNotFoundError: no task has this id.
     """
+    # The route's int has no bound, and the database would refuse one beyond a bigint.
+    if task_id > MAX_TASK_ID:
+        raise TaskNotFoundError(f"no task with id {task_id}")
     task = source.read(task_detail(task_id))
     nodes = source.read(q.dashboard.task_graph(task_id, MOST_GRAPH_NODES))
     # The partials after the state: a task shown finished shows all of them.

@@ -119,3 +119,19 @@ def test_a_selection_that_is_no_list_of_ids_changes_nothing(web, client):
     assert "ValidationError" in web.get(refused.headers["location"]).text
     assert post_selection(web, "cancel", "forged", [task_id]).status_code == 403
     assert client.get_task(task_id)["state"] == "pending"
+
+
+def test_an_action_on_an_id_no_task_may_have_is_refused_on_the_page(web, client):
+    task_id = client.submit_task("step", {})
+    token = csrf_token(web.get(f"{MOUNT}/tasks").text)
+    beyond = 10**20
+    for act in (
+        lambda: post(web, beyond, "cancel", token),
+        lambda: post_selection(web, "cancel", token, [task_id, beyond]),
+        lambda: post_selection(web, "retry", token, [-3]),
+    ):
+        answer = act()
+        assert answer.status_code == 303
+        page = web.get(answer.headers["location"]).text
+        assert 'class="notice refused"' in page and "ValidationError" in page
+    assert client.get_task(task_id)["state"] == "pending"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from omnispindle._maintenance import rollup
 from omnispindle.dashboard import reading
 from tests.acceptance.workers import poll
@@ -183,3 +185,9 @@ def test_a_task_page_shows_its_newest_partial_results_and_how_many_it_streamed(
     assert f"5,000 streamed; the newest {reading.MOST_PARTIALS} are shown" in shown
     hidden = browse().get(f"{MOUNT}/tasks/{task_id}").text
     assert "5,000 streamed; hidden" in hidden
+
+
+@pytest.mark.parametrize("task_id", ["9223372036854775808", "99999999999999999999999"])
+def test_an_id_beyond_any_task_is_a_404_page(web, task_id):
+    page = web.get(f"{MOUNT}/tasks/{task_id}")
+    assert page.status_code == 404 and f"no task with id {task_id}" in page.text

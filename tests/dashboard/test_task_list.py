@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from omnispindle.dashboard import reading
 from tests.dashboard.conftest import MOUNT
 
@@ -90,3 +92,12 @@ def test_a_rare_match_is_found_by_bounded_pages_that_say_how_far_they_looked(
     assert len(pages) == 5
     assert all("Looked through the 10" in page for page in pages[:4])
     assert "No task matches." in pages[4]
+
+
+@pytest.mark.parametrize("field", ["type", "worker", "text"])
+def test_a_filter_holding_a_nul_character_is_reported_and_ignored(web, client, field):
+    task_id = client.submit_task("mail", {})
+    page = web.get(f"{MOUNT}/tasks", params={field: "a\x00b"})
+    assert page.status_code == 200
+    assert f"Ignored {field}: text without a NUL character" in page.text
+    assert listed(page.text) == [task_id]

@@ -208,13 +208,13 @@ def test_empty_batch_is_empty():
 # ---------------------------------------------------------------- ids and numbers
 
 
-@pytest.mark.parametrize("value", ["1", -1, 0, True, 1.0, None, [1]])
+@pytest.mark.parametrize("value", ["1", -1, 0, 2**63, True, 1.0, None, [1]])
 def test_bad_task_id_is_refused(value):
     with pytest.raises(ValidationError, match="task id"):
         validation.task_id(value)
 
 
-@pytest.mark.parametrize("value", [1, 2**40])
+@pytest.mark.parametrize("value", [1, 2**40, 2**63 - 1])
 def test_task_id_accepts_positive_ints(value):
     assert validation.task_id(value) == value
 
