@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import ipaddress
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
@@ -150,3 +151,42 @@ class AuthMiddleware:
             return
         login = token_login(self.auth, connection) if isinstance(self.auth, TokenAuth) else None
         await (login or refusal(self.auth))(scope, receive, send)
+
+
+class ThisMachineOnly:
+    """Answers 400 to a request whose Host header names another machine.
+
+    A dashboard without credentials listens on a loopback address, but a page
+    of any site can reach it: a DNS rebinding points the site's name at
+    127.0.0.1, and the browser then takes the dashboard for that site, lets the
+    page read it and post its forms. Such requests carry the site's name.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        host = HTTPConnection(scope).headers.get("host") if scope["type"] == "http" else None
+        if host is None or is_loopback(host_name(host)):
+            await self.app(scope, receive, send)
+            return
+        await PlainTextResponse("this dashboard answers only to this machine's names", 400)(
+            scope, receive, send
+        )
+
+
+def host_name(host: str) -> str:
+    """The name in a Host header, without its port: ``[::1]:8187`` gives ``[::1]``."""
+    if host.startswith("["):
+        return host.partition("]")[0] + "]"
+    return host.rpartition(":")[0] if ":" in host else host
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only answers this machine (a name other than localhost may not)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

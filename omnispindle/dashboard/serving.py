@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-import ipaddress
-
 from omnispindle.dashboard.application import app
-from omnispindle.dashboard.security import Auth
+from omnispindle.dashboard.security import Auth, ThisMachineOnly, is_loopback
 from omnispindle.errors import ConfigurationError
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8187
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` only answers this machine (a name other than localhost may not)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def check_bind(host: str, auth: Auth | None) -> None:
@@ -48,6 +36,7 @@ def serve(
     read_dsn: str | None = None,
 ) -> None:
     """Serve the dashboard with uvicorn until interrupted; checks the address first.
+    Without ``auth``, it answers only requests that name this machine as their host.
 
     Raises:
         ConfigurationError: a non-loopback ``host`` without ``auth``.
@@ -64,4 +53,5 @@ def serve(
         write_dsn=write_dsn,
         read_dsn=read_dsn,
     )
-    uvicorn.run(dashboard, host=host, port=port, log_level="warning")
+    served = dashboard if auth is not None else ThisMachineOnly(dashboard)
+    uvicorn.run(served, host=host, port=port, log_level="warning")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import subprocess
 import sys
 
@@ -9,7 +10,9 @@ import pytest
 
 from omnispindle.dashboard import BasicAuth, TokenAuth, check_bind
 from omnispindle.errors import ConfigurationError
+from tests.acceptance.workers import poll
 from tests.dashboard.conftest import MOUNT
+from tests.pgbouncer import free_port
 
 
 def test_a_token_is_asked_of_every_request(browse):
@@ -73,3 +76,35 @@ def test_bad_basic_credentials_are_refused():
         BasicAuth.parse("no-colon")
     with pytest.raises(ConfigurationError):
         TokenAuth("")
+
+
+def _status_for_host(port: int, host: str) -> int | None:
+    """The status of ``GET /`` on the dashboard at ``port`` with ``Host: host``; None
+    while nothing answers."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request("GET", "/", headers={"Host": host})
+        return connection.getresponse().status
+    except OSError:
+        return None
+    finally:
+        connection.close()
+
+
+def test_the_command_without_credentials_answers_only_this_machines_names(dsn):
+    # A page of another site whose name a DNS rebinding points at 127.0.0.1 is
+    # of the same origin as the dashboard for the browser: it could read the
+    # pages and post the actions. Its requests carry its own name as Host.
+    port = free_port()
+    command = [sys.executable, "-m", "omnispindle", "dashboard", "--dsn", dsn, "--port", str(port)]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        poll(lambda: server.poll() is not None or _status_for_host(port, "localhost"), 60)
+        assert server.poll() is None, server.stderr.read().decode() if server.stderr else ""
+        own = [f"127.0.0.1:{port}", f"localhost:{port}", "localhost", f"[::1]:{port}"]
+        assert [_status_for_host(port, host) for host in own] == [200] * len(own)
+        foreign = [f"rebound.example:{port}", "rebound.example", f"192.168.1.5:{port}"]
+        assert [_status_for_host(port, host) for host in foreign] == [400] * len(foreign)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
