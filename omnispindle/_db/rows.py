@@ -69,10 +69,12 @@ class HeldLease(TypedDict):
 
 class ProcessBacklog(TypedDict):
     """A supervisor's view of its worker processes: the ready tasks they could
-    claim (counted up to a limit), and the tasks they run."""
+    claim (counted up to a limit), the tasks they run, and the pids of those
+    running any."""
 
     ready: int
     running: int
+    busy_pids: list[int]
 
 
 class TaskRecord(TypedDict):

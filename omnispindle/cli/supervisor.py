@@ -7,8 +7,10 @@ same command line with ``--processes 1``, restarts one that exits on its own
 or SIGINT passes the signal on and waits for every child's graceful stop.
 
 With ``--min-processes`` and ``--max-processes`` it reads its children's
-backlog every few seconds and adds a child, or stops its newest one with
-SIGTERM, as ``process_scaling`` decides.
+backlog every few seconds and adds a child, or stops idle ones with SIGTERM,
+as ``process_scaling`` decides. A child running a task is not stopped: its
+task would go back to the queue and start again elsewhere, while an idle
+child stayed; it is stopped at a later read, once idle.
 
 With a ``relay`` the supervisor holds the fleet's one LISTEN connection and
 passes each wake-up on to its children (see ``wake_relay``); only the child in
@@ -79,8 +81,9 @@ class Backoff:
 
 @dataclass
 class _Slot:
-    """One of the N places a child runs in, with its current child if any."""
+    """One of the N places a child runs in (numbered from 1), with its current child if any."""
 
+    number: int
     command: list[str]
     process: subprocess.Popen[bytes] | None = None
     started: float = 0.0
@@ -168,7 +171,7 @@ class Supervisor:
         self.stop_timeout = stop_timeout
         self.scaling = scaling
         self.relay = relay
-        self._slots = [_Slot(command_of(n)) for n in range(1, processes + 1)]
+        self._slots = [_Slot(n, command_of(n)) for n in range(1, processes + 1)]
         self._retiring: list[subprocess.Popen[bytes]] = []  # told to stop by scaling
         self._pipes: dict[int, int] = {}  # a child's pid: the relay's key of its pipes
         self._stop_signal: int | None = None
@@ -274,7 +277,8 @@ class Supervisor:
         return max(0.0, min(due)) if due else None
 
     def _scale_if_due(self) -> None:
-        """Read the backlog when due; start or stop children to the size it calls for."""
+        """Read the backlog when due; start children up to the size it calls for, or
+        stop idle ones down to it (busy ones stay until a later read finds them idle)."""
         scaling, now = self.scaling, time.monotonic()
         if scaling is None or scaling.decide.seconds_to_read(now) > 0:
             return
@@ -283,21 +287,28 @@ class Supervisor:
         if backlog is None:
             scaling.decide.unread(now)
             return
+        was = scaling.decide.size
         size = scaling.decide.observe(now, backlog["ready"], backlog["running"])
-        if size != len(self._slots):
+        if size != was:
             log.info(
                 "scaling from %d to %d worker processes (%s%d ready, %d running)",
-                len(self._slots),
+                was,
                 size,
                 "at least " if backlog["ready"] >= scaling.decide.limit else "",
                 backlog["ready"],
                 backlog["running"],
             )
+        self._grow_to(size)
+        for slot in spare_slots(self._slots, len(self._slots) - size, set(backlog["busy_pids"])):
+            self._slots.remove(slot)
+            self._retire(slot)
+
+    def _grow_to(self, size: int) -> None:
+        """Start children in new slots up to ``size``."""
         while len(self._slots) < size:
-            self._slots.append(_Slot(self.command_of(len(self._slots) + 1)))
+            number = free_number(self._slots)
+            self._slots.append(_Slot(number, self.command_of(number)))
             self._start(self._slots[-1])
-        while len(self._slots) > size:
-            self._retire(self._slots.pop())
 
     def _retire(self, slot: _Slot) -> None:
         """Stop a slot's child gracefully (SIGTERM), or its restart if it is not running."""
@@ -326,6 +337,30 @@ class Supervisor:
                 killed = True
             log.info("worker process %d %s", process.pid, how_it_ended(process.returncode))
         return EXIT_ERROR if killed else EXIT_OK
+
+
+def spare_slots(slots: Sequence[_Slot], count: int, busy: set[int]) -> list[_Slot]:
+    """Up to ``count`` slots a scale-down may stop: those waiting for a restart, then
+    those whose child runs no task (its pid not in ``busy``), the newest first.
+
+    Never the first slot, whose child takes turns at maintenance for the host;
+    never a busy child, whose task would be handed back and start over. Fewer
+    than ``count`` when too few are idle.
+    """
+    idle = [
+        slot
+        for slot in slots
+        if slot.number != 1 and (slot.process is None or slot.process.pid not in busy)
+    ]
+    idle.sort(key=lambda slot: (slot.process is not None, -slot.number))
+    return idle[: max(count, 0)]
+
+
+def free_number(slots: Sequence[_Slot]) -> int:
+    """The lowest slot number not taken: a scale-down may have left a gap, and two
+    children must not share a name (``NAME-3``)."""
+    taken = {slot.number for slot in slots}
+    return next(n for n in range(1, len(slots) + 2) if n not in taken)
 
 
 def _drain(reader: int) -> None:

@@ -66,9 +66,10 @@ ORDER BY started_at, name;
 -- paused is a walk of the ready index in its order, stopping at the limit
 -- however long the queue (per type, the planner expects many rows, and walks
 -- the index rather than sort the table); only the tasks it found are read,
--- to check the capabilities they require.
+-- to check the capabilities they require. The pids of the children that run
+-- a task tell the supervisor which ones a scale-down must spare.
 WITH children AS (
-    SELECT id, task_types, capabilities
+    SELECT id, pid, task_types, capabilities
     FROM omnispindle.workers
     WHERE state = 'active' AND host = %(host)s AND pid = ANY (%(pids)s::integer[])
 ), types AS (
@@ -93,7 +94,10 @@ SELECT
      WHERE c.required_capabilities <@ o.capabilities)::integer AS ready,
     (SELECT count(*)
      FROM omnispindle.tasks t
-     WHERE t.state = 'running' AND t.worker_id IN (SELECT id FROM children))::integer AS running;
+     WHERE t.state = 'running' AND t.worker_id IN (SELECT id FROM children))::integer AS running,
+    ARRAY(SELECT DISTINCT w.pid
+          FROM children w
+          JOIN omnispindle.tasks t ON t.worker_id = w.id AND t.state = 'running') AS busy_pids;
 
 -- name: take_maintenance
 -- Takes or renews a maintenance duty's lease for this process: whether it

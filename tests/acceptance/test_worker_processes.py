@@ -346,6 +346,54 @@ def test_a_backlog_grows_the_processes_and_its_end_shrinks_them(client, dsn, con
     assert states.fetchall() == [("stopped", 3)]
 
 
+def test_a_scale_down_stops_an_idle_process_not_a_busy_one(client, dsn, conn, ledger, tmp_path):
+    """The first process runs task a, the second task b; a ends, and one process is
+    enough. The idle first one stays (it takes turns at maintenance), and so must the
+    busy second one: stopping it would hand b back, to start again on the first."""
+    log = tmp_path / "supervisor.log"
+    markers = {name: tmp_path / name for name in ("a", "b")}
+    a, b = (client.submit_task("hold", {"marker": str(markers[n])}) for n in ("a", "b"))
+    command = [sys.executable, "-m", "omnispindle", "worker", "--dsn", dsn]
+    command += ["--executors", "tests.acceptance.ledger_executors", "--concurrency", "1"]
+    command += ["--min-processes", "1", "--max-processes", "2", "--scale-down-after", "1"]
+    command += ["--shutdown-timeout", "1"]
+    with log.open("w") as stderr:
+        supervisor = subprocess.Popen(
+            command, env=worker_env(dsn), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr
+        )
+    try:
+        poll(lambda: len(runs_of(ledger)) == 2, timeout=60)
+        busy = runs_of(ledger)[b]
+        markers["a"].touch()
+        poll(lambda: "scaling from 2 to 1 worker processes" in log.read_text(), timeout=60)
+        stopped = came_true(lambda: len(runs_of(ledger)) > 2 or not alive(busy[0]), within=5)
+        assert not stopped, "the busy process was stopped, and its task handed back"
+        markers["b"].touch()
+        tasks = client.wait_for_batch([a, b], timeout=60)
+        poll(lambda: active_pids(conn) == {runs_of(ledger)[a][0]}, timeout=60)
+        supervisor.send_signal(signal.SIGTERM)
+        assert supervisor.wait(timeout=60) == 0
+    finally:
+        stop_for_good(supervisor, conn)
+    assert [t["state"] for t in tasks] == ["succeeded", "succeeded"]
+    assert ledger.execute("SELECT count(*) FROM test_ledger").fetchone()[0] == 2, "a task ran twice"
+
+
+def came_true(condition, within):
+    """Whether ``condition`` held at some poll within ``within`` seconds."""
+    try:
+        poll(condition, timeout=within)
+    except AssertionError:
+        return False
+    return True
+
+
+def runs_of(ledger):
+    """The pids each task ran in, by task id."""
+    rows = ledger.execute("SELECT task_id, array_agg(pid) FROM test_ledger GROUP BY task_id")
+    return dict(rows.fetchall())
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -123,6 +123,7 @@ def register(conn, pid, task_types, capabilities):
 def test_the_backlog_counts_what_the_children_could_claim_up_to_the_limit(client, conn, dsn):
     child = register(conn, 4242, ["resize"], ["resize", "gpu"])
     register(conn, 4343, ["other"], ["other"])  # not a child: another supervisor's
+    register(conn, 4444, ["resize"], ["resize"])  # a child running nothing
     client.submit_batch([{"task_type": "resize"} for _ in range(5)])
     client.submit_task("resize", required_capabilities=["gpu"])
     client.submit_task("resize", required_capabilities=["tpu"])  # no child could claim it
@@ -136,11 +137,12 @@ def test_the_backlog_counts_what_the_children_could_claim_up_to_the_limit(client
     )
     reader = BacklogReader(dsn)
     try:
-        assert reader.read([4242], limit=100) == {"ready": 4, "running": 2}
-        assert reader.read([4242], limit=3) == {"ready": 3, "running": 2}
-        assert reader.read([], limit=100) == {"ready": 0, "running": 0}
+        busy = {"running": 2, "busy_pids": [4242]}
+        assert reader.read([4242, 4444], limit=100) == {"ready": 4, **busy}
+        assert reader.read([4242], limit=3) == {"ready": 3, **busy}
+        assert reader.read([], limit=100) == {"ready": 0, "running": 0, "busy_pids": []}
         client.pause_task_type("resize")
-        assert reader.read([4242], limit=100) == {"ready": 0, "running": 2}
+        assert reader.read([4242], limit=100) == {"ready": 0, **busy}
     finally:
         reader.close()
 

@@ -4,6 +4,7 @@ its number of processes."""
 from __future__ import annotations
 
 import sys
+from types import SimpleNamespace
 
 import pytest
 
@@ -15,8 +16,11 @@ from omnispindle.cli.supervisor import (
     LIVED_A_WHILE,
     LONGEST_DELAY,
     Backoff,
+    _Slot,
     child_command,
+    free_number,
     how_it_ended,
+    spare_slots,
 )
 
 COMMON = [sys.executable, "-m", "omnispindle"]
@@ -125,3 +129,36 @@ def test_processes_shrink_once_the_backlog_stayed_empty():
     assert scaling.observe(10.0, ready=0, running=0) == 2
     assert scaling.observe(15.0, ready=0, running=0) == 2  # a new window from here
     assert scaling.observe(25.0, ready=0, running=0) == 1
+
+
+def slots(*pids):
+    """Slots numbered from 1, each with a child of that pid (None: waiting for a restart)."""
+    return [
+        _Slot(n, [], process=None if pid is None else SimpleNamespace(pid=pid))
+        for n, pid in enumerate(pids, start=1)
+    ]
+
+
+def test_a_scale_down_stops_idle_children_newest_first_and_spares_busy_ones():
+    first, second, third, fourth = slots(101, 102, 103, 104)
+    assert spare_slots([first, second, third, fourth], 2, busy={104}) == [third, second]
+    assert spare_slots([first, second, third, fourth], 3, busy={102, 104}) == [third]
+
+
+def test_a_scale_down_never_stops_the_first_child_which_takes_turns_at_maintenance():
+    first, second = slots(101, 102)
+    assert spare_slots([first, second], 1, busy={102}) == []
+    assert spare_slots([first, second], 1, busy=set()) == [second]
+
+
+def test_a_scale_down_drops_a_restart_pending_before_any_running_child():
+    first, second, third = slots(101, None, 103)
+    assert spare_slots([first, second, third], 1, busy=set()) == [second]
+    assert spare_slots([first, second, third], 0, busy=set()) == []
+
+
+def test_a_new_child_takes_the_lowest_free_slot_number():
+    first, second, third = slots(101, 102, 103)
+    assert free_number([first, third]) == 2
+    assert free_number([first, second, third]) == 4
+    assert free_number([]) == 1
