@@ -202,14 +202,49 @@ def _worker(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         print(f"omnispindle: {exc} (see `omnispindle worker --help`)", file=sys.stderr)
         return EXIT_USAGE
-    if processes is not None and processes.high > 1:
+    most = (args.processes or 1) if processes is None else processes.high
+    if most > 1:
+        check_settings(args)
         return _supervise(args, processes)
-    if processes is None and (args.processes or 1) > 1:
-        return _supervise(args, None)
     die_with_supervisor()
     with queue_of(args, migrate=args.migrate) as queue:
         hear_relayed_notifications(queue)
         return _run_worker(args, queue)
+
+
+def check_settings(args: argparse.Namespace) -> None:
+    """Refuse, in a supervisor, the worker settings each of its children would refuse:
+    restarted each time they exit, they would refuse them for ever.
+
+    Raises:
+        ValidationError: as ``WorkerClient`` would.
+    """
+    from omnispindle._worker.settings import worker_settings
+
+    options = worker_options(args)
+    retention = options.pop("retention")
+    worker_settings(
+        **options, retention_seconds=retention, dead_worker_after=defaults.DEAD_WORKER_AFTER
+    )
+
+
+def worker_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``WorkerClient`` settings the command line gives."""
+    return {
+        "concurrency": args.concurrency,
+        "min_concurrency": args.min_concurrency,
+        "max_concurrency": args.max_concurrency,
+        "scale_down_after": args.scale_down_after,
+        "name": args.name,
+        "poll_interval": args.poll_interval,
+        "lease_timeout": args.lease_timeout,
+        "heartbeat_interval": args.heartbeat_interval,
+        "shutdown_timeout": args.shutdown_timeout,
+        "sweep_interval": None if args.no_sweep else args.sweep_interval,
+        "schedule_interval": None if args.no_periodic else defaults.SCHEDULE_INTERVAL,
+        "retention": None if args.no_prune else args.retention,
+        "archive_after": args.archive_after,
+    }
 
 
 def hear_relayed_notifications(queue: TaskQueue) -> None:
@@ -296,23 +331,7 @@ def _run_worker(args: argparse.Namespace, queue: TaskQueue) -> int:
     from omnispindle.worker import WorkerClient
 
     capabilities = args.capabilities.split(",") if args.capabilities else None
-    worker = WorkerClient(
-        local_queue=queue,
-        capabilities=capabilities,
-        concurrency=args.concurrency,
-        min_concurrency=args.min_concurrency,
-        max_concurrency=args.max_concurrency,
-        scale_down_after=args.scale_down_after,
-        name=args.name,
-        poll_interval=args.poll_interval,
-        lease_timeout=args.lease_timeout,
-        heartbeat_interval=args.heartbeat_interval,
-        shutdown_timeout=args.shutdown_timeout,
-        sweep_interval=None if args.no_sweep else args.sweep_interval,
-        schedule_interval=None if args.no_periodic else defaults.SCHEDULE_INTERVAL,
-        retention=None if args.no_prune else args.retention,
-        archive_after=args.archive_after,
-    )
+    worker = WorkerClient(local_queue=queue, capabilities=capabilities, **worker_options(args))
     for task_type, fn in chosen(load_executors(args.executors), capabilities).items():
         worker.register_task_executor(task_type, fn)
     on_stop_signals(worker.stop)

@@ -311,6 +311,28 @@ def test_children_that_fail_at_start_are_restarted_ever_more_slowly(dsn, tmp_pat
     assert sum("cannot import executors module 'no_such_executors'" in line for line in lines) >= 4
 
 
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (["--processes", "2", "--retention", "1h", "--archive-after", "2h"], "archive_after must"),
+        (
+            ["--min-processes", "1", "--max-processes", "2", "--lease-timeout", "90000"],
+            "lease_timeout must be at most 86400 seconds",
+        ),
+    ],
+)
+def test_settings_every_child_would_refuse_end_the_supervisor(dsn, settings, message):
+    """As they end one worker process, instead of children that refuse them restarted for ever."""
+    command = [sys.executable, "-m", "omnispindle", "worker", "--dsn", dsn]
+    command += ["--executors", "tests.acceptance.ledger_executors", *settings]
+    done = subprocess.run(
+        command, env=worker_env(dsn), cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 1
+    [line] = done.stderr.strip().splitlines()  # no child started
+    assert line.startswith(f"omnispindle: {message}")
+
+
 # `omnispindle worker --min-processes N --max-processes M`: as many as the backlog asks.
 
 
