@@ -44,8 +44,8 @@ class WorkerClient:
         poll_interval: longest pause, in seconds, between checks for work
             when no notification arrives.
         lease_timeout: seconds a claim stays valid without a heartbeat.
-        heartbeat_interval: seconds between heartbeats (default a third of
-            the lease).
+        heartbeat_interval: seconds between heartbeats, shorter than the
+            lease (default a third of it).
         shutdown_timeout: seconds ``stop()`` lets running executors finish
             before handing their tasks back.
         sweep_interval: seconds between this worker's passes of the

@@ -68,7 +68,7 @@ def worker_settings(
     # Checked also when this worker never sweeps: a typo should not wait for a config change.
     keep = retention.optional_horizon("retention", retention_seconds)
     archive = history.archive_horizon("archive_after", archive_after, keep)
-    heartbeat = validation.optional_positive_number("heartbeat_interval", heartbeat_interval)
+    heartbeat = _heartbeat_within(lease, heartbeat_interval)
     limits = defaults.CONCURRENCY_RANGE
     scaling = bounds("concurrency", concurrency, min_concurrency, max_concurrency, limits)
     fixed = defaults.CONCURRENCY if concurrency is None else concurrency
@@ -95,3 +95,17 @@ def worker_settings(
         scaling=scaling,
         scale_down_after=validation.positive_number("scale_down_after", scale_down_after),
     )
+
+
+def _heartbeat_within(lease: float, heartbeat_interval: object) -> float | None:
+    """The heartbeat interval, None for the default; one as long as the lease is refused:
+    every lease would lapse before the next heartbeat renewed it, and the sweeper hand
+    its task to another worker while it still runs."""
+    heartbeat = validation.optional_positive_number("heartbeat_interval", heartbeat_interval)
+    if heartbeat is not None and heartbeat >= lease:
+        raise ValidationError(
+            f"heartbeat_interval ({heartbeat:g} s) must be shorter than lease_timeout "
+            f"({lease:g} s): each heartbeat renews the leases, which lapse otherwise and "
+            "have their tasks run again"
+        )
+    return heartbeat

@@ -130,7 +130,7 @@ def add_commands(commands: Any, command: Callable[..., argparse.ArgumentParser])
         "--heartbeat-interval",
         type=positive_seconds_arg,
         default=None,
-        help="seconds between heartbeats (default a third of the lease)",
+        help="seconds between heartbeats, shorter than the lease (default a third of it)",
     )
     worker.add_argument(
         "--shutdown-timeout",

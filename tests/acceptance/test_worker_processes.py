@@ -96,6 +96,20 @@ def test_unknown_executors_module_is_one_clear_line(dsn):
     ]
 
 
+def test_a_heartbeat_interval_as_long_as_the_lease_is_one_clear_line(dsn):
+    command = [sys.executable, "-m", "omnispindle", "worker", "--dsn", dsn]
+    command += ["--executors", "tests.acceptance.ledger_executors"]
+    command += ["--lease-timeout", "10", "--heartbeat-interval", "10"]
+    done = subprocess.run(
+        command, env=worker_env(dsn), cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 1
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(
+        "omnispindle: heartbeat_interval (10 s) must be shorter than lease_timeout (10 s)"
+    )
+
+
 def test_status_json_lists_queues_and_workers(client, dsn):
     import json
 
@@ -319,6 +333,7 @@ def test_children_that_fail_at_start_are_restarted_ever_more_slowly(dsn, tmp_pat
             ["--min-processes", "1", "--max-processes", "2", "--lease-timeout", "90000"],
             "lease_timeout must be at most 86400 seconds",
         ),
+        (["--processes", "2", "--heartbeat-interval", "30"], "heartbeat_interval (30 s) must"),
     ],
 )
 def test_settings_every_child_would_refuse_end_the_supervisor(dsn, settings, message):

@@ -71,6 +71,25 @@ def test_worker_settings_keep_a_fixed_pool_without_the_pair():
         worker_settings(concurrency=None, scale_down_after=0, **common)
 
 
+@pytest.mark.parametrize("heartbeat", [30.0, 60.0, 1e10])
+def test_a_heartbeat_interval_as_long_as_the_lease_is_refused(heartbeat):
+    """Leases would lapse between heartbeats: the sweeper would hand running tasks on."""
+    settings = {
+        "concurrency": None,
+        "name": "w",
+        "poll_interval": 1.0,
+        "lease_timeout": 30.0,
+        "shutdown_timeout": 30.0,
+        "sweep_interval": None,
+        "dead_worker_after": 60.0,
+        "schedule_interval": None,
+        "retention_seconds": None,
+    }
+    with pytest.raises(ValidationError, match=r"heartbeat_interval \(.* s\) must be shorter than"):
+        worker_settings(heartbeat_interval=heartbeat, **settings)
+    assert worker_settings(heartbeat_interval=29.0, **settings).heartbeat_interval == 29.0
+
+
 def test_steps_grow_by_half_at_least_one_up_to_the_maximum():
     sizes = [1]
     while sizes[-1] < 8:
