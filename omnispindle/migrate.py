@@ -61,9 +61,11 @@ def grant(dsn: str, role: str, access: str, *, schema: str = "omnispindle") -> N
     ``worker``: run tasks, heartbeat, sweep, prune and enqueue schedules; it may
     update only the columns a run changes. None may change the schema: only
     ``migrate``, run as the schema's owner, needs CREATE. Run this as the owner.
+    ``role`` is the role's name as it is stored (as ``createuser`` takes it),
+    capitals, dots and all, not an SQL identifier to quote.
 
     Raises:
-        ValidationError: ``access`` is none of ``ACCESS``.
+        ValidationError: ``access`` is none of ``ACCESS``, or no role is named ``role``.
         PermissionDeniedError: the caller may not grant these rights.
     """
     migrations.grant(dsn, role, access, Namespace(schema))

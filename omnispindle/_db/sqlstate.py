@@ -39,6 +39,7 @@ _BY_SQLSTATE: dict[str, type[OmnispindleError]] = {
     "OS007": TaskStateError,  # a dependency of an unfinished task cannot be deleted
     "55P03": LockTimeoutError,  # lock_not_available: a lock_timeout ran out
     "42501": PermissionDeniedError,  # insufficient_privilege
+    "42704": ValidationError,  # undefined_object, e.g. a role to grant that does not exist
     "23514": ValidationError,  # check_violation: a CHECK constraint refused a value
     "22P02": ValidationError,  # invalid_text_representation
     "22P05": ValidationError,  # untranslatable_character, e.g. \u0000 in jsonb

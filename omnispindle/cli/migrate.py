@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 from typing import Any
 
 from omnispindle.cli.args import given_dsn, given_schema
-from omnispindle.cli.exit_codes import EXIT_OK
-from omnispindle.errors import ConfigurationError
+from omnispindle.cli.exit_codes import EXIT_OK, EXIT_USAGE
+from omnispindle.errors import ConfigurationError, ValidationError
 
 
 def add_commands(commands: Any, command: Callable[..., argparse.ArgumentParser]) -> None:
@@ -39,7 +40,11 @@ def add_grant_command(commands: Any, command: Callable[..., argparse.ArgumentPar
         _grant,
     )
     grant.add_argument("access", choices=ACCESS, help="the kind of access")
-    grant.add_argument("role", help="the role, created before (CREATE ROLE ... LOGIN)")
+    grant.add_argument(
+        "role",
+        help="the role's name, as createuser takes it (the role created before: "
+        "createuser NAME, or CREATE ROLE ... LOGIN)",
+    )
 
 
 def _grant(args: argparse.Namespace) -> int:
@@ -48,7 +53,11 @@ def _grant(args: argparse.Namespace) -> int:
     dsn = given_dsn(args)
     if not dsn:
         raise ConfigurationError("grant needs --dsn or $OMNISPINDLE_DSN: roles live in a server")
-    grant(dsn, args.role, args.access, schema=given_schema(args))
+    try:
+        grant(dsn, args.role, args.access, schema=given_schema(args))
+    except ValidationError as exc:  # no role has this name: a bad argument
+        print(f"omnispindle: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     print(f"omnispindle: granted {args.access} access to {args.role}")
     return EXIT_OK
 

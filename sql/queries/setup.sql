@@ -68,4 +68,8 @@ ON CONFLICT DO NOTHING;
 
 -- name: grant_access
 -- Gives an existing role one kind of access (see omnispindle.grant_access).
-SELECT omnispindle.grant_access(%(role)s::regrole, %(access)s);
+-- The role is given by its name, as createuser takes it: quoted here, so that
+-- capitals, dots and other characters are the name's own (unquoted, regrole
+-- folds them to lowercase, and a dot splits the name). A name no role has is
+-- refused (undefined_object).
+SELECT omnispindle.grant_access(pg_catalog.quote_ident(%(role)s::text)::regrole, %(access)s);

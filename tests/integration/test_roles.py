@@ -18,6 +18,7 @@ from omnispindle import (
     PermissionDeniedError,
     TaskQueue,
     TaskQueueClient,
+    ValidationError,
     WorkerClient,
     current_task,
     entry,
@@ -26,7 +27,7 @@ from omnispindle._db import queries as q
 from omnispindle._maintenance import election
 from omnispindle._maintenance.election import DutyLease
 from omnispindle._maintenance.sweeper import Sweeper, SweeperConfig
-from omnispindle.migrate import upgrade
+from omnispindle.migrate import grant, upgrade
 
 from ..acceptance.workers import ROOT, poll
 
@@ -352,6 +353,44 @@ def test_the_grant_command_gives_a_role_its_access(dsn, conn):
     finally:
         conn.execute(psycopg.sql.SQL("DROP OWNED BY {}").format(identifier))
         conn.execute(psycopg.sql.SQL("DROP ROLE {}").format(identifier))
+
+
+def test_the_grant_command_takes_a_role_by_its_name(dsn, conn):
+    """The role is named as createuser names it: the command read the name as SQL,
+    so a role with capitals was taken for its lowercase namesake (or refused as
+    missing), and a cloud IAM user's name with dots failed with "invalid name
+    syntax"."""
+    suffix = uuid.uuid4().hex[:8]
+    capitals, namesake = f"os_Reports_{suffix}", f"os_reports_{suffix}"
+    dotted = f"os-sa-{suffix}@project.iam"
+    try:
+        for name in (capitals, namesake, dotted):
+            conn.execute(
+                psycopg.sql.SQL("CREATE ROLE {} LOGIN").format(psycopg.sql.Identifier(name))
+            )
+        for name in (capitals, dotted):
+            done = command("grant", "observer", name, "--dsn", dsn)
+            assert done.returncode == 0, done.stderr
+            assert done.stdout == f"omnispindle: granted observer access to {name}\n"
+            shown = command("status", "--dsn", make_conninfo(dsn, user=name))
+            assert shown.returncode == 0, shown.stderr
+        held = conn.execute(
+            "SELECT has_schema_privilege(%s, 'omnispindle', 'USAGE')", [namesake]
+        ).fetchone()
+        assert held == (False,)
+        grant(dsn, capitals, "producer")
+        queue = TaskQueue(dsn=make_conninfo(dsn, user=capitals))
+        try:
+            assert TaskQueueClient(local_queue=queue).submit_task("t") > 0
+        finally:
+            queue.shutdown()
+        with pytest.raises(ValidationError, match="does not exist"):
+            grant(dsn, f"os_nobody_{suffix}", "worker")
+        missing = command("grant", "worker", f"os_nobody_{suffix}", "--dsn", dsn)
+        assert (missing.returncode, missing.stdout) == (2, "")
+        assert f"os_nobody_{suffix}" in missing.stderr
+    finally:
+        drop_roles(conn, [capitals, namesake, dotted])
 
 
 def test_producer_commands_run_under_the_producer_role(role_dsns, as_role):

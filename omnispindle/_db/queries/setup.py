@@ -74,7 +74,8 @@ def listen(channel: str) -> Statement:
 
 
 def grant_access(role: str, access: str) -> Query[None]:
-    """Give ``role`` what ``access`` (observer, producer or worker) needs."""
+    """Give the role named ``role`` (its name as stored, not an SQL identifier) what
+    ``access`` (observer, producer or worker) needs."""
     return Query(RUNTIME["grant_access"], {"role": role, "access": access}, nothing)
 
 
