@@ -112,6 +112,12 @@ FROM (SELECT task_id FROM linked LIMIT %(limit)s::bigint) AS n
 JOIN omnispindle.task_details d ON d.task_id = n.task_id
 ORDER BY d.task_id;
 
+-- name: dashboard_partials_readable
+-- Whether this role may read partial results, which observer access does not
+-- grant: a read refused would leave an error in the server's log at every
+-- refresh of the task's page.
+SELECT has_table_privilege(to_regclass('omnispindle.task_stream'), 'SELECT') AS readable;
+
 -- name: dashboard_partials
 -- A task's newest `limit` partial results, oldest of them first. A task may
 -- stream 100,000, and its page reads them again every few seconds: a person

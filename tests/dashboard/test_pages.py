@@ -166,6 +166,19 @@ def test_an_observer_role_reads_a_task_page_without_its_partial_results(
     assert "Not readable by the database role of this dashboard" in page.text
 
 
+def test_an_observer_roles_task_page_never_runs_a_read_it_may_not(
+    observer_dsn, browse, client, record_statements
+):
+    # Each refused read is an error in the server's log, and the page refreshes
+    # every two seconds.
+    task_id = client.submit_task("resize", {})
+    web = browse(dsn=observer_dsn, show_payloads=True)
+    statements = record_statements()
+    for _ in range(3):
+        assert "Not readable by the database role" in web.get(f"{MOUNT}/tasks/{task_id}").text
+    assert "dashboard_partials" not in statements.names
+
+
 STREAMED = """
 INSERT INTO omnispindle.task_stream (task_id, seq, attempt, payload)
 SELECT %s, n, 1, jsonb_build_object('page', n) FROM generate_series(1, %s) AS n

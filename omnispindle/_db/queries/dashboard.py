@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from omnispindle._db.query import Query, first, rows
+from omnispindle._db.query import Query, first, rows, value
 from omnispindle._db.rows import (
     DashboardWorkerRow,
     GraphNode,
@@ -66,6 +66,11 @@ def workers(limit: int) -> Query[list[DashboardWorkerRow]]:
 def task_graph(task_id: int, limit: int) -> Query[list[GraphNode]]:
     """The tasks linked to ``task_id`` by dependencies, at most ``limit``, by id."""
     return Query(RUNTIME["task_graph"], {"id": task_id, "limit": limit}, rows)
+
+
+def partials_readable() -> Query[bool]:
+    """Whether this role may read partial results (observer access may not)."""
+    return Query(RUNTIME["dashboard_partials_readable"], {}, value("readable"))
 
 
 def newest_partials(task_id: int, limit: int) -> Query[list[StreamRow]]:
