@@ -7,6 +7,11 @@ import contextlib
 import time
 from collections.abc import Iterator
 
+# The least a check waits for a pooled connection, even at the deadline: a pool
+# refuses a wait of zero though a connection is ready, and the last check may
+# still find the task finished.
+LEAST_CONNECTION_WAIT = 0.5
+
 
 class CheckPacer:
     """Spaces out the checks that notifications trigger.
@@ -101,3 +106,13 @@ def next_pause(deadline: float | None, poll_interval: float) -> float | None:
         return poll_interval
     remaining = deadline - time.monotonic()
     return None if remaining <= 0 else min(poll_interval, remaining)
+
+
+def connection_wait(deadline: float | None) -> float | None:
+    """Seconds a check may wait for a pooled connection: what is left until
+    ``deadline`` (at least ``LEAST_CONNECTION_WAIT``), so that a wait during an
+    outage ends at its deadline rather than the pool's timeout after it; None
+    (the pool's timeout) for a wait without one."""
+    if deadline is None:
+        return None
+    return max(deadline - time.monotonic(), LEAST_CONNECTION_WAIT)

@@ -6,7 +6,7 @@ import time
 from collections.abc import AsyncIterator
 
 from omnispindle._client import operations
-from omnispindle._client._pacing import next_pause
+from omnispindle._client._pacing import connection_wait, next_pause
 from omnispindle._client.async_waiting import wait_event
 from omnispindle._client.records import StreamEvent, final_event, partial_event
 from omnispindle._db.async_notifier import AsyncNotifier
@@ -38,7 +38,9 @@ async def stream_events(
             woken.clear()
             outage: DatabaseUnavailableError | None = None
             try:
-                task, partials = await db.run(operations.stream_step(task_id, after))
+                task, partials = await db.run(
+                    operations.stream_step(task_id, after), wait=connection_wait(deadline)
+                )
             except DatabaseUnavailableError as exc:  # ride through a restart
                 outage, task, partials = exc, None, []
             for row in partials:

@@ -9,7 +9,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 
 from omnispindle._client._batch_wait import FEW_LEFT, QUIET_POLLS, FinishedTasks
-from omnispindle._client._pacing import CheckPacer, ReplayFollower, next_pause
+from omnispindle._client._pacing import CheckPacer, ReplayFollower, connection_wait, next_pause
 from omnispindle._db.async_notifier import AsyncNotifier
 from omnispindle._db.async_pool import AsyncDatabase
 from omnispindle._db.notifier import FINISHED_CHANNEL
@@ -52,19 +52,19 @@ async def wait_for_batch(
     async def collect() -> bool:
         nonlocal found_all
         if not found_all:  # inside the loop, so that an outage at the start is waited out
-            await db.run(finished.require_found())
+            await db.run(finished.require_found(), wait=connection_wait(deadline))
             found_all = True
         if finished.done:
             return True
         with pacer.timing():
-            found = await checked.run(finished.find())
+            found = await checked.run(finished.find(), wait=connection_wait(deadline))
         if finished.add(found):
             await report()
         for query in finished.fetches(found):
-            if finished.add(await checked.run(query)):
+            if finished.add(await checked.run(query, wait=connection_wait(deadline))):
                 await report()
         if finished.recheck_due(found, time.monotonic()):  # a task deleted while waited for
-            await db.run(finished.require_found())
+            await db.run(finished.require_found(), wait=connection_wait(deadline))
         return finished.done
 
     checked = reads or db

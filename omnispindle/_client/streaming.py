@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator
 
 from omnispindle._client import operations
-from omnispindle._client._pacing import next_pause
+from omnispindle._client._pacing import connection_wait, next_pause
 from omnispindle._client.records import StreamEvent, final_event, partial_event
 from omnispindle._db.notifier import FINISHED_CHANNEL, STREAM_CHANNEL, Listens
 from omnispindle._db.pool import Database
@@ -36,7 +36,9 @@ def stream_events(
             woken.clear()
             outage: DatabaseUnavailableError | None = None
             try:
-                task, partials = db.run(operations.stream_step(task_id, after))
+                task, partials = db.run(
+                    operations.stream_step(task_id, after), wait=connection_wait(deadline)
+                )
             except DatabaseUnavailableError as exc:  # ride through a restart
                 outage, task, partials = exc, None, []
             for row in partials:

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from omnispindle._client._batch_wait import FEW_LEFT, QUIET_POLLS, FinishedTasks
-from omnispindle._client._pacing import CheckPacer, ReplayFollower, next_pause
+from omnispindle._client._pacing import CheckPacer, ReplayFollower, connection_wait, next_pause
 from omnispindle._db.notifier import FINISHED_CHANNEL, Listens
 from omnispindle._db.pool import Database
 from omnispindle._db.rows import TaskRecord
@@ -48,19 +48,19 @@ def wait_for_batch(
     def collect() -> bool:
         nonlocal found_all
         if not found_all:  # inside the loop, so that an outage at the start is waited out
-            db.run(finished.require_found())
+            db.run(finished.require_found(), wait=connection_wait(deadline))
             found_all = True
         if finished.done:
             return True
         with pacer.timing():
-            found = checked.run(finished.find())
+            found = checked.run(finished.find(), wait=connection_wait(deadline))
         if finished.add(found):
             report()
         for query in finished.fetches(found):
-            if finished.add(checked.run(query)):
+            if finished.add(checked.run(query, wait=connection_wait(deadline))):
                 report()
         if finished.recheck_due(found, time.monotonic()):  # a task deleted while waited for
-            db.run(finished.require_found())
+            db.run(finished.require_found(), wait=connection_wait(deadline))
         return finished.done
 
     checked = reads or db

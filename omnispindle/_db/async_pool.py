@@ -106,7 +106,11 @@ class AsyncDatabase:
         self.pool = pool
 
     async def run(
-        self, operation: Operation[T], *, connection: AsyncCallerConnection | None = None
+        self,
+        operation: Operation[T],
+        *,
+        connection: AsyncCallerConnection | None = None,
+        wait: float | None = None,
     ) -> T:
         """Run an operation and return its result, as ``Database.run``.
 
@@ -114,6 +118,8 @@ class AsyncDatabase:
             connection: the caller's async connection (psycopg, or SQLAlchemy
                 ``AsyncSession``/``AsyncConnection``); the operation then joins
                 the caller's transaction instead of committing on its own.
+            wait: seconds at most to wait for a pooled connection, when less
+                than the pool's timeout (what is left of a wait's timeout).
 
         Raises:
             ConfigurationError: no ``connection`` and the pool is not open.
@@ -123,7 +129,7 @@ class AsyncDatabase:
         pool = self._open_pool()
         try:
             with translated_errors():
-                async with self._connection(pool) as conn:
+                async with self._connection(pool, self._wait_at_most(wait)) as conn:
                     result = await execute(conn, operation, self.namespace)
                     self._idle.used(conn)
         except DatabaseUnavailableError as exc:
@@ -134,18 +140,23 @@ class AsyncDatabase:
         self.outage.restored()
         return result
 
+    def _wait_at_most(self, wait: float | None) -> float:
+        """Seconds to wait for a pooled connection: the pool's timeout, or less."""
+        return self.timeout if wait is None else min(wait, self.timeout)
+
     @contextlib.asynccontextmanager
     async def _connection(
-        self, pool: AsyncConnectionPool[AsyncConnection]
+        self, pool: AsyncConnectionPool[AsyncConnection], wait: float
     ) -> AsyncIterator[AsyncConnection]:
-        """A pooled connection the server has not closed, as in the blocking twin."""
+        """A pooled connection the server has not closed, within ``wait`` seconds,
+        as in the blocking twin."""
         for _ in range(2):
-            async with pool.connection() as conn:
+            async with pool.connection(wait) as conn:
                 if await self._idle.alive_async(conn):
                     yield conn
                     return
             await _replace_dead(pool)
-        async with pool.connection() as conn:
+        async with pool.connection(wait) as conn:
             yield conn
 
     async def read(self, query: Query[T]) -> T:

@@ -139,13 +139,21 @@ class Database:
                 f"the database is unavailable: no connection within {timeout:g} s"
             ) from exc
 
-    def run(self, operation: Operation[T], *, connection: CallerConnection | None = None) -> T:
+    def run(
+        self,
+        operation: Operation[T],
+        *,
+        connection: CallerConnection | None = None,
+        wait: float | None = None,
+    ) -> T:
         """Run an operation and return its result.
 
         Args:
             connection: the caller's connection (psycopg, or SQLAlchemy
                 ``Session``/``Connection``); the operation then joins the
                 caller's transaction instead of committing on its own.
+            wait: seconds at most to wait for a pooled connection, when less
+                than the pool's timeout (what is left of a wait's timeout).
 
         Raises:
             OmnispindleError: the typed error of a database error that has one.
@@ -154,7 +162,7 @@ class Database:
         if connection is not None:
             return execute(as_psycopg(connection), operation, self.namespace)
         try:
-            with translated_errors(), self._connection() as conn:
+            with translated_errors(), self._connection(self._wait_at_most(wait)) as conn:
                 result = execute(conn, operation, self.namespace)
                 self._idle.used(conn)
         except DatabaseUnavailableError as exc:
@@ -165,18 +173,22 @@ class Database:
         self.outage.restored()
         return result
 
+    def _wait_at_most(self, wait: float | None) -> float:
+        """Seconds to wait for a pooled connection: the pool's timeout, or less."""
+        return self.timeout if wait is None else min(wait, self.timeout)
+
     @contextlib.contextmanager
-    def _connection(self) -> Iterator[Connection]:
+    def _connection(self, wait: float) -> Iterator[Connection]:
         """A pooled connection that works, as far as is known cheaply (see
-        ``idle_check``); finding a dead one, the pool first replaces every dead one
-        it holds (a restart, killed backends)."""
+        ``idle_check``), within ``wait`` seconds; finding a dead one, the pool
+        first replaces every dead one it holds (a restart, killed backends)."""
         for _ in range(2):
-            with self.pool.connection() as conn:
+            with self.pool.connection(wait) as conn:
                 if self._idle.alive(conn):
                     yield conn
                     return
             self._replace_dead()
-        with self.pool.connection() as conn:
+        with self.pool.connection(wait) as conn:
             yield conn
 
     def _replace_dead(self) -> None:

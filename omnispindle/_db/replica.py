@@ -48,14 +48,20 @@ class Replica(Database):
         )
         self.primary = primary
 
-    def run(self, operation: Operation[T], *, connection: CallerConnection | None = None) -> T:
+    def run(
+        self,
+        operation: Operation[T],
+        *,
+        connection: CallerConnection | None = None,
+        wait: float | None = None,
+    ) -> T:
         """As ``Database.run``, on the primary when the replica cannot answer yet."""
         if connection is not None:
             raise ConfigurationError("a replica runs no operation on the caller's connection")
         try:
-            return super().run(operation)
+            return super().run(operation, wait=wait)
         except NOT_YET_HERE:
-            return self.primary.run(operation)
+            return self.primary.run(operation, wait=wait)
 
 
 class AsyncReplica(AsyncDatabase):
@@ -73,7 +79,11 @@ class AsyncReplica(AsyncDatabase):
         self._opening = asyncio.Lock()
 
     async def run(
-        self, operation: Operation[T], *, connection: AsyncCallerConnection | None = None
+        self,
+        operation: Operation[T],
+        *,
+        connection: AsyncCallerConnection | None = None,
+        wait: float | None = None,
     ) -> T:
         """As ``AsyncDatabase.run``, on the primary when the replica cannot answer yet."""
         if connection is not None:
@@ -82,6 +92,6 @@ class AsyncReplica(AsyncDatabase):
             async with self._opening:  # one pool, however many first reads come at once
                 await self.open()
         try:
-            return await super().run(operation)
+            return await super().run(operation, wait=wait)
         except NOT_YET_HERE:
-            return await self.primary.run(operation)
+            return await self.primary.run(operation, wait=wait)

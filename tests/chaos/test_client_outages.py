@@ -1,0 +1,90 @@
+"""What a client in an app sees while its database is away: waits that end at
+their deadline, on a server of the test's own."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from omnispindle import AsyncTaskQueueClient, DatabaseUnavailableError, TaskQueue, TaskQueueClient
+
+from ..acceptance import servers
+
+pytestmark = pytest.mark.chaos
+
+WAIT = 1.0  # each wait's timeout: shorter than the pool's 5 s wait for a connection
+LATE = 1.0  # what a wait may take past its timeout on a busy machine
+
+
+@pytest.fixture
+def server():
+    with servers.own_server(migrated=True) as own:
+        yield own
+
+
+def seconds_until_unavailable(call: Callable[[], object]) -> float:
+    """How long ``call`` took to raise DatabaseUnavailableError."""
+    started = time.monotonic()
+    with pytest.raises(DatabaseUnavailableError):
+        call()
+    return time.monotonic() - started
+
+
+async def seconds_until_unavailable_async(call: Callable[[], Awaitable[object]]) -> float:
+    started = time.monotonic()
+    with pytest.raises(DatabaseUnavailableError):
+        await call()
+    return time.monotonic() - started
+
+
+def test_a_wait_ends_at_its_deadline_while_the_database_is_away(server):
+    """Each check waited out the pool's 5 s for a connection: a wait of 1 s took 5."""
+    with TaskQueue(dsn=server.dsn) as queue:
+        client = TaskQueueClient(local_queue=queue, poll_interval=0.2)
+        task_id = client.submit_task("t")
+        events = client.stream_task(task_id, timeout=WAIT)
+        server.stop()
+        try:
+            took = {
+                "wait_for_task": seconds_until_unavailable(
+                    lambda: client.wait_for_task(task_id, timeout=WAIT)
+                ),
+                "wait_for_batch": seconds_until_unavailable(
+                    lambda: client.wait_for_batch([task_id], timeout=WAIT)
+                ),
+                "stream_task": seconds_until_unavailable(lambda: list(events)),
+            }
+        finally:
+            server.start()
+    assert max(took.values()) < WAIT + LATE, took
+
+
+def test_an_asyncio_wait_ends_at_its_deadline_while_the_database_is_away(server):
+    async def scenario() -> dict[str, float]:
+        async with AsyncTaskQueueClient(dsn=server.dsn, poll_interval=0.2) as client:
+            task_id = await client.submit_task("t")
+            server.stop()
+            try:
+                return {
+                    "wait_for_task": await seconds_until_unavailable_async(
+                        lambda: client.wait_for_task(task_id, timeout=WAIT)
+                    ),
+                    "wait_for_batch": await seconds_until_unavailable_async(
+                        lambda: client.wait_for_batch([task_id], timeout=WAIT)
+                    ),
+                    "stream_task": await seconds_until_unavailable_async(
+                        lambda: _all_events(client.stream_task(task_id, timeout=WAIT))
+                    ),
+                }
+            finally:
+                server.start()
+
+    took = asyncio.run(scenario())
+    assert max(took.values()) < WAIT + LATE, took
+
+
+async def _all_events(events) -> list[object]:
+    return [event async for event in events]
