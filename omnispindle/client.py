@@ -281,11 +281,13 @@ class TaskQueueClient:
         Partials are stored, so a late subscriber still gets them all.
 
         Raises:
-            TaskNotFoundError: no task has this id (raised here, before iterating).
+            TaskNotFoundError: no task has this id (raised here, before iterating;
+                at the first iteration if the database is away at the call).
             WaitTimeoutError: the task had not finished within ``timeout`` seconds.
+            DatabaseUnavailableError: the database was still unreachable at the timeout.
         """
         timeout = validation.optional_positive_number("timeout", timeout)
-        self.get_task(task_id)
+        streaming.require_task(self.queue.reads, task_id, timeout)
         return streaming.stream_events(
             self.queue.db, self.queue.notifier, task_id, timeout, self.poll_interval
         )

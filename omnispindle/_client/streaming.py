@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -13,6 +14,19 @@ from omnispindle._db.notifier import FINISHED_CHANNEL, STREAM_CHANNEL, Listens
 from omnispindle._db.pool import Database
 from omnispindle.errors import DatabaseUnavailableError, WaitTimeoutError
 from omnispindle.states import FINISHED_VALUES
+
+
+def require_task(reads: Database, task_id: int, timeout: float | None) -> None:
+    """Raise for an unknown id before the stream starts, as ``stream_task`` promises,
+    waiting for a connection no longer than the stream may take. With the
+    database away, the stream's first check finds out instead: the stream rides
+    the outage out within its timeout, as any wait does.
+
+    Raises:
+        TaskNotFoundError: no task has this id.
+    """
+    with contextlib.suppress(DatabaseUnavailableError):
+        reads.run(operations.get_task(task_id), wait=timeout)
 
 
 def stream_events(

@@ -1,9 +1,11 @@
 """What a client in an app sees while its database is away: waits that end at
-their deadline, on a server of the test's own."""
+their deadline, and a stream begun during the outage that rides it out, on a
+server of the test's own."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Awaitable, Callable
 
@@ -12,11 +14,14 @@ import pytest
 from omnispindle import AsyncTaskQueueClient, DatabaseUnavailableError, TaskQueue, TaskQueueClient
 
 from ..acceptance import servers
+from ..acceptance.workers import poll
 
 pytestmark = pytest.mark.chaos
 
 WAIT = 1.0  # each wait's timeout: shorter than the pool's 5 s wait for a connection
 LATE = 1.0  # what a wait may take past its timeout on a busy machine
+OUTAGE = 7.0  # longer than the pool's 5 s wait for a connection
+DEADLINE = 60
 
 
 @pytest.fixture
@@ -88,3 +93,38 @@ def test_an_asyncio_wait_ends_at_its_deadline_while_the_database_is_away(server)
 
 async def _all_events(events) -> list[object]:
     return [event async for event in events]
+
+
+def test_a_stream_begun_while_the_database_is_away_rides_the_outage_out(server):
+    """stream_task looked the task up before streaming, and raised
+    DatabaseUnavailableError once the pool's 5 s wait ran out."""
+    with TaskQueue(dsn=server.dsn) as queue:
+        client = TaskQueueClient(local_queue=queue, poll_interval=0.2)
+        task_id = client.submit_task("t")
+        outcome: dict[str, object] = {}
+
+        def stream() -> None:
+            try:
+                outcome["events"] = list(client.stream_task(task_id, timeout=DEADLINE))
+            except Exception as exc:  # the test reports it
+                outcome["error"] = exc
+
+        server.stop()
+        streaming = threading.Thread(target=stream)
+        try:
+            streaming.start()
+            threading.Event().wait(OUTAGE)  # the outage itself
+        finally:
+            server.start()
+        poll(lambda: _cancelled(client, task_id), timeout=DEADLINE)
+        streaming.join(DEADLINE)
+    assert "error" not in outcome, outcome
+    assert outcome["events"][-1]["task"]["state"] == "cancelled"
+
+
+def _cancelled(client: TaskQueueClient, task_id: int) -> bool:
+    """Cancel the task once the pool reaches the database again."""
+    try:
+        return client.cancel_task(task_id)["cancelled"]
+    except DatabaseUnavailableError:
+        return False
