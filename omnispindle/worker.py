@@ -188,6 +188,9 @@ class WorkerClient:
         """Register, then claim and run tasks until
         [stop][omnispindle.worker.WorkerClient.stop] is called. Blocks.
 
+        With the database away, it waits for it to come back before it
+        registers, as it rides out an outage later on.
+
         Raises:
             ConfigurationError: already running, an executor's task type is not among the
                 declared capabilities, or no executor matches them.

@@ -134,7 +134,11 @@ class WorkerLoop:
 
     def run(self) -> None:
         """Register, loop until stopping is set, then drain and deregister."""
-        worker_id = self.worker_id = self.store.worker_id = self._register()
+        worker_id = self._register_once_reachable()
+        if worker_id is None:  # stopped before the database could be reached
+            self.runners.shutdown()
+            return
+        self.worker_id = self.store.worker_id = worker_id
         log.info(
             "worker %s started (id %s, types %s)", self.settings.name, worker_id, self.task_types
         )
@@ -153,6 +157,20 @@ class WorkerLoop:
     def runs_executors_on(self, thread: threading.Thread) -> bool:
         """Whether ``thread`` runs this worker's executors (its threads or its event loop)."""
         return self.runners.run_on(thread)
+
+    def _register_once_reachable(self) -> UUID | None:
+        """Register, waiting out an outage as the loop does: a worker started while
+        the database is away (a restart, a failover) would otherwise end at once,
+        and an app's worker thread with it. None if stopped before it could."""
+        errors = 0
+        while not self.stopping.is_set():
+            started = time.monotonic()
+            try:
+                return self._register()
+            except DatabaseUnavailableError:  # logged once, by the pool's outage
+                errors += 1
+                self.stopping.wait(error_pause(errors, started))
+        return None
 
     def _register(self) -> UUID:
         return self.db.run(

@@ -1,5 +1,6 @@
 """What a client in an app sees while its database is away: waits that end at
-their deadline, and a stream begun during the outage that rides it out, on a
+their deadline, a stream begun during the outage that rides it out, and a
+worker started during it that starts working once the database is back, on a
 server of the test's own."""
 
 from __future__ import annotations
@@ -11,7 +12,13 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from omnispindle import AsyncTaskQueueClient, DatabaseUnavailableError, TaskQueue, TaskQueueClient
+from omnispindle import (
+    AsyncTaskQueueClient,
+    DatabaseUnavailableError,
+    TaskQueue,
+    TaskQueueClient,
+    WorkerClient,
+)
 
 from ..acceptance import servers
 from ..acceptance.workers import poll
@@ -128,3 +135,58 @@ def _cancelled(client: TaskQueueClient, task_id: int) -> bool:
         return client.cancel_task(task_id)["cancelled"]
     except DatabaseUnavailableError:
         return False
+
+
+def test_a_worker_started_while_the_database_is_away_runs_once_it_is_back(server):
+    """start() raised DatabaseUnavailableError when its registration found no
+    connection: the worker's thread ended and no task of the app ever ran."""
+    with TaskQueue(dsn=server.dsn) as queue:
+        client = TaskQueueClient(local_queue=queue, poll_interval=0.2)
+        worker = WorkerClient(local_queue=queue, poll_interval=0.2)
+        worker.register_task_executor("t", lambda task: {"ran": True})
+        ended: dict[str, object] = {}
+
+        def run() -> None:
+            try:
+                worker.start()
+            except Exception as exc:  # the test reports it
+                ended["error"] = exc
+
+        server.stop()
+        running = threading.Thread(target=run)
+        try:
+            running.start()
+            threading.Event().wait(OUTAGE)  # the outage itself
+        finally:
+            server.start()
+        try:
+            assert "error" not in ended, ended
+            task_id = poll(lambda: _submitted(client), timeout=DEADLINE)
+            assert client.wait_for_task(task_id, timeout=DEADLINE)["result"] == {"ran": True}
+        finally:
+            worker.stop(timeout=30)
+            running.join(DEADLINE)
+    assert "error" not in ended, ended
+
+
+def test_a_worker_stopped_while_it_waits_for_the_database_ends(server):
+    with TaskQueue(dsn=server.dsn) as queue:
+        worker = WorkerClient(local_queue=queue, poll_interval=0.2)
+        worker.register_task_executor("t", lambda task: None)
+        server.stop()
+        try:
+            running = threading.Thread(target=worker.start)
+            running.start()
+            poll(lambda: queue.db.outage.ongoing, timeout=DEADLINE)  # it found no database
+            worker.stop(timeout=DEADLINE)
+            running.join(DEADLINE)
+            assert not running.is_alive()
+        finally:
+            server.start()
+
+
+def _submitted(client: TaskQueueClient) -> int | None:
+    try:
+        return client.submit_task("t")
+    except DatabaseUnavailableError:
+        return None
