@@ -64,8 +64,11 @@ class TaskQueue:
             ``get_task``, waits' checks, inspection, metrics, ``status`` and the
             dashboard's pages. Its pool opens on first use. Writes, claims and
             LISTEN stay on ``dsn``. A replica lags: a task it has not replayed
-            yet is read from ``dsn`` instead, and a wait woken by a
-            notification checks again soon while the replica catches up.
+            yet is read from ``dsn`` instead; a wait checks on ``dsn`` until
+            the replica has replayed the wait's start, so it returns no record
+            older than that (a task retried just before is waited for anew),
+            and one woken by a notification checks again soon while the
+            replica catches up.
             ``stream_task`` reads ``dsn``; an ``AsyncTaskQueueClient`` given
             this queue reads the replica too.
 

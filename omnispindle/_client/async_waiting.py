@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from omnispindle._client._batch_wait import FEW_LEFT, QUIET_POLLS, FinishedTasks
 from omnispindle._client._pacing import CheckPacer, ReplayFollower, connection_wait, next_pause
+from omnispindle._client._replay_floor import ReplayFloor
 from omnispindle._db.async_notifier import AsyncNotifier
 from omnispindle._db.async_pool import AsyncDatabase
 from omnispindle._db.notifier import FINISHED_CHANNEL
@@ -53,15 +54,23 @@ async def wait_for_batch(
         nonlocal found_all
         if not found_all:  # inside the loop, so that an outage at the start is waited out
             await db.run(finished.require_found(), wait=connection_wait(deadline))
+            if not floor.reached:
+                await db.run(floor.start(), wait=connection_wait(deadline))
             found_all = True
         if finished.done:
             return True
+        # The replica once it has replayed the wait's start (see ReplayFloor).
+        source = (
+            checked
+            if floor.reached or await checked.run(floor.probe(), wait=connection_wait(deadline))
+            else db
+        )
         with pacer.timing():
-            found = await checked.run(finished.find(), wait=connection_wait(deadline))
+            found = await source.run(finished.find(), wait=connection_wait(deadline))
         if finished.add(found):
             await report()
         for query in finished.fetches(found):
-            if finished.add(await checked.run(query, wait=connection_wait(deadline))):
+            if finished.add(await source.run(query, wait=connection_wait(deadline))):
                 await report()
         if finished.recheck_due(found, time.monotonic()):  # a task deleted while waited for
             await db.run(finished.require_found(), wait=connection_wait(deadline))
@@ -70,6 +79,7 @@ async def wait_for_batch(
     checked = reads or db
     deadline = None if finished.timeout is None else time.monotonic() + finished.timeout
     lagging = checked is not db
+    floor = ReplayFloor(lagging)
     channels = (FINISHED_CHANNEL,)
     if not await wait_until(collect, notifier, channels, deadline, pacer, lagging=lagging):
         raise finished.timeout_error()

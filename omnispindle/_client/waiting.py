@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 
 from omnispindle._client._batch_wait import FEW_LEFT, QUIET_POLLS, FinishedTasks
 from omnispindle._client._pacing import CheckPacer, ReplayFollower, connection_wait, next_pause
+from omnispindle._client._replay_floor import ReplayFloor
 from omnispindle._db.notifier import FINISHED_CHANNEL, Listens
 from omnispindle._db.pool import Database
 from omnispindle._db.rows import TaskRecord
@@ -27,8 +28,9 @@ def wait_for_batch(
 ) -> list[TaskRecord]:
     """Block until every task finishes; their records in the given order.
 
-    ``reads``: a replica to check on instead of ``db``; that every id exists
-    is still asked of ``db``, which has every task submitted so far.
+    ``reads``: a replica to check on instead of ``db``, once it has replayed
+    the wait's start (until then ``db``); that every id exists is still asked
+    of ``db``, which has every task submitted so far.
 
     Raises:
         ValidationError: an id or the timeout is invalid.
@@ -49,15 +51,23 @@ def wait_for_batch(
         nonlocal found_all
         if not found_all:  # inside the loop, so that an outage at the start is waited out
             db.run(finished.require_found(), wait=connection_wait(deadline))
+            if not floor.reached:
+                db.run(floor.start(), wait=connection_wait(deadline))
             found_all = True
         if finished.done:
             return True
+        # The replica once it has replayed the wait's start (see ReplayFloor).
+        source = (
+            checked
+            if floor.reached or checked.run(floor.probe(), wait=connection_wait(deadline))
+            else db
+        )
         with pacer.timing():
-            found = checked.run(finished.find(), wait=connection_wait(deadline))
+            found = source.run(finished.find(), wait=connection_wait(deadline))
         if finished.add(found):
             report()
         for query in finished.fetches(found):
-            if finished.add(checked.run(query, wait=connection_wait(deadline))):
+            if finished.add(source.run(query, wait=connection_wait(deadline))):
                 report()
         if finished.recheck_due(found, time.monotonic()):  # a task deleted while waited for
             db.run(finished.require_found(), wait=connection_wait(deadline))
@@ -66,6 +76,7 @@ def wait_for_batch(
     checked = reads or db
     deadline = None if finished.timeout is None else time.monotonic() + finished.timeout
     lagging = checked is not db
+    floor = ReplayFloor(lagging)
     if not wait_until(collect, notifier, FINISHED_CHANNEL, deadline, pacer, lagging=lagging):
         raise finished.timeout_error()
     return finished.records()

@@ -60,3 +60,14 @@ CROSS JOIN LATERAL (
     WHERE h.id BETWEEN r.lo AND r.hi
     OFFSET 0
 ) AS f;
+
+-- name: wal_position
+-- Where the primary's WAL ends as a wait starts: every change committed before
+-- the wait lies before it. The insert position, not the flushed one, so that
+-- an asynchronous commit counts too.
+SELECT pg_current_wal_insert_lsn()::text AS position;
+
+-- name: replayed_to
+-- Whether this server shows every change up to a wal_position: a replica once
+-- it has replayed that far; a primary (or a replica promoted since) always.
+SELECT NOT pg_is_in_recovery() OR pg_last_wal_replay_lsn() >= %(position)s::pg_lsn AS replayed;

@@ -115,6 +115,17 @@ class Replica:
                 assert time.monotonic() < deadline, "the replica did not pause its replay"
                 conn.execute("SELECT pg_sleep(0.01)")
 
+    def catch_up_with(self, primary: OwnServer) -> None:
+        """Wait until the replica has replayed everything the primary has written so far."""
+        with psycopg.connect(primary.dsn, autocommit=True) as conn:
+            (written,) = conn.execute("SELECT pg_current_wal_insert_lsn()").fetchone() or ("",)
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            deadline = time.monotonic() + 30
+            replayed = "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn"
+            while conn.execute(replayed, (written,)).fetchone() != (True,):
+                assert time.monotonic() < deadline, "the replica did not catch up"
+                conn.execute("SELECT pg_sleep(0.01)")
+
     def resume_replay(self) -> None:
         with psycopg.connect(self.dsn, autocommit=True) as conn:
             conn.execute("SELECT pg_wal_replay_resume()")

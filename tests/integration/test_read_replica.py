@@ -16,6 +16,7 @@ import pytest
 
 from omnispindle import AsyncTaskQueueClient, TaskQueue, TaskQueueClient
 from omnispindle._db.notifier import FINISHED_CHANNEL
+from omnispindle._db.rows import TaskRecord
 from omnispindle.cli.main import main
 from omnispindle.errors import WaitTimeoutError
 
@@ -59,25 +60,34 @@ def await_state(dsn: str, task_id: int, state: str) -> None:
         time.sleep(0.01)
 
 
+def replica_past_the_waits_start(primary, replica, statements) -> None:
+    """Once a wait's first check has run, have the replica replay past the point the
+    wait noted as it started, then stand still: the wait reads the replica from now on."""
+    poll(lambda: "replayed_to" in statements.names, DEADLINE)
+    replica.catch_up_with(primary)
+    replica.pause_replay()
+
+
 def test_reads_come_from_the_replica_and_a_wait_follows_its_replay(
-    queue, primary, replica, start_worker
+    queue, primary, replica, start_worker, record_statements
 ):
     client = TaskQueueClient(local_queue=queue, poll_interval=10.0)
     gate = threading.Event()
     start_worker({"gated": lambda task: gate.wait(DEADLINE) and {"done": True}})
     task_id = client.submit_task("gated")
     await_state(replica.dsn, task_id, "running")
-    replica.pause_replay()
 
     outcome: dict[str, Any] = {}
     waiter = threading.Thread(
         target=lambda: outcome.update(task=client.wait_for_task(task_id, timeout=DEADLINE))
     )
     subscribed = queue.notifier.subscriptions(FINISHED_CHANNEL)
+    statements = record_statements()
     waiter.start()
     # The finish must come while the wait listens, as it would in a wait of any length.
     poll(lambda: queue.notifier.subscriptions(FINISHED_CHANNEL) > subscribed, DEADLINE)
     assert queue.notifier.connected.wait(DEADLINE)
+    replica_past_the_waits_start(primary, replica, statements)
     gate.set()
     await_state(primary.dsn, task_id, "succeeded")
 
@@ -193,7 +203,7 @@ def test_the_dashboard_reads_its_pages_from_the_replica(queue, primary, replica)
 
 
 def test_the_asyncio_client_given_the_queue_reads_its_replica(
-    queue, primary, replica, start_worker
+    queue, primary, replica, start_worker, record_statements
 ):
     gate = threading.Event()
     start_worker({"gated_async": lambda task: gate.wait(DEADLINE) and {"done": True}})
@@ -202,7 +212,7 @@ def test_the_asyncio_client_given_the_queue_reads_its_replica(
         async with AsyncTaskQueueClient(local_queue=queue, poll_interval=10.0) as client:
             task_id = await client.submit_task("gated_async")
             await asyncio.to_thread(await_state, replica.dsn, task_id, "running")
-            await asyncio.to_thread(replica.pause_replay)
+            statements = record_statements()
             waiting = asyncio.create_task(client.wait_for_task(task_id, timeout=DEADLINE))
             deadline = time.monotonic() + DEADLINE
             while not (
@@ -211,6 +221,7 @@ def test_the_asyncio_client_given_the_queue_reads_its_replica(
             ):
                 assert time.monotonic() < deadline, "the wait never listened"
                 await asyncio.sleep(0.01)
+            await asyncio.to_thread(replica_past_the_waits_start, primary, replica, statements)
             gate.set()
             await asyncio.to_thread(await_state, primary.dsn, task_id, "succeeded")
             assert (await client.get_task(task_id))["state"] == "running"
@@ -222,3 +233,32 @@ def test_the_asyncio_client_given_the_queue_reads_its_replica(
 
     waited = asyncio.run(scenario())
     assert waited < 3.0, f"the wait saw the replayed finish {waited:.2f} s after the resume"
+
+
+def failing_first(task):
+    if task["attempt"] == 1:
+        raise RuntimeError("the first attempt fails")
+    return {"attempt": task["attempt"]}
+
+
+def test_a_wait_after_a_retry_returns_the_new_run_not_the_failure_the_replica_still_shows(
+    queue, replica, start_worker
+):
+    client = TaskQueueClient(local_queue=queue, poll_interval=0.2)
+    start_worker({"failing_first": failing_first})
+    ids = client.submit_batch([{"task_type": "failing_first", "max_retries": 0}] * 2)
+    assert {t["state"] for t in client.wait_for_batch(ids, timeout=DEADLINE)} == {"failed"}
+    await_state(replica.dsn, ids[-1], "failed")
+    replica.pause_replay()  # a replica a moment behind the retry, as every replica is
+
+    client.retry_task(ids[0])
+    task = client.wait_for_task(ids[0], timeout=DEADLINE)
+    assert (task["state"], task["result"]) == ("succeeded", {"attempt": 2})
+
+    async def retry_and_wait() -> TaskRecord:
+        async with AsyncTaskQueueClient(local_queue=queue, poll_interval=0.2) as async_client:
+            await async_client.retry_task(ids[1])
+            return await async_client.wait_for_task(ids[1], timeout=DEADLINE)
+
+    task = asyncio.run(retry_and_wait())
+    assert (task["state"], task["result"]) == ("succeeded", {"attempt": 2})
