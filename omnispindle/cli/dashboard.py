@@ -62,6 +62,11 @@ def add_commands(commands: Any, command: Callable[..., argparse.ArgumentParser])
         help="a streaming replica for the pages' reads (the actions stay on --dsn)",
     )
     dashboard.add_argument(
+        "--pooler",
+        action="store_true",
+        help="the DSNs lead to a pooler in transaction mode (PgBouncer): prepare no statement",
+    )
+    dashboard.add_argument(
         "--schema",
         default=None,
         help="the queue's schema (default $OMNISPINDLE_SCHEMA, else omnispindle)",
@@ -88,6 +93,7 @@ def _dashboard(args: argparse.Namespace) -> int:
         schema=args.schema,
         write_dsn=args.write_dsn,
         read_dsn=args.read_dsn,
+        pooler=args.pooler,
     )
     return EXIT_OK
 

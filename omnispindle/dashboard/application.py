@@ -30,6 +30,7 @@ def app(
     schema: str | None = None,
     write_dsn: str | None = None,
     read_dsn: str | None = None,
+    pooler: bool = False,
 ) -> Starlette:
     """The web dashboard of the queue at ``dsn``, an ASGI app to serve or to mount.
 
@@ -48,6 +49,11 @@ def app(
             whose role may only read (default: ``dsn``).
         read_dsn: a streaming replica the pages read from (default: ``dsn``);
             the actions still go to ``write_dsn`` or ``dsn``.
+        pooler: the DSNs lead to a pooler in transaction mode (PgBouncer):
+            prepare no statement, as ``TaskQueue(pooler=True)``. Without it,
+            a page whose statements psycopg prepared after a few refreshes
+            fails once the pooler hands its next transaction to another
+            server connection.
 
     Raises:
         ValidationError: ``schema`` is not a name a queue may use (on first request).
@@ -58,7 +64,7 @@ def app(
         >>> site.mount("/tasks", app(dsn="postgresql://app@db/app"))  # doctest: +SKIP
     """
     settings = Settings(read_only=read_only, show_payloads=show_payloads, auth=auth)
-    source = Source(dsn, schema=schema, write_dsn=write_dsn, read_dsn=read_dsn)
+    source = Source(dsn, schema=schema, write_dsn=write_dsn, read_dsn=read_dsn, pooler=pooler)
     pages = Pages(source, Renderer.create(settings))
     actions = Actions(source, settings)
 

@@ -34,6 +34,7 @@ def serve(
     schema: str | None = None,
     write_dsn: str | None = None,
     read_dsn: str | None = None,
+    pooler: bool = False,
 ) -> None:
     """Serve the dashboard with uvicorn until interrupted; checks the address first.
     Without ``auth``, it answers only requests that name this machine as their host.
@@ -52,6 +53,7 @@ def serve(
         schema=schema,
         write_dsn=write_dsn,
         read_dsn=read_dsn,
+        pooler=pooler,
     )
     served = dashboard if auth is not None else ThisMachineOnly(dashboard)
     uvicorn.run(served, host=host, port=port, log_level="warning")

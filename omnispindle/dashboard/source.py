@@ -26,6 +26,7 @@ class Source:
     schema: str | None = None
     write_dsn: str | None = None
     read_dsn: str | None = None
+    pooler: bool = False
     _queues: dict[str, TaskQueue] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -42,7 +43,12 @@ class Source:
             if dsn not in self._queues:
                 # Never migrated: a dashboard only looks at a queue others set up.
                 self._queues[dsn] = TaskQueue(
-                    dsn, migrate=False, schema=self.schema, pool_size=4, read_dsn=self.read_dsn
+                    dsn,
+                    migrate=False,
+                    schema=self.schema,
+                    pool_size=4,
+                    read_dsn=self.read_dsn,
+                    pooler=self.pooler,
                 )
             return self._queues[dsn]
 

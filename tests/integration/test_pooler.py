@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -116,3 +117,43 @@ def test_an_idle_worker_starts_a_task_soon_through_the_pooler(pooled_queue, requ
     finally:
         worker.stop(timeout=DEADLINE)
         running.join(DEADLINE)
+
+
+def served_by_the_command(monkeypatch, *options: str) -> Any:
+    """The app ``omnispindle dashboard`` would serve with these options."""
+    import uvicorn
+
+    from omnispindle.cli.main import main
+
+    served: list[Any] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **settings: served.append(app))
+    assert main(["dashboard", *options]) == 0
+    return served[0]
+
+
+@pytest.mark.parametrize("made_by", ["app", "command line"])
+def test_the_dashboard_behind_pgbouncer_keeps_its_pages_when_connections_change_hands(
+    bouncer, dsn, monkeypatch, made_by
+):
+    import psycopg
+    from starlette.testclient import TestClient
+
+    from omnispindle.dashboard import app
+
+    pooled = make_conninfo(bouncer, dbname=conninfo_to_dict(dsn)["dbname"])
+    with TaskQueueClient(dsn=dsn) as client:
+        task_id = client.submit_task("shown")
+    if made_by == "app":
+        dashboard = app(dsn=pooled, pooler=True)
+    else:
+        dashboard = served_by_the_command(monkeypatch, "--dsn", pooled, "--pooler", "--token", "t")
+    pages = ("/", "/tasks", f"/tasks/{task_id}", "/workers", "/schedules")
+    with TestClient(dashboard, raise_server_exceptions=False) as web:
+        web.headers["Authorization"] = "Bearer t"
+        for _ in range(10):  # the refreshes of a page left open
+            assert {page: web.get(page).status_code for page in pages} == dict.fromkeys(pages, 200)
+        # Another client's transaction holds the server connection the dashboard
+        # used last, as a busy fleet's would: the next pages run on another one.
+        with psycopg.connect(pooled, prepare_threshold=None) as other:
+            other.execute("SELECT 1")
+            assert {page: web.get(page).status_code for page in pages} == dict.fromkeys(pages, 200)
