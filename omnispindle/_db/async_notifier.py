@@ -91,7 +91,8 @@ class AsyncNotifier:
     async def close(self) -> None:
         """Stop listening and close the connection."""
         task, self._task = self._task, None
-        if task is not None:
+        # A task of another loop is let go: that loop, maybe closed, cannot be awaited here.
+        if task is not None and task.get_loop() is asyncio.get_running_loop():
             task.cancel()
             # Collects the task's CancelledError, while a cancel of close() itself still raises.
             await asyncio.gather(task, return_exceptions=True)

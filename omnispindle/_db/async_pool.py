@@ -6,6 +6,7 @@ awaiting differs.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -67,6 +68,8 @@ class AsyncDatabase:
         self._idle = IdleCheck()
         self.max_size = max_size
         self.pool: AsyncConnectionPool[AsyncConnection] | None = None
+        # The loop the pool was opened on: its connections and tasks belong to it.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def open(self) -> None:
         """Check the schema is installed, then open the pool (again a no-op when open).
@@ -77,6 +80,7 @@ class AsyncDatabase:
                 (SchemaOutdatedError) an older one.
         """
         if self.pool is not None:
+            self._open_pool()  # refuses a pool of another loop
             return
         # A connection of its own, so that a wrong DSN fails at once with the
         # server's reason rather than as a pool timeout.
@@ -103,7 +107,7 @@ class AsyncDatabase:
             raise DatabaseUnavailableError(
                 f"the database is unavailable: no connection within {self.timeout:g} s"
             ) from exc
-        self.pool = pool
+        self.pool, self._loop = pool, asyncio.get_running_loop()
 
     async def run(
         self,
@@ -169,18 +173,25 @@ class AsyncDatabase:
             return await self.run(query)
 
     def _open_pool(self) -> AsyncConnectionPool[AsyncConnection]:
-        """The pool; ConfigurationError while it is not open."""
+        """The pool; ConfigurationError while it is not open, or open on another loop."""
         if self.pool is None:
             raise ConfigurationError(
                 "the async client is not open: use `async with AsyncTaskQueueClient(...)` "
                 "or `await client.open()` first"
             )
+        if self._loop is not asyncio.get_running_loop():
+            # Its tasks died with that loop: the pool would neither grow nor reconnect.
+            raise ConfigurationError(
+                "the async client was opened on another event loop: open one client per "
+                "loop, or `await client.close()` and open it again on this one"
+            )
         return self.pool
 
     async def close(self) -> None:
-        """Close the pool's connections."""
-        if self.pool is not None:
-            pool, self.pool = self.pool, None
+        """Close the pool's connections; a pool of another loop is only let go,
+        since nothing of that loop can be awaited here."""
+        pool, loop, self.pool, self._loop = self.pool, self._loop, None, None
+        if pool is not None and loop is asyncio.get_running_loop():
             await pool.close()
 
 

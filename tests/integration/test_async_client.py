@@ -583,3 +583,25 @@ def test_the_readme_asyncio_example_runs(tmp_path, dsn):
     done = run_script(python_block("### asyncio"), tmp_path, env_dsn=dsn)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "{'title': 'EXAMPLE.ORG'}\n"
+
+
+def test_a_client_whose_loop_ended_says_so_and_closes_from_another_loop(dsn):
+    client = AsyncTaskQueueClient(dsn=dsn)
+
+    async def open_and_submit():
+        await client.open()
+        task_id = await client.submit_task("t")
+        with pytest.raises(WaitTimeoutError):  # starts the LISTEN task on this loop
+            await client.wait_for_task(task_id, timeout=0.2)
+        return task_id
+
+    task_id = asyncio.run(open_and_submit())
+
+    async def use_then_close_and_reopen():
+        with pytest.raises(ConfigurationError, match="another event loop"):
+            await client.get_task(task_id)
+        await client.close()  # the loop it was opened on is gone: nothing to await there
+        async with client:
+            return (await client.get_task(task_id))["state"]
+
+    assert run(use_then_close_and_reopen()) == "pending"
