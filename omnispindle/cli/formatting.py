@@ -12,6 +12,9 @@ ELLIPSIS = "..."
 # Control characters other than tab and newline: task data is anyone's text,
 # and an escape sequence or a carriage return would garble the terminal.
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# In a table cell a newline or a tab would end the row or shift its columns:
+# a task type could then pass for a row of its own.
+_LINE_BREAKING = str.maketrans({"\n": "\\n", "\t": "\\t"})
 
 
 def format_table(rows: Sequence[Mapping[str, Any]], title: str) -> str:
@@ -32,14 +35,13 @@ def format_table(rows: Sequence[Mapping[str, Any]], title: str) -> str:
 
 def cell(value: Any) -> str:
     """One table cell: ``-`` for nothing, one decimal for floats, lists joined by commas,
-    control characters escaped."""
+    control characters, newlines and tabs escaped."""
     if value is None:
         return "-"
     if isinstance(value, float):
         return f"{value:.1f}"
-    if isinstance(value, list):
-        return printable(",".join(map(str, value)))
-    return printable(str(value))
+    text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+    return printable(text).translate(_LINE_BREAKING)
 
 
 def printable(text: str) -> str:

@@ -610,3 +610,20 @@ def test_control_characters_in_task_data_cannot_garble_the_terminal(
     assert as_json(capsys, dsn, "tasks", str(task_id))["errors"][0]["message"] == (
         "red \x1b[31malert\r\x07 done"
     )
+
+
+def test_a_newline_or_tab_in_task_data_cannot_break_or_forge_a_table_row(
+    capsys, dsn, client, start_worker
+):
+    forged = "real\n99  forged  succeeded  0  1/1  1s  -  -"
+    start_worker({forged: fails("two\tcolumns")}, name="w\tx\nforged-row", capabilities=[forged])
+    task_id = client.submit_task(forged, max_retries=0)
+    client.wait_for_task(task_id, timeout=DEADLINE)
+    tasks = cli(capsys, dsn, "tasks")[1].splitlines()
+    assert len(tasks) == 4, tasks  # title, header, rule, the one task
+    assert tasks[3].split()[:2] == [str(task_id), "real\\n99"]
+    assert "\t" not in "\n".join(tasks) and "w\\tx\\nforged-row" in tasks[3]
+    status = cli(capsys, dsn, "status")[1]
+    queues, workers = status.split("\n\n")[:2]
+    assert len(queues.splitlines()) == 4 and len(workers.splitlines()) == 4, status
+    assert "real\\n99  forged" in queues and "w\\tx\\nforged-row" in workers
