@@ -12,8 +12,8 @@ ELLIPSIS = "..."
 # Control characters other than tab and newline: task data is anyone's text,
 # and an escape sequence or a carriage return would garble the terminal.
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-# In a table cell a newline or a tab would end the row or shift its columns:
-# a task type could then pass for a row of its own.
+# In a table cell or a one-line message a newline or a tab would end the line
+# or shift its columns: a task type could then pass for a row of its own.
 _LINE_BREAKING = str.maketrans({"\n": "\\n", "\t": "\\t"})
 
 
@@ -41,6 +41,11 @@ def cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.1f}"
     text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+    return one_line(text)
+
+
+def one_line(text: str) -> str:
+    """The text on one line: control characters, newlines and tabs escaped."""
     return printable(text).translate(_LINE_BREAKING)
 
 

@@ -11,7 +11,7 @@ from omnispindle._db import queries as q
 from omnispindle._db.rows import QueueSummaryRow, TypeDemand, WorkerSummaryRow
 from omnispindle.cli.args import queue_of
 from omnispindle.cli.exit_codes import EXIT_OK
-from omnispindle.cli.formatting import format_table
+from omnispindle.cli.formatting import format_table, one_line
 
 
 def add_commands(commands: Any, command: Callable[..., argparse.ArgumentParser]) -> None:
@@ -64,7 +64,8 @@ def _status(args: argparse.Namespace) -> int:
         print()
         print(demand_line(demand, workers))
         for warning in warnings:
-            print(f"\nwarning: {warning}")
+            # A warning names workers, whose names are anyone's text.
+            print(f"\nwarning: {one_line(warning)}")
     return EXIT_OK
 
 

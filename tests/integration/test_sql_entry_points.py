@@ -446,3 +446,16 @@ def test_no_warning_for_a_lease_the_sweeper_is_about_to_take():
     queues = [{"expired_leases": 1, "oldest_expired_lease_seconds": 2.0}]
     workers = [{"name": "w", "state": "active", "heartbeat_age_seconds": 1.0}]
     assert liveness_warnings(queues, workers) == []  # type: ignore[arg-type]
+
+
+def test_a_lost_workers_name_cannot_send_escape_sequences_to_the_terminal(conn, dsn, capsys):
+    conn.execute(
+        "INSERT INTO omnispindle.workers (name, host, pid, concurrency, version, "
+        "lease_timeout_seconds, last_heartbeat_at) "
+        "VALUES (E'w\\x1b]0;owned\\x07\\x1b[2J\\nwarning: all fine', 'h', 1, 1, 'v', 30, "
+        "now() - interval '43 s')"
+    )
+    assert main(["status", "--dsn", dsn]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out
+    assert "warning: worker w\\x1b]0;owned\\x07\\x1b[2J\\nwarning: all fine is lost" in out
