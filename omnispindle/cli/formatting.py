@@ -10,8 +10,10 @@ from typing import Any
 
 ELLIPSIS = "..."
 # Control characters other than tab and newline: task data is anyone's text,
-# and an escape sequence or a carriage return would garble the terminal.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# and an escape sequence or a carriage return would garble the terminal. So
+# would the bidirectional embeddings, overrides and isolates, reordering the
+# rest of a line on the screen ("report\u202eexe.txt" shows as another name).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 # In a table cell or a one-line message a newline or a tab would end the line
 # or shift its columns: a task type could then pass for a row of its own.
 _LINE_BREAKING = str.maketrans({"\n": "\\n", "\t": "\\t"})
@@ -50,8 +52,14 @@ def one_line(text: str) -> str:
 
 
 def printable(text: str) -> str:
-    """The text with control characters other than tab and newline shown as ``\\xNN``."""
-    return _CONTROL.sub(lambda match: f"\\x{ord(match[0]):02x}", text)
+    """The text with control characters other than tab and newline shown as ``\\xNN``,
+    and bidirectional formatting characters as ``\\uNNNN``."""
+    return _CONTROL.sub(_escaped, text)
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match[0])
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def format_fields(pairs: Iterable[tuple[str, Any]], indent: str = "  ") -> str:

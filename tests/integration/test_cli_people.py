@@ -612,6 +612,18 @@ def test_control_characters_in_task_data_cannot_garble_the_terminal(
     )
 
 
+def test_bidirectional_overrides_in_task_data_are_shown_escaped(capsys, dsn, client, start_worker):
+    # U+202E and its kin reorder the rest of a line on the screen: an error that
+    # reads "report.exe" could show as something else.
+    start_worker({"spoof": fails("saved report\u202eexe.txt\u2066")}, name="w\u202dx")
+    task_id = client.submit_task("spoof", max_retries=0)
+    client.wait_for_task(task_id, timeout=DEADLINE)
+    for args in (["tasks"], ["tasks", str(task_id)], ["status"]):
+        out = cli(capsys, dsn, *args)[1]
+        assert not set(out) & {"\u202e", "\u2066", "\u202d"}, args
+    assert "report\\u202eexe.txt" in cli(capsys, dsn, "tasks", str(task_id))[1]
+
+
 def test_a_newline_or_tab_in_task_data_cannot_break_or_forge_a_table_row(
     capsys, dsn, client, start_worker
 ):
