@@ -220,7 +220,8 @@ async def _one(conn: AsyncConnection, query: Query[T], namespace: Namespace) -> 
     _log(query)
     with translated_errors():
         async with conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(namespace.text(query.statement), query.params)
+            async with _answered(conn):
+                await cur.execute(namespace.text(query.statement), query.params)
             found: list[Row] = await cur.fetchall() if cur.description else []
     return query.read(found)
 
@@ -252,6 +253,14 @@ async def _pipelined(
     finally:
         for _, cur in sent:
             await cur.close()
+
+
+def _answered(conn: AsyncConnection) -> contextlib.AbstractAsyncContextManager[Any]:
+    """A pipeline block of its own on a caller's connection in pipeline mode,
+    as in the blocking twin."""
+    if conn.info.pipeline_status == psycopg.pq.PipelineStatus.OFF:
+        return contextlib.nullcontext()
+    return conn.pipeline()
 
 
 def _log(query: Query[Any]) -> None:

@@ -239,9 +239,19 @@ def execute(conn: Connection, operation: Operation[T], namespace: Namespace = DE
 def _one(conn: Connection, query: Query[T], namespace: Namespace) -> T:
     _log(query)
     with translated_errors(), conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(namespace.text(query.statement), query.params)
+        with _answered(conn):
+            cur.execute(namespace.text(query.statement), query.params)
         found: list[Row] = cur.fetchall() if cur.description else []
     return query.read(found)
+
+
+def _answered(conn: Connection) -> contextlib.AbstractContextManager[Any]:
+    """On a caller's connection in pipeline mode, a pipeline block of its own,
+    whose end syncs: the statement's rows (and its error) arrive then, not at
+    the caller's next sync, and without them its result would read as no rows."""
+    if conn.info.pipeline_status == psycopg.pq.PipelineStatus.OFF:
+        return contextlib.nullcontext()
+    return conn.pipeline()
 
 
 def _drive(conn: Connection, plan: Plan[T], namespace: Namespace) -> T:

@@ -173,6 +173,21 @@ def test_a_sqlalchemy_async_connection_joins_the_transaction(dsn, conn):
     assert [row[0] for row in conn.execute("SELECT id FROM omnispindle.tasks")] == [kept]
 
 
+def test_a_submit_in_the_callers_async_pipeline_returns_the_id_of_the_task_it_inserted(dsn, conn):
+    async def scenario():
+        async with (
+            AsyncTaskQueueClient(dsn=dsn) as client,
+            await psycopg.AsyncConnection.connect(dsn) as app_conn,
+            app_conn.transaction(),
+            app_conn.pipeline(),
+        ):
+            await app_conn.execute("SELECT 1")  # the app's own, still in flight
+            return await client.submit_task("email", connection=app_conn)
+
+    task_id = run(scenario())
+    assert [row[0] for row in conn.execute("SELECT id FROM omnispindle.tasks")] == [task_id]
+
+
 # ---------------------------------------------------------------- the client's API
 
 

@@ -90,3 +90,14 @@ def test_sqlalchemy_connection_joins_the_transaction(client, engine, conn):
         kept = client.submit_task("email", connection=sa_conn)
         sa_conn.commit()
     assert [row[0] for row in conn.execute("SELECT id FROM omnispindle.tasks")] == [kept]
+
+
+def test_a_submit_in_the_callers_pipeline_returns_the_id_of_the_task_it_inserted(client, dsn, conn):
+    with psycopg.connect(dsn) as app_conn, app_conn.transaction(), app_conn.pipeline():
+        app_conn.execute("SELECT 1")  # the app's own statement, still in flight
+        task_id = client.submit_task("email", connection=app_conn)
+        [batched] = client.submit_batch([{"task_type": "email"}], connection=app_conn)
+    assert [row[0] for row in conn.execute("SELECT id FROM omnispindle.tasks ORDER BY id")] == [
+        task_id,
+        batched,
+    ]
