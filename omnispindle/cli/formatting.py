@@ -8,12 +8,14 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from omnispindle._core import bidi
+
 ELLIPSIS = "..."
 # Control characters other than tab and newline: task data is anyone's text,
 # and an escape sequence or a carriage return would garble the terminal. So
 # would the bidirectional embeddings, overrides and isolates, reordering the
 # rest of a line on the screen ("report\u202eexe.txt" shows as another name).
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_CONTROL = re.compile(rf"[\x00-\x08\x0b-\x1f\x7f-\x9f{bidi.CONTROLS}]")
 # In a table cell or a one-line message a newline or a tab would end the line
 # or shift its columns: a task type could then pass for a row of its own.
 _LINE_BREAKING = str.maketrans({"\n": "\\n", "\t": "\\t"})

@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Router
 
+from omnispindle._core import bidi
 from omnispindle.dashboard import csrf
 from omnispindle.dashboard.settings import REFRESH_SECONDS, Settings
 
@@ -61,6 +63,20 @@ def moment(value: datetime | None) -> str:
     return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+class Verbatim(str):
+    """Text a page gives back as it is, such as a filter's value in its form field:
+    shown escaped, it would be sent back escaped and match nothing."""
+
+
+def shown(value: Any) -> Any:
+    """Each value a template prints: text with the characters that reorder it from
+    right to left shown as ``\\u202e``, as the command line shows them, so that
+    task data reads as stored and leaves the rest of its cell alone."""
+    if isinstance(value, str) and not isinstance(value, (Markup, Verbatim)):
+        return bidi.escaped(value)
+    return value
+
+
 def pretty_json(value: Any) -> str:
     """A JSON value indented for reading."""
     return json.dumps(value, indent=2, sort_keys=True, default=str)
@@ -98,8 +114,11 @@ class Renderer:
             loader=jinja2.FileSystemLoader(TEMPLATES),
             autoescape=True,
             undefined=jinja2.StrictUndefined,
+            finalize=shown,
         )
-        environment.filters.update(age=age, moment=moment, pretty_json=pretty_json)
+        environment.filters.update(
+            age=age, moment=moment, pretty_json=pretty_json, verbatim=Verbatim
+        )
         return cls(settings, environment)
 
     def page(

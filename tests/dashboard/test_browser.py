@@ -169,3 +169,46 @@ def test_ticked_tasks_are_cancelled_together_and_ticks_survive_a_refresh(page, s
             "data-state", "cancelled", timeout=WAIT_MS
         )
     assert client.get_task(spared)["state"] == "pending"
+
+
+# The left edge of each character of every text node in ``root``, in the order
+# the characters are stored.
+_CHARACTER_LEFT_EDGES = """root => {
+  const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+  const nodes = [];
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    const edges = [];
+    for (let i = 0; i < node.length; i++) {
+      const range = document.createRange();
+      range.setStart(node, i);
+      range.setEnd(node, i + 1);
+      const rect = range.getBoundingClientRect();
+      if (rect.width > 0) edges.push(rect.left);
+    }
+    nodes.push(edges);
+  }
+  return nodes;
+}"""
+
+
+def test_a_task_type_that_reorders_text_reads_left_to_right(page, server, client, start_worker):
+    # "report<U+202E>exe.txt" would show as "reporttxt.exe": a type, worker or
+    # error that reads as another once drawn.
+    spoof = "report\u202eexe.txt"
+
+    def fail(task_data: dict) -> dict:
+        raise RuntimeError("saved report\u202eexe.txt")
+
+    task_id = client.submit_task(spoof, {}, max_retries=0)
+    start_worker({spoof: fail}, name="w\u2067x")
+    client.wait_for_task(task_id, timeout=30)
+    page.goto(server + "/tasks")
+    row = page.locator(f'tr[data-task-id="{task_id}"]')
+    expect()(row).to_have_attribute("data-state", "failed")
+    for edges in row.evaluate(_CHARACTER_LEFT_EDGES):
+        assert edges == sorted(edges), edges
+    expect()(row).to_contain_text("report\\u202eexe.txt")
+    page.goto(f"{server}/tasks/{task_id}")
+    for line in (page.locator("h1"), page.locator("details summary")):
+        for edges in line.evaluate(_CHARACTER_LEFT_EDGES):
+            assert edges == sorted(edges), edges

@@ -12,6 +12,8 @@ from tests.acceptance.workers import poll
 from tests.dashboard.conftest import MOUNT
 
 HREF = re.compile(r'\s(?:href|src|action|hx-get|data-series)="([^"]+)"')
+# The characters that reorder text from right to left (U+202E and its kin).
+BIDI = {"\u202e", "\u202d", "\u2066", "\u2067", "\u2068", "\u2069", "\u200f", "\u061c"}
 
 
 def test_every_link_of_every_page_stays_below_the_mount_point(web, client):
@@ -204,3 +206,36 @@ def test_a_task_page_shows_its_newest_partial_results_and_how_many_it_streamed(
 def test_an_id_beyond_any_task_is_a_404_page(web, task_id):
     page = web.get(f"{MOUNT}/tasks/{task_id}")
     assert page.status_code == 404 and f"no task with id {task_id}" in page.text
+
+
+def test_characters_that_reorder_text_right_to_left_are_shown_escaped(web, client, start_worker):
+    # U+202E and its kin reorder what follows them on the page: a task type
+    # "report<U+202E>exe.txt" would read "reporttxt.exe", and more of its cell.
+    spoof = "report\u202eexe.txt"
+
+    def fail(task_data: dict) -> dict:
+        raise RuntimeError("saved \u2067report\u202dexe")
+
+    task_id = client.submit_task(spoof, {"file": "a\u202eb"}, max_retries=0)
+    start_worker({spoof: fail}, name="w\u2066x")
+    client.wait_for_task(task_id, timeout=30)
+    client.add_periodic_task("nightly\u200f", "0 3 * * *", spoof, {})
+    pages = {
+        path: web.get(MOUNT + path).text
+        for path in (
+            "/",
+            "/workers",
+            "/tasks",
+            f"/tasks/{task_id}",
+            "/schedules",
+            "/tasks?type=" + spoof,
+        )
+    }
+    kept_filter = f'<input name="type" value="{spoof}">'
+    for path, page in pages.items():
+        assert not set(page.replace(kept_filter, "")) & BIDI, path
+    assert "report\\u202eexe.txt" in pages["/tasks"] and "w\\u2066x" in pages["/workers"]
+    assert "saved \\u2067report\\u202dexe" in pages[f"/tasks/{task_id}"]
+    assert "nightly\\u200f" in pages["/schedules"]
+    # The filter keeps what was asked for, so that filtering again finds the type.
+    assert kept_filter in pages["/tasks?type=" + spoof]
