@@ -5,6 +5,9 @@ before anything else starts, but it listens only once ``start()`` is called:
 until the metrics can be read, a scrape is refused instead of answered with
 an empty page. A token, when given, is required as a Bearer token or as the
 password of HTTP basic auth (any user name), the two ways Prometheus sends one.
+Without one, an endpoint on a loopback address answers only requests that name
+this machine as their Host: a page of another site could otherwise read it
+through a DNS rebinding.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
+
+from omnispindle._core.hosts import is_loopback, names_this_machine
 
 PATH = "/metrics"
 
@@ -57,7 +62,8 @@ class Endpoint:
         except OSError:
             self._server.server_close()
             raise
-        self._server.set_app(guarded(app, token))
+        local = token is None and is_loopback(addr)
+        self._server.set_app(guarded(app, token, this_machine_only=local))
         self._thread: threading.Thread | None = None
 
     @property
@@ -86,10 +92,17 @@ class Endpoint:
         self._server.server_close()
 
 
-def guarded(app: WsgiApp, token: str | None) -> WsgiApp:
-    """``app`` at ``/metrics`` only, and only for requests that carry ``token``."""
+def guarded(app: WsgiApp, token: str | None, *, this_machine_only: bool = False) -> WsgiApp:
+    """``app`` at ``/metrics`` only, and only for requests that carry ``token``; with
+    ``this_machine_only``, only for those whose Host names this machine."""
 
     def serve(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if this_machine_only and not names_this_machine(environ.get("HTTP_HOST")):
+            return _answer(
+                start_response,
+                "400 Bad Request",
+                "this endpoint answers only to this machine's names\n",
+            )
         if environ.get("PATH_INFO") != PATH:
             return _answer(start_response, "404 Not Found", f"only {PATH} is served here\n")
         if token is not None and not authorized(environ.get("HTTP_AUTHORIZATION", ""), token):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 import os
 import threading
@@ -11,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from omnispindle._core import defaults
+from omnispindle._core.hosts import is_loopback
 from omnispindle.cli.args import int_arg, port_arg, positive_seconds_arg, queue_of
 from omnispindle.cli.exit_codes import EXIT_OK
 from omnispindle.cli.signals import on_stop_signals
@@ -82,7 +82,7 @@ def _serve(args: argparse.Namespace) -> int:
     stopping = threading.Event()
     on_stop_signals(stopping.set)
     token = os.environ.get(TOKEN_VARIABLE) or None
-    if token is None and not _loopback(args.addr):
+    if token is None and not is_loopback(args.addr):
         log.warning(
             "serving metrics on %s without a token: anyone who can reach it can scrape; set $%s",
             args.addr,
@@ -108,10 +108,3 @@ def _serve(args: argparse.Namespace) -> int:
         endpoint.shutdown()
         endpoint.server_close()
     return EXIT_OK
-
-
-def _loopback(addr: str) -> bool:
-    try:
-        return ipaddress.ip_address(addr).is_loopback
-    except ValueError:
-        return addr == "localhost"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import ipaddress
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
@@ -18,6 +17,7 @@ from starlette.requests import HTTPConnection
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from omnispindle._core.hosts import names_this_machine
 from omnispindle.errors import ConfigurationError
 
 TOKEN_COOKIE = "omnispindle_dashboard_token"
@@ -167,26 +167,9 @@ class ThisMachineOnly:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         host = HTTPConnection(scope).headers.get("host") if scope["type"] == "http" else None
-        if host is None or is_loopback(host_name(host)):
+        if names_this_machine(host):
             await self.app(scope, receive, send)
             return
         await PlainTextResponse("this dashboard answers only to this machine's names", 400)(
             scope, receive, send
         )
-
-
-def host_name(host: str) -> str:
-    """The name in a Host header, without its port: ``[::1]:8187`` gives ``[::1]``."""
-    if host.startswith("["):
-        return host.partition("]")[0] + "]"
-    return host.rpartition(":")[0] if ":" in host else host
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` only answers this machine (a name other than localhost may not)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False

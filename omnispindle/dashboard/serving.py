@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from omnispindle._core.hosts import is_loopback
 from omnispindle.dashboard.application import app
-from omnispindle.dashboard.security import Auth, ThisMachineOnly, is_loopback
+from omnispindle.dashboard.security import Auth, ThisMachineOnly
 from omnispindle.errors import ConfigurationError
 
 DEFAULT_HOST = "127.0.0.1"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import http.client
 import inspect
 import os
 import subprocess
@@ -179,3 +180,52 @@ def _status(port: int) -> int | None:
         return get(port)[0]
     except OSError:
         return None
+
+
+def _status_for_host(port: int, host: str) -> int | None:
+    """The status of a scrape at ``port`` with ``Host: host``; None while nothing answers."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
+    try:
+        connection.request("GET", "/metrics", headers={"Host": host})
+        return connection.getresponse().status
+    except OSError:
+        return None
+    finally:
+        connection.close()
+
+
+def test_the_command_without_a_token_answers_only_this_machines_names(dsn):
+    # A page of another site whose name a DNS rebinding points at 127.0.0.1 is
+    # of the same origin as the endpoint for the browser: it could read the
+    # metrics (task types, worker names and hosts). Its requests carry its name.
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "omnispindle", "metrics", "--dsn", dsn, "--port", str(port)],
+        cwd=ROOT,
+        env={k: v for k, v in os.environ.items() if k != "OMNISPINDLE_METRICS_TOKEN"},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        poll(lambda: process.poll() is not None or _status_for_host(port, "localhost"), DEADLINE)
+        assert process.poll() is None, process.communicate()[1]
+        own = [f"127.0.0.1:{port}", f"localhost:{port}", "localhost", f"[::1]:{port}"]
+        assert [_status_for_host(port, host) for host in own] == [200] * len(own)
+        foreign = [f"rebound.example:{port}", "rebound.example", f"192.168.1.5:{port}"]
+        assert [_status_for_host(port, host) for host in foreign] == [400] * len(foreign)
+    finally:
+        process.terminate()
+        process.communicate(timeout=DEADLINE)
+
+
+def test_a_token_lets_a_scrape_name_the_host_as_prometheus_knows_it(serve):
+    # With a token the rebinding page cannot scrape, and a Prometheus elsewhere
+    # names the machine as it knows it.
+    port = serve(token=TOKEN)
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
+    try:
+        headers = {"Host": f"metrics.example:{port}", "Authorization": f"Bearer {TOKEN}"}
+        connection.request("GET", "/metrics", headers=headers)
+        assert connection.getresponse().status == 200
+    finally:
+        connection.close()
