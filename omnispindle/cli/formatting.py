@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from omnispindle._core import bidi
+from omnispindle.cli.columns import cut, pad, width
 
 ELLIPSIS = "..."
 # Control characters other than tab and newline: task data is anyone's text,
@@ -27,13 +28,13 @@ def format_table(rows: Sequence[Mapping[str, Any]], title: str) -> str:
         return f"{title}: none"
     headers = list(rows[0])
     cells = [[cell(row[h]) for h in headers] for row in rows]
-    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
+    widths = [max(width(h), *(width(c[i]) for c in cells)) for i, h in enumerate(headers)]
     lines = [
         title,
-        "  ".join(h.ljust(w) for h, w in zip(headers, widths)),
+        "  ".join(pad(h, w) for h, w in zip(headers, widths)),
         "  ".join("-" * w for w in widths),
     ]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
+    lines += ["  ".join(pad(c, w) for c, w in zip(row, widths)) for row in cells]
     return "\n".join(lines)
 
 
@@ -67,20 +68,21 @@ def _escaped(match: re.Match[str]) -> str:
 def format_fields(pairs: Iterable[tuple[str, Any]], indent: str = "  ") -> str:
     """Render ``(label, value)`` pairs as aligned ``label  value`` lines."""
     pairs = list(pairs)
-    width = max((len(label) for label, _ in pairs), default=0)
+    widest = max((width(label) for label, _ in pairs), default=0)
     return "\n".join(
-        f"{indent}{label.ljust(width)}  {cell(value)}".rstrip() for label, value in pairs
+        f"{indent}{pad(label, widest)}  {cell(value)}".rstrip() for label, value in pairs
     )
 
 
-def shorten(text: str | None, width: int = 60) -> str | None:
-    """One line of at most ``width`` characters: whitespace runs collapsed, the rest cut."""
+def shorten(text: str | None, columns: int = 60) -> str | None:
+    """One line of at most ``columns`` terminal columns: whitespace runs collapsed,
+    the rest cut."""
     if text is None:
         return None
     line = printable(" ".join(text.split()))
-    if len(line) <= width:
+    if width(line) <= columns:
         return line
-    return line[: max(width - len(ELLIPSIS), 0)] + ELLIPSIS
+    return cut(line, max(columns - len(ELLIPSIS), 0)) + ELLIPSIS
 
 
 def format_age(seconds: float | None) -> str | None:

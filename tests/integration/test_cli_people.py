@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import threading
+import unicodedata
 
 import psycopg
 import pytest
@@ -639,3 +640,46 @@ def test_a_newline_or_tab_in_task_data_cannot_break_or_forge_a_table_row(
     queues, workers = status.split("\n\n")[:2]
     assert len(queues.splitlines()) == 4 and len(workers.splitlines()) == 4, status
     assert "real\\n99  forged" in queues and "w\\tx\\nforged-row" in workers
+
+
+def _display_width(text: str) -> int:
+    """Columns on a terminal: wide and fullwidth characters take two, combining marks none."""
+    return sum(
+        0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1
+        for c in text
+    )
+
+
+def _column_starts(line: str) -> set[int]:
+    """The terminal columns at which a word of ``line`` starts."""
+    return {
+        _display_width(line[:i])
+        for i, c in enumerate(line)
+        if c != " " and (i == 0 or line[i - 1] == " ")
+    }
+
+
+def _assert_aligned(table: str) -> None:
+    _title, header, rule, *rows = table.splitlines()
+    assert set(rule) == {"-", " "}, table
+    for line in (header, *rows):
+        assert _display_width(line) == _display_width(rule), table
+        assert _column_starts(rule) <= _column_starts(line), table
+
+
+def test_wide_characters_keep_the_columns_of_the_tables_aligned(capsys, dsn, client, start_worker):
+    # A CJK character takes two columns on a terminal: measured as one, it
+    # pushed the rest of its row right of the columns above it.
+    kind = "画像の縮小"
+    start_worker({kind: fails("ファイルが見つかりません" * 5)}, name="ワーカーe\u0301")
+    task_id = client.submit_task(kind, max_retries=0)
+    client.wait_for_task(task_id, timeout=DEADLINE)
+    client.add_periodic_task("毎晩", "0 3 * * *", kind, {})
+    tasks = cli(capsys, dsn, "tasks")[1]
+    _assert_aligned(tasks)
+    last_error = tasks.splitlines()[3].rstrip().split("  ")[-1]
+    assert last_error.endswith("...") and _display_width(last_error) <= 50, last_error
+    queues, workers = cli(capsys, dsn, "status")[1].split("\n\n")[:2]
+    for table in (queues, workers, cli(capsys, dsn, "schedules", "list")[1]):
+        assert kind in table or "ワーカー" in table, table
+        _assert_aligned(table)
