@@ -27,6 +27,12 @@ class SchemaOutdatedError(SchemaMissingError):
     revision: run the migrations (or record the revision your history applied)."""
 
 
+class FailedTransactionError(OmnispindleError):
+    """The transaction of the connection given as ``connection=`` had failed already, on an
+    earlier statement, and ignores every statement until it ends: roll it back (or back
+    to a savepoint) before calling again."""
+
+
 class DatabaseUnavailableError(OmnispindleError, ConnectionError):
     """The database cannot be reached (or refused the connection); the cause is in
     the message."""

@@ -205,6 +205,7 @@ async def execute(
     conn: AsyncConnection, operation: Operation[T], namespace: Namespace = DEFAULT
 ) -> T:
     """Run an operation on ``conn``, on the tables of ``namespace``."""
+    await _settle(conn)
     if isinstance(operation, Query):
         return await _one(conn, operation, namespace)
     if isinstance(operation, Atomic):
@@ -253,6 +254,13 @@ async def _pipelined(
     finally:
         for _, cur in sent:
             await cur.close()
+
+
+async def _settle(conn: AsyncConnection) -> None:
+    """The caller's statements in flight answered before ours, as in the blocking twin."""
+    if conn.info.pipeline_status != psycopg.pq.PipelineStatus.OFF:
+        async with conn.pipeline():
+            pass
 
 
 def _answered(conn: AsyncConnection) -> contextlib.AbstractAsyncContextManager[Any]:

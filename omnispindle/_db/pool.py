@@ -226,6 +226,7 @@ class Database:
 
 def execute(conn: Connection, operation: Operation[T], namespace: Namespace = DEFAULT) -> T:
     """Run an operation on ``conn``, on the tables of ``namespace``."""
+    _settle(conn)
     if isinstance(operation, Query):
         return _one(conn, operation, namespace)
     if isinstance(operation, Atomic):
@@ -243,6 +244,15 @@ def _one(conn: Connection, query: Query[T], namespace: Namespace) -> T:
             cur.execute(namespace.text(query.statement), query.params)
         found: list[Row] = cur.fetchall() if cur.description else []
     return query.read(found)
+
+
+def _settle(conn: Connection) -> None:
+    """On a caller's connection in pipeline mode, have the caller's statements still
+    in flight answered before ours are sent: an error of theirs is raised as it is,
+    never translated as if one of ours had failed. A nested block syncs on its way out."""
+    if conn.info.pipeline_status != psycopg.pq.PipelineStatus.OFF:
+        with conn.pipeline():
+            pass
 
 
 def _answered(conn: Connection) -> contextlib.AbstractContextManager[Any]:

@@ -17,11 +17,13 @@ from psycopg_pool import PoolTimeout
 from omnispindle.errors import (
     DatabaseUnavailableError,
     DependencyStateError,
+    FailedTransactionError,
     IdempotencyKeyConflictError,
     IllegalTransitionError,
     LockTimeoutError,
     OmnispindleError,
     PermissionDeniedError,
+    SchemaMissingError,
     TaskNotFoundError,
     TaskStateError,
     UnknownDependencyError,
@@ -45,6 +47,27 @@ _BY_SQLSTATE: dict[str, type[OmnispindleError]] = {
     "22P05": ValidationError,  # untranslatable_character, e.g. \u0000 in jsonb
     "22003": ValidationError,  # numeric_value_out_of_range
     "54000": ValidationError,  # program_limit_exceeded, e.g. a value too large for jsonb
+}
+
+
+_MIGRATE = (
+    "the database lacks the omnispindle schema, or part of it: run `omnispindle migrate "
+    "--dsn ...` (with --schema NAME for a queue in a schema of its own)"
+)
+
+_ROLL_BACK = (
+    "the transaction of the connection given as connection= failed on an earlier "
+    "statement and ignores every statement until it ends: roll it back (or back to a "
+    "savepoint) and try again"
+)
+
+# Errors that say what to do about them: only Omnispindle's own statements are
+# translated, so a table or schema missing under one is the queue's.
+_WITH_ADVICE: dict[str, tuple[type[OmnispindleError], str]] = {
+    # in_failed_sql_transaction: only a caller's connection= can be in one
+    "25P02": (FailedTransactionError, _ROLL_BACK),
+    "42P01": (SchemaMissingError, _MIGRATE),  # undefined_table
+    "3F000": (SchemaMissingError, _MIGRATE),  # invalid_schema_name
 }
 
 
@@ -79,6 +102,9 @@ def translate(exc: psycopg.Error) -> OmnispindleError | None:
     if exc.sqlstate == "23505":  # unique_violation
         error_type, meaning = _BY_UNIQUE_INDEX.get(diag.constraint_name or "", (None, ""))
         return error_type(f"{meaning}: {diag.message_detail}") if error_type else None
+    if exc.sqlstate in _WITH_ADVICE:
+        error_type, advice = _WITH_ADVICE[exc.sqlstate]
+        return error_type(f"{advice} ({diag.message_primary or first_line(exc)})")
     error_type = _BY_SQLSTATE.get(exc.sqlstate or "")
     if error_type is None:
         return None
@@ -112,7 +138,15 @@ def translated_errors() -> Iterator[None]:
             raise
         raise typed from exc
     except sqlalchemy.exc.DBAPIError as exc:
-        typed = translate(exc.orig) if isinstance(exc.orig, psycopg.Error) else None
+        typed = _translate_migrating(exc.orig) if isinstance(exc.orig, psycopg.Error) else None
         if typed is None:
             raise
         raise typed from exc
+
+
+def _translate_migrating(exc: psycopg.Error) -> OmnispindleError | None:
+    """As ``translate``, for a statement of a migration: a missing table there is no
+    reason to tell the user to migrate."""
+    if exc.sqlstate in _WITH_ADVICE:
+        return None
+    return translate(exc)

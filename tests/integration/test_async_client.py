@@ -29,6 +29,7 @@ from omnispindle._core.batches import CHUNK_SIZE
 from omnispindle.errors import (
     DependencyCycleError,
     DependencyStateError,
+    FailedTransactionError,
     SchemaMissingError,
     UnknownDependencyError,
 )
@@ -186,6 +187,29 @@ def test_a_submit_in_the_callers_async_pipeline_returns_the_id_of_the_task_it_in
 
     task_id = run(scenario())
     assert [row[0] for row in conn.execute("SELECT id FROM omnispindle.tasks")] == [task_id]
+
+
+def test_an_async_submit_in_a_failed_transaction_says_to_roll_it_back(dsn, empty_dsn):
+    async def scenario():
+        async with (
+            AsyncTaskQueueClient(dsn=dsn) as client,
+            await psycopg.AsyncConnection.connect(dsn) as app_conn,
+        ):
+            with pytest.raises(psycopg.errors.UndefinedTable):
+                await app_conn.execute("SELECT * FROM no_such_app_table")
+            with pytest.raises(FailedTransactionError, match="roll it back"):
+                await client.submit_task("email", connection=app_conn)
+            await app_conn.rollback()
+            async with app_conn.pipeline():
+                await app_conn.execute("SELECT * FROM no_such_app_table")  # its error unread
+                with pytest.raises(psycopg.errors.UndefinedTable, match="no_such_app_table"):
+                    await client.submit_task("email", connection=app_conn)
+            await app_conn.rollback()
+            async with await psycopg.AsyncConnection.connect(empty_dsn) as elsewhere:
+                with pytest.raises(SchemaMissingError, match="run `omnispindle migrate"):
+                    await client.submit_task("email", connection=elsewhere)
+
+    run(scenario())
 
 
 # ---------------------------------------------------------------- the client's API

@@ -8,7 +8,12 @@ from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
-from omnispindle import TaskNotFoundError, ValidationError
+from omnispindle import (
+    FailedTransactionError,
+    SchemaMissingError,
+    TaskNotFoundError,
+    ValidationError,
+)
 from omnispindle._core.batches import CHUNK_SIZE
 
 
@@ -101,3 +106,39 @@ def test_a_submit_in_the_callers_pipeline_returns_the_id_of_the_task_it_inserted
         task_id,
         batched,
     ]
+
+
+def test_a_submit_in_a_failed_transaction_says_to_roll_it_back(client, dsn, conn):
+    with psycopg.connect(dsn) as app_conn:
+        with pytest.raises(psycopg.errors.UndefinedTable):
+            app_conn.execute("SELECT * FROM no_such_app_table")
+        with pytest.raises(FailedTransactionError, match="roll it back"):
+            client.submit_task("email", connection=app_conn)
+        with pytest.raises(FailedTransactionError, match="roll it back"):
+            client.submit_batch([{"task_type": "email"}] * 3, connection=app_conn)
+        app_conn.rollback()
+        task_id = client.submit_task("email", connection=app_conn)
+        app_conn.commit()
+    assert client.get_task(task_id)["state"] == "pending"
+
+
+def test_the_apps_own_failed_statement_in_its_pipeline_is_raised_as_it_is(client, dsn):
+    with psycopg.connect(dsn) as app_conn, app_conn.pipeline():
+        app_conn.execute("SELECT * FROM no_such_app_table")  # in flight, its error unread
+        with pytest.raises(psycopg.errors.UndefinedTable, match="no_such_app_table"):
+            client.submit_task("email", connection=app_conn)
+        with pytest.raises(FailedTransactionError):
+            client.submit_task("email", connection=app_conn)
+        app_conn.rollback()
+
+
+def test_a_submit_on_a_database_without_the_schema_says_to_migrate(client, empty_dsn):
+    dependent = [{"task_type": "a", "key": "a"}, {"task_type": "b", "dependencies": ["a"]}]
+    with psycopg.connect(empty_dsn) as app_conn:
+        for submit in (
+            lambda: client.submit_task("email", connection=app_conn),
+            lambda: client.submit_batch(dependent, connection=app_conn),
+        ):
+            with pytest.raises(SchemaMissingError, match="run `omnispindle migrate"):
+                submit()
+            app_conn.rollback()

@@ -43,6 +43,7 @@ DOCUMENTED = [
             "TaskFailedError",
             "TaskStateError",
             "IdempotencyKeyConflictError",
+            "FailedTransactionError",
         ],
     ),
 ]
