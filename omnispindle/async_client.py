@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 from uuid import UUID
 
 from typing_extensions import Self
@@ -45,7 +45,12 @@ from omnispindle._db.rows import (
 )
 from omnispindle._observe import tracing
 from omnispindle.errors import ConfigurationError
-from omnispindle.task_queue import TaskQueue, given_queue, refuse_queue_settings
+from omnispindle.task_queue import (
+    TaskQueue,
+    given_queue,
+    listening_dsn,
+    refuse_queue_settings,
+)
 
 __all__ = ["AsyncTaskQueueClient"]
 
@@ -68,10 +73,18 @@ class AsyncTaskQueueClient:
         pool_size: most connections the client's pool opens (default 10).
         schema: the queue's schema, as for ``TaskQueue`` (with ``local_queue``,
             that queue's).
+        pooler: the DSN leads to a pooler in transaction mode: no statement is
+            prepared, and LISTEN goes to ``listen_dsn``, as for ``TaskQueue``
+            (with ``local_queue``, that queue's).
+        listen_dsn: a direct connection for LISTEN, behind a pooler; without
+            one there, waits wake by their poll interval alone.
+        read_dsn: a streaming replica for what only reads, as for ``TaskQueue``;
+            its pool opens on first use.
 
     Raises:
         ConfigurationError: both ``dsn`` and ``local_queue`` given, or neither
-            and ``$OMNISPINDLE_DSN`` unset; or ``schema`` with ``local_queue``.
+            and ``$OMNISPINDLE_DSN`` unset; or ``schema``, ``pooler``,
+            ``listen_dsn`` or ``read_dsn`` with ``local_queue``.
         ValidationError: a setting has the wrong type or range.
     """
 
@@ -83,22 +96,23 @@ class AsyncTaskQueueClient:
         poll_interval: float = defaults.POLL_INTERVAL,
         pool_size: int | None = None,
         schema: str | None = None,
+        pooler: bool = False,
+        listen_dsn: str | None = None,
+        read_dsn: str | None = None,
     ) -> None:
         self.dsn = _resolve_dsn(local_queue, dsn)
         namespace = _resolve_namespace(local_queue, schema)
+        links = _resolve_links(local_queue, self.dsn, pooler, listen_dsn, read_dsn)
         self.poll_interval = validation.positive_number("poll_interval", poll_interval)
         size = defaults.POOL_SIZE if pool_size is None else pool_size
         self.db = AsyncDatabase(
             self.dsn,
             max_size=validation.int_in_range("pool_size", size, defaults.POOL_SIZE_RANGE),
             namespace=namespace,
-            # A queue behind a pooler lends its settings: nothing prepared, LISTEN direct.
-            pooler=local_queue is not None and local_queue.pooler,
+            pooler=links.pooler,
         )
-        listen_dsn = self.dsn if local_queue is None else local_queue.listen_dsn
-        self.notifier = AsyncNotifier(listen_dsn, namespace=namespace)
-        # A queue with a replica lends it: reads go there, as the blocking client's do.
-        read_dsn = None if local_queue is None else local_queue.read_dsn
+        self.notifier = AsyncNotifier(links.listen_dsn, namespace=namespace)
+        read_dsn = links.read_dsn  # reads go there, as the blocking client's do
         self.replica = None if read_dsn is None else AsyncReplica(read_dsn, self.db)
 
     async def open(self) -> Self:
@@ -486,6 +500,29 @@ def _resolve_namespace(local_queue: TaskQueue | None, schema: str | None) -> Nam
         return Namespace.chosen(schema)
     refuse_queue_settings(schema=schema)  # the async client's pool is its own: pool_size may come
     return local_queue.namespace
+
+
+class _Links(NamedTuple):
+    """Where the client's connections go besides its DSN, and whether through a pooler."""
+
+    pooler: bool
+    listen_dsn: str | None
+    read_dsn: str | None
+
+
+def _resolve_links(
+    local_queue: TaskQueue | None,
+    dsn: str,
+    pooler: bool,
+    listen_dsn: str | None,
+    read_dsn: str | None,
+) -> _Links:
+    """The links given, or those a queue lends (its pooler setting, LISTEN DSN
+    and replica), as a TaskQueue resolves them."""
+    if local_queue is None:
+        return _Links(pooler, listening_dsn(dsn, pooler, listen_dsn), read_dsn)
+    refuse_queue_settings(pooler=pooler or None, listen_dsn=listen_dsn, read_dsn=read_dsn)
+    return _Links(local_queue.pooler, local_queue.listen_dsn, local_queue.read_dsn)
 
 
 def _resolve_dsn(local_queue: TaskQueue | None, dsn: str | None) -> str:

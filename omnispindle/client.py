@@ -59,10 +59,20 @@ class TaskQueueClient:
         pool_size: most connections of the client's own queue (with ``dsn``,
             or neither argument); a ``local_queue`` keeps its own pool.
         schema: the schema of the client's own queue, as for ``TaskQueue``.
+        pooler: the DSN leads to a pooler in transaction mode (PgBouncer,
+            Supavisor, RDS Proxy): no statement is prepared, and LISTEN goes to
+            ``listen_dsn``, as for ``TaskQueue``.
+        listen_dsn: a direct connection for LISTEN, behind a pooler; without
+            one there, waits wake by their poll interval alone.
+        read_dsn: a streaming replica for what only reads (``get_task``,
+            waits' checks, inspection), as for ``TaskQueue``.
+
+    The settings of the client's own queue (``pool_size`` to ``read_dsn``)
+    are refused with a ``local_queue``, which has its own.
 
     Raises:
-        ConfigurationError: both ``local_queue`` and ``dsn`` given, or
-            ``pool_size`` or ``schema`` with ``local_queue``.
+        ConfigurationError: both ``local_queue`` and ``dsn`` given, or a
+            setting of the client's own queue with ``local_queue``.
         ValidationError: a setting has the wrong type or range.
     """
 
@@ -74,9 +84,20 @@ class TaskQueueClient:
         poll_interval: float = defaults.POLL_INTERVAL,
         pool_size: int | None = None,
         schema: str | None = None,
+        pooler: bool = False,
+        listen_dsn: str | None = None,
+        read_dsn: str | None = None,
     ) -> None:
         self.poll_interval = validation.positive_number("poll_interval", poll_interval)
-        self.queue, self._owns_queue = open_queue(local_queue, dsn, pool_size, schema)
+        self.queue, self._owns_queue = open_queue(
+            local_queue,
+            dsn,
+            pool_size,
+            schema,
+            pooler=pooler,
+            listen_dsn=listen_dsn,
+            read_dsn=read_dsn,
+        )
 
     def submit_task(
         self,

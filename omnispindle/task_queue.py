@@ -114,9 +114,7 @@ class TaskQueue:
             dsn = self._server.get_uri()
         self.dsn: str = dsn
         self.pooler = pooler
-        # Where LISTEN connects: a pooler would lose its session, so behind one
-        # only a direct DSN, else nowhere.
-        self.listen_dsn: str | None = listen_dsn or (None if pooler else dsn)
+        self.listen_dsn = listening_dsn(dsn, pooler, listen_dsn)
         self._migrate = self.embedded if migrate is None else migrate
         self.read_dsn = read_dsn
         self._pool_size = pool_size
@@ -295,24 +293,51 @@ class TaskQueue:
         migrations.prepare(self.dsn, migrate=self._migrate, namespace=self.namespace)
 
 
+def listening_dsn(dsn: str, pooler: bool, listen_dsn: str | None) -> str | None:
+    """Where LISTEN connects: a pooler would lose its session, so behind one only
+    a direct DSN, else nowhere."""
+    return listen_dsn or (None if pooler else dsn)
+
+
 def open_queue(
     local_queue: TaskQueue | None,
     dsn: str | None,
     pool_size: int | None = None,
     schema: str | None = None,
+    *,
+    pooler: bool = False,
+    listen_dsn: str | None = None,
+    read_dsn: str | None = None,
 ) -> tuple[TaskQueue, bool]:
     """The queue a client or worker uses, and whether it owns it (and must shut it down).
 
+    ``pooler``, ``listen_dsn`` and ``read_dsn`` are those of a queue it opens,
+    as ``TaskQueue`` takes them.
+
     Raises:
         ConfigurationError: both a queue and a DSN were given, the queue is no
-            TaskQueue, or ``pool_size`` or ``schema`` comes with a queue (which
-            keeps its own pool and schema).
+            TaskQueue, or a setting of the queue comes with one (which keeps its
+            own pool, schema, pooler, LISTEN DSN and replica).
     """
     given = given_queue(local_queue, dsn)
     if given is None:
         size = defaults.POOL_SIZE if pool_size is None else pool_size
-        return TaskQueue(dsn, pool_size=size, schema=schema), True
-    refuse_queue_settings(pool_size=pool_size, schema=schema)
+        queue = TaskQueue(
+            dsn,
+            pool_size=size,
+            schema=schema,
+            pooler=pooler,
+            listen_dsn=listen_dsn,
+            read_dsn=read_dsn,
+        )
+        return queue, True
+    refuse_queue_settings(
+        pool_size=pool_size,
+        schema=schema,
+        pooler=pooler or None,  # False asks for nothing of the queue
+        listen_dsn=listen_dsn,
+        read_dsn=read_dsn,
+    )
     return given, False
 
 

@@ -3,15 +3,25 @@ another server connection, and LISTEN would lose its session (issue 17, finding 
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from omnispindle import TaskQueue, TaskQueueClient, WorkerClient, current_task, entry
+from omnispindle import (
+    AsyncTaskQueueClient,
+    ConfigurationError,
+    TaskQueue,
+    TaskQueueClient,
+    WorkerClient,
+    current_task,
+    entry,
+)
 
 from ..pgbouncer import pgbouncer
 
@@ -157,3 +167,39 @@ def test_the_dashboard_behind_pgbouncer_keeps_its_pages_when_connections_change_
         with psycopg.connect(pooled, prepare_threshold=None) as other:
             other.execute("SELECT 1")
             assert {page: web.get(page).status_code for page in pages} == dict.fromkeys(pages, 200)
+
+
+def held_elsewhere(pooled: str) -> psycopg.Connection:
+    """Another client's open transaction, on the server connection a client used last,
+    as a busy fleet's would: the client's next statement runs on another one."""
+    other = psycopg.connect(pooled, prepare_threshold=None)
+    other.execute("SELECT 1")
+    return other
+
+
+def test_a_client_given_a_dsn_behind_pgbouncer_prepares_nothing(bouncer, dsn):
+    pooled = make_conninfo(bouncer, dbname=conninfo_to_dict(dsn)["dbname"])
+    with TaskQueueClient(dsn=pooled, pooler=True, listen_dsn=dsn) as client:
+        assert client.queue.listen_dsn == dsn
+        task_id = client.submit_task("shown")
+        for _ in range(10):  # each statement would be prepared after a few runs
+            client.get_task(task_id)
+        with held_elsewhere(pooled):
+            assert client.get_task(task_id)["state"] == "pending"
+
+    async def asynchronously() -> str:
+        async with AsyncTaskQueueClient(dsn=pooled, pooler=True, listen_dsn=dsn) as client:
+            for _ in range(10):
+                await client.get_task(task_id)
+            with held_elsewhere(pooled):
+                return (await client.get_task(task_id))["state"]
+
+    assert asyncio.run(asyncio.wait_for(asynchronously(), DEADLINE)) == "pending"
+
+
+def test_a_client_given_a_queue_takes_its_pooler_setting_and_refuses_another(pooled_queue):
+    for client in (TaskQueueClient, AsyncTaskQueueClient):
+        for setting in ("pooler", "listen_dsn", "read_dsn"):
+            value = True if setting == "pooler" else pooled_queue.dsn
+            with pytest.raises(ConfigurationError, match=rf"TaskQueue\(\.\.\., {setting}="):
+                client(local_queue=pooled_queue, **{setting: value})

@@ -262,3 +262,22 @@ def test_a_wait_after_a_retry_returns_the_new_run_not_the_failure_the_replica_st
 
     task = asyncio.run(retry_and_wait())
     assert (task["state"], task["result"]) == ("succeeded", {"attempt": 2})
+
+
+def test_a_client_given_a_dsn_and_read_dsn_reads_the_replica(primary, replica):
+    with TaskQueueClient(dsn=primary.dsn, read_dsn=replica.dsn) as client:
+        task_id = client.submit_task("cancelled_unseen")
+        await_state(replica.dsn, task_id, "pending")
+        replica.pause_replay()
+        try:
+            client.cancel_task(task_id)
+            assert state_on(primary.dsn, task_id) == "cancelled"
+            assert client.get_task(task_id)["state"] == "pending"  # as the replica shows it
+
+            async def read_asynchronously() -> str:
+                async with AsyncTaskQueueClient(dsn=primary.dsn, read_dsn=replica.dsn) as other:
+                    return (await other.get_task(task_id))["state"]
+
+            assert asyncio.run(asyncio.wait_for(read_asynchronously(), DEADLINE)) == "pending"
+        finally:
+            replica.resume_replay()
