@@ -57,6 +57,7 @@ from omnispindle.errors import (
     DatabaseUnavailableError,
     LeaseLostError,
     LockTimeoutError,
+    SchemaMissingError,
     TaskCancelled,
     ValidationError,
     first_line,
@@ -67,8 +68,9 @@ __all__ = ["Executor", "WorkerLoop"]
 log = logging.getLogger("omnispindle.worker")
 
 
-# What the loop rides out: lost connections, restarts, deadlocks, lock timeouts.
-DATABASE_ERRORS = (psycopg.Error, LockTimeoutError, DatabaseUnavailableError)
+# What the loop rides out: lost connections, restarts, deadlocks, lock timeouts,
+# and a schema gone for a while (a restore, a downgrade run too far).
+DATABASE_ERRORS = (psycopg.Error, LockTimeoutError, DatabaseUnavailableError, SchemaMissingError)
 
 
 class TaskTimeout(Exception):

@@ -119,6 +119,33 @@ def test_killed_connections_are_survived(client, dsn, ledger):
     assert sorted(runs_per_task(ledger)) == sorted(ids)
 
 
+def test_a_worker_rides_out_its_schema_gone_for_a_while(client, dsn, ledger):
+    """A schema gone under a running worker (a restore, a downgrade run too far) is
+    waited out as an outage is, not the end of the worker."""
+    victim_dsn = make_conninfo(dsn, application_name="schema-victim")
+    worker = fast_worker(victim_dsn, "schema-victim", ledger_dsn=dsn)
+    try:
+        client.wait_for_task(client.submit_task("nap"), timeout=60)
+        ledger.execute("ALTER SCHEMA omnispindle RENAME TO omnispindle_away")
+        ledger.execute("""
+            SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+            WHERE application_name = 'schema-victim'""")
+        # A step tried on a new connection, which finds no schema.
+        poll(
+            lambda: ledger.execute("""
+                SELECT count(*) FROM pg_stat_activity
+                WHERE application_name = 'schema-victim'
+                  AND query LIKE '%complete_and_claim%'""").fetchone()[0],
+            timeout=30,
+        )
+        ledger.execute("ALTER SCHEMA omnispindle_away RENAME TO omnispindle")
+        task = client.wait_for_task(client.submit_task("nap"), timeout=60)
+        assert task["state"] == "succeeded"
+        assert worker.poll() is None
+    finally:
+        stop(worker)
+
+
 @pytest.fixture
 def own_server():
     """An embedded server of this test's own, which it may restart."""
