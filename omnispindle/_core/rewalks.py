@@ -6,6 +6,11 @@ old snapshot is held. A walk from the start still has to come now and then,
 for what was left behind the cursor: at most every ``min_interval`` seconds,
 and ``factor`` times as long apart as the last one took once such walks are
 slow, so that they never take more than about 1/factor of the time.
+
+A walk is timed from outside, so one that took long may have waited instead
+(for a lock, for a pooler holding it through an outage, in a paused process):
+the next is put off by the shorter of the last two walks, and a wait that
+came once puts nothing off, where a slow index slows both.
 """
 
 from __future__ import annotations
@@ -22,10 +27,12 @@ class Rewalks:
         self.min_interval = min_interval
         self.factor = factor
         self.next_at = 0.0
+        self._last = 0.0  # seconds the walk before the latest took
 
     def due(self) -> bool:
         return time.monotonic() >= self.next_at
 
     def walked(self, seconds: float) -> None:
         """A walk from the start just took ``seconds``."""
-        self.next_at = time.monotonic() + max(self.min_interval, self.factor * seconds)
+        taken, self._last = min(seconds, self._last), seconds
+        self.next_at = time.monotonic() + max(self.min_interval, self.factor * taken)

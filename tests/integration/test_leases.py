@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 
+import psycopg
 import pytest
 
 from omnispindle import current_task
@@ -189,7 +190,8 @@ def test_paced_passes_leave_the_lease_scans_until_they_are_due(client, queue, co
     task_id = client.submit_task("job")
     claim_lapsed(conn)
     sweeper = Sweeper(queue.db)
-    sweeper.lease_scans.walked(60.0)  # as if the last scan took a minute
+    for _ in range(2):  # as if the last two scans took a minute each
+        sweeper.lease_scans.walked(60.0)
     skipped = sweeper.run_once(paced=True)
     assert (skipped.requeued, skipped.next_expiry_in) == (0, None)
     assert client.get_task(task_id)["state"] == "running"
@@ -199,6 +201,36 @@ def test_paced_passes_leave_the_lease_scans_until_they_are_due(client, queue, co
     claim_lapsed(conn)
     assert sweeper.run_once(paced=True).requeued == 1
     assert sweeper.lease_scans.next_at > 0.0  # and the next one is scheduled
+
+
+def test_a_lease_scan_held_up_by_a_lock_puts_off_no_later_scan(client, queue, conn, dsn):
+    """A scan that waited (a lock, a pooler holding it through an outage, a paused
+    process) was taken for a slow walk: the passes after it skipped the lease
+    statements for fifty times the wait, and an expired lease stayed running."""
+    sweeper = Sweeper(queue.db)
+    sweeper.run_once(paced=True)
+    poll(sweeper.lease_scans.due, timeout=10)
+    with psycopg.connect(dsn) as locker:
+        locker.execute("LOCK TABLE omnispindle.tasks IN ACCESS EXCLUSIVE MODE")
+        held_up = threading.Thread(target=sweeper.run_once, kwargs={"paced": True})
+        held_up.start()
+        poll(lambda: lock_waited(conn) > 1.0, timeout=10)
+        locker.rollback()
+    held_up.join(10)
+    task_id = client.submit_task("job")
+    claim_lapsed(conn)
+    # As paced after the quick scan before: within a second, not fifty.
+    assert poll(lambda: sweeper.run_once(paced=True).requeued, timeout=5) == 1
+    assert client.get_task(task_id)["state"] == "pending"
+
+
+def lock_waited(conn) -> float:
+    """Seconds the longest wait for a lock on the database has lasted."""
+    row = conn.execute(
+        "SELECT extract(epoch FROM max(clock_timestamp() - query_start))::float "
+        "FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    ).fetchone()
+    return row[0] or 0.0
 
 
 def test_silent_workers_are_declared_dead(queue, conn, start_worker):

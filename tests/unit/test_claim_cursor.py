@@ -41,13 +41,25 @@ def test_the_head_is_walked_again_after_the_shortest_interval_while_that_is_chea
     assert cursor.start() == (None, None)
 
 
-def test_a_slow_walk_from_the_head_puts_the_next_one_off_in_proportion():
+def test_slow_walks_from_the_head_put_the_next_one_off_in_proportion():
     cursor = ClaimCursor(min_interval=0.0, factor=50.0)
-    cursor.start()
-    before = time.monotonic()
-    cursor.move(rows((0, 1)), limit=1, seconds=2.0)
+    for seconds in (2.0, 3.0):
+        cursor.start()
+        before = time.monotonic()
+        cursor.move(rows((0, 1)), limit=1, seconds=seconds)
     assert cursor.head_walks.next_at >= before + 100.0
     assert cursor.start() == (0, 1)
+
+
+def test_one_walk_from_the_head_that_took_long_puts_the_next_one_off_no_further():
+    """It may have waited (a lock, a pooler through an outage, a paused process)."""
+    cursor = ClaimCursor(min_interval=0.0, factor=50.0)
+    cursor.start()
+    cursor.move(rows((0, 1)), limit=1, seconds=0.001)
+    cursor.head_walks.next_at = 0.0
+    assert cursor.start() == (None, None)
+    cursor.move(rows((0, 2)), limit=1, seconds=60.0)
+    assert cursor.head_walks.next_at <= time.monotonic() + 0.05  # as after the quick one
 
 
 def test_a_short_walk_from_the_head_keeps_the_further_position():
@@ -70,6 +82,8 @@ def test_a_claim_from_the_cursor_says_when_the_next_walk_from_the_head_is_due():
     cursor = ClaimCursor(min_interval=0.0)
     assert cursor.start() == (None, None)
     assert cursor.head_walk_in() is None
-    cursor.move(rows((0, 10)), limit=1, seconds=0.01)  # slow: the next walk in 0.5 s
+    cursor.move(rows((0, 9)), limit=1, seconds=0.01)
+    cursor.start()
+    cursor.move(rows((0, 10)), limit=1, seconds=0.01)  # slow again: the next walk in 0.5 s
     assert cursor.start() == (0, 10)
     assert 0.0 < cursor.head_walk_in() <= 0.5

@@ -30,10 +30,11 @@ def test_batches_start_at_the_oldest_again_after_the_interval():
     assert cursor.start() is None
 
 
-def test_a_slow_batch_from_the_oldest_puts_the_next_one_off_in_proportion():
+def test_slow_batches_from_the_oldest_put_the_next_one_off_in_proportion():
     cursor = PruneCursor(min_interval=0.0, factor=50.0)
-    cursor.start()
-    before = time.monotonic()
-    cursor.move(locked(5), seconds=2.0)
+    for seconds in (2.0, 3.0):
+        cursor.start()
+        before = time.monotonic()
+        cursor.move(locked(5), seconds=seconds)
     assert cursor.oldest_walks.next_at >= before + 100.0
     assert cursor.start() == T0 + timedelta(seconds=5)
