@@ -209,6 +209,41 @@ def test_a_worker_role_granted_before_the_leases_sweeps_each_and_warns_once(
     lease.give_up()  # holds nothing in the table: nothing to give up
 
 
+def test_a_worker_role_refused_a_sweep_runs_its_tasks_and_leaves_the_sweep_to_others(
+    role_dsns, as_role, conn, caplog
+):
+    """A role refused one of the sweeper's statements (a right revoked, or granted
+    by hand without it): the worker's thread ended with PermissionDeniedError at
+    its first sweep, and no task ever ran."""
+    worker_role = psycopg.sql.Identifier(conninfo_to_dict(role_dsns["worker"])["user"])
+    conn.execute(
+        psycopg.sql.SQL("REVOKE DELETE ON omnispindle.submissions FROM {role}").format(
+            role=worker_role
+        )
+    )
+    worker = WorkerClient(local_queue=as_role("worker"), sweep_interval=0.1, poll_interval=0.2)
+    worker.register_task_executor("t", lambda task: {"ok": True})
+    producer = TaskQueueClient(local_queue=as_role("producer"))
+    with caplog.at_level("WARNING", logger="omnispindle.maintenance"):
+        thread = start(worker)
+        try:
+            task_id = producer.submit_task("t")
+            assert producer.wait_for_task(task_id, timeout=30)["state"] == "succeeded"
+            refused = poll(
+                lambda: [r for r in caplog.records if "may not sweep" in r.getMessage()],
+                timeout=DEADLINE,
+            )
+            # Handed on at once, for a process whose role may sweep.
+            assert conn.execute(
+                "SELECT count(*) FROM omnispindle.maintenance_leases WHERE duty = 'sweep'"
+            ).fetchone() == (0,)
+        finally:
+            worker.stop(timeout=DEADLINE)
+            thread.join(DEADLINE)
+    assert "permission denied for table submissions" in refused[0].getMessage()
+    assert len(refused) == 1
+
+
 def test_a_worker_role_takes_and_gives_up_the_maintenance_leases(as_role, conn):
     lease = DutyLease(as_role("worker").db, election.SCHEDULE, 60)
     assert lease.hold()
