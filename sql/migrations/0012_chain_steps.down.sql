@@ -1,7 +1,8 @@
 -- Undo 0012_chain_steps: custom plans again, every ready notice at once, no
 -- hand-over, and set_task_type_limit, fail_attempts, enqueue_periodic_ticks,
 -- submit_tasks, revive_dependents, retry_tasks and lock_prunable_tasks as
--- 0010, 0005, 0002, 0010, 0006, 0006 and 0005 made them.
+-- 0010, 0005, 0002, 0010, 0006, 0006 and 0005 made them, without
+-- dependents_reading.
 
 ALTER FUNCTION omnispindle.complete_attempts(bigint[], uuid[], jsonb[])
     RESET plan_cache_mode;
@@ -1361,3 +1362,5 @@ BEGIN
     FOR UPDATE OF t SKIP LOCKED;
 END
 $$;
+
+DROP FUNCTION omnispindle.dependents_reading(bigint, double precision);

@@ -24,7 +24,9 @@
 -- meanwhile; a batch holds the tasks its keys reuse, and counts them, as it
 -- holds and counts the parents it names by id; and a finished task stays
 -- while a dependent that another dependency's failure cancelled may come
--- back with that one's retry, and read its result.
+-- back with that one's retry, and read its result. That rule of which
+-- dependents keep a finished task, written out in the prune, its count and
+-- the archive, is one function, dependents_reading, that they all ask.
 
 ALTER FUNCTION omnispindle.complete_attempts(bigint[], uuid[], jsonb[])
     SET plan_cache_mode = force_generic_plan;
@@ -1544,8 +1546,34 @@ REVOKE EXECUTE ON FUNCTION omnispindle.insert_linked_tasks(jsonb, jsonb, integer
                                                            double precision, uuid, integer)
     FROM PUBLIC;
 
--- As in sql/schema.sql: insert_linked_tasks for producers, first_ready_task for
--- workers.
+-- As in sql/schema.sql: the dependents that may still read a task's result,
+-- which keep it from retention and the history.
+CREATE FUNCTION omnispindle.dependents_reading(p_id bigint, p_keep_seconds double precision)
+RETURNS TABLE (task_id bigint)
+LANGUAGE sql
+STABLE
+AS $$
+    SELECT d.task_id
+    FROM omnispindle.task_dependencies d
+    WHERE d.depends_on = p_id
+      AND (SELECT c.state IN ('blocked', 'pending', 'running')
+                  OR (c.state = 'failed'
+                      AND c.finished_at >= now() - make_interval(secs => p_keep_seconds))
+                  OR (c.state = 'cancelled'
+                      AND c.finished_at >= now() - make_interval(secs => p_keep_seconds)
+                      AND (SELECT x.state IN ('pending', 'running', 'failed') AND x.id <> p_id
+                           FROM omnispindle.tasks x
+                           WHERE x.id = substring(c.cancel_reason
+                                                  FROM '^dependency ([0-9]{1,18}) failed$')
+                                            ::bigint))
+           FROM omnispindle.tasks c WHERE c.id = d.task_id);
+$$;
+
+REVOKE EXECUTE ON FUNCTION omnispindle.dependents_reading(bigint, double precision)
+    FROM PUBLIC;
+
+-- As in sql/schema.sql: insert_linked_tasks for producers, first_ready_task and
+-- dependents_reading for workers.
 CREATE OR REPLACE FUNCTION omnispindle.grant_access(p_role regrole, p_access text)
 RETURNS void
 LANGUAGE plpgsql
@@ -1597,7 +1625,7 @@ BEGIN
                                'enqueue_periodic_ticks', 'left_to_a_narrower_worker',
                                'group_tokens_at', 'cover_history', 'drop_history',
                                'first_ready_task', 'walks_one_type', 'walked_by_type',
-                               'ungrouped_type']
+                               'ungrouped_type', 'dependents_reading']
                 END)
     LOOP
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %s', fn, p_role);
@@ -1637,7 +1665,7 @@ $$;
 -- maintenance leases (0010), and may call the functions the claim and the
 -- hand-over now call; the roles that may insert a task's type may set its
 -- group_key (0010 gave it to the producers alone); those that may submit
--- insert linked batches.
+-- insert linked batches; those that may prune ask which dependents keep a task.
 DO $$
 DECLARE
     grantee regrole;
@@ -1685,6 +1713,16 @@ BEGIN
     LOOP
         EXECUTE format('GRANT EXECUTE ON FUNCTION omnispindle.insert_linked_tasks(jsonb, jsonb, '
                        'integer, integer, double precision, uuid, integer) TO %s', grantee);
+    END LOOP;
+    FOR grantee IN SELECT DISTINCT a.grantee::regrole
+                   FROM pg_proc p, aclexplode(p.proacl) a
+                   WHERE p.pronamespace = 'omnispindle'::regnamespace
+                     AND p.proname = 'lock_prunable_tasks'
+                     AND a.privilege_type = 'EXECUTE' AND a.grantee <> p.proowner
+                     AND a.grantee <> 0
+    LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION omnispindle.dependents_reading(bigint, '
+                       'double precision) TO %s', grantee);
     END LOOP;
 END
 $$;
@@ -2440,8 +2478,9 @@ $$;
 ALTER FUNCTION omnispindle.retry_tasks(bigint[], boolean)
     SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 
--- As in sql/schema.sql: a dependent cancelled by another dependency's failure
--- keeps the task while that one may be retried with its dependents.
+-- As in sql/schema.sql: the dependents that keep a task are dependents_reading,
+-- which counts one cancelled by another dependency's failure while that one
+-- may be retried with its dependents.
 CREATE OR REPLACE FUNCTION omnispindle.lock_prunable_tasks(p_keep_seconds double precision,
                                                            p_limit integer, p_after timestamptz)
 RETURNS TABLE (id bigint, finished_at timestamptz)
@@ -2456,23 +2495,7 @@ BEGIN
     FROM omnispindle.tasks t
     WHERE t.finished_at < now() - make_interval(secs => p_keep_seconds)
       AND t.finished_at >= coalesce(p_after, '-infinity')
-      AND NOT EXISTS (
-          SELECT 1
-          FROM omnispindle.task_dependencies d
-          WHERE d.depends_on = t.id
-            AND (SELECT c.state IN ('blocked', 'pending', 'running')
-                        OR (c.state = 'failed'
-                            AND c.finished_at >= now() - make_interval(secs => p_keep_seconds))
-                        OR (c.state = 'cancelled'
-                            AND c.finished_at >= now() - make_interval(secs => p_keep_seconds)
-                            AND (SELECT x.state IN ('pending', 'running', 'failed')
-                                        AND x.id <> t.id
-                                 FROM omnispindle.tasks x
-                                 WHERE x.id = substring(c.cancel_reason
-                                                        FROM '^dependency ([0-9]{1,18}) failed$')
-                                                  ::bigint))
-                 FROM omnispindle.tasks c WHERE c.id = d.task_id)
-          OFFSET 0)
+      AND NOT EXISTS (SELECT FROM omnispindle.dependents_reading(t.id, p_keep_seconds))
     ORDER BY t.finished_at
     LIMIT p_limit
     FOR UPDATE OF t SKIP LOCKED;

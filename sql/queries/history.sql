@@ -14,37 +14,19 @@ SELECT omnispindle.cover_history(%(oldest)s::timestamptz, %(width_seconds)s::dou
 -- name: archive_finished
 -- Moves the tasks lock_prunable_tasks locked, unchanged, into task_history;
 -- the ids moved. A task stays while a dependent may still read its result
--- (checked again, as prune_finished does; a failed dependent may be retried
--- by hand for retry_window_seconds, the retention, and one that another
--- dependency's failure cancelled comes back when that one is retried with
--- its dependents), while the rollup has not counted it yet (the dashboard's
--- figures read tasks up to its watermark), and while no partition covers its
--- finish (cover_history makes one, then the archiver tries again).
+-- (checked again, as prune_finished does, with retry_window_seconds, the
+-- retention, as the horizon: see dependents_reading in sql/schema.sql),
+-- while the rollup has not counted it yet (the dashboard's figures read
+-- tasks up to its watermark), and while no partition covers its finish
+-- (cover_history makes one, then the archiver tries again).
 WITH moved AS (
     DELETE FROM omnispindle.tasks t
     WHERE t.id = ANY (%(ids)s::bigint[])
       AND t.finished_at < (SELECT r.counted_until FROM omnispindle.outcome_rollup r)
       AND t.finished_at >= (SELECT min(p.from_at) FROM omnispindle.history_partitions p)
       AND t.finished_at < (SELECT max(p.to_at) FROM omnispindle.history_partitions p)
-      AND NOT EXISTS (
-          SELECT 1
-          FROM omnispindle.task_dependencies d
-          WHERE d.depends_on = t.id
-            AND (SELECT c.state IN ('blocked', 'pending', 'running')
-                        OR (c.state = 'failed'
-                            AND c.finished_at
-                                >= now() - make_interval(secs => %(retry_window_seconds)s))
-                        OR (c.state = 'cancelled'
-                            AND c.finished_at
-                                >= now() - make_interval(secs => %(retry_window_seconds)s)
-                            AND (SELECT x.state IN ('pending', 'running', 'failed')
-                                        AND x.id <> t.id
-                                 FROM omnispindle.tasks x
-                                 WHERE x.id = substring(c.cancel_reason
-                                                        FROM '^dependency ([0-9]{1,18}) failed$')
-                                                  ::bigint))
-                 FROM omnispindle.tasks c WHERE c.id = d.task_id)
-          OFFSET 0)
+      AND NOT EXISTS (SELECT FROM omnispindle.dependents_reading(
+                          t.id, %(retry_window_seconds)s::double precision))
     RETURNING t.*
 )
 INSERT INTO omnispindle.task_history

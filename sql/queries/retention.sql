@@ -4,10 +4,8 @@
 -- lock_prunable_tasks, then prune_finished. Deleting a task takes its
 -- dependency edges and stream rows with it (ON DELETE CASCADE) and clears
 -- periodic_ticks.task_id (ON DELETE SET NULL). A task past the horizon is kept
--- while a dependent may still read its result: one that is blocked, pending
--- or running, one that failed within the horizon and may be retried by hand,
--- or one cancelled within it by another dependency's failure, while that one
--- may be retried with its dependents (see lock_prunable_tasks in sql/schema.sql).
+-- while a dependent may still read its result (see dependents_reading in
+-- sql/schema.sql).
 
 -- name: try_lock_pruning
 -- One pruner at a time: two pruners deleting a parent and its child each
@@ -42,23 +40,8 @@ FROM omnispindle.lock_prunable_tasks(%(keep_seconds)s::double precision, %(limit
 -- dependent committed by a submitter that held a parent before we did.
 DELETE FROM omnispindle.tasks t
 WHERE t.id = ANY (%(ids)s::bigint[])
-  AND NOT EXISTS (
-      SELECT 1
-      FROM omnispindle.task_dependencies d
-      WHERE d.depends_on = t.id
-        AND (SELECT c.state IN ('blocked', 'pending', 'running')
-                    OR (c.state = 'failed'
-                        AND c.finished_at >= now() - make_interval(secs => %(keep_seconds)s))
-                    OR (c.state = 'cancelled'
-                        AND c.finished_at >= now() - make_interval(secs => %(keep_seconds)s)
-                        AND (SELECT x.state IN ('pending', 'running', 'failed')
-                                    AND x.id <> t.id
-                             FROM omnispindle.tasks x
-                             WHERE x.id = substring(c.cancel_reason
-                                                    FROM '^dependency ([0-9]{1,18}) failed$')
-                                              ::bigint))
-             FROM omnispindle.tasks c WHERE c.id = d.task_id)
-      OFFSET 0)
+  AND NOT EXISTS (SELECT FROM omnispindle.dependents_reading(
+                      t.id, %(keep_seconds)s::double precision))
 RETURNING t.id;
 
 -- name: count_prunable_tasks
@@ -66,20 +49,5 @@ RETURNING t.id;
 SELECT count(*) AS prunable
 FROM omnispindle.tasks t
 WHERE t.finished_at < now() - make_interval(secs => %(keep_seconds)s)
-  AND NOT EXISTS (
-      SELECT 1
-      FROM omnispindle.task_dependencies d
-      WHERE d.depends_on = t.id
-        AND (SELECT c.state IN ('blocked', 'pending', 'running')
-                    OR (c.state = 'failed'
-                        AND c.finished_at >= now() - make_interval(secs => %(keep_seconds)s))
-                    OR (c.state = 'cancelled'
-                        AND c.finished_at >= now() - make_interval(secs => %(keep_seconds)s)
-                        AND (SELECT x.state IN ('pending', 'running', 'failed')
-                                    AND x.id <> t.id
-                             FROM omnispindle.tasks x
-                             WHERE x.id = substring(c.cancel_reason
-                                                    FROM '^dependency ([0-9]{1,18}) failed$')
-                                              ::bigint))
-             FROM omnispindle.tasks c WHERE c.id = d.task_id)
-      OFFSET 0);
+  AND NOT EXISTS (SELECT FROM omnispindle.dependents_reading(
+                      t.id, %(keep_seconds)s::double precision));
