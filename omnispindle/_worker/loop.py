@@ -1,6 +1,7 @@
 """The running worker: register, then claim, execute, store and keep leases until stopped.
 
-The loop thread alone talks to the database. Executor threads (and the event
+The loop thread alone talks to the database, but for partial results, which
+executors store themselves (``_partials``). Executor threads (and the event
 loop of coroutine executors) hand outcomes back through the inbox and wake
 the loop. What to do is decided by the parts: the claims held (``_claims``),
 the outcomes waiting (``_outcomes``), storing them (``_storage``), leases
@@ -19,14 +20,11 @@ import threading
 import time
 from collections.abc import Iterable
 from concurrent.futures import Future
-from typing import Any
 from uuid import UUID
 
 import psycopg
 
-from omnispindle._core import limits
 from omnispindle._core.defaults import IDLE_STEP_GAP
-from omnispindle._core.validation import sized_json_text
 from omnispindle._db import queries as q
 from omnispindle._db.notifier import CANCEL_CHANNEL, READY_CHANNEL, Listens
 from omnispindle._db.pg_arrays import ArrayLiteral, text_array
@@ -48,6 +46,7 @@ from omnispindle._worker._execution import (
 from omnispindle._worker._leases import LeaseKeeper, Verdict
 from omnispindle._worker._limit_pacing import LIMITS_CHANGED, LimitPacing
 from omnispindle._worker._outcomes import Inbox
+from omnispindle._worker._partials import Emitter
 from omnispindle._worker._runners import Call, Executor, Runners
 from omnispindle._worker._storage import OutcomeStore
 from omnispindle._worker._timers import Timers
@@ -55,7 +54,6 @@ from omnispindle._worker.settings import WorkerSettings
 from omnispindle.context import TaskContext
 from omnispindle.errors import (
     DatabaseUnavailableError,
-    LeaseLostError,
     LockTimeoutError,
     SchemaMissingError,
     TaskCancelled,
@@ -360,28 +358,11 @@ class WorkerLoop:
                 row["task_type"],
                 row["attempts"],
                 row["max_attempts"],
-                _emit=functools.partial(self._emit_partial, row, [0]),
+                _emit=Emitter(self.db, row),
             )
             call = self.runners.start(row, context, functools.partial(self._on_done, row))
             timeout = row["timeout_seconds"]
             self.claims.add(Claim(row, context, call, now + timeout if timeout else NO_DEADLINE))
-
-    def _emit_partial(self, row: StepRow, streamed: list[int], data: Any) -> int:
-        """Store one partial result of a running attempt (called from its executor thread);
-        ``streamed`` holds the bytes this attempt has streamed so far."""
-        allowed = limits.current()
-        text, size = sized_json_text(data, "a partial result", allowed.partial_result_bytes)
-        if streamed[0] + size > allowed.stream_bytes:
-            raise ValidationError(
-                f"task {row['id']}: this attempt's partial results would take "
-                f"{streamed[0] + size:,} bytes, over the limit of {allowed.stream_bytes:,} "
-                "(omnispindle.set_limits)"
-            )
-        seq = self.db.run(q.tasks.emit_partial(row["id"], row["lease_token"], text))
-        if seq is None:
-            raise LeaseLostError(f"task {row['id']}: this attempt no longer holds the lease")
-        streamed[0] += size
-        return seq
 
     def _on_done(self, row: StepRow, call: Call) -> None:
         """Runs on the executor's thread (or event loop) as soon as its call ends."""

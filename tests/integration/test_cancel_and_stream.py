@@ -243,6 +243,38 @@ def test_streaming_100_chunks_to_an_early_and_a_late_subscriber(client, start_wo
         assert events[-1]["task"]["result"] == {"chunks": 100}
 
 
+def test_threads_of_one_executor_emit_at_once_and_every_partial_streams(client, start_worker):
+    failures: list[BaseException] = []
+
+    def fan_out(task):
+        ctx = current_task()
+        together = threading.Barrier(8)
+
+        def emit_some(thread: int) -> None:
+            together.wait(30)
+            for n in range(20):
+                try:
+                    ctx.emit({"thread": thread, "n": n})
+                except BaseException as exc:
+                    failures.append(exc)
+
+        threads = [threading.Thread(target=emit_some, args=(i,)) for i in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        return {"threads": 8}
+
+    start_worker({"fan-out": fan_out})
+    task_id = client.submit_task("fan-out", max_retries=0)
+    events = list(client.stream_task(task_id, timeout=60))
+    assert failures == []
+    assert [e["seq"] for e in events[:-1]] == list(range(1, 161))
+    for thread in range(8):
+        mine = [e["data"]["n"] for e in events[:-1] if e["data"]["thread"] == thread]
+        assert mine == list(range(20))  # each thread's partials in the order it emitted them
+
+
 def test_emit_refuses_what_jsonb_cannot_store(client, start_worker):
     def bad(task):
         current_task().emit({"value": object()})
