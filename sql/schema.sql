@@ -2347,20 +2347,22 @@ BEGIN
 END
 $$;
 
--- One notification per statement that adds partial results.
+-- A notification per task that partial results were added to, naming it, so
+-- that a stream wakes for its own task's partials only (a transaction's
+-- notifications with the same payload are sent once).
 CREATE FUNCTION omnispindle.notify_streamed()
 RETURNS trigger
 LANGUAGE plpgsql
 AS $$
 BEGIN
-    PERFORM pg_notify('omnispindle_stream', '');
+    PERFORM pg_notify('omnispindle_stream', NEW.task_id::text);
     RETURN NULL;
 END
 $$;
 
 CREATE TRIGGER task_stream_notify
     AFTER INSERT ON omnispindle.task_stream
-    FOR EACH STATEMENT EXECUTE FUNCTION omnispindle.notify_streamed();
+    FOR EACH ROW EXECUTE FUNCTION omnispindle.notify_streamed();
 
 -- Tasks submitted on a cron schedule. Every worker may enqueue a tick; the
 -- primary key of periodic_ticks lets exactly one of them succeed.

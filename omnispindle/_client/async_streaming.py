@@ -30,7 +30,7 @@ async def stream_events(
         WaitTimeoutError: the task had not finished within ``timeout`` seconds.
         DatabaseUnavailableError: the database was still unreachable at the timeout.
     """
-    woken = notifier.subscribe((STREAM_CHANNEL, FINISHED_CHANNEL))
+    woken = notifier.subscribe((STREAM_CHANNEL, FINISHED_CHANNEL), payload=str(task_id))
     deadline = None if timeout is None else time.monotonic() + timeout
     after = 0
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from omnispindle._client import operations
 from omnispindle._client._pacing import connection_wait, next_pause
@@ -29,6 +29,18 @@ def require_task(reads: Database, task_id: int, timeout: float | None) -> None:
         reads.run(operations.get_task(task_id), wait=timeout)
 
 
+def wake_for(task_id: int, wake: Callable[[], object]) -> Callable[[str], None]:
+    """A stream notice's callback that wakes only for ``task_id``'s partials: a
+    notice names its task, or none (a reconnect, a schema from before names)."""
+    own = str(task_id)
+
+    def heard(payload: str) -> None:
+        if payload in ("", own):
+            wake()
+
+    return heard
+
+
 def stream_events(
     db: Database, notifier: Listens, task_id: int, timeout: float | None, poll_interval: float
 ) -> Iterator[StreamEvent]:
@@ -41,7 +53,8 @@ def stream_events(
     """
     woken = threading.Event()
     handles = [
-        notifier.subscribe(channel, woken.set) for channel in (STREAM_CHANNEL, FINISHED_CHANNEL)
+        notifier.subscribe(STREAM_CHANNEL, wake_for(task_id, woken.set), with_payload=True),
+        notifier.subscribe(FINISHED_CHANNEL, woken.set),
     ]
     deadline = None if timeout is None else time.monotonic() + timeout
     after = 0

@@ -62,19 +62,22 @@ class AsyncNotifier:
         self._channels = {namespace.channel(channel): channel for channel in _CHANNELS}
         self.outage = Outage("the async LISTEN connection", log)
         self._max_backoff = max_backoff
-        self._waiters: dict[asyncio.Event, frozenset[str]] = {}
+        # Each waiter's channels, and the payload it wakes for besides an empty one.
+        self._waiters: dict[asyncio.Event, tuple[frozenset[str], str | None]] = {}
         self._task: asyncio.Task[None] | None = None
         self._probes: set[asyncio.Task[None]] = set()  # held, so that none is collected early
         self.connected = asyncio.Event()
 
-    def subscribe(self, channels: Iterable[str]) -> asyncio.Event:
-        """Return an event that is set on each notification on one of ``channels``."""
+    def subscribe(self, channels: Iterable[str], payload: str | None = None) -> asyncio.Event:
+        """Return an event that is set on each notification on one of ``channels``;
+        with ``payload``, only on those whose payload is it or empty (a notice
+        naming a task then wakes the waiters of that task alone)."""
         channels = frozenset(channels)
         unknown = channels - set(_CHANNELS)
         if unknown:
             raise ValueError(f"unknown channel(s) {sorted(unknown)}")
         event = asyncio.Event()
-        self._waiters[event] = channels
+        self._waiters[event] = (channels, payload)
         if self._dsn is not None and (self._task is None or self._task.done()):
             self._task = asyncio.get_running_loop().create_task(
                 self._run(), name="omnispindle-async-notifier"
@@ -83,7 +86,7 @@ class AsyncNotifier:
 
     def subscriptions(self, channel: str) -> int:
         """How many waiters ``channel`` has now (for diagnostics and tests)."""
-        return sum(1 for channels in self._waiters.values() if channel in channels)
+        return sum(1 for channels, _ in self._waiters.values() if channel in channels)
 
     def unsubscribe(self, event: asyncio.Event) -> None:
         self._waiters.pop(event, None)
@@ -98,9 +101,9 @@ class AsyncNotifier:
             await asyncio.gather(task, return_exceptions=True)
         self.connected = asyncio.Event()  # a reopened client may run on another loop
 
-    def _wake(self, channel: str | None) -> None:
-        for event, channels in list(self._waiters.items()):
-            if channel is None or channel in channels:
+    def _wake(self, channel: str | None, payload: str = "") -> None:
+        for event, (channels, wanted) in list(self._waiters.items()):
+            if channel is None or (channel in channels and payload in ("", wanted)):
                 event.set()
 
     async def _run(self) -> None:
@@ -139,7 +142,7 @@ class AsyncNotifier:
                 probe.heard(notification.payload)
                 named = self._channels.get(notification.channel)
                 if named is not None:
-                    self._wake(named)
+                    self._wake(named, notification.payload)
             probe.check()
 
     def _send_probe_soon(self, token: str) -> None:

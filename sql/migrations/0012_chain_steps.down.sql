@@ -2,7 +2,7 @@
 -- hand-over, and set_task_type_limit, fail_attempts, enqueue_periodic_ticks,
 -- submit_tasks, revive_dependents, retry_tasks and lock_prunable_tasks as
 -- 0010, 0005, 0002, 0010, 0006, 0006 and 0005 made them, without
--- dependents_reading.
+-- dependents_reading; a partial result's notification names no task again.
 
 ALTER FUNCTION omnispindle.complete_attempts(bigint[], uuid[], jsonb[])
     RESET plan_cache_mode;
@@ -1364,3 +1364,19 @@ END
 $$;
 
 DROP FUNCTION omnispindle.dependents_reading(bigint, double precision);
+
+-- As 0001 made it: one notification per statement, naming no task.
+CREATE OR REPLACE FUNCTION omnispindle.notify_streamed()
+RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    PERFORM pg_notify('omnispindle_stream', '');
+    RETURN NULL;
+END
+$$;
+
+DROP TRIGGER task_stream_notify ON omnispindle.task_stream;
+CREATE TRIGGER task_stream_notify
+    AFTER INSERT ON omnispindle.task_stream
+    FOR EACH STATEMENT EXECUTE FUNCTION omnispindle.notify_streamed();

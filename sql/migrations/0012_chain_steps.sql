@@ -26,7 +26,9 @@
 -- while a dependent that another dependency's failure cancelled may come
 -- back with that one's retry, and read its result. That rule of which
 -- dependents keep a finished task, written out in the prune, its count and
--- the archive, is one function, dependents_reading, that they all ask.
+-- the archive, is one function, dependents_reading, that they all ask. A
+-- partial result's notification names its task, so that a stream wakes for
+-- its own task only.
 
 ALTER FUNCTION omnispindle.complete_attempts(bigint[], uuid[], jsonb[])
     SET plan_cache_mode = force_generic_plan;
@@ -2501,3 +2503,19 @@ BEGIN
     FOR UPDATE OF t SKIP LOCKED;
 END
 $$;
+
+-- As in sql/schema.sql: a partial result's notification names its task.
+CREATE OR REPLACE FUNCTION omnispindle.notify_streamed()
+RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    PERFORM pg_notify('omnispindle_stream', NEW.task_id::text);
+    RETURN NULL;
+END
+$$;
+
+DROP TRIGGER task_stream_notify ON omnispindle.task_stream;
+CREATE TRIGGER task_stream_notify
+    AFTER INSERT ON omnispindle.task_stream
+    FOR EACH ROW EXECUTE FUNCTION omnispindle.notify_streamed();

@@ -368,6 +368,36 @@ def test_streaming_yields_every_partial_then_the_final_record(dsn, start_worker)
     assert live[-1]["kind"] == "final" and live[-1]["task"]["result"] == {"chunks": 5}
 
 
+def test_a_stream_is_not_woken_by_the_partials_of_other_tasks(dsn, start_worker, record_statements):
+    async def chunks(task):
+        for i in range(50):
+            current_task().emit({"i": i})
+            await asyncio.sleep(0)
+        return {"chunks": 50}
+
+    async def scenario():
+        async with AsyncTaskQueueClient(dsn=dsn, poll_interval=60) as client:
+            idle_id = await client.submit_task("nobody-runs-this")
+            idle = asyncio.ensure_future(_collect(client.stream_task(idle_id, timeout=60)))
+            await eventually(lambda: client.notifier.connected.is_set())
+            statements = record_statements()
+            start_worker({"chunks": chunks})
+            busy = [e async for e in client.stream_task(await client.submit_task("chunks"))]
+            await client.cancel_task(idle_id)
+            return idle_id, busy, await idle, statements
+
+    idle_id, busy, idle, statements = run(scenario())
+    assert len(busy) == 51 and idle[-1]["task"]["state"] == "cancelled"
+    reads_of_idle = [
+        p for name, p in statements.runs if name == "read_stream" and p["id"] == idle_id
+    ]
+    assert len(reads_of_idle) <= 5  # its own wake-ups: the cancel, not the other's 50 partials
+
+
+async def _collect(events):
+    return [event async for event in events]
+
+
 def test_streaming_an_unfinished_task_times_out(dsn):
     async def scenario():
         async with AsyncTaskQueueClient(dsn=dsn, poll_interval=0.1) as client:

@@ -10,8 +10,9 @@ import uuid
 import psycopg
 import pytest
 
-from omnispindle import TaskCancelled, TaskNotFoundError, current_task
+from omnispindle import TaskCancelled, TaskNotFoundError, TaskQueueClient, current_task
 from omnispindle._db import queries as q
+from omnispindle._db.notifier import STREAM_CHANNEL
 
 from ..acceptance.workers import poll
 from .test_type_limits import claim_query, waiting_for_a_lock
@@ -273,6 +274,31 @@ def test_threads_of_one_executor_emit_at_once_and_every_partial_streams(client, 
     for thread in range(8):
         mine = [e["data"]["n"] for e in events[:-1] if e["data"]["thread"] == thread]
         assert mine == list(range(20))  # each thread's partials in the order it emitted them
+
+
+def test_a_stream_is_not_woken_by_the_partials_of_other_tasks(
+    queue, client, start_worker, record_statements
+):
+    """Each reader of a task would read again at every partial of every task:
+    a few hundred readers made every partial cost a few hundred queries."""
+    quiet = TaskQueueClient(local_queue=queue, poll_interval=60)
+    idle_id = client.submit_task("nobody-runs-this")
+    read: list = []
+    reader = threading.Thread(target=lambda: read.extend(quiet.stream_task(idle_id, timeout=60)))
+    reader.start()
+    poll(lambda: queue.notifier.listens_on(STREAM_CHANNEL), timeout=10)
+    statements = record_statements()
+    unblocked = threading.Event()
+    unblocked.set()
+    start_worker({"chunks": chunks(unblocked)})  # 100 partials, each its own NOTIFY
+    client.wait_for_task(client.submit_task("chunks"), timeout=60)
+    client.cancel_task(idle_id)
+    reader.join(timeout=60)
+    assert read[-1]["task"]["state"] == "cancelled"
+    reads_of_idle = [
+        p for name, p in statements.runs if name == "read_stream" and p["id"] == idle_id
+    ]
+    assert len(reads_of_idle) <= 5  # its own wake-ups: the cancel, not the other's 100 partials
 
 
 def test_emit_refuses_what_jsonb_cannot_store(client, start_worker):
