@@ -243,13 +243,17 @@ WHERE id = ANY (%(ids)s::bigint[])
 
 -- name: emit_partial
 -- Appends one partial result, fenced by the lease like every write of a
--- running attempt; no row back means the lease is gone.
+-- running attempt; no row back means the lease is gone. The task's row is
+-- held until the partial commits, so that the attempt's end (which updates
+-- the row) comes after it: a stream that reads the task finished reads every
+-- partial stored, and an emit that waited for the end finds the lease gone.
 INSERT INTO omnispindle.task_stream (task_id, seq, attempt, payload)
 SELECT t.id,
        coalesce((SELECT max(s.seq) FROM omnispindle.task_stream s WHERE s.task_id = t.id), 0) + 1,
        t.attempts, %(payload)s::jsonb
 FROM omnispindle.tasks t
 WHERE t.id = %(id)s AND t.lease_token = %(token)s::uuid  -- only a running task has one
+FOR SHARE OF t
 RETURNING seq;
 
 -- name: read_stream

@@ -301,6 +301,49 @@ def test_a_stream_is_not_woken_by_the_partials_of_other_tasks(
     assert len(reads_of_idle) <= 5  # its own wake-ups: the cancel, not the other's 100 partials
 
 
+def test_a_partial_stored_as_its_attempt_times_out_is_streamed_before_the_end(
+    client, start_worker, conn, dsn
+):
+    go = threading.Event()
+    emitted: list = []
+
+    def late(task):
+        ctx = current_task()
+        ctx.emit("first")
+        go.wait(30)
+        emitted.append(ctx.emit("late"))  # numbered 2, which the test holds for now
+
+    def stored() -> int:
+        query = "SELECT count(*) FROM omnispindle.task_stream WHERE task_id = %s"
+        return conn.execute(query, [task_id]).fetchone()[0]
+
+    def waiting_on_locks() -> int:
+        query = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        return conn.execute(query).fetchone()[0]
+
+    start_worker({"late": late})
+    task_id = client.submit_task("late", max_retries=0, timeout=1)
+    events: list = []
+    with psycopg.connect(dsn) as holder:  # a transaction holding seq 2 until it rolls back
+        poll(stored, timeout=30)
+        holder.execute(
+            "INSERT INTO omnispindle.task_stream (task_id, seq, attempt, payload) "
+            "VALUES (%s, 2, 1, '\"held\"')",
+            [task_id],
+        )
+        go.set()
+        reader = threading.Thread(target=lambda: events.extend(client.stream_task(task_id, 60)))
+        reader.start()
+        # The late emit waits for seq 2 while the attempt runs past its timeout: the
+        # stream either ends then, or the end waits for the emit.
+        poll(lambda: not reader.is_alive() or waiting_on_locks() >= 2, timeout=30)
+        holder.rollback()
+    reader.join(timeout=30)
+    assert poll(lambda: emitted, timeout=30) == [2]
+    assert [e["data"] for e in events[:-1]] == ["first", "late"]
+    assert events[-1]["task"]["state"] == "failed"
+
+
 def test_emit_refuses_what_jsonb_cannot_store(client, start_worker):
     def bad(task):
         current_task().emit({"value": object()})
