@@ -2,7 +2,8 @@
 -- hand-over, and set_task_type_limit, fail_attempts, enqueue_periodic_ticks,
 -- submit_tasks, revive_dependents, retry_tasks and lock_prunable_tasks as
 -- 0010, 0005, 0002, 0010, 0006, 0006 and 0005 made them, without
--- dependents_reading; a partial result's notification names no task again.
+-- dependents_reading; a partial result's notification names no task again,
+-- and dependents_of is 0006's.
 
 ALTER FUNCTION omnispindle.complete_attempts(bigint[], uuid[], jsonb[])
     RESET plan_cache_mode;
@@ -1380,3 +1381,18 @@ DROP TRIGGER task_stream_notify ON omnispindle.task_stream;
 CREATE TRIGGER task_stream_notify
     AFTER INSERT ON omnispindle.task_stream
     FOR EACH STATEMENT EXECUTE FUNCTION omnispindle.notify_streamed();
+
+-- As 0006 made it.
+CREATE OR REPLACE FUNCTION omnispindle.dependents_of(p_id bigint)
+RETURNS TABLE (task_id bigint)
+LANGUAGE sql
+STABLE
+AS $$
+    WITH RECURSIVE below (id) AS (
+        SELECT d.task_id FROM omnispindle.task_dependencies d WHERE d.depends_on = p_id
+        UNION
+        SELECT d.task_id FROM below b
+        JOIN omnispindle.task_dependencies d ON d.depends_on = b.id
+    )
+    SELECT id FROM below;
+$$;

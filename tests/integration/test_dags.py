@@ -355,3 +355,49 @@ def test_progress_counts_up_to_the_total(client, start_worker):
     assert reports[-1] == (20, 20)
     assert {total for _, total in reports} == {20}
     assert all(a < b for (a, _), (b, _) in itertools.pairwise(reports))
+
+
+def edges_read(conn, statement: str, params) -> int:
+    """Rows of task_dependencies that ``statement`` read, through an index or a
+    scan, its triggers included: counted for the transaction, so it runs in one."""
+    with conn.transaction():
+        conn.execute(statement, params)
+        return conn.execute("""
+            SELECT idx_tup_fetch + seq_tup_read FROM pg_stat_xact_user_tables
+            WHERE relid = 'omnispindle.task_dependencies'::regclass""").fetchone()[0]
+
+
+def test_a_cancel_at_the_head_of_a_chain_reads_the_chains_edges_only(client, conn):
+    # Other workflows' edges, which the cascade has no reason to read.
+    client.submit_batch(fan_out_in_batch(2000))
+    ids = client.submit_batch(
+        [{"task_type": "node", "dependencies": [entry(i - 1)] if i else []} for i in range(100)]
+    )
+    fetched = edges_read(conn, "SELECT omnispindle.cancel_task(%s, 'test')", [ids[0]])
+    assert {client.get_task(i)["state"] for i in ids} == {"cancelled"}
+    # Each link's edge a few times over; a read of every edge at each link was 400,000.
+    assert fetched < 10 * len(ids)
+
+
+def test_a_retry_with_dependents_of_a_chain_reads_the_chains_edges_only(client, conn, start_worker):
+    ids = client.submit_batch(
+        [{"task_type": "boom", "max_retries": 0}]
+        + [{"task_type": "node", "dependencies": [entry(i - 1)]} for i in range(1, 100)]
+    )
+    client.submit_batch(fan_out_in_batch(2000))  # other workflows' edges, left waiting
+    worker = start_worker({"boom": boom}, concurrency=1)
+    client.wait_for_task(ids[0], timeout=30)
+    worker.stop(timeout=30)  # so that the retried head stays pending
+    assert {client.get_task(i)["state"] for i in ids[1:]} == {"cancelled"}
+    fetched = edges_read(conn, "SELECT omnispindle.retry_task(%s, true)", [ids[0]])
+    assert client.get_task(ids[0])["state"] == "pending"
+    assert {client.get_task(i)["state"] for i in ids[1:]} == {"blocked"}
+    assert fetched < 10 * len(ids)
+
+
+def fan_out_in_batch(width: int) -> list[dict]:
+    return (
+        [{"key": "root", "task_type": "node"}]
+        + [{"task_type": "node", "dependencies": ["root"]} for _ in range(width)]
+        + [{"task_type": "node", "dependencies": [entry(i) for i in range(1, width + 1)]}]
+    )
