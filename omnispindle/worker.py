@@ -47,7 +47,9 @@ class WorkerClient:
         heartbeat_interval: seconds between heartbeats, shorter than the
             lease (default a third of it).
         shutdown_timeout: seconds ``stop()`` lets running executors finish
-            before handing their tasks back.
+            before handing their tasks back; the stop ends a second after it
+            (or after the pool's wait for a connection, if longer), even with
+            the database away: what is left is left to the leases.
         sweep_interval: seconds between this worker's passes of the
             stale-lease sweeper; None leaves sweeping to other processes.
         dead_worker_after: seconds without a heartbeat before the sweeper
@@ -255,6 +257,9 @@ class WorkerClient:
     def _ask_to_stop(self) -> None:
         self._stopping.set()
         self._wake.set()
+        run = self._run
+        if run is not None:
+            run.stop_asked()
 
     def _runs_executors_on(self, thread: threading.Thread) -> bool:
         """Whether ``thread`` runs this worker's executors, which stopping waits for."""

@@ -48,6 +48,7 @@ from omnispindle._worker._limit_pacing import LIMITS_CHANGED, LimitPacing
 from omnispindle._worker._outcomes import Inbox
 from omnispindle._worker._partials import Emitter
 from omnispindle._worker._runners import Call, Executor, Runners
+from omnispindle._worker._stop_bound import StopBound
 from omnispindle._worker._storage import OutcomeStore
 from omnispindle._worker._timers import Timers
 from omnispindle._worker.settings import WorkerSettings
@@ -97,7 +98,8 @@ class WorkerLoop:
         stopping: threading.Event,
         wake: threading.Event,
     ) -> None:
-        self.db = db
+        # Every statement of the worker, bounded once a stop is asked.
+        self.db = StopBound(db, settings.shutdown_timeout)
         self.notifier = notifier
         self.settings = settings
         self.task_types = sorted(executors)
@@ -116,12 +118,12 @@ class WorkerLoop:
             else PoolSize(settings.scaling, settings.scale_down_after)
         )
         self.runners = Runners(executors, settings.concurrency, f"omnispindle-{settings.name}")
-        self.store = OutcomeStore(db, settings.name)
+        self.store = OutcomeStore(self.db, settings.name)
         self.timers = Timers(settings.poll_interval)
         self.leases = LeaseKeeper(
-            db, self.claims, settings.lease_timeout, settings.heartbeat_interval
+            self.db, self.claims, settings.lease_timeout, settings.heartbeat_interval
         )
-        self.duties = Duties(db, self.timers, settings.sweeper, settings.schedule_interval)
+        self.duties = Duties(self.db, self.timers, settings.sweeper, settings.schedule_interval)
         self.cursor = ClaimCursor()
         self.pacing = LimitPacing()
         self.cancel_check = threading.Event()
@@ -137,6 +139,7 @@ class WorkerLoop:
         worker_id = self._register_once_reachable()
         if worker_id is None:  # stopped before the database could be reached
             self.runners.shutdown()
+            self.db.close()
             return
         self.worker_id = self.store.worker_id = worker_id
         log.info(
@@ -152,7 +155,13 @@ class WorkerLoop:
             for handle in handles:
                 self.notifier.unsubscribe(handle)
             self._drain(worker_id)
+            self.db.close()
             log.info("worker %s stopped", self.settings.name)
+
+    def stop_asked(self) -> None:
+        """Start the stop's clock: from now on, ``shutdown_timeout`` bounds what
+        the worker waits for, the database included; from any thread."""
+        self.db.stop_asked()
 
     def runs_executors_on(self, thread: threading.Thread) -> bool:
         """Whether ``thread`` runs this worker's executors (its threads or its event loop)."""
@@ -458,9 +467,10 @@ class WorkerLoop:
         self.claims.release(succeeded)
         self.inbox.running(len(self.claims))
 
-    def _wait_for_running(self, worker_id: UUID, deadline: float) -> None:
-        """Wait for executors until ``deadline``, heartbeating so no lease lapses meanwhile."""
-        while len(self.claims) and time.monotonic() < deadline:
+    def _wait_for_running(self, worker_id: UUID) -> None:
+        """Wait for executors until the stop's deadline, heartbeating so no lease
+        lapses meanwhile."""
+        while len(self.claims) and self.db.left() > 0:
             # Cleared before taking outcomes: one arriving after that sets it again.
             self.wake.clear()
             try:
@@ -472,15 +482,17 @@ class WorkerLoop:
                     self.settings.name,
                     first_line(exc),
                 )
-                time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+                self.stopping.wait(min(1.0, max(0.0, self.db.left())))
                 continue
             if len(self.claims):
-                self.wake.wait(min(self.settings.heartbeat_interval, deadline - time.monotonic()))
+                self.wake.wait(min(self.settings.heartbeat_interval, max(0.0, self.db.left())))
 
     def _drain(self, worker_id: UUID) -> None:
         """Let running executors finish, store them, hand back the rest and the
-        maintenance duties, deregister."""
-        self._wait_for_running(worker_id, time.monotonic() + self.settings.shutdown_timeout)
+        maintenance duties, deregister: within the stop's deadline, after which
+        what is left is left to the leases (see ``_stop_bound``)."""
+        self.db.stop_asked()  # already, unless the stop came before the loop was known
+        self._wait_for_running(worker_id)
         self.runners.shutdown()
         try:
             self._flush()
@@ -489,7 +501,9 @@ class WorkerLoop:
             self.db.run(q.workers.stop_worker(worker_id))
         except DATABASE_ERRORS as exc:
             log.error(
-                "worker %s could not deregister cleanly: %s", self.settings.name, first_line(exc)
+                "worker %s could not deregister cleanly: %s; its tasks are left to their leases",
+                self.settings.name,
+                first_line(exc),
             )
 
     def _hand_back(self) -> None:

@@ -19,6 +19,7 @@ from omnispindle import (
     TaskQueueClient,
     WorkerClient,
 )
+from omnispindle._worker._stop_bound import LAST_WORDS
 
 from ..acceptance import servers
 from ..acceptance.workers import poll
@@ -190,3 +191,33 @@ def _submitted(client: TaskQueueClient) -> int | None:
         return client.submit_task("t")
     except DatabaseUnavailableError:
         return None
+
+
+def test_a_worker_stopped_while_the_database_is_away_ends_within_its_shutdown_timeout(server):
+    """start() returned 11 s and more after stop(): each heartbeat while stopping,
+    and the hand-back after them, waited the pool's 5 s for a connection past the
+    shutdown timeout. The task still running is left to its lease."""
+    shutdown = 6.0  # at least the pool's wait for a connection, which may be under way
+    with TaskQueue(dsn=server.dsn) as queue:
+        client = TaskQueueClient(local_queue=queue, poll_interval=0.2)
+        release = threading.Event()
+        worker = WorkerClient(
+            local_queue=queue, poll_interval=0.2, lease_timeout=3, shutdown_timeout=shutdown
+        )
+        worker.register_task_executor("t", lambda task: release.wait(DEADLINE) and None)
+        running = threading.Thread(target=worker.start)
+        running.start()
+        try:
+            task_id = client.submit_task("t")
+            poll(lambda: client.get_task(task_id)["state"] == "running", timeout=DEADLINE)
+            server.stop()
+            poll(lambda: queue.db.outage.ongoing, timeout=DEADLINE)  # a heartbeat found none
+            started = time.monotonic()
+            worker.stop(timeout=DEADLINE)
+            took = time.monotonic() - started
+        finally:
+            release.set()
+            server.start()
+            running.join(DEADLINE)
+    assert not running.is_alive()
+    assert took < shutdown + LAST_WORDS + LATE, took
