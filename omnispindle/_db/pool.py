@@ -23,6 +23,7 @@ from omnispindle._core import defaults
 from omnispindle._db.caller import CallerConnection, as_psycopg
 from omnispindle._db.connecting import connect, connect_options
 from omnispindle._db.idle_check import IdleCheck
+from omnispindle._db.in_flight import InFlight
 from omnispindle._db.namespace import DEFAULT, Namespace
 from omnispindle._db.outages import (
     POOL_NAME_PREFIX,
@@ -145,6 +146,7 @@ class Database:
         *,
         connection: CallerConnection | None = None,
         wait: float | None = None,
+        in_flight: InFlight | None = None,
     ) -> T:
         """Run an operation and return its result.
 
@@ -154,6 +156,8 @@ class Database:
                 caller's transaction instead of committing on its own.
             wait: seconds at most to wait for a pooled connection, when less
                 than the pool's timeout (what is left of a wait's timeout).
+            in_flight: notes the pooled connection while the operation runs,
+                so that another thread may cancel it.
 
         Raises:
             OmnispindleError: the typed error of a database error that has one.
@@ -163,7 +167,8 @@ class Database:
             return execute(as_psycopg(connection), operation, self.namespace)
         try:
             with translated_errors(), self._connection(self._wait_at_most(wait)) as conn:
-                result = execute(conn, operation, self.namespace)
+                with _noted(in_flight, conn):
+                    result = execute(conn, operation, self.namespace)
                 self._idle.used(conn)
         except DatabaseUnavailableError as exc:
             self.outage.lost(exc)
@@ -222,6 +227,10 @@ class Database:
         """Close the pool's connections (in a forked child, those it opened itself)."""
         if self._pid == os.getpid():
             self._pool.close()
+
+
+def _noted(in_flight: InFlight | None, conn: Connection) -> contextlib.AbstractContextManager[Any]:
+    return contextlib.nullcontext() if in_flight is None else in_flight.running_on(conn)
 
 
 def execute(conn: Connection, operation: Operation[T], namespace: Namespace = DEFAULT) -> T:

@@ -19,6 +19,7 @@ import psycopg
 
 from omnispindle._db.async_pool import AsyncDatabase
 from omnispindle._db.caller import AsyncCallerConnection, CallerConnection
+from omnispindle._db.in_flight import InFlight
 from omnispindle._db.pool import Database
 from omnispindle._db.query import Operation
 from omnispindle.errors import ConfigurationError, TaskNotFoundError
@@ -54,14 +55,15 @@ class Replica(Database):
         *,
         connection: CallerConnection | None = None,
         wait: float | None = None,
+        in_flight: InFlight | None = None,
     ) -> T:
         """As ``Database.run``, on the primary when the replica cannot answer yet."""
         if connection is not None:
             raise ConfigurationError("a replica runs no operation on the caller's connection")
         try:
-            return super().run(operation, wait=wait)
+            return super().run(operation, wait=wait, in_flight=in_flight)
         except NOT_YET_HERE:
-            return self.primary.run(operation, wait=wait)
+            return self.primary.run(operation, wait=wait, in_flight=in_flight)
 
 
 class AsyncReplica(AsyncDatabase):

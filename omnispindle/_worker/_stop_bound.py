@@ -2,7 +2,8 @@
 
 Once a stop is asked, the worker has ``shutdown_timeout`` seconds: its
 executors may finish, and what they return is stored, if the database lets
-it. No call waits past the deadline for a pooled connection (the database is
+it. A statement still running at the deadline (one blocked by a lock) is
+cancelled, no call waits past it for a pooled connection (the database is
 away), and the last statements (handing tasks back, deregistering) get
 ``LAST_WORDS`` seconds more. What could not be stored or handed back is left
 to the leases, as after any stop that cannot reach the database.
@@ -12,8 +13,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import TypeVar
 
+from omnispindle._db.in_flight import InFlight
 from omnispindle._db.pool import Database
 from omnispindle._db.query import Operation
 
@@ -24,8 +27,8 @@ LAST_WORDS = 1.0
 
 
 class StopBound:
-    """Runs the worker's statements on ``db``; once a stop is asked, none waits
-    for a connection past its deadline (one begun after it waits ``LAST_WORDS``).
+    """Runs the worker's statements on ``db``; once a stop is asked, none outlasts
+    its deadline (a statement begun after it gets ``LAST_WORDS``).
 
     Args:
         db: the queue's database.
@@ -35,14 +38,20 @@ class StopBound:
     def __init__(self, db: Database, shutdown_timeout: float) -> None:
         self.db = db
         self.shutdown_timeout = shutdown_timeout
+        self.in_flight = InFlight()
         self.deadline: float | None = None  # monotonic; None until a stop is asked
         self._lock = threading.Lock()
+        self._stop_timer: threading.Timer | None = None
+        self._own_cutoff = False  # the statement in flight has a cutoff of its own
 
     def stop_asked(self) -> None:
-        """Start the stop's clock (once); from any thread."""
+        """Start the stop's clock (once); from any thread. The statement in flight
+        now is cancelled if it still runs at the deadline."""
         with self._lock:
-            if self.deadline is None:
-                self.deadline = time.monotonic() + self.shutdown_timeout
+            if self.deadline is not None:
+                return
+            self.deadline = time.monotonic() + self.shutdown_timeout
+            self._stop_timer = self._cancel_in(self.shutdown_timeout, self._cancel_unbounded)
 
     def left(self) -> float:
         """Seconds until the deadline (infinite before a stop is asked)."""
@@ -52,8 +61,29 @@ class StopBound:
     def run(self, operation: Operation[T]) -> T:
         """Run ``operation``; after a stop is asked, within what is left of it."""
         if self.deadline is None:
-            return self.db.run(operation)
-        return self.db.run(operation, wait=max(self.left(), LAST_WORDS))
+            return self.db.run(operation, in_flight=self.in_flight)
+        budget = max(self.left(), LAST_WORDS)
+        cutoff = self._cancel_in(budget, self.in_flight.cancel)
+        self._own_cutoff = True
+        try:
+            return self.db.run(operation, wait=budget, in_flight=self.in_flight)
+        finally:
+            self._own_cutoff = False
+            cutoff.cancel()
 
     def close(self) -> None:
-        """The worker has stopped."""
+        """The worker has stopped: nothing is left to cancel."""
+        with self._lock:
+            if self._stop_timer is not None:
+                self._stop_timer.cancel()
+
+    def _cancel_unbounded(self) -> None:
+        """At the deadline: cancel a statement begun before the stop was asked."""
+        if not self._own_cutoff:
+            self.in_flight.cancel()
+
+    def _cancel_in(self, seconds: float, cancel: Callable[[], None]) -> threading.Timer:
+        timer = threading.Timer(seconds, cancel)
+        timer.daemon = True
+        timer.start()
+        return timer

@@ -212,7 +212,9 @@ class WorkerLoop:
                 # An outage is logged once, when it starts and ends, by the pool.
                 errors += 1
                 self.reply_lost = True
-                if errors == 1 and not isinstance(exc, DatabaseUnavailableError):
+                # A statement the stop cancelled (see _stop_bound) is no news.
+                quiet = isinstance(exc, DatabaseUnavailableError) or self.stopping.is_set()
+                if errors == 1 and not quiet:
                     log.warning(
                         "worker %s: database error (%s); retrying",
                         self.settings.name,

@@ -7,6 +7,7 @@ connection is opened on first use and again after it broke.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 from collections.abc import Sequence
@@ -39,6 +40,7 @@ class BacklogReader:
         self.host = socket.gethostname()
         self._conn: psycopg.Connection[Any] | None = None
         self._failing = False
+        self._cancelled = False
 
     def read(self, pids: Sequence[int], limit: int) -> ProcessBacklog | None:
         """The backlog, its ready count capped at ``limit``; None when the database
@@ -51,7 +53,7 @@ class BacklogReader:
             )
         except (psycopg.Error, OmnispindleError) as exc:
             self.close()
-            if not self._failing:
+            if not (self._failing or self._cancelled):
                 log.warning("cannot read the backlog to scale on (%s); retrying", first_line(exc))
             self._failing = True
             return None
@@ -59,6 +61,16 @@ class BacklogReader:
             log.info("the backlog can be read again")
         self._failing = False
         return found
+
+    def cancel(self) -> None:
+        """Cancel a read under way (one a lock holds up): the supervisor was asked
+        to stop. Safe in a signal handler of the reading thread: libpq's cancel
+        request takes no lock."""
+        self._cancelled = True
+        conn = self._conn
+        if conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                conn.cancel()
 
     def close(self) -> None:
         """Close the connection, if open."""

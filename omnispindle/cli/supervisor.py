@@ -145,6 +145,9 @@ class AutoScaling:
 
     decide: ProcessScaling
     read: ReadBacklog
+    # Cancels a read under way, from the stop signal's handler: a read a lock
+    # holds up would otherwise keep the signal from the children.
+    cancel: Callable[[], None] = lambda: None
 
 
 class Supervisor:
@@ -197,6 +200,8 @@ class Supervisor:
         def request_stop(signum: int, _frame: FrameType | None) -> None:
             log.info("received %s; stopping %d processes", signal.Signals(signum).name, len(self))
             self._stop_signal = signum
+            if self.scaling is not None:
+                self.scaling.cancel()
 
         reader, writer = os.pipe()
         for end in (reader, writer):

@@ -319,7 +319,7 @@ def _supervise_scaled(
     reader = BacklogReader(dsn, schema=given_schema(args), pooler=args.pooler)
     per_process = args.max_concurrency or args.concurrency or defaults.CONCURRENCY
     scaling = AutoScaling(
-        ProcessScaling(processes, per_process, args.scale_down_after), reader.read
+        ProcessScaling(processes, per_process, args.scale_down_after), reader.read, reader.cancel
     )
     try:
         return Supervisor(command_of, processes.start, stop_timeout, scaling, relay).run()

@@ -9,7 +9,10 @@ import sys
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
+
+from omnispindle._worker._stop_bound import LAST_WORDS
 
 from .workers import ROOT, poll, start_worker_process, worker_env
 
@@ -447,3 +450,43 @@ def test_contradictory_scaling_options_are_a_usage_error(args, message, capsys):
     code = main(["worker", "--executors", "tests.acceptance.ledger_executors", *args])
     assert code == 2
     assert message in capsys.readouterr().err
+
+
+SHUTDOWN = 2.0
+LATE = 2.0  # what a stop may take past its bound on a busy machine
+
+
+def waiting_for_locks(conn) -> int:
+    return conn.execute(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    ).fetchone()[0]
+
+
+@pytest.mark.parametrize(
+    "processes", [("--processes", "2"), ("--min-processes", "1", "--max-processes", "2")]
+)
+def test_sigterm_stops_a_fleet_a_lock_on_the_tasks_holds_up(dsn, conn, processes):
+    """A lock on the tasks held a scaling supervisor's backlog read, so that it kept
+    SIGTERM from its children until the lock went, and each child waited for it
+    in its step. The supervisor cancels its read and passes the signal on; each
+    child stops within its shutdown timeout, its blocked statement cancelled."""
+    supervisor = start_worker_process(dsn, *processes, "--shutdown-timeout", str(SHUTDOWN))
+    try:
+        poll(lambda: active_pids(conn), timeout=60)
+        with psycopg.connect(dsn) as locker:
+            locker.execute("LOCK TABLE omnispindle.tasks IN ACCESS EXCLUSIVE MODE")
+            # A child's step, and the scaling supervisor's read or the other child's step.
+            poll(lambda: waiting_for_locks(conn) >= 2, timeout=60)
+            started = time.monotonic()
+            supervisor.send_signal(signal.SIGTERM)
+            try:
+                code = supervisor.wait(timeout=SHUTDOWN + LAST_WORDS + 10)
+            except subprocess.TimeoutExpired:
+                code = None
+            took = time.monotonic() - started
+            locker.rollback()
+    finally:
+        stop_for_good(supervisor, conn)
+    assert code == 0, f"exit code {code} after {took:.1f} s"
+    assert took < SHUTDOWN + LAST_WORDS + LATE, took

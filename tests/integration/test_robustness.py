@@ -11,7 +11,9 @@ import time
 import psycopg
 import pytest
 
+from omnispindle import WorkerClient
 from omnispindle._db.sqlstate import translate
+from omnispindle._worker._stop_bound import LAST_WORDS
 from omnispindle.errors import IllegalTransitionError
 
 from ..acceptance.workers import poll
@@ -203,3 +205,36 @@ def test_the_repair_pass_finds_stranded_tasks_behind_many_blocked_ones(client, q
     assert client.get_task(doomed)["cancel_reason"] == f"dependency {parent} cancelled"
     assert client.get_task(cleanup)["state"] == "pending"
     assert client.get_task(gate)["state"] == "pending"
+
+
+SHUTDOWN = 2.0
+LATE = 1.5  # what a stop may take past its bound on a busy machine
+
+
+def waiting_for_locks(conn: psycopg.Connection) -> int:
+    """Sessions of this database waiting for a lock."""
+    return conn.execute(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    ).fetchone()[0]
+
+
+def test_a_worker_a_lock_holds_up_stops_within_its_shutdown_timeout(queue, dsn, conn):
+    """A worker whose statement waited for an ACCESS EXCLUSIVE lock on the tasks
+    stopped only once the lock went: the statement never saw the stop. Past the
+    shutdown timeout it is cancelled, and what is left is left to the leases."""
+    worker = WorkerClient(local_queue=queue, poll_interval=0.2, shutdown_timeout=SHUTDOWN)
+    worker.register_task_executor("t", lambda task: None)
+    running = threading.Thread(target=worker.start, daemon=True)
+    running.start()
+    poll(lambda: queue.list_workers(), timeout=30)
+    with psycopg.connect(dsn) as locker:
+        locker.execute("LOCK TABLE omnispindle.tasks IN ACCESS EXCLUSIVE MODE")
+        poll(lambda: waiting_for_locks(conn), timeout=30)
+        started = time.monotonic()
+        worker.stop(timeout=SHUTDOWN + 10)
+        took, stopped = time.monotonic() - started, not running.is_alive()
+        locker.rollback()
+    running.join(30)
+    assert stopped, f"still running {took:.1f} s after stop()"
+    assert took < SHUTDOWN + LAST_WORDS + LATE, took
