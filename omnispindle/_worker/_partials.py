@@ -8,7 +8,7 @@ from typing import Any
 from omnispindle._core import limits
 from omnispindle._core.validation import sized_json_text
 from omnispindle._db import queries as q
-from omnispindle._db.pool import Database
+from omnispindle._db.query import Runner
 from omnispindle._db.rows import StepRow
 from omnispindle.errors import LeaseLostError, ValidationError
 
@@ -21,7 +21,7 @@ class Emitter:
     checked and spent as one step.
     """
 
-    def __init__(self, db: Database, row: StepRow) -> None:
+    def __init__(self, db: Runner, row: StepRow) -> None:
         self._db = db
         self._row = row
         self._streamed = 0  # bytes this attempt has streamed so far
