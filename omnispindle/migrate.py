@@ -31,14 +31,19 @@ def upgrade(dsn: str, revision: str = "head", *, schema: str = "omnispindle") ->
         DatabaseUnavailableError: the database cannot be reached.
         SchemaOutdatedError: the schema is installed but records no revision
             (see [stamp][omnispindle.migrate.stamp]).
-        ValidationError: ``schema`` is not a name a queue may use.
+        ValidationError: ``schema`` is not a name a queue may use, or no
+            migration is called ``revision``; nothing changed.
         LockTimeoutError: another migrator held the lock for 30 s.
     """
     migrations.upgrade(dsn, revision, Namespace(schema))
 
 
 def downgrade(dsn: str, revision: str, *, schema: str = "omnispindle") -> None:
-    """Migrate the database at ``dsn`` down to ``revision`` (``base`` removes everything)."""
+    """Migrate the database at ``dsn`` down to ``revision`` (``base`` removes everything).
+
+    Raises:
+        ValidationError: no migration is called ``revision``; nothing changed.
+    """
     migrations.downgrade(dsn, revision, Namespace(schema))
 
 

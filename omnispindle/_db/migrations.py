@@ -13,6 +13,7 @@ from contextvars import ContextVar
 
 from alembic import command
 from alembic.config import Config
+from alembic.util import CommandError
 from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 
@@ -100,6 +101,7 @@ def upgrade(dsn: str, revision: str = "head", namespace: Namespace = DEFAULT) ->
     """Migrate the database at ``dsn`` to ``revision``; idempotent, safe from many processes.
 
     Raises:
+        ValidationError: no migration is called ``revision``; nothing changed.
         SchemaOutdatedError: the schema is installed but records no revision, so
             that migrating would start again from the first migration.
     """
@@ -111,7 +113,11 @@ def upgrade(dsn: str, revision: str = "head", namespace: Namespace = DEFAULT) ->
 
 
 def downgrade(dsn: str, revision: str, namespace: Namespace = DEFAULT) -> None:
-    """Migrate the database at ``dsn`` down to ``revision`` (``base`` removes everything)."""
+    """Migrate the database at ``dsn`` down to ``revision`` (``base`` removes everything).
+
+    Raises:
+        ValidationError: no migration is called ``revision``; nothing changed.
+    """
     _run(dsn, namespace, lambda config: command.downgrade(config, revision))
 
 
@@ -138,6 +144,8 @@ def _run(dsn: str, namespace: Namespace, action: Callable[[Config], None]) -> No
             config.attributes["connection"] = connection
             config.attributes["namespace"] = namespace
             action(config)
+    except CommandError as exc:  # a revision Alembic cannot find; the transaction rolled back
+        raise ValidationError(str(exc)) from None
     finally:
         engine.dispose()
 

@@ -26,8 +26,10 @@ from omnispindle import (
     current_task,
     entry,
 )
+from omnispindle._db.namespace import Namespace
+from omnispindle._db.schema_state import head_revision, recorded_revision
 from omnispindle._maintenance.sweeper import Sweeper, SweeperConfig
-from omnispindle.migrate import grant, upgrade
+from omnispindle.migrate import downgrade, grant, upgrade
 
 from ..acceptance.workers import ROOT, poll
 
@@ -345,3 +347,16 @@ def test_a_schemas_history_is_its_own(queue, billing, conn):
     ).fetchone()[0]
     assert parts > 0
     assert theirs.get_task(finished)["state"] == "cancelled"
+
+
+def test_an_unknown_revision_is_refused_in_one_line_and_changes_nothing(dsn, conn, billing):
+    schemas = conn.execute("SELECT count(*) FROM pg_namespace").fetchone()
+    with pytest.raises(ValidationError, match="nope"):
+        upgrade(dsn, "nope", schema="shipping")
+    with pytest.raises(ValidationError, match="0012_chain_steps.down"):
+        downgrade(dsn, "0012_chain_steps.down", schema=OTHER)
+    done = command("migrate", "--dsn", dsn, "--schema", "shipping", "--revision", "nope")
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()], done.stderr
+    assert conn.execute("SELECT count(*) FROM pg_namespace").fetchone() == schemas
+    assert recorded_revision(dsn, Namespace(OTHER)) == head_revision()
