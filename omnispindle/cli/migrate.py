@@ -67,21 +67,30 @@ def _migrate(args: argparse.Namespace) -> int:
 
     dsn = given_dsn(args)
     if dsn:
-        _migrate_database(dsn, args)
+        revision = _migrate_database(dsn, args)
     else:
         server = start_server()
         try:
-            _migrate_database(server.get_uri(), args)
+            revision = _migrate_database(server.get_uri(), args)
         finally:
             server.cleanup()
-    print(f"omnispindle: schema at {args.stamp or args.revision}")
+    print(f"omnispindle: schema at {revision}")
     return EXIT_OK
 
 
-def _migrate_database(dsn: str, args: argparse.Namespace) -> None:
+def _migrate_database(dsn: str, args: argparse.Namespace) -> str:
+    """Migrate (or stamp), then read back the revision the schema is at: a target
+    it is already past leaves it where it is."""
+    from omnispindle._db.namespace import Namespace
+    from omnispindle._db.schema_state import head_revision, recorded_revision
     from omnispindle.migrate import stamp, upgrade
 
+    schema = given_schema(args)
     if args.stamp:
-        stamp(dsn, args.stamp, schema=given_schema(args))
+        stamp(dsn, args.stamp, schema=schema)
     else:
-        upgrade(dsn, args.revision, schema=given_schema(args))
+        upgrade(dsn, args.revision, schema=schema)
+    revision = recorded_revision(dsn, Namespace(schema))
+    if revision is None:
+        return "base"
+    return "head" if revision == head_revision() else revision

@@ -360,3 +360,11 @@ def test_an_unknown_revision_is_refused_in_one_line_and_changes_nothing(dsn, con
     assert done.stderr.strip().splitlines() == [done.stderr.strip()], done.stderr
     assert conn.execute("SELECT count(*) FROM pg_namespace").fetchone() == schemas
     assert recorded_revision(dsn, Namespace(OTHER)) == head_revision()
+
+
+def test_migrate_says_the_revision_its_schema_is_at(dsn, billing):
+    """Asked for a revision the schema is past, it stays where it is and says so."""
+    done = command("migrate", "--dsn", dsn, "--schema", OTHER, "--revision", "0011_history")
+    assert done.returncode == 0, done.stderr
+    assert recorded_revision(dsn, Namespace(OTHER)) == head_revision()
+    assert done.stdout.strip() == "omnispindle: schema at head"
