@@ -3732,6 +3732,13 @@ BEGIN
                                                                          ''))
                       OPERATOR(pg_catalog.<=) 800000)
             THEN 'tasks_required_capabilities_size'
+        -- Each a name a worker can declare: a NULL, an empty or a longer one
+        -- matches no worker, and its task would wait for ever.
+        WHEN pg_catalog.cardinality(p_required_capabilities) OPERATOR(pg_catalog.>) 0
+             AND EXISTS (SELECT FROM pg_catalog.unnest(p_required_capabilities) AS c(name)
+                         WHERE c.name IS NULL OR c.name OPERATOR(pg_catalog.=) ''
+                            OR pg_catalog.length(c.name) OPERATOR(pg_catalog.>) 200)
+            THEN 'tasks_required_capabilities_valid'
     END;
 END
 $$;

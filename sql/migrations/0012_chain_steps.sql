@@ -13,8 +13,10 @@
 -- a statement writing one of those columns prepares; the rules on the state
 -- and the columns that go with it, and the transition rule, become functions
 -- that their triggers ask, instead of expressions prepared again by every
--- UPDATE statement. A limited type's claim, and a limit per group, that wait
--- for a row replaced meanwhile (deleted and inserted by one transaction) look
+-- UPDATE statement; a required capability must be a name a worker can
+-- declare (none NULL, empty or over 200 characters). A limited type's
+-- claim, and a limit per group, that wait for a row replaced meanwhile
+-- (deleted and inserted by one transaction) look
 -- for the new row instead of taking it for gone; a failed attempt reads
 -- whether a cancel was requested from the row it locks; a schedule's tick
 -- from before its last save is not enqueued; an idempotent submit that lost
@@ -1814,6 +1816,13 @@ BEGIN
                                                                          ''))
                       OPERATOR(pg_catalog.<=) 800000)
             THEN 'tasks_required_capabilities_size'
+        -- Each a name a worker can declare: a NULL, an empty or a longer one
+        -- matches no worker, and its task would wait for ever.
+        WHEN pg_catalog.cardinality(p_required_capabilities) OPERATOR(pg_catalog.>) 0
+             AND EXISTS (SELECT FROM pg_catalog.unnest(p_required_capabilities) AS c(name)
+                         WHERE c.name IS NULL OR c.name OPERATOR(pg_catalog.=) ''
+                            OR pg_catalog.length(c.name) OPERATOR(pg_catalog.>) 200)
+            THEN 'tasks_required_capabilities_valid'
     END;
 END
 $$;

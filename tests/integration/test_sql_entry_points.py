@@ -94,6 +94,8 @@ def test_enqueue_delays_a_task(conn, client):
         ("''", "tasks_task_type_valid"),
         ("'t', timeout => -1", "tasks_timeout_positive"),
         ("'t', run_at => now(), delay => interval '1 s'", "run_at or delay, not both"),
+        ("'t', required_capabilities => ARRAY['gpu', '']", "tasks_required_capabilities_valid"),
+        ("'t', required_capabilities => ARRAY[NULL]", "tasks_required_capabilities_valid"),
     ],
 )
 def test_enqueue_refuses_bad_arguments_with_a_typed_error(conn, call, says):

@@ -40,6 +40,10 @@ BROKEN = [
         "required_capabilities",
         "array_fill('c'::text, ARRAY[1001])",
     ),
+    # Names no worker can declare: the task would wait for ever.
+    ("tasks_required_capabilities_valid", "required_capabilities", "ARRAY['gpu', '']"),
+    ("tasks_required_capabilities_valid", "required_capabilities", "ARRAY['gpu', NULL]"),
+    ("tasks_required_capabilities_valid", "required_capabilities", "ARRAY[repeat('c', 201)]"),
     ("tasks_result_size", "result", "to_jsonb(repeat('r', 65 * 1024 * 1024))"),
     ("tasks_errors_is_array", "errors", "'{}'::jsonb"),
     ("tasks_cancel_reason_bounded", "cancel_reason", "repeat('r', 1001)"),
@@ -112,7 +116,7 @@ def test_values_at_the_bounds_are_taken(conn):
         )
     conn.execute(
         "UPDATE omnispindle.tasks SET errors = '[]', cancel_reason = repeat('r', 1000), "
-        "required_capabilities = array_fill('c'::text, ARRAY[1000])"
+        "required_capabilities = array_fill(repeat('c', 200), ARRAY[1000])"
     )
     assert count_tasks(conn) == 2
 
