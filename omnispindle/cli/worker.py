@@ -57,8 +57,8 @@ def add_commands(commands: Any, command: Callable[..., argparse.ArgumentParser])
     worker.add_argument(
         "--capabilities",
         default=None,
-        help="comma-separated task types and tags; only the module's executors among them "
-        "run (default: all its executors)",
+        help="comma-separated task types and tags (spaces around the commas are ignored); "
+        "only the module's executors among them run (default: all its executors)",
     )
     concurrency = int_arg("concurrency", defaults.CONCURRENCY_RANGE)
     worker.add_argument(
@@ -330,13 +330,19 @@ def _supervise_scaled(
 def _run_worker(args: argparse.Namespace, queue: TaskQueue) -> int:
     from omnispindle.worker import WorkerClient
 
-    capabilities = args.capabilities.split(",") if args.capabilities else None
+    capabilities = capability_names(args.capabilities)
     worker = WorkerClient(local_queue=queue, capabilities=capabilities, **worker_options(args))
     for task_type, fn in chosen(load_executors(args.executors), capabilities).items():
         worker.register_task_executor(task_type, fn)
     on_stop_signals(worker.stop)
     worker.start()
     return EXIT_OK
+
+
+def capability_names(listed: str | None) -> list[str] | None:
+    """The names of ``--capabilities``, stripped: in ``math, io`` the space belongs to
+    the list, and " io" would match neither the executor nor any task (None: not given)."""
+    return [name.strip() for name in listed.split(",")] if listed else None
 
 
 class _Registrations:

@@ -81,6 +81,32 @@ def test_capabilities_choose_among_a_modules_executors_and_name_the_others(tmp_p
     assert "executors not among --capabilities, not run here: shout" in err
 
 
+def test_capabilities_written_with_spaces_after_the_commas_run_every_named_executor(
+    tmp_path, dsn, queue, client
+):
+    """``--capabilities "double, shout"`` declared " shout": its executor was left out
+    and its tasks waited for ever."""
+    (tmp_path / "mytasks.py").write_text(EXECUTORS_MODULE)
+    shouted = client.submit_task("shout", {"text": "hi"}, required_capabilities=["gpu"])
+    worker = subprocess.Popen(
+        [OMNISPINDLE, "worker", "--dsn", dsn, "--executors", "mytasks"]
+        + ["--capabilities", " double, shout , gpu"],
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert client.wait_for_task(shouted, timeout=30)["result"] == {"loud": "HI"}
+        doubled = client.submit_task("double", {"n": 4})
+        assert client.wait_for_task(doubled, timeout=30)["result"] == {"twice": 8}
+        (declared,) = [w["capabilities"] for w in queue.list_workers() if w["state"] == "active"]
+    finally:
+        worker.terminate()
+        _, err = worker.communicate(timeout=60)
+    assert declared == ["double", "shout", "gpu"]
+    assert "not among --capabilities" not in err
+
+
 def test_a_worker_refuses_executors_its_capabilities_leave_out(queue):
     """Finding 7: such an executor was silently never used, and its waiter timed out."""
     worker = WorkerClient(local_queue=queue, capabilities=["math"])
