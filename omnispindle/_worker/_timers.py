@@ -40,7 +40,8 @@ class Timers:
         self._announced.append(time.monotonic() + max(0.0, due_epoch - time.time()))
 
     def due_in(self, delays: Iterable[float], now: float) -> None:
-        """Tasks become ready ``delays`` seconds from ``now``: no NOTIFY announces a retry."""
+        """Tasks become ready ``delays`` seconds from ``now`` (a retry this worker stored,
+        whose announcement a worker without LISTEN, behind a pooler, never hears)."""
         for seconds in delays:
             heapq.heappush(self._due, now + seconds)
 

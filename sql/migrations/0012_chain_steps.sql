@@ -158,6 +158,8 @@ DECLARE
     broken bigint[];
     became_pending bigint[];
     retried bigint[];
+    any_ready boolean;  -- whether a task it left pending is due now
+    first_later timestamptz;  -- when the first one left pending for later is due
     -- What a worker's step lets the countdown hand it (see complete_and_claim).
     hand jsonb;
     hand_worker uuid;
@@ -448,8 +450,12 @@ BEGIN
         WHERE t.id = c.id AND t.state IN ('blocked', 'pending');
     END IF;
 
-    IF became_pending IS NOT NULL
-       AND EXISTS (SELECT 1 FROM new_rows WHERE state = 'pending' AND run_after <= now()) THEN
+    IF became_pending IS NOT NULL THEN
+        SELECT bool_or(run_after <= now()), min(run_after) FILTER (WHERE run_after > now())
+        INTO any_ready, first_later
+        FROM new_rows WHERE state = 'pending';
+    END IF;
+    IF any_ready THEN
         IF coalesce(current_setting('omnispindle_step.ready_unannounced', true), '') = '' THEN
             PERFORM pg_notify('omnispindle_ready', '');
         ELSE
@@ -459,6 +465,13 @@ BEGIN
                                (current_setting('omnispindle_step.ready_unannounced')::bigint[]
                                 || became_pending)::text, true);
         END IF;
+    END IF;
+    -- Tasks pending for later (a retry after its backoff, a delayed child
+    -- whose parents finished) are announced with the time the first is due,
+    -- as notify_inserted announces submissions: otherwise only the worker that
+    -- stored a retry woke for it, and the others a poll interval late.
+    IF first_later IS NOT NULL THEN
+        PERFORM pg_notify('omnispindle_ready', extract(epoch FROM first_later)::text);
     END IF;
 
     IF succeeded IS NOT NULL OR broken IS NOT NULL THEN

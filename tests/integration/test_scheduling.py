@@ -12,9 +12,12 @@ import pytest
 
 from omnispindle import ValidationError
 from omnispindle._db import queries as q
+from omnispindle._db.notifier import READY_CHANNEL
+from omnispindle._db.pool import execute
 from omnispindle._maintenance.periodic import PeriodicScheduler
 from omnispindle.errors import CronExpressionError
 from tests.acceptance.workers import poll, start_worker_process
+from tests.integration.test_fast_paths import claim
 from tests.integration.test_type_limits import waiting_for_a_lock
 
 
@@ -269,6 +272,62 @@ def test_a_batch_announces_its_delayed_task_even_beside_a_ready_one(client, star
     client.wait_for_task(now_id, timeout=10)
     later = client.wait_for_task(later_id, timeout=10)
     assert 1.0 <= (later["started_at"] - submitted).total_seconds() < 2.0
+
+
+def test_a_retry_is_announced_with_the_time_it_is_due(client, conn, ready_notices):
+    task_id = client.submit_task("job", retry_backoff=60)
+    row = claim(conn)[0]
+    error = '{"type": "ConnectionError", "message": "down"}'
+    notices = ready_notices(
+        lambda: execute(
+            conn, q.tasks.fail_tasks(ids=[task_id], tokens=[row["lease_token"]], errors=[error])
+        )
+    )
+    due = client.get_task(task_id)["run_after"].timestamp()
+    assert [float(n) for n in notices] == [pytest.approx(due, abs=1e-5)]
+
+
+def test_a_delayed_child_is_announced_when_its_parent_succeeds(client, conn, ready_notices):
+    parent = client.submit_task("job")
+    child = client.submit_task("job", dependencies=[parent], delay=60)
+    row = claim(conn)[0]
+    done = q.tasks.Results([parent], [row["lease_token"]], ["{}"])
+    notices = ready_notices(lambda: execute(conn, q.tasks.complete_tasks(done)))
+    due = client.get_task(child)["run_after"].timestamp()
+    assert [float(n) for n in notices] == [pytest.approx(due, abs=1e-5)]
+
+
+def test_an_idle_worker_starts_a_retry_another_worker_failed_when_it_is_due(
+    queue, client, start_worker
+):
+    fail_now, release = threading.Event(), threading.Event()
+
+    def flaky(task):
+        if task["attempt"] == 1:
+            fail_now.wait(30)
+            raise ConnectionError("service down")
+        return {}
+
+    # Nothing but a notice wakes either worker before its poll interval of 30 s.
+    quiet = {"poll_interval": 30, "lease_timeout": 120}
+    quiet.update(sweep_interval=None, schedule_interval=None)
+    hold = {"hold": lambda task: release.wait(60) and {}}
+    start_worker({"flaky": flaky, **hold}, concurrency=1, **quiet)
+    flaky_id = client.submit_task("flaky", retry_backoff=1.0)
+    poll(lambda: client.get_task(flaky_id)["state"] == "running", 10)
+    start_worker({"flaky": flaky}, **quiet)
+    poll(lambda: queue.notifier.subscriptions(READY_CHANNEL) == 2, 10)
+    # The worker that fails it claims this next, and is busy when the retry is due.
+    hold_id = client.submit_task("hold")
+    fail_now.set()
+    try:
+        poll(lambda: client.get_task(hold_id)["state"] == "running", 10)
+        task = client.wait_for_task(flaky_id, timeout=60)
+    finally:
+        release.set()
+    assert task["state"] == "succeeded"
+    assert task["worker_id"] != client.get_task(hold_id)["worker_id"]
+    assert (task["started_at"] - task["run_after"]).total_seconds() < 10
 
 
 def test_a_delay_beyond_the_calendar_is_refused(client, conn):
