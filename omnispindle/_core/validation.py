@@ -233,7 +233,7 @@ def run_after(run_at: Any, delay: Any) -> datetime | None:
     if run_at is not None and delay is not None:
         raise ValidationError("give run_at or delay, not both")
     if run_at is not None:
-        return aware_datetime("run_at", run_at)
+        return _in_the_calendar(aware_datetime("run_at", run_at))
     if delay is None:
         return None
     seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
@@ -245,6 +245,18 @@ def run_after(run_at: Any, delay: Any) -> datetime | None:
         return datetime.now(timezone.utc) + timedelta(seconds=seconds)
     except OverflowError:
         raise ValidationError(f"delay {quoted(delay)} reaches beyond the year 9999") from None
+
+
+def _in_the_calendar(run_at: datetime) -> datetime:
+    """``run_at``, if it falls within the years 1 to 9999 in UTC: stored outside
+    them, a task's record could not be read back into a datetime."""
+    try:
+        run_at.astimezone(timezone.utc)
+    except OverflowError:
+        raise ValidationError(
+            f"run_at {quoted(run_at)} falls outside the years 1 to 9999 in UTC"
+        ) from None
+    return run_at
 
 
 def idempotency_key(value: Any) -> str | None:

@@ -70,6 +70,9 @@ def test_a_delayed_dependent_waits_for_both_its_parent_and_its_time(client, star
         ({"delay": float("nan")}, "delay must be"),
         ({"delay": "5"}, "delay must be"),
         ({"delay": 1, "run_at": datetime.now(timezone.utc)}, "not both"),
+        # Each in the years 1 to 9999 where it was written, but not in UTC.
+        ({"run_at": datetime(9999, 12, 31, 23, tzinfo=timezone(-timedelta(hours=5)))}, "9999"),
+        ({"run_at": datetime(1, 1, 1, 1, tzinfo=timezone(timedelta(hours=5)))}, "9999 in UTC"),
     ],
 )
 def test_bad_times_are_refused_and_nothing_is_inserted(client, conn, arguments, message):
