@@ -32,7 +32,9 @@
 -- partial result's notification names its task, so that a stream wakes for
 -- its own task only. A cascade of cancels, a retry with dependents and
 -- dependents_of read the edges of each level by key, not every edge, and a
--- cascade does not walk again below the tasks it cancelled.
+-- cascade does not walk again below the tasks it cancelled. A task made
+-- pending for later (a retry waiting out its backoff) is announced with the
+-- time it is due, as a delayed submission is.
 
 ALTER FUNCTION omnispindle.complete_attempts(bigint[], uuid[], jsonb[])
     SET plan_cache_mode = force_generic_plan;
