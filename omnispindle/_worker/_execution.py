@@ -17,6 +17,10 @@ from omnispindle.context import TaskContext, _current
 
 Error = dict[str, Json]
 
+# The most one jsonb value holds: the claim hands over a task's parents'
+# results as one, or, past it, the bytes they would take.
+JSONB_MAX_BYTES = 268_435_455
+
 
 class Attempt(NamedTuple):
     """Which attempt of which task an outcome ends."""
@@ -80,6 +84,11 @@ def task_data(claimed: StepRow) -> dict[str, Any]:
         raise UnreadableTask(f"the task's parents' results cannot be read: {results}")
     if type(failures) is UnreadableJson:
         raise UnreadableTask(f"the task's parents' errors cannot be read: {failures}")
+    if type(results) is int:  # the claim's word for results too large to gather
+        raise UnreadableTask(
+            f"the task's parents' results come to more than one JSON value can hold: "
+            f"{results:,} bytes, past jsonb's {JSONB_MAX_BYTES:,}"
+        )
     return {
         "task_id": claimed["id"],
         "task_type": claimed["task_type"],

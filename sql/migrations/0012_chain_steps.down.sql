@@ -4,8 +4,9 @@
 -- 0010, 0005, 0002, 0010, 0006, 0006 and 0005 made them, without
 -- dependents_reading; a partial result's notification names no task again,
 -- and dependents_of is 0006's. A required capability may be NULL, empty or
--- over 200 characters again, and a retry waiting out its backoff is not
--- announced.
+-- over 200 characters again, a retry waiting out its backoff is not
+-- announced, and a claim gathers a task's parents' results whatever their
+-- size.
 
 ALTER FUNCTION omnispindle.complete_attempts(bigint[], uuid[], jsonb[])
     RESET plan_cache_mode;

@@ -34,7 +34,10 @@
 -- dependents_of read the edges of each level by key, not every edge, and a
 -- cascade does not walk again below the tasks it cancelled. A task made
 -- pending for later (a retry waiting out its backoff) is announced with the
--- time it is due, as a delayed submission is.
+-- time it is due, as a delayed submission is. A claim hands over a task
+-- whose parents' results together would not fit in one jsonb value as the
+-- bytes they need, which fails it without running, instead of failing every
+-- claim that reaches it.
 
 ALTER FUNCTION omnispindle.complete_attempts(bigint[], uuid[], jsonb[])
     SET plan_cache_mode = force_generic_plan;
@@ -90,12 +93,18 @@ BEGIN
                     SELECT t.id, t.task_type, t.parameters, t.attempts, t.max_attempts,
                            t.timeout_seconds, t.lease_token,
                            -- As claim_tasks returns them.
-                           (SELECT jsonb_object_agg(d.depends_on::text, p.result)
-                            FROM omnispindle.task_dependencies d,
-                                 LATERAL (SELECT q.result FROM omnispindle.tasks q
-                                          WHERE q.id = d.depends_on AND q.state = 'succeeded'
-                                          OFFSET 0) p
-                            WHERE d.task_id = t.id),
+                           (SELECT CASE WHEN max(e.total) > 268435447 THEN to_jsonb(max(e.total))
+                                        ELSE jsonb_object_agg(e.parent, e.result)
+                                             FILTER (WHERE e.total <= 268435447) END
+                            FROM (SELECT d.depends_on::text AS parent, p.result,
+                                         sum(pg_column_size(p.result #> '{}') + 32)
+                                             OVER () AS total
+                                  FROM omnispindle.task_dependencies d,
+                                       LATERAL (SELECT q.result FROM omnispindle.tasks q
+                                                WHERE q.id = d.depends_on
+                                                  AND q.state = 'succeeded'
+                                                OFFSET 0) p
+                                  WHERE d.task_id = t.id) e),
                            CASE WHEN t.allow_failed_dependencies THEN
                            (SELECT jsonb_object_agg(d.depends_on::text, p.failure)
                             FROM omnispindle.task_dependencies d,
@@ -1317,12 +1326,23 @@ BEGIN
                   -- LATERAL primary-key lookups (OFFSET 0 keeps the planner from
                   -- flattening them into a scan of all tasks): linear whatever
                   -- the statistics say. NULL when there are none, which spares
-                  -- the worker decoding an empty object per task.
-                  (SELECT jsonb_object_agg(d.depends_on::text, p.result)
-                   FROM omnispindle.task_dependencies d,
-                        LATERAL (SELECT q.result FROM omnispindle.tasks q
-                                 WHERE q.id = d.depends_on AND q.state = 'succeeded' OFFSET 0) p
-                   WHERE d.task_id = t.id),
+                  -- the worker decoding an empty object per task. Results that
+                  -- together would not fit in one jsonb value (268,435,455
+                  -- bytes) come as the bytes they need instead, a number, and
+                  -- are never gathered: the aggregate raised for ever at each
+                  -- claim, after holding them all in memory. A result's size
+                  -- is read decompressed (#> '{}' hands back the value itself),
+                  -- plus 32 bytes for its key and entries.
+                  (SELECT CASE WHEN max(e.total) > 268435447 THEN to_jsonb(max(e.total))
+                               ELSE jsonb_object_agg(e.parent, e.result)
+                                    FILTER (WHERE e.total <= 268435447) END
+                   FROM (SELECT d.depends_on::text AS parent, p.result,
+                                sum(pg_column_size(p.result #> '{}') + 32) OVER () AS total
+                         FROM omnispindle.task_dependencies d,
+                              LATERAL (SELECT q.result FROM omnispindle.tasks q
+                                       WHERE q.id = d.depends_on AND q.state = 'succeeded'
+                                       OFFSET 0) p
+                         WHERE d.task_id = t.id) e),
                   -- Only children that allow failed dependencies ever see these,
                   -- so no other claim looks them up.
                   CASE WHEN t.allow_failed_dependencies THEN
