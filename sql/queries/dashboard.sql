@@ -96,20 +96,26 @@ LIMIT %(limit)s::bigint;
 -- The workflow a task belongs to: every task linked to it by dependency edges
 -- in either direction, at most `limit` of them (the recursion stops as soon as
 -- the outer LIMIT has its rows). UNION, not UNION ALL: a task reached twice
--- (a diamond) is walked once.
+-- (a diamond) is walked once. Each task is looked up by key (LATERAL, OFFSET 0
+-- keeps the planner from flattening it): the join of the few tasks found with
+-- task_details was planned as a merge join that read every task and every
+-- archived one, at each view of the page.
 WITH RECURSIVE linked (task_id) AS (
     SELECT %(id)s::bigint
     UNION
     SELECT (r.relative ->> 'task_id')::bigint
     FROM linked l
-    JOIN omnispindle.task_details d ON d.task_id = l.task_id
+    CROSS JOIN LATERAL (SELECT d.dependencies, d.dependents FROM omnispindle.task_details d
+                        WHERE d.task_id = l.task_id OFFSET 0) AS d
     CROSS JOIN LATERAL jsonb_array_elements(d.dependencies || d.dependents) AS r (relative)
 )
 SELECT d.task_id, d.task_type, d.state::text AS state,
        ARRAY(SELECT (p.parent ->> 'task_id')::bigint
              FROM jsonb_array_elements(d.dependencies) AS p (parent)) AS depends_on
 FROM (SELECT task_id FROM linked LIMIT %(limit)s::bigint) AS n
-JOIN omnispindle.task_details d ON d.task_id = n.task_id
+CROSS JOIN LATERAL (SELECT d.task_id, d.task_type, d.state, d.dependencies
+                    FROM omnispindle.task_details d
+                    WHERE d.task_id = n.task_id OFFSET 0) AS d
 ORDER BY d.task_id;
 
 -- name: dashboard_partials_readable

@@ -401,3 +401,28 @@ def fan_out_in_batch(width: int) -> list[dict]:
         + [{"task_type": "node", "dependencies": ["root"]} for _ in range(width)]
         + [{"task_type": "node", "dependencies": [entry(i) for i in range(1, width + 1)]}]
     )
+
+
+def rows_read(conn, statement: str, params) -> int:
+    """Rows of every table that ``statement`` read, through an index or a scan."""
+    with conn.transaction():
+        conn.execute(statement, params)
+        return conn.execute(
+            "SELECT sum(idx_tup_fetch + seq_tup_read) FROM pg_stat_xact_user_tables"
+        ).fetchone()[0]
+
+
+def test_a_workflows_graph_reads_its_own_tasks_only(client, conn):
+    # Other work: tasks and other workflows' edges, not linked to this one.
+    client.submit_batch([{"task_type": "other"}] * 20_000)
+    client.submit_batch(fan_out_in_batch(2000))
+    ids = client.submit_batch(
+        [{"task_type": "node", "dependencies": [entry(i - 1)] if i else []} for i in range(100)]
+    )
+    conn.execute("ANALYZE omnispindle.tasks, omnispindle.task_dependencies")
+    graph = q.dashboard.task_graph(ids[50], 200)
+    fetched = rows_read(conn, graph.statement.text, graph.params)
+    nodes = conn.execute(graph.statement.text, graph.params).fetchall()
+    assert [node[0] for node in nodes] == ids
+    # Each task and edge a few times over; a merge join read every task: 22,102 more.
+    assert fetched < 20 * len(ids)
