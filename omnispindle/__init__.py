@@ -19,6 +19,7 @@ from omnispindle.errors import (
     DependencyStateError,
     EmbeddedServerUnavailable,
     FailedTransactionError,
+    FailForGood,
     IdempotencyKeyConflictError,
     IllegalTransitionError,
     LeaseLostError,
@@ -41,7 +42,8 @@ from omnispindle.task_queue import TaskQueue
 from omnispindle.worker import WorkerClient
 
 # The queue, its clients and worker, what a running task sees, and every error
-# Omnispindle raises on purpose (each documented where it can be raised).
+# Omnispindle raises on purpose (each documented where it can be raised), and
+# FailForGood, which an executor raises to fail its task with no retry.
 __all__ = [
     "AsyncTaskQueueClient",
     "ConfigurationError",
@@ -50,6 +52,7 @@ __all__ = [
     "DependencyCycleError",
     "DependencyStateError",
     "EmbeddedServerUnavailable",
+    "FailForGood",
     "FailedTransactionError",
     "IdempotencyKeyConflictError",
     "IllegalTransitionError",

@@ -77,6 +77,23 @@ class TaskCancelled(OmnispindleError):
     """Raised in an executor whose task was cancelled (``current_task().raise_if_cancelled()``)."""
 
 
+class FailForGood(Exception):
+    """Raised in an executor to fail its task now, with no retry, whatever attempts are left.
+
+    The error is recorded as any other, with ``"retry": false``, and the task's
+    dependents are cancelled as for any failure; ``retry_task`` still runs it
+    again. Raised ``from`` an exception, that cause is in the recorded traceback,
+    and its text is the message when none is given. Not an ``OmnispindleError``:
+    an executor's ``except OmnispindleError`` around its own calls must not swallow it.
+    """
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if text or self.__cause__ is None:
+            return text
+        return f"{type(self.__cause__).__name__}: {self.__cause__}"
+
+
 class LeaseLostError(OmnispindleError):
     """The running attempt no longer holds its task's lease: another attempt or a cancel has it."""
 

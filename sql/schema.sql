@@ -962,8 +962,9 @@ END
 $$;
 
 -- Ends one attempt of each given task with an error: back to pending after a
--- backoff while attempts are left, else failed; cancelled when a cancel was
--- requested. Only rows whose lease token still matches change (fencing).
+-- backoff while attempts are left, else failed (at once for an error saying
+-- "retry": false); cancelled when a cancel was requested. Only rows whose
+-- lease token still matches change (fencing).
 -- Shared by workers and lease recovery. Whether a cancel was requested and
 -- an attempt is left is read from the row as the update locks it: read
 -- before, with the statement's snapshot, a cancel committed while the update
@@ -981,17 +982,21 @@ BEGIN
     RETURN QUERY
     UPDATE omnispindle.tasks t
     SET state = CASE WHEN t.cancel_requested_at IS NOT NULL THEN 'cancelled'
-                     WHEN t.attempts < t.max_attempts THEN 'pending'
+                     WHEN t.attempts < t.max_attempts AND f.may_retry THEN 'pending'
                      ELSE 'failed' END::omnispindle.task_state,
         run_after = CASE WHEN t.cancel_requested_at IS NULL AND t.attempts < t.max_attempts
+                              AND f.may_retry
                          THEN now() + omnispindle.retry_delay(t.attempts, t.retry_backoff)
                          ELSE t.run_after END,
         finished_at = CASE WHEN t.cancel_requested_at IS NULL AND t.attempts < t.max_attempts
+                                AND f.may_retry
                            THEN NULL ELSE now() END,
         errors = t.errors || jsonb_build_array(f.error),
         lease_token = NULL,
         lease_expires_at = NULL
-    FROM unnest(ids, tokens, failures) AS f(id, token, error)
+    -- An error saying "retry": false (an executor's FailForGood) ends its task.
+    FROM (SELECT u.id, u.token, u.error, u.error -> 'retry' IS DISTINCT FROM 'false' AS may_retry
+          FROM unnest(ids, tokens, failures) AS u(id, token, error)) AS f
     -- The token alone fences (a lease exists exactly while the task runs, see
     -- tasks_lease_matches_state). Saying state = 'running' too let the planner
     -- scan all of tasks_running_idx, dead entries included, instead of the

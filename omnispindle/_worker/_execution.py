@@ -14,6 +14,7 @@ from omnispindle._db.queries.tasks import Results
 from omnispindle._db.rows import Json, StepRow
 from omnispindle._observe import tracing
 from omnispindle.context import TaskContext, _current
+from omnispindle.errors import FailForGood
 
 Error = dict[str, Json]
 
@@ -189,6 +190,9 @@ def failure(attempt: Attempt, exc: BaseException, error_type: str | None = None)
         "traceback": storable_text(_traceback_text(exc), MAX_TRACEBACK_CHARS),
         "attempt": attempt.attempt,
     }
+    if isinstance(exc, FailForGood):
+        # fail_attempts reads it: this attempt is the task's last.
+        error["retry"] = False
     return Outcome(*attempt, error=error)
 
 

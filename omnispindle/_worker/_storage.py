@@ -16,7 +16,7 @@ from uuid import UUID
 from omnispindle._db import queries as q
 from omnispindle._db.query import Runner
 from omnispindle._db.rows import FailedAttempt, StoredOutcome
-from omnispindle._worker._execution import Attempt, Outcome, failure, results_of
+from omnispindle._worker._execution import Attempt, Error, Outcome, failure, results_of
 from omnispindle.errors import ValidationError
 
 log = logging.getLogger("omnispindle.worker")
@@ -115,12 +115,13 @@ def unstorable(outcome: Outcome) -> Outcome:
 
 def reduced(outcome: Outcome) -> Outcome:
     """A failure whose error the database refused, reduced to the error's type."""
-    error_type = (outcome.error or {}).get("type")
-    return outcome._replace(
-        error={
-            "type": error_type,
-            "message": UNSTORABLE_ERROR,
-            "traceback": None,
-            "attempt": outcome.attempt,
-        }
-    )
+    error = outcome.error or {}
+    kept: Error = {
+        "type": error.get("type"),
+        "message": UNSTORABLE_ERROR,
+        "traceback": None,
+        "attempt": outcome.attempt,
+    }
+    if "retry" in error:  # a task failed for good stays failed for good
+        kept["retry"] = error["retry"]
+    return outcome._replace(error=kept)

@@ -5,8 +5,9 @@
 -- dependents_reading; a partial result's notification names no task again,
 -- and dependents_of is 0006's. A required capability may be NULL, empty or
 -- over 200 characters again, a retry waiting out its backoff is not
--- announced, and a claim gathers a task's parents' results whatever their
--- size.
+-- announced, a claim gathers a task's parents' results whatever their
+-- size, and an error saying "retry": false is retried while attempts are
+-- left.
 
 ALTER FUNCTION omnispindle.complete_attempts(bigint[], uuid[], jsonb[])
     RESET plan_cache_mode;

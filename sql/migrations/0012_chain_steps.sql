@@ -37,7 +37,9 @@
 -- time it is due, as a delayed submission is. A claim hands over a task
 -- whose parents' results together would not fit in one jsonb value as the
 -- bytes they need, which fails it without running, instead of failing every
--- claim that reaches it.
+-- claim that reaches it. An attempt whose error says "retry": false (an
+-- executor raised FailForGood) fails its task at once, whatever attempts are
+-- left.
 
 ALTER FUNCTION omnispindle.complete_attempts(bigint[], uuid[], jsonb[])
     SET plan_cache_mode = force_generic_plan;
@@ -2170,17 +2172,21 @@ BEGIN
     RETURN QUERY
     UPDATE omnispindle.tasks t
     SET state = CASE WHEN t.cancel_requested_at IS NOT NULL THEN 'cancelled'
-                     WHEN t.attempts < t.max_attempts THEN 'pending'
+                     WHEN t.attempts < t.max_attempts AND f.may_retry THEN 'pending'
                      ELSE 'failed' END::omnispindle.task_state,
         run_after = CASE WHEN t.cancel_requested_at IS NULL AND t.attempts < t.max_attempts
+                              AND f.may_retry
                          THEN now() + omnispindle.retry_delay(t.attempts, t.retry_backoff)
                          ELSE t.run_after END,
         finished_at = CASE WHEN t.cancel_requested_at IS NULL AND t.attempts < t.max_attempts
+                                AND f.may_retry
                            THEN NULL ELSE now() END,
         errors = t.errors || jsonb_build_array(f.error),
         lease_token = NULL,
         lease_expires_at = NULL
-    FROM unnest(ids, tokens, failures) AS f(id, token, error)
+    -- An error saying "retry": false (an executor's FailForGood) ends its task.
+    FROM (SELECT u.id, u.token, u.error, u.error -> 'retry' IS DISTINCT FROM 'false' AS may_retry
+          FROM unnest(ids, tokens, failures) AS u(id, token, error)) AS f
     -- The token alone fences (a lease exists exactly while the task runs, see
     -- tasks_lease_matches_state). Saying state = 'running' too let the planner
     -- scan all of tasks_running_idx, dead entries included, instead of the

@@ -39,6 +39,7 @@ DOCUMENTED = [
             "TaskNotFoundError",
             "WaitTimeoutError",
             "TaskCancelled",
+            "FailForGood",
             "LeaseLostError",
             "TaskFailedError",
             "TaskStateError",

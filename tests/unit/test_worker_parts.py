@@ -18,13 +18,13 @@ import pytest
 
 from omnispindle._db.query import Query
 from omnispindle._worker._claims import NO_DEADLINE, Claim, Claims
-from omnispindle._worker._execution import Outcome
+from omnispindle._worker._execution import Attempt, Outcome, failure
 from omnispindle._worker._leases import verdict
 from omnispindle._worker._outcomes import LINGER_S, Inbox, enough
-from omnispindle._worker._storage import UNSTORABLE_ERROR, OutcomeStore
+from omnispindle._worker._storage import UNSTORABLE_ERROR, OutcomeStore, reduced
 from omnispindle._worker._timers import Timers
 from omnispindle.context import TaskContext
-from omnispindle.errors import ValidationError
+from omnispindle.errors import FailForGood, ValidationError
 
 
 def claim(task_id: int, token: str = "t", deadline: float = NO_DEADLINE) -> Claim:
@@ -209,6 +209,20 @@ def test_a_refused_error_is_stored_alone_reduced_to_its_type():
     last = runner.calls[-1][1]
     assert ids_of(last["ids"]) == [2]
     assert UNSTORABLE_ERROR in last["errors"] and '\\"traceback\\": null' in last["errors"]
+
+
+def test_a_failure_for_good_says_retry_false_even_reduced_to_its_type():
+    final = failure(Attempt(1, "t1", 1), FailForGood("bad input"))
+    plain = failure(Attempt(2, "t2", 1), RuntimeError("boom"))
+    assert final.error is not None and final.error["retry"] is False
+    assert reduced(final).error == {
+        "type": "omnispindle.errors.FailForGood",
+        "message": UNSTORABLE_ERROR,
+        "traceback": None,
+        "attempt": 1,
+        "retry": False,
+    }
+    assert "retry" not in (plain.error or {}) and "retry" not in (reduced(plain).error or {})
 
 
 def test_an_error_refused_even_when_reduced_is_raised():
