@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 from omnispindle._core import defaults
 from omnispindle._db.pool import Database
 from omnispindle._observe.endpoint import Endpoint
-from omnispindle._observe.metrics import Snapshot, folded, snapshot
+from omnispindle._observe.metrics import OTHER_TASK_TYPES, Snapshot, folded, snapshot
 from omnispindle.errors import ConfigurationError
 from omnispindle.states import FINISHED_STATES, TaskState
 
@@ -77,6 +78,12 @@ FAMILIES = (
     Family(
         "omnispindle_oldest_ready_task_age_seconds",
         "How long the oldest ready (pending, due) task has waited; 0 when none is ready.",
+        ("task_type",),
+    ),
+    Family(
+        "omnispindle_tasks_unclaimable",
+        "Ready tasks that no live worker can run while live workers run their type: "
+        "none of those declares every capability they need.",
         ("task_type",),
     ),
     Family("omnispindle_workers", "Registered workers in each state.", ("state",)),
@@ -215,6 +222,7 @@ def add_samples(
         task_types = folded(figures["task_types"], max_task_types)
     for task_type in task_types:
         _add_task_type(gauges, task_type)
+    _add_unclaimable(gauges, figures, task_types)
     for worker in figures["workers"]:
         # Stopped and dead workers stay in the table for good; as series they
         # would only pile up. omnispindle_workers{state} counts them.
@@ -279,6 +287,23 @@ def _add_task_type(gauges: dict[str, Any], row: Mapping[str, Any]) -> None:
     gauges["omnispindle_oldest_ready_task_age_seconds"].add_metric(
         [task_type], row["oldest_ready_seconds"] or 0.0
     )
+
+
+def _add_unclaimable(
+    gauges: dict[str, Any], figures: Snapshot, task_types: list[Mapping[str, Any]]
+) -> None:
+    """A sample for each task type with series of its own (0 for most), the
+    rest summed in ``(other)`` as their other figures are."""
+    ready: Counter[str] = Counter()
+    for stuck in figures["unclaimable"]:
+        ready[stuck["task_type"]] += stuck["ready"]
+    kept = {row["task_type"] for row in task_types} - {OTHER_TASK_TYPES}
+    for row in task_types:
+        task_type = row["task_type"]
+        count = ready[task_type]
+        if task_type == OTHER_TASK_TYPES:
+            count = sum(n for name, n in ready.items() if name not in kept)
+        gauges["omnispindle_tasks_unclaimable"].add_metric([task_type], count)
 
 
 def _add_worker(gauges: dict[str, Any], row: Mapping[str, Any]) -> None:

@@ -257,10 +257,15 @@ class TaskQueue:
             ``limits``: a row per limited task type, as ``task_type_limits()``
             returns them (its running and ready tasks, tokens, ``held_back``).
             ``paused``: the paused task types, by name.
+            ``unclaimable``: a row per task type and set of capabilities its
+            ready tasks need that no live worker of the type declares all of
+            (the ``unclaimable_tasks`` view): ``task_type``,
+            ``required_capabilities``, ``ready``, ``missing_capabilities``.
             ``totals``: the counts summed over task types, their rates, the
             largest ``oldest_ready_seconds``, ``workers``: the number of
-            workers in each state, and ``demand``: the tasks that could run at
-            once now (running and ready, within limits; see ``workers_needed``).
+            workers in each state, ``demand``: the tasks that could run at
+            once now (running and ready, within limits; see ``workers_needed``),
+            and ``unclaimable``: the ready tasks no live worker can run.
             ``collected_at``: when the snapshot was read (a ``datetime``).
         """
         return self.reads.run(metrics.snapshot())

@@ -3263,6 +3263,68 @@ LEFT JOIN omnispindle.task_type_limits l ON l.task_type = t.task_type
 WHERE t.state IN ('pending', 'running')
 GROUP BY t.task_type, p.task_type, l.max_running;
 
+-- Pending tasks that need capabilities, by type and by what they need: the
+-- unclaimable_tasks view below steps from one such pair to the next through
+-- it. The array is hashed: as a key it could pass an index entry's size.
+CREATE INDEX tasks_needs_ready_idx
+    ON omnispindle.tasks (task_type, hash_array_extended(required_capabilities, 0))
+    WHERE state = 'pending' AND required_capabilities <> '{}';
+
+-- Ready tasks that no live worker can run while live workers run their type:
+-- none of those declares every capability they need (a typo, "GPU" for
+-- "gpu", a tag only a stopped worker had). Per type and set of capabilities
+-- needed: the ready tasks, and which of those capabilities no live worker of
+-- the type declares (none, when each is declared but no worker has them
+-- all). Live as for left_to_a_narrower_worker. A type no live worker runs is
+-- left out: its tasks wait for a worker, not for a capability. The distinct
+-- sets are found one index probe each, and only the tasks of a set no
+-- worker matches are counted, so a deep backlog that workers can run costs
+-- a probe per set.
+CREATE VIEW omnispindle.unclaimable_tasks AS
+WITH RECURSIVE live AS (
+    SELECT w.task_types, w.capabilities FROM omnispindle.workers w
+    WHERE w.state = 'active'
+      AND w.last_heartbeat_at
+          > now() - make_interval(secs => coalesce(w.lease_timeout_seconds, 30))
+), needs AS (
+    (SELECT t.task_type, t.required_capabilities FROM omnispindle.tasks t
+     WHERE t.state = 'pending' AND t.required_capabilities <> '{}'
+     ORDER BY t.task_type, hash_array_extended(t.required_capabilities, 0)
+     LIMIT 1)
+    UNION ALL
+    SELECT n.task_type, n.required_capabilities
+    FROM needs p
+    CROSS JOIN LATERAL (
+        SELECT t.task_type, t.required_capabilities FROM omnispindle.tasks t
+        WHERE t.state = 'pending' AND t.required_capabilities <> '{}'
+          AND (t.task_type, hash_array_extended(t.required_capabilities, 0))
+              > (p.task_type, hash_array_extended(p.required_capabilities, 0))
+        ORDER BY t.task_type, hash_array_extended(t.required_capabilities, 0)
+        LIMIT 1) n
+), stuck AS MATERIALIZED (
+    SELECT n.task_type, n.required_capabilities FROM needs n
+    WHERE EXISTS (SELECT FROM live l WHERE n.task_type = ANY (l.task_types))
+      AND NOT EXISTS (SELECT FROM live l
+                      WHERE n.task_type = ANY (l.task_types)
+                        AND n.required_capabilities <@ l.capabilities)
+)
+SELECT s.task_type, s.required_capabilities, r.ready,
+       ARRAY(SELECT c FROM unnest(s.required_capabilities) c
+             WHERE NOT EXISTS (SELECT FROM live l
+                               WHERE s.task_type = ANY (l.task_types)
+                                 AND c = ANY (l.capabilities))
+             ORDER BY c) AS missing_capabilities
+FROM stuck s
+CROSS JOIN LATERAL (
+    SELECT count(*) AS ready FROM omnispindle.tasks t
+    WHERE t.state = 'pending' AND t.required_capabilities <> '{}'
+      AND t.task_type = s.task_type
+      AND hash_array_extended(t.required_capabilities, 0)
+          = hash_array_extended(s.required_capabilities, 0)
+      AND t.required_capabilities = s.required_capabilities
+      AND t.run_after <= now()) r
+WHERE r.ready > 0;
+
 -- The worker processes a deployment should run now, for an autoscaler such as
 -- KEDA's PostgreSQL scaler (one number; a target of 1 per replica): the
 -- tasks that could run at once (worker_demand), divided by each process's
@@ -3650,7 +3712,8 @@ BEGIN
                    'omnispindle.outcome_rollup, omnispindle.paused_task_types, '
                    'omnispindle.task_type_limits, omnispindle.task_type_limit_summary, '
                    'omnispindle.worker_demand, omnispindle.task_type_strategies, '
-                   'omnispindle.history_partitions TO %s', p_role);
+                   'omnispindle.history_partitions, omnispindle.unclaimable_tasks TO %s',
+                   p_role);
     EXECUTE format('GRANT EXECUTE ON FUNCTION omnispindle.workers_needed(integer, integer, '
                    'integer, text[]) TO %s', p_role);
     IF p_access = 'observer' THEN

@@ -317,6 +317,17 @@ class TypeDemand(TypedDict):
     demand: int
 
 
+class UnclaimableTasks(TypedDict):
+    """Ready tasks of one type that need ``required_capabilities``, which no live
+    worker of that type declares all of; ``missing_capabilities``: those of them
+    none declares (empty when each is declared, but by different workers)."""
+
+    task_type: str
+    required_capabilities: list[str]
+    ready: int
+    missing_capabilities: list[str]
+
+
 class TaskTypeStrategy(TypedDict):
     """A task type ordered otherwise than by strict priority: 'aging', with the wait
     in seconds that raises a task's effective priority by one."""

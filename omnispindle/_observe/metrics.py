@@ -13,6 +13,7 @@ from omnispindle._db.rows import (
     TaskTypeLimit,
     TaskTypeMetrics,
     TypeDemand,
+    UnclaimableTasks,
     WorkerCount,
     WorkerMetrics,
 )
@@ -44,6 +45,7 @@ class Snapshot(TypedDict):
     workers: list[WorkerMetrics]
     limits: list[TaskTypeLimit]
     paused: list[str]
+    unclaimable: list[UnclaimableTasks]
     totals: dict[str, Any]
     collected_at: datetime
 
@@ -61,14 +63,17 @@ def _read() -> Plan[Snapshot]:
     limits: list[TaskTypeLimit] = yield q.type_limits.task_type_limits()
     paused: list[PausedTaskType] = yield q.pausing.paused_task_types()
     demand: list[TypeDemand] = yield q.demand.worker_demand()
+    unclaimable: list[UnclaimableTasks] = yield q.demand.unclaimable_tasks()
     collected_at: datetime = yield q.metrics.metrics_clock()
     summed = totals(task_types, worker_states)
     summed["demand"] = sum(row["demand"] for row in demand)
+    summed["unclaimable"] = sum(row["ready"] for row in unclaimable)
     return {
         "task_types": task_types,
         "workers": workers,
         "limits": limits,
         "paused": [row["task_type"] for row in paused],
+        "unclaimable": unclaimable,
         "totals": summed,
         "collected_at": collected_at,
     }

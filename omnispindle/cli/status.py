@@ -12,6 +12,7 @@ from omnispindle._db.rows import QueueSummaryRow, TypeDemand, WorkerSummaryRow
 from omnispindle.cli.args import queue_of
 from omnispindle.cli.exit_codes import EXIT_OK
 from omnispindle.cli.formatting import format_table, one_line
+from omnispindle.cli.unclaimable import unclaimable_warnings
 
 
 def add_commands(commands: Any, command: Callable[..., argparse.ArgumentParser]) -> None:
@@ -34,9 +35,10 @@ def _status(args: argparse.Namespace) -> int:
         limited = queue.read(q.type_limits.task_type_limits())
         strategies = queue.read(q.type_limits.task_type_strategies())
         demand = queue.read(q.demand.worker_demand())
+        unclaimable = queue.read(q.demand.unclaimable_tasks())
     finally:
         queue.shutdown()
-    warnings = liveness_warnings(queues, workers)
+    warnings = liveness_warnings(queues, workers) + unclaimable_warnings(unclaimable, workers)
     if args.json:
         report = {
             "queues": queues,
@@ -45,6 +47,7 @@ def _status(args: argparse.Namespace) -> int:
             "limits": limited,
             "strategies": strategies,
             "demand": demand,
+            "unclaimable": unclaimable,
             "warnings": warnings,
         }
         print(json.dumps(report, default=str, indent=2))

@@ -34,11 +34,13 @@ STATE_COLUMNS = ("blocked", "pending", "running", "succeeded", "failed", "cancel
 @dataclass(frozen=True, slots=True)
 class Overview:
     """Counts per task type and state, and the totals over all types: unfinished
-    tasks now, finished ones (succeeded, failed, cancelled) in the last hour."""
+    tasks now, finished ones (succeeded, failed, cancelled) in the last hour;
+    ``unclaimable``: ready tasks no live worker can run for want of a capability."""
 
     types: list[OverviewRow]
     totals: dict[str, int]
     oldest_ready_seconds: float | None
+    unclaimable: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +80,8 @@ def overview(source: Source) -> Overview:
     counts = [cast(Mapping[str, int], row) for row in types]
     totals = {name: sum(row[name] for row in counts) for name in columns}
     waits = [row["oldest_ready_seconds"] for row in types if row["oldest_ready_seconds"]]
-    return Overview(types, totals, max(waits, default=None))
+    unclaimable = sum(row["ready"] for row in source.read(q.demand.unclaimable_tasks()))
+    return Overview(types, totals, max(waits, default=None), unclaimable)
 
 
 def series(source: Source) -> dict[str, list[Any]]:

@@ -6,8 +6,11 @@
 -- and dependents_of is 0006's. A required capability may be NULL, empty or
 -- over 200 characters again, a retry waiting out its backoff is not
 -- announced, a claim gathers a task's parents' results whatever their
--- size, and an error saying "retry": false is retried while attempts are
--- left.
+-- size, an error saying "retry": false is retried while attempts are left,
+-- and the view unclaimable_tasks and its index are gone.
+
+DROP VIEW omnispindle.unclaimable_tasks;
+DROP INDEX omnispindle.tasks_needs_ready_idx;
 
 ALTER FUNCTION omnispindle.complete_attempts(bigint[], uuid[], jsonb[])
     RESET plan_cache_mode;

@@ -39,7 +39,10 @@
 -- bytes they need, which fails it without running, instead of failing every
 -- claim that reaches it. An attempt whose error says "retry": false (an
 -- executor raised FailForGood) fails its task at once, whatever attempts are
--- left.
+-- left. The view unclaimable_tasks, which every role reads, counts the ready
+-- tasks that no live worker can run for want of a capability while live
+-- workers run their type, through a new index of the pending tasks that need
+-- capabilities.
 
 ALTER FUNCTION omnispindle.complete_attempts(bigint[], uuid[], jsonb[])
     SET plan_cache_mode = force_generic_plan;
@@ -1623,8 +1626,70 @@ $$;
 REVOKE EXECUTE ON FUNCTION omnispindle.dependents_reading(bigint, double precision)
     FROM PUBLIC;
 
--- As in sql/schema.sql: insert_linked_tasks for producers, first_ready_task and
--- dependents_reading for workers.
+-- As in sql/schema.sql. Pending tasks that need capabilities, by type and by what they need: the
+-- unclaimable_tasks view below steps from one such pair to the next through
+-- it. The array is hashed: as a key it could pass an index entry's size.
+CREATE INDEX tasks_needs_ready_idx
+    ON omnispindle.tasks (task_type, hash_array_extended(required_capabilities, 0))
+    WHERE state = 'pending' AND required_capabilities <> '{}';
+
+-- Ready tasks that no live worker can run while live workers run their type:
+-- none of those declares every capability they need (a typo, "GPU" for
+-- "gpu", a tag only a stopped worker had). Per type and set of capabilities
+-- needed: the ready tasks, and which of those capabilities no live worker of
+-- the type declares (none, when each is declared but no worker has them
+-- all). Live as for left_to_a_narrower_worker. A type no live worker runs is
+-- left out: its tasks wait for a worker, not for a capability. The distinct
+-- sets are found one index probe each, and only the tasks of a set no
+-- worker matches are counted, so a deep backlog that workers can run costs
+-- a probe per set.
+CREATE VIEW omnispindle.unclaimable_tasks AS
+WITH RECURSIVE live AS (
+    SELECT w.task_types, w.capabilities FROM omnispindle.workers w
+    WHERE w.state = 'active'
+      AND w.last_heartbeat_at
+          > now() - make_interval(secs => coalesce(w.lease_timeout_seconds, 30))
+), needs AS (
+    (SELECT t.task_type, t.required_capabilities FROM omnispindle.tasks t
+     WHERE t.state = 'pending' AND t.required_capabilities <> '{}'
+     ORDER BY t.task_type, hash_array_extended(t.required_capabilities, 0)
+     LIMIT 1)
+    UNION ALL
+    SELECT n.task_type, n.required_capabilities
+    FROM needs p
+    CROSS JOIN LATERAL (
+        SELECT t.task_type, t.required_capabilities FROM omnispindle.tasks t
+        WHERE t.state = 'pending' AND t.required_capabilities <> '{}'
+          AND (t.task_type, hash_array_extended(t.required_capabilities, 0))
+              > (p.task_type, hash_array_extended(p.required_capabilities, 0))
+        ORDER BY t.task_type, hash_array_extended(t.required_capabilities, 0)
+        LIMIT 1) n
+), stuck AS MATERIALIZED (
+    SELECT n.task_type, n.required_capabilities FROM needs n
+    WHERE EXISTS (SELECT FROM live l WHERE n.task_type = ANY (l.task_types))
+      AND NOT EXISTS (SELECT FROM live l
+                      WHERE n.task_type = ANY (l.task_types)
+                        AND n.required_capabilities <@ l.capabilities)
+)
+SELECT s.task_type, s.required_capabilities, r.ready,
+       ARRAY(SELECT c FROM unnest(s.required_capabilities) c
+             WHERE NOT EXISTS (SELECT FROM live l
+                               WHERE s.task_type = ANY (l.task_types)
+                                 AND c = ANY (l.capabilities))
+             ORDER BY c) AS missing_capabilities
+FROM stuck s
+CROSS JOIN LATERAL (
+    SELECT count(*) AS ready FROM omnispindle.tasks t
+    WHERE t.state = 'pending' AND t.required_capabilities <> '{}'
+      AND t.task_type = s.task_type
+      AND hash_array_extended(t.required_capabilities, 0)
+          = hash_array_extended(s.required_capabilities, 0)
+      AND t.required_capabilities = s.required_capabilities
+      AND t.run_after <= now()) r
+WHERE r.ready > 0;
+
+-- As in sql/schema.sql: unclaimable_tasks for every role, insert_linked_tasks for
+-- producers, first_ready_task and dependents_reading for workers.
 CREATE OR REPLACE FUNCTION omnispindle.grant_access(p_role regrole, p_access text)
 RETURNS void
 LANGUAGE plpgsql
@@ -1647,7 +1712,8 @@ BEGIN
                    'omnispindle.outcome_rollup, omnispindle.paused_task_types, '
                    'omnispindle.task_type_limits, omnispindle.task_type_limit_summary, '
                    'omnispindle.worker_demand, omnispindle.task_type_strategies, '
-                   'omnispindle.history_partitions TO %s', p_role);
+                   'omnispindle.history_partitions, omnispindle.unclaimable_tasks TO %s',
+                   p_role);
     EXECUTE format('GRANT EXECUTE ON FUNCTION omnispindle.workers_needed(integer, integer, '
                    'integer, text[]) TO %s', p_role);
     IF p_access = 'observer' THEN
@@ -1712,7 +1778,7 @@ $$;
 -- minute), and what this one adds. As in those migrations, a role's access is
 -- told by one right it holds, and only the rights of that access it lacks are
 -- added: the readers of queue_summary read the outcomes per minute and their
--- rollup (0008); the roles that may claim fill the rollup (0008), take the
+-- rollup (0008), and the tasks no live worker can claim; the roles that may claim fill the rollup (0008), take the
 -- maintenance leases (0010), and may call the functions the claim and the
 -- hand-over now call; the roles that may insert a task's type may set its
 -- group_key (0010 gave it to the producers alone); those that may submit
@@ -1729,7 +1795,8 @@ BEGIN
     LOOP
         EXECUTE format('GRANT SELECT ON omnispindle.outcomes_per_minute, '
                        'omnispindle.unfinished_summary, omnispindle.outcome_minutes, '
-                       'omnispindle.outcome_rollup TO %s', grantee);
+                       'omnispindle.outcome_rollup, omnispindle.unclaimable_tasks TO %s',
+                       grantee);
     END LOOP;
     FOR grantee IN SELECT DISTINCT a.grantee::regrole
                    FROM pg_proc p, aclexplode(p.proacl) a

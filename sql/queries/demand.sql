@@ -9,3 +9,8 @@ SELECT omnispindle.workers_needed(%(concurrency)s::integer, %(min_workers)s::int
 SELECT task_type, running, ready, paused, max_running, demand
 FROM omnispindle.worker_demand
 ORDER BY task_type;
+
+-- name: unclaimable_tasks
+SELECT task_type, required_capabilities, ready, missing_capabilities
+FROM omnispindle.unclaimable_tasks
+ORDER BY ready DESC, task_type, required_capabilities;

@@ -40,6 +40,15 @@ def test_the_overview_counts_tasks_by_type_and_state(web, client):
     assert 'data-type="resize"' in page and 'data-type="email"' in page
 
 
+def test_the_overview_counts_ready_tasks_no_live_worker_can_run(web, client, start_worker):
+    start_worker({"resize": lambda data: {}}, capabilities=["resize"])
+    client.pause_task_type("resize")
+    client.submit_task("resize", {}, required_capabilities=["gpu"])
+    shown = '<span class="figure" data-total="unclaimable">1</span>'
+    # Counted once the worker has registered: then a live worker runs the type.
+    assert poll(lambda: shown in web.get(MOUNT + "/").text, 30)
+
+
 def test_a_live_refresh_answers_only_the_live_part(web, client):
     client.submit_task("resize", {})
     part = web.get(MOUNT + "/", headers={"HX-Request": "true"}).text

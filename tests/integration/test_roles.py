@@ -736,3 +736,21 @@ def test_the_upgrade_adds_to_a_role_only_the_rights_of_the_access_it_was_told_by
             assert held == (False, False, False, False, True, True)
         finally:
             drop_roles(admin, names.values())
+
+
+def test_an_observer_is_warned_of_tasks_no_live_worker_can_run(role_dsns, client, start_worker):
+    """status and the metrics read the unclaimable tasks through a view alone."""
+    start_worker({"t": lambda task: {}}, capabilities=["t"])
+    client.pause_task_type("t")
+    client.submit_task("t", required_capabilities=["gpu"])
+    observer = role_dsns["observer"]
+
+    def warned() -> str | None:
+        # Until the worker has registered, no live worker runs the type.
+        done = command("status", "--dsn", observer)
+        assert done.returncode == 0, done.stderr
+        return done.stdout if "warning: 1 ready tasks of type t wait" in done.stdout else None
+
+    assert "they need gpu, which no live worker" in poll(warned, DEADLINE, interval=0.5)
+    scraped = command("metrics", "--once", "--dsn", observer).stdout
+    assert 'omnispindle_tasks_unclaimable{task_type="t"} 1.0' in scraped

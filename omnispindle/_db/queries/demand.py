@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from omnispindle._db.query import Query, rows, value
-from omnispindle._db.rows import TypeDemand
+from omnispindle._db.rows import TypeDemand, UnclaimableTasks
 from omnispindle._db.statements import RUNTIME
 
 
@@ -23,3 +23,9 @@ def workers_needed(
 def worker_demand() -> Query[list[TypeDemand]]:
     """Each task type with unfinished tasks: how many of them could run at once now."""
     return Query(RUNTIME["worker_demand"], None, rows)
+
+
+def unclaimable_tasks() -> Query[list[UnclaimableTasks]]:
+    """Ready tasks no live worker can run for want of a capability, by type and by
+    the capabilities they need, the most first."""
+    return Query(RUNTIME["unclaimable_tasks"], None, rows)
