@@ -3901,6 +3901,55 @@ CREATE TRIGGER tasks_check_outcome
                                           NEW.cancel_reason) IS NOT NULL)
     EXECUTE FUNCTION omnispindle.refuse_broken_rule();
 
+-- When a task may start: a time within the years 1 to 9999 in UTC, or the
+-- rule's name. psycopg reads a timestamp into a Python datetime, which ends
+-- there: a task due at 'infinity' or in the year 10000 was stored, and every
+-- read of its record failed after (the client refuses such a run_at itself).
+CREATE FUNCTION omnispindle.broken_run_after_rule(p_run_after timestamptz)
+RETURNS text
+LANGUAGE plpgsql
+IMMUTABLE
+AS $$
+BEGIN
+    RETURN CASE
+        WHEN NOT (p_run_after OPERATOR(pg_catalog.>=)
+                      '0001-01-01 00:00:00+00'::pg_catalog.timestamptz
+                  AND p_run_after OPERATOR(pg_catalog.<)
+                      '10000-01-01 00:00:00+00'::pg_catalog.timestamptz)
+            THEN 'tasks_run_after_range'
+    END;
+END
+$$;
+
+-- Refuses a time outside the calendar as refuse_broken_rule refuses a row.
+-- Failures, releases, retries and unblocking write run_after again; one they
+-- leave as it was (stored before the rule) is let be, so that no internal
+-- write fails on it.
+CREATE FUNCTION omnispindle.refuse_broken_run_after()
+RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    broken text := coalesce(omnispindle.broken_run_after_rule(NEW.run_after), TG_NAME);
+BEGIN
+    IF TG_OP OPERATOR(pg_catalog.=) 'UPDATE'
+       AND NEW.run_after OPERATOR(pg_catalog.=) OLD.run_after THEN
+        RETURN NEW;
+    END IF;
+    RAISE EXCEPTION 'new row for relation "%" violates check constraint "%"', TG_TABLE_NAME, broken
+        USING ERRCODE = 'check_violation', CONSTRAINT = broken, TABLE = TG_TABLE_NAME,
+              SCHEMA = TG_TABLE_SCHEMA;
+END
+$$;
+
+-- Only a statement that writes run_after prepares it, and a row in the
+-- calendar costs one call.
+CREATE TRIGGER tasks_check_run_after
+    BEFORE INSERT OR UPDATE OF run_after ON omnispindle.tasks
+    FOR EACH ROW
+    WHEN (omnispindle.broken_run_after_rule(NEW.run_after) IS NOT NULL)
+    EXECUTE FUNCTION omnispindle.refuse_broken_run_after();
+
 -- The rules that tie a task's state to its other columns, by name: the first
 -- one a row breaks, or NULL when it keeps them all (a rule that comes out
 -- NULL holds, as in a CHECK constraint), in the order of their names, as
@@ -4014,3 +4063,4 @@ GRANT EXECUTE ON FUNCTION omnispindle.broken_state_rule(omnispindle.task_state, 
 GRANT EXECUTE ON FUNCTION omnispindle.broken_request_rule(text, integer, integer,
     double precision, double precision, text, text, integer, text[]) TO PUBLIC;
 GRANT EXECUTE ON FUNCTION omnispindle.broken_outcome_rule(integer, text, text) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION omnispindle.broken_run_after_rule(timestamptz) TO PUBLIC;

@@ -4,10 +4,11 @@
 -- 0010, 0005, 0002, 0010, 0006, 0006 and 0005 made them, without
 -- dependents_reading; a partial result's notification names no task again,
 -- and dependents_of is 0006's. A required capability may be NULL, empty or
--- over 200 characters again, a retry waiting out its backoff is not
--- announced, a claim gathers a task's parents' results whatever their
--- size, an error saying "retry": false is retried while attempts are left,
--- and the view unclaimable_tasks and its index are gone.
+-- over 200 characters again, a run_after outside the years 1 to 9999 in UTC
+-- is stored again, a retry waiting out its backoff is not announced, a claim
+-- gathers a task's parents' results whatever their size, an error saying
+-- "retry": false is retried while attempts are left, and the view
+-- unclaimable_tasks and its index are gone.
 
 DROP VIEW omnispindle.unclaimable_tasks;
 DROP INDEX omnispindle.tasks_needs_ready_idx;
@@ -885,10 +886,13 @@ $$;
 -- The rules as CHECK constraints again, as 0001, 0007 and 0010 made them.
 DROP TRIGGER tasks_check_request ON omnispindle.tasks;
 DROP TRIGGER tasks_check_outcome ON omnispindle.tasks;
+DROP TRIGGER tasks_check_run_after ON omnispindle.tasks;
 DROP FUNCTION omnispindle.refuse_broken_rule();
 DROP FUNCTION omnispindle.broken_request_rule(text, integer, integer, double precision,
                                               double precision, text, text, integer, text[]);
 DROP FUNCTION omnispindle.broken_outcome_rule(integer, text, text);
+DROP FUNCTION omnispindle.refuse_broken_run_after();
+DROP FUNCTION omnispindle.broken_run_after_rule(timestamptz);
 ALTER TABLE omnispindle.tasks
     ADD CONSTRAINT tasks_task_type_valid
         CHECK (task_type <> '' AND length(task_type) <= 200),

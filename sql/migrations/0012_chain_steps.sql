@@ -42,7 +42,9 @@
 -- left. The view unclaimable_tasks, which every role reads, counts the ready
 -- tasks that no live worker can run for want of a capability while live
 -- workers run their type, through a new index of the pending tasks that need
--- capabilities.
+-- capabilities. A task's run_after must fall within the years 1 to 9999 in
+-- UTC (tasks_run_after_range), which a Python datetime can hold: one due at
+-- 'infinity' could not be read back.
 
 ALTER FUNCTION omnispindle.complete_attempts(bigint[], uuid[], jsonb[])
     SET plan_cache_mode = force_generic_plan;
@@ -1991,7 +1993,57 @@ CREATE TRIGGER tasks_check_outcome
                                           NEW.cancel_reason) IS NOT NULL)
     EXECUTE FUNCTION omnispindle.refuse_broken_rule();
 
+-- When a task may start: a time within the years 1 to 9999 in UTC, or the
+-- rule's name. psycopg reads a timestamp into a Python datetime, which ends
+-- there: a task due at 'infinity' or in the year 10000 was stored, and every
+-- read of its record failed after (the client refuses such a run_at itself).
+CREATE FUNCTION omnispindle.broken_run_after_rule(p_run_after timestamptz)
+RETURNS text
+LANGUAGE plpgsql
+IMMUTABLE
+AS $$
+BEGIN
+    RETURN CASE
+        WHEN NOT (p_run_after OPERATOR(pg_catalog.>=)
+                      '0001-01-01 00:00:00+00'::pg_catalog.timestamptz
+                  AND p_run_after OPERATOR(pg_catalog.<)
+                      '10000-01-01 00:00:00+00'::pg_catalog.timestamptz)
+            THEN 'tasks_run_after_range'
+    END;
+END
+$$;
+
+-- Refuses a time outside the calendar as refuse_broken_rule refuses a row.
+-- Failures, releases, retries and unblocking write run_after again; one they
+-- leave as it was (stored before the rule) is let be, so that no internal
+-- write fails on it.
+CREATE FUNCTION omnispindle.refuse_broken_run_after()
+RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    broken text := coalesce(omnispindle.broken_run_after_rule(NEW.run_after), TG_NAME);
+BEGIN
+    IF TG_OP OPERATOR(pg_catalog.=) 'UPDATE'
+       AND NEW.run_after OPERATOR(pg_catalog.=) OLD.run_after THEN
+        RETURN NEW;
+    END IF;
+    RAISE EXCEPTION 'new row for relation "%" violates check constraint "%"', TG_TABLE_NAME, broken
+        USING ERRCODE = 'check_violation', CONSTRAINT = broken, TABLE = TG_TABLE_NAME,
+              SCHEMA = TG_TABLE_SCHEMA;
+END
+$$;
+
+-- Only a statement that writes run_after prepares it, and a row in the
+-- calendar costs one call.
+CREATE TRIGGER tasks_check_run_after
+    BEFORE INSERT OR UPDATE OF run_after ON omnispindle.tasks
+    FOR EACH ROW
+    WHEN (omnispindle.broken_run_after_rule(NEW.run_after) IS NOT NULL)
+    EXECUTE FUNCTION omnispindle.refuse_broken_run_after();
+
 REVOKE EXECUTE ON FUNCTION omnispindle.refuse_broken_rule() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION omnispindle.refuse_broken_run_after() FROM PUBLIC;
 
 -- The rules that tie a task's state to its other columns leave their CHECK
 -- constraints for a trigger that asks one function. Every row was checked by
@@ -2120,6 +2172,7 @@ GRANT EXECUTE ON FUNCTION omnispindle.broken_state_rule(omnispindle.task_state, 
 GRANT EXECUTE ON FUNCTION omnispindle.broken_request_rule(text, integer, integer,
     double precision, double precision, text, text, integer, text[]) TO PUBLIC;
 GRANT EXECUTE ON FUNCTION omnispindle.broken_outcome_rule(integer, text, text) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION omnispindle.broken_run_after_rule(timestamptz) TO PUBLIC;
 
 -- As in sql/schema.sql.
 CREATE OR REPLACE FUNCTION omnispindle.set_task_type_limit(task_type text, max_running integer DEFAULT NULL,

@@ -96,6 +96,9 @@ def test_enqueue_delays_a_task(conn, client):
         ("'t', run_at => now(), delay => interval '1 s'", "run_at or delay, not both"),
         ("'t', required_capabilities => ARRAY['gpu', '']", "tasks_required_capabilities_valid"),
         ("'t', required_capabilities => ARRAY[NULL]", "tasks_required_capabilities_valid"),
+        ("'t', run_at => 'infinity'", "tasks_run_after_range"),
+        ("'t', run_at => '10000-01-01 00:00:00+00'", "tasks_run_after_range"),
+        ("'t', delay => interval '9000 years'", "tasks_run_after_range"),
     ],
 )
 def test_enqueue_refuses_bad_arguments_with_a_typed_error(conn, call, says):

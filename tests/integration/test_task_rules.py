@@ -47,6 +47,11 @@ BROKEN = [
     ("tasks_result_size", "result", "to_jsonb(repeat('r', 65 * 1024 * 1024))"),
     ("tasks_errors_is_array", "errors", "'{}'::jsonb"),
     ("tasks_cancel_reason_bounded", "cancel_reason", "repeat('r', 1001)"),
+    # Times a Python datetime cannot hold: the task's record could not be read.
+    ("tasks_run_after_range", "run_after", "'infinity'"),
+    ("tasks_run_after_range", "run_after", "'-infinity'"),
+    ("tasks_run_after_range", "run_after", "'10000-01-01 00:00:00+00'"),
+    ("tasks_run_after_range", "run_after", "'0001-12-31 23:59:59.999999+00 BC'"),
 ]
 
 # The columns that claims, completions, failures and unblocking write with a
@@ -119,6 +124,39 @@ def test_values_at_the_bounds_are_taken(conn):
         "required_capabilities = array_fill(repeat('c', 200), ARRAY[1000])"
     )
     assert count_tasks(conn) == 2
+
+
+def test_a_run_after_at_the_ends_of_the_calendar_is_taken_and_read_back(conn):
+    first, last = "0001-01-01 00:00:00+00", "9999-12-31 23:59:59.999999+00"
+    conn.execute(
+        "INSERT INTO omnispindle.tasks (task_type, run_after) VALUES ('t', %s), ('t', %s)",
+        [first, last],
+    )
+    read = conn.execute("SELECT run_after FROM omnispindle.tasks ORDER BY run_after").fetchall()
+    assert [row[0].year for row in read] == [1, 9999]
+
+
+def test_a_run_after_stored_before_its_rule_does_not_stop_a_parent_completing(conn):
+    """Unblocking writes run_after again (at least now): a dependent's time from
+    before the rule, left as it was, is let be, and its parent's completion stands."""
+    parent = conn.execute("SELECT omnispindle.enqueue('t')").fetchone()[0]
+    child = conn.execute(
+        "SELECT omnispindle.enqueue('later', dependencies => ARRAY[%s]::bigint[])", [parent]
+    ).fetchone()[0]
+    conn.execute("ALTER TABLE omnispindle.tasks DISABLE TRIGGER tasks_check_run_after")
+    conn.execute("UPDATE omnispindle.tasks SET run_after = 'infinity' WHERE id = %s", [child])
+    conn.execute("ALTER TABLE omnispindle.tasks ENABLE TRIGGER tasks_check_run_after")
+    claimed = conn.execute(
+        "SELECT id, lease_token FROM omnispindle.claim_tasks('{t}', '{}', 1, gen_random_uuid(), 30)"
+    ).fetchall()
+    assert [row[0] for row in claimed] == [parent]
+    conn.execute(
+        "SELECT omnispindle.complete_attempts(%s, %s, %s)", [[parent], [claimed[0][1]], ["{}"]]
+    )
+    row = conn.execute(
+        "SELECT state::text, run_after::text FROM omnispindle.tasks WHERE id = %s", [child]
+    ).fetchone()
+    assert row == ("pending", "infinity")
 
 
 def test_a_rule_about_a_missing_value_holds(conn):
