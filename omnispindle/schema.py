@@ -27,7 +27,7 @@ from omnispindle._db.caller import CallerConnection, as_psycopg
 from omnispindle._db.migrations import alembic_namespace, record_applied
 from omnispindle._db.namespace import DEFAULT, Namespace
 from omnispindle._db.pool import execute
-from omnispindle._db.schema_state import migration_names
+from omnispindle._db.schema_state import migration_file, migration_names
 from omnispindle._db.statements import script
 
 __all__ = ["apply_migration", "migration_names", "migration_sql"]
@@ -35,8 +35,13 @@ __all__ = ["apply_migration", "migration_names", "migration_sql"]
 
 def migration_sql(name: str, *, schema: str = "omnispindle") -> str:
     """Return the SQL script of migration ``name`` (e.g. ``"0001_initial"``, or
-    ``"0001_initial.down"`` to undo it), for the queue in ``schema``."""
-    return Namespace(schema).render(script(f"migrations/{name}.sql"))
+    ``"0001_initial.down"`` to undo it), for the queue in ``schema``.
+
+    Raises:
+        ValidationError: no migration is called ``name`` (``migration_names()``
+            lists them), or ``schema`` is not a name a queue may use.
+    """
+    return Namespace(schema).render(script(migration_file(name)))
 
 
 def apply_migration(bind: CallerConnection | Any, name: str, *, schema: str | None = None) -> None:
@@ -52,13 +57,15 @@ def apply_migration(bind: CallerConnection | Any, name: str, *, schema: str | No
     and ``:`` stay literal.
 
     Raises:
-        ValueError: no migration is called ``name``; nothing ran.
-        ValidationError: ``schema`` is not a name a queue may use; nothing ran.
+        ValidationError: no migration is called ``name`` (``migration_names()``
+            lists them; a ``ValueError`` too), or ``schema`` is not a name a
+            queue may use; nothing ran.
     """
+    path = migration_file(name)  # checks the name before anything runs
     namespace = _namespace(schema)
     conn = as_psycopg(bind)
-    record = record_applied(name)  # checks the name before anything runs
-    conn.execute(namespace.render(script(f"migrations/{name}.sql")))
+    record = record_applied(name)
+    conn.execute(namespace.render(script(path)))
     execute(conn, record, namespace)
 
 

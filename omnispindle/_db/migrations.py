@@ -73,7 +73,7 @@ def record_applied(name: str) -> Plan[None]:
     while Omnispindle's own Alembic history runs, which records it itself).
 
     Raises:
-        ValueError: no migration is called ``name`` (at once, before the plan runs).
+        ValidationError: no migration is called ``name`` (at once, before the plan runs).
     """
     return _record(_revision_after(name), alembic_namespace.get() is not None)
 
@@ -127,10 +127,7 @@ def stamp(dsn: str, revision: str, namespace: Namespace = DEFAULT) -> None:
     Raises:
         ValidationError: no migration is called ``revision``.
     """
-    try:
-        migration_names(through=revision)
-    except ValueError as exc:
-        raise ValidationError(str(exc)) from None
+    migration_names(through=revision)
     _run(dsn, namespace, lambda config: command.stamp(config, revision))
 
 

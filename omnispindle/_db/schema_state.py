@@ -17,7 +17,7 @@ from omnispindle._db.namespace import DEFAULT, Namespace
 from omnispindle._db.pool import execute
 from omnispindle._db.query import Plan
 from omnispindle._db.statements import data_dir
-from omnispindle.errors import SchemaMissingError, SchemaOutdatedError
+from omnispindle.errors import SchemaMissingError, SchemaOutdatedError, ValidationError
 
 
 def migration_names(through: str | None = None) -> tuple[str, ...]:
@@ -25,14 +25,30 @@ def migration_names(through: str | None = None) -> tuple[str, ...]:
     those up to and including ``through``.
 
     Raises:
-        ValueError: no migration is called ``through``.
+        ValidationError: no migration is called ``through``.
     """
     names = _all_migrations()
     if through is None:
         return names
     if through not in names:
-        raise ValueError(f"no migration named {through!r}; they are {', '.join(names)}")
+        raise ValidationError(_unknown(through))
     return names[: names.index(through) + 1]
+
+
+def migration_file(name: str) -> str:
+    """The script of migration ``name``, or of ``NAME.down`` that undoes it, as a
+    path under ``sql/``.
+
+    Raises:
+        ValidationError: ``name`` is neither (a typo, a path); nothing is read.
+    """
+    if not isinstance(name, str) or name.removesuffix(".down") not in _all_migrations():
+        raise ValidationError(f"{_unknown(name)} (NAME.down undoes one)")
+    return f"migrations/{name}.sql"
+
+
+def _unknown(name: object) -> str:
+    return f"no migration named {name!r}; they are {', '.join(_all_migrations())}"
 
 
 @cache

@@ -19,6 +19,7 @@ from omnispindle import (
     SchemaOutdatedError,
     TaskQueue,
     TaskQueueClient,
+    ValidationError,
     WorkerClient,
 )
 from omnispindle._db.schema_state import head_revision, migration_names
@@ -229,7 +230,8 @@ def test_a_schema_without_a_recorded_revision_is_stamped_not_reinstalled(empty_d
     TaskQueue(empty_dsn).shutdown()
 
 
-def test_apply_migration_refuses_an_unknown_name_before_running_anything(empty_dsn):
-    with pytest.raises(ValueError, match="no migration named '0099_nothing'"):
-        apply(empty_dsn, ["0099_nothing"])
+@pytest.mark.parametrize("name", ["0099_nothing", "../queries/setup", "0001_initial.down.down"])
+def test_apply_migration_refuses_an_unknown_name_before_running_anything(empty_dsn, name):
+    with pytest.raises(ValidationError, match=f"no migration named {name!r}; they are 0001_"):
+        apply(empty_dsn, [name])
     assert not omnispindle_schema_exists(empty_dsn)
