@@ -29,6 +29,7 @@ from omnispindle._db.namespace import DEFAULT, Namespace
 from omnispindle._db.pool import execute
 from omnispindle._db.schema_state import migration_file, migration_names
 from omnispindle._db.statements import script
+from omnispindle.errors import ConfigurationError
 
 __all__ = ["apply_migration", "migration_names", "migration_sql"]
 
@@ -60,13 +61,32 @@ def apply_migration(bind: CallerConnection | Any, name: str, *, schema: str | No
         ValidationError: no migration is called ``name`` (``migration_names()``
             lists them; a ``ValueError`` too), or ``schema`` is not a name a
             queue may use; nothing ran.
+        ConfigurationError: ``bind`` is Alembic's offline mode's (``--sql``),
+            which executes nothing: write ``op.execute(migration_sql(name))``
+            into the output instead.
     """
     path = migration_file(name)  # checks the name before anything runs
+    _refuse_offline(bind, name)
     namespace = _namespace(schema)
     conn = as_psycopg(bind)
     record = record_applied(name)
     conn.execute(namespace.render(script(path)))
     execute(conn, record, namespace)
+
+
+def _refuse_offline(bind: object, name: str) -> None:
+    """In offline mode, ``op.get_bind()`` is a mock that only writes SQL out: a
+    script run through psycopg has no connection to go to."""
+    from sqlalchemy.engine.mock import MockConnection
+
+    if isinstance(bind, MockConnection):
+        raise ConfigurationError(
+            f"apply_migration cannot apply {name!r} in Alembic's offline mode (--sql), "
+            "which connects to no database: put its script into the output with "
+            f"op.execute(migration_sql({name!r}, schema=...)) instead, and once the "
+            "output has run, record the last one with omnispindle migrate --dsn ... "
+            "--stamp REVISION"
+        )
 
 
 def _namespace(schema: str | None) -> Namespace:
