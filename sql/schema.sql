@@ -3563,9 +3563,12 @@ WITH states AS (
            count(*) FILTER (WHERE state = 'failed') AS failed_last_hour,
            count(*) FILTER (WHERE state = 'cancelled') AS cancelled_last_hour,
            count(*) FILTER (WHERE attempts > 1) AS retried_last_hour,
+           -- A start before run_after is that of an earlier turn: a task that
+           -- was made pending again (a retry's backoff, a release) and then
+           -- cancelled before it started anew did not wait a negative time.
            percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (
                ORDER BY extract(epoch FROM started_at - run_after))
-               FILTER (WHERE started_at IS NOT NULL) AS wait_quantiles,
+               FILTER (WHERE started_at >= run_after) AS wait_quantiles,
            percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (
                ORDER BY extract(epoch FROM finished_at - started_at))
                FILTER (WHERE started_at IS NOT NULL AND state IN ('succeeded', 'failed'))

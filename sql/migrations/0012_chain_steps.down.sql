@@ -8,7 +8,8 @@
 -- is stored again, a retry waiting out its backoff is not announced, a claim
 -- gathers a task's parents' results whatever their size, an error saying
 -- "retry": false is retried while attempts are left, and the view
--- unclaimable_tasks and its index are gone.
+-- unclaimable_tasks and its index are gone. task_metrics measures a wait
+-- from any start again, as 0011 made it.
 
 DROP VIEW omnispindle.unclaimable_tasks;
 DROP INDEX omnispindle.tasks_needs_ready_idx;
@@ -1407,3 +1408,73 @@ AS $$
     )
     SELECT id FROM below;
 $$;
+
+-- As 0011 made it.
+CREATE OR REPLACE VIEW omnispindle.task_metrics AS
+WITH states AS (
+    SELECT task_type,
+           count(*) FILTER (WHERE state = 'blocked')   AS blocked,
+           count(*) FILTER (WHERE state = 'pending')   AS pending,
+           count(*) FILTER (WHERE state = 'running')   AS running,
+           count(*) FILTER (WHERE state = 'succeeded') AS succeeded,
+           count(*) FILTER (WHERE state = 'failed')    AS failed,
+           count(*) FILTER (WHERE state = 'cancelled') AS cancelled,
+           extract(epoch FROM now() - min(run_after)
+                   FILTER (WHERE state = 'pending' AND run_after <= now()))::double precision
+               AS oldest_ready_seconds
+    FROM omnispindle.tasks
+    GROUP BY task_type
+), finished AS (
+    SELECT task_type, state, attempts, run_after, started_at, finished_at
+    FROM omnispindle.tasks
+    WHERE finished_at > now() - interval '1 hour'
+    UNION ALL
+    SELECT task_type, state, attempts, run_after, started_at, finished_at
+    FROM omnispindle.task_history
+    WHERE finished_at > now() - interval '1 hour'
+), recent AS (
+    SELECT task_type,
+           count(*) FILTER (WHERE finished_at > now() - interval '1 minute')
+               AS finished_last_minute,
+           count(*) FILTER (WHERE finished_at > now() - interval '1 minute'
+                            AND state = 'succeeded') AS succeeded_last_minute,
+           count(*) AS finished_last_hour,
+           count(*) FILTER (WHERE state = 'succeeded') AS succeeded_last_hour,
+           count(*) FILTER (WHERE state = 'failed') AS failed_last_hour,
+           count(*) FILTER (WHERE state = 'cancelled') AS cancelled_last_hour,
+           count(*) FILTER (WHERE attempts > 1) AS retried_last_hour,
+           percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (
+               ORDER BY extract(epoch FROM started_at - run_after))
+               FILTER (WHERE started_at IS NOT NULL) AS wait_quantiles,
+           percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (
+               ORDER BY extract(epoch FROM finished_at - started_at))
+               FILTER (WHERE started_at IS NOT NULL AND state IN ('succeeded', 'failed'))
+               AS run_quantiles
+    FROM finished
+    GROUP BY task_type
+)
+SELECT coalesce(s.task_type, r.task_type) AS task_type,
+       coalesce(s.blocked, 0) AS blocked, coalesce(s.pending, 0) AS pending,
+       coalesce(s.running, 0) AS running, coalesce(s.succeeded, 0) AS succeeded,
+       coalesce(s.failed, 0) AS failed, coalesce(s.cancelled, 0) AS cancelled,
+       coalesce(r.finished_last_minute, 0) AS finished_last_minute,
+       coalesce(r.succeeded_last_minute, 0) AS succeeded_last_minute,
+       coalesce(r.finished_last_hour, 0) AS finished_last_hour,
+       coalesce(r.succeeded_last_hour, 0) AS succeeded_last_hour,
+       coalesce(r.failed_last_hour, 0) AS failed_last_hour,
+       coalesce(r.cancelled_last_hour, 0) AS cancelled_last_hour,
+       coalesce(r.retried_last_hour, 0) AS retried_last_hour,
+       r.failed_last_hour::double precision
+           / nullif(r.succeeded_last_hour + r.failed_last_hour, 0) AS failure_rate_last_hour,
+       r.retried_last_hour::double precision / nullif(r.finished_last_hour, 0)
+           AS retry_rate_last_hour,
+       r.wait_quantiles[1] AS wait_p50_seconds,
+       r.wait_quantiles[2] AS wait_p95_seconds,
+       r.wait_quantiles[3] AS wait_p99_seconds,
+       r.run_quantiles[1] AS run_p50_seconds,
+       r.run_quantiles[2] AS run_p95_seconds,
+       r.run_quantiles[3] AS run_p99_seconds,
+       s.oldest_ready_seconds
+-- A type whose every task of the last hour is in the history has a row too.
+FROM states s
+FULL JOIN recent r ON r.task_type = s.task_type;

@@ -44,7 +44,10 @@
 -- workers run their type, through a new index of the pending tasks that need
 -- capabilities. A task's run_after must fall within the years 1 to 9999 in
 -- UTC (tasks_run_after_range), which a Python datetime can hold: one due at
--- 'infinity' could not be read back.
+-- 'infinity' could not be read back. The wait quantiles of task_metrics
+-- leave out a start from before the task's run_after, that of an earlier turn
+-- of a task cancelled while it waited to run again, which measured a negative
+-- wait.
 
 ALTER FUNCTION omnispindle.complete_attempts(bigint[], uuid[], jsonb[])
     SET plan_cache_mode = force_generic_plan;
@@ -2735,3 +2738,77 @@ AS $$
     )
     SELECT id FROM below;
 $$;
+
+-- As in sql/schema.sql: a wait is measured only from a start of the task's
+-- latest turn.
+CREATE OR REPLACE VIEW omnispindle.task_metrics AS
+WITH states AS (
+    SELECT task_type,
+           count(*) FILTER (WHERE state = 'blocked')   AS blocked,
+           count(*) FILTER (WHERE state = 'pending')   AS pending,
+           count(*) FILTER (WHERE state = 'running')   AS running,
+           count(*) FILTER (WHERE state = 'succeeded') AS succeeded,
+           count(*) FILTER (WHERE state = 'failed')    AS failed,
+           count(*) FILTER (WHERE state = 'cancelled') AS cancelled,
+           extract(epoch FROM now() - min(run_after)
+                   FILTER (WHERE state = 'pending' AND run_after <= now()))::double precision
+               AS oldest_ready_seconds
+    FROM omnispindle.tasks
+    GROUP BY task_type
+), finished AS (
+    SELECT task_type, state, attempts, run_after, started_at, finished_at
+    FROM omnispindle.tasks
+    WHERE finished_at > now() - interval '1 hour'
+    UNION ALL
+    SELECT task_type, state, attempts, run_after, started_at, finished_at
+    FROM omnispindle.task_history
+    WHERE finished_at > now() - interval '1 hour'
+), recent AS (
+    SELECT task_type,
+           count(*) FILTER (WHERE finished_at > now() - interval '1 minute')
+               AS finished_last_minute,
+           count(*) FILTER (WHERE finished_at > now() - interval '1 minute'
+                            AND state = 'succeeded') AS succeeded_last_minute,
+           count(*) AS finished_last_hour,
+           count(*) FILTER (WHERE state = 'succeeded') AS succeeded_last_hour,
+           count(*) FILTER (WHERE state = 'failed') AS failed_last_hour,
+           count(*) FILTER (WHERE state = 'cancelled') AS cancelled_last_hour,
+           count(*) FILTER (WHERE attempts > 1) AS retried_last_hour,
+           -- A start before run_after is that of an earlier turn: a task that
+           -- was made pending again (a retry's backoff, a release) and then
+           -- cancelled before it started anew did not wait a negative time.
+           percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (
+               ORDER BY extract(epoch FROM started_at - run_after))
+               FILTER (WHERE started_at >= run_after) AS wait_quantiles,
+           percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (
+               ORDER BY extract(epoch FROM finished_at - started_at))
+               FILTER (WHERE started_at IS NOT NULL AND state IN ('succeeded', 'failed'))
+               AS run_quantiles
+    FROM finished
+    GROUP BY task_type
+)
+SELECT coalesce(s.task_type, r.task_type) AS task_type,
+       coalesce(s.blocked, 0) AS blocked, coalesce(s.pending, 0) AS pending,
+       coalesce(s.running, 0) AS running, coalesce(s.succeeded, 0) AS succeeded,
+       coalesce(s.failed, 0) AS failed, coalesce(s.cancelled, 0) AS cancelled,
+       coalesce(r.finished_last_minute, 0) AS finished_last_minute,
+       coalesce(r.succeeded_last_minute, 0) AS succeeded_last_minute,
+       coalesce(r.finished_last_hour, 0) AS finished_last_hour,
+       coalesce(r.succeeded_last_hour, 0) AS succeeded_last_hour,
+       coalesce(r.failed_last_hour, 0) AS failed_last_hour,
+       coalesce(r.cancelled_last_hour, 0) AS cancelled_last_hour,
+       coalesce(r.retried_last_hour, 0) AS retried_last_hour,
+       r.failed_last_hour::double precision
+           / nullif(r.succeeded_last_hour + r.failed_last_hour, 0) AS failure_rate_last_hour,
+       r.retried_last_hour::double precision / nullif(r.finished_last_hour, 0)
+           AS retry_rate_last_hour,
+       r.wait_quantiles[1] AS wait_p50_seconds,
+       r.wait_quantiles[2] AS wait_p95_seconds,
+       r.wait_quantiles[3] AS wait_p99_seconds,
+       r.run_quantiles[1] AS run_p50_seconds,
+       r.run_quantiles[2] AS run_p95_seconds,
+       r.run_quantiles[3] AS run_p99_seconds,
+       s.oldest_ready_seconds
+-- A type whose every task of the last hour is in the history has a row too.
+FROM states s
+FULL JOIN recent r ON r.task_type = s.task_type;

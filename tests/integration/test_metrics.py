@@ -199,6 +199,22 @@ def test_percentiles_and_ages_are_sane(queue, conn, workload):
     assert rows["ok"]["oldest_ready_seconds"] is None
 
 
+def always_fails(task):
+    raise RuntimeError(f"attempt {task['attempt']} fails")
+
+
+def test_a_task_cancelled_while_its_retry_waits_measures_no_wait(queue, client, conn, start_worker):
+    # Its start is that of the failed attempt, before the backoff's run_after:
+    # a wait of minus the backoff (-40 s) came out as every quantile.
+    start_worker({"flop": always_fails})
+    cancelled = client.submit_task("flop", max_retries=3, retry_backoff=60)
+    poll(lambda: client.get_task(cancelled)["error"], DEADLINE)
+    client.cancel_task(cancelled)
+    row = next(r for r in queue.get_metrics()["task_types"] if r["task_type"] == "flop")
+    assert row["cancelled_last_hour"] == 1
+    assert [row[f"wait_{p}_seconds"] for p in ("p50", "p95", "p99")] == [None, None, None]
+
+
 def test_worker_figures_and_utilisation(queue, conn, workload):
     workers = {row["name"]: row for row in queue.get_metrics()["workers"]}
     expected = worker_figures(conn)
