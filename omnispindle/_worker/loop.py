@@ -76,6 +76,11 @@ class TaskTimeout(Exception):
     """The attempt ran past the task's timeout and was abandoned."""
 
 
+class ClaimRefused(Exception):
+    """The database refused a claim for a row it would take (one written with
+    the rules off breaks a rule once running): no result was at fault."""
+
+
 class WorkerLoop:
     """One run of a worker, from registration to a clean stop.
 
@@ -207,20 +212,9 @@ class WorkerLoop:
             try:
                 more_ready = self._step(worker_id)
                 errors = 0
-            except DATABASE_ERRORS as exc:
-                # Lost connections, restarts, deadlocks, lock timeouts: all pass.
-                # An outage is logged once, when it starts and ends, by the pool.
+            except (*DATABASE_ERRORS, ClaimRefused) as exc:
                 errors += 1
-                self.reply_lost = True
-                # A statement the stop cancelled (see _stop_bound) is no news.
-                quiet = isinstance(exc, DatabaseUnavailableError) or self.stopping.is_set()
-                if errors == 1 and not quiet:
-                    log.warning(
-                        "worker %s: database error (%s); retrying",
-                        self.settings.name,
-                        first_line(exc),
-                    )
-                self.stopping.wait(error_pause(errors, started))
+                self._ride_out(exc, errors, started)
                 continue
             if noticed:  # a supervisor that relays notices wakes others while this one is full
                 self.notifier.claimed(busy or more_ready)
@@ -229,6 +223,19 @@ class WorkerLoop:
                 self._walk_from_head_soon()
             if not more_ready:
                 self.wake.wait(self.timers.pause(time.monotonic(), self.claims.next_deadline()))
+
+    def _ride_out(self, exc: Exception, errors: int, started: float) -> None:
+        """Lost connections, restarts, deadlocks, lock timeouts, refused claims: all
+        pass. Warn of the first of a run, then pause, longer at each in a row."""
+        # A refused claim committed nothing; another error's step may have, unseen.
+        self.reply_lost = self.reply_lost or not isinstance(exc, ClaimRefused)
+        # An outage is logged once, when it starts and ends, by the pool; a
+        # statement the stop cancelled (see _stop_bound) is no news.
+        quiet = isinstance(exc, DatabaseUnavailableError) or self.stopping.is_set()
+        if errors == 1 and not quiet:
+            what = "claim refused" if isinstance(exc, ClaimRefused) else "database error"
+            log.warning("worker %s: %s (%s); retrying", self.settings.name, what, first_line(exc))
+        self.stopping.wait(error_pause(errors, started))
 
     def _walk_from_head_soon(self) -> None:
         """After a notified claim from the cursor found nothing, wake for a walk
@@ -328,7 +335,9 @@ class WorkerLoop:
                     after_id=after_id,
                 )
             )
-        except ValidationError:
+        except ValidationError as exc:
+            if not succeeded:  # a row the claim would take, every time it is tried
+                raise ClaimRefused(str(exc)) from exc
             # A result the database refuses: store one by one to find it, then claim.
             self.timers.due_in(self.store.store(succeeded, []), time.monotonic())
             self.claims.release(succeeded)

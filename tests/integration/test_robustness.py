@@ -3,6 +3,7 @@ open app transactions."""
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import threading
@@ -238,3 +239,37 @@ def test_a_worker_a_lock_holds_up_stops_within_its_shutdown_timeout(queue, dsn, 
     running.join(30)
     assert stopped, f"still running {took:.1f} s after stop()"
     assert took < SHUTDOWN + LAST_WORDS + LATE, took
+
+
+def test_a_claim_a_hand_written_row_refuses_is_told_and_waited_out(
+    client, conn, start_worker, record_statements, caplog
+):
+    """A pending task that counts a dependency, written with the rules off (a
+    restore without triggers), makes every claim that takes it fail
+    (check_violation tasks_blocked_has_dependencies). The worker claimed again
+    at once, without a word and deaf to stop, until Python's recursion limit
+    ended its thread; it now warns once, waits as after a database error, and
+    still stores what it runs."""
+    release = threading.Event()
+    executors = {"held": lambda task: release.wait(30) and {"ok": True}, "job": lambda task: {}}
+    start_worker(executors, concurrency=2)
+    held = client.submit_task("held")
+    poll(lambda: client.get_task(held)["state"] == "running", timeout=30)
+    with conn.transaction():
+        conn.execute("ALTER TABLE omnispindle.tasks DISABLE TRIGGER tasks_state_rules")
+        conn.execute(
+            "INSERT INTO omnispindle.tasks (task_type, pending_dependencies) VALUES ('job', 1)"
+        )
+        conn.execute("ALTER TABLE omnispindle.tasks ENABLE TRIGGER tasks_state_rules")
+    statements = record_statements()
+    caplog.set_level(logging.WARNING, logger="omnispindle")
+    client.submit_task("job")  # its notice wakes the worker to claim
+    poll(lambda: "tasks_blocked_has_dependencies" in caplog.text, timeout=30)
+    started = time.monotonic()
+    poll(lambda: time.monotonic() - started > 1.0, timeout=30)
+    claims = statements.names.count("complete_and_claim")
+    assert claims < 20, f"{claims} claims in a second"
+    refusals = [r for r in caplog.records if "tasks_blocked_has_dependencies" in r.getMessage()]
+    assert len(refusals) == 1, [r.getMessage() for r in refusals]
+    release.set()
+    assert client.wait_for_task(held, timeout=30)["result"] == {"ok": True}
