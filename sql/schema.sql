@@ -1766,8 +1766,13 @@ BEGIN
         PERFORM pg_notify('omnispindle_ready', extract(epoch FROM first_later)::text);
     END IF;
 
+    -- The notice names the tasks this statement finished, so that a wait
+    -- wakes for its own tasks only (one naming none wakes every wait): more
+    -- than 400 ids of up to 19 digits would not fit in its 8,000 bytes.
     IF succeeded IS NOT NULL OR broken IS NOT NULL THEN
-        PERFORM pg_notify('omnispindle_finished', '');
+        PERFORM pg_notify('omnispindle_finished',
+                          CASE WHEN cardinality(succeeded || broken) <= 400
+                               THEN array_to_string(succeeded || broken, ',') ELSE '' END);
     END IF;
     RETURN NULL;
 END

@@ -6,6 +6,7 @@ queries to run next and keeps what they return; each client runs them.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Iterable, Iterator, Sequence
 
@@ -165,6 +166,19 @@ class FinishedTasks:
         if lost or now - self._quiet_since >= self.recheck_after:
             self._quiet_since = now
             return True
+        return False
+
+    def named_in(self, named: frozenset[int]) -> bool:
+        """Whether a notice naming the ids ``named`` names a task this wait may still
+        wait for. Safe from the notifier's thread: the sorted list it reads is
+        replaced, never changed."""
+        unfinished = self._unfinished
+        if len(named) >= len(unfinished):
+            return not named.isdisjoint(unfinished)
+        for task_id in named:
+            at = bisect.bisect_left(unfinished, task_id)
+            if at < len(unfinished) and unfinished[at] == task_id:
+                return True
         return False
 
     def records(self) -> list[TaskRecord]:

@@ -12,6 +12,7 @@ from omnispindle._client.records import StreamEvent, final_event, partial_event
 from omnispindle._db.async_notifier import AsyncNotifier
 from omnispindle._db.async_pool import AsyncDatabase
 from omnispindle._db.notifier import FINISHED_CHANNEL, STREAM_CHANNEL
+from omnispindle._db.task_notices import naming
 from omnispindle.errors import DatabaseUnavailableError, WaitTimeoutError
 from omnispindle.states import FINISHED_VALUES
 
@@ -30,7 +31,7 @@ async def stream_events(
         WaitTimeoutError: the task had not finished within ``timeout`` seconds.
         DatabaseUnavailableError: the database was still unreachable at the timeout.
     """
-    woken = notifier.subscribe((STREAM_CHANNEL, FINISHED_CHANNEL), payload=str(task_id))
+    woken = notifier.subscribe((STREAM_CHANNEL, FINISHED_CHANNEL), naming(task_id))
     deadline = None if timeout is None else time.monotonic() + timeout
     after = 0
     try:

@@ -15,6 +15,7 @@ from omnispindle._db.async_notifier import AsyncNotifier
 from omnispindle._db.async_pool import AsyncDatabase
 from omnispindle._db.notifier import FINISHED_CHANNEL
 from omnispindle._db.rows import TaskRecord
+from omnispindle._db.task_notices import Wanted
 from omnispindle.errors import DatabaseUnavailableError
 
 # Called as progress(finished, total); it may be a coroutine function.
@@ -81,7 +82,9 @@ async def wait_for_batch(
     lagging = checked is not db
     floor = ReplayFloor(lagging)
     channels = (FINISHED_CHANNEL,)
-    if not await wait_until(collect, notifier, channels, deadline, pacer, lagging=lagging):
+    if not await wait_until(
+        collect, notifier, channels, deadline, pacer, wanted=finished.named_in, lagging=lagging
+    ):
         raise finished.timeout_error()
     return finished.records()
 
@@ -93,6 +96,7 @@ async def wait_until(
     deadline: float | None,
     pacer: CheckPacer,
     *,
+    wanted: Wanted,
     lagging: bool = False,
 ) -> bool:
     """Await ``done()`` after wake-ups on ``channels`` until it returns True or the deadline passes.
@@ -100,10 +104,11 @@ async def wait_until(
     Subscribes before the first check, so a task finishing between that check
     and the wait still wakes it. Without a notification it checks every poll
     interval; after one, once ``pacer`` allows. Returns False on timeout. An
-    unreachable database counts as not done, and ``lagging`` checks follow a
+    unreachable database counts as not done, only notices that may concern
+    the tasks ``wanted`` picks wake it, and ``lagging`` checks follow a
     replica's replay, as in the blocking twin.
     """
-    woken = notifier.subscribe(channels)
+    woken = notifier.subscribe(channels, wanted)
     follower = ReplayFollower(lagging, pacer.poll_interval)
     try:
         while True:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 from omnispindle._client import operations
 from omnispindle._client._pacing import connection_wait, next_pause
 from omnispindle._client.records import StreamEvent, final_event, partial_event
 from omnispindle._db.notifier import FINISHED_CHANNEL, STREAM_CHANNEL, Listens
 from omnispindle._db.pool import Database
+from omnispindle._db.task_notices import naming, wake_for
 from omnispindle.errors import DatabaseUnavailableError, WaitTimeoutError
 from omnispindle.states import FINISHED_VALUES
 
@@ -29,18 +30,6 @@ def require_task(reads: Database, task_id: int, timeout: float | None) -> None:
         reads.run(operations.get_task(task_id), wait=timeout)
 
 
-def wake_for(task_id: int, wake: Callable[[], object]) -> Callable[[str], None]:
-    """A stream notice's callback that wakes only for ``task_id``'s partials: a
-    notice names its task, or none (a reconnect, a schema from before names)."""
-    own = str(task_id)
-
-    def heard(payload: str) -> None:
-        if payload in ("", own):
-            wake()
-
-    return heard
-
-
 def stream_events(
     db: Database, notifier: Listens, task_id: int, timeout: float | None, poll_interval: float
 ) -> Iterator[StreamEvent]:
@@ -52,9 +41,10 @@ def stream_events(
         DatabaseUnavailableError: the database was still unreachable at the timeout.
     """
     woken = threading.Event()
+    heard = wake_for(naming(task_id), woken.set)  # its own task's partials and finish
     handles = [
-        notifier.subscribe(STREAM_CHANNEL, wake_for(task_id, woken.set), with_payload=True),
-        notifier.subscribe(FINISHED_CHANNEL, woken.set),
+        notifier.subscribe(channel, heard, with_payload=True)
+        for channel in (STREAM_CHANNEL, FINISHED_CHANNEL)
     ]
     deadline = None if timeout is None else time.monotonic() + timeout
     after = 0

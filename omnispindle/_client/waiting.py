@@ -12,6 +12,7 @@ from omnispindle._client._replay_floor import ReplayFloor
 from omnispindle._db.notifier import FINISHED_CHANNEL, Listens
 from omnispindle._db.pool import Database
 from omnispindle._db.rows import TaskRecord
+from omnispindle._db.task_notices import Wanted, wake_for
 from omnispindle.errors import DatabaseUnavailableError
 
 Progress = Callable[[int, int], object]
@@ -77,7 +78,15 @@ def wait_for_batch(
     deadline = None if finished.timeout is None else time.monotonic() + finished.timeout
     lagging = checked is not db
     floor = ReplayFloor(lagging)
-    if not wait_until(collect, notifier, FINISHED_CHANNEL, deadline, pacer, lagging=lagging):
+    if not wait_until(
+        collect,
+        notifier,
+        FINISHED_CHANNEL,
+        deadline,
+        pacer,
+        wanted=finished.named_in,
+        lagging=lagging,
+    ):
         raise finished.timeout_error()
     return finished.records()
 
@@ -89,6 +98,7 @@ def wait_until(
     deadline: float | None,
     pacer: CheckPacer,
     *,
+    wanted: Wanted,
     lagging: bool = False,
 ) -> bool:
     """Call ``done()`` after wake-ups on ``channel`` until it returns True or the deadline passes.
@@ -98,12 +108,14 @@ def wait_until(
     interval; after one, once ``pacer`` allows. Returns False on timeout. A
     check that finds the database unreachable counts as not done: the wait
     rides through a restart, and raises that error only if it lasts past the
-    deadline. ``lagging``: the checks read a replica, which may not have
-    replayed what a notification announced, so a wake-up that leaves the wait
-    not done is followed by checks at growing gaps (see ``ReplayFollower``).
+    deadline. Only notices that may concern the tasks ``wanted`` picks wake
+    it: with many waits, each task's finish wakes its own. ``lagging``: the
+    checks read a replica, which may not have replayed what a notification
+    announced, so a wake-up that leaves the wait not done is followed by
+    checks at growing gaps (see ``ReplayFollower``).
     """
     woken = threading.Event()
-    handle = notifier.subscribe(channel, woken.set)
+    handle = notifier.subscribe(channel, wake_for(wanted, woken.set), with_payload=True)
     follower = ReplayFollower(lagging, pacer.poll_interval)
     try:
         while True:

@@ -23,6 +23,7 @@ from omnispindle._db.namespace import DEFAULT, Namespace
 from omnispindle._db.notifier import FINISHED_CHANNEL, PROBE_CHANNEL, STREAM_CHANNEL
 from omnispindle._db.outages import Outage
 from omnispindle._db.queries import setup
+from omnispindle._db.task_notices import Wanted, concerns
 from omnispindle.errors import DatabaseUnavailableError, first_line
 
 # Clients wait for finished tasks and streamed partials; the other channels are the workers'.
@@ -62,22 +63,22 @@ class AsyncNotifier:
         self._channels = {namespace.channel(channel): channel for channel in _CHANNELS}
         self.outage = Outage("the async LISTEN connection", log)
         self._max_backoff = max_backoff
-        # Each waiter's channels, and the payload it wakes for besides an empty one.
-        self._waiters: dict[asyncio.Event, tuple[frozenset[str], str | None]] = {}
+        # Each waiter's channels, and which tasks' notices it wakes for (None: all).
+        self._waiters: dict[asyncio.Event, tuple[frozenset[str], Wanted | None]] = {}
         self._task: asyncio.Task[None] | None = None
         self._probes: set[asyncio.Task[None]] = set()  # held, so that none is collected early
         self.connected = asyncio.Event()
 
-    def subscribe(self, channels: Iterable[str], payload: str | None = None) -> asyncio.Event:
+    def subscribe(self, channels: Iterable[str], wanted: Wanted | None = None) -> asyncio.Event:
         """Return an event that is set on each notification on one of ``channels``;
-        with ``payload``, only on those whose payload is it or empty (a notice
-        naming a task then wakes the waiters of that task alone)."""
+        with ``wanted``, only on those that may concern the tasks it picks (see
+        :mod:`task_notices`): a notice naming tasks wakes their waiters alone."""
         channels = frozenset(channels)
         unknown = channels - set(_CHANNELS)
         if unknown:
             raise ValueError(f"unknown channel(s) {sorted(unknown)}")
         event = asyncio.Event()
-        self._waiters[event] = (channels, payload)
+        self._waiters[event] = (channels, wanted)
         if self._dsn is not None and (self._task is None or self._task.done()):
             self._task = asyncio.get_running_loop().create_task(
                 self._run(), name="omnispindle-async-notifier"
@@ -103,7 +104,9 @@ class AsyncNotifier:
 
     def _wake(self, channel: str | None, payload: str = "") -> None:
         for event, (channels, wanted) in list(self._waiters.items()):
-            if channel is None or (channel in channels and payload in ("", wanted)):
+            if channel is None or (
+                channel in channels and (wanted is None or concerns(payload, wanted))
+            ):
                 event.set()
 
     async def _run(self) -> None:

@@ -30,7 +30,9 @@
 -- dependents keep a finished task, written out in the prune, its count and
 -- the archive, is one function, dependents_reading, that they all ask. A
 -- partial result's notification names its task, so that a stream wakes for
--- its own task only. A cascade of cancels, a retry with dependents and
+-- its own task only, and a finished notification the tasks its statement
+-- finished (none, when they are over 400), so that a wait wakes for its own
+-- tasks only. A cascade of cancels, a retry with dependents and
 -- dependents_of read the edges of each level by key, not every edge, and a
 -- cascade does not walk again below the tasks it cancelled. A task made
 -- pending for later (a retry waiting out its backoff) is announced with the
@@ -495,8 +497,13 @@ BEGIN
         PERFORM pg_notify('omnispindle_ready', extract(epoch FROM first_later)::text);
     END IF;
 
+    -- The notice names the tasks this statement finished, so that a wait
+    -- wakes for its own tasks only (one naming none wakes every wait): more
+    -- than 400 ids of up to 19 digits would not fit in its 8,000 bytes.
     IF succeeded IS NOT NULL OR broken IS NOT NULL THEN
-        PERFORM pg_notify('omnispindle_finished', '');
+        PERFORM pg_notify('omnispindle_finished',
+                          CASE WHEN cardinality(succeeded || broken) <= 400
+                               THEN array_to_string(succeeded || broken, ',') ELSE '' END);
     END IF;
     RETURN NULL;
 END
