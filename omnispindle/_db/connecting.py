@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 import psycopg
@@ -10,7 +11,10 @@ from psycopg.conninfo import conninfo_to_dict
 
 from omnispindle._core import defaults
 from omnispindle._db.adapters import ADAPTERS
-from omnispindle.errors import DatabaseUnavailableError, first_line
+from omnispindle.errors import ConfigurationError, DatabaseUnavailableError, first_line
+
+# A fragment libpq quotes in its reason: a whole word, as in ``token: "..."``.
+_QUOTED = re.compile(r'(?<!\S)"([^"]*)"(?=[\s:,.]|$)')
 
 
 def connect_options(dsn: str, *, pooler: bool = False) -> dict[str, Any]:
@@ -23,7 +27,7 @@ def connect_options(dsn: str, *, pooler: bool = False) -> dict[str, Any]:
     transaction mode), no statement is prepared: a prepared statement lives on
     one server connection."""
     options: dict[str, Any] = {"context": ADAPTERS}
-    given = conninfo_to_dict(dsn)
+    given = dsn_params(dsn)
     if not ("connect_timeout" in given or os.environ.get("PGCONNECT_TIMEOUT")):
         options["connect_timeout"] = defaults.CONNECT_TIMEOUT
     options |= {name: value for name, value in defaults.TCP_SETTINGS.items() if name not in given}
@@ -32,10 +36,43 @@ def connect_options(dsn: str, *, pooler: bool = False) -> dict[str, Any]:
     return options
 
 
+def dsn_params(dsn: str) -> dict[str, Any]:
+    """The parameters ``dsn`` gives.
+
+    Raises:
+        ConfigurationError: libpq cannot parse it; its reason, without what it
+            quoted of the DSN but an option's name.
+    """
+    try:
+        return conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as exc:
+        reason = _unquoted(first_line(exc), dsn)
+        # Not chained: libpq quotes the DSN, a password included (an unescaped %
+        # in a URI's password, a URI cut short), and a traceback shows the cause.
+        raise ConfigurationError(f"the DSN cannot be parsed: {reason}") from None
+
+
+def _unquoted(reason: str, dsn: str) -> str:
+    """libpq's ``reason`` with each fragment of the DSN it quotes masked, but for
+    an option's name; cut at its first quote if a quote it quoted leaves doubt."""
+
+    def mask(match: re.Match[str]) -> str:
+        text = match.group(1)
+        named = re.fullmatch(r"\w+", text) and re.search(rf"(^|[\s?&]){text}\s*=", dsn)
+        sign = re.fullmatch(r"[^\w\s]", text)  # "=" or "]" libpq looked for
+        return match.group(0) if sign or named else '"..."'
+
+    masked = _QUOTED.sub(mask, reason)
+    if _QUOTED.sub("", masked).count('"'):
+        return reason.partition('"')[0].rstrip(" :")
+    return masked
+
+
 def connect(dsn: str, *, autocommit: bool = True) -> psycopg.Connection[Any]:
     """A connection to ``dsn``, by default in autocommit mode.
 
     Raises:
+        ConfigurationError: ``dsn`` cannot be parsed (see :func:`dsn_params`).
         DatabaseUnavailableError: the server cannot be reached in time, or refused
             the connection (wrong password, no such database): the server's reason.
     """
