@@ -21,6 +21,7 @@ from omnispindle._client import operations
 from omnispindle._db.query import Operation
 from omnispindle.dashboard import csrf
 from omnispindle.dashboard.rendering import NOTICE_COOKIE, notice_value, path_for
+from omnispindle.dashboard.security import cookie_settings
 from omnispindle.dashboard.settings import Settings
 from omnispindle.dashboard.source import Source
 from omnispindle.errors import OmnispindleError
@@ -90,13 +91,7 @@ def _back_with_notice(
 ) -> Response:
     """Back to the form's page, carrying what the action did in a cookie."""
     response = RedirectResponse(_back(request, target, task_ids), 303)
-    response.set_cookie(
-        NOTICE_COOKIE,
-        notice_value(kind, text),
-        path=request.scope.get("root_path") or "/",
-        httponly=True,
-        samesite="strict",
-    )
+    response.set_cookie(NOTICE_COOKIE, notice_value(kind, text), **cookie_settings(request))
     return response
 
 

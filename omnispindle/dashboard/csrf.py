@@ -14,6 +14,8 @@ import secrets
 from starlette.requests import Request
 from starlette.responses import Response
 
+from omnispindle.dashboard.security import cookie_settings
+
 CSRF_COOKIE = "omnispindle_dashboard_csrf"
 CSRF_FIELD = "csrf_token"
 
@@ -31,13 +33,7 @@ def remember(request: Request, response: Response) -> None:
     """Set the cookie of a token made for this request, if one was."""
     token = getattr(request.state, "new_csrf", None)
     if token is not None:
-        response.set_cookie(
-            CSRF_COOKIE,
-            token,
-            path=request.scope.get("root_path") or "/",
-            httponly=True,
-            samesite="strict",
-        )
+        response.set_cookie(CSRF_COOKIE, token, **cookie_settings(request))
 
 
 def valid(request: Request, submitted: object) -> bool:

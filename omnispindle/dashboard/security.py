@@ -1,8 +1,8 @@
 """Who may use the dashboard: a bearer token or HTTP basic credentials.
 
 With a token, a browser may open ``...?token=T`` once: the token moves into a
-cookie (HttpOnly, SameSite=Strict) and the address is reloaded without it, so
-that it stays out of the history and of links.
+cookie (HttpOnly, SameSite=Strict, Secure by HTTPS) and the address is reloaded
+without it, so that it stays out of the history and of links.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import base64
 import binascii
 import hmac
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlencode
 
 from starlette.requests import HTTPConnection
@@ -124,14 +125,21 @@ def token_login(auth: TokenAuth, connection: HTTPConnection) -> Response | None:
     kept = urlencode([(k, v) for k, v in connection.query_params.multi_items() if k != "token"])
     target = connection.url.path + (f"?{kept}" if kept else "")
     response = RedirectResponse(target, 303)
-    response.set_cookie(
-        TOKEN_COOKIE,
-        auth.token,
-        path=connection.scope.get("root_path") or "/",
-        httponly=True,
-        samesite="strict",
-    )
+    response.set_cookie(TOKEN_COOKIE, auth.token, **cookie_settings(connection))
     return response
+
+
+def cookie_settings(connection: HTTPConnection) -> dict[str, Any]:
+    """How the dashboard sets its cookies: for its pages, out of scripts' and other
+    sites' reach, and Secure when the request came by HTTPS (behind a proxy, as
+    uvicorn reads X-Forwarded-Proto): a browser sends a cookie without it to the
+    same host by plain HTTP too, where anyone on the way reads it."""
+    return {
+        "path": connection.scope.get("root_path") or "/",
+        "httponly": True,
+        "samesite": "strict",
+        "secure": connection.url.scheme == "https",
+    }
 
 
 class AuthMiddleware:

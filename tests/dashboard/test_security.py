@@ -108,3 +108,41 @@ def test_the_command_without_credentials_answers_only_this_machines_names(dsn):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def _login_cookie(port: int, headers: dict[str, str]) -> str | None:
+    """The Set-Cookie of ``GET /?token=s3cret`` on the dashboard at ``port``; None
+    while nothing answers."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request("GET", "/?token=s3cret", headers=headers)
+        return connection.getresponse().getheader("set-cookie")
+    except OSError:
+        return None
+    finally:
+        connection.close()
+
+
+def test_behind_a_tls_proxy_the_token_cookie_is_secure(dsn):
+    """The cookie had no Secure: a browser sent the token by plain HTTP to the same host."""
+    port = free_port()
+    command = [sys.executable, "-m", "omnispindle", "dashboard", "--dsn", dsn]
+    command += ["--port", str(port), "--token", "s3cret"]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        poll(lambda: server.poll() is not None or _login_cookie(port, {}), 60)
+        assert server.poll() is None, server.stderr.read().decode() if server.stderr else ""
+        by_tls = _login_cookie(port, {"X-Forwarded-Proto": "https"}) or ""
+        assert "omnispindle_dashboard_token=s3cret" in by_tls and "Secure" in by_tls
+        # Plain HTTP on this machine: a Secure cookie would not come back.
+        assert "Secure" not in (_login_cookie(port, {}) or "")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_cookies_of_pages_read_by_https_are_secure(browse):
+    web = browse(auth=TokenAuth("s3cret"))
+    web.base_url = web.base_url.copy_with(scheme="https")
+    page = web.get(MOUNT + "/", headers={"Authorization": "Bearer s3cret"})
+    assert page.status_code == 200 and "Secure" in page.headers["set-cookie"]
