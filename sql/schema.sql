@@ -2876,13 +2876,14 @@ CREATE TABLE omnispindle.task_type_limits (
     CONSTRAINT task_type_limits_task_type_valid
         CHECK (task_type <> '' AND length(task_type) <= 200),
     CONSTRAINT task_type_limits_max_running_range CHECK (max_running BETWEEN 1 AND 1000000),
+    -- From 1e-9: below, a bucket's refill could underflow (see set_task_type_limit).
     CONSTRAINT task_type_limits_rate_range
-        CHECK (starts_per_second > 0 AND starts_per_second <= 1000000),
+        CHECK (starts_per_second >= 1e-9 AND starts_per_second <= 1000000),
     CONSTRAINT task_type_limits_burst_range CHECK (burst BETWEEN 1 AND 1000000),
     CONSTRAINT task_type_limits_per_group_range
         CHECK (max_running_per_group BETWEEN 1 AND 1000000),
     CONSTRAINT task_type_limits_group_rate_range
-        CHECK (starts_per_second_per_group > 0 AND starts_per_second_per_group <= 1000000),
+        CHECK (starts_per_second_per_group >= 1e-9 AND starts_per_second_per_group <= 1000000),
     -- A rate comes with its bucket, and a row limits something.
     CONSTRAINT task_type_limits_rate_has_bucket
         CHECK ((starts_per_second IS NULL) = (burst IS NULL)
@@ -2930,9 +2931,11 @@ BEGIN
                         'a type back entirely)' USING ERRCODE = 'OS005';
     END IF;
     -- NaN compares above every number, so this refuses it and infinity too.
-    IF NOT (set_task_type_limit.starts_per_second > 0
+    -- Below 1e-9 (a start in about 31 years) a bucket's refill, the rate times
+    -- the seconds since, could underflow and fail every claim of the type.
+    IF NOT (set_task_type_limit.starts_per_second >= 1e-9
             AND set_task_type_limit.starts_per_second <= 1000000) THEN
-        RAISE EXCEPTION 'starts_per_second must be above 0 and at most 1000000'
+        RAISE EXCEPTION 'starts_per_second must be from 1e-9 to 1000000'
             USING ERRCODE = 'OS005';
     END IF;
     IF set_task_type_limit.burst IS NOT NULL AND set_task_type_limit.starts_per_second IS NULL THEN
@@ -2945,9 +2948,9 @@ BEGIN
         RAISE EXCEPTION 'max_running_per_group must be between 1 and 1000000'
             USING ERRCODE = 'OS005';
     END IF;
-    IF NOT (set_task_type_limit.starts_per_second_per_group > 0
+    IF NOT (set_task_type_limit.starts_per_second_per_group >= 1e-9
             AND set_task_type_limit.starts_per_second_per_group <= 1000000) THEN
-        RAISE EXCEPTION 'starts_per_second_per_group must be above 0 and at most 1000000'
+        RAISE EXCEPTION 'starts_per_second_per_group must be from 1e-9 to 1000000'
             USING ERRCODE = 'OS005';
     END IF;
     IF set_task_type_limit.max_running_per_group IS NOT NULL

@@ -154,6 +154,8 @@ def paused_task_types() -> Query[list[PausedTaskType]]:
 # The bounds task_type_limits checks; checked here first, so a bad value raises
 # before anything is sent.
 LIMIT_RANGE = (1, 1_000_000)
+# Starts per second: below 1e-9 a bucket's refill could underflow in the claim.
+RATE_RANGE = (1e-9, 1_000_000.0)
 
 
 def set_task_type_limit(
@@ -196,8 +198,8 @@ def _count(name: str, given: int | None) -> int | None:
 
 def _rate(given: float | None, name: str = "starts_per_second") -> float | None:
     rate = validation.optional_positive_number(name, given)
-    if rate is not None and rate > LIMIT_RANGE[1]:
-        raise ValidationError(f"{name} must be at most {LIMIT_RANGE[1]:,}, got {given}")
+    if rate is not None and not RATE_RANGE[0] <= rate <= RATE_RANGE[1]:
+        raise ValidationError(f"{name} must be from 1e-9 to {RATE_RANGE[1]:,.0f}, got {given}")
     return rate
 
 

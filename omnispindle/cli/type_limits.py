@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from omnispindle._client import operations
-from omnispindle._client.operations import LIMIT_RANGE
+from omnispindle._client.operations import LIMIT_RANGE, RATE_RANGE
 from omnispindle.cli.args import int_arg, positive_seconds_arg
 from omnispindle.cli.exit_codes import EXIT_OK, EXIT_USAGE
 from omnispindle.cli.formatting import to_json
@@ -92,9 +92,9 @@ def _rate(text: str) -> float:
         value = float(text)
     except ValueError:
         value = math.nan
-    if not (math.isfinite(value) and 0 < value <= LIMIT_RANGE[1]):
+    if not (math.isfinite(value) and RATE_RANGE[0] <= value <= RATE_RANGE[1]):
         raise argparse.ArgumentTypeError(
-            f"invalid rate {text!r}: a number above 0 and at most {LIMIT_RANGE[1]:,}"
+            f"invalid rate {text!r}: a number from 1e-9 to {RATE_RANGE[1]:,.0f}"
         )
     return value
 

@@ -9,7 +9,8 @@
 -- gathers a task's parents' results whatever their size, an error saying
 -- "retry": false is retried while attempts are left, and the view
 -- unclaimable_tasks and its index are gone. task_metrics measures a wait
--- from any start again, as 0011 made it.
+-- from any start again, as 0011 made it. A type's rates may be any number
+-- above 0 again.
 
 DROP VIEW omnispindle.unclaimable_tasks;
 DROP INDEX omnispindle.tasks_needs_ready_idx;
@@ -940,6 +941,15 @@ ALTER TABLE omnispindle.tasks
         CHECK (cancel_requested_at IS NULL OR state IN ('running', 'cancelled')),
     ADD CONSTRAINT tasks_waiting_has_attempt_left
         CHECK (state NOT IN ('blocked', 'pending') OR attempts < max_attempts) NOT VALID;
+
+-- A rate above 0, as 0010 made it.
+ALTER TABLE omnispindle.task_type_limits
+    DROP CONSTRAINT task_type_limits_rate_range,
+    DROP CONSTRAINT task_type_limits_group_rate_range,
+    ADD CONSTRAINT task_type_limits_rate_range
+        CHECK (starts_per_second > 0 AND starts_per_second <= 1000000),
+    ADD CONSTRAINT task_type_limits_group_rate_range
+        CHECK (starts_per_second_per_group > 0 AND starts_per_second_per_group <= 1000000);
 
 -- As in 0010_scheduling.
 CREATE OR REPLACE FUNCTION omnispindle.set_task_type_limit(task_type text, max_running integer DEFAULT NULL,

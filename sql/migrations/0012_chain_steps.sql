@@ -46,7 +46,9 @@
 -- workers run their type, through a new index of the pending tasks that need
 -- capabilities. A task's run_after must fall within the years 1 to 9999 in
 -- UTC (tasks_run_after_range), which a Python datetime can hold: one due at
--- 'infinity' could not be read back. The wait quantiles of task_metrics
+-- 'infinity' could not be read back. A type's rates (starts_per_second and
+-- per group) start at 1e-9, as smaller ones could underflow a bucket's
+-- refill and fail every claim of the type; one stored smaller is raised. The wait quantiles of task_metrics
 -- leave out a start from before the task's run_after, that of an earlier turn
 -- of a task cancelled while it waited to run again, which measured a negative
 -- wait.
@@ -2184,6 +2186,23 @@ GRANT EXECUTE ON FUNCTION omnispindle.broken_request_rule(text, integer, integer
 GRANT EXECUTE ON FUNCTION omnispindle.broken_outcome_rule(integer, text, text) TO PUBLIC;
 GRANT EXECUTE ON FUNCTION omnispindle.broken_run_after_rule(timestamptz) TO PUBLIC;
 
+-- A rate from 1e-9, as in sql/schema.sql: below, a bucket's refill could
+-- underflow and fail every claim of the type. A rate stored below it (a
+-- start in more than 31 years) is raised to it, so that the claims work again.
+UPDATE omnispindle.task_type_limits
+SET starts_per_second = CASE WHEN starts_per_second < 1e-9 THEN 1e-9
+                             ELSE starts_per_second END,
+    starts_per_second_per_group = CASE WHEN starts_per_second_per_group < 1e-9 THEN 1e-9
+                                       ELSE starts_per_second_per_group END
+WHERE starts_per_second < 1e-9 OR starts_per_second_per_group < 1e-9;
+ALTER TABLE omnispindle.task_type_limits
+    DROP CONSTRAINT task_type_limits_rate_range,
+    DROP CONSTRAINT task_type_limits_group_rate_range,
+    ADD CONSTRAINT task_type_limits_rate_range
+        CHECK (starts_per_second >= 1e-9 AND starts_per_second <= 1000000),
+    ADD CONSTRAINT task_type_limits_group_rate_range
+        CHECK (starts_per_second_per_group >= 1e-9 AND starts_per_second_per_group <= 1000000);
+
 -- As in sql/schema.sql.
 CREATE OR REPLACE FUNCTION omnispindle.set_task_type_limit(task_type text, max_running integer DEFAULT NULL,
                                                 starts_per_second double precision DEFAULT NULL,
@@ -2216,9 +2235,11 @@ BEGIN
                         'a type back entirely)' USING ERRCODE = 'OS005';
     END IF;
     -- NaN compares above every number, so this refuses it and infinity too.
-    IF NOT (set_task_type_limit.starts_per_second > 0
+    -- Below 1e-9 (a start in about 31 years) a bucket's refill, the rate times
+    -- the seconds since, could underflow and fail every claim of the type.
+    IF NOT (set_task_type_limit.starts_per_second >= 1e-9
             AND set_task_type_limit.starts_per_second <= 1000000) THEN
-        RAISE EXCEPTION 'starts_per_second must be above 0 and at most 1000000'
+        RAISE EXCEPTION 'starts_per_second must be from 1e-9 to 1000000'
             USING ERRCODE = 'OS005';
     END IF;
     IF set_task_type_limit.burst IS NOT NULL AND set_task_type_limit.starts_per_second IS NULL THEN
@@ -2231,9 +2252,9 @@ BEGIN
         RAISE EXCEPTION 'max_running_per_group must be between 1 and 1000000'
             USING ERRCODE = 'OS005';
     END IF;
-    IF NOT (set_task_type_limit.starts_per_second_per_group > 0
+    IF NOT (set_task_type_limit.starts_per_second_per_group >= 1e-9
             AND set_task_type_limit.starts_per_second_per_group <= 1000000) THEN
-        RAISE EXCEPTION 'starts_per_second_per_group must be above 0 and at most 1000000'
+        RAISE EXCEPTION 'starts_per_second_per_group must be from 1e-9 to 1000000'
             USING ERRCODE = 'OS005';
     END IF;
     IF set_task_type_limit.max_running_per_group IS NOT NULL

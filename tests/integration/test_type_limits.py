@@ -358,6 +358,8 @@ def test_a_worker_starts_a_rated_type_no_faster_than_its_rate(client, start_work
         {"starts_per_second": math.nan},
         {"starts_per_second": math.inf},
         {"starts_per_second": 2e6},
+        {"starts_per_second": 5e-324},
+        {"starts_per_second": 1e-10},
         {"starts_per_second": "5"},
         {"max_running": 3, "burst": 5},
         {"starts_per_second": 5, "burst": 0},
@@ -391,6 +393,8 @@ def test_a_bad_task_type_is_a_validation_error(client, task_type):
         "SELECT omnispindle.set_task_type_limit('t', starts_per_second => 'NaN')",
         "SELECT omnispindle.set_task_type_limit('t', starts_per_second => 'Infinity')",
         "SELECT omnispindle.set_task_type_limit('t', starts_per_second => 0)",
+        "SELECT omnispindle.set_task_type_limit('t', starts_per_second => 5e-324)",
+        "SELECT omnispindle.set_task_type_limit('t', starts_per_second => 1e-10)",
         "SELECT omnispindle.set_task_type_limit('t', 1, burst => 2)",
         "SELECT omnispindle.set_task_type_limit('t', starts_per_second => 1, burst => 0)",
         "SELECT omnispindle.clear_task_type_limit('')",
@@ -401,6 +405,30 @@ def test_the_sql_functions_refuse_bad_input(conn, statement):
         conn.execute(statement)
     assert refused.value.sqlstate == "OS005"
     assert conn.execute("SELECT count(*) FROM omnispindle.task_type_limits").fetchone() == (0,)
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        (
+            "INSERT INTO omnispindle.task_type_limits (task_type, starts_per_second, burst, "
+            "tokens) VALUES ('t', 5e-324, 1, 1)"
+        ),
+        (
+            "INSERT INTO omnispindle.task_type_limits (task_type, "
+            "starts_per_second_per_group) VALUES ('t', 5e-324)"
+        ),
+    ],
+)
+def test_a_rate_too_small_to_refill_a_bucket_is_refused_by_the_table(
+    client, queue, conn, statement
+):
+    with pytest.raises(psycopg.errors.CheckViolation):
+        conn.execute(statement)
+    # Stored, it failed every claim that reached the type, for the other types too
+    # (value out of range: underflow, as the refill's product came out 0).
+    client.submit_task("other")
+    assert claim(queue, ["t", "other"]) == ["other"]
 
 
 def test_the_async_client_sets_and_clears_limits(dsn):
@@ -439,6 +467,7 @@ def test_the_command_sets_clears_and_status_shows_limits(dsn, client):
         ["limit", "reports"],
         ["limit", "reports", "--max-running", "0"],
         ["limit", "reports", "--starts-per-second", "nan"],
+        ["limit", "reports", "--starts-per-second", "1e-10"],
         ["limit", "reports", "--clear", "--max-running", "3"],
         ["limit", "", "--max-running", "3"],
     ],
