@@ -3713,6 +3713,12 @@ BEGIN
                                     p_access)
             USING ERRCODE = 'OS005';
     END IF;
+    -- A NULL role, or an oid no role has, would make the GRANTs below say
+    -- "syntax error" (GRANT ... TO nothing, or TO -).
+    IF p_role IS NULL OR NOT EXISTS (SELECT FROM pg_catalog.pg_roles r WHERE r.oid = p_role) THEN
+        RAISE EXCEPTION 'no role %: give an existing role', coalesce(p_role::text, 'NULL')
+            USING ERRCODE = 'undefined_object';
+    END IF;
     EXECUTE format('GRANT USAGE ON SCHEMA omnispindle TO %s', p_role);
     EXECUTE format('GRANT SELECT ON omnispindle.alembic_version, omnispindle.queue_summary, '
                    'omnispindle.worker_summary, omnispindle.failed_tasks, '

@@ -10,7 +10,7 @@
 -- "retry": false is retried while attempts are left, and the view
 -- unclaimable_tasks and its index are gone. task_metrics measures a wait
 -- from any start again, as 0011 made it. A type's rates may be any number
--- above 0 again.
+-- above 0 again, and grant_access to a NULL role is a syntax error again.
 
 DROP VIEW omnispindle.unclaimable_tasks;
 DROP INDEX omnispindle.tasks_needs_ready_idx;

@@ -48,7 +48,8 @@
 -- UTC (tasks_run_after_range), which a Python datetime can hold: one due at
 -- 'infinity' could not be read back. A type's rates (starts_per_second and
 -- per group) start at 1e-9, as smaller ones could underflow a bucket's
--- refill and fail every claim of the type; one stored smaller is raised. The wait quantiles of task_metrics
+-- refill and fail every claim of the type; one stored smaller is raised.
+-- grant_access refuses a NULL role, or an oid no role has, as undefined_object. The wait quantiles of task_metrics
 -- leave out a start from before the task's run_after, that of an earlier turn
 -- of a task cancelled while it waited to run again, which measured a negative
 -- wait.
@@ -1715,6 +1716,12 @@ BEGIN
         RAISE EXCEPTION '%', format('unknown access %L: give observer, producer or worker',
                                     p_access)
             USING ERRCODE = 'OS005';
+    END IF;
+    -- A NULL role, or an oid no role has, would make the GRANTs below say
+    -- "syntax error" (GRANT ... TO nothing, or TO -).
+    IF p_role IS NULL OR NOT EXISTS (SELECT FROM pg_catalog.pg_roles r WHERE r.oid = p_role) THEN
+        RAISE EXCEPTION 'no role %: give an existing role', coalesce(p_role::text, 'NULL')
+            USING ERRCODE = 'undefined_object';
     END IF;
     EXECUTE format('GRANT USAGE ON SCHEMA omnispindle TO %s', p_role);
     EXECUTE format('GRANT SELECT ON omnispindle.alembic_version, omnispindle.queue_summary, '

@@ -373,6 +373,25 @@ def test_only_known_access_is_granted(conn):
         conn.execute("SELECT omnispindle.grant_access('postgres', 'admin')")
 
 
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "SELECT omnispindle.grant_access(NULL, 'observer')",
+        "SELECT omnispindle.grant_access(0::oid::regrole, 'observer')",
+        "SELECT omnispindle.grant_access(4000000000::oid::regrole, 'observer')",
+    ],
+)
+def test_only_an_existing_role_is_granted(conn, statement):
+    # It was a syntax error: the GRANTs went to nothing, or to "-".
+    with pytest.raises(psycopg.errors.UndefinedObject, match="give an existing role"):
+        conn.execute(statement)
+
+
+def test_granting_to_no_role_is_a_validation_error(dsn):
+    with pytest.raises(ValidationError, match="give an existing role"):
+        grant(dsn, None, "observer")  # type: ignore[arg-type]
+
+
 def test_the_grant_command_gives_a_role_its_access(dsn, conn):
     role = f"os_granted_{uuid.uuid4().hex[:8]}"
     identifier = psycopg.sql.Identifier(role)
