@@ -2,13 +2,13 @@
 -- hand-over, and set_task_type_limit, fail_attempts, enqueue_periodic_ticks,
 -- submit_tasks, revive_dependents, retry_tasks and lock_prunable_tasks as
 -- 0010, 0005, 0002, 0010, 0006, 0006 and 0005 made them, without
--- dependents_reading; a partial result's notification and a finished one
--- name no task again, and dependents_of is 0006's. A required capability
--- may be NULL, empty or over 200 characters again, a run_after outside the
--- years 1 to 9999 in UTC is stored again, a retry waiting out its backoff is not announced, a claim
--- gathers a task's parents' results whatever their size, an error saying
--- "retry": false is retried while attempts are left, and the view
--- unclaimable_tasks and its index are gone. task_metrics measures a wait
+-- dependents_reading; a partial result's notification and a finished one name
+-- no task again, and dependents_of is 0006's. A required capability may be
+-- NULL, empty or over 200 characters again, a run_after outside the years 1
+-- to 9999 in UTC is stored again, a retry waiting out its backoff is not
+-- announced, a claim gathers a task's parents' results whatever their size,
+-- an error saying "retry": false is retried while attempts are left, and the
+-- view unclaimable_tasks and its index are gone. task_metrics measures a wait
 -- from any start again, as 0011 made it. A type's rates may be any number
 -- above 0 again, and grant_access to a NULL role is a syntax error again.
 

@@ -47,12 +47,12 @@
 -- capabilities. A task's run_after must fall within the years 1 to 9999 in
 -- UTC (tasks_run_after_range), which a Python datetime can hold: one due at
 -- 'infinity' could not be read back. A type's rates (starts_per_second and
--- per group) start at 1e-9, as smaller ones could underflow a bucket's
--- refill and fail every claim of the type; one stored smaller is raised.
--- grant_access refuses a NULL role, or an oid no role has, as undefined_object. The wait quantiles of task_metrics
--- leave out a start from before the task's run_after, that of an earlier turn
--- of a task cancelled while it waited to run again, which measured a negative
--- wait.
+-- per group) start at 1e-9, as smaller ones could underflow a bucket's refill
+-- and fail every claim of the type; one stored smaller is raised.
+-- grant_access refuses a NULL role, or an oid no role has, as
+-- undefined_object. The wait quantiles of task_metrics leave out a start from
+-- before the task's run_after, that of an earlier turn of a task cancelled
+-- while it waited to run again, which measured a negative wait.
 
 ALTER FUNCTION omnispindle.complete_attempts(bigint[], uuid[], jsonb[])
     SET plan_cache_mode = force_generic_plan;
@@ -1793,17 +1793,18 @@ BEGIN
 END
 $$;
 
--- Roles granted access before this migration get what grant_access now
--- gives them and the earlier migrations left out (a worker granted at 0007
--- could not take a maintenance lease, nor an observer read the outcomes per
--- minute), and what this one adds. As in those migrations, a role's access is
--- told by one right it holds, and only the rights of that access it lacks are
--- added: the readers of queue_summary read the outcomes per minute and their
--- rollup (0008), and the tasks no live worker can claim; the roles that may claim fill the rollup (0008), take the
--- maintenance leases (0010), and may call the functions the claim and the
--- hand-over now call; the roles that may insert a task's type may set its
--- group_key (0010 gave it to the producers alone); those that may submit
--- insert linked batches; those that may prune ask which dependents keep a task.
+-- Roles granted access before this migration get what grant_access now gives
+-- them and the earlier migrations left out (a worker granted at 0007 could not
+-- take a maintenance lease, nor an observer read the outcomes per minute), and
+-- what this one adds. As in those migrations, a role's access is told by one
+-- right it holds, and only the rights of that access it lacks are added: the
+-- readers of queue_summary read the outcomes per minute and their rollup
+-- (0008), and the tasks no live worker can claim; the roles that may claim
+-- fill the rollup (0008), take the maintenance leases (0010), and may call the
+-- functions the claim and the hand-over now call; the roles that may insert a
+-- task's type may set its group_key (0010 gave it to the producers alone);
+-- those that may submit insert linked batches; those that may prune ask which
+-- dependents keep a task.
 DO $$
 DECLARE
     grantee regrole;
