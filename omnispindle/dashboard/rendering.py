@@ -77,9 +77,29 @@ def shown(value: Any) -> Any:
     return value
 
 
+# Characters of one value a page shows: a result may be 16 MiB, and a task's
+# page carries it again at every live refresh.
+MOST_SHOWN_CHARS = 100_000
+
+
 def pretty_json(value: Any) -> str:
-    """A JSON value indented for reading."""
-    return json.dumps(value, indent=2, sort_keys=True, default=str)
+    """A JSON value indented for reading, cut after ``MOST_SHOWN_CHARS``."""
+    return cut(json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+def compact_json(value: Any) -> str:
+    """A JSON value on one line, cut after ``MOST_SHOWN_CHARS``."""
+    return cut(json.dumps(value, ensure_ascii=False, default=str))
+
+
+def cut(text: str) -> str:
+    """The text, or its start and a line saying how much was left out."""
+    if len(text) <= MOST_SHOWN_CHARS:
+        return text
+    return (
+        f"{text[:MOST_SHOWN_CHARS]}\n… cut: {len(text):,} characters, the first"
+        f" {MOST_SHOWN_CHARS:,} shown (omnispindle tasks ID --json prints all)"
+    )
 
 
 def notice_value(kind: str, text: str) -> str:
@@ -117,7 +137,11 @@ class Renderer:
             finalize=shown,
         )
         environment.filters.update(
-            age=age, moment=moment, pretty_json=pretty_json, verbatim=Verbatim
+            age=age,
+            moment=moment,
+            pretty_json=pretty_json,
+            compact_json=compact_json,
+            verbatim=Verbatim,
         )
         return cls(settings, environment)
 

@@ -211,6 +211,24 @@ def test_a_task_page_shows_its_newest_partial_results_and_how_many_it_streamed(
     assert "5,000 streamed; hidden" in hidden
 
 
+BIG_PARTIALS = """
+INSERT INTO omnispindle.task_stream (task_id, seq, attempt, payload)
+SELECT %s, n, 1, to_jsonb(repeat('p', 1000000)) FROM generate_series(1, 3) AS n
+"""
+
+
+def test_a_task_page_cuts_each_big_value_and_says_so(web, client, start_worker, conn):
+    # A 16 MiB result made the page 18 MB, sent again at every live refresh.
+    task_id = client.submit_task("big", {"text": "a" * 900_000})
+    conn.execute(BIG_PARTIALS, [task_id])
+    start_worker({"big": lambda data: ["r" * 90] * 40_000})
+    assert client.wait_for_task(task_id, timeout=60)["state"] == "succeeded"
+    page = web.get(f"{MOUNT}/tasks/{task_id}", headers={"HX-Request": "true"}).text
+    assert len(page) < 600_000  # five values of 100,000 characters and the rest
+    assert page.count("the first 100,000 shown (omnispindle tasks ID --json prints all)") == 5
+    assert "… cut: 3,840,002 characters" in page  # the result, indented
+
+
 @pytest.mark.parametrize("task_id", ["9223372036854775808", "99999999999999999999999"])
 def test_an_id_beyond_any_task_is_a_404_page(web, task_id):
     page = web.get(f"{MOUNT}/tasks/{task_id}")
