@@ -12,6 +12,9 @@ from omnispindle.cli.formatting import format_age, format_fields, format_table, 
 
 MAX_LISTED_RELATIVES = 20  # dependencies or dependents shown as text; --json has all
 ERROR_WIDTH = 50
+# Characters of parameters or a result shown as text: a result may be 16 MiB,
+# too much for a terminal to scroll through; --json prints it all.
+MOST_SHOWN_CHARS = 100_000
 
 
 def task_list_table(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -115,7 +118,13 @@ def _json_block(value: Any) -> str:
         return "  -"
     # default=str: a value Python could not decode shows what it was instead.
     text = json.dumps(value, indent=2, ensure_ascii=False, default=str)
-    return textwrap.indent(printable(text), "  ")
+    block = textwrap.indent(printable(text[:MOST_SHOWN_CHARS]), "  ")
+    if len(text) <= MOST_SHOWN_CHARS:
+        return block
+    return (
+        f"{block}\n  ... cut: {len(text):,} characters, the first {MOST_SHOWN_CHARS:,}"
+        " shown (--json prints all)"
+    )
 
 
 def _when(value: datetime.datetime | None) -> str | None:

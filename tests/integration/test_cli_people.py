@@ -316,6 +316,20 @@ def test_show_gives_every_error_with_its_traceback_and_the_relatives(
     assert as_json(capsys, dsn, "tasks", str(parent))["result"] == {"done": True}
 
 
+def test_show_cuts_a_big_result_and_says_so(capsys, dsn, client, start_worker):
+    # A 16 MiB result printed 18 MB to the terminal.
+    start_worker({"big": lambda task: ["r" * 90] * 40_000})
+    task_id = client.submit_task("big", {"text": "a" * 900_000})
+    assert client.wait_for_task(task_id, timeout=DEADLINE)["state"] == "succeeded"
+    code, out, err = cli(capsys, dsn, "tasks", str(task_id))
+    assert (code, err) == (0, "")
+    assert len(out) < 300_000  # two values of 100,000 characters and the rest
+    assert "  ... cut: 900,016 characters, the first 100,000 shown (--json prints all)" in out
+    assert "  ... cut: 3,840,002 characters, the first 100,000 shown (--json prints all)" in out
+    task = as_json(capsys, dsn, "tasks", str(task_id))
+    assert len(task["result"]) == 40_000 and len(task["parameters"]["text"]) == 900_000
+
+
 def test_show_an_unknown_task_exits_3(capsys, dsn):
     code, out, err = cli(capsys, dsn, "tasks", "424242")
     assert (code, out) == (3, "")
