@@ -147,8 +147,13 @@ class TaskQueue:
     def notifier(self) -> Listens:
         """The process's LISTEN connection for this queue, started on first use, and
         again in a process forked from this one: the parent's listening thread does
-        not run there, and its connection is the parent's."""
+        not run there, and its connection is the parent's.
+
+        Raises:
+            ConfigurationError: the queue was shut down.
+        """
         with self._notifier_lock:
+            self.db.refuse_if_closed()
             if self._notifier is None or self._notifier_pid != os.getpid():
                 self._notifier = Notifier(self.listen_dsn, namespace=self.namespace)
                 self._notifier_pid = os.getpid()
@@ -165,7 +170,12 @@ class TaskQueue:
     @property
     def reads(self) -> Database:
         """Where what only reads runs: the replica's pool (opened on first use), else
-        ``db``. The replica hands to ``db`` what it cannot answer yet (see ``Replica``)."""
+        ``db``. The replica hands to ``db`` what it cannot answer yet (see ``Replica``).
+
+        Raises:
+            ConfigurationError: the queue was shut down.
+        """
+        self.db.refuse_if_closed()
         if self.read_dsn is None:
             return self.db
         with self._replica_lock:
@@ -271,7 +281,11 @@ class TaskQueue:
         return self.reads.run(metrics.snapshot())
 
     def shutdown(self) -> None:
-        """Close connections, and stop the embedded server if this queue started it."""
+        """Close connections, and stop the embedded server if this queue started it.
+
+        Later calls on the queue, or on a client or worker using it, raise
+        ``ConfigurationError`` and open no connection.
+        """
         self._close_notifier()
         self._notifier = None
         if self._replica is not None:

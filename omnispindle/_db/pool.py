@@ -34,7 +34,7 @@ from omnispindle._db.outages import (
 )
 from omnispindle._db.query import Atomic, Operation, Pipelined, Plan, Query, Row
 from omnispindle._db.sqlstate import translated_errors
-from omnispindle.errors import DatabaseUnavailableError
+from omnispindle.errors import ConfigurationError, DatabaseUnavailableError
 
 T = TypeVar("T")
 # Every statement run, at DEBUG level with its parameters (record attribute ``params``).
@@ -78,6 +78,7 @@ class Database:
         self._max_size, self._pooler, self._name = max_size, pooler, name
         self._pool = self._new_pool()
         self._pid = os.getpid()  # of the process that opened _pool
+        self._closed = False
         self._reopening = threading.Lock()
         self._parents_pool: ConnectionPool[Connection] | None = None
         if wait:
@@ -165,6 +166,7 @@ class Database:
         """
         if connection is not None:
             return execute(as_psycopg(connection), operation, self.namespace)
+        self.refuse_if_closed()
         try:
             with translated_errors(), self._connection(self._wait_at_most(wait)) as conn:
                 with _noted(in_flight, conn):
@@ -225,8 +227,21 @@ class Database:
 
     def close(self) -> None:
         """Close the pool's connections (in a forked child, those it opened itself)."""
+        self._closed = True
         if self._pid == os.getpid():
             self._pool.close()
+
+    def refuse_if_closed(self) -> None:
+        """Raise ConfigurationError once closed: a closed pool is no outage to wait out.
+
+        Raises:
+            ConfigurationError: :meth:`close` was called.
+        """
+        if self._closed:
+            raise ConfigurationError(
+                "this queue was shut down (close() or shutdown() was called): "
+                "open a new TaskQueue or client"
+            )
 
 
 def _noted(in_flight: InFlight | None, conn: Connection) -> contextlib.AbstractContextManager[Any]:

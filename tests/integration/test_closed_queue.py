@@ -1,0 +1,44 @@
+"""A client or queue used after close() or shutdown(): told so, and nothing reopened."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+import pytest
+
+from omnispindle import ConfigurationError, TaskQueueClient
+
+from ..acceptance.workers import poll
+
+
+def other_sessions(conn: psycopg.Connection) -> int:
+    """Sessions of this database besides ``conn``."""
+    return conn.execute(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    ).fetchone()[0]
+
+
+CALLS: dict[str, Callable[[TaskQueueClient, int], Any]] = {
+    "get_task": lambda client, task_id: client.get_task(task_id),
+    "wait_for_task": lambda client, task_id: client.wait_for_task(task_id, timeout=1),
+    "stream_task": lambda client, task_id: list(client.stream_task(task_id, timeout=1)),
+    "submit_task": lambda client, task_id: client.submit_task("late"),
+}
+
+
+@pytest.mark.parametrize("call", CALLS)
+def test_a_closed_client_opens_no_connection_again(dsn, conn, call):
+    """A call after close() reopened the replica's pool (get_task answered from
+    it) or a LISTEN connection and its thread, which nothing closed again, and
+    the others read as an outage; each raises ConfigurationError now."""
+    client = TaskQueueClient(dsn=dsn, read_dsn=dsn)
+    task_id = client.submit_task("late")
+    client.close()
+    with pytest.raises(ConfigurationError, match="shut down"):
+        CALLS[call](client, task_id)
+    poll(lambda: other_sessions(conn) == 0, timeout=10)  # closed backends take a moment to go
+    assert [t.name for t in threading.enumerate() if t.name.startswith("omnispindle")] == []
