@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from omnispindle.cli.args import given_dsn, port_arg
+from omnispindle.cli.complain import complain
 from omnispindle.cli.exit_codes import EXIT_ERROR, EXIT_OK, EXIT_USAGE
 
 if TYPE_CHECKING:
@@ -76,12 +76,12 @@ def add_commands(commands: Any, command: Callable[..., argparse.ArgumentParser])
 def _dashboard(args: argparse.Namespace) -> int:
     dsn = given_dsn(args)
     if dsn is None:
-        print("omnispindle: the dashboard needs --dsn (or $OMNISPINDLE_DSN)", file=sys.stderr)
+        complain("omnispindle: the dashboard needs --dsn (or $OMNISPINDLE_DSN)")
         return EXIT_USAGE
     try:
         from omnispindle.dashboard import serving
     except ImportError as exc:
-        print(f"omnispindle: the dashboard needs omnispindle[dashboard] ({exc})", file=sys.stderr)
+        complain(f"omnispindle: the dashboard needs omnispindle[dashboard] ({exc})")
         return EXIT_ERROR
     serving.serve(
         dsn,

@@ -26,6 +26,7 @@ from typing import Any
 from omnispindle._db import queries as q
 from omnispindle._db.embedded import DSN_VARIABLE
 from omnispindle._db.rows import TaskRecord
+from omnispindle.cli.complain import complain
 from omnispindle.cli.formatting import format_table
 from omnispindle.client import TaskQueueClient
 from omnispindle.errors import WaitTimeoutError
@@ -135,7 +136,7 @@ def run_demo() -> int:
         finally:
             queue.shutdown()
     except DemoError as exc:
-        print(f"demo failed: {exc}", file=sys.stderr)
+        complain(f"demo failed: {exc}")
         return 1
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
@@ -297,10 +298,7 @@ def _report_failures(tasks: Iterable[TaskRecord]) -> bool:
     bad = [t for t in tasks if t["state"] != "succeeded"]
     for task in bad:
         reason = (task["error"] or {}).get("message") or task["cancel_reason"]
-        print(
-            f"task {task['task_id']} ({task['task_type']}) {task['state']}: {reason}",
-            file=sys.stderr,
-        )
+        complain(f"task {task['task_id']} ({task['task_type']}) {task['state']}: {reason}")
     return not bad
 
 

@@ -32,6 +32,7 @@ from omnispindle.cli import (
     worker,
 )
 from omnispindle.cli.args import queue_arguments
+from omnispindle.cli.complain import complain
 from omnispindle.cli.exit_codes import (
     EPILOG,
     EXIT_ERROR,
@@ -81,14 +82,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler: Callable[[argparse.Namespace], int] = args.handler
         return handler(args)
     except OmnispindleError as exc:
-        print(f"omnispindle: {first_line(exc)}", file=sys.stderr)
+        complain(f"omnispindle: {first_line(exc)}")
         return next(code for kind, code in _EXIT_CODES if isinstance(exc, kind))
     except (psycopg.Error, sqlalchemy.exc.DBAPIError) as exc:
         cause = getattr(exc, "orig", None) or exc
-        print(f"omnispindle: database error: {first_line(cause)}", file=sys.stderr)
+        complain(f"omnispindle: database error: {first_line(cause)}")
         return EXIT_ERROR
     except KeyboardInterrupt:
-        print("\nomnispindle: interrupted", file=sys.stderr)
+        complain("\nomnispindle: interrupted")
         return EXIT_INTERRUPTED
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable
 from typing import Any
 
 from omnispindle.cli.args import given_dsn, given_schema
+from omnispindle.cli.complain import complain
 from omnispindle.cli.exit_codes import EXIT_OK, EXIT_USAGE
 from omnispindle.errors import ConfigurationError, ValidationError
 
@@ -56,7 +56,7 @@ def _grant(args: argparse.Namespace) -> int:
     try:
         grant(dsn, args.role, args.access, schema=given_schema(args))
     except ValidationError as exc:  # no role has this name: a bad argument
-        print(f"omnispindle: {exc}", file=sys.stderr)
+        complain(f"omnispindle: {exc}")
         return EXIT_USAGE
     print(f"omnispindle: granted {args.access} access to {args.role}")
     return EXIT_OK

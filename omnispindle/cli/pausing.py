@@ -4,12 +4,12 @@ pending tasks back from every worker, and let them run again."""
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable
 from typing import Any
 
 from omnispindle._client import operations
 from omnispindle._db.query import Query
+from omnispindle.cli.complain import complain
 from omnispindle.cli.exit_codes import EXIT_OK, EXIT_USAGE
 from omnispindle.cli.formatting import to_json
 from omnispindle.cli.tasks import open_queue
@@ -56,5 +56,5 @@ def _run(args: argparse.Namespace, change: Query[bool], outcomes: tuple[str, str
 
 
 def _usage_error(exc: ValidationError) -> int:
-    print(f"omnispindle: {exc}", file=sys.stderr)
+    complain(f"omnispindle: {exc}")
     return EXIT_USAGE

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from omnispindle.cli.complain import complain
 from omnispindle.cli.exit_codes import EXIT_ERROR, EXIT_OK, EXIT_USAGE
 from omnispindle.cli.formatting import format_table, to_json
 from omnispindle.cli.task_options import add_task_options, task_options
@@ -68,7 +68,7 @@ def _add(args: argparse.Namespace) -> int:
                 **task_options(args),
             )
         except CronExpressionError as exc:  # a bad --tz or cron is a bad argument
-            print(f"omnispindle: {exc}", file=sys.stderr)
+            complain(f"omnispindle: {exc}")
             return EXIT_USAGE
         [saved] = [s for s in client.list_periodic_tasks() if s["name"] == args.name]
     if args.json:
@@ -85,7 +85,7 @@ def _remove(args: argparse.Namespace) -> int:
     with open_queue(args) as queue:
         removed = TaskQueueClient(local_queue=queue).remove_periodic_task(args.name)
     if not removed:
-        print(f"omnispindle: no schedule named {args.name!r}", file=sys.stderr)
+        complain(f"omnispindle: no schedule named {args.name!r}")
         return EXIT_ERROR
     print(f"schedule {args.name} removed")
     return EXIT_OK

@@ -26,6 +26,7 @@ from omnispindle.states import TaskState
 if TYPE_CHECKING:
     from omnispindle.client import TaskQueueClient
     from omnispindle.task_queue import TaskQueue
+from omnispindle.cli.complain import complain
 from omnispindle.cli.views import task_detail_text, task_list_table, wait_table
 
 DEFAULT_LIMIT = 50
@@ -220,5 +221,5 @@ def _print_outcomes(outcomes: Sequence[CancelOutcome | RetryOutcome], as_json: b
 
 
 def _usage_error(message: str) -> int:
-    print(f"omnispindle: {message}", file=sys.stderr)
+    complain(f"omnispindle: {message}")
     return EXIT_USAGE

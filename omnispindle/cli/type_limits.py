@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 from collections.abc import Callable
 from typing import Any
 
 from omnispindle._client import operations
 from omnispindle._client.operations import LIMIT_RANGE, RATE_RANGE
 from omnispindle.cli.args import int_arg, positive_seconds_arg
+from omnispindle.cli.complain import complain
 from omnispindle.cli.exit_codes import EXIT_OK, EXIT_USAGE
 from omnispindle.cli.formatting import to_json
 from omnispindle.cli.tasks import open_queue
@@ -169,5 +169,5 @@ def _message(args: argparse.Namespace, changed: bool | None) -> str:
 
 
 def _usage_error(message: str) -> int:
-    print(f"omnispindle: {message}", file=sys.stderr)
+    complain(f"omnispindle: {message}")
     return EXIT_USAGE

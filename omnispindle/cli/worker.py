@@ -23,6 +23,7 @@ from omnispindle.cli.args import (
     queue_of,
     retention_arguments,
 )
+from omnispindle.cli.complain import complain
 from omnispindle.cli.exit_codes import EXIT_OK, EXIT_USAGE
 from omnispindle.cli.process_scaling import ProcessScaling
 from omnispindle.cli.signals import on_stop_signals
@@ -200,7 +201,7 @@ def _worker(args: argparse.Namespace) -> int:
             options=True,
         )
     except ValidationError as exc:
-        print(f"omnispindle: {exc} (see `omnispindle worker --help`)", file=sys.stderr)
+        complain(f"omnispindle: {exc} (see `omnispindle worker --help`)")
         return EXIT_USAGE
     most = (args.processes or 1) if processes is None else processes.high
     if most > 1:
@@ -308,10 +309,9 @@ def _supervise_scaled(
     """Supervise from ``--min-processes`` to ``--max-processes`` children, as the backlog asks."""
     dsn = given_dsn(args)
     if dsn is None:
-        print(
+        complain(
             "omnispindle: --max-processes reads the backlog from the database: give --dsn "
-            "(or $OMNISPINDLE_DSN)",
-            file=sys.stderr,
+            "(or $OMNISPINDLE_DSN)"
         )
         return EXIT_USAGE
     from omnispindle.cli.backlog import BacklogReader  # on use: the command line starts fast
