@@ -123,9 +123,13 @@ class CronExpression:
         """
         start = self._local(moment)
         found = self._reverse(start)
-        while found is not None and _changes_offset(self._tz, found, start):
+        while found is not None and (
+            found > _utc(start) or _changes_offset(self._tz, found, start)
+        ):
             # cronsim's backward search can miss or invent a time where daylight
-            # saving time skips or repeats an hour; going forward, it does not.
+            # saving time skips or repeats an hour, or find one after the moment
+            # (its start a second later, in wall time, can be an hour later at the
+            # end of a repeated hour's first run); going forward, it does not.
             early = (found - DST_MARGIN).astimezone(self._tz)
             forward = self._forward_until(early, start)
             if forward is not None:

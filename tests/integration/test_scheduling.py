@@ -362,3 +362,35 @@ def test_an_unknown_time_zone_is_refused_and_nothing_saved(client, conn):
     with pytest.raises(CronExpressionError, match="unknown time zone 'Mars/Base'"):
         client.add_periodic_task("job", "0 9 * * *", "t", tz="Mars/Base")
     assert conn.execute("SELECT count(*) FROM omnispindle.periodic_tasks").fetchone()[0] == 0
+
+
+class ReadsTheClockAt:
+    """Runs the scheduler's statements, with the database's clock read as ``moment``."""
+
+    def __init__(self, queue, moment) -> None:
+        self.queue, self.moment = queue, moment
+
+    def run(self, operation):
+        found = self.queue.db.run(operation)
+        if isinstance(found, list) and found and isinstance(found[0], dict) and "now" in found[0]:
+            return [{**row, "now": self.moment} for row in found]
+        return found
+
+
+def test_the_ticks_of_a_repeated_hour_are_enqueued_when_due_not_early(queue, client, conn):
+    """Europe/Berlin repeats 02:00 to 03:00 on 2026-10-25 (00:00Z to 02:00Z). A pass at
+    the second 02:00 (01:00Z) of a half-hourly schedule also enqueued the second 02:30
+    (01:30Z), half an hour early: the latest fire time before the first run's end was
+    looked for from an hour later."""
+    client.add_periodic_task("halves", "*/30 * * * *", "t", tz="Europe/Berlin")
+    conn.execute("UPDATE omnispindle.periodic_tasks SET updated_at = '2026-10-24 00:00Z'")
+    conn.execute(
+        "INSERT INTO omnispindle.periodic_ticks (periodic_name, tick_at)"
+        " VALUES ('halves', '2026-10-25 00:30Z')"
+    )
+    second_two = datetime(2026, 10, 25, 1, 0, 5, tzinfo=timezone.utc)
+    PeriodicScheduler(ReadsTheClockAt(queue, second_two)).run_once()
+    ticks = conn.execute(
+        "SELECT tick_at FROM omnispindle.periodic_ticks WHERE task_id IS NOT NULL ORDER BY 1"
+    ).fetchall()
+    assert [tick for (tick,) in ticks] == [datetime(2026, 10, 25, 1, 0, tzinfo=timezone.utc)]
