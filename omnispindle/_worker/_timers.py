@@ -30,14 +30,24 @@ class Timers:
         self.schedule_at = NEVER
         self._due: list[float] = []  # when retried or delayed tasks become ready
         self._announced: deque[float] = deque(maxlen=MAX_ANNOUNCED)  # from the notifier thread
+        self._database_ahead: float | None = None  # database epoch minus monotonic seconds
+
+    def read_database_clock(self, epoch: float, at: float) -> None:
+        """The database's clock read ``epoch`` at ``at`` (``time.monotonic()``): due
+        times are read by it, not by this host's clock, which may be minutes off."""
+        self._database_ahead = epoch - at
 
     def announce(self, due_epoch: float) -> None:
-        """A submitted task becomes due at ``due_epoch`` (wall-clock seconds); thread-safe.
+        """A submitted task becomes due at ``due_epoch`` (seconds since the epoch, by
+        the database's clock); thread-safe.
 
         Kept to the ``MAX_ANNOUNCED`` soonest: any role may NOTIFY, and a missed
         announcement only costs a wait of up to the poll interval.
         """
-        self._announced.append(time.monotonic() + max(0.0, due_epoch - time.time()))
+        now = time.monotonic()
+        ahead = self._database_ahead
+        due = now + (due_epoch - time.time()) if ahead is None else due_epoch - ahead
+        self._announced.append(max(now, due))
 
     def due_in(self, delays: Iterable[float], now: float) -> None:
         """Tasks become ready ``delays`` seconds from ``now`` (a retry this worker stored,

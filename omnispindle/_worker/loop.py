@@ -187,7 +187,7 @@ class WorkerLoop:
         return None
 
     def _register(self) -> UUID:
-        return self.db.run(
+        worker_id = self.db.run(
             q.workers.register_worker(
                 name=self.settings.name,
                 host=socket.gethostname(),
@@ -199,6 +199,10 @@ class WorkerLoop:
                 lease_timeout=self.settings.lease_timeout,
             )
         )
+        asked = time.monotonic()
+        epoch = self.db.run(q.workers.database_clock())
+        self.timers.read_database_clock(epoch, (asked + time.monotonic()) / 2)
+        return worker_id
 
     def _loop(self, worker_id: UUID) -> None:
         errors = 0

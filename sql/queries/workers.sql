@@ -7,6 +7,11 @@ VALUES (%(name)s, %(host)s, %(pid)s, %(capabilities)s::text[], %(task_types)s::t
         %(concurrency)s, %(version)s, %(lease_timeout)s)
 RETURNING id;
 
+-- name: database_clock
+-- The database's clock, in seconds since the epoch: a notice's due time is
+-- read by it, whatever the worker's host clock says.
+SELECT extract(epoch FROM clock_timestamp())::double precision AS epoch;
+
 -- name: heartbeat
 -- One statement per beat: the worker's own row and every lease it still holds
 -- (the ids returned). A worker wrongly declared dead is active again. Leases

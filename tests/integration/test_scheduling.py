@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
 from zoneinfo import ZoneInfo
 
 import psycopg
@@ -394,3 +396,23 @@ def test_the_ticks_of_a_repeated_hour_are_enqueued_when_due_not_early(queue, cli
         "SELECT tick_at FROM omnispindle.periodic_ticks WHERE task_id IS NOT NULL ORDER BY 1"
     ).fetchall()
     assert [tick for (tick,) in ticks] == [datetime(2026, 10, 25, 1, 0, tzinfo=timezone.utc)]
+
+
+@pytest.mark.parametrize("skew", [-300.0, 300.0])
+def test_a_worker_whose_clock_is_off_still_starts_a_delayed_task_on_time(
+    queue, client, start_worker, monkeypatch, skew
+):
+    """A notice's due time is read by the database's clock: a worker whose host clock
+    was five minutes off slept its whole poll interval instead (ahead, the task was
+    due at once; behind, in five minutes)."""
+    host_clock = SimpleNamespace(time=lambda: time.time() + skew, monotonic=time.monotonic)
+    monkeypatch.setattr("omnispindle._worker._timers.time", host_clock)
+    # Nothing but a notice wakes it before its poll interval of 30 s.
+    quiet = {"poll_interval": 30, "sweep_interval": None, "schedule_interval": None}
+    start_worker({"t": lambda task: {}}, lease_timeout=120, **quiet)
+    poll(lambda: queue.notifier.subscriptions(READY_CHANNEL) == 1, 10)
+    task_id = client.submit_task("t", delay=1.0)
+    task = client.wait_for_task(task_id, timeout=40)
+    assert task["state"] == "succeeded"
+    late = (task["started_at"] - task["run_after"]).total_seconds()
+    assert 0 <= late < 1.0, late

@@ -38,6 +38,11 @@ def register_worker(
     )
 
 
+def database_clock() -> Query[float]:
+    """The database's clock, in seconds since the epoch."""
+    return Query(RUNTIME["database_clock"], {}, value("epoch"))
+
+
 def heartbeat(
     *,
     worker_id: UUID,
