@@ -83,7 +83,9 @@ class FailForGood(Exception):
     The error is recorded as any other, with ``"retry": false``, and the task's
     dependents are cancelled as for any failure; ``retry_task`` still runs it
     again. Raised ``from`` an exception, that cause is in the recorded traceback,
-    and its text is the message when none is given. Not an ``OmnispindleError``:
+    and its text is the message when none is given. One among the leaves of an
+    exception group (an ``asyncio.TaskGroup``'s, nested or not) fails the task for
+    good as well, the group recorded as raised. Not an ``OmnispindleError``:
     an executor's ``except OmnispindleError`` around its own calls must not swallow it.
     """
 

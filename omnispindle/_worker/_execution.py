@@ -190,10 +190,36 @@ def failure(attempt: Attempt, exc: BaseException, error_type: str | None = None)
         "traceback": storable_text(_traceback_text(exc), MAX_TRACEBACK_CHARS),
         "attempt": attempt.attempt,
     }
-    if isinstance(exc, FailForGood):
+    if fails_for_good(exc):
         # fail_attempts reads it: this attempt is the task's last.
         error["retry"] = False
     return Outcome(*attempt, error=error)
+
+
+def fails_for_good(exc: BaseException) -> bool:
+    """Whether ``exc`` is a FailForGood, or an exception group (a TaskGroup's, nested
+    or not) with one among its leaves: the executor said that running the task
+    again cannot help, and a retry would meet the same refusal after the others.
+
+    Groups are known by their class's name, so that Python 3.10, which has none,
+    still reads those of the ``exceptiongroup`` backport that anyio raises there.
+    Walked without recursion, and never raises, whatever a group holds.
+    """
+    pending, seen = [exc], set()
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, FailForGood):
+            return True
+        if any(cls.__name__ == "BaseExceptionGroup" for cls in type(current).__mro__):
+            try:
+                leaves = tuple(getattr(current, "exceptions", ()))
+            except Exception:  # noqa: BLE001 - a hostile group object
+                leaves = ()
+            pending.extend(leaf for leaf in leaves if isinstance(leaf, BaseException))
+    return False
 
 
 def _traceback_text(exc: BaseException) -> str:

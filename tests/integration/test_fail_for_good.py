@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
+import sys
+
+import pytest
 
 from omnispindle import FailForGood
 
@@ -161,3 +165,53 @@ def test_fail_attempts_ends_only_the_task_whose_error_says_retry_false(client, c
         (ids[2], "pending", False),
     ]
     assert client.get_task(ids[0])["finished_at"] is not None
+
+
+needs_groups = pytest.mark.skipif(sys.version_info < (3, 11), reason="ExceptionGroup is 3.11's")
+
+
+@needs_groups
+def test_a_group_with_a_fail_for_good_leaf_fails_for_good_and_one_without_is_retried(
+    client, start_worker
+):
+    calls: dict[str, list[int]] = {"gathered": [], "raised": [], "mixed": [], "plain": []}
+
+    async def gathered(task):
+        calls["gathered"].append(task["attempt"])
+
+        async def refuse():
+            raise FailForGood("the order does not exist")
+
+        async with asyncio.TaskGroup() as group:
+            group.create_task(refuse())
+            group.create_task(asyncio.sleep(60))
+
+    def raised(task):
+        calls["raised"].append(task["attempt"])
+        raise builtins.ExceptionGroup("x", [FailForGood("no")])
+
+    def mixed(task):
+        calls["mixed"].append(task["attempt"])
+        inner = builtins.ExceptionGroup("inner", [BadInput("bad sku"), KeyError("k")])
+        raise builtins.ExceptionGroup("outer", [ConnectionError("reset"), inner])
+
+    def plain(task):
+        calls["plain"].append(task["attempt"])
+        raise builtins.ExceptionGroup("y", [ConnectionError("reset"), KeyError("k")])
+
+    start_worker({"gathered": gathered, "raised": raised, "mixed": mixed, "plain": plain})
+    ids = [
+        client.submit_task(name, max_retries=2, retry_backoff=0)
+        for name in ("gathered", "raised", "mixed", "plain")
+    ]
+    tasks = client.wait_for_batch(ids, timeout=30)
+    assert [(t["state"], t["attempts"]) for t in tasks] == [
+        ("failed", 1),
+        ("failed", 1),
+        ("failed", 1),
+        ("failed", 3),
+    ]
+    assert calls == {"gathered": [1], "raised": [1], "mixed": [1], "plain": [1, 2, 3]}
+    assert [t["error"].get("retry") for t in tasks] == [False, False, False, None]
+    assert tasks[0]["error"]["type"] == "ExceptionGroup"
+    assert "FailForGood: the order does not exist" in tasks[0]["error"]["traceback"]
