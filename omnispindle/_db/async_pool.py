@@ -220,11 +220,17 @@ async def execute(
 async def _one(conn: AsyncConnection, query: Query[T], namespace: Namespace) -> T:
     _log(query)
     with translated_errors():
-        async with conn.cursor(row_factory=dict_row) as cur:
+        async with _cursor(conn) as cur:
             async with _answered(conn):
                 await cur.execute(namespace.text(query.statement), query.params)
             found: list[Row] = await cur.fetchall() if cur.description else []
     return query.read(found)
+
+
+def _cursor(conn: AsyncConnection) -> psycopg.AsyncCursor[Row]:
+    """A cursor of psycopg's own class, whatever a caller's connection makes, as in
+    the blocking twin."""
+    return psycopg.AsyncCursor(conn, row_factory=dict_row)
 
 
 async def _drive(conn: AsyncConnection, plan: Plan[T], namespace: Namespace) -> T:
@@ -248,7 +254,7 @@ async def _pipelined(
             async with _pipeline(conn), conn.transaction():
                 for query in operation.queries:
                     _log(query)
-                    sent.append((query, conn.cursor(row_factory=dict_row)))
+                    sent.append((query, _cursor(conn)))
                     await sent[-1][1].execute(namespace.text(query.statement), query.params)
         return operation.combine([query.read(await cur.fetchall()) for query, cur in sent])
     finally:

@@ -263,11 +263,18 @@ def execute(conn: Connection, operation: Operation[T], namespace: Namespace = DE
 
 def _one(conn: Connection, query: Query[T], namespace: Namespace) -> T:
     _log(query)
-    with translated_errors(), conn.cursor(row_factory=dict_row) as cur:
+    with translated_errors(), _cursor(conn) as cur:
         with _answered(conn):
             cur.execute(namespace.text(query.statement), query.params)
         found: list[Row] = cur.fetchall() if cur.description else []
     return query.read(found)
+
+
+def _cursor(conn: Connection) -> psycopg.Cursor[Row]:
+    """A cursor of psycopg's own class on ``conn``, whatever ``cursor_factory`` a
+    caller's connection has: our statements take named parameters, which a
+    ``RawCursor`` refuses, and are bound by the server."""
+    return psycopg.Cursor(conn, row_factory=dict_row)
 
 
 def _settle(conn: Connection) -> None:
@@ -308,7 +315,7 @@ def _pipelined(conn: Connection, operation: Pipelined[Any, T], namespace: Namesp
         with translated_errors(), _pipeline(conn), conn.transaction():
             for query in operation.queries:
                 _log(query)
-                sent.append((query, conn.cursor(row_factory=dict_row)))
+                sent.append((query, _cursor(conn)))
                 sent[-1][1].execute(namespace.text(query.statement), query.params)
         return operation.combine([query.read(cur.fetchall()) for query, cur in sent])
     finally:

@@ -189,6 +189,24 @@ def test_a_submit_in_the_callers_async_pipeline_returns_the_id_of_the_task_it_in
     assert [row[0] for row in conn.execute("SELECT id FROM omnispindle.tasks")] == [task_id]
 
 
+@pytest.mark.parametrize("factory", [psycopg.AsyncRawCursor, psycopg.AsyncClientCursor])
+def test_an_async_submit_on_a_connection_with_a_cursor_factory_of_its_own_works(dsn, conn, factory):
+    async def scenario():
+        async with (
+            AsyncTaskQueueClient(dsn=dsn) as client,
+            await psycopg.AsyncConnection.connect(dsn, cursor_factory=factory) as app_conn,
+            app_conn.transaction(),
+        ):
+            first = await client.submit_task("email", {"to": "a"}, connection=app_conn)
+            batched = await client.submit_batch([{"task_type": "email"}], connection=app_conn)
+            async with app_conn.pipeline():
+                piped = await client.submit_task("email", connection=app_conn)
+            return [first, *batched, piped]
+
+    ids = run(scenario())
+    assert [row[0] for row in conn.execute("SELECT id FROM omnispindle.tasks ORDER BY id")] == ids
+
+
 def test_an_async_submit_in_a_failed_transaction_says_to_roll_it_back(dsn, empty_dsn):
     async def scenario():
         async with (

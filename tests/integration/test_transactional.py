@@ -108,6 +108,24 @@ def test_a_submit_in_the_callers_pipeline_returns_the_id_of_the_task_it_inserted
     ]
 
 
+@pytest.mark.parametrize("factory", [psycopg.RawCursor, psycopg.ClientCursor])
+def test_a_submit_on_a_connection_with_a_cursor_factory_of_its_own_works(
+    client, dsn, conn, factory
+):
+    with psycopg.connect(dsn, cursor_factory=factory) as app_conn, app_conn.transaction():
+        task_id = client.submit_task("email", {"to": "a@example.com"}, connection=app_conn)
+        batched = client.submit_batch([{"task_type": "email"}] * 2, connection=app_conn)
+        with app_conn.pipeline():
+            piped = client.submit_task("email", connection=app_conn)
+        assert isinstance(app_conn.cursor(), factory)  # the app's own is left as it was
+    assert [row[0] for row in conn.execute("SELECT id FROM omnispindle.tasks ORDER BY id")] == [
+        task_id,
+        *batched,
+        piped,
+    ]
+    assert client.get_task(task_id)["parameters"] == {"to": "a@example.com"}
+
+
 def test_a_submit_in_a_failed_transaction_says_to_roll_it_back(client, dsn, conn):
     with psycopg.connect(dsn) as app_conn:
         with pytest.raises(psycopg.errors.UndefinedTable):
