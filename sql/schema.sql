@@ -2392,6 +2392,9 @@ DECLARE
     retries integer := coalesce(enqueue.max_retries, 3);
     new_id bigint;
 BEGIN
+    IF enqueue.task_type IS NULL THEN
+        RAISE EXCEPTION 'task_type must be a non-empty string, got NULL' USING ERRCODE = 'OS005';
+    END IF;
     IF jsonb_typeof(args) <> 'object' THEN
         RAISE EXCEPTION 'parameters must be a JSON object, got %', jsonb_typeof(args)
             USING ERRCODE = 'OS005';
@@ -2402,6 +2405,16 @@ BEGIN
     END IF;
     IF enqueue.run_at IS NOT NULL AND enqueue.delay IS NOT NULL THEN
         RAISE EXCEPTION 'give run_at or delay, not both' USING ERRCODE = 'OS005';
+    END IF;
+    -- Past these, now() + delay is out of timestamptz's range, and within
+    -- them tasks_run_after_range refuses what is due outside the years 1 to 9999.
+    IF enqueue.delay > interval '10000 years' THEN
+        RAISE EXCEPTION 'delay % reaches beyond the year 9999', enqueue.delay
+            USING ERRCODE = 'OS005';
+    END IF;
+    IF enqueue.delay < interval '-4000 years' THEN
+        RAISE EXCEPTION 'delay % reaches before the year 1', enqueue.delay
+            USING ERRCODE = 'OS005';
     END IF;
     SELECT s.id INTO new_id FROM omnispindle.submit_tasks(
         ARRAY[enqueue.task_type], ARRAY[args], ARRAY[coalesce(enqueue.priority, 0)],

@@ -11,6 +11,8 @@
 -- view unclaimable_tasks and its index are gone. task_metrics measures a wait
 -- from any start again, as 0011 made it. A type's rates may be any number
 -- above 0 again, and grant_access to a NULL role is a syntax error again.
+-- enqueue is 0006's, which leaves a NULL task_type to not_null_violation and
+-- a delay past timestamptz's range to timestamp out of range.
 
 DROP VIEW omnispindle.unclaimable_tasks;
 DROP INDEX omnispindle.tasks_needs_ready_idx;
@@ -1488,3 +1490,55 @@ SELECT coalesce(s.task_type, r.task_type) AS task_type,
 -- A type whose every task of the last hour is in the history has a row too.
 FROM states s
 FULL JOIN recent r ON r.task_type = s.task_type;
+
+-- As 0006 made it.
+CREATE OR REPLACE FUNCTION omnispindle.enqueue(
+    task_type text,
+    parameters jsonb DEFAULT '{}',
+    priority integer DEFAULT 0,
+    max_retries integer DEFAULT 3,
+    timeout double precision DEFAULT NULL,
+    dependencies bigint[] DEFAULT '{}',
+    run_at timestamptz DEFAULT NULL,
+    delay interval DEFAULT NULL,
+    retry_backoff double precision DEFAULT 1.0,
+    required_capabilities text[] DEFAULT '{}',
+    allow_failed_dependencies boolean DEFAULT false,
+    idempotency_key text DEFAULT NULL
+)
+RETURNS bigint
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    args jsonb := coalesce(enqueue.parameters, '{}');
+    retries integer := coalesce(enqueue.max_retries, 3);
+    new_id bigint;
+BEGIN
+    IF jsonb_typeof(args) <> 'object' THEN
+        RAISE EXCEPTION 'parameters must be a JSON object, got %', jsonb_typeof(args)
+            USING ERRCODE = 'OS005';
+    END IF;
+    IF retries NOT BETWEEN 0 AND 100 THEN
+        RAISE EXCEPTION 'max_retries must be from 0 to 100, got %', retries
+            USING ERRCODE = 'OS005';
+    END IF;
+    IF enqueue.run_at IS NOT NULL AND enqueue.delay IS NOT NULL THEN
+        RAISE EXCEPTION 'give run_at or delay, not both' USING ERRCODE = 'OS005';
+    END IF;
+    SELECT s.id INTO new_id FROM omnispindle.submit_tasks(
+        ARRAY[enqueue.task_type], ARRAY[args], ARRAY[coalesce(enqueue.priority, 0)],
+        ARRAY[retries + 1], ARRAY[coalesce(enqueue.retry_backoff, 1.0)],
+        ARRAY[enqueue.timeout],
+        ARRAY[to_jsonb(coalesce(enqueue.required_capabilities, '{}'))],
+        ARRAY[to_jsonb(coalesce(enqueue.dependencies, '{}'))], ARRAY['[]'::jsonb],
+        ARRAY[coalesce(enqueue.allow_failed_dependencies, false)],
+        ARRAY[coalesce(enqueue.run_at, now() + enqueue.delay)],
+        ARRAY[enqueue.idempotency_key], ARRAY[NULL::jsonb]) AS s(id);
+    RETURN new_id;
+END
+$$;
+
+-- What sql/schema.sql sets on it after creating it, which CREATE OR REPLACE resets.
+ALTER FUNCTION omnispindle.enqueue(text, jsonb, integer, integer, double precision, bigint[],
+    timestamp with time zone, interval, double precision, text[], boolean, text)
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;

@@ -52,7 +52,10 @@
 -- grant_access refuses a NULL role, or an oid no role has, as
 -- undefined_object. The wait quantiles of task_metrics leave out a start from
 -- before the task's run_after, that of an earlier turn of a task cancelled
--- while it waited to run again, which measured a negative wait.
+-- while it waited to run again, which measured a negative wait. enqueue
+-- refuses a NULL task_type, and a delay past the years that timestamptz
+-- holds, as OS005 (ValidationError from Python), as it refuses other bad
+-- arguments.
 
 ALTER FUNCTION omnispindle.complete_attempts(bigint[], uuid[], jsonb[])
     SET plan_cache_mode = force_generic_plan;
@@ -2848,3 +2851,70 @@ SELECT coalesce(s.task_type, r.task_type) AS task_type,
 -- A type whose every task of the last hour is in the history has a row too.
 FROM states s
 FULL JOIN recent r ON r.task_type = s.task_type;
+
+-- As in sql/schema.sql: a NULL task_type, and a delay that puts the task out of
+-- timestamptz's range, refused as OS005 instead of not_null_violation and
+-- timestamp out of range.
+CREATE OR REPLACE FUNCTION omnispindle.enqueue(
+    task_type text,
+    parameters jsonb DEFAULT '{}',
+    priority integer DEFAULT 0,
+    max_retries integer DEFAULT 3,
+    timeout double precision DEFAULT NULL,
+    dependencies bigint[] DEFAULT '{}',
+    run_at timestamptz DEFAULT NULL,
+    delay interval DEFAULT NULL,
+    retry_backoff double precision DEFAULT 1.0,
+    required_capabilities text[] DEFAULT '{}',
+    allow_failed_dependencies boolean DEFAULT false,
+    idempotency_key text DEFAULT NULL
+)
+RETURNS bigint
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    args jsonb := coalesce(enqueue.parameters, '{}');
+    retries integer := coalesce(enqueue.max_retries, 3);
+    new_id bigint;
+BEGIN
+    IF enqueue.task_type IS NULL THEN
+        RAISE EXCEPTION 'task_type must be a non-empty string, got NULL' USING ERRCODE = 'OS005';
+    END IF;
+    IF jsonb_typeof(args) <> 'object' THEN
+        RAISE EXCEPTION 'parameters must be a JSON object, got %', jsonb_typeof(args)
+            USING ERRCODE = 'OS005';
+    END IF;
+    IF retries NOT BETWEEN 0 AND 100 THEN
+        RAISE EXCEPTION 'max_retries must be from 0 to 100, got %', retries
+            USING ERRCODE = 'OS005';
+    END IF;
+    IF enqueue.run_at IS NOT NULL AND enqueue.delay IS NOT NULL THEN
+        RAISE EXCEPTION 'give run_at or delay, not both' USING ERRCODE = 'OS005';
+    END IF;
+    -- Past these, now() + delay is out of timestamptz's range, and within
+    -- them tasks_run_after_range refuses what is due outside the years 1 to 9999.
+    IF enqueue.delay > interval '10000 years' THEN
+        RAISE EXCEPTION 'delay % reaches beyond the year 9999', enqueue.delay
+            USING ERRCODE = 'OS005';
+    END IF;
+    IF enqueue.delay < interval '-4000 years' THEN
+        RAISE EXCEPTION 'delay % reaches before the year 1', enqueue.delay
+            USING ERRCODE = 'OS005';
+    END IF;
+    SELECT s.id INTO new_id FROM omnispindle.submit_tasks(
+        ARRAY[enqueue.task_type], ARRAY[args], ARRAY[coalesce(enqueue.priority, 0)],
+        ARRAY[retries + 1], ARRAY[coalesce(enqueue.retry_backoff, 1.0)],
+        ARRAY[enqueue.timeout],
+        ARRAY[to_jsonb(coalesce(enqueue.required_capabilities, '{}'))],
+        ARRAY[to_jsonb(coalesce(enqueue.dependencies, '{}'))], ARRAY['[]'::jsonb],
+        ARRAY[coalesce(enqueue.allow_failed_dependencies, false)],
+        ARRAY[coalesce(enqueue.run_at, now() + enqueue.delay)],
+        ARRAY[enqueue.idempotency_key], ARRAY[NULL::jsonb]) AS s(id);
+    RETURN new_id;
+END
+$$;
+
+-- What sql/schema.sql sets on it after creating it, which CREATE OR REPLACE resets.
+ALTER FUNCTION omnispindle.enqueue(text, jsonb, integer, integer, double precision, bigint[],
+    timestamp with time zone, interval, double precision, text[], boolean, text)
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;

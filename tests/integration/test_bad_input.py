@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from datetime import timedelta
 
 import pytest
 
@@ -56,6 +57,10 @@ BAD_SUBMISSIONS = [
     ({"required_capabilities": [""]}, "required_capabilities"),
     ({"required_capabilities": [5]}, "required_capabilities"),
     ({"required_capabilities": ["\udcff"]}, "required_capabilities"),
+    # What enqueue() from SQL refuses too: due past the year 9999, or beyond timestamptz.
+    ({"delay": 170e6 * 365.25 * 86400}, "delay .* reaches beyond the year 9999"),
+    ({"delay": 10**30}, "delay .* reaches beyond the year 9999"),
+    ({"delay": timedelta.max}, "delay .* reaches beyond the year 9999"),
 ]
 BAD_TASK_TYPES = [None, 5, b"x", "", "  ", "x" * 201, "a\x00b", "t\ud800"]
 

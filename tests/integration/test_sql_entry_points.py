@@ -99,6 +99,13 @@ def test_enqueue_delays_a_task(conn, client):
         ("'t', run_at => 'infinity'", "tasks_run_after_range"),
         ("'t', run_at => '10000-01-01 00:00:00+00'", "tasks_run_after_range"),
         ("'t', delay => interval '9000 years'", "tasks_run_after_range"),
+        # Both failed with psycopg's own errors: not_null_violation, timestamp out of range.
+        ("NULL", "task_type must be a non-empty string, got NULL"),
+        ("NULL::text, '{\"a\": 1}'", "task_type must be a non-empty string, got NULL"),
+        ("'t', delay => interval '170000000 years'", "reaches beyond the year 9999"),
+        ("'t', delay => make_interval(days => 2000000000)", "reaches beyond the year 9999"),
+        ("'t', delay => interval '-170000000 years'", "reaches before the year 1"),
+        ("'t', delay => interval '-3000 years'", "tasks_run_after_range"),
     ],
 )
 def test_enqueue_refuses_bad_arguments_with_a_typed_error(conn, call, says):
