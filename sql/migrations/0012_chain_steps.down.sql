@@ -13,6 +13,7 @@
 -- above 0 again, and grant_access to a NULL role is a syntax error again.
 -- enqueue is 0006's, which leaves a NULL task_type to not_null_violation and
 -- a delay past timestamptz's range to timestamp out of range.
+-- A retry of a task with 101 attempts breaks tasks_max_attempts_range again.
 
 DROP VIEW omnispindle.unclaimable_tasks;
 DROP INDEX omnispindle.tasks_needs_ready_idx;

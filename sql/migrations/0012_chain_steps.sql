@@ -56,6 +56,8 @@
 -- refuses a NULL task_type, and a delay past the years that timestamptz
 -- holds, as OS005 (ValidationError from Python), as it refuses other bad
 -- arguments.
+-- A retry of a task that has used the 101 attempts a task may have is
+-- refused as OS006, saying so, instead of breaking tasks_max_attempts_range.
 
 ALTER FUNCTION omnispindle.complete_attempts(bigint[], uuid[], jsonb[])
     SET plan_cache_mode = force_generic_plan;
@@ -2667,10 +2669,12 @@ BEGIN
         RAISE EXCEPTION 'no task with id %', missing USING ERRCODE = 'OS004';
     END IF;
 
-    -- The first task, in the order given, that is not failed or whose
-    -- idempotency key another unfinished task (or an earlier one of these) holds.
+    -- The first task, in the order given, that is not failed, that has used
+    -- the 101 attempts a task may have (max_retries 100: another would break
+    -- tasks_max_attempts_range), or whose idempotency key another unfinished
+    -- task (or an earlier one of these) holds.
     SELECT r.* INTO refused FROM (
-        SELECT u.ord, t.id, t.state, t.idempotency_key AS key,
+        SELECT u.ord, t.id, t.state, t.attempts, t.idempotency_key AS key,
                coalesce(
                    (SELECT h.id FROM omnispindle.tasks h
                     WHERE h.idempotency_key = t.idempotency_key AND h.id <> t.id
@@ -2682,10 +2686,14 @@ BEGIN
                     ORDER BY e.ord LIMIT 1)) AS holder
         FROM unnest(p_ids) WITH ORDINALITY AS u(id, ord)
         JOIN omnispindle.tasks t ON t.id = u.id) AS r
-    WHERE r.state <> 'failed' OR r.holder IS NOT NULL
+    WHERE r.state <> 'failed' OR r.attempts >= 101 OR r.holder IS NOT NULL
     ORDER BY r.ord LIMIT 1;
     IF FOUND AND refused.state <> 'failed' THEN
         RAISE EXCEPTION 'task % is %; only failed tasks can be retried', refused.id, refused.state
+            USING ERRCODE = 'OS006';
+    ELSIF FOUND AND refused.attempts >= 101 THEN
+        RAISE EXCEPTION 'task % has used all % attempts a task may have; submit it again as '
+                        'a new task', refused.id, refused.attempts
             USING ERRCODE = 'OS006';
     ELSIF FOUND THEN
         RAISE EXCEPTION 'task %''s idempotency key ''%'' is held by unfinished task %; '

@@ -179,6 +179,35 @@ def test_the_natural_update_says_to_call_retry_task(conn):
     )
 
 
+def exhausted(conn: psycopg.Connection) -> int:
+    """A task of max_retries=100, the most there is, whose 101 attempts all failed."""
+    task_id = enqueue(conn, "'t', max_retries => 100, retry_backoff => 0")
+    for _ in range(101):
+        conn.execute(FAILED_FOR_GOOD, {"id": task_id, "token": running(conn, task_id)})
+    assert states(conn, task_id) == ["failed"]
+    return task_id
+
+
+def test_a_task_that_used_the_most_attempts_there_are_is_refused_a_retry_saying_why(
+    conn, client, dsn, capsys
+):
+    task_id = exhausted(conn)
+    other = exhausted(conn)
+    before = conn.execute("SELECT * FROM omnispindle.tasks ORDER BY id").fetchall()
+    says = (
+        f"task {task_id} has used all 101 attempts a task may have; submit it again as a new task"
+    )
+    error = refused(conn, "SELECT * FROM omnispindle.retry_task(%(id)s)", {"id": task_id})
+    assert isinstance(error, TaskStateError) and str(error) == says
+    with pytest.raises(TaskStateError) as caught:
+        client.retry_task(task_id, with_dependents=True)
+    assert str(caught.value) == says
+    capsys.readouterr()
+    assert main(["retry", str(task_id), str(other), "--dsn", dsn]) == 1
+    assert capsys.readouterr().err == f"omnispindle: {says}\n"
+    assert conn.execute("SELECT * FROM omnispindle.tasks ORDER BY id").fetchall() == before
+
+
 def test_retry_task_in_sql_leaves_the_dependents_cancelled_by_default(conn):
     root, child, grandchild = failed_chain(conn)
     assert states(conn, child, grandchild) == ["cancelled", "cancelled"]
