@@ -8,12 +8,13 @@ import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from omnispindle._core.cutting import newest_within
 from omnispindle.cli.formatting import format_age, format_fields, format_table, printable, shorten
 
 MAX_LISTED_RELATIVES = 20  # dependencies or dependents shown as text; --json has all
 ERROR_WIDTH = 50
-# Characters of parameters or a result shown as text: a result may be 16 MiB,
-# too much for a terminal to scroll through; --json prints it all.
+# Characters of parameters, a result or the errors shown as text: a result may
+# be 16 MiB, too much for a terminal to scroll through; --json prints it all.
 MOST_SHOWN_CHARS = 100_000
 
 
@@ -106,7 +107,22 @@ def _errors(errors: Sequence[Mapping[str, Any]]) -> str:
         trace = printable(error.get("traceback") or "").rstrip("\n")
         body = "\n".join(filter(None, [rest, trace]))
         blocks.append(f"  {first}" + ("\n" + textwrap.indent(body, "    ") if body else ""))
-    return _section(f"Errors ({len(errors)})", "\n".join(blocks) or "  none")
+    # A history of 101 attempts may hold 6 MB: the newest errors within the
+    # characters a value is shown, as the last is the one that counts.
+    shown = blocks[len(blocks) - newest_within([len(b) for b in blocks], MOST_SHOWN_CHARS) :]
+    if len(shown) < len(blocks):
+        total = sum(len(b) for b in blocks)
+        said = (
+            f"  ... cut: {len(blocks)} errors of {total:,} characters; the newest"
+            f" {len(shown)} shown (--json prints all)"
+        )
+        shown = [said, *shown]
+    if shown and len(shown[-1]) > MOST_SHOWN_CHARS:  # one error alone over, by hand
+        shown[-1] = (
+            f"{shown[-1][:MOST_SHOWN_CHARS]}\n  ... cut: {len(shown[-1]):,} characters,"
+            f" the first {MOST_SHOWN_CHARS:,} shown (--json prints all)"
+        )
+    return _section(f"Errors ({len(errors)})", "\n".join(shown) or "  none")
 
 
 def _section(title: str, body: str) -> str:

@@ -18,6 +18,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Router
 
 from omnispindle._core import bidi
+from omnispindle._core.cutting import newest_within
 from omnispindle.dashboard import csrf
 from omnispindle.dashboard.settings import REFRESH_SECONDS, Settings
 
@@ -102,6 +103,39 @@ def cut(text: str) -> str:
     )
 
 
+def cut_text(value: Any) -> Any:
+    """Text cut as ``cut`` does; any other value as it is."""
+    return cut(value) if isinstance(value, str) else value
+
+
+@dataclass(frozen=True)
+class ShownErrors:
+    """The newest errors of a task's history within ``MOST_SHOWN_CHARS``, and what
+    the rest of it held."""
+
+    errors: list[Mapping[str, Any]]
+    left_out: int
+    chars: int
+
+
+def _error_text(error: Any) -> str:
+    if not isinstance(error, Mapping):
+        return json.dumps(error, default=str)
+    return "".join(
+        str(error.get(key) or "") for key in ("type", "message", "traceback")
+    ) or json.dumps(error, default=str)
+
+
+def newest_errors(errors: Any) -> ShownErrors:
+    """A history of 101 attempts may hold 6 MB, carried again at every live
+    refresh: the newest errors within the characters a value is shown, as the
+    last is the one that counts."""
+    errors = list(errors or [])
+    sizes = [len(_error_text(e)) for e in errors]
+    count = newest_within(sizes, MOST_SHOWN_CHARS)
+    return ShownErrors(errors[len(errors) - count :], len(errors) - count, sum(sizes))
+
+
 def notice_value(kind: str, text: str) -> str:
     """A notice for the next page (``kind``: done or refused), as a cookie's value."""
     return base64.urlsafe_b64encode(json.dumps({"kind": kind, "text": text}).encode()).decode()
@@ -141,6 +175,8 @@ class Renderer:
             moment=moment,
             pretty_json=pretty_json,
             compact_json=compact_json,
+            newest_errors=newest_errors,
+            cut=cut_text,
             verbatim=Verbatim,
         )
         return cls(settings, environment)

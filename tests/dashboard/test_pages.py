@@ -11,6 +11,8 @@ from omnispindle.dashboard import reading
 from tests.acceptance.workers import poll
 from tests.dashboard.conftest import MOUNT
 
+from ..integration.test_cli_people import failed_with_big_errors
+
 HREF = re.compile(r'\s(?:href|src|action|hx-get|data-series)="([^"]+)"')
 # The characters that reorder text from right to left (U+202E and its kin).
 BIDI = {"\u202e", "\u202d", "\u2066", "\u2067", "\u2068", "\u2069", "\u200f", "\u061c"}
@@ -227,6 +229,16 @@ def test_a_task_page_cuts_each_big_value_and_says_so(web, client, start_worker, 
     assert len(page) < 600_000  # five values of 100,000 characters and the rest
     assert page.count("the first 100,000 shown (omnispindle tasks ID --json prints all)") == 5
     assert "… cut: 3,840,002 characters" in page  # the result, indented
+
+
+def test_a_task_page_shows_the_newest_errors_of_a_long_history_and_says_so(web, client, conn):
+    # 101 attempts of the longest errors a worker stores made a page of over 6 MB.
+    task_id = failed_with_big_errors(conn, client, 20)
+    page = web.get(f"{MOUNT}/tasks/{task_id}", headers={"HX-Request": "true"}).text
+    assert len(page) < 200_000
+    assert "… cut: 20 errors of 1,2" in page
+    assert "characters; the newest 1 shown (omnispindle tasks ID --json prints all)" in page
+    assert "attempt 20 t" in page and "attempt 19 t" not in page
 
 
 @pytest.mark.parametrize("task_id", ["9223372036854775808", "99999999999999999999999"])

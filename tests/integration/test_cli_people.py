@@ -330,6 +330,43 @@ def test_show_cuts_a_big_result_and_says_so(capsys, dsn, client, start_worker):
     assert len(task["result"]) == 40_000 and len(task["parameters"]["text"]) == 900_000
 
 
+# A failed attempt as a worker stores it, with the longest message and traceback it keeps.
+BIG_FAILURE = """
+WITH started AS (
+    UPDATE omnispindle.tasks SET state = 'running', attempts = attempts + 1,
+        started_at = now(), lease_token = gen_random_uuid(),
+        lease_expires_at = now() + interval '1 h'
+    WHERE id = %(id)s RETURNING id, lease_token, attempts)
+SELECT f.* FROM started, omnispindle.fail_attempts(ARRAY[started.id], ARRAY[started.lease_token],
+    ARRAY[jsonb_build_object('type', 'BigError', 'message', 'm' || repeat('x', 9999),
+                             'traceback',
+                             'attempt ' || started.attempts || ' ' || repeat('t', 50000),
+                             'attempt', started.attempts)]) AS f
+"""
+
+
+def failed_with_big_errors(conn, client, attempts: int) -> int:
+    task_id = client.submit_task("big", max_retries=attempts - 1, retry_backoff=0)
+    for _ in range(attempts):
+        conn.execute(BIG_FAILURE, {"id": task_id})
+    assert client.get_task(task_id)["state"] == "failed"
+    return task_id
+
+
+def test_show_cuts_a_long_error_history_to_its_newest_errors_and_says_so(capsys, dsn, conn, client):
+    # 101 attempts of such errors printed over 6 MB to the terminal.
+    task_id = failed_with_big_errors(conn, client, 20)
+    code, out, err = cli(capsys, dsn, "tasks", str(task_id))
+    assert (code, err) == (0, "")
+    assert len(out) < 200_000  # errors of 100,000 characters at most, and the rest
+    assert (
+        "  ... cut: 20 errors of 1,2" in out
+        and "characters; the newest 1 shown (--json prints all)" in out
+    )
+    assert "attempt 20 t" in out and "attempt 19 t" not in out
+    assert len(as_json(capsys, dsn, "tasks", str(task_id))["errors"]) == 20
+
+
 def test_show_an_unknown_task_exits_3(capsys, dsn):
     code, out, err = cli(capsys, dsn, "tasks", "424242")
     assert (code, out) == (3, "")
