@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import weakref
 from typing import Any, TypeVar
 
 from typing_extensions import Self
@@ -155,7 +156,12 @@ class TaskQueue:
         with self._notifier_lock:
             self.db.refuse_if_closed()
             if self._notifier is None or self._notifier_pid != os.getpid():
-                self._notifier = Notifier(self.listen_dsn, namespace=self.namespace)
+                notifier = Notifier(self.listen_dsn, namespace=self.namespace)
+                # Its thread holds the notifier, not the queue: a queue (or the
+                # client that opened it) let go without shutdown() stops it
+                # as its pool's connections close.
+                weakref.finalize(self, notifier.stop_soon)
+                self._notifier = notifier
                 self._notifier_pid = os.getpid()
             return self._notifier
 

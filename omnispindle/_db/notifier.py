@@ -158,9 +158,14 @@ class Notifier:
 
     def close(self) -> None:
         """Stop listening; returns once the thread has ended."""
-        self._closing.set()
+        self.stop_soon()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+    def stop_soon(self) -> None:
+        """Have the thread end and close its connection within its hearing slice,
+        without waiting for it (for a queue collected without being shut down)."""
+        self._closing.set()
 
     def _wake(self, channel: str | None, payload: str = "") -> None:
         self._subscribers.wake(channel, payload)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from omnispindle import ConfigurationError, TaskQueueClient
+from omnispindle import ConfigurationError, TaskQueueClient, WaitTimeoutError
 
 from ..acceptance.workers import poll
 
@@ -42,3 +43,22 @@ def test_a_closed_client_opens_no_connection_again(dsn, conn, call):
         CALLS[call](client, task_id)
     poll(lambda: other_sessions(conn) == 0, timeout=10)  # closed backends take a moment to go
     assert [t.name for t in threading.enumerate() if t.name.startswith("omnispindle")] == []
+
+
+def test_a_client_let_go_without_close_leaves_no_listening_behind(dsn, conn):
+    """A client dropped without close() kept its LISTEN connection and the thread
+    holding it for as long as the process lived (20 clients made per request,
+    each of which waited: 20 sessions and 20 threads), while its pool's
+    connections closed; both go with the client now."""
+    for _ in range(3):
+        client = TaskQueueClient(dsn=dsn)
+        with pytest.raises(WaitTimeoutError):
+            client.wait_for_task(client.submit_task("unclaimed"), timeout=0.2)
+        poll(client.queue.notifier.connected.is_set, timeout=10)
+        del client
+    gc.collect()
+    poll(lambda: other_sessions(conn) == 0, timeout=10)
+    poll(
+        lambda: not [t for t in threading.enumerate() if t.name == "omnispindle-notifier"],
+        timeout=10,
+    )
