@@ -122,6 +122,7 @@ class AsyncTaskQueueClient:
             SchemaMissingError: the database has no omnispindle schema.
         """
         await self.db.open()
+        self.notifier.open()
         return self
 
     async def close(self) -> None:

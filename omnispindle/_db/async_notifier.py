@@ -68,6 +68,14 @@ class AsyncNotifier:
         self._task: asyncio.Task[None] | None = None
         self._probes: set[asyncio.Task[None]] = set()  # held, so that none is collected early
         self.connected = asyncio.Event()
+        # Whether a subscription may start the LISTEN task: only while the
+        # client is open, so that a wait before open() or after close() (which
+        # fails at its first check) leaves no connection behind.
+        self._open = False
+
+    def open(self) -> None:
+        """Let subscriptions start the LISTEN task (the client opened)."""
+        self._open = True
 
     def subscribe(self, channels: Iterable[str], wanted: Wanted | None = None) -> asyncio.Event:
         """Return an event that is set on each notification on one of ``channels``;
@@ -79,7 +87,7 @@ class AsyncNotifier:
             raise ValueError(f"unknown channel(s) {sorted(unknown)}")
         event = asyncio.Event()
         self._waiters[event] = (channels, wanted)
-        if self._dsn is not None and (self._task is None or self._task.done()):
+        if self._open and self._dsn is not None and (self._task is None or self._task.done()):
             self._task = asyncio.get_running_loop().create_task(
                 self._run(), name="omnispindle-async-notifier"
             )
@@ -93,7 +101,9 @@ class AsyncNotifier:
         self._waiters.pop(event, None)
 
     async def close(self) -> None:
-        """Stop listening and close the connection."""
+        """Stop listening and close the connection; a later subscription starts
+        nothing until :meth:`open`."""
+        self._open = False
         task, self._task = self._task, None
         # A task of another loop is let go: that loop, maybe closed, cannot be awaited here.
         if task is not None and task.get_loop() is asyncio.get_running_loop():

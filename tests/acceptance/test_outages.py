@@ -296,6 +296,7 @@ def test_a_frozen_async_listener_is_found_and_replaced(server):
 
     async def scenario() -> None:
         notifier = AsyncNotifier(server.dsn, probe_after=0.5, probe_timeout=1.0)
+        notifier.open()
         woken = notifier.subscribe([FINISHED_CHANNEL])
         await asyncio.wait_for(notifier.connected.wait(), 30)
         frozen = notifier.backend_pid

@@ -663,6 +663,32 @@ def test_construction_and_use_before_open(dsn, queue, monkeypatch):
     run(unopened())
 
 
+@pytest.mark.parametrize("call", ["wait_for_task", "stream_task"])
+@pytest.mark.parametrize("when", ["before open", "after close"])
+def test_a_wait_on_a_client_not_open_leaves_no_listen_connection(dsn, call, when):
+    """A wait or stream on a client not yet opened, or already closed, started
+    the LISTEN task, whose connection nothing closed until the loop ended, then
+    said the client was not open; it says so now and opens nothing."""
+
+    async def scenario():
+        client = AsyncTaskQueueClient(dsn=dsn)
+        if when == "after close":
+            async with client:
+                task_id = await client.submit_task("t")
+        else:
+            task_id = 1
+        with pytest.raises(ConfigurationError, match="not open"):
+            if call == "wait_for_task":
+                await client.wait_for_task(task_id, timeout=5)
+            else:
+                async for _ in client.stream_task(task_id, timeout=5):
+                    pass
+        listening = [t for t in asyncio.all_tasks() if t.get_name() == "omnispindle-async-notifier"]
+        assert listening == []
+
+    run(scenario())
+
+
 # ---------------------------------------------------------------- the README
 
 
