@@ -126,11 +126,12 @@ class AsyncTaskQueueClient:
         return self
 
     async def close(self) -> None:
-        """Close the LISTEN connection and the pools."""
-        await self.notifier.close()
+        """Close the pools and the LISTEN connection."""
         if self.replica is not None:
             await self.replica.close()
         await self.db.close()
+        # After the pools: the waits it wakes find the client closed.
+        await self.notifier.close()
 
     async def __aenter__(self) -> Self:
         return await self.open()

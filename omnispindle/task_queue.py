@@ -292,13 +292,14 @@ class TaskQueue:
         Later calls on the queue, or on a client or worker using it, raise
         ``ConfigurationError`` and open no connection.
         """
-        self._close_notifier()
-        self._notifier = None
         if self._replica is not None:
             self._replica.close()
             self._replica = None
         if hasattr(self, "db"):  # a queue that failed to start has no pool
             self.db.close()
+        # After the pool: the waits it wakes find the queue shut down.
+        self._close_notifier()
+        self._notifier = None
         if self._server is not None:
             self._server.cleanup()
             self._server = None

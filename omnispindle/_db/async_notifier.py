@@ -102,7 +102,8 @@ class AsyncNotifier:
 
     async def close(self) -> None:
         """Stop listening and close the connection; a later subscription starts
-        nothing until :meth:`open`."""
+        nothing until :meth:`open`. Every waiter is woken, so that it checks at
+        once and learns that its client was closed, rather than at its next poll."""
         self._open = False
         task, self._task = self._task, None
         # A task of another loop is let go: that loop, maybe closed, cannot be awaited here.
@@ -111,6 +112,7 @@ class AsyncNotifier:
             # Collects the task's CancelledError, while a cancel of close() itself still raises.
             await asyncio.gather(task, return_exceptions=True)
         self.connected = asyncio.Event()  # a reopened client may run on another loop
+        self._wake(None)
 
     def _wake(self, channel: str | None, payload: str = "") -> None:
         for event, (channels, wanted) in list(self._waiters.items()):

@@ -157,10 +157,13 @@ class Notifier:
         """How a claim a notice prompted went: nobody here to tell."""
 
     def close(self) -> None:
-        """Stop listening; returns once the thread has ended."""
+        """Stop listening; returns once the thread has ended. Every subscriber is
+        woken, so that a wait still under way checks at once and learns that its
+        queue was shut down, rather than at its next poll."""
         self.stop_soon()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        self._wake(None)
 
     def stop_soon(self) -> None:
         """Have the thread end and close its connection within its hearing slice,

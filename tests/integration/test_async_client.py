@@ -26,6 +26,7 @@ from omnispindle import (
     entry,
 )
 from omnispindle._core.batches import CHUNK_SIZE
+from omnispindle._db.notifier import FINISHED_CHANNEL
 from omnispindle.errors import (
     DependencyCycleError,
     DependencyStateError,
@@ -685,6 +686,32 @@ def test_a_wait_on_a_client_not_open_leaves_no_listen_connection(dsn, call, when
                     pass
         listening = [t for t in asyncio.all_tasks() if t.get_name() == "omnispindle-async-notifier"]
         assert listening == []
+
+    run(scenario())
+
+
+def test_close_ends_every_wait_under_way_at_once(dsn):
+    """Coroutines waiting when the client closed went on waiting until their next
+    poll (30 s with poll_interval=30) before they raised; they raise
+    ConfigurationError at once now."""
+
+    async def stream(client, task_id):
+        return [event async for event in client.stream_task(task_id, timeout=60)]
+
+    async def scenario():
+        client = await AsyncTaskQueueClient(dsn=dsn, poll_interval=30).open()
+        task_id = await client.submit_task("t")
+        waits = [
+            asyncio.create_task(client.wait_for_task(task_id, timeout=60)),
+            asyncio.create_task(client.wait_for_batch([task_id], timeout=60)),
+            asyncio.create_task(stream(client, task_id)),
+        ]
+        await eventually(lambda: client.notifier.subscriptions(FINISHED_CHANNEL) == len(waits))
+        await asyncio.wait_for(client.notifier.connected.wait(), 10)
+        await client.close()
+        done, _ = await asyncio.wait(waits, timeout=10)
+        assert len(done) == len(waits)
+        assert [type(wait.exception()) for wait in waits] == [ConfigurationError] * len(waits)
 
     run(scenario())
 

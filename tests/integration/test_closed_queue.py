@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -11,6 +12,7 @@ import psycopg
 import pytest
 
 from omnispindle import ConfigurationError, TaskQueueClient, WaitTimeoutError
+from omnispindle._db.notifier import FINISHED_CHANNEL
 
 from ..acceptance.workers import poll
 
@@ -61,4 +63,41 @@ def test_a_client_let_go_without_close_leaves_no_listening_behind(dsn, conn):
     poll(
         lambda: not [t for t in threading.enumerate() if t.name == "omnispindle-notifier"],
         timeout=10,
+    )
+
+
+WAITS: dict[str, Callable[[TaskQueueClient, int], Any]] = {
+    "wait_for_task": lambda client, task_id: client.wait_for_task(task_id, timeout=60),
+    "wait_for_batch": lambda client, task_id: client.wait_for_batch([task_id], timeout=60),
+    "stream_task": lambda client, task_id: list(client.stream_task(task_id, timeout=60)),
+}
+
+
+def test_close_from_another_thread_ends_every_wait_at_once(dsn):
+    """Threads waiting when another closed the client went on waiting until their
+    next poll (30 s with poll_interval=30, a web server's whole grace period)
+    before they raised; they raise ConfigurationError at once now."""
+    client = TaskQueueClient(dsn=dsn, poll_interval=30)
+    task_id = client.submit_task("unclaimed")
+    raised: dict[str, BaseException] = {}
+
+    def waiting(name: str) -> None:
+        try:
+            WAITS[name](client, task_id)
+        except BaseException as exc:
+            raised[name] = exc
+
+    threads = [threading.Thread(target=waiting, args=(name,)) for name in WAITS]
+    for thread in threads:
+        thread.start()
+    notifier = client.queue.notifier
+    poll(lambda: notifier.subscriptions(FINISHED_CHANNEL) == len(WAITS), timeout=10)
+    poll(notifier.connected.is_set, timeout=10)
+    client.close()
+    deadline = time.monotonic() + 10
+    for thread in threads:
+        thread.join(timeout=max(0.0, deadline - time.monotonic()))
+    assert not any(thread.is_alive() for thread in threads)
+    assert {name: type(exc) for name, exc in raised.items()} == dict.fromkeys(
+        WAITS, ConfigurationError
     )
