@@ -24,6 +24,7 @@ from omnispindle._db.namespace import DEFAULT, Namespace
 from omnispindle._db.outages import (
     POOL_NAME_PREFIX,
     Outage,
+    busy_pool_error,
     ours_async,
     quiet_pool_attempts,
     retry_while_waited_for_async,
@@ -131,12 +132,17 @@ class AsyncDatabase:
         if connection is not None:
             return await execute(await as_async_psycopg(connection), operation, self.namespace)
         pool = self._open_pool()
+        wait = self._wait_at_most(wait)
         try:
             with translated_errors():
-                async with self._connection(pool, self._wait_at_most(wait)) as conn:
+                async with self._connection(pool, wait) as conn:
                     result = await execute(conn, operation, self.namespace)
                     self._idle.used(conn)
         except DatabaseUnavailableError as exc:
+            # A busy pool is no outage: said so, and nothing logged.
+            busy = busy_pool_error(pool, wait) if exc.unsent else None
+            if busy is not None:
+                raise busy from exc.__cause__
             self.outage.lost(exc)
             if not exc.unsent:
                 await _replace_dead(pool)  # the others of its time may be dead too

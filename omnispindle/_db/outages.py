@@ -10,7 +10,7 @@ import time
 import weakref
 from typing import Any
 
-from omnispindle.errors import first_line
+from omnispindle.errors import DatabaseUnavailableError, first_line
 
 # Every pool this package opens is named so; see quiet_pool_attempts.
 POOL_NAME_PREFIX = "omnispindle"
@@ -57,6 +57,21 @@ class Outage:
             self._log.warning(
                 "%s reached the database again after %.1f s", self.what, time.monotonic() - since
             )
+
+
+def busy_pool_error(pool: Any, wait: float) -> DatabaseUnavailableError | None:
+    """The error of a wait for a pooled connection that timed out while every
+    connection the pool may hold was open and lent out: the pool is busy, and the
+    database may be fine. None otherwise (the database is away)."""
+    stats = pool.get_stats()
+    if stats.get("pool_size", 0) < stats.get("pool_max", 1) or stats.get("pool_available", 0):
+        return None
+    error = DatabaseUnavailableError(
+        f"no connection free within {wait:g} s: all {stats['pool_max']} connections of "
+        "the pool are in use (pool_size sets how many)"
+    )
+    error.unsent = True
+    return error
 
 
 def ours(conn: Any) -> None:

@@ -28,6 +28,7 @@ from omnispindle._db.namespace import DEFAULT, Namespace
 from omnispindle._db.outages import (
     POOL_NAME_PREFIX,
     Outage,
+    busy_pool_error,
     ours,
     quiet_pool_attempts,
     retry_while_waited_for,
@@ -167,12 +168,17 @@ class Database:
         if connection is not None:
             return execute(as_psycopg(connection), operation, self.namespace)
         self.refuse_if_closed()
+        wait = self._wait_at_most(wait)
         try:
-            with translated_errors(), self._connection(self._wait_at_most(wait)) as conn:
+            with translated_errors(), self._connection(wait) as conn:
                 with _noted(in_flight, conn):
                     result = execute(conn, operation, self.namespace)
                 self._idle.used(conn)
         except DatabaseUnavailableError as exc:
+            # A busy pool is no outage: said so, and nothing logged.
+            busy = busy_pool_error(self.pool, wait) if exc.unsent else None
+            if busy is not None:
+                raise busy from exc.__cause__
             self.outage.lost(exc)
             if not exc.unsent:
                 self._replace_dead()  # the others of its time may be dead too
