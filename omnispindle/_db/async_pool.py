@@ -18,7 +18,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from omnispindle._core import defaults
 from omnispindle._db.caller import AsyncCallerConnection, as_async_psycopg
-from omnispindle._db.connecting import connect_async, connect_options
+from omnispindle._db.connecting import connect_async, connect_options, pin_session_async
 from omnispindle._db.idle_check import IdleCheck
 from omnispindle._db.namespace import DEFAULT, Namespace
 from omnispindle._db.outages import (
@@ -97,7 +97,7 @@ class AsyncDatabase:
             timeout=self.timeout,
             reconnect_timeout=defaults.RECONNECT_WINDOW,
             reconnect_failed=retry_while_waited_for_async,
-            configure=ours_async,
+            configure=_configure,
             max_idle=defaults.POOL_MAX_IDLE,
         )
         quiet_pool_attempts()
@@ -199,6 +199,12 @@ class AsyncDatabase:
         pool, loop, self.pool, self._loop = self.pool, self._loop, None, None
         if pool is not None and loop is asyncio.get_running_loop():
             await pool.close()
+
+
+async def _configure(conn: AsyncConnection) -> None:
+    """The pool's ``configure`` step, as in the blocking twin."""
+    await ours_async(conn)
+    await pin_session_async(conn)
 
 
 async def _replace_dead(pool: AsyncConnectionPool[AsyncConnection]) -> None:

@@ -11,6 +11,8 @@ from psycopg.conninfo import conninfo_to_dict
 
 from omnispindle._core import defaults
 from omnispindle._db.adapters import ADAPTERS
+from omnispindle._db.queries import setup
+from omnispindle._db.sqlstate import translated_errors
 from omnispindle.errors import ConfigurationError, DatabaseUnavailableError, first_line
 
 # A fragment libpq quotes in its reason: a whole word, as in ``token: "..."``.
@@ -68,8 +70,29 @@ def _unquoted(reason: str, dsn: str) -> str:
     return masked
 
 
-def connect(dsn: str, *, autocommit: bool = True) -> psycopg.Connection[Any]:
-    """A connection to ``dsn``, by default in autocommit mode.
+def pin_session(conn: psycopg.Connection[Any]) -> None:
+    """Give a new connection the settings this package's statements depend on,
+    over those the database or role sets (see ``pin_session`` in ``setup.sql``);
+    also a pool's ``configure`` step."""
+    with translated_errors():
+        pin = setup.pin_session()
+        conn.execute(pin.statement.text, pin.params)
+        if not conn.autocommit:
+            conn.commit()
+
+
+async def pin_session_async(conn: psycopg.AsyncConnection[Any]) -> None:
+    """:func:`pin_session`'s asyncio twin."""
+    with translated_errors():
+        pin = setup.pin_session()
+        await conn.execute(pin.statement.text, pin.params)
+        if not conn.autocommit:
+            await conn.commit()
+
+
+def connect(dsn: str, *, autocommit: bool = True, pooler: bool = False) -> psycopg.Connection[Any]:
+    """A connection to ``dsn``, by default in autocommit mode, with the settings
+    this package depends on (:func:`pin_session`).
 
     Raises:
         ConfigurationError: ``dsn`` cannot be parsed (see :func:`dsn_params`).
@@ -77,17 +100,29 @@ def connect(dsn: str, *, autocommit: bool = True) -> psycopg.Connection[Any]:
             the connection (wrong password, no such database): the server's reason.
     """
     try:
-        return psycopg.connect(dsn, autocommit=autocommit, **connect_options(dsn))
+        conn = psycopg.connect(dsn, autocommit=autocommit, **connect_options(dsn, pooler=pooler))
     except psycopg.OperationalError as exc:
         raise unavailable(dsn, exc) from exc
+    try:
+        pin_session(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 async def connect_async(dsn: str) -> psycopg.AsyncConnection[Any]:
     """:func:`connect`'s asyncio twin."""
     try:
-        return await psycopg.AsyncConnection.connect(dsn, autocommit=True, **connect_options(dsn))
+        conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True, **connect_options(dsn))
     except psycopg.OperationalError as exc:
         raise unavailable(dsn, exc) from exc
+    try:
+        await pin_session_async(conn)
+    except BaseException:
+        await conn.close()
+        raise
+    return conn
 
 
 def unavailable(dsn: str, exc: BaseException) -> DatabaseUnavailableError:

@@ -21,7 +21,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from omnispindle._core import defaults
 from omnispindle._db.caller import CallerConnection, as_psycopg
-from omnispindle._db.connecting import connect, connect_options
+from omnispindle._db.connecting import connect, connect_options, pin_session
 from omnispindle._db.idle_check import IdleCheck
 from omnispindle._db.in_flight import InFlight
 from omnispindle._db.namespace import DEFAULT, Namespace
@@ -100,7 +100,7 @@ class Database:
             # a call is never more than a few seconds behind the database's return.
             reconnect_timeout=defaults.RECONNECT_WINDOW,
             reconnect_failed=retry_while_waited_for,
-            configure=ours,
+            configure=_configure,
             max_idle=defaults.POOL_MAX_IDLE,
         )
 
@@ -229,7 +229,7 @@ class Database:
         Raises:
             DatabaseUnavailableError: the database cannot be reached.
         """
-        return connect(self.dsn)
+        return connect(self.dsn, pooler=self._pooler)
 
     def close(self) -> None:
         """Close the pool's connections (in a forked child, those it opened itself)."""
@@ -248,6 +248,13 @@ class Database:
                 "this queue was shut down (close() or shutdown() was called): "
                 "open a new TaskQueue or client"
             )
+
+
+def _configure(conn: Connection) -> None:
+    """The pool's ``configure`` step: each new connection noted as this package's
+    and given the settings its statements depend on."""
+    ours(conn)
+    pin_session(conn)
 
 
 def _noted(in_flight: InFlight | None, conn: Connection) -> contextlib.AbstractContextManager[Any]:

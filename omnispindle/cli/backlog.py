@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 
 from omnispindle._db import queries as q
-from omnispindle._db.connecting import connect_options, unavailable
+from omnispindle._db.connecting import connect
 from omnispindle._db.namespace import Namespace
 from omnispindle._db.pool import execute
 from omnispindle._db.rows import ProcessBacklog
@@ -80,9 +80,5 @@ class BacklogReader:
 
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
-            options = connect_options(self.dsn, pooler=self.pooler)
-            try:
-                self._conn = psycopg.connect(self.dsn, autocommit=True, **options)
-            except psycopg.OperationalError as exc:
-                raise unavailable(self.dsn, exc) from exc
+            self._conn = connect(self.dsn, pooler=self.pooler)
         return self._conn

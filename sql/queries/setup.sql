@@ -1,5 +1,14 @@
 -- Statements for set-up: migrations, the schema check, and LISTEN.
 
+-- name: pin_session
+-- Run on every connection this package opens, before its first statement:
+-- the settings its statements and their reading depend on, whatever the
+-- database or role sets by default. psycopg reads a time only in the ISO
+-- DateStyle: German, SQL or Postgres made every read of a task fail. A pooler
+-- that hands each transaction to any server connection (PgBouncer) carries
+-- DateStyle over to the one it hands.
+SELECT set_config('DateStyle', 'ISO', false);
+
 -- name: bound_lock_waits
 -- Every lock wait of the rest of the transaction (a migrator's lock, its DDL
 -- behind long transactions) ends after the timeout.

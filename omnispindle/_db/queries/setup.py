@@ -7,6 +7,12 @@ from omnispindle._db.query import Query, Row, nothing, value
 from omnispindle._db.statements import RUNTIME, Statement
 
 
+def pin_session() -> Query[None]:
+    """Set, on a new connection of this package's, the settings its statements
+    depend on, over the database's and role's defaults."""
+    return Query(RUNTIME["pin_session"], None, nothing)
+
+
 def bound_lock_waits() -> Query[None]:
     """End every lock wait of the rest of the transaction after ``defaults.LOCK_TIMEOUT`` s."""
     return Query(
