@@ -27,8 +27,11 @@ def connect_options(dsn: str, *, pooler: bool = False) -> dict[str, Any]:
     them (defaults.TCP_SETTINGS), so that a link cut off fails. Behind a
     pooler that hands each transaction to any server connection (PgBouncer in
     transaction mode), no statement is prepared: a prepared statement lives on
-    one server connection."""
-    options: dict[str, Any] = {"context": ADAPTERS}
+    one server connection. The client encoding is always UTF-8, whatever the
+    DSN, ``$PGCLIENTENCODING``, the database or the role says: in another
+    (LATIN1) text it cannot carry failed to encode, and in SQL_ASCII every text
+    came back as bytes. A pooler takes it as one of the settings it carries over."""
+    options: dict[str, Any] = {"context": ADAPTERS, "client_encoding": "UTF8"}
     given = dsn_params(dsn)
     if not ("connect_timeout" in given or os.environ.get("PGCONNECT_TIMEOUT")):
         options["connect_timeout"] = defaults.CONNECT_TIMEOUT

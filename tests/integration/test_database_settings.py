@@ -45,3 +45,19 @@ def test_a_database_whose_date_style_is_not_iso_runs_and_reads_tasks(client, sta
     assert abs(client.get_task(later)["run_after"] - (now + timedelta(hours=1))) < timedelta(
         minutes=1
     )
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [{"client_encoding": "LATIN1"}, {"client_encoding": "SQL_ASCII"}],
+    indirect=True,
+    ids=["latin1", "sql_ascii"],
+)
+def test_a_database_whose_client_encoding_is_not_utf8_keeps_any_text(client, start_worker, conn):
+    assert conn.execute("SHOW client_encoding").fetchone()[0] != "UTF8"
+    start_worker({"echo": lambda task: {"got": task["parameters"]["text"] + " ✓"}})
+    text = "naïve € 東京 🚀"
+    task_id = client.submit_task("echo", {"text": text})
+    task = client.wait_for_task(task_id, timeout=30)
+    assert (task["state"], task["result"]) == ("succeeded", {"got": f"{text} ✓"})
+    assert client.get_task(task_id)["parameters"] == {"text": text}
