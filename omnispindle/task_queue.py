@@ -316,7 +316,9 @@ class TaskQueue:
         self.shutdown()
 
     def _prepare_schema(self) -> None:
-        migrations.prepare(self.dsn, migrate=self._migrate, namespace=self.namespace)
+        migrations.prepare(
+            self.dsn, migrate=self._migrate, namespace=self.namespace, pooler=self.pooler
+        )
 
 
 def listening_dsn(dsn: str, pooler: bool, listen_dsn: str | None) -> str | None:

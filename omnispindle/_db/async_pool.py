@@ -85,7 +85,7 @@ class AsyncDatabase:
             return
         # A connection of its own, so that a wrong DSN fails at once with the
         # server's reason rather than as a pool timeout.
-        async with await connect_async(self.dsn) as conn:
+        async with await connect_async(self.dsn, pooler=self.pooler) as conn:
             require_current(await execute(conn, schema_state(), self.namespace), self.namespace)
         pool: AsyncConnectionPool[AsyncConnection] = AsyncConnectionPool(
             self.dsn,
@@ -97,7 +97,7 @@ class AsyncDatabase:
             timeout=self.timeout,
             reconnect_timeout=defaults.RECONNECT_WINDOW,
             reconnect_failed=retry_while_waited_for_async,
-            configure=_configure,
+            configure=self._configure,
             max_idle=defaults.POOL_MAX_IDLE,
         )
         quiet_pool_attempts()
@@ -109,6 +109,11 @@ class AsyncDatabase:
                 f"the database is unavailable: no connection within {self.timeout:g} s"
             ) from exc
         self.pool, self._loop = pool, asyncio.get_running_loop()
+
+    async def _configure(self, conn: AsyncConnection) -> None:
+        """The pool's ``configure`` step, as in the blocking twin."""
+        await ours_async(conn)
+        await pin_session_async(conn, pooler=self.pooler)
 
     async def run(
         self,
@@ -199,12 +204,6 @@ class AsyncDatabase:
         pool, loop, self.pool, self._loop = self.pool, self._loop, None, None
         if pool is not None and loop is asyncio.get_running_loop():
             await pool.close()
-
-
-async def _configure(conn: AsyncConnection) -> None:
-    """The pool's ``configure`` step, as in the blocking twin."""
-    await ours_async(conn)
-    await pin_session_async(conn)
 
 
 async def _replace_dead(pool: AsyncConnectionPool[AsyncConnection]) -> None:

@@ -73,21 +73,21 @@ def _unquoted(reason: str, dsn: str) -> str:
     return masked
 
 
-def pin_session(conn: psycopg.Connection[Any]) -> None:
+def pin_session(conn: psycopg.Connection[Any], *, pooler: bool = False) -> None:
     """Give a new connection the settings this package's statements depend on,
     over those the database or role sets (see ``pin_session`` in ``setup.sql``);
-    also a pool's ``configure`` step."""
+    behind a pooler in transaction mode, only those it carries over."""
     with translated_errors():
-        pin = setup.pin_session()
+        pin = setup.pin_session(pooler=pooler)
         conn.execute(pin.statement.text, pin.params)
         if not conn.autocommit:
             conn.commit()
 
 
-async def pin_session_async(conn: psycopg.AsyncConnection[Any]) -> None:
+async def pin_session_async(conn: psycopg.AsyncConnection[Any], *, pooler: bool = False) -> None:
     """:func:`pin_session`'s asyncio twin."""
     with translated_errors():
-        pin = setup.pin_session()
+        pin = setup.pin_session(pooler=pooler)
         await conn.execute(pin.statement.text, pin.params)
         if not conn.autocommit:
             await conn.commit()
@@ -107,21 +107,23 @@ def connect(dsn: str, *, autocommit: bool = True, pooler: bool = False) -> psyco
     except psycopg.OperationalError as exc:
         raise unavailable(dsn, exc) from exc
     try:
-        pin_session(conn)
+        pin_session(conn, pooler=pooler)
     except BaseException:
         conn.close()
         raise
     return conn
 
 
-async def connect_async(dsn: str) -> psycopg.AsyncConnection[Any]:
+async def connect_async(dsn: str, *, pooler: bool = False) -> psycopg.AsyncConnection[Any]:
     """:func:`connect`'s asyncio twin."""
     try:
-        conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True, **connect_options(dsn))
+        conn = await psycopg.AsyncConnection.connect(
+            dsn, autocommit=True, **connect_options(dsn, pooler=pooler)
+        )
     except psycopg.OperationalError as exc:
         raise unavailable(dsn, exc) from exc
     try:
-        await pin_session_async(conn)
+        await pin_session_async(conn, pooler=pooler)
     except BaseException:
         await conn.close()
         raise

@@ -49,17 +49,18 @@ def alembic_config() -> Config:
     return config
 
 
-def prepare(dsn: str, migrate: bool, namespace: Namespace = DEFAULT) -> None:
+def prepare(dsn: str, migrate: bool, namespace: Namespace = DEFAULT, pooler: bool = False) -> None:
     """Check the database's schema, migrating first when asked to and behind.
 
     A current database is only read (a few queries on one connection, no
-    Alembic, no lock), so that every process may start this way.
+    Alembic, no lock), so that every process may start this way. ``pooler``:
+    the DSN leads to a pooler in transaction mode.
 
     Raises:
         DatabaseUnavailableError: the database cannot be reached.
         SchemaMissingError: not migrating, and the schema is missing or behind.
     """
-    with connect(dsn) as conn:
+    with connect(dsn, pooler=pooler) as conn:
         state = execute(conn, schema_state(), namespace)
     if migrate and not state.current:
         upgrade(dsn, namespace=namespace)

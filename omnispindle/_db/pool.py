@@ -100,9 +100,15 @@ class Database:
             # a call is never more than a few seconds behind the database's return.
             reconnect_timeout=defaults.RECONNECT_WINDOW,
             reconnect_failed=retry_while_waited_for,
-            configure=_configure,
+            configure=self._configure,
             max_idle=defaults.POOL_MAX_IDLE,
         )
+
+    def _configure(self, conn: Connection) -> None:
+        """The pool's ``configure`` step: each new connection noted as this
+        package's and given the settings its statements depend on."""
+        ours(conn)
+        pin_session(conn, pooler=self._pooler)
 
     @property
     def pool(self) -> ConnectionPool[Connection]:
@@ -248,13 +254,6 @@ class Database:
                 "this queue was shut down (close() or shutdown() was called): "
                 "open a new TaskQueue or client"
             )
-
-
-def _configure(conn: Connection) -> None:
-    """The pool's ``configure`` step: each new connection noted as this package's
-    and given the settings its statements depend on."""
-    ours(conn)
-    pin_session(conn)
 
 
 def _noted(in_flight: InFlight | None, conn: Connection) -> contextlib.AbstractContextManager[Any]:

@@ -4,9 +4,20 @@
 -- Run on every connection this package opens, before its first statement:
 -- the settings its statements and their reading depend on, whatever the
 -- database or role sets by default. psycopg reads a time only in the ISO
--- DateStyle: German, SQL or Postgres made every read of a task fail. A pooler
--- that hands each transaction to any server connection (PgBouncer) carries
--- DateStyle over to the one it hands.
+-- DateStyle: German, SQL or Postgres made every read of a task fail. Its
+-- statements are written for read committed: under a default of serializable
+-- or repeatable read, concurrent submits and claims failed with
+-- serialization_failure. (A caller's own transaction, given as connection=,
+-- keeps its level.)
+SELECT set_config('DateStyle', 'ISO', false),
+       set_config('default_transaction_isolation', 'read committed', false);
+
+-- name: pin_pooled_session
+-- pin_session behind a pooler that hands each transaction to any server
+-- connection (PgBouncer in transaction mode): only what the pooler carries
+-- over to the server connection it hands (DateStyle). Any other setting would
+-- stay on the one server connection that ran this, for whichever client it
+-- serves next.
 SELECT set_config('DateStyle', 'ISO', false);
 
 -- name: bound_lock_waits

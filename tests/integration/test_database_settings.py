@@ -3,7 +3,9 @@ own sessions must not inherit where its statements depend on them."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
 import psycopg
@@ -61,3 +63,44 @@ def test_a_database_whose_client_encoding_is_not_utf8_keeps_any_text(client, sta
     task = client.wait_for_task(task_id, timeout=30)
     assert (task["state"], task["result"]) == ("succeeded", {"got": f"{text} ✓"})
     assert client.get_task(task_id)["parameters"] == {"text": text}
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        {"default_transaction_isolation": "serializable"},
+        {"default_transaction_isolation": "repeatable read"},
+    ],
+    indirect=True,
+    ids=["serializable", "repeatable_read"],
+)
+def test_a_database_whose_default_isolation_is_stricter_submits_and_claims_without_failures(
+    client, start_worker, conn, caplog
+):
+    assert conn.execute("SHOW default_transaction_isolation").fetchone()[0] != "read committed"
+    caplog.set_level(logging.WARNING, logger="omnispindle")
+    for _ in range(3):
+        start_worker({"echo": lambda task: {"i": task["parameters"]["i"]}}, concurrency=4)
+    errors: list[BaseException] = []
+
+    def submit(first: int) -> list[int]:
+        made, previous = [], None
+        for i in range(first, first + 60):
+            try:
+                previous = client.submit_task(
+                    "echo", {"i": i}, dependencies=[previous] if previous and i % 3 else None
+                )
+            except Exception as exc:  # every failure counted, whatever its type
+                errors.append(exc)
+                previous = None
+            else:
+                made.append(previous)
+        return made
+
+    with ThreadPoolExecutor(4) as threads:
+        made = [task_id for ids in threads.map(submit, range(0, 240, 60)) for task_id in ids]
+    assert errors == []
+    finished = client.wait_for_batch(made, timeout=60)
+    assert {task["state"] for task in finished} == {"succeeded"}
+    refused = [r.getMessage() for r in caplog.records if "could not serialize" in r.getMessage()]
+    assert refused == []

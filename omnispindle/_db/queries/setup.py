@@ -7,9 +7,12 @@ from omnispindle._db.query import Query, Row, nothing, value
 from omnispindle._db.statements import RUNTIME, Statement
 
 
-def pin_session() -> Query[None]:
+def pin_session(*, pooler: bool = False) -> Query[None]:
     """Set, on a new connection of this package's, the settings its statements
-    depend on, over the database's and role's defaults."""
+    depend on, over the database's and role's defaults; behind a pooler in
+    transaction mode, only those the pooler carries over."""
+    if pooler:
+        return Query(RUNTIME["pin_pooled_session"], None, nothing)
     return Query(RUNTIME["pin_session"], None, nothing)
 
 
