@@ -426,7 +426,7 @@ def test_leaving_fair_waits_for_a_limit_per_group_being_set_then_is_refused(clie
         deadline = time.monotonic() + 30
         while not conn.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-            "AND query LIKE '%%set_task_type_strategy%%'"
+            "AND query LIKE '%%set_task_type_strategy%%' AND datname = current_database()"
         ).fetchone()[0]:
             assert time.monotonic() < deadline, "the strategy change never waited"
             time.sleep(0.01)
