@@ -8,9 +8,16 @@
 -- statements are written for read committed: under a default of serializable
 -- or repeatable read, concurrent submits and claims failed with
 -- serialization_failure. (A caller's own transaction, given as connection=,
--- keeps its level.)
+-- keeps its level.) Its triggers keep the queue's state: with
+-- session_replication_role = replica (a default a replication tool may leave)
+-- none fired, so that a dependent of a failed task stayed blocked and no
+-- submission woke a worker. Set only when it differs, as only a superuser may
+-- set it: another role given that default is refused here, at its first
+-- connection, rather than left to corrupt the queue.
 SELECT set_config('DateStyle', 'ISO', false),
-       set_config('default_transaction_isolation', 'read committed', false);
+       set_config('default_transaction_isolation', 'read committed', false),
+       CASE WHEN current_setting('session_replication_role') <> 'origin'
+            THEN set_config('session_replication_role', 'origin', false) END;
 
 -- name: pin_pooled_session
 -- pin_session behind a pooler that hands each transaction to any server

@@ -104,3 +104,21 @@ def test_a_database_whose_default_isolation_is_stricter_submits_and_claims_witho
     assert {task["state"] for task in finished} == {"succeeded"}
     refused = [r.getMessage() for r in caplog.records if "could not serialize" in r.getMessage()]
     assert refused == []
+
+
+@pytest.mark.parametrize("dsn", [{"session_replication_role": "replica"}], indirect=True)
+def test_a_database_whose_sessions_replicate_still_fires_the_queues_triggers(
+    client, start_worker, conn, ready_notices
+):
+    assert conn.execute("SHOW session_replication_role").fetchone()[0] == "replica"
+
+    def fail(task):
+        raise RuntimeError("no")
+
+    assert ready_notices(lambda: client.submit_task("idle")) != []
+    start_worker({"fail": fail})
+    parent = client.submit_task("fail", max_retries=0)
+    child = client.submit_task("fail", dependencies=[parent])
+    assert client.wait_for_task(parent, timeout=30)["state"] == "failed"
+    # Cancelled by the parent's failure, in its transaction: not left blocked.
+    assert client.get_task(child)["state"] == "cancelled"
