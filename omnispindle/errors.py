@@ -128,7 +128,9 @@ class IdempotencyKeyConflictError(OmnispindleError):
     """A task this transaction cannot see holds the idempotency key: retry the transaction.
 
     Only under REPEATABLE READ or SERIALIZABLE, whose snapshot predates that
-    task's commit; at READ COMMITTED the existing task is returned instead.
+    task's commit (or would, as when two transactions taking the same keys in
+    opposite orders meet in a deadlock); at READ COMMITTED the existing task
+    is returned instead.
     """
 
 

@@ -2032,6 +2032,14 @@ BEGIN
         EXCEPTION WHEN unique_violation OR deadlock_detected THEN
             -- Under a snapshot fixed for the transaction, looking again sees nothing new.
             IF look = 50 OR current_setting('transaction_isolation') <> 'read committed' THEN
+                -- A deadlock's victim was never told a key is taken: say what
+                -- the unique violation would have said (OS008 is that error).
+                IF SQLSTATE = '40P01' THEN
+                    RAISE EXCEPTION 'a transaction submitting the same idempotency keys in '
+                                    'another order met this one in a deadlock; retry the '
+                                    'transaction'
+                        USING ERRCODE = 'OS008';
+                END IF;
                 RAISE;
             END IF;
         END;

@@ -39,6 +39,7 @@ _BY_SQLSTATE: dict[str, type[OmnispindleError]] = {
     "OS005": ValidationError,
     "OS006": TaskStateError,
     "OS007": TaskStateError,  # a dependency of an unfinished task cannot be deleted
+    "OS008": IdempotencyKeyConflictError,  # a submission with keys lost a deadlock
     "55P03": LockTimeoutError,  # lock_not_available: a lock_timeout ran out
     "42501": PermissionDeniedError,  # insufficient_privilege
     "42704": ValidationError,  # undefined_object, e.g. a role to grant that does not exist

@@ -58,6 +58,10 @@
 -- arguments.
 -- A retry of a task that has used the 101 attempts a task may have is
 -- refused as OS006, saying so, instead of breaking tasks_max_attempts_range.
+-- A submission with idempotency keys that loses a deadlock to another
+-- taking the same keys in another order, under a snapshot fixed for its
+-- transaction, is refused as OS008 (IdempotencyKeyConflictError from
+-- Python), which asks to retry the transaction, instead of deadlock_detected.
 
 ALTER FUNCTION omnispindle.complete_attempts(bigint[], uuid[], jsonb[])
     SET plan_cache_mode = force_generic_plan;
@@ -2554,6 +2558,14 @@ BEGIN
         EXCEPTION WHEN unique_violation OR deadlock_detected THEN
             -- Under a snapshot fixed for the transaction, looking again sees nothing new.
             IF look = 50 OR current_setting('transaction_isolation') <> 'read committed' THEN
+                -- A deadlock's victim was never told a key is taken: say what
+                -- the unique violation would have said (OS008 is that error).
+                IF SQLSTATE = '40P01' THEN
+                    RAISE EXCEPTION 'a transaction submitting the same idempotency keys in '
+                                    'another order met this one in a deadlock; retry the '
+                                    'transaction'
+                        USING ERRCODE = 'OS008';
+                END IF;
                 RAISE;
             END IF;
         END;

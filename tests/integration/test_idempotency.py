@@ -191,6 +191,42 @@ def test_a_key_committed_after_a_fixed_snapshot_is_a_typed_conflict(dsn, client,
     assert task_count(conn) == 1
 
 
+@pytest.mark.parametrize("isolation", ["REPEATABLE READ", "SERIALIZABLE"])
+def test_transactions_taking_keys_in_opposite_orders_get_a_typed_conflict(
+    dsn, client, conn, isolation
+):
+    """Under a fixed snapshot, the transaction Postgres chose in such a deadlock
+    got psycopg's own DeadlockDetected."""
+    apps = [psycopg.connect(dsn) for _ in range(2)]
+    outcomes: list[dict[str, object]] = [{}, {}]
+    try:
+        for app, key in zip(apps, ["a", "b"]):
+            app.execute(f"SET TRANSACTION ISOLATION LEVEL {isolation}")
+            client.submit_task("charge", idempotency_key=key, connection=app)
+
+        def submit(app, key, outcome) -> None:
+            try:
+                outcome["id"] = client.submit_task("charge", idempotency_key=key, connection=app)
+                app.commit()
+            except Exception as exc:  # the test reports it
+                outcome["error"] = exc
+                app.rollback()
+
+        first = threading.Thread(target=submit, args=(apps[0], "b", outcomes[0]))
+        first.start()
+        poll(lambda: outcomes[0] or waiting_for_a_lock(conn, "submit_tasks"), timeout=30)
+        run_together([threading.Thread(target=submit, args=(apps[1], "a", outcomes[1]))])
+        first.join(timeout=30)
+        assert not first.is_alive(), "a submitter hung"
+    finally:
+        for app in apps:
+            app.close()
+    errors = [o["error"] for o in outcomes if "error" in o]
+    assert len(errors) == 1 and isinstance(errors[0], IdempotencyKeyConflictError), errors
+    assert "retry the transaction" in str(errors[0])
+    assert task_count(conn) == 2
+
+
 def test_retry_refuses_a_failed_task_whose_key_a_new_task_holds(client, conn, start_worker):
     failed = client.submit_task("charge", idempotency_key="again", max_retries=0)
 
