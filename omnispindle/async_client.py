@@ -282,7 +282,9 @@ class AsyncTaskQueueClient:
 
         Raises:
             TaskNotFoundError: no task has this id.
-            TaskStateError: the task is not failed, or its key is held; nothing changed.
+            TaskStateError: the task is not failed, or its key (or, with
+                ``with_dependents``, that of a dependent it would bring back) is
+                held; nothing changed.
         """
         return (await self.db.run(operations.retry_tasks([task_id], with_dependents)))[0]
 

@@ -290,7 +290,8 @@ class TaskQueueClient:
         Raises:
             TaskNotFoundError: no task has this id.
             TaskStateError: the task is not failed, or another unfinished task
-                holds its idempotency key; nothing changed.
+                holds its idempotency key (or, with ``with_dependents``, that of
+                a dependent it would bring back); nothing changed.
         """
         return self.queue.db.run(operations.retry_tasks([task_id], with_dependents))[0]
 

@@ -62,6 +62,10 @@
 -- taking the same keys in another order, under a snapshot fixed for its
 -- transaction, is refused as OS008 (IdempotencyKeyConflictError from
 -- Python), which asks to retry the transaction, instead of deadlock_detected.
+-- A retry with dependents that would bring back a dependent whose
+-- idempotency key an unfinished task (or another task it brings back) holds
+-- is refused as OS006, naming both, instead of breaking the key's unique
+-- index, which Python took for a conflict that retrying would clear.
 
 ALTER FUNCTION omnispindle.complete_attempts(bigint[], uuid[], jsonb[])
     SET plan_cache_mode = force_generic_plan;
@@ -2607,6 +2611,7 @@ DECLARE
     -- is found when that one is; reading the dependents of the whole set at
     -- every round made a chain's retry quadratic in its length.
     frontier bigint[];
+    clash record;
 BEGIN
     SELECT array_agg(format('dependency %s failed', i)) INTO causes FROM unnest(p_ids) AS i;
     LOOP
@@ -2650,6 +2655,33 @@ BEGIN
         ORDER BY t.id FOR NO KEY UPDATE;
         locked := locked || unlocked;
     END LOOP;
+
+    -- A dependent brought back whose idempotency key an unfinished task holds,
+    -- or a task this retry brings back too, would break the key's unique index.
+    SELECT c.* INTO clash FROM (
+        SELECT t.id, t.idempotency_key AS key,
+               (SELECT h.id FROM omnispindle.tasks h
+                WHERE h.idempotency_key = t.idempotency_key AND h.id <> t.id
+                  AND h.state IN ('blocked', 'pending', 'running') LIMIT 1) AS holder,
+               (SELECT o.id FROM omnispindle.tasks o
+                WHERE o.id = ANY (p_ids || revived) AND o.id <> t.id
+                  AND o.idempotency_key = t.idempotency_key
+                ORDER BY o.id LIMIT 1) AS twin
+        FROM omnispindle.tasks t
+        WHERE t.id = ANY (revived) AND t.idempotency_key IS NOT NULL) AS c
+    WHERE c.holder IS NOT NULL OR c.twin IS NOT NULL
+    ORDER BY c.id LIMIT 1;
+    IF FOUND AND clash.holder IS NOT NULL THEN
+        RAISE EXCEPTION 'dependent task %''s idempotency key ''%'' is held by unfinished task %; '
+                        'it cannot run twice at once: retry without its dependents',
+                        clash.id, clash.key, clash.holder
+            USING ERRCODE = 'OS006';
+    ELSIF FOUND THEN
+        RAISE EXCEPTION 'dependent task %''s idempotency key ''%'' is also that of task %, '
+                        'which this retry brings back too; they cannot run at once: retry '
+                        'without its dependents', clash.id, clash.key, clash.twin
+            USING ERRCODE = 'OS006';
+    END IF;
 
     UPDATE omnispindle.tasks t
     SET state = 'blocked', finished_at = NULL, cancel_reason = NULL, run_after = now(),

@@ -241,6 +241,28 @@ def test_retry_refuses_a_failed_task_whose_key_a_new_task_holds(client, conn, st
     assert client.get_task(failed)["state"] == "failed"
 
 
+def test_retry_with_dependents_refuses_a_dependent_whose_key_a_new_task_holds(
+    client, conn, start_worker
+):
+    """The dependent's key broke the unique index: IdempotencyKeyConflictError asked
+    to retry the transaction, which could never succeed."""
+    failed = client.submit_task("charge", max_retries=0)
+    dependent = client.submit_task("ship", dependencies=[failed], idempotency_key="ship-1")
+
+    def refuse(task):
+        raise RuntimeError("card declined")
+
+    start_worker({"charge": refuse})
+    assert client.wait_for_task(failed, timeout=30)["state"] == "failed"
+    poll(lambda: client.get_task(dependent)["state"] == "cancelled", timeout=30)
+    holder = client.submit_task("ship", idempotency_key="ship-1")
+    with pytest.raises(TaskStateError, match=f"{dependent}.*held by unfinished task {holder}"):
+        client.retry_task(failed, with_dependents=True)
+    assert client.get_task(failed)["state"] == "failed"
+    assert client.get_task(dependent)["state"] == "cancelled"
+    assert client.retry_task(failed)["dependents"] == []
+
+
 def test_a_reused_entry_also_listed_by_id_is_one_dependency(client, start_worker):
     existing = client.submit_task("fetch", idempotency_key="shared")
     ids = client.submit_batch(
