@@ -102,12 +102,18 @@ def _execution_span(claimed: StepRow) -> Iterator[Any]:
         yield span
 
 
+# The longest header value a W3C propagator reads (tracestate's and baggage's
+# limit): OpenTelemetry's baggage propagator logs a longer one whole.
+_MAX_HEADER = 8192
+
+
 def _carrier(stored: Any) -> dict[str, str]:
-    """The stored trace context if it is one; a row written by SQL may hold anything."""
+    """The stored trace context if it is one, without values no propagator reads;
+    a row written by SQL may hold anything."""
     if isinstance(stored, dict) and all(
         isinstance(k, str) and isinstance(v, str) for k, v in stored.items()
     ):
-        return stored
+        return {k: v for k, v in stored.items() if len(v) <= _MAX_HEADER}
     return {}
 
 

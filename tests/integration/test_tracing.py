@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
@@ -140,6 +142,24 @@ def test_a_trace_context_that_is_no_carrier_is_ignored(client, conn, start_worke
     start_worker({"t": lambda task: {"ran": True}}, concurrency=1)
     assert client.wait_for_task(task_id, timeout=30)["result"] == {"ran": True}
     assert client.wait_for_task(client.submit_task("t"), timeout=30)["state"] == "succeeded"
+
+
+def test_a_huge_stored_baggage_is_neither_read_nor_logged(
+    client, conn, start_worker, spans, caplog
+):
+    """OpenTelemetry's baggage propagator logged a header past its 8,192 bytes whole:
+    a 1 MB value written into a row made a 1 MB log line at every attempt."""
+    stored = {"traceparent": f"00-{'a' * 32}-{'b' * 16}-01", "baggage": "k=" + "v" * 1_000_000}
+    task_id = conn.execute(
+        "INSERT INTO omnispindle.tasks (task_type, trace_context) VALUES ('t', %s::jsonb) "
+        "RETURNING id",
+        [json.dumps(stored)],
+    ).fetchone()[0]
+    start_worker({"t": lambda task: {"ran": True}})
+    assert client.wait_for_task(task_id, timeout=30)["result"] == {"ran": True}
+    [execute] = poll(lambda: by_name(spans, "execute t"), timeout=10)
+    assert format(execute.context.trace_id, "032x") == "a" * 32
+    assert max((len(r.getMessage()) for r in caplog.records), default=0) < 10_000
 
 
 def test_a_failure_whose_str_raises_is_recorded_on_its_span(client, start_worker, spans):
