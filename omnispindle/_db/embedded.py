@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 from pathlib import Path
 from typing import Protocol
@@ -33,11 +34,52 @@ def default_data_dir() -> Path:
     return Path(configured) if configured else Path(".omnispindle") / "pgdata"
 
 
+class _Shared:
+    """The pgserver handle of one data directory, and how many handles of this
+    process use it: pgserver keeps one per directory and process, and stops the
+    server at its first ``cleanup()`` when no other process uses it."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.users = 0
+
+
+_shared: dict[Path, _Shared] = {}
+_shared_lock = threading.Lock()
+
+
+class SharedServer:
+    """A handle on the embedded server of a data directory; the server stops at the
+    ``cleanup()`` of the last handle of the last process that uses it."""
+
+    def __init__(self, path: Path, shared: _Shared) -> None:
+        self._path = path
+        self._shared: _Shared | None = shared
+        self._uri = shared.server.get_uri()
+
+    def get_uri(self) -> str:
+        """The server's DSN."""
+        return self._uri
+
+    def cleanup(self) -> None:
+        """Let go of the server; the last handle of this process stops it, unless
+        another process still uses it. Later calls do nothing."""
+        with _shared_lock:
+            shared, self._shared = self._shared, None
+            if shared is None:
+                return
+            shared.users -= 1
+            if shared.users == 0:
+                del _shared[self._path]
+                shared.server.cleanup()
+
+
 def start_server(data_dir: str | os.PathLike[str] | None = None) -> Server:
     """Start (or attach to) the embedded server whose data is in ``data_dir``.
 
-    Returns the pgserver handle; its ``get_uri()`` is the DSN. Several
-    processes using one data directory share one server.
+    Returns a handle whose ``get_uri()`` is the DSN. Several queues, of one
+    process or of several, using one data directory share one server, which
+    runs until the last of them lets go of it.
 
     Raises:
         EmbeddedServerUnavailable: pgserver is not installed.
@@ -56,5 +98,10 @@ def start_server(data_dir: str | os.PathLike[str] | None = None) -> Server:
     path = Path(data_dir) if data_dir is not None else default_data_dir()
     path = path.expanduser().resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
-    server: Server = pgserver.get_server(path, cleanup_mode="stop")
-    return server
+    with _shared_lock:
+        shared = _shared.get(path)
+        if shared is None:
+            shared = _Shared(pgserver.get_server(path, cleanup_mode="stop"))
+            _shared[path] = shared
+        shared.users += 1
+        return SharedServer(path, shared)

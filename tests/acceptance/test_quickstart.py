@@ -69,3 +69,19 @@ def test_missing_pgserver_names_both_fixes(monkeypatch):
 def test_persistence_path_with_a_dsn_is_refused(dsn):
     with pytest.raises(ConfigurationError, match="persistence_path"):
         TaskQueue(dsn=dsn, persistence_path="state")
+
+
+def test_two_queues_of_one_process_share_the_embedded_server_until_both_shut_down(tmp_path):
+    path = tmp_path / "state"
+    first = TaskQueue(persistence_path=path)
+    second = TaskQueue(persistence_path=path, pool_timeout=1)
+    try:
+        first.shutdown()
+        from omnispindle import TaskQueueClient
+
+        task_id = TaskQueueClient(local_queue=second).submit_task("later", {})
+        assert TaskQueueClient(local_queue=second).get_task(task_id)["state"] == "pending"
+    finally:
+        first.shutdown()
+        second.shutdown()
+    assert not (path / "postmaster.pid").exists()  # the last one stopped it
