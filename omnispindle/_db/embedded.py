@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shlex
 import threading
 import warnings
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from omnispindle.errors import EmbeddedServerUnavailable
 
@@ -32,6 +34,35 @@ def default_data_dir() -> Path:
     """
     configured = os.environ.get(DATA_DIR_VARIABLE)
     return Path(configured) if configured else Path(".omnispindle") / "pgdata"
+
+
+def _socket_dirs_the_shell_keeps_whole(pgserver_module: Any) -> None:
+    """Have pgserver put the server's socket in a directory whose path the shell
+    keeps whole.
+
+    pg_ctl starts the server through ``/bin/sh`` with pgserver's ``-k DIR``
+    unquoted, so a data directory whose path holds a space, a quote or a
+    parenthesis (``~/My Project``) made the server refuse to start. Such a data
+    directory gets its socket in pgserver's runtime directory, as one whose
+    path is too long for a socket does. Done once per process.
+    """
+    server_module = pgserver_module.postgres_server
+    choose = server_module.find_suitable_socket_dir
+    if getattr(choose, "keeps_paths_whole", False):
+        return
+
+    def find_socket_dir(pgdata: Path, runtime_path: Path) -> Path:
+        chosen: Path = choose(pgdata, runtime_path)
+        if shlex.quote(str(chosen)) == str(chosen):
+            return chosen
+        # pgserver's own name for the runtime directory of this data directory.
+        identity = f"{pgdata}-{pgdata.stat().st_ino}".encode()
+        socket_dir = Path(runtime_path) / hashlib.sha256(identity).hexdigest()[:10]
+        socket_dir.mkdir(parents=True, exist_ok=True)
+        return socket_dir
+
+    find_socket_dir.keeps_paths_whole = True  # type: ignore[attr-defined]
+    server_module.find_suitable_socket_dir = find_socket_dir
 
 
 class _Shared:
@@ -99,6 +130,7 @@ def start_server(data_dir: str | os.PathLike[str] | None = None) -> Server:
     path = path.expanduser().resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     with _shared_lock:
+        _socket_dirs_the_shell_keeps_whole(pgserver)
         shared = _shared.get(path)
         if shared is None:
             shared = _Shared(pgserver.get_server(path, cleanup_mode="stop"))

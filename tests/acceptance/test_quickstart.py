@@ -85,3 +85,14 @@ def test_two_queues_of_one_process_share_the_embedded_server_until_both_shut_dow
         first.shutdown()
         second.shutdown()
     assert not (path / "postmaster.pid").exists()  # the last one stopped it
+
+
+def test_an_embedded_database_in_a_directory_with_spaces_and_quotes_starts(tmp_path):
+    path = tmp_path / "My Project's (copy)" / "state"
+    from omnispindle import TaskQueueClient
+
+    with TaskQueue(persistence_path=path) as queue:
+        task_id = TaskQueueClient(local_queue=queue).submit_task("later", {})
+        assert TaskQueueClient(local_queue=queue).get_task(task_id)["state"] == "pending"
+    assert (path / "PG_VERSION").exists()
+    assert not (path / "postmaster.pid").exists()
