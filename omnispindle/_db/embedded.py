@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shlex
 import threading
@@ -63,6 +64,29 @@ def _socket_dirs_the_shell_keeps_whole(pgserver_module: Any) -> None:
 
     find_socket_dir.keeps_paths_whole = True  # type: ignore[attr-defined]
     server_module.find_suitable_socket_dir = find_socket_dir
+
+
+def _forget_processes_gone(pgserver_module: Any, data_dir: Path) -> None:
+    """Take the processes that are gone off pgserver's list of those using the
+    server of ``data_dir``.
+
+    pgserver stops the server when the last process on that list lets go of it.
+    A process killed (SIGKILL, or SIGTERM, which runs no atexit) stayed on it
+    for good, so that the server, which outlives it, was never stopped again.
+    """
+    import psutil
+
+    handles = data_dir / ".handle_pids.json"
+    with pgserver_module.postgres_server.PostgresServer._lock:
+        try:
+            pids = json.loads(handles.read_text())
+        except (OSError, ValueError):
+            return  # none yet (or not pgserver's): pgserver makes its own
+        if not isinstance(pids, list) or not all(isinstance(pid, int) for pid in pids):
+            return
+        alive = [pid for pid in pids if psutil.pid_exists(pid)]
+        if alive != pids:
+            handles.write_text(json.dumps(alive))
 
 
 class _Shared:
@@ -133,6 +157,7 @@ def start_server(data_dir: str | os.PathLike[str] | None = None) -> Server:
         _socket_dirs_the_shell_keeps_whole(pgserver)
         shared = _shared.get(path)
         if shared is None:
+            _forget_processes_gone(pgserver, path)
             shared = _Shared(pgserver.get_server(path, cleanup_mode="stop"))
             _shared[path] = shared
         shared.users += 1

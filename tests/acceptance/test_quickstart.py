@@ -96,3 +96,53 @@ def test_an_embedded_database_in_a_directory_with_spaces_and_quotes_starts(tmp_p
         assert TaskQueueClient(local_queue=queue).get_task(task_id)["state"] == "pending"
     assert (path / "PG_VERSION").exists()
     assert not (path / "postmaster.pid").exists()
+
+
+def _stop_server_left_in(path) -> None:
+    """Stop a server a test left running on ``path``, should it have."""
+    import signal
+    import time
+
+    pid_file = path / "postmaster.pid"
+    if not pid_file.exists():
+        return
+    pid = int(pid_file.read_text().split()[0])
+    try:
+        os.kill(pid, signal.SIGINT)  # fast shutdown
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + 30
+    while pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def test_the_server_a_killed_app_left_running_stops_with_the_next_app(tmp_path):
+    import signal
+    import time
+
+    path = tmp_path / "state"
+    ready = tmp_path / "ready"
+    code = (
+        "import sys, pathlib\n"
+        "from omnispindle import TaskQueue\n"
+        f"queue = TaskQueue(persistence_path={str(path)!r})\n"
+        f"pathlib.Path({str(ready)!r}).touch()\n"
+        "sys.stdin.read()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OMNISPINDLE_DSN"}
+    app = subprocess.Popen([sys.executable, "-c", code], env=env, stdin=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not ready.exists() and app.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ready.exists(), "the first app did not start its queue"
+        app.send_signal(signal.SIGKILL)
+        app.wait(timeout=30)
+        assert (path / "postmaster.pid").exists()  # its server outlives it
+
+        TaskQueue(persistence_path=path).shutdown()
+        assert not (path / "postmaster.pid").exists()
+    finally:
+        app.kill()
+        app.wait(timeout=30)
+        _stop_server_left_in(path)
