@@ -66,27 +66,64 @@ def _socket_dirs_the_shell_keeps_whole(pgserver_module: Any) -> None:
     server_module.find_suitable_socket_dir = find_socket_dir
 
 
-def _forget_processes_gone(pgserver_module: Any, data_dir: Path) -> None:
+def _clear_what_killed_processes_left(pgserver_module: Any, data_dir: Path) -> None:
+    """Before pgserver starts or attaches to the server of ``data_dir``, under its
+    lock: what a process killed, or a machine that crashed, left there."""
+    with pgserver_module.postgres_server.PostgresServer._lock:
+        _set_aside_stale_lock_files(data_dir)
+        _forget_processes_gone(data_dir)
+
+
+def _forget_processes_gone(data_dir: Path) -> None:
     """Take the processes that are gone off pgserver's list of those using the
     server of ``data_dir``.
 
     pgserver stops the server when the last process on that list lets go of it.
     A process killed (SIGKILL, or SIGTERM, which runs no atexit) stayed on it
     for good, so that the server, which outlives it, was never stopped again.
+    Call with pgserver's lock held.
     """
     import psutil
 
     handles = data_dir / ".handle_pids.json"
-    with pgserver_module.postgres_server.PostgresServer._lock:
+    try:
+        pids = json.loads(handles.read_text())
+    except (OSError, ValueError):
+        return  # none yet (or not pgserver's): pgserver makes its own
+    if not isinstance(pids, list) or not all(isinstance(pid, int) for pid in pids):
+        return
+    alive = [pid for pid in pids if psutil.pid_exists(pid)]
+    if alive != pids:
+        handles.write_text(json.dumps(alive))
+
+
+def _set_aside_stale_lock_files(data_dir: Path) -> None:
+    """Remove ``postmaster.pid``, and the socket's lock file, when the process they
+    name is no Postgres: after a crash or a reboot that process id may belong to
+    another program.
+
+    pgserver took such a process for the server: it gave a DSN on which nothing
+    listened (DatabaseUnavailableError at every start), then stopped, or killed,
+    that other program when the queue shut down. Call with pgserver's lock held.
+    """
+    import psutil
+
+    pid_file = data_dir / "postmaster.pid"
+    try:
+        lines = pid_file.read_text().splitlines()
+        pid = int(lines[0])
+        if psutil.Process(pid).name() == "postgres":
+            return  # the server, or one we cannot tell from it: left alone
+    except (OSError, ValueError, IndexError, psutil.Error):
+        return  # none, not one Postgres wrote, or its process is gone (pgserver copes)
+    if len(lines) > 4 and lines[3].strip() and lines[4].strip():
+        socket_lock = Path(lines[4].strip()) / f".s.PGSQL.{lines[3].strip()}.lock"
         try:
-            pids = json.loads(handles.read_text())
-        except (OSError, ValueError):
-            return  # none yet (or not pgserver's): pgserver makes its own
-        if not isinstance(pids, list) or not all(isinstance(pid, int) for pid in pids):
-            return
-        alive = [pid for pid in pids if psutil.pid_exists(pid)]
-        if alive != pids:
-            handles.write_text(json.dumps(alive))
+            if socket_lock.read_text().splitlines()[0].strip() == str(pid):
+                socket_lock.unlink()
+        except (OSError, IndexError):
+            pass
+    pid_file.unlink(missing_ok=True)
 
 
 class _Shared:
@@ -157,7 +194,7 @@ def start_server(data_dir: str | os.PathLike[str] | None = None) -> Server:
         _socket_dirs_the_shell_keeps_whole(pgserver)
         shared = _shared.get(path)
         if shared is None:
-            _forget_processes_gone(pgserver, path)
+            _clear_what_killed_processes_left(pgserver, path)
             shared = _Shared(pgserver.get_server(path, cleanup_mode="stop"))
             _shared[path] = shared
         shared.users += 1

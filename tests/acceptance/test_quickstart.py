@@ -146,3 +146,33 @@ def test_the_server_a_killed_app_left_running_stops_with_the_next_app(tmp_path):
         app.kill()
         app.wait(timeout=30)
         _stop_server_left_in(path)
+
+
+def test_a_stale_postmaster_pid_naming_another_process_is_set_aside(tmp_path):
+    # After a crash or a reboot, postmaster.pid (and the socket's lock file) may
+    # name a process id that some other program has now.
+    path = tmp_path / "state"
+    queue = TaskQueue(persistence_path=path)
+    postmaster = (path / "postmaster.pid").read_text()
+    socket_lock = next(path.glob(".s.PGSQL.*.lock"))
+    socket_lock_text = socket_lock.read_text()
+    queue.shutdown()
+    assert not (path / "postmaster.pid").exists()
+
+    other = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE
+    )
+    try:
+        old_pid = postmaster.split("\n", 1)[0]
+        (path / "postmaster.pid").write_text(postmaster.replace(old_pid, str(other.pid), 1))
+        socket_lock.write_text(socket_lock_text.replace(old_pid, str(other.pid), 1))
+        from omnispindle import TaskQueueClient
+
+        with TaskQueue(persistence_path=path, pool_timeout=1) as queue:
+            task_id = TaskQueueClient(local_queue=queue).submit_task("later", {})
+            assert TaskQueueClient(local_queue=queue).get_task(task_id)["state"] == "pending"
+        assert other.poll() is None, "the other program was stopped"
+    finally:
+        other.kill()
+        other.wait(timeout=30)
+        _stop_server_left_in(path)
