@@ -45,11 +45,12 @@ def _socket_dirs_the_shell_keeps_whole(pgserver_module: Any) -> None:
     unquoted, so a data directory whose path holds a space, a quote or a
     parenthesis (``~/My Project``) made the server refuse to start. Such a data
     directory gets its socket in pgserver's runtime directory, as one whose
-    path is too long for a socket does. Done once per process.
+    path is too long for a socket does. Done once per process, and only on the
+    pgserver this was written for: another may choose its sockets otherwise.
     """
-    server_module = pgserver_module.postgres_server
-    choose = server_module.find_suitable_socket_dir
-    if getattr(choose, "keeps_paths_whole", False):
+    server_module: Any = getattr(pgserver_module, "postgres_server", None)
+    choose = getattr(server_module, "find_suitable_socket_dir", None)
+    if choose is None or getattr(choose, "keeps_paths_whole", False):
         return
 
     def find_socket_dir(pgdata: Path, runtime_path: Path) -> Path:
@@ -68,8 +69,15 @@ def _socket_dirs_the_shell_keeps_whole(pgserver_module: Any) -> None:
 
 def _clear_what_killed_processes_left(pgserver_module: Any, data_dir: Path) -> None:
     """Before pgserver starts or attaches to the server of ``data_dir``, under its
-    lock: what a process killed, or a machine that crashed, left there."""
-    with pgserver_module.postgres_server.PostgresServer._lock:
+    lock: what a process killed, or a machine that crashed, left there. Only on
+    the pgserver this was written for, whose lock it takes."""
+    server_class = getattr(
+        getattr(pgserver_module, "postgres_server", None), "PostgresServer", None
+    )
+    lock = getattr(server_class, "_lock", None)
+    if lock is None:
+        return
+    with lock:
         _set_aside_stale_lock_files(data_dir)
         _forget_processes_gone(data_dir)
 

@@ -1,0 +1,17 @@
+"""The embedded server's repairs lean on pgserver's internals: on a pgserver
+without them they stand aside, and the queue starts as pgserver alone would."""
+
+from __future__ import annotations
+
+import types
+
+from omnispindle._db import embedded
+
+
+def test_repairs_stand_aside_on_a_pgserver_without_the_internals_they_use(tmp_path):
+    bare = types.SimpleNamespace()
+    other = types.SimpleNamespace(postgres_server=types.SimpleNamespace())
+    for pgserver in (bare, other):
+        embedded._socket_dirs_the_shell_keeps_whole(pgserver)
+        embedded._clear_what_killed_processes_left(pgserver, tmp_path)
+    assert list(tmp_path.iterdir()) == []
