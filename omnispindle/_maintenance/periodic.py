@@ -65,8 +65,16 @@ class PeriodicScheduler:
     def run_once(self) -> SchedulePass:
         """Enqueue each schedule's latest due tick (if no one has yet)."""
         names, ticks, waits = [], [], []
-        for row in self.db.run(q.periodic.enabled_schedules()):
-            cron = self._expression(row["cron"], row["timezone"])
+        rows = self.db.run(q.periodic.enabled_schedules())
+        # Only the expressions of the schedules saved now are kept: those of
+        # schedules replaced or removed since would pile up in a worker that
+        # runs for months.
+        self._parsed = {
+            (row["cron"], row["timezone"]): self._expression(row["cron"], row["timezone"])
+            for row in rows
+        }
+        for row in rows:
+            cron = self._parsed[row["cron"], row["timezone"]]
             if cron is None:
                 continue
             for tick in due_ticks(cron, row["now"], row["updated_at"], row["last_tick_at"]):

@@ -115,6 +115,20 @@ def test_schedules_are_saved_replaced_listed_and_removed(client):
     assert client.list_periodic_tasks() == []
 
 
+def test_a_scheduler_keeps_the_expressions_of_the_schedules_saved_now_only(queue, client):
+    scheduler = PeriodicScheduler(queue.db)
+    for saving in range(5):
+        for n in range(50):
+            minute = saving * 50 + n
+            client.add_periodic_task(f"job-{n}", f"{minute % 60} {minute // 60} * * *", "t")
+        scheduler.run_once()
+        assert len(scheduler._parsed) == 50
+    for n in range(50):
+        client.remove_periodic_task(f"job-{n}")
+    scheduler.run_once()
+    assert scheduler._parsed == {}
+
+
 def test_each_tick_is_enqueued_once_however_many_schedulers_ask(queue, client, conn):
     client.add_periodic_task("tick", "* * * * * *", "t", {"from": "cron"}, priority=7)
     poll(
