@@ -3828,7 +3828,7 @@ BEGIN
                    'lease_token, lease_expires_at, started_at, finished_at, cancel_reason, '
                    'cancel_requested_at, pending_dependencies), DELETE '
                    'ON omnispindle.tasks TO %s', p_role);
-    EXECUTE format('GRANT INSERT, UPDATE ON omnispindle.workers TO %s', p_role);
+    EXECUTE format('GRANT INSERT, UPDATE, DELETE ON omnispindle.workers TO %s', p_role);
     EXECUTE format('GRANT INSERT ON omnispindle.task_stream, omnispindle.task_history TO %s',
                    p_role);
     EXECUTE format('GRANT SELECT, UPDATE ON omnispindle.maintenance_locks TO %s', p_role);

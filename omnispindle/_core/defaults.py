@@ -76,6 +76,8 @@ HEARTBEAT_SHARE = 1 / 3  # of the lease, unless heartbeat_interval is given
 SHUTDOWN_TIMEOUT = 30.0
 SWEEP_INTERVAL = 1.0
 DEAD_WORKER_AFTER = 60.0
+# Seconds a stopped or dead worker's row is kept for the views, then deleted.
+STOPPED_WORKER_KEPT = 7 * 24 * 3600.0
 SCHEDULE_INTERVAL = 1.0
 # Auto-scaling (a worker's executors, a supervisor's processes): a pool short of
 # room grows a step after this many seconds, and one with room unused for

@@ -155,6 +155,11 @@ class Sweeper:
                 dead_after=self.config.dead_worker_after, limit=self.config.batch_size
             )
         )
+        self.db.run(
+            q.workers.forget_stopped_workers(
+                keep_seconds=defaults.STOPPED_WORKER_KEPT, limit=self.config.batch_size
+            )
+        )
         recovered, expiry = self._recover_leases(paced)
         delays = [row["retry_in"] for row in recovered if row["retry_in"] is not None]
         reconciled = self.db.run(q.tasks.reconcile_blocked(self.config.batch_size))

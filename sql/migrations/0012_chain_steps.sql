@@ -66,6 +66,9 @@
 -- idempotency key an unfinished task (or another task it brings back) holds
 -- is refused as OS006, naming both, instead of breaking the key's unique
 -- index, which Python took for a conflict that retrying would clear.
+-- The sweeper deletes the rows of workers stopped or dead for over a week
+-- (each start of a worker adds one, and the views read them all): the roles
+-- that may claim may delete from workers.
 
 ALTER FUNCTION omnispindle.complete_attempts(bigint[], uuid[], jsonb[])
     SET plan_cache_mode = force_generic_plan;
@@ -1790,7 +1793,7 @@ BEGIN
                    'lease_token, lease_expires_at, started_at, finished_at, cancel_reason, '
                    'cancel_requested_at, pending_dependencies), DELETE '
                    'ON omnispindle.tasks TO %s', p_role);
-    EXECUTE format('GRANT INSERT, UPDATE ON omnispindle.workers TO %s', p_role);
+    EXECUTE format('GRANT INSERT, UPDATE, DELETE ON omnispindle.workers TO %s', p_role);
     EXECUTE format('GRANT INSERT ON omnispindle.task_stream, omnispindle.task_history TO %s',
                    p_role);
     EXECUTE format('GRANT SELECT, UPDATE ON omnispindle.maintenance_locks TO %s', p_role);
@@ -1813,8 +1816,9 @@ $$;
 -- right it holds, and only the rights of that access it lacks are added: the
 -- readers of queue_summary read the outcomes per minute and their rollup
 -- (0008), and the tasks no live worker can claim; the roles that may claim
--- fill the rollup (0008), take the maintenance leases (0010), and may call the
--- functions the claim and the hand-over now call; the roles that may insert a
+-- fill the rollup (0008), take the maintenance leases (0010), may call the
+-- functions the claim and the hand-over now call, and forget the workers
+-- stopped long ago; the roles that may insert a
 -- task's type may set its group_key (0010 gave it to the producers alone);
 -- those that may submit insert linked batches; those that may prune ask which
 -- dependents keep a task.
@@ -1845,6 +1849,7 @@ BEGIN
                        grantee);
         EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON omnispindle.maintenance_leases '
                        'TO %s', grantee);
+        EXECUTE format('GRANT DELETE ON omnispindle.workers TO %s', grantee);
         EXECUTE format('GRANT EXECUTE ON FUNCTION omnispindle.first_ready_task(text[], text[], '
                        'uuid, bigint[]), omnispindle.walks_one_type(text[]), '
                        'omnispindle.walked_by_type(text[], text[]), '

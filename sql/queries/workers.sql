@@ -56,6 +56,22 @@ FROM silent
 WHERE w.id = silent.id
 RETURNING w.id;
 
+-- name: forget_stopped_workers
+-- Rows of workers stopped or declared dead longer ago than keep_seconds go:
+-- every start of a worker adds one, and the views of workers read them all.
+WITH gone AS (
+    SELECT id
+    FROM omnispindle.workers
+    WHERE state <> 'active'
+      AND stopped_at < now() - make_interval(secs => %(keep_seconds)s)
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM omnispindle.workers w
+USING gone
+WHERE w.id = gone.id
+RETURNING w.id;
+
 -- name: list_workers
 SELECT id, name, host, pid, state::text AS state, capabilities, concurrency, running_tasks,
        extract(epoch FROM heartbeat_age)::double precision AS heartbeat_age_seconds,

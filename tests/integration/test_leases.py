@@ -247,6 +247,25 @@ def test_silent_workers_are_declared_dead(queue, conn, start_worker):
     assert {w["name"]: w["state"] for w in queue.list_workers()}["alive"] == "stopped"
 
 
+def test_workers_stopped_or_dead_over_a_week_ago_are_forgotten(queue, conn):
+    """Every start of a worker adds a row that the views of workers read: the
+    sweeper deletes those stopped or declared dead over a week ago."""
+    conn.execute("""
+        INSERT INTO omnispindle.workers
+            (name, host, pid, concurrency, version, state, last_heartbeat_at, stopped_at)
+        VALUES ('stopped_long_ago', 'h', 1, 1, 'test', 'stopped',
+                now() - interval '8 days', now() - interval '8 days'),
+               ('dead_long_ago', 'h', 2, 1, 'test', 'dead',
+                now() - interval '9 days', now() - interval '8 days'),
+               ('stopped_yesterday', 'h', 3, 1, 'test', 'stopped',
+                now() - interval '1 day', now() - interval '1 day'),
+               ('silent_for_long', 'h', 4, 1, 'test', 'active',
+                now() - interval '8 days', NULL)""")
+    Sweeper(queue.db, SweeperConfig()).run_once()
+    health = {w["name"]: w["state"] for w in queue.list_workers()}
+    assert health == {"stopped_yesterday": "stopped", "silent_for_long": "dead"}
+
+
 @pytest.mark.parametrize(
     "settings",
     [

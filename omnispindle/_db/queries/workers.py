@@ -81,6 +81,15 @@ def mark_dead_workers(*, dead_after: float, limit: int) -> Query[list[UUID]]:
     )
 
 
+def forget_stopped_workers(*, keep_seconds: float, limit: int) -> Query[list[UUID]]:
+    """Delete up to ``limit`` workers stopped or dead for over ``keep_seconds``; their ids."""
+    return Query(
+        RUNTIME["forget_stopped_workers"],
+        {"keep_seconds": keep_seconds, "limit": limit},
+        column("id"),
+    )
+
+
 def list_workers() -> Query[list[WorkerRow]]:
     """Every registered worker with its health."""
     return Query(RUNTIME["list_workers"], None, rows)
