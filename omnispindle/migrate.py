@@ -50,7 +50,8 @@ def downgrade(dsn: str, revision: str, *, schema: str = "omnispindle") -> None:
 def stamp(dsn: str, revision: str, *, schema: str = "omnispindle") -> None:
     """Record ``revision`` as the schema's without running any migration: for a
     schema an Alembic history of your own installed before ``apply_migration``
-    recorded revisions.
+    recorded revisions, or a copy by ``pg_dump --schema-only`` (or without the
+    queue's data), whose missing maintenance rows it puts back.
 
     Raises:
         ValidationError: no migration is called ``revision``.

@@ -18,6 +18,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 
 from omnispindle._db import queries as q
+from omnispindle._db.caller import as_psycopg
 from omnispindle._db.connecting import connect
 from omnispindle._db.namespace import DEFAULT, Namespace
 from omnispindle._db.pool import execute
@@ -123,13 +124,29 @@ def downgrade(dsn: str, revision: str, namespace: Namespace = DEFAULT) -> None:
 
 
 def stamp(dsn: str, revision: str, namespace: Namespace = DEFAULT) -> None:
-    """Record ``revision`` as the schema's without running any migration.
+    """Record ``revision`` as the schema's without running any migration, and put
+    back the rows the migrations up to it insert where they are missing (a copy
+    by pg_dump --schema-only, or without the queue's data, has the tables and
+    neither the revision nor those rows).
 
     Raises:
         ValidationError: no migration is called ``revision``.
     """
-    migration_names(through=revision)
-    _run(dsn, namespace, lambda config: command.stamp(config, revision))
+    applied = migration_names(through=revision)
+
+    def action(config: Config) -> None:
+        command.stamp(config, revision)
+        execute(as_psycopg(config.attributes["connection"]), _seed_rows(applied), namespace)
+
+    _run(dsn, namespace, action)
+
+
+def _seed_rows(applied: tuple[str, ...]) -> Plan[None]:
+    """The rows migrations insert once, for a schema at the last of ``applied``."""
+    if "0007_guarded_rows" in applied:
+        yield q.setup.seed_maintenance_locks()
+    if "0008_dashboard" in applied:
+        yield q.setup.seed_outcome_rollup()
 
 
 def _run(dsn: str, namespace: Namespace, action: Callable[[Config], None]) -> None:

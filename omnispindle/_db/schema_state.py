@@ -118,7 +118,8 @@ def require_current(state: SchemaState, namespace: Namespace = DEFAULT) -> None:
         )
     if state.revision is None:
         raise SchemaOutdatedError(
-            f"the {schema} records no revision (an Alembic history of your own "
+            f"the {schema} records no revision (a copy by pg_dump --schema-only or "
+            "without the queue's data, or an Alembic history of your own that "
             "installed it before apply_migration recorded revisions): run "
             f"`omnispindle migrate --dsn ...{option} --stamp REVISION` with the last migration "
             "it applied"

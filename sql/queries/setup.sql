@@ -93,6 +93,20 @@ DELETE FROM omnispindle.alembic_version WHERE version_num IS DISTINCT FROM %(rev
 INSERT INTO omnispindle.alembic_version (version_num) VALUES (%(revision)s)
 ON CONFLICT DO NOTHING;
 
+-- name: seed_maintenance_locks
+-- The rows of the maintenance locks (migration 0007), which a copy of the
+-- schema without its rows (pg_dump --schema-only, or without the queue's
+-- data) lacks: stamping puts them back, or no sweeper would ever prune or
+-- archive (each takes a missing lock for one another pruner holds).
+INSERT INTO omnispindle.maintenance_locks (name) VALUES ('prune'), ('idempotency')
+ON CONFLICT DO NOTHING;
+
+-- name: seed_outcome_rollup
+-- The rollup's watermark row (migration 0008), put back the same way: without
+-- it no pass counts an outcome, and none is ever archived.
+INSERT INTO omnispindle.outcome_rollup (counted_until) VALUES ('-infinity')
+ON CONFLICT DO NOTHING;
+
 -- name: grant_access
 -- Gives an existing role one kind of access (see omnispindle.grant_access).
 -- The role is given by its name, as createuser takes it: quoted here, so that

@@ -72,6 +72,16 @@ def record_revision(revision: str) -> Query[None]:
     return Query(RUNTIME["record_revision"], {"revision": revision}, nothing)
 
 
+def seed_maintenance_locks() -> Query[None]:
+    """Put back the maintenance locks' rows where they are missing."""
+    return Query(RUNTIME["seed_maintenance_locks"], None, nothing)
+
+
+def seed_outcome_rollup() -> Query[None]:
+    """Put back the outcome rollup's watermark row where it is missing."""
+    return Query(RUNTIME["seed_outcome_rollup"], None, nothing)
+
+
 def listen(channel: str) -> Statement:
     """The LISTEN statement of a notification channel, by its default name (run on a
     dedicated connection, for the queue's schema).
