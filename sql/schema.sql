@@ -3486,7 +3486,12 @@ $$;
 -- the time since the newest partition ended (maintenance stopped for a while)
 -- and the time before the oldest began. Creating a partition waits for
 -- readers of task_history: the lock timeout keeps a long one from stalling
--- every reader queued behind.
+-- every reader queued behind. A partition recorded in history_partitions
+-- that task_history does not have (its table dropped by hand, or the rows of
+-- history_partitions copied without the tables, as pg_dump --data-only into
+-- a migrated database does) is forgotten first, and a gap it leaves between
+-- the others filled, so that a task finished in [min(from_at), max(to_at))
+-- has a partition again.
 CREATE FUNCTION omnispindle.cover_history(p_oldest timestamptz, p_width_seconds double precision,
                                           p_keep_seconds double precision)
 RETURNS integer
@@ -3502,6 +3507,7 @@ DECLARE
     lo timestamptz;
     hi timestamptz;
     made integer := 0;
+    gap record;
 BEGIN
     IF p_width_seconds IS NULL OR NOT p_width_seconds BETWEEN 1 AND 31622400 THEN
         RAISE EXCEPTION 'a history partition is 1 s to 366 days wide, not % s', p_width_seconds
@@ -3514,6 +3520,19 @@ BEGIN
         p_oldest := greatest(p_oldest, now() - make_interval(secs => p_keep_seconds));
     END IF;
     LOCK TABLE omnispindle.history_partitions IN EXCLUSIVE MODE;
+    DELETE FROM omnispindle.history_partitions p
+    WHERE NOT EXISTS (SELECT FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+                      WHERE i.inhparent = 'omnispindle.task_history'::regclass
+                        AND c.relname = p.name);
+    FOR gap IN SELECT g.gap_from, g.gap_to
+               FROM (SELECT lag(p.to_at) OVER (ORDER BY p.from_at) AS gap_from,
+                            p.from_at AS gap_to
+                     FROM omnispindle.history_partitions p) g
+               WHERE g.gap_from < g.gap_to
+    LOOP
+        PERFORM omnispindle.add_history_partition(gap.gap_from, gap.gap_to);
+        made := made + 1;
+    END LOOP;
     SELECT min(from_at), max(to_at) INTO lo, hi FROM omnispindle.history_partitions;
     IF hi IS NULL THEN
         lo := now_bin;

@@ -14,6 +14,7 @@
 -- enqueue is 0006's, which leaves a NULL task_type to not_null_violation and
 -- a delay past timestamptz's range to timestamp out of range.
 -- A retry of a task with 101 attempts breaks tasks_max_attempts_range again.
+-- cover_history is 0011's, which trusts history_partitions as it is.
 
 DROP VIEW omnispindle.unclaimable_tasks;
 DROP INDEX omnispindle.tasks_needs_ready_idx;
@@ -1543,3 +1544,64 @@ $$;
 ALTER FUNCTION omnispindle.enqueue(text, jsonb, integer, integer, double precision, bigint[],
     timestamp with time zone, interval, double precision, text[], boolean, text)
     SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+
+-- Makes task_history's partitions reach from p_oldest (when not NULL, and
+-- not further back than p_keep_seconds, the retention: drop_history would
+-- drop such a partition at once) to one width past now(); returns how many it
+-- made. A new partition is p_width_seconds wide and starts on a multiple of
+-- the width (from 2000-01-01 UTC), except the two that fill a span in one:
+-- the time since the newest partition ended (maintenance stopped for a while)
+-- and the time before the oldest began. Creating a partition waits for
+-- readers of task_history: the lock timeout keeps a long one from stalling
+-- every reader queued behind.
+CREATE OR REPLACE FUNCTION omnispindle.cover_history(p_oldest timestamptz, p_width_seconds double precision,
+                                          p_keep_seconds double precision)
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '200ms'
+AS $$
+DECLARE
+    origin CONSTANT timestamptz := '2000-01-01 00:00:00+00';
+    width interval;
+    now_bin timestamptz;
+    lo timestamptz;
+    hi timestamptz;
+    made integer := 0;
+BEGIN
+    IF p_width_seconds IS NULL OR NOT p_width_seconds BETWEEN 1 AND 31622400 THEN
+        RAISE EXCEPTION 'a history partition is 1 s to 366 days wide, not % s', p_width_seconds
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    width := make_interval(secs => p_width_seconds);
+    now_bin := origin + make_interval(secs => floor(extract(epoch FROM now() - origin)
+                                                    / p_width_seconds) * p_width_seconds);
+    IF p_oldest IS NOT NULL AND p_keep_seconds IS NOT NULL THEN
+        p_oldest := greatest(p_oldest, now() - make_interval(secs => p_keep_seconds));
+    END IF;
+    LOCK TABLE omnispindle.history_partitions IN EXCLUSIVE MODE;
+    SELECT min(from_at), max(to_at) INTO lo, hi FROM omnispindle.history_partitions;
+    IF hi IS NULL THEN
+        lo := now_bin;
+        hi := now_bin;
+    ELSIF hi < now_bin THEN
+        PERFORM omnispindle.add_history_partition(hi, now_bin);
+        made := made + 1;
+        hi := now_bin;
+    END IF;
+    WHILE hi < now() + width LOOP
+        PERFORM omnispindle.add_history_partition(hi, hi + width);
+        made := made + 1;
+        hi := hi + width;
+    END LOOP;
+    IF p_oldest < lo THEN
+        PERFORM omnispindle.add_history_partition(
+            origin + make_interval(secs => floor(extract(epoch FROM p_oldest - origin)
+                                                 / p_width_seconds) * p_width_seconds),
+            lo);
+        made := made + 1;
+    END IF;
+    RETURN made;
+END
+$$;

@@ -69,6 +69,10 @@
 -- The sweeper deletes the rows of workers stopped or dead for over a week
 -- (each start of a worker adds one, and the views read them all): the roles
 -- that may claim may delete from workers.
+-- cover_history forgets a partition recorded in history_partitions that
+-- task_history does not have (a table dropped by hand, or a pg_dump
+-- --data-only copy into a migrated database), and fills a gap it leaves,
+-- instead of leaving every archive of a task in its span to fail.
 
 ALTER FUNCTION omnispindle.complete_attempts(bigint[], uuid[], jsonb[])
     SET plan_cache_mode = force_generic_plan;
@@ -2975,3 +2979,83 @@ $$;
 ALTER FUNCTION omnispindle.enqueue(text, jsonb, integer, integer, double precision, bigint[],
     timestamp with time zone, interval, double precision, text[], boolean, text)
     SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+
+-- Makes task_history's partitions reach from p_oldest (when not NULL, and
+-- not further back than p_keep_seconds, the retention: drop_history would
+-- drop such a partition at once) to one width past now(); returns how many it
+-- made. A new partition is p_width_seconds wide and starts on a multiple of
+-- the width (from 2000-01-01 UTC), except the two that fill a span in one:
+-- the time since the newest partition ended (maintenance stopped for a while)
+-- and the time before the oldest began. Creating a partition waits for
+-- readers of task_history: the lock timeout keeps a long one from stalling
+-- every reader queued behind. A partition recorded in history_partitions
+-- that task_history does not have (its table dropped by hand, or the rows of
+-- history_partitions copied without the tables, as pg_dump --data-only into
+-- a migrated database does) is forgotten first, and a gap it leaves between
+-- the others filled, so that a task finished in [min(from_at), max(to_at))
+-- has a partition again.
+CREATE OR REPLACE FUNCTION omnispindle.cover_history(p_oldest timestamptz, p_width_seconds double precision,
+                                          p_keep_seconds double precision)
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '200ms'
+AS $$
+DECLARE
+    origin CONSTANT timestamptz := '2000-01-01 00:00:00+00';
+    width interval;
+    now_bin timestamptz;
+    lo timestamptz;
+    hi timestamptz;
+    made integer := 0;
+    gap record;
+BEGIN
+    IF p_width_seconds IS NULL OR NOT p_width_seconds BETWEEN 1 AND 31622400 THEN
+        RAISE EXCEPTION 'a history partition is 1 s to 366 days wide, not % s', p_width_seconds
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    width := make_interval(secs => p_width_seconds);
+    now_bin := origin + make_interval(secs => floor(extract(epoch FROM now() - origin)
+                                                    / p_width_seconds) * p_width_seconds);
+    IF p_oldest IS NOT NULL AND p_keep_seconds IS NOT NULL THEN
+        p_oldest := greatest(p_oldest, now() - make_interval(secs => p_keep_seconds));
+    END IF;
+    LOCK TABLE omnispindle.history_partitions IN EXCLUSIVE MODE;
+    DELETE FROM omnispindle.history_partitions p
+    WHERE NOT EXISTS (SELECT FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+                      WHERE i.inhparent = 'omnispindle.task_history'::regclass
+                        AND c.relname = p.name);
+    FOR gap IN SELECT g.gap_from, g.gap_to
+               FROM (SELECT lag(p.to_at) OVER (ORDER BY p.from_at) AS gap_from,
+                            p.from_at AS gap_to
+                     FROM omnispindle.history_partitions p) g
+               WHERE g.gap_from < g.gap_to
+    LOOP
+        PERFORM omnispindle.add_history_partition(gap.gap_from, gap.gap_to);
+        made := made + 1;
+    END LOOP;
+    SELECT min(from_at), max(to_at) INTO lo, hi FROM omnispindle.history_partitions;
+    IF hi IS NULL THEN
+        lo := now_bin;
+        hi := now_bin;
+    ELSIF hi < now_bin THEN
+        PERFORM omnispindle.add_history_partition(hi, now_bin);
+        made := made + 1;
+        hi := now_bin;
+    END IF;
+    WHILE hi < now() + width LOOP
+        PERFORM omnispindle.add_history_partition(hi, hi + width);
+        made := made + 1;
+        hi := hi + width;
+    END LOOP;
+    IF p_oldest < lo THEN
+        PERFORM omnispindle.add_history_partition(
+            origin + make_interval(secs => floor(extract(epoch FROM p_oldest - origin)
+                                                 / p_width_seconds) * p_width_seconds),
+            lo);
+        made := made + 1;
+    END IF;
+    RETURN made;
+END
+$$;
