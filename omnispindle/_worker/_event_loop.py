@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import threading
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
@@ -21,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from omnispindle._worker._execution import Outcome
+
+log = logging.getLogger("omnispindle.worker")
 
 # Seconds cancelled coroutines get to end when the loop shuts down.
 SHUTDOWN_GRACE = 2.0
@@ -45,6 +48,7 @@ class ExecutorLoop:
         self._lock = threading.Lock()
         self._running: set[Future[Outcome]] = set()
         self._stopping = False
+        self._stopped = False  # the loop was asked to stop from within
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
 
@@ -100,12 +104,36 @@ class ExecutorLoop:
             task.cancel()
         if others:
             await asyncio.wait(others, timeout=SHUTDOWN_GRACE)
+        self._stopped = True
         self._loop.stop()
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self._loop)
         try:
-            self._loop.run_forever()
+            while not self._run_until_stopped():
+                pass
         finally:
             self._loop.run_until_complete(self._loop.shutdown_asyncgens())
             self._loop.close()
+
+    def _run_until_stopped(self) -> bool:
+        """Run the loop; False when something raised out of it, to run it again.
+
+        asyncio lets a ``SystemExit`` or ``KeyboardInterrupt`` of a task or a
+        callback out of the loop, once stored in that task. An executor's own
+        coroutine catches both, but not the tasks it starts (``gather``,
+        ``wait_for``, ``create_task``): the awaiting executor still gets it from
+        the task, and the loop must go on for every other coroutine on it.
+        """
+        try:
+            self._loop.run_forever()
+        except BaseException as exc:  # no signal reaches this thread: it is not the main one
+            if self._stopped:
+                return True
+            log.error(
+                "a task or callback on the executors' event loop raised %s; the loop goes on",
+                type(exc).__name__,
+                exc_info=exc,
+            )
+            return False
+        return True

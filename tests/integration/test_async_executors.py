@@ -6,6 +6,7 @@ import asyncio
 import threading
 import time
 
+import pytest
 from opentelemetry import trace
 from opentelemetry.trace import StatusCode
 
@@ -286,3 +287,35 @@ def test_a_callable_object_with_an_async_call_is_a_coroutine_executor():
 
     assert is_coroutine_executor(Handler())
     assert not is_coroutine_executor(lambda task: {})
+
+
+@pytest.mark.parametrize("escape", [SystemExit, KeyboardInterrupt])
+def test_a_system_exit_in_a_task_a_coroutine_started_fails_that_coroutine_alone(
+    client, start_worker, escape
+):
+    """asyncio raises SystemExit and KeyboardInterrupt of a task out of its event loop:
+    one raised in a task an executor started (gather, wait_for, create_task) stopped
+    the loop, so that every coroutine on it stayed running and the worker died."""
+    release = threading.Event()
+
+    async def waits(task):
+        assert await until(release.is_set)
+        return {"n": task["parameters"]["n"]}
+
+    async def child():
+        await asyncio.sleep(0)
+        raise escape(2)
+
+    async def exits(task):
+        await asyncio.gather(child())
+
+    start_worker({"waits": waits, "exits": exits}, concurrency=4)
+    waiting = client.submit_task("waits", {"n": 1})
+    poll(lambda: client.get_task(waiting)["state"] == "running", timeout=10)
+    exiting = client.submit_task("exits", max_retries=0)
+    failed = client.wait_for_task(exiting, timeout=10)
+    assert (failed["state"], failed["error"]["type"]) == ("failed", escape.__name__)
+    release.set()
+    assert client.wait_for_task(waiting, timeout=10)["result"] == {"n": 1}
+    after = client.wait_for_task(client.submit_task("waits", {"n": 2}), timeout=10)
+    assert after["result"] == {"n": 2}
