@@ -23,6 +23,30 @@ log = logging.getLogger("omnispindle.worker")
 
 UNSTORABLE_ERROR = "the error's text could not be stored"
 
+# The most JSON text, in characters, that one statement stores as results.
+# Postgres refuses a statement past 1 GB by closing the connection, and a
+# step's results could come to that (each result may take 64 MiB, and the
+# array literal up to 4 bytes a character): past this, they go in several.
+STATEMENT_RESULT_CHARS = 64 * 1024 * 1024
+
+
+def by_statement(outcomes: list[Outcome]) -> list[list[Outcome]]:
+    """``outcomes`` in order, in runs whose results one statement stores (a result
+    larger than that alone in its run); none for none."""
+    runs: list[list[Outcome]] = []
+    run: list[Outcome] = []
+    size = 0
+    for outcome in outcomes:
+        chars = len(outcome.result_json or "")
+        if run and size + chars > STATEMENT_RESULT_CHARS:
+            runs.append(run)
+            run, size = [], 0
+        run.append(outcome)
+        size += chars
+    if run:
+        runs.append(run)
+    return runs
+
 
 class OutcomeStore:
     """Stores a worker's outcomes.

@@ -49,7 +49,7 @@ from omnispindle._worker._outcomes import Inbox
 from omnispindle._worker._partials import Emitter
 from omnispindle._worker._runners import Call, Executor, Runners
 from omnispindle._worker._stop_bound import StopBound
-from omnispindle._worker._storage import OutcomeStore
+from omnispindle._worker._storage import OutcomeStore, by_statement
 from omnispindle._worker._timers import Timers
 from omnispindle._worker.settings import WorkerSettings
 from omnispindle.context import TaskContext
@@ -271,7 +271,10 @@ class WorkerLoop:
         self.duties.run_due()
         self._scale(time.monotonic())
         # Taken last: from here on, a database error hands them back for the next try.
-        return self._complete_and_claim(worker_id, self._store_failures())
+        # Results too large together for one statement go first, in statements of their own.
+        *apart, succeeded = by_statement(self._store_failures()) or [[]]
+        self._store_runs(apart, held=succeeded)
+        return self._complete_and_claim(worker_id, succeeded)
 
     def _read_limits_if_stale(self) -> None:
         """Read the limits of this worker's task types, which pace its claims only:
@@ -471,16 +474,19 @@ class WorkerLoop:
 
     def _flush(self) -> None:
         """Store every outcome waiting (while stopping, when nothing more is claimed)."""
-        succeeded = self._store_failures()
-        if not succeeded:
-            return
-        try:
-            self.timers.due_in(self.store.store(succeeded, []), time.monotonic())
-        except DATABASE_ERRORS:
-            self.inbox.put_back(succeeded)
-            raise
-        self.claims.release(succeeded)
+        self._store_runs(by_statement(self._store_failures()))
         self.inbox.running(len(self.claims))
+
+    def _store_runs(self, runs: list[list[Outcome]], held: list[Outcome] | None = None) -> None:
+        """Store results one statement a run; on a database error, those not stored
+        go back to the inbox, and ``held`` (results yet to store) after them."""
+        for done, run in enumerate(runs):
+            try:
+                self.timers.due_in(self.store.store(run, []), time.monotonic())
+            except DATABASE_ERRORS:
+                self.inbox.put_back([o for rest in runs[done:] for o in rest] + (held or []))
+                raise
+            self.claims.release(run)
 
     def _wait_for_running(self, worker_id: UUID) -> None:
         """Wait for executors until the stop's deadline, heartbeating so no lease

@@ -571,3 +571,44 @@ def lease_end(conn, task_id: int) -> datetime:
     return conn.execute(
         "SELECT lease_expires_at FROM omnispindle.tasks WHERE id = %s", [task_id]
     ).fetchone()[0]
+
+
+def test_results_too_large_together_for_one_statement_are_all_stored(
+    client, conn, start_worker, limits
+):
+    """Nine results of 64 MiB each finishing at once: their step's statement came
+    to over 1 GB, which Postgres refuses by closing the connection; the worker
+    tried the same step again and again, its tasks running for ever, and did
+    not stop."""
+    limits(result_bytes=64 * 1024 * 1024)
+    count = 9
+    together = threading.Barrier(count)
+
+    def quotes(task):
+        together.wait(60)
+        # 32 Mi quotes: 64 MiB as JSON, twice that in a statement.
+        return '"' * (32 * 1024 * 1024 - 8) + str(task["parameters"]["n"])
+
+    start_worker({"quotes": quotes}, concurrency=count, shutdown_timeout=30)
+    ids = client.submit_batch(
+        [{"task_type": "quotes", "parameters": {"n": n}, "max_retries": 0} for n in range(count)]
+    )
+    # Read in SQL: the client would fetch 576 MiB.
+    every_task = (
+        "SELECT id, state, result FROM omnispindle.tasks "
+        "UNION ALL SELECT id, state, result FROM omnispindle.task_history"
+    )
+    poll(
+        lambda: (
+            conn.execute(
+                f"SELECT count(*) FROM ({every_task}) t WHERE state IN ('succeeded', 'failed')"
+            ).fetchone()[0]
+            == count
+        ),
+        timeout=120,
+        interval=0.5,
+    )
+    stored = conn.execute(
+        f"SELECT id, state, right(result #>> '{{}}', 1) FROM ({every_task}) t ORDER BY id"
+    ).fetchall()
+    assert stored == [(task_id, "succeeded", str(n)) for n, task_id in enumerate(ids)]
