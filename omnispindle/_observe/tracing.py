@@ -123,6 +123,6 @@ def record_failure(span: Any, exc: BaseException) -> None:
         return
     try:
         span.record_exception(exc)
-    except Exception:
+    except BaseException:  # an exception whose __str__ raises, see exception_text
         log.debug("could not record an exception on the execution span", exc_info=True)
     span.set_status(Status(StatusCode.ERROR, exception_text(exc)))

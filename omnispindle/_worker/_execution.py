@@ -225,7 +225,7 @@ def fails_for_good(exc: BaseException) -> bool:
 def _traceback_text(exc: BaseException) -> str:
     try:
         return "".join(traceback.format_exception(exc))
-    except Exception as broken:  # noqa: BLE001 - a hostile exception object
+    except BaseException as broken:  # noqa: BLE001 - a hostile exception object, see exception_text
         return f"(the traceback could not be formatted: {type(broken).__name__})"
 
 

@@ -131,22 +131,42 @@ class HostileError(Exception):
         raise RuntimeError("no text for you")
 
 
-def raise_hostile(task):
-    raise HostileError
+class ExitingError(Exception):
+    """Its ``__str__`` raises what a ``sys.exit()`` in a property or a hook would."""
+
+    def __str__(self) -> str:
+        raise SystemExit(1)
 
 
-async def raise_hostile_async(task):
-    raise HostileError
+def hostile(error: type[Exception]):
+    def raise_hostile(task):
+        raise error
+
+    return raise_hostile
 
 
-@pytest.mark.parametrize("executor", [raise_hostile, raise_hostile_async])
-def test_an_exception_whose_str_raises_is_stored_and_frees_its_slot(client, start_worker, executor):
-    """Finding 2: the outcome was lost, and heartbeats held the slot and task for ever."""
-    start_worker({"hostile": executor, "fine": lambda task: {"ok": True}}, concurrency=1)
+def hostile_async(error: type[Exception]):
+    async def raise_hostile_async(task):
+        raise error
+
+    return raise_hostile_async
+
+
+@pytest.mark.parametrize(
+    ("error", "raised"), [(HostileError, "RuntimeError"), (ExitingError, "SystemExit")]
+)
+@pytest.mark.parametrize("make", [hostile, hostile_async])
+def test_an_exception_whose_str_raises_is_stored_and_frees_its_slot(
+    client, start_worker, make, error, raised
+):
+    """Finding 2: the outcome was lost, and heartbeats held the slot and task for ever.
+    A ``__str__`` raising SystemExit recorded a WorkerError without a message."""
+    start_worker({"hostile": make(error), "fine": lambda task: {"ok": True}}, concurrency=1)
     failed = client.wait_for_task(client.submit_task("hostile", max_retries=0), timeout=30)
     assert failed["state"] == "failed"
-    assert failed["error"]["type"].endswith("HostileError")
-    assert "str() of this HostileError raised RuntimeError" in failed["error"]["message"]
+    assert failed["error"]["type"].endswith(error.__name__)
+    assert f"str() of this {error.__name__} raised {raised}" in failed["error"]["message"]
+    assert "raise_hostile" in failed["error"]["traceback"]
     # The only slot is free again.
     assert client.wait_for_task(client.submit_task("fine"), timeout=30)["result"] == {"ok": True}
 
