@@ -593,6 +593,7 @@ def lease_end(conn, task_id: int) -> datetime:
     ).fetchone()[0]
 
 
+@pytest.mark.slow  # about 30 s and a few GB between the worker and the server
 def test_results_too_large_together_for_one_statement_are_all_stored(
     client, conn, start_worker, limits
 ):
