@@ -424,7 +424,9 @@ def test_a_worker_whose_clock_is_off_still_starts_a_delayed_task_on_time(
     # Nothing but a notice wakes it before its poll interval of 30 s.
     quiet = {"poll_interval": 30, "sweep_interval": None, "schedule_interval": None}
     start_worker({"t": lambda task: {}}, lease_timeout=120, **quiet)
+    # Subscribed and listening: a notice sent before the LISTEN is lost.
     poll(lambda: queue.notifier.subscriptions(READY_CHANNEL) == 1, 10)
+    poll(lambda: queue.notifier.listens_on(READY_CHANNEL), 10)
     task_id = client.submit_task("t", delay=1.0)
     task = client.wait_for_task(task_id, timeout=40)
     assert task["state"] == "succeeded"
