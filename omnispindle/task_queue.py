@@ -13,6 +13,7 @@ from typing_extensions import Self
 from omnispindle._core import defaults, validation
 from omnispindle._db import embedded, migrations
 from omnispindle._db import queries as q
+from omnispindle._db.connecting import check_other_dsns
 from omnispindle._db.namespace import Namespace
 from omnispindle._db.notifier import Listens, Notifier
 from omnispindle._db.pool import Database
@@ -103,6 +104,7 @@ class TaskQueue:
         read_dsn: str | None = None,
     ) -> None:
         self.namespace = Namespace.chosen(schema)
+        check_other_dsns(listen_dsn, read_dsn)
         dsn = dsn or os.environ.get(embedded.DSN_VARIABLE)
         if dsn and persistence_path is not None:
             raise ConfigurationError(

@@ -41,8 +41,8 @@ def connect_options(dsn: str, *, pooler: bool = False) -> dict[str, Any]:
     return options
 
 
-def dsn_params(dsn: str) -> dict[str, Any]:
-    """The parameters ``dsn`` gives.
+def dsn_params(dsn: str, what: str = "DSN") -> dict[str, Any]:
+    """The parameters ``dsn`` gives; ``what`` names it in the error.
 
     Raises:
         ConfigurationError: libpq cannot parse it; its reason, without what it
@@ -54,7 +54,20 @@ def dsn_params(dsn: str) -> dict[str, Any]:
         reason = _unquoted(first_line(exc), dsn)
         # Not chained: libpq quotes the DSN, a password included (an unescaped %
         # in a URI's password, a URI cut short), and a traceback shows the cause.
-        raise ConfigurationError(f"the DSN cannot be parsed: {reason}") from None
+        raise ConfigurationError(f"the {what} cannot be parsed: {reason}") from None
+
+
+def check_other_dsns(listen_dsn: str | None, read_dsn: str | None) -> None:
+    """Refuse a ``listen_dsn`` or ``read_dsn`` libpq cannot parse, before anything
+    starts: used later, in a thread of its own or at a first read, it would fail
+    there, and the queue run on without it.
+
+    Raises:
+        ConfigurationError: as ``dsn_params``, naming which one.
+    """
+    for what, given in (("listen_dsn", listen_dsn), ("read_dsn", read_dsn)):
+        if given is not None:
+            dsn_params(given, what)
 
 
 def _unquoted(reason: str, dsn: str) -> str:

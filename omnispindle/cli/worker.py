@@ -219,9 +219,12 @@ def check_settings(args: argparse.Namespace) -> None:
 
     Raises:
         ValidationError: as ``WorkerClient`` would.
+        ConfigurationError: a ``--listen-dsn`` or ``--read-dsn`` libpq cannot parse.
     """
+    from omnispindle._db.connecting import check_other_dsns
     from omnispindle._worker.settings import worker_settings
 
+    check_other_dsns(args.listen_dsn, args.read_dsn)
     options = worker_options(args)
     retention = options.pop("retention")
     worker_settings(

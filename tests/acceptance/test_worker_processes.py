@@ -113,6 +113,26 @@ def test_a_heartbeat_interval_as_long_as_the_lease_is_one_clear_line(dsn):
     )
 
 
+@pytest.mark.parametrize("processes", ["1", "2"])
+@pytest.mark.parametrize("option", ["--listen-dsn", "--read-dsn"])
+def test_a_listen_or_read_dsn_libpq_cannot_parse_is_one_clear_line(dsn, conn, option, processes):
+    """The worker ran on, its LISTEN thread dead of a traceback: it waited a poll
+    interval for every task, and a bad --read-dsn went unnoticed."""
+    command = [sys.executable, "-m", "omnispindle", "worker", "--dsn", dsn, "--name", "bad-dsn"]
+    command += ["--executors", "tests.acceptance.ledger_executors", option, "host=x port"]
+    command += ["--processes", processes]
+    done = subprocess.run(
+        command, env=worker_env(dsn), cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 1
+    what = option[2:].replace("-", "_")
+    reason = 'missing "=" after "..." in connection info string'
+    assert done.stderr.strip().splitlines() == [
+        f"omnispindle: the {what} cannot be parsed: {reason}"
+    ]
+    assert conn.execute("SELECT count(*) FROM omnispindle.workers").fetchone() == (0,)
+
+
 def test_status_json_lists_queues_and_workers(client, dsn):
     import json
 
