@@ -1,4 +1,4 @@
-"""Stopping long-running commands cleanly on SIGTERM and SIGINT."""
+"""Stopping long-running commands cleanly on SIGTERM, SIGINT and SIGHUP."""
 
 from __future__ import annotations
 
@@ -11,11 +11,15 @@ from types import FrameType
 
 log = logging.getLogger("omnispindle.cli")
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# SIGHUP too (a terminal closed, ``kill -HUP`` for a reload): by default it killed
+# the process at once, its running tasks left to their leases and its row running.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT) + (
+    (signal.SIGHUP,) if hasattr(signal, "SIGHUP") else ()
+)
 
 
 def on_stop_signals(stop: Callable[[], object]) -> None:
-    """Call ``stop()`` on SIGTERM and SIGINT, from a thread of its own.
+    """Call ``stop()`` on SIGTERM, SIGINT and SIGHUP, from a thread of its own.
 
     A Python signal handler runs in the main thread between two of its
     bytecodes, maybe while that thread holds a lock ``stop()`` needs (an

@@ -4,7 +4,7 @@ One interpreter runs one executor's Python at a time; CPU-bound executors
 need processes. The supervisor runs none itself: it starts each child as the
 same command line with ``--processes 1``, restarts one that exits on its own
 (after a delay that doubles while children keep dying young), and on SIGTERM
-or SIGINT passes the signal on and waits for every child's graceful stop.
+or SIGINT (or SIGHUP) passes the signal on and waits for every child's graceful stop.
 
 With ``--min-processes`` and ``--max-processes`` it reads its children's
 backlog every few seconds and adds a child, or stops idle ones with SIGTERM,
@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING
 from omnispindle._db.rows import ProcessBacklog
 from omnispindle.cli.exit_codes import EXIT_ERROR, EXIT_OK
 from omnispindle.cli.process_scaling import ProcessScaling
+from omnispindle.cli.signals import STOP_SIGNALS
 
 if TYPE_CHECKING:
     from omnispindle.cli.wake_relay import WakeRelay
@@ -194,7 +195,7 @@ class Supervisor:
         return self._stop_all(self._stop_signal)
 
     def _handle_signals(self) -> int:
-        """Note SIGTERM and SIGINT; return a file that turns readable on each signal,
+        """Note SIGTERM, SIGINT and SIGHUP; return a file that turns readable on each signal,
         SIGCHLD included (the interpreter writes to it: safer than locks in a handler)."""
 
         def request_stop(signum: int, _frame: FrameType | None) -> None:
@@ -207,8 +208,8 @@ class Supervisor:
         for end in (reader, writer):
             os.set_blocking(end, False)
         signal.set_wakeup_fd(writer)
-        signal.signal(signal.SIGTERM, request_stop)
-        signal.signal(signal.SIGINT, request_stop)
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, request_stop)
         signal.signal(signal.SIGCHLD, lambda _signum, _frame: None)
         return reader
 

@@ -56,13 +56,16 @@ def test_four_processes_run_5000_tasks_exactly_once(client, dsn, ledger):
     assert states == [("stopped", 4)]
 
 
-def test_sigterm_lets_the_running_task_finish(client, dsn, conn, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_lets_the_running_task_finish(client, dsn, conn, tmp_path, signum):
+    """SIGHUP (a terminal closed, or ``kill -HUP``) too: it killed the worker mid-task,
+    and its row stayed running until the sweeper declared it dead."""
     marker = tmp_path / "go"
     worker = start_worker_process(dsn, "--name", "graceful")
     try:
         task_id = client.submit_task("wait_for_file", {"marker": str(marker)})
         poll(lambda: client.get_task(task_id)["state"] == "running", timeout=30)
-        worker.send_signal(signal.SIGTERM)
+        worker.send_signal(signum)
         marker.touch()
         assert worker.wait(timeout=60) == 0
     finally:
@@ -286,14 +289,17 @@ def test_the_supervisor_listens_once_and_relays_wake_ups_to_its_children(client,
         stop_for_good(supervisor, conn)
 
 
-def test_sigterm_to_the_supervisor_stops_every_child_gracefully(client, dsn, conn, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_to_the_supervisor_stops_every_child_gracefully(
+    client, dsn, conn, tmp_path, signum
+):
     marker = tmp_path / "go"
     supervisor = start_supervisor(dsn, conn, "--concurrency", "1")
     children = active_pids(conn)
     try:
         ids = [client.submit_task("wait_for_file", {"marker": str(marker)}) for _ in range(2)]
         poll(lambda: {client.get_task(i)["state"] for i in ids} == {"running"}, timeout=30)
-        supervisor.send_signal(signal.SIGTERM)
+        supervisor.send_signal(signum)
         marker.touch()
         assert supervisor.wait(timeout=60) == 0
     finally:
