@@ -51,6 +51,7 @@ def add_commands(commands: Any, command: Callable[..., argparse.ArgumentParser])
     worker.add_argument(
         "--executors",
         required=True,
+        type=module_name_arg,
         metavar="MODULE",
         help="module defining register(worker) or an EXECUTORS dict; found from the "
         "current directory too, as `python -m` finds it",
@@ -180,6 +181,18 @@ def add_commands(commands: Any, command: Callable[..., argparse.ArgumentParser])
     sweep.add_argument("--once", action="store_true", help="one pass, print its counts, exit")
     retention_arguments(sweep)
     migrate_argument(sweep)
+
+
+def module_name_arg(text: str) -> str:
+    """Parse ``--executors`` for argparse: dotted names, as ``python -m`` takes them;
+    a path, or nothing, failed deep in importlib with a traceback."""
+    if not all(part.isidentifier() for part in text.split(".")):
+        raise argparse.ArgumentTypeError(
+            f"invalid module {text!r}: a module name as `python -m` takes it "
+            "(tasks, myapp.tasks), not a path; run the worker from the module's directory "
+            "or put it on PYTHONPATH"
+        )
+    return text
 
 
 def _worker(args: argparse.Namespace) -> int:

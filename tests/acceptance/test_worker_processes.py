@@ -334,6 +334,21 @@ def test_processes_out_of_range_is_a_usage_error(value, capsys):
     assert f"invalid processes '{value}': a whole number from 1 to 128" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "value", ["./tasks.py", "/srv/app/tasks.py", "", "app/tasks", "tasks:EXECUTORS"]
+)
+def test_an_executors_path_is_a_usage_error_naming_the_module_form(value, dsn, capsys):
+    """A path, or nothing, ended in a traceback of importlib's (TypeError, ValueError),
+    or in 'No module named 'tasks.py'; 'tasks' is not a package'."""
+    from omnispindle.cli.main import main
+
+    code = main(["worker", "--dsn", dsn, "--executors", value])
+    assert code == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"omnispindle: argument --executors: invalid module {value!r}: ")
+    assert "a module name as `python -m` takes it (tasks, myapp.tasks), not a path" in line
+
+
 def test_children_that_fail_at_start_are_restarted_ever_more_slowly(dsn, tmp_path):
     log = tmp_path / "supervisor.log"
     command = [sys.executable, "-m", "omnispindle", "worker", "--dsn", dsn]

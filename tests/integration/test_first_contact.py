@@ -25,6 +25,7 @@ from omnispindle import (
 )
 from omnispindle.cli.main import main
 from omnispindle.cli.main import parser as cli_parser
+from omnispindle.cli.worker import module_name_arg
 
 from ..acceptance.workers import ROOT
 
@@ -131,7 +132,11 @@ def numeric_options() -> list[tuple[str, str]]:
     for parser in all_parsers(cli_parser()):
         command = " ".join(parser.prog.split()[1:])
         for action in parser._actions:
-            if action.option_strings and action.type not in (None, str) and action.nargs is None:
+            if (
+                action.option_strings
+                and action.type not in (None, str, module_name_arg)  # a module's name
+                and action.nargs is None
+            ):
                 found.append((command, action.option_strings[-1]))
     return found
 
