@@ -18,6 +18,16 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT) + (
 )
 
 
+def heeded_stop_signals() -> tuple[int, ...]:
+    """The stop signals this process heeds: SIGHUP not when it started ignored, as
+    under ``nohup``, which is there so that a closed terminal does not stop it."""
+    return tuple(
+        signum
+        for signum in STOP_SIGNALS
+        if signum in (signal.SIGTERM, signal.SIGINT) or signal.getsignal(signum) != signal.SIG_IGN
+    )
+
+
 def on_stop_signals(stop: Callable[[], object]) -> None:
     """Call ``stop()`` on SIGTERM, SIGINT and SIGHUP, from a thread of its own.
 
@@ -31,7 +41,7 @@ def on_stop_signals(stop: Callable[[], object]) -> None:
     reader, writer = os.pipe()
     os.set_blocking(writer, False)
     signal.set_wakeup_fd(writer)
-    for signum in STOP_SIGNALS:
+    for signum in heeded_stop_signals():
         signal.signal(signum, _noted)
     # A process an executor forks must not inherit a handler that ignores the
     # signals, nor write them into this process's pipe.
@@ -48,7 +58,7 @@ def _noted(_signum: int, _frame: FrameType | None) -> None:
 def _default_signals() -> None:
     try:
         signal.set_wakeup_fd(-1)
-        for signum in STOP_SIGNALS:
+        for signum in heeded_stop_signals():  # one ignored stays ignored
             signal.signal(signum, signal.SIG_DFL)
     except ValueError:  # forked from a thread the child does not count as main
         pass

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING
 from omnispindle._db.rows import ProcessBacklog
 from omnispindle.cli.exit_codes import EXIT_ERROR, EXIT_OK
 from omnispindle.cli.process_scaling import ProcessScaling
-from omnispindle.cli.signals import STOP_SIGNALS
+from omnispindle.cli.signals import heeded_stop_signals
 
 if TYPE_CHECKING:
     from omnispindle.cli.wake_relay import WakeRelay
@@ -208,7 +208,7 @@ class Supervisor:
         for end in (reader, writer):
             os.set_blocking(end, False)
         signal.set_wakeup_fd(writer)
-        for signum in STOP_SIGNALS:
+        for signum in heeded_stop_signals():
             signal.signal(signum, request_stop)
         signal.signal(signal.SIGCHLD, lambda _signum, _frame: None)
         return reader

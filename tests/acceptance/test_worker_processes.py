@@ -79,6 +79,36 @@ def test_sigterm_lets_the_running_task_finish(client, dsn, conn, tmp_path, signu
     assert row == ("stopped", True)
 
 
+def test_a_worker_started_under_nohup_keeps_ignoring_sighup(dsn, tmp_path):
+    """``nohup`` starts a process with SIGHUP ignored so that a closed terminal does
+    not stop it: the worker leaves it so, and stops on SIGTERM alone."""
+    log = tmp_path / "worker.log"
+    # As nohup does: SIGHUP ignored, then exec (an ignored signal stays so across it).
+    ignoring = "import os, signal, sys; signal.signal(signal.SIGHUP, signal.SIG_IGN); "
+    ignoring += "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
+    command = [sys.executable, "-c", ignoring, "-m", "omnispindle", "--log-level", "INFO"]
+    command += ["worker", "--dsn", dsn, "--executors", "tests.acceptance.ledger_executors"]
+    with log.open("w") as stderr:
+        worker = subprocess.Popen(
+            command,
+            env=worker_env(dsn),
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    try:
+        poll(lambda: " started (id " in log.read_text(), 30)
+        worker.send_signal(signal.SIGHUP)
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=60) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    text = log.read_text()
+    assert "received SIGTERM; stopping" in text
+    assert "received SIGHUP" not in text
+
+
 def test_unknown_executors_module_is_one_clear_line(dsn):
     command = [
         sys.executable,
