@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import types
 
-from omnispindle._db import embedded
+from omnispindle._db import pgserver_repairs
 
 
 def test_repairs_stand_aside_on_a_pgserver_without_the_internals_they_use(tmp_path):
     bare = types.SimpleNamespace()
     other = types.SimpleNamespace(postgres_server=types.SimpleNamespace())
     for pgserver in (bare, other):
-        embedded._socket_dirs_the_shell_keeps_whole(pgserver)
-        embedded._clear_what_killed_processes_left(pgserver, tmp_path)
+        pgserver_repairs.keep_socket_paths_whole(pgserver)
+        pgserver_repairs.clear_what_killed_processes_left(pgserver, tmp_path)
     assert list(tmp_path.iterdir()) == []
