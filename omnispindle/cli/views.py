@@ -118,10 +118,7 @@ def _errors(errors: Sequence[Mapping[str, Any]]) -> str:
         )
         shown = [said, *shown]
     if shown and len(shown[-1]) > MOST_SHOWN_CHARS:  # one error alone over, by hand
-        shown[-1] = (
-            f"{shown[-1][:MOST_SHOWN_CHARS]}\n  ... cut: {len(shown[-1]):,} characters,"
-            f" the first {MOST_SHOWN_CHARS:,} shown (--json prints all)"
-        )
+        shown[-1] = shown[-1][:MOST_SHOWN_CHARS] + _cut_line(len(shown[-1]))
     return _section(f"Errors ({len(errors)})", "\n".join(shown) or "  none")
 
 
@@ -134,11 +131,16 @@ def _json_block(value: Any) -> str:
         return "  -"
     # default=str: a value Python could not decode shows what it was instead.
     text = json.dumps(value, indent=2, ensure_ascii=False, default=str)
-    block = textwrap.indent(printable(text[:MOST_SHOWN_CHARS]), "  ")
-    if len(text) <= MOST_SHOWN_CHARS:
-        return block
+    return textwrap.indent(printable(text[:MOST_SHOWN_CHARS]), "  ") + _cut_line(len(text))
+
+
+def _cut_line(length: int) -> str:
+    """The line that follows a text of ``length`` characters cut after
+    ``MOST_SHOWN_CHARS``; nothing for one that was not."""
+    if length <= MOST_SHOWN_CHARS:
+        return ""
     return (
-        f"{block}\n  ... cut: {len(text):,} characters, the first {MOST_SHOWN_CHARS:,}"
+        f"\n  ... cut: {length:,} characters, the first {MOST_SHOWN_CHARS:,}"
         " shown (--json prints all)"
     )
 
