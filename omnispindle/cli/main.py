@@ -35,6 +35,7 @@ from omnispindle.cli.args import queue_arguments
 from omnispindle.cli.complain import complain
 from omnispindle.cli.exit_codes import (
     EPILOG,
+    EXIT_CONFIG,
     EXIT_ERROR,
     EXIT_INTERRUPTED,
     EXIT_TIMEOUT,
@@ -66,6 +67,7 @@ COMMAND_MODULES = (
 _EXIT_CODES: tuple[tuple[type[OmnispindleError], int], ...] = (
     (TaskNotFoundError, EXIT_UNKNOWN_TASK),
     (WaitTimeoutError, EXIT_TIMEOUT),
+    (worker.UnusableExecutors, EXIT_CONFIG),
     (OmnispindleError, EXIT_ERROR),
 )
 

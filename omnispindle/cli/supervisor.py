@@ -3,7 +3,8 @@
 One interpreter runs one executor's Python at a time; CPU-bound executors
 need processes. The supervisor runs none itself: it starts each child as the
 same command line with ``--processes 1``, restarts one that exits on its own
-(after a delay that doubles while children keep dying young), and on SIGTERM
+(after a delay that doubles while children keep dying young; one that could
+not load its executors ends the supervisor instead), and on SIGTERM
 or SIGINT (or SIGHUP) passes the signal on and waits for every child's graceful stop.
 
 With ``--min-processes`` and ``--max-processes`` it reads its children's
@@ -40,7 +41,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from omnispindle._db.rows import ProcessBacklog
-from omnispindle.cli.exit_codes import EXIT_ERROR, EXIT_OK
+from omnispindle.cli.exit_codes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK
 from omnispindle.cli.process_scaling import ProcessScaling
 from omnispindle.cli.signals import heeded_stop_signals
 
@@ -179,10 +180,12 @@ class Supervisor:
         self._retiring: list[subprocess.Popen[bytes]] = []  # told to stop by scaling
         self._pipes: dict[int, int] = {}  # a child's pid: the relay's key of its pipes
         self._stop_signal: int | None = None
+        self._unusable = False  # a child could not load its executors
 
     def run(self) -> int:
         """Start the children and supervise them; the exit code once all have stopped:
-        0 when each stopped in time, 1 when one had to be killed."""
+        0 when each stopped in time, 1 when one had to be killed, ``EXIT_CONFIG`` when
+        one could not load its executors (every restart would fail alike)."""
         wake = self._handle_signals()
         for slot in self._slots:
             self._start(slot)
@@ -192,7 +195,8 @@ class Supervisor:
             self._reap()
             self._restart_due()
             self._scale_if_due()
-        return self._stop_all(self._stop_signal)
+        stopped = self._stop_all(self._stop_signal)
+        return EXIT_CONFIG if self._unusable else stopped
 
     def _handle_signals(self) -> int:
         """Note SIGTERM, SIGINT and SIGHUP; return a file that turns readable on each signal,
@@ -259,6 +263,9 @@ class Supervisor:
             if slot.process is None or slot.process.poll() is None:
                 continue
             self._ended(slot.process)
+            if slot.process.returncode == EXIT_CONFIG:
+                self._give_up(slot)
+                continue
             delay = slot.backoff.next_delay(time.monotonic() - slot.started)
             log.warning(
                 "worker process %d %s; restarting in %.1f s",
@@ -267,6 +274,19 @@ class Supervisor:
                 delay,
             )
             slot.process, slot.restart_at = None, time.monotonic() + delay
+
+    def _give_up(self, slot: _Slot) -> None:
+        """A child could not load its executors (its error is above): stop them all
+        rather than restart children that would fail alike for ever."""
+        assert slot.process is not None
+        log.error(
+            "worker process %d cannot load its executors; stopping %d processes",
+            slot.process.pid,
+            len(self),
+        )
+        slot.process = None
+        self._unusable = True
+        self._stop_signal = signal.SIGTERM
 
     def _restart_due(self) -> None:
         now = time.monotonic()

@@ -348,7 +348,14 @@ def _run_worker(args: argparse.Namespace, queue: TaskQueue) -> int:
 
     capabilities = capability_names(args.capabilities)
     worker = WorkerClient(local_queue=queue, capabilities=capabilities, **worker_options(args))
-    for task_type, fn in chosen(load_executors(args.executors), capabilities).items():
+    executors = load_executors(args.executors)
+    runnable = chosen(executors, capabilities)
+    if not runnable:
+        raise UnusableExecutors(
+            f"--capabilities {', '.join(capabilities or [])} leave none of module "
+            f"{args.executors!r}'s executors ({', '.join(sorted(executors))}) to run"
+        )
+    for task_type, fn in runnable.items():
         worker.register_task_executor(task_type, fn)
     on_stop_signals(worker.stop)
     worker.start()
@@ -372,6 +379,11 @@ class _Registrations:
         self.executors[task_type] = fn
 
 
+class UnusableExecutors(ConfigurationError):
+    """A worker's executors cannot be loaded, or none is left to run: its processes
+    would fail the same way at every restart (exit code ``EXIT_CONFIG``)."""
+
+
 def load_executors(module_name: str) -> dict[str, Executor]:
     """The executors a module defines: the tasks it declares with ``@task``, and those
     of its ``register(worker)`` or ``EXECUTORS`` dict.
@@ -380,7 +392,7 @@ def load_executors(module_name: str) -> dict[str, Executor]:
     directory too.
 
     Raises:
-        ConfigurationError: the module cannot be imported or defines none.
+        UnusableExecutors: the module cannot be imported or defines none.
     """
     from omnispindle.registry import declared_tasks
 
@@ -389,11 +401,11 @@ def load_executors(module_name: str) -> dict[str, Executor]:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ConfigurationError(f"cannot import executors module {module_name!r}: {exc}") from exc
+        raise UnusableExecutors(f"cannot import executors module {module_name!r}: {exc}") from exc
     executors = {declared.task_type: declared.fn for declared in declared_tasks()}
     executors.update(_listed_executors(module))
     if not executors:
-        raise ConfigurationError(
+        raise UnusableExecutors(
             f"module {module_name!r} defines no executors: declare them with @omnispindle.task, "
             "or define register(worker) or an EXECUTORS dict"
         )

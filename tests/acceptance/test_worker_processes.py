@@ -13,6 +13,7 @@ import psycopg
 import pytest
 
 from omnispindle._worker._stop_bound import LAST_WORDS
+from omnispindle.cli.exit_codes import EXIT_CONFIG
 
 from .workers import ROOT, poll, start_worker_process, worker_env
 
@@ -123,7 +124,7 @@ def test_unknown_executors_module_is_one_clear_line(dsn):
     done = subprocess.run(
         command, env=worker_env(dsn), cwd=ROOT, capture_output=True, text=True, timeout=60
     )
-    assert done.returncode == 1
+    assert done.returncode == EXIT_CONFIG
     assert done.stderr.strip().splitlines() == [
         (
             "omnispindle: module 'tests.acceptance.workers' defines no executors: declare them "
@@ -379,13 +380,14 @@ def test_an_executors_path_is_a_usage_error_naming_the_module_form(value, dsn, c
     assert "a module name as `python -m` takes it (tasks, myapp.tasks), not a path" in line
 
 
-def test_children_that_fail_at_start_are_restarted_ever_more_slowly(dsn, tmp_path):
+def test_children_that_fail_at_start_are_restarted_ever_more_slowly(empty_dsn, tmp_path):
+    """A database not migrated yet (a deploy whose migration runs beside the workers)."""
     log = tmp_path / "supervisor.log"
-    command = [sys.executable, "-m", "omnispindle", "worker", "--dsn", dsn]
-    command += ["--executors", "no_such_executors", "--processes", "2"]
+    command = [sys.executable, "-m", "omnispindle", "worker", "--dsn", empty_dsn]
+    command += ["--executors", "tests.acceptance.ledger_executors", "--processes", "2"]
     with log.open("w") as stderr:
         supervisor = subprocess.Popen(
-            command, env=worker_env(dsn), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr
+            command, env=worker_env(empty_dsn), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr
         )
     try:
         poll(lambda: log.read_text().count("exited with code 1; restarting in 1.0 s") == 2, 60)
@@ -396,7 +398,31 @@ def test_children_that_fail_at_start_are_restarted_ever_more_slowly(dsn, tmp_pat
             supervisor.kill()
     lines = log.read_text().splitlines()
     assert sum("exited with code 1; restarting in 0.5 s" in line for line in lines) == 2
-    assert sum("cannot import executors module 'no_such_executors'" in line for line in lines) >= 4
+    assert sum("has no omnispindle schema" in line for line in lines) >= 4
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--executors", "no_such_executors"], "cannot import executors module"),
+        (
+            ["--executors", "tests.acceptance.ledger_executors", "--capabilities", "gpu"],
+            "--capabilities gpu leave none of module",
+        ),
+    ],
+)
+def test_children_that_cannot_load_their_executors_end_the_supervisor(dsn, options, message):
+    """Each restart would fail alike: the supervisor stops, with the worker's exit code."""
+    command = [sys.executable, "-m", "omnispindle", "worker", "--dsn", dsn, "--processes", "2"]
+    done = subprocess.run(
+        command + options, env=worker_env(dsn), cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == EXIT_CONFIG
+    lines = done.stderr.splitlines()
+    assert sum(" started" in line and "worker process" in line for line in lines) <= 2
+    assert not any("restarting in" in line for line in lines)
+    assert any(line.startswith(f"omnispindle: {message}") for line in lines)
+    assert any("cannot load its executors; stopping" in line for line in lines)
 
 
 @pytest.mark.parametrize(
