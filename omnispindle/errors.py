@@ -41,6 +41,14 @@ class DatabaseUnavailableError(OmnispindleError, ConnectionError):
     unsent: bool = False
 
 
+class ReadOnlyDatabaseError(DatabaseUnavailableError):
+    """The database only allows reads: a hot standby (a failover may be under way), or
+    ``default_transaction_read_only`` on for the database or role. Nothing was written;
+    a worker waits until it can write, as through an outage."""
+
+    unsent = True  # refused before it wrote anything: nothing can have committed
+
+
 class ValidationError(OmnispindleError, ValueError):
     """An argument is of the wrong type or out of range; nothing was written."""
 

@@ -25,6 +25,7 @@ from omnispindle._db.outages import (
     POOL_NAME_PREFIX,
     Outage,
     busy_pool_error,
+    no_connection,
     ours_async,
     quiet_pool_attempts,
     retry_while_waited_for_async,
@@ -32,7 +33,11 @@ from omnispindle._db.outages import (
 from omnispindle._db.query import Atomic, Operation, Pipelined, Plan, Query, Row
 from omnispindle._db.schema_state import require_current, schema_state
 from omnispindle._db.sqlstate import translated_errors
-from omnispindle.errors import ConfigurationError, DatabaseUnavailableError
+from omnispindle.errors import (
+    ConfigurationError,
+    DatabaseUnavailableError,
+    ReadOnlyDatabaseError,
+)
 
 T = TypeVar("T")
 # Every statement run, at DEBUG level with its parameters (record attribute ``params``).
@@ -145,7 +150,7 @@ class AsyncDatabase:
                     self._idle.used(conn)
         except DatabaseUnavailableError as exc:
             # A busy pool is no outage: said so, and nothing logged.
-            busy = busy_pool_error(pool, wait) if exc.unsent else None
+            busy = busy_pool_error(pool, wait) if no_connection(exc) else None
             if busy is not None:
                 raise busy from exc.__cause__
             self.outage.lost(exc)
@@ -168,10 +173,11 @@ class AsyncDatabase:
         for _ in range(2):
             async with pool.connection(wait) as conn:
                 if await self._idle.alive_async(conn):
-                    yield conn
+                    async with _dropped_if_read_only(conn):
+                        yield conn
                     return
             await _replace_dead(pool)
-        async with pool.connection(wait) as conn:
+        async with pool.connection(wait) as conn, _dropped_if_read_only(conn):
             yield conn
 
     async def read(self, query: Query[T]) -> T:
@@ -204,6 +210,16 @@ class AsyncDatabase:
         pool, loop, self.pool, self._loop = self.pool, self._loop, None, None
         if pool is not None and loop is asyncio.get_running_loop():
             await pool.close()
+
+
+@contextlib.asynccontextmanager
+async def _dropped_if_read_only(conn: AsyncConnection) -> AsyncIterator[None]:
+    """Close a connection that only allows reads, as in the blocking twin."""
+    try:
+        yield
+    except ReadOnlyDatabaseError:
+        await conn.close()
+        raise
 
 
 async def _replace_dead(pool: AsyncConnectionPool[AsyncConnection]) -> None:

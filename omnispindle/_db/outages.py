@@ -10,7 +10,7 @@ import time
 import weakref
 from typing import Any
 
-from omnispindle.errors import DatabaseUnavailableError, first_line
+from omnispindle.errors import DatabaseUnavailableError, ReadOnlyDatabaseError, first_line
 
 # Every pool this package opens is named so; see quiet_pool_attempts.
 POOL_NAME_PREFIX = "omnispindle"
@@ -57,6 +57,12 @@ class Outage:
             self._log.warning(
                 "%s reached the database again after %.1f s", self.what, time.monotonic() - since
             )
+
+
+def no_connection(exc: DatabaseUnavailableError) -> bool:
+    """True when a call had no connection in time (a busy pool, or the database away);
+    not for a database that refused it as read only, though nothing was written either."""
+    return exc.unsent and not isinstance(exc, ReadOnlyDatabaseError)
 
 
 def busy_pool_error(pool: Any, wait: float) -> DatabaseUnavailableError | None:

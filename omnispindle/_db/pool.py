@@ -29,13 +29,18 @@ from omnispindle._db.outages import (
     POOL_NAME_PREFIX,
     Outage,
     busy_pool_error,
+    no_connection,
     ours,
     quiet_pool_attempts,
     retry_while_waited_for,
 )
 from omnispindle._db.query import Atomic, Operation, Pipelined, Plan, Query, Row
 from omnispindle._db.sqlstate import translated_errors
-from omnispindle.errors import ConfigurationError, DatabaseUnavailableError
+from omnispindle.errors import (
+    ConfigurationError,
+    DatabaseUnavailableError,
+    ReadOnlyDatabaseError,
+)
 
 T = TypeVar("T")
 # Every statement run, at DEBUG level with its parameters (record attribute ``params``).
@@ -182,7 +187,7 @@ class Database:
                 self._idle.used(conn)
         except DatabaseUnavailableError as exc:
             # A busy pool is no outage: said so, and nothing logged.
-            busy = busy_pool_error(self.pool, wait) if exc.unsent else None
+            busy = busy_pool_error(self.pool, wait) if no_connection(exc) else None
             if busy is not None:
                 raise busy from exc.__cause__
             self.outage.lost(exc)
@@ -204,10 +209,11 @@ class Database:
         for _ in range(2):
             with self.pool.connection(wait) as conn:
                 if self._idle.alive(conn):
-                    yield conn
+                    with _dropped_if_read_only(conn):
+                        yield conn
                     return
             self._replace_dead()
-        with self.pool.connection(wait) as conn:
+        with self.pool.connection(wait) as conn, _dropped_if_read_only(conn):
             yield conn
 
     def _replace_dead(self) -> None:
@@ -254,6 +260,18 @@ class Database:
                 "this queue was shut down (close() or shutdown() was called): "
                 "open a new TaskQueue or client"
             )
+
+
+@contextlib.contextmanager
+def _dropped_if_read_only(conn: Connection) -> Iterator[None]:
+    """Close a connection that only allows reads, so that the pool opens another: the
+    DSN may lead to the primary again after a failover, and a read-only default is
+    read only when a session starts."""
+    try:
+        yield
+    except ReadOnlyDatabaseError:
+        conn.close()
+        raise
 
 
 def _noted(in_flight: InFlight | None, conn: Connection) -> contextlib.AbstractContextManager[Any]:

@@ -23,6 +23,7 @@ from omnispindle.errors import (
     LockTimeoutError,
     OmnispindleError,
     PermissionDeniedError,
+    ReadOnlyDatabaseError,
     SchemaMissingError,
     TaskNotFoundError,
     TaskStateError,
@@ -72,6 +73,13 @@ _WITH_ADVICE: dict[str, tuple[type[OmnispindleError], str]] = {
 }
 
 
+_READ_ONLY = (
+    "the database only allows reads: it is a hot standby (a failover may be under way), "
+    "or default_transaction_read_only is on for the database or role; point the DSN at "
+    "the primary, or turn the setting off (workers wait until they can write)"
+)
+
+
 class AlreadySubmitted(OmnispindleError):
     """A submit call's key is recorded already: an earlier try of the call committed."""
 
@@ -100,6 +108,8 @@ def translate(exc: psycopg.Error) -> OmnispindleError | None:
         error.unsent = isinstance(exc, PoolTimeout)  # no connection: nothing was sent
         return error
     diag = exc.diag
+    if exc.sqlstate == "25006":  # read_only_sql_transaction
+        return ReadOnlyDatabaseError(f"{_READ_ONLY} ({diag.message_primary or first_line(exc)})")
     if exc.sqlstate == "23505":  # unique_violation
         error_type, meaning = _BY_UNIQUE_INDEX.get(diag.constraint_name or "", (None, ""))
         return error_type(f"{meaning}: {diag.message_detail}") if error_type else None

@@ -4,6 +4,7 @@ own sessions must not inherit where its statements depend on them."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
@@ -12,6 +13,8 @@ import psycopg
 import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
+
+from omnispindle import DatabaseUnavailableError, ReadOnlyDatabaseError
 
 
 @pytest.fixture
@@ -122,3 +125,34 @@ def test_a_database_whose_sessions_replicate_still_fires_the_queues_triggers(
     assert client.wait_for_task(parent, timeout=30)["state"] == "failed"
     # Cancelled by the parent's failure, in its transaction: not left blocked.
     assert client.get_task(child)["state"] == "cancelled"
+
+
+@pytest.mark.parametrize("dsn", [{"default_transaction_read_only": "on"}], indirect=True)
+def test_a_database_that_only_allows_reads_refuses_with_a_typed_error_and_workers_wait_it_out(
+    client, start_worker, dsn, server_dsn, record_statements
+):
+    with pytest.raises(ReadOnlyDatabaseError, match="only allows reads") as refused:
+        client.submit_task("echo", {"n": 1})
+    assert isinstance(refused.value, DatabaseUnavailableError)
+    statements = record_statements()
+    worker = start_worker({"echo": lambda task: {"got": task["parameters"]}})
+    # Refused at its registration, the worker tries again, as after a failover.
+    deadline = time.monotonic() + 30
+    while statements.names.count("register_worker") < 3:
+        assert time.monotonic() < deadline, "the worker did not try to register again"
+        time.sleep(0.05)
+    assert worker._loop_thread is not None and worker._loop_thread.is_alive()
+    with psycopg.connect(server_dsn, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("ALTER DATABASE {} RESET default_transaction_read_only").format(
+                sql.Identifier(conninfo_to_dict(dsn)["dbname"])
+            )
+        )
+    # Each refusal closes its connection: the pool's next ones can write.
+    while True:
+        try:
+            task_id = client.submit_task("echo", {"n": 1})
+            break
+        except ReadOnlyDatabaseError:
+            assert time.monotonic() < deadline + 30, "the pool kept its read-only connections"
+    assert client.wait_for_task(task_id, timeout=30)["result"] == {"got": {"n": 1}}

@@ -45,6 +45,7 @@ DOCUMENTED = [
             "TaskStateError",
             "IdempotencyKeyConflictError",
             "FailedTransactionError",
+            "ReadOnlyDatabaseError",
         ],
     ),
 ]
