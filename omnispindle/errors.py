@@ -137,8 +137,9 @@ class IdempotencyKeyConflictError(OmnispindleError):
 
     Only under REPEATABLE READ or SERIALIZABLE, whose snapshot predates that
     task's commit (or would, as when two transactions taking the same keys in
-    opposite orders meet in a deadlock); at READ COMMITTED the existing task
-    is returned instead.
+    opposite orders meet in a deadlock, or when a SERIALIZABLE one cannot be
+    serialized with another that inserted the key); at READ COMMITTED the
+    existing task is returned instead.
     """
 
 

@@ -2029,7 +2029,7 @@ BEGIN
                 p_group_keys);
             RETURN QUERY SELECT i FROM unnest(ids) AS i;
             RETURN;
-        EXCEPTION WHEN unique_violation OR deadlock_detected THEN
+        EXCEPTION WHEN unique_violation OR deadlock_detected OR serialization_failure THEN
             -- Under a snapshot fixed for the transaction, looking again sees nothing new.
             IF look = 50 OR current_setting('transaction_isolation') <> 'read committed' THEN
                 -- A deadlock's victim was never told a key is taken: say what
@@ -2039,6 +2039,14 @@ BEGIN
                                     'another order met this one in a deadlock; retry the '
                                     'transaction'
                         USING ERRCODE = 'OS008';
+                END IF;
+                -- Nor was a serializable one that Postgres refused where another
+                -- transaction inserted the key: the same race, another error.
+                IF SQLSTATE = '40001' THEN
+                    RAISE EXCEPTION 'a transaction submitting the same idempotency keys ran '
+                                    'alongside this serializable one, which cannot be '
+                                    'serialized with it; retry the transaction'
+                        USING ERRCODE = 'OS008', DETAIL = SQLERRM;
                 END IF;
                 RAISE;
             END IF;

@@ -62,6 +62,9 @@
 -- taking the same keys in another order, under a snapshot fixed for its
 -- transaction, is refused as OS008 (IdempotencyKeyConflictError from
 -- Python), which asks to retry the transaction, instead of deadlock_detected.
+-- So is one under SERIALIZABLE that Postgres refuses as serialization_failure
+-- where a concurrent transaction inserted the same key: the same race, which
+-- came through as a raw SerializationFailure instead of the typed conflict.
 -- A retry with dependents that would bring back a dependent whose
 -- idempotency key an unfinished task (or another task it brings back) holds
 -- is refused as OS006, naming both, instead of breaking the key's unique
@@ -2568,7 +2571,7 @@ BEGIN
                 p_group_keys);
             RETURN QUERY SELECT i FROM unnest(ids) AS i;
             RETURN;
-        EXCEPTION WHEN unique_violation OR deadlock_detected THEN
+        EXCEPTION WHEN unique_violation OR deadlock_detected OR serialization_failure THEN
             -- Under a snapshot fixed for the transaction, looking again sees nothing new.
             IF look = 50 OR current_setting('transaction_isolation') <> 'read committed' THEN
                 -- A deadlock's victim was never told a key is taken: say what
@@ -2578,6 +2581,14 @@ BEGIN
                                     'another order met this one in a deadlock; retry the '
                                     'transaction'
                         USING ERRCODE = 'OS008';
+                END IF;
+                -- Nor was a serializable one that Postgres refused where another
+                -- transaction inserted the key: the same race, another error.
+                IF SQLSTATE = '40001' THEN
+                    RAISE EXCEPTION 'a transaction submitting the same idempotency keys ran '
+                                    'alongside this serializable one, which cannot be '
+                                    'serialized with it; retry the transaction'
+                        USING ERRCODE = 'OS008', DETAIL = SQLERRM;
                 END IF;
                 RAISE;
             END IF;

@@ -192,6 +192,38 @@ def test_a_key_committed_after_a_fixed_snapshot_is_a_typed_conflict(dsn, client,
 
 
 @pytest.mark.parametrize("isolation", ["REPEATABLE READ", "SERIALIZABLE"])
+def test_a_key_inserted_by_a_concurrent_transaction_is_a_typed_conflict(
+    dsn, client, conn, isolation
+):
+    """Two serializable submitters of one key: the one that waited for the other's
+    insert got psycopg's own SerializationFailure."""
+    with psycopg.connect(dsn) as holder, psycopg.connect(dsn) as loser:
+        for app in (holder, loser):
+            app.execute(f"SET TRANSACTION ISOLATION LEVEL {isolation}")
+        client.submit_task("charge", idempotency_key="raced", connection=holder)
+        outcome: dict[str, object] = {}
+
+        def submit() -> None:
+            try:
+                outcome["id"] = client.submit_task(
+                    "charge", idempotency_key="raced", connection=loser
+                )
+            except Exception as exc:  # the test reports it
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=submit)
+        thread.start()
+        poll(lambda: outcome or waiting_for_a_lock(conn, "submit_tasks"), timeout=30)
+        holder.commit()
+        thread.join(timeout=30)
+        assert not thread.is_alive(), "the submitter hung"
+        loser.rollback()
+    assert isinstance(outcome.get("error"), IdempotencyKeyConflictError), outcome
+    assert "retry the transaction" in str(outcome["error"])
+    assert task_count(conn) == 1
+
+
+@pytest.mark.parametrize("isolation", ["REPEATABLE READ", "SERIALIZABLE"])
 def test_transactions_taking_keys_in_opposite_orders_get_a_typed_conflict(
     dsn, client, conn, isolation
 ):
