@@ -97,6 +97,7 @@ class TaskRecord(TypedDict):
     finished_at: datetime | None
     run_after: datetime
     idempotency_key: str | None
+    group_key: str | None
     dependencies: list[int]
 
 

@@ -202,6 +202,7 @@ SELECT t.id AS task_id, t.task_type, t.parameters, t.priority, t.state::text AS 
        t.attempts, t.max_attempts, t.result, t.errors -> -1 AS error, t.cancel_reason,
        t.cancel_requested_at,
        t.worker_id, t.created_at, t.started_at, t.finished_at, t.run_after, t.idempotency_key,
+       t.group_key,
        ARRAY(SELECT d.depends_on FROM omnispindle.task_dependencies d
              WHERE d.task_id = t.id ORDER BY d.depends_on) AS dependencies
 FROM omnispindle.tasks t
@@ -212,6 +213,7 @@ SELECT h.id, h.task_type, h.parameters, h.priority, h.state::text,
        h.attempts, h.max_attempts, h.result, h.errors -> -1, h.cancel_reason,
        h.cancel_requested_at,
        h.worker_id, h.created_at, h.started_at, h.finished_at, h.run_after, h.idempotency_key,
+       h.group_key,
        '{}'::bigint[]
 FROM omnispindle.task_history h
 WHERE h.id = ANY (ARRAY(SELECT i FROM unnest(%(ids)s::bigint[]) AS i

@@ -3,6 +3,7 @@ submitters set (``group_key``), inside the claim."""
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import threading
 import time
@@ -11,7 +12,7 @@ import uuid
 import psycopg
 import pytest
 
-from omnispindle import ValidationError, entry
+from omnispindle import AsyncTaskQueueClient, ValidationError, entry
 from omnispindle._db import queries as q
 
 from .test_roles import command
@@ -35,6 +36,19 @@ def flood(client, big=200, small=10, task_type="shared"):
     """``big`` tasks of group 'big', then ``small`` of group 'small'."""
     client.submit_batch([{"task_type": task_type, "group_key": "big"}] * big)
     client.submit_batch([{"task_type": task_type, "group_key": "small"}] * small)
+
+
+def test_get_task_returns_the_group_key_it_was_submitted_with(client, dsn):
+    grouped = client.submit_task("shared", group_key="tenant-7")
+    alone = client.submit_task("shared")
+    assert client.get_task(grouped)["group_key"] == "tenant-7"
+    assert client.get_task(alone)["group_key"] is None
+
+    async def read() -> object:
+        async with AsyncTaskQueueClient(dsn=dsn) as async_client:
+            return (await async_client.get_task(grouped))["group_key"]
+
+    assert asyncio.run(read()) == "tenant-7"
 
 
 def test_a_flood_does_not_starve_a_small_group(client, queue):
