@@ -76,6 +76,10 @@
 -- task_history does not have (a table dropped by hand, or a pg_dump
 -- --data-only copy into a migrated database), and fills a gap it leaves,
 -- instead of leaving every archive of a task in its span to fail.
+-- A dependent that a retry with dependents brings back (cancelled to
+-- blocked) is unfinished again for its children that allow failed
+-- dependencies, as a retried task is: they had counted its cancel as
+-- done, and started before it ran.
 
 ALTER FUNCTION omnispindle.complete_attempts(bigint[], uuid[], jsonb[])
     SET plan_cache_mode = force_generic_plan;
@@ -206,6 +210,7 @@ DECLARE
     succeeded bigint[];
     broken bigint[];
     became_pending bigint[];
+    became_blocked bigint[];  -- cancelled tasks a retry with dependents brought back
     retried bigint[];
     any_ready boolean;  -- whether a task it left pending is due now
     first_later timestamptz;  -- when the first one left pending for later is due
@@ -235,19 +240,21 @@ BEGIN
     -- thousands of rows. EXCEPT keeps the rows whose state changed.
     SELECT array_agg(c.id) FILTER (WHERE c.state = 'succeeded'),
            array_agg(c.id) FILTER (WHERE c.state IN ('failed', 'cancelled')),
-           array_agg(c.id) FILTER (WHERE c.state = 'pending')
-    INTO succeeded, broken, became_pending
+           array_agg(c.id) FILTER (WHERE c.state = 'pending'),
+           array_agg(c.id) FILTER (WHERE c.state = 'blocked')
+    INTO succeeded, broken, became_pending, became_blocked
     FROM (SELECT id, state FROM new_rows EXCEPT SELECT id, state FROM old_rows) AS c;
 
-    IF became_pending IS NOT NULL THEN
+    IF became_pending IS NOT NULL OR became_blocked IS NOT NULL THEN
         SELECT array_agg(id) INTO retried
-        FROM (SELECT id FROM old_rows WHERE state = 'failed'
-              INTERSECT SELECT id FROM new_rows WHERE state = 'pending') AS r;
+        FROM (SELECT id FROM old_rows WHERE state IN ('failed', 'cancelled')
+              INTERSECT SELECT id FROM new_rows WHERE state IN ('pending', 'blocked')) AS r;
     END IF;
 
     IF retried IS NOT NULL THEN
-        -- A failed parent retried by hand is unfinished again for the
-        -- children that had counted its failure as done.
+        -- A failed parent retried, or a cancelled one brought back by a retry
+        -- with dependents, is unfinished again for the children that had
+        -- counted its end as done: else such a child started before it ran.
         UPDATE omnispindle.tasks t
         SET pending_dependencies = t.pending_dependencies + r.parents
         FROM (SELECT d.task_id, count(*)::integer AS parents

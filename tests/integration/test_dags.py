@@ -252,6 +252,40 @@ def test_a_parent_retried_by_hand_is_not_counted_twice(client, conn, start_worke
         release.set()
 
 
+def test_a_dependent_brought_back_by_a_retry_is_waited_for_again(client, conn, start_worker):
+    # sweep had counted sibling's cancel as done; once a retry brings sibling
+    # back, sweep waits for it again, not only for slow.
+    ids = client.submit_batch(
+        [
+            {"key": "flaky", "task_type": "boom", "max_retries": 0},
+            {"key": "sibling", "task_type": "node", "dependencies": ["flaky"]},
+            {"key": "slow", "task_type": "hold"},
+            {
+                "task_type": "node",
+                "parameters": {"n": 0},
+                "dependencies": ["sibling", "slow"],
+                "allow_failed_dependencies": True,
+            },
+        ]
+    )
+    flaky, sibling, slow, sweep = ids
+    worker = start_worker({"boom": boom})
+    client.wait_for_task(flaky, timeout=30)
+    worker.stop(timeout=30)  # so that the retried flaky stays pending
+    assert client.get_task(sibling)["state"] == "cancelled"
+
+    conn.execute("SELECT * FROM omnispindle.retry_task(%s, with_dependents => true)", [flaky])
+    assert client.get_task(sibling)["state"] == "blocked"
+    start_worker({"hold": lambda task_data: {"held": True}})
+    assert client.wait_for_task(slow, timeout=30)["state"] == "succeeded"
+
+    assert client.get_task(sweep)["state"] == "blocked"  # sibling has not run yet
+    pending = conn.execute(
+        "SELECT pending_dependencies FROM omnispindle.tasks WHERE id = %s", [sweep]
+    ).fetchone()
+    assert pending == (1,)
+
+
 @pytest.mark.parametrize(
     "batch",
     [
