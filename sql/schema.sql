@@ -2652,6 +2652,33 @@ CREATE TRIGGER task_dependencies_guard_delete
     BEFORE DELETE ON omnispindle.task_dependencies
     FOR EACH ROW EXECUTE FUNCTION omnispindle.guard_dependency_delete();
 
+-- A live worker's heartbeats update its row and never make it again: deleted,
+-- the worker would run on unseen by list_workers, worker_summary, the
+-- dashboard and the capability checks. Refused, as a CHECK constraint
+-- refuses a row; a worker silent for its lease (crashed) or stopped may go.
+CREATE FUNCTION omnispindle.refuse_live_worker_delete()
+RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    RAISE EXCEPTION '%', format('worker %s (%s) is alive: its last heartbeat was %s s ago',
+                                OLD.name, OLD.id,
+                                round(extract(epoch FROM now() - OLD.last_heartbeat_at)))
+        USING ERRCODE = 'check_violation', CONSTRAINT = 'workers_live_kept',
+              TABLE = TG_TABLE_NAME, SCHEMA = TG_TABLE_SCHEMA,
+              HINT = 'stop it first (SIGTERM); the sweeper deletes its row a week after it '
+                     'stops, or after it is declared dead';
+END
+$$;
+
+CREATE TRIGGER workers_live_kept
+    BEFORE DELETE ON omnispindle.workers
+    FOR EACH ROW
+    WHEN (OLD.state = 'active'
+          AND OLD.last_heartbeat_at
+              > now() - make_interval(secs => coalesce(OLD.lease_timeout_seconds, 30)))
+    EXECUTE FUNCTION omnispindle.refuse_live_worker_delete();
+
 -- A lease is renewed by heartbeats, so none needs to reach more than a day
 -- ahead; a longer one would keep a dead worker's task from the sweeper. The
 -- WHEN clause runs in the executor: claims and heartbeats call no PL/pgSQL.

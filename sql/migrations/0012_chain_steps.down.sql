@@ -15,6 +15,10 @@
 -- a delay past timestamptz's range to timestamp out of range.
 -- A retry of a task with 101 attempts breaks tasks_max_attempts_range again.
 -- cover_history is 0011's, which trusts history_partitions as it is.
+-- A live worker's row may be deleted again.
+
+DROP TRIGGER workers_live_kept ON omnispindle.workers;
+DROP FUNCTION omnispindle.refuse_live_worker_delete();
 
 DROP VIEW omnispindle.unclaimable_tasks;
 DROP INDEX omnispindle.tasks_needs_ready_idx;

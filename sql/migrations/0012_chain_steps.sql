@@ -80,6 +80,9 @@
 -- blocked) is unfinished again for its children that allow failed
 -- dependencies, as a retried task is: they had counted its cancel as
 -- done, and started before it ran.
+-- The row of a live worker (active, its last heartbeat within its lease)
+-- cannot be deleted (workers_live_kept): its heartbeats never made it
+-- again, and the worker ran on unseen by list_workers and the views.
 
 ALTER FUNCTION omnispindle.complete_attempts(bigint[], uuid[], jsonb[])
     SET plan_cache_mode = force_generic_plan;
@@ -3077,3 +3080,33 @@ BEGIN
     RETURN made;
 END
 $$;
+
+-- As in sql/schema.sql.
+-- A live worker's heartbeats update its row and never make it again: deleted,
+-- the worker would run on unseen by list_workers, worker_summary, the
+-- dashboard and the capability checks. Refused, as a CHECK constraint
+-- refuses a row; a worker silent for its lease (crashed) or stopped may go.
+CREATE FUNCTION omnispindle.refuse_live_worker_delete()
+RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    RAISE EXCEPTION '%', format('worker %s (%s) is alive: its last heartbeat was %s s ago',
+                                OLD.name, OLD.id,
+                                round(extract(epoch FROM now() - OLD.last_heartbeat_at)))
+        USING ERRCODE = 'check_violation', CONSTRAINT = 'workers_live_kept',
+              TABLE = TG_TABLE_NAME, SCHEMA = TG_TABLE_SCHEMA,
+              HINT = 'stop it first (SIGTERM); the sweeper deletes its row a week after it '
+                     'stops, or after it is declared dead';
+END
+$$;
+
+CREATE TRIGGER workers_live_kept
+    BEFORE DELETE ON omnispindle.workers
+    FOR EACH ROW
+    WHEN (OLD.state = 'active'
+          AND OLD.last_heartbeat_at
+              > now() - make_interval(secs => coalesce(OLD.lease_timeout_seconds, 30)))
+    EXECUTE FUNCTION omnispindle.refuse_live_worker_delete();
+
+REVOKE EXECUTE ON FUNCTION omnispindle.refuse_live_worker_delete() FROM PUBLIC;

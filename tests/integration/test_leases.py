@@ -266,6 +266,30 @@ def test_workers_stopped_or_dead_over_a_week_ago_are_forgotten(queue, conn):
     assert health == {"stopped_yesterday": "stopped", "silent_for_long": "dead"}
 
 
+def test_the_row_of_a_live_worker_cannot_be_deleted(queue, conn, start_worker):
+    """A live worker's heartbeats update its row and never make it again: deleted,
+    the worker ran on unseen by list_workers, worker_summary and the dashboard."""
+    conn.execute("""
+        INSERT INTO omnispindle.workers
+            (name, host, pid, concurrency, version, state, last_heartbeat_at, stopped_at)
+        VALUES ('crashed', 'h', 1, 1, 'test', 'active', now() - interval '2 minutes', NULL),
+               ('stopped', 'h', 2, 1, 'test', 'stopped', now(), now())""")
+    live = start_worker({"job": lambda task: {}}, name="alive", sweep_interval=None)
+    poll(lambda: any(w["name"] == "alive" for w in queue.list_workers()), timeout=30)
+
+    with pytest.raises(psycopg.errors.CheckViolation) as raised:
+        conn.execute("DELETE FROM omnispindle.workers")
+    assert raised.value.diag.constraint_name == "workers_live_kept"
+    assert "worker alive" in raised.value.diag.message_primary
+    assert "stop it first" in raised.value.diag.message_hint
+    assert {w["name"] for w in queue.list_workers()} == {"crashed", "stopped", "alive"}
+
+    conn.execute("DELETE FROM omnispindle.workers WHERE name <> 'alive'")
+    live.stop(timeout=30)
+    conn.execute("DELETE FROM omnispindle.workers")
+    assert queue.list_workers() == []
+
+
 @pytest.mark.parametrize(
     "settings",
     [
