@@ -62,6 +62,10 @@ class Claims:
         """The attempt held for a task, if any."""
         return self._held.get(task_id)
 
+    def drop(self, task_id: int) -> Claim | None:
+        """Stop holding a task's attempt; the attempt, if one was held."""
+        return self._held.pop(task_id, None)
+
     def holds(self, outcome: Outcome) -> bool:
         """Whether ``outcome`` ends an attempt held now (not an abandoned, older one)."""
         claim = self._held.get(outcome.task_id)

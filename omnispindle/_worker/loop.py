@@ -380,6 +380,7 @@ class WorkerLoop:
         """Hand claimed rows to their executors."""
         now = time.monotonic()
         for row in rows:
+            self._lose_older_attempt(row["id"])
             context = TaskContext(
                 row["id"],
                 row["task_type"],
@@ -390,6 +391,14 @@ class WorkerLoop:
             call = self.runners.start(row, context, functools.partial(self._on_done, row))
             timeout = row["timeout_seconds"]
             self.claims.add(Claim(row, context, call, now + timeout if timeout else NO_DEADLINE))
+
+    def _lose_older_attempt(self, task_id: int) -> None:
+        """An attempt still held of a task claimed again has lost its lease (the task was
+        set back to pending, by hand say, before a heartbeat found out): give it up as a
+        heartbeat would, or it ran on, never told to stop, beside the new one."""
+        older = self.claims.drop(task_id)
+        if older is not None:
+            self._follow(Verdict(lost=[older]))
 
     def _on_done(self, row: StepRow, call: Call) -> None:
         """Runs on the executor's thread (or event loop) as soon as its call ends."""

@@ -168,6 +168,25 @@ def test_an_executor_whose_lease_was_taken_is_told_to_stop(client, conn, start_w
     assert client.get_task(task_id)["state"] == "running"
 
 
+def test_an_attempt_set_back_by_hand_and_claimed_again_is_told_to_stop(client, conn, start_worker):
+    stopped = threading.Event()
+    start_worker({"crawl": until_told_to_stop(stopped)}, concurrency=2)
+    task_id = client.submit_task("crawl")
+    poll(lambda: client.get_task(task_id)["state"] == "running", timeout=30)
+    conn.execute(
+        "UPDATE omnispindle.tasks SET state = 'pending', lease_token = NULL, "
+        "lease_expires_at = NULL WHERE id = %s",
+        [task_id],
+    )
+    # The same worker claims it again before a heartbeat finds the first lease gone.
+    poll(lambda: client.get_task(task_id)["attempts"] == 2, timeout=30)
+    assert stopped.wait(5), "the first attempt ran on beside the second, never told to stop"
+    stopped.clear()
+    client.cancel_task(task_id)
+    assert client.wait_for_task(task_id, timeout=30)["state"] == "cancelled"
+    assert stopped.is_set()
+
+
 def test_leases_never_reach_past_the_timeout_and_the_sweeper_says_so(client, queue, conn):
     task_id = client.submit_task("job", timeout=0.2, max_retries=0)
     row = claim(conn, lease_seconds=30)[0]
