@@ -13,7 +13,9 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import os
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, TypeVar
@@ -22,6 +24,7 @@ from uuid import UUID
 from typing_extensions import Self
 
 from omnispindle._client import async_streaming, async_waiting, operations
+from omnispindle._client.dropped import close_dropped
 from omnispindle._client.records import CancelOutcome, RetryOutcome, StreamEvent, raise_if_failed
 from omnispindle._client.resubmission import submit_once_async
 from omnispindle._core import batches, defaults, validation
@@ -114,19 +117,33 @@ class AsyncTaskQueueClient:
         self.notifier = AsyncNotifier(links.listen_dsn, namespace=namespace)
         read_dsn = links.read_dsn  # reads go there, as the blocking client's do
         self.replica = None if read_dsn is None else AsyncReplica(read_dsn, self.db)
+        self._if_dropped: weakref.finalize[Any, Any] | None = None
 
     async def open(self) -> Self:
         """Check the schema and open the pool; returns the client.
+
+        A client let go open (never closed) warns with ResourceWarning and
+        closes its connections on its event loop.
 
         Raises:
             SchemaMissingError: the database has no omnispindle schema.
         """
         await self.db.open()
         self.notifier.open()
+        if self._if_dropped is None or not self._if_dropped.alive:
+            # Its LISTEN task holds the notifier, not the client: without this
+            # its connection stayed open until the loop ended.
+            closers = [self.db.close, self.notifier.close]
+            if self.replica is not None:
+                closers.insert(0, self.replica.close)
+            loop = asyncio.get_running_loop()
+            self._if_dropped = weakref.finalize(self, close_dropped, loop, closers)
         return self
 
     async def close(self) -> None:
         """Close the pools and the LISTEN connection."""
+        if self._if_dropped is not None:
+            self._if_dropped.detach()
         if self.replica is not None:
             await self.replica.close()
         await self.db.close()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
+import warnings
 from datetime import datetime, timedelta, timezone
 
 import httpx
@@ -712,6 +714,49 @@ def test_close_ends_every_wait_under_way_at_once(dsn):
         done, _ = await asyncio.wait(waits, timeout=10)
         assert len(done) == len(waits)
         assert [type(wait.exception()) for wait in waits] == [ConfigurationError] * len(waits)
+
+    run(scenario())
+
+
+def let_go(held: list) -> None:
+    """Drop the only reference to what ``held`` holds, and collect it."""
+    held.clear()
+    gc.collect()
+
+
+def test_a_client_let_go_open_warns_and_closes_its_connections(dsn, conn):
+    """Its LISTEN task held the notifier, not the client: the connection stayed open
+    until the loop ended, unnoticed."""
+
+    def sessions() -> int:
+        return conn.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone()[0]
+
+    async def scenario():
+        client = await AsyncTaskQueueClient(dsn=dsn).open()
+        task_id = await client.submit_task("t")
+        with pytest.raises(WaitTimeoutError):  # starts the LISTEN task
+            await client.wait_for_task(task_id, timeout=0.5)
+        assert sessions() >= 2
+        held = [client]
+        del client
+        with pytest.warns(ResourceWarning, match=r"without `await client.close\(\)`"):
+            let_go(held)
+        await eventually(lambda: sessions() == 0)
+
+    run(scenario())
+
+
+def test_a_closed_client_let_go_says_nothing(dsn):
+    async def scenario():
+        client = await AsyncTaskQueueClient(dsn=dsn).open()
+        await client.close()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ResourceWarning)
+            del client
+            gc.collect()
 
     run(scenario())
 
