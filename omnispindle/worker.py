@@ -235,7 +235,7 @@ class WorkerClient:
             if self._owns_queue:
                 self.queue.shutdown()
 
-    def stop(self, timeout: float | None = None) -> None:
+    def stop(self, timeout: float | None = None, *, now: bool = False) -> None:
         """Ask the worker to stop: no new claims, running executors may finish.
 
         Called from another thread, waits up to ``timeout`` seconds (None: until
@@ -243,23 +243,28 @@ class WorkerClient:
         own thread, or from one of its executors, returns at once: the worker
         waits for that executor, so waiting for the worker would have each
         wait for the other until ``shutdown_timeout`` handed the task back.
+
+        ``now``: do not wait for running executors, hand their tasks back at
+        once (a second Ctrl-C); also cuts short a stop already under way.
         """
         me = threading.current_thread()
         relay = self._relay
         if me is self._loop_thread and relay is not None:
-            relay.ask()  # a signal handler, maybe inside one of the events' waits
+            relay.ask(now)  # a signal handler, maybe inside one of the events' waits
             return
-        self._ask_to_stop()
+        self._ask_to_stop(now)
         if self._loop_thread in (None, me) or self._runs_executors_on(me):
             return
         self._exited.wait(timeout)
 
-    def _ask_to_stop(self) -> None:
+    def _ask_to_stop(self, now: bool = False) -> None:
         self._stopping.set()
-        self._wake.set()
         run = self._run
         if run is not None:
             run.stop_asked()
+            if now:
+                run.stop_now_asked()
+        self._wake.set()
 
     def _runs_executors_on(self, thread: threading.Thread) -> bool:
         """Whether ``thread`` runs this worker's executors, which stopping waits for."""

@@ -53,6 +53,14 @@ class StopBound:
             self.deadline = time.monotonic() + self.shutdown_timeout
             self._stop_timer = self._cancel_in(self.shutdown_timeout, self._cancel_unbounded)
 
+    def cut_short(self) -> None:
+        """Move the deadline to now (a second stop signal): running executors are
+        not waited for, and the statement in flight is cancelled."""
+        self.stop_asked()
+        with self._lock:
+            self.deadline = time.monotonic()
+        self.in_flight.cancel()
+
     def left(self) -> float:
         """Seconds until the deadline (infinite before a stop is asked)."""
         deadline = self.deadline

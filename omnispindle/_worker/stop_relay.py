@@ -13,23 +13,25 @@ import os
 import threading
 from collections.abc import Callable
 
+_NOW = b"n"  # a stop that hands running tasks back at once
+
 
 class StopRelay:
-    """A pipe and a thread that calls ``stop()`` for each byte written to it."""
+    """A pipe and a thread that calls ``stop(now)`` for each byte written to it."""
 
-    def __init__(self, stop: Callable[[], None]) -> None:
+    def __init__(self, stop: Callable[[bool], None]) -> None:
         self._reader, self._writer = os.pipe()
         self._thread = threading.Thread(
             target=self._relay, args=(stop,), name="omnispindle-stop", daemon=True
         )
         self._thread.start()
 
-    def ask(self) -> None:
-        """Have ``stop()`` called soon. Safe in a signal handler of the thread that
+    def ask(self, now: bool = False) -> None:
+        """Have ``stop(now)`` called soon. Safe in a signal handler of the thread that
         closes the relay: between two of its bytecodes, the pipe is open or marked closed."""
         writer = self._writer
         if writer >= 0:
-            os.write(writer, b"s")
+            os.write(writer, _NOW if now else b"s")
 
     def close(self) -> None:
         """End the relay's thread (after the stops already asked)."""
@@ -37,9 +39,9 @@ class StopRelay:
         os.close(writer)  # the relay reads the end of the pipe
         self._thread.join()
 
-    def _relay(self, stop: Callable[[], None]) -> None:
+    def _relay(self, stop: Callable[[bool], None]) -> None:
         try:
-            while os.read(self._reader, 64):
-                stop()
+            while asked := os.read(self._reader, 64):
+                stop(_NOW in asked)
         finally:
             os.close(self._reader)

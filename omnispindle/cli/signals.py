@@ -28,8 +28,13 @@ def heeded_stop_signals() -> tuple[int, ...]:
     )
 
 
-def on_stop_signals(stop: Callable[[], object]) -> None:
-    """Call ``stop()`` on SIGTERM, SIGINT and SIGHUP, from a thread of its own.
+def on_stop_signals(
+    stop: Callable[[], object], stop_now: Callable[[], object] | None = None
+) -> None:
+    """Call ``stop()`` on SIGTERM, SIGINT and SIGHUP, from a thread of its own; on
+    each signal after the first, ``stop_now()`` if given (a second Ctrl-C stops at
+    once, as users expect), else ``stop()`` again. Neither may block: the next
+    signal is read once it returns.
 
     A Python signal handler runs in the main thread between two of its
     bytecodes, maybe while that thread holds a lock ``stop()`` needs (an
@@ -47,7 +52,10 @@ def on_stop_signals(stop: Callable[[], object]) -> None:
     # signals, nor write them into this process's pipe.
     os.register_at_fork(after_in_child=_default_signals)
     threading.Thread(
-        target=_watch, args=(reader, stop), name="omnispindle-signals", daemon=True
+        target=_watch,
+        args=(reader, stop, stop_now or stop),
+        name="omnispindle-signals",
+        daemon=True,
     ).start()
 
 
@@ -64,12 +72,18 @@ def _default_signals() -> None:
         pass
 
 
-def _watch(reader: int, stop: Callable[[], object]) -> None:
+def _watch(reader: int, stop: Callable[[], object], stop_now: Callable[[], object]) -> None:
+    heard = 0
     while True:
         for signum in os.read(reader, 64):
             if signum in STOP_SIGNALS:
-                log.info("received %s; stopping", signal.Signals(signum).name)
+                name = signal.Signals(signum).name
+                heard += 1
+                if heard > 1 and stop_now is not stop:
+                    log.warning("received %s again; stopping now", name)
+                else:
+                    log.info("received %s; stopping", name)
                 try:
-                    stop()
+                    (stop if heard == 1 else stop_now)()
                 except Exception:  # the next signal must still be heard
                     log.exception("stopping failed")

@@ -5,7 +5,8 @@ need processes. The supervisor runs none itself: it starts each child as the
 same command line with ``--processes 1``, restarts one that exits on its own
 (after a delay that doubles while children keep dying young; one that could
 not load its executors ends the supervisor instead), and on SIGTERM
-or SIGINT (or SIGHUP) passes the signal on and waits for every child's graceful stop.
+or SIGINT (or SIGHUP) passes the signal on and waits for every child's graceful stop;
+a second signal is passed on too, and stops the children at once.
 
 With ``--min-processes`` and ``--max-processes`` it reads its children's
 backlog every few seconds and adds a child, or stops idle ones with SIGTERM,
@@ -181,6 +182,7 @@ class Supervisor:
         self._pipes: dict[int, int] = {}  # a child's pid: the relay's key of its pipes
         self._stop_signal: int | None = None
         self._unusable = False  # a child could not load its executors
+        self._stopping: list[subprocess.Popen[bytes]] = []  # told to stop by a signal
 
     def run(self) -> int:
         """Start the children and supervise them; the exit code once all have stopped:
@@ -203,6 +205,10 @@ class Supervisor:
         SIGCHLD included (the interpreter writes to it: safer than locks in a handler)."""
 
         def request_stop(signum: int, _frame: FrameType | None) -> None:
+            if self._stopping:  # a second signal: the children stop at once
+                log.warning("received %s again; stopping now", signal.Signals(signum).name)
+                _signal_all(self._stopping, signum)
+                return
             log.info("received %s; stopping %d processes", signal.Signals(signum).name, len(self))
             self._stop_signal = signum
             if self.scaling is not None:
@@ -221,9 +227,12 @@ class Supervisor:
         return len(self._slots) + len(self._retiring)
 
     def _start(self, slot: _Slot) -> None:
+        # Each child in a session of its own: a Ctrl-C (or a closed terminal) reaches
+        # it once, passed on by the supervisor, not also from the terminal, which it
+        # would take for a second signal, one that stops it at once.
         env = {**os.environ, SUPERVISOR_VARIABLE: str(os.getpid())}
         if self.relay is None:
-            slot.process = subprocess.Popen(slot.command, env=env)
+            slot.process = subprocess.Popen(slot.command, env=env, start_new_session=True)
         else:
             from omnispindle._db.relayed_notifier import REPORT_FD_VARIABLE, WAKE_FD_VARIABLE
 
@@ -231,7 +240,10 @@ class Supervisor:
             env[WAKE_FD_VARIABLE], env[REPORT_FD_VARIABLE] = str(wake_reader), str(report_writer)
             try:
                 slot.process = subprocess.Popen(
-                    slot.command, env=env, pass_fds=(wake_reader, report_writer)
+                    slot.command,
+                    env=env,
+                    pass_fds=(wake_reader, report_writer),
+                    start_new_session=True,
                 )
             except BaseException:
                 self.relay.close_pipe(key)
@@ -349,9 +361,8 @@ class Supervisor:
         running after the stop timeout."""
         running = [slot.process for slot in self._slots if slot.process is not None]
         running += self._retiring
-        for process in running:
-            if process.poll() is None:
-                process.send_signal(signum)
+        _signal_all(running, signum)
+        self._stopping = running
         deadline = time.monotonic() + self.stop_timeout
         killed = False
         for process in running:
@@ -387,6 +398,13 @@ def free_number(slots: Sequence[_Slot]) -> int:
     children must not share a name (``NAME-3``)."""
     taken = {slot.number for slot in slots}
     return next(n for n in range(1, len(slots) + 2) if n not in taken)
+
+
+def _signal_all(processes: Sequence[subprocess.Popen[bytes]], signum: int) -> None:
+    """Send ``signum`` to each of ``processes`` still running."""
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signum)
 
 
 def _drain(reader: int) -> None:

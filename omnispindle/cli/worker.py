@@ -357,7 +357,8 @@ def _run_worker(args: argparse.Namespace, queue: TaskQueue) -> int:
         )
     for task_type, fn in runnable.items():
         worker.register_task_executor(task_type, fn)
-    on_stop_signals(worker.stop)
+    # Neither waits: the signals' thread must hear a second one while the first stop runs.
+    on_stop_signals(lambda: worker.stop(0), lambda: worker.stop(0, now=True))
     worker.start()
     return EXIT_OK
 

@@ -80,6 +80,34 @@ def test_sigterm_lets_the_running_task_finish(client, dsn, conn, tmp_path, signu
     assert row == ("stopped", True)
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_second_signal_hands_the_running_task_back_at_once(client, dsn, conn, tmp_path, signum):
+    """As a second Ctrl-C does in Celery: the second signal was not even read until
+    the first stop had waited out its shutdown timeout for the running task."""
+    log = tmp_path / "worker.log"
+    command = [sys.executable, "-m", "omnispindle", "--log-level", "INFO", "worker"]
+    command += ["--dsn", dsn, "--executors", "tests.acceptance.ledger_executors"]
+    command += ["--shutdown-timeout", "120"]
+    with log.open("w") as stderr:
+        worker = subprocess.Popen(
+            command, env=worker_env(dsn), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr
+        )
+    try:
+        task_id = client.submit_task("wait_for_file", {"marker": str(tmp_path / "never")})
+        poll(lambda: client.get_task(task_id)["state"] == "running", timeout=30)
+        worker.send_signal(signum)
+        poll(lambda: "; stopping" in log.read_text(), timeout=10)
+        worker.send_signal(signum)
+        assert worker.wait(timeout=20) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    assert client.get_task(task_id)["state"] == "pending"
+    assert "again; stopping now" in log.read_text()
+    row = conn.execute("SELECT state::text FROM omnispindle.workers").fetchone()
+    assert row == ("stopped",)
+
+
 def test_a_worker_started_under_nohup_keeps_ignoring_sighup(dsn, tmp_path):
     """``nohup`` starts a process with SIGHUP ignored so that a closed terminal does
     not stop it: the worker leaves it so, and stops on SIGTERM alone."""
@@ -339,6 +367,62 @@ def test_sigterm_to_the_supervisor_stops_every_child_gracefully(
     assert not any(alive(pid) for pid in children)
     states = conn.execute("SELECT state::text, count(*) FROM omnispindle.workers GROUP BY 1")
     assert states.fetchall() == [("stopped", 2)]
+
+
+def start_group_supervisor(dsn, conn, log, *args):
+    """A supervisor of two worker processes in a process group of its own, as a shell
+    starts a command in a terminal, logging to ``log``; returned once both children
+    are registered."""
+    command = [sys.executable, "-m", "omnispindle", "--log-level", "INFO", "worker"]
+    command += ["--dsn", dsn, "--executors", "tests.acceptance.ledger_executors"]
+    command += ["--processes", "2", "--concurrency", "1", *args]
+    with log.open("w") as stderr:
+        supervisor = subprocess.Popen(
+            command,
+            env=worker_env(dsn),
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            start_new_session=True,
+        )
+    poll(lambda: len(active_pids(conn)) == 2, timeout=60)
+    return supervisor
+
+
+def test_ctrl_c_to_the_supervisor_lets_the_running_tasks_finish(client, dsn, conn, tmp_path):
+    """Ctrl-C in a terminal signals the whole process group: each child heard it from
+    the terminal and again from the supervisor, a second signal that stops at once."""
+    marker = tmp_path / "go"
+    supervisor = start_group_supervisor(dsn, conn, tmp_path / "supervisor.log")
+    try:
+        ids = [client.submit_task("wait_for_file", {"marker": str(marker)}) for _ in range(2)]
+        poll(lambda: {client.get_task(i)["state"] for i in ids} == {"running"}, timeout=30)
+        os.killpg(supervisor.pid, signal.SIGINT)
+        marker.touch()
+        assert supervisor.wait(timeout=60) == 0
+    finally:
+        stop_for_good(supervisor, conn)
+    assert [client.get_task(i)["result"] for i in ids] == [{"saw": "go"}] * 2
+
+
+def test_a_second_signal_to_the_supervisor_hands_the_running_tasks_back_at_once(
+    client, dsn, conn, tmp_path
+):
+    """The supervisor noted the second signal but passed it on to no child, which
+    waited out its shutdown timeout for its task."""
+    log = tmp_path / "supervisor.log"
+    supervisor = start_group_supervisor(dsn, conn, log, "--shutdown-timeout", "120")
+    try:
+        marker = str(tmp_path / "never")
+        ids = [client.submit_task("wait_for_file", {"marker": marker}) for _ in range(2)]
+        poll(lambda: {client.get_task(i)["state"] for i in ids} == {"running"}, timeout=30)
+        supervisor.send_signal(signal.SIGINT)
+        poll(lambda: "received SIGINT; stopping 2 processes" in log.read_text(), timeout=10)
+        supervisor.send_signal(signal.SIGINT)
+        assert supervisor.wait(timeout=20) == 0
+    finally:
+        stop_for_good(supervisor, conn)
+    assert [client.get_task(i)["state"] for i in ids] == ["pending"] * 2
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
