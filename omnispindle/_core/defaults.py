@@ -27,6 +27,9 @@ SCHEMA = "omnispindle"  # the schema a queue lives in unless told otherwise
 # "_finished"; Postgres names hold 63 bytes.
 MAX_SCHEMA_NAME_BYTES = 63 - len("_finished")
 MAX_TIMEOUT = 1e9  # seconds (about 31 years); far longer ones overflow timestamps
+# A worker's intervals and timeouts: far longer ones overflow a thread's wait
+# (OverflowError) or a Postgres interval.
+MAX_SECONDS = MAX_TIMEOUT
 
 # A client.
 POLL_INTERVAL = 1.0  # seconds between checks while no notification comes

@@ -51,6 +51,22 @@ def _finite(value: Any) -> bool:
         return False
 
 
+def seconds(name: str, value: Any) -> float:
+    """Validate a wait or an interval: positive seconds, at most ``MAX_SECONDS``."""
+    number = positive_number(name, value)
+    if number > defaults.MAX_SECONDS:
+        raise ValidationError(
+            f"{name} must be at most {defaults.MAX_SECONDS:g} seconds (about 31 years), "
+            f"got {quoted(value)}"
+        )
+    return number
+
+
+def optional_seconds(name: str, value: Any) -> float | None:
+    """None, or a wait or an interval as ``seconds`` takes it."""
+    return None if value is None else seconds(name, value)
+
+
 def optional_positive_number(name: str, value: Any) -> float | None:
     """None, or a finite number greater than zero."""
     return None if value is None else positive_number(name, value)

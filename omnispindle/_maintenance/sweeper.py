@@ -78,8 +78,8 @@ class SweeperConfig:
     archive_after: float | None = None
 
     def __post_init__(self) -> None:
-        validation.positive_number("interval", self.interval)
-        validation.positive_number("dead_worker_after", self.dead_worker_after)
+        validation.seconds("interval", self.interval)
+        validation.seconds("dead_worker_after", self.dead_worker_after)
         validation.int_in_range("batch_size", self.batch_size, (1, defaults.MAX_BATCH_SIZE))
         retention.optional_horizon("retention", self.retention)
         retention.batch_size("prune_batch_size", self.prune_batch_size)

@@ -77,23 +77,21 @@ def worker_settings(
         concurrency=scaling.start
         if scaling is not None
         else validation.int_in_range("concurrency", fixed, limits),
-        poll_interval=validation.positive_number("poll_interval", poll_interval),
+        poll_interval=validation.seconds("poll_interval", poll_interval),
         lease_timeout=lease,
         heartbeat_interval=heartbeat or lease * defaults.HEARTBEAT_SHARE,
-        shutdown_timeout=validation.positive_number("shutdown_timeout", shutdown_timeout),
+        shutdown_timeout=validation.seconds("shutdown_timeout", shutdown_timeout),
         sweeper=None
         if sweep_interval is None
         else SweeperConfig(
-            interval=validation.positive_number("sweep_interval", sweep_interval),
-            dead_worker_after=validation.positive_number("dead_worker_after", dead_worker_after),
+            interval=validation.seconds("sweep_interval", sweep_interval),
+            dead_worker_after=validation.seconds("dead_worker_after", dead_worker_after),
             retention=keep,
             archive_after=archive,
         ),
-        schedule_interval=validation.optional_positive_number(
-            "schedule_interval", schedule_interval
-        ),
+        schedule_interval=validation.optional_seconds("schedule_interval", schedule_interval),
         scaling=scaling,
-        scale_down_after=validation.positive_number("scale_down_after", scale_down_after),
+        scale_down_after=validation.seconds("scale_down_after", scale_down_after),
     )
 
 

@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
+from omnispindle._core import defaults
 from omnispindle._db.embedded import DSN_VARIABLE
 from omnispindle._db.namespace import Namespace
 
@@ -66,10 +67,14 @@ def _parsed(text: str, kind: Callable[[str], N], otherwise: N) -> N:
 
 
 def positive_seconds_arg(text: str) -> float:
-    """Parse a number of seconds greater than zero for argparse."""
+    """Parse a number of seconds greater than zero for argparse; far more than
+    ``MAX_SECONDS`` overflow the waits they end up in."""
     value = _parsed(text, float, math.nan)
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"invalid seconds {text!r}: a number above 0")
+    if not (math.isfinite(value) and 0 < value <= defaults.MAX_SECONDS):
+        raise argparse.ArgumentTypeError(
+            f"invalid seconds {text!r}: a number above 0, at most {defaults.MAX_SECONDS:g} "
+            "(about 31 years)"
+        )
     return value
 
 

@@ -450,6 +450,22 @@ def test_processes_out_of_range_is_a_usage_error(value, capsys):
 
 
 @pytest.mark.parametrize(
+    "option",
+    ["--shutdown-timeout", "--sweep-interval", "--poll-interval", "--heartbeat-interval"],
+)
+def test_seconds_too_many_for_a_wait_are_a_usage_error(option, capsys):
+    """--shutdown-timeout 1e300 started a worker whose stop flooded stderr with
+    OverflowError tracebacks; --sweep-interval 1e308 one whose sweep failed."""
+    from omnispindle.cli.main import parser
+
+    executors = "tests.acceptance.ledger_executors"
+    with pytest.raises(SystemExit) as exited:  # parsed only: the old code ran the worker
+        parser().parse_args(["worker", "--executors", executors, option, "1e300"])
+    assert exited.value.code == 2
+    assert "invalid seconds '1e300': a number above 0, at most 1e+09" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
     "value", ["./tasks.py", "/srv/app/tasks.py", "", "app/tasks", "tasks:EXECUTORS"]
 )
 def test_an_executors_path_is_a_usage_error_naming_the_module_form(value, dsn, capsys):

@@ -90,6 +90,38 @@ def test_a_heartbeat_interval_as_long_as_the_lease_is_refused(heartbeat):
     assert worker_settings(heartbeat_interval=29.0, **settings).heartbeat_interval == 29.0
 
 
+@pytest.mark.parametrize(
+    "setting",
+    [
+        "poll_interval",
+        "shutdown_timeout",
+        "sweep_interval",
+        "dead_worker_after",
+        "schedule_interval",
+        "scale_down_after",
+    ],
+)
+def test_seconds_too_many_for_a_wait_are_refused(setting):
+    """1e300 s passed the checks, then overflowed deep inside: a stop's timer thread died
+    with OverflowError at every statement, a sweep interval's lease made the sweep fail
+    with 'interval out of range'."""
+    settings = {
+        "concurrency": None,
+        "name": "w",
+        "poll_interval": 1.0,
+        "lease_timeout": 30.0,
+        "heartbeat_interval": None,
+        "shutdown_timeout": 30.0,
+        "sweep_interval": 1.0,
+        "dead_worker_after": 60.0,
+        "schedule_interval": 1.0,
+        "retention_seconds": None,
+    }
+    with pytest.raises(ValidationError, match=f"{setting} must be at most 1e\\+09 seconds"):
+        worker_settings(**{**settings, setting: 1e300})
+    assert worker_settings(**{**settings, setting: 1e9}).name == "w"
+
+
 def test_steps_grow_by_half_at_least_one_up_to_the_maximum():
     sizes = [1]
     while sizes[-1] < 8:
