@@ -159,7 +159,7 @@ class WorkerLoop:
         finally:
             for handle in handles:
                 self.notifier.unsubscribe(handle)
-            self._drain(worker_id)
+            self._drain_or_hand_back(worker_id)
             self.db.close()
             log.info("worker %s stopped", self.settings.name)
 
@@ -521,6 +521,17 @@ class WorkerLoop:
                 continue
             if len(self.claims):
                 self.wake.wait(min(self.settings.heartbeat_interval, max(0.0, self.db.left())))
+
+    def _drain_or_hand_back(self, worker_id: UUID) -> None:
+        """Drain; a Ctrl-C meanwhile (a second one, in a worker started in the main
+        thread) cuts the wait short and hands the running tasks back, then goes on up:
+        it left them running until their leases lapsed, and the worker active."""
+        try:
+            self._drain(worker_id)
+        except KeyboardInterrupt:
+            self.db.cut_short()
+            self._drain(worker_id)
+            raise
 
     def _drain(self, worker_id: UUID) -> None:
         """Let running executors finish, store them, hand back the rest and the

@@ -4,6 +4,7 @@ open app transactions."""
 from __future__ import annotations
 
 import logging
+import signal
 import subprocess
 import sys
 import threading
@@ -146,6 +147,55 @@ def test_stop_from_a_signal_handler_inside_a_wait_of_the_worker_stops_it(dsn):
     except subprocess.TimeoutExpired:
         pytest.fail("stop() from the signal handler never returned")
     assert (done.returncode, done.stdout.strip()) == (0, "stopped"), done.stderr
+
+
+# A worker started in the main thread, whose Ctrl-C is a KeyboardInterrupt; the
+# handler says when each is raised, and a heartbeat each second shows the stop waiting.
+INTERRUPTED_TWICE = """
+import signal, sys, threading
+from omnispindle import WorkerClient
+
+def interrupt(signum, frame):
+    print("interrupted", flush=True)
+    raise KeyboardInterrupt
+
+worker = WorkerClient(dsn=sys.argv[1], sweep_interval=None, shutdown_timeout=120, lease_timeout=3)
+worker.register_task_executor("forever", lambda task: threading.Event().wait(120))
+signal.signal(signal.SIGINT, interrupt)
+worker.start()
+"""
+
+
+def test_a_second_ctrl_c_in_a_main_thread_worker_hands_the_running_task_back(client, conn, dsn):
+    """The second KeyboardInterrupt, raised while the stop waited for the task, ended
+    the worker with the task left running until its lease lapsed, and the worker active."""
+    worker = subprocess.Popen(
+        [sys.executable, "-c", INTERRUPTED_TWICE, dsn],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        task_id = client.submit_task("forever")
+        poll(lambda: client.get_task(task_id)["state"] == "running", timeout=30)
+        worker.send_signal(signal.SIGINT)
+        assert worker.stdout.readline() == "interrupted\n"
+        leased = lease_of(conn, task_id)
+        poll(lambda: lease_of(conn, task_id) != leased, timeout=10)  # out of the handler
+        worker.send_signal(signal.SIGINT)
+        assert worker.stdout.readline() == "interrupted\n"
+        worker.wait(timeout=20)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    assert client.get_task(task_id)["state"] == "pending"
+    state = conn.execute("SELECT state::text FROM omnispindle.workers").fetchone()
+    assert state == ("stopped",)
+
+
+def lease_of(conn, task_id):
+    row = conn.execute("SELECT lease_expires_at FROM omnispindle.tasks WHERE id = %s", [task_id])
+    return row.fetchone()[0]
 
 
 def test_an_open_app_transaction_never_stalls_a_worker(client, dsn, start_worker):
