@@ -560,3 +560,38 @@ def test_a_claim_finds_the_groups_without_walking_over_claimed_tasks(client, que
             ).fetchone()
     # The one group that gives the task is still read from its start.
     assert read < 60, read
+
+
+def test_a_claim_reads_the_buckets_of_thousands_of_groups_in_linear_time(client, queue, conn):
+    """The map of the groups' buckets is stored compressed once it holds thousands
+    of groups: each group's lookup decompressed it whole again, so that a claim
+    of 8,000 groups, all out of tokens, took 2 s, against 0.08 s with the map empty."""
+    groups = 8000
+    client.set_task_type_strategy("shared", "fair")
+    client.set_task_type_limit("shared", starts_per_second_per_group=0.001)
+    client.submit_batch([{"task_type": "shared", "group_key": f"g{n}"} for n in range(groups)])
+    conn.execute("ANALYZE omnispindle.tasks")
+    assert len(claim_groups(queue, limit=10)) == 10  # plans made, off the clock
+
+    def fastest_claim(spent):
+        """The best of two claims of 10, each after every group's bucket was
+        emptied (``spent``) or filled (the map empty)."""
+        times, taken = [], []
+        for _ in range(2):
+            conn.execute(
+                "UPDATE omnispindle.task_type_limits SET group_tokens = CASE WHEN %s THEN "
+                "(SELECT jsonb_object_agg('g' || n,"
+                " jsonb_build_array(0, extract(epoch FROM now())))"
+                " FROM generate_series(0, %s - 1) n) ELSE '{}' END WHERE task_type = 'shared'",
+                [spent, groups],
+            )
+            start = time.perf_counter()
+            taken.append(len(claim_groups(queue, limit=10)))
+            times.append(time.perf_counter() - start)
+        return min(times), taken
+
+    walk_alone, taken = fastest_claim(spent=False)
+    assert taken == [10, 10]
+    with_buckets, taken = fastest_claim(spent=True)
+    assert taken == [0, 0]
+    assert with_buckets < 5 * walk_alone, (with_buckets, walk_alone)
