@@ -2323,6 +2323,9 @@ LANGUAGE plpgsql
 -- set in as a constant and took longer to make as it grew (a retry of a chain
 -- of 2,000 took 3.2 s, and 0.2 s with generic plans).
 SET plan_cache_mode = force_generic_plan
+-- A round's generic plan can cost past jit_above_cost: JIT then compiled it
+-- afresh at every round, one per link of a chain (2,000 links took 55 s).
+SET jit = off
 AS $$
 DECLARE
     causes text[];

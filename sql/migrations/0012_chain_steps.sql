@@ -83,6 +83,8 @@
 -- The row of a live worker (active, its last heartbeat within its lease)
 -- cannot be deleted (workers_live_kept): its heartbeats never made it
 -- again, and the worker ran on unseen by list_workers and the views.
+-- revive_dependents runs without JIT, which compiled each round's plan
+-- again, so that a retry with dependents of a chain of 2,000 took 55 s.
 -- A claim of a type with a rate per group decompresses the map of the
 -- groups' buckets once, not at each group's lookup, which made a claim
 -- quadratic in the groups (7 s with 16,000 of them in the map).
@@ -2640,6 +2642,9 @@ LANGUAGE plpgsql
 -- set in as a constant and took longer to make as it grew (a retry of a chain
 -- of 2,000 took 3.2 s, and 0.2 s with generic plans).
 SET plan_cache_mode = force_generic_plan
+-- A round's generic plan can cost past jit_above_cost: JIT then compiled it
+-- afresh at every round, one per link of a chain (2,000 links took 55 s).
+SET jit = off
 AS $$
 DECLARE
     causes text[];

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 
 import pytest
 
@@ -427,6 +428,24 @@ def test_a_retry_with_dependents_of_a_chain_reads_the_chains_edges_only(client, 
     assert client.get_task(ids[0])["state"] == "pending"
     assert {client.get_task(i)["state"] for i in ids[1:]} == {"blocked"}
     assert fetched < 10 * len(ids)
+
+
+def test_a_retry_with_dependents_of_a_chain_compiles_no_plan_per_link(client, conn, start_worker):
+    """A round's plan that costs past jit_above_cost (0 here, as a larger table's
+    statistics make it) was compiled by JIT at each link: 30 ms a link."""
+    ids = client.submit_batch(
+        [{"task_type": "boom", "max_retries": 0}]
+        + [{"task_type": "node", "dependencies": [entry(i - 1)]} for i in range(1, 300)]
+    )
+    worker = start_worker({"boom": boom}, concurrency=1)
+    client.wait_for_task(ids[0], timeout=30)
+    worker.stop(timeout=30)
+    conn.execute("SET jit_above_cost = 0")
+    start = time.perf_counter()
+    conn.execute("SELECT omnispindle.retry_task(%s, true)", [ids[0]])
+    elapsed = time.perf_counter() - start
+    assert {client.get_task(i)["state"] for i in ids[1:]} == {"blocked"}
+    assert elapsed < 3, elapsed
 
 
 def fan_out_in_batch(width: int) -> list[dict]:
