@@ -26,10 +26,9 @@ SCHEMA = "omnispindle"  # the schema a queue lives in unless told otherwise
 # A queue's notification channels are its schema's name and a suffix such as
 # "_finished"; Postgres names hold 63 bytes.
 MAX_SCHEMA_NAME_BYTES = 63 - len("_finished")
-MAX_TIMEOUT = 1e9  # seconds (about 31 years); far longer ones overflow timestamps
-# A worker's intervals and timeouts: far longer ones overflow a thread's wait
-# (OverflowError) or a Postgres interval.
-MAX_SECONDS = MAX_TIMEOUT
+# The longest timeout, interval or wait, in seconds (about 31 years): far longer
+# ones overflow timestamps, a thread's wait (OverflowError) or a Postgres interval.
+MAX_SECONDS = 1e9
 
 # A client.
 POLL_INTERVAL = 1.0  # seconds between checks while no notification comes
