@@ -454,7 +454,7 @@ class TaskQueueClient:
         about (P - p) * ``aging_seconds``. Or ``"fair"``: fair share between
         the groups of the type's tasks (their ``group_key``; the tasks without
         one are a group too): a claim serves the group with the fewest running
-        tasks first, ties at random, so one group's flood cannot starve the
+        tasks first, ties in turn, so one group's flood cannot starve the
         others; within a group, strict priority then age. A strategy orders
         the type's own tasks: the type is claimed in a pass of its own, before
         the other types, as a limited type is. Idle workers are woken.

@@ -246,6 +246,74 @@ def test_a_claim_planned_on_an_empty_queue_reads_only_its_groups_under_a_flood(c
         assert index_entries_read(worker) - before < 200
 
 
+def test_a_claim_reads_a_window_of_the_groups_however_many_there_are(client, dsn):
+    """Every claim probed every group with pending tasks: at 1,000 groups a claim
+    took 15 ms, at 16,000 190 ms."""
+    client.set_task_type_strategy("shared", "fair")
+    client.submit_batch([{"task_type": "shared", "group_key": f"g{n:04}"} for n in range(3000)])
+    with psycopg.connect(dsn) as worker:  # one transaction: its own statistics
+        assert len(fair_claim(worker, 4)) == 4
+        [probes] = worker.execute(
+            "SELECT pg_stat_get_xact_numscans('omnispindle.tasks_group_ready_idx'::regclass)"
+        ).fetchone()
+    # A window of 4 + 16 groups, and each chosen group's candidates.
+    assert probes <= 30, probes
+
+
+def test_many_groups_take_turns_each_once_a_round(client, dsn, conn):
+    """Past the window a claim reads, the groups' turn goes on from where the
+    connection's last claim left off: with every group at 0 running, each group
+    starts one task a round, the tasks without a group_key included. Drawing lots
+    between the groups of each window gave some groups two starts a round, and
+    others none."""
+    client.set_task_type_strategy("shared", "fair")
+    keys = [f"g{n:02}" for n in range(59)]
+    client.submit_batch([{"task_type": "shared", "group_key": key} for key in keys * 3])
+    client.submit_batch([{"task_type": "shared"}] * 10)
+    with psycopg.connect(dsn, autocommit=True) as worker:
+        for _ in range(2):
+            started = []
+            for _ in range(12):
+                ids = [row[0] for row in fair_claim(worker, 5)]
+                started += [group_of_id(conn, task_id) for task_id in ids]
+                finish(conn, len(ids), "shared")
+            assert collections.Counter(started) == dict.fromkeys([*keys, None], 1)
+
+
+def test_a_window_of_groups_at_their_limit_holds_back_no_other_group(client, dsn):
+    """The window counts the groups running beside the claim's slots: those a
+    limit per group holds back never fill it."""
+    client.set_task_type_strategy("shared", "fair")
+    client.set_task_type_limit("shared", max_running_per_group=1)
+    client.submit_batch(
+        [{"task_type": "shared", "group_key": f"g{n % 100:02}"} for n in range(200)]
+    )
+    with psycopg.connect(dsn, autocommit=True) as worker:
+        assert [len(fair_claim(worker, 30)) for _ in range(5)] == [30, 30, 30, 10, 0]
+
+
+def test_groups_take_turns_at_the_starts_a_limit_lets_through(client, dsn, conn):
+    """A claim offers more candidates than a limit may let start; the turn goes on
+    past the groups of those that start, so that the next group is first next
+    time."""
+    client.set_task_type_strategy("shared", "fair")
+    client.set_task_type_limit("shared", max_running=1)
+    flood(client, big=20, small=20)
+    started = []
+    with psycopg.connect(dsn, autocommit=True) as worker:
+        for _ in range(10):
+            [[task_id]] = fair_claim(worker, 8)
+            started.append(group_of_id(conn, task_id))
+            finish(conn, 1, "shared")
+    assert started == ["small", "big"] * 5, started
+
+
+def group_of_id(conn, task_id):
+    return conn.execute(
+        "SELECT group_key FROM omnispindle.tasks WHERE id = %s", [task_id]
+    ).fetchone()[0]
+
+
 def fair_claim(worker, limit):
     """A claim of ``limit`` on the worker's own connection (so its own cached plan)."""
     return worker.execute(
