@@ -239,6 +239,7 @@ DECLARE
     -- next one will: kept per type in the session's omnispindle_fair.after.
     fair_after text;
     fair_next text;
+    fair_turns jsonb;  -- that setting, read as a map
     offered bigint[];  -- a fair claim's candidates, before the limits took theirs
     places integer[];  -- the place of each one's group in the turn
     -- Walks of the index, in order: (lowest priority, highest priority, after id).
@@ -395,8 +396,17 @@ BEGIN
                 -- are locked as found, so that concurrent claims take the next
                 -- ones; those not taken are free again at commit. (Taking `room`
                 -- of each group locked a row per group and slot.)
-                fair_after := coalesce(nullif(current_setting('omnispindle_fair.after', true),
-                                              '')::jsonb ->> set_apart[pass], '');
+                -- A setting that is not a JSON object (set by hand in the
+                -- session, say) counts as no turn yet: it failed every claim.
+                BEGIN
+                    fair_turns := nullif(current_setting('omnispindle_fair.after', true), '')::jsonb;
+                EXCEPTION WHEN data_exception THEN
+                    fair_turns := NULL;
+                END;
+                IF jsonb_typeof(fair_turns) IS DISTINCT FROM 'object' THEN
+                    fair_turns := '{}';
+                END IF;
+                fair_after := coalesce(fair_turns ->> set_apart[pass], '');
                 WITH RECURSIVE running AS (
                     SELECT r.group_key, count(*) AS n FROM omnispindle.tasks r
                     WHERE r.state = 'running' AND r.task_type = set_apart[pass]
@@ -839,8 +849,7 @@ BEGIN
                 END IF;
                 IF fair_next IS DISTINCT FROM fair_after THEN
                     PERFORM set_config('omnispindle_fair.after', jsonb_set(
-                        coalesce(nullif(current_setting('omnispindle_fair.after', true), '')::jsonb,
-                                 '{}'), ARRAY[set_apart[pass]], to_jsonb(fair_next))::text, false);
+                        fair_turns, ARRAY[set_apart[pass]], to_jsonb(fair_next))::text, false);
                 END IF;
             END IF;
         ELSE

@@ -92,6 +92,8 @@
 -- connection's last claim of the type left off, instead of every group with
 -- pending tasks (190 ms a claim at 16,000 groups); groups with as many
 -- running tasks take turns instead of drawing lots.
+-- A claim of a fair type takes a session's omnispindle_fair.after that is
+-- not a JSON object (set by hand) for no turn yet, instead of failing.
 
 ALTER FUNCTION omnispindle.complete_attempts(bigint[], uuid[], jsonb[])
     SET plan_cache_mode = force_generic_plan;
@@ -703,6 +705,7 @@ DECLARE
     -- next one will: kept per type in the session's omnispindle_fair.after.
     fair_after text;
     fair_next text;
+    fair_turns jsonb;  -- that setting, read as a map
     offered bigint[];  -- a fair claim's candidates, before the limits took theirs
     places integer[];  -- the place of each one's group in the turn
     -- Walks of the index, in order: (lowest priority, highest priority, after id).
@@ -859,8 +862,17 @@ BEGIN
                 -- are locked as found, so that concurrent claims take the next
                 -- ones; those not taken are free again at commit. (Taking `room`
                 -- of each group locked a row per group and slot.)
-                fair_after := coalesce(nullif(current_setting('omnispindle_fair.after', true),
-                                              '')::jsonb ->> set_apart[pass], '');
+                -- A setting that is not a JSON object (set by hand in the
+                -- session, say) counts as no turn yet: it failed every claim.
+                BEGIN
+                    fair_turns := nullif(current_setting('omnispindle_fair.after', true), '')::jsonb;
+                EXCEPTION WHEN data_exception THEN
+                    fair_turns := NULL;
+                END;
+                IF jsonb_typeof(fair_turns) IS DISTINCT FROM 'object' THEN
+                    fair_turns := '{}';
+                END IF;
+                fair_after := coalesce(fair_turns ->> set_apart[pass], '');
                 WITH RECURSIVE running AS (
                     SELECT r.group_key, count(*) AS n FROM omnispindle.tasks r
                     WHERE r.state = 'running' AND r.task_type = set_apart[pass]
@@ -1303,8 +1315,7 @@ BEGIN
                 END IF;
                 IF fair_next IS DISTINCT FROM fair_after THEN
                     PERFORM set_config('omnispindle_fair.after', jsonb_set(
-                        coalesce(nullif(current_setting('omnispindle_fair.after', true), '')::jsonb,
-                                 '{}'), ARRAY[set_apart[pass]], to_jsonb(fair_next))::text, false);
+                        fair_turns, ARRAY[set_apart[pass]], to_jsonb(fair_next))::text, false);
                 END IF;
             END IF;
         ELSE

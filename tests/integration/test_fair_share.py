@@ -308,6 +308,17 @@ def test_groups_take_turns_at_the_starts_a_limit_lets_through(client, dsn, conn)
     assert started == ["small", "big"] * 5, started
 
 
+@pytest.mark.parametrize("value", ["x", "[1, 2]", '"g1"', "42"])
+def test_a_session_setting_the_turns_to_what_is_not_a_map_still_claims(client, dsn, value):
+    """omnispindle_fair.after set by hand, not a JSON object: every claim of a
+    fair type failed (invalid json, or no path to set in it)."""
+    client.set_task_type_strategy("shared", "fair")
+    client.submit_batch([{"task_type": "shared", "group_key": f"g{n}"} for n in range(3)])
+    with psycopg.connect(dsn, autocommit=True) as worker:
+        worker.execute("SELECT set_config('omnispindle_fair.after', %s, false)", [value])
+        assert [len(fair_claim(worker, 1)) for _ in range(3)] == [1, 1, 1]
+
+
 def group_of_id(conn, task_id):
     return conn.execute(
         "SELECT group_key FROM omnispindle.tasks WHERE id = %s", [task_id]
