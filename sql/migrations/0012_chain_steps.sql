@@ -94,6 +94,10 @@
 -- running tasks take turns instead of drawing lots.
 -- A claim of a fair type takes a session's omnispindle_fair.after that is
 -- not a JSON object (set by hand) for no turn yet, instead of failing.
+-- Its window counts only the groups that may take a turn (a task the worker
+-- may start now, a token): a window of groups whose tasks were delayed, or
+-- needed other capabilities, or out of tokens came back empty however many
+-- groups past it had tasks ready.
 
 ALTER FUNCTION omnispindle.complete_attempts(bigint[], uuid[], jsonb[])
     SET plan_cache_mode = force_generic_plan;
@@ -881,50 +885,27 @@ BEGIN
                     -- The groups in turn: down tasks_group_ready_idx by group_key
                     -- from below fair_after (from the top when it is ''), then the
                     -- place of the tasks without a group_key (bottom), then round
-                    -- again from the top, each group once. Only a window of them
-                    -- is read: as many as the claim's slots, the groups running
-                    -- (which a limit per group may hold back) and 16 more, one
-                    -- index probe each. Every group was probed at every claim: a
-                    -- claim took 15 ms at 1,000 groups and 190 ms at 16,000.
+                    -- again from the top, each group once; the walk sets out from
+                    -- a row of its own, place 0, at fair_after (at the bottom when
+                    -- it is ''). Only a window of them is read: until as many as
+                    -- the claim's slots, the groups running (which a limit per
+                    -- group may hold back) and 16 more may take a turn, one index
+                    -- probe each. Every group was probed at every claim: a claim
+                    -- took 15 ms at 1,000 groups and 190 ms at 16,000. Counted by
+                    -- place, a window of groups with nothing to start came back
+                    -- empty however many groups past it had ready tasks.
                     -- A probe also tells whether the last task of its group (in
                     -- the group's order) is one this worker may start now. It
                     -- reads the group's range from its end: its first entries are
                     -- mostly those of tasks just claimed, which every probe from
                     -- the start walks over until vacuum removes them (16 buffers a
                     -- probe in a drain, against 3 from the end).
-                    SELECT * FROM (
-                        (SELECT r.group_key,
-                                r.run_after <= now()
-                                AND r.required_capabilities <@ p_capabilities
-                                AND (r.required_capabilities = '{}'
-                                     OR NOT omnispindle.left_to_a_narrower_worker(
-                                         r.task_type, r.required_capabilities, r.run_after,
-                                         p_capabilities, p_worker_id))
-                                AND r.attempts < r.max_attempts AS last_ready,
-                                false AS bottom, false AS wrapped, 1 AS place
-                         FROM omnispindle.tasks r
-                         WHERE fair_after <> '' AND r.state = 'pending'
-                           AND r.task_type = set_apart[pass] AND r.group_key < fair_after
-                         ORDER BY r.group_key DESC, r.priority, r.id DESC LIMIT 1)
-                        UNION ALL
-                        (SELECT r.group_key,
-                                r.run_after <= now()
-                                AND r.required_capabilities <@ p_capabilities
-                                AND (r.required_capabilities = '{}'
-                                     OR NOT omnispindle.left_to_a_narrower_worker(
-                                         r.task_type, r.required_capabilities, r.run_after,
-                                         p_capabilities, p_worker_id))
-                                AND r.attempts < r.max_attempts,
-                                false, false, 1
-                         FROM omnispindle.tasks r
-                         WHERE fair_after = '' AND r.state = 'pending'
-                           AND r.task_type = set_apart[pass] AND r.group_key IS NOT NULL
-                         ORDER BY r.group_key DESC, r.priority, r.id DESC LIMIT 1)
-                        UNION ALL
-                        SELECT NULL, NULL, true, false, 1
-                        LIMIT 1) a
+                    SELECT CASE WHEN fair_after <> '' THEN fair_after END AS group_key,
+                           NULL::boolean AS last_ready, fair_after = '' AS bottom,
+                           false AS wrapped, 0 AS place, false AS ready, 0 AS counted
                     UNION ALL
-                    SELECT n.group_key, n.last_ready, n.bottom, n.wrapped, k.place + 1
+                    SELECT n.group_key, n.last_ready, n.bottom, n.wrapped, k.place + 1, e.ready,
+                           k.counted + e.ready::integer
                     FROM keys k
                     CROSS JOIN LATERAL (
                         (SELECT r.group_key,
@@ -954,69 +935,71 @@ BEGIN
                                          r.task_type, r.required_capabilities, r.run_after,
                                          p_capabilities, p_worker_id))
                                 AND r.attempts < r.max_attempts,
-                                false, true
+                                false, fair_after <> ''
                          FROM omnispindle.tasks r
-                         WHERE k.bottom AND fair_after <> '' AND r.state = 'pending'
-                           AND r.task_type = set_apart[pass] AND r.group_key >= fair_after
+                         WHERE k.bottom AND (fair_after <> '' OR k.place = 0)
+                           AND r.state = 'pending' AND r.task_type = set_apart[pass]
+                           AND r.group_key >= fair_after
                          ORDER BY r.group_key DESC, r.priority, r.id DESC LIMIT 1)
+                        UNION ALL
+                        -- From the top with no group_key pending: the bottom.
+                        SELECT NULL, NULL, true, false WHERE k.bottom AND k.place = 0
                         LIMIT 1) n
-                    WHERE k.place < room + 16 + (SELECT count(*) FROM running)
-                ), groups AS (
-                    -- Those with a task this worker may start now: a group whose
-                    -- tasks are all delayed or need other capabilities would
-                    -- take a turn and come back with nothing. Most groups' last
-                    -- task is one; the others take a probe each.
-                    -- (As an EXISTS, the planner read every pending task of the
-                    -- type once per claim instead.) Each probe below reads its
-                    -- group's range of tasks_group_ready_idx in the index's
-                    -- order: with an equality on group_key, which leaves any
-                    -- order of it free, a plan made while the table was small
+                    -- Whether the group may take a turn: a task this worker may
+                    -- start now (a group whose tasks are all delayed or need other
+                    -- capabilities would take a turn and come back with nothing;
+                    -- most groups' last task is one, the others take a probe
+                    -- each), and a token. (As an EXISTS, the planner read every
+                    -- pending task of the type once per claim instead.) Each probe
+                    -- reads its group's range of tasks_group_ready_idx in the
+                    -- index's order: with an equality on group_key, which leaves
+                    -- any order of it free, a plan made while the table was small
                     -- walked tasks_ready_idx over every pending task instead
                     -- (30,000 index entries for a claim of 32 under one group's
                     -- flood).
-                    SELECT k.group_key, k.place FROM keys k WHERE NOT k.bottom AND k.last_ready
-                    UNION ALL
-                    SELECT k.group_key, k.place FROM keys k
-                    CROSS JOIN LATERAL (SELECT FROM omnispindle.tasks r
-                                        WHERE r.state = 'pending'
-                                          AND r.task_type = set_apart[pass]
-                                          AND r.group_key BETWEEN k.group_key AND k.group_key
-                                          AND r.run_after <= now()
-                                          AND r.required_capabilities <@ p_capabilities
-                                          AND (r.required_capabilities = '{}'
-                                               OR NOT omnispindle.left_to_a_narrower_worker(
-                                                   r.task_type, r.required_capabilities, r.run_after,
-                                                   p_capabilities, p_worker_id))
-                                          AND r.attempts < r.max_attempts
-                                        ORDER BY r.group_key, r.priority DESC, r.id
-                                        LIMIT 1) e
-                    WHERE NOT k.bottom AND NOT k.last_ready
-                    UNION ALL
-                    SELECT NULL, k.place FROM keys k
-                    CROSS JOIN LATERAL (SELECT FROM omnispindle.tasks r
-                                        WHERE r.state = 'pending'
-                                          AND r.task_type = set_apart[pass]
-                                          AND r.group_key IS NULL
-                                          AND r.run_after <= now()
-                                          AND r.required_capabilities <@ p_capabilities
-                                          AND (r.required_capabilities = '{}'
-                                               OR NOT omnispindle.left_to_a_narrower_worker(
-                                                   r.task_type, r.required_capabilities, r.run_after,
-                                                   p_capabilities, p_worker_id))
-                                          AND r.attempts < r.max_attempts
-                                        ORDER BY r.task_type, r.group_key, r.priority DESC, r.id
-                                        LIMIT 1) e
-                    WHERE k.bottom
+                    CROSS JOIN LATERAL (
+                        SELECT coalesce(CASE WHEN n.last_ready THEN true
+                                             WHEN n.bottom THEN
+                            (SELECT true FROM omnispindle.tasks r
+                             WHERE r.state = 'pending'
+                               AND r.task_type = set_apart[pass]
+                               AND r.group_key IS NULL
+                               AND r.run_after <= now()
+                               AND r.required_capabilities <@ p_capabilities
+                               AND (r.required_capabilities = '{}'
+                                    OR NOT omnispindle.left_to_a_narrower_worker(
+                                        r.task_type, r.required_capabilities, r.run_after,
+                                        p_capabilities, p_worker_id))
+                               AND r.attempts < r.max_attempts
+                             ORDER BY r.task_type, r.group_key, r.priority DESC, r.id
+                             LIMIT 1)
+                                             ELSE
+                            (SELECT true FROM omnispindle.tasks r
+                             WHERE r.state = 'pending'
+                               AND r.task_type = set_apart[pass]
+                               AND r.group_key BETWEEN n.group_key AND n.group_key
+                               AND r.run_after <= now()
+                               AND r.required_capabilities <@ p_capabilities
+                               AND (r.required_capabilities = '{}'
+                                    OR NOT omnispindle.left_to_a_narrower_worker(
+                                        r.task_type, r.required_capabilities, r.run_after,
+                                        p_capabilities, p_worker_id))
+                               AND r.attempts < r.max_attempts
+                             ORDER BY r.group_key, r.priority DESC, r.id
+                             LIMIT 1) END, false)
+                               -- A group out of tokens takes no turn.
+                               AND (group_rate IS NULL
+                                    OR omnispindle.group_tokens_at(group_buckets,
+                                                                   coalesce(n.group_key, ''),
+                                                                   group_rate, group_burst,
+                                                                   clock_timestamp()) >= 1)
+                               AS ready) e
+                    WHERE k.counted < room + 16 + (SELECT count(*) FROM running)
                 ), turns AS (
                     SELECT g.group_key, coalesce(u.n, 0) AS n_running, g.place
-                    FROM groups g
+                    FROM keys g
                     LEFT JOIN running u ON u.group_key IS NOT DISTINCT FROM g.group_key
-                    WHERE coalesce(u.n, 0) < per_group
-                      -- A group out of tokens takes no turn.
-                      AND (group_rate IS NULL
-                           OR omnispindle.group_tokens_at(group_buckets,
-                                                          coalesce(g.group_key, ''), group_rate,
-                                                          group_burst, clock_timestamp()) >= 1)
+                    WHERE g.ready AND coalesce(u.n, 0) < per_group
                     ORDER BY 2, 3 LIMIT room
                 ), level AS (
                     -- Filling the j lowest groups to a common level takes

@@ -308,6 +308,37 @@ def test_groups_take_turns_at_the_starts_a_limit_lets_through(client, dsn, conn)
     assert started == ["small", "big"] * 5, started
 
 
+def test_groups_with_nothing_to_start_leave_the_window_to_the_others(client, dsn):
+    """Groups whose tasks are all delayed or need a capability the worker lacks
+    come first in the turn: a window counted by place was all theirs, and the
+    first two claims of 10 came back empty, 10 groups having tasks ready."""
+    client.set_task_type_strategy("shared", "fair")
+    client.submit_batch(
+        [{"task_type": "shared", "group_key": f"d{n:02}", "delay": 3600} for n in range(30)]
+        + [
+            {"task_type": "shared", "group_key": f"c{n:02}", "required_capabilities": ["gpu"]}
+            for n in range(30)
+        ]
+        + [{"task_type": "shared", "group_key": f"a{n}"} for n in range(10)]
+    )
+    with psycopg.connect(dsn, autocommit=True) as worker:
+        assert len(fair_claim(worker, 10)) == 10
+
+
+def test_groups_out_of_tokens_leave_the_window_to_the_others(client, dsn, conn):
+    """As groups with nothing ready: a window of groups out of tokens came back
+    empty."""
+    client.set_task_type_strategy("shared", "fair")
+    client.set_task_type_limit("shared", starts_per_second_per_group=0.001)
+    client.submit_batch([{"task_type": "shared", "group_key": f"d{n:02}"} for n in range(60)] * 2)
+    with psycopg.connect(dsn, autocommit=True) as worker:
+        assert len(fair_claim(worker, 60)) == 60
+    finish(conn, 60, "shared")
+    client.submit_task("shared", group_key="a")
+    with psycopg.connect(dsn, autocommit=True) as worker:  # from the top: d59 first
+        assert len(fair_claim(worker, 1)) == 1
+
+
 @pytest.mark.parametrize("value", ["x", "[1, 2]", '"g1"', "42"])
 def test_a_session_setting_the_turns_to_what_is_not_a_map_still_claims(client, dsn, value):
     """omnispindle_fair.after set by hand, not a JSON object: every claim of a
