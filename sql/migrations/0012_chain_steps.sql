@@ -97,7 +97,9 @@
 -- Its window counts only the groups that may take a turn (a task the worker
 -- may start now, a token): a window of groups whose tasks were delayed, or
 -- needed other capabilities, or out of tokens came back empty however many
--- groups past it had tasks ready.
+-- groups past it had tasks ready. Slots its turns' groups leave (their
+-- tasks held by a claim made at the same moment) go to the next groups of
+-- the window, instead of coming back empty.
 
 ALTER FUNCTION omnispindle.complete_attempts(bigint[], uuid[], jsonb[])
     SET plan_cache_mode = force_generic_plan;
@@ -995,12 +997,13 @@ BEGIN
                                                                    clock_timestamp()) >= 1)
                                AS ready) e
                     WHERE k.counted < room + 16 + (SELECT count(*) FROM running)
-                ), turns AS (
+                ), eligible AS (
                     SELECT g.group_key, coalesce(u.n, 0) AS n_running, g.place
                     FROM keys g
                     LEFT JOIN running u ON u.group_key IS NOT DISTINCT FROM g.group_key
                     WHERE g.ready AND coalesce(u.n, 0) < per_group
-                    ORDER BY 2, 3 LIMIT room
+                ), turns AS (
+                    SELECT * FROM eligible e ORDER BY e.n_running, e.place LIMIT room
                 ), level AS (
                     -- Filling the j lowest groups to a common level takes
                     -- (room + their running) / j; the lowest such level is the one.
@@ -1054,10 +1057,14 @@ BEGIN
                     FROM unkeyed u JOIN turns t ON t.group_key IS NULL
                 ), spare AS (
                     -- A group with fewer ready tasks than its share leaves slots
-                    -- over: the keyed groups fill them, each offering the next
-                    -- few of its own (only when it happens).
+                    -- over, and so does one whose tasks another claim holds: the
+                    -- keyed groups of the window fill them, in turn, each offering
+                    -- the next few of its own (only when it happens). Filled from
+                    -- the turns' groups alone, a claim made at the same moment as
+                    -- another, which follows the same turn, came back with nothing
+                    -- whenever the other held its groups' tasks.
                     SELECT c.id, c.priority, c.size, t.group_key, t.n_running, t.place
-                    FROM turns t
+                    FROM (SELECT * FROM eligible e ORDER BY e.n_running, e.place) t
                     CROSS JOIN LATERAL (SELECT r.id, r.priority,
                                                pg_column_size(r.parameters) AS size
                                         FROM omnispindle.tasks r
@@ -1076,6 +1083,7 @@ BEGIN
                                         LIMIT room - (SELECT count(*) FROM firsts)
                                         FOR NO KEY UPDATE SKIP LOCKED) c
                     WHERE (SELECT count(*) FROM firsts) < room
+                    LIMIT greatest(0, room - (SELECT count(*) FROM firsts))
                 ), candidates AS (
                     SELECT * FROM firsts
                     UNION ALL

@@ -350,6 +350,19 @@ def test_a_session_setting_the_turns_to_what_is_not_a_map_still_claims(client, d
         assert [len(fair_claim(worker, 1)) for _ in range(3)] == [1, 1, 1]
 
 
+def test_a_claim_beside_another_takes_the_next_group_in_turn(client, dsn, conn):
+    """Two workers' claims at the same moment follow the same turn: the second,
+    finding the task of its turn's group held by the first, came back with
+    nothing (17 claims of 160 empty with 4 workers claiming at once)."""
+    client.set_task_type_strategy("shared", "fair")
+    client.submit_batch([{"task_type": "shared", "group_key": f"g{n:03}"} for n in range(200)])
+    with psycopg.connect(dsn) as first, psycopg.connect(dsn, autocommit=True) as second:
+        [[held]] = fair_claim(first, 1)  # its transaction stays open
+        [[taken]] = fair_claim(second, 1)
+        assert group_of_id(conn, taken) != group_of_id(conn, held)
+        first.rollback()
+
+
 def group_of_id(conn, task_id):
     return conn.execute(
         "SELECT group_key FROM omnispindle.tasks WHERE id = %s", [task_id]
