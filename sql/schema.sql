@@ -263,6 +263,7 @@ DECLARE
     bucket record;  -- the type's task_type_limits row, if it has limits
     aging double precision;  -- the type's aging_seconds, if it ages
     type_strategy text;  -- the type's strategy, if it has one
+    one_range boolean;  -- whether an aging type's pending tasks have no group_key
     -- The lock_timeout to restore after waiting for a limited type's row.
     lock_wait text := current_setting('lock_timeout');
     limited boolean;  -- whether the type has a limits row
@@ -644,39 +645,76 @@ BEGIN
                 -- every aging seconds it has been ready. Within a priority the
                 -- oldest comes first, so the best candidates are the first few of
                 -- each priority in use: found by a skip over the priorities (one
-                -- index probe each), then ordered by effective priority.
+                -- index probe each), then ordered by effective priority. The
+                -- probes of an ungrouped type (the usual case) read its own
+                -- range of tasks_group_ready_idx, in the same order: in
+                -- tasks_ready_idx, across types, each stepped over every
+                -- pending task of other types at higher priorities (a claim
+                -- behind another type's backlog of 20,000 read them all).
+                -- A type with group keys still walks tasks_ready_idx.
+                one_range := omnispindle.ungrouped_type(set_apart[pass]);
                 WITH RECURSIVE levels AS (
-                    (SELECT r.priority FROM omnispindle.tasks r
-                     WHERE r.state = 'pending' AND r.task_type = set_apart[pass]
-                       AND r.run_after <= now()
-                     ORDER BY r.priority DESC, r.id LIMIT 1)
+                    SELECT * FROM (
+                        (SELECT r.priority FROM omnispindle.tasks r
+                         WHERE one_range AND r.state = 'pending'
+                           AND r.task_type = set_apart[pass] AND r.group_key IS NULL
+                           AND r.run_after <= now()
+                         ORDER BY r.task_type, r.group_key, r.priority DESC, r.id LIMIT 1)
+                        UNION ALL
+                        (SELECT r.priority FROM omnispindle.tasks r
+                         WHERE NOT one_range AND r.state = 'pending'
+                           AND r.task_type = set_apart[pass] AND r.run_after <= now()
+                         ORDER BY r.priority DESC, r.id LIMIT 1)) a
                     UNION ALL
                     SELECT n.priority FROM levels l
-                    CROSS JOIN LATERAL (SELECT r.priority FROM omnispindle.tasks r
-                                        WHERE r.state = 'pending'
-                                          AND r.task_type = set_apart[pass]
-                                          AND r.run_after <= now() AND r.priority < l.priority
-                                        ORDER BY r.priority DESC, r.id LIMIT 1) n
+                    CROSS JOIN LATERAL (
+                        (SELECT r.priority FROM omnispindle.tasks r
+                         WHERE one_range AND r.state = 'pending'
+                           AND r.task_type = set_apart[pass] AND r.group_key IS NULL
+                           AND r.run_after <= now() AND r.priority < l.priority
+                         ORDER BY r.task_type, r.group_key, r.priority DESC, r.id LIMIT 1)
+                        UNION ALL
+                        (SELECT r.priority FROM omnispindle.tasks r
+                         WHERE NOT one_range AND r.state = 'pending'
+                           AND r.task_type = set_apart[pass]
+                           AND r.run_after <= now() AND r.priority < l.priority
+                         ORDER BY r.priority DESC, r.id LIMIT 1)) n
                 ), candidates AS (
                     SELECT c.id, c.priority + floor(extract(epoch FROM now() - c.run_after)
                                                     / aging) AS effective
                     FROM levels l
-                    CROSS JOIN LATERAL (SELECT r.id, r.priority, r.run_after
-                                        FROM omnispindle.tasks r
-                                        WHERE r.state = 'pending'
-                                          AND r.task_type = set_apart[pass]
-                                          AND r.run_after <= now() AND r.priority = l.priority
-                                          AND r.required_capabilities <@ p_capabilities
-                                          AND (r.required_capabilities = '{}'
-                                               OR NOT omnispindle.left_to_a_narrower_worker(
-                                                   r.task_type, r.required_capabilities, r.run_after,
-                                                   p_capabilities, p_worker_id))
-                                          AND r.attempts < r.max_attempts
-                                        ORDER BY r.priority DESC, r.id LIMIT room
-                                        -- Locked as found, so that concurrent claims
-                                        -- take the next ones; those not taken are
-                                        -- free again at commit.
-                                        FOR NO KEY UPDATE SKIP LOCKED) c
+                    -- Locked as found, so that concurrent claims take the next
+                    -- ones; those not taken are free again at commit.
+                    CROSS JOIN LATERAL (
+                        SELECT * FROM (SELECT r.id, r.priority, r.run_after
+                                       FROM omnispindle.tasks r
+                                       WHERE one_range AND r.state = 'pending'
+                                         AND r.task_type = set_apart[pass]
+                                         AND r.group_key IS NULL
+                                         AND r.run_after <= now() AND r.priority = l.priority
+                                         AND r.required_capabilities <@ p_capabilities
+                                         AND (r.required_capabilities = '{}'
+                                              OR NOT omnispindle.left_to_a_narrower_worker(
+                                                  r.task_type, r.required_capabilities,
+                                                  r.run_after, p_capabilities, p_worker_id))
+                                         AND r.attempts < r.max_attempts
+                                       ORDER BY r.task_type, r.group_key, r.priority DESC, r.id
+                                       LIMIT room
+                                       FOR NO KEY UPDATE SKIP LOCKED) o
+                        UNION ALL
+                        SELECT * FROM (SELECT r.id, r.priority, r.run_after
+                                       FROM omnispindle.tasks r
+                                       WHERE NOT one_range AND r.state = 'pending'
+                                         AND r.task_type = set_apart[pass]
+                                         AND r.run_after <= now() AND r.priority = l.priority
+                                         AND r.required_capabilities <@ p_capabilities
+                                         AND (r.required_capabilities = '{}'
+                                              OR NOT omnispindle.left_to_a_narrower_worker(
+                                                  r.task_type, r.required_capabilities,
+                                                  r.run_after, p_capabilities, p_worker_id))
+                                         AND r.attempts < r.max_attempts
+                                       ORDER BY r.priority DESC, r.id LIMIT room
+                                       FOR NO KEY UPDATE SKIP LOCKED) g) c
                 ), ready AS (
                     -- The best, by primary key in their order.
                     SELECT r.id, pg_column_size(r.parameters) AS size, r.group_key

@@ -155,3 +155,43 @@ def test_concurrent_claims_of_an_aging_type_take_different_tasks(client, dsn, co
         taken = conn.execute(claim).fetchall()
         assert len(held) == len(taken) == 2
         assert not set(held) & set(taken)
+
+
+def tasks_fetched(conn) -> int:
+    """Rows of tasks this transaction fetched through an index, so far."""
+    return conn.execute(
+        "SELECT idx_tup_fetch FROM pg_stat_xact_user_tables "
+        "WHERE schemaname = 'omnispindle' AND relname = 'tasks'"
+    ).fetchone()[0]
+
+
+@pytest.mark.parametrize("own", [0, 6], ids=["none-ready", "some-ready"])
+def test_a_claim_of_an_aging_type_reads_none_of_another_types_backlog(client, dsn, conn, own):
+    """Its probes of the priorities walked the ready index of every type: each
+    claim stepped over the whole backlog of other types at its priorities and
+    above (20,000 rows read behind 20,000 of them), even with nothing to claim."""
+    client.set_task_type_strategy("work", "aging", aging_seconds=AGING)
+    client.submit_batch([{"task_type": "other", "priority": p % 3} for p in range(3000)])
+    client.submit_batch([{"task_type": "work", "priority": p % 3} for p in range(own)])
+    conn.execute("ANALYZE omnispindle.tasks")
+    with psycopg.connect(dsn) as fresh:  # one transaction: its own statistics
+        claimed = fresh.execute(
+            "SELECT task_type FROM omnispindle.claim_tasks('{work}', '{}', 4, "
+            "gen_random_uuid(), 30)"
+        ).fetchall()
+        fetched = tasks_fetched(fresh)
+    assert claimed == [("work",)] * min(own, 4)
+    assert fetched < 50, fetched
+
+
+def test_an_aging_type_with_group_keys_is_claimed_in_its_order(client, conn):
+    client.set_task_type_strategy("work", "aging", aging_seconds=1000)
+    client.submit_batch([{"task_type": "other", "priority": 9}] * 10)
+    client.submit_batch(
+        [{"task_type": "work", "priority": p, "group_key": f"g{p}"} for p in (1, 4, 2)]
+        + [{"task_type": "work", "priority": 3}]
+    )
+    claimed = conn.execute(
+        "SELECT priority FROM omnispindle.claim_tasks('{work}', '{}', 3, gen_random_uuid(), 30)"
+    ).fetchall()
+    assert sorted(claimed, reverse=True) == [(4,), (3,), (2,)]
