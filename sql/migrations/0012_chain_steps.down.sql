@@ -179,6 +179,55 @@ DROP FUNCTION omnispindle.first_ready_task(text[], text[], uuid, bigint[]);
 DROP FUNCTION omnispindle.walks_one_type(text[]);
 DROP FUNCTION omnispindle.walked_by_type(text[], text[]);
 DROP FUNCTION omnispindle.ungrouped_type(text);
+DROP FUNCTION omnispindle.left_to_a_narrower_worker(text, text[], timestamptz, jsonb);
+DROP FUNCTION omnispindle.free_narrower_workers(text[], text[], uuid);
+
+-- left_to_a_narrower_worker() as 0010 made it, for the roles that may claim.
+-- Whether a ready task that needs capabilities is better left, for now, to
+-- another live worker with fewer capabilities that runs its type, has them
+-- all, and has a free slot: the narrowest match. A worker that can do common
+-- work then takes that, instead of the work only a specialist can do while the
+-- specialist stands idle. Only for a task's first 5 seconds of being ready:
+-- past them any worker that can run it takes it, so a specialist that stalls
+-- while it still heartbeats holds nothing back for long. claim_tasks asks
+-- only about tasks that need capabilities.
+CREATE FUNCTION omnispindle.left_to_a_narrower_worker(p_task_type text, p_required text[],
+                                                      p_ready_since timestamptz,
+                                                      p_capabilities text[], p_worker_id uuid)
+RETURNS boolean
+LANGUAGE sql
+STABLE
+AS $$
+    SELECT p_ready_since > now() - interval '5 seconds'
+       AND EXISTS (SELECT FROM omnispindle.workers w
+                   WHERE w.state = 'active' AND w.id <> p_worker_id
+                     AND cardinality(w.capabilities) < cardinality(p_capabilities)
+                     AND p_required <@ w.capabilities
+                     AND p_task_type = ANY (w.task_types)
+                     AND w.last_heartbeat_at
+                         > now() - make_interval(secs => coalesce(w.lease_timeout_seconds, 30))
+                     AND (SELECT count(*) FROM omnispindle.tasks x
+                          WHERE x.state = 'running' AND x.worker_id = w.id) < w.concurrency)
+$$;
+
+REVOKE EXECUTE ON FUNCTION
+    omnispindle.left_to_a_narrower_worker(text, text[], timestamptz, text[], uuid) FROM PUBLIC;
+DO $$
+DECLARE
+    grantee regrole;
+BEGIN
+    FOR grantee IN SELECT DISTINCT a.grantee::regrole
+                   FROM pg_proc p, aclexplode(p.proacl) a
+                   WHERE p.pronamespace = 'omnispindle'::regnamespace
+                     AND p.proname = 'claim_tasks'
+                     AND a.privilege_type = 'EXECUTE' AND a.grantee <> p.proowner
+                     AND a.grantee <> 0
+    LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION omnispindle.left_to_a_narrower_worker(text, '
+                       'text[], timestamptz, text[], uuid) TO %s', grantee);
+    END LOOP;
+END
+$$;
 
 -- claim_tasks() as 0010 made it.
 CREATE OR REPLACE FUNCTION omnispindle.claim_tasks(p_task_types text[], p_capabilities text[],

@@ -6,6 +6,8 @@ from __future__ import annotations
 import collections
 import time
 
+import psycopg
+
 
 def test_a_slow_worker_takes_less_of_a_shared_backlog(client, start_worker, conn):
     def slow(task):
@@ -100,3 +102,25 @@ def test_a_task_ready_for_a_while_goes_to_any_worker_that_can_run_it(client, con
         "WHERE parameters ->> 'kind' = 'gpu'"
     )
     assert claim_as(conn, generalist, ["gpu", "cpu"]) == ["gpu"]
+
+
+def test_a_claim_counts_the_specialists_running_tasks_once(client, conn, dsn):
+    """Each task met that needs a capability counted again the running tasks of
+    every live specialist that could take it: a claim of 8 among 40 busy
+    specialists of 4 slots read their 160 running tasks 8 times."""
+    specialists = [add_worker(conn, f"specialist {n}", ["gpu"], concurrency=4) for n in range(40)]
+    client.submit_batch([{"task_type": "work", "required_capabilities": ["gpu"]}] * 160)
+    for specialist in specialists:
+        assert len(claim_as(conn, specialist, ["gpu"], limit=4)) == 4
+    generalist = add_worker(conn, "generalist", ["gpu", "cpu"], concurrency=8)
+    client.submit_batch(
+        [{"task_type": "work", "parameters": {"kind": "gpu"}, "required_capabilities": ["gpu"]}] * 8
+    )
+    conn.execute("ANALYZE omnispindle.tasks, omnispindle.workers")
+    with psycopg.connect(dsn) as fresh:  # one transaction: its own statistics
+        assert claim_as(fresh, generalist, ["gpu", "cpu"], limit=8) == ["gpu"] * 8
+        fetched = fresh.execute(
+            "SELECT idx_tup_fetch FROM pg_stat_xact_user_tables "
+            "WHERE schemaname = 'omnispindle' AND relname = 'tasks'"
+        ).fetchone()[0]
+    assert fetched < 2 * 160, fetched

@@ -166,7 +166,7 @@ def test_a_type_resumed_during_a_claim_waits_for_the_next_claim(client, conn, ds
     conn.execute(
         "CREATE OR REPLACE FUNCTION omnispindle.left_to_a_narrower_worker("
         "p_task_type text, p_required text[], p_ready_since timestamptz,"
-        " p_capabilities text[], p_worker_id uuid) RETURNS boolean LANGUAGE plpgsql AS "
+        " p_narrower jsonb) RETURNS boolean LANGUAGE plpgsql AS "
         "$$ BEGIN PERFORM pg_advisory_lock_shared(7); PERFORM pg_advisory_unlock_shared(7);"
         " RETURN false; END $$"
     )
