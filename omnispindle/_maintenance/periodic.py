@@ -60,6 +60,11 @@ class PeriodicScheduler:
     def __init__(self, db: Runner) -> None:
         self.db = db
         self._parsed: dict[tuple[str, str], CronExpression | None] = {}
+        # Each schedule that had no tick due at the last pass, with what its
+        # ticks depend on then and its next tick: while those stay the same, it
+        # has none due before that tick. Working out every schedule's ticks at
+        # every pass (once a second) took the pass 1 s at 10,000 schedules.
+        self._quiet: dict[str, tuple[tuple[object, ...], datetime]] = {}
         self._next_prune = 0.0
 
     def run_once(self) -> SchedulePass:
@@ -73,14 +78,26 @@ class PeriodicScheduler:
             (row["cron"], row["timezone"]): self._expression(row["cron"], row["timezone"])
             for row in rows
         }
+        quiet = {}
         for row in rows:
             cron = self._parsed[row["cron"], row["timezone"]]
             if cron is None:
                 continue
-            for tick in due_ticks(cron, row["now"], row["updated_at"], row["last_tick_at"]):
+            state = (row["cron"], row["timezone"], row["updated_at"], row["last_tick_at"])
+            known = self._quiet.get(row["name"])
+            if known is not None and known[0] == state and row["now"] < known[1]:
+                quiet[row["name"]] = known
+                waits.append((known[1] - row["now"]).total_seconds())
+                continue
+            due = due_ticks(cron, row["now"], row["updated_at"], row["last_tick_at"])
+            for tick in due:
                 names.append(row["name"])
                 ticks.append(tick)
-            waits.append((cron.next_after(row["now"]) - row["now"]).total_seconds())
+            next_tick = cron.next_after(row["now"])
+            if not due:
+                quiet[row["name"]] = (state, next_tick)
+            waits.append((next_tick - row["now"]).total_seconds())
+        self._quiet = quiet
         enqueued = self.db.run(q.periodic.enqueue_periodic_ticks(names, ticks)) if names else []
         self._prune_if_due()
         return SchedulePass(len(enqueued), min(waits) if waits else None)
