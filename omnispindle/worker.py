@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
 import threading
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -19,6 +22,19 @@ __all__ = ["Executor", "WorkerClient"]
 
 log = logging.getLogger("omnispindle.worker")
 F = TypeVar("F", bound=Callable[..., Any])
+# The workers running in this process; a forked child runs none of its parent's.
+_running: weakref.WeakSet[WorkerClient] = weakref.WeakSet()
+os.register_at_fork(after_in_child=_running.clear)
+
+
+@atexit.register
+def _stop_at_exit() -> None:
+    """At the interpreter's exit, a worker still running runs in a daemon thread (the
+    interpreter has waited for the others) about to be killed: hand its tasks back
+    and mark it stopped, or they stayed running until their leases lapsed, and it
+    active until the sweeper declared it dead."""
+    for worker in list(_running):
+        worker.stop(now=True)
 
 
 class WorkerClient:
@@ -212,6 +228,7 @@ class WorkerClient:
                 "or do not register them on this worker"
             )
         self._loop_thread = threading.current_thread()
+        _running.add(self)
         # Only the main thread runs signal handlers, which must not set the events.
         if self._loop_thread is threading.main_thread():
             self._relay = StopRelay(self._ask_to_stop)
@@ -229,6 +246,7 @@ class WorkerClient:
                 )
                 self._run.run()
         finally:
+            _running.discard(self)
             if self._relay is not None:
                 self._relay.close()
             self._exited.set()
