@@ -6,6 +6,7 @@ import logging
 import os
 import threading
 import weakref
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from typing_extensions import Self
@@ -126,6 +127,9 @@ class TaskQueue:
         self._notifier: Listens | None = None
         self._notifier_pid = os.getpid()  # of the process _notifier hears for
         self._notifier_lock = threading.Lock()
+        # Called first by shutdown(): the stops of the workers running on this queue,
+        # which need its pool to hand their tasks back.
+        self._stops_first: list[Callable[[], None]] = []
         try:
             # Before the pool opens: a database that cannot be reached, or
             # cannot be used, fails here once with its reason.
@@ -288,12 +292,23 @@ class TaskQueue:
         """
         return self.reads.run(metrics.snapshot())
 
+    def stop_first(self, stop: Callable[[], None]) -> Callable[[], None]:
+        """Have :meth:`shutdown` call ``stop`` before it closes anything; returns
+        what takes it back. A worker running on this queue stops so, while it can
+        still hand its tasks back and mark itself stopped."""
+        self._stops_first.append(stop)
+        return lambda: self._stops_first.remove(stop)
+
     def shutdown(self) -> None:
         """Close connections, and stop the embedded server if this queue started it.
 
-        Later calls on the queue, or on a client or worker using it, raise
+        A worker still running on the queue is stopped first, as
+        ``stop(now=True)`` stops it: its running tasks are handed back. Later
+        calls on the queue, or on a client using it, raise
         ``ConfigurationError`` and open no connection.
         """
+        for stop in list(self._stops_first):
+            stop()
         if self._replica is not None:
             self._replica.close()
             self._replica = None

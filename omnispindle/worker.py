@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import os
 import threading
@@ -229,6 +230,9 @@ class WorkerClient:
             )
         self._loop_thread = threading.current_thread()
         _running.add(self)
+        # A queue of the caller's shut down under the worker: stop it while it can
+        # hand its tasks back, rather than crash on the closed pool, leaving them.
+        take_back = self.queue.stop_first(functools.partial(self.stop, now=True))
         # Only the main thread runs signal handlers, which must not set the events.
         if self._loop_thread is threading.main_thread():
             self._relay = StopRelay(self._ask_to_stop)
@@ -246,6 +250,7 @@ class WorkerClient:
                 )
                 self._run.run()
         finally:
+            take_back()
             _running.discard(self)
             if self._relay is not None:
                 self._relay.close()

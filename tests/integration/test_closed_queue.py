@@ -11,7 +11,13 @@ from typing import Any
 import psycopg
 import pytest
 
-from omnispindle import ConfigurationError, TaskQueueClient, WaitTimeoutError
+from omnispindle import (
+    ConfigurationError,
+    TaskQueue,
+    TaskQueueClient,
+    WaitTimeoutError,
+    WorkerClient,
+)
 from omnispindle._db.notifier import FINISHED_CHANNEL
 
 from ..acceptance.workers import poll
@@ -101,3 +107,39 @@ def test_close_from_another_thread_ends_every_wait_at_once(dsn):
     assert {name: type(exc) for name, exc in raised.items()} == dict.fromkeys(
         WAITS, ConfigurationError
     )
+
+
+def test_a_queue_shut_down_under_its_worker_stops_it_first(dsn, conn):
+    """A TaskQueue shut down (the end of its with block) while a worker ran on it
+    closed the pool under the worker, which died with a traceback, its running task
+    left running until its lease lapsed and its row active; the worker is stopped
+    first now: the task is handed back and the worker marked stopped."""
+    started, release = threading.Event(), threading.Event()
+
+    def hold(task_data):
+        started.set()
+        release.wait(30)
+
+    raised: list[BaseException] = []
+
+    def run(worker: WorkerClient) -> None:
+        try:
+            worker.start()
+        except BaseException as exc:
+            raised.append(exc)
+
+    with TaskQueue(dsn=dsn) as queue:
+        worker = WorkerClient(local_queue=queue, name="on-a-queue", poll_interval=0.2)
+        worker.register_task_executor("hold", hold)
+        thread = threading.Thread(target=run, args=(worker,))
+        thread.start()
+        task_id = TaskQueueClient(local_queue=queue).submit_task("hold")
+        assert started.wait(30)
+    release.set()
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert raised == []
+    task = conn.execute("SELECT state, attempts FROM omnispindle.tasks WHERE id = %s", [task_id])
+    assert task.fetchone() == ("pending", 0)
+    state = conn.execute("SELECT state FROM omnispindle.workers WHERE name = 'on-a-queue'")
+    assert state.fetchone() == ("stopped",)
