@@ -524,11 +524,12 @@ class WorkerLoop:
 
     def _drain_or_hand_back(self, worker_id: UUID) -> None:
         """Drain; a Ctrl-C meanwhile (a second one, in a worker started in the main
-        thread) cuts the wait short and hands the running tasks back, then goes on up:
-        it left them running until their leases lapsed, and the worker active."""
+        thread), or a SystemExit from a signal handler that calls sys.exit(), cuts
+        the wait short and hands the running tasks back, then goes on up: it left
+        them running until their leases lapsed, and the worker active."""
         try:
             self._drain(worker_id)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, SystemExit):
             self.db.cut_short()
             self._drain(worker_id)
             raise

@@ -149,15 +149,17 @@ def test_stop_from_a_signal_handler_inside_a_wait_of_the_worker_stops_it(dsn):
     assert (done.returncode, done.stdout.strip()) == (0, "stopped"), done.stderr
 
 
-# A worker started in the main thread, whose Ctrl-C is a KeyboardInterrupt; the
-# handler says when each is raised, and a heartbeat each second shows the stop waiting.
+# A worker started in the main thread, whose Ctrl-C raises KeyboardInterrupt, or
+# SystemExit (a handler that calls sys.exit() to run the finally blocks on the way
+# out); the handler says when each is raised, and a heartbeat each second shows
+# the stop waiting.
 INTERRUPTED_TWICE = """
 import signal, sys, threading
 from omnispindle import WorkerClient
 
 def interrupt(signum, frame):
     print("interrupted", flush=True)
-    raise KeyboardInterrupt
+    raise {"KeyboardInterrupt": KeyboardInterrupt, "SystemExit": SystemExit}[sys.argv[2]]
 
 worker = WorkerClient(dsn=sys.argv[1], sweep_interval=None, shutdown_timeout=120, lease_timeout=3)
 worker.register_task_executor("forever", lambda task: threading.Event().wait(120))
@@ -166,11 +168,15 @@ worker.start()
 """
 
 
-def test_a_second_ctrl_c_in_a_main_thread_worker_hands_the_running_task_back(client, conn, dsn):
-    """The second KeyboardInterrupt, raised while the stop waited for the task, ended
-    the worker with the task left running until its lease lapsed, and the worker active."""
+@pytest.mark.parametrize("raised", ["KeyboardInterrupt", "SystemExit"])
+def test_a_second_ctrl_c_in_a_main_thread_worker_hands_the_running_task_back(
+    client, conn, dsn, raised
+):
+    """The second KeyboardInterrupt (or SystemExit), raised while the stop waited for
+    the task, ended the worker with the task left running until its lease lapsed,
+    and the worker active."""
     worker = subprocess.Popen(
-        [sys.executable, "-c", INTERRUPTED_TWICE, dsn],
+        [sys.executable, "-c", INTERRUPTED_TWICE, dsn, raised],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
