@@ -260,7 +260,7 @@ DECLARE
     fair_after text;
     fair_next text;
     fair_turns jsonb;  -- that setting, read as a map
-    offered bigint[];  -- a fair claim's candidates, before the limits took theirs
+    fair_offered bigint[];  -- a fair claim's candidates, before the limits took theirs
     places integer[];  -- the place of each one's group in the turn
     -- Walks of the index, in order: (lowest priority, highest priority, after id).
     -- -1000 and 1000 bound priorities (tasks_priority_range). Ids are bigint: as
@@ -668,7 +668,7 @@ BEGIN
                         ORDER BY k.place DESC LIMIT 1)
                 INTO chosen, sizes, keys, taken, places, fair_next
                 FROM summed WHERE upto - size < budget;
-                offered := chosen;
+                fair_offered := chosen;
             ELSE
                 -- Aging: a task's effective priority is its priority plus one for
                 -- every aging seconds it has been ready. Within a priority the
@@ -898,10 +898,10 @@ BEGIN
                 -- the top); past the window when it had nothing to offer; and
                 -- stays where it was when the limits started none of those it
                 -- offered, which are first again next time.
-                IF offered IS NOT NULL THEN
+                IF fair_offered IS NOT NULL THEN
                     fair_next := coalesce(
                         (SELECT coalesce(c.group_key, '')
-                         FROM unnest(offered, keys, places) AS c(id, group_key, place)
+                         FROM unnest(fair_offered, keys, places) AS c(id, group_key, place)
                          WHERE c.id = ANY (chosen) ORDER BY c.place DESC LIMIT 1),
                         fair_after);
                 END IF;
