@@ -3957,19 +3957,20 @@ SELECT t.id AS task_id, t.task_type, t.state, t.priority, t.attempts, t.max_atte
                                                      'state', c.state) ORDER BY c.id)
                  FROM omnispindle.task_dependencies d
                  JOIN omnispindle.tasks c ON c.id = d.task_id
-                 WHERE d.depends_on = t.id), '[]'::jsonb) AS dependents
+                 WHERE d.depends_on = t.id), '[]'::jsonb) AS dependents,
+       t.group_key
 FROM (SELECT id, task_type, state, priority, attempts, max_attempts, retry_backoff,
               timeout_seconds, required_capabilities, allow_failed_dependencies,
               pending_dependencies, parameters, result, errors, cancel_reason,
               cancel_requested_at, worker_id, created_at, started_at, finished_at, run_after,
-              lease_expires_at, idempotency_key
+              lease_expires_at, idempotency_key, group_key
       FROM omnispindle.tasks
       UNION ALL
       SELECT id, task_type, state, priority, attempts, max_attempts, retry_backoff,
               timeout_seconds, required_capabilities, allow_failed_dependencies,
               pending_dependencies, parameters, result, errors, cancel_reason,
               cancel_requested_at, worker_id, created_at, started_at, finished_at, run_after,
-              lease_expires_at, idempotency_key
+              lease_expires_at, idempotency_key, group_key
       FROM omnispindle.task_history) t
 LEFT JOIN omnispindle.workers w ON w.id = t.worker_id;
 

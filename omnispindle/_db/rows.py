@@ -216,6 +216,8 @@ class TaskDetail(TaskForPeople):
     lease_expires_at: datetime | None
     dependencies: list[Relative]
     dependents: list[Relative]
+    idempotency_key: str | None
+    group_key: str | None
 
 
 class TaskStateRow(TypedDict):

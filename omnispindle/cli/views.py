@@ -82,6 +82,8 @@ def _fields(task: Mapping[str, Any]) -> list[tuple[str, Any]]:
         ("timeout", None if task["timeout_seconds"] is None else f"{task['timeout_seconds']:g} s"),
         ("retry backoff", f"{task['retry_backoff']:g} s"),
         ("capabilities", task["required_capabilities"] or None),
+        ("group", task["group_key"]),
+        ("idempotency key", task["idempotency_key"]),
         ("allow failed deps", "yes" if task["allow_failed_dependencies"] else "no"),
         ("cancel requested", _when(task["cancel_requested_at"])),
         ("cancel reason", task["cancel_reason"]),

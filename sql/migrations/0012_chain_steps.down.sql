@@ -1658,3 +1658,38 @@ BEGIN
     RETURN made;
 END
 $$;
+
+-- task_details as 0011 made it, without group_key (a view loses a column only
+-- by being made again: SELECT granted on it to a role goes with it).
+DROP VIEW omnispindle.task_details;
+CREATE VIEW omnispindle.task_details AS
+SELECT t.id AS task_id, t.task_type, t.state, t.priority, t.attempts, t.max_attempts,
+       t.retry_backoff, t.timeout_seconds, t.required_capabilities,
+       t.allow_failed_dependencies, t.pending_dependencies, t.parameters, t.result, t.errors,
+       t.cancel_reason, t.cancel_requested_at, t.worker_id, w.name AS worker_name,
+       t.created_at, t.started_at, t.finished_at, t.run_after, t.lease_expires_at,
+       t.idempotency_key,
+       coalesce((SELECT jsonb_agg(jsonb_build_object('task_id', p.id, 'task_type', p.task_type,
+                                                     'state', p.state) ORDER BY p.id)
+                 FROM omnispindle.task_dependencies d
+                 JOIN omnispindle.tasks p ON p.id = d.depends_on
+                 WHERE d.task_id = t.id), '[]'::jsonb) AS dependencies,
+       coalesce((SELECT jsonb_agg(jsonb_build_object('task_id', c.id, 'task_type', c.task_type,
+                                                     'state', c.state) ORDER BY c.id)
+                 FROM omnispindle.task_dependencies d
+                 JOIN omnispindle.tasks c ON c.id = d.task_id
+                 WHERE d.depends_on = t.id), '[]'::jsonb) AS dependents
+FROM (SELECT id, task_type, state, priority, attempts, max_attempts, retry_backoff,
+              timeout_seconds, required_capabilities, allow_failed_dependencies,
+              pending_dependencies, parameters, result, errors, cancel_reason,
+              cancel_requested_at, worker_id, created_at, started_at, finished_at, run_after,
+              lease_expires_at, idempotency_key
+      FROM omnispindle.tasks
+      UNION ALL
+      SELECT id, task_type, state, priority, attempts, max_attempts, retry_backoff,
+              timeout_seconds, required_capabilities, allow_failed_dependencies,
+              pending_dependencies, parameters, result, errors, cancel_reason,
+              cancel_requested_at, worker_id, created_at, started_at, finished_at, run_after,
+              lease_expires_at, idempotency_key
+      FROM omnispindle.task_history) t
+LEFT JOIN omnispindle.workers w ON w.id = t.worker_id;

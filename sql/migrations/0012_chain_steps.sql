@@ -104,6 +104,7 @@
 -- own range of tasks_group_ready_idx: in tasks_ready_idx, it stepped over
 -- every pending task of other types at its priorities and above (20,000
 -- rows read a claim behind a backlog of 20,000).
+-- task_details shows each task's group_key, as `omnispindle tasks ID` does.
 
 ALTER FUNCTION omnispindle.complete_attempts(bigint[], uuid[], jsonb[])
     SET plan_cache_mode = force_generic_plan;
@@ -3335,3 +3336,37 @@ CREATE TRIGGER workers_live_kept
     EXECUTE FUNCTION omnispindle.refuse_live_worker_delete();
 
 REVOKE EXECUTE ON FUNCTION omnispindle.refuse_live_worker_delete() FROM PUBLIC;
+
+-- As in sql/schema.sql: a task's group_key, which `omnispindle tasks ID` shows.
+CREATE OR REPLACE VIEW omnispindle.task_details AS
+SELECT t.id AS task_id, t.task_type, t.state, t.priority, t.attempts, t.max_attempts,
+       t.retry_backoff, t.timeout_seconds, t.required_capabilities,
+       t.allow_failed_dependencies, t.pending_dependencies, t.parameters, t.result, t.errors,
+       t.cancel_reason, t.cancel_requested_at, t.worker_id, w.name AS worker_name,
+       t.created_at, t.started_at, t.finished_at, t.run_after, t.lease_expires_at,
+       t.idempotency_key,
+       coalesce((SELECT jsonb_agg(jsonb_build_object('task_id', p.id, 'task_type', p.task_type,
+                                                     'state', p.state) ORDER BY p.id)
+                 FROM omnispindle.task_dependencies d
+                 JOIN omnispindle.tasks p ON p.id = d.depends_on
+                 WHERE d.task_id = t.id), '[]'::jsonb) AS dependencies,
+       coalesce((SELECT jsonb_agg(jsonb_build_object('task_id', c.id, 'task_type', c.task_type,
+                                                     'state', c.state) ORDER BY c.id)
+                 FROM omnispindle.task_dependencies d
+                 JOIN omnispindle.tasks c ON c.id = d.task_id
+                 WHERE d.depends_on = t.id), '[]'::jsonb) AS dependents,
+       t.group_key
+FROM (SELECT id, task_type, state, priority, attempts, max_attempts, retry_backoff,
+              timeout_seconds, required_capabilities, allow_failed_dependencies,
+              pending_dependencies, parameters, result, errors, cancel_reason,
+              cancel_requested_at, worker_id, created_at, started_at, finished_at, run_after,
+              lease_expires_at, idempotency_key, group_key
+      FROM omnispindle.tasks
+      UNION ALL
+      SELECT id, task_type, state, priority, attempts, max_attempts, retry_backoff,
+              timeout_seconds, required_capabilities, allow_failed_dependencies,
+              pending_dependencies, parameters, result, errors, cancel_reason,
+              cancel_requested_at, worker_id, created_at, started_at, finished_at, run_after,
+              lease_expires_at, idempotency_key, group_key
+      FROM omnispindle.task_history) t
+LEFT JOIN omnispindle.workers w ON w.id = t.worker_id;

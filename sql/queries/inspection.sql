@@ -31,7 +31,7 @@ SELECT t.task_id, t.task_type, t.state::text AS state, t.priority,
        t.worker_id, t.worker_name,
        t.created_at, t.started_at, t.finished_at, t.run_after, t.lease_expires_at,
        extract(epoch FROM now() - t.created_at)::double precision AS age_seconds,
-       t.dependencies, t.dependents
+       t.dependencies, t.dependents, t.idempotency_key, t.group_key
 FROM omnispindle.task_details t
 WHERE t.task_id = %(id)s::bigint;
 

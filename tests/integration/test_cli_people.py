@@ -23,6 +23,8 @@ from omnispindle.cli.progress import ProgressBar
 from omnispindle.errors import TaskStateError
 
 from ..acceptance.workers import ROOT
+from .test_history import archive_all
+from .test_retention import make_old
 
 DEADLINE = 30
 WORKER = "cli-worker"
@@ -314,6 +316,22 @@ def test_show_gives_every_error_with_its_traceback_and_the_relatives(
     shown = as_json(capsys, dsn, "tasks", str(child))
     assert shown["cancel_reason"] == f"dependency {bad} failed"
     assert as_json(capsys, dsn, "tasks", str(parent))["result"] == {"done": True}
+
+
+def test_show_gives_a_tasks_group_and_idempotency_key_archived_or_not(
+    capsys, dsn, client, queue, conn
+):
+    task_id = client.submit_task("job", group_key="tenant-7", idempotency_key="order-7")
+    code, out, err = cli(capsys, dsn, "tasks", str(task_id))
+    assert (code, err) == (0, "")
+    assert re.search(r"^  group\s+tenant-7$", out, re.MULTILINE)
+    assert re.search(r"^  idempotency key\s+order-7$", out, re.MULTILINE)
+
+    client.cancel_task(task_id)
+    make_old(conn, [task_id])
+    assert archive_all(queue) == 1  # now read from task_history
+    task = as_json(capsys, dsn, "tasks", str(task_id))
+    assert (task["group_key"], task["idempotency_key"]) == ("tenant-7", "order-7")
 
 
 def test_show_cuts_a_big_result_and_says_so(capsys, dsn, client, start_worker):
