@@ -84,6 +84,15 @@ def test_workers_show_slots_and_lost_ones_are_marked(web, client, start_worker, 
     assert 'class="worker-lost" data-worker="ghost"' in page
 
 
+def test_a_task_page_shows_the_tasks_group_and_idempotency_key(web, client):
+    keyed = client.submit_task("bill", group_key="tenant-7", idempotency_key="order-7")
+    page = web.get(f"{MOUNT}/tasks/{keyed}").text
+    assert "<th>Group</th><td>tenant-7</td>" in page
+    assert "<th>Idempotency key</th><td>order-7</td>" in page
+    plain = web.get(f"{MOUNT}/tasks/{client.submit_task('bill')}").text
+    assert "<th>Group</th>" not in plain and "<th>Idempotency key</th>" not in plain
+
+
 def test_a_task_page_hides_payloads_unless_asked(browse, client):
     task_id = client.submit_task("resize", {"secret": "hunter2"})
     hidden = browse().get(f"{MOUNT}/tasks/{task_id}").text
