@@ -13,6 +13,7 @@ import pytest
 from omnispindle import ValidationError
 
 from .test_roles import command
+from .test_type_limits import xact_tasks_fetched
 
 AGING = 0.1  # seconds of waiting per step of priority
 FLOOD_PRIORITY = 10
@@ -157,14 +158,6 @@ def test_concurrent_claims_of_an_aging_type_take_different_tasks(client, dsn, co
         assert not set(held) & set(taken)
 
 
-def tasks_fetched(conn) -> int:
-    """Rows of tasks this transaction fetched through an index, so far."""
-    return conn.execute(
-        "SELECT idx_tup_fetch FROM pg_stat_xact_user_tables "
-        "WHERE schemaname = 'omnispindle' AND relname = 'tasks'"
-    ).fetchone()[0]
-
-
 @pytest.mark.parametrize("own", [0, 6], ids=["none-ready", "some-ready"])
 def test_a_claim_of_an_aging_type_reads_none_of_another_types_backlog(client, dsn, conn, own):
     """Its probes of the priorities walked the ready index of every type: each
@@ -179,7 +172,7 @@ def test_a_claim_of_an_aging_type_reads_none_of_another_types_backlog(client, ds
             "SELECT task_type FROM omnispindle.claim_tasks('{work}', '{}', 4, "
             "gen_random_uuid(), 30)"
         ).fetchall()
-        fetched = tasks_fetched(fresh)
+        fetched = xact_tasks_fetched(fresh)
     assert claimed == [("work",)] * min(own, 4)
     assert fetched < 50, fetched
 

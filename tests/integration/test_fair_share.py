@@ -16,7 +16,13 @@ from omnispindle import AsyncTaskQueueClient, ValidationError, entry
 from omnispindle._db import queries as q
 
 from .test_roles import command
-from .test_type_limits import claim_query, finish, poll, waiting_for_a_lock
+from .test_type_limits import (
+    claim_query,
+    finish,
+    poll,
+    waiting_for_a_lock,
+    xact_tasks_fetched,
+)
 
 
 def claim_groups(queue, limit=1, task_types=("shared",)):
@@ -226,10 +232,7 @@ def test_the_group_without_a_key_is_found_without_walking_other_types(client, qu
             "SELECT count(*) FROM omnispindle.claim_tasks(ARRAY['shared'], ARRAY[]::text[], "
             "3, gen_random_uuid(), 30)"
         )
-        [fetched] = conn.execute(
-            "SELECT idx_tup_fetch FROM pg_stat_xact_user_tables "
-            "WHERE schemaname = 'omnispindle' AND relname = 'tasks'"
-        ).fetchone()
+        fetched = xact_tasks_fetched(conn)
     assert fetched < 100, fetched
 
 

@@ -8,6 +8,8 @@ import time
 
 import psycopg
 
+from .test_type_limits import xact_tasks_fetched
+
 
 def test_a_slow_worker_takes_less_of_a_shared_backlog(client, start_worker, conn):
     def slow(task):
@@ -119,8 +121,5 @@ def test_a_claim_counts_the_specialists_running_tasks_once(client, conn, dsn):
     conn.execute("ANALYZE omnispindle.tasks, omnispindle.workers")
     with psycopg.connect(dsn) as fresh:  # one transaction: its own statistics
         assert claim_as(fresh, generalist, ["gpu", "cpu"], limit=8) == ["gpu"] * 8
-        fetched = fresh.execute(
-            "SELECT idx_tup_fetch FROM pg_stat_xact_user_tables "
-            "WHERE schemaname = 'omnispindle' AND relname = 'tasks'"
-        ).fetchone()[0]
+        fetched = xact_tasks_fetched(fresh)
     assert fetched < 2 * 160, fetched
