@@ -260,6 +260,12 @@ DECLARE
     fair_after text;
     fair_next text;
     fair_turns jsonb;  -- that setting, read as a map
+    -- The groups the last fair claim of each type on this connection listed,
+    -- when it saw them all, and when: the session's omnispindle_fair.groups.
+    fair_lists jsonb;
+    fair_listed jsonb;  -- the type's, if this claim may take them as its own
+    fair_whole boolean;  -- whether this claim's listing saw every group
+    fair_running jsonb;  -- the running tasks of each group, as the listing counted them
     fair_offered bigint[];  -- a fair claim's candidates, before the limits took theirs
     places integer[];  -- the place of each one's group in the turn
     -- Walks of the index, in order: (lowest priority, highest priority, after id).
@@ -419,139 +425,245 @@ BEGIN
                 -- are locked as found, so that concurrent claims take the next
                 -- ones; those not taken are free again at commit. (Taking `room`
                 -- of each group locked a row per group and slot.)
-                -- A setting that is not a JSON object (set by hand in the
-                -- session, say) counts as no turn yet: it failed every claim.
+                -- A worker's step (complete_and_claim) lists the groups again
+                -- only when the last listing on this connection is 50 ms old,
+                -- or did not see every group (a window of them): otherwise it
+                -- takes that listing's groups, and whether each had a task this
+                -- worker could start, as its own. A claim made by itself lists
+                -- them.
+                -- Listing the groups, one index probe each, was 11 of a claim's
+                -- 22 probes of the index in a drain of 10 groups. The price: a
+                -- group that appears, or whose tasks come due, waits for the
+                -- next listing, 50 ms at most; one that empties takes a turn and
+                -- comes back with nothing, and its slots go to the others
+                -- (spare, below).
+                -- Settings that are not JSON objects (set by hand in the
+                -- session, say) count as no turn and no listing yet: they
+                -- failed every claim. (Assignments made before the error stand.)
+                fair_turns := NULL;
+                fair_lists := NULL;
+                fair_listed := NULL;
                 BEGIN
                     fair_turns := nullif(current_setting('omnispindle_fair.after', true), '')::jsonb;
+                    fair_lists := nullif(current_setting('omnispindle_fair.groups', true),
+                                         '')::jsonb;
+                    -- (A time to come, set by hand, is no listing either; nor
+                    -- is one made for other capabilities, through a pooler.)
+                    IF current_setting('omnispindle_step.claiming', true) = 'on'
+                       AND extract(epoch FROM clock_timestamp())
+                           - (fair_lists #>> ARRAY[set_apart[pass], 'at'])::double precision
+                           BETWEEN 0 AND 0.05
+                       AND fair_lists #> ARRAY[set_apart[pass], 'capabilities']
+                           = to_jsonb(p_capabilities) THEN
+                        fair_listed := fair_lists #> ARRAY[set_apart[pass], 'groups'];
+                    END IF;
                 EXCEPTION WHEN data_exception THEN
-                    fair_turns := NULL;
+                    fair_listed := NULL;
                 END;
                 IF jsonb_typeof(fair_turns) IS DISTINCT FROM 'object' THEN
                     fair_turns := '{}';
                 END IF;
+                IF jsonb_typeof(fair_lists) IS DISTINCT FROM 'object' THEN
+                    fair_lists := '{}';
+                END IF;
+                IF jsonb_typeof(fair_listed) IS DISTINCT FROM 'array' THEN
+                    fair_listed := NULL;
+                END IF;
                 fair_after := coalesce(fair_turns ->> set_apart[pass], '');
-                WITH RECURSIVE running AS (
+                fair_running := NULL;
+                IF fair_listed IS NULL THEN
+                    -- The groups listed: each one's group_key (NULL for the tasks
+                    -- without one) and whether it had a task this worker could
+                    -- start, in the walk's order, and whether the walk saw them all.
+                    -- A statement of its own: in the claim's, its plan was started
+                    -- at every claim, listing or not.
+                    WITH RECURSIVE running AS (
+                        SELECT r.group_key, count(*) AS n FROM omnispindle.tasks r
+                        WHERE r.state = 'running' AND r.task_type = set_apart[pass]
+                        GROUP BY r.group_key
+                    ), walked AS (
+                        -- The groups in turn: down tasks_group_ready_idx by group_key
+                        -- from below fair_after (from the top when it is ''), then the
+                        -- place of the tasks without a group_key (bottom), then round
+                        -- again from the top, each group once; the walk sets out from
+                        -- a row of its own, place 0, at fair_after (at the bottom when
+                        -- it is ''). Only a window of them is read: until as many as
+                        -- the claim's slots, the groups running (which a limit per
+                        -- group may hold back) and 16 more may take a turn, one index
+                        -- probe each. Every group was probed at every claim: a claim
+                        -- took 15 ms at 1,000 groups and 190 ms at 16,000. Counted by
+                        -- place, a window of groups with nothing to start came back
+                        -- empty however many groups past it had ready tasks.
+                        -- A probe also tells whether the last task of its group (in
+                        -- the group's order) is one this worker may start now. It
+                        -- reads the group's range from its end: its first entries are
+                        -- mostly those of tasks just claimed, which every probe from
+                        -- the start walks over until vacuum removes them (16 buffers a
+                        -- probe in a drain, against 3 from the end).
+                        SELECT CASE WHEN fair_after <> '' THEN fair_after END AS group_key,
+                               NULL::boolean AS last_ready, fair_after = '' AS bottom,
+                               false AS wrapped, 0 AS place, false AS startable, false AS ready,
+                               0 AS counted
+                        UNION ALL
+                        SELECT n.group_key, n.last_ready, n.bottom, n.wrapped, k.place + 1,
+                               e.startable, e.ready, k.counted + e.ready::integer
+                        FROM walked k
+                        CROSS JOIN LATERAL (
+                            (SELECT r.group_key,
+                                    r.run_after <= now()
+                                    AND r.required_capabilities <@ p_capabilities
+                                    AND (r.required_capabilities = '{}'
+                                         OR NOT omnispindle.left_to_a_narrower_worker(
+                                             r.task_type, r.required_capabilities, r.run_after,
+                                             (SELECT omnispindle.free_narrower_workers(
+                                                  p_task_types, p_capabilities, p_worker_id))))
+                                    AND r.attempts < r.max_attempts AS last_ready,
+                                    false AS bottom, k.wrapped AS wrapped
+                             FROM omnispindle.tasks r
+                             WHERE NOT k.bottom AND r.state = 'pending'
+                               AND r.task_type = set_apart[pass]
+                               AND r.group_key < k.group_key
+                               -- Round again, down to where this walk began.
+                               AND r.group_key >= CASE WHEN k.wrapped THEN fair_after ELSE '' END
+                             ORDER BY r.group_key DESC, r.priority, r.id DESC LIMIT 1)
+                            UNION ALL
+                            SELECT NULL, NULL, true, false WHERE NOT k.bottom AND NOT k.wrapped
+                            UNION ALL
+                            (SELECT r.group_key,
+                                    r.run_after <= now()
+                                    AND r.required_capabilities <@ p_capabilities
+                                    AND (r.required_capabilities = '{}'
+                                         OR NOT omnispindle.left_to_a_narrower_worker(
+                                             r.task_type, r.required_capabilities, r.run_after,
+                                             (SELECT omnispindle.free_narrower_workers(
+                                                  p_task_types, p_capabilities, p_worker_id))))
+                                    AND r.attempts < r.max_attempts,
+                                    false, fair_after <> ''
+                             FROM omnispindle.tasks r
+                             WHERE k.bottom AND (fair_after <> '' OR k.place = 0)
+                               AND r.state = 'pending' AND r.task_type = set_apart[pass]
+                               AND r.group_key >= fair_after
+                             ORDER BY r.group_key DESC, r.priority, r.id DESC LIMIT 1)
+                            UNION ALL
+                            -- From the top with no group_key pending: the bottom.
+                            SELECT NULL, NULL, true, false WHERE k.bottom AND k.place = 0
+                            LIMIT 1) n
+                        -- Whether the group may take a turn: a task this worker may
+                        -- start now (a group whose tasks are all delayed or need other
+                        -- capabilities would take a turn and come back with nothing;
+                        -- most groups' last task is one, the others take a probe
+                        -- each), and a token. (As an EXISTS, the planner read every
+                        -- pending task of the type once per claim instead.) Each probe
+                        -- reads its group's range of tasks_group_ready_idx in the
+                        -- index's order: with an equality on group_key, which leaves
+                        -- any order of it free, a plan made while the table was small
+                        -- walked tasks_ready_idx over every pending task instead
+                        -- (30,000 index entries for a claim of 32 under one group's
+                        -- flood).
+                        CROSS JOIN LATERAL (
+                            SELECT s.startable,
+                                   -- A group out of tokens takes no turn.
+                                   s.startable
+                                   AND (group_rate IS NULL
+                                        OR omnispindle.group_tokens_at(group_buckets,
+                                                                       coalesce(n.group_key, ''),
+                                                                       group_rate, group_burst,
+                                                                       clock_timestamp()) >= 1)
+                                   AS ready
+                            FROM (SELECT coalesce(CASE WHEN n.last_ready THEN true
+                                                 WHEN n.bottom THEN
+                                (SELECT true FROM omnispindle.tasks r
+                                 WHERE r.state = 'pending'
+                                   AND r.task_type = set_apart[pass]
+                                   AND r.group_key IS NULL
+                                   AND r.run_after <= now()
+                                   AND r.required_capabilities <@ p_capabilities
+                                   AND (r.required_capabilities = '{}'
+                                        OR NOT omnispindle.left_to_a_narrower_worker(
+                                            r.task_type, r.required_capabilities, r.run_after,
+                                            (SELECT omnispindle.free_narrower_workers(
+                                                 p_task_types, p_capabilities, p_worker_id))))
+                                   AND r.attempts < r.max_attempts
+                                 ORDER BY r.task_type, r.group_key, r.priority DESC, r.id
+                                 LIMIT 1)
+                                                 ELSE
+                                (SELECT true FROM omnispindle.tasks r
+                                 WHERE r.state = 'pending'
+                                   AND r.task_type = set_apart[pass]
+                                   AND r.group_key BETWEEN n.group_key AND n.group_key
+                                   AND r.run_after <= now()
+                                   AND r.required_capabilities <@ p_capabilities
+                                   AND (r.required_capabilities = '{}'
+                                        OR NOT omnispindle.left_to_a_narrower_worker(
+                                            r.task_type, r.required_capabilities, r.run_after,
+                                            (SELECT omnispindle.free_narrower_workers(
+                                                 p_task_types, p_capabilities, p_worker_id))))
+                                   AND r.attempts < r.max_attempts
+                                 ORDER BY r.group_key, r.priority DESC, r.id
+                                 LIMIT 1) END, false) AS startable
+                                  -- Not pulled up: the probe would run once for each column.
+                                  OFFSET 0) s) e
+                        WHERE k.counted < room + 16 + (SELECT count(*) FROM running)
+                    )
+                    SELECT coalesce(jsonb_agg(jsonb_build_array(w.group_key, w.startable)
+                                              ORDER BY w.place) FILTER (WHERE w.place > 0), '[]'),
+                           max(w.counted) < room + 16 + (SELECT count(*) FROM running),
+                           (SELECT coalesce(jsonb_agg(jsonb_build_array(u.group_key, u.n)), '[]')
+                            FROM running u)
+                    INTO fair_listed, fair_whole, fair_running
+                    FROM walked w;
+                    IF fair_whole THEN
+                        PERFORM set_config('omnispindle_fair.groups', jsonb_set(
+                            fair_lists, ARRAY[set_apart[pass]], jsonb_build_object(
+                                'at', extract(epoch FROM clock_timestamp()),
+                                'capabilities', p_capabilities, 'groups', fair_listed))::text,
+                        false);
+                    ELSIF fair_lists ? set_apart[pass] THEN
+                        PERFORM set_config('omnispindle_fair.groups',
+                                           (fair_lists - set_apart[pass])::text, false);
+                    END IF;
+                END IF;
+                -- The running tasks of each group: as the listing counted them,
+                -- if this claim listed the groups.
+                WITH running AS (
                     SELECT r.group_key, count(*) AS n FROM omnispindle.tasks r
-                    WHERE r.state = 'running' AND r.task_type = set_apart[pass]
+                    WHERE fair_running IS NULL
+                      AND r.state = 'running' AND r.task_type = set_apart[pass]
                     GROUP BY r.group_key
-                ), keys AS (
-                    -- The groups in turn: down tasks_group_ready_idx by group_key
-                    -- from below fair_after (from the top when it is ''), then the
-                    -- place of the tasks without a group_key (bottom), then round
-                    -- again from the top, each group once; the walk sets out from
-                    -- a row of its own, place 0, at fair_after (at the bottom when
-                    -- it is ''). Only a window of them is read: until as many as
-                    -- the claim's slots, the groups running (which a limit per
-                    -- group may hold back) and 16 more may take a turn, one index
-                    -- probe each. Every group was probed at every claim: a claim
-                    -- took 15 ms at 1,000 groups and 190 ms at 16,000. Counted by
-                    -- place, a window of groups with nothing to start came back
-                    -- empty however many groups past it had ready tasks.
-                    -- A probe also tells whether the last task of its group (in
-                    -- the group's order) is one this worker may start now. It
-                    -- reads the group's range from its end: its first entries are
-                    -- mostly those of tasks just claimed, which every probe from
-                    -- the start walks over until vacuum removes them (16 buffers a
-                    -- probe in a drain, against 3 from the end).
-                    SELECT CASE WHEN fair_after <> '' THEN fair_after END AS group_key,
-                           NULL::boolean AS last_ready, fair_after = '' AS bottom,
-                           false AS wrapped, 0 AS place, false AS ready, 0 AS counted
                     UNION ALL
-                    SELECT n.group_key, n.last_ready, n.bottom, n.wrapped, k.place + 1, e.ready,
-                           k.counted + e.ready::integer
-                    FROM keys k
-                    CROSS JOIN LATERAL (
-                        (SELECT r.group_key,
-                                r.run_after <= now()
-                                AND r.required_capabilities <@ p_capabilities
-                                AND (r.required_capabilities = '{}'
-                                     OR NOT omnispindle.left_to_a_narrower_worker(
-                                         r.task_type, r.required_capabilities, r.run_after,
-                                         (SELECT omnispindle.free_narrower_workers(
-                                              p_task_types, p_capabilities, p_worker_id))))
-                                AND r.attempts < r.max_attempts AS last_ready,
-                                false AS bottom, k.wrapped AS wrapped
-                         FROM omnispindle.tasks r
-                         WHERE NOT k.bottom AND r.state = 'pending'
-                           AND r.task_type = set_apart[pass]
-                           AND r.group_key < k.group_key
-                           -- Round again, down to where this walk began.
-                           AND r.group_key >= CASE WHEN k.wrapped THEN fair_after ELSE '' END
-                         ORDER BY r.group_key DESC, r.priority, r.id DESC LIMIT 1)
-                        UNION ALL
-                        SELECT NULL, NULL, true, false WHERE NOT k.bottom AND NOT k.wrapped
-                        UNION ALL
-                        (SELECT r.group_key,
-                                r.run_after <= now()
-                                AND r.required_capabilities <@ p_capabilities
-                                AND (r.required_capabilities = '{}'
-                                     OR NOT omnispindle.left_to_a_narrower_worker(
-                                         r.task_type, r.required_capabilities, r.run_after,
-                                         (SELECT omnispindle.free_narrower_workers(
-                                              p_task_types, p_capabilities, p_worker_id))))
-                                AND r.attempts < r.max_attempts,
-                                false, fair_after <> ''
-                         FROM omnispindle.tasks r
-                         WHERE k.bottom AND (fair_after <> '' OR k.place = 0)
-                           AND r.state = 'pending' AND r.task_type = set_apart[pass]
-                           AND r.group_key >= fair_after
-                         ORDER BY r.group_key DESC, r.priority, r.id DESC LIMIT 1)
-                        UNION ALL
-                        -- From the top with no group_key pending: the bottom.
-                        SELECT NULL, NULL, true, false WHERE k.bottom AND k.place = 0
-                        LIMIT 1) n
-                    -- Whether the group may take a turn: a task this worker may
-                    -- start now (a group whose tasks are all delayed or need other
-                    -- capabilities would take a turn and come back with nothing;
-                    -- most groups' last task is one, the others take a probe
-                    -- each), and a token. (As an EXISTS, the planner read every
-                    -- pending task of the type once per claim instead.) Each probe
-                    -- reads its group's range of tasks_group_ready_idx in the
-                    -- index's order: with an equality on group_key, which leaves
-                    -- any order of it free, a plan made while the table was small
-                    -- walked tasks_ready_idx over every pending task instead
-                    -- (30,000 index entries for a claim of 32 under one group's
-                    -- flood).
-                    CROSS JOIN LATERAL (
-                        SELECT coalesce(CASE WHEN n.last_ready THEN true
-                                             WHEN n.bottom THEN
-                            (SELECT true FROM omnispindle.tasks r
-                             WHERE r.state = 'pending'
-                               AND r.task_type = set_apart[pass]
-                               AND r.group_key IS NULL
-                               AND r.run_after <= now()
-                               AND r.required_capabilities <@ p_capabilities
-                               AND (r.required_capabilities = '{}'
-                                    OR NOT omnispindle.left_to_a_narrower_worker(
-                                        r.task_type, r.required_capabilities, r.run_after,
-                                        (SELECT omnispindle.free_narrower_workers(
-                                             p_task_types, p_capabilities, p_worker_id))))
-                               AND r.attempts < r.max_attempts
-                             ORDER BY r.task_type, r.group_key, r.priority DESC, r.id
-                             LIMIT 1)
-                                             ELSE
-                            (SELECT true FROM omnispindle.tasks r
-                             WHERE r.state = 'pending'
-                               AND r.task_type = set_apart[pass]
-                               AND r.group_key BETWEEN n.group_key AND n.group_key
-                               AND r.run_after <= now()
-                               AND r.required_capabilities <@ p_capabilities
-                               AND (r.required_capabilities = '{}'
-                                    OR NOT omnispindle.left_to_a_narrower_worker(
-                                        r.task_type, r.required_capabilities, r.run_after,
-                                        (SELECT omnispindle.free_narrower_workers(
-                                             p_task_types, p_capabilities, p_worker_id))))
-                               AND r.attempts < r.max_attempts
-                             ORDER BY r.group_key, r.priority DESC, r.id
-                             LIMIT 1) END, false)
-                               -- A group out of tokens takes no turn.
-                               AND (group_rate IS NULL
-                                    OR omnispindle.group_tokens_at(group_buckets,
-                                                                   coalesce(n.group_key, ''),
-                                                                   group_rate, group_burst,
-                                                                   clock_timestamp()) >= 1)
-                               AS ready) e
-                    WHERE k.counted < room + 16 + (SELECT count(*) FROM running)
+                    SELECT e.value ->> 0, (e.value ->> 1)::bigint
+                    FROM jsonb_array_elements(fair_running) e
+                ), keys AS (
+                    -- The listed groups in the walk's turn (the tasks without a
+                    -- group_key after the groups below fair_after), in the same
+                    -- window, with tokens as they are now; first, the walk's row
+                    -- of its own, place 0.
+                    SELECT CASE WHEN fair_after <> '' THEN fair_after END AS group_key,
+                           0 AS place, false AS ready
+                    UNION ALL
+                    SELECT c.group_key, c.place, c.ready
+                    FROM (SELECT o.*, sum(o.ready::integer) OVER (ORDER BY o.place
+                                                                  ROWS UNBOUNDED PRECEDING)
+                                          AS counted
+                          FROM (SELECT l.group_key, l.startable, l.place::integer,
+                                       l.startable
+                                       AND (group_rate IS NULL
+                                            OR omnispindle.group_tokens_at(
+                                                   group_buckets, coalesce(l.group_key, ''),
+                                                   group_rate, group_burst,
+                                                   clock_timestamp()) >= 1)
+                                       AS ready
+                                FROM (SELECT e.value ->> 0 AS group_key,
+                                             e.value -> 1 = 'true' AS startable,
+                                             row_number() OVER (
+                                                 ORDER BY CASE WHEN e.value ->> 0 IS NULL
+                                                               THEN CASE WHEN fair_after = ''
+                                                                         THEN 3 ELSE 1 END
+                                                               WHEN e.value ->> 0 < fair_after
+                                                               THEN 0 ELSE 2 END,
+                                                          e.value ->> 0 DESC) AS place
+                                      FROM jsonb_array_elements(fair_listed) e) l) o) c
+                    WHERE c.counted - c.ready::integer < room + 16 + (SELECT count(*) FROM running)
                 ), eligible AS (
                     SELECT g.group_key, coalesce(u.n, 0) AS n_running, g.place
                     FROM keys g
@@ -1401,10 +1513,13 @@ BEGIN
         IF handed IS NOT NULL THEN
             PERFORM set_config('omnispindle_step.claim_budget', hand ->> 'budget', true);
         END IF;
+        -- A step may take the groups a fair claim listed just before (see claim_tasks).
+        PERFORM set_config('omnispindle_step.claiming', 'on', true);
         RETURN QUERY
             SELECT c.*, false
             FROM omnispindle.claim_tasks(p_task_types, p_capabilities, room, p_worker_id,
                                          p_lease_seconds, p_after_priority, p_after_id) c;
+        PERFORM set_config('omnispindle_step.claiming', '', true);
         IF handed IS NOT NULL THEN
             PERFORM set_config('omnispindle_step.claim_budget', '', true);
         END IF;
