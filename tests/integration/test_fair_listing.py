@@ -9,6 +9,7 @@ import uuid
 import psycopg
 import pytest
 
+from .test_fair_share import fair_claim, group_of_id
 from .test_type_limits import poll
 
 STEP = (
@@ -88,12 +89,8 @@ def test_a_group_that_appears_waits_for_the_next_listing_only(client, dsn):
         assert step(other, 1) == ["a"]
         client.submit_task("shared", group_key="newer")
         # A claim made by itself, not in a step, lists the groups at once.
-        [[group]] = other.execute(
-            "SELECT t.group_key FROM omnispindle.claim_tasks(ARRAY['shared'], "
-            "ARRAY[]::text[], 1, gen_random_uuid(), 30) c "
-            "JOIN omnispindle.tasks t ON t.id = c.id"
-        ).fetchall()
-        assert group == "newer"
+        [[taken]] = fair_claim(other, 1)
+        assert group_of_id(other, taken) == "newer"
 
 
 @pytest.mark.parametrize(
