@@ -32,10 +32,16 @@ class Timers:
         self._announced: deque[float] = deque(maxlen=MAX_ANNOUNCED)  # from the notifier thread
         self._database_ahead: float | None = None  # database epoch minus monotonic seconds
 
-    def read_database_clock(self, epoch: float, at: float) -> None:
-        """The database's clock read ``epoch`` at ``at`` (``time.monotonic()``): due
-        times are read by it, not by this host's clock, which may be minutes off."""
-        self._database_ahead = epoch - at
+    def read_database_clock(self, epoch: float, answered: float) -> None:
+        """The database's clock read ``epoch``, and its answer was back by ``answered``
+        (``time.monotonic()``): due times are read by it, not by this host's clock,
+        which may be minutes off.
+
+        The clock was read somewhere in the round trip. Taking its end makes every
+        due time late by at most the round trip, and never early: a wake before a
+        task is due finds nothing and sleeps the poll interval.
+        """
+        self._database_ahead = epoch - answered
 
     def announce(self, due_epoch: float) -> None:
         """A submitted task becomes due at ``due_epoch`` (seconds since the epoch, by

@@ -204,9 +204,8 @@ class WorkerLoop:
                 lease_timeout=self.settings.lease_timeout,
             )
         )
-        asked = time.monotonic()
         epoch = self.db.run(q.workers.database_clock())
-        self.timers.read_database_clock(epoch, (asked + time.monotonic()) / 2)
+        self.timers.read_database_clock(epoch, answered=time.monotonic())
         return worker_id
 
     def _loop(self, worker_id: UUID) -> None:

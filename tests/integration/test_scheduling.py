@@ -17,6 +17,7 @@ from omnispindle._core.cron import CronExpression
 from omnispindle._db import queries as q
 from omnispindle._db.notifier import READY_CHANNEL
 from omnispindle._db.pool import execute
+from omnispindle._db.query import Query
 from omnispindle._maintenance.periodic import PeriodicScheduler
 from omnispindle.errors import CronExpressionError
 from tests.acceptance.workers import poll, start_worker_process
@@ -454,6 +455,31 @@ def test_a_worker_whose_clock_is_off_still_starts_a_delayed_task_on_time(
     quiet = {"poll_interval": 30, "sweep_interval": None, "schedule_interval": None}
     start_worker({"t": lambda task: {}}, lease_timeout=120, **quiet)
     # Subscribed and listening: a notice sent before the LISTEN is lost.
+    poll(lambda: queue.notifier.subscriptions(READY_CHANNEL) == 1, 10)
+    poll(lambda: queue.notifier.listens_on(READY_CHANNEL), 10)
+    task_id = client.submit_task("t", delay=1.0)
+    task = client.wait_for_task(task_id, timeout=40)
+    assert task["state"] == "succeeded"
+    late = (task["started_at"] - task["run_after"]).total_seconds()
+    assert 0 <= late < 1.0, late
+
+
+def test_a_worker_whose_clock_reading_was_slow_to_ask_wakes_no_sooner_than_a_task_is_due(
+    queue, client, start_worker, monkeypatch
+):
+    """The database reads its clock somewhere in the round trip: a worker that took
+    the round trip's midpoint for it woke before a delayed task was due when the
+    question was slow to reach the database, found nothing, and slept its poll
+    interval."""
+    read_clock = q.workers.database_clock
+
+    def reached_slowly() -> Query[float]:
+        time.sleep(0.4)  # the question's way there, not a wait for an event
+        return read_clock()
+
+    monkeypatch.setattr(q.workers, "database_clock", reached_slowly)
+    quiet = {"poll_interval": 30, "sweep_interval": None, "schedule_interval": None}
+    start_worker({"t": lambda task: {}}, lease_timeout=120, **quiet)
     poll(lambda: queue.notifier.subscriptions(READY_CHANNEL) == 1, 10)
     poll(lambda: queue.notifier.listens_on(READY_CHANNEL), 10)
     task_id = client.submit_task("t", delay=1.0)

@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -275,3 +276,15 @@ def test_an_announced_task_wakes_the_loop_when_due():
     timers.heartbeat_at = float("inf")
     timers.announce(time.time() + 2.0)
     assert 1.5 < timers.pause(time.monotonic()) <= 2.0
+
+
+def test_a_due_time_read_by_the_database_clock_is_never_early(monkeypatch):
+    # The question left at 98.8 (monotonic), the database read its clock at 100.0,
+    # its answer was back at 100.4: the midpoint, 99.6, would wake at 100.6, too early.
+    host_clock = SimpleNamespace(monotonic=lambda: 100.0, time=lambda: 0.0)
+    monkeypatch.setattr("omnispindle._worker._timers.time", host_clock)
+    timers = Timers(poll_interval=60.0)
+    timers.heartbeat_at = float("inf")
+    timers.read_database_clock(epoch=5000.0, answered=100.4)
+    timers.announce(5001.0)  # due at monotonic 101.0
+    assert 1.0 <= timers.pause(now=100.0) <= 1.4
