@@ -1243,11 +1243,12 @@ $$;
 -- before, with the statement's snapshot, a cancel committed while the update
 -- waited for the row went unseen, and the task went back to pending with its
 -- cancel request, which the state rules refuse. PL/pgSQL with generic plans
--- and sequential scans off, as complete_attempts.
+-- and sequential and bitmap scans off, as complete_attempts.
 CREATE FUNCTION omnispindle.fail_attempts(ids bigint[], tokens uuid[], failures jsonb[])
 RETURNS TABLE (id bigint, state omnispindle.task_state, retry_in double precision)
 LANGUAGE plpgsql
 SET enable_seqscan = off
+SET enable_bitmapscan = off
 SET plan_cache_mode = force_generic_plan
 AS $$
 #variable_conflict use_column
@@ -1274,7 +1275,11 @@ BEGIN
     -- tasks_lease_matches_state). Saying state = 'running' too let the planner
     -- scan all of tasks_running_idx, dead entries included, instead of the
     -- primary key: completions slowed as a held snapshot kept those entries.
-    WHERE t.id = f.id AND t.lease_token = f.token
+    -- The ids again, as a condition on tasks alone, so that whichever side of
+    -- the join tasks takes, the primary key is probed for these ids only: the
+    -- plan is kept for the session, and one made while vacuum had just emptied
+    -- the table read all of tasks_pkey at every later call.
+    WHERE t.id = f.id AND t.lease_token = f.token AND t.id = ANY (ids)
     -- The new row: a retried task's run_after is now plus its delay.
     RETURNING t.id, t.state,
               CASE WHEN t.state = 'pending'
@@ -1288,13 +1293,14 @@ $$;
 -- gets no row back and its result is dropped. PL/pgSQL keeps the plan for the
 -- connection's life (an SQL function that updates is planned at every call),
 -- if it is generic: with the arrays' sizes known at each call, the plan cache
--- would otherwise make a custom plan every time. Sequential scans are off so
--- that a plan made while the table was small still looks tasks up by key once
--- it is large.
+-- would otherwise make a custom plan every time. Sequential and bitmap scans
+-- are off so that a plan made while the table was small still looks tasks up
+-- by key, one probe each, once it is large.
 CREATE FUNCTION omnispindle.complete_attempts(ids bigint[], tokens uuid[], results jsonb[])
 RETURNS TABLE (id bigint, state omnispindle.task_state)
 LANGUAGE plpgsql
 SET enable_seqscan = off
+SET enable_bitmapscan = off
 SET plan_cache_mode = force_generic_plan
 AS $$
 #variable_conflict use_column
@@ -1309,7 +1315,8 @@ BEGIN
         lease_expires_at = NULL
     FROM unnest(ids, tokens, results) AS c(id, token, result)
     -- Fenced by the token alone, as in fail_attempts (and for the same reason).
-    WHERE t.id = c.id AND t.lease_token = c.token
+    -- The ids again, as a condition on tasks alone: see fail_attempts.
+    WHERE t.id = c.id AND t.lease_token = c.token AND t.id = ANY (ids)
     RETURNING t.id, t.state;
 END
 $$;

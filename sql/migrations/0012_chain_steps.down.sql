@@ -23,8 +23,28 @@ DROP FUNCTION omnispindle.refuse_live_worker_delete();
 DROP VIEW omnispindle.unclaimable_tasks;
 DROP INDEX omnispindle.tasks_needs_ready_idx;
 
-ALTER FUNCTION omnispindle.complete_attempts(bigint[], uuid[], jsonb[])
-    RESET plan_cache_mode;
+-- As 0005 made it (which also resets plan_cache_mode).
+CREATE OR REPLACE FUNCTION omnispindle.complete_attempts(ids bigint[], tokens uuid[], results jsonb[])
+RETURNS TABLE (id bigint, state omnispindle.task_state)
+LANGUAGE plpgsql
+SET enable_seqscan = off
+AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    UPDATE omnispindle.tasks t
+    SET state = CASE WHEN t.cancel_requested_at IS NULL
+                     THEN 'succeeded' ELSE 'cancelled' END::omnispindle.task_state,
+        result = CASE WHEN t.cancel_requested_at IS NULL THEN c.result END,
+        finished_at = now(),
+        lease_token = NULL,
+        lease_expires_at = NULL
+    FROM unnest(ids, tokens, results) AS c(id, token, result)
+    -- Fenced by the token alone, as in fail_attempts (and for the same reason).
+    WHERE t.id = c.id AND t.lease_token = c.token
+    RETURNING t.id, t.state;
+END
+$$;
 ALTER FUNCTION omnispindle.fail_attempts(bigint[], uuid[], jsonb[])
     RESET plan_cache_mode;
 

@@ -109,10 +109,36 @@
 -- step before on its connection (omnispindle_fair.groups), when that listing
 -- saw them all, for the same capabilities, under 50 ms ago, instead of
 -- probing every group again; the listing is a statement of its own, so a
--- claim that does not list does not start its plan.
+-- claim that does not list does not start its plan. Storing results and
+-- failures probes the primary key for their ids whichever way the join is
+-- planned: a plan made while vacuum had just emptied the table read all of
+-- it at every call.
 
-ALTER FUNCTION omnispindle.complete_attempts(bigint[], uuid[], jsonb[])
-    SET plan_cache_mode = force_generic_plan;
+-- As in sql/schema.sql.
+CREATE OR REPLACE FUNCTION omnispindle.complete_attempts(ids bigint[], tokens uuid[], results jsonb[])
+RETURNS TABLE (id bigint, state omnispindle.task_state)
+LANGUAGE plpgsql
+SET enable_seqscan = off
+SET enable_bitmapscan = off
+SET plan_cache_mode = force_generic_plan
+AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    UPDATE omnispindle.tasks t
+    SET state = CASE WHEN t.cancel_requested_at IS NULL
+                     THEN 'succeeded' ELSE 'cancelled' END::omnispindle.task_state,
+        result = CASE WHEN t.cancel_requested_at IS NULL THEN c.result END,
+        finished_at = now(),
+        lease_token = NULL,
+        lease_expires_at = NULL
+    FROM unnest(ids, tokens, results) AS c(id, token, result)
+    -- Fenced by the token alone, as in fail_attempts (and for the same reason).
+    -- The ids again, as a condition on tasks alone: see fail_attempts.
+    WHERE t.id = c.id AND t.lease_token = c.token AND t.id = ANY (ids)
+    RETURNING t.id, t.state;
+END
+$$;
 
 -- As in sql/schema.sql.
 CREATE OR REPLACE FUNCTION omnispindle.complete_and_claim(p_ids bigint[], p_tokens uuid[], p_results jsonb[],
@@ -2702,6 +2728,7 @@ CREATE OR REPLACE FUNCTION omnispindle.fail_attempts(ids bigint[], tokens uuid[]
 RETURNS TABLE (id bigint, state omnispindle.task_state, retry_in double precision)
 LANGUAGE plpgsql
 SET enable_seqscan = off
+SET enable_bitmapscan = off
 SET plan_cache_mode = force_generic_plan
 AS $$
 #variable_conflict use_column
@@ -2728,7 +2755,11 @@ BEGIN
     -- tasks_lease_matches_state). Saying state = 'running' too let the planner
     -- scan all of tasks_running_idx, dead entries included, instead of the
     -- primary key: completions slowed as a held snapshot kept those entries.
-    WHERE t.id = f.id AND t.lease_token = f.token
+    -- The ids again, as a condition on tasks alone, so that whichever side of
+    -- the join tasks takes, the primary key is probed for these ids only: the
+    -- plan is kept for the session, and one made while vacuum had just emptied
+    -- the table read all of tasks_pkey at every later call.
+    WHERE t.id = f.id AND t.lease_token = f.token AND t.id = ANY (ids)
     -- The new row: a retried task's run_after is now plus its delay.
     RETURNING t.id, t.state,
               CASE WHEN t.state = 'pending'
