@@ -15,6 +15,7 @@ from omnispindle._core.batches import entry
 from omnispindle._db import queries as q
 from omnispindle._db.pg_arrays import text_array
 from omnispindle._db.pool import execute
+from omnispindle._db.query import Query
 from omnispindle.errors import ValidationError
 
 from ..acceptance.workers import poll
@@ -469,7 +470,7 @@ def test_a_worker_that_first_stored_on_an_emptied_table_still_finds_each_task_by
         assert xact_tasks_fetched(conn) - before < 50
 
 
-def storing(outcome: str, rows: list) -> q.tasks.Query:
+def storing(outcome: str, rows: list) -> Query[list]:
     """The statement that stores ``rows``' attempts as succeeded or failed."""
     ids, tokens = [r["id"] for r in rows], [r["lease_token"] for r in rows]
     if outcome == "succeeded":
