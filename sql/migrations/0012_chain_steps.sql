@@ -1191,7 +1191,7 @@ BEGIN
                     FROM (SELECT o.*, sum(o.ready::integer) OVER (ORDER BY o.place
                                                                   ROWS UNBOUNDED PRECEDING)
                                           AS counted
-                          FROM (SELECT l.group_key, l.startable, l.place::integer,
+                          FROM (SELECT l.group_key, l.place::integer,
                                        l.startable
                                        AND (group_rate IS NULL
                                             OR omnispindle.group_tokens_at(
