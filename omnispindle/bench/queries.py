@@ -55,6 +55,11 @@ def delete_type(task_type: str) -> Query[None]:
     return Query(BENCH["bench_delete_type"], {"task_type": task_type}, nothing)
 
 
+def delete_pending(task_type: str) -> Query[None]:
+    """Delete the benchmark's tasks of one type that have not started."""
+    return Query(BENCH["bench_delete_pending"], {"task_type": task_type}, nothing)
+
+
 def table_bytes() -> Query[int]:
     """The tasks table's size with its indexes and TOAST."""
     return Query(BENCH["bench_table_bytes"], None, value("bytes"))

@@ -9,12 +9,16 @@ each group has its own running limit and rate too, also never binding. A type
 has one strategy, so "all on" is the limits with aging, and the limits with
 fair share and the limits per group. What each costs shows in the
 rate and in the CPU per thousand tasks of the workers and of the server.
+
+With ``delayed``, each drain has that many tasks due a day later before it, in
+the same groups, submitted first: what the claims pay for tasks not yet due.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from omnispindle.bench import queries as bq
 from omnispindle.bench.peers import medians
 from omnispindle.bench.throughput import NOOP_TYPE, checked_runs, drain_once, workers
 from omnispindle.client import TaskQueueClient
@@ -26,6 +30,8 @@ TARGET_SHARE = 0.7
 NEVER_BINDING_RATE = 1_000_000.0
 AGING_SECONDS = 1.0
 GROUPS = 10
+DELAYED_SECONDS = 86_400.0  # the tasks due later are due the next day
+DELAYED_BATCH = 10_000
 
 
 def scheduling(
@@ -34,10 +40,12 @@ def scheduling(
     workers_count: int = 2,
     concurrency: int = 32,
     runs: int = 3,
+    delayed: int = 0,
     **_: Any,
 ) -> dict[str, Any]:
     """Medians of drains in each mode, run in turns, and the share of the strict
-    rate that the slower of the two "all on" modes keeps."""
+    rate that the slower of the two "all on" modes keeps; ``delayed`` tasks due
+    the next day stand before each drain's."""
     client = TaskQueueClient(local_queue=queue)
     modes = {
         "strict": _strict,
@@ -52,8 +60,13 @@ def scheduling(
 
     def one(mode: str) -> dict[str, float | None]:
         modes[mode](client, workers_count * concurrency)
-        with workers(queue, workers_count, concurrency) as pids:
-            return drain_once(queue, pids, tasks, GROUPS if "fair" in mode else 0)
+        groups = GROUPS if "fair" in mode else 0
+        _submit_delayed(client, delayed, groups)
+        try:
+            with workers(queue, workers_count, concurrency) as pids:
+                return drain_once(queue, pids, tasks, groups)
+        finally:
+            queue.db.run(bq.delete_pending(NOOP_TYPE))
 
     try:
         for _run in range(
@@ -74,6 +87,7 @@ def scheduling(
         "tasks": tasks,
         "workers": workers_count,
         "concurrency": concurrency,
+        "delayed": delayed,
         **{
             f"{mode}_{name}": value
             for mode, found in figures.items()
@@ -82,6 +96,22 @@ def scheduling(
         "share_of_strict": share,
         "met": share is not None and share >= TARGET_SHARE,
     }
+
+
+def _submit_delayed(client: TaskQueueClient, count: int, groups: int) -> None:
+    """``count`` no-op tasks due the next day, in ``groups`` groups taking turns if
+    any, in batches."""
+    for first in range(0, count, DELAYED_BATCH):
+        client.submit_batch(
+            [
+                {
+                    "task_type": NOOP_TYPE,
+                    "delay": DELAYED_SECONDS,
+                    **({"group_key": f"g{n % groups}"} if groups else {}),
+                }
+                for n in range(first, min(count, first + DELAYED_BATCH))
+            ]
+        )
 
 
 def _strict(client: TaskQueueClient, _slots: int) -> None:

@@ -43,6 +43,7 @@ OPTIONS = {
     "share": "share",
     "seconds": "seconds",
     "pooler_dsn": "pooler_dsn",
+    "delayed": "delayed",
 }
 
 
@@ -78,6 +79,12 @@ def add_commands(commands: Any, make_command: Callable[..., argparse.ArgumentPar
         type=process_counts,
         help="cpu, fleet: comma-separated process counts of the worker, each measured "
         "(default 1,2; fleet 2,100)",
+    )
+    bench.add_argument(
+        "--delayed",
+        type=int_arg("count of tasks due later", (0, 10_000_000)),
+        help="scheduling: tasks due the next day submitted before each drain, ahead of its "
+        "tasks (default 0)",
     )
     bench.add_argument("--lease-timeout", type=float, help="lease of the workers (default 30 s)")
     bench.add_argument("--retention", type=float, help="soak: seconds finished tasks are kept")

@@ -22,6 +22,10 @@ WHERE id BETWEEN %(first)s AND %(last)s;
 -- name: bench_delete_type
 DELETE FROM omnispindle.tasks WHERE task_type = %(task_type)s;
 
+-- name: bench_delete_pending
+-- A type's tasks not started: after a drain, those due later that stood before it.
+DELETE FROM omnispindle.tasks WHERE task_type = %(task_type)s AND state = 'pending';
+
 -- name: bench_table_bytes
 -- The tasks table with its indexes and TOAST: what retention keeps bounded.
 SELECT pg_total_relation_size('omnispindle.tasks') AS bytes;

@@ -60,6 +60,18 @@ def test_scheduling_drains_in_every_mode_and_leaves_the_type_strict(queue, conn,
     assert client.task_type_limits() == [] and client.task_type_strategies() == []
 
 
+def test_scheduling_drains_behind_tasks_due_later_and_deletes_them_after(queue, conn, client):
+    modes = ("strict", "aging", "fair", "limits", "aging_limits", "fair_limits", "fair_all")
+    figures = bench_scheduling.scheduling(
+        queue, tasks=100, workers_count=1, concurrency=8, runs=1, delayed=250
+    )
+    assert figures["delayed"] == 250
+    for mode in modes:
+        assert figures[f"{mode}_tasks_per_s"] > 0, mode
+    # Each drain's tasks ran; the ones due the next day never started and are gone.
+    assert noop_rows(conn) == noop_rows(conn, "succeeded") == len(modes) * 100
+
+
 def test_autoscale_times_the_pool_growing_and_shrinking_back(queue, conn):
     figures = bench_autoscale.autoscale(queue, tasks=200, concurrency=3, runs=1)
     # From 1 to 3 takes two growth steps, at most one a second.
@@ -303,6 +315,13 @@ def test_cli_refuses_a_process_count_out_of_range():
     done = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "invalid process count '0': a whole number from 1 to 128" in done.stderr
+
+
+def test_cli_refuses_a_negative_count_of_tasks_due_later():
+    command = [sys.executable, "-m", "omnispindle", "bench", "scheduling", "--delayed", "-1"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "invalid count of tasks due later '-1'" in done.stderr
 
 
 def test_cli_refuses_a_steady_run_both_at_a_rate_and_to_a_depth():
