@@ -60,7 +60,7 @@ def test_scheduling_drains_in_every_mode_and_leaves_the_type_strict(queue, conn,
     assert client.task_type_limits() == [] and client.task_type_strategies() == []
 
 
-def test_scheduling_drains_behind_tasks_due_later_and_deletes_them_after(queue, conn, client):
+def test_scheduling_drains_behind_tasks_due_later_and_deletes_them_after(queue, conn):
     modes = ("strict", "aging", "fair", "limits", "aging_limits", "fair_limits", "fair_all")
     figures = bench_scheduling.scheduling(
         queue, tasks=100, workers_count=1, concurrency=8, runs=1, delayed=250
