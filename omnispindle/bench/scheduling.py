@@ -18,9 +18,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from omnispindle._core import defaults
 from omnispindle.bench import queries as bq
 from omnispindle.bench.peers import medians
-from omnispindle.bench.throughput import NOOP_TYPE, checked_runs, drain_once, workers
+from omnispindle.bench.throughput import (
+    NOOP_TYPE,
+    checked_runs,
+    drain_once,
+    noop_entries,
+    workers,
+)
 from omnispindle.client import TaskQueueClient
 from omnispindle.task_queue import TaskQueue
 
@@ -31,7 +38,6 @@ NEVER_BINDING_RATE = 1_000_000.0
 AGING_SECONDS = 1.0
 GROUPS = 10
 DELAYED_SECONDS = 86_400.0  # the tasks due later are due the next day
-DELAYED_BATCH = 10_000
 
 
 def scheduling(
@@ -100,18 +106,10 @@ def scheduling(
 
 def _submit_delayed(client: TaskQueueClient, count: int, groups: int) -> None:
     """``count`` no-op tasks due the next day, in ``groups`` groups taking turns if
-    any, in batches."""
-    for first in range(0, count, DELAYED_BATCH):
-        client.submit_batch(
-            [
-                {
-                    "task_type": NOOP_TYPE,
-                    "delay": DELAYED_SECONDS,
-                    **({"group_key": f"g{n % groups}"} if groups else {}),
-                }
-                for n in range(first, min(count, first + DELAYED_BATCH))
-            ]
-        )
+    any, in batches as large as a batch may be."""
+    for first in range(0, count, defaults.MAX_BATCH_SIZE):
+        numbers = range(first, min(count, first + defaults.MAX_BATCH_SIZE))
+        client.submit_batch(noop_entries(numbers, groups, delay=DELAYED_SECONDS))
 
 
 def _strict(client: TaskQueueClient, _slots: int) -> None:

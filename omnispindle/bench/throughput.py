@@ -102,10 +102,7 @@ def drain_once(
     """Submit ``tasks`` due a little later, so the CPU of submitting is not counted
     (in ``groups`` groups taking turns, if any); time the drain."""
     queue.db.run(bq.vacuum_tasks())
-    entries = [{"task_type": NOOP_TYPE}] * tasks
-    if groups:
-        entries = [{**entry, "group_key": f"g{n % groups}"} for n, entry in enumerate(entries)]
-    ids = submit_due_later(queue, entries)
+    ids = submit_due_later(queue, noop_entries(range(tasks), groups))
     worker_cpu, pg_before = process_cpu_seconds(pids), postgres_cpu_seconds(queue.dsn)
     wait_for(lambda: drained(queue, ids[0], ids[-1]), 600, f"draining {tasks} tasks", interval=0.05)
     worker_cpu = process_cpu_seconds(pids) - worker_cpu
@@ -118,6 +115,15 @@ def drain_once(
             None if pg_before is None or pg_after is None else (pg_after - pg_before) * 1000 / tasks
         ),
     }
+
+
+def noop_entries(numbers: range, groups: int = 0, **fields: Any) -> list[dict[str, Any]]:
+    """Batch entries of no-op tasks, one for each of ``numbers``, with ``fields``; in
+    ``groups`` groups taking turns by number, if any."""
+    return [
+        {"task_type": NOOP_TYPE, **fields, **({"group_key": f"g{n % groups}"} if groups else {})}
+        for n in numbers
+    ]
 
 
 def submit_due_later(queue: TaskQueue, entries: list[dict[str, Any]]) -> list[int]:

@@ -26,6 +26,9 @@ from .test_retention import finished_tasks
 pytest.importorskip("psutil")
 
 
+SCHEDULING_MODES = ("strict", "aging", "fair", "limits", "aging_limits", "fair_limits", "fair_all")
+
+
 def bench_rows(conn, task_type, state=None):
     return conn.execute(
         "SELECT count(*) FROM omnispindle.tasks WHERE task_type = %s"
@@ -51,25 +54,23 @@ def test_drain_runs_every_task_and_reports_rate_and_cpu(queue, conn):
 
 def test_scheduling_drains_in_every_mode_and_leaves_the_type_strict(queue, conn, client):
     figures = bench_scheduling.scheduling(queue, tasks=300, workers_count=1, concurrency=8, runs=1)
-    modes = ("strict", "aging", "fair", "limits", "aging_limits", "fair_limits", "fair_all")
-    for mode in modes:
+    for mode in SCHEDULING_MODES:
         assert figures[f"{mode}_tasks_per_s"] > 0, mode
     slowest = min(figures["aging_limits_tasks_per_s"], figures["fair_all_tasks_per_s"])
     assert figures["share_of_strict"] == pytest.approx(slowest / figures["strict_tasks_per_s"])
-    assert noop_rows(conn) == noop_rows(conn, "succeeded") == len(modes) * 300
+    assert noop_rows(conn) == noop_rows(conn, "succeeded") == len(SCHEDULING_MODES) * 300
     assert client.task_type_limits() == [] and client.task_type_strategies() == []
 
 
 def test_scheduling_drains_behind_tasks_due_later_and_deletes_them_after(queue, conn):
-    modes = ("strict", "aging", "fair", "limits", "aging_limits", "fair_limits", "fair_all")
     figures = bench_scheduling.scheduling(
         queue, tasks=100, workers_count=1, concurrency=8, runs=1, delayed=250
     )
     assert figures["delayed"] == 250
-    for mode in modes:
+    for mode in SCHEDULING_MODES:
         assert figures[f"{mode}_tasks_per_s"] > 0, mode
     # Each drain's tasks ran; the ones due the next day never started and are gone.
-    assert noop_rows(conn) == noop_rows(conn, "succeeded") == len(modes) * 100
+    assert noop_rows(conn) == noop_rows(conn, "succeeded") == len(SCHEDULING_MODES) * 100
 
 
 def test_autoscale_times_the_pool_growing_and_shrinking_back(queue, conn):
