@@ -23,6 +23,44 @@ DROP FUNCTION omnispindle.refuse_live_worker_delete();
 DROP VIEW omnispindle.unclaimable_tasks;
 DROP INDEX omnispindle.tasks_needs_ready_idx;
 
+-- As 0010 made it.
+CREATE OR REPLACE VIEW omnispindle.task_type_limit_summary AS
+SELECT l.task_type, l.max_running, r.running, l.starts_per_second, l.burst,
+       b.tokens, q.ready,
+       CASE WHEN r.running >= l.max_running OR b.tokens < 1 THEN q.ready
+            ELSE coalesce(g.held_back, 0) END AS held_back,
+       l.max_running_per_group, l.starts_per_second_per_group
+FROM omnispindle.task_type_limits l
+CROSS JOIN LATERAL (SELECT count(*) AS running FROM omnispindle.tasks t
+                    WHERE t.state = 'running' AND t.task_type = l.task_type) r
+CROSS JOIN LATERAL (SELECT count(*) AS ready FROM omnispindle.tasks t
+                    WHERE t.state = 'pending' AND t.task_type = l.task_type
+                      AND t.run_after <= now()) q
+CROSS JOIN LATERAL (SELECT least(l.burst, l.tokens + l.starts_per_second
+                                 * extract(epoch FROM clock_timestamp() - l.refilled_at))
+                           AS tokens) b
+CROSS JOIN LATERAL (SELECT sum(p.ready) AS held_back
+                    FROM (SELECT t.group_key, count(*) AS ready FROM omnispindle.tasks t
+                          WHERE l.max_running_per_group IS NOT NULL
+                            AND t.state = 'pending' AND t.task_type = l.task_type
+                            AND t.run_after <= now()
+                          GROUP BY t.group_key) p
+                    JOIN (SELECT t.group_key, count(*) AS running FROM omnispindle.tasks t
+                          WHERE l.max_running_per_group IS NOT NULL
+                            AND t.state = 'running' AND t.task_type = l.task_type
+                          GROUP BY t.group_key) u
+                      ON u.group_key IS NOT DISTINCT FROM p.group_key
+                    WHERE u.running >= l.max_running_per_group) g;
+DROP TRIGGER tasks_mark_due_later ON omnispindle.tasks;
+DROP FUNCTION omnispindle.mark_due_later();
+DROP FUNCTION omnispindle.promote_due_tasks(text[]);
+DROP INDEX omnispindle.tasks_due_later_idx;
+DROP INDEX omnispindle.tasks_group_ready_idx;
+CREATE INDEX tasks_group_ready_idx ON omnispindle.tasks (task_type, group_key, priority DESC, id)
+    WHERE state = 'pending';
+ALTER TABLE omnispindle.tasks DROP COLUMN due_later;
+ALTER TABLE omnispindle.task_history DROP COLUMN due_later;
+
 -- As 0005 made it (which also resets plan_cache_mode).
 CREATE OR REPLACE FUNCTION omnispindle.complete_attempts(ids bigint[], tokens uuid[], results jsonb[])
 RETURNS TABLE (id bigint, state omnispindle.task_state)

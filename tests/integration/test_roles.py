@@ -497,6 +497,24 @@ def test_a_worker_role_claims_a_task_that_needs_a_capability(as_role, conn):
     assert len(claimed) == 1
 
 
+def test_a_worker_role_clears_the_mark_of_a_task_due_later_come_due(as_role, conn):
+    """The claim's clearing runs with the worker role's rights."""
+    conn.execute(
+        "INSERT INTO omnispindle.tasks (task_type, run_after) "
+        "VALUES ('work', now() + interval '1 day')"
+    )
+    conn.execute("UPDATE omnispindle.tasks SET run_after = now()")
+    worker = as_role("worker")
+    claimed = worker.db.run(
+        q.tasks.claim_tasks(
+            task_types=["work"], capabilities=[], limit=5, worker_id=uuid.uuid4(),
+            lease_seconds=30,
+        )
+    )  # fmt: skip
+    assert len(claimed) == 1
+    assert conn.execute("SELECT due_later FROM omnispindle.tasks").fetchone() == (False,)
+
+
 def test_roles_granted_before_0009_keep_claiming_and_producers_may_pause(server_dsn, empty_dsn):
     """Every claim reads the paused types: a worker granted at 0008 could claim nothing."""
     upgrade(empty_dsn, "0008_dashboard")
