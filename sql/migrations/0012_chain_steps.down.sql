@@ -53,7 +53,7 @@ CROSS JOIN LATERAL (SELECT sum(p.ready) AS held_back
                     WHERE u.running >= l.max_running_per_group) g;
 DROP TRIGGER tasks_mark_due_later ON omnispindle.tasks;
 DROP FUNCTION omnispindle.mark_due_later();
-DROP FUNCTION omnispindle.promote_due_tasks(text[]);
+DROP FUNCTION omnispindle.promote_due_tasks(text[], integer);
 DROP INDEX omnispindle.tasks_due_later_idx;
 DROP INDEX omnispindle.tasks_group_ready_idx;
 CREATE INDEX tasks_group_ready_idx ON omnispindle.tasks (task_type, group_key, priority DESC, id)

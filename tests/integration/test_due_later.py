@@ -1,4 +1,4 @@
-"""Tasks due later: marked when written to start more than a second ahead, kept
+"""Tasks due later: marked when written to start more than ten seconds ahead, kept
 out of the index that the claims of limited, aging and fair types (and one-type
 walks) read from the top, and cleared by the first claim that finds them due."""
 
@@ -56,7 +56,7 @@ def due_later(conn, ids) -> list[bool]:
     return [row[0] for row in rows]
 
 
-def test_only_a_task_due_more_than_a_second_later_is_marked_by_every_way_in(client, conn):
+def test_only_a_task_due_more_than_ten_seconds_later_is_marked_by_every_way_in(client, conn):
     marked = [
         client.submit_task("work", delay=60),
         client.submit_batch([{"task_type": "work", "delay": 60}])[0],
@@ -68,8 +68,8 @@ def test_only_a_task_due_more_than_a_second_later_is_marked_by_every_way_in(clie
     ]
     unmarked = [
         client.submit_task("work"),
-        client.submit_task("work", delay=0.5),
-        client.submit_batch([{"task_type": "work", "delay": 0.5}])[0],
+        client.submit_task("work", delay=5),
+        client.submit_batch([{"task_type": "work", "delay": 5}])[0],
     ]
     assert due_later(conn, marked) == [True] * 4
     assert due_later(conn, unmarked) == [False] * 3
@@ -111,7 +111,7 @@ def test_a_claim_passes_over_the_tasks_another_claim_is_clearing(client, dsn, co
     ids = client.submit_batch([{"task_type": "work", "delay": DAY}] * 3)
     conn.execute("UPDATE omnispindle.tasks SET run_after = now() WHERE id = ANY (%s)", [ids])
     with psycopg.connect(dsn) as first:
-        first.execute("SELECT omnispindle.promote_due_tasks('{work}')")
+        first.execute("SELECT omnispindle.promote_due_tasks('{work}', 10)")
         with psycopg.connect(dsn) as second:
             second.execute("SET lock_timeout = '2s'")
             assert second.execute(CLAIM_10).fetchall() == []
@@ -121,13 +121,46 @@ def test_a_claim_passes_over_the_tasks_another_claim_is_clearing(client, dsn, co
     assert sorted(row[0] for row in claimed) == ids
 
 
+def come_due(client, conn, count: int) -> list[int]:
+    """``count`` tasks of "work" submitted due the next day, then moved to now."""
+    ids = client.submit_batch([{"task_type": "work", "delay": DAY}] * count)
+    conn.execute("UPDATE omnispindle.tasks SET run_after = now() WHERE id = ANY (%s)", [ids])
+    return ids
+
+
+def cleared(conn) -> int:
+    return conn.execute(
+        "SELECT count(*) FROM omnispindle.tasks WHERE state = 'pending' AND NOT due_later"
+    ).fetchone()[0]
+
+
+def test_a_claim_clears_a_thousand_come_due_and_wakes_the_others_for_the_rest(
+    client, conn, ready_notices
+):
+    """Clearing every task come due in one claim held the other workers' claims
+    off all of them until it committed; the ones it cleared and left waited for
+    their poll when nothing woke them."""
+    come_due(client, conn, 2500)
+    assert ready_notices(lambda: conn.execute(CLAIM_10)) == [""]
+    assert cleared(conn) == 1000 - 10
+    assert ready_notices(lambda: conn.execute(CLAIM_10)) == [""]
+    assert cleared(conn) == 2000 - 20
+
+
+def test_a_claim_that_takes_all_it_cleared_wakes_nobody(client, conn, ready_notices):
+    come_due(client, conn, 5)
+    assert ready_notices(lambda: conn.execute(CLAIM_10)) == []
+    assert cleared(conn) == 0
+
+
+@pytest.mark.slow  # the task is due 11 s later
 def test_a_worker_of_a_fair_type_starts_a_delayed_task_on_time(client, start_worker):
     """Woken by the notice of its due time, a worker's claim clears the mark and
     starts the task: the worker's poll interval (30 s) plays no part."""
     client.set_task_type_strategy("work", "fair")
     start_worker({"work": lambda task: {}}, poll_interval=30)
-    task_id = client.submit_task("work", delay=1.5, group_key="tenant")
-    task = client.wait_for_task(task_id, timeout=10)
+    task_id = client.submit_task("work", delay=11, group_key="tenant")
+    task = client.wait_for_task(task_id, timeout=20)
     waited = (task["started_at"] - task["run_after"]).total_seconds()
     assert 0 <= waited < 1.0, waited
 
