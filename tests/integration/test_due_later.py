@@ -29,7 +29,12 @@ def group(mode: str) -> dict:
     return {"group_key": "tenant"} if mode == "fair" else {}
 
 
-CLAIM_10 = "SELECT id FROM omnispindle.claim_tasks('{work}', '{}', 10, gen_random_uuid(), 30)"
+CLAIM = "SELECT id FROM omnispindle.claim_tasks('{work}', '{}', %s, gen_random_uuid(), 30)"
+
+
+def claim(connection, limit: int = 10) -> list[int]:
+    """The ids of the tasks of "work" one claim by a fresh worker id took."""
+    return [row[0] for row in connection.execute(CLAIM, [limit]).fetchall()]
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -43,9 +48,9 @@ def test_a_claim_steps_over_none_of_the_tasks_due_later_ahead_of_the_ready_ones(
     ready = client.submit_batch([{"task_type": "work", **group(mode)}] * 3)
     conn.execute("ANALYZE omnispindle.tasks")
     with psycopg.connect(dsn) as fresh:  # one transaction: its own statistics
-        claimed = fresh.execute(CLAIM_10).fetchall()
+        claimed = claim(fresh)
         fetched = xact_tasks_fetched(fresh)
-    assert sorted(row[0] for row in claimed) == ready
+    assert sorted(claimed) == ready
     assert fetched < 100, fetched
 
 
@@ -77,7 +82,7 @@ def test_only_a_task_due_more_than_ten_seconds_later_is_marked_by_every_way_in(c
 
 def test_a_retry_waiting_out_a_long_backoff_is_marked(client, conn):
     task_id = client.submit_task("work", retry_backoff=120)
-    conn.execute(CLAIM_10)
+    assert claim(conn) == [task_id]
     conn.execute(
         "SELECT omnispindle.fail_attempts(array_agg(id), array_agg(lease_token), "
         'array_agg(\'{"error": "boom"}\'::jsonb)) FROM omnispindle.tasks WHERE id = %s',
@@ -94,11 +99,11 @@ def test_a_claim_takes_a_task_due_later_once_it_comes_due(client, conn, mode):
     claim and taken in its priority order among the ready ones."""
     set_mode(client, mode)
     later = client.submit_task("work", delay=DAY, priority=5, **group(mode))
-    assert conn.execute(CLAIM_10).fetchall() == []
+    assert claim(conn) == []
     conn.execute("UPDATE omnispindle.tasks SET run_after = now() WHERE id = %s", [later])
     client.submit_task("work", priority=1, **group(mode))
     assert due_later(conn, [later]) == [True]
-    assert conn.execute(CLAIM_10.replace("10", "1")).fetchall() == [(later,)]
+    assert claim(conn, limit=1) == [later]
     assert conn.execute(
         "SELECT state, due_later FROM omnispindle.tasks WHERE id = %s", [later]
     ).fetchone() == ("running", False)
@@ -114,11 +119,11 @@ def test_a_claim_passes_over_the_tasks_another_claim_is_clearing(client, dsn, co
         first.execute("SELECT omnispindle.promote_due_tasks('{work}', 10)")
         with psycopg.connect(dsn) as second:
             second.execute("SET lock_timeout = '2s'")
-            assert second.execute(CLAIM_10).fetchall() == []
+            assert claim(second) == []
             second.rollback()
             first.commit()
-            claimed = second.execute(CLAIM_10).fetchall()
-    assert sorted(row[0] for row in claimed) == ids
+            claimed = claim(second)
+    assert sorted(claimed) == ids
 
 
 def come_due(client, conn, count: int) -> list[int]:
@@ -141,15 +146,15 @@ def test_a_claim_clears_a_thousand_come_due_and_wakes_the_others_for_the_rest(
     off all of them until it committed; the ones it cleared and left waited for
     their poll when nothing woke them."""
     come_due(client, conn, 2500)
-    assert ready_notices(lambda: conn.execute(CLAIM_10)) == [""]
+    assert ready_notices(lambda: claim(conn)) == [""]
     assert cleared(conn) == 1000 - 10
-    assert ready_notices(lambda: conn.execute(CLAIM_10)) == [""]
+    assert ready_notices(lambda: claim(conn)) == [""]
     assert cleared(conn) == 2000 - 20
 
 
 def test_a_claim_that_takes_all_it_cleared_wakes_nobody(client, conn, ready_notices):
     come_due(client, conn, 5)
-    assert ready_notices(lambda: conn.execute(CLAIM_10)) == []
+    assert ready_notices(lambda: claim(conn)) == []
     assert cleared(conn) == 0
 
 
@@ -170,6 +175,6 @@ def test_a_mark_cleared_before_its_time_leaves_the_task_waiting_for_its_time(cli
     task is stepped over as one due sooner is, and taken once due."""
     task_id = client.submit_task("work", delay=DAY)
     conn.execute("UPDATE omnispindle.tasks SET due_later = false WHERE id = %s", [task_id])
-    assert conn.execute(CLAIM_10).fetchall() == []
+    assert claim(conn) == []
     conn.execute("UPDATE omnispindle.tasks SET run_after = now() WHERE id = %s", [task_id])
-    assert conn.execute(CLAIM_10).fetchall() == [(task_id,)]
+    assert claim(conn) == [task_id]
