@@ -608,6 +608,8 @@ BEGIN
 END
 $$;
 
+-- A task's mark of due later (see "Tasks due later" below), and the index of
+-- pending tasks by type and group without the tasks it marks.
 ALTER TABLE omnispindle.tasks ADD COLUMN due_later boolean NOT NULL DEFAULT false;
 -- The history has the same columns (with no defaults, as LIKE made them).
 ALTER TABLE omnispindle.task_history ADD COLUMN due_later boolean NOT NULL DEFAULT false;
