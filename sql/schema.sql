@@ -3499,32 +3499,26 @@ SET enable_sort = off
 SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
+    due bigint[];
     cleared integer;
 BEGIN
     -- Each type's range of tasks_due_later_idx, in its order: a plan made on
     -- an empty table took tasks_ready_idx for a list of types, and read every
-    -- pending task. An UPDATE statement fires the update trigger even when it
-    -- changes no row: it runs only when a task has come due.
-    IF EXISTS (SELECT FROM unnest(p_task_types) w(task_type)
-               CROSS JOIN LATERAL (
-                   SELECT FROM omnispindle.tasks r
-                   WHERE r.state = 'pending' AND r.due_later
-                     AND r.task_type = w.task_type AND r.run_after <= now()
-                   ORDER BY r.task_type, r.run_after LIMIT 1) d) THEN
-        -- At most 1,000 of each type, the earliest due first (7 ms): clearing
-        -- 20,000 come due at once took one claim 136 ms, while the other
-        -- workers' claims passed over them and came back with nothing.
-        UPDATE omnispindle.tasks t
-        SET due_later = false
-        WHERE t.id = ANY (ARRAY(
-            SELECT d.id FROM unnest(p_task_types) w(task_type)
-            CROSS JOIN LATERAL (
-                SELECT r.id FROM omnispindle.tasks r
-                WHERE r.state = 'pending' AND r.due_later
-                  AND r.task_type = w.task_type AND r.run_after <= now()
-                ORDER BY r.task_type, r.run_after
-                LIMIT 1000
-                FOR NO KEY UPDATE SKIP LOCKED) d));
+    -- pending task. At most 1,000 of each type, the earliest due first (7 ms):
+    -- clearing 20,000 come due at once took one claim 136 ms, while the other
+    -- workers' claims passed over them and came back with nothing.
+    due := ARRAY(SELECT d.id FROM unnest(p_task_types) w(task_type)
+                 CROSS JOIN LATERAL (
+                     SELECT r.id FROM omnispindle.tasks r
+                     WHERE r.state = 'pending' AND r.due_later
+                       AND r.task_type = w.task_type AND r.run_after <= now()
+                     ORDER BY r.task_type, r.run_after
+                     LIMIT 1000
+                     FOR NO KEY UPDATE SKIP LOCKED) d);
+    -- An UPDATE statement fires the update trigger even when it changes no
+    -- row: it runs only when a task has come due.
+    IF cardinality(due) > 0 THEN
+        UPDATE omnispindle.tasks t SET due_later = false WHERE t.id = ANY (due);
         GET DIAGNOSTICS cleared = ROW_COUNT;
         -- More than the caller may take (p_room) are left for other workers,
         -- which slept through their due time if their claims came while
