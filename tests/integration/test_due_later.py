@@ -7,6 +7,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
+from .test_fast_paths import claim as claim_as_new_worker
 from .test_type_limits import xact_tasks_fetched
 
 DAY = 86_400
@@ -29,12 +30,9 @@ def group(mode: str) -> dict:
     return {"group_key": "tenant"} if mode == "fair" else {}
 
 
-CLAIM = "SELECT id FROM omnispindle.claim_tasks('{work}', '{}', %s, gen_random_uuid(), 30)"
-
-
 def claim(connection, limit: int = 10) -> list[int]:
     """The ids of the tasks of "work" one claim by a fresh worker id took."""
-    return [row[0] for row in connection.execute(CLAIM, [limit]).fetchall()]
+    return [row["id"] for row in claim_as_new_worker(connection, limit, task_type="work")]
 
 
 @pytest.mark.parametrize("mode", MODES)
