@@ -51,8 +51,6 @@ CROSS JOIN LATERAL (SELECT sum(p.ready) AS held_back
                           GROUP BY t.group_key) u
                       ON u.group_key IS NOT DISTINCT FROM p.group_key
                     WHERE u.running >= l.max_running_per_group) g;
-DROP TRIGGER tasks_mark_due_later ON omnispindle.tasks;
-DROP FUNCTION omnispindle.mark_due_later();
 DROP FUNCTION omnispindle.promote_due_tasks(text[], integer);
 DROP INDEX omnispindle.tasks_due_later_idx;
 DROP INDEX omnispindle.tasks_group_ready_idx;
@@ -1008,8 +1006,8 @@ DROP FUNCTION omnispindle.refuse_broken_rule();
 DROP FUNCTION omnispindle.broken_request_rule(text, integer, integer, double precision,
                                               double precision, text, text, integer, text[]);
 DROP FUNCTION omnispindle.broken_outcome_rule(integer, text, text);
-DROP FUNCTION omnispindle.refuse_broken_run_after();
-DROP FUNCTION omnispindle.broken_run_after_rule(timestamptz);
+DROP FUNCTION omnispindle.check_run_after();
+DROP FUNCTION omnispindle.run_after_rule(timestamptz);
 ALTER TABLE omnispindle.tasks
     ADD CONSTRAINT tasks_task_type_valid
         CHECK (task_type <> '' AND length(task_type) <= 200),
