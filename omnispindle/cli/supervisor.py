@@ -183,6 +183,7 @@ class Supervisor:
         self._stop_signal: int | None = None
         self._unusable = False  # a child could not load its executors
         self._stopping: list[subprocess.Popen[bytes]] = []  # told to stop by a signal
+        self._hurry_signal: int | None = None  # a second signal: stop at once
 
     def run(self) -> int:
         """Start the children and supervise them; the exit code once all have stopped:
@@ -205,14 +206,7 @@ class Supervisor:
         SIGCHLD included (the interpreter writes to it: safer than locks in a handler)."""
 
         def request_stop(signum: int, _frame: FrameType | None) -> None:
-            if self._stopping:  # a second signal: the children stop at once
-                log.warning("received %s again; stopping now", signal.Signals(signum).name)
-                _signal_all(self._stopping, signum)
-                return
-            log.info("received %s; stopping %d processes", signal.Signals(signum).name, len(self))
-            self._stop_signal = signum
-            if self.scaling is not None:
-                self.scaling.cancel()
+            self.heard(signum)
 
         reader, writer = os.pipe()
         for end in (reader, writer):
@@ -222,6 +216,20 @@ class Supervisor:
             signal.signal(signum, request_stop)
         signal.signal(signal.SIGCHLD, lambda _signum, _frame: None)
         return reader
+
+    def heard(self, signum: int) -> None:
+        """What a stop signal does: the first stops the children gracefully, any later
+        one at once, even one heard before the children were told of the first."""
+        name = signal.Signals(signum).name
+        if self._stop_signal is None:
+            log.info("received %s; stopping %d processes", name, len(self))
+            self._stop_signal = signum
+            if self.scaling is not None:
+                self.scaling.cancel()
+            return
+        log.warning("received %s again; stopping now", name)
+        self._hurry_signal = signum
+        _signal_all(self._stopping, signum)
 
     def __len__(self) -> int:
         return len(self._slots) + len(self._retiring)
@@ -363,6 +371,8 @@ class Supervisor:
         running += self._retiring
         _signal_all(running, signum)
         self._stopping = running
+        if self._hurry_signal is not None:  # heard before the children were told of the first
+            _signal_all(running, self._hurry_signal)
         deadline = time.monotonic() + self.stop_timeout
         killed = False
         for process in running:

@@ -425,6 +425,53 @@ def test_a_second_signal_to_the_supervisor_hands_the_running_tasks_back_at_once(
     assert [client.get_task(i)["state"] for i in ids] == ["pending"] * 2
 
 
+# A child that writes the names of the first two stop signals it gets, then exits.
+# It inherits them blocked, so that none arriving before it runs kills it, and
+# SIGTERM and SIGINT stay pending side by side until it takes them, lowest first.
+TWO_SIGNALS_CHILD = """
+import signal, sys
+stops = {signal.SIGTERM, signal.SIGINT}
+heard = [signal.Signals(signal.sigwaitinfo(stops).si_signo).name for _ in range(2)]
+open(sys.argv[1], "w").write(" ".join(heard))
+"""
+
+# A supervisor of two such children that hears SIGTERM, then SIGINT, before it
+# has told its children of either, as when both come while it starts or stops.
+SIGNALS_BEFORE_THE_CHILDREN_ARE_TOLD = """
+import signal, sys
+from omnispindle.cli.supervisor import Supervisor
+child, folder = sys.argv[1], sys.argv[2]
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+supervisor = Supervisor(
+    lambda n: [sys.executable, child, f"{folder}/{n}"], processes=2, stop_timeout=5
+)
+supervisor.heard(signal.SIGTERM)
+supervisor.heard(signal.SIGINT)
+sys.exit(supervisor.run())
+"""
+
+
+def test_a_second_signal_heard_before_the_children_were_told_of_the_first_is_passed_on(
+    tmp_path,
+):
+    """The supervisor took a second signal that came before it had passed on the
+    first for a first one, and passed on one signal only; a child running a task
+    then waited out its shutdown timeout."""
+    child = tmp_path / "child.py"
+    child.write_text(TWO_SIGNALS_CHILD)
+    supervisor = subprocess.run(
+        [sys.executable, "-c", SIGNALS_BEFORE_THE_CHILDREN_ARE_TOLD, str(child), str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert supervisor.returncode == 0, supervisor.stderr
+    assert "received SIGINT again; stopping now" in supervisor.stderr
+    for n in (1, 2):
+        assert sorted((tmp_path / str(n)).read_text().split()) == ["SIGINT", "SIGTERM"]
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_children_of_a_killed_supervisor_stop_gracefully(dsn, conn):
     supervisor = start_supervisor(dsn, conn)
